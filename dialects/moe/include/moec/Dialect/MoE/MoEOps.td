@@ -1,0 +1,259 @@
+//===- MoEOps.td - moe dialect operations ------------------*- tablegen -*-===//
+//
+// Operations of the `moe` dialect. Every op has a verifier; shapes are ranked.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEC_DIALECT_MOE_MOEOPS_TD
+#define MOEC_DIALECT_MOE_MOEOPS_TD
+
+include "moec/Dialect/MoE/MoEDialect.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/IR/OpBase.td"
+
+//===----------------------------------------------------------------------===//
+// Enums
+//===----------------------------------------------------------------------===//
+
+def MoE_ScoreFunc : I32EnumAttr<"ScoreFunc", "routing score function", [
+    I32EnumAttrCase<"softmax", 0>,
+    I32EnumAttrCase<"sigmoid", 1>
+  ]> {
+  let genSpecializedAttr = 0;
+  let cppNamespace = "::moec::moe";
+}
+def MoE_ScoreFuncAttr : EnumAttr<MoE_Dialect, MoE_ScoreFunc, "score_func">;
+
+def MoE_GroupScore : I32EnumAttr<"GroupScore",
+    "how a group of experts is scored in group-limited routing", [
+    I32EnumAttrCase<"max", 0>,
+    I32EnumAttrCase<"top2_sum", 1>
+  ]> {
+  let genSpecializedAttr = 0;
+  let cppNamespace = "::moec::moe";
+}
+def MoE_GroupScoreAttr : EnumAttr<MoE_Dialect, MoE_GroupScore, "group_score">;
+
+def MoE_Activation : I32EnumAttr<"Activation", "expert FFN activation", [
+    I32EnumAttrCase<"identity", 0>,
+    I32EnumAttrCase<"relu", 1>,
+    I32EnumAttrCase<"gelu", 2>,
+    I32EnumAttrCase<"gelu_tanh", 3>,
+    I32EnumAttrCase<"silu", 4>
+  ]> {
+  let genSpecializedAttr = 0;
+  let cppNamespace = "::moec::moe";
+}
+def MoE_ActivationAttr : EnumAttr<MoE_Dialect, MoE_Activation, "activation">;
+
+def MoE_Reduction : I32EnumAttr<"Reduction", "scatter reduction", [
+    I32EnumAttrCase<"none", 0>,
+    I32EnumAttrCase<"add", 1>,
+    I32EnumAttrCase<"mul", 2>,
+    I32EnumAttrCase<"max", 3>,
+    I32EnumAttrCase<"min", 4>
+  ]> {
+  let genSpecializedAttr = 0;
+  let cppNamespace = "::moec::moe";
+}
+def MoE_ReductionAttr : EnumAttr<MoE_Dialect, MoE_Reduction, "reduction">;
+
+def MoE_FloatTensor : RankedTensorOf<[AnyFloat]>;
+def MoE_IndexTensor : RankedTensorOf<[I32, I64]>;
+
+//===----------------------------------------------------------------------===//
+// Routing and experts
+//===----------------------------------------------------------------------===//
+
+def MoE_RouteOp : MoE_Op<"route", [Pure]> {
+  let summary = "token routing: scores, top-k experts and their weights";
+  let description = [{
+    Computes, for each token `t`, the `top_k` experts it is sent to and the
+    weight of each. With `s = score_func(logits[t])` (softmax over the experts
+    or an element-wise sigmoid):
+
+    1. Selection scores are `s + bias` when `bias` is given (DeepSeek-V3's
+       score-correction bias: it changes which experts win, never the weights),
+       else `s`.
+    2. With `num_groups > 1`, the experts split into `num_groups` equal
+       groups; each group is scored by `group_score` (`max`: its best
+       selection score, DeepSeek-V2; `top2_sum`: the sum of its best two,
+       DeepSeek-V3), and only experts in the best `topk_groups` groups compete.
+    3. The `top_k` largest selection scores win (ties: lower expert id).
+    4. The weights are `s` at the winners, divided by their sum when
+       `renormalize` is set, then multiplied by `scaling_factor`.
+
+    Example (Mixtral: softmax, top-2, renormalised):
+
+    ```mlir
+    %w, %idx = moe.route %logits top_k 2 {score_func = #moe.score_func<softmax>,
+        renormalize = true} : tensor<16x8xf32> -> tensor<16x2xf32>, tensor<16x2xi64>
+    ```
+  }];
+  let arguments = (ins
+    MoE_FloatTensor:$logits,
+    Optional<MoE_FloatTensor>:$bias,
+    I64Attr:$top_k,
+    DefaultValuedAttr<MoE_ScoreFuncAttr, "ScoreFunc::softmax">:$score_func,
+    DefaultValuedAttr<BoolAttr, "false">:$renormalize,
+    DefaultValuedAttr<F64Attr, "1.0">:$scaling_factor,
+    DefaultValuedAttr<I64Attr, "1">:$num_groups,
+    DefaultValuedAttr<I64Attr, "1">:$topk_groups,
+    DefaultValuedAttr<MoE_GroupScoreAttr, "GroupScore::max">:$group_score
+  );
+  let results = (outs MoE_FloatTensor:$weights, MoE_IndexTensor:$indices);
+  let assemblyFormat = [{
+    $logits (`bias` $bias^)? `top_k` $top_k attr-dict `:` type($logits)
+    (`,` type($bias)^)? `->` type($weights) `,` type($indices)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_ExpertsOp : MoE_Op<"experts", [Pure, AttrSizedOperandSegments]> {
+  let summary = "a block of E expert FFNs with stacked weights";
+  let description = [{
+    Applies the experts chosen by routing to every token and sums the results
+    weighted by the routing weights:
+
+    ```
+    out[t] = sum_j weights[t, j] * FFN_{indices[t, j]}(tokens[t])
+    FFN_e(x) = (act(x @ w_gate[e] + b_gate[e]) * (x @ w_up[e] + b_up[e]))
+               @ w_down[e] + b_down[e]
+    ```
+
+    `w_up` (and `b_up`) are present for gated FFNs (SwiGLU: `silu`, GeGLU:
+    `gelu`); without them `FFN_e(x) = act(x @ w_gate[e] + b_gate[e]) @
+    w_down[e] + b_down[e]`. Weights are stacked over the experts: `w_gate` and
+    `w_up` are `[E, H, F]`, `w_down` is `[E, F, H]`, biases `[E, F]` and
+    `[E, H]`. An index outside `[0, E)` contributes nothing: after expert
+    parallel sharding `E` is the number of local experts and `expert_offset`
+    the global id of the first one.
+
+    ```mlir
+    %y = moe.experts %x, %idx, %w gate %w1 up %w3 down %w2
+        {activation = #moe.activation<silu>}
+        : (tensor<16x64xf32>, tensor<16x2xi64>, tensor<16x2xf32>,
+           tensor<8x64x128xf32>, tensor<8x64x128xf32>, tensor<8x128x64xf32>)
+        -> tensor<16x64xf32>
+    ```
+  }];
+  let arguments = (ins
+    MoE_FloatTensor:$tokens,
+    MoE_IndexTensor:$indices,
+    MoE_FloatTensor:$weights,
+    MoE_FloatTensor:$w_gate,
+    Optional<MoE_FloatTensor>:$w_up,
+    MoE_FloatTensor:$w_down,
+    Optional<MoE_FloatTensor>:$b_gate,
+    Optional<MoE_FloatTensor>:$b_up,
+    Optional<MoE_FloatTensor>:$b_down,
+    MoE_ActivationAttr:$activation,
+    DefaultValuedAttr<I64Attr, "0">:$expert_offset
+  );
+  let results = (outs MoE_FloatTensor:$result);
+  let assemblyFormat = [{
+    $tokens `,` $indices `,` $weights `gate` $w_gate (`up` $w_up^)?
+    `down` $w_down (`bias_gate` $b_gate^)? (`bias_up` $b_up^)?
+    (`bias_down` $b_down^)? attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    int64_t getNumExperts() {
+      return mlir::cast<mlir::RankedTensorType>(getWGate().getType()).getDimSize(0);
+    }
+  }];
+}
+
+//===----------------------------------------------------------------------===//
+// ONNX operators with no upstream equivalent
+//===----------------------------------------------------------------------===//
+
+def MoE_TopKOp : MoE_Op<"topk", [Pure]> {
+  let summary = "the k largest (or smallest) elements along an axis (ONNX TopK)";
+  let description = [{
+    ONNX `TopK` with a constant `k`: values and int64 indices of the `k`
+    largest (`largest = true`) or smallest elements along `axis`, sorted when
+    `sorted` is set. Ties go to the lower index, as in ONNX.
+
+    ```mlir
+    %v, %i = moe.topk %x k 2 axis 1 : tensor<16x8xf32> -> tensor<16x2xf32>, tensor<16x2xi64>
+    ```
+  }];
+  let arguments = (ins AnyRankedTensor:$input, I64Attr:$k, I64Attr:$axis,
+                   DefaultValuedAttr<BoolAttr, "true">:$largest,
+                   DefaultValuedAttr<BoolAttr, "true">:$sorted);
+  let results = (outs AnyRankedTensor:$values,
+                      RankedTensorOf<[I64]>:$indices);
+  let assemblyFormat = [{
+    $input `k` $k `axis` $axis attr-dict `:` type($input) `->` type($values)
+    `,` type($indices)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_NonZeroOp : MoE_Op<"nonzero", [Pure]> {
+  let summary = "indices of the non-zero elements (ONNX NonZero)";
+  let description = [{
+    ONNX `NonZero`: a `[rank, N]` int64 tensor holding, column by column in
+    row-major order, the coordinates of the `N` non-zero elements. `N` is data
+    dependent, so the result's second dimension is normally dynamic.
+
+    ```mlir
+    %nz = moe.nonzero %mask : tensor<4x8xi1> -> tensor<2x?xi64>
+    ```
+  }];
+  let arguments = (ins AnyRankedTensor:$input);
+  let results = (outs RankedTensorOf<[I64]>:$result);
+  let assemblyFormat = "$input attr-dict `:` type($input) `->` type($result)";
+  let hasVerifier = 1;
+}
+
+def MoE_ScatterElementsOp : MoE_Op<"scatter_elements", [Pure]> {
+  let summary = "ONNX ScatterElements";
+  let description = [{
+    Returns a copy of `data` where, for every position `p` of `indices`,
+    the element at `p` with `p[axis]` replaced by `indices[p]` is set to (or,
+    with a `reduction`, combined with) `updates[p]`. Negative indices count
+    from the end of `axis`.
+
+    ```mlir
+    %r = moe.scatter_elements %data, %idx, %upd axis 0
+        {reduction = #moe.reduction<add>}
+        : (tensor<16x64xf32>, tensor<4x64xi64>, tensor<4x64xf32>) -> tensor<16x64xf32>
+    ```
+  }];
+  let arguments = (ins AnyRankedTensor:$data, MoE_IndexTensor:$indices,
+                   AnyRankedTensor:$updates, I64Attr:$axis,
+                   DefaultValuedAttr<MoE_ReductionAttr, "Reduction::none">:$reduction);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = [{
+    $data `,` $indices `,` $updates `axis` $axis attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_ScatterNDOp : MoE_Op<"scatter_nd", [Pure]> {
+  let summary = "ONNX ScatterND";
+  let description = [{
+    Returns a copy of `data` where the slices addressed by the last dimension
+    of `indices` (of length `q <= rank(data)`) are set to (or, with a
+    `reduction`, combined with) the matching slices of `updates`, whose shape
+    is `indices.shape[:-1] ++ data.shape[q:]`.
+
+    ```mlir
+    %r = moe.scatter_nd %data, %idx, %upd {reduction = #moe.reduction<add>}
+        : (tensor<16x64xf32>, tensor<?x1xi64>, tensor<?x64xf32>) -> tensor<16x64xf32>
+    ```
+  }];
+  let arguments = (ins AnyRankedTensor:$data, MoE_IndexTensor:$indices,
+                   AnyRankedTensor:$updates,
+                   DefaultValuedAttr<MoE_ReductionAttr, "Reduction::none">:$reduction);
+  let results = (outs AnyRankedTensor:$result);
+  let assemblyFormat = [{
+    $data `,` $indices `,` $updates attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+#endif // MOEC_DIALECT_MOE_MOEOPS_TD

@@ -1,0 +1,58 @@
+//===- OnnxImporter.h - ONNX to MLIR importer -------------------*- C++ -*-===//
+//
+// Imports an ONNX model (binary protobuf or ONNX text format) into a
+// `func.func @main` of linalg/tensor/arith/math and `moe` ops on ranked
+// tensors.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEC_IMPORT_ONNXIMPORTER_H
+#define MOEC_IMPORT_ONNXIMPORTER_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
+#include "llvm/ADT/StringRef.h"
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace mlir {
+class DialectRegistry;
+class MLIRContext;
+} // namespace mlir
+
+namespace moec {
+
+struct ImportOptions {
+  /// Fixed shapes for graph inputs (`--input-shape name=d0,d1,...`). They
+  /// replace symbolic dims and must agree with the model's static dims.
+  std::vector<std::pair<std::string, std::vector<int64_t>>> inputShapes;
+  /// Run the ONNX checker before importing.
+  bool runChecker = true;
+  /// Initializers with more elements than this become dense_resource blobs;
+  /// smaller ones are printed inline.
+  int64_t inlineConstantLimit = 16;
+};
+
+/// Parses `--input-shape` text `name=d0,d1,...` (several separated by ';' or
+/// given as separate strings). Returns false and sets `error` on bad text.
+bool parseInputShape(llvm::StringRef text,
+                     std::vector<std::pair<std::string, std::vector<int64_t>>> &out,
+                     std::string &error);
+
+/// Imports the model at `path` (`.onnx` binary, `.onnxtxt` text). On failure
+/// returns null and sets `error` to a message that names the file, the node,
+/// its op type and the reason.
+mlir::OwningOpRef<mlir::ModuleOp> importOnnxFile(mlir::MLIRContext &context,
+                                                 llvm::StringRef path,
+                                                 const ImportOptions &options,
+                                                 std::string &error);
+
+/// Registers the dialects the importer creates ops of.
+void registerImportDialects(mlir::DialectRegistry &registry);
+
+} // namespace moec
+
+#endif // MOEC_IMPORT_ONNXIMPORTER_H

@@ -1,0 +1,203 @@
+//===- GraphImporter.h - ONNX graph import state ----------------*- C++ -*-===//
+//
+// Internal to lib/Import. The state of one graph import and the helpers that
+// the per-op handlers (Import*.cpp, one file per op family) build on.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEC_LIB_IMPORT_GRAPHIMPORTER_H
+#define MOEC_LIB_IMPORT_GRAPHIMPORTER_H
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/IR/Location.h"
+#include "mlir/Support/LLVM.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/ADT/Twine.h"
+
+#include "onnx/onnx_pb.h"
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace moec::onnximport {
+
+/// A tensor whose value is known while importing: small initializers,
+/// Constant nodes and folded shape arithmetic. Float element types keep their
+/// values in `f`, integer and bool types in `i`.
+struct HostTensor {
+  std::vector<int64_t> shape;
+  int32_t dtype = onnx::TensorProto_DataType_INT64;
+  std::vector<double> f;
+  std::vector<int64_t> i;
+
+  bool isFloat() const;
+  int64_t size() const;
+  double asDouble(size_t k) const { return isFloat() ? f[k] : double(i[k]); }
+  int64_t asInt(size_t k) const { return isFloat() ? int64_t(f[k]) : i[k]; }
+  /// A 1-D int64 tensor.
+  static HostTensor ints(std::vector<int64_t> values);
+  /// A tensor of `dtype` and `shape`, every element `value`.
+  static HostTensor splat(int32_t dtype, std::vector<int64_t> shape,
+                          double value);
+};
+
+class GraphImporter;
+using OpHandler = std::function<mlir::LogicalResult(GraphImporter &)>;
+/// Handlers by op type; the key is "Type" for the default domain and
+/// "domain::Type" for others (e.g. "com.microsoft::MoE").
+using OpTable = llvm::StringMap<OpHandler>;
+
+void addElementwiseOps(OpTable &table);
+void addShapeOps(OpTable &table);
+void addReductionOps(OpTable &table);
+void addIndexingOps(OpTable &table);
+void addMicrosoftOps(OpTable &table);
+
+/// Builds the function body for one ONNX graph, node by node.
+class GraphImporter {
+public:
+  GraphImporter(mlir::OpBuilder &builder, std::string fileName,
+                const onnx::ModelProto &model, int64_t inlineConstantLimit);
+
+  //===--------------------------------------------------------------------===//
+  // For op handlers: the node being imported
+  //===--------------------------------------------------------------------===//
+
+  mlir::OpBuilder &builder() { return b; }
+  mlir::Location loc() const { return curLoc; }
+  mlir::MLIRContext *ctx() { return b.getContext(); }
+  const onnx::NodeProto &node() const { return *curNode; }
+  /// Opset version of the default domain.
+  int64_t opset() const { return defaultOpset; }
+
+  /// Number of inputs, trailing omitted (empty-named) ones not counted.
+  unsigned numInputs() const;
+  /// True when input `i` is given (present and not the empty name).
+  bool hasInput(unsigned i) const;
+  /// The SSA value of input `i`; known constants are materialized.
+  mlir::Value input(unsigned i);
+  mlir::RankedTensorType inputType(unsigned i);
+  /// The value of input `i` when known at import time, else null.
+  const HostTensor *inputConst(unsigned i);
+  /// True when every given input is known and has at most `maxElements`.
+  bool allInputsConst(int64_t maxElements = 1 << 16);
+  /// Type of output `i` from ONNX shape inference (dims it could not infer
+  /// are dynamic); null when inference gave nothing.
+  mlir::RankedTensorType inferredOutputType(unsigned i);
+  unsigned numOutputs() const { return curNode->output_size(); }
+  bool hasOutput(unsigned i) const;
+
+  void setOutput(unsigned i, mlir::Value v);
+  void setOutputConst(unsigned i, HostTensor t);
+
+  /// Reports "FILE: node 'NAME' (OP): REASON" and returns failure.
+  mlir::LogicalResult fail(const llvm::Twine &reason);
+
+  const onnx::AttributeProto *attr(llvm::StringRef name) const;
+  bool hasAttr(llvm::StringRef name) const { return attr(name) != nullptr; }
+  int64_t intAttr(llvm::StringRef name, int64_t dflt) const;
+  double floatAttr(llvm::StringRef name, double dflt) const;
+  std::string strAttr(llvm::StringRef name, llvm::StringRef dflt) const;
+  std::vector<int64_t> intsAttr(llvm::StringRef name) const;
+
+  //===--------------------------------------------------------------------===//
+  // Building helpers shared by handlers
+  //===--------------------------------------------------------------------===//
+
+  /// MLIR element type of an ONNX data type; null when unsupported.
+  mlir::Type elementType(int32_t onnxType);
+  /// ONNX data type of an MLIR element type (0 when there is none).
+  static int32_t onnxType(mlir::Type t);
+  /// Materializes a known tensor as arith.constant.
+  mlir::Value constant(const HostTensor &t);
+  /// Scalar constants of an element type.
+  mlir::Value scalar(mlir::Type elt, double value);
+  /// `index` value of dim `d` of a tensor (constant when static).
+  mlir::Value dim(mlir::Value tensor, int64_t d);
+  /// tensor.empty of `shape`; `dynSizes` holds one index per dynamic dim.
+  mlir::Value emptyTensor(llvm::ArrayRef<int64_t> shape, mlir::Type elt,
+                          mlir::ValueRange dynSizes);
+  /// An empty tensor of `shape` whose dynamic dims are taken from `like`,
+  /// matched by position from the right (numpy broadcasting rules).
+  mlir::Value emptyLike(llvm::ArrayRef<int64_t> shape, mlir::Type elt,
+                        mlir::ValueRange like);
+
+  /// Numpy-style broadcast shape of the given types; failure (with a
+  /// diagnostic naming the node) when they do not broadcast.
+  mlir::FailureOr<llvm::SmallVector<int64_t>>
+  broadcastShape(llvm::ArrayRef<mlir::RankedTensorType> types);
+
+  using ScalarBody = llvm::function_ref<mlir::Value(
+      mlir::OpBuilder &, mlir::Location, mlir::ValueRange)>;
+  /// A linalg.generic applying `body` element by element to `inputs`
+  /// broadcast numpy-style; the result has element type `resultElt`.
+  mlir::FailureOr<mlir::Value> elementwise(mlir::ValueRange inputs,
+                                           mlir::Type resultElt,
+                                           ScalarBody body);
+  /// Converts a scalar between element types with ONNX Cast semantics
+  /// (float->int truncates toward zero, bool is value != 0).
+  mlir::Value convertScalar(mlir::OpBuilder &bb, mlir::Location l,
+                            mlir::Value v, mlir::Type to);
+  /// Element-type conversion of a whole tensor.
+  mlir::Value castTensor(mlir::Value v, mlir::Type to);
+  /// tensor.reshape to a static or dynamic shape (`-1` entries not allowed:
+  /// callers resolve them). Dynamic dims of `shape` take `dynSizes`.
+  mlir::Value reshape(mlir::Value v, llvm::ArrayRef<int64_t> shape,
+                      mlir::ValueRange dynSizes = {});
+
+  //===--------------------------------------------------------------------===//
+  // Driver
+  //===--------------------------------------------------------------------===//
+
+  /// Registers a graph input or initializer.
+  void defineValue(const std::string &name, mlir::Value v);
+  mlir::LogicalResult defineInitializer(const onnx::TensorProto &t);
+  mlir::LogicalResult importNode(const onnx::NodeProto &node,
+                                 const OpTable &table);
+  /// The value of a graph output (materialized if constant).
+  mlir::FailureOr<mlir::Value> lookupOutput(const std::string &name);
+  /// The error message of the last failure.
+  const std::string &error() const { return lastError; }
+  void setError(std::string e) { lastError = std::move(e); }
+  const std::string &fileName() const { return file; }
+  /// Reads an ONNX tensor's bytes (raw, typed fields or external data).
+  mlir::FailureOr<std::vector<char>> tensorBytes(const onnx::TensorProto &t);
+  /// Decodes a tensor into a HostTensor.
+  mlir::FailureOr<HostTensor> decodeTensor(const onnx::TensorProto &t);
+  void setModelDir(std::string dir) { modelDir = std::move(dir); }
+
+private:
+  struct Entry {
+    mlir::Value value;
+    std::optional<HostTensor> host;
+    /// Large initializers are materialized lazily from here.
+    const onnx::TensorProto *initializer = nullptr;
+    mlir::RankedTensorType type;
+  };
+  Entry *lookup(const std::string &name);
+  mlir::FailureOr<mlir::Value> materialize(Entry &e, const std::string &name);
+  std::string describeNode() const;
+
+  mlir::OpBuilder &b;
+  std::string file;
+  std::string modelDir;
+  const onnx::ModelProto &model;
+  int64_t inlineLimit;
+  int64_t defaultOpset = 0;
+  llvm::StringMap<Entry> values;
+  llvm::StringMap<const onnx::ValueInfoProto *> valueInfos;
+  const onnx::NodeProto *curNode = nullptr;
+  mlir::Location curLoc;
+  std::string lastError;
+  unsigned blobCounter = 0;
+};
+
+/// Name of an ONNX data type ("FLOAT", "INT64", ...).
+std::string onnxTypeName(int32_t t);
+
+} // namespace moec::onnximport
+
+#endif // MOEC_LIB_IMPORT_GRAPHIMPORTER_H

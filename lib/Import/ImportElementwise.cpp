@@ -1,0 +1,284 @@
+//===- ImportElementwise.cpp - element-wise ONNX ops ----------------------===//
+//
+// Add Sub Mul Div Pow Sqrt Neg Exp Erf Tanh Sigmoid Relu Sin Cos Equal Less
+// Greater Not And Where Cast: one linalg.generic each, numpy broadcasting in
+// the indexing maps. Small constant operands (shape arithmetic) fold on the
+// host instead.
+//
+//===----------------------------------------------------------------------===//
+
+#include "GraphImporter.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace moec::onnximport;
+
+namespace {
+using HostFn = std::function<double(ArrayRef<double>)>;
+using BuildFn = std::function<Value(OpBuilder &, Location, ValueRange)>;
+
+/// Broadcast index of output position `k` into an operand of `shape`.
+int64_t broadcastIndex(ArrayRef<int64_t> outShape, ArrayRef<int64_t> shape,
+                       int64_t k) {
+  int64_t idx = 0, stride = 1;
+  for (int64_t d = int64_t(outShape.size()) - 1, s = int64_t(shape.size()) - 1;
+       d >= 0; --d, --s) {
+    int64_t coord = k % outShape[d];
+    k /= outShape[d];
+    if (s < 0)
+      continue;
+    idx += (shape[s] == 1 ? 0 : coord) * stride;
+    stride *= shape[s];
+  }
+  return idx;
+}
+
+/// Folds an element-wise op on known operands. `resultDtype` 0 means "the
+/// dtype of the first operand".
+LogicalResult foldHost(GraphImporter &gi, const HostFn &fn,
+                       int32_t resultDtype) {
+  std::vector<const HostTensor *> ins;
+  std::vector<int64_t> outShape;
+  for (unsigned i = 0; i < gi.numInputs(); ++i) {
+    ins.push_back(gi.inputConst(i));
+    const auto &s = ins.back()->shape;
+    if (s.size() > outShape.size())
+      outShape.insert(outShape.begin(), s.size() - outShape.size(), 1);
+    for (size_t d = 0; d < s.size(); ++d) {
+      int64_t &o = outShape[outShape.size() - s.size() + d];
+      if (o == 1)
+        o = s[d];
+      else if (s[d] != 1 && s[d] != o)
+        return gi.fail("operand shapes do not broadcast");
+    }
+  }
+  HostTensor out;
+  out.shape = outShape;
+  out.dtype = resultDtype ? resultDtype : ins[0]->dtype;
+  int64_t n = out.size();
+  SmallVector<double> args(ins.size());
+  for (int64_t k = 0; k < n; ++k) {
+    for (size_t i = 0; i < ins.size(); ++i)
+      args[i] = ins[i]->asDouble(broadcastIndex(outShape, ins[i]->shape, k));
+    double r = fn(args);
+    if (out.isFloat())
+      out.f.push_back(r);
+    else
+      out.i.push_back(int64_t(r));
+  }
+  gi.setOutputConst(0, std::move(out));
+  return success();
+}
+
+bool isFloatType(Type t) { return isa<FloatType>(t); }
+
+/// Registers an op whose result has the operands' element type.
+/// `floatOnly` ops reject integer inputs with a clear error.
+void addArith(OpTable &t, StringRef name, HostFn host,
+              std::function<Value(OpBuilder &, Location, ValueRange, bool)> build,
+              unsigned arity, bool floatOnly = false) {
+  t[name] = [=](GraphImporter &gi) -> LogicalResult {
+    if (gi.numInputs() != arity)
+      return gi.fail("expects " + Twine(arity) + " inputs, got " +
+                     Twine(gi.numInputs()));
+    Type elt = gi.inputType(0).getElementType();
+    for (unsigned i = 1; i < arity; ++i)
+      if (gi.inputType(i).getElementType() != elt &&
+          gi.node().op_type() != "Pow")
+        return gi.fail("operands have different element types");
+    bool isF = isFloatType(elt);
+    if (floatOnly && !isF)
+      return gi.fail("integer inputs are not supported");
+    if (host && gi.allInputsConst())
+      return foldHost(gi, host, 0);
+    SmallVector<Value> ins;
+    for (unsigned i = 0; i < arity; ++i)
+      ins.push_back(gi.input(i));
+    FailureOr<Value> r = gi.elementwise(
+        ins, elt, [&](OpBuilder &b, Location l, ValueRange a) {
+          return build(b, l, a, isF);
+        });
+    if (failed(r))
+      return failure();
+    gi.setOutput(0, *r);
+    return success();
+  };
+}
+
+/// Registers a comparison or logical op: the result is i1.
+void addPredicate(OpTable &t, StringRef name, HostFn host,
+                  std::function<Value(OpBuilder &, Location, ValueRange, bool)> build,
+                  unsigned arity) {
+  t[name] = [=](GraphImporter &gi) -> LogicalResult {
+    if (gi.numInputs() != arity)
+      return gi.fail("expects " + Twine(arity) + " inputs");
+    bool isF = isFloatType(gi.inputType(0).getElementType());
+    if (host && gi.allInputsConst())
+      return foldHost(gi, host, onnx::TensorProto_DataType_BOOL);
+    SmallVector<Value> ins;
+    for (unsigned i = 0; i < arity; ++i)
+      ins.push_back(gi.input(i));
+    FailureOr<Value> r = gi.elementwise(
+        ins, gi.builder().getI1Type(),
+        [&](OpBuilder &b, Location l, ValueRange a) {
+          return build(b, l, a, isF);
+        });
+    if (failed(r))
+      return failure();
+    gi.setOutput(0, *r);
+    return success();
+  };
+}
+
+Value fconst(OpBuilder &b, Location l, Type t, double v) {
+  return arith::ConstantOp::create(b, l, FloatAttr::get(t, v));
+}
+} // namespace
+
+void moec::onnximport::addElementwiseOps(OpTable &t) {
+  using A = ArrayRef<double>;
+  using V = ValueRange;
+  using B = OpBuilder &;
+  using L = Location;
+  addArith(t, "Add", [](A a) { return a[0] + a[1]; },
+           [](B b, L l, V a, bool f) -> Value {
+             return f ? Value(arith::AddFOp::create(b, l, a[0], a[1]))
+                      : Value(arith::AddIOp::create(b, l, a[0], a[1]));
+           }, 2);
+  addArith(t, "Sub", [](A a) { return a[0] - a[1]; },
+           [](B b, L l, V a, bool f) -> Value {
+             return f ? Value(arith::SubFOp::create(b, l, a[0], a[1]))
+                      : Value(arith::SubIOp::create(b, l, a[0], a[1]));
+           }, 2);
+  addArith(t, "Mul", [](A a) { return a[0] * a[1]; },
+           [](B b, L l, V a, bool f) -> Value {
+             return f ? Value(arith::MulFOp::create(b, l, a[0], a[1]))
+                      : Value(arith::MulIOp::create(b, l, a[0], a[1]));
+           }, 2);
+  // Integer Div truncates toward zero, as in ONNX (and C).
+  addArith(t, "Div",
+           [](A a) { return a[1] == 0 ? 0.0 : a[0] / a[1]; },
+           [](B b, L l, V a, bool f) -> Value {
+             return f ? Value(arith::DivFOp::create(b, l, a[0], a[1]))
+                      : Value(arith::DivSIOp::create(b, l, a[0], a[1]));
+           }, 2);
+  addArith(t, "Pow", [](A a) { return std::pow(a[0], a[1]); },
+           [](B b, L l, V a, bool f) -> Value {
+             Value e = a[1];
+             if (e.getType() != a[0].getType()) {
+               // Pow allows a different exponent type; compute in the base's.
+               Type bt = a[0].getType();
+               e = isa<FloatType>(e.getType())
+                       ? Value(arith::TruncFOp::create(b, l, bt, e))
+                       : Value(arith::SIToFPOp::create(b, l, bt, e));
+             }
+             return math::PowFOp::create(b, l, a[0], e);
+           }, 2, /*floatOnly=*/true);
+  addArith(t, "Sqrt", [](A a) { return std::sqrt(a[0]); },
+           [](B b, L l, V a, bool) -> Value { return math::SqrtOp::create(b, l, a[0]); },
+           1, true);
+  addArith(t, "Neg", [](A a) { return -a[0]; },
+           [](B b, L l, V a, bool f) -> Value {
+             if (f)
+               return arith::NegFOp::create(b, l, a[0]);
+             Value zero = arith::ConstantOp::create(
+                 b, l, IntegerAttr::get(a[0].getType(), 0));
+             return arith::SubIOp::create(b, l, zero, a[0]);
+           }, 1);
+  addArith(t, "Exp", [](A a) { return std::exp(a[0]); },
+           [](B b, L l, V a, bool) -> Value { return math::ExpOp::create(b, l, a[0]); },
+           1, true);
+  addArith(t, "Erf", [](A a) { return std::erf(a[0]); },
+           [](B b, L l, V a, bool) -> Value { return math::ErfOp::create(b, l, a[0]); },
+           1, true);
+  addArith(t, "Tanh", [](A a) { return std::tanh(a[0]); },
+           [](B b, L l, V a, bool) -> Value { return math::TanhOp::create(b, l, a[0]); },
+           1, true);
+  addArith(t, "Sin", [](A a) { return std::sin(a[0]); },
+           [](B b, L l, V a, bool) -> Value { return math::SinOp::create(b, l, a[0]); },
+           1, true);
+  addArith(t, "Cos", [](A a) { return std::cos(a[0]); },
+           [](B b, L l, V a, bool) -> Value { return math::CosOp::create(b, l, a[0]); },
+           1, true);
+  addArith(t, "Sigmoid", [](A a) { return 1.0 / (1.0 + std::exp(-a[0])); },
+           [](B b, L l, V a, bool) -> Value {
+             Type ty = a[0].getType();
+             Value one = fconst(b, l, ty, 1.0);
+             Value e = math::ExpOp::create(b, l, arith::NegFOp::create(b, l, a[0]));
+             return arith::DivFOp::create(b, l, one,
+                                          arith::AddFOp::create(b, l, one, e));
+           }, 1, true);
+  addArith(t, "Relu", [](A a) { return a[0] > 0 ? a[0] : 0.0; },
+           [](B b, L l, V a, bool f) -> Value {
+             Type ty = a[0].getType();
+             if (f)
+               return arith::MaximumFOp::create(b, l, a[0], fconst(b, l, ty, 0.0));
+             Value zero = arith::ConstantOp::create(b, l, IntegerAttr::get(ty, 0));
+             return arith::MaxSIOp::create(b, l, a[0], zero);
+           }, 1);
+
+  auto cmp = [](arith::CmpFPredicate fp, arith::CmpIPredicate ip) {
+    return [=](B b, L l, V a, bool f) -> Value {
+      if (f)
+        return arith::CmpFOp::create(b, l, fp, a[0], a[1]);
+      return arith::CmpIOp::create(b, l, ip, a[0], a[1]);
+    };
+  };
+  addPredicate(t, "Equal", [](A a) { return double(a[0] == a[1]); },
+               cmp(arith::CmpFPredicate::OEQ, arith::CmpIPredicate::eq), 2);
+  addPredicate(t, "Less", [](A a) { return double(a[0] < a[1]); },
+               cmp(arith::CmpFPredicate::OLT, arith::CmpIPredicate::slt), 2);
+  addPredicate(t, "Greater", [](A a) { return double(a[0] > a[1]); },
+               cmp(arith::CmpFPredicate::OGT, arith::CmpIPredicate::sgt), 2);
+  addPredicate(t, "Not", [](A a) { return double(a[0] == 0); },
+               [](B b, L l, V a, bool) -> Value {
+                 Value one = arith::ConstantOp::create(b, l, b.getBoolAttr(true));
+                 return arith::XOrIOp::create(b, l, a[0], one);
+               }, 1);
+  addPredicate(t, "And", [](A a) { return double(a[0] != 0 && a[1] != 0); },
+               [](B b, L l, V a, bool) -> Value {
+                 return arith::AndIOp::create(b, l, a[0], a[1]);
+               }, 2);
+
+  t["Where"] = [](GraphImporter &gi) -> LogicalResult {
+    if (gi.numInputs() != 3)
+      return gi.fail("expects 3 inputs (condition, X, Y)");
+    if (gi.allInputsConst())
+      return foldHost(gi, [](A a) { return a[0] != 0 ? a[1] : a[2]; },
+                      gi.inputConst(1)->dtype);
+    Type elt = gi.inputType(1).getElementType();
+    if (gi.inputType(2).getElementType() != elt)
+      return gi.fail("X and Y have different element types");
+    FailureOr<Value> r = gi.elementwise(
+        ValueRange{gi.input(0), gi.input(1), gi.input(2)}, elt,
+        [](OpBuilder &b, Location l, ValueRange a) -> Value {
+          return arith::SelectOp::create(b, l, a[0], a[1], a[2]);
+        });
+    if (failed(r))
+      return failure();
+    gi.setOutput(0, *r);
+    return success();
+  };
+
+  t["Cast"] = [](GraphImporter &gi) -> LogicalResult {
+    int64_t to = gi.intAttr("to", 0);
+    Type elt = gi.elementType(int32_t(to));
+    if (!elt)
+      return gi.fail("cast to unsupported dtype " + onnxTypeName(int32_t(to)));
+    if (gi.allInputsConst()) {
+      bool toBool = to == onnx::TensorProto_DataType_BOOL;
+      bool toFloat = isa<FloatType>(elt);
+      return foldHost(gi, [=](A a) {
+        if (toBool)
+          return double(a[0] != 0);
+        return toFloat ? a[0] : std::trunc(a[0]);
+      }, int32_t(to));
+    }
+    gi.setOutput(0, gi.castTensor(gi.input(0), elt));
+    return success();
+  };
+}

@@ -1,0 +1,362 @@
+//===- OnnxImporter.cpp - ONNX model to MLIR ------------------------------===//
+//
+// Loads an ONNX model (binary or text), checks it, runs shape inference with
+// the user's fixed input shapes, and imports the graph into `func.func @main`.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moec/Import/OnnxImporter.h"
+#include "GraphImporter.h"
+
+#include "moec/Dialect/MoE/MoEDialect.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/Verifier.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringSet.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+
+#include "onnx/checker.h"
+#include "onnx/defs/parser.h"
+#include "onnx/shape_inference/implementation.h"
+
+using namespace mlir;
+using namespace moec;
+using namespace moec::onnximport;
+
+static constexpr int64_t kMinOpset = 13, kMaxOpset = 17;
+
+void moec::registerImportDialects(DialectRegistry &registry) {
+  registry.insert<arith::ArithDialect, func::FuncDialect,
+                  linalg::LinalgDialect, math::MathDialect,
+                  tensor::TensorDialect, moe::MoEDialect>();
+}
+
+bool moec::parseInputShape(
+    StringRef text, std::vector<std::pair<std::string, std::vector<int64_t>>> &out,
+    std::string &error) {
+  SmallVector<StringRef> items;
+  text.split(items, ';', -1, /*KeepEmpty=*/false);
+  for (StringRef item : items) {
+    auto [name, dims] = item.split('=');
+    name = name.trim();
+    if (name.empty() || dims.empty()) {
+      error = "--input-shape '" + item.str() +
+              "': expected NAME=D0,D1,... (e.g. x=2,16,64)";
+      return false;
+    }
+    std::vector<int64_t> shape;
+    SmallVector<StringRef> parts;
+    dims.split(parts, ',');
+    for (StringRef p : parts) {
+      int64_t d;
+      if (p.trim().getAsInteger(10, d) || d < 0) {
+        error = "--input-shape '" + item.str() + "': '" + p.str() +
+                "' is not a non-negative integer";
+        return false;
+      }
+      shape.push_back(d);
+    }
+    out.emplace_back(name.str(), std::move(shape));
+  }
+  return true;
+}
+
+namespace {
+/// Drives one import: model-level checks, then the graph.
+class ModelImporter {
+public:
+  ModelImporter(MLIRContext &ctx, StringRef path, const ImportOptions &opts)
+      : ctx(ctx), path(path.str()), opts(opts) {}
+
+  OwningOpRef<ModuleOp> run(std::string &error);
+
+private:
+  LogicalResult load();
+  LogicalResult checkOpsets();
+  LogicalResult applyInputShapes();
+  LogicalResult check();
+  LogicalResult inferShapes();
+  OwningOpRef<ModuleOp> build();
+  LogicalResult err(const Twine &msg) {
+    error = path + ": " + msg.str();
+    return failure();
+  }
+
+  MLIRContext &ctx;
+  std::string path;
+  const ImportOptions &opts;
+  onnx::ModelProto model;
+  std::string error;
+};
+} // namespace
+
+LogicalResult ModelImporter::load() {
+  auto buf = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
+                                         /*RequiresNullTerminator=*/true);
+  if (!buf)
+    return err("cannot open: " + buf.getError().message());
+  StringRef ext = llvm::sys::path::extension(path);
+  if (ext == ".onnxtxt" || ext == ".txt") {
+    onnx::Status st =
+        onnx::OnnxParser::Parse(model, (*buf)->getBufferStart());
+    if (!st.IsOK())
+      return err("not a valid ONNX text model: " + st.ErrorMessage());
+  } else {
+    if ((*buf)->getBufferSize() == 0)
+      return err("file is empty, not an ONNX model");
+    if (!model.ParseFromArray((*buf)->getBufferStart(),
+                              int((*buf)->getBufferSize())))
+      return err("not a valid ONNX model (protobuf parsing failed: the file "
+                 "is truncated or not ONNX)");
+  }
+  if (!model.has_graph() || model.graph().node_size() == 0)
+    return err("not a valid ONNX model: it has no graph nodes");
+  if (model.ir_version() == 0)
+    return err("not a valid ONNX model: ir_version is missing");
+  return success();
+}
+
+LogicalResult ModelImporter::checkOpsets() {
+  bool haveDefault = false;
+  for (const auto &imp : model.opset_import()) {
+    if (imp.domain().empty() || imp.domain() == "ai.onnx") {
+      haveDefault = true;
+      if (imp.version() < kMinOpset || imp.version() > kMaxOpset)
+        return err("opset " + Twine(imp.version()) +
+                   " of the default domain is not supported (moec supports "
+                   "opsets " +
+                   Twine(kMinOpset) + " to " + Twine(kMaxOpset) +
+                   "; re-export with opset_version=17)");
+    }
+  }
+  if (!haveDefault)
+    return err("the model imports no opset of the default ONNX domain");
+  return success();
+}
+
+LogicalResult ModelImporter::applyInputShapes() {
+  onnx::GraphProto *g = model.mutable_graph();
+  for (const auto &[name, shape] : opts.inputShapes) {
+    onnx::ValueInfoProto *vi = nullptr;
+    for (auto &in : *g->mutable_input())
+      if (in.name() == name)
+        vi = &in;
+    if (!vi) {
+      std::string names;
+      for (const auto &in : g->input())
+        names += (names.empty() ? "" : ", ") + in.name();
+      return err("--input-shape names '" + name +
+                 "', which is not a graph input (inputs: " + names + ")");
+    }
+    auto *tshape = vi->mutable_type()->mutable_tensor_type()->mutable_shape();
+    if (vi->type().tensor_type().has_shape()) {
+      if (tshape->dim_size() != int(shape.size()))
+        return err("--input-shape " + name + " has rank " +
+                   Twine(shape.size()) + " but the model's input '" + name +
+                   "' has rank " + Twine(tshape->dim_size()));
+      for (int d = 0; d < tshape->dim_size(); ++d) {
+        const auto &dim = tshape->dim(d);
+        if (dim.has_dim_value() && dim.dim_value() != shape[d])
+          return err("--input-shape " + name + " contradicts the model: dim " +
+                     Twine(d) + " is " + Twine(dim.dim_value()) +
+                     " in the model, " + Twine(shape[d]) + " given");
+      }
+    }
+    tshape->clear_dim();
+    for (int64_t d : shape)
+      tshape->add_dim()->set_dim_value(d);
+  }
+  return success();
+}
+
+LogicalResult ModelImporter::check() {
+  if (!opts.runChecker)
+    return success();
+  onnx::ModelProto copy = model;
+  // The checker of ONNX 1.12 knows IR versions up to 8; newer exporters
+  // write 9 or 10 for the same opsets, which changes nothing we read.
+  if (copy.ir_version() > onnx::IR_VERSION)
+    copy.set_ir_version(onnx::IR_VERSION);
+  try {
+    onnx::checker::check_model(copy);
+  } catch (const std::exception &e) {
+    return err(Twine("the ONNX checker rejects the model: ") + e.what());
+  }
+  return success();
+}
+
+LogicalResult ModelImporter::inferShapes() {
+  onnx::ShapeInferenceOptions options(/*check_type=*/true, /*strict=*/1,
+                                      /*data_prop=*/true);
+  try {
+    onnx::shape_inference::InferShapes(model, onnx::OpSchemaRegistry::Instance(),
+                                       options);
+  } catch (const std::exception &e) {
+    std::string msg = e.what();
+    // Strict mode also stops at ops it has no schema for (com.microsoft);
+    // retry leniently then and let the importer report real problems.
+    if (msg.find("No Op registered") == std::string::npos &&
+        msg.find("no schema registered") == std::string::npos)
+      return err("ONNX shape inference failed (an --input-shape that "
+                 "contradicts the model?): " +
+                 msg);
+    try {
+      onnx::ShapeInferenceOptions lenient(false, 0, true);
+      onnx::shape_inference::InferShapes(
+          model, onnx::OpSchemaRegistry::Instance(), lenient);
+    } catch (const std::exception &e2) {
+      return err(Twine("ONNX shape inference failed: ") + e2.what());
+    }
+  }
+  return success();
+}
+
+static OpTable &opTable() {
+  static OpTable table = [] {
+    OpTable t;
+    addElementwiseOps(t);
+    addShapeOps(t);
+    addReductionOps(t);
+    addIndexingOps(t);
+    addMicrosoftOps(t);
+    return t;
+  }();
+  return table;
+}
+
+OwningOpRef<ModuleOp> ModelImporter::build() {
+  const onnx::GraphProto &g = model.graph();
+  OpBuilder b(&ctx);
+  Location fileLoc = FileLineColLoc::get(&ctx, path, 0, 0);
+  OwningOpRef<ModuleOp> module = ModuleOp::create(fileLoc);
+  module->getOperation()->setAttr(
+      "moe.source", b.getStringAttr(llvm::sys::path::filename(path)));
+  b.setInsertionPointToEnd(module->getBody());
+
+  GraphImporter gi(b, path, model, opts.inlineConstantLimit);
+  gi.setModelDir(llvm::sys::path::parent_path(path).str());
+
+  llvm::StringSet<> initNames;
+  for (const auto &t : g.initializer())
+    initNames.insert(t.name());
+
+  SmallVector<Type> argTypes;
+  SmallVector<std::string> argNames;
+  for (const auto &in : g.input()) {
+    if (initNames.contains(in.name()))
+      continue;
+    const onnx::TypeProto &tp = in.type();
+    if (!tp.has_tensor_type()) {
+      (void)err("graph input '" + in.name() + "' is not a tensor");
+      return nullptr;
+    }
+    Type elt = gi.elementType(tp.tensor_type().elem_type());
+    if (!elt) {
+      (void)err("graph input '" + in.name() + "' has unsupported dtype " +
+                onnxTypeName(tp.tensor_type().elem_type()));
+      return nullptr;
+    }
+    if (!tp.tensor_type().has_shape()) {
+      (void)err("graph input '" + in.name() +
+                "' has no shape; give one with --input-shape " + in.name() +
+                "=D0,D1,...");
+      return nullptr;
+    }
+    SmallVector<int64_t> shape;
+    for (int d = 0; d < tp.tensor_type().shape().dim_size(); ++d) {
+      const auto &dim = tp.tensor_type().shape().dim(d);
+      if (!dim.has_dim_value()) {
+        (void)err("graph input '" + in.name() + "' has symbolic dim " +
+                  Twine(d) +
+                  (dim.dim_param().empty() ? ""
+                                           : " ('" + dim.dim_param() + "')") +
+                  "; fix it with --input-shape " + in.name() + "=D0,D1,...");
+        return nullptr;
+      }
+      shape.push_back(dim.dim_value());
+    }
+    argTypes.push_back(RankedTensorType::get(shape, elt));
+    argNames.push_back(in.name());
+  }
+
+  auto func = func::FuncOp::create(b, fileLoc, "main",
+                                   b.getFunctionType(argTypes, {}));
+  Block *entry = func.addEntryBlock();
+  for (unsigned i = 0; i < argNames.size(); ++i) {
+    func.setArgAttr(i, "onnx.name", b.getStringAttr(argNames[i]));
+    gi.defineValue(argNames[i], entry->getArgument(i));
+  }
+  b.setInsertionPointToStart(entry);
+  for (const auto &t : g.initializer())
+    if (failed(gi.defineInitializer(t))) {
+      error = gi.error();
+      return nullptr;
+    }
+  const OpTable &table = opTable();
+  for (const auto &node : g.node())
+    if (failed(gi.importNode(node, table))) {
+      error = gi.error();
+      return nullptr;
+    }
+  SmallVector<Value> results;
+  SmallVector<Type> resultTypes;
+  for (const auto &out : g.output()) {
+    FailureOr<Value> v = gi.lookupOutput(out.name());
+    if (failed(v)) {
+      error = gi.error();
+      return nullptr;
+    }
+    results.push_back(*v);
+    resultTypes.push_back(v->getType());
+  }
+  func::ReturnOp::create(b, fileLoc, results);
+  func.setFunctionType(b.getFunctionType(argTypes, resultTypes));
+  for (unsigned i = 0; i < resultTypes.size(); ++i)
+    func.setResultAttr(i, "onnx.name", b.getStringAttr(g.output(i).name()));
+  return module;
+}
+
+OwningOpRef<ModuleOp> ModelImporter::run(std::string &errorOut) {
+  OwningOpRef<ModuleOp> module;
+  if (succeeded(load()) && succeeded(checkOpsets()) &&
+      succeeded(applyInputShapes()) && succeeded(check()) &&
+      succeeded(inferShapes()))
+    module = build();
+  if (!module) {
+    errorOut = error;
+    return nullptr;
+  }
+  // The importer must produce valid IR; a failure here is a moec bug.
+  std::string diags;
+  {
+    ScopedDiagnosticHandler handler(&ctx, [&](Diagnostic &d) {
+      llvm::raw_string_ostream os(diags);
+      os << d.getLocation() << ": " << d << "\n";
+      return success();
+    });
+    if (failed(verify(*module))) {
+      errorOut = path + ": internal error: imported IR does not verify:\n" +
+                 diags;
+      return nullptr;
+    }
+  }
+  return module;
+}
+
+OwningOpRef<ModuleOp> moec::importOnnxFile(MLIRContext &context,
+                                           StringRef path,
+                                           const ImportOptions &options,
+                                           std::string &error) {
+  context.loadDialect<arith::ArithDialect, func::FuncDialect,
+                      linalg::LinalgDialect, math::MathDialect,
+                      tensor::TensorDialect, moe::MoEDialect>();
+  ModelImporter importer(context, path, options);
+  return importer.run(error);
+}

@@ -1,0 +1,27 @@
+# -*- Python -*-
+# lit configuration for moec's tests: .mlir files go through moe-opt,
+# .onnxtxt files through moec, .test files run anything.
+
+import os
+
+import lit.formats
+from lit.llvm import llvm_config
+
+config.name = "MOEC"
+config.test_format = lit.formats.ShTest(not llvm_config.use_lit_shell)
+config.suffixes = [".mlir", ".onnxtxt", ".test"]
+config.excludes = ["CMakeLists.txt", "README.md", "lit.cfg.py", "lit.site.cfg.py",
+                   "unit", "e2e", "Inputs"]
+config.test_source_root = os.path.dirname(__file__)
+config.test_exec_root = os.path.join(config.moec_obj_root, "test")
+
+config.substitutions.append(("%PATH%", config.environment["PATH"]))
+config.substitutions.append(("%moec_src", config.moec_src_root))
+
+llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
+llvm_config.use_default_substitutions()
+
+tool_dirs = [config.moec_tools_dir, config.llvm_tools_dir]
+llvm_config.add_tool_substitutions(["moec", "moe-opt"], tool_dirs)
+llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
+llvm_config.with_environment("PATH", config.moec_tools_dir, append_path=True)

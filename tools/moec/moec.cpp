@@ -1,0 +1,129 @@
+//===- moec.cpp - the moec compiler driver --------------------------------===//
+//
+// moec MODEL.onnx [--input-shape NAME=D0,D1,...] --emit=mlir [-o FILE]
+//
+// Imports an ONNX MoE model and runs moec's pipeline on it. Accepts the
+// standard MLIR pass-manager flags (--mlir-print-ir-after-all, ...).
+//
+//===----------------------------------------------------------------------===//
+
+#include "moec/Import/OnnxImporter.h"
+#include "moec/InitAll.h"
+
+#include "mlir/IR/AsmState.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Support/FileUtilities.h"
+#include "mlir/Support/Timing.h"
+#include "mlir/Transforms/Passes.h"
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/ToolOutputFile.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace mlir;
+namespace cl = llvm::cl;
+
+namespace {
+enum class EmitKind { MLIR };
+
+cl::OptionCategory moecCat("moec options");
+
+cl::opt<std::string> inputFile(cl::Positional, cl::Required,
+                               cl::desc("<model.onnx | model.onnxtxt>"),
+                               cl::cat(moecCat));
+cl::opt<std::string> outputFile("o", cl::desc("Output file ('-' = stdout)"),
+                                cl::value_desc("file"), cl::init("-"),
+                                cl::cat(moecCat));
+cl::list<std::string> inputShapes(
+    "input-shape",
+    cl::desc("Fix the shape of a graph input: NAME=D0,D1,... (repeatable; "
+             "replaces symbolic dims, must agree with static ones)"),
+    cl::value_desc("name=d0,d1,..."), cl::cat(moecCat));
+cl::opt<EmitKind> emit(
+    "emit", cl::desc("What to write"), cl::init(EmitKind::MLIR),
+    cl::values(clEnumValN(EmitKind::MLIR, "mlir",
+                          "the imported IR (linalg/tensor/arith/math and moe "
+                          "ops) after moec's pipeline")),
+    cl::cat(moecCat));
+cl::opt<bool> noCheck("no-onnx-check",
+                      cl::desc("Skip the ONNX checker (shape inference "
+                               "still runs)"),
+                      cl::init(false), cl::cat(moecCat));
+cl::opt<bool> emitWeights(
+    "emit-weights",
+    cl::desc("Print weight blobs in full, so that the output parses back "
+             "(default: blobs over 1 KiB are elided)"),
+    cl::init(false), cl::cat(moecCat));
+cl::opt<int64_t> inlineLimit(
+    "inline-constant-limit",
+    cl::desc("Initializers with more elements become dense_resource blobs"),
+    cl::init(16), cl::cat(moecCat));
+
+int fail(const llvm::Twine &msg) {
+  llvm::errs() << "moec: error: " << msg << "\n";
+  return 1;
+}
+} // namespace
+
+int main(int argc, char **argv) {
+  llvm::InitLLVM init(argc, argv);
+  registerAsmPrinterCLOptions();
+  registerMLIRContextCLOptions();
+  registerPassManagerCLOptions();
+  registerDefaultTimingManagerCLOptions();
+  moec::registerAllPasses();
+  cl::ParseCommandLineOptions(
+      argc, argv,
+      "moec: compile ONNX Mixture-of-Experts models to expert-parallel plans\n");
+
+  moec::ImportOptions opts;
+  opts.runChecker = !noCheck;
+  opts.inlineConstantLimit = inlineLimit;
+  for (const std::string &s : inputShapes) {
+    std::string err;
+    if (!moec::parseInputShape(s, opts.inputShapes, err))
+      return fail(err);
+  }
+
+  DialectRegistry registry;
+  moec::registerAllDialects(registry);
+  MLIRContext ctx(registry);
+  // Diagnostics from passes go to stderr with the ONNX node as location.
+  ScopedDiagnosticHandler diag(&ctx, [](Diagnostic &d) {
+    llvm::errs() << "moec: " << d.getLocation() << ": "
+                 << (d.getSeverity() == DiagnosticSeverity::Error ? "error"
+                     : d.getSeverity() == DiagnosticSeverity::Warning
+                         ? "warning"
+                         : "note")
+                 << ": " << d << "\n";
+    return success();
+  });
+
+  std::string err;
+  OwningOpRef<ModuleOp> module =
+      moec::importOnnxFile(ctx, inputFile, opts, err);
+  if (!module)
+    return fail(err);
+
+  PassManager pm(&ctx);
+  if (failed(applyPassManagerCLOptions(pm)))
+    return fail("bad pass-manager options");
+  applyDefaultTimingPassManagerCLOptions(pm);
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+  if (failed(pm.run(*module)))
+    return fail(inputFile + ": the compilation pipeline failed");
+
+  auto out = openOutputFile(outputFile, &err);
+  if (!out)
+    return fail(err);
+  OpPrintingFlags flags;
+  if (!emitWeights)
+    flags.elideLargeResourceString(1024);
+  module->print(out->os(), flags);
+  out->keep();
+  return 0;
+}
