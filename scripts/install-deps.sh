@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs every system and Python dependency of moec, idempotently.
+# Debian packages through apt-get, Python packages through pip; nothing else.
+set -euo pipefail
+
+APT_PACKAGES=(
+  cmake ninja-build g++ git
+  llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools
+  libonnx-dev libprotobuf-dev protobuf-compiler
+  libgtest-dev
+  openmpi-bin libopenmpi-dev
+  libopenblas-dev
+)
+# onnx, onnxruntime and numpy are used by tests and tooling only.
+PIP_PACKAGES=(numpy onnx onnxruntime)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+    || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: apt-get install ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if ! "$PY" -c "import numpy, onnx, onnxruntime" 2>/dev/null; then
+  echo "install-deps: pip install ${PIP_PACKAGES[*]}"
+  "$PY" -m pip install -q "${PIP_PACKAGES[@]}"
+fi
+echo "install-deps: all dependencies present"
