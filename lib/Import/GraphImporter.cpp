@@ -86,7 +86,10 @@ GraphImporter::GraphImporter(OpBuilder &builder, std::string fileName,
 }
 
 std::string GraphImporter::describeNode() const {
-  std::string s = file + ": node '" + curNode->name() + "' (";
+  std::string name = curNode->name();
+  if (name.empty() && curNode->output_size() > 0)
+    name = "<unnamed, output " + curNode->output(0) + ">";
+  std::string s = file + ": node '" + name + "' (";
   if (!curNode->domain().empty() && curNode->domain() != "ai.onnx")
     s += curNode->domain() + ".";
   s += curNode->op_type() + ")";
@@ -298,6 +301,27 @@ Value GraphImporter::constant(const HostTensor &t) {
     attr = DenseElementsAttr::get(type, vals);
   }
   return arith::ConstantOp::create(b, curLoc, attr);
+}
+
+Value GraphImporter::weight(const HostTensor &t, StringRef name) {
+  Type elt = elementType(t.dtype);
+  if (t.size() <= inlineLimit || !isa<FloatType>(elt))
+    return constant(t);
+  auto type = RankedTensorType::get(t.shape, elt);
+  auto ft = cast<FloatType>(elt);
+  unsigned bytes = ft.getWidth() / 8;
+  std::vector<char> data(size_t(t.size()) * bytes);
+  for (int64_t k = 0; k < t.size(); ++k) {
+    APFloat v(t.f[k]);
+    bool lost;
+    v.convert(ft.getFloatSemantics(), APFloat::rmNearestTiesToEven, &lost);
+    uint64_t bits = v.bitcastToAPInt().getZExtValue();
+    std::memcpy(data.data() + k * bytes, &bits, bytes); // little endian
+  }
+  AsmResourceBlob blob = HeapAsmResourceBlob::allocateAndCopyWithAlign(
+      ArrayRef<char>(data.data(), data.size()), alignof(uint64_t));
+  auto attr = DenseResourceElementsAttr::get(type, name, std::move(blob));
+  return arith::ConstantOp::create(b, curLoc, cast<TypedAttr>(attr));
 }
 
 Value GraphImporter::scalar(Type elt, double value) {

@@ -1,8 +1,213 @@
 //===- ImportIndexing.cpp - top-k, data-dependent and scatter ONNX ops ----===//
+//
+// TopK NonZero ScatterElements ScatterND OneHot. The first four have no
+// upstream equivalent and become `moe` ops; OneHot is a linalg.generic.
+//
+//===----------------------------------------------------------------------===//
 
 #include "GraphImporter.h"
 
+#include "moec/Dialect/MoE/MoEOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+
 using namespace mlir;
+using namespace moec;
 using namespace moec::onnximport;
 
-void moec::onnximport::addIndexingOps(OpTable &) {}
+/// Normalizes a possibly negative axis; fails with a diagnostic if out of
+/// range.
+static FailureOr<int64_t> normalizeAxis(GraphImporter &gi, int64_t axis,
+                                        int64_t rank) {
+  if (axis < -rank || axis >= rank) {
+    (void)gi.fail("axis " + Twine(axis) + " is out of range for rank " +
+                  Twine(rank));
+    return failure();
+  }
+  return axis < 0 ? axis + rank : axis;
+}
+
+static FailureOr<moe::Reduction> parseReduction(GraphImporter &gi) {
+  std::string r = gi.strAttr("reduction", "none");
+  if (r == "none")
+    return moe::Reduction::none;
+  if (r == "add")
+    return moe::Reduction::add;
+  if (r == "mul")
+    return moe::Reduction::mul;
+  if (r == "max")
+    return moe::Reduction::max;
+  if (r == "min")
+    return moe::Reduction::min;
+  (void)gi.fail("unknown reduction '" + r + "'");
+  return failure();
+}
+
+static LogicalResult importTopK(GraphImporter &gi) {
+  if (gi.numInputs() != 2)
+    return gi.fail("expects 2 inputs (X, K)");
+  const HostTensor *k = gi.inputConst(1);
+  if (!k || k->size() != 1)
+    return gi.fail("K must be a constant with one element (data-dependent K "
+                   "is not supported)");
+  RankedTensorType in = gi.inputType(0);
+  FailureOr<int64_t> axis = normalizeAxis(gi, gi.intAttr("axis", -1),
+                                          in.getRank());
+  if (failed(axis))
+    return failure();
+  int64_t kv = k->asInt(0);
+  if (kv < 1)
+    return gi.fail("K must be >= 1, got " + Twine(kv));
+  if (!in.isDynamicDim(*axis) && kv > in.getDimSize(*axis))
+    return gi.fail("K (" + Twine(kv) + ") exceeds the size of axis " +
+                   Twine(*axis) + " (" + Twine(in.getDimSize(*axis)) + ")");
+  SmallVector<int64_t> shape(in.getShape());
+  shape[*axis] = kv;
+  OpBuilder &b = gi.builder();
+  auto op = moe::TopKOp::create(
+      b, gi.loc(), RankedTensorType::get(shape, in.getElementType()),
+      RankedTensorType::get(shape, b.getI64Type()), gi.input(0),
+      b.getI64IntegerAttr(kv), b.getI64IntegerAttr(*axis),
+      b.getBoolAttr(gi.intAttr("largest", 1) != 0),
+      b.getBoolAttr(gi.intAttr("sorted", 1) != 0));
+  gi.setOutput(0, op.getValues());
+  gi.setOutput(1, op.getIndices());
+  return success();
+}
+
+static LogicalResult importNonZero(GraphImporter &gi) {
+  if (gi.numInputs() != 1)
+    return gi.fail("expects 1 input");
+  RankedTensorType in = gi.inputType(0);
+  OpBuilder &b = gi.builder();
+  auto type = RankedTensorType::get({in.getRank(), ShapedType::kDynamic},
+                                    b.getI64Type());
+  gi.setOutput(0, moe::NonZeroOp::create(b, gi.loc(), type, gi.input(0)));
+  return success();
+}
+
+static LogicalResult importScatterElements(GraphImporter &gi) {
+  if (gi.numInputs() != 3)
+    return gi.fail("expects 3 inputs (data, indices, updates)");
+  RankedTensorType data = gi.inputType(0);
+  FailureOr<int64_t> axis =
+      normalizeAxis(gi, gi.intAttr("axis", 0), data.getRank());
+  FailureOr<moe::Reduction> red = parseReduction(gi);
+  if (failed(axis) || failed(red))
+    return failure();
+  if (gi.inputType(1).getRank() != data.getRank() ||
+      gi.inputType(2).getRank() != data.getRank())
+    return gi.fail("data, indices and updates must have the same rank");
+  OpBuilder &b = gi.builder();
+  auto op = moe::ScatterElementsOp::create(
+      b, gi.loc(), data, gi.input(0), gi.input(1), gi.input(2),
+      b.getI64IntegerAttr(*axis),
+      moe::ReductionAttr::get(gi.ctx(), *red));
+  gi.setOutput(0, op);
+  return success();
+}
+
+static LogicalResult importScatterND(GraphImporter &gi) {
+  if (gi.numInputs() != 3)
+    return gi.fail("expects 3 inputs (data, indices, updates)");
+  FailureOr<moe::Reduction> red = parseReduction(gi);
+  if (failed(red))
+    return failure();
+  RankedTensorType data = gi.inputType(0), idx = gi.inputType(1),
+                   upd = gi.inputType(2);
+  if (idx.getRank() < 1 || idx.isDynamicDim(idx.getRank() - 1))
+    return gi.fail("the last dimension of indices must be static");
+  int64_t q = idx.getDimSize(idx.getRank() - 1);
+  if (q > data.getRank())
+    return gi.fail("index tuples of length " + Twine(q) +
+                   " exceed the data rank " + Twine(data.getRank()));
+  if (upd.getRank() != idx.getRank() - 1 + data.getRank() - q)
+    return gi.fail("updates have rank " + Twine(upd.getRank()) + ", expected " +
+                   Twine(idx.getRank() - 1 + data.getRank() - q));
+  OpBuilder &b = gi.builder();
+  auto op = moe::ScatterNDOp::create(b, gi.loc(), data, gi.input(0),
+                                     gi.input(1), gi.input(2),
+                                     moe::ReductionAttr::get(gi.ctx(), *red));
+  gi.setOutput(0, op);
+  return success();
+}
+
+static LogicalResult importOneHot(GraphImporter &gi) {
+  if (gi.numInputs() != 3)
+    return gi.fail("expects 3 inputs (indices, depth, values)");
+  const HostTensor *depth = gi.inputConst(1);
+  if (!depth || depth->size() != 1)
+    return gi.fail("depth must be a constant scalar");
+  int64_t d = depth->asInt(0);
+  if (d < 1)
+    return gi.fail("depth must be >= 1, got " + Twine(d));
+  RankedTensorType idx = gi.inputType(0), vals = gi.inputType(2);
+  if (vals.getRank() != 1 || vals.getDimSize(0) != 2)
+    return gi.fail("values must be [off_value, on_value]");
+  int64_t outRank = idx.getRank() + 1;
+  FailureOr<int64_t> axis = normalizeAxis(gi, gi.intAttr("axis", -1), outRank);
+  if (failed(axis))
+    return failure();
+  SmallVector<int64_t> shape(idx.getShape());
+  shape.insert(shape.begin() + *axis, d);
+  OpBuilder &b = gi.builder();
+  Location loc = gi.loc();
+  Value indices = gi.input(0), values = gi.input(2);
+  SmallVector<Value> dyn;
+  for (int64_t i = 0; i < idx.getRank(); ++i)
+    if (idx.isDynamicDim(i))
+      dyn.push_back(gi.dim(indices, i));
+  Type elt = vals.getElementType();
+  Value init = gi.emptyTensor(shape, elt, dyn);
+  // The indices are read at every output position except along `axis`.
+  SmallVector<AffineExpr> idxExprs;
+  for (int64_t i = 0; i < outRank; ++i)
+    if (i != *axis)
+      idxExprs.push_back(b.getAffineDimExpr(i));
+  SmallVector<AffineMap> maps = {
+      AffineMap::get(outRank, 0, idxExprs, gi.ctx()),
+      b.getMultiDimIdentityMap(outRank)};
+  SmallVector<utils::IteratorType> iters(outRank,
+                                         utils::IteratorType::parallel);
+  Type idxElt = idx.getElementType();
+  auto generic = linalg::GenericOp::create(
+      b, loc, TypeRange{init.getType()}, ValueRange{indices}, ValueRange{init},
+      maps, iters, [&](OpBuilder &bb, Location l, ValueRange args) {
+        Value pos = linalg::IndexOp::create(bb, l, *axis);
+        Value i = args[0];
+        if (isa<FloatType>(idxElt))
+          i = arith::FPToSIOp::create(bb, l, bb.getI64Type(), i);
+        else if (!idxElt.isInteger(64))
+          i = arith::ExtSIOp::create(bb, l, bb.getI64Type(), i);
+        // Negative indices count from the end: i + depth when i < 0.
+        Value depthV =
+            arith::ConstantOp::create(bb, l, bb.getI64IntegerAttr(d));
+        Value zero = arith::ConstantOp::create(bb, l, bb.getI64IntegerAttr(0));
+        Value neg =
+            arith::CmpIOp::create(bb, l, arith::CmpIPredicate::slt, i, zero);
+        Value wrapped = arith::AddIOp::create(bb, l, i, depthV);
+        i = arith::SelectOp::create(bb, l, neg, wrapped, i);
+        Value posI = arith::IndexCastOp::create(bb, l, bb.getI64Type(), pos);
+        Value hit =
+            arith::CmpIOp::create(bb, l, arith::CmpIPredicate::eq, i, posI);
+        Value c0 = arith::ConstantIndexOp::create(bb, l, 0);
+        Value c1 = arith::ConstantIndexOp::create(bb, l, 1);
+        Value off = tensor::ExtractOp::create(bb, l, values, ValueRange{c0});
+        Value on = tensor::ExtractOp::create(bb, l, values, ValueRange{c1});
+        linalg::YieldOp::create(bb, l,
+                                Value(arith::SelectOp::create(bb, l, hit, on,
+                                                              off)));
+      });
+  gi.setOutput(0, generic.getResult(0));
+  return success();
+}
+
+void moec::onnximport::addIndexingOps(OpTable &t) {
+  t["TopK"] = importTopK;
+  t["NonZero"] = importNonZero;
+  t["ScatterElements"] = importScatterElements;
+  t["ScatterND"] = importScatterND;
+  t["OneHot"] = importOneHot;
+}
