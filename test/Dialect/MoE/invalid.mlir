@@ -1,0 +1,296 @@
+// RUN: moe-opt %s -split-input-file -verify-diagnostics
+// One case per verifier error of the moe dialect.
+
+func.func @route_rank(%l: tensor<16xf32>) {
+  // expected-error @+1 {{logits must be [tokens, experts], got rank 1}}
+  %w, %i = moe.route %l top_k 2 : tensor<16xf32> -> tensor<16x2xf32>, tensor<16x2xi64>
+  return
+}
+
+// -----
+
+func.func @route_k_too_big(%l: tensor<16x4xf32>) {
+  // expected-error @+1 {{top_k (5) exceeds the number of experts (4)}}
+  %w, %i = moe.route %l top_k 5 : tensor<16x4xf32> -> tensor<16x5xf32>, tensor<16x5xi64>
+  return
+}
+
+// -----
+
+func.func @route_k_zero(%l: tensor<16x4xf32>) {
+  // expected-error @+1 {{top_k must be >= 1, got 0}}
+  %w, %i = moe.route %l top_k 0 : tensor<16x4xf32> -> tensor<16x0xf32>, tensor<16x0xi64>
+  return
+}
+
+// -----
+
+func.func @route_result_shape(%l: tensor<16x8xf32>) {
+  // expected-error @+1 {{results must be [tokens, top_k] = [16, 2]}}
+  %w, %i = moe.route %l top_k 2 : tensor<16x8xf32> -> tensor<8x2xf32>, tensor<16x2xi64>
+  return
+}
+
+// -----
+
+func.func @route_bias_shape(%l: tensor<16x8xf32>, %b: tensor<4xf32>) {
+  // expected-error @+1 {{bias must be [experts] = [8]}}
+  %w, %i = moe.route %l bias %b top_k 2 : tensor<16x8xf32>, tensor<4xf32> -> tensor<16x2xf32>, tensor<16x2xi64>
+  return
+}
+
+// -----
+
+func.func @route_groups_order(%l: tensor<16x8xf32>) {
+  // expected-error @+1 {{need 1 <= topk_groups <= num_groups, got topk_groups=3 num_groups=2}}
+  %w, %i = moe.route %l top_k 2 {num_groups = 2 : i64, topk_groups = 3 : i64} : tensor<16x8xf32> -> tensor<16x2xf32>, tensor<16x2xi64>
+  return
+}
+
+// -----
+
+func.func @route_groups_divide(%l: tensor<16x8xf32>) {
+  // expected-error @+1 {{num_groups (3) must divide the number of experts (8)}}
+  %w, %i = moe.route %l top_k 2 {num_groups = 3 : i64, topk_groups = 1 : i64} : tensor<16x8xf32> -> tensor<16x2xf32>, tensor<16x2xi64>
+  return
+}
+
+// -----
+
+func.func @route_groups_k(%l: tensor<16x8xf32>) {
+  // expected-error @+1 {{top_k (3) exceeds the experts in the 1 selected groups}}
+  %w, %i = moe.route %l top_k 3 {num_groups = 4 : i64, topk_groups = 1 : i64} : tensor<16x8xf32> -> tensor<16x3xf32>, tensor<16x3xi64>
+  return
+}
+
+// -----
+
+func.func @route_top2_sum(%l: tensor<16x8xf32>) {
+  // expected-error @+1 {{group_score top2_sum needs >= 2 experts per group}}
+  %w, %i = moe.route %l top_k 2 {num_groups = 8 : i64, topk_groups = 2 : i64, group_score = #moe<group_score top2_sum>} : tensor<16x8xf32> -> tensor<16x2xf32>, tensor<16x2xi64>
+  return
+}
+
+// -----
+
+func.func @route_scale(%l: tensor<16x8xf32>) {
+  // expected-error @+1 {{scaling_factor must be positive}}
+  %w, %i = moe.route %l top_k 2 {scaling_factor = 0.0 : f64} : tensor<16x8xf32> -> tensor<16x2xf32>, tensor<16x2xi64>
+  return
+}
+
+// -----
+
+func.func @experts_tokens_rank(%x: tensor<2x16x64xf32>, %i: tensor<16x2xi64>, %w: tensor<16x2xf32>, %w1: tensor<8x64x128xf32>, %w2: tensor<8x128x64xf32>) {
+  // expected-error @+1 {{tokens must be [tokens, hidden]}}
+  %y = moe.experts %x, %i, %w gate %w1 down %w2 {activation = #moe<activation relu>} : (tensor<2x16x64xf32>, tensor<16x2xi64>, tensor<16x2xf32>, tensor<8x64x128xf32>, tensor<8x128x64xf32>) -> tensor<16x64xf32>
+  return
+}
+
+// -----
+
+func.func @experts_idx_weights(%x: tensor<16x64xf32>, %i: tensor<16x2xi64>, %w: tensor<16x3xf32>, %w1: tensor<8x64x128xf32>, %w2: tensor<8x128x64xf32>) {
+  // expected-error @+1 {{indices and weights must both be [tokens, top_k]}}
+  %y = moe.experts %x, %i, %w gate %w1 down %w2 {activation = #moe<activation relu>} : (tensor<16x64xf32>, tensor<16x2xi64>, tensor<16x3xf32>, tensor<8x64x128xf32>, tensor<8x128x64xf32>) -> tensor<16x64xf32>
+  return
+}
+
+// -----
+
+func.func @experts_rows(%x: tensor<16x64xf32>, %i: tensor<8x2xi64>, %w: tensor<8x2xf32>, %w1: tensor<8x64x128xf32>, %w2: tensor<8x128x64xf32>) {
+  // expected-error @+1 {{indices have 8 rows but there are 16 tokens}}
+  %y = moe.experts %x, %i, %w gate %w1 down %w2 {activation = #moe<activation relu>} : (tensor<16x64xf32>, tensor<8x2xi64>, tensor<8x2xf32>, tensor<8x64x128xf32>, tensor<8x128x64xf32>) -> tensor<16x64xf32>
+  return
+}
+
+// -----
+
+func.func @experts_weight_rank(%x: tensor<16x64xf32>, %i: tensor<16x2xi64>, %w: tensor<16x2xf32>, %w1: tensor<64x128xf32>, %w2: tensor<8x128x64xf32>) {
+  // expected-error @+1 {{w_gate must be [E, H, F] and w_down [E, F, H]}}
+  %y = moe.experts %x, %i, %w gate %w1 down %w2 {activation = #moe<activation relu>} : (tensor<16x64xf32>, tensor<16x2xi64>, tensor<16x2xf32>, tensor<64x128xf32>, tensor<8x128x64xf32>) -> tensor<16x64xf32>
+  return
+}
+
+// -----
+
+func.func @experts_hidden(%x: tensor<16x32xf32>, %i: tensor<16x2xi64>, %w: tensor<16x2xf32>, %w1: tensor<8x64x128xf32>, %w2: tensor<8x128x64xf32>) {
+  // expected-error @+1 {{w_gate hidden size 64 does not match the tokens' 32}}
+  %y = moe.experts %x, %i, %w gate %w1 down %w2 {activation = #moe<activation relu>} : (tensor<16x32xf32>, tensor<16x2xi64>, tensor<16x2xf32>, tensor<8x64x128xf32>, tensor<8x128x64xf32>) -> tensor<16x32xf32>
+  return
+}
+
+// -----
+
+func.func @experts_down(%x: tensor<16x64xf32>, %i: tensor<16x2xi64>, %w: tensor<16x2xf32>, %w1: tensor<8x64x128xf32>, %w2: tensor<8x64x128xf32>) {
+  // expected-error @+1 {{w_down must be [E, F, H] = [8, 128, 64]}}
+  %y = moe.experts %x, %i, %w gate %w1 down %w2 {activation = #moe<activation relu>} : (tensor<16x64xf32>, tensor<16x2xi64>, tensor<16x2xf32>, tensor<8x64x128xf32>, tensor<8x64x128xf32>) -> tensor<16x64xf32>
+  return
+}
+
+// -----
+
+func.func @experts_up(%x: tensor<16x64xf32>, %i: tensor<16x2xi64>, %w: tensor<16x2xf32>, %w1: tensor<8x64x128xf32>, %w3: tensor<8x64x64xf32>, %w2: tensor<8x128x64xf32>) {
+  // expected-error @+1 {{w_up must have the shape of w_gate}}
+  %y = moe.experts %x, %i, %w gate %w1 up %w3 down %w2 {activation = #moe<activation silu>} : (tensor<16x64xf32>, tensor<16x2xi64>, tensor<16x2xf32>, tensor<8x64x128xf32>, tensor<8x64x64xf32>, tensor<8x128x64xf32>) -> tensor<16x64xf32>
+  return
+}
+
+// -----
+
+func.func @experts_bias_up_alone(%x: tensor<16x64xf32>, %i: tensor<16x2xi64>, %w: tensor<16x2xf32>, %w1: tensor<8x64x128xf32>, %w2: tensor<8x128x64xf32>, %b: tensor<8x128xf32>) {
+  // expected-error @+1 {{bias_up given without w_up}}
+  %y = moe.experts %x, %i, %w gate %w1 down %w2 bias_up %b {activation = #moe<activation relu>} : (tensor<16x64xf32>, tensor<16x2xi64>, tensor<16x2xf32>, tensor<8x64x128xf32>, tensor<8x128x64xf32>, tensor<8x128xf32>) -> tensor<16x64xf32>
+  return
+}
+
+// -----
+
+func.func @experts_bias_shape(%x: tensor<16x64xf32>, %i: tensor<16x2xi64>, %w: tensor<16x2xf32>, %w1: tensor<8x64x128xf32>, %w2: tensor<8x128x64xf32>, %b: tensor<8x64xf32>) {
+  // expected-error @+1 {{bias_gate must be [8, 128]}}
+  %y = moe.experts %x, %i, %w gate %w1 down %w2 bias_gate %b {activation = #moe<activation relu>} : (tensor<16x64xf32>, tensor<16x2xi64>, tensor<16x2xf32>, tensor<8x64x128xf32>, tensor<8x128x64xf32>, tensor<8x64xf32>) -> tensor<16x64xf32>
+  return
+}
+
+// -----
+
+func.func @experts_result(%x: tensor<16x64xf32>, %i: tensor<16x2xi64>, %w: tensor<16x2xf32>, %w1: tensor<8x64x128xf32>, %w2: tensor<8x128x64xf32>) {
+  // expected-error @+1 {{result must be [tokens, hidden]}}
+  %y = moe.experts %x, %i, %w gate %w1 down %w2 {activation = #moe<activation relu>} : (tensor<16x64xf32>, tensor<16x2xi64>, tensor<16x2xf32>, tensor<8x64x128xf32>, tensor<8x128x64xf32>) -> tensor<16x128xf32>
+  return
+}
+
+// -----
+
+func.func @experts_offset(%x: tensor<16x64xf32>, %i: tensor<16x2xi64>, %w: tensor<16x2xf32>, %w1: tensor<8x64x128xf32>, %w2: tensor<8x128x64xf32>) {
+  // expected-error @+1 {{expert_offset must be >= 0}}
+  %y = moe.experts %x, %i, %w gate %w1 down %w2 {activation = #moe<activation relu>, expert_offset = -1 : i64} : (tensor<16x64xf32>, tensor<16x2xi64>, tensor<16x2xf32>, tensor<8x64x128xf32>, tensor<8x128x64xf32>) -> tensor<16x64xf32>
+  return
+}
+
+// -----
+
+func.func @topk_axis(%x: tensor<4x8xf32>) {
+  // expected-error @+1 {{axis 2 is out of range for rank 2}}
+  %v, %i = moe.topk %x k 2 axis 2 : tensor<4x8xf32> -> tensor<4x2xf32>, tensor<4x2xi64>
+  return
+}
+
+// -----
+
+func.func @topk_k(%x: tensor<4x8xf32>) {
+  // expected-error @+1 {{k (9) exceeds the axis size 8}}
+  %v, %i = moe.topk %x k 9 axis 1 : tensor<4x8xf32> -> tensor<4x9xf32>, tensor<4x9xi64>
+  return
+}
+
+// -----
+
+func.func @topk_k_zero(%x: tensor<4x8xf32>) {
+  // expected-error @+1 {{k must be >= 1, got 0}}
+  %v, %i = moe.topk %x k 0 axis 1 : tensor<4x8xf32> -> tensor<4x0xf32>, tensor<4x0xi64>
+  return
+}
+
+// -----
+
+func.func @topk_result_rank(%x: tensor<4x8xf32>) {
+  // expected-error @+1 {{results must have rank 2}}
+  %v, %i = moe.topk %x k 2 axis 1 : tensor<4x8xf32> -> tensor<8xf32>, tensor<4x2xi64>
+  return
+}
+
+// -----
+
+func.func @topk_result_shape(%x: tensor<4x8xf32>) {
+  // expected-error @+1 {{does not match input}}
+  %v, %i = moe.topk %x k 2 axis 1 : tensor<4x8xf32> -> tensor<4x3xf32>, tensor<4x2xi64>
+  return
+}
+
+// -----
+
+func.func @topk_elt(%x: tensor<4x8xf32>) {
+  // expected-error @+1 {{values must have the input's element type}}
+  %v, %i = moe.topk %x k 2 axis 1 : tensor<4x8xf32> -> tensor<4x2xf16>, tensor<4x2xi64>
+  return
+}
+
+// -----
+
+func.func @nonzero_shape(%x: tensor<4x8xi1>) {
+  // expected-error @+1 {{result must be [2, N]}}
+  %n = moe.nonzero %x : tensor<4x8xi1> -> tensor<3x?xi64>
+  return
+}
+
+// -----
+
+func.func @nonzero_too_many(%x: tensor<4x8xi1>) {
+  // expected-error @+1 {{result has more columns than the input has elements}}
+  %n = moe.nonzero %x : tensor<4x8xi1> -> tensor<2x33xi64>
+  return
+}
+
+// -----
+
+func.func @scatter_axis(%d: tensor<16x8xf32>, %i: tensor<4x8xi64>, %u: tensor<4x8xf32>) {
+  // expected-error @+1 {{axis 2 is out of range for rank 2}}
+  %r = moe.scatter_elements %d, %i, %u axis 2 : (tensor<16x8xf32>, tensor<4x8xi64>, tensor<4x8xf32>) -> tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @scatter_rank(%d: tensor<16x8xf32>, %i: tensor<32xi64>, %u: tensor<32xf32>) {
+  // expected-error @+1 {{data, indices and updates must have the same rank}}
+  %r = moe.scatter_elements %d, %i, %u axis 0 : (tensor<16x8xf32>, tensor<32xi64>, tensor<32xf32>) -> tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @scatter_shape(%d: tensor<16x8xf32>, %i: tensor<4x8xi64>, %u: tensor<4x4xf32>) {
+  // expected-error @+1 {{must have the same shape}}
+  %r = moe.scatter_elements %d, %i, %u axis 0 : (tensor<16x8xf32>, tensor<4x8xi64>, tensor<4x4xf32>) -> tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @scatter_result(%d: tensor<16x8xf32>, %i: tensor<4x8xi64>, %u: tensor<4x8xf32>) {
+  // expected-error @+1 {{updates and result must match data}}
+  %r = moe.scatter_elements %d, %i, %u axis 0 : (tensor<16x8xf32>, tensor<4x8xi64>, tensor<4x8xf32>) -> tensor<16x8xf16>
+  return
+}
+
+// -----
+
+func.func @scatter_nd_q(%d: tensor<16x8xf32>, %i: tensor<4x3xi64>, %u: tensor<4xf32>) {
+  // expected-error @+1 {{index tuples of length 3 exceed the data rank 2}}
+  %r = moe.scatter_nd %d, %i, %u : (tensor<16x8xf32>, tensor<4x3xi64>, tensor<4xf32>) -> tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @scatter_nd_dyn_q(%d: tensor<16x8xf32>, %i: tensor<4x?xi64>, %u: tensor<4xf32>) {
+  // expected-error @+1 {{the last dimension of indices must be static}}
+  %r = moe.scatter_nd %d, %i, %u : (tensor<16x8xf32>, tensor<4x?xi64>, tensor<4xf32>) -> tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @scatter_nd_upd_rank(%d: tensor<16x8xf32>, %i: tensor<4x1xi64>, %u: tensor<4xf32>) {
+  // expected-error @+1 {{updates must have rank 2}}
+  %r = moe.scatter_nd %d, %i, %u : (tensor<16x8xf32>, tensor<4x1xi64>, tensor<4xf32>) -> tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @scatter_nd_upd_shape(%d: tensor<16x8xf32>, %i: tensor<4x1xi64>, %u: tensor<4x7xf32>) {
+  // expected-error @+1 {{do not match indices}}
+  %r = moe.scatter_nd %d, %i, %u : (tensor<16x8xf32>, tensor<4x1xi64>, tensor<4x7xf32>) -> tensor<16x8xf32>
+  return
+}

@@ -1,0 +1,50 @@
+// RUN: moe-opt %s | moe-opt | FileCheck %s
+// Round trip of every moe op, with and without optional operands/attributes.
+
+// CHECK-LABEL: func.func @route_mixtral
+func.func @route_mixtral(%logits: tensor<16x8xf32>) -> (tensor<16x2xf32>, tensor<16x2xi64>) {
+  // CHECK: moe.route %{{.*}} top_k 2 {renormalize = true} : tensor<16x8xf32> -> tensor<16x2xf32>, tensor<16x2xi64>
+  %w, %i = moe.route %logits top_k 2 {renormalize = true} : tensor<16x8xf32> -> tensor<16x2xf32>, tensor<16x2xi64>
+  return %w, %i : tensor<16x2xf32>, tensor<16x2xi64>
+}
+
+// CHECK-LABEL: func.func @route_deepseek_v3
+func.func @route_deepseek_v3(%logits: tensor<?x16xf32>, %bias: tensor<16xf32>) -> (tensor<?x4xf32>, tensor<?x4xi64>) {
+  // CHECK: moe.route %{{.*}} bias %{{.*}} top_k 4 {group_score = #moe<group_score top2_sum>, num_groups = 4 : i64, renormalize = true, scaling_factor = 2.500000e+00 : f64, score_func = #moe<score_func sigmoid>, topk_groups = 2 : i64} : tensor<?x16xf32>, tensor<16xf32> -> tensor<?x4xf32>, tensor<?x4xi64>
+  %w, %i = moe.route %logits bias %bias top_k 4 {score_func = #moe<score_func sigmoid>, renormalize = true, scaling_factor = 2.5 : f64, num_groups = 4 : i64, topk_groups = 2 : i64, group_score = #moe<group_score top2_sum>} : tensor<?x16xf32>, tensor<16xf32> -> tensor<?x4xf32>, tensor<?x4xi64>
+  return %w, %i : tensor<?x4xf32>, tensor<?x4xi64>
+}
+
+// CHECK-LABEL: func.func @experts_swiglu
+func.func @experts_swiglu(%x: tensor<16x64xf32>, %i: tensor<16x2xi64>, %w: tensor<16x2xf32>,
+                          %w1: tensor<8x64x128xf32>, %w3: tensor<8x64x128xf32>, %w2: tensor<8x128x64xf32>) -> tensor<16x64xf32> {
+  // CHECK: moe.experts %{{.*}}, %{{.*}}, %{{.*}} gate %{{.*}} up %{{.*}} down %{{.*}} {activation = #moe<activation silu>} : (tensor<16x64xf32>, tensor<16x2xi64>, tensor<16x2xf32>, tensor<8x64x128xf32>, tensor<8x64x128xf32>, tensor<8x128x64xf32>) -> tensor<16x64xf32>
+  %y = moe.experts %x, %i, %w gate %w1 up %w3 down %w2 {activation = #moe<activation silu>}
+      : (tensor<16x64xf32>, tensor<16x2xi64>, tensor<16x2xf32>, tensor<8x64x128xf32>, tensor<8x64x128xf32>, tensor<8x128x64xf32>) -> tensor<16x64xf32>
+  return %y : tensor<16x64xf32>
+}
+
+// CHECK-LABEL: func.func @experts_gelu_bias
+func.func @experts_gelu_bias(%x: tensor<?x32xf32>, %i: tensor<?x1xi64>, %w: tensor<?x1xf32>,
+                             %w1: tensor<2x32x64xf32>, %w2: tensor<2x64x32xf32>,
+                             %b1: tensor<2x64xf32>, %b2: tensor<2x32xf32>) -> tensor<?x32xf32> {
+  // CHECK: moe.experts {{.*}} gate %{{.*}} down %{{.*}} bias_gate %{{.*}} bias_down %{{.*}} {activation = #moe<activation gelu>, expert_offset = 4 : i64}
+  %y = moe.experts %x, %i, %w gate %w1 down %w2 bias_gate %b1 bias_down %b2 {activation = #moe<activation gelu>, expert_offset = 4 : i64}
+      : (tensor<?x32xf32>, tensor<?x1xi64>, tensor<?x1xf32>, tensor<2x32x64xf32>, tensor<2x64x32xf32>, tensor<2x64xf32>, tensor<2x32xf32>) -> tensor<?x32xf32>
+  return %y : tensor<?x32xf32>
+}
+
+// CHECK-LABEL: func.func @onnx_ops
+func.func @onnx_ops(%x: tensor<4x8xf32>, %m: tensor<4x8xi1>, %d: tensor<16x8xf32>,
+                    %idx: tensor<4x8xi64>, %upd: tensor<4x8xf32>, %nd: tensor<?x1xi64>, %ndu: tensor<?x8xf32>)
+    -> (tensor<4x2xf32>, tensor<4x2xi64>, tensor<2x?xi64>, tensor<16x8xf32>, tensor<16x8xf32>) {
+  // CHECK: moe.topk %{{.*}} k 2 axis 1 {largest = false, sorted = false} : tensor<4x8xf32> -> tensor<4x2xf32>, tensor<4x2xi64>
+  %v, %i = moe.topk %x k 2 axis 1 {largest = false, sorted = false} : tensor<4x8xf32> -> tensor<4x2xf32>, tensor<4x2xi64>
+  // CHECK: moe.nonzero %{{.*}} : tensor<4x8xi1> -> tensor<2x?xi64>
+  %nz = moe.nonzero %m : tensor<4x8xi1> -> tensor<2x?xi64>
+  // CHECK: moe.scatter_elements %{{.*}} axis 0 {reduction = #moe<reduction max>}
+  %s = moe.scatter_elements %d, %idx, %upd axis 0 {reduction = #moe<reduction max>} : (tensor<16x8xf32>, tensor<4x8xi64>, tensor<4x8xf32>) -> tensor<16x8xf32>
+  // CHECK: moe.scatter_nd %{{.*}} : (tensor<16x8xf32>, tensor<?x1xi64>, tensor<?x8xf32>) -> tensor<16x8xf32>
+  %n = moe.scatter_nd %d, %nd, %ndu : (tensor<16x8xf32>, tensor<?x1xi64>, tensor<?x8xf32>) -> tensor<16x8xf32>
+  return %v, %i, %nz, %s, %n : tensor<4x2xf32>, tensor<4x2xi64>, tensor<2x?xi64>, tensor<16x8xf32>, tensor<16x8xf32>
+}
