@@ -331,8 +331,12 @@ Value GraphImporter::scalar(Type elt, double value) {
                                    IntegerAttr::get(elt, int64_t(value)));
 }
 
+LogicalResult GraphImporter::checkTensorData(const onnx::TensorProto &t) {
+  return success(succeeded(tensorBytes(t, /*validateOnly=*/true)));
+}
+
 FailureOr<std::vector<char>>
-GraphImporter::tensorBytes(const onnx::TensorProto &t) {
+GraphImporter::tensorBytes(const onnx::TensorProto &t, bool validateOnly) {
   Type elt = elementType(t.data_type());
   if (!elt) {
     lastError = file + ": tensor '" + t.name() + "' has unsupported dtype " +
@@ -345,7 +349,7 @@ GraphImporter::tensorBytes(const onnx::TensorProto &t) {
   // Storage size per element: i1 is kept one byte per element.
   size_t eltBytes = elt.isInteger(1) ? 1 : elt.getIntOrFloatBitWidth() / 8;
   size_t want = size_t(n) * eltBytes;
-  std::vector<char> out(want);
+  std::vector<char> out(validateOnly ? 0 : want);
   if (t.data_location() == onnx::TensorProto_DataLocation_EXTERNAL) {
     std::string location;
     int64_t offset = 0, length = -1;
@@ -359,6 +363,22 @@ GraphImporter::tensorBytes(const onnx::TensorProto &t) {
     }
     SmallString<256> path(modelDir);
     llvm::sys::path::append(path, location);
+    uint64_t fileSize = 0;
+    if (std::error_code ec = llvm::sys::fs::file_size(path, fileSize)) {
+      lastError = file + ": tensor '" + t.name() + "': cannot read external "
+                  "data file '" + std::string(path) + "': " + ec.message();
+      return failure();
+    }
+    if (uint64_t(offset) + want > fileSize) {
+      lastError = file + ": tensor '" + t.name() + "': external data file '" +
+                  std::string(path) + "' holds " + std::to_string(fileSize) +
+                  " bytes, " + std::to_string(offset + want) +
+                  " needed (offset " + std::to_string(offset) + " + " +
+                  std::to_string(want) + ")";
+      return failure();
+    }
+    if (validateOnly)
+      return out;
     auto buf = llvm::MemoryBuffer::getFileSlice(
         path, length >= 0 ? length : int64_t(want), offset,
         /*IsVolatile=*/false);
@@ -385,7 +405,8 @@ GraphImporter::tensorBytes(const onnx::TensorProto &t) {
                   std::to_string(want) + " expected for its shape";
       return failure();
     }
-    std::memcpy(out.data(), t.raw_data().data(), want);
+    if (!validateOnly)
+      std::memcpy(out.data(), t.raw_data().data(), want);
     return out;
   }
   auto sizeError = [&](int64_t got) {
@@ -394,6 +415,22 @@ GraphImporter::tensorBytes(const onnx::TensorProto &t) {
                 " expected for its shape";
     return failure();
   };
+  auto count = [&]() -> int64_t {
+    switch (t.data_type()) {
+    case onnx::TensorProto_DataType_FLOAT:
+      return t.float_data_size();
+    case onnx::TensorProto_DataType_DOUBLE:
+      return t.double_data_size();
+    case onnx::TensorProto_DataType_INT64:
+      return t.int64_data_size();
+    default:
+      return t.int32_data_size();
+    }
+  };
+  if (count() != n)
+    return sizeError(count());
+  if (validateOnly)
+    return out;
   switch (t.data_type()) {
   case onnx::TensorProto_DataType_FLOAT:
     if (t.float_data_size() != n)
@@ -486,6 +523,10 @@ LogicalResult GraphImporter::defineInitializer(const onnx::TensorProto &t) {
                 "' has unsupported dtype " + onnxTypeName(t.data_type());
     return failure();
   }
+  // Validate the data now (sizes, external files) so that materializing it
+  // later cannot fail.
+  if (failed(checkTensorData(t)))
+    return failure();
   Entry e;
   e.type = RankedTensorType::get(
       SmallVector<int64_t>(t.dims().begin(), t.dims().end()), elt);
@@ -527,7 +568,9 @@ FailureOr<Value> GraphImporter::materialize(Entry &e, const std::string &name) {
     e.host = std::move(*h);
   }
   assert(e.host && "value with neither SSA value nor known contents");
-  e.value = constant(*e.host);
+  // Folded results as large as weights are stored like weights.
+  e.value = e.host->size() > inlineLimit ? weight(*e.host, name)
+                                         : constant(*e.host);
   return e.value;
 }
 

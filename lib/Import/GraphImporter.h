@@ -167,7 +167,12 @@ public:
   void setError(std::string e) { lastError = std::move(e); }
   const std::string &fileName() const { return file; }
   /// Reads an ONNX tensor's bytes (raw, typed fields or external data).
-  mlir::FailureOr<std::vector<char>> tensorBytes(const onnx::TensorProto &t);
+  /// With `validateOnly`, checks sizes and external files and returns an
+  /// empty vector.
+  mlir::FailureOr<std::vector<char>> tensorBytes(const onnx::TensorProto &t,
+                                                 bool validateOnly = false);
+  /// Checks that a tensor's data is all there without reading it.
+  mlir::LogicalResult checkTensorData(const onnx::TensorProto &t);
   /// Decodes a tensor into a HostTensor.
   mlir::FailureOr<HostTensor> decodeTensor(const onnx::TensorProto &t);
   void setModelDir(std::string dir) { modelDir = std::move(dir); }

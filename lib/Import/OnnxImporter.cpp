@@ -90,6 +90,7 @@ private:
   }
 
   MLIRContext &ctx;
+  std::string strictInferenceError;
   std::string path;
   const ImportOptions &opts;
   onnx::ModelProto model;
@@ -176,18 +177,38 @@ LogicalResult ModelImporter::applyInputShapes() {
   return success();
 }
 
+/// ONNX error texts span lines; ours are one line.
+static std::string oneLine(std::string s) {
+  for (char &c : s)
+    if (c == '\n')
+      c = ' ';
+  while (!s.empty() && s.back() == ' ')
+    s.pop_back();
+  return s;
+}
+
 LogicalResult ModelImporter::check() {
   if (!opts.runChecker)
     return success();
-  onnx::ModelProto copy = model;
+  // check_model(ModelProto) would look for external data relative to the
+  // working directory; the graph checker with the model's directory does not.
+  onnx::checker::CheckerContext ctx;
   // The checker of ONNX 1.12 knows IR versions up to 8; newer exporters
   // write 9 or 10 for the same opsets, which changes nothing we read.
-  if (copy.ir_version() > onnx::IR_VERSION)
-    copy.set_ir_version(onnx::IR_VERSION);
+  ctx.set_ir_version(
+      int(std::min<int64_t>(model.ir_version(), onnx::IR_VERSION)));
+  std::unordered_map<std::string, int> opsets;
+  for (const auto &imp : model.opset_import())
+    opsets[imp.domain()] = int(imp.version());
+  ctx.set_opset_imports(opsets);
+  ctx.set_schema_registry(onnx::OpSchemaRegistry::Instance());
+  std::string dir = llvm::sys::path::parent_path(path).str();
+  ctx.set_model_dir(dir.empty() ? "." : dir);
+  onnx::checker::LexicalScopeContext lex;
   try {
-    onnx::checker::check_model(copy);
+    onnx::checker::check_graph(model.graph(), ctx, lex);
   } catch (const std::exception &e) {
-    return err(Twine("the ONNX checker rejects the model: ") + e.what());
+    return err("the ONNX checker rejects the model: " + oneLine(e.what()));
   }
   return success();
 }
@@ -200,19 +221,22 @@ LogicalResult ModelImporter::inferShapes() {
                                        options);
   } catch (const std::exception &e) {
     std::string msg = e.what();
-    // Strict mode also stops at ops it has no schema for (com.microsoft);
-    // retry leniently then and let the importer report real problems.
+    // Strict inference also stops at ops without a schema (com.microsoft).
+    // Either way, import with lenient inference: the importer's own checks
+    // name the node; the strict error is reported if they find nothing.
     if (msg.find("No Op registered") == std::string::npos &&
         msg.find("no schema registered") == std::string::npos)
-      return err("ONNX shape inference failed (an --input-shape that "
-                 "contradicts the model?): " +
-                 msg);
+      strictInferenceError = "ONNX shape inference failed (an --input-shape "
+                             "that contradicts the model?): " +
+                             oneLine(msg);
+    else
+      strictInferenceError.clear();
     try {
       onnx::ShapeInferenceOptions lenient(false, 0, true);
       onnx::shape_inference::InferShapes(
           model, onnx::OpSchemaRegistry::Instance(), lenient);
     } catch (const std::exception &e2) {
-      return err(Twine("ONNX shape inference failed: ") + e2.what());
+      return err("ONNX shape inference failed: " + oneLine(e2.what()));
     }
   }
   return success();
@@ -329,6 +353,10 @@ OwningOpRef<ModuleOp> ModelImporter::run(std::string &errorOut) {
       succeeded(applyInputShapes()) && succeeded(check()) &&
       succeeded(inferShapes()))
     module = build();
+  if (module && !strictInferenceError.empty()) {
+    error = path + ": " + strictInferenceError;
+    module = nullptr;
+  }
   if (!module) {
     errorOut = error;
     return nullptr;

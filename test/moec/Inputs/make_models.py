@@ -1,0 +1,51 @@
+#!/usr/bin/env python3
+"""Writes binary ONNX files for the importer's error tests into a directory:
+truncated, not ONNX, empty, external data present and missing."""
+import os
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+out = sys.argv[1]
+os.makedirs(out, exist_ok=True)
+
+w = np.arange(64 * 16, dtype=np.float32).reshape(64, 16) / 100.0
+x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 64])
+y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 16])
+
+
+def model(with_weight):
+    node = helper.make_node("Relu", ["w"], ["wr"], name="relu_w")
+    add = helper.make_node("Add", ["x", "x"], ["xx"], name="double_x")
+    # y = xx[:, :16] would need Slice; keep it element-wise: y = Relu(w)[0:4]
+    # is not element-wise either, so the graph outputs Relu(w) and 2x.
+    g = helper.make_graph([node, add], "g", [x],
+                          [helper.make_tensor_value_info("wr", TensorProto.FLOAT, [64, 16]),
+                           helper.make_tensor_value_info("xx", TensorProto.FLOAT, [4, 64])],
+                          [numpy_helper.from_array(w, "w")] if with_weight else [])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+good = model(True)
+onnx.save(good, os.path.join(out, "good.onnx"))
+data = open(os.path.join(out, "good.onnx"), "rb").read()
+open(os.path.join(out, "truncated.onnx"), "wb").write(data[: len(data) // 2])
+open(os.path.join(out, "not-onnx.onnx"), "wb").write(b"\x89PNG\r\n\x1a\n this is a picture, not a model")
+open(os.path.join(out, "empty.onnx"), "wb").write(b"")
+
+os.makedirs(os.path.join(out, "ext"), exist_ok=True)
+onnx.save(model(True), os.path.join(out, "ext", "model.onnx"), save_as_external_data=True,
+          all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+os.makedirs(os.path.join(out, "ext-missing"), exist_ok=True)
+onnx.save(model(True), os.path.join(out, "ext-missing", "model.onnx"), save_as_external_data=True,
+          all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+os.remove(os.path.join(out, "ext-missing", "weights.bin"))
+os.makedirs(os.path.join(out, "ext-short"), exist_ok=True)
+onnx.save(model(True), os.path.join(out, "ext-short", "model.onnx"), save_as_external_data=True,
+          all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
+with open(os.path.join(out, "ext-short", "weights.bin"), "r+b") as f:
+    f.truncate(100)
