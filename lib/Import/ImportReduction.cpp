@@ -586,7 +586,8 @@ LogicalResult importTrilu(GraphImporter &gi) {
               bb, l, bb.getI64Type(), linalg::IndexOp::create(bb, l, d));
         };
         // Keep element (i, j) when j - i >= k (upper) or j - i <= k (lower).
-        Value diff = arith::SubIOp::create(bb, l, idx(rank - 1), idx(rank - 2));
+        Value col = idx(rank - 1), row = idx(rank - 2);
+        Value diff = arith::SubIOp::create(bb, l, col, row);
         Value kc = arith::ConstantOp::create(bb, l, bb.getI64IntegerAttr(k));
         Value keep = arith::CmpIOp::create(
             bb, l, upper ? arith::CmpIPredicate::sge : arith::CmpIPredicate::sle,
