@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""Checks that moec's IR computes what onnxruntime computes on the original
+ONNX model.
+
+    check_onnx.py --moec BIN/moec --moe-eval BIN/moe-eval MODEL [MODEL...]
+        [--input NAME=FILE.npy] [--reference NAME=FILE.npy] [--input-shape ...]
+
+For each model: inputs are the given .npy files or seeded random data (float:
+standard normal; integer: small non-negative values, usable as indices; bool:
+random), onnxruntime (CPU) runs the model (.onnxtxt files are parsed with the
+onnx package), `moec --emit-weights` imports it, `moe-eval` runs the IR, and
+every output must satisfy max|moec - ref| <= tol * max(1, max|ref|).
+Prints one line per output and exits non-zero on any mismatch.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+import onnx.parser
+import onnxruntime as ort
+
+ort.set_default_logger_severity(3)
+
+NP_TYPES = {1: np.float32, 11: np.float64, 7: np.int64, 6: np.int32, 9: np.bool_}
+
+
+def load_model(path):
+    if path.endswith(".onnxtxt"):
+        text = "".join(l for l in open(path) if not l.lstrip().startswith("#"))
+        return onnx.parser.parse_model(text)
+    return onnx.load(path)
+
+
+def check(args, path, rng):
+    model = load_model(path)
+    inits = {i.name for i in model.graph.initializer}
+    feeds = {}
+    given = dict(kv.split("=", 1) for kv in args.input)
+    for inp in model.graph.input:
+        if inp.name in inits:
+            continue
+        if inp.name in given:
+            feeds[inp.name] = np.load(given[inp.name])
+            continue
+        tt = inp.type.tensor_type
+        shape = [d.dim_value for d in tt.shape.dim]
+        dt = NP_TYPES[tt.elem_type]
+        if dt in (np.float32, np.float64):
+            feeds[inp.name] = rng.standard_normal(shape).astype(dt)
+        elif dt == np.bool_:
+            feeds[inp.name] = rng.integers(0, 2, shape).astype(np.bool_)
+        else:
+            feeds[inp.name] = rng.integers(0, args.max_int + 1, shape).astype(dt)
+    refs = dict(kv.split("=", 1) for kv in args.reference)
+    names = [o.name for o in model.graph.output]
+    if all(n in refs for n in names):
+        expected = [np.load(refs[n]) for n in names]
+        source = "reference files"
+    else:
+        sess = ort.InferenceSession(model.SerializeToString(),
+                                    providers=["CPUExecutionProvider"])
+        expected = sess.run(None, feeds)
+        source = "onnxruntime"
+    with tempfile.TemporaryDirectory() as tmp:
+        mlir = os.path.join(tmp, "model.mlir")
+        cmd = [args.moec, path, "--emit-weights", "-o", mlir]
+        for s in args.input_shape:
+            cmd += ["--input-shape", s]
+        subprocess.run(cmd, check=True)
+        ev = [args.moe_eval, mlir, "--output-dir", tmp]
+        for name, arr in feeds.items():
+            f = os.path.join(tmp, "in_" + name.replace("/", "_") + ".npy")
+            np.save(f, arr)
+            ev += ["--input", f"{name}={f}"]
+        subprocess.run(ev, check=True)
+        ok = True
+        for name, ref in zip(names, expected):
+            got = np.load(os.path.join(tmp, name + ".npy"))
+            if got.shape != ref.shape:
+                print(f"FAIL {os.path.basename(path)}:{name}: shape {got.shape} vs {source} {ref.shape}")
+                ok = False
+                continue
+            if ref.dtype.kind in "fc":
+                err = float(np.abs(got.astype(np.float64) - ref).max()) if ref.size else 0.0
+                scale = max(1.0, float(np.abs(ref).max()) if ref.size else 0.0)
+            else:
+                err = float(np.abs(got.astype(np.int64) - ref.astype(np.int64)).max()) if ref.size else 0.0
+                scale = 1.0
+            good = err <= args.tol * scale
+            ok &= good
+            print(f"{'ok  ' if good else 'FAIL'} {os.path.basename(path)}:{name} "
+                  f"shape {list(ref.shape)} max abs err {err:.3e} (max|ref| {scale:.3g}, vs {source})")
+        return ok
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("models", nargs="+")
+    p.add_argument("--moec", required=True)
+    p.add_argument("--moe-eval", required=True)
+    p.add_argument("--input", action="append", default=[])
+    p.add_argument("--reference", action="append", default=[])
+    p.add_argument("--input-shape", action="append", default=[])
+    p.add_argument("--tol", type=float, default=1e-4)
+    p.add_argument("--max-int", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    rng = np.random.default_rng(args.seed)
+    bad = [m for m in args.models if not check(args, m, rng)]
+    if bad:
+        sys.exit("mismatch in: " + ", ".join(bad))
+
+
+if __name__ == "__main__":
+    main()
