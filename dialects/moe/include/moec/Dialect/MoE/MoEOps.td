@@ -125,9 +125,11 @@ def MoE_ExpertsOp : MoE_Op<"experts", [Pure, AttrSizedOperandSegments]> {
     `gelu`); without them `FFN_e(x) = act(x @ w_gate[e] + b_gate[e]) @
     w_down[e] + b_down[e]`. Weights are stacked over the experts: `w_gate` and
     `w_up` are `[E, H, F]`, `w_down` is `[E, F, H]`, biases `[E, F]` and
-    `[E, H]`. An index outside `[0, E)` contributes nothing: after expert
-    parallel sharding `E` is the number of local experts and `expert_offset`
-    the global id of the first one.
+    `[E, H]`. Indices are global expert ids; the op holds experts
+    `expert_offset .. expert_offset + E - 1`, and an index outside that range
+    contributes nothing (after expert-parallel sharding each rank holds a
+    slice of the experts). Activations: `silu` x*sigmoid(x), `gelu` with erf,
+    `gelu_tanh` the tanh approximation, `relu`, `identity`.
 
     ```mlir
     %y = moe.experts %x, %idx, %w gate %w1 up %w3 down %w2
