@@ -3,6 +3,7 @@
 #include "moec/InitAll.h"
 
 #include "moec/Dialect/MoE/MoEDialect.h"
+#include "moec/Transforms/Passes.h"
 
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/InitAllDialects.h"
@@ -15,4 +16,7 @@ void moec::registerAllDialects(mlir::DialectRegistry &registry) {
   registry.insert<moec::moe::MoEDialect>();
 }
 
-void moec::registerAllPasses() { mlir::registerAllPasses(); }
+void moec::registerAllPasses() {
+  mlir::registerAllPasses();
+  moec::registerMoECTransformsPasses();
+}

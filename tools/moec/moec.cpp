@@ -9,7 +9,9 @@
 
 #include "moec/Import/OnnxImporter.h"
 #include "moec/InitAll.h"
+#include "moec/Transforms/Passes.h"
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/Diagnostics.h"
@@ -48,6 +50,15 @@ cl::opt<EmitKind> emit(
                           "the imported IR (linalg/tensor/arith/math and moe "
                           "ops) after moec's pipeline")),
     cl::cat(moecCat));
+cl::opt<bool> strict(
+    "strict",
+    cl::desc("Fail when a region that looks like an MoE layer cannot be "
+             "raised (default: warn and keep it as dense ops)"),
+    cl::init(false), cl::cat(moecCat));
+cl::opt<bool> noRaise("no-raise",
+                      cl::desc("Do not run moe-raise-experts (keep the "
+                               "exported expert loops as imported)"),
+                      cl::init(false), cl::cat(moecCat));
 cl::opt<bool> noCheck("no-onnx-check",
                       cl::desc("Skip the ONNX checker (shape inference "
                                "still runs)"),
@@ -61,6 +72,18 @@ cl::opt<int64_t> inlineLimit(
     "inline-constant-limit",
     cl::desc("Initializers with more elements become dense_resource blobs"),
     cl::init(16), cl::cat(moecCat));
+
+/// "FILE: node 'NAME'" for the importer's node locations, else the location.
+std::string describe(Location loc) {
+  if (auto name = dyn_cast<NameLoc>(loc))
+    if (auto file = dyn_cast<FileLineColLoc>(name.getChildLoc()))
+      return file.getFilename().str() + ": node '" + name.getName().str() +
+             "'";
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << loc;
+  return s;
+}
 
 int fail(const llvm::Twine &msg) {
   llvm::errs() << "moec: error: " << msg << "\n";
@@ -93,7 +116,7 @@ int main(int argc, char **argv) {
   MLIRContext ctx(registry);
   // Diagnostics from passes go to stderr with the ONNX node as location.
   ScopedDiagnosticHandler diag(&ctx, [](Diagnostic &d) {
-    llvm::errs() << "moec: " << d.getLocation() << ": "
+    llvm::errs() << "moec: " << describe(d.getLocation()) << ": "
                  << (d.getSeverity() == DiagnosticSeverity::Error ? "error"
                      : d.getSeverity() == DiagnosticSeverity::Warning
                          ? "warning"
@@ -112,6 +135,14 @@ int main(int argc, char **argv) {
   if (failed(applyPassManagerCLOptions(pm)))
     return fail("bad pass-manager options");
   applyDefaultTimingPassManagerCLOptions(pm);
+  // Canonicalize first: the raise patterns see folded shapes and views.
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+  if (!noRaise) {
+    moec::MoERaiseExpertsOptions raiseOpts;
+    raiseOpts.strict = strict;
+    pm.addNestedPass<func::FuncOp>(moec::createMoERaiseExperts(raiseOpts));
+  }
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
   if (failed(pm.run(*module)))
