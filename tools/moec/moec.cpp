@@ -10,6 +10,7 @@
 #include "moec/Import/OnnxImporter.h"
 #include "moec/InitAll.h"
 #include "moec/Transforms/Passes.h"
+#include "moec/Transforms/Report.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/AsmState.h"
@@ -59,6 +60,17 @@ cl::opt<bool> noRaise("no-raise",
                       cl::desc("Do not run moe-raise-experts (keep the "
                                "exported expert loops as imported)"),
                       cl::init(false), cl::cat(moecCat));
+enum class ReportKind { None, Text, Json };
+cl::opt<ReportKind> report(
+    "report",
+    cl::desc("Print what was found per MoE layer (experts, top-k, routing, "
+             "FFN form, parameters) instead of the IR (the IR still goes "
+             "to -o FILE when given)"),
+    cl::init(ReportKind::None), cl::ValueOptional,
+    cl::values(clEnumValN(ReportKind::Text, "", "text (the default)"),
+               clEnumValN(ReportKind::Text, "text", "text"),
+               clEnumValN(ReportKind::Json, "json", "a JSON object")),
+    cl::cat(moecCat));
 cl::opt<bool> noCheck("no-onnx-check",
                       cl::desc("Skip the ONNX checker (shape inference "
                                "still runs)"),
@@ -148,6 +160,11 @@ int main(int argc, char **argv) {
   if (failed(pm.run(*module)))
     return fail(inputFile + ": the compilation pipeline failed");
 
+  if (report != ReportKind::None) {
+    moec::writeMoEReport(*module, llvm::outs(), report == ReportKind::Json);
+    if (outputFile == "-")
+      return 0;
+  }
   auto out = openOutputFile(outputFile, &err);
   if (!out)
     return fail(err);

@@ -1,0 +1,23 @@
+//===- Report.h - MoE layer report ------------------------------*- C++ -*-===//
+//
+// `moec --report`: what the compiler found in a model, per MoE layer.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEC_TRANSFORMS_REPORT_H
+#define MOEC_TRANSFORMS_REPORT_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "llvm/Support/raw_ostream.h"
+
+namespace moec {
+
+/// Writes, for each moe.experts op of `module` (with the moe.route feeding
+/// it): experts, top-k, routing function and its options, the FFN form,
+/// parameters per expert and in all experts, router parameters; then the
+/// model's parameter totals. `json` selects a JSON object instead of text.
+void writeMoEReport(mlir::ModuleOp module, llvm::raw_ostream &os, bool json);
+
+} // namespace moec
+
+#endif // MOEC_TRANSFORMS_REPORT_H
