@@ -177,6 +177,14 @@ RankedTensorType GraphImporter::inferredOutputType(unsigned i) {
 void GraphImporter::setOutput(unsigned i, Value v) {
   if (!hasOutput(i))
     return;
+  auto known = knownShapeValues.find(curNode->output(i));
+  auto t = cast<RankedTensorType>(v.getType());
+  if (known != knownShapeValues.end() && t.getRank() == 1 &&
+      t.getElementType().isInteger(64) &&
+      (t.isDynamicDim(0) || t.getDimSize(0) == int64_t(known->second.size()))) {
+    setOutputConst(i, HostTensor::ints(known->second));
+    return;
+  }
   Entry e;
   e.value = v;
   e.type = cast<RankedTensorType>(v.getType());

@@ -90,7 +90,13 @@ public:
   unsigned numOutputs() const { return curNode->output_size(); }
   bool hasOutput(unsigned i) const;
 
+  /// Sets output `i`; when ONNX data propagation knows its value (a 1-D
+  /// int64 shape tensor), the known value is used instead.
   void setOutput(unsigned i, mlir::Value v);
+  /// Records a value found by ONNX's data propagation.
+  void addKnownShapeValue(const std::string &name, std::vector<int64_t> v) {
+    knownShapeValues[name] = std::move(v);
+  }
   void setOutputConst(unsigned i, HostTensor t);
 
   /// Reports "FILE: node 'NAME' (OP): REASON" and returns failure.
@@ -196,6 +202,7 @@ private:
   int64_t inlineLimit;
   int64_t defaultOpset = 0;
   llvm::StringMap<Entry> values;
+  llvm::StringMap<std::vector<int64_t>> knownShapeValues;
   llvm::StringMap<const onnx::ValueInfoProto *> valueInfos;
   const onnx::NodeProto *curNode = nullptr;
   mlir::Location curLoc;

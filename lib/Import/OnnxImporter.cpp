@@ -91,6 +91,8 @@ private:
 
   MLIRContext &ctx;
   std::string strictInferenceError;
+  /// Values of shape tensors found by ONNX's data propagation.
+  std::unordered_map<std::string, onnx::TensorShapeProto> shapeData;
   std::string path;
   const ImportOptions &opts;
   onnx::ModelProto model;
@@ -218,7 +220,7 @@ LogicalResult ModelImporter::inferShapes() {
                                       /*data_prop=*/true);
   try {
     onnx::shape_inference::InferShapes(model, onnx::OpSchemaRegistry::Instance(),
-                                       options);
+                                       options, &shapeData);
   } catch (const std::exception &e) {
     std::string msg = e.what();
     // Strict inference also stops at ops without a schema (com.microsoft).
@@ -233,8 +235,9 @@ LogicalResult ModelImporter::inferShapes() {
       strictInferenceError.clear();
     try {
       onnx::ShapeInferenceOptions lenient(false, 0, true);
+      shapeData.clear();
       onnx::shape_inference::InferShapes(
-          model, onnx::OpSchemaRegistry::Instance(), lenient);
+          model, onnx::OpSchemaRegistry::Instance(), lenient, &shapeData);
     } catch (const std::exception &e2) {
       return err("ONNX shape inference failed: " + oneLine(e2.what()));
     }
@@ -266,6 +269,16 @@ OwningOpRef<ModuleOp> ModelImporter::build() {
 
   GraphImporter gi(b, path, model, opts.inlineConstantLimit);
   gi.setModelDir(llvm::sys::path::parent_path(path).str());
+  // Shape tensors whose every entry data propagation knows are constants,
+  // even when computed from tensors with dynamic dims.
+  for (const auto &[name, shape] : shapeData) {
+    std::vector<int64_t> vals;
+    for (const auto &d : shape.dim())
+      if (d.has_dim_value())
+        vals.push_back(d.dim_value());
+    if (int(vals.size()) == shape.dim_size())
+      gi.addKnownShapeValue(name, std::move(vals));
+  }
 
   llvm::StringSet<> initNames;
   for (const auto &t : g.initializer())
