@@ -91,21 +91,85 @@ Value matchSigmoid(Value v) {
   return g.getDpsInputs()[0];
 }
 
-/// `linalg.matmul(x, W)` with a constant W: returns {x, constant op}.
-std::optional<std::pair<Value, arith::ConstantOp>> matchLinear(Value v) {
+/// Where a MatMul's right-hand side [K, N] comes from: a constant, or the
+/// slab of a stacked [E, A, B] constant picked by the expert id (transformers
+/// 5.x `gate_up_proj[expert_idx]`), possibly transposed, possibly a column
+/// range of it (a fused gate/up projection split in two).
+struct WeightRef {
+  arith::ConstantOp src;
+  bool stacked = false;
+  bool transposed = false;
+  int64_t colBegin = 0, colEnd = -1; // of the [K, N] matrix; -1: all
+};
+
+/// Resolves the right-hand side of a MatMul to a WeightRef.
+std::optional<WeightRef> resolveWeight(Value w) {
+  WeightRef r;
+  w = skipViews(w);
+  if (auto t = w.getDefiningOp<linalg::TransposeOp>()) {
+    if (t.getPermutation() != ArrayRef<int64_t>{1, 0})
+      return std::nullopt;
+    r.transposed = true;
+    w = skipViews(t.getInput());
+  }
+  if (auto c = w.getDefiningOp<arith::ConstantOp>()) {
+    if (cast<RankedTensorType>(c.getType()).getRank() != 2)
+      return std::nullopt;
+    r.src = c;
+    return r;
+  }
+  // A gather of one [A, B] slab from a constant [E, A, B].
+  auto g = w.getDefiningOp<linalg::GenericOp>();
+  if (!g || g.getNumDpsInputs() != 1)
+    return std::nullopt;
+  arith::ConstantOp src;
+  g.getBody()->walk([&](tensor::ExtractOp ex) {
+    src = ex.getTensor().getDefiningOp<arith::ConstantOp>();
+  });
+  if (!src || cast<RankedTensorType>(src.getType()).getRank() != 3 ||
+      cast<RankedTensorType>(g.getDpsInputs()[0].getType()).getRank() != 0)
+    return std::nullopt;
+  r.src = src;
+  r.stacked = true;
+  return r;
+}
+
+/// `linalg.matmul(x, W)` with a resolvable constant W: returns {x, W}.
+std::optional<std::pair<Value, WeightRef>> matchLinear(Value v) {
   auto mm = skipViews(v).getDefiningOp<linalg::MatmulOp>();
   if (!mm)
     return std::nullopt;
-  auto w = mm.getDpsInputs()[1].getDefiningOp<arith::ConstantOp>();
+  std::optional<WeightRef> w = resolveWeight(mm.getDpsInputs()[1]);
   if (!w)
     return std::nullopt;
-  return std::make_pair(mm.getDpsInputs()[0], w);
+  return std::make_pair(mm.getDpsInputs()[0], *w);
+}
+
+/// One column range [b, e) of a MatMul (a fused projection split with
+/// extract_slice on the last dim): returns {x, W restricted to the range}.
+std::optional<std::pair<Value, WeightRef>> matchLinearPart(Value v) {
+  if (auto sl = skipViews(v).getDefiningOp<tensor::ExtractSliceOp>()) {
+    auto t = cast<RankedTensorType>(sl.getSource().getType());
+    if (t.getRank() != 2 || !sl.hasUnitStride() ||
+        sl.getStaticOffsets()[0] != 0 ||
+        ShapedType::isDynamic(sl.getStaticOffsets()[1]) ||
+        ShapedType::isDynamic(sl.getStaticSizes()[1]))
+      return std::nullopt;
+    auto lin = matchLinear(sl.getSource());
+    if (!lin)
+      return std::nullopt;
+    lin->second.colBegin = sl.getStaticOffsets()[1];
+    lin->second.colEnd = lin->second.colBegin + sl.getStaticSizes()[1];
+    return lin;
+  }
+  return matchLinear(v);
 }
 
 /// One expert's FFN, read back from its output.
 struct ExpertFFN {
   Value input; // the gathered tokens [n, H]
-  arith::ConstantOp gate, up, down;
+  WeightRef gate, down;
+  std::optional<WeightRef> up;
   moe::Activation act = moe::Activation::identity;
 };
 
@@ -147,7 +211,7 @@ FailureOr<ExpertFFN> matchFFN(Value v, std::string &why) {
       Value u = tryActivation(a, act);
       if (!u)
         continue;
-      auto gate = matchLinear(u), up = matchLinear(b);
+      auto gate = matchLinearPart(u), up = matchLinearPart(b);
       if (gate && up && gate->first == up->first) {
         f.input = gate->first;
         f.gate = gate->second;
@@ -159,7 +223,7 @@ FailureOr<ExpertFFN> matchFFN(Value v, std::string &why) {
   }
   moe::Activation act;
   if (Value u = tryActivation(h, act)) {
-    if (auto gate = matchLinear(u)) {
+    if (auto gate = matchLinearPart(u)) {
       f.input = gate->first;
       f.gate = gate->second;
       f.act = act;
@@ -221,23 +285,53 @@ FailureOr<std::vector<char>> constantBytes(arith::ConstantOp c) {
   return out;
 }
 
-/// Stacks per-expert constants [A, B] into one [E, A, B] weight blob.
+/// The [K, N] matrix a WeightRef denotes for expert `e`, as raw bytes.
+FailureOr<std::vector<char>> realize(WeightRef w, int64_t e,
+                                     SmallVectorImpl<int64_t> &shape) {
+  FailureOr<std::vector<char>> all = constantBytes(w.src);
+  if (failed(all))
+    return failure();
+  auto t = cast<RankedTensorType>(w.src.getType());
+  unsigned eb = t.getElementTypeBitWidth() / 8;
+  int64_t rows = t.getDimSize(t.getRank() - 2), cols = t.getDimSize(t.getRank() - 1);
+  const char *base = all->data();
+  if (w.stacked) {
+    if (e >= t.getDimSize(0))
+      return failure();
+    base += e * rows * cols * eb;
+  }
+  int64_t k = w.transposed ? cols : rows, n = w.transposed ? rows : cols;
+  int64_t cb = w.colBegin, ce = w.colEnd < 0 ? n : w.colEnd;
+  if (ce > n || cb >= ce)
+    return failure();
+  std::vector<char> out;
+  out.reserve(k * (ce - cb) * eb);
+  for (int64_t i = 0; i < k; ++i)
+    for (int64_t j = cb; j < ce; ++j) {
+      int64_t src = w.transposed ? j * cols + i : i * cols + j;
+      out.insert(out.end(), base + src * eb, base + (src + 1) * eb);
+    }
+  shape.assign({k, ce - cb});
+  return out;
+}
+
+/// Stacks the experts' [K, N] matrices into one [E, K, N] weight blob.
 FailureOr<Value> stack(OpBuilder &b, Location loc,
-                       MutableArrayRef<arith::ConstantOp> parts,
+                       ArrayRef<std::pair<int64_t, WeightRef>> parts,
                        StringRef name) {
-  auto t = cast<RankedTensorType>(parts[0].getType());
   std::vector<char> all;
-  for (arith::ConstantOp c : parts) {
-    if (c.getType() != t)
+  SmallVector<int64_t> shape, first;
+  for (auto &[e, w] : parts) {
+    FailureOr<std::vector<char>> bytes = realize(w, e, shape);
+    if (failed(bytes) || (!first.empty() && shape != first))
       return failure();
-    FailureOr<std::vector<char>> bytes = constantBytes(c);
-    if (failed(bytes))
-      return failure();
+    first = shape;
     all.insert(all.end(), bytes->begin(), bytes->end());
   }
-  SmallVector<int64_t> shape = {int64_t(parts.size())};
-  shape.append(t.getShape().begin(), t.getShape().end());
-  auto type = RankedTensorType::get(shape, t.getElementType());
+  Type elt = cast<RankedTensorType>(parts[0].second.src->getResult(0).getType())
+                 .getElementType();
+  auto type = RankedTensorType::get({int64_t(parts.size()), first[0], first[1]},
+                                    elt);
   AsmResourceBlob blob = HeapAsmResourceBlob::allocateAndCopyWithAlign(
       ArrayRef<char>(all.data(), all.size()), alignof(uint64_t));
   auto attr = DenseResourceElementsAttr::get(type, name, std::move(blob));
@@ -290,25 +384,58 @@ std::optional<Router> matchRouter(moe::TopKOp topk) {
   return r;
 }
 
-/// Finds the expert id of the chain that selected the tokens of one
-/// expert: the constant index of the Gather of the expert mask that feeds
-/// NonZero.
+/// The value of a scalar index tensor: a constant, or (transformers 5.x,
+/// which loops over the experts hit by the example) element `i` of the list
+/// of hit experts, taken as expert `i`; the caller then requires that all
+/// experts were hit, which makes the two the same.
+std::optional<int64_t> scalarIndex(Value v) {
+  v = skipViews(v);
+  if (auto c = v.getDefiningOp<arith::ConstantOp>()) {
+    auto d = dyn_cast<DenseIntElementsAttr>(c.getValue());
+    if (d && d.getNumElements() == 1)
+      return (*d.begin()).getSExtValue();
+    return std::nullopt;
+  }
+  auto g = v.getDefiningOp<linalg::GenericOp>();
+  if (!g || g.getNumDpsInputs() != 1 ||
+      cast<RankedTensorType>(g.getResult(0).getType()).getRank() != 0)
+    return std::nullopt;
+  Value list;
+  g.getBody()->walk([&](tensor::ExtractOp ex) { list = ex.getTensor(); });
+  std::optional<int64_t> pos = scalarIndex(g.getDpsInputs()[0]);
+  if (!list || !pos)
+    return std::nullopt;
+  // The hit list may be cut into one-element slices, one per iteration.
+  Value l = skipViews(list);
+  int64_t offset = 0;
+  if (auto sl = l.getDefiningOp<tensor::ExtractSliceOp>()) {
+    if (ShapedType::isDynamic(sl.getStaticOffsets()[0]))
+      return std::nullopt;
+    offset = sl.getStaticOffsets()[0];
+    l = sl.getSource();
+  }
+  for (Operation *op : sliceOf(l))
+    if (isa<moe::NonZeroOp>(op))
+      return offset + *pos;
+  return std::nullopt;
+}
+
+/// The expert id of the chain that selected the tokens of one expert: the
+/// index of the row of the [experts, k, tokens] expert mask fed to NonZero.
 std::optional<int64_t> expertId(moe::NonZeroOp nz, int64_t numExperts) {
-  SetVector<Operation *> slice = sliceOf(nz.getInput());
-  for (Operation *op : slice) {
+  for (Operation *op : sliceOf(nz.getInput())) {
     auto g = dyn_cast<linalg::GenericOp>(op);
-    if (!g || g.getNumDpsInputs() != 1)
+    if (!g || g.getNumDpsInputs() != 1 ||
+        cast<RankedTensorType>(g.getDpsInputs()[0].getType()).getRank() != 0)
       continue;
-    auto c = g.getDpsInputs()[0].getDefiningOp<arith::ConstantOp>();
-    auto d = c ? dyn_cast<DenseIntElementsAttr>(c.getValue()) : nullptr;
-    if (!d || d.getNumElements() != 1)
+    Value mask;
+    g.getBody()->walk([&](tensor::ExtractOp ex) { mask = ex.getTensor(); });
+    if (!mask || cast<RankedTensorType>(mask.getType()).getRank() != 3)
       continue;
-    bool extracts = false;
-    g.getBody()->walk([&](tensor::ExtractOp) { extracts = true; });
-    if (!extracts)
-      continue;
-    int64_t e = (*d.begin()).getSExtValue();
-    return e < 0 ? e + numExperts : e;
+    std::optional<int64_t> e = scalarIndex(g.getDpsInputs()[0]);
+    if (!e)
+      return std::nullopt;
+    return *e < 0 ? *e + numExperts : *e;
   }
   return std::nullopt;
 }
@@ -451,13 +578,16 @@ struct RaiseExperts
     }
     if (int64_t(experts.size()) != e) {
       why = "found " + std::to_string(experts.size()) + " of " +
-            std::to_string(e) + " experts";
+            std::to_string(e) +
+            " experts: the exporter unrolled a loop over the experts its "
+            "example input hit, baking that routing into the graph; "
+            "re-export with an input that routes tokens to every expert";
       return failure();
     }
-    bool gated = bool(experts.begin()->second.up);
+    bool gated = experts.begin()->second.up.has_value();
     moe::Activation act = experts.begin()->second.act;
     for (auto &[id, f] : experts)
-      if (bool(f.up) != gated || f.act != act) {
+      if (f.up.has_value() != gated || f.act != act) {
         why = "the experts differ in structure";
         return failure();
       }
@@ -473,12 +603,12 @@ struct RaiseExperts
     OpBuilder b(root.getContext());
     b.setInsertionPointAfterValue(root);
     Location loc = r.topk.getLoc();
-    SmallVector<arith::ConstantOp> gates, ups, downs;
+    SmallVector<std::pair<int64_t, WeightRef>> gates, ups, downs;
     for (auto &[id, f] : experts) {
-      gates.push_back(f.gate);
-      downs.push_back(f.down);
+      gates.push_back({id, f.gate});
+      downs.push_back({id, f.down});
       if (gated)
-        ups.push_back(f.up);
+        ups.push_back({id, *f.up});
     }
     std::string prefix = "moe" + std::to_string(layerCounter++);
     FailureOr<Value> wg = stack(b, loc, gates, prefix + ".w_gate");
