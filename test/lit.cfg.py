@@ -18,6 +18,13 @@ config.test_exec_root = os.path.join(config.moec_obj_root, "test")
 config.substitutions.append(("%PATH%", config.environment["PATH"]))
 config.substitutions.append(("%moec_src", config.moec_src_root))
 config.substitutions.append(("%python", config.python_executable))
+# `%{exit1} CMD ARGS...` runs CMD and succeeds only when it exits with
+# status 1 (moec's error status): stricter than `not`, which also accepts a
+# crash under lit's internal shell. CMD's output passes through.
+config.substitutions.append(
+    ("%{exit1}",
+     "bash -c '\"$@\"; r=$?; test $r -eq 1 || "
+     "{ echo \"exit status $r, expected 1\" >&2; exit 1; }' exit1"))
 
 llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
 llvm_config.use_default_substitutions()

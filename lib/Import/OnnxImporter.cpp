@@ -83,6 +83,15 @@ private:
   LogicalResult applyInputShapes();
   LogicalResult check();
   LogicalResult inferShapes();
+  std::string describeInferenceError(const std::string &what);
+  /// Marks a message as ONNX shape inference's. With --input-shape the
+  /// likely cause is a shape that contradicts the model: say so.
+  std::string inferenceSuffix() const {
+    return opts.inputShapes.empty()
+               ? " (ONNX shape inference)"
+               : " (ONNX shape inference; does an --input-shape contradict "
+                 "the model?)";
+  }
   OwningOpRef<ModuleOp> build();
   LogicalResult err(const Twine &msg) {
     error = path + ": " + msg.str();
@@ -100,6 +109,16 @@ private:
 };
 } // namespace
 
+/// ONNX error texts span lines; ours are one line.
+static std::string oneLine(std::string s) {
+  for (char &c : s)
+    if (c == '\n')
+      c = ' ';
+  while (!s.empty() && s.back() == ' ')
+    s.pop_back();
+  return s;
+}
+
 LogicalResult ModelImporter::load() {
   auto buf = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
                                          /*RequiresNullTerminator=*/true);
@@ -110,7 +129,7 @@ LogicalResult ModelImporter::load() {
     onnx::Status st =
         onnx::OnnxParser::Parse(model, (*buf)->getBufferStart());
     if (!st.IsOK())
-      return err("not a valid ONNX text model: " + st.ErrorMessage());
+      return err("not a valid ONNX text model: " + oneLine(st.ErrorMessage()));
   } else {
     if ((*buf)->getBufferSize() == 0)
       return err("file is empty, not an ONNX model");
@@ -179,16 +198,6 @@ LogicalResult ModelImporter::applyInputShapes() {
   return success();
 }
 
-/// ONNX error texts span lines; ours are one line.
-static std::string oneLine(std::string s) {
-  for (char &c : s)
-    if (c == '\n')
-      c = ' ';
-  while (!s.empty() && s.back() == ' ')
-    s.pop_back();
-  return s;
-}
-
 LogicalResult ModelImporter::check() {
   if (!opts.runChecker)
     return success();
@@ -215,6 +224,58 @@ LogicalResult ModelImporter::check() {
   return success();
 }
 
+/// Drops ONNX's "[ShapeInferenceError] " style tags from the front of `s`.
+static StringRef dropOnnxTags(StringRef s) {
+  while (true) {
+    s = s.ltrim();
+    if (s.consume_front("Inference error(s):") ||
+        s.consume_front("Shape inference error(s):"))
+      continue;
+    if (!s.starts_with("["))
+      return s;
+    size_t close = s.find("] ");
+    if (close == StringRef::npos || !s.substr(1, close - 1).ends_with("Error"))
+      return s;
+    s = s.drop_front(close + 2);
+  }
+}
+
+std::string ModelImporter::describeInferenceError(const std::string &what) {
+  // ONNX 1.12 writes "[ShapeInferenceError] (op_type:Op, node name: N):
+  // [ShapeInferenceError] reason"; the node name part is absent when the node
+  // has none.
+  // Strict inference lists one error per line: report the first.
+  StringRef first = dropOnnxTags(what);
+  first = first.take_until([](char c) { return c == '\n'; });
+  std::string flat = oneLine(first.str());
+  StringRef s = dropOnnxTags(flat);
+  if (!s.consume_front("(op_type:"))
+    return s.str();
+  size_t close = s.find("): ");
+  if (close == StringRef::npos)
+    return s.str();
+  StringRef head = s.take_front(close),
+            reason = dropOnnxTags(s.drop_front(close + 3));
+  auto [opType, nodeName] = head.split(", node name: ");
+  std::string name = nodeName.str();
+  if (name.empty()) {
+    // Name an unnamed node by its first output, as the importer does, when
+    // the op type identifies it.
+    const onnx::NodeProto *only = nullptr;
+    int count = 0;
+    for (const auto &n : model.graph().node())
+      if (n.op_type() == opType && n.name().empty()) {
+        only = &n;
+        ++count;
+      }
+    if (count == 1 && only->output_size() > 0)
+      name = "<unnamed, output " + only->output(0) + ">";
+    else
+      name = "<unnamed>";
+  }
+  return "node '" + name + "' (" + opType.str() + "): " + reason.str();
+}
+
 LogicalResult ModelImporter::inferShapes() {
   onnx::ShapeInferenceOptions options(/*check_type=*/true, /*strict=*/1,
                                       /*data_prop=*/true);
@@ -228,9 +289,7 @@ LogicalResult ModelImporter::inferShapes() {
     // name the node; the strict error is reported if they find nothing.
     if (msg.find("No Op registered") == std::string::npos &&
         msg.find("no schema registered") == std::string::npos)
-      strictInferenceError = "ONNX shape inference failed (an --input-shape "
-                             "that contradicts the model?): " +
-                             oneLine(msg);
+      strictInferenceError = describeInferenceError(msg);
     else
       strictInferenceError.clear();
     try {
@@ -239,7 +298,8 @@ LogicalResult ModelImporter::inferShapes() {
       onnx::shape_inference::InferShapes(
           model, onnx::OpSchemaRegistry::Instance(), lenient, &shapeData);
     } catch (const std::exception &e2) {
-      return err("ONNX shape inference failed: " + oneLine(e2.what()));
+      strictInferenceError.clear(); // this error says it all
+      return err(describeInferenceError(e2.what()) + inferenceSuffix());
     }
   }
   return success();
@@ -367,8 +427,15 @@ OwningOpRef<ModuleOp> ModelImporter::run(std::string &errorOut) {
       succeeded(inferShapes()))
     module = build();
   if (module && !strictInferenceError.empty()) {
-    error = path + ": " + strictInferenceError;
+    error = path + ": " + strictInferenceError + inferenceSuffix();
     module = nullptr;
+  } else if (!module && !strictInferenceError.empty() &&
+             !opts.inputShapes.empty()) {
+    // The importer's error names the node; ONNX's may say more about why
+    // the given shapes do not fit.
+    error += "; with the given --input-shape, ONNX shape inference also "
+             "fails: " +
+             strictInferenceError;
   }
   if (!module) {
     errorOut = error;

@@ -66,8 +66,10 @@ LogicalResult RouteOp::verify() {
     if (getGroupScore() == GroupScore::top2_sum && perGroup < 2)
       return emitOpError("group_score top2_sum needs >= 2 experts per group");
   }
-  if (getScalingFactor().convertToDouble() <= 0.0)
-    return emitOpError("scaling_factor must be positive");
+  // Written so that NaN is rejected too.
+  if (!(getScalingFactor().convertToDouble() > 0.0))
+    return emitOpError("scaling_factor must be positive, got ")
+           << getScalingFactor().convertToDouble();
   return success();
 }
 
@@ -100,9 +102,15 @@ LogicalResult ExpertsOp::verify() {
       !compatible(down.getDimSize(2), h))
     return emitOpError("w_down must be [E, F, H] = [")
            << e << ", " << f << ", " << h << "], got " << down;
-  if (Value up = getWUp())
-    if (rt(up).getShape() != gate.getShape())
-      return emitOpError("w_up must have the shape of w_gate ") << gate;
+  if (Value up = getWUp()) {
+    RankedTensorType u = rt(up);
+    bool same = u.getRank() == 3;
+    for (int64_t d = 0; same && d < 3; ++d)
+      same = compatible(u.getDimSize(d), gate.getDimSize(d));
+    if (!same)
+      return emitOpError("w_up must have the shape of w_gate ")
+             << gate << ", got " << u;
+  }
   if (getBUp() && !getWUp())
     return emitOpError("bias_up given without w_up");
   auto checkBias = [&](Value b, int64_t n, StringRef name) -> LogicalResult {
@@ -122,6 +130,9 @@ LogicalResult ExpertsOp::verify() {
   if (res.getRank() != 2 || !compatible(res.getDimSize(0), tokens.getDimSize(0)) ||
       !compatible(res.getDimSize(1), h))
     return emitOpError("result must be [tokens, hidden], got ") << res;
+  if (res.getElementType() != tokens.getElementType())
+    return emitOpError("result must have the tokens' element type ")
+           << tokens.getElementType() << ", got " << res.getElementType();
   if (int64_t(getExpertOffset()) < 0)
     return emitOpError("expert_offset must be >= 0");
   return success();
@@ -187,6 +198,15 @@ LogicalResult ScatterElementsOp::verify() {
     if (!compatible(idx.getDimSize(d), upd.getDimSize(d)))
       return emitOpError("indices ") << idx << " and updates " << upd
                                      << " must have the same shape";
+  // Off the axis, an index position is also a position in data (ONNX and
+  // onnxruntime require indices.shape[d] <= data.shape[d]).
+  for (int64_t d = 0; d < rank; ++d)
+    if (d != axis && !ShapedType::isDynamic(idx.getDimSize(d)) &&
+        !ShapedType::isDynamic(data.getDimSize(d)) &&
+        idx.getDimSize(d) > data.getDimSize(d))
+      return emitOpError("indices dim ")
+             << d << " (" << idx.getDimSize(d) << ") exceeds data dim " << d
+             << " (" << data.getDimSize(d) << ") off the axis";
   if (upd.getElementType() != data.getElementType() || res != data)
     return emitOpError("updates and result must match data ") << data;
   return success();

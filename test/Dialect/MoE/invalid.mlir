@@ -294,3 +294,131 @@ func.func @scatter_nd_upd_shape(%d: tensor<16x8xf32>, %i: tensor<4x1xi64>, %u: t
   %r = moe.scatter_nd %d, %i, %u : (tensor<16x8xf32>, tensor<4x1xi64>, tensor<4x7xf32>) -> tensor<16x8xf32>
   return
 }
+
+// -----
+
+func.func @route_scale_nan(%l: tensor<16x8xf32>) {
+  // expected-error @+1 {{scaling_factor must be positive, got nan}}
+  %w, %i = moe.route %l top_k 2 {scaling_factor = 0x7FF8000000000000 : f64} : tensor<16x8xf32> -> tensor<16x2xf32>, tensor<16x2xi64>
+  return
+}
+
+// -----
+
+func.func @route_scale_negative(%l: tensor<16x8xf32>) {
+  // expected-error @+1 {{scaling_factor must be positive, got -1.5}}
+  %w, %i = moe.route %l top_k 2 {scaling_factor = -1.5 : f64} : tensor<16x8xf32> -> tensor<16x2xf32>, tensor<16x2xi64>
+  return
+}
+
+// -----
+
+func.func @route_indices_shape(%l: tensor<16x8xf32>) {
+  // expected-error @+1 {{results must be [tokens, top_k] = [16, 2], got 'tensor<16x3xi64>'}}
+  %w, %i = moe.route %l top_k 2 : tensor<16x8xf32> -> tensor<16x2xf32>, tensor<16x3xi64>
+  return
+}
+
+// -----
+
+func.func @route_int_logits(%l: tensor<16x8xi32>) {
+  // expected-error @+1 {{operand #0 must be ranked tensor of floating-point values}}
+  %w, %i = moe.route %l top_k 2 : tensor<16x8xi32> -> tensor<16x2xf32>, tensor<16x2xi64>
+  return
+}
+
+// -----
+
+func.func @experts_up_rank(%x: tensor<16x64xf32>, %i: tensor<16x2xi64>, %w: tensor<16x2xf32>, %w1: tensor<8x64x128xf32>, %w3: tensor<64x128xf32>, %w2: tensor<8x128x64xf32>) {
+  // expected-error @+1 {{w_up must have the shape of w_gate 'tensor<8x64x128xf32>', got 'tensor<64x128xf32>'}}
+  %y = moe.experts %x, %i, %w gate %w1 up %w3 down %w2 {activation = #moe<activation silu>} : (tensor<16x64xf32>, tensor<16x2xi64>, tensor<16x2xf32>, tensor<8x64x128xf32>, tensor<64x128xf32>, tensor<8x128x64xf32>) -> tensor<16x64xf32>
+  return
+}
+
+// -----
+
+func.func @experts_bias_up_shape(%x: tensor<16x64xf32>, %i: tensor<16x2xi64>, %w: tensor<16x2xf32>, %w1: tensor<8x64x128xf32>, %w3: tensor<8x64x128xf32>, %w2: tensor<8x128x64xf32>, %b: tensor<8x64xf32>) {
+  // expected-error @+1 {{bias_up must be [8, 128], got 'tensor<8x64xf32>'}}
+  %y = moe.experts %x, %i, %w gate %w1 up %w3 down %w2 bias_up %b {activation = #moe<activation silu>} : (tensor<16x64xf32>, tensor<16x2xi64>, tensor<16x2xf32>, tensor<8x64x128xf32>, tensor<8x64x128xf32>, tensor<8x128x64xf32>, tensor<8x64xf32>) -> tensor<16x64xf32>
+  return
+}
+
+// -----
+
+func.func @experts_bias_down_shape(%x: tensor<16x64xf32>, %i: tensor<16x2xi64>, %w: tensor<16x2xf32>, %w1: tensor<8x64x128xf32>, %w2: tensor<8x128x64xf32>, %b: tensor<4x64xf32>) {
+  // expected-error @+1 {{bias_down must be [8, 64], got 'tensor<4x64xf32>'}}
+  %y = moe.experts %x, %i, %w gate %w1 down %w2 bias_down %b {activation = #moe<activation relu>} : (tensor<16x64xf32>, tensor<16x2xi64>, tensor<16x2xf32>, tensor<8x64x128xf32>, tensor<8x128x64xf32>, tensor<4x64xf32>) -> tensor<16x64xf32>
+  return
+}
+
+// -----
+
+func.func @experts_result_elt(%x: tensor<16x64xf32>, %i: tensor<16x2xi64>, %w: tensor<16x2xf32>, %w1: tensor<8x64x128xf32>, %w2: tensor<8x128x64xf32>) {
+  // expected-error @+1 {{result must have the tokens' element type 'f32', got 'f16'}}
+  %y = moe.experts %x, %i, %w gate %w1 down %w2 {activation = #moe<activation relu>} : (tensor<16x64xf32>, tensor<16x2xi64>, tensor<16x2xf32>, tensor<8x64x128xf32>, tensor<8x128x64xf32>) -> tensor<16x64xf16>
+  return
+}
+
+// -----
+
+func.func @experts_float_indices(%x: tensor<16x64xf32>, %i: tensor<16x2xf32>, %w: tensor<16x2xf32>, %w1: tensor<8x64x128xf32>, %w2: tensor<8x128x64xf32>) {
+  // expected-error @+1 {{operand #1 must be ranked tensor of 32-bit signless integer or 64-bit signless integer values}}
+  %y = moe.experts %x, %i, %w gate %w1 down %w2 {activation = #moe<activation relu>} : (tensor<16x64xf32>, tensor<16x2xf32>, tensor<16x2xf32>, tensor<8x64x128xf32>, tensor<8x128x64xf32>) -> tensor<16x64xf32>
+  return
+}
+
+// -----
+
+func.func @topk_i32_indices(%x: tensor<4x8xf32>) {
+  // expected-error @+1 {{result #1 must be ranked tensor of 64-bit signless integer values}}
+  %v, %i = moe.topk %x k 2 axis 1 : tensor<4x8xf32> -> tensor<4x2xf32>, tensor<4x2xi32>
+  return
+}
+
+// -----
+
+func.func @topk_negative_axis(%x: tensor<4x8xf32>) {
+  // expected-error @+1 {{axis -1 is out of range for rank 2}}
+  %v, %i = moe.topk %x k 2 axis -1 : tensor<4x8xf32> -> tensor<4x2xf32>, tensor<4x2xi64>
+  return
+}
+
+// -----
+
+func.func @scatter_negative_axis(%d: tensor<16x8xf32>, %i: tensor<4x8xi64>, %u: tensor<4x8xf32>) {
+  // expected-error @+1 {{axis -1 is out of range for rank 2}}
+  %r = moe.scatter_elements %d, %i, %u axis -1 : (tensor<16x8xf32>, tensor<4x8xi64>, tensor<4x8xf32>) -> tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @scatter_indices_exceed_data(%d: tensor<16x8xf32>, %i: tensor<4x9xi64>, %u: tensor<4x9xf32>) {
+  // expected-error @+1 {{indices dim 1 (9) exceeds data dim 1 (8) off the axis}}
+  %r = moe.scatter_elements %d, %i, %u axis 0 : (tensor<16x8xf32>, tensor<4x9xi64>, tensor<4x9xf32>) -> tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @scatter_updates_elt(%d: tensor<16x8xf32>, %i: tensor<4x8xi64>, %u: tensor<4x8xf16>) {
+  // expected-error @+1 {{updates and result must match data 'tensor<16x8xf32>'}}
+  %r = moe.scatter_elements %d, %i, %u axis 0 : (tensor<16x8xf32>, tensor<4x8xi64>, tensor<4x8xf16>) -> tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @scatter_nd_scalar_indices(%d: tensor<16x8xf32>, %i: tensor<i64>, %u: tensor<8xf32>) {
+  // expected-error @+1 {{indices must have rank >= 1}}
+  %r = moe.scatter_nd %d, %i, %u : (tensor<16x8xf32>, tensor<i64>, tensor<8xf32>) -> tensor<16x8xf32>
+  return
+}
+
+// -----
+
+func.func @scatter_nd_result(%d: tensor<16x8xf32>, %i: tensor<4x1xi64>, %u: tensor<4x8xf32>) {
+  // expected-error @+1 {{updates and result must match data 'tensor<16x8xf32>'}}
+  %r = moe.scatter_nd %d, %i, %u : (tensor<16x8xf32>, tensor<4x1xi64>, tensor<4x8xf32>) -> tensor<16x4xf32>
+  return
+}

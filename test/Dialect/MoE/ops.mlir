@@ -1,4 +1,6 @@
 // RUN: moe-opt %s | moe-opt | FileCheck %s
+// The generic form (operand segment sizes, default-valued attributes) too:
+// RUN: moe-opt %s --mlir-print-op-generic | moe-opt | FileCheck %s
 // Round trip of every moe op, with and without optional operands/attributes.
 
 // CHECK-LABEL: func.func @route_mixtral
@@ -47,4 +49,47 @@ func.func @onnx_ops(%x: tensor<4x8xf32>, %m: tensor<4x8xi1>, %d: tensor<16x8xf32
   // CHECK: moe.scatter_nd %{{.*}} : (tensor<16x8xf32>, tensor<?x1xi64>, tensor<?x8xf32>) -> tensor<16x8xf32>
   %n = moe.scatter_nd %d, %nd, %ndu : (tensor<16x8xf32>, tensor<?x1xi64>, tensor<?x8xf32>) -> tensor<16x8xf32>
   return %v, %i, %nz, %s, %n : tensor<4x2xf32>, tensor<4x2xi64>, tensor<2x?xi64>, tensor<16x8xf32>, tensor<16x8xf32>
+}
+
+// CHECK-LABEL: func.func @route_defaults_i32
+func.func @route_defaults_i32(%logits: tensor<?x?xbf16>) -> (tensor<?x1xbf16>, tensor<?x1xi32>) {
+  // CHECK: moe.route %{{.*}} top_k 1 : tensor<?x?xbf16> -> tensor<?x1xbf16>, tensor<?x1xi32>
+  %w, %i = moe.route %logits top_k 1 {score_func = #moe<score_func softmax>, renormalize = false, scaling_factor = 1.0 : f64, num_groups = 1 : i64, topk_groups = 1 : i64, group_score = #moe<group_score max>} : tensor<?x?xbf16> -> tensor<?x1xbf16>, tensor<?x1xi32>
+  return %w, %i : tensor<?x1xbf16>, tensor<?x1xi32>
+}
+
+// CHECK-LABEL: func.func @experts_all_operands
+func.func @experts_all_operands(%x: tensor<?x64xf16>, %i: tensor<?x2xi32>, %w: tensor<?x2xf16>,
+                                %w1: tensor<?x64x128xf16>, %w3: tensor<4x64x128xf16>, %w2: tensor<4x128x64xf16>,
+                                %b1: tensor<4x128xf16>, %b3: tensor<4x128xf16>, %b2: tensor<4x64xf16>) -> tensor<?x64xf16> {
+  // CHECK: moe.experts %{{.*}}, %{{.*}}, %{{.*}} gate %{{.*}} up %{{.*}} down %{{.*}} bias_gate %{{.*}} bias_up %{{.*}} bias_down %{{.*}} {activation = #moe<activation gelu_tanh>, expert_offset = 8 : i64} : (tensor<?x64xf16>, tensor<?x2xi32>, tensor<?x2xf16>, tensor<?x64x128xf16>, tensor<4x64x128xf16>, tensor<4x128x64xf16>, tensor<4x128xf16>, tensor<4x128xf16>, tensor<4x64xf16>) -> tensor<?x64xf16>
+  %y = moe.experts %x, %i, %w gate %w1 up %w3 down %w2 bias_gate %b1 bias_up %b3 bias_down %b2 {activation = #moe<activation gelu_tanh>, expert_offset = 8 : i64}
+      : (tensor<?x64xf16>, tensor<?x2xi32>, tensor<?x2xf16>, tensor<?x64x128xf16>, tensor<4x64x128xf16>, tensor<4x128x64xf16>, tensor<4x128xf16>, tensor<4x128xf16>, tensor<4x64xf16>) -> tensor<?x64xf16>
+  return %y : tensor<?x64xf16>
+}
+
+// CHECK-LABEL: func.func @experts_identity_bias_up_only
+func.func @experts_identity_bias_up_only(%x: tensor<2x8xf32>, %i: tensor<2x1xi64>, %w: tensor<2x1xf32>,
+                                         %w1: tensor<2x8x4xf32>, %w3: tensor<2x8x4xf32>, %w2: tensor<2x4x8xf32>,
+                                         %b3: tensor<2x4xf32>) -> tensor<2x8xf32> {
+  // CHECK: moe.experts {{.*}} gate %{{.*}} up %{{.*}} down %{{.*}} bias_up %{{.*}} {activation = #moe<activation identity>}
+  // CHECK-NOT: bias_gate
+  %y = moe.experts %x, %i, %w gate %w1 up %w3 down %w2 bias_up %b3 {activation = #moe<activation identity>}
+      : (tensor<2x8xf32>, tensor<2x1xi64>, tensor<2x1xf32>, tensor<2x8x4xf32>, tensor<2x8x4xf32>, tensor<2x4x8xf32>, tensor<2x4xf32>) -> tensor<2x8xf32>
+  return %y : tensor<2x8xf32>
+}
+
+// CHECK-LABEL: func.func @onnx_ops_defaults
+func.func @onnx_ops_defaults(%x: tensor<?x8xi32>, %m: tensor<3xf32>, %d: tensor<16x8xf32>,
+                             %idx: tensor<4x8xi32>, %upd: tensor<4x8xf32>, %nd: tensor<2x2xi32>, %ndu: tensor<2xf32>)
+    -> (tensor<?x8xi32>, tensor<?x8xi64>, tensor<1x3xi64>, tensor<16x8xf32>, tensor<16x8xf32>) {
+  // CHECK: moe.topk %{{.*}} k 8 axis 1 : tensor<?x8xi32> -> tensor<?x8xi32>, tensor<?x8xi64>
+  %v, %i = moe.topk %x k 8 axis 1 {largest = true, sorted = true} : tensor<?x8xi32> -> tensor<?x8xi32>, tensor<?x8xi64>
+  // CHECK: moe.nonzero %{{.*}} : tensor<3xf32> -> tensor<1x3xi64>
+  %nz = moe.nonzero %m : tensor<3xf32> -> tensor<1x3xi64>
+  // CHECK: moe.scatter_elements %{{.*}}, %{{.*}}, %{{.*}} axis 1 : (tensor<16x8xf32>, tensor<4x8xi32>, tensor<4x8xf32>) -> tensor<16x8xf32>
+  %s = moe.scatter_elements %d, %idx, %upd axis 1 : (tensor<16x8xf32>, tensor<4x8xi32>, tensor<4x8xf32>) -> tensor<16x8xf32>
+  // CHECK: moe.scatter_nd %{{.*}}, %{{.*}}, %{{.*}} {reduction = #moe<reduction mul>} : (tensor<16x8xf32>, tensor<2x2xi32>, tensor<2xf32>) -> tensor<16x8xf32>
+  %n = moe.scatter_nd %d, %nd, %ndu {reduction = #moe<reduction mul>} : (tensor<16x8xf32>, tensor<2x2xi32>, tensor<2xf32>) -> tensor<16x8xf32>
+  return %v, %i, %nz, %s, %n : tensor<?x8xi32>, tensor<?x8xi64>, tensor<1x3xi64>, tensor<16x8xf32>, tensor<16x8xf32>
 }

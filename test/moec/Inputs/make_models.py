@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes binary ONNX files for the importer's error tests into a directory:
-truncated, not ONNX, empty, external data present and missing."""
+truncated, not ONNX, empty, external data present, missing and short, and
+models whose nodes have names (the ONNX text format cannot name nodes)."""
 import os
 import sys
 
@@ -49,3 +50,37 @@ onnx.save(model(True), os.path.join(out, "ext-short", "model.onnx"), save_as_ext
           all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
 with open(os.path.join(out, "ext-short", "weights.bin"), "r+b") as f:
     f.truncate(100)
+
+
+def named(nodes, inputs, outputs, inits=()):
+    g = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+f = TensorProto.FLOAT
+# An op moec does not import, on a named node.
+onnx.save(named([helper.make_node("Conv", ["x", "w"], ["y"], name="layers.0/conv")],
+                [helper.make_tensor_value_info("x", f, [1, 1, 4, 4]),
+                 helper.make_tensor_value_info("w", f, [1, 1, 3, 3])],
+                [helper.make_tensor_value_info("y", f, [1, 1, 2, 2])]),
+          os.path.join(out, "named-conv.onnx"))
+# x is [N, K]: --input-shape x=4,32 contradicts the [64, 16] weight.
+onnx.save(named([helper.make_node("MatMul", ["x", "w"], ["y"], name="layers.0/mlp/fc1")],
+                [helper.make_tensor_value_info("x", f, ["N", "K"])],
+                [helper.make_tensor_value_info("y", f, ["N", 16])],
+                [numpy_helper.from_array(np.ones((64, 16), np.float32), "w")]),
+          os.path.join(out, "named-matmul.onnx"))
+# The declared output [N, 16] contradicts --input-shape x=4,32 through Relu.
+onnx.save(named([helper.make_node("Relu", ["x"], ["y"], name="layers.0/act")],
+                [helper.make_tensor_value_info("x", f, ["N", "K"])],
+                [helper.make_tensor_value_info("y", f, ["N", 16])]),
+          os.path.join(out, "named-relu.onnx"))
+# A 64x64 weight (16 KiB): printed as an elided dense_resource by default.
+w64 = np.arange(64 * 64, dtype=np.float32).reshape(64, 64) / 4096.0
+onnx.save(named([helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")],
+                [helper.make_tensor_value_info("x", f, [4, 64])],
+                [helper.make_tensor_value_info("y", f, [4, 64])],
+                [numpy_helper.from_array(w64, "w")]),
+          os.path.join(out, "weights64.onnx"))
