@@ -14,6 +14,8 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/Utils/ReshapeOpsUtils.h"
+#include "mlir/IR/Matchers.h"
 
 using namespace mlir;
 using namespace moec::onnximport;
@@ -96,9 +98,35 @@ Value toIndex(GraphImporter &gi, Value i64) {
 }
 
 /// Reshapes a runtime tensor to `shape`, whose entries may be dynamic; the
-/// dynamic ones take the sizes in `dyn` (index values).
+/// dynamic ones take the sizes in `dyn` (index values). Rank-changing
+/// reshapes that only merge or split adjacent dims become
+/// tensor.collapse_shape / tensor.expand_shape; others tensor.reshape.
 Value reshapeTo(GraphImporter &gi, Value v, ArrayRef<int64_t> shape,
                 ValueRange dyn) {
+  auto t = cast<RankedTensorType>(v.getType());
+  auto resultType = RankedTensorType::get(shape, t.getElementType());
+  if (resultType == t)
+    return v;
+  ArrayRef<int64_t> src = t.getShape();
+  // The grouping is only unambiguous when the lower-rank side has at most
+  // one dynamic dim: that dim's size then follows from the element count,
+  // whichever grouping is picked.
+  auto numDyn = [](ArrayRef<int64_t> s) { return llvm::count_if(s, isDyn); };
+  OpBuilder &b = gi.builder();
+  if (src.size() > shape.size() && numDyn(shape) <= 1) {
+    if (auto re = getReassociationIndicesForCollapse(src, shape))
+      return tensor::CollapseShapeOp::create(b, gi.loc(), resultType, v, *re);
+  } else if (src.size() < shape.size() && numDyn(src) <= 1) {
+    if (auto re = getReassociationIndicesForCollapse(shape, src)) {
+      SmallVector<OpFoldResult> outShape;
+      unsigned k = 0;
+      for (int64_t s : shape)
+        outShape.push_back(isDyn(s) ? OpFoldResult(dyn[k++])
+                                    : OpFoldResult(b.getIndexAttr(s)));
+      return tensor::ExpandShapeOp::create(b, gi.loc(), resultType, v, *re,
+                                           outShape);
+    }
+  }
   return gi.reshape(v, shape, dyn);
 }
 
@@ -168,20 +196,43 @@ LogicalResult importShape(GraphImporter &gi) {
   for (int64_t d = start; d < end; ++d)
     known &= !t.isDynamicDim(d);
   if (known) {
-    gi.setOutputConst(0, HostTensor::ints(std::vector<int64_t>(
-                             t.getShape().begin() + start,
-                             t.getShape().begin() + end)));
+    gi.setOutputConst(
+        0, HostTensor::ints(std::vector<int64_t>(t.getShape().begin() + start,
+                                                 t.getShape().begin() + end)));
     return success();
   }
   Value v = gi.input(0);
+  OpBuilder &b = gi.builder();
   SmallVector<Value> dims;
   for (int64_t d = start; d < end; ++d)
-    dims.push_back(dimI64(gi, v, d));
+    dims.push_back(
+        t.isDynamicDim(d)
+            ? dimI64(gi, v, d)
+            : Value(arith::ConstantOp::create(
+                  b, gi.loc(), b.getI64IntegerAttr(t.getDimSize(d)))));
+  gi.setOutput(0,
+               tensor::FromElementsOp::create(
+                   b, gi.loc(),
+                   RankedTensorType::get({end - start}, b.getI64Type()), dims));
+  return success();
+}
+
+/// Size: the element count, a constant when the shape is static.
+LogicalResult importSize(GraphImporter &gi) {
+  RankedTensorType t = gi.inputType(0);
+  if (t.hasStaticShape()) {
+    HostTensor n;
+    n.shape = {};
+    n.i = {t.getNumElements()};
+    gi.setOutputConst(0, std::move(n));
+    return success();
+  }
   OpBuilder &b = gi.builder();
+  Value p = dimProduct(gi, gi.input(0), 0, t.getRank());
+  Value n = arith::IndexCastOp::create(b, gi.loc(), b.getI64Type(), p);
   gi.setOutput(0, tensor::FromElementsOp::create(
-                      b, gi.loc(),
-                      RankedTensorType::get({end - start}, b.getI64Type()),
-                      dims));
+                      b, gi.loc(), RankedTensorType::get({}, b.getI64Type()),
+                      ValueRange{n}));
   return success();
 }
 
@@ -189,15 +240,68 @@ LogicalResult importShape(GraphImporter &gi) {
 // Reshape family
 //===----------------------------------------------------------------------===//
 
+/// Element `k` of a 1-D (or scalar) integer tensor built at run time, looked
+/// up through its producers: a constant when they show one, else an i64
+/// value (tensor.extract when nothing simpler is visible).
+struct Entry {
+  std::optional<int64_t> c;
+  Value v;
+};
+
+Entry elementAt(GraphImporter &gi, Value t, int64_t k) {
+  Operation *def = t.getDefiningOp();
+  auto tt = cast<RankedTensorType>(t.getType());
+  if (auto f = dyn_cast_or_null<tensor::FromElementsOp>(def)) {
+    Value e = f.getElements()[k];
+    APInt c;
+    if (matchPattern(e, m_ConstantInt(&c)))
+      return {c.getSExtValue(), Value()};
+    if (e.getType().isInteger(64))
+      return {std::nullopt, e};
+  } else if (auto c = dyn_cast_or_null<arith::ConstantOp>(def)) {
+    if (auto d = dyn_cast<DenseIntElementsAttr>(c.getValue()))
+      return {d.getValues<APInt>()[k].getSExtValue(), Value()};
+  } else if (auto cat = dyn_cast_or_null<tensor::ConcatOp>(def)) {
+    for (Value in : cat.getInputs()) {
+      auto it = cast<RankedTensorType>(in.getType());
+      if (it.isDynamicDim(0))
+        break;
+      if (k < it.getDimSize(0))
+        return elementAt(gi, in, k);
+      k -= it.getDimSize(0);
+    }
+  } else if (isa_and_nonnull<tensor::CollapseShapeOp, tensor::ExpandShapeOp,
+                             tensor::ReshapeOp>(def)) {
+    // Same element order; sources of rank <= 1 have the same linear index.
+    Value src = def->getOperand(0);
+    if (cast<RankedTensorType>(src.getType()).getRank() <= 1)
+      return elementAt(gi, src, k);
+  }
+  OpBuilder &b = gi.builder();
+  SmallVector<Value> idx;
+  if (tt.getRank() == 1)
+    idx.push_back(arith::ConstantIndexOp::create(b, gi.loc(), k));
+  Value e = tensor::ExtractOp::create(b, gi.loc(), t, idx);
+  if (!e.getType().isInteger(64))
+    e = gi.convertScalar(b, gi.loc(), e, b.getI64Type());
+  return {std::nullopt, e};
+}
+
 /// Reshape of input 0 to a target given with ONNX's 0 (copy) and -1 (infer)
-/// conventions.
+/// conventions. `runtime[i]`, when given and non-null, is an i64 value for an
+/// entry known only at run time (`spec[i]` is then ignored): a real size.
 LogicalResult reshapeWithSpec(GraphImporter &gi, std::vector<int64_t> spec,
-                              bool allowZero) {
+                              bool allowZero, ArrayRef<Value> runtime = {}) {
   RankedTensorType in = gi.inputType(0);
   int64_t inRank = in.getRank();
+  OpBuilder &b = gi.builder();
+  Location loc = gi.loc();
+  auto isRuntime = [&](size_t i) { return i < runtime.size() && runtime[i]; };
   int inferAt = -1;
   for (size_t i = 0; i < spec.size(); ++i) {
-    if (spec[i] == 0 && !allowZero) {
+    if (isRuntime(i)) {
+      spec[i] = ShapedType::kDynamic;
+    } else if (spec[i] == 0 && !allowZero) {
       if (int64_t(i) >= inRank)
         return gi.fail("shape entry " + Twine(i) +
                        " is 0 (copy) but the input has rank " + Twine(inRank));
@@ -210,7 +314,7 @@ LogicalResult reshapeWithSpec(GraphImporter &gi, std::vector<int64_t> spec,
       return gi.fail("shape entry " + Twine(spec[i]) + " is invalid");
     }
   }
-  if (const HostTensor *c = gi.inputConst(0)) {
+  if (const HostTensor *c = gi.inputConst(0); c && runtime.empty()) {
     int64_t known = 1;
     for (size_t i = 0; i < spec.size(); ++i)
       if (int(i) != inferAt)
@@ -225,10 +329,16 @@ LogicalResult reshapeWithSpec(GraphImporter &gi, std::vector<int64_t> spec,
     gi.setOutputConst(0, hostReshape(*c, spec));
     return success();
   }
-  OpBuilder &b = gi.builder();
-  Location loc = gi.loc();
   Value v = gi.input(0);
   Shape shape(spec.begin(), spec.end());
+  // Index value of each dynamic spec entry other than the -1.
+  auto entryValue = [&](size_t j) -> Value {
+    if (isRuntime(j))
+      return toIndex(gi, runtime[j]);
+    if (isDyn(spec[j]))
+      return gi.dim(v, j); // a 0 entry copying a dynamic dim
+    return arith::ConstantIndexOp::create(b, loc, spec[j]);
+  };
   bool inStatic = in.hasStaticShape();
   if (inferAt >= 0) {
     int64_t known = 1;
@@ -247,7 +357,7 @@ LogicalResult reshapeWithSpec(GraphImporter &gi, std::vector<int64_t> spec,
     } else {
       shape[inferAt] = ShapedType::kDynamic;
     }
-  } else if (inStatic) {
+  } else if (inStatic && llvm::none_of(shape, isDyn)) {
     int64_t total = 1;
     for (int64_t s : shape)
       total *= s;
@@ -255,27 +365,36 @@ LogicalResult reshapeWithSpec(GraphImporter &gi, std::vector<int64_t> spec,
       return gi.fail("cannot reshape " + Twine(in.getNumElements()) +
                      " elements to " + Twine(total));
   }
+  // Static sizes that shape inference knows for runtime entries.
+  SmallVector<bool> fromInference(shape.size(), false);
+  if (RankedTensorType inf = gi.inferredOutputType(0);
+      inf && inf.getRank() == int64_t(shape.size()))
+    for (size_t i = 0; i < shape.size(); ++i)
+      if (isDyn(shape[i]) && !inf.isDynamicDim(i)) {
+        shape[i] = inf.getDimSize(i);
+        fromInference[i] = true;
+      }
   // Sizes of the dynamic result dims.
   SmallVector<Value> dyn;
   for (size_t i = 0; i < shape.size(); ++i) {
     if (!isDyn(shape[i]))
       continue;
-    if (int(i) == inferAt) {
-      // numel(input) / product of the other target dims.
-      Value total = dimProduct(gi, v, 0, inRank);
-      Value other = arith::ConstantIndexOp::create(b, loc, 1);
-      for (size_t j = 0; j < spec.size(); ++j) {
-        if (int(j) == inferAt)
-          continue;
-        Value s = isDyn(spec[j]) ? gi.dim(v, j)
-                                 : Value(arith::ConstantIndexOp::create(
-                                       b, loc, spec[j]));
-        other = arith::MulIOp::create(b, loc, other, s);
-      }
-      dyn.push_back(arith::DivUIOp::create(b, loc, total, other));
-    } else {
-      dyn.push_back(gi.dim(v, i)); // a 0 entry copying a dynamic dim
+    if (int(i) != inferAt) {
+      dyn.push_back(entryValue(i));
+      continue;
     }
+    // numel(input) / product of the other target dims.
+    Value total = dimProduct(gi, v, 0, inRank);
+    Value other = arith::ConstantIndexOp::create(b, loc, 1);
+    for (size_t j = 0; j < spec.size(); ++j) {
+      if (int(j) == inferAt)
+        continue;
+      Value s = fromInference[j]
+                    ? Value(arith::ConstantIndexOp::create(b, loc, shape[j]))
+                    : entryValue(j);
+      other = arith::MulIOp::create(b, loc, other, s);
+    }
+    dyn.push_back(arith::DivUIOp::create(b, loc, total, other));
   }
   gi.setOutput(0, reshapeTo(gi, v, shape, dyn));
   return success();
@@ -289,24 +408,21 @@ LogicalResult importReshape(GraphImporter &gi) {
     FailureOr<std::vector<int64_t>> spec = constInts(gi, 1, "shape");
     return reshapeWithSpec(gi, *spec, allowZero);
   }
-  // A shape computed at run time (from Shape of a dynamic tensor): its
-  // entries are real sizes; the result type comes from shape inference.
+  // A shape computed at run time (torch's x.view(x.size(0), -1) on a
+  // dynamic x). Entries visible as constants keep their 0 / -1 meaning;
+  // the others are sizes.
   RankedTensorType st = gi.inputType(1);
   if (st.getRank() != 1 || st.isDynamicDim(0))
     return gi.fail("a runtime shape must be a 1-D tensor of static length");
-  Type elt = gi.inputType(0).getElementType();
-  Shape shape(st.getDimSize(0), ShapedType::kDynamic);
-  if (RankedTensorType inf = gi.inferredOutputType(0))
-    if (inf.getRank() == st.getDimSize(0))
-      shape.assign(inf.getShape().begin(), inf.getShape().end());
-  OpBuilder &b = gi.builder();
   Value shapeV = gi.input(1);
-  if (!st.getElementType().isInteger(64))
-    shapeV = gi.castTensor(shapeV, b.getI64Type());
-  gi.setOutput(0, tensor::ReshapeOp::create(
-                      b, gi.loc(), RankedTensorType::get(shape, elt),
-                      gi.input(0), shapeV));
-  return success();
+  std::vector<int64_t> spec;
+  SmallVector<Value> runtime;
+  for (int64_t k = 0; k < st.getDimSize(0); ++k) {
+    Entry e = elementAt(gi, shapeV, k);
+    spec.push_back(e.c ? *e.c : 0);
+    runtime.push_back(e.v);
+  }
+  return reshapeWithSpec(gi, spec, allowZero, runtime);
 }
 
 LogicalResult importFlatten(GraphImporter &gi) {
@@ -429,11 +545,11 @@ LogicalResult importTranspose(GraphImporter &gi) {
     const HostTensor *c = gi.inputConst(0);
     Shape st = strides(c->shape);
     gi.setOutputConst(0, hostGather(*c, shape, [&](ArrayRef<int64_t> pos) {
-      int64_t s = 0;
-      for (int64_t d = 0; d < rank; ++d)
-        s += pos[d] * st[perm[d]];
-      return s;
-    }));
+                        int64_t s = 0;
+                        for (int64_t d = 0; d < rank; ++d)
+                          s += pos[d] * st[perm[d]];
+                        return s;
+                      }));
     return success();
   }
   Value v = gi.input(0);
@@ -486,8 +602,8 @@ LogicalResult importConcat(GraphImporter &gi) {
       continue;
     ins.push_back(gi.input(i));
   }
-  if (ins.size() == 1) {
-    gi.setOutput(0, ins[0]);
+  if (ins.size() <= 1) {
+    gi.setOutput(0, ins.empty() ? gi.input(0) : ins[0]);
     return success();
   }
   gi.setOutput(0, tensor::ConcatOp::create(gi.builder(), gi.loc(), *axis, ins));
@@ -517,8 +633,7 @@ Value sliceAxis(GraphImporter &gi, Value v, int64_t axis, OpFoldResult offset,
 
 LogicalResult importSplit(GraphImporter &gi) {
   RankedTensorType in = gi.inputType(0);
-  FailureOr<int64_t> axis =
-      normAxis(gi, gi.intAttr("axis", 0), in.getRank());
+  FailureOr<int64_t> axis = normAxis(gi, gi.intAttr("axis", 0), in.getRank());
   if (failed(axis))
     return failure();
   unsigned outs = gi.numOutputs();
@@ -542,11 +657,34 @@ LogicalResult importSplit(GraphImporter &gi) {
     if (!isDyn(dim) && total != dim)
       return gi.fail("split sizes add up to " + Twine(total) +
                      ", the axis has " + Twine(dim));
+  } else if (!isDyn(dim) && gi.hasAttr("num_outputs")) {
+    // Opset 18: ceil(dim / n) per output, the last one smaller.
+    int64_t chunk = (dim + outs - 1) / outs;
+    for (unsigned o = 0; o < outs; ++o)
+      sizes.push_back(std::clamp<int64_t>(dim - chunk * o, 0, chunk));
   } else if (!isDyn(dim)) {
     if (dim % outs)
       return gi.fail("axis of size " + Twine(dim) + " does not split into " +
                      Twine(outs) + " equal parts");
     sizes.assign(outs, dim / outs);
+  }
+  if (const HostTensor *c = gi.inputConst(0);
+      c && !sizes.empty() && c->size() <= (1 << 16)) {
+    Shape st = strides(c->shape);
+    int64_t off = 0;
+    for (unsigned o = 0; o < outs; ++o) {
+      Shape shape(c->shape.begin(), c->shape.end());
+      shape[*axis] = sizes[o];
+      gi.setOutputConst(o, hostGather(*c, shape, [&](ArrayRef<int64_t> pos) {
+                          int64_t k = 0;
+                          for (size_t d = 0; d < pos.size(); ++d)
+                            k += (pos[d] + (int64_t(d) == *axis ? off : 0)) *
+                                 st[d];
+                          return k;
+                        }));
+      off += sizes[o];
+    }
+    return success();
   }
   OpBuilder &b = gi.builder();
   Location loc = gi.loc();
@@ -601,7 +739,8 @@ LogicalResult importSlice(GraphImporter &gi) {
     return gi.fail("starts, ends, axes and steps differ in length");
   // Per dim: offset, size, step (dynamic sizes as index values).
   Shape offs(rank, 0), sizes(in.getShape()), stps(rank, 1);
-  SmallVector<Value> dynSize(rank);
+  SmallVector<Value> dynSize(rank), dynOff(rank);
+  bool anyNegative = false;
   OpBuilder &b = gi.builder();
   Location loc = gi.loc();
   Value v;
@@ -610,48 +749,124 @@ LogicalResult importSlice(GraphImporter &gi) {
     if (failed(ax))
       return failure();
     int64_t step = steps[i];
-    if (step <= 0)
-      return gi.fail("negative or zero steps are not supported (axis " +
-                     Twine(*ax) + ", step " + Twine(step) + ")");
+    if (step == 0)
+      return gi.fail("step 0 is invalid (axis " + Twine(*ax) + ")");
+    if (step < 0)
+      anyNegative = true;
     int64_t d = in.getDimSize(*ax), s = (*starts)[i], e = (*ends)[i];
     if (isDyn(d)) {
-      // Only "from a non-negative start to the end" is resolvable here.
-      if (s < 0 || e < (int64_t(1) << 31) || step != 1)
-        return gi.fail("slicing dynamic axis " + Twine(*ax) +
-                       " needs start >= 0, end = INT_MAX and step 1");
+      // Clamp at run time: negative bounds count from the end, then both
+      // are clamped to [0, size] (step > 0) or start to [0, size - 1] and
+      // end to [-1, size - 1] (step < 0); the length is
+      // ceil(max(end - start, 0) / step).
       if (!v)
         v = gi.input(0);
-      offs[*ax] = s;
+      Value dimV = gi.dim(v, *ax);
+      auto cst = [&](int64_t x) -> Value {
+        return arith::ConstantIndexOp::create(b, loc, x);
+      };
+      // Clamped to [lo, size + hiAdj].
+      auto bound = [&](int64_t x, int64_t lo, int64_t hiAdj) -> Value {
+        Value hi = hiAdj
+                       ? Value(arith::AddIOp::create(b, loc, dimV, cst(hiAdj)))
+                       : dimV;
+        if (x >= (int64_t(1) << 31))
+          return hi; // "to the end"
+        if (x >= 0)
+          return arith::MinSIOp::create(b, loc, cst(x), hi);
+        Value w = arith::MaxSIOp::create(
+            b, loc, arith::AddIOp::create(b, loc, dimV, cst(x)), cst(lo));
+        return hiAdj ? Value(arith::MinSIOp::create(b, loc, w, hi)) : w;
+      };
+      Value start, len;
+      if (step > 0) {
+        start = s == 0 ? cst(0) : bound(s, 0, 0);
+        len = arith::SubIOp::create(b, loc, bound(e, 0, 0), start);
+      } else {
+        start = bound(s, 0, -1);
+        len = arith::SubIOp::create(b, loc, start, bound(e, -1, -1));
+      }
+      len = arith::MaxSIOp::create(b, loc, len, cst(0));
+      int64_t absStep = step > 0 ? step : -step;
+      if (absStep != 1)
+        len = arith::DivUIOp::create(
+            b, loc, arith::AddIOp::create(b, loc, len, cst(absStep - 1)),
+            cst(absStep));
+      if (s != 0 || step < 0)
+        dynOff[*ax] = start;
+      offs[*ax] = 0;
+      stps[*ax] = step;
       sizes[*ax] = ShapedType::kDynamic;
-      dynSize[*ax] = arith::SubIOp::create(
-          b, loc, gi.dim(v, *ax), arith::ConstantIndexOp::create(b, loc, s));
+      dynSize[*ax] = len;
       continue;
     }
     if (s < 0)
       s += d;
     if (e < 0)
       e += d;
-    s = std::clamp<int64_t>(s, 0, d);
-    e = std::clamp<int64_t>(e, 0, d);
-    offs[*ax] = s;
     stps[*ax] = step;
-    sizes[*ax] = e > s ? (e - s + step - 1) / step : 0;
+    if (step > 0) {
+      s = std::clamp<int64_t>(s, 0, d);
+      e = std::clamp<int64_t>(e, 0, d);
+      offs[*ax] = s;
+      sizes[*ax] = e > s ? (e - s + step - 1) / step : 0;
+    } else {
+      s = std::clamp<int64_t>(s, 0, std::max<int64_t>(d - 1, 0));
+      e = std::clamp<int64_t>(e, -1, d - 1);
+      offs[*ax] = s;
+      sizes[*ax] = d > 0 && s > e ? (s - e - step - 1) / -step : 0;
+    }
   }
   if (const HostTensor *c = gi.inputConst(0); c && c->size() <= (1 << 16)) {
     Shape st = strides(c->shape);
     gi.setOutputConst(0, hostGather(*c, sizes, [&](ArrayRef<int64_t> pos) {
-      int64_t k = 0;
-      for (int64_t d = 0; d < rank; ++d)
-        k += (offs[d] + pos[d] * stps[d]) * st[d];
-      return k;
-    }));
+                        int64_t k = 0;
+                        for (int64_t d = 0; d < rank; ++d)
+                          k += (offs[d] + pos[d] * stps[d]) * st[d];
+                        return k;
+                      }));
     return success();
   }
   if (!v)
     v = gi.input(0);
+  if (anyNegative) {
+    // tensor.extract_slice has no negative strides: a linalg.generic reads
+    // element offset + i * step of each dim.
+    SmallVector<Value> dyn, off(rank);
+    for (int64_t d = 0; d < rank; ++d) {
+      if (isDyn(sizes[d]))
+        dyn.push_back(dynSize[d] ? dynSize[d] : gi.dim(v, d));
+      if (dynOff[d])
+        off[d] = dynOff[d];
+      else if (offs[d] != 0)
+        off[d] = arith::ConstantIndexOp::create(b, loc, offs[d]);
+    }
+    Value init = gi.emptyTensor(sizes, in.getElementType(), dyn);
+    SmallVector<AffineMap> maps = {b.getMultiDimIdentityMap(rank)};
+    SmallVector<utils::IteratorType> iters(rank, utils::IteratorType::parallel);
+    auto g = linalg::GenericOp::create(
+        b, loc, TypeRange{init.getType()}, ValueRange{}, ValueRange{init}, maps,
+        iters, [&](OpBuilder &bb, Location l, ValueRange) {
+          SmallVector<Value> coords;
+          for (int64_t d = 0; d < rank; ++d) {
+            Value i = linalg::IndexOp::create(bb, l, d);
+            if (stps[d] != 1)
+              i = arith::MulIOp::create(
+                  bb, l, i, arith::ConstantIndexOp::create(bb, l, stps[d]));
+            if (off[d])
+              i = arith::AddIOp::create(bb, l, off[d], i);
+            coords.push_back(i);
+          }
+          linalg::YieldOp::create(
+              bb, l, Value(tensor::ExtractOp::create(bb, l, v, coords)));
+        });
+    gi.setOutput(0, g.getResult(0));
+    return success();
+  }
   SmallVector<OpFoldResult> o, s, st;
   for (int64_t d = 0; d < rank; ++d) {
-    o.push_back(b.getIndexAttr(offs[d]));
+    o.push_back(dynOff[d] ? OpFoldResult(dynOff[d])
+                          : OpFoldResult(b.getIndexAttr(offs[d])));
     st.push_back(b.getIndexAttr(stps[d]));
     if (dynSize[d])
       s.push_back(dynSize[d]);
@@ -695,24 +910,51 @@ LogicalResult importGather(GraphImporter &gi) {
     int64_t dimA = d->shape[*axis];
     for (int64_t k = 0; k < ix->size(); ++k)
       if (ix->i[k] < -dimA || ix->i[k] >= dimA)
-        return gi.fail("index " + Twine(ix->i[k]) + " is out of range for an "
-                       "axis of size " + Twine(dimA));
+        return gi.fail("index " + Twine(ix->i[k]) +
+                       " is out of range for an "
+                       "axis of size " +
+                       Twine(dimA));
     gi.setOutputConst(0, hostGather(*d, shape, [&](ArrayRef<int64_t> pos) {
-      int64_t ik = 0;
-      for (int64_t j = 0; j < q; ++j)
-        ik += pos[*axis + j] * ist[j];
-      int64_t a = ix->i[ik] < 0 ? ix->i[ik] + dimA : ix->i[ik];
-      int64_t k = 0;
-      for (int64_t dd = 0; dd < *axis; ++dd)
-        k += pos[dd] * st[dd];
-      k += a * st[*axis];
-      for (int64_t dd = *axis + 1; dd < r; ++dd)
-        k += pos[dd - 1 + q] * st[dd];
-      return k;
-    }));
+                        int64_t ik = 0;
+                        for (int64_t j = 0; j < q; ++j)
+                          ik += pos[*axis + j] * ist[j];
+                        int64_t a =
+                            ix->i[ik] < 0 ? ix->i[ik] + dimA : ix->i[ik];
+                        int64_t k = 0;
+                        for (int64_t dd = 0; dd < *axis; ++dd)
+                          k += pos[dd] * st[dd];
+                        k += a * st[*axis];
+                        for (int64_t dd = *axis + 1; dd < r; ++dd)
+                          k += pos[dd - 1 + q] * st[dd];
+                        return k;
+                      }));
     return success();
   }
   OpBuilder &b = gi.builder();
+  // Entries of a runtime shape tensor (Gather of Shape(x) for a dynamic x):
+  // picked directly, so the shape arithmetic stays scalar.
+  const HostTensor *ci = gi.inputConst(1);
+  if (r == 1 && ci && ci->size() <= 16 && !data.isDynamicDim(0) &&
+      data.getElementType().isInteger(64)) {
+    int64_t n = data.getDimSize(0);
+    Value dv = gi.input(0);
+    SmallVector<Value> elts;
+    for (int64_t k = 0; k < ci->size(); ++k) {
+      int64_t ix = ci->asInt(k);
+      if (ix < -n || ix >= n)
+        return gi.fail("index " + Twine(ix) +
+                       " is out of range for an axis of size " + Twine(n));
+      Entry e = elementAt(gi, dv, ix < 0 ? ix + n : ix);
+      elts.push_back(e.c ? Value(arith::ConstantOp::create(
+                               b, gi.loc(), b.getI64IntegerAttr(*e.c)))
+                         : e.v);
+    }
+    gi.setOutput(0,
+                 tensor::FromElementsOp::create(
+                     b, gi.loc(),
+                     RankedTensorType::get(ci->shape, b.getI64Type()), elts));
+    return success();
+  }
   Value dv = gi.input(0), iv = gi.input(1);
   int64_t outRank = int64_t(shape.size());
   SmallVector<Value> dyn;
@@ -731,9 +973,8 @@ LogicalResult importGather(GraphImporter &gi) {
   SmallVector<AffineExpr> idxExprs;
   for (int64_t j = 0; j < q; ++j)
     idxExprs.push_back(b.getAffineDimExpr(*axis + j));
-  SmallVector<AffineMap> maps = {
-      AffineMap::get(outRank, 0, idxExprs, gi.ctx()),
-      b.getMultiDimIdentityMap(outRank)};
+  SmallVector<AffineMap> maps = {AffineMap::get(outRank, 0, idxExprs, gi.ctx()),
+                                 b.getMultiDimIdentityMap(outRank)};
   SmallVector<utils::IteratorType> iters(outRank,
                                          utils::IteratorType::parallel);
   auto generic = linalg::GenericOp::create(
@@ -760,10 +1001,32 @@ LogicalResult importGatherElements(GraphImporter &gi) {
   FailureOr<int64_t> axis = normAxis(gi, gi.intAttr("axis", 0), r);
   if (failed(axis))
     return failure();
+  if (gi.allInputsConst()) {
+    const HostTensor *d = gi.inputConst(0), *ix = gi.inputConst(1);
+    int64_t dimA = d->shape[*axis];
+    for (int64_t k = 0; k < ix->size(); ++k)
+      if (ix->i[k] < -dimA || ix->i[k] >= dimA)
+        return gi.fail("index " + Twine(ix->i[k]) +
+                       " is out of range for an axis of size " + Twine(dimA));
+    Shape st = strides(d->shape), ist = strides(ix->shape);
+    gi.setOutputConst(0, hostGather(*d, ix->shape, [&](ArrayRef<int64_t> pos) {
+                        int64_t ik = 0, k = 0;
+                        for (int64_t dd = 0; dd < r; ++dd)
+                          ik += pos[dd] * ist[dd];
+                        for (int64_t dd = 0; dd < r; ++dd) {
+                          int64_t p = pos[dd];
+                          if (dd == *axis)
+                            p = ix->i[ik] < 0 ? ix->i[ik] + dimA : ix->i[ik];
+                          k += p * st[dd];
+                        }
+                        return k;
+                      }));
+    return success();
+  }
   OpBuilder &b = gi.builder();
   Value dv = gi.input(0), iv = gi.input(1);
-  Value init = gi.emptyLike(idx.getShape(), data.getElementType(),
-                            ValueRange{iv});
+  Value init =
+      gi.emptyLike(idx.getShape(), data.getElementType(), ValueRange{iv});
   Value axisSize = gi.dim(dv, *axis);
   SmallVector<AffineMap> maps(2, b.getMultiDimIdentityMap(r));
   SmallVector<utils::IteratorType> iters(r, utils::IteratorType::parallel);
@@ -772,8 +1035,9 @@ LogicalResult importGatherElements(GraphImporter &gi) {
       maps, iters, [&](OpBuilder &bb, Location l, ValueRange args) {
         SmallVector<Value> coords;
         for (int64_t d = 0; d < r; ++d)
-          coords.push_back(d == *axis ? wrapIndex(bb, l, args[0], axisSize)
-                                      : Value(linalg::IndexOp::create(bb, l, d)));
+          coords.push_back(d == *axis
+                               ? wrapIndex(bb, l, args[0], axisSize)
+                               : Value(linalg::IndexOp::create(bb, l, d)));
         linalg::YieldOp::create(
             bb, l, Value(tensor::ExtractOp::create(bb, l, dv, coords)));
       });
@@ -817,7 +1081,8 @@ FailureOr<ShapeSpec> shapeInput(GraphImporter &gi, unsigned i) {
 }
 
 /// Broadcasts `v` to the numpy broadcast of its shape and `spec`.
-FailureOr<Value> broadcastTo(GraphImporter &gi, Value v, const ShapeSpec &spec) {
+FailureOr<Value> broadcastTo(GraphImporter &gi, Value v,
+                             const ShapeSpec &spec) {
   OpBuilder &b = gi.builder();
   Location loc = gi.loc();
   auto t = cast<RankedTensorType>(v.getType());
@@ -886,12 +1151,14 @@ LogicalResult importExpand(GraphImporter &gi) {
       shape[d] = std::max(in, want);
     }
     Shape st = strides(c->shape);
-    gi.setOutputConst(0, hostGather(*c, shape, [&](ArrayRef<int64_t> pos) {
-      int64_t k = 0;
-      for (int64_t d = 0; d < int64_t(c->shape.size()); ++d)
-        k += (c->shape[d] == 1 ? 0 : pos[d + rank - c->shape.size()]) * st[d];
-      return k;
-    }));
+    gi.setOutputConst(
+        0, hostGather(*c, shape, [&](ArrayRef<int64_t> pos) {
+          int64_t k = 0;
+          for (int64_t d = 0; d < int64_t(c->shape.size()); ++d)
+            k += (c->shape[d] == 1 ? 0 : pos[d + rank - c->shape.size()]) *
+                 st[d];
+          return k;
+        }));
     return success();
   }
   FailureOr<ShapeSpec> spec = shapeInput(gi, 1);
@@ -911,8 +1178,8 @@ LogicalResult importTile(GraphImporter &gi) {
   if (failed(reps))
     return failure();
   if (int64_t(reps->size()) != rank)
-    return gi.fail("repeats has " + Twine(reps->size()) +
-                   " entries for rank " + Twine(rank));
+    return gi.fail("repeats has " + Twine(reps->size()) + " entries for rank " +
+                   Twine(rank));
   Shape shape;
   for (int64_t d = 0; d < rank; ++d) {
     if ((*reps)[d] < 0)
@@ -923,11 +1190,11 @@ LogicalResult importTile(GraphImporter &gi) {
   if (const HostTensor *c = gi.inputConst(0); c && c->size() <= (1 << 16)) {
     Shape st = strides(c->shape);
     gi.setOutputConst(0, hostGather(*c, shape, [&](ArrayRef<int64_t> pos) {
-      int64_t k = 0;
-      for (int64_t d = 0; d < rank; ++d)
-        k += (pos[d] % c->shape[d]) * st[d];
-      return k;
-    }));
+                        int64_t k = 0;
+                        for (int64_t d = 0; d < rank; ++d)
+                          k += (pos[d] % c->shape[d]) * st[d];
+                        return k;
+                      }));
     return success();
   }
   OpBuilder &b = gi.builder();
@@ -938,7 +1205,8 @@ LogicalResult importTile(GraphImporter &gi) {
     sizes.push_back(gi.dim(v, d));
     if (isDyn(shape[d]))
       dyn.push_back(arith::MulIOp::create(
-          b, loc, sizes[d], arith::ConstantIndexOp::create(b, loc, (*reps)[d])));
+          b, loc, sizes[d],
+          arith::ConstantIndexOp::create(b, loc, (*reps)[d])));
   }
   Value init = gi.emptyTensor(shape, in.getElementType(), dyn);
   SmallVector<AffineMap> maps = {b.getMultiDimIdentityMap(rank)};
@@ -972,8 +1240,8 @@ LogicalResult importConstantOfShape(GraphImporter &gi) {
     std::vector<int64_t> shape;
     for (int64_t k = 0; k < s->size(); ++k)
       shape.push_back(s->asInt(k));
-    gi.setOutputConst(0, HostTensor::splat(value.dtype, shape,
-                                           value.asDouble(0)));
+    gi.setOutputConst(0,
+                      HostTensor::splat(value.dtype, shape, value.asDouble(0)));
     return success();
   }
   FailureOr<ShapeSpec> spec = shapeInput(gi, 0);
@@ -988,16 +1256,78 @@ LogicalResult importConstantOfShape(GraphImporter &gi) {
   return success();
 }
 
+/// Range with start, limit or delta known only at run time: a
+/// linalg.generic computing start + i * delta over a dynamic length.
+LogicalResult importRuntimeRange(GraphImporter &gi) {
+  Type elt = gi.inputType(0).getElementType();
+  bool isF = isa<FloatType>(elt);
+  if (!isF && !isa<IntegerType>(elt))
+    return gi.fail("unsupported element type");
+  OpBuilder &b = gi.builder();
+  Location loc = gi.loc();
+  Value sc[3];
+  for (unsigned i = 0; i < 3; ++i) {
+    if (gi.inputType(i).getRank() != 0 ||
+        gi.inputType(i).getElementType() != elt)
+      return gi.fail("start, limit and delta must be scalars of one type");
+    sc[i] = tensor::ExtractOp::create(b, loc, gi.input(i), ValueRange{});
+  }
+  // n = max(ceil((limit - start) / delta), 0)
+  Value n;
+  if (isF) {
+    Value q = arith::DivFOp::create(
+        b, loc, arith::SubFOp::create(b, loc, sc[1], sc[0]), sc[2]);
+    // ceil without math.ceil: truncate, then add 1 when below q.
+    Value t = arith::FPToSIOp::create(b, loc, b.getI64Type(), q);
+    Value below =
+        arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT,
+                              arith::SIToFPOp::create(b, loc, elt, t), q);
+    n = arith::AddIOp::create(
+        b, loc, t, arith::ExtUIOp::create(b, loc, b.getI64Type(), below));
+  } else {
+    n = arith::CeilDivSIOp::create(
+        b, loc, arith::SubIOp::create(b, loc, sc[1], sc[0]), sc[2]);
+    n = gi.convertScalar(b, loc, n, b.getI64Type());
+  }
+  n = arith::MaxSIOp::create(
+      b, loc, n,
+      arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(0)).getResult());
+  Shape shape = {ShapedType::kDynamic};
+  SmallVector<Value> dyn = {toIndex(gi, n)};
+  if (RankedTensorType inf = gi.inferredOutputType(0);
+      inf && inf.getRank() == 1 && !inf.isDynamicDim(0)) {
+    shape = {inf.getDimSize(0)};
+    dyn.clear();
+  }
+  Value init = gi.emptyTensor(shape, elt, dyn);
+  SmallVector<AffineMap> maps = {b.getMultiDimIdentityMap(1)};
+  auto g = linalg::GenericOp::create(
+      b, loc, TypeRange{init.getType()}, ValueRange{}, ValueRange{init}, maps,
+      SmallVector<utils::IteratorType>{utils::IteratorType::parallel},
+      [&](OpBuilder &bb, Location l, ValueRange) {
+        Value i = arith::IndexCastOp::create(bb, l, bb.getI64Type(),
+                                             linalg::IndexOp::create(bb, l, 0));
+        i = gi.convertScalar(bb, l, i, elt);
+        Value r =
+            isF ? Value(arith::AddFOp::create(
+                      bb, l, sc[0], arith::MulFOp::create(bb, l, i, sc[2])))
+                : Value(arith::AddIOp::create(
+                      bb, l, sc[0], arith::MulIOp::create(bb, l, i, sc[2])));
+        linalg::YieldOp::create(bb, l, r);
+      });
+  gi.setOutput(0, g.getResult(0));
+  return success();
+}
+
 LogicalResult importRange(GraphImporter &gi) {
   if (!gi.allInputsConst())
-    return gi.fail("start, limit and delta must be constants");
+    return importRuntimeRange(gi);
   const HostTensor *s = gi.inputConst(0), *l = gi.inputConst(1),
                    *d = gi.inputConst(2);
   double start = s->asDouble(0), limit = l->asDouble(0), delta = d->asDouble(0);
   if (delta == 0)
     return gi.fail("delta is 0");
-  int64_t n = std::max<int64_t>(
-      int64_t(std::ceil((limit - start) / delta)), 0);
+  int64_t n = std::max<int64_t>(int64_t(std::ceil((limit - start) / delta)), 0);
   HostTensor out;
   out.dtype = s->dtype;
   out.shape = {n};
@@ -1016,6 +1346,7 @@ void moec::onnximport::addShapeOps(OpTable &t) {
   t["Constant"] = importConstant;
   t["Identity"] = importIdentity;
   t["Shape"] = importShape;
+  t["Size"] = importSize;
   t["Reshape"] = importReshape;
   t["Flatten"] = importFlatten;
   t["Squeeze"] = [](GraphImporter &gi) { return importSqueeze(gi, false); };

@@ -396,13 +396,28 @@ std::optional<int64_t> scalarIndex(Value v) {
       return (*d.begin()).getSExtValue();
     return std::nullopt;
   }
-  auto g = v.getDefiningOp<linalg::GenericOp>();
-  if (!g || g.getNumDpsInputs() != 1 ||
-      cast<RankedTensorType>(g.getResult(0).getType()).getRank() != 0)
-    return std::nullopt;
   Value list;
-  g.getBody()->walk([&](tensor::ExtractOp ex) { list = ex.getTensor(); });
-  std::optional<int64_t> pos = scalarIndex(g.getDpsInputs()[0]);
+  std::optional<int64_t> pos;
+  if (auto fe = v.getDefiningOp<tensor::FromElementsOp>()) {
+    // One element read out of the list with a constant index.
+    auto ex = fe.getElements().size() == 1
+                  ? fe.getElements()[0].getDefiningOp<tensor::ExtractOp>()
+                  : tensor::ExtractOp();
+    if (!ex || ex.getIndices().size() != 1)
+      return std::nullopt;
+    APInt c;
+    if (!matchPattern(ex.getIndices()[0], m_ConstantInt(&c)))
+      return std::nullopt;
+    list = ex.getTensor();
+    pos = c.getSExtValue();
+  } else {
+    auto g = v.getDefiningOp<linalg::GenericOp>();
+    if (!g || g.getNumDpsInputs() != 1 ||
+        cast<RankedTensorType>(g.getResult(0).getType()).getRank() != 0)
+      return std::nullopt;
+    g.getBody()->walk([&](tensor::ExtractOp ex) { list = ex.getTensor(); });
+    pos = scalarIndex(g.getDpsInputs()[0]);
+  }
   if (!list || !pos)
     return std::nullopt;
   // The hit list may be cut into one-element slices, one per iteration.
