@@ -26,8 +26,8 @@ bool isDyn(int64_t d) { return ShapedType::isDynamic(d); }
 
 /// Reshape with dynamic dims given as the product of source dims: each
 /// result dim d is the product of `groups[d]` dims of `v`.
-Value regroup(GraphImporter &gi, Value v, ArrayRef<SmallVector<int64_t>> groups,
-              ArrayRef<int64_t> extraStatic = {}) {
+Value regroup(GraphImporter &gi, Value v,
+              ArrayRef<SmallVector<int64_t>> groups) {
   OpBuilder &b = gi.builder();
   auto t = cast<RankedTensorType>(v.getType());
   Shape shape;
@@ -51,7 +51,6 @@ Value regroup(GraphImporter &gi, Value v, ArrayRef<SmallVector<int64_t>> groups,
       prod = arith::MulIOp::create(b, gi.loc(), prod, gi.dim(v, s));
     dyn.push_back(prod);
   }
-  (void)extraStatic;
   return gi.reshape(v, shape, dyn);
 }
 
@@ -142,10 +141,12 @@ LogicalResult importMatMul(GraphImporter &gi) {
   bool vecA = ra == 1, vecB = rb == 1;
   if (vecA)
     a = gi.reshape(a, {1, at.getDimSize(0)},
-                   at.isDynamicDim(0) ? ValueRange{gi.dim(a, 0)} : ValueRange{});
+                   at.isDynamicDim(0) ? ValueRange{gi.dim(a, 0)}
+                                      : ValueRange{});
   if (vecB)
     b = gi.reshape(b, {bt.getDimSize(0), 1},
-                   bt.isDynamicDim(0) ? ValueRange{gi.dim(b, 0)} : ValueRange{});
+                   bt.isDynamicDim(0) ? ValueRange{gi.dim(b, 0)}
+                                      : ValueRange{});
   at = cast<RankedTensorType>(a.getType());
   bt = cast<RankedTensorType>(b.getType());
   ra = at.getRank();
@@ -202,7 +203,8 @@ LogicalResult importMatMul(GraphImporter &gi) {
     outShape.push_back(cast<RankedTensorType>(b.getType()).getDimSize(nb + 1));
   }
   if (isDyn(outShape.back()))
-    outDyn.push_back(gi.dim(out, cast<RankedTensorType>(out.getType()).getRank() - 1));
+    outDyn.push_back(
+        gi.dim(out, cast<RankedTensorType>(out.getType()).getRank() - 1));
   // Drop the dims added for 1-D operands.
   Shape finalShape;
   SmallVector<Value> finalDyn;
@@ -227,8 +229,31 @@ LogicalResult importGemm(GraphImporter &gi) {
   RankedTensorType at = gi.inputType(0), bt = gi.inputType(1);
   if (at.getRank() != 2 || bt.getRank() != 2)
     return gi.fail("A and B must be matrices");
-  if (!isa<FloatType>(at.getElementType()))
-    return gi.fail("only float operands are supported");
+  if (!isa<FloatType>(at.getElementType()) ||
+      at.getElementType() != bt.getElementType())
+    return gi.fail("only float operands of one element type are supported");
+  bool transA = gi.intAttr("transA", 0) != 0;
+  bool transB = gi.intAttr("transB", 0) != 0;
+  int64_t m = at.getDimSize(transA ? 1 : 0), ka = at.getDimSize(transA ? 0 : 1);
+  int64_t kb = bt.getDimSize(transB ? 1 : 0), n = bt.getDimSize(transB ? 0 : 1);
+  if (!isDyn(ka) && !isDyn(kb) && ka != kb)
+    return gi.fail("contraction sizes differ: " + Twine(ka) + " vs " +
+                   Twine(kb));
+  if (gi.hasInput(2)) {
+    // C must broadcast to [M, N] without growing it.
+    RankedTensorType ct = gi.inputType(2);
+    if (ct.getElementType() != at.getElementType())
+      return gi.fail("C has a different element type than A and B");
+    if (ct.getRank() > 2)
+      return gi.fail("C must have rank <= 2, got " + Twine(ct.getRank()));
+    int64_t want[2] = {m, n};
+    for (int64_t d = 0; d < ct.getRank(); ++d) {
+      int64_t c = ct.getDimSize(d), w = want[d + 2 - ct.getRank()];
+      if (c != 1 && !isDyn(c) && !isDyn(w) && c != w)
+        return gi.fail("C does not broadcast to the [" + Twine(m) + ", " +
+                       Twine(n) + "] result");
+    }
+  }
   auto transpose = [&](Value v) {
     auto t = cast<RankedTensorType>(v.getType());
     Shape s = {t.getDimSize(1), t.getDimSize(0)};
@@ -242,9 +267,9 @@ LogicalResult importGemm(GraphImporter &gi) {
                                        ArrayRef<int64_t>{1, 0})
         .getResult()[0];
   };
-  if (gi.intAttr("transA", 0))
+  if (transA)
     a = transpose(a);
-  if (gi.intAttr("transB", 0))
+  if (transB)
     b = transpose(b);
   Value y = matmul2d(gi, a, b);
   double alpha = gi.floatAttr("alpha", 1.0), beta = gi.floatAttr("beta", 1.0);
@@ -252,7 +277,8 @@ LogicalResult importGemm(GraphImporter &gi) {
   if (alpha != 1.0) {
     FailureOr<Value> r = gi.elementwise(
         ValueRange{y}, elt, [&](OpBuilder &bb, Location l, ValueRange args) {
-          Value c = arith::ConstantOp::create(bb, l, FloatAttr::get(elt, alpha));
+          Value c =
+              arith::ConstantOp::create(bb, l, FloatAttr::get(elt, alpha));
           return Value(arith::MulFOp::create(bb, l, args[0], c));
         });
     y = *r;
@@ -309,7 +335,8 @@ Value reduce(GraphImporter &gi, Value v, ArrayRef<int64_t> axes,
   if (kind == ReduceKind::Max && !isF)
     c = arith::ConstantOp::create(
         b, loc,
-        IntegerAttr::get(elt, APInt::getSignedMinValue(elt.getIntOrFloatBitWidth())));
+        IntegerAttr::get(
+            elt, APInt::getSignedMinValue(elt.getIntOrFloatBitWidth())));
   else
     c = gi.scalar(elt, initV);
   init = linalg::FillOp::create(b, loc, ValueRange{c}, ValueRange{init})
@@ -332,17 +359,16 @@ Value reduce(GraphImporter &gi, Value v, ArrayRef<int64_t> axes,
     for (int64_t a : axes)
       count = arith::MulIOp::create(b, loc, count, gi.dim(v, a));
     Value countI = arith::IndexCastOp::create(b, loc, b.getI64Type(), count);
-    Value countE = isF ? Value(arith::SIToFPOp::create(b, loc, elt, countI))
-                       : Value(arith::TruncIOp::create(b, loc, elt, countI));
-    if (elt.isInteger(64))
-      countE = countI;
-    out = *gi.elementwise(ValueRange{out}, elt,
-                          [&](OpBuilder &bb, Location l, ValueRange args) {
-                            return isF ? Value(arith::DivFOp::create(
-                                             bb, l, args[0], countE))
-                                       : Value(arith::DivSIOp::create(
-                                             bb, l, args[0], countE));
-                          });
+    Value countE = countI;
+    if (isF)
+      countE = arith::SIToFPOp::create(b, loc, elt, countI);
+    else if (elt.getIntOrFloatBitWidth() < 64)
+      countE = arith::TruncIOp::create(b, loc, elt, countI);
+    out = *gi.elementwise(
+        ValueRange{out}, elt, [&](OpBuilder &bb, Location l, ValueRange args) {
+          return isF ? Value(arith::DivFOp::create(bb, l, args[0], countE))
+                     : Value(arith::DivSIOp::create(bb, l, args[0], countE));
+        });
   }
   if (!keepDims)
     return out;
@@ -357,11 +383,12 @@ Value reduce(GraphImporter &gi, Value v, ArrayRef<int64_t> axes,
   return gi.reshape(out, kept, keptDyn);
 }
 
-/// Axes of a Reduce* node: an input (ReduceSum since 13) or an attribute.
-FailureOr<SmallVector<int64_t>> reduceAxes(GraphImporter &gi, bool fromInput) {
+/// Axes of a Reduce* node: the `axes` input (ReduceSum since opset 13, the
+/// other Reduce* since 18) or, in older opsets, the `axes` attribute.
+FailureOr<SmallVector<int64_t>> reduceAxes(GraphImporter &gi) {
   int64_t rank = gi.inputType(0).getRank();
   std::vector<int64_t> raw;
-  if (fromInput && gi.hasInput(1)) {
+  if (gi.hasInput(1)) {
     const HostTensor *c = gi.inputConst(1);
     if (!c) {
       (void)gi.fail("axes must be a constant");
@@ -369,7 +396,7 @@ FailureOr<SmallVector<int64_t>> reduceAxes(GraphImporter &gi, bool fromInput) {
     }
     for (int64_t k = 0; k < c->size(); ++k)
       raw.push_back(c->asInt(k));
-  } else if (!fromInput) {
+  } else {
     raw = gi.intsAttr("axes");
   }
   SmallVector<int64_t> axes;
@@ -395,8 +422,7 @@ FailureOr<SmallVector<int64_t>> reduceAxes(GraphImporter &gi, bool fromInput) {
 }
 
 LogicalResult importReduce(GraphImporter &gi, ReduceKind kind) {
-  bool axesInput = kind == ReduceKind::Sum; // opsets 13-17
-  FailureOr<SmallVector<int64_t>> axes = reduceAxes(gi, axesInput);
+  FailureOr<SmallVector<int64_t>> axes = reduceAxes(gi);
   if (failed(axes))
     return failure();
   Value v = gi.input(0);
@@ -418,8 +444,9 @@ LogicalResult importArgMax(GraphImporter &gi) {
     axis += rank;
   bool last = gi.intAttr("select_last_index", 0) != 0;
   Type elt = t.getElementType();
-  if (!isa<FloatType>(elt))
-    return gi.fail("only float inputs are supported");
+  bool isF = isa<FloatType>(elt);
+  if (!isF && (!isa<IntegerType>(elt) || elt.isInteger(1)))
+    return gi.fail("only float and integer inputs are supported");
   OpBuilder &b = gi.builder();
   Location loc = gi.loc();
   Value v = gi.input(0);
@@ -434,8 +461,10 @@ LogicalResult importArgMax(GraphImporter &gi) {
     if (t.isDynamicDim(d))
       dyn.push_back(gi.dim(v, d));
   }
+  // The initial value never wins (the initial index -1 marks it); any
+  // constant of the element type does.
   Value vals = zeroFilled(gi, shape, elt, dyn,
-                          -std::numeric_limits<double>::infinity());
+                          isF ? -std::numeric_limits<double>::infinity() : 0.0);
   Value idxs = zeroFilled(gi, shape, b.getI64Type(), dyn, -1);
   SmallVector<AffineMap> maps = {b.getMultiDimIdentityMap(rank),
                                  AffineMap::get(rank, 0, outExprs, gi.ctx()),
@@ -451,19 +480,23 @@ LogicalResult importArgMax(GraphImporter &gi) {
             bb, l, bb.getI64Type(), linalg::IndexOp::create(bb, l, axis));
         // Order-independent: larger value wins; on ties the first (or last)
         // index; the initial index -1 always loses.
-        Value gt = arith::CmpFOp::create(bb, l, arith::CmpFPredicate::OGT, x,
-                                         best);
-        Value eq = arith::CmpFOp::create(bb, l, arith::CmpFPredicate::OEQ, x,
-                                         best);
+        Value gt = isF ? Value(arith::CmpFOp::create(
+                             bb, l, arith::CmpFPredicate::OGT, x, best))
+                       : Value(arith::CmpIOp::create(
+                             bb, l, arith::CmpIPredicate::sgt, x, best));
+        Value eq = isF ? Value(arith::CmpFOp::create(
+                             bb, l, arith::CmpFPredicate::OEQ, x, best))
+                       : Value(arith::CmpIOp::create(
+                             bb, l, arith::CmpIPredicate::eq, x, best));
         Value none = arith::CmpIOp::create(
             bb, l, arith::CmpIPredicate::slt, bestI,
             arith::ConstantOp::create(bb, l, bb.getI64IntegerAttr(0)));
         Value tieWins = arith::CmpIOp::create(
             bb, l, last ? arith::CmpIPredicate::sgt : arith::CmpIPredicate::slt,
             i, bestI);
-        Value take = arith::OrIOp::create(
-            bb, l, arith::OrIOp::create(bb, l, gt, none),
-            arith::AndIOp::create(bb, l, eq, tieWins));
+        Value take =
+            arith::OrIOp::create(bb, l, arith::OrIOp::create(bb, l, gt, none),
+                                 arith::AndIOp::create(bb, l, eq, tieWins));
         linalg::YieldOp::create(
             bb, l,
             ValueRange{arith::SelectOp::create(bb, l, take, x, best),
@@ -497,6 +530,8 @@ LogicalResult importSoftmax(GraphImporter &gi) {
 }
 
 LogicalResult importLayerNorm(GraphImporter &gi) {
+  if (gi.numInputs() < 1)
+    return gi.fail("expects X");
   RankedTensorType t = gi.inputType(0);
   int64_t rank = t.getRank();
   int64_t axis = gi.intAttr("axis", -1);
@@ -504,58 +539,75 @@ LogicalResult importLayerNorm(GraphImporter &gi) {
     return gi.fail("axis " + Twine(axis) + " is out of range");
   if (axis < 0)
     axis += rank;
-  if (gi.hasOutput(1) || gi.hasOutput(2))
-    return gi.fail("the Mean and InvStdDev outputs are not supported");
   Type elt = t.getElementType();
   if (!isa<FloatType>(elt))
     return gi.fail("only float inputs are supported");
+  for (unsigned i = 1; i < 3; ++i)
+    if (gi.hasInput(i) && gi.inputType(i).getElementType() != elt)
+      return gi.fail(Twine(i == 1 ? "Scale" : "B") +
+                     " has a different element type than X");
+  // stash_type 1 (the default) computes mean and variance in f32; Mean and
+  // InvStdDev have that type.
+  int64_t stash = gi.intAttr("stash_type", 1);
+  Type st = gi.elementType(int32_t(stash));
+  if (!st || !isa<FloatType>(st))
+    return gi.fail("stash_type " + Twine(stash) + " is not a float type");
   double eps = gi.floatAttr("epsilon", 1e-5);
   SmallVector<int64_t> axes;
   for (int64_t d = axis; d < rank; ++d)
     axes.push_back(d);
-  Value x = gi.input(0);
+  Value x = gi.castTensor(gi.input(0), st);
   Value mean = reduce(gi, x, axes, ReduceKind::Mean, true);
   Value centered = *gi.elementwise(
-      ValueRange{x, mean}, elt, [](OpBuilder &bb, Location l, ValueRange a) {
+      ValueRange{x, mean}, st, [](OpBuilder &bb, Location l, ValueRange a) {
         return Value(arith::SubFOp::create(bb, l, a[0], a[1]));
       });
   Value sq = *gi.elementwise(
-      ValueRange{centered}, elt, [](OpBuilder &bb, Location l, ValueRange a) {
+      ValueRange{centered}, st, [](OpBuilder &bb, Location l, ValueRange a) {
         return Value(arith::MulFOp::create(bb, l, a[0], a[0]));
       });
   Value var = reduce(gi, sq, axes, ReduceKind::Mean, true);
-  FailureOr<Value> y = gi.elementwise(
-      ValueRange{centered, var}, elt,
-      [&](OpBuilder &bb, Location l, ValueRange a) {
-        Value e = arith::ConstantOp::create(bb, l, FloatAttr::get(elt, eps));
-        Value r = math::RsqrtOp::create(bb, l,
-                                        arith::AddFOp::create(bb, l, a[1], e));
-        return Value(arith::MulFOp::create(bb, l, a[0], r));
+  Value invStd = *gi.elementwise(
+      ValueRange{var}, st, [&](OpBuilder &bb, Location l, ValueRange a) {
+        Value e = arith::ConstantOp::create(bb, l, FloatAttr::get(st, eps));
+        return Value(math::RsqrtOp::create(
+            bb, l, arith::AddFOp::create(bb, l, a[0], e)));
       });
-  if (failed(y))
-    return failure();
-  Value out = *y;
+  Value out =
+      *gi.elementwise(ValueRange{centered, invStd}, st,
+                      [](OpBuilder &bb, Location l, ValueRange a) {
+                        return Value(arith::MulFOp::create(bb, l, a[0], a[1]));
+                      });
+  out = gi.castTensor(out, elt);
   if (gi.hasInput(1)) {
-    FailureOr<Value> s = gi.elementwise(
-        ValueRange{out, gi.input(1)}, elt,
-        [](OpBuilder &bb, Location l, ValueRange a) {
-          return Value(arith::MulFOp::create(bb, l, a[0], a[1]));
-        });
+    FailureOr<Value> s =
+        gi.elementwise(ValueRange{out, gi.input(1)}, elt,
+                       [](OpBuilder &bb, Location l, ValueRange a) {
+                         return Value(arith::MulFOp::create(bb, l, a[0], a[1]));
+                       });
     if (failed(s))
       return failure();
     out = *s;
   }
   if (gi.hasInput(2)) {
-    FailureOr<Value> s = gi.elementwise(
-        ValueRange{out, gi.input(2)}, elt,
-        [](OpBuilder &bb, Location l, ValueRange a) {
-          return Value(arith::AddFOp::create(bb, l, a[0], a[1]));
-        });
+    FailureOr<Value> s =
+        gi.elementwise(ValueRange{out, gi.input(2)}, elt,
+                       [](OpBuilder &bb, Location l, ValueRange a) {
+                         return Value(arith::AddFOp::create(bb, l, a[0], a[1]));
+                       });
     if (failed(s))
       return failure();
     out = *s;
   }
+  auto ot = cast<RankedTensorType>(out.getType());
+  bool same = ot.getRank() == rank;
+  for (int64_t d = 0; same && d < rank; ++d)
+    same = t.isDynamicDim(d) || ot.getDimSize(d) == t.getDimSize(d);
+  if (!same)
+    return gi.fail("Scale or B would broadcast X to a larger shape");
   gi.setOutput(0, out);
+  gi.setOutput(1, mean);
+  gi.setOutput(2, invStd);
   return success();
 }
 
@@ -565,15 +617,24 @@ LogicalResult importTrilu(GraphImporter &gi) {
   if (rank < 2)
     return gi.fail("input must have rank >= 2");
   int64_t k = 0;
+  // A k known only at run time is read with tensor.extract.
+  Value kRuntime;
+  OpBuilder &b = gi.builder();
   if (gi.hasInput(1)) {
-    const HostTensor *c = gi.inputConst(1);
-    if (!c || c->size() != 1)
-      return gi.fail("k must be a constant scalar");
-    k = c->asInt(0);
+    RankedTensorType kt = gi.inputType(1);
+    if (kt.getRank() > 1 || !kt.hasStaticShape() || kt.getNumElements() != 1 ||
+        !kt.getElementType().isInteger(64))
+      return gi.fail("k must be an int64 scalar");
+    if (const HostTensor *c = gi.inputConst(1)) {
+      k = c->asInt(0);
+    } else {
+      SmallVector<Value> zeros(kt.getRank(),
+                               arith::ConstantIndexOp::create(b, gi.loc(), 0));
+      kRuntime = tensor::ExtractOp::create(b, gi.loc(), gi.input(1), zeros);
+    }
   }
   bool upper = gi.intAttr("upper", 1) != 0;
   Type elt = t.getElementType();
-  OpBuilder &b = gi.builder();
   Value v = gi.input(0);
   Value init = gi.emptyLike(t.getShape(), elt, ValueRange{v});
   SmallVector<AffineMap> maps(2, b.getMultiDimIdentityMap(rank));
@@ -582,16 +643,19 @@ LogicalResult importTrilu(GraphImporter &gi) {
       b, gi.loc(), TypeRange{init.getType()}, ValueRange{v}, ValueRange{init},
       maps, iters, [&](OpBuilder &bb, Location l, ValueRange args) {
         auto idx = [&](int64_t d) {
-          return arith::IndexCastOp::create(
-              bb, l, bb.getI64Type(), linalg::IndexOp::create(bb, l, d));
+          return arith::IndexCastOp::create(bb, l, bb.getI64Type(),
+                                            linalg::IndexOp::create(bb, l, d));
         };
         // Keep element (i, j) when j - i >= k (upper) or j - i <= k (lower).
         Value col = idx(rank - 1), row = idx(rank - 2);
         Value diff = arith::SubIOp::create(bb, l, col, row);
-        Value kc = arith::ConstantOp::create(bb, l, bb.getI64IntegerAttr(k));
-        Value keep = arith::CmpIOp::create(
-            bb, l, upper ? arith::CmpIPredicate::sge : arith::CmpIPredicate::sle,
-            diff, kc);
+        Value kc = kRuntime ? kRuntime
+                            : Value(arith::ConstantOp::create(
+                                  bb, l, bb.getI64IntegerAttr(k)));
+        Value keep = arith::CmpIOp::create(bb, l,
+                                           upper ? arith::CmpIPredicate::sge
+                                                 : arith::CmpIPredicate::sle,
+                                           diff, kc);
         Value zero = isa<FloatType>(elt)
                          ? Value(arith::ConstantOp::create(
                                bb, l, FloatAttr::get(elt, 0.0)))
