@@ -42,98 +42,104 @@ static int fail(const llvm::Twine &msg) {
   return 1;
 }
 
+/// The .npy dtype that holds elements of `elt`, or "" when none does.
+static std::string dtypeOf(Type elt) {
+  if (elt.isF32())
+    return "<f4";
+  if (elt.isF64())
+    return "<f8";
+  if (elt.isF16())
+    return "<f2";
+  if (elt.isInteger(64) || elt.isIndex())
+    return "<i8";
+  if (elt.isInteger(32))
+    return "<i4";
+  if (elt.isInteger(8))
+    return "|i1";
+  if (elt.isInteger(1))
+    return "|b1";
+  return "";
+}
+
 static bool toTensor(const moert::NpyArray &a, Type elt, moec::eval::Tensor &t,
                      std::string &err) {
-  t.shape = a.shape;
-  t.elementType = elt;
-  int64_t n = a.numElements();
-  auto want = [&](const char *d) {
-    if (a.dtype != d) {
-      err = "has dtype " + a.dtype + ", the model expects " + d;
-      return false;
-    }
-    return true;
-  };
-  if (elt.isF32()) {
-    if (!want("<f4"))
-      return false;
-    for (int64_t k = 0; k < n; ++k) {
-      float v;
-      std::memcpy(&v, a.data.data() + 4 * k, 4);
-      t.f.push_back(v);
-    }
-  } else if (elt.isF64()) {
-    if (!want("<f8"))
-      return false;
-    for (int64_t k = 0; k < n; ++k) {
-      double v;
-      std::memcpy(&v, a.data.data() + 8 * k, 8);
-      t.f.push_back(v);
-    }
-  } else if (elt.isInteger(64)) {
-    if (!want("<i8"))
-      return false;
-    for (int64_t k = 0; k < n; ++k) {
-      int64_t v;
-      std::memcpy(&v, a.data.data() + 8 * k, 8);
-      t.i.push_back(v);
-    }
-  } else if (elt.isInteger(32)) {
-    if (!want("<i4"))
-      return false;
-    for (int64_t k = 0; k < n; ++k) {
-      int32_t v;
-      std::memcpy(&v, a.data.data() + 4 * k, 4);
-      t.i.push_back(v);
-    }
-  } else if (elt.isInteger(1)) {
-    if (!want("|b1"))
-      return false;
-    for (int64_t k = 0; k < n; ++k)
-      t.i.push_back(a.data[k] != 0);
-  } else {
-    err = "has an element type moe-eval does not read";
+  std::string want = dtypeOf(elt);
+  if (want.empty()) {
+    std::string s;
+    llvm::raw_string_ostream os(s);
+    os << "the model takes " << elt
+       << " elements, which moe-eval does not read";
+    err = s;
     return false;
+  }
+  if (a.dtype != want) {
+    err = "has dtype " + a.dtype + ", the model expects " + want;
+    return false;
+  }
+  t = moec::eval::Tensor::zeros(a.shape, elt);
+  int64_t n = a.numElements();
+  if (int64_t(a.data.size()) < n * moert::NpyArray::elementSize(a.dtype)) {
+    err = "has too little data for its shape";
+    return false;
+  }
+  const char *p = a.data.data();
+  for (int64_t k = 0; k < n; ++k) {
+    if (elt.isF32()) {
+      float v;
+      std::memcpy(&v, p + 4 * k, 4);
+      t.f[k] = v;
+    } else if (elt.isF64()) {
+      std::memcpy(&t.f[k], p + 8 * k, 8);
+    } else if (elt.isF16()) {
+      uint16_t v;
+      std::memcpy(&v, p + 2 * k, 2);
+      t.f[k] = APFloat(APFloat::IEEEhalf(), APInt(16, v)).convertToDouble();
+    } else if (want == "<i8") {
+      std::memcpy(&t.i[k], p + 8 * k, 8);
+    } else if (want == "<i4") {
+      int32_t v;
+      std::memcpy(&v, p + 4 * k, 4);
+      t.i[k] = v;
+    } else if (want == "|i1") {
+      t.i[k] = int8_t(p[k]);
+    } else {
+      t.i[k] = p[k] != 0;
+    }
   }
   return true;
 }
 
 static bool toNpy(const moec::eval::Tensor &t, moert::NpyArray &a) {
+  a.dtype = dtypeOf(t.elementType);
+  if (a.dtype.empty())
+    return false;
   a.shape = t.shape;
-  Type elt = t.elementType;
   int64_t n = t.numElements();
   auto put = [&](const void *p, size_t bytes) {
     const char *c = static_cast<const char *>(p);
     a.data.insert(a.data.end(), c, c + bytes);
   };
-  if (elt.isF32()) {
-    a.dtype = "<f4";
-    for (int64_t k = 0; k < n; ++k) {
+  for (int64_t k = 0; k < n; ++k) {
+    if (a.dtype == "<f4") {
       float v = float(t.f[k]);
       put(&v, 4);
-    }
-  } else if (elt.isF64()) {
-    a.dtype = "<f8";
-    for (int64_t k = 0; k < n; ++k)
+    } else if (a.dtype == "<f8") {
       put(&t.f[k], 8);
-  } else if (elt.isInteger(64) || elt.isIndex()) {
-    a.dtype = "<i8";
-    for (int64_t k = 0; k < n; ++k)
+    } else if (a.dtype == "<f2") {
+      bool lost;
+      APFloat v(t.f[k]);
+      v.convert(APFloat::IEEEhalf(), APFloat::rmNearestTiesToEven, &lost);
+      uint16_t bits = uint16_t(v.bitcastToAPInt().getZExtValue());
+      put(&bits, 2);
+    } else if (a.dtype == "<i8") {
       put(&t.i[k], 8);
-  } else if (elt.isInteger(32)) {
-    a.dtype = "<i4";
-    for (int64_t k = 0; k < n; ++k) {
+    } else if (a.dtype == "<i4") {
       int32_t v = int32_t(t.i[k]);
       put(&v, 4);
-    }
-  } else if (elt.isInteger(1)) {
-    a.dtype = "|b1";
-    for (int64_t k = 0; k < n; ++k) {
-      char v = t.i[k] ? 1 : 0;
+    } else {
+      char v = char(a.dtype == "|b1" ? t.i[k] != 0 : t.i[k]);
       put(&v, 1);
     }
-  } else {
-    return false;
   }
   return true;
 }
@@ -179,8 +185,13 @@ int main(int argc, char **argv) {
     std::string err;
     if (!moert::readNpy(file.str(), arr, err))
       return fail(err);
-    Type elt = cast<RankedTensorType>(func.getArgument(i).getType())
-                   .getElementType();
+    auto argType = dyn_cast<RankedTensorType>(func.getArgument(i).getType());
+    if (!argType)
+      return fail("input " + llvm::Twine(i) + " is not a ranked tensor");
+    Type elt = argType.getElementType();
+    if (given[i])
+      return fail("--input " + spec + ": input " + llvm::Twine(i) +
+                  " is given twice");
     if (!toTensor(arr, elt, args[i], err))
       return fail(file + ": " + err);
     given[i] = true;
@@ -192,12 +203,13 @@ int main(int argc, char **argv) {
                   (n ? " ('" + n.getValue().str() + "')" : std::string()));
     }
   std::string err;
-  auto results = moec::eval::evaluate(func, args, err);
-  if (!results)
+  FailureOr<std::vector<moec::eval::Tensor>> results =
+      moec::eval::evaluate(func, args, err);
+  if (failed(results))
     return fail(err);
   if (!outputs.empty() && outputs.size() != results->size())
-    return fail("the model has " + llvm::Twine(results->size()) +
-                " outputs, " + llvm::Twine(outputs.size()) + " -o given");
+    return fail("the model has " + llvm::Twine(results->size()) + " outputs, " +
+                llvm::Twine(outputs.size()) + " -o given");
   for (unsigned r = 0; r < results->size(); ++r) {
     std::string path;
     if (!outputs.empty()) {
@@ -205,16 +217,16 @@ int main(int argc, char **argv) {
     } else if (!outputDir.empty()) {
       auto n = func.getResultAttrOfType<StringAttr>(r, "onnx.name");
       llvm::SmallString<256> p(outputDir.getValue());
-      llvm::sys::path::append(p, (n ? n.getValue().str()
-                                    : "result" + std::to_string(r)) +
-                                     ".npy");
+      llvm::sys::path::append(
+          p, (n ? n.getValue().str() : "result" + std::to_string(r)) + ".npy");
       path = std::string(p);
     } else {
       return fail("give -o for each output or --output-dir");
     }
     moert::NpyArray arr;
     if (!toNpy((*results)[r], arr))
-      return fail("result " + llvm::Twine(r) + " has an unsupported type");
+      return fail("result " + llvm::Twine(r) +
+                  " has an element type .npy files cannot hold");
     if (!moert::writeNpy(path, arr, err))
       return fail(err);
   }
