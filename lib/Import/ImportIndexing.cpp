@@ -13,6 +13,8 @@
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 
+#include <algorithm>
+
 using namespace mlir;
 using namespace moec;
 using namespace moec::onnximport;
@@ -45,6 +47,15 @@ static FailureOr<moe::Reduction> parseReduction(GraphImporter &gi) {
   return failure();
 }
 
+/// Checks the element type of an index operand of the moe ops (i32 or i64).
+static LogicalResult checkIndexType(GraphImporter &gi, unsigned i,
+                                    StringRef what) {
+  Type t = gi.inputType(i).getElementType();
+  if (!t.isInteger(32) && !t.isInteger(64))
+    return gi.fail(what + " must be int32 or int64");
+  return success();
+}
+
 static LogicalResult importTopK(GraphImporter &gi) {
   if (gi.numInputs() != 2)
     return gi.fail("expects 2 inputs (X, K)");
@@ -52,12 +63,14 @@ static LogicalResult importTopK(GraphImporter &gi) {
   if (!k || k->size() != 1)
     return gi.fail("K must be a constant with one element (data-dependent K "
                    "is not supported)");
+  int64_t kv = k->asInt(0);
   RankedTensorType in = gi.inputType(0);
-  FailureOr<int64_t> axis = normalizeAxis(gi, gi.intAttr("axis", -1),
-                                          in.getRank());
+  if (in.getRank() == 0)
+    return gi.fail("input must have rank >= 1");
+  FailureOr<int64_t> axis =
+      normalizeAxis(gi, gi.intAttr("axis", -1), in.getRank());
   if (failed(axis))
     return failure();
-  int64_t kv = k->asInt(0);
   if (kv < 1)
     return gi.fail("K must be >= 1, got " + Twine(kv));
   if (!in.isDynamicDim(*axis) && kv > in.getDimSize(*axis))
@@ -81,10 +94,41 @@ static LogicalResult importNonZero(GraphImporter &gi) {
   if (gi.numInputs() != 1)
     return gi.fail("expects 1 input");
   RankedTensorType in = gi.inputType(0);
+  // A scalar counts as a 1-element vector (as in onnxruntime): [1, N].
+  int64_t rank = std::max<int64_t>(in.getRank(), 1);
+  if (gi.allInputsConst()) {
+    // A known input (a constant mask): the coordinates are known too.
+    const HostTensor &x = *gi.inputConst(0);
+    std::vector<int64_t> shape = x.shape;
+    if (shape.empty())
+      shape = {1};
+    std::vector<int64_t> hits;
+    for (int64_t k = 0; k < x.size(); ++k)
+      if (x.asDouble(k) != 0)
+        hits.push_back(k);
+    HostTensor out;
+    out.shape = {rank, int64_t(hits.size())};
+    out.i.resize(rank * hits.size());
+    for (size_t n = 0; n < hits.size(); ++n)
+      for (int64_t d = rank - 1, k = hits[n]; d >= 0; --d) {
+        out.i[d * hits.size() + n] = k % shape[d];
+        k /= shape[d];
+      }
+    gi.setOutputConst(0, std::move(out));
+    return success();
+  }
   OpBuilder &b = gi.builder();
-  auto type = RankedTensorType::get({in.getRank(), ShapedType::kDynamic},
-                                    b.getI64Type());
-  gi.setOutput(0, moe::NonZeroOp::create(b, gi.loc(), type, gi.input(0)));
+  Value x = gi.input(0);
+  if (in.getRank() == 0)
+    x = gi.reshape(x, {1});
+  // The count is data dependent unless shape inference knows better.
+  int64_t n = ShapedType::kDynamic;
+  if (RankedTensorType inferred = gi.inferredOutputType(0);
+      inferred && inferred.getRank() == 2 && !inferred.isDynamicDim(1) &&
+      (!in.hasStaticShape() || inferred.getDimSize(1) <= in.getNumElements()))
+    n = inferred.getDimSize(1);
+  auto type = RankedTensorType::get({rank, n}, b.getI64Type());
+  gi.setOutput(0, moe::NonZeroOp::create(b, gi.loc(), type, x));
   return success();
 }
 
@@ -100,11 +144,14 @@ static LogicalResult importScatterElements(GraphImporter &gi) {
   if (gi.inputType(1).getRank() != data.getRank() ||
       gi.inputType(2).getRank() != data.getRank())
     return gi.fail("data, indices and updates must have the same rank");
+  if (failed(checkIndexType(gi, 1, "indices")))
+    return failure();
+  if (gi.inputType(2).getElementType() != data.getElementType())
+    return gi.fail("updates and data have different element types");
   OpBuilder &b = gi.builder();
   auto op = moe::ScatterElementsOp::create(
       b, gi.loc(), data, gi.input(0), gi.input(1), gi.input(2),
-      b.getI64IntegerAttr(*axis),
-      moe::ReductionAttr::get(gi.ctx(), *red));
+      b.getI64IntegerAttr(*axis), moe::ReductionAttr::get(gi.ctx(), *red));
   gi.setOutput(0, op);
   return success();
 }
@@ -126,6 +173,10 @@ static LogicalResult importScatterND(GraphImporter &gi) {
   if (upd.getRank() != idx.getRank() - 1 + data.getRank() - q)
     return gi.fail("updates have rank " + Twine(upd.getRank()) + ", expected " +
                    Twine(idx.getRank() - 1 + data.getRank() - q));
+  if (failed(checkIndexType(gi, 1, "indices")))
+    return failure();
+  if (upd.getElementType() != data.getElementType())
+    return gi.fail("updates and data have different element types");
   OpBuilder &b = gi.builder();
   auto op = moe::ScatterNDOp::create(b, gi.loc(), data, gi.input(0),
                                      gi.input(1), gi.input(2),
@@ -166,9 +217,8 @@ static LogicalResult importOneHot(GraphImporter &gi) {
   for (int64_t i = 0; i < outRank; ++i)
     if (i != *axis)
       idxExprs.push_back(b.getAffineDimExpr(i));
-  SmallVector<AffineMap> maps = {
-      AffineMap::get(outRank, 0, idxExprs, gi.ctx()),
-      b.getMultiDimIdentityMap(outRank)};
+  SmallVector<AffineMap> maps = {AffineMap::get(outRank, 0, idxExprs, gi.ctx()),
+                                 b.getMultiDimIdentityMap(outRank)};
   SmallVector<utils::IteratorType> iters(outRank,
                                          utils::IteratorType::parallel);
   Type idxElt = idx.getElementType();
@@ -196,9 +246,8 @@ static LogicalResult importOneHot(GraphImporter &gi) {
         Value c1 = arith::ConstantIndexOp::create(bb, l, 1);
         Value off = tensor::ExtractOp::create(bb, l, values, ValueRange{c0});
         Value on = tensor::ExtractOp::create(bb, l, values, ValueRange{c1});
-        linalg::YieldOp::create(bb, l,
-                                Value(arith::SelectOp::create(bb, l, hit, on,
-                                                              off)));
+        linalg::YieldOp::create(
+            bb, l, Value(arith::SelectOp::create(bb, l, hit, on, off)));
       });
   gi.setOutput(0, generic.getResult(0));
   return success();

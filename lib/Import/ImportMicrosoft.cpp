@@ -3,21 +3,41 @@
 // com.microsoft.MoE, onnxruntime's fused MoE layer, maps one to one onto
 // moe.route + moe.experts, so it is imported already raised.
 //
-// Semantics (checked against onnxruntime 1.32 CPU on random data):
-//   p = softmax(router_probs); the k largest win (ties: lower expert id);
+// Semantics (checked against onnxruntime 1.32 CPU on random data, see
+// examples/ort_moe/gen.py):
+//   p = softmax(router_probs[t]) over the experts; the k largest win, and on
+//   equal probabilities the HIGHER expert id wins (onnxruntime partial-sorts
+//   (p, id) pairs with std::greater; moe.route prefers the lower id, so only
+//   exact ties can differ);
 //   weights = p at the winners, divided by their sum when
-//   normalize_routing_weights = 1;
-//   y[t] = sum_j w[t,j] * (act(x[t] fc1[e]^T + b1[e]) [* (x[t] fc3[e]^T + b3[e])])
-//          fc2[e]^T + b2[e]
-// with fc1/fc3 stored [E, F, H] and fc2 [E, H, F] (onnxruntime >= 1.22; older
-// releases stored [E, H, F] and [E, F, H], which is accepted too when the
-// shapes tell them apart). activation_type gelu is the tanh approximation.
+//   normalize_routing_weights == 1;
+//   y[t] = sum_j w[t,j] * FFN_e(x[t]),
+//   FFN_e(x) = act(x fc1[e]^T + b1[e]) fc2[e]^T + b2[e]
+// with fc1 stored [E, F, H] and fc2 [E, H, F] (onnxruntime >= 1.22; older
+// releases stored [E, H, F] and [E, F, H], accepted too when the shapes tell
+// them apart). moec's layout is w_gate [E, H, F], w_down [E, F, H], so the
+// weights are transposed here. Activations: relu, silu, identity, and gelu,
+// which is the tanh approximation.
+//
+// activation_type = "swiglu" (gpt-oss style):
+//   g = x Wg + bg, l = x Wl + bl,
+//   swiglu = g * sigmoid(activation_alpha * g) * (l + activation_beta)
+// (alpha defaults to 1, beta to 0). swiglu_fusion = 1 interleaves g and l in
+// fc1's rows ([g0, l0, g1, l1, ...]; the only form onnxruntime's CPU kernel
+// runs, checked), 2 concatenates them ([g | l]), 0 takes l from fc3. Since
+// g * sigmoid(a g) = silu(a g) / a, it is a silu-gated moe.experts with
+// w_gate = a Wg, b_gate = a bg, w_up = Wl / a, b_up = (bl + beta) / a.
+// swiglu_limit (clamping) has no moe.experts form and is rejected.
+// "geglu" (CUDA only, fused fc1 required) is gelu_tanh(g) * l.
+// A separate fc3 with another activation gates it: act(x fc1^T) * (x fc3^T).
 //
 //===----------------------------------------------------------------------===//
 
 #include "GraphImporter.h"
 
 #include "moec/Dialect/MoE/MoEOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
 
 using namespace mlir;
 using namespace moec;
@@ -37,6 +57,39 @@ HostTensor transposeLast2(const HostTensor &w) {
         t.f[(x * bdim + j) * a + i] = w.f[(x * a + i) * bdim + j];
   return t;
 }
+
+/// Rows `start, start + step, ...` (`count` of them) of every expert of a
+/// `[E, R, H]` weight, transposed and scaled: `[E, H, count]`.
+HostTensor pickRowsT(const HostTensor &w, int64_t start, int64_t step,
+                     int64_t count, double scale) {
+  HostTensor t;
+  t.dtype = w.dtype;
+  int64_t e = w.shape[0], r = w.shape[1], h = w.shape[2];
+  t.shape = {e, h, count};
+  t.f.resize(size_t(e * h * count));
+  for (int64_t x = 0; x < e; ++x)
+    for (int64_t j = 0; j < count; ++j)
+      for (int64_t i = 0; i < h; ++i)
+        t.f[(x * h + i) * count + j] =
+            scale * w.f[(x * r + start + j * step) * h + i];
+  return t;
+}
+
+/// The same selection of a `[E, R]` bias (or, when `b` is null, of zeros),
+/// as `(b + add) * scale`: `[E, count]`.
+HostTensor pickBias(const HostTensor *b, int32_t dtype, int64_t e, int64_t r,
+                    int64_t start, int64_t step, int64_t count, double add,
+                    double scale) {
+  HostTensor t;
+  t.dtype = b ? b->dtype : dtype;
+  t.shape = {e, count};
+  t.f.resize(size_t(e * count));
+  for (int64_t x = 0; x < e; ++x)
+    for (int64_t j = 0; j < count; ++j)
+      t.f[x * count + j] =
+          ((b ? b->f[x * r + start + j * step] : 0.0) + add) * scale;
+  return t;
+}
 } // namespace
 
 static LogicalResult importMoE(GraphImporter &gi) {
@@ -53,42 +106,68 @@ static LogicalResult importMoE(GraphImporter &gi) {
                    "not supported");
   std::string act = gi.strAttr("activation_type", "relu");
   moe::Activation activation;
+  bool swiglu = act == "swiglu", geglu = act == "geglu";
   if (act == "relu")
     activation = moe::Activation::relu;
-  else if (act == "gelu")
+  else if (act == "gelu" || geglu)
     activation = moe::Activation::gelu_tanh;
-  else if (act == "silu")
+  else if (act == "silu" || swiglu)
     activation = moe::Activation::silu;
   else if (act == "identity")
     activation = moe::Activation::identity;
   else
     return gi.fail("activation_type '" + act +
-                   "' is not supported (relu, gelu, silu, identity are)");
+                   "' is not supported (relu, gelu, silu, identity, swiglu, "
+                   "geglu are)");
+  int64_t fusion = gi.intAttr("swiglu_fusion", 0);
+  double alpha = gi.floatAttr("activation_alpha", 1.0);
+  double beta = gi.floatAttr("activation_beta", 0.0);
+  if (swiglu || geglu) {
+    if (fusion < 0 || fusion > 2)
+      return gi.fail("attribute swiglu_fusion=" + Twine(fusion) +
+                     " is not one of 0, 1, 2");
+    if (geglu && fusion == 0)
+      return gi.fail("activation_type 'geglu' needs swiglu_fusion 1 or 2");
+  }
+  if (swiglu) {
+    if (gi.hasAttr("swiglu_limit"))
+      return gi.fail("attribute swiglu_limit (clamped SwiGLU) is not "
+                     "supported");
+    if (alpha == 0.0)
+      return gi.fail("attribute activation_alpha=0 is not supported");
+  } else {
+    alpha = 1.0;
+    beta = 0.0;
+  }
 
   RankedTensorType inT = gi.inputType(kInput), rT = gi.inputType(kRouter);
   if (inT.getRank() != 2 && inT.getRank() != 3)
     return gi.fail("input must be [tokens, hidden] or [batch, seq, hidden]");
-  if (!inT.hasStaticShape() || !rT.hasStaticShape() || rT.getRank() != 2)
-    return gi.fail("input and router_probs must have static shapes, "
-                   "router_probs [tokens, experts]");
+  if (rT.getRank() != 2)
+    return gi.fail("router_probs must be [tokens, experts]");
+  if (inT.isDynamicDim(inT.getRank() - 1))
+    return gi.fail("the hidden size (last dim of input) must be static");
   int64_t h = inT.getShape().back();
-  int64_t tokens = inT.getNumElements() / h;
-  int64_t e = rT.getDimSize(1);
-  if (rT.getDimSize(0) != tokens)
+  // Tokens: the product of the leading dims, dynamic when any of them is.
+  int64_t tokens = 1;
+  for (int64_t d = 0; d + 1 < inT.getRank(); ++d)
+    tokens = inT.isDynamicDim(d) || ShapedType::isDynamic(tokens)
+                 ? ShapedType::kDynamic
+                 : tokens * inT.getDimSize(d);
+  if (!ShapedType::isDynamic(tokens) && !rT.isDynamicDim(0) &&
+      rT.getDimSize(0) != tokens)
     return gi.fail("router_probs has " + Twine(rT.getDimSize(0)) +
                    " rows but the input has " + Twine(tokens) + " tokens");
-  int64_t k = gi.intAttr("k", 1);
-  if (k < 1 || k > e)
-    return gi.fail("k=" + Twine(k) + " must be in [1, " + Twine(e) + "]");
 
   // Expert weights must be known: they are moved into moec's layout here.
   auto loadWeight = [&](unsigned i, const char *name) -> const HostTensor * {
     const HostTensor *w = gi.inputConst(i);
-    if (!w)
+    if (!w) {
       (void)gi.fail(Twine(name) + " must be an initializer (constant)");
-    else if (w->shape.size() != 3 || w->shape[0] != e || !w->isFloat()) {
-      (void)gi.fail(Twine(name) + " must be a float [" + Twine(e) +
-                    ", ., .] tensor");
+      return nullptr;
+    }
+    if (w->shape.size() != 3 || !w->isFloat()) {
+      (void)gi.fail(Twine(name) + " must be a float [experts, ., .] tensor");
       return nullptr;
     }
     return w;
@@ -97,77 +176,172 @@ static LogicalResult importMoE(GraphImporter &gi) {
   const HostTensor *fc2 = loadWeight(kFc2, "fc2_experts_weights");
   if (!fc1 || !fc2)
     return failure();
-  // [E, F, H] (current onnxruntime) unless only [E, H, F] fits the shapes.
+  int64_t e = fc1->shape[0];
+  if (!rT.isDynamicDim(1) && rT.getDimSize(1) != e)
+    return gi.fail("router_probs has " + Twine(rT.getDimSize(1)) +
+                   " experts but fc1_experts_weights has " + Twine(e));
+  int64_t k = gi.intAttr("k", 1);
+  if (k < 1 || k > e)
+    return gi.fail("k=" + Twine(k) + " must be in [1, " + Twine(e) + "]");
+
+  // fc1 in onnxruntime's current layout [E, R, H], R = fusion * F.
   bool legacy = fc1->shape[2] != h && fc1->shape[1] == h;
   if (!legacy && fc1->shape[2] != h)
     return gi.fail("fc1_experts_weights " + Twine(fc1->shape[1]) + "x" +
-                   Twine(fc1->shape[2]) + " per expert does not match hidden "
-                   "size " + Twine(h));
-  int64_t f = legacy ? fc1->shape[2] : fc1->shape[1];
+                   Twine(fc1->shape[2]) +
+                   " per expert does not match hidden size " + Twine(h));
+  std::optional<HostTensor> fc1Legacy;
+  if (legacy)
+    fc1Legacy = transposeLast2(*fc1);
+  const HostTensor &w1 = legacy ? *fc1Legacy : *fc1;
+  int64_t rows = w1.shape[1];
+  bool fused = (swiglu || geglu) && fusion != 0;
+  if (fused && rows % 2 != 0)
+    return gi.fail("fc1_experts_weights has " + Twine(rows) +
+                   " rows per expert; fused gate/up needs an even count");
+  int64_t f = fused ? rows / 2 : rows;
   auto expect = [&](const HostTensor &w, int64_t a, int64_t b,
                     const char *name) -> LogicalResult {
-    if (w.shape[1] != a || w.shape[2] != b)
+    if (w.shape[0] != e || w.shape[1] != a || w.shape[2] != b)
       return gi.fail(Twine(name) + " must be [" + Twine(e) + ", " + Twine(a) +
                      ", " + Twine(b) + "]");
     return success();
   };
-  if (failed(expect(*fc2, legacy ? f : h, legacy ? h : f,
-                    "fc2_experts_weights")))
+  if (failed(
+          expect(*fc2, legacy ? f : h, legacy ? h : f, "fc2_experts_weights")))
     return failure();
-  auto toGateLayout = [&](const HostTensor &w) {
-    return legacy ? w : transposeLast2(w);
-  };
   const HostTensor *fc3 = nullptr;
+  std::optional<HostTensor> fc3Legacy;
   if (gi.hasInput(kFc3)) {
+    if (fused)
+      return gi.fail("fc3_experts_weights given with swiglu_fusion=" +
+                     Twine(fusion) + " (gate and up are both in fc1)");
     fc3 = loadWeight(kFc3, "fc3_experts_weights");
     if (!fc3 || failed(expect(*fc3, fc1->shape[1], fc1->shape[2],
                               "fc3_experts_weights")))
       return failure();
+    if (legacy) {
+      fc3Legacy = transposeLast2(*fc3);
+      fc3 = &*fc3Legacy;
+    }
+  } else if (gi.hasInput(kB3)) {
+    return gi.fail("fc3_experts_bias given without fc3_experts_weights");
   }
-  auto bias = [&](unsigned i, int64_t n, const char *name,
-                  Value &out) -> LogicalResult {
+  if (swiglu && !fused && !fc3)
+    return gi.fail("activation_type 'swiglu' with swiglu_fusion=0 needs "
+                   "fc3_experts_weights");
+
+  auto checkBias = [&](unsigned i, int64_t n, const char *name) {
     if (!gi.hasInput(i))
       return success();
     RankedTensorType t = gi.inputType(i);
     if (t.getRank() != 2 || t.getDimSize(0) != e || t.getDimSize(1) != n)
       return gi.fail(Twine(name) + " must be [" + Twine(e) + ", " + Twine(n) +
                      "]");
-    out = gi.input(i);
     return success();
   };
-  Value b1, b2, b3;
-  if (failed(bias(kB1, f, "fc1_experts_bias", b1)) ||
-      failed(bias(kB2, h, "fc2_experts_bias", b2)) ||
-      failed(bias(kB3, f, "fc3_experts_bias", b3)))
+  if (failed(checkBias(kB1, rows, "fc1_experts_bias")) ||
+      failed(checkBias(kB2, h, "fc2_experts_bias")) ||
+      failed(checkBias(kB3, f, "fc3_experts_bias")))
     return failure();
-  if (b3 && !fc3)
-    return gi.fail("fc3_experts_bias given without fc3_experts_weights");
 
   std::string node = gi.node().name().empty() ? "moe" : gi.node().name();
-  Value wGate = gi.weight(toGateLayout(*fc1), node + ".w_gate");
-  Value wUp = fc3 ? gi.weight(toGateLayout(*fc3), node + ".w_up") : Value();
-  Value wDown = gi.weight(legacy ? *fc2 : transposeLast2(*fc2),
-                          node + ".w_down");
+  Value wGate, wUp, bGate, bUp;
+  // Fused gate/up rows: interleaved (fusion 1) or [gate | up] (fusion 2).
+  int64_t gateStart = 0, upStart = fused ? (fusion == 1 ? 1 : f) : 0;
+  int64_t step = fused && fusion == 1 ? 2 : 1;
+  // Biases are rewritten on the host when split or rescaled; else they are
+  // used as they are (and may then be computed values).
+  bool hostBias = fused || alpha != 1.0 || beta != 0.0;
+  auto hostBiasOf = [&](unsigned i, const char *name,
+                        const HostTensor *&out) -> LogicalResult {
+    out = nullptr;
+    if (!gi.hasInput(i))
+      return success();
+    out = gi.inputConst(i);
+    if (!out || !out->isFloat())
+      return gi.fail(Twine(name) +
+                     " must be a float initializer (constant) "
+                     "with activation_type '" +
+                     act + "'");
+    return success();
+  };
+  if (fused || fc3) {
+    const HostTensor &up = fused ? w1 : *fc3;
+    wGate =
+        gi.weight(pickRowsT(w1, gateStart, step, f, alpha), node + ".w_gate");
+    wUp =
+        gi.weight(pickRowsT(up, upStart, step, f, 1.0 / alpha), node + ".w_up");
+    if (hostBias) {
+      const HostTensor *b1 = nullptr, *b3 = nullptr;
+      if (failed(hostBiasOf(kB1, "fc1_experts_bias", b1)) ||
+          failed(hostBiasOf(kB3, "fc3_experts_bias", b3)))
+        return failure();
+      if (b1)
+        bGate = gi.weight(
+            pickBias(b1, w1.dtype, e, rows, gateStart, step, f, 0.0, alpha),
+            node + ".b_gate");
+      const HostTensor *bu = fused ? b1 : b3;
+      if (bu || beta != 0.0)
+        bUp = gi.weight(pickBias(bu, w1.dtype, e, fused ? rows : f, upStart,
+                                 step, f, beta, 1.0 / alpha),
+                        node + ".b_up");
+    } else {
+      if (gi.hasInput(kB1))
+        bGate = gi.input(kB1);
+      if (gi.hasInput(kB3))
+        bUp = gi.input(kB3);
+    }
+  } else {
+    wGate = gi.weight(legacy ? *fc1 : transposeLast2(*fc1), node + ".w_gate");
+    if (gi.hasInput(kB1))
+      bGate = gi.input(kB1);
+  }
+  Value wDown =
+      gi.weight(legacy ? *fc2 : transposeLast2(*fc2), node + ".w_down");
+  Value bDown = gi.hasInput(kB2) ? gi.input(kB2) : Value();
 
   OpBuilder &b = gi.builder();
+  Location loc = gi.loc();
   Type elt = inT.getElementType();
-  Value x = gi.reshape(gi.input(kInput), {tokens, h});
+  Value input = gi.input(kInput);
+  // Dynamic leading dims of the input, and their product.
+  SmallVector<Value> inDyn;
+  for (int64_t d = 0; d < inT.getRank(); ++d)
+    if (inT.isDynamicDim(d))
+      inDyn.push_back(gi.dim(input, d));
+  Value x = input;
+  if (inT.getRank() == 3) {
+    SmallVector<Value> dyn;
+    if (ShapedType::isDynamic(tokens)) {
+      Value n =
+          arith::MulIOp::create(b, loc, gi.dim(input, 0), gi.dim(input, 1));
+      dyn.push_back(n);
+    }
+    x = gi.reshape(input, {tokens, h}, dyn);
+  }
+  int64_t routeRows = rT.getDimSize(0);
+  if (ShapedType::isDynamic(routeRows))
+    routeRows = tokens;
   auto route = moe::RouteOp::create(
-      b, gi.loc(), RankedTensorType::get({tokens, k}, rT.getElementType()),
-      RankedTensorType::get({tokens, k}, b.getI64Type()), gi.input(kRouter),
+      b, loc, RankedTensorType::get({routeRows, k}, rT.getElementType()),
+      RankedTensorType::get({routeRows, k}, b.getI64Type()), gi.input(kRouter),
       /*bias=*/Value(), b.getI64IntegerAttr(k),
       moe::ScoreFuncAttr::get(gi.ctx(), moe::ScoreFunc::softmax),
-      b.getBoolAttr(gi.intAttr("normalize_routing_weights", 0) != 0),
+      b.getBoolAttr(gi.intAttr("normalize_routing_weights", 0) == 1),
       b.getF64FloatAttr(1.0), b.getI64IntegerAttr(1), b.getI64IntegerAttr(1),
       moe::GroupScoreAttr::get(gi.ctx(), moe::GroupScore::max));
   Value weights = route.getWeights();
   if (rT.getElementType() != elt)
     weights = gi.castTensor(weights, elt);
   auto experts = moe::ExpertsOp::create(
-      b, gi.loc(), RankedTensorType::get({tokens, h}, elt), x,
-      route.getIndices(), weights, wGate, wUp, wDown, b1, b3, b2,
+      b, loc, RankedTensorType::get({tokens, h}, elt), x, route.getIndices(),
+      weights, wGate, wUp, wDown, bGate, bUp, bDown,
       moe::ActivationAttr::get(gi.ctx(), activation), b.getI64IntegerAttr(0));
-  gi.setOutput(0, gi.reshape(experts.getResult(), inT.getShape()));
+  Value y = experts.getResult();
+  if (inT.getRank() == 3)
+    y = gi.reshape(y, inT.getShape(), inDyn);
+  gi.setOutput(0, y);
   return success();
 }
 
