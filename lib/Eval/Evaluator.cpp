@@ -126,6 +126,25 @@ struct FloatRound {
   }
 };
 
+/// Calls `fn(k, flat)` for each element `k` (row-major) of a strided slice
+/// of `sizes` at `offs` with `steps`, where `flat` is its index in the tensor
+/// with `strides`.
+void forEachSliceElement(ArrayRef<int64_t> sizes, ArrayRef<int64_t> offs,
+                         ArrayRef<int64_t> steps, ArrayRef<int64_t> strides,
+                         function_ref<void(int64_t, int64_t)> fn) {
+  int64_t n = 1;
+  for (int64_t d : sizes)
+    n *= d;
+  for (int64_t k = 0; k < n; ++k) {
+    int64_t rem = k, flat = 0;
+    for (int64_t d = int64_t(sizes.size()) - 1; d >= 0; --d) {
+      flat += (offs[d] + (rem % sizes[d]) * steps[d]) * strides[d];
+      rem /= sizes[d];
+    }
+    fn(k, flat);
+  }
+}
+
 SmallVector<int64_t> stridesOf(ArrayRef<int64_t> shape) {
   SmallVector<int64_t> s(shape.size(), 1);
   for (int64_t d = int64_t(shape.size()) - 2; d >= 0; --d)
@@ -1663,17 +1682,9 @@ LogicalResult Interpreter::evalTensorOp(Operation *op) {
         }
         SmallVector<int64_t> st = stridesOf(src.shape);
         Tensor out = Tensor::zeros(sizes, s.getType().getElementType());
-        SmallVector<int64_t> p(sizes.size(), 0);
-        for (int64_t k = 0, n = out.numElements(); k < n; ++k) {
-          int64_t rem = k, flat = 0;
-          for (int64_t d = int64_t(sizes.size()) - 1; d >= 0; --d) {
-            p[d] = rem % sizes[d];
-            rem /= sizes[d];
-          }
-          for (size_t d = 0; d < sizes.size(); ++d)
-            flat += (offs[d] + p[d] * steps[d]) * st[d];
-          copyElt(src, flat, out, k);
-        }
+        forEachSliceElement(
+            sizes, offs, steps, st,
+            [&](int64_t k, int64_t flat) { copyElt(src, flat, out, k); });
         if (s.getType().getRank() != int64_t(sizes.size())) {
           // Rank-reducing: the dropped unit dims go, the data order stays.
           llvm::SmallBitVector dropped = s.getDroppedDims();
@@ -1705,17 +1716,9 @@ LogicalResult Interpreter::evalTensorOp(Operation *op) {
             return fail(op, "slice out of bounds in dim " + Twine(d));
         }
         SmallVector<int64_t> st = stridesOf(dst.shape);
-        SmallVector<int64_t> p(sizes.size(), 0);
-        for (int64_t k = 0, n = src.numElements(); k < n; ++k) {
-          int64_t rem = k, flat = 0;
-          for (int64_t d = int64_t(sizes.size()) - 1; d >= 0; --d) {
-            p[d] = rem % sizes[d];
-            rem /= sizes[d];
-          }
-          for (size_t d = 0; d < sizes.size(); ++d)
-            flat += (offs[d] + p[d] * steps[d]) * st[d];
-          copyElt(src, k, dst, flat);
-        }
+        forEachSliceElement(
+            sizes, offs, steps, st,
+            [&](int64_t k, int64_t flat) { copyElt(src, k, dst, flat); });
         setTensor(s, std::move(dst));
         return success();
       })

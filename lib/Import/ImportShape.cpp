@@ -86,6 +86,15 @@ FailureOr<std::vector<int64_t>> constInts(GraphImporter &gi, unsigned i,
   return v;
 }
 
+/// Int list given as input `i` (opset 13+) or, in older form, as attribute
+/// `name`; empty when neither is there.
+FailureOr<std::vector<int64_t>>
+intsFromInputOrAttr(GraphImporter &gi, unsigned i, StringRef name) {
+  if (gi.hasInput(i))
+    return constInts(gi, i, name);
+  return gi.intsAttr(name);
+}
+
 /// Index value of dim `d` of `v` as i64.
 Value dimI64(GraphImporter &gi, Value v, int64_t d) {
   return arith::IndexCastOp::create(gi.builder(), gi.loc(),
@@ -464,17 +473,12 @@ LogicalResult importFlatten(GraphImporter &gi) {
 LogicalResult importSqueeze(GraphImporter &gi, bool unsqueeze) {
   RankedTensorType in = gi.inputType(0);
   int64_t rank = in.getRank();
-  std::vector<int64_t> axes;
-  if (gi.hasInput(1)) {
-    FailureOr<std::vector<int64_t>> a = constInts(gi, 1, "axes");
-    if (failed(a))
-      return failure();
-    axes = *a;
-  } else if (gi.hasAttr("axes")) {
-    axes = gi.intsAttr("axes"); // opset < 13 style, accepted
-  } else if (unsqueeze) {
+  if (unsqueeze && !gi.hasInput(1) && !gi.hasAttr("axes"))
     return gi.fail("axes are required");
-  }
+  FailureOr<std::vector<int64_t>> axesOr = intsFromInputOrAttr(gi, 1, "axes");
+  if (failed(axesOr))
+    return failure();
+  std::vector<int64_t> axes = std::move(*axesOr);
   int64_t outRank = unsqueeze ? rank + int64_t(axes.size()) : rank;
   SmallVector<bool> marked(outRank, false);
   for (int64_t a : axes) {
@@ -637,15 +641,10 @@ LogicalResult importSplit(GraphImporter &gi) {
   if (failed(axis))
     return failure();
   unsigned outs = gi.numOutputs();
-  std::vector<int64_t> sizes;
-  if (gi.hasInput(1)) {
-    FailureOr<std::vector<int64_t>> s = constInts(gi, 1, "split");
-    if (failed(s))
-      return failure();
-    sizes = *s;
-  } else if (gi.hasAttr("split")) {
-    sizes = gi.intsAttr("split");
-  }
+  FailureOr<std::vector<int64_t>> sizesOr = intsFromInputOrAttr(gi, 1, "split");
+  if (failed(sizesOr))
+    return failure();
+  std::vector<int64_t> sizes = std::move(*sizesOr);
   int64_t dim = in.getDimSize(*axis);
   if (!sizes.empty()) {
     if (sizes.size() != outs)
