@@ -1,0 +1,207 @@
+//===- Plan.h - the .moeplan format: in-memory form, reader, writer -*- C++ -*-===//
+//
+// A plan is what `moec ... -o model.moeplan` writes and `moe-run` executes:
+// one SPMD program (values and steps, identical on every rank) plus each
+// rank's weights. The on-disk layout and the manifest's JSON schema are
+// documented in docs/plan-format.md; this header is the one implementation
+// of both, shared by the compiler (writer) and the runtime (reader). It does
+// not depend on LLVM or MLIR.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOERT_PLAN_H
+#define MOERT_PLAN_H
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace moert {
+
+/// The format version this build reads and writes. A plan with another
+/// version is refused with a message naming both versions.
+constexpr uint32_t kPlanVersion = 1;
+
+enum class DType : uint8_t { f32, f16, bf16, i64, i32, u8 };
+/// "f32", "f16", "bf16", "i64", "i32", "u8".
+const char *dtypeName(DType t);
+/// Parses a dtype name; false when unknown.
+bool parseDType(const std::string &name, DType &out);
+/// Bytes per element.
+size_t dtypeSize(DType t);
+
+/// A dimension of the device mesh, e.g. {"ep", 4}. Ranks are numbered
+/// row-major over the axes in order: for dp=2,ep=4 rank = dp_idx*4 + ep_idx.
+struct MeshAxis {
+  std::string name;
+  int64_t size = 1;
+};
+
+/// Where a constant's bytes are: a segment of the data region and an offset
+/// inside it (64-byte aligned).
+struct DataRef {
+  int32_t segment = -1;
+  uint64_t offset = 0;
+  uint64_t bytes = 0;
+};
+
+/// A contiguous, page-aligned part of the data region. `ranks` lists the
+/// ranks that map it (empty: every rank). A rank maps only its segments.
+struct Segment {
+  std::string name;
+  uint64_t offset = 0; ///< from the start of the data region, 4096-aligned
+  uint64_t size = 0;
+  std::vector<int32_t> ranks;
+};
+
+enum class ValueKind : uint8_t {
+  input,    ///< filled from a model input (this rank's slice)
+  output,   ///< gathered into a model output
+  temp,     ///< lives in the arena at `offset`
+  constant, ///< weights: points into the mapped data region
+};
+
+/// A tensor of the per-rank program. Shapes are local (per rank) and static;
+/// for data-dependent sizes (tokens received by dispatch) `shape` is the
+/// upper bound the arena reserves and the step records the actual count.
+struct Value {
+  int32_t id = 0;
+  std::string name; ///< for messages and --describe
+  DType dtype = DType::f32;
+  std::vector<int64_t> shape;
+  ValueKind kind = ValueKind::temp;
+  /// Arena offset in bytes (input/output/temp), 64-byte aligned. Values may
+  /// share arena bytes when their lifetimes do not overlap (the compiler's
+  /// memory plan); a reshape's result aliases its operand.
+  uint64_t offset = 0;
+  /// For constants: one entry (the same bytes on every rank) or one entry
+  /// per rank (rank r reads data[r]).
+  std::vector<DataRef> data;
+
+  int64_t numElements() const;
+  uint64_t byteSize() const { return numElements() * dtypeSize(dtype); }
+};
+
+/// How a model input is split over ranks, or an output gathered. `axis` < 0:
+/// replicated (every rank gets the whole tensor; outputs are taken from rank
+/// 0). Otherwise the tensor is split into equal contiguous blocks along
+/// `axis` over the mesh axes named in `over` (row-major over those axes);
+/// ranks that differ only in other axes get the same block.
+struct Split {
+  int axis = -1;
+  std::vector<std::string> over;
+};
+
+struct ModelIO {
+  std::string name;
+  DType dtype = DType::f32;
+  std::vector<int64_t> shape; ///< global shape
+  Split split;
+  int32_t value = -1; ///< the Value holding this rank's part
+};
+
+/// Attribute values of a step: integers, floats, strings and integer lists.
+struct Attr {
+  enum Kind { Int, Float, String, IntList } kind = Int;
+  int64_t i = 0;
+  double f = 0;
+  std::string s;
+  std::vector<int64_t> list;
+};
+
+/// One operation of the per-rank program. The step kinds, their operands,
+/// results and attributes are listed in docs/plan-format.md ("Steps").
+struct Step {
+  std::string op;
+  std::vector<int32_t> inputs;  ///< value ids (-1: absent optional operand)
+  std::vector<int32_t> outputs; ///< value ids
+  std::map<std::string, Attr> attrs;
+  std::string loc; ///< source location (ONNX node name) for messages
+
+  bool has(const std::string &name) const { return attrs.count(name) != 0; }
+  int64_t getInt(const std::string &name, int64_t dflt) const;
+  double getFloat(const std::string &name, double dflt) const;
+  std::string getString(const std::string &name,
+                        const std::string &dflt) const;
+  std::vector<int64_t> getList(const std::string &name) const;
+};
+
+/// The whole plan: manifest plus (when loaded) the mapped data region.
+struct Plan {
+  uint32_t version = kPlanVersion;
+  std::string producer; ///< e.g. "moec 0.1"
+  std::string source;   ///< the ONNX file it was compiled from
+  std::vector<MeshAxis> mesh;
+  std::vector<Segment> segments;
+  std::vector<Value> values;
+  std::vector<ModelIO> inputs;
+  std::vector<ModelIO> outputs;
+  std::vector<Step> steps;
+  uint64_t arenaBytes = 0; ///< per-rank arena size
+
+  int64_t worldSize() const;
+  /// The coordinate of `rank` along mesh axis `axis` (by name); 0 when the
+  /// mesh has no such axis.
+  int64_t coord(int64_t rank, const std::string &axis) const;
+  /// Size of the named mesh axis (1 when absent).
+  int64_t axisSize(const std::string &axis) const;
+  /// Ranks in `rank`'s group along the named axes (those that share every
+  /// other coordinate), in order of the group-local index; the group-local
+  /// index is row-major over `axes`.
+  std::vector<int32_t> group(int64_t rank,
+                             const std::vector<std::string> &axes) const;
+};
+
+/// Checks the manifest's internal consistency (value ids in range, shapes
+/// non-negative, constants inside their segments, steps' operand counts,
+/// known step kinds, arena offsets inside the arena). Returns false and sets
+/// `error` to a message naming the step or value.
+bool verifyPlan(const Plan &plan, std::string &error);
+
+/// The bytes of the data region, held by the writer until `writePlan`.
+struct PlanData {
+  /// One buffer per segment of `Plan::segments` (same order).
+  std::vector<std::vector<char>> segments;
+};
+
+/// Writes `plan` and its data to `path` (segment offsets and sizes are
+/// filled in). Returns false and sets `error` on failure.
+bool writePlan(const std::string &path, Plan &plan, const PlanData &data,
+               std::string &error);
+
+/// A plan file opened for one rank: the manifest parsed and verified, and
+/// the segments that rank needs mapped read-only (mmap), not copied.
+class LoadedPlan {
+public:
+  ~LoadedPlan();
+  const Plan &plan() const { return plan_; }
+  /// Pointer to a constant's bytes for this rank, or null when its segment
+  /// is not mapped for this rank.
+  const void *constantData(const Value &v) const;
+  /// Bytes of the data region this rank mapped.
+  uint64_t mappedBytes() const { return mappedBytes_; }
+
+  /// Opens `path` for `rank` (rank < 0: manifest only, nothing mapped, for
+  /// --describe). Errors name the file and the problem: not a plan,
+  /// truncated, version mismatch, manifest checksum or syntax errors.
+  static std::unique_ptr<LoadedPlan> open(const std::string &path, int rank,
+                                          std::string &error);
+
+private:
+  Plan plan_;
+  int fd_ = -1;
+  std::vector<std::pair<void *, size_t>> maps_; ///< per segment (or null)
+  std::vector<const char *> segBase_;
+  uint64_t mappedBytes_ = 0;
+};
+
+/// A readable multi-line description of a plan (for `moe-run --describe`):
+/// mesh, inputs/outputs with their splits, segments and bytes per rank,
+/// values, and the steps with operands and attributes.
+std::string describePlan(const Plan &plan);
+
+} // namespace moert
+
+#endif // MOERT_PLAN_H

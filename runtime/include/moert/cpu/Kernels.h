@@ -1,0 +1,154 @@
+//===- Kernels.h - CPU kernels of the moe runtime -----------------*- C++ -*-===//
+//
+// The kernels a plan's steps run on CPU ranks. They do no communication: the
+// executor calls them around the collectives (see docs/plan-format.md for how
+// dispatch and combine use them). All tensors are dense, C order, fp32 unless
+// stated; GEMMs go to the BLAS (OpenBLAS cblas_sgemm). Each kernel has a plain
+// loop reference in test/unit/CpuKernelsTest.cpp.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOERT_CPU_KERNELS_H
+#define MOERT_CPU_KERNELS_H
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace moert {
+
+enum class ScoreFunc { softmax, sigmoid };
+enum class GroupScore { max, top2_sum };
+enum class Activation { silu, gelu, gelu_tanh, relu, identity };
+
+/// Parse the names used in plans ("softmax", "top2_sum", "gelu_tanh", ...).
+bool parseScoreFunc(const std::string &s, ScoreFunc &out);
+bool parseGroupScore(const std::string &s, GroupScore &out);
+bool parseActivation(const std::string &s, Activation &out);
+
+/// Routing semantics, identical to the `moe.route` op (docs/routing.md):
+/// scores = softmax(logits) or sigmoid(logits); selection uses
+/// scores + bias; with num_groups > 1 the experts are split into groups,
+/// each group scored by its max (or sum of its top-2) selection score, and
+/// only the best topk_groups groups compete; the top_k experts are chosen
+/// (ties: lower expert id first), their weights are the unbiased scores,
+/// renormalised to sum 1 when `renormalize`, then multiplied by
+/// scaling_factor.
+struct RouteParams {
+  int64_t topK = 1;
+  ScoreFunc score = ScoreFunc::softmax;
+  bool renormalize = false;
+  double scalingFactor = 1.0;
+  int64_t numGroups = 1;
+  int64_t topkGroups = 1;
+  GroupScore groupScore = GroupScore::max;
+};
+
+/// Where the experts live: expert e has one or more replicas, each a
+/// (rank, slot) pair: `rank` is the index inside the EP group, `slot` the
+/// expert's index among that rank's local experts. Every rank holds
+/// `slotsPerRank` slots (ranks with fewer experts leave the last slots
+/// unused).
+struct Placement {
+  int64_t numExperts = 0;
+  int64_t groupSize = 1;    ///< ranks in the EP group
+  int64_t slotsPerRank = 0; ///< local expert slots per rank
+  /// replicas[e] = list of (rank, slot).
+  std::vector<std::vector<std::pair<int32_t, int32_t>>> replicas;
+};
+
+namespace cpu {
+
+/// routes T tokens: logits [T,E], bias [E] or null -> weights [T,k], ids
+/// [T,k] (global expert ids).
+void route(const float *logits, const float *bias, int64_t T, int64_t E,
+           const RouteParams &p, float *weights, int64_t *ids);
+
+/// C[M,N] = A[M,K] * B (+ bias[N] when non-null). B is [K,N], or [N,K] when
+/// `transB`. Leading dims are the row lengths (contiguous).
+void matmul(const float *A, const float *B, const float *bias, float *C,
+            int64_t M, int64_t K, int64_t N, bool transB);
+
+/// The send side of a dispatch, computed from the local routing decisions.
+/// Assignment a = t*k + j (token t's j-th expert) goes to replica
+/// (t*k + j) mod nReplicas of expert ids[a]. Rows of the send buffer are
+/// ordered by destination rank, then slot, then assignment index.
+struct DispatchLayout {
+  int64_t T = 0, k = 0;
+  std::vector<int64_t> sendPos;    ///< [T*k] row in the send buffer, -1: dropped
+  std::vector<int64_t> sendCounts; ///< [groupSize*slotsPerRank] rows per (rank,slot)
+  int64_t sendRows = 0;            ///< rows sent in total (not dropped)
+  int64_t dropped = 0;             ///< assignments over capacity
+};
+
+/// Fills `layout`. `capacity` < 0: dropless. Otherwise each (expert replica)
+/// accepts at most `capacity` assignments from this rank (in assignment
+/// order); the rest are dropped and contribute nothing to the output.
+/// Returns false (with `error`) for an expert id outside [0, numExperts).
+bool planDispatch(const int64_t *ids, int64_t T, int64_t k,
+                  const Placement &placement, int64_t capacity,
+                  DispatchLayout &layout, std::string &error);
+
+/// send[sendPos[a]] = x[a / k] for every non-dropped assignment; x [T,H].
+void packRows(const float *x, int64_t H, const DispatchLayout &layout,
+              float *send);
+
+/// After the count exchange, rank r has received, from each source rank s
+/// (in order) and for each of its slots (in order), recvCounts[s*slots+slot]
+/// rows. `expertMajorOrder` returns perm with perm[i] = source-major row of
+/// the i-th row in slot-major order (slot, then source), and the slot
+/// offsets [slots+1] of the slot-major buffer.
+void expertMajorOrder(const int64_t *recvCounts, int64_t groupSize,
+                      int64_t slots, std::vector<int64_t> &perm,
+                      std::vector<int64_t> &slotOffsets);
+
+/// dst[i] = src[perm[i]] (rows of H floats), for i < n.
+void gatherRowsByIndex(const float *src, int64_t H, const int64_t *perm,
+                       int64_t n, float *dst);
+/// dst[perm[i]] = src[i] (rows of H floats), for i < n.
+void scatterRowsByIndex(const float *src, int64_t H, const int64_t *perm,
+                        int64_t n, float *dst);
+
+/// Weights of the local experts, stacked over slots like `moe.experts`:
+/// wGate, wUp [slots,H,F]; wDown [slots,F,H]; biases [slots,F] / [slots,H].
+/// wUp, bGate, bUp, bDown may be null.
+struct ExpertWeights {
+  const float *wGate = nullptr, *wUp = nullptr, *wDown = nullptr;
+  const float *bGate = nullptr, *bUp = nullptr, *bDown = nullptr;
+  int64_t H = 0, F = 0;
+  Activation act = Activation::silu;
+};
+
+/// Bytes of scratch `groupedFFN` needs for `rows` rows.
+size_t groupedFFNScratch(int64_t rows, const ExpertWeights &w);
+
+/// For each slot s: rows slotOffsets[s]..slotOffsets[s+1] of x [R,H] go
+/// through expert s: y = (act(x Wg + bg) [* (x Wu + bu)]) Wd + bd. GEMMs via
+/// BLAS. `scratch` holds groupedFFNScratch(R, w) bytes.
+void groupedFFN(const float *x, const std::vector<int64_t> &slotOffsets,
+                const ExpertWeights &w, float *y, void *scratch);
+
+/// out[t] = sum_j weights[t,j] * back[sendPos[t*k+j]] over non-dropped
+/// assignments (0 when all were dropped); back has the send buffer's row
+/// order (what the combine all-to-all returns). out [T,H].
+void combineRows(const float *back, int64_t H, const DispatchLayout &layout,
+                 const float *weights, float *out);
+
+/// Elementwise ops used for the dense parts of plans.
+enum class Unary { neg, exp, sigmoid, silu, gelu, gelu_tanh, relu, tanh, sqrt, rsqrt, copy };
+enum class Binary { add, sub, mul, div, max, min };
+bool parseUnary(const std::string &s, Unary &out);
+bool parseBinary(const std::string &s, Binary &out);
+void unary(Unary op, const float *x, float *y, int64_t n);
+/// out = a op b with numpy broadcasting; shapes given right-aligned with the
+/// output's rank (missing leading dims = 1).
+void binary(Binary op, const float *a, const std::vector<int64_t> &aShape,
+            const float *b, const std::vector<int64_t> &bShape, float *out,
+            const std::vector<int64_t> &outShape);
+/// Softmax over the last dim of x [rows, n].
+void softmax(const float *x, float *y, int64_t rows, int64_t n);
+
+} // namespace cpu
+} // namespace moert
+
+#endif // MOERT_CPU_KERNELS_H
