@@ -17,6 +17,9 @@ using namespace moec::moe;
 #define GET_ATTRDEF_CLASSES
 #include "moec/Dialect/MoE/MoEAttrs.cpp.inc"
 
+#define GET_TYPEDEF_CLASSES
+#include "moec/Dialect/MoE/MoETypes.cpp.inc"
+
 void MoEDialect::initialize() {
   addOperations<
 #define GET_OP_LIST
@@ -25,5 +28,9 @@ void MoEDialect::initialize() {
   addAttributes<
 #define GET_ATTRDEF_LIST
 #include "moec/Dialect/MoE/MoEAttrs.cpp.inc"
+      >();
+  addTypes<
+#define GET_TYPEDEF_LIST
+#include "moec/Dialect/MoE/MoETypes.cpp.inc"
       >();
 }

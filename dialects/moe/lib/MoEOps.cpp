@@ -5,6 +5,7 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/OpImplementation.h"
+#include "mlir/IR/SymbolTable.h"
 
 using namespace mlir;
 using namespace moec::moe;
@@ -238,4 +239,181 @@ LogicalResult ScatterNDOp::verify() {
   if (upd.getElementType() != data.getElementType() || res != data)
     return emitOpError("updates and result must match data ") << data;
   return success();
+}
+
+//===----------------------------------------------------------------------===//
+// Expert parallelism
+//===----------------------------------------------------------------------===//
+
+int64_t PlacementAttr::numHeld(int64_t rank) const {
+  int64_t n = 0;
+  for (int64_t s = 0; s < getSlotsPerRank(); ++s)
+    n += expertAt(rank, s) >= 0;
+  return n;
+}
+
+LogicalResult
+PlacementAttr::verify(function_ref<InFlightDiagnostic()> emitError,
+                      int64_t numExperts, int64_t ranks, int64_t slotsPerRank,
+                      ArrayRef<int64_t> slots, StringRef strategy) {
+  if (numExperts < 1 || ranks < 1 || slotsPerRank < 1)
+    return emitError() << "placement needs num_experts, ranks and "
+                          "slots_per_rank >= 1";
+  if (int64_t(slots.size()) != ranks * slotsPerRank)
+    return emitError() << "placement has " << slots.size()
+                       << " slots, expected ranks * slots_per_rank = "
+                       << ranks * slotsPerRank;
+  std::vector<bool> held(numExperts, false);
+  for (int64_t e : slots) {
+    if (e < -1 || e >= numExperts)
+      return emitError() << "placement slot holds expert " << e
+                         << ", outside [-1, " << numExperts << ")";
+    if (e >= 0)
+      held[e] = true;
+  }
+  for (int64_t e = 0; e < numExperts; ++e)
+    if (!held[e])
+      return emitError() << "placement holds no replica of expert " << e;
+  return success();
+}
+
+/// Checks that `grid` names a shard.grid whose rank covers `axes`, when the
+/// symbol can be resolved (ops verified outside a module are not checked).
+static LogicalResult verifyGridAxes(Operation *op, FlatSymbolRefAttr grid,
+                                    ArrayRef<int16_t> axes) {
+  for (int16_t a : axes)
+    if (a < 0)
+      return op->emitOpError("grid axis must be >= 0, got ") << a;
+  Operation *sym = SymbolTable::lookupNearestSymbolFrom(op, grid);
+  if (!sym)
+    return op->emitOpError("grid ") << grid << " is not defined";
+  auto shape = sym->getAttrOfType<DenseI64ArrayAttr>("shape");
+  if (sym->getName().getStringRef() != "shard.grid" || !shape)
+    return op->emitOpError("grid ") << grid << " is not a shard.grid";
+  for (int16_t a : axes)
+    if (a >= int64_t(shape.size()))
+      return op->emitOpError("grid axis ")
+             << a << " is out of range for grid " << grid << " of rank "
+             << shape.size();
+  return success();
+}
+
+LogicalResult DispatchOp::verify() {
+  RankedTensorType tokens = rt(getTokens()), idx = rt(getIndices()),
+                   recv = rt(getRecv());
+  if (tokens.getRank() != 2 || idx.getRank() != 2 || recv.getRank() != 2)
+    return emitOpError("tokens [T, H], indices [T, k] and recv [R, H] must be "
+                       "rank 2");
+  if (!compatible(tokens.getDimSize(0), idx.getDimSize(0)))
+    return emitOpError("indices have ")
+           << idx.getDimSize(0) << " rows but there are "
+           << tokens.getDimSize(0) << " tokens";
+  if (!compatible(recv.getDimSize(1), tokens.getDimSize(1)) ||
+      recv.getElementType() != tokens.getElementType())
+    return emitOpError("recv must hold rows of the tokens' type and width, "
+                       "got ")
+           << recv;
+  if (getGridAxes().empty())
+    return emitOpError("needs at least one grid axis");
+  if (int64_t(getMaxRows()) < 0)
+    return emitOpError("max_rows must be >= 0");
+  if (int64_t(getCapacity()) < -1)
+    return emitOpError("capacity must be -1 (dropless) or >= 0");
+  return verifyGridAxes(*this, getGridAttr(), getGridAxes());
+}
+
+LogicalResult ExpertComputeOp::verify() {
+  RankedTensorType recv = rt(getRecv()), gate = rt(getWGate()),
+                   down = rt(getWDown()), res = rt(getResult());
+  if (recv.getRank() != 2 || gate.getRank() != 3 || down.getRank() != 3)
+    return emitOpError("recv must be [R, H], w_gate [S, H, F], w_down [S, F, "
+                       "H]");
+  int64_t s = gate.getDimSize(0), h = gate.getDimSize(1),
+          f = gate.getDimSize(2);
+  if (!compatible(h, recv.getDimSize(1)))
+    return emitOpError("w_gate hidden size ")
+           << h << " does not match recv's " << recv.getDimSize(1);
+  if (!compatible(down.getDimSize(0), s) || !compatible(down.getDimSize(1), f) ||
+      !compatible(down.getDimSize(2), h))
+    return emitOpError("w_down must be [S, F, H] = [")
+           << s << ", " << f << ", " << h << "], got " << down;
+  if (Value up = getWUp())
+    if (rt(up).getShape() != gate.getShape())
+      return emitOpError("w_up must have the shape of w_gate ")
+             << gate << ", got " << rt(up);
+  if (getBUp() && !getWUp())
+    return emitOpError("bias_up given without w_up");
+  auto checkBias = [&](Value b, int64_t n, StringRef name) -> LogicalResult {
+    if (!b)
+      return success();
+    RankedTensorType t = rt(b);
+    if (t.getRank() != 2 || !compatible(t.getDimSize(0), s) ||
+        !compatible(t.getDimSize(1), n))
+      return emitOpError(name) << " must be [" << s << ", " << n << "], got "
+                               << t;
+    return success();
+  };
+  if (failed(checkBias(getBGate(), f, "bias_gate")) ||
+      failed(checkBias(getBUp(), f, "bias_up")) ||
+      failed(checkBias(getBDown(), h, "bias_down")))
+    return failure();
+  if (res.getRank() != 2 || !compatible(res.getDimSize(0), recv.getDimSize(0)) ||
+      !compatible(res.getDimSize(1), h))
+    return emitOpError("result must be [R, H] like recv, got ") << res;
+  if (auto d = getHandle().getDefiningOp<DispatchOp>()) {
+    int64_t slots = d.getPlacement().getSlotsPerRank();
+    if (!ShapedType::isDynamic(s) && s != slots)
+      return emitOpError("weights stack ")
+             << s << " experts but the dispatch's placement has " << slots
+             << " slots per rank";
+  }
+  return success();
+}
+
+LogicalResult CombineOp::verify() {
+  RankedTensorType y = rt(getY()), w = rt(getWeights()), res = rt(getResult());
+  if (y.getRank() != 2 || w.getRank() != 2 || res.getRank() != 2)
+    return emitOpError("y [R, H], weights [T, k] and result [T, H] must be "
+                       "rank 2");
+  if (!compatible(res.getDimSize(0), w.getDimSize(0)) ||
+      !compatible(res.getDimSize(1), y.getDimSize(1)))
+    return emitOpError("result must be [T, H] = [")
+           << w.getDimSize(0) << ", " << y.getDimSize(1) << "], got " << res;
+  if (auto d = getHandle().getDefiningOp<DispatchOp>()) {
+    RankedTensorType idx = rt(d.getIndices());
+    if (!compatible(idx.getDimSize(0), w.getDimSize(0)) ||
+        !compatible(idx.getDimSize(1), w.getDimSize(1)))
+      return emitOpError("weights must be shaped like the dispatch's indices ")
+             << idx << ", got " << w;
+  }
+  return success();
+}
+
+LogicalResult LocalWeightsOp::verify() {
+  RankedTensorType in = rt(getWeights()), res = rt(getResult());
+  PlacementAttr p = getPlacement();
+  if (in.getRank() < 2 || res.getRank() != in.getRank())
+    return emitOpError("weights must be stacked [E, ...] and the result of "
+                       "the same rank");
+  if (!compatible(in.getDimSize(0), p.getNumExperts()))
+    return emitOpError("weights stack ")
+           << in.getDimSize(0) << " experts, the placement "
+           << p.getNumExperts();
+  if (!compatible(res.getDimSize(0), p.getSlotsPerRank()))
+    return emitOpError("result must have ")
+           << p.getSlotsPerRank() << " slots, got " << res.getDimSize(0);
+  int64_t splitDim = int64_t(getSplitDim());
+  int64_t splitAxis = int64_t(getSplitAxis());
+  if (splitAxis >= 0 && (splitDim < 1 || splitDim >= in.getRank()))
+    return emitOpError("split_dim must be a non-expert dim of the weights");
+  for (int64_t d = 1; d < in.getRank(); ++d) {
+    if (splitAxis >= 0 && d == splitDim)
+      continue;
+    if (!compatible(in.getDimSize(d), res.getDimSize(d)))
+      return emitOpError("dim ") << d << " must be kept, got " << res;
+  }
+  SmallVector<int16_t> axes{int16_t(int64_t(getEpAxis()))};
+  if (splitAxis >= 0)
+    axes.push_back(int16_t(splitAxis));
+  return verifyGridAxes(*this, getGridAttr(), axes);
 }

@@ -36,4 +36,91 @@ def MoERaiseExperts : Pass<"moe-raise-experts", "mlir::func::FuncOp"> {
   ];
 }
 
+//===----------------------------------------------------------------------===//
+// Sharding
+//===----------------------------------------------------------------------===//
+
+def MoEShard : Pass<"moe-shard", "mlir::ModuleOp"> {
+  let summary = "Create the device grid and annotate the token split";
+  let description = [{
+    Turns a mesh spec such as `dp=2,ep=4,tp=2` into an upstream `shard.grid
+    @mesh` (axes ordered dp, ep, tp: tensor parallelism innermost, inside a
+    node; the names are kept in the grid's `moe.axes` attribute) and decides
+    how every tensor is split: tokens are split over dp x ep (attention and
+    dense parts are replicated per rank, each rank working on its own
+    tokens), experts over ep, expert FFN columns over tp. The token
+    dimension is found from the MoE ops (`moe.route`, `moe.experts`) and
+    followed through the dense ops; the model inputs and outputs get a
+    `moe.token_split` argument attribute, the tokens entering each MoE
+    layer a `shard.shard` annotation.
+
+    Errors: a malformed spec, a tp degree that does not divide an expert
+    FFN's width, a token count that cannot be split dp x ep ways, an op
+    that needs all tokens (a reduction over them).
+  }];
+  let dependentDialects = ["mlir::shard::ShardDialect"];
+  let options = [
+    Option<"mesh", "mesh", "std::string", /*default=*/"\"ep=1\"",
+           "Device mesh: comma-separated dp=D, ep=E, tp=T (any subset)">
+  ];
+}
+
+def MoEPlaceExperts : Pass<"moe-place-experts", "mlir::ModuleOp"> {
+  let summary = "Assign each MoE layer's experts to expert-parallel ranks";
+  let description = [{
+    Adds a `moe.placement` attribute (`#moe.placement<...>`) to every
+    `moe.experts`, mapping experts to the slots of the EP ranks of the grid
+    made by `moe-shard`. Strategies: `contiguous` (rank r holds experts
+    r*S .. r*S+S-1), `round-robin` (expert e on rank e mod EP), `balanced`
+    (from per-expert token counts in a JSON file such as `moe-run
+    --record-routing` writes: heaviest first onto the least loaded rank).
+    `redundant-experts=N` adds N replicas of the hottest experts (by the
+    load file, or all equal without one), packed so that every rank
+    carries nearly the same load (EPLB-style). When the experts do not
+    divide evenly the placement is uneven and a warning says so; more EP
+    ranks than experts (plus replicas) is an error.
+  }];
+  let options = [
+    Option<"strategy", "strategy", "std::string", /*default=*/"\"contiguous\"",
+           "contiguous, round-robin or balanced">,
+    Option<"loadFile", "load", "std::string", /*default=*/"\"\"",
+           "JSON of per-expert token counts (for balanced / redundant)">,
+    Option<"redundantExperts", "redundant-experts", "int64_t",
+           /*default=*/"0", "Extra replicas of the hottest experts">
+  ];
+}
+
+def MoEInsertAllToAll : Pass<"moe-insert-all-to-all", "mlir::ModuleOp"> {
+  let summary = "Rewrite placed MoE layers into dispatch, local experts, "
+                "combine";
+  let description = [{
+    Each `moe.experts` with a placement becomes `moe.local_weights` (the
+    rank's slice of every stacked weight, its FFN columns split over tp),
+    `moe.dispatch` (ragged all-to-all of the tokens to the ranks of their
+    experts, after the count exchange), `moe.expert_compute` (grouped GEMMs
+    over the local experts) and `moe.combine` (ragged all-to-all back and
+    the routing-weighted sum in token order), followed by a
+    `shard.all_reduce` over tp when the FFN columns are split. Dropless by
+    default; `capacity-factor=C` gives each expert replica
+    ceil(C * T * k / E) rows per source rank (GShard) and drops the rest.
+  }];
+  let dependentDialects = ["mlir::shard::ShardDialect"];
+  let options = [
+    Option<"capacityFactor", "capacity-factor", "double", /*default=*/"0.0",
+           "GShard capacity factor (0: dropless)">
+  ];
+}
+
+def MoEPartition : Pass<"moe-partition", "mlir::ModuleOp"> {
+  let summary = "Make the program SPMD: local shapes on every rank";
+  let description = [{
+    Applies the token split found by `moe-shard`: every tensor that carries
+    tokens gets its local shape (the token dims divided by dp x ep), static
+    shape attributes follow, the `shard.shard` annotations are dropped. The
+    result is the per-rank program; rank-dependent data (which experts a
+    rank holds, its weight slices) stays in `moe.local_weights` and
+    `moe.dispatch` attributes and is resolved per rank by the plan writer.
+  }];
+}
+
 #endif // MOEC_TRANSFORMS_PASSES_TD

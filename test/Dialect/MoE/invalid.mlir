@@ -422,3 +422,131 @@ func.func @scatter_nd_result(%d: tensor<16x8xf32>, %i: tensor<4x1xi64>, %u: tens
   %r = moe.scatter_nd %d, %i, %u : (tensor<16x8xf32>, tensor<4x1xi64>, tensor<4x8xf32>) -> tensor<16x4xf32>
   return
 }
+
+// -----
+
+// expected-error @+1 {{placement has 3 slots, expected ranks * slots_per_rank = 4}}
+func.func @placement_size() attributes {p = #moe.placement<num_experts = 3, ranks = 2, slots_per_rank = 2, slots = [0, 1, 2], strategy = "contiguous">} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{placement slot holds expert 3, outside [-1, 3)}}
+func.func @placement_range() attributes {p = #moe.placement<num_experts = 3, ranks = 2, slots_per_rank = 2, slots = [0, 1, 2, 3], strategy = "contiguous">} {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{placement holds no replica of expert 2}}
+func.func @placement_missing() attributes {p = #moe.placement<num_experts = 3, ranks = 2, slots_per_rank = 2, slots = [0, 1, 1, -1], strategy = "contiguous">} {
+  return
+}
+
+// -----
+
+shard.grid @mesh(shape = 2)
+func.func @dispatch_rows(%x: tensor<4x16xf32>, %i: tensor<5x2xi64>) {
+  // expected-error @+1 {{indices have 5 rows but there are 4 tokens}}
+  %r, %h = moe.dispatch %x, %i on @mesh grid_axes = [0] placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> max_rows = 8 : tensor<4x16xf32>, tensor<5x2xi64> -> tensor<?x16xf32>, !moe.dispatch
+  return
+}
+
+// -----
+
+shard.grid @mesh(shape = 2)
+func.func @dispatch_width(%x: tensor<4x16xf32>, %i: tensor<4x2xi64>) {
+  // expected-error @+1 {{recv must hold rows of the tokens' type and width}}
+  %r, %h = moe.dispatch %x, %i on @mesh grid_axes = [0] placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> max_rows = 8 : tensor<4x16xf32>, tensor<4x2xi64> -> tensor<?x8xf32>, !moe.dispatch
+  return
+}
+
+// -----
+
+shard.grid @mesh(shape = 2)
+func.func @dispatch_axis(%x: tensor<4x16xf32>, %i: tensor<4x2xi64>) {
+  // expected-error @+1 {{grid axis 1 is out of range for grid @mesh of rank 1}}
+  %r, %h = moe.dispatch %x, %i on @mesh grid_axes = [1] placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> max_rows = 8 : tensor<4x16xf32>, tensor<4x2xi64> -> tensor<?x16xf32>, !moe.dispatch
+  return
+}
+
+// -----
+
+func.func @dispatch_grid(%x: tensor<4x16xf32>, %i: tensor<4x2xi64>) {
+  // expected-error @+1 {{grid @nowhere is not defined}}
+  %r, %h = moe.dispatch %x, %i on @nowhere grid_axes = [0] placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> max_rows = 8 : tensor<4x16xf32>, tensor<4x2xi64> -> tensor<?x16xf32>, !moe.dispatch
+  return
+}
+
+// -----
+
+shard.grid @mesh(shape = 2)
+func.func @dispatch_capacity(%x: tensor<4x16xf32>, %i: tensor<4x2xi64>) {
+  // expected-error @+1 {{capacity must be -1 (dropless) or >= 0}}
+  %r, %h = moe.dispatch %x, %i on @mesh grid_axes = [0] placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> max_rows = 8 {capacity = -2 : i64} : tensor<4x16xf32>, tensor<4x2xi64> -> tensor<?x16xf32>, !moe.dispatch
+  return
+}
+
+// -----
+
+shard.grid @mesh(shape = 2)
+func.func @compute_slots(%x: tensor<4x16xf32>, %i: tensor<4x2xi64>, %g: tensor<2x16x8xf32>, %d: tensor<2x8x16xf32>) {
+  %r, %h = moe.dispatch %x, %i on @mesh grid_axes = [0] placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> max_rows = 8 : tensor<4x16xf32>, tensor<4x2xi64> -> tensor<?x16xf32>, !moe.dispatch
+  // expected-error @+1 {{weights stack 2 experts but the dispatch's placement has 1 slots per rank}}
+  %y = moe.expert_compute %r, %h gate %g down %d {activation = #moe<activation relu>} : (tensor<?x16xf32>, !moe.dispatch, tensor<2x16x8xf32>, tensor<2x8x16xf32>) -> tensor<?x16xf32>
+  return
+}
+
+// -----
+
+func.func @compute_down(%r: tensor<?x16xf32>, %h: !moe.dispatch, %g: tensor<1x16x8xf32>, %d: tensor<1x4x16xf32>) {
+  // expected-error @+1 {{w_down must be [S, F, H] = [1, 8, 16], got 'tensor<1x4x16xf32>'}}
+  %y = moe.expert_compute %r, %h gate %g down %d {activation = #moe<activation relu>} : (tensor<?x16xf32>, !moe.dispatch, tensor<1x16x8xf32>, tensor<1x4x16xf32>) -> tensor<?x16xf32>
+  return
+}
+
+// -----
+
+shard.grid @mesh(shape = 2)
+func.func @combine_weights(%x: tensor<4x16xf32>, %i: tensor<4x2xi64>, %y: tensor<?x16xf32>, %w: tensor<4x3xf32>) {
+  %r, %h = moe.dispatch %x, %i on @mesh grid_axes = [0] placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> max_rows = 8 : tensor<4x16xf32>, tensor<4x2xi64> -> tensor<?x16xf32>, !moe.dispatch
+  // expected-error @+1 {{weights must be shaped like the dispatch's indices 'tensor<4x2xi64>', got 'tensor<4x3xf32>'}}
+  %o = moe.combine %y, %h, %w : tensor<?x16xf32>, !moe.dispatch, tensor<4x3xf32> -> tensor<4x16xf32>
+  return
+}
+
+// -----
+
+func.func @combine_result(%y: tensor<?x16xf32>, %h: !moe.dispatch, %w: tensor<4x2xf32>) {
+  // expected-error @+1 {{result must be [T, H] = [4, 16], got 'tensor<4x8xf32>'}}
+  %o = moe.combine %y, %h, %w : tensor<?x16xf32>, !moe.dispatch, tensor<4x2xf32> -> tensor<4x8xf32>
+  return
+}
+
+// -----
+
+shard.grid @mesh(shape = 2)
+func.func @local_slots(%w: tensor<2x16x8xf32>) {
+  // expected-error @+1 {{result must have 1 slots, got 2}}
+  %l = moe.local_weights %w on @mesh ep_axis = 0 placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> : tensor<2x16x8xf32> -> tensor<2x16x8xf32>
+  return
+}
+
+// -----
+
+shard.grid @mesh(shape = 2)
+func.func @local_experts(%w: tensor<3x16x8xf32>) {
+  // expected-error @+1 {{weights stack 3 experts, the placement 2}}
+  %l = moe.local_weights %w on @mesh ep_axis = 0 placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> : tensor<3x16x8xf32> -> tensor<1x16x8xf32>
+  return
+}
+
+// -----
+
+shard.grid @mesh(shape = 2)
+func.func @local_keep(%w: tensor<2x16x8xf32>) {
+  // expected-error @+1 {{dim 2 must be kept, got 'tensor<1x16x4xf32>'}}
+  %l = moe.local_weights %w on @mesh ep_axis = 0 placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> : tensor<2x16x8xf32> -> tensor<1x16x4xf32>
+  return
+}

@@ -93,3 +93,23 @@ func.func @onnx_ops_defaults(%x: tensor<?x8xi32>, %m: tensor<3xf32>, %d: tensor<
   %n = moe.scatter_nd %d, %nd, %ndu {reduction = #moe<reduction mul>} : (tensor<16x8xf32>, tensor<2x2xi32>, tensor<2xf32>) -> tensor<16x8xf32>
   return %v, %i, %nz, %s, %n : tensor<?x8xi32>, tensor<?x8xi64>, tensor<1x3xi64>, tensor<16x8xf32>, tensor<16x8xf32>
 }
+
+// Expert parallelism: placement, local weights, dispatch, compute, combine.
+shard.grid @mesh(shape = 2x2) {moe.axes = ["ep", "tp"]}
+// CHECK-LABEL: func.func @expert_parallel
+func.func @expert_parallel(%x: tensor<4x16xf32>, %i: tensor<4x2xi64>, %w: tensor<4x2xf32>,
+                           %wg: tensor<3x16x32xf32>, %wd: tensor<3x32x16xf32>, %bd: tensor<3x16xf32>) -> tensor<4x16xf32> {
+  // CHECK: moe.local_weights %{{.*}} on @mesh ep_axis = 0 placement = <num_experts = 3, ranks = 2, slots_per_rank = 2, slots = [0, 1, 2, -1], strategy = "contiguous"> {split_axis = 1 : i64, split_dim = 2 : i64} : tensor<3x16x32xf32> -> tensor<2x16x16xf32>
+  %g = moe.local_weights %wg on @mesh ep_axis = 0 placement = <num_experts = 3, ranks = 2, slots_per_rank = 2, slots = [0, 1, 2, -1], strategy = "contiguous"> {split_axis = 1 : i64, split_dim = 2 : i64} : tensor<3x16x32xf32> -> tensor<2x16x16xf32>
+  %d = moe.local_weights %wd on @mesh ep_axis = 0 placement = <num_experts = 3, ranks = 2, slots_per_rank = 2, slots = [0, 1, 2, -1], strategy = "contiguous"> {split_axis = 1 : i64, split_dim = 1 : i64} : tensor<3x32x16xf32> -> tensor<2x16x16xf32>
+  // CHECK: {first_only = true, split_axis = 1 : i64, split_dim = 1 : i64}
+  %b = moe.local_weights %bd on @mesh ep_axis = 0 placement = <num_experts = 3, ranks = 2, slots_per_rank = 2, slots = [0, 1, 2, -1], strategy = "contiguous"> {first_only = true, split_axis = 1 : i64, split_dim = 1 : i64} : tensor<3x16xf32> -> tensor<2x16xf32>
+  // CHECK: %[[R:.*]], %[[H:.*]] = moe.dispatch %{{.*}}, %{{.*}} on @mesh grid_axes = [0] placement = <{{.*}}> max_rows = 16 {capacity = 3 : i64} : tensor<4x16xf32>, tensor<4x2xi64> -> tensor<?x16xf32>, !moe.dispatch
+  %r, %h = moe.dispatch %x, %i on @mesh grid_axes = [0] placement = <num_experts = 3, ranks = 2, slots_per_rank = 2, slots = [0, 1, 2, -1], strategy = "contiguous"> max_rows = 16 {capacity = 3 : i64} : tensor<4x16xf32>, tensor<4x2xi64> -> tensor<?x16xf32>, !moe.dispatch
+  // CHECK: moe.expert_compute %[[R]], %[[H]] gate %{{.*}} down %{{.*}} bias_down %{{.*}} {activation = #moe<activation gelu>}
+  %y = moe.expert_compute %r, %h gate %g down %d bias_down %b {activation = #moe<activation gelu>}
+      : (tensor<?x16xf32>, !moe.dispatch, tensor<2x16x16xf32>, tensor<2x16x16xf32>, tensor<2x16xf32>) -> tensor<?x16xf32>
+  // CHECK: moe.combine %{{.*}}, %[[H]], %{{.*}} : tensor<?x16xf32>, !moe.dispatch, tensor<4x2xf32> -> tensor<4x16xf32>
+  %o = moe.combine %y, %h, %w : tensor<?x16xf32>, !moe.dispatch, tensor<4x2xf32> -> tensor<4x16xf32>
+  return %o : tensor<4x16xf32>
+}

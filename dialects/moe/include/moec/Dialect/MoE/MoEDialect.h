@@ -17,4 +17,7 @@
 #define GET_ATTRDEF_CLASSES
 #include "moec/Dialect/MoE/MoEAttrs.h.inc"
 
+#define GET_TYPEDEF_CLASSES
+#include "moec/Dialect/MoE/MoETypes.h.inc"
+
 #endif // MOEC_DIALECT_MOE_MOEDIALECT_H

@@ -26,10 +26,15 @@ def MoE_Dialect : Dialect {
     * the experts block (`moe.experts`): stacked expert FFN weights `[E, ...]`
       applied to the tokens routed to each expert;
     * ONNX operators with data-dependent results or scatters: `moe.topk`,
-      `moe.nonzero`, `moe.scatter_elements`, `moe.scatter_nd`.
+      `moe.nonzero`, `moe.scatter_elements`, `moe.scatter_nd`;
+    * expert parallelism after sharding: `moe.dispatch` and `moe.combine`
+      (the ragged all-to-alls), `moe.expert_compute` (a rank's local
+      experts), `moe.local_weights` (the rank's slice of the stacked
+      weights), with placements `#moe.placement<...>`.
   }];
   let cppNamespace = "::moec::moe";
   let useDefaultAttributePrinterParser = 1;
+  let useDefaultTypePrinterParser = 1;
 }
 
 class MoE_Op<string mnemonic, list<Trait> traits = []>

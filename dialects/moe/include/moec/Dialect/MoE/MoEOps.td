@@ -167,6 +167,188 @@ def MoE_ExpertsOp : MoE_Op<"experts", [Pure, AttrSizedOperandSegments]> {
 }
 
 //===----------------------------------------------------------------------===//
+// Expert parallelism: placement, dispatch, local experts, combine
+//===----------------------------------------------------------------------===//
+
+def MoE_PlacementAttr : AttrDef<MoE_Dialect, "Placement"> {
+  let mnemonic = "placement";
+  let summary = "which experts each expert-parallel rank holds";
+  let description = [{
+    `slots` has `ranks * slots_per_rank` entries: slot `s` of EP rank `r`
+    holds expert `slots[r * slots_per_rank + s]`, or nothing when it is -1
+    (uneven placements). An expert held by several slots is replicated
+    (redundant experts); every expert is held at least once. `strategy`
+    records how the placement was chosen (contiguous, round-robin,
+    balanced).
+
+    ```mlir
+    #moe.placement<num_experts = 8, ranks = 4, slots_per_rank = 2,
+                   slots = [0, 1, 2, 3, 4, 5, 6, 7], strategy = "contiguous">
+    ```
+  }];
+  let parameters = (ins "int64_t":$num_experts, "int64_t":$ranks,
+                        "int64_t":$slots_per_rank,
+                        ArrayRefParameter<"int64_t">:$slots,
+                        StringRefParameter<>:$strategy);
+  let assemblyFormat = [{
+    `<` `num_experts` `=` $num_experts `,` `ranks` `=` $ranks `,`
+    `slots_per_rank` `=` $slots_per_rank `,` `slots` `=` `[` $slots `]` `,`
+    `strategy` `=` $strategy `>`
+  }];
+  let genVerifyDecl = 1;
+  let extraClassDeclaration = [{
+    /// Expert held by `slot` of EP rank `rank` (-1: empty).
+    int64_t expertAt(int64_t rank, int64_t slot) const {
+      return getSlots()[rank * getSlotsPerRank() + slot];
+    }
+    /// Experts (not counting empty slots) held by EP rank `rank`.
+    int64_t numHeld(int64_t rank) const;
+  }];
+}
+
+def MoE_DispatchType : TypeDef<MoE_Dialect, "Dispatch"> {
+  let mnemonic = "dispatch";
+  let summary = "the routing state of one dispatch, used by its combine";
+  let description = [{
+    Links `moe.dispatch` to the `moe.expert_compute` and `moe.combine` of the
+    same MoE layer: which rows went to which rank and slot, and how many rows
+    each rank received. It has no storage of its own in IR terms; the
+    runtime keeps the layout between the two all-to-alls.
+  }];
+}
+
+def MoE_DispatchOp : MoE_Op<"dispatch", []> {
+  let summary = "ragged all-to-all of tokens to the ranks of their experts";
+  let description = [{
+    Collective over the ranks of `grid` along `grid_axes` (the EP group).
+    Every (token, choice) of `indices` is sent to a rank holding its expert
+    (by `placement`; replicated experts take turns); the ranks first
+    exchange their per-(rank, slot) row counts, then the rows. `recv` holds
+    the rows this rank received, grouped by local slot; its row count is
+    data-dependent, at most `max_rows`. With `capacity` >= 0 each expert
+    replica accepts at most `capacity` rows from each source rank (GShard);
+    the rest are dropped. -1 is dropless.
+
+    ```mlir
+    %recv, %h = moe.dispatch %x, %ids on @mesh grid_axes = [0]
+        placement = #moe.placement<...> max_rows = 64
+        : tensor<16x64xf32>, tensor<16x2xi64> -> tensor<?x64xf32>, !moe.dispatch
+    ```
+  }];
+  let arguments = (ins
+    MoE_FloatTensor:$tokens,
+    MoE_IndexTensor:$indices,
+    FlatSymbolRefAttr:$grid,
+    DenseI16ArrayAttr:$grid_axes,
+    MoE_PlacementAttr:$placement,
+    I64Attr:$max_rows,
+    DefaultValuedAttr<I64Attr, "-1">:$capacity
+  );
+  let results = (outs MoE_FloatTensor:$recv, MoE_DispatchType:$handle);
+  let assemblyFormat = [{
+    $tokens `,` $indices `on` $grid `grid_axes` `=` $grid_axes
+    `placement` `=` $placement `max_rows` `=` $max_rows attr-dict `:`
+    type($tokens) `,` type($indices) `->` type($recv) `,` type($handle)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_ExpertComputeOp : MoE_Op<"expert_compute",
+    [Pure, AttrSizedOperandSegments]> {
+  let summary = "this rank's experts applied to the rows it received";
+  let description = [{
+    Runs the FFN of each local slot on that slot's rows of `recv` (grouped
+    GEMMs): `y = (act(x Wg + bg) [* (x Wu + bu)]) Wd + bd`. Weights are the
+    rank's local stack `[slots, H, F]` / `[slots, F, H]` (from
+    `moe.local_weights`); with tensor parallelism F is this rank's slice and
+    `y` a partial sum.
+
+    ```mlir
+    %y = moe.expert_compute %recv, %h gate %g up %u down %d
+        {activation = #moe<activation silu>}
+        : (tensor<?x64xf32>, !moe.dispatch, tensor<2x64x128xf32>,
+           tensor<2x64x128xf32>, tensor<2x128x64xf32>) -> tensor<?x64xf32>
+    ```
+  }];
+  let arguments = (ins
+    MoE_FloatTensor:$recv,
+    MoE_DispatchType:$handle,
+    MoE_FloatTensor:$w_gate,
+    Optional<MoE_FloatTensor>:$w_up,
+    MoE_FloatTensor:$w_down,
+    Optional<MoE_FloatTensor>:$b_gate,
+    Optional<MoE_FloatTensor>:$b_up,
+    Optional<MoE_FloatTensor>:$b_down,
+    MoE_ActivationAttr:$activation
+  );
+  let results = (outs MoE_FloatTensor:$result);
+  let assemblyFormat = [{
+    $recv `,` $handle `gate` $w_gate (`up` $w_up^)? `down` $w_down
+    (`bias_gate` $b_gate^)? (`bias_up` $b_up^)? (`bias_down` $b_down^)?
+    attr-dict `:` functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_CombineOp : MoE_Op<"combine", []> {
+  let summary = "ragged all-to-all of expert outputs back, weighted sum";
+  let description = [{
+    The inverse of the `moe.dispatch` that produced `handle`: each row of
+    `y` goes back to the rank and token it came from, and each token's
+    output is the sum of its returned rows weighted by `weights` (rows
+    dropped by capacity contribute nothing).
+
+    ```mlir
+    %out = moe.combine %y, %h, %w
+        : tensor<?x64xf32>, !moe.dispatch, tensor<16x2xf32> -> tensor<16x64xf32>
+    ```
+  }];
+  let arguments = (ins MoE_FloatTensor:$y, MoE_DispatchType:$handle,
+                       MoE_FloatTensor:$weights);
+  let results = (outs MoE_FloatTensor:$result);
+  let assemblyFormat = [{
+    $y `,` $handle `,` $weights attr-dict `:` type($y) `,` type($handle) `,`
+    type($weights) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def MoE_LocalWeightsOp : MoE_Op<"local_weights", [Pure]> {
+  let summary = "the slice of stacked expert weights one rank holds";
+  let description = [{
+    A rank-dependent value: on the rank with coordinate `r` along grid axis
+    `ep_axis`, slot `s` of the result is expert `placement.slots[r * S + s]`
+    of `weights` (zeros for an empty slot). With `split_axis` >= 0 (tensor
+    parallelism) dimension `split_dim` is further cut into equal blocks over
+    that grid axis and the rank keeps its block; with `first_only` (a bias
+    added after a tensor-parallel reduction) ranks other than the first
+    along `split_axis` hold zeros instead. The plan writer resolves it into
+    per-rank weight segments.
+
+    ```mlir
+    %g = moe.local_weights %w_gate on @mesh ep_axis = 0
+        placement = #moe.placement<...>
+        : tensor<8x64x128xf32> -> tensor<2x64x128xf32>
+    ```
+  }];
+  let arguments = (ins
+    MoE_FloatTensor:$weights,
+    FlatSymbolRefAttr:$grid,
+    I64Attr:$ep_axis,
+    MoE_PlacementAttr:$placement,
+    DefaultValuedAttr<I64Attr, "-1">:$split_axis,
+    DefaultValuedAttr<I64Attr, "0">:$split_dim,
+    DefaultValuedAttr<BoolAttr, "false">:$first_only
+  );
+  let results = (outs MoE_FloatTensor:$result);
+  let assemblyFormat = [{
+    $weights `on` $grid `ep_axis` `=` $ep_axis `placement` `=` $placement
+    attr-dict `:` type($weights) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
 // ONNX operators with no upstream equivalent
 //===----------------------------------------------------------------------===//
 

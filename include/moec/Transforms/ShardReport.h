@@ -1,0 +1,78 @@
+//===- ShardReport.h - per-rank memory and communication --------*- C++ -*-===//
+//
+// `moec --mesh ... --report`: what each rank holds and what each collective
+// moves, computed from the partitioned program, beside the seed's formulas
+// (EP 2*B*S*H per MoE layer, TP 2*B*S*H*L, DP 2*P per training step).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEC_TRANSFORMS_SHARDREPORT_H
+#define MOEC_TRANSFORMS_SHARDREPORT_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <string>
+#include <vector>
+
+namespace moec {
+
+struct LayerComm {
+  std::string loc;            ///< the MoE layer's source location
+  int64_t experts = 0, topK = 0, hidden = 0, ffn = 0, elementBytes = 4;
+  int64_t tokensGlobal = 0;   ///< B*S
+  int64_t tokensPerRank = 0;  ///< tokens a rank routes
+  std::string strategy;
+  std::vector<std::vector<int64_t>> held; ///< per EP rank: experts held
+  int64_t capacity = -1;      ///< rows per (replica, source), -1 dropless
+  int64_t maxRecvRows = 0;
+  /// Bytes one rank sends in the dispatch (all its rows, including those
+  /// that stay on the rank) and the expected share that leaves the rank for
+  /// uniform routing, per EP rank.
+  int64_t dispatchBytesPerRank = 0;
+  std::vector<double> leaveShare;
+  /// Totals over all ranks for dispatch + combine.
+  int64_t a2aBytesTotal = 0;
+  double a2aBytesLeaving = 0;
+  /// TP all-reduce payload per rank (0 without tp) and its ring traffic.
+  int64_t allReduceBytesPerRank = 0;
+  double allReduceRingBytesPerRank = 0;
+};
+
+struct RankMemory {
+  int64_t rank = 0;
+  std::vector<int64_t> coords;
+  int64_t weightBytes = 0;     ///< replicated + this rank's expert slices
+  int64_t expertWeightBytes = 0;
+  int64_t activationBytes = 0; ///< peak of live tensors (recv at its bound)
+};
+
+struct ShardReport {
+  std::string mesh; ///< "dp=2,ep=4,tp=2"
+  int64_t worldSize = 1, tokenSplit = 1, ep = 1, tp = 1, dp = 1;
+  int64_t params = 0;            ///< parameters of the whole model
+  int64_t paramBytes = 0;
+  std::vector<LayerComm> layers;
+  std::vector<RankMemory> ranks;
+
+  int64_t maxRankBytes() const;
+  /// Modelled bytes one rank moves per forward pass (EP leaving share +
+  /// TP ring), used to rank meshes.
+  double commBytesPerRank() const;
+};
+
+/// Computes the report of a module that went through moe-shard,
+/// moe-place-experts, moe-insert-all-to-all and moe-partition.
+ShardReport computeShardReport(mlir::ModuleOp partitioned);
+
+void printShardReport(const ShardReport &r, llvm::raw_ostream &os, bool json);
+
+/// Parses "80GiB", "512MiB", "1.5TB", "1000000" (bytes). False on a bad
+/// spec.
+bool parseByteSize(llvm::StringRef s, int64_t &bytes);
+/// "1.50 GiB", "96.0 KiB", "512 B".
+std::string formatBytes(double bytes);
+
+} // namespace moec
+
+#endif // MOEC_TRANSFORMS_SHARDREPORT_H

@@ -1,0 +1,137 @@
+//===- InsertAllToAll.cpp - moe-insert-all-to-all -------------------------===//
+//
+// Rewrites every placed moe.experts into
+//   moe.local_weights (per weight) -> moe.dispatch -> moe.expert_compute ->
+//   moe.combine [-> shard.all_reduce over tp]
+// See the pass description in Passes.td.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moec/Dialect/MoE/MoEOps.h"
+#include "moec/Transforms/Mesh.h"
+#include "moec/Transforms/Passes.h"
+
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
+#include "mlir/IR/Builders.h"
+
+#include <cmath>
+
+namespace moec {
+#define GEN_PASS_DEF_MOEINSERTALLTOALL
+#include "moec/Transforms/Passes.h.inc"
+} // namespace moec
+
+using namespace mlir;
+using namespace moec;
+
+namespace {
+struct MoEInsertAllToAllPass
+    : moec::impl::MoEInsertAllToAllBase<MoEInsertAllToAllPass> {
+  using MoEInsertAllToAllBase::MoEInsertAllToAllBase;
+
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    shard::GridOp grid = getMeshGrid(module);
+    if (!grid) {
+      module.emitError("moe-insert-all-to-all needs the device grid: run "
+                       "moe-shard and moe-place-experts first");
+      return signalPassFailure();
+    }
+    if (capacityFactor < 0) {
+      module.emitError("capacity-factor must be >= 0 (0: dropless)");
+      return signalPassFailure();
+    }
+    MeshSpec spec = meshSpecOf(grid);
+    int64_t epAxis = spec.index("ep"), tpAxis = spec.index("tp");
+    int64_t tp = spec.size("tp"), ep = spec.size("ep");
+    int64_t n = spec.tokenSplit();
+    if (tp == 1)
+      tpAxis = -1;
+
+    SmallVector<moe::ExpertsOp> layers;
+    module.walk([&](moe::ExpertsOp op) { layers.push_back(op); });
+    for (moe::ExpertsOp op : layers) {
+      auto placement = op->getAttrOfType<moe::PlacementAttr>("moe.placement");
+      if (!placement) {
+        op.emitError("moe.experts has no placement: run moe-place-experts "
+                     "first");
+        return signalPassFailure();
+      }
+      if (op.getExpertOffset() != 0) {
+        op.emitError("cannot shard a moe.experts that holds a slice of the "
+                     "experts already (expert_offset ")
+            << op.getExpertOffset() << ")";
+        return signalPassFailure();
+      }
+      OpBuilder b(op);
+      Location loc = op.getLoc();
+      int64_t slots = placement.getSlotsPerRank();
+
+      // The rank's slice of one stacked weight.
+      auto local = [&](Value w, int64_t splitDim, bool firstOnly) -> Value {
+        if (!w)
+          return Value();
+        auto t = cast<RankedTensorType>(w.getType());
+        SmallVector<int64_t> shape(t.getShape());
+        shape[0] = slots;
+        if (tpAxis >= 0 && !firstOnly)
+          shape[splitDim] /= tp;
+        auto res = moe::LocalWeightsOp::create(
+            b, loc, RankedTensorType::get(shape, t.getElementType()), w,
+            kGridName, uint64_t(epAxis), placement,
+            uint64_t(tpAxis >= 0 ? tpAxis : -1), uint64_t(splitDim),
+            firstOnly && tpAxis >= 0);
+        return res;
+      };
+      Value gate = local(op.getWGate(), 2, false);
+      Value up = local(op.getWUp(), 2, false);
+      Value down = local(op.getWDown(), 1, false);
+      Value bGate = local(op.getBGate(), 1, false);
+      Value bUp = local(op.getBUp(), 1, false);
+      Value bDown = local(op.getBDown(), 1, true);
+
+      auto tokensT = cast<RankedTensorType>(op.getTokens().getType());
+      auto idxT = cast<RankedTensorType>(op.getIndices().getType());
+      int64_t tLocal = tokensT.getDimSize(0), k = idxT.getDimSize(1);
+      if (ShapedType::isDynamic(tLocal) || ShapedType::isDynamic(k)) {
+        op.emitError("sharding needs static token counts (give "
+                     "--input-shape)");
+        return signalPassFailure();
+      }
+      // Before moe-partition the shapes are global.
+      if (!grid->hasAttr("moe.partitioned"))
+        tLocal /= n;
+      // Rows a rank can receive: from each of the ep sources, each token
+      // at most once per local slot (dropless), or `capacity` rows per
+      // source and slot.
+      int64_t maxRows = ep * tLocal * std::min(k, slots);
+      int64_t capacity = -1;
+      if (capacityFactor > 0) {
+        capacity = int64_t(std::ceil(capacityFactor * double(tLocal * k) /
+                                     double(placement.getNumExperts())));
+        maxRows = std::min(maxRows, ep * slots * capacity);
+      }
+      auto recvT = RankedTensorType::get({ShapedType::kDynamic,
+                                          tokensT.getDimSize(1)},
+                                         tokensT.getElementType());
+      auto dispatch = moe::DispatchOp::create(
+          b, loc, recvT, moe::DispatchType::get(&getContext()),
+          op.getTokens(), op.getIndices(), kGridName,
+          ArrayRef<int16_t>{int16_t(epAxis)}, placement, uint64_t(maxRows),
+          uint64_t(capacity));
+      auto compute = moe::ExpertComputeOp::create(
+          b, loc, recvT, dispatch.getRecv(), dispatch.getHandle(), gate, up,
+          down, bGate, bUp, bDown, op.getActivationAttr());
+      Value out = moe::CombineOp::create(b, loc, op.getResult().getType(),
+                                         compute, dispatch.getHandle(),
+                                         op.getWeights());
+      if (tpAxis >= 0)
+        out = shard::AllReduceOp::create(
+            b, loc, out.getType(), kGridName.str(),
+            ArrayRef<int16_t>{int16_t(tpAxis)}, out);
+      op.getResult().replaceAllUsesWith(out);
+      op.erase();
+    }
+  }
+};
+} // namespace

@@ -1,0 +1,424 @@
+//===- Mesh.cpp - device mesh specs and the token-dims analysis -----------===//
+
+#include "moec/Transforms/Mesh.h"
+#include "moec/Dialect/MoE/MoEOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringExtras.h"
+
+using namespace mlir;
+using namespace moec;
+
+//===----------------------------------------------------------------------===//
+// MeshSpec
+//===----------------------------------------------------------------------===//
+
+int64_t MeshSpec::size(StringRef name) const {
+  for (auto &[n, s] : axes)
+    if (n == name)
+      return s;
+  return 1;
+}
+
+int64_t MeshSpec::index(StringRef name) const {
+  for (auto [i, a] : llvm::enumerate(axes))
+    if (a.first == name)
+      return i;
+  return -1;
+}
+
+int64_t MeshSpec::worldSize() const {
+  int64_t n = 1;
+  for (auto &a : axes)
+    n *= a.second;
+  return n;
+}
+
+std::string MeshSpec::str() const {
+  std::string s;
+  for (auto &[n, size] : axes) {
+    if (!s.empty())
+      s += ",";
+    s += n + "=" + std::to_string(size);
+  }
+  return s;
+}
+
+bool moec::parseMeshSpec(StringRef spec, MeshSpec &out, std::string &error) {
+  static const char *kOrder[] = {"dp", "ep", "tp"};
+  int64_t sizes[3] = {0, 0, 0};
+  SmallVector<StringRef> parts;
+  spec.split(parts, ',');
+  if (spec.trim().empty()) {
+    error = "empty mesh spec; expected e.g. 'dp=2,ep=4,tp=2'";
+    return false;
+  }
+  for (StringRef part : parts) {
+    part = part.trim();
+    auto [name, value] = part.split('=');
+    name = name.trim();
+    value = value.trim();
+    int idx = -1;
+    for (int i = 0; i < 3; ++i)
+      if (name == kOrder[i])
+        idx = i;
+    if (idx < 0) {
+      error = "mesh spec '" + spec.str() + "': unknown axis '" + name.str() +
+              "' (expected dp, ep or tp)";
+      return false;
+    }
+    int64_t v;
+    if (!part.contains('=') || value.getAsInteger(10, v) || v < 1) {
+      error = "mesh spec '" + spec.str() + "': axis '" + name.str() +
+              "' needs a size >= 1, got '" + value.str() + "'";
+      return false;
+    }
+    if (sizes[idx]) {
+      error = "mesh spec '" + spec.str() + "': axis '" + name.str() +
+              "' given twice";
+      return false;
+    }
+    sizes[idx] = v;
+  }
+  out.axes.clear();
+  for (int i = 0; i < 3; ++i)
+    if (sizes[i] || i == 1)
+      out.axes.push_back({kOrder[i], sizes[i] ? sizes[i] : 1});
+  return true;
+}
+
+shard::GridOp moec::getMeshGrid(ModuleOp module) {
+  return dyn_cast_or_null<shard::GridOp>(
+      SymbolTable::lookupSymbolIn(module, kGridName));
+}
+
+MeshSpec moec::meshSpecOf(shard::GridOp grid) {
+  MeshSpec spec;
+  auto names = grid->getAttrOfType<ArrayAttr>("moe.axes");
+  ArrayRef<int64_t> shape = grid.getShape();
+  for (auto [i, size] : llvm::enumerate(shape)) {
+    std::string name = "axis" + std::to_string(i);
+    if (names && i < names.size())
+      if (auto s = dyn_cast<StringAttr>(names[i]))
+        name = s.str();
+    spec.axes.push_back({name, size});
+  }
+  return spec;
+}
+
+//===----------------------------------------------------------------------===//
+// Token dims
+//===----------------------------------------------------------------------===//
+
+namespace {
+class TokenDimsAnalysis {
+public:
+  LogicalResult run(func::FuncOp func);
+  DenseMap<Value, TokenDims> facts;
+
+private:
+  /// Records `dims` for `v` (after widening over leading unit dims); errors
+  /// at `at` on a conflict.
+  LogicalResult set(Value v, TokenDims dims, Operation *at);
+  LogicalResult visit(Operation *op);
+  LogicalResult visitLinalg(linalg::LinalgOp op);
+  LogicalResult visitReshape(Operation *op, Value src, Value res);
+
+  SmallVector<Value> worklist;
+};
+} // namespace
+
+static ArrayRef<int64_t> shapeOf(Value v) {
+  return cast<ShapedType>(v.getType()).getShape();
+}
+
+LogicalResult TokenDimsAnalysis::set(Value v, TokenDims dims, Operation *at) {
+  auto type = dyn_cast<RankedTensorType>(v.getType());
+  if (!type)
+    return at->emitError("token dims reach a non-tensor value");
+  ArrayRef<int64_t> shape = type.getShape();
+  // Unit dims next to the token dims carry no data; fold the leading ones in
+  // so that [1, 16, H] split at dim 1 and at dims 0-1 agree.
+  while (dims.start > 0 && shape[dims.start - 1] == 1) {
+    --dims.start;
+    ++dims.count;
+  }
+  auto it = facts.find(v);
+  if (it != facts.end()) {
+    if (it->second != dims)
+      return at->emitError("the token dimension reaches a value by two "
+                           "paths that disagree (dims ")
+             << it->second.start << ".." << it->second.start +
+                                                it->second.count - 1
+             << " vs " << dims.start << ".." << dims.start + dims.count - 1
+             << ")";
+    return success();
+  }
+  facts[v] = dims;
+  worklist.push_back(v);
+  return success();
+}
+
+LogicalResult TokenDimsAnalysis::visitLinalg(linalg::LinalgOp op) {
+  // Map the known token dims of any operand to loop dims.
+  SmallVector<unsigned> loops;
+  auto iters = op.getIteratorTypesArray();
+  for (OpOperand &operand : op->getOpOperands()) {
+    auto it = facts.find(operand.get());
+    if (it == facts.end())
+      continue;
+    AffineMap map = op.getMatchingIndexingMap(&operand);
+    for (int64_t d = it->second.start; d < it->second.start + it->second.count;
+         ++d) {
+      auto dim = dyn_cast<AffineDimExpr>(map.getResult(d));
+      if (!dim) {
+        if (shapeOf(operand.get())[d] == 1)
+          continue;
+        return op->emitError("cannot split along tokens: operand ")
+               << operand.getOperandNumber()
+               << " is indexed by an expression on its token dim " << d;
+      }
+      if (iters[dim.getPosition()] != utils::IteratorType::parallel)
+        return op->emitError("cannot split along tokens: the op reduces "
+                             "over the token dimension");
+      loops.push_back(dim.getPosition());
+    }
+    break;
+  }
+  for (OpResult res : op->getResults()) {
+    auto it = facts.find(res);
+    if (it == facts.end() || !loops.empty())
+      continue;
+    OpOperand *init = op.getDpsInitOperand(res.getResultNumber());
+    if (failed(set(init->get(), it->second, op)))
+      return failure();
+    return visitLinalg(op);
+  }
+  if (loops.empty())
+    return success();
+  for (OpOperand &operand : op->getOpOperands()) {
+    AffineMap map = op.getMatchingIndexingMap(&operand);
+    SmallVector<int64_t> pos;
+    for (unsigned l : loops)
+      for (auto [i, e] : llvm::enumerate(map.getResults()))
+        if (auto dim = dyn_cast<AffineDimExpr>(e);
+            dim && dim.getPosition() == l)
+          pos.push_back(i);
+    bool isInit = op.isDpsInit(&operand);
+    if (pos.empty()) {
+      if (isInit)
+        return op->emitError("cannot split along tokens: result ")
+               << operand.getOperandNumber()
+               << " does not carry the token dimension";
+      continue; // a replicated operand (weights, broadcast bias)
+    }
+    bool consecutive = pos.size() == loops.size();
+    for (size_t i = 1; consecutive && i < pos.size(); ++i)
+      consecutive = pos[i] == pos[i - 1] + 1;
+    if (!consecutive)
+      return op->emitError("cannot split along tokens: operand ")
+             << operand.getOperandNumber()
+             << " holds the token dims out of order or in part";
+    TokenDims dims{pos.front(), int64_t(pos.size())};
+    if (failed(set(operand.get(), dims, op)))
+      return failure();
+    if (isInit &&
+        failed(set(op.getTiedOpResult(&operand), dims, op)))
+      return failure();
+  }
+  return success();
+}
+
+/// Groups of `big` dims whose products are the dims of `small` (both
+/// static); empty when the shapes do not line up that way.
+static SmallVector<SmallVector<int64_t>> reassociation(ArrayRef<int64_t> big,
+                                                       ArrayRef<int64_t> small) {
+  SmallVector<SmallVector<int64_t>> groups;
+  size_t b = 0;
+  for (int64_t target : small) {
+    SmallVector<int64_t> g;
+    int64_t prod = 1;
+    while (b < big.size() && (g.empty() || prod < target)) {
+      prod *= big[b];
+      g.push_back(b++);
+    }
+    if (prod != target)
+      return {};
+    groups.push_back(g);
+  }
+  while (b < big.size() && big[b] == 1 && !groups.empty())
+    groups.back().push_back(b++);
+  if (b != big.size())
+    return {};
+  return groups;
+}
+
+LogicalResult TokenDimsAnalysis::visitReshape(Operation *op, Value src,
+                                              Value res) {
+  ArrayRef<int64_t> a = shapeOf(src), b = shapeOf(res);
+  if (ShapedType::isDynamicShape(a) || ShapedType::isDynamicShape(b))
+    return op->emitError("cannot split along tokens: a reshape of dynamic "
+                         "shape (give static input shapes with "
+                         "--input-shape)");
+  bool collapse = a.size() >= b.size();
+  ArrayRef<int64_t> big = collapse ? a : b, small = collapse ? b : a;
+  Value bigV = collapse ? src : res, smallV = collapse ? res : src;
+  auto groups = reassociation(big, small);
+  if (groups.empty())
+    return op->emitError("cannot split along tokens: the reshape is not a "
+                         "merge or split of dims");
+  auto it = facts.find(bigV);
+  if (it != facts.end()) {
+    // The token dims must cover the non-unit dims of whole groups.
+    int64_t first = -1, last = -1;
+    for (auto [gi, g] : llvm::enumerate(groups))
+      for (int64_t d : g)
+        if (d >= it->second.start && d < it->second.start + it->second.count) {
+          if (first < 0)
+            first = gi;
+          last = gi;
+        }
+    for (int64_t gi = first; gi <= last; ++gi)
+      for (int64_t d : groups[gi])
+        if ((d < it->second.start || d >= it->second.start + it->second.count) &&
+            big[d] != 1)
+          return op->emitError("cannot split along tokens: the reshape "
+                               "merges token and non-token dims");
+    if (failed(set(smallV, TokenDims{first, last - first + 1}, op)))
+      return failure();
+  }
+  it = facts.find(smallV);
+  if (it != facts.end()) {
+    int64_t start = groups[it->second.start].front();
+    int64_t end = groups[it->second.start + it->second.count - 1].back();
+    if (failed(set(bigV, TokenDims{start, end - start + 1}, op)))
+      return failure();
+  }
+  return success();
+}
+
+LogicalResult TokenDimsAnalysis::visit(Operation *op) {
+  auto all = [&](ValueRange vs, TokenDims d) -> LogicalResult {
+    for (Value v : vs)
+      if (v && failed(set(v, d, op)))
+        return failure();
+    return success();
+  };
+  auto known = [&](ValueRange vs) {
+    return llvm::any_of(vs, [&](Value v) { return v && facts.count(v); });
+  };
+  TokenDims rows{0, 1};
+  if (auto r = dyn_cast<moe::RouteOp>(op))
+    return all({r.getLogits(), r.getWeights(), r.getIndices()}, rows);
+  if (auto e = dyn_cast<moe::ExpertsOp>(op))
+    return all({e.getTokens(), e.getIndices(), e.getWeights(), e.getResult()},
+               rows);
+  if (auto d = dyn_cast<moe::DispatchOp>(op))
+    return all({d.getTokens(), d.getIndices()}, rows);
+  if (auto c = dyn_cast<moe::CombineOp>(op))
+    return all({c.getWeights(), c.getResult()}, rows);
+  if (isa<moe::ExpertComputeOp, moe::LocalWeightsOp, func::ReturnOp>(op))
+    return success();
+  if (auto l = dyn_cast<linalg::LinalgOp>(op))
+    return visitLinalg(l);
+  if (isa<tensor::EmptyOp>(op)) {
+    if (op->getNumOperands())
+      return op->emitError("cannot split along tokens: tensor.empty with "
+                           "dynamic sizes");
+    return success();
+  }
+  if (auto c = dyn_cast<tensor::CollapseShapeOp>(op))
+    return visitReshape(op, c.getSrc(), c.getResult());
+  if (auto e = dyn_cast<tensor::ExpandShapeOp>(op))
+    return visitReshape(op, e.getSrc(), e.getResult());
+  if (auto r = dyn_cast<tensor::ReshapeOp>(op))
+    return visitReshape(op, r.getSource(), r.getResult());
+  if (auto s = dyn_cast<shard::ShardOp>(op)) {
+    for (Value v : {s.getSrc(), s.getResult()})
+      if (auto it = facts.find(v); it != facts.end())
+        return all({s.getSrc(), s.getResult()}, it->second);
+    return success();
+  }
+  if (auto a = dyn_cast<shard::AllReduceOp>(op)) {
+    for (Value v : {a.getInput(), a.getResult()})
+      if (auto it = facts.find(v); it != facts.end())
+        return all({a.getInput(), a.getResult()}, it->second);
+    return success();
+  }
+  if (isa<arith::ConstantOp>(op) && known(op->getResults()))
+    return op->emitError("cannot split along tokens: a constant has the "
+                         "token dimension");
+  if (known(op->getOperands()) || known(op->getResults()))
+    return op->emitError("cannot split '")
+           << op->getName() << "' along the token dimension";
+  return success();
+}
+
+LogicalResult TokenDimsAnalysis::run(func::FuncOp func) {
+  WalkResult seeded = func.walk([&](Operation *op) {
+    if (isa<moe::RouteOp, moe::ExpertsOp, moe::DispatchOp, moe::CombineOp>(op))
+      if (failed(visit(op)))
+        return WalkResult::interrupt();
+    return WalkResult::advance();
+  });
+  if (seeded.wasInterrupted())
+    return failure();
+  while (!worklist.empty()) {
+    Value v = worklist.pop_back_val();
+    SmallVector<Operation *> ops;
+    if (Operation *def = v.getDefiningOp())
+      ops.push_back(def);
+    for (Operation *user : v.getUsers())
+      ops.push_back(user);
+    for (Operation *op : ops)
+      if (failed(visit(op)))
+        return failure();
+  }
+  return success();
+}
+
+FailureOr<DenseMap<Value, TokenDims>>
+moec::analyzeTokenDims(func::FuncOp func) {
+  TokenDimsAnalysis a;
+  if (failed(a.run(func)))
+    return failure();
+  return std::move(a.facts);
+}
+
+FailureOr<SmallVector<int64_t>> moec::localShape(ArrayRef<int64_t> shape,
+                                                 TokenDims dims, int64_t n,
+                                                 std::string &why) {
+  SmallVector<int64_t> local(shape);
+  int64_t rem = n;
+  for (int64_t d = dims.start; d < dims.start + dims.count && rem > 1; ++d) {
+    if (ShapedType::isDynamic(local[d])) {
+      why = "the token dimension is dynamic (give static input shapes with "
+            "--input-shape)";
+      return failure();
+    }
+    if (local[d] % rem == 0) {
+      local[d] /= rem;
+      rem = 1;
+    } else if (rem % local[d] == 0) {
+      rem /= local[d];
+      local[d] = 1;
+    } else {
+      break;
+    }
+  }
+  if (rem != 1) {
+    int64_t tokens = 1;
+    for (int64_t d = dims.start; d < dims.start + dims.count; ++d)
+      tokens *= shape[d];
+    why = std::to_string(tokens) + " tokens (dims " +
+          std::to_string(dims.start) + ".." +
+          std::to_string(dims.start + dims.count - 1) +
+          ") cannot be split into " + std::to_string(n) +
+          " equal contiguous blocks";
+    return failure();
+  }
+  return local;
+}

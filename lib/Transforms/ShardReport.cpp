@@ -1,0 +1,378 @@
+//===- ShardReport.cpp - per-rank memory and communication ----------------===//
+
+#include "moec/Transforms/ShardReport.h"
+#include "moec/Dialect/MoE/MoEOps.h"
+#include "moec/Transforms/Mesh.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/JSON.h"
+
+#include <cmath>
+#include <map>
+
+using namespace mlir;
+using namespace moec;
+
+int64_t ShardReport::maxRankBytes() const {
+  int64_t m = 0;
+  for (const RankMemory &r : ranks)
+    m = std::max(m, r.weightBytes + r.activationBytes);
+  return m;
+}
+
+double ShardReport::commBytesPerRank() const {
+  double total = 0;
+  for (const LayerComm &l : layers)
+    total += l.a2aBytesLeaving / double(worldSize) +
+             l.allReduceRingBytesPerRank;
+  return total;
+}
+
+bool moec::parseByteSize(StringRef s, int64_t &bytes) {
+  s = s.trim();
+  size_t i = 0;
+  while (i < s.size() && (isdigit(s[i]) || s[i] == '.'))
+    ++i;
+  double v;
+  if (i == 0 || s.substr(0, i).getAsDouble(v))
+    return false;
+  StringRef unit = s.substr(i).trim();
+  static const std::pair<const char *, double> units[] = {
+      {"", 1},          {"B", 1},          {"KiB", 1024.0},
+      {"MiB", 1 << 20}, {"GiB", 1 << 30},  {"TiB", 1099511627776.0},
+      {"KB", 1e3},      {"MB", 1e6},       {"GB", 1e9},
+      {"TB", 1e12},     {"K", 1024.0},     {"M", 1 << 20},
+      {"G", 1 << 30}};
+  for (auto &[name, mult] : units)
+    if (unit.equals_insensitive(name) && (unit == name || unit.size() == 1)) {
+      bytes = int64_t(v * mult);
+      return bytes > 0;
+    }
+  return false;
+}
+
+std::string moec::formatBytes(double b) {
+  const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024.0 && u < 4) {
+    b /= 1024.0;
+    ++u;
+  }
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  if (u == 0)
+    os << int64_t(b) << " B";
+  else
+    os << llvm::format("%.2f", b) << " " << units[u];
+  return s;
+}
+
+static int64_t bytesOf(Type t, int64_t dynamicRows = 0) {
+  auto rt = dyn_cast<RankedTensorType>(t);
+  if (!rt)
+    return 0;
+  int64_t n = 1;
+  for (int64_t d : rt.getShape())
+    n *= ShapedType::isDynamic(d) ? dynamicRows : d;
+  return n * std::max<int64_t>(1, rt.getElementTypeBitWidth() / 8);
+}
+
+static std::string locName(Location loc) {
+  if (auto n = dyn_cast<NameLoc>(loc))
+    return n.getName().str();
+  if (auto f = dyn_cast<FusedLoc>(loc))
+    for (Location l : f.getLocations())
+      if (auto n = dyn_cast<NameLoc>(l))
+        return n.getName().str();
+  return "";
+}
+
+ShardReport moec::computeShardReport(ModuleOp module) {
+  ShardReport r;
+  shard::GridOp grid = getMeshGrid(module);
+  if (!grid)
+    return r;
+  MeshSpec spec = meshSpecOf(grid);
+  r.mesh = spec.str();
+  r.worldSize = spec.worldSize();
+  r.tokenSplit = spec.tokenSplit();
+  r.ep = spec.size("ep");
+  r.tp = spec.size("tp");
+  r.dp = spec.size("dp");
+
+  for (auto func : module.getOps<func::FuncOp>()) {
+    if (func.isExternal())
+      continue;
+    // Parameters: float constants. Those read only through
+    // moe.local_weights are expert weights, split over the ranks.
+    int64_t replicated = 0;
+    func.walk([&](arith::ConstantOp c) {
+      auto t = dyn_cast<RankedTensorType>(c.getType());
+      if (!t || !isa<FloatType>(t.getElementType()))
+        return;
+      r.params += t.getNumElements();
+      r.paramBytes += bytesOf(t);
+      bool expertOnly =
+          !c->use_empty() && llvm::all_of(c->getUsers(), [](Operation *u) {
+            return isa<moe::LocalWeightsOp>(u);
+          });
+      if (!expertOnly)
+        replicated += bytesOf(t);
+    });
+
+    // Per-rank expert weights: a slice per local_weights, scaled by the
+    // share of slots that hold an expert on that rank.
+    r.ranks.resize(r.worldSize);
+    for (int64_t rank = 0; rank < r.worldSize; ++rank) {
+      RankMemory &m = r.ranks[rank];
+      m.rank = rank;
+      int64_t rem = rank;
+      m.coords.assign(spec.axes.size(), 0);
+      for (int64_t a = spec.axes.size() - 1; a >= 0; --a) {
+        m.coords[a] = rem % spec.axes[a].second;
+        rem /= spec.axes[a].second;
+      }
+      m.weightBytes = replicated;
+    }
+    func.walk([&](moe::LocalWeightsOp lw) {
+      moe::PlacementAttr p = lw.getPlacement();
+      int64_t bytes = bytesOf(lw.getType());
+      for (RankMemory &m : r.ranks) {
+        int64_t epc = m.coords[lw.getEpAxis()];
+        int64_t held = p.numHeld(epc);
+        int64_t b = bytes * held / p.getSlotsPerRank();
+        if (lw.getFirstOnly() && m.coords[lw.getSplitAxis()] != 0)
+          b = 0;
+        m.expertWeightBytes += b;
+        m.weightBytes += b;
+      }
+    });
+
+    // Activation memory: peak of live tensors in program order.
+    DenseMap<Value, int64_t> rowsBound;
+    func.walk([&](moe::DispatchOp d) {
+      rowsBound[d.getRecv()] = d.getMaxRows();
+      for (Operation *u : d.getRecv().getUsers())
+        if (auto ec = dyn_cast<moe::ExpertComputeOp>(u))
+          rowsBound[ec.getResult()] = d.getMaxRows();
+    });
+    SmallVector<Operation *> order;
+    DenseMap<Operation *, int64_t> index;
+    func.walk([&](Operation *op) {
+      index[op] = order.size();
+      order.push_back(op);
+    });
+    std::vector<int64_t> delta(order.size() + 2, 0);
+    auto addLive = [&](Value v, int64_t from) {
+      int64_t bytes = bytesOf(v.getType(), rowsBound.lookup(v));
+      if (!bytes)
+        return;
+      int64_t last = from;
+      for (Operation *u : v.getUsers())
+        last = std::max(last, index.lookup(u));
+      delta[from] += bytes;
+      delta[last + 1] -= bytes;
+    };
+    for (BlockArgument a : func.getArguments())
+      addLive(a, 0);
+    for (Operation *op : order)
+      if (!isa<arith::ConstantOp, moe::LocalWeightsOp>(op))
+        for (Value v : op->getResults())
+          addLive(v, index[op]);
+    int64_t live = 0, peak = 0;
+    for (int64_t d : delta)
+      peak = std::max(peak, live += d);
+    for (RankMemory &m : r.ranks)
+      m.activationBytes = peak;
+
+    // Per MoE layer communication.
+    func.walk([&](moe::DispatchOp d) {
+      LayerComm l;
+      l.loc = locName(d.getLoc());
+      moe::PlacementAttr p = d.getPlacement();
+      auto tokens = cast<RankedTensorType>(d.getTokens().getType());
+      auto idx = cast<RankedTensorType>(d.getIndices().getType());
+      l.experts = p.getNumExperts();
+      l.topK = idx.getDimSize(1);
+      l.hidden = tokens.getDimSize(1);
+      l.elementBytes = tokens.getElementTypeBitWidth() / 8;
+      l.tokensPerRank = tokens.getDimSize(0);
+      l.tokensGlobal = l.tokensPerRank * r.tokenSplit;
+      l.strategy = p.getStrategy().str();
+      l.capacity = d.getCapacity();
+      l.maxRecvRows = d.getMaxRows();
+      for (Operation *u : d.getRecv().getUsers())
+        if (auto ec = dyn_cast<moe::ExpertComputeOp>(u))
+          l.ffn = cast<RankedTensorType>(ec.getWGate().getType()).getDimSize(2) *
+                  r.tp;
+      std::vector<int64_t> reps(l.experts, 0);
+      for (int64_t e : p.getSlots())
+        if (e >= 0)
+          ++reps[e];
+      for (int64_t q = 0; q < p.getRanks(); ++q) {
+        std::vector<int64_t> held;
+        double local = 0;
+        for (int64_t s = 0; s < p.getSlotsPerRank(); ++s) {
+          int64_t e = p.expertAt(q, s);
+          if (e < 0)
+            continue;
+          held.push_back(e);
+          local += 1.0 / double(reps[e]);
+        }
+        l.held.push_back(held);
+        l.leaveShare.push_back(1.0 - local / double(l.experts));
+      }
+      int64_t rows = l.tokensPerRank * l.topK;
+      l.dispatchBytesPerRank = rows * l.hidden * l.elementBytes;
+      l.a2aBytesTotal = 2 * l.dispatchBytesPerRank * r.worldSize;
+      for (const RankMemory &m : r.ranks) {
+        int64_t epc = m.coords[spec.index("ep")];
+        l.a2aBytesLeaving += 2.0 * l.dispatchBytesPerRank * l.leaveShare[epc];
+      }
+      // The TP all-reduce that follows this layer's combine, if any.
+      for (Operation *u : d.getHandle().getUsers())
+        if (auto c = dyn_cast<moe::CombineOp>(u))
+          for (Operation *cu : c.getResult().getUsers())
+            if (auto ar = dyn_cast<shard::AllReduceOp>(cu)) {
+              l.allReduceBytesPerRank = bytesOf(ar.getType());
+              l.allReduceRingBytesPerRank = 2.0 * double(r.tp - 1) /
+                                            double(r.tp) *
+                                            l.allReduceBytesPerRank;
+            }
+      r.layers.push_back(std::move(l));
+    });
+  }
+  return r;
+}
+
+static std::string list(const std::vector<int64_t> &v) {
+  std::string s;
+  for (int64_t x : v)
+    s += (s.empty() ? "" : ",") + std::to_string(x);
+  return s.empty() ? "-" : s;
+}
+
+void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
+                            bool json) {
+  if (json) {
+    llvm::json::Array layers, ranks;
+    for (const LayerComm &l : r.layers) {
+      llvm::json::Array held;
+      for (auto &h : l.held)
+        held.push_back(llvm::json::Array(h));
+      layers.push_back(llvm::json::Object{
+          {"loc", l.loc},
+          {"experts", l.experts},
+          {"top_k", l.topK},
+          {"hidden", l.hidden},
+          {"ffn", l.ffn},
+          {"element_bytes", l.elementBytes},
+          {"tokens", l.tokensGlobal},
+          {"tokens_per_rank", l.tokensPerRank},
+          {"placement", l.strategy},
+          {"experts_per_ep_rank", std::move(held)},
+          {"capacity", l.capacity},
+          {"max_recv_rows", l.maxRecvRows},
+          {"dispatch_bytes_per_rank", l.dispatchBytesPerRank},
+          {"leave_share_per_ep_rank", llvm::json::Array(l.leaveShare)},
+          {"all_to_all_bytes_total", l.a2aBytesTotal},
+          {"all_to_all_bytes_between_ranks", l.a2aBytesLeaving},
+          {"seed_ep_bytes", 2 * l.tokensGlobal * l.hidden * l.elementBytes},
+          {"tp_all_reduce_bytes_per_rank", l.allReduceBytesPerRank},
+          {"tp_all_reduce_ring_bytes_per_rank", l.allReduceRingBytesPerRank},
+      });
+    }
+    for (const RankMemory &m : r.ranks)
+      ranks.push_back(llvm::json::Object{
+          {"rank", m.rank},
+          {"coords", llvm::json::Array(m.coords)},
+          {"weight_bytes", m.weightBytes},
+          {"expert_weight_bytes", m.expertWeightBytes},
+          {"activation_bytes", m.activationBytes}});
+    int64_t L = r.layers.size();
+    int64_t bsh = r.layers.empty() ? 0
+                                   : r.layers[0].tokensGlobal *
+                                         r.layers[0].hidden *
+                                         r.layers[0].elementBytes;
+    llvm::json::Object o{
+        {"mesh", r.mesh},
+        {"world_size", r.worldSize},
+        {"dp", r.dp},
+        {"ep", r.ep},
+        {"tp", r.tp},
+        {"params", r.params},
+        {"param_bytes", r.paramBytes},
+        {"layers", std::move(layers)},
+        {"ranks", std::move(ranks)},
+        {"seed",
+         llvm::json::Object{{"ep_bytes_per_moe_layer", 2 * bsh},
+                            {"tp_bytes", 2 * bsh * L},
+                            {"dp_bytes_per_step", 2 * r.paramBytes}}}};
+    os << llvm::formatv("{0:2}", llvm::json::Value(std::move(o))) << "\n";
+    return;
+  }
+  os << "Sharding: mesh " << r.mesh << " (" << r.worldSize
+     << " ranks): tokens split " << r.tokenSplit << " ways (dp x ep), experts "
+     << r.ep << " ways (ep), expert FFN columns " << r.tp << " ways (tp)\n";
+  for (auto [i, l] : llvm::enumerate(r.layers)) {
+    os << "\nMoE layer " << i << (l.loc.empty() ? "" : " (" + l.loc + ")")
+       << ": " << l.experts << " experts, top-" << l.topK << ", H=" << l.hidden
+       << ", F=" << l.ffn << ", " << l.elementBytes << "-byte elements, "
+       << l.tokensGlobal << " tokens (" << l.tokensPerRank << " per rank)\n";
+    os << "  placement " << l.strategy << ":";
+    for (auto [q, h] : llvm::enumerate(l.held))
+      os << (q ? " |" : "") << " ep" << q << ": " << list(h);
+    os << "\n";
+    os << "  dispatch " << (l.capacity < 0 ? "dropless" : "capacity ")
+       << (l.capacity < 0 ? "" : std::to_string(l.capacity) +
+                                     " rows per expert replica and source")
+       << ", receive buffer bound " << l.maxRecvRows << " rows\n";
+    os << "  all-to-all per rank: dispatch " << l.tokensPerRank << " x "
+       << l.topK << " x " << l.hidden << " x " << l.elementBytes << " B = "
+       << formatBytes(l.dispatchBytesPerRank) << ", combine the same\n";
+    os << "  expected share leaving the rank (uniform routing):";
+    for (double s : l.leaveShare)
+      os << " " << llvm::format("%.3f", s);
+    os << "\n";
+    os << "  all ranks, dispatch + combine: "
+       << formatBytes(double(l.a2aBytesTotal)) << " ("
+       << l.a2aBytesTotal << " B), between ranks "
+       << formatBytes(l.a2aBytesLeaving) << " ("
+       << int64_t(std::llround(l.a2aBytesLeaving)) << " B)\n";
+    int64_t seed = 2 * l.tokensGlobal * l.hidden * l.elementBytes;
+    os << "  seed formula 2*B*S*H = 2 x " << l.tokensGlobal << " x "
+       << l.hidden << " x " << l.elementBytes << " B = " << formatBytes(seed)
+       << " (" << seed << " B; top-1, every token leaving its rank)\n";
+    if (l.allReduceBytesPerRank)
+      os << "  tp all-reduce per rank: " << formatBytes(l.allReduceBytesPerRank)
+         << " payload, ring traffic 2(tp-1)/tp x payload = "
+         << formatBytes(l.allReduceRingBytesPerRank) << "\n";
+  }
+  int64_t L = r.layers.size();
+  if (L) {
+    const LayerComm &l0 = r.layers[0];
+    int64_t bsh = l0.tokensGlobal * l0.hidden * l0.elementBytes;
+    os << "\nSeed formulas for this model (B*S=" << l0.tokensGlobal
+       << ", H=" << l0.hidden << ", L=" << L << " MoE layers, P=" << r.params
+       << " parameters):\n"
+       << "  EP all-to-all 2*B*S*H per MoE layer: " << formatBytes(2 * bsh)
+       << "\n"
+       << "  TP all-reduce 2*B*S*H*L: " << formatBytes(2 * bsh * L)
+       << (r.tp > 1 ? "" : " (not used: tp=1)") << "\n"
+       << "  DP gradient sync 2*P per training step: "
+       << formatBytes(2 * r.paramBytes)
+       << " (training only; inference plans move no gradients)\n";
+  }
+  os << "\nPer rank (coordinates over " << r.mesh << "):\n";
+  for (const RankMemory &m : r.ranks) {
+    os << "  rank " << m.rank << " [";
+    for (auto [i, c] : llvm::enumerate(m.coords))
+      os << (i ? "," : "") << c;
+    os << "]: weights " << formatBytes(m.weightBytes) << " (experts "
+       << formatBytes(m.expertWeightBytes) << "), activations "
+       << formatBytes(m.activationBytes) << "\n";
+  }
+}

@@ -1,0 +1,33 @@
+// moe-insert-all-to-all: each placed moe.experts becomes local weights,
+// dispatch, expert compute and combine (plus a tp all-reduce).
+// RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=4" --moe-place-experts --moe-insert-all-to-all | FileCheck %s
+// CHECK: %[[W:.*]], %[[I:.*]] = moe.route
+// CHECK-DAG: %[[G:.*]] = moe.local_weights %{{.*}} on @mesh ep_axis = 0 placement = <num_experts = 8, ranks = 4, slots_per_rank = 2, slots = [0, 1, 2, 3, 4, 5, 6, 7], strategy = "contiguous"> {split_dim = 2 : i64} : tensor<8x16x32xf32> -> tensor<2x16x32xf32>
+// CHECK-DAG: %[[U:.*]] = moe.local_weights %{{.*}} {split_dim = 2 : i64} : tensor<8x16x32xf32> -> tensor<2x16x32xf32>
+// CHECK-DAG: %[[D:.*]] = moe.local_weights %{{.*}} {split_dim = 1 : i64} : tensor<8x32x16xf32> -> tensor<2x32x16xf32>
+// 24 tokens / 4 ranks = 6 per rank; each of 4 sources sends a rank at most
+// 6 x min(k=2, 2 slots) rows: 48.
+// CHECK: %[[R:.*]], %[[H:.*]] = moe.dispatch %{{.*}}, %[[I]] on @mesh grid_axes = [0] placement = {{.*}} max_rows = 48 : tensor<24x16xf32>, tensor<24x2xi64> -> tensor<?x16xf32>, !moe.dispatch
+// CHECK: %[[Y:.*]] = moe.expert_compute %[[R]], %[[H]] gate %[[G]] up %[[U]] down %[[D]] {activation = #moe<activation silu>}
+// CHECK: %[[O:.*]] = moe.combine %[[Y]], %[[H]], %[[W]] : tensor<?x16xf32>, !moe.dispatch, tensor<24x2xf32> -> tensor<24x16xf32>
+// CHECK: tensor.expand_shape %[[O]]
+// CHECK-NOT: moe.experts
+
+// Tensor parallelism: FFN columns split over tp (grid axis 2), an
+// all-reduce after the combine.
+// RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=dp=2,ep=2,tp=2" --moe-place-experts --moe-insert-all-to-all | FileCheck %s --check-prefix=TP
+// TP: moe.local_weights %{{.*}} on @mesh ep_axis = 1 placement = <{{.*}}> {split_axis = 2 : i64, split_dim = 2 : i64} : tensor<8x16x32xf32> -> tensor<4x16x16xf32>
+// TP: moe.local_weights %{{.*}} {split_axis = 2 : i64, split_dim = 1 : i64} : tensor<8x32x16xf32> -> tensor<4x16x16xf32>
+// TP: moe.dispatch {{.*}} grid_axes = [1]
+// TP: %[[C:.*]] = moe.combine
+// TP: shard.all_reduce %[[C]] on @mesh grid_axes = [2] : tensor<24x16xf32> -> tensor<24x16xf32>
+
+// GShard capacity: ceil(1.25 x 6 tokens x 2 / 8 experts) = 2 rows per
+// expert replica and source; bound min(48, 4 ranks x 2 slots x 2) = 16.
+// RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=4" --moe-place-experts --moe-insert-all-to-all=capacity-factor=1.25 | FileCheck %s --check-prefix=CAP
+// CAP: moe.dispatch {{.*}} max_rows = 16 {capacity = 2 : i64}
+
+// RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=4" --moe-insert-all-to-all 2>&1 | FileCheck %s --check-prefix=NOPLACE
+// NOPLACE: error: moe.experts has no placement: run moe-place-experts first
+// RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-insert-all-to-all 2>&1 | FileCheck %s --check-prefix=NOGRID
+// NOGRID: error: moe-insert-all-to-all needs the device grid

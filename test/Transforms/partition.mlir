@@ -1,0 +1,28 @@
+// moe-partition: the per-rank program with local shapes.
+// dp=2 x ep=3 split 24 tokens (2x12) six ways: 4 per rank, as [1, 4, 16].
+// RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=dp=2,ep=3" --moe-place-experts --moe-insert-all-to-all --moe-partition 2>/dev/null | FileCheck %s
+// CHECK: shard.grid @mesh(shape = 2x3) {moe.axes = ["dp", "ep"], moe.partitioned}
+// CHECK: func.func @main(%[[X:.*]]: tensor<1x4x16xf32> {moe.token_split = array<i64: 0, 2>, onnx.name = "hidden_states"}) -> (tensor<1x4x16xf32> {moe.token_split = array<i64: 0, 2>, onnx.name = "output"})
+// CHECK: tensor.collapse_shape %[[X]] {{\[\[}}0, 1], [2]] : tensor<1x4x16xf32> into tensor<4x16xf32>
+// CHECK: tensor.empty() : tensor<4x8xf32>
+// CHECK: linalg.matmul ins(%{{.*}}, %{{.*}} : tensor<4x16xf32>, tensor<16x8xf32>) outs(%{{.*}} : tensor<4x8xf32>)
+// CHECK: moe.route %{{.*}} top_k 2 {renormalize = true} : tensor<4x8xf32> -> tensor<4x2xf32>, tensor<4x2xi64>
+// Uneven: 8 experts on 3 ranks, 3 slots each, the last one empty.
+// CHECK: moe.local_weights {{.*}} : tensor<8x16x32xf32> -> tensor<3x16x32xf32>
+// CHECK: moe.dispatch {{.*}} max_rows = 24 : tensor<4x16xf32>, tensor<4x2xi64> -> tensor<?x16xf32>, !moe.dispatch
+// CHECK: moe.combine {{.*}} : tensor<?x16xf32>, !moe.dispatch, tensor<4x2xf32> -> tensor<4x16xf32>
+// CHECK: tensor.expand_shape %{{.*}} {{\[\[}}0, 1], [2]] output_shape [1, 4, 16] : tensor<4x16xf32> into tensor<1x4x16xf32>
+// CHECK-NOT: shard.shard
+
+// The dp=2,ep=4,tp=2 mesh on 16 ranks: 24 tokens / 8 = 3 per rank; tp ranks
+// hold the same tokens.
+// RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=dp=2,ep=4,tp=2" --moe-place-experts --moe-insert-all-to-all --moe-partition | FileCheck %s --check-prefix=MESH16
+// MESH16: shard.grid @mesh(shape = 2x4x2)
+// MESH16: func.func @main(%{{.*}}: tensor<1x3x16xf32>
+// MESH16: moe.local_weights {{.*}} : tensor<8x16x32xf32> -> tensor<2x16x16xf32>
+// MESH16: moe.dispatch {{.*}} : tensor<3x16xf32>, tensor<3x2xi64>
+// MESH16: shard.all_reduce {{.*}} grid_axes = [2] : tensor<3x16xf32> -> tensor<3x16xf32>
+
+// Partitioning twice is an error.
+// RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=2" --moe-partition --moe-partition 2>&1 | FileCheck %s --check-prefix=TWICE
+// TWICE: error: the module is partitioned already
