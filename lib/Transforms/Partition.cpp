@@ -54,6 +54,17 @@ struct MoEPartitionPass : moec::impl::MoEPartitionBase<MoEPartitionPass> {
       auto facts = analyzeTokenDims(func);
       if (failed(facts))
         return signalPassFailure();
+      // The plan writer needs the global shapes of the model's inputs and
+      // outputs (local shapes do not determine them).
+      OpBuilder ab(&getContext());
+      for (BlockArgument a : func.getArguments())
+        func.setArgAttr(a.getArgNumber(), "moe.global_shape",
+                        ab.getDenseI64ArrayAttr(
+                            cast<ShapedType>(a.getType()).getShape()));
+      for (auto [i, t] : llvm::enumerate(func.getResultTypes()))
+        func.setResultAttr(i, "moe.global_shape",
+                           ab.getDenseI64ArrayAttr(
+                               cast<ShapedType>(t).getShape()));
       for (auto &[v, dims] : *facts) {
         auto t = cast<RankedTensorType>(v.getType());
         std::string why;

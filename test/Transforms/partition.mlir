@@ -2,7 +2,8 @@
 // dp=2 x ep=3 split 24 tokens (2x12) six ways: 4 per rank, as [1, 4, 16].
 // RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=dp=2,ep=3" --moe-place-experts --moe-insert-all-to-all --moe-partition 2>/dev/null | FileCheck %s
 // CHECK: shard.grid @mesh(shape = 2x3) {moe.axes = ["dp", "ep"], moe.partitioned}
-// CHECK: func.func @main(%[[X:.*]]: tensor<1x4x16xf32> {moe.token_split = array<i64: 0, 2>, onnx.name = "hidden_states"}) -> (tensor<1x4x16xf32> {moe.token_split = array<i64: 0, 2>, onnx.name = "output"})
+// The global shapes are kept for the plan writer.
+// CHECK: func.func @main(%[[X:.*]]: tensor<1x4x16xf32> {moe.global_shape = array<i64: 2, 12, 16>, moe.token_split = array<i64: 0, 2>, onnx.name = "hidden_states"}) -> (tensor<1x4x16xf32> {moe.global_shape = array<i64: 2, 12, 16>, moe.token_split = array<i64: 0, 2>, onnx.name = "output"})
 // CHECK: tensor.collapse_shape %[[X]] {{\[\[}}0, 1], [2]] : tensor<1x4x16xf32> into tensor<4x16xf32>
 // CHECK: tensor.empty() : tensor<4x8xf32>
 // CHECK: linalg.matmul ins(%{{.*}}, %{{.*}} : tensor<4x16xf32>, tensor<16x8xf32>) outs(%{{.*}} : tensor<4x8xf32>)

@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "moec/Conversion/ToPlan.h"
 #include "moec/Import/OnnxImporter.h"
 #include "moec/InitAll.h"
 #include "moec/Transforms/Passes.h"
@@ -36,7 +37,7 @@ using namespace mlir;
 namespace cl = llvm::cl;
 
 namespace {
-enum class EmitKind { MLIR, ShardedMLIR };
+enum class EmitKind { MLIR, ShardedMLIR, Plan };
 
 cl::OptionCategory moecCat("moec options");
 
@@ -59,7 +60,10 @@ cl::opt<EmitKind> emit(
                clEnumValN(EmitKind::ShardedMLIR, "sharded-mlir",
                           "with --mesh: the annotated IR (global shapes, "
                           "placement, all-to-alls), then the partitioned "
-                          "per-rank IR, separated by '// -----'")),
+                          "per-rank IR, separated by '// -----'"),
+               clEnumValN(EmitKind::Plan, "plan",
+                          "a .moeplan for moe-run (the default when -o ends "
+                          "in .moeplan; --mesh defaults to ep=1)")),
     cl::cat(moecCat));
 cl::OptionCategory shardCat("moec sharding options");
 cl::opt<std::string> meshSpec(
@@ -317,6 +321,13 @@ int main(int argc, char **argv) {
     flags.elideLargeResourceString(1024);
   if (emit == EmitKind::ShardedMLIR && meshSpec.empty())
     return fail("--emit=sharded-mlir needs --mesh");
+  bool wantPlan = emit == EmitKind::Plan ||
+                  (emit == EmitKind::MLIR &&
+                   StringRef(outputFile).ends_with(".moeplan"));
+  if (wantPlan && outputFile == "-")
+    return fail("a plan is binary: give -o FILE.moeplan");
+  if (wantPlan && meshSpec.empty())
+    meshSpec = "ep=1";
   if (meshSpec.empty()) {
     if (report != ReportKind::None) {
       moec::writeMoEReport(*module, llvm::outs(), report == ReportKind::Json);
@@ -399,6 +410,15 @@ int main(int argc, char **argv) {
     }
     if (outputFile == "-")
       return 0;
+  }
+  if (wantPlan) {
+    moert::Plan plan;
+    moert::PlanData data;
+    if (failed(moec::buildPlan(*module, inputFile, plan, data)))
+      return fail(inputFile + ": cannot lower to a plan for --mesh " + mesh);
+    if (!moert::writePlan(outputFile, plan, data, err))
+      return fail(err);
+    return 0;
   }
   auto out = openOutputFile(outputFile, &err);
   if (!out)

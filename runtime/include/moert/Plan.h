@@ -195,6 +195,7 @@ private:
   std::vector<std::pair<void *, size_t>> maps_; ///< per segment (or null)
   std::vector<const char *> segBase_;
   uint64_t mappedBytes_ = 0;
+  int rank_ = -1;
 };
 
 /// A readable multi-line description of a plan (for `moe-run --describe`):

@@ -1,0 +1,25 @@
+//===- ToPlan.h - lowering the per-rank program to a .moeplan ---*- C++ -*-===//
+//
+// The last compiler stage: a module partitioned by moe-partition becomes a
+// plan (docs/plan-format.md): values with arena offsets from a liveness-based
+// memory plan, one step per op, and the weights, split into a segment shared
+// by every rank and one segment per rank (its experts, its tp slices).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEC_CONVERSION_TOPLAN_H
+#define MOEC_CONVERSION_TOPLAN_H
+
+#include "mlir/IR/BuiltinOps.h"
+#include "moert/Plan.h"
+
+namespace moec {
+
+/// Builds the plan of `module` (emits an error naming the op and fails when
+/// an op has no plan lowering). `source` is recorded as the plan's source.
+mlir::LogicalResult buildPlan(mlir::ModuleOp module, llvm::StringRef source,
+                              moert::Plan &plan, moert::PlanData &data);
+
+} // namespace moec
+
+#endif // MOEC_CONVERSION_TOPLAN_H

@@ -1,0 +1,608 @@
+//===- ToPlan.cpp - lowering the per-rank program to a .moeplan -----------===//
+
+#include "moec/Conversion/ToPlan.h"
+#include "moec/Dialect/MoE/MoEOps.h"
+#include "moec/Transforms/Mesh.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/AsmState.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/DialectResourceBlobManager.h"
+
+#include <map>
+
+using namespace mlir;
+using namespace moec;
+
+namespace {
+
+constexpr uint64_t kAlign = 64;
+uint64_t alignUp(uint64_t x) { return (x + kAlign - 1) / kAlign * kAlign; }
+
+bool toDType(Type t, moert::DType &out) {
+  if (t.isF32())
+    out = moert::DType::f32;
+  else if (t.isF16())
+    out = moert::DType::f16;
+  else if (t.isBF16())
+    out = moert::DType::bf16;
+  else if (t.isInteger(64))
+    out = moert::DType::i64;
+  else if (t.isInteger(32))
+    out = moert::DType::i32;
+  else
+    return false;
+  return true;
+}
+
+/// The raw bytes of a constant tensor attribute (splats expanded).
+bool constantBytes(Attribute attr, std::vector<char> &out) {
+  if (auto r = dyn_cast<DenseResourceElementsAttr>(attr)) {
+    AsmResourceBlob *blob = r.getRawHandle().getBlob();
+    if (!blob)
+      return false;
+    ArrayRef<char> d = blob->getData();
+    out.assign(d.begin(), d.end());
+    return true;
+  }
+  if (auto d = dyn_cast<DenseElementsAttr>(attr)) {
+    if (d.getElementType().isInteger(1))
+      return false;
+    ArrayRef<char> raw = d.getRawData();
+    int64_t n = d.getNumElements();
+    if (d.isSplat()) {
+      out.clear();
+      out.reserve(raw.size() * n);
+      for (int64_t i = 0; i < n; ++i)
+        out.insert(out.end(), raw.begin(), raw.end());
+    } else {
+      out.assign(raw.begin(), raw.end());
+    }
+    return true;
+  }
+  return false;
+}
+
+std::string locName(Location loc) {
+  if (auto n = dyn_cast<NameLoc>(loc))
+    return n.getName().str();
+  if (auto f = dyn_cast<FusedLoc>(loc))
+    for (Location l : f.getLocations())
+      if (auto n = dyn_cast<NameLoc>(l))
+        return n.getName().str();
+  return "";
+}
+
+moert::Attr intAttr(int64_t v) {
+  moert::Attr a;
+  a.kind = moert::Attr::Int;
+  a.i = v;
+  return a;
+}
+moert::Attr floatAttr(double v) {
+  moert::Attr a;
+  a.kind = moert::Attr::Float;
+  a.f = v;
+  return a;
+}
+moert::Attr strAttr(StringRef v) {
+  moert::Attr a;
+  a.kind = moert::Attr::String;
+  a.s = v.str();
+  return a;
+}
+moert::Attr listAttr(std::vector<int64_t> v) {
+  moert::Attr a;
+  a.kind = moert::Attr::IntList;
+  a.list = std::move(v);
+  return a;
+}
+
+class PlanBuilder {
+public:
+  PlanBuilder(ModuleOp module, moert::Plan &plan, moert::PlanData &data)
+      : module(module), plan(plan), data(data) {}
+  LogicalResult run(StringRef source);
+
+private:
+  /// A new plan value for `v` (not yet placed).
+  int32_t addValue(Value v, moert::ValueKind kind, StringRef name);
+  /// `v` shares the bytes of `of` (a reshape).
+  LogicalResult alias(Value v, Value of, Operation *op);
+  LogicalResult lookup(Value v, Operation *op, int32_t &id);
+  int32_t optional(Value v, Operation *op, LogicalResult &ok);
+  LogicalResult addConstant(arith::ConstantOp c);
+  LogicalResult addLocalWeights(moe::LocalWeightsOp op);
+  LogicalResult lowerOp(Operation *op);
+  moert::Step &addStep(StringRef name, Operation *op);
+  std::string axesName(ArrayRef<int16_t> axes);
+  uint64_t appendData(int32_t segment, ArrayRef<char> bytes);
+  void planMemory(func::FuncOp func);
+
+  ModuleOp module;
+  moert::Plan &plan;
+  moert::PlanData &data;
+  MeshSpec spec;
+  DenseMap<Value, int32_t> ids;
+  /// Arena values: root value id of each (aliases share their root).
+  std::map<int32_t, int32_t> root;
+  /// Host data of constants seen (for local_weights slicing).
+  DenseMap<Value, Attribute> constAttr;
+  DenseMap<Value, int32_t> stepOf; // dispatch handle -> step index
+  /// Op index of the definition and last use of each arena value.
+  std::map<int32_t, std::pair<int64_t, int64_t>> live;
+  int64_t opIndex = 0;
+};
+
+int32_t PlanBuilder::addValue(Value v, moert::ValueKind kind,
+                              StringRef name) {
+  auto t = cast<RankedTensorType>(v.getType());
+  moert::Value pv;
+  pv.id = plan.values.size();
+  pv.name = name.str();
+  toDType(t.getElementType(), pv.dtype);
+  for (int64_t d : t.getShape())
+    pv.shape.push_back(d);
+  pv.kind = kind;
+  plan.values.push_back(pv);
+  ids[v] = pv.id;
+  if (kind != moert::ValueKind::constant) {
+    root[pv.id] = pv.id;
+    live[pv.id] = {opIndex, opIndex};
+  }
+  return pv.id;
+}
+
+LogicalResult PlanBuilder::lookup(Value v, Operation *op, int32_t &id) {
+  auto it = ids.find(v);
+  if (it == ids.end())
+    return op->emitError("plan lowering: an operand has no plan value "
+                         "(produced by an op the plan cannot express)");
+  id = it->second;
+  auto r = root.find(id);
+  if (r != root.end())
+    live[r->second].second = std::max(live[r->second].second, opIndex);
+  return success();
+}
+
+int32_t PlanBuilder::optional(Value v, Operation *op, LogicalResult &ok) {
+  if (!v)
+    return -1;
+  int32_t id = -1;
+  if (failed(lookup(v, op, id)))
+    ok = failure();
+  return id;
+}
+
+LogicalResult PlanBuilder::alias(Value v, Value of, Operation *op) {
+  int32_t src;
+  if (failed(lookup(of, op, src)))
+    return failure();
+  moert::Value copy = plan.values[src];
+  auto t = cast<RankedTensorType>(v.getType());
+  copy.id = plan.values.size();
+  copy.shape.assign(t.getShape().begin(), t.getShape().end());
+  if (copy.kind == moert::ValueKind::input ||
+      copy.kind == moert::ValueKind::output)
+    copy.kind = moert::ValueKind::temp;
+  plan.values.push_back(copy);
+  ids[v] = copy.id;
+  if (copy.kind != moert::ValueKind::constant)
+    root[copy.id] = root[src];
+  return success();
+}
+
+uint64_t PlanBuilder::appendData(int32_t segment, ArrayRef<char> bytes) {
+  std::vector<char> &seg = data.segments[segment];
+  uint64_t off = alignUp(seg.size());
+  seg.resize(off + bytes.size());
+  std::copy(bytes.begin(), bytes.end(), seg.begin() + off);
+  return off;
+}
+
+LogicalResult PlanBuilder::addConstant(arith::ConstantOp c) {
+  auto t = dyn_cast<RankedTensorType>(c.getType());
+  if (!t)
+    return success(); // scalars: only fill values, handled by their users
+  constAttr[c.getResult()] = c.getValue();
+  // Constants read only by moe.local_weights are not stored whole.
+  bool onlyLocal = !c->use_empty() && llvm::all_of(c->getUsers(), [](auto *u) {
+    return isa<moe::LocalWeightsOp>(u);
+  });
+  bool onlyShapes = !c->use_empty() && llvm::all_of(c->getUsers(), [](auto *u) {
+    return isa<tensor::ReshapeOp>(u);
+  });
+  if (onlyLocal || onlyShapes || c->use_empty())
+    return success();
+  std::vector<char> bytes;
+  moert::DType dt;
+  if (!toDType(t.getElementType(), dt) || !constantBytes(c.getValue(), bytes))
+    return c.emitError("plan lowering: unsupported constant of type ")
+           << t;
+  int32_t id = addValue(c.getResult(), moert::ValueKind::constant,
+                        locName(c.getLoc()));
+  moert::DataRef ref;
+  ref.segment = 0;
+  ref.offset = appendData(0, bytes);
+  ref.bytes = bytes.size();
+  plan.values[id].data.push_back(ref);
+  return success();
+}
+
+LogicalResult PlanBuilder::addLocalWeights(moe::LocalWeightsOp op) {
+  auto in = cast<RankedTensorType>(op.getWeights().getType());
+  auto out = cast<RankedTensorType>(op.getType());
+  Attribute attr = constAttr.lookup(op.getWeights());
+  std::vector<char> global;
+  if (!attr || !constantBytes(attr, global))
+    return op.emitError("plan lowering: moe.local_weights of a value that "
+                        "is not a constant");
+  moert::DType dt;
+  if (!toDType(in.getElementType(), dt))
+    return op.emitError("plan lowering: unsupported weight type ") << in;
+  size_t elt = moert::dtypeSize(dt);
+  int32_t id = addValue(op.getResult(), moert::ValueKind::constant,
+                        locName(op.getLoc()));
+  moe::PlacementAttr p = op.getPlacement();
+  int64_t splitAxis = op.getSplitAxis(), splitDim = op.getSplitDim();
+  int64_t world = spec.worldSize();
+  // Row-major strides of the global and local stacks.
+  int64_t rank = in.getRank();
+  auto strides = [&](ArrayRef<int64_t> shape) {
+    SmallVector<int64_t> s(shape.size(), 1);
+    for (int64_t d = shape.size() - 2; d >= 0; --d)
+      s[d] = s[d + 1] * shape[d + 1];
+    return s;
+  };
+  SmallVector<int64_t> gs = strides(in.getShape()), ls = strides(out.getShape());
+  int64_t localElems = out.getNumElements();
+  for (int64_t r = 0; r < world; ++r) {
+    // Coordinates of rank r (row-major over the mesh axes).
+    SmallVector<int64_t> coords(spec.axes.size());
+    int64_t rem = r;
+    for (int64_t a = spec.axes.size() - 1; a >= 0; --a) {
+      coords[a] = rem % spec.axes[a].second;
+      rem /= spec.axes[a].second;
+    }
+    int64_t epc = coords[op.getEpAxis()];
+    int64_t part = splitAxis >= 0 ? coords[splitAxis] : 0;
+    std::vector<char> bytes(localElems * elt, 0);
+    bool zero = op.getFirstOnly() && part != 0;
+    SmallVector<int64_t> idx(rank, 0);
+    for (int64_t i = 0; i < localElems && !zero; ++i) {
+      int64_t lin = i;
+      for (int64_t d = 0; d < rank; ++d) {
+        idx[d] = lin / ls[d];
+        lin %= ls[d];
+      }
+      int64_t expert = p.expertAt(epc, idx[0]);
+      if (expert < 0)
+        continue;
+      int64_t g = expert * gs[0];
+      for (int64_t d = 1; d < rank; ++d) {
+        int64_t x = idx[d];
+        if (splitAxis >= 0 && !op.getFirstOnly() && d == splitDim)
+          x += part * out.getDimSize(d);
+        g += x * gs[d];
+      }
+      std::memcpy(bytes.data() + i * elt, global.data() + g * elt, elt);
+    }
+    moert::DataRef ref;
+    ref.segment = 1 + r;
+    ref.offset = appendData(1 + r, bytes);
+    ref.bytes = bytes.size();
+    plan.values[id].data.push_back(ref);
+  }
+  return success();
+}
+
+moert::Step &PlanBuilder::addStep(StringRef name, Operation *op) {
+  moert::Step s;
+  s.op = name.str();
+  s.loc = locName(op->getLoc());
+  plan.steps.push_back(s);
+  return plan.steps.back();
+}
+
+std::string PlanBuilder::axesName(ArrayRef<int16_t> axes) {
+  std::string s;
+  for (int16_t a : axes)
+    s += (s.empty() ? "" : ",") + spec.axes[a].first;
+  return s;
+}
+
+LogicalResult PlanBuilder::lowerOp(Operation *op) {
+  LogicalResult ok = success();
+  auto in = [&](Value v) { return optional(v, op, ok); };
+  auto out = [&](Value v) {
+    return addValue(v, moert::ValueKind::temp, locName(op->getLoc()));
+  };
+  if (auto c = dyn_cast<arith::ConstantOp>(op))
+    return addConstant(c);
+  if (auto lw = dyn_cast<moe::LocalWeightsOp>(op))
+    return addLocalWeights(lw);
+  if (isa<tensor::EmptyOp>(op))
+    return success();
+  if (auto f = dyn_cast<linalg::FillOp>(op)) {
+    // Only as the zero init of a matmul (the plan's matmul overwrites).
+    auto cst = f.getInputs()[0].getDefiningOp<arith::ConstantOp>();
+    auto zero = cst ? dyn_cast<FloatAttr>(cst.getValue()) : nullptr;
+    bool initOnly = llvm::all_of(f->getUsers(), [](Operation *u) {
+      return isa<linalg::MatmulOp>(u);
+    });
+    if (!zero || !zero.getValue().isZero() || !initOnly)
+      return op->emitError("plan lowering: linalg.fill is supported only as "
+                           "the zero init of a matmul");
+    return success();
+  }
+  if (auto c = dyn_cast<tensor::CollapseShapeOp>(op))
+    return alias(c.getResult(), c.getSrc(), op);
+  if (auto e = dyn_cast<tensor::ExpandShapeOp>(op))
+    return alias(e.getResult(), e.getSrc(), op);
+  if (auto r = dyn_cast<tensor::ReshapeOp>(op))
+    return alias(r.getResult(), r.getSource(), op);
+  if (auto m = dyn_cast<linalg::MatmulOp>(op)) {
+    if (m.getInputs().size() != 2 || m.hasUserDefinedMaps())
+      return op->emitError("plan lowering: only plain 2-d linalg.matmul");
+    auto init = m.getOutputs()[0].getDefiningOp<linalg::FillOp>();
+    if (!init)
+      return op->emitError("plan lowering: linalg.matmul must start from a "
+                           "zero fill");
+    int32_t a = in(m.getInputs()[0]), b = in(m.getInputs()[1]);
+    int32_t c = out(m.getResult(0));
+    if (failed(ok))
+      return failure();
+    moert::Step &s = addStep("matmul", op);
+    s.inputs = {a, b, -1};
+    s.outputs = {c};
+    s.attrs["trans_b"] = intAttr(0);
+    return success();
+  }
+  if (auto r = dyn_cast<moe::RouteOp>(op)) {
+    int32_t logits = in(r.getLogits()), bias = in(r.getBias());
+    int32_t w = out(r.getWeights()), i = out(r.getIndices());
+    if (failed(ok))
+      return failure();
+    moert::Step &s = addStep("route", op);
+    s.inputs = {logits, bias};
+    s.outputs = {w, i};
+    s.attrs["top_k"] = intAttr(r.getTopK());
+    s.attrs["score_func"] = strAttr(moe::stringifyScoreFunc(r.getScoreFunc()));
+    s.attrs["renormalize"] = intAttr(r.getRenormalize());
+    s.attrs["scaling_factor"] =
+        floatAttr(r.getScalingFactor().convertToDouble());
+    s.attrs["num_groups"] = intAttr(r.getNumGroups());
+    s.attrs["topk_groups"] = intAttr(r.getTopkGroups());
+    s.attrs["group_score"] =
+        strAttr(moe::stringifyGroupScore(r.getGroupScore()));
+    return success();
+  }
+  if (auto d = dyn_cast<moe::DispatchOp>(op)) {
+    int32_t t = in(d.getTokens()), i = in(d.getIndices());
+    // The receive buffer at its bound.
+    auto recvT = cast<RankedTensorType>(d.getRecv().getType());
+    int32_t recv = out(d.getRecv());
+    plan.values[recv].shape = {int64_t(d.getMaxRows()), recvT.getDimSize(1)};
+    if (failed(ok))
+      return failure();
+    stepOf[d.getHandle()] = plan.steps.size();
+    moert::Step &s = addStep("dispatch", op);
+    s.inputs = {t, i};
+    s.outputs = {recv};
+    moe::PlacementAttr p = d.getPlacement();
+    s.attrs["axes"] = strAttr(axesName(d.getGridAxes()));
+    s.attrs["num_experts"] = intAttr(p.getNumExperts());
+    s.attrs["slots_per_rank"] = intAttr(p.getSlotsPerRank());
+    s.attrs["capacity"] = intAttr(d.getCapacity());
+    std::vector<int64_t> reps;
+    for (int64_t e = 0; e < p.getNumExperts(); ++e) {
+      std::vector<int64_t> pairs;
+      for (int64_t q = 0; q < p.getRanks(); ++q)
+        for (int64_t sl = 0; sl < p.getSlotsPerRank(); ++sl)
+          if (p.expertAt(q, sl) == e) {
+            pairs.push_back(q);
+            pairs.push_back(sl);
+          }
+      reps.push_back(pairs.size() / 2);
+      reps.insert(reps.end(), pairs.begin(), pairs.end());
+    }
+    s.attrs["replicas"] = listAttr(std::move(reps));
+    return success();
+  }
+  if (auto ec = dyn_cast<moe::ExpertComputeOp>(op)) {
+    int32_t recv = in(ec.getRecv()), g = in(ec.getWGate()), u = in(ec.getWUp()),
+            dn = in(ec.getWDown()), bg = in(ec.getBGate()),
+            bu = in(ec.getBUp()), bd = in(ec.getBDown());
+    int32_t y = out(ec.getResult());
+    plan.values[y].shape = plan.values[recv].shape;
+    if (failed(ok))
+      return failure();
+    auto it = stepOf.find(ec.getHandle());
+    if (it == stepOf.end())
+      return op->emitError("plan lowering: expert_compute without its "
+                           "dispatch");
+    moert::Step &s = addStep("experts", op);
+    s.inputs = {recv, g, u, dn, bg, bu, bd};
+    s.outputs = {y};
+    s.attrs["activation"] =
+        strAttr(moe::stringifyActivation(ec.getActivation()));
+    s.attrs["dispatch"] = intAttr(it->second);
+    return success();
+  }
+  if (auto c = dyn_cast<moe::CombineOp>(op)) {
+    int32_t y = in(c.getY()), w = in(c.getWeights());
+    int32_t o = out(c.getResult());
+    if (failed(ok))
+      return failure();
+    auto it = stepOf.find(c.getHandle());
+    if (it == stepOf.end())
+      return op->emitError("plan lowering: combine without its dispatch");
+    moert::Step &s = addStep("combine", op);
+    s.inputs = {y, w};
+    s.outputs = {o};
+    s.attrs["dispatch"] = intAttr(it->second);
+    return success();
+  }
+  if (auto ar = dyn_cast<shard::AllReduceOp>(op)) {
+    int32_t x = in(ar.getInput());
+    int32_t y = out(ar.getResult());
+    if (failed(ok))
+      return failure();
+    moert::Step &s = addStep("all_reduce", op);
+    s.inputs = {x};
+    s.outputs = {y};
+    s.attrs["axes"] = strAttr(axesName(ar.getGridAxes()));
+    s.attrs["reduction"] = strAttr("sum");
+    return success();
+  }
+  if (isa<func::ReturnOp>(op))
+    return success();
+  return op->emitError("plan lowering: '")
+         << op->getName() << "' has no lowering to plan steps yet";
+}
+
+/// First-fit offsets for the arena values by live range (aliases share
+/// their root's bytes).
+void PlanBuilder::planMemory(func::FuncOp func) {
+  struct Buf {
+    int32_t id;
+    uint64_t size;
+    int64_t from, to;
+    uint64_t offset = 0;
+  };
+  std::map<int32_t, uint64_t> rootSize;
+  for (auto &[id, r] : root)
+    rootSize[r] = std::max<uint64_t>(rootSize[r], plan.values[id].byteSize());
+  std::vector<Buf> bufs;
+  for (auto &[r, size] : rootSize)
+    bufs.push_back({r, alignUp(std::max<uint64_t>(size, 1)), live[r].first,
+                    live[r].second});
+  std::sort(bufs.begin(), bufs.end(), [](const Buf &a, const Buf &b) {
+    return a.size > b.size || (a.size == b.size && a.id < b.id);
+  });
+  std::vector<Buf *> placed;
+  uint64_t arena = 0;
+  for (Buf &b : bufs) {
+    // Lowest offset that does not overlap a placed buffer alive at the
+    // same time.
+    std::vector<std::pair<uint64_t, uint64_t>> busy;
+    for (Buf *p : placed)
+      if (!(p->to < b.from || b.to < p->from))
+        busy.push_back({p->offset, p->offset + p->size});
+    std::sort(busy.begin(), busy.end());
+    uint64_t off = 0;
+    for (auto &[s, e] : busy) {
+      if (off + b.size <= s)
+        break;
+      off = std::max(off, e);
+    }
+    b.offset = off;
+    arena = std::max(arena, off + b.size);
+    placed.push_back(&b);
+  }
+  std::map<int32_t, uint64_t> offsetOf;
+  for (Buf &b : bufs)
+    offsetOf[b.id] = b.offset;
+  for (auto &[id, r] : root)
+    plan.values[id].offset = offsetOf[r];
+  plan.arenaBytes = arena;
+}
+
+LogicalResult PlanBuilder::run(StringRef source) {
+  shard::GridOp grid = getMeshGrid(module);
+  if (!grid || !grid->hasAttr("moe.partitioned"))
+    return module.emitError("plan lowering needs a partitioned module "
+                            "(moec --mesh ..., or moe-opt --moe-shard ... "
+                            "--moe-partition)");
+  spec = meshSpecOf(grid);
+  plan.producer = "moec 0.1";
+  plan.source = source.str();
+  for (auto &[name, size] : spec.axes)
+    plan.mesh.push_back({name, size});
+  int64_t world = spec.worldSize();
+  // Segment 0 is shared; segment 1 + r belongs to rank r.
+  plan.segments.resize(1 + world);
+  data.segments.resize(1 + world);
+  plan.segments[0].name = "shared";
+  for (int64_t r = 0; r < world; ++r) {
+    plan.segments[1 + r].name = "rank" + std::to_string(r);
+    plan.segments[1 + r].ranks = {int32_t(r)};
+  }
+
+  auto funcs = llvm::to_vector(module.getOps<func::FuncOp>());
+  if (funcs.size() != 1 || funcs[0].isExternal())
+    return module.emitError("plan lowering expects one function, @main");
+  func::FuncOp func = funcs[0];
+  std::vector<std::string> tokenAxes;
+  for (StringRef a : {"dp", "ep"})
+    if (spec.index(a) >= 0)
+      tokenAxes.push_back(a.str());
+  auto io = [&](DictionaryAttr attrs, Type localType, unsigned i, bool isOut,
+                moert::ModelIO &m) -> LogicalResult {
+    auto t = cast<RankedTensorType>(localType);
+    auto name = attrs ? attrs.getAs<StringAttr>("onnx.name") : nullptr;
+    m.name = name ? name.str() : (isOut ? "output" : "input") +
+                                     std::to_string(i);
+    if (!toDType(t.getElementType(), m.dtype))
+      return func.emitError("plan lowering: unsupported dtype of ")
+             << m.name;
+    auto global = attrs ? attrs.getAs<DenseI64ArrayAttr>("moe.global_shape")
+                        : nullptr;
+    ArrayRef<int64_t> shape = global ? global.asArrayRef() : t.getShape();
+    m.shape.assign(shape.begin(), shape.end());
+    if (auto split = attrs ? attrs.getAs<DenseI64ArrayAttr>("moe.token_split")
+                           : nullptr) {
+      if (split[0] != 0)
+        return func.emitError("plan lowering: the token dims of ")
+               << m.name << " must lead";
+      m.split.axis = split[0] + split[1] - 1;
+      m.split.over = tokenAxes;
+    }
+    return success();
+  };
+  for (BlockArgument a : func.getArguments()) {
+    moert::ModelIO m;
+    if (failed(io(func.getArgAttrDict(a.getArgNumber()), a.getType(),
+                  a.getArgNumber(), false, m)))
+      return failure();
+    m.value = addValue(a, moert::ValueKind::input, m.name);
+    plan.inputs.push_back(m);
+  }
+  for (Operation &op : func.getBody().front()) {
+    ++opIndex;
+    if (failed(lowerOp(&op)))
+      return failure();
+  }
+  ++opIndex;
+  auto ret = cast<func::ReturnOp>(func.getBody().front().getTerminator());
+  for (auto [i, v] : llvm::enumerate(ret.getOperands())) {
+    moert::ModelIO m;
+    if (failed(io(func.getResultAttrDict(i), v.getType(), i, true, m)))
+      return failure();
+    int32_t id;
+    if (failed(lookup(v, ret, id)))
+      return failure();
+    if (plan.values[id].kind == moert::ValueKind::constant)
+      return ret.emitError("plan lowering: output ")
+             << m.name << " is a constant";
+    plan.values[id].kind = moert::ValueKind::output;
+    m.value = id;
+    plan.outputs.push_back(m);
+  }
+  planMemory(func);
+  std::string err;
+  if (!moert::verifyPlan(plan, err))
+    return module.emitError("plan lowering produced an invalid plan: ") << err;
+  return success();
+}
+
+} // namespace
+
+LogicalResult moec::buildPlan(ModuleOp module, StringRef source,
+                              moert::Plan &plan, moert::PlanData &data) {
+  return PlanBuilder(module, plan, data).run(source);
+}
