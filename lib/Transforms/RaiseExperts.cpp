@@ -21,6 +21,9 @@
 #include "mlir/IR/Matchers.h"
 #include "llvm/ADT/SetVector.h"
 
+#include <array>
+#include <cstring>
+#include <limits>
 #include <map>
 
 namespace moec {
@@ -70,8 +73,7 @@ std::optional<std::pair<Value, Value>> matchBinary(Value v) {
     return std::nullopt;
   Block *b = g.getBody();
   Value y = b->getTerminator()->getOperand(0);
-  if (y != ops[0]->getResult(0) ||
-      ops[0]->getOperand(0) != b->getArgument(0) ||
+  if (y != ops[0]->getResult(0) || ops[0]->getOperand(0) != b->getArgument(0) ||
       ops[0]->getOperand(1) != b->getArgument(1))
     return std::nullopt;
   return std::make_pair(g.getDpsInputs()[0], g.getDpsInputs()[1]);
@@ -293,7 +295,8 @@ FailureOr<std::vector<char>> realize(WeightRef w, int64_t e,
     return failure();
   auto t = cast<RankedTensorType>(w.src.getType());
   unsigned eb = t.getElementTypeBitWidth() / 8;
-  int64_t rows = t.getDimSize(t.getRank() - 2), cols = t.getDimSize(t.getRank() - 1);
+  int64_t rows = t.getDimSize(t.getRank() - 2),
+          cols = t.getDimSize(t.getRank() - 1);
   const char *base = all->data();
   if (w.stacked) {
     if (e >= t.getDimSize(0))
@@ -330,58 +333,368 @@ FailureOr<Value> stack(OpBuilder &b, Location loc,
   }
   Type elt = cast<RankedTensorType>(parts[0].second.src->getResult(0).getType())
                  .getElementType();
-  auto type = RankedTensorType::get({int64_t(parts.size()), first[0], first[1]},
-                                    elt);
+  auto type =
+      RankedTensorType::get({int64_t(parts.size()), first[0], first[1]}, elt);
   AsmResourceBlob blob = HeapAsmResourceBlob::allocateAndCopyWithAlign(
       ArrayRef<char>(all.data(), all.size()), alignof(uint64_t));
   auto attr = DenseResourceElementsAttr::get(type, name, std::move(blob));
   return arith::ConstantOp::create(b, loc, cast<TypedAttr>(attr)).getResult();
 }
 
-/// The router of one MoE layer, read from its top-k.
+/// The router of one MoE layer, read from its selection top-k.
 struct Router {
   moe::TopKOp topk;
   Value logits;
+  /// The scores s = score_func(logits) the weights are read from.
+  Value scores;
   moe::ScoreFunc score = moe::ScoreFunc::softmax;
-  /// The routing weights the experts are scaled by: the top-k values, or
-  /// their renormalised form.
+  /// Selection-only bias (DeepSeek-V3's e_score_correction_bias), [E].
+  Value bias;
+  int64_t numGroups = 1, topkGroups = 1;
+  moe::GroupScore groupScore = moe::GroupScore::max;
+  /// The routing weights the experts are scaled by: the top-k values (or
+  /// the scores gathered at the top-k indices), possibly renormalised and
+  /// scaled.
   Value weights;
   bool renormalize = false;
+  double scaling = 1.0;
 };
 
-std::optional<Router> matchRouter(moe::TopKOp topk) {
+/// A generic whose body is `arith.select` of its three inputs: returns them.
+std::optional<std::array<Value, 3>> matchSelect(Value v) {
+  auto g = v.getDefiningOp<linalg::GenericOp>();
+  if (!g || g.getNumDpsInputs() != 3 || g.getNumResults() != 1)
+    return std::nullopt;
+  SmallVector<Operation *> ops = bodyOps(g);
+  Block *b = g.getBody();
+  if (ops.size() != 1 || !isa<arith::SelectOp>(ops[0]) ||
+      b->getTerminator()->getOperand(0) != ops[0]->getResult(0))
+    return std::nullopt;
+  for (unsigned i = 0; i < 3; ++i)
+    if (ops[0]->getOperand(i) != b->getArgument(i))
+      return std::nullopt;
+  return std::array<Value, 3>{g.getDpsInputs()[0], g.getDpsInputs()[1],
+                              g.getDpsInputs()[2]};
+}
+
+/// A one-input generic whose body is one op `OpTy(arg, C)` with C a scalar
+/// constant (either operand order): returns the input and C.
+template <typename OpTy>
+std::optional<std::pair<Value, Attribute>> matchUnaryConst(Value v) {
+  auto g = v.getDefiningOp<linalg::GenericOp>();
+  if (!g || g.getNumDpsInputs() != 1 || g.getNumResults() != 1)
+    return std::nullopt;
+  SmallVector<Operation *> ops = bodyOps(g);
+  Block *b = g.getBody();
+  if (ops.size() != 1 || !isa<OpTy>(ops[0]) ||
+      b->getTerminator()->getOperand(0) != ops[0]->getResult(0))
+    return std::nullopt;
+  for (unsigned i = 0; i < 2; ++i) {
+    Attribute c;
+    if (ops[0]->getOperand(i) == b->getArgument(0) &&
+        matchPattern(ops[0]->getOperand(1 - i), m_Constant(&c)))
+      return std::make_pair(g.getDpsInputs()[0], c);
+  }
+  return std::nullopt;
+}
+
+/// The value of a scalar float constant (a rank-0 or splat tensor constant,
+/// or a scalar constant).
+std::optional<double> scalarFloat(Value v) {
+  auto c = skipViews(v).getDefiningOp<arith::ConstantOp>();
+  if (!c)
+    return std::nullopt;
+  if (auto f = dyn_cast<FloatAttr>(c.getValue()))
+    return f.getValueAsDouble();
+  auto d = dyn_cast<DenseFPElementsAttr>(c.getValue());
+  if (!d || (!d.isSplat() && d.getNumElements() != 1))
+    return std::nullopt;
+  return (*d.getValues<APFloat>().begin()).convertToDouble();
+}
+
+/// An element-wise binary generic `x OP c` (either order) with `c` a scalar
+/// constant: returns x and the constant.
+template <typename OpTy>
+std::optional<std::pair<Value, double>> matchScalarBinary(Value v) {
+  auto bin = matchBinary<OpTy>(v);
+  if (!bin)
+    return std::nullopt;
+  if (std::optional<double> c = scalarFloat(bin->second))
+    return std::make_pair(bin->first, *c);
+  if (std::optional<double> c = scalarFloat(bin->first))
+    return std::make_pair(bin->second, *c);
+  return std::nullopt;
+}
+
+/// True for a float constant whose elements are all `value`.
+bool isSplatConstant(Value v, double value) {
+  auto c = skipViews(v).getDefiningOp<arith::ConstantOp>();
+  if (!c)
+    return false;
+  if (auto f = dyn_cast<FloatAttr>(c.getValue()))
+    return f.getValueAsDouble() == value;
+  if (auto r = dyn_cast<DenseResourceElementsAttr>(c.getValue())) {
+    FailureOr<std::vector<char>> bytes = constantBytes(c);
+    if (failed(bytes) || !r.getElementType().isF32())
+      return false;
+    for (size_t i = 0; i + 4 <= bytes->size(); i += 4) {
+      float f;
+      std::memcpy(&f, bytes->data() + i, 4);
+      if (f != value)
+        return false;
+    }
+    return true;
+  }
+  auto d = dyn_cast<DenseFPElementsAttr>(c.getValue());
+  return d && llvm::all_of(d.getValues<APFloat>(), [&](const APFloat &x) {
+           return x.convertToDouble() == value;
+         });
+}
+
+/// A reduction over `dim` of a single input with a single-op body `OpTy`:
+/// returns the input.
+template <typename OpTy> Value matchReduce(Value v, int64_t dim) {
+  auto red = skipViews(v).getDefiningOp<linalg::ReduceOp>();
+  if (!red || red.getInputs().size() != 1 ||
+      red.getDimensions() != ArrayRef<int64_t>{dim})
+    return {};
+  Block &body = red.getCombiner().front();
+  if (body.getOperations().size() != 2 || !isa<OpTy>(body.front()))
+    return {};
+  return red.getInputs()[0];
+}
+
+/// `x` reshaped from [T, E] into [T, G, E / G]: returns x.
+Value matchGroupView(Value v, int64_t groups) {
+  auto e = v.getDefiningOp<tensor::ExpandShapeOp>();
+  if (!e)
+    return {};
+  auto t = cast<RankedTensorType>(e.getType());
+  auto src = cast<RankedTensorType>(e.getSrc().getType());
+  if (t.getRank() != 3 || src.getRank() != 2 || t.getDimSize(1) != groups ||
+      t.getDimSize(0) != src.getDimSize(0))
+    return {};
+  return e.getSrc();
+}
+
+/// Reads the group-limited selection of DeepSeek's routers: `sel` is
+/// select(!expand(scatter(zeros, topk(group_scores).indices, ones)), fill,
+/// c). Fills `r` and returns c, or an empty value with `why` set.
+Value matchGroupLimited(Value maskV, Value fill, Value c, Router &r,
+                        std::string &why) {
+  why = "group-limited routing not recognised";
+  // mask = !(group_mask_expanded != 0)
+  auto notOp = matchUnaryConst<arith::XOrIOp>(maskV);
+  if (!notOp || !isa<BoolAttr, IntegerAttr>(notOp->second))
+    return {};
+  if (auto ia = dyn_cast<IntegerAttr>(notOp->second);
+      ia && !ia.getValue().isAllOnes())
+    return {};
+  if (auto ba = dyn_cast<BoolAttr>(notOp->second); ba && !ba.getValue())
+    return {};
+  auto cmpG = notOp->first.getDefiningOp<linalg::GenericOp>();
+  if (!cmpG || cmpG.getNumDpsInputs() != 1)
+    return {};
+  SmallVector<Operation *> cops = bodyOps(cmpG);
+  auto cmp =
+      cops.size() == 1 ? dyn_cast<arith::CmpFOp>(cops[0]) : arith::CmpFOp();
+  APFloat zero(0.0f);
+  if (!cmp || cmp.getPredicate() != arith::CmpFPredicate::UNE ||
+      cmp.getLhs() != cmpG.getBody()->getArgument(0) ||
+      !matchPattern(cmp.getRhs(), m_ConstantFloat(&zero)) || !zero.isZero())
+    return {};
+  // [T, G, 1] -> [T, G, E/G] broadcast, collapsed to [T, E].
+  Value bc = skipViews(cmpG.getDpsInputs()[0]);
+  auto bg = bc.getDefiningOp<linalg::GenericOp>();
+  if (!bg || bg.getNumDpsInputs() != 1 || !bodyOps(bg).empty() ||
+      bg.getBody()->getTerminator()->getOperand(0) !=
+          bg.getBody()->getArgument(0))
+    return {};
+  auto inT = cast<RankedTensorType>(bg.getDpsInputs()[0].getType());
+  auto outT = cast<RankedTensorType>(bg.getResult(0).getType());
+  if (inT.getRank() != 3 || outT.getRank() != 3 || inT.getDimSize(2) != 1 ||
+      inT.getDimSize(1) != outT.getDimSize(1))
+    return {};
+  int64_t groups = outT.getDimSize(1);
+  auto sc =
+      skipViews(bg.getDpsInputs()[0]).getDefiningOp<moe::ScatterElementsOp>();
+  if (!sc || sc.getAxis() != 1 || sc.getReduction() != moe::Reduction::none ||
+      !isZeroConstant(sc.getData()) || !isSplatConstant(sc.getUpdates(), 1.0))
+    return {};
+  auto gtop = sc.getIndices().getDefiningOp<moe::TopKOp>();
+  if (!gtop || gtop.getIndices() != sc.getIndices() || gtop.getAxis() != 1 ||
+      !gtop.getLargest())
+    return {};
+  // Group scores: max over the group (V2) or the sum of its top two (V3).
+  Value gs = gtop.getInput();
+  if (Value in = matchReduce<arith::MaximumFOp>(gs, 2)) {
+    if (matchGroupView(in, groups) != c) {
+      why = "the group scores are not the maxima of the selection scores";
+      return {};
+    }
+    r.groupScore = moe::GroupScore::max;
+  } else if (Value in = matchReduce<arith::AddFOp>(gs, 2)) {
+    auto t2 = skipViews(in).getDefiningOp<moe::TopKOp>();
+    if (!t2 || t2.getValues() != skipViews(in) || t2.getK() != 2 ||
+        t2.getAxis() != 2 || !t2.getLargest() ||
+        matchGroupView(t2.getInput(), groups) != c) {
+      why = "the group scores are not the sums of the two best selection "
+            "scores";
+      return {};
+    }
+    r.groupScore = moe::GroupScore::top2_sum;
+  } else {
+    why = "the group scores are neither a max nor a top-2 sum";
+    return {};
+  }
+  // Masked-out experts must never win: -inf, or 0 below positive scores.
+  if (!isSplatConstant(fill, -std::numeric_limits<double>::infinity()) &&
+      !isSplatConstant(fill, 0.0)) {
+    why = "masked-out experts are filled with a value that could win";
+    return {};
+  }
+  r.numGroups = groups;
+  r.topkGroups = gtop.getK();
+  return c;
+}
+
+/// Matches the router that ends at the selection top-k `topk`. Returns
+/// nullopt when `topk` is not over router scores at all; otherwise a Router,
+/// or a failure with `why` set (a router that cannot be raised).
+std::optional<FailureOr<Router>> matchRouter(moe::TopKOp topk,
+                                             std::string &why) {
   auto in = cast<RankedTensorType>(topk.getInput().getType());
   if (in.getRank() != 2 || topk.getAxis() != 1 || !topk.getLargest())
     return std::nullopt;
   Router r;
   r.topk = topk;
-  Value scores = skipViews(topk.getInput());
-  if (auto sm = scores.getDefiningOp<linalg::SoftmaxOp>();
+  Value c = skipViews(topk.getInput());
+  if (auto sel = matchSelect(c)) {
+    std::string groupWhy;
+    Value inner = skipViews((*sel)[2]);
+    // Only a select over scores counts as a router.
+    Value probe = inner;
+    if (auto add = matchBinary<arith::AddFOp>(probe))
+      probe = skipViews(add->first);
+    if (!probe.getDefiningOp<linalg::SoftmaxOp>() && !matchSigmoid(probe))
+      return std::nullopt;
+    c = matchGroupLimited((*sel)[0], (*sel)[1], inner, r, groupWhy);
+    if (!c) {
+      why = groupWhy;
+      return FailureOr<Router>(failure());
+    }
+  }
+  // Selection scores: s, or s + bias with a constant [E] bias.
+  Value s = c;
+  if (auto add = matchBinary<arith::AddFOp>(c)) {
+    for (auto [a, b] : {std::pair(add->first, add->second),
+                        std::pair(add->second, add->first)}) {
+      auto bc = skipViews(b).getDefiningOp<arith::ConstantOp>();
+      auto bt = bc ? cast<RankedTensorType>(bc.getType()) : RankedTensorType();
+      if (bt && bt.getRank() == 1 && bt.getDimSize(0) == in.getDimSize(1)) {
+        s = skipViews(a);
+        r.bias = bc;
+        break;
+      }
+    }
+    if (!r.bias)
+      return std::nullopt;
+  }
+  if (auto sm = s.getDefiningOp<linalg::SoftmaxOp>();
       sm && sm.getDimension() == 1) {
     r.logits = sm.getInput();
-  } else if (Value x = matchSigmoid(scores)) {
+  } else if (Value x = matchSigmoid(s)) {
     r.logits = x;
     r.score = moe::ScoreFunc::sigmoid;
   } else {
     return std::nullopt;
   }
-  r.weights = topk.getValues();
-  // Renormalisation: values / sum(values, axis 1, keepdims).
-  for (Operation *user : topk.getValues().getUsers()) {
+  r.scores = s;
+  if (r.numGroups > 1 &&
+      (in.getDimSize(1) % r.numGroups != 0 ||
+       int64_t(topk.getK()) >
+           r.topkGroups * (in.getDimSize(1) / r.numGroups))) {
+    why = "top-k exceeds the experts of the selected groups";
+    return FailureOr<Router>(failure());
+  }
+  // The weights: the top-k values when they are the scores themselves (no
+  // bias), else the scores gathered at the top-k indices.
+  Value base;
+  if (!r.bias)
+    base = topk.getValues();
+  for (Operation *user : topk.getIndices().getUsers()) {
+    auto g = dyn_cast<linalg::GenericOp>(user);
+    if (!g || g.getNumDpsInputs() != 1 ||
+        g.getDpsInputs()[0] != topk.getIndices() || g.getNumResults() != 1)
+      continue;
+    // out[t, j] = s[t, idx[t, j]]
+    Value src;
+    bool rowIsD0 = false;
+    g.getBody()->walk([&](tensor::ExtractOp ex) {
+      src = ex.getTensor();
+      if (ex.getIndices().size() == 2)
+        if (auto li = ex.getIndices()[0].getDefiningOp<linalg::IndexOp>())
+          rowIsD0 = li.getDim() == 0;
+    });
+    if (src && skipViews(src) == s && rowIsD0 &&
+        g.getIndexingMapsArray()[0].isIdentity() &&
+        g.getIndexingMapsArray()[1].isIdentity())
+      base = g.getResult(0);
+  }
+  if (!base) {
+    why = "the routing weights are not the scores of the selected experts "
+          "(a selection bias must not reach the weights)";
+    return FailureOr<Router>(failure());
+  }
+  r.weights = base;
+  // Renormalisation: w / (sum(w, axis 1, keepdims) [+ eps]).
+  for (Operation *user : base.getUsers()) {
     if (user->getNumResults() != 1)
       continue;
     auto div = matchBinary<arith::DivFOp>(user->getResult(0));
-    if (!div || div->first != topk.getValues())
+    if (!div || div->first != base)
       continue;
-    auto red = skipViews(div->second).getDefiningOp<linalg::ReduceOp>();
-    if (red && red.getInputs().size() == 1 &&
-        red.getInputs()[0] == topk.getValues() &&
-        red.getDimensions() == ArrayRef<int64_t>{1}) {
+    Value den = skipViews(div->second);
+    if (auto eps = matchScalarBinary<arith::AddFOp>(den)) {
+      // DeepSeek-V3 adds 1e-20 to the sum: below float resolution for any
+      // sum of scores that is not itself ~0.
+      if (std::abs(eps->second) > 1e-12)
+        continue;
+      den = skipViews(eps->first);
+    }
+    Value red = matchReduce<arith::AddFOp>(den, 1);
+    if (red && red == base) {
       r.weights = user->getResult(0);
       r.renormalize = true;
+      break;
     }
   }
-  return r;
+  // Scaling: w * routed_scaling_factor.
+  for (Operation *user : r.weights.getUsers()) {
+    if (user->getNumResults() != 1)
+      continue;
+    auto mul = matchScalarBinary<arith::MulFOp>(user->getResult(0));
+    if (mul && mul->first == r.weights) {
+      r.weights = user->getResult(0);
+      r.scaling = mul->second;
+      break;
+    }
+  }
+  return FailureOr<Router>(r);
+}
+
+/// True when `scale` (through views) gathers elements of `weights`.
+bool isGatherOf(Value scale, Value weights) {
+  auto g = skipViews(scale).getDefiningOp<linalg::GenericOp>();
+  if (!g || g.getNumDpsInputs() != 1)
+    return false;
+  Value src;
+  unsigned extracts = 0;
+  g.getBody()->walk([&](tensor::ExtractOp ex) {
+    src = ex.getTensor();
+    ++extracts;
+  });
+  return extracts == 1 && skipViews(src) == skipViews(weights);
 }
 
 /// The value of a scalar index tensor: a constant, or (transformers 5.x,
@@ -455,8 +768,7 @@ std::optional<int64_t> expertId(moe::NonZeroOp nz, int64_t numExperts) {
   return std::nullopt;
 }
 
-struct RaiseExperts
-    : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
+struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
   using Base::Base;
 
   void runOnOperation() override {
@@ -464,14 +776,13 @@ struct RaiseExperts
     SmallVector<moe::TopKOp> topks;
     func.walk([&](moe::TopKOp t) { topks.push_back(t); });
     for (moe::TopKOp t : topks) {
-      std::optional<Router> r = matchRouter(t);
+      std::string why;
+      std::optional<FailureOr<Router>> r = matchRouter(t, why);
       if (!r)
         continue; // not a router
-      std::string why;
-      if (succeeded(raise(*r, why)))
+      if (succeeded(*r) && succeeded(raise(**r, why)))
         continue;
-      InFlightDiagnostic d =
-          strict ? t.emitError() : t.emitWarning();
+      InFlightDiagnostic d = strict ? t.emitError() : t.emitWarning();
       d << "MoE-like region (top-k over router scores) not raised: " << why;
       if (strict)
         return signalPassFailure();
@@ -508,12 +819,22 @@ struct RaiseExperts
     Value root = scatters.front()->getResult(0);
     for (bool grew = true; grew;) {
       grew = false;
-      for (Operation *user : root.getUsers())
-        if (user->getNumResults() == 1 && matchBinary<arith::AddFOp>(user->getResult(0))) {
+      for (Operation *user : root.getUsers()) {
+        if (user->getNumResults() != 1)
+          continue;
+        auto add = matchBinary<arith::AddFOp>(user->getResult(0));
+        // Terms that do not depend on the routing (a shared expert, a
+        // residual) are added after the layer, not part of it.
+        Value other = add && add->first == root ? add->second
+                      : add                     ? add->first
+                                                : Value();
+        if (add && (isZeroConstant(other) ||
+                    sliceOf(other).contains(r.topk.getOperation()))) {
           root = user->getResult(0);
           grew = true;
           break;
         }
+      }
     }
     SmallVector<Value> leaves;
     addLeaves(root, leaves);
@@ -533,10 +854,10 @@ struct RaiseExperts
         return failure();
       }
       if (auto se = dyn_cast<moe::ScatterElementsOp>(sc);
-          se && (se.getAxis() != 0 ||
-                 se.getReduction() == moe::Reduction::mul ||
-                 se.getReduction() == moe::Reduction::max ||
-                 se.getReduction() == moe::Reduction::min)) {
+          se &&
+          (se.getAxis() != 0 || se.getReduction() == moe::Reduction::mul ||
+           se.getReduction() == moe::Reduction::max ||
+           se.getReduction() == moe::Reduction::min)) {
         why = "a ScatterElements is not an index_add over tokens";
         return failure();
       }
@@ -555,8 +876,8 @@ struct RaiseExperts
       }
       if (failed(f))
         return failure();
-      if (!sliceOf(scale).contains(r.weights.getDefiningOp())) {
-        why = "an expert output is not scaled by the routing weights";
+      if (!isGatherOf(scale, r.weights)) {
+        why = "an expert output is not scaled by its tokens' routing weights";
         return failure();
       }
       // The FFN input gathers rows of the tokens selected by NonZero.
@@ -566,13 +887,15 @@ struct RaiseExperts
         return failure();
       }
       Value src;
-      gather.getBody()->walk([&](tensor::ExtractOp ex) { src = ex.getTensor(); });
+      gather.getBody()->walk(
+          [&](tensor::ExtractOp ex) { src = ex.getTensor(); });
       SetVector<Operation *> rows = sliceOf(gather.getDpsInputs()[0]);
       moe::NonZeroOp nz;
       for (Operation *op : rows)
         if (auto n = dyn_cast<moe::NonZeroOp>(op))
           nz = n;
-      if (!src || !nz || !sliceOf(sc->getOperand(1)).contains(nz.getOperation()) ||
+      if (!src || !nz ||
+          !sliceOf(sc->getOperand(1)).contains(nz.getOperation()) ||
           !sliceOf(nz.getInput()).contains(r.topk.getOperation())) {
         why = "an expert's tokens are not selected by NonZero on the router's "
               "expert mask";
@@ -637,17 +960,18 @@ struct RaiseExperts
     auto wT = cast<RankedTensorType>(r.weights.getType());
     auto route = moe::RouteOp::create(
         b, loc, wT, cast<RankedTensorType>(r.topk.getIndices().getType()),
-        r.logits, Value(), b.getI64IntegerAttr(r.topk.getK()),
+        r.logits, r.bias, b.getI64IntegerAttr(r.topk.getK()),
         moe::ScoreFuncAttr::get(b.getContext(), r.score),
-        b.getBoolAttr(r.renormalize), b.getF64FloatAttr(1.0),
-        b.getI64IntegerAttr(1), b.getI64IntegerAttr(1),
-        moe::GroupScoreAttr::get(b.getContext(), moe::GroupScore::max));
+        b.getBoolAttr(r.renormalize), b.getF64FloatAttr(r.scaling),
+        b.getI64IntegerAttr(r.numGroups), b.getI64IntegerAttr(r.topkGroups),
+        moe::GroupScoreAttr::get(b.getContext(), r.groupScore));
     Value x = tokensV;
     if (tokT != rootT) {
       auto shapeT = RankedTensorType::get({2}, b.getI64Type());
       auto shape = arith::ConstantOp::create(
           b, loc,
-          DenseIntElementsAttr::get(shapeT, ArrayRef<int64_t>(rootT.getShape())));
+          DenseIntElementsAttr::get(shapeT,
+                                    ArrayRef<int64_t>(rootT.getShape())));
       x = tensor::ReshapeOp::create(b, loc, rootT, x, shape);
     }
     auto ex = moe::ExpertsOp::create(
@@ -655,7 +979,72 @@ struct RaiseExperts
         gated ? *wu : Value(), *wd, Value(), Value(), Value(),
         moe::ActivationAttr::get(b.getContext(), act), b.getI64IntegerAttr(0));
     root.replaceAllUsesWith(ex.getResult());
+    markSharedExperts(ex, tokensV);
     return success();
+  }
+
+  /// Shared experts (Qwen2-MoE, DeepSeek) are dense FFNs of the same tokens
+  /// added to the routed experts' output, Qwen2's scaled by a sigmoid gate.
+  /// They stay dense; their ops get `moe.shared_expert = i` (the i-th
+  /// shared expert added to this layer).
+  void markSharedExperts(moe::ExpertsOp ex, Value tokens) {
+    // Follow the layer output through views to the adds that consume it.
+    SmallVector<Value> outs{ex.getResult()};
+    int64_t next = 0;
+    for (size_t i = 0; i < outs.size(); ++i) {
+      for (Operation *user : outs[i].getUsers()) {
+        if (isa<tensor::ReshapeOp, tensor::CollapseShapeOp,
+                tensor::ExpandShapeOp, tensor::CastOp>(user)) {
+          outs.push_back(user->getResult(0));
+          continue;
+        }
+        if (user->getNumResults() != 1)
+          continue;
+        auto add = matchBinary<arith::AddFOp>(user->getResult(0));
+        if (!add)
+          continue;
+        Value other = add->first == outs[i] ? add->second : add->first;
+        if (!isSharedExpert(other, tokens))
+          continue;
+        markSlice(other, tokens, next++);
+        outs.push_back(user->getResult(0));
+      }
+    }
+  }
+
+  /// True when `v` is FFN(tokens) or sigmoid(tokens @ Wg) * FFN(tokens).
+  static bool isSharedExpert(Value v, Value tokens) {
+    std::string why;
+    auto ffnOf = [&](Value f) {
+      FailureOr<ExpertFFN> ffn = matchFFN(f, why);
+      return succeeded(ffn) && skipViews(ffn->input) == tokens;
+    };
+    if (ffnOf(v))
+      return true;
+    auto mul = matchBinary<arith::MulFOp>(skipViews(v));
+    if (!mul)
+      return false;
+    for (auto [g, f] : {std::pair(mul->first, mul->second),
+                        std::pair(mul->second, mul->first)}) {
+      Value x = matchSigmoid(skipViews(g));
+      if (!x)
+        continue;
+      auto lin = matchLinear(x);
+      if (lin && skipViews(lin->first) == tokens && ffnOf(f))
+        return true;
+    }
+    return false;
+  }
+
+  /// Marks the compute ops (MatMuls, element-wise generics) that compute
+  /// `v` from `tokens`.
+  static void markSlice(Value v, Value tokens, int64_t id) {
+    SetVector<Operation *> shared = sliceOf(v);
+    SetVector<Operation *> common = sliceOf(tokens);
+    Builder b(v.getContext());
+    for (Operation *op : shared)
+      if (!common.contains(op) && isa<linalg::MatmulOp, linalg::GenericOp>(op))
+        op->setAttr("moe.shared_expert", b.getI64IntegerAttr(id));
   }
 
   unsigned layerCounter = 0;

@@ -4,9 +4,13 @@
 
 #include "moec/Dialect/MoE/MoEOps.h"
 
+#include "mlir/Analysis/SliceAnalysis.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "llvm/Support/Format.h"
 #include "llvm/Support/JSON.h"
+
+#include <map>
 
 using namespace mlir;
 using namespace moec;
@@ -25,12 +29,79 @@ std::string layerName(Operation *op) {
 struct Layer {
   std::string name;
   int64_t experts, hidden, ffn, topK;
-  std::string score, activation;
-  bool gated, renormalize, biases;
+  std::string score, activation, groupScore;
+  bool gated, renormalize, biases, selectionBias;
   double scaling;
   int64_t groups, topkGroups;
   int64_t perExpert, expertsTotal, router;
+  /// Shared experts (ops marked `moe.shared_expert` by moe-raise-experts)
+  /// added to this layer's output: how many, how many of them are scaled by
+  /// a sigmoid gate, their parameters.
+  int64_t shared = 0, sharedGated = 0, sharedParams = 0;
 };
+
+/// The constant a MatMul operand is read from (through views, transposes).
+Value weightConstant(Value v) {
+  while (Operation *def = v.getDefiningOp()) {
+    if (isa<arith::ConstantOp>(def))
+      return v;
+    if (isa<tensor::ReshapeOp, tensor::CastOp, tensor::CollapseShapeOp,
+            tensor::ExpandShapeOp>(def))
+      v = def->getOperand(0);
+    else if (auto t = dyn_cast<linalg::TransposeOp>(def))
+      v = t.getInput();
+    else
+      return {};
+  }
+  return {};
+}
+
+/// Finds the shared experts added to the output of `ex`: follows it through
+/// views and adds, and collects the marked ops computing the other addend.
+void findSharedExperts(moe::ExpertsOp ex, Layer &l) {
+  SmallVector<Value> outs{ex.getResult()};
+  std::map<int64_t, std::pair<int64_t, bool>> found; // id -> params, gated
+  for (size_t i = 0; i < outs.size(); ++i) {
+    for (Operation *user : outs[i].getUsers()) {
+      if (isa<tensor::ReshapeOp, tensor::CastOp, tensor::CollapseShapeOp,
+              tensor::ExpandShapeOp>(user)) {
+        outs.push_back(user->getResult(0));
+        continue;
+      }
+      auto add = dyn_cast<linalg::GenericOp>(user);
+      if (!add || add.getNumDpsInputs() != 2 || add.getNumResults() != 1)
+        continue;
+      Value other = add.getDpsInputs()[0] == outs[i] ? add.getDpsInputs()[1]
+                                                     : add.getDpsInputs()[0];
+      SetVector<Operation *> slice;
+      BackwardSliceOptions opts;
+      opts.inclusive = true;
+      (void)getBackwardSlice(other, &slice, opts);
+      bool any = false;
+      for (Operation *op : slice) {
+        auto id = op->getAttrOfType<IntegerAttr>("moe.shared_expert");
+        if (!id)
+          continue;
+        any = true;
+        auto &[params, gated] = found[id.getInt()];
+        if (auto mm = dyn_cast<linalg::MatmulOp>(op)) {
+          params += numel(weightConstant(mm.getDpsInputs()[1]));
+          // The gate of a sigmoid-gated shared expert is a [H, 1] MatMul.
+          if (cast<RankedTensorType>(mm.getResult(0).getType()).getDimSize(1) ==
+              1)
+            gated = true;
+        }
+      }
+      if (any)
+        outs.push_back(add.getResult(0));
+    }
+  }
+  l.shared = found.size();
+  for (auto &[id, pg] : found) {
+    l.sharedParams += pg.first;
+    l.sharedGated += pg.second;
+  }
+}
 } // namespace
 
 void moec::writeMoEReport(ModuleOp module, raw_ostream &os, bool json) {
@@ -59,7 +130,10 @@ void moec::writeMoEReport(ModuleOp module, raw_ostream &os, bool json) {
     l.renormalize = false;
     l.scaling = 1.0;
     l.groups = l.topkGroups = 1;
+    l.groupScore = "max";
+    l.selectionBias = false;
     l.router = 0;
+    findSharedExperts(ex, l);
     l.name = layerName(ex);
     if (auto r = ex.getIndices().getDefiningOp<moe::RouteOp>()) {
       l.score = moe::stringifyScoreFunc(r.getScoreFunc()).str();
@@ -67,6 +141,8 @@ void moec::writeMoEReport(ModuleOp module, raw_ostream &os, bool json) {
       l.scaling = r.getScalingFactor().convertToDouble();
       l.groups = r.getNumGroups();
       l.topkGroups = r.getTopkGroups();
+      l.groupScore = moe::stringifyGroupScore(r.getGroupScore()).str();
+      l.selectionBias = bool(r.getBias());
       l.name = layerName(r);
       if (auto mm = r.getLogits().getDefiningOp<linalg::MatmulOp>())
         if (mm.getDpsInputs()[1].getDefiningOp<arith::ConstantOp>())
@@ -80,23 +156,28 @@ void moec::writeMoEReport(ModuleOp module, raw_ostream &os, bool json) {
   if (json) {
     llvm::json::Array arr;
     for (const Layer &l : layers)
-      arr.push_back(llvm::json::Object{
-          {"name", l.name},
-          {"experts", l.experts},
-          {"top_k", l.topK},
-          {"score_func", l.score},
-          {"renormalize", l.renormalize},
-          {"scaling_factor", l.scaling},
-          {"num_groups", l.groups},
-          {"topk_groups", l.topkGroups},
-          {"hidden", l.hidden},
-          {"ffn", l.ffn},
-          {"gated", l.gated},
-          {"activation", l.activation},
-          {"biases", l.biases},
-          {"params_per_expert", l.perExpert},
-          {"params_experts", l.expertsTotal},
-          {"params_router", l.router}});
+      arr.push_back(
+          llvm::json::Object{{"name", l.name},
+                             {"experts", l.experts},
+                             {"top_k", l.topK},
+                             {"score_func", l.score},
+                             {"renormalize", l.renormalize},
+                             {"scaling_factor", l.scaling},
+                             {"num_groups", l.groups},
+                             {"topk_groups", l.topkGroups},
+                             {"group_score", l.groupScore},
+                             {"selection_bias", l.selectionBias},
+                             {"hidden", l.hidden},
+                             {"ffn", l.ffn},
+                             {"gated", l.gated},
+                             {"activation", l.activation},
+                             {"biases", l.biases},
+                             {"params_per_expert", l.perExpert},
+                             {"params_experts", l.expertsTotal},
+                             {"params_router", l.router},
+                             {"shared_experts", l.shared},
+                             {"shared_experts_gated", l.sharedGated},
+                             {"params_shared_experts", l.sharedParams}});
     llvm::json::Object root{{"moe_layers", std::move(arr)},
                             {"params_total", total},
                             {"params_in_experts", inExperts},
@@ -106,19 +187,26 @@ void moec::writeMoEReport(ModuleOp module, raw_ostream &os, bool json) {
   }
   os << "MoE layers: " << layers.size() << "\n";
   for (auto [i, l] : llvm::enumerate(layers)) {
-    os << "layer " << i << (l.name.empty() ? "" : " (" + l.name + ")")
-       << ": " << l.experts << " experts, top-" << l.topK << ", " << l.score
+    os << "layer " << i << (l.name.empty() ? "" : " (" + l.name + ")") << ": "
+       << l.experts << " experts, top-" << l.topK << ", " << l.score
        << " routing" << (l.renormalize ? ", renormalized" : "");
     if (l.groups > 1)
-      os << ", " << l.topkGroups << " of " << l.groups << " groups";
+      os << ", " << l.topkGroups << " of " << l.groups << " groups ("
+         << l.groupScore << ")";
+    if (l.selectionBias)
+      os << ", selection bias";
     if (l.scaling != 1.0)
-      os << ", scaled by " << l.scaling;
+      os << ", scaled by " << llvm::format("%g", l.scaling);
     os << "\n  expert FFN: " << (l.gated ? "gated " : "") << l.activation
        << (l.biases ? " with biases" : "") << ", hidden " << l.hidden
        << ", intermediate " << l.ffn << "\n  parameters: " << l.perExpert
-       << " per expert, " << l.expertsTotal << " in all experts, "
-       << l.router << " in the router\n";
+       << " per expert, " << l.expertsTotal << " in all experts, " << l.router
+       << " in the router\n";
+    if (l.shared)
+      os << "  shared experts: " << l.shared
+         << (l.sharedGated ? " (sigmoid-gated)" : "") << ", " << l.sharedParams
+         << " parameters\n";
   }
-  os << "parameters: " << total << " total, " << inExperts
-     << " in experts, " << total - inExperts << " elsewhere\n";
+  os << "parameters: " << total << " total, " << inExperts << " in experts, "
+     << total - inExperts << " elsewhere\n";
 }

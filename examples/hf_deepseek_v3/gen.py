@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Exports transformers' own DeepseekV3MoE (tiny random config, no download:
+sigmoid scores, e_score_correction_bias for selection only, group-limited
+top-k with the top-2-sum group score, renormalised, routed_scaling_factor,
+one shared SwiGLU expert) with torch.onnx and saves torch's reference
+output.
+
+    python3 examples/hf_deepseek_v3/gen.py [--dynamo]   # needs torch, transformers, onnx
+
+transformers 5.x loops over the experts hit by the input (`expert_hit`);
+the TorchScript exporter unrolls that loop for the example input, so the
+export only holds the experts that input hits. The script draws inputs with
+seeds 0, 1, ... and keeps the first that hits every expert (and refuses if
+none of 100 does). --dynamo also tries the dynamo exporter (to /tmp).
+"""
+import collections
+import os
+import sys
+import tempfile
+import warnings
+
+import numpy as np
+import torch
+
+warnings.filterwarnings("ignore")
+import transformers  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def export(block, x, hit, num_experts, notes):
+    """Exports `block` on `x` (TorchScript, opset 17), saves the reference
+    data, and tries the dynamo exporter (written to /tmp only)."""
+    if hit != num_experts:
+        sys.exit(f"the example input hits {hit} of {num_experts} experts: the "
+                 "export would bake that routing in; change the seed")
+    with torch.no_grad():
+        y = block(x)
+    path = os.path.join(HERE, "model.onnx")
+    torch.onnx.export(block, (x,), path, dynamo=False, opset_version=17,
+                      input_names=["hidden_states"], output_names=["output"])
+    np.save(os.path.join(HERE, "input.npy"), x.numpy())
+    np.save(os.path.join(HERE, "output.npy"), y.numpy())
+    import onnx
+    m = onnx.load(path)
+    print("transformers", transformers.__version__, "torch", torch.__version__)
+    print("ir_version", m.ir_version, "opset",
+          [(o.domain, o.version) for o in m.opset_import])
+    print("ops", dict(sorted(collections.Counter(
+        n.op_type for n in m.graph.node).items())))
+    print("size", os.path.getsize(path), "bytes; experts hit by the example:",
+          hit, notes)
+    if "--dynamo" in sys.argv:
+        out = os.path.join(tempfile.gettempdir(),
+                           os.path.basename(HERE) + "_dynamo.onnx")
+        try:
+            torch.onnx.export(block, (x,), out, dynamo=True, opset_version=17,
+                              input_names=["hidden_states"],
+                              output_names=["output"])
+            dm = onnx.load(out)
+            print("dynamo export:", out, dict(sorted(collections.Counter(
+                n.op_type for n in dm.graph.node).items())))
+        except Exception as e:  # noqa: BLE001
+            print("dynamo export failed:", type(e).__name__,
+                  str(e).splitlines()[0] if str(e) else "")
+
+
+def main():
+    from transformers.models.deepseek_v3 import modeling_deepseek_v3 as mod
+    B, S, H, E, K = 2, 16, 64, 8, 2
+    cfg = transformers.DeepseekV3Config(
+        hidden_size=H, moe_intermediate_size=32, n_routed_experts=E,
+        num_experts_per_tok=K, n_group=4, topk_group=2, n_shared_experts=1,
+        routed_scaling_factor=2.5, norm_topk_prob=True, hidden_act="silu")
+    torch.manual_seed(0)
+    block = mod.DeepseekV3MoE(cfg).eval()
+    for p in block.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    # The bias only changes which experts win; make it matter.
+    block.gate.e_score_correction_bias.copy_(torch.randn(E) * 0.1)
+    for seed in range(100):
+        x = torch.randn(B, S, H, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            idx = block.gate(x)[2]
+        hit = idx.unique().numel()
+        if hit == E:
+            break
+    export(block, x, hit, E, f"(input seed {seed})")
+
+
+if __name__ == "__main__":
+    main()
