@@ -5,7 +5,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <cstring>
 #include <fcntl.h>
 #include <fstream>
 #include <set>
@@ -69,6 +68,7 @@ const StepSig kSteps[] = {
     {"experts", 4, 7, 1},  {"combine", 2, 2, 1},    {"unary", 1, 1, 1},
     {"binary", 2, 2, 1},   {"softmax", 1, 1, 1},    {"copy", 1, 1, 1},
     {"all_reduce", 1, 1, 1}, {"all_gather", 1, 1, 1},
+    {"kernel", 0, 64, -1},
 };
 } // namespace
 
@@ -217,6 +217,12 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
       return fail("mesh axis '" + a.name + "' has size " +
                   std::to_string(a.size));
   int64_t world = plan.worldSize();
+  for (const Segment &s : plan.segments)
+    for (int32_t r : s.ranks)
+      if (r < 0 || r >= world)
+        return fail("segment '" + s.name + "' lists rank " +
+                    std::to_string(r) + " of a " + std::to_string(world) +
+                    "-rank mesh");
   for (size_t i = 0; i < plan.values.size(); ++i) {
     const Value &v = plan.values[i];
     std::string what = "value " + std::to_string(i) + " ('" + v.name + "')";
@@ -241,6 +247,19 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
         const Segment &s = plan.segments[d.segment];
         if (s.size && d.offset + d.bytes > s.size)
           return fail(what + " lies outside segment '" + s.name + "'");
+      }
+      // Rank r reads data[r] (or the one shared entry): its segment must be
+      // one that rank maps.
+      for (int64_t r = 0; r < world; ++r) {
+        const DataRef &d = v.data.size() == 1 ? v.data[0] : v.data[r];
+        const Segment &s = plan.segments[d.segment];
+        bool mapped = s.ranks.empty();
+        for (int32_t x : s.ranks)
+          mapped |= x == r;
+        if (!mapped)
+          return fail(what + ": rank " + std::to_string(r) +
+                      " reads segment '" + s.name +
+                      "', which that rank does not map");
       }
     } else if (v.offset + v.byteSize() > plan.arenaBytes) {
       return fail(what + " at arena offset " + std::to_string(v.offset) +
@@ -271,6 +290,13 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
   for (const ModelIO &m : plan.outputs)
     if (!checkIO(m, true))
       return false;
+  for (const DataRef *code : {&plan.cpuCode, &plan.ptxCode})
+    if (code->segment >= 0 &&
+        (code->segment >= int32_t(plan.segments.size()) ||
+         !plan.segments[code->segment].ranks.empty() ||
+         (plan.segments[code->segment].size &&
+          code->offset + code->bytes > plan.segments[code->segment].size)))
+      return fail("generated code lies outside a segment every rank maps");
   for (size_t i = 0; i < plan.steps.size(); ++i) {
     const Step &s = plan.steps[i];
     std::string what = "step " + std::to_string(i) + " (" + s.op +
@@ -287,7 +313,8 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
                   (sig->minIn == sig->maxIn
                        ? ""
                        : ".." + std::to_string(sig->maxIn)));
-    if (int(s.outputs.size()) != sig->outs)
+    if (sig->outs >= 0 ? int(s.outputs.size()) != sig->outs
+                       : s.outputs.empty())
       return fail(what + ": " + std::to_string(s.outputs.size()) +
                   " results, expected " + std::to_string(sig->outs));
     for (int32_t v : s.inputs)
@@ -299,6 +326,20 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
           plan.values[v].kind == ValueKind::constant)
         return fail(what + ": result value " + std::to_string(v) +
                     " does not exist or is a constant");
+    if (s.op == "kernel") {
+      std::string name = s.getString("name", "");
+      const KernelCode *k = nullptr;
+      for (const KernelCode &c : plan.kernels)
+        if (c.name == name)
+          k = &c;
+      if (!k)
+        return fail(what + ": calls kernel '" + name +
+                    "', which the plan does not define");
+      if (k->numArgs != int(s.inputs.size() + s.outputs.size()))
+        return fail(what + ": kernel '" + name + "' takes " +
+                    std::to_string(k->numArgs) + " pointers, the step passes " +
+                    std::to_string(s.inputs.size() + s.outputs.size()));
+    }
     if (s.op == "experts" || s.op == "combine") {
       int64_t d = s.getInt("dispatch", -1);
       if (d < 0 || d >= int64_t(i) || plan.steps[d].op != "dispatch")
@@ -430,6 +471,41 @@ static Json toJson(const Plan &p) {
     steps.push(o);
   }
   j["steps"] = steps;
+  Json kernels = Json::array();
+  for (const KernelCode &k : p.kernels) {
+    Json o = Json::object();
+    o["name"] = k.name;
+    o["args"] = int64_t(k.numArgs);
+    Json launches = Json::array();
+    for (const GpuLaunchCode &l : k.launches) {
+      Json lo = Json::object();
+      lo["module"] = int64_t(l.module);
+      lo["function"] = l.function;
+      Json grid = Json::array(), block = Json::array(), args = Json::array();
+      for (int i = 0; i < 3; ++i) {
+        grid.push(l.grid[i]);
+        block.push(l.block[i]);
+      }
+      for (int64_t a : l.args)
+        args.push(a);
+      lo["grid"] = grid;
+      lo["block"] = block;
+      lo["args"] = args;
+      launches.push(lo);
+    }
+    o["launches"] = launches;
+    kernels.push(o);
+  }
+  j["kernels"] = kernels;
+  auto code = [](const DataRef &d) {
+    Json r = Json::object();
+    r["segment"] = int64_t(d.segment);
+    r["offset"] = d.offset;
+    r["bytes"] = d.bytes;
+    return r;
+  };
+  j["cpu_code"] = code(p.cpuCode);
+  j["ptx_code"] = code(p.ptxCode);
   return j;
 }
 
@@ -648,6 +724,54 @@ static bool fromJson(const Json &j, Plan &p, std::string &error) {
     }
     p.steps.push_back(s);
   }
+  // Kernels (optional: plans without generated code omit them).
+  if (ok && j.get("kernels")) {
+    const Json *ks = r.field(j, "kernels", "", Json::Array);
+    ok = ks;
+    for (size_t i = 0; ok && i < ks->items().size(); ++i) {
+      KernelCode k;
+      int64_t n = 0;
+      std::string path = "kernels[" + std::to_string(i) + "]";
+      ok = r.string(ks->items()[i], "name", path, k.name) &&
+           r.integer(ks->items()[i], "args", path, n);
+      k.numArgs = int(n);
+      const Json *ls = ok ? ks->items()[i].get("launches") : nullptr;
+      for (size_t x = 0; ok && ls && x < ls->items().size(); ++x) {
+        const Json &lo = ls->items()[x];
+        std::string lp = path + ".launches[" + std::to_string(x) + "]";
+        GpuLaunchCode l;
+        int64_t mod = 0;
+        std::vector<int64_t> grid, block;
+        ok = r.integer(lo, "module", lp, mod) &&
+             r.string(lo, "function", lp, l.function) &&
+             r.intList(lo, "grid", lp, grid) &&
+             r.intList(lo, "block", lp, block) &&
+             r.intList(lo, "args", lp, l.args);
+        if (ok && (grid.size() != 3 || block.size() != 3))
+          ok = r.fail(lp, "grid and block need 3 sizes");
+        for (int d = 0; ok && d < 3; ++d) {
+          l.grid[d] = grid[d];
+          l.block[d] = block[d];
+        }
+        l.module = int(mod);
+        k.launches.push_back(l);
+      }
+      p.kernels.push_back(k);
+    }
+  }
+  for (auto [key, ref] : {std::pair<const char *, DataRef *>{"cpu_code",
+                                                               &p.cpuCode},
+                          {"ptx_code", &p.ptxCode}}) {
+    if (!ok || !j.get(key))
+      continue;
+    const Json &o = *j.get(key);
+    int64_t seg = -1, off = 0, bytes = 0;
+    ok = r.integer(o, "segment", key, seg) &&
+         r.integer(o, "offset", key, off) && r.integer(o, "bytes", key, bytes);
+    ref->segment = int32_t(seg);
+    ref->offset = off;
+    ref->bytes = bytes;
+  }
   if (!ok)
     error = r.err;
   return ok;
@@ -731,11 +855,13 @@ std::unique_ptr<LoadedPlan> LoadedPlan::open(const std::string &path, int rank,
     return fail(std::string("cannot stat plan: ") + std::strerror(errno));
   uint64_t fileSize = st.st_size;
   Header h;
-  if (fileSize < kHeaderSize ||
-      pread(lp->fd_, &h, sizeof(h), 0) != ssize_t(sizeof(h)))
-    return fail("not a moe plan (file too short for the 64-byte header)");
-  if (std::memcmp(h.magic, kMagic, 8) != 0)
+  std::memset(&h, 0, sizeof(h));
+  ssize_t got = pread(lp->fd_, &h, sizeof(h), 0);
+  if (got < ssize_t(sizeof(kMagic)) || std::memcmp(h.magic, kMagic, 8) != 0)
     return fail("not a moe plan (bad magic; expected \"MOEPLAN\")");
+  if (fileSize < kHeaderSize || got != ssize_t(sizeof(h)))
+    return fail("truncated plan (the file has " + std::to_string(fileSize) +
+                " bytes, less than the 64-byte header)");
   if (h.version != kPlanVersion)
     return fail("plan format version " + std::to_string(h.version) +
                 ", this moe-run reads version " +
@@ -795,6 +921,13 @@ std::unique_ptr<LoadedPlan> LoadedPlan::open(const std::string &path, int rank,
   return lp;
 }
 
+const char *LoadedPlan::codeData(const DataRef &d) const {
+  if (d.segment < 0 || d.segment >= int32_t(segBase_.size()) ||
+      !segBase_[d.segment])
+    return nullptr;
+  return segBase_[d.segment] + d.offset;
+}
+
 const void *LoadedPlan::constantData(const Value &v) const {
   if (v.kind != ValueKind::constant || v.data.empty())
     return nullptr;
@@ -823,18 +956,23 @@ std::string moert::describePlan(const Plan &p) {
       r += (i ? "x" : "") + std::to_string(s[i]);
     return r + "]";
   };
+  // Split inputs/outputs: rows of the dims 0..axis (flattened) in equal
+  // contiguous blocks over the named axes.
+  auto split = [](const ModelIO &m, const char *whole) {
+    if (m.split.axis < 0)
+      return std::string(whole);
+    std::string axes;
+    for (const std::string &a : m.split.over)
+      axes += (axes.empty() ? "" : ",") + a;
+    return " split over " + axes + " (rows of dims 0.." +
+           std::to_string(m.split.axis) + ")";
+  };
   for (const ModelIO &m : p.inputs)
     os << "input  " << m.name << ": " << dtypeName(m.dtype) << shape(m.shape)
-       << (m.split.axis < 0 ? " replicated"
-                            : " split (dims 0.." + std::to_string(m.split.axis) +
-                                  " merged) over " +
-                                  std::to_string(m.split.over.size()) +
-                                  " axes")
-       << " -> v" << m.value << "\n";
+       << split(m, " replicated") << " -> v" << m.value << "\n";
   for (const ModelIO &m : p.outputs)
     os << "output " << m.name << ": " << dtypeName(m.dtype) << shape(m.shape)
-       << (m.split.axis < 0 ? " from rank 0" : " gathered") << " <- v"
-       << m.value << "\n";
+       << split(m, " from rank 0") << " <- v" << m.value << "\n";
   os << "segments:\n";
   for (const Segment &s : p.segments) {
     os << "  " << s.name << ": " << s.size << " bytes, ";
@@ -847,6 +985,22 @@ std::string moert::describePlan(const Plan &p) {
       os << "\n";
     }
   }
+  os << "weights mapped per rank:";
+  for (int64_t r = 0; r < p.worldSize(); ++r) {
+    uint64_t bytes = 0;
+    for (const Segment &s : p.segments) {
+      bool mine = s.ranks.empty();
+      for (int32_t x : s.ranks)
+        mine |= x == r;
+      bytes += mine ? s.size : 0;
+    }
+    os << (r ? ", " : " ") << "rank" << r << " " << bytes;
+    if (r == 15 && p.worldSize() > 17) {
+      os << ", ...";
+      break;
+    }
+  }
+  os << " bytes\n";
   os << "values:\n";
   for (const Value &v : p.values) {
     os << "  v" << v.id << " " << kindName(v.kind) << " " << dtypeName(v.dtype)
@@ -858,6 +1012,14 @@ std::string moert::describePlan(const Plan &p) {
     if (!v.name.empty())
       os << "  (" << v.name << ")";
     os << "\n";
+  }
+  if (!p.kernels.empty()) {
+    os << "kernels (generated):";
+    for (const KernelCode &k : p.kernels)
+      os << " " << k.name << "/" << k.numArgs;
+    os << "\n  code: cpu " << (p.cpuCode.segment < 0 ? 0 : p.cpuCode.bytes)
+       << " bytes, ptx " << (p.ptxCode.segment < 0 ? 0 : p.ptxCode.bytes)
+       << " bytes\n";
   }
   os << "steps:\n";
   for (size_t i = 0; i < p.steps.size(); ++i) {

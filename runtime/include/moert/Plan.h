@@ -128,6 +128,25 @@ struct Step {
   std::vector<int64_t> getList(const std::string &name) const;
 };
 
+/// A kernel the compiler generated (a fused elementwise/reduction region):
+/// `kernel` steps call it by name with one pointer per operand, inputs
+/// first, then outputs. The code is in the plan's data region: a shared
+/// object for the host CPU (`cpu_code`) and/or PTX (`ptx_code`).
+struct GpuLaunchCode {
+  int module = 0;       ///< which PTX module (NUL-separated in ptx_code)
+  std::string function; ///< its entry
+  int64_t grid[3] = {1, 1, 1}, block[3] = {1, 1, 1};
+  /// Parameters as (kind, value) pairs: 0 = pointer argument `value` of the
+  /// kernel step, 1 = i64 constant, 2 = f32 constant (bits).
+  std::vector<int64_t> args;
+};
+
+struct KernelCode {
+  std::string name;
+  int numArgs = 0;
+  std::vector<GpuLaunchCode> launches; ///< with PTX: how to launch it
+};
+
 /// The whole plan: manifest plus (when loaded) the mapped data region.
 struct Plan {
   uint32_t version = kPlanVersion;
@@ -140,6 +159,9 @@ struct Plan {
   std::vector<ModelIO> outputs;
   std::vector<Step> steps;
   uint64_t arenaBytes = 0; ///< per-rank arena size
+  std::vector<KernelCode> kernels;
+  DataRef cpuCode; ///< segment -1: none
+  DataRef ptxCode; ///< segment -1: none
 
   int64_t worldSize() const;
   /// The coordinate of `rank` along mesh axis `axis` (by name); 0 when the
@@ -180,6 +202,9 @@ public:
   /// Pointer to a constant's bytes for this rank, or null when its segment
   /// is not mapped for this rank.
   const void *constantData(const Value &v) const;
+  /// The bytes of a code blob (cpuCode / ptxCode), or null when the plan
+  /// has none or its segment is not mapped.
+  const char *codeData(const DataRef &d) const;
   /// Bytes of the data region this rank mapped.
   uint64_t mappedBytes() const { return mappedBytes_; }
 

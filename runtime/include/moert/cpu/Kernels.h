@@ -4,7 +4,12 @@
 // executor calls them around the collectives (see docs/plan-format.md for how
 // dispatch and combine use them). All tensors are dense, C order, fp32 unless
 // stated; GEMMs go to the BLAS (OpenBLAS cblas_sgemm). Each kernel has a plain
-// loop reference in test/unit/CpuKernelsTest.cpp.
+// loop reference in test/unit/runtime/CpuKernelsTest.cpp.
+//
+// Threads: the kernels keep no state and may run concurrently. GEMMs use the
+// BLAS's threads (OPENBLAS_NUM_THREADS), the loops around them OpenMP
+// (OMP_NUM_THREADS); an executor running several ranks as threads of one
+// process should divide the cores between them with these variables.
 //
 //===----------------------------------------------------------------------===//
 
@@ -60,7 +65,11 @@ struct Placement {
 namespace cpu {
 
 /// routes T tokens: logits [T,E], bias [E] or null -> weights [T,k], ids
-/// [T,k] (global expert ids).
+/// [T,k] (global expert ids), in decreasing selection score. The parameters
+/// are valid as the plan verifier checks them (1 <= topK <= E, E divisible
+/// by numGroups, topkGroups * E/numGroups >= topK, 2 experts per group for
+/// top2_sum). Scores are computed in double and rounded to fp32 as in
+/// moe-eval; a NaN selection score ranks first.
 void route(const float *logits, const float *bias, int64_t T, int64_t E,
            const RouteParams &p, float *weights, int64_t *ids);
 

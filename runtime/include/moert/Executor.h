@@ -1,0 +1,178 @@
+//===- Executor.h - runs a plan's steps on one rank ---------------*- C++
+//-*-===//
+//
+// The executor of a loaded plan on one rank: it binds this rank's slice of
+// the model inputs, runs the steps (docs/plan-format.md) through a Backend,
+// calls the collectives over the communicator of each step's mesh-axis
+// group, gathers the outputs on rank 0 and records a report (time per step;
+// per MoE layer the tokens routed to each expert and the rows and bytes
+// exchanged with each peer).
+//
+// The Backend interface is what differs between devices: the CPU backend
+// (createCpuBackend) runs the moert/cpu/Kernels.h kernels on a host arena;
+// a CUDA backend implements the same interface on a device arena.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOERT_EXECUTOR_H
+#define MOERT_EXECUTOR_H
+
+#include "moert/Comm.h"
+#include "moert/Npy.h"
+#include "moert/Plan.h"
+
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace moert {
+
+class Json;
+
+/// A runtime error of a step or an input; what() names the rank and the
+/// step (its `loc`) or input.
+class RunError : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Traffic between this rank and one peer of an EP group in one MoE layer.
+/// Rows are counted at dispatch; bytes cover dispatch and combine (combine
+/// sends the received rows back). The entry of the rank itself counts the
+/// rows that stay local and never cross the network.
+struct PeerTraffic {
+  int32_t peer = 0; ///< world rank of the peer
+  int64_t rowsSent = 0, rowsRecv = 0;
+  int64_t bytesSent = 0, bytesRecv = 0;
+};
+
+/// What one MoE layer (a dispatch step) did on this rank.
+struct MoELayerStats {
+  int64_t step = 0; ///< index of the dispatch step
+  std::string loc;
+  /// Assignments this rank's tokens made to each expert (global expert ids;
+  /// dropped ones included).
+  std::vector<int64_t> tokensPerExpert;
+  std::vector<PeerTraffic> peers; ///< one per EP group rank, in group order
+  int64_t dropped = 0;            ///< assignments over capacity
+  int64_t rowsReceived = 0;       ///< rows this rank's experts computed
+};
+
+struct StepTiming {
+  std::string op, loc;
+  double seconds = 0;
+};
+
+/// The report of one rank's run.
+struct RunReport {
+  int rank = 0;
+  std::string backend;
+  uint64_t mappedBytes = 0;
+  uint64_t arenaBytes = 0;
+  std::vector<StepTiming> steps;
+  std::vector<MoELayerStats> layers;
+  double seconds = 0; ///< all steps
+
+  Json toJson() const;
+  static bool fromJson(const Json &j, RunReport &out, std::string &error);
+};
+
+class Executor;
+
+/// What a backend sees of the run.
+class ExecContext {
+public:
+  const Plan &plan() const;
+  const LoadedPlan &loaded() const;
+  int rank() const;
+  /// The communicator of the ranks sharing every mesh coordinate except
+  /// those of `axes` (a comma-separated list, as in step attributes).
+  Comm &group(const std::string &axes);
+  /// Stats of the MoE layer whose dispatch is step `dispatchStep`.
+  MoELayerStats &layer(int64_t dispatchStep);
+  /// A RunError naming this rank and step `index` with `what`.
+  RunError error(size_t index, const std::string &what) const;
+
+private:
+  friend class Executor;
+  explicit ExecContext(Executor &e) : e_(e) {}
+  Executor &e_;
+};
+
+/// Runs the steps of one rank. Methods throw RunError (or CommError /
+/// CommAborted from the collectives).
+class Backend {
+public:
+  virtual ~Backend();
+  virtual const char *name() const = 0;
+  /// Called once before the run: allocate the arena, resolve constants.
+  virtual void prepare(ExecContext &ctx) = 0;
+  /// Copies this rank's bytes of an input/temp value from host memory.
+  virtual void upload(const Value &v, const void *src, size_t bytes) = 0;
+  /// Copies a value's bytes to host memory.
+  virtual void download(const Value &v, void *dst, size_t bytes) = 0;
+  /// Runs step `index` of the plan.
+  virtual void runStep(ExecContext &ctx, size_t index) = 0;
+  /// Waits for queued work (per step timing calls it); CPU: nothing.
+  virtual void synchronize() {}
+};
+
+/// The CPU backend: a 64-byte aligned host arena and the CPU kernels.
+std::unique_ptr<Backend> createCpuBackend();
+
+/// The npy dtype descriptor of a plan dtype ("<f4", ...); empty for bf16.
+std::string npyDType(DType t);
+
+/// Checks the named model inputs against the plan: every input present,
+/// no unknown name, dtype and global shape as the plan says. Returns false
+/// and sets `error` naming the input with expected vs got.
+bool checkInputs(const Plan &plan,
+                 const std::map<std::string, NpyArray> &inputs,
+                 std::string &error);
+
+class Executor {
+public:
+  /// Creates the communicators of the mesh-axis groups the steps use
+  /// (collective over `world`, whose size must be the plan's world size).
+  Executor(const LoadedPlan &plan, Comm &world,
+           std::unique_ptr<Backend> backend);
+  ~Executor();
+
+  /// Binds this rank's slice of every input (global arrays, the same on
+  /// every rank) and prepares the backend.
+  void setInputs(const std::map<std::string, NpyArray> &inputs);
+  /// Runs every step.
+  void run();
+  /// Collective: rank 0 gets the global outputs in plan order (other ranks
+  /// an empty list).
+  std::vector<std::pair<std::string, NpyArray>> gatherOutputs();
+  /// This rank's output parts (no communication), in plan order.
+  std::vector<std::vector<char>> localOutputs();
+
+  const RunReport &report() const { return report_; }
+  /// Collective: rank 0 gets every rank's report, in rank order.
+  std::vector<RunReport> gatherReports();
+
+private:
+  friend class ExecContext;
+  const LoadedPlan &loaded_;
+  const Plan &plan_;
+  Comm &world_;
+  int rank_;
+  std::unique_ptr<Backend> backend_;
+  std::map<std::string, std::unique_ptr<Comm>> groups_;
+  std::map<int64_t, size_t> layerIndex_; ///< dispatch step -> layers index
+  RunReport report_;
+  bool prepared_ = false;
+};
+
+/// Index of rank `rank`'s block of a split model input/output (row-major
+/// over the axes of `split.over`), and the number of blocks.
+int64_t splitBlock(const Plan &plan, const Split &split, int64_t rank,
+                   int64_t &numBlocks);
+
+} // namespace moert
+
+#endif // MOERT_EXECUTOR_H

@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# One command for a GPU machine (CUDA 13, cmake, PyTorch; no LLVM/MLIR, no
+# network needed): builds the runtime's CUDA parts, runs the GPU unit tests,
+# the GPU benchmark and its PyTorch peer, and writes everything to one
+# results file. Under 8 minutes on one H200.
+#
+#   bash scripts/gpu-check.sh [RESULTS_FILE]      default: $OUT/gpu-check.txt
+#                                                 if $OUT is set, else
+#                                                 build-gpu/gpu-check.txt
+#   bash scripts/gpu-check.sh --build-only [FILE] configure + build only (no
+#                                                 GPU needed; for CI/dry runs)
+#
+# Environment: BUILD_DIR (default build-gpu), JOBS (default nproc),
+# MOEC_GTEST_SOURCE_DIR (a GoogleTest source tree when the machine has no
+# installed GoogleTest; otherwise build-carry/googletest, made by
+# scripts/prepare-gpu-carry.sh, third_party_build/googletest and
+# /usr/src/googletest are tried; it is built and installed into the build
+# dir), FORCE_GTEST_FROM_SOURCE=1 (use such a tree even where GoogleTest is
+# installed), PYTHON (default python3),
+# BENCH_ARGS (extra arguments for moert-gpu-bench and torch_moe_layer.py),
+# CMAKE_ARGS (extra configure arguments).
+# Exit status: 0 when every step passed, 1 when one failed, 2 when there is
+# no GPU (nothing built).
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD_ONLY=0
+if [ "${1:-}" = "--build-only" ]; then
+  BUILD_ONLY=1
+  shift
+fi
+BUILD_DIR=${BUILD_DIR:-$ROOT/build-gpu}
+if [ -n "${1:-}" ]; then
+  RESULTS=$1
+elif [ -n "${OUT:-}" ]; then
+  RESULTS=$OUT/gpu-check.txt
+else
+  RESULTS=$BUILD_DIR/gpu-check.txt
+fi
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 4)}
+PYTHON=${PYTHON:-python3}
+BENCH_ARGS=${BENCH_ARGS:-}
+mkdir -p "$(dirname "$RESULTS")"
+RESULTS=$(cd "$(dirname "$RESULTS")" && pwd)/$(basename "$RESULTS")
+: >"$RESULTS"
+START=$(date +%s)
+FAILED=()
+SUMMARY=()
+
+log() { echo "$*" | tee -a "$RESULTS"; }
+section() { log ""; log "=== $* ($(($(date +%s) - START)) s) ==="; }
+# step NAME TIMEOUT CMD...: runs CMD with a time limit, output to the
+# results file and the terminal; records PASS/FAIL.
+step() {
+  local name=$1 limit=$2
+  shift 2
+  section "$name"
+  log "\$ $*"
+  local t0 rc
+  t0=$(date +%s)
+  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$RESULTS"
+  rc=${PIPESTATUS[0]}
+  local dt=$(($(date +%s) - t0))
+  if [ "$rc" -eq 0 ]; then
+    SUMMARY+=("PASS  $name (${dt} s)")
+  else
+    [ "$rc" -eq 124 ] && log "TIMEOUT after ${limit} s"
+    SUMMARY+=("FAIL  $name (exit $rc, ${dt} s)")
+    FAILED+=("$name")
+  fi
+  return "$rc"
+}
+finish() {
+  section "summary"
+  for s in "${SUMMARY[@]}"; do log "$s"; done
+  if [ "${#FAILED[@]}" -eq 0 ]; then
+    log "gpu-check: ALL PASSED in $(($(date +%s) - START)) s; results in $RESULTS"
+    exit 0
+  fi
+  log "gpu-check: FAILED: ${FAILED[*]}; results in $RESULTS"
+  exit 1
+}
+
+section "gpu-check on $(hostname) at $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+log "source: $ROOT ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo 'no git'), $(git -C "$ROOT" status --porcelain 2>/dev/null | wc -l | tr -d ' ') modified files)"
+log "build dir: $BUILD_DIR; results: $RESULTS"
+for tool in cmake nvcc; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    log "gpu-check: $tool not found on PATH"
+    exit 2
+  fi
+done
+log "$(cmake --version | head -1); $(nvcc --version | tail -1)"
+
+# --- the device ------------------------------------------------------------
+section "device check"
+if [ "$BUILD_ONLY" -eq 0 ]; then
+  if ! command -v nvidia-smi >/dev/null 2>&1; then
+    log "gpu-check: no GPU: nvidia-smi is not installed, so there is no NVIDIA driver here."
+    log "gpu-check: stopping before the build (use --build-only to only build)."
+    exit 2
+  fi
+  if ! nvidia-smi -L >/dev/null 2>&1 || [ -z "$(nvidia-smi -L 2>/dev/null)" ]; then
+    log "gpu-check: no GPU: 'nvidia-smi -L' lists no device:"
+    nvidia-smi -L 2>&1 | tee -a "$RESULTS"
+    log "gpu-check: stopping before the build (use --build-only to only build)."
+    exit 2
+  fi
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv 2>&1 | tee -a "$RESULTS"
+else
+  log "skipped (--build-only)"
+fi
+
+# --- configure and build ---------------------------------------------------
+# GoogleTest: the installed one, else a source tree (MOEC_GTEST_SOURCE_DIR,
+# build-carry/googletest from scripts/prepare-gpu-carry.sh,
+# third_party_build/googletest, /usr/src/googletest) built and installed into
+# the build dir, where find_package(GTest) finds it through
+# CMAKE_PREFIX_PATH. (Not -DMOEC_GTEST_SOURCE_DIR: with GoogleTest >= 1.11
+# the top-level CMakeLists' ALIAS targets collide with googletest's own.)
+GTEST_ARGS=()
+have_installed_gtest() {
+  [ "${FORCE_GTEST_FROM_SOURCE:-0}" = 1 ] && return 1
+  compgen -G "/usr/lib*/cmake/GTest/GTestConfig.cmake" >/dev/null ||
+    compgen -G "/usr/lib/*/cmake/GTest/GTestConfig.cmake" >/dev/null ||
+    compgen -G "/usr/local/lib*/cmake/GTest/GTestConfig.cmake" >/dev/null ||
+    compgen -G "/usr/lib/*/libgtest.a" >/dev/null ||
+    compgen -G "/usr/lib*/libgtest.*" >/dev/null ||
+    compgen -G "/usr/local/lib*/libgtest.*" >/dev/null
+}
+if have_installed_gtest; then
+  log "GoogleTest: installed on this machine"
+else
+  GTEST_SRC=${MOEC_GTEST_SOURCE_DIR:-}
+  if [ -z "$GTEST_SRC" ]; then
+    for d in "$ROOT/build-carry/googletest" "$ROOT/third_party_build/googletest" /usr/src/googletest; do
+      if [ -f "$d/CMakeLists.txt" ]; then GTEST_SRC=$d; break; fi
+    done
+  fi
+  if [ -n "$GTEST_SRC" ]; then
+    GTEST_PREFIX=$BUILD_DIR/_googletest/install
+    if [ ! -f "$GTEST_PREFIX/.done" ]; then
+      step "GoogleTest from $GTEST_SRC" 180 bash -c "cmake -S '$GTEST_SRC' -B '$BUILD_DIR/_googletest/build' -DCMAKE_BUILD_TYPE=Release -DBUILD_GMOCK=OFF -DCMAKE_INSTALL_PREFIX='$GTEST_PREFIX' >/dev/null && cmake --build '$BUILD_DIR/_googletest/build' -j '$JOBS' --target install >/dev/null && touch '$GTEST_PREFIX/.done'"
+    fi
+    [ -f "$GTEST_PREFIX/.done" ] && GTEST_ARGS=(-DCMAKE_PREFIX_PATH="$GTEST_PREFIX" -DGTest_ROOT="$GTEST_PREFIX")
+  else
+    log "GoogleTest: none installed and no source tree found"
+  fi
+fi
+GEN=()
+command -v ninja >/dev/null 2>&1 && GEN=(-G Ninja)
+if [ -f "$BUILD_DIR/CMakeCache.txt" ]; then
+  GEN=() # keep the generator of the existing build dir
+fi
+# shellcheck disable=SC2086
+step "configure (runtime only)" 120 cmake "${GEN[@]}" -S "$ROOT" -B "$BUILD_DIR" \
+  -DMOEC_RUNTIME_ONLY=ON -DMOEC_ENABLE_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_CUDA_ARCHITECTURES=90 "${GTEST_ARGS[@]}" ${CMAKE_ARGS:-} || finish # word splitting wanted
+
+TARGETS=(moert_cuda moert-gpu-bench)
+HAVE_TESTS=0
+if grep -q "moert-cuda-tests" "$BUILD_DIR/build.ninja" "$BUILD_DIR/Makefile" 2>/dev/null ||
+   [ -d "$BUILD_DIR/test/unit/runtime/CMakeFiles/moert-cuda-tests.dir" ]; then
+  TARGETS+=(moert-cuda-tests)
+  HAVE_TESTS=1
+fi
+step "build ${TARGETS[*]}" 360 cmake --build "$BUILD_DIR" -j "$JOBS" --target "${TARGETS[@]}" || finish
+if [ "$HAVE_TESTS" -eq 0 ]; then
+  log "gpu-check: moert-cuda-tests is not configured (no GoogleTest found and none carried:"
+  log "  run scripts/prepare-gpu-carry.sh where GoogleTest is installed and carry build-carry/)"
+  SUMMARY+=("FAIL  moert-cuda-tests not built (no GoogleTest)")
+  FAILED+=("no-gtest")
+fi
+if [ "$BUILD_ONLY" -eq 1 ]; then
+  finish
+fi
+
+BIN=$BUILD_DIR/bin
+
+# --- GPU unit tests ----------------------------------------------------------
+if [ "$HAVE_TESTS" -eq 1 ]; then
+  if step "moert-cuda-tests" 180 "$BIN/moert-cuda-tests" --gtest_color=no; then
+    # On a GPU machine a skipped test is a failure (it did not run).
+    if grep -q "^\[  SKIPPED \] [A-Za-z]" "$RESULTS"; then
+      log "gpu-check: tests were SKIPPED on a GPU machine (see above)"
+      SUMMARY+=("FAIL  moert-cuda-tests: tests skipped")
+      FAILED+=("tests-skipped")
+    fi
+  fi
+fi
+
+# --- benchmarks ----------------------------------------------------------------
+BENCH_OUT=$(dirname "$RESULTS")/gpu-bench.txt
+# shellcheck disable=SC2086
+step "moert-gpu-bench (Mixtral layer, bf16)" 240 "$BIN/moert-gpu-bench" --out "$BENCH_OUT" $BENCH_ARGS
+TORCH_OUT=$(dirname "$RESULTS")/torch-moe-layer.txt
+# shellcheck disable=SC2086
+step "PyTorch eager peer (bench/torch_moe_layer.py)" 180 "$PYTHON" "$ROOT/bench/torch_moe_layer.py" --out "$TORCH_OUT" $BENCH_ARGS
+
+section "comparison"
+moe=$(awk '$1=="RESULT" && $2=="moe_layer_ms" {print $3}' "$BENCH_OUT" 2>/dev/null)
+flr=$(awk '$1=="RESULT" && $2=="flop_floor_ms" {print $3}' "$BENCH_OUT" 2>/dev/null)
+tch=$(awk '$1=="RESULT" && $2=="torch_moe_layer_ms" {print $3}' "$TORCH_OUT" 2>/dev/null)
+log "| Mixtral MoE layer | ms | vs moert |"
+log "| --- | ---: | ---: |"
+[ -n "$moe" ] && log "| moert (CUDA kernels + cuBLAS grouped GEMM) | $moe | 1.00 |"
+[ -n "$tch" ] && [ -n "$moe" ] && log "| PyTorch eager (expert loop) | $tch | $(awk -v a="$tch" -v b="$moe" 'BEGIN{printf "%.2f", a/b}') |"
+[ -n "$flr" ] && [ -n "$moe" ] && log "| FLOP floor (peak dense cuBLAS rate) | $flr | $(awk -v a="$flr" -v b="$moe" 'BEGIN{printf "%.2f", a/b}') |"
+log "(record these numbers in docs/performance.md)"
+
+# ============================================================================
+# === END-TO-END PLAN RUNS: to be added here (examples compiled elsewhere, ===
+# === run with moe-run on 1 rank with NCCL and on 4 ranks in one process,  ===
+# === compared with onnxruntime). Use `step NAME TIMEOUT CMD...` so that    ===
+# === they land in the results file and the summary.                        ===
+# ============================================================================
+
+finish

@@ -1,0 +1,1101 @@
+//===- CpuKernelsTest.cpp - CPU kernels against plain-loop references -----===//
+//
+// Every kernel of moert/cpu/Kernels.h against a reference written here with
+// plain loops (in double where it computes), on random data of odd sizes.
+// The last tests run the whole dispatch -> experts -> combine chain between
+// three simulated ranks and compare it with a dense per-token MoE.
+//
+// Tolerances: the kernels compute in fp32 (BLAS sgemm, float loops); a dot
+// product of n terms has a rounding error of at most about n * 6e-8 times
+// the sum of the magnitudes of its terms. With n <= 23 here that is < 1.5e-6
+// relative to the values' scale, so results are checked against the double
+// references to 1e-5 of the largest magnitude of the reference tensor.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moert/cpu/Kernels.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+using namespace moert;
+
+namespace {
+
+std::vector<float> randomVec(std::mt19937 &rng, size_t n, float lo = -1.0f,
+                             float hi = 1.0f) {
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (float &x : v)
+    x = dist(rng);
+  return v;
+}
+
+/// Expects |got - ref| <= relTol * max|ref| elementwise.
+void expectClose(const float *got, const std::vector<double> &ref,
+                 double relTol, const std::string &what) {
+  double scale = 0;
+  for (double r : ref)
+    scale = std::max(scale, std::fabs(r));
+  double tol = relTol * std::max(scale, 1e-30);
+  int64_t bad = 0;
+  for (size_t i = 0; i < ref.size(); ++i)
+    if (!(std::fabs(got[i] - ref[i]) <= tol) && bad++ < 5)
+      ADD_FAILURE() << what << "[" << i << "] = " << got[i] << ", expected "
+                    << ref[i] << " (tolerance " << tol << ")";
+  EXPECT_EQ(bad, 0) << what << ": elements out of tolerance";
+}
+
+double activationRef(Activation a, double x) {
+  switch (a) {
+  case Activation::silu:
+    return x / (1 + std::exp(-x));
+  case Activation::gelu:
+    return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
+  case Activation::gelu_tanh:
+    return 0.5 * x *
+           (1 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+  case Activation::relu:
+    return x > 0 ? x : 0;
+  case Activation::identity:
+    return x;
+  }
+  return x;
+}
+
+const Activation kActivations[] = {Activation::silu, Activation::gelu,
+                                   Activation::gelu_tanh, Activation::relu,
+                                   Activation::identity};
+
+const char *activationName(Activation a) {
+  switch (a) {
+  case Activation::silu:
+    return "silu";
+  case Activation::gelu:
+    return "gelu";
+  case Activation::gelu_tanh:
+    return "gelu_tanh";
+  case Activation::relu:
+    return "relu";
+  case Activation::identity:
+    return "identity";
+  }
+  return "?";
+}
+
+//===----------------------------------------------------------------------===//
+// Routing reference: full stable sorts, as written in docs/routing.md.
+//===----------------------------------------------------------------------===//
+
+/// Indices of v sorted by decreasing value; ties keep index order.
+std::vector<int64_t> sortedDesc(const std::vector<double> &v) {
+  std::vector<int64_t> order(v.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return v[a] > v[b]; });
+  return order;
+}
+
+void routeRef(const std::vector<float> &logits, const float *bias, int64_t T,
+              int64_t E, const RouteParams &p, std::vector<float> &weights,
+              std::vector<int64_t> &ids) {
+  int64_t k = p.topK;
+  weights.assign(T * k, 0);
+  ids.assign(T * k, -1);
+  for (int64_t t = 0; t < T; ++t) {
+    // Scores are fp32 values (computed in double, rounded once).
+    std::vector<float> s(E);
+    double mx = -INFINITY, sum = 0;
+    for (int64_t e = 0; e < E; ++e)
+      mx = std::max(mx, double(logits[t * E + e]));
+    for (int64_t e = 0; e < E; ++e)
+      sum += std::exp(logits[t * E + e] - mx);
+    for (int64_t e = 0; e < E; ++e) {
+      double x = logits[t * E + e];
+      s[e] = p.score == ScoreFunc::softmax ? float(std::exp(x - mx) / sum)
+                                           : float(1 / (1 + std::exp(-x)));
+    }
+    std::vector<double> sel(E);
+    for (int64_t e = 0; e < E; ++e)
+      sel[e] = bias ? double(s[e] + bias[e]) : double(s[e]);
+    std::vector<bool> allowed(E, true);
+    if (p.numGroups > 1) {
+      int64_t per = E / p.numGroups;
+      std::vector<double> gs(p.numGroups);
+      for (int64_t g = 0; g < p.numGroups; ++g) {
+        std::vector<double> members(sel.begin() + g * per,
+                                    sel.begin() + (g + 1) * per);
+        std::vector<int64_t> o = sortedDesc(members);
+        gs[g] = members[o[0]];
+        if (p.groupScore == GroupScore::top2_sum)
+          gs[g] += members[o[1]];
+      }
+      std::vector<int64_t> go = sortedDesc(gs);
+      allowed.assign(E, false);
+      for (int64_t i = 0; i < p.topkGroups; ++i)
+        for (int64_t e = go[i] * per; e < (go[i] + 1) * per; ++e)
+          allowed[e] = true;
+    }
+    std::vector<double> masked(E);
+    for (int64_t e = 0; e < E; ++e)
+      masked[e] = allowed[e] ? sel[e] : -INFINITY;
+    std::vector<int64_t> o = sortedDesc(masked);
+    double wsum = 0;
+    for (int64_t j = 0; j < k; ++j)
+      wsum += s[o[j]];
+    for (int64_t j = 0; j < k; ++j) {
+      double w = s[o[j]];
+      if (p.renormalize)
+        w /= wsum;
+      weights[t * k + j] = float(w * p.scalingFactor);
+      ids[t * k + j] = o[j];
+    }
+  }
+}
+
+struct RouteResult {
+  std::vector<float> w;
+  std::vector<int64_t> ids;
+};
+
+RouteResult runRoute(const std::vector<float> &logits, const float *bias,
+                     int64_t T, int64_t E, const RouteParams &p) {
+  RouteResult r;
+  r.w.assign(T * p.topK, NAN);
+  r.ids.assign(T * p.topK, -7);
+  cpu::route(logits.data(), bias, T, E, p, r.w.data(), r.ids.data());
+  return r;
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Names
+//===----------------------------------------------------------------------===//
+
+TEST(CpuKernels, ParseNames) {
+  ScoreFunc sf;
+  EXPECT_TRUE(parseScoreFunc("softmax", sf) && sf == ScoreFunc::softmax);
+  EXPECT_TRUE(parseScoreFunc("sigmoid", sf) && sf == ScoreFunc::sigmoid);
+  EXPECT_FALSE(parseScoreFunc("softplus", sf));
+  GroupScore gs;
+  EXPECT_TRUE(parseGroupScore("max", gs) && gs == GroupScore::max);
+  EXPECT_TRUE(parseGroupScore("top2_sum", gs) && gs == GroupScore::top2_sum);
+  EXPECT_FALSE(parseGroupScore("sum", gs));
+  Activation a;
+  for (Activation want : kActivations) {
+    EXPECT_TRUE(parseActivation(activationName(want), a));
+    EXPECT_EQ(a, want);
+  }
+  EXPECT_FALSE(parseActivation("swish", a));
+  EXPECT_FALSE(parseActivation("", a));
+
+  const std::pair<const char *, cpu::Unary> unaries[] = {
+      {"neg", cpu::Unary::neg},         {"exp", cpu::Unary::exp},
+      {"sigmoid", cpu::Unary::sigmoid}, {"silu", cpu::Unary::silu},
+      {"gelu", cpu::Unary::gelu},       {"gelu_tanh", cpu::Unary::gelu_tanh},
+      {"relu", cpu::Unary::relu},       {"tanh", cpu::Unary::tanh},
+      {"sqrt", cpu::Unary::sqrt},       {"rsqrt", cpu::Unary::rsqrt},
+      {"copy", cpu::Unary::copy}};
+  for (auto [name, want] : unaries) {
+    cpu::Unary u;
+    EXPECT_TRUE(cpu::parseUnary(name, u)) << name;
+    EXPECT_EQ(u, want) << name;
+  }
+  cpu::Unary u;
+  EXPECT_FALSE(cpu::parseUnary("log", u));
+  const std::pair<const char *, cpu::Binary> binaries[] = {
+      {"add", cpu::Binary::add}, {"sub", cpu::Binary::sub},
+      {"mul", cpu::Binary::mul}, {"div", cpu::Binary::div},
+      {"max", cpu::Binary::max}, {"min", cpu::Binary::min}};
+  for (auto [name, want] : binaries) {
+    cpu::Binary b;
+    EXPECT_TRUE(cpu::parseBinary(name, b)) << name;
+    EXPECT_EQ(b, want) << name;
+  }
+  cpu::Binary b;
+  EXPECT_FALSE(cpu::parseBinary("pow", b));
+}
+
+//===----------------------------------------------------------------------===//
+// Routing
+//===----------------------------------------------------------------------===//
+
+TEST(CpuKernels, RouteHandWritten) {
+  RouteParams p;
+  // Ties go to the lower expert id: equal logits pick 0, 1, 2.
+  p.topK = 3;
+  std::vector<float> zeros(7, 0.0f);
+  RouteResult r = runRoute(zeros, nullptr, 1, 7, p);
+  EXPECT_EQ(r.ids, (std::vector<int64_t>{0, 1, 2}));
+  for (float w : r.w)
+    EXPECT_FLOAT_EQ(w, 1.0f / 7);
+  p.renormalize = true;
+  r = runRoute(zeros, nullptr, 1, 7, p);
+  for (float w : r.w)
+    EXPECT_FLOAT_EQ(w, 1.0f / 3);
+
+  // Descending order, tie between experts 1 and 2.
+  p = RouteParams();
+  p.topK = 3;
+  r = runRoute({1, 3, 3, 2}, nullptr, 1, 4, p);
+  EXPECT_EQ(r.ids, (std::vector<int64_t>{1, 2, 3}));
+
+  // The bias changes the winner, not the weights.
+  p = RouteParams();
+  p.score = ScoreFunc::sigmoid;
+  std::vector<float> bias = {0, 0, 1, 0};
+  r = runRoute({2, 1, 0, -1}, bias.data(), 1, 4, p);
+  EXPECT_EQ(r.ids, (std::vector<int64_t>{2}));
+  EXPECT_FLOAT_EQ(r.w[0], 0.5f);
+  p.scalingFactor = 2.5;
+  r = runRoute({2, 1, 0, -1}, bias.data(), 1, 4, p);
+  EXPECT_FLOAT_EQ(r.w[0], 1.25f);
+  p.renormalize = true;
+  r = runRoute({2, 1, 0, -1}, bias.data(), 1, 4, p);
+  EXPECT_FLOAT_EQ(r.w[0], 2.5f);
+
+  // Groups of 2: group scores with max are {s(5), s(3), s(4), s(-5)} -> keep
+  // groups 0 and 2; with top2_sum {s(5)+s(-5), 2 s(3), s(4)+s(-5), ...} ->
+  // keep groups 1 and 0, and expert 2 beats its tie with 3.
+  std::vector<float> logits = {5, -5, 3, 3, 4, -5, -5, -5};
+  p = RouteParams();
+  p.score = ScoreFunc::sigmoid;
+  p.topK = 2;
+  p.numGroups = 4;
+  p.topkGroups = 2;
+  p.groupScore = GroupScore::max;
+  r = runRoute(logits, nullptr, 1, 8, p);
+  EXPECT_EQ(r.ids, (std::vector<int64_t>{0, 4}));
+  p.groupScore = GroupScore::top2_sum;
+  r = runRoute(logits, nullptr, 1, 8, p);
+  EXPECT_EQ(r.ids, (std::vector<int64_t>{0, 2}));
+  EXPECT_FLOAT_EQ(r.w[0], float(1 / (1 + std::exp(-5.0))));
+  EXPECT_FLOAT_EQ(r.w[1], float(1 / (1 + std::exp(-3.0))));
+
+  // A NaN selection score ranks first (as in moe-eval).
+  p = RouteParams();
+  p.score = ScoreFunc::sigmoid;
+  p.topK = 2;
+  r = runRoute({0, NAN, 1}, nullptr, 1, 3, p);
+  EXPECT_EQ(r.ids, (std::vector<int64_t>{1, 2}));
+  EXPECT_TRUE(std::isnan(r.w[0]));
+
+  // Group ties go to the lower group: groups 1, 2, 3 tie, 1 and 2 are kept.
+  logits = {-1, -1, 0, 0, 0, 0, 0, 0};
+  p.topK = 3;
+  p.numGroups = 4;
+  p.topkGroups = 2;
+  for (GroupScore g : {GroupScore::max, GroupScore::top2_sum}) {
+    p.groupScore = g;
+    r = runRoute(logits, nullptr, 1, 8, p);
+    EXPECT_EQ(r.ids, (std::vector<int64_t>{2, 3, 4}));
+  }
+}
+
+TEST(CpuKernels, RouteMatchesReference) {
+  std::mt19937 rng(1);
+  const int64_t T = 37, k = 3;
+  struct Grouping {
+    int64_t E, groups, keep;
+    GroupScore gs;
+  };
+  const Grouping groupings[] = {{7, 1, 1, GroupScore::max},
+                                {12, 1, 1, GroupScore::max},
+                                {12, 4, 2, GroupScore::max},
+                                {12, 4, 2, GroupScore::top2_sum},
+                                {12, 3, 1, GroupScore::top2_sum}};
+  int64_t cases = 0;
+  for (const Grouping &g : groupings)
+    for (ScoreFunc sf : {ScoreFunc::softmax, ScoreFunc::sigmoid})
+      for (bool withBias : {false, true})
+        for (bool renorm : {false, true})
+          for (double scaling : {1.0, 2.5})
+            for (bool tieHeavy : {false, true}) {
+              SCOPED_TRACE(testing::Message()
+                           << "E=" << g.E << " groups=" << g.groups
+                           << " keep=" << g.keep
+                           << " top2_sum=" << (g.gs == GroupScore::top2_sum)
+                           << " sigmoid=" << (sf == ScoreFunc::sigmoid)
+                           << " bias=" << withBias << " renorm=" << renorm
+                           << " scaling=" << scaling << " ties=" << tieHeavy);
+              std::vector<float> logits = randomVec(rng, T * g.E, -3, 3);
+              if (tieHeavy) // many equal logits: the tie rules decide
+                for (float &x : logits)
+                  x = std::round(x / 2);
+              std::vector<float> bias = randomVec(rng, g.E, -0.2f, 0.2f);
+              if (tieHeavy)
+                std::fill(bias.begin(), bias.end(), 0.125f);
+              RouteParams p;
+              p.topK = k;
+              p.score = sf;
+              p.renormalize = renorm;
+              p.scalingFactor = scaling;
+              p.numGroups = g.groups;
+              p.topkGroups = g.keep;
+              p.groupScore = g.gs;
+              const float *b = withBias ? bias.data() : nullptr;
+              std::vector<float> wRef;
+              std::vector<int64_t> idsRef;
+              routeRef(logits, b, T, g.E, p, wRef, idsRef);
+              RouteResult r = runRoute(logits, b, T, g.E, p);
+              EXPECT_EQ(r.ids, idsRef);
+              for (int64_t i = 0; i < T * k; ++i)
+                EXPECT_FLOAT_EQ(r.w[i], wRef[i]) << "weight " << i;
+              ++cases;
+            }
+  EXPECT_EQ(cases, 5 * 2 * 2 * 2 * 2 * 2);
+}
+
+//===----------------------------------------------------------------------===//
+// GEMM
+//===----------------------------------------------------------------------===//
+
+TEST(CpuKernels, Matmul) {
+  std::mt19937 rng(2);
+  const int64_t M = 37, K = 19, N = 23;
+  for (bool transB : {false, true})
+    for (bool withBias : {false, true}) {
+      SCOPED_TRACE(testing::Message()
+                   << "transB=" << transB << " bias=" << withBias);
+      std::vector<float> A = randomVec(rng, M * K), B = randomVec(rng, K * N),
+                         bias = randomVec(rng, N);
+      std::vector<double> ref(M * N);
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t n = 0; n < N; ++n) {
+          double acc = withBias ? bias[n] : 0;
+          for (int64_t kk = 0; kk < K; ++kk)
+            acc += double(A[m * K + kk]) *
+                   (transB ? B[n * K + kk] : B[kk * N + n]);
+          ref[m * N + n] = acc;
+        }
+      std::vector<float> C(M * N, NAN);
+      cpu::matmul(A.data(), B.data(), withBias ? bias.data() : nullptr,
+                  C.data(), M, K, N, transB);
+      expectClose(C.data(), ref, 1e-5, "C");
+    }
+  // K = 0: C is the bias (or 0).
+  std::vector<float> bias = randomVec(rng, 5), C(3 * 5, NAN);
+  cpu::matmul(nullptr, nullptr, bias.data(), C.data(), 3, 0, 5, false);
+  for (int64_t i = 0; i < 15; ++i)
+    EXPECT_EQ(C[i], bias[i % 5]);
+  cpu::matmul(nullptr, nullptr, nullptr, C.data(), 3, 0, 5, false);
+  for (float c : C)
+    EXPECT_EQ(c, 0.0f);
+}
+
+//===----------------------------------------------------------------------===//
+// Dispatch
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// 7 experts on 3 ranks of 4 slots; expert 0 has 2 replicas, expert 3 has 3,
+/// ranks 1 and 2 leave their last slot unused:
+///   rank 0: e0 e1 e2 e3   rank 1: e3 e4 e5 -   rank 2: e6 e0 e3 -
+Placement testPlacement() {
+  Placement pl;
+  pl.numExperts = 7;
+  pl.groupSize = 3;
+  pl.slotsPerRank = 4;
+  pl.replicas = {{{0, 0}, {2, 1}}, {{0, 1}}, {{0, 2}}, {{0, 3}, {1, 0}, {2, 2}},
+                 {{1, 1}},         {{1, 2}}, {{2, 0}}};
+  return pl;
+}
+
+/// Which assignments are kept, and where they go (rank * slots + slot),
+/// following the header literally; -1 for dropped.
+std::vector<int64_t> destinationsRef(const std::vector<int64_t> &ids,
+                                     const Placement &pl, int64_t capacity) {
+  std::vector<std::vector<int64_t>> accepted(pl.numExperts);
+  for (int64_t e = 0; e < pl.numExperts; ++e)
+    accepted[e].assign(pl.replicas[e].size(), 0);
+  std::vector<int64_t> dest(ids.size(), -1);
+  for (size_t a = 0; a < ids.size(); ++a) {
+    int64_t e = ids[a];
+    size_t r = a % pl.replicas[e].size();
+    if (capacity >= 0 && accepted[e][r] >= capacity)
+      continue;
+    ++accepted[e][r];
+    dest[a] =
+        pl.replicas[e][r].first * pl.slotsPerRank + pl.replicas[e][r].second;
+  }
+  return dest;
+}
+
+/// The layout the header describes, built destination by destination.
+cpu::DispatchLayout layoutRef(const std::vector<int64_t> &ids, int64_t T,
+                              int64_t k, const Placement &pl,
+                              int64_t capacity) {
+  std::vector<int64_t> dest = destinationsRef(ids, pl, capacity);
+  cpu::DispatchLayout l;
+  l.T = T;
+  l.k = k;
+  l.sendPos.assign(T * k, -1);
+  l.sendCounts.assign(pl.groupSize * pl.slotsPerRank, 0);
+  int64_t row = 0;
+  for (int64_t d = 0; d < pl.groupSize * pl.slotsPerRank; ++d)
+    for (int64_t a = 0; a < T * k; ++a)
+      if (dest[a] == d) {
+        l.sendPos[a] = row++;
+        ++l.sendCounts[d];
+      }
+  l.sendRows = row;
+  for (int64_t d : dest)
+    l.dropped += d < 0;
+  return l;
+}
+
+std::vector<int64_t> randomIds(std::mt19937 &rng, int64_t T, int64_t k,
+                               int64_t E) {
+  // k distinct experts per token, like a router.
+  std::vector<int64_t> ids(T * k), all(E);
+  std::iota(all.begin(), all.end(), 0);
+  for (int64_t t = 0; t < T; ++t) {
+    std::shuffle(all.begin(), all.end(), rng);
+    std::copy(all.begin(), all.begin() + k, ids.begin() + t * k);
+  }
+  return ids;
+}
+
+} // namespace
+
+TEST(CpuKernels, PlanDispatch) {
+  std::mt19937 rng(3);
+  const int64_t T = 37, k = 3;
+  Placement pl = testPlacement();
+  std::vector<int64_t> ids = randomIds(rng, T, k, pl.numExperts);
+  for (int64_t capacity : {-1, 0, 1, 2, 5, 1000}) {
+    SCOPED_TRACE(testing::Message() << "capacity=" << capacity);
+    cpu::DispatchLayout got, ref = layoutRef(ids, T, k, pl, capacity);
+    std::string error;
+    ASSERT_TRUE(cpu::planDispatch(ids.data(), T, k, pl, capacity, got, error))
+        << error;
+    EXPECT_EQ(got.T, T);
+    EXPECT_EQ(got.k, k);
+    EXPECT_EQ(got.sendPos, ref.sendPos);
+    EXPECT_EQ(got.sendCounts, ref.sendCounts);
+    EXPECT_EQ(got.sendRows, ref.sendRows);
+    EXPECT_EQ(got.dropped, ref.dropped);
+    EXPECT_EQ(got.sendRows + got.dropped, T * k);
+    if (capacity < 0 || capacity >= T * k) {
+      EXPECT_EQ(got.dropped, 0);
+    }
+    if (capacity == 0) {
+      EXPECT_EQ(got.sendRows, 0);
+    }
+    // Unused slots receive nothing.
+    EXPECT_EQ(got.sendCounts[1 * 4 + 3], 0);
+    EXPECT_EQ(got.sendCounts[2 * 4 + 3], 0);
+  }
+  // Replicas take turns by assignment index: token 0 choice 0 (a = 0) goes
+  // to expert 3's replica 0, a = 1 to replica 1, a = 2 to replica 2.
+  std::vector<int64_t> three = {3, 3, 3};
+  cpu::DispatchLayout l;
+  std::string error;
+  ASSERT_TRUE(cpu::planDispatch(three.data(), 1, 3, pl, -1, l, error));
+  EXPECT_EQ(l.sendCounts[0 * 4 + 3], 1);
+  EXPECT_EQ(l.sendCounts[1 * 4 + 0], 1);
+  EXPECT_EQ(l.sendCounts[2 * 4 + 2], 1);
+  EXPECT_EQ(l.sendPos, (std::vector<int64_t>{0, 1, 2}));
+  // Capacity is per replica: with capacity 1 and 4 assignments to expert 3,
+  // only the 4th (replica 0 again) is dropped.
+  std::vector<int64_t> four = {3, 3, 3, 3};
+  ASSERT_TRUE(cpu::planDispatch(four.data(), 2, 2, pl, 1, l, error));
+  EXPECT_EQ(l.dropped, 1);
+  EXPECT_EQ(l.sendPos, (std::vector<int64_t>{0, 1, 2, -1}));
+}
+
+TEST(CpuKernels, PlanDispatchErrors) {
+  Placement pl = testPlacement();
+  cpu::DispatchLayout l;
+  for (int64_t bad : {int64_t(7), int64_t(-1)}) {
+    std::vector<int64_t> ids = {0, 1, bad, 2};
+    std::string error;
+    EXPECT_FALSE(cpu::planDispatch(ids.data(), 2, 2, pl, -1, l, error));
+    EXPECT_NE(error.find(std::to_string(bad)), std::string::npos) << error;
+  }
+}
+
+TEST(CpuKernels, PackRows) {
+  std::mt19937 rng(4);
+  const int64_t T = 37, k = 3, H = 19;
+  Placement pl = testPlacement();
+  std::vector<int64_t> ids = randomIds(rng, T, k, pl.numExperts);
+  std::vector<float> x = randomVec(rng, T * H);
+  for (int64_t capacity : {-1, 2}) {
+    cpu::DispatchLayout l = layoutRef(ids, T, k, pl, capacity);
+    std::vector<float> send(l.sendRows * H, NAN);
+    cpu::packRows(x.data(), H, l, send.data());
+    std::vector<bool> seen(l.sendRows, false);
+    for (int64_t a = 0; a < T * k; ++a) {
+      if (l.sendPos[a] < 0)
+        continue;
+      seen[l.sendPos[a]] = true;
+      for (int64_t h = 0; h < H; ++h)
+        ASSERT_EQ(send[l.sendPos[a] * H + h], x[(a / k) * H + h]);
+    }
+    EXPECT_EQ(std::count(seen.begin(), seen.end(), false), 0);
+  }
+}
+
+TEST(CpuKernels, ExpertMajorOrder) {
+  std::mt19937 rng(5);
+  const int64_t groupSize = 3, slots = 4;
+  std::uniform_int_distribution<int64_t> count(0, 6);
+  for (int iter = 0; iter < 5; ++iter) {
+    std::vector<int64_t> counts(groupSize * slots);
+    for (int64_t &c : counts)
+      c = iter == 0 ? 0 : count(rng);
+    // Reference: label each source-major row with its slot and sort stably
+    // by slot (the source order and the row order within a block remain).
+    std::vector<int64_t> slotOf;
+    for (int64_t s = 0; s < groupSize; ++s)
+      for (int64_t slot = 0; slot < slots; ++slot)
+        slotOf.insert(slotOf.end(), counts[s * slots + slot], slot);
+    std::vector<int64_t> permRef(slotOf.size());
+    std::iota(permRef.begin(), permRef.end(), 0);
+    std::stable_sort(permRef.begin(), permRef.end(), [&](int64_t a, int64_t b) {
+      return slotOf[a] < slotOf[b];
+    });
+    std::vector<int64_t> offRef(slots + 1, 0);
+    for (int64_t slot = 0; slot < slots; ++slot)
+      offRef[slot + 1] =
+          offRef[slot] + std::count(slotOf.begin(), slotOf.end(), slot);
+    std::vector<int64_t> perm = {42}, off;
+    cpu::expertMajorOrder(counts.data(), groupSize, slots, perm, off);
+    EXPECT_EQ(perm, permRef);
+    EXPECT_EQ(off, offRef);
+  }
+}
+
+TEST(CpuKernels, GatherScatterRows) {
+  std::mt19937 rng(6);
+  const int64_t n = 37, H = 19;
+  std::vector<int64_t> perm(n);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  std::vector<float> src = randomVec(rng, n * H), g(n * H, NAN), s(n * H, NAN);
+  cpu::gatherRowsByIndex(src.data(), H, perm.data(), n, g.data());
+  cpu::scatterRowsByIndex(src.data(), H, perm.data(), n, s.data());
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t h = 0; h < H; ++h) {
+      ASSERT_EQ(g[i * H + h], src[perm[i] * H + h]);
+      ASSERT_EQ(s[perm[i] * H + h], src[i * H + h]);
+    }
+  // Scatter undoes gather.
+  std::vector<float> back(n * H, NAN);
+  cpu::scatterRowsByIndex(g.data(), H, perm.data(), n, back.data());
+  EXPECT_EQ(back, src);
+}
+
+//===----------------------------------------------------------------------===//
+// Experts
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// One expert's weights: wGate, wUp [H,F]; wDown [F,H]; biases.
+struct Expert {
+  std::vector<float> wGate, wUp, wDown, bGate, bUp, bDown;
+};
+
+Expert randomExpert(std::mt19937 &rng, int64_t H, int64_t F) {
+  // Scaled like an initialised layer so that activations see values ~1.
+  float sh = 1.5f / std::sqrt(float(H)), sf = 1.5f / std::sqrt(float(F));
+  return {randomVec(rng, H * F, -sh, sh), randomVec(rng, H * F, -sh, sh),
+          randomVec(rng, F * H, -sf, sf), randomVec(rng, F, -0.5f, 0.5f),
+          randomVec(rng, F, -0.5f, 0.5f), randomVec(rng, H, -0.5f, 0.5f)};
+}
+
+/// y = (act(x Wg + bg) [* (x Wu + bu)]) Wd + bd for one row, in double.
+std::vector<double> ffnRef(const float *x, const Expert &e, int64_t H,
+                           int64_t F, Activation act, bool withUp,
+                           bool withBias) {
+  std::vector<double> h(F);
+  for (int64_t f = 0; f < F; ++f) {
+    double g = withBias ? e.bGate[f] : 0, u = withBias ? e.bUp[f] : 0;
+    for (int64_t i = 0; i < H; ++i) {
+      g += double(x[i]) * e.wGate[i * F + f];
+      u += double(x[i]) * e.wUp[i * F + f];
+    }
+    h[f] = activationRef(act, g) * (withUp ? u : 1.0);
+  }
+  std::vector<double> y(H);
+  for (int64_t i = 0; i < H; ++i) {
+    double acc = withBias ? e.bDown[i] : 0;
+    for (int64_t f = 0; f < F; ++f)
+      acc += h[f] * e.wDown[f * H + i];
+    y[i] = acc;
+  }
+  return y;
+}
+
+/// Stacked weights of a rank's slots (unused slots stay zero).
+struct Stacked {
+  std::vector<float> wGate, wUp, wDown, bGate, bUp, bDown;
+
+  Stacked(const std::vector<const Expert *> &slots, int64_t H, int64_t F) {
+    int64_t S = slots.size();
+    wGate.assign(S * H * F, 0);
+    wUp.assign(S * H * F, 0);
+    wDown.assign(S * F * H, 0);
+    bGate.assign(S * F, 0);
+    bUp.assign(S * F, 0);
+    bDown.assign(S * H, 0);
+    for (int64_t s = 0; s < S; ++s) {
+      if (!slots[s])
+        continue;
+      std::copy(slots[s]->wGate.begin(), slots[s]->wGate.end(),
+                wGate.begin() + s * H * F);
+      std::copy(slots[s]->wUp.begin(), slots[s]->wUp.end(),
+                wUp.begin() + s * H * F);
+      std::copy(slots[s]->wDown.begin(), slots[s]->wDown.end(),
+                wDown.begin() + s * F * H);
+      std::copy(slots[s]->bGate.begin(), slots[s]->bGate.end(),
+                bGate.begin() + s * F);
+      std::copy(slots[s]->bUp.begin(), slots[s]->bUp.end(),
+                bUp.begin() + s * F);
+      std::copy(slots[s]->bDown.begin(), slots[s]->bDown.end(),
+                bDown.begin() + s * H);
+    }
+  }
+
+  cpu::ExpertWeights view(int64_t H, int64_t F, Activation act, bool withUp,
+                          bool withBias) const {
+    cpu::ExpertWeights w;
+    w.wGate = wGate.data();
+    w.wUp = withUp ? wUp.data() : nullptr;
+    w.wDown = wDown.data();
+    if (withBias) {
+      w.bGate = bGate.data();
+      w.bUp = withUp ? bUp.data() : nullptr;
+      w.bDown = bDown.data();
+    }
+    w.H = H;
+    w.F = F;
+    w.act = act;
+    return w;
+  }
+};
+
+} // namespace
+
+TEST(CpuKernels, GroupedFFN) {
+  std::mt19937 rng(7);
+  const int64_t H = 19, F = 23;
+  // 4 slots with 5, 0, 17 and 15 rows (37 in all).
+  const std::vector<int64_t> offsets = {0, 5, 5, 22, 37};
+  const int64_t R = offsets.back();
+  std::vector<Expert> experts;
+  for (int s = 0; s < 4; ++s)
+    experts.push_back(randomExpert(rng, H, F));
+  Stacked stacked({&experts[0], &experts[1], &experts[2], &experts[3]}, H, F);
+  std::vector<float> x = randomVec(rng, R * H, -2, 2);
+  for (Activation act : kActivations)
+    for (bool withUp : {true, false})
+      for (bool withBias : {false, true}) {
+        SCOPED_TRACE(testing::Message() << activationName(act) << " w_up="
+                                        << withUp << " biases=" << withBias);
+        cpu::ExpertWeights w = stacked.view(H, F, act, withUp, withBias);
+        size_t bytes = cpu::groupedFFNScratch(R, w);
+        EXPECT_GE(bytes, size_t(R * F * sizeof(float)));
+        std::vector<float> scratch(bytes / sizeof(float) + 1, NAN);
+        std::vector<float> y(R * H, NAN);
+        cpu::groupedFFN(x.data(), offsets, w, y.data(), scratch.data());
+        std::vector<double> ref;
+        for (int64_t s = 0; s < 4; ++s)
+          for (int64_t r = offsets[s]; r < offsets[s + 1]; ++r) {
+            std::vector<double> row =
+                ffnRef(&x[r * H], experts[s], H, F, act, withUp, withBias);
+            ref.insert(ref.end(), row.begin(), row.end());
+          }
+        expectClose(y.data(), ref, 1e-5, "y");
+      }
+}
+
+TEST(CpuKernels, GroupedFFNLargeInputs) {
+  // Pre-activations far in the tails (|x| up to ~60): exp must neither
+  // overflow nor lose the sign.
+  std::mt19937 rng(8);
+  const int64_t H = 19, F = 23, R = 11;
+  Expert e = randomExpert(rng, H, F);
+  for (float &v : e.wGate)
+    v *= 20;
+  Stacked stacked({&e}, H, F);
+  std::vector<float> x = randomVec(rng, R * H, -2, 2);
+  for (Activation act : kActivations) {
+    SCOPED_TRACE(activationName(act));
+    cpu::ExpertWeights w = stacked.view(H, F, act, true, true);
+    std::vector<float> scratch(cpu::groupedFFNScratch(R, w) / 4 + 1);
+    std::vector<float> y(R * H, NAN);
+    cpu::groupedFFN(x.data(), {0, R}, w, y.data(), scratch.data());
+    std::vector<double> ref;
+    for (int64_t r = 0; r < R; ++r) {
+      std::vector<double> row = ffnRef(&x[r * H], e, H, F, act, true, true);
+      ref.insert(ref.end(), row.begin(), row.end());
+    }
+    expectClose(y.data(), ref, 1e-5, "y");
+  }
+}
+
+TEST(CpuKernels, CombineRows) {
+  std::mt19937 rng(9);
+  const int64_t T = 37, k = 3, H = 19;
+  Placement pl = testPlacement();
+  std::vector<int64_t> ids = randomIds(rng, T, k, pl.numExperts);
+  std::vector<float> weights = randomVec(rng, T * k, 0, 1);
+  for (int64_t capacity : {-1, 3, 0}) {
+    SCOPED_TRACE(testing::Message() << "capacity=" << capacity);
+    cpu::DispatchLayout l = layoutRef(ids, T, k, pl, capacity);
+    std::vector<float> back =
+        randomVec(rng, std::max<int64_t>(l.sendRows, 1) * H);
+    std::vector<float> out(T * H, NAN);
+    cpu::combineRows(back.data(), H, l, weights.data(), out.data());
+    std::vector<double> ref(T * H, 0);
+    int64_t allDropped = 0;
+    for (int64_t t = 0; t < T; ++t) {
+      bool any = false;
+      for (int64_t j = 0; j < k; ++j) {
+        int64_t row = l.sendPos[t * k + j];
+        if (row < 0)
+          continue;
+        any = true;
+        for (int64_t h = 0; h < H; ++h)
+          ref[t * H + h] += double(weights[t * k + j]) * back[row * H + h];
+      }
+      if (!any) {
+        ++allDropped;
+        for (int64_t h = 0; h < H; ++h)
+          EXPECT_EQ(out[t * H + h], 0.0f);
+      }
+    }
+    if (capacity == 0) {
+      EXPECT_EQ(allDropped, T);
+    }
+    if (capacity == 3) { // the later tokens lose all their choices
+      EXPECT_GT(allDropped, 0);
+    }
+    expectClose(out.data(), ref, 1e-5, "out");
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// The whole chain between 3 simulated ranks
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+struct ChainConfig {
+  Activation act;
+  bool withUp, withBias;
+  int64_t capacity;
+};
+
+void runChain(const ChainConfig &cfg, uint32_t seed) {
+  std::mt19937 rng(seed);
+  const int64_t H = 19, F = 23, k = 3;
+  const Placement pl = testPlacement();
+  const int64_t G = pl.groupSize, S = pl.slotsPerRank, E = pl.numExperts;
+  const std::vector<int64_t> tokens = {37, 29, 11};
+
+  std::vector<Expert> experts;
+  for (int64_t e = 0; e < E; ++e)
+    experts.push_back(randomExpert(rng, H, F));
+  // Each rank's slots, from the placement.
+  std::vector<std::vector<const Expert *>> slotExpert(
+      G, std::vector<const Expert *>(S, nullptr));
+  for (int64_t e = 0; e < E; ++e)
+    for (auto [rank, slot] : pl.replicas[e])
+      slotExpert[rank][slot] = &experts[e];
+  std::vector<Stacked> stacked;
+  for (int64_t r = 0; r < G; ++r)
+    stacked.emplace_back(slotExpert[r], H, F);
+
+  // Per source rank: tokens, routing, dispatch layout, send buffer.
+  struct Rank {
+    int64_t T;
+    std::vector<float> x, w, send, back, out;
+    std::vector<int64_t> ids;
+    cpu::DispatchLayout layout;
+    std::vector<int64_t> blockStart; // [G+1] rows of send per destination
+  };
+  std::vector<Rank> ranks(G);
+  RouteParams rp;
+  rp.topK = k;
+  rp.renormalize = true;
+  for (int64_t s = 0; s < G; ++s) {
+    Rank &rk = ranks[s];
+    rk.T = tokens[s];
+    rk.x = randomVec(rng, rk.T * H, -2, 2);
+    std::vector<float> logits = randomVec(rng, rk.T * E, -2, 2);
+    rk.w.resize(rk.T * k);
+    rk.ids.resize(rk.T * k);
+    cpu::route(logits.data(), nullptr, rk.T, E, rp, rk.w.data(), rk.ids.data());
+    std::string error;
+    ASSERT_TRUE(cpu::planDispatch(rk.ids.data(), rk.T, k, pl, cfg.capacity,
+                                  rk.layout, error))
+        << error;
+    rk.send.assign(rk.layout.sendRows * H, NAN);
+    cpu::packRows(rk.x.data(), H, rk.layout, rk.send.data());
+    rk.back.assign(rk.layout.sendRows * H, NAN);
+    rk.blockStart.assign(G + 1, 0);
+    for (int64_t d = 0; d < G; ++d) {
+      int64_t n = 0;
+      for (int64_t slot = 0; slot < S; ++slot)
+        n += rk.layout.sendCounts[d * S + slot];
+      rk.blockStart[d + 1] = rk.blockStart[d] + n;
+    }
+  }
+
+  // Each destination rank: the all-to-all (counts, then rows, source-major),
+  // slot-major reorder, experts, back to source-major, return to the sources.
+  int64_t totalRecv = 0;
+  for (int64_t r = 0; r < G; ++r) {
+    std::vector<int64_t> recvCounts(G * S);
+    std::vector<float> recv;
+    for (int64_t s = 0; s < G; ++s) {
+      for (int64_t slot = 0; slot < S; ++slot)
+        recvCounts[s * S + slot] = ranks[s].layout.sendCounts[r * S + slot];
+      recv.insert(recv.end(),
+                  ranks[s].send.begin() + ranks[s].blockStart[r] * H,
+                  ranks[s].send.begin() + ranks[s].blockStart[r + 1] * H);
+    }
+    const int64_t R = recv.size() / H;
+    totalRecv += R;
+    std::vector<int64_t> perm, offsets;
+    cpu::expertMajorOrder(recvCounts.data(), G, S, perm, offsets);
+    ASSERT_EQ(int64_t(perm.size()), R);
+    ASSERT_EQ(offsets.back(), R);
+    // Unused slots get no rows.
+    for (int64_t slot = 0; slot < S; ++slot)
+      if (!slotExpert[r][slot]) {
+        EXPECT_EQ(offsets[slot + 1], offsets[slot]);
+      }
+    std::vector<float> xs(R * H), ys(R * H, NAN), back(R * H, NAN);
+    cpu::gatherRowsByIndex(recv.data(), H, perm.data(), R, xs.data());
+    cpu::ExpertWeights w =
+        stacked[r].view(H, F, cfg.act, cfg.withUp, cfg.withBias);
+    std::vector<float> scratch(cpu::groupedFFNScratch(R, w) / 4 + 1);
+    cpu::groupedFFN(xs.data(), offsets, w, ys.data(), scratch.data());
+    cpu::scatterRowsByIndex(ys.data(), H, perm.data(), R, back.data());
+    int64_t row = 0;
+    for (int64_t s = 0; s < G; ++s) {
+      int64_t n = ranks[s].blockStart[r + 1] - ranks[s].blockStart[r];
+      std::copy(back.begin() + row * H, back.begin() + (row + n) * H,
+                ranks[s].back.begin() + ranks[s].blockStart[r] * H);
+      row += n;
+    }
+  }
+
+  int64_t totalSent = 0, totalDropped = 0;
+  for (int64_t s = 0; s < G; ++s) {
+    Rank &rk = ranks[s];
+    totalSent += rk.layout.sendRows;
+    totalDropped += rk.layout.dropped;
+    rk.out.assign(rk.T * H, NAN);
+    cpu::combineRows(rk.back.data(), H, rk.layout, rk.w.data(), rk.out.data());
+    // Dense reference: every kept choice through its expert, weighted.
+    std::vector<int64_t> dest = destinationsRef(rk.ids, pl, cfg.capacity);
+    std::vector<double> ref(rk.T * H, 0);
+    for (int64_t t = 0; t < rk.T; ++t)
+      for (int64_t j = 0; j < k; ++j) {
+        if (dest[t * k + j] < 0)
+          continue;
+        std::vector<double> y = ffnRef(&rk.x[t * H], experts[rk.ids[t * k + j]],
+                                       H, F, cfg.act, cfg.withUp, cfg.withBias);
+        for (int64_t h = 0; h < H; ++h)
+          ref[t * H + h] += rk.w[t * k + j] * y[h];
+      }
+    expectClose(rk.out.data(), ref, 1e-5, "rank " + std::to_string(s));
+  }
+  EXPECT_EQ(totalRecv, totalSent);
+  EXPECT_EQ(totalSent + totalDropped, (37 + 29 + 11) * k);
+  if (cfg.capacity < 0) {
+    EXPECT_EQ(totalDropped, 0);
+  } else {
+    EXPECT_GT(totalDropped, 0);
+  }
+}
+
+} // namespace
+
+TEST(CpuKernels, DispatchExpertsCombineChain) {
+  uint32_t seed = 100;
+  for (Activation act : kActivations)
+    for (bool withUp : {true, false})
+      for (bool withBias : {false, true})
+        for (int64_t capacity : {int64_t(-1), int64_t(2)}) {
+          SCOPED_TRACE(testing::Message()
+                       << activationName(act) << " w_up=" << withUp
+                       << " biases=" << withBias << " capacity=" << capacity);
+          runChain({act, withUp, withBias, capacity}, seed++);
+        }
+}
+
+//===----------------------------------------------------------------------===//
+// Elementwise
+//===----------------------------------------------------------------------===//
+
+TEST(CpuKernels, Unary) {
+  std::mt19937 rng(10);
+  const int64_t n = 37 * 19;
+  struct Case {
+    cpu::Unary op;
+    const char *name;
+    double (*ref)(double);
+    float lo, hi;
+  };
+  const Case cases[] = {
+      {cpu::Unary::neg, "neg", [](double x) { return -x; }, -4, 4},
+      {cpu::Unary::exp, "exp", [](double x) { return std::exp(x); }, -4, 4},
+      {cpu::Unary::sigmoid, "sigmoid",
+       [](double x) { return 1 / (1 + std::exp(-x)); }, -8, 8},
+      {cpu::Unary::silu, "silu",
+       [](double x) { return activationRef(Activation::silu, x); }, -8, 8},
+      {cpu::Unary::gelu, "gelu",
+       [](double x) { return activationRef(Activation::gelu, x); }, -4, 4},
+      {cpu::Unary::gelu_tanh, "gelu_tanh",
+       [](double x) { return activationRef(Activation::gelu_tanh, x); }, -4, 4},
+      {cpu::Unary::relu, "relu", [](double x) { return x > 0 ? x : 0; }, -4, 4},
+      {cpu::Unary::tanh, "tanh", [](double x) { return std::tanh(x); }, -4, 4},
+      {cpu::Unary::sqrt, "sqrt", [](double x) { return std::sqrt(x); }, 0.01f,
+       9},
+      {cpu::Unary::rsqrt, "rsqrt", [](double x) { return 1 / std::sqrt(x); },
+       0.01f, 9},
+      {cpu::Unary::copy, "copy", [](double x) { return x; }, -4, 4}};
+  for (const Case &c : cases) {
+    SCOPED_TRACE(c.name);
+    std::vector<float> x = randomVec(rng, n, c.lo, c.hi), y(n, NAN);
+    cpu::unary(c.op, x.data(), y.data(), n);
+    // libm float functions are within a few ulp (1e-6 relative); 1 + erf
+    // and 1 + tanh cancel for negative x, which costs up to |x| * 6e-8
+    // absolute (<= 1e-6 here).
+    for (int64_t i = 0; i < n; ++i) {
+      double ref = c.ref(x[i]);
+      ASSERT_NEAR(y[i], ref, 1e-6 * std::fabs(ref) + 1e-6) << "x=" << x[i];
+    }
+  }
+  // In place works (the executor may alias).
+  std::vector<float> v = {1, 4, 9};
+  cpu::unary(cpu::Unary::sqrt, v.data(), v.data(), 3);
+  EXPECT_EQ(v, (std::vector<float>{1, 2, 3}));
+}
+
+namespace {
+
+float binaryRef(cpu::Binary op, float a, float b) {
+  switch (op) {
+  case cpu::Binary::add:
+    return a + b;
+  case cpu::Binary::sub:
+    return a - b;
+  case cpu::Binary::mul:
+    return a * b;
+  case cpu::Binary::div:
+    return a / b;
+  case cpu::Binary::max:
+    return std::isnan(a) || std::isnan(b) ? NAN : std::max(a, b);
+  case cpu::Binary::min:
+    return std::isnan(a) || std::isnan(b) ? NAN : std::min(a, b);
+  }
+  return NAN;
+}
+
+int64_t numel(const std::vector<int64_t> &shape) {
+  int64_t n = 1;
+  for (int64_t d : shape)
+    n *= d;
+  return n;
+}
+
+/// Flat index into an operand of `shape` (right-aligned, broadcast) of the
+/// output element at multi-index `idx`.
+int64_t operandIndex(const std::vector<int64_t> &shape,
+                     const std::vector<int64_t> &idx) {
+  int64_t off = idx.size() - shape.size(), flat = 0;
+  for (size_t d = 0; d < shape.size(); ++d)
+    flat = flat * shape[d] + (shape[d] == 1 ? 0 : idx[d + off]);
+  return flat;
+}
+
+} // namespace
+
+TEST(CpuKernels, BinaryBroadcasting) {
+  std::mt19937 rng(11);
+  using Shape = std::vector<int64_t>;
+  struct Case {
+    Shape a, b, out;
+  };
+  const Case cases[] = {{{3, 4, 5}, {3, 4, 5}, {3, 4, 5}},
+                        {{4, 1}, {3, 1, 5}, {3, 4, 5}},
+                        {{5}, {3, 4, 1}, {3, 4, 5}},
+                        {{}, {3, 4, 5}, {3, 4, 5}},
+                        {{3, 4, 5}, {1}, {3, 4, 5}},
+                        {{1, 1, 1}, {3, 4, 5}, {3, 4, 5}},
+                        {{3, 1, 5}, {1, 4, 1}, {3, 4, 5}},
+                        {{37, 19}, {19}, {37, 19}},
+                        {{37, 1}, {37, 19}, {37, 19}},
+                        {{2, 1, 3, 1}, {7, 1, 2}, {2, 7, 3, 2}},
+                        {{}, {}, {}}};
+  const cpu::Binary ops[] = {cpu::Binary::add, cpu::Binary::sub,
+                             cpu::Binary::mul, cpu::Binary::div,
+                             cpu::Binary::max, cpu::Binary::min};
+  for (const Case &c : cases)
+    for (cpu::Binary op : ops) {
+      SCOPED_TRACE(testing::Message()
+                   << "op " << int(op) << " a rank " << c.a.size() << " b rank "
+                   << c.b.size() << " out rank " << c.out.size());
+      std::vector<float> a = randomVec(rng, numel(c.a), 0.5f, 2),
+                         b = randomVec(rng, numel(c.b), -2, 2);
+      int64_t n = numel(c.out);
+      std::vector<float> out(n, NAN);
+      cpu::binary(op, a.data(), c.a, b.data(), c.b, out.data(), c.out);
+      std::vector<int64_t> idx(c.out.size(), 0);
+      for (int64_t i = 0; i < n; ++i) {
+        float ref =
+            binaryRef(op, a[operandIndex(c.a, idx)], b[operandIndex(c.b, idx)]);
+        ASSERT_EQ(out[i], ref) << "element " << i;
+        for (int64_t d = int64_t(idx.size()) - 1; d >= 0; --d) {
+          if (++idx[d] < c.out[d])
+            break;
+          idx[d] = 0;
+        }
+      }
+    }
+  // max and min propagate NaN from either side.
+  std::vector<float> a = {NAN, 1, 2}, b = {1, NAN, 3}, out(3);
+  for (cpu::Binary op : {cpu::Binary::max, cpu::Binary::min}) {
+    cpu::binary(op, a.data(), {3}, b.data(), {3}, out.data(), {3});
+    EXPECT_TRUE(std::isnan(out[0]));
+    EXPECT_TRUE(std::isnan(out[1]));
+    EXPECT_EQ(out[2], op == cpu::Binary::max ? 3.0f : 2.0f);
+  }
+}
+
+TEST(CpuKernels, Softmax) {
+  std::mt19937 rng(12);
+  const int64_t rows = 37, n = 19;
+  for (float shift : {0.0f, 1000.0f, -1000.0f}) {
+    SCOPED_TRACE(testing::Message() << "shift " << shift);
+    std::vector<float> x = randomVec(rng, rows * n, -5, 5), y(rows * n, NAN);
+    for (float &v : x)
+      v += shift;
+    cpu::softmax(x.data(), y.data(), rows, n);
+    for (int64_t r = 0; r < rows; ++r) {
+      double mx = -INFINITY, sum = 0;
+      for (int64_t i = 0; i < n; ++i)
+        mx = std::max(mx, double(x[r * n + i]));
+      for (int64_t i = 0; i < n; ++i)
+        sum += std::exp(x[r * n + i] - mx);
+      for (int64_t i = 0; i < n; ++i) {
+        double ref = std::exp(x[r * n + i] - mx) / sum;
+        ASSERT_NEAR(y[r * n + i], ref, 1e-6 * ref + 1e-9);
+      }
+    }
+  }
+}

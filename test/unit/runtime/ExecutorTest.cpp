@@ -1,0 +1,366 @@
+//===- ExecutorTest.cpp - plans run on 1, 2 and 4 thread ranks ------------===//
+//
+// Hand-built plans (TestPlans.h, written with writePlan and loaded back)
+// run on ThreadComm ranks and are compared with the dense plain-loop
+// references: a one-layer MoE under several placements (contiguous,
+// round-robin, replicas, empty slots) with and without capacity, and a
+// tensor-parallel MLP with all_reduce and all_gather. Also the reports, the
+// input checks and a rank that fails (bad expert id) ending every rank.
+//
+// Tolerance: fp32 kernels against double references; dot products of at most
+// 24 terms of magnitude <= 1, so 1e-4 of the reference's largest magnitude.
+//
+//===----------------------------------------------------------------------===//
+
+#include "TestPlans.h"
+
+#include "moert/Comm.h"
+#include "moert/Executor.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdio>
+#include <unistd.h>
+
+using namespace moert;
+using namespace moert::testplans;
+
+namespace {
+
+std::string tempPath(const std::string &tag) {
+  return ::testing::TempDir() + "/moert-exec-" + tag + "-" +
+         std::to_string(getpid()) + ".moeplan";
+}
+
+struct RunResult {
+  std::vector<std::pair<std::string, NpyArray>> outputs;
+  std::vector<RunReport> reports;
+};
+
+/// Writes the plan, runs it on its world size of thread ranks.
+RunResult runCase(TestCase &tc, const std::string &tag) {
+  std::string path = tempPath(tag), error;
+  EXPECT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
+  int n = int(tc.plan.worldSize());
+  RunResult result;
+  runThreadRanks(n, [&](Comm &world) {
+    std::string err;
+    auto lp = LoadedPlan::open(path, world.rank(), err);
+    if (!lp)
+      throw RunError(err);
+    Executor ex(*lp, world, createCpuBackend());
+    ex.setInputs(tc.inputs);
+    ex.run();
+    auto outs = ex.gatherOutputs();
+    auto reps = ex.gatherReports();
+    if (world.rank() == 0) {
+      result.outputs = std::move(outs);
+      result.reports = std::move(reps);
+    }
+  });
+  std::remove(path.c_str());
+  return result;
+}
+
+void expectMatches(const RunResult &r, const TestCase &tc) {
+  ASSERT_EQ(r.outputs.size(), tc.expected.size());
+  for (auto &[name, got] : r.outputs) {
+    const NpyArray &want = tc.expected.at(name);
+    EXPECT_EQ(got.shape, want.shape) << name;
+    ASSERT_EQ(got.data.size(), want.data.size()) << name;
+    const float *g = reinterpret_cast<const float *>(got.data.data());
+    const float *w = reinterpret_cast<const float *>(want.data.data());
+    size_t n = got.data.size() / 4;
+    double scale = 1e-30;
+    for (size_t i = 0; i < n; ++i)
+      scale = std::max(scale, double(std::fabs(w[i])));
+    for (size_t i = 0; i < n; ++i)
+      ASSERT_NEAR(g[i], w[i], 1e-4 * scale) << name << " element " << i;
+  }
+}
+
+/// Sum over ranks of the tokens per expert equals every assignment; rows
+/// sent by p to q equal rows q received from p.
+void expectConsistentReports(const RunResult &r, const MoESpec &spec) {
+  ASSERT_EQ(int(r.reports.size()), spec.ranks);
+  int64_t total = 0, dropped = 0;
+  for (const RunReport &rep : r.reports) {
+    ASSERT_EQ(rep.layers.size(), 1u);
+    const MoELayerStats &l = rep.layers[0];
+    EXPECT_EQ(l.loc, "/moe/dispatch");
+    ASSERT_EQ(int64_t(l.tokensPerExpert.size()), spec.E);
+    for (int64_t t : l.tokensPerExpert)
+      total += t;
+    dropped += l.dropped;
+    ASSERT_EQ(int(l.peers.size()), spec.ranks);
+    for (int q = 0; q < spec.ranks; ++q) {
+      const PeerTraffic &mine = l.peers[q];
+      const PeerTraffic &theirs = r.reports[q].layers[0].peers[rep.rank];
+      EXPECT_EQ(mine.peer, q);
+      EXPECT_EQ(mine.rowsSent, theirs.rowsRecv);
+      EXPECT_EQ(mine.bytesSent, theirs.bytesRecv);
+      EXPECT_EQ(mine.rowsRecv, theirs.rowsSent);
+      // Dispatch sends rowsSent rows, combine returns the rowsRecv rows.
+      EXPECT_EQ(mine.bytesSent, (mine.rowsSent + mine.rowsRecv) * spec.H * 4);
+    }
+    EXPECT_EQ(rep.steps.size(), spec.idsAsInputs ? 3u : 5u);
+  }
+  EXPECT_EQ(total, spec.ranks * spec.tokensPerRank * spec.k);
+  if (spec.capacity < 0) {
+    EXPECT_EQ(dropped, 0);
+  }
+}
+
+void runMoE(const MoESpec &spec, const std::string &tag) {
+  TestCase tc = makeMoE(spec);
+  RunResult r = runCase(tc, tag);
+  expectMatches(r, tc);
+  expectConsistentReports(r, spec);
+}
+
+TEST(Executor, MoEOneRank) {
+  MoESpec s;
+  runMoE(s, "moe1");
+}
+
+TEST(Executor, MoEOneRankTopOne) {
+  MoESpec s;
+  s.k = 1;
+  s.renormalize = false;
+  runMoE(s, "moe1k1");
+}
+
+TEST(Executor, MoETwoRanksContiguous) {
+  MoESpec s;
+  s.ranks = 2;
+  runMoE(s, "moe2c");
+}
+
+TEST(Executor, MoETwoRanksRoundRobin) {
+  MoESpec s;
+  s.ranks = 2;
+  s.S = 2;
+  s.slots = {0, 2, 1, 3};
+  runMoE(s, "moe2rr");
+}
+
+TEST(Executor, MoETwoRanksEmptySlot) {
+  MoESpec s;
+  s.ranks = 2;
+  s.E = 3;
+  s.S = 2;
+  s.slots = {0, 1, 2, -1};
+  runMoE(s, "moe2e");
+}
+
+TEST(Executor, MoEFourRanksContiguous) {
+  MoESpec s;
+  s.ranks = 4;
+  s.E = 8;
+  s.tokensPerRank = 5;
+  runMoE(s, "moe4c");
+}
+
+TEST(Executor, MoEFourRanksReplicas) {
+  // Experts 0 and 1 have a second replica on ranks 3 and 2.
+  MoESpec s;
+  s.ranks = 4;
+  s.E = 6;
+  s.S = 2;
+  s.slots = {0, 1, 2, 3, 4, 1, 5, 0};
+  s.tokensPerRank = 7;
+  runMoE(s, "moe4r");
+}
+
+TEST(Executor, MoETwoRanksCapacity) {
+  MoESpec s;
+  s.ranks = 2;
+  s.capacity = 2;
+  s.tokensPerRank = 9;
+  TestCase tc = makeMoE(s);
+  RunResult r = runCase(tc, "moe2cap");
+  expectMatches(r, tc);
+  expectConsistentReports(r, s);
+  int64_t dropped = 0;
+  for (const RunReport &rep : r.reports)
+    dropped += rep.layers[0].dropped;
+  EXPECT_GT(dropped, 0); // 9 tokens x 2 over 4 experts x 2 slots
+}
+
+TEST(Executor, MoEFourRanksReplicasCapacity) {
+  MoESpec s;
+  s.ranks = 4;
+  s.E = 4;
+  s.S = 2;
+  s.slots = {0, 1, 2, 3, 0, 1, 2, 3};
+  s.capacity = 1;
+  s.tokensPerRank = 4;
+  runMoE(s, "moe4rc");
+}
+
+TEST(Executor, MoEIdsAsInputs) {
+  MoESpec s;
+  s.ranks = 2;
+  s.idsAsInputs = true;
+  runMoE(s, "moe2ids");
+}
+
+TEST(Executor, TensorParallel) {
+  for (int n : {1, 2, 4}) {
+    TestCase tc = makeTP(n);
+    RunResult r = runCase(tc, "tp" + std::to_string(n));
+    expectMatches(r, tc);
+    ASSERT_EQ(int(r.reports.size()), n);
+    EXPECT_EQ(r.reports[0].steps.size(), 5u);
+    EXPECT_EQ(r.reports[0].steps[3].op, "all_reduce");
+  }
+}
+
+TEST(Executor, SelfComm) {
+  MoESpec s;
+  TestCase tc = makeMoE(s);
+  std::string path = tempPath("self"), error;
+  ASSERT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
+  auto lp = LoadedPlan::open(path, 0, error);
+  ASSERT_TRUE(lp) << error;
+  auto comm = createSelfComm();
+  Executor ex(*lp, *comm, createCpuBackend());
+  ex.setInputs(tc.inputs);
+  ex.run();
+  RunResult r;
+  r.outputs = ex.gatherOutputs();
+  expectMatches(r, tc);
+  std::remove(path.c_str());
+}
+
+TEST(Executor, BadExpertIdEndsAllRanks) {
+  MoESpec s;
+  s.ranks = 4;
+  s.E = 4;
+  s.idsAsInputs = true;
+  s.badRank = 1;
+  TestCase tc = makeMoE(s);
+  try {
+    runCase(tc, "bad");
+    FAIL() << "expected a RunError";
+  } catch (const RunError &e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("rank 1"), std::string::npos) << m;
+    EXPECT_NE(m.find("/moe/dispatch"), std::string::npos) << m;
+    EXPECT_NE(m.find("7"), std::string::npos) << m; // the bad id, E + 3
+  }
+}
+
+TEST(Executor, WrongWorldSize) {
+  MoESpec s;
+  s.ranks = 2;
+  TestCase tc = makeMoE(s);
+  std::string path = tempPath("ws"), error;
+  ASSERT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
+  auto lp = LoadedPlan::open(path, 0, error);
+  ASSERT_TRUE(lp) << error;
+  auto comm = createSelfComm();
+  EXPECT_THROW(Executor(*lp, *comm, createCpuBackend()), RunError);
+  std::remove(path.c_str());
+}
+
+TEST(Executor, CheckInputs) {
+  MoESpec s;
+  s.idsAsInputs = true;
+  TestCase tc = makeMoE(s);
+  std::string error;
+  EXPECT_TRUE(checkInputs(tc.plan, tc.inputs, error)) << error;
+  auto in = tc.inputs;
+  in.erase("ids");
+  EXPECT_FALSE(checkInputs(tc.plan, in, error));
+  EXPECT_NE(error.find("missing input 'ids'"), std::string::npos) << error;
+  in = tc.inputs;
+  in["y"] = in["x"];
+  EXPECT_FALSE(checkInputs(tc.plan, in, error));
+  EXPECT_NE(error.find("unknown input 'y'"), std::string::npos) << error;
+  in = tc.inputs;
+  in["x"].shape = {4, 32};
+  EXPECT_FALSE(checkInputs(tc.plan, in, error));
+  EXPECT_NE(error.find("input 'x': expected shape [8,16], got [4,32]"),
+            std::string::npos)
+      << error;
+  in = tc.inputs;
+  in["ids"].dtype = "<i4";
+  EXPECT_FALSE(checkInputs(tc.plan, in, error));
+  EXPECT_NE(error.find("input 'ids': expected dtype i64 (<i8), got <i4"),
+            std::string::npos)
+      << error;
+}
+
+TEST(Comm, ThreadCollectives) {
+  const int n = 3;
+  std::atomic<int> ok{0};
+  runThreadRanks(n, [&](Comm &c) {
+    int r = c.rank();
+    std::vector<int64_t> send(n), recv(n);
+    for (int p = 0; p < n; ++p)
+      send[p] = r * 10 + p;
+    c.allToAll(send.data(), recv.data(), 1);
+    for (int p = 0; p < n; ++p)
+      if (recv[p] != p * 10 + r)
+        throw std::runtime_error("allToAll");
+    // Rank r sends p+1 bytes of value r to p.
+    std::vector<int64_t> sb(n), so(n), rb(n), ro(n);
+    std::vector<char> sbuf, rbuf;
+    for (int p = 0; p < n; ++p) {
+      so[p] = int64_t(sbuf.size());
+      sb[p] = p + 1;
+      sbuf.insert(sbuf.end(), p + 1, char(r));
+      ro[p] = p * 8;
+      rb[p] = r + 1;
+    }
+    rbuf.assign(8 * n, -1);
+    c.allToAllV(sbuf.data(), sb.data(), so.data(), rbuf.data(), rb.data(),
+                ro.data());
+    for (int p = 0; p < n; ++p)
+      for (int i = 0; i <= r; ++i)
+        if (rbuf[p * 8 + i] != char(p))
+          throw std::runtime_error("allToAllV");
+    float v[2] = {float(r), 1.0f};
+    c.allReduceSum(v, 2);
+    if (v[0] != 3.0f || v[1] != 3.0f)
+      throw std::runtime_error("allReduceSum");
+    int32_t mine = r * 7, all[n];
+    c.allGather(&mine, 4, all);
+    for (int p = 0; p < n; ++p)
+      if (all[p] != p * 7)
+        throw std::runtime_error("allGather");
+    std::vector<std::vector<char>> g;
+    std::string s(r + 1, 'a' + r);
+    c.gatherToRoot(s.data(), int64_t(s.size()), g);
+    if (r == 0 && (g.size() != n || g[2] != std::vector<char>(3, 'c')))
+      throw std::runtime_error("gatherToRoot");
+    auto sub = c.split(r % 2, -r);
+    if (sub->size() != (r % 2 ? 1 : 2) || (r == 2 && sub->rank() != 0))
+      throw std::runtime_error("split");
+    float x = 1.0f;
+    sub->allReduceSum(&x, 1);
+    if (x != float(sub->size()))
+      throw std::runtime_error("split allReduce");
+    c.barrier();
+    ++ok;
+  });
+  EXPECT_EQ(ok, n);
+}
+
+TEST(Comm, ThreadAbortWakesPeers) {
+  try {
+    runThreadRanks(3, [](Comm &c) {
+      if (c.rank() == 2)
+        throw RunError("rank 2 gives up");
+      c.barrier(); // the others wait here until the abort
+      c.barrier();
+    });
+    FAIL() << "expected the rank's error";
+  } catch (const RunError &e) {
+    EXPECT_STREQ(e.what(), "rank 2 gives up");
+  }
+}
+
+} // namespace

@@ -1,0 +1,115 @@
+//===- MakeTestPlan.cpp - writes the hand-built test plans for lit --------===//
+//
+// moert-make-test-plan KIND -n N -o DIR [--capacity C]
+//                      [--placement contiguous|round-robin|replicated]
+//                      [--bad-rank R]
+//
+// KIND is `moe` (router -> route -> dispatch -> experts -> combine), `moe-ids`
+// (routing ids and weights are inputs; --bad-rank gives that rank an invalid
+// expert id) or `tp` (tensor-parallel MLP with all_reduce and all_gather).
+// Writes DIR/plan.moeplan, DIR/NAME.npy per input, DIR/ref_NAME.npy per
+// output, and, for the input error tests, DIR/x_f64.npy (wrong dtype) and
+// DIR/x_badshape.npy (wrong shape).
+//
+//===----------------------------------------------------------------------===//
+
+#include "TestPlans.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+using namespace moert;
+using namespace moert::testplans;
+
+static int usage() {
+  std::fprintf(stderr, "usage: moert-make-test-plan moe|moe-ids|tp -n N -o DIR "
+                       "[--capacity C] [--placement contiguous|round-robin|"
+                       "replicated] [--bad-rank R]\n");
+  return 1;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2)
+    return usage();
+  std::string kind = argv[1], dir, placement = "contiguous";
+  int n = 1, badRank = -1;
+  int64_t capacity = -1;
+  for (int i = 2; i < argc; ++i) {
+    std::string a = argv[i];
+    if (i + 1 >= argc)
+      return usage();
+    if (a == "-n")
+      n = std::atoi(argv[++i]);
+    else if (a == "-o")
+      dir = argv[++i];
+    else if (a == "--capacity")
+      capacity = std::atoll(argv[++i]);
+    else if (a == "--placement")
+      placement = argv[++i];
+    else if (a == "--bad-rank")
+      badRank = std::atoi(argv[++i]);
+    else
+      return usage();
+  }
+  if (dir.empty() || n < 1)
+    return usage();
+  TestCase tc;
+  if (kind == "moe" || kind == "moe-ids") {
+    MoESpec s;
+    s.ranks = n;
+    s.E = 2 * n;
+    s.capacity = capacity;
+    s.idsAsInputs = kind == "moe-ids";
+    s.badRank = badRank;
+    if (placement == "round-robin") {
+      s.S = 2;
+      for (int r = 0; r < n; ++r)
+        for (int sl = 0; sl < 2; ++sl)
+          s.slots.push_back(sl * n + r);
+    } else if (placement == "replicated") {
+      // Every expert on two ranks (r and r+1).
+      s.S = 4;
+      s.slots.assign(n * 4, -1);
+      for (int64_t e = 0; e < s.E; ++e) {
+        s.slots[(e / 2) * 4 + e % 2] = int32_t(e);
+        s.slots[((e / 2 + 1) % n) * 4 + 2 + e % 2] = int32_t(e);
+      }
+      if (n == 1)
+        s.slots = {0, 1, -1, -1};
+    } else if (placement != "contiguous") {
+      return usage();
+    }
+    tc = makeMoE(s);
+  } else if (kind == "tp") {
+    tc = makeTP(n);
+  } else {
+    return usage();
+  }
+  std::string error;
+  if (!writePlan(dir + "/plan.moeplan", tc.plan, tc.data, error)) {
+    std::fprintf(stderr, "error: %s\n", error.c_str());
+    return 1;
+  }
+  auto write = [&](const std::string &path, const NpyArray &a) {
+    if (!writeNpy(path, a, error)) {
+      std::fprintf(stderr, "error: %s\n", error.c_str());
+      std::exit(1);
+    }
+  };
+  for (auto &[name, a] : tc.inputs)
+    write(dir + "/" + name + ".npy", a);
+  for (auto &[name, a] : tc.expected)
+    write(dir + "/ref_" + name + ".npy", a);
+  const NpyArray &x = tc.inputs.at("x");
+  NpyArray f64;
+  f64.dtype = "<f8";
+  f64.shape = x.shape;
+  f64.data.resize(x.data.size() * 2, 0);
+  write(dir + "/x_f64.npy", f64);
+  NpyArray bad = x;
+  bad.shape.back() += 1;
+  bad.data.resize(x.data.size() / x.shape.back() * bad.shape.back(), 0);
+  write(dir + "/x_badshape.npy", bad);
+  return 0;
+}

@@ -1,0 +1,345 @@
+//===- PlanTest.cpp - .moeplan writer, reader and verifier ----------------===//
+//
+// A hand-built plan (TestPlans.h) written and read back for every rank; each
+// corruption of the file refused with its message naming the file; and each
+// check of verifyPlan.
+//
+//===----------------------------------------------------------------------===//
+
+#include "TestPlans.h"
+
+#include "moert/Plan.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <unistd.h>
+
+using namespace moert;
+using namespace moert::testplans;
+
+namespace {
+
+std::string tempPath(const std::string &tag) {
+  return ::testing::TempDir() + "/moert-plan-" + tag + "-" +
+         std::to_string(getpid()) + ".moeplan";
+}
+
+std::string readFile(const std::string &path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+void writeFile(const std::string &path, const std::string &bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), bytes.size());
+}
+
+uint64_t fnv1a(const std::string &s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+template <typename T> T field(const std::string &file, size_t off) {
+  T v;
+  std::memcpy(&v, file.data() + off, sizeof(T));
+  return v;
+}
+template <typename T> void setField(std::string &file, size_t off, T v) {
+  std::memcpy(&file[off], &v, sizeof(T));
+}
+
+/// A written two-rank MoE plan; the fixture removes it.
+class PlanFile : public ::testing::Test {
+protected:
+  void SetUp() override {
+    MoESpec s;
+    s.ranks = 2;
+    tc = makeMoE(s);
+    path = tempPath(
+        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::string error;
+    ASSERT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
+    bytes = readFile(path);
+  }
+  void TearDown() override { std::remove(path.c_str()); }
+
+  /// Writes `file` and expects open to fail with `what` in the message.
+  void expectRefused(const std::string &file, const std::string &what) {
+    writeFile(path, file);
+    std::string error;
+    auto lp = LoadedPlan::open(path, 0, error);
+    EXPECT_FALSE(lp);
+    EXPECT_NE(error.find(path), std::string::npos) << error;
+    EXPECT_NE(error.find(what), std::string::npos) << error;
+  }
+  /// Replaces the manifest text (same length) and fixes the checksum.
+  std::string withManifest(const std::string &from, const std::string &to) {
+    std::string file = bytes;
+    uint64_t size = field<uint64_t>(file, 24);
+    std::string m = file.substr(64, size);
+    size_t at = m.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    m.replace(at, from.size(), to);
+    EXPECT_EQ(m.size(), size);
+    file.replace(64, size, m);
+    setField<uint64_t>(file, 48, fnv1a(m));
+    return file;
+  }
+
+  TestCase tc;
+  std::string path, bytes;
+};
+
+TEST_F(PlanFile, Layout) {
+  ASSERT_GE(bytes.size(), 64u);
+  EXPECT_EQ(std::string(bytes.data(), 8), std::string("MOEPLAN\0", 8));
+  EXPECT_EQ(field<uint32_t>(bytes, 8), kPlanVersion);
+  EXPECT_EQ(field<uint64_t>(bytes, 16), 64u);
+  uint64_t dataOffset = field<uint64_t>(bytes, 32);
+  EXPECT_EQ(dataOffset % 4096, 0u);
+  EXPECT_EQ(bytes.size(), dataOffset + field<uint64_t>(bytes, 40));
+  for (const Segment &s : tc.plan.segments)
+    EXPECT_EQ(s.offset % 4096, 0u) << s.name;
+  std::string manifest = bytes.substr(64, field<uint64_t>(bytes, 24));
+  EXPECT_EQ(field<uint64_t>(bytes, 48), fnv1a(manifest));
+}
+
+TEST_F(PlanFile, RoundTrip) {
+  for (int rank : {-1, 0, 1}) {
+    std::string error;
+    auto lp = LoadedPlan::open(path, rank, error);
+    ASSERT_TRUE(lp) << error;
+    const Plan &p = lp->plan();
+    EXPECT_EQ(p.producer, "moert-test");
+    EXPECT_EQ(p.worldSize(), 2);
+    EXPECT_EQ(p.arenaBytes, tc.plan.arenaBytes);
+    ASSERT_EQ(p.values.size(), tc.plan.values.size());
+    for (size_t i = 0; i < p.values.size(); ++i) {
+      const Value &a = p.values[i], &b = tc.plan.values[i];
+      EXPECT_EQ(a.name, b.name);
+      EXPECT_EQ(a.dtype, b.dtype);
+      EXPECT_EQ(a.shape, b.shape);
+      EXPECT_EQ(a.kind, b.kind);
+      EXPECT_EQ(a.offset, b.offset);
+      ASSERT_EQ(a.data.size(), b.data.size());
+      if (a.kind != ValueKind::constant)
+        continue;
+      const void *d = lp->constantData(a);
+      if (rank < 0) {
+        EXPECT_EQ(d, nullptr);
+        continue;
+      }
+      ASSERT_NE(d, nullptr) << a.name;
+      const DataRef &ref = b.data.size() == 1 ? b.data[0] : b.data[rank];
+      EXPECT_EQ(std::memcmp(d,
+                            tc.data.segments[ref.segment].data() + ref.offset,
+                            ref.bytes),
+                0)
+          << a.name;
+    }
+    ASSERT_EQ(p.steps.size(), tc.plan.steps.size());
+    for (size_t i = 0; i < p.steps.size(); ++i) {
+      EXPECT_EQ(p.steps[i].op, tc.plan.steps[i].op);
+      EXPECT_EQ(p.steps[i].inputs, tc.plan.steps[i].inputs);
+      EXPECT_EQ(p.steps[i].outputs, tc.plan.steps[i].outputs);
+      EXPECT_EQ(p.steps[i].loc, tc.plan.steps[i].loc);
+      EXPECT_EQ(p.steps[i].attrs.size(), tc.plan.steps[i].attrs.size());
+    }
+    const Step &d = p.steps[2];
+    EXPECT_EQ(d.getString("axes", ""), "ep");
+    EXPECT_EQ(d.getList("replicas"), tc.plan.steps[2].getList("replicas"));
+    EXPECT_EQ(p.inputs[0].split.over, std::vector<std::string>{"ep"});
+    // Rank r maps the shared segment and its own only.
+    uint64_t expect = 0;
+    if (rank >= 0)
+      expect = p.segments[0].size + p.segments[1 + rank].size;
+    EXPECT_EQ(lp->mappedBytes(), expect);
+  }
+}
+
+TEST_F(PlanFile, Describe) {
+  std::string d = describePlan(tc.plan);
+  EXPECT_NE(d.find("ep=2 (2 ranks)"), std::string::npos) << d;
+  EXPECT_NE(d.find("dispatch(v0, v4) -> v5"), std::string::npos) << d;
+  EXPECT_NE(d.find("@ /moe/dispatch"), std::string::npos) << d;
+  EXPECT_NE(d.find("rank1:"), std::string::npos) << d;
+}
+
+TEST_F(PlanFile, Missing) {
+  std::remove(path.c_str());
+  std::string error;
+  EXPECT_FALSE(LoadedPlan::open(path, 0, error));
+  EXPECT_NE(error.find(path), std::string::npos);
+  EXPECT_NE(error.find("cannot open"), std::string::npos) << error;
+}
+
+TEST_F(PlanFile, BadMagic) {
+  std::string f = bytes;
+  f[0] = 'X';
+  expectRefused(f, "not a moe plan");
+  expectRefused("hello", "not a moe plan");
+  expectRefused("", "not a moe plan");
+}
+
+TEST_F(PlanFile, TruncatedHeader) {
+  expectRefused(bytes.substr(0, 40), "truncated plan");
+}
+
+TEST_F(PlanFile, TruncatedManifest) {
+  expectRefused(bytes.substr(0, 100), "manifest runs past the end");
+}
+
+TEST_F(PlanFile, TruncatedData) {
+  expectRefused(bytes.substr(0, bytes.size() - 1), "truncated plan");
+}
+
+TEST_F(PlanFile, VersionMismatch) {
+  std::string f = bytes;
+  setField<uint32_t>(f, 8, 7);
+  expectRefused(f, "version 7");
+  expectRefused(f, "reads version 1");
+}
+
+TEST_F(PlanFile, ChecksumMismatch) {
+  std::string f = bytes;
+  f[80] ^= 1;
+  expectRefused(f, "checksum mismatch");
+}
+
+TEST_F(PlanFile, JsonSyntax) {
+  expectRefused(withManifest("\"format\":", "\"format\"#"),
+                "corrupt manifest: byte ");
+}
+
+TEST_F(PlanFile, SchemaErrors) {
+  expectRefused(withManifest("\"dtype\": \"f32\"", "\"dtype\": \"f99\""),
+                "manifest field 'inputs[0].dtype': unknown dtype 'f99'");
+  expectRefused(withManifest("\"arena_bytes\"", "\"arena_bytez\""),
+                "manifest field 'arena_bytes': missing");
+  expectRefused(
+      withManifest("\"format\": \"moeplan\"", "\"format\": \"moeplon\""),
+      "manifest field 'format'");
+}
+
+TEST_F(PlanFile, RankOutsideMesh) {
+  std::string error;
+  EXPECT_FALSE(LoadedPlan::open(path, 5, error));
+  EXPECT_NE(error.find("rank 5"), std::string::npos) << error;
+}
+
+/// verifyPlan on a copy of the plan changed by `edit`.
+class Verify : public PlanFile {
+protected:
+  std::string verifyError(const std::function<void(Plan &)> &edit) {
+    Plan p = tc.plan;
+    edit(p);
+    std::string error;
+    EXPECT_FALSE(verifyPlan(p, error));
+    return error;
+  }
+};
+
+#define EXPECT_CONTAINS(s, sub)                                                \
+  EXPECT_NE(std::string(s).find(sub), std::string::npos) << (s)
+
+TEST_F(Verify, Valid) {
+  std::string error;
+  EXPECT_TRUE(verifyPlan(tc.plan, error)) << error;
+}
+
+TEST_F(Verify, Errors) {
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.mesh.clear(); }), "no mesh axes");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.mesh[0].size = 0; }),
+                  "mesh axis 'ep' has size 0");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.values[1].id = 9; }),
+                  "value 1 ('router.weight') has id 9");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.values[2].shape[0] = -1; }),
+                  "negative dim");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.values[1].data[0].segment = 9; }),
+                  "segment 9, which does not exist");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.values[1].data[0].bytes = 4; }),
+                  "4 bytes of data");
+  EXPECT_CONTAINS(verifyError([](Plan &p) {
+                    p.values[1].data[0].offset = p.segments[0].size;
+                  }),
+                  "lies outside segment 'shared'");
+  EXPECT_CONTAINS(verifyError([](Plan &p) {
+                    Value &v = p.values[6]; // w_gate, per rank
+                    v.data.push_back(v.data[0]);
+                  }),
+                  "3 data entries");
+  EXPECT_CONTAINS(verifyError([](Plan &p) {
+                    Value &v = p.values[6];
+                    std::swap(v.data[0], v.data[1]);
+                  }),
+                  "rank 0 reads segment 'rank1'");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.segments[1].ranks = {4}; }),
+                  "segment 'rank0' lists rank 4");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.arenaBytes = 64; }),
+                  "lies outside the arena");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.inputs[0].value = 99; }),
+                  "input 'x' refers to value 99");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.outputs[0].split.axis = 3; }),
+                  "output 'out' is split along axis 3");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.inputs[0].split.over = {"dp"}; }),
+                  "unknown mesh axis 'dp'");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.steps[1].op = "frobnicate"; }),
+                  "step 1 (frobnicate at '/route'): unknown step kind");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.steps[0].inputs = {0}; }),
+                  "1 operands, expected 2..3");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.steps[1].outputs = {3}; }),
+                  "1 results, expected 2");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.steps[0].inputs[0] = 77; }),
+                  "operand value 77 does not exist");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.steps[0].outputs[0] = 1; }),
+                  "result value 1 does not exist or is a constant");
+  EXPECT_CONTAINS(
+      verifyError([](Plan &p) { p.steps[3].attrs["dispatch"].i = 0; }),
+      "attribute 'dispatch' must name an earlier dispatch step");
+}
+
+TEST(PlanWrite, DataCountMismatch) {
+  MoESpec s;
+  TestCase tc = makeMoE(s);
+  tc.data.segments.pop_back();
+  std::string error;
+  EXPECT_FALSE(writePlan(tempPath("count"), tc.plan, tc.data, error));
+  EXPECT_CONTAINS(error, "data buffers");
+}
+
+TEST(PlanWrite, UnwritablePath) {
+  MoESpec s;
+  TestCase tc = makeMoE(s);
+  std::string error;
+  EXPECT_FALSE(
+      writePlan("/nonexistent-dir/x.moeplan", tc.plan, tc.data, error));
+  EXPECT_CONTAINS(error, "cannot write plan");
+}
+
+TEST(PlanGroups, CoordAndGroup) {
+  Plan p;
+  p.mesh = {{"dp", 2}, {"ep", 4}, {"tp", 2}};
+  EXPECT_EQ(p.worldSize(), 16);
+  // rank = (dp*4 + ep)*2 + tp
+  EXPECT_EQ(p.coord(13, "dp"), 1);
+  EXPECT_EQ(p.coord(13, "ep"), 2);
+  EXPECT_EQ(p.coord(13, "tp"), 1);
+  EXPECT_EQ(p.coord(13, "xx"), 0);
+  EXPECT_EQ(p.group(13, {"ep"}), (std::vector<int32_t>{9, 11, 13, 15}));
+  EXPECT_EQ(p.group(13, {"tp"}), (std::vector<int32_t>{12, 13}));
+  EXPECT_EQ(p.group(13, {"dp", "ep"}),
+            (std::vector<int32_t>{1, 3, 5, 7, 9, 11, 13, 15}));
+  EXPECT_EQ(p.group(13, {}), (std::vector<int32_t>{13}));
+}
+
+} // namespace

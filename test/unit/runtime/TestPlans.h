@@ -1,0 +1,465 @@
+//===- TestPlans.h - hand-built plans and their references --------*- C++
+//-*-===//
+//
+// Plans written with moert::writePlan for the executor tests and for
+// moert-make-test-plan (the lit tests of moe-run), together with their inputs
+// and a reference output computed here with plain loops in double:
+//
+// * a one-layer MoE (matmul router -> route -> dispatch -> experts ->
+//   combine) on an `ep` mesh with any placement, replicas and capacity; or
+//   with the routing ids and weights as model inputs (to feed bad ids);
+// * a tensor-parallel MLP (column split -> relu -> row split -> all_reduce,
+//   plus an all_gather of the hidden activations) on a `tp` mesh.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOERT_TEST_TESTPLANS_H
+#define MOERT_TEST_TESTPLANS_H
+
+#include "moert/Npy.h"
+#include "moert/Plan.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace moert {
+namespace testplans {
+
+/// A plan, its data, inputs and expected outputs (global arrays).
+struct TestCase {
+  Plan plan;
+  PlanData data;
+  std::map<std::string, NpyArray> inputs;
+  std::map<std::string, NpyArray> expected;
+};
+
+struct MoESpec {
+  int ranks = 1;
+  int64_t tokensPerRank = 8, H = 16, F = 24, E = 4, k = 2;
+  /// slots[r*S + s] = expert in slot s of rank r (-1: empty); empty list:
+  /// contiguous placement.
+  std::vector<int32_t> slots;
+  int64_t S = 0;
+  int64_t capacity = -1;
+  bool renormalize = true;
+  /// Routing ids/weights as model inputs instead of router + route.
+  bool idsAsInputs = false;
+  /// With idsAsInputs: rank whose first id is made invalid (-1: none).
+  int badRank = -1;
+  unsigned seed = 1;
+};
+
+inline NpyArray f32Array(std::vector<int64_t> shape,
+                         const std::vector<double> &v) {
+  NpyArray a;
+  a.dtype = "<f4";
+  a.shape = std::move(shape);
+  a.data.resize(v.size() * 4);
+  for (size_t i = 0; i < v.size(); ++i) {
+    float f = float(v[i]);
+    std::memcpy(a.data.data() + 4 * i, &f, 4);
+  }
+  return a;
+}
+
+inline NpyArray i64Array(std::vector<int64_t> shape,
+                         const std::vector<int64_t> &v) {
+  NpyArray a;
+  a.dtype = "<i8";
+  a.shape = std::move(shape);
+  a.data.resize(v.size() * 8);
+  std::memcpy(a.data.data(), v.data(), a.data.size());
+  return a;
+}
+
+/// Builds values and steps; values are placed one after another in the
+/// arena (no sharing), 64-byte aligned.
+class Builder {
+public:
+  Builder(Plan &plan, PlanData &data) : plan_(plan), data_(data) {}
+
+  int32_t value(const std::string &name, DType dt, std::vector<int64_t> shape,
+                ValueKind kind) {
+    Value v;
+    v.id = int32_t(plan_.values.size());
+    v.name = name;
+    v.dtype = dt;
+    v.shape = std::move(shape);
+    v.kind = kind;
+    if (kind != ValueKind::constant) {
+      v.offset = arena_;
+      arena_ += (v.byteSize() + 63) / 64 * 64;
+      plan_.arenaBytes = arena_;
+    }
+    plan_.values.push_back(v);
+    return v.id;
+  }
+
+  /// A constant with the same floats on every rank (segment 0).
+  int32_t shared(const std::string &name, std::vector<int64_t> shape,
+                 const std::vector<float> &f) {
+    int32_t id = value(name, DType::f32, std::move(shape), ValueKind::constant);
+    plan_.values[id].data.push_back(append(0, f));
+    return id;
+  }
+
+  /// A constant with one block of floats per rank (segment 1 + r).
+  int32_t perRank(const std::string &name, std::vector<int64_t> shape,
+                  const std::vector<std::vector<float>> &f) {
+    int32_t id = value(name, DType::f32, std::move(shape), ValueKind::constant);
+    for (size_t r = 0; r < f.size(); ++r)
+      plan_.values[id].data.push_back(append(1 + int32_t(r), f[r]));
+    return id;
+  }
+
+  Step &step(const std::string &op, std::vector<int32_t> in,
+             std::vector<int32_t> out, const std::string &loc) {
+    Step s;
+    s.op = op;
+    s.inputs = std::move(in);
+    s.outputs = std::move(out);
+    s.loc = loc;
+    plan_.steps.push_back(s);
+    return plan_.steps.back();
+  }
+
+  /// Segments: "shared" and one per rank.
+  void segments(int ranks) {
+    plan_.segments.resize(1 + ranks);
+    data_.segments.resize(1 + ranks);
+    plan_.segments[0].name = "shared";
+    for (int r = 0; r < ranks; ++r) {
+      plan_.segments[1 + r].name = "rank" + std::to_string(r);
+      plan_.segments[1 + r].ranks = {r};
+    }
+  }
+
+private:
+  DataRef append(int32_t seg, const std::vector<float> &f) {
+    std::vector<char> &bytes = data_.segments[seg];
+    DataRef d;
+    d.segment = seg;
+    d.offset = (bytes.size() + 63) / 64 * 64;
+    d.bytes = f.size() * 4;
+    bytes.resize(d.offset + d.bytes);
+    std::memcpy(bytes.data() + d.offset, f.data(), d.bytes);
+    return d;
+  }
+
+  Plan &plan_;
+  PlanData &data_;
+  uint64_t arena_ = 0;
+};
+
+inline Attr intAttr(int64_t v) {
+  Attr a;
+  a.kind = Attr::Int;
+  a.i = v;
+  return a;
+}
+inline Attr strAttr(const std::string &v) {
+  Attr a;
+  a.kind = Attr::String;
+  a.s = v;
+  return a;
+}
+inline Attr listAttr(std::vector<int64_t> v) {
+  Attr a;
+  a.kind = Attr::IntList;
+  a.list = std::move(v);
+  return a;
+}
+
+inline std::vector<float> randomFloats(std::mt19937 &rng, size_t n,
+                                       float scale) {
+  std::uniform_real_distribution<float> d(-scale, scale);
+  std::vector<float> v(n);
+  for (float &x : v)
+    x = d(rng);
+  return v;
+}
+
+/// The one-layer MoE plan and its dense reference.
+inline TestCase makeMoE(const MoESpec &spec) {
+  TestCase tc;
+  const int G = spec.ranks;
+  const int64_t Tl = spec.tokensPerRank, T = Tl * G, H = spec.H, F = spec.F,
+                E = spec.E, k = spec.k;
+  std::vector<int32_t> slots = spec.slots;
+  int64_t S = spec.S;
+  if (slots.empty()) { // contiguous
+    S = (E + G - 1) / G;
+    slots.assign(G * S, -1);
+    for (int64_t e = 0; e < E; ++e)
+      slots[(e / S) * S + e % S] = int32_t(e);
+  }
+  std::mt19937 rng(spec.seed);
+  std::vector<float> x = randomFloats(rng, T * H, 1.0f);
+  std::vector<float> router = randomFloats(rng, H * E, 1.0f);
+  std::vector<float> wg = randomFloats(rng, E * H * F, 0.3f);
+  std::vector<float> wu = randomFloats(rng, E * H * F, 0.3f);
+  std::vector<float> wd = randomFloats(rng, E * F * H, 0.3f);
+
+  Plan &p = tc.plan;
+  p.producer = "moert-test";
+  p.source = "TestPlans.h";
+  p.mesh = {{"ep", G}};
+  Builder b(p, tc.data);
+  b.segments(G);
+
+  // Routing: from the router (softmax top-k) or from the inputs.
+  std::vector<int64_t> ids(T * k);
+  std::vector<double> wts(T * k);
+  if (!spec.idsAsInputs) {
+    for (int64_t t = 0; t < T; ++t) {
+      std::vector<double> s(E);
+      double mx = -1e300, sum = 0;
+      for (int64_t e = 0; e < E; ++e) {
+        double acc = 0;
+        for (int64_t h = 0; h < H; ++h)
+          acc += double(x[t * H + h]) * router[h * E + e];
+        s[e] = acc;
+        mx = std::max(mx, acc);
+      }
+      for (double &v : s)
+        sum += (v = std::exp(v - mx));
+      for (double &v : s)
+        v /= sum;
+      std::vector<int64_t> order(E);
+      for (int64_t e = 0; e < E; ++e)
+        order[e] = e;
+      std::stable_sort(order.begin(), order.end(),
+                       [&](int64_t a, int64_t c) { return s[a] > s[c]; });
+      double wsum = 0;
+      for (int64_t j = 0; j < k; ++j)
+        wsum += s[order[j]];
+      for (int64_t j = 0; j < k; ++j) {
+        ids[t * k + j] = order[j];
+        wts[t * k + j] = spec.renormalize ? s[order[j]] / wsum : s[order[j]];
+      }
+    }
+  } else {
+    std::uniform_int_distribution<int64_t> de(0, E - 1);
+    std::uniform_real_distribution<double> dw(0.1, 1.0);
+    for (int64_t a = 0; a < T * k; ++a) {
+      ids[a] = de(rng);
+      wts[a] = float(dw(rng));
+    }
+    if (spec.badRank >= 0)
+      ids[spec.badRank * Tl * k] = E + 3;
+  }
+
+  // Replicas (rank, slot) per expert, in (rank, slot) order.
+  std::vector<std::vector<std::pair<int, int>>> reps(E);
+  for (int r = 0; r < G; ++r)
+    for (int64_t s = 0; s < S; ++s)
+      if (slots[r * S + s] >= 0)
+        reps[slots[r * S + s]].push_back({r, int(s)});
+  std::vector<int64_t> repAttr;
+  for (int64_t e = 0; e < E; ++e) {
+    repAttr.push_back(int64_t(reps[e].size()));
+    for (auto [r, s] : reps[e]) {
+      repAttr.push_back(r);
+      repAttr.push_back(s);
+    }
+  }
+
+  // Reference: per source rank, assignments in order; a replica accepts at
+  // most `capacity` of them.
+  std::vector<double> ref(T * H, 0.0);
+  for (int src = 0; src < G; ++src) {
+    std::map<std::pair<int64_t, int64_t>, int64_t> used;
+    for (int64_t a = 0; a < Tl * k; ++a) {
+      int64_t t = src * Tl + a / k, e = ids[src * Tl * k + a];
+      if (e < 0 || e >= E)
+        continue;
+      int64_t rep = a % int64_t(reps[e].size());
+      if (spec.capacity >= 0 && ++used[{e, rep}] > spec.capacity)
+        continue;
+      std::vector<double> hdn(F);
+      for (int64_t f = 0; f < F; ++f) {
+        double g = 0, u = 0;
+        for (int64_t h = 0; h < H; ++h) {
+          g += double(x[t * H + h]) * wg[(e * H + h) * F + f];
+          u += double(x[t * H + h]) * wu[(e * H + h) * F + f];
+        }
+        hdn[f] = g / (1.0 + std::exp(-g)) * u;
+      }
+      for (int64_t h = 0; h < H; ++h) {
+        double acc = 0;
+        for (int64_t f = 0; f < F; ++f)
+          acc += hdn[f] * wd[(e * F + f) * H + h];
+        ref[t * H + h] += float(wts[src * Tl * k + a]) * acc;
+      }
+    }
+  }
+
+  // Values and steps.
+  int32_t vx = b.value("x", DType::f32, {Tl, H}, ValueKind::input);
+  int32_t vw = -1, vi = -1;
+  if (!spec.idsAsInputs) {
+    int32_t vr = b.shared("router.weight", {H, E}, router);
+    int32_t vl = b.value("logits", DType::f32, {Tl, E}, ValueKind::temp);
+    vw = b.value("weights", DType::f32, {Tl, k}, ValueKind::temp);
+    vi = b.value("ids", DType::i64, {Tl, k}, ValueKind::temp);
+    b.step("matmul", {vx, vr, -1}, {vl}, "/gate/MatMul").attrs["trans_b"] =
+        intAttr(0);
+    Step &r = b.step("route", {vl, -1}, {vw, vi}, "/route");
+    r.attrs["top_k"] = intAttr(k);
+    r.attrs["score_func"] = strAttr("softmax");
+    r.attrs["renormalize"] = intAttr(spec.renormalize);
+    r.attrs["num_groups"] = intAttr(1);
+    r.attrs["topk_groups"] = intAttr(1);
+  } else {
+    vi = b.value("ids", DType::i64, {Tl, k}, ValueKind::input);
+    vw = b.value("weights", DType::f32, {Tl, k}, ValueKind::input);
+  }
+  int64_t rmax = spec.capacity >= 0 ? G * S * spec.capacity
+                                    : G * Tl * std::min<int64_t>(k, S);
+  int32_t vrecv = b.value("recv", DType::f32, {rmax, H}, ValueKind::temp);
+  std::vector<std::vector<float>> lg(G), lu(G), ld(G);
+  for (int r = 0; r < G; ++r) {
+    lg[r].assign(S * H * F, 0.0f);
+    lu[r].assign(S * H * F, 0.0f);
+    ld[r].assign(S * F * H, 0.0f);
+    for (int64_t s = 0; s < S; ++s) {
+      int64_t e = slots[r * S + s];
+      if (e < 0)
+        continue;
+      std::copy(wg.begin() + e * H * F, wg.begin() + (e + 1) * H * F,
+                lg[r].begin() + s * H * F);
+      std::copy(wu.begin() + e * H * F, wu.begin() + (e + 1) * H * F,
+                lu[r].begin() + s * H * F);
+      std::copy(wd.begin() + e * F * H, wd.begin() + (e + 1) * F * H,
+                ld[r].begin() + s * F * H);
+    }
+  }
+  int32_t vg = b.perRank("experts.w_gate", {S, H, F}, lg);
+  int32_t vu = b.perRank("experts.w_up", {S, H, F}, lu);
+  int32_t vd = b.perRank("experts.w_down", {S, F, H}, ld);
+  int32_t vy = b.value("y", DType::f32, {rmax, H}, ValueKind::temp);
+  int32_t vo = b.value("out", DType::f32, {Tl, H}, ValueKind::output);
+  int64_t dispatchStep = int64_t(p.steps.size());
+  Step &d = b.step("dispatch", {vx, vi}, {vrecv}, "/moe/dispatch");
+  d.attrs["axes"] = strAttr("ep");
+  d.attrs["num_experts"] = intAttr(E);
+  d.attrs["slots_per_rank"] = intAttr(S);
+  d.attrs["capacity"] = intAttr(spec.capacity);
+  d.attrs["replicas"] = listAttr(repAttr);
+  Step &ex =
+      b.step("experts", {vrecv, vg, vu, vd, -1, -1, -1}, {vy}, "/moe/experts");
+  ex.attrs["activation"] = strAttr("silu");
+  ex.attrs["dispatch"] = intAttr(dispatchStep);
+  b.step("combine", {vy, vw}, {vo}, "/moe/combine").attrs["dispatch"] =
+      intAttr(dispatchStep);
+
+  auto io = [&](const std::string &name, DType dt, std::vector<int64_t> shape,
+                int32_t v) {
+    ModelIO m;
+    m.name = name;
+    m.dtype = dt;
+    m.shape = std::move(shape);
+    m.split.axis = 0;
+    m.split.over = {"ep"};
+    m.value = v;
+    return m;
+  };
+  p.inputs.push_back(io("x", DType::f32, {T, H}, vx));
+  std::vector<double> xd(x.begin(), x.end());
+  tc.inputs["x"] = f32Array({T, H}, xd);
+  if (spec.idsAsInputs) {
+    p.inputs.push_back(io("ids", DType::i64, {T, k}, vi));
+    p.inputs.push_back(io("weights", DType::f32, {T, k}, vw));
+    tc.inputs["ids"] = i64Array({T, k}, ids);
+    tc.inputs["weights"] = f32Array({T, k}, wts);
+  }
+  p.outputs.push_back(io("out", DType::f32, {T, H}, vo));
+  tc.expected["out"] = f32Array({T, H}, ref);
+  return tc;
+}
+
+/// A tensor-parallel MLP over `ranks` tp ranks: out = relu(x W1) W2 with W1
+/// split by columns, W2 by rows and an all_reduce; `hidden` = the
+/// all_gather of relu(x W1) along its last axis.
+inline TestCase makeTP(int ranks, int64_t T = 6, int64_t H = 10, int64_t Fl = 4,
+                       unsigned seed = 7) {
+  TestCase tc;
+  const int64_t F = Fl * ranks;
+  std::mt19937 rng(seed);
+  std::vector<float> x = randomFloats(rng, T * H, 1.0f);
+  std::vector<float> w1 = randomFloats(rng, H * F, 0.5f);
+  std::vector<float> w2 = randomFloats(rng, F * H, 0.5f);
+  Plan &p = tc.plan;
+  p.producer = "moert-test";
+  p.source = "TestPlans.h";
+  p.mesh = {{"tp", ranks}};
+  Builder b(p, tc.data);
+  b.segments(ranks);
+  std::vector<std::vector<float>> l1(ranks), l2(ranks);
+  for (int r = 0; r < ranks; ++r) {
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t f = 0; f < Fl; ++f)
+        l1[r].push_back(w1[h * F + r * Fl + f]);
+    for (int64_t f = 0; f < Fl; ++f)
+      for (int64_t h = 0; h < H; ++h)
+        l2[r].push_back(w2[(r * Fl + f) * H + h]);
+  }
+  int32_t vx = b.value("x", DType::f32, {T, H}, ValueKind::input);
+  int32_t v1 = b.perRank("w1", {H, Fl}, l1);
+  int32_t v2 = b.perRank("w2", {Fl, H}, l2);
+  int32_t vh = b.value("h", DType::f32, {T, Fl}, ValueKind::temp);
+  int32_t va = b.value("a", DType::f32, {T, Fl}, ValueKind::temp);
+  int32_t vp = b.value("partial", DType::f32, {T, H}, ValueKind::temp);
+  int32_t vo = b.value("out", DType::f32, {T, H}, ValueKind::output);
+  int32_t vg = b.value("hidden", DType::f32, {T, F}, ValueKind::output);
+  b.step("matmul", {vx, v1, -1}, {vh}, "/fc1").attrs["trans_b"] = intAttr(0);
+  b.step("unary", {vh}, {va}, "/relu").attrs["fn"] = strAttr("relu");
+  b.step("matmul", {va, v2, -1}, {vp}, "/fc2").attrs["trans_b"] = intAttr(0);
+  Step &ar = b.step("all_reduce", {vp}, {vo}, "/fc2/all_reduce");
+  ar.attrs["axes"] = strAttr("tp");
+  ar.attrs["reduction"] = strAttr("sum");
+  Step &ag = b.step("all_gather", {va}, {vg}, "/relu/all_gather");
+  ag.attrs["axes"] = strAttr("tp");
+  ag.attrs["axis"] = intAttr(1);
+
+  std::vector<double> hid(T * F), out(T * H, 0.0);
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t f = 0; f < F; ++f) {
+      double acc = 0;
+      for (int64_t h = 0; h < H; ++h)
+        acc += double(x[t * H + h]) * w1[h * F + f];
+      hid[t * F + f] = std::max(acc, 0.0);
+    }
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t f = 0; f < F; ++f)
+        out[t * H + h] += hid[t * F + f] * w2[f * H + h];
+  ModelIO in;
+  in.name = "x";
+  in.shape = {T, H};
+  in.value = vx;
+  p.inputs.push_back(in);
+  ModelIO o = in;
+  o.name = "out";
+  o.value = vo;
+  p.outputs.push_back(o);
+  o.name = "hidden";
+  o.shape = {T, F};
+  o.value = vg;
+  p.outputs.push_back(o);
+  std::vector<double> xd(x.begin(), x.end());
+  tc.inputs["x"] = f32Array({T, H}, xd);
+  tc.expected["out"] = f32Array({T, H}, out);
+  tc.expected["hidden"] = f32Array({T, F}, hid);
+  return tc;
+}
+
+} // namespace testplans
+} // namespace moert
+
+#endif // MOERT_TEST_TESTPLANS_H

@@ -1,0 +1,597 @@
+//===- moe-run.cpp - runs a .moeplan on CPU ranks -------------------------===//
+//
+// moe-run -n N model.moeplan --input NAME=FILE.npy ... [-o out.npy|out.npz]
+//         [--json] [--record-routing FILE] [--threads] [--describe]
+//
+// Ranks: -n 1 runs in this process; --threads runs N ranks as threads
+// (ThreadComm); otherwise, started alone with N > 1, moe-run re-launches
+// itself through `mpirun -n N`, and under mpirun/srun it is one MPI rank.
+// Every error (plan, rank count, inputs, a failing rank) prints one message
+// and ends every rank with exit status 1.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moert/Comm.h"
+#include "moert/Executor.h"
+#include "moert/Json.h"
+#include "moert/Npy.h"
+#include "moert/Plan.h"
+#ifdef MOERT_HAVE_MPI
+#include "moert/MpiComm.h"
+#endif
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iomanip>
+#include <map>
+#include <sstream>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+using namespace moert;
+
+namespace {
+
+/// Set in the processes moe-run starts through mpirun.
+constexpr const char *kChildEnv = "MOE_RUN_RANK";
+
+struct Options {
+  int n = 1;
+  bool nGiven = false;
+  std::string plan, output, routing;
+  std::vector<std::pair<std::string, std::string>> inputs;
+  bool describe = false, json = false, threads = false;
+};
+
+/// An error to report once (on rank 0, or by the failing rank) and exit 1.
+struct Fatal {
+  std::string message;
+};
+
+void usage(FILE *f) {
+  std::fprintf(
+      f, "usage: moe-run [-n N] PLAN.moeplan --input NAME=FILE.npy ... "
+         "[-o OUT.npy|OUT.npz]\n"
+         "               [--json] [--record-routing FILE] [--threads]\n"
+         "       moe-run --describe PLAN.moeplan\n"
+         "  -n N                  ranks (the plan's world size)\n"
+         "  --input NAME=FILE     a model input (.npy); one per plan input\n"
+         "  -o FILE               outputs (.npy; .npz when several)\n"
+         "  --json                print the report as JSON\n"
+         "  --record-routing FILE write per-expert token counts per MoE layer\n"
+         "  --threads             run the ranks as threads of this process\n"
+         "  --describe            print the plan and exit\n");
+}
+
+bool parseArgs(int argc, char **argv, Options &o, std::string &error) {
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&](const std::string &flag, std::string &out) {
+      if (a.size() > flag.size() &&
+          a.compare(0, flag.size() + 1, flag + "=") == 0) {
+        out = a.substr(flag.size() + 1);
+        return true;
+      }
+      if (a != flag)
+        return false;
+      if (i + 1 >= argc) {
+        error = "missing value after " + flag;
+        out.clear();
+        return true;
+      }
+      out = argv[++i];
+      return true;
+    };
+    std::string v;
+    if (value("-n", v) || value("--np", v)) {
+      if (!error.empty())
+        return false;
+      char *end = nullptr;
+      long n = std::strtol(v.c_str(), &end, 10);
+      if (v.empty() || *end || n < 1 || n > 65536) {
+        error = "-n expects a positive rank count, got '" + v + "'";
+        return false;
+      }
+      o.n = int(n);
+      o.nGiven = true;
+    } else if (value("--input", v) || value("-i", v)) {
+      if (!error.empty())
+        return false;
+      size_t eq = v.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == v.size()) {
+        error = "--input expects NAME=FILE.npy, got '" + v + "'";
+        return false;
+      }
+      o.inputs.push_back({v.substr(0, eq), v.substr(eq + 1)});
+    } else if (value("-o", v) || value("--output", v)) {
+      if (!error.empty())
+        return false;
+      o.output = v;
+    } else if (value("--record-routing", v)) {
+      if (!error.empty())
+        return false;
+      o.routing = v;
+    } else if (a == "--describe") {
+      o.describe = true;
+    } else if (a == "--json") {
+      o.json = true;
+    } else if (a == "--threads") {
+      o.threads = true;
+    } else if (a == "-h" || a == "--help") {
+      usage(stdout);
+      std::exit(0);
+    } else if (!a.empty() && a[0] == '-') {
+      error = "unknown option '" + a + "' (see moe-run --help)";
+      return false;
+    } else if (o.plan.empty()) {
+      o.plan = a;
+    } else {
+      error = "more than one plan given ('" + o.plan + "' and '" + a + "')";
+      return false;
+    }
+  }
+  if (o.plan.empty()) {
+    error = "no plan given (moe-run -n N PLAN.moeplan --input NAME=FILE.npy)";
+    return false;
+  }
+  return true;
+}
+
+bool underMpiLauncher() {
+  for (const char *v :
+       {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK", kChildEnv})
+    if (std::getenv(v))
+      return true;
+  return false;
+}
+
+/// Opens the manifest and checks the rank count and the inputs; throws
+/// Fatal. `inputs` receives the arrays.
+std::unique_ptr<LoadedPlan>
+openAndCheck(const Options &o, int rank,
+             std::map<std::string, NpyArray> &inputs) {
+  std::string error;
+  auto lp = LoadedPlan::open(o.plan, rank, error);
+  if (!lp)
+    throw Fatal{error};
+  int64_t world = lp->plan().worldSize();
+  if (o.n != world) {
+    std::string mesh;
+    for (const MeshAxis &a : lp->plan().mesh)
+      mesh += (mesh.empty() ? "" : ",") + a.name + "=" + std::to_string(a.size);
+    throw Fatal{o.plan + ": the plan is for " + std::to_string(world) +
+                " ranks (mesh " + mesh + "), moe-run was started with -n " +
+                std::to_string(o.n)};
+  }
+  for (auto &[name, file] : o.inputs) {
+    if (inputs.count(name))
+      throw Fatal{"input '" + name + "' given twice"};
+    NpyArray a;
+    if (!readNpy(file, a, error))
+      throw Fatal{"input '" + name + "': " + error};
+    inputs[name] = std::move(a);
+  }
+  if (!checkInputs(lp->plan(), inputs, error))
+    throw Fatal{error};
+  return lp;
+}
+
+/// Reads every mapped weight page once, showing progress on rank 0 for more
+/// than 256 MiB (so the run's step times do not include page faults).
+void prefault(const LoadedPlan &lp, int rank) {
+  uint64_t total = lp.mappedBytes();
+  bool show = rank == 0 && total > (256ull << 20) && isatty(2);
+  bool showPlain = rank == 0 && total > (256ull << 20) && !show;
+  uint64_t done = 0, nextReport = 0;
+  volatile unsigned char sink = 0;
+  for (const Value &v : lp.plan().values) {
+    if (v.kind != ValueKind::constant)
+      continue;
+    const unsigned char *p =
+        static_cast<const unsigned char *>(lp.constantData(v));
+    if (!p)
+      continue;
+    uint64_t n = v.byteSize();
+    for (uint64_t off = 0; off < n; off += 4096)
+      sink = sink + p[off];
+    done += n;
+    if ((show || showPlain) && done >= nextReport) {
+      int pct = int(100.0 * double(done) / double(total));
+      std::fprintf(stderr,
+                   show ? "\rloading weights: %3d%% (%llu MiB)"
+                        : "loading weights: %3d%% (%llu MiB)\n",
+                   std::min(pct, 100), (unsigned long long)(done >> 20));
+      nextReport = done + total / 20;
+    }
+  }
+  if (show)
+    std::fprintf(stderr, "\n");
+  (void)sink;
+}
+
+//===----------------------------------------------------------------------===//
+// .npy / .npz output
+//===----------------------------------------------------------------------===//
+
+std::string npyBytes(const NpyArray &a) {
+  std::string shape = "(";
+  for (size_t i = 0; i < a.shape.size(); ++i)
+    shape += std::to_string(a.shape[i]) + (a.shape.size() == 1 ? "," : "") +
+             (i + 1 < a.shape.size() ? ", " : "");
+  shape += ")";
+  std::string header = "{'descr': '" + a.dtype +
+                       "', 'fortran_order': False, 'shape': " + shape + ", }";
+  size_t total = 10 + header.size() + 1;
+  header.append((64 - total % 64) % 64, ' ');
+  header += '\n';
+  std::string out("\x93NUMPY\x01\x00", 8);
+  uint16_t len = uint16_t(header.size());
+  out.append(reinterpret_cast<const char *>(&len), 2);
+  out += header;
+  out.append(a.data.data(), a.data.size());
+  return out;
+}
+
+uint32_t crc32(const std::string &s) {
+  static uint32_t table[256];
+  static bool init = false;
+  if (!init) {
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k)
+        c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      table[i] = c;
+    }
+    init = true;
+  }
+  uint32_t c = 0xFFFFFFFFu;
+  for (unsigned char b : s)
+    c = table[(c ^ b) & 0xFF] ^ (c >> 8);
+  return c ^ 0xFFFFFFFFu;
+}
+
+template <typename T> void put(std::string &out, T v) {
+  out.append(reinterpret_cast<const char *>(&v), sizeof(T));
+}
+
+/// An uncompressed (stored) zip of NAME.npy members, what numpy.savez
+/// writes.
+std::string npzBytes(const std::vector<std::pair<std::string, NpyArray>> &a) {
+  std::string out, central;
+  for (auto &[name, arr] : a) {
+    std::string member = name + ".npy", data = npyBytes(arr);
+    uint32_t crc = crc32(data), offset = uint32_t(out.size());
+    uint32_t size = uint32_t(data.size());
+    put<uint32_t>(out, 0x04034b50);
+    put<uint16_t>(out, 20);
+    put<uint16_t>(out, 0);    // flags
+    put<uint16_t>(out, 0);    // stored
+    put<uint16_t>(out, 0);    // time
+    put<uint16_t>(out, 0x21); // date 1980-01-01
+    put<uint32_t>(out, crc);
+    put<uint32_t>(out, size);
+    put<uint32_t>(out, size);
+    put<uint16_t>(out, uint16_t(member.size()));
+    put<uint16_t>(out, 0);
+    out += member;
+    out += data;
+    put<uint32_t>(central, 0x02014b50);
+    put<uint16_t>(central, 20);
+    put<uint16_t>(central, 20);
+    put<uint16_t>(central, 0);
+    put<uint16_t>(central, 0);
+    put<uint16_t>(central, 0);
+    put<uint16_t>(central, 0x21);
+    put<uint32_t>(central, crc);
+    put<uint32_t>(central, size);
+    put<uint32_t>(central, size);
+    put<uint16_t>(central, uint16_t(member.size()));
+    put<uint16_t>(central, 0); // extra
+    put<uint16_t>(central, 0); // comment
+    put<uint16_t>(central, 0); // disk
+    put<uint16_t>(central, 0); // internal attributes
+    put<uint32_t>(central, 0); // external attributes
+    put<uint32_t>(central, offset);
+    central += member;
+  }
+  uint32_t centralOffset = uint32_t(out.size());
+  out += central;
+  put<uint32_t>(out, 0x06054b50);
+  put<uint16_t>(out, 0);
+  put<uint16_t>(out, 0);
+  put<uint16_t>(out, uint16_t(a.size()));
+  put<uint16_t>(out, uint16_t(a.size()));
+  put<uint32_t>(out, uint32_t(central.size()));
+  put<uint32_t>(out, centralOffset);
+  put<uint16_t>(out, 0);
+  return out;
+}
+
+void writeFile(const std::string &path, const std::string &bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), bytes.size());
+  if (!f) // after the run: not a check every rank fails alike
+    throw RunError("cannot write '" + path + "': " + std::strerror(errno));
+}
+
+void writeOutputs(const Options &o,
+                  const std::vector<std::pair<std::string, NpyArray>> &outs) {
+  if (o.output.empty())
+    return;
+  bool npz = outs.size() > 1 ||
+             (o.output.size() > 4 &&
+              o.output.compare(o.output.size() - 4, 4, ".npz") == 0);
+  if (npz) {
+    for (auto &[name, a] : outs)
+      if (a.data.size() >= (1ull << 32) - 4096)
+        throw RunError("output '" + name + "' is too large for a .npz (4 GiB)");
+    writeFile(o.output, npzBytes(outs));
+  } else if (!outs.empty()) {
+    writeFile(o.output, npyBytes(outs[0].second));
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Reports
+//===----------------------------------------------------------------------===//
+
+std::string bytesStr(int64_t b) {
+  std::ostringstream os;
+  if (b >= (1 << 20))
+    os << std::fixed << std::setprecision(1) << double(b) / (1 << 20) << " MiB";
+  else if (b >= 1024)
+    os << std::fixed << std::setprecision(1) << double(b) / 1024 << " KiB";
+  else
+    os << b << " B";
+  return os.str();
+}
+
+void printReports(const Options &o, const Plan &plan,
+                  const std::vector<RunReport> &reports) {
+  if (o.json) {
+    Json j = Json::object();
+    j["plan"] = o.plan;
+    j["ranks"] = int64_t(reports.size());
+    Json rs = Json::array();
+    for (const RunReport &r : reports)
+      rs.push(r.toJson());
+    j["reports"] = rs;
+    std::printf("%s\n", j.dump(2).c_str());
+    return;
+  }
+  std::ostringstream os;
+  for (const RunReport &r : reports) {
+    os << "rank " << r.rank << " (" << r.backend
+       << "): " << bytesStr(int64_t(r.mappedBytes))
+       << " of weights mapped, arena " << bytesStr(int64_t(r.arenaBytes))
+       << ", total " << std::fixed << std::setprecision(3) << r.seconds * 1e3
+       << " ms\n";
+    for (const MoELayerStats &l : r.layers) {
+      os << "  moe layer at step " << l.step << " (" << l.loc << ")\n";
+      os << "    tokens per expert:";
+      for (int64_t t : l.tokensPerExpert)
+        os << " " << t;
+      os << "\n    dropped: " << l.dropped
+         << ", rows computed here: " << l.rowsReceived << "\n";
+      for (const PeerTraffic &p : l.peers) {
+        if (p.peer == r.rank)
+          os << "    kept on rank " << p.peer << ": " << p.rowsSent << " rows, "
+             << bytesStr(p.bytesSent) << " (not sent)\n";
+        else
+          os << "    peer " << p.peer << ": sent " << p.rowsSent << " rows / "
+             << bytesStr(p.bytesSent) << ", received " << p.rowsRecv
+             << " rows / " << bytesStr(p.bytesRecv) << "\n";
+      }
+    }
+    os << "  steps:\n";
+    for (size_t i = 0; i < r.steps.size(); ++i)
+      os << "    " << std::setw(3) << i << " " << std::left << std::setw(11)
+         << r.steps[i].op << std::right << std::setw(10) << std::fixed
+         << std::setprecision(3) << r.steps[i].seconds * 1e3 << " ms  "
+         << r.steps[i].loc << "\n";
+  }
+  (void)plan;
+  std::fputs(os.str().c_str(), stdout);
+}
+
+/// {"layers": [{"step", "loc", "tokens_per_expert": [...]}]}, summed over
+/// ranks: what `moec --place=balanced` reads.
+void writeRouting(const Options &o, const std::vector<RunReport> &reports) {
+  if (o.routing.empty())
+    return;
+  Json j = Json::object();
+  Json layers = Json::array();
+  if (!reports.empty())
+    for (size_t i = 0; i < reports[0].layers.size(); ++i) {
+      const MoELayerStats &l0 = reports[0].layers[i];
+      std::vector<int64_t> sum(l0.tokensPerExpert.size(), 0);
+      for (const RunReport &r : reports)
+        for (size_t e = 0; e < sum.size() && i < r.layers.size() &&
+                           e < r.layers[i].tokensPerExpert.size();
+             ++e)
+          sum[e] += r.layers[i].tokensPerExpert[e];
+      Json l = Json::object();
+      l["step"] = l0.step;
+      l["loc"] = l0.loc;
+      Json t = Json::array();
+      for (int64_t x : sum)
+        t.push(x);
+      l["tokens_per_expert"] = t;
+      layers.push(l);
+    }
+  j["layers"] = layers;
+  writeFile(o.routing, j.dump(2) + "\n");
+}
+
+/// One rank's whole run over `world`. Throws on any error. With `agree`
+/// (MPI), the ranks first agree whether the checks failed anywhere: then
+/// every rank throws Fatal, with the message only on the lowest failing
+/// rank, so that all leave together without a collective left waiting.
+void runRank(const Options &o, Comm &world, bool agree) {
+  std::map<std::string, NpyArray> inputs;
+  std::unique_ptr<LoadedPlan> lp;
+  if (!agree) {
+    lp = openAndCheck(o, world.rank(), inputs);
+  } else {
+    std::string message;
+    try {
+      lp = openAndCheck(o, world.rank(), inputs);
+    } catch (const Fatal &f) {
+      message = f.message;
+    }
+    int32_t failed = !message.empty();
+    std::vector<int32_t> all(world.size());
+    world.allGather(&failed, sizeof(failed), all.data());
+    for (int p = 0; p < world.size(); ++p)
+      if (all[p])
+        throw Fatal{p == world.rank() ? message : ""};
+  }
+  prefault(*lp, world.rank());
+  Executor ex(*lp, world, createCpuBackend());
+  ex.setInputs(inputs);
+  ex.run();
+  auto outs = ex.gatherOutputs();
+  auto reports = ex.gatherReports();
+  if (world.rank() == 0) {
+    writeOutputs(o, outs);
+    writeRouting(o, reports);
+    printReports(o, lp->plan(), reports);
+    std::fflush(stdout);
+  }
+}
+
+std::string what(const std::exception &e) { return e.what(); }
+
+int fail(const std::string &message) {
+  std::fprintf(stderr, "moe-run: error: %s\n", message.c_str());
+  return 1;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  Options o;
+  std::string error;
+  if (!parseArgs(argc, argv, o, error))
+    return fail(error);
+
+  if (o.describe) {
+    auto lp = LoadedPlan::open(o.plan, -1, error);
+    if (!lp)
+      return fail(error);
+    std::fputs(describePlan(lp->plan()).c_str(), stdout);
+    return 0;
+  }
+
+  bool mpiRank = underMpiLauncher() && !o.threads;
+  if (mpiRank) {
+#ifdef MOERT_HAVE_MPI
+    std::unique_ptr<Comm> world;
+    try {
+      world = initMpi(&argc, &argv);
+    } catch (const std::exception &e) {
+      return fail(e.what());
+    }
+    if (!o.nGiven)
+      o.n = world->size();
+    if (world->size() != o.n) {
+      if (world->rank() == 0)
+        fail("-n " + std::to_string(o.n) + " but " +
+             std::to_string(world->size()) + " MPI ranks were started");
+      world.reset();
+      finalizeMpi();
+      return 1;
+    }
+    try {
+      runRank(o, *world, /*agree=*/true);
+    } catch (const Fatal &f) {
+      // Every rank is here (see runRank); one reports, all leave with 1.
+      if (!f.message.empty())
+        fail(f.message);
+      world->barrier();
+      world.reset();
+      finalizeMpi();
+      return 1;
+    } catch (const std::exception &e) {
+      abortMpi("moe-run: error: " + what(e), 1);
+    }
+    world.reset();
+    finalizeMpi();
+    return 0;
+#else
+    return fail("moe-run was built without MPI; run several ranks with "
+                "--threads");
+#endif
+  }
+
+  if (o.n > 1 && !o.threads) {
+    // Started alone: check what can be checked here, then relaunch through
+    // mpirun.
+    try {
+      std::map<std::string, NpyArray> inputs;
+      openAndCheck(o, -1, inputs);
+    } catch (const Fatal &f) {
+      return fail(f.message);
+    }
+#ifndef MOERT_HAVE_MPI
+    return fail("moe-run was built without MPI: -n " + std::to_string(o.n) +
+                " needs --threads (ranks as threads of this process)");
+#else
+    std::string mpirun;
+    const char *path = std::getenv("PATH");
+    std::stringstream dirs(path ? path : "");
+    std::string dir;
+    while (mpirun.empty() && std::getline(dirs, dir, ':')) {
+      std::string c = (dir.empty() ? "." : dir) + "/mpirun";
+      if (access(c.c_str(), X_OK) == 0)
+        mpirun = c;
+    }
+    if (mpirun.empty())
+      return fail("mpirun not found on PATH (install openmpi-bin), or run "
+                  "the ranks as threads with --threads");
+    char self[4096];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (len <= 0)
+      return fail("cannot find this executable (/proc/self/exe)");
+    self[len] = 0;
+    std::vector<std::string> args = {mpirun,
+                                     "-n",
+                                     std::to_string(o.n),
+                                     "--allow-run-as-root",
+                                     "--oversubscribe",
+                                     "-x",
+                                     std::string(kChildEnv) + "=1",
+                                     self};
+    for (int i = 1; i < argc; ++i)
+      args.push_back(argv[i]);
+    std::vector<char *> cargs;
+    for (std::string &a : args)
+      cargs.push_back(a.data());
+    cargs.push_back(nullptr);
+    std::fflush(stdout);
+    execv(mpirun.c_str(), cargs.data());
+    return fail("cannot run " + mpirun + ": " + std::strerror(errno));
+#endif
+  }
+
+  try {
+    if (o.n == 1 && !o.threads) {
+      auto world = createSelfComm();
+      runRank(o, *world, /*agree=*/false);
+    } else {
+      // Checks that fail alike on every rank are reported once.
+      std::map<std::string, NpyArray> inputs;
+      openAndCheck(o, -1, inputs);
+      runThreadRanks(o.n,
+                     [&](Comm &world) { runRank(o, world, /*agree=*/false); });
+    }
+  } catch (const Fatal &f) {
+    return fail(f.message);
+  } catch (const std::exception &e) {
+    return fail(e.what());
+  }
+  return 0;
+}
