@@ -30,6 +30,15 @@ llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
 llvm_config.use_default_substitutions()
 
 tool_dirs = [config.moec_tools_dir, config.llvm_tools_dir]
-llvm_config.add_tool_substitutions(["moec", "moe-opt", "moe-eval"], tool_dirs)
+llvm_config.add_tool_substitutions(["moec", "moe-opt", "moe-eval", "moe-run",
+                                    "moert-make-test-plan"], tool_dirs)
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.with_environment("PATH", config.moec_tools_dir, append_path=True)
+
+# Optional tools: MPI for multi-process runs, ptxas to assemble generated PTX.
+import shutil
+for tool in ["mpirun", "ptxas"]:
+    path = shutil.which(tool)
+    if path:
+        config.available_features.add(tool)
+        config.substitutions.append(("%" + tool, path))

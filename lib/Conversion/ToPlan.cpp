@@ -1,6 +1,7 @@
 //===- ToPlan.cpp - lowering the per-rank program to a .moeplan -----------===//
 
 #include "moec/Conversion/ToPlan.h"
+#include "moec/Conversion/KernelCodegen.h"
 #include "moec/Dialect/MoE/MoEOps.h"
 #include "moec/Transforms/Mesh.h"
 
@@ -106,7 +107,7 @@ class PlanBuilder {
 public:
   PlanBuilder(ModuleOp module, moert::Plan &plan, moert::PlanData &data)
       : module(module), plan(plan), data(data) {}
-  LogicalResult run(StringRef source);
+  LogicalResult run(StringRef source, const PlanOptions &options);
 
 private:
   /// A new plan value for `v` (not yet placed).
@@ -459,6 +460,24 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
     s.attrs["reduction"] = strAttr("sum");
     return success();
   }
+  if (auto call = dyn_cast<func::CallOp>(op)) {
+    auto callee = module.lookupSymbol<func::FuncOp>(call.getCallee());
+    if (!callee || !callee->hasAttr("moe.kernel"))
+      return op->emitError("plan lowering: calls only to generated kernels "
+                           "(moe-outline-kernels) are supported");
+    std::vector<int32_t> ins, outs;
+    for (Value v : call.getOperands())
+      ins.push_back(in(v));
+    for (Value v : call.getResults())
+      outs.push_back(out(v));
+    if (failed(ok))
+      return failure();
+    moert::Step &s = addStep("kernel", op);
+    s.inputs = ins;
+    s.outputs = outs;
+    s.attrs["name"] = strAttr(call.getCallee());
+    return success();
+  }
   if (isa<func::ReturnOp>(op))
     return success();
   return op->emitError("plan lowering: '")
@@ -512,7 +531,7 @@ void PlanBuilder::planMemory(func::FuncOp func) {
   plan.arenaBytes = arena;
 }
 
-LogicalResult PlanBuilder::run(StringRef source) {
+LogicalResult PlanBuilder::run(StringRef source, const PlanOptions &options) {
   shard::GridOp grid = getMeshGrid(module);
   if (!grid || !grid->hasAttr("moe.partitioned"))
     return module.emitError("plan lowering needs a partitioned module "
@@ -533,7 +552,10 @@ LogicalResult PlanBuilder::run(StringRef source) {
     plan.segments[1 + r].ranks = {int32_t(r)};
   }
 
-  auto funcs = llvm::to_vector(module.getOps<func::FuncOp>());
+  SmallVector<func::FuncOp> funcs;
+  for (auto f : module.getOps<func::FuncOp>())
+    if (!f->hasAttr("moe.kernel"))
+      funcs.push_back(f);
   if (funcs.size() != 1 || funcs[0].isExternal())
     return module.emitError("plan lowering expects one function, @main");
   func::FuncOp func = funcs[0];
@@ -594,7 +616,57 @@ LogicalResult PlanBuilder::run(StringRef source) {
     plan.outputs.push_back(m);
   }
   planMemory(func);
+  // Generated kernels: code shared by every rank.
   std::string err;
+  std::vector<KernelInfo> infos;
+  if (options.cpuCode) {
+    std::vector<char> so;
+    if (failed(compileKernelsForCPU(module, so, infos, err)))
+      return module.emitError("kernel code generation (CPU): ") << err;
+    if (!so.empty()) {
+      plan.cpuCode.segment = 0;
+      plan.cpuCode.offset = appendData(0, so);
+      plan.cpuCode.bytes = so.size();
+    }
+  }
+  if (!options.cudaChip.empty()) {
+    std::vector<std::string> ptx;
+    infos.clear();
+    if (failed(compileKernelsToPTX(module, options.cudaChip, ptx, infos, err)))
+      return module.emitError("kernel code generation (CUDA ")
+             << options.cudaChip << "): " << err;
+    // PTX modules, each NUL-terminated.
+    std::vector<char> blob;
+    for (const std::string &m : ptx) {
+      blob.insert(blob.end(), m.begin(), m.end());
+      blob.push_back('\0');
+    }
+    if (!blob.empty()) {
+      plan.ptxCode.segment = 0;
+      plan.ptxCode.offset = appendData(0, blob);
+      plan.ptxCode.bytes = blob.size();
+    }
+  }
+  for (const KernelInfo &k : infos) {
+    moert::KernelCode c;
+    c.name = k.name;
+    c.numArgs = k.numArgs;
+    for (const GpuLaunch &l : k.launches) {
+      moert::GpuLaunchCode g;
+      g.module = l.module;
+      g.function = l.function;
+      for (int d = 0; d < 3; ++d) {
+        g.grid[d] = l.grid[d];
+        g.block[d] = l.block[d];
+      }
+      for (auto [kind, v] : l.args) {
+        g.args.push_back(kind);
+        g.args.push_back(v);
+      }
+      c.launches.push_back(g);
+    }
+    plan.kernels.push_back(c);
+  }
   if (!moert::verifyPlan(plan, err))
     return module.emitError("plan lowering produced an invalid plan: ") << err;
   return success();
@@ -603,6 +675,7 @@ LogicalResult PlanBuilder::run(StringRef source) {
 } // namespace
 
 LogicalResult moec::buildPlan(ModuleOp module, StringRef source,
-                              moert::Plan &plan, moert::PlanData &data) {
-  return PlanBuilder(module, plan, data).run(source);
+                              const PlanOptions &options, moert::Plan &plan,
+                              moert::PlanData &data) {
+  return PlanBuilder(module, plan, data).run(source, options);
 }

@@ -140,12 +140,16 @@ LogicalResult TokenDimsAnalysis::set(Value v, TokenDims dims, Operation *at) {
   if (!type)
     return at->emitError("token dims reach a non-tensor value");
   ArrayRef<int64_t> shape = type.getShape();
-  // Unit dims next to the token dims carry no data; fold the leading ones in
-  // so that [1, 16, H] split at dim 1 and at dims 0-1 agree.
+  // Unit dims next to the token dims carry no data: the canonical form
+  // folds the leading ones in and leaves the trailing ones out, so that
+  // [1, 16, H] split at dim 1 and at dims 0-1 agree.
   while (dims.start > 0 && shape[dims.start - 1] == 1) {
     --dims.start;
     ++dims.count;
   }
+  // Trailing unit dims are not token dims ([T, 1] is split like [T]).
+  while (dims.count > 1 && shape[dims.start + dims.count - 1] == 1)
+    --dims.count;
   auto it = facts.find(v);
   if (it != facts.end()) {
     if (it->second != dims)

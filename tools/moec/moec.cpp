@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "moec/Conversion/KernelCodegen.h"
 #include "moec/Conversion/ToPlan.h"
 #include "moec/Import/OnnxImporter.h"
 #include "moec/InitAll.h"
@@ -37,7 +38,7 @@ using namespace mlir;
 namespace cl = llvm::cl;
 
 namespace {
-enum class EmitKind { MLIR, ShardedMLIR, Plan };
+enum class EmitKind { MLIR, ShardedMLIR, Plan, PTX };
 
 cl::OptionCategory moecCat("moec options");
 
@@ -63,8 +64,19 @@ cl::opt<EmitKind> emit(
                           "per-rank IR, separated by '// -----'"),
                clEnumValN(EmitKind::Plan, "plan",
                           "a .moeplan for moe-run (the default when -o ends "
-                          "in .moeplan; --mesh defaults to ep=1)")),
+                          "in .moeplan; --mesh defaults to ep=1)"),
+               clEnumValN(EmitKind::PTX, "ptx",
+                          "the generated kernels as PTX for --cuda-chip, "
+                          "one FILE.N.ptx per GPU module (-o FILE)")),
     cl::cat(moecCat));
+cl::opt<std::string> target(
+    "target",
+    cl::desc("Where the plan's generated kernels run: cpu (default), or "
+             "cuda (PTX as well as CPU code)"),
+    cl::init("cpu"), cl::cat(moecCat));
+cl::opt<std::string> cudaChip("cuda-chip",
+                              cl::desc("GPU architecture for --target=cuda"),
+                              cl::init("sm_90"), cl::cat(moecCat));
 cl::OptionCategory shardCat("moec sharding options");
 cl::opt<std::string> meshSpec(
     "mesh",
@@ -326,7 +338,9 @@ int main(int argc, char **argv) {
                    StringRef(outputFile).ends_with(".moeplan"));
   if (wantPlan && outputFile == "-")
     return fail("a plan is binary: give -o FILE.moeplan");
-  if (wantPlan && meshSpec.empty())
+  if (emit == EmitKind::PTX && outputFile == "-")
+    return fail("--emit=ptx writes FILE.N.ptx files: give -o FILE");
+  if ((wantPlan || emit == EmitKind::PTX) && meshSpec.empty())
     meshSpec = "ep=1";
   if (meshSpec.empty()) {
     if (report != ReportKind::None) {
@@ -386,6 +400,9 @@ int main(int argc, char **argv) {
   partPm.addPass(moec::createMoEPartition());
   partPm.addPass(createCanonicalizerPass());
   partPm.addPass(createCSEPass());
+  // Dense regions become generated kernels (fused elementwise chains).
+  partPm.addPass(moec::createMoEOutlineKernels());
+  partPm.addPass(createCanonicalizerPass());
   if (failed(partPm.run(*module)))
     return fail(inputFile + ": partitioning for --mesh " + mesh + " failed");
 
@@ -411,10 +428,32 @@ int main(int argc, char **argv) {
     if (outputFile == "-")
       return 0;
   }
+  if (emit == EmitKind::PTX) {
+    std::vector<std::string> ptx;
+    std::vector<moec::KernelInfo> kernels;
+    if (failed(moec::compileKernelsToPTX(*module, cudaChip, ptx, kernels,
+                                         err)))
+      return fail(inputFile + ": PTX generation failed: " + err);
+    for (size_t i = 0; i < ptx.size(); ++i) {
+      std::string path = outputFile + "." + std::to_string(i) + ".ptx";
+      auto out = openOutputFile(path, &err);
+      if (!out)
+        return fail(err);
+      out->os() << ptx[i];
+      out->keep();
+    }
+    llvm::errs() << "moec: wrote " << ptx.size() << " PTX module(s) for "
+                 << kernels.size() << " kernel(s) to " << outputFile
+                 << ".N.ptx\n";
+    return 0;
+  }
   if (wantPlan) {
     moert::Plan plan;
     moert::PlanData data;
-    if (failed(moec::buildPlan(*module, inputFile, plan, data)))
+    moec::PlanOptions popts;
+    if (target == "cuda")
+      popts.cudaChip = cudaChip;
+    if (failed(moec::buildPlan(*module, inputFile, popts, plan, data)))
       return fail(inputFile + ": cannot lower to a plan for --mesh " + mesh);
     if (!moert::writePlan(outputFile, plan, data, err))
       return fail(err);

@@ -15,10 +15,18 @@
 
 namespace moec {
 
+struct PlanOptions {
+  /// Compile the generated kernels for the host CPU.
+  bool cpuCode = true;
+  /// Also compile them to PTX for this chip ("sm_90"); empty: no PTX.
+  std::string cudaChip;
+};
+
 /// Builds the plan of `module` (emits an error naming the op and fails when
 /// an op has no plan lowering). `source` is recorded as the plan's source.
 mlir::LogicalResult buildPlan(mlir::ModuleOp module, llvm::StringRef source,
-                              moert::Plan &plan, moert::PlanData &data);
+                              const PlanOptions &options, moert::Plan &plan,
+                              moert::PlanData &data);
 
 } // namespace moec
 

@@ -123,4 +123,24 @@ def MoEPartition : Pass<"moe-partition", "mlir::ModuleOp"> {
   }];
 }
 
+//===----------------------------------------------------------------------===//
+// Lowering
+//===----------------------------------------------------------------------===//
+
+def MoEOutlineKernels : Pass<"moe-outline-kernels", "mlir::ModuleOp"> {
+  let summary = "Outline dense elementwise/reduction regions into kernels";
+  let description = [{
+    Every linalg op of the per-rank program except matmuls (and the zero
+    fills that initialise them) moves into its own `func.func @kernel_N`
+    marked `moe.kernel`, replaced by a `func.call`. Elementwise producers
+    are first fused into their linalg.generic consumers (upstream fusion
+    patterns, without reshape propagation, which would turn matmuls into
+    generics), so that each kernel is a fused region. moec compiles the kernels ahead of time (LLVM for CPU, NVVM/PTX
+    for CUDA) and embeds them in the plan, where each call is a `kernel`
+    step.
+  }];
+  let dependentDialects = ["mlir::func::FuncDialect",
+                           "mlir::linalg::LinalgDialect"];
+}
+
 #endif // MOEC_TRANSFORMS_PASSES_TD

@@ -1,0 +1,293 @@
+//===- KernelCodegen.cpp - kernels to machine code and PTX ----------------===//
+//
+// Compiles the `moe.kernel` functions outlined by moe-outline-kernels:
+//  * CPU: bufferize (results become out-parameters), linalg -> loops ->
+//    LLVM dialect with the bare-pointer calling convention, LLVM IR, -O3
+//    for the host, an object file, linked into a shared object with the
+//    system C compiler driver. Kernel `kernel_N(in..., out...)` takes one
+//    pointer per tensor.
+//  * CUDA: bufferize, linalg -> parallel loops -> gpu (blocks x threads) ->
+//    NVVM for sm_90 -> PTX through LLVM's NVPTX backend.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moec/Conversion/KernelCodegen.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Utils/StaticValueUtils.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/ExecutionEngine/OptUtils.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Target/LLVMIR/Dialect/All.h"
+#include "mlir/Target/LLVMIR/Export.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/IR/LLVMContext.h"
+#include <cstring>
+#include "llvm/IR/LegacyPassManager.h"
+#include "llvm/IR/Module.h"
+#include "llvm/MC/TargetRegistry.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/TargetSelect.h"
+#include "llvm/Support/raw_ostream.h"
+#include "llvm/Target/TargetMachine.h"
+#include "llvm/Target/TargetOptions.h"
+#include "llvm/TargetParser/Host.h"
+
+using namespace mlir;
+using namespace moec;
+
+/// A module holding copies of the kernels of `module` (public, no other
+/// symbols).
+static OwningOpRef<ModuleOp> kernelModule(ModuleOp module,
+                                          std::vector<KernelInfo> &infos) {
+  OpBuilder b(module.getContext());
+  OwningOpRef<ModuleOp> k = ModuleOp::create(b.getUnknownLoc());
+  b.setInsertionPointToEnd(k->getBody());
+  for (auto f : module.getOps<func::FuncOp>()) {
+    if (!f->hasAttr("moe.kernel"))
+      continue;
+    auto c = cast<func::FuncOp>(b.clone(*f));
+    c.setPublic();
+    infos.push_back({f.getName().str(),
+                     int(f.getNumArguments() + f.getNumResults())});
+  }
+  return k;
+}
+
+static const char *kBufferize =
+    "one-shot-bufferize{bufferize-function-boundaries=1 "
+    "function-boundary-type-conversion=identity-layout-map},"
+    "buffer-results-to-out-params{hoist-static-allocs=1 "
+    "modify-public-functions=1},"
+    "canonicalize";
+
+static LogicalResult runPipeline(ModuleOp m, const std::string &pipeline,
+                                 std::string &error) {
+  // LLVM IR translations (builtin, llvm, gpu, nvvm) for serialisation.
+  DialectRegistry registry;
+  registerAllToLLVMIRTranslations(registry);
+  m.getContext()->appendDialectRegistry(registry);
+  PassManager pm(m.getContext());
+  std::string err;
+  llvm::raw_string_ostream es(err);
+  if (failed(parsePassPipeline(pipeline, pm, es))) {
+    error = "bad kernel pipeline: " + err;
+    return failure();
+  }
+  if (failed(pm.run(m))) {
+    error = "the kernel lowering pipeline failed";
+    return failure();
+  }
+  return success();
+}
+
+LogicalResult moec::compileKernelsForCPU(ModuleOp module,
+                                         std::vector<char> &sharedObject,
+                                         std::vector<KernelInfo> &kernels,
+                                         std::string &error) {
+  OwningOpRef<ModuleOp> k = kernelModule(module, kernels);
+  if (kernels.empty())
+    return success();
+  std::string pipeline =
+      std::string(kBufferize) +
+      ",func.func(convert-linalg-to-loops),convert-scf-to-cf,"
+      "expand-strided-metadata,lower-affine,finalize-memref-to-llvm,"
+      "convert-math-to-libm,convert-math-to-llvm,convert-arith-to-llvm,"
+      "convert-cf-to-llvm,"
+      "convert-func-to-llvm{use-bare-ptr-memref-call-conv=1},"
+      "reconcile-unrealized-casts";
+  if (failed(runPipeline(*k, pipeline, error)))
+    return failure();
+
+  llvm::LLVMContext llvmCtx;
+  std::unique_ptr<llvm::Module> llvmModule =
+      translateModuleToLLVMIR(*k, llvmCtx, "moe_kernels");
+  if (!llvmModule) {
+    if (getenv("MOEC_DEBUG_KERNELS"))
+      k->dump();
+    error = "cannot translate the kernels to LLVM IR";
+    return failure();
+  }
+  llvm::InitializeNativeTarget();
+  llvm::InitializeNativeTargetAsmPrinter();
+  std::string triple = llvm::sys::getProcessTriple();
+  std::string terr;
+  const llvm::Target *target = llvm::TargetRegistry::lookupTarget(llvm::Triple(triple), terr);
+  if (!target) {
+    error = "no LLVM target for " + triple + ": " + terr;
+    return failure();
+  }
+  llvm::TargetOptions opts;
+  std::unique_ptr<llvm::TargetMachine> tm(target->createTargetMachine(
+      llvm::Triple(triple), llvm::sys::getHostCPUName(), "", opts,
+      llvm::Reloc::PIC_));
+  llvmModule->setDataLayout(tm->createDataLayout());
+  llvmModule->setTargetTriple(llvm::Triple(triple));
+  auto optimize = makeOptimizingTransformer(3, 0, tm.get());
+  if (llvm::Error e = optimize(llvmModule.get())) {
+    error = "LLVM optimisation failed: " + llvm::toString(std::move(e));
+    return failure();
+  }
+  llvm::SmallString<0> object;
+  {
+    llvm::raw_svector_ostream os(object);
+    llvm::legacy::PassManager pm;
+    if (tm->addPassesToEmitFile(pm, os, nullptr,
+                                llvm::CodeGenFileType::ObjectFile)) {
+      error = "the host target cannot emit object files";
+      return failure();
+    }
+    pm.run(*llvmModule);
+  }
+
+  // Link into a shared object with the C compiler driver (and libm for the
+  // math functions the kernels call).
+  llvm::SmallString<128> obj, so;
+  int fd;
+  if (llvm::sys::fs::createTemporaryFile("moe-kernels", "o", fd, obj) ||
+      llvm::sys::fs::createTemporaryFile("moe-kernels", "so", so)) {
+    error = "cannot create temporary files for the kernel object";
+    return failure();
+  }
+  {
+    llvm::raw_fd_ostream os(fd, /*shouldClose=*/true);
+    os << object;
+  }
+  auto cc = llvm::sys::findProgramByName("cc");
+  if (!cc) {
+    error = "no C compiler driver ('cc') on PATH to link the kernels";
+    return failure();
+  }
+  std::string msg;
+  llvm::StringRef args[] = {*cc, "-shared", "-o", so, obj, "-lm"};
+  int rc = llvm::sys::ExecuteAndWait(*cc, args, std::nullopt, {}, 0, 0, &msg);
+  llvm::sys::fs::remove(obj);
+  if (rc != 0) {
+    llvm::sys::fs::remove(so);
+    error = "linking the kernels failed (" + *cc + " exit " +
+            std::to_string(rc) + (msg.empty() ? "" : ": " + msg) + ")";
+    return failure();
+  }
+  auto buf = llvm::MemoryBuffer::getFile(so);
+  llvm::sys::fs::remove(so);
+  if (!buf) {
+    error = "cannot read the linked kernels";
+    return failure();
+  }
+  sharedObject.assign((*buf)->getBufferStart(), (*buf)->getBufferEnd());
+  return success();
+}
+
+LogicalResult moec::compileKernelsToPTX(ModuleOp module, StringRef chip,
+                                        std::vector<std::string> &ptx,
+                                        std::vector<KernelInfo> &kernels,
+                                        std::string &error) {
+  OwningOpRef<ModuleOp> k = kernelModule(module, kernels);
+  if (kernels.empty())
+    return success();
+  // libdevice (math functions such as __nv_powf) comes from the CUDA
+  // toolkit: $CUDA_HOME, $CUDA_PATH, the toolkit of ptxas on PATH, or
+  // /usr/local/cuda.
+  std::string toolkit;
+  for (const char *env : {"CUDA_HOME", "CUDA_PATH"})
+    if (const char *v = getenv(env); v && *v && toolkit.empty())
+      toolkit = v;
+  if (toolkit.empty())
+    if (auto ptxas = llvm::sys::findProgramByName("ptxas"))
+      toolkit = llvm::sys::path::parent_path(
+                    llvm::sys::path::parent_path(*ptxas))
+                    .str();
+  if (toolkit.empty())
+    toolkit = "/usr/local/cuda";
+  std::string libdevice = toolkit + "/nvvm/libdevice/libdevice.10.bc";
+  if (!llvm::sys::fs::exists(libdevice)) {
+    error = "libdevice not found at " + libdevice +
+            " (set CUDA_HOME to the CUDA toolkit)";
+    return failure();
+  }
+  std::string pipeline =
+      std::string(kBufferize) +
+      ",func.func(convert-linalg-to-parallel-loops),"
+      "func.func(gpu-map-parallel-loops),convert-parallel-loops-to-gpu,"
+      "gpu-kernel-outlining,lower-affine,convert-scf-to-cf,"
+      "nvvm-attach-target{chip=" +
+      chip.str() +
+      " O=3},gpu.module(convert-gpu-to-nvvm{use-bare-ptr-memref-call-conv=1}),"
+      "gpu.module(reconcile-unrealized-casts),"
+      "gpu-module-to-binary{format=isa toolkit=" +
+      toolkit + " l=" + libdevice + "}";
+  if (failed(runPipeline(*k, pipeline, error)))
+    return failure();
+  // PTX modules by name.
+  ptx.clear();
+  llvm::StringMap<int> moduleIndex;
+  k->walk([&](gpu::BinaryOp bin) {
+    std::string text;
+    for (Attribute a : bin.getObjects())
+      if (auto obj = dyn_cast<gpu::ObjectAttr>(a))
+        text += obj.getObject().str();
+    moduleIndex[bin.getName()] = ptx.size();
+    ptx.push_back(text);
+  });
+  // Launch geometry and parameters from the host side.
+  for (KernelInfo &info : kernels) {
+    auto host = k->lookupSymbol<func::FuncOp>(info.name);
+    if (!host) {
+      error = "kernel " + info.name + " vanished in the GPU pipeline";
+      return failure();
+    }
+    WalkResult w = host.walk([&](gpu::LaunchFuncOp launch) {
+      GpuLaunch l;
+      l.module = moduleIndex.lookup(launch.getKernelModuleName());
+      l.function = launch.getKernelName().str();
+      Value dims[6] = {launch.getGridSizeX(),  launch.getGridSizeY(),
+                       launch.getGridSizeZ(),  launch.getBlockSizeX(),
+                       launch.getBlockSizeY(), launch.getBlockSizeZ()};
+      for (int i = 0; i < 6; ++i) {
+        auto c = getConstantIntValue(dims[i]);
+        if (!c) {
+          error = info.name + ": a launch with a dynamic geometry";
+          return WalkResult::interrupt();
+        }
+        (i < 3 ? l.grid[i] : l.block[i - 3]) = *c;
+      }
+      for (Value v : launch.getKernelOperands()) {
+        if (auto arg = dyn_cast<BlockArgument>(v)) {
+          l.args.push_back({0, int64_t(arg.getArgNumber())});
+        } else if (auto c = v.getDefiningOp<arith::ConstantOp>()) {
+          if (auto i = dyn_cast<IntegerAttr>(c.getValue())) {
+            l.args.push_back({1, i.getInt()});
+          } else if (auto f = dyn_cast<FloatAttr>(c.getValue());
+                     f && f.getType().isF32()) {
+            float x = f.getValueAsDouble();
+            uint32_t bits;
+            std::memcpy(&bits, &x, 4);
+            l.args.push_back({2, int64_t(bits)});
+          } else {
+            error = info.name + ": a kernel parameter of unsupported type";
+            return WalkResult::interrupt();
+          }
+        } else {
+          error = info.name + ": a kernel parameter computed on the host";
+          return WalkResult::interrupt();
+        }
+      }
+      info.launches.push_back(l);
+      return WalkResult::advance();
+    });
+    if (w.wasInterrupted())
+      return failure();
+  }
+  if (ptx.empty()) {
+    error = "the NVVM pipeline produced no PTX";
+    return failure();
+  }
+  return success();
+}
