@@ -118,6 +118,7 @@ private:
   int32_t optional(Value v, Operation *op, LogicalResult &ok);
   LogicalResult addConstant(arith::ConstantOp c);
   LogicalResult addLocalWeights(moe::LocalWeightsOp op);
+  LogicalResult addTpSlice(moe::TpSliceOp op);
   LogicalResult lowerOp(Operation *op);
   moert::Step &addStep(StringRef name, Operation *op);
   std::string axesName(ArrayRef<int16_t> axes);
@@ -212,7 +213,7 @@ LogicalResult PlanBuilder::addConstant(arith::ConstantOp c) {
   constAttr[c.getResult()] = c.getValue();
   // Constants read only by moe.local_weights are not stored whole.
   bool onlyLocal = !c->use_empty() && llvm::all_of(c->getUsers(), [](auto *u) {
-    return isa<moe::LocalWeightsOp>(u);
+    return isa<moe::LocalWeightsOp, moe::TpSliceOp>(u);
   });
   bool onlyShapes = !c->use_empty() && llvm::all_of(c->getUsers(), [](auto *u) {
     return isa<tensor::ReshapeOp>(u);
@@ -301,6 +302,49 @@ LogicalResult PlanBuilder::addLocalWeights(moe::LocalWeightsOp op) {
   return success();
 }
 
+LogicalResult PlanBuilder::addTpSlice(moe::TpSliceOp op) {
+  auto in = cast<RankedTensorType>(op.getWeights().getType());
+  auto out = cast<RankedTensorType>(op.getType());
+  Attribute attr = constAttr.lookup(op.getWeights());
+  std::vector<char> global;
+  moert::DType dt;
+  if (!attr || !constantBytes(attr, global) ||
+      !toDType(in.getElementType(), dt))
+    return op.emitError("plan lowering: moe.tp_slice of a value that is not "
+                        "a supported constant");
+  size_t elt = moert::dtypeSize(dt);
+  int32_t id = addValue(op.getResult(), moert::ValueKind::constant,
+                        locName(op.getLoc()));
+  int64_t dim = op.getDim(), axis = op.getAxis();
+  // Rows of the blocks: `outer` runs of `blockBytes` at stride `rowBytes`.
+  int64_t outer = 1, inner = 1;
+  for (int64_t d = 0; d < dim; ++d)
+    outer *= in.getDimSize(d);
+  for (int64_t d = dim + 1; d < in.getRank(); ++d)
+    inner *= in.getDimSize(d);
+  int64_t blockBytes = out.getDimSize(dim) * inner * elt;
+  int64_t rowBytes = in.getDimSize(dim) * inner * elt;
+  for (int64_t r = 0; r < spec.worldSize(); ++r) {
+    int64_t rem = r, coord = 0;
+    for (int64_t a = spec.axes.size() - 1; a >= 0; --a) {
+      if (a == axis)
+        coord = rem % spec.axes[a].second;
+      rem /= spec.axes[a].second;
+    }
+    std::vector<char> bytes(outer * blockBytes);
+    for (int64_t o = 0; o < outer; ++o)
+      std::memcpy(bytes.data() + o * blockBytes,
+                  global.data() + o * rowBytes + coord * blockBytes,
+                  blockBytes);
+    moert::DataRef ref;
+    ref.segment = 1 + r;
+    ref.offset = appendData(1 + r, bytes);
+    ref.bytes = bytes.size();
+    plan.values[id].data.push_back(ref);
+  }
+  return success();
+}
+
 moert::Step &PlanBuilder::addStep(StringRef name, Operation *op) {
   moert::Step s;
   s.op = name.str();
@@ -326,6 +370,8 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
     return addConstant(c);
   if (auto lw = dyn_cast<moe::LocalWeightsOp>(op))
     return addLocalWeights(lw);
+  if (auto ts = dyn_cast<moe::TpSliceOp>(op))
+    return addTpSlice(ts);
   if (isa<tensor::EmptyOp>(op))
     return success();
   if (auto f = dyn_cast<linalg::FillOp>(op)) {

@@ -324,7 +324,8 @@ LogicalResult TokenDimsAnalysis::visit(Operation *op) {
     return all({d.getTokens(), d.getIndices()}, rows);
   if (auto c = dyn_cast<moe::CombineOp>(op))
     return all({c.getWeights(), c.getResult()}, rows);
-  if (isa<moe::ExpertComputeOp, moe::LocalWeightsOp, func::ReturnOp>(op))
+  if (isa<moe::ExpertComputeOp, moe::LocalWeightsOp, moe::TpSliceOp,
+          func::ReturnOp>(op))
     return success();
   if (auto l = dyn_cast<linalg::LinalgOp>(op))
     return visitLinalg(l);

@@ -14,7 +14,10 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/IR/Builders.h"
+#include "mlir/IR/IRMapping.h"
+#include "llvm/ADT/SetVector.h"
 
 namespace moec {
 #define GEN_PASS_DEF_MOEPARTITION
@@ -25,6 +28,145 @@ using namespace mlir;
 using namespace moec;
 
 namespace {
+
+/// A linalg.generic that is elementwise (all loops parallel, identity maps
+/// on every operand of the result's rank).
+bool isElementwise(linalg::GenericOp g) {
+  if (g.getNumDpsInits() != 1 ||
+      llvm::any_of(g.getIteratorTypesArray(), [](utils::IteratorType t) {
+        return t != utils::IteratorType::parallel;
+      }))
+    return false;
+  return llvm::all_of(g.getIndexingMapsArray(),
+                      [](AffineMap m) { return m.isIdentity(); });
+}
+
+/// Megatron-style tensor parallelism of the dense shared-expert FFNs: the
+/// first matmuls' weight columns and the last matmul's weight rows are cut
+/// over the tp axis (moe.tp_slice), the elementwise ops between them work on
+/// the rank's columns, and the last matmul's partial sums are all-reduced.
+/// A shared expert whose shape does not fit this is left replicated.
+void splitSharedExperts(func::FuncOp func, int64_t tpAxis, int64_t tp) {
+  SmallVector<linalg::MatmulOp> shared;
+  func.walk([&](linalg::MatmulOp m) {
+    if (m->hasAttr("moe.shared_expert"))
+      shared.push_back(m);
+  });
+  for (linalg::MatmulOp down : shared) {
+    // Walk back from the down projection's input through elementwise ops to
+    // the up/gate matmuls.
+    SmallVector<linalg::GenericOp> between;
+    SetVector<linalg::MatmulOp> ups;
+    SmallVector<Value> work{down.getInputs()[0]};
+    bool ok = true;
+    while (!work.empty() && ok) {
+      Value v = work.pop_back_val();
+      if (auto m = v.getDefiningOp<linalg::MatmulOp>()) {
+        ok = m->hasAttr("moe.shared_expert") && m != down;
+        ups.insert(m);
+      } else if (auto g = v.getDefiningOp<linalg::GenericOp>()) {
+        ok = isElementwise(g);
+        if (!llvm::is_contained(between, g)) {
+          between.push_back(g);
+          for (Value in : g.getDpsInputs())
+            work.push_back(in);
+        }
+      } else {
+        ok = false;
+      }
+    }
+    if (!ok || ups.empty())
+      continue;
+    auto constB = [](linalg::MatmulOp m) {
+      return m.getInputs()[1].getDefiningOp<arith::ConstantOp>();
+    };
+    int64_t f = cast<RankedTensorType>(down.getInputs()[0].getType())
+                    .getDimSize(1);
+    ok = constB(down) && f % tp == 0;
+    for (linalg::MatmulOp u : ups)
+      ok &= bool(constB(u));
+    // Every value between must stay inside the expert: no other users.
+    for (linalg::GenericOp g : between)
+      ok &= llvm::all_of(g->getUsers(), [&](Operation *u) {
+        return u == down || llvm::is_contained(between, u);
+      });
+    for (linalg::MatmulOp u : ups)
+      ok &= llvm::all_of(u->getUsers(), [&](Operation *x) {
+        return llvm::is_contained(between, x) || x == down;
+      });
+    if (!ok)
+      continue;
+
+    OpBuilder b(func.getContext());
+    Location loc = down.getLoc();
+    IRMapping map;
+    auto slice = [&](Value w, int64_t dim) -> Value {
+      auto t = cast<RankedTensorType>(w.getType());
+      SmallVector<int64_t> shape(t.getShape());
+      shape[dim] /= tp;
+      return moe::TpSliceOp::create(
+          b, loc, RankedTensorType::get(shape, t.getElementType()), w,
+          kGridName, uint64_t(tpAxis), uint64_t(dim));
+    };
+    auto zeroInit = [&](RankedTensorType t) -> Value {
+      Value e = tensor::EmptyOp::create(b, loc, t.getShape(),
+                                        t.getElementType());
+      Value z = arith::ConstantOp::create(
+          b, loc, b.getZeroAttr(t.getElementType()));
+      return linalg::FillOp::create(b, loc, z, e).getResult(0);
+    };
+    auto splitType = [&](Type t) {
+      auto r = cast<RankedTensorType>(t);
+      SmallVector<int64_t> shape(r.getShape());
+      shape.back() /= tp;
+      return RankedTensorType::get(shape, r.getElementType());
+    };
+    // Column-split the up/gate matmuls (in program order).
+    SmallVector<Operation *> order(ups.begin(), ups.end());
+    order.append(between.begin(), between.end());
+    llvm::sort(order, [](Operation *a, Operation *c) {
+      return a->isBeforeInBlock(c);
+    });
+    for (Operation *op : order) {
+      b.setInsertionPoint(op);
+      if (auto u = dyn_cast<linalg::MatmulOp>(op)) {
+        auto t = splitType(u.getResult(0).getType());
+        auto m = linalg::MatmulOp::create(
+            b, loc, ValueRange{u.getInputs()[0], slice(u.getInputs()[1], 1)},
+            ValueRange{zeroInit(t)});
+        m->setAttrs(u->getDiscardableAttrDictionary());
+        map.map(u.getResult(0), m.getResult(0));
+        continue;
+      }
+      auto g = cast<linalg::GenericOp>(op);
+      auto t = splitType(g.getResult(0).getType());
+      Value init = tensor::EmptyOp::create(b, loc, t.getShape(),
+                                           t.getElementType());
+      map.map(g.getDpsInits()[0], init);
+      Operation *c = b.clone(*g, map);
+      c->getResult(0).setType(t);
+      map.map(g.getResult(0), c->getResult(0));
+    }
+    // Row-split the down matmul; all-reduce its partial sums.
+    b.setInsertionPoint(down);
+    auto outT = cast<RankedTensorType>(down.getResult(0).getType());
+    auto m = linalg::MatmulOp::create(
+        b, loc,
+        ValueRange{map.lookup(down.getInputs()[0]),
+                   slice(down.getInputs()[1], 0)},
+        ValueRange{zeroInit(outT)});
+    m->setAttrs(down->getDiscardableAttrDictionary());
+    Value sum = shard::AllReduceOp::create(b, loc, outT, kGridName.str(),
+                                           ArrayRef<int16_t>{int16_t(tpAxis)},
+                                           m.getResult(0));
+    down.getResult(0).replaceAllUsesWith(sum);
+    down->erase();
+    for (Operation *op : llvm::reverse(order))
+      if (op->use_empty())
+        op->erase();
+  }
+}
+
 struct MoEPartitionPass : moec::impl::MoEPartitionBase<MoEPartitionPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
@@ -98,6 +240,9 @@ struct MoEPartitionPass : moec::impl::MoEPartitionBase<MoEPartitionPass> {
       });
       if (fixed.wasInterrupted())
         return signalPassFailure();
+      MeshSpec spec = meshSpecOf(grid);
+      if (spec.size("tp") > 1)
+        splitSharedExperts(func, spec.index("tp"), spec.size("tp"));
       func.setType(FunctionType::get(
           &getContext(), func.getBody().getArgumentTypes(),
           func.getBody().back().getTerminator()->getOperandTypes()));

@@ -117,7 +117,7 @@ ShardReport moec::computeShardReport(ModuleOp module) {
       r.paramBytes += bytesOf(t);
       bool expertOnly =
           !c->use_empty() && llvm::all_of(c->getUsers(), [](Operation *u) {
-            return isa<moe::LocalWeightsOp>(u);
+            return isa<moe::LocalWeightsOp, moe::TpSliceOp>(u);
           });
       if (!expertOnly)
         replicated += bytesOf(t);
@@ -151,6 +151,10 @@ ShardReport moec::computeShardReport(ModuleOp module) {
       }
     });
 
+    func.walk([&](moe::TpSliceOp ts) {
+      for (RankMemory &m : r.ranks)
+        m.weightBytes += bytesOf(ts.getType());
+    });
     // Activation memory: peak of live tensors in program order.
     DenseMap<Value, int64_t> rowsBound;
     func.walk([&](moe::DispatchOp d) {
@@ -179,7 +183,7 @@ ShardReport moec::computeShardReport(ModuleOp module) {
     for (BlockArgument a : func.getArguments())
       addLive(a, 0);
     for (Operation *op : order)
-      if (!isa<arith::ConstantOp, moe::LocalWeightsOp>(op))
+      if (!isa<arith::ConstantOp, moe::LocalWeightsOp, moe::TpSliceOp>(op))
         for (Value v : op->getResults())
           addLive(v, index[op]);
     int64_t live = 0, peak = 0;

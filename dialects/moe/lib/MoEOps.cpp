@@ -417,3 +417,26 @@ LogicalResult LocalWeightsOp::verify() {
     axes.push_back(int16_t(splitAxis));
   return verifyGridAxes(*this, getGridAttr(), axes);
 }
+
+LogicalResult TpSliceOp::verify() {
+  RankedTensorType in = rt(getWeights()), res = rt(getResult());
+  int64_t dim = int64_t(getDim());
+  if (in.getRank() != res.getRank() || dim < 0 || dim >= in.getRank())
+    return emitOpError("dim ") << dim << " must be a dim of the weights and "
+                                  "the result must have their rank";
+  for (int64_t d = 0; d < in.getRank(); ++d)
+    if (d != dim && !compatible(in.getDimSize(d), res.getDimSize(d)))
+      return emitOpError("dim ") << d << " must be kept, got " << res;
+  if (failed(verifyGridAxes(*this, getGridAttr(),
+                            {int16_t(int64_t(getAxis()))})))
+    return failure();
+  if (Operation *sym = SymbolTable::lookupNearestSymbolFrom(*this, getGridAttr())) {
+    int64_t n = sym->getAttrOfType<DenseI64ArrayAttr>("shape")[getAxis()];
+    if (!ShapedType::isDynamic(in.getDimSize(dim)) &&
+        (in.getDimSize(dim) % n != 0 || res.getDimSize(dim) * n != in.getDimSize(dim)))
+      return emitOpError("dim ") << dim << " of size " << in.getDimSize(dim)
+                                 << " must split into " << n << " blocks of "
+                                 << res.getDimSize(dim);
+  }
+  return success();
+}

@@ -550,3 +550,21 @@ func.func @local_keep(%w: tensor<2x16x8xf32>) {
   %l = moe.local_weights %w on @mesh ep_axis = 0 placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> : tensor<2x16x8xf32> -> tensor<1x16x4xf32>
   return
 }
+
+// -----
+
+shard.grid @mesh(shape = 2x2)
+func.func @tp_slice_blocks(%w: tensor<64x96xf32>) {
+  // expected-error @+1 {{dim 1 of size 96 must split into 2 blocks of 32}}
+  %s = moe.tp_slice %w on @mesh axis = 1 dim = 1 : tensor<64x96xf32> -> tensor<64x32xf32>
+  return
+}
+
+// -----
+
+shard.grid @mesh(shape = 2x2)
+func.func @tp_slice_keep(%w: tensor<64x96xf32>) {
+  // expected-error @+1 {{dim 0 must be kept, got 'tensor<32x48xf32>'}}
+  %s = moe.tp_slice %w on @mesh axis = 1 dim = 1 : tensor<64x96xf32> -> tensor<32x48xf32>
+  return
+}

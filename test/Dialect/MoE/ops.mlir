@@ -113,3 +113,10 @@ func.func @expert_parallel(%x: tensor<4x16xf32>, %i: tensor<4x2xi64>, %w: tensor
   %o = moe.combine %y, %h, %w : tensor<?x16xf32>, !moe.dispatch, tensor<4x2xf32> -> tensor<4x16xf32>
   return %o : tensor<4x16xf32>
 }
+
+// CHECK-LABEL: func.func @tp_slice
+func.func @tp_slice(%w: tensor<64x96xf32>) -> tensor<64x48xf32> {
+  // CHECK: moe.tp_slice %{{.*}} on @mesh axis = 1 dim = 1 : tensor<64x96xf32> -> tensor<64x48xf32>
+  %s = moe.tp_slice %w on @mesh axis = 1 dim = 1 : tensor<64x96xf32> -> tensor<64x48xf32>
+  return %s : tensor<64x48xf32>
+}

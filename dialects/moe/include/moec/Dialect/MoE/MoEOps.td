@@ -348,6 +348,30 @@ def MoE_LocalWeightsOp : MoE_Op<"local_weights", [Pure]> {
   let hasVerifier = 1;
 }
 
+def MoE_TpSliceOp : MoE_Op<"tp_slice", [Pure]> {
+  let summary = "the tensor-parallel block of a dense weight one rank holds";
+  let description = [{
+    A rank-dependent value for Megatron-style tensor parallelism of dense
+    layers (shared experts): dimension `dim` of `weights` is cut into equal
+    blocks over grid axis `axis` and the rank keeps the block of its
+    coordinate (columns of the first FFN matmuls, rows of the last). The
+    plan writer resolves it into per-rank weight segments.
+
+    ```mlir
+    %w = moe.tp_slice %w_up on @mesh axis = 1 dim = 1
+        : tensor<64x96xf32> -> tensor<64x48xf32>
+    ```
+  }];
+  let arguments = (ins MoE_FloatTensor:$weights, FlatSymbolRefAttr:$grid,
+                       I64Attr:$axis, I64Attr:$dim);
+  let results = (outs MoE_FloatTensor:$result);
+  let assemblyFormat = [{
+    $weights `on` $grid `axis` `=` $axis `dim` `=` $dim attr-dict `:`
+    type($weights) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // ONNX operators with no upstream equivalent
 //===----------------------------------------------------------------------===//
