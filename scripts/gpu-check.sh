@@ -157,12 +157,18 @@ step "configure (runtime only)" 120 cmake "${GEN[@]}" -S "$ROOT" -B "$BUILD_DIR"
   -DMOEC_RUNTIME_ONLY=ON -DMOEC_ENABLE_CUDA=ON -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_CUDA_ARCHITECTURES=90 "${GTEST_ARGS[@]}" ${CMAKE_ARGS:-} || finish # word splitting wanted
 
-TARGETS=(moert_cuda moert-gpu-bench)
+TARGETS=(moert_cuda moert-gpu-bench moe-run)
 HAVE_TESTS=0
 if grep -q "moert-cuda-tests" "$BUILD_DIR/build.ninja" "$BUILD_DIR/Makefile" 2>/dev/null ||
    [ -d "$BUILD_DIR/test/unit/runtime/CMakeFiles/moert-cuda-tests.dir" ]; then
   TARGETS+=(moert-cuda-tests)
   HAVE_TESTS=1
+fi
+HAVE_EXEC_TESTS=0 # the CUDA backend's tests (section at the end)
+if grep -q "moert-cuda-exec-tests" "$BUILD_DIR/build.ninja" "$BUILD_DIR/Makefile" 2>/dev/null ||
+   [ -d "$BUILD_DIR/test/unit/runtime/CMakeFiles/moert-cuda-exec-tests.dir" ]; then
+  TARGETS+=(moert-cuda-exec-tests)
+  HAVE_EXEC_TESTS=1
 fi
 step "build ${TARGETS[*]}" 360 cmake --build "$BUILD_DIR" -j "$JOBS" --target "${TARGETS[@]}" || finish
 if [ "$HAVE_TESTS" -eq 0 ]; then
@@ -209,10 +215,97 @@ log "| --- | ---: | ---: |"
 log "(record these numbers in docs/performance.md)"
 
 # ============================================================================
-# === END-TO-END PLAN RUNS: to be added here (examples compiled elsewhere, ===
-# === run with moe-run on 1 rank with NCCL and on 4 ranks in one process,  ===
-# === compared with onnxruntime). Use `step NAME TIMEOUT CMD...` so that    ===
-# === they land in the results file and the summary.                        ===
+# === CUDA BACKEND OF THE EXECUTOR (issue 6, item 3; docs/cuda.md)          ===
+# === 1. moert-cuda-exec-tests: the hand-built test plans on the CUDA        ===
+# ===    backend (1 and 4 thread ranks on this GPU) against the CPU backend. ===
+# === 2. End to end: plans compiled elsewhere by scripts/prepare-gpu-carry.sh ===
+# ===    (moec --target=cuda, PTX embedded) and carried in build-carry/plans: ===
+# ===    examples/mixtral_layer and mixtral_block at ep=1 (moe-run --device  ===
+# ===    cuda -n 1) and ep=4 (-n 4 --threads: four ranks on one GPU, host    ===
+# ===    staging; NCCL where each rank has a GPU of its own), every output   ===
+# ===    compared with the committed examples/NAME/OUTPUT.npy:               ===
+# ===    max|got - ref| <= 1e-4 * max|ref| (fp32 throughout).                ===
 # ============================================================================
+if [ "$HAVE_EXEC_TESTS" -eq 1 ]; then
+  skipped_before=$(grep -c "^\[  SKIPPED \] [A-Za-z]" "$RESULTS")
+  if step "moert-cuda-exec-tests (CUDA backend vs CPU backend)" 180 \
+    "$BIN/moert-cuda-exec-tests" --gtest_color=no; then
+    if [ "$(grep -c "^\[  SKIPPED \] [A-Za-z]" "$RESULTS")" -ne "$skipped_before" ]; then
+      log "gpu-check: CUDA backend tests were SKIPPED on a GPU machine (see above)"
+      SUMMARY+=("FAIL  moert-cuda-exec-tests: tests skipped")
+      FAILED+=("exec-tests-skipped")
+    fi
+  fi
+else
+  log "gpu-check: moert-cuda-exec-tests is not configured (no GoogleTest)"
+  SUMMARY+=("FAIL  moert-cuda-exec-tests not built (no GoogleTest)")
+  FAILED+=("no-exec-tests")
+fi
+
+PLANS=$ROOT/build-carry/plans
+E2E_DIR=$(dirname "$RESULTS")/e2e
+CHECKER=$BUILD_DIR/check_outputs.py
+mkdir -p "$E2E_DIR"
+# check_outputs.py OUT.npz EXAMPLE_DIR: every member NAME with a committed
+# EXAMPLE_DIR/NAME.npy must match it; at least one must be compared.
+cat >"$CHECKER" <<'PY'
+import os, sys
+import numpy as np
+out, ex = sys.argv[1], sys.argv[2]
+got = dict(np.load(out))
+compared = bad = 0
+for name, g in sorted(got.items()):
+    ref = os.path.join(ex, name + ".npy")
+    if not os.path.exists(ref):
+        print(f"  {name}: no committed reference, not compared")
+        continue
+    r = np.load(ref)
+    compared += 1
+    if g.shape != r.shape:
+        print(f"  {name}: FAIL shape {g.shape}, expected {r.shape}")
+        bad += 1
+        continue
+    err = float(np.max(np.abs(g.astype(np.float64) - r))) if r.size else 0.0
+    scale = float(np.max(np.abs(r))) if r.size else 0.0
+    ok = err <= 1e-4 * max(scale, 1e-30)
+    bad += not ok
+    print(f"  {name}: {'ok' if ok else 'FAIL'} max|diff| {err:.3e}, "
+          f"max|ref| {scale:.3e}, tol {1e-4 * scale:.3e}")
+sys.exit(1 if bad or compared == 0 else 0)
+PY
+# The plan's input names, from its manifest (header: manifest offset and
+# size at bytes 16 and 24).
+plan_inputs() {
+  "$PYTHON" - "$1" <<'PY'
+import json, struct, sys
+with open(sys.argv[1], "rb") as f:
+    off, size = struct.unpack("<QQ", f.read(64)[16:32])
+    f.seek(off)
+    print(" ".join(i["name"] for i in json.loads(f.read(size))["inputs"]))
+PY
+}
+if ! compgen -G "$PLANS/*.moeplan" >/dev/null; then
+  log "gpu-check: no plans in $PLANS: run scripts/prepare-gpu-carry.sh (with"
+  log "  build/bin/moec) where LLVM/MLIR are installed and carry build-carry/"
+  SUMMARY+=("FAIL  end-to-end plans: none carried")
+  FAILED+=("no-plans")
+else
+  for plan in "$PLANS"/*.moeplan; do
+    name=$(basename "$plan" .moeplan) # EXAMPLE-epN
+    ex=${name%-ep*}
+    ep=${name##*-ep}
+    exdir=$ROOT/examples/$ex
+    args=()
+    for in_name in $(plan_inputs "$plan"); do
+      args+=(--input "$in_name=$exdir/input.npy")
+    done
+    ranks=(-n 1)
+    [ "$ep" != 1 ] && ranks=(-n "$ep" --threads)
+    out=$E2E_DIR/$name.npz
+    rm -f "$out"
+    step "e2e $name: moe-run --device cuda ${ranks[*]}" 90 bash -c \
+      "$(printf '%q ' "$BIN/moe-run" --device cuda "${ranks[@]}" "$plan" "${args[@]}" -o "$out") && $(printf '%q ' "$PYTHON" "$CHECKER" "$out" "$exdir")"
+  done
+fi
 
 finish

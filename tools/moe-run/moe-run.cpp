@@ -2,10 +2,14 @@
 //
 // moe-run -n N model.moeplan --input NAME=FILE.npy ... [-o out.npy|out.npz]
 //         [--json] [--record-routing FILE] [--threads] [--describe]
+//         [--device cpu|cuda]
 //
 // Ranks: -n 1 runs in this process; --threads runs N ranks as threads
 // (ThreadComm); otherwise, started alone with N > 1, moe-run re-launches
 // itself through `mpirun -n N`, and under mpirun/srun it is one MPI rank.
+// --device cuda runs the steps on GPUs (moert/cuda/CudaBackend.h; built
+// where the CUDA toolkit is found): one GPU per MPI rank, or all thread
+// ranks on the visible GPUs (several on one GPU when there is only one).
 // Every error (plan, rank count, inputs, a failing rank) prints one message
 // and ends every rank with exit status 1.
 //
@@ -18,6 +22,9 @@
 #include "moert/Plan.h"
 #ifdef MOERT_HAVE_MPI
 #include "moert/MpiComm.h"
+#endif
+#ifdef MOERT_HAVE_CUDA_EXEC
+#include "moert/cuda/CudaBackend.h"
 #endif
 
 #include <cstdio>
@@ -44,6 +51,7 @@ struct Options {
   std::string plan, output, routing;
   std::vector<std::pair<std::string, std::string>> inputs;
   bool describe = false, json = false, threads = false;
+  std::string device = "cpu"; ///< --device: cpu or cuda
 };
 
 /// An error to report once (on rank 0, or by the failing rank) and exit 1.
@@ -56,6 +64,7 @@ void usage(FILE *f) {
       f, "usage: moe-run [-n N] PLAN.moeplan --input NAME=FILE.npy ... "
          "[-o OUT.npy|OUT.npz]\n"
          "               [--json] [--record-routing FILE] [--threads]\n"
+         "               [--device cpu|cuda]\n"
          "       moe-run --describe PLAN.moeplan\n"
          "  -n N                  ranks (the plan's world size)\n"
          "  --input NAME=FILE     a model input (.npy); one per plan input\n"
@@ -63,6 +72,7 @@ void usage(FILE *f) {
          "  --json                print the report as JSON\n"
          "  --record-routing FILE write per-expert token counts per MoE layer\n"
          "  --threads             run the ranks as threads of this process\n"
+         "  --device cpu|cuda     where the steps run (default cpu)\n"
          "  --describe            print the plan and exit\n");
 }
 
@@ -110,6 +120,14 @@ bool parseArgs(int argc, char **argv, Options &o, std::string &error) {
       if (!error.empty())
         return false;
       o.output = v;
+    } else if (value("--device", v)) {
+      if (!error.empty())
+        return false;
+      if (v != "cpu" && v != "cuda") {
+        error = "--device expects cpu or cuda, got '" + v + "'";
+        return false;
+      }
+      o.device = v;
     } else if (value("--record-routing", v)) {
       if (!error.empty())
         return false;
@@ -426,6 +444,32 @@ void writeRouting(const Options &o, const std::vector<RunReport> &reports) {
   writeFile(o.routing, j.dump(2) + "\n");
 }
 
+/// The backend --device selects (checkDevice has accepted it).
+std::unique_ptr<Backend> createBackend(const Options &o) {
+#ifdef MOERT_HAVE_CUDA_EXEC
+  if (o.device == "cuda")
+    return createCudaBackend();
+#endif
+  (void)o;
+  return createCpuBackend();
+}
+
+/// --device cuda needs a CUDA build and a usable GPU; false with `error`.
+bool checkDevice(const Options &o, std::string &error) {
+  if (o.device != "cuda")
+    return true;
+#ifdef MOERT_HAVE_CUDA_EXEC
+  std::string why;
+  if (cudaBackendAvailable(&why))
+    return true;
+  error = "--device cuda: no CUDA device: " + why;
+#else
+  error = "--device cuda: this moe-run was built without CUDA (configure "
+          "with the CUDA toolkit and -DMOEC_ENABLE_CUDA=ON)";
+#endif
+  return false;
+}
+
 /// One rank's whole run over `world`. Throws on any error. With `agree`
 /// (MPI), the ranks first agree whether the checks failed anywhere: then
 /// every rank throws Fatal, with the message only on the lowest failing
@@ -450,7 +494,7 @@ void runRank(const Options &o, Comm &world, bool agree) {
         throw Fatal{p == world.rank() ? message : ""};
   }
   prefault(*lp, world.rank());
-  Executor ex(*lp, world, createCpuBackend());
+  Executor ex(*lp, world, createBackend(o));
   ex.setInputs(inputs);
   ex.run();
   auto outs = ex.gatherOutputs();
@@ -485,6 +529,9 @@ int main(int argc, char **argv) {
     std::fputs(describePlan(lp->plan()).c_str(), stdout);
     return 0;
   }
+
+  if (!checkDevice(o, error))
+    return fail(error);
 
   bool mpiRank = underMpiLauncher() && !o.threads;
   if (mpiRank) {

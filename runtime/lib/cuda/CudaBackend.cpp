@@ -1,0 +1,1355 @@
+//===- CudaBackend.cpp - plan steps on a CUDA device ----------------------===//
+//
+// Runs each step of docs/plan-format.md on one GPU: the kernels of
+// moert/cuda/Kernels.h on a device arena, one stream per rank, cuBLAS for
+// matmul and the grouped expert FFN, the plan's PTX through the CUDA driver
+// API. Dispatch and combine exchange their counts over the step's
+// communicator on the host (the sizes are needed there anyway) and their
+// rows either through NCCL (every rank of the group on a GPU of its own) or
+// through pinned host staging buffers and the communicator (anything else,
+// e.g. several thread ranks on one GPU). See docs/cuda.md.
+//
+// Every CUDA, cuBLAS, NCCL and driver call is checked; failures reach the
+// moert::cuda failure handler, which this backend sets to throw, and
+// runStep turns them into a RunError naming the rank and the step.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moert/cuda/CudaBackend.h"
+#include "moert/cuda/Kernels.h"
+#ifdef MOERT_HAVE_NCCL
+#include "moert/cuda/Nccl.h"
+#endif
+
+// Driver API types only: the functions are looked up at run time through
+// cudaGetDriverEntryPointByVersion, so that nothing links libcuda (moe-run
+// must start on machines without a driver).
+#include <cuda.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
+#include <sstream>
+
+using namespace moert;
+
+namespace {
+
+//===----------------------------------------------------------------------===//
+// Errors and the driver API
+//===----------------------------------------------------------------------===//
+
+/// What the failure handler throws; runStep adds the step.
+class CudaFailure : public RunError {
+public:
+  using RunError::RunError;
+};
+
+void installFailureHandler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    cuda::setFailureHandler(
+        [](const std::string &message) { throw CudaFailure(message); });
+  });
+}
+
+/// The driver entry points the backend uses.
+struct Driver {
+  decltype(&::cuModuleLoadDataEx) cuModuleLoadDataEx = nullptr;
+  decltype(&::cuModuleGetFunction) cuModuleGetFunction = nullptr;
+  decltype(&::cuModuleUnload) cuModuleUnload = nullptr;
+  decltype(&::cuLaunchKernel) cuLaunchKernel = nullptr;
+  decltype(&::cuGetErrorName) cuGetErrorName = nullptr;
+  decltype(&::cuGetErrorString) cuGetErrorString = nullptr;
+};
+
+template <typename F> void lookup(const char *symbol, F &fn) {
+  void *p = nullptr;
+  cudaDriverEntryPointQueryResult q = cudaDriverEntryPointSymbolNotFound;
+  MOERT_CUDA_CHECK(cudaGetDriverEntryPointByVersion(symbol, &p, 12000,
+                                                    cudaEnableDefault, &q));
+  if (q != cudaDriverEntryPointSuccess || !p)
+    cuda::fail("CUDA driver error", __FILE__, __LINE__, symbol,
+               "no such driver entry point (driver too old?)");
+  fn = reinterpret_cast<F>(p);
+}
+
+const Driver &driver() {
+  static Driver d;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    Driver x;
+    lookup("cuModuleLoadDataEx", x.cuModuleLoadDataEx);
+    lookup("cuModuleGetFunction", x.cuModuleGetFunction);
+    lookup("cuModuleUnload", x.cuModuleUnload);
+    lookup("cuLaunchKernel", x.cuLaunchKernel);
+    lookup("cuGetErrorName", x.cuGetErrorName);
+    lookup("cuGetErrorString", x.cuGetErrorString);
+    d = x;
+  });
+  return d;
+}
+
+std::string driverErrorText(CUresult r) {
+  const Driver &d = driver();
+  const char *name = nullptr, *text = nullptr;
+  if (d.cuGetErrorName(r, &name) != CUDA_SUCCESS || !name)
+    name = "CUresult";
+  if (d.cuGetErrorString(r, &text) != CUDA_SUCCESS || !text)
+    text = "unknown error";
+  return std::string(name) + " (" + text + ", " + std::to_string(int(r)) + ")";
+}
+
+[[noreturn]] void failDriver(const char *file, int line, const char *call,
+                             CUresult r, const std::string &extra = "") {
+  cuda::fail("CUDA driver error", file, line, call,
+             driverErrorText(r) + (extra.empty() ? "" : ": " + extra));
+}
+
+#define MOERT_CU_CHECK(call)                                                   \
+  do {                                                                         \
+    CUresult moertCuRes_ = (call);                                             \
+    if (moertCuRes_ != CUDA_SUCCESS)                                           \
+      failDriver(__FILE__, __LINE__, #call, moertCuRes_);                      \
+  } while (0)
+
+/// Teardown: reports a failed call on stderr, never throws.
+void report(cudaError_t e, const char *what) {
+  if (e != cudaSuccess)
+    std::fprintf(stderr, "moert: %s: %s (%s)\n", what, cudaGetErrorName(e),
+                 cudaGetErrorString(e));
+}
+
+//===----------------------------------------------------------------------===//
+// Buffers
+//===----------------------------------------------------------------------===//
+
+/// Device memory that grows on demand (sizes are fixed per step, so it
+/// grows during the first run only).
+class DeviceBuffer {
+public:
+  DeviceBuffer() = default;
+  DeviceBuffer(const DeviceBuffer &) = delete;
+  DeviceBuffer &operator=(const DeviceBuffer &) = delete;
+  ~DeviceBuffer() { release(); }
+
+  /// At least `bytes` (>= 256); waits for `stream` before freeing a smaller
+  /// buffer that queued work may still use.
+  char *ensure(size_t bytes, cudaStream_t stream) {
+    bytes = std::max<size_t>((bytes + 255) / 256 * 256, 256);
+    if (bytes <= size_)
+      return p_;
+    if (p_) {
+      MOERT_CUDA_CHECK(cudaStreamSynchronize(stream));
+      MOERT_CUDA_CHECK(cudaFree(p_));
+      p_ = nullptr;
+      size_ = 0;
+    }
+    MOERT_CUDA_CHECK(cudaMalloc(reinterpret_cast<void **>(&p_), bytes));
+    size_ = bytes;
+    return p_;
+  }
+  char *get() const { return p_; }
+  size_t size() const { return size_; }
+  void release() {
+    if (p_)
+      report(cudaFree(p_), "cudaFree");
+    p_ = nullptr;
+    size_ = 0;
+  }
+
+private:
+  char *p_ = nullptr;
+  size_t size_ = 0;
+};
+
+/// Pinned host memory for the staging copies. Rule of use: the host writes
+/// into it only after a cudaStreamSynchronize that follows every copy that
+/// reads it.
+class PinnedBuffer {
+public:
+  PinnedBuffer() = default;
+  PinnedBuffer(const PinnedBuffer &) = delete;
+  PinnedBuffer &operator=(const PinnedBuffer &) = delete;
+  ~PinnedBuffer() { release(); }
+
+  char *ensure(size_t bytes, cudaStream_t stream) {
+    bytes = std::max<size_t>((bytes + 255) / 256 * 256, 256);
+    if (bytes <= size_)
+      return p_;
+    if (p_) {
+      MOERT_CUDA_CHECK(cudaStreamSynchronize(stream));
+      MOERT_CUDA_CHECK(cudaFreeHost(p_));
+      p_ = nullptr;
+      size_ = 0;
+    }
+    MOERT_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void **>(&p_), bytes));
+    size_ = bytes;
+    return p_;
+  }
+  char *get() const { return p_; }
+  void release() {
+    if (p_)
+      report(cudaFreeHost(p_), "cudaFreeHost");
+    p_ = nullptr;
+    size_ = 0;
+  }
+
+private:
+  char *p_ = nullptr;
+  size_t size_ = 0;
+};
+
+//===----------------------------------------------------------------------===//
+// Helpers
+//===----------------------------------------------------------------------===//
+
+std::string shapeStr(const std::vector<int64_t> &s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.size(); ++i)
+    r += (i ? "," : "") + std::to_string(s[i]);
+  return r + "]";
+}
+
+std::vector<std::string> splitAxes(const std::string &axes) {
+  std::vector<std::string> out;
+  std::stringstream ss(axes);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty())
+      out.push_back(item);
+  return out;
+}
+
+bool toCudaType(DType t, cuda::DType &out) {
+  switch (t) {
+  case DType::f32:
+    out = cuda::DType::f32;
+    return true;
+  case DType::bf16:
+    out = cuda::DType::bf16;
+    return true;
+  case DType::f16:
+    out = cuda::DType::f16;
+    return true;
+  default:
+    return false;
+  }
+}
+
+/// The rank's index among the ranks of its node, from the MPI launcher's
+/// environment; -1 when none says.
+int launcherLocalRank() {
+  for (const char *v : {"OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID",
+                        "MV2_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID"})
+    if (const char *s = std::getenv(v); s && *s)
+      return std::atoi(s);
+  return -1;
+}
+
+/// What a dispatch step leaves for its experts and combine steps.
+struct DispatchState {
+  bool valid = false;
+  Comm *comm = nullptr;
+  std::string axes;
+  int64_t H = 0, S = 0, G = 0, T = 0, k = 0, E = 0;
+  size_t rowBytes = 0;
+  std::unique_ptr<cuda::DevicePlacement> placement;
+  /// Device: sendPos [T*k], sendCounts [G*S], stats [3], recvCounts [G*S],
+  /// perm [Rmax], slotOffsets [S+1], workspaces.
+  DeviceBuffer sendPos, sendCounts, stats, recvCounts, perm, slotOffsets,
+      planWs, orderWs;
+  /// Pinned: stats [3], sendCounts [G*S], recvCounts [G*S], ids [T*k].
+  PinnedBuffer meta;
+  std::vector<int64_t> hostSlotOffsets; ///< [S+1] for groupedFFN
+  int64_t sendRows = 0, recvRows = 0;
+  /// Per peer bytes and offsets of the dispatch send and receive buffers.
+  std::vector<int64_t> sendBytes, sendOffs, recvBytes, recvOffs;
+};
+
+/// One launch of a generated kernel, resolved.
+struct Launch {
+  CUfunction fn = nullptr;
+  unsigned grid[3] = {1, 1, 1}, block[3] = {1, 1, 1};
+  std::vector<int64_t> args; ///< (kind, value) pairs
+};
+
+//===----------------------------------------------------------------------===//
+// The backend
+//===----------------------------------------------------------------------===//
+
+class CudaBackend : public Backend {
+public:
+  explicit CudaBackend(const CudaBackendOptions &o) : options_(o) {}
+  ~CudaBackend() override;
+  const char *name() const override { return "cuda"; }
+
+  void prepare(ExecContext &ctx) override;
+  void upload(const Value &v, const void *src, size_t bytes) override;
+  void download(const Value &v, void *dst, size_t bytes) override;
+  void runStep(ExecContext &ctx, size_t index) override;
+  void synchronize() override;
+
+private:
+  void prepareDevice(ExecContext &ctx);
+  void uploadConstants(ExecContext &ctx);
+  void loadKernels(ExecContext &ctx);
+  void setupNccl(ExecContext &ctx);
+  void step(ExecContext &ctx, size_t index);
+
+  /// The device bytes of value `id` (arena or uploaded constant); with
+  /// `want`, its dtype is checked.
+  char *ptr(ExecContext &ctx, size_t index, int32_t id, const char *role,
+            const DType *want = nullptr);
+  float *f32(ExecContext &ctx, size_t index, int32_t id, const char *role) {
+    DType t = DType::f32;
+    return reinterpret_cast<float *>(ptr(ctx, index, id, role, &t));
+  }
+  float *optF32(ExecContext &ctx, size_t index, const Step &s, size_t i,
+                const char *role) {
+    if (i >= s.inputs.size() || s.inputs[i] < 0)
+      return nullptr;
+    return f32(ctx, index, s.inputs[i], role);
+  }
+  cuda::DType gpuType(ExecContext &ctx, size_t index, int32_t id,
+                      const char *role);
+
+  void dispatch(ExecContext &ctx, size_t index);
+  void experts(ExecContext &ctx, size_t index);
+  void combine(ExecContext &ctx, size_t index);
+  void allReduce(ExecContext &ctx, size_t index);
+  void allGather(ExecContext &ctx, size_t index);
+  void kernel(ExecContext &ctx, size_t index);
+  DispatchState &stateFor(ExecContext &ctx, size_t index);
+
+  /// Ragged exchange of device rows: sendBytes[p] bytes at
+  /// src + sendOffs[p] to peer p, recvBytes[q] bytes from peer q at
+  /// dst + recvOffs[q] (packed in peer order on both sides).
+  void exchange(const std::string &axes, Comm &comm, const char *src,
+                const std::vector<int64_t> &sendBytes,
+                const std::vector<int64_t> &sendOffs, char *dst,
+                const std::vector<int64_t> &recvBytes,
+                const std::vector<int64_t> &recvOffs, size_t rowBytes);
+  /// A device-to-device copy that tolerates overlapping ranges.
+  void moveBytes(char *dst, const char *src, size_t bytes);
+
+  CudaBackendOptions options_;
+  int rank_ = 0;
+  int device_ = -1;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<cuda::Blas> blas_;
+  DeviceBuffer arena_, consts_;
+  uint64_t arenaSize_ = 0;
+  std::vector<char *> constPtr_; ///< per value id; null: not a constant here
+  std::vector<CUmodule> modules_;
+  std::map<std::string, std::vector<Launch>> kernels_;
+  std::vector<std::unique_ptr<DispatchState>> states_;
+  DeviceBuffer send_, recvSrc_, back_, ffn_, tmp_, gather_;
+  PinnedBuffer hostSend_, hostRecv_;
+#ifdef MOERT_HAVE_NCCL
+  std::map<std::string, std::unique_ptr<cuda::NcclComm>> nccl_;
+#endif
+  /// The NCCL communicator of `axes`, or null (host staging).
+  void *ncclFor(const std::string &axes) const {
+#ifdef MOERT_HAVE_NCCL
+    auto it = nccl_.find(axes);
+    return it == nccl_.end() ? nullptr : it->second.get();
+#else
+    (void)axes;
+    return nullptr;
+#endif
+  }
+};
+
+CudaBackend::~CudaBackend() {
+  if (device_ < 0)
+    return;
+  // Teardown reports failures and goes on (no throwing from here).
+  report(cudaSetDevice(device_), "cudaSetDevice");
+  if (stream_)
+    report(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+  if (!modules_.empty()) {
+    const Driver &d = driver();
+    for (CUmodule m : modules_) {
+      CUresult r = d.cuModuleUnload(m);
+      if (r != CUDA_SUCCESS)
+        std::fprintf(stderr, "moert: cuModuleUnload: %s\n",
+                     driverErrorText(r).c_str());
+    }
+  }
+#ifdef MOERT_HAVE_NCCL
+  nccl_.clear();
+#endif
+  blas_.reset();
+  states_.clear();
+  for (DeviceBuffer *b :
+       {&arena_, &consts_, &send_, &recvSrc_, &back_, &ffn_, &tmp_, &gather_})
+    b->release();
+  hostSend_.release();
+  hostRecv_.release();
+  if (stream_)
+    report(cudaStreamDestroy(stream_), "cudaStreamDestroy");
+}
+
+//===----------------------------------------------------------------------===//
+// Preparation
+//===----------------------------------------------------------------------===//
+
+void CudaBackend::prepare(ExecContext &ctx) {
+  rank_ = ctx.rank();
+  std::string who = "rank " + std::to_string(rank_) + ": ";
+  installFailureHandler();
+  std::string why;
+  if (!cuda::deviceAvailable(&why))
+    throw RunError(who + "no CUDA device: " + why);
+  try {
+    prepareDevice(ctx);
+    uploadConstants(ctx);
+    loadKernels(ctx);
+    setupNccl(ctx);
+  } catch (const CudaFailure &e) {
+    throw RunError(who + e.what());
+  }
+}
+
+void CudaBackend::prepareDevice(ExecContext &ctx) {
+  int count = 0;
+  MOERT_CUDA_CHECK(cudaGetDeviceCount(&count));
+  int dev = options_.device;
+  if (dev < 0) {
+    int local = launcherLocalRank();
+    dev = (local >= 0 ? local : ctx.rank()) % count;
+  }
+  if (dev >= count)
+    throw RunError("rank " + std::to_string(rank_) + ": CUDA device " +
+                   std::to_string(dev) + " requested, " +
+                   std::to_string(count) + " present");
+  MOERT_CUDA_CHECK(cudaSetDevice(dev));
+  device_ = dev;
+  if (!stream_)
+    MOERT_CUDA_CHECK(
+        cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  if (!blas_)
+    blas_ = std::make_unique<cuda::Blas>(stream_);
+  arenaSize_ = (ctx.plan().arenaBytes + 255) / 256 * 256;
+  char *a = arena_.ensure(arenaSize_, stream_);
+  MOERT_CUDA_CHECK(cudaMemsetAsync(a, 0, arena_.size(), stream_));
+  states_.clear();
+  states_.resize(ctx.plan().steps.size());
+}
+
+void CudaBackend::uploadConstants(ExecContext &ctx) {
+  const Plan &p = ctx.plan();
+  constPtr_.assign(p.values.size(), nullptr);
+  std::vector<uint64_t> offs(p.values.size(), 0);
+  uint64_t total = 0;
+  for (const Value &v : p.values) {
+    if (v.kind != ValueKind::constant || !ctx.loaded().constantData(v))
+      continue;
+    offs[size_t(v.id)] = total;
+    total += (v.byteSize() + 255) / 256 * 256;
+  }
+  char *base = consts_.ensure(total, stream_);
+  for (const Value &v : p.values) {
+    const void *src =
+        v.kind == ValueKind::constant ? ctx.loaded().constantData(v) : nullptr;
+    if (!src)
+      continue;
+    constPtr_[size_t(v.id)] = base + offs[size_t(v.id)];
+    // From the mapped plan (pageable memory): the call returns once the
+    // bytes are staged, so the mapping may go away afterwards.
+    if (v.byteSize())
+      MOERT_CUDA_CHECK(cudaMemcpyAsync(constPtr_[size_t(v.id)], src,
+                                       v.byteSize(), cudaMemcpyHostToDevice,
+                                       stream_));
+  }
+  MOERT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+void CudaBackend::loadKernels(ExecContext &ctx) {
+  const Plan &p = ctx.plan();
+  if (p.kernels.empty() || !kernels_.empty())
+    return;
+  std::string who = "rank " + std::to_string(rank_) + ": ";
+  const char *bytes = ctx.loaded().codeData(p.ptxCode);
+  if (p.ptxCode.segment < 0 || !bytes)
+    throw RunError(who + "the plan has generated kernels but no PTX "
+                         "(compile it with moec --target=cuda)");
+  std::vector<std::string> ptx;
+  for (uint64_t i = 0; i < p.ptxCode.bytes;) {
+    uint64_t j = i;
+    while (j < p.ptxCode.bytes && bytes[j] != '\0')
+      ++j;
+    if (j > i)
+      ptx.emplace_back(bytes + i, bytes + j);
+    i = j + 1;
+  }
+  const Driver &d = driver();
+  for (size_t m = 0; m < ptx.size(); ++m) {
+    char log[8192] = {0};
+    CUjit_option opts[2] = {CU_JIT_ERROR_LOG_BUFFER,
+                            CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES};
+    void *vals[2] = {log, reinterpret_cast<void *>(uintptr_t(sizeof(log)))};
+    CUmodule mod = nullptr;
+    CUresult r = d.cuModuleLoadDataEx(&mod, ptx[m].c_str(), 2, opts, vals);
+    if (r != CUDA_SUCCESS)
+      failDriver(__FILE__, __LINE__, "cuModuleLoadDataEx(PTX module)", r,
+                 "PTX module " + std::to_string(m) + ": " + log);
+    modules_.push_back(mod);
+  }
+  for (const KernelCode &k : p.kernels) {
+    if (k.launches.empty())
+      throw RunError(who + "generated kernel '" + k.name +
+                     "' has no GPU launches (compile the plan with moec "
+                     "--target=cuda)");
+    std::vector<Launch> ls;
+    for (const GpuLaunchCode &g : k.launches) {
+      if (g.module < 0 || size_t(g.module) >= modules_.size())
+        throw RunError(who + "kernel '" + k.name + "' launches '" + g.function +
+                       "' of PTX module " + std::to_string(g.module) +
+                       ", the plan has " + std::to_string(modules_.size()));
+      if (g.args.size() % 2)
+        throw RunError(who + "kernel '" + k.name +
+                       "': odd (kind, value) parameter list");
+      Launch l;
+      for (int i = 0; i < 3; ++i) {
+        if (g.grid[i] < 1 || g.grid[i] > INT32_MAX || g.block[i] < 1 ||
+            g.block[i] > 1024)
+          throw RunError(who + "kernel '" + k.name + "': launch geometry " +
+                         std::to_string(g.grid[i]) + "/" +
+                         std::to_string(g.block[i]) + " out of range");
+        l.grid[i] = unsigned(g.grid[i]);
+        l.block[i] = unsigned(g.block[i]);
+      }
+      MOERT_CU_CHECK(d.cuModuleGetFunction(&l.fn, modules_[size_t(g.module)],
+                                           g.function.c_str()));
+      l.args = g.args;
+      ls.push_back(std::move(l));
+    }
+    kernels_[k.name] = std::move(ls);
+  }
+}
+
+void CudaBackend::setupNccl(ExecContext &ctx) {
+#ifdef MOERT_HAVE_NCCL
+  if (!nccl_.empty())
+    return;
+  const char *env = std::getenv("MOERT_NCCL");
+  bool want = options_.allowNccl && !(env && std::string(env) == "0");
+  cudaDeviceProp prop;
+  MOERT_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
+  // Every rank decides alike: from what all ranks of the group report.
+  struct Info {
+    char uuid[16];
+    int32_t want;
+  };
+  std::set<std::string> axesUsed;
+  for (const Step &s : ctx.plan().steps)
+    if (s.has("axes"))
+      axesUsed.insert(s.getString("axes", ""));
+  for (const std::string &axes : axesUsed) {
+    Comm &c = ctx.group(axes);
+    if (c.size() <= 1)
+      continue;
+    Info mine;
+    std::memset(&mine, 0, sizeof(mine));
+    std::memcpy(mine.uuid, &prop.uuid, sizeof(mine.uuid));
+    mine.want = want;
+    std::vector<Info> all(size_t(c.size()));
+    c.allGather(&mine, sizeof(Info), all.data());
+    bool use = true;
+    std::set<std::string> uuids;
+    for (const Info &i : all) {
+      use = use && i.want;
+      uuids.insert(std::string(i.uuid, sizeof(i.uuid)));
+    }
+    if (!use || int(uuids.size()) != c.size())
+      continue; // ranks share a GPU: host staging
+    ncclUniqueId id;
+    std::memset(&id, 0, sizeof(id));
+    if (c.rank() == 0)
+      id = cuda::ncclNewUniqueId();
+    std::vector<ncclUniqueId> ids(size_t(c.size()));
+    c.allGather(&id, sizeof(id), ids.data());
+    nccl_[axes] =
+        std::make_unique<cuda::NcclComm>(c.size(), c.rank(), ids[0], device_);
+  }
+#else
+  (void)ctx;
+#endif
+}
+
+//===----------------------------------------------------------------------===//
+// Host copies
+//===----------------------------------------------------------------------===//
+
+void CudaBackend::upload(const Value &v, const void *src, size_t bytes) {
+  if (v.offset + bytes > arenaSize_)
+    throw RunError("rank " + std::to_string(rank_) + ": value '" + v.name +
+                   "' lies outside the arena");
+  try {
+    MOERT_CUDA_CHECK(cudaSetDevice(device_));
+    MOERT_CUDA_CHECK(cudaMemcpyAsync(arena_.get() + v.offset, src, bytes,
+                                     cudaMemcpyHostToDevice, stream_));
+    MOERT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  } catch (const CudaFailure &e) {
+    throw RunError("rank " + std::to_string(rank_) + ": " + e.what());
+  }
+}
+
+void CudaBackend::download(const Value &v, void *dst, size_t bytes) {
+  if (v.offset + bytes > arenaSize_)
+    throw RunError("rank " + std::to_string(rank_) + ": value '" + v.name +
+                   "' lies outside the arena");
+  try {
+    MOERT_CUDA_CHECK(cudaSetDevice(device_));
+    MOERT_CUDA_CHECK(cudaMemcpyAsync(dst, arena_.get() + v.offset, bytes,
+                                     cudaMemcpyDeviceToHost, stream_));
+    MOERT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  } catch (const CudaFailure &e) {
+    throw RunError("rank " + std::to_string(rank_) + ": " + e.what());
+  }
+}
+
+void CudaBackend::synchronize() {
+  try {
+    MOERT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  } catch (const CudaFailure &e) {
+    throw RunError("rank " + std::to_string(rank_) + ": " + e.what());
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Steps
+//===----------------------------------------------------------------------===//
+
+char *CudaBackend::ptr(ExecContext &ctx, size_t index, int32_t id,
+                       const char *role, const DType *want) {
+  const Plan &p = ctx.plan();
+  if (id < 0 || id >= int32_t(p.values.size()))
+    throw ctx.error(index, std::string("missing operand (") + role + ")");
+  const Value &v = p.values[size_t(id)];
+  if (want && v.dtype != *want)
+    throw ctx.error(index, std::string(role) + " v" + std::to_string(id) +
+                               " has dtype " + dtypeName(v.dtype) +
+                               ", expected " + dtypeName(*want));
+  if (v.kind == ValueKind::constant) {
+    char *d = constPtr_[size_t(id)];
+    if (!d)
+      throw ctx.error(index, std::string(role) + " v" + std::to_string(id) +
+                                 " ('" + v.name +
+                                 "') is not mapped on this rank");
+    return d;
+  }
+  if (v.offset + v.byteSize() > arenaSize_)
+    throw ctx.error(index, std::string(role) + " lies outside the arena");
+  return arena_.get() + v.offset;
+}
+
+cuda::DType CudaBackend::gpuType(ExecContext &ctx, size_t index, int32_t id,
+                                 const char *role) {
+  const Value &v = ctx.plan().values[size_t(id)];
+  cuda::DType t;
+  if (!toCudaType(v.dtype, t))
+    throw ctx.error(index, std::string(role) + " v" + std::to_string(id) +
+                               " has dtype " + dtypeName(v.dtype) +
+                               " (f32, bf16 or f16 expected)");
+  return t;
+}
+
+DispatchState &CudaBackend::stateFor(ExecContext &ctx, size_t index) {
+  int64_t d = ctx.plan().steps[index].getInt("dispatch", -1);
+  if (d < 0 || d >= int64_t(states_.size()) || !states_[size_t(d)] ||
+      !states_[size_t(d)]->valid)
+    throw ctx.error(index,
+                    "its dispatch step " + std::to_string(d) + " has not run");
+  return *states_[size_t(d)];
+}
+
+void CudaBackend::moveBytes(char *dst, const char *src, size_t bytes) {
+  if (dst == src || bytes == 0)
+    return;
+  if (dst < src + bytes && src < dst + bytes) { // overlap: through a temp
+    char *t = tmp_.ensure(bytes, stream_);
+    MOERT_CUDA_CHECK(
+        cudaMemcpyAsync(t, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+    src = t;
+  }
+  MOERT_CUDA_CHECK(
+      cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream_));
+}
+
+void CudaBackend::runStep(ExecContext &ctx, size_t index) {
+  try {
+    MOERT_CUDA_CHECK(cudaSetDevice(device_));
+    step(ctx, index);
+  } catch (const CudaFailure &e) {
+    throw ctx.error(index, e.what());
+  }
+}
+
+void CudaBackend::step(ExecContext &ctx, size_t index) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  auto val = [&](int32_t id) -> const Value & { return p.values[size_t(id)]; };
+  auto lastDim = [](const Value &v) -> int64_t {
+    return v.shape.empty() ? 1 : v.shape.back();
+  };
+  auto need = [&](bool ok, const std::string &what) {
+    if (!ok)
+      throw ctx.error(index, what);
+  };
+
+  if (s.op == "matmul") {
+    const Value &a = val(s.inputs[0]), &b = val(s.inputs[1]);
+    const Value &c = val(s.outputs[0]);
+    bool transB = s.getInt("trans_b", 0) != 0;
+    need(b.shape.size() == 2, "B must be 2-d, got " + shapeStr(b.shape));
+    int64_t K = transB ? b.shape[1] : b.shape[0];
+    int64_t N = transB ? b.shape[0] : b.shape[1];
+    need(lastDim(a) == K, "A " + shapeStr(a.shape) + " does not match B " +
+                              shapeStr(b.shape) +
+                              (transB ? " (transposed)" : ""));
+    int64_t M = K ? a.numElements() / K : 0;
+    need(c.numElements() == M * N, "C " + shapeStr(c.shape) + " is not " +
+                                       std::to_string(M) + "x" +
+                                       std::to_string(N));
+    cuda::DType in = gpuType(ctx, index, s.inputs[0], "A");
+    cuda::DType out = gpuType(ctx, index, s.outputs[0], "C");
+    need(b.dtype == a.dtype, std::string("B has dtype ") + dtypeName(b.dtype) +
+                                 ", A " + dtypeName(a.dtype));
+    need(out == in || out == cuda::DType::f32,
+         std::string("C has dtype ") + dtypeName(c.dtype) + " for inputs of " +
+             dtypeName(a.dtype));
+    const void *bias = nullptr;
+    if (s.inputs.size() > 2 && s.inputs[2] >= 0) {
+      need(val(s.inputs[2]).numElements() == N, "bias has the wrong size");
+      bias = ptr(ctx, index, s.inputs[2], "bias", &c.dtype);
+    }
+    cuda::matmul(*blas_, in, ptr(ctx, index, s.inputs[0], "A"),
+                 ptr(ctx, index, s.inputs[1], "B"), bias, out,
+                 ptr(ctx, index, s.outputs[0], "C"), M, K, N, transB);
+    return;
+  }
+
+  if (s.op == "route") {
+    const Value &lg = val(s.inputs[0]);
+    int64_t E = lastDim(lg);
+    int64_t T = E ? lg.numElements() / E : 0;
+    RouteParams rp;
+    rp.topK = s.getInt("top_k", 1);
+    need(parseScoreFunc(s.getString("score_func", "softmax"), rp.score),
+         "unknown score_func '" + s.getString("score_func", "") + "'");
+    rp.renormalize = s.getInt("renormalize", 0) != 0;
+    rp.scalingFactor = s.getFloat("scaling_factor", 1.0);
+    rp.numGroups = s.getInt("num_groups", 1);
+    rp.topkGroups = s.getInt("topk_groups", 1);
+    need(parseGroupScore(s.getString("group_score", "max"), rp.groupScore),
+         "unknown group_score '" + s.getString("group_score", "") + "'");
+    std::string bad = cuda::checkRoute(E, rp);
+    need(bad.empty(), bad);
+    need(val(s.outputs[0]).numElements() == T * rp.topK &&
+             val(s.outputs[1]).numElements() == T * rp.topK,
+         "results must hold " + std::to_string(T) + "x" +
+             std::to_string(rp.topK) + " elements");
+    const float *bias = optF32(ctx, index, s, 1, "bias");
+    if (bias)
+      need(val(s.inputs[1]).numElements() == E, "bias has the wrong size");
+    DType i64 = DType::i64;
+    cuda::route(
+        f32(ctx, index, s.inputs[0], "logits"), bias, T, E, rp,
+        f32(ctx, index, s.outputs[0], "weights"),
+        reinterpret_cast<int64_t *>(ptr(ctx, index, s.outputs[1], "ids", &i64)),
+        stream_);
+    return;
+  }
+
+  if (s.op == "dispatch")
+    return dispatch(ctx, index);
+  if (s.op == "experts")
+    return experts(ctx, index);
+  if (s.op == "combine")
+    return combine(ctx, index);
+
+  if (s.op == "unary") {
+    cpu::Unary fn;
+    need(cpu::parseUnary(s.getString("fn", ""), fn),
+         "unknown unary fn '" + s.getString("fn", "") + "'");
+    int64_t n = val(s.inputs[0]).numElements();
+    need(val(s.outputs[0]).numElements() == n, "x and y differ in size");
+    cuda::unary(fn, f32(ctx, index, s.inputs[0], "x"),
+                f32(ctx, index, s.outputs[0], "y"), n, stream_);
+    return;
+  }
+
+  if (s.op == "binary") {
+    cpu::Binary fn;
+    need(cpu::parseBinary(s.getString("fn", ""), fn),
+         "unknown binary fn '" + s.getString("fn", "") + "'");
+    const Value &a = val(s.inputs[0]), &b = val(s.inputs[1]);
+    const Value &c = val(s.outputs[0]);
+    size_t rank = c.shape.size();
+    need(rank <= 8, "results of more than 8 dims are not supported");
+    need(a.shape.size() <= rank && b.shape.size() <= rank,
+         "operands have a higher rank than the result");
+    auto pad = [&](const std::vector<int64_t> &sh) {
+      std::vector<int64_t> r(rank - sh.size(), 1);
+      r.insert(r.end(), sh.begin(), sh.end());
+      return r;
+    };
+    std::vector<int64_t> as = pad(a.shape), bs = pad(b.shape);
+    for (size_t d = 0; d < rank; ++d)
+      need((as[d] == 1 || as[d] == c.shape[d]) &&
+               (bs[d] == 1 || bs[d] == c.shape[d]),
+           "shapes " + shapeStr(a.shape) + " and " + shapeStr(b.shape) +
+               " do not broadcast to " + shapeStr(c.shape));
+    cuda::binary(fn, f32(ctx, index, s.inputs[0], "a"), as,
+                 f32(ctx, index, s.inputs[1], "b"), bs,
+                 f32(ctx, index, s.outputs[0], "c"), c.shape, stream_);
+    return;
+  }
+
+  if (s.op == "softmax") {
+    const Value &x = val(s.inputs[0]);
+    int64_t n = lastDim(x);
+    need(val(s.outputs[0]).numElements() == x.numElements(),
+         "x and y differ in size");
+    cuda::softmax(f32(ctx, index, s.inputs[0], "x"),
+                  f32(ctx, index, s.outputs[0], "y"),
+                  n ? x.numElements() / n : 0, n, stream_);
+    return;
+  }
+
+  if (s.op == "copy") {
+    const Value &x = val(s.inputs[0]), &y = val(s.outputs[0]);
+    need(x.byteSize() == y.byteSize() && x.dtype == y.dtype,
+         "x " + shapeStr(x.shape) + " and y " + shapeStr(y.shape) +
+             " differ in size or dtype");
+    moveBytes(ptr(ctx, index, s.outputs[0], "y"),
+              ptr(ctx, index, s.inputs[0], "x"), x.byteSize());
+    return;
+  }
+
+  if (s.op == "all_reduce")
+    return allReduce(ctx, index);
+  if (s.op == "all_gather")
+    return allGather(ctx, index);
+  if (s.op == "kernel")
+    return kernel(ctx, index);
+
+  throw ctx.error(index, "unknown step kind");
+}
+
+//===----------------------------------------------------------------------===//
+// Collectives
+//===----------------------------------------------------------------------===//
+
+void CudaBackend::exchange(const std::string &axes, Comm &comm, const char *src,
+                           const std::vector<int64_t> &sendBytes,
+                           const std::vector<int64_t> &sendOffs, char *dst,
+                           const std::vector<int64_t> &recvBytes,
+                           const std::vector<int64_t> &recvOffs,
+                           size_t rowBytes) {
+  int64_t G = comm.size();
+  int64_t sTotal = 0, rTotal = 0;
+  for (int64_t q = 0; q < G; ++q) {
+    sTotal += sendBytes[size_t(q)];
+    rTotal += recvBytes[size_t(q)];
+  }
+  if (G == 1) { // the rows stay here
+    if (sTotal)
+      MOERT_CUDA_CHECK(cudaMemcpyAsync(dst, src, size_t(sTotal),
+                                       cudaMemcpyDeviceToDevice, stream_));
+    return;
+  }
+#ifdef MOERT_HAVE_NCCL
+  if (auto *nc = static_cast<cuda::NcclComm *>(ncclFor(axes))) {
+    std::vector<int64_t> sRows(static_cast<size_t>(G), 0),
+        rRows(static_cast<size_t>(G), 0);
+    for (int64_t q = 0; q < G; ++q) {
+      sRows[size_t(q)] = sendBytes[size_t(q)] / int64_t(rowBytes);
+      rRows[size_t(q)] = recvBytes[size_t(q)] / int64_t(rowBytes);
+    }
+    nc->allToAllV(src, sRows, dst, rRows, rowBytes, stream_);
+    return;
+  }
+#else
+  (void)axes;
+  (void)rowBytes;
+#endif
+  // Host staging: device -> pinned, the communicator, pinned -> device.
+  char *hs = hostSend_.ensure(size_t(sTotal), stream_);
+  char *hr = hostRecv_.ensure(size_t(rTotal), stream_);
+  if (sTotal)
+    MOERT_CUDA_CHECK(cudaMemcpyAsync(hs, src, size_t(sTotal),
+                                     cudaMemcpyDeviceToHost, stream_));
+  MOERT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  comm.allToAllV(hs, sendBytes.data(), sendOffs.data(), hr, recvBytes.data(),
+                 recvOffs.data());
+  if (rTotal)
+    MOERT_CUDA_CHECK(cudaMemcpyAsync(dst, hr, size_t(rTotal),
+                                     cudaMemcpyHostToDevice, stream_));
+}
+
+void CudaBackend::allReduce(ExecContext &ctx, size_t index) {
+  const Step &s = ctx.plan().steps[index];
+  if (s.getString("reduction", "sum") != "sum")
+    throw ctx.error(index, "unsupported reduction '" +
+                               s.getString("reduction", "") + "'");
+  const Value &x = ctx.plan().values[size_t(s.inputs[0])];
+  if (ctx.plan().values[size_t(s.outputs[0])].numElements() != x.numElements())
+    throw ctx.error(index, "x and y differ in size");
+  std::string axes = s.getString("axes", "");
+  Comm &comm = ctx.group(axes);
+  char *xp = reinterpret_cast<char *>(f32(ctx, index, s.inputs[0], "x"));
+  char *yp = reinterpret_cast<char *>(f32(ctx, index, s.outputs[0], "y"));
+  size_t bytes = x.byteSize();
+  moveBytes(yp, xp, bytes);
+  if (comm.size() == 1 || bytes == 0)
+    return;
+#ifdef MOERT_HAVE_NCCL
+  if (auto *nc = static_cast<cuda::NcclComm *>(ncclFor(axes))) {
+    nc->allReduceSum(yp, yp, size_t(x.numElements()), cuda::DType::f32,
+                     stream_);
+    return;
+  }
+#endif
+  char *h = hostSend_.ensure(bytes, stream_);
+  MOERT_CUDA_CHECK(
+      cudaMemcpyAsync(h, yp, bytes, cudaMemcpyDeviceToHost, stream_));
+  MOERT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  comm.allReduceSum(reinterpret_cast<float *>(h), x.numElements());
+  MOERT_CUDA_CHECK(
+      cudaMemcpyAsync(yp, h, bytes, cudaMemcpyHostToDevice, stream_));
+}
+
+void CudaBackend::allGather(ExecContext &ctx, size_t index) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  auto need = [&](bool ok, const std::string &what) {
+    if (!ok)
+      throw ctx.error(index, what);
+  };
+  const Value &x = p.values[size_t(s.inputs[0])];
+  const Value &y = p.values[size_t(s.outputs[0])];
+  std::string axes = s.getString("axes", "");
+  Comm &comm = ctx.group(axes);
+  int64_t G = comm.size();
+  int64_t axis = s.getInt("axis", 0);
+  need(x.dtype == y.dtype && x.shape.size() == y.shape.size() && axis >= 0 &&
+           axis < int64_t(x.shape.size()),
+       "x " + shapeStr(x.shape) + " and y " + shapeStr(y.shape) +
+           " do not fit axis " + std::to_string(axis));
+  for (size_t d = 0; d < x.shape.size(); ++d)
+    need(y.shape[d] == (int64_t(d) == axis ? G : 1) * x.shape[d],
+         "y " + shapeStr(y.shape) + " is not " + std::to_string(G) +
+             " copies of x " + shapeStr(x.shape) + " along axis " +
+             std::to_string(axis));
+  int64_t outer = 1;
+  for (int64_t d = 0; d < axis; ++d)
+    outer *= x.shape[size_t(d)];
+  size_t xBytes = x.byteSize();
+  size_t inner = outer ? xBytes / size_t(outer) : 0;
+  char *xp = ptr(ctx, index, s.inputs[0], "x");
+  char *yp = ptr(ctx, index, s.outputs[0], "y");
+  if (xBytes == 0)
+    return;
+  if (G == 1) {
+    moveBytes(yp, xp, xBytes);
+    return;
+  }
+  // Every rank's x, in rank order, into a device buffer g [G][xBytes].
+  char *g = gather_.ensure(size_t(G) * xBytes, stream_);
+  bool done = false;
+#ifdef MOERT_HAVE_NCCL
+  if (auto *nc = static_cast<cuda::NcclComm *>(ncclFor(axes))) {
+    MOERT_NCCL_CHECK(
+        ncclAllGather(xp, g, xBytes, ncclUint8, nc->get(), stream_));
+    done = true;
+  }
+#endif
+  if (!done) {
+    char *hs = hostSend_.ensure(xBytes, stream_);
+    char *hr = hostRecv_.ensure(size_t(G) * xBytes, stream_);
+    MOERT_CUDA_CHECK(
+        cudaMemcpyAsync(hs, xp, xBytes, cudaMemcpyDeviceToHost, stream_));
+    MOERT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    comm.allGather(hs, int64_t(xBytes), hr);
+    MOERT_CUDA_CHECK(cudaMemcpyAsync(g, hr, size_t(G) * xBytes,
+                                     cudaMemcpyHostToDevice, stream_));
+  }
+  // y[o][r] = g[r][o]: one strided copy per rank.
+  for (int64_t r = 0; r < G; ++r)
+    MOERT_CUDA_CHECK(cudaMemcpy2DAsync(
+        yp + size_t(r) * inner, size_t(G) * inner, g + size_t(r) * xBytes,
+        inner, inner, size_t(outer), cudaMemcpyDeviceToDevice, stream_));
+}
+
+//===----------------------------------------------------------------------===//
+// Generated kernels
+//===----------------------------------------------------------------------===//
+
+void CudaBackend::kernel(ExecContext &ctx, size_t index) {
+  const Step &s = ctx.plan().steps[index];
+  std::string kname = s.getString("name", "");
+  auto it = kernels_.find(kname);
+  if (it == kernels_.end())
+    throw ctx.error(index, "kernel '" + kname + "' was not loaded");
+  std::vector<char *> operands;
+  for (int32_t id : s.inputs)
+    operands.push_back(ptr(ctx, index, id, "operand"));
+  for (int32_t id : s.outputs)
+    operands.push_back(ptr(ctx, index, id, "result"));
+  const Driver &d = driver();
+  for (const Launch &l : it->second) {
+    size_t n = l.args.size() / 2;
+    std::vector<uint64_t> storage(n, 0);
+    std::vector<void *> params(n, nullptr);
+    for (size_t i = 0; i < n; ++i) {
+      int64_t kind = l.args[2 * i], v = l.args[2 * i + 1];
+      if (kind == 0) {
+        if (v < 0 || v >= int64_t(operands.size()))
+          throw ctx.error(index, "kernel '" + kname + "': parameter " +
+                                     std::to_string(i) + " is operand " +
+                                     std::to_string(v) + " of " +
+                                     std::to_string(operands.size()));
+        storage[i] = uint64_t(reinterpret_cast<uintptr_t>(operands[size_t(v)]));
+      } else if (kind == 1) {
+        storage[i] = uint64_t(v);
+      } else if (kind == 2) {
+        uint32_t bits = uint32_t(v);
+        std::memcpy(&storage[i], &bits, 4); // the f32 in the first 4 bytes
+      } else {
+        throw ctx.error(index, "kernel '" + kname + "': parameter kind " +
+                                   std::to_string(kind) + " is unknown");
+      }
+      params[i] = &storage[i];
+    }
+    MOERT_CU_CHECK(d.cuLaunchKernel(l.fn, l.grid[0], l.grid[1], l.grid[2],
+                                    l.block[0], l.block[1], l.block[2], 0,
+                                    stream_, params.data(), nullptr));
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Dispatch, experts, combine
+//===----------------------------------------------------------------------===//
+
+void CudaBackend::dispatch(ExecContext &ctx, size_t index) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  auto need = [&](bool ok, const std::string &what) {
+    if (!ok)
+      throw ctx.error(index, what);
+  };
+  const Value &tok = p.values[size_t(s.inputs[0])];
+  const Value &ids = p.values[size_t(s.inputs[1])];
+  const Value &recv = p.values[size_t(s.outputs[0])];
+  int64_t H = tok.shape.empty() ? 1 : tok.shape.back();
+  int64_t k = ids.shape.empty() ? 1 : ids.shape.back();
+  int64_t T = k ? ids.numElements() / k : 0;
+  need(tok.numElements() == T * H, "tokens " + shapeStr(tok.shape) +
+                                       " and ids " + shapeStr(ids.shape) +
+                                       " differ in token count");
+  need(recv.shape.size() == 2 && recv.shape[1] == H,
+       "recv " + shapeStr(recv.shape) + " is not [rows, " + std::to_string(H) +
+           "]");
+  gpuType(ctx, index, s.inputs[0], "tokens");
+  need(recv.dtype == tok.dtype, "recv and tokens differ in dtype");
+  std::string axes = s.getString("axes", "");
+  Comm &comm = ctx.group(axes);
+  int64_t G = comm.size();
+
+  std::unique_ptr<DispatchState> &slot = states_[index];
+  if (!slot || !slot->placement) {
+    Placement pl;
+    pl.numExperts = s.getInt("num_experts", 0);
+    pl.groupSize = G;
+    pl.slotsPerRank = s.getInt("slots_per_rank", 0);
+    need(pl.numExperts > 0 && pl.slotsPerRank > 0,
+         "num_experts and slots_per_rank must be positive");
+    std::vector<int64_t> reps = s.getList("replicas");
+    size_t pos = 0;
+    pl.replicas.resize(size_t(pl.numExperts));
+    for (int64_t e = 0; e < pl.numExperts; ++e) {
+      need(pos < reps.size(), "attribute 'replicas' is too short");
+      int64_t n = reps[pos++];
+      need(n >= 1 && pos + 2 * size_t(n) <= reps.size(),
+           "attribute 'replicas': expert " + std::to_string(e) +
+               " has a bad replica list");
+      for (int64_t r = 0; r < n; ++r, pos += 2) {
+        int64_t rk = reps[pos], sl = reps[pos + 1];
+        need(rk >= 0 && rk < G && sl >= 0 && sl < pl.slotsPerRank,
+             "attribute 'replicas': expert " + std::to_string(e) +
+                 " on (rank " + std::to_string(rk) + ", slot " +
+                 std::to_string(sl) + ") outside the " + std::to_string(G) +
+                 "-rank group with " + std::to_string(pl.slotsPerRank) +
+                 " slots");
+        pl.replicas[size_t(e)].push_back({int32_t(rk), int32_t(sl)});
+      }
+    }
+    need(pos == reps.size(), "attribute 'replicas' is too long");
+    slot = std::make_unique<DispatchState>();
+    slot->placement = std::make_unique<cuda::DevicePlacement>(pl, stream_);
+    slot->E = pl.numExperts;
+    slot->S = pl.slotsPerRank;
+  }
+  DispatchState &st = *slot;
+  st.valid = false;
+  st.comm = &comm;
+  st.axes = axes;
+  st.H = H;
+  st.G = G;
+  st.T = T;
+  st.k = k;
+  st.rowBytes = size_t(H) * dtypeSize(tok.dtype);
+  const int64_t S = st.S, GS = G * S, nA = T * k;
+
+  // The send layout on the device, then stats, counts and ids to the host.
+  DType i64 = DType::i64;
+  const int64_t *idp = reinterpret_cast<const int64_t *>(
+      ptr(ctx, index, s.inputs[1], "ids", &i64));
+  int64_t *sendPos =
+      reinterpret_cast<int64_t *>(st.sendPos.ensure(size_t(nA) * 8, stream_));
+  int64_t *sendCounts = reinterpret_cast<int64_t *>(
+      st.sendCounts.ensure(size_t(GS) * 8, stream_));
+  int64_t *stats = reinterpret_cast<int64_t *>(st.stats.ensure(3 * 8, stream_));
+  size_t wsBytes = cuda::planDispatchWorkspace(T, k, *st.placement);
+  void *ws = st.planWs.ensure(wsBytes, stream_);
+  cuda::planDispatch(idp, T, k, *st.placement, s.getInt("capacity", -1),
+                     sendPos, sendCounts, stats, ws, st.planWs.size(), stream_);
+  int64_t *meta = reinterpret_cast<int64_t *>(
+      st.meta.ensure(size_t(3 + 2 * GS + nA) * 8, stream_));
+  int64_t *hStats = meta, *hSend = meta + 3, *hRecv = meta + 3 + GS,
+          *hIds = meta + 3 + 2 * GS;
+  MOERT_CUDA_CHECK(
+      cudaMemcpyAsync(hStats, stats, 24, cudaMemcpyDeviceToHost, stream_));
+  MOERT_CUDA_CHECK(cudaMemcpyAsync(hSend, sendCounts, size_t(GS) * 8,
+                                   cudaMemcpyDeviceToHost, stream_));
+  if (nA)
+    MOERT_CUDA_CHECK(cudaMemcpyAsync(hIds, idp, size_t(nA) * 8,
+                                     cudaMemcpyDeviceToHost, stream_));
+  MOERT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (hStats[2] != 0) {
+    // The CPU kernel's message: the first bad assignment.
+    for (int64_t a = 0; a < nA; ++a)
+      if (hIds[a] < 0 || hIds[a] >= st.E)
+        throw ctx.error(index, "expert id " + std::to_string(hIds[a]) +
+                                   " of token " + std::to_string(a / k) +
+                                   " (choice " + std::to_string(a % k) +
+                                   ") outside [0, " + std::to_string(st.E) +
+                                   ")");
+    throw ctx.error(index, std::to_string(hStats[2]) +
+                               " assignments to experts without a replica");
+  }
+  st.sendRows = hStats[0];
+
+  // Count exchange on the host, then the rows.
+  comm.allToAll(hSend, hRecv, S);
+  int64_t rowBytes = int64_t(st.rowBytes);
+  st.sendBytes.assign(size_t(G), 0);
+  st.sendOffs.assign(size_t(G), 0);
+  st.recvBytes.assign(size_t(G), 0);
+  st.recvOffs.assign(size_t(G), 0);
+  int64_t sOff = 0, rOff = 0;
+  for (int64_t q = 0; q < G; ++q) {
+    int64_t sr = 0, rr = 0;
+    for (int64_t sl = 0; sl < S; ++sl) {
+      sr += hSend[q * S + sl];
+      rr += hRecv[q * S + sl];
+    }
+    st.sendOffs[size_t(q)] = sOff;
+    st.sendBytes[size_t(q)] = sr * rowBytes;
+    st.recvOffs[size_t(q)] = rOff;
+    st.recvBytes[size_t(q)] = rr * rowBytes;
+    sOff += sr * rowBytes;
+    rOff += rr * rowBytes;
+  }
+  st.recvRows = rowBytes ? rOff / rowBytes : 0;
+  if (st.recvRows > recv.shape[0])
+    throw ctx.error(index, "receives " + std::to_string(st.recvRows) +
+                               " rows, more than the bound of " +
+                               std::to_string(recv.shape[0]));
+  char *send = send_.ensure(size_t(sOff), stream_);
+  cuda::packRows(ptr(ctx, index, s.inputs[0], "tokens"), st.rowBytes, sendPos,
+                 T, k, send, stream_);
+  char *recvSrc = recvSrc_.ensure(size_t(rOff), stream_);
+  exchange(axes, comm, send, st.sendBytes, st.sendOffs, recvSrc, st.recvBytes,
+           st.recvOffs, st.rowBytes);
+
+  // Slot-major order on the device; the slot offsets on the host as well
+  // (cuBLAS needs the problem sizes there).
+  int64_t *dRecv = reinterpret_cast<int64_t *>(
+      st.recvCounts.ensure(size_t(GS) * 8, stream_));
+  MOERT_CUDA_CHECK(cudaMemcpyAsync(dRecv, hRecv, size_t(GS) * 8,
+                                   cudaMemcpyHostToDevice, stream_));
+  int64_t maxRows = recv.shape[0];
+  int64_t *perm =
+      reinterpret_cast<int64_t *>(st.perm.ensure(size_t(maxRows) * 8, stream_));
+  int64_t *slotOffsets = reinterpret_cast<int64_t *>(
+      st.slotOffsets.ensure(size_t(S + 1) * 8, stream_));
+  size_t owsBytes = cuda::expertMajorOrderWorkspace(G, S);
+  void *ows = st.orderWs.ensure(owsBytes, stream_);
+  cuda::expertMajorOrder(dRecv, G, S, maxRows, perm, slotOffsets, ows,
+                         st.orderWs.size(), stream_);
+  cuda::gatherRowsByIndex(recvSrc, st.rowBytes, perm, st.recvRows,
+                          ptr(ctx, index, s.outputs[0], "recv"), stream_);
+  st.hostSlotOffsets.assign(size_t(S + 1), 0);
+  for (int64_t sl = 0; sl < S; ++sl) {
+    int64_t rows = 0;
+    for (int64_t q = 0; q < G; ++q)
+      rows += hRecv[q * S + sl];
+    st.hostSlotOffsets[size_t(sl + 1)] = st.hostSlotOffsets[size_t(sl)] + rows;
+  }
+  st.valid = true;
+
+  // Stats (as the CPU backend).
+  MoELayerStats &l = ctx.layer(int64_t(index));
+  l.tokensPerExpert.assign(size_t(st.E), 0);
+  for (int64_t a = 0; a < nA; ++a)
+    if (hIds[a] >= 0 && hIds[a] < st.E)
+      ++l.tokensPerExpert[size_t(hIds[a])];
+  std::vector<int32_t> ranks = p.group(ctx.rank(), splitAxes(axes));
+  l.peers.assign(size_t(G), PeerTraffic());
+  for (int64_t q = 0; q < G; ++q) {
+    PeerTraffic &t = l.peers[size_t(q)];
+    t.peer = q < int64_t(ranks.size()) ? ranks[size_t(q)] : int32_t(q);
+    t.rowsSent = st.sendBytes[size_t(q)] / rowBytes;
+    t.rowsRecv = st.recvBytes[size_t(q)] / rowBytes;
+    t.bytesSent = st.sendBytes[size_t(q)];
+    t.bytesRecv = st.recvBytes[size_t(q)];
+  }
+  l.dropped = hStats[1];
+  l.rowsReceived = st.recvRows;
+}
+
+void CudaBackend::experts(ExecContext &ctx, size_t index) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  auto need = [&](bool ok, const std::string &what) {
+    if (!ok)
+      throw ctx.error(index, what);
+  };
+  DispatchState &st = stateFor(ctx, index);
+  auto opt = [&](size_t i) -> const Value * {
+    return i < s.inputs.size() && s.inputs[i] >= 0
+               ? &p.values[size_t(s.inputs[i])]
+               : nullptr;
+  };
+  const Value &x = p.values[size_t(s.inputs[0])];
+  const Value &wg = p.values[size_t(s.inputs[1])];
+  const Value &wd = p.values[size_t(s.inputs[3])];
+  const Value &y = p.values[size_t(s.outputs[0])];
+  int64_t H = st.H, S = st.S;
+  need(x.shape.size() == 2 && x.shape[1] == H && x.shape[0] >= st.recvRows,
+       "recv " + shapeStr(x.shape) + " does not hold the " +
+           std::to_string(st.recvRows) + " received rows of " +
+           std::to_string(H));
+  need(y.numElements() >= st.recvRows * H,
+       "y " + shapeStr(y.shape) + " is too small");
+  need(wg.shape.size() == 3 && wg.shape[0] == S && wg.shape[1] == H,
+       "w_gate " + shapeStr(wg.shape) + " is not [" + std::to_string(S) + "," +
+           std::to_string(H) + ",F]");
+  int64_t F = wg.shape[2];
+  need(wd.shape == std::vector<int64_t>{S, F, H},
+       "w_down " + shapeStr(wd.shape) + " is not [" + std::to_string(S) + "," +
+           std::to_string(F) + "," + std::to_string(H) + "]");
+  if (const Value *wu = opt(2))
+    need(wu->shape == wg.shape, "w_up " + shapeStr(wu->shape) +
+                                    " differs from w_gate " +
+                                    shapeStr(wg.shape));
+  if (const Value *b = opt(4))
+    need(b->numElements() == S * F, "b_gate has the wrong size");
+  if (const Value *b = opt(5))
+    need(b->numElements() == S * F, "b_up has the wrong size");
+  if (const Value *b = opt(6))
+    need(b->numElements() == S * H, "b_down has the wrong size");
+  // Activations and weights share one dtype (f32, bf16 or f16).
+  DType dt = x.dtype;
+  cuda::DeviceExpertWeights w;
+  w.dtype = gpuType(ctx, index, s.inputs[0], "recv");
+  auto optPtr = [&](size_t i, const char *role) -> const void * {
+    return opt(i) ? ptr(ctx, index, s.inputs[i], role, &dt) : nullptr;
+  };
+  w.wGate = ptr(ctx, index, s.inputs[1], "w_gate", &dt);
+  w.wUp = optPtr(2, "w_up");
+  w.wDown = ptr(ctx, index, s.inputs[3], "w_down", &dt);
+  w.bGate = optPtr(4, "b_gate");
+  w.bUp = optPtr(5, "b_up");
+  w.bDown = optPtr(6, "b_down");
+  w.H = H;
+  w.F = F;
+  need(parseActivation(s.getString("activation", "silu"), w.act),
+       "unknown activation '" + s.getString("activation", "") + "'");
+  size_t bytes = cuda::groupedFFNScratch(st.recvRows, w);
+  char *scratch = ffn_.ensure(bytes, stream_);
+  cuda::groupedFFN(
+      *blas_, ptr(ctx, index, s.inputs[0], "recv", &dt), st.hostSlotOffsets, w,
+      ptr(ctx, index, s.outputs[0], "y", &dt), scratch, ffn_.size());
+}
+
+void CudaBackend::combine(ExecContext &ctx, size_t index) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  auto need = [&](bool ok, const std::string &what) {
+    if (!ok)
+      throw ctx.error(index, what);
+  };
+  DispatchState &st = stateFor(ctx, index);
+  int64_t H = st.H, T = st.T, k = st.k;
+  const Value &y = p.values[size_t(s.inputs[0])];
+  const Value &wt = p.values[size_t(s.inputs[1])];
+  const Value &out = p.values[size_t(s.outputs[0])];
+  need(y.numElements() >= st.recvRows * H &&
+           (y.shape.empty() ? 1 : y.shape.back()) == H,
+       "y " + shapeStr(y.shape) + " does not hold the " +
+           std::to_string(st.recvRows) + " expert rows");
+  need(wt.numElements() == T * k, "weights " + shapeStr(wt.shape) + " is not " +
+                                      std::to_string(T) + "x" +
+                                      std::to_string(k));
+  need(out.numElements() == T * H, "out " + shapeStr(out.shape) + " is not " +
+                                       std::to_string(T) + "x" +
+                                       std::to_string(H));
+  need(y.dtype == out.dtype && size_t(H) * dtypeSize(y.dtype) == st.rowBytes,
+       "y, out and the dispatched rows differ in dtype");
+  cuda::DType dt = gpuType(ctx, index, s.inputs[0], "y");
+  // Back to source-major order, then home.
+  int64_t rTotal = st.recvRows * int64_t(st.rowBytes);
+  int64_t sTotal = st.sendRows * int64_t(st.rowBytes);
+  char *back = back_.ensure(size_t(rTotal), stream_);
+  cuda::scatterRowsByIndex(ptr(ctx, index, s.inputs[0], "y"), st.rowBytes,
+                           reinterpret_cast<const int64_t *>(st.perm.get()),
+                           st.recvRows, back, stream_);
+  char *home = send_.ensure(size_t(sTotal), stream_);
+  exchange(st.axes, *st.comm, back, st.recvBytes, st.recvOffs, home,
+           st.sendBytes, st.sendOffs, st.rowBytes);
+  cuda::combineRows(home, dt, H,
+                    reinterpret_cast<const int64_t *>(st.sendPos.get()), T, k,
+                    f32(ctx, index, s.inputs[1], "weights"),
+                    ptr(ctx, index, s.outputs[0], "out"), stream_);
+  MoELayerStats &l = ctx.layer(s.getInt("dispatch", -1));
+  for (size_t q = 0; q < l.peers.size(); ++q) {
+    l.peers[q].bytesSent += st.recvBytes[q];
+    l.peers[q].bytesRecv += st.sendBytes[q];
+  }
+}
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Entry points
+//===----------------------------------------------------------------------===//
+
+bool moert::cudaBackendAvailable(std::string *why) {
+  return cuda::deviceAvailable(why);
+}
+
+std::unique_ptr<Backend>
+moert::createCudaBackend(const CudaBackendOptions &options) {
+  return std::make_unique<CudaBackend>(options);
+}

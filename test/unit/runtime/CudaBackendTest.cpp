@@ -1,0 +1,409 @@
+//===- CudaBackendTest.cpp - plans on the CUDA backend against the CPU ----===//
+//
+// The hand-built plans of TestPlans.h (a one-layer MoE under several
+// placements, with and without capacity; a tensor-parallel MLP with
+// all_reduce and all_gather) run on the CUDA backend with 1 and 4 thread
+// ranks (several ranks on one GPU: their own streams and arenas, exchanges
+// through host staging; NCCL where each rank has its own GPU) and are
+// compared with the CPU backend (outputs and MoE reports) and with the
+// plain-loop references. A plan with hand-written PTX checks `kernel` steps
+// (driver API, several modules and launches, all parameter kinds).
+//
+// Every test that needs a GPU skips with "no CUDA device: ..." without one;
+// DeviceErrorsAreClear runs everywhere.
+//
+// Tolerance: fp32 on both sides (cuBLAS with CUBLAS_COMPUTE_32F, no TF32),
+// so 1e-4 of the largest reference magnitude as in ExecutorTest.cpp.
+//
+//===----------------------------------------------------------------------===//
+
+#include "TestPlans.h"
+
+#include "moert/Comm.h"
+#include "moert/Executor.h"
+#include "moert/cuda/CudaBackend.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <functional>
+#include <unistd.h>
+
+using namespace moert;
+using namespace moert::testplans;
+
+namespace {
+
+#define REQUIRE_CUDA_DEVICE()                                                  \
+  do {                                                                         \
+    std::string why_;                                                          \
+    if (!cudaBackendAvailable(&why_))                                          \
+      GTEST_SKIP() << "no CUDA device: " << why_;                              \
+  } while (0)
+
+std::string tempPath(const std::string &tag) {
+  return ::testing::TempDir() + "/moert-cudaexec-" + tag + "-" +
+         std::to_string(getpid()) + ".moeplan";
+}
+
+struct RunResult {
+  std::vector<std::pair<std::string, NpyArray>> outputs;
+  std::vector<RunReport> reports;
+};
+
+using BackendFactory = std::function<std::unique_ptr<Backend>()>;
+
+std::unique_ptr<Backend> cpuBackend() { return createCpuBackend(); }
+std::unique_ptr<Backend> cudaBackend() { return createCudaBackend(); }
+
+/// Runs the plan at `path` on its world size of thread ranks, `runs` times
+/// with the same executor (the last run's outputs are returned).
+RunResult runPlan(const std::string &path, const TestCase &tc,
+                  const BackendFactory &make, int runs = 1) {
+  int n = int(tc.plan.worldSize());
+  RunResult result;
+  runThreadRanks(n, [&](Comm &world) {
+    std::string err;
+    auto lp = LoadedPlan::open(path, world.rank(), err);
+    if (!lp)
+      throw RunError(err);
+    Executor ex(*lp, world, make());
+    ex.setInputs(tc.inputs);
+    for (int i = 0; i < runs; ++i)
+      ex.run();
+    auto outs = ex.gatherOutputs();
+    auto reps = ex.gatherReports();
+    if (world.rank() == 0) {
+      result.outputs = std::move(outs);
+      result.reports = std::move(reps);
+    }
+  });
+  return result;
+}
+
+void expectNear(const std::vector<std::pair<std::string, NpyArray>> &got,
+                const std::map<std::string, NpyArray> &want,
+                const std::string &what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (auto &[name, g] : got) {
+    const NpyArray &w = want.at(name);
+    EXPECT_EQ(g.shape, w.shape) << what << ": " << name;
+    ASSERT_EQ(g.data.size(), w.data.size()) << what << ": " << name;
+    const float *gp = reinterpret_cast<const float *>(g.data.data());
+    const float *wp = reinterpret_cast<const float *>(w.data.data());
+    size_t n = g.data.size() / 4;
+    double scale = 1e-30;
+    for (size_t i = 0; i < n; ++i)
+      scale = std::max(scale, double(std::fabs(wp[i])));
+    for (size_t i = 0; i < n; ++i)
+      ASSERT_NEAR(gp[i], wp[i], 1e-4 * scale)
+          << what << ": " << name << " element " << i;
+  }
+}
+
+std::map<std::string, NpyArray>
+asMap(const std::vector<std::pair<std::string, NpyArray>> &v) {
+  return std::map<std::string, NpyArray>(v.begin(), v.end());
+}
+
+/// The MoE statistics are exact (integers): they must agree.
+void expectSameReports(const RunResult &gpu, const RunResult &cpu) {
+  ASSERT_EQ(gpu.reports.size(), cpu.reports.size());
+  for (size_t r = 0; r < gpu.reports.size(); ++r) {
+    const RunReport &g = gpu.reports[r], &c = cpu.reports[r];
+    EXPECT_EQ(g.backend, "cuda");
+    EXPECT_EQ(g.steps.size(), c.steps.size());
+    ASSERT_EQ(g.layers.size(), c.layers.size());
+    for (size_t l = 0; l < g.layers.size(); ++l) {
+      const MoELayerStats &a = g.layers[l], &b = c.layers[l];
+      EXPECT_EQ(a.tokensPerExpert, b.tokensPerExpert) << "rank " << r;
+      EXPECT_EQ(a.dropped, b.dropped) << "rank " << r;
+      EXPECT_EQ(a.rowsReceived, b.rowsReceived) << "rank " << r;
+      ASSERT_EQ(a.peers.size(), b.peers.size());
+      for (size_t q = 0; q < a.peers.size(); ++q) {
+        EXPECT_EQ(a.peers[q].peer, b.peers[q].peer);
+        EXPECT_EQ(a.peers[q].rowsSent, b.peers[q].rowsSent);
+        EXPECT_EQ(a.peers[q].rowsRecv, b.peers[q].rowsRecv);
+        EXPECT_EQ(a.peers[q].bytesSent, b.peers[q].bytesSent);
+        EXPECT_EQ(a.peers[q].bytesRecv, b.peers[q].bytesRecv);
+      }
+    }
+  }
+}
+
+/// CUDA against the reference and the CPU backend (outputs and reports).
+void compareWithCpu(TestCase &tc, const std::string &tag, int runs = 1) {
+  std::string path = tempPath(tag), error;
+  ASSERT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
+  RunResult cpu = runPlan(path, tc, cpuBackend);
+  RunResult gpu = runPlan(path, tc, cudaBackend, runs);
+  std::remove(path.c_str());
+  expectNear(gpu.outputs, tc.expected, tag + " (cuda vs reference)");
+  expectNear(gpu.outputs, asMap(cpu.outputs), tag + " (cuda vs cpu)");
+  expectSameReports(gpu, cpu);
+}
+
+TEST(CudaBackend, MoEOneRank) {
+  REQUIRE_CUDA_DEVICE();
+  MoESpec s;
+  TestCase tc = makeMoE(s);
+  compareWithCpu(tc, "moe1");
+}
+
+TEST(CudaBackend, MoEOneRankTopOneRunTwice) {
+  REQUIRE_CUDA_DEVICE();
+  MoESpec s;
+  s.k = 1;
+  s.renormalize = false;
+  TestCase tc = makeMoE(s);
+  compareWithCpu(tc, "moe1k1", /*runs=*/2);
+}
+
+TEST(CudaBackend, MoEFourRanksContiguous) {
+  REQUIRE_CUDA_DEVICE();
+  MoESpec s;
+  s.ranks = 4;
+  s.E = 8;
+  s.tokensPerRank = 5;
+  TestCase tc = makeMoE(s);
+  compareWithCpu(tc, "moe4c");
+}
+
+TEST(CudaBackend, MoEFourRanksReplicasEmptySlot) {
+  REQUIRE_CUDA_DEVICE();
+  // Experts 0 and 1 have a second replica; rank 3's last slot is empty.
+  MoESpec s;
+  s.ranks = 4;
+  s.E = 5;
+  s.S = 2;
+  s.slots = {0, 1, 2, 3, 4, 1, 0, -1};
+  s.tokensPerRank = 7;
+  TestCase tc = makeMoE(s);
+  compareWithCpu(tc, "moe4r", /*runs=*/2);
+}
+
+TEST(CudaBackend, MoEFourRanksCapacity) {
+  REQUIRE_CUDA_DEVICE();
+  MoESpec s;
+  s.ranks = 4;
+  s.E = 4;
+  s.S = 2;
+  s.slots = {0, 1, 2, 3, 0, 1, 2, 3};
+  s.capacity = 1;
+  s.tokensPerRank = 4;
+  TestCase tc = makeMoE(s);
+  compareWithCpu(tc, "moe4cap");
+}
+
+TEST(CudaBackend, MoEFourRanksIdsAsInputs) {
+  REQUIRE_CUDA_DEVICE();
+  MoESpec s;
+  s.ranks = 4;
+  s.idsAsInputs = true;
+  TestCase tc = makeMoE(s);
+  compareWithCpu(tc, "moe4ids");
+}
+
+TEST(CudaBackend, TensorParallel) {
+  REQUIRE_CUDA_DEVICE();
+  for (int n : {1, 4}) {
+    TestCase tc = makeTP(n);
+    compareWithCpu(tc, "tp" + std::to_string(n));
+  }
+}
+
+TEST(CudaBackend, SelfComm) {
+  REQUIRE_CUDA_DEVICE();
+  MoESpec s;
+  TestCase tc = makeMoE(s);
+  std::string path = tempPath("self"), error;
+  ASSERT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
+  auto lp = LoadedPlan::open(path, 0, error);
+  ASSERT_TRUE(lp) << error;
+  auto comm = createSelfComm();
+  Executor ex(*lp, *comm, createCudaBackend());
+  ex.setInputs(tc.inputs);
+  ex.run();
+  expectNear(ex.gatherOutputs(), tc.expected, "self");
+  EXPECT_EQ(ex.report().backend, "cuda");
+  std::remove(path.c_str());
+}
+
+TEST(CudaBackend, BadExpertIdEndsAllRanks) {
+  REQUIRE_CUDA_DEVICE();
+  MoESpec s;
+  s.ranks = 4;
+  s.E = 4;
+  s.idsAsInputs = true;
+  s.badRank = 1;
+  TestCase tc = makeMoE(s);
+  std::string path = tempPath("bad"), error;
+  ASSERT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
+  try {
+    runPlan(path, tc, cudaBackend);
+    FAIL() << "expected a RunError";
+  } catch (const RunError &e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("rank 1"), std::string::npos) << m;
+    EXPECT_NE(m.find("/moe/dispatch"), std::string::npos) << m;
+    EXPECT_NE(m.find("7"), std::string::npos) << m; // the bad id, E + 3
+  }
+  std::remove(path.c_str());
+}
+
+//===----------------------------------------------------------------------===//
+// `kernel` steps: hand-written PTX
+//===----------------------------------------------------------------------===//
+
+/// out[i] = in[i] * scale + 1 for i < n (pointer, pointer, i64, f32).
+std::string scaleAddPtx(const std::string &entry) {
+  return ".version 8.0\n.target sm_90\n.address_size 64\n\n"
+         ".visible .entry " +
+         entry +
+         "(\n"
+         "  .param .u64 p_in,\n  .param .u64 p_out,\n"
+         "  .param .u64 p_n,\n  .param .f32 p_scale\n)\n{\n"
+         "  .reg .pred %p<2>;\n  .reg .b32 %r<5>;\n"
+         "  .reg .b64 %rd<10>;\n  .reg .f32 %f<4>;\n"
+         "  ld.param.u64 %rd1, [p_in];\n  ld.param.u64 %rd2, [p_out];\n"
+         "  ld.param.u64 %rd3, [p_n];\n  ld.param.f32 %f1, [p_scale];\n"
+         "  mov.u32 %r1, %ctaid.x;\n  mov.u32 %r2, %ntid.x;\n"
+         "  mov.u32 %r3, %tid.x;\n  mad.lo.s32 %r4, %r1, %r2, %r3;\n"
+         "  cvt.s64.s32 %rd4, %r4;\n  setp.ge.s64 %p1, %rd4, %rd3;\n"
+         "  @%p1 bra DONE;\n"
+         "  cvta.to.global.u64 %rd5, %rd1;\n"
+         "  cvta.to.global.u64 %rd6, %rd2;\n"
+         "  shl.b64 %rd7, %rd4, 2;\n  add.s64 %rd8, %rd5, %rd7;\n"
+         "  ld.global.f32 %f2, [%rd8];\n"
+         "  fma.rn.f32 %f3, %f2, %f1, 0f3F800000;\n"
+         "  add.s64 %rd9, %rd6, %rd7;\n  st.global.f32 [%rd9], %f3;\n"
+         "DONE:\n  ret;\n}\n";
+}
+
+/// y = (x * 2 + 1) * 0.5 + 1 through two launches of two PTX modules.
+TestCase makeKernelPlan(int ranks) {
+  TestCase tc;
+  const int64_t Tl = 3, C = 37, n = Tl * C;
+  Plan &p = tc.plan;
+  p.producer = "moert-test";
+  p.source = "CudaBackendTest.cpp";
+  p.mesh = {{"ep", ranks}};
+  Builder b(p, tc.data);
+  b.segments(ranks);
+  int32_t vx = b.value("x", DType::f32, {Tl, C}, ValueKind::input);
+  int32_t vy = b.value("y", DType::f32, {Tl, C}, ValueKind::output);
+  b.step("kernel", {vx}, {vy}, "/fused").attrs["name"] = strAttr("kernel_0");
+  std::string blob = scaleAddPtx("scale_add_a");
+  blob.push_back('\0');
+  blob += scaleAddPtx("scale_add_b");
+  blob.push_back('\0');
+  std::vector<char> &seg = tc.data.segments[0];
+  p.ptxCode.segment = 0;
+  p.ptxCode.offset = (seg.size() + 63) / 64 * 64;
+  p.ptxCode.bytes = blob.size();
+  seg.resize(p.ptxCode.offset + blob.size());
+  std::copy(blob.begin(), blob.end(), seg.begin() + p.ptxCode.offset);
+  auto bits = [](float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return int64_t(u);
+  };
+  KernelCode k;
+  k.name = "kernel_0";
+  k.numArgs = 2;
+  GpuLaunchCode l1;
+  l1.module = 0;
+  l1.function = "scale_add_a";
+  l1.grid[0] = (n + 31) / 32;
+  l1.block[0] = 32;
+  l1.args = {0, 0, 0, 1, 1, n, 2, bits(2.0f)};
+  GpuLaunchCode l2 = l1;
+  l2.module = 1;
+  l2.function = "scale_add_b";
+  l2.args = {0, 1, 0, 1, 1, n, 2, bits(0.5f)};
+  k.launches = {l1, l2};
+  p.kernels.push_back(k);
+
+  std::mt19937 rng(3);
+  std::vector<float> x = randomFloats(rng, size_t(n * ranks), 1.0f);
+  std::vector<double> xd(x.begin(), x.end()), yd(x.size());
+  for (size_t i = 0; i < x.size(); ++i)
+    yd[i] = (double(x[i]) * 2 + 1) * 0.5 + 1;
+  ModelIO in;
+  in.name = "x";
+  in.shape = {Tl * ranks, C};
+  in.split.axis = 0;
+  in.split.over = {"ep"};
+  in.value = vx;
+  p.inputs.push_back(in);
+  ModelIO out = in;
+  out.name = "y";
+  out.value = vy;
+  p.outputs.push_back(out);
+  tc.inputs["x"] = f32Array({Tl * ranks, C}, xd);
+  tc.expected["y"] = f32Array({Tl * ranks, C}, yd);
+  return tc;
+}
+
+TEST(CudaBackend, KernelPlanIsValid) {
+  // No GPU needed: the hand-built PTX plan verifies and its code maps.
+  TestCase tc = makeKernelPlan(4);
+  std::string path = tempPath("ptxplan"), error;
+  ASSERT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
+  auto lp = LoadedPlan::open(path, 2, error);
+  ASSERT_TRUE(lp) << error;
+  const char *code = lp->codeData(lp->plan().ptxCode);
+  ASSERT_NE(code, nullptr);
+  EXPECT_EQ(std::string(code).substr(0, 12), ".version 8.0");
+  ASSERT_EQ(lp->plan().kernels.size(), 1u);
+  EXPECT_EQ(lp->plan().kernels[0].launches.size(), 2u);
+  std::remove(path.c_str());
+}
+
+TEST(CudaBackend, GeneratedKernelSteps) {
+  REQUIRE_CUDA_DEVICE();
+  for (int ranks : {1, 4}) {
+    TestCase tc = makeKernelPlan(ranks);
+    std::string path = tempPath("ptx" + std::to_string(ranks)), error;
+    ASSERT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
+    RunResult r = runPlan(path, tc, cudaBackend);
+    std::remove(path.c_str());
+    expectNear(r.outputs, tc.expected, "ptx x" + std::to_string(ranks));
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Without a (usable) device
+//===----------------------------------------------------------------------===//
+
+TEST(CudaBackend, DeviceErrorsAreClear) {
+  // No GPU: "no CUDA device: ..."; with one: a device index out of range.
+  MoESpec s;
+  TestCase tc = makeMoE(s);
+  std::string path = tempPath("nodev"), error;
+  ASSERT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
+  auto lp = LoadedPlan::open(path, 0, error);
+  ASSERT_TRUE(lp) << error;
+  std::string why;
+  bool have = cudaBackendAvailable(&why);
+  CudaBackendOptions o;
+  if (have)
+    o.device = 4096;
+  auto comm = createSelfComm();
+  Executor ex(*lp, *comm, createCudaBackend(o));
+  EXPECT_EQ(ex.report().backend, "cuda");
+  try {
+    ex.setInputs(tc.inputs);
+    FAIL() << "expected a RunError";
+  } catch (const RunError &e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("rank 0"), std::string::npos) << m;
+    if (have)
+      EXPECT_NE(m.find("CUDA device 4096 requested"), std::string::npos) << m;
+    else
+      EXPECT_NE(m.find("no CUDA device: " + why), std::string::npos) << m;
+  }
+  std::remove(path.c_str());
+}
+
+} // namespace
