@@ -55,8 +55,10 @@ static OwningOpRef<ModuleOp> kernelModule(ModuleOp module,
       continue;
     auto c = cast<func::FuncOp>(b.clone(*f));
     c.setPublic();
-    infos.push_back({f.getName().str(),
-                     int(f.getNumArguments() + f.getNumResults())});
+    KernelInfo info;
+    info.name = f.getName().str();
+    info.numArgs = int(f.getNumArguments() + f.getNumResults());
+    infos.push_back(info);
   }
   return k;
 }
@@ -110,8 +112,6 @@ LogicalResult moec::compileKernelsForCPU(ModuleOp module,
   std::unique_ptr<llvm::Module> llvmModule =
       translateModuleToLLVMIR(*k, llvmCtx, "moe_kernels");
   if (!llvmModule) {
-    if (getenv("MOEC_DEBUG_KERNELS"))
-      k->dump();
     error = "cannot translate the kernels to LLVM IR";
     return failure();
   }
