@@ -6,6 +6,10 @@ the sequence length so no token is dropped) with torch.onnx and saves
 torch's reference output.
 
     python3 examples/hf_switch/gen.py [--dynamo]   # needs torch, transformers, onnx
+    python3 examples/hf_switch/gen.py --gelu       # dense_act_fn="gelu" variant
+
+--gelu writes model_gelu.onnx, input_gelu.npy and output_gelu.npy instead
+(the same block with `dense_act_fn="gelu"`, exported as torch's erf GELU).
 
 transformers 5.x loops over the experts hit by the input (`expert_hit`);
 the TorchScript exporter unrolls that loop for the example input, so the
@@ -27,7 +31,7 @@ import transformers  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def export(block, x, hit, num_experts, notes):
+def export(block, x, hit, num_experts, notes, suffix=""):
     """Exports `block` on `x` (TorchScript, opset 17), saves the reference
     data, and tries the dynamo exporter (written to /tmp only)."""
     if hit != num_experts:
@@ -35,11 +39,11 @@ def export(block, x, hit, num_experts, notes):
                  "export would bake that routing in; change the seed")
     with torch.no_grad():
         y = block(x)
-    path = os.path.join(HERE, "model.onnx")
+    path = os.path.join(HERE, f"model{suffix}.onnx")
     torch.onnx.export(block, (x,), path, dynamo=False, opset_version=17,
                       input_names=["hidden_states"], output_names=["output"])
-    np.save(os.path.join(HERE, "input.npy"), x.numpy())
-    np.save(os.path.join(HERE, "output.npy"), y.numpy())
+    np.save(os.path.join(HERE, f"input{suffix}.npy"), x.numpy())
+    np.save(os.path.join(HERE, f"output{suffix}.npy"), y.numpy())
     import onnx
     m = onnx.load(path)
     print("transformers", transformers.__version__, "torch", torch.__version__)
@@ -68,8 +72,10 @@ def main():
     from transformers.models.switch_transformers import \
         modeling_switch_transformers as mod
     B, S, H, E = 2, 16, 64, 8
+    gelu = "--gelu" in sys.argv
+    extra = {"dense_act_fn": "gelu"} if gelu else {}
     cfg = transformers.SwitchTransformersConfig(
-        d_model=H, d_ff=128, num_experts=E, expert_capacity=64)
+        d_model=H, d_ff=128, num_experts=E, expert_capacity=64, **extra)
     torch.manual_seed(0)
     block = mod.SwitchTransformersSparseMLP(cfg).eval()
     for p in block.parameters():
@@ -82,7 +88,8 @@ def main():
         if hit == E:
             break
     export(block, x, hit, E,
-           f"(input seed {seed}, activation {cfg.dense_act_fn})")
+           f"(input seed {seed}, activation {cfg.dense_act_fn})",
+           "_gelu" if gelu else "")
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 //===- ImportElementwise.cpp - element-wise ONNX ops ----------------------===//
 //
 // Add Sub Mul Div Pow Sqrt Neg Exp Erf Tanh Sigmoid Relu Sin Cos Equal Less
-// Greater Not And Where Cast: one linalg.generic each, numpy broadcasting in
-// the indexing maps. Small constant operands (shape arithmetic) fold on the
-// host instead.
+// Greater LessOrEqual GreaterOrEqual Not And Where Cast: one linalg.generic
+// each, numpy broadcasting in the indexing maps. Small constant operands (shape
+// arithmetic) fold on the host instead.
 //
 //===----------------------------------------------------------------------===//
 
@@ -234,6 +234,10 @@ void moec::onnximport::addElementwiseOps(OpTable &t) {
                cmp(arith::CmpFPredicate::OLT, arith::CmpIPredicate::slt), 2);
   addPredicate(t, "Greater", [](A a) { return double(a[0] > a[1]); },
                cmp(arith::CmpFPredicate::OGT, arith::CmpIPredicate::sgt), 2);
+  addPredicate(t, "LessOrEqual", [](A a) { return double(a[0] <= a[1]); },
+               cmp(arith::CmpFPredicate::OLE, arith::CmpIPredicate::sle), 2);
+  addPredicate(t, "GreaterOrEqual", [](A a) { return double(a[0] >= a[1]); },
+               cmp(arith::CmpFPredicate::OGE, arith::CmpIPredicate::sge), 2);
   addPredicate(t, "Not", [](A a) { return double(a[0] == 0); },
                [](B b, L l, V a, bool) -> Value {
                  Value one = arith::ConstantOp::create(b, l, b.getBoolAttr(true));

@@ -1,7 +1,7 @@
 //===- ImportReduction.cpp - reductions, contractions, normalization ------===//
 //
 // MatMul Gemm ReduceSum ReduceMean ReduceMax ArgMax Softmax
-// LayerNormalization Trilu. Contractions become linalg.matmul /
+// LayerNormalization Trilu CumSum. Contractions become linalg.matmul /
 // linalg.batch_matmul (the forms the lowering maps to BLAS/cuBLAS), leading
 // dims collapsed; reductions linalg.reduce; Softmax linalg.softmax.
 //
@@ -667,6 +667,100 @@ LogicalResult importTrilu(GraphImporter &gi) {
   gi.setOutput(0, g.getResult(0));
   return success();
 }
+/// CumSum (opsets 11 and 14): the running sum along a constant axis,
+/// `exclusive` (element i sums the elements before i) and `reverse` (from the
+/// end). Folded on the host for constant data; otherwise a linalg.generic
+/// whose extra reduction dim j sums the elements of the axis that precede i
+/// (j <= i, j < i exclusive; j >= i, j > i reversed), in ascending j.
+LogicalResult importCumSum(GraphImporter &gi) {
+  RankedTensorType t = gi.inputType(0);
+  int64_t rank = t.getRank();
+  if (rank < 1)
+    return gi.fail("input must have rank >= 1");
+  const HostTensor *axisC = gi.inputConst(1);
+  if (!axisC || axisC->size() != 1)
+    return gi.fail("axis must be a constant scalar");
+  int64_t axis = axisC->asInt(0);
+  if (axis < -rank || axis >= rank)
+    return gi.fail("axis " + Twine(axis) + " is out of range");
+  if (axis < 0)
+    axis += rank;
+  bool exclusive = gi.intAttr("exclusive", 0) != 0;
+  bool reverse = gi.intAttr("reverse", 0) != 0;
+  Type elt = t.getElementType();
+  bool isF = isa<FloatType>(elt);
+  if (!isF && (!isa<IntegerType>(elt) || elt.isInteger(1)))
+    return gi.fail("only float and integer inputs are supported");
+
+  if (gi.allInputsConst()) {
+    HostTensor in = *gi.inputConst(0);
+    HostTensor out = in;
+    int64_t n = in.shape[axis], inner = 1, outer = 1;
+    for (int64_t d = axis + 1; d < rank; ++d)
+      inner *= in.shape[d];
+    for (int64_t d = 0; d < axis; ++d)
+      outer *= in.shape[d];
+    for (int64_t o = 0; o < outer; ++o)
+      for (int64_t k = 0; k < inner; ++k) {
+        double fs = 0;
+        int64_t is = 0;
+        for (int64_t step = 0; step < n; ++step) {
+          int64_t i = reverse ? n - 1 - step : step;
+          size_t at = (o * n + i) * inner + k;
+          if (in.isFloat()) {
+            double x = in.f[at];
+            out.f[at] = exclusive ? fs : fs + x;
+            fs += x;
+          } else {
+            int64_t x = in.i[at];
+            out.i[at] = exclusive ? is : is + x;
+            is += x;
+          }
+        }
+      }
+    gi.setOutputConst(0, std::move(out));
+    return success();
+  }
+
+  OpBuilder &b = gi.builder();
+  Location loc = gi.loc();
+  Value v = gi.input(0);
+  SmallVector<Value> dyn;
+  for (int64_t d = 0; d < rank; ++d)
+    if (t.isDynamicDim(d))
+      dyn.push_back(gi.dim(v, d));
+  Value init = zeroFilled(gi, t.getShape(), elt, dyn);
+  // Dims 0..rank-1 index the output, dim `rank` (j) runs along the axis.
+  SmallVector<AffineExpr> inExprs;
+  for (int64_t d = 0; d < rank; ++d)
+    inExprs.push_back(b.getAffineDimExpr(d == axis ? rank : d));
+  SmallVector<AffineExpr> outExprs;
+  for (int64_t d = 0; d < rank; ++d)
+    outExprs.push_back(b.getAffineDimExpr(d));
+  SmallVector<AffineMap> maps = {
+      AffineMap::get(rank + 1, 0, inExprs, gi.ctx()),
+      AffineMap::get(rank + 1, 0, outExprs, gi.ctx())};
+  SmallVector<utils::IteratorType> iters(rank + 1,
+                                         utils::IteratorType::parallel);
+  iters[rank] = utils::IteratorType::reduction;
+  arith::CmpIPredicate pred =
+      reverse
+          ? (exclusive ? arith::CmpIPredicate::ugt : arith::CmpIPredicate::uge)
+          : (exclusive ? arith::CmpIPredicate::ult : arith::CmpIPredicate::ule);
+  auto g = linalg::GenericOp::create(
+      b, loc, TypeRange{init.getType()}, ValueRange{v}, ValueRange{init}, maps,
+      iters, [&](OpBuilder &bb, Location l, ValueRange args) {
+        Value j = linalg::IndexOp::create(bb, l, rank);
+        Value i = linalg::IndexOp::create(bb, l, axis);
+        Value in = arith::CmpIOp::create(bb, l, pred, j, i);
+        Value sum = isF ? Value(arith::AddFOp::create(bb, l, args[1], args[0]))
+                        : Value(arith::AddIOp::create(bb, l, args[1], args[0]));
+        linalg::YieldOp::create(
+            bb, l, Value(arith::SelectOp::create(bb, l, in, sum, args[1])));
+      });
+  gi.setOutput(0, g.getResult(0));
+  return success();
+}
 } // namespace
 
 void moec::onnximport::addReductionOps(OpTable &t) {
@@ -685,4 +779,5 @@ void moec::onnximport::addReductionOps(OpTable &t) {
   t["Softmax"] = importSoftmax;
   t["LayerNormalization"] = importLayerNorm;
   t["Trilu"] = importTrilu;
+  t["CumSum"] = importCumSum;
 }

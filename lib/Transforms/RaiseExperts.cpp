@@ -167,6 +167,57 @@ std::optional<std::pair<Value, WeightRef>> matchLinearPart(Value v) {
   return matchLinear(v);
 }
 
+std::optional<double> scalarFloat(Value v);
+template <typename OpTy>
+std::optional<std::pair<Value, double>> matchScalarBinary(Value v);
+
+/// GELU with erf as torch.onnx writes it: (u * (erf(u / sqrt(2)) + 1)) *
+/// 0.5, or (u * 0.5) * (erf(u / sqrt(2)) + 1): returns u.
+Value matchGeluErf(Value v) {
+  auto near = [](double a, double b) {
+    return std::abs(a - b) <= 1e-6 * std::abs(b);
+  };
+  // 1 + erf(u / sqrt(2)) with the same u.
+  auto onePlusErf = [&](Value q) -> Value {
+    auto add = matchScalarBinary<arith::AddFOp>(q);
+    if (!add || add->second != 1.0)
+      return {};
+    auto g = add->first.getDefiningOp<linalg::GenericOp>();
+    if (!g || g.getNumDpsInputs() != 1 || bodyOps(g).size() != 1 ||
+        !isa<math::ErfOp>(bodyOps(g)[0]) ||
+        bodyOps(g)[0]->getOperand(0) != g.getBody()->getArgument(0))
+      return {};
+    Value d = g.getDpsInputs()[0];
+    if (auto div = matchBinary<arith::DivFOp>(d)) {
+      std::optional<double> c = scalarFloat(div->second);
+      if (c && near(*c, std::sqrt(2.0)))
+        return div->first;
+    }
+    if (auto mul = matchScalarBinary<arith::MulFOp>(d);
+        mul && near(mul->second, 1.0 / std::sqrt(2.0)))
+      return mul->first;
+    return {};
+  };
+  auto mul = matchBinary<arith::MulFOp>(v);
+  if (!mul)
+    return {};
+  for (auto [a, b] : {std::pair(mul->first, mul->second),
+                      std::pair(mul->second, mul->first)}) {
+    // (u * (1 + erf)) * 0.5
+    if (std::optional<double> half = scalarFloat(b); half && *half == 0.5)
+      if (auto inner = matchBinary<arith::MulFOp>(a))
+        for (auto [u, q] : {std::pair(inner->first, inner->second),
+                            std::pair(inner->second, inner->first)})
+          if (Value x = onePlusErf(q); x && x == u)
+            return u;
+    // (u * 0.5) * (1 + erf)
+    if (auto uh = matchScalarBinary<arith::MulFOp>(a); uh && uh->second == 0.5)
+      if (Value x = onePlusErf(b); x && x == uh->first)
+        return x;
+  }
+  return {};
+}
+
 /// One expert's FFN, read back from its output.
 struct ExpertFFN {
   Value input; // the gathered tokens [n, H]
@@ -195,6 +246,10 @@ FailureOr<ExpertFFN> matchFFN(Value v, std::string &why) {
           act = moe::Activation::silu;
           return u;
         }
+    }
+    if (Value u = matchGeluErf(a)) {
+      act = moe::Activation::gelu;
+      return u;
     }
     if (auto g = a.getDefiningOp<linalg::GenericOp>();
         g && g.getNumDpsInputs() == 1) {
@@ -233,7 +288,7 @@ FailureOr<ExpertFFN> matchFFN(Value v, std::string &why) {
     }
   }
   why = "the expert FFN is not down(act(gate(x)) [* up(x)]) with constant "
-        "weights and a SiLU or ReLU activation";
+        "weights and a SiLU, ReLU or GELU (erf) activation";
   return failure();
 }
 
@@ -341,9 +396,16 @@ FailureOr<Value> stack(OpBuilder &b, Location loc,
   return arith::ConstantOp::create(b, loc, cast<TypedAttr>(attr)).getResult();
 }
 
-/// The router of one MoE layer, read from its selection top-k.
+/// The router of one MoE layer, read from its selection top-k (or, for
+/// Switch Transformer, its top-1 ArgMax).
 struct Router {
-  moe::TopKOp topk;
+  /// The op that selects the experts: a moe.topk, or the ArgMax generic.
+  Operation *select = nullptr;
+  int64_t k = 1;
+  /// The expert mask the loop must read (Switch: the one-hot, or the one-hot
+  /// times its expert-capacity mask); null when not checked.
+  Value expertMask;
+  /// [..., E]; leading dims are the tokens.
   Value logits;
   /// The scores s = score_func(logits) the weights are read from.
   Value scores;
@@ -567,7 +629,8 @@ std::optional<FailureOr<Router>> matchRouter(moe::TopKOp topk,
   if (in.getRank() != 2 || topk.getAxis() != 1 || !topk.getLargest())
     return std::nullopt;
   Router r;
-  r.topk = topk;
+  r.select = topk;
+  r.k = topk.getK();
   Value c = skipViews(topk.getInput());
   if (auto sel = matchSelect(c)) {
     std::string groupWhy;
@@ -683,6 +746,255 @@ std::optional<FailureOr<Router>> matchRouter(moe::TopKOp topk,
   return FailureOr<Router>(r);
 }
 
+/// True when `g` is the importer's ArgMax over the last dim of a single
+/// input that picks the first of equal maxima (outputs: values, i64 indices).
+bool isFirstArgMaxLastDim(linalg::GenericOp g) {
+  if (g.getNumDpsInputs() != 1 || g.getNumResults() != 2 ||
+      !cast<RankedTensorType>(g.getResult(1).getType())
+           .getElementType()
+           .isInteger(64))
+    return false;
+  auto in = cast<RankedTensorType>(g.getDpsInputs()[0].getType());
+  SmallVector<utils::IteratorType> iters = g.getIteratorTypesArray();
+  for (int64_t d = 0; d < in.getRank(); ++d)
+    if ((iters[d] == utils::IteratorType::reduction) != (d == in.getRank() - 1))
+      return false;
+  bool ogt = false, lastWins = false;
+  g.getBody()->walk([&](Operation *op) {
+    if (auto c = dyn_cast<arith::CmpFOp>(op))
+      ogt |= c.getPredicate() == arith::CmpFPredicate::OGT;
+    if (auto c = dyn_cast<arith::CmpIOp>(op))
+      lastWins |= c.getPredicate() == arith::CmpIPredicate::sgt;
+  });
+  return ogt && !lastWins;
+}
+
+/// An integer scalar that is a constant, or an element of a constant tensor
+/// read at constant indices.
+std::optional<int64_t> constantScalarInt(Value v) {
+  APInt c;
+  if (matchPattern(v, m_ConstantInt(&c)))
+    return c.getSExtValue();
+  auto ex = v.getDefiningOp<tensor::ExtractOp>();
+  DenseIntElementsAttr d;
+  if (!ex || !matchPattern(ex.getTensor(), m_Constant(&d)))
+    return std::nullopt;
+  SmallVector<uint64_t> at;
+  for (Value i : ex.getIndices()) {
+    if (!matchPattern(i, m_ConstantInt(&c)))
+      return std::nullopt;
+    at.push_back(c.getZExtValue());
+  }
+  return d.getValues<APInt>()[at].getSExtValue();
+}
+
+/// The importer's one-hot of `indices` along the last dim with off/on values
+/// 0 and 1 (as imported, or canonicalized to an extui of the comparison):
+/// the generic, or null.
+linalg::GenericOp matchOneHot(Operation *user, Value indices) {
+  auto g = dyn_cast<linalg::GenericOp>(user);
+  if (!g || g.getNumDpsInputs() != 1 || g.getNumResults() != 1 ||
+      skipViews(g.getDpsInputs()[0]) != indices ||
+      !isa<IntegerType>(getElementTypeOrSelf(g.getResult(0).getType())))
+    return {};
+  int64_t rank = cast<RankedTensorType>(g.getResult(0).getType()).getRank();
+  arith::CmpIOp hit;
+  g.getBody()->walk([&](arith::CmpIOp c) {
+    if (c.getPredicate() != arith::CmpIPredicate::eq)
+      return;
+    for (Value o : c->getOperands()) {
+      if (auto ic = o.getDefiningOp<arith::IndexCastOp>())
+        o = ic.getIn();
+      if (auto li = o.getDefiningOp<linalg::IndexOp>();
+          li && int64_t(li.getDim()) == rank - 1)
+        hit = c;
+    }
+  });
+  if (!hit)
+    return {};
+  Value y = g.getBody()->getTerminator()->getOperand(0);
+  if (auto ext = y.getDefiningOp<arith::ExtUIOp>();
+      ext && ext.getIn() == hit.getResult())
+    return g;
+  auto sel = y.getDefiningOp<arith::SelectOp>();
+  if (sel && sel.getCondition() == hit.getResult() &&
+      constantScalarInt(sel.getTrueValue()) == 1 &&
+      constantScalarInt(sel.getFalseValue()) == 0)
+    return g;
+  return {};
+}
+
+/// The importer's CumSum generic over `v`: its axis and whether it is
+/// exclusive, or nullopt.
+std::optional<std::pair<int64_t, bool>> matchCumSum(Operation *user, Value v) {
+  auto g = dyn_cast<linalg::GenericOp>(user);
+  if (!g || g.getNumDpsInputs() != 1 || g.getNumResults() != 1 ||
+      g.getDpsInputs()[0] != v)
+    return std::nullopt;
+  int64_t rank = cast<RankedTensorType>(v.getType()).getRank();
+  AffineMap in = g.getIndexingMapsArray()[0];
+  if (g.getNumLoops() != unsigned(rank + 1) || in.getNumResults() != rank)
+    return std::nullopt;
+  std::optional<int64_t> axis;
+  for (int64_t d = 0; d < rank; ++d)
+    if (in.getResult(d) == getAffineDimExpr(rank, g.getContext()))
+      axis = d;
+  std::optional<bool> exclusive;
+  g.getBody()->walk([&](arith::CmpIOp c) {
+    switch (c.getPredicate()) {
+    case arith::CmpIPredicate::ule:
+    case arith::CmpIPredicate::uge:
+      exclusive = false;
+      break;
+    case arith::CmpIPredicate::ult:
+    case arith::CmpIPredicate::ugt:
+      exclusive = true;
+      break;
+    default:
+      break;
+    }
+  });
+  if (!axis || !exclusive)
+    return std::nullopt;
+  return std::make_pair(*axis, *exclusive);
+}
+
+/// The scalar value of an integer constant (rank 0, one element or splat).
+std::optional<int64_t> scalarInt(Value v) {
+  DenseIntElementsAttr d;
+  if (!matchPattern(skipViews(v), m_Constant(&d)) ||
+      (!d.isSplat() && d.getNumElements() != 1))
+    return std::nullopt;
+  return (*d.begin()).getSExtValue();
+}
+
+/// Matches Switch Transformer's router (transformers
+/// SwitchTransformersTop1Router) from its ArgMax `am`: probs =
+/// softmax(logits); idx = argmax(probs); mask = one_hot(idx) [* (cumsum(
+/// one_hot, tokens) <= capacity)]; weight = max(probs). Nullopt when `am`
+/// is not such a router; a failure with `why` (and `diagOp`) when it cannot
+/// be raised.
+std::optional<FailureOr<Router>>
+matchSwitchRouter(linalg::GenericOp am, std::string &why, Operation *&diagOp) {
+  if (!isFirstArgMaxLastDim(am))
+    return std::nullopt;
+  Value probs = skipViews(am.getDpsInputs()[0]);
+  auto sm = probs.getDefiningOp<linalg::SoftmaxOp>();
+  auto pt = cast<RankedTensorType>(probs.getType());
+  if (!sm || int64_t(sm.getDimension()) != pt.getRank() - 1 ||
+      !pt.hasStaticShape())
+    return std::nullopt;
+  Value idx = am.getResult(1);
+  linalg::GenericOp oneHot;
+  for (Operation *user : idx.getUsers())
+    if ((oneHot = matchOneHot(user, idx)))
+      break;
+  if (!oneHot)
+    return std::nullopt;
+  auto ohT = cast<RankedTensorType>(oneHot.getResult(0).getType());
+  if (ohT.getShape() != pt.getShape())
+    return std::nullopt;
+  Router r;
+  r.select = am;
+  r.k = 1;
+  r.logits = sm.getInput();
+  r.scores = probs;
+  r.expertMask = oneHot.getResult(0);
+  // The routing weight: max(probs) over the experts, i.e. probs at idx.
+  for (Operation *op : probs.getUsers())
+    for (Value res : op->getResults())
+      if (matchReduce<arith::MaximumFOp>(res, pt.getRank() - 1) == probs)
+        r.weights = res;
+  if (!r.weights) {
+    why = "the routing weight is not the largest router probability";
+    diagOp = am;
+    return FailureOr<Router>(failure());
+  }
+  // Expert capacity: cumsum(one_hot) along the tokens of a sequence,
+  // compared with the capacity; the one-hot masked with it.
+  for (Operation *user : r.expertMask.getUsers()) {
+    std::optional<std::pair<int64_t, bool>> cs =
+        matchCumSum(user, r.expertMask);
+    if (!cs)
+      continue;
+    diagOp = user;
+    int64_t n = ohT.getDimSize(cs->first);
+    // A 0/1 vector of n entries sums to at most n (n - 1 exclusive).
+    int64_t bound = cs->second ? n - 1 : n;
+    Value cum = user->getResult(0);
+    std::optional<int64_t> capacity;
+    bool strictLess = false;
+    Value cmpRes;
+    for (Operation *cu : cum.getUsers()) {
+      auto g = dyn_cast<linalg::GenericOp>(cu);
+      if (!g || g.getNumDpsInputs() != 2 || g.getNumResults() != 1)
+        continue;
+      SmallVector<Operation *> ops = bodyOps(g);
+      auto cmp =
+          ops.size() == 1 ? dyn_cast<arith::CmpIOp>(ops[0]) : arith::CmpIOp();
+      if (!cmp || cmp.getLhs() != g.getBody()->getArgument(0) ||
+          cmp.getRhs() != g.getBody()->getArgument(1))
+        continue;
+      // cum <= C, cum < C, or C >= cum, C > cum.
+      arith::CmpIPredicate p = cmp.getPredicate();
+      Value other;
+      if (g.getDpsInputs()[0] == cum &&
+          (p == arith::CmpIPredicate::sle || p == arith::CmpIPredicate::slt)) {
+        other = g.getDpsInputs()[1];
+        strictLess = p == arith::CmpIPredicate::slt;
+      } else if (g.getDpsInputs()[1] == cum &&
+                 (p == arith::CmpIPredicate::sge ||
+                  p == arith::CmpIPredicate::sgt)) {
+        other = g.getDpsInputs()[0];
+        strictLess = p == arith::CmpIPredicate::sgt;
+      }
+      if (!other || !(capacity = scalarInt(other)))
+        continue;
+      cmpRes = g.getResult(0);
+      break;
+    }
+    if (!cmpRes) {
+      why = "expert capacity can drop tokens; not raised: the capacity "
+            "mask is not the running count compared with a constant";
+      return FailureOr<Router>(failure());
+    }
+    // Counts up to `keepUpTo` pass the mask.
+    int64_t keepUpTo = strictLess ? *capacity - 1 : *capacity;
+    if (bound > keepUpTo) {
+      why = "expert capacity can drop tokens; not raised: capacity " +
+            std::to_string(keepUpTo) + " is below the " + std::to_string(n) +
+            " tokens per sequence";
+      return FailureOr<Router>(failure());
+    }
+    // Always true: the mask is one_hot * ext(true). Find that product.
+    Value keep = cmpRes;
+    for (Operation *ku : cmpRes.getUsers())
+      if (auto g = dyn_cast<linalg::GenericOp>(ku);
+          g && g.getNumDpsInputs() == 1 && g.getNumResults() == 1 &&
+          bodyOps(g).size() == 1 &&
+          isa<arith::ExtUIOp, arith::UIToFPOp>(bodyOps(g)[0]))
+        keep = g.getResult(0);
+    Value masked;
+    for (Operation *mu : keep.getUsers()) {
+      if (mu->getNumResults() != 1)
+        continue;
+      auto mul = matchBinary<arith::MulIOp>(mu->getResult(0));
+      if (mul && ((mul->first == r.expertMask && mul->second == keep) ||
+                  (mul->second == r.expertMask && mul->first == keep)))
+        masked = mu->getResult(0);
+    }
+    if (!masked) {
+      why = "expert capacity can drop tokens; not raised: the capacity mask "
+            "is not applied to the one-hot expert mask by a product";
+      return FailureOr<Router>(failure());
+    }
+    r.expertMask = masked;
+    diagOp = nullptr;
+    break;
+  }
+  return FailureOr<Router>(r);
+}
+
 /// True when `scale` (through views) gathers elements of `weights`.
 bool isGatherOf(Value scale, Value weights) {
   auto g = skipViews(scale).getDefiningOp<linalg::GenericOp>();
@@ -711,7 +1023,19 @@ std::optional<int64_t> scalarIndex(Value v) {
   }
   Value list;
   std::optional<int64_t> pos;
-  if (auto fe = v.getDefiningOp<tensor::FromElementsOp>()) {
+  if (auto sl = v.getDefiningOp<tensor::ExtractSliceOp>()) {
+    // One element sliced out of the [n, 1] (transposed) list.
+    auto src = cast<RankedTensorType>(sl.getSource().getType());
+    if (sl.getType().getNumElements() != 1 ||
+        llvm::any_of(sl.getStaticOffsets(), ShapedType::isDynamic))
+      return std::nullopt;
+    int64_t at = 0;
+    for (int64_t d = 0; d < src.getRank(); ++d)
+      if (src.getDimSize(d) != 1)
+        at = sl.getStaticOffsets()[d];
+    list = sl.getSource();
+    pos = at;
+  } else if (auto fe = v.getDefiningOp<tensor::FromElementsOp>()) {
     // One element read out of the list with a constant index.
     auto ex = fe.getElements().size() == 1
                   ? fe.getElements()[0].getDefiningOp<tensor::ExtractOp>()
@@ -754,7 +1078,8 @@ std::optional<int64_t> expertId(moe::NonZeroOp nz, int64_t numExperts) {
   for (Operation *op : sliceOf(nz.getInput())) {
     auto g = dyn_cast<linalg::GenericOp>(op);
     if (!g || g.getNumDpsInputs() != 1 ||
-        cast<RankedTensorType>(g.getDpsInputs()[0].getType()).getRank() != 0)
+        cast<RankedTensorType>(g.getDpsInputs()[0].getType())
+                .getNumElements() != 1)
       continue;
     Value mask;
     g.getBody()->walk([&](tensor::ExtractOp ex) { mask = ex.getTensor(); });
@@ -787,6 +1112,31 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
       if (strict)
         return signalPassFailure();
     }
+    // Switch Transformer: top-1 by ArgMax of the router probabilities.
+    SmallVector<linalg::GenericOp> argmaxes;
+    func.walk([&](linalg::GenericOp g) {
+      if (isFirstArgMaxLastDim(g))
+        argmaxes.push_back(g);
+    });
+    for (linalg::GenericOp g : argmaxes) {
+      std::string why;
+      Operation *diagOp = nullptr;
+      std::optional<FailureOr<Router>> r = matchSwitchRouter(g, why, diagOp);
+      if (!r)
+        continue;
+      if (succeeded(*r) && succeeded(raise(**r, why)))
+        continue;
+      Operation *at = diagOp ? diagOp : g.getOperation();
+      InFlightDiagnostic d = strict ? at->emitError() : at->emitWarning();
+      if (StringRef(why).starts_with("expert capacity"))
+        d << why;
+      else
+        d << "MoE-like region (top-1 argmax over router probabilities) not "
+             "raised: "
+          << why;
+      if (strict)
+        return signalPassFailure();
+    }
   }
 
   /// Collects the leaves of the add tree that ends at `root`.
@@ -801,13 +1151,18 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
 
   LogicalResult raise(Router &r, std::string &why) {
     auto logitsT = cast<RankedTensorType>(r.logits.getType());
-    int64_t tokens = logitsT.getDimSize(0), e = logitsT.getDimSize(1);
+    int64_t e = logitsT.getDimSize(logitsT.getRank() - 1), tokens = 1;
+    for (int64_t d = 0; d + 1 < logitsT.getRank(); ++d)
+      tokens = ShapedType::isDynamic(logitsT.getDimSize(d)) ||
+                       ShapedType::isDynamic(tokens)
+                   ? ShapedType::kDynamic
+                   : tokens * logitsT.getDimSize(d);
     // The scatters that consume this router's weights.
     SmallVector<Operation *> scatters;
     getOperation().walk([&](Operation *op) {
       if (!isa<moe::ScatterElementsOp, moe::ScatterNDOp>(op))
         return;
-      if (sliceOf(op->getOperand(2)).contains(r.topk.getOperation()))
+      if (sliceOf(op->getOperand(2)).contains(r.select))
         scatters.push_back(op);
     });
     if (scatters.empty()) {
@@ -828,8 +1183,8 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
         Value other = add && add->first == root ? add->second
                       : add                     ? add->first
                                                 : Value();
-        if (add && (isZeroConstant(other) ||
-                    sliceOf(other).contains(r.topk.getOperation()))) {
+        if (add &&
+            (isZeroConstant(other) || sliceOf(other).contains(r.select))) {
           root = user->getResult(0);
           grew = true;
           break;
@@ -896,7 +1251,9 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
           nz = n;
       if (!src || !nz ||
           !sliceOf(sc->getOperand(1)).contains(nz.getOperation()) ||
-          !sliceOf(nz.getInput()).contains(r.topk.getOperation())) {
+          !sliceOf(nz.getInput()).contains(r.select) ||
+          (r.expertMask &&
+           !sliceOf(nz.getInput()).contains(r.expertMask.getDefiningOp()))) {
         why = "an expert's tokens are not selected by NonZero on the router's "
               "expert mask";
         return failure();
@@ -940,7 +1297,7 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
     // Rewrite: route + experts replace the whole loop.
     OpBuilder b(root.getContext());
     b.setInsertionPointAfterValue(root);
-    Location loc = r.topk.getLoc();
+    Location loc = r.select->getLoc();
     SmallVector<std::pair<int64_t, WeightRef>> gates, ups, downs;
     for (auto &[id, f] : experts) {
       gates.push_back({id, f.gate});
@@ -957,10 +1314,21 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
       why = "the expert weights differ in shape or are not readable";
       return failure();
     }
-    auto wT = cast<RankedTensorType>(r.weights.getType());
+    auto wT = RankedTensorType::get(
+        {tokens, r.k},
+        cast<RankedTensorType>(r.weights.getType()).getElementType());
+    auto idxT = RankedTensorType::get({tokens, r.k}, b.getI64Type());
+    Value logits = r.logits;
+    if (logitsT.getRank() != 2) {
+      // [B, S, E] -> [B * S, E]
+      SmallVector<ReassociationIndices> groups(2);
+      for (int64_t d = 0; d + 1 < logitsT.getRank(); ++d)
+        groups[0].push_back(d);
+      groups[1].push_back(logitsT.getRank() - 1);
+      logits = tensor::CollapseShapeOp::create(b, loc, logits, groups);
+    }
     auto route = moe::RouteOp::create(
-        b, loc, wT, cast<RankedTensorType>(r.topk.getIndices().getType()),
-        r.logits, r.bias, b.getI64IntegerAttr(r.topk.getK()),
+        b, loc, wT, idxT, logits, r.bias, b.getI64IntegerAttr(r.k),
         moe::ScoreFuncAttr::get(b.getContext(), r.score),
         b.getBoolAttr(r.renormalize), b.getF64FloatAttr(r.scaling),
         b.getI64IntegerAttr(r.numGroups), b.getI64IntegerAttr(r.topkGroups),
