@@ -21,22 +21,7 @@ using namespace moert;
 
 namespace {
 
-std::string shapeStr(const std::vector<int64_t> &s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); ++i)
-    r += (i ? "," : "") + std::to_string(s[i]);
-  return r + "]";
-}
 
-std::vector<std::string> splitAxes(const std::string &axes) {
-  std::vector<std::string> out;
-  std::stringstream ss(axes);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty())
-      out.push_back(item);
-  return out;
-}
 
 /// What a dispatch step leaves for its experts and combine steps.
 struct DispatchState {
@@ -167,14 +152,14 @@ void CpuBackend::runStep(ExecContext &ctx, size_t index) {
     const Value &a = val(s.inputs[0]), &b = val(s.inputs[1]);
     const Value &c = val(s.outputs[0]);
     bool transB = s.getInt("trans_b", 0) != 0;
-    need(b.shape.size() == 2, "B must be 2-d, got " + shapeStr(b.shape));
+    need(b.shape.size() == 2, "B must be 2-d, got " + shapeString(b.shape));
     int64_t K = transB ? b.shape[1] : b.shape[0];
     int64_t N = transB ? b.shape[0] : b.shape[1];
-    need(lastDim(a) == K, "A " + shapeStr(a.shape) + " does not match B " +
-                              shapeStr(b.shape) +
+    need(lastDim(a) == K, "A " + shapeString(a.shape) + " does not match B " +
+                              shapeString(b.shape) +
                               (transB ? " (transposed)" : ""));
     int64_t M = K ? a.numElements() / K : 0;
-    need(c.numElements() == M * N, "C " + shapeStr(c.shape) + " is not " +
+    need(c.numElements() == M * N, "C " + shapeString(c.shape) + " is not " +
                                        std::to_string(M) + "x" +
                                        std::to_string(N));
     const float *bias = optF32(ctx, index, s, 2, "bias");
@@ -253,8 +238,8 @@ void CpuBackend::runStep(ExecContext &ctx, size_t index) {
     for (size_t d = 0; d < rank; ++d)
       need((as[d] == 1 || as[d] == c.shape[d]) &&
                (bs[d] == 1 || bs[d] == c.shape[d]),
-           "shapes " + shapeStr(a.shape) + " and " + shapeStr(b.shape) +
-               " do not broadcast to " + shapeStr(c.shape));
+           "shapes " + shapeString(a.shape) + " and " + shapeString(b.shape) +
+               " do not broadcast to " + shapeString(c.shape));
     cpu::binary(fn, f32(ctx, index, s.inputs[0], "a"), as,
                 f32(ctx, index, s.inputs[1], "b"), bs,
                 f32(ctx, index, s.outputs[0], "c"), c.shape);
@@ -275,7 +260,7 @@ void CpuBackend::runStep(ExecContext &ctx, size_t index) {
   if (s.op == "copy") {
     const Value &x = val(s.inputs[0]), &y = val(s.outputs[0]);
     need(x.byteSize() == y.byteSize() && x.dtype == y.dtype,
-         "x " + shapeStr(x.shape) + " and y " + shapeStr(y.shape) +
+         "x " + shapeString(x.shape) + " and y " + shapeString(y.shape) +
              " differ in size or dtype");
     std::memmove(ptr(ctx, index, s.outputs[0], y.dtype, "y"),
                  ptr(ctx, index, s.inputs[0], x.dtype, "x"), x.byteSize());
@@ -303,12 +288,12 @@ void CpuBackend::runStep(ExecContext &ctx, size_t index) {
     int64_t axis = s.getInt("axis", 0);
     need(x.dtype == y.dtype && x.shape.size() == y.shape.size() && axis >= 0 &&
              axis < int64_t(x.shape.size()),
-         "x " + shapeStr(x.shape) + " and y " + shapeStr(y.shape) +
+         "x " + shapeString(x.shape) + " and y " + shapeString(y.shape) +
              " do not fit axis " + std::to_string(axis));
     for (size_t d = 0; d < x.shape.size(); ++d)
       need(y.shape[d] == (int64_t(d) == axis ? G : 1) * x.shape[d],
-           "y " + shapeStr(y.shape) + " is not " + std::to_string(G) +
-               " copies of x " + shapeStr(x.shape) + " along axis " +
+           "y " + shapeString(y.shape) + " is not " + std::to_string(G) +
+               " copies of x " + shapeString(x.shape) + " along axis " +
                std::to_string(axis));
     int64_t outer = 1;
     for (int64_t d = 0; d < axis; ++d)
@@ -433,11 +418,11 @@ void CpuBackend::dispatch(ExecContext &ctx, size_t index) {
   int64_t H = tok.shape.empty() ? 1 : tok.shape.back();
   int64_t k = ids.shape.empty() ? 1 : ids.shape.back();
   int64_t T = k ? ids.numElements() / k : 0;
-  need(tok.numElements() == T * H, "tokens " + shapeStr(tok.shape) +
-                                       " and ids " + shapeStr(ids.shape) +
+  need(tok.numElements() == T * H, "tokens " + shapeString(tok.shape) +
+                                       " and ids " + shapeString(ids.shape) +
                                        " differ in token count");
   need(recv.shape.size() == 2 && recv.shape[1] == H,
-       "recv " + shapeStr(recv.shape) + " is not [rows, " + std::to_string(H) +
+       "recv " + shapeString(recv.shape) + " is not [rows, " + std::to_string(H) +
            "]");
   std::string axes = s.getString("axes", "");
   Comm &comm = ctx.group(axes);
@@ -553,36 +538,8 @@ void CpuBackend::experts(ExecContext &ctx, size_t index) {
       throw ctx.error(index, what);
   };
   DispatchState &st = stateFor(ctx, index);
-  auto opt = [&](size_t i) -> const Value * {
-    return i < s.inputs.size() && s.inputs[i] >= 0 ? &p.values[s.inputs[i]]
-                                                   : nullptr;
-  };
-  const Value &x = p.values[s.inputs[0]], &wg = p.values[s.inputs[1]];
-  const Value &wd = p.values[s.inputs[3]], &y = p.values[s.outputs[0]];
-  int64_t H = st.H, S = st.S;
-  need(x.shape.size() == 2 && x.shape[1] == H && x.shape[0] >= st.recvRows,
-       "recv " + shapeStr(x.shape) + " does not hold the " +
-           std::to_string(st.recvRows) + " received rows of " +
-           std::to_string(H));
-  need(y.numElements() >= st.recvRows * H,
-       "y " + shapeStr(y.shape) + " is too small");
-  need(wg.shape.size() == 3 && wg.shape[0] == S && wg.shape[1] == H,
-       "w_gate " + shapeStr(wg.shape) + " is not [" + std::to_string(S) + "," +
-           std::to_string(H) + ",F]");
-  int64_t F = wg.shape[2];
-  need(wd.shape == std::vector<int64_t>{S, F, H},
-       "w_down " + shapeStr(wd.shape) + " is not [" + std::to_string(S) + "," +
-           std::to_string(F) + "," + std::to_string(H) + "]");
-  if (const Value *wu = opt(2))
-    need(wu->shape == wg.shape, "w_up " + shapeStr(wu->shape) +
-                                    " differs from w_gate " +
-                                    shapeStr(wg.shape));
-  if (const Value *b = opt(4))
-    need(b->numElements() == S * F, "b_gate has the wrong size");
-  if (const Value *b = opt(5))
-    need(b->numElements() == S * F, "b_up has the wrong size");
-  if (const Value *b = opt(6))
-    need(b->numElements() == S * H, "b_down has the wrong size");
+  int64_t H = st.H;
+  int64_t F = checkExpertsStep(ctx, index, H, st.S, st.recvRows);
   cpu::ExpertWeights w;
   w.wGate = f32(ctx, index, s.inputs[1], "w_gate");
   w.wUp = optF32(ctx, index, s, 2, "w_up");
@@ -613,12 +570,12 @@ void CpuBackend::combine(ExecContext &ctx, size_t index) {
   const Value &out = p.values[s.outputs[0]];
   need(y.numElements() >= st.recvRows * H &&
            (y.shape.empty() ? 1 : y.shape.back()) == H,
-       "y " + shapeStr(y.shape) + " does not hold the " +
+       "y " + shapeString(y.shape) + " does not hold the " +
            std::to_string(st.recvRows) + " expert rows");
-  need(wt.numElements() == T * k, "weights " + shapeStr(wt.shape) + " is not " +
+  need(wt.numElements() == T * k, "weights " + shapeString(wt.shape) + " is not " +
                                       std::to_string(T) + "x" +
                                       std::to_string(k));
-  need(out.numElements() == T * H, "out " + shapeStr(out.shape) + " is not " +
+  need(out.numElements() == T * H, "out " + shapeString(out.shape) + " is not " +
                                        std::to_string(T) + "x" +
                                        std::to_string(H));
   // Back to source-major order, then home.

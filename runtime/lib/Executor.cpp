@@ -20,22 +20,6 @@ Backend::~Backend() = default;
 // Helpers
 //===----------------------------------------------------------------------===//
 
-static std::string shapeStr(const std::vector<int64_t> &s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); ++i)
-    r += (i ? "," : "") + std::to_string(s[i]);
-  return r + "]";
-}
-
-static std::vector<std::string> splitAxes(const std::string &axes) {
-  std::vector<std::string> out;
-  std::stringstream ss(axes);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty())
-      out.push_back(item);
-  return out;
-}
 
 std::string moert::npyDType(DType t) {
   switch (t) {
@@ -83,7 +67,7 @@ bool moert::checkInputs(const Plan &plan,
   }
   for (const ModelIO &m : plan.inputs) {
     auto it = inputs.find(m.name);
-    std::string expect = std::string(dtypeName(m.dtype)) + shapeStr(m.shape);
+    std::string expect = std::string(dtypeName(m.dtype)) + shapeString(m.shape);
     if (it == inputs.end()) {
       error = "missing input '" + m.name + "' (expected " + expect +
               "; pass --input " + m.name + "=FILE.npy)";
@@ -96,8 +80,8 @@ bool moert::checkInputs(const Plan &plan,
       return false;
     }
     if (a.shape != m.shape) {
-      error = "input '" + m.name + "': expected shape " + shapeStr(m.shape) +
-              ", got " + shapeStr(a.shape);
+      error = "input '" + m.name + "': expected shape " + shapeString(m.shape) +
+              ", got " + shapeString(a.shape);
       return false;
     }
   }
@@ -288,7 +272,7 @@ void Executor::setInputs(const std::map<std::string, NpyArray> &inputs) {
                      "': " + std::to_string(a.data.size()) +
                      " bytes do not split " + "into " + std::to_string(blocks) +
                      " blocks of the " + std::to_string(local) +
-                     " bytes of the local value " + shapeStr(v.shape));
+                     " bytes of the local value " + shapeString(v.shape));
     backend_->upload(v, a.data.data() + b * local, local);
   }
 }
@@ -385,4 +369,47 @@ std::vector<RunReport> Executor::gatherReports() {
     out.push_back(std::move(r));
   }
   return out;
+}
+
+int64_t moert::checkExpertsStep(ExecContext &ctx, size_t index, int64_t H,
+                                int64_t S, int64_t recvRows) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  auto need = [&](bool ok, const std::string &what) {
+    if (!ok)
+      throw ctx.error(index, what);
+  };
+  auto opt = [&](size_t i) -> const Value * {
+    return i < s.inputs.size() && s.inputs[i] >= 0
+               ? &p.values[size_t(s.inputs[i])]
+               : nullptr;
+  };
+  const Value &x = p.values[size_t(s.inputs[0])];
+  const Value &wg = p.values[size_t(s.inputs[1])];
+  const Value &wd = p.values[size_t(s.inputs[3])];
+  const Value &y = p.values[size_t(s.outputs[0])];
+  need(x.shape.size() == 2 && x.shape[1] == H && x.shape[0] >= recvRows,
+       "recv " + shapeString(x.shape) + " does not hold the " +
+           std::to_string(recvRows) + " received rows of " +
+           std::to_string(H));
+  need(y.numElements() >= recvRows * H,
+       "y " + shapeString(y.shape) + " is too small");
+  need(wg.shape.size() == 3 && wg.shape[0] == S && wg.shape[1] == H,
+       "w_gate " + shapeString(wg.shape) + " is not [" + std::to_string(S) + "," +
+           std::to_string(H) + ",F]");
+  int64_t F = wg.shape[2];
+  need(wd.shape == std::vector<int64_t>{S, F, H},
+       "w_down " + shapeString(wd.shape) + " is not [" + std::to_string(S) + "," +
+           std::to_string(F) + "," + std::to_string(H) + "]");
+  if (const Value *wu = opt(2))
+    need(wu->shape == wg.shape, "w_up " + shapeString(wu->shape) +
+                                    " differs from w_gate " +
+                                    shapeString(wg.shape));
+  if (const Value *b = opt(4))
+    need(b->numElements() == S * F, "b_gate has the wrong size");
+  if (const Value *b = opt(5))
+    need(b->numElements() == S * F, "b_up has the wrong size");
+  if (const Value *b = opt(6))
+    need(b->numElements() == S * H, "b_down has the wrong size");
+  return F;
 }

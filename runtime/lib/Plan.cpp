@@ -116,6 +116,23 @@ size_t moert::dtypeSize(DType t) {
   return 0;
 }
 
+std::string moert::shapeString(const std::vector<int64_t> &shape) {
+  std::string r = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    r += (i ? "," : "") + std::to_string(shape[i]);
+  return r + "]";
+}
+
+std::vector<std::string> moert::splitAxes(const std::string &axes) {
+  std::vector<std::string> out;
+  std::stringstream ss(axes);
+  std::string item;
+  while (std::getline(ss, item, ','))
+    if (!item.empty())
+      out.push_back(item);
+  return out;
+}
+
 int64_t Value::numElements() const {
   int64_t n = 1;
   for (int64_t d : shape)

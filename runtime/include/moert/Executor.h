@@ -101,6 +101,14 @@ private:
   Executor &e_;
 };
 
+/// Checks the operands of `experts` step `index` against its dispatch (H
+/// wide rows, S local slots, `recvRows` rows received): recv and y hold the
+/// rows, w_gate is [S,H,F], w_up like it, w_down [S,F,H], biases [S,F] /
+/// [S,H]. Returns F; throws ctx.error naming the operand. Shared by the
+/// backends.
+int64_t checkExpertsStep(ExecContext &ctx, size_t index, int64_t H, int64_t S,
+                         int64_t recvRows);
+
 /// Runs the steps of one rank. Methods throw RunError (or CommError /
 /// CommAborted from the collectives).
 class Backend {

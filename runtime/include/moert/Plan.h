@@ -223,6 +223,11 @@ private:
   int rank_ = -1;
 };
 
+/// "[2,8,64]": a shape for messages.
+std::string shapeString(const std::vector<int64_t> &shape);
+/// The mesh axis names of a step's comma-separated `axes` attribute.
+std::vector<std::string> splitAxes(const std::string &axes);
+
 /// A readable multi-line description of a plan (for `moe-run --describe`):
 /// mesh, inputs/outputs with their splits, segments and bytes per rank,
 /// values, and the steps with operands and attributes.

@@ -209,22 +209,7 @@ private:
 // Helpers
 //===----------------------------------------------------------------------===//
 
-std::string shapeStr(const std::vector<int64_t> &s) {
-  std::string r = "[";
-  for (size_t i = 0; i < s.size(); ++i)
-    r += (i ? "," : "") + std::to_string(s[i]);
-  return r + "]";
-}
 
-std::vector<std::string> splitAxes(const std::string &axes) {
-  std::vector<std::string> out;
-  std::stringstream ss(axes);
-  std::string item;
-  while (std::getline(ss, item, ','))
-    if (!item.empty())
-      out.push_back(item);
-  return out;
-}
 
 bool toCudaType(DType t, cuda::DType &out) {
   switch (t) {
@@ -709,14 +694,14 @@ void CudaBackend::step(ExecContext &ctx, size_t index) {
     const Value &a = val(s.inputs[0]), &b = val(s.inputs[1]);
     const Value &c = val(s.outputs[0]);
     bool transB = s.getInt("trans_b", 0) != 0;
-    need(b.shape.size() == 2, "B must be 2-d, got " + shapeStr(b.shape));
+    need(b.shape.size() == 2, "B must be 2-d, got " + shapeString(b.shape));
     int64_t K = transB ? b.shape[1] : b.shape[0];
     int64_t N = transB ? b.shape[0] : b.shape[1];
-    need(lastDim(a) == K, "A " + shapeStr(a.shape) + " does not match B " +
-                              shapeStr(b.shape) +
+    need(lastDim(a) == K, "A " + shapeString(a.shape) + " does not match B " +
+                              shapeString(b.shape) +
                               (transB ? " (transposed)" : ""));
     int64_t M = K ? a.numElements() / K : 0;
-    need(c.numElements() == M * N, "C " + shapeStr(c.shape) + " is not " +
+    need(c.numElements() == M * N, "C " + shapeString(c.shape) + " is not " +
                                        std::to_string(M) + "x" +
                                        std::to_string(N));
     cuda::DType in = gpuType(ctx, index, s.inputs[0], "A");
@@ -806,8 +791,8 @@ void CudaBackend::step(ExecContext &ctx, size_t index) {
     for (size_t d = 0; d < rank; ++d)
       need((as[d] == 1 || as[d] == c.shape[d]) &&
                (bs[d] == 1 || bs[d] == c.shape[d]),
-           "shapes " + shapeStr(a.shape) + " and " + shapeStr(b.shape) +
-               " do not broadcast to " + shapeStr(c.shape));
+           "shapes " + shapeString(a.shape) + " and " + shapeString(b.shape) +
+               " do not broadcast to " + shapeString(c.shape));
     cuda::binary(fn, f32(ctx, index, s.inputs[0], "a"), as,
                  f32(ctx, index, s.inputs[1], "b"), bs,
                  f32(ctx, index, s.outputs[0], "c"), c.shape, stream_);
@@ -828,7 +813,7 @@ void CudaBackend::step(ExecContext &ctx, size_t index) {
   if (s.op == "copy") {
     const Value &x = val(s.inputs[0]), &y = val(s.outputs[0]);
     need(x.byteSize() == y.byteSize() && x.dtype == y.dtype,
-         "x " + shapeStr(x.shape) + " and y " + shapeStr(y.shape) +
+         "x " + shapeString(x.shape) + " and y " + shapeString(y.shape) +
              " differ in size or dtype");
     moveBytes(ptr(ctx, index, s.outputs[0], "y"),
               ptr(ctx, index, s.inputs[0], "x"), x.byteSize());
@@ -943,12 +928,12 @@ void CudaBackend::allGather(ExecContext &ctx, size_t index) {
   int64_t axis = s.getInt("axis", 0);
   need(x.dtype == y.dtype && x.shape.size() == y.shape.size() && axis >= 0 &&
            axis < int64_t(x.shape.size()),
-       "x " + shapeStr(x.shape) + " and y " + shapeStr(y.shape) +
+       "x " + shapeString(x.shape) + " and y " + shapeString(y.shape) +
            " do not fit axis " + std::to_string(axis));
   for (size_t d = 0; d < x.shape.size(); ++d)
     need(y.shape[d] == (int64_t(d) == axis ? G : 1) * x.shape[d],
-         "y " + shapeStr(y.shape) + " is not " + std::to_string(G) +
-             " copies of x " + shapeStr(x.shape) + " along axis " +
+         "y " + shapeString(y.shape) + " is not " + std::to_string(G) +
+             " copies of x " + shapeString(x.shape) + " along axis " +
              std::to_string(axis));
   int64_t outer = 1;
   for (int64_t d = 0; d < axis; ++d)
@@ -1053,11 +1038,11 @@ void CudaBackend::dispatch(ExecContext &ctx, size_t index) {
   int64_t H = tok.shape.empty() ? 1 : tok.shape.back();
   int64_t k = ids.shape.empty() ? 1 : ids.shape.back();
   int64_t T = k ? ids.numElements() / k : 0;
-  need(tok.numElements() == T * H, "tokens " + shapeStr(tok.shape) +
-                                       " and ids " + shapeStr(ids.shape) +
+  need(tok.numElements() == T * H, "tokens " + shapeString(tok.shape) +
+                                       " and ids " + shapeString(ids.shape) +
                                        " differ in token count");
   need(recv.shape.size() == 2 && recv.shape[1] == H,
-       "recv " + shapeStr(recv.shape) + " is not [rows, " + std::to_string(H) +
+       "recv " + shapeString(recv.shape) + " is not [rows, " + std::to_string(H) +
            "]");
   gpuType(ctx, index, s.inputs[0], "tokens");
   need(recv.dtype == tok.dtype, "recv and tokens differ in dtype");
@@ -1241,36 +1226,10 @@ void CudaBackend::experts(ExecContext &ctx, size_t index) {
                ? &p.values[size_t(s.inputs[i])]
                : nullptr;
   };
-  const Value &x = p.values[size_t(s.inputs[0])];
-  const Value &wg = p.values[size_t(s.inputs[1])];
-  const Value &wd = p.values[size_t(s.inputs[3])];
-  const Value &y = p.values[size_t(s.outputs[0])];
-  int64_t H = st.H, S = st.S;
-  need(x.shape.size() == 2 && x.shape[1] == H && x.shape[0] >= st.recvRows,
-       "recv " + shapeStr(x.shape) + " does not hold the " +
-           std::to_string(st.recvRows) + " received rows of " +
-           std::to_string(H));
-  need(y.numElements() >= st.recvRows * H,
-       "y " + shapeStr(y.shape) + " is too small");
-  need(wg.shape.size() == 3 && wg.shape[0] == S && wg.shape[1] == H,
-       "w_gate " + shapeStr(wg.shape) + " is not [" + std::to_string(S) + "," +
-           std::to_string(H) + ",F]");
-  int64_t F = wg.shape[2];
-  need(wd.shape == std::vector<int64_t>{S, F, H},
-       "w_down " + shapeStr(wd.shape) + " is not [" + std::to_string(S) + "," +
-           std::to_string(F) + "," + std::to_string(H) + "]");
-  if (const Value *wu = opt(2))
-    need(wu->shape == wg.shape, "w_up " + shapeStr(wu->shape) +
-                                    " differs from w_gate " +
-                                    shapeStr(wg.shape));
-  if (const Value *b = opt(4))
-    need(b->numElements() == S * F, "b_gate has the wrong size");
-  if (const Value *b = opt(5))
-    need(b->numElements() == S * F, "b_up has the wrong size");
-  if (const Value *b = opt(6))
-    need(b->numElements() == S * H, "b_down has the wrong size");
+  int64_t H = st.H;
+  int64_t F = checkExpertsStep(ctx, index, H, st.S, st.recvRows);
   // Activations and weights share one dtype (f32, bf16 or f16).
-  DType dt = x.dtype;
+  DType dt = p.values[size_t(s.inputs[0])].dtype;
   cuda::DeviceExpertWeights w;
   w.dtype = gpuType(ctx, index, s.inputs[0], "recv");
   auto optPtr = [&](size_t i, const char *role) -> const void * {
@@ -1307,12 +1266,12 @@ void CudaBackend::combine(ExecContext &ctx, size_t index) {
   const Value &out = p.values[size_t(s.outputs[0])];
   need(y.numElements() >= st.recvRows * H &&
            (y.shape.empty() ? 1 : y.shape.back()) == H,
-       "y " + shapeStr(y.shape) + " does not hold the " +
+       "y " + shapeString(y.shape) + " does not hold the " +
            std::to_string(st.recvRows) + " expert rows");
-  need(wt.numElements() == T * k, "weights " + shapeStr(wt.shape) + " is not " +
+  need(wt.numElements() == T * k, "weights " + shapeString(wt.shape) + " is not " +
                                       std::to_string(T) + "x" +
                                       std::to_string(k));
-  need(out.numElements() == T * H, "out " + shapeStr(out.shape) + " is not " +
+  need(out.numElements() == T * H, "out " + shapeString(out.shape) + " is not " +
                                        std::to_string(T) + "x" +
                                        std::to_string(H));
   need(y.dtype == out.dtype && size_t(H) * dtypeSize(y.dtype) == st.rowBytes,
