@@ -68,16 +68,6 @@ bool constantBytes(Attribute attr, std::vector<char> &out) {
   return false;
 }
 
-std::string locName(Location loc) {
-  if (auto n = dyn_cast<NameLoc>(loc))
-    return n.getName().str();
-  if (auto f = dyn_cast<FusedLoc>(loc))
-    for (Location l : f.getLocations())
-      if (auto n = dyn_cast<NameLoc>(l))
-        return n.getName().str();
-  return "";
-}
-
 moert::Attr intAttr(int64_t v) {
   moert::Attr a;
   a.kind = moert::Attr::Int;
@@ -226,7 +216,7 @@ LogicalResult PlanBuilder::addConstant(arith::ConstantOp c) {
     return c.emitError("plan lowering: unsupported constant of type ")
            << t;
   int32_t id = addValue(c.getResult(), moert::ValueKind::constant,
-                        locName(c.getLoc()));
+                        nodeName(c.getLoc()));
   moert::DataRef ref;
   ref.segment = 0;
   ref.offset = appendData(0, bytes);
@@ -248,7 +238,7 @@ LogicalResult PlanBuilder::addLocalWeights(moe::LocalWeightsOp op) {
     return op.emitError("plan lowering: unsupported weight type ") << in;
   size_t elt = moert::dtypeSize(dt);
   int32_t id = addValue(op.getResult(), moert::ValueKind::constant,
-                        locName(op.getLoc()));
+                        nodeName(op.getLoc()));
   moe::PlacementAttr p = op.getPlacement();
   int64_t splitAxis = op.getSplitAxis(), splitDim = op.getSplitDim();
   int64_t world = spec.worldSize();
@@ -263,19 +253,16 @@ LogicalResult PlanBuilder::addLocalWeights(moe::LocalWeightsOp op) {
   SmallVector<int64_t> gs = strides(in.getShape()), ls = strides(out.getShape());
   int64_t localElems = out.getNumElements();
   for (int64_t r = 0; r < world; ++r) {
-    // Coordinates of rank r (row-major over the mesh axes).
-    SmallVector<int64_t> coords(spec.axes.size());
-    int64_t rem = r;
-    for (int64_t a = spec.axes.size() - 1; a >= 0; --a) {
-      coords[a] = rem % spec.axes[a].second;
-      rem /= spec.axes[a].second;
-    }
+    SmallVector<int64_t> coords = spec.coords(r);
     int64_t epc = coords[op.getEpAxis()];
     int64_t part = splitAxis >= 0 ? coords[splitAxis] : 0;
     std::vector<char> bytes(localElems * elt, 0);
     bool zero = op.getFirstOnly() && part != 0;
+    // Copy contiguous runs of the innermost dim; `idx` is the local index
+    // of the run's first element.
+    int64_t run = out.getDimSize(rank - 1);
     SmallVector<int64_t> idx(rank, 0);
-    for (int64_t i = 0; i < localElems && !zero; ++i) {
+    for (int64_t i = 0; i < localElems && !zero; i += run) {
       int64_t lin = i;
       for (int64_t d = 0; d < rank; ++d) {
         idx[d] = lin / ls[d];
@@ -291,7 +278,7 @@ LogicalResult PlanBuilder::addLocalWeights(moe::LocalWeightsOp op) {
           x += part * out.getDimSize(d);
         g += x * gs[d];
       }
-      std::memcpy(bytes.data() + i * elt, global.data() + g * elt, elt);
+      std::memcpy(bytes.data() + i * elt, global.data() + g * elt, run * elt);
     }
     moert::DataRef ref;
     ref.segment = 1 + r;
@@ -314,7 +301,7 @@ LogicalResult PlanBuilder::addTpSlice(moe::TpSliceOp op) {
                         "a supported constant");
   size_t elt = moert::dtypeSize(dt);
   int32_t id = addValue(op.getResult(), moert::ValueKind::constant,
-                        locName(op.getLoc()));
+                        nodeName(op.getLoc()));
   int64_t dim = op.getDim(), axis = op.getAxis();
   // Rows of the blocks: `outer` runs of `blockBytes` at stride `rowBytes`.
   int64_t outer = 1, inner = 1;
@@ -325,12 +312,7 @@ LogicalResult PlanBuilder::addTpSlice(moe::TpSliceOp op) {
   int64_t blockBytes = out.getDimSize(dim) * inner * elt;
   int64_t rowBytes = in.getDimSize(dim) * inner * elt;
   for (int64_t r = 0; r < spec.worldSize(); ++r) {
-    int64_t rem = r, coord = 0;
-    for (int64_t a = spec.axes.size() - 1; a >= 0; --a) {
-      if (a == axis)
-        coord = rem % spec.axes[a].second;
-      rem /= spec.axes[a].second;
-    }
+    int64_t coord = spec.coords(r)[axis];
     std::vector<char> bytes(outer * blockBytes);
     for (int64_t o = 0; o < outer; ++o)
       std::memcpy(bytes.data() + o * blockBytes,
@@ -348,7 +330,7 @@ LogicalResult PlanBuilder::addTpSlice(moe::TpSliceOp op) {
 moert::Step &PlanBuilder::addStep(StringRef name, Operation *op) {
   moert::Step s;
   s.op = name.str();
-  s.loc = locName(op->getLoc());
+  s.loc = nodeName(op->getLoc());
   plan.steps.push_back(s);
   return plan.steps.back();
 }
@@ -364,7 +346,7 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
   LogicalResult ok = success();
   auto in = [&](Value v) { return optional(v, op, ok); };
   auto out = [&](Value v) {
-    return addValue(v, moert::ValueKind::temp, locName(op->getLoc()));
+    return addValue(v, moert::ValueKind::temp, nodeName(op->getLoc()));
   };
   if (auto c = dyn_cast<arith::ConstantOp>(op))
     return addConstant(c);

@@ -37,6 +37,25 @@ int64_t MeshSpec::worldSize() const {
   return n;
 }
 
+SmallVector<int64_t> MeshSpec::coords(int64_t rank) const {
+  SmallVector<int64_t> c(axes.size());
+  for (int64_t a = int64_t(axes.size()) - 1; a >= 0; --a) {
+    c[a] = rank % axes[a].second;
+    rank /= axes[a].second;
+  }
+  return c;
+}
+
+std::string moec::nodeName(Location loc) {
+  if (auto n = dyn_cast<NameLoc>(loc))
+    return n.getName().str();
+  if (auto f = dyn_cast<FusedLoc>(loc))
+    for (Location l : f.getLocations())
+      if (auto n = dyn_cast<NameLoc>(l))
+        return n.getName().str();
+  return "";
+}
+
 std::string MeshSpec::str() const {
   std::string s;
   for (auto &[n, size] : axes) {

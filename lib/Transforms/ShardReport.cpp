@@ -80,16 +80,6 @@ static int64_t bytesOf(Type t, int64_t dynamicRows = 0) {
   return n * std::max<int64_t>(1, rt.getElementTypeBitWidth() / 8);
 }
 
-static std::string locName(Location loc) {
-  if (auto n = dyn_cast<NameLoc>(loc))
-    return n.getName().str();
-  if (auto f = dyn_cast<FusedLoc>(loc))
-    for (Location l : f.getLocations())
-      if (auto n = dyn_cast<NameLoc>(l))
-        return n.getName().str();
-  return "";
-}
-
 ShardReport moec::computeShardReport(ModuleOp module) {
   ShardReport r;
   shard::GridOp grid = getMeshGrid(module);
@@ -129,12 +119,8 @@ ShardReport moec::computeShardReport(ModuleOp module) {
     for (int64_t rank = 0; rank < r.worldSize; ++rank) {
       RankMemory &m = r.ranks[rank];
       m.rank = rank;
-      int64_t rem = rank;
-      m.coords.assign(spec.axes.size(), 0);
-      for (int64_t a = spec.axes.size() - 1; a >= 0; --a) {
-        m.coords[a] = rem % spec.axes[a].second;
-        rem /= spec.axes[a].second;
-      }
+      SmallVector<int64_t> c = spec.coords(rank);
+      m.coords.assign(c.begin(), c.end());
       m.weightBytes = replicated;
     }
     func.walk([&](moe::LocalWeightsOp lw) {
@@ -195,7 +181,7 @@ ShardReport moec::computeShardReport(ModuleOp module) {
     // Per MoE layer communication.
     func.walk([&](moe::DispatchOp d) {
       LayerComm l;
-      l.loc = locName(d.getLoc());
+      l.loc = nodeName(d.getLoc());
       moe::PlacementAttr p = d.getPlacement();
       auto tokens = cast<RankedTensorType>(d.getTokens().getType());
       auto idx = cast<RankedTensorType>(d.getIndices().getType());

@@ -406,7 +406,9 @@ int main(int argc, char **argv) {
   if (failed(partPm.run(*module)))
     return fail(inputFile + ": partitioning for --mesh " + mesh + " failed");
 
-  moec::ShardReport rep = moec::computeShardReport(*module);
+  moec::ShardReport rep;
+  if (memLimit > 0 || report != ReportKind::None)
+    rep = moec::computeShardReport(*module);
   if (memLimit > 0) {
     for (const moec::RankMemory &m : rep.ranks)
       if (m.weightBytes + m.activationBytes > memLimit)

@@ -32,6 +32,8 @@ struct MeshSpec {
   /// Grid axis index of the named axis, -1 when absent.
   int64_t index(llvm::StringRef name) const;
   int64_t worldSize() const;
+  /// The coordinates of `rank` along the axes (row-major numbering).
+  llvm::SmallVector<int64_t> coords(int64_t rank) const;
   /// Ranks that split the tokens: dp x ep.
   int64_t tokenSplit() const { return size("dp") * size("ep"); }
   /// "dp=2,ep=4,tp=2".
@@ -41,6 +43,10 @@ struct MeshSpec {
 /// Parses "dp=2,ep=4,tp=2" (any subset, any order, each axis once, sizes >=
 /// 1). On failure `error` says what is wrong with which part.
 bool parseMeshSpec(llvm::StringRef spec, MeshSpec &out, std::string &error);
+
+/// The ONNX node name of an op's location ("" when it has none), for
+/// reports and plans.
+std::string nodeName(mlir::Location loc);
 
 /// The name of the grid the sharding passes create.
 constexpr llvm::StringLiteral kGridName = "mesh";
