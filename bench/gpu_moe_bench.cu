@@ -236,8 +236,18 @@ int main(int argc, char **argv) {
   MOERT_CUDA_CHECK(cudaGetDevice(&dev));
   cudaDeviceProp prop;
   MOERT_CUDA_CHECK(cudaGetDeviceProperties(&prop, dev));
-  cudaStream_t s;
-  MOERT_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  // Owns the stream; declared before everything that uses it (Blas, the
+  // buffers) so that it is destroyed after them.
+  struct StreamOwner {
+    cudaStream_t s = nullptr;
+    ~StreamOwner() {
+      if (s)
+        (void)cudaStreamDestroy(s);
+    }
+  } streamOwner;
+  MOERT_CUDA_CHECK(
+      cudaStreamCreateWithFlags(&streamOwner.s, cudaStreamNonBlocking));
+  cudaStream_t s = streamOwner.s;
   Blas blas(s);
 
   const DType t = o.dtype;
@@ -547,6 +557,6 @@ int main(int argc, char **argv) {
   }
   for (auto &e : ev)
     MOERT_CUDA_CHECK(cudaEventDestroy(e));
-  MOERT_CUDA_CHECK(cudaStreamDestroy(s));
-  return checkOk ? 0 : 1;
+  MOERT_CUDA_CHECK(cudaStreamSynchronize(s));
+  return checkOk ? 0 : 1; // the stream goes after blas and the buffers
 }

@@ -149,12 +149,34 @@ void gemmEx(Blas &blas, cublasOperation_t ta, int m, int n, int k,
       beta, C, ct, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+/// Whether the matrices of `g` meet the pointer alignment that cuBLAS's
+/// batched and grouped GEMMs assume for 16-bit types (they cannot see the
+/// pointers, which are in device memory): 16 bytes when k % 8 == 0, 4 bytes
+/// when k % 2 == 0. Sub-matrices of activations with odd row lengths can
+/// miss it; those calls run as a loop of cublasGemmEx, which checks the
+/// pointers itself (a misaligned access would poison the context).
+bool groupedAligned(DType dt, const Groups &g) {
+  if (dt == DType::f32)
+    return true;
+  size_t i = 0;
+  for (size_t grp = 0; grp < g.size.size(); ++grp) {
+    uintptr_t need = g.k[grp] % 8 == 0 ? 16 : g.k[grp] % 2 == 0 ? 4 : 1;
+    for (int j = 0; j < g.size[grp]; ++j, ++i)
+      if (reinterpret_cast<uintptr_t>(g.A[i]) % need ||
+          reinterpret_cast<uintptr_t>(g.B[i]) % need ||
+          reinterpret_cast<uintptr_t>(g.C[i]) % need)
+        return false;
+  }
+  return true;
+}
+
 /// Runs `g`; `dev` is the staged copy of its pointer arrays.
 void runGroups(Blas &blas, DType dt, const Groups &g, void *dev) {
   if (g.problems() == 0)
     return;
   const cudaDataType_t t = cudaDataTypeOf(dt);
-  if (blas.groupedMode() == Blas::GroupedMode::grouped) {
+  if (blas.groupedMode() == Blas::GroupedMode::grouped &&
+      groupedAligned(dt, g)) {
     size_t n = g.problems();
     void **table = static_cast<void **>(dev);
     const void *const *dA = table;

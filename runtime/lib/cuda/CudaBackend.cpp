@@ -209,8 +209,6 @@ private:
 // Helpers
 //===----------------------------------------------------------------------===//
 
-
-
 bool toCudaType(DType t, cuda::DType &out) {
   switch (t) {
   case DType::f32:
@@ -502,15 +500,25 @@ void CudaBackend::loadKernels(ExecContext &ctx) {
         throw RunError(who + "kernel '" + k.name +
                        "': odd (kind, value) parameter list");
       Launch l;
+      // The device's limits: grid x < 2^31, y and z <= 65535; block x, y
+      // <= 1024, z <= 64, at most 1024 threads in all.
+      const int64_t maxGrid[3] = {INT32_MAX, 65535, 65535};
+      const int64_t maxBlock[3] = {1024, 1024, 64};
+      int64_t threads = 1;
       for (int i = 0; i < 3; ++i) {
-        if (g.grid[i] < 1 || g.grid[i] > INT32_MAX || g.block[i] < 1 ||
-            g.block[i] > 1024)
+        if (g.grid[i] < 1 || g.grid[i] > maxGrid[i] || g.block[i] < 1 ||
+            g.block[i] > maxBlock[i])
           throw RunError(who + "kernel '" + k.name + "': launch geometry " +
                          std::to_string(g.grid[i]) + "/" +
-                         std::to_string(g.block[i]) + " out of range");
+                         std::to_string(g.block[i]) + " (grid/block dim " +
+                         std::to_string(i) + ") out of range");
+        threads *= g.block[i];
         l.grid[i] = unsigned(g.grid[i]);
         l.block[i] = unsigned(g.block[i]);
       }
+      if (threads > 1024)
+        throw RunError(who + "kernel '" + k.name + "': blocks of " +
+                       std::to_string(threads) + " threads (at most 1024)");
       MOERT_CU_CHECK(d.cuModuleGetFunction(&l.fn, modules_[size_t(g.module)],
                                            g.function.c_str()));
       l.args = g.args;
@@ -1042,8 +1050,8 @@ void CudaBackend::dispatch(ExecContext &ctx, size_t index) {
                                        " and ids " + shapeString(ids.shape) +
                                        " differ in token count");
   need(recv.shape.size() == 2 && recv.shape[1] == H,
-       "recv " + shapeString(recv.shape) + " is not [rows, " + std::to_string(H) +
-           "]");
+       "recv " + shapeString(recv.shape) + " is not [rows, " +
+           std::to_string(H) + "]");
   gpuType(ctx, index, s.inputs[0], "tokens");
   need(recv.dtype == tok.dtype, "recv and tokens differ in dtype");
   std::string axes = s.getString("axes", "");
@@ -1268,11 +1276,11 @@ void CudaBackend::combine(ExecContext &ctx, size_t index) {
            (y.shape.empty() ? 1 : y.shape.back()) == H,
        "y " + shapeString(y.shape) + " does not hold the " +
            std::to_string(st.recvRows) + " expert rows");
-  need(wt.numElements() == T * k, "weights " + shapeString(wt.shape) + " is not " +
-                                      std::to_string(T) + "x" +
+  need(wt.numElements() == T * k, "weights " + shapeString(wt.shape) +
+                                      " is not " + std::to_string(T) + "x" +
                                       std::to_string(k));
-  need(out.numElements() == T * H, "out " + shapeString(out.shape) + " is not " +
-                                       std::to_string(T) + "x" +
+  need(out.numElements() == T * H, "out " + shapeString(out.shape) +
+                                       " is not " + std::to_string(T) + "x" +
                                        std::to_string(H));
   need(y.dtype == out.dtype && size_t(H) * dtypeSize(y.dtype) == st.rowBytes,
        "y, out and the dispatched rows differ in dtype");

@@ -974,6 +974,39 @@ TEST(CudaGemm, GroupedGemmAllPrecisionsBothModes) {
   }
 }
 
+TEST(CudaGemm, GroupedGemmUnalignedHalfPointers) {
+  // Rows of activations with an odd row length start at 2-byte boundaries;
+  // cuBLAS's grouped GEMM cannot see such pointers (they are in device
+  // memory) and assumes 16 bytes when k % 8 == 0: these run as a loop.
+  REQUIRE_CUDA_DEVICE();
+  Stream s;
+  for (DType t : {DType::bf16, DType::f16}) {
+    Blas blas(s);
+    const int64_t m = 7, n = 24, k = 32;
+    std::vector<float> A = randomIn(t, size_t(m * k)),
+                       B = randomIn(t, size_t(k * n));
+    // A and C one element past a 256-byte boundary.
+    std::vector<float> Apad(1, 0.f), Cpad(size_t(1 + m * n), 0.f);
+    Apad.insert(Apad.end(), A.begin(), A.end());
+    DevT dA(t, Apad), dB(t, B), dC(t, Cpad);
+    GemmProblem p;
+    p.m = m;
+    p.n = n;
+    p.k = k;
+    p.A = static_cast<char *>(dA.p()) + dtypeSize(t);
+    p.B = dB.p();
+    p.C = static_cast<char *>(dC.p()) + dtypeSize(t);
+    groupedGemm(blas, t, {p});
+    s.sync();
+    std::vector<float> got = dC.download();
+    got.erase(got.begin());
+    expectClose(got, matmulRef(A, B, nullptr, m, k, n, false, t), tolFor(t),
+                std::string("unaligned grouped GEMM ") + dtypeName(t));
+    EXPECT_FALSE(blas.fellBack());
+    EXPECT_EQ(blas.groupedMode(), Blas::GroupedMode::grouped);
+  }
+}
+
 /// The FFN of every slot, rounding where the kernels round.
 std::vector<double>
 ffnRef(DType t, const std::vector<float> &x, const std::vector<int64_t> &off,

@@ -229,7 +229,9 @@ struct GemmProblem {
 /// Runs every problem (A, B, C of type `dt`, fp32 accumulation) with one
 /// cublasGemmGroupedBatchedEx call: consecutive problems of the same shape
 /// form one cuBLAS group. Problems with m, n or k = 0 are skipped (C is
-/// left untouched).
+/// left untouched). bf16/f16 pointers that miss the alignment cuBLAS
+/// assumes for them (16 bytes when k % 8 == 0, 4 when k % 2 == 0) make
+/// that call a loop of cublasGemmEx.
 void groupedGemm(Blas &blas, DType dt, const std::vector<GemmProblem> &probs);
 
 /// The local experts' weights on the device, all of type `dtype`, stacked
