@@ -94,7 +94,9 @@ ShardReport moec::computeShardReport(ModuleOp module) {
   r.dp = spec.size("dp");
 
   for (auto func : module.getOps<func::FuncOp>()) {
-    if (func.isExternal())
+    // The per-rank program is @main; outlined kernels (moe.kernel) are
+    // called from it and hold no parameters or live tensors of their own.
+    if (func.isExternal() || func->hasAttr("moe.kernel"))
       continue;
     // Parameters: float constants. Those read only through
     // moe.local_weights are expert weights, split over the ranks.
