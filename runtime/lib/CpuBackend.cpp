@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "moert/Executor.h"
+#include "moert/Half.h"
 #include "moert/cpu/Kernels.h"
 
 #include <cerrno>
@@ -60,6 +61,7 @@ public:
     std::memset(arena_, 0, n);
     arenaSize_ = n;
     states_.assign(ctx.plan().steps.size(), DispatchState());
+    wideConst_.clear();
     loadKernels(ctx);
   }
 
@@ -101,8 +103,22 @@ private:
   void *code_ = nullptr;
   std::map<std::string, KernelFn> kernels_;
   std::vector<DispatchState> states_;
-  std::vector<float> send_, recvSrc_, back_, scratch_;
+  std::vector<char> send_, recvSrc_, back_;
+  std::vector<float> scratch_;
   std::vector<char> gather_;
+
+  // 16-bit plans (moec --precision=bf16|fp16): the CPU computes in fp32 on
+  // widened copies and narrows what it stores (see docs/runtime.md).
+  /// The operand as fp32: the value itself when it is f32, else a widened
+  /// copy (kept for constants, which are widened once per plan; `tmp`
+  /// otherwise).
+  const float *wide(ExecContext &ctx, size_t index, int32_t id,
+                    const char *role, std::vector<float> &tmp);
+  /// The 16-bit type of dtype `t`; false for f32.
+  static bool half16(DType t, Half16 &h);
+  std::map<int32_t, std::vector<float>> wideConst_;
+  std::vector<float> wa_, wb_, wc_;
+  std::vector<float> wt_[7]; // widened non-constant expert weights
 };
 
 char *CpuBackend::ptr(ExecContext &ctx, size_t index, int32_t id, DType want,
@@ -126,6 +142,40 @@ char *CpuBackend::ptr(ExecContext &ctx, size_t index, int32_t id, DType want,
   if (v.offset + v.byteSize() > arenaSize_)
     throw ctx.error(index, std::string(role) + " lies outside the arena");
   return arena_ + v.offset;
+}
+
+bool CpuBackend::half16(DType t, Half16 &h) {
+  if (t == DType::bf16)
+    h = Half16::bf16;
+  else if (t == DType::f16)
+    h = Half16::f16;
+  else
+    return false;
+  return true;
+}
+
+const float *CpuBackend::wide(ExecContext &ctx, size_t index, int32_t id,
+                              const char *role, std::vector<float> &tmp) {
+  const Plan &p = ctx.plan();
+  if (id < 0 || id >= int32_t(p.values.size()))
+    throw ctx.error(index, std::string("missing operand (") + role + ")");
+  const Value &v = p.values[size_t(id)];
+  Half16 h = Half16::bf16;
+  if (!half16(v.dtype, h))
+    return f32(ctx, index, id, role);
+  const uint16_t *src =
+      reinterpret_cast<const uint16_t *>(ptr(ctx, index, id, v.dtype, role));
+  size_t n = size_t(v.numElements());
+  std::vector<float> *dst = &tmp;
+  if (v.kind == ValueKind::constant) {
+    auto it = wideConst_.find(id);
+    if (it != wideConst_.end())
+      return it->second.data();
+    dst = &wideConst_[id];
+  }
+  dst->resize(n);
+  toF32(h, src, dst->data(), n);
+  return dst->data();
 }
 
 DispatchState &CpuBackend::stateFor(ExecContext &ctx, size_t index) {
@@ -162,12 +212,34 @@ void CpuBackend::runStep(ExecContext &ctx, size_t index) {
     need(c.numElements() == M * N, "C " + shapeString(c.shape) + " is not " +
                                        std::to_string(M) + "x" +
                                        std::to_string(N));
-    const float *bias = optF32(ctx, index, s, 2, "bias");
-    if (bias)
+    // 16-bit operands (moec --precision): widened, fp32 GEMM; C is f32
+    // or narrowed to A's type.
+    need(a.dtype == b.dtype, std::string("B has dtype ") + dtypeName(b.dtype) +
+                                 ", A " + dtypeName(a.dtype));
+    Half16 h = Half16::bf16;
+    bool low = half16(a.dtype, h);
+    need(c.dtype == DType::f32 || (low && c.dtype == a.dtype),
+         std::string("C has dtype ") + dtypeName(c.dtype) + " for inputs of " +
+             dtypeName(a.dtype));
+    const float *bias = nullptr;
+    if (s.inputs.size() > 2 && s.inputs[2] >= 0) {
       need(val(s.inputs[2]).numElements() == N, "bias has the wrong size");
-    cpu::matmul(f32(ctx, index, s.inputs[0], "A"),
-                f32(ctx, index, s.inputs[1], "B"), bias,
-                f32(ctx, index, s.outputs[0], "C"), M, K, N, transB);
+      need(val(s.inputs[2]).dtype == c.dtype, "bias and C differ in dtype");
+      bias = wide(ctx, index, s.inputs[2], "bias", wc_);
+    }
+    const float *A = wide(ctx, index, s.inputs[0], "A", wa_);
+    const float *B = wide(ctx, index, s.inputs[1], "B", wb_);
+    if (c.dtype == DType::f32) {
+      cpu::matmul(A, B, bias, f32(ctx, index, s.outputs[0], "C"), M, K, N,
+                  transB);
+    } else {
+      scratch_.resize(size_t(M * N));
+      cpu::matmul(A, B, bias, scratch_.data(), M, K, N, transB);
+      fromF32(h, scratch_.data(),
+              reinterpret_cast<uint16_t *>(
+                  ptr(ctx, index, s.outputs[0], c.dtype, "C")),
+              size_t(M * N));
+    }
     return;
   }
 
@@ -273,6 +345,24 @@ void CpuBackend::runStep(ExecContext &ctx, size_t index) {
     const Value &x = val(s.inputs[0]);
     need(val(s.outputs[0]).numElements() == x.numElements(),
          "x and y differ in size");
+    need(val(s.outputs[0]).dtype == x.dtype, "x and y differ in dtype");
+    Half16 h = Half16::bf16;
+    if (half16(x.dtype, h)) {
+      // 16-bit partial sums (a --precision plan with tp > 1): summed in
+      // fp32, rounded once.
+      size_t n = size_t(x.numElements());
+      wa_.resize(n);
+      toF32(h,
+            reinterpret_cast<const uint16_t *>(
+                ptr(ctx, index, s.inputs[0], x.dtype, "x")),
+            wa_.data(), n);
+      ctx.group(s.getString("axes", "")).allReduceSum(wa_.data(), int64_t(n));
+      fromF32(h, wa_.data(),
+              reinterpret_cast<uint16_t *>(
+                  ptr(ctx, index, s.outputs[0], x.dtype, "y")),
+              n);
+      return;
+    }
     float *xp = f32(ctx, index, s.inputs[0], "x");
     float *yp = f32(ctx, index, s.outputs[0], "y");
     if (xp != yp)
@@ -467,15 +557,22 @@ void CpuBackend::dispatch(ExecContext &ctx, size_t index) {
   if (!cpu::planDispatch(idp, T, k, pl, s.getInt("capacity", -1), st.layout,
                          err))
     throw ctx.error(index, err);
-  send_.assign(st.layout.sendRows * H, 0.0f);
-  cpu::packRows(f32(ctx, index, s.inputs[0], "tokens"), H, st.layout,
-                send_.data());
+  // Rows move as bytes: f32, or 16-bit rows of a --precision plan.
+  DType dt = tok.dtype;
+  Half16 h16 = Half16::bf16;
+  need(dt == DType::f32 || half16(dt, h16),
+       std::string("tokens have dtype ") + dtypeName(dt) +
+           " (f32, bf16 or f16 expected)");
+  need(recv.dtype == dt, "recv and tokens differ in dtype");
+  const int64_t rowBytes = H * int64_t(dtypeSize(dt));
+  send_.assign(size_t(st.layout.sendRows * rowBytes), 0);
+  cpu::packRowBytes(ptr(ctx, index, s.inputs[0], dt, "tokens"),
+                    size_t(rowBytes), st.layout, send_.data());
 
   // Count exchange, then the rows.
   int64_t S = st.S;
   st.recvCounts.assign(G * S, 0);
   comm.allToAll(st.layout.sendCounts.data(), st.recvCounts.data(), S);
-  int64_t rowBytes = H * int64_t(sizeof(float));
   st.sendBytes.assign(G, 0);
   st.sendOffs.assign(G, 0);
   st.recvBytes.assign(G, 0);
@@ -502,12 +599,12 @@ void CpuBackend::dispatch(ExecContext &ctx, size_t index) {
                                " rows, more than the bound of " +
                                std::to_string(recv.shape[0]));
   }
-  recvSrc_.assign(st.recvRows * H, 0.0f);
+  recvSrc_.assign(size_t(st.recvRows * rowBytes), 0);
   comm.allToAllV(send_.data(), st.sendBytes.data(), st.sendOffs.data(),
                  recvSrc_.data(), st.recvBytes.data(), st.recvOffs.data());
   cpu::expertMajorOrder(st.recvCounts.data(), G, S, st.perm, st.slotOffsets);
-  cpu::gatherRowsByIndex(recvSrc_.data(), H, st.perm.data(), st.recvRows,
-                         f32(ctx, index, s.outputs[0], "recv"));
+  cpu::gatherRowBytes(recvSrc_.data(), size_t(rowBytes), st.perm.data(),
+                      st.recvRows, ptr(ctx, index, s.outputs[0], dt, "recv"));
   st.valid = true;
 
   // Stats.
@@ -540,21 +637,52 @@ void CpuBackend::experts(ExecContext &ctx, size_t index) {
   DispatchState &st = stateFor(ctx, index);
   int64_t H = st.H;
   int64_t F = checkExpertsStep(ctx, index, H, st.S, st.recvRows);
+  // Rows, weights and y share one dtype; 16-bit ones are widened (weights
+  // once per plan), the FFN runs in fp32 and y is narrowed.
+  DType dt = p.values[size_t(s.inputs[0])].dtype;
+  Half16 h16 = Half16::bf16;
+  bool low = half16(dt, h16);
+  need(dt == DType::f32 || low, std::string("recv has dtype ") +
+                                    dtypeName(dt) +
+                                    " (f32, bf16 or f16 expected)");
+  need(p.values[size_t(s.outputs[0])].dtype == dt,
+       "y and recv differ in dtype");
+  auto weight = [&](size_t i, const char *role) -> const float * {
+    if (i >= s.inputs.size() || s.inputs[i] < 0)
+      return nullptr;
+    need(p.values[size_t(s.inputs[i])].dtype == dt,
+         std::string(role) + " and recv differ in dtype");
+    return wide(ctx, index, s.inputs[i], role, wt_[i]);
+  };
   cpu::ExpertWeights w;
-  w.wGate = f32(ctx, index, s.inputs[1], "w_gate");
-  w.wUp = optF32(ctx, index, s, 2, "w_up");
-  w.wDown = f32(ctx, index, s.inputs[3], "w_down");
-  w.bGate = optF32(ctx, index, s, 4, "b_gate");
-  w.bUp = optF32(ctx, index, s, 5, "b_up");
-  w.bDown = optF32(ctx, index, s, 6, "b_down");
+  w.wGate = weight(1, "w_gate");
+  w.wUp = weight(2, "w_up");
+  w.wDown = weight(3, "w_down");
+  w.bGate = weight(4, "b_gate");
+  w.bUp = weight(5, "b_up");
+  w.bDown = weight(6, "b_down");
   w.H = H;
   w.F = F;
   need(parseActivation(s.getString("activation", "silu"), w.act),
        "unknown activation '" + s.getString("activation", "") + "'");
   size_t bytes = cpu::groupedFFNScratch(st.recvRows, w);
   scratch_.resize(bytes / sizeof(float) + 16);
-  cpu::groupedFFN(f32(ctx, index, s.inputs[0], "recv"), st.slotOffsets, w,
-                  f32(ctx, index, s.outputs[0], "y"), scratch_.data());
+  if (!low) {
+    cpu::groupedFFN(f32(ctx, index, s.inputs[0], "recv"), st.slotOffsets, w,
+                    f32(ctx, index, s.outputs[0], "y"), scratch_.data());
+    return;
+  }
+  size_t n = size_t(st.recvRows * H);
+  wa_.resize(n);
+  wc_.assign(n, 0.0f);
+  toF32(h16,
+        reinterpret_cast<const uint16_t *>(
+            ptr(ctx, index, s.inputs[0], dt, "recv")),
+        wa_.data(), n);
+  cpu::groupedFFN(wa_.data(), st.slotOffsets, w, wc_.data(), scratch_.data());
+  fromF32(h16, wc_.data(),
+          reinterpret_cast<uint16_t *>(ptr(ctx, index, s.outputs[0], dt, "y")),
+          n);
 }
 
 void CpuBackend::combine(ExecContext &ctx, size_t index) {
@@ -578,16 +706,37 @@ void CpuBackend::combine(ExecContext &ctx, size_t index) {
   need(out.numElements() == T * H, "out " + shapeString(out.shape) + " is not " +
                                        std::to_string(T) + "x" +
                                        std::to_string(H));
+  DType dt = y.dtype;
+  Half16 h16 = Half16::bf16;
+  bool low = half16(dt, h16);
+  need(dt == DType::f32 || low, std::string("y has dtype ") + dtypeName(dt) +
+                                    " (f32, bf16 or f16 expected)");
+  need(out.dtype == dt, "y and out differ in dtype");
+  const size_t rowBytes = size_t(H) * dtypeSize(dt);
   // Back to source-major order, then home.
-  back_.assign(st.recvRows * H, 0.0f);
-  cpu::scatterRowsByIndex(f32(ctx, index, s.inputs[0], "y"), H, st.perm.data(),
-                          st.recvRows, back_.data());
-  send_.assign(st.layout.sendRows * H, 0.0f);
+  back_.assign(size_t(st.recvRows) * rowBytes, 0);
+  cpu::scatterRowBytes(ptr(ctx, index, s.inputs[0], dt, "y"), rowBytes,
+                       st.perm.data(), st.recvRows, back_.data());
+  send_.assign(size_t(st.layout.sendRows) * rowBytes, 0);
   st.comm->allToAllV(back_.data(), st.recvBytes.data(), st.recvOffs.data(),
                      send_.data(), st.sendBytes.data(), st.sendOffs.data());
-  cpu::combineRows(send_.data(), H, st.layout,
-                   f32(ctx, index, s.inputs[1], "weights"),
-                   f32(ctx, index, s.outputs[0], "out"));
+  const float *wts = f32(ctx, index, s.inputs[1], "weights");
+  if (!low) {
+    cpu::combineRows(reinterpret_cast<const float *>(send_.data()), H,
+                     st.layout, wts, f32(ctx, index, s.outputs[0], "out"));
+  } else {
+    // fp32 accumulation of the widened rows, one rounding at the end.
+    size_t n = size_t(st.layout.sendRows * H);
+    wa_.resize(n);
+    toF32(h16, reinterpret_cast<const uint16_t *>(send_.data()), wa_.data(),
+          n);
+    wc_.resize(size_t(T * H));
+    cpu::combineRows(wa_.data(), H, st.layout, wts, wc_.data());
+    fromF32(h16, wc_.data(),
+            reinterpret_cast<uint16_t *>(
+                ptr(ctx, index, s.outputs[0], dt, "out")),
+            size_t(T * H));
+  }
   MoELayerStats &l = ctx.layer(s.getInt("dispatch", -1));
   for (size_t q = 0; q < l.peers.size(); ++q) {
     l.peers[q].bytesSent += st.recvBytes[q];

@@ -118,6 +118,12 @@ cl::opt<bool> strict(
     cl::desc("Fail when a region that looks like an MoE layer cannot be "
              "raised (default: warn and keep it as dense ops)"),
     cl::init(false), cl::cat(moecCat));
+cl::opt<std::string> precision(
+    "precision",
+    cl::desc("Type of the GEMM weights and the rows they multiply: fp32 "
+             "(default), bf16 or fp16 (fp32 accumulation; routers, norms "
+             "and residuals stay fp32; moe-lower-precision)"),
+    cl::init("fp32"), cl::cat(moecCat));
 cl::opt<bool> noRaise("no-raise",
                       cl::desc("Do not run moe-raise-experts (keep the "
                                "exported expert loops as imported)"),
@@ -282,6 +288,11 @@ int main(int argc, char **argv) {
       argc, argv,
       "moec: compile ONNX Mixture-of-Experts models to expert-parallel plans\n");
 
+  if (precision != "fp32" && precision != "f32" && precision != "bf16" &&
+      precision != "fp16" && precision != "f16")
+    return fail("--precision '" + precision +
+                "': expected fp32, bf16 or fp16");
+
   moec::ImportOptions opts;
   opts.runChecker = !noCheck;
   opts.inlineConstantLimit = inlineLimit;
@@ -325,6 +336,12 @@ int main(int argc, char **argv) {
   }
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
+  if (precision != "fp32" && precision != "f32") {
+    moec::MoELowerPrecisionOptions precOpts;
+    precOpts.precision = precision;
+    pm.addPass(moec::createMoELowerPrecision(precOpts));
+    pm.addPass(createCanonicalizerPass());
+  }
   if (failed(pm.run(*module)))
     return fail(inputFile + ": the compilation pipeline failed");
 

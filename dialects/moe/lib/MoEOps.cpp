@@ -78,6 +78,18 @@ LogicalResult RouteOp::verify() {
 // ExpertsOp
 //===----------------------------------------------------------------------===//
 
+/// Expert weights and biases must share the rows' element type (the
+/// runtimes' grouped GEMMs take one type; moe-lower-precision narrows both).
+static LogicalResult checkWeightTypes(Operation *op, Type rows,
+                                      ValueRange weights) {
+  for (Value w : weights)
+    if (w && rt(w).getElementType() != rows)
+      return op->emitOpError("expert weights must have the element type of "
+                             "the rows they multiply (")
+             << rows << "), got " << rt(w);
+  return success();
+}
+
 LogicalResult ExpertsOp::verify() {
   RankedTensorType tokens = rt(getTokens()), idx = rt(getIndices()),
                    w = rt(getWeights()), gate = rt(getWGate()),
@@ -134,6 +146,10 @@ LogicalResult ExpertsOp::verify() {
   if (res.getElementType() != tokens.getElementType())
     return emitOpError("result must have the tokens' element type ")
            << tokens.getElementType() << ", got " << res.getElementType();
+  if (failed(checkWeightTypes(*this, tokens.getElementType(),
+                              {getWGate(), getWUp(), getWDown(), getBGate(),
+                               getBUp(), getBDown()})))
+    return failure();
   if (int64_t(getExpertOffset()) < 0)
     return emitOpError("expert_offset must be >= 0");
   return success();
@@ -360,6 +376,13 @@ LogicalResult ExpertComputeOp::verify() {
   if (res.getRank() != 2 || !compatible(res.getDimSize(0), recv.getDimSize(0)) ||
       !compatible(res.getDimSize(1), h))
     return emitOpError("result must be [R, H] like recv, got ") << res;
+  if (res.getElementType() != recv.getElementType())
+    return emitOpError("result must have recv's element type ")
+           << recv.getElementType() << ", got " << res.getElementType();
+  if (failed(checkWeightTypes(*this, recv.getElementType(),
+                              {getWGate(), getWUp(), getWDown(), getBGate(),
+                               getBUp(), getBDown()})))
+    return failure();
   if (auto d = getHandle().getDefiningOp<DispatchOp>()) {
     int64_t slots = d.getPlacement().getSlotsPerRank();
     if (!ShapedType::isDynamic(s) && s != slots)

@@ -37,6 +37,50 @@ def MoERaiseExperts : Pass<"moe-raise-experts", "mlir::func::FuncOp"> {
 }
 
 //===----------------------------------------------------------------------===//
+// Precision
+//===----------------------------------------------------------------------===//
+
+def MoELowerPrecision : Pass<"moe-lower-precision", "mlir::ModuleOp"> {
+  let summary = "Store GEMM weights in bf16/fp16 and run the GEMMs on 16-bit rows";
+  let description = [{
+    Mixed precision for the GEMMs, which hold nearly all of an MoE model's
+    weights and FLOPs (moec `--precision=bf16|fp16`):
+
+    * every `moe.experts`: its weights and biases become constants of the
+      16-bit type (rounded to nearest even), its tokens are narrowed by an
+      elementwise `linalg.generic` (arith.truncf) before it and its result
+      widened back to the original type (arith.extf) after it. Once sharded,
+      the dispatch and combine all-to-alls therefore move 16-bit rows: half
+      the bytes of fp32.
+    * every `linalg.matmul` whose right operand is a constant (dense and
+      shared-expert FFN weights), except the router's: the weight becomes a
+      16-bit constant, the left operand is narrowed, and the result stays in
+      the accumulator's type (fp32): `linalg.matmul ins(bf16, bf16)
+      outs(f32)`.
+    * routers (the matmuls that produce a `moe.route`'s logits, through
+      reshapes and elementwise ops) stay in fp32, so the expert selection
+      is that of the fp32 model; routing, norms, activations outside the
+      experts and residuals stay in fp32 as well.
+
+    Accumulation is fp32 everywhere (cuBLAS CUBLAS_COMPUTE_32F on the GPU;
+    the CPU runtime widens 16-bit operands and uses fp32 BLAS). The casts
+    are ordinary elementwise linalg ops: the token analysis follows them and
+    `moe-outline-kernels` fuses them into the neighbouring kernels.
+
+    Errors: a `moe.experts` weight that is not a constant; a precision other
+    than bf16, f16 or f32 (f32 leaves the module unchanged).
+  }];
+  let dependentDialects = ["mlir::linalg::LinalgDialect",
+                           "mlir::tensor::TensorDialect",
+                           "mlir::arith::ArithDialect"];
+  let options = [
+    Option<"precision", "precision", "std::string", /*default=*/"\"bf16\"",
+           "The 16-bit type of GEMM weights and rows: bf16, f16 (or f32: "
+           "no change)">
+  ];
+}
+
+//===----------------------------------------------------------------------===//
 // Sharding
 //===----------------------------------------------------------------------===//
 

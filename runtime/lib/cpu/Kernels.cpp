@@ -330,14 +330,17 @@ bool cpu::planDispatch(const int64_t *ids, int64_t T, int64_t k,
   return true;
 }
 
-void cpu::packRows(const float *x, int64_t H, const DispatchLayout &layout,
-                   float *send) {
+void cpu::packRowBytes(const void *x, size_t rowBytes,
+                       const DispatchLayout &layout, void *send) {
   const int64_t nA = layout.T * layout.k, k = layout.k;
   const int64_t *pos = layout.sendPos.data();
-  MOERT_OMP(parallel for if (nA * H > kParallelWork) schedule(static))
+  const char *xs = static_cast<const char *>(x);
+  char *sd = static_cast<char *>(send);
+  const int64_t work = nA * int64_t(rowBytes / sizeof(float));
+  MOERT_OMP(parallel for if (work > kParallelWork) schedule(static))
   for (int64_t a = 0; a < nA; ++a)
     if (pos[a] >= 0)
-      std::memcpy(send + pos[a] * H, x + (a / k) * H, H * sizeof(float));
+      std::memcpy(sd + pos[a] * rowBytes, xs + (a / k) * rowBytes, rowBytes);
 }
 
 void cpu::expertMajorOrder(const int64_t *recvCounts, int64_t groupSize,
@@ -364,18 +367,24 @@ void cpu::expertMajorOrder(const int64_t *recvCounts, int64_t groupSize,
   slotOffsets[slots] = i;
 }
 
-void cpu::gatherRowsByIndex(const float *src, int64_t H, const int64_t *perm,
-                            int64_t n, float *dst) {
-  MOERT_OMP(parallel for if (n * H > kParallelWork) schedule(static))
+void cpu::gatherRowBytes(const void *src, size_t rowBytes, const int64_t *perm,
+                         int64_t n, void *dst) {
+  const char *s = static_cast<const char *>(src);
+  char *d = static_cast<char *>(dst);
+  const int64_t work = n * int64_t(rowBytes / sizeof(float));
+  MOERT_OMP(parallel for if (work > kParallelWork) schedule(static))
   for (int64_t i = 0; i < n; ++i)
-    std::memcpy(dst + i * H, src + perm[i] * H, H * sizeof(float));
+    std::memcpy(d + i * rowBytes, s + perm[i] * rowBytes, rowBytes);
 }
 
-void cpu::scatterRowsByIndex(const float *src, int64_t H, const int64_t *perm,
-                             int64_t n, float *dst) {
-  MOERT_OMP(parallel for if (n * H > kParallelWork) schedule(static))
+void cpu::scatterRowBytes(const void *src, size_t rowBytes,
+                          const int64_t *perm, int64_t n, void *dst) {
+  const char *s = static_cast<const char *>(src);
+  char *d = static_cast<char *>(dst);
+  const int64_t work = n * int64_t(rowBytes / sizeof(float));
+  MOERT_OMP(parallel for if (work > kParallelWork) schedule(static))
   for (int64_t i = 0; i < n; ++i)
-    std::memcpy(dst + perm[i] * H, src + i * H, H * sizeof(float));
+    std::memcpy(d + perm[i] * rowBytes, s + i * rowBytes, rowBytes);
 }
 
 void cpu::combineRows(const float *back, int64_t H,

@@ -99,8 +99,13 @@ bool planDispatch(const int64_t *ids, int64_t T, int64_t k,
                   DispatchLayout &layout, std::string &error);
 
 /// send[sendPos[a]] = x[a / k] for every non-dropped assignment; x [T,H].
-void packRows(const float *x, int64_t H, const DispatchLayout &layout,
-              float *send);
+/// Rows are moved as bytes (`rowBytes` = H * element size): any dtype.
+void packRowBytes(const void *x, size_t rowBytes, const DispatchLayout &layout,
+                  void *send);
+inline void packRows(const float *x, int64_t H, const DispatchLayout &layout,
+                     float *send) {
+  packRowBytes(x, size_t(H) * sizeof(float), layout, send);
+}
 
 /// After the count exchange, rank r has received, from each source rank s
 /// (in order) and for each of its slots (in order), recvCounts[s*slots+slot]
@@ -111,12 +116,21 @@ void expertMajorOrder(const int64_t *recvCounts, int64_t groupSize,
                       int64_t slots, std::vector<int64_t> &perm,
                       std::vector<int64_t> &slotOffsets);
 
-/// dst[i] = src[perm[i]] (rows of H floats), for i < n.
-void gatherRowsByIndex(const float *src, int64_t H, const int64_t *perm,
-                       int64_t n, float *dst);
-/// dst[perm[i]] = src[i] (rows of H floats), for i < n.
-void scatterRowsByIndex(const float *src, int64_t H, const int64_t *perm,
-                        int64_t n, float *dst);
+/// dst[i] = src[perm[i]] (rows of `rowBytes` bytes), for i < n.
+void gatherRowBytes(const void *src, size_t rowBytes, const int64_t *perm,
+                    int64_t n, void *dst);
+/// dst[perm[i]] = src[i] (rows of `rowBytes` bytes), for i < n.
+void scatterRowBytes(const void *src, size_t rowBytes, const int64_t *perm,
+                     int64_t n, void *dst);
+/// The same on rows of H floats.
+inline void gatherRowsByIndex(const float *src, int64_t H, const int64_t *perm,
+                              int64_t n, float *dst) {
+  gatherRowBytes(src, size_t(H) * sizeof(float), perm, n, dst);
+}
+inline void scatterRowsByIndex(const float *src, int64_t H,
+                               const int64_t *perm, int64_t n, float *dst) {
+  scatterRowBytes(src, size_t(H) * sizeof(float), perm, n, dst);
+}
 
 /// Weights of the local experts, stacked over slots like `moe.experts`:
 /// wGate, wUp [slots,H,F]; wDown [slots,F,H]; biases [slots,F] / [slots,H].
