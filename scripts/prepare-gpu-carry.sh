@@ -7,27 +7,68 @@
 # ["build-carry"]), where gpu-check.sh finds it by itself.
 #
 # It also compiles the end-to-end plans of gpu-check.sh's CUDA backend
-# section (the GPU machine has no LLVM/MLIR, so no moec): examples/
-# mixtral_layer and examples/mixtral_block at ep=1 and ep=4 with
-# `moec ... --target=cuda` (PTX for sm_90 embedded) into
-# build-carry/plans/NAME-epN.moeplan. moec: $MOEC, default build/bin/moec
-# (scripts/build.sh); without it the plans are skipped with a warning.
+# section (the GPU machine has no LLVM/MLIR, so no moec), with
+# `moec ... --target=cuda` (PTX for sm_90 embedded), into build-carry/plans:
+#   * every example at ep=1 and ep=4 (fp32);
+#   * --precision=bf16 at ep=4 for mixtral_layer (generated kernels),
+#     hf_qwen2_moe (a dense shared-expert matmul) and hf_deepseek_v3, and
+#     --precision=fp16 at ep=4 for hf_mixtral;
+#   * ep=2,tp=2 (TP all-reduce) for hf_qwen2_moe in fp32 and bf16;
+# and their onnxruntime references: onnxruntime on the example's original
+# model.onnx and input.npy, written to build-carry/plans/EXAMPLE.ref.npz.
+# build-carry/plans/manifest.txt lists "PLAN EXAMPLE RANKS TOL" per plan
+# (TOL relative to max|ref|: 1e-4 for fp32, 2.5e-2 bf16, 3e-3 fp16, the
+# bounds of test/moec/e2e-plans.test and e2e-precision.test).
+# moec: $MOEC, default build/bin/moec (scripts/build.sh); without it the
+# plans are skipped with a warning.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PYTHON=${PYTHON:-python3}
 
 # --- end-to-end plans for the CUDA backend (--target=cuda) ----------------
 MOEC=${MOEC:-$ROOT/build/bin/moec}
 PLANS=$ROOT/build-carry/plans
+EXAMPLES="mixtral_block mixtral_layer hf_mixtral ort_moe hf_qwen2_moe
+  hf_qwen3_moe hf_olmoe hf_deepseek_v2 hf_deepseek_v3 hf_switch"
 if [ -x "$MOEC" ]; then
   rm -rf "$PLANS"
   mkdir -p "$PLANS"
-  for ex in mixtral_layer mixtral_block; do
-    for ep in 1 4; do
-      "$MOEC" "$ROOT/examples/$ex/model.onnx" --mesh "ep=$ep" --target=cuda \
-        -o "$PLANS/$ex-ep$ep.moeplan"
-    done
+  # plan NAME EXAMPLE RANKS TOL MOEC-FLAGS...
+  plan() {
+    local name=$1 ex=$2 ranks=$3 tol=$4
+    shift 4
+    "$MOEC" "$ROOT/examples/$ex/model.onnx" --target=cuda "$@" \
+      -o "$PLANS/$name.moeplan"
+    echo "$name $ex $ranks $tol" >>"$PLANS/manifest.txt"
+  }
+  for ex in $EXAMPLES; do
+    plan "$ex-ep1" "$ex" 1 1e-4 --mesh ep=1
+    plan "$ex-ep4" "$ex" 4 1e-4 --mesh ep=4
   done
-  echo "prepare-gpu-carry: plans -> $PLANS: $(cd "$PLANS" && echo *.moeplan)"
+  for ex in mixtral_layer hf_qwen2_moe hf_deepseek_v3; do
+    plan "$ex-ep4-bf16" "$ex" 4 2.5e-2 --mesh ep=4 --precision=bf16
+  done
+  plan hf_mixtral-ep4-fp16 hf_mixtral 4 3e-3 --mesh ep=4 --precision=fp16
+  plan hf_qwen2_moe-ep2tp2 hf_qwen2_moe 4 1e-4 --mesh ep=2,tp=2
+  plan hf_qwen2_moe-ep2tp2-bf16 hf_qwen2_moe 4 2.5e-2 --mesh ep=2,tp=2 \
+    --precision=bf16
+  # onnxruntime references.
+  "$PYTHON" - "$ROOT/examples" "$PLANS" $EXAMPLES <<'PY'
+import os, sys
+import numpy as np
+import onnxruntime as ort
+exdir, out = sys.argv[1], sys.argv[2]
+for ex in sys.argv[3:]:
+    model = os.path.join(exdir, ex, "model.onnx")
+    sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    x = np.load(os.path.join(exdir, ex, "input.npy"))
+    feeds = {sess.get_inputs()[0].name: x}
+    names = [o.name for o in sess.get_outputs()]
+    refs = dict(zip(names, sess.run(None, feeds)))
+    np.savez(os.path.join(out, ex + ".ref.npz"), **refs)
+PY
+  echo "prepare-gpu-carry: $(wc -l <"$PLANS/manifest.txt") plans and" \
+    "onnxruntime references -> $PLANS ($(du -sh "$PLANS" | cut -f1))"
 else
   echo "prepare-gpu-carry: warning: no moec at $MOEC (run scripts/build.sh);" \
     "the end-to-end plans of gpu-check.sh are not compiled" >&2

@@ -16,6 +16,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "moert/cuda/CudaBackend.h"
+#include "moert/Half.h"
 #include "moert/cuda/Kernels.h"
 #ifdef MOERT_HAVE_NCCL
 #include "moert/cuda/Nccl.h"
@@ -899,16 +900,19 @@ void CudaBackend::allReduce(ExecContext &ctx, size_t index) {
     throw ctx.error(index, "x and y differ in size");
   std::string axes = s.getString("axes", "");
   Comm &comm = ctx.group(axes);
-  char *xp = reinterpret_cast<char *>(f32(ctx, index, s.inputs[0], "x"));
-  char *yp = reinterpret_cast<char *>(f32(ctx, index, s.outputs[0], "y"));
+  // f32, or the 16-bit partial sums of a --precision plan with tp > 1.
+  DType dt = x.dtype;
+  cuda::DType gt = gpuType(ctx, index, s.inputs[0], "x");
+  char *xp = ptr(ctx, index, s.inputs[0], "x", &dt);
+  char *yp = ptr(ctx, index, s.outputs[0], "y", &dt);
   size_t bytes = x.byteSize();
   moveBytes(yp, xp, bytes);
   if (comm.size() == 1 || bytes == 0)
     return;
+  size_t n = size_t(x.numElements());
 #ifdef MOERT_HAVE_NCCL
   if (auto *nc = static_cast<cuda::NcclComm *>(ncclFor(axes))) {
-    nc->allReduceSum(yp, yp, size_t(x.numElements()), cuda::DType::f32,
-                     stream_);
+    nc->allReduceSum(yp, yp, n, gt, stream_);
     return;
   }
 #endif
@@ -916,7 +920,16 @@ void CudaBackend::allReduce(ExecContext &ctx, size_t index) {
   MOERT_CUDA_CHECK(
       cudaMemcpyAsync(h, yp, bytes, cudaMemcpyDeviceToHost, stream_));
   MOERT_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  comm.allReduceSum(reinterpret_cast<float *>(h), x.numElements());
+  if (gt == cuda::DType::f32) {
+    comm.allReduceSum(reinterpret_cast<float *>(h), int64_t(n));
+  } else {
+    // Host staging: summed in fp32 (as the CPU backend), rounded once.
+    Half16 h16 = gt == cuda::DType::bf16 ? Half16::bf16 : Half16::f16;
+    std::vector<float> wide(n);
+    toF32(h16, reinterpret_cast<const uint16_t *>(h), wide.data(), n);
+    comm.allReduceSum(wide.data(), int64_t(n));
+    fromF32(h16, wide.data(), reinterpret_cast<uint16_t *>(h), n);
+  }
   MOERT_CUDA_CHECK(
       cudaMemcpyAsync(yp, h, bytes, cudaMemcpyHostToDevice, stream_));
 }
