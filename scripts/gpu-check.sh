@@ -314,6 +314,7 @@ else
   while read -r name ex ranks tol; do
     plan=$PLANS/$name.moeplan
     exdir=$ROOT/examples/$ex
+    [ -d "$exdir" ] || exdir=$PLANS/$ex # a model made by prepare-gpu-carry.sh
     args=()
     for in_name in $(plan_inputs "$plan"); do
       args+=(--input "$in_name=$exdir/input.npy")

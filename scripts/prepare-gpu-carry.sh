@@ -14,6 +14,8 @@
 #     hf_qwen2_moe (a dense shared-expert matmul) and hf_deepseek_v3, and
 #     --precision=fp16 at ep=4 for hf_mixtral;
 #   * ep=2,tp=2 (TP all-reduce) for hf_qwen2_moe in fp32 and bf16;
+#   * test/e2e/make_odd_model.py's model (sizes that are not multiples of a
+#     warp or a block, for the generated kernels' thread mapping) at ep=2;
 # and their onnxruntime references: onnxruntime on the example's original
 # model.onnx and input.npy, written to build-carry/plans/EXAMPLE.ref.npz.
 # build-carry/plans/manifest.txt lists "PLAN EXAMPLE RANKS TOL" per plan
@@ -50,6 +52,15 @@ if [ -x "$MOEC" ]; then
   done
   plan hf_mixtral-ep4-fp16 hf_mixtral 4 3e-3 --mesh ep=4 --precision=fp16
   plan hf_qwen2_moe-ep2tp2 hf_qwen2_moe 4 1e-4 --mesh ep=2,tp=2
+  # Odd sizes for the generated kernels' blocks and threads (a [1, 350, 70]
+  # tensor per rank: 70 x 3 threads, 117 blocks, guarded tails); the model
+  # and its onnxruntime output live in build-carry/plans/odd_moe.
+  "$PYTHON" "$ROOT/test/e2e/make_odd_model.py" "$PLANS/odd_moe"
+  "$MOEC" "$PLANS/odd_moe/model.onnx" --target=cuda --mesh ep=2 \
+    -o "$PLANS/odd_moe-ep2.moeplan"
+  echo "odd_moe-ep2 odd_moe 2 1e-4" >>"$PLANS/manifest.txt"
+  "$PYTHON" -c "import numpy as np, sys; np.savez(sys.argv[2], y=np.load(sys.argv[1]))" \
+    "$PLANS/odd_moe/output.npy" "$PLANS/odd_moe.ref.npz"
   plan hf_qwen2_moe-ep2tp2-bf16 hf_qwen2_moe 4 2.5e-2 --mesh ep=2,tp=2 \
     --precision=bf16
   # onnxruntime references.

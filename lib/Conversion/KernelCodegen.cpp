@@ -15,8 +15,11 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
-#include "mlir/Dialect/Utils/StaticValueUtils.h"
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/GPU/Transforms/ParallelLoopMapper.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/SCF/Transforms/Transforms.h"
+#include "mlir/Dialect/Utils/StaticValueUtils.h"
 #include "mlir/ExecutionEngine/OptUtils.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -26,7 +29,6 @@
 #include "mlir/Target/LLVMIR/Export.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/IR/LLVMContext.h"
-#include <cstring>
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
 #include "llvm/MC/TargetRegistry.h"
@@ -39,6 +41,7 @@
 #include "llvm/Target/TargetMachine.h"
 #include "llvm/Target/TargetOptions.h"
 #include "llvm/TargetParser/Host.h"
+#include <cstring>
 
 using namespace mlir;
 using namespace moec;
@@ -122,7 +125,8 @@ LogicalResult moec::compileKernelsForCPU(ModuleOp module,
   llvm::InitializeNativeTargetAsmPrinter();
   std::string triple = llvm::sys::getProcessTriple();
   std::string terr;
-  const llvm::Target *target = llvm::TargetRegistry::lookupTarget(llvm::Triple(triple), terr);
+  const llvm::Target *target =
+      llvm::TargetRegistry::lookupTarget(llvm::Triple(triple), terr);
   if (!target) {
     error = "no LLVM target for " + triple + ": " + terr;
     return failure();
@@ -188,6 +192,87 @@ LogicalResult moec::compileKernelsForCPU(ModuleOp module,
   return success();
 }
 
+/// Maps every outermost scf.parallel onto the GPU: split into blocks of up
+/// to kThreads iterations (innermost dims first), the outer loop on the
+/// grid and the inner one on the threads of a block, innermost dim on x so
+/// that a warp's lanes walk contiguous memory. Dims that do not fit the
+/// hardware (grid y/z <= 65535, more than three dims) stay sequential loops
+/// inside a thread. Iterations past the bounds are guarded (no min/max
+/// bounds: the block size stays a constant). Without the split each block
+/// would run a single thread.
+static LogicalResult mapForThreads(ModuleOp m) {
+  constexpr int64_t kThreads = 256;
+  MLIRContext *ctx = m.getContext();
+  ctx->getOrLoadDialect<gpu::GPUDialect>();
+  AffineMap id = AffineMap::getMultiDimIdentityMap(1, ctx);
+  auto dimMap = [&](gpu::Processor p) {
+    return gpu::ParallelLoopDimMappingAttr::get(ctx, p, id, id);
+  };
+  // Processors for the dims of `loop`, innermost first; `count[d]` is the
+  // number of iterations of dim d (0: unknown).
+  auto assign = [&](scf::ParallelOp loop, ArrayRef<int64_t> count,
+                    ArrayRef<gpu::Processor> procs,
+                    ArrayRef<int64_t> limits) -> LogicalResult {
+    size_t n = loop.getNumLoops();
+    SmallVector<gpu::ParallelLoopDimMappingAttr> map(
+        n, dimMap(gpu::Processor::Sequential));
+    size_t next = 0;
+    for (size_t d = n; d-- > 0 && next < procs.size();) {
+      if (count[d] == 1 && procs[0] == gpu::Processor::ThreadX)
+        continue; // a block dim of one thread: keep the slot
+      if (count[d] <= 0 || count[d] > limits[next])
+        continue;
+      map[d] = dimMap(procs[next++]);
+    }
+    return gpu::setMappingAttr(loop, map);
+  };
+  SmallVector<scf::ParallelOp> loops;
+  m.walk([&](scf::ParallelOp p) {
+    if (!p->getParentOfType<scf::ParallelOp>())
+      loops.push_back(p);
+  });
+  for (scf::ParallelOp p : loops) {
+    size_t n = p.getNumLoops();
+    SmallVector<int64_t> trip(n, 0), sizes(n, 1);
+    int64_t left = kThreads;
+    for (size_t d = n; d-- > 0;) {
+      auto lb = getConstantIntValue(p.getLowerBound()[d]);
+      auto ub = getConstantIntValue(p.getUpperBound()[d]);
+      auto st = getConstantIntValue(p.getStep()[d]);
+      if (!lb || !ub || !st || *st <= 0)
+        continue;
+      trip[d] = std::max<int64_t>(0, (*ub - *lb + *st - 1) / *st);
+      sizes[d] = std::max<int64_t>(1, std::min(left, trip[d]));
+      left /= sizes[d];
+    }
+    bool tile = llvm::any_of(sizes, [](int64_t s) { return s > 1; }) &&
+                llvm::all_of(trip, [](int64_t t) { return t > 0; });
+    if (!tile) {
+      if (failed(assign(p, trip,
+                        {gpu::Processor::BlockX, gpu::Processor::BlockY,
+                         gpu::Processor::BlockZ},
+                        {INT32_MAX, 65535, 65535})))
+        return failure();
+      continue;
+    }
+    auto [outer, inner] =
+        scf::tileParallelLoop(p, sizes, /*noMinMaxBounds=*/true);
+    SmallVector<int64_t> blocks(n);
+    for (size_t d = 0; d < n; ++d)
+      blocks[d] = (trip[d] + sizes[d] - 1) / sizes[d];
+    if (failed(assign(outer, blocks,
+                      {gpu::Processor::BlockX, gpu::Processor::BlockY,
+                       gpu::Processor::BlockZ},
+                      {INT32_MAX, 65535, 65535})) ||
+        failed(assign(inner, sizes,
+                      {gpu::Processor::ThreadX, gpu::Processor::ThreadY,
+                       gpu::Processor::ThreadZ},
+                      {1024, 1024, 64})))
+      return failure();
+  }
+  return success();
+}
+
 LogicalResult moec::compileKernelsToPTX(ModuleOp module, StringRef chip,
                                         std::vector<std::string> &ptx,
                                         std::vector<KernelInfo> &kernels,
@@ -204,9 +289,9 @@ LogicalResult moec::compileKernelsToPTX(ModuleOp module, StringRef chip,
       toolkit = v;
   if (toolkit.empty())
     if (auto ptxas = llvm::sys::findProgramByName("ptxas"))
-      toolkit = llvm::sys::path::parent_path(
-                    llvm::sys::path::parent_path(*ptxas))
-                    .str();
+      toolkit =
+          llvm::sys::path::parent_path(llvm::sys::path::parent_path(*ptxas))
+              .str();
   if (toolkit.empty())
     toolkit = "/usr/local/cuda";
   std::string libdevice = toolkit + "/nvvm/libdevice/libdevice.10.bc";
@@ -215,11 +300,19 @@ LogicalResult moec::compileKernelsToPTX(ModuleOp module, StringRef chip,
             " (set CUDA_HOME to the CUDA toolkit)";
     return failure();
   }
+  // Loops first, then blocks and threads (mapForThreads), then the GPU.
+  if (failed(runPipeline(*k,
+                         std::string(kBufferize) +
+                             ",func.func(convert-linalg-to-parallel-loops)",
+                         error)))
+    return failure();
+  if (failed(mapForThreads(*k))) {
+    error = "cannot map the kernels' loops onto GPU blocks and threads";
+    return failure();
+  }
   std::string pipeline =
-      std::string(kBufferize) +
-      ",func.func(convert-linalg-to-parallel-loops),"
-      "func.func(gpu-map-parallel-loops),convert-parallel-loops-to-gpu,"
-      "gpu-kernel-outlining,lower-affine,convert-scf-to-cf,"
+      "convert-parallel-loops-to-gpu,"
+      "canonicalize,gpu-kernel-outlining,lower-affine,convert-scf-to-cf,"
       "nvvm-attach-target{chip=" +
       chip.str() +
       " O=3},gpu.module(convert-gpu-to-nvvm{use-bare-ptr-memref-call-conv=1}),"

@@ -164,8 +164,7 @@ struct LowerPrecision
     auto attr = DenseResourceElementsAttr::get(type, name, std::move(blob));
     OpBuilder b(c);
     b.setInsertionPointAfter(c);
-    Value nc =
-        arith::ConstantOp::create(b, c.getLoc(), cast<TypedAttr>(attr));
+    Value nc = arith::ConstantOp::create(b, c.getLoc(), cast<TypedAttr>(attr));
     narrowed[c] = nc;
     return nc;
   }

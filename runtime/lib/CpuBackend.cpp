@@ -15,14 +15,12 @@
 #include <cstring>
 #include <dlfcn.h>
 #include <map>
-#include <unistd.h>
 #include <sstream>
+#include <unistd.h>
 
 using namespace moert;
 
 namespace {
-
-
 
 /// What a dispatch step leaves for its experts and combine steps.
 struct DispatchState {
@@ -416,8 +414,8 @@ void CpuBackend::loadKernels(ExecContext &ctx) {
     throw RunError(who + "the plan has generated kernels but no CPU code "
                          "(compiled for another target?)");
   const char *tmp = std::getenv("TMPDIR");
-  std::string path = std::string(tmp && *tmp ? tmp : "/tmp") +
-                     "/moe-kernels-XXXXXX";
+  std::string path =
+      std::string(tmp && *tmp ? tmp : "/tmp") + "/moe-kernels-XXXXXX";
   std::vector<char> name(path.begin(), path.end());
   name.push_back('\0');
   int fd = mkstemp(name.data());
@@ -453,8 +451,8 @@ void CpuBackend::kernel(ExecContext &ctx, size_t index) {
   const Step &s = ctx.plan().steps[index];
   auto it = kernels_.find(s.getString("name", ""));
   if (it == kernels_.end())
-    throw ctx.error(index, "kernel '" + s.getString("name", "") +
-                               "' was not loaded");
+    throw ctx.error(index,
+                    "kernel '" + s.getString("name", "") + "' was not loaded");
   std::vector<void *> a;
   for (int32_t id : s.inputs)
     a.push_back(ptr(ctx, index, id, ctx.plan().values[id].dtype, "operand"));
@@ -478,7 +476,8 @@ void CpuBackend::kernel(ExecContext &ctx, size_t index) {
     return;
     MOERT_CALL(6, P, P, P, P, P, P)(a[0], a[1], a[2], a[3], a[4], a[5]);
     return;
-    MOERT_CALL(7, P, P, P, P, P, P, P)(a[0], a[1], a[2], a[3], a[4], a[5], a[6]);
+    MOERT_CALL(7, P, P, P, P, P, P, P)
+    (a[0], a[1], a[2], a[3], a[4], a[5], a[6]);
     return;
     MOERT_CALL(8, P, P, P, P, P, P, P, P)
     (a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
@@ -512,8 +511,8 @@ void CpuBackend::dispatch(ExecContext &ctx, size_t index) {
                                        " and ids " + shapeString(ids.shape) +
                                        " differ in token count");
   need(recv.shape.size() == 2 && recv.shape[1] == H,
-       "recv " + shapeString(recv.shape) + " is not [rows, " + std::to_string(H) +
-           "]");
+       "recv " + shapeString(recv.shape) + " is not [rows, " +
+           std::to_string(H) + "]");
   std::string axes = s.getString("axes", "");
   Comm &comm = ctx.group(axes);
   int64_t G = comm.size();
@@ -560,9 +559,9 @@ void CpuBackend::dispatch(ExecContext &ctx, size_t index) {
   // Rows move as bytes: f32, or 16-bit rows of a --precision plan.
   DType dt = tok.dtype;
   Half16 h16 = Half16::bf16;
-  need(dt == DType::f32 || half16(dt, h16),
-       std::string("tokens have dtype ") + dtypeName(dt) +
-           " (f32, bf16 or f16 expected)");
+  need(dt == DType::f32 || half16(dt, h16), std::string("tokens have dtype ") +
+                                                dtypeName(dt) +
+                                                " (f32, bf16 or f16 expected)");
   need(recv.dtype == dt, "recv and tokens differ in dtype");
   const int64_t rowBytes = H * int64_t(dtypeSize(dt));
   send_.assign(size_t(st.layout.sendRows * rowBytes), 0);
@@ -642,8 +641,7 @@ void CpuBackend::experts(ExecContext &ctx, size_t index) {
   DType dt = p.values[size_t(s.inputs[0])].dtype;
   Half16 h16 = Half16::bf16;
   bool low = half16(dt, h16);
-  need(dt == DType::f32 || low, std::string("recv has dtype ") +
-                                    dtypeName(dt) +
+  need(dt == DType::f32 || low, std::string("recv has dtype ") + dtypeName(dt) +
                                     " (f32, bf16 or f16 expected)");
   need(p.values[size_t(s.outputs[0])].dtype == dt,
        "y and recv differ in dtype");
@@ -700,11 +698,11 @@ void CpuBackend::combine(ExecContext &ctx, size_t index) {
            (y.shape.empty() ? 1 : y.shape.back()) == H,
        "y " + shapeString(y.shape) + " does not hold the " +
            std::to_string(st.recvRows) + " expert rows");
-  need(wt.numElements() == T * k, "weights " + shapeString(wt.shape) + " is not " +
-                                      std::to_string(T) + "x" +
+  need(wt.numElements() == T * k, "weights " + shapeString(wt.shape) +
+                                      " is not " + std::to_string(T) + "x" +
                                       std::to_string(k));
-  need(out.numElements() == T * H, "out " + shapeString(out.shape) + " is not " +
-                                       std::to_string(T) + "x" +
+  need(out.numElements() == T * H, "out " + shapeString(out.shape) +
+                                       " is not " + std::to_string(T) + "x" +
                                        std::to_string(H));
   DType dt = y.dtype;
   Half16 h16 = Half16::bf16;
@@ -728,14 +726,13 @@ void CpuBackend::combine(ExecContext &ctx, size_t index) {
     // fp32 accumulation of the widened rows, one rounding at the end.
     size_t n = size_t(st.layout.sendRows * H);
     wa_.resize(n);
-    toF32(h16, reinterpret_cast<const uint16_t *>(send_.data()), wa_.data(),
-          n);
+    toF32(h16, reinterpret_cast<const uint16_t *>(send_.data()), wa_.data(), n);
     wc_.resize(size_t(T * H));
     cpu::combineRows(wa_.data(), H, st.layout, wts, wc_.data());
-    fromF32(h16, wc_.data(),
-            reinterpret_cast<uint16_t *>(
-                ptr(ctx, index, s.outputs[0], dt, "out")),
-            size_t(T * H));
+    fromF32(
+        h16, wc_.data(),
+        reinterpret_cast<uint16_t *>(ptr(ctx, index, s.outputs[0], dt, "out")),
+        size_t(T * H));
   }
   MoELayerStats &l = ctx.layer(s.getInt("dispatch", -1));
   for (size_t q = 0; q < l.peers.size(); ++q) {

@@ -49,10 +49,12 @@ void expectNarrow(float f) {
 
 TEST(Half, SpecialValuesAndEdges) {
   float inf = INFINITY;
-  for (float f : {0.0f, -0.0f, 1.0f, -1.0f, 0.1f, 65504.0f, 65519.99f, 65520.0f,
-                  65536.0f, 1e-8f, 2.9802322e-8f, 2.98024e-8f, 5.9604645e-8f,
-                  6.1035156e-5f, 6.1e-5f, 3.4028235e38f, 1e-45f, inf, -inf,
-                  NAN, -NAN})
+  for (float f :
+       {0.0f,          -0.0f,       1.0f,          -1.0f,         0.1f,
+        65504.0f,      65519.99f,   65520.0f,      65536.0f,      1e-8f,
+        2.9802322e-8f, 2.98024e-8f, 5.9604645e-8f, 6.1035156e-5f, 6.1e-5f,
+        3.4028235e38f, 1e-45f,      inf,           -inf,          NAN,
+        -NAN})
     expectNarrow(f);
   // Both sides of every binade edge and the halfway points of fp16 and
   // bf16 ulps.
@@ -82,8 +84,7 @@ TEST(Half, WideningIsExact) {
     if (f.isNaN()) {
       EXPECT_TRUE(std::isnan(f16ToF32(uint16_t(h))));
     } else {
-      EXPECT_EQ(floatBits(f16ToF32(uint16_t(h))),
-                floatBits(f.convertToFloat()))
+      EXPECT_EQ(floatBits(f16ToF32(uint16_t(h))), floatBits(f.convertToFloat()))
           << "fp16 0x" << std::hex << h;
     }
     // Narrowing a widened value gives it back.

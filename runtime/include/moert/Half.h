@@ -1,4 +1,4 @@
-//===- Half.h - bf16 and fp16 conversions on the host -------------*- C++ -*-===//
+//===- Half.h - bf16 and fp16 conversions on the host -----------*- C++ -*-===//
 //
 // The 16-bit float formats of plans compiled with `moec --precision=bf16|fp16`
 // (expert and dense GEMM weights and the rows that go through them), as raw

@@ -377,8 +377,8 @@ void cpu::gatherRowBytes(const void *src, size_t rowBytes, const int64_t *perm,
     std::memcpy(d + i * rowBytes, s + perm[i] * rowBytes, rowBytes);
 }
 
-void cpu::scatterRowBytes(const void *src, size_t rowBytes,
-                          const int64_t *perm, int64_t n, void *dst) {
+void cpu::scatterRowBytes(const void *src, size_t rowBytes, const int64_t *perm,
+                          int64_t n, void *dst) {
   const char *s = static_cast<const char *>(src);
   char *d = static_cast<char *>(dst);
   const int64_t work = n * int64_t(rowBytes / sizeof(float));
