@@ -328,4 +328,30 @@ else
   done <"$PLANS/manifest.txt"
 fi
 
+# --- the compiled plan against PyTorch eager ---------------------------------
+# The whole compiled path (moec --precision=bf16 plan: fp32 router, generated
+# cast kernels, grouped bf16 experts, combine) on one rank, last of 10 runs,
+# against the same layer in PyTorch eager (bf16 throughout). Checked first
+# against torch's output for the first 256 tokens (bf16 bound 2.5e-2).
+BPLAN=$ROOT/build-carry/bench/layer-bf16.moeplan
+if [ -f "$BPLAN" ]; then
+  BDIR=$(dirname "$RESULTS")/plan-bench
+  mkdir -p "$BDIR"
+  if step "compiled plan: moe-run --device $E2E_DEVICE (H=384, F=1344, E=8, k=2, 4096 tokens, bf16)" 180 bash -c \
+    "$(printf '%q ' "$BIN/moe-run" --device "$E2E_DEVICE" -n 1 "$BPLAN" --input "hidden_states=$ROOT/build-carry/bench/input.npy" -o "$BDIR/out.npy" --iters 10) >'$BDIR/moe-run.txt' 2>&1 || { tail -20 '$BDIR/moe-run.txt'; exit 1; }; grep -E 'total|experts|matmul|dispatch|combine|route|kernel ' '$BDIR/moe-run.txt' | head -20; $(printf '%q ' "$PYTHON") -c 'import numpy as np, sys; a = np.load(sys.argv[1])[:, :256]; r = np.load(sys.argv[2]); e = float(abs(a - r).max()); s = float(abs(r).max()); print(f\"first 256 tokens vs torch: max|diff| {e:.3e} ({e / s:.1e} of max|ref|, bound 2.5e-2)\"); sys.exit(int(e > 2.5e-2 * s))' '$BDIR/out.npy' '$ROOT/build-carry/bench/reference256.npy'"; then
+    pms=$(sed -n 's/.*total \([0-9.]*\) ms.*/\1/p' "$BDIR/moe-run.txt" | head -1)
+    [ "$E2E_ONLY" -eq 1 ] && log "compiled plan: $pms ms on $E2E_DEVICE (no PyTorch peer with --e2e-only)"
+  fi
+  if [ "$E2E_ONLY" -eq 0 ] && [ -n "${pms:-}" ]; then
+    TORCH_SMALL=$BDIR/torch.txt
+    step "PyTorch eager, same layer (H=384, F=1344, 4096 tokens, bf16)" 120 "$PYTHON" \
+      "$ROOT/bench/torch_moe_layer.py" --hidden 384 --ffn 1344 --tokens 4096 --out "$TORCH_SMALL"
+    tms=$(awk '$1=="RESULT" && $2=="torch_moe_layer_ms" {print $3}' "$TORCH_SMALL" 2>/dev/null)
+    log "| layer H=384, F=1344, E=8, k=2, 4096 tokens, bf16 | ms | vs moe-run |"
+    log "| --- | ---: | ---: |"
+    [ -n "$pms" ] && log "| moe-run, compiled plan (1 rank) | $pms | 1.00 |"
+    [ -n "$tms" ] && [ -n "$pms" ] && log "| PyTorch eager (expert loop) | $tms | $(awk -v a="$tms" -v b="$pms" 'BEGIN{printf "%.2f", a/b}') |"
+  fi
+fi
+
 finish

@@ -14,6 +14,9 @@
 #     hf_qwen2_moe (a dense shared-expert matmul) and hf_deepseek_v3, and
 #     --precision=fp16 at ep=4 for hf_mixtral;
 #   * ep=2,tp=2 (TP all-reduce) for hf_qwen2_moe in fp32 and bf16;
+#   * build-carry/bench: bench/make_models.py's layer at H=384, F=1344,
+#     4096 tokens, compiled with --precision=bf16, for gpu-check's
+#     compiled-plan benchmark against PyTorch eager;
 #   * test/e2e/make_odd_model.py's model (sizes that are not multiples of a
 #     warp or a block, for the generated kernels' thread mapping) at ep=2;
 # and their onnxruntime references: onnxruntime on the example's original
@@ -78,6 +81,23 @@ for ex in sys.argv[3:]:
     refs = dict(zip(names, sess.run(None, feeds)))
     np.savez(os.path.join(out, ex + ".ref.npz"), **refs)
 PY
+  # The compiled-plan benchmark: a Mixtral-shaped layer (torch export of
+  # bench/make_models.py, H=384, F=1344 = 3.5 H as Mixtral, E=8, k=2, 4096
+  # tokens) compiled with --precision=bf16 (25 MB), its input, and torch's
+  # output for the first 256 tokens (the whole would not fit the carry).
+  BENCH=$ROOT/build-carry/bench
+  rm -rf "$BENCH"
+  mkdir -p "$BENCH"
+  TMPM=$(mktemp -d)
+  "$PYTHON" "$ROOT/bench/make_models.py" "$TMPM" --hidden 384 --ffn 1344 \
+    --experts 8 --topk 2 --tokens 4096 >/dev/null 2>&1
+  "$MOEC" "$TMPM/torch_block.onnx" --mesh ep=1 --precision=bf16 \
+    --target=cuda -o "$BENCH/layer-bf16.moeplan"
+  cp "$TMPM/input.npy" "$BENCH/input.npy"
+  "$PYTHON" -c "import numpy as np, sys; np.save(sys.argv[2], np.load(sys.argv[1])[:, :256])" \
+    "$TMPM/reference.npy" "$BENCH/reference256.npy"
+  rm -rf "$TMPM"
+  echo "prepare-gpu-carry: benchmark plan -> $BENCH ($(du -sh "$BENCH" | cut -f1))"
   echo "prepare-gpu-carry: $(wc -l <"$PLANS/manifest.txt") plans and" \
     "onnxruntime references -> $PLANS ($(du -sh "$PLANS" | cut -f1))"
 else
