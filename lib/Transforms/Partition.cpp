@@ -55,21 +55,42 @@ void splitSharedExperts(func::FuncOp func, int64_t tpAxis, int64_t tp) {
   for (linalg::MatmulOp down : shared) {
     // Walk back from the down projection's input through elementwise ops to
     // the up/gate matmuls.
-    SmallVector<linalg::GenericOp> between;
+    // Elementwise generics and reshapes that keep the FFN dim innermost
+    // (DeepSeek's exports go [T, F] -> [B, S, F] -> [T, F] around the
+    // activation).
+    SmallVector<Operation *> between;
     SetVector<linalg::MatmulOp> ups;
     SmallVector<Value> work{down.getInputs()[0]};
     bool ok = true;
+    auto lastDim = [](Value v) {
+      auto t = cast<RankedTensorType>(v.getType());
+      return t.getRank() ? t.getDimSize(t.getRank() - 1) : int64_t(-1);
+    };
     while (!work.empty() && ok) {
       Value v = work.pop_back_val();
-      if (auto m = v.getDefiningOp<linalg::MatmulOp>()) {
+      Operation *def = v.getDefiningOp();
+      if (auto m = dyn_cast_or_null<linalg::MatmulOp>(def)) {
         ok = m->hasAttr("moe.shared_expert") && m != down;
         ups.insert(m);
-      } else if (auto g = v.getDefiningOp<linalg::GenericOp>()) {
+      } else if (auto g = dyn_cast_or_null<linalg::GenericOp>(def)) {
         ok = isElementwise(g);
-        if (!llvm::is_contained(between, g)) {
-          between.push_back(g);
+        if (!llvm::is_contained(between, def)) {
+          between.push_back(def);
           for (Value in : g.getDpsInputs())
             work.push_back(in);
+        }
+      } else if (isa_and_nonnull<tensor::ReshapeOp, tensor::CollapseShapeOp,
+                                 tensor::ExpandShapeOp>(def)) {
+        Value src = def->getOperand(0);
+        auto rt = cast<RankedTensorType>(def->getResult(0).getType());
+        ok = rt.hasStaticShape() && lastDim(src) == lastDim(def->getResult(0));
+        if (auto c = dyn_cast<tensor::CollapseShapeOp>(def))
+          ok &= c.getReassociationIndices().back().size() == 1;
+        if (auto e = dyn_cast<tensor::ExpandShapeOp>(def))
+          ok &= e.getReassociationIndices().back().size() == 1;
+        if (ok && !llvm::is_contained(between, def)) {
+          between.push_back(def);
+          work.push_back(src);
         }
       } else {
         ok = false;
@@ -86,7 +107,7 @@ void splitSharedExperts(func::FuncOp func, int64_t tpAxis, int64_t tp) {
     for (linalg::MatmulOp u : ups)
       ok &= bool(constB(u));
     // Every value between must stay inside the expert: no other users.
-    for (linalg::GenericOp g : between)
+    for (Operation *g : between)
       ok &= llvm::all_of(g->getUsers(), [&](Operation *u) {
         return u == down || llvm::is_contained(between, u);
       });
@@ -136,6 +157,29 @@ void splitSharedExperts(func::FuncOp func, int64_t tpAxis, int64_t tp) {
             ValueRange{zeroInit(t)});
         m->setAttrs(u->getDiscardableAttrDictionary());
         map.map(u.getResult(0), m.getResult(0));
+        continue;
+      }
+      if (isa<tensor::ReshapeOp, tensor::CollapseShapeOp,
+              tensor::ExpandShapeOp>(op)) {
+        auto t = splitType(op->getResult(0).getType());
+        Value src = map.lookupOrDefault(op->getOperand(0));
+        Value r;
+        if (auto c = dyn_cast<tensor::CollapseShapeOp>(op)) {
+          r = tensor::CollapseShapeOp::create(b, loc, t, src,
+                                              c.getReassociationIndices());
+        } else if (auto e = dyn_cast<tensor::ExpandShapeOp>(op)) {
+          r = tensor::ExpandShapeOp::create(b, loc, t, src,
+                                            e.getReassociationIndices());
+        } else {
+          auto rs = cast<tensor::ReshapeOp>(op);
+          auto shapeT = cast<RankedTensorType>(rs.getShape().getType());
+          Value shape = arith::ConstantOp::create(
+              b, loc,
+              DenseIntElementsAttr::get(shapeT,
+                                        ArrayRef<int64_t>(t.getShape())));
+          r = tensor::ReshapeOp::create(b, loc, t, src, shape);
+        }
+        map.map(op->getResult(0), r);
         continue;
       }
       auto g = cast<linalg::GenericOp>(op);

@@ -27,3 +27,21 @@
 // Partitioning twice is an error.
 // RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=2" --moe-partition --moe-partition 2>&1 | FileCheck %s --check-prefix=TWICE
 // TWICE: error: the module is partitioned already
+
+// Tensor parallelism of a shared expert whose activation runs between
+// reshapes ([T, F] -> [B, S, F] -> [T, F], as DeepSeek's exports): ep=2,tp=2
+// gives each rank 12 tokens and half of F=32; the gate/up weights are cut by
+// columns, the down weight by rows, the reshapes get the local shapes, and
+// the partial sums are all-reduced over tp.
+// RUN: moe-opt %S/Inputs/shared-expert.mlir --moe-shard="mesh=ep=2,tp=2" --moe-place-experts --moe-insert-all-to-all --moe-partition | FileCheck %s --check-prefix=SHARED
+// SHARED: %[[G:.*]] = moe.tp_slice %{{.*}} on @mesh axis = 1 dim = 1 : tensor<16x32xf32> -> tensor<16x16xf32>
+// SHARED: %[[GM:.*]] = linalg.matmul {moe.shared_expert = 0 : i64} ins(%{{.*}}, %[[G]] : tensor<12x16xf32>, tensor<16x16xf32>)
+// SHARED: moe.tp_slice %{{.*}} on @mesh axis = 1 dim = 1 : tensor<16x32xf32> -> tensor<16x16xf32>
+// SHARED: %[[S3:.*]] = arith.constant dense<[1, 12, 16]> : tensor<3xi64>
+// SHARED: tensor.reshape %[[GM]](%[[S3]]) : (tensor<12x16xf32>, tensor<3xi64>) -> tensor<1x12x16xf32>
+// SHARED: %[[H3:.*]] = linalg.generic {{.*}} outs(%{{.*}} : tensor<1x12x16xf32>) attrs = {moe.shared_expert = 0 : i64}
+// SHARED: %[[S2:.*]] = arith.constant dense<[12, 16]> : tensor<2xi64>
+// SHARED: %[[H:.*]] = tensor.reshape %[[H3]](%[[S2]]) : (tensor<1x12x16xf32>, tensor<2xi64>) -> tensor<12x16xf32>
+// SHARED: %[[D:.*]] = moe.tp_slice %{{.*}} on @mesh axis = 1 dim = 0 : tensor<32x16xf32> -> tensor<16x16xf32>
+// SHARED: %[[P:.*]] = linalg.matmul {moe.shared_expert = 0 : i64} ins(%[[H]], %[[D]] : tensor<12x16xf32>, tensor<16x16xf32>)
+// SHARED: shard.all_reduce %[[P]] on @mesh grid_axes = [1] : tensor<12x16xf32> -> tensor<12x16xf32>
