@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs dependencies, builds, runs the lit suite and the
-# GoogleTest unit tests. Prints lit's and ctest's pass/fail counts.
+# GoogleTest unit tests, then the runtime-only build without BLAS (the GPU
+# machine's configuration) and its tests. Prints the pass/fail counts.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
@@ -10,4 +11,13 @@ echo "== lit =="
 /usr/lib/llvm-22/bin/lit -sv "$BUILD_DIR/test" || status=1
 echo "== unit tests (ctest) =="
 ctest --test-dir "$BUILD_DIR" --output-on-failure || status=1
+# The runtime alone, as the GPU machine builds it (no LLVM/MLIR; there no
+# BLAS either: the CPU kernels' own GEMM), with its unit tests.
+echo "== runtime-only build without BLAS (the GPU machine's configuration) =="
+RT_DIR=$BUILD_DIR/runtime-only
+cmake -G Ninja -S "$ROOT" -B "$RT_DIR" -DMOEC_RUNTIME_ONLY=ON \
+  -DMOEC_ENABLE_CUDA=OFF -DMOERT_NO_BLAS=ON -DCMAKE_BUILD_TYPE=Release \
+  >/dev/null || status=1
+ninja -C "$RT_DIR" >/dev/null || status=1
+ctest --test-dir "$RT_DIR" --output-on-failure | tail -3 || status=1
 exit $status

@@ -9,7 +9,9 @@
 
 #include "moert/cpu/Kernels.h"
 
+#ifdef MOERT_HAVE_CBLAS
 #include <cblas.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -228,9 +230,37 @@ void cpu::route(const float *logits, const float *bias, int64_t T, int64_t E,
 /// C[M,N] = A[M,K] * B[K,N] (+ C when accumulate), all row major.
 static void sgemm(const float *A, const float *B, float *C, int64_t M,
                   int64_t K, int64_t N, bool transB, bool accumulate) {
+#ifdef MOERT_HAVE_CBLAS
   cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
               int(M), int(N), int(K), 1.0f, A, int(K), B, int(transB ? K : N),
               accumulate ? 1.0f : 0.0f, C, int(N));
+#else
+  // No BLAS in this build (runtime/CMakeLists.txt): rows in parallel, the
+  // inner loops in the order that walks B and C contiguously.
+  MOERT_OMP(parallel for if (M * N * K > kParallelWork) schedule(static))
+  for (int64_t m = 0; m < M; ++m) {
+    float *c = C + m * N;
+    const float *a = A + m * K;
+    if (transB) {
+      for (int64_t n = 0; n < N; ++n) {
+        const float *b = B + n * K;
+        float s = 0.0f;
+        for (int64_t k = 0; k < K; ++k)
+          s += a[k] * b[k];
+        c[n] = accumulate ? c[n] + s : s;
+      }
+      continue;
+    }
+    if (!accumulate)
+      std::fill(c, c + N, 0.0f);
+    for (int64_t k = 0; k < K; ++k) {
+      const float av = a[k];
+      const float *b = B + k * N;
+      for (int64_t n = 0; n < N; ++n)
+        c[n] += av * b[n];
+    }
+  }
+#endif
 }
 
 /// Every row of C[M,N] = bias, or 0 without bias.
