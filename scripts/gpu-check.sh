@@ -209,24 +209,6 @@ if [ "$HAVE_TESTS" -eq 1 ]; then
   fi
 fi
 
-# --- benchmarks ----------------------------------------------------------------
-BENCH_OUT=$(dirname "$RESULTS")/gpu-bench.txt
-# shellcheck disable=SC2086
-step "moert-gpu-bench (Mixtral layer, bf16)" 240 "$BIN/moert-gpu-bench" --out "$BENCH_OUT" $BENCH_ARGS
-TORCH_OUT=$(dirname "$RESULTS")/torch-moe-layer.txt
-# shellcheck disable=SC2086
-step "PyTorch eager peer (bench/torch_moe_layer.py)" 180 "$PYTHON" "$ROOT/bench/torch_moe_layer.py" --out "$TORCH_OUT" $BENCH_ARGS
-
-section "comparison"
-moe=$(awk '$1=="RESULT" && $2=="moe_layer_ms" {print $3}' "$BENCH_OUT" 2>/dev/null)
-flr=$(awk '$1=="RESULT" && $2=="flop_floor_ms" {print $3}' "$BENCH_OUT" 2>/dev/null)
-tch=$(awk '$1=="RESULT" && $2=="torch_moe_layer_ms" {print $3}' "$TORCH_OUT" 2>/dev/null)
-log "| Mixtral MoE layer | ms | vs moert |"
-log "| --- | ---: | ---: |"
-[ -n "$moe" ] && log "| moert (CUDA kernels + cuBLAS grouped GEMM) | $moe | 1.00 |"
-[ -n "$tch" ] && [ -n "$moe" ] && log "| PyTorch eager (expert loop) | $tch | $(awk -v a="$tch" -v b="$moe" 'BEGIN{printf "%.2f", a/b}') |"
-[ -n "$flr" ] && [ -n "$moe" ] && log "| FLOP floor (peak dense cuBLAS rate) | $flr | $(awk -v a="$flr" -v b="$moe" 'BEGIN{printf "%.2f", a/b}') |"
-log "(record these numbers in docs/performance.md)"
 
 # ============================================================================
 # === CUDA BACKEND OF THE EXECUTOR (issue 6, item 3; docs/cuda.md)          ===
@@ -327,6 +309,29 @@ else
       "$(printf '%q ' "$BIN/moe-run" --device "$E2E_DEVICE" "${rk[@]}" "$plan" "${args[@]}" -o "$out") >'$E2E_DIR/$name.log' 2>&1 || { tail -20 '$E2E_DIR/$name.log'; exit 1; }; $(printf '%q ' "$PYTHON" "$CHECKER" "$out" "$PLANS/$ex.ref.npz" "$tol")"
   done <"$PLANS/manifest.txt"
 fi
+
+# Benchmarks last: the correctness checks above come back even if these run
+# long.
+if [ "$E2E_ONLY" -eq 0 ]; then
+# --- benchmarks ----------------------------------------------------------------
+BENCH_OUT=$(dirname "$RESULTS")/gpu-bench.txt
+# shellcheck disable=SC2086
+step "moert-gpu-bench (Mixtral layer, bf16)" 240 "$BIN/moert-gpu-bench" --out "$BENCH_OUT" $BENCH_ARGS
+TORCH_OUT=$(dirname "$RESULTS")/torch-moe-layer.txt
+# shellcheck disable=SC2086
+step "PyTorch eager peer (bench/torch_moe_layer.py)" 180 "$PYTHON" "$ROOT/bench/torch_moe_layer.py" --out "$TORCH_OUT" $BENCH_ARGS
+
+section "comparison"
+moe=$(awk '$1=="RESULT" && $2=="moe_layer_ms" {print $3}' "$BENCH_OUT" 2>/dev/null)
+flr=$(awk '$1=="RESULT" && $2=="flop_floor_ms" {print $3}' "$BENCH_OUT" 2>/dev/null)
+tch=$(awk '$1=="RESULT" && $2=="torch_moe_layer_ms" {print $3}' "$TORCH_OUT" 2>/dev/null)
+log "| Mixtral MoE layer | ms | vs moert |"
+log "| --- | ---: | ---: |"
+[ -n "$moe" ] && log "| moert (CUDA kernels + cuBLAS grouped GEMM) | $moe | 1.00 |"
+[ -n "$tch" ] && [ -n "$moe" ] && log "| PyTorch eager (expert loop) | $tch | $(awk -v a="$tch" -v b="$moe" 'BEGIN{printf "%.2f", a/b}') |"
+[ -n "$flr" ] && [ -n "$moe" ] && log "| FLOP floor (peak dense cuBLAS rate) | $flr | $(awk -v a="$flr" -v b="$moe" 'BEGIN{printf "%.2f", a/b}') |"
+log "(record these numbers in docs/performance.md)"
+fi # E2E_ONLY
 
 # --- the compiled plan against PyTorch eager ---------------------------------
 # The whole compiled path (moec --precision=bf16 plan: fp32 router, generated
