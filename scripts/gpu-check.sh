@@ -308,6 +308,21 @@ else
     step "e2e $name: moe-run --device $E2E_DEVICE ${rk[*]} vs onnxruntime" 90 bash -c \
       "$(printf '%q ' "$BIN/moe-run" --device "$E2E_DEVICE" "${rk[@]}" "$plan" "${args[@]}" -o "$out") >'$E2E_DIR/$name.log' 2>&1 || { tail -20 '$E2E_DIR/$name.log'; exit 1; }; $(printf '%q ' "$PYTHON" "$CHECKER" "$out" "$PLANS/$ex.ref.npz" "$tol")"
   done <"$PLANS/manifest.txt"
+  # One rank with NCCL: MOERT_NCCL=force gives one-rank groups a one-rank
+  # NCCL communicator, so dispatch/combine go through ncclSend/ncclRecv
+  # (to self) on this one GPU; when the build found NCCL.
+  if grep -q "^MOERT_NCCL_LIBRARY:FILEPATH=/" "$BUILD_DIR/CMakeCache.txt" 2>/dev/null &&
+     [ "$E2E_DEVICE" = cuda ]; then
+    for name in mixtral_layer-ep1 hf_qwen2_moe-ep1; do
+      ex=${name%-ep1}
+      out=$E2E_DIR/$name-nccl.npz
+      rm -f "$out"
+      step "e2e $name: MOERT_NCCL=force moe-run --device cuda -n 1 vs onnxruntime" 90 bash -c \
+        "MOERT_NCCL=force $(printf '%q ' "$BIN/moe-run" --device cuda -n 1 "$PLANS/$name.moeplan" --input "hidden_states=$ROOT/examples/$ex/input.npy" -o "$out") >'$E2E_DIR/$name-nccl.log' 2>&1 || { tail -20 '$E2E_DIR/$name-nccl.log'; exit 1; }; $(printf '%q ' "$PYTHON" "$CHECKER" "$out" "$PLANS/$ex.ref.npz" 1e-4)"
+    done
+  else
+    log "gpu-check: no NCCL in this build (or not on cuda): the one-rank NCCL runs are skipped"
+  fi
 fi
 
 # Benchmarks last: the correctness checks above come back even if these run

@@ -535,6 +535,10 @@ void CudaBackend::setupNccl(ExecContext &ctx) {
     return;
   const char *env = std::getenv("MOERT_NCCL");
   bool want = options_.allowNccl && !(env && std::string(env) == "0");
+  // MOERT_NCCL=force: one-rank groups get a one-rank NCCL communicator too
+  // (rows sent to self through ncclSend/ncclRecv), so that the NCCL path
+  // runs on a machine with one GPU.
+  bool force = want && env && std::string(env) == "force";
   cudaDeviceProp prop;
   MOERT_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
   // Every rank decides alike: from what all ranks of the group report.
@@ -548,8 +552,12 @@ void CudaBackend::setupNccl(ExecContext &ctx) {
       axesUsed.insert(s.getString("axes", ""));
   for (const std::string &axes : axesUsed) {
     Comm &c = ctx.group(axes);
-    if (c.size() <= 1)
+    if (c.size() <= 1) {
+      if (force)
+        nccl_[axes] = std::make_unique<cuda::NcclComm>(
+            1, 0, cuda::ncclNewUniqueId(), device_);
       continue;
+    }
     Info mine;
     std::memset(&mine, 0, sizeof(mine));
     std::memcpy(mine.uuid, &prop.uuid, sizeof(mine.uuid));
@@ -575,6 +583,10 @@ void CudaBackend::setupNccl(ExecContext &ctx) {
   }
 #else
   (void)ctx;
+  const char *env = std::getenv("MOERT_NCCL");
+  if (env && std::string(env) == "force")
+    throw RunError("MOERT_NCCL=force, but this moe-run was built without "
+                   "NCCL (nccl.h/libnccl not found at configure time)");
 #endif
 }
 
@@ -855,13 +867,8 @@ void CudaBackend::exchange(const std::string &axes, Comm &comm, const char *src,
     sTotal += sendBytes[size_t(q)];
     rTotal += recvBytes[size_t(q)];
   }
-  if (G == 1) { // the rows stay here
-    if (sTotal)
-      MOERT_CUDA_CHECK(cudaMemcpyAsync(dst, src, size_t(sTotal),
-                                       cudaMemcpyDeviceToDevice, stream_));
-    return;
-  }
 #ifdef MOERT_HAVE_NCCL
+  // (A one-rank group has a communicator only under MOERT_NCCL=force.)
   if (auto *nc = static_cast<cuda::NcclComm *>(ncclFor(axes))) {
     std::vector<int64_t> sRows(static_cast<size_t>(G), 0),
         rRows(static_cast<size_t>(G), 0);
@@ -876,6 +883,12 @@ void CudaBackend::exchange(const std::string &axes, Comm &comm, const char *src,
   (void)axes;
   (void)rowBytes;
 #endif
+  if (G == 1) { // the rows stay here
+    if (sTotal)
+      MOERT_CUDA_CHECK(cudaMemcpyAsync(dst, src, size_t(sTotal),
+                                       cudaMemcpyDeviceToDevice, stream_));
+    return;
+  }
   // Host staging: device -> pinned, the communicator, pinned -> device.
   char *hs = hostSend_.ensure(size_t(sTotal), stream_);
   char *hr = hostRecv_.ensure(size_t(rTotal), stream_);
@@ -907,7 +920,7 @@ void CudaBackend::allReduce(ExecContext &ctx, size_t index) {
   char *yp = ptr(ctx, index, s.outputs[0], "y", &dt);
   size_t bytes = x.byteSize();
   moveBytes(yp, xp, bytes);
-  if (comm.size() == 1 || bytes == 0)
+  if (bytes == 0)
     return;
   size_t n = size_t(x.numElements());
 #ifdef MOERT_HAVE_NCCL
@@ -916,6 +929,8 @@ void CudaBackend::allReduce(ExecContext &ctx, size_t index) {
     return;
   }
 #endif
+  if (comm.size() == 1)
+    return;
   char *h = hostSend_.ensure(bytes, stream_);
   MOERT_CUDA_CHECK(
       cudaMemcpyAsync(h, yp, bytes, cudaMemcpyDeviceToHost, stream_));
