@@ -197,75 +197,38 @@ void CpuBackend::runStep(ExecContext &ctx, size_t index) {
   };
 
   if (s.op == "matmul") {
-    const Value &a = val(s.inputs[0]), &b = val(s.inputs[1]);
-    const Value &c = val(s.outputs[0]);
-    bool transB = s.getInt("trans_b", 0) != 0;
-    need(b.shape.size() == 2, "B must be 2-d, got " + shapeString(b.shape));
-    int64_t K = transB ? b.shape[1] : b.shape[0];
-    int64_t N = transB ? b.shape[0] : b.shape[1];
-    need(lastDim(a) == K, "A " + shapeString(a.shape) + " does not match B " +
-                              shapeString(b.shape) +
-                              (transB ? " (transposed)" : ""));
-    int64_t M = K ? a.numElements() / K : 0;
-    need(c.numElements() == M * N, "C " + shapeString(c.shape) + " is not " +
-                                       std::to_string(M) + "x" +
-                                       std::to_string(N));
-    // 16-bit operands (moec --precision): widened, fp32 GEMM; C is f32
-    // or narrowed to A's type.
-    need(a.dtype == b.dtype, std::string("B has dtype ") + dtypeName(b.dtype) +
-                                 ", A " + dtypeName(a.dtype));
+    MatmulDims d = checkMatmulStep(ctx, index);
+    const Value &a = val(s.inputs[0]), &c = val(s.outputs[0]);
+    // 16-bit operands (moec --precision): widened, fp32 GEMM; C is f32 or
+    // narrowed to A's type.
     Half16 h = Half16::bf16;
-    bool low = half16(a.dtype, h);
-    need(c.dtype == DType::f32 || (low && c.dtype == a.dtype),
+    need(c.dtype == DType::f32 || half16(a.dtype, h),
          std::string("C has dtype ") + dtypeName(c.dtype) + " for inputs of " +
              dtypeName(a.dtype));
     const float *bias = nullptr;
-    if (s.inputs.size() > 2 && s.inputs[2] >= 0) {
-      need(val(s.inputs[2]).numElements() == N, "bias has the wrong size");
-      need(val(s.inputs[2]).dtype == c.dtype, "bias and C differ in dtype");
+    if (s.inputs.size() > 2 && s.inputs[2] >= 0)
       bias = wide(ctx, index, s.inputs[2], "bias", wc_);
-    }
     const float *A = wide(ctx, index, s.inputs[0], "A", wa_);
     const float *B = wide(ctx, index, s.inputs[1], "B", wb_);
     if (c.dtype == DType::f32) {
-      cpu::matmul(A, B, bias, f32(ctx, index, s.outputs[0], "C"), M, K, N,
-                  transB);
+      cpu::matmul(A, B, bias, f32(ctx, index, s.outputs[0], "C"), d.M, d.K, d.N,
+                  d.transB);
     } else {
-      scratch_.resize(size_t(M * N));
-      cpu::matmul(A, B, bias, scratch_.data(), M, K, N, transB);
+      scratch_.resize(size_t(d.M * d.N));
+      cpu::matmul(A, B, bias, scratch_.data(), d.M, d.K, d.N, d.transB);
       fromF32(h, scratch_.data(),
               reinterpret_cast<uint16_t *>(
                   ptr(ctx, index, s.outputs[0], c.dtype, "C")),
-              size_t(M * N));
+              size_t(d.M * d.N));
     }
     return;
   }
 
   if (s.op == "route") {
-    const Value &lg = val(s.inputs[0]);
-    int64_t E = lastDim(lg);
-    int64_t T = E ? lg.numElements() / E : 0;
-    RouteParams rp;
-    rp.topK = s.getInt("top_k", 1);
-    need(parseScoreFunc(s.getString("score_func", "softmax"), rp.score),
-         "unknown score_func '" + s.getString("score_func", "") + "'");
-    rp.renormalize = s.getInt("renormalize", 0) != 0;
-    rp.scalingFactor = s.getFloat("scaling_factor", 1.0);
-    rp.numGroups = s.getInt("num_groups", 1);
-    rp.topkGroups = s.getInt("topk_groups", 1);
-    need(parseGroupScore(s.getString("group_score", "max"), rp.groupScore),
-         "unknown group_score '" + s.getString("group_score", "") + "'");
-    need(rp.topK >= 1 && rp.topK <= E, "top_k " + std::to_string(rp.topK) +
-                                           " outside [1, " + std::to_string(E) +
-                                           "]");
-    need(val(s.outputs[0]).numElements() == T * rp.topK &&
-             val(s.outputs[1]).numElements() == T * rp.topK,
-         "results must hold " + std::to_string(T) + "x" +
-             std::to_string(rp.topK) + " elements");
-    const float *bias = optF32(ctx, index, s, 1, "bias");
-    if (bias)
-      need(val(s.inputs[1]).numElements() == E, "bias has the wrong size");
-    cpu::route(f32(ctx, index, s.inputs[0], "logits"), bias, T, E, rp,
+    int64_t T = 0, E = 0;
+    RouteParams rp = checkRouteStep(ctx, index, T, E);
+    cpu::route(f32(ctx, index, s.inputs[0], "logits"),
+               optF32(ctx, index, s, 1, "bias"), T, E, rp,
                f32(ctx, index, s.outputs[0], "weights"),
                reinterpret_cast<int64_t *>(
                    ptr(ctx, index, s.outputs[1], DType::i64, "ids")));
@@ -281,10 +244,7 @@ void CpuBackend::runStep(ExecContext &ctx, size_t index) {
 
   if (s.op == "unary") {
     cpu::Unary fn;
-    need(cpu::parseUnary(s.getString("fn", ""), fn),
-         "unknown unary fn '" + s.getString("fn", "") + "'");
-    int64_t n = val(s.inputs[0]).numElements();
-    need(val(s.outputs[0]).numElements() == n, "x and y differ in size");
+    int64_t n = checkUnaryStep(ctx, index, fn);
     cpu::unary(fn, f32(ctx, index, s.inputs[0], "x"),
                f32(ctx, index, s.outputs[0], "y"), n);
     return;
@@ -292,27 +252,11 @@ void CpuBackend::runStep(ExecContext &ctx, size_t index) {
 
   if (s.op == "binary") {
     cpu::Binary fn;
-    need(cpu::parseBinary(s.getString("fn", ""), fn),
-         "unknown binary fn '" + s.getString("fn", "") + "'");
-    const Value &a = val(s.inputs[0]), &b = val(s.inputs[1]);
-    const Value &c = val(s.outputs[0]);
-    size_t rank = c.shape.size();
-    need(a.shape.size() <= rank && b.shape.size() <= rank,
-         "operands have a higher rank than the result");
-    auto pad = [&](const std::vector<int64_t> &sh) {
-      std::vector<int64_t> r(rank - sh.size(), 1);
-      r.insert(r.end(), sh.begin(), sh.end());
-      return r;
-    };
-    std::vector<int64_t> as = pad(a.shape), bs = pad(b.shape);
-    for (size_t d = 0; d < rank; ++d)
-      need((as[d] == 1 || as[d] == c.shape[d]) &&
-               (bs[d] == 1 || bs[d] == c.shape[d]),
-           "shapes " + shapeString(a.shape) + " and " + shapeString(b.shape) +
-               " do not broadcast to " + shapeString(c.shape));
+    std::vector<int64_t> as, bs;
+    checkBinaryStep(ctx, index, fn, as, bs);
     cpu::binary(fn, f32(ctx, index, s.inputs[0], "a"), as,
                 f32(ctx, index, s.inputs[1], "b"), bs,
-                f32(ctx, index, s.outputs[0], "c"), c.shape);
+                f32(ctx, index, s.outputs[0], "c"), val(s.outputs[0]).shape);
     return;
   }
 
@@ -373,19 +317,7 @@ void CpuBackend::runStep(ExecContext &ctx, size_t index) {
     const Value &x = val(s.inputs[0]), &y = val(s.outputs[0]);
     Comm &comm = ctx.group(s.getString("axes", ""));
     int64_t G = comm.size();
-    int64_t axis = s.getInt("axis", 0);
-    need(x.dtype == y.dtype && x.shape.size() == y.shape.size() && axis >= 0 &&
-             axis < int64_t(x.shape.size()),
-         "x " + shapeString(x.shape) + " and y " + shapeString(y.shape) +
-             " do not fit axis " + std::to_string(axis));
-    for (size_t d = 0; d < x.shape.size(); ++d)
-      need(y.shape[d] == (int64_t(d) == axis ? G : 1) * x.shape[d],
-           "y " + shapeString(y.shape) + " is not " + std::to_string(G) +
-               " copies of x " + shapeString(x.shape) + " along axis " +
-               std::to_string(axis));
-    int64_t outer = 1;
-    for (int64_t d = 0; d < axis; ++d)
-      outer *= x.shape[d];
+    int64_t outer = checkAllGatherStep(ctx, index, G);
     int64_t inner = outer ? int64_t(x.byteSize()) / outer : 0;
     gather_.resize(G * x.byteSize());
     comm.allGather(ptr(ctx, index, s.inputs[0], x.dtype, "x"),
@@ -502,47 +434,14 @@ void CpuBackend::dispatch(ExecContext &ctx, size_t index) {
     if (!ok)
       throw ctx.error(index, what);
   };
-  const Value &tok = p.values[s.inputs[0]], &ids = p.values[s.inputs[1]];
+  int64_t H = 0, k = 0, T = 0;
+  checkDispatchStep(ctx, index, H, k, T);
+  const Value &tok = p.values[s.inputs[0]];
   const Value &recv = p.values[s.outputs[0]];
-  int64_t H = tok.shape.empty() ? 1 : tok.shape.back();
-  int64_t k = ids.shape.empty() ? 1 : ids.shape.back();
-  int64_t T = k ? ids.numElements() / k : 0;
-  need(tok.numElements() == T * H, "tokens " + shapeString(tok.shape) +
-                                       " and ids " + shapeString(ids.shape) +
-                                       " differ in token count");
-  need(recv.shape.size() == 2 && recv.shape[1] == H,
-       "recv " + shapeString(recv.shape) + " is not [rows, " +
-           std::to_string(H) + "]");
   std::string axes = s.getString("axes", "");
   Comm &comm = ctx.group(axes);
   int64_t G = comm.size();
-
-  Placement pl;
-  pl.numExperts = s.getInt("num_experts", 0);
-  pl.groupSize = G;
-  pl.slotsPerRank = s.getInt("slots_per_rank", 0);
-  need(pl.numExperts > 0 && pl.slotsPerRank > 0,
-       "num_experts and slots_per_rank must be positive");
-  std::vector<int64_t> reps = s.getList("replicas");
-  size_t pos = 0;
-  pl.replicas.resize(pl.numExperts);
-  for (int64_t e = 0; e < pl.numExperts; ++e) {
-    need(pos < reps.size(), "attribute 'replicas' is too short");
-    int64_t n = reps[pos++];
-    need(n >= 1 && pos + 2 * n <= reps.size(), "attribute 'replicas': expert " +
-                                                   std::to_string(e) +
-                                                   " has a bad replica list");
-    for (int64_t r = 0; r < n; ++r, pos += 2) {
-      int64_t rk = reps[pos], sl = reps[pos + 1];
-      need(rk >= 0 && rk < G && sl >= 0 && sl < pl.slotsPerRank,
-           "attribute 'replicas': expert " + std::to_string(e) + " on (rank " +
-               std::to_string(rk) + ", slot " + std::to_string(sl) +
-               ") outside the " + std::to_string(G) + "-rank group with " +
-               std::to_string(pl.slotsPerRank) + " slots");
-      pl.replicas[e].push_back({int32_t(rk), int32_t(sl)});
-    }
-  }
-  need(pos == reps.size(), "attribute 'replicas' is too long");
+  Placement pl = dispatchPlacement(ctx, index, G);
 
   DispatchState &st = states_[index];
   st = DispatchState();
@@ -562,7 +461,6 @@ void CpuBackend::dispatch(ExecContext &ctx, size_t index) {
   need(dt == DType::f32 || half16(dt, h16), std::string("tokens have dtype ") +
                                                 dtypeName(dt) +
                                                 " (f32, bf16 or f16 expected)");
-  need(recv.dtype == dt, "recv and tokens differ in dtype");
   const int64_t rowBytes = H * int64_t(dtypeSize(dt));
   send_.assign(size_t(st.layout.sendRows * rowBytes), 0);
   cpu::packRowBytes(ptr(ctx, index, s.inputs[0], dt, "tokens"),
@@ -692,24 +590,13 @@ void CpuBackend::combine(ExecContext &ctx, size_t index) {
   };
   DispatchState &st = stateFor(ctx, index);
   int64_t H = st.H, T = st.layout.T, k = st.layout.k;
-  const Value &y = p.values[s.inputs[0]], &wt = p.values[s.inputs[1]];
-  const Value &out = p.values[s.outputs[0]];
-  need(y.numElements() >= st.recvRows * H &&
-           (y.shape.empty() ? 1 : y.shape.back()) == H,
-       "y " + shapeString(y.shape) + " does not hold the " +
-           std::to_string(st.recvRows) + " expert rows");
-  need(wt.numElements() == T * k, "weights " + shapeString(wt.shape) +
-                                      " is not " + std::to_string(T) + "x" +
-                                      std::to_string(k));
-  need(out.numElements() == T * H, "out " + shapeString(out.shape) +
-                                       " is not " + std::to_string(T) + "x" +
-                                       std::to_string(H));
+  checkCombineStep(ctx, index, H, T, k, st.recvRows);
+  const Value &y = p.values[s.inputs[0]];
   DType dt = y.dtype;
   Half16 h16 = Half16::bf16;
   bool low = half16(dt, h16);
   need(dt == DType::f32 || low, std::string("y has dtype ") + dtypeName(dt) +
                                     " (f32, bf16 or f16 expected)");
-  need(out.dtype == dt, "y and out differ in dtype");
   const size_t rowBytes = size_t(H) * dtypeSize(dt);
   // Back to source-major order, then home.
   back_.assign(size_t(st.recvRows) * rowBytes, 0);

@@ -413,3 +413,228 @@ int64_t moert::checkExpertsStep(ExecContext &ctx, size_t index, int64_t H,
     need(b->numElements() == S * H, "b_down has the wrong size");
   return F;
 }
+
+namespace {
+/// The operand `id` of step `index`, or an error naming `role`.
+const Value &operand(ExecContext &ctx, size_t index, int32_t id,
+                     const char *role) {
+  const Plan &p = ctx.plan();
+  if (id < 0 || id >= int32_t(p.values.size()))
+    throw ctx.error(index, std::string("missing operand (") + role + ")");
+  return p.values[size_t(id)];
+}
+int64_t lastDim(const Value &v) { return v.shape.empty() ? 1 : v.shape.back(); }
+} // namespace
+
+moert::MatmulDims moert::checkMatmulStep(ExecContext &ctx, size_t index) {
+  const Step &s = ctx.plan().steps[index];
+  auto need = [&](bool ok, const std::string &what) {
+    if (!ok)
+      throw ctx.error(index, what);
+  };
+  const Value &a = operand(ctx, index, s.inputs[0], "A");
+  const Value &b = operand(ctx, index, s.inputs[1], "B");
+  const Value &c = operand(ctx, index, s.outputs[0], "C");
+  MatmulDims d;
+  d.transB = s.getInt("trans_b", 0) != 0;
+  need(b.shape.size() == 2, "B must be 2-d, got " + shapeString(b.shape));
+  d.K = d.transB ? b.shape[1] : b.shape[0];
+  d.N = d.transB ? b.shape[0] : b.shape[1];
+  need(lastDim(a) == d.K, "A " + shapeString(a.shape) + " does not match B " +
+                              shapeString(b.shape) +
+                              (d.transB ? " (transposed)" : ""));
+  d.M = d.K ? a.numElements() / d.K : 0;
+  need(c.numElements() == d.M * d.N, "C " + shapeString(c.shape) + " is not " +
+                                         std::to_string(d.M) + "x" +
+                                         std::to_string(d.N));
+  need(a.dtype == b.dtype, std::string("B has dtype ") + dtypeName(b.dtype) +
+                               ", A " + dtypeName(a.dtype));
+  need(c.dtype == DType::f32 || c.dtype == a.dtype,
+       std::string("C has dtype ") + dtypeName(c.dtype) + " for inputs of " +
+           dtypeName(a.dtype));
+  if (s.inputs.size() > 2 && s.inputs[2] >= 0) {
+    const Value &bias = operand(ctx, index, s.inputs[2], "bias");
+    need(bias.numElements() == d.N, "bias has the wrong size");
+    need(bias.dtype == c.dtype, "bias and C differ in dtype");
+  }
+  return d;
+}
+
+moert::RouteParams moert::checkRouteStep(ExecContext &ctx, size_t index,
+                                         int64_t &T, int64_t &E) {
+  const Step &s = ctx.plan().steps[index];
+  auto need = [&](bool ok, const std::string &what) {
+    if (!ok)
+      throw ctx.error(index, what);
+  };
+  const Value &lg = operand(ctx, index, s.inputs[0], "logits");
+  E = lastDim(lg);
+  T = E ? lg.numElements() / E : 0;
+  RouteParams rp;
+  rp.topK = s.getInt("top_k", 1);
+  need(parseScoreFunc(s.getString("score_func", "softmax"), rp.score),
+       "unknown score_func '" + s.getString("score_func", "") + "'");
+  rp.renormalize = s.getInt("renormalize", 0) != 0;
+  rp.scalingFactor = s.getFloat("scaling_factor", 1.0);
+  rp.numGroups = s.getInt("num_groups", 1);
+  rp.topkGroups = s.getInt("topk_groups", 1);
+  need(parseGroupScore(s.getString("group_score", "max"), rp.groupScore),
+       "unknown group_score '" + s.getString("group_score", "") + "'");
+  need(rp.topK >= 1 && rp.topK <= E, "top_k " + std::to_string(rp.topK) +
+                                         " outside [1, " + std::to_string(E) +
+                                         "]");
+  need(operand(ctx, index, s.outputs[0], "weights").numElements() ==
+               T * rp.topK &&
+           operand(ctx, index, s.outputs[1], "ids").numElements() ==
+               T * rp.topK,
+       "results must hold " + std::to_string(T) + "x" +
+           std::to_string(rp.topK) + " elements");
+  if (s.inputs.size() > 1 && s.inputs[1] >= 0)
+    need(operand(ctx, index, s.inputs[1], "bias").numElements() == E,
+         "bias has the wrong size");
+  return rp;
+}
+
+int64_t moert::checkUnaryStep(ExecContext &ctx, size_t index, cpu::Unary &fn) {
+  const Step &s = ctx.plan().steps[index];
+  if (!cpu::parseUnary(s.getString("fn", ""), fn))
+    throw ctx.error(index, "unknown unary fn '" + s.getString("fn", "") + "'");
+  int64_t n = operand(ctx, index, s.inputs[0], "x").numElements();
+  if (operand(ctx, index, s.outputs[0], "y").numElements() != n)
+    throw ctx.error(index, "x and y differ in size");
+  return n;
+}
+
+void moert::checkBinaryStep(ExecContext &ctx, size_t index, cpu::Binary &fn,
+                            std::vector<int64_t> &aShape,
+                            std::vector<int64_t> &bShape) {
+  const Step &s = ctx.plan().steps[index];
+  auto need = [&](bool ok, const std::string &what) {
+    if (!ok)
+      throw ctx.error(index, what);
+  };
+  need(cpu::parseBinary(s.getString("fn", ""), fn),
+       "unknown binary fn '" + s.getString("fn", "") + "'");
+  const Value &a = operand(ctx, index, s.inputs[0], "a");
+  const Value &b = operand(ctx, index, s.inputs[1], "b");
+  const Value &c = operand(ctx, index, s.outputs[0], "c");
+  size_t rank = c.shape.size();
+  need(a.shape.size() <= rank && b.shape.size() <= rank,
+       "operands have a higher rank than the result");
+  auto pad = [&](const std::vector<int64_t> &sh) {
+    std::vector<int64_t> r(rank - sh.size(), 1);
+    r.insert(r.end(), sh.begin(), sh.end());
+    return r;
+  };
+  aShape = pad(a.shape);
+  bShape = pad(b.shape);
+  for (size_t d = 0; d < rank; ++d)
+    need((aShape[d] == 1 || aShape[d] == c.shape[d]) &&
+             (bShape[d] == 1 || bShape[d] == c.shape[d]),
+         "shapes " + shapeString(a.shape) + " and " + shapeString(b.shape) +
+             " do not broadcast to " + shapeString(c.shape));
+}
+
+void moert::checkDispatchStep(ExecContext &ctx, size_t index, int64_t &H,
+                              int64_t &k, int64_t &T) {
+  const Step &s = ctx.plan().steps[index];
+  auto need = [&](bool ok, const std::string &what) {
+    if (!ok)
+      throw ctx.error(index, what);
+  };
+  const Value &tok = operand(ctx, index, s.inputs[0], "tokens");
+  const Value &ids = operand(ctx, index, s.inputs[1], "ids");
+  const Value &recv = operand(ctx, index, s.outputs[0], "recv");
+  H = lastDim(tok);
+  k = lastDim(ids);
+  T = k ? ids.numElements() / k : 0;
+  need(tok.numElements() == T * H, "tokens " + shapeString(tok.shape) +
+                                       " and ids " + shapeString(ids.shape) +
+                                       " differ in token count");
+  need(recv.shape.size() == 2 && recv.shape[1] == H,
+       "recv " + shapeString(recv.shape) + " is not [rows, " +
+           std::to_string(H) + "]");
+  need(recv.dtype == tok.dtype, "recv and tokens differ in dtype");
+}
+
+moert::Placement moert::dispatchPlacement(ExecContext &ctx, size_t index,
+                                          int64_t G) {
+  const Step &s = ctx.plan().steps[index];
+  auto need = [&](bool ok, const std::string &what) {
+    if (!ok)
+      throw ctx.error(index, what);
+  };
+  Placement pl;
+  pl.numExperts = s.getInt("num_experts", 0);
+  pl.groupSize = G;
+  pl.slotsPerRank = s.getInt("slots_per_rank", 0);
+  need(pl.numExperts > 0 && pl.slotsPerRank > 0,
+       "num_experts and slots_per_rank must be positive");
+  std::vector<int64_t> reps = s.getList("replicas");
+  size_t pos = 0;
+  pl.replicas.resize(size_t(pl.numExperts));
+  for (int64_t e = 0; e < pl.numExperts; ++e) {
+    need(pos < reps.size(), "attribute 'replicas' is too short");
+    int64_t n = reps[pos++];
+    need(n >= 1 && pos + 2 * size_t(n) <= reps.size(),
+         "attribute 'replicas': expert " + std::to_string(e) +
+             " has a bad replica list");
+    for (int64_t r = 0; r < n; ++r, pos += 2) {
+      int64_t rk = reps[pos], sl = reps[pos + 1];
+      need(rk >= 0 && rk < G && sl >= 0 && sl < pl.slotsPerRank,
+           "attribute 'replicas': expert " + std::to_string(e) + " on (rank " +
+               std::to_string(rk) + ", slot " + std::to_string(sl) +
+               ") outside the " + std::to_string(G) + "-rank group with " +
+               std::to_string(pl.slotsPerRank) + " slots");
+      pl.replicas[size_t(e)].push_back({int32_t(rk), int32_t(sl)});
+    }
+  }
+  need(pos == reps.size(), "attribute 'replicas' is too long");
+  return pl;
+}
+
+void moert::checkCombineStep(ExecContext &ctx, size_t index, int64_t H,
+                             int64_t T, int64_t k, int64_t recvRows) {
+  const Step &s = ctx.plan().steps[index];
+  auto need = [&](bool ok, const std::string &what) {
+    if (!ok)
+      throw ctx.error(index, what);
+  };
+  const Value &y = operand(ctx, index, s.inputs[0], "y");
+  const Value &wt = operand(ctx, index, s.inputs[1], "weights");
+  const Value &out = operand(ctx, index, s.outputs[0], "out");
+  need(y.numElements() >= recvRows * H && lastDim(y) == H,
+       "y " + shapeString(y.shape) + " does not hold the " +
+           std::to_string(recvRows) + " expert rows");
+  need(wt.numElements() == T * k, "weights " + shapeString(wt.shape) +
+                                      " is not " + std::to_string(T) + "x" +
+                                      std::to_string(k));
+  need(out.numElements() == T * H, "out " + shapeString(out.shape) +
+                                       " is not " + std::to_string(T) + "x" +
+                                       std::to_string(H));
+  need(out.dtype == y.dtype, "y and out differ in dtype");
+}
+
+int64_t moert::checkAllGatherStep(ExecContext &ctx, size_t index, int64_t G) {
+  const Step &s = ctx.plan().steps[index];
+  auto need = [&](bool ok, const std::string &what) {
+    if (!ok)
+      throw ctx.error(index, what);
+  };
+  const Value &x = operand(ctx, index, s.inputs[0], "x");
+  const Value &y = operand(ctx, index, s.outputs[0], "y");
+  int64_t axis = s.getInt("axis", 0);
+  need(x.dtype == y.dtype && x.shape.size() == y.shape.size() && axis >= 0 &&
+           axis < int64_t(x.shape.size()),
+       "x " + shapeString(x.shape) + " and y " + shapeString(y.shape) +
+           " do not fit axis " + std::to_string(axis));
+  for (size_t d = 0; d < x.shape.size(); ++d)
+    need(y.shape[d] == (int64_t(d) == axis ? G : 1) * x.shape[d],
+         "y " + shapeString(y.shape) + " is not " + std::to_string(G) +
+             " copies of x " + shapeString(x.shape) + " along axis " +
+             std::to_string(axis));
+  int64_t outer = 1;
+  for (int64_t d = 0; d < axis; ++d)
+    outer *= x.shape[size_t(d)];
+  return outer;
+}

@@ -20,6 +20,7 @@
 #include "moert/Comm.h"
 #include "moert/Npy.h"
 #include "moert/Plan.h"
+#include "moert/cpu/Kernels.h"
 
 #include <map>
 #include <memory>
@@ -108,6 +109,50 @@ private:
 /// backends.
 int64_t checkExpertsStep(ExecContext &ctx, size_t index, int64_t H, int64_t S,
                          int64_t recvRows);
+
+// The other backend-independent step checks (attributes parsed, operand
+// shapes and dtypes against each other); each throws ctx.error naming the
+// operand. The backends add only what their kernels need beyond these.
+
+/// `matmul`: C[M,N] = A[M,K] * B (B [K,N], or [N,K] with trans_b) + bias[N];
+/// A and B share a dtype, C and the bias are f32 or A's dtype.
+struct MatmulDims {
+  int64_t M = 0, K = 0, N = 0;
+  bool transB = false;
+};
+MatmulDims checkMatmulStep(ExecContext &ctx, size_t index);
+
+/// `route`: its attributes as RouteParams, top_k in [1, E], results of
+/// T x top_k, bias of E; sets T and E from the logits [T, E].
+RouteParams checkRouteStep(ExecContext &ctx, size_t index, int64_t &T,
+                           int64_t &E);
+
+/// `unary`: the function and the element count of x (= y's).
+int64_t checkUnaryStep(ExecContext &ctx, size_t index, cpu::Unary &fn);
+
+/// `binary`: the function, and a's and b's shapes padded with leading 1s to
+/// the result's rank, checked to broadcast to it.
+void checkBinaryStep(ExecContext &ctx, size_t index, cpu::Binary &fn,
+                     std::vector<int64_t> &aShape,
+                     std::vector<int64_t> &bShape);
+
+/// `dispatch`: tokens [T, H], ids [T, k] and recv [rows, H] of the tokens'
+/// dtype agree; sets H, k and T.
+void checkDispatchStep(ExecContext &ctx, size_t index, int64_t &H, int64_t &k,
+                       int64_t &T);
+/// The placement a `dispatch` step's attributes describe (num_experts,
+/// slots_per_rank, replicas) for its group of G ranks, checked.
+Placement dispatchPlacement(ExecContext &ctx, size_t index, int64_t G);
+
+/// `all_gather` over a group of G ranks: y is G copies of x (same dtype)
+/// along `axis`; returns the product of x's dims before the axis.
+int64_t checkAllGatherStep(ExecContext &ctx, size_t index, int64_t G);
+
+/// `combine` against its dispatch (H wide rows, T tokens, top-k, `recvRows`
+/// expert rows): y holds the rows, weights are T x k, out T x H, y and out
+/// share a dtype.
+void checkCombineStep(ExecContext &ctx, size_t index, int64_t H, int64_t T,
+                      int64_t k, int64_t recvRows);
 
 /// Runs the steps of one rank. Methods throw RunError (or CommError /
 /// CommAborted from the collectives).

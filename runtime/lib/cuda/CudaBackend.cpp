@@ -130,14 +130,17 @@ void report(cudaError_t e, const char *what) {
 // Buffers
 //===----------------------------------------------------------------------===//
 
-/// Device memory that grows on demand (sizes are fixed per step, so it
-/// grows during the first run only).
-class DeviceBuffer {
+/// Memory that grows on demand (sizes are fixed per step, so it grows during
+/// the first run only): device memory, or pinned host memory for the
+/// staging copies. Rule of use for the pinned kind: the host writes into it
+/// only after a cudaStreamSynchronize that follows every copy that reads
+/// it.
+template <bool Pinned> class GrowingBuffer {
 public:
-  DeviceBuffer() = default;
-  DeviceBuffer(const DeviceBuffer &) = delete;
-  DeviceBuffer &operator=(const DeviceBuffer &) = delete;
-  ~DeviceBuffer() { release(); }
+  GrowingBuffer() = default;
+  GrowingBuffer(const GrowingBuffer &) = delete;
+  GrowingBuffer &operator=(const GrowingBuffer &) = delete;
+  ~GrowingBuffer() { release(); }
 
   /// At least `bytes` (>= 256); waits for `stream` before freeing a smaller
   /// buffer that queued work may still use.
@@ -147,11 +150,17 @@ public:
       return p_;
     if (p_) {
       MOERT_CUDA_CHECK(cudaStreamSynchronize(stream));
-      MOERT_CUDA_CHECK(cudaFree(p_));
+      if (Pinned)
+        MOERT_CUDA_CHECK(cudaFreeHost(p_));
+      else
+        MOERT_CUDA_CHECK(cudaFree(p_));
       p_ = nullptr;
       size_ = 0;
     }
-    MOERT_CUDA_CHECK(cudaMalloc(reinterpret_cast<void **>(&p_), bytes));
+    if (Pinned)
+      MOERT_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void **>(&p_), bytes));
+    else
+      MOERT_CUDA_CHECK(cudaMalloc(reinterpret_cast<void **>(&p_), bytes));
     size_ = bytes;
     return p_;
   }
@@ -159,7 +168,8 @@ public:
   size_t size() const { return size_; }
   void release() {
     if (p_)
-      report(cudaFree(p_), "cudaFree");
+      report(Pinned ? cudaFreeHost(p_) : cudaFree(p_),
+             Pinned ? "cudaFreeHost" : "cudaFree");
     p_ = nullptr;
     size_ = 0;
   }
@@ -168,43 +178,8 @@ private:
   char *p_ = nullptr;
   size_t size_ = 0;
 };
-
-/// Pinned host memory for the staging copies. Rule of use: the host writes
-/// into it only after a cudaStreamSynchronize that follows every copy that
-/// reads it.
-class PinnedBuffer {
-public:
-  PinnedBuffer() = default;
-  PinnedBuffer(const PinnedBuffer &) = delete;
-  PinnedBuffer &operator=(const PinnedBuffer &) = delete;
-  ~PinnedBuffer() { release(); }
-
-  char *ensure(size_t bytes, cudaStream_t stream) {
-    bytes = std::max<size_t>((bytes + 255) / 256 * 256, 256);
-    if (bytes <= size_)
-      return p_;
-    if (p_) {
-      MOERT_CUDA_CHECK(cudaStreamSynchronize(stream));
-      MOERT_CUDA_CHECK(cudaFreeHost(p_));
-      p_ = nullptr;
-      size_ = 0;
-    }
-    MOERT_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void **>(&p_), bytes));
-    size_ = bytes;
-    return p_;
-  }
-  char *get() const { return p_; }
-  void release() {
-    if (p_)
-      report(cudaFreeHost(p_), "cudaFreeHost");
-    p_ = nullptr;
-    size_ = 0;
-  }
-
-private:
-  char *p_ = nullptr;
-  size_t size_ = 0;
-};
+using DeviceBuffer = GrowingBuffer<false>;
+using PinnedBuffer = GrowingBuffer<true>;
 
 //===----------------------------------------------------------------------===//
 // Helpers
@@ -712,63 +687,28 @@ void CudaBackend::step(ExecContext &ctx, size_t index) {
   };
 
   if (s.op == "matmul") {
-    const Value &a = val(s.inputs[0]), &b = val(s.inputs[1]);
+    MatmulDims d = checkMatmulStep(ctx, index);
     const Value &c = val(s.outputs[0]);
-    bool transB = s.getInt("trans_b", 0) != 0;
-    need(b.shape.size() == 2, "B must be 2-d, got " + shapeString(b.shape));
-    int64_t K = transB ? b.shape[1] : b.shape[0];
-    int64_t N = transB ? b.shape[0] : b.shape[1];
-    need(lastDim(a) == K, "A " + shapeString(a.shape) + " does not match B " +
-                              shapeString(b.shape) +
-                              (transB ? " (transposed)" : ""));
-    int64_t M = K ? a.numElements() / K : 0;
-    need(c.numElements() == M * N, "C " + shapeString(c.shape) + " is not " +
-                                       std::to_string(M) + "x" +
-                                       std::to_string(N));
     cuda::DType in = gpuType(ctx, index, s.inputs[0], "A");
     cuda::DType out = gpuType(ctx, index, s.outputs[0], "C");
-    need(b.dtype == a.dtype, std::string("B has dtype ") + dtypeName(b.dtype) +
-                                 ", A " + dtypeName(a.dtype));
-    need(out == in || out == cuda::DType::f32,
-         std::string("C has dtype ") + dtypeName(c.dtype) + " for inputs of " +
-             dtypeName(a.dtype));
     const void *bias = nullptr;
-    if (s.inputs.size() > 2 && s.inputs[2] >= 0) {
-      need(val(s.inputs[2]).numElements() == N, "bias has the wrong size");
+    if (s.inputs.size() > 2 && s.inputs[2] >= 0)
       bias = ptr(ctx, index, s.inputs[2], "bias", &c.dtype);
-    }
     cuda::matmul(*blas_, in, ptr(ctx, index, s.inputs[0], "A"),
                  ptr(ctx, index, s.inputs[1], "B"), bias, out,
-                 ptr(ctx, index, s.outputs[0], "C"), M, K, N, transB);
+                 ptr(ctx, index, s.outputs[0], "C"), d.M, d.K, d.N, d.transB);
     return;
   }
 
   if (s.op == "route") {
-    const Value &lg = val(s.inputs[0]);
-    int64_t E = lastDim(lg);
-    int64_t T = E ? lg.numElements() / E : 0;
-    RouteParams rp;
-    rp.topK = s.getInt("top_k", 1);
-    need(parseScoreFunc(s.getString("score_func", "softmax"), rp.score),
-         "unknown score_func '" + s.getString("score_func", "") + "'");
-    rp.renormalize = s.getInt("renormalize", 0) != 0;
-    rp.scalingFactor = s.getFloat("scaling_factor", 1.0);
-    rp.numGroups = s.getInt("num_groups", 1);
-    rp.topkGroups = s.getInt("topk_groups", 1);
-    need(parseGroupScore(s.getString("group_score", "max"), rp.groupScore),
-         "unknown group_score '" + s.getString("group_score", "") + "'");
+    int64_t T = 0, E = 0;
+    RouteParams rp = checkRouteStep(ctx, index, T, E);
     std::string bad = cuda::checkRoute(E, rp);
     need(bad.empty(), bad);
-    need(val(s.outputs[0]).numElements() == T * rp.topK &&
-             val(s.outputs[1]).numElements() == T * rp.topK,
-         "results must hold " + std::to_string(T) + "x" +
-             std::to_string(rp.topK) + " elements");
-    const float *bias = optF32(ctx, index, s, 1, "bias");
-    if (bias)
-      need(val(s.inputs[1]).numElements() == E, "bias has the wrong size");
     DType i64 = DType::i64;
     cuda::route(
-        f32(ctx, index, s.inputs[0], "logits"), bias, T, E, rp,
+        f32(ctx, index, s.inputs[0], "logits"),
+        optF32(ctx, index, s, 1, "bias"), T, E, rp,
         f32(ctx, index, s.outputs[0], "weights"),
         reinterpret_cast<int64_t *>(ptr(ctx, index, s.outputs[1], "ids", &i64)),
         stream_);
@@ -784,10 +724,7 @@ void CudaBackend::step(ExecContext &ctx, size_t index) {
 
   if (s.op == "unary") {
     cpu::Unary fn;
-    need(cpu::parseUnary(s.getString("fn", ""), fn),
-         "unknown unary fn '" + s.getString("fn", "") + "'");
-    int64_t n = val(s.inputs[0]).numElements();
-    need(val(s.outputs[0]).numElements() == n, "x and y differ in size");
+    int64_t n = checkUnaryStep(ctx, index, fn);
     cuda::unary(fn, f32(ctx, index, s.inputs[0], "x"),
                 f32(ctx, index, s.outputs[0], "y"), n, stream_);
     return;
@@ -795,25 +732,10 @@ void CudaBackend::step(ExecContext &ctx, size_t index) {
 
   if (s.op == "binary") {
     cpu::Binary fn;
-    need(cpu::parseBinary(s.getString("fn", ""), fn),
-         "unknown binary fn '" + s.getString("fn", "") + "'");
-    const Value &a = val(s.inputs[0]), &b = val(s.inputs[1]);
+    std::vector<int64_t> as, bs;
+    checkBinaryStep(ctx, index, fn, as, bs);
     const Value &c = val(s.outputs[0]);
-    size_t rank = c.shape.size();
-    need(rank <= 8, "results of more than 8 dims are not supported");
-    need(a.shape.size() <= rank && b.shape.size() <= rank,
-         "operands have a higher rank than the result");
-    auto pad = [&](const std::vector<int64_t> &sh) {
-      std::vector<int64_t> r(rank - sh.size(), 1);
-      r.insert(r.end(), sh.begin(), sh.end());
-      return r;
-    };
-    std::vector<int64_t> as = pad(a.shape), bs = pad(b.shape);
-    for (size_t d = 0; d < rank; ++d)
-      need((as[d] == 1 || as[d] == c.shape[d]) &&
-               (bs[d] == 1 || bs[d] == c.shape[d]),
-           "shapes " + shapeString(a.shape) + " and " + shapeString(b.shape) +
-               " do not broadcast to " + shapeString(c.shape));
+    need(c.shape.size() <= 8, "results of more than 8 dims are not supported");
     cuda::binary(fn, f32(ctx, index, s.inputs[0], "a"), as,
                  f32(ctx, index, s.inputs[1], "b"), bs,
                  f32(ctx, index, s.outputs[0], "c"), c.shape, stream_);
@@ -952,28 +874,11 @@ void CudaBackend::allReduce(ExecContext &ctx, size_t index) {
 void CudaBackend::allGather(ExecContext &ctx, size_t index) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
-  auto need = [&](bool ok, const std::string &what) {
-    if (!ok)
-      throw ctx.error(index, what);
-  };
   const Value &x = p.values[size_t(s.inputs[0])];
-  const Value &y = p.values[size_t(s.outputs[0])];
   std::string axes = s.getString("axes", "");
   Comm &comm = ctx.group(axes);
   int64_t G = comm.size();
-  int64_t axis = s.getInt("axis", 0);
-  need(x.dtype == y.dtype && x.shape.size() == y.shape.size() && axis >= 0 &&
-           axis < int64_t(x.shape.size()),
-       "x " + shapeString(x.shape) + " and y " + shapeString(y.shape) +
-           " do not fit axis " + std::to_string(axis));
-  for (size_t d = 0; d < x.shape.size(); ++d)
-    need(y.shape[d] == (int64_t(d) == axis ? G : 1) * x.shape[d],
-         "y " + shapeString(y.shape) + " is not " + std::to_string(G) +
-             " copies of x " + shapeString(x.shape) + " along axis " +
-             std::to_string(axis));
-  int64_t outer = 1;
-  for (int64_t d = 0; d < axis; ++d)
-    outer *= x.shape[size_t(d)];
+  int64_t outer = checkAllGatherStep(ctx, index, G);
   size_t xBytes = x.byteSize();
   size_t inner = outer ? xBytes / size_t(outer) : 0;
   char *xp = ptr(ctx, index, s.inputs[0], "x");
@@ -1064,57 +969,18 @@ void CudaBackend::kernel(ExecContext &ctx, size_t index) {
 void CudaBackend::dispatch(ExecContext &ctx, size_t index) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
-  auto need = [&](bool ok, const std::string &what) {
-    if (!ok)
-      throw ctx.error(index, what);
-  };
+  int64_t H = 0, k = 0, T = 0;
+  checkDispatchStep(ctx, index, H, k, T);
   const Value &tok = p.values[size_t(s.inputs[0])];
-  const Value &ids = p.values[size_t(s.inputs[1])];
   const Value &recv = p.values[size_t(s.outputs[0])];
-  int64_t H = tok.shape.empty() ? 1 : tok.shape.back();
-  int64_t k = ids.shape.empty() ? 1 : ids.shape.back();
-  int64_t T = k ? ids.numElements() / k : 0;
-  need(tok.numElements() == T * H, "tokens " + shapeString(tok.shape) +
-                                       " and ids " + shapeString(ids.shape) +
-                                       " differ in token count");
-  need(recv.shape.size() == 2 && recv.shape[1] == H,
-       "recv " + shapeString(recv.shape) + " is not [rows, " +
-           std::to_string(H) + "]");
   gpuType(ctx, index, s.inputs[0], "tokens");
-  need(recv.dtype == tok.dtype, "recv and tokens differ in dtype");
   std::string axes = s.getString("axes", "");
   Comm &comm = ctx.group(axes);
   int64_t G = comm.size();
 
   std::unique_ptr<DispatchState> &slot = states_[index];
   if (!slot || !slot->placement) {
-    Placement pl;
-    pl.numExperts = s.getInt("num_experts", 0);
-    pl.groupSize = G;
-    pl.slotsPerRank = s.getInt("slots_per_rank", 0);
-    need(pl.numExperts > 0 && pl.slotsPerRank > 0,
-         "num_experts and slots_per_rank must be positive");
-    std::vector<int64_t> reps = s.getList("replicas");
-    size_t pos = 0;
-    pl.replicas.resize(size_t(pl.numExperts));
-    for (int64_t e = 0; e < pl.numExperts; ++e) {
-      need(pos < reps.size(), "attribute 'replicas' is too short");
-      int64_t n = reps[pos++];
-      need(n >= 1 && pos + 2 * size_t(n) <= reps.size(),
-           "attribute 'replicas': expert " + std::to_string(e) +
-               " has a bad replica list");
-      for (int64_t r = 0; r < n; ++r, pos += 2) {
-        int64_t rk = reps[pos], sl = reps[pos + 1];
-        need(rk >= 0 && rk < G && sl >= 0 && sl < pl.slotsPerRank,
-             "attribute 'replicas': expert " + std::to_string(e) +
-                 " on (rank " + std::to_string(rk) + ", slot " +
-                 std::to_string(sl) + ") outside the " + std::to_string(G) +
-                 "-rank group with " + std::to_string(pl.slotsPerRank) +
-                 " slots");
-        pl.replicas[size_t(e)].push_back({int32_t(rk), int32_t(sl)});
-      }
-    }
-    need(pos == reps.size(), "attribute 'replicas' is too long");
+    Placement pl = dispatchPlacement(ctx, index, G);
     slot = std::make_unique<DispatchState>();
     slot->placement = std::make_unique<cuda::DevicePlacement>(pl, stream_);
     slot->E = pl.numExperts;
@@ -1297,20 +1163,9 @@ void CudaBackend::combine(ExecContext &ctx, size_t index) {
   };
   DispatchState &st = stateFor(ctx, index);
   int64_t H = st.H, T = st.T, k = st.k;
+  checkCombineStep(ctx, index, H, T, k, st.recvRows);
   const Value &y = p.values[size_t(s.inputs[0])];
-  const Value &wt = p.values[size_t(s.inputs[1])];
-  const Value &out = p.values[size_t(s.outputs[0])];
-  need(y.numElements() >= st.recvRows * H &&
-           (y.shape.empty() ? 1 : y.shape.back()) == H,
-       "y " + shapeString(y.shape) + " does not hold the " +
-           std::to_string(st.recvRows) + " expert rows");
-  need(wt.numElements() == T * k, "weights " + shapeString(wt.shape) +
-                                      " is not " + std::to_string(T) + "x" +
-                                      std::to_string(k));
-  need(out.numElements() == T * H, "out " + shapeString(out.shape) +
-                                       " is not " + std::to_string(T) + "x" +
-                                       std::to_string(H));
-  need(y.dtype == out.dtype && size_t(H) * dtypeSize(y.dtype) == st.rowBytes,
+  need(size_t(H) * dtypeSize(y.dtype) == st.rowBytes,
        "y, out and the dispatched rows differ in dtype");
   cuda::DType dt = gpuType(ctx, index, s.inputs[0], "y");
   // Back to source-major order, then home.
