@@ -78,6 +78,30 @@ LogicalResult RouteOp::verify() {
 // ExpertsOp
 //===----------------------------------------------------------------------===//
 
+/// The biases of an expert FFN stack of `n` experts (hidden h, width f):
+/// bias_up only with w_up; b_gate, b_up [n, f], b_down [n, h].
+static LogicalResult checkExpertBiases(Operation *op, int64_t n, int64_t h,
+                                       int64_t f, Value wUp, Value bGate,
+                                       Value bUp, Value bDown) {
+  if (bUp && !wUp)
+    return op->emitOpError("bias_up given without w_up");
+  auto checkBias = [&](Value b, int64_t cols, StringRef name) -> LogicalResult {
+    if (!b)
+      return success();
+    RankedTensorType t = rt(b);
+    if (t.getRank() != 2 || !compatible(t.getDimSize(0), n) ||
+        !compatible(t.getDimSize(1), cols))
+      return op->emitOpError(name)
+             << " must be [" << n << ", " << cols << "], got " << t;
+    return success();
+  };
+  if (failed(checkBias(bGate, f, "bias_gate")) ||
+      failed(checkBias(bUp, f, "bias_up")) ||
+      failed(checkBias(bDown, h, "bias_down")))
+    return failure();
+  return success();
+}
+
 /// Expert weights and biases must share the rows' element type (the
 /// runtimes' grouped GEMMs take one type; moe-lower-precision narrows both).
 static LogicalResult checkWeightTypes(Operation *op, Type rows,
@@ -124,21 +148,8 @@ LogicalResult ExpertsOp::verify() {
       return emitOpError("w_up must have the shape of w_gate ")
              << gate << ", got " << u;
   }
-  if (getBUp() && !getWUp())
-    return emitOpError("bias_up given without w_up");
-  auto checkBias = [&](Value b, int64_t n, StringRef name) -> LogicalResult {
-    if (!b)
-      return success();
-    RankedTensorType t = rt(b);
-    if (t.getRank() != 2 || !compatible(t.getDimSize(0), e) ||
-        !compatible(t.getDimSize(1), n))
-      return emitOpError(name) << " must be [" << e << ", " << n << "], got "
-                               << t;
-    return success();
-  };
-  if (failed(checkBias(getBGate(), f, "bias_gate")) ||
-      failed(checkBias(getBUp(), f, "bias_up")) ||
-      failed(checkBias(getBDown(), h, "bias_down")))
+  if (failed(checkExpertBiases(*this, e, h, f, getWUp(), getBGate(),
+                               getBUp(), getBDown())))
     return failure();
   if (res.getRank() != 2 || !compatible(res.getDimSize(0), tokens.getDimSize(0)) ||
       !compatible(res.getDimSize(1), h))
@@ -357,21 +368,8 @@ LogicalResult ExpertComputeOp::verify() {
     if (rt(up).getShape() != gate.getShape())
       return emitOpError("w_up must have the shape of w_gate ")
              << gate << ", got " << rt(up);
-  if (getBUp() && !getWUp())
-    return emitOpError("bias_up given without w_up");
-  auto checkBias = [&](Value b, int64_t n, StringRef name) -> LogicalResult {
-    if (!b)
-      return success();
-    RankedTensorType t = rt(b);
-    if (t.getRank() != 2 || !compatible(t.getDimSize(0), s) ||
-        !compatible(t.getDimSize(1), n))
-      return emitOpError(name) << " must be [" << s << ", " << n << "], got "
-                               << t;
-    return success();
-  };
-  if (failed(checkBias(getBGate(), f, "bias_gate")) ||
-      failed(checkBias(getBUp(), f, "bias_up")) ||
-      failed(checkBias(getBDown(), h, "bias_down")))
+  if (failed(checkExpertBiases(*this, s, h, f, getWUp(), getBGate(),
+                               getBUp(), getBDown())))
     return failure();
   if (res.getRank() != 2 || !compatible(res.getDimSize(0), recv.getDimSize(0)) ||
       !compatible(res.getDimSize(1), h))
