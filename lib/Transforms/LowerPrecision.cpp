@@ -134,7 +134,10 @@ struct LowerPrecision
     if (it != narrowed.end())
       return it->second;
     int64_t n = t.getNumElements();
-    std::vector<float> src;
+    // The f32 values: the blob's own bytes where they are aligned (the
+    // importer's blobs are), else a copy.
+    const float *src = nullptr;
+    std::vector<float> copy;
     if (auto r = dyn_cast<DenseResourceElementsAttr>(c.getValue())) {
       AsmResourceBlob *blob = r.getRawHandle().getBlob();
       if (!blob || int64_t(blob->getData().size()) != n * 4) {
@@ -142,24 +145,31 @@ struct LowerPrecision
             << role << ": the weight blob is missing or has the wrong size";
         return failure();
       }
-      src.resize(static_cast<size_t>(n));
-      std::memcpy(src.data(), blob->getData().data(), size_t(n) * 4);
+      const char *raw = blob->getData().data();
+      if (reinterpret_cast<uintptr_t>(raw) % alignof(float) == 0) {
+        src = reinterpret_cast<const float *>(raw);
+      } else {
+        copy.resize(static_cast<size_t>(n));
+        std::memcpy(copy.data(), raw, size_t(n) * 4);
+      }
     } else if (auto d = dyn_cast<DenseFPElementsAttr>(c.getValue())) {
-      src.reserve(size_t(n));
+      copy.reserve(size_t(n));
       for (float f : d.getValues<float>())
-        src.push_back(f);
+        copy.push_back(f);
     } else {
       user->emitError("moe-lower-precision: ")
           << role << ": unsupported constant " << c.getValue();
       return failure();
     }
-    std::vector<uint16_t> dst(static_cast<size_t>(n));
-    moert::fromF32(half, src.data(), dst.data(), size_t(n));
+    if (!src)
+      src = copy.data();
+    // Narrowed straight into the new blob.
+    AsmResourceBlob blob =
+        HeapAsmResourceBlob::allocate(size_t(n) * 2, alignof(uint64_t));
+    moert::fromF32(half, src,
+                   reinterpret_cast<uint16_t *>(blob.getMutableData().data()),
+                   size_t(n));
     auto type = RankedTensorType::get(t.getShape(), elt);
-    AsmResourceBlob blob = HeapAsmResourceBlob::allocateAndCopyWithAlign(
-        ArrayRef<char>(reinterpret_cast<const char *>(dst.data()),
-                       dst.size() * 2),
-        alignof(uint64_t));
     std::string name = "moe_" + precision + "_weight";
     auto attr = DenseResourceElementsAttr::get(type, name, std::move(blob));
     OpBuilder b(c);
