@@ -116,11 +116,12 @@ def main():
             flags += ["--redundant-experts", str(a.redundant_experts)]
         if a.capacity_factor:
             flags += ["--capacity-factor", str(a.capacity_factor)]
-        if not run([a.moec, a.model] + flags + ["-o", plan], f"{tag}: moec"):
+        # One compilation: the plan to -o, the report (JSON) to stdout.
+        rep = run([a.moec, a.model] + flags + ["--report=json", "-o", plan],
+                  f"{tag}: moec")
+        if not rep:
             ok = False
             continue
-        rep = run([a.moec, a.model] + flags + ["--report=json"],
-                  f"{tag}: report")
         world = 1
         for kv in mesh.split(","):
             world *= int(kv.split("=")[1])
