@@ -173,7 +173,7 @@ TARGETS=(moert_cuda moert-gpu-bench moe-run)
 HAVE_TESTS=0
 if grep -q "moert-cuda-tests" "$BUILD_DIR/build.ninja" "$BUILD_DIR/Makefile" 2>/dev/null ||
    [ -d "$BUILD_DIR/test/unit/runtime/CMakeFiles/moert-cuda-tests.dir" ]; then
-  TARGETS+=(moert-cuda-tests)
+  TARGETS+=(moert-cuda-tests moert-make-test-plan)
   HAVE_TESTS=1
 fi
 HAVE_EXEC_TESTS=0 # the CUDA backend's tests (section at the end)
@@ -217,10 +217,11 @@ fi
 # === 2. End to end: plans compiled elsewhere by scripts/prepare-gpu-carry.sh ===
 # ===    (moec --target=cuda, PTX embedded) and carried in build-carry/plans: ===
 # ===    every example at ep=1 (moe-run --device cuda -n 1) and ep=4 (-n 4   ===
-# ===    --threads: four ranks on one GPU, host staging), bf16/fp16 plans,   ===
-# ===    ep=2,tp=2; every output compared with onnxruntime on the original   ===
-# ===    model (references carried): max|got - ref| <= TOL * max|ref|, TOL   ===
-# ===    1e-4 (fp32), 2.5e-2 (bf16), 3e-3 (fp16), from manifest.txt.        ===
+# ===    --threads: four ranks on one GPU, device copies between them),      ===
+# ===    bf16/fp16 plans, ep=2,tp=2; every output compared with onnxruntime  ===
+# ===    on the original model (references carried): max|got - ref| <=      ===
+# ===    TOL * max|ref|, TOL 1e-4 (fp32), 2.5e-2 (bf16), 3e-3 (fp16), from   ===
+# ===    manifest.txt. Then a few with host staging and with one-rank NCCL.  ===
 # ============================================================================
 if [ "$HAVE_EXEC_TESTS" -eq 1 ]; then
   skipped_before=$(grep -c "^\[  SKIPPED \] [A-Za-z]" "$RESULTS")
@@ -292,7 +293,10 @@ if [ ! -f "$PLANS/manifest.txt" ]; then
   FAILED+=("no-plans")
 else
   # Each plan on its ranks: 1 rank, or N ranks as threads on this GPU
-  # (host-staged collectives; NCCL where each rank has a GPU of its own).
+  # (device copies between the ranks; NCCL where each rank has a GPU of its
+  # own). The run's report must name that transport.
+  if [ "$E2E_DEVICE" = cuda ]; then want_transport='device copies|nccl'
+  else want_transport='threads'; fi
   while read -r name ex ranks tol; do
     plan=$PLANS/$name.moeplan
     exdir=$ROOT/examples/$ex
@@ -302,12 +306,28 @@ else
       args+=(--input "$in_name=$exdir/input.npy")
     done
     rk=(-n 1)
-    [ "$ranks" != 1 ] && rk=(-n "$ranks" --threads)
+    transport_check=true
+    if [ "$ranks" != 1 ]; then
+      rk=(-n "$ranks" --threads)
+      transport_check="grep -Eq 'collectives: .*, ($want_transport)' '$E2E_DIR/$name.log' || { echo 'expected transport: $want_transport'; grep collectives: '$E2E_DIR/$name.log'; exit 1; }"
+    fi
     out=$E2E_DIR/$name.npz
     rm -f "$out"
     step "e2e $name: moe-run --device $E2E_DEVICE ${rk[*]} vs onnxruntime" 90 bash -c \
-      "$(printf '%q ' "$BIN/moe-run" --device "$E2E_DEVICE" "${rk[@]}" "$plan" "${args[@]}" -o "$out") >'$E2E_DIR/$name.log' 2>&1 || { tail -20 '$E2E_DIR/$name.log'; exit 1; }; $(printf '%q ' "$PYTHON" "$CHECKER" "$out" "$PLANS/$ex.ref.npz" "$tol")"
+      "$(printf '%q ' "$BIN/moe-run" --device "$E2E_DEVICE" "${rk[@]}" "$plan" "${args[@]}" -o "$out") >'$E2E_DIR/$name.log' 2>&1 || { tail -20 '$E2E_DIR/$name.log'; exit 1; }; $transport_check; $(printf '%q ' "$PYTHON" "$CHECKER" "$out" "$PLANS/$ex.ref.npz" "$tol")"
   done <"$PLANS/manifest.txt"
+  # Four thread ranks through host staging instead (MOERT_DEVICE_COPIES=0):
+  # the dispatch/combine exchange and the tensor-parallel all-reduce.
+  if [ "$E2E_DEVICE" = cuda ]; then
+    for name in mixtral_layer-ep4 hf_qwen2_moe-ep2tp2-bf16; do
+      ex=${name%%-*}
+      tol=$(awk -v n="$name" '$1 == n {print $4}' "$PLANS/manifest.txt")
+      out=$E2E_DIR/$name-staging.npz
+      rm -f "$out"
+      step "e2e $name: MOERT_DEVICE_COPIES=0 moe-run --device cuda -n 4 --threads vs onnxruntime" 90 bash -c \
+        "MOERT_DEVICE_COPIES=0 $(printf '%q ' "$BIN/moe-run" --device cuda -n 4 --threads "$PLANS/$name.moeplan" --input "hidden_states=$ROOT/examples/$ex/input.npy" -o "$out") >'$E2E_DIR/$name-staging.log' 2>&1 || { tail -20 '$E2E_DIR/$name-staging.log'; exit 1; }; grep -q 'collectives: .*host staging' '$E2E_DIR/$name-staging.log' || { grep collectives: '$E2E_DIR/$name-staging.log'; exit 1; }; $(printf '%q ' "$PYTHON" "$CHECKER" "$out" "$PLANS/$ex.ref.npz" "$tol")"
+    done
+  fi
   # One rank with NCCL: MOERT_NCCL=force gives one-rank groups a one-rank
   # NCCL communicator, so dispatch/combine go through ncclSend/ncclRecv
   # (to self) on this one GPU; when the build found NCCL.
@@ -372,6 +392,23 @@ if [ -f "$BPLAN" ]; then
     [ -n "$pms" ] && log "| moe-run, compiled plan (1 rank) | $pms | 1.00 |"
     [ -n "$tms" ] && [ -n "$pms" ] && log "| PyTorch eager (expert loop) | $tms | $(awk -v a="$tms" -v b="$pms" 'BEGIN{printf "%.2f", a/b}') |"
   fi
+fi
+
+# --- transports of thread ranks on one GPU ------------------------------------
+# One MoE layer (fp32, tiny experts so that the exchange dominates) on four
+# thread ranks: dispatch/combine as device copies between the ranks' buffers
+# against host staging (MOERT_DEVICE_COPIES=0); same output required.
+if [ -x "$BIN/moert-make-test-plan" ]; then
+  TRANSPORT_OUT=$(dirname "$RESULTS")/transport-bench.txt
+  if [ "$E2E_DEVICE" = cuda ]; then tsize=(--tokens-per-rank 2048 --hidden 4096)
+  else tsize=(--tokens-per-rank 512 --hidden 1024); fi
+  step "transports of 4 thread ranks (bench/transport_bench.py, $E2E_DEVICE)" 150 \
+    "$PYTHON" "$ROOT/bench/transport_bench.py" --moe-run "$BIN/moe-run" \
+    --make-plan "$BIN/moert-make-test-plan" --device "$E2E_DEVICE" "${tsize[@]}" \
+    --work "$(dirname "$RESULTS")/transport-work" -o "$TRANSPORT_OUT"
+  rm -rf "$(dirname "$RESULTS")/transport-work"
+else
+  log "gpu-check: no moert-make-test-plan (no GoogleTest): transport benchmark skipped"
 fi
 
 finish

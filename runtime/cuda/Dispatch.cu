@@ -451,5 +451,38 @@ void combineRows(const void *back, DType dt, int64_t H, const int64_t *sendPos,
   MOERT_CUDA_CHECK_LAUNCH();
 }
 
+//===----------------------------------------------------------------------===//
+// sumSlices
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+template <typename T>
+__global__ void sumSlicesKernel(const T *__restrict__ slices, int64_t G,
+                                int64_t n, T *__restrict__ out) {
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    float acc = 0.f;
+    for (int64_t r = 0; r < G; ++r)
+      acc += toFloat(slices[r * n + i]);
+    out[i] = fromFloat<T>(acc);
+  }
+}
+
+} // namespace
+
+void sumSlices(const void *slices, DType dt, int64_t G, int64_t n, void *out,
+               cudaStream_t stream) {
+  if (n <= 0)
+    return;
+  MOERT_CUDA_REQUIRE(G >= 1, "sumSlices: no slices");
+  dispatchDType(dt, [&](auto tag) {
+    using T_ = decltype(tag);
+    sumSlicesKernel<T_><<<blocksFor(n, 256), 256, 0, stream>>>(
+        static_cast<const T_ *>(slices), G, n, static_cast<T_ *>(out));
+  });
+  MOERT_CUDA_CHECK_LAUNCH();
+}
+
 } // namespace cuda
 } // namespace moert

@@ -31,6 +31,7 @@ class SelfComm : public Comm {
 public:
   int rank() const override { return 0; }
   int size() const override { return 1; }
+  const char *kind() const override { return "self"; }
   void allToAll(const int64_t *send, int64_t *recv, int64_t n) override {
     std::memmove(recv, send, n * sizeof(int64_t));
   }
@@ -106,6 +107,7 @@ public:
       : g_(std::move(g)), rank_(rank) {}
   int rank() const override { return rank_; }
   int size() const override { return g_->n; }
+  const char *kind() const override { return "threads"; }
 
   void allToAll(const int64_t *send, int64_t *recv, int64_t n) override {
     g_->ptr[rank_] = send;

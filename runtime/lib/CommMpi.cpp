@@ -48,6 +48,7 @@ public:
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
+  const char *kind() const override { return "mpi"; }
 
   void allToAll(const int64_t *send, int64_t *recv, int64_t n) override {
     check(MPI_Alltoall(send, count(n, "MPI_Alltoall"), MPI_INT64_T, recv,

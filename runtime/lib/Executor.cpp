@@ -16,6 +16,10 @@ using namespace moert;
 
 Backend::~Backend() = default;
 
+std::string Backend::transport(const std::string &, const Comm &group) const {
+  return group.size() == 1 ? "local" : group.kind();
+}
+
 //===----------------------------------------------------------------------===//
 // Helpers
 //===----------------------------------------------------------------------===//
@@ -98,6 +102,15 @@ Json RunReport::toJson() const {
   j["backend"] = backend;
   j["mapped_bytes"] = mappedBytes;
   j["arena_bytes"] = arenaBytes;
+  Json groups = Json::array();
+  for (const GroupTransport &g : collectives) {
+    Json o = Json::object();
+    o["axes"] = g.axes;
+    o["ranks"] = int64_t(g.ranks);
+    o["transport"] = g.transport;
+    groups.push(o);
+  }
+  j["collectives"] = groups;
   j["seconds"] = seconds;
   Json steps = Json::array();
   for (const StepTiming &s : this->steps) {
@@ -159,6 +172,10 @@ bool RunReport::fromJson(const Json &j, RunReport &out, std::string &error) {
   out.mappedBytes = num(j, "mapped_bytes");
   out.arenaBytes = num(j, "arena_bytes");
   out.seconds = dbl(j, "seconds");
+  if (const Json *gs = j.get("collectives"))
+    for (const Json &o : gs->items())
+      out.collectives.push_back(
+          {str(o, "axes"), int32_t(num(o, "ranks")), str(o, "transport")});
   if (const Json *s = j.get("steps"))
     for (const Json &o : s->items())
       out.steps.push_back({str(o, "op"), str(o, "loc"), dbl(o, "seconds")});
@@ -251,15 +268,23 @@ Executor::Executor(const LoadedPlan &plan, Comm &world,
 
 Executor::~Executor() = default;
 
+void Executor::prepare(ExecContext &ctx) {
+  if (prepared_)
+    return;
+  backend_->prepare(ctx);
+  prepared_ = true;
+  report_.collectives.clear();
+  for (auto &[axes, comm] : groups_)
+    report_.collectives.push_back(
+        {axes, int32_t(comm->size()), backend_->transport(axes, *comm)});
+}
+
 void Executor::setInputs(const std::map<std::string, NpyArray> &inputs) {
   std::string error;
   if (!checkInputs(plan_, inputs, error))
     throw RunError(error);
   ExecContext ctx(*this);
-  if (!prepared_) {
-    backend_->prepare(ctx);
-    prepared_ = true;
-  }
+  prepare(ctx);
   for (const ModelIO &m : plan_.inputs) {
     const NpyArray &a = inputs.at(m.name);
     const Value &v = plan_.values[m.value];
@@ -279,10 +304,7 @@ void Executor::setInputs(const std::map<std::string, NpyArray> &inputs) {
 
 void Executor::run() {
   ExecContext ctx(*this);
-  if (!prepared_) {
-    backend_->prepare(ctx);
-    prepared_ = true;
-  }
+  prepare(ctx);
   report_.steps.clear();
   report_.layers.clear();
   layerIndex_.clear();

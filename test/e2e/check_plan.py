@@ -26,8 +26,10 @@ weights and rows in 16 bits: pass a --tol for that type (rounding error) and
 output; exits non-zero on any mismatch.
 """
 import argparse
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -97,6 +99,8 @@ def main():
     refs = dict(zip(names, sess.run(None, feeds)))
 
     work = a.work or tempfile.mkdtemp(prefix="moe-e2e-")
+    if not a.work:  # a directory of our own: removed on exit
+        atexit.register(shutil.rmtree, work, True)
     os.makedirs(work, exist_ok=True)
     inputs = []
     for name, arr in feeds.items():

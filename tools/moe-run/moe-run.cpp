@@ -399,6 +399,15 @@ void printReports(const Options &o, const Plan &plan,
        << " of weights mapped, arena " << bytesStr(int64_t(r.arenaBytes))
        << ", total " << std::fixed << std::setprecision(3) << r.seconds * 1e3
        << " ms\n";
+    if (!r.collectives.empty()) {
+      os << "  collectives:";
+      for (size_t i = 0; i < r.collectives.size(); ++i) {
+        const GroupTransport &g = r.collectives[i];
+        os << (i ? "; " : " ") << g.axes << " over " << g.ranks
+           << (g.ranks == 1 ? " rank, " : " ranks, ") << g.transport;
+      }
+      os << "\n";
+    }
     for (const MoELayerStats &l : r.layers) {
       os << "  moe layer at step " << l.step << " (" << l.loc << ")\n";
       os << "    tokens per expert:";

@@ -50,6 +50,10 @@ public:
   /// This rank's index in the communicator and the number of ranks.
   virtual int rank() const = 0;
   virtual int size() const = 0;
+  /// What carries the data: "self", "threads" (shared memory of one
+  /// process) or "mpi". Ranks of a "threads" communicator share an address
+  /// space (and so, on a GPU, device pointers).
+  virtual const char *kind() const = 0;
 
   /// Count all-to-all: `send` holds size()*n integers, block p going to rank
   /// p; `recv` receives size()*n integers, block p from rank p.

@@ -61,6 +61,14 @@ struct MoELayerStats {
   int64_t rowsReceived = 0;       ///< rows this rank's experts computed
 };
 
+/// How the collectives of one group of ranks (a mesh-axis list of the
+/// plan's steps) move data on this rank (Backend::transport).
+struct GroupTransport {
+  std::string axes; ///< as in the steps' "axes" attribute
+  int32_t ranks = 0;
+  std::string transport;
+};
+
 struct StepTiming {
   std::string op, loc;
   double seconds = 0;
@@ -72,6 +80,7 @@ struct RunReport {
   std::string backend;
   uint64_t mappedBytes = 0;
   uint64_t arenaBytes = 0;
+  std::vector<GroupTransport> collectives; ///< by axes, after prepare
   std::vector<StepTiming> steps;
   std::vector<MoELayerStats> layers;
   double seconds = 0; ///< all steps
@@ -170,6 +179,11 @@ public:
   virtual void runStep(ExecContext &ctx, size_t index) = 0;
   /// Waits for queued work (per step timing calls it); CPU: nothing.
   virtual void synchronize() {}
+  /// After prepare: how the collectives over `group` (the communicator of
+  /// mesh axes `axes`) move data. Default: "local" for one rank, else the
+  /// communicator's kind ("threads", "mpi").
+  virtual std::string transport(const std::string &axes,
+                                const Comm &group) const;
 };
 
 /// The CPU backend: a 64-byte aligned host arena and the CPU kernels.
@@ -210,6 +224,8 @@ public:
 
 private:
   friend class ExecContext;
+  /// Prepares the backend once, then records its transports.
+  void prepare(ExecContext &ctx);
   const LoadedPlan &loaded_;
   const Plan &plan_;
   Comm &world_;

@@ -5,9 +5,11 @@
 // matmul and the grouped expert FFN, the plan's PTX through the CUDA driver
 // API. Dispatch and combine exchange their counts over the step's
 // communicator on the host (the sizes are needed there anyway) and their
-// rows either through NCCL (every rank of the group on a GPU of its own) or
-// through pinned host staging buffers and the communicator (anything else,
-// e.g. several thread ranks on one GPU). See docs/cuda.md.
+// rows through NCCL (every rank of the group on a GPU of its own), through
+// device-to-device copies (the ranks are threads of this process, e.g.
+// several ranks on one GPU: each pulls its rows from its peers' buffers),
+// or through pinned host staging buffers and the communicator (anything
+// else). See docs/cuda.md.
 //
 // Every CUDA, cuBLAS, NCCL and driver call is checked; failures reach the
 // moert::cuda failure handler, which this backend sets to throw, and
@@ -253,13 +255,35 @@ public:
   void download(const Value &v, void *dst, size_t bytes) override;
   void runStep(ExecContext &ctx, size_t index) override;
   void synchronize() override;
+  /// "local", "nccl", "device copies" or "host staging (KIND)".
+  std::string transport(const std::string &axes,
+                        const Comm &group) const override;
 
 private:
   void prepareDevice(ExecContext &ctx);
   void uploadConstants(ExecContext &ctx);
   void loadKernels(ExecContext &ctx);
-  void setupNccl(ExecContext &ctx);
+  void setupTransports(ExecContext &ctx);
   void step(ExecContext &ctx, size_t index);
+
+  /// How a group's collectives move data (setupTransports decides).
+  enum class Transport { local, nccl, deviceCopies, hostStaging };
+  Transport transportOf(const std::string &axes) const {
+    auto it = transport_.find(axes);
+    return it == transport_.end() ? Transport::hostStaging : it->second;
+  }
+  /// Device copies between thread ranks: waits for this rank's queued work
+  /// (its buffer is complete), then every rank of `comm` gets every rank's
+  /// pointer `mine`, in rank order.
+  std::vector<const char *> peerPointers(Comm &comm, const void *mine);
+  /// Device copies: waits until this rank's copies from its peers are done,
+  /// then for every rank's (a barrier), so that buffers may be reused.
+  void endPeerReads(Comm &comm);
+  void copyExchange(Comm &comm, const char *src,
+                    const std::vector<int64_t> &sendBytes,
+                    const std::vector<int64_t> &sendOffs, char *dst,
+                    const std::vector<int64_t> &recvBytes,
+                    const std::vector<int64_t> &recvOffs);
 
   /// The device bytes of value `id` (arena or uploaded constant); with
   /// `want`, its dtype is checked.
@@ -310,6 +334,7 @@ private:
   std::vector<std::unique_ptr<DispatchState>> states_;
   DeviceBuffer send_, recvSrc_, back_, ffn_, tmp_, gather_;
   PinnedBuffer hostSend_, hostRecv_;
+  std::map<std::string, Transport> transport_;
 #ifdef MOERT_HAVE_NCCL
   std::map<std::string, std::unique_ptr<cuda::NcclComm>> nccl_;
 #endif
@@ -370,7 +395,7 @@ void CudaBackend::prepare(ExecContext &ctx) {
     prepareDevice(ctx);
     uploadConstants(ctx);
     loadKernels(ctx);
-    setupNccl(ctx);
+    setupTransports(ctx);
   } catch (const CudaFailure &e) {
     throw RunError(who + e.what());
   }
@@ -504,22 +529,31 @@ void CudaBackend::loadKernels(ExecContext &ctx) {
   }
 }
 
-void CudaBackend::setupNccl(ExecContext &ctx) {
-#ifdef MOERT_HAVE_NCCL
-  if (!nccl_.empty())
+void CudaBackend::setupTransports(ExecContext &ctx) {
+  if (!transport_.empty())
     return;
   const char *env = std::getenv("MOERT_NCCL");
-  bool want = options_.allowNccl && !(env && std::string(env) == "0");
+  const char *copiesEnv = std::getenv("MOERT_DEVICE_COPIES");
+  bool wantCopies = options_.allowDeviceCopies &&
+                    !(copiesEnv && std::string(copiesEnv) == "0");
+#ifdef MOERT_HAVE_NCCL
+  bool wantNccl = options_.allowNccl && !(env && std::string(env) == "0");
   // MOERT_NCCL=force: one-rank groups get a one-rank NCCL communicator too
   // (rows sent to self through ncclSend/ncclRecv), so that the NCCL path
   // runs on a machine with one GPU.
-  bool force = want && env && std::string(env) == "force";
+  bool force = wantNccl && env && std::string(env) == "force";
+#else
+  bool wantNccl = false, force = false;
+  if (env && std::string(env) == "force")
+    throw RunError("MOERT_NCCL=force, but this moe-run was built without "
+                   "NCCL (nccl.h/libnccl not found at configure time)");
+#endif
   cudaDeviceProp prop;
   MOERT_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
   // Every rank decides alike: from what all ranks of the group report.
   struct Info {
     char uuid[16];
-    int32_t want;
+    int32_t wantNccl, wantCopies;
   };
   std::set<std::string> axesUsed;
   for (const Step &s : ctx.plan().steps)
@@ -527,26 +561,41 @@ void CudaBackend::setupNccl(ExecContext &ctx) {
       axesUsed.insert(s.getString("axes", ""));
   for (const std::string &axes : axesUsed) {
     Comm &c = ctx.group(axes);
+    Transport t = Transport::hostStaging;
     if (c.size() <= 1) {
-      if (force)
-        nccl_[axes] = std::make_unique<cuda::NcclComm>(
-            1, 0, cuda::ncclNewUniqueId(), device_);
+      t = force ? Transport::nccl : Transport::local;
+    } else {
+      Info mine;
+      std::memset(&mine, 0, sizeof(mine));
+      std::memcpy(mine.uuid, &prop.uuid, sizeof(mine.uuid));
+      mine.wantNccl = wantNccl;
+      mine.wantCopies = wantCopies;
+      std::vector<Info> all(size_t(c.size()));
+      c.allGather(&mine, sizeof(Info), all.data());
+      bool nccl = true, copies = true;
+      std::set<std::string> uuids;
+      for (const Info &i : all) {
+        nccl = nccl && i.wantNccl;
+        copies = copies && i.wantCopies;
+        uuids.insert(std::string(i.uuid, sizeof(i.uuid)));
+      }
+      // NCCL cannot have two ranks of a communicator on one GPU. Device
+      // pointers are shared by the threads of one process (every kind of
+      // a group is the same on all its ranks).
+      if (nccl && int(uuids.size()) == c.size())
+        t = Transport::nccl;
+      else if (copies && std::string(c.kind()) == "threads")
+        t = Transport::deviceCopies;
+    }
+    transport_[axes] = t;
+#ifdef MOERT_HAVE_NCCL
+    if (t != Transport::nccl)
+      continue;
+    if (c.size() <= 1) {
+      nccl_[axes] = std::make_unique<cuda::NcclComm>(
+          1, 0, cuda::ncclNewUniqueId(), device_);
       continue;
     }
-    Info mine;
-    std::memset(&mine, 0, sizeof(mine));
-    std::memcpy(mine.uuid, &prop.uuid, sizeof(mine.uuid));
-    mine.want = want;
-    std::vector<Info> all(size_t(c.size()));
-    c.allGather(&mine, sizeof(Info), all.data());
-    bool use = true;
-    std::set<std::string> uuids;
-    for (const Info &i : all) {
-      use = use && i.want;
-      uuids.insert(std::string(i.uuid, sizeof(i.uuid)));
-    }
-    if (!use || int(uuids.size()) != c.size())
-      continue; // ranks share a GPU: host staging
     ncclUniqueId id;
     std::memset(&id, 0, sizeof(id));
     if (c.rank() == 0)
@@ -555,14 +604,26 @@ void CudaBackend::setupNccl(ExecContext &ctx) {
     c.allGather(&id, sizeof(id), ids.data());
     nccl_[axes] =
         std::make_unique<cuda::NcclComm>(c.size(), c.rank(), ids[0], device_);
-  }
-#else
-  (void)ctx;
-  const char *env = std::getenv("MOERT_NCCL");
-  if (env && std::string(env) == "force")
-    throw RunError("MOERT_NCCL=force, but this moe-run was built without "
-                   "NCCL (nccl.h/libnccl not found at configure time)");
 #endif
+  }
+}
+
+std::string CudaBackend::transport(const std::string &axes,
+                                   const Comm &group) const {
+  auto it = transport_.find(axes);
+  if (it == transport_.end())
+    return Backend::transport(axes, group);
+  switch (it->second) {
+  case Transport::local:
+    return "local";
+  case Transport::nccl:
+    return "nccl";
+  case Transport::deviceCopies:
+    return "device copies";
+  case Transport::hostStaging:
+    return std::string("host staging (") + group.kind() + ")";
+  }
+  return "?";
 }
 
 //===----------------------------------------------------------------------===//
@@ -777,6 +838,59 @@ void CudaBackend::step(ExecContext &ctx, size_t index) {
 // Collectives
 //===----------------------------------------------------------------------===//
 
+std::vector<const char *> CudaBackend::peerPointers(Comm &comm,
+                                                    const void *mine) {
+  MOERT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  int64_t G = comm.size();
+  int64_t p = int64_t(reinterpret_cast<uintptr_t>(mine));
+  std::vector<int64_t> all(static_cast<size_t>(G), 0);
+  comm.allGather(&p, sizeof(p), all.data());
+  std::vector<const char *> out(static_cast<size_t>(G));
+  for (int64_t r = 0; r < G; ++r)
+    out[size_t(r)] = reinterpret_cast<const char *>(uintptr_t(all[size_t(r)]));
+  return out;
+}
+
+void CudaBackend::endPeerReads(Comm &comm) {
+  MOERT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  comm.barrier();
+}
+
+void CudaBackend::copyExchange(Comm &comm, const char *src,
+                               const std::vector<int64_t> &sendBytes,
+                               const std::vector<int64_t> &sendOffs, char *dst,
+                               const std::vector<int64_t> &recvBytes,
+                               const std::vector<int64_t> &recvOffs) {
+  // Each rank tells each peer where its rows for that peer lie and how many
+  // bytes they are (after its stream has written them), then pulls its own
+  // rows from every peer on its stream. Same process: device pointers are
+  // valid in every rank's thread; cudaMemcpyDefault also covers peers on
+  // another GPU of this process.
+  int64_t G = comm.size();
+  std::vector<int64_t> mine(static_cast<size_t>(2 * G)),
+      theirs(static_cast<size_t>(2 * G));
+  for (int64_t q = 0; q < G; ++q) {
+    mine[size_t(2 * q)] =
+        int64_t(reinterpret_cast<uintptr_t>(src + sendOffs[size_t(q)]));
+    mine[size_t(2 * q + 1)] = sendBytes[size_t(q)];
+  }
+  MOERT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  comm.allToAll(mine.data(), theirs.data(), 2);
+  for (int64_t q = 0; q < G; ++q)
+    if (theirs[size_t(2 * q + 1)] != recvBytes[size_t(q)])
+      throw CommError("device copies: rank " + std::to_string(q) + " sends " +
+                      std::to_string(theirs[size_t(2 * q + 1)]) +
+                      " bytes, rank " + std::to_string(comm.rank()) +
+                      " expects " + std::to_string(recvBytes[size_t(q)]));
+  for (int64_t q = 0; q < G; ++q)
+    if (recvBytes[size_t(q)])
+      MOERT_CUDA_CHECK(cudaMemcpyAsync(
+          dst + recvOffs[size_t(q)],
+          reinterpret_cast<const char *>(uintptr_t(theirs[size_t(2 * q)])),
+          size_t(recvBytes[size_t(q)]), cudaMemcpyDefault, stream_));
+  endPeerReads(comm);
+}
+
 void CudaBackend::exchange(const std::string &axes, Comm &comm, const char *src,
                            const std::vector<int64_t> &sendBytes,
                            const std::vector<int64_t> &sendOffs, char *dst,
@@ -811,6 +925,10 @@ void CudaBackend::exchange(const std::string &axes, Comm &comm, const char *src,
                                        cudaMemcpyDeviceToDevice, stream_));
     return;
   }
+  if (transportOf(axes) == Transport::deviceCopies) {
+    copyExchange(comm, src, sendBytes, sendOffs, dst, recvBytes, recvOffs);
+    return;
+  }
   // Host staging: device -> pinned, the communicator, pinned -> device.
   char *hs = hostSend_.ensure(size_t(sTotal), stream_);
   char *hr = hostRecv_.ensure(size_t(rTotal), stream_);
@@ -841,10 +959,23 @@ void CudaBackend::allReduce(ExecContext &ctx, size_t index) {
   char *xp = ptr(ctx, index, s.inputs[0], "x", &dt);
   char *yp = ptr(ctx, index, s.outputs[0], "y", &dt);
   size_t bytes = x.byteSize();
+  size_t n = size_t(x.numElements());
+  int64_t G = comm.size();
+  if (G > 1 && bytes && transportOf(axes) == Transport::deviceCopies) {
+    // Every rank's x into g [G][n], then the sum in rank order (fp32
+    // accumulation, one rounding): the same bits on every rank.
+    char *g = gather_.ensure(size_t(G) * bytes, stream_);
+    std::vector<const char *> xs = peerPointers(comm, xp);
+    for (int64_t r = 0; r < G; ++r)
+      MOERT_CUDA_CHECK(cudaMemcpyAsync(g + size_t(r) * bytes, xs[size_t(r)],
+                                       bytes, cudaMemcpyDefault, stream_));
+    endPeerReads(comm);
+    cuda::sumSlices(g, gt, G, int64_t(n), yp, stream_);
+    return;
+  }
   moveBytes(yp, xp, bytes);
   if (bytes == 0)
     return;
-  size_t n = size_t(x.numElements());
 #ifdef MOERT_HAVE_NCCL
   if (auto *nc = static_cast<cuda::NcclComm *>(ncclFor(axes))) {
     nc->allReduceSum(yp, yp, n, gt, stream_);
@@ -899,6 +1030,14 @@ void CudaBackend::allGather(ExecContext &ctx, size_t index) {
     done = true;
   }
 #endif
+  if (!done && transportOf(axes) == Transport::deviceCopies) {
+    std::vector<const char *> xs = peerPointers(comm, xp);
+    for (int64_t r = 0; r < G; ++r)
+      MOERT_CUDA_CHECK(cudaMemcpyAsync(g + size_t(r) * xBytes, xs[size_t(r)],
+                                       xBytes, cudaMemcpyDefault, stream_));
+    endPeerReads(comm);
+    done = true;
+  }
   if (!done) {
     char *hs = hostSend_.ensure(xBytes, stream_);
     char *hr = hostRecv_.ensure(size_t(G) * xBytes, stream_);

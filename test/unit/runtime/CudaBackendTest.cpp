@@ -3,8 +3,10 @@
 // The hand-built plans of TestPlans.h (a one-layer MoE under several
 // placements, with and without capacity; a tensor-parallel MLP with
 // all_reduce and all_gather) run on the CUDA backend with 1 and 4 thread
-// ranks (several ranks on one GPU: their own streams and arenas, exchanges
-// through host staging; NCCL where each rank has its own GPU) and are
+// ranks (several ranks on one GPU: their own streams and arenas; every plan
+// runs twice, with the exchanges as device-to-device copies between the
+// ranks' buffers and through host staging, and the reports must name the
+// transport used) and are
 // compared with the CPU backend (outputs and MoE reports) and with the
 // plain-loop references. A plan with hand-written PTX checks `kernel` steps
 // (driver API, several modules and launches, all parameter kinds).
@@ -55,6 +57,19 @@ using BackendFactory = std::function<std::unique_ptr<Backend>()>;
 
 std::unique_ptr<Backend> cpuBackend() { return createCpuBackend(); }
 std::unique_ptr<Backend> cudaBackend() { return createCudaBackend(); }
+
+/// The in-process transports of thread ranks (NCCL off, so that a machine
+/// with several GPUs tests them too), and what the reports must call them.
+struct Transport {
+  const char *name;
+  CudaBackendOptions options;
+};
+std::vector<Transport> inProcessTransports() {
+  CudaBackendOptions copies, staging;
+  copies.allowNccl = staging.allowNccl = false;
+  staging.allowDeviceCopies = false;
+  return {{"device copies", copies}, {"host staging (threads)", staging}};
+}
 
 /// Runs the plan at `path` on its world size of thread ranks, `runs` times
 /// with the same executor (the last run's outputs are returned).
@@ -113,6 +128,11 @@ void expectSameReports(const RunResult &gpu, const RunResult &cpu) {
     const RunReport &g = gpu.reports[r], &c = cpu.reports[r];
     EXPECT_EQ(g.backend, "cuda");
     EXPECT_EQ(g.steps.size(), c.steps.size());
+    ASSERT_EQ(g.collectives.size(), c.collectives.size());
+    for (size_t i = 0; i < g.collectives.size(); ++i) {
+      EXPECT_EQ(g.collectives[i].axes, c.collectives[i].axes);
+      EXPECT_EQ(g.collectives[i].ranks, c.collectives[i].ranks);
+    }
     ASSERT_EQ(g.layers.size(), c.layers.size());
     for (size_t l = 0; l < g.layers.size(); ++l) {
       const MoELayerStats &a = g.layers[l], &b = c.layers[l];
@@ -132,15 +152,24 @@ void expectSameReports(const RunResult &gpu, const RunResult &cpu) {
 }
 
 /// CUDA against the reference and the CPU backend (outputs and reports).
+/// Once per in-process transport; groups of several ranks must report it.
 void compareWithCpu(TestCase &tc, const std::string &tag, int runs = 1) {
   std::string path = tempPath(tag), error;
   ASSERT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
   RunResult cpu = runPlan(path, tc, cpuBackend);
-  RunResult gpu = runPlan(path, tc, cudaBackend, runs);
+  for (const Transport &t : inProcessTransports()) {
+    SCOPED_TRACE(t.name);
+    RunResult gpu = runPlan(
+        path, tc, [&] { return createCudaBackend(t.options); }, runs);
+    expectNear(gpu.outputs, tc.expected, tag + " (cuda vs reference)");
+    expectNear(gpu.outputs, asMap(cpu.outputs), tag + " (cuda vs cpu)");
+    expectSameReports(gpu, cpu);
+    for (const RunReport &r : gpu.reports)
+      for (const GroupTransport &g : r.collectives)
+        EXPECT_EQ(g.transport, g.ranks == 1 ? "local" : t.name)
+            << "rank " << r.rank << ", axes " << g.axes;
+  }
   std::remove(path.c_str());
-  expectNear(gpu.outputs, tc.expected, tag + " (cuda vs reference)");
-  expectNear(gpu.outputs, asMap(cpu.outputs), tag + " (cuda vs cpu)");
-  expectSameReports(gpu, cpu);
 }
 
 TEST(CudaBackend, MoEOneRank) {

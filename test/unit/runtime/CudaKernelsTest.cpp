@@ -703,6 +703,32 @@ TEST(CudaCombine, WeightedSumAllPrecisions) {
   }
 }
 
+TEST(CudaCombine, SumSlicesInRankOrderAllPrecisions) {
+  REQUIRE_CUDA_DEVICE();
+  Stream s;
+  for (DType t : {DType::f32, DType::bf16, DType::f16})
+    for (int64_t G : {1, 3, 4}) {
+      const int64_t n = 1000003; // odd, more than one grid-stride pass
+      std::vector<float> x = randomIn(t, size_t(G * n), -4.f, 4.f);
+      DevT dx(t, x), dout(t, size_t(n));
+      sumSlices(dx.p(), t, G, n, dout.p(), s);
+      s.sync();
+      // The same fp32 additions in the same order, rounded once: the
+      // kernel must agree bit for bit.
+      std::vector<float> got = dout.download();
+      int64_t bad = 0, first = -1;
+      for (int64_t i = 0; i < n; ++i) {
+        float acc = 0.f;
+        for (int64_t r = 0; r < G; ++r)
+          acc += x[size_t(r * n + i)];
+        if (got[size_t(i)] != roundTo(t, acc) && bad++ == 0)
+          first = i;
+      }
+      EXPECT_EQ(bad, 0) << dtypeName(t) << " G=" << G << ": first mismatch at "
+                        << first;
+    }
+}
+
 //===----------------------------------------------------------------------===//
 // Elementwise
 //===----------------------------------------------------------------------===//

@@ -105,6 +105,13 @@ void expectConsistentReports(const RunResult &r, const MoESpec &spec) {
       EXPECT_EQ(mine.bytesSent, (mine.rowsSent + mine.rowsRecv) * spec.H * 4);
     }
     EXPECT_EQ(rep.steps.size(), spec.idsAsInputs ? 3u : 5u);
+    // One group (ep), carried by the thread communicator (the report went
+    // through JSON on its way to rank 0).
+    ASSERT_EQ(rep.collectives.size(), 1u);
+    EXPECT_EQ(rep.collectives[0].axes, "ep");
+    EXPECT_EQ(rep.collectives[0].ranks, spec.ranks);
+    EXPECT_EQ(rep.collectives[0].transport,
+              spec.ranks == 1 ? "local" : "threads");
   }
   EXPECT_EQ(total, spec.ranks * spec.tokensPerRank * spec.k);
   if (spec.capacity < 0) {
@@ -214,6 +221,12 @@ TEST(Executor, TensorParallel) {
     ASSERT_EQ(int(r.reports.size()), n);
     EXPECT_EQ(r.reports[0].steps.size(), 5u);
     EXPECT_EQ(r.reports[0].steps[3].op, "all_reduce");
+    for (const RunReport &rep : r.reports) {
+      ASSERT_EQ(rep.collectives.size(), 1u);
+      EXPECT_EQ(rep.collectives[0].axes, "tp");
+      EXPECT_EQ(rep.collectives[0].ranks, n);
+      EXPECT_EQ(rep.collectives[0].transport, n == 1 ? "local" : "threads");
+    }
   }
 }
 

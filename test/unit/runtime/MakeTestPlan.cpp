@@ -2,14 +2,17 @@
 //
 // moert-make-test-plan KIND -n N -o DIR [--capacity C]
 //                      [--placement contiguous|round-robin|replicated]
-//                      [--bad-rank R]
+//                      [--bad-rank R] [--tokens-per-rank T] [--hidden H]
+//                      [--ffn F] [--no-reference]
 //
 // KIND is `moe` (router -> route -> dispatch -> experts -> combine), `moe-ids`
 // (routing ids and weights are inputs; --bad-rank gives that rank an invalid
 // expert id) or `tp` (tensor-parallel MLP with all_reduce and all_gather).
 // Writes DIR/plan.moeplan, DIR/NAME.npy per input, DIR/ref_NAME.npy per
 // output, and, for the input error tests, DIR/x_f64.npy (wrong dtype) and
-// DIR/x_badshape.npy (wrong shape).
+// DIR/x_badshape.npy (wrong shape). --tokens-per-rank, --hidden and --ffn
+// size the moe plans (defaults 8, 16, 24); --no-reference writes the plan
+// and its inputs only (large plans for bench/transport_bench.py).
 //
 //===----------------------------------------------------------------------===//
 
@@ -25,7 +28,8 @@ using namespace moert::testplans;
 static int usage() {
   std::fprintf(stderr, "usage: moert-make-test-plan moe|moe-ids|tp -n N -o DIR "
                        "[--capacity C] [--placement contiguous|round-robin|"
-                       "replicated] [--bad-rank R]\n");
+                       "replicated] [--bad-rank R] [--tokens-per-rank T] "
+                       "[--hidden H] [--ffn F] [--no-reference]\n");
   return 1;
 }
 
@@ -34,9 +38,14 @@ int main(int argc, char **argv) {
     return usage();
   std::string kind = argv[1], dir, placement = "contiguous";
   int n = 1, badRank = -1;
-  int64_t capacity = -1;
+  int64_t capacity = -1, tokens = 8, hidden = 16, ffn = 24;
+  bool reference = true;
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
+    if (a == "--no-reference") {
+      reference = false;
+      continue;
+    }
     if (i + 1 >= argc)
       return usage();
     if (a == "-n")
@@ -49,10 +58,16 @@ int main(int argc, char **argv) {
       placement = argv[++i];
     else if (a == "--bad-rank")
       badRank = std::atoi(argv[++i]);
+    else if (a == "--tokens-per-rank")
+      tokens = std::atoll(argv[++i]);
+    else if (a == "--hidden")
+      hidden = std::atoll(argv[++i]);
+    else if (a == "--ffn")
+      ffn = std::atoll(argv[++i]);
     else
       return usage();
   }
-  if (dir.empty() || n < 1)
+  if (dir.empty() || n < 1 || tokens < 1 || hidden < 1 || ffn < 1)
     return usage();
   TestCase tc;
   if (kind == "moe" || kind == "moe-ids") {
@@ -62,6 +77,10 @@ int main(int argc, char **argv) {
     s.capacity = capacity;
     s.idsAsInputs = kind == "moe-ids";
     s.badRank = badRank;
+    s.tokensPerRank = tokens;
+    s.H = hidden;
+    s.F = ffn;
+    s.reference = reference;
     if (placement == "round-robin") {
       s.S = 2;
       for (int r = 0; r < n; ++r)
@@ -101,6 +120,8 @@ int main(int argc, char **argv) {
     write(dir + "/" + name + ".npy", a);
   for (auto &[name, a] : tc.expected)
     write(dir + "/ref_" + name + ".npy", a);
+  if (!reference)
+    return 0;
   const NpyArray &x = tc.inputs.at("x");
   NpyArray f64;
   f64.dtype = "<f8";

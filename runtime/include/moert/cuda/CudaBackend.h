@@ -5,10 +5,13 @@
 // docs/plan-format.md runs on one GPU with the moert/cuda/Kernels.h kernels
 // (cuBLAS for matmul and the grouped expert FFN), the plan's generated PTX
 // kernels through the CUDA driver API, one stream and one device arena per
-// rank. Collectives go through the executor's communicator on host staging
-// buffers (any communicator: self, threads, MPI; also several ranks on one
-// GPU), or through NCCL when it was found at build time and every rank of
-// a group is on a GPU of its own. See docs/cuda.md.
+// rank. The collectives of a group of ranks go through NCCL when it was
+// found at build time and every rank of the group is on a GPU of its own;
+// else, when the ranks are threads of one process (e.g. several ranks on
+// one GPU), through device-to-device copies between the ranks' buffers on
+// their streams; else through host staging buffers and the executor's
+// communicator (MPI ranks sharing a GPU). RunReport::collectives says which
+// each group used. See docs/cuda.md.
 //
 // Built as moert_cuda_exec only where moert_cuda is built.
 //
@@ -32,6 +35,10 @@ struct CudaBackendOptions {
   /// (and NCCL was built in). False: always through host staging buffers.
   /// The environment variable MOERT_NCCL=0 also turns it off.
   bool allowNccl = true;
+  /// Device-to-device copies between thread ranks of one process (where
+  /// NCCL is not used). False: host staging instead. The environment
+  /// variable MOERT_DEVICE_COPIES=0 also turns them off.
+  bool allowDeviceCopies = true;
 };
 
 /// Whether this build has the CUDA backend (true here) and a CUDA device is

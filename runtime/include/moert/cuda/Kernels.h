@@ -147,6 +147,13 @@ void combineRows(const void *back, DType dt, int64_t H, const int64_t *sendPos,
                  int64_t T, int64_t k, const float *weights, void *out,
                  cudaStream_t stream);
 
+/// out[i] = sum over r = 0..G-1 of slices[r*n + i], in that order, with
+/// fp32 accumulation, rounded once to `dt` (f32, bf16 or f16): the sum of
+/// the all-reduce between ranks that share one process (every rank adds the
+/// same slices in the same order, so all get the same bits).
+void sumSlices(const void *slices, DType dt, int64_t G, int64_t n, void *out,
+               cudaStream_t stream);
+
 //===----------------------------------------------------------------------===//
 // Elementwise, softmax (fp32)
 //===----------------------------------------------------------------------===//
