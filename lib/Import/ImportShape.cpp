@@ -992,6 +992,63 @@ LogicalResult importGather(GraphImporter &gi) {
   return success();
 }
 
+/// GatherND with batch_dims = 0: out[i..., r...] = data[idx[i..., 0], ...,
+/// idx[i..., q-1], r...] (negative indices wrapped). torch.onnx's dynamo
+/// exporter writes it for `weight[expert_ids]` (transformers' batched_mm
+/// experts).
+LogicalResult importGatherND(GraphImporter &gi) {
+  if (gi.numInputs() != 2)
+    return gi.fail("expects 2 inputs (data, indices)");
+  if (gi.intAttr("batch_dims", 0) != 0)
+    return gi.fail("batch_dims = " + Twine(gi.intAttr("batch_dims", 0)) +
+                   " is not supported (only 0)");
+  RankedTensorType data = gi.inputType(0), idx = gi.inputType(1);
+  int64_t r = data.getRank(), m = idx.getRank();
+  if (m < 1 || idx.isDynamicDim(m - 1))
+    return gi.fail("the last dimension of indices must be static");
+  if (!idx.getElementType().isInteger(64))
+    return gi.fail("indices must be int64");
+  int64_t q = idx.getDimSize(m - 1);
+  if (q < 1 || q > r)
+    return gi.fail("index tuples of length " + Twine(q) + " for data of rank " +
+                   Twine(r));
+  Shape shape(idx.getShape().begin(), idx.getShape().end() - 1);
+  shape.append(data.getShape().begin() + q, data.getShape().end());
+  int64_t outRank = int64_t(shape.size());
+  OpBuilder &b = gi.builder();
+  Value dv = gi.input(0), iv = gi.input(1);
+  SmallVector<Value> dyn;
+  for (int64_t d = 0; d < outRank; ++d)
+    if (isDyn(shape[d]))
+      dyn.push_back(d < m - 1 ? gi.dim(iv, d) : gi.dim(dv, d - (m - 1) + q));
+  Value init = gi.emptyTensor(shape, data.getElementType(), dyn);
+  SmallVector<Value> sizes;
+  for (int64_t j = 0; j < q; ++j)
+    sizes.push_back(gi.dim(dv, j));
+  SmallVector<AffineMap> maps = {b.getMultiDimIdentityMap(outRank)};
+  SmallVector<utils::IteratorType> iters(outRank,
+                                         utils::IteratorType::parallel);
+  auto generic = linalg::GenericOp::create(
+      b, gi.loc(), TypeRange{init.getType()}, ValueRange{}, ValueRange{init},
+      maps, iters, [&](OpBuilder &bb, Location l, ValueRange) {
+        SmallVector<Value> at, coords;
+        for (int64_t d = 0; d < m - 1; ++d)
+          at.push_back(linalg::IndexOp::create(bb, l, d));
+        for (int64_t j = 0; j < q; ++j) {
+          SmallVector<Value> ij = at;
+          ij.push_back(arith::ConstantIndexOp::create(bb, l, j));
+          Value e = tensor::ExtractOp::create(bb, l, iv, ij);
+          coords.push_back(wrapIndex(bb, l, e, sizes[j]));
+        }
+        for (int64_t d = q; d < r; ++d)
+          coords.push_back(linalg::IndexOp::create(bb, l, d - q + (m - 1)));
+        linalg::YieldOp::create(
+            bb, l, Value(tensor::ExtractOp::create(bb, l, dv, coords)));
+      });
+  gi.setOutput(0, generic.getResult(0));
+  return success();
+}
+
 LogicalResult importGatherElements(GraphImporter &gi) {
   RankedTensorType data = gi.inputType(0), idx = gi.inputType(1);
   int64_t r = data.getRank();
@@ -1356,6 +1413,7 @@ void moec::onnximport::addShapeOps(OpTable &t) {
   t["Slice"] = importSlice;
   t["Gather"] = importGather;
   t["GatherElements"] = importGatherElements;
+  t["GatherND"] = importGatherND;
   t["Expand"] = importExpand;
   t["Tile"] = importTile;
   t["ConstantOfShape"] = importConstantOfShape;

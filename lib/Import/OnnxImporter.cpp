@@ -22,15 +22,21 @@
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 
+#include <cstring>
+
 #include "onnx/checker.h"
 #include "onnx/defs/parser.h"
+#include "onnx/defs/schema.h"
 #include "onnx/shape_inference/implementation.h"
 
 using namespace mlir;
 using namespace moec;
 using namespace moec::onnximport;
 
-static constexpr int64_t kMinOpset = 13, kMaxOpset = 17;
+/// Opsets imported directly, and the newer ones (torch.onnx's dynamo
+/// exporter writes 18 and up) that adaptNewerOpset rewrites to opset 17
+/// first: the ONNX library moec links (1.12) knows schemas up to opset 17.
+static constexpr int64_t kMinOpset = 13, kMaxOpset = 17, kMaxAdapted = 22;
 
 void moec::registerImportDialects(DialectRegistry &registry) {
   registry.insert<arith::ArithDialect, func::FuncDialect,
@@ -80,6 +86,7 @@ public:
 private:
   LogicalResult load();
   LogicalResult checkOpsets();
+  LogicalResult adaptNewerOpset();
   LogicalResult applyInputShapes();
   LogicalResult check();
   LogicalResult inferShapes();
@@ -106,6 +113,7 @@ private:
   const ImportOptions &opts;
   onnx::ModelProto model;
   std::string error;
+  int64_t sourceOpset = 0; ///< the model's default-domain opset
 };
 } // namespace
 
@@ -150,16 +158,222 @@ LogicalResult ModelImporter::checkOpsets() {
   for (const auto &imp : model.opset_import()) {
     if (imp.domain().empty() || imp.domain() == "ai.onnx") {
       haveDefault = true;
-      if (imp.version() < kMinOpset || imp.version() > kMaxOpset)
+      if (imp.version() < kMinOpset || imp.version() > kMaxAdapted)
         return err("opset " + Twine(imp.version()) +
                    " of the default domain is not supported (moec supports "
                    "opsets " +
-                   Twine(kMinOpset) + " to " + Twine(kMaxOpset) +
-                   "; re-export with opset_version=17)");
+                   Twine(kMinOpset) + " to " + Twine(kMaxAdapted) +
+                   "; re-export with an opset in that range)");
+      sourceOpset = imp.version();
     }
   }
   if (!haveDefault)
     return err("the model imports no opset of the default ONNX domain");
+  return success();
+}
+
+/// The node's name for messages, as GraphImporter::describeNode says it.
+static std::string nodeText(const onnx::NodeProto &n) {
+  std::string name = n.name();
+  if (name.empty() && n.output_size() > 0)
+    name = "<unnamed, output " + n.output(0) + ">";
+  return "node '" + name + "' (" + n.op_type() + ")";
+}
+
+/// Opsets 18 to 22 changed, for the ops moec imports, only where an
+/// attribute became an input (Reduce* axes, 18), Split's `num_outputs` (18),
+/// Cast's `saturate` (19, float8 only) and a new Gelu (20); the rest are new
+/// element types and new ops. Rewrites
+/// those forms into their opset-17 equivalents and imports the model as
+/// opset 17; what has no opset-17 form is an error naming the node.
+LogicalResult ModelImporter::adaptNewerOpset() {
+  if (sourceOpset <= kMaxOpset)
+    return success();
+  onnx::GraphProto *g = model.mutable_graph();
+  // Constant int64 lists by value name: initializers and Constant nodes.
+  auto constInts = [&](const std::string &name,
+                       std::vector<int64_t> &out) -> bool {
+    const onnx::TensorProto *t = nullptr;
+    for (const auto &init : g->initializer())
+      if (init.name() == name)
+        t = &init;
+    for (const auto &n : g->node())
+      if (n.op_type() == "Constant" && n.output_size() == 1 &&
+          n.output(0) == name)
+        for (const auto &a : n.attribute())
+          if (a.name() == "value" && a.has_t())
+            t = &a.t();
+    if (!t || t->data_type() != onnx::TensorProto::INT64 ||
+        t->has_data_location())
+      return false;
+    out.clear();
+    if (t->has_raw_data()) {
+      const std::string &raw = t->raw_data();
+      out.resize(raw.size() / 8);
+      std::memcpy(out.data(), raw.data(), out.size() * 8);
+    } else {
+      out.assign(t->int64_data().begin(), t->int64_data().end());
+    }
+    return true;
+  };
+  auto dropAttr = [](onnx::NodeProto &n, StringRef attr) {
+    auto *attrs = n.mutable_attribute();
+    for (int i = attrs->size() - 1; i >= 0; --i)
+      if (attrs->Get(i).name() == attr)
+        attrs->DeleteSubrange(i, 1);
+  };
+  auto findAttr = [](const onnx::NodeProto &n,
+                     StringRef attr) -> const onnx::AttributeProto * {
+    for (const auto &a : n.attribute())
+      if (a.name() == attr)
+        return &a;
+    return nullptr;
+  };
+  // The element type of a value, where the model records it (Gelu's
+  // constants must match it).
+  auto elemType = [&](const std::string &name) -> int32_t {
+    for (const auto *list : {&g->value_info(), &g->input(), &g->output()})
+      for (const auto &vi : *list)
+        if (vi.name() == name && vi.type().has_tensor_type())
+          return vi.type().tensor_type().elem_type();
+    for (const auto &init : g->initializer())
+      if (init.name() == name)
+        return init.data_type();
+    return onnx::TensorProto::FLOAT;
+  };
+  static const llvm::StringSet<> reduceAxesInput = {
+      "ReduceMax",    "ReduceMin",    "ReduceMean",
+      "ReduceProd",   "ReduceL1",     "ReduceL2",
+      "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"};
+  std::vector<onnx::NodeProto> nodes;
+  int fresh = 0;
+  auto freshName = [&](const std::string &base) {
+    return base + "__moec_opset17_" + std::to_string(fresh++);
+  };
+  for (const onnx::NodeProto &orig : g->node()) {
+    onnx::NodeProto n = orig;
+    if (!n.domain().empty() && n.domain() != "ai.onnx") {
+      nodes.push_back(std::move(n));
+      continue;
+    }
+    const std::string &op = n.op_type();
+    auto fail = [&](const Twine &why) {
+      return err(nodeText(orig) + ": " + why + " (opset " +
+                 Twine(sourceOpset) + ")");
+    };
+    if (reduceAxesInput.contains(op) && n.input_size() >= 2) {
+      if (const auto *a = findAttr(n, "noop_with_empty_axes"); a && a->i())
+        return fail("noop_with_empty_axes = 1 is not supported");
+      dropAttr(n, "noop_with_empty_axes");
+      if (!n.input(1).empty()) {
+        std::vector<int64_t> axes;
+        if (!constInts(n.input(1), axes))
+          return fail("the axes input must be a constant int64 tensor");
+        auto *a = n.add_attribute();
+        a->set_name("axes");
+        a->set_type(onnx::AttributeProto::INTS);
+        for (int64_t x : axes)
+          a->add_ints(x);
+      }
+      n.mutable_input()->DeleteSubrange(1, n.input_size() - 1);
+    } else if (reduceAxesInput.contains(op)) {
+      if (const auto *a = findAttr(n, "noop_with_empty_axes"); a && a->i())
+        return fail("noop_with_empty_axes = 1 is not supported");
+      dropAttr(n, "noop_with_empty_axes");
+    } else if (op == "Split") {
+      if (const auto *a = findAttr(n, "num_outputs")) {
+        if (a->i() != n.output_size())
+          return fail("num_outputs = " + Twine(a->i()) + " but " +
+                      Twine(n.output_size()) + " outputs");
+        // Split-13 without `split` cuts into equal parts; an uneven last
+        // part (allowed since 18) then fails shape inference, naming the
+        // node.
+        dropAttr(n, "num_outputs");
+      }
+    } else if (op == "Cast" || op == "CastLike") {
+      dropAttr(n, "saturate"); // float8 targets only
+    } else if (op == "Gelu") {
+      // y = (x * (erf(x / sqrt(2)) + 1)) * 0.5, torch.onnx's own form (which
+      // moe-raise-experts recognises); tanh: 0.5 x (1 + tanh(sqrt(2/pi) (x +
+      // 0.044715 x^3))).
+      std::string approx = "none";
+      if (const auto *a = findAttr(n, "approximate"))
+        approx = a->s();
+      if (approx != "none" && approx != "tanh")
+        return fail("unknown approximate = '" + approx + "'");
+      if (n.input_size() != 1 || n.output_size() != 1)
+        return fail("expects one input and one output");
+      int32_t et = elemType(n.input(0));
+      auto scalar = [&](float v) {
+        std::string name = freshName(n.output(0));
+        onnx::NodeProto c;
+        c.set_op_type("Constant");
+        c.set_name(name);
+        c.add_output(name);
+        auto *a = c.add_attribute();
+        a->set_name("value");
+        a->set_type(onnx::AttributeProto::TENSOR);
+        onnx::TensorProto *t = a->mutable_t();
+        t->set_data_type(onnx::TensorProto::FLOAT);
+        t->add_float_data(v);
+        nodes.push_back(c);
+        if (et == onnx::TensorProto::FLOAT)
+          return name;
+        onnx::NodeProto cast;
+        cast.set_op_type("Cast");
+        std::string casted = freshName(n.output(0));
+        cast.set_name(casted);
+        cast.add_input(name);
+        cast.add_output(casted);
+        auto *to = cast.add_attribute();
+        to->set_name("to");
+        to->set_type(onnx::AttributeProto::INT);
+        to->set_i(et);
+        nodes.push_back(cast);
+        return casted;
+      };
+      auto emit = [&](const char *type, std::vector<std::string> ins,
+                      const std::string &out = "") {
+        onnx::NodeProto m;
+        m.set_op_type(type);
+        std::string o = out.empty() ? freshName(n.output(0)) : out;
+        m.set_name(out.empty() ? o : n.name());
+        for (auto &i : ins)
+          m.add_input(i);
+        m.add_output(o);
+        nodes.push_back(m);
+        return o;
+      };
+      const std::string &x = n.input(0);
+      if (approx == "none") {
+        std::string d = emit("Div", {x, scalar(1.41421356237309504f)});
+        std::string e = emit("Erf", {d});
+        std::string p = emit("Add", {e, scalar(1.f)});
+        std::string m = emit("Mul", {x, p});
+        emit("Mul", {m, scalar(0.5f)}, n.output(0));
+      } else {
+        std::string x2 = emit("Mul", {x, x});
+        std::string x3 = emit("Mul", {x2, x});
+        std::string c = emit("Mul", {x3, scalar(0.044715f)});
+        std::string in = emit("Add", {x, c});
+        std::string sc = emit("Mul", {in, scalar(0.79788456080286536f)});
+        std::string th = emit("Tanh", {sc});
+        std::string p = emit("Add", {th, scalar(1.f)});
+        std::string h = emit("Mul", {x, scalar(0.5f)});
+        emit("Mul", {h, p}, n.output(0));
+      }
+      continue;
+    }
+    if (!onnx::OpSchemaRegistry::Schema(op, int(kMaxOpset), ""))
+      return fail("unsupported op '" + op + "'");
+    nodes.push_back(std::move(n));
+  }
+  g->clear_node();
+  for (onnx::NodeProto &n : nodes)
+    *g->add_node() = std::move(n);
+  for (auto &imp : *model.mutable_opset_import())
+    if (imp.domain().empty() || imp.domain() == "ai.onnx")
+      imp.set_version(kMaxOpset);
   return success();
 }
 
@@ -423,7 +637,8 @@ OwningOpRef<ModuleOp> ModelImporter::build() {
 OwningOpRef<ModuleOp> ModelImporter::run(std::string &errorOut) {
   OwningOpRef<ModuleOp> module;
   if (succeeded(load()) && succeeded(checkOpsets()) &&
-      succeeded(applyInputShapes()) && succeeded(check()) &&
+      succeeded(adaptNewerOpset()) && succeeded(applyInputShapes()) &&
+      succeeded(check()) &&
       succeeded(inferShapes()))
     module = build();
   if (module && !strictInferenceError.empty()) {

@@ -102,6 +102,9 @@ struct WeightRef {
   bool stacked = false;
   bool transposed = false;
   int64_t colBegin = 0, colEnd = -1; // of the [K, N] matrix; -1: all
+  /// Batched form only: the [n] or [n, 1] expert ids that pick one slab per
+  /// row (see matchBatchedLinear).
+  Value ids;
 };
 
 /// Resolves the right-hand side of a MatMul to a WeightRef.
@@ -136,8 +139,105 @@ std::optional<WeightRef> resolveWeight(Value w) {
   return r;
 }
 
+/// A per-row gather of slabs of a constant [E, A, B]: out[i, a, b] =
+/// W[ids[i], a, b] (ids [n] or [n, 1], negative ids wrapped), as the
+/// importer writes GatherND(W, ids) or Gather(W, ids, axis 0). Returns {W,
+/// ids}.
+std::optional<std::pair<arith::ConstantOp, Value>>
+matchRowGather(linalg::GenericOp g) {
+  auto outT = cast<RankedTensorType>(g.getResult(0).getType());
+  if (g.getNumResults() != 1 || outT.getRank() != 3 ||
+      g.getNumDpsInputs() > 1 || !g.getIndexingMapsArray().back().isIdentity())
+    return std::nullopt;
+  auto isIndex = [](Value v, int64_t dim) {
+    auto li = v.getDefiningOp<linalg::IndexOp>();
+    return li && int64_t(li.getDim()) == dim;
+  };
+  tensor::ExtractOp wx;
+  unsigned extracts = 0;
+  g.getBody()->walk([&](tensor::ExtractOp ex) {
+    ++extracts;
+    if (ex.getTensor().getDefiningOp<arith::ConstantOp>())
+      wx = ex;
+  });
+  if (!wx || wx.getIndices().size() != 3 || !isIndex(wx.getIndices()[1], 1) ||
+      !isIndex(wx.getIndices()[2], 2) ||
+      g.getBody()->getTerminator()->getOperand(0) != wx.getResult())
+    return std::nullopt;
+  auto src = wx.getTensor().getDefiningOp<arith::ConstantOp>();
+  auto srcT = cast<RankedTensorType>(src.getType());
+  if (srcT.getDimSize(1) != outT.getDimSize(1) ||
+      srcT.getDimSize(2) != outT.getDimSize(2))
+    return std::nullopt;
+  // The row's id: idx, or select(idx < 0, idx + E, idx), of an index_cast.
+  Value id = wx.getIndices()[0];
+  if (auto sel = id.getDefiningOp<arith::SelectOp>())
+    id = sel.getFalseValue();
+  auto cast = id.getDefiningOp<arith::IndexCastOp>();
+  if (!cast)
+    return std::nullopt;
+  Value e = cast.getIn();
+  // From the generic's input (Gather: one id per row, map (d0)) ...
+  if (g.getNumDpsInputs() == 1 && extracts == 1) {
+    auto ba = dyn_cast<BlockArgument>(e);
+    AffineMap in = g.getIndexingMapsArray()[0];
+    if (ba && ba.getOwner() == g.getBody() && ba.getArgNumber() == 0 &&
+        in.getNumResults() == 1 &&
+        in.getResult(0) == getAffineDimExpr(0, g.getContext()))
+      return std::make_pair(src, g.getDpsInputs()[0]);
+    return std::nullopt;
+  }
+  // ... or read from the ids tensor at [d0] or [d0, 0] (GatherND).
+  auto ix = e.getDefiningOp<tensor::ExtractOp>();
+  if (g.getNumDpsInputs() != 0 || extracts != 2 || !ix ||
+      ix.getIndices().empty() || ix.getIndices().size() > 2 ||
+      !isIndex(ix.getIndices()[0], 0))
+    return std::nullopt;
+  if (ix.getIndices().size() == 2) {
+    APInt zero;
+    if (!matchPattern(ix.getIndices()[1], m_ConstantInt(&zero)) ||
+        !zero.isZero())
+      return std::nullopt;
+  }
+  return std::make_pair(src, ix.getTensor());
+}
+
+/// The batched form of an expert's linear layer (transformers' batched_mm
+/// experts, torch.onnx dynamo): y[i] = W[ids[i]] x[i], written as
+/// batch_matmul(gather(W, ids) [n, A, B], x [n, B, 1]) -> [n, A, 1] viewed
+/// as [n, A]. W [E, out, in] is stacked and transposed. Returns {x, W}.
+std::optional<std::pair<Value, WeightRef>> matchBatchedLinear(Value v) {
+  auto bmm = skipViews(v).getDefiningOp<linalg::BatchMatmulOp>();
+  if (!bmm)
+    return std::nullopt;
+  auto outT = cast<RankedTensorType>(bmm.getResult(0).getType());
+  auto g = bmm.getDpsInputs()[0].getDefiningOp<linalg::GenericOp>();
+  if (outT.getDimSize(2) != 1 || !g)
+    return std::nullopt;
+  auto gathered = matchRowGather(g);
+  if (!gathered)
+    return std::nullopt;
+  // x [n, B] viewed as [n, B, 1].
+  Value x = bmm.getDpsInputs()[1];
+  if (auto e = x.getDefiningOp<tensor::ExpandShapeOp>())
+    x = e.getSrc();
+  else if (auto r = x.getDefiningOp<tensor::ReshapeOp>())
+    x = r.getSource();
+  auto xT = cast<RankedTensorType>(x.getType());
+  if (xT.getRank() != 2 || xT.getDimSize(0) != outT.getDimSize(0))
+    return std::nullopt;
+  WeightRef r;
+  r.src = gathered->first;
+  r.stacked = true;
+  r.transposed = true;
+  r.ids = gathered->second;
+  return std::make_pair(x, r);
+}
+
 /// `linalg.matmul(x, W)` with a resolvable constant W: returns {x, W}.
 std::optional<std::pair<Value, WeightRef>> matchLinear(Value v) {
+  if (auto batched = matchBatchedLinear(v))
+    return batched;
   auto mm = skipViews(v).getDefiningOp<linalg::MatmulOp>();
   if (!mm)
     return std::nullopt;
@@ -1166,8 +1266,13 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
         scatters.push_back(op);
     });
     if (scatters.empty()) {
-      why = "no expert loop (scatter of weighted expert outputs) uses its "
-            "routing weights";
+      bool found = false;
+      LogicalResult batched = raiseBatched(r, why, found);
+      if (found)
+        return batched;
+      why = "no expert loop (scatter of weighted expert outputs) and no "
+            "batched experts (per-row gathered weights) use its routing "
+            "weights";
       return failure();
     }
     // The accumulator: the add tree above the scatters, up to its root.
@@ -1279,6 +1384,92 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
             "re-export with an input that routes tokens to every expert";
       return failure();
     }
+    return emitLayer(r, root, tokensV, experts, why);
+  }
+
+  /// transformers' batched_mm experts, as torch.onnx's dynamo exporter
+  /// writes them: every (token, choice) row a = t * k + j gathers its
+  /// expert's weights (GatherND by the flattened top-k ids) and multiplies
+  /// them with its copy of the token (batch_matmul); the rows are scaled by
+  /// the flattened routing weights and summed over the k choices:
+  ///   out[t] = sum_j w[t, j] * FFN_{ids[t, j]}(x[t]).
+  /// `found` is set once such a layer reads this router; failures after
+  /// that say why it was not raised.
+  LogicalResult raiseBatched(Router &r, std::string &why, bool &found) {
+    auto topk = dyn_cast<moe::TopKOp>(r.select);
+    if (!topk)
+      return failure();
+    Value ids = topk.getIndices();
+    auto logitsT = cast<RankedTensorType>(r.logits.getType());
+    int64_t e = logitsT.getDimSize(logitsT.getRank() - 1);
+    SmallVector<linalg::ReduceOp> reds;
+    getOperation().walk([&](linalg::ReduceOp red) {
+      if (red.getNumResults() == 1 && matchReduce<arith::AddFOp>(
+                                          red.getResult(0), 1))
+        reds.push_back(red);
+    });
+    for (linalg::ReduceOp red : reds) {
+      Value in = red.getInputs()[0];
+      auto inT = cast<RankedTensorType>(in.getType());
+      if (inT.getRank() != 3 || inT.getDimSize(1) != r.k)
+        continue;
+      auto mul = matchBinary<arith::MulFOp>(skipViews(in));
+      if (!mul)
+        continue;
+      for (auto [y, w] : {std::pair(mul->first, mul->second),
+                          std::pair(mul->second, mul->first)}) {
+        if (skipViews(w) != skipViews(r.weights))
+          continue;
+        std::string ffnWhy;
+        FailureOr<ExpertFFN> f = matchFFN(y, ffnWhy);
+        if (failed(f) || !f->gate.ids)
+          continue;
+        found = true;
+        for (WeightRef *ref :
+             {&f->gate, &f->down, f->up ? &*f->up : &f->gate})
+          if (!ref->ids || skipViews(ref->ids) != ids ||
+              cast<RankedTensorType>(ref->src.getType()).getDimSize(0) != e) {
+            why = "the batched experts' weights are not gathered by the "
+                  "router's top-k ids, or do not hold one slab per expert";
+            return failure();
+          }
+        // The FFN input: the tokens repeated k times ([T, 1, H] broadcast
+        // to [T, k, H]).
+        auto rep = skipViews(f->input).getDefiningOp<linalg::GenericOp>();
+        auto repT = rep ? cast<RankedTensorType>(rep.getResult(0).getType())
+                        : RankedTensorType();
+        if (!rep || rep.getNumDpsInputs() != 1 || !bodyOps(rep).empty() ||
+            rep.getBody()->getTerminator()->getOperand(0) !=
+                rep.getBody()->getArgument(0) ||
+            repT.getRank() != 3 || repT.getDimSize(1) != r.k ||
+            cast<RankedTensorType>(rep.getDpsInputs()[0].getType())
+                    .getDimSize(1) != 1) {
+          why = "the batched experts' input is not the tokens repeated once "
+                "per choice";
+          return failure();
+        }
+        std::map<int64_t, ExpertFFN> experts;
+        for (int64_t i = 0; i < e; ++i)
+          experts[i] = *f;
+        return emitLayer(r, red.getResult(0), skipViews(rep.getDpsInputs()[0]),
+                         experts, why);
+      }
+    }
+    return failure();
+  }
+
+  /// Replaces the layer ending at `root` ([tokens, H]) with moe.route +
+  /// moe.experts whose weights are stacked from `experts`.
+  LogicalResult emitLayer(Router &r, Value root, Value tokensV,
+                          const std::map<int64_t, ExpertFFN> &experts,
+                          std::string &why) {
+    auto logitsT = cast<RankedTensorType>(r.logits.getType());
+    int64_t tokens = 1;
+    for (int64_t d = 0; d + 1 < logitsT.getRank(); ++d)
+      tokens = ShapedType::isDynamic(logitsT.getDimSize(d)) ||
+                       ShapedType::isDynamic(tokens)
+                   ? ShapedType::kDynamic
+                   : tokens * logitsT.getDimSize(d);
     bool gated = experts.begin()->second.up.has_value();
     moe::Activation act = experts.begin()->second.act;
     for (auto &[id, f] : experts)

@@ -144,9 +144,18 @@ void moec::writeMoEReport(ModuleOp module, raw_ostream &os, bool json) {
       l.groupScore = moe::stringifyGroupScore(r.getGroupScore()).str();
       l.selectionBias = bool(r.getBias());
       l.name = layerName(r);
-      if (auto mm = r.getLogits().getDefiningOp<linalg::MatmulOp>())
-        if (mm.getDpsInputs()[1].getDefiningOp<arith::ConstantOp>())
-          l.router = numel(mm.getDpsInputs()[1]);
+      // The router weight: logits = x @ W (W constant, possibly a
+      // transposed constant, as ONNX Gemm with transB writes it).
+      Value logits = r.getLogits();
+      while (auto c = logits.getDefiningOp<tensor::CollapseShapeOp>())
+        logits = c.getSrc();
+      if (auto mm = logits.getDefiningOp<linalg::MatmulOp>()) {
+        Value w = mm.getDpsInputs()[1];
+        if (auto t = w.getDefiningOp<linalg::TransposeOp>())
+          w = t.getInput();
+        if (w.getDefiningOp<arith::ConstantOp>())
+          l.router = numel(w);
+      }
     }
     layers.push_back(l);
   });

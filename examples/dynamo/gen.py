@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Exports transformers' own MoE blocks (tiny random configs, no download)
+with torch.onnx's dynamo exporter, the default of torch >= 2.9, and saves
+torch's reference outputs.
+
+    python3 examples/dynamo/gen.py [NAME ...]   # needs torch, transformers, onnx
+
+transformers 5.x's default ("eager") experts loop over the experts the input
+hits, which torch.export cannot trace (a data-dependent loop), and its
+"grouped_mm" experts call an op the ONNX exporter cannot translate. Its
+"batched_mm" experts export: each (token, choice) row gathers its expert's
+weights (GatherND by the top-k ids) and multiplies them with its copy of the
+token (batched MatMul). So every block here is built with
+`config._experts_implementation = "batched_mm"` and exported with
+`dynamo=True` at the exporter's default opset (20 with torch 2.15), which
+moec imports by rewriting the few opset-18+ forms to opset 17 (see
+docs/importer.md). The exported graph holds every expert whatever the
+input, unlike the TorchScript exports of examples/hf_*.
+
+One directory per model: model.onnx, input.npy (hidden_states [2, 8, 64]),
+output.npy (torch's output).
+"""
+import collections
+import os
+import sys
+import warnings
+
+import numpy as np
+import torch
+
+warnings.filterwarnings("ignore")
+import transformers  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+B, S, H, E, K = 2, 8, 64, 8, 2
+
+
+def models():
+    """name -> (config, block class); the routing of each family as in
+    examples/hf_*."""
+    from transformers.models.deepseek_v2 import modeling_deepseek_v2 as dsv2
+    from transformers.models.deepseek_v3 import modeling_deepseek_v3 as dsv3
+    from transformers.models.mixtral import modeling_mixtral as mixtral
+    from transformers.models.olmoe import modeling_olmoe as olmoe
+    from transformers.models.qwen2_moe import modeling_qwen2_moe as qwen2
+    from transformers.models.qwen3_moe import modeling_qwen3_moe as qwen3
+    return {
+        "mixtral": (transformers.MixtralConfig(
+            hidden_size=H, intermediate_size=128, num_local_experts=E,
+            num_experts_per_tok=K), mixtral.MixtralSparseMoeBlock),
+        "qwen2_moe": (transformers.Qwen2MoeConfig(
+            hidden_size=H, moe_intermediate_size=32,
+            shared_expert_intermediate_size=96, num_experts=E,
+            num_experts_per_tok=K, norm_topk_prob=False, hidden_act="silu"),
+            qwen2.Qwen2MoeSparseMoeBlock),
+        "qwen3_moe": (transformers.Qwen3MoeConfig(
+            hidden_size=H, moe_intermediate_size=32, num_experts=E,
+            num_experts_per_tok=K, norm_topk_prob=True),
+            qwen3.Qwen3MoeSparseMoeBlock),
+        "olmoe": (transformers.OlmoeConfig(
+            hidden_size=H, intermediate_size=32, num_experts=E,
+            num_experts_per_tok=K), olmoe.OlmoeSparseMoeBlock),
+        "deepseek_v2": (transformers.DeepseekV2Config(
+            hidden_size=H, moe_intermediate_size=32, n_routed_experts=E,
+            num_experts_per_tok=K, n_group=4, topk_group=2,
+            n_shared_experts=1, topk_method="group_limited_greedy",
+            routed_scaling_factor=1.5), dsv2.DeepseekV2Moe),
+        "deepseek_v3": (transformers.DeepseekV3Config(
+            hidden_size=H, moe_intermediate_size=32, n_routed_experts=E,
+            num_experts_per_tok=K, n_group=4, topk_group=2,
+            n_shared_experts=1, routed_scaling_factor=2.5,
+            norm_topk_prob=True), dsv3.DeepseekV3MoE),
+    }
+
+
+def export(name, cfg, cls):
+    import onnx
+    cfg._experts_implementation = "batched_mm"
+    torch.manual_seed(0)
+    block = cls(cfg).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            torch.nn.init.normal_(p, std=0.1)
+    if hasattr(block, "gate") and hasattr(block.gate, "e_score_correction_bias"):
+        # DeepSeek-V3's selection bias is a buffer (zeros): make it matter.
+        with torch.no_grad():
+            block.gate.e_score_correction_bias.copy_(torch.randn(E) * 0.1)
+    x = torch.randn(B, S, H, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = block(x)
+    out = os.path.join(HERE, name)
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "model.onnx")
+    torch.onnx.export(block, (x,), path, dynamo=True,
+                      input_names=["hidden_states"], output_names=["output"])
+    np.save(os.path.join(out, "input.npy"), x.numpy())
+    np.save(os.path.join(out, "output.npy"), y.numpy())
+    m = onnx.load(path)
+    print(name, "opset", [(o.domain, o.version) for o in m.opset_import],
+          "size", os.path.getsize(path), "ops", dict(sorted(
+              collections.Counter(n.op_type for n in m.graph.node).items())))
+
+
+def main():
+    print("transformers", transformers.__version__, "torch", torch.__version__)
+    wanted = sys.argv[1:]
+    for name, (cfg, cls) in models().items():
+        if not wanted or name in wanted:
+            export(name, cfg, cls)
+
+
+if __name__ == "__main__":
+    main()
