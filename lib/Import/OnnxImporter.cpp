@@ -242,8 +242,8 @@ LogicalResult ModelImporter::adaptNewerOpset() {
     return onnx::TensorProto::FLOAT;
   };
   static const llvm::StringSet<> reduceAxesInput = {
-      "ReduceMax",    "ReduceMin",    "ReduceMean",
-      "ReduceProd",   "ReduceL1",     "ReduceL2",
+      "ReduceMax",    "ReduceMin",       "ReduceMean",
+      "ReduceProd",   "ReduceL1",        "ReduceL2",
       "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"};
   std::vector<onnx::NodeProto> nodes;
   int fresh = 0;
@@ -258,8 +258,8 @@ LogicalResult ModelImporter::adaptNewerOpset() {
     }
     const std::string &op = n.op_type();
     auto fail = [&](const Twine &why) {
-      return err(nodeText(orig) + ": " + why + " (opset " +
-                 Twine(sourceOpset) + ")");
+      return err(nodeText(orig) + ": " + why + " (opset " + Twine(sourceOpset) +
+                 ")");
     };
     if (reduceAxesInput.contains(op) && n.input_size() >= 2) {
       if (const auto *a = findAttr(n, "noop_with_empty_axes"); a && a->i())
@@ -638,8 +638,7 @@ OwningOpRef<ModuleOp> ModelImporter::run(std::string &errorOut) {
   OwningOpRef<ModuleOp> module;
   if (succeeded(load()) && succeeded(checkOpsets()) &&
       succeeded(adaptNewerOpset()) && succeeded(applyInputShapes()) &&
-      succeeded(check()) &&
-      succeeded(inferShapes()))
+      succeeded(check()) && succeeded(inferShapes()))
     module = build();
   if (module && !strictInferenceError.empty()) {
     error = path + ": " + strictInferenceError + inferenceSuffix();

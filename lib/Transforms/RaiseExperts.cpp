@@ -1404,8 +1404,8 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
     int64_t e = logitsT.getDimSize(logitsT.getRank() - 1);
     SmallVector<linalg::ReduceOp> reds;
     getOperation().walk([&](linalg::ReduceOp red) {
-      if (red.getNumResults() == 1 && matchReduce<arith::AddFOp>(
-                                          red.getResult(0), 1))
+      if (red.getNumResults() == 1 &&
+          matchReduce<arith::AddFOp>(red.getResult(0), 1))
         reds.push_back(red);
     });
     for (linalg::ReduceOp red : reds) {
@@ -1425,8 +1425,7 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
         if (failed(f) || !f->gate.ids)
           continue;
         found = true;
-        for (WeightRef *ref :
-             {&f->gate, &f->down, f->up ? &*f->up : &f->gate})
+        for (WeightRef *ref : {&f->gate, &f->down, f->up ? &*f->up : &f->gate})
           if (!ref->ids || skipViews(ref->ids) != ids ||
               cast<RankedTensorType>(ref->src.getType()).getDimSize(0) != e) {
             why = "the batched experts' weights are not gathered by the "
