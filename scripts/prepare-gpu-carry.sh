@@ -14,6 +14,8 @@
 #     hf_qwen2_moe (a dense shared-expert matmul) and hf_deepseek_v3, and
 #     --precision=fp16 at ep=4 for hf_mixtral;
 #   * ep=2,tp=2 (TP all-reduce) for hf_qwen2_moe in fp32 and bf16;
+#   * the dynamo exports of Mixtral and DeepSeek-V3 (examples/dynamo,
+#     batched experts, opset 20) at ep=4;
 #   * build-carry/bench: bench/make_models.py's layer at H=384, F=1344,
 #     4096 tokens, compiled with --precision=bf16, for gpu-check's
 #     compiled-plan benchmark against PyTorch eager;
@@ -66,8 +68,12 @@ if [ -x "$MOEC" ]; then
     "$PLANS/odd_moe/output.npy" "$PLANS/odd_moe.ref.npz"
   plan hf_qwen2_moe-ep2tp2-bf16 hf_qwen2_moe 4 2.5e-2 --mesh ep=2,tp=2 \
     --precision=bf16
+  DYNAMO="dynamo/mixtral dynamo/deepseek_v3"
+  for ex in $DYNAMO; do
+    plan "${ex//\//_}-ep4" "$ex" 4 1e-4 --mesh ep=4
+  done
   # onnxruntime references.
-  "$PYTHON" - "$ROOT/examples" "$PLANS" $EXAMPLES <<'PY'
+  "$PYTHON" - "$ROOT/examples" "$PLANS" $EXAMPLES $DYNAMO <<'PY'
 import os, sys
 import numpy as np
 import onnxruntime as ort
@@ -79,6 +85,7 @@ for ex in sys.argv[3:]:
     feeds = {sess.get_inputs()[0].name: x}
     names = [o.name for o in sess.get_outputs()]
     refs = dict(zip(names, sess.run(None, feeds)))
+    os.makedirs(os.path.dirname(os.path.join(out, ex)), exist_ok=True)
     np.savez(os.path.join(out, ex + ".ref.npz"), **refs)
 PY
   # The compiled-plan benchmark: a Mixtral-shaped layer (torch export of
