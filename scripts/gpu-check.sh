@@ -405,8 +405,8 @@ if [ -x "$BIN/moert-make-test-plan" ]; then
   step "transports of 4 thread ranks (bench/transport_bench.py, $E2E_DEVICE)" 150 \
     "$PYTHON" "$ROOT/bench/transport_bench.py" --moe-run "$BIN/moe-run" \
     --make-plan "$BIN/moert-make-test-plan" --device "$E2E_DEVICE" "${tsize[@]}" \
-    --work "$(dirname "$RESULTS")/transport-work" -o "$TRANSPORT_OUT"
-  rm -rf "$(dirname "$RESULTS")/transport-work"
+    --work "$BUILD_DIR/transport-work" -o "$TRANSPORT_OUT"
+  rm -rf "$BUILD_DIR/transport-work"
 else
   log "gpu-check: no moert-make-test-plan (no GoogleTest): transport benchmark skipped"
 fi

@@ -18,7 +18,11 @@ docs/importer.md). The exported graph holds every expert whatever the
 input, unlike the TorchScript exports of examples/hf_*.
 
 One directory per model: model.onnx, input.npy (hidden_states [2, 8, 64]),
-output.npy (torch's output).
+output.npy (torch's output). `mixtral_causal_lm` is a whole model instead
+of a block: transformers' MixtralForCausalLM with 2 decoder layers
+(embeddings, RMSNorm, grouped-query attention with rotary embeddings, the
+MoE block, the LM head), input.npy input_ids [4, 8] (int64), output.npy the
+logits [4, 8, 256].
 """
 import collections
 import os
@@ -101,12 +105,53 @@ def export(name, cfg, cls):
               collections.Counter(n.op_type for n in m.graph.node).items())))
 
 
+def export_causal_lm(name="mixtral_causal_lm"):
+    """A whole (tiny) Mixtral: attention and MoE layers; batch 4, so that
+    meshes that split tokens 2 or 4 ways keep whole sequences per rank."""
+    import onnx
+    cfg = transformers.MixtralConfig(
+        hidden_size=H, intermediate_size=128, num_local_experts=E,
+        num_experts_per_tok=K, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=256, max_position_embeddings=64)
+    cfg._experts_implementation = "batched_mm"
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = transformers.MixtralForCausalLM(cfg).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids):
+            return self.m(input_ids=input_ids, use_cache=False).logits
+
+    wrapped = Logits(model).eval()
+    ids = torch.randint(0, cfg.vocab_size, (4, S),
+                        generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        y = wrapped(ids)
+    out = os.path.join(HERE, name)
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "model.onnx")
+    torch.onnx.export(wrapped, (ids,), path, dynamo=True,
+                      input_names=["input_ids"], output_names=["logits"])
+    np.save(os.path.join(out, "input.npy"), ids.numpy())
+    np.save(os.path.join(out, "output.npy"), y.numpy())
+    m = onnx.load(path)
+    print(name, "opset", [(o.domain, o.version) for o in m.opset_import],
+          "ops", dict(sorted(collections.Counter(
+              n.op_type for n in m.graph.node).items())))
+
+
 def main():
     print("transformers", transformers.__version__, "torch", torch.__version__)
     wanted = sys.argv[1:]
     for name, (cfg, cls) in models().items():
         if not wanted or name in wanted:
             export(name, cfg, cls)
+    if not wanted or "mixtral_causal_lm" in wanted:
+        export_causal_lm()
 
 
 if __name__ == "__main__":

@@ -391,6 +391,22 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
     s.attrs["trans_b"] = intAttr(0);
     return success();
   }
+  if (auto sm = dyn_cast<linalg::SoftmaxOp>(op)) {
+    // Attention's softmax (the router's is part of moe.route).
+    auto t = cast<RankedTensorType>(sm.getInput().getType());
+    if (int64_t(sm.getDimension()) != t.getRank() - 1 ||
+        !t.getElementType().isF32())
+      return op->emitError("plan lowering: only an f32 softmax over the "
+                           "last dim");
+    int32_t x = in(sm.getInput());
+    int32_t y = out(sm.getResult()[0]);
+    if (failed(ok))
+      return failure();
+    moert::Step &s = addStep("softmax", op);
+    s.inputs = {x};
+    s.outputs = {y};
+    return success();
+  }
   if (auto r = dyn_cast<moe::RouteOp>(op)) {
     int32_t logits = in(r.getLogits()), bias = in(r.getBias());
     int32_t w = out(r.getWeights()), i = out(r.getIndices());

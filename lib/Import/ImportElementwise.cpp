@@ -181,6 +181,12 @@ void moec::onnximport::addElementwiseOps(OpTable &t) {
   addArith(t, "Sqrt", [](A a) { return std::sqrt(a[0]); },
            [](B b, L l, V a, bool) -> Value { return math::SqrtOp::create(b, l, a[0]); },
            1, true);
+  addArith(t, "Reciprocal", [](A a) { return 1.0 / a[0]; },
+           [](B b, L l, V a, bool) -> Value {
+             return arith::DivFOp::create(
+                 b, l, fconst(b, l, a[0].getType(), 1.0), a[0]);
+           },
+           1, true);
   addArith(t, "Neg", [](A a) { return -a[0]; },
            [](B b, L l, V a, bool f) -> Value {
              if (f)

@@ -1,6 +1,7 @@
 //===- Mesh.cpp - device mesh specs and the token-dims analysis -----------===//
 
 #include "moec/Transforms/Mesh.h"
+#include "moec/Transforms/ConstantBytes.h"
 #include "moec/Dialect/MoE/MoEOps.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -8,6 +9,8 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
+
+#include <cstring>
 
 using namespace mlir;
 using namespace moec;
@@ -135,6 +138,7 @@ MeshSpec moec::meshSpecOf(shard::GridOp grid) {
 namespace {
 class TokenDimsAnalysis {
 public:
+  explicit TokenDimsAnalysis(int64_t n) : n(n) {}
   LogicalResult run(func::FuncOp func);
   DenseMap<Value, TokenDims> facts;
 
@@ -147,6 +151,14 @@ private:
   LogicalResult visitReshape(Operation *op, Value src, Value res);
 
   SmallVector<Value> worklist;
+  int64_t n; ///< ways the tokens are split
+  /// Why an op that mixes tokens (attention) may still fail.
+  std::string hint() const {
+    return " (the mesh splits the tokens " + std::to_string(n) +
+           " ways; ops that mix the tokens of a sequence, such as attention, "
+           "need whole sequences per rank: a batch divisible by " +
+           std::to_string(n) + ")";
+  }
 };
 } // namespace
 
@@ -169,6 +181,25 @@ LogicalResult TokenDimsAnalysis::set(Value v, TokenDims dims, Operation *at) {
   // Trailing unit dims are not token dims ([T, 1] is split like [T]).
   while (dims.count > 1 && shape[dims.start + dims.count - 1] == 1)
     --dims.count;
+  // Only the leading dims the split cuts: [B, S] split n ways with n | B
+  // keeps B (localShape would leave S whole anyway). A split that does not
+  // come out even keeps every dim, and localShape reports it.
+  int64_t rem = n, keep = 0;
+  for (int64_t d = dims.start; d < dims.start + dims.count && rem > 1; ++d) {
+    ++keep;
+    if (ShapedType::isDynamic(shape[d])) {
+      rem = 0;
+      break;
+    }
+    if (shape[d] % rem == 0)
+      rem = 1;
+    else if (rem % shape[d] == 0)
+      rem /= shape[d];
+    else
+      break;
+  }
+  if (rem == 1)
+    dims.count = std::max<int64_t>(1, keep);
   auto it = facts.find(v);
   if (it != facts.end()) {
     if (it->second != dims)
@@ -206,7 +237,8 @@ LogicalResult TokenDimsAnalysis::visitLinalg(linalg::LinalgOp op) {
       }
       if (iters[dim.getPosition()] != utils::IteratorType::parallel)
         return op->emitError("cannot split along tokens: the op reduces "
-                             "over the token dimension");
+                             "over the token dimension")
+               << hint();
       loops.push_back(dim.getPosition());
     }
     break;
@@ -244,7 +276,7 @@ LogicalResult TokenDimsAnalysis::visitLinalg(linalg::LinalgOp op) {
     if (!consecutive)
       return op->emitError("cannot split along tokens: operand ")
              << operand.getOperandNumber()
-             << " holds the token dims out of order or in part";
+             << " holds the token dims out of order or in part" << hint();
     TokenDims dims{pos.front(), int64_t(pos.size())};
     if (failed(set(operand.get(), dims, op)))
       return failure();
@@ -295,7 +327,9 @@ LogicalResult TokenDimsAnalysis::visitReshape(Operation *op, Value src,
                          "merge or split of dims");
   auto it = facts.find(bigV);
   if (it != facts.end()) {
-    // The token dims must cover the non-unit dims of whole groups.
+    // A merge keeps the split when the split dims lead their groups: no
+    // non-unit dim before them (which would interleave blocks); inner dims
+    // after them may join the last group ([B, S] -> [B * S] with B split).
     int64_t first = -1, last = -1;
     for (auto [gi, g] : llvm::enumerate(groups))
       for (int64_t d : g)
@@ -306,8 +340,9 @@ LogicalResult TokenDimsAnalysis::visitReshape(Operation *op, Value src,
         }
     for (int64_t gi = first; gi <= last; ++gi)
       for (int64_t d : groups[gi])
-        if ((d < it->second.start || d >= it->second.start + it->second.count) &&
-            big[d] != 1)
+        if (big[d] != 1 &&
+            (d < it->second.start ||
+             (d >= it->second.start + it->second.count && gi != last)))
           return op->emitError("cannot split along tokens: the reshape "
                                "merges token and non-token dims");
     if (failed(set(smallV, TokenDims{first, last - first + 1}, op)))
@@ -354,6 +389,61 @@ LogicalResult TokenDimsAnalysis::visit(Operation *op) {
                            "dynamic sizes");
     return success();
   }
+  if (auto sm = dyn_cast<linalg::SoftmaxOp>(op)) {
+    // Element-wise along every dim but the normalised one.
+    SmallVector<Value> vs = {sm.getInput(), sm.getOutput(),
+                             sm.getResult()[0]};
+    for (Value v : vs) {
+      auto it = facts.find(v);
+      if (it == facts.end())
+        continue;
+      TokenDims d = it->second;
+      if (int64_t(sm.getDimension()) >= d.start &&
+          int64_t(sm.getDimension()) < d.start + d.count)
+        return op->emitError("cannot split along tokens: the softmax "
+                             "normalises over the token dim");
+      return all(vs, d);
+    }
+    return success();
+  }
+  if (auto s = dyn_cast<tensor::ExtractSliceOp>(op)) {
+    // A slice that keeps the split dims whole (rotary's halves of the head
+    // dim): the same dims on both sides.
+    for (Value v : {s.getSource(), s.getResult()}) {
+      auto it = facts.find(v);
+      if (it == facts.end())
+        continue;
+      TokenDims d = it->second;
+      ArrayRef<int64_t> src = shapeOf(s.getSource());
+      if (s.getSourceType().getRank() != s.getResultType().getRank())
+        return op->emitError("cannot split along tokens: a rank-reducing "
+                             "slice of a value carrying tokens");
+      for (int64_t k = d.start; k < d.start + d.count; ++k)
+        if (s.getStaticOffsets()[k] != 0 || s.getStaticStrides()[k] != 1 ||
+            s.getStaticSizes()[k] != src[k])
+          return op->emitError("cannot split along tokens: the slice cuts "
+                               "the token dim ")
+                 << k;
+      return all({s.getSource(), s.getResult()}, d);
+    }
+    return success();
+  }
+  if (auto c = dyn_cast<tensor::ConcatOp>(op)) {
+    SmallVector<Value> vs(c.getInputs());
+    vs.push_back(c.getResult());
+    for (Value v : vs) {
+      auto it = facts.find(v);
+      if (it == facts.end())
+        continue;
+      TokenDims d = it->second;
+      if (int64_t(c.getDim()) >= d.start &&
+          int64_t(c.getDim()) < d.start + d.count)
+        return op->emitError("cannot split along tokens: a concatenation "
+                             "along the token dim");
+      return all(vs, d);
+    }
+    return success();
+  }
   if (auto c = dyn_cast<tensor::CollapseShapeOp>(op))
     return visitReshape(op, c.getSrc(), c.getResult());
   if (auto e = dyn_cast<tensor::ExpandShapeOp>(op))
@@ -372,9 +462,15 @@ LogicalResult TokenDimsAnalysis::visit(Operation *op) {
         return all({a.getInput(), a.getResult()}, it->second);
     return success();
   }
-  if (isa<arith::ConstantOp>(op) && known(op->getResults()))
-    return op->emitError("cannot split along tokens: a constant has the "
-                         "token dimension");
+  if (auto c = dyn_cast<arith::ConstantOp>(op); c && known(c->getResults())) {
+    // A constant the same for every token block (the causal mask an
+    // exporter materialised per sequence, [B, 1, S, S]) is split like the
+    // tokens: every rank gets the same block.
+    if (!isUniformAlong(c, facts.lookup(c.getResult())))
+      return op->emitError("cannot split along tokens: a constant has the "
+                           "token dimension and differs along it");
+    return success();
+  }
   if (known(op->getOperands()) || known(op->getResults()))
     return op->emitError("cannot split '")
            << op->getName() << "' along the token dimension";
@@ -404,9 +500,36 @@ LogicalResult TokenDimsAnalysis::run(func::FuncOp func) {
   return success();
 }
 
+bool moec::isUniformAlong(arith::ConstantOp c, TokenDims dims) {
+  auto t = cast<RankedTensorType>(c.getType());
+  if (!t.hasStaticShape())
+    return false;
+  if (auto d = dyn_cast<DenseElementsAttr>(c.getValue()); d && d.isSplat())
+    return true;
+  FailureOr<std::vector<char>> bytes = constantBytes(c);
+  if (failed(bytes))
+    return false;
+  ArrayRef<int64_t> shape = t.getShape();
+  int64_t outer = 1, mid = 1, inner = int64_t(bytes->size());
+  for (int64_t d = 0; d < dims.start; ++d)
+    outer *= shape[d];
+  for (int64_t d = dims.start; d < dims.start + dims.count; ++d)
+    mid *= shape[d];
+  if (outer * mid == 0)
+    return true;
+  inner /= outer * mid;
+  const char *p = bytes->data();
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t m = 1; m < mid; ++m)
+      if (std::memcmp(p + (o * mid + m) * inner, p + o * mid * inner,
+                      size_t(inner)) != 0)
+        return false;
+  return true;
+}
+
 FailureOr<DenseMap<Value, TokenDims>>
-moec::analyzeTokenDims(func::FuncOp func) {
-  TokenDimsAnalysis a;
+moec::analyzeTokenDims(func::FuncOp func, int64_t n) {
+  TokenDimsAnalysis a(n);
   if (failed(a.run(func)))
     return failure();
   return std::move(a.facts);

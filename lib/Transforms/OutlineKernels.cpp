@@ -2,7 +2,9 @@
 //
 // Moves every dense elementwise/reduction region of the per-rank program (a
 // linalg op other than a matmul, after upstream elementwise fusion) into its
-// own `func.func @kernel_N` marked `moe.kernel`, called from @main. The
+// own `func.func @kernel_N` marked `moe.kernel`, called from @main. Static
+// slices and concatenations (attention's rotary halves) first become
+// linalg.generic copies, so that they are kernels too. The
 // kernels are what moec compiles to machine code (CPU) or PTX (CUDA) and
 // embeds in the plan; the calls become `kernel` steps.
 //
@@ -66,10 +68,123 @@ bool isRecreatableInit(Value v) {
   return false;
 }
 
+/// A static tensor.extract_slice (constant strides, no dropped dims) as a
+/// linalg.generic over the result reading src at offset + stride * index
+/// (tensor.extract in the body: an input indexing map would make linalg
+/// infer the loop bounds from the source).
+LogicalResult sliceToGeneric(tensor::ExtractSliceOp s) {
+  auto st = s.getSourceType(), rt = s.getResultType();
+  if (st.getRank() != rt.getRank() || !rt.hasStaticShape() ||
+      llvm::any_of(s.getStaticOffsets(), ShapedType::isDynamic) ||
+      llvm::any_of(s.getStaticStrides(), ShapedType::isDynamic))
+    return failure();
+  OpBuilder b(s);
+  int64_t r = rt.getRank();
+  Value init = tensor::EmptyOp::create(b, s.getLoc(), rt.getShape(),
+                                       rt.getElementType());
+  Value src = s.getSource();
+  SmallVector<int64_t> offs(s.getStaticOffsets()), strides(s.getStaticStrides());
+  auto g = linalg::GenericOp::create(
+      b, s.getLoc(), TypeRange{rt}, ValueRange{}, ValueRange{init},
+      SmallVector<AffineMap>{b.getMultiDimIdentityMap(r)},
+      SmallVector<utils::IteratorType>(r, utils::IteratorType::parallel),
+      [&](OpBuilder &bb, Location l, ValueRange) {
+        SmallVector<Value> idx;
+        for (int64_t d = 0; d < r; ++d) {
+          Value i = linalg::IndexOp::create(bb, l, d);
+          if (strides[d] != 1)
+            i = arith::MulIOp::create(
+                bb, l, i, arith::ConstantIndexOp::create(bb, l, strides[d]));
+          if (offs[d] != 0)
+            i = arith::AddIOp::create(
+                bb, l, i, arith::ConstantIndexOp::create(bb, l, offs[d]));
+          idx.push_back(i);
+        }
+        linalg::YieldOp::create(bb, l,
+                                Value(tensor::ExtractOp::create(bb, l, src, idx)));
+      });
+  s.replaceAllUsesWith(g.getResult(0));
+  s.erase();
+  return success();
+}
+
+/// A static tensor.concat as a linalg.generic over the result that reads
+/// the input holding each position (tensor.extract from the inputs, which
+/// the kernel takes as arguments).
+LogicalResult concatToGeneric(tensor::ConcatOp c) {
+  auto rt = c.getResultType();
+  if (!rt.hasStaticShape() ||
+      llvm::any_of(c.getInputs(), [](Value v) {
+        return !cast<RankedTensorType>(v.getType()).hasStaticShape();
+      }))
+    return failure();
+  OpBuilder b(c);
+  int64_t r = rt.getRank(), dim = int64_t(c.getDim());
+  Value init = tensor::EmptyOp::create(b, c.getLoc(), rt.getShape(),
+                                       rt.getElementType());
+  SmallVector<Value> inputs(c.getInputs());
+  auto g = linalg::GenericOp::create(
+      b, c.getLoc(), TypeRange{rt}, ValueRange{}, ValueRange{init},
+      SmallVector<AffineMap>{b.getMultiDimIdentityMap(r)},
+      SmallVector<utils::IteratorType>(r, utils::IteratorType::parallel),
+      [&](OpBuilder &bb, Location l, ValueRange) {
+        SmallVector<Value> idx;
+        for (int64_t d = 0; d < r; ++d)
+          idx.push_back(linalg::IndexOp::create(bb, l, d));
+        // From the last input back: select(i >= start_j, x_j[i - start_j],
+        // ...).
+        SmallVector<int64_t> starts;
+        int64_t at = 0;
+        for (Value v : inputs) {
+          starts.push_back(at);
+          at += cast<RankedTensorType>(v.getType()).getDimSize(dim);
+        }
+        Value result;
+        for (int64_t j = int64_t(inputs.size()) - 1; j >= 0; --j) {
+          SmallVector<Value> ij = idx;
+          Value start = arith::ConstantIndexOp::create(bb, l, starts[j]);
+          // Clamped, so that the unselected reads stay in bounds.
+          Value off = arith::SubIOp::create(bb, l, idx[dim], start);
+          Value zero = arith::ConstantIndexOp::create(bb, l, 0);
+          Value size = arith::ConstantIndexOp::create(
+              bb, l,
+              cast<RankedTensorType>(inputs[j].getType()).getDimSize(dim) - 1);
+          off = arith::MaxSIOp::create(bb, l, off, zero);
+          off = arith::MinSIOp::create(bb, l, off, size);
+          ij[dim] = off;
+          Value x = tensor::ExtractOp::create(bb, l, inputs[j], ij);
+          if (!result) {
+            result = x;
+            continue;
+          }
+          Value end = arith::ConstantIndexOp::create(bb, l, starts[j + 1]);
+          Value before = arith::CmpIOp::create(
+              bb, l, arith::CmpIPredicate::slt, idx[dim], end);
+          result = arith::SelectOp::create(bb, l, before, x, result);
+        }
+        linalg::YieldOp::create(bb, l, result);
+      });
+  c.replaceAllUsesWith(g.getResult(0));
+  c.erase();
+  return success();
+}
+
 struct MoEOutlineKernelsPass
     : moec::impl::MoEOutlineKernelsBase<MoEOutlineKernelsPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
+    SmallVector<Operation *> copies;
+    module.walk([&](Operation *op) {
+      if (isa<tensor::ExtractSliceOp, tensor::ConcatOp>(op) &&
+          !op->getParentOfType<func::FuncOp>()->hasAttr("moe.kernel"))
+        copies.push_back(op);
+    });
+    for (Operation *op : copies) {
+      if (auto s = dyn_cast<tensor::ExtractSliceOp>(op))
+        (void)sliceToGeneric(s);
+      else if (auto c = dyn_cast<tensor::ConcatOp>(op))
+        (void)concatToGeneric(c);
+    }
     // Fuse elementwise producers into their linalg.generic consumers (but
     // move no reshapes: matmuls must stay named ops for the BLAS).
     RewritePatternSet patterns(&getContext());
@@ -119,12 +234,19 @@ struct MoEOutlineKernelsPass
     for (Value v : op.getDpsInits())
       if (!isRecreatableInit(v))
         args.push_back(v);
-    llvm::SetVector<Value> captured;
+    llvm::SetVector<Value> captured, constants;
     getUsedValuesDefinedAbove(op->getRegions(), captured);
-    for (Value v : captured)
-      if (!v.getDefiningOp<arith::ConstantOp>())
+    // Constants are cloned into the kernel; tensors the body reads (a
+    // gather's source, a concatenation's inputs) become arguments.
+    for (Value v : captured) {
+      if (v.getDefiningOp<arith::ConstantOp>())
+        constants.insert(v);
+      else if (isa<RankedTensorType>(v.getType()))
+        args.push_back(v);
+      else
         return op->emitError("cannot outline into a kernel: the region uses "
-                             "a non-constant value from outside");
+                             "a non-tensor value from outside");
+    }
 
     OpBuilder b(module.getContext());
     b.setInsertionPointToEnd(module.getBody());
@@ -141,7 +263,7 @@ struct MoEOutlineKernelsPass
     IRMapping map;
     for (auto [v, a] : llvm::zip(args, body->getArguments()))
       map.map(v, a);
-    for (Value v : captured)
+    for (Value v : constants)
       b.clone(*v.getDefiningOp(), map);
     for (Value v : op.getDpsInits()) {
       if (map.contains(v))

@@ -8,8 +8,11 @@
 //===----------------------------------------------------------------------===//
 
 #include "moec/Dialect/MoE/MoEOps.h"
+#include "moec/Transforms/ConstantBytes.h"
 #include "moec/Transforms/Mesh.h"
 #include "moec/Transforms/Passes.h"
+
+#include "mlir/IR/DialectResourceBlobManager.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
@@ -237,7 +240,7 @@ struct MoEPartitionPass : moec::impl::MoEPartitionBase<MoEPartitionPass> {
         if (op->use_empty())
           op.erase();
       });
-      auto facts = analyzeTokenDims(func);
+      auto facts = analyzeTokenDims(func, n);
       if (failed(facts))
         return signalPassFailure();
       // The plan writer needs the global shapes of the model's inputs and
@@ -251,6 +254,7 @@ struct MoEPartitionPass : moec::impl::MoEPartitionBase<MoEPartitionPass> {
         func.setResultAttr(i, "moe.global_shape",
                            ab.getDenseI64ArrayAttr(
                                cast<ShapedType>(t).getShape()));
+      SmallVector<std::pair<arith::ConstantOp, TokenDims>> constants;
       for (auto &[v, dims] : *facts) {
         auto t = cast<RankedTensorType>(v.getType());
         std::string why;
@@ -261,14 +265,63 @@ struct MoEPartitionPass : moec::impl::MoEPartitionBase<MoEPartitionPass> {
           at->emitError("cannot partition: ") << why;
           return signalPassFailure();
         }
+        if (auto c = v.getDefiningOp<arith::ConstantOp>()) {
+          constants.push_back({c, dims});
+          continue;
+        }
         v.setType(RankedTensorType::get(*shape, t.getElementType(),
                                         t.getEncoding()));
+      }
+      // Constants the same for every token block (the analysis checked):
+      // the first block of the local shape.
+      for (auto &[c, dims] : constants) {
+        auto t = cast<RankedTensorType>(c.getType());
+        std::string why;
+        SmallVector<int64_t> local = *localShape(t.getShape(), dims, n, why);
+        auto lt = RankedTensorType::get(local, t.getElementType());
+        OpBuilder cb(c);
+        Value nc;
+        if (auto d = dyn_cast<DenseElementsAttr>(c.getValue());
+            d && d.isSplat()) {
+          nc = arith::ConstantOp::create(cb, c.getLoc(), d.resizeSplat(lt));
+        } else {
+          FailureOr<std::vector<char>> bytes = constantBytes(c);
+          if (failed(bytes)) {
+            c.emitError("cannot partition: the constant's data is not "
+                        "readable");
+            return signalPassFailure();
+          }
+          int64_t outer = 1, mid = 1, lmid = 1;
+          for (int64_t d = 0; d < dims.start; ++d)
+            outer *= t.getDimSize(d);
+          for (int64_t d = dims.start; d < dims.start + dims.count; ++d) {
+            mid *= t.getDimSize(d);
+            lmid *= local[d];
+          }
+          size_t inner = bytes->size() / size_t(outer * mid);
+          std::vector<char> out;
+          out.reserve(size_t(outer * lmid) * inner);
+          for (int64_t o = 0; o < outer; ++o)
+            out.insert(out.end(), bytes->begin() + o * mid * inner,
+                       bytes->begin() + (o * mid + lmid) * inner);
+          std::string name = "local";
+          if (auto r = dyn_cast<DenseResourceElementsAttr>(c.getValue()))
+            name = r.getRawHandle().getKey().str();
+          nc = makeBlobConstant(cb, c.getLoc(), lt, out, name + ".local");
+        }
+        c.getResult().replaceAllUsesWith(nc);
+        c.erase();
       }
       // Static shapes held by ops.
       OpBuilder b(&getContext());
       WalkResult fixed = func.walk([&](Operation *op) {
         if (auto e = dyn_cast<tensor::ExpandShapeOp>(op)) {
           e.setStaticOutputShape(e.getResultType().getShape());
+        } else if (auto s = dyn_cast<tensor::ExtractSliceOp>(op)) {
+          // Rank-preserving (the analysis checked): the sizes are the
+          // local result's.
+          if (facts->count(s.getResult()))
+            s.setStaticSizes(s.getResultType().getShape());
         } else if (auto r = dyn_cast<tensor::ReshapeOp>(op)) {
           if (!facts->count(r.getResult()))
             return WalkResult::advance();

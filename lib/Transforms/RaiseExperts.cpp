@@ -11,6 +11,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "moec/Transforms/Passes.h"
+#include "moec/Transforms/ConstantBytes.h"
 
 #include "moec/Dialect/MoE/MoEOps.h"
 
@@ -419,28 +420,6 @@ SetVector<Operation *> sliceOf(Value v) {
   return slice;
 }
 
-/// Raw little-endian bytes of a float constant.
-FailureOr<std::vector<char>> constantBytes(arith::ConstantOp c) {
-  Attribute a = c.getValue();
-  if (auto r = dyn_cast<DenseResourceElementsAttr>(a)) {
-    AsmResourceBlob *blob = r.getRawHandle().getBlob();
-    if (!blob)
-      return failure();
-    ArrayRef<char> d = blob->getData();
-    return std::vector<char>(d.begin(), d.end());
-  }
-  auto d = dyn_cast<DenseElementsAttr>(a);
-  if (!d)
-    return failure();
-  auto t = cast<RankedTensorType>(d.getType());
-  unsigned bytes = t.getElementTypeBitWidth() / 8;
-  std::vector<char> out;
-  ArrayRef<char> raw = d.getRawData();
-  for (int64_t k = 0; k < t.getNumElements(); ++k)
-    out.insert(out.end(), raw.begin() + (d.isSplat() ? 0 : k * bytes),
-               raw.begin() + (d.isSplat() ? 0 : k * bytes) + bytes);
-  return out;
-}
 
 /// The [K, N] matrix a WeightRef denotes for expert `e`, as raw bytes.
 FailureOr<std::vector<char>> realize(WeightRef w, int64_t e,
@@ -490,10 +469,7 @@ FailureOr<Value> stack(OpBuilder &b, Location loc,
                  .getElementType();
   auto type =
       RankedTensorType::get({int64_t(parts.size()), first[0], first[1]}, elt);
-  AsmResourceBlob blob = HeapAsmResourceBlob::allocateAndCopyWithAlign(
-      ArrayRef<char>(all.data(), all.size()), alignof(uint64_t));
-  auto attr = DenseResourceElementsAttr::get(type, name, std::move(blob));
-  return arith::ConstantOp::create(b, loc, cast<TypedAttr>(attr)).getResult();
+  return makeBlobConstant(b, loc, type, all, name);
 }
 
 /// The router of one MoE layer, read from its selection top-k (or, for

@@ -82,7 +82,7 @@ struct MoEShardPass : moec::impl::MoEShardBase<MoEShardPass> {
       if (tpOk.wasInterrupted())
         return signalPassFailure();
 
-      auto facts = analyzeTokenDims(func);
+      auto facts = analyzeTokenDims(func, n);
       if (failed(facts))
         return signalPassFailure();
       auto check = [&](Value v, const std::string &what) -> LogicalResult {

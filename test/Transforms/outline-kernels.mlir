@@ -1,6 +1,6 @@
 // moe-outline-kernels: dense linalg regions (not matmuls) become kernels;
 // elementwise chains fuse first; inits are recreated inside the kernel.
-// RUN: moe-opt %s --moe-outline-kernels | FileCheck %s
+// RUN: moe-opt %s --split-input-file --moe-outline-kernels | FileCheck %s
 
 #id = affine_map<(d0, d1) -> (d0, d1)>
 #row = affine_map<(d0, d1) -> (d0)>
@@ -43,3 +43,34 @@ func.func @main(%x: tensor<4x8xf32>, %w: tensor<8x8xf32>) -> tensor<4xf32> {
 // CHECK: arith.mulf
 // CHECK: arith.addf
 // CHECK-NOT: func.func @kernel_1
+
+// -----
+
+// Static slices and concatenations (attention's rotate_half: cat(-x2, x1))
+// become generics over the result that read their operands with
+// tensor.extract; the operands they read become kernel arguments.
+// CHECK-LABEL: func.func @main
+func.func @main(%x: tensor<2x8xf32>) -> tensor<2x8xf32> {
+  // CHECK: %[[LO:.*]] = call @kernel_0(%arg0) : (tensor<2x8xf32>) -> tensor<2x4xf32>
+  // CHECK: %[[HI:.*]] = call @kernel_1(%arg0) : (tensor<2x8xf32>) -> tensor<2x4xf32>
+  // CHECK: %[[CAT:.*]] = call @kernel_2(%[[LO]], %[[HI]]) : (tensor<2x4xf32>, tensor<2x4xf32>) -> tensor<2x8xf32>
+  // CHECK-NEXT: return %[[CAT]]
+  %lo = tensor.extract_slice %x[0, 0] [2, 4] [1, 1] : tensor<2x8xf32> to tensor<2x4xf32>
+  %hi = tensor.extract_slice %x[0, 4] [2, 4] [1, 1] : tensor<2x8xf32> to tensor<2x4xf32>
+  %cat = tensor.concat dim(1) %hi, %lo : (tensor<2x4xf32>, tensor<2x4xf32>) -> tensor<2x8xf32>
+  return %cat : tensor<2x8xf32>
+}
+// CHECK: func.func @kernel_0(%[[S:.*]]: tensor<2x8xf32>) -> tensor<2x4xf32> attributes {moe.kernel}
+// CHECK: linalg.generic
+// CHECK: tensor.extract %[[S]]
+// CHECK: func.func @kernel_1(%[[S1:.*]]: tensor<2x8xf32>) -> tensor<2x4xf32> attributes {moe.kernel}
+// CHECK: %[[C4:.*]] = arith.constant 4 : index
+// CHECK: linalg.generic
+// CHECK: arith.addi %{{.*}}, %[[C4]]
+// CHECK: tensor.extract %[[S1]]
+// CHECK: func.func @kernel_2(%[[A:.*]]: tensor<2x4xf32>, %[[B:.*]]: tensor<2x4xf32>) -> tensor<2x8xf32> attributes {moe.kernel}
+// CHECK: linalg.generic
+// CHECK: tensor.extract %[[A]]
+// CHECK: tensor.extract %[[B]]
+// CHECK: arith.cmpi slt, %{{.*}}, %c4
+// CHECK: arith.select

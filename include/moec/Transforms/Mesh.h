@@ -10,6 +10,7 @@
 #ifndef MOEC_TRANSFORMS_MESH_H
 #define MOEC_TRANSFORMS_MESH_H
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -56,8 +57,11 @@ mlir::shard::GridOp getMeshGrid(mlir::ModuleOp module);
 /// The spec recorded on a grid made by moe-shard (axis names in `moe.axes`).
 MeshSpec meshSpecOf(mlir::shard::GridOp grid);
 
-/// The dims of a tensor that carry tokens: `count` consecutive dims from
-/// `start`, split as one merged dim (contiguous blocks of rows).
+/// The dims of a tensor that the token split cuts: `count` consecutive dims
+/// from `start`, split as one merged dim (contiguous blocks of rows). Only
+/// the leading token dims the split needs are kept: with tokens [B, S] split
+/// n ways and n dividing B, that is B alone (whole sequences per rank), so
+/// ops may move S or reduce over it (attention).
 struct TokenDims {
   int64_t start = 0;
   int64_t count = 1;
@@ -67,13 +71,19 @@ struct TokenDims {
   bool operator!=(const TokenDims &o) const { return !(*this == o); }
 };
 
-/// Finds the token dims of every value of `func` that carries tokens,
-/// starting from the MoE ops and following the dense ops both ways. Emits
-/// an error naming the op and returns failure when an op cannot be split
-/// along tokens (a reduction over them, a constant with a token dim, an op
-/// moec does not know how to split).
+/// Finds the token dims of every value of `func` that carries tokens, for
+/// a split of the tokens `n` ways, starting from the MoE ops and following
+/// the dense ops both ways. Emits an error naming the op and returns
+/// failure when an op cannot be split along tokens (a reduction over the
+/// split dims, a constant with a token dim, an op moec does not know how to
+/// split).
 mlir::FailureOr<llvm::DenseMap<mlir::Value, TokenDims>>
-analyzeTokenDims(mlir::func::FuncOp func);
+analyzeTokenDims(mlir::func::FuncOp func, int64_t n);
+
+/// True when every block of `c` along `dims` (for each index of the
+/// leading dims) holds the same bytes: such a constant is the same on every
+/// rank after the token split.
+bool isUniformAlong(mlir::arith::ConstantOp c, TokenDims dims);
 
 /// The local shape of `shape` when its token dims are split `n` ways into
 /// contiguous blocks of rows. Fails (with `why`) when a block is not a box

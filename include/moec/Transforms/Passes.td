@@ -179,7 +179,11 @@ def MoEOutlineKernels : Pass<"moe-outline-kernels", "mlir::ModuleOp"> {
     marked `moe.kernel`, replaced by a `func.call`. Elementwise producers
     are first fused into their linalg.generic consumers (upstream fusion
     patterns, without reshape propagation, which would turn matmuls into
-    generics), so that each kernel is a fused region. moec compiles the kernels ahead of time (LLVM for CPU, NVVM/PTX
+    generics), so that each kernel is a fused region. Static
+    `tensor.extract_slice`s and `tensor.concat`s (attention's rotary halves)
+    first become linalg.generics over their result that read the operands
+    with `tensor.extract`; tensors a kernel body reads that way become kernel
+    arguments. moec compiles the kernels ahead of time (LLVM for CPU, NVVM/PTX
     for CUDA) and embeds them in the plan, where each call is a `kernel`
     step.
   }];

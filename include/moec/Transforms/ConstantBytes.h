@@ -1,0 +1,31 @@
+//===- ConstantBytes.h - the bytes of a constant tensor -----------*- C++ -*-===//
+//
+// Reading and making the weight constants the passes rewrite: the importer
+// writes them as `dense_resource` blobs (or small `dense` attributes).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEC_TRANSFORMS_CONSTANTBYTES_H
+#define MOEC_TRANSFORMS_CONSTANTBYTES_H
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+
+#include <vector>
+
+namespace moec {
+
+/// Every element of `c` (a dense or dense_resource tensor constant), row
+/// major, splats expanded; failure when its data is not readable (an elided
+/// blob).
+mlir::FailureOr<std::vector<char>> constantBytes(mlir::arith::ConstantOp c);
+
+/// A dense_resource constant of `type` holding `bytes` (row major), in a
+/// new blob named `name`.
+mlir::Value makeBlobConstant(mlir::OpBuilder &b, mlir::Location loc,
+                             mlir::RankedTensorType type,
+                             const std::vector<char> &bytes,
+                             llvm::StringRef name);
+
+} // namespace moec
+
+#endif // MOEC_TRANSFORMS_CONSTANTBYTES_H

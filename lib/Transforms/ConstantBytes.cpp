@@ -1,0 +1,40 @@
+//===- ConstantBytes.cpp - the bytes of a constant tensor -----------------===//
+
+#include "moec/Transforms/ConstantBytes.h"
+
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/DialectResourceBlobManager.h"
+
+using namespace mlir;
+
+FailureOr<std::vector<char>> moec::constantBytes(arith::ConstantOp c) {
+  Attribute a = c.getValue();
+  if (auto r = dyn_cast<DenseResourceElementsAttr>(a)) {
+    AsmResourceBlob *blob = r.getRawHandle().getBlob();
+    if (!blob)
+      return failure();
+    ArrayRef<char> d = blob->getData();
+    return std::vector<char>(d.begin(), d.end());
+  }
+  auto d = dyn_cast<DenseElementsAttr>(a);
+  if (!d)
+    return failure();
+  auto t = cast<RankedTensorType>(d.getType());
+  unsigned bytes = t.getElementTypeBitWidth() / 8;
+  if (bytes == 0) // i1: not byte-addressable here
+    return failure();
+  std::vector<char> out;
+  ArrayRef<char> raw = d.getRawData();
+  for (int64_t k = 0; k < t.getNumElements(); ++k)
+    out.insert(out.end(), raw.begin() + (d.isSplat() ? 0 : k * bytes),
+               raw.begin() + (d.isSplat() ? 0 : k * bytes) + bytes);
+  return out;
+}
+
+Value moec::makeBlobConstant(OpBuilder &b, Location loc, RankedTensorType type,
+                             const std::vector<char> &bytes, StringRef name) {
+  AsmResourceBlob blob = HeapAsmResourceBlob::allocateAndCopyWithAlign(
+      ArrayRef<char>(bytes.data(), bytes.size()), alignof(uint64_t));
+  auto attr = DenseResourceElementsAttr::get(type, name, std::move(blob));
+  return arith::ConstantOp::create(b, loc, cast<TypedAttr>(attr)).getResult();
+}
