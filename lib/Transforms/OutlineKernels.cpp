@@ -236,10 +236,13 @@ struct MoEOutlineKernelsPass
         args.push_back(v);
     llvm::SetVector<Value> captured, constants;
     getUsedValuesDefinedAbove(op->getRegions(), captured);
-    // Constants are cloned into the kernel; tensors the body reads (a
-    // gather's source, a concatenation's inputs) become arguments.
+    // Scalar constants are cloned into the kernel; tensors the body reads (a
+    // gather's source such as an embedding table, a concatenation's inputs)
+    // become arguments, so that weights stay plan constants (uploaded once,
+    // not compiled into the kernel's code).
     for (Value v : captured) {
-      if (v.getDefiningOp<arith::ConstantOp>())
+      if (v.getDefiningOp<arith::ConstantOp>() &&
+          !isa<RankedTensorType>(v.getType()))
         constants.insert(v);
       else if (isa<RankedTensorType>(v.getType()))
         args.push_back(v);
