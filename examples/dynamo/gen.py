@@ -78,7 +78,6 @@ def models():
 
 
 def export(name, cfg, cls):
-    import onnx
     cfg._experts_implementation = "batched_mm"
     torch.manual_seed(0)
     block = cls(cfg).eval()
@@ -90,25 +89,31 @@ def export(name, cfg, cls):
         with torch.no_grad():
             block.gate.e_score_correction_bias.copy_(torch.randn(E) * 0.1)
     x = torch.randn(B, S, H, generator=torch.Generator().manual_seed(1))
+    save(name, block, x, "hidden_states", "output")
+
+
+def save(name, module, x, input_name, output_name):
+    """Runs `module` on `x` and exports it with the dynamo exporter into
+    examples/dynamo/NAME: model.onnx (+ .data), input.npy, output.npy."""
+    import onnx
     with torch.no_grad():
-        y = block(x)
+        y = module(x)
     out = os.path.join(HERE, name)
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "model.onnx")
-    torch.onnx.export(block, (x,), path, dynamo=True,
-                      input_names=["hidden_states"], output_names=["output"])
+    torch.onnx.export(module, (x,), path, dynamo=True,
+                      input_names=[input_name], output_names=[output_name])
     np.save(os.path.join(out, "input.npy"), x.numpy())
     np.save(os.path.join(out, "output.npy"), y.numpy())
     m = onnx.load(path)
     print(name, "opset", [(o.domain, o.version) for o in m.opset_import],
-          "size", os.path.getsize(path), "ops", dict(sorted(
-              collections.Counter(n.op_type for n in m.graph.node).items())))
+          "ops", dict(sorted(collections.Counter(
+              n.op_type for n in m.graph.node).items())))
 
 
 def export_causal_lm(name="mixtral_causal_lm"):
     """A whole (tiny) Mixtral: attention and MoE layers; batch 4, so that
     meshes that split tokens 2 or 4 ways keep whole sequences per rank."""
-    import onnx
     cfg = transformers.MixtralConfig(
         hidden_size=H, intermediate_size=128, num_local_experts=E,
         num_experts_per_tok=K, num_hidden_layers=2, num_attention_heads=4,
@@ -126,22 +131,9 @@ def export_causal_lm(name="mixtral_causal_lm"):
         def forward(self, input_ids):
             return self.m(input_ids=input_ids, use_cache=False).logits
 
-    wrapped = Logits(model).eval()
     ids = torch.randint(0, cfg.vocab_size, (4, S),
                         generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        y = wrapped(ids)
-    out = os.path.join(HERE, name)
-    os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, "model.onnx")
-    torch.onnx.export(wrapped, (ids,), path, dynamo=True,
-                      input_names=["input_ids"], output_names=["logits"])
-    np.save(os.path.join(out, "input.npy"), ids.numpy())
-    np.save(os.path.join(out, "output.npy"), y.numpy())
-    m = onnx.load(path)
-    print(name, "opset", [(o.domain, o.version) for o in m.opset_import],
-          "ops", dict(sorted(collections.Counter(
-              n.op_type for n in m.graph.node).items())))
+    save(name, Logits(model).eval(), ids, "input_ids", "logits")
 
 
 def main():

@@ -389,23 +389,25 @@ LogicalResult TokenDimsAnalysis::visit(Operation *op) {
                            "dynamic sizes");
     return success();
   }
-  if (auto sm = dyn_cast<linalg::SoftmaxOp>(op)) {
-    // Element-wise along every dim but the normalised one.
-    SmallVector<Value> vs = {sm.getInput(), sm.getOutput(),
-                             sm.getResult()[0]};
+  // Ops whose operands and result share the token dims, as long as the dim
+  // `along` they work on is not one of them.
+  auto sameDims = [&](ArrayRef<Value> vs, int64_t along,
+                      const char *what) -> LogicalResult {
     for (Value v : vs) {
       auto it = facts.find(v);
       if (it == facts.end())
         continue;
       TokenDims d = it->second;
-      if (int64_t(sm.getDimension()) >= d.start &&
-          int64_t(sm.getDimension()) < d.start + d.count)
-        return op->emitError("cannot split along tokens: the softmax "
-                             "normalises over the token dim");
+      if (along >= d.start && along < d.start + d.count)
+        return op->emitError("cannot split along tokens: ")
+               << what << " the token dim";
       return all(vs, d);
     }
     return success();
-  }
+  };
+  if (auto sm = dyn_cast<linalg::SoftmaxOp>(op))
+    return sameDims({sm.getInput(), sm.getOutput(), sm.getResult()[0]},
+                    int64_t(sm.getDimension()), "the softmax normalises over");
   if (auto s = dyn_cast<tensor::ExtractSliceOp>(op)) {
     // A slice that keeps the split dims whole (rotary's halves of the head
     // dim): the same dims on both sides.
@@ -431,18 +433,7 @@ LogicalResult TokenDimsAnalysis::visit(Operation *op) {
   if (auto c = dyn_cast<tensor::ConcatOp>(op)) {
     SmallVector<Value> vs(c.getInputs());
     vs.push_back(c.getResult());
-    for (Value v : vs) {
-      auto it = facts.find(v);
-      if (it == facts.end())
-        continue;
-      TokenDims d = it->second;
-      if (int64_t(c.getDim()) >= d.start &&
-          int64_t(c.getDim()) < d.start + d.count)
-        return op->emitError("cannot split along tokens: a concatenation "
-                             "along the token dim");
-      return all(vs, d);
-    }
-    return success();
+    return sameDims(vs, int64_t(c.getDim()), "a concatenation along");
   }
   if (auto c = dyn_cast<tensor::CollapseShapeOp>(op))
     return visitReshape(op, c.getSrc(), c.getResult());
