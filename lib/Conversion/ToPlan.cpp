@@ -3,6 +3,7 @@
 #include "moec/Conversion/ToPlan.h"
 #include "moec/Conversion/KernelCodegen.h"
 #include "moec/Dialect/MoE/MoEOps.h"
+#include "moec/Transforms/ConstantBytes.h"
 #include "moec/Transforms/Mesh.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -38,34 +39,6 @@ bool toDType(Type t, moert::DType &out) {
   else
     return false;
   return true;
-}
-
-/// The raw bytes of a constant tensor attribute (splats expanded).
-bool constantBytes(Attribute attr, std::vector<char> &out) {
-  if (auto r = dyn_cast<DenseResourceElementsAttr>(attr)) {
-    AsmResourceBlob *blob = r.getRawHandle().getBlob();
-    if (!blob)
-      return false;
-    ArrayRef<char> d = blob->getData();
-    out.assign(d.begin(), d.end());
-    return true;
-  }
-  if (auto d = dyn_cast<DenseElementsAttr>(attr)) {
-    if (d.getElementType().isInteger(1))
-      return false;
-    ArrayRef<char> raw = d.getRawData();
-    int64_t n = d.getNumElements();
-    if (d.isSplat()) {
-      out.clear();
-      out.reserve(raw.size() * n);
-      for (int64_t i = 0; i < n; ++i)
-        out.insert(out.end(), raw.begin(), raw.end());
-    } else {
-      out.assign(raw.begin(), raw.end());
-    }
-    return true;
-  }
-  return false;
 }
 
 moert::Attr intAttr(int64_t v) {
@@ -210,11 +183,12 @@ LogicalResult PlanBuilder::addConstant(arith::ConstantOp c) {
   });
   if (onlyLocal || onlyShapes || c->use_empty())
     return success();
-  std::vector<char> bytes;
+  FailureOr<std::vector<char>> read = constantBytes(c);
   moert::DType dt;
-  if (!toDType(t.getElementType(), dt) || !constantBytes(c.getValue(), bytes))
+  if (!toDType(t.getElementType(), dt) || failed(read))
     return c.emitError("plan lowering: unsupported constant of type ")
            << t;
+  const std::vector<char> &bytes = *read;
   int32_t id = addValue(c.getResult(), moert::ValueKind::constant,
                         nodeName(c.getLoc()));
   moert::DataRef ref;
@@ -229,10 +203,12 @@ LogicalResult PlanBuilder::addLocalWeights(moe::LocalWeightsOp op) {
   auto in = cast<RankedTensorType>(op.getWeights().getType());
   auto out = cast<RankedTensorType>(op.getType());
   Attribute attr = constAttr.lookup(op.getWeights());
-  std::vector<char> global;
-  if (!attr || !constantBytes(attr, global))
+  FailureOr<std::vector<char>> read =
+      attr ? constantBytes(attr) : FailureOr<std::vector<char>>(failure());
+  if (failed(read))
     return op.emitError("plan lowering: moe.local_weights of a value that "
                         "is not a constant");
+  const std::vector<char> &global = *read;
   moert::DType dt;
   if (!toDType(in.getElementType(), dt))
     return op.emitError("plan lowering: unsupported weight type ") << in;
@@ -293,12 +269,13 @@ LogicalResult PlanBuilder::addTpSlice(moe::TpSliceOp op) {
   auto in = cast<RankedTensorType>(op.getWeights().getType());
   auto out = cast<RankedTensorType>(op.getType());
   Attribute attr = constAttr.lookup(op.getWeights());
-  std::vector<char> global;
+  FailureOr<std::vector<char>> read =
+      attr ? constantBytes(attr) : FailureOr<std::vector<char>>(failure());
   moert::DType dt;
-  if (!attr || !constantBytes(attr, global) ||
-      !toDType(in.getElementType(), dt))
+  if (failed(read) || !toDType(in.getElementType(), dt))
     return op.emitError("plan lowering: moe.tp_slice of a value that is not "
                         "a supported constant");
+  const std::vector<char> &global = *read;
   size_t elt = moert::dtypeSize(dt);
   int32_t id = addValue(op.getResult(), moert::ValueKind::constant,
                         nodeName(op.getLoc()));

@@ -7,8 +7,7 @@
 
 using namespace mlir;
 
-FailureOr<std::vector<char>> moec::constantBytes(arith::ConstantOp c) {
-  Attribute a = c.getValue();
+FailureOr<std::vector<char>> moec::constantBytes(Attribute a) {
   if (auto r = dyn_cast<DenseResourceElementsAttr>(a)) {
     AsmResourceBlob *blob = r.getRawHandle().getBlob();
     if (!blob)

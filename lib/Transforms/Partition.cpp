@@ -254,7 +254,12 @@ struct MoEPartitionPass : moec::impl::MoEPartitionBase<MoEPartitionPass> {
         func.setResultAttr(i, "moe.global_shape",
                            ab.getDenseI64ArrayAttr(
                                cast<ShapedType>(t).getShape()));
-      SmallVector<std::pair<arith::ConstantOp, TokenDims>> constants;
+      struct LocalConstant {
+        arith::ConstantOp op;
+        TokenDims dims;
+        SmallVector<int64_t> local;
+      };
+      SmallVector<LocalConstant> constants;
       for (auto &[v, dims] : *facts) {
         auto t = cast<RankedTensorType>(v.getType());
         std::string why;
@@ -266,7 +271,7 @@ struct MoEPartitionPass : moec::impl::MoEPartitionBase<MoEPartitionPass> {
           return signalPassFailure();
         }
         if (auto c = v.getDefiningOp<arith::ConstantOp>()) {
-          constants.push_back({c, dims});
+          constants.push_back({c, dims, *shape});
           continue;
         }
         v.setType(RankedTensorType::get(*shape, t.getElementType(),
@@ -274,10 +279,8 @@ struct MoEPartitionPass : moec::impl::MoEPartitionBase<MoEPartitionPass> {
       }
       // Constants the same for every token block (the analysis checked):
       // the first block of the local shape.
-      for (auto &[c, dims] : constants) {
+      for (auto &[c, dims, local] : constants) {
         auto t = cast<RankedTensorType>(c.getType());
-        std::string why;
-        SmallVector<int64_t> local = *localShape(t.getShape(), dims, n, why);
         auto lt = RankedTensorType::get(local, t.getElementType());
         OpBuilder cb(c);
         Value nc;

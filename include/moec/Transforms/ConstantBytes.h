@@ -14,10 +14,14 @@
 
 namespace moec {
 
-/// Every element of `c` (a dense or dense_resource tensor constant), row
-/// major, splats expanded; failure when its data is not readable (an elided
-/// blob).
-mlir::FailureOr<std::vector<char>> constantBytes(mlir::arith::ConstantOp c);
+/// Every element of a dense or dense_resource tensor attribute, row major,
+/// splats expanded; failure when its data is not readable (an elided blob)
+/// or not byte-sized (i1).
+mlir::FailureOr<std::vector<char>> constantBytes(mlir::Attribute a);
+inline mlir::FailureOr<std::vector<char>>
+constantBytes(mlir::arith::ConstantOp c) {
+  return constantBytes(c.getValue());
+}
 
 /// A dense_resource constant of `type` holding `bytes` (row major), in a
 /// new blob named `name`.

@@ -272,10 +272,11 @@ private:
     auto it = transport_.find(axes);
     return it == transport_.end() ? Transport::hostStaging : it->second;
   }
-  /// Device copies between thread ranks: waits for this rank's queued work
-  /// (its buffer is complete), then every rank of `comm` gets every rank's
-  /// pointer `mine`, in rank order.
-  std::vector<const char *> peerPointers(Comm &comm, const void *mine);
+  /// Device copies between thread ranks: g[r] (`bytes` each) = rank r's
+  /// `mine`, for every rank of `comm` in rank order. Waits for this rank's
+  /// queued work first (its buffer is complete) and, after pulling, for
+  /// every rank's copies (a barrier), so that buffers may be reused.
+  void gatherFromPeers(Comm &comm, const void *mine, size_t bytes, char *g);
   /// Device copies: waits until this rank's copies from its peers are done,
   /// then for every rank's (a barrier), so that buffers may be reused.
   void endPeerReads(Comm &comm);
@@ -838,17 +839,19 @@ void CudaBackend::step(ExecContext &ctx, size_t index) {
 // Collectives
 //===----------------------------------------------------------------------===//
 
-std::vector<const char *> CudaBackend::peerPointers(Comm &comm,
-                                                    const void *mine) {
+void CudaBackend::gatherFromPeers(Comm &comm, const void *mine, size_t bytes,
+                                  char *g) {
   MOERT_CUDA_CHECK(cudaStreamSynchronize(stream_));
   int64_t G = comm.size();
   int64_t p = int64_t(reinterpret_cast<uintptr_t>(mine));
   std::vector<int64_t> all(static_cast<size_t>(G), 0);
   comm.allGather(&p, sizeof(p), all.data());
-  std::vector<const char *> out(static_cast<size_t>(G));
   for (int64_t r = 0; r < G; ++r)
-    out[size_t(r)] = reinterpret_cast<const char *>(uintptr_t(all[size_t(r)]));
-  return out;
+    MOERT_CUDA_CHECK(cudaMemcpyAsync(
+        g + size_t(r) * bytes,
+        reinterpret_cast<const char *>(uintptr_t(all[size_t(r)])), bytes,
+        cudaMemcpyDefault, stream_));
+  endPeerReads(comm);
 }
 
 void CudaBackend::endPeerReads(Comm &comm) {
@@ -965,11 +968,7 @@ void CudaBackend::allReduce(ExecContext &ctx, size_t index) {
     // Every rank's x into g [G][n], then the sum in rank order (fp32
     // accumulation, one rounding): the same bits on every rank.
     char *g = gather_.ensure(size_t(G) * bytes, stream_);
-    std::vector<const char *> xs = peerPointers(comm, xp);
-    for (int64_t r = 0; r < G; ++r)
-      MOERT_CUDA_CHECK(cudaMemcpyAsync(g + size_t(r) * bytes, xs[size_t(r)],
-                                       bytes, cudaMemcpyDefault, stream_));
-    endPeerReads(comm);
+    gatherFromPeers(comm, xp, bytes, g);
     cuda::sumSlices(g, gt, G, int64_t(n), yp, stream_);
     return;
   }
@@ -1031,11 +1030,7 @@ void CudaBackend::allGather(ExecContext &ctx, size_t index) {
   }
 #endif
   if (!done && transportOf(axes) == Transport::deviceCopies) {
-    std::vector<const char *> xs = peerPointers(comm, xp);
-    for (int64_t r = 0; r < G; ++r)
-      MOERT_CUDA_CHECK(cudaMemcpyAsync(g + size_t(r) * xBytes, xs[size_t(r)],
-                                       xBytes, cudaMemcpyDefault, stream_));
-    endPeerReads(comm);
+    gatherFromPeers(comm, xp, xBytes, g);
     done = true;
   }
   if (!done) {
