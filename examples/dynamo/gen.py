@@ -92,13 +92,14 @@ def export(name, cfg, cls):
     save(name, block, x, "hidden_states", "output")
 
 
-def save(name, module, x, input_name, output_name):
+def save(name, module, x, input_name, output_name, out=None):
     """Runs `module` on `x` and exports it with the dynamo exporter into
-    examples/dynamo/NAME: model.onnx (+ .data), input.npy, output.npy."""
+    `out` (default examples/dynamo/NAME): model.onnx (+ .data), input.npy,
+    output.npy."""
     import onnx
     with torch.no_grad():
         y = module(x)
-    out = os.path.join(HERE, name)
+    out = out or os.path.join(HERE, name)
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "model.onnx")
     torch.onnx.export(module, (x,), path, dynamo=True,
@@ -111,13 +112,17 @@ def save(name, module, x, input_name, output_name):
               n.op_type for n in m.graph.node).items())))
 
 
-def export_causal_lm(name="mixtral_causal_lm"):
+def export_causal_lm(name="mixtral_causal_lm", out=None, hidden=H, ffn=128,
+                     layers=2, heads=4, kv_heads=2, vocab=256, batch=4,
+                     seq=S):
     """A whole (tiny) Mixtral: attention and MoE layers; batch 4, so that
-    meshes that split tokens 2 or 4 ways keep whole sequences per rank."""
+    meshes that split tokens 2 or 4 ways keep whole sequences per rank.
+    bench/causal_lm_bench.py exports a larger one into `out`."""
     cfg = transformers.MixtralConfig(
-        hidden_size=H, intermediate_size=128, num_local_experts=E,
-        num_experts_per_tok=K, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=256, max_position_embeddings=64)
+        hidden_size=hidden, intermediate_size=ffn, num_local_experts=E,
+        num_experts_per_tok=K, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv_heads,
+        vocab_size=vocab, max_position_embeddings=max(64, seq))
     cfg._experts_implementation = "batched_mm"
     cfg._attn_implementation = "eager"
     torch.manual_seed(0)
@@ -131,9 +136,9 @@ def export_causal_lm(name="mixtral_causal_lm"):
         def forward(self, input_ids):
             return self.m(input_ids=input_ids, use_cache=False).logits
 
-    ids = torch.randint(0, cfg.vocab_size, (4, S),
+    ids = torch.randint(0, cfg.vocab_size, (batch, seq),
                         generator=torch.Generator().manual_seed(1))
-    save(name, Logits(model).eval(), ids, "input_ids", "logits")
+    save(name, Logits(model).eval(), ids, "input_ids", "logits", out)
 
 
 def main():

@@ -36,6 +36,8 @@ bool toDType(Type t, moert::DType &out) {
     out = moert::DType::i64;
   else if (t.isInteger(32))
     out = moert::DType::i32;
+  else if (t.isInteger(1))
+    out = moert::DType::u8; // i1: one byte, 0 or 1 (as LLVM stores it)
   else
     return false;
   return true;
@@ -334,11 +336,11 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
   if (isa<tensor::EmptyOp>(op))
     return success();
   if (auto f = dyn_cast<linalg::FillOp>(op)) {
-    // Only as the zero init of a matmul (the plan's matmul overwrites).
+    // Only as the zero init of a matmul (the plan's matmuls overwrite).
     auto cst = f.getInputs()[0].getDefiningOp<arith::ConstantOp>();
     auto zero = cst ? dyn_cast<FloatAttr>(cst.getValue()) : nullptr;
     bool initOnly = llvm::all_of(f->getUsers(), [](Operation *u) {
-      return isa<linalg::MatmulOp>(u);
+      return isa<linalg::MatmulOp, linalg::BatchMatmulOp>(u);
     });
     if (!zero || !zero.getValue().isZero() || !initOnly)
       return op->emitError("plan lowering: linalg.fill is supported only as "
@@ -366,6 +368,29 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
     s.inputs = {a, b, -1};
     s.outputs = {c};
     s.attrs["trans_b"] = intAttr(0);
+    return success();
+  }
+  if (auto m = dyn_cast<linalg::BatchMatmulOp>(op)) {
+    // Attention's activation x activation products ([B,M,K] x [B,K,N]).
+    if (m.getInputs().size() != 2 || m.hasUserDefinedMaps())
+      return op->emitError("plan lowering: only plain linalg.batch_matmul");
+    auto init = m.getOutputs()[0].getDefiningOp<linalg::FillOp>();
+    if (!init)
+      return op->emitError("plan lowering: linalg.batch_matmul must start "
+                           "from a zero fill");
+    auto isF32 = [](Value v) {
+      return cast<RankedTensorType>(v.getType()).getElementType().isF32();
+    };
+    if (!isF32(m.getInputs()[0]) || !isF32(m.getInputs()[1]) ||
+        !isF32(m.getResult(0)))
+      return op->emitError("plan lowering: only an f32 linalg.batch_matmul");
+    int32_t a = in(m.getInputs()[0]), b = in(m.getInputs()[1]);
+    int32_t c = out(m.getResult(0));
+    if (failed(ok))
+      return failure();
+    moert::Step &s = addStep("batch_matmul", op);
+    s.inputs = {a, b};
+    s.outputs = {c};
     return success();
   }
   if (auto sm = dyn_cast<linalg::SoftmaxOp>(op)) {

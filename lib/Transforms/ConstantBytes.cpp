@@ -19,10 +19,18 @@ FailureOr<std::vector<char>> moec::constantBytes(Attribute a) {
   if (!d)
     return failure();
   auto t = cast<RankedTensorType>(d.getType());
-  unsigned bytes = t.getElementTypeBitWidth() / 8;
-  if (bytes == 0) // i1: not byte-addressable here
-    return failure();
   std::vector<char> out;
+  if (t.getElementType().isInteger(1)) {
+    // i1 is bit-packed in the attribute; in memory (LLVM, the plan) each
+    // element is one byte, 0 or 1.
+    out.reserve(size_t(t.getNumElements()));
+    for (bool b : d.getValues<bool>())
+      out.push_back(char(b));
+    return out;
+  }
+  unsigned bytes = t.getElementTypeBitWidth() / 8;
+  if (bytes == 0) // other sub-byte types
+    return failure();
   ArrayRef<char> raw = d.getRawData();
   for (int64_t k = 0; k < t.getNumElements(); ++k)
     out.insert(out.end(), raw.begin() + (d.isSplat() ? 0 : k * bytes),

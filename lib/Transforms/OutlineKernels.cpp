@@ -32,12 +32,18 @@ using namespace moec;
 
 namespace {
 
-/// Ops that stay in @main: matmuls have plan steps of their own; fills
-/// that only initialise other linalg ops go with them (into the matmul
-/// step, or recreated inside the kernel).
-bool keepsOwnStep(Operation *op) {
+/// Ops that stay in @main: matmuls and (with `batchMatmuls`) f32 batch
+/// matmuls have plan steps of their own (BLAS/cuBLAS); fills that only
+/// initialise other linalg ops go with them (into the matmul step, or
+/// recreated inside the kernel).
+bool keepsOwnStep(Operation *op, bool batchMatmuls) {
   if (isa<linalg::MatmulOp>(op))
     return true;
+  if (auto bm = dyn_cast<linalg::BatchMatmulOp>(op))
+    return batchMatmuls && !bm.hasUserDefinedMaps() &&
+           llvm::all_of(bm->getOperandTypes(), [](Type t) {
+             return cast<ShapedType>(t).getElementType().isF32();
+           });
   if (auto f = dyn_cast<linalg::FillOp>(op))
     return llvm::all_of(f->getUsers(),
                         [](Operation *u) { return isa<linalg::LinalgOp>(u); });
@@ -171,6 +177,7 @@ LogicalResult concatToGeneric(tensor::ConcatOp c) {
 
 struct MoEOutlineKernelsPass
     : moec::impl::MoEOutlineKernelsBase<MoEOutlineKernelsPass> {
+  using Base::Base;
   void runOnOperation() override {
     ModuleOp module = getOperation();
     SmallVector<Operation *> copies;
@@ -204,7 +211,8 @@ struct MoEOutlineKernelsPass
     for (func::FuncOp func : funcs) {
       SmallVector<linalg::LinalgOp> targets;
       for (Operation &op : func.getBody().front())
-        if (auto l = dyn_cast<linalg::LinalgOp>(&op); l && !keepsOwnStep(&op))
+        if (auto l = dyn_cast<linalg::LinalgOp>(&op);
+            l && !keepsOwnStep(&op, batchMatmulSteps))
           targets.push_back(l);
       for (linalg::LinalgOp op : targets)
         if (failed(outline(module, func, op, next++)))

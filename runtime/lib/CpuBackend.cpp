@@ -224,6 +224,17 @@ void CpuBackend::runStep(ExecContext &ctx, size_t index) {
     return;
   }
 
+  if (s.op == "batch_matmul") {
+    BatchMatmulDims d = checkBatchMatmulStep(ctx, index);
+    const float *A = f32(ctx, index, s.inputs[0], "A");
+    const float *B = f32(ctx, index, s.inputs[1], "B");
+    float *C = f32(ctx, index, s.outputs[0], "C");
+    for (int64_t b = 0; b < d.batch; ++b)
+      cpu::matmul(A + b * d.M * d.K, B + b * d.K * d.N, nullptr,
+                  C + b * d.M * d.N, d.M, d.K, d.N, false);
+    return;
+  }
+
   if (s.op == "route") {
     int64_t T = 0, E = 0;
     RouteParams rp = checkRouteStep(ctx, index, T, E);

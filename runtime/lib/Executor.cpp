@@ -215,6 +215,8 @@ Comm &ExecContext::group(const std::string &axes) {
   return *it->second;
 }
 
+Comm &ExecContext::world() { return e_.world_; }
+
 MoELayerStats &ExecContext::layer(int64_t dispatchStep) {
   auto it = e_.layerIndex_.find(dispatchStep);
   if (it != e_.layerIndex_.end())
@@ -479,6 +481,39 @@ moert::MatmulDims moert::checkMatmulStep(ExecContext &ctx, size_t index) {
     need(bias.numElements() == d.N, "bias has the wrong size");
     need(bias.dtype == c.dtype, "bias and C differ in dtype");
   }
+  return d;
+}
+
+moert::BatchMatmulDims moert::checkBatchMatmulStep(ExecContext &ctx,
+                                                   size_t index) {
+  const Step &s = ctx.plan().steps[index];
+  auto need = [&](bool ok, const std::string &what) {
+    if (!ok)
+      throw ctx.error(index, what);
+  };
+  const Value &a = operand(ctx, index, s.inputs[0], "A");
+  const Value &b = operand(ctx, index, s.inputs[1], "B");
+  const Value &c = operand(ctx, index, s.outputs[0], "C");
+  for (auto [v, role] : {std::pair<const Value *, const char *>{&a, "A"},
+                         {&b, "B"},
+                         {&c, "C"}}) {
+    need(v->shape.size() == 3,
+         std::string(role) + " must be 3-d, got " + shapeString(v->shape));
+    need(v->dtype == DType::f32, std::string(role) + " has dtype " +
+                                     dtypeName(v->dtype) +
+                                     "; batch_matmul takes f32");
+  }
+  BatchMatmulDims d;
+  d.batch = a.shape[0];
+  d.M = a.shape[1];
+  d.K = a.shape[2];
+  d.N = b.shape[2];
+  need(b.shape[0] == d.batch && b.shape[1] == d.K, "A " + shapeString(a.shape) +
+                                                       " does not match B " +
+                                                       shapeString(b.shape));
+  need(c.shape == std::vector<int64_t>{d.batch, d.M, d.N},
+       "C " + shapeString(c.shape) + " is not " + std::to_string(d.batch) +
+           "x" + std::to_string(d.M) + "x" + std::to_string(d.N));
   return d;
 }
 

@@ -64,10 +64,10 @@ struct StepSig {
   int minIn, maxIn, outs;
 };
 const StepSig kSteps[] = {
-    {"matmul", 2, 3, 1},   {"route", 1, 2, 2},      {"dispatch", 2, 2, 1},
-    {"experts", 4, 7, 1},  {"combine", 2, 2, 1},    {"unary", 1, 1, 1},
-    {"binary", 2, 2, 1},   {"softmax", 1, 1, 1},    {"copy", 1, 1, 1},
-    {"all_reduce", 1, 1, 1}, {"all_gather", 1, 1, 1},
+    {"matmul", 2, 3, 1},     {"route", 1, 2, 2},      {"dispatch", 2, 2, 1},
+    {"experts", 4, 7, 1},    {"combine", 2, 2, 1},    {"unary", 1, 1, 1},
+    {"binary", 2, 2, 1},     {"softmax", 1, 1, 1},    {"copy", 1, 1, 1},
+    {"all_reduce", 1, 1, 1}, {"all_gather", 1, 1, 1}, {"batch_matmul", 2, 2, 1},
     {"kernel", 0, 64, -1},
 };
 } // namespace

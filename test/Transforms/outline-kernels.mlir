@@ -1,6 +1,7 @@
 // moe-outline-kernels: dense linalg regions (not matmuls) become kernels;
 // elementwise chains fuse first; inits are recreated inside the kernel.
 // RUN: moe-opt %s --split-input-file --moe-outline-kernels | FileCheck %s
+// RUN: moe-opt %s --split-input-file --moe-outline-kernels=batch-matmul-steps=false | FileCheck %s --check-prefix=OFF
 
 #id = affine_map<(d0, d1) -> (d0, d1)>
 #row = affine_map<(d0, d1) -> (d0)>
@@ -74,3 +75,42 @@ func.func @main(%x: tensor<2x8xf32>) -> tensor<2x8xf32> {
 // CHECK: tensor.extract %[[B]]
 // CHECK: arith.cmpi slt, %{{.*}}, %c4
 // CHECK: arith.select
+
+// -----
+
+// f32 batch matmuls (attention's scores and weighted values) stay too: the
+// plan runs them as batch_matmul steps (BLAS / one strided-batched cuBLAS
+// call) with their zero fill; the softmax between them has its own step.
+// A batch matmul of other element types becomes a kernel, and so do all
+// with batch-matmul-steps=false (moec --batch-matmul=kernel).
+// OFF: func.func @main(%arg0: tensor<2x3x4xf32>
+// OFF-NOT: linalg.batch_matmul
+// OFF: call @kernel_{{[0-9]+}}(%arg0, %arg1)
+// OFF-NOT: linalg.batch_matmul
+// OFF: linalg.softmax
+// OFF-NOT: linalg.batch_matmul
+// OFF: return
+// OFF-COUNT-3: linalg.batch_matmul
+// CHECK-LABEL: func.func @main
+// CHECK: %[[S:.*]] = linalg.batch_matmul ins(%arg0, %arg1 : tensor<2x3x4xf32>, tensor<2x4x3xf32>)
+// CHECK: %[[P:.*]] = linalg.softmax dimension(2) ins(%[[S]]
+// CHECK: linalg.batch_matmul ins(%[[P]], %arg2 : tensor<2x3x3xf32>, tensor<2x3x4xf32>)
+// CHECK: call @kernel_{{[0-9]+}}(%arg3, %arg3)
+// CHECK-NOT: linalg.batch_matmul
+// CHECK: func.func @kernel_{{[0-9]+}}({{.*}}: tensor<2x3x3xi32>, {{.*}}: tensor<2x3x3xi32>) -> tensor<2x3x3xi32> attributes {moe.kernel}
+// CHECK: linalg.batch_matmul ins({{.*}} : tensor<2x3x3xi32>, tensor<2x3x3xi32>)
+func.func @main(%q: tensor<2x3x4xf32>, %kt: tensor<2x4x3xf32>, %v: tensor<2x3x4xf32>, %n: tensor<2x3x3xi32>) -> (tensor<2x3x4xf32>, tensor<2x3x3xi32>) {
+  %zero = arith.constant 0.0 : f32
+  %e = tensor.empty() : tensor<2x3x3xf32>
+  %f = linalg.fill ins(%zero : f32) outs(%e : tensor<2x3x3xf32>) -> tensor<2x3x3xf32>
+  %s = linalg.batch_matmul ins(%q, %kt : tensor<2x3x4xf32>, tensor<2x4x3xf32>) outs(%f : tensor<2x3x3xf32>) -> tensor<2x3x3xf32>
+  %p = linalg.softmax dimension(2) ins(%s : tensor<2x3x3xf32>) outs(%e : tensor<2x3x3xf32>) -> tensor<2x3x3xf32>
+  %e2 = tensor.empty() : tensor<2x3x4xf32>
+  %f2 = linalg.fill ins(%zero : f32) outs(%e2 : tensor<2x3x4xf32>) -> tensor<2x3x4xf32>
+  %o = linalg.batch_matmul ins(%p, %v : tensor<2x3x3xf32>, tensor<2x3x4xf32>) outs(%f2 : tensor<2x3x4xf32>) -> tensor<2x3x4xf32>
+  %izero = arith.constant 0 : i32
+  %ei = tensor.empty() : tensor<2x3x3xi32>
+  %fi = linalg.fill ins(%izero : i32) outs(%ei : tensor<2x3x3xi32>) -> tensor<2x3x3xi32>
+  %i = linalg.batch_matmul ins(%n, %n : tensor<2x3x3xi32>, tensor<2x3x3xi32>) outs(%fi : tensor<2x3x3xi32>) -> tensor<2x3x3xi32>
+  return %o, %i : tensor<2x3x4xf32>, tensor<2x3x3xi32>
+}

@@ -124,6 +124,12 @@ cl::opt<std::string> precision(
              "(default), bf16 or fp16 (fp32 accumulation; routers, norms "
              "and residuals stay fp32; moe-lower-precision)"),
     cl::init("fp32"), cl::cat(moecCat));
+cl::opt<std::string> batchMatmul(
+    "batch-matmul",
+    cl::desc("How f32 batched matmuls (attention) run: blas (default; plan "
+             "steps: BLAS on CPU ranks, cuBLAS on GPUs) or kernel "
+             "(generated loop kernels, for comparisons)"),
+    cl::init("blas"), cl::cat(moecCat));
 cl::opt<bool> noRaise("no-raise",
                       cl::desc("Do not run moe-raise-experts (keep the "
                                "exported expert loops as imported)"),
@@ -292,6 +298,9 @@ int main(int argc, char **argv) {
       precision != "fp16" && precision != "f16")
     return fail("--precision '" + precision +
                 "': expected fp32, bf16 or fp16");
+  if (batchMatmul != "blas" && batchMatmul != "kernel")
+    return fail("--batch-matmul '" + batchMatmul +
+                "': expected blas or kernel");
 
   moec::ImportOptions opts;
   opts.runChecker = !noCheck;
@@ -418,7 +427,9 @@ int main(int argc, char **argv) {
   partPm.addPass(createCanonicalizerPass());
   partPm.addPass(createCSEPass());
   // Dense regions become generated kernels (fused elementwise chains).
-  partPm.addPass(moec::createMoEOutlineKernels());
+  moec::MoEOutlineKernelsOptions outlineOpts;
+  outlineOpts.batchMatmulSteps = batchMatmul == "blas";
+  partPm.addPass(moec::createMoEOutlineKernels(outlineOpts));
   partPm.addPass(createCanonicalizerPass());
   if (failed(partPm.run(*module)))
     return fail(inputFile + ": partitioning for --mesh " + mesh + " failed");

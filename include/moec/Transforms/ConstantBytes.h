@@ -15,8 +15,8 @@
 namespace moec {
 
 /// Every element of a dense or dense_resource tensor attribute, row major,
-/// splats expanded; failure when its data is not readable (an elided blob)
-/// or not byte-sized (i1).
+/// splats expanded, i1 as one byte (0 or 1) per element; failure when its
+/// data is not readable (an elided blob) or of another sub-byte type.
 mlir::FailureOr<std::vector<char>> constantBytes(mlir::Attribute a);
 inline mlir::FailureOr<std::vector<char>>
 constantBytes(mlir::arith::ConstantOp c) {

@@ -185,10 +185,19 @@ def MoEOutlineKernels : Pass<"moe-outline-kernels", "mlir::ModuleOp"> {
     with `tensor.extract`; tensors a kernel body reads that way become kernel
     arguments. moec compiles the kernels ahead of time (LLVM for CPU, NVVM/PTX
     for CUDA) and embeds them in the plan, where each call is a `kernel`
-    step.
+    step. f32 `linalg.batch_matmul`s (attention's two products) stay in
+    @main as well, as `batch_matmul` plan steps (BLAS on CPU ranks, one
+    strided-batched cuBLAS call on GPUs), unless `batch-matmul-steps=false`.
   }];
   let dependentDialects = ["mlir::func::FuncDialect",
                            "mlir::linalg::LinalgDialect"];
+  let options = [
+    Option<"batchMatmulSteps", "batch-matmul-steps", "bool",
+           /*default=*/"true",
+           "Keep f32 linalg.batch_matmul ops in @main (plan batch_matmul "
+           "steps); false: outline them into generated kernels like any "
+           "other linalg op">
+  ];
 }
 
 #endif // MOEC_TRANSFORMS_PASSES_TD

@@ -100,6 +100,8 @@ public:
   /// The communicator of the ranks sharing every mesh coordinate except
   /// those of `axes` (a comma-separated list, as in step attributes).
   Comm &group(const std::string &axes);
+  /// The communicator of all ranks.
+  Comm &world();
   /// Stats of the MoE layer whose dispatch is step `dispatchStep`.
   MoELayerStats &layer(int64_t dispatchStep);
   /// A RunError naming this rank and step `index` with `what`.
@@ -130,6 +132,13 @@ struct MatmulDims {
   bool transB = false;
 };
 MatmulDims checkMatmulStep(ExecContext &ctx, size_t index);
+
+/// `batch_matmul`: C[b] = A[b] * B[b] for b < batch, with A [batch,M,K],
+/// B [batch,K,N] and C [batch,M,N], all f32 and 3-d.
+struct BatchMatmulDims {
+  int64_t batch = 0, M = 0, K = 0, N = 0;
+};
+BatchMatmulDims checkBatchMatmulStep(ExecContext &ctx, size_t index);
 
 /// `route`: its attributes as RouteParams, top_k in [1, E], results of
 /// T x top_k, bias of E; sets T and E from the logits [T, E].

@@ -230,6 +230,35 @@ TEST(Executor, TensorParallel) {
   }
 }
 
+TEST(Executor, AttentionBatchMatmul) {
+  for (int n : {1, 2}) {
+    TestCase tc = makeAttention(n);
+    RunResult r = runCase(tc, "attn" + std::to_string(n));
+    expectMatches(r, tc);
+    ASSERT_EQ(r.reports[0].steps.size(), 3u);
+    EXPECT_EQ(r.reports[0].steps[0].op, "batch_matmul");
+  }
+}
+
+TEST(Executor, BatchMatmulShapeErrors) {
+  // B's batch or contraction size differs from A's: the step names both.
+  for (auto shape : {std::vector<int64_t>{2, 5, 7}, {3, 4, 7}}) {
+    TestCase tc = makeAttention(1);
+    tc.plan.values[size_t(tc.plan.steps[0].inputs[1])].shape = shape;
+    tc.plan.inputs[1].shape = shape;
+    tc.inputs["kt"].shape = shape;
+    tc.inputs["kt"].data.resize(size_t(shape[0] * shape[1] * shape[2]) * 4);
+    try {
+      runCase(tc, "attnbad");
+      FAIL() << "expected a RunError";
+    } catch (const RunError &e) {
+      std::string m = e.what();
+      EXPECT_NE(m.find("/attn/qk"), std::string::npos) << m;
+      EXPECT_NE(m.find("does not match B"), std::string::npos) << m;
+    }
+  }
+}
+
 TEST(Executor, SelfComm) {
   MoESpec s;
   TestCase tc = makeMoE(s);

@@ -463,6 +463,80 @@ inline TestCase makeTP(int ranks, int64_t T = 6, int64_t H = 10, int64_t Fl = 4,
   return tc;
 }
 
+/// Attention over `ranks` ranks, each holding `B` of the sequences (the
+/// batch split along axis 0): out = softmax(q kt) v with q [B,S,D], kt
+/// [B,D,S] (keys transposed), v [B,S,D]; two batch_matmul steps around a
+/// softmax, the scores [B,S,S] as the `scores` output too.
+inline TestCase makeAttention(int ranks, int64_t B = 3, int64_t S = 7,
+                              int64_t D = 5, unsigned seed = 11) {
+  TestCase tc;
+  const int64_t Bg = B * ranks;
+  std::mt19937 rng(seed);
+  std::vector<float> q = randomFloats(rng, Bg * S * D, 1.0f);
+  std::vector<float> kt = randomFloats(rng, Bg * D * S, 1.0f);
+  std::vector<float> v = randomFloats(rng, Bg * S * D, 1.0f);
+  Plan &p = tc.plan;
+  p.producer = "moert-test";
+  p.source = "TestPlans.h";
+  p.mesh = {{"dp", ranks}};
+  Builder b(p, tc.data);
+  b.segments(ranks);
+  int32_t vq = b.value("q", DType::f32, {B, S, D}, ValueKind::input);
+  int32_t vk = b.value("kt", DType::f32, {B, D, S}, ValueKind::input);
+  int32_t vv = b.value("v", DType::f32, {B, S, D}, ValueKind::input);
+  int32_t vs = b.value("scores", DType::f32, {B, S, S}, ValueKind::output);
+  int32_t vp = b.value("probs", DType::f32, {B, S, S}, ValueKind::temp);
+  int32_t vo = b.value("out", DType::f32, {B, S, D}, ValueKind::output);
+  b.step("batch_matmul", {vq, vk}, {vs}, "/attn/qk");
+  b.step("softmax", {vs}, {vp}, "/attn/softmax");
+  b.step("batch_matmul", {vp, vv}, {vo}, "/attn/pv");
+
+  // Plain loops in double.
+  std::vector<double> sc(Bg * S * S), out(Bg * S * D, 0.0);
+  for (int64_t n = 0; n < Bg; ++n)
+    for (int64_t i = 0; i < S; ++i) {
+      double *row = &sc[(n * S + i) * S];
+      for (int64_t j = 0; j < S; ++j) {
+        double acc = 0;
+        for (int64_t d = 0; d < D; ++d)
+          acc += double(q[(n * S + i) * D + d]) * kt[(n * D + d) * S + j];
+        row[j] = acc;
+      }
+      double mx = *std::max_element(row, row + S), sum = 0;
+      std::vector<double> e(S);
+      for (int64_t j = 0; j < S; ++j)
+        sum += e[j] = std::exp(row[j] - mx);
+      for (int64_t j = 0; j < S; ++j)
+        for (int64_t d = 0; d < D; ++d)
+          out[(n * S + i) * D + d] += e[j] / sum * v[(n * S + j) * D + d];
+    }
+  auto addIO = [&](const char *name, int32_t value, std::vector<int64_t> inner,
+                   bool input) {
+    ModelIO io;
+    io.name = name;
+    io.shape = {Bg};
+    io.shape.insert(io.shape.end(), inner.begin(), inner.end());
+    io.split.axis = 0;
+    io.split.over = {"dp"};
+    io.value = value;
+    (input ? p.inputs : p.outputs).push_back(io);
+  };
+  addIO("q", vq, {S, D}, true);
+  addIO("kt", vk, {D, S}, true);
+  addIO("v", vv, {S, D}, true);
+  addIO("scores", vs, {S, S}, false);
+  addIO("out", vo, {S, D}, false);
+  tc.inputs["q"] =
+      f32Array({Bg, S, D}, std::vector<double>(q.begin(), q.end()));
+  tc.inputs["kt"] =
+      f32Array({Bg, D, S}, std::vector<double>(kt.begin(), kt.end()));
+  tc.inputs["v"] =
+      f32Array({Bg, S, D}, std::vector<double>(v.begin(), v.end()));
+  tc.expected["scores"] = f32Array({Bg, S, S}, sc);
+  tc.expected["out"] = f32Array({Bg, S, D}, out);
+  return tc;
+}
+
 } // namespace testplans
 } // namespace moert
 

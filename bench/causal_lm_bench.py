@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""A whole model on CPU ranks: transformers' MixtralForCausalLM (attention
+and MoE layers) exported by torch.onnx's dynamo exporter, compiled by moec
+and run by moe-run, against onnxruntime (CPU) on the same ONNX file, in one
+run, as ratios.
+
+    python3 bench/causal_lm_bench.py [--build build] [--work DIR] [--iters 3]
+        [--hidden 256 --ffn 512 --layers 2 --heads 8 --kv-heads 2
+         --vocab 1024 --batch 2 --seq 512]
+
+The model (random weights, examples/dynamo/gen.py's export_causal_lm with
+these sizes) is exported once into --work. onnxruntime runs the exported
+graph as it is: its batched_mm experts gather every (token, choice)'s expert
+weights, T*k*3*H*F floats (3.2 GB at the defaults), so keep H*F modest. Plans: ep=1 with attention's
+batched matmuls as BLAS steps (moec's default), ep=1 with them as
+generated loop kernels (`--batch-matmul=kernel`, the form before the
+batch_matmul step existed), and ep=2 (two MPI ranks, one sequence half of
+the batch each, OpenBLAS threads = cores / ranks). Times are the best of
+--iters runs: onnxruntime's session.run, and moe-run's slowest rank in its
+second run (`--iters 2`). Each run's time is also split by step kind
+(batch_matmul, matmul, experts, kernel, other) from moe-run's report.
+Every output is checked against onnxruntime's logits (max abs err <= 1e-4
+max|ref|). Prints a markdown table.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def sh(cmd, env=None):
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr}")
+    return r.stdout
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--work", default=None)
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--ffn", type=int, default=512)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--kv-heads", type=int, default=2)
+    ap.add_argument("--vocab", type=int, default=1024)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--seq", type=int, default=512)
+    a = ap.parse_args()
+    tag = (f"lm_h{a.hidden}_f{a.ffn}_l{a.layers}_a{a.heads}x{a.kv_heads}"
+           f"_v{a.vocab}_b{a.batch}_s{a.seq}")
+    work = a.work or os.path.join(a.build, "bench", tag)
+    model = os.path.join(work, "model.onnx")
+    if not os.path.exists(os.path.join(work, "output.npy")):
+        print(f"exporting the model into {work} ...", file=sys.stderr)
+        sys.path.insert(0, os.path.join(HERE, "..", "examples", "dynamo"))
+        import gen
+        gen.export_causal_lm(name=tag, out=work, hidden=a.hidden, ffn=a.ffn,
+                             layers=a.layers, heads=a.heads,
+                             kv_heads=a.kv_heads, vocab=a.vocab,
+                             batch=a.batch, seq=a.seq)
+    ids_path = os.path.join(work, "input.npy")
+    ids = np.load(ids_path)
+    bindir = os.path.join(a.build, "bin")
+    cores = os.cpu_count() or 1
+
+    import onnxruntime as ort
+    ort.set_default_logger_severity(3)
+    sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    ref = sess.run(None, {"input_ids": ids})[0]
+    best = float("inf")
+    for _ in range(a.iters):
+        t0 = time.perf_counter()
+        sess.run(None, {"input_ids": ids})
+        best = min(best, time.perf_counter() - t0)
+    ort_s = best
+    scale = float(np.abs(ref).max())
+
+    kinds = ["batch_matmul", "matmul", "experts", "kernel"]
+    rows = []
+    for name, file, n, flags in [
+            ("ep=1", "ep1", 1, []),
+            ("ep=1 --batch-matmul=kernel", "ep1_kernel", 1,
+             ["--batch-matmul=kernel"]),
+            ("ep=2", "ep2", 2, [])]:
+        plan = os.path.join(work, file + ".moeplan")
+        if not os.path.exists(plan):
+            sh([os.path.join(bindir, "moec"), model, "--mesh", f"ep={n}",
+                "-o", plan] + flags)
+        env = dict(os.environ)
+        env["OPENBLAS_NUM_THREADS"] = str(max(1, cores // n))
+        env["OMP_NUM_THREADS"] = str(max(1, cores // n))
+        out = os.path.join(work, "logits.npy")
+        best, split = float("inf"), None
+        for _ in range(a.iters):
+            rep = json.loads(sh([os.path.join(bindir, "moe-run"), "-n",
+                                 str(n), plan, "--input",
+                                 f"input_ids={ids_path}", "-o", out,
+                                 "--json", "--iters", "2"], env=env))
+            slow = max(rep["reports"], key=lambda r: r["seconds"])
+            if slow["seconds"] < best:
+                best = slow["seconds"]
+                split = {k: 0.0 for k in kinds + ["other"]}
+                for s in slow["steps"]:
+                    split[s["op"] if s["op"] in kinds else "other"] += \
+                        s["seconds"]
+        err = float(np.abs(np.load(out) - ref).max())
+        rows.append((name, best, split, err))
+
+    tokens = a.batch * a.seq
+    head = a.hidden // a.heads
+    attn_flops = 2 * 2.0 * a.batch * a.heads * a.seq * a.seq * head * a.layers
+    print(f"\nMixtralForCausalLM, {a.layers} layers, H={a.hidden} "
+          f"F={a.ffn} E=8 top-2, {a.heads} heads ({a.kv_heads} kv) of "
+          f"{head}, vocab {a.vocab}, batch {a.batch} x {a.seq} tokens "
+          f"({tokens}), fp32, {cores} cores; best of {a.iters}; attention "
+          f"products {attn_flops / 1e9:.2f} GFLOP\n")
+    print("| runner | time ms | vs onnxruntime | batch_matmul ms | matmul ms "
+          "| experts ms | kernels ms | other ms | attention GFLOP/s "
+          "| max abs err |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+          "| ---: |")
+    print(f"| onnxruntime | {ort_s * 1e3:.1f} | 1.00x | | | | | | | |")
+    ok = True
+    for name, s, split, err in rows:
+        good = err <= 1e-4 * scale
+        ok &= good
+        bm = split["batch_matmul"]
+        gf = f"{attn_flops / bm / 1e9:.1f}" if bm > 0 else ""
+        cells = " | ".join(f"{split[k] * 1e3:.1f}"
+                           for k in kinds + ["other"])
+        print(f"| moe-run {name} | {s * 1e3:.1f} | {ort_s / s:.2f}x | "
+              f"{cells} | {gf} | {err:.1e}{'' if good else ' FAIL'} |")
+    print("\nvs onnxruntime: onnxruntime's time / moe-run's (>1: faster). "
+          "Step columns: the slowest rank's time per step kind (kernels: "
+          "generated kernels, which with --batch-matmul=kernel include "
+          "attention's products). attention GFLOP/s: the products' FLOPs "
+          "(QK^T and PV, all layers) over the batch_matmul steps' time.")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
