@@ -118,10 +118,11 @@ __device__ __forceinline__ float applyBinary(Binary op, float a, float b) {
     return a * b;
   case Binary::div:
     return a / b;
+  // NaN propagates, as in numpy (and cpu::binary; not fmaxf/fminf).
   case Binary::max:
-    return fmaxf(a, b);
+    return (a > b || a != a) ? a : b;
   case Binary::min:
-    return fminf(a, b);
+    return (a < b || a != a) ? a : b;
   }
   return a;
 }

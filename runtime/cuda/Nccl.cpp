@@ -52,6 +52,15 @@ NcclComm::~NcclComm() {
     std::fprintf(stderr, "moert: ncclCommDestroy: %s\n", ncclGetErrorString(r));
 }
 
+void NcclComm::abort() {
+  if (!comm_)
+    return;
+  ncclResult_t r = ncclCommAbort(comm_);
+  if (r != ncclSuccess)
+    std::fprintf(stderr, "moert: ncclCommAbort: %s\n", ncclGetErrorString(r));
+  comm_ = nullptr;
+}
+
 void NcclComm::allToAll(const int64_t *send, int64_t *recv, int64_t perPeer,
                         cudaStream_t stream) {
   if (perPeer == 0)

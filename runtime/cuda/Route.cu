@@ -1,9 +1,14 @@
 //===- Route.cu - routing (top-k gating) on the device --------------------===//
 //
-// One warp per token. Each warp keeps the token's scores, selection scores
-// and flags in shared memory; the top-k (and the group selection) are k
-// warp-wide arg-max reductions whose order is (value desc, id asc), so ties
-// go to the lower id exactly as in the CPU kernel.
+// One warp per token, computing exactly what cpu::route computes (the same
+// operations in the same types and order, so that weights and ids are
+// bit-identical): scores in double rounded to fp32, the softmax sum added up
+// serially in expert order, selection scores s + bias in fp32, group scores
+// in double, and the final weights in double. Each warp keeps the token's
+// scores, selection scores, group scores and flags in shared memory; the
+// top-k (and the group selection) are k warp-wide arg-max reductions under
+// cpu::route's order (NaN first, then larger, then lower id), a total order,
+// so every reduction tree gives the CPU's choice.
 //
 //===----------------------------------------------------------------------===//
 
@@ -26,42 +31,49 @@ struct RouteArgs {
   int64_t T;
   int E, k, G, keepG;
   bool softmax, renorm, top2, hasBias;
-  float scale;
+  double scale;
   int warpBytes;
 };
 
+/// Per warp: ex[E] (double, the softmax exponentials; sel[E] (fp32) reuses
+/// its first half once the scores are computed), gscore[G] (double), s[E]
+/// (fp32), used[E], keep[G] (bytes).
 size_t routeWarpBytes(int64_t E, int64_t G) {
-  // s[E], sel[E], gscore[G] (fp32), used[E], keep[G] (bytes).
-  size_t b = sizeof(float) * size_t(2 * E + G) + size_t(E + G);
+  size_t b = sizeof(double) * size_t(E + G) + sizeof(float) * size_t(E) +
+             size_t(E + G);
   return (b + 15) / 16 * 16;
 }
 
-/// (v, i) beats (bv, bi): larger value, then lower index. NaN never wins.
-__device__ __forceinline__ bool better(float v, int i, float bv, int bi) {
-  return v > bv || (v == bv && i < bi);
+/// cpu::route's ranksBefore: whether value x at position a ranks before y at
+/// position b: NaN first, then larger, ties (and NaN pairs) to the lower
+/// position.
+template <typename V>
+__device__ __forceinline__ bool ranksBefore(V x, int a, V y, int b) {
+  bool xn = isnan(x), yn = isnan(y);
+  if (xn != yn)
+    return xn;
+  if (!xn && x != y)
+    return x > y;
+  return a < b;
 }
 
-/// Warp-wide arg-max; every lane gets the result.
-__device__ __forceinline__ void warpArgMax(float &v, int &i) {
+/// Warp-wide arg-max under ranksBefore; every lane gets the result. Lanes
+/// without a candidate hold (-inf, INT_MAX), which every real one beats.
+template <typename V> __device__ __forceinline__ void warpArgMax(V &v, int &i) {
   for (int off = kWarp / 2; off > 0; off /= 2) {
-    float ov = __shfl_xor_sync(0xffffffffu, v, off);
+    V ov = __shfl_xor_sync(0xffffffffu, v, off);
     int oi = __shfl_xor_sync(0xffffffffu, i, off);
-    if (better(ov, oi, v, i)) {
+    if (ranksBefore(ov, oi, v, i)) {
       v = ov;
       i = oi;
     }
   }
 }
 
-__device__ __forceinline__ float warpMax(float v) {
+/// Max ignoring NaN (as std::max(mx, x) from -inf does); order-independent.
+__device__ __forceinline__ double warpMax(double v) {
   for (int off = kWarp / 2; off > 0; off /= 2)
-    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
-  return v;
-}
-
-__device__ __forceinline__ float warpSum(float v) {
-  for (int off = kWarp / 2; off > 0; off /= 2)
-    v += __shfl_xor_sync(0xffffffffu, v, off);
+    v = fmax(v, __shfl_xor_sync(0xffffffffu, v, off));
   return v;
 }
 
@@ -74,63 +86,73 @@ __global__ void routeKernel(const float *__restrict__ logits,
   const int warps = blockDim.x / kWarp;
   const int E = a.E, G = a.G;
   unsigned char *base = smem + size_t(warp) * a.warpBytes;
-  float *s = reinterpret_cast<float *>(base);
-  float *sel = s + E;
-  float *gscore = sel + E;
-  unsigned char *used = reinterpret_cast<unsigned char *>(gscore + G);
+  double *ex = reinterpret_cast<double *>(base);
+  float *sel = reinterpret_cast<float *>(base); // aliases ex, see step 2
+  double *gscore = ex + E;
+  float *s = reinterpret_cast<float *>(gscore + G);
+  unsigned char *used = reinterpret_cast<unsigned char *>(s + E);
   unsigned char *keep = used + E;
 
   for (int64_t t = int64_t(blockIdx.x) * warps + warp; t < a.T;
        t += int64_t(gridDim.x) * warps) {
     const float *x = logits + t * E;
-    // 1. scores.
+    // 1. scores, in double, rounded to fp32.
     if (a.softmax) {
-      float mx = -INFINITY;
+      double mx = -INFINITY;
       for (int j = lane; j < E; j += kWarp)
-        mx = fmaxf(mx, x[j]);
+        mx = fmax(mx, double(x[j]));
       mx = warpMax(mx);
-      float sum = 0.f;
       for (int j = lane; j < E; j += kWarp)
-        sum += expf(x[j] - mx);
-      sum = warpSum(sum);
+        ex[j] = exp(double(x[j]) - mx);
+      __syncwarp();
+      // The CPU adds the exponentials up in expert order; any other order
+      // may round the sum differently, so one lane adds them serially.
+      double sum = 0;
+      if (lane == 0)
+        for (int j = 0; j < E; ++j)
+          sum += ex[j];
+      sum = __shfl_sync(0xffffffffu, sum, 0);
       for (int j = lane; j < E; j += kWarp)
-        s[j] = expf(x[j] - mx) / sum;
+        s[j] = float(ex[j] / sum);
     } else {
       for (int j = lane; j < E; j += kWarp)
-        s[j] = 1.f / (1.f + expf(-x[j]));
+        s[j] = float(1.0 / (1.0 + exp(-double(x[j]))));
     }
-    // 2. selection scores (NaN never wins).
+    __syncwarp(); // ex is read; sel overwrites it
+    // 2. selection scores, fp32 (NaN kept: it ranks first).
     for (int j = lane; j < E; j += kWarp) {
-      float c = a.hasBias ? s[j] + bias[j] : s[j];
-      sel[j] = isnan(c) ? -INFINITY : c;
+      sel[j] = a.hasBias ? s[j] + bias[j] : s[j];
       used[j] = 0;
     }
     __syncwarp();
-    // 3. group-limited routing: keep the best keepG groups.
+    // 3. group-limited routing: keep the best keepG groups. A group's score
+    // is its best selection score (plus its second best for top2_sum), in
+    // double; the best two are found in cpu::route's order.
     const int per = E / G;
     if (G > 1) {
       for (int g = lane; g < G; g += kWarp) {
-        float b1 = -INFINITY, b2 = -INFINITY;
-        for (int j = g * per; j < (g + 1) * per; ++j) {
-          float c = sel[j];
-          if (c > b1) {
-            b2 = b1;
-            b1 = c;
-          } else if (c > b2) {
-            b2 = c;
+        int b0 = g * per, b1 = -1;
+        for (int j = g * per + 1; j < (g + 1) * per; ++j) {
+          if (ranksBefore(sel[j], j, sel[b0], b0)) {
+            b1 = b0;
+            b0 = j;
+          } else if (b1 < 0 || ranksBefore(sel[j], j, sel[b1], b1)) {
+            b1 = j;
           }
         }
-        gscore[g] = a.top2 ? b1 + b2 : b1;
+        double gs = sel[b0];
+        if (a.top2 && b1 >= 0)
+          gs += double(sel[b1]);
+        gscore[g] = gs;
         keep[g] = 0;
       }
       __syncwarp();
       for (int r = 0; r < a.keepG; ++r) {
-        float bv = -INFINITY;
+        double bv = -INFINITY;
         int bi = INT_MAX;
         for (int g = lane; g < G; g += kWarp)
-          if (!keep[g] &&
-              better(isnan(gscore[g]) ? -INFINITY : gscore[g], g, bv, bi)) {
-            bv = isnan(gscore[g]) ? -INFINITY : gscore[g];
+          if (!keep[g] && ranksBefore(gscore[g], g, bv, bi)) {
+            bv = gscore[g];
             bi = g;
           }
         warpArgMax(bv, bi);
@@ -146,7 +168,7 @@ __global__ void routeKernel(const float *__restrict__ logits,
       for (int j = lane; j < E; j += kWarp) {
         if (used[j] || (G > 1 && !keep[j / per]))
           continue;
-        if (better(sel[j], j, bv, bi)) {
+        if (ranksBefore(sel[j], j, bv, bi)) {
           bv = sel[j];
           bi = j;
         }
@@ -160,16 +182,17 @@ __global__ void routeKernel(const float *__restrict__ logits,
       }
       __syncwarp();
     }
-    // 5. weights: unbiased scores, renormalised, scaled (lane 0, in order).
+    // 5. weights: unbiased scores, renormalised, scaled, in double as on the
+    // CPU (lane 0, in order).
     if (lane == 0) {
-      float sum = 0.f;
+      double sum = 0;
       for (int r = 0; r < a.k; ++r)
         sum += s[ids[t * a.k + r]];
       for (int r = 0; r < a.k; ++r) {
-        float v = s[ids[t * a.k + r]];
+        double v = s[ids[t * a.k + r]];
         if (a.renorm)
           v /= sum;
-        weights[t * a.k + r] = v * a.scale;
+        weights[t * a.k + r] = float(v * a.scale);
       }
     }
     __syncwarp();
@@ -217,7 +240,7 @@ void route(const float *logits, const float *bias, int64_t T, int64_t E,
   a.renorm = p.renormalize;
   a.top2 = p.groupScore == GroupScore::top2_sum;
   a.hasBias = bias != nullptr;
-  a.scale = float(p.scalingFactor);
+  a.scale = p.scalingFactor;
   size_t wb = routeWarpBytes(E, p.numGroups);
   a.warpBytes = int(wb);
   int warps = int(std::max<size_t>(

@@ -34,6 +34,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <map>
 #include <mutex>
 #include <set>
@@ -356,6 +357,14 @@ CudaBackend::~CudaBackend() {
     return;
   // Teardown reports failures and goes on (no throwing from here).
   report(cudaSetDevice(device_), "cudaSetDevice");
+#ifdef MOERT_HAVE_NCCL
+  // Unwinding from a failure: NCCL work queued to peers that have failed
+  // (or will not come) never completes, and ncclCommDestroy and the stream
+  // sync below would wait for it. ncclCommAbort ends it.
+  if (std::uncaught_exceptions() > 0)
+    for (auto &[axes, comm] : nccl_)
+      comm->abort();
+#endif
   if (stream_)
     report(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
   if (!modules_.empty()) {
@@ -407,7 +416,10 @@ void CudaBackend::prepareDevice(ExecContext &ctx) {
   MOERT_CUDA_CHECK(cudaGetDeviceCount(&count));
   int dev = options_.device;
   if (dev < 0) {
-    int local = launcherLocalRank();
+    // Thread ranks share the process, and so the launcher's local rank:
+    // they spread over the GPUs by rank instead.
+    bool threads = std::string(ctx.world().kind()) == "threads";
+    int local = threads ? -1 : launcherLocalRank();
     dev = (local >= 0 ? local : ctx.rank()) % count;
   }
   if (dev >= count)
@@ -580,9 +592,17 @@ void CudaBackend::setupTransports(ExecContext &ctx) {
         copies = copies && i.wantCopies;
         uuids.insert(std::string(i.uuid, sizeof(i.uuid)));
       }
-      // NCCL cannot have two ranks of a communicator on one GPU. Device
-      // pointers are shared by the threads of one process (every kind of
-      // a group is the same on all its ranks).
+      // NCCL cannot have two ranks of a communicator on one GPU. Thread
+      // ranks use it only when every rank of the world has a GPU of its
+      // own: communicators of different groups sharing GPUs, driven from
+      // different threads, can deadlock. Device pointers are shared by the
+      // threads of one process (every kind of a group is the same on all
+      // its ranks).
+      int devices = 0;
+      MOERT_CUDA_CHECK(cudaGetDeviceCount(&devices));
+      if (std::string(c.kind()) == "threads" &&
+          devices < ctx.plan().worldSize())
+        nccl = false;
       if (nccl && int(uuids.size()) == c.size())
         t = Transport::nccl;
       else if (copies && std::string(c.kind()) == "threads")
@@ -759,6 +779,15 @@ void CudaBackend::step(ExecContext &ctx, size_t index) {
     cuda::matmul(*blas_, in, ptr(ctx, index, s.inputs[0], "A"),
                  ptr(ctx, index, s.inputs[1], "B"), bias, out,
                  ptr(ctx, index, s.outputs[0], "C"), d.M, d.K, d.N, d.transB);
+    return;
+  }
+
+  if (s.op == "batch_matmul") {
+    BatchMatmulDims d = checkBatchMatmulStep(ctx, index);
+    cuda::batchMatmul(*blas_, f32(ctx, index, s.inputs[0], "A"),
+                      f32(ctx, index, s.inputs[1], "B"),
+                      f32(ctx, index, s.outputs[0], "C"), d.batch, d.M, d.K,
+                      d.N);
     return;
   }
 
@@ -972,6 +1001,19 @@ void CudaBackend::allReduce(ExecContext &ctx, size_t index) {
     cuda::sumSlices(g, gt, G, int64_t(n), yp, stream_);
     return;
   }
+#ifdef MOERT_HAVE_NCCL
+  if (G > 1 && bytes && gt != cuda::DType::f32) {
+    if (auto *nc = static_cast<cuda::NcclComm *>(ncclFor(axes))) {
+      // 16-bit partial sums: ncclAllReduce would round to 16 bits at every
+      // hop of its ring. Gather them and add in fp32 as above instead.
+      char *g = gather_.ensure(size_t(G) * bytes, stream_);
+      MOERT_NCCL_CHECK(
+          ncclAllGather(xp, g, bytes, ncclUint8, nc->get(), stream_));
+      cuda::sumSlices(g, gt, G, int64_t(n), yp, stream_);
+      return;
+    }
+  }
+#endif
   moveBytes(yp, xp, bytes);
   if (bytes == 0)
     return;
@@ -1192,7 +1234,25 @@ void CudaBackend::dispatch(ExecContext &ctx, size_t index) {
     rOff += rr * rowBytes;
   }
   st.recvRows = rowBytes ? rOff / rowBytes : 0;
-  if (st.recvRows > recv.shape[0])
+  bool over = st.recvRows > recv.shape[0];
+#ifdef MOERT_HAVE_NCCL
+  if (G > 1 && ncclFor(axes)) {
+    // NCCL work queued to a rank that has thrown would never finish (its
+    // peers would wait in a stream sync no abort reaches): every rank
+    // learns whether any of the group is over its bound first.
+    int32_t mine = over, anyOver = 0;
+    std::vector<int32_t> all(static_cast<size_t>(G));
+    comm.allGather(&mine, sizeof(mine), all.data());
+    for (int64_t q = 0; q < G; ++q)
+      if (all[size_t(q)] && !anyOver)
+        anyOver = int32_t(q) + 1;
+    if (anyOver && !over)
+      throw ctx.error(index, "rank " + std::to_string(anyOver - 1) +
+                                 " of the group receives more rows than its "
+                                 "bound");
+  }
+#endif
+  if (over)
     throw ctx.error(index, "receives " + std::to_string(st.recvRows) +
                                " rows, more than the bound of " +
                                std::to_string(recv.shape[0]));

@@ -280,6 +280,18 @@ TEST(CudaBackend, BadExpertIdEndsAllRanks) {
   std::remove(path.c_str());
 }
 
+TEST(CudaBackend, AttentionBatchMatmul) {
+  REQUIRE_CUDA_DEVICE();
+  for (int ranks : {1, 4}) {
+    TestCase tc = makeAttention(ranks);
+    std::string path = tempPath("attn" + std::to_string(ranks)), error;
+    ASSERT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
+    RunResult r = runPlan(path, tc, cudaBackend);
+    std::remove(path.c_str());
+    expectNear(r.outputs, tc.expected, "attention x" + std::to_string(ranks));
+  }
+}
+
 //===----------------------------------------------------------------------===//
 // `kernel` steps: hand-written PTX
 //===----------------------------------------------------------------------===//

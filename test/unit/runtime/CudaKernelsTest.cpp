@@ -18,7 +18,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -204,7 +206,9 @@ void expectClose(const std::vector<float> &got, const std::vector<double> &ref,
   int bad = 0;
   for (size_t i = 0; i < got.size(); ++i) {
     double d = std::fabs(double(got[i]) - ref[i]);
-    if (!(d <= tol * (std::fabs(ref[i]) + scale)) && bad++ < 5)
+    bool ok = std::isnan(ref[i]) ? std::isnan(got[i])
+                                 : d <= tol * (std::fabs(ref[i]) + scale);
+    if (!ok && bad++ < 5)
       ADD_FAILURE() << what << ": element " << i << " is " << got[i]
                     << ", expected " << ref[i] << " (tolerance " << tol
                     << " relative, scale " << scale << ")";
@@ -244,63 +248,98 @@ std::vector<int64_t> topKRef(const std::vector<double> &v, int64_t k) {
 // References
 //===----------------------------------------------------------------------===//
 
+/// cpu::route's order: NaN first, then larger, ties to the lower index.
+template <typename V> bool ranksBeforeRef(V x, int64_t a, V y, int64_t b) {
+  bool xn = std::isnan(x), yn = std::isnan(y);
+  if (xn != yn)
+    return xn;
+  if (!xn && x != y)
+    return x > y;
+  return a < b;
+}
+
+/// cpu::route (not linked into this test) with the same operations in the
+/// same types and order: the kernel must match it bit for bit. Scores in
+/// double rounded to fp32 (softmax sum in expert order), selection scores
+/// s + bias in fp32, group scores in double, weights in double.
 void routeRef(const std::vector<float> &logits, const float *bias, int64_t T,
-              int64_t E, const RouteParams &p, std::vector<double> &w,
+              int64_t E, const RouteParams &p, std::vector<float> &w,
               std::vector<int64_t> &ids) {
-  int64_t k = p.topK, G = p.numGroups, per = E / G;
+  const int64_t k = p.topK, G = p.numGroups > 1 ? p.numGroups : 1, per = E / G,
+                keepG = G > 1 ? p.topkGroups : 1;
   w.assign(static_cast<size_t>(T * k), 0);
   ids.assign(static_cast<size_t>(T * k), 0);
+  std::vector<double> ex(static_cast<size_t>(E));
+  std::vector<float> s(static_cast<size_t>(E)), sel(static_cast<size_t>(E));
   for (int64_t t = 0; t < T; ++t) {
-    std::vector<double> s(static_cast<size_t>(E)), sel(static_cast<size_t>(E));
     const float *x = &logits[size_t(t * E)];
     if (p.score == ScoreFunc::softmax) {
       double mx = -INFINITY, sum = 0;
       for (int64_t j = 0; j < E; ++j)
         mx = std::max(mx, double(x[j]));
+      for (int64_t j = 0; j < E; ++j) {
+        ex[j] = std::exp(double(x[j]) - mx);
+        sum += ex[j];
+      }
       for (int64_t j = 0; j < E; ++j)
-        sum += std::exp(x[j] - mx);
-      for (int64_t j = 0; j < E; ++j)
-        s[j] = float(std::exp(x[j] - mx) / sum);
+        s[j] = float(ex[j] / sum);
     } else {
       for (int64_t j = 0; j < E; ++j)
-        s[j] = float(1 / (1 + std::exp(-double(x[j]))));
+        s[j] = float(1.0 / (1.0 + std::exp(-double(x[j]))));
     }
     for (int64_t j = 0; j < E; ++j)
-      sel[j] = bias ? float(s[j] + bias[j]) : s[j];
+      sel[j] = bias ? s[j] + bias[j] : s[j];
+    auto before = [&](int64_t a, int64_t b) {
+      return ranksBeforeRef(sel[a], a, sel[b], b);
+    };
     std::vector<int64_t> cand;
     if (G > 1) {
       std::vector<double> gs(static_cast<size_t>(G));
+      std::vector<int64_t> members(static_cast<size_t>(per));
       for (int64_t g = 0; g < G; ++g) {
-        std::vector<double> m(sel.begin() + g * per,
-                              sel.begin() + (g + 1) * per);
-        for (int64_t b : topKRef(m, p.groupScore == GroupScore::max ? 1 : 2))
-          gs[g] += m[b];
+        std::iota(members.begin(), members.end(), g * per);
+        std::sort(members.begin(), members.end(), before);
+        gs[g] = sel[members[0]];
+        if (p.groupScore == GroupScore::top2_sum && per > 1)
+          gs[g] += double(sel[members[1]]);
       }
-      std::vector<int64_t> keep = topKRef(gs, p.topkGroups);
-      std::sort(keep.begin(), keep.end());
-      for (int64_t g : keep)
+      std::vector<int64_t> order(static_cast<size_t>(G));
+      std::iota(order.begin(), order.end(), 0);
+      std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
+        return ranksBeforeRef(gs[a], a, gs[b], b);
+      });
+      order.resize(static_cast<size_t>(keepG));
+      std::sort(order.begin(), order.end());
+      for (int64_t g : order)
         for (int64_t j = g * per; j < (g + 1) * per; ++j)
           cand.push_back(j);
     } else {
       cand.resize(static_cast<size_t>(E));
       std::iota(cand.begin(), cand.end(), 0);
     }
-    std::vector<double> cs;
-    for (int64_t j : cand)
-      cs.push_back(sel[j]);
-    std::vector<int64_t> best = topKRef(cs, k);
+    std::sort(cand.begin(), cand.end(), before);
     double sum = 0;
     for (int64_t j = 0; j < k; ++j)
-      sum += s[cand[best[j]]];
+      sum += s[cand[j]];
     for (int64_t j = 0; j < k; ++j) {
-      int64_t e = cand[best[j]];
-      double v = s[e];
+      double v = s[cand[j]];
       if (p.renormalize)
         v /= sum;
-      w[t * k + j] = v * p.scalingFactor;
-      ids[t * k + j] = e;
+      w[t * k + j] = float(v * p.scalingFactor);
+      ids[t * k + j] = cand[j];
     }
   }
+}
+
+/// Bit-identical floats, or both NaN (payloads differ between host and
+/// device).
+bool sameFloat(float a, float b) {
+  if (std::isnan(a) || std::isnan(b))
+    return std::isnan(a) && std::isnan(b);
+  uint32_t x, y;
+  std::memcpy(&x, &a, 4);
+  std::memcpy(&y, &b, 4);
+  return x == y;
 }
 
 struct LayoutRef {
@@ -411,7 +450,8 @@ TEST(CudaRoute, ParameterChecks) {
 //===----------------------------------------------------------------------===//
 
 void runRouteCase(int64_t T, int64_t E, const RouteParams &p, bool withBias,
-                  const std::vector<float> *fixedLogits = nullptr) {
+                  const std::vector<float> *fixedLogits = nullptr,
+                  std::vector<int64_t> *gotIdsOut = nullptr) {
   Stream s;
   std::vector<float> logits =
       fixedLogits ? *fixedLogits
@@ -421,19 +461,22 @@ void runRouteCase(int64_t T, int64_t E, const RouteParams &p, bool withBias,
   Dev<int64_t> di(static_cast<size_t>(T * p.topK));
   route(dl.p, withBias ? db.p : nullptr, T, E, p, dw.p, di.p, s);
   s.sync();
-  std::vector<double> w;
+  std::vector<float> w;
   std::vector<int64_t> ids;
   routeRef(logits, withBias ? bias.data() : nullptr, T, E, p, w, ids);
   std::vector<int64_t> gotIds = di.download();
   std::vector<float> gotW = dw.download();
+  // Same experts and bit-identical weights as cpu::route.
   int bad = 0;
   for (size_t i = 0; i < ids.size(); ++i)
-    if (gotIds[i] != ids[i] && bad++ < 5)
+    if ((gotIds[i] != ids[i] || !sameFloat(gotW[i], w[i])) && bad++ < 5)
       ADD_FAILURE() << "token " << i / size_t(p.topK) << " choice "
                     << i % size_t(p.topK) << ": expert " << gotIds[i]
-                    << ", expected " << ids[i];
+                    << " weight " << gotW[i] << ", expected " << ids[i]
+                    << " weight " << w[i];
   EXPECT_EQ(bad, 0);
-  expectClose(gotW, w, 1e-5, "routing weights");
+  if (gotIdsOut)
+    *gotIdsOut = gotIds;
 }
 
 TEST(CudaRoute, MixtralSoftmaxRenormalized) {
@@ -498,6 +541,90 @@ TEST(CudaRoute, ManyExpertsOneToken) {
   RouteParams p;
   p.topK = 40; // more choices than lanes in a warp
   runRouteCase(3, 1000, p, false);
+}
+
+/// Parameter sets covering both score functions, bias, and both group
+/// scores.
+std::vector<std::pair<RouteParams, bool>> routeConfigs() {
+  std::vector<std::pair<RouteParams, bool>> out;
+  RouteParams p;
+  p.topK = 2;
+  p.renormalize = true;
+  out.push_back({p, false}); // Mixtral
+  p.topK = 6;
+  p.renormalize = false;
+  p.numGroups = 8;
+  p.topkGroups = 3;
+  p.scalingFactor = 16.0;
+  out.push_back({p, false}); // DeepSeek-V2
+  p.topK = 8;
+  p.score = ScoreFunc::sigmoid;
+  p.renormalize = true;
+  p.topkGroups = 4;
+  p.groupScore = GroupScore::top2_sum;
+  p.scalingFactor = 2.5;
+  out.push_back({p, true}); // DeepSeek-V3
+  p.numGroups = 1;
+  p.topkGroups = 1;
+  out.push_back({p, true}); // sigmoid, no groups
+  return out;
+}
+
+TEST(CudaRoute, NaNLogitsRankFirstAsOnTheCpu) {
+  REQUIRE_CUDA_DEVICE();
+  const int64_t T = 64, E = 64;
+  std::vector<float> logits =
+      randomFloats(static_cast<size_t>(T * E), -4.f, 4.f);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  // Token t: t % 8 NaNs at random experts (0: none), a few with +-inf too
+  // (softmax of +inf is NaN, of -inf 0); token 1 all NaN.
+  for (int64_t t = 0; t < T; ++t) {
+    float *x = &logits[size_t(t * E)];
+    for (int64_t n = 0; n < t % 8; ++n)
+      x[randomInt(0, E - 1)] = nan;
+    if (t % 5 == 2)
+      x[randomInt(0, E - 1)] = inf;
+    if (t % 3 == 1)
+      x[randomInt(0, E - 1)] = -inf;
+  }
+  std::fill(logits.begin() + E, logits.begin() + 2 * E, nan);
+  for (const auto &[p, withBias] : routeConfigs())
+    runRouteCase(T, E, p, withBias, &logits);
+
+  // Sigmoid scores are per expert: the NaN experts come first, lower ids
+  // first, whatever the others score.
+  RouteParams p;
+  p.topK = 3;
+  p.score = ScoreFunc::sigmoid;
+  std::vector<float> x = randomFloats(static_cast<size_t>(E), -4.f, 4.f);
+  x[41] = nan;
+  x[7] = nan;
+  std::vector<int64_t> got;
+  runRouteCase(1, E, p, false, &x, &got);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(got[0], 7);
+  EXPECT_EQ(got[1], 41);
+}
+
+TEST(CudaRoute, NearTiesPickTheCpuExperts) {
+  REQUIRE_CUDA_DEVICE();
+  // Logits one or two ulps apart: their scores round to the same fp32 value
+  // or to neighbours depending on how they are computed, so only the CPU's
+  // arithmetic picks the CPU's experts.
+  const int64_t T = 512, E = 64;
+  std::vector<float> logits(static_cast<size_t>(T * E));
+  for (int64_t t = 0; t < T; ++t) {
+    float base = randomFloats(1, -3.f, 3.f)[0];
+    for (int64_t j = 0; j < E; ++j) {
+      float v = base;
+      for (int64_t u = randomInt(-2, 2); u != 0; u += u > 0 ? -1 : 1)
+        v = std::nextafter(v, u > 0 ? INFINITY : -INFINITY);
+      logits[size_t(t * E + j)] = v;
+    }
+  }
+  for (const auto &[p, withBias] : routeConfigs())
+    runRouteCase(T, E, p, withBias, &logits);
 }
 
 //===----------------------------------------------------------------------===//
@@ -814,6 +941,14 @@ TEST(CudaElementwise, BinaryBroadcasting) {
         randomFloats(static_cast<size_t>(numel(c.a)), 0.5f, 2.f);
     std::vector<float> b =
         randomFloats(static_cast<size_t>(numel(c.b)), 0.5f, 2.f);
+    // Some NaNs on either side (and on both): they propagate through every
+    // op, max and min included, as on the CPU (numpy's maximum/minimum).
+    for (size_t i = 0; i < a.size(); ++i)
+      if (i % 7 == 3)
+        a[i] = std::numeric_limits<float>::quiet_NaN();
+    for (size_t i = 0; i < b.size(); ++i)
+      if (i % 5 == 1)
+        b[i] = std::numeric_limits<float>::quiet_NaN();
     int64_t n = numel(c.out);
     int rank = int(c.out.size());
     for (Binary op : {Binary::add, Binary::sub, Binary::mul, Binary::div,
@@ -822,6 +957,7 @@ TEST(CudaElementwise, BinaryBroadcasting) {
       binary(op, da.p, c.a, dbb.p, c.b, dout.p, c.out, s);
       s.sync();
       std::vector<double> ref(static_cast<size_t>(n));
+      int64_t nans = 0;
       for (int64_t i = 0; i < n; ++i) {
         // Multi-index of i, then the broadcast offsets.
         int64_t rem = i, ia = 0, ib = 0, sa = 1, sb = 1;
@@ -836,30 +972,32 @@ TEST(CudaElementwise, BinaryBroadcasting) {
           sa *= ea;
           sb *= eb;
         }
-        double x = a[ia], y = b[ib];
+        float x = a[ia], y = b[ib];
         double r = 0;
         switch (op) {
         case Binary::add:
-          r = x + y;
+          r = double(x) + y;
           break;
         case Binary::sub:
-          r = x - y;
+          r = double(x) - y;
           break;
         case Binary::mul:
-          r = x * y;
+          r = double(x) * y;
           break;
         case Binary::div:
-          r = x / y;
+          r = double(x) / y;
           break;
-        case Binary::max:
-          r = std::max(x, y);
+        case Binary::max: // cpu::binary's max: NaN propagates
+          r = (x > y || x != x) ? x : y;
           break;
         case Binary::min:
-          r = std::min(x, y);
+          r = (x < y || x != x) ? x : y;
           break;
         }
         ref[i] = r;
+        nans += std::isnan(r);
       }
+      EXPECT_GT(nans, 0) << "binary op " << int(op);
       expectClose(dout.download(), ref, 1e-6,
                   "binary op " + std::to_string(int(op)));
     }
@@ -943,6 +1081,41 @@ TEST(CudaGemm, MatmulAllPrecisions) {
                         (withBias ? " bias" : ""));
       }
     }
+  }
+}
+
+TEST(CudaGemm, BatchMatmul) {
+  REQUIRE_CUDA_DEVICE();
+  Stream s;
+  Blas blas(s);
+  struct Dims {
+    int64_t batch, M, K, N;
+  };
+  for (Dims d : {Dims{5, 7, 33, 19}, Dims{1, 64, 128, 64}, Dims{3, 1, 9, 1},
+                 Dims{2, 4, 0, 3}}) {
+    const size_t a = size_t(d.M * d.K), b = size_t(d.K * d.N),
+                 c = size_t(d.M * d.N);
+    std::vector<float> A = randomIn(DType::f32, d.batch * a);
+    std::vector<float> B = randomIn(DType::f32, d.batch * b);
+    DevT dA(DType::f32, A), dB(DType::f32, B), dC(DType::f32, d.batch * c);
+    // Poison C: K = 0 must still write zeros.
+    MOERT_CUDA_CHECK(cudaMemset(dC.p(), 0x7f, d.batch * c * 4));
+    batchMatmul(blas, static_cast<const float *>(dA.p()),
+                static_cast<const float *>(dB.p()),
+                static_cast<float *>(dC.p()), d.batch, d.M, d.K, d.N);
+    s.sync();
+    std::vector<double> ref;
+    for (int64_t n = 0; n < d.batch; ++n) {
+      std::vector<float> An(A.begin() + n * a, A.begin() + (n + 1) * a);
+      std::vector<float> Bn(B.begin() + n * b, B.begin() + (n + 1) * b);
+      std::vector<double> r =
+          matmulRef(An, Bn, nullptr, d.M, d.K, d.N, false, DType::f32);
+      ref.insert(ref.end(), r.begin(), r.end());
+    }
+    expectClose(dC.download(), ref, tolFor(DType::f32),
+                "batchMatmul " + std::to_string(d.batch) + "x" +
+                    std::to_string(d.M) + "x" + std::to_string(d.K) + "x" +
+                    std::to_string(d.N));
   }
 }
 
@@ -1206,7 +1379,7 @@ TEST(CudaMoE, SingleRankLayerMatchesDirectFormula) {
   s.sync();
   EXPECT_EQ(stats.download()[0], T * k);
 
-  std::vector<double> rw;
+  std::vector<float> rw;
   std::vector<int64_t> rids;
   routeRef(logits, nullptr, T, E, rp, rw, rids);
   std::vector<double> ref(static_cast<size_t>(T * H), 0);

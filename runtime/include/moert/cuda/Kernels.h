@@ -64,7 +64,8 @@ std::string checkRoute(int64_t E, const RouteParams &p);
 /// cpu::route on the device: logits [T,E] fp32, bias [E] or null ->
 /// weights [T,k] fp32, ids [T,k] int64, in rank order (best first; ties to
 /// the lower expert id, and to the lower group id when choosing groups).
-/// One warp per token; fp32 arithmetic.
+/// One warp per token; the CPU's arithmetic (double where it uses double,
+/// the same order), so ids and weights equal cpu::route's bit for bit.
 void route(const float *logits, const float *bias, int64_t T, int64_t E,
            const RouteParams &p, float *weights, int64_t *ids,
            cudaStream_t stream);
@@ -223,6 +224,12 @@ private:
 void matmul(Blas &blas, DType in, const void *A, const void *B,
             const void *bias, DType out, void *C, int64_t M, int64_t K,
             int64_t N, bool transB);
+
+/// C[b] = A[b] * B[b] for b < batch: A [batch,M,K], B [batch,K,N], C
+/// [batch,M,N], fp32, row-major and contiguous; one
+/// cublasGemmStridedBatchedEx call (CUBLAS_COMPUTE_32F, no TF32).
+void batchMatmul(Blas &blas, const float *A, const float *B, float *C,
+                 int64_t batch, int64_t M, int64_t K, int64_t N);
 
 /// One row-major problem of a grouped GEMM: C[m,n] = A[m,k] * B, B [k,n]
 /// (or [n,k] when transB), contiguous rows.

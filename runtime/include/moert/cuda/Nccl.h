@@ -89,6 +89,10 @@ public:
                       std::vector<int64_t> &hostRecvCounts,
                       cudaStream_t stream);
 
+  /// Ends the communicator now (ncclCommAbort): operations in flight are
+  /// cancelled. For error paths; the object can only be destroyed after.
+  void abort();
+
   /// recv = sum over ranks of send (count elements of type t; in place when
   /// send == recv).
   void allReduceSum(const void *send, void *recv, size_t count, DType t,
