@@ -15,8 +15,10 @@
 #     --precision=fp16 at ep=4 for hf_mixtral;
 #   * ep=2,tp=2 (TP all-reduce) for hf_qwen2_moe in fp32 and bf16;
 #   * the dynamo exports of Mixtral and DeepSeek-V3 (examples/dynamo,
-#     batched experts, opset 20) and the 2-layer MixtralForCausalLM
-#     (attention, generated kernels for rotary, softmax steps) at ep=4;
+#     batched experts, opset 20) and the 2-layer MixtralForCausalLM,
+#     Qwen3MoeForCausalLM and DeepseekV3ForCausalLM (attention:
+#     batch_matmul and softmax steps, generated kernels for rotary and
+#     norms; DeepSeek's latent attention) at ep=4;
 #   * build-carry/bench: bench/make_models.py's layer at H=384, F=1344,
 #     4096 tokens, compiled with --precision=bf16, for gpu-check's
 #     compiled-plan benchmark against PyTorch eager;
@@ -69,7 +71,8 @@ if [ -x "$MOEC" ]; then
     "$PLANS/odd_moe/output.npy" "$PLANS/odd_moe.ref.npz"
   plan hf_qwen2_moe-ep2tp2-bf16 hf_qwen2_moe 4 2.5e-2 --mesh ep=2,tp=2 \
     --precision=bf16
-  DYNAMO="dynamo/mixtral dynamo/deepseek_v3 dynamo/mixtral_causal_lm"
+  DYNAMO="dynamo/mixtral dynamo/deepseek_v3 dynamo/mixtral_causal_lm
+    dynamo/qwen3_moe_causal_lm dynamo/deepseek_v3_causal_lm"
   for ex in $DYNAMO; do
     plan "${ex//\//_}-ep4" "$ex" 4 1e-4 --mesh ep=4
   done

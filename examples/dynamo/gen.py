@@ -22,7 +22,9 @@ output.npy (torch's output). `mixtral_causal_lm` is a whole model instead
 of a block: transformers' MixtralForCausalLM with 2 decoder layers
 (embeddings, RMSNorm, grouped-query attention with rotary embeddings, the
 MoE block, the LM head), input.npy input_ids [4, 8] (int64), output.npy the
-logits [4, 8, 256].
+logits [4, 8, 256]; `qwen2_moe_causal_lm`, `qwen3_moe_causal_lm`,
+`olmoe_causal_lm` and `deepseek_v3_causal_lm` are the same for those
+families (causal_lms() below).
 """
 import collections
 import os
@@ -123,10 +125,45 @@ def export_causal_lm(name="mixtral_causal_lm", out=None, hidden=H, ffn=128,
         num_experts_per_tok=K, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=kv_heads,
         vocab_size=vocab, max_position_embeddings=max(64, seq))
+    export_lm(name, cfg, batch, seq, out)
+
+
+def causal_lms():
+    """The other families as whole models (2 decoder layers, batch 4 x 8):
+    Qwen2-MoE (shared expert with a sigmoid gate), Qwen3-MoE and OLMoE
+    (RMSNorm on queries and keys), DeepSeek-V3 (multi-head latent attention
+    with LoRA-compressed queries and keys/values, a dense first layer, then
+    grouped sigmoid routing with a selection bias and a shared expert)."""
+    common = dict(hidden_size=H, num_hidden_layers=2, num_attention_heads=4,
+                  vocab_size=256, max_position_embeddings=64)
+    return {
+        "qwen2_moe_causal_lm": transformers.Qwen2MoeConfig(
+            intermediate_size=128, moe_intermediate_size=32,
+            shared_expert_intermediate_size=96, num_experts=E,
+            num_experts_per_tok=K, num_key_value_heads=2, **common),
+        "qwen3_moe_causal_lm": transformers.Qwen3MoeConfig(
+            intermediate_size=128, moe_intermediate_size=32, num_experts=E,
+            num_experts_per_tok=K, num_key_value_heads=2, head_dim=16,
+            norm_topk_prob=True, **common),
+        "olmoe_causal_lm": transformers.OlmoeConfig(
+            intermediate_size=32, num_experts=E, num_experts_per_tok=K,
+            num_key_value_heads=4, **common),
+        "deepseek_v3_causal_lm": transformers.DeepseekV3Config(
+            intermediate_size=128, moe_intermediate_size=32,
+            n_routed_experts=E, num_experts_per_tok=K, n_group=2,
+            topk_group=1, first_k_dense_replace=1, num_key_value_heads=4,
+            q_lora_rank=32, kv_lora_rank=16, qk_rope_head_dim=8,
+            qk_nope_head_dim=8, v_head_dim=16, n_shared_experts=1,
+            **common),
+    }
+
+
+def export_lm(name, cfg, batch=4, seq=S, out=None):
+    """Exports `cfg`'s causal LM (random weights) as input_ids -> logits."""
     cfg._experts_implementation = "batched_mm"
     cfg._attn_implementation = "eager"
     torch.manual_seed(0)
-    model = transformers.MixtralForCausalLM(cfg).eval()
+    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
 
     class Logits(torch.nn.Module):
         def __init__(self, m):
@@ -149,6 +186,9 @@ def main():
             export(name, cfg, cls)
     if not wanted or "mixtral_causal_lm" in wanted:
         export_causal_lm()
+    for name, cfg in causal_lms().items():
+        if not wanted or name in wanted:
+            export_lm(name, cfg)
 
 
 if __name__ == "__main__":

@@ -213,6 +213,11 @@ private:
 /// Name of an ONNX data type ("FLOAT", "INT64", ...).
 std::string onnxTypeName(int32_t t);
 
+/// Static or dynamic extract_slice of `v` along one axis (ImportShape.cpp).
+mlir::Value sliceAxis(GraphImporter &gi, mlir::Value v, int64_t axis,
+                      mlir::OpFoldResult offset, mlir::OpFoldResult size,
+                      int64_t step);
+
 } // namespace moec::onnximport
 
 #endif // MOEC_LIB_IMPORT_GRAPHIMPORTER_H

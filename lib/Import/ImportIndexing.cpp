@@ -156,6 +156,46 @@ static LogicalResult importScatterElements(GraphImporter &gi) {
   return success();
 }
 
+/// ScatterND that overwrites a run of consecutive rows (dim 0) given by
+/// constant indices, as torch's exporter writes a slice assignment
+/// (`q[..., :n] = a; q[..., n:] = b` after moving the sliced dim to the
+/// front): the kept rows of data and the updates, concatenated along dim 0.
+/// Sharding and the plan take slices and concatenations (a moe.scatter_nd
+/// only runs in moe-eval). Null when the node is not of that form.
+static Value scatterRowsAsConcat(GraphImporter &gi, moe::Reduction red,
+                                 int64_t q) {
+  RankedTensorType data = gi.inputType(0), idx = gi.inputType(1),
+                   upd = gi.inputType(2);
+  const HostTensor *ic = gi.inputConst(1);
+  if (red != moe::Reduction::none || q != 1 || idx.getRank() != 2 || !ic ||
+      !data.hasStaticShape() || !upd.hasStaticShape() || ic->size() == 0)
+    return {};
+  int64_t rows = data.getDimSize(0), n = ic->size();
+  auto row = [&](int64_t k) {
+    int64_t r = ic->asInt(size_t(k));
+    return r < 0 ? r + rows : r;
+  };
+  int64_t first = row(0);
+  if (first < 0 || first + n > rows)
+    return {};
+  for (int64_t k = 1; k < n; ++k)
+    if (row(k) != first + k)
+      return {};
+  OpBuilder &b = gi.builder();
+  SmallVector<Value> pieces;
+  auto keep = [&](int64_t from, int64_t count) {
+    if (count > 0)
+      pieces.push_back(sliceAxis(gi, gi.input(0), 0, b.getIndexAttr(from),
+                                 b.getIndexAttr(count), 1));
+  };
+  keep(0, first);
+  pieces.push_back(gi.input(2));
+  keep(first + n, rows - first - n);
+  if (pieces.size() == 1)
+    return pieces[0];
+  return tensor::ConcatOp::create(b, gi.loc(), 0, pieces);
+}
+
 static LogicalResult importScatterND(GraphImporter &gi) {
   if (gi.numInputs() != 3)
     return gi.fail("expects 3 inputs (data, indices, updates)");
@@ -178,6 +218,10 @@ static LogicalResult importScatterND(GraphImporter &gi) {
   if (upd.getElementType() != data.getElementType())
     return gi.fail("updates and data have different element types");
   OpBuilder &b = gi.builder();
+  if (Value v = scatterRowsAsConcat(gi, *red, q)) {
+    gi.setOutput(0, v);
+    return success();
+  }
   auto op = moe::ScatterNDOp::create(b, gi.loc(), data, gi.input(0),
                                      gi.input(1), gi.input(2),
                                      moe::ReductionAttr::get(gi.ctx(), *red));

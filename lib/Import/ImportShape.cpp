@@ -614,9 +614,11 @@ LogicalResult importConcat(GraphImporter &gi) {
   return success();
 }
 
-/// Static or dynamic extract_slice of `v` along one axis.
-Value sliceAxis(GraphImporter &gi, Value v, int64_t axis, OpFoldResult offset,
-                OpFoldResult size, int64_t step) {
+} // namespace
+
+Value moec::onnximport::sliceAxis(GraphImporter &gi, Value v, int64_t axis,
+                                  OpFoldResult offset, OpFoldResult size,
+                                  int64_t step) {
   OpBuilder &b = gi.builder();
   auto t = cast<RankedTensorType>(v.getType());
   SmallVector<OpFoldResult> offsets, sizes, steps;
@@ -634,6 +636,8 @@ Value sliceAxis(GraphImporter &gi, Value v, int64_t axis, OpFoldResult offset,
   }
   return tensor::ExtractSliceOp::create(b, gi.loc(), v, offsets, sizes, steps);
 }
+
+namespace {
 
 LogicalResult importSplit(GraphImporter &gi) {
   RankedTensorType in = gi.inputType(0);
