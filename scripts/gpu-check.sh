@@ -303,7 +303,10 @@ else
     [ -d "$exdir" ] || exdir=$PLANS/$ex # a model made by prepare-gpu-carry.sh
     args=()
     for in_name in $(plan_inputs "$plan"); do
-      args+=(--input "$in_name=$exdir/input.npy")
+      # NAME.npy for models of several inputs (a decode step's KV cache).
+      in_file=$exdir/$in_name.npy
+      [ -f "$in_file" ] || in_file=$exdir/input.npy
+      args+=(--input "$in_name=$in_file")
     done
     rk=(-n 1)
     transport_check=true

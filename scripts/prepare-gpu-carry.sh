@@ -18,7 +18,8 @@
 #     batched experts, opset 20) and the 2-layer MixtralForCausalLM,
 #     Qwen3MoeForCausalLM and DeepseekV3ForCausalLM (attention:
 #     batch_matmul and softmax steps, generated kernels for rotary and
-#     norms; DeepSeek's latent attention) at ep=4;
+#     norms; DeepSeek's latent attention) and a Mixtral decode step with a
+#     KV cache (inputs NAME.npy) at ep=4;
 #   * build-carry/bench: bench/make_models.py's layer at H=384, F=1344,
 #     4096 tokens, compiled with --precision=bf16, for gpu-check's
 #     compiled-plan benchmark against PyTorch eager;
@@ -72,7 +73,8 @@ if [ -x "$MOEC" ]; then
   plan hf_qwen2_moe-ep2tp2-bf16 hf_qwen2_moe 4 2.5e-2 --mesh ep=2,tp=2 \
     --precision=bf16
   DYNAMO="dynamo/mixtral dynamo/deepseek_v3 dynamo/mixtral_causal_lm
-    dynamo/qwen3_moe_causal_lm dynamo/deepseek_v3_causal_lm"
+    dynamo/qwen3_moe_causal_lm dynamo/deepseek_v3_causal_lm
+    dynamo/mixtral_decode_step"
   for ex in $DYNAMO; do
     plan "${ex//\//_}-ep4" "$ex" 4 1e-4 --mesh ep=4
   done
@@ -85,8 +87,12 @@ exdir, out = sys.argv[1], sys.argv[2]
 for ex in sys.argv[3:]:
     model = os.path.join(exdir, ex, "model.onnx")
     sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
-    x = np.load(os.path.join(exdir, ex, "input.npy"))
-    feeds = {sess.get_inputs()[0].name: x}
+    feeds = {}
+    for i in sess.get_inputs():
+        f = os.path.join(exdir, ex, i.name + ".npy")
+        if not os.path.exists(f):
+            f = os.path.join(exdir, ex, "input.npy")
+        feeds[i.name] = np.load(f)
     names = [o.name for o in sess.get_outputs()]
     refs = dict(zip(names, sess.run(None, feeds)))
     os.makedirs(os.path.dirname(os.path.join(out, ex)), exist_ok=True)

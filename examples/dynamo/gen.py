@@ -24,7 +24,8 @@ of a block: transformers' MixtralForCausalLM with 2 decoder layers
 MoE block, the LM head), input.npy input_ids [4, 8] (int64), output.npy the
 logits [4, 8, 256]; `qwen2_moe_causal_lm`, `qwen3_moe_causal_lm`,
 `olmoe_causal_lm` and `deepseek_v3_causal_lm` are the same for those
-families (causal_lms() below).
+families (causal_lms() below). `mixtral_decode_step` is one decoding step
+with a KV cache (export_decode_step() below).
 """
 import collections
 import os
@@ -178,6 +179,66 @@ def export_lm(name, cfg, batch=4, seq=S, out=None):
     save(name, Logits(model).eval(), ids, "input_ids", "logits", out)
 
 
+def export_decode_step(name="mixtral_decode_step", past=8):
+    """One decoding step of a 2-layer Mixtral with a KV cache: input_ids
+    [4, 1] and each layer's cached keys and values [4, 2, past, 16] in, the
+    logits [4, 1, 256] and the grown cache [4, 2, past + 1, 16] out
+    (position `past`). The cache is a plain tensor per layer and kind
+    (past_k_L, past_v_L -> present_k_L, present_v_L); NAME.npy per input,
+    output.npz torch's outputs."""
+    import onnx
+    cfg = transformers.MixtralConfig(
+        hidden_size=H, intermediate_size=32, num_local_experts=E,
+        num_experts_per_tok=K, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=256, max_position_embeddings=64)
+    cfg._experts_implementation = "batched_mm"
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    layers, kvh, hd, batch = cfg.num_hidden_layers, 2, H // 4, 4
+
+    class Step(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, *kv):
+            cache = transformers.DynamicCache(config=cfg)
+            for layer in range(layers):
+                cache.update(kv[2 * layer], kv[2 * layer + 1], layer)
+            pos = torch.full((input_ids.shape[0], 1), past, dtype=torch.long)
+            out = self.m(input_ids=input_ids, past_key_values=cache,
+                         use_cache=True, position_ids=pos)
+            res = [out.logits]
+            for layer in out.past_key_values.layers:
+                res += [layer.keys, layer.values]
+            return tuple(res)
+
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, cfg.vocab_size, (batch, 1), generator=gen)
+    kv = [torch.randn(batch, kvh, past, hd, generator=gen)
+          for _ in range(2 * layers)]
+    names = ["input_ids"] + [f"past_{t}_{layer}" for layer in range(layers)
+                             for t in "kv"]
+    onames = ["logits"] + [f"present_{t}_{layer}" for layer in range(layers)
+                           for t in "kv"]
+    step = Step(model).eval()
+    with torch.no_grad():
+        ys = step(ids, *kv)
+    out = os.path.join(HERE, name)
+    os.makedirs(out, exist_ok=True)
+    path = os.path.join(out, "model.onnx")
+    torch.onnx.export(step, (ids, *kv), path, dynamo=True,
+                      input_names=names, output_names=onames)
+    for n, t in zip(names, (ids, *kv)):
+        np.save(os.path.join(out, n + ".npy"), t.numpy())
+    np.savez(os.path.join(out, "output.npz"),
+             **{n: y.numpy() for n, y in zip(onames, ys)})
+    m = onnx.load(path)
+    print(name, "opset", [(o.domain, o.version) for o in m.opset_import],
+          "inputs", names, "outputs", onames)
+
+
 def main():
     print("transformers", transformers.__version__, "torch", torch.__version__)
     wanted = sys.argv[1:]
@@ -189,6 +250,8 @@ def main():
     for name, cfg in causal_lms().items():
         if not wanted or name in wanted:
             export_lm(name, cfg)
+    if not wanted or "mixtral_decode_step" in wanted:
+        export_decode_step()
 
 
 if __name__ == "__main__":
