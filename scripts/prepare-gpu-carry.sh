@@ -78,6 +78,8 @@ if [ -x "$MOEC" ]; then
   for ex in $DYNAMO; do
     plan "${ex//\//_}-ep4" "$ex" 4 1e-4 --mesh ep=4
   done
+  plan dynamo_deepseek_v3_causal_lm-ep4-bf16 dynamo/deepseek_v3_causal_lm 4 \
+    3e-2 --mesh ep=4 --precision=bf16
   # onnxruntime references.
   "$PYTHON" - "$ROOT/examples" "$PLANS" $EXAMPLES $DYNAMO <<'PY'
 import os, sys
