@@ -1,9 +1,9 @@
 //===- ImportElementwise.cpp - element-wise ONNX ops ----------------------===//
 //
 // Add Sub Mul Div Pow Sqrt Neg Exp Erf Tanh Sigmoid Relu Sin Cos Equal Less
-// Greater LessOrEqual GreaterOrEqual Not And Where Cast: one linalg.generic
-// each, numpy broadcasting in the indexing maps. Small constant operands (shape
-// arithmetic) fold on the host instead.
+// Greater LessOrEqual GreaterOrEqual Not And Where Cast Clip: one
+// linalg.generic each, numpy broadcasting in the indexing maps. Small constant
+// operands (shape arithmetic) fold on the host instead.
 //
 //===----------------------------------------------------------------------===//
 
@@ -226,6 +226,51 @@ void moec::onnximport::addElementwiseOps(OpTable &t) {
              Value zero = arith::ConstantOp::create(b, l, IntegerAttr::get(ty, 0));
              return arith::MaxSIOp::create(b, l, a[0], zero);
            }, 1);
+
+  // Clip: min(max(x, lo), hi) (so hi wins when lo > hi, as ONNX says; NaN
+  // propagates); lo and hi are optional scalar inputs.
+  t["Clip"] = [](GraphImporter &gi) -> LogicalResult {
+    if (gi.numInputs() < 1 || gi.numInputs() > 3)
+      return gi.fail("expects 1 to 3 inputs (input, min, max)");
+    Type elt = gi.inputType(0).getElementType();
+    bool isF = isFloatType(elt);
+    SmallVector<Value> ins{gi.input(0)};
+    bool haveLo = false, haveHi = false;
+    int64_t rank = gi.inputType(0).getRank();
+    for (unsigned i = 1; i < 3; ++i) {
+      if (!gi.hasInput(i))
+        continue;
+      RankedTensorType bt = gi.inputType(i);
+      StringRef what = i == 1 ? "min" : "max";
+      if (bt.getElementType() != elt)
+        return gi.fail(what + " must have the input's element type");
+      if (!bt.hasStaticShape() || bt.getNumElements() != 1 ||
+          bt.getRank() > rank)
+        return gi.fail(what + " must be a scalar (one element)");
+      ins.push_back(gi.input(i));
+      (i == 1 ? haveLo : haveHi) = true;
+    }
+    if (ins.size() == 1) { // no bounds: the identity
+      gi.setOutput(0, ins[0]);
+      return success();
+    }
+    FailureOr<Value> r = gi.elementwise(
+        ins, elt, [&](OpBuilder &b, Location l, ValueRange a) -> Value {
+          Value v = a[0];
+          unsigned k = 1;
+          if (haveLo)
+            v = isF ? Value(arith::MaximumFOp::create(b, l, v, a[k++]))
+                    : Value(arith::MaxSIOp::create(b, l, v, a[k++]));
+          if (haveHi)
+            v = isF ? Value(arith::MinimumFOp::create(b, l, v, a[k++]))
+                    : Value(arith::MinSIOp::create(b, l, v, a[k++]));
+          return v;
+        });
+    if (failed(r))
+      return failure();
+    gi.setOutput(0, *r);
+    return success();
+  };
 
   auto cmp = [](arith::CmpFPredicate fp, arith::CmpIPredicate ip) {
     return [=](B b, L l, V a, bool f) -> Value {
