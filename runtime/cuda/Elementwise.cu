@@ -156,13 +156,15 @@ __global__ void softmaxKernel(const float *__restrict__ x,
       mx = fmaxf(mx, xr[j]);
     for (int off = kWarp / 2; off > 0; off /= 2)
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
-    float sum = 0.f;
+    // As cpu::softmax: the sum in double, one reciprocal rounded to float.
+    double sum = 0.0;
     for (int64_t j = lane; j < n; j += kWarp)
-      sum += expf(xr[j] - mx);
+      sum += double(expf(xr[j] - mx));
     for (int off = kWarp / 2; off > 0; off /= 2)
       sum += __shfl_xor_sync(0xffffffffu, sum, off);
+    const float inv = float(1.0 / sum);
     for (int64_t j = lane; j < n; j += kWarp)
-      y[r * n + j] = expf(xr[j] - mx) / sum;
+      y[r * n + j] = expf(xr[j] - mx) * inv;
   }
 }
 
