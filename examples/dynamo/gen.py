@@ -23,7 +23,8 @@ of a block: transformers' MixtralForCausalLM with 2 decoder layers
 (embeddings, RMSNorm, grouped-query attention with rotary embeddings, the
 MoE block, the LM head), input.npy input_ids [4, 8] (int64), output.npy the
 logits [4, 8, 256]; `qwen2_moe_causal_lm`, `qwen3_moe_causal_lm`,
-`olmoe_causal_lm` and `deepseek_v3_causal_lm` are the same for those
+`olmoe_causal_lm`, `glm4_moe_causal_lm` and `deepseek_v3_causal_lm` are the
+same for those
 families (causal_lms() below). `mixtral_decode_step` is one decoding step
 with a KV cache (export_decode_step() below).
 """
@@ -132,7 +133,8 @@ def export_causal_lm(name="mixtral_causal_lm", out=None, hidden=H, ffn=128,
 def causal_lms():
     """The other families as whole models (2 decoder layers, batch 4 x 8):
     Qwen2-MoE (shared expert with a sigmoid gate), Qwen3-MoE and OLMoE
-    (RMSNorm on queries and keys), DeepSeek-V3 (multi-head latent attention
+    (RMSNorm on queries and keys), GLM-4-MoE (partial rotary, a dense first
+    layer, grouped sigmoid routing), DeepSeek-V3 (multi-head latent attention
     with LoRA-compressed queries and keys/values, a dense first layer, then
     grouped sigmoid routing with a selection bias and a shared expert)."""
     common = dict(hidden_size=H, num_hidden_layers=2, num_attention_heads=4,
@@ -149,6 +151,11 @@ def causal_lms():
         "olmoe_causal_lm": transformers.OlmoeConfig(
             intermediate_size=32, num_experts=E, num_experts_per_tok=K,
             num_key_value_heads=4, **common),
+        "glm4_moe_causal_lm": transformers.Glm4MoeConfig(
+            intermediate_size=128, moe_intermediate_size=32,
+            n_routed_experts=E, num_experts_per_tok=K, n_group=2,
+            topk_group=1, first_k_dense_replace=1, n_shared_experts=1,
+            num_key_value_heads=2, **common),
         "deepseek_v3_causal_lm": transformers.DeepseekV3Config(
             intermediate_size=128, moe_intermediate_size=32,
             n_routed_experts=E, num_experts_per_tok=K, n_group=2,
