@@ -23,8 +23,8 @@ of a block: transformers' MixtralForCausalLM with 2 decoder layers
 (embeddings, RMSNorm, grouped-query attention with rotary embeddings, the
 MoE block, the LM head), input.npy input_ids [4, 8] (int64), output.npy the
 logits [4, 8, 256]; `qwen2_moe_causal_lm`, `qwen3_moe_causal_lm`,
-`olmoe_causal_lm`, `glm4_moe_causal_lm` and `deepseek_v3_causal_lm` are the
-same for those
+`olmoe_causal_lm`, `glm4_moe_causal_lm`, `ernie4_5_moe_causal_lm` and
+`deepseek_v3_causal_lm` are the same for those
 families (causal_lms() below). `mixtral_decode_step` is one decoding step
 with a KV cache (export_decode_step() below).
 """
@@ -134,7 +134,8 @@ def causal_lms():
     """The other families as whole models (2 decoder layers, batch 4 x 8):
     Qwen2-MoE (shared expert with a sigmoid gate), Qwen3-MoE and OLMoE
     (RMSNorm on queries and keys), GLM-4-MoE (partial rotary, a dense first
-    layer, grouped sigmoid routing), DeepSeek-V3 (multi-head latent attention
+    layer, grouped sigmoid routing), ERNIE 4.5 (softmax routing with a
+    selection bias, the sum of weights clamped from below), DeepSeek-V3 (multi-head latent attention
     with LoRA-compressed queries and keys/values, a dense first layer, then
     grouped sigmoid routing with a selection bias and a shared expert)."""
     common = dict(hidden_size=H, num_hidden_layers=2, num_attention_heads=4,
@@ -156,6 +157,10 @@ def causal_lms():
             n_routed_experts=E, num_experts_per_tok=K, n_group=2,
             topk_group=1, first_k_dense_replace=1, n_shared_experts=1,
             num_key_value_heads=2, **common),
+        "ernie4_5_moe_causal_lm": transformers.Ernie4_5_MoeConfig(
+            intermediate_size=128, moe_intermediate_size=32, moe_num_experts=E,
+            moe_k=K, moe_num_shared_experts=1, moe_layer_start_index=0,
+            num_key_value_heads=2, **common),
         "deepseek_v3_causal_lm": transformers.DeepseekV3Config(
             intermediate_size=128, moe_intermediate_size=32,
             n_routed_experts=E, num_experts_per_tok=K, n_group=2,
@@ -172,6 +177,16 @@ def export_lm(name, cfg, batch=4, seq=S, out=None):
     cfg._attn_implementation = "eager"
     torch.manual_seed(0)
     model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    with torch.no_grad():
+        # Selection biases (DeepSeek-V3, GLM-4, ERNIE) start at zero: make
+        # them matter.
+        gen = torch.Generator().manual_seed(2)
+        for n, p in model.named_parameters():
+            if "e_score_correction_bias" in n:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+        for n, b in model.named_buffers():
+            if "e_score_correction_bias" in n:
+                b.copy_(torch.randn(b.shape, generator=gen) * 0.1)
 
     class Logits(torch.nn.Module):
         def __init__(self, m):

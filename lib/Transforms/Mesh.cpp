@@ -7,6 +7,7 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/IRMapping.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
 
@@ -518,8 +519,39 @@ bool moec::isUniformAlong(arith::ConstantOp c, TokenDims dims) {
   return true;
 }
 
+/// Gives every use of a tensor.empty (or of a constant fill of one) its own
+/// op. CSE merges those of equal shape, and a shared init would tie the
+/// token dims of unrelated values together (a [T, H] activation and a
+/// [F, H] transposed weight when T = F).
+static void unshareInits(func::FuncOp func) {
+  SmallVector<Operation *> shared;
+  func.walk([&](Operation *op) {
+    bool init = isa<tensor::EmptyOp>(op) && op->getNumOperands() == 0;
+    if (auto f = dyn_cast<linalg::FillOp>(op))
+      init = f.getInputs()[0].getDefiningOp<arith::ConstantOp>() &&
+             f.getOutputs()[0].getDefiningOp<tensor::EmptyOp>();
+    if (init && !op->hasOneUse() && !op->use_empty())
+      shared.push_back(op);
+  });
+  for (Operation *op : shared) {
+    SmallVector<OpOperand *> uses;
+    for (OpOperand &u : op->getResult(0).getUses())
+      uses.push_back(&u);
+    for (OpOperand *u : llvm::drop_begin(uses)) {
+      OpBuilder b(u->getOwner());
+      IRMapping map;
+      if (auto f = dyn_cast<linalg::FillOp>(op)) {
+        Operation *e = f.getOutputs()[0].getDefiningOp();
+        map.map(e->getResult(0), b.clone(*e)->getResult(0));
+      }
+      u->set(b.clone(*op, map)->getResult(0));
+    }
+  }
+}
+
 FailureOr<DenseMap<Value, TokenDims>>
 moec::analyzeTokenDims(func::FuncOp func, int64_t n) {
+  unshareInits(func);
   TokenDimsAnalysis a(n);
   if (failed(a.run(func)))
     return failure();

@@ -800,6 +800,14 @@ std::optional<FailureOr<Router>> matchRouter(moe::TopKOp topk,
       if (std::abs(eps->second) > 1e-12)
         continue;
       den = skipViews(eps->first);
+    } else if (auto floor = matchScalarBinary<arith::MaximumFOp>(den)) {
+      // ERNIE 4.5 clamps the sum from below (norm_min, 1e-12): softmax
+      // scores of the top-k sum to at least 1/E, so a floor up to 1/E never
+      // applies.
+      if (r.score != moe::ScoreFunc::softmax ||
+          floor->second > 1.0 / double(in.getDimSize(1)))
+        continue;
+      den = skipViews(floor->first);
     }
     Value red = matchReduce<arith::AddFOp>(den, 1);
     if (red && red == base) {

@@ -76,7 +76,8 @@ struct TokenDims {
 /// the dense ops both ways. Emits an error naming the op and returns
 /// failure when an op cannot be split along tokens (a reduction over the
 /// split dims, a constant with a token dim, an op moec does not know how to
-/// split).
+/// split). First gives every use of a tensor.empty (or of a constant fill
+/// of one) its own op, so that values sharing a CSE'd init are not tied.
 mlir::FailureOr<llvm::DenseMap<mlir::Value, TokenDims>>
 analyzeTokenDims(mlir::func::FuncOp func, int64_t n);
 
