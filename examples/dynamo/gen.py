@@ -23,8 +23,8 @@ of a block: transformers' MixtralForCausalLM with 2 decoder layers
 (embeddings, RMSNorm, grouped-query attention with rotary embeddings, the
 MoE block, the LM head), input.npy input_ids [4, 8] (int64), output.npy the
 logits [4, 8, 256]; `qwen2_moe_causal_lm`, `qwen3_moe_causal_lm`,
-`olmoe_causal_lm`, `glm4_moe_causal_lm`, `ernie4_5_moe_causal_lm` and
-`deepseek_v3_causal_lm` are the same for those
+`olmoe_causal_lm`, `glm4_moe_causal_lm`, `granitemoe_causal_lm`,
+`ernie4_5_moe_causal_lm` and `deepseek_v3_causal_lm` are the same for those
 families (causal_lms() below). `mixtral_decode_step` is one decoding step
 with a KV cache (export_decode_step() below).
 """
@@ -134,7 +134,8 @@ def causal_lms():
     """The other families as whole models (2 decoder layers, batch 4 x 8):
     Qwen2-MoE (shared expert with a sigmoid gate), Qwen3-MoE and OLMoE
     (RMSNorm on queries and keys), GLM-4-MoE (partial rotary, a dense first
-    layer, grouped sigmoid routing), ERNIE 4.5 (softmax routing with a
+    layer, grouped sigmoid routing), Granite-MoE (top-k over the logits,
+    then a softmax over the k values), ERNIE 4.5 (softmax routing with a
     selection bias, the sum of weights clamped from below), DeepSeek-V3 (multi-head latent attention
     with LoRA-compressed queries and keys/values, a dense first layer, then
     grouped sigmoid routing with a selection bias and a shared expert)."""
@@ -156,6 +157,9 @@ def causal_lms():
             intermediate_size=128, moe_intermediate_size=32,
             n_routed_experts=E, num_experts_per_tok=K, n_group=2,
             topk_group=1, first_k_dense_replace=1, n_shared_experts=1,
+            num_key_value_heads=2, **common),
+        "granitemoe_causal_lm": transformers.GraniteMoeConfig(
+            intermediate_size=32, num_local_experts=E, num_experts_per_tok=K,
             num_key_value_heads=2, **common),
         "ernie4_5_moe_causal_lm": transformers.Ernie4_5_MoeConfig(
             intermediate_size=128, moe_intermediate_size=32, moe_num_experts=E,

@@ -723,6 +723,34 @@ std::optional<FailureOr<Router>> matchRouter(moe::TopKOp topk,
       return FailureOr<Router>(failure());
     }
   }
+  // Top-k over the logits themselves, then a softmax over the k values
+  // (GPT-OSS, Granite-MoE): softmax is monotonic, so these are the experts
+  // of the largest softmax scores, and a softmax over k of the logits is
+  // the full softmax renormalised over those k.
+  if (r.numGroups == 1 && !c.getDefiningOp<linalg::SoftmaxOp>() &&
+      !matchSigmoid(c)) {
+    for (Operation *user : topk.getValues().getUsers()) {
+      auto sm = dyn_cast<linalg::SoftmaxOp>(user);
+      if (!sm || sm.getDimension() != 1)
+        continue;
+      r.logits = c;
+      r.scores = c;
+      r.score = moe::ScoreFunc::softmax;
+      r.weights = sm.getResult()[0];
+      r.renormalize = true;
+      for (Operation *u : r.weights.getUsers()) {
+        if (u->getNumResults() != 1)
+          continue;
+        auto mul = matchScalarBinary<arith::MulFOp>(u->getResult(0));
+        if (mul && mul->first == r.weights) {
+          r.weights = u->getResult(0);
+          r.scaling = mul->second;
+          break;
+        }
+      }
+      return FailureOr<Router>(r);
+    }
+  }
   // Selection scores: s, or s + bias with a constant [E] bias.
   Value s = c;
   if (auto add = matchBinary<arith::AddFOp>(c)) {
