@@ -25,20 +25,14 @@ max|ref|). Prints a markdown table.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 import numpy as np
 
+from common import sh
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def sh(cmd, env=None):
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr}")
-    return r.stdout
 
 
 def main():

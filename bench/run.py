@@ -21,18 +21,12 @@ import argparse
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 
 import numpy as np
 
-
-def sh(cmd, env=None):
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr}")
-    return r.stdout
+from common import sh
 
 
 def main():

@@ -248,87 +248,14 @@ std::vector<int64_t> topKRef(const std::vector<double> &v, int64_t k) {
 // References
 //===----------------------------------------------------------------------===//
 
-/// cpu::route's order: NaN first, then larger, ties to the lower index.
-template <typename V> bool ranksBeforeRef(V x, int64_t a, V y, int64_t b) {
-  bool xn = std::isnan(x), yn = std::isnan(y);
-  if (xn != yn)
-    return xn;
-  if (!xn && x != y)
-    return x > y;
-  return a < b;
-}
-
-/// cpu::route (not linked into this test) with the same operations in the
-/// same types and order: the kernel must match it bit for bit. Scores in
-/// double rounded to fp32 (softmax sum in expert order), selection scores
-/// s + bias in fp32, group scores in double, weights in double.
+/// The CPU reference itself (cpu::route): the kernel must match it bit for
+/// bit, ids and weights.
 void routeRef(const std::vector<float> &logits, const float *bias, int64_t T,
               int64_t E, const RouteParams &p, std::vector<float> &w,
               std::vector<int64_t> &ids) {
-  const int64_t k = p.topK, G = p.numGroups > 1 ? p.numGroups : 1, per = E / G,
-                keepG = G > 1 ? p.topkGroups : 1;
-  w.assign(static_cast<size_t>(T * k), 0);
-  ids.assign(static_cast<size_t>(T * k), 0);
-  std::vector<double> ex(static_cast<size_t>(E));
-  std::vector<float> s(static_cast<size_t>(E)), sel(static_cast<size_t>(E));
-  for (int64_t t = 0; t < T; ++t) {
-    const float *x = &logits[size_t(t * E)];
-    if (p.score == ScoreFunc::softmax) {
-      double mx = -INFINITY, sum = 0;
-      for (int64_t j = 0; j < E; ++j)
-        mx = std::max(mx, double(x[j]));
-      for (int64_t j = 0; j < E; ++j) {
-        ex[j] = std::exp(double(x[j]) - mx);
-        sum += ex[j];
-      }
-      for (int64_t j = 0; j < E; ++j)
-        s[j] = float(ex[j] / sum);
-    } else {
-      for (int64_t j = 0; j < E; ++j)
-        s[j] = float(1.0 / (1.0 + std::exp(-double(x[j]))));
-    }
-    for (int64_t j = 0; j < E; ++j)
-      sel[j] = bias ? s[j] + bias[j] : s[j];
-    auto before = [&](int64_t a, int64_t b) {
-      return ranksBeforeRef(sel[a], a, sel[b], b);
-    };
-    std::vector<int64_t> cand;
-    if (G > 1) {
-      std::vector<double> gs(static_cast<size_t>(G));
-      std::vector<int64_t> members(static_cast<size_t>(per));
-      for (int64_t g = 0; g < G; ++g) {
-        std::iota(members.begin(), members.end(), g * per);
-        std::sort(members.begin(), members.end(), before);
-        gs[g] = sel[members[0]];
-        if (p.groupScore == GroupScore::top2_sum && per > 1)
-          gs[g] += double(sel[members[1]]);
-      }
-      std::vector<int64_t> order(static_cast<size_t>(G));
-      std::iota(order.begin(), order.end(), 0);
-      std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-        return ranksBeforeRef(gs[a], a, gs[b], b);
-      });
-      order.resize(static_cast<size_t>(keepG));
-      std::sort(order.begin(), order.end());
-      for (int64_t g : order)
-        for (int64_t j = g * per; j < (g + 1) * per; ++j)
-          cand.push_back(j);
-    } else {
-      cand.resize(static_cast<size_t>(E));
-      std::iota(cand.begin(), cand.end(), 0);
-    }
-    std::sort(cand.begin(), cand.end(), before);
-    double sum = 0;
-    for (int64_t j = 0; j < k; ++j)
-      sum += s[cand[j]];
-    for (int64_t j = 0; j < k; ++j) {
-      double v = s[cand[j]];
-      if (p.renormalize)
-        v /= sum;
-      w[t * k + j] = float(v * p.scalingFactor);
-      ids[t * k + j] = cand[j];
-    }
-  }
+  w.assign(static_cast<size_t>(T * p.topK), 0);
+  ids.assign(static_cast<size_t>(T * p.topK), 0);
+  cpu::route(logits.data(), bias, T, E, p, w.data(), ids.data());
 }
 
 /// Bit-identical floats, or both NaN (payloads differ between host and
