@@ -696,6 +696,21 @@ Value matchGroupLimited(Value maskV, Value fill, Value c, Router &r,
   return c;
 }
 
+/// Scaling: the weights times a scalar (routed_scaling_factor) become the
+/// router's weights and `scaling`.
+void matchScaling(Router &r) {
+  for (Operation *user : r.weights.getUsers()) {
+    if (user->getNumResults() != 1)
+      continue;
+    auto mul = matchScalarBinary<arith::MulFOp>(user->getResult(0));
+    if (mul && mul->first == r.weights) {
+      r.weights = user->getResult(0);
+      r.scaling = mul->second;
+      return;
+    }
+  }
+}
+
 /// Matches the router that ends at the selection top-k `topk`. Returns
 /// nullopt when `topk` is not over router scores at all; otherwise a Router,
 /// or a failure with `why` set (a router that cannot be raised).
@@ -738,16 +753,7 @@ std::optional<FailureOr<Router>> matchRouter(moe::TopKOp topk,
       r.score = moe::ScoreFunc::softmax;
       r.weights = sm.getResult()[0];
       r.renormalize = true;
-      for (Operation *u : r.weights.getUsers()) {
-        if (u->getNumResults() != 1)
-          continue;
-        auto mul = matchScalarBinary<arith::MulFOp>(u->getResult(0));
-        if (mul && mul->first == r.weights) {
-          r.weights = u->getResult(0);
-          r.scaling = mul->second;
-          break;
-        }
-      }
+      matchScaling(r);
       return FailureOr<Router>(r);
     }
   }
@@ -844,17 +850,7 @@ std::optional<FailureOr<Router>> matchRouter(moe::TopKOp topk,
       break;
     }
   }
-  // Scaling: w * routed_scaling_factor.
-  for (Operation *user : r.weights.getUsers()) {
-    if (user->getNumResults() != 1)
-      continue;
-    auto mul = matchScalarBinary<arith::MulFOp>(user->getResult(0));
-    if (mul && mul->first == r.weights) {
-      r.weights = user->getResult(0);
-      r.scaling = mul->second;
-      break;
-    }
-  }
+  matchScaling(r);
   return FailureOr<Router>(r);
 }
 
