@@ -278,6 +278,10 @@ private:
   /// queued work first (its buffer is complete) and, after pulling, for
   /// every rank's copies (a barrier), so that buffers may be reused.
   void gatherFromPeers(Comm &comm, const void *mine, size_t bytes, char *g);
+  /// Every rank's `bytes` at `mine`, in rank order, into gather_ ([G][bytes])
+  /// through the group's transport; returns it.
+  char *gatherBlocks(const std::string &axes, Comm &comm, const char *mine,
+                     size_t bytes);
   /// Device copies: waits until this rank's copies from its peers are done,
   /// then for every rank's (a barrier), so that buffers may be reused.
   void endPeerReads(Comm &comm);
@@ -563,6 +567,8 @@ void CudaBackend::setupTransports(ExecContext &ctx) {
 #endif
   cudaDeviceProp prop;
   MOERT_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
+  int devices = 0;
+  MOERT_CUDA_CHECK(cudaGetDeviceCount(&devices));
   // Every rank decides alike: from what all ranks of the group report.
   struct Info {
     char uuid[16];
@@ -598,8 +604,6 @@ void CudaBackend::setupTransports(ExecContext &ctx) {
       // different threads, can deadlock. Device pointers are shared by the
       // threads of one process (every kind of a group is the same on all
       // its ranks).
-      int devices = 0;
-      MOERT_CUDA_CHECK(cudaGetDeviceCount(&devices));
       if (std::string(c.kind()) == "threads" &&
           devices < ctx.plan().worldSize())
         nccl = false;
@@ -993,27 +997,17 @@ void CudaBackend::allReduce(ExecContext &ctx, size_t index) {
   size_t bytes = x.byteSize();
   size_t n = size_t(x.numElements());
   int64_t G = comm.size();
-  if (G > 1 && bytes && transportOf(axes) == Transport::deviceCopies) {
-    // Every rank's x into g [G][n], then the sum in rank order (fp32
-    // accumulation, one rounding): the same bits on every rank.
-    char *g = gather_.ensure(size_t(G) * bytes, stream_);
-    gatherFromPeers(comm, xp, bytes, g);
+  // Device copies, and 16-bit partial sums over NCCL (ncclAllReduce would
+  // round to 16 bits at every hop of its ring): every rank's x into
+  // g [G][n], then the sum in rank order (fp32 accumulation, one rounding),
+  // the same bits on every rank.
+  if (G > 1 && bytes &&
+      (transportOf(axes) == Transport::deviceCopies ||
+       (transportOf(axes) == Transport::nccl && gt != cuda::DType::f32))) {
+    char *g = gatherBlocks(axes, comm, xp, bytes);
     cuda::sumSlices(g, gt, G, int64_t(n), yp, stream_);
     return;
   }
-#ifdef MOERT_HAVE_NCCL
-  if (G > 1 && bytes && gt != cuda::DType::f32) {
-    if (auto *nc = static_cast<cuda::NcclComm *>(ncclFor(axes))) {
-      // 16-bit partial sums: ncclAllReduce would round to 16 bits at every
-      // hop of its ring. Gather them and add in fp32 as above instead.
-      char *g = gather_.ensure(size_t(G) * bytes, stream_);
-      MOERT_NCCL_CHECK(
-          ncclAllGather(xp, g, bytes, ncclUint8, nc->get(), stream_));
-      cuda::sumSlices(g, gt, G, int64_t(n), yp, stream_);
-      return;
-    }
-  }
-#endif
   moveBytes(yp, xp, bytes);
   if (bytes == 0)
     return;
@@ -1043,6 +1037,32 @@ void CudaBackend::allReduce(ExecContext &ctx, size_t index) {
       cudaMemcpyAsync(yp, h, bytes, cudaMemcpyHostToDevice, stream_));
 }
 
+char *CudaBackend::gatherBlocks(const std::string &axes, Comm &comm,
+                                const char *mine, size_t bytes) {
+  int64_t G = comm.size();
+  char *g = gather_.ensure(size_t(G) * bytes, stream_);
+#ifdef MOERT_HAVE_NCCL
+  if (auto *nc = static_cast<cuda::NcclComm *>(ncclFor(axes))) {
+    MOERT_NCCL_CHECK(
+        ncclAllGather(mine, g, bytes, ncclUint8, nc->get(), stream_));
+    return g;
+  }
+#endif
+  if (transportOf(axes) == Transport::deviceCopies) {
+    gatherFromPeers(comm, mine, bytes, g);
+    return g;
+  }
+  char *hs = hostSend_.ensure(bytes, stream_);
+  char *hr = hostRecv_.ensure(size_t(G) * bytes, stream_);
+  MOERT_CUDA_CHECK(
+      cudaMemcpyAsync(hs, mine, bytes, cudaMemcpyDeviceToHost, stream_));
+  MOERT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  comm.allGather(hs, int64_t(bytes), hr);
+  MOERT_CUDA_CHECK(cudaMemcpyAsync(g, hr, size_t(G) * bytes,
+                                   cudaMemcpyHostToDevice, stream_));
+  return g;
+}
+
 void CudaBackend::allGather(ExecContext &ctx, size_t index) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
@@ -1061,30 +1081,7 @@ void CudaBackend::allGather(ExecContext &ctx, size_t index) {
     moveBytes(yp, xp, xBytes);
     return;
   }
-  // Every rank's x, in rank order, into a device buffer g [G][xBytes].
-  char *g = gather_.ensure(size_t(G) * xBytes, stream_);
-  bool done = false;
-#ifdef MOERT_HAVE_NCCL
-  if (auto *nc = static_cast<cuda::NcclComm *>(ncclFor(axes))) {
-    MOERT_NCCL_CHECK(
-        ncclAllGather(xp, g, xBytes, ncclUint8, nc->get(), stream_));
-    done = true;
-  }
-#endif
-  if (!done && transportOf(axes) == Transport::deviceCopies) {
-    gatherFromPeers(comm, xp, xBytes, g);
-    done = true;
-  }
-  if (!done) {
-    char *hs = hostSend_.ensure(xBytes, stream_);
-    char *hr = hostRecv_.ensure(size_t(G) * xBytes, stream_);
-    MOERT_CUDA_CHECK(
-        cudaMemcpyAsync(hs, xp, xBytes, cudaMemcpyDeviceToHost, stream_));
-    MOERT_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    comm.allGather(hs, int64_t(xBytes), hr);
-    MOERT_CUDA_CHECK(cudaMemcpyAsync(g, hr, size_t(G) * xBytes,
-                                     cudaMemcpyHostToDevice, stream_));
-  }
+  char *g = gatherBlocks(axes, comm, xp, xBytes);
   // y[o][r] = g[r][o]: one strided copy per rank.
   for (int64_t r = 0; r < G; ++r)
     MOERT_CUDA_CHECK(cudaMemcpy2DAsync(
