@@ -93,23 +93,35 @@ def export(name, cfg, cls):
         with torch.no_grad():
             block.gate.e_score_correction_bias.copy_(torch.randn(E) * 0.1)
     x = torch.randn(B, S, H, generator=torch.Generator().manual_seed(1))
-    save(name, block, x, "hidden_states", "output")
+    save(name, block, [("hidden_states", x)], ["output"])
 
 
-def save(name, module, x, input_name, output_name, out=None):
-    """Runs `module` on `x` and exports it with the dynamo exporter into
-    `out` (default examples/dynamo/NAME): model.onnx (+ .data), input.npy,
-    output.npy."""
+def save(name, module, inputs, output_names, out=None):
+    """Runs `module` on `inputs` ([(name, tensor)]) and exports it with the
+    dynamo exporter into `out` (default examples/dynamo/NAME): model.onnx
+    (+ .data); input.npy for one input, else NAME.npy per input; torch's
+    output.npy for one output, else output.npz."""
     import onnx
+    xs = tuple(t for _, t in inputs)
     with torch.no_grad():
-        y = module(x)
+        ys = module(*xs)
+    ys = ys if isinstance(ys, tuple) else (ys,)
     out = out or os.path.join(HERE, name)
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "model.onnx")
-    torch.onnx.export(module, (x,), path, dynamo=True,
-                      input_names=[input_name], output_names=[output_name])
-    np.save(os.path.join(out, "input.npy"), x.numpy())
-    np.save(os.path.join(out, "output.npy"), y.numpy())
+    torch.onnx.export(module, xs, path, dynamo=True,
+                      input_names=[n for n, _ in inputs],
+                      output_names=output_names)
+    if len(inputs) == 1:
+        np.save(os.path.join(out, "input.npy"), xs[0].numpy())
+    else:
+        for n, t in inputs:
+            np.save(os.path.join(out, n + ".npy"), t.numpy())
+    if len(ys) == 1:
+        np.save(os.path.join(out, "output.npy"), ys[0].numpy())
+    else:
+        np.savez(os.path.join(out, "output.npz"),
+                 **{n: y.numpy() for n, y in zip(output_names, ys)})
     m = onnx.load(path)
     print(name, "opset", [(o.domain, o.version) for o in m.opset_import],
           "ops", dict(sorted(collections.Counter(
@@ -175,8 +187,9 @@ def causal_lms():
     }
 
 
-def export_lm(name, cfg, batch=4, seq=S, out=None):
-    """Exports `cfg`'s causal LM (random weights) as input_ids -> logits."""
+def causal_lm(cfg):
+    """`cfg`'s causal LM with random weights, batched experts and eager
+    attention (the forms the dynamo exporter translates)."""
     cfg._experts_implementation = "batched_mm"
     cfg._attn_implementation = "eager"
     torch.manual_seed(0)
@@ -185,12 +198,15 @@ def export_lm(name, cfg, batch=4, seq=S, out=None):
         # Selection biases (DeepSeek-V3, GLM-4, ERNIE) start at zero: make
         # them matter.
         gen = torch.Generator().manual_seed(2)
-        for n, p in model.named_parameters():
+        for n, t in [*model.named_parameters(), *model.named_buffers()]:
             if "e_score_correction_bias" in n:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-        for n, b in model.named_buffers():
-            if "e_score_correction_bias" in n:
-                b.copy_(torch.randn(b.shape, generator=gen) * 0.1)
+                t.copy_(torch.randn(t.shape, generator=gen) * 0.1)
+    return model
+
+
+def export_lm(name, cfg, batch=4, seq=S, out=None):
+    """Exports `cfg`'s causal LM (random weights) as input_ids -> logits."""
+    model = causal_lm(cfg)
 
     class Logits(torch.nn.Module):
         def __init__(self, m):
@@ -202,7 +218,7 @@ def export_lm(name, cfg, batch=4, seq=S, out=None):
 
     ids = torch.randint(0, cfg.vocab_size, (batch, seq),
                         generator=torch.Generator().manual_seed(1))
-    save(name, Logits(model).eval(), ids, "input_ids", "logits", out)
+    save(name, Logits(model).eval(), [("input_ids", ids)], ["logits"], out)
 
 
 def export_decode_step(name="mixtral_decode_step", past=8):
@@ -212,15 +228,11 @@ def export_decode_step(name="mixtral_decode_step", past=8):
     (position `past`). The cache is a plain tensor per layer and kind
     (past_k_L, past_v_L -> present_k_L, present_v_L); NAME.npy per input,
     output.npz torch's outputs."""
-    import onnx
     cfg = transformers.MixtralConfig(
         hidden_size=H, intermediate_size=32, num_local_experts=E,
         num_experts_per_tok=K, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, vocab_size=256, max_position_embeddings=64)
-    cfg._experts_implementation = "batched_mm"
-    cfg._attn_implementation = "eager"
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(cfg).eval()
+    model = causal_lm(cfg)
     layers, kvh, hd, batch = cfg.num_hidden_layers, 2, H // 4, 4
 
     class Step(torch.nn.Module):
@@ -248,21 +260,7 @@ def export_decode_step(name="mixtral_decode_step", past=8):
                              for t in "kv"]
     onames = ["logits"] + [f"present_{t}_{layer}" for layer in range(layers)
                            for t in "kv"]
-    step = Step(model).eval()
-    with torch.no_grad():
-        ys = step(ids, *kv)
-    out = os.path.join(HERE, name)
-    os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, "model.onnx")
-    torch.onnx.export(step, (ids, *kv), path, dynamo=True,
-                      input_names=names, output_names=onames)
-    for n, t in zip(names, (ids, *kv)):
-        np.save(os.path.join(out, n + ".npy"), t.numpy())
-    np.savez(os.path.join(out, "output.npz"),
-             **{n: y.numpy() for n, y in zip(onames, ys)})
-    m = onnx.load(path)
-    print(name, "opset", [(o.domain, o.version) for o in m.opset_import],
-          "inputs", names, "outputs", onames)
+    save(name, Step(model).eval(), list(zip(names, (ids, *kv))), onames)
 
 
 def main():
