@@ -353,44 +353,37 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
     return alias(e.getResult(), e.getSrc(), op);
   if (auto r = dyn_cast<tensor::ReshapeOp>(op))
     return alias(r.getResult(), r.getSource(), op);
-  if (auto m = dyn_cast<linalg::MatmulOp>(op)) {
-    if (m.getInputs().size() != 2 || m.hasUserDefinedMaps())
-      return op->emitError("plan lowering: only plain 2-d linalg.matmul");
-    auto init = m.getOutputs()[0].getDefiningOp<linalg::FillOp>();
-    if (!init)
-      return op->emitError("plan lowering: linalg.matmul must start from a "
-                           "zero fill");
-    int32_t a = in(m.getInputs()[0]), b = in(m.getInputs()[1]);
-    int32_t c = out(m.getResult(0));
-    if (failed(ok))
-      return failure();
-    moert::Step &s = addStep("matmul", op);
-    s.inputs = {a, b, -1};
-    s.outputs = {c};
-    s.attrs["trans_b"] = intAttr(0);
-    return success();
-  }
-  if (auto m = dyn_cast<linalg::BatchMatmulOp>(op)) {
-    // Attention's activation x activation products ([B,M,K] x [B,K,N]).
-    if (m.getInputs().size() != 2 || m.hasUserDefinedMaps())
-      return op->emitError("plan lowering: only plain linalg.batch_matmul");
-    auto init = m.getOutputs()[0].getDefiningOp<linalg::FillOp>();
-    if (!init)
-      return op->emitError("plan lowering: linalg.batch_matmul must start "
-                           "from a zero fill");
-    auto isF32 = [](Value v) {
-      return cast<RankedTensorType>(v.getType()).getElementType().isF32();
-    };
-    if (!isF32(m.getInputs()[0]) || !isF32(m.getInputs()[1]) ||
-        !isF32(m.getResult(0)))
+  if (isa<linalg::MatmulOp, linalg::BatchMatmulOp>(op)) {
+    // Dense layers (2-d, BLAS sgemm) and attention's activation x
+    // activation products ([B,M,K] x [B,K,N], f32): each from a zero fill.
+    auto m = cast<linalg::LinalgOp>(op);
+    bool batched = isa<linalg::BatchMatmulOp>(op);
+    bool userMaps = batched
+                        ? cast<linalg::BatchMatmulOp>(op).hasUserDefinedMaps()
+                        : cast<linalg::MatmulOp>(op).hasUserDefinedMaps();
+    StringRef name = batched ? "linalg.batch_matmul" : "linalg.matmul";
+    if (m.getNumDpsInputs() != 2 || userMaps)
+      return op->emitError(batched
+                               ? "plan lowering: only plain linalg.batch_matmul"
+                               : "plan lowering: only plain 2-d linalg.matmul");
+    if (!m.getDpsInits()[0].getDefiningOp<linalg::FillOp>())
+      return op->emitError("plan lowering: ")
+             << name << " must start from a zero fill";
+    if (batched && !llvm::all_of(op->getOperandTypes(), [](Type t) {
+          return cast<ShapedType>(t).getElementType().isF32();
+        }))
       return op->emitError("plan lowering: only an f32 linalg.batch_matmul");
-    int32_t a = in(m.getInputs()[0]), b = in(m.getInputs()[1]);
-    int32_t c = out(m.getResult(0));
+    int32_t a = in(m.getDpsInputs()[0]), b = in(m.getDpsInputs()[1]);
+    int32_t c = out(op->getResult(0));
     if (failed(ok))
       return failure();
-    moert::Step &s = addStep("batch_matmul", op);
+    moert::Step &s = addStep(batched ? "batch_matmul" : "matmul", op);
     s.inputs = {a, b};
     s.outputs = {c};
+    if (!batched) {
+      s.inputs.push_back(-1); // no bias
+      s.attrs["trans_b"] = intAttr(0);
+    }
     return success();
   }
   if (auto sm = dyn_cast<linalg::SoftmaxOp>(op)) {
