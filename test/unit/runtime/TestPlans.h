@@ -70,6 +70,21 @@ inline NpyArray f32Array(std::vector<int64_t> shape,
   return a;
 }
 
+/// A model input or output of plan value `value`, split along axis 0 over
+/// the mesh axis `over` (its blocks in rank order).
+inline ModelIO splitIO(const std::string &name, DType dtype,
+                       std::vector<int64_t> shape, int32_t value,
+                       const std::string &over) {
+  ModelIO m;
+  m.name = name;
+  m.dtype = dtype;
+  m.shape = std::move(shape);
+  m.split.axis = 0;
+  m.split.over = {over};
+  m.value = value;
+  return m;
+}
+
 inline NpyArray i64Array(std::vector<int64_t> shape,
                          const std::vector<int64_t> &v) {
   NpyArray a;
@@ -363,14 +378,7 @@ inline TestCase makeMoE(const MoESpec &spec) {
 
   auto io = [&](const std::string &name, DType dt, std::vector<int64_t> shape,
                 int32_t v) {
-    ModelIO m;
-    m.name = name;
-    m.dtype = dt;
-    m.shape = std::move(shape);
-    m.split.axis = 0;
-    m.split.over = {"ep"};
-    m.value = v;
-    return m;
+    return splitIO(name, dt, std::move(shape), v, "ep");
   };
   p.inputs.push_back(io("x", DType::f32, {T, H}, vx));
   std::vector<double> xd(x.begin(), x.end());
@@ -512,14 +520,10 @@ inline TestCase makeAttention(int ranks, int64_t B = 3, int64_t S = 7,
     }
   auto addIO = [&](const char *name, int32_t value, std::vector<int64_t> inner,
                    bool input) {
-    ModelIO io;
-    io.name = name;
-    io.shape = {Bg};
-    io.shape.insert(io.shape.end(), inner.begin(), inner.end());
-    io.split.axis = 0;
-    io.split.over = {"dp"};
-    io.value = value;
-    (input ? p.inputs : p.outputs).push_back(io);
+    std::vector<int64_t> shape = {Bg};
+    shape.insert(shape.end(), inner.begin(), inner.end());
+    (input ? p.inputs : p.outputs)
+        .push_back(splitIO(name, DType::f32, shape, value, "dp"));
   };
   addIO("q", vq, {S, D}, true);
   addIO("kt", vk, {D, S}, true);
