@@ -275,16 +275,9 @@ for name, r in sorted(refs.items()):
           f"bound {tol:g})")
 sys.exit(1 if bad or not refs else 0)
 PY
-# The plan's input names, from its manifest (header: manifest offset and
-# size at bytes 16 and 24).
+# The plan's input names, from moe-run --describe ("input  NAME: ...").
 plan_inputs() {
-  "$PYTHON" - "$1" <<'PY'
-import json, struct, sys
-with open(sys.argv[1], "rb") as f:
-    off, size = struct.unpack("<QQ", f.read(64)[16:32])
-    f.seek(off)
-    print(" ".join(i["name"] for i in json.loads(f.read(size))["inputs"]))
-PY
+  "$BIN/moe-run" --describe "$1" | sed -n 's/^input  *\([^:]*\):.*/\1/p' | tr '\n' ' '
 }
 if [ ! -f "$PLANS/manifest.txt" ]; then
   log "gpu-check: no plans in $PLANS: run scripts/prepare-gpu-carry.sh (with"

@@ -8,6 +8,7 @@ APT_PACKAGES=(
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools
   libonnx-dev libprotobuf-dev protobuf-compiler
   libgtest-dev
+  libflatbuffers-dev flatbuffers-compiler
   openmpi-bin libopenmpi-dev
   libopenblas-dev
 )

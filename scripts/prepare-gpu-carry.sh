@@ -124,6 +124,24 @@ else
     "the end-to-end plans of gpu-check.sh are not compiled" >&2
 fi
 
+# --- FlatBuffers: the plan schema's generated headers and the library's ---
+# headers (header-only for C++), for a GPU machine without flatc or
+# libflatbuffers-dev (runtime/CMakeLists.txt looks in build-carry/flatbuffers
+# and checks the schema hash).
+FB=$ROOT/build-carry/flatbuffers
+GEN=${BUILD_DIR:-$ROOT/build}/runtime/include/moert
+if [ -f "$GEN/plan_generated.h" ] && [ -f "$GEN/plan.fbs.sha256" ] && [ -d /usr/include/flatbuffers ]; then
+  rm -rf "$FB"
+  mkdir -p "$FB/gen/moert" "$FB/include"
+  cp "$GEN/plan_generated.h" "$GEN/enums_generated.h" "$GEN/plan.fbs.sha256" "$FB/gen/moert/"
+  cp -a /usr/include/flatbuffers "$FB/include/"
+  echo "prepare-gpu-carry: plan schema headers and FlatBuffers -> $FB ($(du -sh "$FB" | cut -f1))"
+else
+  echo "prepare-gpu-carry: no generated plan schema in $GEN or no" \
+    "/usr/include/flatbuffers (run scripts/build.sh first)" >&2
+  exit 1
+fi
+
 # --- GoogleTest source tree -------------------------------------------------
 SRC=${1:-/usr/src/googletest}
 DEST=$ROOT/build-carry/googletest

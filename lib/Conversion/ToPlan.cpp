@@ -43,30 +43,27 @@ bool toDType(Type t, moert::DType &out) {
   return true;
 }
 
-moert::Attr intAttr(int64_t v) {
-  moert::Attr a;
-  a.kind = moert::Attr::Int;
-  a.i = v;
-  return a;
-}
-moert::Attr floatAttr(double v) {
-  moert::Attr a;
-  a.kind = moert::Attr::Float;
-  a.f = v;
-  return a;
-}
-moert::Attr strAttr(StringRef v) {
-  moert::Attr a;
-  a.kind = moert::Attr::String;
-  a.s = v.str();
-  return a;
-}
-moert::Attr listAttr(std::vector<int64_t> v) {
-  moert::Attr a;
-  a.kind = moert::Attr::IntList;
-  a.list = std::move(v);
-  return a;
-}
+// The plan schema's routing and activation enums share the dialect's values
+// (runtime/schema/enums.fbs), so the lowering converts them by value.
+#define MOEC_SAME_ENUM(A, B)                                                   \
+  static_assert(uint32_t(A) == uint32_t(B), #A " and " #B " differ")
+MOEC_SAME_ENUM(moe::ScoreFunc::softmax, moert::fb::ScoreFunc::softmax);
+MOEC_SAME_ENUM(moe::ScoreFunc::sigmoid, moert::fb::ScoreFunc::sigmoid);
+MOEC_SAME_ENUM(moe::GroupScore::max, moert::fb::GroupScore::max);
+MOEC_SAME_ENUM(moe::GroupScore::top2_sum, moert::fb::GroupScore::top2_sum);
+MOEC_SAME_ENUM(moe::Activation::identity, moert::fb::Activation::identity);
+MOEC_SAME_ENUM(moe::Activation::relu, moert::fb::Activation::relu);
+MOEC_SAME_ENUM(moe::Activation::gelu, moert::fb::Activation::gelu);
+MOEC_SAME_ENUM(moe::Activation::gelu_tanh, moert::fb::Activation::gelu_tanh);
+MOEC_SAME_ENUM(moe::Activation::silu, moert::fb::Activation::silu);
+#undef MOEC_SAME_ENUM
+static_assert(moe::getMaxEnumValForScoreFunc() ==
+                      uint32_t(moert::fb::ScoreFunc::MAX) &&
+                  moe::getMaxEnumValForGroupScore() ==
+                      uint32_t(moert::fb::GroupScore::MAX) &&
+                  moe::getMaxEnumValForActivation() ==
+                      uint32_t(moert::fb::Activation::MAX),
+              "the dialect and the plan schema list the same enum values");
 
 class PlanBuilder {
 public:
@@ -85,7 +82,14 @@ private:
   LogicalResult addLocalWeights(moe::LocalWeightsOp op);
   LogicalResult addTpSlice(moe::TpSliceOp op);
   LogicalResult lowerOp(Operation *op);
-  moert::Step &addStep(StringRef name, Operation *op);
+  /// Appends a step of the kind of `attrs` (a plan.fbs step table).
+  template <typename T> moert::Step &addStep(T attrs, Operation *op) {
+    moert::Step s;
+    s.attrs.Set(std::move(attrs));
+    s.loc = nodeName(op->getLoc());
+    plan.steps.push_back(std::move(s));
+    return plan.steps.back();
+  }
   std::string axesName(ArrayRef<int16_t> axes);
   uint64_t appendData(int32_t segment, ArrayRef<char> bytes);
   void planMemory(func::FuncOp func);
@@ -306,14 +310,6 @@ LogicalResult PlanBuilder::addTpSlice(moe::TpSliceOp op) {
   return success();
 }
 
-moert::Step &PlanBuilder::addStep(StringRef name, Operation *op) {
-  moert::Step s;
-  s.op = name.str();
-  s.loc = nodeName(op->getLoc());
-  plan.steps.push_back(s);
-  return plan.steps.back();
-}
-
 std::string PlanBuilder::axesName(ArrayRef<int16_t> axes) {
   std::string s;
   for (int16_t a : axes)
@@ -377,13 +373,12 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
     int32_t c = out(op->getResult(0));
     if (failed(ok))
       return failure();
-    moert::Step &s = addStep(batched ? "batch_matmul" : "matmul", op);
+    moert::Step &s = batched ? addStep(moert::fb::BatchMatmulT(), op)
+                             : addStep(moert::fb::MatmulT(), op);
     s.inputs = {a, b};
     s.outputs = {c};
-    if (!batched) {
+    if (!batched)
       s.inputs.push_back(-1); // no bias
-      s.attrs["trans_b"] = intAttr(0);
-    }
     return success();
   }
   if (auto sm = dyn_cast<linalg::SoftmaxOp>(op)) {
@@ -397,7 +392,7 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
     int32_t y = out(sm.getResult()[0]);
     if (failed(ok))
       return failure();
-    moert::Step &s = addStep("softmax", op);
+    moert::Step &s = addStep(moert::fb::SoftmaxT(), op);
     s.inputs = {x};
     s.outputs = {y};
     return success();
@@ -407,18 +402,17 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
     int32_t w = out(r.getWeights()), i = out(r.getIndices());
     if (failed(ok))
       return failure();
-    moert::Step &s = addStep("route", op);
+    moert::fb::RouteT a;
+    a.top_k = r.getTopK();
+    a.score_func = moert::fb::ScoreFunc(r.getScoreFunc());
+    a.renormalize = r.getRenormalize();
+    a.scaling_factor = r.getScalingFactor().convertToDouble();
+    a.num_groups = r.getNumGroups();
+    a.topk_groups = r.getTopkGroups();
+    a.group_score = moert::fb::GroupScore(r.getGroupScore());
+    moert::Step &s = addStep(std::move(a), op);
     s.inputs = {logits, bias};
     s.outputs = {w, i};
-    s.attrs["top_k"] = intAttr(r.getTopK());
-    s.attrs["score_func"] = strAttr(moe::stringifyScoreFunc(r.getScoreFunc()));
-    s.attrs["renormalize"] = intAttr(r.getRenormalize());
-    s.attrs["scaling_factor"] =
-        floatAttr(r.getScalingFactor().convertToDouble());
-    s.attrs["num_groups"] = intAttr(r.getNumGroups());
-    s.attrs["topk_groups"] = intAttr(r.getTopkGroups());
-    s.attrs["group_score"] =
-        strAttr(moe::stringifyGroupScore(r.getGroupScore()));
     return success();
   }
   if (auto d = dyn_cast<moe::DispatchOp>(op)) {
@@ -430,15 +424,13 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
     if (failed(ok))
       return failure();
     stepOf[d.getHandle()] = plan.steps.size();
-    moert::Step &s = addStep("dispatch", op);
-    s.inputs = {t, i};
-    s.outputs = {recv};
     moe::PlacementAttr p = d.getPlacement();
-    s.attrs["axes"] = strAttr(axesName(d.getGridAxes()));
-    s.attrs["num_experts"] = intAttr(p.getNumExperts());
-    s.attrs["slots_per_rank"] = intAttr(p.getSlotsPerRank());
-    s.attrs["capacity"] = intAttr(d.getCapacity());
-    std::vector<int64_t> reps;
+    moert::fb::DispatchT a;
+    a.axes = axesName(d.getGridAxes());
+    a.num_experts = p.getNumExperts();
+    a.slots_per_rank = p.getSlotsPerRank();
+    a.capacity = d.getCapacity();
+    std::vector<int64_t> &reps = a.replicas;
     for (int64_t e = 0; e < p.getNumExperts(); ++e) {
       std::vector<int64_t> pairs;
       for (int64_t q = 0; q < p.getRanks(); ++q)
@@ -450,7 +442,9 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
       reps.push_back(pairs.size() / 2);
       reps.insert(reps.end(), pairs.begin(), pairs.end());
     }
-    s.attrs["replicas"] = listAttr(std::move(reps));
+    moert::Step &s = addStep(std::move(a), op);
+    s.inputs = {t, i};
+    s.outputs = {recv};
     return success();
   }
   if (auto ec = dyn_cast<moe::ExpertComputeOp>(op)) {
@@ -465,12 +459,12 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
     if (it == stepOf.end())
       return op->emitError("plan lowering: expert_compute without its "
                            "dispatch");
-    moert::Step &s = addStep("experts", op);
+    moert::fb::ExpertsT a;
+    a.activation = moert::fb::Activation(ec.getActivation());
+    a.dispatch = int64_t(it->second);
+    moert::Step &s = addStep(std::move(a), op);
     s.inputs = {recv, g, u, dn, bg, bu, bd};
     s.outputs = {y};
-    s.attrs["activation"] =
-        strAttr(moe::stringifyActivation(ec.getActivation()));
-    s.attrs["dispatch"] = intAttr(it->second);
     return success();
   }
   if (auto c = dyn_cast<moe::CombineOp>(op)) {
@@ -481,10 +475,11 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
     auto it = stepOf.find(c.getHandle());
     if (it == stepOf.end())
       return op->emitError("plan lowering: combine without its dispatch");
-    moert::Step &s = addStep("combine", op);
+    moert::fb::CombineT a;
+    a.dispatch = int64_t(it->second);
+    moert::Step &s = addStep(std::move(a), op);
     s.inputs = {y, w};
     s.outputs = {o};
-    s.attrs["dispatch"] = intAttr(it->second);
     return success();
   }
   if (auto ar = dyn_cast<shard::AllReduceOp>(op)) {
@@ -492,11 +487,12 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
     int32_t y = out(ar.getResult());
     if (failed(ok))
       return failure();
-    moert::Step &s = addStep("all_reduce", op);
+    moert::fb::AllReduceT a;
+    a.axes = axesName(ar.getGridAxes());
+    a.reduction = moert::fb::Reduction::sum;
+    moert::Step &s = addStep(std::move(a), op);
     s.inputs = {x};
     s.outputs = {y};
-    s.attrs["axes"] = strAttr(axesName(ar.getGridAxes()));
-    s.attrs["reduction"] = strAttr("sum");
     return success();
   }
   if (auto call = dyn_cast<func::CallOp>(op)) {
@@ -511,10 +507,11 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
       outs.push_back(out(v));
     if (failed(ok))
       return failure();
-    moert::Step &s = addStep("kernel", op);
+    moert::fb::KernelT a;
+    a.name = call.getCallee().str();
+    moert::Step &s = addStep(std::move(a), op);
     s.inputs = ins;
     s.outputs = outs;
-    s.attrs["name"] = strAttr(call.getCallee());
     return success();
   }
   if (isa<func::ReturnOp>(op))

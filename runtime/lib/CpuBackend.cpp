@@ -70,7 +70,23 @@ public:
     std::memcpy(dst, arena_ + v.offset, bytes);
   }
 
-  void runStep(ExecContext &ctx, size_t index) override;
+  void matmul(ExecContext &ctx, size_t index, const fb::MatmulT &a) override;
+  void batchMatmul(ExecContext &ctx, size_t index,
+                   const fb::BatchMatmulT &a) override;
+  void route(ExecContext &ctx, size_t index, const fb::RouteT &a) override;
+  void dispatch(ExecContext &ctx, size_t index,
+                const fb::DispatchT &a) override;
+  void experts(ExecContext &ctx, size_t index, const fb::ExpertsT &a) override;
+  void combine(ExecContext &ctx, size_t index, const fb::CombineT &a) override;
+  void unary(ExecContext &ctx, size_t index, const fb::UnaryT &a) override;
+  void binary(ExecContext &ctx, size_t index, const fb::BinaryT &a) override;
+  void softmax(ExecContext &ctx, size_t index, const fb::SoftmaxT &a) override;
+  void copy(ExecContext &ctx, size_t index, const fb::CopyT &a) override;
+  void allReduce(ExecContext &ctx, size_t index,
+                 const fb::AllReduceT &a) override;
+  void allGather(ExecContext &ctx, size_t index,
+                 const fb::AllGatherT &a) override;
+  void kernel(ExecContext &ctx, size_t index, const fb::KernelT &a) override;
 
 private:
   /// The bytes of value `id`: arena or mapped constant; dtype checked.
@@ -89,12 +105,9 @@ private:
   /// Maps the plan's generated CPU code (a shared object in the data
   /// region): written to a private temporary file, dlopen'ed, unlinked.
   void loadKernels(ExecContext &ctx);
-  void kernel(ExecContext &ctx, size_t index);
-
-  void dispatch(ExecContext &ctx, size_t index);
-  void experts(ExecContext &ctx, size_t index);
-  void combine(ExecContext &ctx, size_t index);
-  DispatchState &stateFor(ExecContext &ctx, size_t index);
+  /// The state its dispatch step `dispatchStep` left for an experts or
+  /// combine step.
+  DispatchState &stateFor(ExecContext &ctx, size_t index, int64_t dispatchStep);
 
   char *arena_ = nullptr;
   uint64_t arenaSize_ = 0;
@@ -176,15 +189,94 @@ const float *CpuBackend::wide(ExecContext &ctx, size_t index, int32_t id,
   return dst->data();
 }
 
-DispatchState &CpuBackend::stateFor(ExecContext &ctx, size_t index) {
-  int64_t d = ctx.plan().steps[index].getInt("dispatch", -1);
+DispatchState &CpuBackend::stateFor(ExecContext &ctx, size_t index,
+                                    int64_t d) {
   if (d < 0 || d >= int64_t(states_.size()) || !states_[d].valid)
     throw ctx.error(index,
                     "its dispatch step " + std::to_string(d) + " has not run");
   return states_[d];
 }
 
-void CpuBackend::runStep(ExecContext &ctx, size_t index) {
+void CpuBackend::matmul(ExecContext &ctx, size_t index, const fb::MatmulT &at) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  auto val = [&](int32_t id) -> const Value & { return p.values[id]; };
+  auto need = [&](bool ok, const std::string &what) {
+    if (!ok)
+      throw ctx.error(index, what);
+  };
+  MatmulDims d = checkMatmulStep(ctx, index);
+  const Value &a = val(s.inputs[0]), &c = val(s.outputs[0]);
+  // 16-bit operands (moec --precision): widened, fp32 GEMM; C is f32 or
+  // narrowed to A's type.
+  Half16 h = Half16::bf16;
+  need(c.dtype == DType::f32 || half16(a.dtype, h),
+       std::string("C has dtype ") + dtypeName(c.dtype) + " for inputs of " +
+           dtypeName(a.dtype));
+  const float *bias = nullptr;
+  if (s.inputs.size() > 2 && s.inputs[2] >= 0)
+    bias = wide(ctx, index, s.inputs[2], "bias", wc_);
+  const float *A = wide(ctx, index, s.inputs[0], "A", wa_);
+  const float *B = wide(ctx, index, s.inputs[1], "B", wb_);
+  if (c.dtype == DType::f32) {
+    cpu::matmul(A, B, bias, f32(ctx, index, s.outputs[0], "C"), d.M, d.K, d.N,
+                d.transB);
+  } else {
+    scratch_.resize(size_t(d.M * d.N));
+    cpu::matmul(A, B, bias, scratch_.data(), d.M, d.K, d.N, d.transB);
+    fromF32(h, scratch_.data(),
+            reinterpret_cast<uint16_t *>(
+                ptr(ctx, index, s.outputs[0], c.dtype, "C")),
+            size_t(d.M * d.N));
+  }
+}
+
+void CpuBackend::batchMatmul(ExecContext &ctx, size_t index, const fb::BatchMatmulT &at) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  BatchMatmulDims d = checkBatchMatmulStep(ctx, index);
+  const float *A = f32(ctx, index, s.inputs[0], "A");
+  const float *B = f32(ctx, index, s.inputs[1], "B");
+  float *C = f32(ctx, index, s.outputs[0], "C");
+  for (int64_t b = 0; b < d.batch; ++b)
+    cpu::matmul(A + b * d.M * d.K, B + b * d.K * d.N, nullptr,
+                C + b * d.M * d.N, d.M, d.K, d.N, false);
+}
+
+void CpuBackend::route(ExecContext &ctx, size_t index, const fb::RouteT &at) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  int64_t T = 0, E = 0;
+  RouteParams rp = checkRouteStep(ctx, index, T, E);
+  cpu::route(f32(ctx, index, s.inputs[0], "logits"),
+             optF32(ctx, index, s, 1, "bias"), T, E, rp,
+             f32(ctx, index, s.outputs[0], "weights"),
+             reinterpret_cast<int64_t *>(
+                 ptr(ctx, index, s.outputs[1], DType::i64, "ids")));
+}
+
+void CpuBackend::unary(ExecContext &ctx, size_t index, const fb::UnaryT &at) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  cpu::Unary fn;
+  int64_t n = checkUnaryStep(ctx, index, fn);
+  cpu::unary(fn, f32(ctx, index, s.inputs[0], "x"),
+             f32(ctx, index, s.outputs[0], "y"), n);
+}
+
+void CpuBackend::binary(ExecContext &ctx, size_t index, const fb::BinaryT &at) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  auto val = [&](int32_t id) -> const Value & { return p.values[id]; };
+  cpu::Binary fn;
+  std::vector<int64_t> as, bs;
+  checkBinaryStep(ctx, index, fn, as, bs);
+  cpu::binary(fn, f32(ctx, index, s.inputs[0], "a"), as,
+              f32(ctx, index, s.inputs[1], "b"), bs,
+              f32(ctx, index, s.outputs[0], "c"), val(s.outputs[0]).shape);
+}
+
+void CpuBackend::softmax(ExecContext &ctx, size_t index, const fb::SoftmaxT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
   auto val = [&](int32_t id) -> const Value & { return p.values[id]; };
@@ -195,156 +287,87 @@ void CpuBackend::runStep(ExecContext &ctx, size_t index) {
     if (!ok)
       throw ctx.error(index, what);
   };
+  const Value &x = val(s.inputs[0]);
+  int64_t n = lastDim(x);
+  need(val(s.outputs[0]).numElements() == x.numElements(),
+       "x and y differ in size");
+  cpu::softmax(f32(ctx, index, s.inputs[0], "x"),
+               f32(ctx, index, s.outputs[0], "y"),
+               n ? x.numElements() / n : 0, n);
+}
 
-  if (s.op == "matmul") {
-    MatmulDims d = checkMatmulStep(ctx, index);
-    const Value &a = val(s.inputs[0]), &c = val(s.outputs[0]);
-    // 16-bit operands (moec --precision): widened, fp32 GEMM; C is f32 or
-    // narrowed to A's type.
-    Half16 h = Half16::bf16;
-    need(c.dtype == DType::f32 || half16(a.dtype, h),
-         std::string("C has dtype ") + dtypeName(c.dtype) + " for inputs of " +
-             dtypeName(a.dtype));
-    const float *bias = nullptr;
-    if (s.inputs.size() > 2 && s.inputs[2] >= 0)
-      bias = wide(ctx, index, s.inputs[2], "bias", wc_);
-    const float *A = wide(ctx, index, s.inputs[0], "A", wa_);
-    const float *B = wide(ctx, index, s.inputs[1], "B", wb_);
-    if (c.dtype == DType::f32) {
-      cpu::matmul(A, B, bias, f32(ctx, index, s.outputs[0], "C"), d.M, d.K, d.N,
-                  d.transB);
-    } else {
-      scratch_.resize(size_t(d.M * d.N));
-      cpu::matmul(A, B, bias, scratch_.data(), d.M, d.K, d.N, d.transB);
-      fromF32(h, scratch_.data(),
-              reinterpret_cast<uint16_t *>(
-                  ptr(ctx, index, s.outputs[0], c.dtype, "C")),
-              size_t(d.M * d.N));
-    }
+void CpuBackend::copy(ExecContext &ctx, size_t index, const fb::CopyT &at) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  auto val = [&](int32_t id) -> const Value & { return p.values[id]; };
+  auto need = [&](bool ok, const std::string &what) {
+    if (!ok)
+      throw ctx.error(index, what);
+  };
+  const Value &x = val(s.inputs[0]), &y = val(s.outputs[0]);
+  need(x.byteSize() == y.byteSize() && x.dtype == y.dtype,
+       "x " + shapeString(x.shape) + " and y " + shapeString(y.shape) +
+           " differ in size or dtype");
+  std::memmove(ptr(ctx, index, s.outputs[0], y.dtype, "y"),
+               ptr(ctx, index, s.inputs[0], x.dtype, "x"), x.byteSize());
+}
+
+void CpuBackend::allReduce(ExecContext &ctx, size_t index, const fb::AllReduceT &at) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  auto val = [&](int32_t id) -> const Value & { return p.values[id]; };
+  auto need = [&](bool ok, const std::string &what) {
+    if (!ok)
+      throw ctx.error(index, what);
+  };
+  need(at.reduction == fb::Reduction::sum,
+       std::string("unsupported reduction '") +
+           fb::EnumNameReduction(at.reduction) + "'");
+  const Value &x = val(s.inputs[0]);
+  need(val(s.outputs[0]).numElements() == x.numElements(),
+       "x and y differ in size");
+  need(val(s.outputs[0]).dtype == x.dtype, "x and y differ in dtype");
+  Half16 h = Half16::bf16;
+  if (half16(x.dtype, h)) {
+    // 16-bit partial sums (a --precision plan with tp > 1): summed in
+    // fp32, rounded once.
+    size_t n = size_t(x.numElements());
+    wa_.resize(n);
+    toF32(h,
+          reinterpret_cast<const uint16_t *>(
+              ptr(ctx, index, s.inputs[0], x.dtype, "x")),
+          wa_.data(), n);
+    ctx.group(at.axes).allReduceSum(wa_.data(), int64_t(n));
+    fromF32(h, wa_.data(),
+            reinterpret_cast<uint16_t *>(
+                ptr(ctx, index, s.outputs[0], x.dtype, "y")),
+            n);
     return;
   }
+  float *xp = f32(ctx, index, s.inputs[0], "x");
+  float *yp = f32(ctx, index, s.outputs[0], "y");
+  if (xp != yp)
+    std::memmove(yp, xp, x.byteSize());
+  ctx.group(at.axes).allReduceSum(yp, x.numElements());
+}
 
-  if (s.op == "batch_matmul") {
-    BatchMatmulDims d = checkBatchMatmulStep(ctx, index);
-    const float *A = f32(ctx, index, s.inputs[0], "A");
-    const float *B = f32(ctx, index, s.inputs[1], "B");
-    float *C = f32(ctx, index, s.outputs[0], "C");
-    for (int64_t b = 0; b < d.batch; ++b)
-      cpu::matmul(A + b * d.M * d.K, B + b * d.K * d.N, nullptr,
-                  C + b * d.M * d.N, d.M, d.K, d.N, false);
-    return;
-  }
-
-  if (s.op == "route") {
-    int64_t T = 0, E = 0;
-    RouteParams rp = checkRouteStep(ctx, index, T, E);
-    cpu::route(f32(ctx, index, s.inputs[0], "logits"),
-               optF32(ctx, index, s, 1, "bias"), T, E, rp,
-               f32(ctx, index, s.outputs[0], "weights"),
-               reinterpret_cast<int64_t *>(
-                   ptr(ctx, index, s.outputs[1], DType::i64, "ids")));
-    return;
-  }
-
-  if (s.op == "dispatch")
-    return dispatch(ctx, index);
-  if (s.op == "experts")
-    return experts(ctx, index);
-  if (s.op == "combine")
-    return combine(ctx, index);
-
-  if (s.op == "unary") {
-    cpu::Unary fn;
-    int64_t n = checkUnaryStep(ctx, index, fn);
-    cpu::unary(fn, f32(ctx, index, s.inputs[0], "x"),
-               f32(ctx, index, s.outputs[0], "y"), n);
-    return;
-  }
-
-  if (s.op == "binary") {
-    cpu::Binary fn;
-    std::vector<int64_t> as, bs;
-    checkBinaryStep(ctx, index, fn, as, bs);
-    cpu::binary(fn, f32(ctx, index, s.inputs[0], "a"), as,
-                f32(ctx, index, s.inputs[1], "b"), bs,
-                f32(ctx, index, s.outputs[0], "c"), val(s.outputs[0]).shape);
-    return;
-  }
-
-  if (s.op == "softmax") {
-    const Value &x = val(s.inputs[0]);
-    int64_t n = lastDim(x);
-    need(val(s.outputs[0]).numElements() == x.numElements(),
-         "x and y differ in size");
-    cpu::softmax(f32(ctx, index, s.inputs[0], "x"),
-                 f32(ctx, index, s.outputs[0], "y"),
-                 n ? x.numElements() / n : 0, n);
-    return;
-  }
-
-  if (s.op == "copy") {
-    const Value &x = val(s.inputs[0]), &y = val(s.outputs[0]);
-    need(x.byteSize() == y.byteSize() && x.dtype == y.dtype,
-         "x " + shapeString(x.shape) + " and y " + shapeString(y.shape) +
-             " differ in size or dtype");
-    std::memmove(ptr(ctx, index, s.outputs[0], y.dtype, "y"),
-                 ptr(ctx, index, s.inputs[0], x.dtype, "x"), x.byteSize());
-    return;
-  }
-
-  if (s.op == "all_reduce") {
-    need(s.getString("reduction", "sum") == "sum",
-         "unsupported reduction '" + s.getString("reduction", "") + "'");
-    const Value &x = val(s.inputs[0]);
-    need(val(s.outputs[0]).numElements() == x.numElements(),
-         "x and y differ in size");
-    need(val(s.outputs[0]).dtype == x.dtype, "x and y differ in dtype");
-    Half16 h = Half16::bf16;
-    if (half16(x.dtype, h)) {
-      // 16-bit partial sums (a --precision plan with tp > 1): summed in
-      // fp32, rounded once.
-      size_t n = size_t(x.numElements());
-      wa_.resize(n);
-      toF32(h,
-            reinterpret_cast<const uint16_t *>(
-                ptr(ctx, index, s.inputs[0], x.dtype, "x")),
-            wa_.data(), n);
-      ctx.group(s.getString("axes", "")).allReduceSum(wa_.data(), int64_t(n));
-      fromF32(h, wa_.data(),
-              reinterpret_cast<uint16_t *>(
-                  ptr(ctx, index, s.outputs[0], x.dtype, "y")),
-              n);
-      return;
-    }
-    float *xp = f32(ctx, index, s.inputs[0], "x");
-    float *yp = f32(ctx, index, s.outputs[0], "y");
-    if (xp != yp)
-      std::memmove(yp, xp, x.byteSize());
-    ctx.group(s.getString("axes", "")).allReduceSum(yp, x.numElements());
-    return;
-  }
-
-  if (s.op == "all_gather") {
-    const Value &x = val(s.inputs[0]), &y = val(s.outputs[0]);
-    Comm &comm = ctx.group(s.getString("axes", ""));
-    int64_t G = comm.size();
-    int64_t outer = checkAllGatherStep(ctx, index, G);
-    int64_t inner = outer ? int64_t(x.byteSize()) / outer : 0;
-    gather_.resize(G * x.byteSize());
-    comm.allGather(ptr(ctx, index, s.inputs[0], x.dtype, "x"),
-                   int64_t(x.byteSize()), gather_.data());
-    char *yp = ptr(ctx, index, s.outputs[0], y.dtype, "y");
-    for (int64_t o = 0; o < outer; ++o)
-      for (int64_t g = 0; g < G; ++g)
-        std::memcpy(yp + (o * G + g) * inner,
-                    gather_.data() + g * x.byteSize() + o * inner, inner);
-    return;
-  }
-
-  if (s.op == "kernel")
-    return kernel(ctx, index);
-
-  throw ctx.error(index, "unknown step kind");
+void CpuBackend::allGather(ExecContext &ctx, size_t index, const fb::AllGatherT &at) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  auto val = [&](int32_t id) -> const Value & { return p.values[id]; };
+  const Value &x = val(s.inputs[0]), &y = val(s.outputs[0]);
+  Comm &comm = ctx.group(at.axes);
+  int64_t G = comm.size();
+  int64_t outer = checkAllGatherStep(ctx, index, G);
+  int64_t inner = outer ? int64_t(x.byteSize()) / outer : 0;
+  gather_.resize(G * x.byteSize());
+  comm.allGather(ptr(ctx, index, s.inputs[0], x.dtype, "x"),
+                 int64_t(x.byteSize()), gather_.data());
+  char *yp = ptr(ctx, index, s.outputs[0], y.dtype, "y");
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t g = 0; g < G; ++g)
+      std::memcpy(yp + (o * G + g) * inner,
+                  gather_.data() + g * x.byteSize() + o * inner, inner);
 }
 
 void CpuBackend::loadKernels(ExecContext &ctx) {
@@ -390,12 +413,11 @@ void CpuBackend::loadKernels(ExecContext &ctx) {
   }
 }
 
-void CpuBackend::kernel(ExecContext &ctx, size_t index) {
+void CpuBackend::kernel(ExecContext &ctx, size_t index, const fb::KernelT &at) {
   const Step &s = ctx.plan().steps[index];
-  auto it = kernels_.find(s.getString("name", ""));
+  auto it = kernels_.find(at.name);
   if (it == kernels_.end())
-    throw ctx.error(index,
-                    "kernel '" + s.getString("name", "") + "' was not loaded");
+    throw ctx.error(index, "kernel '" + at.name + "' was not loaded");
   std::vector<void *> a;
   for (int32_t id : s.inputs)
     a.push_back(ptr(ctx, index, id, ctx.plan().values[id].dtype, "operand"));
@@ -438,7 +460,8 @@ void CpuBackend::kernel(ExecContext &ctx, size_t index) {
   }
 }
 
-void CpuBackend::dispatch(ExecContext &ctx, size_t index) {
+void CpuBackend::dispatch(ExecContext &ctx, size_t index,
+                          const fb::DispatchT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
   auto need = [&](bool ok, const std::string &what) {
@@ -449,7 +472,7 @@ void CpuBackend::dispatch(ExecContext &ctx, size_t index) {
   checkDispatchStep(ctx, index, H, k, T);
   const Value &tok = p.values[s.inputs[0]];
   const Value &recv = p.values[s.outputs[0]];
-  std::string axes = s.getString("axes", "");
+  const std::string &axes = at.axes;
   Comm &comm = ctx.group(axes);
   int64_t G = comm.size();
   Placement pl = dispatchPlacement(ctx, index, G);
@@ -463,7 +486,7 @@ void CpuBackend::dispatch(ExecContext &ctx, size_t index) {
   const int64_t *idp = reinterpret_cast<const int64_t *>(
       ptr(ctx, index, s.inputs[1], DType::i64, "ids"));
   std::string err;
-  if (!cpu::planDispatch(idp, T, k, pl, s.getInt("capacity", -1), st.layout,
+  if (!cpu::planDispatch(idp, T, k, pl, at.capacity, st.layout,
                          err))
     throw ctx.error(index, err);
   // Rows move as bytes: f32, or 16-bit rows of a --precision plan.
@@ -535,14 +558,15 @@ void CpuBackend::dispatch(ExecContext &ctx, size_t index) {
   l.rowsReceived = st.recvRows;
 }
 
-void CpuBackend::experts(ExecContext &ctx, size_t index) {
+void CpuBackend::experts(ExecContext &ctx, size_t index,
+                         const fb::ExpertsT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
   auto need = [&](bool ok, const std::string &what) {
     if (!ok)
       throw ctx.error(index, what);
   };
-  DispatchState &st = stateFor(ctx, index);
+  DispatchState &st = stateFor(ctx, index, at.dispatch);
   int64_t H = st.H;
   int64_t F = checkExpertsStep(ctx, index, H, st.S, st.recvRows);
   // Rows, weights and y share one dtype; 16-bit ones are widened (weights
@@ -570,8 +594,7 @@ void CpuBackend::experts(ExecContext &ctx, size_t index) {
   w.bDown = weight(6, "b_down");
   w.H = H;
   w.F = F;
-  need(parseActivation(s.getString("activation", "silu"), w.act),
-       "unknown activation '" + s.getString("activation", "") + "'");
+  w.act = at.activation;
   size_t bytes = cpu::groupedFFNScratch(st.recvRows, w);
   scratch_.resize(bytes / sizeof(float) + 16);
   if (!low) {
@@ -592,14 +615,15 @@ void CpuBackend::experts(ExecContext &ctx, size_t index) {
           n);
 }
 
-void CpuBackend::combine(ExecContext &ctx, size_t index) {
+void CpuBackend::combine(ExecContext &ctx, size_t index,
+                         const fb::CombineT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
   auto need = [&](bool ok, const std::string &what) {
     if (!ok)
       throw ctx.error(index, what);
   };
-  DispatchState &st = stateFor(ctx, index);
+  DispatchState &st = stateFor(ctx, index, at.dispatch);
   int64_t H = st.H, T = st.layout.T, k = st.layout.k;
   checkCombineStep(ctx, index, H, T, k, st.recvRows);
   const Value &y = p.values[s.inputs[0]];
@@ -632,7 +656,7 @@ void CpuBackend::combine(ExecContext &ctx, size_t index) {
         reinterpret_cast<uint16_t *>(ptr(ctx, index, s.outputs[0], dt, "out")),
         size_t(T * H));
   }
-  MoELayerStats &l = ctx.layer(s.getInt("dispatch", -1));
+  MoELayerStats &l = ctx.layer(at.dispatch);
   for (size_t q = 0; q < l.peers.size(); ++q) {
     l.peers[q].bytesSent += st.recvBytes[q];
     l.peers[q].bytesRecv += st.sendBytes[q];

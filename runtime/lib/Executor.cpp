@@ -16,6 +16,42 @@ using namespace moert;
 
 Backend::~Backend() = default;
 
+void Backend::runStep(ExecContext &ctx, size_t index) {
+  const Step &s = ctx.plan().steps[index];
+  const fb::StepAttrsUnion &u = s.attrs;
+  switch (s.kind()) {
+  case StepKind::matmul:
+    return matmul(ctx, index, *u.Asmatmul());
+  case StepKind::batch_matmul:
+    return batchMatmul(ctx, index, *u.Asbatch_matmul());
+  case StepKind::route:
+    return route(ctx, index, *u.Asroute());
+  case StepKind::dispatch:
+    return dispatch(ctx, index, *u.Asdispatch());
+  case StepKind::experts:
+    return experts(ctx, index, *u.Asexperts());
+  case StepKind::combine:
+    return combine(ctx, index, *u.Ascombine());
+  case StepKind::unary:
+    return unary(ctx, index, *u.Asunary());
+  case StepKind::binary:
+    return binary(ctx, index, *u.Asbinary());
+  case StepKind::softmax:
+    return softmax(ctx, index, *u.Assoftmax());
+  case StepKind::copy:
+    return copy(ctx, index, *u.Ascopy());
+  case StepKind::all_reduce:
+    return allReduce(ctx, index, *u.Asall_reduce());
+  case StepKind::all_gather:
+    return allGather(ctx, index, *u.Asall_gather());
+  case StepKind::kernel:
+    return kernel(ctx, index, *u.Askernel());
+  case StepKind::NONE:
+    break;
+  }
+  throw ctx.error(index, "unknown step kind");
+}
+
 std::string Backend::transport(const std::string &, const Comm &group) const {
   return group.size() == 1 ? "local" : group.kind();
 }
@@ -232,7 +268,7 @@ MoELayerStats &ExecContext::layer(int64_t dispatchStep) {
 RunError ExecContext::error(size_t index, const std::string &what) const {
   const Step &s = e_.plan_.steps[index];
   return RunError("rank " + std::to_string(e_.rank_) + ": step " +
-                  std::to_string(index) + " (" + s.op +
+                  std::to_string(index) + " (" + s.op() +
                   (s.loc.empty() ? "" : " at '" + s.loc + "'") + "): " + what);
 }
 
@@ -256,8 +292,8 @@ Executor::Executor(const LoadedPlan &plan, Comm &world,
   // order on every rank: split is collective.
   std::map<std::string, int> axesUsed;
   for (const Step &s : plan_.steps)
-    if (s.has("axes"))
-      axesUsed[s.getString("axes", "")] = 1;
+    if (!s.axes().empty())
+      axesUsed[s.axes()] = 1;
   for (auto &[axes, _] : axesUsed) {
     std::vector<int32_t> g = plan_.group(rank_, splitAxes(axes));
     int key = 0;
@@ -322,7 +358,7 @@ void Executor::run() {
       throw ctx.error(i, e.what());
     }
     double dt = std::chrono::duration<double>(Clock::now() - t0).count();
-    report_.steps.push_back({s.op, s.loc, dt});
+    report_.steps.push_back({s.op(), s.loc, dt});
   }
   report_.seconds = std::chrono::duration<double>(Clock::now() - start).count();
 }
@@ -460,7 +496,7 @@ moert::MatmulDims moert::checkMatmulStep(ExecContext &ctx, size_t index) {
   const Value &b = operand(ctx, index, s.inputs[1], "B");
   const Value &c = operand(ctx, index, s.outputs[0], "C");
   MatmulDims d;
-  d.transB = s.getInt("trans_b", 0) != 0;
+  d.transB = s.attrs.Asmatmul()->trans_b;
   need(b.shape.size() == 2, "B must be 2-d, got " + shapeString(b.shape));
   d.K = d.transB ? b.shape[1] : b.shape[0];
   d.N = d.transB ? b.shape[0] : b.shape[1];
@@ -527,16 +563,15 @@ moert::RouteParams moert::checkRouteStep(ExecContext &ctx, size_t index,
   const Value &lg = operand(ctx, index, s.inputs[0], "logits");
   E = lastDim(lg);
   T = E ? lg.numElements() / E : 0;
+  const fb::RouteT &a = *s.attrs.Asroute();
   RouteParams rp;
-  rp.topK = s.getInt("top_k", 1);
-  need(parseScoreFunc(s.getString("score_func", "softmax"), rp.score),
-       "unknown score_func '" + s.getString("score_func", "") + "'");
-  rp.renormalize = s.getInt("renormalize", 0) != 0;
-  rp.scalingFactor = s.getFloat("scaling_factor", 1.0);
-  rp.numGroups = s.getInt("num_groups", 1);
-  rp.topkGroups = s.getInt("topk_groups", 1);
-  need(parseGroupScore(s.getString("group_score", "max"), rp.groupScore),
-       "unknown group_score '" + s.getString("group_score", "") + "'");
+  rp.topK = a.top_k;
+  rp.score = a.score_func;
+  rp.renormalize = a.renormalize;
+  rp.scalingFactor = a.scaling_factor;
+  rp.numGroups = a.num_groups;
+  rp.topkGroups = a.topk_groups;
+  rp.groupScore = a.group_score;
   need(rp.topK >= 1 && rp.topK <= E, "top_k " + std::to_string(rp.topK) +
                                          " outside [1, " + std::to_string(E) +
                                          "]");
@@ -554,8 +589,7 @@ moert::RouteParams moert::checkRouteStep(ExecContext &ctx, size_t index,
 
 int64_t moert::checkUnaryStep(ExecContext &ctx, size_t index, cpu::Unary &fn) {
   const Step &s = ctx.plan().steps[index];
-  if (!cpu::parseUnary(s.getString("fn", ""), fn))
-    throw ctx.error(index, "unknown unary fn '" + s.getString("fn", "") + "'");
+  fn = s.attrs.Asunary()->fn;
   int64_t n = operand(ctx, index, s.inputs[0], "x").numElements();
   if (operand(ctx, index, s.outputs[0], "y").numElements() != n)
     throw ctx.error(index, "x and y differ in size");
@@ -570,8 +604,7 @@ void moert::checkBinaryStep(ExecContext &ctx, size_t index, cpu::Binary &fn,
     if (!ok)
       throw ctx.error(index, what);
   };
-  need(cpu::parseBinary(s.getString("fn", ""), fn),
-       "unknown binary fn '" + s.getString("fn", "") + "'");
+  fn = s.attrs.Asbinary()->fn;
   const Value &a = operand(ctx, index, s.inputs[0], "a");
   const Value &b = operand(ctx, index, s.inputs[1], "b");
   const Value &c = operand(ctx, index, s.outputs[0], "c");
@@ -622,12 +655,13 @@ moert::Placement moert::dispatchPlacement(ExecContext &ctx, size_t index,
       throw ctx.error(index, what);
   };
   Placement pl;
-  pl.numExperts = s.getInt("num_experts", 0);
+  const fb::DispatchT &a = *s.attrs.Asdispatch();
+  pl.numExperts = a.num_experts;
   pl.groupSize = G;
-  pl.slotsPerRank = s.getInt("slots_per_rank", 0);
+  pl.slotsPerRank = a.slots_per_rank;
   need(pl.numExperts > 0 && pl.slotsPerRank > 0,
        "num_experts and slots_per_rank must be positive");
-  std::vector<int64_t> reps = s.getList("replicas");
+  const std::vector<int64_t> &reps = a.replicas;
   size_t pos = 0;
   pl.replicas.resize(size_t(pl.numExperts));
   for (int64_t e = 0; e < pl.numExperts; ++e) {
@@ -680,7 +714,7 @@ int64_t moert::checkAllGatherStep(ExecContext &ctx, size_t index, int64_t G) {
   };
   const Value &x = operand(ctx, index, s.inputs[0], "x");
   const Value &y = operand(ctx, index, s.outputs[0], "y");
-  int64_t axis = s.getInt("axis", 0);
+  int64_t axis = s.attrs.Asall_gather()->axis;
   need(x.dtype == y.dtype && x.shape.size() == y.shape.size() && axis >= 0 &&
            axis < int64_t(x.shape.size()),
        "x " + shapeString(x.shape) + " and y " + shapeString(y.shape) +

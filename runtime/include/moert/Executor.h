@@ -174,6 +174,13 @@ void checkCombineStep(ExecContext &ctx, size_t index, int64_t H, int64_t T,
 
 /// Runs the steps of one rank. Methods throw RunError (or CommError /
 /// CommAborted from the collectives).
+///
+/// One pure virtual method per step kind of the plan schema (plan.fbs's
+/// StepAttrs), each given the step's index (its operands are
+/// `ctx.plan().steps[index]`, messages name it through ctx.error) and its
+/// typed attributes: a backend that lacks a kind does not compile, and
+/// runStep's switch over the kinds fails to compile (-Werror=switch) until
+/// a new kind is dispatched.
 class Backend {
 public:
   virtual ~Backend();
@@ -184,8 +191,10 @@ public:
   virtual void upload(const Value &v, const void *src, size_t bytes) = 0;
   /// Copies a value's bytes to host memory.
   virtual void download(const Value &v, void *dst, size_t bytes) = 0;
-  /// Runs step `index` of the plan.
-  virtual void runStep(ExecContext &ctx, size_t index) = 0;
+  /// Runs step `index` of the plan: calls the method of its kind. A backend
+  /// may override it to wrap every step (the CUDA backend selects its
+  /// device and turns CUDA failures into RunErrors).
+  virtual void runStep(ExecContext &ctx, size_t index);
   /// Waits for queued work (per step timing calls it); CPU: nothing.
   virtual void synchronize() {}
   /// After prepare: how the collectives over `group` (the communicator of
@@ -193,6 +202,31 @@ public:
   /// communicator's kind ("threads", "mpi").
   virtual std::string transport(const std::string &axes,
                                 const Comm &group) const;
+
+  // The step kinds (docs/plan-format.md, "Steps").
+  virtual void matmul(ExecContext &ctx, size_t index,
+                      const fb::MatmulT &a) = 0;
+  virtual void batchMatmul(ExecContext &ctx, size_t index,
+                           const fb::BatchMatmulT &a) = 0;
+  virtual void route(ExecContext &ctx, size_t index, const fb::RouteT &a) = 0;
+  virtual void dispatch(ExecContext &ctx, size_t index,
+                        const fb::DispatchT &a) = 0;
+  virtual void experts(ExecContext &ctx, size_t index,
+                       const fb::ExpertsT &a) = 0;
+  virtual void combine(ExecContext &ctx, size_t index,
+                       const fb::CombineT &a) = 0;
+  virtual void unary(ExecContext &ctx, size_t index, const fb::UnaryT &a) = 0;
+  virtual void binary(ExecContext &ctx, size_t index,
+                      const fb::BinaryT &a) = 0;
+  virtual void softmax(ExecContext &ctx, size_t index,
+                       const fb::SoftmaxT &a) = 0;
+  virtual void copy(ExecContext &ctx, size_t index, const fb::CopyT &a) = 0;
+  virtual void allReduce(ExecContext &ctx, size_t index,
+                         const fb::AllReduceT &a) = 0;
+  virtual void allGather(ExecContext &ctx, size_t index,
+                         const fb::AllGatherT &a) = 0;
+  virtual void kernel(ExecContext &ctx, size_t index,
+                      const fb::KernelT &a) = 0;
 };
 
 /// The CPU backend: a 64-byte aligned host arena and the CPU kernels.

@@ -2,15 +2,19 @@
 //
 // A plan is what `moec ... -o model.moeplan` writes and `moe-run` executes:
 // one SPMD program (values and steps, identical on every rank) plus each
-// rank's weights. The on-disk layout and the manifest's JSON schema are
-// documented in docs/plan-format.md; this header is the one implementation
-// of both, shared by the compiler (writer) and the runtime (reader). It does
-// not depend on LLVM or MLIR.
+// rank's weights. The manifest's schema is runtime/schema/plan.fbs
+// (FlatBuffers; its generated header moert/plan_generated.h defines the
+// step kinds, their typed attributes and the shared enums); the on-disk
+// layout is in docs/plan-format.md. This header is the in-memory form and
+// the one reader and writer, shared by the compiler and the runtime. It
+// does not depend on LLVM or MLIR.
 //
 //===----------------------------------------------------------------------===//
 
 #ifndef MOERT_PLAN_H
 #define MOERT_PLAN_H
+
+#include "moert/plan_generated.h"
 
 #include <cstdint>
 #include <map>
@@ -22,9 +26,11 @@ namespace moert {
 
 /// The format version this build reads and writes. A plan with another
 /// version is refused with a message naming both versions.
-constexpr uint32_t kPlanVersion = 1;
+/// Version 2: the FlatBuffers manifest (version 1 was JSON).
+constexpr uint32_t kPlanVersion = 2;
 
-enum class DType : uint8_t { f32, f16, bf16, i64, i32, u8 };
+/// Element types (plan.fbs): f32, f16, bf16, i64, i32, u8.
+using DType = fb::DType;
 /// "f32", "f16", "bf16", "i64", "i32", "u8".
 const char *dtypeName(DType t);
 /// Parses a dtype name; false when unknown.
@@ -56,12 +62,10 @@ struct Segment {
   std::vector<int32_t> ranks;
 };
 
-enum class ValueKind : uint8_t {
-  input,    ///< filled from a model input (this rank's slice)
-  output,   ///< gathered into a model output
-  temp,     ///< lives in the arena at `offset`
-  constant, ///< weights: points into the mapped data region
-};
+/// input (filled from a model input, this rank's slice), output (gathered
+/// into a model output), temp (arena bytes at `offset`), constant (weights
+/// in the mapped data region); plan.fbs.
+using ValueKind = fb::ValueKind;
 
 /// A tensor of the per-rank program. Shapes are local (per rank) and static;
 /// for data-dependent sizes (tokens received by dispatch) `shape` is the
@@ -102,30 +106,30 @@ struct ModelIO {
   int32_t value = -1; ///< the Value holding this rank's part
 };
 
-/// Attribute values of a step: integers, floats, strings and integer lists.
-struct Attr {
-  enum Kind { Int, Float, String, IntList } kind = Int;
-  int64_t i = 0;
-  double f = 0;
-  std::string s;
-  std::vector<int64_t> list;
-};
+/// The kind of a step: plan.fbs's `StepAttrs` union (matmul, route,
+/// dispatch, ...); its member tables are the kinds' typed attributes
+/// (fb::MatmulT, fb::RouteT, ...).
+using StepKind = fb::StepAttrs;
+/// The step kind as messages and reports spell it ("matmul", ...).
+const char *stepKindName(StepKind k);
 
 /// One operation of the per-rank program. The step kinds, their operands,
 /// results and attributes are listed in docs/plan-format.md ("Steps").
 struct Step {
-  std::string op;
   std::vector<int32_t> inputs;  ///< value ids (-1: absent optional operand)
   std::vector<int32_t> outputs; ///< value ids
-  std::map<std::string, Attr> attrs;
+  /// The kind and its typed attributes, e.g. `attrs.Set(fb::MatmulT())`,
+  /// `attrs.Asmatmul()->trans_b`.
+  fb::StepAttrsUnion attrs;
   std::string loc; ///< source location (ONNX node name) for messages
 
-  bool has(const std::string &name) const { return attrs.count(name) != 0; }
-  int64_t getInt(const std::string &name, int64_t dflt) const;
-  double getFloat(const std::string &name, double dflt) const;
-  std::string getString(const std::string &name,
-                        const std::string &dflt) const;
-  std::vector<int64_t> getList(const std::string &name) const;
+  StepKind kind() const { return attrs.type; }
+  const char *op() const { return stepKindName(attrs.type); }
+  /// The mesh axes (comma-separated) of a collective step's group; empty
+  /// for steps that communicate with no group.
+  std::string axes() const;
+  /// The dispatch step an experts/combine step belongs to; -1 otherwise.
+  int64_t dispatchStep() const;
 };
 
 /// A kernel the compiler generated (a fused elementwise/reduction region):

@@ -54,67 +54,38 @@ static constexpr int64_t kParallelWork = int64_t(1) << 18;
 // Names
 //===----------------------------------------------------------------------===//
 
+namespace {
+/// The schema's enum value named `s` (its generated EnumValues/EnumName).
+template <typename E, size_t N>
+bool parseEnum(const std::string &s, const E (&values)[N],
+               const char *(*name)(E), E &out) {
+  for (E v : values)
+    if (s == name(v)) {
+      out = v;
+      return true;
+    }
+  return false;
+}
+} // namespace
+
 bool moert::parseScoreFunc(const std::string &s, ScoreFunc &out) {
-  if (s == "softmax")
-    out = ScoreFunc::softmax;
-  else if (s == "sigmoid")
-    out = ScoreFunc::sigmoid;
-  else
-    return false;
-  return true;
+  return parseEnum(s, fb::EnumValuesScoreFunc(), fb::EnumNameScoreFunc, out);
 }
 
 bool moert::parseGroupScore(const std::string &s, GroupScore &out) {
-  if (s == "max")
-    out = GroupScore::max;
-  else if (s == "top2_sum")
-    out = GroupScore::top2_sum;
-  else
-    return false;
-  return true;
+  return parseEnum(s, fb::EnumValuesGroupScore(), fb::EnumNameGroupScore, out);
 }
 
 bool moert::parseActivation(const std::string &s, Activation &out) {
-  static const std::pair<const char *, Activation> names[] = {
-      {"silu", Activation::silu},
-      {"gelu", Activation::gelu},
-      {"gelu_tanh", Activation::gelu_tanh},
-      {"relu", Activation::relu},
-      {"identity", Activation::identity}};
-  for (const auto &[name, a] : names)
-    if (s == name) {
-      out = a;
-      return true;
-    }
-  return false;
+  return parseEnum(s, fb::EnumValuesActivation(), fb::EnumNameActivation, out);
 }
 
 bool cpu::parseUnary(const std::string &s, Unary &out) {
-  static const std::pair<const char *, Unary> names[] = {
-      {"neg", Unary::neg},         {"exp", Unary::exp},
-      {"sigmoid", Unary::sigmoid}, {"silu", Unary::silu},
-      {"gelu", Unary::gelu},       {"gelu_tanh", Unary::gelu_tanh},
-      {"relu", Unary::relu},       {"tanh", Unary::tanh},
-      {"sqrt", Unary::sqrt},       {"rsqrt", Unary::rsqrt},
-      {"copy", Unary::copy}};
-  for (const auto &[name, u] : names)
-    if (s == name) {
-      out = u;
-      return true;
-    }
-  return false;
+  return parseEnum(s, fb::EnumValuesUnaryFn(), fb::EnumNameUnaryFn, out);
 }
 
 bool cpu::parseBinary(const std::string &s, Binary &out) {
-  static const std::pair<const char *, Binary> names[] = {
-      {"add", Binary::add}, {"sub", Binary::sub}, {"mul", Binary::mul},
-      {"div", Binary::div}, {"max", Binary::max}, {"min", Binary::min}};
-  for (const auto &[name, b] : names)
-    if (s == name) {
-      out = b;
-      return true;
-    }
-  return false;
+  return parseEnum(s, fb::EnumValuesBinaryFn(), fb::EnumNameBinaryFn, out);
 }
 
 //===----------------------------------------------------------------------===//

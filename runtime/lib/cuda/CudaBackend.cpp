@@ -254,7 +254,29 @@ public:
   void prepare(ExecContext &ctx) override;
   void upload(const Value &v, const void *src, size_t bytes) override;
   void download(const Value &v, void *dst, size_t bytes) override;
+  /// Selects this rank's device, runs the step's kind, and turns CUDA
+  /// failures into RunErrors naming the step.
   void runStep(ExecContext &ctx, size_t index) override;
+  void matmul(ExecContext &ctx, size_t index, const fb::MatmulT &at) override;
+  void batchMatmul(ExecContext &ctx, size_t index,
+                   const fb::BatchMatmulT &at) override;
+  void route(ExecContext &ctx, size_t index, const fb::RouteT &at) override;
+  void dispatch(ExecContext &ctx, size_t index,
+                const fb::DispatchT &at) override;
+  void experts(ExecContext &ctx, size_t index,
+               const fb::ExpertsT &at) override;
+  void combine(ExecContext &ctx, size_t index,
+               const fb::CombineT &at) override;
+  void unary(ExecContext &ctx, size_t index, const fb::UnaryT &at) override;
+  void binary(ExecContext &ctx, size_t index, const fb::BinaryT &at) override;
+  void softmax(ExecContext &ctx, size_t index,
+               const fb::SoftmaxT &at) override;
+  void copy(ExecContext &ctx, size_t index, const fb::CopyT &at) override;
+  void allReduce(ExecContext &ctx, size_t index,
+                 const fb::AllReduceT &at) override;
+  void allGather(ExecContext &ctx, size_t index,
+                 const fb::AllGatherT &at) override;
+  void kernel(ExecContext &ctx, size_t index, const fb::KernelT &at) override;
   void synchronize() override;
   /// "local", "nccl", "device copies" or "host staging (KIND)".
   std::string transport(const std::string &axes,
@@ -265,7 +287,6 @@ private:
   void uploadConstants(ExecContext &ctx);
   void loadKernels(ExecContext &ctx);
   void setupTransports(ExecContext &ctx);
-  void step(ExecContext &ctx, size_t index);
 
   /// How a group's collectives move data (setupTransports decides).
   enum class Transport { local, nccl, deviceCopies, hostStaging };
@@ -308,13 +329,9 @@ private:
   cuda::DType gpuType(ExecContext &ctx, size_t index, int32_t id,
                       const char *role);
 
-  void dispatch(ExecContext &ctx, size_t index);
-  void experts(ExecContext &ctx, size_t index);
-  void combine(ExecContext &ctx, size_t index);
-  void allReduce(ExecContext &ctx, size_t index);
-  void allGather(ExecContext &ctx, size_t index);
-  void kernel(ExecContext &ctx, size_t index);
-  DispatchState &stateFor(ExecContext &ctx, size_t index);
+  /// The state dispatch step `dispatchStep` left for an experts or combine
+  /// step.
+  DispatchState &stateFor(ExecContext &ctx, size_t index, int64_t dispatchStep);
 
   /// Ragged exchange of device rows: sendBytes[p] bytes at
   /// src + sendOffs[p] to peer p, recvBytes[q] bytes from peer q at
@@ -576,8 +593,8 @@ void CudaBackend::setupTransports(ExecContext &ctx) {
   };
   std::set<std::string> axesUsed;
   for (const Step &s : ctx.plan().steps)
-    if (s.has("axes"))
-      axesUsed.insert(s.getString("axes", ""));
+    if (!s.axes().empty())
+      axesUsed.insert(s.axes());
   for (const std::string &axes : axesUsed) {
     Comm &c = ctx.group(axes);
     Transport t = Transport::hostStaging;
@@ -729,8 +746,8 @@ cuda::DType CudaBackend::gpuType(ExecContext &ctx, size_t index, int32_t id,
   return t;
 }
 
-DispatchState &CudaBackend::stateFor(ExecContext &ctx, size_t index) {
-  int64_t d = ctx.plan().steps[index].getInt("dispatch", -1);
+DispatchState &CudaBackend::stateFor(ExecContext &ctx, size_t index,
+                                     int64_t d) {
   if (d < 0 || d >= int64_t(states_.size()) || !states_[size_t(d)] ||
       !states_[size_t(d)]->valid)
     throw ctx.error(index,
@@ -754,13 +771,92 @@ void CudaBackend::moveBytes(char *dst, const char *src, size_t bytes) {
 void CudaBackend::runStep(ExecContext &ctx, size_t index) {
   try {
     MOERT_CUDA_CHECK(cudaSetDevice(device_));
-    step(ctx, index);
+    Backend::runStep(ctx, index);
   } catch (const CudaFailure &e) {
     throw ctx.error(index, e.what());
   }
 }
 
-void CudaBackend::step(ExecContext &ctx, size_t index) {
+void CudaBackend::matmul(ExecContext &ctx, size_t index,
+                        const fb::MatmulT &at) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  auto val = [&](int32_t id) -> const Value & { return p.values[size_t(id)]; };
+  MatmulDims d = checkMatmulStep(ctx, index);
+  const Value &c = val(s.outputs[0]);
+  cuda::DType in = gpuType(ctx, index, s.inputs[0], "A");
+  cuda::DType out = gpuType(ctx, index, s.outputs[0], "C");
+  const void *bias = nullptr;
+  if (s.inputs.size() > 2 && s.inputs[2] >= 0)
+    bias = ptr(ctx, index, s.inputs[2], "bias", &c.dtype);
+  cuda::matmul(*blas_, in, ptr(ctx, index, s.inputs[0], "A"),
+               ptr(ctx, index, s.inputs[1], "B"), bias, out,
+               ptr(ctx, index, s.outputs[0], "C"), d.M, d.K, d.N, d.transB);
+}
+
+void CudaBackend::batchMatmul(ExecContext &ctx, size_t index,
+                        const fb::BatchMatmulT &at) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  BatchMatmulDims d = checkBatchMatmulStep(ctx, index);
+  cuda::batchMatmul(*blas_, f32(ctx, index, s.inputs[0], "A"),
+                    f32(ctx, index, s.inputs[1], "B"),
+                    f32(ctx, index, s.outputs[0], "C"), d.batch, d.M, d.K,
+                    d.N);
+}
+
+void CudaBackend::route(ExecContext &ctx, size_t index,
+                        const fb::RouteT &at) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  auto need = [&](bool ok, const std::string &what) {
+    if (!ok)
+      throw ctx.error(index, what);
+  };
+  int64_t T = 0, E = 0;
+  RouteParams rp = checkRouteStep(ctx, index, T, E);
+  std::string bad = cuda::checkRoute(E, rp);
+  need(bad.empty(), bad);
+  DType i64 = DType::i64;
+  cuda::route(
+      f32(ctx, index, s.inputs[0], "logits"),
+      optF32(ctx, index, s, 1, "bias"), T, E, rp,
+      f32(ctx, index, s.outputs[0], "weights"),
+      reinterpret_cast<int64_t *>(ptr(ctx, index, s.outputs[1], "ids", &i64)),
+      stream_);
+}
+
+void CudaBackend::unary(ExecContext &ctx, size_t index,
+                        const fb::UnaryT &at) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  cpu::Unary fn;
+  int64_t n = checkUnaryStep(ctx, index, fn);
+  cuda::unary(fn, f32(ctx, index, s.inputs[0], "x"),
+              f32(ctx, index, s.outputs[0], "y"), n, stream_);
+}
+
+void CudaBackend::binary(ExecContext &ctx, size_t index,
+                        const fb::BinaryT &at) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  auto val = [&](int32_t id) -> const Value & { return p.values[size_t(id)]; };
+  auto need = [&](bool ok, const std::string &what) {
+    if (!ok)
+      throw ctx.error(index, what);
+  };
+  cpu::Binary fn;
+  std::vector<int64_t> as, bs;
+  checkBinaryStep(ctx, index, fn, as, bs);
+  const Value &c = val(s.outputs[0]);
+  need(c.shape.size() <= 8, "results of more than 8 dims are not supported");
+  cuda::binary(fn, f32(ctx, index, s.inputs[0], "a"), as,
+               f32(ctx, index, s.inputs[1], "b"), bs,
+               f32(ctx, index, s.outputs[0], "c"), c.shape, stream_);
+}
+
+void CudaBackend::softmax(ExecContext &ctx, size_t index,
+                        const fb::SoftmaxT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
   auto val = [&](int32_t id) -> const Value & { return p.values[size_t(id)]; };
@@ -771,101 +867,30 @@ void CudaBackend::step(ExecContext &ctx, size_t index) {
     if (!ok)
       throw ctx.error(index, what);
   };
+  const Value &x = val(s.inputs[0]);
+  int64_t n = lastDim(x);
+  need(val(s.outputs[0]).numElements() == x.numElements(),
+       "x and y differ in size");
+  cuda::softmax(f32(ctx, index, s.inputs[0], "x"),
+                f32(ctx, index, s.outputs[0], "y"),
+                n ? x.numElements() / n : 0, n, stream_);
+}
 
-  if (s.op == "matmul") {
-    MatmulDims d = checkMatmulStep(ctx, index);
-    const Value &c = val(s.outputs[0]);
-    cuda::DType in = gpuType(ctx, index, s.inputs[0], "A");
-    cuda::DType out = gpuType(ctx, index, s.outputs[0], "C");
-    const void *bias = nullptr;
-    if (s.inputs.size() > 2 && s.inputs[2] >= 0)
-      bias = ptr(ctx, index, s.inputs[2], "bias", &c.dtype);
-    cuda::matmul(*blas_, in, ptr(ctx, index, s.inputs[0], "A"),
-                 ptr(ctx, index, s.inputs[1], "B"), bias, out,
-                 ptr(ctx, index, s.outputs[0], "C"), d.M, d.K, d.N, d.transB);
-    return;
-  }
-
-  if (s.op == "batch_matmul") {
-    BatchMatmulDims d = checkBatchMatmulStep(ctx, index);
-    cuda::batchMatmul(*blas_, f32(ctx, index, s.inputs[0], "A"),
-                      f32(ctx, index, s.inputs[1], "B"),
-                      f32(ctx, index, s.outputs[0], "C"), d.batch, d.M, d.K,
-                      d.N);
-    return;
-  }
-
-  if (s.op == "route") {
-    int64_t T = 0, E = 0;
-    RouteParams rp = checkRouteStep(ctx, index, T, E);
-    std::string bad = cuda::checkRoute(E, rp);
-    need(bad.empty(), bad);
-    DType i64 = DType::i64;
-    cuda::route(
-        f32(ctx, index, s.inputs[0], "logits"),
-        optF32(ctx, index, s, 1, "bias"), T, E, rp,
-        f32(ctx, index, s.outputs[0], "weights"),
-        reinterpret_cast<int64_t *>(ptr(ctx, index, s.outputs[1], "ids", &i64)),
-        stream_);
-    return;
-  }
-
-  if (s.op == "dispatch")
-    return dispatch(ctx, index);
-  if (s.op == "experts")
-    return experts(ctx, index);
-  if (s.op == "combine")
-    return combine(ctx, index);
-
-  if (s.op == "unary") {
-    cpu::Unary fn;
-    int64_t n = checkUnaryStep(ctx, index, fn);
-    cuda::unary(fn, f32(ctx, index, s.inputs[0], "x"),
-                f32(ctx, index, s.outputs[0], "y"), n, stream_);
-    return;
-  }
-
-  if (s.op == "binary") {
-    cpu::Binary fn;
-    std::vector<int64_t> as, bs;
-    checkBinaryStep(ctx, index, fn, as, bs);
-    const Value &c = val(s.outputs[0]);
-    need(c.shape.size() <= 8, "results of more than 8 dims are not supported");
-    cuda::binary(fn, f32(ctx, index, s.inputs[0], "a"), as,
-                 f32(ctx, index, s.inputs[1], "b"), bs,
-                 f32(ctx, index, s.outputs[0], "c"), c.shape, stream_);
-    return;
-  }
-
-  if (s.op == "softmax") {
-    const Value &x = val(s.inputs[0]);
-    int64_t n = lastDim(x);
-    need(val(s.outputs[0]).numElements() == x.numElements(),
-         "x and y differ in size");
-    cuda::softmax(f32(ctx, index, s.inputs[0], "x"),
-                  f32(ctx, index, s.outputs[0], "y"),
-                  n ? x.numElements() / n : 0, n, stream_);
-    return;
-  }
-
-  if (s.op == "copy") {
-    const Value &x = val(s.inputs[0]), &y = val(s.outputs[0]);
-    need(x.byteSize() == y.byteSize() && x.dtype == y.dtype,
-         "x " + shapeString(x.shape) + " and y " + shapeString(y.shape) +
-             " differ in size or dtype");
-    moveBytes(ptr(ctx, index, s.outputs[0], "y"),
-              ptr(ctx, index, s.inputs[0], "x"), x.byteSize());
-    return;
-  }
-
-  if (s.op == "all_reduce")
-    return allReduce(ctx, index);
-  if (s.op == "all_gather")
-    return allGather(ctx, index);
-  if (s.op == "kernel")
-    return kernel(ctx, index);
-
-  throw ctx.error(index, "unknown step kind");
+void CudaBackend::copy(ExecContext &ctx, size_t index,
+                        const fb::CopyT &at) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  auto val = [&](int32_t id) -> const Value & { return p.values[size_t(id)]; };
+  auto need = [&](bool ok, const std::string &what) {
+    if (!ok)
+      throw ctx.error(index, what);
+  };
+  const Value &x = val(s.inputs[0]), &y = val(s.outputs[0]);
+  need(x.byteSize() == y.byteSize() && x.dtype == y.dtype,
+       "x " + shapeString(x.shape) + " and y " + shapeString(y.shape) +
+           " differ in size or dtype");
+  moveBytes(ptr(ctx, index, s.outputs[0], "y"),
+            ptr(ctx, index, s.inputs[0], "x"), x.byteSize());
 }
 
 //===----------------------------------------------------------------------===//
@@ -979,15 +1004,16 @@ void CudaBackend::exchange(const std::string &axes, Comm &comm, const char *src,
                                      cudaMemcpyHostToDevice, stream_));
 }
 
-void CudaBackend::allReduce(ExecContext &ctx, size_t index) {
+void CudaBackend::allReduce(ExecContext &ctx, size_t index,
+                        const fb::AllReduceT &at) {
   const Step &s = ctx.plan().steps[index];
-  if (s.getString("reduction", "sum") != "sum")
-    throw ctx.error(index, "unsupported reduction '" +
-                               s.getString("reduction", "") + "'");
+  if (at.reduction != fb::Reduction::sum)
+    throw ctx.error(index, std::string("unsupported reduction '") +
+                               fb::EnumNameReduction(at.reduction) + "'");
   const Value &x = ctx.plan().values[size_t(s.inputs[0])];
   if (ctx.plan().values[size_t(s.outputs[0])].numElements() != x.numElements())
     throw ctx.error(index, "x and y differ in size");
-  std::string axes = s.getString("axes", "");
+  const std::string &axes = at.axes;
   Comm &comm = ctx.group(axes);
   // f32, or the 16-bit partial sums of a --precision plan with tp > 1.
   DType dt = x.dtype;
@@ -1063,11 +1089,12 @@ char *CudaBackend::gatherBlocks(const std::string &axes, Comm &comm,
   return g;
 }
 
-void CudaBackend::allGather(ExecContext &ctx, size_t index) {
+void CudaBackend::allGather(ExecContext &ctx, size_t index,
+                        const fb::AllGatherT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
   const Value &x = p.values[size_t(s.inputs[0])];
-  std::string axes = s.getString("axes", "");
+  const std::string &axes = at.axes;
   Comm &comm = ctx.group(axes);
   int64_t G = comm.size();
   int64_t outer = checkAllGatherStep(ctx, index, G);
@@ -1093,9 +1120,10 @@ void CudaBackend::allGather(ExecContext &ctx, size_t index) {
 // Generated kernels
 //===----------------------------------------------------------------------===//
 
-void CudaBackend::kernel(ExecContext &ctx, size_t index) {
+void CudaBackend::kernel(ExecContext &ctx, size_t index,
+                        const fb::KernelT &at) {
   const Step &s = ctx.plan().steps[index];
-  std::string kname = s.getString("name", "");
+  const std::string &kname = at.name;
   auto it = kernels_.find(kname);
   if (it == kernels_.end())
     throw ctx.error(index, "kernel '" + kname + "' was not loaded");
@@ -1139,7 +1167,8 @@ void CudaBackend::kernel(ExecContext &ctx, size_t index) {
 // Dispatch, experts, combine
 //===----------------------------------------------------------------------===//
 
-void CudaBackend::dispatch(ExecContext &ctx, size_t index) {
+void CudaBackend::dispatch(ExecContext &ctx, size_t index,
+                        const fb::DispatchT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
   int64_t H = 0, k = 0, T = 0;
@@ -1147,7 +1176,7 @@ void CudaBackend::dispatch(ExecContext &ctx, size_t index) {
   const Value &tok = p.values[size_t(s.inputs[0])];
   const Value &recv = p.values[size_t(s.outputs[0])];
   gpuType(ctx, index, s.inputs[0], "tokens");
-  std::string axes = s.getString("axes", "");
+  const std::string &axes = at.axes;
   Comm &comm = ctx.group(axes);
   int64_t G = comm.size();
 
@@ -1181,7 +1210,7 @@ void CudaBackend::dispatch(ExecContext &ctx, size_t index) {
   int64_t *stats = reinterpret_cast<int64_t *>(st.stats.ensure(3 * 8, stream_));
   size_t wsBytes = cuda::planDispatchWorkspace(T, k, *st.placement);
   void *ws = st.planWs.ensure(wsBytes, stream_);
-  cuda::planDispatch(idp, T, k, *st.placement, s.getInt("capacity", -1),
+  cuda::planDispatch(idp, T, k, *st.placement, at.capacity,
                      sendPos, sendCounts, stats, ws, st.planWs.size(), stream_);
   int64_t *meta = reinterpret_cast<int64_t *>(
       st.meta.ensure(size_t(3 + 2 * GS + nA) * 8, stream_));
@@ -1306,14 +1335,15 @@ void CudaBackend::dispatch(ExecContext &ctx, size_t index) {
   l.rowsReceived = st.recvRows;
 }
 
-void CudaBackend::experts(ExecContext &ctx, size_t index) {
+void CudaBackend::experts(ExecContext &ctx, size_t index,
+                        const fb::ExpertsT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
   auto need = [&](bool ok, const std::string &what) {
     if (!ok)
       throw ctx.error(index, what);
   };
-  DispatchState &st = stateFor(ctx, index);
+  DispatchState &st = stateFor(ctx, index, at.dispatch);
   auto opt = [&](size_t i) -> const Value * {
     return i < s.inputs.size() && s.inputs[i] >= 0
                ? &p.values[size_t(s.inputs[i])]
@@ -1336,8 +1366,7 @@ void CudaBackend::experts(ExecContext &ctx, size_t index) {
   w.bDown = optPtr(6, "b_down");
   w.H = H;
   w.F = F;
-  need(parseActivation(s.getString("activation", "silu"), w.act),
-       "unknown activation '" + s.getString("activation", "") + "'");
+  w.act = at.activation;
   size_t bytes = cuda::groupedFFNScratch(st.recvRows, w);
   char *scratch = ffn_.ensure(bytes, stream_);
   cuda::groupedFFN(
@@ -1345,14 +1374,15 @@ void CudaBackend::experts(ExecContext &ctx, size_t index) {
       ptr(ctx, index, s.outputs[0], "y", &dt), scratch, ffn_.size());
 }
 
-void CudaBackend::combine(ExecContext &ctx, size_t index) {
+void CudaBackend::combine(ExecContext &ctx, size_t index,
+                        const fb::CombineT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
   auto need = [&](bool ok, const std::string &what) {
     if (!ok)
       throw ctx.error(index, what);
   };
-  DispatchState &st = stateFor(ctx, index);
+  DispatchState &st = stateFor(ctx, index, at.dispatch);
   int64_t H = st.H, T = st.T, k = st.k;
   checkCombineStep(ctx, index, H, T, k, st.recvRows);
   const Value &y = p.values[size_t(s.inputs[0])];
@@ -1373,7 +1403,7 @@ void CudaBackend::combine(ExecContext &ctx, size_t index) {
                     reinterpret_cast<const int64_t *>(st.sendPos.get()), T, k,
                     f32(ctx, index, s.inputs[1], "weights"),
                     ptr(ctx, index, s.outputs[0], "out"), stream_);
-  MoELayerStats &l = ctx.layer(s.getInt("dispatch", -1));
+  MoELayerStats &l = ctx.layer(at.dispatch);
   for (size_t q = 0; q < l.peers.size(); ++q) {
     l.peers[q].bytesSent += st.recvBytes[q];
     l.peers[q].bytesRecv += st.sendBytes[q];

@@ -333,7 +333,9 @@ TestCase makeKernelPlan(int ranks) {
   b.segments(ranks);
   int32_t vx = b.value("x", DType::f32, {Tl, C}, ValueKind::input);
   int32_t vy = b.value("y", DType::f32, {Tl, C}, ValueKind::output);
-  b.step("kernel", {vx}, {vy}, "/fused").attrs["name"] = strAttr("kernel_0");
+  fb::KernelT kern;
+  kern.name = "kernel_0";
+  b.step(kern, {vx}, {vy}, "/fused");
   std::string blob = scaleAddPtx("scale_add_a");
   blob.push_back('\0');
   blob += scaleAddPtx("scale_add_b");

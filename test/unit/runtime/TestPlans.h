@@ -135,14 +135,16 @@ public:
     return id;
   }
 
-  Step &step(const std::string &op, std::vector<int32_t> in,
-             std::vector<int32_t> out, const std::string &loc) {
+  /// A step of the kind of `attrs` (a plan.fbs step table, e.g. fb::MatmulT).
+  template <typename T>
+  Step &step(T attrs, std::vector<int32_t> in, std::vector<int32_t> out,
+             const std::string &loc) {
     Step s;
-    s.op = op;
+    s.attrs.Set(std::move(attrs));
     s.inputs = std::move(in);
     s.outputs = std::move(out);
     s.loc = loc;
-    plan_.steps.push_back(s);
+    plan_.steps.push_back(std::move(s));
     return plan_.steps.back();
   }
 
@@ -174,24 +176,6 @@ private:
   uint64_t arena_ = 0;
 };
 
-inline Attr intAttr(int64_t v) {
-  Attr a;
-  a.kind = Attr::Int;
-  a.i = v;
-  return a;
-}
-inline Attr strAttr(const std::string &v) {
-  Attr a;
-  a.kind = Attr::String;
-  a.s = v;
-  return a;
-}
-inline Attr listAttr(std::vector<int64_t> v) {
-  Attr a;
-  a.kind = Attr::IntList;
-  a.list = std::move(v);
-  return a;
-}
 
 inline std::vector<float> randomFloats(std::mt19937 &rng, size_t n,
                                        float scale) {
@@ -325,14 +309,14 @@ inline TestCase makeMoE(const MoESpec &spec) {
     int32_t vl = b.value("logits", DType::f32, {Tl, E}, ValueKind::temp);
     vw = b.value("weights", DType::f32, {Tl, k}, ValueKind::temp);
     vi = b.value("ids", DType::i64, {Tl, k}, ValueKind::temp);
-    b.step("matmul", {vx, vr, -1}, {vl}, "/gate/MatMul").attrs["trans_b"] =
-        intAttr(0);
-    Step &r = b.step("route", {vl, -1}, {vw, vi}, "/route");
-    r.attrs["top_k"] = intAttr(k);
-    r.attrs["score_func"] = strAttr("softmax");
-    r.attrs["renormalize"] = intAttr(spec.renormalize);
-    r.attrs["num_groups"] = intAttr(1);
-    r.attrs["topk_groups"] = intAttr(1);
+    b.step(fb::MatmulT(), {vx, vr, -1}, {vl}, "/gate/MatMul");
+    fb::RouteT r;
+    r.top_k = k;
+    r.score_func = fb::ScoreFunc::softmax;
+    r.renormalize = spec.renormalize;
+    r.num_groups = 1;
+    r.topk_groups = 1;
+    b.step(r, {vl, -1}, {vw, vi}, "/route");
   } else {
     vi = b.value("ids", DType::i64, {Tl, k}, ValueKind::input);
     vw = b.value("weights", DType::f32, {Tl, k}, ValueKind::input);
@@ -363,18 +347,20 @@ inline TestCase makeMoE(const MoESpec &spec) {
   int32_t vy = b.value("y", DType::f32, {rmax, H}, ValueKind::temp);
   int32_t vo = b.value("out", DType::f32, {Tl, H}, ValueKind::output);
   int64_t dispatchStep = int64_t(p.steps.size());
-  Step &d = b.step("dispatch", {vx, vi}, {vrecv}, "/moe/dispatch");
-  d.attrs["axes"] = strAttr("ep");
-  d.attrs["num_experts"] = intAttr(E);
-  d.attrs["slots_per_rank"] = intAttr(S);
-  d.attrs["capacity"] = intAttr(spec.capacity);
-  d.attrs["replicas"] = listAttr(repAttr);
-  Step &ex =
-      b.step("experts", {vrecv, vg, vu, vd, -1, -1, -1}, {vy}, "/moe/experts");
-  ex.attrs["activation"] = strAttr("silu");
-  ex.attrs["dispatch"] = intAttr(dispatchStep);
-  b.step("combine", {vy, vw}, {vo}, "/moe/combine").attrs["dispatch"] =
-      intAttr(dispatchStep);
+  fb::DispatchT d;
+  d.axes = "ep";
+  d.num_experts = E;
+  d.slots_per_rank = S;
+  d.capacity = spec.capacity;
+  d.replicas = repAttr;
+  b.step(d, {vx, vi}, {vrecv}, "/moe/dispatch");
+  fb::ExpertsT ex;
+  ex.activation = fb::Activation::silu;
+  ex.dispatch = dispatchStep;
+  b.step(ex, {vrecv, vg, vu, vd, -1, -1, -1}, {vy}, "/moe/experts");
+  fb::CombineT co;
+  co.dispatch = dispatchStep;
+  b.step(co, {vy, vw}, {vo}, "/moe/combine");
 
   auto io = [&](const std::string &name, DType dt, std::vector<int64_t> shape,
                 int32_t v) {
@@ -429,15 +415,18 @@ inline TestCase makeTP(int ranks, int64_t T = 6, int64_t H = 10, int64_t Fl = 4,
   int32_t vp = b.value("partial", DType::f32, {T, H}, ValueKind::temp);
   int32_t vo = b.value("out", DType::f32, {T, H}, ValueKind::output);
   int32_t vg = b.value("hidden", DType::f32, {T, F}, ValueKind::output);
-  b.step("matmul", {vx, v1, -1}, {vh}, "/fc1").attrs["trans_b"] = intAttr(0);
-  b.step("unary", {vh}, {va}, "/relu").attrs["fn"] = strAttr("relu");
-  b.step("matmul", {va, v2, -1}, {vp}, "/fc2").attrs["trans_b"] = intAttr(0);
-  Step &ar = b.step("all_reduce", {vp}, {vo}, "/fc2/all_reduce");
-  ar.attrs["axes"] = strAttr("tp");
-  ar.attrs["reduction"] = strAttr("sum");
-  Step &ag = b.step("all_gather", {va}, {vg}, "/relu/all_gather");
-  ag.attrs["axes"] = strAttr("tp");
-  ag.attrs["axis"] = intAttr(1);
+  b.step(fb::MatmulT(), {vx, v1, -1}, {vh}, "/fc1");
+  fb::UnaryT relu;
+  relu.fn = fb::UnaryFn::relu;
+  b.step(relu, {vh}, {va}, "/relu");
+  b.step(fb::MatmulT(), {va, v2, -1}, {vp}, "/fc2");
+  fb::AllReduceT ar;
+  ar.axes = "tp";
+  b.step(ar, {vp}, {vo}, "/fc2/all_reduce");
+  fb::AllGatherT ag;
+  ag.axes = "tp";
+  ag.axis = 1;
+  b.step(ag, {va}, {vg}, "/relu/all_gather");
 
   std::vector<double> hid(T * F), out(T * H, 0.0);
   for (int64_t t = 0; t < T; ++t)
@@ -495,9 +484,9 @@ inline TestCase makeAttention(int ranks, int64_t B = 3, int64_t S = 7,
   int32_t vs = b.value("scores", DType::f32, {B, S, S}, ValueKind::output);
   int32_t vp = b.value("probs", DType::f32, {B, S, S}, ValueKind::temp);
   int32_t vo = b.value("out", DType::f32, {B, S, D}, ValueKind::output);
-  b.step("batch_matmul", {vq, vk}, {vs}, "/attn/qk");
-  b.step("softmax", {vs}, {vp}, "/attn/softmax");
-  b.step("batch_matmul", {vp, vv}, {vo}, "/attn/pv");
+  b.step(fb::BatchMatmulT(), {vq, vk}, {vs}, "/attn/qk");
+  b.step(fb::SoftmaxT(), {vs}, {vp}, "/attn/softmax");
+  b.step(fb::BatchMatmulT(), {vp, vv}, {vo}, "/attn/pv");
 
   // Plain loops in double.
   std::vector<double> sc(Bg * S * S), out(Bg * S * D, 0.0);

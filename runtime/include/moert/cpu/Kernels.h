@@ -16,15 +16,20 @@
 #ifndef MOERT_CPU_KERNELS_H
 #define MOERT_CPU_KERNELS_H
 
+#include "moert/enums_generated.h"
+
 #include <cstdint>
 #include <string>
 #include <vector>
 
 namespace moert {
 
-enum class ScoreFunc { softmax, sigmoid };
-enum class GroupScore { max, top2_sum };
-enum class Activation { silu, gelu, gelu_tanh, relu, identity };
+// The routing and activation kinds are the plan schema's
+// (runtime/schema/enums.fbs), whose values the compiler static-asserts
+// against the moe dialect's TableGen enums.
+using ScoreFunc = fb::ScoreFunc;
+using GroupScore = fb::GroupScore;
+using Activation = fb::Activation;
 
 /// Parse the names used in plans ("softmax", "top2_sum", "gelu_tanh", ...).
 bool parseScoreFunc(const std::string &s, ScoreFunc &out);
@@ -158,8 +163,8 @@ void combineRows(const float *back, int64_t H, const DispatchLayout &layout,
                  const float *weights, float *out);
 
 /// Elementwise ops used for the dense parts of plans.
-enum class Unary { neg, exp, sigmoid, silu, gelu, gelu_tanh, relu, tanh, sqrt, rsqrt, copy };
-enum class Binary { add, sub, mul, div, max, min };
+using Unary = fb::UnaryFn;
+using Binary = fb::BinaryFn;
 bool parseUnary(const std::string &s, Unary &out);
 bool parseBinary(const std::string &s, Binary &out);
 void unary(Unary op, const float *x, float *y, int64_t n);

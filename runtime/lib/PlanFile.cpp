@@ -1,0 +1,394 @@
+//===- PlanFile.cpp - the .moeplan file: FlatBuffers manifest, data ------===//
+//
+// Writes and loads plan files: a 64-byte header, the manifest (a FlatBuffer
+// of runtime/schema/plan.fbs, checked with its generated verifier and an
+// FNV-1a checksum), and the page-aligned data region that each rank maps
+// read-only (docs/plan-format.md).
+//
+//===----------------------------------------------------------------------===//
+
+#include "moert/Plan.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <fstream>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+using namespace moert;
+
+namespace {
+constexpr char kMagic[8] = {'M', 'O', 'E', 'P', 'L', 'A', 'N', '\0'};
+constexpr uint64_t kHeaderSize = 64;
+constexpr uint64_t kPage = 4096;
+
+uint64_t alignTo(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+
+uint64_t fnv1a(const char *p, size_t n) {
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) {
+    h ^= (unsigned char)p[i];
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+struct Header {
+  char magic[8];
+  uint32_t version;
+  uint32_t flags;
+  uint64_t manifestOffset;
+  uint64_t manifestSize;
+  uint64_t dataOffset;
+  uint64_t dataSize;
+  uint64_t checksum;
+  uint64_t reserved;
+};
+static_assert(sizeof(Header) == kHeaderSize, "header is 64 bytes");
+
+//===----------------------------------------------------------------------===//
+// In-memory plan <-> FlatBuffer
+//===----------------------------------------------------------------------===//
+
+using flatbuffers::FlatBufferBuilder;
+using flatbuffers::Offset;
+
+fb::DataRef toFb(const DataRef &d) {
+  return fb::DataRef(d.segment, d.offset, d.bytes);
+}
+DataRef fromFb(const fb::DataRef *d) {
+  DataRef r;
+  if (d) {
+    r.segment = d->segment();
+    r.offset = d->offset();
+    r.bytes = d->bytes();
+  }
+  return r;
+}
+
+Offset<flatbuffers::Vector<Offset<flatbuffers::String>>>
+strings(FlatBufferBuilder &b, const std::vector<std::string> &v) {
+  return b.CreateVectorOfStrings(v);
+}
+
+Offset<fb::ModelIO> toFb(const ModelIO &m, FlatBufferBuilder &b) {
+  auto name = b.CreateString(m.name);
+  auto shape = b.CreateVector(m.shape);
+  auto split = fb::CreateSplit(b, m.split.axis, strings(b, m.split.over));
+  return fb::CreateModelIO(b, name, m.dtype, shape, split, m.value);
+}
+
+Offset<fb::Plan> toFb(const Plan &p, FlatBufferBuilder &b) {
+  std::vector<Offset<fb::MeshAxis>> mesh;
+  for (const MeshAxis &a : p.mesh)
+    mesh.push_back(fb::CreateMeshAxis(b, b.CreateString(a.name), a.size));
+  std::vector<Offset<fb::Segment>> segs;
+  for (const Segment &s : p.segments)
+    segs.push_back(fb::CreateSegment(b, b.CreateString(s.name), s.offset,
+                                     s.size, b.CreateVector(s.ranks)));
+  std::vector<Offset<fb::Value>> vals;
+  for (const Value &v : p.values) {
+    std::vector<fb::DataRef> data;
+    for (const DataRef &d : v.data)
+      data.push_back(toFb(d));
+    vals.push_back(fb::CreateValue(b, v.id, b.CreateString(v.name), v.dtype,
+                                   b.CreateVector(v.shape), v.kind, v.offset,
+                                   b.CreateVectorOfStructs(data)));
+  }
+  std::vector<Offset<fb::ModelIO>> ins, outs;
+  for (const ModelIO &m : p.inputs)
+    ins.push_back(toFb(m, b));
+  for (const ModelIO &m : p.outputs)
+    outs.push_back(toFb(m, b));
+  std::vector<Offset<fb::Step>> steps;
+  for (const Step &s : p.steps)
+    steps.push_back(fb::CreateStep(
+        b, b.CreateVector(s.inputs), b.CreateVector(s.outputs), s.attrs.type,
+        s.attrs.Pack(b), s.loc.empty() ? 0 : b.CreateString(s.loc)));
+  std::vector<Offset<fb::KernelCode>> kernels;
+  for (const KernelCode &k : p.kernels) {
+    std::vector<Offset<fb::GpuLaunch>> launches;
+    for (const GpuLaunchCode &l : k.launches)
+      launches.push_back(fb::CreateGpuLaunch(
+          b, l.module, b.CreateString(l.function),
+          b.CreateVector(l.grid, 3), b.CreateVector(l.block, 3),
+          b.CreateVector(l.args)));
+    kernels.push_back(fb::CreateKernelCode(b, b.CreateString(k.name),
+                                           k.numArgs, b.CreateVector(launches)));
+  }
+  fb::DataRef cpu = toFb(p.cpuCode), ptx = toFb(p.ptxCode);
+  return fb::CreatePlan(b, p.version, b.CreateString(p.producer),
+                        b.CreateString(p.source), b.CreateVector(mesh),
+                        b.CreateVector(segs), b.CreateVector(vals),
+                        b.CreateVector(ins), b.CreateVector(outs),
+                        b.CreateVector(steps), p.arenaBytes,
+                        b.CreateVector(kernels), &cpu, &ptx);
+}
+
+template <typename T>
+std::vector<T> vec(const flatbuffers::Vector<T> *v) {
+  return v ? std::vector<T>(v->begin(), v->end()) : std::vector<T>();
+}
+std::string str(const flatbuffers::String *s) { return s ? s->str() : ""; }
+template <typename T, typename F>
+void each(const flatbuffers::Vector<flatbuffers::Offset<T>> *v, F f) {
+  if (v)
+    for (const T *x : *v)
+      f(*x);
+}
+
+ModelIO fromFb(const fb::ModelIO &m) {
+  ModelIO r;
+  r.name = str(m.name());
+  r.dtype = m.dtype();
+  r.shape = vec(m.shape());
+  if (const fb::Split *s = m.split()) {
+    r.split.axis = s->axis();
+    each(s->over(), [&](const flatbuffers::String &a) {
+      r.split.over.push_back(a.str());
+    });
+  }
+  r.value = m.value();
+  return r;
+}
+
+/// The manifest, verified by the caller, as the in-memory plan; false (and
+/// `error`) for what the schema cannot express.
+bool fromFb(const fb::Plan &f, Plan &p, std::string &error) {
+  p.version = f.version();
+  p.producer = str(f.producer());
+  p.source = str(f.source());
+  p.arenaBytes = f.arena_bytes();
+  each(f.mesh(), [&](const fb::MeshAxis &a) {
+    p.mesh.push_back({a.name()->str(), a.size()});
+  });
+  each(f.segments(), [&](const fb::Segment &s) {
+    Segment g;
+    g.name = s.name()->str();
+    g.offset = s.offset();
+    g.size = s.size();
+    g.ranks = vec(s.ranks());
+    p.segments.push_back(g);
+  });
+  each(f.values(), [&](const fb::Value &v) {
+    Value x;
+    x.id = v.id();
+    x.name = str(v.name());
+    x.dtype = v.dtype();
+    x.shape = vec(v.shape());
+    x.kind = v.kind();
+    x.offset = v.offset();
+    if (v.data())
+      for (const fb::DataRef *d : *v.data())
+        x.data.push_back(fromFb(d));
+    p.values.push_back(x);
+  });
+  each(f.inputs(), [&](const fb::ModelIO &m) { p.inputs.push_back(fromFb(m)); });
+  each(f.outputs(),
+       [&](const fb::ModelIO &m) { p.outputs.push_back(fromFb(m)); });
+  each(f.steps(), [&](const fb::Step &s) {
+    Step x;
+    x.inputs = vec(s.inputs());
+    x.outputs = vec(s.outputs());
+    x.attrs.type = s.attrs_type();
+    x.attrs.value = fb::StepAttrsUnion::UnPack(s.attrs(), s.attrs_type(),
+                                               nullptr);
+    x.loc = str(s.loc());
+    p.steps.push_back(std::move(x));
+  });
+  each(f.kernels(), [&](const fb::KernelCode &k) {
+    KernelCode c;
+    c.name = k.name()->str();
+    c.numArgs = k.num_args();
+    each(k.launches(), [&](const fb::GpuLaunch &l) {
+      GpuLaunchCode g;
+      g.module = l.module_();
+      g.function = l.function()->str();
+      std::vector<int64_t> grid = vec(l.grid()), block = vec(l.block());
+      if (grid.size() != 3 || block.size() != 3)
+        error = "kernel '" + c.name + "': grid and block need 3 sizes";
+      for (size_t d = 0; d < 3 && d < grid.size() && d < block.size(); ++d) {
+        g.grid[d] = grid[d];
+        g.block[d] = block[d];
+      }
+      g.args = vec(l.args());
+      c.launches.push_back(g);
+    });
+    p.kernels.push_back(c);
+  });
+  p.cpuCode = fromFb(f.cpu_code());
+  p.ptxCode = fromFb(f.ptx_code());
+  return error.empty();
+}
+} // namespace
+
+
+bool moert::writePlan(const std::string &path, Plan &plan,
+                      const PlanData &data, std::string &error) {
+  if (data.segments.size() != plan.segments.size()) {
+    error = "plan has " + std::to_string(plan.segments.size()) +
+            " segments but " + std::to_string(data.segments.size()) +
+            " data buffers";
+    return false;
+  }
+  uint64_t off = 0;
+  for (size_t i = 0; i < plan.segments.size(); ++i) {
+    plan.segments[i].offset = off;
+    plan.segments[i].size = data.segments[i].size();
+    off = alignTo(off + data.segments[i].size(), kPage);
+  }
+  uint64_t dataSize = off;
+  if (!verifyPlan(plan, error))
+    return false;
+  flatbuffers::FlatBufferBuilder fbb(1 << 16);
+  fb::FinishPlanBuffer(fbb, toFb(plan, fbb));
+  std::string manifest(reinterpret_cast<const char *>(fbb.GetBufferPointer()),
+                       fbb.GetSize());
+  Header h{};
+  std::memcpy(h.magic, kMagic, 8);
+  h.version = plan.version;
+  h.manifestOffset = kHeaderSize;
+  h.manifestSize = manifest.size();
+  h.dataOffset = alignTo(kHeaderSize + manifest.size(), kPage);
+  h.dataSize = dataSize;
+  h.checksum = fnv1a(manifest.data(), manifest.size());
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  if (!f) {
+    error = "cannot write plan '" + path + "': " + std::strerror(errno);
+    return false;
+  }
+  f.write(reinterpret_cast<const char *>(&h), sizeof(h));
+  f.write(manifest.data(), manifest.size());
+  std::vector<char> pad(kPage, 0);
+  f.write(pad.data(), h.dataOffset - kHeaderSize - manifest.size());
+  for (size_t i = 0; i < plan.segments.size(); ++i) {
+    const std::vector<char> &seg = data.segments[i];
+    f.write(seg.data(), seg.size());
+    uint64_t end = plan.segments[i].offset + seg.size();
+    uint64_t next = i + 1 < plan.segments.size()
+                        ? plan.segments[i + 1].offset
+                        : dataSize;
+    f.write(pad.data(), next - end);
+  }
+  if (!f) {
+    error = "cannot write plan '" + path + "': " + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+LoadedPlan::~LoadedPlan() {
+  for (auto &[p, n] : maps_)
+    if (p)
+      munmap(p, n);
+  if (fd_ >= 0)
+    close(fd_);
+}
+
+std::unique_ptr<LoadedPlan> LoadedPlan::open(const std::string &path, int rank,
+                                             std::string &error) {
+  auto fail = [&](const std::string &m) -> std::unique_ptr<LoadedPlan> {
+    error = path + ": " + m;
+    return nullptr;
+  };
+  std::unique_ptr<LoadedPlan> lp(new LoadedPlan());
+  lp->fd_ = ::open(path.c_str(), O_RDONLY);
+  if (lp->fd_ < 0)
+    return fail(std::string("cannot open plan: ") + std::strerror(errno));
+  struct stat st;
+  if (fstat(lp->fd_, &st) != 0)
+    return fail(std::string("cannot stat plan: ") + std::strerror(errno));
+  uint64_t fileSize = st.st_size;
+  Header h;
+  std::memset(&h, 0, sizeof(h));
+  ssize_t got = pread(lp->fd_, &h, sizeof(h), 0);
+  if (got < ssize_t(sizeof(kMagic)) || std::memcmp(h.magic, kMagic, 8) != 0)
+    return fail("not a moe plan (bad magic; expected \"MOEPLAN\")");
+  if (fileSize < kHeaderSize || got != ssize_t(sizeof(h)))
+    return fail("truncated plan (the file has " + std::to_string(fileSize) +
+                " bytes, less than the 64-byte header)");
+  if (h.version != kPlanVersion)
+    return fail("plan format version " + std::to_string(h.version) +
+                ", this moe-run reads version " +
+                std::to_string(kPlanVersion) + " (recompile with this moec)");
+  if (h.manifestOffset != kHeaderSize ||
+      h.manifestOffset + h.manifestSize > fileSize)
+    return fail("truncated plan (the manifest runs past the end of the file)");
+  if (h.dataOffset < h.manifestOffset + h.manifestSize ||
+      h.dataOffset % kPage != 0 || h.dataOffset + h.dataSize > fileSize)
+    return fail("truncated plan (the weights need " +
+                std::to_string(h.dataOffset + h.dataSize) +
+                " bytes, the file has " + std::to_string(fileSize) + ")");
+  std::string manifest(h.manifestSize, '\0');
+  if (pread(lp->fd_, manifest.data(), manifest.size(), h.manifestOffset) !=
+      ssize_t(manifest.size()))
+    return fail("cannot read the manifest");
+  if (fnv1a(manifest.data(), manifest.size()) != h.checksum)
+    return fail("corrupt plan (manifest checksum mismatch)");
+  // The schema's generated verifier: every offset, vector and string inside
+  // the manifest, every union member of the declared kind.
+  const auto *bytes = reinterpret_cast<const uint8_t *>(manifest.data());
+  flatbuffers::Verifier verifier(bytes, manifest.size());
+  if (!fb::PlanBufferHasIdentifier(bytes) || !fb::VerifyPlanBuffer(verifier))
+    return fail("corrupt manifest (it does not verify against the plan "
+                "schema, runtime/schema/plan.fbs)");
+  std::string jerr;
+  if (!fromFb(*fb::GetPlan(bytes), lp->plan_, jerr))
+    return fail("invalid plan: " + jerr);
+  if (lp->plan_.version != h.version)
+    return fail("manifest version " + std::to_string(lp->plan_.version) +
+                " differs from the header's " + std::to_string(h.version));
+  if (!verifyPlan(lp->plan_, jerr))
+    return fail("invalid plan: " + jerr);
+  for (const Segment &s : lp->plan_.segments)
+    if (s.offset + s.size > h.dataSize)
+      return fail("segment '" + s.name + "' lies outside the data region");
+  lp->maps_.assign(lp->plan_.segments.size(), {nullptr, 0});
+  lp->segBase_.assign(lp->plan_.segments.size(), nullptr);
+  if (rank < 0)
+    return lp;
+  lp->rank_ = rank;
+  if (rank >= lp->plan_.worldSize())
+    return fail("rank " + std::to_string(rank) + " is outside the plan's " +
+                std::to_string(lp->plan_.worldSize()) + " ranks");
+  for (size_t i = 0; i < lp->plan_.segments.size(); ++i) {
+    const Segment &s = lp->plan_.segments[i];
+    bool mine = s.ranks.empty();
+    for (int32_t r : s.ranks)
+      mine |= r == rank;
+    if (!mine || s.size == 0)
+      continue;
+    uint64_t off = h.dataOffset + s.offset; // page aligned
+    void *p = mmap(nullptr, s.size, PROT_READ, MAP_PRIVATE, lp->fd_, off);
+    if (p == MAP_FAILED)
+      return fail("cannot map segment '" + s.name +
+                  "': " + std::strerror(errno));
+    lp->maps_[i] = {p, s.size};
+    lp->segBase_[i] = static_cast<const char *>(p);
+    lp->mappedBytes_ += s.size;
+  }
+  return lp;
+}
+
+const char *LoadedPlan::codeData(const DataRef &d) const {
+  if (d.segment < 0 || d.segment >= int32_t(segBase_.size()) ||
+      !segBase_[d.segment])
+    return nullptr;
+  return segBase_[d.segment] + d.offset;
+}
+
+const void *LoadedPlan::constantData(const Value &v) const {
+  if (v.kind != ValueKind::constant || v.data.empty())
+    return nullptr;
+  // One entry is shared by every rank; otherwise entry r is rank r's.
+  if (v.data.size() > 1 && (rank_ < 0 || size_t(rank_) >= v.data.size()))
+    return nullptr;
+  const DataRef &d = v.data.size() == 1 ? v.data[0] : v.data[rank_];
+  if (d.segment < 0 || d.segment >= int32_t(segBase_.size()) ||
+      !segBase_[d.segment])
+    return nullptr;
+  return segBase_[d.segment] + d.offset;
+}
+
