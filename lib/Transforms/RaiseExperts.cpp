@@ -10,8 +10,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "moec/Analysis/ConstantBytes.h"
 #include "moec/Transforms/Passes.h"
-#include "moec/Transforms/ConstantBytes.h"
 
 #include "moec/Dialect/MoE/MoEOps.h"
 
