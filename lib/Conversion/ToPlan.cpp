@@ -1,10 +1,10 @@
 //===- ToPlan.cpp - lowering the per-rank program to a .moeplan -----------===//
 
 #include "moec/Conversion/ToPlan.h"
+#include "moec/Analysis/ConstantBytes.h"
+#include "moec/Analysis/Mesh.h"
 #include "moec/Conversion/KernelCodegen.h"
 #include "moec/Dialect/MoE/MoEOps.h"
-#include "moec/Transforms/ConstantBytes.h"
-#include "moec/Transforms/Mesh.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"

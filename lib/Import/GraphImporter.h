@@ -52,6 +52,10 @@ using OpTable = llvm::StringMap<OpHandler>;
 
 void addElementwiseOps(OpTable &table);
 void addShapeOps(OpTable &table);
+void addReshapeOps(OpTable &table);
+void addSliceOps(OpTable &table);
+void addGatherOps(OpTable &table);
+void addExpandOps(OpTable &table);
 void addReductionOps(OpTable &table);
 void addIndexingOps(OpTable &table);
 void addMicrosoftOps(OpTable &table);
@@ -213,7 +217,7 @@ private:
 /// Name of an ONNX data type ("FLOAT", "INT64", ...).
 std::string onnxTypeName(int32_t t);
 
-/// Static or dynamic extract_slice of `v` along one axis (ImportShape.cpp).
+/// Static or dynamic extract_slice of `v` along one axis (ImportSlice.cpp).
 mlir::Value sliceAxis(GraphImporter &gi, mlir::Value v, int64_t axis,
                       mlir::OpFoldResult offset, mlir::OpFoldResult size,
                       int64_t step);

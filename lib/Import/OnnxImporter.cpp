@@ -524,6 +524,10 @@ static OpTable &opTable() {
     OpTable t;
     addElementwiseOps(t);
     addShapeOps(t);
+    addReshapeOps(t);
+    addSliceOps(t);
+    addGatherOps(t);
+    addExpandOps(t);
     addReductionOps(t);
     addIndexingOps(t);
     addMicrosoftOps(t);

@@ -7,9 +7,10 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "moec/Analysis/ConstantBytes.h"
+#include "moec/Analysis/Mesh.h"
+#include "moec/Analysis/TokenDims.h"
 #include "moec/Dialect/MoE/MoEOps.h"
-#include "moec/Transforms/ConstantBytes.h"
-#include "moec/Transforms/Mesh.h"
 #include "moec/Transforms/Passes.h"
 
 #include "mlir/IR/DialectResourceBlobManager.h"

@@ -6,8 +6,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "moec/Analysis/Mesh.h"
 #include "moec/Dialect/MoE/MoEOps.h"
-#include "moec/Transforms/Mesh.h"
 #include "moec/Transforms/Passes.h"
 
 #include "llvm/Support/JSON.h"

@@ -7,8 +7,9 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "moec/Analysis/Mesh.h"
+#include "moec/Analysis/TokenDims.h"
 #include "moec/Dialect/MoE/MoEOps.h"
-#include "moec/Transforms/Mesh.h"
 #include "moec/Transforms/Passes.h"
 
 #include "mlir/Dialect/Shard/IR/ShardOps.h"

@@ -9,14 +9,14 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "moec/Analysis/Mesh.h"
+#include "moec/Analysis/Report.h"
+#include "moec/Analysis/ShardReport.h"
 #include "moec/Conversion/KernelCodegen.h"
 #include "moec/Conversion/ToPlan.h"
 #include "moec/Import/OnnxImporter.h"
 #include "moec/InitAll.h"
 #include "moec/Transforms/Passes.h"
-#include "moec/Transforms/Mesh.h"
-#include "moec/Transforms/Report.h"
-#include "moec/Transforms/ShardReport.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/AsmState.h"

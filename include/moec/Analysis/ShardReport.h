@@ -6,8 +6,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef MOEC_TRANSFORMS_SHARDREPORT_H
-#define MOEC_TRANSFORMS_SHARDREPORT_H
+#ifndef MOEC_ANALYSIS_SHARDREPORT_H
+#define MOEC_ANALYSIS_SHARDREPORT_H
 
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/Support/raw_ostream.h"
@@ -75,4 +75,4 @@ std::string formatBytes(double bytes);
 
 } // namespace moec
 
-#endif // MOEC_TRANSFORMS_SHARDREPORT_H
+#endif // MOEC_ANALYSIS_SHARDREPORT_H

@@ -1,136 +1,20 @@
-//===- Mesh.cpp - device mesh specs and the token-dims analysis -----------===//
+//===- TokenDims.cpp - which dims of each tensor carry tokens -------------===//
 
-#include "moec/Transforms/Mesh.h"
-#include "moec/Transforms/ConstantBytes.h"
+#include "moec/Analysis/TokenDims.h"
+#include "moec/Analysis/ConstantBytes.h"
 #include "moec/Dialect/MoE/MoEOps.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/IRMapping.h"
 #include "llvm/ADT/STLExtras.h"
-#include "llvm/ADT/StringExtras.h"
 
 #include <cstring>
 
 using namespace mlir;
 using namespace moec;
-
-//===----------------------------------------------------------------------===//
-// MeshSpec
-//===----------------------------------------------------------------------===//
-
-int64_t MeshSpec::size(StringRef name) const {
-  for (auto &[n, s] : axes)
-    if (n == name)
-      return s;
-  return 1;
-}
-
-int64_t MeshSpec::index(StringRef name) const {
-  for (auto [i, a] : llvm::enumerate(axes))
-    if (a.first == name)
-      return i;
-  return -1;
-}
-
-int64_t MeshSpec::worldSize() const {
-  int64_t n = 1;
-  for (auto &a : axes)
-    n *= a.second;
-  return n;
-}
-
-SmallVector<int64_t> MeshSpec::coords(int64_t rank) const {
-  SmallVector<int64_t> c(axes.size());
-  for (int64_t a = int64_t(axes.size()) - 1; a >= 0; --a) {
-    c[a] = rank % axes[a].second;
-    rank /= axes[a].second;
-  }
-  return c;
-}
-
-std::string moec::nodeName(Location loc) {
-  if (auto n = dyn_cast<NameLoc>(loc))
-    return n.getName().str();
-  if (auto f = dyn_cast<FusedLoc>(loc))
-    for (Location l : f.getLocations())
-      if (auto n = dyn_cast<NameLoc>(l))
-        return n.getName().str();
-  return "";
-}
-
-std::string MeshSpec::str() const {
-  std::string s;
-  for (auto &[n, size] : axes) {
-    if (!s.empty())
-      s += ",";
-    s += n + "=" + std::to_string(size);
-  }
-  return s;
-}
-
-bool moec::parseMeshSpec(StringRef spec, MeshSpec &out, std::string &error) {
-  static const char *kOrder[] = {"dp", "ep", "tp"};
-  int64_t sizes[3] = {0, 0, 0};
-  SmallVector<StringRef> parts;
-  spec.split(parts, ',');
-  if (spec.trim().empty()) {
-    error = "empty mesh spec; expected e.g. 'dp=2,ep=4,tp=2'";
-    return false;
-  }
-  for (StringRef part : parts) {
-    part = part.trim();
-    auto [name, value] = part.split('=');
-    name = name.trim();
-    value = value.trim();
-    int idx = -1;
-    for (int i = 0; i < 3; ++i)
-      if (name == kOrder[i])
-        idx = i;
-    if (idx < 0) {
-      error = "mesh spec '" + spec.str() + "': unknown axis '" + name.str() +
-              "' (expected dp, ep or tp)";
-      return false;
-    }
-    int64_t v;
-    if (!part.contains('=') || value.getAsInteger(10, v) || v < 1) {
-      error = "mesh spec '" + spec.str() + "': axis '" + name.str() +
-              "' needs a size >= 1, got '" + value.str() + "'";
-      return false;
-    }
-    if (sizes[idx]) {
-      error = "mesh spec '" + spec.str() + "': axis '" + name.str() +
-              "' given twice";
-      return false;
-    }
-    sizes[idx] = v;
-  }
-  out.axes.clear();
-  for (int i = 0; i < 3; ++i)
-    if (sizes[i] || i == 1)
-      out.axes.push_back({kOrder[i], sizes[i] ? sizes[i] : 1});
-  return true;
-}
-
-shard::GridOp moec::getMeshGrid(ModuleOp module) {
-  return dyn_cast_or_null<shard::GridOp>(
-      SymbolTable::lookupSymbolIn(module, kGridName));
-}
-
-MeshSpec moec::meshSpecOf(shard::GridOp grid) {
-  MeshSpec spec;
-  auto names = grid->getAttrOfType<ArrayAttr>("moe.axes");
-  ArrayRef<int64_t> shape = grid.getShape();
-  for (auto [i, size] : llvm::enumerate(shape)) {
-    std::string name = "axis" + std::to_string(i);
-    if (names && i < names.size())
-      if (auto s = dyn_cast<StringAttr>(names[i]))
-        name = s.str();
-    spec.axes.push_back({name, size});
-  }
-  return spec;
-}
 
 //===----------------------------------------------------------------------===//
 // Token dims
@@ -206,10 +90,9 @@ LogicalResult TokenDimsAnalysis::set(Value v, TokenDims dims, Operation *at) {
     if (it->second != dims)
       return at->emitError("the token dimension reaches a value by two "
                            "paths that disagree (dims ")
-             << it->second.start << ".." << it->second.start +
-                                                it->second.count - 1
-             << " vs " << dims.start << ".." << dims.start + dims.count - 1
-             << ")";
+             << it->second.start << ".."
+             << it->second.start + it->second.count - 1 << " vs " << dims.start
+             << ".." << dims.start + dims.count - 1 << ")";
     return success();
   }
   facts[v] = dims;
@@ -281,8 +164,7 @@ LogicalResult TokenDimsAnalysis::visitLinalg(linalg::LinalgOp op) {
     TokenDims dims{pos.front(), int64_t(pos.size())};
     if (failed(set(operand.get(), dims, op)))
       return failure();
-    if (isInit &&
-        failed(set(op.getTiedOpResult(&operand), dims, op)))
+    if (isInit && failed(set(op.getTiedOpResult(&operand), dims, op)))
       return failure();
   }
   return success();
@@ -290,8 +172,8 @@ LogicalResult TokenDimsAnalysis::visitLinalg(linalg::LinalgOp op) {
 
 /// Groups of `big` dims whose products are the dims of `small` (both
 /// static); empty when the shapes do not line up that way.
-static SmallVector<SmallVector<int64_t>> reassociation(ArrayRef<int64_t> big,
-                                                       ArrayRef<int64_t> small) {
+static SmallVector<SmallVector<int64_t>>
+reassociation(ArrayRef<int64_t> big, ArrayRef<int64_t> small) {
   SmallVector<SmallVector<int64_t>> groups;
   size_t b = 0;
   for (int64_t target : small) {
@@ -549,8 +431,8 @@ static void unshareInits(func::FuncOp func) {
   }
 }
 
-FailureOr<DenseMap<Value, TokenDims>>
-moec::analyzeTokenDims(func::FuncOp func, int64_t n) {
+FailureOr<DenseMap<Value, TokenDims>> moec::analyzeTokenDims(func::FuncOp func,
+                                                             int64_t n) {
   unshareInits(func);
   TokenDimsAnalysis a(n);
   if (failed(a.run(func)))

@@ -1,6 +1,6 @@
 //===- Report.cpp - MoE layer report --------------------------------------===//
 
-#include "moec/Transforms/Report.h"
+#include "moec/Analysis/Report.h"
 
 #include "moec/Dialect/MoE/MoEOps.h"
 

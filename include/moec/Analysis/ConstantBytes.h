@@ -1,12 +1,12 @@
-//===- ConstantBytes.h - the bytes of a constant tensor -----------*- C++ -*-===//
+//===- ConstantBytes.h - the bytes of a constant tensor ---------*- C++ -*-===//
 //
 // Reading and making the weight constants the passes rewrite: the importer
 // writes them as `dense_resource` blobs (or small `dense` attributes).
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef MOEC_TRANSFORMS_CONSTANTBYTES_H
-#define MOEC_TRANSFORMS_CONSTANTBYTES_H
+#ifndef MOEC_ANALYSIS_CONSTANTBYTES_H
+#define MOEC_ANALYSIS_CONSTANTBYTES_H
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 
@@ -32,4 +32,4 @@ mlir::Value makeBlobConstant(mlir::OpBuilder &b, mlir::Location loc,
 
 } // namespace moec
 
-#endif // MOEC_TRANSFORMS_CONSTANTBYTES_H
+#endif // MOEC_ANALYSIS_CONSTANTBYTES_H

@@ -4,8 +4,8 @@
 //
 //===----------------------------------------------------------------------===//
 
-#ifndef MOEC_TRANSFORMS_REPORT_H
-#define MOEC_TRANSFORMS_REPORT_H
+#ifndef MOEC_ANALYSIS_REPORT_H
+#define MOEC_ANALYSIS_REPORT_H
 
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/Support/raw_ostream.h"
@@ -20,4 +20,4 @@ void writeMoEReport(mlir::ModuleOp module, llvm::raw_ostream &os, bool json);
 
 } // namespace moec
 
-#endif // MOEC_TRANSFORMS_REPORT_H
+#endif // MOEC_ANALYSIS_REPORT_H

@@ -1,6 +1,6 @@
 //===- ConstantBytes.cpp - the bytes of a constant tensor -----------------===//
 
-#include "moec/Transforms/ConstantBytes.h"
+#include "moec/Analysis/ConstantBytes.h"
 
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/DialectResourceBlobManager.h"

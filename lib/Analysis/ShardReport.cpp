@@ -1,8 +1,8 @@
 //===- ShardReport.cpp - per-rank memory and communication ----------------===//
 
-#include "moec/Transforms/ShardReport.h"
+#include "moec/Analysis/ShardReport.h"
+#include "moec/Analysis/Mesh.h"
 #include "moec/Dialect/MoE/MoEOps.h"
-#include "moec/Transforms/Mesh.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"

@@ -1,0 +1,225 @@
+//===- RaiseExpertsInternal.h - moe-raise-experts' parts --------*- C++ -*-===//
+//
+// Private to lib/Transforms. moe-raise-experts (RaiseExperts.cpp) raises an
+// exported MoE layer: a router (scores -> top-k -> optional
+// renormalisation) and experts, either a loop over the experts or one
+// batched computation, to moe.route + moe.experts. Its matchers, by family:
+//   RaiseMatchers.cpp  views, element-wise generics, constants, slices
+//   RaiseFFN.cpp       one expert's FFN and its weights
+//   RaiseRouter.cpp    the router (top-k routers, Switch Transformer's)
+//   RaiseLoops.cpp     the per-expert loop form (TorchScript exporter)
+//   RaiseBatched.cpp   the batched form (dynamo exporter, batched_mm)
+//   RaiseShared.cpp    the shared experts added to a layer
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEC_LIB_TRANSFORMS_RAISEEXPERTSINTERNAL_H
+#define MOEC_LIB_TRANSFORMS_RAISEEXPERTSINTERNAL_H
+
+#include "moec/Dialect/MoE/MoEOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "llvm/ADT/SetVector.h"
+
+#include <array>
+#include <map>
+#include <optional>
+#include <string>
+
+namespace moec::raising {
+
+// A private header: its code names MLIR's types unqualified, as the
+// matchers' files do.
+using namespace mlir;
+
+//===----------------------------------------------------------------------===//
+// Shared matchers (RaiseMatchers.cpp)
+//===----------------------------------------------------------------------===//
+
+/// Looks through ops that only change the view of a tensor.
+Value skipViews(Value v);
+
+/// The body ops of a single-result linalg.generic, terminator excluded.
+SmallVector<Operation *> bodyOps(linalg::GenericOp g);
+
+/// A two-input element-wise generic whose body is a single `OpTy` of the
+/// two block arguments: returns the two inputs.
+template <typename OpTy>
+std::optional<std::pair<Value, Value>> matchBinary(Value v) {
+  auto g = v.getDefiningOp<linalg::GenericOp>();
+  if (!g || g.getNumDpsInputs() != 2 || g.getNumResults() != 1)
+    return std::nullopt;
+  SmallVector<Operation *> ops = bodyOps(g);
+  if (ops.size() != 1 || !isa<OpTy>(ops[0]))
+    return std::nullopt;
+  Block *b = g.getBody();
+  Value y = b->getTerminator()->getOperand(0);
+  if (y != ops[0]->getResult(0) || ops[0]->getOperand(0) != b->getArgument(0) ||
+      ops[0]->getOperand(1) != b->getArgument(1))
+    return std::nullopt;
+  return std::make_pair(g.getDpsInputs()[0], g.getDpsInputs()[1]);
+}
+
+/// A one-input generic computing sigmoid (1 / (1 + exp(-x))): its input.
+Value matchSigmoid(Value v);
+
+/// The value of a scalar float constant (a rank-0 or splat tensor constant,
+/// or a scalar constant).
+std::optional<double> scalarFloat(Value v);
+
+/// An element-wise binary generic `x OP c` (either order) with `c` a scalar
+/// constant: returns x and the constant.
+template <typename OpTy>
+std::optional<std::pair<Value, double>> matchScalarBinary(Value v) {
+  auto bin = matchBinary<OpTy>(v);
+  if (!bin)
+    return std::nullopt;
+  if (std::optional<double> c = scalarFloat(bin->second))
+    return std::make_pair(bin->first, *c);
+  if (std::optional<double> c = scalarFloat(bin->first))
+    return std::make_pair(bin->second, *c);
+  return std::nullopt;
+}
+
+/// A reduction over `dim` of a single input with a single-op body `OpTy`:
+/// returns the input.
+template <typename OpTy> Value matchReduce(Value v, int64_t dim) {
+  auto red = skipViews(v).getDefiningOp<linalg::ReduceOp>();
+  if (!red || red.getInputs().size() != 1 ||
+      red.getDimensions() != ArrayRef<int64_t>{dim})
+    return {};
+  Block &body = red.getCombiner().front();
+  if (body.getOperations().size() != 2 || !isa<OpTy>(body.front()))
+    return {};
+  return red.getInputs()[0];
+}
+
+/// True when `v` is a constant tensor of zeros.
+bool isZeroConstant(Value v);
+
+/// The backward slice of `v` (ops it depends on).
+SetVector<Operation *> sliceOf(Value v);
+
+//===----------------------------------------------------------------------===//
+// Expert FFNs (RaiseFFN.cpp)
+//===----------------------------------------------------------------------===//
+
+/// Where a MatMul's right-hand side [K, N] comes from: a constant, or the
+/// slab of a stacked [E, A, B] constant picked by the expert id (transformers
+/// 5.x `gate_up_proj[expert_idx]`), possibly transposed, possibly a column
+/// range of it (a fused gate/up projection split in two).
+struct WeightRef {
+  arith::ConstantOp src;
+  bool stacked = false;
+  bool transposed = false;
+  int64_t colBegin = 0, colEnd = -1; // of the [K, N] matrix; -1: all
+  /// Batched form only: the [n] or [n, 1] expert ids that pick one slab per
+  /// row (see matchBatchedLinear).
+  Value ids;
+};
+
+/// One expert's FFN, read back from its output.
+struct ExpertFFN {
+  Value input; // the gathered tokens [n, H]
+  WeightRef gate, down;
+  std::optional<WeightRef> up;
+  moe::Activation act = moe::Activation::identity;
+};
+
+/// `linalg.matmul(x, W)` with a resolvable constant W: returns {x, W}.
+std::optional<std::pair<Value, WeightRef>> matchLinear(Value v);
+
+/// Matches down(act(gate(x)) [* up(x)]) on the FFN output `v`.
+FailureOr<ExpertFFN> matchFFN(Value v, std::string &why);
+
+/// Stacks the experts' [K, N] matrices into one [E, K, N] weight blob.
+FailureOr<Value> stack(OpBuilder &b, Location loc,
+                       ArrayRef<std::pair<int64_t, WeightRef>> parts,
+                       StringRef name);
+
+//===----------------------------------------------------------------------===//
+// Routers (RaiseRouter.cpp)
+//===----------------------------------------------------------------------===//
+
+/// The router of one MoE layer, read from its selection top-k (or, for
+/// Switch Transformer, its top-1 ArgMax).
+struct Router {
+  /// The op that selects the experts: a moe.topk, or the ArgMax generic.
+  Operation *select = nullptr;
+  int64_t k = 1;
+  /// The expert mask the loop must read (Switch: the one-hot, or the one-hot
+  /// times its expert-capacity mask); null when not checked.
+  Value expertMask;
+  /// [..., E]; leading dims are the tokens.
+  Value logits;
+  /// The scores s = score_func(logits) the weights are read from.
+  Value scores;
+  moe::ScoreFunc score = moe::ScoreFunc::softmax;
+  /// Selection-only bias (DeepSeek-V3's e_score_correction_bias), [E].
+  Value bias;
+  int64_t numGroups = 1, topkGroups = 1;
+  moe::GroupScore groupScore = moe::GroupScore::max;
+  /// The routing weights the experts are scaled by: the top-k values (or
+  /// the scores gathered at the top-k indices), possibly renormalised and
+  /// scaled.
+  Value weights;
+  bool renormalize = false;
+  double scaling = 1.0;
+};
+
+/// Matches the router that ends at the selection top-k `topk`. Returns
+/// nullopt when `topk` is not over router scores at all; otherwise a Router,
+/// or a failure with `why` set (a router that cannot be raised).
+std::optional<FailureOr<Router>> matchRouter(moe::TopKOp topk,
+                                             std::string &why);
+
+/// True when `g` is the importer's ArgMax over the last dim of a single
+/// input that picks the first of equal maxima (outputs: values, i64 indices).
+bool isFirstArgMaxLastDim(linalg::GenericOp g);
+
+/// Matches Switch Transformer's router (transformers
+/// SwitchTransformersTop1Router) from its ArgMax `am`: probs =
+/// softmax(logits); idx = argmax(probs); mask = one_hot(idx) [* (cumsum(
+/// one_hot, tokens) <= capacity)]; weight = max(probs). Nullopt when `am`
+/// is not such a router; a failure with `why` (and `diagOp`) when it cannot
+/// be raised.
+std::optional<FailureOr<Router>>
+matchSwitchRouter(linalg::GenericOp am, std::string &why, Operation *&diagOp);
+
+//===----------------------------------------------------------------------===//
+// Layers
+//===----------------------------------------------------------------------===//
+
+/// Raises the MoE layers of one function, from their routers, to
+/// moe.route + moe.experts.
+class LayerRaiser {
+public:
+  LayerRaiser(func::FuncOp func, unsigned &layerCounter)
+      : func(func), layerCounter(layerCounter) {}
+
+  /// The per-expert loop form (RaiseLoops.cpp); falls back on the batched
+  /// form when no loop uses the router.
+  LogicalResult raise(Router &r, std::string &why);
+  /// The batched form (RaiseBatched.cpp).
+  LogicalResult raiseBatched(Router &r, std::string &why, bool &found);
+  /// The rewrite (RaiseExperts.cpp).
+  LogicalResult emitLayer(Router &r, Value root, Value tokensV,
+                          const std::map<int64_t, ExpertFFN> &experts,
+                          std::string &why);
+
+private:
+  func::FuncOp func;
+  /// The pass's count of raised layers, which names their weight blobs.
+  unsigned &layerCounter;
+};
+
+/// Marks the ops of the shared experts added to the output of `ex`
+/// (RaiseShared.cpp).
+void markSharedExperts(moe::ExpertsOp ex, Value tokens);
+
+} // namespace moec::raising
+
+#endif // MOEC_LIB_TRANSFORMS_RAISEEXPERTSINTERNAL_H

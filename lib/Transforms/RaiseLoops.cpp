@@ -1,0 +1,269 @@
+//===- RaiseLoops.cpp - per-expert loops for moe-raise-experts ------------===//
+//
+// The per-expert loop form of an MoE layer (torch.onnx's TorchScript
+// exporter): per expert, the tokens routed to it are found with NonZero on
+// the one-hot expert mask, gathered, run through the expert FFN, scaled by
+// their routing weight and scattered (added) back into a [tokens, hidden]
+// accumulator. The matcher works from the accumulator's add tree: every
+// leaf scatter must be one expert of the same router.
+//
+//===----------------------------------------------------------------------===//
+
+#include "RaiseExpertsInternal.h"
+
+#include "mlir/Analysis/SliceAnalysis.h"
+#include "mlir/IR/Matchers.h"
+
+using namespace mlir;
+using namespace moec;
+
+namespace moec::raising {
+
+namespace {
+
+/// True when `scale` (through views) gathers elements of `weights`.
+bool isGatherOf(Value scale, Value weights) {
+  auto g = skipViews(scale).getDefiningOp<linalg::GenericOp>();
+  if (!g || g.getNumDpsInputs() != 1)
+    return false;
+  Value src;
+  unsigned extracts = 0;
+  g.getBody()->walk([&](tensor::ExtractOp ex) {
+    src = ex.getTensor();
+    ++extracts;
+  });
+  return extracts == 1 && skipViews(src) == skipViews(weights);
+}
+
+/// The value of a scalar index tensor: a constant, or (transformers 5.x,
+/// which loops over the experts hit by the example) element `i` of the list
+/// of hit experts, taken as expert `i`; the caller then requires that all
+/// experts were hit, which makes the two the same.
+std::optional<int64_t> scalarIndex(Value v) {
+  v = skipViews(v);
+  if (auto c = v.getDefiningOp<arith::ConstantOp>()) {
+    auto d = dyn_cast<DenseIntElementsAttr>(c.getValue());
+    if (d && d.getNumElements() == 1)
+      return (*d.begin()).getSExtValue();
+    return std::nullopt;
+  }
+  Value list;
+  std::optional<int64_t> pos;
+  if (auto sl = v.getDefiningOp<tensor::ExtractSliceOp>()) {
+    // One element sliced out of the [n, 1] (transposed) list.
+    auto src = cast<RankedTensorType>(sl.getSource().getType());
+    if (sl.getType().getNumElements() != 1 ||
+        llvm::any_of(sl.getStaticOffsets(), ShapedType::isDynamic))
+      return std::nullopt;
+    int64_t at = 0;
+    for (int64_t d = 0; d < src.getRank(); ++d)
+      if (src.getDimSize(d) != 1)
+        at = sl.getStaticOffsets()[d];
+    list = sl.getSource();
+    pos = at;
+  } else if (auto fe = v.getDefiningOp<tensor::FromElementsOp>()) {
+    // One element read out of the list with a constant index.
+    auto ex = fe.getElements().size() == 1
+                  ? fe.getElements()[0].getDefiningOp<tensor::ExtractOp>()
+                  : tensor::ExtractOp();
+    if (!ex || ex.getIndices().size() != 1)
+      return std::nullopt;
+    APInt c;
+    if (!matchPattern(ex.getIndices()[0], m_ConstantInt(&c)))
+      return std::nullopt;
+    list = ex.getTensor();
+    pos = c.getSExtValue();
+  } else {
+    auto g = v.getDefiningOp<linalg::GenericOp>();
+    if (!g || g.getNumDpsInputs() != 1 ||
+        cast<RankedTensorType>(g.getResult(0).getType()).getRank() != 0)
+      return std::nullopt;
+    g.getBody()->walk([&](tensor::ExtractOp ex) { list = ex.getTensor(); });
+    pos = scalarIndex(g.getDpsInputs()[0]);
+  }
+  if (!list || !pos)
+    return std::nullopt;
+  // The hit list may be cut into one-element slices, one per iteration.
+  Value l = skipViews(list);
+  int64_t offset = 0;
+  if (auto sl = l.getDefiningOp<tensor::ExtractSliceOp>()) {
+    if (ShapedType::isDynamic(sl.getStaticOffsets()[0]))
+      return std::nullopt;
+    offset = sl.getStaticOffsets()[0];
+    l = sl.getSource();
+  }
+  for (Operation *op : sliceOf(l))
+    if (isa<moe::NonZeroOp>(op))
+      return offset + *pos;
+  return std::nullopt;
+}
+
+/// The expert id of the chain that selected the tokens of one expert: the
+/// index of the row of the [experts, k, tokens] expert mask fed to NonZero.
+std::optional<int64_t> expertId(moe::NonZeroOp nz, int64_t numExperts) {
+  for (Operation *op : sliceOf(nz.getInput())) {
+    auto g = dyn_cast<linalg::GenericOp>(op);
+    if (!g || g.getNumDpsInputs() != 1 ||
+        cast<RankedTensorType>(g.getDpsInputs()[0].getType())
+                .getNumElements() != 1)
+      continue;
+    Value mask;
+    g.getBody()->walk([&](tensor::ExtractOp ex) { mask = ex.getTensor(); });
+    if (!mask || cast<RankedTensorType>(mask.getType()).getRank() != 3)
+      continue;
+    std::optional<int64_t> e = scalarIndex(g.getDpsInputs()[0]);
+    if (!e)
+      return std::nullopt;
+    return *e < 0 ? *e + numExperts : *e;
+  }
+  return std::nullopt;
+}
+
+/// Collects the leaves of the add tree that ends at `root`.
+void addLeaves(Value v, SmallVectorImpl<Value> &leaves) {
+  if (auto add = matchBinary<arith::AddFOp>(v)) {
+    addLeaves(add->first, leaves);
+    addLeaves(add->second, leaves);
+    return;
+  }
+  leaves.push_back(v);
+}
+
+} // namespace
+
+LogicalResult LayerRaiser::raise(Router &r, std::string &why) {
+  auto logitsT = cast<RankedTensorType>(r.logits.getType());
+  int64_t e = logitsT.getDimSize(logitsT.getRank() - 1), tokens = 1;
+  for (int64_t d = 0; d + 1 < logitsT.getRank(); ++d)
+    tokens = ShapedType::isDynamic(logitsT.getDimSize(d)) ||
+                     ShapedType::isDynamic(tokens)
+                 ? ShapedType::kDynamic
+                 : tokens * logitsT.getDimSize(d);
+  // The scatters that consume this router's weights.
+  SmallVector<Operation *> scatters;
+  func.walk([&](Operation *op) {
+    if (!isa<moe::ScatterElementsOp, moe::ScatterNDOp>(op))
+      return;
+    if (sliceOf(op->getOperand(2)).contains(r.select))
+      scatters.push_back(op);
+  });
+  if (scatters.empty()) {
+    bool found = false;
+    LogicalResult batched = raiseBatched(r, why, found);
+    if (found)
+      return batched;
+    why = "no expert loop (scatter of weighted expert outputs) and no "
+          "batched experts (per-row gathered weights) use its routing "
+          "weights";
+    return failure();
+  }
+  // The accumulator: the add tree above the scatters, up to its root.
+  Value root = scatters.front()->getResult(0);
+  for (bool grew = true; grew;) {
+    grew = false;
+    for (Operation *user : root.getUsers()) {
+      if (user->getNumResults() != 1)
+        continue;
+      auto add = matchBinary<arith::AddFOp>(user->getResult(0));
+      // Terms that do not depend on the routing (a shared expert, a
+      // residual) are added after the layer, not part of it.
+      Value other = add && add->first == root ? add->second
+                    : add                     ? add->first
+                                              : Value();
+      if (add && (isZeroConstant(other) || sliceOf(other).contains(r.select))) {
+        root = user->getResult(0);
+        grew = true;
+        break;
+      }
+    }
+  }
+  SmallVector<Value> leaves;
+  addLeaves(root, leaves);
+  std::map<int64_t, ExpertFFN> experts;
+  Value tokensV;
+  for (Value leaf : leaves) {
+    if (isZeroConstant(leaf))
+      continue;
+    Operation *sc = leaf.getDefiningOp();
+    if (!sc || !llvm::is_contained(scatters, sc)) {
+      why = "the expert outputs are accumulated with something other than "
+            "scatters of expert outputs";
+      return failure();
+    }
+    if (!isZeroConstant(sc->getOperand(0))) {
+      why = "a scatter does not start from zeros";
+      return failure();
+    }
+    if (auto se = dyn_cast<moe::ScatterElementsOp>(sc);
+        se && (se.getAxis() != 0 || se.getReduction() == moe::Reduction::mul ||
+               se.getReduction() == moe::Reduction::max ||
+               se.getReduction() == moe::Reduction::min)) {
+      why = "a ScatterElements is not an index_add over tokens";
+      return failure();
+    }
+    // updates = FFN(x_e) * w_e, either operand order.
+    auto mul = matchBinary<arith::MulFOp>(skipViews(sc->getOperand(2)));
+    if (!mul) {
+      why = "the scattered values are not expert outputs times routing "
+            "weights";
+      return failure();
+    }
+    Value scale = mul->second;
+    FailureOr<ExpertFFN> f = matchFFN(mul->first, why);
+    if (failed(f)) {
+      scale = mul->first;
+      f = matchFFN(mul->second, why);
+    }
+    if (failed(f))
+      return failure();
+    if (!isGatherOf(scale, r.weights)) {
+      why = "an expert output is not scaled by its tokens' routing weights";
+      return failure();
+    }
+    // The FFN input gathers rows of the tokens selected by NonZero.
+    auto gather = skipViews(f->input).getDefiningOp<linalg::GenericOp>();
+    if (!gather || gather.getNumDpsInputs() != 1) {
+      why = "an expert's input is not a gather of tokens";
+      return failure();
+    }
+    Value src;
+    gather.getBody()->walk([&](tensor::ExtractOp ex) { src = ex.getTensor(); });
+    SetVector<Operation *> rows = sliceOf(gather.getDpsInputs()[0]);
+    moe::NonZeroOp nz;
+    for (Operation *op : rows)
+      if (auto n = dyn_cast<moe::NonZeroOp>(op))
+        nz = n;
+    if (!src || !nz ||
+        !sliceOf(sc->getOperand(1)).contains(nz.getOperation()) ||
+        !sliceOf(nz.getInput()).contains(r.select) ||
+        (r.expertMask &&
+         !sliceOf(nz.getInput()).contains(r.expertMask.getDefiningOp()))) {
+      why = "an expert's tokens are not selected by NonZero on the router's "
+            "expert mask";
+      return failure();
+    }
+    Value base = skipViews(src);
+    if (tokensV && base != tokensV) {
+      why = "experts read different token tensors";
+      return failure();
+    }
+    tokensV = base;
+    std::optional<int64_t> id = expertId(nz, e);
+    if (!id || *id < 0 || *id >= e || experts.count(*id)) {
+      why = "cannot tell which expert a loop iteration computes";
+      return failure();
+    }
+    experts[*id] = *f;
+  }
+  if (int64_t(experts.size()) != e) {
+    why = "found " + std::to_string(experts.size()) + " of " +
+          std::to_string(e) +
+          " experts: the exporter unrolled a loop over the experts its "
+          "example input hit, baking that routing into the graph; "
+          "re-export with an input that routes tokens to every expert";
+    return failure();
+  }
+  return emitLayer(r, root, tokensV, experts, why);
+}
+
+} // namespace moec::raising
