@@ -30,7 +30,8 @@ llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
 llvm_config.use_default_substitutions()
 
 tool_dirs = [config.moec_tools_dir, config.llvm_tools_dir]
-llvm_config.add_tool_substitutions(["moec", "moe-opt", "moe-eval", "moe-run",
+llvm_config.add_tool_substitutions(["moec", "moe-opt", "moe-translate",
+                                    "moe-eval", "moe-run",
                                     "moert-make-test-plan"], tool_dirs)
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.with_environment("PATH", config.moec_tools_dir, append_path=True)

@@ -1,7 +1,8 @@
 //===- moe-opt.cpp - moec's pass driver -----------------------------------===//
 //
 // Like mlir-opt, with the `moe` dialect and moec's passes registered. For
-// tests and debugging: `moe-opt in.mlir --some-pass | FileCheck`.
+// tests and debugging: `moe-opt in.mlir --some-pass | FileCheck`, and
+// `moe-opt in.mlir --moe-compile-pipeline="mesh=ep=4"` for what moec runs.
 //
 //===----------------------------------------------------------------------===//
 
@@ -11,6 +12,9 @@
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
 
 int main(int argc, char **argv) {
+  // --help: what MlirOptMain registers (passes, pipelines, its flags), not
+  // libLLVM's options, which are registered by now.
+  moec::hideLibraryOptions({});
   moec::registerAllPasses();
   mlir::DialectRegistry registry;
   moec::registerAllDialects(registry);

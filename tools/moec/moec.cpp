@@ -4,8 +4,9 @@
 //      [--emit=mlir|sharded-mlir] [--report[=json]] [-o FILE]
 //
 // Imports an ONNX MoE model, raises its MoE layers, and (with --mesh) shards
-// it into a per-rank expert-parallel program. Accepts the standard MLIR
-// pass-manager flags (--mlir-print-ir-after-all, ...).
+// it into a per-rank expert-parallel program. The passes are the stages of
+// moe-compile-pipeline (lib/Pipelines), which moe-opt runs in one go. Accepts
+// the standard MLIR pass-manager flags (--mlir-print-ir-after-all, ...).
 //
 //===----------------------------------------------------------------------===//
 
@@ -16,9 +17,9 @@
 #include "moec/Conversion/ToPlan.h"
 #include "moec/Import/OnnxImporter.h"
 #include "moec/InitAll.h"
-#include "moec/Transforms/Passes.h"
+#include "moec/Pipelines/MeshChoice.h"
+#include "moec/Pipelines/Pipelines.h"
 
-#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/Diagnostics.h"
@@ -26,10 +27,7 @@
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
 #include "mlir/Support/Timing.h"
-#include "mlir/Transforms/Passes.h"
 #include "llvm/Support/CommandLine.h"
-#include "llvm/Support/Format.h"
-#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/raw_ostream.h"
@@ -178,113 +176,25 @@ int fail(const llvm::Twine &msg) {
   return 1;
 }
 
-/// moe-shard, moe-place-experts and moe-insert-all-to-all for `mesh`.
-void addShardPasses(PassManager &pm, const std::string &mesh) {
-  moec::MoEShardOptions shardOpts;
-  shardOpts.mesh = mesh;
-  pm.addPass(moec::createMoEShard(shardOpts));
-  moec::MoEPlaceExpertsOptions placeOpts;
-  placeOpts.strategy = placement;
-  placeOpts.loadFile = placementLoad;
-  placeOpts.redundantExperts = redundantExperts;
-  pm.addPass(moec::createMoEPlaceExperts(placeOpts));
-  moec::MoEInsertAllToAllOptions a2aOpts;
-  a2aOpts.capacityFactor = capacityFactor;
-  pm.addPass(moec::createMoEInsertAllToAll(a2aOpts));
-}
-
-/// --mesh auto: tries every dp x ep x tp factorisation of --gpus with ep x tp
-/// inside a node, compiles each on a copy of the module, and picks the one
-/// that fits --device-memory with the least modelled communication per rank
-/// (ties: less memory, then more ep). Prints the ranked candidates to stderr.
-LogicalResult chooseMesh(ModuleOp module, int64_t memLimit,
-                         std::string &chosen) {
-  if (gpus < 1) {
-    fail("--mesh auto needs --gpus N");
-    return failure();
-  }
-  int64_t perNode = gpusPerNode > 0 ? gpusPerNode : gpus;
-  if (gpus % perNode != 0 && gpus > perNode) {
-    fail("--gpus " + std::to_string(gpus) + " is not a multiple of " +
-         "--gpus-per-node " + std::to_string(perNode));
-    return failure();
-  }
-  struct Candidate {
-    std::string mesh;
-    bool ok = false;
-    std::string why;
-    double comm = 0;
-    int64_t mem = 0;
-    int64_t ep = 1;
-  };
-  std::vector<Candidate> cands;
-  for (int64_t tp = 1; tp <= gpus; ++tp)
-    for (int64_t ep = 1; ep * tp <= gpus; ++ep) {
-      if (gpus % (ep * tp))
-        continue;
-      int64_t dp = gpus / (ep * tp);
-      if (perNode % (ep * tp) != 0)
-        continue; // EP and TP groups stay inside a node
-      Candidate c;
-      c.ep = ep;
-      c.mesh = "dp=" + std::to_string(dp) + ",ep=" + std::to_string(ep) +
-               ",tp=" + std::to_string(tp);
-      OwningOpRef<ModuleOp> copy(module.clone());
-      std::string firstError;
-      ScopedDiagnosticHandler quiet(module.getContext(), [&](Diagnostic &d) {
-        if (d.getSeverity() == DiagnosticSeverity::Error && firstError.empty())
-          firstError = d.str();
-        return success();
-      });
-      PassManager pm(module.getContext());
-      addShardPasses(pm, c.mesh);
-      pm.addPass(moec::createMoEPartition());
-      if (failed(pm.run(*copy))) {
-        c.why = firstError.empty() ? "does not shard" : firstError;
-      } else {
-        moec::ShardReport r = moec::computeShardReport(*copy);
-        c.comm = r.commBytesPerRank();
-        c.mem = r.maxRankBytes();
-        c.ok = memLimit == 0 || c.mem <= memLimit;
-        if (!c.ok)
-          c.why = "needs " + moec::formatBytes(c.mem) + " per rank";
-      }
-      cands.push_back(c);
-    }
-  std::stable_sort(cands.begin(), cands.end(),
-                   [](const Candidate &a, const Candidate &b) {
-                     if (a.ok != b.ok)
-                       return a.ok;
-                     if (a.comm != b.comm)
-                       return a.comm < b.comm;
-                     if (a.mem != b.mem)
-                       return a.mem < b.mem;
-                     return a.ep > b.ep;
-                   });
-  llvm::errs() << "moec: --mesh auto for " << gpus << " GPUs (" << perNode
-               << " per node): candidates, best first\n";
-  for (const Candidate &c : cands) {
-    llvm::errs() << "  " << llvm::left_justify(c.mesh, 16);
-    if (c.why.empty() || c.ok)
-      llvm::errs() << " comm/rank " << moec::formatBytes(c.comm)
-                   << ", memory/rank " << moec::formatBytes(c.mem) << "\n";
-    else
-      llvm::errs() << " rejected: " << c.why << "\n";
-  }
-  if (cands.empty() || !cands.front().ok) {
-    fail("--mesh auto: no factorisation of " + std::to_string(gpus) +
-         " GPUs fits" + (memLimit ? " in --device-memory " + deviceMemory
-                                  : std::string()));
-    return failure();
-  }
-  chosen = cands.front().mesh;
-  llvm::errs() << "moec: --mesh auto chose " << chosen << "\n";
-  return success();
+/// The pipeline options of moec's flags (Pipelines.h names them alike).
+void setPipelineOptions(moec::MoecPipelineOptions &opts,
+                        const std::string &mesh) {
+  opts.mesh = mesh;
+  opts.noRaise = noRaise;
+  opts.strict = strict;
+  opts.precision = precision;
+  opts.placement = placement;
+  opts.placementLoad = placementLoad;
+  opts.redundantExperts = redundantExperts;
+  opts.capacityFactor = capacityFactor;
+  opts.batchMatmul = batchMatmul;
 }
 } // namespace
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
+  // --help: moec's flags and the MLIR ones registered below, not libLLVM's.
+  moec::hideLibraryOptions({&moecCat, &shardCat});
   registerAsmPrinterCLOptions();
   registerMLIRContextCLOptions();
   registerPassManagerCLOptions();
@@ -294,13 +204,10 @@ int main(int argc, char **argv) {
       argc, argv,
       "moec: compile ONNX Mixture-of-Experts models to expert-parallel plans\n");
 
-  if (precision != "fp32" && precision != "f32" && precision != "bf16" &&
-      precision != "fp16" && precision != "f16")
-    return fail("--precision '" + precision +
-                "': expected fp32, bf16 or fp16");
-  if (batchMatmul != "blas" && batchMatmul != "kernel")
-    return fail("--batch-matmul '" + batchMatmul +
-                "': expected blas or kernel");
+  if (std::string e = moec::checkPrecision(precision); !e.empty())
+    return fail("--precision " + e);
+  if (std::string e = moec::checkBatchMatmul(batchMatmul); !e.empty())
+    return fail("--batch-matmul " + e);
 
   moec::ImportOptions opts;
   opts.runChecker = !noCheck;
@@ -331,26 +238,15 @@ int main(int argc, char **argv) {
   if (!module)
     return fail(err);
 
+  // The stages of moe-compile-pipeline (Pipelines.h) one by one: the module
+  // is printed, reported on or checked between them.
+  moec::MoecPipelineOptions pipelineOpts;
+  setPipelineOptions(pipelineOpts, /*mesh=*/"");
   PassManager pm(&ctx);
   if (failed(applyPassManagerCLOptions(pm)))
     return fail("bad pass-manager options");
   applyDefaultTimingPassManagerCLOptions(pm);
-  // Canonicalize first: the raise patterns see folded shapes and views.
-  pm.addPass(createCanonicalizerPass());
-  pm.addPass(createCSEPass());
-  if (!noRaise) {
-    moec::MoERaiseExpertsOptions raiseOpts;
-    raiseOpts.strict = strict;
-    pm.addNestedPass<func::FuncOp>(moec::createMoERaiseExperts(raiseOpts));
-  }
-  pm.addPass(createCanonicalizerPass());
-  pm.addPass(createCSEPass());
-  if (precision != "fp32" && precision != "f32") {
-    moec::MoELowerPrecisionOptions precOpts;
-    precOpts.precision = precision;
-    pm.addPass(moec::createMoELowerPrecision(precOpts));
-    pm.addPass(createCanonicalizerPass());
-  }
+  moec::buildImportCleanupPipeline(pm, pipelineOpts);
   if (failed(pm.run(*module)))
     return fail(inputFile + ": the compilation pipeline failed");
 
@@ -388,8 +284,14 @@ int main(int argc, char **argv) {
                 "': expected a size such as 80GiB, 512MiB or 1000000");
   std::string mesh = meshSpec;
   if (mesh == "auto") {
-    if (failed(chooseMesh(*module, memLimit, mesh)))
-      return 1;
+    moec::MeshChoiceOptions choice;
+    choice.gpus = gpus;
+    choice.gpusPerNode = gpusPerNode;
+    choice.memoryLimit = memLimit;
+    choice.memoryLimitText = deviceMemory;
+    if (failed(moec::chooseMesh(*module, choice, pipelineOpts, llvm::errs(),
+                                mesh, err)))
+      return fail(err);
   } else {
     moec::MeshSpec spec;
     if (!moec::parseMeshSpec(mesh, spec, err))
@@ -410,7 +312,8 @@ int main(int argc, char **argv) {
   PassManager shardPm(&ctx);
   if (failed(applyPassManagerCLOptions(shardPm)))
     return fail("bad pass-manager options");
-  addShardPasses(shardPm, mesh);
+  setPipelineOptions(pipelineOpts, mesh);
+  moec::buildShardPipeline(shardPm, pipelineOpts);
   if (failed(shardPm.run(*module)))
     return fail(inputFile + ": sharding for --mesh " + mesh + " failed");
   std::string annotated;
@@ -423,14 +326,7 @@ int main(int argc, char **argv) {
   PassManager partPm(&ctx);
   if (failed(applyPassManagerCLOptions(partPm)))
     return fail("bad pass-manager options");
-  partPm.addPass(moec::createMoEPartition());
-  partPm.addPass(createCanonicalizerPass());
-  partPm.addPass(createCSEPass());
-  // Dense regions become generated kernels (fused elementwise chains).
-  moec::MoEOutlineKernelsOptions outlineOpts;
-  outlineOpts.batchMatmulSteps = batchMatmul == "blas";
-  partPm.addPass(moec::createMoEOutlineKernels(outlineOpts));
-  partPm.addPass(createCanonicalizerPass());
+  moec::buildLowerPipeline(partPm, pipelineOpts);
   if (failed(partPm.run(*module)))
     return fail(inputFile + ": partitioning for --mesh " + mesh + " failed");
 

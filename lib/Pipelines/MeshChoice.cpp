@@ -1,0 +1,114 @@
+//===- MeshChoice.cpp - moec --mesh auto ----------------------------------===//
+
+#include "moec/Pipelines/MeshChoice.h"
+
+#include "moec/Pipelines/Pipelines.h"
+#include "moec/Transforms/Passes.h"
+#include "moec/Analysis/ShardReport.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/OwningOpRef.h"
+#include "mlir/Pass/PassManager.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <algorithm>
+#include <vector>
+
+using namespace mlir;
+
+LogicalResult moec::chooseMesh(ModuleOp module, const MeshChoiceOptions &choice,
+                               const MoecPipelineOptions &options,
+                               llvm::raw_ostream &log, std::string &chosen,
+                               std::string &error) {
+  int64_t gpus = choice.gpus;
+  if (gpus < 1) {
+    error = "--mesh auto needs --gpus N";
+    return failure();
+  }
+  int64_t perNode = choice.gpusPerNode > 0 ? choice.gpusPerNode : gpus;
+  if (gpus % perNode != 0 && gpus > perNode) {
+    error = "--gpus " + std::to_string(gpus) + " is not a multiple of " +
+            "--gpus-per-node " + std::to_string(perNode);
+    return failure();
+  }
+  struct Candidate {
+    std::string mesh;
+    bool ok = false;
+    std::string why;
+    double comm = 0;
+    int64_t mem = 0;
+    int64_t ep = 1;
+  };
+  std::vector<Candidate> cands;
+  for (int64_t tp = 1; tp <= gpus; ++tp)
+    for (int64_t ep = 1; ep * tp <= gpus; ++ep) {
+      if (gpus % (ep * tp))
+        continue;
+      int64_t dp = gpus / (ep * tp);
+      if (perNode % (ep * tp) != 0)
+        continue; // EP and TP groups stay inside a node
+      Candidate c;
+      c.ep = ep;
+      c.mesh = "dp=" + std::to_string(dp) + ",ep=" + std::to_string(ep) +
+               ",tp=" + std::to_string(tp);
+      OwningOpRef<ModuleOp> copy(module.clone());
+      // A candidate that does not shard is a rejected row, not an error:
+      // keep its first error as the reason and print nothing.
+      std::string firstError;
+      ScopedDiagnosticHandler quiet(module.getContext(), [&](Diagnostic &d) {
+        if (d.getSeverity() == DiagnosticSeverity::Error && firstError.empty())
+          firstError = d.str();
+        return success();
+      });
+      MoecPipelineOptions candOpts;
+      candOpts.copyOptionValuesFrom(options);
+      candOpts.mesh = c.mesh;
+      // The per-rank shapes are enough for the report: no kernel outlining.
+      PassManager pm(module.getContext());
+      buildShardPipeline(pm, candOpts);
+      pm.addPass(createMoEPartition());
+      if (failed(pm.run(*copy))) {
+        c.why = firstError.empty() ? "does not shard" : firstError;
+      } else {
+        ShardReport r = computeShardReport(*copy);
+        c.comm = r.commBytesPerRank();
+        c.mem = r.maxRankBytes();
+        c.ok = choice.memoryLimit == 0 || c.mem <= choice.memoryLimit;
+        if (!c.ok)
+          c.why = "needs " + formatBytes(c.mem) + " per rank";
+      }
+      cands.push_back(c);
+    }
+  std::stable_sort(cands.begin(), cands.end(),
+                   [](const Candidate &a, const Candidate &b) {
+                     if (a.ok != b.ok)
+                       return a.ok;
+                     if (a.comm != b.comm)
+                       return a.comm < b.comm;
+                     if (a.mem != b.mem)
+                       return a.mem < b.mem;
+                     return a.ep > b.ep;
+                   });
+  log << "moec: --mesh auto for " << gpus << " GPUs (" << perNode
+      << " per node): candidates, best first\n";
+  for (const Candidate &c : cands) {
+    log << "  " << llvm::left_justify(c.mesh, 16);
+    if (c.why.empty() || c.ok)
+      log << " comm/rank " << formatBytes(c.comm) << ", memory/rank "
+          << formatBytes(c.mem) << "\n";
+    else
+      log << " rejected: " << c.why << "\n";
+  }
+  if (cands.empty() || !cands.front().ok) {
+    error =
+        "--mesh auto: no factorisation of " + std::to_string(gpus) +
+        " GPUs fits" +
+        (choice.memoryLimit ? " in --device-memory " + choice.memoryLimitText
+                            : std::string());
+    return failure();
+  }
+  chosen = cands.front().mesh;
+  log << "moec: --mesh auto chose " << chosen << "\n";
+  return success();
+}

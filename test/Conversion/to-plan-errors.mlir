@@ -1,0 +1,48 @@
+// moe-translate --moe-to-plan on modules the plan writer rejects: each error
+// names the op (or the module) and why, and no plan is written.
+
+// RUN: moe-translate --moe-to-plan %s --split-input-file --verify-diagnostics -o %t.moeplan
+// Without --verify-diagnostics: exit status 1, the errors in order, and no
+// output file.
+// RUN: rm -f %t.all.moeplan
+// RUN: %{exit1} moe-translate --moe-to-plan %s --split-input-file -o %t.all.moeplan 2>&1 | FileCheck %s
+// CHECK: error: plan lowering needs a partitioned module
+// CHECK: error: plan lowering: 'linalg.transpose' has no lowering to plan steps yet
+// CHECK: error: plan lowering expects one function, @main
+// RUN: not test -e %t.all.moeplan
+
+// Not sharded yet (moe-compile-pipeline without mesh=).
+// expected-error@+1 {{plan lowering needs a partitioned module (moec --mesh ..., or moe-opt --moe-shard ... --moe-partition)}}
+module {
+  func.func @main(%x: tensor<4x8xf32>) -> tensor<4x8xf32> {
+    return %x : tensor<4x8xf32>
+  }
+}
+
+// -----
+
+// A dense op that moe-outline-kernels would have moved into a kernel.
+module {
+  shard.grid @mesh(shape = 1) {moe.axes = ["ep"], moe.partitioned}
+  func.func @main(%x: tensor<4x8xf32> {moe.global_shape = array<i64: 4, 8>, moe.token_split = array<i64: 0>, onnx.name = "x"})
+      -> (tensor<8x4xf32> {onnx.name = "y"}) {
+    %e = tensor.empty() : tensor<8x4xf32>
+    // expected-error@+1 {{plan lowering: 'linalg.transpose' has no lowering to plan steps yet}}
+    %t = linalg.transpose ins(%x : tensor<4x8xf32>) outs(%e : tensor<8x4xf32>) permutation = [1, 0]
+    return %t : tensor<8x4xf32>
+  }
+}
+
+// -----
+
+// Two functions, neither of them a generated kernel.
+// expected-error@+1 {{plan lowering expects one function, @main}}
+module {
+  shard.grid @mesh(shape = 1) {moe.axes = ["ep"], moe.partitioned}
+  func.func private @helper(tensor<4x8xf32>) -> tensor<4x8xf32>
+  func.func @main(%x: tensor<4x8xf32> {moe.global_shape = array<i64: 4, 8>, moe.token_split = array<i64: 0>, onnx.name = "x"})
+      -> (tensor<4x8xf32> {onnx.name = "y"}) {
+    %y = func.call @helper(%x) : (tensor<4x8xf32>) -> tensor<4x8xf32>
+    return %y : tensor<4x8xf32>
+  }
+}
