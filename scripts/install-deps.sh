@@ -9,6 +9,7 @@ APT_PACKAGES=(
   libonnx-dev libprotobuf-dev protobuf-compiler
   libgtest-dev
   libflatbuffers-dev flatbuffers-compiler
+  nlohmann-json3-dev libcli11-dev
   openmpi-bin libopenmpi-dev
   libopenblas-dev
 )
