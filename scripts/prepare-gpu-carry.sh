@@ -4,7 +4,10 @@
 # /usr/src/googletest, or $1) into build-carry/googletest. build-carry/ is
 # ignored by git (/build* in .gitignore): it is never committed, only
 # carried along to the GPU machine (e.g. the device tool's carry list:
-# ["build-carry"]), where gpu-check.sh finds it by itself.
+# ["build-carry"]), where gpu-check.sh finds it by itself. With it go the
+# headers the runtime builds against that the GPU machine lacks: the plan
+# schema's generated headers and FlatBuffers' (build-carry/flatbuffers), and
+# nlohmann-json's and CLI11's (build-carry/include/{nlohmann,CLI}).
 #
 # It also compiles the end-to-end plans of gpu-check.sh's CUDA backend
 # section (the GPU machine has no LLVM/MLIR, so no moec), with
@@ -139,6 +142,21 @@ if [ -f "$GEN/plan_generated.h" ] && [ -f "$GEN/plan.fbs.sha256" ] && [ -d /usr/
 else
   echo "prepare-gpu-carry: no generated plan schema in $GEN or no" \
     "/usr/include/flatbuffers (run scripts/build.sh first)" >&2
+  exit 1
+fi
+
+# --- nlohmann-json and CLI11: header-only, for a GPU machine without -------
+# nlohmann-json3-dev or libcli11-dev (runtime/CMakeLists.txt falls back to
+# build-carry/include).
+INC=$ROOT/build-carry/include
+if [ -f /usr/include/nlohmann/json.hpp ] && [ -f /usr/include/CLI/CLI.hpp ]; then
+  rm -rf "$INC"
+  mkdir -p "$INC"
+  cp -a /usr/include/nlohmann /usr/include/CLI "$INC/"
+  echo "prepare-gpu-carry: nlohmann-json and CLI11 headers -> $INC ($(du -sh "$INC" | cut -f1))"
+else
+  echo "prepare-gpu-carry: no /usr/include/nlohmann/json.hpp or" \
+    "/usr/include/CLI/CLI.hpp (apt-get install nlohmann-json3-dev libcli11-dev)" >&2
   exit 1
 fi
 
