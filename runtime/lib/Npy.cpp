@@ -2,6 +2,8 @@
 
 #include "moert/Npy.h"
 
+#include <array>
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -118,37 +120,149 @@ bool moert::readNpy(const std::string &path, NpyArray &out,
   return parseNpy(buf.data(), buf.size(), path, out, error);
 }
 
-bool moert::writeNpy(const std::string &path, const NpyArray &array,
-                     std::string &error) {
-  std::string header = "{'descr': '" + array.dtype +
-                       "', 'fortran_order': False, 'shape': (";
+std::string moert::npyImage(const NpyArray &array) {
+  // numpy's own spelling of the shape: "()", "(7,)", "(2, 3)".
+  std::string shape = "(";
   for (size_t i = 0; i < array.shape.size(); ++i)
-    header += std::to_string(array.shape[i]) + ", ";
-  if (array.shape.size() > 1)
-    header.erase(header.size() - 1); // "(2, 3)" not "(2, 3, )"
-  if (array.shape.size() > 1)
-    header.back() = ')';
-  else
-    header += ")";
-  header += ", }";
+    shape += (i ? ", " : "") + std::to_string(array.shape[i]);
+  shape += array.shape.size() == 1 ? ",)" : ")";
+  std::string header = "{'descr': '" + array.dtype +
+                       "', 'fortran_order': False, 'shape': " + shape + ", }";
   // Pad so that the data starts on a 64-byte boundary, ending in '\n'.
   size_t total = 10 + header.size() + 1;
   header.append((64 - total % 64) % 64, ' ');
   header += '\n';
-  std::ofstream out(path, std::ios::binary);
-  if (!out) {
-    error = path + ": cannot open for writing";
+  std::string out("\x93NUMPY\x01\x00", 8);
+  uint16_t len = uint16_t(header.size());
+  out += char(len & 0xff);
+  out += char(len >> 8);
+  out += header;
+  out.append(array.data.data(), array.data.size());
+  return out;
+}
+
+uint32_t moert::zipCrc32(const char *data, size_t size) {
+  static const auto table = [] {
+    std::array<uint32_t, 256> t{};
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k)
+        c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      t[i] = c;
+    }
+    return t;
+  }();
+  uint32_t c = 0xFFFFFFFFu;
+  for (size_t i = 0; i < size; ++i)
+    c = table[(c ^ uint8_t(data[i])) & 0xFF] ^ (c >> 8);
+  return c ^ 0xFFFFFFFFu;
+}
+
+namespace {
+/// Appends `v` little-endian.
+template <typename T> void put(std::string &out, T v) {
+  for (size_t i = 0; i < sizeof(T); ++i)
+    out += char((uint64_t(v) >> (8 * i)) & 0xff);
+}
+} // namespace
+
+bool moert::npzImage(
+    const std::vector<std::pair<std::string, NpyArray>> &arrays,
+    std::string &out, std::string &error) {
+  // Without zip64 every member, offset and count must fit 32 (16) bits.
+  if (arrays.size() >= 0xFFFF) {
+    error = std::to_string(arrays.size()) + " arrays are too many for a .npz";
     return false;
   }
-  out.write("\x93NUMPY\x01\x00", 8);
-  uint16_t len = uint16_t(header.size());
-  char lenBytes[2] = {char(len & 0xff), char(len >> 8)};
-  out.write(lenBytes, 2);
-  out.write(header.data(), std::streamsize(header.size()));
-  out.write(array.data.data(), std::streamsize(array.data.size()));
+  out.clear();
+  std::string central;
+  for (auto &[name, array] : arrays) {
+    std::string member = name + ".npy", data = npyImage(array);
+    if (data.size() >= 0xFFFFFFFFull ||
+        out.size() + data.size() + 30 + member.size() >= 0xFFFFFFFFull) {
+      error = "array '" + name + "' is too large for a .npz (4 GiB)";
+      return false;
+    }
+    uint32_t crc = zipCrc32(data.data(), data.size());
+    uint32_t offset = uint32_t(out.size()), size = uint32_t(data.size());
+    put<uint32_t>(out, 0x04034b50); // local file header
+    put<uint16_t>(out, 20);         // version needed
+    put<uint16_t>(out, 0);          // flags
+    put<uint16_t>(out, 0);          // stored
+    put<uint16_t>(out, 0);          // time
+    put<uint16_t>(out, 0x21);       // date 1980-01-01
+    put<uint32_t>(out, crc);
+    put<uint32_t>(out, size);
+    put<uint32_t>(out, size);
+    put<uint16_t>(out, uint16_t(member.size()));
+    put<uint16_t>(out, 0); // extra
+    out += member;
+    out += data;
+    put<uint32_t>(central, 0x02014b50); // central directory entry
+    put<uint16_t>(central, 20);         // version made by
+    put<uint16_t>(central, 20);         // version needed
+    put<uint16_t>(central, 0);
+    put<uint16_t>(central, 0);
+    put<uint16_t>(central, 0);
+    put<uint16_t>(central, 0x21);
+    put<uint32_t>(central, crc);
+    put<uint32_t>(central, size);
+    put<uint32_t>(central, size);
+    put<uint16_t>(central, uint16_t(member.size()));
+    put<uint16_t>(central, 0); // extra
+    put<uint16_t>(central, 0); // comment
+    put<uint16_t>(central, 0); // disk
+    put<uint16_t>(central, 0); // internal attributes
+    put<uint32_t>(central, 0); // external attributes
+    put<uint32_t>(central, offset);
+    central += member;
+  }
+  if (out.size() + central.size() >= 0xFFFFFFFFull) {
+    error = "the arrays are too large for a .npz (4 GiB)";
+    return false;
+  }
+  uint32_t centralOffset = uint32_t(out.size());
+  out += central;
+  put<uint32_t>(out, 0x06054b50); // end of central directory
+  put<uint16_t>(out, 0);
+  put<uint16_t>(out, 0);
+  put<uint16_t>(out, uint16_t(arrays.size()));
+  put<uint16_t>(out, uint16_t(arrays.size()));
+  put<uint32_t>(out, uint32_t(central.size()));
+  put<uint32_t>(out, centralOffset);
+  put<uint16_t>(out, 0);
+  return true;
+}
+
+static bool writeBytes(const std::string &path, const std::string &bytes,
+                       std::string &error) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
   if (!out) {
-    error = path + ": write failed";
+    error = path + ": cannot open for writing: " + std::strerror(errno);
+    return false;
+  }
+  out.write(bytes.data(), std::streamsize(bytes.size()));
+  out.close();
+  if (!out) {
+    error = path + ": write failed: " + std::strerror(errno);
     return false;
   }
   return true;
+}
+
+bool moert::writeNpy(const std::string &path, const NpyArray &array,
+                     std::string &error) {
+  return writeBytes(path, npyImage(array), error);
+}
+
+bool moert::writeNpz(
+    const std::string &path,
+    const std::vector<std::pair<std::string, NpyArray>> &arrays,
+    std::string &error) {
+  std::string bytes;
+  if (!npzImage(arrays, bytes, error)) {
+    error = path + ": " + error;
+    return false;
+  }
+  return writeBytes(path, bytes, error);
 }

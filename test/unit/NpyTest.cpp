@@ -95,3 +95,73 @@ TEST(Npy, RejectsFortranOrderAndUnknownDtype) {
   EXPECT_FALSE(parseNpy(c.data(), c.size(), "c", b, err));
   EXPECT_NE(err.find("<c8"), std::string::npos) << err;
 }
+
+TEST(Npy, ImageSpellsShapesAsNumpy) {
+  auto header = [](std::vector<int64_t> shape) {
+    std::string img = npyImage(makeF32(shape));
+    return img.substr(10, img.find('}') - 9);
+  };
+  EXPECT_EQ(header({}),
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (), }");
+  EXPECT_EQ(header({7}),
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (7,), }");
+  EXPECT_EQ(header({2, 3}),
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }");
+}
+
+TEST(Npy, Crc32) {
+  // The zip (IEEE 802.3) check value.
+  EXPECT_EQ(zipCrc32("123456789", 9), 0xCBF43926u);
+  EXPECT_EQ(zipCrc32("", 0), 0u);
+}
+
+namespace {
+template <typename T> T le(const std::string &s, size_t off) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < sizeof(T); ++i)
+    v |= uint64_t(uint8_t(s[off + i])) << (8 * i);
+  return T(v);
+}
+} // namespace
+
+TEST(Npy, NpzIsAStoredZipOfNpyMembers) {
+  std::vector<std::pair<std::string, NpyArray>> arrays = {
+      {"out", makeF32({3, 5})}, {"hidden", makeF32({7})}};
+  std::string err, p = tmpPath("two.npz");
+  ASSERT_TRUE(writeNpz(p, arrays, err)) << err;
+  std::ifstream in(p, std::ios::binary);
+  std::string z((std::istreambuf_iterator<char>(in)), {});
+  // Walk the local file headers: each member NAME.npy, stored, its CRC.
+  size_t off = 0;
+  for (auto &[name, a] : arrays) {
+    ASSERT_EQ(le<uint32_t>(z, off), 0x04034b50u);
+    EXPECT_EQ(le<uint16_t>(z, off + 8), 0u); // stored
+    uint32_t crc = le<uint32_t>(z, off + 14), size = le<uint32_t>(z, off + 18);
+    uint16_t nameLen = le<uint16_t>(z, off + 26);
+    EXPECT_EQ(z.substr(off + 30, nameLen), name + ".npy");
+    const char *data = z.data() + off + 30 + nameLen;
+    EXPECT_EQ(zipCrc32(data, size), crc);
+    NpyArray b;
+    ASSERT_TRUE(parseNpy(data, size, name, b, err)) << err;
+    EXPECT_EQ(b.shape, a.shape);
+    EXPECT_EQ(b.data, a.data);
+    off += 30 + nameLen + size;
+  }
+  // The central directory follows; the end record counts both members.
+  EXPECT_EQ(le<uint32_t>(z, off), 0x02014b50u);
+  size_t end = z.size() - 22;
+  ASSERT_EQ(le<uint32_t>(z, end), 0x06054b50u);
+  EXPECT_EQ(le<uint16_t>(z, end + 10), 2u);
+  EXPECT_EQ(le<uint32_t>(z, end + 16), uint32_t(off));
+  EXPECT_EQ(le<uint32_t>(z, end + 12), uint32_t(end - off));
+}
+
+TEST(Npy, WriteErrorsNameTheFile) {
+  std::string err, p = tmpPath("no_such_dir") + "/x.npz";
+  EXPECT_FALSE(writeNpz(p, {{"a", makeF32({2})}}, err));
+  EXPECT_NE(err.find(p + ": cannot open for writing"), std::string::npos)
+      << err;
+  EXPECT_FALSE(writeNpy(p, makeF32({2}), err));
+  EXPECT_NE(err.find(p + ": cannot open for writing"), std::string::npos)
+      << err;
+}
