@@ -6,13 +6,15 @@
 //===----------------------------------------------------------------------===//
 
 #include "moert/Executor.h"
-#include "moert/Json.h"
+
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cstring>
 #include <sstream>
 
 using namespace moert;
+using nlohmann::json;
 
 Backend::~Backend() = default;
 
@@ -132,73 +134,66 @@ bool moert::checkInputs(const Plan &plan,
 // Reports
 //===----------------------------------------------------------------------===//
 
-Json RunReport::toJson() const {
-  Json j = Json::object();
+json RunReport::toJson() const {
+  json j = json::object();
   j["rank"] = rank;
   j["backend"] = backend;
   j["mapped_bytes"] = mappedBytes;
   j["arena_bytes"] = arenaBytes;
-  Json groups = Json::array();
-  for (const GroupTransport &g : collectives) {
-    Json o = Json::object();
-    o["axes"] = g.axes;
-    o["ranks"] = int64_t(g.ranks);
-    o["transport"] = g.transport;
-    groups.push(o);
-  }
-  j["collectives"] = groups;
+  json groups = json::array();
+  for (const GroupTransport &g : collectives)
+    groups.push_back(
+        {{"axes", g.axes}, {"ranks", g.ranks}, {"transport", g.transport}});
+  j["collectives"] = std::move(groups);
   j["seconds"] = seconds;
-  Json steps = Json::array();
-  for (const StepTiming &s : this->steps) {
-    Json o = Json::object();
-    o["op"] = s.op;
-    o["loc"] = s.loc;
-    o["seconds"] = s.seconds;
-    steps.push(o);
-  }
-  j["steps"] = steps;
-  Json layers = Json::array();
+  json steps = json::array();
+  for (const StepTiming &s : this->steps)
+    steps.push_back({{"op", s.op}, {"loc", s.loc}, {"seconds", s.seconds}});
+  j["steps"] = std::move(steps);
+  json layers = json::array();
   for (const MoELayerStats &l : this->layers) {
-    Json o = Json::object();
-    o["step"] = l.step;
-    o["loc"] = l.loc;
-    o["dropped"] = l.dropped;
-    o["rows_received"] = l.rowsReceived;
-    Json tpe = Json::array();
-    for (int64_t t : l.tokensPerExpert)
-      tpe.push(t);
-    o["tokens_per_expert"] = tpe;
-    Json peers = Json::array();
-    for (const PeerTraffic &p : l.peers) {
-      Json q = Json::object();
-      q["peer"] = int64_t(p.peer);
-      q["rows_sent"] = p.rowsSent;
-      q["rows_recv"] = p.rowsRecv;
-      q["bytes_sent"] = p.bytesSent;
-      q["bytes_recv"] = p.bytesRecv;
-      peers.push(q);
-    }
-    o["peers"] = peers;
-    layers.push(o);
+    json peers = json::array();
+    for (const PeerTraffic &p : l.peers)
+      peers.push_back({{"peer", p.peer},
+                       {"rows_sent", p.rowsSent},
+                       {"rows_recv", p.rowsRecv},
+                       {"bytes_sent", p.bytesSent},
+                       {"bytes_recv", p.bytesRecv}});
+    layers.push_back({{"step", l.step},
+                      {"loc", l.loc},
+                      {"dropped", l.dropped},
+                      {"rows_received", l.rowsReceived},
+                      {"tokens_per_expert", l.tokensPerExpert},
+                      {"peers", std::move(peers)}});
   }
-  j["layers"] = layers;
+  j["layers"] = std::move(layers);
   return j;
 }
 
-bool RunReport::fromJson(const Json &j, RunReport &out, std::string &error) {
-  auto num = [](const Json &o, const char *k) -> int64_t {
-    const Json *v = o.get(k);
-    return v && v->isNumber() ? v->asInt() : 0;
+bool RunReport::fromJson(const json &j, RunReport &out, std::string &error) {
+  // Absent or mistyped members read as 0 or "".
+  auto num = [](const json &o, const char *k) -> int64_t {
+    auto v = o.find(k);
+    return v != o.end() && v->is_number() ? v->get<int64_t>() : 0;
   };
-  auto dbl = [](const Json &o, const char *k) -> double {
-    const Json *v = o.get(k);
-    return v && v->isNumber() ? v->asDouble() : 0.0;
+  auto dbl = [](const json &o, const char *k) -> double {
+    auto v = o.find(k);
+    return v != o.end() && v->is_number() ? v->get<double>() : 0.0;
   };
-  auto str = [](const Json &o, const char *k) -> std::string {
-    const Json *v = o.get(k);
-    return v && v->kind() == Json::String ? v->asString() : "";
+  auto str = [](const json &o, const char *k) -> std::string {
+    auto v = o.find(k);
+    return v != o.end() && v->is_string() ? v->get<std::string>() : "";
   };
-  if (j.kind() != Json::Object) {
+  // The array member `k` of `o` (empty when absent or not an array) whose
+  // object items are passed to `f`.
+  auto each = [](const json &o, const char *k, auto f) {
+    auto v = o.find(k);
+    if (v != o.end() && v->is_array())
+      for (const json &x : *v)
+        if (x.is_object())
+          f(x);
+  };
+  if (!j.is_object()) {
     error = "a run report must be a JSON object";
     return false;
   }
@@ -208,30 +203,30 @@ bool RunReport::fromJson(const Json &j, RunReport &out, std::string &error) {
   out.mappedBytes = num(j, "mapped_bytes");
   out.arenaBytes = num(j, "arena_bytes");
   out.seconds = dbl(j, "seconds");
-  if (const Json *gs = j.get("collectives"))
-    for (const Json &o : gs->items())
-      out.collectives.push_back(
-          {str(o, "axes"), int32_t(num(o, "ranks")), str(o, "transport")});
-  if (const Json *s = j.get("steps"))
-    for (const Json &o : s->items())
-      out.steps.push_back({str(o, "op"), str(o, "loc"), dbl(o, "seconds")});
-  if (const Json *ls = j.get("layers"))
-    for (const Json &o : ls->items()) {
-      MoELayerStats l;
-      l.step = num(o, "step");
-      l.loc = str(o, "loc");
-      l.dropped = num(o, "dropped");
-      l.rowsReceived = num(o, "rows_received");
-      if (const Json *t = o.get("tokens_per_expert"))
-        for (const Json &x : t->items())
-          l.tokensPerExpert.push_back(x.asInt());
-      if (const Json *ps = o.get("peers"))
-        for (const Json &q : ps->items())
-          l.peers.push_back({int32_t(num(q, "peer")), num(q, "rows_sent"),
-                             num(q, "rows_recv"), num(q, "bytes_sent"),
-                             num(q, "bytes_recv")});
-      out.layers.push_back(l);
-    }
+  each(j, "collectives", [&](const json &o) {
+    out.collectives.push_back(
+        {str(o, "axes"), int32_t(num(o, "ranks")), str(o, "transport")});
+  });
+  each(j, "steps", [&](const json &o) {
+    out.steps.push_back({str(o, "op"), str(o, "loc"), dbl(o, "seconds")});
+  });
+  each(j, "layers", [&](const json &o) {
+    MoELayerStats l;
+    l.step = num(o, "step");
+    l.loc = str(o, "loc");
+    l.dropped = num(o, "dropped");
+    l.rowsReceived = num(o, "rows_received");
+    auto t = o.find("tokens_per_expert");
+    if (t != o.end() && t->is_array())
+      for (const json &x : *t)
+        l.tokensPerExpert.push_back(x.is_number() ? x.get<int64_t>() : 0);
+    each(o, "peers", [&](const json &q) {
+      l.peers.push_back({int32_t(num(q, "peer")), num(q, "rows_sent"),
+                         num(q, "rows_recv"), num(q, "bytes_sent"),
+                         num(q, "bytes_recv")});
+    });
+    out.layers.push_back(std::move(l));
+  });
   return true;
 }
 
@@ -415,16 +410,17 @@ std::vector<std::pair<std::string, NpyArray>> Executor::gatherOutputs() {
 }
 
 std::vector<RunReport> Executor::gatherReports() {
-  std::string mine = report_.toJson().dump();
+  std::string mine =
+      report_.toJson().dump(-1, ' ', false, json::error_handler_t::replace);
   std::vector<std::vector<char>> all;
   world_.gatherToRoot(mine.data(), int64_t(mine.size()), all);
   std::vector<RunReport> out;
   for (const std::vector<char> &bytes : all) {
-    Json j;
-    std::string error;
+    json j = json::parse(bytes.begin(), bytes.end(), nullptr,
+                         /*allow_exceptions=*/false);
+    std::string error = "not valid JSON";
     RunReport r;
-    if (!Json::parse(std::string(bytes.begin(), bytes.end()), j, error) ||
-        !RunReport::fromJson(j, r, error))
+    if (j.is_discarded() || !RunReport::fromJson(j, r, error))
       throw RunError("cannot read a rank's report: " + error);
     out.push_back(std::move(r));
   }

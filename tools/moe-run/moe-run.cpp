@@ -17,7 +17,6 @@
 
 #include "moert/Comm.h"
 #include "moert/Executor.h"
-#include "moert/Json.h"
 #include "moert/Npy.h"
 #include "moert/Plan.h"
 #ifdef MOERT_HAVE_MPI
@@ -26,6 +25,8 @@
 #ifdef MOERT_HAVE_CUDA_EXEC
 #include "moert/cuda/CudaBackend.h"
 #endif
+
+#include <nlohmann/json.hpp>
 
 #include <cstdio>
 #include <cstdlib>
@@ -285,14 +286,14 @@ std::string bytesStr(int64_t b) {
 void printReports(const Options &o, const Plan &plan,
                   const std::vector<RunReport> &reports) {
   if (o.json) {
-    Json j = Json::object();
-    j["plan"] = o.plan;
-    j["ranks"] = int64_t(reports.size());
-    Json rs = Json::array();
+    nlohmann::json rs = nlohmann::json::array();
     for (const RunReport &r : reports)
-      rs.push(r.toJson());
-    j["reports"] = rs;
-    std::printf("%s\n", j.dump(2).c_str());
+      rs.push_back(r.toJson());
+    nlohmann::json j = {
+        {"plan", o.plan}, {"ranks", reports.size()}, {"reports", rs}};
+    std::printf("%s\n",
+                j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
+                    .c_str());
     return;
   }
   std::ostringstream os;
@@ -344,8 +345,8 @@ void printReports(const Options &o, const Plan &plan,
 void writeRouting(const Options &o, const std::vector<RunReport> &reports) {
   if (o.routing.empty())
     return;
-  Json j = Json::object();
-  Json layers = Json::array();
+  nlohmann::json j = nlohmann::json::object();
+  nlohmann::json layers = nlohmann::json::array();
   if (!reports.empty())
     for (size_t i = 0; i < reports[0].layers.size(); ++i) {
       const MoELayerStats &l0 = reports[0].layers[i];
@@ -355,17 +356,13 @@ void writeRouting(const Options &o, const std::vector<RunReport> &reports) {
                            e < r.layers[i].tokensPerExpert.size();
              ++e)
           sum[e] += r.layers[i].tokensPerExpert[e];
-      Json l = Json::object();
-      l["step"] = l0.step;
-      l["loc"] = l0.loc;
-      Json t = Json::array();
-      for (int64_t x : sum)
-        t.push(x);
-      l["tokens_per_expert"] = t;
-      layers.push(l);
+      layers.push_back(
+          {{"step", l0.step}, {"loc", l0.loc}, {"tokens_per_expert", sum}});
     }
-  j["layers"] = layers;
-  writeFile(o.routing, j.dump(2) + "\n");
+  j["layers"] = std::move(layers);
+  writeFile(o.routing,
+            j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) +
+                "\n");
 }
 
 /// The backend --device selects (checkDevice has accepted it).

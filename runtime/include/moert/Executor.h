@@ -22,6 +22,8 @@
 #include "moert/Plan.h"
 #include "moert/cpu/Kernels.h"
 
+#include <nlohmann/json_fwd.hpp>
+
 #include <map>
 #include <memory>
 #include <stdexcept>
@@ -29,8 +31,6 @@
 #include <vector>
 
 namespace moert {
-
-class Json;
 
 /// A runtime error of a step or an input; what() names the rank and the
 /// step (its `loc`) or input.
@@ -85,8 +85,11 @@ struct RunReport {
   std::vector<MoELayerStats> layers;
   double seconds = 0; ///< all steps
 
-  Json toJson() const;
-  static bool fromJson(const Json &j, RunReport &out, std::string &error);
+  /// The report as JSON (moe-run --json; docs/runtime.md) and back: the
+  /// ranks' reports travel to rank 0 in this form.
+  nlohmann::json toJson() const;
+  static bool fromJson(const nlohmann::json &j, RunReport &out,
+                       std::string &error);
 };
 
 class Executor;
