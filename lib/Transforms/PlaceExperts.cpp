@@ -10,8 +10,7 @@
 #include "moec/Dialect/MoE/MoEOps.h"
 #include "moec/Transforms/Passes.h"
 
-#include "llvm/Support/JSON.h"
-#include "llvm/Support/MemoryBuffer.h"
+#include "moert/RoutingLoad.h"
 
 #include <algorithm>
 #include <numeric>
@@ -26,50 +25,15 @@ using namespace moec;
 
 namespace {
 
-/// Reads per-layer, per-expert token counts:
-///   {"layers": [{"tokens_per_expert": [..]}, ...]}
-/// (what `moe-run --record-routing` writes).
+/// Reads per-layer, per-expert token counts from the expert load file
+/// (moert/RoutingLoad.h: what `moe-run --record-routing` writes).
 bool readLoads(StringRef path, std::vector<std::vector<double>> &loads,
                std::string &err) {
-  auto buf = llvm::MemoryBuffer::getFile(path);
-  if (!buf) {
-    err = "cannot read expert load file '" + path.str() +
-          "': " + buf.getError().message();
+  moert::RoutingLoad file;
+  if (!moert::readRoutingLoad(path.str(), file, err))
     return false;
-  }
-  auto json = llvm::json::parse((*buf)->getBuffer());
-  if (!json) {
-    err = "expert load file '" + path.str() +
-          "' is not valid JSON: " + llvm::toString(json.takeError());
-    return false;
-  }
-  auto *obj = json->getAsObject();
-  auto *layers = obj ? obj->getArray("layers") : nullptr;
-  if (!layers) {
-    err = "expert load file '" + path.str() +
-          "': expected an object with a \"layers\" array";
-    return false;
-  }
-  for (auto [i, layer] : llvm::enumerate(*layers)) {
-    auto *lo = layer.getAsObject();
-    auto *counts = lo ? lo->getArray("tokens_per_expert") : nullptr;
-    if (!counts) {
-      err = "expert load file '" + path.str() + "': layer " +
-            std::to_string(i) + " has no \"tokens_per_expert\" array";
-      return false;
-    }
-    std::vector<double> l;
-    for (auto &c : *counts) {
-      auto v = c.getAsNumber();
-      if (!v || *v < 0) {
-        err = "expert load file '" + path.str() + "': layer " +
-              std::to_string(i) + " has a count that is not a number >= 0";
-        return false;
-      }
-      l.push_back(*v);
-    }
-    loads.push_back(std::move(l));
-  }
+  for (moert::RoutingLayer &l : file.layers)
+    loads.push_back(std::move(l.tokensPerExpert));
   return true;
 }
 

@@ -19,6 +19,7 @@
 #include "moert/Executor.h"
 #include "moert/Npy.h"
 #include "moert/Plan.h"
+#include "moert/RoutingLoad.h"
 #ifdef MOERT_HAVE_MPI
 #include "moert/MpiComm.h"
 #endif
@@ -31,7 +32,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <iomanip>
 #include <map>
 #include <sstream>
@@ -243,17 +243,6 @@ void prefault(const LoadedPlan &lp, int rank) {
   (void)sink;
 }
 
-//===----------------------------------------------------------------------===//
-// Outputs
-//===----------------------------------------------------------------------===//
-
-void writeFile(const std::string &path, const std::string &bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), bytes.size());
-  if (!f) // after the run: not a check every rank fails alike
-    throw RunError("cannot write '" + path + "': " + std::strerror(errno));
-}
-
 void writeOutputs(const Options &o,
                   const std::vector<std::pair<std::string, NpyArray>> &outs) {
   if (o.output.empty())
@@ -340,13 +329,12 @@ void printReports(const Options &o, const Plan &plan,
   std::fputs(os.str().c_str(), stdout);
 }
 
-/// {"layers": [{"step", "loc", "tokens_per_expert": [...]}]}, summed over
-/// ranks: what `moec --place=balanced` reads.
+/// The expert load file (moert/RoutingLoad.h), summed over ranks: what
+/// `moec --placement=balanced` reads.
 void writeRouting(const Options &o, const std::vector<RunReport> &reports) {
   if (o.routing.empty())
     return;
-  nlohmann::json j = nlohmann::json::object();
-  nlohmann::json layers = nlohmann::json::array();
+  RoutingLoad load;
   if (!reports.empty())
     for (size_t i = 0; i < reports[0].layers.size(); ++i) {
       const MoELayerStats &l0 = reports[0].layers[i];
@@ -356,13 +344,12 @@ void writeRouting(const Options &o, const std::vector<RunReport> &reports) {
                            e < r.layers[i].tokensPerExpert.size();
              ++e)
           sum[e] += r.layers[i].tokensPerExpert[e];
-      layers.push_back(
-          {{"step", l0.step}, {"loc", l0.loc}, {"tokens_per_expert", sum}});
+      load.layers.push_back(
+          {l0.step, l0.loc, std::vector<double>(sum.begin(), sum.end())});
     }
-  j["layers"] = std::move(layers);
-  writeFile(o.routing,
-            j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) +
-                "\n");
+  std::string error;
+  if (!writeRoutingLoad(o.routing, load, error))
+    throw RunError(error);
 }
 
 /// The backend --device selects (checkDevice has accepted it).
