@@ -10,8 +10,9 @@
 // --device cuda runs the steps on GPUs (moert/cuda/CudaBackend.h; built
 // where the CUDA toolkit is found): one GPU per MPI rank, or all thread
 // ranks on the visible GPUs (several on one GPU when there is only one).
-// Every error (plan, rank count, inputs, a failing rank) prints one message
-// and ends every rank with exit status 1.
+// Every error (a flag, the plan, rank count, inputs, a failing rank) prints
+// one message and ends every rank with exit status 1. The command line goes
+// through CLI11 (moe-run --help).
 //
 //===----------------------------------------------------------------------===//
 
@@ -27,6 +28,7 @@
 #include "moert/cuda/CudaBackend.h"
 #endif
 
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <cstdio>
@@ -61,114 +63,113 @@ struct Fatal {
   std::string message;
 };
 
-void usage(FILE *f) {
-  std::fprintf(
-      f, "usage: moe-run [-n N] PLAN.moeplan --input NAME=FILE.npy ... "
-         "[-o OUT.npy|OUT.npz]\n"
-         "               [--json] [--record-routing FILE] [--threads]\n"
-         "               [--device cpu|cuda]\n"
-         "       moe-run --describe PLAN.moeplan\n"
-         "  -n N                  ranks (the plan's world size)\n"
-         "  --input NAME=FILE     a model input (.npy); one per plan input\n"
-         "  -o FILE               outputs (.npy; .npz when several)\n"
-         "  --json                print the report as JSON\n"
-         "  --iters N             run N times, report the last (warm) run\n"
-         "  --record-routing FILE write per-expert token counts per MoE layer\n"
-         "  --threads             run the ranks as threads of this process\n"
-         "  --device cpu|cuda     where the steps run (default cpu)\n"
-         "  --describe            print the plan and exit\n");
+int fail(const std::string &message) {
+  std::fprintf(stderr, "moe-run: error: %s\n", message.c_str());
+  return 1;
 }
 
-bool parseArgs(int argc, char **argv, Options &o, std::string &error) {
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&](const std::string &flag, std::string &out) {
-      if (a.size() > flag.size() &&
-          a.compare(0, flag.size() + 1, flag + "=") == 0) {
-        out = a.substr(flag.size() + 1);
-        return true;
-      }
-      if (a != flag)
-        return false;
-      if (i + 1 >= argc) {
-        error = "missing value after " + flag;
-        out.clear();
-        return true;
-      }
-      out = argv[++i];
-      return true;
-    };
-    std::string v;
-    if (value("-n", v) || value("--np", v)) {
-      if (!error.empty())
-        return false;
-      char *end = nullptr;
-      long n = std::strtol(v.c_str(), &end, 10);
-      if (v.empty() || *end || n < 1 || n > 65536) {
-        error = "-n expects a positive rank count, got '" + v + "'";
-        return false;
-      }
-      o.n = int(n);
-      o.nGiven = true;
-    } else if (value("--input", v) || value("-i", v)) {
-      if (!error.empty())
-        return false;
-      size_t eq = v.find('=');
-      if (eq == std::string::npos || eq == 0 || eq + 1 == v.size()) {
-        error = "--input expects NAME=FILE.npy, got '" + v + "'";
-        return false;
-      }
-      o.inputs.push_back({v.substr(0, eq), v.substr(eq + 1)});
-    } else if (value("-o", v) || value("--output", v)) {
-      if (!error.empty())
-        return false;
-      o.output = v;
-    } else if (value("--device", v)) {
-      if (!error.empty())
-        return false;
-      if (v != "cpu" && v != "cuda") {
-        error = "--device expects cpu or cuda, got '" + v + "'";
-        return false;
-      }
-      o.device = v;
-    } else if (value("--iters", v)) {
-      if (!error.empty())
-        return false;
-      char *end = nullptr;
-      long n = std::strtol(v.c_str(), &end, 10);
-      if (v.empty() || *end || n < 1 || n > 1000000) {
-        error = "--iters expects a count >= 1, got '" + v + "'";
-        return false;
-      }
-      o.iters = int(n);
-    } else if (value("--record-routing", v)) {
-      if (!error.empty())
-        return false;
-      o.routing = v;
-    } else if (a == "--describe") {
-      o.describe = true;
-    } else if (a == "--json") {
-      o.json = true;
-    } else if (a == "--threads") {
-      o.threads = true;
-    } else if (a == "-h" || a == "--help") {
-      usage(stdout);
-      std::exit(0);
-    } else if (!a.empty() && a[0] == '-') {
-      error = "unknown option '" + a + "' (see moe-run --help)";
-      return false;
-    } else if (o.plan.empty()) {
-      o.plan = a;
-    } else {
-      error = "more than one plan given ('" + o.plan + "' and '" + a + "')";
-      return false;
-    }
+/// A count in [1, max], or a CLI::ValidationError "`what`, got 'V'".
+int parseCount(const std::string &v, long max, const std::string &what) {
+  char *end = nullptr;
+  long n = std::strtol(v.c_str(), &end, 10);
+  if (v.empty() || *end || n < 1 || n > max)
+    throw CLI::ValidationError(what + ", got '" + v + "'");
+  return int(n);
+}
+
+/// Parses the command line into `o`. Returns -1 to go on, else the exit
+/// status (0 after --help; 1 after an error, printed).
+int parseArgs(int argc, char **argv, Options &o) {
+  CLI::App app("Runs a moe plan (.moeplan, from moec) on N ranks and prints "
+               "a report per rank.",
+               "moe-run");
+  app.footer(
+      "Ranks: -n 1 runs in this process; --threads runs N ranks as threads;\n"
+      "otherwise moe-run started alone relaunches itself through mpirun, and\n"
+      "under mpirun or srun it is one MPI rank. Every error prints one line\n"
+      "and exits 1 (on every rank).\n"
+      "Examples:\n"
+      "  moe-run -n 4 model.moeplan --input x=in.npy -o out.npy --json\n"
+      "  moe-run -n 4 model.moeplan --input x=in.npy --threads \\\n"
+      "          --record-routing load.json\n"
+      "  moe-run --describe model.moeplan");
+  // A flag given twice: the last one counts.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  // Value options convert in callbacks that throw ValidationError with the
+  // whole message (naming the flag), printed as is.
+  app.add_option_function<std::string>(
+         "-n,--np",
+         [&](const std::string &v) {
+           o.n = parseCount(v, 65536, "-n expects a positive rank count");
+           o.nGiven = true;
+         },
+         "ranks: the plan's world size (default 1; under mpirun, mpirun's)")
+      ->type_name("N");
+  app.add_option_function<std::vector<std::string>>(
+         "-i,--input",
+         [&](const std::vector<std::string> &specs) {
+           for (const std::string &v : specs) {
+             size_t eq = v.find('=');
+             if (eq == std::string::npos || eq == 0 || eq + 1 == v.size())
+               throw CLI::ValidationError(
+                   "--input expects NAME=FILE.npy, got '" + v + "'");
+             o.inputs.push_back({v.substr(0, eq), v.substr(eq + 1)});
+           }
+         },
+         "a model input (.npy); one --input per plan input")
+      ->type_name("NAME=FILE")
+      ->allow_extra_args(false) // one value per --input; repeat the flag
+      ->take_all();
+  app.add_option("-o,--output", o.output,
+                 "write the outputs (.npy; .npz when several)")
+      ->type_name("FILE");
+  app.add_flag("--json", o.json, "print the report as JSON");
+  app.add_option_function<std::string>(
+         "--iters",
+         [&](const std::string &v) {
+           o.iters = parseCount(v, 1000000, "--iters expects a count >= 1");
+         },
+         "run N times, report the last (warm) run")
+      ->type_name("N");
+  app.add_option("--record-routing", o.routing,
+                 "write per MoE layer the tokens routed to each expert "
+                 "(for moec --placement-load)")
+      ->type_name("FILE");
+  app.add_flag("--threads", o.threads,
+               "run the ranks as threads of this process");
+  app.add_option_function<std::string>(
+         "--device",
+         [&](const std::string &v) {
+           if (v != "cpu" && v != "cuda")
+             throw CLI::ValidationError("--device expects cpu or cuda, got '" +
+                                        v + "'");
+           o.device = v;
+         },
+         "where the steps run (default cpu)")
+      ->type_name("cpu|cuda");
+  app.add_flag("--describe", o.describe, "print the plan and exit");
+  app.add_option("plan", o.plan, "the plan to run")->type_name("PLAN.moeplan");
+  // Unknown options and a second plan are reported below, in moe-run's
+  // words.
+  app.allow_extras();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp &e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError &e) {
+    return fail(e.what());
   }
-  if (o.plan.empty()) {
-    error = "no plan given (moe-run -n N PLAN.moeplan --input NAME=FILE.npy)";
-    return false;
-  }
-  return true;
+  std::vector<std::string> extra = app.remaining();
+  for (const std::string &a : extra)
+    if (!a.empty() && a[0] == '-')
+      return fail("unknown option '" + a + "' (see moe-run --help)");
+  if (o.plan.empty())
+    return fail(
+        "no plan given (moe-run -n N PLAN.moeplan --input NAME=FILE.npy)");
+  if (!extra.empty())
+    return fail("more than one plan given ('" + o.plan + "' and '" + extra[0] +
+                "')");
+  return -1;
 }
 
 bool underMpiLauncher() {
@@ -424,18 +425,13 @@ void runRank(const Options &o, Comm &world, bool agree) {
 
 std::string what(const std::exception &e) { return e.what(); }
 
-int fail(const std::string &message) {
-  std::fprintf(stderr, "moe-run: error: %s\n", message.c_str());
-  return 1;
-}
-
 } // namespace
 
 int main(int argc, char **argv) {
   Options o;
+  if (int status = parseArgs(argc, argv, o); status >= 0)
+    return status;
   std::string error;
-  if (!parseArgs(argc, argv, o, error))
-    return fail(error);
 
   if (o.describe) {
     auto lp = LoadedPlan::open(o.plan, -1, error);
