@@ -340,7 +340,7 @@ LogicalResult moec::compileKernelsToPTX(ModuleOp module, StringRef chip,
       return failure();
     }
     WalkResult w = host.walk([&](gpu::LaunchFuncOp launch) {
-      GpuLaunch l;
+      moert::GpuLaunchCode l;
       l.module = moduleIndex.lookup(launch.getKernelModuleName());
       l.function = launch.getKernelName().str();
       Value dims[6] = {launch.getGridSizeX(),  launch.getGridSizeY(),
@@ -356,16 +356,16 @@ LogicalResult moec::compileKernelsToPTX(ModuleOp module, StringRef chip,
       }
       for (Value v : launch.getKernelOperands()) {
         if (auto arg = dyn_cast<BlockArgument>(v)) {
-          l.args.push_back({0, int64_t(arg.getArgNumber())});
+          l.addArg(moert::LaunchArg::pointer, int64_t(arg.getArgNumber()));
         } else if (auto c = v.getDefiningOp<arith::ConstantOp>()) {
           if (auto i = dyn_cast<IntegerAttr>(c.getValue())) {
-            l.args.push_back({1, i.getInt()});
+            l.addArg(moert::LaunchArg::i64, i.getInt());
           } else if (auto f = dyn_cast<FloatAttr>(c.getValue());
                      f && f.getType().isF32()) {
             float x = f.getValueAsDouble();
             uint32_t bits;
             std::memcpy(&bits, &x, 4);
-            l.args.push_back({2, int64_t(bits)});
+            l.addArg(moert::LaunchArg::f32, int64_t(bits));
           } else {
             error = info.name + ": a kernel parameter of unsupported type";
             return WalkResult::interrupt();

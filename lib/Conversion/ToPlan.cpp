@@ -313,7 +313,7 @@ LogicalResult PlanBuilder::addTpSlice(moe::TpSliceOp op) {
 std::string PlanBuilder::axesName(ArrayRef<int16_t> axes) {
   std::string s;
   for (int16_t a : axes)
-    s += (s.empty() ? "" : ",") + spec.axes[a].first;
+    s += (s.empty() ? "" : ",") + spec.axes[a].name;
   return s;
 }
 
@@ -683,26 +683,7 @@ LogicalResult PlanBuilder::run(StringRef source, const PlanOptions &options) {
       plan.ptxCode.bytes = blob.size();
     }
   }
-  for (const KernelInfo &k : infos) {
-    moert::KernelCode c;
-    c.name = k.name;
-    c.numArgs = k.numArgs;
-    for (const GpuLaunch &l : k.launches) {
-      moert::GpuLaunchCode g;
-      g.module = l.module;
-      g.function = l.function;
-      for (int d = 0; d < 3; ++d) {
-        g.grid[d] = l.grid[d];
-        g.block[d] = l.block[d];
-      }
-      for (auto [kind, v] : l.args) {
-        g.args.push_back(kind);
-        g.args.push_back(v);
-      }
-      c.launches.push_back(g);
-    }
-    plan.kernels.push_back(c);
-  }
+  plan.kernels = std::move(infos);
   if (!moert::verifyPlan(plan, err))
     return module.emitError("plan lowering produced an invalid plan: ") << err;
   return success();

@@ -7,6 +7,8 @@
 
 #include "EvalInternal.h"
 
+#include "moert/Routing.h"
+
 #include "llvm/ADT/TypeSwitch.h"
 
 #include <algorithm>
@@ -242,16 +244,16 @@ LogicalResult Interpreter::evalRoute(moe::RouteOp op) {
     return fail(op, "logits must be [tokens, experts]");
   int64_t tokens = logits.shape[0], e = logits.shape[1], k = op.getTopK();
   int64_t groups = op.getNumGroups(), keepGroups = op.getTopkGroups();
-  if (k < 1 || k > e)
-    return fail(op, "top_k " + Twine(k) + " with " + Twine(e) + " experts");
-  if (groups < 1 || e % groups != 0 || keepGroups < 1 || keepGroups > groups)
-    return fail(op, "bad grouping: " + Twine(groups) + " groups of " +
-                        Twine(e) + " experts, " + Twine(keepGroups) + " kept");
+  moert::RouteParams rule;
+  rule.topK = k;
+  rule.numGroups = groups;
+  rule.topkGroups = keepGroups;
+  rule.groupScore = op.getGroupScore() == moe::GroupScore::top2_sum
+                        ? moert::GroupScore::top2_sum
+                        : moert::GroupScore::max;
+  if (std::string why = moert::routeParamsError(e, rule); !why.empty())
+    return fail(op, why);
   int64_t per = e / groups;
-  if (groups > 1 && keepGroups * per < k)
-    return fail(op, "the kept groups hold fewer than top_k experts");
-  if (groups > 1 && op.getGroupScore() == moe::GroupScore::top2_sum && per < 2)
-    return fail(op, "top2_sum needs at least two experts per group");
   const Tensor *bias = op.getBias() ? &T(op.getBias()) : nullptr;
   if (bias && bias->shape != std::vector<int64_t>{e})
     return fail(op, "bias has shape " + shapeStr(bias->shape) + ", [" +

@@ -202,21 +202,8 @@ __global__ void routeKernel(const float *__restrict__ logits,
 } // namespace
 
 std::string checkRoute(int64_t E, const RouteParams &p) {
-  if (E < 1)
-    return "no experts";
-  if (p.topK < 1 || p.topK > E)
-    return "top_k " + std::to_string(p.topK) + " with " + std::to_string(E) +
-           " experts";
-  if (p.numGroups < 1 || E % p.numGroups != 0 || p.topkGroups < 1 ||
-      p.topkGroups > p.numGroups)
-    return "bad grouping: " + std::to_string(p.numGroups) + " groups of " +
-           std::to_string(E) + " experts, " + std::to_string(p.topkGroups) +
-           " kept";
-  int64_t per = E / p.numGroups;
-  if (p.numGroups > 1 && p.topkGroups * per < p.topK)
-    return "the kept groups hold fewer than top_k experts";
-  if (p.numGroups > 1 && p.groupScore == GroupScore::top2_sum && per < 2)
-    return "top2_sum needs at least two experts per group";
+  if (std::string why = routeParamsError(E, p); !why.empty())
+    return why;
   if (routeWarpBytes(E, p.numGroups) > kRouteSmemLimit)
     return "too many experts for the routing kernel (" + std::to_string(E) +
            ")";

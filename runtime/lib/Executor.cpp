@@ -571,6 +571,9 @@ moert::RouteParams moert::checkRouteStep(ExecContext &ctx, size_t index,
   need(rp.topK >= 1 && rp.topK <= E, "top_k " + std::to_string(rp.topK) +
                                          " outside [1, " + std::to_string(E) +
                                          "]");
+  // The grouping rules (num_groups divides E, ...), as moe-eval checks them.
+  if (std::string why = routeParamsError(E, rp); !why.empty())
+    throw ctx.error(index, why);
   need(operand(ctx, index, s.outputs[0], "weights").numElements() ==
                T * rp.topK &&
            operand(ctx, index, s.outputs[1], "ids").numElements() ==

@@ -114,61 +114,19 @@ int64_t Step::dispatchStep() const {
   return -1;
 }
 
-int64_t Plan::worldSize() const {
-  int64_t n = 1;
-  for (const MeshAxis &a : mesh)
-    n *= a.size;
-  return n;
-}
+int64_t Plan::worldSize() const { return meshWorldSize(mesh); }
 
 int64_t Plan::axisSize(const std::string &axis) const {
-  for (const MeshAxis &a : mesh)
-    if (a.name == axis)
-      return a.size;
-  return 1;
+  return meshAxisSize(mesh, axis);
 }
 
 int64_t Plan::coord(int64_t rank, const std::string &axis) const {
-  for (int64_t i = int64_t(mesh.size()) - 1; i >= 0; --i) {
-    int64_t c = rank % mesh[i].size;
-    if (mesh[i].name == axis)
-      return c;
-    rank /= mesh[i].size;
-  }
-  return 0;
+  return meshCoord(mesh, rank, axis);
 }
 
 std::vector<int32_t> Plan::group(int64_t rank,
                                  const std::vector<std::string> &axes) const {
-  // Coordinates of `rank`, then enumerate the named axes row-major.
-  std::vector<int64_t> coords(mesh.size());
-  int64_t r = rank;
-  for (int64_t i = int64_t(mesh.size()) - 1; i >= 0; --i) {
-    coords[i] = r % mesh[i].size;
-    r /= mesh[i].size;
-  }
-  std::vector<size_t> idx;
-  for (const std::string &a : axes)
-    for (size_t i = 0; i < mesh.size(); ++i)
-      if (mesh[i].name == a)
-        idx.push_back(i);
-  int64_t n = 1;
-  for (size_t i : idx)
-    n *= mesh[i].size;
-  std::vector<int32_t> out;
-  for (int64_t g = 0; g < n; ++g) {
-    std::vector<int64_t> c = coords;
-    int64_t rem = g;
-    for (int64_t j = int64_t(idx.size()) - 1; j >= 0; --j) {
-      c[idx[j]] = rem % mesh[idx[j]].size;
-      rem /= mesh[idx[j]].size;
-    }
-    int64_t lin = 0;
-    for (size_t i = 0; i < mesh.size(); ++i)
-      lin = lin * mesh[i].size + c[i];
-    out.push_back(int32_t(lin));
-  }
-  return out;
+  return meshGroup(mesh, rank, axes);
 }
 
 /// Enum attributes inside their plan.fbs ranges (a manifest from another

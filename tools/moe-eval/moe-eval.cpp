@@ -26,16 +26,18 @@
 using namespace mlir;
 namespace cl = llvm::cl;
 
+static cl::OptionCategory evalCat("moe-eval options");
 static cl::opt<std::string> inputFile(cl::Positional, cl::Required,
-                                      cl::desc("<input.mlir>"));
+                                      cl::desc("<input.mlir>"),
+                                      cl::cat(evalCat));
 static cl::list<std::string>
     inputs("input", cl::desc("An input: NAME=FILE.npy (or FILE.npy, in order)"),
-           cl::value_desc("name=file.npy"));
+           cl::value_desc("name=file.npy"), cl::cat(evalCat));
 static cl::list<std::string> outputs("o", cl::desc("Output .npy, in order"),
-                                     cl::value_desc("file"));
+                                     cl::value_desc("file"), cl::cat(evalCat));
 static cl::opt<std::string>
     outputDir("output-dir", cl::desc("Write each result to DIR/<name>.npy"),
-              cl::value_desc("dir"));
+              cl::value_desc("dir"), cl::cat(evalCat));
 
 static int fail(const llvm::Twine &msg) {
   llvm::errs() << "moe-eval: error: " << msg << "\n";
@@ -146,6 +148,8 @@ static bool toNpy(const moec::eval::Tensor &t, moert::NpyArray &a) {
 
 int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
+  // --help: moe-eval's options, not libLLVM's (kept under --help-hidden).
+  moec::hideLibraryOptions({&evalCat});
   cl::ParseCommandLineOptions(argc, argv,
                               "moe-eval: reference interpreter for moec IR\n");
   DialectRegistry registry;

@@ -9,6 +9,8 @@
 #ifndef MOEC_ANALYSIS_MESH_H
 #define MOEC_ANALYSIS_MESH_H
 
+#include "moert/Mesh.h"
+
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/SmallVector.h"
@@ -17,29 +19,38 @@
 
 namespace moec {
 
-/// A device mesh: named axes in grid order. moec orders them dp, ep, tp
-/// (tensor parallelism innermost so that a TP group is consecutive ranks on
-/// one node, data parallelism outermost, across nodes). `ep` is always
-/// present (size 1 when not given).
+/// A device mesh: named axes in grid order (dp, ep, tp; `ep` always
+/// present). The syntax, the axis order and the rank <-> coordinate maths
+/// are the runtime's (moert/Mesh.h), shared with the plan.
 struct MeshSpec {
-  llvm::SmallVector<std::pair<std::string, int64_t>> axes;
+  moert::MeshAxes axes;
 
   /// Size of the named axis, 1 when absent.
-  int64_t size(llvm::StringRef name) const;
+  int64_t size(llvm::StringRef name) const {
+    return moert::meshAxisSize(axes, name.str());
+  }
   /// Grid axis index of the named axis, -1 when absent.
-  int64_t index(llvm::StringRef name) const;
-  int64_t worldSize() const;
+  int64_t index(llvm::StringRef name) const {
+    return moert::meshAxisIndex(axes, name.str());
+  }
+  int64_t worldSize() const { return moert::meshWorldSize(axes); }
   /// The coordinates of `rank` along the axes (row-major numbering).
-  llvm::SmallVector<int64_t> coords(int64_t rank) const;
+  llvm::SmallVector<int64_t> coords(int64_t rank) const {
+    std::vector<int64_t> c = moert::meshCoords(axes, rank);
+    return llvm::SmallVector<int64_t>(c.begin(), c.end());
+  }
   /// Ranks that split the tokens: dp x ep.
   int64_t tokenSplit() const { return size("dp") * size("ep"); }
   /// "dp=2,ep=4,tp=2".
-  std::string str() const;
+  std::string str() const { return moert::meshString(axes); }
 };
 
-/// Parses "dp=2,ep=4,tp=2" (any subset, any order, each axis once, sizes >=
-/// 1). On failure `error` says what is wrong with which part.
-bool parseMeshSpec(llvm::StringRef spec, MeshSpec &out, std::string &error);
+/// Parses "dp=2,ep=4,tp=2" (moert::parseMesh). On failure `error` says what
+/// is wrong with which part.
+inline bool parseMeshSpec(llvm::StringRef spec, MeshSpec &out,
+                          std::string &error) {
+  return moert::parseMesh(spec.str(), out.axes, error);
+}
 
 /// The ONNX node name of an op's location ("" when it has none), for
 /// reports and plans.

@@ -9,6 +9,8 @@
 #ifndef MOEC_CONVERSION_KERNELCODEGEN_H
 #define MOEC_CONVERSION_KERNELCODEGEN_H
 
+#include "moert/Plan.h"
+
 #include "mlir/IR/BuiltinOps.h"
 
 #include <string>
@@ -16,22 +18,8 @@
 
 namespace moec {
 
-/// One GPU kernel launch of a generated kernel (static geometry).
-struct GpuLaunch {
-  int module = 0;       ///< index of the PTX module
-  std::string function; ///< the PTX entry
-  int64_t grid[3] = {1, 1, 1}, block[3] = {1, 1, 1};
-  /// Kernel parameters in order, as (kind, value) pairs: kind 0 = the
-  /// kernel's pointer argument number `value`, 1 = an i64 constant, 2 = an
-  /// f32 constant (its bits in `value`).
-  std::vector<std::pair<int, int64_t>> args;
-};
-
-struct KernelInfo {
-  std::string name;
-  int numArgs = 0; ///< one pointer per input, then one per output
-  std::vector<GpuLaunch> launches; ///< CUDA: the launches, in order
-};
+/// The kernel records are the plan's (moert::KernelCode, GpuLaunchCode).
+using KernelInfo = moert::KernelCode;
 
 /// Host machine code: `kernel_N(const float *in..., float *out...)` in a
 /// shared object (the bytes of the .so). No kernels: success, empty output.

@@ -14,6 +14,7 @@
 #ifndef MOERT_PLAN_H
 #define MOERT_PLAN_H
 
+#include "moert/Mesh.h"
 #include "moert/plan_generated.h"
 
 #include <cstdint>
@@ -37,13 +38,6 @@ const char *dtypeName(DType t);
 bool parseDType(const std::string &name, DType &out);
 /// Bytes per element.
 size_t dtypeSize(DType t);
-
-/// A dimension of the device mesh, e.g. {"ep", 4}. Ranks are numbered
-/// row-major over the axes in order: for dp=2,ep=4 rank = dp_idx*4 + ep_idx.
-struct MeshAxis {
-  std::string name;
-  int64_t size = 1;
-};
 
 /// Where a constant's bytes are: a segment of the data region and an offset
 /// inside it (64-byte aligned).
@@ -136,18 +130,33 @@ struct Step {
 /// `kernel` steps call it by name with one pointer per operand, inputs
 /// first, then outputs. The code is in the plan's data region: a shared
 /// object for the host CPU (`cpu_code`) and/or PTX (`ptx_code`).
+/// How a GPU launch passes one kernel parameter (the pairs in
+/// GpuLaunchCode::args).
+enum class LaunchArg : int64_t {
+  pointer = 0, ///< the kernel step's operand number `value`
+  i64 = 1,     ///< an i64 constant
+  f32 = 2,     ///< an f32 constant, its bits in `value`
+};
+
+/// One launch of a generated GPU kernel (static geometry). The compiler's
+/// PTX generator fills it in (moec/Conversion/KernelCodegen.h); the CUDA
+/// backend launches it.
 struct GpuLaunchCode {
   int module = 0;       ///< which PTX module (NUL-separated in ptx_code)
   std::string function; ///< its entry
   int64_t grid[3] = {1, 1, 1}, block[3] = {1, 1, 1};
-  /// Parameters as (kind, value) pairs: 0 = pointer argument `value` of the
-  /// kernel step, 1 = i64 constant, 2 = f32 constant (bits).
+  /// Parameters in order as flat (LaunchArg, value) pairs, as plan.fbs
+  /// stores them.
   std::vector<int64_t> args;
+  void addArg(LaunchArg kind, int64_t value) {
+    args.push_back(int64_t(kind));
+    args.push_back(value);
+  }
 };
 
 struct KernelCode {
   std::string name;
-  int numArgs = 0;
+  int numArgs = 0; ///< one pointer per input, then one per output
   std::vector<GpuLaunchCode> launches; ///< with PTX: how to launch it
 };
 
@@ -156,7 +165,7 @@ struct Plan {
   uint32_t version = kPlanVersion;
   std::string producer; ///< e.g. "moec 0.1"
   std::string source;   ///< the ONNX file it was compiled from
-  std::vector<MeshAxis> mesh;
+  MeshAxes mesh; ///< moert/Mesh.h: axes, rank numbering
   std::vector<Segment> segments;
   std::vector<Value> values;
   std::vector<ModelIO> inputs;

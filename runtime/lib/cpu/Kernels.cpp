@@ -108,7 +108,8 @@ template <typename V> bool ranksBefore(V x, int64_t a, V y, int64_t b) {
 
 void cpu::route(const float *logits, const float *bias, int64_t T, int64_t E,
                 const RouteParams &p, float *weights, int64_t *ids) {
-  // The parameters are validated by the plan verifier (as moe-eval does):
+  // The parameters are validated by checkRouteStep (moert/Routing.h, the
+  // rules moe-eval applies too):
   // 1 <= topK <= E, E % numGroups == 0, 1 <= topkGroups <= numGroups,
   // topkGroups * (E / numGroups) >= topK, two experts per group for top2_sum.
   const int64_t k = p.topK;

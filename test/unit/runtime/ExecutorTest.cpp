@@ -294,6 +294,31 @@ TEST(Executor, BadExpertIdEndsAllRanks) {
   }
 }
 
+// The grouping rules of moert/Routing.h hold on every backend: E = 4
+// experts in 3 groups is refused with the step named, not routed.
+TEST(Executor, RouteGroupingRules) {
+  MoESpec s;
+  s.ranks = 2;
+  TestCase tc = makeMoE(s);
+  bool found = false;
+  for (Step &st : tc.plan.steps)
+    if (fb::RouteT *r = st.attrs.Asroute()) {
+      r->num_groups = 3;
+      r->topk_groups = 2;
+      found = true;
+    }
+  ASSERT_TRUE(found);
+  try {
+    runCase(tc, "badgroups");
+    FAIL() << "expected a RunError";
+  } catch (const RunError &e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("bad grouping: 3 groups of 4 experts, 2 kept"),
+              std::string::npos)
+        << m;
+  }
+}
+
 TEST(Executor, WrongWorldSize) {
   MoESpec s;
   s.ranks = 2;

@@ -16,6 +16,7 @@
 #ifndef MOERT_CPU_KERNELS_H
 #define MOERT_CPU_KERNELS_H
 
+#include "moert/Routing.h"
 #include "moert/enums_generated.h"
 
 #include <cstdint>
@@ -27,32 +28,12 @@ namespace moert {
 // The routing and activation kinds are the plan schema's
 // (runtime/schema/enums.fbs), whose values the compiler static-asserts
 // against the moe dialect's TableGen enums.
-using ScoreFunc = fb::ScoreFunc;
-using GroupScore = fb::GroupScore;
 using Activation = fb::Activation;
 
 /// Parse the names used in plans ("softmax", "top2_sum", "gelu_tanh", ...).
 bool parseScoreFunc(const std::string &s, ScoreFunc &out);
 bool parseGroupScore(const std::string &s, GroupScore &out);
 bool parseActivation(const std::string &s, Activation &out);
-
-/// Routing semantics, identical to the `moe.route` op (docs/routing.md):
-/// scores = softmax(logits) or sigmoid(logits); selection uses
-/// scores + bias; with num_groups > 1 the experts are split into groups,
-/// each group scored by its max (or sum of its top-2) selection score, and
-/// only the best topk_groups groups compete; the top_k experts are chosen
-/// (ties: lower expert id first), their weights are the unbiased scores,
-/// renormalised to sum 1 when `renormalize`, then multiplied by
-/// scaling_factor.
-struct RouteParams {
-  int64_t topK = 1;
-  ScoreFunc score = ScoreFunc::softmax;
-  bool renormalize = false;
-  double scalingFactor = 1.0;
-  int64_t numGroups = 1;
-  int64_t topkGroups = 1;
-  GroupScore groupScore = GroupScore::max;
-};
 
 /// Where the experts live: expert e has one or more replicas, each a
 /// (rank, slot) pair: `rank` is the index inside the EP group, `slot` the
