@@ -236,7 +236,7 @@ void CudaBackend::exchange(const std::string &axes, Comm &comm, const char *src,
 }
 
 void CudaBackend::allReduce(ExecContext &ctx, size_t index,
-                        const fb::AllReduceT &at) {
+                            const fb::AllReduceT &at) {
   const Step &s = ctx.plan().steps[index];
   if (at.reduction != fb::Reduction::sum)
     throw ctx.error(index, std::string("unsupported reduction '") +
@@ -321,7 +321,7 @@ char *CudaBackend::gatherBlocks(const std::string &axes, Comm &comm,
 }
 
 void CudaBackend::allGather(ExecContext &ctx, size_t index,
-                        const fb::AllGatherT &at) {
+                            const fb::AllGatherT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
   const Value &x = p.values[size_t(s.inputs[0])];

@@ -10,7 +10,7 @@
 namespace moert::cudaexec {
 
 void CudaBackend::matmul(ExecContext &ctx, size_t index,
-                        const fb::MatmulT &at) {
+                         const fb::MatmulT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
   auto val = [&](int32_t id) -> const Value & { return p.values[size_t(id)]; };
@@ -27,18 +27,16 @@ void CudaBackend::matmul(ExecContext &ctx, size_t index,
 }
 
 void CudaBackend::batchMatmul(ExecContext &ctx, size_t index,
-                        const fb::BatchMatmulT &at) {
+                              const fb::BatchMatmulT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
   BatchMatmulDims d = checkBatchMatmulStep(ctx, index);
   cuda::batchMatmul(*blas_, f32(ctx, index, s.inputs[0], "A"),
                     f32(ctx, index, s.inputs[1], "B"),
-                    f32(ctx, index, s.outputs[0], "C"), d.batch, d.M, d.K,
-                    d.N);
+                    f32(ctx, index, s.outputs[0], "C"), d.batch, d.M, d.K, d.N);
 }
 
-void CudaBackend::unary(ExecContext &ctx, size_t index,
-                        const fb::UnaryT &at) {
+void CudaBackend::unary(ExecContext &ctx, size_t index, const fb::UnaryT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
   cpu::Unary fn;
@@ -48,7 +46,7 @@ void CudaBackend::unary(ExecContext &ctx, size_t index,
 }
 
 void CudaBackend::binary(ExecContext &ctx, size_t index,
-                        const fb::BinaryT &at) {
+                         const fb::BinaryT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
   auto val = [&](int32_t id) -> const Value & { return p.values[size_t(id)]; };
@@ -67,7 +65,7 @@ void CudaBackend::binary(ExecContext &ctx, size_t index,
 }
 
 void CudaBackend::softmax(ExecContext &ctx, size_t index,
-                        const fb::SoftmaxT &at) {
+                          const fb::SoftmaxT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
   auto val = [&](int32_t id) -> const Value & { return p.values[size_t(id)]; };
@@ -83,12 +81,11 @@ void CudaBackend::softmax(ExecContext &ctx, size_t index,
   need(val(s.outputs[0]).numElements() == x.numElements(),
        "x and y differ in size");
   cuda::softmax(f32(ctx, index, s.inputs[0], "x"),
-                f32(ctx, index, s.outputs[0], "y"),
-                n ? x.numElements() / n : 0, n, stream_);
+                f32(ctx, index, s.outputs[0], "y"), n ? x.numElements() / n : 0,
+                n, stream_);
 }
 
-void CudaBackend::copy(ExecContext &ctx, size_t index,
-                        const fb::CopyT &at) {
+void CudaBackend::copy(ExecContext &ctx, size_t index, const fb::CopyT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
   auto val = [&](int32_t id) -> const Value & { return p.values[size_t(id)]; };

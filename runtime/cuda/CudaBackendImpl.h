@@ -23,8 +23,8 @@
 #ifndef MOERT_CUDA_CUDABACKENDIMPL_H
 #define MOERT_CUDA_CUDABACKENDIMPL_H
 
-#include "moert/cuda/CudaBackend.h"
 #include "moert/Half.h"
+#include "moert/cuda/CudaBackend.h"
 #include "moert/cuda/Kernels.h"
 #ifdef MOERT_HAVE_NCCL
 #include "moert/cuda/Nccl.h"
@@ -193,14 +193,11 @@ public:
   void route(ExecContext &ctx, size_t index, const fb::RouteT &at) override;
   void dispatch(ExecContext &ctx, size_t index,
                 const fb::DispatchT &at) override;
-  void experts(ExecContext &ctx, size_t index,
-               const fb::ExpertsT &at) override;
-  void combine(ExecContext &ctx, size_t index,
-               const fb::CombineT &at) override;
+  void experts(ExecContext &ctx, size_t index, const fb::ExpertsT &at) override;
+  void combine(ExecContext &ctx, size_t index, const fb::CombineT &at) override;
   void unary(ExecContext &ctx, size_t index, const fb::UnaryT &at) override;
   void binary(ExecContext &ctx, size_t index, const fb::BinaryT &at) override;
-  void softmax(ExecContext &ctx, size_t index,
-               const fb::SoftmaxT &at) override;
+  void softmax(ExecContext &ctx, size_t index, const fb::SoftmaxT &at) override;
   void copy(ExecContext &ctx, size_t index, const fb::CopyT &at) override;
   void allReduce(ExecContext &ctx, size_t index,
                  const fb::AllReduceT &at) override;

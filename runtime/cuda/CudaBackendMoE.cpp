@@ -15,8 +15,7 @@ namespace moert::cudaexec {
 // Routing
 //===----------------------------------------------------------------------===//
 
-void CudaBackend::route(ExecContext &ctx, size_t index,
-                        const fb::RouteT &at) {
+void CudaBackend::route(ExecContext &ctx, size_t index, const fb::RouteT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
   auto need = [&](bool ok, const std::string &what) {
@@ -29,9 +28,8 @@ void CudaBackend::route(ExecContext &ctx, size_t index,
   need(bad.empty(), bad);
   DType i64 = DType::i64;
   cuda::route(
-      f32(ctx, index, s.inputs[0], "logits"),
-      optF32(ctx, index, s, 1, "bias"), T, E, rp,
-      f32(ctx, index, s.outputs[0], "weights"),
+      f32(ctx, index, s.inputs[0], "logits"), optF32(ctx, index, s, 1, "bias"),
+      T, E, rp, f32(ctx, index, s.outputs[0], "weights"),
       reinterpret_cast<int64_t *>(ptr(ctx, index, s.outputs[1], "ids", &i64)),
       stream_);
 }
@@ -41,7 +39,7 @@ void CudaBackend::route(ExecContext &ctx, size_t index,
 //===----------------------------------------------------------------------===//
 
 void CudaBackend::dispatch(ExecContext &ctx, size_t index,
-                        const fb::DispatchT &at) {
+                           const fb::DispatchT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
   int64_t H = 0, k = 0, T = 0;
@@ -83,8 +81,8 @@ void CudaBackend::dispatch(ExecContext &ctx, size_t index,
   int64_t *stats = reinterpret_cast<int64_t *>(st.stats.ensure(3 * 8, stream_));
   size_t wsBytes = cuda::planDispatchWorkspace(T, k, *st.placement);
   void *ws = st.planWs.ensure(wsBytes, stream_);
-  cuda::planDispatch(idp, T, k, *st.placement, at.capacity,
-                     sendPos, sendCounts, stats, ws, st.planWs.size(), stream_);
+  cuda::planDispatch(idp, T, k, *st.placement, at.capacity, sendPos, sendCounts,
+                     stats, ws, st.planWs.size(), stream_);
   int64_t *meta = reinterpret_cast<int64_t *>(
       st.meta.ensure(size_t(3 + 2 * GS + nA) * 8, stream_));
   int64_t *hStats = meta, *hSend = meta + 3, *hRecv = meta + 3 + GS,
@@ -209,13 +207,9 @@ void CudaBackend::dispatch(ExecContext &ctx, size_t index,
 }
 
 void CudaBackend::experts(ExecContext &ctx, size_t index,
-                        const fb::ExpertsT &at) {
+                          const fb::ExpertsT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
-  auto need = [&](bool ok, const std::string &what) {
-    if (!ok)
-      throw ctx.error(index, what);
-  };
   DispatchState &st = stateFor(ctx, index, at.dispatch);
   auto opt = [&](size_t i) -> const Value * {
     return i < s.inputs.size() && s.inputs[i] >= 0
@@ -248,7 +242,7 @@ void CudaBackend::experts(ExecContext &ctx, size_t index,
 }
 
 void CudaBackend::combine(ExecContext &ctx, size_t index,
-                        const fb::CombineT &at) {
+                          const fb::CombineT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
   auto need = [&](bool ok, const std::string &what) {

@@ -147,7 +147,7 @@ void CudaBackend::loadKernels(ExecContext &ctx) {
 //===----------------------------------------------------------------------===//
 
 void CudaBackend::kernel(ExecContext &ctx, size_t index,
-                        const fb::KernelT &at) {
+                         const fb::KernelT &at) {
   const Step &s = ctx.plan().steps[index];
   const std::string &kname = at.name;
   auto it = kernels_.find(kname);
