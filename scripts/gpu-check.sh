@@ -172,13 +172,13 @@ step "configure (runtime only)" 120 cmake "${GEN[@]}" -S "$ROOT" -B "$BUILD_DIR"
 TARGETS=(moert_cuda moert-gpu-bench moe-run)
 HAVE_TESTS=0
 if grep -q "moert-cuda-tests" "$BUILD_DIR/build.ninja" "$BUILD_DIR/Makefile" 2>/dev/null ||
-   [ -d "$BUILD_DIR/test/unit/runtime/CMakeFiles/moert-cuda-tests.dir" ]; then
+   [ -d "$BUILD_DIR/runtime/test/CMakeFiles/moert-cuda-tests.dir" ]; then
   TARGETS+=(moert-cuda-tests moert-make-test-plan)
   HAVE_TESTS=1
 fi
 HAVE_EXEC_TESTS=0 # the CUDA backend's tests (section at the end)
 if grep -q "moert-cuda-exec-tests" "$BUILD_DIR/build.ninja" "$BUILD_DIR/Makefile" 2>/dev/null ||
-   [ -d "$BUILD_DIR/test/unit/runtime/CMakeFiles/moert-cuda-exec-tests.dir" ]; then
+   [ -d "$BUILD_DIR/runtime/test/CMakeFiles/moert-cuda-exec-tests.dir" ]; then
   TARGETS+=(moert-cuda-exec-tests)
   HAVE_EXEC_TESTS=1
 fi

@@ -4,7 +4,7 @@
 // executor calls them around the collectives (see docs/plan-format.md for how
 // dispatch and combine use them). All tensors are dense, C order, fp32 unless
 // stated; GEMMs go to the BLAS (OpenBLAS cblas_sgemm). Each kernel has a plain
-// loop reference in test/unit/runtime/CpuKernelsTest.cpp.
+// loop reference in runtime/test/CpuKernelsTest.cpp.
 //
 // Threads: the kernels keep no state and may run concurrently. GEMMs use the
 // BLAS's threads (OPENBLAS_NUM_THREADS), the loops around them OpenMP

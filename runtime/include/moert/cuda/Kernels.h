@@ -2,7 +2,7 @@
 //-*-===//
 //
 // The device counterparts of moert/cpu/Kernels.h, with the same semantics
-// (the CPU header is the specification; test/unit/runtime/CudaKernelsTest.cpp
+// (the CPU header is the specification; runtime/test/CudaKernelsTest.cpp
 // checks every kernel against a plain loop). Differences, all forced by the
 // device:
 //   * Pointers are device pointers unless a parameter is a std::vector or is
