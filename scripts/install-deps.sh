@@ -4,7 +4,7 @@
 set -euo pipefail
 
 APT_PACKAGES=(
-  cmake ninja-build g++ git
+  cmake ninja-build g++ git clang-format
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools
   libonnx-dev libprotobuf-dev protobuf-compiler
   libgtest-dev

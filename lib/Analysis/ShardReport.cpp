@@ -26,8 +26,8 @@ int64_t ShardReport::maxRankBytes() const {
 double ShardReport::commBytesPerRank() const {
   double total = 0;
   for (const LayerComm &l : layers)
-    total += l.a2aBytesLeaving / double(worldSize) +
-             l.allReduceRingBytesPerRank;
+    total +=
+        l.a2aBytesLeaving / double(worldSize) + l.allReduceRingBytesPerRank;
   return total;
 }
 
@@ -41,10 +41,10 @@ bool moec::parseByteSize(StringRef s, int64_t &bytes) {
     return false;
   StringRef unit = s.substr(i).trim();
   static const std::pair<const char *, double> units[] = {
-      {"", 1},          {"B", 1},          {"KiB", 1024.0},
-      {"MiB", 1 << 20}, {"GiB", 1 << 30},  {"TiB", 1099511627776.0},
-      {"KB", 1e3},      {"MB", 1e6},       {"GB", 1e9},
-      {"TB", 1e12},     {"K", 1024.0},     {"M", 1 << 20},
+      {"", 1},          {"B", 1},         {"KiB", 1024.0},
+      {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1099511627776.0},
+      {"KB", 1e3},      {"MB", 1e6},      {"GB", 1e9},
+      {"TB", 1e12},     {"K", 1024.0},    {"M", 1 << 20},
       {"G", 1 << 30}};
   for (auto &[name, mult] : units)
     if (unit.equals_insensitive(name) && (unit == name || unit.size() == 1)) {
@@ -198,8 +198,9 @@ ShardReport moec::computeShardReport(ModuleOp module) {
       l.maxRecvRows = d.getMaxRows();
       for (Operation *u : d.getRecv().getUsers())
         if (auto ec = dyn_cast<moe::ExpertComputeOp>(u))
-          l.ffn = cast<RankedTensorType>(ec.getWGate().getType()).getDimSize(2) *
-                  r.tp;
+          l.ffn =
+              cast<RankedTensorType>(ec.getWGate().getType()).getDimSize(2) *
+              r.tp;
       std::vector<int64_t> reps(l.experts, 0);
       for (int64_t e : p.getSlots())
         if (e >= 0)
@@ -278,17 +279,17 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
       });
     }
     for (const RankMemory &m : r.ranks)
-      ranks.push_back(llvm::json::Object{
-          {"rank", m.rank},
-          {"coords", llvm::json::Array(m.coords)},
-          {"weight_bytes", m.weightBytes},
-          {"expert_weight_bytes", m.expertWeightBytes},
-          {"activation_bytes", m.activationBytes}});
+      ranks.push_back(
+          llvm::json::Object{{"rank", m.rank},
+                             {"coords", llvm::json::Array(m.coords)},
+                             {"weight_bytes", m.weightBytes},
+                             {"expert_weight_bytes", m.expertWeightBytes},
+                             {"activation_bytes", m.activationBytes}});
     int64_t L = r.layers.size();
-    int64_t bsh = r.layers.empty() ? 0
-                                   : r.layers[0].tokensGlobal *
-                                         r.layers[0].hidden *
-                                         r.layers[0].elementBytes;
+    int64_t bsh = r.layers.empty()
+                      ? 0
+                      : r.layers[0].tokensGlobal * r.layers[0].hidden *
+                            r.layers[0].elementBytes;
     llvm::json::Object o{
         {"mesh", r.mesh},
         {"world_size", r.worldSize},
@@ -299,10 +300,9 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
         {"param_bytes", r.paramBytes},
         {"layers", std::move(layers)},
         {"ranks", std::move(ranks)},
-        {"seed",
-         llvm::json::Object{{"ep_bytes_per_moe_layer", 2 * bsh},
-                            {"tp_bytes", 2 * bsh * L},
-                            {"dp_bytes_per_step", 2 * r.paramBytes}}}};
+        {"seed", llvm::json::Object{{"ep_bytes_per_moe_layer", 2 * bsh},
+                                    {"tp_bytes", 2 * bsh * L},
+                                    {"dp_bytes_per_step", 2 * r.paramBytes}}}};
     os << llvm::formatv("{0:2}", llvm::json::Value(std::move(o))) << "\n";
     return;
   }
@@ -319,25 +319,26 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
       os << (q ? " |" : "") << " ep" << q << ": " << list(h);
     os << "\n";
     os << "  dispatch " << (l.capacity < 0 ? "dropless" : "capacity ")
-       << (l.capacity < 0 ? "" : std::to_string(l.capacity) +
-                                     " rows per expert replica and source")
+       << (l.capacity < 0 ? ""
+                          : std::to_string(l.capacity) +
+                                " rows per expert replica and source")
        << ", receive buffer bound " << l.maxRecvRows << " rows\n";
     os << "  all-to-all per rank: dispatch " << l.tokensPerRank << " x "
-       << l.topK << " x " << l.hidden << " x " << l.elementBytes << " B = "
-       << formatBytes(l.dispatchBytesPerRank) << ", combine the same\n";
+       << l.topK << " x " << l.hidden << " x " << l.elementBytes
+       << " B = " << formatBytes(l.dispatchBytesPerRank)
+       << ", combine the same\n";
     os << "  expected share leaving the rank (uniform routing):";
     for (double s : l.leaveShare)
       os << " " << llvm::format("%.3f", s);
     os << "\n";
     os << "  all ranks, dispatch + combine: "
-       << formatBytes(double(l.a2aBytesTotal)) << " ("
-       << l.a2aBytesTotal << " B), between ranks "
-       << formatBytes(l.a2aBytesLeaving) << " ("
+       << formatBytes(double(l.a2aBytesTotal)) << " (" << l.a2aBytesTotal
+       << " B), between ranks " << formatBytes(l.a2aBytesLeaving) << " ("
        << int64_t(std::llround(l.a2aBytesLeaving)) << " B)\n";
     int64_t seed = 2 * l.tokensGlobal * l.hidden * l.elementBytes;
-    os << "  seed formula 2*B*S*H = 2 x " << l.tokensGlobal << " x "
-       << l.hidden << " x " << l.elementBytes << " B = " << formatBytes(seed)
-       << " (" << seed << " B; top-1, every token leaving its rank)\n";
+    os << "  seed formula 2*B*S*H = 2 x " << l.tokensGlobal << " x " << l.hidden
+       << " x " << l.elementBytes << " B = " << formatBytes(seed) << " ("
+       << seed << " B; top-1, every token leaving its rank)\n";
     if (l.allReduceBytesPerRank)
       os << "  tp all-reduce per rank: " << formatBytes(l.allReduceBytesPerRank)
          << " payload, ring traffic 2(tp-1)/tp x payload = "

@@ -109,8 +109,7 @@ private:
   int64_t opIndex = 0;
 };
 
-int32_t PlanBuilder::addValue(Value v, moert::ValueKind kind,
-                              StringRef name) {
+int32_t PlanBuilder::addValue(Value v, moert::ValueKind kind, StringRef name) {
   auto t = cast<RankedTensorType>(v.getType());
   moert::Value pv;
   pv.id = plan.values.size();
@@ -192,11 +191,10 @@ LogicalResult PlanBuilder::addConstant(arith::ConstantOp c) {
   FailureOr<std::vector<char>> read = constantBytes(c);
   moert::DType dt;
   if (!toDType(t.getElementType(), dt) || failed(read))
-    return c.emitError("plan lowering: unsupported constant of type ")
-           << t;
+    return c.emitError("plan lowering: unsupported constant of type ") << t;
   const std::vector<char> &bytes = *read;
-  int32_t id = addValue(c.getResult(), moert::ValueKind::constant,
-                        nodeName(c.getLoc()));
+  int32_t id =
+      addValue(c.getResult(), moert::ValueKind::constant, nodeName(c.getLoc()));
   moert::DataRef ref;
   ref.segment = 0;
   ref.offset = appendData(0, bytes);
@@ -232,7 +230,8 @@ LogicalResult PlanBuilder::addLocalWeights(moe::LocalWeightsOp op) {
       s[d] = s[d + 1] * shape[d + 1];
     return s;
   };
-  SmallVector<int64_t> gs = strides(in.getShape()), ls = strides(out.getShape());
+  SmallVector<int64_t> gs = strides(in.getShape()),
+                       ls = strides(out.getShape());
   int64_t localElems = out.getNumElements();
   for (int64_t r = 0; r < world; ++r) {
     SmallVector<int64_t> coords = spec.coords(r);
@@ -603,13 +602,12 @@ LogicalResult PlanBuilder::run(StringRef source, const PlanOptions &options) {
                 moert::ModelIO &m) -> LogicalResult {
     auto t = cast<RankedTensorType>(localType);
     auto name = attrs ? attrs.getAs<StringAttr>("onnx.name") : nullptr;
-    m.name = name ? name.str() : (isOut ? "output" : "input") +
-                                     std::to_string(i);
+    m.name =
+        name ? name.str() : (isOut ? "output" : "input") + std::to_string(i);
     if (!toDType(t.getElementType(), m.dtype))
-      return func.emitError("plan lowering: unsupported dtype of ")
-             << m.name;
-    auto global = attrs ? attrs.getAs<DenseI64ArrayAttr>("moe.global_shape")
-                        : nullptr;
+      return func.emitError("plan lowering: unsupported dtype of ") << m.name;
+    auto global =
+        attrs ? attrs.getAs<DenseI64ArrayAttr>("moe.global_shape") : nullptr;
     ArrayRef<int64_t> shape = global ? global.asArrayRef() : t.getShape();
     m.shape.assign(shape.begin(), shape.end());
     if (auto split = attrs ? attrs.getAs<DenseI64ArrayAttr>("moe.token_split")

@@ -373,8 +373,10 @@ GraphImporter::tensorBytes(const onnx::TensorProto &t, bool validateOnly) {
     llvm::sys::path::append(path, location);
     uint64_t fileSize = 0;
     if (std::error_code ec = llvm::sys::fs::file_size(path, fileSize)) {
-      lastError = file + ": tensor '" + t.name() + "': cannot read external "
-                  "data file '" + std::string(path) + "': " + ec.message();
+      lastError = file + ": tensor '" + t.name() +
+                  "': cannot read external "
+                  "data file '" +
+                  std::string(path) + "': " + ec.message();
       return failure();
     }
     if (uint64_t(offset) + want > fileSize) {
@@ -391,9 +393,11 @@ GraphImporter::tensorBytes(const onnx::TensorProto &t, bool validateOnly) {
         path, length >= 0 ? length : int64_t(want), offset,
         /*IsVolatile=*/false);
     if (!buf) {
-      lastError = file + ": tensor '" + t.name() + "': cannot read external "
-                  "data file '" + std::string(path) + "' (offset " +
-                  std::to_string(offset) + "): " + buf.getError().message();
+      lastError = file + ": tensor '" + t.name() +
+                  "': cannot read external "
+                  "data file '" +
+                  std::string(path) + "' (offset " + std::to_string(offset) +
+                  "): " + buf.getError().message();
       return failure();
     }
     if ((*buf)->getBufferSize() < want) {
@@ -561,11 +565,11 @@ FailureOr<Value> GraphImporter::materialize(Entry &e, const std::string &name) {
       std::string blobName = name.empty() ? "weight" : name;
       AsmResourceBlob blob = HeapAsmResourceBlob::allocateAndCopyWithAlign(
           ArrayRef<char>(bytes->data(), bytes->size()), alignof(uint64_t));
-      auto attr = DenseResourceElementsAttr::get(e.type, blobName,
-                                                 std::move(blob));
+      auto attr =
+          DenseResourceElementsAttr::get(e.type, blobName, std::move(blob));
       OpBuilder::InsertionGuard g(b);
-      e.value = arith::ConstantOp::create(b, NameLoc::get(b.getStringAttr(name)),
-                                          cast<TypedAttr>(attr));
+      e.value = arith::ConstantOp::create(
+          b, NameLoc::get(b.getStringAttr(name)), cast<TypedAttr>(attr));
       return e.value;
     }
   }
@@ -577,8 +581,8 @@ FailureOr<Value> GraphImporter::materialize(Entry &e, const std::string &name) {
   }
   assert(e.host && "value with neither SSA value nor known contents");
   // Folded results as large as weights are stored like weights.
-  e.value = e.host->size() > inlineLimit ? weight(*e.host, name)
-                                         : constant(*e.host);
+  e.value =
+      e.host->size() > inlineLimit ? weight(*e.host, name) : constant(*e.host);
   return e.value;
 }
 
@@ -742,8 +746,9 @@ Value GraphImporter::convertScalar(OpBuilder &bb, Location l, Value v,
   auto fromF = dyn_cast<FloatType>(from);
   auto toF = dyn_cast<FloatType>(to);
   if (to.isInteger(1)) {
-    Value zero = fromF ? arith::ConstantOp::create(bb, l, FloatAttr::get(from, 0))
-                       : arith::ConstantOp::create(bb, l, IntegerAttr::get(from, 0));
+    Value zero =
+        fromF ? arith::ConstantOp::create(bb, l, FloatAttr::get(from, 0))
+              : arith::ConstantOp::create(bb, l, IntegerAttr::get(from, 0));
     if (fromF)
       return arith::CmpFOp::create(bb, l, arith::CmpFPredicate::UNE, v, zero);
     return arith::CmpIOp::create(bb, l, arith::CmpIPredicate::ne, v, zero);
@@ -786,12 +791,14 @@ Value GraphImporter::reshape(Value v, ArrayRef<int64_t> shape,
   if (dynSizes.empty())
     return tensor::ReshapeOp::create(
         b, curLoc, resultType, v,
-        constant(HostTensor::ints(std::vector<int64_t>(shape.begin(), shape.end()))));
+        constant(HostTensor::ints(
+            std::vector<int64_t>(shape.begin(), shape.end()))));
   SmallVector<Value> dims;
   unsigned k = 0;
   for (int64_t s : shape) {
-    Value d = ShapedType::isDynamic(s) ? dynSizes[k++]
-                                       : arith::ConstantIndexOp::create(b, curLoc, s).getResult();
+    Value d = ShapedType::isDynamic(s)
+                  ? dynSizes[k++]
+                  : arith::ConstantIndexOp::create(b, curLoc, s).getResult();
     dims.push_back(arith::IndexCastOp::create(b, curLoc, b.getI64Type(), d));
   }
   Value shapeTensor = tensor::FromElementsOp::create(

@@ -147,9 +147,8 @@ public:
       mlir::OpBuilder &, mlir::Location, mlir::ValueRange)>;
   /// A linalg.generic applying `body` element by element to `inputs`
   /// broadcast numpy-style; the result has element type `resultElt`.
-  mlir::FailureOr<mlir::Value> elementwise(mlir::ValueRange inputs,
-                                           mlir::Type resultElt,
-                                           ScalarBody body);
+  mlir::FailureOr<mlir::Value>
+  elementwise(mlir::ValueRange inputs, mlir::Type resultElt, ScalarBody body);
   /// Converts a scalar between element types with ONNX Cast semantics
   /// (float->int truncates toward zero, bool is value != 0).
   mlir::Value convertScalar(mlir::OpBuilder &bb, mlir::Location l,

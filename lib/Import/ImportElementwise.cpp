@@ -78,9 +78,10 @@ bool isFloatType(Type t) { return isa<FloatType>(t); }
 
 /// Registers an op whose result has the operands' element type.
 /// `floatOnly` ops reject integer inputs with a clear error.
-void addArith(OpTable &t, StringRef name, HostFn host,
-              std::function<Value(OpBuilder &, Location, ValueRange, bool)> build,
-              unsigned arity, bool floatOnly = false) {
+void addArith(
+    OpTable &t, StringRef name, HostFn host,
+    std::function<Value(OpBuilder &, Location, ValueRange, bool)> build,
+    unsigned arity, bool floatOnly = false) {
   t[name] = [=](GraphImporter &gi) -> LogicalResult {
     if (gi.numInputs() != arity)
       return gi.fail("expects " + Twine(arity) + " inputs, got " +
@@ -98,8 +99,8 @@ void addArith(OpTable &t, StringRef name, HostFn host,
     SmallVector<Value> ins;
     for (unsigned i = 0; i < arity; ++i)
       ins.push_back(gi.input(i));
-    FailureOr<Value> r = gi.elementwise(
-        ins, elt, [&](OpBuilder &b, Location l, ValueRange a) {
+    FailureOr<Value> r =
+        gi.elementwise(ins, elt, [&](OpBuilder &b, Location l, ValueRange a) {
           return build(b, l, a, isF);
         });
     if (failed(r))
@@ -110,9 +111,10 @@ void addArith(OpTable &t, StringRef name, HostFn host,
 }
 
 /// Registers a comparison or logical op: the result is i1.
-void addPredicate(OpTable &t, StringRef name, HostFn host,
-                  std::function<Value(OpBuilder &, Location, ValueRange, bool)> build,
-                  unsigned arity) {
+void addPredicate(
+    OpTable &t, StringRef name, HostFn host,
+    std::function<Value(OpBuilder &, Location, ValueRange, bool)> build,
+    unsigned arity) {
   t[name] = [=](GraphImporter &gi) -> LogicalResult {
     if (gi.numInputs() != arity)
       return gi.fail("expects " + Twine(arity) + " inputs");
@@ -122,11 +124,11 @@ void addPredicate(OpTable &t, StringRef name, HostFn host,
     SmallVector<Value> ins;
     for (unsigned i = 0; i < arity; ++i)
       ins.push_back(gi.input(i));
-    FailureOr<Value> r = gi.elementwise(
-        ins, gi.builder().getI1Type(),
-        [&](OpBuilder &b, Location l, ValueRange a) {
-          return build(b, l, a, isF);
-        });
+    FailureOr<Value> r =
+        gi.elementwise(ins, gi.builder().getI1Type(),
+                       [&](OpBuilder &b, Location l, ValueRange a) {
+                         return build(b, l, a, isF);
+                       });
     if (failed(r))
       return failure();
     gi.setOutput(0, *r);
@@ -144,88 +146,122 @@ void moec::onnximport::addElementwiseOps(OpTable &t) {
   using V = ValueRange;
   using B = OpBuilder &;
   using L = Location;
-  addArith(t, "Add", [](A a) { return a[0] + a[1]; },
-           [](B b, L l, V a, bool f) -> Value {
-             return f ? Value(arith::AddFOp::create(b, l, a[0], a[1]))
-                      : Value(arith::AddIOp::create(b, l, a[0], a[1]));
-           }, 2);
-  addArith(t, "Sub", [](A a) { return a[0] - a[1]; },
-           [](B b, L l, V a, bool f) -> Value {
-             return f ? Value(arith::SubFOp::create(b, l, a[0], a[1]))
-                      : Value(arith::SubIOp::create(b, l, a[0], a[1]));
-           }, 2);
-  addArith(t, "Mul", [](A a) { return a[0] * a[1]; },
-           [](B b, L l, V a, bool f) -> Value {
-             return f ? Value(arith::MulFOp::create(b, l, a[0], a[1]))
-                      : Value(arith::MulIOp::create(b, l, a[0], a[1]));
-           }, 2);
+  addArith(
+      t, "Add", [](A a) { return a[0] + a[1]; },
+      [](B b, L l, V a, bool f) -> Value {
+        return f ? Value(arith::AddFOp::create(b, l, a[0], a[1]))
+                 : Value(arith::AddIOp::create(b, l, a[0], a[1]));
+      },
+      2);
+  addArith(
+      t, "Sub", [](A a) { return a[0] - a[1]; },
+      [](B b, L l, V a, bool f) -> Value {
+        return f ? Value(arith::SubFOp::create(b, l, a[0], a[1]))
+                 : Value(arith::SubIOp::create(b, l, a[0], a[1]));
+      },
+      2);
+  addArith(
+      t, "Mul", [](A a) { return a[0] * a[1]; },
+      [](B b, L l, V a, bool f) -> Value {
+        return f ? Value(arith::MulFOp::create(b, l, a[0], a[1]))
+                 : Value(arith::MulIOp::create(b, l, a[0], a[1]));
+      },
+      2);
   // Integer Div truncates toward zero, as in ONNX (and C).
-  addArith(t, "Div",
-           [](A a) { return a[1] == 0 ? 0.0 : a[0] / a[1]; },
-           [](B b, L l, V a, bool f) -> Value {
-             return f ? Value(arith::DivFOp::create(b, l, a[0], a[1]))
-                      : Value(arith::DivSIOp::create(b, l, a[0], a[1]));
-           }, 2);
-  addArith(t, "Pow", [](A a) { return std::pow(a[0], a[1]); },
-           [](B b, L l, V a, bool f) -> Value {
-             Value e = a[1];
-             if (e.getType() != a[0].getType()) {
-               // Pow allows a different exponent type; compute in the base's.
-               Type bt = a[0].getType();
-               e = isa<FloatType>(e.getType())
-                       ? Value(arith::TruncFOp::create(b, l, bt, e))
-                       : Value(arith::SIToFPOp::create(b, l, bt, e));
-             }
-             return math::PowFOp::create(b, l, a[0], e);
-           }, 2, /*floatOnly=*/true);
-  addArith(t, "Sqrt", [](A a) { return std::sqrt(a[0]); },
-           [](B b, L l, V a, bool) -> Value { return math::SqrtOp::create(b, l, a[0]); },
-           1, true);
-  addArith(t, "Reciprocal", [](A a) { return 1.0 / a[0]; },
-           [](B b, L l, V a, bool) -> Value {
-             return arith::DivFOp::create(
-                 b, l, fconst(b, l, a[0].getType(), 1.0), a[0]);
-           },
-           1, true);
-  addArith(t, "Neg", [](A a) { return -a[0]; },
-           [](B b, L l, V a, bool f) -> Value {
-             if (f)
-               return arith::NegFOp::create(b, l, a[0]);
-             Value zero = arith::ConstantOp::create(
-                 b, l, IntegerAttr::get(a[0].getType(), 0));
-             return arith::SubIOp::create(b, l, zero, a[0]);
-           }, 1);
-  addArith(t, "Exp", [](A a) { return std::exp(a[0]); },
-           [](B b, L l, V a, bool) -> Value { return math::ExpOp::create(b, l, a[0]); },
-           1, true);
-  addArith(t, "Erf", [](A a) { return std::erf(a[0]); },
-           [](B b, L l, V a, bool) -> Value { return math::ErfOp::create(b, l, a[0]); },
-           1, true);
-  addArith(t, "Tanh", [](A a) { return std::tanh(a[0]); },
-           [](B b, L l, V a, bool) -> Value { return math::TanhOp::create(b, l, a[0]); },
-           1, true);
-  addArith(t, "Sin", [](A a) { return std::sin(a[0]); },
-           [](B b, L l, V a, bool) -> Value { return math::SinOp::create(b, l, a[0]); },
-           1, true);
-  addArith(t, "Cos", [](A a) { return std::cos(a[0]); },
-           [](B b, L l, V a, bool) -> Value { return math::CosOp::create(b, l, a[0]); },
-           1, true);
-  addArith(t, "Sigmoid", [](A a) { return 1.0 / (1.0 + std::exp(-a[0])); },
-           [](B b, L l, V a, bool) -> Value {
-             Type ty = a[0].getType();
-             Value one = fconst(b, l, ty, 1.0);
-             Value e = math::ExpOp::create(b, l, arith::NegFOp::create(b, l, a[0]));
-             return arith::DivFOp::create(b, l, one,
-                                          arith::AddFOp::create(b, l, one, e));
-           }, 1, true);
-  addArith(t, "Relu", [](A a) { return a[0] > 0 ? a[0] : 0.0; },
-           [](B b, L l, V a, bool f) -> Value {
-             Type ty = a[0].getType();
-             if (f)
-               return arith::MaximumFOp::create(b, l, a[0], fconst(b, l, ty, 0.0));
-             Value zero = arith::ConstantOp::create(b, l, IntegerAttr::get(ty, 0));
-             return arith::MaxSIOp::create(b, l, a[0], zero);
-           }, 1);
+  addArith(
+      t, "Div", [](A a) { return a[1] == 0 ? 0.0 : a[0] / a[1]; },
+      [](B b, L l, V a, bool f) -> Value {
+        return f ? Value(arith::DivFOp::create(b, l, a[0], a[1]))
+                 : Value(arith::DivSIOp::create(b, l, a[0], a[1]));
+      },
+      2);
+  addArith(
+      t, "Pow", [](A a) { return std::pow(a[0], a[1]); },
+      [](B b, L l, V a, bool f) -> Value {
+        Value e = a[1];
+        if (e.getType() != a[0].getType()) {
+          // Pow allows a different exponent type; compute in the base's.
+          Type bt = a[0].getType();
+          e = isa<FloatType>(e.getType())
+                  ? Value(arith::TruncFOp::create(b, l, bt, e))
+                  : Value(arith::SIToFPOp::create(b, l, bt, e));
+        }
+        return math::PowFOp::create(b, l, a[0], e);
+      },
+      2, /*floatOnly=*/true);
+  addArith(
+      t, "Sqrt", [](A a) { return std::sqrt(a[0]); },
+      [](B b, L l, V a, bool) -> Value {
+        return math::SqrtOp::create(b, l, a[0]);
+      },
+      1, true);
+  addArith(
+      t, "Reciprocal", [](A a) { return 1.0 / a[0]; },
+      [](B b, L l, V a, bool) -> Value {
+        return arith::DivFOp::create(b, l, fconst(b, l, a[0].getType(), 1.0),
+                                     a[0]);
+      },
+      1, true);
+  addArith(
+      t, "Neg", [](A a) { return -a[0]; },
+      [](B b, L l, V a, bool f) -> Value {
+        if (f)
+          return arith::NegFOp::create(b, l, a[0]);
+        Value zero = arith::ConstantOp::create(
+            b, l, IntegerAttr::get(a[0].getType(), 0));
+        return arith::SubIOp::create(b, l, zero, a[0]);
+      },
+      1);
+  addArith(
+      t, "Exp", [](A a) { return std::exp(a[0]); },
+      [](B b, L l, V a, bool) -> Value {
+        return math::ExpOp::create(b, l, a[0]);
+      },
+      1, true);
+  addArith(
+      t, "Erf", [](A a) { return std::erf(a[0]); },
+      [](B b, L l, V a, bool) -> Value {
+        return math::ErfOp::create(b, l, a[0]);
+      },
+      1, true);
+  addArith(
+      t, "Tanh", [](A a) { return std::tanh(a[0]); },
+      [](B b, L l, V a, bool) -> Value {
+        return math::TanhOp::create(b, l, a[0]);
+      },
+      1, true);
+  addArith(
+      t, "Sin", [](A a) { return std::sin(a[0]); },
+      [](B b, L l, V a, bool) -> Value {
+        return math::SinOp::create(b, l, a[0]);
+      },
+      1, true);
+  addArith(
+      t, "Cos", [](A a) { return std::cos(a[0]); },
+      [](B b, L l, V a, bool) -> Value {
+        return math::CosOp::create(b, l, a[0]);
+      },
+      1, true);
+  addArith(
+      t, "Sigmoid", [](A a) { return 1.0 / (1.0 + std::exp(-a[0])); },
+      [](B b, L l, V a, bool) -> Value {
+        Type ty = a[0].getType();
+        Value one = fconst(b, l, ty, 1.0);
+        Value e = math::ExpOp::create(b, l, arith::NegFOp::create(b, l, a[0]));
+        return arith::DivFOp::create(b, l, one,
+                                     arith::AddFOp::create(b, l, one, e));
+      },
+      1, true);
+  addArith(
+      t, "Relu", [](A a) { return a[0] > 0 ? a[0] : 0.0; },
+      [](B b, L l, V a, bool f) -> Value {
+        Type ty = a[0].getType();
+        if (f)
+          return arith::MaximumFOp::create(b, l, a[0], fconst(b, l, ty, 0.0));
+        Value zero = arith::ConstantOp::create(b, l, IntegerAttr::get(ty, 0));
+        return arith::MaxSIOp::create(b, l, a[0], zero);
+      },
+      1);
 
   // Clip: min(max(x, lo), hi) (so hi wins when lo > hi, as ONNX says; NaN
   // propagates); lo and hi are optional scalar inputs.
@@ -279,40 +315,50 @@ void moec::onnximport::addElementwiseOps(OpTable &t) {
       return arith::CmpIOp::create(b, l, ip, a[0], a[1]);
     };
   };
-  addPredicate(t, "Equal", [](A a) { return double(a[0] == a[1]); },
-               cmp(arith::CmpFPredicate::OEQ, arith::CmpIPredicate::eq), 2);
-  addPredicate(t, "Less", [](A a) { return double(a[0] < a[1]); },
-               cmp(arith::CmpFPredicate::OLT, arith::CmpIPredicate::slt), 2);
-  addPredicate(t, "Greater", [](A a) { return double(a[0] > a[1]); },
-               cmp(arith::CmpFPredicate::OGT, arith::CmpIPredicate::sgt), 2);
-  addPredicate(t, "LessOrEqual", [](A a) { return double(a[0] <= a[1]); },
-               cmp(arith::CmpFPredicate::OLE, arith::CmpIPredicate::sle), 2);
-  addPredicate(t, "GreaterOrEqual", [](A a) { return double(a[0] >= a[1]); },
-               cmp(arith::CmpFPredicate::OGE, arith::CmpIPredicate::sge), 2);
-  addPredicate(t, "Not", [](A a) { return double(a[0] == 0); },
-               [](B b, L l, V a, bool) -> Value {
-                 Value one = arith::ConstantOp::create(b, l, b.getBoolAttr(true));
-                 return arith::XOrIOp::create(b, l, a[0], one);
-               }, 1);
-  addPredicate(t, "And", [](A a) { return double(a[0] != 0 && a[1] != 0); },
-               [](B b, L l, V a, bool) -> Value {
-                 return arith::AndIOp::create(b, l, a[0], a[1]);
-               }, 2);
+  addPredicate(
+      t, "Equal", [](A a) { return double(a[0] == a[1]); },
+      cmp(arith::CmpFPredicate::OEQ, arith::CmpIPredicate::eq), 2);
+  addPredicate(
+      t, "Less", [](A a) { return double(a[0] < a[1]); },
+      cmp(arith::CmpFPredicate::OLT, arith::CmpIPredicate::slt), 2);
+  addPredicate(
+      t, "Greater", [](A a) { return double(a[0] > a[1]); },
+      cmp(arith::CmpFPredicate::OGT, arith::CmpIPredicate::sgt), 2);
+  addPredicate(
+      t, "LessOrEqual", [](A a) { return double(a[0] <= a[1]); },
+      cmp(arith::CmpFPredicate::OLE, arith::CmpIPredicate::sle), 2);
+  addPredicate(
+      t, "GreaterOrEqual", [](A a) { return double(a[0] >= a[1]); },
+      cmp(arith::CmpFPredicate::OGE, arith::CmpIPredicate::sge), 2);
+  addPredicate(
+      t, "Not", [](A a) { return double(a[0] == 0); },
+      [](B b, L l, V a, bool) -> Value {
+        Value one = arith::ConstantOp::create(b, l, b.getBoolAttr(true));
+        return arith::XOrIOp::create(b, l, a[0], one);
+      },
+      1);
+  addPredicate(
+      t, "And", [](A a) { return double(a[0] != 0 && a[1] != 0); },
+      [](B b, L l, V a, bool) -> Value {
+        return arith::AndIOp::create(b, l, a[0], a[1]);
+      },
+      2);
 
   t["Where"] = [](GraphImporter &gi) -> LogicalResult {
     if (gi.numInputs() != 3)
       return gi.fail("expects 3 inputs (condition, X, Y)");
     if (gi.allInputsConst())
-      return foldHost(gi, [](A a) { return a[0] != 0 ? a[1] : a[2]; },
-                      gi.inputConst(1)->dtype);
+      return foldHost(
+          gi, [](A a) { return a[0] != 0 ? a[1] : a[2]; },
+          gi.inputConst(1)->dtype);
     Type elt = gi.inputType(1).getElementType();
     if (gi.inputType(2).getElementType() != elt)
       return gi.fail("X and Y have different element types");
-    FailureOr<Value> r = gi.elementwise(
-        ValueRange{gi.input(0), gi.input(1), gi.input(2)}, elt,
-        [](OpBuilder &b, Location l, ValueRange a) -> Value {
-          return arith::SelectOp::create(b, l, a[0], a[1], a[2]);
-        });
+    FailureOr<Value> r =
+        gi.elementwise(ValueRange{gi.input(0), gi.input(1), gi.input(2)}, elt,
+                       [](OpBuilder &b, Location l, ValueRange a) -> Value {
+                         return arith::SelectOp::create(b, l, a[0], a[1], a[2]);
+                       });
     if (failed(r))
       return failure();
     gi.setOutput(0, *r);
@@ -327,11 +373,14 @@ void moec::onnximport::addElementwiseOps(OpTable &t) {
     if (gi.allInputsConst()) {
       bool toBool = to == onnx::TensorProto_DataType_BOOL;
       bool toFloat = isa<FloatType>(elt);
-      return foldHost(gi, [=](A a) {
-        if (toBool)
-          return double(a[0] != 0);
-        return toFloat ? a[0] : std::trunc(a[0]);
-      }, int32_t(to));
+      return foldHost(
+          gi,
+          [=](A a) {
+            if (toBool)
+              return double(a[0] != 0);
+            return toFloat ? a[0] : std::trunc(a[0]);
+          },
+          int32_t(to));
     }
     gi.setOutput(0, gi.castTensor(gi.input(0), elt));
     return success();

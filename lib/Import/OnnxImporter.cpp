@@ -39,13 +39,13 @@ using namespace moec::onnximport;
 static constexpr int64_t kMinOpset = 13, kMaxOpset = 17, kMaxAdapted = 22;
 
 void moec::registerImportDialects(DialectRegistry &registry) {
-  registry.insert<arith::ArithDialect, func::FuncDialect,
-                  linalg::LinalgDialect, math::MathDialect,
-                  tensor::TensorDialect, moe::MoEDialect>();
+  registry.insert<arith::ArithDialect, func::FuncDialect, linalg::LinalgDialect,
+                  math::MathDialect, tensor::TensorDialect, moe::MoEDialect>();
 }
 
 bool moec::parseInputShape(
-    StringRef text, std::vector<std::pair<std::string, std::vector<int64_t>>> &out,
+    StringRef text,
+    std::vector<std::pair<std::string, std::vector<int64_t>>> &out,
     std::string &error) {
   SmallVector<StringRef> items;
   text.split(items, ';', -1, /*KeepEmpty=*/false);
@@ -134,8 +134,7 @@ LogicalResult ModelImporter::load() {
     return err("cannot open: " + buf.getError().message());
   StringRef ext = llvm::sys::path::extension(path);
   if (ext == ".onnxtxt" || ext == ".txt") {
-    onnx::Status st =
-        onnx::OnnxParser::Parse(model, (*buf)->getBufferStart());
+    onnx::Status st = onnx::OnnxParser::Parse(model, (*buf)->getBufferStart());
     if (!st.IsOK())
       return err("not a valid ONNX text model: " + oneLine(st.ErrorMessage()));
   } else {
@@ -494,8 +493,8 @@ LogicalResult ModelImporter::inferShapes() {
   onnx::ShapeInferenceOptions options(/*check_type=*/true, /*strict=*/1,
                                       /*data_prop=*/true);
   try {
-    onnx::shape_inference::InferShapes(model, onnx::OpSchemaRegistry::Instance(),
-                                       options, &shapeData);
+    onnx::shape_inference::InferShapes(
+        model, onnx::OpSchemaRegistry::Instance(), options, &shapeData);
   } catch (const std::exception &e) {
     std::string msg = e.what();
     // Strict inference also stops at ops without a schema (com.microsoft).
@@ -588,11 +587,10 @@ OwningOpRef<ModuleOp> ModelImporter::build() {
     for (int d = 0; d < tp.tensor_type().shape().dim_size(); ++d) {
       const auto &dim = tp.tensor_type().shape().dim(d);
       if (!dim.has_dim_value()) {
-        (void)err("graph input '" + in.name() + "' has symbolic dim " +
-                  Twine(d) +
-                  (dim.dim_param().empty() ? ""
-                                           : " ('" + dim.dim_param() + "')") +
-                  "; fix it with --input-shape " + in.name() + "=D0,D1,...");
+        (void)err(
+            "graph input '" + in.name() + "' has symbolic dim " + Twine(d) +
+            (dim.dim_param().empty() ? "" : " ('" + dim.dim_param() + "')") +
+            "; fix it with --input-shape " + in.name() + "=D0,D1,...");
         return nullptr;
       }
       shape.push_back(dim.dim_value());
@@ -601,8 +599,8 @@ OwningOpRef<ModuleOp> ModelImporter::build() {
     argNames.push_back(in.name());
   }
 
-  auto func = func::FuncOp::create(b, fileLoc, "main",
-                                   b.getFunctionType(argTypes, {}));
+  auto func =
+      func::FuncOp::create(b, fileLoc, "main", b.getFunctionType(argTypes, {}));
   Block *entry = func.addEntryBlock();
   for (unsigned i = 0; i < argNames.size(); ++i) {
     func.setArgAttr(i, "onnx.name", b.getStringAttr(argNames[i]));
@@ -668,16 +666,15 @@ OwningOpRef<ModuleOp> ModelImporter::run(std::string &errorOut) {
       return success();
     });
     if (failed(verify(*module))) {
-      errorOut = path + ": internal error: imported IR does not verify:\n" +
-                 diags;
+      errorOut =
+          path + ": internal error: imported IR does not verify:\n" + diags;
       return nullptr;
     }
   }
   return module;
 }
 
-OwningOpRef<ModuleOp> moec::importOnnxFile(MLIRContext &context,
-                                           StringRef path,
+OwningOpRef<ModuleOp> moec::importOnnxFile(MLIRContext &context, StringRef path,
                                            const ImportOptions &options,
                                            std::string &error) {
   context.loadDialect<arith::ArithDialect, func::FuncDialect,

@@ -2,9 +2,9 @@
 
 #include "moec/Pipelines/MeshChoice.h"
 
+#include "moec/Analysis/ShardReport.h"
 #include "moec/Pipelines/Pipelines.h"
 #include "moec/Transforms/Passes.h"
-#include "moec/Analysis/ShardReport.h"
 
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/OwningOpRef.h"

@@ -111,24 +111,23 @@ struct MoEInsertAllToAllPass
                                      double(placement.getNumExperts())));
         maxRows = std::min(maxRows, ep * slots * capacity);
       }
-      auto recvT = RankedTensorType::get({ShapedType::kDynamic,
-                                          tokensT.getDimSize(1)},
-                                         tokensT.getElementType());
+      auto recvT =
+          RankedTensorType::get({ShapedType::kDynamic, tokensT.getDimSize(1)},
+                                tokensT.getElementType());
       auto dispatch = moe::DispatchOp::create(
-          b, loc, recvT, moe::DispatchType::get(&getContext()),
-          op.getTokens(), op.getIndices(), kGridName,
-          ArrayRef<int16_t>{int16_t(epAxis)}, placement, uint64_t(maxRows),
-          uint64_t(capacity));
+          b, loc, recvT, moe::DispatchType::get(&getContext()), op.getTokens(),
+          op.getIndices(), kGridName, ArrayRef<int16_t>{int16_t(epAxis)},
+          placement, uint64_t(maxRows), uint64_t(capacity));
       auto compute = moe::ExpertComputeOp::create(
           b, loc, recvT, dispatch.getRecv(), dispatch.getHandle(), gate, up,
           down, bGate, bUp, bDown, op.getActivationAttr());
-      Value out = moe::CombineOp::create(b, loc, op.getResult().getType(),
-                                         compute, dispatch.getHandle(),
-                                         op.getWeights());
+      Value out =
+          moe::CombineOp::create(b, loc, op.getResult().getType(), compute,
+                                 dispatch.getHandle(), op.getWeights());
       if (tpAxis >= 0)
-        out = shard::AllReduceOp::create(
-            b, loc, out.getType(), kGridName.str(),
-            ArrayRef<int16_t>{int16_t(tpAxis)}, out);
+        out =
+            shard::AllReduceOp::create(b, loc, out.getType(), kGridName.str(),
+                                       ArrayRef<int16_t>{int16_t(tpAxis)}, out);
       op.getResult().replaceAllUsesWith(out);
       op.erase();
     }

@@ -15,10 +15,10 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Linalg/Transforms/Transforms.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
-#include "mlir/Dialect/Linalg/Transforms/Transforms.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "mlir/Transforms/RegionUtils.h"
 
@@ -89,7 +89,8 @@ LogicalResult sliceToGeneric(tensor::ExtractSliceOp s) {
   Value init = tensor::EmptyOp::create(b, s.getLoc(), rt.getShape(),
                                        rt.getElementType());
   Value src = s.getSource();
-  SmallVector<int64_t> offs(s.getStaticOffsets()), strides(s.getStaticStrides());
+  SmallVector<int64_t> offs(s.getStaticOffsets()),
+      strides(s.getStaticStrides());
   auto g = linalg::GenericOp::create(
       b, s.getLoc(), TypeRange{rt}, ValueRange{}, ValueRange{init},
       SmallVector<AffineMap>{b.getMultiDimIdentityMap(r)},
@@ -106,8 +107,8 @@ LogicalResult sliceToGeneric(tensor::ExtractSliceOp s) {
                 bb, l, i, arith::ConstantIndexOp::create(bb, l, offs[d]));
           idx.push_back(i);
         }
-        linalg::YieldOp::create(bb, l,
-                                Value(tensor::ExtractOp::create(bb, l, src, idx)));
+        linalg::YieldOp::create(
+            bb, l, Value(tensor::ExtractOp::create(bb, l, src, idx)));
       });
   s.replaceAllUsesWith(g.getResult(0));
   s.erase();
@@ -119,8 +120,7 @@ LogicalResult sliceToGeneric(tensor::ExtractSliceOp s) {
 /// the kernel takes as arguments).
 LogicalResult concatToGeneric(tensor::ConcatOp c) {
   auto rt = c.getResultType();
-  if (!rt.hasStaticShape() ||
-      llvm::any_of(c.getInputs(), [](Value v) {
+  if (!rt.hasStaticShape() || llvm::any_of(c.getInputs(), [](Value v) {
         return !cast<RankedTensorType>(v.getType()).hasStaticShape();
       }))
     return failure();
@@ -164,8 +164,8 @@ LogicalResult concatToGeneric(tensor::ConcatOp c) {
             continue;
           }
           Value end = arith::ConstantIndexOp::create(bb, l, starts[j + 1]);
-          Value before = arith::CmpIOp::create(
-              bb, l, arith::CmpIPredicate::slt, idx[dim], end);
+          Value before = arith::CmpIOp::create(bb, l, arith::CmpIPredicate::slt,
+                                               idx[dim], end);
           result = arith::SelectOp::create(bb, l, before, x, result);
         }
         linalg::YieldOp::create(bb, l, result);
@@ -221,8 +221,8 @@ struct MoEOutlineKernelsPass
       bool erased = true;
       while (erased) {
         erased = false;
-        for (Operation &op : llvm::make_early_inc_range(
-                 llvm::reverse(func.getBody().front())))
+        for (Operation &op :
+             llvm::make_early_inc_range(llvm::reverse(func.getBody().front())))
           if (isa<tensor::EmptyOp, linalg::FillOp, tensor::ExpandShapeOp,
                   tensor::CollapseShapeOp>(&op) &&
               op.use_empty()) {
@@ -233,8 +233,8 @@ struct MoEOutlineKernelsPass
     }
   }
 
-  LogicalResult outline(ModuleOp module, func::FuncOp func,
-                        linalg::LinalgOp op, int64_t index) {
+  LogicalResult outline(ModuleOp module, func::FuncOp func, linalg::LinalgOp op,
+                        int64_t index) {
     // Arguments: the op's inputs, and inits that cannot be recreated.
     SmallVector<Value> args;
     for (Value v : op.getDpsInputs())
@@ -265,9 +265,9 @@ struct MoEOutlineKernelsPass
     for (Value v : args)
       argTypes.push_back(v.getType());
     std::string name = "kernel_" + std::to_string(index);
-    auto kernel = func::FuncOp::create(
-        b, op.getLoc(), name,
-        b.getFunctionType(argTypes, op->getResultTypes()));
+    auto kernel =
+        func::FuncOp::create(b, op.getLoc(), name,
+                             b.getFunctionType(argTypes, op->getResultTypes()));
     kernel->setAttr("moe.kernel", b.getUnitAttr());
     Block *body = kernel.addEntryBlock();
     b.setInsertionPointToStart(body);

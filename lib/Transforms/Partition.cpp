@@ -16,9 +16,9 @@
 #include "mlir/IR/DialectResourceBlobManager.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
-#include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
 #include "llvm/ADT/SetVector.h"
@@ -105,8 +105,8 @@ void splitSharedExperts(func::FuncOp func, int64_t tpAxis, int64_t tp) {
     auto constB = [](linalg::MatmulOp m) {
       return m.getInputs()[1].getDefiningOp<arith::ConstantOp>();
     };
-    int64_t f = cast<RankedTensorType>(down.getInputs()[0].getType())
-                    .getDimSize(1);
+    int64_t f =
+        cast<RankedTensorType>(down.getInputs()[0].getType()).getDimSize(1);
     ok = constB(down) && f % tp == 0;
     for (linalg::MatmulOp u : ups)
       ok &= bool(constB(u));
@@ -134,10 +134,10 @@ void splitSharedExperts(func::FuncOp func, int64_t tpAxis, int64_t tp) {
           kGridName, uint64_t(tpAxis), uint64_t(dim));
     };
     auto zeroInit = [&](RankedTensorType t) -> Value {
-      Value e = tensor::EmptyOp::create(b, loc, t.getShape(),
-                                        t.getElementType());
-      Value z = arith::ConstantOp::create(
-          b, loc, b.getZeroAttr(t.getElementType()));
+      Value e =
+          tensor::EmptyOp::create(b, loc, t.getShape(), t.getElementType());
+      Value z =
+          arith::ConstantOp::create(b, loc, b.getZeroAttr(t.getElementType()));
       return linalg::FillOp::create(b, loc, z, e).getResult(0);
     };
     auto splitType = [&](Type t) {
@@ -188,8 +188,8 @@ void splitSharedExperts(func::FuncOp func, int64_t tpAxis, int64_t tp) {
       }
       auto g = cast<linalg::GenericOp>(op);
       auto t = splitType(g.getResult(0).getType());
-      Value init = tensor::EmptyOp::create(b, loc, t.getShape(),
-                                           t.getElementType());
+      Value init =
+          tensor::EmptyOp::create(b, loc, t.getShape(), t.getElementType());
       map.map(g.getDpsInits()[0], init);
       Operation *c = b.clone(*g, map);
       c->getResult(0).setType(t);
@@ -198,11 +198,11 @@ void splitSharedExperts(func::FuncOp func, int64_t tpAxis, int64_t tp) {
     // Row-split the down matmul; all-reduce its partial sums.
     b.setInsertionPoint(down);
     auto outT = cast<RankedTensorType>(down.getResult(0).getType());
-    auto m = linalg::MatmulOp::create(
-        b, loc,
-        ValueRange{map.lookup(down.getInputs()[0]),
-                   slice(down.getInputs()[1], 0)},
-        ValueRange{zeroInit(outT)});
+    auto m =
+        linalg::MatmulOp::create(b, loc,
+                                 ValueRange{map.lookup(down.getInputs()[0]),
+                                            slice(down.getInputs()[1], 0)},
+                                 ValueRange{zeroInit(outT)});
     m->setAttrs(down->getDiscardableAttrDictionary());
     Value sum = shard::AllReduceOp::create(b, loc, outT, kGridName.str(),
                                            ArrayRef<int16_t>{int16_t(tpAxis)},
@@ -248,13 +248,13 @@ struct MoEPartitionPass : moec::impl::MoEPartitionBase<MoEPartitionPass> {
       // outputs (local shapes do not determine them).
       OpBuilder ab(&getContext());
       for (BlockArgument a : func.getArguments())
-        func.setArgAttr(a.getArgNumber(), "moe.global_shape",
-                        ab.getDenseI64ArrayAttr(
-                            cast<ShapedType>(a.getType()).getShape()));
+        func.setArgAttr(
+            a.getArgNumber(), "moe.global_shape",
+            ab.getDenseI64ArrayAttr(cast<ShapedType>(a.getType()).getShape()));
       for (auto [i, t] : llvm::enumerate(func.getResultTypes()))
-        func.setResultAttr(i, "moe.global_shape",
-                           ab.getDenseI64ArrayAttr(
-                               cast<ShapedType>(t).getShape()));
+        func.setResultAttr(
+            i, "moe.global_shape",
+            ab.getDenseI64ArrayAttr(cast<ShapedType>(t).getShape()));
       struct LocalConstant {
         arith::ConstantOp op;
         TokenDims dims;
@@ -266,8 +266,8 @@ struct MoEPartitionPass : moec::impl::MoEPartitionBase<MoEPartitionPass> {
         std::string why;
         auto shape = localShape(t.getShape(), dims, n, why);
         if (failed(shape)) {
-          Operation *at = v.getDefiningOp() ? v.getDefiningOp()
-                                            : func.getOperation();
+          Operation *at =
+              v.getDefiningOp() ? v.getDefiningOp() : func.getOperation();
           at->emitError("cannot partition: ") << why;
           return signalPassFailure();
         }
@@ -275,8 +275,8 @@ struct MoEPartitionPass : moec::impl::MoEPartitionBase<MoEPartitionPass> {
           constants.push_back({c, dims, *shape});
           continue;
         }
-        v.setType(RankedTensorType::get(*shape, t.getElementType(),
-                                        t.getEncoding()));
+        v.setType(
+            RankedTensorType::get(*shape, t.getElementType(), t.getEncoding()));
       }
       // Constants the same for every token block (the analysis checked):
       // the first block of the local shape.

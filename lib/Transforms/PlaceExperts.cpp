@@ -110,8 +110,8 @@ struct MoEPlaceExpertsPass
     module.walk([&](moe::ExpertsOp op) { layers.push_back(op); });
     if (!loads.empty() && loads.size() != layers.size()) {
       module.emitError("expert load file '")
-          << loadFile << "' has " << loads.size()
-          << " layers, the model has " << layers.size() << " MoE layers";
+          << loadFile << "' has " << loads.size() << " layers, the model has "
+          << layers.size() << " MoE layers";
       return signalPassFailure();
     }
     for (auto [li, op] : llvm::enumerate(layers)) {
@@ -133,14 +133,12 @@ struct MoEPlaceExpertsPass
       }
       int64_t total = e + redundantExperts;
       if (ep > total) {
-        op.emitError("ep=") << ep << " exceeds the " << e << " experts"
-                            << (redundantExperts
-                                    ? " plus " +
-                                          std::to_string(redundantExperts) +
-                                          " replicas"
-                                    : std::string())
-                            << " of MoE layer " << li
-                            << ": some EP ranks would hold no expert";
+        op.emitError("ep=")
+            << ep << " exceeds the " << e << " experts"
+            << (redundantExperts
+                    ? " plus " + std::to_string(redundantExperts) + " replicas"
+                    : std::string())
+            << " of MoE layer " << li << ": some EP ranks would hold no expert";
         return signalPassFailure();
       }
       int64_t slots = (total + ep - 1) / ep;
@@ -183,8 +181,8 @@ struct MoEPlaceExpertsPass
           items.push_back({x, load[x]});
         placement = pack(items, ep, slots);
       }
-      auto attr = moe::PlacementAttr::get(&getContext(), e, ep, slots,
-                                          placement, how);
+      auto attr =
+          moe::PlacementAttr::get(&getContext(), e, ep, slots, placement, how);
       op->setAttr("moe.placement", attr);
       // Say so when ranks hold different numbers of experts.
       SmallVector<int64_t> held;
@@ -195,8 +193,8 @@ struct MoEPlaceExpertsPass
         for (int64_t h : held)
           list += (list.empty() ? "" : ", ") + std::to_string(h);
         op.emitWarning("uneven placement: ")
-            << total << " expert slots on " << ep
-            << " EP ranks, which hold " << list << " experts";
+            << total << " expert slots on " << ep << " EP ranks, which hold "
+            << list << " experts";
       }
     }
   }

@@ -72,10 +72,11 @@ struct MoEShardPass : moec::impl::MoEShardBase<MoEShardPass> {
         continue;
       // Tensor parallelism splits each expert's FFN columns.
       WalkResult tpOk = func.walk([&](moe::ExpertsOp op) {
-        int64_t f = cast<RankedTensorType>(op.getWGate().getType()).getDimSize(2);
+        int64_t f =
+            cast<RankedTensorType>(op.getWGate().getType()).getDimSize(2);
         if (tp > 1 && (ShapedType::isDynamic(f) || f % tp != 0)) {
-          op.emitError("tp=") << tp << " does not divide the expert FFN width "
-                              << f;
+          op.emitError("tp=")
+              << tp << " does not divide the expert FFN width " << f;
           return WalkResult::interrupt();
         }
         return WalkResult::advance();
@@ -109,7 +110,8 @@ struct MoEShardPass : moec::impl::MoEShardBase<MoEShardPass> {
       }
       auto ret = cast<func::ReturnOp>(func.getBody().back().getTerminator());
       for (OpOperand &res : ret->getOpOperands()) {
-        if (failed(check(res.get(), ioName(func, res.getOperandNumber(), true))))
+        if (failed(
+                check(res.get(), ioName(func, res.getOperandNumber(), true))))
           return signalPassFailure();
         if (auto it = facts->find(res.get()); it != facts->end())
           func.setResultAttr(res.getOperandNumber(), "moe.token_split",
@@ -132,8 +134,7 @@ struct MoEShardPass : moec::impl::MoEShardBase<MoEShardPass> {
         Location loc = operand->getOwner()->getLoc();
         auto sharding = shard::ShardingOp::create(
             b, loc, kGridName.str(),
-            ArrayRef<shard::GridAxesAttr>{
-                b.getDenseI16ArrayAttr(tokenAxes)});
+            ArrayRef<shard::GridAxesAttr>{b.getDenseI16ArrayAttr(tokenAxes)});
         auto sh = shard::ShardOp::create(b, loc, operand->get(), sharding,
                                          /*annotate_for_users=*/true);
         operand->set(sh);

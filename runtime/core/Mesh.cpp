@@ -101,7 +101,8 @@ bool moert::parseMesh(const std::string &spec, MeshAxes &out,
     pos = comma + 1;
     size_t eq = part.find('=');
     std::string name = trim(part.substr(0, eq));
-    std::string value = eq == std::string::npos ? "" : trim(part.substr(eq + 1));
+    std::string value =
+        eq == std::string::npos ? "" : trim(part.substr(eq + 1));
     int idx = -1;
     for (int i = 0; i < kAxes; ++i)
       if (name == kMeshAxisOrder[i])

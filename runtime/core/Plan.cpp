@@ -20,19 +20,19 @@ struct StepSig {
   int minIn, maxIn, outs;
 };
 constexpr StepSig kStepSigs[] = {
-    {0, 0, 0},  // NONE
-    {2, 3, 1},  // matmul
-    {1, 2, 2},  // route
-    {2, 2, 1},  // dispatch
-    {4, 7, 1},  // experts
-    {2, 2, 1},  // combine
-    {1, 1, 1},  // unary
-    {2, 2, 1},  // binary
-    {1, 1, 1},  // softmax
-    {1, 1, 1},  // copy
-    {1, 1, 1},  // all_reduce
-    {1, 1, 1},  // all_gather
-    {2, 2, 1},  // batch_matmul
+    {0, 0, 0},   // NONE
+    {2, 3, 1},   // matmul
+    {1, 2, 2},   // route
+    {2, 2, 1},   // dispatch
+    {4, 7, 1},   // experts
+    {2, 2, 1},   // combine
+    {1, 1, 1},   // unary
+    {2, 2, 1},   // binary
+    {1, 1, 1},   // softmax
+    {1, 1, 1},   // copy
+    {1, 1, 1},   // all_reduce
+    {1, 1, 1},   // all_gather
+    {2, 2, 1},   // batch_matmul
     {0, 64, -1}, // kernel
 };
 // A kind added to plan.fbs needs its operand counts here.
@@ -161,9 +161,8 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
   for (const Segment &s : plan.segments)
     for (int32_t r : s.ranks)
       if (r < 0 || r >= world)
-        return fail("segment '" + s.name + "' lists rank " +
-                    std::to_string(r) + " of a " + std::to_string(world) +
-                    "-rank mesh");
+        return fail("segment '" + s.name + "' lists rank " + std::to_string(r) +
+                    " of a " + std::to_string(world) + "-rank mesh");
   for (size_t i = 0; i < plan.values.size(); ++i) {
     const Value &v = plan.values[i];
     std::string what = "value " + std::to_string(i) + " ('" + v.name + "')";
@@ -181,8 +180,8 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
                     std::to_string(world) + ")");
       for (const DataRef &d : v.data) {
         if (d.segment < 0 || d.segment >= int32_t(plan.segments.size()))
-          return fail(what + " points to segment " +
-                      std::to_string(d.segment) + ", which does not exist");
+          return fail(what + " points to segment " + std::to_string(d.segment) +
+                      ", which does not exist");
         if (d.bytes != v.byteSize())
           return fail(what + " has " + std::to_string(d.bytes) +
                       " bytes of data for " + std::to_string(v.byteSize()) +
@@ -216,8 +215,9 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
     if (m.value < 0 || m.value >= int32_t(plan.values.size()))
       return fail(what + " refers to value " + std::to_string(m.value));
     if (m.split.axis >= int(m.shape.size()))
-      return fail(what + " is split along axis " + std::to_string(m.split.axis) +
-                  " of a rank-" + std::to_string(m.shape.size()) + " tensor");
+      return fail(what + " is split along axis " +
+                  std::to_string(m.split.axis) + " of a rank-" +
+                  std::to_string(m.shape.size()) + " tensor");
     for (const std::string &a : m.split.over) {
       bool found = false;
       for (const MeshAxis &x : plan.mesh)
@@ -250,13 +250,11 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
     if (!enumsInRange(s))
       return fail(what + ": an attribute has an unknown enum value");
     if (int(s.inputs.size()) < sig->minIn || int(s.inputs.size()) > sig->maxIn)
-      return fail(what + ": " + std::to_string(s.inputs.size()) +
-                  " operands, expected " + std::to_string(sig->minIn) +
-                  (sig->minIn == sig->maxIn
-                       ? ""
-                       : ".." + std::to_string(sig->maxIn)));
-    if (sig->outs >= 0 ? int(s.outputs.size()) != sig->outs
-                       : s.outputs.empty())
+      return fail(
+          what + ": " + std::to_string(s.inputs.size()) +
+          " operands, expected " + std::to_string(sig->minIn) +
+          (sig->minIn == sig->maxIn ? "" : ".." + std::to_string(sig->maxIn)));
+    if (sig->outs >= 0 ? int(s.outputs.size()) != sig->outs : s.outputs.empty())
       return fail(what + ": " + std::to_string(s.outputs.size()) +
                   " results, expected " + std::to_string(sig->outs));
     for (int32_t v : s.inputs)
@@ -284,11 +282,11 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
     }
     if (s.kind() == StepKind::experts || s.kind() == StepKind::combine) {
       int64_t d = s.dispatchStep();
-      if (d < 0 || d >= int64_t(i) || plan.steps[d].kind() != StepKind::dispatch)
+      if (d < 0 || d >= int64_t(i) ||
+          plan.steps[d].kind() != StepKind::dispatch)
         return fail(what + ": attribute 'dispatch' must name an earlier "
                            "dispatch step");
     }
   }
   return true;
 }
-

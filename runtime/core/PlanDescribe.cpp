@@ -34,8 +34,8 @@ public:
       put(",...(" + std::to_string(list_) + ")");
     put("]");
   }
-  void Element(size_t i, flatbuffers::ElementaryType, const flatbuffers::TypeTable *,
-               const uint8_t *) override {
+  void Element(size_t i, flatbuffers::ElementaryType,
+               const flatbuffers::TypeTable *, const uint8_t *) override {
     list_ = i + 1;
   }
   void Bool(bool x) override { scalar(x ? "1" : "0"); }
@@ -84,8 +84,8 @@ std::map<std::string, std::string> attributes(const Step &s) {
   const flatbuffers::TypeTable *union_ = fb::StepAttrsTypeTable();
   int16_t ref = union_->type_codes[size_t(s.kind())].sequence_ref;
   AttrPrinter p;
-  flatbuffers::IterateFlatBuffer(b.GetBufferPointer(),
-                                 union_->type_refs[ref](), &p);
+  flatbuffers::IterateFlatBuffer(b.GetBufferPointer(), union_->type_refs[ref](),
+                                 &p);
   return p.fields;
 }
 } // namespace
@@ -152,8 +152,8 @@ std::string moert::describePlan(const Plan &p) {
   os << " bytes\n";
   os << "values:\n";
   for (const Value &v : p.values) {
-    os << "  v" << v.id << " " << fb::EnumNameValueKind(v.kind) << " " << dtypeName(v.dtype)
-       << shape(v.shape);
+    os << "  v" << v.id << " " << fb::EnumNameValueKind(v.kind) << " "
+       << dtypeName(v.dtype) << shape(v.shape);
     if (v.kind == ValueKind::constant)
       os << (v.data.size() == 1 ? " shared" : " per rank");
     else
@@ -180,7 +180,8 @@ std::string moert::describePlan(const Plan &p) {
     const Step &s = p.steps[i];
     os << "  " << i << ": " << s.op() << "(";
     for (size_t k = 0; k < s.inputs.size(); ++k)
-      os << (k ? ", " : "") << (s.inputs[k] < 0 ? "-" : "v" + std::to_string(s.inputs[k]));
+      os << (k ? ", " : "")
+         << (s.inputs[k] < 0 ? "-" : "v" + std::to_string(s.inputs[k]));
     os << ") -> ";
     for (size_t k = 0; k < s.outputs.size(); ++k)
       os << (k ? ", " : "") << "v" << s.outputs[k];

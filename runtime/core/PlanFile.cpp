@@ -112,23 +112,20 @@ Offset<fb::Plan> toFb(const Plan &p, FlatBufferBuilder &b) {
     std::vector<Offset<fb::GpuLaunch>> launches;
     for (const GpuLaunchCode &l : k.launches)
       launches.push_back(fb::CreateGpuLaunch(
-          b, l.module, b.CreateString(l.function),
-          b.CreateVector(l.grid, 3), b.CreateVector(l.block, 3),
-          b.CreateVector(l.args)));
-    kernels.push_back(fb::CreateKernelCode(b, b.CreateString(k.name),
-                                           k.numArgs, b.CreateVector(launches)));
+          b, l.module, b.CreateString(l.function), b.CreateVector(l.grid, 3),
+          b.CreateVector(l.block, 3), b.CreateVector(l.args)));
+    kernels.push_back(fb::CreateKernelCode(b, b.CreateString(k.name), k.numArgs,
+                                           b.CreateVector(launches)));
   }
   fb::DataRef cpu = toFb(p.cpuCode), ptx = toFb(p.ptxCode);
-  return fb::CreatePlan(b, p.version, b.CreateString(p.producer),
-                        b.CreateString(p.source), b.CreateVector(mesh),
-                        b.CreateVector(segs), b.CreateVector(vals),
-                        b.CreateVector(ins), b.CreateVector(outs),
-                        b.CreateVector(steps), p.arenaBytes,
-                        b.CreateVector(kernels), &cpu, &ptx);
+  return fb::CreatePlan(
+      b, p.version, b.CreateString(p.producer), b.CreateString(p.source),
+      b.CreateVector(mesh), b.CreateVector(segs), b.CreateVector(vals),
+      b.CreateVector(ins), b.CreateVector(outs), b.CreateVector(steps),
+      p.arenaBytes, b.CreateVector(kernels), &cpu, &ptx);
 }
 
-template <typename T>
-std::vector<T> vec(const flatbuffers::Vector<T> *v) {
+template <typename T> std::vector<T> vec(const flatbuffers::Vector<T> *v) {
   return v ? std::vector<T>(v->begin(), v->end()) : std::vector<T>();
 }
 std::string str(const flatbuffers::String *s) { return s ? s->str() : ""; }
@@ -185,7 +182,8 @@ bool fromFb(const fb::Plan &f, Plan &p, std::string &error) {
         x.data.push_back(fromFb(d));
     p.values.push_back(x);
   });
-  each(f.inputs(), [&](const fb::ModelIO &m) { p.inputs.push_back(fromFb(m)); });
+  each(f.inputs(),
+       [&](const fb::ModelIO &m) { p.inputs.push_back(fromFb(m)); });
   each(f.outputs(),
        [&](const fb::ModelIO &m) { p.outputs.push_back(fromFb(m)); });
   each(f.steps(), [&](const fb::Step &s) {
@@ -193,8 +191,8 @@ bool fromFb(const fb::Plan &f, Plan &p, std::string &error) {
     x.inputs = vec(s.inputs());
     x.outputs = vec(s.outputs());
     x.attrs.type = s.attrs_type();
-    x.attrs.value = fb::StepAttrsUnion::UnPack(s.attrs(), s.attrs_type(),
-                                               nullptr);
+    x.attrs.value =
+        fb::StepAttrsUnion::UnPack(s.attrs(), s.attrs_type(), nullptr);
     x.loc = str(s.loc());
     p.steps.push_back(std::move(x));
   });
@@ -224,9 +222,8 @@ bool fromFb(const fb::Plan &f, Plan &p, std::string &error) {
 }
 } // namespace
 
-
-bool moert::writePlan(const std::string &path, Plan &plan,
-                      const PlanData &data, std::string &error) {
+bool moert::writePlan(const std::string &path, Plan &plan, const PlanData &data,
+                      std::string &error) {
   if (data.segments.size() != plan.segments.size()) {
     error = "plan has " + std::to_string(plan.segments.size()) +
             " segments but " + std::to_string(data.segments.size()) +
@@ -267,9 +264,8 @@ bool moert::writePlan(const std::string &path, Plan &plan,
     const std::vector<char> &seg = data.segments[i];
     f.write(seg.data(), seg.size());
     uint64_t end = plan.segments[i].offset + seg.size();
-    uint64_t next = i + 1 < plan.segments.size()
-                        ? plan.segments[i + 1].offset
-                        : dataSize;
+    uint64_t next =
+        i + 1 < plan.segments.size() ? plan.segments[i + 1].offset : dataSize;
     f.write(pad.data(), next - end);
   }
   if (!f) {
@@ -311,8 +307,8 @@ std::unique_ptr<LoadedPlan> LoadedPlan::open(const std::string &path, int rank,
                 " bytes, less than the 64-byte header)");
   if (h.version != kPlanVersion)
     return fail("plan format version " + std::to_string(h.version) +
-                ", this moe-run reads version " +
-                std::to_string(kPlanVersion) + " (recompile with this moec)");
+                ", this moe-run reads version " + std::to_string(kPlanVersion) +
+                " (recompile with this moec)");
   if (h.manifestOffset != kHeaderSize ||
       h.manifestOffset + h.manifestSize > fileSize)
     return fail("truncated plan (the manifest runs past the end of the file)");
@@ -391,4 +387,3 @@ const void *LoadedPlan::constantData(const Value &v) const {
     return nullptr;
   return segBase_[d.segment] + d.offset;
 }
-

@@ -189,8 +189,7 @@ const float *CpuBackend::wide(ExecContext &ctx, size_t index, int32_t id,
   return dst->data();
 }
 
-DispatchState &CpuBackend::stateFor(ExecContext &ctx, size_t index,
-                                    int64_t d) {
+DispatchState &CpuBackend::stateFor(ExecContext &ctx, size_t index, int64_t d) {
   if (d < 0 || d >= int64_t(states_.size()) || !states_[d].valid)
     throw ctx.error(index,
                     "its dispatch step " + std::to_string(d) + " has not run");
@@ -231,7 +230,8 @@ void CpuBackend::matmul(ExecContext &ctx, size_t index, const fb::MatmulT &at) {
   }
 }
 
-void CpuBackend::batchMatmul(ExecContext &ctx, size_t index, const fb::BatchMatmulT &at) {
+void CpuBackend::batchMatmul(ExecContext &ctx, size_t index,
+                             const fb::BatchMatmulT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
   BatchMatmulDims d = checkBatchMatmulStep(ctx, index);
@@ -276,7 +276,8 @@ void CpuBackend::binary(ExecContext &ctx, size_t index, const fb::BinaryT &at) {
               f32(ctx, index, s.outputs[0], "c"), val(s.outputs[0]).shape);
 }
 
-void CpuBackend::softmax(ExecContext &ctx, size_t index, const fb::SoftmaxT &at) {
+void CpuBackend::softmax(ExecContext &ctx, size_t index,
+                         const fb::SoftmaxT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
   auto val = [&](int32_t id) -> const Value & { return p.values[id]; };
@@ -292,8 +293,8 @@ void CpuBackend::softmax(ExecContext &ctx, size_t index, const fb::SoftmaxT &at)
   need(val(s.outputs[0]).numElements() == x.numElements(),
        "x and y differ in size");
   cpu::softmax(f32(ctx, index, s.inputs[0], "x"),
-               f32(ctx, index, s.outputs[0], "y"),
-               n ? x.numElements() / n : 0, n);
+               f32(ctx, index, s.outputs[0], "y"), n ? x.numElements() / n : 0,
+               n);
 }
 
 void CpuBackend::copy(ExecContext &ctx, size_t index, const fb::CopyT &at) {
@@ -312,7 +313,8 @@ void CpuBackend::copy(ExecContext &ctx, size_t index, const fb::CopyT &at) {
                ptr(ctx, index, s.inputs[0], x.dtype, "x"), x.byteSize());
 }
 
-void CpuBackend::allReduce(ExecContext &ctx, size_t index, const fb::AllReduceT &at) {
+void CpuBackend::allReduce(ExecContext &ctx, size_t index,
+                           const fb::AllReduceT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
   auto val = [&](int32_t id) -> const Value & { return p.values[id]; };
@@ -351,7 +353,8 @@ void CpuBackend::allReduce(ExecContext &ctx, size_t index, const fb::AllReduceT 
   ctx.group(at.axes).allReduceSum(yp, x.numElements());
 }
 
-void CpuBackend::allGather(ExecContext &ctx, size_t index, const fb::AllGatherT &at) {
+void CpuBackend::allGather(ExecContext &ctx, size_t index,
+                           const fb::AllGatherT &at) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];
   auto val = [&](int32_t id) -> const Value & { return p.values[id]; };
@@ -486,8 +489,7 @@ void CpuBackend::dispatch(ExecContext &ctx, size_t index,
   const int64_t *idp = reinterpret_cast<const int64_t *>(
       ptr(ctx, index, s.inputs[1], DType::i64, "ids"));
   std::string err;
-  if (!cpu::planDispatch(idp, T, k, pl, at.capacity, st.layout,
-                         err))
+  if (!cpu::planDispatch(idp, T, k, pl, at.capacity, st.layout, err))
     throw ctx.error(index, err);
   // Rows move as bytes: f32, or 16-bit rows of a --precision plan.
   DType dt = tok.dtype;

@@ -62,7 +62,6 @@ std::string Backend::transport(const std::string &, const Comm &group) const {
 // Helpers
 //===----------------------------------------------------------------------===//
 
-
 std::string moert::npyDType(DType t) {
   switch (t) {
   case DType::f32:
@@ -446,17 +445,16 @@ int64_t moert::checkExpertsStep(ExecContext &ctx, size_t index, int64_t H,
   const Value &y = p.values[size_t(s.outputs[0])];
   need(x.shape.size() == 2 && x.shape[1] == H && x.shape[0] >= recvRows,
        "recv " + shapeString(x.shape) + " does not hold the " +
-           std::to_string(recvRows) + " received rows of " +
-           std::to_string(H));
+           std::to_string(recvRows) + " received rows of " + std::to_string(H));
   need(y.numElements() >= recvRows * H,
        "y " + shapeString(y.shape) + " is too small");
   need(wg.shape.size() == 3 && wg.shape[0] == S && wg.shape[1] == H,
-       "w_gate " + shapeString(wg.shape) + " is not [" + std::to_string(S) + "," +
-           std::to_string(H) + ",F]");
+       "w_gate " + shapeString(wg.shape) + " is not [" + std::to_string(S) +
+           "," + std::to_string(H) + ",F]");
   int64_t F = wg.shape[2];
   need(wd.shape == std::vector<int64_t>{S, F, H},
-       "w_down " + shapeString(wd.shape) + " is not [" + std::to_string(S) + "," +
-           std::to_string(F) + "," + std::to_string(H) + "]");
+       "w_down " + shapeString(wd.shape) + " is not [" + std::to_string(S) +
+           "," + std::to_string(F) + "," + std::to_string(H) + "]");
   if (const Value *wu = opt(2))
     need(wu->shape == wg.shape, "w_up " + shapeString(wu->shape) +
                                     " differs from w_gate " +

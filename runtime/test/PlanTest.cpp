@@ -96,8 +96,7 @@ protected:
     return file;
   }
   /// ... changed through the generated mutable accessors.
-  std::string
-  withMutatedPlan(const std::function<void(fb::Plan &)> &edit) {
+  std::string withMutatedPlan(const std::function<void(fb::Plan &)> &edit) {
     return withManifest([&](std::string &m) {
       edit(*fb::GetMutablePlan(reinterpret_cast<uint8_t *>(m.data())));
     });
@@ -233,8 +232,9 @@ TEST_F(PlanFile, CorruptManifest) {
   // Offsets that point outside the manifest, and a wrong file identifier:
   // the schema's verifier refuses them.
   const char *schema = "does not verify against the plan schema";
-  expectRefused(withManifest([](std::string &m) { setField<uint32_t>(m, 0, 1u << 30); }),
-                schema);
+  expectRefused(
+      withManifest([](std::string &m) { setField<uint32_t>(m, 0, 1u << 30); }),
+      schema);
   expectRefused(withManifest([](std::string &m) { m[4] = 'X'; }), schema);
   expectRefused(withManifest([](std::string &m) {
                   for (size_t i = 8; i < m.size(); i += 7)
@@ -247,11 +247,12 @@ TEST_F(PlanFile, SchemaErrors) {
   // Manifests the verifier accepts but verifyPlan refuses, named as such.
   expectRefused(withMutatedPlan([](fb::Plan &p) { p.mutate_arena_bytes(64); }),
                 "invalid plan: value 0 ('x') at arena offset");
-  expectRefused(withMutatedPlan([](fb::Plan &p) {
-                  p.mutable_steps()->GetMutableObject(0)->mutable_inputs()->Mutate(0, 77);
-                }),
-                "invalid plan: step 0 (matmul at '/gate/MatMul'): operand "
-                "value 77 does not exist");
+  expectRefused(
+      withMutatedPlan([](fb::Plan &p) {
+        p.mutable_steps()->GetMutableObject(0)->mutable_inputs()->Mutate(0, 77);
+      }),
+      "invalid plan: step 0 (matmul at '/gate/MatMul'): operand "
+      "value 77 does not exist");
 }
 
 TEST_F(PlanFile, RankOutsideMesh) {

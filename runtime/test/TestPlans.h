@@ -176,7 +176,6 @@ private:
   uint64_t arena_ = 0;
 };
 
-
 inline std::vector<float> randomFloats(std::mt19937 &rng, size_t n,
                                        float scale) {
   std::uniform_real_distribution<float> d(-scale, scale);

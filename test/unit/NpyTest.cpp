@@ -88,10 +88,12 @@ TEST(Npy, RejectsFortranOrderAndUnknownDtype) {
   };
   NpyArray b;
   std::string err;
-  std::string f = image("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }");
+  std::string f =
+      image("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }");
   EXPECT_FALSE(parseNpy(f.data(), f.size(), "f", b, err));
   EXPECT_NE(err.find("Fortran"), std::string::npos) << err;
-  std::string c = image("{'descr': '<c8', 'fortran_order': False, 'shape': (2,), }");
+  std::string c =
+      image("{'descr': '<c8', 'fortran_order': False, 'shape': (2,), }");
   EXPECT_FALSE(parseNpy(c.data(), c.size(), "c", b, err));
   EXPECT_NE(err.find("<c8"), std::string::npos) << err;
 }

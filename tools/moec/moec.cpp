@@ -67,11 +67,11 @@ cl::opt<EmitKind> emit(
                           "the generated kernels as PTX for --cuda-chip, "
                           "one FILE.N.ptx per GPU module (-o FILE)")),
     cl::cat(moecCat));
-cl::opt<std::string> target(
-    "target",
-    cl::desc("Where the plan's generated kernels run: cpu (default), or "
-             "cuda (PTX as well as CPU code)"),
-    cl::init("cpu"), cl::cat(moecCat));
+cl::opt<std::string>
+    target("target",
+           cl::desc("Where the plan's generated kernels run: cpu (default), or "
+                    "cuda (PTX as well as CPU code)"),
+           cl::init("cpu"), cl::cat(moecCat));
 cl::opt<std::string> cudaChip("cuda-chip",
                               cl::desc("GPU architecture for --target=cuda"),
                               cl::init("sm_90"), cl::cat(moecCat));
@@ -111,11 +111,11 @@ cl::opt<std::string> deviceMemory(
     cl::desc("Memory of one device (e.g. 80GiB): fail when a rank's weights "
              "and activations do not fit"),
     cl::cat(shardCat));
-cl::opt<bool> strict(
-    "strict",
-    cl::desc("Fail when a region that looks like an MoE layer cannot be "
-             "raised (default: warn and keep it as dense ops)"),
-    cl::init(false), cl::cat(moecCat));
+cl::opt<bool>
+    strict("strict",
+           cl::desc("Fail when a region that looks like an MoE layer cannot be "
+                    "raised (default: warn and keep it as dense ops)"),
+           cl::init(false), cl::cat(moecCat));
 cl::opt<std::string> precision(
     "precision",
     cl::desc("Type of the GEMM weights and the rows they multiply: fp32 "
@@ -161,8 +161,7 @@ cl::opt<int64_t> inlineLimit(
 std::string describe(Location loc) {
   if (auto name = dyn_cast<NameLoc>(loc))
     if (auto file = dyn_cast<FileLineColLoc>(name.getChildLoc()))
-      return file.getFilename().str() + ": node '" + name.getName().str() +
-             "'";
+      return file.getFilename().str() + ": node '" + name.getName().str() + "'";
   if (auto file = dyn_cast<FileLineColLoc>(loc))
     return file.getFilename().str();
   std::string s;
@@ -200,9 +199,9 @@ int main(int argc, char **argv) {
   registerPassManagerCLOptions();
   registerDefaultTimingManagerCLOptions();
   moec::registerAllPasses();
-  cl::ParseCommandLineOptions(
-      argc, argv,
-      "moec: compile ONNX Mixture-of-Experts models to expert-parallel plans\n");
+  cl::ParseCommandLineOptions(argc, argv,
+                              "moec: compile ONNX Mixture-of-Experts models to "
+                              "expert-parallel plans\n");
 
   if (std::string e = moec::checkPrecision(precision); !e.empty())
     return fail("--precision " + e);
@@ -255,9 +254,9 @@ int main(int argc, char **argv) {
     flags.elideLargeResourceString(1024);
   if (emit == EmitKind::ShardedMLIR && meshSpec.empty())
     return fail("--emit=sharded-mlir needs --mesh");
-  bool wantPlan = emit == EmitKind::Plan ||
-                  (emit == EmitKind::MLIR &&
-                   StringRef(outputFile).ends_with(".moeplan"));
+  bool wantPlan =
+      emit == EmitKind::Plan ||
+      (emit == EmitKind::MLIR && StringRef(outputFile).ends_with(".moeplan"));
   if (wantPlan && outputFile == "-")
     return fail("a plan is binary: give -o FILE.moeplan");
   if (emit == EmitKind::PTX && outputFile == "-")
@@ -357,8 +356,7 @@ int main(int argc, char **argv) {
   if (emit == EmitKind::PTX) {
     std::vector<std::string> ptx;
     std::vector<moec::KernelInfo> kernels;
-    if (failed(moec::compileKernelsToPTX(*module, cudaChip, ptx, kernels,
-                                         err)))
+    if (failed(moec::compileKernelsToPTX(*module, cudaChip, ptx, kernels, err)))
       return fail(inputFile + ": PTX generation failed: " + err);
     for (size_t i = 0; i < ptx.size(); ++i) {
       std::string path = outputFile + "." + std::to_string(i) + ".ptx";

@@ -36,11 +36,12 @@ LogicalResult RouteOp::verify() {
   if (k < 1)
     return emitOpError("top_k must be >= 1, got ") << k;
   if (!ShapedType::isDynamic(numExperts) && k > numExperts)
-    return emitOpError("top_k (") << k << ") exceeds the number of experts ("
-                                  << numExperts << ")";
+    return emitOpError("top_k (")
+           << k << ") exceeds the number of experts (" << numExperts << ")";
   for (Value res : {getWeights(), getIndices()}) {
     RankedTensorType t = rt(res);
-    if (t.getRank() != 2 || !compatible(t.getDimSize(0), logits.getDimSize(0)) ||
+    if (t.getRank() != 2 ||
+        !compatible(t.getDimSize(0), logits.getDimSize(0)) ||
         !compatible(t.getDimSize(1), k))
       return emitOpError("results must be [tokens, top_k] = [")
              << logits.getDimSize(0) << ", " << k << "], got " << t;
@@ -131,12 +132,13 @@ LogicalResult ExpertsOp::verify() {
            << tokens.getDimSize(0) << " tokens";
   if (gate.getRank() != 3 || down.getRank() != 3)
     return emitOpError("w_gate must be [E, H, F] and w_down [E, F, H]");
-  int64_t e = gate.getDimSize(0), h = gate.getDimSize(1), f = gate.getDimSize(2);
+  int64_t e = gate.getDimSize(0), h = gate.getDimSize(1),
+          f = gate.getDimSize(2);
   if (!compatible(h, tokens.getDimSize(1)))
     return emitOpError("w_gate hidden size ")
            << h << " does not match the tokens' " << tokens.getDimSize(1);
-  if (!compatible(down.getDimSize(0), e) || !compatible(down.getDimSize(1), f) ||
-      !compatible(down.getDimSize(2), h))
+  if (!compatible(down.getDimSize(0), e) ||
+      !compatible(down.getDimSize(1), f) || !compatible(down.getDimSize(2), h))
     return emitOpError("w_down must be [E, F, H] = [")
            << e << ", " << f << ", " << h << "], got " << down;
   if (Value up = getWUp()) {
@@ -148,10 +150,11 @@ LogicalResult ExpertsOp::verify() {
       return emitOpError("w_up must have the shape of w_gate ")
              << gate << ", got " << u;
   }
-  if (failed(checkExpertBiases(*this, e, h, f, getWUp(), getBGate(),
-                               getBUp(), getBDown())))
+  if (failed(checkExpertBiases(*this, e, h, f, getWUp(), getBGate(), getBUp(),
+                               getBDown())))
     return failure();
-  if (res.getRank() != 2 || !compatible(res.getDimSize(0), tokens.getDimSize(0)) ||
+  if (res.getRank() != 2 ||
+      !compatible(res.getDimSize(0), tokens.getDimSize(0)) ||
       !compatible(res.getDimSize(1), h))
     return emitOpError("result must be [tokens, hidden], got ") << res;
   if (res.getElementType() != tokens.getElementType())
@@ -178,16 +181,16 @@ LogicalResult TopKOp::verify() {
   if (k < 1)
     return emitOpError("k must be >= 1, got ") << k;
   if (!ShapedType::isDynamic(in.getDimSize(axis)) && k > in.getDimSize(axis))
-    return emitOpError("k (") << k << ") exceeds the axis size "
-                              << in.getDimSize(axis);
+    return emitOpError("k (")
+           << k << ") exceeds the axis size " << in.getDimSize(axis);
   for (Value v : {getValues(), getIndices()}) {
     RankedTensorType t = rt(v);
     if (t.getRank() != rank)
       return emitOpError("results must have rank ") << rank;
     for (int64_t d = 0; d < rank; ++d)
       if (!compatible(t.getDimSize(d), d == axis ? k : in.getDimSize(d)))
-        return emitOpError("result ") << t << " does not match input " << in
-                                      << " with k=" << k;
+        return emitOpError("result ")
+               << t << " does not match input " << in << " with k=" << k;
   }
   if (rt(getValues()).getElementType() != in.getElementType())
     return emitOpError("values must have the input's element type");
@@ -201,8 +204,8 @@ LogicalResult TopKOp::verify() {
 LogicalResult NonZeroOp::verify() {
   RankedTensorType in = rt(getInput()), res = rt(getResult());
   if (res.getRank() != 2 || !compatible(res.getDimSize(0), in.getRank()))
-    return emitOpError("result must be [") << in.getRank() << ", N], got "
-                                           << res;
+    return emitOpError("result must be [")
+           << in.getRank() << ", N], got " << res;
   if (in.hasStaticShape() && !ShapedType::isDynamic(res.getDimSize(1)) &&
       res.getDimSize(1) > in.getNumElements())
     return emitOpError("result has more columns than the input has elements");
@@ -218,14 +221,13 @@ LogicalResult ScatterElementsOp::verify() {
                    upd = rt(getUpdates()), res = rt(getResult());
   int64_t rank = data.getRank(), axis = getAxis();
   if (axis < 0 || axis >= rank)
-    return emitOpError("axis ") << axis << " is out of range for rank "
-                                << rank;
+    return emitOpError("axis ") << axis << " is out of range for rank " << rank;
   if (idx.getRank() != rank || upd.getRank() != rank)
     return emitOpError("data, indices and updates must have the same rank");
   for (int64_t d = 0; d < rank; ++d)
     if (!compatible(idx.getDimSize(d), upd.getDimSize(d)))
-      return emitOpError("indices ") << idx << " and updates " << upd
-                                     << " must have the same shape";
+      return emitOpError("indices ")
+             << idx << " and updates " << upd << " must have the same shape";
   // Off the axis, an index position is also a position in data (ONNX and
   // onnxruntime require indices.shape[d] <= data.shape[d]).
   for (int64_t d = 0; d < rank; ++d)
@@ -253,15 +255,15 @@ LogicalResult ScatterNDOp::verify() {
            << q << " exceed the data rank " << data.getRank();
   int64_t expectRank = idx.getRank() - 1 + data.getRank() - q;
   if (upd.getRank() != expectRank)
-    return emitOpError("updates must have rank ") << expectRank << ", got "
-                                                  << upd;
+    return emitOpError("updates must have rank ")
+           << expectRank << ", got " << upd;
   for (int64_t d = 0; d < expectRank; ++d) {
     int64_t want = d < idx.getRank() - 1
                        ? idx.getDimSize(d)
                        : data.getDimSize(q + d - (idx.getRank() - 1));
     if (!compatible(upd.getDimSize(d), want))
-      return emitOpError("updates ") << upd << " do not match indices " << idx
-                                     << " and data " << data;
+      return emitOpError("updates ")
+             << upd << " do not match indices " << idx << " and data " << data;
   }
   if (upd.getElementType() != data.getElementType() || res != data)
     return emitOpError("updates and result must match data ") << data;
@@ -360,18 +362,19 @@ LogicalResult ExpertComputeOp::verify() {
   if (!compatible(h, recv.getDimSize(1)))
     return emitOpError("w_gate hidden size ")
            << h << " does not match recv's " << recv.getDimSize(1);
-  if (!compatible(down.getDimSize(0), s) || !compatible(down.getDimSize(1), f) ||
-      !compatible(down.getDimSize(2), h))
+  if (!compatible(down.getDimSize(0), s) ||
+      !compatible(down.getDimSize(1), f) || !compatible(down.getDimSize(2), h))
     return emitOpError("w_down must be [S, F, H] = [")
            << s << ", " << f << ", " << h << "], got " << down;
   if (Value up = getWUp())
     if (rt(up).getShape() != gate.getShape())
       return emitOpError("w_up must have the shape of w_gate ")
              << gate << ", got " << rt(up);
-  if (failed(checkExpertBiases(*this, s, h, f, getWUp(), getBGate(),
-                               getBUp(), getBDown())))
+  if (failed(checkExpertBiases(*this, s, h, f, getWUp(), getBGate(), getBUp(),
+                               getBDown())))
     return failure();
-  if (res.getRank() != 2 || !compatible(res.getDimSize(0), recv.getDimSize(0)) ||
+  if (res.getRank() != 2 ||
+      !compatible(res.getDimSize(0), recv.getDimSize(0)) ||
       !compatible(res.getDimSize(1), h))
     return emitOpError("result must be [R, H] like recv, got ") << res;
   if (res.getElementType() != recv.getElementType())
@@ -443,21 +446,24 @@ LogicalResult TpSliceOp::verify() {
   RankedTensorType in = rt(getWeights()), res = rt(getResult());
   int64_t dim = int64_t(getDim());
   if (in.getRank() != res.getRank() || dim < 0 || dim >= in.getRank())
-    return emitOpError("dim ") << dim << " must be a dim of the weights and "
+    return emitOpError("dim ") << dim
+                               << " must be a dim of the weights and "
                                   "the result must have their rank";
   for (int64_t d = 0; d < in.getRank(); ++d)
     if (d != dim && !compatible(in.getDimSize(d), res.getDimSize(d)))
       return emitOpError("dim ") << d << " must be kept, got " << res;
-  if (failed(verifyGridAxes(*this, getGridAttr(),
-                            {int16_t(int64_t(getAxis()))})))
+  if (failed(
+          verifyGridAxes(*this, getGridAttr(), {int16_t(int64_t(getAxis()))})))
     return failure();
-  if (Operation *sym = SymbolTable::lookupNearestSymbolFrom(*this, getGridAttr())) {
+  if (Operation *sym =
+          SymbolTable::lookupNearestSymbolFrom(*this, getGridAttr())) {
     int64_t n = sym->getAttrOfType<DenseI64ArrayAttr>("shape")[getAxis()];
     if (!ShapedType::isDynamic(in.getDimSize(dim)) &&
-        (in.getDimSize(dim) % n != 0 || res.getDimSize(dim) * n != in.getDimSize(dim)))
-      return emitOpError("dim ") << dim << " of size " << in.getDimSize(dim)
-                                 << " must split into " << n << " blocks of "
-                                 << res.getDimSize(dim);
+        (in.getDimSize(dim) % n != 0 ||
+         res.getDimSize(dim) * n != in.getDimSize(dim)))
+      return emitOpError("dim ")
+             << dim << " of size " << in.getDimSize(dim) << " must split into "
+             << n << " blocks of " << res.getDimSize(dim);
   }
   return success();
 }

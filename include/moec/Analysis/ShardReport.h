@@ -18,13 +18,13 @@
 namespace moec {
 
 struct LayerComm {
-  std::string loc;            ///< the MoE layer's source location
+  std::string loc; ///< the MoE layer's source location
   int64_t experts = 0, topK = 0, hidden = 0, ffn = 0, elementBytes = 4;
-  int64_t tokensGlobal = 0;   ///< B*S
-  int64_t tokensPerRank = 0;  ///< tokens a rank routes
+  int64_t tokensGlobal = 0;  ///< B*S
+  int64_t tokensPerRank = 0; ///< tokens a rank routes
   std::string strategy;
   std::vector<std::vector<int64_t>> held; ///< per EP rank: experts held
-  int64_t capacity = -1;      ///< rows per (replica, source), -1 dropless
+  int64_t capacity = -1; ///< rows per (replica, source), -1 dropless
   int64_t maxRecvRows = 0;
   /// Bytes one rank sends in the dispatch (all its rows, including those
   /// that stay on the rank) and the expected share that leaves the rank for
@@ -42,7 +42,7 @@ struct LayerComm {
 struct RankMemory {
   int64_t rank = 0;
   std::vector<int64_t> coords;
-  int64_t weightBytes = 0;     ///< replicated + this rank's expert slices
+  int64_t weightBytes = 0; ///< replicated + this rank's expert slices
   int64_t expertWeightBytes = 0;
   int64_t activationBytes = 0; ///< peak of live tensors (recv at its bound)
 };
@@ -50,7 +50,7 @@ struct RankMemory {
 struct ShardReport {
   std::string mesh; ///< "dp=2,ep=4,tp=2"
   int64_t worldSize = 1, tokenSplit = 1, ep = 1, tp = 1, dp = 1;
-  int64_t params = 0;            ///< parameters of the whole model
+  int64_t params = 0; ///< parameters of the whole model
   int64_t paramBytes = 0;
   std::vector<LayerComm> layers;
   std::vector<RankMemory> ranks;

@@ -38,9 +38,10 @@ struct ImportOptions {
 
 /// Parses `--input-shape` text `name=d0,d1,...` (several separated by ';' or
 /// given as separate strings). Returns false and sets `error` on bad text.
-bool parseInputShape(llvm::StringRef text,
-                     std::vector<std::pair<std::string, std::vector<int64_t>>> &out,
-                     std::string &error);
+bool parseInputShape(
+    llvm::StringRef text,
+    std::vector<std::pair<std::string, std::vector<int64_t>>> &out,
+    std::string &error);
 
 /// Imports the model at `path` (`.onnx` binary, `.onnxtxt` text). On failure
 /// returns null and sets `error` to a message that names the file, the node,

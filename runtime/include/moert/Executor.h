@@ -207,8 +207,7 @@ public:
                                 const Comm &group) const;
 
   // The step kinds (docs/plan-format.md, "Steps").
-  virtual void matmul(ExecContext &ctx, size_t index,
-                      const fb::MatmulT &a) = 0;
+  virtual void matmul(ExecContext &ctx, size_t index, const fb::MatmulT &a) = 0;
   virtual void batchMatmul(ExecContext &ctx, size_t index,
                            const fb::BatchMatmulT &a) = 0;
   virtual void route(ExecContext &ctx, size_t index, const fb::RouteT &a) = 0;
@@ -219,8 +218,7 @@ public:
   virtual void combine(ExecContext &ctx, size_t index,
                        const fb::CombineT &a) = 0;
   virtual void unary(ExecContext &ctx, size_t index, const fb::UnaryT &a) = 0;
-  virtual void binary(ExecContext &ctx, size_t index,
-                      const fb::BinaryT &a) = 0;
+  virtual void binary(ExecContext &ctx, size_t index, const fb::BinaryT &a) = 0;
   virtual void softmax(ExecContext &ctx, size_t index,
                        const fb::SoftmaxT &a) = 0;
   virtual void copy(ExecContext &ctx, size_t index, const fb::CopyT &a) = 0;
@@ -228,8 +226,7 @@ public:
                          const fb::AllReduceT &a) = 0;
   virtual void allGather(ExecContext &ctx, size_t index,
                          const fb::AllGatherT &a) = 0;
-  virtual void kernel(ExecContext &ctx, size_t index,
-                      const fb::KernelT &a) = 0;
+  virtual void kernel(ExecContext &ctx, size_t index, const fb::KernelT &a) = 0;
 };
 
 /// The CPU backend: a 64-byte aligned host arena and the CPU kernels.

@@ -1,4 +1,5 @@
-//===- Plan.h - the .moeplan format: in-memory form, reader, writer -*- C++ -*-===//
+//===- Plan.h - the .moeplan format: in-memory form, reader, writer -*- C++
+//-*-===//
 //
 // A plan is what `moec ... -o model.moeplan` writes and `moe-run` executes:
 // one SPMD program (values and steps, identical on every rank) plus each
@@ -165,7 +166,7 @@ struct Plan {
   uint32_t version = kPlanVersion;
   std::string producer; ///< e.g. "moec 0.1"
   std::string source;   ///< the ONNX file it was compiled from
-  MeshAxes mesh; ///< moert/Mesh.h: axes, rank numbering
+  MeshAxes mesh;        ///< moert/Mesh.h: axes, rank numbering
   std::vector<Segment> segments;
   std::vector<Value> values;
   std::vector<ModelIO> inputs;

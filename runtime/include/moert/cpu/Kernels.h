@@ -1,4 +1,5 @@
-//===- Kernels.h - CPU kernels of the moe runtime -----------------*- C++ -*-===//
+//===- Kernels.h - CPU kernels of the moe runtime -----------------*- C++
+//-*-===//
 //
 // The kernels a plan's steps run on CPU ranks. They do no communication: the
 // executor calls them around the collectives (see docs/plan-format.md for how
@@ -70,10 +71,11 @@ void matmul(const float *A, const float *B, const float *bias, float *C,
 /// ordered by destination rank, then slot, then assignment index.
 struct DispatchLayout {
   int64_t T = 0, k = 0;
-  std::vector<int64_t> sendPos;    ///< [T*k] row in the send buffer, -1: dropped
-  std::vector<int64_t> sendCounts; ///< [groupSize*slotsPerRank] rows per (rank,slot)
-  int64_t sendRows = 0;            ///< rows sent in total (not dropped)
-  int64_t dropped = 0;             ///< assignments over capacity
+  std::vector<int64_t> sendPos; ///< [T*k] row in the send buffer, -1: dropped
+  std::vector<int64_t>
+      sendCounts;       ///< [groupSize*slotsPerRank] rows per (rank,slot)
+  int64_t sendRows = 0; ///< rows sent in total (not dropped)
+  int64_t dropped = 0;  ///< assignments over capacity
 };
 
 /// Fills `layout`. `capacity` < 0: dropless. Otherwise each (expert replica)
@@ -113,8 +115,8 @@ inline void gatherRowsByIndex(const float *src, int64_t H, const int64_t *perm,
                               int64_t n, float *dst) {
   gatherRowBytes(src, size_t(H) * sizeof(float), perm, n, dst);
 }
-inline void scatterRowsByIndex(const float *src, int64_t H,
-                               const int64_t *perm, int64_t n, float *dst) {
+inline void scatterRowsByIndex(const float *src, int64_t H, const int64_t *perm,
+                               int64_t n, float *dst) {
   scatterRowBytes(src, size_t(H) * sizeof(float), perm, n, dst);
 }
 
