@@ -34,6 +34,7 @@ constexpr StepSig kStepSigs[] = {
     {1, 1, 1},   // all_gather
     {2, 2, 1},   // batch_matmul
     {0, 64, -1}, // kernel
+    {1, 1, 1},   // all_slice
 };
 // A kind added to plan.fbs needs its operand counts here.
 static_assert(sizeof(kStepSigs) / sizeof(kStepSigs[0]) ==
@@ -102,6 +103,8 @@ std::string Step::axes() const {
   if (const fb::AllReduceT *a = attrs.Asall_reduce())
     return a->axes;
   if (const fb::AllGatherT *a = attrs.Asall_gather())
+    return a->axes;
+  if (const fb::AllSliceT *a = attrs.Asall_slice())
     return a->axes;
   return "";
 }

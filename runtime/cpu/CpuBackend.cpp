@@ -86,6 +86,8 @@ public:
                  const fb::AllReduceT &a) override;
   void allGather(ExecContext &ctx, size_t index,
                  const fb::AllGatherT &a) override;
+  void allSlice(ExecContext &ctx, size_t index,
+                const fb::AllSliceT &a) override;
   void kernel(ExecContext &ctx, size_t index, const fb::KernelT &a) override;
 
 private:
@@ -371,6 +373,24 @@ void CpuBackend::allGather(ExecContext &ctx, size_t index,
     for (int64_t g = 0; g < G; ++g)
       std::memcpy(yp + (o * G + g) * inner,
                   gather_.data() + g * x.byteSize() + o * inner, inner);
+}
+
+void CpuBackend::allSlice(ExecContext &ctx, size_t index,
+                          const fb::AllSliceT &at) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  const Value &x = p.values[size_t(s.inputs[0])];
+  const Value &y = p.values[size_t(s.outputs[0])];
+  Comm &comm = ctx.group(at.axes);
+  int64_t G = comm.size(), g = comm.rank();
+  int64_t outer = checkAllSliceStep(ctx, index, G);
+  size_t inner = outer ? y.byteSize() / size_t(outer) : 0;
+  const char *xp = ptr(ctx, index, s.inputs[0], x.dtype, "x");
+  char *yp = ptr(ctx, index, s.outputs[0], y.dtype, "y");
+  // y[o] = x[o][g]: block g of every outer row.
+  for (int64_t o = 0; o < outer; ++o)
+    std::memmove(yp + size_t(o) * inner, xp + (size_t(o * G + g)) * inner,
+                 inner);
 }
 
 void CpuBackend::loadKernels(ExecContext &ctx) {

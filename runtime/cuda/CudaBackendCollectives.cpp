@@ -347,4 +347,24 @@ void CudaBackend::allGather(ExecContext &ctx, size_t index,
         inner, inner, size_t(outer), cudaMemcpyDeviceToDevice, stream_));
 }
 
+void CudaBackend::allSlice(ExecContext &ctx, size_t index,
+                           const fb::AllSliceT &at) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  const Value &y = p.values[size_t(s.outputs[0])];
+  Comm &comm = ctx.group(at.axes);
+  int64_t G = comm.size(), g = comm.rank();
+  int64_t outer = checkAllSliceStep(ctx, index, G);
+  size_t yBytes = y.byteSize();
+  size_t inner = outer ? yBytes / size_t(outer) : 0;
+  char *xp = ptr(ctx, index, s.inputs[0], "x");
+  char *yp = ptr(ctx, index, s.outputs[0], "y");
+  if (yBytes == 0)
+    return;
+  // y[o] = x[o][g]: one strided copy, no data moves between ranks.
+  MOERT_CUDA_CHECK(cudaMemcpy2DAsync(yp, inner, xp + size_t(g) * inner,
+                                     size_t(G) * inner, inner, size_t(outer),
+                                     cudaMemcpyDeviceToDevice, stream_));
+}
+
 } // namespace moert::cudaexec

@@ -203,6 +203,8 @@ public:
                  const fb::AllReduceT &at) override;
   void allGather(ExecContext &ctx, size_t index,
                  const fb::AllGatherT &at) override;
+  void allSlice(ExecContext &ctx, size_t index,
+                const fb::AllSliceT &a) override;
   void kernel(ExecContext &ctx, size_t index, const fb::KernelT &at) override;
   void synchronize() override;
   /// "local", "nccl", "device copies" or "host staging (KIND)".

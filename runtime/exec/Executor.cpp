@@ -46,6 +46,8 @@ void Backend::runStep(ExecContext &ctx, size_t index) {
     return allReduce(ctx, index, *u.Asall_reduce());
   case StepKind::all_gather:
     return allGather(ctx, index, *u.Asall_gather());
+  case StepKind::all_slice:
+    return allSlice(ctx, index, *u.Asall_slice());
   case StepKind::kernel:
     return kernel(ctx, index, *u.Askernel());
   case StepKind::NONE:
@@ -703,26 +705,43 @@ void moert::checkCombineStep(ExecContext &ctx, size_t index, int64_t H,
   need(out.dtype == y.dtype, "y and out differ in dtype");
 }
 
-int64_t moert::checkAllGatherStep(ExecContext &ctx, size_t index, int64_t G) {
-  const Step &s = ctx.plan().steps[index];
+/// The shared check of all_gather (y = G copies of x) and all_slice (x = G
+/// copies of y): `big` is G copies of `small` along `axis`.
+static int64_t checkCopies(ExecContext &ctx, size_t index, int64_t G,
+                           const Value &small, const char *smallName,
+                           const Value &big, const char *bigName,
+                           int64_t axis) {
   auto need = [&](bool ok, const std::string &what) {
     if (!ok)
       throw ctx.error(index, what);
   };
-  const Value &x = operand(ctx, index, s.inputs[0], "x");
-  const Value &y = operand(ctx, index, s.outputs[0], "y");
-  int64_t axis = s.attrs.Asall_gather()->axis;
-  need(x.dtype == y.dtype && x.shape.size() == y.shape.size() && axis >= 0 &&
-           axis < int64_t(x.shape.size()),
-       "x " + shapeString(x.shape) + " and y " + shapeString(y.shape) +
-           " do not fit axis " + std::to_string(axis));
-  for (size_t d = 0; d < x.shape.size(); ++d)
-    need(y.shape[d] == (int64_t(d) == axis ? G : 1) * x.shape[d],
-         "y " + shapeString(y.shape) + " is not " + std::to_string(G) +
-             " copies of x " + shapeString(x.shape) + " along axis " +
-             std::to_string(axis));
+  std::string sn = std::string(smallName) + " " + shapeString(small.shape);
+  std::string bn = std::string(bigName) + " " + shapeString(big.shape);
+  need(small.dtype == big.dtype && small.shape.size() == big.shape.size() &&
+           axis >= 0 && axis < int64_t(small.shape.size()),
+       sn + " and " + bn + " do not fit axis " + std::to_string(axis));
+  for (size_t d = 0; d < small.shape.size(); ++d)
+    need(big.shape[d] == (int64_t(d) == axis ? G : 1) * small.shape[d],
+         bn + " is not " + std::to_string(G) + " copies of " + sn +
+             " along axis " + std::to_string(axis));
   int64_t outer = 1;
   for (int64_t d = 0; d < axis; ++d)
-    outer *= x.shape[size_t(d)];
+    outer *= small.shape[size_t(d)];
   return outer;
+}
+
+int64_t moert::checkAllSliceStep(ExecContext &ctx, size_t index, int64_t G) {
+  const Step &s = ctx.plan().steps[index];
+  const Value &x = operand(ctx, index, s.inputs[0], "x");
+  const Value &y = operand(ctx, index, s.outputs[0], "y");
+  return checkCopies(ctx, index, G, y, "y", x, "x",
+                     s.attrs.Asall_slice()->axis);
+}
+
+int64_t moert::checkAllGatherStep(ExecContext &ctx, size_t index, int64_t G) {
+  const Step &s = ctx.plan().steps[index];
+  const Value &x = operand(ctx, index, s.inputs[0], "x");
+  const Value &y = operand(ctx, index, s.outputs[0], "y");
+  return checkCopies(ctx, index, G, x, "x", y, "y",
+                     s.attrs.Asall_gather()->axis);
 }

@@ -241,6 +241,16 @@ TEST(CudaBackend, TensorParallel) {
   }
 }
 
+TEST(CudaBackend, SliceAndGather) {
+  REQUIRE_CUDA_DEVICE();
+  for (auto [dp, ep] : {std::pair{1, 1}, {2, 2}})
+    for (int64_t axis : {0, 2}) {
+      TestCase tc = makeSliceGather(dp, ep, axis);
+      compareWithCpu(tc, "slice" + std::to_string(dp * ep) + "_" +
+                             std::to_string(axis));
+    }
+}
+
 TEST(CudaBackend, SelfComm) {
   REQUIRE_CUDA_DEVICE();
   MoESpec s;

@@ -230,6 +230,32 @@ TEST(Executor, TensorParallel) {
   }
 }
 
+TEST(Executor, SliceAndGatherOverTwoAxes) {
+  for (auto [dp, ep] : {std::pair{1, 1}, {1, 4}, {2, 2}, {2, 3}})
+    for (int64_t axis : {0, 1, 2}) {
+      TestCase tc = makeSliceGather(dp, ep, axis);
+      RunResult r = runCase(tc, "slice" + std::to_string(dp * ep) + "_" +
+                                    std::to_string(axis));
+      expectMatches(r, tc);
+      ASSERT_EQ(int(r.reports.size()), dp * ep);
+      EXPECT_EQ(r.reports[0].steps[0].op, "all_slice");
+    }
+}
+
+TEST(Executor, SliceShapeError) {
+  TestCase tc = makeSliceGather(1, 2, 0);
+  tc.plan.values[size_t(tc.plan.steps[0].outputs[0])].shape = {3, 3, 5};
+  try {
+    runCase(tc, "slicebad");
+    FAIL() << "a slice of the wrong shape ran";
+  } catch (const std::exception &e) {
+    EXPECT_NE(
+        std::string(e.what()).find("x [4,3,5] is not 2 copies of y [3,3,5]"),
+        std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(Executor, AttentionBatchMatmul) {
   for (int n : {1, 2}) {
     TestCase tc = makeAttention(n);

@@ -459,6 +459,70 @@ inline TestCase makeTP(int ranks, int64_t T = 6, int64_t H = 10, int64_t Fl = 4,
   return tc;
 }
 
+/// The token slicing of sequence-parallel MoE layers over a dp x ep mesh:
+/// x (replicated) -> all_slice over "dp,ep" along `axis` -> neg ->
+/// all_gather back. Outputs: `out` = -x on every rank, and `block` = the
+/// slice rank 0 holds (block 0 of x along the axis).
+inline TestCase makeSliceGather(int dp, int ep, int64_t axis,
+                                unsigned seed = 11) {
+  TestCase tc;
+  const int64_t G = dp * ep;
+  std::vector<int64_t> shape = {2, 3, 5};
+  std::vector<int64_t> local = shape;
+  shape[size_t(axis)] *= G;
+  int64_t n = shape[0] * shape[1] * shape[2];
+  std::mt19937 rng(seed);
+  std::vector<float> x = randomFloats(rng, size_t(n), 1.0f);
+  Plan &p = tc.plan;
+  p.producer = "moert-test";
+  p.source = "TestPlans.h";
+  p.mesh = {{"dp", dp}, {"ep", ep}};
+  Builder b(p, tc.data);
+  b.segments(int(G));
+  int32_t vx = b.value("x", DType::f32, shape, ValueKind::input);
+  int32_t vs = b.value("block", DType::f32, local, ValueKind::output);
+  int32_t vn = b.value("neg", DType::f32, local, ValueKind::temp);
+  int32_t vo = b.value("out", DType::f32, shape, ValueKind::output);
+  fb::AllSliceT sl;
+  sl.axes = "dp,ep";
+  sl.axis = axis;
+  b.step(sl, {vx}, {vs}, "/moe/slice");
+  fb::UnaryT neg;
+  neg.fn = fb::UnaryFn::neg;
+  b.step(neg, {vs}, {vn}, "/moe/experts");
+  fb::AllGatherT ag;
+  ag.axes = "dp,ep";
+  ag.axis = axis;
+  b.step(ag, {vn}, {vo}, "/moe/gather");
+
+  // Plain loops: -x, and block 0 of x along the axis.
+  std::vector<double> out(x.size()), block;
+  for (size_t i = 0; i < x.size(); ++i)
+    out[i] = -double(x[i]);
+  for (int64_t i = 0; i < local[0]; ++i)
+    for (int64_t j = 0; j < local[1]; ++j)
+      for (int64_t k = 0; k < local[2]; ++k)
+        block.push_back(x[size_t((i * shape[1] + j) * shape[2] + k)]);
+  ModelIO in;
+  in.name = "x";
+  in.shape = shape;
+  in.value = vx;
+  p.inputs.push_back(in);
+  ModelIO o = in;
+  o.name = "out";
+  o.value = vo;
+  p.outputs.push_back(o);
+  o.name = "block";
+  o.shape = local;
+  o.value = vs;
+  p.outputs.push_back(o);
+  std::vector<double> xd(x.begin(), x.end());
+  tc.inputs["x"] = f32Array(shape, xd);
+  tc.expected["out"] = f32Array(shape, out);
+  tc.expected["block"] = f32Array(local, block);
+  return tc;
+}
+
 /// Attention over `ranks` ranks, each holding `B` of the sequences (the
 /// batch split along axis 0): out = softmax(q kt) v with q [B,S,D], kt
 /// [B,D,S] (keys transposed), v [B,S,D]; two batch_matmul steps around a

@@ -169,6 +169,10 @@ Placement dispatchPlacement(ExecContext &ctx, size_t index, int64_t G);
 /// along `axis`; returns the product of x's dims before the axis.
 int64_t checkAllGatherStep(ExecContext &ctx, size_t index, int64_t G);
 
+/// `all_slice` over a group of G ranks: x is G copies of y (same dtype)
+/// along `axis`; returns the product of y's dims before the axis.
+int64_t checkAllSliceStep(ExecContext &ctx, size_t index, int64_t G);
+
 /// `combine` against its dispatch (H wide rows, T tokens, top-k, `recvRows`
 /// expert rows): y holds the rows, weights are T x k, out T x H, y and out
 /// share a dtype.
@@ -226,6 +230,8 @@ public:
                          const fb::AllReduceT &a) = 0;
   virtual void allGather(ExecContext &ctx, size_t index,
                          const fb::AllGatherT &a) = 0;
+  virtual void allSlice(ExecContext &ctx, size_t index,
+                        const fb::AllSliceT &a) = 0;
   virtual void kernel(ExecContext &ctx, size_t index, const fb::KernelT &a) = 0;
 };
 
