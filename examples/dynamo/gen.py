@@ -221,7 +221,8 @@ def export_lm(name, cfg, batch=4, seq=S, out=None):
     save(name, Logits(model).eval(), [("input_ids", ids)], ["logits"], out)
 
 
-def export_decode_step(name="mixtral_decode_step", past=8):
+def export_decode_step(name="mixtral_decode_step", past=8, batch=4,
+                       out=None):
     """One decoding step of a 2-layer Mixtral with a KV cache: input_ids
     [4, 1] and each layer's cached keys and values [4, 2, past, 16] in, the
     logits [4, 1, 256] and the grown cache [4, 2, past + 1, 16] out
@@ -233,7 +234,7 @@ def export_decode_step(name="mixtral_decode_step", past=8):
         num_experts_per_tok=K, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, vocab_size=256, max_position_embeddings=64)
     model = causal_lm(cfg)
-    layers, kvh, hd, batch = cfg.num_hidden_layers, 2, H // 4, 4
+    layers, kvh, hd = cfg.num_hidden_layers, 2, H // 4
 
     class Step(torch.nn.Module):
         def __init__(self, m):
@@ -260,7 +261,29 @@ def export_decode_step(name="mixtral_decode_step", past=8):
                              for t in "kv"]
     onames = ["logits"] + [f"present_{t}_{layer}" for layer in range(layers)
                            for t in "kv"]
-    save(name, Step(model).eval(), list(zip(names, (ids, *kv))), onames)
+    save(name, Step(model).eval(), list(zip(names, (ids, *kv))), onames,
+         out)
+
+
+def export_small_batches():
+    """Batches smaller than the ranks (docs/sharding.md, sequence-parallel
+    MoE): batch1/ holds every causal LM above with one prompt of 5 tokens
+    (a count no mesh of 2, 4 or 8 divides) and the decode step with one
+    sequence; batch2/ the Mixtral LM with 2 x 8 tokens and the decode step
+    with two sequences. Same configs and seeds as the batch-4 exports."""
+    for sub, batch, seq in (("batch1", 1, 5), ("batch2", 2, S)):
+        d = os.path.join(HERE, sub)
+        cfgs = {"mixtral_causal_lm": transformers.MixtralConfig(
+            hidden_size=H, intermediate_size=128, num_local_experts=E,
+            num_experts_per_tok=K, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, vocab_size=256,
+            max_position_embeddings=64)}
+        if batch == 1:
+            cfgs.update(causal_lms())
+        for name, cfg in cfgs.items():
+            export_lm(name, cfg, batch, seq, os.path.join(d, name))
+        export_decode_step(batch=batch,
+                           out=os.path.join(d, "mixtral_decode_step"))
 
 
 def main():
@@ -276,6 +299,8 @@ def main():
             export_lm(name, cfg)
     if not wanted or "mixtral_decode_step" in wanted:
         export_decode_step()
+    if not wanted or "small_batches" in wanted:
+        export_small_batches()
 
 
 if __name__ == "__main__":
