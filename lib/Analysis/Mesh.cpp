@@ -36,3 +36,8 @@ MeshSpec moec::meshSpecOf(shard::GridOp grid) {
   }
   return spec;
 }
+
+bool moec::isTokenSliced(shard::GridOp grid) {
+  auto mode = grid->getAttrOfType<StringAttr>("moe.token_split_mode");
+  return mode && mode.getValue() == "moe";
+}

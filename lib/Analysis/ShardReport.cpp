@@ -26,8 +26,8 @@ int64_t ShardReport::maxRankBytes() const {
 double ShardReport::commBytesPerRank() const {
   double total = 0;
   for (const LayerComm &l : layers)
-    total +=
-        l.a2aBytesLeaving / double(worldSize) + l.allReduceRingBytesPerRank;
+    total += l.a2aBytesLeaving / double(worldSize) +
+             l.allReduceRingBytesPerRank + double(l.tokenGatherBytesPerRank);
   return total;
 }
 
@@ -92,6 +92,11 @@ ShardReport moec::computeShardReport(ModuleOp module) {
   r.ep = spec.size("ep");
   r.tp = spec.size("tp");
   r.dp = spec.size("dp");
+  if (isTokenSliced(grid)) {
+    r.tokenSplitMode = "moe";
+    if (auto why = grid->getAttrOfType<StringAttr>("moe.token_split_reason"))
+      r.tokenSplitReason = why.str();
+  }
 
   for (auto func : module.getOps<func::FuncOp>()) {
     // The per-rank program is @main; outlined kernels (moe.kernel) are
@@ -225,16 +230,26 @@ ShardReport moec::computeShardReport(ModuleOp module) {
         int64_t epc = m.coords[spec.index("ep")];
         l.a2aBytesLeaving += 2.0 * l.dispatchBytesPerRank * l.leaveShare[epc];
       }
-      // The TP all-reduce that follows this layer's combine, if any.
+      // The TP all-reduce that follows this layer's combine, if any, and
+      // (sequence-parallel MoE) the all-gather of the rows.
+      auto gathered = [&](Value v) {
+        for (Operation *gu : v.getUsers())
+          if (auto ag = dyn_cast<shard::AllGatherOp>(gu))
+            l.tokenGatherBytesPerRank =
+                (r.tokenSplit - 1) * bytesOf(ag.getInput().getType());
+      };
       for (Operation *u : d.getHandle().getUsers())
-        if (auto c = dyn_cast<moe::CombineOp>(u))
+        if (auto c = dyn_cast<moe::CombineOp>(u)) {
+          gathered(c.getResult());
           for (Operation *cu : c.getResult().getUsers())
             if (auto ar = dyn_cast<shard::AllReduceOp>(cu)) {
               l.allReduceBytesPerRank = bytesOf(ar.getType());
               l.allReduceRingBytesPerRank = 2.0 * double(r.tp - 1) /
                                             double(r.tp) *
                                             l.allReduceBytesPerRank;
+              gathered(ar.getResult());
             }
+        }
       r.layers.push_back(std::move(l));
     });
   }
@@ -276,6 +291,7 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
           {"seed_ep_bytes", 2 * l.tokensGlobal * l.hidden * l.elementBytes},
           {"tp_all_reduce_bytes_per_rank", l.allReduceBytesPerRank},
           {"tp_all_reduce_ring_bytes_per_rank", l.allReduceRingBytesPerRank},
+          {"token_all_gather_bytes_per_rank", l.tokenGatherBytesPerRank},
       });
     }
     for (const RankMemory &m : r.ranks)
@@ -296,6 +312,8 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
         {"dp", r.dp},
         {"ep", r.ep},
         {"tp", r.tp},
+        {"token_split", r.tokenSplitMode},
+        {"token_split_reason", r.tokenSplitReason},
         {"params", r.params},
         {"param_bytes", r.paramBytes},
         {"layers", std::move(layers)},
@@ -309,6 +327,14 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
   os << "Sharding: mesh " << r.mesh << " (" << r.worldSize
      << " ranks): tokens split " << r.tokenSplit << " ways (dp x ep), experts "
      << r.ep << " ways (ep), expert FFN columns " << r.tp << " ways (tp)\n";
+  if (r.tokenSplitMode == "moe")
+    os << "Token split: sequence-parallel MoE (attention and dense layers "
+          "replicated over dp x ep; each rank dispatches its slice of the "
+          "tokens, the combined rows all-gathered)"
+       << (r.tokenSplitReason.empty()
+               ? std::string()
+               : "; the whole model does not split: " + r.tokenSplitReason)
+       << "\n";
   for (auto [i, l] : llvm::enumerate(r.layers)) {
     os << "\nMoE layer " << i << (l.loc.empty() ? "" : " (" + l.loc + ")")
        << ": " << l.experts << " experts, top-" << l.topK << ", H=" << l.hidden
@@ -343,6 +369,11 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
       os << "  tp all-reduce per rank: " << formatBytes(l.allReduceBytesPerRank)
          << " payload, ring traffic 2(tp-1)/tp x payload = "
          << formatBytes(l.allReduceRingBytesPerRank) << "\n";
+    if (l.tokenGatherBytesPerRank)
+      os << "  token all-gather per rank (sequence-parallel MoE): ("
+         << r.tokenSplit << "-1) x " << l.tokensPerRank << " x " << l.hidden
+         << " x " << l.elementBytes
+         << " B = " << formatBytes(l.tokenGatherBytesPerRank) << "\n";
   }
   int64_t L = r.layers.size();
   if (L) {

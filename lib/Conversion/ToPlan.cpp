@@ -494,6 +494,32 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
     s.outputs = {y};
     return success();
   }
+  if (auto sl = dyn_cast<shard::AllSliceOp>(op)) {
+    int32_t x = in(sl.getInput());
+    int32_t y = out(sl.getResult());
+    if (failed(ok))
+      return failure();
+    moert::fb::AllSliceT a;
+    a.axes = axesName(sl.getGridAxes());
+    a.axis = sl.getSliceAxis().getSExtValue();
+    moert::Step &s = addStep(std::move(a), op);
+    s.inputs = {x};
+    s.outputs = {y};
+    return success();
+  }
+  if (auto ag = dyn_cast<shard::AllGatherOp>(op)) {
+    int32_t x = in(ag.getInput());
+    int32_t y = out(ag.getResult());
+    if (failed(ok))
+      return failure();
+    moert::fb::AllGatherT a;
+    a.axes = axesName(ag.getGridAxes());
+    a.axis = ag.getGatherAxis().getSExtValue();
+    moert::Step &s = addStep(std::move(a), op);
+    s.inputs = {x};
+    s.outputs = {y};
+    return success();
+  }
   if (auto call = dyn_cast<func::CallOp>(op)) {
     auto callee = module.lookupSymbol<func::FuncOp>(call.getCallee());
     if (!callee || !callee->hasAttr("moe.kernel"))

@@ -39,6 +39,10 @@ std::string moec::verifyPipelineOptions(const MoecPipelineOptions &options) {
   err = checkBatchMatmul(options.batchMatmul);
   if (!err.empty())
     return "batch-matmul " + err;
+  if (options.tokenSplit != "auto" && options.tokenSplit != "model" &&
+      options.tokenSplit != "moe")
+    return "token-split '" + options.tokenSplit.getValue() +
+           "': expected auto, model or moe";
   if (options.mesh.empty())
     return "";
   // moec's --mesh auto compiles every factorisation of --gpus and keeps the
@@ -78,6 +82,7 @@ void moec::buildShardPipeline(OpPassManager &pm,
                               const MoecPipelineOptions &options) {
   MoEShardOptions shardOpts;
   shardOpts.mesh = options.mesh;
+  shardOpts.tokenSplit = options.tokenSplit;
   pm.addPass(createMoEShard(shardOpts));
   MoEPlaceExpertsOptions placeOpts;
   placeOpts.strategy = options.placement;

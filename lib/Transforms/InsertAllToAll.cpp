@@ -98,8 +98,9 @@ struct MoEInsertAllToAllPass
                      "--input-shape)");
         return signalPassFailure();
       }
-      // Before moe-partition the shapes are global.
-      if (!grid->hasAttr("moe.partitioned"))
+      // Before moe-partition the shapes are global, unless moe-shard sliced
+      // the rows of each MoE layer already (sequence-parallel MoE).
+      if (!grid->hasAttr("moe.partitioned") && !isTokenSliced(grid))
         tLocal /= n;
       // Rows a rank can receive: from each of the ep sources, each token
       // at most once per local slot (dropless), or `capacity` rows per

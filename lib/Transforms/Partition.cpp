@@ -241,7 +241,12 @@ struct MoEPartitionPass : moec::impl::MoEPartitionBase<MoEPartitionPass> {
         if (op->use_empty())
           op.erase();
       });
-      auto facts = analyzeTokenDims(func, n);
+      // Sequence-parallel MoE layers: moe-shard sliced their rows, the rest
+      // is replicated and keeps its shapes.
+      FailureOr<DenseMap<Value, TokenDims>> facts =
+          DenseMap<Value, TokenDims>();
+      if (!isTokenSliced(grid))
+        facts = analyzeTokenDims(func, n);
       if (failed(facts))
         return signalPassFailure();
       // The plan writer needs the global shapes of the model's inputs and

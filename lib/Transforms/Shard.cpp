@@ -1,9 +1,12 @@
 //===- Shard.cpp - moe-shard: the device grid and the token split ---------===//
 //
-// Creates `shard.grid @mesh` from the mesh spec, checks that the model can be
-// split that way, and annotates it: model inputs and outputs get a
-// `moe.token_split` attribute (their token dims), the tokens entering each
-// MoE layer a `shard.shard` to a sharding split over dp x ep.
+// Creates `shard.grid @mesh` from the mesh spec and decides where the tokens
+// are split over dp x ep (`token-split`). Whole model: checks that the model
+// splits that way and annotates it (model inputs and outputs get a
+// `moe.token_split` attribute with their token dims, the tokens entering
+// each MoE layer a `shard.shard`). Sequence-parallel MoE: the rest stays
+// replicated and each moe.experts works on this rank's slice of the rows
+// (shard.all_slice in, shard.all_gather out).
 //
 //===----------------------------------------------------------------------===//
 
@@ -12,8 +15,11 @@
 #include "moec/Dialect/MoE/MoEOps.h"
 #include "moec/Transforms/Passes.h"
 
+#include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
+#include "mlir/IR/Diagnostics.h"
 
 namespace moec {
 #define GEN_PASS_DEF_MOESHARD
@@ -33,6 +39,144 @@ std::string ioName(func::FuncOp f, unsigned i, bool result) {
   return s + (name ? "'" + name.str() + "'" : "#" + std::to_string(i));
 }
 
+/// The whole-model split of `func` over `n` token ranks: the token dims of
+/// every value, each checked to split n ways. Emits an error and fails when
+/// the model does not split so.
+FailureOr<DenseMap<Value, TokenDims>>
+wholeModelSplit(func::FuncOp func, int64_t n, const MeshSpec &spec) {
+  auto facts = analyzeTokenDims(func, n);
+  if (failed(facts))
+    return failure();
+  auto check = [&](Value v, const std::string &what) -> LogicalResult {
+    auto it = facts->find(v);
+    if (it == facts->end())
+      return success();
+    std::string why;
+    if (failed(localShape(cast<ShapedType>(v.getType()).getShape(), it->second,
+                          n, why)))
+      return func.emitError(what) << ": " << why << " (mesh " << spec.str()
+                                  << " splits tokens " << n << " ways)";
+    return success();
+  };
+  for (BlockArgument arg : func.getArguments())
+    if (failed(check(arg, ioName(func, arg.getArgNumber(), false))))
+      return failure();
+  auto ret = cast<func::ReturnOp>(func.getBody().back().getTerminator());
+  for (OpOperand &res : ret->getOpOperands())
+    if (failed(check(res.get(), ioName(func, res.getOperandNumber(), true))))
+      return failure();
+  for (auto &[v, d] : *facts)
+    if (failed(check(v, "a value carrying tokens")))
+      return failure();
+  return facts;
+}
+
+/// Annotates the whole-model split: token dims on the model's inputs and
+/// outputs, a shard.shard over the token axes on the tokens entering each
+/// MoE layer.
+void annotateWholeModel(func::FuncOp func,
+                        const DenseMap<Value, TokenDims> &facts,
+                        ArrayRef<int16_t> tokenAxes) {
+  OpBuilder b(func.getContext());
+  auto dimsAttr = [&](TokenDims d) {
+    return b.getDenseI64ArrayAttr({d.start, d.count});
+  };
+  for (BlockArgument arg : func.getArguments())
+    if (auto it = facts.find(arg); it != facts.end())
+      func.setArgAttr(arg.getArgNumber(), "moe.token_split",
+                      dimsAttr(it->second));
+  auto ret = cast<func::ReturnOp>(func.getBody().back().getTerminator());
+  for (OpOperand &res : ret->getOpOperands())
+    if (auto it = facts.find(res.get()); it != facts.end())
+      func.setResultAttr(res.getOperandNumber(), "moe.token_split",
+                         dimsAttr(it->second));
+  SmallVector<OpOperand *> annotate;
+  func.walk([&](Operation *op) {
+    if (auto r = dyn_cast<moe::RouteOp>(op))
+      annotate.push_back(&r.getLogitsMutable());
+    if (auto e = dyn_cast<moe::ExpertsOp>(op))
+      annotate.push_back(&e.getTokensMutable());
+  });
+  for (OpOperand *operand : annotate) {
+    b.setInsertionPoint(operand->getOwner());
+    Location loc = operand->getOwner()->getLoc();
+    auto sharding = shard::ShardingOp::create(
+        b, loc, kGridName.str(),
+        ArrayRef<shard::GridAxesAttr>{b.getDenseI16ArrayAttr(tokenAxes)});
+    auto sh = shard::ShardOp::create(b, loc, operand->get(), sharding,
+                                     /*annotate_for_users=*/true);
+    operand->set(sh);
+  }
+}
+
+/// Sequence-parallel MoE: `op` takes this rank's block of rows of its
+/// tokens, indices and routing weights and its rows are all-gathered back.
+/// Rows are padded to a multiple of `n`: zero tokens with weight 0, so they
+/// add nothing, routed like real tokens to k distinct experts (padding row
+/// r, choice j: expert (r*k + j) mod E), spread over the experts so that no
+/// rank receives more rows than the dispatch's dropless bound.
+LogicalResult sliceExperts(moe::ExpertsOp op, int64_t n,
+                           ArrayRef<int16_t> tokenAxes) {
+  auto tokensT = cast<RankedTensorType>(op.getTokens().getType());
+  int64_t t = tokensT.getDimSize(0);
+  if (ShapedType::isDynamic(t))
+    return op.emitError("sharding needs static token counts (give "
+                        "--input-shape)");
+  int64_t padded = (t + n - 1) / n * n, local = padded / n;
+  OpBuilder b(op);
+  Location loc = op.getLoc();
+  int64_t experts = op.getNumExperts();
+  if (ShapedType::isDynamic(experts))
+    return op.emitError("sharding needs a static expert count");
+  auto slice = [&](Value v) -> Value {
+    auto vt = cast<RankedTensorType>(v.getType());
+    SmallVector<int64_t> shape(vt.getShape());
+    if (padded != t) {
+      shape[0] = padded - t;
+      auto zt = RankedTensorType::get(shape, vt.getElementType());
+      DenseElementsAttr pad;
+      if (auto it = dyn_cast<IntegerType>(vt.getElementType())) {
+        SmallVector<APInt> ids;
+        for (int64_t i = 0; i < zt.getNumElements(); ++i)
+          ids.push_back(APInt(it.getWidth(), i % experts));
+        pad = DenseElementsAttr::get(zt, ids);
+      } else {
+        pad = DenseElementsAttr::get(zt, b.getZeroAttr(vt.getElementType()));
+      }
+      Value rows = arith::ConstantOp::create(b, loc, pad);
+      v = tensor::ConcatOp::create(b, loc, /*dim=*/0, ValueRange{v, rows});
+    }
+    shape[0] = local;
+    return shard::AllSliceOp::create(
+        b, loc, RankedTensorType::get(shape, vt.getElementType()), v, kGridName,
+        tokenAxes, /*sliceAxis=*/0);
+  };
+  op.getTokensMutable().assign(slice(op.getTokens()));
+  op.getIndicesMutable().assign(slice(op.getIndices()));
+  op.getWeightsMutable().assign(slice(op.getWeights()));
+  auto outT = cast<RankedTensorType>(op.getResult().getType());
+  SmallVector<int64_t> shape(outT.getShape());
+  shape[0] = local;
+  Value rows = op.getResult();
+  rows.setType(RankedTensorType::get(shape, outT.getElementType()));
+  b.setInsertionPointAfter(op);
+  shape[0] = padded;
+  auto gather = shard::AllGatherOp::create(
+      b, loc, RankedTensorType::get(shape, outT.getElementType()), kGridName,
+      tokenAxes, rows, APInt(64, 0));
+  Value all = gather;
+  if (padded != t) {
+    SmallVector<OpFoldResult> offsets(shape.size(), b.getIndexAttr(0)),
+        strides(shape.size(), b.getIndexAttr(1)), sizes;
+    for (int64_t d : outT.getShape())
+      sizes.push_back(b.getIndexAttr(d));
+    all = tensor::ExtractSliceOp::create(b, loc, outT, all, offsets, sizes,
+                                         strides);
+  }
+  rows.replaceAllUsesExcept(all, gather);
+  return success();
+}
+
 struct MoEShardPass : moec::impl::MoEShardBase<MoEShardPass> {
   using MoEShardBase::MoEShardBase;
 
@@ -42,6 +186,11 @@ struct MoEShardPass : moec::impl::MoEShardBase<MoEShardPass> {
     std::string err;
     if (!parseMeshSpec(mesh, spec, err)) {
       module.emitError(err);
+      return signalPassFailure();
+    }
+    if (tokenSplit != "auto" && tokenSplit != "model" && tokenSplit != "moe") {
+      module.emitError("token-split '")
+          << tokenSplit << "': expected auto, model or moe";
       return signalPassFailure();
     }
     if (getMeshGrid(module)) {
@@ -84,61 +233,47 @@ struct MoEShardPass : moec::impl::MoEShardBase<MoEShardPass> {
       if (tpOk.wasInterrupted())
         return signalPassFailure();
 
-      auto facts = analyzeTokenDims(func, n);
-      if (failed(facts))
-        return signalPassFailure();
-      auto check = [&](Value v, const std::string &what) -> LogicalResult {
-        auto it = facts->find(v);
-        if (it == facts->end())
-          return success();
-        std::string why;
-        if (failed(localShape(cast<ShapedType>(v.getType()).getShape(),
-                              it->second, n, why)))
-          return func.emitError(what) << ": " << why << " (mesh " << spec.str()
-                                      << " splits tokens " << n << " ways)";
-        return success();
-      };
-      auto dimsAttr = [&](TokenDims d) {
-        return b.getDenseI64ArrayAttr({d.start, d.count});
-      };
-      for (BlockArgument arg : func.getArguments()) {
-        if (failed(check(arg, ioName(func, arg.getArgNumber(), false))))
+      bool sliced = tokenSplit == "moe" && n > 1;
+      FailureOr<DenseMap<Value, TokenDims>> facts = failure();
+      if (!sliced && tokenSplit == "model") {
+        facts = wholeModelSplit(func, n, spec);
+        if (failed(facts))
           return signalPassFailure();
-        if (auto it = facts->find(arg); it != facts->end())
-          func.setArgAttr(arg.getArgNumber(), "moe.token_split",
-                          dimsAttr(it->second));
+      } else if (!sliced) {
+        // auto: the whole-model split when the model takes it; else the
+        // first reason it does not, and sequence-parallel MoE layers.
+        std::string reason;
+        {
+          ScopedDiagnosticHandler capture(ctx, [&](Diagnostic &d) {
+            if (d.getSeverity() == DiagnosticSeverity::Error &&
+                reason.empty()) {
+              std::string node = nodeName(d.getLocation());
+              reason = (node.empty() ? "" : "node '" + node + "': ") + d.str();
+            }
+            return success();
+          });
+          facts = wholeModelSplit(func, n, spec);
+        }
+        if (failed(facts)) {
+          sliced = true;
+          grid->setAttr("moe.token_split_reason", b.getStringAttr(reason));
+          grid.emitRemark("the whole model does not split ")
+              << n << " ways over tokens (" << reason
+              << "); MoE layers are sequence-parallel instead (each rank "
+                 "dispatches its slice of the tokens, attention and the "
+                 "dense layers replicated)";
+        }
       }
-      auto ret = cast<func::ReturnOp>(func.getBody().back().getTerminator());
-      for (OpOperand &res : ret->getOpOperands()) {
-        if (failed(
-                check(res.get(), ioName(func, res.getOperandNumber(), true))))
+      if (!sliced) {
+        annotateWholeModel(func, *facts, tokenAxes);
+        continue;
+      }
+      grid->setAttr("moe.token_split_mode", b.getStringAttr("moe"));
+      SmallVector<moe::ExpertsOp> layers;
+      func.walk([&](moe::ExpertsOp op) { layers.push_back(op); });
+      for (moe::ExpertsOp op : layers)
+        if (failed(sliceExperts(op, n, tokenAxes)))
           return signalPassFailure();
-        if (auto it = facts->find(res.get()); it != facts->end())
-          func.setResultAttr(res.getOperandNumber(), "moe.token_split",
-                             dimsAttr(it->second));
-      }
-      for (auto &[v, d] : *facts)
-        if (failed(check(v, "a value carrying tokens")))
-          return signalPassFailure();
-
-      // Annotate the tokens entering each MoE layer.
-      SmallVector<OpOperand *> annotate;
-      func.walk([&](Operation *op) {
-        if (auto r = dyn_cast<moe::RouteOp>(op))
-          annotate.push_back(&r.getLogitsMutable());
-        if (auto e = dyn_cast<moe::ExpertsOp>(op))
-          annotate.push_back(&e.getTokensMutable());
-      });
-      for (OpOperand *operand : annotate) {
-        b.setInsertionPoint(operand->getOwner());
-        Location loc = operand->getOwner()->getLoc();
-        auto sharding = shard::ShardingOp::create(
-            b, loc, kGridName.str(),
-            ArrayRef<shard::GridAxesAttr>{b.getDenseI16ArrayAttr(tokenAxes)});
-        auto sh = shard::ShardOp::create(b, loc, operand->get(), sharding,
-                                         /*annotate_for_users=*/true);
-        operand->set(sh);
-      }
     }
   }
 };

@@ -149,7 +149,10 @@ json RunReport::toJson() const {
   j["seconds"] = seconds;
   json steps = json::array();
   for (const StepTiming &s : this->steps)
-    steps.push_back({{"op", s.op}, {"loc", s.loc}, {"seconds", s.seconds}});
+    steps.push_back({{"op", s.op},
+                     {"loc", s.loc},
+                     {"seconds", s.seconds},
+                     {"bytes_in", s.bytesIn}});
   j["steps"] = std::move(steps);
   json layers = json::array();
   for (const MoELayerStats &l : this->layers) {
@@ -209,7 +212,8 @@ bool RunReport::fromJson(const json &j, RunReport &out, std::string &error) {
         {str(o, "axes"), int32_t(num(o, "ranks")), str(o, "transport")});
   });
   each(j, "steps", [&](const json &o) {
-    out.steps.push_back({str(o, "op"), str(o, "loc"), dbl(o, "seconds")});
+    out.steps.push_back(
+        {str(o, "op"), str(o, "loc"), dbl(o, "seconds"), num(o, "bytes_in")});
   });
   each(j, "layers", [&](const json &o) {
     MoELayerStats l;
@@ -336,6 +340,19 @@ void Executor::setInputs(const std::map<std::string, NpyArray> &inputs) {
   }
 }
 
+/// StepTiming::bytesIn of step `s` (its checks passed: it ran).
+static int64_t collectiveBytesIn(ExecContext &ctx, const Step &s) {
+  const Plan &p = ctx.plan();
+  auto bytes = [&](int32_t v) {
+    return int64_t(p.values[size_t(v)].byteSize());
+  };
+  if (s.attrs.Asall_gather())
+    return bytes(s.outputs[0]) - bytes(s.inputs[0]);
+  if (auto *r = s.attrs.Asall_reduce())
+    return ctx.group(r->axes).size() > 1 ? bytes(s.inputs[0]) : 0;
+  return 0;
+}
+
 void Executor::run() {
   ExecContext ctx(*this);
   prepare(ctx);
@@ -354,7 +371,7 @@ void Executor::run() {
       throw ctx.error(i, e.what());
     }
     double dt = std::chrono::duration<double>(Clock::now() - t0).count();
-    report_.steps.push_back({s.op(), s.loc, dt});
+    report_.steps.push_back({s.op(), s.loc, dt, collectiveBytesIn(ctx, s)});
   }
   report_.seconds = std::chrono::duration<double>(Clock::now() - start).count();
 }

@@ -31,6 +31,19 @@
 // LAYER:        rank1: 24576 bytes, rank 1
 // LAYER:        4: combine(v10, v4) -> v11 dispatch=2
 
+// Sequence-parallel MoE (24 tokens on 5 ranks, padded to 25): shard.all_slice
+// and shard.all_gather lower to all_slice and all_gather steps over ep; the
+// model input stays replicated.
+// RUN: moe-opt %S/../Transforms/Inputs/moe-layer.mlir --moe-compile-pipeline="mesh=ep=5" 2>/dev/null | moe-translate --moe-to-plan -o %t.sliced.moeplan
+// RUN: moe-run --describe %t.sliced.moeplan | FileCheck %s --check-prefix=SLICED
+// SLICED: input  hidden_states: f32[2x12x16] replicated
+// SLICED: all_slice(v{{[0-9]+}}) -> v{{[0-9]+}} axes=ep axis=0
+// SLICED: all_slice(v{{[0-9]+}}) -> v{{[0-9]+}} axes=ep axis=0
+// SLICED: all_slice(v{{[0-9]+}}) -> v{{[0-9]+}} axes=ep axis=0
+// SLICED-NEXT: dispatch(
+// SLICED: combine(
+// SLICED-NEXT: all_gather(v{{[0-9]+}}) -> v{{[0-9]+}} axes=ep axis=0
+
 // moec's per-rank IR, printed with its weights and locations, translates to
 // the plan moec writes itself (generated kernels included: RMSNorm and the
 // residual add of mixtral_layer).

@@ -13,6 +13,15 @@
 // CHECK: tensor.expand_shape %[[O]]
 // CHECK-NOT: moe.experts
 
+// Sequence-parallel MoE (moe-shard sliced the rows already): the dispatch's
+// bound comes from the sliced rows, 5 of 25 per rank: 5 sources x 5 x
+// min(k=2, 2 slots) = 50.
+// RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=5 token-split=moe" --moe-place-experts --moe-insert-all-to-all 2>/dev/null | FileCheck %s --check-prefix=SLICED
+// SLICED: %[[T:.*]] = shard.all_slice
+// SLICED: moe.dispatch %[[T]], %{{.*}} max_rows = 50 : tensor<5x16xf32>, tensor<5x2xi64> -> tensor<?x16xf32>, !moe.dispatch
+// SLICED: %[[O:.*]] = moe.combine {{.*}} -> tensor<5x16xf32>
+// SLICED: shard.all_gather %[[O]] on @mesh grid_axes = [0] gather_axis = 0 : tensor<5x16xf32> -> tensor<25x16xf32>
+
 // Tensor parallelism: FFN columns split over tp (grid axis 2), an
 // all-reduce after the combine.
 // RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=dp=2,ep=2,tp=2" --moe-place-experts --moe-insert-all-to-all | FileCheck %s --check-prefix=TP

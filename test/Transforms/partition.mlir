@@ -25,6 +25,16 @@
 // MESH16: shard.all_reduce {{.*}} grid_axes = [2] : tensor<3x16xf32> -> tensor<3x16xf32>
 
 // Partitioning twice is an error.
+// Sequence-parallel MoE: nothing outside the MoE layer is split (the model
+// input keeps its global shape), the sliced rows stay as moe-shard made them.
+// RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=dp=2,ep=4 token-split=moe" --moe-place-experts --moe-insert-all-to-all --moe-partition | FileCheck %s --check-prefix=SLICED
+// SLICED: func.func @main(%{{.*}}: tensor<2x12x16xf32> {moe.global_shape = array<i64: 2, 12, 16>, onnx.name = "hidden_states"})
+// SLICED: linalg.matmul {{.*}} -> tensor<24x8xf32>
+// SLICED: shard.all_slice %{{.*}} on @mesh grid_axes = [0, 1] slice_axis = 0 : tensor<24x16xf32> -> tensor<3x16xf32>
+// SLICED: moe.dispatch {{.*}} : tensor<3x16xf32>, tensor<3x2xi64>
+// SLICED: shard.all_gather %{{.*}} : tensor<3x16xf32> -> tensor<24x16xf32>
+// SLICED: return %{{.*}} : tensor<2x12x16xf32>
+
 // RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=2" --moe-partition --moe-partition 2>&1 | FileCheck %s --check-prefix=TWICE
 // TWICE: error: the module is partitioned already
 

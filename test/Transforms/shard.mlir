@@ -1,8 +1,12 @@
 // moe-shard: the device grid, the token split, the annotations, and errors.
 // RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=tp=2,dp=2,ep=4" | FileCheck %s
 // RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=4" | FileCheck %s --check-prefix=EP
-// RUN: moe-opt %s --split-input-file --verify-diagnostics --moe-shard="mesh=ep=4,tp=3"
-// RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=5" 2>&1 | FileCheck %s --check-prefix=SPLIT
+// RUN: moe-opt %s --split-input-file --verify-diagnostics --moe-shard="mesh=ep=4,tp=3 token-split=model"
+// RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=5 token-split=model" 2>&1 | FileCheck %s --check-prefix=SPLIT
+// RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=5" 2>&1 | FileCheck %s --check-prefix=AUTO
+// RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=dp=2,ep=4,tp=2 token-split=moe" | FileCheck %s --check-prefix=MOE
+// RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=4 token-split=model" | FileCheck %s --check-prefix=EP
+// RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=4 token-split=tokens" 2>&1 | FileCheck %s --check-prefix=MODE
 // RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=4,pp=2" 2>&1 | FileCheck %s --check-prefix=AXIS
 // RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=x" 2>&1 | FileCheck %s --check-prefix=SIZE
 // RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=2" --moe-shard="mesh=ep=2" 2>&1 | FileCheck %s --check-prefix=TWICE
@@ -22,7 +26,37 @@
 // EP: shard.grid @mesh(shape = 4) {moe.axes = ["ep"]}
 // EP: shard.sharding @mesh split_axes = {{\[\[}}0]]
 
-// 24 tokens do not split 5 ways.
+// 24 tokens do not split 5 ways: with token-split=model an error; by
+// default (auto) a remark that says why, and sequence-parallel MoE: the
+// model input stays whole (no moe.token_split), the routed rows are padded
+// to 25 with zero rows (expert 0, weight 0), each rank takes its 5, the
+// experts' rows are all-gathered back and the padding is cut off.
+// AUTO: remark: the whole model does not split 5 ways over tokens (model input 'hidden_states': 24 tokens (dims 0..1) cannot be split into 5 equal contiguous blocks {{.*}}); MoE layers are sequence-parallel instead
+// AUTO: shard.grid @mesh(shape = 5) {moe.axes = ["ep"], moe.token_split_mode = "moe", moe.token_split_reason = "model input 'hidden_states': 24 tokens
+// AUTO: func.func @main(%{{.*}}: tensor<2x12x16xf32> {onnx.name = "hidden_states"})
+// AUTO: %[[W:.*]], %[[I:.*]] = moe.route
+// AUTO: %[[Z:.*]] = arith.constant dense<0.000000e+00> : tensor<1x16xf32>
+// AUTO: %[[C:.*]] = tensor.concat dim(0) %collapsed, %[[Z]] : (tensor<24x16xf32>, tensor<1x16xf32>) -> tensor<25x16xf32>
+// AUTO: %[[T:.*]] = shard.all_slice %[[C]] on @mesh grid_axes = [0] slice_axis = 0 : tensor<25x16xf32> -> tensor<5x16xf32>
+// AUTO: arith.constant dense<{{\[\[}}0, 1]]> : tensor<1x2xi64>
+// AUTO: %[[IS:.*]] = shard.all_slice %{{.*}} on @mesh grid_axes = [0] slice_axis = 0 : tensor<25x2xi64> -> tensor<5x2xi64>
+// AUTO: %[[WS:.*]] = shard.all_slice %{{.*}} on @mesh grid_axes = [0] slice_axis = 0 : tensor<25x2xf32> -> tensor<5x2xf32>
+// AUTO: %[[E:.*]] = moe.experts %[[T]], %[[IS]], %[[WS]] {{.*}} -> tensor<5x16xf32>
+// AUTO: %[[G:.*]] = shard.all_gather %[[E]] on @mesh grid_axes = [0] gather_axis = 0 : tensor<5x16xf32> -> tensor<25x16xf32>
+// AUTO: tensor.extract_slice %[[G]][0, 0] [24, 16] [1, 1] : tensor<25x16xf32> to tensor<24x16xf32>
+// AUTO-NOT: shard.shard
+
+// token-split=moe even where the whole model would split: over dp and ep
+// (grid axes 0, 1), 24 rows 8 ways, no padding.
+// MOE: shard.grid @mesh(shape = 2x4x2) {moe.axes = ["dp", "ep", "tp"], moe.token_split_mode = "moe"}
+// MOE-NOT: tensor.concat
+// MOE: shard.all_slice %collapsed on @mesh grid_axes = [0, 1] slice_axis = 0 : tensor<24x16xf32> -> tensor<3x16xf32>
+// MOE: moe.experts {{.*}} -> tensor<3x16xf32>
+// MOE-NEXT: shard.all_gather %{{.*}} on @mesh grid_axes = [0, 1] gather_axis = 0 : tensor<3x16xf32> -> tensor<24x16xf32>
+// MOE-NOT: tensor.extract_slice
+// MOE-NOT: shard.shard
+
+// MODE: error: token-split 'tokens': expected auto, model or moe
 // SPLIT: error: model input 'hidden_states': 24 tokens (dims 0..1) cannot be split into 5 equal contiguous blocks (mesh ep=5 splits tokens 5 ways)
 // AXIS: error: mesh spec 'ep=4,pp=2': unknown axis 'pp' (expected dp, ep or tp)
 // SIZE: error: mesh spec 'ep=x': axis 'ep' needs a size >= 1, got 'x'

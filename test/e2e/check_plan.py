@@ -13,7 +13,9 @@ mesh: `moec MODEL --mesh M ... -o plan.moeplan`, `moe-run -n WORLD plan
 --input ... -o out.npz --json`, then every output must satisfy
 max|moe-run - onnxruntime| <= tol * max|onnxruntime| (with a capacity factor
 that dropped assignments, the outputs must differ instead, and the number of
-drops must equal what the recorded routing and the capacity give), and the
+drops must equal what the recorded routing and the capacity give), the bytes every rank's all_gather
+steps take in must equal the report's token_all_gather_bytes_per_rank
+(sequence-parallel MoE), and the
 bytes the runtime reports for dispatch and combine must equal moec's
 prediction: all of them (dropless: 2 x tokens x k x H x element size), and
 those that cross ranks (from the routing the run
@@ -221,6 +223,19 @@ def main():
                 print(f"{'ok  ' if good else 'FAIL'} {tag} layer {li}: "
                       f"{leaving} B crossed ranks; the routing the run "
                       f"recorded and the placement give {expect_leaving} B")
+                ok &= good
+        # Sequence-parallel MoE: every rank's all-gathers of the combined
+        # rows take in what the report predicts per layer.
+        want = sum(l.get("token_all_gather_bytes_per_rank", 0)
+                   for l in predicted["layers"])
+        for rr in run_report["reports"]:
+            got = sum(st.get("bytes_in", 0) for st in rr["steps"]
+                      if st["op"] == "all_gather")
+            if want or got:
+                good = got == want
+                print(f"{'ok  ' if good else 'FAIL'} {tag} rank {rr['rank']}: "
+                      f"token all-gathers took in {got} B, report predicts "
+                      f"{want} B")
                 ok &= good
     sys.exit(0 if ok else 1)
 

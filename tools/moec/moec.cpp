@@ -88,6 +88,15 @@ cl::opt<int64_t> gpusPerNode(
     cl::desc("With --mesh auto: GPUs per node (EP and TP stay inside a "
              "node; default: all GPUs in one node)"),
     cl::init(0), cl::cat(shardCat));
+cl::opt<std::string> tokenSplit(
+    "token-split",
+    cl::desc("Where tokens are split over dp x ep: auto (default: model when "
+             "the whole model splits so, else moe), model (each rank runs "
+             "the whole model on its own sequences, data-parallel "
+             "attention), moe (sequence-parallel MoE layers: attention and "
+             "dense layers replicated, each rank dispatches its slice of the "
+             "tokens; any batch)"),
+    cl::value_desc("auto|model|moe"), cl::init("auto"), cl::cat(shardCat));
 cl::opt<std::string> placement(
     "placement",
     cl::desc("Expert placement: contiguous (default), round-robin, balanced"),
@@ -179,6 +188,7 @@ int fail(const llvm::Twine &msg) {
 void setPipelineOptions(moec::MoecPipelineOptions &opts,
                         const std::string &mesh) {
   opts.mesh = mesh;
+  opts.tokenSplit = tokenSplit;
   opts.noRaise = noRaise;
   opts.strict = strict;
   opts.precision = precision;
@@ -207,6 +217,9 @@ int main(int argc, char **argv) {
     return fail("--precision " + e);
   if (std::string e = moec::checkBatchMatmul(batchMatmul); !e.empty())
     return fail("--batch-matmul " + e);
+  if (tokenSplit != "auto" && tokenSplit != "model" && tokenSplit != "moe")
+    return fail("--token-split '" + tokenSplit +
+                "': expected auto, model or moe");
 
   moec::ImportOptions opts;
   opts.runChecker = !noCheck;

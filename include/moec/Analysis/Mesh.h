@@ -63,6 +63,10 @@ constexpr llvm::StringLiteral kGridName = "mesh";
 mlir::shard::GridOp getMeshGrid(mlir::ModuleOp module);
 /// The spec recorded on a grid made by moe-shard (axis names in `moe.axes`).
 MeshSpec meshSpecOf(mlir::shard::GridOp grid);
+/// True when moe-shard chose sequence-parallel MoE layers on `grid`
+/// (`moe.token_split_mode = "moe"`): the dense part is replicated over dp x
+/// ep, and each MoE layer works on this rank's slice of the rows.
+bool isTokenSliced(mlir::shard::GridOp grid);
 
 } // namespace moec
 

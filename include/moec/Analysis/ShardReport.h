@@ -36,6 +36,9 @@ struct LayerComm {
   double a2aBytesLeaving = 0;
   /// TP all-reduce payload per rank (0 without tp) and its ring traffic.
   int64_t allReduceBytesPerRank = 0;
+  /// Sequence-parallel MoE: the all-gather of the combined rows, bytes a
+  /// rank receives ((dp*ep - 1) blocks of tokensPerRank x H).
+  int64_t tokenGatherBytesPerRank = 0;
   double allReduceRingBytesPerRank = 0;
 };
 
@@ -50,6 +53,10 @@ struct RankMemory {
 struct ShardReport {
   std::string mesh; ///< "dp=2,ep=4,tp=2"
   int64_t worldSize = 1, tokenSplit = 1, ep = 1, tp = 1, dp = 1;
+  /// Where tokens are split (moe-shard's token-split): "model" (each rank
+  /// runs the whole model on its own tokens) or "moe" (sequence-parallel
+  /// MoE layers, the rest replicated), with why the whole model did not.
+  std::string tokenSplitMode = "model", tokenSplitReason;
   int64_t params = 0; ///< parameters of the whole model
   int64_t paramBytes = 0;
   std::vector<LayerComm> layers;

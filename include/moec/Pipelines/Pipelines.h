@@ -33,6 +33,13 @@ struct MoecPipelineOptions
       *this, "mesh",
       llvm::cl::desc("Device mesh dp=D,ep=E,tp=T (any subset); empty: stop "
                      "after the import cleanup, like moec without --mesh")};
+  Option<std::string> tokenSplit{
+      *this, "token-split",
+      llvm::cl::desc("Where tokens are split over dp x ep: auto (the whole "
+                     "model when it splits so, else moe), model (each rank "
+                     "runs the whole model on its own tokens) or moe "
+                     "(sequence-parallel MoE layers, the rest replicated)"),
+      llvm::cl::init("auto")};
   Option<bool> noRaise{*this, "no-raise",
                        llvm::cl::desc("Do not run moe-raise-experts"),
                        llvm::cl::init(false)};

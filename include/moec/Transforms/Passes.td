@@ -98,14 +98,36 @@ def MoEShard : Pass<"moe-shard", "mlir::ModuleOp"> {
     `moe.token_split` argument attribute, the tokens entering each MoE
     layer a `shard.shard` annotation.
 
+    `token-split` chooses where the tokens are split:
+    - `model`: the whole model runs on each rank's own tokens (data-parallel
+      attention). Needs every value that carries tokens to split dp x ep
+      ways (with attention: whole sequences per rank, a batch divisible by
+      dp x ep); errors otherwise.
+    - `moe`: sequence-parallel MoE. The dense part (attention, embeddings,
+      the LM head) is replicated over dp x ep and works on all tokens; each
+      MoE layer takes this rank's block of rows (`shard.all_slice` of the
+      tokens, indices and routing weights over dp x ep, zero rows padded to
+      a multiple of dp x ep, routed to expert 0 with weight 0) and the
+      combined rows are put back together with `shard.all_gather`. Any
+      batch and token count compiles. The grid gets
+      `moe.token_split_mode = "moe"`.
+    - `auto` (default): `model` when the model splits that way, else `moe`
+      with a remark saying why (`moe.token_split_reason` on the grid).
+
     Errors: a malformed spec, a tp degree that does not divide an expert
-    FFN's width, a token count that cannot be split dp x ep ways, an op
-    that needs all tokens (a reduction over them).
+    FFN's width, with `token-split=model` a token count that cannot be split
+    dp x ep ways or an op that needs all tokens (a reduction over them).
   }];
-  let dependentDialects = ["mlir::shard::ShardDialect"];
+  let dependentDialects = ["mlir::shard::ShardDialect",
+                           "mlir::tensor::TensorDialect",
+                           "mlir::arith::ArithDialect"];
   let options = [
     Option<"mesh", "mesh", "std::string", /*default=*/"\"ep=1\"",
-           "Device mesh: comma-separated dp=D, ep=E, tp=T (any subset)">
+           "Device mesh: comma-separated dp=D, ep=E, tp=T (any subset)">,
+    Option<"tokenSplit", "token-split", "std::string", /*default=*/"\"auto\"",
+           "Where tokens are split over dp x ep: auto, model (the whole "
+           "model on each rank's tokens) or moe (sequence-parallel MoE "
+           "layers, the rest replicated)">
   ];
 }
 

@@ -72,6 +72,10 @@ struct GroupTransport {
 struct StepTiming {
   std::string op, loc;
   double seconds = 0;
+  /// Collectives: the payload this rank takes in from the other ranks of
+  /// its group (all_gather: the G-1 other blocks; all_reduce: the partial
+  /// sums, once; all_slice and groups of one rank: 0). Other steps: 0.
+  int64_t bytesIn = 0;
 };
 
 /// The report of one rank's run.
