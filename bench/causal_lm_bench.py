@@ -14,13 +14,18 @@ graph as it is: its batched_mm experts gather every (token, choice)'s expert
 weights, T*k*3*H*F floats (3.2 GB at the defaults), so keep H*F modest. Plans: ep=1 with attention's
 batched matmuls as BLAS steps (moec's default), ep=1 with them as
 generated loop kernels (`--batch-matmul=kernel`, the form before the
-batch_matmul step existed), and ep=2 (two MPI ranks, one sequence half of
-the batch each, OpenBLAS threads = cores / ranks). Times are the best of
+batch_matmul step existed), ep=2 (two MPI ranks; moec's default
+`--token-split=auto`: one sequence half of the batch each when the batch is
+even, else sequence-parallel MoE) and ep=2 with `--token-split=moe`
+(attention replicated, each rank's MoE layers on half of the rows, the
+combined rows all-gathered; with --batch 1 the same plan as the default),
+OpenBLAS threads = cores / ranks. Times are the best of
 --iters runs: onnxruntime's session.run, and moe-run's slowest rank in its
 second run (`--iters 2`). Each run's time is also split by step kind
 (batch_matmul, matmul, experts, kernel, other) from moe-run's report.
 Every output is checked against onnxruntime's logits (max abs err <= 1e-4
-max|ref|). Prints a markdown table.
+max|ref|). The bytes columns are what rank 0 sent in dispatch + combine and
+took in by all-gathers (moe-run's report). Prints a markdown table.
 """
 import argparse
 import json
@@ -84,7 +89,9 @@ def main():
             ("ep=1", "ep1", 1, []),
             ("ep=1 --batch-matmul=kernel", "ep1_kernel", 1,
              ["--batch-matmul=kernel"]),
-            ("ep=2", "ep2", 2, [])]:
+            ("ep=2", "ep2", 2, []),
+            ("ep=2 --token-split=moe", "ep2_moe", 2,
+             ["--token-split=moe"])]:
         plan = os.path.join(work, file + ".moeplan")
         if not os.path.exists(plan):
             sh([os.path.join(bindir, "moec"), model, "--mesh", f"ep={n}",
@@ -93,7 +100,7 @@ def main():
         env["OPENBLAS_NUM_THREADS"] = str(max(1, cores // n))
         env["OMP_NUM_THREADS"] = str(max(1, cores // n))
         out = os.path.join(work, "logits.npy")
-        best, split = float("inf"), None
+        best, split, moved = float("inf"), None, (0, 0)
         for _ in range(a.iters):
             rep = json.loads(sh([os.path.join(bindir, "moe-run"), "-n",
                                  str(n), plan, "--input",
@@ -106,8 +113,13 @@ def main():
                 for s in slow["steps"]:
                     split[s["op"] if s["op"] in kinds else "other"] += \
                         s["seconds"]
+                r0 = rep["reports"][0]
+                moved = (sum(p["bytes_sent"] for lay in r0["layers"]
+                             for p in lay["peers"]),
+                         sum(s.get("bytes_in", 0) for s in r0["steps"]
+                             if s["op"] == "all_gather"))
         err = float(np.abs(np.load(out) - ref).max())
-        rows.append((name, best, split, err))
+        rows.append((name, best, split, err, moved))
 
     tokens = a.batch * a.seq
     head = a.hidden // a.heads
@@ -119,12 +131,12 @@ def main():
           f"products {attn_flops / 1e9:.2f} GFLOP\n")
     print("| runner | time ms | vs onnxruntime | batch_matmul ms | matmul ms "
           "| experts ms | kernels ms | other ms | attention GFLOP/s "
-          "| max abs err |")
+          "| a2a KiB/rank | all-gather KiB/rank | max abs err |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-          "| ---: |")
-    print(f"| onnxruntime | {ort_s * 1e3:.1f} | 1.00x | | | | | | | |")
+          "| ---: | ---: | ---: |")
+    print(f"| onnxruntime | {ort_s * 1e3:.1f} | 1.00x | | | | | | | | | |")
     ok = True
-    for name, s, split, err in rows:
+    for name, s, split, err, moved in rows:
         good = err <= 1e-4 * scale
         ok &= good
         bm = split["batch_matmul"]
@@ -132,7 +144,8 @@ def main():
         cells = " | ".join(f"{split[k] * 1e3:.1f}"
                            for k in kinds + ["other"])
         print(f"| moe-run {name} | {s * 1e3:.1f} | {ort_s / s:.2f}x | "
-              f"{cells} | {gf} | {err:.1e}{'' if good else ' FAIL'} |")
+              f"{cells} | {gf} | {moved[0] / 1024:.0f} | "
+              f"{moved[1] / 1024:.0f} | {err:.1e}{'' if good else ' FAIL'} |")
     print("\nvs onnxruntime: onnxruntime's time / moe-run's (>1: faster). "
           "Step columns: the slowest rank's time per step kind (kernels: "
           "generated kernels, which with --batch-matmul=kernel include "
