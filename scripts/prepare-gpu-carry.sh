@@ -23,6 +23,9 @@
 #     batch_matmul and softmax steps, generated kernels for rotary and
 #     norms; DeepSeek's latent attention) and a Mixtral decode step with a
 #     KV cache (inputs NAME.npy) at ep=4;
+#   * batches smaller than the ranks (examples/dynamo/batch1, batch2:
+#     sequence-parallel MoE, all_slice and all_gather steps) on 8 and 4
+#     ranks;
 #   * build-carry/bench: bench/make_models.py's layer at H=384, F=1344,
 #     4096 tokens, compiled with --precision=bf16, for gpu-check's
 #     compiled-plan benchmark against PyTorch eager;
@@ -83,8 +86,20 @@ if [ -x "$MOEC" ]; then
   done
   plan dynamo_deepseek_v3_causal_lm-ep4-bf16 dynamo/deepseek_v3_causal_lm 4 \
     3e-2 --mesh ep=4 --precision=bf16
+  # Batches smaller than the ranks: sequence-parallel MoE (all_slice and
+  # all_gather steps) on 8 and 4 thread ranks.
+  SMALL="dynamo/batch1/mixtral_causal_lm dynamo/batch1/deepseek_v3_causal_lm
+    dynamo/batch1/mixtral_decode_step dynamo/batch2/mixtral_causal_lm"
+  plan dynamo_batch1_mixtral_causal_lm-ep8 dynamo/batch1/mixtral_causal_lm 8 \
+    1e-4 --mesh ep=8
+  plan dynamo_batch1_deepseek_v3_causal_lm-ep4 \
+    dynamo/batch1/deepseek_v3_causal_lm 4 1e-4 --mesh ep=4
+  plan dynamo_batch1_mixtral_decode_step-ep8 dynamo/batch1/mixtral_decode_step \
+    8 1e-4 --mesh ep=8
+  plan dynamo_batch2_mixtral_causal_lm-dp2ep4 dynamo/batch2/mixtral_causal_lm \
+    8 1e-4 --mesh dp=2,ep=4
   # onnxruntime references.
-  "$PYTHON" - "$ROOT/examples" "$PLANS" $EXAMPLES $DYNAMO <<'PY'
+  "$PYTHON" - "$ROOT/examples" "$PLANS" $EXAMPLES $DYNAMO $SMALL <<'PY'
 import os, sys
 import numpy as np
 import onnxruntime as ort
