@@ -39,6 +39,7 @@ LogicalResult moec::chooseMesh(ModuleOp module, const MeshChoiceOptions &choice,
     double comm = 0;
     int64_t mem = 0;
     int64_t ep = 1;
+    bool sliced = false; ///< sequence-parallel MoE (dense part replicated)
   };
   std::vector<Candidate> cands;
   for (int64_t tp = 1; tp <= gpus; ++tp)
@@ -74,6 +75,7 @@ LogicalResult moec::chooseMesh(ModuleOp module, const MeshChoiceOptions &choice,
         ShardReport r = computeShardReport(*copy);
         c.comm = r.commBytesPerRank();
         c.mem = r.maxRankBytes();
+        c.sliced = r.tokenSplitMode == "moe";
         c.ok = choice.memoryLimit == 0 || c.mem <= choice.memoryLimit;
         if (!c.ok)
           c.why = "needs " + formatBytes(c.mem) + " per rank";
@@ -84,6 +86,14 @@ LogicalResult moec::chooseMesh(ModuleOp module, const MeshChoiceOptions &choice,
                    [](const Candidate &a, const Candidate &b) {
                      if (a.ok != b.ok)
                        return a.ok;
+                     // Whole-model splits divide all the work; sequence-
+                     // parallel MoE replicates attention and the dense
+                     // layers, so its candidates come after them, ranked by
+                     // memory (what they save) before communication.
+                     if (a.sliced != b.sliced)
+                       return !a.sliced;
+                     if (a.sliced && a.mem != b.mem)
+                       return a.mem < b.mem;
                      if (a.comm != b.comm)
                        return a.comm < b.comm;
                      if (a.mem != b.mem)
@@ -96,7 +106,9 @@ LogicalResult moec::chooseMesh(ModuleOp module, const MeshChoiceOptions &choice,
     log << "  " << llvm::left_justify(c.mesh, 16);
     if (c.why.empty() || c.ok)
       log << " comm/rank " << formatBytes(c.comm) << ", memory/rank "
-          << formatBytes(c.mem) << "\n";
+          << formatBytes(c.mem)
+          << (c.sliced ? " (sequence-parallel MoE: attention replicated)" : "")
+          << "\n";
     else
       log << " rejected: " << c.why << "\n";
   }
