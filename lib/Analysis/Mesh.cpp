@@ -37,7 +37,32 @@ MeshSpec moec::meshSpecOf(shard::GridOp grid) {
   return spec;
 }
 
-bool moec::isTokenSliced(shard::GridOp grid) {
+static StringRef modeOf(shard::GridOp grid) {
   auto mode = grid->getAttrOfType<StringAttr>("moe.token_split_mode");
-  return mode && mode.getValue() == "moe";
+  return mode ? mode.getValue() : StringRef("model");
+}
+
+bool moec::isTokenSliced(shard::GridOp grid) { return modeOf(grid) == "moe"; }
+
+bool moec::isTokenHybrid(shard::GridOp grid) {
+  return modeOf(grid) == "hybrid";
+}
+
+SmallVector<int16_t> moec::modelTokenAxes(shard::GridOp grid) {
+  MeshSpec spec = meshSpecOf(grid);
+  SmallVector<int16_t> axes;
+  if (isTokenSliced(grid))
+    return axes;
+  for (StringRef a : {"dp", "ep"})
+    if (spec.index(a) >= 0 && (a == "dp" || !isTokenHybrid(grid)))
+      axes.push_back(int16_t(spec.index(a)));
+  return axes;
+}
+
+int64_t moec::modelTokenSplit(shard::GridOp grid) {
+  ArrayRef<int64_t> shape = grid.getShape();
+  int64_t n = 1;
+  for (int16_t a : modelTokenAxes(grid))
+    n *= shape[a];
+  return n;
 }

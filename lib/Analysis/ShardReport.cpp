@@ -92,8 +92,8 @@ ShardReport moec::computeShardReport(ModuleOp module) {
   r.ep = spec.size("ep");
   r.tp = spec.size("tp");
   r.dp = spec.size("dp");
-  if (isTokenSliced(grid)) {
-    r.tokenSplitMode = "moe";
+  if (isTokenSliced(grid) || isTokenHybrid(grid)) {
+    r.tokenSplitMode = isTokenSliced(grid) ? "moe" : "hybrid";
     if (auto why = grid->getAttrOfType<StringAttr>("moe.token_split_reason"))
       r.tokenSplitReason = why.str();
   }
@@ -234,9 +234,14 @@ ShardReport moec::computeShardReport(ModuleOp module) {
       // (sequence-parallel MoE) the all-gather of the rows.
       auto gathered = [&](Value v) {
         for (Operation *gu : v.getUsers())
-          if (auto ag = dyn_cast<shard::AllGatherOp>(gu))
+          if (auto ag = dyn_cast<shard::AllGatherOp>(gu)) {
+            int64_t g = 1;
+            for (int16_t a : ag.getGridAxes())
+              g *= grid.getShape()[a];
+            l.gatherGroup = g;
             l.tokenGatherBytesPerRank =
-                (r.tokenSplit - 1) * bytesOf(ag.getInput().getType());
+                (g - 1) * bytesOf(ag.getInput().getType());
+          }
       };
       for (Operation *u : d.getHandle().getUsers())
         if (auto c = dyn_cast<moe::CombineOp>(u)) {
@@ -327,10 +332,14 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
   os << "Sharding: mesh " << r.mesh << " (" << r.worldSize
      << " ranks): tokens split " << r.tokenSplit << " ways (dp x ep), experts "
      << r.ep << " ways (ep), expert FFN columns " << r.tp << " ways (tp)\n";
-  if (r.tokenSplitMode == "moe")
-    os << "Token split: sequence-parallel MoE (attention and dense layers "
-          "replicated over dp x ep; each rank dispatches its slice of the "
-          "tokens, the combined rows all-gathered)"
+  if (r.tokenSplitMode != "model")
+    os << (r.tokenSplitMode == "moe"
+               ? "Token split: sequence-parallel MoE (attention and dense "
+                 "layers replicated over dp x ep; each rank dispatches its "
+                 "slice of the tokens, the combined rows all-gathered)"
+               : "Token split: hybrid (whole sequences over dp, attention "
+                 "and dense layers replicated over ep; each MoE layer's rows "
+                 "sliced over ep, the combined rows all-gathered)")
        << (r.tokenSplitReason.empty()
                ? std::string()
                : "; the whole model does not split: " + r.tokenSplitReason)
@@ -371,7 +380,7 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
          << formatBytes(l.allReduceRingBytesPerRank) << "\n";
     if (l.tokenGatherBytesPerRank)
       os << "  token all-gather per rank (sequence-parallel MoE): ("
-         << r.tokenSplit << "-1) x " << l.tokensPerRank << " x " << l.hidden
+         << l.gatherGroup << "-1) x " << l.tokensPerRank << " x " << l.hidden
          << " x " << l.elementBytes
          << " B = " << formatBytes(l.tokenGatherBytesPerRank) << "\n";
   }

@@ -620,10 +620,12 @@ LogicalResult PlanBuilder::run(StringRef source, const PlanOptions &options) {
   if (funcs.size() != 1 || funcs[0].isExternal())
     return module.emitError("plan lowering expects one function, @main");
   func::FuncOp func = funcs[0];
+  // The axes the model inputs and outputs are split over (none with
+  // sequence-parallel MoE, dp alone in the hybrid split).
   std::vector<std::string> tokenAxes;
-  for (StringRef a : {"dp", "ep"})
-    if (spec.index(a) >= 0)
-      tokenAxes.push_back(a.str());
+  if (shard::GridOp grid = getMeshGrid(module))
+    for (int16_t a : modelTokenAxes(grid))
+      tokenAxes.push_back(spec.axes[size_t(a)].name);
   auto io = [&](DictionaryAttr attrs, Type localType, unsigned i, bool isOut,
                 moert::ModelIO &m) -> LogicalResult {
     auto t = cast<RankedTensorType>(localType);

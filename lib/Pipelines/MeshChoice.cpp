@@ -39,7 +39,9 @@ LogicalResult moec::chooseMesh(ModuleOp module, const MeshChoiceOptions &choice,
     double comm = 0;
     int64_t mem = 0;
     int64_t ep = 1;
-    bool sliced = false; ///< sequence-parallel MoE (dense part replicated)
+    /// 0: the whole model split; 1: hybrid (attention replicated over ep);
+    /// 2: sequence-parallel MoE (attention replicated over dp x ep).
+    int tier = 0;
   };
   std::vector<Candidate> cands;
   for (int64_t tp = 1; tp <= gpus; ++tp)
@@ -75,7 +77,7 @@ LogicalResult moec::chooseMesh(ModuleOp module, const MeshChoiceOptions &choice,
         ShardReport r = computeShardReport(*copy);
         c.comm = r.commBytesPerRank();
         c.mem = r.maxRankBytes();
-        c.sliced = r.tokenSplitMode == "moe";
+        c.tier = r.tokenSplitMode == "moe" ? 2 : r.tokenSplitMode == "hybrid";
         c.ok = choice.memoryLimit == 0 || c.mem <= choice.memoryLimit;
         if (!c.ok)
           c.why = "needs " + formatBytes(c.mem) + " per rank";
@@ -86,13 +88,14 @@ LogicalResult moec::chooseMesh(ModuleOp module, const MeshChoiceOptions &choice,
                    [](const Candidate &a, const Candidate &b) {
                      if (a.ok != b.ok)
                        return a.ok;
-                     // Whole-model splits divide all the work; sequence-
-                     // parallel MoE replicates attention and the dense
-                     // layers, so its candidates come after them, ranked by
-                     // memory (what they save) before communication.
-                     if (a.sliced != b.sliced)
-                       return !a.sliced;
-                     if (a.sliced && a.mem != b.mem)
+                     // Whole-model splits divide all the work; hybrid and
+                     // sequence-parallel MoE replicate attention and the
+                     // dense layers over ep (dp x ep), so their candidates
+                     // come after, ranked by memory (what they save) before
+                     // communication.
+                     if (a.tier != b.tier)
+                       return a.tier < b.tier;
+                     if (a.tier && a.mem != b.mem)
                        return a.mem < b.mem;
                      if (a.comm != b.comm)
                        return a.comm < b.comm;
@@ -107,7 +110,9 @@ LogicalResult moec::chooseMesh(ModuleOp module, const MeshChoiceOptions &choice,
     if (c.why.empty() || c.ok)
       log << " comm/rank " << formatBytes(c.comm) << ", memory/rank "
           << formatBytes(c.mem)
-          << (c.sliced ? " (sequence-parallel MoE: attention replicated)" : "")
+          << (c.tier == 2   ? " (sequence-parallel MoE: attention replicated)"
+              : c.tier == 1 ? " (hybrid: attention replicated over ep)"
+                            : "")
           << "\n";
     else
       log << " rejected: " << c.why << "\n";

@@ -7,6 +7,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "TokenSlice.h"
+
 #include "moec/Analysis/Mesh.h"
 #include "moec/Dialect/MoE/MoEOps.h"
 #include "moec/Transforms/Passes.h"
@@ -99,9 +101,15 @@ struct MoEInsertAllToAllPass
         return signalPassFailure();
       }
       // Before moe-partition the shapes are global, unless moe-shard sliced
-      // the rows of each MoE layer already (sequence-parallel MoE).
-      if (!grid->hasAttr("moe.partitioned") && !isTokenSliced(grid))
+      // the rows of each MoE layer already (sequence-parallel MoE). Hybrid:
+      // the dp group's rows, padded and sliced over ep by moe-partition.
+      if (isTokenHybrid(grid)) {
+        if (!grid->hasAttr("moe.partitioned"))
+          tLocal /= spec.size("dp");
+        tLocal = paddedRows(tLocal, ep) / ep;
+      } else if (!grid->hasAttr("moe.partitioned") && !isTokenSliced(grid)) {
         tLocal /= n;
+      }
       // Rows a rank can receive: from each of the ep sources, each token
       // at most once per local slot (dropless), or `capacity` rows per
       // source and slot.

@@ -7,6 +7,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "TokenSlice.h"
+
 #include "moec/Analysis/ConstantBytes.h"
 #include "moec/Analysis/Mesh.h"
 #include "moec/Analysis/TokenDims.h"
@@ -215,6 +217,54 @@ void splitSharedExperts(func::FuncOp func, int64_t tpAxis, int64_t tp) {
   }
 }
 
+/// Hybrid token split: each dp group holds whole sequences (the local
+/// shapes above); every MoE layer's rows are padded and sliced over ep
+/// (dispatch's tokens and indices, combine's routing weights), and the
+/// combined rows (after the tp all-reduce, if any) all-gathered over ep.
+LogicalResult sliceHybridRows(func::FuncOp func, const MeshSpec &spec) {
+  int64_t ep = spec.size("ep");
+  SmallVector<int16_t> axes{int16_t(spec.index("ep"))};
+  SmallVector<moe::DispatchOp> dispatches;
+  func.walk([&](moe::DispatchOp d) { dispatches.push_back(d); });
+  for (moe::DispatchOp d : dispatches) {
+    moe::CombineOp combine;
+    for (Operation *u : d.getHandle().getUsers())
+      if (auto c = dyn_cast<moe::CombineOp>(u))
+        combine = c;
+    int64_t experts = d.getPlacement().getNumExperts();
+    auto tokensT = cast<RankedTensorType>(d.getTokens().getType());
+    int64_t t = tokensT.getDimSize(0);
+    if (!combine || ShapedType::isDynamic(t))
+      return d.emitError("cannot slice the MoE layer's rows over ep: ")
+             << (combine ? "dynamic token count" : "no combine");
+    OpBuilder b(d);
+    Location loc = d.getLoc();
+    d.getTokensMutable().assign(
+        sliceRows(b, loc, d.getTokens(), ep, axes, experts));
+    d.getIndicesMutable().assign(
+        sliceRows(b, loc, d.getIndices(), ep, axes, experts));
+    b.setInsertionPoint(combine);
+    combine.getWeightsMutable().assign(
+        sliceRows(b, loc, combine.getWeights(), ep, axes, experts));
+    auto outT = cast<RankedTensorType>(combine.getResult().getType());
+    SmallVector<int64_t> shape(outT.getShape());
+    shape[0] = paddedRows(t, ep) / ep;
+    auto localT = RankedTensorType::get(shape, outT.getElementType());
+    Value rows = combine.getResult();
+    rows.setType(localT);
+    if (rows.hasOneUse())
+      if (auto ar = dyn_cast<shard::AllReduceOp>(*rows.getUsers().begin())) {
+        ar.getResult().setType(localT);
+        rows = ar.getResult();
+      }
+    b.setInsertionPointAfter(rows.getDefiningOp());
+    Operation *gather = nullptr;
+    Value all = gatherRows(b, loc, rows, ep, t, axes, gather);
+    rows.replaceAllUsesExcept(all, gather);
+  }
+  return success();
+}
+
 struct MoEPartitionPass : moec::impl::MoEPartitionBase<MoEPartitionPass> {
   void runOnOperation() override {
     ModuleOp module = getOperation();
@@ -228,7 +278,7 @@ struct MoEPartitionPass : moec::impl::MoEPartitionBase<MoEPartitionPass> {
       module.emitError("the module is partitioned already");
       return signalPassFailure();
     }
-    int64_t n = meshSpecOf(grid).tokenSplit();
+    int64_t n = modelTokenSplit(grid);
     for (auto func : module.getOps<func::FuncOp>()) {
       if (func.isExternal())
         continue;
@@ -347,6 +397,8 @@ struct MoEPartitionPass : moec::impl::MoEPartitionBase<MoEPartitionPass> {
       if (fixed.wasInterrupted())
         return signalPassFailure();
       MeshSpec spec = meshSpecOf(grid);
+      if (isTokenHybrid(grid) && failed(sliceHybridRows(func, spec)))
+        return signalPassFailure();
       if (spec.size("tp") > 1)
         splitSharedExperts(func, spec.index("tp"), spec.size("tp"));
       func.setType(FunctionType::get(

@@ -10,6 +10,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "TokenSlice.h"
+
 #include "moec/Analysis/Mesh.h"
 #include "moec/Analysis/TokenDims.h"
 #include "moec/Dialect/MoE/MoEOps.h"
@@ -122,57 +124,25 @@ LogicalResult sliceExperts(moe::ExpertsOp op, int64_t n,
   if (ShapedType::isDynamic(t))
     return op.emitError("sharding needs static token counts (give "
                         "--input-shape)");
-  int64_t padded = (t + n - 1) / n * n, local = padded / n;
-  OpBuilder b(op);
-  Location loc = op.getLoc();
   int64_t experts = op.getNumExperts();
   if (ShapedType::isDynamic(experts))
     return op.emitError("sharding needs a static expert count");
-  auto slice = [&](Value v) -> Value {
-    auto vt = cast<RankedTensorType>(v.getType());
-    SmallVector<int64_t> shape(vt.getShape());
-    if (padded != t) {
-      shape[0] = padded - t;
-      auto zt = RankedTensorType::get(shape, vt.getElementType());
-      DenseElementsAttr pad;
-      if (auto it = dyn_cast<IntegerType>(vt.getElementType())) {
-        SmallVector<APInt> ids;
-        for (int64_t i = 0; i < zt.getNumElements(); ++i)
-          ids.push_back(APInt(it.getWidth(), i % experts));
-        pad = DenseElementsAttr::get(zt, ids);
-      } else {
-        pad = DenseElementsAttr::get(zt, b.getZeroAttr(vt.getElementType()));
-      }
-      Value rows = arith::ConstantOp::create(b, loc, pad);
-      v = tensor::ConcatOp::create(b, loc, /*dim=*/0, ValueRange{v, rows});
-    }
-    shape[0] = local;
-    return shard::AllSliceOp::create(
-        b, loc, RankedTensorType::get(shape, vt.getElementType()), v, kGridName,
-        tokenAxes, /*sliceAxis=*/0);
-  };
-  op.getTokensMutable().assign(slice(op.getTokens()));
-  op.getIndicesMutable().assign(slice(op.getIndices()));
-  op.getWeightsMutable().assign(slice(op.getWeights()));
+  OpBuilder b(op);
+  Location loc = op.getLoc();
+  op.getTokensMutable().assign(
+      sliceRows(b, loc, op.getTokens(), n, tokenAxes, experts));
+  op.getIndicesMutable().assign(
+      sliceRows(b, loc, op.getIndices(), n, tokenAxes, experts));
+  op.getWeightsMutable().assign(
+      sliceRows(b, loc, op.getWeights(), n, tokenAxes, experts));
   auto outT = cast<RankedTensorType>(op.getResult().getType());
   SmallVector<int64_t> shape(outT.getShape());
-  shape[0] = local;
+  shape[0] = paddedRows(t, n) / n;
   Value rows = op.getResult();
   rows.setType(RankedTensorType::get(shape, outT.getElementType()));
   b.setInsertionPointAfter(op);
-  shape[0] = padded;
-  auto gather = shard::AllGatherOp::create(
-      b, loc, RankedTensorType::get(shape, outT.getElementType()), kGridName,
-      tokenAxes, rows, APInt(64, 0));
-  Value all = gather;
-  if (padded != t) {
-    SmallVector<OpFoldResult> offsets(shape.size(), b.getIndexAttr(0)),
-        strides(shape.size(), b.getIndexAttr(1)), sizes;
-    for (int64_t d : outT.getShape())
-      sizes.push_back(b.getIndexAttr(d));
-    all = tensor::ExtractSliceOp::create(b, loc, outT, all, offsets, sizes,
-                                         strides);
-  }
+  Operation *gather = nullptr;
+  Value all = gatherRows(b, loc, rows, n, t, tokenAxes, gather);
   rows.replaceAllUsesExcept(all, gather);
   return success();
 }
@@ -243,7 +213,7 @@ struct MoEShardPass : moec::impl::MoEShardBase<MoEShardPass> {
         // auto: the whole-model split when the model takes it; else the
         // first reason it does not, and sequence-parallel MoE layers.
         std::string reason;
-        {
+        auto quietSplit = [&](int64_t ways) {
           ScopedDiagnosticHandler capture(ctx, [&](Diagnostic &d) {
             if (d.getSeverity() == DiagnosticSeverity::Error &&
                 reason.empty()) {
@@ -252,7 +222,26 @@ struct MoEShardPass : moec::impl::MoEShardBase<MoEShardPass> {
             }
             return success();
           });
-          facts = wholeModelSplit(func, n, spec);
+          return wholeModelSplit(func, ways, spec);
+        };
+        facts = quietSplit(n);
+        // Hybrid: whole sequences over dp, the MoE rows over ep.
+        int64_t dp = spec.size("dp"), ep = spec.size("ep");
+        if (failed(facts) && dp > 1 && ep > 1) {
+          std::string whole = reason;
+          facts = quietSplit(dp);
+          reason = whole;
+          if (succeeded(facts)) {
+            grid->setAttr("moe.token_split_mode", b.getStringAttr("hybrid"));
+            grid->setAttr("moe.token_split_reason", b.getStringAttr(reason));
+            grid.emitRemark("the whole model does not split ")
+                << n << " ways over tokens (" << reason
+                << "); it splits whole sequences " << dp
+                << " ways over dp, and each MoE layer's rows are sliced " << ep
+                << " ways over ep within each dp group";
+            annotateWholeModel(func, *facts, {int16_t(spec.index("dp"))});
+            continue;
+          }
         }
         if (failed(facts)) {
           sliced = true;

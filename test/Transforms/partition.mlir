@@ -35,6 +35,19 @@
 // SLICED: shard.all_gather %{{.*}} : tensor<3x16xf32> -> tensor<24x16xf32>
 // SLICED: return %{{.*}} : tensor<2x12x16xf32>
 
+// Hybrid: each dp rank holds one sequence (12 tokens); its MoE rows are
+// padded to 15 and sliced 5 ways over ep (grid axis 1), the combined rows
+// all-gathered over ep and cut back to 12.
+// RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=dp=2,ep=5" --moe-place-experts --moe-insert-all-to-all --moe-partition 2>/dev/null | FileCheck %s --check-prefix=HYBRID
+// HYBRID: func.func @main(%{{.*}}: tensor<1x12x16xf32> {moe.global_shape = array<i64: 2, 12, 16>, moe.token_split = array<i64: 0, 1>
+// HYBRID: tensor.concat dim(0) %{{.*}}, %{{.*}} : (tensor<12x16xf32>, tensor<3x16xf32>) -> tensor<15x16xf32>
+// HYBRID: shard.all_slice %{{.*}} on @mesh grid_axes = [1] slice_axis = 0 : tensor<15x16xf32> -> tensor<3x16xf32>
+// HYBRID: moe.dispatch {{.*}} max_rows = 30 : tensor<3x16xf32>, tensor<3x2xi64>
+// HYBRID: shard.all_slice %{{.*}} on @mesh grid_axes = [1] slice_axis = 0 : tensor<15x2xf32> -> tensor<3x2xf32>
+// HYBRID: moe.combine {{.*}} -> tensor<3x16xf32>
+// HYBRID: shard.all_gather %{{.*}} on @mesh grid_axes = [1] gather_axis = 0 : tensor<3x16xf32> -> tensor<15x16xf32>
+// HYBRID: tensor.extract_slice %{{.*}}[0, 0] [12, 16] [1, 1] : tensor<15x16xf32> to tensor<12x16xf32>
+
 // RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=2" --moe-partition --moe-partition 2>&1 | FileCheck %s --check-prefix=TWICE
 // TWICE: error: the module is partitioned already
 

@@ -6,6 +6,7 @@
 // RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=5" 2>&1 | FileCheck %s --check-prefix=AUTO
 // RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=dp=2,ep=4,tp=2 token-split=moe" | FileCheck %s --check-prefix=MOE
 // RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=4 token-split=model" | FileCheck %s --check-prefix=EP
+// RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=dp=2,ep=5" 2>&1 | FileCheck %s --check-prefix=HYBRID
 // RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=4 token-split=tokens" 2>&1 | FileCheck %s --check-prefix=MODE
 // RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=4,pp=2" 2>&1 | FileCheck %s --check-prefix=AXIS
 // RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=x" 2>&1 | FileCheck %s --check-prefix=SIZE
@@ -55,6 +56,15 @@
 // MOE-NEXT: shard.all_gather %{{.*}} on @mesh grid_axes = [0, 1] gather_axis = 0 : tensor<3x16xf32> -> tensor<24x16xf32>
 // MOE-NOT: tensor.extract_slice
 // MOE-NOT: shard.shard
+
+// Hybrid (auto): 24 tokens do not split 10 ways, but the 2 sequences split
+// over dp: the model is annotated over dp alone (token dims: the batch);
+// moe-partition slices each dp group's rows over ep (partition.mlir).
+// HYBRID: remark: the whole model does not split 10 ways over tokens ({{.*}}); it splits whole sequences 2 ways over dp, and each MoE layer's rows are sliced 5 ways over ep within each dp group
+// HYBRID: shard.grid @mesh(shape = 2x5) {moe.axes = ["dp", "ep"], moe.token_split_mode = "hybrid"
+// HYBRID: func.func @main(%{{.*}}: tensor<2x12x16xf32> {moe.token_split = array<i64: 0, 1>, onnx.name = "hidden_states"})
+// HYBRID: shard.sharding @mesh split_axes = {{\[\[}}0]]
+// HYBRID-NOT: shard.all_slice
 
 // MODE: error: token-split 'tokens': expected auto, model or moe
 // SPLIT: error: model input 'hidden_states': 24 tokens (dims 0..1) cannot be split into 5 equal contiguous blocks (mesh ep=5 splits tokens 5 ways)

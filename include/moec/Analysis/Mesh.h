@@ -67,6 +67,15 @@ MeshSpec meshSpecOf(mlir::shard::GridOp grid);
 /// (`moe.token_split_mode = "moe"`): the dense part is replicated over dp x
 /// ep, and each MoE layer works on this rank's slice of the rows.
 bool isTokenSliced(mlir::shard::GridOp grid);
+/// True for `moe.token_split_mode = "hybrid"`: whole sequences split over
+/// dp (the whole model on the dp group's tokens), and each MoE layer's rows
+/// sliced over ep within it.
+bool isTokenHybrid(mlir::shard::GridOp grid);
+/// The mesh axes (grid indices) the whole model's tokens are split over:
+/// dp and ep, dp alone (hybrid), or none (sequence-parallel MoE).
+llvm::SmallVector<int16_t> modelTokenAxes(mlir::shard::GridOp grid);
+/// The product of their sizes: the ways the model inputs are split.
+int64_t modelTokenSplit(mlir::shard::GridOp grid);
 
 } // namespace moec
 

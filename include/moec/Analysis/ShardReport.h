@@ -39,6 +39,7 @@ struct LayerComm {
   /// Sequence-parallel MoE: the all-gather of the combined rows, bytes a
   /// rank receives ((dp*ep - 1) blocks of tokensPerRank x H).
   int64_t tokenGatherBytesPerRank = 0;
+  int64_t gatherGroup = 1; ///< ranks of that all-gather
   double allReduceRingBytesPerRank = 0;
 };
 

@@ -34,10 +34,10 @@ struct MeshChoiceOptions {
 /// `options`, the candidate's mesh) and moe-partition on a copy of `module`,
 /// and picks the mesh that fits the memory limit with the least modelled
 /// communication per rank (ties: less memory, then more ep). Candidates
-/// that split the whole model come first; those where only the MoE layers
-/// are split (sequence-parallel MoE, attention replicated) after them,
-/// by memory, then communication. Prints the
-/// ranked candidates to `log`. On failure `error` says why (bad --gpus
+/// that split the whole model come first, then hybrid ones (sequences over
+/// dp, MoE rows over ep), then those where only the MoE layers are split
+/// (sequence-parallel MoE); the last two by memory, then communication. Prints
+/// the ranked candidates to `log`. On failure `error` says why (bad --gpus
 /// flags, nothing fits), without a "moec: error:" prefix.
 mlir::LogicalResult chooseMesh(mlir::ModuleOp module,
                                const MeshChoiceOptions &choice,
