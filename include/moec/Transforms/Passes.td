@@ -111,8 +111,11 @@ def MoEShard : Pass<"moe-shard", "mlir::ModuleOp"> {
       combined rows are put back together with `shard.all_gather`. Any
       batch and token count compiles. The grid gets
       `moe.token_split_mode = "moe"`.
-    - `auto` (default): `model` when the model splits that way, else `moe`
-      with a remark saying why (`moe.token_split_reason` on the grid).
+    - `auto` (default): `model` when the model splits that way; else, with
+      dp > 1 and ep > 1, hybrid when whole sequences split over dp (the
+      model annotated over dp alone, `moe.token_split_mode = "hybrid"`;
+      moe-partition slices each dp group's MoE rows over ep); else `moe`.
+      A remark says why (`moe.token_split_reason` on the grid).
 
     Errors: a malformed spec, a tp degree that does not divide an expert
     FFN's width, with `token-split=model` a token count that cannot be split
