@@ -24,15 +24,14 @@ inline int64_t paddedRows(int64_t t, int64_t n) { return (t + n - 1) / n * n; }
 /// k distinct experts per row, spread over the experts), then
 /// shard.all_slice along dim 0.
 mlir::Value sliceRows(mlir::OpBuilder &b, mlir::Location loc, mlir::Value v,
-                      int64_t n, llvm::ArrayRef<int16_t> axes,
-                      int64_t experts);
+                      int64_t n, llvm::ArrayRef<int16_t> axes, int64_t experts);
 
 /// The inverse: shard.all_gather of `rows` ([paddedRows(t, n) / n, ...])
 /// over `axes` along dim 0, cut to its first `t` rows when padded. `gather`
 /// is set to the all-gather op.
-mlir::Value gatherRows(mlir::OpBuilder &b, mlir::Location loc,
-                       mlir::Value rows, int64_t n, int64_t t,
-                       llvm::ArrayRef<int16_t> axes, mlir::Operation *&gather);
+mlir::Value gatherRows(mlir::OpBuilder &b, mlir::Location loc, mlir::Value rows,
+                       int64_t n, int64_t t, llvm::ArrayRef<int16_t> axes,
+                       mlir::Operation *&gather);
 
 } // namespace moec
 
