@@ -481,44 +481,34 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
     s.outputs = {o};
     return success();
   }
-  if (auto ar = dyn_cast<shard::AllReduceOp>(op)) {
-    int32_t x = in(ar.getInput());
-    int32_t y = out(ar.getResult());
+  // The collectives: one operand, one result.
+  auto collective = [&](Value x, Value y, auto attrs) -> LogicalResult {
+    int32_t xi = in(x);
+    int32_t yi = out(y);
     if (failed(ok))
       return failure();
+    moert::Step &s = addStep(std::move(attrs), op);
+    s.inputs = {xi};
+    s.outputs = {yi};
+    return success();
+  };
+  if (auto ar = dyn_cast<shard::AllReduceOp>(op)) {
     moert::fb::AllReduceT a;
     a.axes = axesName(ar.getGridAxes());
     a.reduction = moert::fb::Reduction::sum;
-    moert::Step &s = addStep(std::move(a), op);
-    s.inputs = {x};
-    s.outputs = {y};
-    return success();
+    return collective(ar.getInput(), ar.getResult(), std::move(a));
   }
   if (auto sl = dyn_cast<shard::AllSliceOp>(op)) {
-    int32_t x = in(sl.getInput());
-    int32_t y = out(sl.getResult());
-    if (failed(ok))
-      return failure();
     moert::fb::AllSliceT a;
     a.axes = axesName(sl.getGridAxes());
     a.axis = sl.getSliceAxis().getSExtValue();
-    moert::Step &s = addStep(std::move(a), op);
-    s.inputs = {x};
-    s.outputs = {y};
-    return success();
+    return collective(sl.getInput(), sl.getResult(), std::move(a));
   }
   if (auto ag = dyn_cast<shard::AllGatherOp>(op)) {
-    int32_t x = in(ag.getInput());
-    int32_t y = out(ag.getResult());
-    if (failed(ok))
-      return failure();
     moert::fb::AllGatherT a;
     a.axes = axesName(ag.getGridAxes());
     a.axis = ag.getGatherAxis().getSExtValue();
-    moert::Step &s = addStep(std::move(a), op);
-    s.inputs = {x};
-    s.outputs = {y};
-    return success();
+    return collective(ag.getInput(), ag.getResult(), std::move(a));
   }
   if (auto call = dyn_cast<func::CallOp>(op)) {
     auto callee = module.lookupSymbol<func::FuncOp>(call.getCallee());

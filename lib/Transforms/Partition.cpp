@@ -246,21 +246,15 @@ LogicalResult sliceHybridRows(func::FuncOp func, const MeshSpec &spec) {
     b.setInsertionPoint(combine);
     combine.getWeightsMutable().assign(
         sliceRows(b, loc, combine.getWeights(), ep, axes, experts));
-    auto outT = cast<RankedTensorType>(combine.getResult().getType());
-    SmallVector<int64_t> shape(outT.getShape());
-    shape[0] = paddedRows(t, ep) / ep;
-    auto localT = RankedTensorType::get(shape, outT.getElementType());
     Value rows = combine.getResult();
+    RankedTensorType localT = localRowsType(rows.getType(), ep);
     rows.setType(localT);
     if (rows.hasOneUse())
       if (auto ar = dyn_cast<shard::AllReduceOp>(*rows.getUsers().begin())) {
         ar.getResult().setType(localT);
         rows = ar.getResult();
       }
-    b.setInsertionPointAfter(rows.getDefiningOp());
-    Operation *gather = nullptr;
-    Value all = gatherRows(b, loc, rows, ep, t, axes, gather);
-    rows.replaceAllUsesExcept(all, gather);
+    gatherRowUses(rows, ep, t, axes);
   }
   return success();
 }

@@ -135,15 +135,9 @@ LogicalResult sliceExperts(moe::ExpertsOp op, int64_t n,
       sliceRows(b, loc, op.getIndices(), n, tokenAxes, experts));
   op.getWeightsMutable().assign(
       sliceRows(b, loc, op.getWeights(), n, tokenAxes, experts));
-  auto outT = cast<RankedTensorType>(op.getResult().getType());
-  SmallVector<int64_t> shape(outT.getShape());
-  shape[0] = paddedRows(t, n) / n;
   Value rows = op.getResult();
-  rows.setType(RankedTensorType::get(shape, outT.getElementType()));
-  b.setInsertionPointAfter(op);
-  Operation *gather = nullptr;
-  Value all = gatherRows(b, loc, rows, n, t, tokenAxes, gather);
-  rows.replaceAllUsesExcept(all, gather);
+  rows.setType(localRowsType(rows.getType(), n));
+  gatherRowUses(rows, n, t, tokenAxes);
   return success();
 }
 
@@ -228,9 +222,7 @@ struct MoEShardPass : moec::impl::MoEShardBase<MoEShardPass> {
         // Hybrid: whole sequences over dp, the MoE rows over ep.
         int64_t dp = spec.size("dp"), ep = spec.size("ep");
         if (failed(facts) && dp > 1 && ep > 1) {
-          std::string whole = reason;
-          facts = quietSplit(dp);
-          reason = whole;
+          facts = quietSplit(dp); // `reason` keeps the first error
           if (succeeded(facts)) {
             grid->setAttr("moe.token_split_mode", b.getStringAttr("hybrid"));
             grid->setAttr("moe.token_split_reason", b.getStringAttr(reason));

@@ -37,24 +37,35 @@ Value moec::sliceRows(OpBuilder &b, Location loc, Value v, int64_t n,
       axes, /*sliceAxis=*/0);
 }
 
-Value moec::gatherRows(OpBuilder &b, Location loc, Value rows, int64_t n,
-                       int64_t t, ArrayRef<int16_t> axes, Operation *&gather) {
+RankedTensorType moec::localRowsType(Type rows, int64_t n) {
+  auto rt = cast<RankedTensorType>(rows);
+  SmallVector<int64_t> shape(rt.getShape());
+  shape[0] = paddedRows(shape[0], n) / n;
+  return RankedTensorType::get(shape, rt.getElementType());
+}
+
+void moec::gatherRowUses(Value rows, int64_t n, int64_t t,
+                         ArrayRef<int16_t> axes) {
+  OpBuilder b(rows.getContext());
+  b.setInsertionPointAfterValue(rows);
+  Location loc = rows.getLoc();
   auto rt = cast<RankedTensorType>(rows.getType());
   SmallVector<int64_t> shape(rt.getShape());
   int64_t padded = paddedRows(t, n);
   shape[0] = padded;
-  auto ag = shard::AllGatherOp::create(
+  auto gather = shard::AllGatherOp::create(
       b, loc, RankedTensorType::get(shape, rt.getElementType()), kGridName,
       axes, rows, APInt(64, 0));
-  gather = ag;
-  if (padded == t)
-    return ag;
-  shape[0] = t;
-  SmallVector<OpFoldResult> offsets(shape.size(), b.getIndexAttr(0)),
-      strides(shape.size(), b.getIndexAttr(1)), sizes;
-  for (int64_t d : shape)
-    sizes.push_back(b.getIndexAttr(d));
-  return tensor::ExtractSliceOp::create(
-      b, loc, RankedTensorType::get(shape, rt.getElementType()), ag, offsets,
-      sizes, strides);
+  Value all = gather;
+  if (padded != t) {
+    shape[0] = t;
+    SmallVector<OpFoldResult> offsets(shape.size(), b.getIndexAttr(0)),
+        strides(shape.size(), b.getIndexAttr(1)), sizes;
+    for (int64_t d : shape)
+      sizes.push_back(b.getIndexAttr(d));
+    all = tensor::ExtractSliceOp::create(
+        b, loc, RankedTensorType::get(shape, rt.getElementType()), gather,
+        offsets, sizes, strides);
+  }
+  rows.replaceAllUsesExcept(all, gather);
 }

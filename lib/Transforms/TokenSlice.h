@@ -26,12 +26,16 @@ inline int64_t paddedRows(int64_t t, int64_t n) { return (t + n - 1) / n * n; }
 mlir::Value sliceRows(mlir::OpBuilder &b, mlir::Location loc, mlir::Value v,
                       int64_t n, llvm::ArrayRef<int16_t> axes, int64_t experts);
 
-/// The inverse: shard.all_gather of `rows` ([paddedRows(t, n) / n, ...])
-/// over `axes` along dim 0, cut to its first `t` rows when padded. `gather`
-/// is set to the all-gather op.
-mlir::Value gatherRows(mlir::OpBuilder &b, mlir::Location loc, mlir::Value rows,
-                       int64_t n, int64_t t, llvm::ArrayRef<int16_t> axes,
-                       mlir::Operation *&gather);
+/// The type of this rank's block of a [t, ...] tensor sliced `n` ways:
+/// [paddedRows(t, n) / n, ...].
+mlir::RankedTensorType localRowsType(mlir::Type rows, int64_t n);
+
+/// The inverse of sliceRows: replaces every use of `rows` (this rank's
+/// block, [paddedRows(t, n) / n, ...]) with its shard.all_gather over
+/// `axes` along dim 0, inserted after its definition and cut to the first
+/// `t` rows when padded.
+void gatherRowUses(mlir::Value rows, int64_t n, int64_t t,
+                   llvm::ArrayRef<int16_t> axes);
 
 } // namespace moec
 
