@@ -28,7 +28,8 @@ double ShardReport::commBytesPerRank() const {
   for (const LayerComm &l : layers)
     total += l.a2aBytesLeaving / double(worldSize) +
              l.allReduceRingBytesPerRank + double(l.tokenGatherBytesPerRank);
-  return total;
+  return total + denseTp.allReduceRingBytesPerRank +
+         double(denseTp.allGatherBytesPerRank);
 }
 
 bool moec::parseByteSize(StringRef s, int64_t &bytes) {
@@ -147,7 +148,27 @@ ShardReport moec::computeShardReport(ModuleOp module) {
     func.walk([&](moe::TpSliceOp ts) {
       for (RankMemory &m : r.ranks)
         m.weightBytes += bytesOf(ts.getType());
+      r.denseTp.splitWeightBytes += bytesOf(ts.getWeights().getType());
+      r.denseTp.splitWeightBytesPerRank += bytesOf(ts.getType());
     });
+    // The dense layers' tensor-parallel collectives.
+    DenseTpComm &tpc = r.denseTp;
+    func.walk([&](Operation *op) {
+      if (!op->hasAttr(kTensorParallelAttr))
+        return;
+      if (auto ar = dyn_cast<shard::AllReduceOp>(op)) {
+        ++tpc.allReduces;
+        tpc.allReduceBytesPerRank += bytesOf(ar.getType());
+      } else if (auto ag = dyn_cast<shard::AllGatherOp>(op)) {
+        ++tpc.allGathers;
+        tpc.allGatherBytesPerRank +=
+            bytesOf(ag.getType()) - bytesOf(ag.getInput().getType());
+      } else if (isa<shard::AllSliceOp>(op)) {
+        ++tpc.slices;
+      }
+    });
+    tpc.allReduceRingBytesPerRank =
+        2.0 * double(r.tp - 1) / double(r.tp) * tpc.allReduceBytesPerRank;
     // Activation memory: peak of live tensors in program order.
     DenseMap<Value, int64_t> rowsBound;
     func.walk([&](moe::DispatchOp d) {
@@ -322,6 +343,18 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
         {"params", r.params},
         {"param_bytes", r.paramBytes},
         {"layers", std::move(layers)},
+        {"dense_tp",
+         llvm::json::Object{
+             {"all_reduces", r.denseTp.allReduces},
+             {"all_reduce_bytes_per_rank", r.denseTp.allReduceBytesPerRank},
+             {"all_reduce_ring_bytes_per_rank",
+              r.denseTp.allReduceRingBytesPerRank},
+             {"all_gathers", r.denseTp.allGathers},
+             {"all_gather_bytes_per_rank", r.denseTp.allGatherBytesPerRank},
+             {"all_slices", r.denseTp.slices},
+             {"split_weight_bytes", r.denseTp.splitWeightBytes},
+             {"split_weight_bytes_per_rank",
+              r.denseTp.splitWeightBytesPerRank}}},
         {"ranks", std::move(ranks)},
         {"seed", llvm::json::Object{{"ep_bytes_per_moe_layer", 2 * bsh},
                                     {"tp_bytes", 2 * bsh * L},
@@ -383,6 +416,25 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
          << l.gatherGroup << "-1) x " << l.tokensPerRank << " x " << l.hidden
          << " x " << l.elementBytes
          << " B = " << formatBytes(l.tokenGatherBytesPerRank) << "\n";
+  }
+  const DenseTpComm &tpc = r.denseTp;
+  if (tpc.allReduces || tpc.allGathers || tpc.splitWeightBytes) {
+    os << "\nDense layers tensor-parallel over tp=" << r.tp
+       << " (attention heads, dense MLP and shared-expert columns, LM head "
+          "vocab):\n"
+       << "  weights split: " << formatBytes(tpc.splitWeightBytes)
+       << ", per rank " << formatBytes(tpc.splitWeightBytesPerRank) << "\n"
+       << "  all-reduce of row-parallel partial sums: " << tpc.allReduces
+       << " per forward, payload " << formatBytes(tpc.allReduceBytesPerRank)
+       << " per rank, ring traffic 2(tp-1)/tp x payload = "
+       << formatBytes(tpc.allReduceRingBytesPerRank) << "\n";
+    if (tpc.allGathers)
+      os << "  all-gather where a whole value is needed (logits, norms over "
+            "split dims): "
+         << tpc.allGathers << ", taking in "
+         << formatBytes(tpc.allGatherBytesPerRank) << " per rank\n";
+    if (tpc.slices)
+      os << "  slices of whole values (no data moves): " << tpc.slices << "\n";
   }
   int64_t L = r.layers.size();
   if (L) {

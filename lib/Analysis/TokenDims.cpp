@@ -2,19 +2,26 @@
 
 #include "moec/Analysis/TokenDims.h"
 #include "moec/Analysis/ConstantBytes.h"
+#include "moec/Dialect/MoE/MoEDialect.h"
 #include "moec/Dialect/MoE/MoEOps.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/Shard/IR/ShardDialect.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/IRMapping.h"
+#include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "llvm/ADT/STLExtras.h"
+#include "llvm/Support/Debug.h"
 
 #include <cstring>
 
 using namespace mlir;
 using namespace moec;
+
+#define DEBUG_TYPE "moe-tensor-parallel"
 
 //===----------------------------------------------------------------------===//
 // Token dims
@@ -25,7 +32,20 @@ class TokenDimsAnalysis {
 public:
   explicit TokenDimsAnalysis(int64_t n) : n(n) {}
   LogicalResult run(func::FuncOp func);
+  /// Tensor-parallel mode: grows a region from `seed` split as `dims`. An
+  /// op that cannot run on the split (its visit fails) keeps no fact the
+  /// visit set and becomes a boundary; values in `claimed` (other regions)
+  /// are never split again.
+  void grow(func::FuncOp func, Value seed, TokenDims dims,
+            const DenseSet<Value> &claimed, const DenseSet<Value> &shared);
   DenseMap<Value, TokenDims> facts;
+  SetVector<Operation *> boundaries, partials, members;
+  /// Set when a region grew more partial sums than it can close.
+  bool aborted = false;
+  /// The member matmuls that split their weight by columns.
+  int64_t columnSplits() const;
+  /// The bytes of the weights (constants) the region splits.
+  int64_t splitWeightBytes() const;
 
 private:
   /// Records `dims` for `v` (after widening over leading unit dims); errors
@@ -34,11 +54,21 @@ private:
   LogicalResult visit(Operation *op);
   LogicalResult visitLinalg(linalg::LinalgOp op);
   LogicalResult visitReshape(Operation *op, Value src, Value res);
+  /// In tensor-parallel mode: fails on a body that reads a split value
+  /// from above or the index of a split loop.
+  LogicalResult checkBody(linalg::LinalgOp op, ArrayRef<unsigned> loops);
 
   SmallVector<Value> worklist;
   int64_t n; ///< ways the tokens are split
+  bool tp = false;
+  const DenseSet<Value> *claimed = nullptr;
+  DenseSet<Value> partialResults;
+  SmallVector<Value> journal;          ///< facts the current visit set
+  Operation *pendingPartial = nullptr; ///< a partial sum the visit found
   /// Why an op that mixes tokens (attention) may still fail.
   std::string hint() const {
+    if (tp)
+      return "";
     return " (the mesh splits the tokens " + std::to_string(n) +
            " ways; ops that mix the tokens of a sequence, such as attention, "
            "need whole sequences per rank: a batch divisible by " +
@@ -56,6 +86,9 @@ LogicalResult TokenDimsAnalysis::set(Value v, TokenDims dims, Operation *at) {
   if (!type)
     return at->emitError("token dims reach a non-tensor value");
   ArrayRef<int64_t> shape = type.getShape();
+  if (tp && (claimed->count(v) || partialResults.count(v)))
+    return at->emitError("the value is split by another region or is a "
+                         "partial sum");
   // Unit dims next to the token dims carry no data: the canonical form
   // folds the leading ones in and leaves the trailing ones out, so that
   // [1, 16, H] split at dim 1 and at dims 0-1 agree.
@@ -66,6 +99,19 @@ LogicalResult TokenDimsAnalysis::set(Value v, TokenDims dims, Operation *at) {
   // Trailing unit dims are not token dims ([T, 1] is split like [T]).
   while (dims.count > 1 && shape[dims.start + dims.count - 1] == 1)
     --dims.count;
+  // An outer part made of whole leading dims: the split starts later.
+  while (dims.outer > 1 && dims.count > 1 && shape[dims.start] > 0 &&
+         dims.outer % shape[dims.start] == 0) {
+    dims.outer /= shape[dims.start];
+    ++dims.start;
+    --dims.count;
+  }
+  if (dims.outer > 1) {
+    int64_t size = shape[dims.start];
+    if (dims.count != 1 || ShapedType::isDynamic(size) ||
+        size % dims.outer != 0 || (size / dims.outer) % n != 0)
+      return at->emitError("cannot split a merged dim evenly");
+  }
   // Only the leading dims the split cuts: [B, S] split n ways with n | B
   // keeps B (localShape would leave S whole anyway). A split that does not
   // come out even keeps every dim, and localShape reports it.
@@ -83,8 +129,14 @@ LogicalResult TokenDimsAnalysis::set(Value v, TokenDims dims, Operation *at) {
     else
       break;
   }
+  if (dims.outer > 1) {
+    rem = 1;
+    keep = 1;
+  }
   if (rem == 1)
     dims.count = std::max<int64_t>(1, keep);
+  else if (tp)
+    return at->emitError("the split does not come out even");
   auto it = facts.find(v);
   if (it != facts.end()) {
     if (it->second != dims)
@@ -97,18 +149,39 @@ LogicalResult TokenDimsAnalysis::set(Value v, TokenDims dims, Operation *at) {
   }
   facts[v] = dims;
   worklist.push_back(v);
+  journal.push_back(v);
+  return success();
+}
+
+LogicalResult TokenDimsAnalysis::checkBody(linalg::LinalgOp op,
+                                           ArrayRef<unsigned> loops) {
+  WalkResult r = op->getRegion(0).walk([&](Operation *inner) {
+    if (auto idx = dyn_cast<linalg::IndexOp>(inner))
+      if (llvm::is_contained(loops, unsigned(idx.getDim())))
+        return WalkResult::interrupt();
+    for (Value v : inner->getOperands())
+      if (facts.count(v) && !op->isAncestor(v.getParentRegion()->getParentOp()))
+        return WalkResult::interrupt();
+    return WalkResult::advance();
+  });
+  if (r.wasInterrupted())
+    return op->emitError("cannot split: the body reads a split value or "
+                         "the index of a split loop");
   return success();
 }
 
 LogicalResult TokenDimsAnalysis::visitLinalg(linalg::LinalgOp op) {
   // Map the known token dims of any operand to loop dims.
   SmallVector<unsigned> loops;
+  int64_t outer = 1;
   auto iters = op.getIteratorTypesArray();
+  bool reduces = false;
   for (OpOperand &operand : op->getOpOperands()) {
     auto it = facts.find(operand.get());
     if (it == facts.end())
       continue;
     AffineMap map = op.getMatchingIndexingMap(&operand);
+    outer = it->second.outer;
     for (int64_t d = it->second.start; d < it->second.start + it->second.count;
          ++d) {
       auto dim = dyn_cast<AffineDimExpr>(map.getResult(d));
@@ -119,14 +192,44 @@ LogicalResult TokenDimsAnalysis::visitLinalg(linalg::LinalgOp op) {
                << operand.getOperandNumber()
                << " is indexed by an expression on its token dim " << d;
       }
-      if (iters[dim.getPosition()] != utils::IteratorType::parallel)
-        return op->emitError("cannot split along tokens: the op reduces "
-                             "over the token dimension")
-               << hint();
+      // A unit dim the canonical form folded in carries no data; leaving
+      // it out lets a transpose move it ([1, h, s, d] -> [d, h, s, 1]).
+      if (tp && shapeOf(operand.get())[d] == 1 && it->second.count > 1)
+        continue;
+      if (iters[dim.getPosition()] != utils::IteratorType::parallel) {
+        if (!tp)
+          return op->emitError("cannot split along tokens: the op reduces "
+                               "over the token dimension")
+                 << hint();
+        reduces = true;
+      }
       loops.push_back(dim.getPosition());
     }
     break;
   }
+  // Tensor parallelism: a matmul over a split K (from a zero init) is
+  // row-parallel; each rank's result is a partial sum.
+  if (reduces) {
+    auto fill = op.getDpsInits()[0].getDefiningOp<linalg::FillOp>();
+    auto zero =
+        fill ? fill.getInputs()[0].getDefiningOp<arith::ConstantOp>() : nullptr;
+    bool isZero = false;
+    if (zero)
+      if (auto f = dyn_cast<FloatAttr>(zero.getValue()))
+        isZero = f.getValue().isZero();
+    bool allReduce = llvm::all_of(loops, [&](unsigned l) {
+      return iters[l] == utils::IteratorType::reduction;
+    });
+    if (!isa<linalg::MatmulOp, linalg::BatchMatmulOp>(op) || !isZero ||
+        !allReduce || op->getNumResults() != 1 ||
+        facts.count(op->getResult(0)) || facts.count(op.getDpsInits()[0]) ||
+        (claimed && claimed->count(op->getResult(0))))
+      return op->emitError("cannot split: the op reduces over the split "
+                           "dimension");
+    pendingPartial = op;
+  }
+  if (tp && failed(checkBody(op, loops)))
+    return failure();
   for (OpResult res : op->getResults()) {
     auto it = facts.find(res);
     if (it == facts.end() || !loops.empty())
@@ -148,7 +251,7 @@ LogicalResult TokenDimsAnalysis::visitLinalg(linalg::LinalgOp op) {
           pos.push_back(i);
     bool isInit = op.isDpsInit(&operand);
     if (pos.empty()) {
-      if (isInit)
+      if (isInit && !reduces)
         return op->emitError("cannot split along tokens: result ")
                << operand.getOperandNumber()
                << " does not carry the token dimension";
@@ -161,7 +264,7 @@ LogicalResult TokenDimsAnalysis::visitLinalg(linalg::LinalgOp op) {
       return op->emitError("cannot split along tokens: operand ")
              << operand.getOperandNumber()
              << " holds the token dims out of order or in part" << hint();
-    TokenDims dims{pos.front(), int64_t(pos.size())};
+    TokenDims dims{pos.front(), int64_t(pos.size()), outer};
     if (failed(set(operand.get(), dims, op)))
       return failure();
     if (isInit && failed(set(op.getTiedOpResult(&operand), dims, op)))
@@ -210,31 +313,55 @@ LogicalResult TokenDimsAnalysis::visitReshape(Operation *op, Value src,
                          "merge or split of dims");
   auto it = facts.find(bigV);
   if (it != facts.end()) {
+    TokenDims f = it->second;
     // A merge keeps the split when the split dims lead their groups: no
     // non-unit dim before them (which would interleave blocks); inner dims
     // after them may join the last group ([B, S] -> [B * S] with B split).
+    // Tensor parallelism may merge unsplit dims before a split one into a
+    // dim with an outer part ([B, H] -> [B * H] with H split).
     int64_t first = -1, last = -1;
     for (auto [gi, g] : llvm::enumerate(groups))
       for (int64_t d : g)
-        if (d >= it->second.start && d < it->second.start + it->second.count) {
+        if (d >= f.start && d < f.start + f.count) {
           if (first < 0)
             first = gi;
           last = gi;
         }
-    for (int64_t gi = first; gi <= last; ++gi)
-      for (int64_t d : groups[gi])
-        if (big[d] != 1 &&
-            (d < it->second.start ||
-             (d >= it->second.start + it->second.count && gi != last)))
-          return op->emitError("cannot split along tokens: the reshape "
-                               "merges token and non-token dims");
-    if (failed(set(smallV, TokenDims{first, last - first + 1}, op)))
-      return failure();
+    int64_t prefix = 1;
+    for (int64_t d : groups[first])
+      if (d < f.start)
+        prefix *= big[d];
+    if (tp && first == last && (prefix > 1 || f.outer > 1)) {
+      if (failed(set(smallV, TokenDims{first, 1, prefix * f.outer}, op)))
+        return failure();
+    } else {
+      if (f.outer > 1)
+        return op->emitError("cannot split: the reshape merges a split dim "
+                             "that has an outer part with other dims");
+      for (int64_t gi = first; gi <= last; ++gi)
+        for (int64_t d : groups[gi])
+          if (big[d] != 1 &&
+              (d < f.start || (d >= f.start + f.count && gi != last)))
+            return op->emitError("cannot split along tokens: the reshape "
+                                 "merges token and non-token dims");
+      if (failed(set(smallV, TokenDims{first, last - first + 1}, op)))
+        return failure();
+    }
   }
   it = facts.find(smallV);
   if (it != facts.end()) {
-    int64_t start = groups[it->second.start].front();
-    int64_t end = groups[it->second.start + it->second.count - 1].back();
+    TokenDims f = it->second;
+    int64_t start = groups[f.start].front();
+    int64_t end = groups[f.start + f.count - 1].back();
+    if (f.outer > 1) {
+      // The outer part is whole leading dims of the group.
+      int64_t prod = 1;
+      while (start <= end && prod < f.outer)
+        prod *= big[start++];
+      if (prod != f.outer || start > end)
+        return op->emitError("cannot split: the reshape cuts the outer part "
+                             "of a split dim");
+    }
     if (failed(set(bigV, TokenDims{start, end - start + 1}, op)))
       return failure();
   }
@@ -251,6 +378,13 @@ LogicalResult TokenDimsAnalysis::visit(Operation *op) {
   auto known = [&](ValueRange vs) {
     return llvm::any_of(vs, [&](Value v) { return v && facts.count(v); });
   };
+  // Tensor parallelism stops at the MoE ops (the experts have their own
+  // split), collectives, the function's results and ops it does not know.
+  if (tp && (isa<moe::MoEDialect, shard::ShardDialect>(op->getDialect()) ||
+             isa<func::ReturnOp>(op)))
+    return known(op->getOperands()) || known(op->getResults())
+               ? op->emitError("a boundary of the tensor-parallel region")
+               : success();
   TokenDims rows{0, 1};
   if (auto r = dyn_cast<moe::RouteOp>(op))
     return all({r.getLogits(), r.getWeights(), r.getIndices()}, rows);
@@ -336,6 +470,8 @@ LogicalResult TokenDimsAnalysis::visit(Operation *op) {
         return all({a.getInput(), a.getResult()}, it->second);
     return success();
   }
+  if (tp && isa<arith::ConstantOp>(op))
+    return success(); // sliced per rank
   if (auto c = dyn_cast<arith::ConstantOp>(op); c && known(c->getResults())) {
     // A constant the same for every token block (the causal mask an
     // exporter materialised per sequence, [B, 1, S, S]) is split like the
@@ -372,6 +508,94 @@ LogicalResult TokenDimsAnalysis::run(func::FuncOp func) {
         return failure();
   }
   return success();
+}
+
+int64_t TokenDimsAnalysis::columnSplits() const {
+  int64_t count = 0;
+  for (Operation *op : members)
+    if (auto m = dyn_cast<linalg::MatmulOp>(op))
+      if (!partials.contains(op) && facts.count(m.getInputs()[1]))
+        ++count;
+  return count;
+}
+
+int64_t TokenDimsAnalysis::splitWeightBytes() const {
+  int64_t bytes = 0;
+  for (auto &[v, d] : facts) {
+    auto c = v.getDefiningOp<arith::ConstantOp>();
+    auto t = dyn_cast<RankedTensorType>(v.getType());
+    if (!c || !t || !t.hasStaticShape())
+      continue;
+    if (auto dense = dyn_cast<DenseElementsAttr>(c.getValue());
+        dense && dense.isSplat())
+      continue;
+    bytes += t.getNumElements() *
+             int64_t(llvm::divideCeil(t.getElementTypeBitWidth(), 8));
+  }
+  return bytes;
+}
+
+void TokenDimsAnalysis::grow(func::FuncOp func, Value seed, TokenDims dims,
+                             const DenseSet<Value> &c,
+                             const DenseSet<Value> &shared) {
+  tp = true;
+  claimed = &c;
+  Block &top = func.getBody().front();
+  // Failed visits are the region's boundaries, not errors.
+  ScopedDiagnosticHandler quiet(func.getContext(), [](Diagnostic &d) {
+    LLVM_DEBUG(llvm::dbgs()
+               << "  stop: " << d.getLocation() << ": " << d.str() << "\n");
+    return success();
+  });
+  if (failed(set(seed, dims, func.getOperation())))
+    return;
+  while (!worklist.empty()) {
+    Value v = worklist.pop_back_val();
+    if (!facts.count(v))
+      continue; // a fact a failed visit took back
+    // A constant's split belongs to the use that set it: its other users
+    // (a norm weight of all ones the exporter shares between layers) do
+    // not join the region.
+    // The same holds for a value computed from constants alone that
+    // several ops read (a slice of a zero buffer the layers' ScatterNDs
+    // share): it is sliced where the region reads it.
+    if (v.getDefiningOp<arith::ConstantOp>() || shared.contains(v))
+      continue;
+    SmallVector<Operation *> ops;
+    if (Operation *def = v.getDefiningOp())
+      ops.push_back(def);
+    for (Operation *user : v.getUsers())
+      if (Operation *a = top.findAncestorOpInBlock(*user))
+        ops.push_back(a);
+    for (Operation *op : ops) {
+      if (boundaries.contains(op))
+        continue;
+      journal.clear();
+      pendingPartial = nullptr;
+      if (succeeded(visit(op))) {
+        members.insert(op);
+        if (pendingPartial) {
+          partials.insert(pendingPartial);
+          partialResults.insert(pendingPartial->getResult(0));
+          // A split in the residual stream reaches every later layer's
+          // projections: stop early, the region is not kept.
+          if (int64_t(partials.size()) > columnSplits() + 1) {
+            aborted = true;
+            return;
+          }
+        }
+        continue;
+      }
+      LLVM_DEBUG(llvm::dbgs() << "  boundary " << op->getName() << " at "
+                              << op->getLoc() << "\n");
+      for (Value j : journal)
+        facts.erase(j);
+      boundaries.insert(op);
+      members.remove(op);
+      if (partials.remove(op))
+        partialResults.erase(op->getResult(0));
+    }
+  }
 }
 
 bool moec::isUniformAlong(arith::ConstantOp c, TokenDims dims) {
@@ -440,10 +664,130 @@ FailureOr<DenseMap<Value, TokenDims>> moec::analyzeTokenDims(func::FuncOp func,
   return std::move(a.facts);
 }
 
+/// A weight: a constant, or a transpose (or other copy) of one.
+static bool isWeight(Value v) {
+  Operation *def = v.getDefiningOp();
+  if (isa_and_nonnull<arith::ConstantOp>(def))
+    return true;
+  auto l = dyn_cast_or_null<linalg::LinalgOp>(def);
+  return l && l.getNumDpsInputs() == 1 &&
+         l.getDpsInputs()[0].getDefiningOp<arith::ConstantOp>();
+}
+
+SmallVector<SplitRegion> moec::analyzeTensorParallel(func::FuncOp func,
+                                                     int64_t n) {
+  unshareInits(func);
+  SmallVector<linalg::MatmulOp> seeds;
+  for (auto m : func.getBody().front().getOps<linalg::MatmulOp>()) {
+    auto b = cast<ShapedType>(m.getInputs()[1].getType());
+    if (b.getRank() == 2 && b.hasStaticShape() && b.getDimSize(1) % n == 0 &&
+        isWeight(m.getInputs()[1]))
+      seeds.push_back(m);
+  }
+  // Values computed from constants alone, read by more than one op.
+  DenseSet<Value> constantLike, shared;
+  for (Operation &op : func.getBody().front()) {
+    if (op.getNumRegions() && !isa<linalg::LinalgOp>(op))
+      continue;
+    if (!isa<arith::ConstantOp>(op) &&
+        (!isMemoryEffectFree(&op) ||
+         !llvm::all_of(op.getOperands(),
+                       [&](Value v) { return constantLike.contains(v); })))
+      continue;
+    for (Value res : op.getResults()) {
+      constantLike.insert(res);
+      if (!isa<arith::ConstantOp, tensor::EmptyOp>(op) && !res.hasOneUse())
+        shared.insert(res);
+    }
+  }
+  // A region is kept when it ends in partial sums (Megatron's column then
+  // row split) or only at the results (the LM head's logits), with no more
+  // row-parallel matmuls than column-parallel ones: a column split that
+  // runs into the residual stream (an output projection seeded on its own)
+  // would make every later layer's projections partial sums.
+  auto keep = [](const TokenDimsAnalysis &a) {
+    if (a.aborted)
+      return false;
+    bool atResults =
+        !a.boundaries.empty() && llvm::all_of(a.boundaries, [](Operation *op) {
+          return isa<func::ReturnOp>(op);
+        });
+    if (a.partials.empty() && !atResults)
+      return false;
+    return int64_t(a.partials.size()) <= a.columnSplits();
+  };
+  // Every seed's region on its own; the ones that split the most weight
+  // bytes go first (DeepSeek's attention, seeded at q_b_proj or kv_b_proj,
+  // before the q_a_proj -> q_b_proj pair, so that q_a_proj stays whole as
+  // in vLLM), then each is grown again around the regions already taken.
+  struct Candidate {
+    linalg::MatmulOp seed;
+    int64_t weightBytes;
+  };
+  SmallVector<Candidate> candidates;
+  DenseSet<Value> none;
+  for (linalg::MatmulOp m : seeds) {
+    TokenDimsAnalysis a(n);
+    a.grow(func, m.getResult(0), TokenDims{1, 1}, none, shared);
+    if (keep(a))
+      candidates.push_back({m, a.splitWeightBytes()});
+  }
+  llvm::stable_sort(candidates, [](const Candidate &x, const Candidate &y) {
+    return x.weightBytes > y.weightBytes;
+  });
+  SmallVector<std::pair<Operation *, SplitRegion>> taken;
+  DenseSet<Value> claimed;
+  for (const Candidate &c : candidates) {
+    linalg::MatmulOp m = c.seed;
+    if (claimed.count(m.getResult(0)))
+      continue;
+    TokenDimsAnalysis a(n);
+    a.grow(func, m.getResult(0), TokenDims{1, 1}, claimed, shared);
+    if (!keep(a))
+      continue;
+    LLVM_DEBUG(llvm::dbgs()
+               << "region at " << m.getLoc() << ": " << a.members.size()
+               << " ops, " << a.partials.size() << " partial sums, "
+               << a.boundaries.size() << " boundaries, " << c.weightBytes
+               << " weight bytes split\n");
+    // Constants (and values computed from them alone) are sliced per use:
+    // other regions may split them too.
+    for (auto &[v, d] : a.facts)
+      if (!constantLike.contains(v))
+        claimed.insert(v);
+    for (Operation *p : a.partials)
+      claimed.insert(p->getResult(0));
+    taken.push_back({m,
+                     {std::move(a.facts), std::move(a.boundaries),
+                      std::move(a.partials), std::move(a.members)}});
+  }
+  // In program order, so that the rewrite does not depend on the sizes.
+  DenseMap<Operation *, int64_t> index;
+  for (Operation &op : func.getBody().front())
+    index[&op] = int64_t(index.size());
+  llvm::stable_sort(taken, [&](const auto &x, const auto &y) {
+    return index.lookup(x.first) < index.lookup(y.first);
+  });
+  SmallVector<SplitRegion> regions;
+  for (auto &[seed, region] : taken)
+    regions.push_back(std::move(region));
+  return regions;
+}
+
 FailureOr<SmallVector<int64_t>> moec::localShape(ArrayRef<int64_t> shape,
                                                  TokenDims dims, int64_t n,
                                                  std::string &why) {
   SmallVector<int64_t> local(shape);
+  if (dims.outer > 1) {
+    int64_t size = shape[dims.start];
+    if (dims.count != 1 || ShapedType::isDynamic(size) ||
+        size % (dims.outer * n) != 0) {
+      why = "a merged dim does not split evenly";
+      return failure();
+    }
+    local[dims.start] = size / n;
+    return local;
+  }
   int64_t rem = n;
   for (int64_t d = dims.start; d < dims.start + dims.count && rem > 1; ++d) {
     if (ShapedType::isDynamic(local[d])) {

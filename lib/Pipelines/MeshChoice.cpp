@@ -70,7 +70,9 @@ LogicalResult moec::chooseMesh(ModuleOp module, const MeshChoiceOptions &choice,
       // The per-rank shapes are enough for the report: no kernel outlining.
       PassManager pm(module.getContext());
       buildShardPipeline(pm, candOpts);
-      pm.addPass(createMoEPartition());
+      MoEPartitionOptions partitionOpts;
+      partitionOpts.denseTp = candOpts.denseTp;
+      pm.addPass(createMoEPartition(partitionOpts));
       if (failed(pm.run(*copy))) {
         c.why = firstError.empty() ? "does not shard" : firstError;
       } else {

@@ -32,6 +32,12 @@ std::string moec::checkBatchMatmul(StringRef batchMatmul) {
   return "'" + batchMatmul.str() + "': expected blas or kernel";
 }
 
+std::string moec::checkDenseTp(StringRef denseTp) {
+  if (denseTp == "megatron" || denseTp == "replicated")
+    return "";
+  return "'" + denseTp.str() + "': expected megatron or replicated";
+}
+
 std::string moec::verifyPipelineOptions(const MoecPipelineOptions &options) {
   std::string err = checkPrecision(options.precision);
   if (!err.empty())
@@ -39,6 +45,9 @@ std::string moec::verifyPipelineOptions(const MoecPipelineOptions &options) {
   err = checkBatchMatmul(options.batchMatmul);
   if (!err.empty())
     return "batch-matmul " + err;
+  err = checkDenseTp(options.denseTp);
+  if (!err.empty())
+    return "dense-tp " + err;
   if (options.tokenSplit != "auto" && options.tokenSplit != "model" &&
       options.tokenSplit != "moe")
     return "token-split '" + options.tokenSplit.getValue() +
@@ -96,7 +105,9 @@ void moec::buildShardPipeline(OpPassManager &pm,
 
 void moec::buildLowerPipeline(OpPassManager &pm,
                               const MoecPipelineOptions &options) {
-  pm.addPass(createMoEPartition());
+  MoEPartitionOptions partitionOpts;
+  partitionOpts.denseTp = options.denseTp;
+  pm.addPass(createMoEPartition(partitionOpts));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
   // Dense regions become generated kernels (fused elementwise chains).

@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "TensorParallel.h"
 #include "TokenSlice.h"
 
 #include "moec/Analysis/ConstantBytes.h"
@@ -34,188 +35,6 @@ using namespace mlir;
 using namespace moec;
 
 namespace {
-
-/// A linalg.generic that is elementwise (all loops parallel, identity maps
-/// on every operand of the result's rank).
-bool isElementwise(linalg::GenericOp g) {
-  if (g.getNumDpsInits() != 1 ||
-      llvm::any_of(g.getIteratorTypesArray(), [](utils::IteratorType t) {
-        return t != utils::IteratorType::parallel;
-      }))
-    return false;
-  return llvm::all_of(g.getIndexingMapsArray(),
-                      [](AffineMap m) { return m.isIdentity(); });
-}
-
-/// Megatron-style tensor parallelism of the dense shared-expert FFNs: the
-/// first matmuls' weight columns and the last matmul's weight rows are cut
-/// over the tp axis (moe.tp_slice), the elementwise ops between them work on
-/// the rank's columns, and the last matmul's partial sums are all-reduced.
-/// A shared expert whose shape does not fit this is left replicated.
-void splitSharedExperts(func::FuncOp func, int64_t tpAxis, int64_t tp) {
-  SmallVector<linalg::MatmulOp> shared;
-  func.walk([&](linalg::MatmulOp m) {
-    if (m->hasAttr("moe.shared_expert"))
-      shared.push_back(m);
-  });
-  for (linalg::MatmulOp down : shared) {
-    // Walk back from the down projection's input through elementwise ops to
-    // the up/gate matmuls.
-    // Elementwise generics and reshapes that keep the FFN dim innermost
-    // (DeepSeek's exports go [T, F] -> [B, S, F] -> [T, F] around the
-    // activation).
-    SmallVector<Operation *> between;
-    SetVector<linalg::MatmulOp> ups;
-    SmallVector<Value> work{down.getInputs()[0]};
-    bool ok = true;
-    auto lastDim = [](Value v) {
-      auto t = cast<RankedTensorType>(v.getType());
-      return t.getRank() ? t.getDimSize(t.getRank() - 1) : int64_t(-1);
-    };
-    while (!work.empty() && ok) {
-      Value v = work.pop_back_val();
-      Operation *def = v.getDefiningOp();
-      if (auto m = dyn_cast_or_null<linalg::MatmulOp>(def)) {
-        ok = m->hasAttr("moe.shared_expert") && m != down;
-        ups.insert(m);
-      } else if (auto g = dyn_cast_or_null<linalg::GenericOp>(def)) {
-        ok = isElementwise(g);
-        if (!llvm::is_contained(between, def)) {
-          between.push_back(def);
-          for (Value in : g.getDpsInputs())
-            work.push_back(in);
-        }
-      } else if (isa_and_nonnull<tensor::ReshapeOp, tensor::CollapseShapeOp,
-                                 tensor::ExpandShapeOp>(def)) {
-        Value src = def->getOperand(0);
-        auto rt = cast<RankedTensorType>(def->getResult(0).getType());
-        ok = rt.hasStaticShape() && lastDim(src) == lastDim(def->getResult(0));
-        if (auto c = dyn_cast<tensor::CollapseShapeOp>(def))
-          ok &= c.getReassociationIndices().back().size() == 1;
-        if (auto e = dyn_cast<tensor::ExpandShapeOp>(def))
-          ok &= e.getReassociationIndices().back().size() == 1;
-        if (ok && !llvm::is_contained(between, def)) {
-          between.push_back(def);
-          work.push_back(src);
-        }
-      } else {
-        ok = false;
-      }
-    }
-    if (!ok || ups.empty())
-      continue;
-    auto constB = [](linalg::MatmulOp m) {
-      return m.getInputs()[1].getDefiningOp<arith::ConstantOp>();
-    };
-    int64_t f =
-        cast<RankedTensorType>(down.getInputs()[0].getType()).getDimSize(1);
-    ok = constB(down) && f % tp == 0;
-    for (linalg::MatmulOp u : ups)
-      ok &= bool(constB(u));
-    // Every value between must stay inside the expert: no other users.
-    for (Operation *g : between)
-      ok &= llvm::all_of(g->getUsers(), [&](Operation *u) {
-        return u == down || llvm::is_contained(between, u);
-      });
-    for (linalg::MatmulOp u : ups)
-      ok &= llvm::all_of(u->getUsers(), [&](Operation *x) {
-        return llvm::is_contained(between, x) || x == down;
-      });
-    if (!ok)
-      continue;
-
-    OpBuilder b(func.getContext());
-    Location loc = down.getLoc();
-    IRMapping map;
-    auto slice = [&](Value w, int64_t dim) -> Value {
-      auto t = cast<RankedTensorType>(w.getType());
-      SmallVector<int64_t> shape(t.getShape());
-      shape[dim] /= tp;
-      return moe::TpSliceOp::create(
-          b, loc, RankedTensorType::get(shape, t.getElementType()), w,
-          kGridName, uint64_t(tpAxis), uint64_t(dim));
-    };
-    auto zeroInit = [&](RankedTensorType t) -> Value {
-      Value e =
-          tensor::EmptyOp::create(b, loc, t.getShape(), t.getElementType());
-      Value z =
-          arith::ConstantOp::create(b, loc, b.getZeroAttr(t.getElementType()));
-      return linalg::FillOp::create(b, loc, z, e).getResult(0);
-    };
-    auto splitType = [&](Type t) {
-      auto r = cast<RankedTensorType>(t);
-      SmallVector<int64_t> shape(r.getShape());
-      shape.back() /= tp;
-      return RankedTensorType::get(shape, r.getElementType());
-    };
-    // Column-split the up/gate matmuls (in program order).
-    SmallVector<Operation *> order(ups.begin(), ups.end());
-    order.append(between.begin(), between.end());
-    llvm::sort(order, [](Operation *a, Operation *c) {
-      return a->isBeforeInBlock(c);
-    });
-    for (Operation *op : order) {
-      b.setInsertionPoint(op);
-      if (auto u = dyn_cast<linalg::MatmulOp>(op)) {
-        auto t = splitType(u.getResult(0).getType());
-        auto m = linalg::MatmulOp::create(
-            b, loc, ValueRange{u.getInputs()[0], slice(u.getInputs()[1], 1)},
-            ValueRange{zeroInit(t)});
-        m->setAttrs(u->getDiscardableAttrDictionary());
-        map.map(u.getResult(0), m.getResult(0));
-        continue;
-      }
-      if (isa<tensor::ReshapeOp, tensor::CollapseShapeOp,
-              tensor::ExpandShapeOp>(op)) {
-        auto t = splitType(op->getResult(0).getType());
-        Value src = map.lookupOrDefault(op->getOperand(0));
-        Value r;
-        if (auto c = dyn_cast<tensor::CollapseShapeOp>(op)) {
-          r = tensor::CollapseShapeOp::create(b, loc, t, src,
-                                              c.getReassociationIndices());
-        } else if (auto e = dyn_cast<tensor::ExpandShapeOp>(op)) {
-          r = tensor::ExpandShapeOp::create(b, loc, t, src,
-                                            e.getReassociationIndices());
-        } else {
-          auto rs = cast<tensor::ReshapeOp>(op);
-          auto shapeT = cast<RankedTensorType>(rs.getShape().getType());
-          Value shape = arith::ConstantOp::create(
-              b, loc,
-              DenseIntElementsAttr::get(shapeT,
-                                        ArrayRef<int64_t>(t.getShape())));
-          r = tensor::ReshapeOp::create(b, loc, t, src, shape);
-        }
-        map.map(op->getResult(0), r);
-        continue;
-      }
-      auto g = cast<linalg::GenericOp>(op);
-      auto t = splitType(g.getResult(0).getType());
-      Value init =
-          tensor::EmptyOp::create(b, loc, t.getShape(), t.getElementType());
-      map.map(g.getDpsInits()[0], init);
-      Operation *c = b.clone(*g, map);
-      c->getResult(0).setType(t);
-      map.map(g.getResult(0), c->getResult(0));
-    }
-    // Row-split the down matmul; all-reduce its partial sums.
-    b.setInsertionPoint(down);
-    auto outT = cast<RankedTensorType>(down.getResult(0).getType());
-    auto m =
-        linalg::MatmulOp::create(b, loc,
-                                 ValueRange{map.lookup(down.getInputs()[0]),
-                                            slice(down.getInputs()[1], 0)},
-                                 ValueRange{zeroInit(outT)});
-    m->setAttrs(down->getDiscardableAttrDictionary());
-    Value sum = shard::AllReduceOp::create(b, loc, outT, kGridName.str(),
-                                           ArrayRef<int16_t>{int16_t(tpAxis)},
-                                           m.getResult(0));
-    down.getResult(0).replaceAllUsesWith(sum);
-    down->erase();
-    for (Operation *op : llvm::reverse(order))
-      if (op->use_empty())
-        op->erase();
-  }
-}
 
 /// Hybrid token split: each dp group holds whole sequences (the local
 /// shapes above); every MoE layer's rows are padded and sliced over ep
@@ -260,8 +79,14 @@ LogicalResult sliceHybridRows(func::FuncOp func, const MeshSpec &spec) {
 }
 
 struct MoEPartitionPass : moec::impl::MoEPartitionBase<MoEPartitionPass> {
+  using Base::Base;
   void runOnOperation() override {
     ModuleOp module = getOperation();
+    if (denseTp != "megatron" && denseTp != "replicated") {
+      module.emitError("moe-partition: dense-tp '")
+          << denseTp << "': expected megatron or replicated";
+      return signalPassFailure();
+    }
     shard::GridOp grid = getMeshGrid(module);
     if (!grid) {
       module.emitError("moe-partition needs the device grid: run moe-shard "
@@ -366,35 +191,12 @@ struct MoEPartitionPass : moec::impl::MoEPartitionBase<MoEPartitionPass> {
         c.erase();
       }
       // Static shapes held by ops.
-      OpBuilder b(&getContext());
-      WalkResult fixed = func.walk([&](Operation *op) {
-        if (auto e = dyn_cast<tensor::ExpandShapeOp>(op)) {
-          e.setStaticOutputShape(e.getResultType().getShape());
-        } else if (auto s = dyn_cast<tensor::ExtractSliceOp>(op)) {
-          // Rank-preserving (the analysis checked): the sizes are the
-          // local result's.
-          if (facts->count(s.getResult()))
-            s.setStaticSizes(s.getResultType().getShape());
-        } else if (auto r = dyn_cast<tensor::ReshapeOp>(op)) {
-          if (!facts->count(r.getResult()))
-            return WalkResult::advance();
-          auto shapeT = cast<RankedTensorType>(r.getShape().getType());
-          b.setInsertionPoint(r);
-          SmallVector<int64_t> dims(r.getResultType().getShape());
-          auto c = arith::ConstantOp::create(
-              b, r.getLoc(),
-              DenseIntElementsAttr::get(shapeT, ArrayRef<int64_t>(dims)));
-          r.getShapeMutable().assign(c);
-        }
-        return WalkResult::advance();
-      });
-      if (fixed.wasInterrupted())
-        return signalPassFailure();
+      fixStaticShapes(func, [&](Value v) { return facts->count(v) > 0; });
       MeshSpec spec = meshSpecOf(grid);
       if (isTokenHybrid(grid) && failed(sliceHybridRows(func, spec)))
         return signalPassFailure();
-      if (spec.size("tp") > 1)
-        splitSharedExperts(func, spec.index("tp"), spec.size("tp"));
+      if (spec.size("tp") > 1 && denseTp == "megatron")
+        splitTensorParallel(func, spec.index("tp"), spec.size("tp"));
       func.setType(FunctionType::get(
           &getContext(), func.getBody().getArgumentTypes(),
           func.getBody().back().getTerminator()->getOperandTypes()));

@@ -54,17 +54,70 @@
 // Tensor parallelism of a shared expert whose activation runs between
 // reshapes ([T, F] -> [B, S, F] -> [T, F], as DeepSeek's exports): ep=2,tp=2
 // gives each rank 12 tokens and half of F=32; the gate/up weights are cut by
-// columns, the down weight by rows, the reshapes get the local shapes, and
-// the partial sums are all-reduced over tp.
+// columns, the down weight by rows (splat weights: resized), the reshapes
+// get the local shapes, and the partial sums are all-reduced over tp. The
+// router stays whole.
 // RUN: moe-opt %S/Inputs/shared-expert.mlir --moe-shard="mesh=ep=2,tp=2" --moe-place-experts --moe-insert-all-to-all --moe-partition | FileCheck %s --check-prefix=SHARED
-// SHARED: %[[G:.*]] = moe.tp_slice %{{.*}} on @mesh axis = 1 dim = 1 : tensor<16x32xf32> -> tensor<16x16xf32>
+// SHARED-DAG: %[[G:.*]] = arith.constant dense<5.000000e-02> : tensor<16x16xf32>
+// SHARED-DAG: %[[U:.*]] = arith.constant dense<6.000000e-02> : tensor<16x16xf32>
+// SHARED-DAG: %[[D:.*]] = arith.constant dense<7.000000e-02> : tensor<16x16xf32>
+// SHARED: linalg.matmul ins(%{{.*}}, %{{.*}} : tensor<12x16xf32>, tensor<16x8xf32>)
 // SHARED: %[[GM:.*]] = linalg.matmul {moe.shared_expert = 0 : i64} ins(%{{.*}}, %[[G]] : tensor<12x16xf32>, tensor<16x16xf32>)
-// SHARED: moe.tp_slice %{{.*}} on @mesh axis = 1 dim = 1 : tensor<16x32xf32> -> tensor<16x16xf32>
-// SHARED: %[[S3:.*]] = arith.constant dense<[1, 12, 16]> : tensor<3xi64>
-// SHARED: tensor.reshape %[[GM]](%[[S3]]) : (tensor<12x16xf32>, tensor<3xi64>) -> tensor<1x12x16xf32>
+// SHARED: %[[UM:.*]] = linalg.matmul {moe.shared_expert = 0 : i64} ins(%{{.*}}, %[[U]] : tensor<12x16xf32>, tensor<16x16xf32>)
+// SHARED: tensor.reshape %[[GM]](%{{.*}}) : (tensor<12x16xf32>, tensor<3xi64>) -> tensor<1x12x16xf32>
 // SHARED: %[[H3:.*]] = linalg.generic {{.*}} outs(%{{.*}} : tensor<1x12x16xf32>) attrs = {moe.shared_expert = 0 : i64}
-// SHARED: %[[S2:.*]] = arith.constant dense<[12, 16]> : tensor<2xi64>
-// SHARED: %[[H:.*]] = tensor.reshape %[[H3]](%[[S2]]) : (tensor<1x12x16xf32>, tensor<2xi64>) -> tensor<12x16xf32>
-// SHARED: %[[D:.*]] = moe.tp_slice %{{.*}} on @mesh axis = 1 dim = 0 : tensor<32x16xf32> -> tensor<16x16xf32>
+// SHARED: %[[H:.*]] = tensor.reshape %[[H3]](%{{.*}}) : (tensor<1x12x16xf32>, tensor<2xi64>) -> tensor<12x16xf32>
 // SHARED: %[[P:.*]] = linalg.matmul {moe.shared_expert = 0 : i64} ins(%[[H]], %[[D]] : tensor<12x16xf32>, tensor<16x16xf32>)
-// SHARED: shard.all_reduce %[[P]] on @mesh grid_axes = [1] : tensor<12x16xf32> -> tensor<12x16xf32>
+// SHARED: shard.all_reduce %[[P]] on @mesh grid_axes = [1] {moe.tensor_parallel} : tensor<12x16xf32> -> tensor<12x16xf32>
+
+// Megatron tensor parallelism of a whole decoder layer (tp-block.mlir: GQA
+// attention with 4 query and 2 KV heads, a SwiGLU MLP, an LM head), tp=2:
+// Q/K/V cut by columns (heads), the output projection by rows, then an
+// all-reduce; gate/up by columns, down by rows, an all-reduce; the LM head
+// by columns (vocab) with an all-gather of the logits at the result. The
+// norms stay whole (they read the all-reduced residual stream).
+// RUN: moe-opt %S/Inputs/tp-block.mlir --moe-shard="mesh=tp=2" --moe-place-experts --moe-insert-all-to-all --moe-partition | FileCheck %s --check-prefix=TP2
+// TP2-DAG: %[[LM:.*]] = moe.tp_slice %{{.*}} on @mesh axis = 1 dim = 1 : tensor<8x16xf32> -> tensor<8x8xf32>
+// TP2-DAG: %[[DOWN:.*]] = moe.tp_slice %{{.*}} on @mesh axis = 1 dim = 0 : tensor<16x8xf32> -> tensor<8x8xf32>
+// TP2-DAG: %[[O:.*]] = moe.tp_slice %{{.*}} on @mesh axis = 1 dim = 0 : tensor<8x8xf32> -> tensor<4x8xf32>
+// TP2-DAG: %[[K:.*]] = moe.tp_slice %{{.*}} on @mesh axis = 1 dim = 1 : tensor<8x4xf32> -> tensor<8x2xf32>
+// TP2-DAG: %[[Q:.*]] = moe.tp_slice %{{.*}} on @mesh axis = 1 dim = 1 : tensor<8x8xf32> -> tensor<8x4xf32>
+// TP2: linalg.reduce ins(%{{.*}} : tensor<1x4x8xf32>)
+// TP2: linalg.matmul ins(%{{.*}}, %[[Q]] : tensor<4x8xf32>, tensor<8x4xf32>)
+// TP2: linalg.matmul ins(%{{.*}}, %[[K]] : tensor<4x8xf32>, tensor<8x2xf32>)
+// TP2: linalg.batch_matmul ins(%{{.*}}, %{{.*}} : tensor<2x4x2xf32>, tensor<2x2x4xf32>)
+// TP2: linalg.batch_matmul ins(%{{.*}}, %{{.*}} : tensor<2x4x4xf32>, tensor<2x4x2xf32>)
+// TP2: %[[OP:.*]] = linalg.matmul ins(%{{.*}}, %[[O]] : tensor<4x4xf32>, tensor<4x8xf32>)
+// TP2-NEXT: shard.all_reduce %[[OP]] on @mesh grid_axes = [1] {moe.tensor_parallel} : tensor<4x8xf32> -> tensor<4x8xf32>
+// TP2: linalg.reduce ins(%{{.*}} : tensor<1x4x8xf32>)
+// TP2: %[[DP:.*]] = linalg.matmul ins(%{{.*}}, %[[DOWN]] : tensor<4x8xf32>, tensor<8x8xf32>)
+// TP2-NEXT: shard.all_reduce %[[DP]] on @mesh grid_axes = [1] {moe.tensor_parallel}
+// TP2: linalg.matmul ins(%{{.*}}, %[[LM]] : tensor<4x8xf32>, tensor<8x8xf32>)
+// TP2: %[[LOGITS:.*]] = shard.all_gather %{{.*}} on @mesh grid_axes = [1] gather_axis = 2 {moe.tensor_parallel} : tensor<1x4x8xf32> -> tensor<1x4x16xf32>
+// TP2-NEXT: return %[[LOGITS]]
+
+// tp=4 with 2 KV heads: as vLLM, the K/V projections stay whole (each rank
+// computes both KV heads) and each rank takes its query heads' copy after
+// repeat_kv (shard.all_slice: no data moves); Q and the output projection
+// are cut 4 ways.
+// RUN: moe-opt %S/Inputs/tp-block.mlir --moe-shard="mesh=tp=4" --moe-place-experts --moe-insert-all-to-all --moe-partition | FileCheck %s --check-prefix=GQA
+// GQA-DAG: %[[O:.*]] = moe.tp_slice %{{.*}} on @mesh axis = 1 dim = 0 : tensor<8x8xf32> -> tensor<2x8xf32>
+// GQA-DAG: %[[Q:.*]] = moe.tp_slice %{{.*}} on @mesh axis = 1 dim = 1 : tensor<8x8xf32> -> tensor<8x2xf32>
+// GQA: linalg.matmul ins(%{{.*}}, %[[Q]] : tensor<4x8xf32>, tensor<8x2xf32>)
+// GQA: linalg.matmul ins(%{{.*}}, %{{.*}} : tensor<4x8xf32>, tensor<8x4xf32>)
+// GQA: shard.all_slice %{{.*}} on @mesh grid_axes = [1] slice_axis = 0 {moe.tensor_parallel} : tensor<4x4x2xf32> -> tensor<1x4x2xf32>
+// GQA: linalg.matmul ins(%{{.*}}, %{{.*}} : tensor<4x8xf32>, tensor<8x4xf32>)
+// GQA: shard.all_slice %{{.*}} on @mesh grid_axes = [1] slice_axis = 0 {moe.tensor_parallel} : tensor<4x4x2xf32> -> tensor<1x4x2xf32>
+// GQA: linalg.batch_matmul ins(%{{.*}}, %{{.*}} : tensor<1x4x2xf32>, tensor<1x2x4xf32>)
+// GQA: %[[OP:.*]] = linalg.matmul ins(%{{.*}}, %[[O]] : tensor<4x2xf32>, tensor<2x8xf32>)
+// GQA-NEXT: shard.all_reduce %[[OP]] on @mesh grid_axes = [1] {moe.tensor_parallel} : tensor<4x8xf32> -> tensor<4x8xf32>
+
+// dense-tp=replicated: every tp rank runs the layer whole.
+// RUN: moe-opt %S/Inputs/tp-block.mlir --moe-shard="mesh=tp=2" --moe-place-experts --moe-insert-all-to-all --moe-partition="dense-tp=replicated" | FileCheck %s --check-prefix=REPL
+// REPL-NOT: moe.tp_slice
+// REPL-NOT: shard.all_reduce
+// REPL: linalg.matmul ins(%{{.*}}, %{{.*}} : tensor<4x8xf32>, tensor<8x16xf32>)
+// REPL-NOT: shard.all_gather
+// REPL: return
+// RUN: not moe-opt %S/Inputs/tp-block.mlir --moe-shard="mesh=tp=2" --moe-partition="dense-tp=columns" 2>&1 | FileCheck %s --check-prefix=BADTP
+// BADTP: error: moe-partition: dense-tp 'columns': expected megatron or replicated

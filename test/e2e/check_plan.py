@@ -14,8 +14,9 @@ mesh: `moec MODEL --mesh M ... -o plan.moeplan`, `moe-run -n WORLD plan
 max|moe-run - onnxruntime| <= tol * max|onnxruntime| (with a capacity factor
 that dropped assignments, the outputs must differ instead, and the number of
 drops must equal what the recorded routing and the capacity give), the bytes every rank's all_gather
-steps take in must equal the report's token_all_gather_bytes_per_rank
-(sequence-parallel MoE), and the
+and all_reduce steps take in must equal the report's (the MoE layers'
+token_all_gather_bytes_per_rank and tp_all_reduce_bytes_per_rank plus the
+tensor-parallel dense layers' dense_tp figures), and the
 bytes the runtime reports for dispatch and combine must equal moec's
 prediction: all of them (dropless: 2 x tokens x k x H x element size), and
 those that cross ranks (from the routing the run
@@ -226,17 +227,27 @@ def main():
                 ok &= good
         # Sequence-parallel MoE: every rank's all-gathers of the combined
         # rows take in what the report predicts per layer.
+        # Tensor-parallel dense layers: their all-gathers (logits, norms
+        # over split dims) and the all-reduces of row-parallel partial sums,
+        # beside the MoE layers' own.
+        dense = predicted.get("dense_tp", {})
         want = sum(l.get("token_all_gather_bytes_per_rank", 0)
                    for l in predicted["layers"])
+        want += dense.get("all_gather_bytes_per_rank", 0)
+        want_ar = sum(l.get("tp_all_reduce_bytes_per_rank", 0)
+                      for l in predicted["layers"])
+        want_ar += dense.get("all_reduce_bytes_per_rank", 0)
         for rr in run_report["reports"]:
-            got = sum(st.get("bytes_in", 0) for st in rr["steps"]
-                      if st["op"] == "all_gather")
-            if want or got:
-                good = got == want
-                print(f"{'ok  ' if good else 'FAIL'} {tag} rank {rr['rank']}: "
-                      f"token all-gathers took in {got} B, report predicts "
-                      f"{want} B")
-                ok &= good
+            for op, exp, what in (("all_gather", want, "all-gathers"),
+                                  ("all_reduce", want_ar, "all-reduces")):
+                got = sum(st.get("bytes_in", 0) for st in rr["steps"]
+                          if st["op"] == op)
+                if exp or got:
+                    good = got == exp
+                    print(f"{'ok  ' if good else 'FAIL'} {tag} rank "
+                          f"{rr['rank']}: {what} took in {got} B, report "
+                          f"predicts {exp} B")
+                    ok &= good
     sys.exit(0 if ok else 1)
 
 

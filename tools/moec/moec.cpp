@@ -137,6 +137,14 @@ cl::opt<std::string> batchMatmul(
              "steps: BLAS on CPU ranks, cuBLAS on GPUs) or kernel "
              "(generated loop kernels, for comparisons)"),
     cl::init("blas"), cl::cat(moecCat));
+cl::opt<std::string> denseTp(
+    "dense-tp",
+    cl::desc("Attention, dense MLPs and the LM head over the tp axis: "
+             "megatron (default; Q/K/V and up projections by columns, "
+             "output and down projections by rows, an all-reduce; the LM "
+             "head by vocab, the logits all-gathered) or replicated (every "
+             "tp rank runs them whole; only the experts split)"),
+    cl::init("megatron"), cl::cat(moecCat));
 cl::opt<bool> noRaise("no-raise",
                       cl::desc("Do not run moe-raise-experts (keep the "
                                "exported expert loops as imported)"),
@@ -197,6 +205,7 @@ void setPipelineOptions(moec::MoecPipelineOptions &opts,
   opts.redundantExperts = redundantExperts;
   opts.capacityFactor = capacityFactor;
   opts.batchMatmul = batchMatmul;
+  opts.denseTp = denseTp;
 }
 } // namespace
 
@@ -217,6 +226,8 @@ int main(int argc, char **argv) {
     return fail("--precision " + e);
   if (std::string e = moec::checkBatchMatmul(batchMatmul); !e.empty())
     return fail("--batch-matmul " + e);
+  if (std::string e = moec::checkDenseTp(denseTp); !e.empty())
+    return fail("--dense-tp " + e);
   if (tokenSplit != "auto" && tokenSplit != "model" && tokenSplit != "moe")
     return fail("--token-split '" + tokenSplit +
                 "': expected auto, model or moe");

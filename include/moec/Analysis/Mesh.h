@@ -58,6 +58,9 @@ std::string nodeName(mlir::Location loc);
 
 /// The name of the grid the sharding passes create.
 constexpr llvm::StringLiteral kGridName = "mesh";
+/// Marks the collectives moe-partition inserts for tensor-parallel dense
+/// layers (the report counts them apart from the MoE layers').
+constexpr llvm::StringLiteral kTensorParallelAttr = "moe.tensor_parallel";
 
 /// The `@mesh` shard.grid of `module`, or null.
 mlir::shard::GridOp getMeshGrid(mlir::ModuleOp module);

@@ -43,6 +43,20 @@ struct LayerComm {
   double allReduceRingBytesPerRank = 0;
 };
 
+/// Tensor parallelism of the dense layers (attention, dense MLPs, shared
+/// experts, the LM head): the collectives moe-partition inserted for them,
+/// per forward pass.
+struct DenseTpComm {
+  int64_t allReduces = 0;
+  int64_t allReduceBytesPerRank = 0; ///< payload (row-parallel partial sums)
+  double allReduceRingBytesPerRank = 0;
+  int64_t allGathers = 0;
+  int64_t allGatherBytesPerRank = 0; ///< bytes a rank takes in
+  int64_t slices = 0;                ///< all_slice: no data moves
+  /// Weights cut over tp (moe.tp_slice): their whole size, one rank's part.
+  int64_t splitWeightBytes = 0, splitWeightBytesPerRank = 0;
+};
+
 struct RankMemory {
   int64_t rank = 0;
   std::vector<int64_t> coords;
@@ -61,6 +75,7 @@ struct ShardReport {
   int64_t params = 0; ///< parameters of the whole model
   int64_t paramBytes = 0;
   std::vector<LayerComm> layers;
+  DenseTpComm denseTp;
   std::vector<RankMemory> ranks;
 
   int64_t maxRankBytes() const;

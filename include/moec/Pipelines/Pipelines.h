@@ -67,6 +67,11 @@ struct MoecPipelineOptions
       *this, "capacity-factor",
       llvm::cl::desc("GShard capacity factor (0: dropless)"),
       llvm::cl::init(0.0)};
+  Option<std::string> denseTp{
+      *this, "dense-tp",
+      llvm::cl::desc("Attention, dense MLPs and the LM head over tp: "
+                     "megatron (split) or replicated"),
+      llvm::cl::init("megatron")};
   Option<std::string> batchMatmul{
       *this, "batch-matmul",
       llvm::cl::desc("f32 batched matmuls: blas (plan steps) or kernel "
@@ -80,6 +85,8 @@ struct MoecPipelineOptions
 std::string checkPrecision(llvm::StringRef precision);
 /// The same for `batch-matmul` (blas or kernel).
 std::string checkBatchMatmul(llvm::StringRef batchMatmul);
+/// The same for `dense-tp` (megatron or replicated).
+std::string checkDenseTp(llvm::StringRef denseTp);
 /// Every check a pipeline string gets before any pass is added: precision,
 /// batch-matmul, the mesh spec's syntax (`auto` is moec's search, not a
 /// mesh). Returns "" or the message, naming the option.

@@ -189,7 +189,23 @@ def MoEPartition : Pass<"moe-partition", "mlir::ModuleOp"> {
     result is the per-rank program; rank-dependent data (which experts a
     rank holds, its weight slices) stays in `moe.local_weights` and
     `moe.dispatch` attributes and is resolved per rank by the plan writer.
+
+    With tp > 1 and `dense-tp=megatron` (the default), the dense layers are
+    split Megatron-style over tp: every linalg.matmul with a weight whose
+    columns divide by tp seeds a region grown through the ops that can run
+    on a split of their dims (attention by heads, an MLP by its hidden
+    columns, the LM head by vocab). A region is kept when it closes in
+    row-parallel matmuls (partial sums, all-reduced over tp) or only at the
+    results (the logits, all-gathered); ops it reaches that need whole
+    values (a norm over a split dim, GQA's repeat of fewer KV heads than
+    tp) all-gather their operands or slice their results. Regions that
+    split the most weight bytes go first. `dense-tp=replicated` keeps them
+    whole on every tp rank (only the experts split).
   }];
+  let options = [
+    Option<"denseTp", "dense-tp", "std::string", /*default=*/"\"megatron\"",
+           "Dense layers over tp: megatron (split) or replicated">,
+  ];
 }
 
 //===----------------------------------------------------------------------===//
