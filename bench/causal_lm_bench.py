@@ -19,6 +19,9 @@ batch_matmul step existed), ep=2 (two MPI ranks; moec's default
 even, else sequence-parallel MoE) and ep=2 with `--token-split=moe`
 (attention replicated, each rank's MoE layers on half of the rows, the
 combined rows all-gathered; with --batch 1 the same plan as the default),
+tp=2 (attention by heads, the LM head by vocab and the experts by FFN
+columns over two ranks, Megatron-style) and tp=2 with
+`--dense-tp=replicated` (only the experts split),
 OpenBLAS threads = cores / ranks. Times are the best of
 --iters runs: onnxruntime's session.run, and moe-run's slowest rank in its
 second run (`--iters 2`). Each run's time is also split by step kind
@@ -85,22 +88,25 @@ def main():
 
     kinds = ["batch_matmul", "matmul", "experts", "kernel"]
     rows = []
-    for name, file, n, flags in [
-            ("ep=1", "ep1", 1, []),
-            ("ep=1 --batch-matmul=kernel", "ep1_kernel", 1,
+    for name, file, n, mesh, flags in [
+            ("ep=1", "ep1", 1, "ep=1", []),
+            ("ep=1 --batch-matmul=kernel", "ep1_kernel", 1, "ep=1",
              ["--batch-matmul=kernel"]),
-            ("ep=2", "ep2", 2, []),
-            ("ep=2 --token-split=moe", "ep2_moe", 2,
-             ["--token-split=moe"])]:
+            ("ep=2", "ep2", 2, "ep=2", []),
+            ("ep=2 --token-split=moe", "ep2_moe", 2, "ep=2",
+             ["--token-split=moe"]),
+            ("tp=2", "tp2", 2, "tp=2", []),
+            ("tp=2 --dense-tp=replicated", "tp2_repl", 2, "tp=2",
+             ["--dense-tp=replicated"])]:
         plan = os.path.join(work, file + ".moeplan")
         if not os.path.exists(plan):
-            sh([os.path.join(bindir, "moec"), model, "--mesh", f"ep={n}",
+            sh([os.path.join(bindir, "moec"), model, "--mesh", mesh,
                 "-o", plan] + flags)
         env = dict(os.environ)
         env["OPENBLAS_NUM_THREADS"] = str(max(1, cores // n))
         env["OMP_NUM_THREADS"] = str(max(1, cores // n))
         out = os.path.join(work, "logits.npy")
-        best, split, moved = float("inf"), None, (0, 0)
+        best, split, moved = float("inf"), None, (0, 0, 0)
         for _ in range(a.iters):
             rep = json.loads(sh([os.path.join(bindir, "moe-run"), "-n",
                                  str(n), plan, "--input",
@@ -117,7 +123,9 @@ def main():
                 moved = (sum(p["bytes_sent"] for lay in r0["layers"]
                              for p in lay["peers"]),
                          sum(s.get("bytes_in", 0) for s in r0["steps"]
-                             if s["op"] == "all_gather"))
+                             if s["op"] == "all_gather"),
+                         sum(s.get("bytes_in", 0) for s in r0["steps"]
+                             if s["op"] == "all_reduce"))
         err = float(np.abs(np.load(out) - ref).max())
         rows.append((name, best, split, err, moved))
 
@@ -131,10 +139,12 @@ def main():
           f"products {attn_flops / 1e9:.2f} GFLOP\n")
     print("| runner | time ms | vs onnxruntime | batch_matmul ms | matmul ms "
           "| experts ms | kernels ms | other ms | attention GFLOP/s "
-          "| a2a KiB/rank | all-gather KiB/rank | max abs err |")
+          "| a2a KiB/rank | all-gather KiB/rank | all-reduce KiB/rank "
+          "| max abs err |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-          "| ---: | ---: | ---: |")
-    print(f"| onnxruntime | {ort_s * 1e3:.1f} | 1.00x | | | | | | | | | |")
+          "| ---: | ---: | ---: | ---: |")
+    print(f"| onnxruntime | {ort_s * 1e3:.1f} | 1.00x | | | | | | | | | "
+          "| |")
     ok = True
     for name, s, split, err, moved in rows:
         good = err <= 1e-4 * scale
@@ -145,12 +155,16 @@ def main():
                            for k in kinds + ["other"])
         print(f"| moe-run {name} | {s * 1e3:.1f} | {ort_s / s:.2f}x | "
               f"{cells} | {gf} | {moved[0] / 1024:.0f} | "
-              f"{moved[1] / 1024:.0f} | {err:.1e}{'' if good else ' FAIL'} |")
+              f"{moved[1] / 1024:.0f} | {moved[2] / 1024:.0f} | "
+              f"{err:.1e}{'' if good else ' FAIL'} |")
     print("\nvs onnxruntime: onnxruntime's time / moe-run's (>1: faster). "
           "Step columns: the slowest rank's time per step kind (kernels: "
           "generated kernels, which with --batch-matmul=kernel include "
           "attention's products). attention GFLOP/s: the products' FLOPs "
-          "(QK^T and PV, all layers) over the batch_matmul steps' time.")
+          "(QK^T and PV, all layers) over the batch_matmul steps' time. "
+          "tp=2: attention, the LM head and the experts' FFN columns "
+          "split over 2 ranks (Megatron); --dense-tp=replicated: only the "
+          "experts split, attention whole on both ranks.")
     sys.exit(0 if ok else 1)
 
 
