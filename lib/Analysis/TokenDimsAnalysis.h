@@ -1,0 +1,77 @@
+//===- TokenDimsAnalysis.h - the token-dims analysis, internal ---*- C++
+//-*-===//
+//
+// The analysis behind analyzeTokenDims (TokenDims.cpp) and
+// analyzeTensorParallel (TensorParallelRegions.cpp); not installed.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEC_LIB_ANALYSIS_TOKENDIMSANALYSIS_H
+#define MOEC_LIB_ANALYSIS_TOKENDIMSANALYSIS_H
+
+#include "moec/Analysis/TokenDims.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "llvm/ADT/DenseSet.h"
+#include "llvm/ADT/SetVector.h"
+
+#include <string>
+
+namespace moec::detail {
+using namespace mlir;
+
+class TokenDimsAnalysis {
+public:
+  explicit TokenDimsAnalysis(int64_t n) : n(n) {}
+  LogicalResult run(func::FuncOp func);
+  /// Tensor-parallel mode: grows a region from `seed` split as `dims`. An
+  /// op that cannot run on the split (its visit fails) keeps no fact the
+  /// visit set and becomes a boundary; values in `claimed` (other regions)
+  /// are never split again.
+  void grow(func::FuncOp func, Value seed, TokenDims dims,
+            const DenseSet<Value> &claimed, const DenseSet<Value> &shared);
+  DenseMap<Value, TokenDims> facts;
+  SetVector<Operation *> boundaries, partials, members;
+  /// Set when a region grew more partial sums than it can close.
+  bool aborted = false;
+  /// The member matmuls that split their weight by columns.
+  int64_t columnSplits() const;
+  /// The bytes of the weights (constants) the region splits.
+  int64_t splitWeightBytes() const;
+
+private:
+  /// Records `dims` for `v` (after widening over leading unit dims); errors
+  /// at `at` on a conflict.
+  LogicalResult set(Value v, TokenDims dims, Operation *at);
+  LogicalResult visit(Operation *op);
+  LogicalResult visitLinalg(linalg::LinalgOp op);
+  LogicalResult visitReshape(Operation *op, Value src, Value res);
+  /// In tensor-parallel mode: fails on a body that reads a split value
+  /// from above or the index of a split loop.
+  LogicalResult checkBody(linalg::LinalgOp op, ArrayRef<unsigned> loops);
+
+  SmallVector<Value> worklist;
+  int64_t n; ///< ways the tokens are split
+  bool tp = false;
+  const DenseSet<Value> *claimed = nullptr;
+  DenseSet<Value> partialResults;
+  SmallVector<Value> journal;          ///< facts the current visit set
+  Operation *pendingPartial = nullptr; ///< a partial sum the visit found
+  /// Why an op that mixes tokens (attention) may still fail.
+  std::string hint() const {
+    if (tp)
+      return "";
+    return " (the mesh splits the tokens " + std::to_string(n) +
+           " ways; ops that mix the tokens of a sequence, such as attention, "
+           "need whole sequences per rank: a batch divisible by " +
+           std::to_string(n) + ")";
+  }
+};
+
+/// Gives every use of a tensor.empty (or of a constant fill of one) its own
+/// op, so that values sharing a CSE'd init are not tied.
+void unshareInits(func::FuncOp func);
+} // namespace moec::detail
+
+#endif // MOEC_LIB_ANALYSIS_TOKENDIMSANALYSIS_H
