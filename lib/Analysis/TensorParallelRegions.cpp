@@ -16,6 +16,8 @@
 #include "llvm/Support/Debug.h"
 #include "llvm/Support/MathExtras.h"
 
+#include <memory>
+
 using namespace mlir;
 using namespace moec;
 using namespace moec::detail;
@@ -165,32 +167,47 @@ SmallVector<SplitRegion> moec::analyzeTensorParallel(func::FuncOp func,
   // Every seed's region on its own; the ones that split the most weight
   // bytes go first (DeepSeek's attention, seeded at q_b_proj or kv_b_proj,
   // before the q_a_proj -> q_b_proj pair, so that q_a_proj stays whole as
-  // in vLLM), then each is grown again around the regions already taken.
+  // in vLLM), then each is grown again around the regions already taken
+  // where it reached one of their values.
   struct Candidate {
     linalg::MatmulOp seed;
     int64_t weightBytes;
+    std::unique_ptr<TokenDimsAnalysis> alone;
   };
   SmallVector<Candidate> candidates;
   DenseSet<Value> none;
   for (linalg::MatmulOp m : seeds) {
-    TokenDimsAnalysis a(n);
-    a.grow(func, m.getResult(0), TokenDims{1, 1}, none, shared);
-    if (keep(a))
-      candidates.push_back({m, a.splitWeightBytes()});
+    auto a = std::make_unique<TokenDimsAnalysis>(n);
+    a->grow(func, m.getResult(0), TokenDims{1, 1}, none, shared);
+    if (keep(*a)) {
+      int64_t bytes = a->splitWeightBytes();
+      candidates.push_back({m, bytes, std::move(a)});
+    }
   }
   llvm::stable_sort(candidates, [](const Candidate &x, const Candidate &y) {
     return x.weightBytes > y.weightBytes;
   });
   SmallVector<std::pair<Operation *, SplitRegion>> taken;
   DenseSet<Value> claimed;
-  for (const Candidate &c : candidates) {
+  for (Candidate &c : candidates) {
     linalg::MatmulOp m = c.seed;
     if (claimed.count(m.getResult(0)))
       continue;
-    TokenDimsAnalysis a(n);
-    a.grow(func, m.getResult(0), TokenDims{1, 1}, claimed, shared);
-    if (!keep(a))
-      continue;
+    // Claims only stop set() on claimed values and partial sums whose
+    // result is claimed: a region alone that touched neither grows the same.
+    bool touches =
+        llvm::any_of(c.alone->facts,
+                     [&](auto &f) { return claimed.contains(f.first); }) ||
+        llvm::any_of(c.alone->partials, [&](Operation *p) {
+          return claimed.contains(p->getResult(0));
+        });
+    if (touches) {
+      c.alone = std::make_unique<TokenDimsAnalysis>(n);
+      c.alone->grow(func, m.getResult(0), TokenDims{1, 1}, claimed, shared);
+      if (!keep(*c.alone))
+        continue;
+    }
+    TokenDimsAnalysis &a = *c.alone;
     LLVM_DEBUG(llvm::dbgs()
                << "region at " << m.getLoc() << ": " << a.members.size()
                << " ops, " << a.partials.size() << " partial sums, "

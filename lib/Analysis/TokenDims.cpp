@@ -10,19 +10,14 @@
 #include "mlir/Dialect/Shard/IR/ShardDialect.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
-#include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/IRMapping.h"
-#include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "llvm/ADT/STLExtras.h"
-#include "llvm/Support/Debug.h"
 
 #include <cstring>
 
 using namespace mlir;
 using namespace moec;
 using namespace moec::detail;
-
-#define DEBUG_TYPE "moe-tensor-parallel"
 
 //===----------------------------------------------------------------------===//
 // Token dims

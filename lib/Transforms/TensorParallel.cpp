@@ -57,11 +57,14 @@ namespace {
 /// One region's rewrite.
 class RegionRewriter {
 public:
+  /// `index`: the program order of the function's ops before any rewrite.
   RegionRewriter(func::FuncOp func, const SplitRegion &region, int64_t axis,
-                 int64_t tp)
+                 int64_t tp, const DenseMap<Operation *, int64_t> &index)
       : r(region), top(func.getBody().front()), b(func.getContext()),
-        axis(int16_t(axis)), tp(tp) {}
-  void run();
+        axis(int16_t(axis)), tp(tp), index(index) {}
+  /// Rewrites the region; adds the values that now have local types to
+  /// `local`.
+  void run(DenseSet<Value> &local);
 
 private:
   /// The shape in which the split dims of `d` are one dim ([outer, rest]
@@ -83,6 +86,7 @@ private:
   OpBuilder b;
   int16_t axis;
   int64_t tp;
+  const DenseMap<Operation *, int64_t> &index;
   SmallPtrSet<Operation *, 16> created; ///< the ops this rewrite made
   SmallVector<Operation *> sourceOps;   ///< the local copies of sources
 };
@@ -156,7 +160,7 @@ Value RegionRewriter::gather(Location loc, Value v, TokenDims d,
   return reshape(loc, g, full.getShape());
 }
 
-void RegionRewriter::run() {
+void RegionRewriter::run(DenseSet<Value> &local) {
   // Partial sums: all-reduced right after the matmul.
   for (Operation *p : r.partials) {
     Value res = p->getResult(0);
@@ -177,9 +181,6 @@ void RegionRewriter::run() {
       computed.push_back({v, d});
   }
   // In program order, so that the output does not depend on pointers.
-  DenseMap<Operation *, int64_t> index;
-  for (Operation &op : top)
-    index[&op] = int64_t(index.size()) + 1;
   auto key = [&](Value v) {
     if (auto a = dyn_cast<BlockArgument>(v))
       return std::make_pair(int64_t(0), int64_t(a.getArgNumber()));
@@ -220,6 +221,7 @@ void RegionRewriter::run() {
   for (auto &[v, d] : computed) {
     fullTypes.push_back(cast<RankedTensorType>(v.getType()));
     v.setType(localType(v.getType(), d));
+    local.insert(v);
   }
   for (auto [i, vd] : llvm::enumerate(computed)) {
     auto [v, d] = vd;
@@ -243,14 +245,19 @@ void RegionRewriter::run() {
       op = in && created.contains(in) ? in : nullptr;
     }
   }
-  fixStaticShapes(cast<func::FuncOp>(top.getParentOp()), [&](Value v) {
-    return r.facts.count(v) &&
-           !isa_and_nonnull<arith::ConstantOp>(v.getDefiningOp()) &&
-           !r.boundaries.contains(v.getDefiningOp()) && !isa<BlockArgument>(v);
-  });
 }
 
 void moec::splitTensorParallel(func::FuncOp func, int64_t tpAxis, int64_t tp) {
-  for (const SplitRegion &region : analyzeTensorParallel(func, tp))
-    RegionRewriter(func, region, tpAxis, tp).run();
+  SmallVector<SplitRegion> regions = analyzeTensorParallel(func, tp);
+  if (regions.empty())
+    return;
+  // Block arguments sort first (0); the regions' values are all defined by
+  // ops that exist before the rewrites.
+  DenseMap<Operation *, int64_t> index;
+  for (Operation &op : func.getBody().front())
+    index[&op] = int64_t(index.size()) + 1;
+  DenseSet<Value> local;
+  for (const SplitRegion &region : regions)
+    RegionRewriter(func, region, tpAxis, tp, index).run(local);
+  fixStaticShapes(func, [&](Value v) { return local.contains(v); });
 }
