@@ -89,10 +89,13 @@ ShardReport moec::computeShardReport(ModuleOp module) {
   MeshSpec spec = meshSpecOf(grid);
   r.mesh = spec.str();
   r.worldSize = spec.worldSize();
-  r.tokenSplit = spec.tokenSplit();
-  r.ep = spec.size("ep");
-  r.tp = spec.size("tp");
-  r.dp = spec.size("dp");
+  MeshRoles roles = meshRolesOf(grid);
+  r.tokenSplit = axesSize(spec, roles.dp) * axesSize(spec, roles.ep);
+  r.ep = axesSize(spec, roles.ep);
+  r.tp = axesSize(spec, roles.tp);
+  r.dp = axesSize(spec, roles.dp);
+  if (roles.folded)
+    r.folding = foldingString(grid);
   if (isTokenSliced(grid) || isTokenHybrid(grid)) {
     r.tokenSplitMode = isTokenSliced(grid) ? "moe" : "hybrid";
     if (auto why = grid->getAttrOfType<StringAttr>("moe.token_split_reason"))
@@ -129,16 +132,18 @@ ShardReport moec::computeShardReport(ModuleOp module) {
       m.rank = rank;
       SmallVector<int64_t> c = spec.coords(rank);
       m.coords.assign(c.begin(), c.end());
+      m.epIndex = groupIndex(spec, c, roles.ep);
       m.weightBytes = replicated;
     }
     func.walk([&](moe::LocalWeightsOp lw) {
       moe::PlacementAttr p = lw.getPlacement();
       int64_t bytes = bytesOf(lw.getType());
       for (RankMemory &m : r.ranks) {
-        int64_t epc = m.coords[lw.getEpAxis()];
+        int64_t epc = groupIndex(spec, m.coords, lw.getEpAxes());
         int64_t held = p.numHeld(epc);
         int64_t b = bytes * held / p.getSlotsPerRank();
-        if (lw.getFirstOnly() && m.coords[lw.getSplitAxis()] != 0)
+        if (lw.getFirstOnly() &&
+            groupIndex(spec, m.coords, lw.getSplitAxes()) != 0)
           b = 0;
         m.expertWeightBytes += b;
         m.weightBytes += b;
@@ -167,8 +172,10 @@ ShardReport moec::computeShardReport(ModuleOp module) {
         ++tpc.slices;
       }
     });
-    tpc.allReduceRingBytesPerRank =
-        2.0 * double(r.tp - 1) / double(r.tp) * tpc.allReduceBytesPerRank;
+    tpc.ways = axesSize(spec, denseTpAxes(grid));
+    tpc.allReduceRingBytesPerRank = 2.0 * double(tpc.ways - 1) /
+                                    double(tpc.ways) *
+                                    tpc.allReduceBytesPerRank;
     // Activation memory: peak of live tensors in program order.
     DenseMap<Value, int64_t> rowsBound;
     func.walk([&](moe::DispatchOp d) {
@@ -248,7 +255,7 @@ ShardReport moec::computeShardReport(ModuleOp module) {
       l.dispatchBytesPerRank = rows * l.hidden * l.elementBytes;
       l.a2aBytesTotal = 2 * l.dispatchBytesPerRank * r.worldSize;
       for (const RankMemory &m : r.ranks) {
-        int64_t epc = m.coords[spec.index("ep")];
+        int64_t epc = groupIndex(spec, m.coords, roles.ep);
         l.a2aBytesLeaving += 2.0 * l.dispatchBytesPerRank * l.leaveShare[epc];
       }
       // The TP all-reduce that follows this layer's combine, if any, and
@@ -324,6 +331,7 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
       ranks.push_back(
           llvm::json::Object{{"rank", m.rank},
                              {"coords", llvm::json::Array(m.coords)},
+                             {"ep_index", m.epIndex},
                              {"weight_bytes", m.weightBytes},
                              {"expert_weight_bytes", m.expertWeightBytes},
                              {"activation_bytes", m.activationBytes}});
@@ -335,6 +343,7 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
     llvm::json::Object o{
         {"mesh", r.mesh},
         {"world_size", r.worldSize},
+        {"folding", r.folding},
         {"dp", r.dp},
         {"ep", r.ep},
         {"tp", r.tp},
@@ -345,6 +354,7 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
         {"layers", std::move(layers)},
         {"dense_tp",
          llvm::json::Object{
+             {"ways", r.denseTp.ways},
              {"all_reduces", r.denseTp.allReduces},
              {"all_reduce_bytes_per_rank", r.denseTp.allReduceBytesPerRank},
              {"all_reduce_ring_bytes_per_rank",
@@ -365,7 +375,16 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
   os << "Sharding: mesh " << r.mesh << " (" << r.worldSize
      << " ranks): tokens split " << r.tokenSplit << " ways (dp x ep), experts "
      << r.ep << " ways (ep), expert FFN columns " << r.tp << " ways (tp)\n";
-  if (r.tokenSplitMode != "model")
+  if (!r.folding.empty())
+    os << "Folding: " << r.folding
+       << " (attention and the dense layers on one folding of the ranks, "
+          "the MoE layers on the other)\n";
+  if (r.tokenSplitMode == "hybrid" && !r.folding.empty())
+    os << "Token split: whole sequences over the attention's dp; the ranks "
+          "of an attention tp group hold the same tokens, and each MoE "
+          "layer's rows are sliced over them (sequence-parallel MoE), the "
+          "combined rows all-gathered\n";
+  else if (r.tokenSplitMode != "model")
     os << (r.tokenSplitMode == "moe"
                ? "Token split: sequence-parallel MoE (attention and dense "
                  "layers replicated over dp x ep; each rank dispatches its "
@@ -419,7 +438,7 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
   }
   const DenseTpComm &tpc = r.denseTp;
   if (tpc.allReduces || tpc.allGathers || tpc.splitWeightBytes) {
-    os << "\nDense layers tensor-parallel over tp=" << r.tp
+    os << "\nDense layers tensor-parallel over tp=" << tpc.ways
        << " (attention heads, dense MLP and shared-expert columns, LM head "
           "vocab):\n"
        << "  weights split: " << formatBytes(tpc.splitWeightBytes)
@@ -446,7 +465,7 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
        << "  EP all-to-all 2*B*S*H per MoE layer: " << formatBytes(2 * bsh)
        << "\n"
        << "  TP all-reduce 2*B*S*H*L: " << formatBytes(2 * bsh * L)
-       << (r.tp > 1 ? "" : " (not used: tp=1)") << "\n"
+       << (r.tp > 1 || tpc.ways > 1 ? "" : " (not used: tp=1)") << "\n"
        << "  DP gradient sync 2*P per training step: "
        << formatBytes(2 * r.paramBytes)
        << " (training only; inference plans move no gradients)\n";

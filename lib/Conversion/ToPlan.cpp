@@ -220,7 +220,9 @@ LogicalResult PlanBuilder::addLocalWeights(moe::LocalWeightsOp op) {
   int32_t id = addValue(op.getResult(), moert::ValueKind::constant,
                         nodeName(op.getLoc()));
   moe::PlacementAttr p = op.getPlacement();
-  int64_t splitAxis = op.getSplitAxis(), splitDim = op.getSplitDim();
+  ArrayRef<int16_t> splitAxes = op.getSplitAxes();
+  bool split = !splitAxes.empty();
+  int64_t splitDim = op.getSplitDim();
   int64_t world = spec.worldSize();
   // Row-major strides of the global and local stacks.
   int64_t rank = in.getRank();
@@ -235,8 +237,8 @@ LogicalResult PlanBuilder::addLocalWeights(moe::LocalWeightsOp op) {
   int64_t localElems = out.getNumElements();
   for (int64_t r = 0; r < world; ++r) {
     SmallVector<int64_t> coords = spec.coords(r);
-    int64_t epc = coords[op.getEpAxis()];
-    int64_t part = splitAxis >= 0 ? coords[splitAxis] : 0;
+    int64_t epc = groupIndex(spec, coords, op.getEpAxes());
+    int64_t part = split ? groupIndex(spec, coords, splitAxes) : 0;
     std::vector<char> bytes(localElems * elt, 0);
     bool zero = op.getFirstOnly() && part != 0;
     // Copy contiguous runs of the innermost dim; `idx` is the local index
@@ -255,7 +257,7 @@ LogicalResult PlanBuilder::addLocalWeights(moe::LocalWeightsOp op) {
       int64_t g = expert * gs[0];
       for (int64_t d = 1; d < rank; ++d) {
         int64_t x = idx[d];
-        if (splitAxis >= 0 && !op.getFirstOnly() && d == splitDim)
+        if (split && !op.getFirstOnly() && d == splitDim)
           x += part * out.getDimSize(d);
         g += x * gs[d];
       }
@@ -284,7 +286,7 @@ LogicalResult PlanBuilder::addTpSlice(moe::TpSliceOp op) {
   size_t elt = moert::dtypeSize(dt);
   int32_t id = addValue(op.getResult(), moert::ValueKind::constant,
                         nodeName(op.getLoc()));
-  int64_t dim = op.getDim(), axis = op.getAxis();
+  int64_t dim = op.getDim();
   // Rows of the blocks: `outer` runs of `blockBytes` at stride `rowBytes`.
   int64_t outer = 1, inner = 1;
   for (int64_t d = 0; d < dim; ++d)
@@ -294,7 +296,7 @@ LogicalResult PlanBuilder::addTpSlice(moe::TpSliceOp op) {
   int64_t blockBytes = out.getDimSize(dim) * inner * elt;
   int64_t rowBytes = in.getDimSize(dim) * inner * elt;
   for (int64_t r = 0; r < spec.worldSize(); ++r) {
-    int64_t coord = spec.coords(r)[axis];
+    int64_t coord = groupIndex(spec, spec.coords(r), op.getGridAxes());
     std::vector<char> bytes(outer * blockBytes);
     for (int64_t o = 0; o < outer; ++o)
       std::memcpy(bytes.data() + o * blockBytes,

@@ -64,6 +64,18 @@ std::string moec::verifyPipelineOptions(const MoecPipelineOptions &options) {
   MeshSpec spec;
   if (!parseMeshSpec(options.mesh, spec, err))
     return "mesh: " + err;
+  if (!options.attentionMesh.empty()) {
+    AttentionMesh attn;
+    MeshSpec grid;
+    MeshRoles roles;
+    if (!parseAttentionMesh(options.attentionMesh, attn, err) ||
+        !foldMesh(spec, attn, grid, roles, err))
+      return err;
+    if (options.tokenSplit != "auto")
+      return "token-split '" + options.tokenSplit.getValue() +
+             "' and attention-mesh: the attention mesh decides where tokens "
+             "are split (give one of them)";
+  }
   return "";
 }
 
@@ -92,6 +104,7 @@ void moec::buildShardPipeline(OpPassManager &pm,
   MoEShardOptions shardOpts;
   shardOpts.mesh = options.mesh;
   shardOpts.tokenSplit = options.tokenSplit;
+  shardOpts.attentionMesh = options.attentionMesh;
   pm.addPass(createMoEShard(shardOpts));
   MoEPlaceExpertsOptions placeOpts;
   placeOpts.strategy = options.placement;

@@ -44,11 +44,14 @@ struct MoEInsertAllToAllPass
       return signalPassFailure();
     }
     MeshSpec spec = meshSpecOf(grid);
-    int64_t epAxis = spec.index("ep"), tpAxis = spec.index("tp");
-    int64_t tp = spec.size("tp"), ep = spec.size("ep");
-    int64_t n = spec.tokenSplit();
+    MeshRoles roles = meshRolesOf(grid);
+    SmallVector<int16_t> epAxes = roles.ep, tpAxes = roles.tp;
+    int64_t tp = axesSize(spec, tpAxes);
     if (tp == 1)
-      tpAxis = -1;
+      tpAxes.clear();
+    SmallVector<int16_t> sliceAxes = moeSliceAxes(grid);
+    int64_t sliceWays = axesSize(spec, sliceAxes);
+    int64_t ep = axesSize(spec, epAxes);
 
     SmallVector<moe::ExpertsOp> layers;
     module.walk([&](moe::ExpertsOp op) { layers.push_back(op); });
@@ -76,13 +79,12 @@ struct MoEInsertAllToAllPass
         auto t = cast<RankedTensorType>(w.getType());
         SmallVector<int64_t> shape(t.getShape());
         shape[0] = slots;
-        if (tpAxis >= 0 && !firstOnly)
+        if (!tpAxes.empty() && !firstOnly)
           shape[splitDim] /= tp;
         auto res = moe::LocalWeightsOp::create(
             b, loc, RankedTensorType::get(shape, t.getElementType()), w,
-            kGridName, uint64_t(epAxis), placement,
-            uint64_t(tpAxis >= 0 ? tpAxis : -1), uint64_t(splitDim),
-            firstOnly && tpAxis >= 0);
+            kGridName, epAxes, placement, tpAxes, uint64_t(splitDim),
+            firstOnly && !tpAxes.empty());
         return res;
       };
       Value gate = local(op.getWGate(), 2, false);
@@ -105,10 +107,10 @@ struct MoEInsertAllToAllPass
       // the dp group's rows, padded and sliced over ep by moe-partition.
       if (isTokenHybrid(grid)) {
         if (!grid->hasAttr("moe.partitioned"))
-          tLocal /= spec.size("dp");
-        tLocal = paddedRows(tLocal, ep) / ep;
+          tLocal /= modelTokenSplit(grid);
+        tLocal = paddedRows(tLocal, sliceWays) / sliceWays;
       } else if (!grid->hasAttr("moe.partitioned") && !isTokenSliced(grid)) {
-        tLocal /= n;
+        tLocal /= modelTokenSplit(grid);
       }
       // Rows a rank can receive: from each of the ep sources, each token
       // at most once per local slot (dropless), or `capacity` rows per
@@ -125,18 +127,17 @@ struct MoEInsertAllToAllPass
                                 tokensT.getElementType());
       auto dispatch = moe::DispatchOp::create(
           b, loc, recvT, moe::DispatchType::get(&getContext()), op.getTokens(),
-          op.getIndices(), kGridName, ArrayRef<int16_t>{int16_t(epAxis)},
-          placement, uint64_t(maxRows), uint64_t(capacity));
+          op.getIndices(), kGridName, epAxes, placement, uint64_t(maxRows),
+          uint64_t(capacity));
       auto compute = moe::ExpertComputeOp::create(
           b, loc, recvT, dispatch.getRecv(), dispatch.getHandle(), gate, up,
           down, bGate, bUp, bDown, op.getActivationAttr());
       Value out =
           moe::CombineOp::create(b, loc, op.getResult().getType(), compute,
                                  dispatch.getHandle(), op.getWeights());
-      if (tpAxis >= 0)
-        out =
-            shard::AllReduceOp::create(b, loc, out.getType(), kGridName.str(),
-                                       ArrayRef<int16_t>{int16_t(tpAxis)}, out);
+      if (!tpAxes.empty())
+        out = shard::AllReduceOp::create(b, loc, out.getType(), kGridName.str(),
+                                         tpAxes, out);
       op.getResult().replaceAllUsesWith(out);
       op.erase();
     }

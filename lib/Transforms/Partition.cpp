@@ -36,13 +36,15 @@ using namespace moec;
 
 namespace {
 
-/// Hybrid token split: each dp group holds whole sequences (the local
-/// shapes above); every MoE layer's rows are padded and sliced over ep
-/// (dispatch's tokens and indices, combine's routing weights), and the
-/// combined rows (after the tp all-reduce, if any) all-gathered over ep.
-LogicalResult sliceHybridRows(func::FuncOp func, const MeshSpec &spec) {
-  int64_t ep = spec.size("ep");
-  SmallVector<int16_t> axes{int16_t(spec.index("ep"))};
+/// Hybrid token split: each dp group (the attention's dp on a folded grid)
+/// holds whole sequences (the local shapes above); every MoE layer's rows
+/// are padded and sliced over `axes` (the MoE ranks that hold the same
+/// tokens: ep, or on a folded grid the attention's tp ranks among the MoE's
+/// dp x ep): dispatch's tokens and indices, combine's routing weights; the
+/// combined rows (after the tp all-reduce, if any) are all-gathered back.
+LogicalResult sliceHybridRows(func::FuncOp func, const MeshSpec &spec,
+                              ArrayRef<int16_t> axes) {
+  int64_t ep = axesSize(spec, axes);
   SmallVector<moe::DispatchOp> dispatches;
   func.walk([&](moe::DispatchOp d) { dispatches.push_back(d); });
   for (moe::DispatchOp d : dispatches) {
@@ -54,7 +56,7 @@ LogicalResult sliceHybridRows(func::FuncOp func, const MeshSpec &spec) {
     auto tokensT = cast<RankedTensorType>(d.getTokens().getType());
     int64_t t = tokensT.getDimSize(0);
     if (!combine || ShapedType::isDynamic(t))
-      return d.emitError("cannot slice the MoE layer's rows over ep: ")
+      return d.emitError("cannot slice the MoE layer's rows: ")
              << (combine ? "dynamic token count" : "no combine");
     OpBuilder b(d);
     Location loc = d.getLoc();
@@ -193,10 +195,12 @@ struct MoEPartitionPass : moec::impl::MoEPartitionBase<MoEPartitionPass> {
       // Static shapes held by ops.
       fixStaticShapes(func, [&](Value v) { return facts->count(v) > 0; });
       MeshSpec spec = meshSpecOf(grid);
-      if (isTokenHybrid(grid) && failed(sliceHybridRows(func, spec)))
+      if (isTokenHybrid(grid) &&
+          failed(sliceHybridRows(func, spec, moeSliceAxes(grid))))
         return signalPassFailure();
-      if (spec.size("tp") > 1 && denseTp == "megatron")
-        splitTensorParallel(func, spec.index("tp"), spec.size("tp"));
+      SmallVector<int16_t> tpAxes = denseTpAxes(grid);
+      if (!tpAxes.empty() && denseTp == "megatron")
+        splitTensorParallel(func, tpAxes, axesSize(spec, tpAxes));
       func.setType(FunctionType::get(
           &getContext(), func.getBody().getArgumentTypes(),
           func.getBody().back().getTerminator()->getOperandTypes()));

@@ -83,7 +83,7 @@ struct MoEPlaceExpertsPass
       return signalPassFailure();
     }
     MeshSpec spec = meshSpecOf(grid);
-    int64_t ep = spec.size("ep");
+    int64_t ep = axesSize(spec, meshRolesOf(grid).ep);
     if (strategy != "contiguous" && strategy != "round-robin" &&
         strategy != "balanced") {
       module.emitError("unknown placement strategy '")

@@ -45,7 +45,7 @@ std::string ioName(func::FuncOp f, unsigned i, bool result) {
 /// every value, each checked to split n ways. Emits an error and fails when
 /// the model does not split so.
 FailureOr<DenseMap<Value, TokenDims>>
-wholeModelSplit(func::FuncOp func, int64_t n, const MeshSpec &spec) {
+wholeModelSplit(func::FuncOp func, int64_t n, const std::string &mesh) {
   auto facts = analyzeTokenDims(func, n);
   if (failed(facts))
     return failure();
@@ -56,7 +56,7 @@ wholeModelSplit(func::FuncOp func, int64_t n, const MeshSpec &spec) {
     std::string why;
     if (failed(localShape(cast<ShapedType>(v.getType()).getShape(), it->second,
                           n, why)))
-      return func.emitError(what) << ": " << why << " (mesh " << spec.str()
+      return func.emitError(what) << ": " << why << " (" << mesh
                                   << " splits tokens " << n << " ways)";
     return success();
   };
@@ -141,6 +141,29 @@ LogicalResult sliceExperts(moe::ExpertsOp op, int64_t n,
   return success();
 }
 
+/// A folded grid: the whole model split over the attention's dp (an error
+/// when it does not split so), the MoE layers' rows sliced in moe-partition
+/// over the MoE's dp x ep axes that hold the same tokens ("hybrid").
+LogicalResult shardFolded(func::FuncOp func, shard::GridOp grid,
+                          const MeshSpec &gridSpec, const MeshRoles &roles) {
+  int64_t n = axesSize(gridSpec, roles.attnDp);
+  auto facts = wholeModelSplit(
+      func, n, "attention mesh " + foldingString(grid) + ": attention dp");
+  if (failed(facts))
+    return grid.emitError("attention dp=")
+           << n << " runs attention on whole sequences: the model's tokens "
+           << "must split " << n << " ways by sequence (a batch divisible by "
+           << n << "); fold attention as tp instead (e.g. --attention-mesh tp="
+           << axesSize(gridSpec, roles.attnDp) *
+                  axesSize(gridSpec, roles.attnTp)
+           << "), which takes any batch";
+  annotateWholeModel(func, *facts, roles.attnDp);
+  if (!moeSliceAxes(grid).empty())
+    grid->setAttr("moe.token_split_mode",
+                  StringAttr::get(grid.getContext(), "hybrid"));
+  return success();
+}
+
 struct MoEShardPass : moec::impl::MoEShardBase<MoEShardPass> {
   using MoEShardBase::MoEShardBase;
 
@@ -157,6 +180,24 @@ struct MoEShardPass : moec::impl::MoEShardBase<MoEShardPass> {
           << tokenSplit << "': expected auto, model or moe";
       return signalPassFailure();
     }
+    // A folded grid: attention and MoE on two layouts of the same ranks.
+    MeshSpec gridSpec = spec;
+    MeshRoles roles;
+    if (!attentionMesh.empty()) {
+      AttentionMesh attn;
+      if (!parseAttentionMesh(attentionMesh, attn, err) ||
+          !foldMesh(spec, attn, gridSpec, roles, err)) {
+        module.emitError(err);
+        return signalPassFailure();
+      }
+      if (tokenSplit != "auto") {
+        module.emitError("token-split '")
+            << tokenSplit
+            << "' and an attention mesh: the attention mesh decides where "
+               "tokens are split (give one of them)";
+        return signalPassFailure();
+      }
+    }
     if (getMeshGrid(module)) {
       module.emitError("the module already has a grid @")
           << kGridName << " (moe-shard ran twice?)";
@@ -167,12 +208,13 @@ struct MoEShardPass : moec::impl::MoEShardBase<MoEShardPass> {
     b.setInsertionPointToStart(module.getBody());
     SmallVector<int64_t> shape;
     SmallVector<Attribute> names;
-    for (auto &[name, size] : spec.axes) {
+    for (auto &[name, size] : gridSpec.axes) {
       shape.push_back(size);
       names.push_back(b.getStringAttr(name));
     }
     auto grid = shard::GridOp::create(b, module.getLoc(), kGridName, shape);
     grid->setAttr("moe.axes", b.getArrayAttr(names));
+    setMeshRoles(grid, roles);
 
     int64_t n = spec.tokenSplit(), tp = spec.size("tp");
     SmallVector<int16_t> tokenAxes;
@@ -197,10 +239,15 @@ struct MoEShardPass : moec::impl::MoEShardBase<MoEShardPass> {
       if (tpOk.wasInterrupted())
         return signalPassFailure();
 
+      if (roles.folded) {
+        if (failed(shardFolded(func, grid, gridSpec, roles)))
+          return signalPassFailure();
+        continue;
+      }
       bool sliced = tokenSplit == "moe" && n > 1;
       FailureOr<DenseMap<Value, TokenDims>> facts = failure();
       if (!sliced && tokenSplit == "model") {
-        facts = wholeModelSplit(func, n, spec);
+        facts = wholeModelSplit(func, n, "mesh " + spec.str());
         if (failed(facts))
           return signalPassFailure();
       } else if (!sliced) {
@@ -216,7 +263,7 @@ struct MoEShardPass : moec::impl::MoEShardBase<MoEShardPass> {
             }
             return success();
           });
-          return wholeModelSplit(func, ways, spec);
+          return wholeModelSplit(func, ways, "mesh " + spec.str());
         };
         facts = quietSplit(n);
         // Hybrid: whole sequences over dp, the MoE rows over ep.

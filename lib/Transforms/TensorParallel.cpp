@@ -58,10 +58,11 @@ namespace {
 class RegionRewriter {
 public:
   /// `index`: the program order of the function's ops before any rewrite.
-  RegionRewriter(func::FuncOp func, const SplitRegion &region, int64_t axis,
-                 int64_t tp, const DenseMap<Operation *, int64_t> &index)
+  RegionRewriter(func::FuncOp func, const SplitRegion &region,
+                 ArrayRef<int16_t> axes, int64_t tp,
+                 const DenseMap<Operation *, int64_t> &index)
       : r(region), top(func.getBody().front()), b(func.getContext()),
-        axis(int16_t(axis)), tp(tp), index(index) {}
+        axes(axes), tp(tp), index(index) {}
   /// Rewrites the region; adds the values that now have local types to
   /// `local`.
   void run(DenseSet<Value> &local);
@@ -84,7 +85,7 @@ private:
   const SplitRegion &r;
   Block &top;
   OpBuilder b;
-  int16_t axis;
+  SmallVector<int16_t> axes;
   int64_t tp;
   const DenseMap<Operation *, int64_t> &index;
   SmallPtrSet<Operation *, 16> created; ///< the ops this rewrite made
@@ -139,7 +140,7 @@ Value RegionRewriter::slice(Location loc, Value v, TokenDims d) {
   view[dim] /= tp;
   auto s = shard::AllSliceOp::create(
       b, loc, RankedTensorType::get(view, t.getElementType()), x, kGridName,
-      ArrayRef<int16_t>{axis}, dim);
+      ArrayRef<int16_t>(axes), dim);
   s->setAttr(kTensorParallelAttr, b.getUnitAttr());
   created.insert(s);
   return reshape(loc, s, localType(t, d).getShape());
@@ -154,7 +155,7 @@ Value RegionRewriter::gather(Location loc, Value v, TokenDims d,
   Value x = reshape(loc, v, local);
   auto g = shard::AllGatherOp::create(
       b, loc, RankedTensorType::get(view, full.getElementType()), kGridName,
-      ArrayRef<int16_t>{axis}, x, APInt(64, dim));
+      ArrayRef<int16_t>(axes), x, APInt(64, dim));
   g->setAttr(kTensorParallelAttr, b.getUnitAttr());
   created.insert(g);
   return reshape(loc, g, full.getShape());
@@ -166,7 +167,7 @@ void RegionRewriter::run(DenseSet<Value> &local) {
     Value res = p->getResult(0);
     b.setInsertionPointAfter(p);
     auto sum = shard::AllReduceOp::create(
-        b, p->getLoc(), res.getType(), kGridName, ArrayRef<int16_t>{axis}, res);
+        b, p->getLoc(), res.getType(), kGridName, ArrayRef<int16_t>(axes), res);
     sum->setAttr(kTensorParallelAttr, b.getUnitAttr());
     res.replaceAllUsesExcept(sum, sum);
   }
@@ -203,9 +204,8 @@ void RegionRewriter::run(DenseSet<Value> &local) {
       local = arith::ConstantOp::create(
           b, loc, dense.resizeSplat(localType(v.getType(), d)));
     } else if (c && d.count == 1 && d.outer == 1) {
-      local =
-          moe::TpSliceOp::create(b, loc, localType(v.getType(), d), v,
-                                 kGridName, uint64_t(axis), uint64_t(d.start));
+      local = moe::TpSliceOp::create(b, loc, localType(v.getType(), d), v,
+                                     kGridName, axes, uint64_t(d.start));
     } else {
       local = slice(loc, v, d);
     }
@@ -247,7 +247,8 @@ void RegionRewriter::run(DenseSet<Value> &local) {
   }
 }
 
-void moec::splitTensorParallel(func::FuncOp func, int64_t tpAxis, int64_t tp) {
+void moec::splitTensorParallel(func::FuncOp func, ArrayRef<int16_t> tpAxes,
+                               int64_t tp) {
   SmallVector<SplitRegion> regions = analyzeTensorParallel(func, tp);
   if (regions.empty())
     return;
@@ -258,6 +259,6 @@ void moec::splitTensorParallel(func::FuncOp func, int64_t tpAxis, int64_t tp) {
     index[&op] = int64_t(index.size()) + 1;
   DenseSet<Value> local;
   for (const SplitRegion &region : regions)
-    RegionRewriter(func, region, tpAxis, tp, index).run(local);
+    RegionRewriter(func, region, tpAxes, tp, index).run(local);
   fixStaticShapes(func, [&](Value v) { return local.contains(v); });
 }

@@ -71,9 +71,9 @@ module {
     %f = linalg.fill ins(%zero : f32) outs(%e : tensor<12x8xf32>) -> tensor<12x8xf32>
     %logits = linalg.matmul ins(%t, %router : tensor<12x16xf32>, tensor<16x8xf32>) outs(%f : tensor<12x8xf32>) -> tensor<12x8xf32> loc("/gate/MatMul")
     %w, %i = moe.route %logits top_k 2 {renormalize = true} : tensor<12x8xf32> -> tensor<12x2xf32>, tensor<12x2xi64> loc("/TopK")
-    %lg = moe.local_weights %wg on @mesh ep_axis = 0 placement = #placement {split_dim = 2 : i64} : tensor<8x16x32xf32> -> tensor<4x16x32xf32>
-    %lu = moe.local_weights %wu on @mesh ep_axis = 0 placement = #placement {split_dim = 2 : i64} : tensor<8x16x32xf32> -> tensor<4x16x32xf32>
-    %ld = moe.local_weights %wd on @mesh ep_axis = 0 placement = #placement {split_dim = 1 : i64} : tensor<8x32x16xf32> -> tensor<4x32x16xf32>
+    %lg = moe.local_weights %wg on @mesh ep_axes = [0] placement = #placement {split_dim = 2 : i64} : tensor<8x16x32xf32> -> tensor<4x16x32xf32>
+    %lu = moe.local_weights %wu on @mesh ep_axes = [0] placement = #placement {split_dim = 2 : i64} : tensor<8x16x32xf32> -> tensor<4x16x32xf32>
+    %ld = moe.local_weights %wd on @mesh ep_axes = [0] placement = #placement {split_dim = 1 : i64} : tensor<8x32x16xf32> -> tensor<4x32x16xf32>
     %recv, %h = moe.dispatch %t, %i on @mesh grid_axes = [0] placement = #placement max_rows = 48 : tensor<12x16xf32>, tensor<12x2xi64> -> tensor<?x16xf32>, !moe.dispatch loc("/moe/dispatch")
     %y = moe.expert_compute %recv, %h gate %lg up %lu down %ld {activation = #moe<activation silu>} : (tensor<?x16xf32>, !moe.dispatch, tensor<4x16x32xf32>, tensor<4x16x32xf32>, tensor<4x32x16xf32>) -> tensor<?x16xf32> loc("/moe/experts")
     %c = moe.combine %y, %h, %w : tensor<?x16xf32>, !moe.dispatch, tensor<12x2xf32> -> tensor<12x16xf32> loc("/moe/combine")

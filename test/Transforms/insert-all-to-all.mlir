@@ -2,7 +2,7 @@
 // dispatch, expert compute and combine (plus a tp all-reduce).
 // RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=4" --moe-place-experts --moe-insert-all-to-all | FileCheck %s
 // CHECK: %[[W:.*]], %[[I:.*]] = moe.route
-// CHECK-DAG: %[[G:.*]] = moe.local_weights %{{.*}} on @mesh ep_axis = 0 placement = <num_experts = 8, ranks = 4, slots_per_rank = 2, slots = [0, 1, 2, 3, 4, 5, 6, 7], strategy = "contiguous"> {split_dim = 2 : i64} : tensor<8x16x32xf32> -> tensor<2x16x32xf32>
+// CHECK-DAG: %[[G:.*]] = moe.local_weights %{{.*}} on @mesh ep_axes = [0] placement = <num_experts = 8, ranks = 4, slots_per_rank = 2, slots = [0, 1, 2, 3, 4, 5, 6, 7], strategy = "contiguous"> {split_dim = 2 : i64} : tensor<8x16x32xf32> -> tensor<2x16x32xf32>
 // CHECK-DAG: %[[U:.*]] = moe.local_weights %{{.*}} {split_dim = 2 : i64} : tensor<8x16x32xf32> -> tensor<2x16x32xf32>
 // CHECK-DAG: %[[D:.*]] = moe.local_weights %{{.*}} {split_dim = 1 : i64} : tensor<8x32x16xf32> -> tensor<2x32x16xf32>
 // 24 tokens / 4 ranks = 6 per rank; each of 4 sources sends a rank at most
@@ -25,8 +25,8 @@
 // Tensor parallelism: FFN columns split over tp (grid axis 2), an
 // all-reduce after the combine.
 // RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=dp=2,ep=2,tp=2" --moe-place-experts --moe-insert-all-to-all | FileCheck %s --check-prefix=TP
-// TP: moe.local_weights %{{.*}} on @mesh ep_axis = 1 placement = <{{.*}}> {split_axis = 2 : i64, split_dim = 2 : i64} : tensor<8x16x32xf32> -> tensor<4x16x16xf32>
-// TP: moe.local_weights %{{.*}} {split_axis = 2 : i64, split_dim = 1 : i64} : tensor<8x32x16xf32> -> tensor<4x16x16xf32>
+// TP: moe.local_weights %{{.*}} on @mesh ep_axes = [1] placement = <{{.*}}> {split_axes = array<i16: 2>, split_dim = 2 : i64} : tensor<8x16x32xf32> -> tensor<4x16x16xf32>
+// TP: moe.local_weights %{{.*}} {split_axes = array<i16: 2>, split_dim = 1 : i64} : tensor<8x32x16xf32> -> tensor<4x16x16xf32>
 // TP: moe.dispatch {{.*}} grid_axes = [1]
 // TP: %[[C:.*]] = moe.combine
 // TP: shard.all_reduce %[[C]] on @mesh grid_axes = [2] : tensor<24x16xf32> -> tensor<24x16xf32>

@@ -77,11 +77,11 @@
 // by columns (vocab) with an all-gather of the logits at the result. The
 // norms stay whole (they read the all-reduced residual stream).
 // RUN: moe-opt %S/Inputs/tp-block.mlir --moe-shard="mesh=tp=2" --moe-place-experts --moe-insert-all-to-all --moe-partition | FileCheck %s --check-prefix=TP2
-// TP2-DAG: %[[LM:.*]] = moe.tp_slice %{{.*}} on @mesh axis = 1 dim = 1 : tensor<8x16xf32> -> tensor<8x8xf32>
-// TP2-DAG: %[[DOWN:.*]] = moe.tp_slice %{{.*}} on @mesh axis = 1 dim = 0 : tensor<16x8xf32> -> tensor<8x8xf32>
-// TP2-DAG: %[[O:.*]] = moe.tp_slice %{{.*}} on @mesh axis = 1 dim = 0 : tensor<8x8xf32> -> tensor<4x8xf32>
-// TP2-DAG: %[[K:.*]] = moe.tp_slice %{{.*}} on @mesh axis = 1 dim = 1 : tensor<8x4xf32> -> tensor<8x2xf32>
-// TP2-DAG: %[[Q:.*]] = moe.tp_slice %{{.*}} on @mesh axis = 1 dim = 1 : tensor<8x8xf32> -> tensor<8x4xf32>
+// TP2-DAG: %[[LM:.*]] = moe.tp_slice %{{.*}} on @mesh grid_axes = [1] dim = 1 : tensor<8x16xf32> -> tensor<8x8xf32>
+// TP2-DAG: %[[DOWN:.*]] = moe.tp_slice %{{.*}} on @mesh grid_axes = [1] dim = 0 : tensor<16x8xf32> -> tensor<8x8xf32>
+// TP2-DAG: %[[O:.*]] = moe.tp_slice %{{.*}} on @mesh grid_axes = [1] dim = 0 : tensor<8x8xf32> -> tensor<4x8xf32>
+// TP2-DAG: %[[K:.*]] = moe.tp_slice %{{.*}} on @mesh grid_axes = [1] dim = 1 : tensor<8x4xf32> -> tensor<8x2xf32>
+// TP2-DAG: %[[Q:.*]] = moe.tp_slice %{{.*}} on @mesh grid_axes = [1] dim = 1 : tensor<8x8xf32> -> tensor<8x4xf32>
 // TP2: linalg.reduce ins(%{{.*}} : tensor<1x4x8xf32>)
 // TP2: linalg.matmul ins(%{{.*}}, %[[Q]] : tensor<4x8xf32>, tensor<8x4xf32>)
 // TP2: linalg.matmul ins(%{{.*}}, %[[K]] : tensor<4x8xf32>, tensor<8x2xf32>)
@@ -101,8 +101,8 @@
 // repeat_kv (shard.all_slice: no data moves); Q and the output projection
 // are cut 4 ways.
 // RUN: moe-opt %S/Inputs/tp-block.mlir --moe-shard="mesh=tp=4" --moe-place-experts --moe-insert-all-to-all --moe-partition | FileCheck %s --check-prefix=GQA
-// GQA-DAG: %[[O:.*]] = moe.tp_slice %{{.*}} on @mesh axis = 1 dim = 0 : tensor<8x8xf32> -> tensor<2x8xf32>
-// GQA-DAG: %[[Q:.*]] = moe.tp_slice %{{.*}} on @mesh axis = 1 dim = 1 : tensor<8x8xf32> -> tensor<8x2xf32>
+// GQA-DAG: %[[O:.*]] = moe.tp_slice %{{.*}} on @mesh grid_axes = [1] dim = 0 : tensor<8x8xf32> -> tensor<2x8xf32>
+// GQA-DAG: %[[Q:.*]] = moe.tp_slice %{{.*}} on @mesh grid_axes = [1] dim = 1 : tensor<8x8xf32> -> tensor<8x2xf32>
 // GQA: linalg.matmul ins(%{{.*}}, %[[Q]] : tensor<4x8xf32>, tensor<8x2xf32>)
 // GQA: linalg.matmul ins(%{{.*}}, %{{.*}} : tensor<4x8xf32>, tensor<8x4xf32>)
 // GQA: shard.all_slice %{{.*}} on @mesh grid_axes = [1] slice_axis = 0 {moe.tensor_parallel} : tensor<4x4x2xf32> -> tensor<1x4x2xf32>

@@ -7,6 +7,14 @@
 // RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=dp=2,ep=4,tp=2 token-split=moe" | FileCheck %s --check-prefix=MOE
 // RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=4 token-split=model" | FileCheck %s --check-prefix=EP
 // RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=dp=2,ep=5" 2>&1 | FileCheck %s --check-prefix=HYBRID
+// RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=8 attention-mesh=dp=2,tp=4" | FileCheck %s --check-prefix=FOLD
+// RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=2,tp=2 attention-mesh=tp=4" | FileCheck %s --check-prefix=FOLDTP
+// RUN: moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=4 attention-mesh=dp=4" | FileCheck %s --check-prefix=FOLDDP
+// RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=4 attention-mesh=tp=8" 2>&1 | FileCheck %s --check-prefix=FOLDN
+// RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=2,tp=3 attention-mesh=dp=3,tp=2" 2>&1 | FileCheck %s --check-prefix=NEST
+// RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=2,tp=2 attention-mesh=dp=4" 2>&1 | FileCheck %s --check-prefix=FOLDETP
+// RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=5 attention-mesh=dp=5" 2>&1 | FileCheck %s --check-prefix=FOLDSEQ
+// RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=4 attention-mesh=tp=4 token-split=moe" 2>&1 | FileCheck %s --check-prefix=FOLDMODE
 // RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=4 token-split=tokens" 2>&1 | FileCheck %s --check-prefix=MODE
 // RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=4,pp=2" 2>&1 | FileCheck %s --check-prefix=AXIS
 // RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=x" 2>&1 | FileCheck %s --check-prefix=SIZE
@@ -97,3 +105,30 @@ func.func @reduce_tokens(%t: tensor<8x16xf32>, %i: tensor<8x2xi64>, %w: tensor<8
     }
   return %s : tensor<16xf32>
 }
+
+// Folding (attention-mesh): the MoE's ep=8 with attention dp=2 x tp=4 of
+// the same 8 ranks gives grid axes ep0 = 2 (attention dp) and ep1 = 4
+// (attention tp), their roles in moe.roles. The whole model splits over
+// attention dp (grid axis 0, one sequence each) only; the MoE rows are sliced over ep1 later,
+// in moe-partition ("hybrid").
+// FOLD: shard.grid @mesh(shape = 2x4) {moe.axes = ["ep0", "ep1"], moe.roles = {attn_dp = array<i16: 0>, attn_tp = array<i16: 1>, dp = array<i16>, ep = array<i16: 0, 1>, tp = array<i16>}, moe.token_split_mode = "hybrid"}
+// FOLD: func.func @main(%{{.*}}: tensor<2x12x16xf32> {moe.token_split = array<i64: 0, 1>, onnx.name = "hidden_states"})
+// FOLD: shard.sharding @mesh split_axes = {{\[\[}}0]]
+// FOLD-NOT: shard.all_slice
+
+// vLLM's layout with expert tensor parallelism: attention tp over all 4
+// ranks, the MoE's ep and tp axes both inside it; no whole-model split.
+// FOLDTP: shard.grid @mesh(shape = 2x2) {moe.axes = ["ep", "tp"], moe.roles = {attn_dp = array<i16>, attn_tp = array<i16: 0, 1>, dp = array<i16>, ep = array<i16: 0>, tp = array<i16: 1>}, moe.token_split_mode = "hybrid"}
+// FOLDTP: shard.sharding @mesh split_axes = {{\[\[}}]]
+
+// DP attention with EP MoE (SGLang): the whole model splits over every
+// rank, as with --mesh ep=4 alone; nothing to slice.
+// FOLDDP: shard.grid @mesh(shape = 4) {moe.axes = ["ep"], moe.roles = {attn_dp = array<i16: 0>, attn_tp = array<i16>, dp = array<i16>, ep = array<i16: 0>, tp = array<i16>}}
+// FOLDDP: shard.sharding @mesh split_axes = {{\[\[}}0]]
+
+// FOLDN: error: --attention-mesh tp=8 and --mesh ep=4: the attention mesh has 8 ranks, the MoE mesh 4; they must fold the same ranks
+// NEST: error: --attention-mesh dp=3,tp=2 and --mesh ep=2,tp=3 do not nest
+// FOLDETP: error: --attention-mesh dp=4 and --mesh ep=2,tp=2: attention dp would split the tokens over the MoE's tp ranks
+// 24 tokens do not split 5 ways.
+// FOLDSEQ: error: attention dp=5 runs attention on whole sequences: the model's tokens must split 5 ways by sequence (a batch divisible by 5); fold attention as tp instead (e.g. --attention-mesh tp=5), which takes any batch
+// FOLDMODE: error: token-split 'moe' and an attention mesh: the attention mesh decides where tokens are split

@@ -3,6 +3,7 @@
 moe-run on CPU ranks, and compare with onnxruntime on the original file.
 
     check_plan.py MODEL --mesh ep=4 [--mesh dp=2,ep=2 ...]
+        [--mesh "ep=4 --attention-mesh tp=4" ...]
         [--placement contiguous|round-robin|balanced] [--redundant-experts N]
         [--capacity-factor C] [--launch mpi|threads] [--input NAME=FILE.npy]
         [--moec BIN] [--moe-run BIN] [--seed S] [--tol 1e-4] [--work DIR]
@@ -26,7 +27,9 @@ weights and rows in 16 bits: pass a --tol for that type (rounding error) and
 --min-err, the least relative error the run must show (the proof that the
 16-bit path ran: an fp32 plan is ~1e-7 off); outputs named by --fp32-output
 (router logits, which moec keeps in fp32) must instead meet 1e-4. Prints one line per mesh and
-output; exits non-zero on any mismatch.
+output; exits non-zero on any mismatch. A --mesh value may carry more moec
+flags after the mesh, separated by spaces (a folding: "ep=4 --attention-mesh
+dp=2,tp=2").
 """
 import argparse
 import atexit
@@ -112,10 +115,12 @@ def main():
         inputs += ["--input", f"{name}={p}"]
 
     ok = True
-    for mesh in a.mesh:
-        tag = f"{os.path.basename(a.model)} --mesh {mesh}"
-        plan = os.path.join(work, f"plan_{mesh.replace(',', '_')}.moeplan")
-        flags = ["--mesh", mesh, "--placement", a.placement,
+    for mesh_arg in a.mesh:
+        mesh, *extra = mesh_arg.split()
+        tag = f"{os.path.basename(a.model)} --mesh {mesh_arg}"
+        stem = "".join(c if c.isalnum() else "_" for c in mesh_arg)
+        plan = os.path.join(work, f"plan_{stem}.moeplan")
+        flags = ["--mesh", mesh] + extra + ["--placement", a.placement,
                  "--precision", a.precision]
         if a.placement_load:
             flags += ["--placement-load", a.placement_load]
@@ -132,7 +137,7 @@ def main():
         world = 1
         for kv in mesh.split(","):
             world *= int(kv.split("=")[1])
-        out = os.path.join(work, f"out_{mesh.replace(',', '_')}.npz")
+        out = os.path.join(work, f"out_{stem}.npz")
         cmd = [a.moe_run, "-n", str(world), plan, "-o", out, "--json"] + inputs
         if a.launch == "threads":
             cmd.append("--threads")
@@ -176,9 +181,9 @@ def main():
             print(f"FAIL {tag}: no JSON report from moe-run or moec")
             ok = False
             continue
-        axes = [kv.split("=")[0] for kv in predicted["mesh"].split(",")]
-        ep_axis = axes.index("ep")
-        coords = {x["rank"]: x["coords"] for x in predicted["ranks"]}
+        # The rank's index in its ep group (on a folded grid ep may span
+        # several grid axes).
+        ep_index = {x["rank"]: x["ep_index"] for x in predicted["ranks"]}
         for li, layer in enumerate(predicted["layers"]):
             row_bytes = layer["hidden"] * layer["element_bytes"]
             owner = {}
@@ -195,7 +200,7 @@ def main():
                     total += peer["bytes_sent"]
                     if peer["peer"] != me:
                         leaving += peer["bytes_sent"]
-                ep = coords[me][ep_axis]
+                ep = ep_index[me]
                 for e, n in enumerate(lay["tokens_per_expert"]):
                     if owner[e] != ep:
                         expect_leaving += 2 * n * row_bytes

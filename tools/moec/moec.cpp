@@ -81,6 +81,15 @@ cl::opt<std::string> meshSpec(
     cl::desc("Device mesh: dp=D,ep=E,tp=T (any subset; the product is the "
              "number of ranks), or 'auto' with --gpus"),
     cl::value_desc("dp=D,ep=E,tp=T|auto"), cl::cat(shardCat));
+cl::opt<std::string> attentionMesh(
+    "attention-mesh",
+    cl::desc("Attention and the dense layers on another folding of the same "
+             "ranks (Megatron-Core's MoE parallel folding): dp=A,tp=B with "
+             "A x B = the --mesh ranks; --mesh then gives the MoE layers' "
+             "layout. vLLM's --tensor-parallel-size 8 "
+             "--enable-expert-parallel is --mesh ep=8 --attention-mesh "
+             "tp=8; SGLang's DP attention is --attention-mesh dp=8"),
+    cl::value_desc("dp=A,tp=B"), cl::cat(shardCat));
 cl::opt<int64_t> gpus("gpus", cl::desc("With --mesh auto: number of GPUs"),
                       cl::init(0), cl::cat(shardCat));
 cl::opt<int64_t> gpusPerNode(
@@ -197,6 +206,7 @@ void setPipelineOptions(moec::MoecPipelineOptions &opts,
                         const std::string &mesh) {
   opts.mesh = mesh;
   opts.tokenSplit = tokenSplit;
+  opts.attentionMesh = attentionMesh;
   opts.noRaise = noRaise;
   opts.strict = strict;
   opts.precision = precision;
@@ -276,6 +286,9 @@ int main(int argc, char **argv) {
   OpPrintingFlags flags;
   if (!emitWeights)
     flags.elideLargeResourceString(1024);
+  if (!attentionMesh.empty() && meshSpec.empty())
+    return fail("--attention-mesh folds attention onto the ranks of --mesh: "
+                "give --mesh too (e.g. --mesh ep=8 --attention-mesh tp=8)");
   if (emit == EmitKind::ShardedMLIR && meshSpec.empty())
     return fail("--emit=sharded-mlir needs --mesh");
   bool wantPlan =
@@ -307,6 +320,9 @@ int main(int argc, char **argv) {
                 "': expected a size such as 80GiB, 512MiB or 1000000");
   std::string mesh = meshSpec;
   if (mesh == "auto") {
+    if (!attentionMesh.empty())
+      return fail("--attention-mesh with --mesh auto: give the MoE mesh "
+                  "(e.g. --mesh ep=8) to fold the attention onto it");
     moec::MeshChoiceOptions choice;
     choice.gpus = gpus;
     choice.gpusPerNode = gpusPerNode;
@@ -319,6 +335,19 @@ int main(int argc, char **argv) {
     moec::MeshSpec spec;
     if (!moec::parseMeshSpec(mesh, spec, err))
       return fail("--mesh: " + err);
+    if (!attentionMesh.empty()) {
+      moec::AttentionMesh attn;
+      moec::MeshSpec grid;
+      moec::MeshRoles roles;
+      if (!moec::parseAttentionMesh(attentionMesh, attn, err))
+        return fail("--attention-mesh: " + err);
+      if (!moec::foldMesh(spec, attn, grid, roles, err))
+        return fail(err);
+      if (tokenSplit != "auto")
+        return fail("--token-split " + tokenSplit +
+                    " and --attention-mesh: the attention mesh decides "
+                    "where tokens are split (give one of them)");
+    }
     if (gpus > 0 && spec.worldSize() != gpus)
       return fail("--mesh " + mesh + " has " +
                   std::to_string(spec.worldSize()) + " ranks but --gpus is " +
@@ -338,7 +367,10 @@ int main(int argc, char **argv) {
   setPipelineOptions(pipelineOpts, mesh);
   moec::buildShardPipeline(shardPm, pipelineOpts);
   if (failed(shardPm.run(*module)))
-    return fail(inputFile + ": sharding for --mesh " + mesh + " failed");
+    return fail(inputFile + ": sharding for --mesh " + mesh +
+                (attentionMesh.empty() ? std::string()
+                                       : " --attention-mesh " + attentionMesh) +
+                " failed");
   std::string annotated;
   if (emit == EmitKind::ShardedMLIR) {
     llvm::raw_string_ostream os(annotated);

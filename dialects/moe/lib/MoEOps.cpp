@@ -427,18 +427,22 @@ LogicalResult LocalWeightsOp::verify() {
     return emitOpError("result must have ")
            << p.getSlotsPerRank() << " slots, got " << res.getDimSize(0);
   int64_t splitDim = int64_t(getSplitDim());
-  int64_t splitAxis = int64_t(getSplitAxis());
-  if (splitAxis >= 0 && (splitDim < 1 || splitDim >= in.getRank()))
+  bool split = !getSplitAxes().empty();
+  if (split && (splitDim < 1 || splitDim >= in.getRank()))
     return emitOpError("split_dim must be a non-expert dim of the weights");
   for (int64_t d = 1; d < in.getRank(); ++d) {
-    if (splitAxis >= 0 && d == splitDim)
+    if (split && d == splitDim)
       continue;
     if (!compatible(in.getDimSize(d), res.getDimSize(d)))
       return emitOpError("dim ") << d << " must be kept, got " << res;
   }
-  SmallVector<int16_t> axes{int16_t(int64_t(getEpAxis()))};
-  if (splitAxis >= 0)
-    axes.push_back(int16_t(splitAxis));
+  if (getEpAxes().empty())
+    return emitOpError("needs at least one ep grid axis");
+  SmallVector<int16_t> axes(getEpAxes());
+  llvm::append_range(axes, getSplitAxes());
+  for (auto [i, a] : llvm::enumerate(axes))
+    if (llvm::is_contained(ArrayRef<int16_t>(axes).take_front(i), a))
+      return emitOpError("grid axis ") << a << " is used twice";
   return verifyGridAxes(*this, getGridAttr(), axes);
 }
 
@@ -452,12 +456,15 @@ LogicalResult TpSliceOp::verify() {
   for (int64_t d = 0; d < in.getRank(); ++d)
     if (d != dim && !compatible(in.getDimSize(d), res.getDimSize(d)))
       return emitOpError("dim ") << d << " must be kept, got " << res;
-  if (failed(
-          verifyGridAxes(*this, getGridAttr(), {int16_t(int64_t(getAxis()))})))
+  if (getGridAxes().empty())
+    return emitOpError("needs at least one grid axis");
+  if (failed(verifyGridAxes(*this, getGridAttr(), getGridAxes())))
     return failure();
   if (Operation *sym =
           SymbolTable::lookupNearestSymbolFrom(*this, getGridAttr())) {
-    int64_t n = sym->getAttrOfType<DenseI64ArrayAttr>("shape")[getAxis()];
+    int64_t n = 1;
+    for (int16_t a : getGridAxes())
+      n *= sym->getAttrOfType<DenseI64ArrayAttr>("shape")[a];
     if (!ShapedType::isDynamic(in.getDimSize(dim)) &&
         (in.getDimSize(dim) % n != 0 ||
          res.getDimSize(dim) * n != in.getDimSize(dim)))

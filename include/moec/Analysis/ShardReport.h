@@ -47,6 +47,7 @@ struct LayerComm {
 /// experts, the LM head): the collectives moe-partition inserted for them,
 /// per forward pass.
 struct DenseTpComm {
+  int64_t ways = 1; ///< ranks the dense layers are split over
   int64_t allReduces = 0;
   int64_t allReduceBytesPerRank = 0; ///< payload (row-parallel partial sums)
   double allReduceRingBytesPerRank = 0;
@@ -60,6 +61,7 @@ struct DenseTpComm {
 struct RankMemory {
   int64_t rank = 0;
   std::vector<int64_t> coords;
+  int64_t epIndex = 0;     ///< the rank's index in its ep group
   int64_t weightBytes = 0; ///< replicated + this rank's expert slices
   int64_t expertWeightBytes = 0;
   int64_t activationBytes = 0; ///< peak of live tensors (recv at its bound)
@@ -68,6 +70,9 @@ struct RankMemory {
 struct ShardReport {
   std::string mesh; ///< "dp=2,ep=4,tp=2"
   int64_t worldSize = 1, tokenSplit = 1, ep = 1, tp = 1, dp = 1;
+  /// A folded grid (`--attention-mesh`): "attention tp=8 / MoE ep=8";
+  /// empty otherwise.
+  std::string folding;
   /// Where tokens are split (moe-shard's token-split): "model" (each rank
   /// runs the whole model on its own tokens) or "moe" (sequence-parallel
   /// MoE layers, the rest replicated), with why the whole model did not.

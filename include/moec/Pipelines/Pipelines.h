@@ -40,6 +40,11 @@ struct MoecPipelineOptions
                      "runs the whole model on its own tokens) or moe "
                      "(sequence-parallel MoE layers, the rest replicated)"),
       llvm::cl::init("auto")};
+  Option<std::string> attentionMesh{
+      *this, "attention-mesh",
+      llvm::cl::desc("Attention and dense layers on another folding of the "
+                     "same ranks: dp=A,tp=B (Megatron-Core's MoE parallel "
+                     "folding; empty: the mesh's dp x ep tokens and its tp)")};
   Option<bool> noRaise{*this, "no-raise",
                        llvm::cl::desc("Do not run moe-raise-experts"),
                        llvm::cl::init(false)};

@@ -120,6 +120,19 @@ def MoEShard : Pass<"moe-shard", "mlir::ModuleOp"> {
     Errors: a malformed spec, a tp degree that does not divide an expert
     FFN's width, with `token-split=model` a token count that cannot be split
     dp x ep ways or an op that needs all tokens (a reduction over them).
+
+    Folding (`attention-mesh`, Megatron-Core's MoE parallel folding): the
+    attention and dense layers get their own layout of the same ranks,
+    `dp=A,tp=B` with A x B = the mesh's ranks, while the MoE layers keep
+    `mesh` (dp: expert replicas, ep, tp: expert tensor parallelism). The
+    grid's axes are the coarsest refinement of both (an `ep=8` MoE with
+    attention `dp=2,tp=4` gets axes `ep0 = 2, ep1 = 4`), recorded with
+    what each is for in `moe.roles`. The whole model is split over the
+    attention's dp (an error when it does not split so); the ranks of an
+    attention tp group hold the same tokens, and each MoE layer's rows are
+    sliced over those among the MoE's dp x ep ranks (moe-partition), the
+    combined rows all-gathered. Errors: rank counts that differ, foldings
+    that do not nest, attention dp over the MoE's tp ranks.
   }];
   let dependentDialects = ["mlir::shard::ShardDialect",
                            "mlir::tensor::TensorDialect",
@@ -130,7 +143,11 @@ def MoEShard : Pass<"moe-shard", "mlir::ModuleOp"> {
     Option<"tokenSplit", "token-split", "std::string", /*default=*/"\"auto\"",
            "Where tokens are split over dp x ep: auto, model (the whole "
            "model on each rank's tokens) or moe (sequence-parallel MoE "
-           "layers, the rest replicated)">
+           "layers, the rest replicated)">,
+    Option<"attentionMesh", "attention-mesh", "std::string",
+           /*default=*/"\"\"",
+           "Attention/dense folding of the same ranks: dp=A,tp=B (empty: "
+           "attention over the mesh's dp x ep tokens and its tp)">
   ];
 }
 

@@ -529,7 +529,7 @@ func.func @combine_result(%y: tensor<?x16xf32>, %h: !moe.dispatch, %w: tensor<4x
 shard.grid @mesh(shape = 2)
 func.func @local_slots(%w: tensor<2x16x8xf32>) {
   // expected-error @+1 {{result must have 1 slots, got 2}}
-  %l = moe.local_weights %w on @mesh ep_axis = 0 placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> : tensor<2x16x8xf32> -> tensor<2x16x8xf32>
+  %l = moe.local_weights %w on @mesh ep_axes = [0] placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> : tensor<2x16x8xf32> -> tensor<2x16x8xf32>
   return
 }
 
@@ -538,7 +538,7 @@ func.func @local_slots(%w: tensor<2x16x8xf32>) {
 shard.grid @mesh(shape = 2)
 func.func @local_experts(%w: tensor<3x16x8xf32>) {
   // expected-error @+1 {{weights stack 3 experts, the placement 2}}
-  %l = moe.local_weights %w on @mesh ep_axis = 0 placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> : tensor<3x16x8xf32> -> tensor<1x16x8xf32>
+  %l = moe.local_weights %w on @mesh ep_axes = [0] placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> : tensor<3x16x8xf32> -> tensor<1x16x8xf32>
   return
 }
 
@@ -547,7 +547,7 @@ func.func @local_experts(%w: tensor<3x16x8xf32>) {
 shard.grid @mesh(shape = 2)
 func.func @local_keep(%w: tensor<2x16x8xf32>) {
   // expected-error @+1 {{dim 2 must be kept, got 'tensor<1x16x4xf32>'}}
-  %l = moe.local_weights %w on @mesh ep_axis = 0 placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> : tensor<2x16x8xf32> -> tensor<1x16x4xf32>
+  %l = moe.local_weights %w on @mesh ep_axes = [0] placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> : tensor<2x16x8xf32> -> tensor<1x16x4xf32>
   return
 }
 
@@ -556,7 +556,7 @@ func.func @local_keep(%w: tensor<2x16x8xf32>) {
 shard.grid @mesh(shape = 2x2)
 func.func @tp_slice_blocks(%w: tensor<64x96xf32>) {
   // expected-error @+1 {{dim 1 of size 96 must split into 2 blocks of 32}}
-  %s = moe.tp_slice %w on @mesh axis = 1 dim = 1 : tensor<64x96xf32> -> tensor<64x32xf32>
+  %s = moe.tp_slice %w on @mesh grid_axes = [1] dim = 1 : tensor<64x96xf32> -> tensor<64x32xf32>
   return
 }
 
@@ -565,6 +565,6 @@ func.func @tp_slice_blocks(%w: tensor<64x96xf32>) {
 shard.grid @mesh(shape = 2x2)
 func.func @tp_slice_keep(%w: tensor<64x96xf32>) {
   // expected-error @+1 {{dim 0 must be kept, got 'tensor<32x48xf32>'}}
-  %s = moe.tp_slice %w on @mesh axis = 1 dim = 1 : tensor<64x96xf32> -> tensor<32x48xf32>
+  %s = moe.tp_slice %w on @mesh grid_axes = [1] dim = 1 : tensor<64x96xf32> -> tensor<32x48xf32>
   return
 }

@@ -99,11 +99,11 @@ shard.grid @mesh(shape = 2x2) {moe.axes = ["ep", "tp"]}
 // CHECK-LABEL: func.func @expert_parallel
 func.func @expert_parallel(%x: tensor<4x16xf32>, %i: tensor<4x2xi64>, %w: tensor<4x2xf32>,
                            %wg: tensor<3x16x32xf32>, %wd: tensor<3x32x16xf32>, %bd: tensor<3x16xf32>) -> tensor<4x16xf32> {
-  // CHECK: moe.local_weights %{{.*}} on @mesh ep_axis = 0 placement = <num_experts = 3, ranks = 2, slots_per_rank = 2, slots = [0, 1, 2, -1], strategy = "contiguous"> {split_axis = 1 : i64, split_dim = 2 : i64} : tensor<3x16x32xf32> -> tensor<2x16x16xf32>
-  %g = moe.local_weights %wg on @mesh ep_axis = 0 placement = <num_experts = 3, ranks = 2, slots_per_rank = 2, slots = [0, 1, 2, -1], strategy = "contiguous"> {split_axis = 1 : i64, split_dim = 2 : i64} : tensor<3x16x32xf32> -> tensor<2x16x16xf32>
-  %d = moe.local_weights %wd on @mesh ep_axis = 0 placement = <num_experts = 3, ranks = 2, slots_per_rank = 2, slots = [0, 1, 2, -1], strategy = "contiguous"> {split_axis = 1 : i64, split_dim = 1 : i64} : tensor<3x32x16xf32> -> tensor<2x16x16xf32>
-  // CHECK: {first_only = true, split_axis = 1 : i64, split_dim = 1 : i64}
-  %b = moe.local_weights %bd on @mesh ep_axis = 0 placement = <num_experts = 3, ranks = 2, slots_per_rank = 2, slots = [0, 1, 2, -1], strategy = "contiguous"> {first_only = true, split_axis = 1 : i64, split_dim = 1 : i64} : tensor<3x16xf32> -> tensor<2x16xf32>
+  // CHECK: moe.local_weights %{{.*}} on @mesh ep_axes = [0] placement = <num_experts = 3, ranks = 2, slots_per_rank = 2, slots = [0, 1, 2, -1], strategy = "contiguous"> {split_axes = array<i16: 1>, split_dim = 2 : i64} : tensor<3x16x32xf32> -> tensor<2x16x16xf32>
+  %g = moe.local_weights %wg on @mesh ep_axes = [0] placement = <num_experts = 3, ranks = 2, slots_per_rank = 2, slots = [0, 1, 2, -1], strategy = "contiguous"> {split_axes = array<i16: 1>, split_dim = 2 : i64} : tensor<3x16x32xf32> -> tensor<2x16x16xf32>
+  %d = moe.local_weights %wd on @mesh ep_axes = [0] placement = <num_experts = 3, ranks = 2, slots_per_rank = 2, slots = [0, 1, 2, -1], strategy = "contiguous"> {split_axes = array<i16: 1>, split_dim = 1 : i64} : tensor<3x32x16xf32> -> tensor<2x16x16xf32>
+  // CHECK: {first_only = true, split_axes = array<i16: 1>, split_dim = 1 : i64}
+  %b = moe.local_weights %bd on @mesh ep_axes = [0] placement = <num_experts = 3, ranks = 2, slots_per_rank = 2, slots = [0, 1, 2, -1], strategy = "contiguous"> {first_only = true, split_axes = array<i16: 1>, split_dim = 1 : i64} : tensor<3x16xf32> -> tensor<2x16xf32>
   // CHECK: %[[R:.*]], %[[H:.*]] = moe.dispatch %{{.*}}, %{{.*}} on @mesh grid_axes = [0] placement = <{{.*}}> max_rows = 16 {capacity = 3 : i64} : tensor<4x16xf32>, tensor<4x2xi64> -> tensor<?x16xf32>, !moe.dispatch
   %r, %h = moe.dispatch %x, %i on @mesh grid_axes = [0] placement = <num_experts = 3, ranks = 2, slots_per_rank = 2, slots = [0, 1, 2, -1], strategy = "contiguous"> max_rows = 16 {capacity = 3 : i64} : tensor<4x16xf32>, tensor<4x2xi64> -> tensor<?x16xf32>, !moe.dispatch
   // CHECK: moe.expert_compute %[[R]], %[[H]] gate %{{.*}} down %{{.*}} bias_down %{{.*}} {activation = #moe<activation gelu>}
@@ -116,7 +116,7 @@ func.func @expert_parallel(%x: tensor<4x16xf32>, %i: tensor<4x2xi64>, %w: tensor
 
 // CHECK-LABEL: func.func @tp_slice
 func.func @tp_slice(%w: tensor<64x96xf32>) -> tensor<64x48xf32> {
-  // CHECK: moe.tp_slice %{{.*}} on @mesh axis = 1 dim = 1 : tensor<64x96xf32> -> tensor<64x48xf32>
-  %s = moe.tp_slice %w on @mesh axis = 1 dim = 1 : tensor<64x96xf32> -> tensor<64x48xf32>
+  // CHECK: moe.tp_slice %{{.*}} on @mesh grid_axes = [1] dim = 1 : tensor<64x96xf32> -> tensor<64x48xf32>
+  %s = moe.tp_slice %w on @mesh grid_axes = [1] dim = 1 : tensor<64x96xf32> -> tensor<64x48xf32>
   return %s : tensor<64x48xf32>
 }

@@ -316,17 +316,18 @@ def MoE_CombineOp : MoE_Op<"combine", []> {
 def MoE_LocalWeightsOp : MoE_Op<"local_weights", [Pure]> {
   let summary = "the slice of stacked expert weights one rank holds";
   let description = [{
-    A rank-dependent value: on the rank with coordinate `r` along grid axis
-    `ep_axis`, slot `s` of the result is expert `placement.slots[r * S + s]`
-    of `weights` (zeros for an empty slot). With `split_axis` >= 0 (tensor
-    parallelism) dimension `split_dim` is further cut into equal blocks over
-    that grid axis and the rank keeps its block; with `first_only` (a bias
-    added after a tensor-parallel reduction) ranks other than the first
-    along `split_axis` hold zeros instead. The plan writer resolves it into
+    A rank-dependent value: on the rank with index `r` in its group along
+    grid axes `ep_axes` (row-major over them), slot `s` of the result is
+    expert `placement.slots[r * S + s]` of `weights` (zeros for an empty
+    slot). With non-empty `split_axes` (tensor parallelism) dimension
+    `split_dim` is further cut into equal blocks over those grid axes and
+    the rank keeps its block; with `first_only` (a bias added after a
+    tensor-parallel reduction) ranks other than the first along
+    `split_axes` hold zeros instead. The plan writer resolves it into
     per-rank weight segments.
 
     ```mlir
-    %g = moe.local_weights %w_gate on @mesh ep_axis = 0
+    %g = moe.local_weights %w_gate on @mesh ep_axes = [0]
         placement = #moe.placement<...>
         : tensor<8x64x128xf32> -> tensor<2x64x128xf32>
     ```
@@ -334,15 +335,15 @@ def MoE_LocalWeightsOp : MoE_Op<"local_weights", [Pure]> {
   let arguments = (ins
     MoE_FloatTensor:$weights,
     FlatSymbolRefAttr:$grid,
-    I64Attr:$ep_axis,
+    DenseI16ArrayAttr:$ep_axes,
     MoE_PlacementAttr:$placement,
-    DefaultValuedAttr<I64Attr, "-1">:$split_axis,
+    DefaultValuedAttr<DenseI16ArrayAttr, "{}">:$split_axes,
     DefaultValuedAttr<I64Attr, "0">:$split_dim,
     DefaultValuedAttr<BoolAttr, "false">:$first_only
   );
   let results = (outs MoE_FloatTensor:$result);
   let assemblyFormat = [{
-    $weights `on` $grid `ep_axis` `=` $ep_axis `placement` `=` $placement
+    $weights `on` $grid `ep_axes` `=` $ep_axes `placement` `=` $placement
     attr-dict `:` type($weights) `->` type($result)
   }];
   let hasVerifier = 1;
@@ -353,20 +354,20 @@ def MoE_TpSliceOp : MoE_Op<"tp_slice", [Pure]> {
   let description = [{
     A rank-dependent value for Megatron-style tensor parallelism of dense
     layers (shared experts): dimension `dim` of `weights` is cut into equal
-    blocks over grid axis `axis` and the rank keeps the block of its
-    coordinate (columns of the first FFN matmuls, rows of the last). The
+    blocks over grid axes `grid_axes` and the rank keeps the block of its
+    group index (row-major over them; columns of the first FFN matmuls, rows of the last). The
     plan writer resolves it into per-rank weight segments.
 
     ```mlir
-    %w = moe.tp_slice %w_up on @mesh axis = 1 dim = 1
+    %w = moe.tp_slice %w_up on @mesh grid_axes = [1] dim = 1
         : tensor<64x96xf32> -> tensor<64x48xf32>
     ```
   }];
   let arguments = (ins MoE_FloatTensor:$weights, FlatSymbolRefAttr:$grid,
-                       I64Attr:$axis, I64Attr:$dim);
+                       DenseI16ArrayAttr:$grid_axes, I64Attr:$dim);
   let results = (outs MoE_FloatTensor:$result);
   let assemblyFormat = [{
-    $weights `on` $grid `axis` `=` $axis `dim` `=` $dim attr-dict `:`
+    $weights `on` $grid `grid_axes` `=` $grid_axes `dim` `=` $dim attr-dict `:`
     type($weights) `->` type($result)
   }];
   let hasVerifier = 1;
