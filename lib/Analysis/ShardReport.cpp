@@ -134,6 +134,7 @@ ShardReport moec::computeShardReport(ModuleOp module) {
       m.coords.assign(c.begin(), c.end());
       m.epIndex = groupIndex(spec, c, roles.ep);
       m.weightBytes = replicated;
+      m.replicatedWeightBytes = replicated;
     }
     func.walk([&](moe::LocalWeightsOp lw) {
       moe::PlacementAttr p = lw.getPlacement();
@@ -151,8 +152,10 @@ ShardReport moec::computeShardReport(ModuleOp module) {
     });
 
     func.walk([&](moe::TpSliceOp ts) {
-      for (RankMemory &m : r.ranks)
+      for (RankMemory &m : r.ranks) {
         m.weightBytes += bytesOf(ts.getType());
+        m.denseTpWeightBytes += bytesOf(ts.getType());
+      }
       r.denseTp.splitWeightBytes += bytesOf(ts.getWeights().getType());
       r.denseTp.splitWeightBytesPerRank += bytesOf(ts.getType());
     });
@@ -328,13 +331,15 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
       });
     }
     for (const RankMemory &m : r.ranks)
-      ranks.push_back(
-          llvm::json::Object{{"rank", m.rank},
-                             {"coords", llvm::json::Array(m.coords)},
-                             {"ep_index", m.epIndex},
-                             {"weight_bytes", m.weightBytes},
-                             {"expert_weight_bytes", m.expertWeightBytes},
-                             {"activation_bytes", m.activationBytes}});
+      ranks.push_back(llvm::json::Object{
+          {"rank", m.rank},
+          {"coords", llvm::json::Array(m.coords)},
+          {"ep_index", m.epIndex},
+          {"weight_bytes", m.weightBytes},
+          {"expert_weight_bytes", m.expertWeightBytes},
+          {"dense_tp_weight_bytes", m.denseTpWeightBytes},
+          {"replicated_weight_bytes", m.replicatedWeightBytes},
+          {"activation_bytes", m.activationBytes}});
     int64_t L = r.layers.size();
     int64_t bsh = r.layers.empty()
                       ? 0
@@ -476,7 +481,10 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
     for (auto [i, c] : llvm::enumerate(m.coords))
       os << (i ? "," : "") << c;
     os << "]: weights " << formatBytes(m.weightBytes) << " (experts "
-       << formatBytes(m.expertWeightBytes) << "), activations "
-       << formatBytes(m.activationBytes) << "\n";
+       << formatBytes(m.expertWeightBytes);
+    if (m.denseTpWeightBytes)
+      os << ", tensor-parallel dense " << formatBytes(m.denseTpWeightBytes);
+    os << ", replicated " << formatBytes(m.replicatedWeightBytes)
+       << "), activations " << formatBytes(m.activationBytes) << "\n";
   }
 }

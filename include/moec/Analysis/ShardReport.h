@@ -64,6 +64,12 @@ struct RankMemory {
   int64_t epIndex = 0;     ///< the rank's index in its ep group
   int64_t weightBytes = 0; ///< replicated + this rank's expert slices
   int64_t expertWeightBytes = 0;
+  /// This rank's blocks of the tensor-parallel dense weights (attention,
+  /// dense MLPs, shared experts, LM head: moe.tp_slice).
+  int64_t denseTpWeightBytes = 0;
+  /// Weights every rank holds whole (embeddings, norms, routers, layers
+  /// that stay unsplit).
+  int64_t replicatedWeightBytes = 0;
   int64_t activationBytes = 0; ///< peak of live tensors (recv at its bound)
 };
 
