@@ -2,6 +2,7 @@
 
 #include "moec/Pipelines/MeshChoice.h"
 
+#include "moec/Analysis/Mesh.h"
 #include "moec/Analysis/ShardReport.h"
 #include "moec/Pipelines/Pipelines.h"
 #include "moec/Transforms/Passes.h"
@@ -20,6 +21,7 @@ using namespace mlir;
 LogicalResult moec::chooseMesh(ModuleOp module, const MeshChoiceOptions &choice,
                                const MoecPipelineOptions &options,
                                llvm::raw_ostream &log, std::string &chosen,
+                               std::string &chosenAttention,
                                std::string &error) {
   int64_t gpus = choice.gpus;
   if (gpus < 1) {
@@ -33,7 +35,7 @@ LogicalResult moec::chooseMesh(ModuleOp module, const MeshChoiceOptions &choice,
     return failure();
   }
   struct Candidate {
-    std::string mesh;
+    std::string mesh, attention;
     bool ok = false;
     std::string why;
     double comm = 0;
@@ -44,6 +46,11 @@ LogicalResult moec::chooseMesh(ModuleOp module, const MeshChoiceOptions &choice,
     int tier = 0;
   };
   std::vector<Candidate> cands;
+  struct Layout {
+    int64_t ep;
+    std::string mesh, attention;
+  };
+  std::vector<Layout> layouts;
   for (int64_t tp = 1; tp <= gpus; ++tp)
     for (int64_t ep = 1; ep * tp <= gpus; ++ep) {
       if (gpus % (ep * tp))
@@ -51,10 +58,32 @@ LogicalResult moec::chooseMesh(ModuleOp module, const MeshChoiceOptions &choice,
       int64_t dp = gpus / (ep * tp);
       if (perNode % (ep * tp) != 0)
         continue; // EP and TP groups stay inside a node
+      std::string mesh = "dp=" + std::to_string(dp) +
+                         ",ep=" + std::to_string(ep) +
+                         ",tp=" + std::to_string(tp);
+      layouts.push_back({ep, mesh, ""});
+      // Foldings: attention dp=A,tp=B of the same ranks, B inside a node;
+      // A = dp x ep, B = tp is the mesh itself.
+      MeshSpec spec;
+      std::string err;
+      if (!parseMeshSpec(mesh, spec, err))
+        continue;
+      for (int64_t b = 1; b <= gpus; ++b) {
+        if (gpus % b || perNode % b || (b == tp && gpus / b == dp * ep))
+          continue;
+        AttentionMesh attn{gpus / b, b};
+        MeshSpec grid;
+        MeshRoles roles;
+        if (foldMesh(spec, attn, grid, roles, err))
+          layouts.push_back({ep, mesh, attn.str()});
+      }
+    }
+  for (const Layout &layout : layouts) {
+    {
       Candidate c;
-      c.ep = ep;
-      c.mesh = "dp=" + std::to_string(dp) + ",ep=" + std::to_string(ep) +
-               ",tp=" + std::to_string(tp);
+      c.ep = layout.ep;
+      c.mesh = layout.mesh;
+      c.attention = layout.attention;
       OwningOpRef<ModuleOp> copy(module.clone());
       // A candidate that does not shard is a rejected row, not an error:
       // keep its first error as the reason and print nothing.
@@ -67,6 +96,7 @@ LogicalResult moec::chooseMesh(ModuleOp module, const MeshChoiceOptions &choice,
       MoecPipelineOptions candOpts;
       candOpts.copyOptionValuesFrom(options);
       candOpts.mesh = c.mesh;
+      candOpts.attentionMesh = c.attention;
       // The per-rank shapes are enough for the report: no kernel outlining.
       PassManager pm(module.getContext());
       buildShardPipeline(pm, candOpts);
@@ -80,12 +110,17 @@ LogicalResult moec::chooseMesh(ModuleOp module, const MeshChoiceOptions &choice,
         c.comm = r.commBytesPerRank();
         c.mem = r.maxRankBytes();
         c.tier = r.tokenSplitMode == "moe" ? 2 : r.tokenSplitMode == "hybrid";
+        // Folded with attention tensor-parallel: no rank repeats the dense
+        // work (the MoE rows are sliced over the attention's tp ranks).
+        if (!r.folding.empty() && r.denseTp.splitWeightBytes > 0)
+          c.tier = 0;
         c.ok = choice.memoryLimit == 0 || c.mem <= choice.memoryLimit;
         if (!c.ok)
           c.why = "needs " + formatBytes(c.mem) + " per rank";
       }
       cands.push_back(c);
     }
+  }
   std::stable_sort(cands.begin(), cands.end(),
                    [](const Candidate &a, const Candidate &b) {
                      if (a.ok != b.ok)
@@ -107,14 +142,20 @@ LogicalResult moec::chooseMesh(ModuleOp module, const MeshChoiceOptions &choice,
                    });
   log << "moec: --mesh auto for " << gpus << " GPUs (" << perNode
       << " per node): candidates, best first\n";
+  auto name = [](const Candidate &c) {
+    return c.mesh + (c.attention.empty() ? std::string()
+                                         : " --attention-mesh " + c.attention);
+  };
   for (const Candidate &c : cands) {
-    log << "  " << llvm::left_justify(c.mesh, 16);
+    log << "  " << llvm::left_justify(name(c), 16);
     if (c.why.empty() || c.ok)
       log << " comm/rank " << formatBytes(c.comm) << ", memory/rank "
           << formatBytes(c.mem)
-          << (c.tier == 2   ? " (sequence-parallel MoE: attention replicated)"
-              : c.tier == 1 ? " (hybrid: attention replicated over ep)"
-                            : "")
+          << (c.tier == 0 ? ""
+              : !c.attention.empty()
+                  ? " (folded: attention tp splits no dense layer)"
+              : c.tier == 2 ? " (sequence-parallel MoE: attention replicated)"
+                            : " (hybrid: attention replicated over ep)")
           << "\n";
     else
       log << " rejected: " << c.why << "\n";
@@ -128,6 +169,7 @@ LogicalResult moec::chooseMesh(ModuleOp module, const MeshChoiceOptions &choice,
     return failure();
   }
   chosen = cands.front().mesh;
-  log << "moec: --mesh auto chose " << chosen << "\n";
+  chosenAttention = cands.front().attention;
+  log << "moec: --mesh auto chose " << name(cands.front()) << "\n";
   return success();
 }

@@ -328,9 +328,11 @@ int main(int argc, char **argv) {
     choice.gpusPerNode = gpusPerNode;
     choice.memoryLimit = memLimit;
     choice.memoryLimitText = deviceMemory;
+    std::string attention;
     if (failed(moec::chooseMesh(*module, choice, pipelineOpts, llvm::errs(),
-                                mesh, err)))
+                                mesh, attention, err)))
       return fail(err);
+    attentionMesh = attention;
   } else {
     moec::MeshSpec spec;
     if (!moec::parseMeshSpec(mesh, spec, err))
