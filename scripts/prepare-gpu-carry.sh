@@ -98,6 +98,24 @@ if [ -x "$MOEC" ]; then
     8 1e-4 --mesh ep=8
   plan dynamo_batch2_mixtral_causal_lm-dp2ep4 dynamo/batch2/mixtral_causal_lm \
     8 1e-4 --mesh dp=2,ep=4
+  # Attention tensor-parallel (Megatron) and folded onto the MoE's ranks
+  # (issue 14): all_reduce, all_gather and all_slice over one and over two
+  # grid axes.
+  plan dynamo_batch1_mixtral_causal_lm-tp4 dynamo/batch1/mixtral_causal_lm 4 \
+    1e-4 --mesh tp=4
+  plan dynamo_batch1_mixtral_causal_lm-ep4-attn-tp4 \
+    dynamo/batch1/mixtral_causal_lm 4 1e-4 --mesh ep=4 --attention-mesh tp=4
+  plan dynamo_batch1_deepseek_v3_causal_lm-ep4-attn-tp4 \
+    dynamo/batch1/deepseek_v3_causal_lm 4 1e-4 --mesh ep=4 \
+    --attention-mesh tp=4
+  plan dynamo_batch1_mixtral_decode_step-ep4-attn-tp4 \
+    dynamo/batch1/mixtral_decode_step 4 1e-4 --mesh ep=4 --attention-mesh tp=4
+  plan dynamo_batch2_mixtral_causal_lm-ep8-attn-dp2tp4 \
+    dynamo/batch2/mixtral_causal_lm 8 1e-4 --mesh ep=8 \
+    --attention-mesh dp=2,tp=4
+  plan dynamo_batch2_mixtral_causal_lm-ep4-attn-dp2tp2 \
+    dynamo/batch2/mixtral_causal_lm 4 1e-4 --mesh ep=4 \
+    --attention-mesh dp=2,tp=2
   # onnxruntime references.
   "$PYTHON" - "$ROOT/examples" "$PLANS" $EXAMPLES $DYNAMO $SMALL <<'PY'
 import os, sys
