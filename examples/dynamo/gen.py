@@ -269,7 +269,7 @@ def export_small_batches():
     """Batches smaller than the ranks (docs/sharding.md, sequence-parallel
     MoE): batch1/ holds every causal LM above with one prompt of 5 tokens
     (a count no mesh of 2, 4 or 8 divides) and the decode step with one
-    sequence; batch2/ the Mixtral LM with 2 x 8 tokens and the decode step
+    sequence; batch2/ every causal LM with 2 x 8 tokens and the decode step
     with two sequences. Same configs and seeds as the batch-4 exports."""
     for sub, batch, seq in (("batch1", 1, 5), ("batch2", 2, S)):
         d = os.path.join(HERE, sub)
@@ -278,8 +278,7 @@ def export_small_batches():
             num_experts_per_tok=K, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, vocab_size=256,
             max_position_embeddings=64)}
-        if batch == 1:
-            cfgs.update(causal_lms())
+        cfgs.update(causal_lms())
         for name, cfg in cfgs.items():
             export_lm(name, cfg, batch, seq, os.path.join(d, name))
         export_decode_step(batch=batch,
