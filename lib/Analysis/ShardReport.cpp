@@ -377,11 +377,19 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
     os << llvm::formatv("{0:2}", llvm::json::Value(std::move(o))) << "\n";
     return;
   }
-  os << "Sharding: mesh " << r.mesh << " (" << r.worldSize
-     << " ranks): tokens split " << r.tokenSplit << " ways (dp x ep), experts "
-     << r.ep << " ways (ep), expert FFN columns " << r.tp << " ways (tp)\n";
-  if (!r.folding.empty())
-    os << "Folding: " << r.folding
+  if (r.folding.empty())
+    os << "Sharding: mesh " << r.mesh << " (" << r.worldSize
+       << " ranks): tokens split " << r.tokenSplit
+       << " ways (dp x ep), experts " << r.ep
+       << " ways (ep), expert FFN columns " << r.tp << " ways (tp)\n";
+  else
+    os << "Sharding: grid " << r.mesh << " (" << r.worldSize
+       << " ranks): MoE rows split " << r.tokenSplit
+       << " ways (dp x ep), experts " << r.ep
+       << " ways (ep), expert FFN columns " << r.tp
+       << " ways (tp); attention and the dense layers tensor-parallel "
+       << r.denseTp.ways << " ways\n"
+       << "Folding: " << r.folding
        << " (attention and the dense layers on one folding of the ranks, "
           "the MoE layers on the other)\n";
   if (r.tokenSplitMode == "hybrid" && !r.folding.empty())
