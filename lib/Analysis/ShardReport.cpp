@@ -161,15 +161,24 @@ ShardReport moec::computeShardReport(ModuleOp module) {
     });
     // The dense layers' tensor-parallel collectives.
     DenseTpComm &tpc = r.denseTp;
+    tpc.segments.assign(1, DenseTpSegment());
     func.walk([&](Operation *op) {
+      if (isa<moe::DispatchOp>(op))
+        tpc.segments.emplace_back();
       if (!op->hasAttr(kTensorParallelAttr))
         return;
+      DenseTpSegment &seg = tpc.segments.back();
       if (auto ar = dyn_cast<shard::AllReduceOp>(op)) {
         ++tpc.allReduces;
         tpc.allReduceBytesPerRank += bytesOf(ar.getType());
+        ++seg.allReduces;
+        seg.allReduceBytesPerRank += bytesOf(ar.getType());
       } else if (auto ag = dyn_cast<shard::AllGatherOp>(op)) {
         ++tpc.allGathers;
         tpc.allGatherBytesPerRank +=
+            bytesOf(ag.getType()) - bytesOf(ag.getInput().getType());
+        ++seg.allGathers;
+        seg.allGatherBytesPerRank +=
             bytesOf(ag.getType()) - bytesOf(ag.getInput().getType());
       } else if (isa<shard::AllSliceOp>(op)) {
         ++tpc.slices;
@@ -302,7 +311,13 @@ static std::string list(const std::vector<int64_t> &v) {
 void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
                             bool json) {
   if (json) {
-    llvm::json::Array layers, ranks;
+    llvm::json::Array layers, ranks, segments;
+    for (const DenseTpSegment &seg : r.denseTp.segments)
+      segments.push_back(llvm::json::Object{
+          {"all_reduces", seg.allReduces},
+          {"all_reduce_bytes_per_rank", seg.allReduceBytesPerRank},
+          {"all_gathers", seg.allGathers},
+          {"all_gather_bytes_per_rank", seg.allGatherBytesPerRank}});
     for (const LayerComm &l : r.layers) {
       llvm::json::Array held;
       for (auto &h : l.held)
@@ -368,8 +383,8 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
              {"all_gather_bytes_per_rank", r.denseTp.allGatherBytesPerRank},
              {"all_slices", r.denseTp.slices},
              {"split_weight_bytes", r.denseTp.splitWeightBytes},
-             {"split_weight_bytes_per_rank",
-              r.denseTp.splitWeightBytesPerRank}}},
+             {"split_weight_bytes_per_rank", r.denseTp.splitWeightBytesPerRank},
+             {"segments", std::move(segments)}}},
         {"ranks", std::move(ranks)},
         {"seed", llvm::json::Object{{"ep_bytes_per_moe_layer", 2 * bsh},
                                     {"tp_bytes", 2 * bsh * L},
@@ -467,6 +482,27 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
          << formatBytes(tpc.allGatherBytesPerRank) << " per rank\n";
     if (tpc.slices)
       os << "  slices of whole values (no data moves): " << tpc.slices << "\n";
+    // Where they run, by the MoE layers' dispatches in program order.
+    for (auto [i, seg] : llvm::enumerate(tpc.segments)) {
+      if (!seg.allReduces && !seg.allGathers)
+        continue;
+      os << "  "
+         << (i + 1 < tpc.segments.size()
+                 ? "up to MoE layer " + std::to_string(i) + "'s dispatch"
+             : i == 0
+                 ? std::string("in the model")
+                 : "after MoE layer " + std::to_string(i - 1) + "'s dispatch")
+         << ":";
+      if (seg.allReduces)
+        os << " " << seg.allReduces << " all-reduce"
+           << (seg.allReduces > 1 ? "s" : "") << " of "
+           << formatBytes(seg.allReduceBytesPerRank);
+      if (seg.allGathers)
+        os << (seg.allReduces ? "," : "") << " " << seg.allGathers
+           << " all-gather" << (seg.allGathers > 1 ? "s" : "") << " taking in "
+           << formatBytes(seg.allGatherBytesPerRank);
+      os << " per rank\n";
+    }
   }
   int64_t L = r.layers.size();
   if (L) {

@@ -43,6 +43,14 @@ struct LayerComm {
   double allReduceRingBytesPerRank = 0;
 };
 
+/// The dense layers' tensor-parallel collectives between two MoE layers'
+/// dispatches in program order (segment i: up to MoE layer i's dispatch;
+/// the last: after the last dispatch, e.g. a shared expert and the LM head).
+struct DenseTpSegment {
+  int64_t allReduces = 0, allReduceBytesPerRank = 0;
+  int64_t allGathers = 0, allGatherBytesPerRank = 0;
+};
+
 /// Tensor parallelism of the dense layers (attention, dense MLPs, shared
 /// experts, the LM head): the collectives moe-partition inserted for them,
 /// per forward pass.
@@ -56,6 +64,9 @@ struct DenseTpComm {
   int64_t slices = 0;                ///< all_slice: no data moves
   /// Weights cut over tp (moe.tp_slice): their whole size, one rank's part.
   int64_t splitWeightBytes = 0, splitWeightBytesPerRank = 0;
+  /// The same collectives by position in the program (one more segment
+  /// than MoE layers).
+  std::vector<DenseTpSegment> segments;
 };
 
 struct RankMemory {
