@@ -327,6 +327,31 @@ static LogicalResult verifyGridAxes(Operation *op, FlatSymbolRefAttr grid,
   return success();
 }
 
+/// The EP group over `axes` of `grid` must have the placement's ranks.
+static LogicalResult verifyPlacementRanks(Operation *op, FlatSymbolRefAttr grid,
+                                          ArrayRef<int16_t> axes,
+                                          PlacementAttr p) {
+  if (failed(verifyGridAxes(op, grid, axes)))
+    return failure();
+  auto shape = SymbolTable::lookupNearestSymbolFrom(op, grid)
+                   ->getAttrOfType<DenseI64ArrayAttr>("shape");
+  int64_t n = 1;
+  for (int16_t a : axes) {
+    if (ShapedType::isDynamic(shape[a]))
+      return success(); // known when the grid is
+    n *= shape[a];
+  }
+  if (n != p.getRanks()) {
+    std::string list;
+    for (int16_t a : axes)
+      list += (list.empty() ? "" : ", ") + std::to_string(a);
+    return op->emitOpError("the placement is for ")
+           << p.getRanks() << " ranks, but the EP group over grid axes ["
+           << list << "] has " << n;
+  }
+  return success();
+}
+
 LogicalResult DispatchOp::verify() {
   RankedTensorType tokens = rt(getTokens()), idx = rt(getIndices()),
                    recv = rt(getRecv());
@@ -348,7 +373,8 @@ LogicalResult DispatchOp::verify() {
     return emitOpError("max_rows must be >= 0");
   if (int64_t(getCapacity()) < -1)
     return emitOpError("capacity must be -1 (dropless) or >= 0");
-  return verifyGridAxes(*this, getGridAttr(), getGridAxes());
+  return verifyPlacementRanks(*this, getGridAttr(), getGridAxes(),
+                              getPlacement());
 }
 
 LogicalResult ExpertComputeOp::verify() {
@@ -443,7 +469,9 @@ LogicalResult LocalWeightsOp::verify() {
   for (auto [i, a] : llvm::enumerate(axes))
     if (llvm::is_contained(ArrayRef<int16_t>(axes).take_front(i), a))
       return emitOpError("grid axis ") << a << " is used twice";
-  return verifyGridAxes(*this, getGridAttr(), axes);
+  if (failed(verifyGridAxes(*this, getGridAttr(), axes)))
+    return failure();
+  return verifyPlacementRanks(*this, getGridAttr(), getEpAxes(), p);
 }
 
 LogicalResult TpSliceOp::verify() {

@@ -568,3 +568,39 @@ func.func @tp_slice_keep(%w: tensor<64x96xf32>) {
   %s = moe.tp_slice %w on @mesh grid_axes = [1] dim = 1 : tensor<64x96xf32> -> tensor<32x48xf32>
   return
 }
+
+// -----
+
+shard.grid @mesh(shape = 2x2)
+func.func @local_group(%w: tensor<2x16x8xf32>) {
+  // expected-error @+1 {{the placement is for 2 ranks, but the EP group over grid axes [0, 1] has 4}}
+  %l = moe.local_weights %w on @mesh ep_axes = [0, 1] placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> : tensor<2x16x8xf32> -> tensor<1x16x8xf32>
+  return
+}
+
+// -----
+
+shard.grid @mesh(shape = 2x2)
+func.func @local_twice(%w: tensor<2x16x8xf32>) {
+  // expected-error @+1 {{grid axis 1 is used twice}}
+  %l = moe.local_weights %w on @mesh ep_axes = [1] placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> {split_axes = array<i16: 1>, split_dim = 2 : i64} : tensor<2x16x8xf32> -> tensor<1x16x4xf32>
+  return
+}
+
+// -----
+
+shard.grid @mesh(shape = 2x2)
+func.func @tp_slice_axes(%w: tensor<64x96xf32>) {
+  // expected-error @+1 {{needs at least one grid axis}}
+  %s = moe.tp_slice %w on @mesh grid_axes = [] dim = 1 : tensor<64x96xf32> -> tensor<64x48xf32>
+  return
+}
+
+// -----
+
+shard.grid @mesh(shape = 2x2)
+func.func @tp_slice_two_axes(%w: tensor<64x96xf32>) {
+  // expected-error @+1 {{dim 1 of size 96 must split into 4 blocks of 48}}
+  %s = moe.tp_slice %w on @mesh grid_axes = [0, 1] dim = 1 : tensor<64x96xf32> -> tensor<64x48xf32>
+  return
+}
