@@ -124,8 +124,9 @@ ShardReport moec::computeShardReport(ModuleOp module) {
         replicated += bytesOf(t);
     });
 
-    // Per-rank expert weights: a slice per local_weights, scaled by the
-    // share of slots that hold an expert on that rank.
+    // Per-rank expert weights: the whole slice of each local_weights, as
+    // the plan stores it (an empty slot, and a bias only the first tp rank
+    // adds, are zeros the rank still holds).
     r.ranks.resize(r.worldSize);
     for (int64_t rank = 0; rank < r.worldSize; ++rank) {
       RankMemory &m = r.ranks[rank];
@@ -137,17 +138,10 @@ ShardReport moec::computeShardReport(ModuleOp module) {
       m.replicatedWeightBytes = replicated;
     }
     func.walk([&](moe::LocalWeightsOp lw) {
-      moe::PlacementAttr p = lw.getPlacement();
       int64_t bytes = bytesOf(lw.getType());
       for (RankMemory &m : r.ranks) {
-        int64_t epc = groupIndex(spec, m.coords, lw.getEpAxes());
-        int64_t held = p.numHeld(epc);
-        int64_t b = bytes * held / p.getSlotsPerRank();
-        if (lw.getFirstOnly() &&
-            groupIndex(spec, m.coords, lw.getSplitAxes()) != 0)
-          b = 0;
-        m.expertWeightBytes += b;
-        m.weightBytes += b;
+        m.expertWeightBytes += bytes;
+        m.weightBytes += bytes;
       }
     });
 

@@ -181,6 +181,31 @@ def main():
             print(f"FAIL {tag}: no JSON report from moe-run or moec")
             ok = False
             continue
+        # Each rank's own weights (its expert slots and its blocks of the
+        # tensor-parallel dense weights): the plan's rank segments, as
+        # `moe-run --describe` lists them, against the report.
+        desc = run([a.moe_run, "--describe", plan], f"{tag}: moe-run --describe")
+        if desc:
+            own = {}
+            for line in desc.stdout.splitlines():
+                parts = line.split()
+                # "  rank3: 425984 bytes, rank 3"
+                if (len(parts) == 5 and parts[0].startswith("rank")
+                        and parts[0].endswith(":") and parts[2] == "bytes,"):
+                    own[int(parts[4])] = own.get(int(parts[4]), 0) + int(parts[1])
+            for x in predicted["ranks"]:
+                want = (x.get("expert_weight_bytes", 0) +
+                        x.get("dense_tp_weight_bytes", 0))
+                got = own.get(x["rank"], 0)
+                if want or got:
+                    good = got == want
+                    if not good or x["rank"] == len(predicted["ranks"]) - 1:
+                        print(f"{'ok  ' if good else 'FAIL'} {tag} rank "
+                              f"{x['rank']}: holds {got} B of its own weights "
+                              f"(plan), report predicts {want} B")
+                    ok &= good
+        else:
+            ok = False
         # The rank's index in its ep group (on a folded grid ep may span
         # several grid axes).
         ep_index = {x["rank"]: x["ep_index"] for x in predicted["ranks"]}
