@@ -170,6 +170,30 @@ LogicalResult moec::chooseMesh(ModuleOp module, const MeshChoiceOptions &choice,
   }
   chosen = cands.front().mesh;
   chosenAttention = cands.front().attention;
-  log << "moec: --mesh auto chose " << name(cands.front()) << "\n";
+  const Candidate &best = cands.front();
+  log << "moec: --mesh auto chose " << name(best) << "\n";
+  // Why: what it was ranked by against the runner-up of its tier.
+  int fits = 0;
+  for (const Candidate &c : cands)
+    fits += c.ok;
+  log << "moec: why: "
+      << (best.tier ? "every candidate that fits repeats attention or the "
+                      "dense layers on some ranks; of those, "
+                    : "no rank repeats attention's or the dense layers' "
+                      "work; of those, ")
+      << (best.tier ? "the least memory per rank ("
+                    : "the least modelled communication per rank (")
+      << formatBytes(best.tier ? best.mem : best.comm) << ")";
+  if (fits > 1) {
+    const Candidate &next = cands[1];
+    log << "; next " << name(next) << ": comm/rank " << formatBytes(next.comm)
+        << ", memory/rank " << formatBytes(next.mem)
+        << (next.tier != best.tier ? " (repeats attention or dense work)" : "");
+  }
+  if (choice.memoryLimit)
+    log << "; " << (cands.size() - fits) << " of " << cands.size()
+        << " candidates rejected (do not shard, or exceed --device-memory "
+        << choice.memoryLimitText << ")";
+  log << "\n";
   return success();
 }
