@@ -131,28 +131,29 @@ bool moec::foldMesh(const MeshSpec &moeMesh, const AttentionMesh &attn,
   roles = MeshRoles();
   roles.folded = true;
   for (Range &r : moeAxes) {
-    SmallVector<int64_t> atoms; // inner strides of the atoms, outer first
+    // The atoms of this axis, outer first: cut index i spans strides
+    // (cuts[i-1], cuts[i]].
+    SmallVector<size_t> atoms;
     for (size_t i = cuts.size() - 1; i > 0; --i)
       if (cuts[i - 1] >= r.lo && cuts[i] <= r.hi)
-        atoms.push_back(cuts[i - 1]);
+        atoms.push_back(i);
+    StringRef rn(r.name);
+    SmallVector<int16_t> &role = rn == "dp"   ? roles.dp
+                                 : rn == "ep" ? roles.ep
+                                              : roles.tp;
     // ep is always present (size 1 when not split).
-    if (atoms.empty() && StringRef(r.name) == "ep")
-      atoms.push_back(-1);
-    for (auto [k, lo] : llvm::enumerate(atoms)) {
+    if (atoms.empty() && rn == "ep") {
+      role.push_back(int16_t(grid.axes.size()));
+      grid.axes.push_back({r.name, 1});
+    }
+    for (auto [k, i] : llvm::enumerate(atoms)) {
       std::string name = r.name;
       if (atoms.size() > 1)
         name += std::to_string(k);
       int16_t idx = int16_t(grid.axes.size());
-      int64_t size = lo < 0 ? 1 : 0;
-      for (size_t i = 1; lo >= 0 && i < cuts.size(); ++i)
-        if (cuts[i - 1] == lo)
-          size = cuts[i] / lo;
-      grid.axes.push_back({name, size});
-      StringRef rn(r.name);
-      (rn == "dp" ? roles.dp : rn == "ep" ? roles.ep : roles.tp).push_back(idx);
-      if (lo < 0)
-        continue;
-      (lo >= attn.tp ? roles.attnDp : roles.attnTp).push_back(idx);
+      grid.axes.push_back({name, cuts[i] / cuts[i - 1]});
+      role.push_back(idx);
+      (cuts[i - 1] >= attn.tp ? roles.attnDp : roles.attnTp).push_back(idx);
     }
   }
   for (int16_t a : roles.attnDp)

@@ -163,14 +163,9 @@ ShardReport moec::computeShardReport(ModuleOp module) {
         return;
       DenseTpSegment &seg = tpc.segments.back();
       if (auto ar = dyn_cast<shard::AllReduceOp>(op)) {
-        ++tpc.allReduces;
-        tpc.allReduceBytesPerRank += bytesOf(ar.getType());
         ++seg.allReduces;
         seg.allReduceBytesPerRank += bytesOf(ar.getType());
       } else if (auto ag = dyn_cast<shard::AllGatherOp>(op)) {
-        ++tpc.allGathers;
-        tpc.allGatherBytesPerRank +=
-            bytesOf(ag.getType()) - bytesOf(ag.getInput().getType());
         ++seg.allGathers;
         seg.allGatherBytesPerRank +=
             bytesOf(ag.getType()) - bytesOf(ag.getInput().getType());
@@ -178,6 +173,13 @@ ShardReport moec::computeShardReport(ModuleOp module) {
         ++tpc.slices;
       }
     });
+    // The per-forward totals are the segments' sums.
+    for (const DenseTpSegment &seg : tpc.segments) {
+      tpc.allReduces += seg.allReduces;
+      tpc.allReduceBytesPerRank += seg.allReduceBytesPerRank;
+      tpc.allGathers += seg.allGathers;
+      tpc.allGatherBytesPerRank += seg.allGatherBytesPerRank;
+    }
     tpc.ways = axesSize(spec, denseTpAxes(grid));
     tpc.allReduceRingBytesPerRank = 2.0 * double(tpc.ways - 1) /
                                     double(tpc.ways) *

@@ -79,47 +79,45 @@ LogicalResult moec::chooseMesh(ModuleOp module, const MeshChoiceOptions &choice,
       }
     }
   for (const Layout &layout : layouts) {
-    {
-      Candidate c;
-      c.ep = layout.ep;
-      c.mesh = layout.mesh;
-      c.attention = layout.attention;
-      OwningOpRef<ModuleOp> copy(module.clone());
-      // A candidate that does not shard is a rejected row, not an error:
-      // keep its first error as the reason and print nothing.
-      std::string firstError;
-      ScopedDiagnosticHandler quiet(module.getContext(), [&](Diagnostic &d) {
-        if (d.getSeverity() == DiagnosticSeverity::Error && firstError.empty())
-          firstError = d.str();
-        return success();
-      });
-      MoecPipelineOptions candOpts;
-      candOpts.copyOptionValuesFrom(options);
-      candOpts.mesh = c.mesh;
-      candOpts.attentionMesh = c.attention;
-      // The per-rank shapes are enough for the report: no kernel outlining.
-      PassManager pm(module.getContext());
-      buildShardPipeline(pm, candOpts);
-      MoEPartitionOptions partitionOpts;
-      partitionOpts.denseTp = candOpts.denseTp;
-      pm.addPass(createMoEPartition(partitionOpts));
-      if (failed(pm.run(*copy))) {
-        c.why = firstError.empty() ? "does not shard" : firstError;
-      } else {
-        ShardReport r = computeShardReport(*copy);
-        c.comm = r.commBytesPerRank();
-        c.mem = r.maxRankBytes();
-        c.tier = r.tokenSplitMode == "moe" ? 2 : r.tokenSplitMode == "hybrid";
-        // Folded with attention tensor-parallel: no rank repeats the dense
-        // work (the MoE rows are sliced over the attention's tp ranks).
-        if (!r.folding.empty() && r.denseTp.splitWeightBytes > 0)
-          c.tier = 0;
-        c.ok = choice.memoryLimit == 0 || c.mem <= choice.memoryLimit;
-        if (!c.ok)
-          c.why = "needs " + formatBytes(c.mem) + " per rank";
-      }
-      cands.push_back(c);
+    Candidate c;
+    c.ep = layout.ep;
+    c.mesh = layout.mesh;
+    c.attention = layout.attention;
+    OwningOpRef<ModuleOp> copy(module.clone());
+    // A candidate that does not shard is a rejected row, not an error:
+    // keep its first error as the reason and print nothing.
+    std::string firstError;
+    ScopedDiagnosticHandler quiet(module.getContext(), [&](Diagnostic &d) {
+      if (d.getSeverity() == DiagnosticSeverity::Error && firstError.empty())
+        firstError = d.str();
+      return success();
+    });
+    MoecPipelineOptions candOpts;
+    candOpts.copyOptionValuesFrom(options);
+    candOpts.mesh = c.mesh;
+    candOpts.attentionMesh = c.attention;
+    // The per-rank shapes are enough for the report: no kernel outlining.
+    PassManager pm(module.getContext());
+    buildShardPipeline(pm, candOpts);
+    MoEPartitionOptions partitionOpts;
+    partitionOpts.denseTp = candOpts.denseTp;
+    pm.addPass(createMoEPartition(partitionOpts));
+    if (failed(pm.run(*copy))) {
+      c.why = firstError.empty() ? "does not shard" : firstError;
+    } else {
+      ShardReport r = computeShardReport(*copy);
+      c.comm = r.commBytesPerRank();
+      c.mem = r.maxRankBytes();
+      c.tier = r.tokenSplitMode == "moe" ? 2 : r.tokenSplitMode == "hybrid";
+      // Folded with attention tensor-parallel: no rank repeats the dense
+      // work (the MoE rows are sliced over the attention's tp ranks).
+      if (!r.folding.empty() && r.denseTp.splitWeightBytes > 0)
+        c.tier = 0;
+      c.ok = choice.memoryLimit == 0 || c.mem <= choice.memoryLimit;
+      if (!c.ok)
+        c.why = "needs " + formatBytes(c.mem) + " per rank";
     }
+    cands.push_back(c);
   }
   std::stable_sort(cands.begin(), cands.end(),
                    [](const Candidate &a, const Candidate &b) {
