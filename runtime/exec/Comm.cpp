@@ -46,6 +46,9 @@ public:
                  static_cast<const char *>(send) + sendOffs[0], sendBytes[0]);
   }
   void allReduceSum(float *, int64_t) override {}
+  void reduceScatterSum(const float *send, float *recv, int64_t n) override {
+    std::memmove(recv, send, n * sizeof(float));
+  }
   void allGather(const void *send, int64_t bytes, void *recv) override {
     std::memmove(recv, send, bytes);
   }
@@ -155,6 +158,20 @@ public:
     }
     barrier();
     std::memcpy(data, sum.data(), n * sizeof(float));
+  }
+
+  void reduceScatterSum(const float *send, float *recv, int64_t n) override {
+    g_->ptr[rank_] = send;
+    barrier();
+    // Block rank_ of every rank's buffer, summed in rank order (as
+    // allReduceSum: the same bits as its all-reduce).
+    std::fill(recv, recv + n, 0.0f);
+    for (int p = 0; p < g_->n; ++p) {
+      const float *x = static_cast<const float *>(g_->ptr[p]) + rank_ * n;
+      for (int64_t i = 0; i < n; ++i)
+        recv[i] += x[i];
+    }
+    barrier();
   }
 
   void allGather(const void *send, int64_t bytes, void *recv) override {

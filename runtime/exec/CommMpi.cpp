@@ -77,6 +77,13 @@ public:
           "MPI_Allreduce");
   }
 
+  void reduceScatterSum(const float *send, float *recv, int64_t n) override {
+    check(MPI_Reduce_scatter_block(send, recv,
+                                   count(n, "MPI_Reduce_scatter_block"),
+                                   MPI_FLOAT, MPI_SUM, comm_),
+          "MPI_Reduce_scatter_block");
+  }
+
   void allGather(const void *send, int64_t bytes, void *recv) override {
     int n = count(bytes, "MPI_Allgather");
     check(MPI_Allgather(send, n, MPI_BYTE, recv, n, MPI_BYTE, comm_),

@@ -419,6 +419,15 @@ TEST(Comm, ThreadCollectives) {
     c.allReduceSum(v, 2);
     if (v[0] != 3.0f || v[1] != 3.0f)
       throw std::runtime_error("allReduceSum");
+    // Block p of rank r holds r + 10 p and 1: rank p gets 3 + 30 p and 3.
+    std::vector<float> blocks(2 * n), part(2, -1.0f);
+    for (int p = 0; p < n; ++p) {
+      blocks[2 * p] = float(r + 10 * p);
+      blocks[2 * p + 1] = 1.0f;
+    }
+    c.reduceScatterSum(blocks.data(), part.data(), 2);
+    if (part[0] != float(3 + 30 * r) || part[1] != 3.0f)
+      throw std::runtime_error("reduceScatterSum");
     int32_t mine = r * 7, all[n];
     c.allGather(&mine, 4, all);
     for (int p = 0; p < n; ++p)

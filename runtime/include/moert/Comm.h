@@ -3,8 +3,9 @@
 //
 // The collectives the executor needs, over a group of ranks: the count
 // all-to-all and the ragged byte all-to-all of dispatch/combine, the f32
-// all-reduce of tensor parallelism, all-gather, gather-to-root of the
-// outputs and reports, barrier and abort. Three implementations:
+// all-reduce of tensor parallelism and reduce-scatter of sequence
+// parallelism, all-gather, gather-to-root of the outputs and reports,
+// barrier and abort. Three implementations:
 //
 // * SelfComm: one rank, no communication.
 // * ThreadComm: N ranks as threads of one process exchanging through shared
@@ -69,6 +70,11 @@ public:
 
   /// data[0..n) = the element-wise sum of every rank's data (in place).
   virtual void allReduceSum(float *data, int64_t n) = 0;
+
+  /// recv[0..n) = the element-wise sum over every rank p of block rank() of
+  /// p's `send` (size()*n floats, block q for rank q). recv must not
+  /// overlap send.
+  virtual void reduceScatterSum(const float *send, float *recv, int64_t n) = 0;
 
   /// recv (size()*bytes) = the concatenation of every rank's `bytes` bytes,
   /// in rank order.
