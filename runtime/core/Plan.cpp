@@ -35,6 +35,7 @@ constexpr StepSig kStepSigs[] = {
     {2, 2, 1},   // batch_matmul
     {0, 64, -1}, // kernel
     {1, 1, 1},   // all_slice
+    {1, 1, 1},   // reduce_scatter
 };
 // A kind added to plan.fbs needs its operand counts here.
 static_assert(sizeof(kStepSigs) / sizeof(kStepSigs[0]) ==
@@ -106,6 +107,8 @@ std::string Step::axes() const {
     return a->axes;
   if (const fb::AllSliceT *a = attrs.Asall_slice())
     return a->axes;
+  if (const fb::ReduceScatterT *a = attrs.Asreduce_scatter())
+    return a->axes;
   return "";
 }
 
@@ -145,6 +148,8 @@ static bool enumsInRange(const Step &s) {
   if (const fb::BinaryT *b = s.attrs.Asbinary())
     return b->fn <= fb::BinaryFn::MAX;
   if (const fb::AllReduceT *a = s.attrs.Asall_reduce())
+    return a->reduction <= fb::Reduction::MAX;
+  if (const fb::ReduceScatterT *a = s.attrs.Asreduce_scatter())
     return a->reduction <= fb::Reduction::MAX;
   return true;
 }

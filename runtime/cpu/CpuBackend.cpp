@@ -88,6 +88,8 @@ public:
                  const fb::AllGatherT &a) override;
   void allSlice(ExecContext &ctx, size_t index,
                 const fb::AllSliceT &a) override;
+  void reduceScatter(ExecContext &ctx, size_t index,
+                     const fb::ReduceScatterT &a) override;
   void kernel(ExecContext &ctx, size_t index, const fb::KernelT &a) override;
 
 private:
@@ -391,6 +393,47 @@ void CpuBackend::allSlice(ExecContext &ctx, size_t index,
   for (int64_t o = 0; o < outer; ++o)
     std::memmove(yp + size_t(o) * inner, xp + (size_t(o * G + g)) * inner,
                  inner);
+}
+
+void CpuBackend::reduceScatter(ExecContext &ctx, size_t index,
+                               const fb::ReduceScatterT &at) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  const Value &x = p.values[size_t(s.inputs[0])];
+  Comm &comm = ctx.group(at.axes);
+  int64_t G = comm.size();
+  int64_t outer = checkReduceScatterStep(ctx, index, G);
+  Half16 h = Half16::bf16;
+  bool low = half16(x.dtype, h);
+  if (!low && x.dtype != DType::f32)
+    throw ctx.error(index, std::string("x has dtype ") + dtypeName(x.dtype) +
+                               " (f32, bf16 or f16 expected)");
+  size_t n = size_t(p.values[size_t(s.outputs[0])].numElements());
+  size_t inner = outer ? n / size_t(outer) : 0;
+  const char *xp = ptr(ctx, index, s.inputs[0], x.dtype, "x");
+  char *yp = ptr(ctx, index, s.outputs[0], x.dtype, "y");
+  // The send buffer, fp32 (16-bit partial sums are summed in fp32 and
+  // rounded once, as all_reduce): block g of every outer row contiguous,
+  // wa_[g][o] = x[o][g].
+  wa_.resize(size_t(G) * n);
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t g = 0; g < G; ++g) {
+      size_t from = size_t(o * G + g) * inner;
+      float *to = wa_.data() + size_t(g) * n + size_t(o) * inner;
+      if (low)
+        toF32(h, reinterpret_cast<const uint16_t *>(xp) + from, to, inner);
+      else
+        std::memcpy(to, reinterpret_cast<const float *>(xp) + from,
+                    inner * sizeof(float));
+    }
+  if (!low) {
+    comm.reduceScatterSum(wa_.data(), reinterpret_cast<float *>(yp),
+                          int64_t(n));
+    return;
+  }
+  wb_.resize(n);
+  comm.reduceScatterSum(wa_.data(), wb_.data(), int64_t(n));
+  fromF32(h, wb_.data(), reinterpret_cast<uint16_t *>(yp), n);
 }
 
 void CpuBackend::loadKernels(ExecContext &ctx) {

@@ -3,7 +3,7 @@
 // How each group's collectives move data (setupTransports: NCCL, device
 // copies between thread ranks, or pinned host staging through the
 // communicator), the ragged row exchange of dispatch and combine, and the
-// all-reduce and all-gather steps.
+// all-reduce, all-gather, all-slice and reduce-scatter steps.
 //
 //===----------------------------------------------------------------------===//
 
@@ -140,6 +140,28 @@ void CudaBackend::gatherFromPeers(Comm &comm, const void *mine, size_t bytes,
         g + size_t(r) * bytes,
         reinterpret_cast<const char *>(uintptr_t(all[size_t(r)])), bytes,
         cudaMemcpyDefault, stream_));
+  endPeerReads(comm);
+}
+
+void CudaBackend::pullFromPeers(Comm &comm, const void *mine, size_t offset,
+                                size_t width, size_t pitch, size_t rows,
+                                char *g) {
+  MOERT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  int64_t G = comm.size();
+  int64_t p = int64_t(reinterpret_cast<uintptr_t>(mine));
+  std::vector<int64_t> all(static_cast<size_t>(G), 0);
+  comm.allGather(&p, sizeof(p), all.data());
+  for (int64_t r = 0; r < G; ++r) {
+    const char *src =
+        reinterpret_cast<const char *>(uintptr_t(all[size_t(r)])) + offset;
+    char *dst = g + size_t(r) * rows * width;
+    if (rows == 1)
+      MOERT_CUDA_CHECK(
+          cudaMemcpyAsync(dst, src, width, cudaMemcpyDefault, stream_));
+    else
+      MOERT_CUDA_CHECK(cudaMemcpy2DAsync(dst, width, src, pitch, width, rows,
+                                         cudaMemcpyDefault, stream_));
+  }
   endPeerReads(comm);
 }
 
@@ -365,6 +387,96 @@ void CudaBackend::allSlice(ExecContext &ctx, size_t index,
   MOERT_CUDA_CHECK(cudaMemcpy2DAsync(yp, inner, xp + size_t(g) * inner,
                                      size_t(G) * inner, inner, size_t(outer),
                                      cudaMemcpyDeviceToDevice, stream_));
+}
+
+void CudaBackend::reduceScatter(ExecContext &ctx, size_t index,
+                                const fb::ReduceScatterT &at) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  const Value &x = p.values[size_t(s.inputs[0])];
+  const Value &y = p.values[size_t(s.outputs[0])];
+  const std::string &axes = at.axes;
+  Comm &comm = ctx.group(axes);
+  int64_t G = comm.size(), g = comm.rank();
+  int64_t outer = checkReduceScatterStep(ctx, index, G);
+  // f32, or 16-bit partial sums (summed in fp32, rounded once).
+  cuda::DType gt = gpuType(ctx, index, s.inputs[0], "x");
+  char *xp = ptr(ctx, index, s.inputs[0], "x");
+  char *yp = ptr(ctx, index, s.outputs[0], "y");
+  size_t xBytes = x.byteSize(), yBytes = y.byteSize();
+  size_t n = size_t(y.numElements());
+  size_t inner = outer ? yBytes / size_t(outer) : 0;
+  if (yBytes == 0)
+    return;
+  Transport t = transportOf(axes);
+  // Device copies, as all_reduce: block g of every rank's x (strided,
+  // straight from its buffer) into [G][n], then the sum in rank order
+  // (fp32 accumulation, one rounding), the same bits as all_reduce's.
+  if (G > 1 && t == Transport::deviceCopies) {
+    char *blocks = gather_.ensure(size_t(G) * yBytes, stream_);
+    pullFromPeers(comm, xp, size_t(g) * inner, inner, size_t(G) * inner,
+                  size_t(outer), blocks);
+    cuda::sumSlices(blocks, gt, G, int64_t(n), yp, stream_);
+    return;
+  }
+  // (A one-rank group has a communicator only under MOERT_NCCL=force.)
+  if (G == 1 && !ncclFor(axes)) {
+    moveBytes(yp, xp, yBytes);
+    return;
+  }
+  // NCCL and host staging send x as [G][n] (block r of every outer row
+  // together, for rank r): x itself when it has one outer row, else packed
+  // by G strided copies; also packed when y overlaps it (other than in
+  // place on one rank).
+  const char *send = xp;
+  bool overlap = yp < xp + xBytes && xp < yp + yBytes;
+  if ((G > 1 && outer > 1) || (overlap && (G > 1 || xp != yp))) {
+    char *packed = pack_.ensure(xBytes, stream_);
+    for (int64_t r = 0; r < G; ++r)
+      MOERT_CUDA_CHECK(
+          cudaMemcpy2DAsync(packed + size_t(r) * yBytes, inner,
+                            xp + size_t(r) * inner, size_t(G) * inner, inner,
+                            size_t(outer), cudaMemcpyDeviceToDevice, stream_));
+    send = packed;
+  }
+#ifdef MOERT_HAVE_NCCL
+  if (auto *nc = static_cast<cuda::NcclComm *>(ncclFor(axes))) {
+    if (gt == cuda::DType::f32) {
+      MOERT_NCCL_CHECK(ncclReduceScatter(send, yp, n, ncclFloat, ncclSum,
+                                         nc->get(), stream_));
+      return;
+    }
+    // 16-bit: ncclReduceScatter would round to 16 bits at every hop of its
+    // ring. Block g of every rank (an all-to-all of the blocks) into
+    // [G][n], then the sum in rank order, as all_reduce.
+    char *blocks = gather_.ensure(size_t(G) * yBytes, stream_);
+    std::vector<int64_t> one(static_cast<size_t>(G), 1);
+    nc->allToAllV(send, one, blocks, one, yBytes, stream_);
+    cuda::sumSlices(blocks, gt, G, int64_t(n), yp, stream_);
+    return;
+  }
+#endif
+  // Host staging: device -> pinned, the communicator's reduce-scatter (in
+  // fp32: 16-bit sums are widened and rounded once, as the CPU backend),
+  // pinned -> device.
+  char *hs = hostSend_.ensure(xBytes, stream_);
+  char *hr = hostRecv_.ensure(yBytes, stream_);
+  MOERT_CUDA_CHECK(
+      cudaMemcpyAsync(hs, send, xBytes, cudaMemcpyDeviceToHost, stream_));
+  MOERT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (gt == cuda::DType::f32) {
+    comm.reduceScatterSum(reinterpret_cast<const float *>(hs),
+                          reinterpret_cast<float *>(hr), int64_t(n));
+  } else {
+    Half16 h16 = gt == cuda::DType::bf16 ? Half16::bf16 : Half16::f16;
+    std::vector<float> wide(size_t(G) * n), sum(n);
+    toF32(h16, reinterpret_cast<const uint16_t *>(hs), wide.data(),
+          wide.size());
+    comm.reduceScatterSum(wide.data(), sum.data(), int64_t(n));
+    fromF32(h16, sum.data(), reinterpret_cast<uint16_t *>(hr), n);
+  }
+  MOERT_CUDA_CHECK(
+      cudaMemcpyAsync(yp, hr, yBytes, cudaMemcpyHostToDevice, stream_));
 }
 
 } // namespace moert::cudaexec

@@ -11,7 +11,8 @@
 //   CudaBackendMoE.cpp          route, dispatch, experts, combine steps
 //   CudaBackendCollectives.cpp  transports (NCCL, device copies, host
 //                               staging), the ragged row exchange,
-//                               all-reduce, all-gather
+//                               all-reduce, all-gather, all-slice,
+//                               reduce-scatter
 //   CudaBackendPtx.cpp          the driver API, the plan's PTX modules, the
 //                               kernel step
 //
@@ -205,6 +206,8 @@ public:
                  const fb::AllGatherT &at) override;
   void allSlice(ExecContext &ctx, size_t index,
                 const fb::AllSliceT &a) override;
+  void reduceScatter(ExecContext &ctx, size_t index,
+                     const fb::ReduceScatterT &at) override;
   void kernel(ExecContext &ctx, size_t index, const fb::KernelT &at) override;
   void synchronize() override;
   /// "local", "nccl", "device copies" or "host staging (KIND)".
@@ -228,6 +231,11 @@ private:
   /// queued work first (its buffer is complete) and, after pulling, for
   /// every rank's copies (a barrier), so that buffers may be reused.
   void gatherFromPeers(Comm &comm, const void *mine, size_t bytes, char *g);
+  /// Device copies between thread ranks, as gatherFromPeers: g[r] (rows x
+  /// width bytes, packed) = the `rows` runs of `width` bytes, `pitch` bytes
+  /// apart, that start at byte `offset` of rank r's `mine`.
+  void pullFromPeers(Comm &comm, const void *mine, size_t offset, size_t width,
+                     size_t pitch, size_t rows, char *g);
   /// Every rank's `bytes` at `mine`, in rank order, into gather_ ([G][bytes])
   /// through the group's transport; returns it.
   char *gatherBlocks(const std::string &axes, Comm &comm, const char *mine,
@@ -284,7 +292,7 @@ private:
   std::vector<CUmodule> modules_;
   std::map<std::string, std::vector<Launch>> kernels_;
   std::vector<std::unique_ptr<DispatchState>> states_;
-  DeviceBuffer send_, recvSrc_, back_, ffn_, tmp_, gather_;
+  DeviceBuffer send_, recvSrc_, back_, ffn_, tmp_, gather_, pack_;
   PinnedBuffer hostSend_, hostRecv_;
   std::map<std::string, Transport> transport_;
 #ifdef MOERT_HAVE_NCCL

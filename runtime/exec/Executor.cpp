@@ -48,6 +48,8 @@ void Backend::runStep(ExecContext &ctx, size_t index) {
     return allGather(ctx, index, *u.Asall_gather());
   case StepKind::all_slice:
     return allSlice(ctx, index, *u.Asall_slice());
+  case StepKind::reduce_scatter:
+    return reduceScatter(ctx, index, *u.Asreduce_scatter());
   case StepKind::kernel:
     return kernel(ctx, index, *u.Askernel());
   case StepKind::NONE:
@@ -349,6 +351,8 @@ static int64_t collectiveBytesIn(ExecContext &ctx, const Step &s) {
   if (s.attrs.Asall_gather())
     return bytes(s.outputs[0]) - bytes(s.inputs[0]);
   if (auto *r = s.attrs.Asall_reduce())
+    return ctx.group(r->axes).size() > 1 ? bytes(s.inputs[0]) : 0;
+  if (auto *r = s.attrs.Asreduce_scatter())
     return ctx.group(r->axes).size() > 1 ? bytes(s.inputs[0]) : 0;
   return 0;
 }
@@ -722,8 +726,9 @@ void moert::checkCombineStep(ExecContext &ctx, size_t index, int64_t H,
   need(out.dtype == y.dtype, "y and out differ in dtype");
 }
 
-/// The shared check of all_gather (y = G copies of x) and all_slice (x = G
-/// copies of y): `big` is G copies of `small` along `axis`.
+/// The shared check of all_gather (y = G copies of x), all_slice and
+/// reduce_scatter (x = G copies of y): `big` is G copies of `small` along
+/// `axis`.
 static int64_t checkCopies(ExecContext &ctx, size_t index, int64_t G,
                            const Value &small, const char *smallName,
                            const Value &big, const char *bigName,
@@ -753,6 +758,18 @@ int64_t moert::checkAllSliceStep(ExecContext &ctx, size_t index, int64_t G) {
   const Value &y = operand(ctx, index, s.outputs[0], "y");
   return checkCopies(ctx, index, G, y, "y", x, "x",
                      s.attrs.Asall_slice()->axis);
+}
+
+int64_t moert::checkReduceScatterStep(ExecContext &ctx, size_t index,
+                                      int64_t G) {
+  const Step &s = ctx.plan().steps[index];
+  const fb::ReduceScatterT &a = *s.attrs.Asreduce_scatter();
+  if (a.reduction != fb::Reduction::sum)
+    throw ctx.error(index, std::string("unsupported reduction '") +
+                               fb::EnumNameReduction(a.reduction) + "'");
+  const Value &x = operand(ctx, index, s.inputs[0], "x");
+  const Value &y = operand(ctx, index, s.outputs[0], "y");
+  return checkCopies(ctx, index, G, y, "y", x, "x", a.axis);
 }
 
 int64_t moert::checkAllGatherStep(ExecContext &ctx, size_t index, int64_t G) {

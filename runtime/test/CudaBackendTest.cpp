@@ -2,20 +2,21 @@
 //
 // The hand-built plans of TestPlans.h (a one-layer MoE under several
 // placements, with and without capacity; a tensor-parallel MLP with
-// all_reduce and all_gather) run on the CUDA backend with 1 and 4 thread
-// ranks (several ranks on one GPU: their own streams and arenas; every plan
-// runs twice, with the exchanges as device-to-device copies between the
-// ranks' buffers and through host staging, and the reports must name the
-// transport used) and are
-// compared with the CPU backend (outputs and MoE reports) and with the
-// plain-loop references. A plan with hand-written PTX checks `kernel` steps
-// (driver API, several modules and launches, all parameter kinds).
+// all_reduce and all_gather; all_slice and reduce_scatter) run on the CUDA
+// backend with 1 and 4 thread ranks (several ranks on one GPU: their own
+// streams and arenas; every plan runs twice, with the exchanges as
+// device-to-device copies between the ranks' buffers and through host staging,
+// and the reports must name the transport used) and are compared with the CPU
+// backend (outputs and MoE reports) and with the plain-loop references. A plan
+// with hand-written PTX checks `kernel` steps (driver API, several modules and
+// launches, all parameter kinds).
 //
 // Every test that needs a GPU skips with "no CUDA device: ..." without one;
 // DeviceErrorsAreClear runs everywhere.
 //
 // Tolerance: fp32 on both sides (cuBLAS with CUBLAS_COMPUTE_32F, no TF32),
-// so 1e-4 of the largest reference magnitude as in ExecutorTest.cpp.
+// so 1e-4 of the largest reference magnitude as in ExecutorTest.cpp; plans
+// with bf16 results set their own (TestCase::tolerance).
 //
 //===----------------------------------------------------------------------===//
 
@@ -29,6 +30,7 @@
 
 #include <cstdio>
 #include <functional>
+#include <tuple>
 #include <unistd.h>
 
 using namespace moert;
@@ -98,7 +100,7 @@ RunResult runPlan(const std::string &path, const TestCase &tc,
 
 void expectNear(const std::vector<std::pair<std::string, NpyArray>> &got,
                 const std::map<std::string, NpyArray> &want,
-                const std::string &what) {
+                const std::string &what, double tolerance = 1e-4) {
   ASSERT_EQ(got.size(), want.size()) << what;
   for (auto &[name, g] : got) {
     const NpyArray &w = want.at(name);
@@ -111,7 +113,7 @@ void expectNear(const std::vector<std::pair<std::string, NpyArray>> &got,
     for (size_t i = 0; i < n; ++i)
       scale = std::max(scale, double(std::fabs(wp[i])));
     for (size_t i = 0; i < n; ++i)
-      ASSERT_NEAR(gp[i], wp[i], 1e-4 * scale)
+      ASSERT_NEAR(gp[i], wp[i], tolerance * scale)
           << what << ": " << name << " element " << i;
   }
 }
@@ -161,8 +163,10 @@ void compareWithCpu(TestCase &tc, const std::string &tag, int runs = 1) {
     SCOPED_TRACE(t.name);
     RunResult gpu = runPlan(
         path, tc, [&] { return createCudaBackend(t.options); }, runs);
-    expectNear(gpu.outputs, tc.expected, tag + " (cuda vs reference)");
-    expectNear(gpu.outputs, asMap(cpu.outputs), tag + " (cuda vs cpu)");
+    expectNear(gpu.outputs, tc.expected, tag + " (cuda vs reference)",
+               tc.tolerance);
+    expectNear(gpu.outputs, asMap(cpu.outputs), tag + " (cuda vs cpu)",
+               tc.tolerance);
     expectSameReports(gpu, cpu);
     for (const RunReport &r : gpu.reports)
       for (const GroupTransport &g : r.collectives)
@@ -249,6 +253,27 @@ TEST(CudaBackend, SliceAndGather) {
       compareWithCpu(tc, "slice" + std::to_string(dp * ep) + "_" +
                              std::to_string(axis));
     }
+}
+
+TEST(CudaBackend, ReduceScatter) {
+  REQUIRE_CUDA_DEVICE();
+  // One and four ranks (over both axes of 2 x 2, and over one of them),
+  // the axis outermost (no packing) and innermost, f32 and bf16.
+  for (DType dt : {DType::f32, DType::bf16})
+    for (auto [dp, ep, axes] :
+         {std::tuple{1, 1, "dp,ep"}, {2, 2, "dp,ep"}, {2, 2, "ep"}})
+      for (int64_t axis : {0, 2}) {
+        ReduceScatterSpec s;
+        s.dp = dp;
+        s.ep = ep;
+        s.axes = axes;
+        s.axis = axis;
+        s.dtype = dt;
+        TestCase tc = makeReduceScatter(s);
+        compareWithCpu(tc, std::string("rs_") + dtypeName(dt) +
+                               std::to_string(dp * ep) + "_" + axes + "_" +
+                               std::to_string(axis));
+      }
 }
 
 TEST(CudaBackend, SelfComm) {

@@ -3,12 +3,15 @@
 // Hand-built plans (TestPlans.h, written with writePlan and loaded back)
 // run on ThreadComm ranks and are compared with the dense plain-loop
 // references: a one-layer MoE under several placements (contiguous,
-// round-robin, replicas, empty slots) with and without capacity, and a
-// tensor-parallel MLP with all_reduce and all_gather. Also the reports, the
-// input checks and a rank that fails (bad expert id) ending every rank.
+// round-robin, replicas, empty slots) with and without capacity, a
+// tensor-parallel MLP with all_reduce and all_gather, all_slice and
+// reduce_scatter over one and two mesh axes (f32 and bf16), attention. Also
+// the reports, the input checks and a rank that fails (bad expert id) ending
+// every rank.
 //
 // Tolerance: fp32 kernels against double references; dot products of at most
-// 24 terms of magnitude <= 1, so 1e-4 of the reference's largest magnitude.
+// 24 terms of magnitude <= 1, so 1e-4 of the reference's largest magnitude;
+// bf16 results are rounded once, so 2 ulps of bf16 (TestCase::tolerance).
 //
 //===----------------------------------------------------------------------===//
 
@@ -76,7 +79,7 @@ void expectMatches(const RunResult &r, const TestCase &tc) {
     for (size_t i = 0; i < n; ++i)
       scale = std::max(scale, double(std::fabs(w[i])));
     for (size_t i = 0; i < n; ++i)
-      ASSERT_NEAR(g[i], w[i], 1e-4 * scale) << name << " element " << i;
+      ASSERT_NEAR(g[i], w[i], tc.tolerance * scale) << name << " element " << i;
   }
 }
 
@@ -256,6 +259,80 @@ TEST(Executor, SliceShapeError) {
   }
 }
 
+/// Runs a reduce_scatter plan and checks it: outputs against the plain
+/// loops, all_gather after reduce_scatter bit for bit equal to all_reduce,
+/// and each rank's bytes_in (x's bytes when the group has several ranks).
+void runReduceScatter(const ReduceScatterSpec &spec) {
+  TestCase tc = makeReduceScatter(spec);
+  std::string tag = std::string("rs_") + dtypeName(spec.dtype) + "_" +
+                    std::to_string(spec.dp) + "x" + std::to_string(spec.ep) +
+                    "_" + std::to_string(spec.axis);
+  SCOPED_TRACE(tag + " over " + spec.axes);
+  RunResult r = runCase(tc, tag);
+  expectMatches(r, tc);
+  std::map<std::string, NpyArray> out(r.outputs.begin(), r.outputs.end());
+  EXPECT_EQ(out.at("gathered").data, out.at("reduced").data);
+  const Plan &p = tc.plan;
+  int64_t G = int64_t(p.group(0, splitAxes(spec.axes)).size());
+  const Value &x = p.values[size_t(p.steps[0].inputs[0])];
+  ASSERT_EQ(int64_t(r.reports.size()), p.worldSize());
+  for (const RunReport &rep : r.reports) {
+    ASSERT_GE(rep.steps.size(), 3u);
+    EXPECT_EQ(rep.steps[0].op, "reduce_scatter");
+    EXPECT_EQ(rep.steps[0].loc, "/sp/reduce_scatter");
+    EXPECT_EQ(rep.steps[0].bytesIn, G > 1 ? int64_t(x.byteSize()) : 0)
+        << "rank " << rep.rank;
+    EXPECT_EQ(rep.steps[2].bytesIn, rep.steps[0].bytesIn); // all_reduce's
+  }
+}
+
+TEST(Executor, ReduceScatterOneToSixRanks) {
+  for (DType dt : {DType::f32, DType::bf16})
+    for (int n = 1; n <= 6; ++n)
+      for (int64_t axis : {0, 1, 2}) {
+        ReduceScatterSpec s;
+        s.ep = n;
+        s.axis = axis;
+        s.dtype = dt;
+        s.seed = unsigned(100 + n * 3 + axis);
+        runReduceScatter(s);
+      }
+}
+
+TEST(Executor, ReduceScatterOverTwoAxes) {
+  // A 2 x 3 mesh: over both axes (one group of 6, in either order), and
+  // over one of them (three groups of 2, two groups of 3).
+  for (DType dt : {DType::f32, DType::bf16})
+    for (const char *axes : {"dp,ep", "ep,dp", "dp", "ep"})
+      for (int64_t axis : {0, 2}) {
+        ReduceScatterSpec s;
+        s.dp = 2;
+        s.ep = 3;
+        s.axes = axes;
+        s.axis = axis;
+        s.dtype = dt;
+        s.y = {2, 3, 5};
+        runReduceScatter(s);
+      }
+}
+
+TEST(Executor, ReduceScatterShapeError) {
+  ReduceScatterSpec spec;
+  spec.ep = 2;
+  TestCase tc = makeReduceScatter(spec);
+  tc.plan.values[size_t(tc.plan.steps[0].outputs[0])].shape = {3, 5, 6};
+  try {
+    runCase(tc, "rsbad");
+    FAIL() << "a reduce_scatter of the wrong shape ran";
+  } catch (const std::exception &e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("step 0 (reduce_scatter at '/sp/reduce_scatter'): x "
+                        "[6,5,7] is not 2 copies of y [3,5,6] along axis 0"),
+              std::string::npos)
+        << what;
+  }
+}
+
 TEST(Executor, AttentionBatchMatmul) {
   for (int n : {1, 2}) {
     TestCase tc = makeAttention(n);
@@ -300,6 +377,28 @@ TEST(Executor, SelfComm) {
   r.outputs = ex.gatherOutputs();
   expectMatches(r, tc);
   std::remove(path.c_str());
+}
+
+TEST(Executor, ReduceScatterSelfComm) {
+  for (DType dt : {DType::f32, DType::bf16}) {
+    ReduceScatterSpec s;
+    s.dtype = dt;
+    s.axis = 1;
+    TestCase tc = makeReduceScatter(s);
+    std::string path = tempPath("rsself"), error;
+    ASSERT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
+    auto lp = LoadedPlan::open(path, 0, error);
+    ASSERT_TRUE(lp) << error;
+    auto comm = createSelfComm();
+    Executor ex(*lp, *comm, createCpuBackend());
+    ex.setInputs(tc.inputs);
+    ex.run();
+    RunResult r;
+    r.outputs = ex.gatherOutputs();
+    expectMatches(r, tc);
+    EXPECT_EQ(ex.report().steps[0].bytesIn, 0);
+    std::remove(path.c_str());
+  }
 }
 
 TEST(Executor, BadExpertIdEndsAllRanks) {

@@ -7,7 +7,9 @@
 //
 // KIND is `moe` (router -> route -> dispatch -> experts -> combine), `moe-ids`
 // (routing ids and weights are inputs; --bad-rank gives that rank an invalid
-// expert id) or `tp` (tensor-parallel MLP with all_reduce and all_gather).
+// expert id), `tp` (tensor-parallel MLP with all_reduce and all_gather) or
+// `reduce-scatter` (each rank's x reduce-scattered over ep=N along axis 1,
+// then all-gathered, and all-reduced; outputs y, gathered, reduced).
 // Writes DIR/plan.moeplan, DIR/NAME.npy per input, DIR/ref_NAME.npy per
 // output, and, for the input error tests, DIR/x_f64.npy (wrong dtype) and
 // DIR/x_badshape.npy (wrong shape). --tokens-per-rank, --hidden and --ffn
@@ -26,7 +28,8 @@ using namespace moert;
 using namespace moert::testplans;
 
 static int usage() {
-  std::fprintf(stderr, "usage: moert-make-test-plan moe|moe-ids|tp -n N -o DIR "
+  std::fprintf(stderr, "usage: moert-make-test-plan "
+                       "moe|moe-ids|tp|reduce-scatter -n N -o DIR "
                        "[--capacity C] [--placement contiguous|round-robin|"
                        "replicated] [--bad-rank R] [--tokens-per-rank T] "
                        "[--hidden H] [--ffn F] [--no-reference]\n");
@@ -102,6 +105,11 @@ int main(int argc, char **argv) {
     tc = makeMoE(s);
   } else if (kind == "tp") {
     tc = makeTP(n);
+  } else if (kind == "reduce-scatter") {
+    ReduceScatterSpec s;
+    s.ep = n;
+    s.axis = 1;
+    tc = makeReduceScatter(s);
   } else {
     return usage();
   }

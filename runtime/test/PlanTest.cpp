@@ -1,8 +1,9 @@
 //===- PlanTest.cpp - .moeplan writer, reader and verifier ----------------===//
 //
 // A hand-built plan (TestPlans.h) written and read back for every rank; each
-// corruption of the file refused with its message naming the file; and each
-// check of verifyPlan.
+// corruption of the file refused with its message naming the file; each
+// check of verifyPlan; a reduce_scatter step through the file, --describe
+// and the verifier.
 //
 //===----------------------------------------------------------------------===//
 
@@ -335,6 +336,43 @@ TEST_F(Verify, Errors) {
   EXPECT_CONTAINS(
       verifyError([](Plan &p) { p.steps[3].attrs.Asexperts()->dispatch = 0; }),
       "attribute 'dispatch' must name an earlier dispatch step");
+}
+
+TEST(PlanStep, ReduceScatter) {
+  ReduceScatterSpec spec;
+  spec.dp = 2;
+  spec.ep = 3;
+  spec.axes = "ep";
+  spec.axis = 1;
+  TestCase tc = makeReduceScatter(spec);
+  std::string path = tempPath("rs"), error;
+  ASSERT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
+  auto lp = LoadedPlan::open(path, 4, error);
+  std::remove(path.c_str());
+  ASSERT_TRUE(lp) << error;
+  const Step &s = lp->plan().steps[0];
+  EXPECT_EQ(s.kind(), StepKind::reduce_scatter);
+  EXPECT_STREQ(s.op(), "reduce_scatter");
+  ASSERT_NE(s.attrs.Asreduce_scatter(), nullptr);
+  EXPECT_EQ(s.attrs.Asreduce_scatter()->axis, 1);
+  EXPECT_EQ(s.attrs.Asreduce_scatter()->reduction, fb::Reduction::sum);
+  EXPECT_EQ(s.axes(), "ep");
+  std::string d = describePlan(lp->plan());
+  EXPECT_NE(d.find("0: reduce_scatter(v0) -> v1 axes=ep axis=1 "
+                   "reduction=sum  @ /sp/reduce_scatter"),
+            std::string::npos)
+      << d;
+  Plan p = tc.plan;
+  p.steps[0].inputs.push_back(0);
+  EXPECT_FALSE(verifyPlan(p, error));
+  EXPECT_NE(error.find("2 operands, expected 1"), std::string::npos) << error;
+  p = tc.plan;
+  p.steps[0].attrs.Asreduce_scatter()->reduction = fb::Reduction(3);
+  EXPECT_FALSE(verifyPlan(p, error));
+  EXPECT_NE(error.find("step 0 (reduce_scatter at '/sp/reduce_scatter'): an "
+                       "attribute has an unknown enum value"),
+            std::string::npos)
+      << error;
 }
 
 TEST(PlanWrite, DataCountMismatch) {

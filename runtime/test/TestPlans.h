@@ -9,13 +9,16 @@
 //   combine) on an `ep` mesh with any placement, replicas and capacity; or
 //   with the routing ids and weights as model inputs (to feed bad ids);
 // * a tensor-parallel MLP (column split -> relu -> row split -> all_reduce,
-//   plus an all_gather of the hidden activations) on a `tp` mesh.
+//   plus an all_gather of the hidden activations) on a `tp` mesh;
+// * the all_slice / all_gather and the reduce_scatter of sequence
+//   parallelism over one or two axes of a dp x ep mesh; attention.
 //
 //===----------------------------------------------------------------------===//
 
 #ifndef MOERT_TEST_TESTPLANS_H
 #define MOERT_TEST_TESTPLANS_H
 
+#include "moert/Half.h"
 #include "moert/Npy.h"
 #include "moert/Plan.h"
 
@@ -36,6 +39,8 @@ struct TestCase {
   PlanData data;
   std::map<std::string, NpyArray> inputs;
   std::map<std::string, NpyArray> expected;
+  /// Outputs match `expected` to this much of its largest magnitude.
+  double tolerance = 1e-4;
 };
 
 struct MoESpec {
@@ -118,20 +123,23 @@ public:
     return v.id;
   }
 
-  /// A constant with the same floats on every rank (segment 0).
+  /// A constant with the same floats on every rank (segment 0), stored as
+  /// `dt` (f32, or rounded to bf16/f16).
   int32_t shared(const std::string &name, std::vector<int64_t> shape,
-                 const std::vector<float> &f) {
-    int32_t id = value(name, DType::f32, std::move(shape), ValueKind::constant);
-    plan_.values[id].data.push_back(append(0, f));
+                 const std::vector<float> &f, DType dt = DType::f32) {
+    int32_t id = value(name, dt, std::move(shape), ValueKind::constant);
+    plan_.values[id].data.push_back(append(0, f, dt));
     return id;
   }
 
-  /// A constant with one block of floats per rank (segment 1 + r).
+  /// A constant with one block of floats per rank (segment 1 + r), stored
+  /// as `dt`.
   int32_t perRank(const std::string &name, std::vector<int64_t> shape,
-                  const std::vector<std::vector<float>> &f) {
-    int32_t id = value(name, DType::f32, std::move(shape), ValueKind::constant);
+                  const std::vector<std::vector<float>> &f,
+                  DType dt = DType::f32) {
+    int32_t id = value(name, dt, std::move(shape), ValueKind::constant);
     for (size_t r = 0; r < f.size(); ++r)
-      plan_.values[id].data.push_back(append(1 + int32_t(r), f[r]));
+      plan_.values[id].data.push_back(append(1 + int32_t(r), f[r], dt));
     return id;
   }
 
@@ -160,14 +168,21 @@ public:
   }
 
 private:
-  DataRef append(int32_t seg, const std::vector<float> &f) {
+  DataRef append(int32_t seg, const std::vector<float> &f, DType dt) {
+    std::vector<uint16_t> half(f.size());
+    const void *src = f.data();
+    if (dt != DType::f32) {
+      fromF32(dt == DType::bf16 ? Half16::bf16 : Half16::f16, f.data(),
+              half.data(), f.size());
+      src = half.data();
+    }
     std::vector<char> &bytes = data_.segments[seg];
     DataRef d;
     d.segment = seg;
     d.offset = (bytes.size() + 63) / 64 * 64;
-    d.bytes = f.size() * 4;
+    d.bytes = f.size() * dtypeSize(dt);
     bytes.resize(d.offset + d.bytes);
-    std::memcpy(bytes.data() + d.offset, f.data(), d.bytes);
+    std::memcpy(bytes.data() + d.offset, src, d.bytes);
     return d;
   }
 
@@ -520,6 +535,134 @@ inline TestCase makeSliceGather(int dp, int ep, int64_t axis,
   tc.inputs["x"] = f32Array(shape, xd);
   tc.expected["out"] = f32Array(shape, out);
   tc.expected["block"] = f32Array(local, block);
+  return tc;
+}
+
+/// The reduce-scatter of sequence parallelism (Megatron) over `axes` (one
+/// or both axes of a dp x ep mesh) along `axis`.
+struct ReduceScatterSpec {
+  int dp = 1, ep = 1;
+  std::string axes = "dp,ep";
+  int64_t axis = 0;
+  std::vector<int64_t> y = {3, 5, 7}; ///< y's (local) shape
+  DType dtype = DType::f32;           ///< f32 or bf16
+  unsigned seed = 13;
+};
+
+/// Every rank's own x (f32: a model input split over dp,ep; bf16: a
+/// per-rank constant) -> reduce_scatter -> y -> all_gather -> gathered,
+/// and all_reduce(x) -> reduced. Outputs, each rank's block along axis 0
+/// over dp,ep (bf16 values widened to f32 by a matmul with the identity,
+/// exact): `y` (on group rank g block g of the group's sum of x), and
+/// `gathered` and `reduced` (both the group's sum: reduce_scatter then
+/// all_gather is all_reduce). References: plain loops in double over the
+/// group's ranks, from the values as stored (bf16-rounded for bf16).
+inline TestCase makeReduceScatter(const ReduceScatterSpec &spec) {
+  TestCase tc;
+  Plan &p = tc.plan;
+  p.producer = "moert-test";
+  p.source = "TestPlans.h";
+  p.mesh = {{"dp", spec.dp}, {"ep", spec.ep}};
+  const int W = spec.dp * spec.ep;
+  const std::vector<std::string> axes = splitAxes(spec.axes);
+  const int64_t G = int64_t(meshGroup(p.mesh, 0, axes).size());
+  const size_t ax = size_t(spec.axis);
+  std::vector<int64_t> yShape = spec.y, xShape = spec.y;
+  xShape[ax] *= G;
+  int64_t outer = 1, inner = 1;
+  for (size_t d = 0; d < yShape.size(); ++d)
+    if (d < ax)
+      outer *= yShape[d];
+    else if (d > ax)
+      inner *= yShape[d];
+  const int64_t blockLen = yShape[ax] * inner; // of one outer row
+  const int64_t nx = outer * G * blockLen;
+  const bool low = spec.dtype != DType::f32;
+
+  std::mt19937 rng(spec.seed);
+  std::vector<std::vector<float>> xs(static_cast<size_t>(W));
+  for (std::vector<float> &x : xs) {
+    x = randomFloats(rng, size_t(nx), 1.0f);
+    if (low) // the values as stored
+      for (float &f : x)
+        f = bf16ToF32(f32ToBf16(f));
+  }
+  Builder b(p, tc.data);
+  b.segments(W);
+  DType dt = spec.dtype;
+  int32_t vx = low ? b.perRank("x", xShape, xs, dt)
+                   : b.value("x", dt, xShape, ValueKind::input);
+  ValueKind res = low ? ValueKind::temp : ValueKind::output;
+  int32_t vy = b.value("y", dt, yShape, res);
+  int32_t vg = b.value("gathered", dt, xShape, res);
+  int32_t vr = b.value("reduced", dt, xShape, res);
+  fb::ReduceScatterT rs;
+  rs.axes = spec.axes;
+  rs.axis = spec.axis;
+  b.step(rs, {vx}, {vy}, "/sp/reduce_scatter");
+  fb::AllGatherT ag;
+  ag.axes = spec.axes;
+  ag.axis = spec.axis;
+  b.step(ag, {vy}, {vg}, "/sp/all_gather");
+  fb::AllReduceT ar;
+  ar.axes = spec.axes;
+  b.step(ar, {vx}, {vr}, "/sp/all_reduce");
+
+  // Rows split along axis 0 over both mesh axes, rank r's block r.
+  auto io = [&](const std::string &name, std::vector<int64_t> local,
+                int32_t value) {
+    ModelIO m;
+    m.name = name;
+    m.shape = local;
+    m.shape[0] *= W;
+    m.split.axis = 0;
+    m.split.over = {"dp", "ep"};
+    m.value = value;
+    return m;
+  };
+  auto output = [&](const std::string &name, std::vector<int64_t> shape,
+                    int32_t v) {
+    if (low) { // C f32 = v * I: every element times 1 plus zeros, exact
+      int64_t K = shape.back();
+      std::vector<float> eye(size_t(K * K), 0.0f);
+      for (int64_t i = 0; i < K; ++i)
+        eye[size_t(i * K + i)] = 1.0f;
+      int32_t vi = b.shared(name + "_eye", {K, K}, eye, dt);
+      int32_t vo = b.value(name + "_f32", DType::f32, shape, ValueKind::output);
+      b.step(fb::MatmulT(), {v, vi, -1}, {vo}, "/sp/" + name + "_f32");
+      v = vo;
+    }
+    p.outputs.push_back(io(name, shape, v));
+  };
+  output("y", yShape, vy);
+  output("gathered", xShape, vg);
+  output("reduced", xShape, vr);
+
+  // Plain loops: per rank, the sum over its group of x (whole, and block
+  // g of every outer row).
+  std::vector<double> ys, sums, xg;
+  for (int r = 0; r < W; ++r) {
+    std::vector<int32_t> group = meshGroup(p.mesh, r, axes);
+    int64_t g = std::find(group.begin(), group.end(), r) - group.begin();
+    std::vector<double> sum(size_t(nx), 0.0);
+    for (int32_t q : group)
+      for (int64_t i = 0; i < nx; ++i)
+        sum[size_t(i)] += xs[size_t(q)][size_t(i)];
+    for (int64_t o = 0; o < outer; ++o)
+      for (int64_t i = 0; i < blockLen; ++i)
+        ys.push_back(sum[size_t((o * G + g) * blockLen + i)]);
+    sums.insert(sums.end(), sum.begin(), sum.end());
+    xg.insert(xg.end(), xs[size_t(r)].begin(), xs[size_t(r)].end());
+  }
+  if (!low) {
+    p.inputs.push_back(io("x", xShape, vx));
+    tc.inputs["x"] = f32Array(p.inputs[0].shape, xg);
+  }
+  tc.expected["y"] = f32Array(p.outputs[0].shape, ys);
+  tc.expected["gathered"] = f32Array(p.outputs[1].shape, sums);
+  tc.expected["reduced"] = f32Array(p.outputs[2].shape, sums);
+  if (low)
+    tc.tolerance = 1.0 / 128; // 2 ulps of bf16 (one rounding of the sums)
   return tc;
 }
 

@@ -73,8 +73,9 @@ struct StepTiming {
   std::string op, loc;
   double seconds = 0;
   /// Collectives: the payload this rank takes in from the other ranks of
-  /// its group (all_gather: the G-1 other blocks; all_reduce: the partial
-  /// sums, once; all_slice and groups of one rank: 0). Other steps: 0.
+  /// its group (all_gather: the G-1 other blocks; all_reduce and
+  /// reduce_scatter: the partial sums x, once; all_slice and groups of one
+  /// rank: 0). Other steps: 0.
   int64_t bytesIn = 0;
 };
 
@@ -177,6 +178,11 @@ int64_t checkAllGatherStep(ExecContext &ctx, size_t index, int64_t G);
 /// along `axis`; returns the product of y's dims before the axis.
 int64_t checkAllSliceStep(ExecContext &ctx, size_t index, int64_t G);
 
+/// `reduce_scatter` over a group of G ranks: the reduction is a sum, x is
+/// G copies of y (same dtype) along `axis`; returns the product of y's dims
+/// before the axis.
+int64_t checkReduceScatterStep(ExecContext &ctx, size_t index, int64_t G);
+
 /// `combine` against its dispatch (H wide rows, T tokens, top-k, `recvRows`
 /// expert rows): y holds the rows, weights are T x k, out T x H, y and out
 /// share a dtype.
@@ -236,6 +242,8 @@ public:
                          const fb::AllGatherT &a) = 0;
   virtual void allSlice(ExecContext &ctx, size_t index,
                         const fb::AllSliceT &a) = 0;
+  virtual void reduceScatter(ExecContext &ctx, size_t index,
+                             const fb::ReduceScatterT &a) = 0;
   virtual void kernel(ExecContext &ctx, size_t index, const fb::KernelT &a) = 0;
 };
 
