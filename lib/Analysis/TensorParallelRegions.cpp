@@ -54,7 +54,6 @@ void TokenDimsAnalysis::grow(func::FuncOp func, Value seed, TokenDims dims,
                              const DenseSet<Value> &shared) {
   tp = true;
   claimed = &c;
-  Block &top = func.getBody().front();
   // Failed visits are the region's boundaries, not errors.
   ScopedDiagnosticHandler quiet(func.getContext(), [](Diagnostic &d) {
     LLVM_DEBUG(llvm::dbgs()
@@ -63,6 +62,12 @@ void TokenDimsAnalysis::grow(func::FuncOp func, Value seed, TokenDims dims,
   });
   if (failed(set(seed, dims, func.getOperation())))
     return;
+  expand(func, shared);
+}
+
+void TokenDimsAnalysis::expand(func::FuncOp func,
+                               const DenseSet<Value> &shared) {
+  Block &top = func.getBody().front();
   while (!worklist.empty()) {
     Value v = worklist.pop_back_val();
     if (!facts.count(v))
@@ -106,34 +111,18 @@ void TokenDimsAnalysis::grow(func::FuncOp func, Value seed, TokenDims dims,
         facts.erase(j);
       boundaries.insert(op);
       members.remove(op);
+      rowSlices.remove(op);
+      rowGathers.remove(op);
+      reduceScatters.remove(op);
       if (partials.remove(op))
         partialResults.erase(op->getResult(0));
     }
   }
 }
 
-/// A weight: a constant, or a transpose (or other copy) of one.
-static bool isWeight(Value v) {
-  Operation *def = v.getDefiningOp();
-  if (isa_and_nonnull<arith::ConstantOp>(def))
-    return true;
-  auto l = dyn_cast_or_null<linalg::LinalgOp>(def);
-  return l && l.getNumDpsInputs() == 1 &&
-         l.getDpsInputs()[0].getDefiningOp<arith::ConstantOp>();
-}
-
-SmallVector<SplitRegion> moec::analyzeTensorParallel(func::FuncOp func,
-                                                     int64_t n) {
-  unshareInits(func);
-  SmallVector<linalg::MatmulOp> seeds;
-  for (auto m : func.getBody().front().getOps<linalg::MatmulOp>()) {
-    auto b = cast<ShapedType>(m.getInputs()[1].getType());
-    if (b.getRank() == 2 && b.hasStaticShape() && b.getDimSize(1) % n == 0 &&
-        isWeight(m.getInputs()[1]))
-      seeds.push_back(m);
-  }
-  // Values computed from constants alone, read by more than one op.
-  DenseSet<Value> constantLike, shared;
+void moec::detail::constantLikeValues(func::FuncOp func,
+                                      DenseSet<Value> &constantLike,
+                                      DenseSet<Value> &shared) {
   for (Operation &op : func.getBody().front()) {
     if (op.getNumRegions() && !isa<linalg::LinalgOp>(op))
       continue;
@@ -148,6 +137,31 @@ SmallVector<SplitRegion> moec::analyzeTensorParallel(func::FuncOp func,
         shared.insert(res);
     }
   }
+}
+
+/// A weight: a constant, or a transpose (or other copy) of one.
+static bool isWeight(Value v) {
+  Operation *def = v.getDefiningOp();
+  if (isa_and_nonnull<arith::ConstantOp>(def))
+    return true;
+  auto l = dyn_cast_or_null<linalg::LinalgOp>(def);
+  return l && l.getNumDpsInputs() == 1 &&
+         l.getDpsInputs()[0].getDefiningOp<arith::ConstantOp>();
+}
+
+SmallVector<SplitRegion, 0> moec::analyzeTensorParallel(func::FuncOp func,
+                                                        int64_t n) {
+  unshareInits(func);
+  SmallVector<linalg::MatmulOp> seeds;
+  for (auto m : func.getBody().front().getOps<linalg::MatmulOp>()) {
+    auto b = cast<ShapedType>(m.getInputs()[1].getType());
+    if (b.getRank() == 2 && b.hasStaticShape() && b.getDimSize(1) % n == 0 &&
+        isWeight(m.getInputs()[1]))
+      seeds.push_back(m);
+  }
+  // Values computed from constants alone, read by more than one op.
+  DenseSet<Value> constantLike, shared;
+  constantLikeValues(func, constantLike, shared);
   // A region is kept when it ends in partial sums (Megatron's column then
   // row split) or only at the results (the LM head's logits), with no more
   // row-parallel matmuls than column-parallel ones: a column split that
@@ -187,7 +201,7 @@ SmallVector<SplitRegion> moec::analyzeTensorParallel(func::FuncOp func,
   llvm::stable_sort(candidates, [](const Candidate &x, const Candidate &y) {
     return x.weightBytes > y.weightBytes;
   });
-  SmallVector<std::pair<Operation *, SplitRegion>> taken;
+  SmallVector<std::pair<Operation *, SplitRegion>, 0> taken;
   DenseSet<Value> claimed;
   for (Candidate &c : candidates) {
     linalg::MatmulOp m = c.seed;
@@ -231,7 +245,7 @@ SmallVector<SplitRegion> moec::analyzeTensorParallel(func::FuncOp func,
   llvm::stable_sort(taken, [&](const auto &x, const auto &y) {
     return index.lookup(x.first) < index.lookup(y.first);
   });
-  SmallVector<SplitRegion> regions;
+  SmallVector<SplitRegion, 0> regions;
   for (auto &[seed, region] : taken)
     regions.push_back(std::move(region));
   return regions;

@@ -81,7 +81,7 @@ LogicalResult TokenDimsAnalysis::set(Value v, TokenDims dims, Operation *at) {
   }
   if (rem == 1)
     dims.count = std::max<int64_t>(1, keep);
-  else if (tp)
+  else if (tp || rows)
     return at->emitError("the split does not come out even");
   auto it = facts.find(v);
   if (it != facts.end()) {
@@ -174,7 +174,7 @@ LogicalResult TokenDimsAnalysis::visitLinalg(linalg::LinalgOp op) {
                            "dimension");
     pendingPartial = op;
   }
-  if (tp && failed(checkBody(op, loops)))
+  if ((tp || rows) && failed(checkBody(op, loops)))
     return failure();
   for (OpResult res : op->getResults()) {
     auto it = facts.find(res);
@@ -324,6 +324,11 @@ LogicalResult TokenDimsAnalysis::visit(Operation *op) {
   auto known = [&](ValueRange vs) {
     return llvm::any_of(vs, [&](Value v) { return v && facts.count(v); });
   };
+  if (rows) {
+    LogicalResult edge = success();
+    if (visitRowsEdge(op, edge))
+      return edge;
+  }
   // Tensor parallelism stops at the MoE ops (the experts have their own
   // split), collectives, the function's results and ops it does not know.
   if (tp && (isa<moe::MoEDialect, shard::ShardDialect>(op->getDialect()) ||
@@ -331,16 +336,16 @@ LogicalResult TokenDimsAnalysis::visit(Operation *op) {
     return known(op->getOperands()) || known(op->getResults())
                ? op->emitError("a boundary of the tensor-parallel region")
                : success();
-  TokenDims rows{0, 1};
+  TokenDims rowDims{0, 1};
   if (auto r = dyn_cast<moe::RouteOp>(op))
-    return all({r.getLogits(), r.getWeights(), r.getIndices()}, rows);
+    return all({r.getLogits(), r.getWeights(), r.getIndices()}, rowDims);
   if (auto e = dyn_cast<moe::ExpertsOp>(op))
     return all({e.getTokens(), e.getIndices(), e.getWeights(), e.getResult()},
-               rows);
+               rowDims);
   if (auto d = dyn_cast<moe::DispatchOp>(op))
-    return all({d.getTokens(), d.getIndices()}, rows);
+    return all({d.getTokens(), d.getIndices()}, rowDims);
   if (auto c = dyn_cast<moe::CombineOp>(op))
-    return all({c.getWeights(), c.getResult()}, rows);
+    return all({c.getWeights(), c.getResult()}, rowDims);
   if (isa<moe::ExpertComputeOp, moe::LocalWeightsOp, moe::TpSliceOp,
           func::ReturnOp>(op))
     return success();
@@ -416,7 +421,7 @@ LogicalResult TokenDimsAnalysis::visit(Operation *op) {
         return all({a.getInput(), a.getResult()}, it->second);
     return success();
   }
-  if (tp && isa<arith::ConstantOp>(op))
+  if ((tp || rows) && isa<arith::ConstantOp>(op))
     return success(); // sliced per rank
   if (auto c = dyn_cast<arith::ConstantOp>(op); c && known(c->getResults())) {
     // A constant the same for every token block (the causal mask an

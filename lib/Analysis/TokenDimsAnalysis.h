@@ -31,8 +31,26 @@ public:
   /// are never split again.
   void grow(func::FuncOp func, Value seed, TokenDims dims,
             const DenseSet<Value> &claimed, const DenseSet<Value> &shared);
+  /// Sequence-parallel (rows) mode: grows the region that runs on this
+  /// rank's block of the rows, split `n` ways over grid `axes`, from the
+  /// rows `seeds` (what the MoE layers' row slices read). The ops in
+  /// `tpOps` (the tensor-parallel regions) and ops that cannot run on a
+  /// block of the rows are boundaries; the MoE layers' row slices
+  /// (rowSlices), row all-gathers (rowGathers) and the all-reduces over
+  /// `axes` (reduceScatters) whose values the region reaches join it as
+  /// its edges.
+  void growRows(func::FuncOp func, ArrayRef<Value> seeds,
+                ArrayRef<int16_t> axes, const DenseSet<Operation *> &tpOps,
+                const DenseSet<Value> &shared);
+  /// Rows mode, after growRows: which of the region's ops run on the rows
+  /// and which whole, by the minimum cut of the bytes gathered between
+  /// them (GQA's whole K/V projections read the rows the Q projection
+  /// gathers anyway, rather than gathering K and V).
+  void cutRows(func::FuncOp func);
   DenseMap<Value, TokenDims> facts;
   SetVector<Operation *> boundaries, partials, members;
+  /// Rows mode: the edges of the region (growRows).
+  SetVector<Operation *> rowSlices, rowGathers, reduceScatters;
   /// Set when a region grew more partial sums than it can close.
   bool aborted = false;
   /// The member matmuls that split their weight by columns.
@@ -47,6 +65,12 @@ private:
   LogicalResult visit(Operation *op);
   LogicalResult visitLinalg(linalg::LinalgOp op);
   LogicalResult visitReshape(Operation *op, Value src, Value res);
+  /// Rows mode: the collectives at the region's edges and the ops it stops
+  /// at. Returns true when it handled `op` (its result in `result`).
+  bool visitRowsEdge(Operation *op, LogicalResult &result);
+  /// The growth loop of grow and growRows: visits the ops around the
+  /// worklist's values; a failed visit makes a boundary.
+  void expand(func::FuncOp func, const DenseSet<Value> &shared);
   /// In tensor-parallel mode: fails on a body that reads a split value
   /// from above or the index of a split loop.
   LogicalResult checkBody(linalg::LinalgOp op, ArrayRef<unsigned> loops);
@@ -54,13 +78,17 @@ private:
   SmallVector<Value> worklist;
   int64_t n; ///< ways the tokens are split
   bool tp = false;
+  /// Rows (sequence-parallel) mode.
+  bool rows = false;
+  SmallVector<int16_t> rowAxes;
+  const DenseSet<Operation *> *tpOps = nullptr;
   const DenseSet<Value> *claimed = nullptr;
   DenseSet<Value> partialResults;
   SmallVector<Value> journal;          ///< facts the current visit set
   Operation *pendingPartial = nullptr; ///< a partial sum the visit found
   /// Why an op that mixes tokens (attention) may still fail.
   std::string hint() const {
-    if (tp)
+    if (tp || rows)
       return "";
     return " (the mesh splits the tokens " + std::to_string(n) +
            " ways; ops that mix the tokens of a sequence, such as attention, "
@@ -72,6 +100,12 @@ private:
 /// Gives every use of a tensor.empty (or of a constant fill of one) its own
 /// op, so that values sharing a CSE'd init are not tied.
 void unshareInits(func::FuncOp func);
+
+/// Values of `func` computed from constants alone (`constantLike`), and
+/// those of them, other than constants and tensor.empty, that more than one
+/// op reads (`shared`): a region slices those per use.
+void constantLikeValues(func::FuncOp func, DenseSet<Value> &constantLike,
+                        DenseSet<Value> &shared);
 } // namespace moec::detail
 
 #endif // MOEC_LIB_ANALYSIS_TOKENDIMSANALYSIS_H

@@ -506,6 +506,16 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
     a.axis = sl.getSliceAxis().getSExtValue();
     return collective(sl.getInput(), sl.getResult(), std::move(a));
   }
+  if (auto rs = dyn_cast<shard::ReduceScatterOp>(op)) {
+    if (rs.getReduction() != shard::ReductionKind::Sum)
+      return op->emitError("plan lowering: reduce_scatter supports only the "
+                           "sum reduction");
+    moert::fb::ReduceScatterT a;
+    a.axes = axesName(rs.getGridAxes());
+    a.axis = rs.getScatterAxis().getSExtValue();
+    a.reduction = moert::fb::Reduction::sum;
+    return collective(rs.getInput(), rs.getResult(), std::move(a));
+  }
   if (auto ag = dyn_cast<shard::AllGatherOp>(op)) {
     moert::fb::AllGatherT a;
     a.axes = axesName(ag.getGridAxes());

@@ -101,6 +101,7 @@ LogicalResult moec::chooseMesh(ModuleOp module, const MeshChoiceOptions &choice,
     buildShardPipeline(pm, candOpts);
     MoEPartitionOptions partitionOpts;
     partitionOpts.denseTp = candOpts.denseTp;
+    partitionOpts.sequenceParallel = candOpts.sequenceParallel;
     pm.addPass(createMoEPartition(partitionOpts));
     if (failed(pm.run(*copy))) {
       c.why = firstError.empty() ? "does not shard" : firstError;

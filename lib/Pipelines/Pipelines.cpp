@@ -38,6 +38,12 @@ std::string moec::checkDenseTp(StringRef denseTp) {
   return "'" + denseTp.str() + "': expected megatron or replicated";
 }
 
+std::string moec::checkSequenceParallel(StringRef sequenceParallel) {
+  if (sequenceParallel == "auto" || sequenceParallel == "off")
+    return "";
+  return "'" + sequenceParallel.str() + "': expected auto or off";
+}
+
 std::string moec::verifyPipelineOptions(const MoecPipelineOptions &options) {
   std::string err = checkPrecision(options.precision);
   if (!err.empty())
@@ -48,6 +54,9 @@ std::string moec::verifyPipelineOptions(const MoecPipelineOptions &options) {
   err = checkDenseTp(options.denseTp);
   if (!err.empty())
     return "dense-tp " + err;
+  err = checkSequenceParallel(options.sequenceParallel);
+  if (!err.empty())
+    return "sequence-parallel " + err;
   if (options.tokenSplit != "auto" && options.tokenSplit != "model" &&
       options.tokenSplit != "moe")
     return "token-split '" + options.tokenSplit.getValue() +
@@ -120,6 +129,7 @@ void moec::buildLowerPipeline(OpPassManager &pm,
                               const MoecPipelineOptions &options) {
   MoEPartitionOptions partitionOpts;
   partitionOpts.denseTp = options.denseTp;
+  partitionOpts.sequenceParallel = options.sequenceParallel;
   pm.addPass(createMoEPartition(partitionOpts));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

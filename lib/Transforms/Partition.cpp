@@ -89,6 +89,11 @@ struct MoEPartitionPass : moec::impl::MoEPartitionBase<MoEPartitionPass> {
           << denseTp << "': expected megatron or replicated";
       return signalPassFailure();
     }
+    if (sequenceParallel != "auto" && sequenceParallel != "off") {
+      module.emitError("moe-partition: sequence-parallel '")
+          << sequenceParallel << "': expected auto or off";
+      return signalPassFailure();
+    }
     shard::GridOp grid = getMeshGrid(module);
     if (!grid) {
       module.emitError("moe-partition needs the device grid: run moe-shard "
@@ -199,8 +204,14 @@ struct MoEPartitionPass : moec::impl::MoEPartitionBase<MoEPartitionPass> {
           failed(sliceHybridRows(func, spec, moeSliceAxes(grid))))
         return signalPassFailure();
       SmallVector<int16_t> tpAxes = denseTpAxes(grid);
+      DenseSet<Operation *> tpOps;
       if (!tpAxes.empty() && denseTp == "megatron")
-        splitTensorParallel(func, tpAxes, axesSize(spec, tpAxes));
+        splitTensorParallel(func, tpAxes, axesSize(spec, tpAxes), &tpOps);
+      // Sequence parallelism where the MoE rows are sliced over the tp
+      // ranks (a folded grid with attention tp).
+      if (!tpOps.empty() && sequenceParallel == "auto" &&
+          moeSliceAxes(grid) == tpAxes)
+        splitSequenceParallel(func, tpAxes, axesSize(spec, tpAxes), tpOps);
       func.setType(FunctionType::get(
           &getContext(), func.getBody().getArgumentTypes(),
           func.getBody().back().getTerminator()->getOperandTypes()));

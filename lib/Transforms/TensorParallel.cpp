@@ -22,6 +22,7 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
 #include "llvm/ADT/SmallPtrSet.h"
+#include "llvm/Support/MathExtras.h"
 
 using namespace mlir;
 using namespace moec;
@@ -62,10 +63,13 @@ public:
                  ArrayRef<int16_t> axes, int64_t tp,
                  const DenseMap<Operation *, int64_t> &index)
       : r(region), top(func.getBody().front()), b(func.getContext()),
-        axes(axes), tp(tp), index(index) {}
+        axes(axes), tp(tp), index(index),
+        attr(region.rows ? kSequenceParallelAttr : kTensorParallelAttr) {}
   /// Rewrites the region; adds the values that now have local types to
   /// `local`.
   void run(DenseSet<Value> &local);
+  /// The ops this rewrite made.
+  const SmallPtrSet<Operation *, 16> &createdOps() const { return created; }
 
 private:
   /// The shape in which the split dims of `d` are one dim ([outer, rest]
@@ -77,6 +81,12 @@ private:
   Value slice(Location loc, Value v, TokenDims d);
   /// The whole value of this rank's part `v` (global shape `full`).
   Value gather(Location loc, Value v, TokenDims d, RankedTensorType full);
+  /// This rank's part of the sum over the ranks of `v` (whole partial
+  /// sums), split as `d`.
+  Value reduceScatter(Location loc, Value v, TokenDims d);
+  /// A source of a rows region that is not sliced: this rank's block of a
+  /// reduce-scattered all-reduce or of a replaced row all-gather.
+  Value rowsEdge(Location loc, Operation *def, Value v, TokenDims d);
   RankedTensorType localType(Type full, TokenDims d);
   bool atBoundary(OpOperand &u) {
     return r.boundaries.contains(top.findAncestorOpInBlock(*u.getOwner()));
@@ -88,6 +98,7 @@ private:
   SmallVector<int16_t> axes;
   int64_t tp;
   const DenseMap<Operation *, int64_t> &index;
+  StringRef attr; ///< marks the collectives this rewrite makes
   SmallPtrSet<Operation *, 16> created; ///< the ops this rewrite made
   SmallVector<Operation *> sourceOps;   ///< the local copies of sources
 };
@@ -141,7 +152,7 @@ Value RegionRewriter::slice(Location loc, Value v, TokenDims d) {
   auto s = shard::AllSliceOp::create(
       b, loc, RankedTensorType::get(view, t.getElementType()), x, kGridName,
       ArrayRef<int16_t>(axes), dim);
-  s->setAttr(kTensorParallelAttr, b.getUnitAttr());
+  s->setAttr(attr, b.getUnitAttr());
   created.insert(s);
   return reshape(loc, s, localType(t, d).getShape());
 }
@@ -156,9 +167,34 @@ Value RegionRewriter::gather(Location loc, Value v, TokenDims d,
   auto g = shard::AllGatherOp::create(
       b, loc, RankedTensorType::get(view, full.getElementType()), kGridName,
       ArrayRef<int16_t>(axes), x, APInt(64, dim));
-  g->setAttr(kTensorParallelAttr, b.getUnitAttr());
+  g->setAttr(attr, b.getUnitAttr());
   created.insert(g);
   return reshape(loc, g, full.getShape());
+}
+
+Value RegionRewriter::reduceScatter(Location loc, Value v, TokenDims d) {
+  auto t = cast<RankedTensorType>(v.getType());
+  int64_t dim;
+  SmallVector<int64_t> view = viewShape(t.getShape(), d, dim);
+  Value x = reshape(loc, v, view);
+  view[dim] /= tp;
+  auto rs = shard::ReduceScatterOp::create(
+      b, loc, RankedTensorType::get(view, t.getElementType()), kGridName,
+      ArrayRef<int16_t>(axes), x, shard::ReductionKind::Sum, APInt(64, dim));
+  rs->setAttr(attr, b.getUnitAttr());
+  created.insert(rs);
+  return reshape(loc, rs, localType(t, d).getShape());
+}
+
+Value RegionRewriter::rowsEdge(Location loc, Operation *def, Value v,
+                               TokenDims d) {
+  if (r.reduceScatters.contains(def))
+    return reduceScatter(loc, cast<shard::AllReduceOp>(def).getInput(), d);
+  if (!r.rowGathers.contains(def))
+    return nullptr;
+  // The gathered rows are this rank's block already.
+  return reshape(loc, cast<shard::AllGatherOp>(def).getInput(),
+                 localType(v.getType(), d).getShape());
 }
 
 void RegionRewriter::run(DenseSet<Value> &local) {
@@ -168,7 +204,7 @@ void RegionRewriter::run(DenseSet<Value> &local) {
     b.setInsertionPointAfter(p);
     auto sum = shard::AllReduceOp::create(
         b, p->getLoc(), res.getType(), kGridName, ArrayRef<int16_t>(axes), res);
-    sum->setAttr(kTensorParallelAttr, b.getUnitAttr());
+    sum->setAttr(attr, b.getUnitAttr());
     res.replaceAllUsesExcept(sum, sum);
   }
   // Values that come whole into the region (weights, arguments, boundary
@@ -176,7 +212,8 @@ void RegionRewriter::run(DenseSet<Value> &local) {
   SmallVector<std::pair<Value, TokenDims>> sources, computed;
   for (auto &[v, d] : r.facts) {
     Operation *def = v.getDefiningOp();
-    if (!def || isa<arith::ConstantOp>(def) || !r.ops.contains(def))
+    if (!def || isa<arith::ConstantOp>(def) || !r.ops.contains(def) ||
+        r.rowGathers.contains(def) || r.reduceScatters.contains(def))
       sources.push_back({v, d});
     else
       computed.push_back({v, d});
@@ -200,17 +237,27 @@ void RegionRewriter::run(DenseSet<Value> &local) {
     Value local;
     auto c = v.getDefiningOp<arith::ConstantOp>();
     auto dense = c ? dyn_cast<DenseElementsAttr>(c.getValue()) : nullptr;
-    if (dense && dense.isSplat()) {
+    Value edge = r.rows ? rowsEdge(loc, v.getDefiningOp(), v, d) : Value();
+    if (edge) {
+      local = edge;
+    } else if (dense && dense.isSplat()) {
       local = arith::ConstantOp::create(
           b, loc, dense.resizeSplat(localType(v.getType(), d)));
-    } else if (c && d.count == 1 && d.outer == 1) {
+    } else if (c && !r.rows && d.count == 1 && d.outer == 1) {
+      // Weights are cut at compile time; a rows region's constants
+      // (rotary tables) are sliced at run time (no data moves).
       local = moe::TpSliceOp::create(b, loc, localType(v.getType(), d), v,
                                      kGridName, axes, uint64_t(d.start));
     } else {
       local = slice(loc, v, d);
     }
-    created.insert(local.getDefiningOp());
-    sourceOps.push_back(local.getDefiningOp());
+    // An edge may be a value of the program itself (the input of a
+    // replaced all-gather): only the ops made here are the rewrite's.
+    Operation *op = local.getDefiningOp();
+    if (op && !edge)
+      created.insert(op);
+    if (op && created.contains(op))
+      sourceOps.push_back(op);
     v.replaceUsesWithIf(local, [&](OpOperand &u) {
       return !created.contains(u.getOwner()) &&
              r.ops.contains(top.findAncestorOpInBlock(*u.getOwner()));
@@ -236,6 +283,21 @@ void RegionRewriter::run(DenseSet<Value> &local) {
     for (OpOperand *u : whole)
       u->set(g);
   }
+  // The MoE layers' row slices: their input is this rank's block now.
+  for (Operation *op : r.rowSlices) {
+    auto s = cast<shard::AllSliceOp>(op);
+    b.setInsertionPoint(s);
+    Value block =
+        reshape(s.getLoc(), s.getInput(), s.getResult().getType().getShape());
+    s.getResult().replaceAllUsesWith(block);
+    s.erase();
+  }
+  // Reduce-scattered all-reduces and replaced all-gathers nothing else
+  // reads.
+  for (Operation *op :
+       llvm::concat<Operation *const>(r.reduceScatters, r.rowGathers))
+    if (op->use_empty())
+      op->erase();
   // A source whose users all became boundaries needs no local copy.
   for (Operation *op : llvm::reverse(sourceOps)) {
     while (op && op->use_empty()) {
@@ -248,8 +310,8 @@ void RegionRewriter::run(DenseSet<Value> &local) {
 }
 
 void moec::splitTensorParallel(func::FuncOp func, ArrayRef<int16_t> tpAxes,
-                               int64_t tp) {
-  SmallVector<SplitRegion> regions = analyzeTensorParallel(func, tp);
+                               int64_t tp, DenseSet<Operation *> *tpOps) {
+  SmallVector<SplitRegion, 0> regions = analyzeTensorParallel(func, tp);
   if (regions.empty())
     return;
   // Block arguments sort first (0); the regions' values are all defined by
@@ -258,7 +320,79 @@ void moec::splitTensorParallel(func::FuncOp func, ArrayRef<int16_t> tpAxes,
   for (Operation &op : func.getBody().front())
     index[&op] = int64_t(index.size()) + 1;
   DenseSet<Value> local;
-  for (const SplitRegion &region : regions)
-    RegionRewriter(func, region, tpAxes, tp, index).run(local);
+  for (const SplitRegion &region : regions) {
+    RegionRewriter rw(func, region, tpAxes, tp, index);
+    rw.run(local);
+    if (!tpOps)
+      continue;
+    tpOps->insert(region.ops.begin(), region.ops.end());
+    tpOps->insert(rw.createdOps().begin(), rw.createdOps().end());
+  }
   fixStaticShapes(func, [&](Value v) { return local.contains(v); });
+}
+
+/// The bytes of a static tensor type.
+static int64_t bytesOf(Type t) {
+  auto r = cast<RankedTensorType>(t);
+  return r.getNumElements() *
+         int64_t(llvm::divideCeil(r.getElementTypeBitWidth(), 8));
+}
+
+SequenceParallelGain moec::sequenceParallelGain(func::FuncOp func,
+                                                const SplitRegion &r) {
+  Block &top = func.getBody().front();
+  auto inRegion = [&](OpOperand &u) {
+    return r.ops.contains(top.findAncestorOpInBlock(*u.getOwner()));
+  };
+  auto onlyRegion = [&](Operation *op) {
+    return llvm::all_of(op->getResult(0).getUses(), inRegion);
+  };
+  // Every collective over the n ranks moves (n-1)/n of its whole value per
+  // rank (a ring all-reduce twice that): compared in whole values.
+  SequenceParallelGain g;
+  for (Operation *ar : r.reduceScatters) {
+    int64_t bytes = bytesOf(ar->getResult(0).getType());
+    if (onlyRegion(ar))
+      g.saved += bytes; // all-reduce (2) -> reduce-scatter (1)
+    else
+      g.added += bytes; // both
+    ++g.reduceScatters;
+  }
+  for (Operation *ag : r.rowGathers)
+    if (onlyRegion(ag))
+      g.saved += bytesOf(ag->getResult(0).getType());
+  for (auto &[v, d] : r.facts) {
+    Operation *def = v.getDefiningOp();
+    if (!def || !r.ops.contains(def) || r.rowGathers.contains(def) ||
+        r.reduceScatters.contains(def))
+      continue;
+    if (llvm::any_of(v.getUses(), [&](OpOperand &u) {
+          return r.boundaries.contains(
+              top.findAncestorOpInBlock(*u.getOwner()));
+        })) {
+      g.added += bytesOf(v.getType());
+      ++g.gathers;
+    }
+  }
+  return g;
+}
+
+SequenceParallelGain
+moec::splitSequenceParallel(func::FuncOp func, ArrayRef<int16_t> axes,
+                            int64_t n, const DenseSet<Operation *> &tpOps) {
+  SplitRegion region = analyzeSequenceParallel(func, n, axes, tpOps);
+  SequenceParallelGain g;
+  if (region.reduceScatters.empty())
+    return g;
+  g = sequenceParallelGain(func, region);
+  if (g.saved <= g.added)
+    return g;
+  DenseMap<Operation *, int64_t> index;
+  for (Operation &op : func.getBody().front())
+    index[&op] = int64_t(index.size()) + 1;
+  DenseSet<Value> local;
+  RegionRewriter(func, region, axes, n, index).run(local);
+  fixStaticShapes(func, [&](Value v) { return local.contains(v); });
+  g.applied = true;
+  return g;
 }

@@ -44,6 +44,20 @@
 // SLICED: combine(
 // SLICED-NEXT: all_gather(v{{[0-9]+}}) -> v{{[0-9]+}} axes=ep axis=0
 
+// Sequence parallelism (attention tp=4 folded with MoE ep=4): shard.reduce_scatter
+// lowers to a reduce_scatter step over the tp axis; dispatch reads its output
+// rows directly.
+// RUN: moe-opt %S/../Transforms/Inputs/sp-block.mlir --moe-compile-pipeline="mesh=ep=4 attention-mesh=tp=4" 2>/dev/null | moe-translate --moe-to-plan -o %t.sp.moeplan
+// RUN: moe-run --describe %t.sp.moeplan | FileCheck %s --check-prefix=SPPLAN
+// SPPLAN: all_slice(v{{[0-9]+}}) -> v{{[0-9]+}} axes=ep axis=0
+// SPPLAN: reduce_scatter(v{{[0-9]+}}) -> v{{[0-9]+}} axes=ep axis=0 reduction=sum
+// SPPLAN: route(
+// SPPLAN-NEXT: dispatch(
+// SPPLAN: combine(
+// SPPLAN-NOT: all_reduce
+// SPPLAN: all_gather(v{{[0-9]+}}) -> v{{[0-9]+}} axes=ep axis=0
+// SPPLAN: reduce_scatter(v{{[0-9]+}}) -> v{{[0-9]+}} axes=ep axis=0 reduction=sum
+
 // moec's per-rank IR, printed with its weights and locations, translates to
 // the plan moec writes itself (generated kernels included: RMSNorm and the
 // residual add of mixtral_layer).

@@ -121,3 +121,47 @@
 // REPL: return
 // RUN: not moe-opt %S/Inputs/tp-block.mlir --moe-shard="mesh=tp=2" --moe-partition="dense-tp=columns" 2>&1 | FileCheck %s --check-prefix=BADTP
 // BADTP: error: moe-partition: dense-tp 'columns': expected megatron or replicated
+
+// Sequence parallelism (Megatron; sequence-parallel=auto, the default): the
+// MoE layer's rows are sliced over the same 4 ranks as the dense layers' tp
+// (attention tp=4 folded with MoE ep=4), so the residual adds, the router
+// and the MoE rows run on this rank's block of the 16 rows: the row-parallel
+// partial sums are reduce-scattered (no all-reduce), dispatch reads the
+// rank's rows directly (no slice, no all-gather after combine), and the
+// rows are all-gathered where whole rows are needed (the next block's
+// column-parallel projection, the result).
+// RUN: moe-opt %S/Inputs/sp-block.mlir --moe-shard="mesh=ep=4 attention-mesh=tp=4" --moe-place-experts --moe-insert-all-to-all --moe-partition | FileCheck %s --check-prefix=SP
+// SP: %[[T:.*]] = tensor.collapse_shape %{{.*}} : tensor<2x8x16xf32> into tensor<16x16xf32>
+// SP: %[[TS:.*]] = shard.all_slice %[[T]] on @mesh grid_axes = [0] slice_axis = 0 {moe.sequence_parallel} : tensor<16x16xf32> -> tensor<4x16xf32>
+// SP: linalg.matmul ins(%[[T]], %{{.*}} : tensor<16x16xf32>, tensor<16x8xf32>)
+// SP: %[[RS:.*]] = shard.reduce_scatter %{{.*}} on @mesh grid_axes = [0] scatter_axis = 0 {moe.sequence_parallel} : tensor<16x16xf32> -> tensor<4x16xf32>
+// SP: %[[R:.*]] = linalg.add ins(%[[TS]], %[[RS]] : tensor<4x16xf32>, tensor<4x16xf32>)
+// SP: linalg.matmul ins(%[[R]], %{{.*}} : tensor<4x16xf32>, tensor<16x8xf32>) outs(%{{.*}} : tensor<4x8xf32>)
+// SP: moe.route %{{.*}} : tensor<4x8xf32> -> tensor<4x2xf32>, tensor<4x2xi64>
+// SP-NOT: shard.all_slice
+// SP: moe.dispatch %[[R]], %{{.*}} : tensor<4x16xf32>, tensor<4x2xi64>
+// SP: %[[Y:.*]] = moe.combine {{.*}} -> tensor<4x16xf32>
+// SP-NOT: shard.all_gather %[[Y]]
+// SP: %[[R2:.*]] = linalg.add ins(%[[R]], %[[Y]] : tensor<4x16xf32>, tensor<4x16xf32>)
+// SP: %[[G:.*]] = shard.all_gather %[[R2]] on @mesh grid_axes = [0] gather_axis = 0 {moe.sequence_parallel} : tensor<4x16xf32> -> tensor<16x16xf32>
+// SP: linalg.matmul ins(%[[G]], %{{.*}} : tensor<16x16xf32>, tensor<16x8xf32>)
+// SP: shard.reduce_scatter
+// SP: shard.all_gather {{.*}} {moe.sequence_parallel} : tensor<4x16xf32> -> tensor<16x16xf32>
+// SP-NOT: shard.all_reduce
+// SP: return %{{.*}} : tensor<2x8x16xf32>
+
+// sequence-parallel=off: the all-reduces stay, each MoE layer slices its
+// rows and all-gathers them after combine.
+// RUN: moe-opt %S/Inputs/sp-block.mlir --moe-shard="mesh=ep=4 attention-mesh=tp=4" --moe-place-experts --moe-insert-all-to-all --moe-partition="sequence-parallel=off" | FileCheck %s --check-prefix=SPOFF
+// SPOFF-NOT: shard.reduce_scatter
+// SPOFF: shard.all_reduce %{{.*}} {moe.tensor_parallel} : tensor<16x16xf32> -> tensor<16x16xf32>
+// SPOFF: moe.route %{{.*}} : tensor<16x8xf32>
+// SPOFF: shard.all_slice %{{.*}} slice_axis = 0 : tensor<16x16xf32> -> tensor<4x16xf32>
+// SPOFF: moe.combine {{.*}} -> tensor<4x16xf32>
+// SPOFF: shard.all_gather %{{.*}} gather_axis = 0 : tensor<4x16xf32> -> tensor<16x16xf32>
+// SPOFF: shard.all_reduce
+// SPOFF-NOT: shard.reduce_scatter
+
+// A bad value is an error naming the option.
+// RUN: not moe-opt %S/Inputs/sp-block.mlir --moe-shard="mesh=ep=4 attention-mesh=tp=4" --moe-partition="sequence-parallel=yes" 2>&1 | FileCheck %s --check-prefix=BADSP
+// BADSP: moe-partition: sequence-parallel 'yes': expected auto or off

@@ -154,6 +154,16 @@ cl::opt<std::string> denseTp(
              "head by vocab, the logits all-gathered) or replicated (every "
              "tp rank runs them whole; only the experts split)"),
     cl::init("megatron"), cl::cat(moecCat));
+cl::opt<std::string> sequenceParallel(
+    "sequence-parallel",
+    cl::desc("Megatron sequence parallelism where the MoE layers' rows are "
+             "sliced over the dense layers' tp ranks (--attention-mesh "
+             "tp=N with --mesh ep=N): auto (default; residual adds, norms, "
+             "routers and the MoE rows run on each rank's block of the "
+             "rows, the all-reduces become reduce-scatters, where that "
+             "moves fewer bytes) or off (all-reduce, then slice the MoE "
+             "rows)"),
+    cl::init("auto"), cl::cat(moecCat));
 cl::opt<bool> noRaise("no-raise",
                       cl::desc("Do not run moe-raise-experts (keep the "
                                "exported expert loops as imported)"),
@@ -216,6 +226,7 @@ void setPipelineOptions(moec::MoecPipelineOptions &opts,
   opts.capacityFactor = capacityFactor;
   opts.batchMatmul = batchMatmul;
   opts.denseTp = denseTp;
+  opts.sequenceParallel = sequenceParallel;
 }
 } // namespace
 
@@ -238,6 +249,8 @@ int main(int argc, char **argv) {
     return fail("--batch-matmul " + e);
   if (std::string e = moec::checkDenseTp(denseTp); !e.empty())
     return fail("--dense-tp " + e);
+  if (std::string e = moec::checkSequenceParallel(sequenceParallel); !e.empty())
+    return fail("--sequence-parallel " + e);
   if (tokenSplit != "auto" && tokenSplit != "model" && tokenSplit != "moe")
     return fail("--token-split '" + tokenSplit +
                 "': expected auto, model or moe");

@@ -100,6 +100,10 @@ constexpr llvm::StringLiteral kGridName = "mesh";
 /// Marks the collectives moe-partition inserts for tensor-parallel dense
 /// layers (the report counts them apart from the MoE layers').
 constexpr llvm::StringLiteral kTensorParallelAttr = "moe.tensor_parallel";
+/// Marks the collectives of Megatron sequence parallelism (the rows region
+/// moe-partition runs on this rank's block of the rows: reduce-scatters,
+/// the all-gathers before attention and the LM head).
+constexpr llvm::StringLiteral kSequenceParallelAttr = "moe.sequence_parallel";
 
 /// The `@mesh` shard.grid of `module`, or null.
 mlir::shard::GridOp getMeshGrid(mlir::ModuleOp module);

@@ -12,6 +12,7 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/SetVector.h"
 #include "llvm/ADT/SmallVector.h"
 
@@ -63,6 +64,13 @@ struct SplitRegion {
   llvm::SetVector<mlir::Operation *> partials;
   /// The ops that run on local values (the partials among them).
   llvm::SetVector<mlir::Operation *> ops;
+  /// Sequence-parallel regions (analyzeSequenceParallel) only: the MoE
+  /// layers' row slices whose input the region computes (they go away),
+  /// their row all-gathers whose result it reads (it reads their input
+  /// instead) and the all-reduces whose result it reads (reduce-scattered
+  /// instead). The rows are split over the region's axes, not tp.
+  bool rows = false;
+  llvm::SetVector<mlir::Operation *> rowSlices, rowGathers, reduceScatters;
 };
 
 /// The tensor-parallel regions of `func` for `n` = tp ranks: each linalg
@@ -72,8 +80,23 @@ struct SplitRegion {
 /// row-parallel matmul (attention's Q/K/V then output projection, an MLP's
 /// up then down projection) or only at the function's results (the LM
 /// head, whose logits are gathered). Regions do not share values.
-llvm::SmallVector<SplitRegion> analyzeTensorParallel(mlir::func::FuncOp func,
-                                                     int64_t n);
+llvm::SmallVector<SplitRegion, 0> analyzeTensorParallel(mlir::func::FuncOp func,
+                                                        int64_t n);
+
+/// Megatron sequence parallelism on the rank-local program, after the
+/// tensor-parallel split: the region that can run on this rank's block of
+/// the rows (`n` ways over grid `axes`, the dense layers' tp axes, which
+/// the MoE layers' rows are sliced over too), grown from the rows entering
+/// the MoE layers' row slices over `axes` (not when those are padded). It
+/// ends at the ops of the tensor-parallel regions (`tpOps`), at ops that
+/// mix rows (attention), at the results, and at the MoE ops; it takes in
+/// the all-reduces over `axes` (row-parallel partial sums) and the MoE
+/// layers' row all-gathers whose results it reads. Empty (no facts) when
+/// there is nothing to grow from.
+SplitRegion
+analyzeSequenceParallel(mlir::func::FuncOp func, int64_t n,
+                        llvm::ArrayRef<int16_t> axes,
+                        const llvm::DenseSet<mlir::Operation *> &tpOps);
 
 /// True when every block of `c` along `dims` (for each index of the
 /// leading dims) holds the same bytes: such a constant is the same on every

@@ -77,6 +77,13 @@ struct MoecPipelineOptions
       llvm::cl::desc("Attention, dense MLPs and the LM head over tp: "
                      "megatron (split) or replicated"),
       llvm::cl::init("megatron")};
+  Option<std::string> sequenceParallel{
+      *this, "sequence-parallel",
+      llvm::cl::desc("Megatron sequence parallelism between the "
+                     "tensor-parallel regions where the MoE rows are sliced "
+                     "over the same ranks: auto (where it moves fewer "
+                     "bytes) or off"),
+      llvm::cl::init("auto")};
   Option<std::string> batchMatmul{
       *this, "batch-matmul",
       llvm::cl::desc("f32 batched matmuls: blas (plan steps) or kernel "
@@ -92,6 +99,8 @@ std::string checkPrecision(llvm::StringRef precision);
 std::string checkBatchMatmul(llvm::StringRef batchMatmul);
 /// The same for `dense-tp` (megatron or replicated).
 std::string checkDenseTp(llvm::StringRef denseTp);
+/// The same for `sequence-parallel` (auto or off).
+std::string checkSequenceParallel(llvm::StringRef sequenceParallel);
 /// Every check a pipeline string gets before any pass is added: precision,
 /// batch-matmul, the mesh spec's syntax (`auto` is moec's search, not a
 /// mesh). Returns "" or the message, naming the option.

@@ -218,10 +218,25 @@ def MoEPartition : Pass<"moe-partition", "mlir::ModuleOp"> {
     tp) all-gather their operands or slice their results. Regions that
     split the most weight bytes go first. `dense-tp=replicated` keeps them
     whole on every tp rank (only the experts split).
+
+    Sequence parallelism (`sequence-parallel=auto`, the default): when the
+    MoE layers' rows are sliced over the same ranks as the dense layers'
+    tp (attention tp folded with MoE ep, `--attention-mesh`) and the token
+    count splits evenly, the ops between attention blocks (residual adds,
+    norms, routers, the MoE layers' rows) run on this rank's block of the
+    rows, as in Megatron-LM's sequence parallelism: the all-reduces they
+    read become reduce-scatters, the MoE row slices and all-gathers go
+    away, and an all-gather of the rows feeds the ops that need them whole
+    (attention's projections, the LM head). Applied only when that moves
+    fewer bytes; `sequence-parallel=off` keeps the all-reduces.
   }];
   let options = [
     Option<"denseTp", "dense-tp", "std::string", /*default=*/"\"megatron\"",
            "Dense layers over tp: megatron (split) or replicated">,
+    Option<"sequenceParallel", "sequence-parallel", "std::string",
+           /*default=*/"\"auto\"",
+           "Megatron sequence parallelism between the tensor-parallel "
+           "regions: auto (where it moves fewer bytes) or off">,
   ];
 }
 
