@@ -29,6 +29,7 @@ double ShardReport::commBytesPerRank() const {
     total += l.a2aBytesLeaving / double(worldSize) +
              l.allReduceRingBytesPerRank + double(l.tokenGatherBytesPerRank);
   return total + denseTp.allReduceRingBytesPerRank +
+         denseTp.reduceScatterRingBytesPerRank +
          double(denseTp.allGatherBytesPerRank);
 }
 
@@ -159,10 +160,15 @@ ShardReport moec::computeShardReport(ModuleOp module) {
     func.walk([&](Operation *op) {
       if (isa<moe::DispatchOp>(op))
         tpc.segments.emplace_back();
-      if (!op->hasAttr(kTensorParallelAttr))
+      if (op->hasAttr(kSequenceParallelAttr))
+        tpc.sequenceParallel = true;
+      else if (!op->hasAttr(kTensorParallelAttr))
         return;
       DenseTpSegment &seg = tpc.segments.back();
-      if (auto ar = dyn_cast<shard::AllReduceOp>(op)) {
+      if (auto rs = dyn_cast<shard::ReduceScatterOp>(op)) {
+        ++seg.reduceScatters;
+        seg.reduceScatterBytesPerRank += bytesOf(rs.getInput().getType());
+      } else if (auto ar = dyn_cast<shard::AllReduceOp>(op)) {
         ++seg.allReduces;
         seg.allReduceBytesPerRank += bytesOf(ar.getType());
       } else if (auto ag = dyn_cast<shard::AllGatherOp>(op)) {
@@ -179,11 +185,15 @@ ShardReport moec::computeShardReport(ModuleOp module) {
       tpc.allReduceBytesPerRank += seg.allReduceBytesPerRank;
       tpc.allGathers += seg.allGathers;
       tpc.allGatherBytesPerRank += seg.allGatherBytesPerRank;
+      tpc.reduceScatters += seg.reduceScatters;
+      tpc.reduceScatterBytesPerRank += seg.reduceScatterBytesPerRank;
     }
     tpc.ways = axesSize(spec, denseTpAxes(grid));
     tpc.allReduceRingBytesPerRank = 2.0 * double(tpc.ways - 1) /
                                     double(tpc.ways) *
                                     tpc.allReduceBytesPerRank;
+    tpc.reduceScatterRingBytesPerRank =
+        double(tpc.ways - 1) / double(tpc.ways) * tpc.reduceScatterBytesPerRank;
     // Activation memory: peak of live tensors in program order.
     DenseMap<Value, int64_t> rowsBound;
     func.walk([&](moe::DispatchOp d) {
@@ -313,7 +323,9 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
           {"all_reduces", seg.allReduces},
           {"all_reduce_bytes_per_rank", seg.allReduceBytesPerRank},
           {"all_gathers", seg.allGathers},
-          {"all_gather_bytes_per_rank", seg.allGatherBytesPerRank}});
+          {"all_gather_bytes_per_rank", seg.allGatherBytesPerRank},
+          {"reduce_scatters", seg.reduceScatters},
+          {"reduce_scatter_bytes_per_rank", seg.reduceScatterBytesPerRank}});
     for (const LayerComm &l : r.layers) {
       llvm::json::Array held;
       for (auto &h : l.held)
@@ -378,6 +390,12 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
              {"all_gathers", r.denseTp.allGathers},
              {"all_gather_bytes_per_rank", r.denseTp.allGatherBytesPerRank},
              {"all_slices", r.denseTp.slices},
+             {"sequence_parallel", r.denseTp.sequenceParallel},
+             {"reduce_scatters", r.denseTp.reduceScatters},
+             {"reduce_scatter_bytes_per_rank",
+              r.denseTp.reduceScatterBytesPerRank},
+             {"reduce_scatter_ring_bytes_per_rank",
+              r.denseTp.reduceScatterRingBytesPerRank},
              {"split_weight_bytes", r.denseTp.splitWeightBytes},
              {"split_weight_bytes_per_rank", r.denseTp.splitWeightBytesPerRank},
              {"segments", std::move(segments)}}},
@@ -461,26 +479,37 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
          << " B = " << formatBytes(l.tokenGatherBytesPerRank) << "\n";
   }
   const DenseTpComm &tpc = r.denseTp;
-  if (tpc.allReduces || tpc.allGathers || tpc.splitWeightBytes) {
+  if (tpc.allReduces || tpc.allGathers || tpc.reduceScatters ||
+      tpc.splitWeightBytes) {
     os << "\nDense layers tensor-parallel over tp=" << tpc.ways
        << " (attention heads, dense MLP and shared-expert columns, LM head "
           "vocab):\n"
        << "  weights split: " << formatBytes(tpc.splitWeightBytes)
-       << ", per rank " << formatBytes(tpc.splitWeightBytesPerRank) << "\n"
-       << "  all-reduce of row-parallel partial sums: " << tpc.allReduces
-       << " per forward, payload " << formatBytes(tpc.allReduceBytesPerRank)
-       << " per rank, ring traffic 2(tp-1)/tp x payload = "
-       << formatBytes(tpc.allReduceRingBytesPerRank) << "\n";
+       << ", per rank " << formatBytes(tpc.splitWeightBytesPerRank) << "\n";
+    if (tpc.allReduces || !tpc.sequenceParallel)
+      os << "  all-reduce of row-parallel partial sums: " << tpc.allReduces
+         << " per forward, payload " << formatBytes(tpc.allReduceBytesPerRank)
+         << " per rank, ring traffic 2(tp-1)/tp x payload = "
+         << formatBytes(tpc.allReduceRingBytesPerRank) << "\n";
+    if (tpc.sequenceParallel)
+      os << "  sequence parallel (Megatron): residual adds, norms, routers "
+            "and the MoE layers' rows run on this rank's block of the rows; "
+         << tpc.reduceScatters
+         << " reduce-scatter(s) of row-parallel partial sums, payload "
+         << formatBytes(tpc.reduceScatterBytesPerRank)
+         << " per rank, ring traffic (tp-1)/tp x payload = "
+         << formatBytes(tpc.reduceScatterRingBytesPerRank) << "\n";
     if (tpc.allGathers)
       os << "  all-gather where a whole value is needed (logits, norms over "
-            "split dims): "
-         << tpc.allGathers << ", taking in "
+            "split dims"
+         << (tpc.sequenceParallel ? ", the rows before attention" : "")
+         << "): " << tpc.allGathers << ", taking in "
          << formatBytes(tpc.allGatherBytesPerRank) << " per rank\n";
     if (tpc.slices)
       os << "  slices of whole values (no data moves): " << tpc.slices << "\n";
     // Where they run, by the MoE layers' dispatches in program order.
     for (auto [i, seg] : llvm::enumerate(tpc.segments)) {
-      if (!seg.allReduces && !seg.allGathers)
+      if (!seg.allReduces && !seg.allGathers && !seg.reduceScatters)
         continue;
       os << "  "
          << (i + 1 < tpc.segments.size()
@@ -493,10 +522,14 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
         os << " " << seg.allReduces << " all-reduce"
            << (seg.allReduces > 1 ? "s" : "") << " of "
            << formatBytes(seg.allReduceBytesPerRank);
+      if (seg.reduceScatters)
+        os << (seg.allReduces ? "," : "") << " " << seg.reduceScatters
+           << " reduce-scatter" << (seg.reduceScatters > 1 ? "s" : "") << " of "
+           << formatBytes(seg.reduceScatterBytesPerRank);
       if (seg.allGathers)
-        os << (seg.allReduces ? "," : "") << " " << seg.allGathers
-           << " all-gather" << (seg.allGathers > 1 ? "s" : "") << " taking in "
-           << formatBytes(seg.allGatherBytesPerRank);
+        os << (seg.allReduces || seg.reduceScatters ? "," : "") << " "
+           << seg.allGathers << " all-gather" << (seg.allGathers > 1 ? "s" : "")
+           << " taking in " << formatBytes(seg.allGatherBytesPerRank);
       os << " per rank\n";
     }
   }

@@ -267,9 +267,14 @@ def main():
         want_ar = sum(l.get("tp_all_reduce_bytes_per_rank", 0)
                       for l in predicted["layers"])
         want_ar += dense.get("all_reduce_bytes_per_rank", 0)
+        # Sequence parallelism: the reduce-scatters that replace all-reduces
+        # (bytes_in: the whole partial sums, as for an all-reduce).
+        want_rs = dense.get("reduce_scatter_bytes_per_rank", 0)
         for rr in run_report["reports"]:
             for op, exp, what in (("all_gather", want, "all-gathers"),
-                                  ("all_reduce", want_ar, "all-reduces")):
+                                  ("all_reduce", want_ar, "all-reduces"),
+                                  ("reduce_scatter", want_rs,
+                                   "reduce-scatters")):
                 got = sum(st.get("bytes_in", 0) for st in rr["steps"]
                           if st["op"] == op)
                 if exp or got:

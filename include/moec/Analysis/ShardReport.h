@@ -49,6 +49,7 @@ struct LayerComm {
 struct DenseTpSegment {
   int64_t allReduces = 0, allReduceBytesPerRank = 0;
   int64_t allGathers = 0, allGatherBytesPerRank = 0;
+  int64_t reduceScatters = 0, reduceScatterBytesPerRank = 0;
 };
 
 /// Tensor parallelism of the dense layers (attention, dense MLPs, shared
@@ -62,6 +63,12 @@ struct DenseTpComm {
   int64_t allGathers = 0;
   int64_t allGatherBytesPerRank = 0; ///< bytes a rank takes in
   int64_t slices = 0;                ///< all_slice: no data moves
+  /// Sequence parallelism (Megatron): the reduce-scatters that replace
+  /// all-reduces; payload (the whole partial sums) and ring traffic
+  /// (tp-1)/tp x payload. Its all-gathers count with the others.
+  bool sequenceParallel = false;
+  int64_t reduceScatters = 0, reduceScatterBytesPerRank = 0;
+  double reduceScatterRingBytesPerRank = 0;
   /// Weights cut over tp (moe.tp_slice): their whole size, one rank's part.
   int64_t splitWeightBytes = 0, splitWeightBytesPerRank = 0;
   /// The same collectives by position in the program (one more segment
