@@ -41,12 +41,10 @@ bool TokenDimsAnalysis::visitRowsEdge(Operation *op, LogicalResult &result) {
     if (it == facts.end() || it->second.outer != 1)
       return false;
     std::string why;
-    auto local =
-        localShape(cast<ShapedType>(whole.getType()).getShape(), it->second,
-                   n, why);
-    return succeeded(local) &&
-           ArrayRef<int64_t>(*local) ==
-               cast<ShapedType>(part.getType()).getShape();
+    auto local = localShape(cast<ShapedType>(whole.getType()).getShape(),
+                            it->second, n, why);
+    return succeeded(local) && ArrayRef<int64_t>(*local) ==
+                                   cast<ShapedType>(part.getType()).getShape();
   };
   auto overRows = [&](ArrayRef<int16_t> axes) {
     return axes == ArrayRef<int16_t>(rowAxes);
@@ -78,8 +76,8 @@ bool TokenDimsAnalysis::visitRowsEdge(Operation *op, LogicalResult &result) {
       std::string why;
       TokenDims d = facts.lookup(ar.getResult());
       if (d.outer == 1 &&
-          succeeded(localShape(
-              cast<ShapedType>(ar.getType()).getShape(), d, n, why))) {
+          succeeded(localShape(cast<ShapedType>(ar.getType()).getShape(), d, n,
+                               why))) {
         reduceScatters.insert(op);
         result = success();
         return true;
@@ -199,8 +197,8 @@ void TokenDimsAnalysis::cutRows(func::FuncOp func) {
   DenseMap<Operation *, int> nodes;
   for (Operation *op : llvm::concat<Operation *const>(members, boundaries))
     nodes[op] = g.node();
-  for (Operation *op : llvm::concat<Operation *const>(rowSlices, rowGathers,
-                                                      reduceScatters))
+  for (Operation *op :
+       llvm::concat<Operation *const>(rowSlices, rowGathers, reduceScatters))
     g.edge(s, nodes[op], FlowGraph::kInf);
   for (Operation *op : boundaries)
     g.edge(nodes[op], t, FlowGraph::kInf);
@@ -252,10 +250,9 @@ static bool isPadded(shard::AllSliceOp s) {
          c.getInputs().back().getDefiningOp<arith::ConstantOp>();
 }
 
-SplitRegion
-moec::analyzeSequenceParallel(func::FuncOp func, int64_t n,
-                              ArrayRef<int16_t> axes,
-                              const DenseSet<Operation *> &tpOps) {
+SplitRegion moec::analyzeSequenceParallel(func::FuncOp func, int64_t n,
+                                          ArrayRef<int16_t> axes,
+                                          const DenseSet<Operation *> &tpOps) {
   SplitRegion region;
   region.rows = true;
   if (n <= 1 || axes.empty())
@@ -269,6 +266,20 @@ moec::analyzeSequenceParallel(func::FuncOp func, int64_t n,
     if (moeRows && !s->hasAttr(kTensorParallelAttr) &&
         s.getSliceAxis().isZero() && s.getGridAxes() == axes && !isPadded(s))
       seeds.push_back(s.getInput());
+  });
+  // And the rows they gather back (a block without a residual add joins
+  // the MoE output with a shared expert's partial sums there).
+  func.walk([&](shard::AllGatherOp g) {
+    Operation *def = g.getInput().getDefiningOp();
+    if (auto ar = dyn_cast_or_null<shard::AllReduceOp>(def))
+      def = ar.getInput().getDefiningOp();
+    bool padded = llvm::any_of(g->getUsers(), [](Operation *u) {
+      return isa<tensor::ExtractSliceOp>(u);
+    });
+    if (isa_and_nonnull<moe::CombineOp>(def) &&
+        !g->hasAttr(kTensorParallelAttr) && g.getGatherAxis().isZero() &&
+        g.getGridAxes() == axes && !padded)
+      seeds.push_back(g.getResult());
   });
   if (seeds.empty())
     return region;

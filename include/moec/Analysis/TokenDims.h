@@ -87,7 +87,8 @@ llvm::SmallVector<SplitRegion, 0> analyzeTensorParallel(mlir::func::FuncOp func,
 /// tensor-parallel split: the region that can run on this rank's block of
 /// the rows (`n` ways over grid `axes`, the dense layers' tp axes, which
 /// the MoE layers' rows are sliced over too), grown from the rows entering
-/// the MoE layers' row slices over `axes` (not when those are padded). It
+/// the MoE layers' row slices over `axes` and the rows their all-gathers
+/// return (not when those are padded). It
 /// ends at the ops of the tensor-parallel regions (`tpOps`), at ops that
 /// mix rows (attention), at the results, and at the MoE ops; it takes in
 /// the all-reduces over `axes` (row-parallel partial sums) and the MoE
