@@ -162,6 +162,19 @@
 // SPOFF: shard.all_reduce
 // SPOFF-NOT: shard.reduce_scatter
 
+// A block without a residual add (MoE output plus a tensor-parallel shared
+// expert, as the TorchScript DeepSeek/Qwen2 exports write it): the region
+// grows from the MoE layer's row all-gather too, so the shared expert's
+// partial sums are reduce-scattered and added to the rank's combined rows;
+// the result is all-gathered once.
+// RUN: moe-opt %S/Inputs/shared-expert.mlir --moe-shard="mesh=ep=2 attention-mesh=tp=2" --moe-place-experts --moe-insert-all-to-all --moe-partition | FileCheck %s --check-prefix=SPSHARED
+// SPSHARED: moe.route %{{.*}} : tensor<12x8xf32> -> tensor<12x2xf32>, tensor<12x2xi64>
+// SPSHARED: moe.combine {{.*}} -> tensor<12x16xf32>
+// SPSHARED-NOT: shard.all_reduce
+// SPSHARED: shard.reduce_scatter %{{.*}} grid_axes = [0] scatter_axis = 0 {moe.sequence_parallel} : tensor<24x16xf32> -> tensor<12x16xf32>
+// SPSHARED: shard.all_gather %{{.*}} {moe.sequence_parallel} : tensor<1x12x16xf32> -> tensor<2x12x16xf32>
+// SPSHARED-NEXT: return
+
 // A bad value is an error naming the option.
 // RUN: not moe-opt %S/Inputs/sp-block.mlir --moe-shard="mesh=ep=4 attention-mesh=tp=4" --moe-partition="sequence-parallel=yes" 2>&1 | FileCheck %s --check-prefix=BADSP
 // BADSP: moe-partition: sequence-parallel 'yes': expected auto or off
