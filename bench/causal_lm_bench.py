@@ -30,7 +30,9 @@ columns over two ranks, Megatron-style), tp=2 with
 `--mesh ep=2 --attention-mesh tp=2` (vLLM's TP attention with EP MoE on the
 same ranks: attention by heads, each rank dispatching half of the rows);
 `--ranks 4` runs the 4-rank layouts instead (ep=4, tp=4, ep=4 folded with
-attention tp=4 and, for an even batch, attention dp=2 x tp=2),
+attention tp=4 and, for an even batch, attention dp=2 x tp=2); every folding
+also with `--sequence-parallel=off` (all-reduces instead of Megatron's
+reduce-scatter, the default where the rows split evenly),
 OpenBLAS threads = cores / ranks. Times are the best of
 --iters runs: onnxruntime's session.run, and moe-run's slowest rank in its
 second run (`--iters 2`). Each run's time is also split by step kind
@@ -129,17 +131,27 @@ def main():
             ("tp=2 --dense-tp=replicated", "tp2_repl", 2, "tp=2",
              ["--dense-tp=replicated"]),
             ("ep=2 --attention-mesh tp=2", "ep2_fold_tp2", 2, "ep=2",
-             ["--attention-mesh", "tp=2"])]
+             ["--attention-mesh", "tp=2"]),
+            ("ep=2 --attention-mesh tp=2 --sequence-parallel=off",
+             "ep2_fold_tp2_nosp", 2, "ep=2",
+             ["--attention-mesh", "tp=2", "--sequence-parallel=off"])]
     else:
         layouts += [
             ("ep=4", "ep4", 4, "ep=4", []),
             ("tp=4", "tp4", 4, "tp=4", []),
             ("ep=4 --attention-mesh tp=4", "ep4_fold_tp4", 4, "ep=4",
-             ["--attention-mesh", "tp=4"])]
+             ["--attention-mesh", "tp=4"]),
+            ("ep=4 --attention-mesh tp=4 --sequence-parallel=off",
+             "ep4_fold_tp4_nosp", 4, "ep=4",
+             ["--attention-mesh", "tp=4", "--sequence-parallel=off"])]
         if a.batch % 2 == 0:
-            layouts.append(("ep=4 --attention-mesh dp=2,tp=2",
-                            "ep4_fold_dp2tp2", 4, "ep=4",
-                            ["--attention-mesh", "dp=2,tp=2"]))
+            layouts += [("ep=4 --attention-mesh dp=2,tp=2",
+                         "ep4_fold_dp2tp2", 4, "ep=4",
+                         ["--attention-mesh", "dp=2,tp=2"]),
+                        ("ep=4 --attention-mesh dp=2,tp=2 "
+                         "--sequence-parallel=off", "ep4_fold_dp2tp2_nosp", 4,
+                         "ep=4", ["--attention-mesh", "dp=2,tp=2",
+                                  "--sequence-parallel=off"])]
     for name, file, n, mesh, flags in layouts:
         plan = os.path.join(work, file + ".moeplan")
         if not os.path.exists(plan):
@@ -149,7 +161,7 @@ def main():
         env["OPENBLAS_NUM_THREADS"] = str(max(1, cores // n))
         env["OMP_NUM_THREADS"] = str(max(1, cores // n))
         out = os.path.join(work, "logits.npy")
-        best, split, moved = float("inf"), None, (0, 0, 0)
+        best, split, moved = float("inf"), None, (0, 0, 0, 0)
         for _ in range(a.iters):
             rep = json.loads(sh([os.path.join(bindir, "moe-run"), "-n",
                                  str(n), plan, "--input",
@@ -168,7 +180,9 @@ def main():
                          sum(s.get("bytes_in", 0) for s in r0["steps"]
                              if s["op"] == "all_gather"),
                          sum(s.get("bytes_in", 0) for s in r0["steps"]
-                             if s["op"] == "all_reduce"))
+                             if s["op"] == "all_reduce"),
+                         sum(s.get("bytes_in", 0) for s in r0["steps"]
+                             if s["op"] == "reduce_scatter"))
         err = float(np.abs(np.load(out) - ref).max())
         rows.append((name, best, split, err, moved))
 
@@ -188,14 +202,14 @@ def main():
     print("| runner | time ms | vs onnxruntime | batch_matmul ms | matmul ms "
           "| experts ms | kernels ms | other ms | attention GFLOP/s "
           "| a2a KiB/rank | all-gather KiB/rank | all-reduce KiB/rank "
-          "| max abs err |")
+          "| reduce-scatter KiB/rank | max abs err |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-          "| ---: | ---: | ---: | ---: |")
+          "| ---: | ---: | ---: | ---: | ---: |")
     # Tiny committed examples run in well under a millisecond.
     fmt = (lambda x: f"{x * 1e3:.3f}") if ort_s < 0.01 else (
         lambda x: f"{x * 1e3:.1f}")
     print(f"| onnxruntime | {fmt(ort_s)} | 1.00x | | | | | | | | | "
-          "| |")
+          "| | |")
     ok = True
     for name, s, split, err, moved in rows:
         good = err <= 1e-4 * scale
@@ -206,7 +220,7 @@ def main():
         print(f"| moe-run {name} | {fmt(s)} | {ort_s / s:.2f}x | "
               f"{cells} | {gf} | {moved[0] / 1024:.1f} | "
               f"{moved[1] / 1024:.1f} | {moved[2] / 1024:.1f} | "
-              f"{err:.1e}{'' if good else ' FAIL'} |")
+              f"{moved[3] / 1024:.1f} | {err:.1e}{'' if good else ' FAIL'} |")
     print("\nvs onnxruntime: onnxruntime's time / moe-run's (>1: faster). "
           "Step columns: the slowest rank's time per step kind (kernels: "
           "generated kernels, which with --batch-matmul=kernel include "
@@ -216,7 +230,11 @@ def main():
           "split over 2 ranks (Megatron); --dense-tp=replicated: only the "
           "experts split, attention whole on both ranks; --attention-mesh: "
           "attention tensor-parallel, the MoE expert-parallel over the same "
-          "ranks, each dispatching its slice of the rows.")
+          "ranks, each dispatching its slice of the rows; with the rows "
+          "splitting evenly, Megatron sequence parallelism (reduce-scatter "
+          "instead of all-reduce, norms and routers on the rank's rows), "
+          "--sequence-parallel=off keeps the all-reduces. all-reduce and "
+          "reduce-scatter bytes: the payload (the whole partial sums).")
     sys.exit(0 if ok else 1)
 
 

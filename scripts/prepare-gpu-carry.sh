@@ -116,6 +116,10 @@ if [ -x "$MOEC" ]; then
   plan dynamo_batch2_mixtral_causal_lm-ep4-attn-dp2tp2 \
     dynamo/batch2/mixtral_causal_lm 4 1e-4 --mesh ep=4 \
     --attention-mesh dp=2,tp=2
+  # Megatron sequence parallelism over 4 ranks (reduce_scatter steps; the
+  # two folded batch-2 plans above have them over 4 and 2).
+  plan dynamo_batch2_mixtral_causal_lm-ep4-attn-tp4-sp \
+    dynamo/batch2/mixtral_causal_lm 4 1e-4 --mesh ep=4 --attention-mesh tp=4
   # onnxruntime references.
   "$PYTHON" - "$ROOT/examples" "$PLANS" $EXAMPLES $DYNAMO $SMALL <<'PY'
 import os, sys
@@ -206,3 +210,10 @@ mkdir -p "$(dirname "$DEST")"
 cp -a "$SRC" "$DEST"
 echo "prepare-gpu-carry: $SRC -> $DEST ($(du -sh "$DEST" | cut -f1))"
 echo "carry build-carry/ to the GPU machine, then run: bash scripts/gpu-check.sh"
+# What travels to the GPU machine is at most 64 MiB (carried paths).
+total=$(du -sm "$ROOT/build-carry" | cut -f1)
+if [ "$total" -gt 64 ]; then
+  echo "prepare-gpu-carry: warning: build-carry/ is ${total} MiB, over the" \
+    "64 MiB a run carries; carry build-carry/plans and build-carry/bench" \
+    "in separate runs, or drop the benchmark (build-carry/bench)" >&2
+fi
