@@ -367,6 +367,8 @@ void Executor::run() {
   auto start = Clock::now();
   for (size_t i = 0; i < plan_.steps.size(); ++i) {
     const Step &s = plan_.steps[i];
+    if (observer_)
+      observer_(i);
     auto t0 = Clock::now();
     try {
       backend_->runStep(ctx, i);

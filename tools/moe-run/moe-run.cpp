@@ -2,7 +2,7 @@
 //
 // moe-run -n N model.moeplan --input NAME=FILE.npy ... [-o out.npy|out.npz]
 //         [--json] [--record-routing FILE] [--threads] [--describe]
-//         [--device cpu|cuda]
+//         [--device cpu|cuda] [--timeout SECONDS]
 //
 // Ranks: -n 1 runs in this process; --threads runs N ranks as threads
 // (ThreadComm); otherwise, started alone with N > 1, moe-run re-launches
@@ -12,9 +12,13 @@
 // ranks on the visible GPUs (several on one GPU when there is only one).
 // Every error (a flag, the plan, rank count, inputs, a failing rank) prints
 // one message and ends every rank with exit status 1. The command line goes
-// through CLI11 (moe-run --help).
+// through CLI11 (moe-run --help). A rank that makes no progress for
+// --timeout seconds (a stopped or hung rank) ends every rank the same way
+// (Watchdog.h).
 //
 //===----------------------------------------------------------------------===//
+
+#include "Watchdog.h"
 
 #include "moert/Comm.h"
 #include "moert/Executor.h"
@@ -31,6 +35,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -38,10 +43,13 @@
 #include <map>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <unistd.h>
 #include <vector>
 
 using namespace moert;
+using moerun::testStallSeconds;
+using moerun::Watchdog;
 
 namespace {
 
@@ -56,6 +64,7 @@ struct Options {
   bool describe = false, json = false, threads = false;
   std::string device = "cpu"; ///< --device: cpu or cuda
   int iters = 1;              ///< --iters: runs; the last one is reported
+  double timeout = 600;       ///< --timeout: seconds without progress
 };
 
 /// An error to report once (on rank 0, or by the failing rank) and exit 1.
@@ -135,6 +144,20 @@ int parseArgs(int argc, char **argv, Options &o) {
                  "write per MoE layer the tokens routed to each expert "
                  "(for moec --placement-load)")
       ->type_name("FILE");
+  app.add_option_function<std::string>(
+         "--timeout",
+         [&](const std::string &v) {
+           char *end = nullptr;
+           double t = std::strtod(v.c_str(), &end);
+           if (v.empty() || *end || !(t >= 0) || t > 1e9)
+             throw CLI::ValidationError(
+                 "--timeout expects seconds >= 0 (0: no timeout), got '" + v +
+                 "'");
+           o.timeout = t;
+         },
+         "end every rank with an error naming the rank and its step when a "
+         "rank makes no progress for SECONDS (default 600; 0: never)")
+      ->type_name("SECONDS");
   app.add_flag("--threads", o.threads,
                "run the ranks as threads of this process");
   app.add_option_function<std::string>(
@@ -383,9 +406,11 @@ bool checkDevice(const Options &o, std::string &error) {
 /// (MPI), the ranks first agree whether the checks failed anywhere: then
 /// every rank throws Fatal, with the message only on the lowest failing
 /// rank, so that all leave together without a collective left waiting.
-void runRank(const Options &o, Comm &world, bool agree) {
+void runRank(const Options &o, Comm &world, bool agree, Watchdog &wd) {
+  int rank = world.rank();
   std::map<std::string, NpyArray> inputs;
   std::unique_ptr<LoadedPlan> lp;
+  wd.phase(rank, "loading the plan");
   if (!agree) {
     lp = openAndCheck(o, world.rank(), inputs);
   } else {
@@ -397,30 +422,46 @@ void runRank(const Options &o, Comm &world, bool agree) {
     }
     int32_t failed = !message.empty();
     std::vector<int32_t> all(world.size());
+    wd.phase(rank, "checking the plan and inputs with the other ranks");
     world.allGather(&failed, sizeof(failed), all.data());
     for (int p = 0; p < world.size(); ++p)
       if (all[p])
         throw Fatal{p == world.rank() ? message : ""};
   }
+  wd.phase(rank, "mapping the weights");
   prefault(*lp, world.rank());
+  wd.phase(rank, "creating the communicators of the mesh's groups");
   Executor ex(*lp, world, createBackend(o));
+  const Plan &plan = lp->plan();
+  ex.setStepObserver([&](size_t i) {
+    wd.step(rank, plan, i);
+    if (double s = testStallSeconds(rank, i))
+      std::this_thread::sleep_for(std::chrono::duration<double>(s));
+  });
   // Every run starts from the inputs (the memory plan may reuse their
   // bytes); the report is the last run's, with caches warm and the weights
   // faulted in.
   for (int it = 0; it < o.iters; ++it) {
-    if (it)
+    if (it) {
+      wd.phase(rank, "the barrier before run " + std::to_string(it + 1));
       world.barrier();
+    }
+    wd.phase(rank, "binding the inputs");
     ex.setInputs(inputs);
     ex.run();
   }
+  wd.phase(rank, "gathering the outputs");
   auto outs = ex.gatherOutputs();
+  wd.phase(rank, "gathering the reports");
   auto reports = ex.gatherReports();
   if (world.rank() == 0) {
+    wd.phase(rank, "writing the outputs");
     writeOutputs(o, outs);
     writeRouting(o, reports);
     printReports(o, lp->plan(), reports);
     std::fflush(stdout);
   }
+  wd.idle(rank);
 }
 
 std::string what(const std::exception &e) { return e.what(); }
@@ -464,7 +505,8 @@ int main(int argc, char **argv) {
       return 1;
     }
     try {
-      runRank(o, *world, /*agree=*/true);
+      Watchdog wd(o.timeout, world->rank(), 1);
+      runRank(o, *world, /*agree=*/true, wd);
     } catch (const Fatal &f) {
       // Every rank is here (see runRank); one reports, all leave with 1.
       if (!f.message.empty())
@@ -538,13 +580,15 @@ int main(int argc, char **argv) {
   try {
     if (o.n == 1 && !o.threads) {
       auto world = createSelfComm();
-      runRank(o, *world, /*agree=*/false);
+      Watchdog wd(o.timeout, 0, 1);
+      runRank(o, *world, /*agree=*/false, wd);
     } else {
       // Checks that fail alike on every rank are reported once.
       std::map<std::string, NpyArray> inputs;
       openAndCheck(o, -1, inputs);
-      runThreadRanks(o.n,
-                     [&](Comm &world) { runRank(o, world, /*agree=*/false); });
+      Watchdog wd(o.timeout, 0, o.n);
+      runThreadRanks(
+          o.n, [&](Comm &world) { runRank(o, world, /*agree=*/false, wd); });
     }
   } catch (const Fatal &f) {
     return fail(f.message);

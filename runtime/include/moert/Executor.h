@@ -24,6 +24,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <stdexcept>
@@ -273,6 +274,11 @@ public:
   void setInputs(const std::map<std::string, NpyArray> &inputs);
   /// Runs every step.
   void run();
+  /// Called on this rank before each step with its index (moe-run's
+  /// watchdog, which ends a run whose ranks stop making progress).
+  void setStepObserver(std::function<void(size_t)> observer) {
+    observer_ = std::move(observer);
+  }
   /// Collective: rank 0 gets the global outputs in plan order (other ranks
   /// an empty list).
   std::vector<std::pair<std::string, NpyArray>> gatherOutputs();
@@ -296,6 +302,7 @@ private:
   std::map<int64_t, size_t> layerIndex_; ///< dispatch step -> layers index
   RunReport report_;
   bool prepared_ = false;
+  std::function<void(size_t)> observer_;
 };
 
 /// Index of rank `rank`'s block of a split model input/output (row-major
