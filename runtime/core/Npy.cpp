@@ -7,6 +7,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <sys/stat.h>
 
 using namespace moert;
 
@@ -110,13 +111,34 @@ bool moert::parseNpy(const char *data, size_t size, const std::string &name,
 
 bool moert::readNpy(const std::string &path, NpyArray &out,
                     std::string &error) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    error = path + ": cannot open (" + std::strerror(errno) + ")";
+    return false;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    error = path + ": not a regular file (" +
+            (S_ISDIR(st.st_mode) ? "a directory" : "a device or pipe") +
+            "; an .npy file expected)";
+    return false;
+  }
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     error = path + ": cannot open";
     return false;
   }
-  std::vector<char> buf((std::istreambuf_iterator<char>(in)),
-                        std::istreambuf_iterator<char>());
+  std::vector<char> buf;
+  try {
+    buf.assign(std::istreambuf_iterator<char>(in),
+               std::istreambuf_iterator<char>());
+  } catch (const std::exception &e) {
+    error = path + ": cannot read (" + e.what() + ")";
+    return false;
+  }
+  if (in.bad()) {
+    error = path + ": cannot read";
+    return false;
+  }
   return parseNpy(buf.data(), buf.size(), path, out, error);
 }
 

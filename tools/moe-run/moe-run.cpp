@@ -231,6 +231,20 @@ openAndCheck(const Options &o, int rank,
   }
   if (!checkInputs(lp->plan(), inputs, error))
     throw Fatal{error};
+  // Several outputs go to one .npz; an .npy holds one array.
+  const std::vector<ModelIO> &outs = lp->plan().outputs;
+  auto endsWith = [](const std::string &s, const char *tail) {
+    size_t n = std::strlen(tail);
+    return s.size() >= n && s.compare(s.size() - n, n, tail) == 0;
+  };
+  if (!o.output.empty() && outs.size() > 1 && !endsWith(o.output, ".npz")) {
+    std::string names;
+    for (const ModelIO &m : outs)
+      names += (names.empty() ? "" : ", ") + m.name;
+    throw Fatal{"-o " + o.output + ": the plan has " +
+                std::to_string(outs.size()) + " outputs (" + names +
+                "); write them to an .npz file"};
+  }
   return lp;
 }
 
