@@ -23,6 +23,7 @@
 #include "llvm/Support/Path.h"
 
 #include <cstring>
+#include <stdexcept>
 
 #include "onnx/checker.h"
 #include "onnx/defs/parser.h"
@@ -134,7 +135,18 @@ LogicalResult ModelImporter::load() {
     return err("cannot open: " + buf.getError().message());
   StringRef ext = llvm::sys::path::extension(path);
   if (ext == ".onnxtxt" || ext == ".txt") {
-    onnx::Status st = onnx::OnnxParser::Parse(model, (*buf)->getBufferStart());
+    // libonnx's text parser converts numbers with std::stoll/stof, which
+    // throw on a literal out of range (a 23-digit int, 1e99999).
+    onnx::Status st;
+    try {
+      st = onnx::OnnxParser::Parse(model, (*buf)->getBufferStart());
+    } catch (const std::out_of_range &e) {
+      return err(std::string("not a valid ONNX text model: a number literal "
+                             "is out of range for its type (") +
+                 e.what() + ")");
+    } catch (const std::exception &e) {
+      return err(std::string("not a valid ONNX text model: ") + e.what());
+    }
     if (!st.IsOK())
       return err("not a valid ONNX text model: " + oneLine(st.ErrorMessage()));
   } else {

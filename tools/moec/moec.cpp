@@ -230,7 +230,7 @@ void setPipelineOptions(moec::MoecPipelineOptions &opts,
 }
 } // namespace
 
-int main(int argc, char **argv) {
+int moecMain(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
   // --help: moec's flags and the MLIR ones registered below, not libLLVM's.
   moec::hideLibraryOptions({&moecCat, &shardCat});
@@ -463,4 +463,18 @@ int main(int argc, char **argv) {
   module->print(out->os(), flags);
   out->keep();
   return 0;
+}
+
+int main(int argc, char **argv) {
+  // Every error is one line and exit 1: an exception a library throws (a
+  // parser, an allocation) is reported, not a crash.
+  try {
+    return moecMain(argc, argv);
+  } catch (const std::bad_alloc &) {
+    return fail("out of memory (a tensor or constant too large for this "
+                "machine?)");
+  } catch (const std::exception &e) {
+    return fail(std::string("internal error: ") + e.what() +
+                " (please report it with the model)");
+  }
 }
