@@ -351,23 +351,46 @@ GraphImporter::tensorBytes(const onnx::TensorProto &t, bool validateOnly) {
                 onnxTypeName(t.data_type());
     return failure();
   }
-  int64_t n = 1;
-  for (int64_t d : t.dims())
-    n *= d;
   // Storage size per element: i1 is kept one byte per element.
   size_t eltBytes = elt.isInteger(1) ? 1 : elt.getIntOrFloatBitWidth() / 8;
-  size_t want = size_t(n) * eltBytes;
-  std::vector<char> out(validateOnly ? 0 : want);
+  // The shape's size, checked: a negative dim or a product past 2^62 bytes
+  // is a corrupt tensor, not an allocation to try.
+  uint64_t want = eltBytes;
+  std::string dims;
+  for (int64_t d : t.dims())
+    dims += (dims.empty() ? "" : ",") + std::to_string(d);
+  for (int64_t d : t.dims()) {
+    if (d < 0 || (d > 0 && want > (uint64_t(1) << 62) / uint64_t(d))) {
+      lastError = file + ": tensor '" + t.name() + "' has shape [" + dims +
+                  "]: " + (d < 0 ? "a negative dim" : "more than 2^62 bytes") +
+                  " (a corrupt model?)";
+      return failure();
+    }
+    want *= uint64_t(d);
+  }
+  std::vector<char> out;
   if (t.data_location() == onnx::TensorProto_DataLocation_EXTERNAL) {
     std::string location;
     int64_t offset = 0, length = -1;
     for (const auto &kv : t.external_data()) {
+      int64_t *field = kv.key() == "offset"   ? &offset
+                       : kv.key() == "length" ? &length
+                                              : nullptr;
       if (kv.key() == "location")
         location = kv.value();
-      else if (kv.key() == "offset")
-        offset = std::stoll(kv.value());
-      else if (kv.key() == "length")
-        length = std::stoll(kv.value());
+      if (!field)
+        continue;
+      if (StringRef(kv.value()).getAsInteger(10, *field) || *field < 0) {
+        lastError = file + ": tensor '" + t.name() + "': external data " +
+                    kv.key() + " '" + kv.value() + "' is not a byte count >= 0";
+        return failure();
+      }
+    }
+    if (length >= 0 && uint64_t(length) != want) {
+      lastError = file + ": tensor '" + t.name() + "': external data length " +
+                  std::to_string(length) + " bytes, its shape [" + dims +
+                  "] needs " + std::to_string(want);
+      return failure();
     }
     SmallString<256> path(modelDir);
     llvm::sys::path::append(path, location);
@@ -407,9 +430,11 @@ GraphImporter::tensorBytes(const onnx::TensorProto &t, bool validateOnly) {
                   std::to_string(want) + " needed";
       return failure();
     }
+    out.resize(want);
     std::memcpy(out.data(), (*buf)->getBufferStart(), want);
     return out;
   }
+  int64_t n = int64_t(want / eltBytes);
   if (t.has_raw_data()) {
     if (t.raw_data().size() != want) {
       lastError = file + ": tensor '" + t.name() + "' has " +
@@ -417,8 +442,10 @@ GraphImporter::tensorBytes(const onnx::TensorProto &t, bool validateOnly) {
                   std::to_string(want) + " expected for its shape";
       return failure();
     }
-    if (!validateOnly)
+    if (!validateOnly) {
+      out.resize(want);
       std::memcpy(out.data(), t.raw_data().data(), want);
+    }
     return out;
   }
   auto sizeError = [&](int64_t got) {
@@ -443,6 +470,7 @@ GraphImporter::tensorBytes(const onnx::TensorProto &t, bool validateOnly) {
     return sizeError(count());
   if (validateOnly)
     return out;
+  out.resize(want);
   switch (t.data_type()) {
   case onnx::TensorProto_DataType_FLOAT:
     if (t.float_data_size() != n)

@@ -50,6 +50,22 @@ onnx.save(model(True), os.path.join(out, "ext-short", "model.onnx"), save_as_ext
           all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
 with open(os.path.join(out, "ext-short", "weights.bin"), "r+b") as f:
     f.truncate(100)
+# External data whose length field or offset disagrees with the tensor.
+for name, key, value in (("ext-length", "length", "400"),
+                         ("ext-offset", "offset", "12x")):
+    os.makedirs(os.path.join(out, name), exist_ok=True)
+    path = os.path.join(out, name, "model.onnx")
+    onnx.save(model(True), path, save_as_external_data=True,
+              all_tensors_to_one_file=True, location="weights.bin",
+              size_threshold=0)
+    m = onnx.load(path, load_external_data=False)
+    kvs = m.graph.initializer[0].external_data
+    for kv in kvs:
+        if kv.key == key:
+            kv.value = value
+    if key not in [kv.key for kv in kvs]:
+        kvs.add(key=key, value=value)
+    onnx.save(m, path)
 
 
 def named(nodes, inputs, outputs, inits=()):
@@ -84,3 +100,18 @@ onnx.save(named([helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")],
                 [helper.make_tensor_value_info("y", f, [4, 64])],
                 [numpy_helper.from_array(w64, "w")]),
           os.path.join(out, "weights64.onnx"))
+# A Constant whose shape overflows (2^31 x 2^31 floats) and an initializer
+# with a negative dim: corrupt tensors, never an allocation.
+huge = TensorProto(name="c", data_type=f, dims=[1 << 31, 1 << 31],
+                   raw_data=bytes(16))
+onnx.save(named([helper.make_node("Constant", [], ["c"], value=huge),
+                 helper.make_node("Add", ["x", "c"], ["y"])],
+                [helper.make_tensor_value_info("x", f, [4, 8])],
+                [helper.make_tensor_value_info("y", f, [4, 8])]),
+          os.path.join(out, "huge-constant.onnx"))
+neg = numpy_helper.from_array(np.ones((8, 16), np.float32), "w")
+neg.dims[0] = -8
+onnx.save(named([helper.make_node("MatMul", ["x", "w"], ["y"])],
+                [helper.make_tensor_value_info("x", f, [4, 8])],
+                [helper.make_tensor_value_info("y", f, [4, 16])], [neg]),
+          os.path.join(out, "negative-dim.onnx"))
