@@ -77,6 +77,13 @@ private:
   static SmallVector<int64_t> viewShape(ArrayRef<int64_t> shape, TokenDims d,
                                         int64_t &dim);
   Value reshape(Location loc, Value v, ArrayRef<int64_t> shape);
+  /// This rank's part of the whole value `v`, split as `d`, made by the
+  /// collective `make` builds on `v` viewed with the split dims as one
+  /// (`dim`), of local type `type` in that view.
+  Value
+  toLocal(Location loc, Value v, TokenDims d,
+          function_ref<Operation *(RankedTensorType type, Value x, int64_t dim)>
+              make);
   /// This rank's part of the whole value `v`, split as `d`.
   Value slice(Location loc, Value v, TokenDims d);
   /// The whole value of this rank's part `v` (global shape `full`).
@@ -143,18 +150,26 @@ RankedTensorType RegionRewriter::localType(Type full, TokenDims d) {
   return RankedTensorType::get(shape, t.getElementType(), t.getEncoding());
 }
 
-Value RegionRewriter::slice(Location loc, Value v, TokenDims d) {
+Value RegionRewriter::toLocal(
+    Location loc, Value v, TokenDims d,
+    function_ref<Operation *(RankedTensorType, Value, int64_t)> make) {
   auto t = cast<RankedTensorType>(v.getType());
   int64_t dim;
   SmallVector<int64_t> view = viewShape(t.getShape(), d, dim);
   Value x = reshape(loc, v, view);
   view[dim] /= tp;
-  auto s = shard::AllSliceOp::create(
-      b, loc, RankedTensorType::get(view, t.getElementType()), x, kGridName,
-      ArrayRef<int16_t>(axes), dim);
-  s->setAttr(attr, b.getUnitAttr());
-  created.insert(s);
-  return reshape(loc, s, localType(t, d).getShape());
+  Operation *op = make(RankedTensorType::get(view, t.getElementType()), x, dim);
+  op->setAttr(attr, b.getUnitAttr());
+  created.insert(op);
+  return reshape(loc, op->getResult(0), localType(t, d).getShape());
+}
+
+Value RegionRewriter::slice(Location loc, Value v, TokenDims d) {
+  return toLocal(loc, v, d, [&](RankedTensorType type, Value x, int64_t dim) {
+    return shard::AllSliceOp::create(b, loc, type, x, kGridName,
+                                     ArrayRef<int16_t>(axes), dim)
+        .getOperation();
+  });
 }
 
 Value RegionRewriter::gather(Location loc, Value v, TokenDims d,
@@ -173,17 +188,12 @@ Value RegionRewriter::gather(Location loc, Value v, TokenDims d,
 }
 
 Value RegionRewriter::reduceScatter(Location loc, Value v, TokenDims d) {
-  auto t = cast<RankedTensorType>(v.getType());
-  int64_t dim;
-  SmallVector<int64_t> view = viewShape(t.getShape(), d, dim);
-  Value x = reshape(loc, v, view);
-  view[dim] /= tp;
-  auto rs = shard::ReduceScatterOp::create(
-      b, loc, RankedTensorType::get(view, t.getElementType()), kGridName,
-      ArrayRef<int16_t>(axes), x, shard::ReductionKind::Sum, APInt(64, dim));
-  rs->setAttr(attr, b.getUnitAttr());
-  created.insert(rs);
-  return reshape(loc, rs, localType(t, d).getShape());
+  return toLocal(loc, v, d, [&](RankedTensorType type, Value x, int64_t dim) {
+    return shard::ReduceScatterOp::create(
+               b, loc, type, kGridName, ArrayRef<int16_t>(axes), x,
+               shard::ReductionKind::Sum, APInt(64, dim))
+        .getOperation();
+  });
 }
 
 Value RegionRewriter::rowsEdge(Location loc, Operation *def, Value v,
