@@ -231,6 +231,44 @@ void moec::onnximport::addElementwiseOps(OpTable &t) {
       },
       1, true);
   addArith(
+      t, "Log", [](A a) { return std::log(a[0]); },
+      [](B b, L l, V a, bool) -> Value {
+        return math::LogOp::create(b, l, a[0]);
+      },
+      1, true);
+  // |x|: integers as max(x, -x) (INT_MIN stays INT_MIN, as in ONNX's
+  // two's-complement reference).
+  addArith(
+      t, "Abs", [](A a) { return std::fabs(a[0]); },
+      [](B b, L l, V a, bool f) -> Value {
+        if (f)
+          return math::AbsFOp::create(b, l, a[0]);
+        Value zero = arith::ConstantOp::create(
+            b, l, IntegerAttr::get(a[0].getType(), 0));
+        return arith::MaxSIOp::create(b, l, a[0],
+                                      arith::SubIOp::create(b, l, zero, a[0]));
+      },
+      1);
+  // Softplus log(1 + e^x), without overflow: max(x, 0) + log(1 + e^-|x|)
+  // (PhiMoE-style routers, Doge, Laguna).
+  addArith(
+      t, "Softplus",
+      [](A a) {
+        return std::max(a[0], 0.0) + std::log1p(std::exp(-std::fabs(a[0])));
+      },
+      [](B b, L l, V a, bool) -> Value {
+        Type ty = a[0].getType();
+        Value zero = fconst(b, l, ty, 0.0), one = fconst(b, l, ty, 1.0);
+        Value pos = arith::MaximumFOp::create(b, l, a[0], zero);
+        Value e = math::ExpOp::create(
+            b, l,
+            arith::NegFOp::create(b, l, math::AbsFOp::create(b, l, a[0])));
+        Value lg =
+            math::LogOp::create(b, l, arith::AddFOp::create(b, l, one, e));
+        return arith::AddFOp::create(b, l, pos, lg);
+      },
+      1, true);
+  addArith(
       t, "Sin", [](A a) { return std::sin(a[0]); },
       [](B b, L l, V a, bool) -> Value {
         return math::SinOp::create(b, l, a[0]);
@@ -330,6 +368,50 @@ void moec::onnximport::addElementwiseOps(OpTable &t) {
   addPredicate(
       t, "GreaterOrEqual", [](A a) { return double(a[0] >= a[1]); },
       cmp(arith::CmpFPredicate::OGE, arith::CmpIPredicate::sge), 2);
+  // IsNaN: x unordered with itself; IsInf: |x| == inf, signs as the
+  // detect_negative / detect_positive attributes say (HunYuan, FlexOlmo).
+  addPredicate(
+      t, "IsNaN", [](A a) { return double(std::isnan(a[0])); },
+      [](B b, L l, V a, bool f) -> Value {
+        if (!f)
+          return arith::ConstantOp::create(b, l, b.getBoolAttr(false));
+        return arith::CmpFOp::create(b, l, arith::CmpFPredicate::UNO, a[0],
+                                     a[0]);
+      },
+      1);
+  t["IsInf"] = [](GraphImporter &gi) -> LogicalResult {
+    if (gi.numInputs() != 1)
+      return gi.fail("expects 1 input");
+    Type elt = gi.inputType(0).getElementType();
+    if (!isFloatType(elt))
+      return gi.fail("integer inputs are not supported");
+    bool neg = gi.intAttr("detect_negative", 1) != 0;
+    bool pos = gi.intAttr("detect_positive", 1) != 0;
+    if (gi.allInputsConst())
+      return foldHost(
+          gi,
+          [=](A a) {
+            return double(std::isinf(a[0]) && (a[0] > 0 ? pos : neg));
+          },
+          onnx::TensorProto_DataType_BOOL);
+    FailureOr<Value> r = gi.elementwise(
+        ValueRange{gi.input(0)}, IntegerType::get(elt.getContext(), 1),
+        [&](OpBuilder &b, Location l, ValueRange a) -> Value {
+          Value inf = fconst(b, l, elt, INFINITY);
+          Value ninf = fconst(b, l, elt, -INFINITY);
+          Value isPos =
+              arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ, a[0], inf);
+          Value isNeg = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OEQ,
+                                              a[0], ninf);
+          Value none = arith::ConstantOp::create(b, l, b.getBoolAttr(false));
+          return arith::OrIOp::create(b, l, pos ? isPos : none,
+                                      neg ? isNeg : none);
+        });
+    if (failed(r))
+      return failure();
+    gi.setOutput(0, *r);
+    return success();
+  };
   addPredicate(
       t, "Not", [](A a) { return double(a[0] == 0); },
       [](B b, L l, V a, bool) -> Value {
