@@ -85,9 +85,20 @@ def main():
               f"{a.stop} was stopped")
         return 1
     took = time.time() - t0
-    left = [pid for pid in ranks.values() if os.path.exists(f"/proc/{pid}")
-            and open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-            != "Z"]
+
+    def alive(pid):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    # mpirun may return while the killed ranks are still being reaped.
+    deadline = time.time() + 15
+    left = [pid for pid in ranks.values() if alive(pid)]
+    while left and time.time() < deadline:
+        time.sleep(0.2)
+        left = [pid for pid in left if alive(pid)]
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     named = [l for l in err.splitlines()
