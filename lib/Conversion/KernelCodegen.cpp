@@ -2,10 +2,12 @@
 //
 // Compiles the `moe.kernel` functions outlined by moe-outline-kernels:
 //  * CPU: bufferize (results become out-parameters), linalg -> loops ->
-//    LLVM dialect with the bare-pointer calling convention, LLVM IR, -O3
-//    for the host, an object file, linked into a shared object with the
-//    system C compiler driver. Kernel `kernel_N(in..., out...)` takes one
-//    pointer per tensor.
+//    LLVM dialect with the bare-pointer calling convention (one pointer
+//    per tensor, inputs then outputs), LLVM IR, then the exported entry
+//    `kernel_N(void **args)` that loads the pointers from one array and
+//    calls it (so the runtime calls every kernel alike, whatever its
+//    operand count), -O3 for the host, an object file, linked into a
+//    shared object with the system C compiler driver.
 //  * CUDA: bufferize, linalg -> parallel loops -> gpu (blocks x threads) ->
 //    NVVM for sm_90 -> PTX through LLVM's NVPTX backend.
 //
@@ -28,6 +30,7 @@
 #include "mlir/Target/LLVMIR/Dialect/All.h"
 #include "mlir/Target/LLVMIR/Export.h"
 #include "llvm/ADT/StringMap.h"
+#include "llvm/IR/IRBuilder.h"
 #include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/LegacyPassManager.h"
 #include "llvm/IR/Module.h"
@@ -93,6 +96,46 @@ static LogicalResult runPipeline(ModuleOp m, const std::string &pipeline,
   return success();
 }
 
+/// Renames each kernel's bare-pointer function `kernel_N(ptr, ...)` to
+/// `kernel_N.ptrs` (internal: -O3 inlines it) and exports in its place the
+/// entry `void kernel_N(void **args)` that calls it with args[0..n-1]: the
+/// calling convention of docs/plan-format.md (plan version 3).
+static LogicalResult addPointerArrayEntries(llvm::Module &m,
+                                            ArrayRef<KernelInfo> kernels,
+                                            std::string &error) {
+  llvm::LLVMContext &ctx = m.getContext();
+  llvm::Type *ptr = llvm::PointerType::getUnqual(ctx);
+  for (const KernelInfo &info : kernels) {
+    llvm::Function *f = m.getFunction(info.name);
+    if (!f) {
+      error = "kernel " + info.name + " vanished in the LLVM lowering";
+      return failure();
+    }
+    if (f->arg_size() != size_t(info.numArgs) ||
+        !f->getReturnType()->isVoidTy() ||
+        llvm::any_of(f->args(),
+                     [&](llvm::Argument &a) { return a.getType() != ptr; })) {
+      error = "kernel " + info.name + " does not take one pointer per operand";
+      return failure();
+    }
+    f->setName(info.name + ".ptrs");
+    f->setLinkage(llvm::GlobalValue::InternalLinkage);
+    auto *entry = llvm::Function::Create(
+        llvm::FunctionType::get(llvm::Type::getVoidTy(ctx), {ptr}, false),
+        llvm::GlobalValue::ExternalLinkage, info.name, m);
+    llvm::Argument *args = entry->getArg(0);
+    args->setName("args");
+    llvm::IRBuilder<> b(llvm::BasicBlock::Create(ctx, "entry", entry));
+    SmallVector<llvm::Value *> ptrs;
+    for (int i = 0; i < info.numArgs; ++i)
+      ptrs.push_back(b.CreateLoad(
+          ptr, b.CreateConstInBoundsGEP1_64(ptr, args, uint64_t(i))));
+    b.CreateCall(f, ptrs);
+    b.CreateRetVoid();
+  }
+  return success();
+}
+
 LogicalResult moec::compileKernelsForCPU(ModuleOp module,
                                          std::vector<char> &sharedObject,
                                          std::vector<KernelInfo> &kernels,
@@ -121,6 +164,8 @@ LogicalResult moec::compileKernelsForCPU(ModuleOp module,
     error = "cannot translate the kernels to LLVM IR";
     return failure();
   }
+  if (failed(addPointerArrayEntries(*llvmModule, kernels, error)))
+    return failure();
   llvm::InitializeNativeTarget();
   llvm::InitializeNativeTargetAsmPrinter();
   std::string triple = llvm::sys::getProcessTriple();

@@ -15,6 +15,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "TestKernels.h"
 #include "TestPlans.h"
 
 #include "moert/Comm.h"
@@ -24,6 +25,8 @@
 
 #include <atomic>
 #include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <unistd.h>
 
 using namespace moert;
@@ -359,6 +362,67 @@ TEST(Executor, BatchMatmulShapeErrors) {
       EXPECT_NE(m.find("/attn/qk"), std::string::npos) << m;
       EXPECT_NE(m.find("does not match B"), std::string::npos) << m;
     }
+  }
+}
+
+/// A plan whose one `kernel` step passes kWideKernelInputs + 1 pointers to
+/// TestKernels.cpp's kernel_0 (the plan's CPU code): the CPU backend calls
+/// every kernel through one array of pointers, whatever their number.
+TestCase makeWideKernel(int ranks) {
+  TestCase tc;
+  Plan &p = tc.plan;
+  p.producer = "moert-test";
+  p.source = "ExecutorTest.cpp";
+  p.mesh = {{"ep", ranks}};
+  Builder b(p, tc.data);
+  b.segments(ranks);
+  const int64_t R = kWideKernelRows, C = kWideKernelCols;
+  std::vector<int32_t> xs;
+  for (int i = 0; i < kWideKernelInputs; ++i)
+    xs.push_back(
+        b.value("x" + std::to_string(i), DType::f32, {R, C}, ValueKind::input));
+  int32_t vy = b.value("y", DType::f32, {R, C}, ValueKind::output);
+  fb::KernelT kern;
+  kern.name = "kernel_0";
+  b.step(kern, xs, {vy}, "/wide");
+  KernelCode k;
+  k.name = "kernel_0";
+  k.numArgs = kWideKernelInputs + 1;
+  p.kernels.push_back(k);
+  std::ifstream so(MOERT_TEST_KERNELS, std::ios::binary);
+  std::vector<char> code((std::istreambuf_iterator<char>(so)),
+                         std::istreambuf_iterator<char>());
+  EXPECT_FALSE(code.empty()) << MOERT_TEST_KERNELS;
+  std::vector<char> &seg = tc.data.segments[0];
+  p.cpuCode.segment = 0;
+  p.cpuCode.offset = (seg.size() + 63) / 64 * 64;
+  p.cpuCode.bytes = code.size();
+  seg.resize(p.cpuCode.offset + code.size());
+  std::copy(code.begin(), code.end(), seg.begin() + p.cpuCode.offset);
+
+  std::mt19937 rng(5);
+  std::vector<double> y(size_t(R * ranks * C), 0.0);
+  for (int i = 0; i < kWideKernelInputs; ++i) {
+    std::vector<float> x = randomFloats(rng, y.size(), 1.0f);
+    std::vector<double> xd(x.begin(), x.end());
+    for (size_t e = 0; e < y.size(); ++e)
+      y[e] += (i + 1) * xd[e];
+    std::string name = "x" + std::to_string(i);
+    p.inputs.push_back(splitIO(name, DType::f32, {R * ranks, C}, xs[i], "ep"));
+    tc.inputs[name] = f32Array({R * ranks, C}, xd);
+  }
+  p.outputs.push_back(splitIO("y", DType::f32, {R * ranks, C}, vy, "ep"));
+  tc.expected["y"] = f32Array({R * ranks, C}, y);
+  return tc;
+}
+
+TEST(Executor, KernelOfManyOperands) {
+  for (int ranks : {1, 2}) {
+    TestCase tc = makeWideKernel(ranks);
+    std::string error;
+    ASSERT_TRUE(verifyPlan(tc.plan, error)) << error;
+    RunResult r = runCase(tc, "wide" + std::to_string(ranks));
+    expectMatches(r, tc);
   }
 }
 

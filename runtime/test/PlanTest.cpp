@@ -220,7 +220,7 @@ TEST_F(PlanFile, VersionMismatch) {
   std::string f = bytes;
   setField<uint32_t>(f, 8, 7);
   expectRefused(f, "version 7");
-  expectRefused(f, "reads version 2");
+  expectRefused(f, "reads version " + std::to_string(kPlanVersion));
 }
 
 TEST_F(PlanFile, ChecksumMismatch) {

@@ -21,8 +21,9 @@ namespace moec {
 /// The kernel records are the plan's (moert::KernelCode, GpuLaunchCode).
 using KernelInfo = moert::KernelCode;
 
-/// Host machine code: `kernel_N(const float *in..., float *out...)` in a
-/// shared object (the bytes of the .so). No kernels: success, empty output.
+/// Host machine code: `void kernel_N(void **args)` in a shared object (the
+/// bytes of the .so), `args` the kernel's pointers, inputs then outputs
+/// (plan version 3). No kernels: success, empty output.
 mlir::LogicalResult compileKernelsForCPU(mlir::ModuleOp module,
                                          std::vector<char> &sharedObject,
                                          std::vector<KernelInfo> &kernels,

@@ -29,7 +29,10 @@ namespace moert {
 /// The format version this build reads and writes. A plan with another
 /// version is refused with a message naming both versions.
 /// Version 2: the FlatBuffers manifest (version 1 was JSON).
-constexpr uint32_t kPlanVersion = 2;
+/// Version 3: the CPU code's entry `kernel_N(void **args)` takes one array
+/// of pointers (version 2's took one pointer argument per operand, at most
+/// 10 of them).
+constexpr uint32_t kPlanVersion = 3;
 
 /// Element types (plan.fbs): f32, f16, bf16, i64, i32, u8.
 using DType = fb::DType;
