@@ -357,7 +357,8 @@ LogicalResult moec::compileKernelsToPTX(ModuleOp module, StringRef chip,
   }
   std::string pipeline =
       "convert-parallel-loops-to-gpu,"
-      "canonicalize,gpu-kernel-outlining,lower-affine,convert-scf-to-cf,"
+      "canonicalize,gpu-launch-sink-index-computations,gpu-kernel-outlining,"
+      "lower-affine,convert-scf-to-cf,"
       "nvvm-attach-target{chip=" +
       chip.str() +
       " O=3},gpu.module(convert-gpu-to-nvvm{use-bare-ptr-memref-call-conv=1}),"
