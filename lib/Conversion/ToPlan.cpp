@@ -5,6 +5,7 @@
 #include "moec/Analysis/Mesh.h"
 #include "moec/Conversion/KernelCodegen.h"
 #include "moec/Dialect/MoE/MoEOps.h"
+#include "moert/Limits.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -527,6 +528,15 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
     if (!callee || !callee->hasAttr("moe.kernel"))
       return op->emitError("plan lowering: calls only to generated kernels "
                            "(moe-outline-kernels) are supported");
+    // The runtime's limit (moert/Limits.h), checked before a plan is
+    // written: moe-outline-kernels fuses no kernel past it, so only a
+    // single op that reads this many tensors gets here.
+    size_t pointers = call.getNumOperands() + call.getNumResults();
+    if (pointers > size_t(moert::kMaxKernelOperands))
+      return op->emitError("plan lowering: kernel '")
+             << call.getCallee() << "' takes " << pointers
+             << " operands and results, more than the runtime's limit of "
+             << moert::kMaxKernelOperands << " (moert::kMaxKernelOperands)";
     std::vector<int32_t> ins, outs;
     for (Value v : call.getOperands())
       ins.push_back(in(v));
@@ -699,6 +709,24 @@ LogicalResult PlanBuilder::run(StringRef source, const PlanOptions &options) {
     if (failed(compileKernelsToPTX(module, options.cudaChip, ptx, infos, err)))
       return module.emitError("kernel code generation (CUDA ")
              << options.cudaChip << "): " << err;
+    // CUDA's limit on a launch's parameters (moert/Limits.h), named by
+    // the node that calls the kernel.
+    for (const KernelInfo &k : infos)
+      for (const moert::GpuLaunchCode &l : k.launches) {
+        if (l.paramBytes() <= moert::kMaxLaunchParamBytes)
+          continue;
+        Operation *at = func;
+        func.walk([&](func::CallOp c) {
+          if (c.getCallee() == k.name && at == func)
+            at = c;
+        });
+        return at->emitError("kernel code generation (CUDA ")
+               << options.cudaChip << "): kernel '" << k.name << "' launches '"
+               << l.function << "' with " << l.paramBytes()
+               << " bytes of parameters, more than the limit of "
+               << moert::kMaxLaunchParamBytes
+               << " (moert::kMaxLaunchParamBytes)";
+      }
     // PTX modules, each NUL-terminated.
     std::vector<char> blob;
     for (const std::string &m : ptx) {

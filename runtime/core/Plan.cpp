@@ -20,22 +20,22 @@ struct StepSig {
   int minIn, maxIn, outs;
 };
 constexpr StepSig kStepSigs[] = {
-    {0, 0, 0},   // NONE
-    {2, 3, 1},   // matmul
-    {1, 2, 2},   // route
-    {2, 2, 1},   // dispatch
-    {4, 7, 1},   // experts
-    {2, 2, 1},   // combine
-    {1, 1, 1},   // unary
-    {2, 2, 1},   // binary
-    {1, 1, 1},   // softmax
-    {1, 1, 1},   // copy
-    {1, 1, 1},   // all_reduce
-    {1, 1, 1},   // all_gather
-    {2, 2, 1},   // batch_matmul
-    {0, 64, -1}, // kernel
-    {1, 1, 1},   // all_slice
-    {1, 1, 1},   // reduce_scatter
+    {0, 0, 0},                   // NONE
+    {2, 3, 1},                   // matmul
+    {1, 2, 2},                   // route
+    {2, 2, 1},                   // dispatch
+    {4, 7, 1},                   // experts
+    {2, 2, 1},                   // combine
+    {1, 1, 1},                   // unary
+    {2, 2, 1},                   // binary
+    {1, 1, 1},                   // softmax
+    {1, 1, 1},                   // copy
+    {1, 1, 1},                   // all_reduce
+    {1, 1, 1},                   // all_gather
+    {2, 2, 1},                   // batch_matmul
+    {0, kMaxKernelOperands, -1}, // kernel (moert/Limits.h)
+    {1, 1, 1},                   // all_slice
+    {1, 1, 1},                   // reduce_scatter
 };
 // A kind added to plan.fbs needs its operand counts here.
 static_assert(sizeof(kStepSigs) / sizeof(kStepSigs[0]) ==
@@ -118,6 +118,15 @@ int64_t Step::dispatchStep() const {
   if (const fb::CombineT *c = attrs.Ascombine())
     return c->dispatch;
   return -1;
+}
+
+int64_t GpuLaunchCode::paramBytes() const {
+  int64_t bytes = 0;
+  for (size_t i = 0; i + 1 < args.size(); i += 2) {
+    int64_t size = args[i] == int64_t(LaunchArg::f32) ? 4 : 8;
+    bytes = (bytes + size - 1) / size * size + size;
+  }
+  return bytes;
 }
 
 int64_t Plan::worldSize() const { return meshWorldSize(mesh); }
@@ -248,6 +257,18 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
          (plan.segments[code->segment].size &&
           code->offset + code->bytes > plan.segments[code->segment].size)))
       return fail("generated code lies outside a segment every rank maps");
+  for (const KernelCode &k : plan.kernels) {
+    if (k.numArgs < 0 || k.numArgs > kMaxKernelOperands)
+      return fail("kernel '" + k.name + "' takes " + std::to_string(k.numArgs) +
+                  " pointers, at most " + std::to_string(kMaxKernelOperands) +
+                  " are supported");
+    for (const GpuLaunchCode &l : k.launches)
+      if (l.paramBytes() > kMaxLaunchParamBytes)
+        return fail("kernel '" + k.name + "' launches '" + l.function +
+                    "' with " + std::to_string(l.paramBytes()) +
+                    " bytes of parameters, at most " +
+                    std::to_string(kMaxLaunchParamBytes) + " are supported");
+  }
   for (size_t i = 0; i < plan.steps.size(); ++i) {
     const Step &s = plan.steps[i];
     std::string what = "step " + std::to_string(i) + " (" + s.op() +
@@ -276,6 +297,11 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
                     " does not exist or is a constant");
     if (const fb::KernelT *kern = s.attrs.Askernel()) {
       const std::string &name = kern->name;
+      if (s.inputs.size() + s.outputs.size() > size_t(kMaxKernelOperands))
+        return fail(what + ": " +
+                    std::to_string(s.inputs.size() + s.outputs.size()) +
+                    " operands and results, at most " +
+                    std::to_string(kMaxKernelOperands) + " are supported");
       const KernelCode *k = nullptr;
       for (const KernelCode &c : plan.kernels)
         if (c.name == name)

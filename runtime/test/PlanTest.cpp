@@ -338,6 +338,65 @@ TEST_F(Verify, Errors) {
       "attribute 'dispatch' must name an earlier dispatch step");
 }
 
+/// The limits of moert/Limits.h: a kernel step's pointers and a GPU
+/// launch's parameter bytes.
+TEST_F(Verify, KernelLimits) {
+  // A kernel step of kMaxKernelOperands pointers (the input 255 times and
+  // the result) is valid; one more is not.
+  auto addKernel = [](Plan &p, int inputs) {
+    fb::KernelT a;
+    a.name = "kernel_0";
+    Step s;
+    s.attrs.Set(a);
+    s.inputs.assign(size_t(inputs), p.inputs[0].value);
+    s.outputs = {p.outputs[0].value};
+    s.loc = "/wide";
+    p.steps.push_back(s);
+    KernelCode k;
+    k.name = "kernel_0";
+    k.numArgs = inputs + 1;
+    p.kernels.push_back(k);
+  };
+  Plan ok = tc.plan;
+  addKernel(ok, kMaxKernelOperands - 1);
+  std::string error;
+  EXPECT_TRUE(verifyPlan(ok, error)) << error;
+  EXPECT_CONTAINS(verifyError([&](Plan &p) {
+                    addKernel(p, kMaxKernelOperands);
+                    p.kernels[0].numArgs = 1;
+                  }),
+                  "(kernel at '/wide'): 257 operands and results, at most 256 "
+                  "are supported");
+  EXPECT_CONTAINS(verifyError([&](Plan &p) {
+                    addKernel(p, kMaxKernelOperands);
+                    p.steps.pop_back();
+                  }),
+                  "kernel 'kernel_0' takes 257 pointers, at most 256 are "
+                  "supported");
+  // 8 bytes per pointer or i64, 4 per f32 at its alignment: 511 pointers
+  // and two f32 fill 4096 bytes, 512 pointers and one f32 need 4100.
+  GpuLaunchCode l;
+  for (int i = 0; i < 511; ++i)
+    l.addArg(LaunchArg::pointer, 0);
+  l.addArg(LaunchArg::f32, 0);
+  l.addArg(LaunchArg::f32, 0);
+  EXPECT_EQ(l.paramBytes(), 4096);
+  GpuLaunchCode big;
+  big.addArg(LaunchArg::f32, 0);
+  for (int i = 0; i < 512; ++i)
+    big.addArg(LaunchArg::i64, 0);
+  EXPECT_EQ(big.paramBytes(), 4104);
+  ok.kernels[0].launches = {l};
+  EXPECT_TRUE(verifyPlan(ok, error)) << error;
+  EXPECT_CONTAINS(verifyError([&](Plan &p) {
+                    addKernel(p, 1);
+                    big.function = "big";
+                    p.kernels[0].launches = {l, big};
+                  }),
+                  "kernel 'kernel_0' launches 'big' with 4104 bytes of "
+                  "parameters, at most 4096 are supported");
+}
+
 TEST(PlanStep, ReduceScatter) {
   ReduceScatterSpec spec;
   spec.dp = 2;

@@ -15,6 +15,7 @@
 #ifndef MOERT_PLAN_H
 #define MOERT_PLAN_H
 
+#include "moert/Limits.h"
 #include "moert/Mesh.h"
 #include "moert/plan_generated.h"
 
@@ -156,6 +157,10 @@ struct GpuLaunchCode {
     args.push_back(int64_t(kind));
     args.push_back(value);
   }
+  /// The bytes of parameters the launch passes (each at its alignment:
+  /// 8 per pointer or i64, 4 per f32), at most kMaxLaunchParamBytes
+  /// (moert/Limits.h).
+  int64_t paramBytes() const;
 };
 
 struct KernelCode {
