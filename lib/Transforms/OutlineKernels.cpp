@@ -12,6 +12,7 @@
 
 #include "moec/Dialect/MoE/MoEOps.h"
 #include "moec/Transforms/Passes.h"
+#include "moert/Limits.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -74,6 +75,79 @@ bool isRecreatableInit(Value v) {
   return false;
 }
 
+/// The tensors a kernel outlined from `op` takes as arguments, each once:
+/// its inputs, the inits it cannot recreate, and the tensors its body reads
+/// from outside (a gather's table, a concatenation's inputs). Scalar
+/// constants the body reads go into `constants` (cloned into the kernel);
+/// false if the body reads another kind of value from outside.
+bool kernelArgs(linalg::LinalgOp op, llvm::SetVector<Value> &args,
+                llvm::SetVector<Value> &constants) {
+  for (Value v : op.getDpsInputs())
+    args.insert(v);
+  for (Value v : op.getDpsInits())
+    if (!isRecreatableInit(v))
+      args.insert(v);
+  llvm::SetVector<Value> captured;
+  getUsedValuesDefinedAbove(op->getRegions(), captured);
+  // Scalar constants are cloned into the kernel; tensors the body reads
+  // become arguments, so that weights stay plan constants (uploaded once,
+  // not compiled into the kernel's code).
+  for (Value v : captured) {
+    if (v.getDefiningOp<arith::ConstantOp>() &&
+        !isa<RankedTensorType>(v.getType()))
+      constants.insert(v);
+    else if (isa<RankedTensorType>(v.getType()))
+      args.insert(v);
+    else
+      return false;
+  }
+  return true;
+}
+
+/// True when `g` only moves data: its body reads elements (its operands,
+/// tensor.extract) at computed positions and computes nothing on them
+/// but a choice (a slice, a gather, a concatenation, a broadcast).
+bool movesDataOnly(linalg::GenericOp g) {
+  return llvm::all_of(g.getBody()->getOperations(), [](Operation &op) {
+    if (isa<linalg::IndexOp, linalg::YieldOp, tensor::ExtractOp,
+            arith::SelectOp>(op))
+      return true;
+    return op.getDialect() == op.getContext()->getLoadedDialect("arith") &&
+           llvm::all_of(op.getResultTypes(),
+                        [](Type t) { return t.isIntOrIndex(); });
+  });
+}
+
+/// Whether elementwise fusion may fuse the producer of `operand` into its
+/// consumer: a producer whose every use is in that consumer, or one that
+/// only moves data (a slice or gather several kernels read: each reads its
+/// own copy). A producer that computes and that others read too is not
+/// copied into each of them: along a chain (the residual stream, where
+/// every layer adds to the previous sum and several kernels read each sum)
+/// the copies would nest, so that a layer's kernels recomputed every
+/// earlier layer's additions and took every earlier layer's outputs as
+/// operands, more with each layer. And only while the fused kernel's
+/// pointers stay within the runtime's limit (moert::kMaxKernelOperands).
+bool fusesInto(OpOperand *operand) {
+  auto producer = operand->get().getDefiningOp<linalg::GenericOp>();
+  auto consumer = dyn_cast<linalg::GenericOp>(operand->getOwner());
+  if (!producer || !consumer)
+    return false;
+  if (!movesDataOnly(producer) &&
+      llvm::any_of(producer->getUsers(),
+                   [&](Operation *u) { return u != consumer; }))
+    return false;
+  llvm::SetVector<Value> args, constants;
+  if (!kernelArgs(producer, args, constants) ||
+      !kernelArgs(consumer, args, constants))
+    return false;
+  int64_t pointers = int64_t(consumer->getNumResults());
+  for (Value v : args)
+    if (v.getDefiningOp() != producer.getOperation())
+      ++pointers;
+  return pointers <= moert::kMaxKernelOperands;
+}
+
 /// A static tensor.extract_slice (constant strides, no dropped dims) as a
 /// linalg.generic over the result reading src at offset + stride * index
 /// (tensor.extract in the body: an input indexing map would make linalg
@@ -113,6 +187,31 @@ LogicalResult sliceToGeneric(tensor::ExtractSliceOp s) {
   s.replaceAllUsesWith(g.getResult(0));
   s.erase();
   return success();
+}
+
+/// A tensor.concat of more inputs than a kernel may take (with its result,
+/// moert::kMaxKernelOperands pointers) as a tree of concatenations that
+/// each may (a scatter of many rows imports as one concatenation of its
+/// pieces).
+void splitWideConcat(tensor::ConcatOp c) {
+  const size_t most = size_t(moert::kMaxKernelOperands) - 1;
+  SmallVector<Value> inputs(c.getInputs());
+  if (inputs.size() <= most)
+    return;
+  OpBuilder b(c);
+  while (inputs.size() > most) {
+    SmallVector<Value> next;
+    for (size_t i = 0; i < inputs.size(); i += most) {
+      ArrayRef<Value> part =
+          ArrayRef<Value>(inputs).slice(i, std::min(most, inputs.size() - i));
+      next.push_back(part.size() == 1 ? part[0]
+                                      : tensor::ConcatOp::create(
+                                            b, c.getLoc(), c.getDim(), part)
+                                            .getResult());
+    }
+    inputs = std::move(next);
+  }
+  c->setOperands(inputs);
 }
 
 /// A static tensor.concat as a linalg.generic over the result that reads
@@ -180,6 +279,13 @@ struct MoEOutlineKernelsPass
   using Base::Base;
   void runOnOperation() override {
     ModuleOp module = getOperation();
+    SmallVector<tensor::ConcatOp> concats;
+    module.walk([&](tensor::ConcatOp c) {
+      if (!c->getParentOfType<func::FuncOp>()->hasAttr("moe.kernel"))
+        concats.push_back(c);
+    });
+    for (tensor::ConcatOp c : concats)
+      splitWideConcat(c);
     SmallVector<Operation *> copies;
     module.walk([&](Operation *op) {
       if (isa<tensor::ExtractSliceOp, tensor::ConcatOp>(op) &&
@@ -195,12 +301,7 @@ struct MoEOutlineKernelsPass
     // Fuse elementwise producers into their linalg.generic consumers (but
     // move no reshapes: matmuls must stay named ops for the BLAS).
     RewritePatternSet patterns(&getContext());
-    linalg::populateElementwiseOpsFusionPatterns(
-        patterns, [](OpOperand *operand) {
-          Operation *producer = operand->get().getDefiningOp();
-          return producer && isa<linalg::GenericOp>(producer) &&
-                 isa<linalg::GenericOp>(operand->getOwner());
-        });
+    linalg::populateElementwiseOpsFusionPatterns(patterns, fusesInto);
     if (failed(applyPatternsGreedily(module, std::move(patterns))))
       return signalPassFailure();
     int64_t next = 0;
@@ -235,29 +336,12 @@ struct MoEOutlineKernelsPass
 
   LogicalResult outline(ModuleOp module, func::FuncOp func, linalg::LinalgOp op,
                         int64_t index) {
-    // Arguments: the op's inputs, and inits that cannot be recreated.
-    SmallVector<Value> args;
-    for (Value v : op.getDpsInputs())
-      args.push_back(v);
-    for (Value v : op.getDpsInits())
-      if (!isRecreatableInit(v))
-        args.push_back(v);
-    llvm::SetVector<Value> captured, constants;
-    getUsedValuesDefinedAbove(op->getRegions(), captured);
-    // Scalar constants are cloned into the kernel; tensors the body reads (a
-    // gather's source such as an embedding table, a concatenation's inputs)
-    // become arguments, so that weights stay plan constants (uploaded once,
-    // not compiled into the kernel's code).
-    for (Value v : captured) {
-      if (v.getDefiningOp<arith::ConstantOp>() &&
-          !isa<RankedTensorType>(v.getType()))
-        constants.insert(v);
-      else if (isa<RankedTensorType>(v.getType()))
-        args.push_back(v);
-      else
-        return op->emitError("cannot outline into a kernel: the region uses "
-                             "a non-tensor value from outside");
-    }
+    // Arguments: the op's inputs, inits that cannot be recreated and the
+    // tensors the body reads, each once.
+    llvm::SetVector<Value> args, constants;
+    if (!kernelArgs(op, args, constants))
+      return op->emitError("cannot outline into a kernel: the region uses "
+                           "a non-tensor value from outside");
 
     OpBuilder b(module.getContext());
     b.setInsertionPointToEnd(module.getBody());
@@ -293,7 +377,8 @@ struct MoEOutlineKernelsPass
     func::ReturnOp::create(b, op.getLoc(), clone->getResults());
 
     b.setInsertionPoint(op);
-    auto call = func::CallOp::create(b, op.getLoc(), kernel, args);
+    auto call =
+        func::CallOp::create(b, op.getLoc(), kernel, args.getArrayRef());
     op->replaceAllUsesWith(call.getResults());
     op->erase();
     return success();

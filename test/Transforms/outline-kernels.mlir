@@ -95,10 +95,11 @@ func.func @main(%x: tensor<2x8xf32>) -> tensor<2x8xf32> {
 // CHECK: %[[S:.*]] = linalg.batch_matmul ins(%arg0, %arg1 : tensor<2x3x4xf32>, tensor<2x4x3xf32>)
 // CHECK: %[[P:.*]] = linalg.softmax dimension(2) ins(%[[S]]
 // CHECK: linalg.batch_matmul ins(%[[P]], %arg2 : tensor<2x3x3xf32>, tensor<2x3x4xf32>)
-// CHECK: call @kernel_{{[0-9]+}}(%arg3, %arg3)
+// A kernel that reads one value twice takes it once.
+// CHECK: call @kernel_{{[0-9]+}}(%arg3) :
 // CHECK-NOT: linalg.batch_matmul
-// CHECK: func.func @kernel_{{[0-9]+}}({{.*}}: tensor<2x3x3xi32>, {{.*}}: tensor<2x3x3xi32>) -> tensor<2x3x3xi32> attributes {moe.kernel}
-// CHECK: linalg.batch_matmul ins({{.*}} : tensor<2x3x3xi32>, tensor<2x3x3xi32>)
+// CHECK: func.func @kernel_{{[0-9]+}}(%[[N:.*]]: tensor<2x3x3xi32>) -> tensor<2x3x3xi32> attributes {moe.kernel}
+// CHECK: linalg.batch_matmul ins(%[[N]], %[[N]] : tensor<2x3x3xi32>, tensor<2x3x3xi32>)
 func.func @main(%q: tensor<2x3x4xf32>, %kt: tensor<2x4x3xf32>, %v: tensor<2x3x4xf32>, %n: tensor<2x3x3xi32>) -> (tensor<2x3x4xf32>, tensor<2x3x3xi32>) {
   %zero = arith.constant 0.0 : f32
   %e = tensor.empty() : tensor<2x3x3xf32>
@@ -113,4 +114,87 @@ func.func @main(%q: tensor<2x3x4xf32>, %kt: tensor<2x4x3xf32>, %v: tensor<2x3x4x
   %fi = linalg.fill ins(%izero : i32) outs(%ei : tensor<2x3x3xi32>) -> tensor<2x3x3xi32>
   %i = linalg.batch_matmul ins(%n, %n : tensor<2x3x3xi32>, tensor<2x3x3xi32>) outs(%fi : tensor<2x3x3xi32>) -> tensor<2x3x3xi32>
   return %o, %i : tensor<2x3x4xf32>, tensor<2x3x3xi32>
+}
+
+// -----
+
+// A residual stream (issue 15): each sum is read by the next sum and by a
+// norm-like consumer. A producer that computes and that others read too is
+// not copied into its consumers: along the chain the copies would nest, so
+// that the last layer's kernels recomputed every earlier sum and took every
+// earlier layer's output (a kernel's operands grew with the layers). Each
+// shared sum is a kernel of its own (the last, read once, fuses into its
+// reader), and no kernel takes more than two tensors.
+// CHECK-LABEL: func.func @main
+// CHECK: %[[H1:.*]] = call @kernel_0(%arg0, %arg1) :
+// CHECK: %[[N1:.*]] = call @kernel_1(%[[H1]]) :
+// CHECK: %[[H2:.*]] = call @kernel_2(%[[H1]], %arg2) :
+// CHECK: %[[N2:.*]] = call @kernel_3(%[[H2]]) :
+// CHECK: %[[N3:.*]] = call @kernel_4(%[[H2]], %arg3) :
+// CHECK-NEXT: return %[[N1]], %[[N2]], %[[N3]]
+#id2 = affine_map<(d0, d1) -> (d0, d1)>
+func.func @main(%x: tensor<4x8xf32>, %a: tensor<4x8xf32>, %b: tensor<4x8xf32>, %c: tensor<4x8xf32>) -> (tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>) {
+  %e = tensor.empty() : tensor<4x8xf32>
+  %h1 = linalg.generic {indexing_maps = [#id2, #id2, #id2], iterator_types = ["parallel", "parallel"]} ins(%x, %a : tensor<4x8xf32>, tensor<4x8xf32>) outs(%e : tensor<4x8xf32>) {
+  ^bb0(%p: f32, %q: f32, %o: f32):
+    %r = arith.addf %p, %q : f32
+    linalg.yield %r : f32
+  } -> tensor<4x8xf32>
+  %n1 = linalg.generic {indexing_maps = [#id2, #id2], iterator_types = ["parallel", "parallel"]} ins(%h1 : tensor<4x8xf32>) outs(%e : tensor<4x8xf32>) {
+  ^bb0(%p: f32, %o: f32):
+    %r = arith.mulf %p, %p : f32
+    linalg.yield %r : f32
+  } -> tensor<4x8xf32>
+  %h2 = linalg.generic {indexing_maps = [#id2, #id2, #id2], iterator_types = ["parallel", "parallel"]} ins(%h1, %b : tensor<4x8xf32>, tensor<4x8xf32>) outs(%e : tensor<4x8xf32>) {
+  ^bb0(%p: f32, %q: f32, %o: f32):
+    %r = arith.addf %p, %q : f32
+    linalg.yield %r : f32
+  } -> tensor<4x8xf32>
+  %n2 = linalg.generic {indexing_maps = [#id2, #id2], iterator_types = ["parallel", "parallel"]} ins(%h2 : tensor<4x8xf32>) outs(%e : tensor<4x8xf32>) {
+  ^bb0(%p: f32, %o: f32):
+    %r = arith.mulf %p, %p : f32
+    linalg.yield %r : f32
+  } -> tensor<4x8xf32>
+  %h3 = linalg.generic {indexing_maps = [#id2, #id2, #id2], iterator_types = ["parallel", "parallel"]} ins(%h2, %c : tensor<4x8xf32>, tensor<4x8xf32>) outs(%e : tensor<4x8xf32>) {
+  ^bb0(%p: f32, %q: f32, %o: f32):
+    %r = arith.addf %p, %q : f32
+    linalg.yield %r : f32
+  } -> tensor<4x8xf32>
+  %n3 = linalg.generic {indexing_maps = [#id2, #id2], iterator_types = ["parallel", "parallel"]} ins(%h3 : tensor<4x8xf32>) outs(%e : tensor<4x8xf32>) {
+  ^bb0(%p: f32, %o: f32):
+    %r = arith.mulf %p, %p : f32
+    linalg.yield %r : f32
+  } -> tensor<4x8xf32>
+  return %n1, %n2, %n3 : tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>
+}
+
+// -----
+
+// A producer that only moves data (a slice, a gather) is copied into each
+// kernel that reads it: the kernels read the slice's source.
+// CHECK-LABEL: func.func @main
+// CHECK: %[[E:.*]] = call @kernel_0(%arg0) : (tensor<4x8xf32>) -> tensor<4x4xf32>
+// CHECK: %[[N:.*]] = call @kernel_1(%arg0) : (tensor<4x8xf32>) -> tensor<4x4xf32>
+// CHECK: return %[[E]], %[[N]]
+// CHECK: func.func @kernel_0
+// CHECK: tensor.extract
+// CHECK: math.exp
+// CHECK: func.func @kernel_1
+// CHECK: tensor.extract
+// CHECK: arith.negf
+#id3 = affine_map<(d0, d1) -> (d0, d1)>
+func.func @main(%x: tensor<4x8xf32>) -> (tensor<4x4xf32>, tensor<4x4xf32>) {
+  %s = tensor.extract_slice %x[0, 4] [4, 4] [1, 1] : tensor<4x8xf32> to tensor<4x4xf32>
+  %e = tensor.empty() : tensor<4x4xf32>
+  %exp = linalg.generic {indexing_maps = [#id3, #id3], iterator_types = ["parallel", "parallel"]} ins(%s : tensor<4x4xf32>) outs(%e : tensor<4x4xf32>) {
+  ^bb0(%p: f32, %o: f32):
+    %r = math.exp %p : f32
+    linalg.yield %r : f32
+  } -> tensor<4x4xf32>
+  %neg = linalg.generic {indexing_maps = [#id3, #id3], iterator_types = ["parallel", "parallel"]} ins(%s : tensor<4x4xf32>) outs(%e : tensor<4x4xf32>) {
+  ^bb0(%p: f32, %o: f32):
+    %r = arith.negf %p : f32
+    linalg.yield %r : f32
+  } -> tensor<4x4xf32>
+  return %exp, %neg : tensor<4x4xf32>, tensor<4x4xf32>
 }

@@ -252,11 +252,18 @@ def MoEOutlineKernels : Pass<"moe-outline-kernels", "mlir::ModuleOp"> {
     marked `moe.kernel`, replaced by a `func.call`. Elementwise producers
     are first fused into their linalg.generic consumers (upstream fusion
     patterns, without reshape propagation, which would turn matmuls into
-    generics), so that each kernel is a fused region. Static
-    `tensor.extract_slice`s and `tensor.concat`s (attention's rotary halves)
-    first become linalg.generics over their result that read the operands
-    with `tensor.extract`; tensors a kernel body reads that way become kernel
-    arguments. moec compiles the kernels ahead of time (LLVM for CPU, NVVM/PTX
+    generics), so that each kernel is a fused region: a producer only into
+    its one reader, or into each of its readers when it only moves data (a
+    slice, a gather); a producer that computes and that several kernels
+    read is a kernel of its own (copies of it would nest along a residual
+    stream, each layer's kernels recomputing every earlier layer's sums).
+    No fusion makes a kernel take more than moert::kMaxKernelOperands
+    pointers (moert/Limits.h). Static `tensor.extract_slice`s and
+    `tensor.concat`s (attention's rotary halves) first become
+    linalg.generics over their result that read the operands with
+    `tensor.extract` (a concatenation of more inputs than a kernel may take
+    first becomes a tree of concatenations); tensors a kernel body reads
+    that way become kernel arguments, each value once. moec compiles the kernels ahead of time (LLVM for CPU, NVVM/PTX
     for CUDA) and embeds them in the plan, where each call is a `kernel`
     step. f32 `linalg.batch_matmul`s (attention's two products) stay in
     @main as well, as `batch_matmul` plan steps (BLAS on CPU ranks, one
