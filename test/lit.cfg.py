@@ -43,3 +43,12 @@ for tool in ["mpirun", "ptxas"]:
     if path:
         config.available_features.add(tool)
         config.substitutions.append(("%" + tool, path))
+
+# Optional Python packages: torch, transformers and onnxscript (the dynamo
+# exporter) for tests that export a model at test time (the scale models of
+# bench/scale; scripts/install-deps.sh does not install them).
+import subprocess
+if subprocess.run([config.python_executable, "-c",
+                   "import torch, transformers, onnxscript"],
+                  capture_output=True).returncode == 0:
+    config.available_features.add("torch")
