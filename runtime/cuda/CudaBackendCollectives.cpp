@@ -130,17 +130,8 @@ std::string CudaBackend::transport(const std::string &axes,
 
 void CudaBackend::gatherFromPeers(Comm &comm, const void *mine, size_t bytes,
                                   char *g) {
-  MOERT_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  int64_t G = comm.size();
-  int64_t p = int64_t(reinterpret_cast<uintptr_t>(mine));
-  std::vector<int64_t> all(static_cast<size_t>(G), 0);
-  comm.allGather(&p, sizeof(p), all.data());
-  for (int64_t r = 0; r < G; ++r)
-    MOERT_CUDA_CHECK(cudaMemcpyAsync(
-        g + size_t(r) * bytes,
-        reinterpret_cast<const char *>(uintptr_t(all[size_t(r)])), bytes,
-        cudaMemcpyDefault, stream_));
-  endPeerReads(comm);
+  // Every rank's whole buffer: one row of `bytes`.
+  pullFromPeers(comm, mine, 0, bytes, bytes, 1, g);
 }
 
 void CudaBackend::pullFromPeers(Comm &comm, const void *mine, size_t offset,
