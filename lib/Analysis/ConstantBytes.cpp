@@ -1,6 +1,7 @@
 //===- ConstantBytes.cpp - the bytes of a constant tensor -----------------===//
 
 #include "moec/Analysis/ConstantBytes.h"
+#include "moec/Analysis/Weights.h"
 
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/DialectResourceBlobManager.h"
@@ -10,8 +11,18 @@ using namespace mlir;
 FailureOr<std::vector<char>> moec::constantBytes(Attribute a) {
   if (auto r = dyn_cast<DenseResourceElementsAttr>(a)) {
     AsmResourceBlob *blob = r.getRawHandle().getBlob();
-    if (!blob)
-      return failure();
+    if (!blob) {
+      // A lazy weight: realized whole here (callers that stream read it in
+      // windows with readConstant instead).
+      if (!lazyWeightOf(a))
+        return failure();
+      auto t = cast<RankedTensorType>(r.getType());
+      std::vector<char> out(size_t(t.getNumElements()) *
+                            (t.getElementTypeBitWidth() / 8));
+      if (failed(readConstant(a, 0, out.size(), out.data())))
+        return failure();
+      return out;
+    }
     ArrayRef<char> d = blob->getData();
     return std::vector<char>(d.begin(), d.end());
   }

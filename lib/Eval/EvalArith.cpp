@@ -9,6 +9,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "EvalInternal.h"
+#include "moec/Analysis/ConstantBytes.h"
+#include "moec/Analysis/Weights.h"
 
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
@@ -364,11 +366,16 @@ LogicalResult Interpreter::evalConstant(arith::ConstantOp op) {
     }
   } else if (auto res = dyn_cast<DenseResourceElementsAttr>(attr)) {
     AsmResourceBlob *blob = res.getRawHandle().getBlob();
-    if (!blob)
+    // A lazy weight (moec/Analysis/Weights.h) is realized here.
+    FailureOr<std::vector<char>> lazy = failure();
+    if (!blob && lazyWeightOf(res))
+      lazy = constantBytes(res);
+    if (!blob && failed(lazy))
       return fail(op, "the weight blob '" + res.getRawHandle().getKey() +
                           "' has no data (printed with elided weights? use "
                           "moec --emit-weights)");
-    ArrayRef<char> data = blob->getData();
+    ArrayRef<char> data =
+        blob ? blob->getData() : ArrayRef<char>(lazy->data(), lazy->size());
     unsigned bits = elt.isIndex() ? 64 : elt.getIntOrFloatBitWidth();
     if (bits != 1 && bits % 8 != 0)
       return fail(op, "unsupported element width in a resource blob");

@@ -1,6 +1,7 @@
 //===- GraphImporter.cpp - ONNX graph import state and helpers ------------===//
 
 #include "GraphImporter.h"
+#include "moec/Analysis/Weights.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
@@ -575,11 +576,55 @@ LogicalResult GraphImporter::defineInitializer(const onnx::TensorProto &t) {
   return success();
 }
 
+std::optional<AsmResourceBlob>
+GraphImporter::mapExternal(const onnx::TensorProto &t) {
+  lastError.clear();
+  Type elt = elementType(t.data_type());
+  if (t.data_location() != onnx::TensorProto_DataLocation_EXTERNAL || !elt ||
+      elt.isInteger(1))
+    return std::nullopt;
+  // defineInitializer checked the location, offset and size.
+  std::string location;
+  uint64_t offset = 0;
+  for (const auto &kv : t.external_data()) {
+    if (kv.key() == "location")
+      location = kv.value();
+    else if (kv.key() == "offset")
+      (void)StringRef(kv.value()).getAsInteger(10, offset);
+  }
+  SmallString<256> path(modelDir);
+  llvm::sys::path::append(path, location);
+  unsigned eltBytes = elt.getIntOrFloatBitWidth() / 8;
+  uint64_t size = eltBytes;
+  for (int64_t d : t.dims())
+    size *= uint64_t(d);
+  std::string err;
+  std::optional<AsmResourceBlob> blob =
+      mapFileBlob(path, offset, size, eltBytes, err);
+  if (!err.empty())
+    lastError = file + ": tensor '" + t.name() + "': external data: " + err;
+  return blob;
+}
+
 FailureOr<Value> GraphImporter::materialize(Entry &e, const std::string &name) {
   if (e.value)
     return e.value;
   if (e.initializer && e.type.getNumElements() > inlineLimit) {
     // Weights go to a dense_resource blob: the printed IR names them only.
+    // External data is mapped from its file, not read (moec/Analysis/
+    // Weights.h): its pages are read when a pass or the plan writer needs
+    // them.
+    if (std::optional<AsmResourceBlob> mapped = mapExternal(*e.initializer)) {
+      std::string blobName = name.empty() ? "weight" : name;
+      auto attr =
+          DenseResourceElementsAttr::get(e.type, blobName, std::move(*mapped));
+      OpBuilder::InsertionGuard g(b);
+      e.value = arith::ConstantOp::create(
+          b, NameLoc::get(b.getStringAttr(name)), cast<TypedAttr>(attr));
+      return e.value;
+    }
+    if (!lastError.empty())
+      return failure();
     FailureOr<std::vector<char>> bytes = tensorBytes(*e.initializer);
     if (failed(bytes))
       return failure();

@@ -8,6 +8,7 @@
 #ifndef MOEC_LIB_IMPORT_GRAPHIMPORTER_H
 #define MOEC_LIB_IMPORT_GRAPHIMPORTER_H
 
+#include "mlir/IR/AsmState.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/Location.h"
@@ -182,6 +183,9 @@ public:
                                                  bool validateOnly = false);
   /// Checks that a tensor's data is all there without reading it.
   mlir::LogicalResult checkTensorData(const onnx::TensorProto &t);
+  /// An external-data initializer's bytes mapped from its file (nullopt:
+  /// not external, or not mappable; `lastError` set on an I/O error).
+  std::optional<mlir::AsmResourceBlob> mapExternal(const onnx::TensorProto &t);
   /// Decodes a tensor into a HostTensor.
   mlir::FailureOr<HostTensor> decodeTensor(const onnx::TensorProto &t);
   void setModelDir(std::string dir) { modelDir = std::move(dir); }

@@ -7,6 +7,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "moec/Analysis/ConstantBytes.h"
+#include "moec/Analysis/Weights.h"
 #include "moec/Dialect/MoE/MoEOps.h"
 #include "moec/Transforms/Passes.h"
 #include "moert/Half.h"
@@ -134,11 +136,38 @@ struct LowerPrecision
     if (it != narrowed.end())
       return it->second;
     int64_t n = t.getNumElements();
+    auto type = RankedTensorType::get(t.getShape(), elt);
+    std::string name = "moe_" + precision + "_weight";
+    // Large weights are narrowed lazily, while the plan is written
+    // (moec/Analysis/Weights.h): never held whole in either precision.
+    if (uint64_t(n) * 2 >= lazyWeightThreshold()) {
+      FailureOr<LazyWeight> lw =
+          narrowedLazy(c.getValue(), half == moert::Half16::bf16 ? 1 : 2);
+      if (succeeded(lw)) {
+        OpBuilder b(c);
+        b.setInsertionPointAfter(c);
+        Value nc = makeLazyConstant(b, c.getLoc(), type, std::move(*lw), name);
+        narrowed[c] = nc;
+        return nc;
+      }
+    }
     // The f32 values: the blob's own bytes where they are aligned (the
     // importer's blobs are), else a copy.
     const float *src = nullptr;
     std::vector<float> copy;
-    if (auto r = dyn_cast<DenseResourceElementsAttr>(c.getValue())) {
+    std::vector<char> realized; // a lazy weight's bytes
+    if (auto r = dyn_cast<DenseResourceElementsAttr>(c.getValue());
+        r && !r.getRawHandle().getBlob() && lazyWeightOf(r)) {
+      FailureOr<std::vector<char>> all = constantBytes(r);
+      if (failed(all) || int64_t(all->size()) != n * 4) {
+        user->emitError("moe-lower-precision: ")
+            << role << ": the weight's data is not readable";
+        return failure();
+      }
+      realized = std::move(*all);
+      copy.resize(static_cast<size_t>(n));
+      std::memcpy(copy.data(), realized.data(), size_t(n) * 4);
+    } else if (auto r = dyn_cast<DenseResourceElementsAttr>(c.getValue())) {
       AsmResourceBlob *blob = r.getRawHandle().getBlob();
       if (!blob || int64_t(blob->getData().size()) != n * 4) {
         user->emitError("moe-lower-precision: ")
@@ -169,8 +198,6 @@ struct LowerPrecision
     moert::fromF32(half, src,
                    reinterpret_cast<uint16_t *>(blob.getMutableData().data()),
                    size_t(n));
-    auto type = RankedTensorType::get(t.getShape(), elt);
-    std::string name = "moe_" + precision + "_weight";
     auto attr = DenseResourceElementsAttr::get(type, name, std::move(blob));
     OpBuilder b(c);
     b.setInsertionPointAfter(c);

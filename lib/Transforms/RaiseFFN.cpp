@@ -11,6 +11,7 @@
 #include "RaiseExpertsInternal.h"
 
 #include "moec/Analysis/ConstantBytes.h"
+#include "moec/Analysis/Weights.h"
 
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/IR/Matchers.h"
@@ -336,10 +337,65 @@ FailureOr<std::vector<char>> realize(WeightRef w, int64_t e,
 
 } // namespace
 
-/// Stacks the experts' [K, N] matrices into one [E, K, N] weight blob.
+/// The parts of a lazy stack of `parts` (moec/Analysis/Weights.h), when
+/// every source is a blob in memory or mapped; its [K, N] shape in `shape`.
+static std::optional<LazyWeight>
+lazyStack(ArrayRef<std::pair<int64_t, WeightRef>> parts,
+          SmallVectorImpl<int64_t> &shape) {
+  LazyWeight lw;
+  for (auto &[e, w] : parts) {
+    arith::ConstantOp src = w.src;
+    std::optional<ArrayRef<char>> view = constantView(src.getValue());
+    auto t = cast<RankedTensorType>(src.getType());
+    if (!view || t.getElementTypeBitWidth() % 8 != 0)
+      return std::nullopt;
+    unsigned eb = t.getElementTypeBitWidth() / 8;
+    LazyWeight::Part p;
+    p.rows = t.getDimSize(t.getRank() - 2);
+    p.cols = t.getDimSize(t.getRank() - 1);
+    uint64_t bytes = uint64_t(p.rows) * p.cols * eb;
+    uint64_t at = w.stacked ? uint64_t(e) * bytes : 0;
+    if ((w.stacked && e >= t.getDimSize(0)) || at + bytes > view->size())
+      return std::nullopt;
+    p.src = view->slice(at, bytes);
+    p.transposed = w.transposed;
+    int64_t n = w.transposed ? p.rows : p.cols;
+    p.colBegin = w.colBegin;
+    p.colEnd = w.colEnd < 0 ? n : w.colEnd;
+    if (p.colEnd > n || p.colBegin >= p.colEnd)
+      return std::nullopt;
+    SmallVector<int64_t> s = {p.outRows(), p.outCols()};
+    if (!lw.parts.empty() &&
+        (s[0] != shape[0] || s[1] != shape[1] || eb != lw.srcEltBytes))
+      return std::nullopt;
+    shape.assign(s.begin(), s.end());
+    lw.srcEltBytes = eb;
+    lw.parts.push_back(p);
+  }
+  return lw;
+}
+
+/// Stacks the experts' [K, N] matrices into one [E, K, N] weight: lazily
+/// (read when the plan is written, never held whole) when the sources are
+/// blobs and the stack is at least lazyWeightThreshold() bytes, else into
+/// a new blob.
 FailureOr<Value> stack(OpBuilder &b, Location loc,
                        ArrayRef<std::pair<int64_t, WeightRef>> parts,
                        StringRef name) {
+  Type eltType =
+      cast<RankedTensorType>(parts[0].second.src->getResult(0).getType())
+          .getElementType();
+  SmallVector<int64_t> kn;
+  if (std::optional<LazyWeight> lw = lazyStack(parts, kn)) {
+    uint64_t bytes = 0;
+    for (size_t k = 0; k < lw->parts.size(); ++k)
+      bytes += lw->partBytes(k);
+    if (bytes >= lazyWeightThreshold()) {
+      auto type =
+          RankedTensorType::get({int64_t(parts.size()), kn[0], kn[1]}, eltType);
+      return makeLazyConstant(b, loc, type, std::move(*lw), name);
+    }
+  }
   std::vector<char> all;
   SmallVector<int64_t> shape, first;
   for (auto &[e, w] : parts) {
