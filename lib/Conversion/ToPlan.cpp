@@ -3,6 +3,7 @@
 #include "moec/Conversion/ToPlan.h"
 #include "moec/Analysis/ConstantBytes.h"
 #include "moec/Analysis/Mesh.h"
+#include "moec/Analysis/Weights.h"
 #include "moec/Conversion/KernelCodegen.h"
 #include "moec/Dialect/MoE/MoEOps.h"
 #include "moert/Limits.h"
@@ -16,7 +17,9 @@
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/DialectResourceBlobManager.h"
 
+#include <algorithm>
 #include <map>
+#include <memory>
 
 using namespace mlir;
 using namespace moec;
@@ -93,6 +96,15 @@ private:
   }
   std::string axesName(ArrayRef<int16_t> axes);
   uint64_t appendData(int32_t segment, ArrayRef<char> bytes);
+  /// Bytes of a constant: `len` at byte offset `src`, or zeros (src -1).
+  struct Run {
+    int64_t src;
+    uint64_t len;
+  };
+  /// Constants of at least this many bytes are read while the plan is
+  /// written; smaller ones copied when lowered.
+  static constexpr uint64_t kDeferBytes = uint64_t(1) << 20;
+  uint64_t appendRuns(int32_t segment, Attribute attr, std::vector<Run> runs);
   void planMemory(func::FuncOp func);
 
   ModuleOp module;
@@ -168,11 +180,73 @@ LogicalResult PlanBuilder::alias(Value v, Value of, Operation *op) {
 }
 
 uint64_t PlanBuilder::appendData(int32_t segment, ArrayRef<char> bytes) {
-  std::vector<char> &seg = data.segments[segment];
-  uint64_t off = alignUp(seg.size());
-  seg.resize(off + bytes.size());
-  std::copy(bytes.begin(), bytes.end(), seg.begin() + off);
-  return off;
+  return data.append(size_t(segment), bytes.data(), bytes.size());
+}
+
+/// Appends to `segment` the bytes of constant `attr` that `runs` name
+/// (byte offset into the constant, or -1 for zeros; length), concatenated.
+/// Small results are copied now; larger ones are read from the constant
+/// (a mapped file, a lazy weight) only while the plan is written, in
+/// windows, so that no weight is ever held whole (moec/Analysis/Weights.h).
+uint64_t PlanBuilder::appendRuns(int32_t segment, Attribute attr,
+                                 std::vector<Run> runs) {
+  // Adjacent runs merge.
+  std::vector<Run> merged;
+  for (const Run &r : runs) {
+    if (r.len == 0)
+      continue;
+    if (!merged.empty() && merged.back().src >= 0 && r.src >= 0 &&
+        merged.back().src + int64_t(merged.back().len) == r.src) {
+      merged.back().len += r.len;
+      continue;
+    }
+    if (!merged.empty() && merged.back().src < 0 && r.src < 0) {
+      merged.back().len += r.len;
+      continue;
+    }
+    merged.push_back(r);
+  }
+  // Where each run starts in the output.
+  auto starts = std::make_shared<std::vector<uint64_t>>();
+  uint64_t total = 0;
+  for (const Run &r : merged) {
+    starts->push_back(total);
+    total += r.len;
+  }
+  auto shared = std::make_shared<std::vector<Run>>(std::move(merged));
+  auto fill = [attr, shared, starts](uint64_t off, uint64_t n, char *dst,
+                                     std::string &err) {
+    const std::vector<Run> &rs = *shared;
+    size_t k = size_t(std::upper_bound(starts->begin(), starts->end(), off) -
+                      starts->begin()) -
+               1;
+    while (n > 0 && k < rs.size()) {
+      uint64_t in = off - (*starts)[k];
+      uint64_t take = std::min(n, rs[k].len - in);
+      if (rs[k].src < 0)
+        std::memset(dst, 0, take);
+      else if (failed(
+                   readConstant(attr, uint64_t(rs[k].src) + in, take, dst))) {
+        err = "cannot read the weight's bytes";
+        return false;
+      }
+      dst += take;
+      off += take;
+      n -= take;
+      ++k;
+    }
+    // The mapped weight pages read are dropped again: clean file pages.
+    releaseMappedPages();
+    return n == 0;
+  };
+  if (total < kDeferBytes) {
+    std::vector<char> bytes(total);
+    std::string err;
+    if (total > 0 && !fill(0, total, bytes.data(), err))
+      return uint64_t(-1);
+    return appendData(segment, bytes);
+  }
+  return data.appendDeferred(size_t(segment), total, fill);
 }
 
 LogicalResult PlanBuilder::addConstant(arith::ConstantOp c) {
@@ -189,17 +263,26 @@ LogicalResult PlanBuilder::addConstant(arith::ConstantOp c) {
   });
   if (onlyLocal || onlyShapes || c->use_empty())
     return success();
-  FailureOr<std::vector<char>> read = constantBytes(c);
   moert::DType dt;
-  if (!toDType(t.getElementType(), dt) || failed(read))
+  if (!toDType(t.getElementType(), dt))
     return c.emitError("plan lowering: unsupported constant of type ") << t;
-  const std::vector<char> &bytes = *read;
-  int32_t id =
-      addValue(c.getResult(), moert::ValueKind::constant, nodeName(c.getLoc()));
+  uint64_t size = uint64_t(t.getNumElements()) * moert::dtypeSize(dt);
   moert::DataRef ref;
   ref.segment = 0;
-  ref.offset = appendData(0, bytes);
-  ref.bytes = bytes.size();
+  if (constantView(c.getValue()) || lazyWeightOf(c.getValue())) {
+    // A blob or a lazy weight: streamed when large.
+    ref.offset = appendRuns(0, c.getValue(), {{0, size}});
+  } else {
+    FailureOr<std::vector<char>> read = constantBytes(c);
+    if (failed(read) || read->size() != size)
+      return c.emitError("plan lowering: unsupported constant of type ") << t;
+    ref.offset = appendData(0, *read);
+  }
+  if (ref.offset == uint64_t(-1))
+    return c.emitError("plan lowering: the constant's data is not readable");
+  int32_t id =
+      addValue(c.getResult(), moert::ValueKind::constant, nodeName(c.getLoc()));
+  ref.bytes = size;
   plan.values[id].data.push_back(ref);
   return success();
 }
@@ -208,12 +291,9 @@ LogicalResult PlanBuilder::addLocalWeights(moe::LocalWeightsOp op) {
   auto in = cast<RankedTensorType>(op.getWeights().getType());
   auto out = cast<RankedTensorType>(op.getType());
   Attribute attr = constAttr.lookup(op.getWeights());
-  FailureOr<std::vector<char>> read =
-      attr ? constantBytes(attr) : FailureOr<std::vector<char>>(failure());
-  if (failed(read))
+  if (!attr)
     return op.emitError("plan lowering: moe.local_weights of a value that "
                         "is not a constant");
-  const std::vector<char> &global = *read;
   moert::DType dt;
   if (!toDType(in.getElementType(), dt))
     return op.emitError("plan lowering: unsupported weight type ") << in;
@@ -240,21 +320,23 @@ LogicalResult PlanBuilder::addLocalWeights(moe::LocalWeightsOp op) {
     SmallVector<int64_t> coords = spec.coords(r);
     int64_t epc = groupIndex(spec, coords, op.getEpAxes());
     int64_t part = split ? groupIndex(spec, coords, splitAxes) : 0;
-    std::vector<char> bytes(localElems * elt, 0);
     bool zero = op.getFirstOnly() && part != 0;
-    // Copy contiguous runs of the innermost dim; `idx` is the local index
-    // of the run's first element.
+    // Contiguous runs of the innermost dim; `idx` is the local index of
+    // the run's first element.
     int64_t run = out.getDimSize(rank - 1);
+    std::vector<Run> runs;
     SmallVector<int64_t> idx(rank, 0);
-    for (int64_t i = 0; i < localElems && !zero; i += run) {
+    for (int64_t i = 0; i < localElems; i += run) {
       int64_t lin = i;
       for (int64_t d = 0; d < rank; ++d) {
         idx[d] = lin / ls[d];
         lin %= ls[d];
       }
-      int64_t expert = p.expertAt(epc, idx[0]);
-      if (expert < 0)
+      int64_t expert = zero ? -1 : p.expertAt(epc, idx[0]);
+      if (expert < 0) {
+        runs.push_back({-1, uint64_t(run * elt)});
         continue;
+      }
       int64_t g = expert * gs[0];
       for (int64_t d = 1; d < rank; ++d) {
         int64_t x = idx[d];
@@ -262,12 +344,14 @@ LogicalResult PlanBuilder::addLocalWeights(moe::LocalWeightsOp op) {
           x += part * out.getDimSize(d);
         g += x * gs[d];
       }
-      std::memcpy(bytes.data() + i * elt, global.data() + g * elt, run * elt);
+      runs.push_back({int64_t(g * elt), uint64_t(run * elt)});
     }
     moert::DataRef ref;
     ref.segment = 1 + r;
-    ref.offset = appendData(1 + r, bytes);
-    ref.bytes = bytes.size();
+    ref.offset = appendRuns(1 + r, attr, std::move(runs));
+    ref.bytes = uint64_t(localElems) * elt;
+    if (ref.offset == uint64_t(-1))
+      return op.emitError("plan lowering: the weights' data is not readable");
     plan.values[id].data.push_back(ref);
   }
   return success();
@@ -277,13 +361,10 @@ LogicalResult PlanBuilder::addTpSlice(moe::TpSliceOp op) {
   auto in = cast<RankedTensorType>(op.getWeights().getType());
   auto out = cast<RankedTensorType>(op.getType());
   Attribute attr = constAttr.lookup(op.getWeights());
-  FailureOr<std::vector<char>> read =
-      attr ? constantBytes(attr) : FailureOr<std::vector<char>>(failure());
   moert::DType dt;
-  if (failed(read) || !toDType(in.getElementType(), dt))
+  if (!attr || !toDType(in.getElementType(), dt))
     return op.emitError("plan lowering: moe.tp_slice of a value that is not "
                         "a supported constant");
-  const std::vector<char> &global = *read;
   size_t elt = moert::dtypeSize(dt);
   int32_t id = addValue(op.getResult(), moert::ValueKind::constant,
                         nodeName(op.getLoc()));
@@ -298,15 +379,15 @@ LogicalResult PlanBuilder::addTpSlice(moe::TpSliceOp op) {
   int64_t rowBytes = in.getDimSize(dim) * inner * elt;
   for (int64_t r = 0; r < spec.worldSize(); ++r) {
     int64_t coord = groupIndex(spec, spec.coords(r), op.getGridAxes());
-    std::vector<char> bytes(outer * blockBytes);
+    std::vector<Run> runs;
     for (int64_t o = 0; o < outer; ++o)
-      std::memcpy(bytes.data() + o * blockBytes,
-                  global.data() + o * rowBytes + coord * blockBytes,
-                  blockBytes);
+      runs.push_back({o * rowBytes + coord * blockBytes, uint64_t(blockBytes)});
     moert::DataRef ref;
     ref.segment = 1 + r;
-    ref.offset = appendData(1 + r, bytes);
-    ref.bytes = bytes.size();
+    ref.offset = appendRuns(1 + r, attr, std::move(runs));
+    ref.bytes = uint64_t(outer * blockBytes);
+    if (ref.offset == uint64_t(-1))
+      return op.emitError("plan lowering: the weights' data is not readable");
     plan.values[id].data.push_back(ref);
   }
   return success();

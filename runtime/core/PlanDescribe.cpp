@@ -131,6 +131,8 @@ std::string moert::describePlan(const Plan &p) {
       os << "rank";
       for (int32_t r : s.ranks)
         os << " " << r;
+      if (!s.file.empty())
+        os << ", file " << s.file;
       os << "\n";
     }
   }

@@ -9,10 +9,12 @@
 
 #include "moert/Plan.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
+#include <map>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -86,8 +88,9 @@ Offset<fb::Plan> toFb(const Plan &p, FlatBufferBuilder &b) {
     mesh.push_back(fb::CreateMeshAxis(b, b.CreateString(a.name), a.size));
   std::vector<Offset<fb::Segment>> segs;
   for (const Segment &s : p.segments)
-    segs.push_back(fb::CreateSegment(b, b.CreateString(s.name), s.offset,
-                                     s.size, b.CreateVector(s.ranks)));
+    segs.push_back(fb::CreateSegment(
+        b, b.CreateString(s.name), s.offset, s.size, b.CreateVector(s.ranks),
+        s.file.empty() ? 0 : b.CreateString(s.file)));
   std::vector<Offset<fb::Value>> vals;
   for (const Value &v : p.values) {
     std::vector<fb::DataRef> data;
@@ -167,6 +170,7 @@ bool fromFb(const fb::Plan &f, Plan &p, std::string &error) {
     g.offset = s.offset();
     g.size = s.size();
     g.ranks = vec(s.ranks());
+    g.file = str(s.file());
     p.segments.push_back(g);
   });
   each(f.values(), [&](const fb::Value &v) {
@@ -222,21 +226,163 @@ bool fromFb(const fb::Plan &f, Plan &p, std::string &error) {
 }
 } // namespace
 
+uint64_t PlanData::segmentSize(size_t seg) const {
+  uint64_t n = seg < segments.size() ? segments[seg].size() : 0;
+  if (seg < deferred.size() && !deferred[seg].empty())
+    n = deferred[seg].back().offset + deferred[seg].back().size;
+  return n;
+}
+
+uint64_t PlanData::append(size_t seg, const char *p, size_t n) {
+  if (segments.size() <= seg)
+    segments.resize(seg + 1);
+  if (seg >= deferred.size() || deferred[seg].empty()) {
+    std::vector<char> &v = segments[seg];
+    uint64_t off = alignTo(v.size(), 64);
+    v.resize(off + n);
+    std::memcpy(v.data() + off, p, n);
+    return off;
+  }
+  // After a deferred piece: a piece that holds its bytes.
+  auto held = std::make_shared<std::vector<char>>(p, p + n);
+  return appendDeferred(
+      seg, n, [held](uint64_t off, uint64_t len, char *dst, std::string &) {
+        std::memcpy(dst, held->data() + off, len);
+        return true;
+      });
+}
+
+uint64_t PlanData::appendDeferred(size_t seg, uint64_t size, Fill fill) {
+  if (segments.size() <= seg)
+    segments.resize(seg + 1);
+  if (deferred.size() <= seg)
+    deferred.resize(seg + 1);
+  uint64_t off = alignTo(segmentSize(seg), 64);
+  deferred[seg].push_back({off, size, std::move(fill)});
+  return off;
+}
+
+std::string moert::rankWeightsPath(const std::string &planPath, int32_t rank) {
+  std::string stem = planPath;
+  const std::string ext = ".moeplan";
+  if (stem.size() > ext.size() &&
+      stem.compare(stem.size() - ext.size(), ext.size(), ext) == 0)
+    stem.resize(stem.size() - ext.size());
+  return stem + ".rank-" + std::to_string(rank) + ".weights";
+}
+
+namespace {
+/// The header of a per-rank weight file: its data region starts at
+/// kPage; `checksum` is the plan manifest's, so that a weight file from
+/// another compile is refused.
+struct WeightsHeader {
+  char magic[8];
+  uint32_t version;
+  int32_t rank;
+  uint64_t checksum;
+  uint64_t dataSize;
+  uint64_t reserved[4];
+};
+static_assert(sizeof(WeightsHeader) == kHeaderSize, "header is 64 bytes");
+constexpr char kWeightsMagic[8] = {'M', 'O', 'E', 'W', 'G', 'H', 'T', '\0'};
+
+std::string baseName(const std::string &path) {
+  size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+std::string dirName(const std::string &path) {
+  size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? std::string() : path.substr(0, slash + 1);
+}
+
+/// Writes the data of the segments `segs` (plan.segments indices, in
+/// increasing offsets) into `f` at their offsets past `base`, padding to
+/// `end`; deferred pieces are produced in windows of at most 64 MiB.
+bool writeSegments(std::ofstream &f, const std::string &path, const Plan &plan,
+                   const PlanData &data, const std::vector<size_t> &segs,
+                   uint64_t end, uint64_t &done, uint64_t total,
+                   const WriteOptions &options, std::string &error) {
+  uint64_t at = 0; // bytes of the data region written so far
+  std::vector<char> zeros(kPage, 0), window;
+  auto pad = [&](uint64_t to) {
+    while (at < to) {
+      uint64_t n = std::min<uint64_t>(to - at, zeros.size());
+      f.write(zeros.data(), std::streamsize(n));
+      at += n;
+    }
+  };
+  for (size_t i : segs) {
+    const Segment &s = plan.segments[i];
+    pad(s.offset);
+    const std::vector<char> &held = data.segments[i];
+    f.write(held.data(), std::streamsize(held.size()));
+    at += held.size();
+    if (i < data.deferred.size())
+      for (const PlanData::Deferred &d : data.deferred[i]) {
+        pad(s.offset + d.offset);
+        constexpr uint64_t kWindow = uint64_t(64) << 20;
+        window.resize(size_t(std::min(d.size, kWindow)));
+        for (uint64_t o = 0; o < d.size; o += kWindow) {
+          uint64_t n = std::min(kWindow, d.size - o);
+          std::string why;
+          if (!d.fill(o, n, window.data(), why)) {
+            error = "cannot write plan '" + path + "': segment '" + s.name +
+                    "': " + why;
+            return false;
+          }
+          f.write(window.data(), std::streamsize(n));
+          at += n;
+          done += n;
+          if (options.progress)
+            options.progress(done, total);
+        }
+      }
+    done += held.size();
+  }
+  pad(end);
+  std::vector<char>().swap(window);
+  if (!f) {
+    error = "cannot write '" + path + "': " + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
+} // namespace
+
 bool moert::writePlan(const std::string &path, Plan &plan, const PlanData &data,
-                      std::string &error) {
-  if (data.segments.size() != plan.segments.size()) {
+                      std::string &error, const WriteOptions &options) {
+  if (data.segments.size() != plan.segments.size() ||
+      data.deferred.size() > plan.segments.size()) {
     error = "plan has " + std::to_string(plan.segments.size()) +
             " segments but " + std::to_string(data.segments.size()) +
             " data buffers";
     return false;
   }
-  uint64_t off = 0;
+  // Which file each segment goes to: the plan's data region, or (per-rank
+  // weights) the weight file of its one rank.
+  std::map<std::string, std::vector<size_t>> files; // "" = the plan file
+  std::map<std::string, int32_t> fileRank;
   for (size_t i = 0; i < plan.segments.size(); ++i) {
-    plan.segments[i].offset = off;
-    plan.segments[i].size = data.segments[i].size();
-    off = alignTo(off + data.segments[i].size(), kPage);
+    Segment &s = plan.segments[i];
+    s.file.clear();
+    if (options.weightsPerRank && s.ranks.size() == 1) {
+      s.file = baseName(rankWeightsPath(path, s.ranks[0]));
+      fileRank[s.file] = s.ranks[0];
+    }
+    files[s.file].push_back(i);
   }
-  uint64_t dataSize = off;
+  uint64_t total = 0;
+  std::map<std::string, uint64_t> fileSize;
+  for (auto &[file, segs] : files) {
+    uint64_t off = 0;
+    for (size_t i : segs) {
+      plan.segments[i].offset = off;
+      plan.segments[i].size = data.segmentSize(i);
+      off = alignTo(off + plan.segments[i].size, kPage);
+      total += plan.segments[i].size;
+    }
+    fileSize[file] = off;
+  }
   if (!verifyPlan(plan, error))
     return false;
   flatbuffers::FlatBufferBuilder fbb(1 << 16);
@@ -249,33 +395,94 @@ bool moert::writePlan(const std::string &path, Plan &plan, const PlanData &data,
   h.manifestOffset = kHeaderSize;
   h.manifestSize = manifest.size();
   h.dataOffset = alignTo(kHeaderSize + manifest.size(), kPage);
-  h.dataSize = dataSize;
+  h.dataSize = fileSize[""];
   h.checksum = fnv1a(manifest.data(), manifest.size());
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!f) {
-    error = "cannot write plan '" + path + "': " + std::strerror(errno);
-    return false;
+  uint64_t done = 0;
+  {
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    if (!f) {
+      error = "cannot write plan '" + path + "': " + std::strerror(errno);
+      return false;
+    }
+    f.write(reinterpret_cast<const char *>(&h), sizeof(h));
+    f.write(manifest.data(), std::streamsize(manifest.size()));
+    std::vector<char> pad(h.dataOffset - kHeaderSize - manifest.size(), 0);
+    f.write(pad.data(), std::streamsize(pad.size()));
+    if (!writeSegments(f, path, plan, data, files[""], h.dataSize, done, total,
+                       options, error))
+      return false;
   }
-  f.write(reinterpret_cast<const char *>(&h), sizeof(h));
-  f.write(manifest.data(), manifest.size());
-  std::vector<char> pad(kPage, 0);
-  f.write(pad.data(), h.dataOffset - kHeaderSize - manifest.size());
-  for (size_t i = 0; i < plan.segments.size(); ++i) {
-    const std::vector<char> &seg = data.segments[i];
-    f.write(seg.data(), seg.size());
-    uint64_t end = plan.segments[i].offset + seg.size();
-    uint64_t next =
-        i + 1 < plan.segments.size() ? plan.segments[i + 1].offset : dataSize;
-    f.write(pad.data(), next - end);
-  }
-  if (!f) {
-    error = "cannot write plan '" + path + "': " + std::strerror(errno);
-    return false;
+  for (auto &[file, segs] : files) {
+    if (file.empty())
+      continue;
+    int32_t rank = fileRank[file];
+    if (!options.ranks.empty() &&
+        std::find(options.ranks.begin(), options.ranks.end(), rank) ==
+            options.ranks.end())
+      continue;
+    std::string wpath = dirName(path) + file;
+    std::ofstream f(wpath, std::ios::binary | std::ios::trunc);
+    if (!f) {
+      error = "cannot write '" + wpath + "': " + std::strerror(errno);
+      return false;
+    }
+    WeightsHeader wh{};
+    std::memcpy(wh.magic, kWeightsMagic, 8);
+    wh.version = plan.version;
+    wh.rank = rank;
+    wh.checksum = h.checksum;
+    wh.dataSize = fileSize[file];
+    f.write(reinterpret_cast<const char *>(&wh), sizeof(wh));
+    std::vector<char> pad(kPage - kHeaderSize, 0);
+    f.write(pad.data(), std::streamsize(pad.size()));
+    if (!writeSegments(f, wpath, plan, data, segs, wh.dataSize, done, total,
+                       options, error))
+      return false;
   }
   return true;
 }
 
+namespace {
+/// Opens a per-rank weight file for segment `s`: its header must name this
+/// plan (manifest checksum) and its data region hold the segment.
+int openWeights(const std::string &wpath, uint64_t checksum, const Segment &s,
+                std::string &error) {
+  int fd = ::open(wpath.c_str(), O_RDONLY);
+  if (fd < 0) {
+    error = "cannot open the weights of segment '" + s.name + "' ('" + wpath +
+            "'): " + std::strerror(errno) +
+            " (plans compiled with --weights-per-rank keep each rank's "
+            "weights in a file next to the plan; copy it there)";
+    return -1;
+  }
+  WeightsHeader wh;
+  std::memset(&wh, 0, sizeof(wh));
+  struct stat st;
+  bool ok = pread(fd, &wh, sizeof(wh), 0) == ssize_t(sizeof(wh)) &&
+            fstat(fd, &st) == 0;
+  if (!ok || std::memcmp(wh.magic, kWeightsMagic, 8) != 0)
+    error = "'" + wpath + "' is not a moe weight file (bad magic)";
+  else if (wh.checksum != checksum || wh.version != kPlanVersion)
+    error = "'" + wpath +
+            "' belongs to another compile of the plan (checksum differs): "
+            "copy the weight files written with this plan";
+  else if (s.offset + s.size > wh.dataSize ||
+           uint64_t(st.st_size) < kPage + wh.dataSize)
+    error = "'" + wpath + "' is truncated (segment '" + s.name + "' needs " +
+            std::to_string(kPage + s.offset + s.size) +
+            " bytes, the file has " + std::to_string(uint64_t(st.st_size)) +
+            ")";
+  if (!error.empty()) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+} // namespace
+
 LoadedPlan::~LoadedPlan() {
+  for (int fd : weightFds_)
+    close(fd);
   for (auto &[p, n] : maps_)
     if (p)
       munmap(p, n);
@@ -339,8 +546,11 @@ std::unique_ptr<LoadedPlan> LoadedPlan::open(const std::string &path, int rank,
   if (!verifyPlan(lp->plan_, jerr))
     return fail("invalid plan: " + jerr);
   for (const Segment &s : lp->plan_.segments)
-    if (s.offset + s.size > h.dataSize)
+    if (s.file.empty() && s.offset + s.size > h.dataSize)
       return fail("segment '" + s.name + "' lies outside the data region");
+    else if (s.file.find('/') != std::string::npos || s.file == "..")
+      return fail("segment '" + s.name + "' names weight file '" + s.file +
+                  "' outside the plan's directory");
   lp->maps_.assign(lp->plan_.segments.size(), {nullptr, 0});
   lp->segBase_.assign(lp->plan_.segments.size(), nullptr);
   if (rank < 0)
@@ -357,7 +567,17 @@ std::unique_ptr<LoadedPlan> LoadedPlan::open(const std::string &path, int rank,
     if (!mine || s.size == 0)
       continue;
     uint64_t off = h.dataOffset + s.offset; // page aligned
-    void *p = mmap(nullptr, s.size, PROT_READ, MAP_PRIVATE, lp->fd_, off);
+    int fd = lp->fd_;
+    if (!s.file.empty()) {
+      // Per-rank weights: the rank's own file, checked against this plan.
+      std::string err;
+      fd = openWeights(dirName(path) + s.file, h.checksum, s, err);
+      if (fd < 0)
+        return fail(err);
+      lp->weightFds_.push_back(fd);
+      off = kPage + s.offset;
+    }
+    void *p = mmap(nullptr, s.size, PROT_READ, MAP_PRIVATE, fd, off);
     if (p == MAP_FAILED)
       return fail("cannot map segment '" + s.name +
                   "': " + std::strerror(errno));

@@ -13,6 +13,7 @@
 #include "moec/Analysis/Mesh.h"
 #include "moec/Analysis/Report.h"
 #include "moec/Analysis/ShardReport.h"
+#include "moec/Analysis/Weights.h"
 #include "moec/Conversion/KernelCodegen.h"
 #include "moec/Conversion/ToPlan.h"
 #include "moec/Import/OnnxImporter.h"
@@ -188,6 +189,25 @@ cl::opt<bool> emitWeights(
     cl::desc("Print weight blobs in full, so that the output parses back "
              "(default: blobs over 1 KiB are elided)"),
     cl::init(false), cl::cat(moecCat));
+cl::opt<uint64_t> lazyWeightsAbove(
+    "lazy-weights-above",
+    cl::desc("Weights of at least this many bytes that a pass restacks, "
+             "transposes or narrows are computed only while the plan is "
+             "written, never held whole (default 16 MiB)"),
+    cl::init(uint64_t(16) << 20), cl::cat(moecCat));
+cl::opt<bool> weightsPerRank(
+    "weights-per-rank",
+    cl::desc("Write each rank's weights to a file of its own next to the "
+             "plan (PLAN.rank-N.weights): a rank maps only its file"),
+    cl::init(false), cl::cat(moecCat));
+cl::opt<std::string> ranksOpt(
+    "ranks",
+    cl::desc("With --weights-per-rank: write only these ranks' weight files "
+             "(e.g. 0-7 or 0,2,4), to stage one node's shards"),
+    cl::init(""), cl::cat(moecCat));
+cl::opt<bool> progressOpt("progress",
+                          cl::desc("Report progress while writing weights"),
+                          cl::init(false), cl::cat(moecCat));
 cl::opt<int64_t> inlineLimit(
     "inline-constant-limit",
     cl::desc("Initializers with more elements become dense_resource blobs"),
@@ -230,6 +250,27 @@ void setPipelineOptions(moec::MoecPipelineOptions &opts,
 }
 } // namespace
 
+/// "0-7" or "0,2,4-5" into `out`; an error message when malformed or a
+/// rank is outside [0, world).
+static std::string parseRanks(StringRef spec, int64_t world,
+                              std::vector<int32_t> &out) {
+  SmallVector<StringRef> parts;
+  spec.split(parts, ',');
+  for (StringRef p : parts) {
+    auto [lo, hi] = p.trim().split('-');
+    int64_t a = 0, b = 0;
+    if (lo.getAsInteger(10, a) ||
+        (hi.empty() ? (b = a, false) : hi.getAsInteger(10, b)) || a > b)
+      return "expected ranks like 0-7 or 0,2,4";
+    if (a < 0 || b >= world)
+      return "rank " + std::to_string(a < 0 ? a : b) +
+             " is outside the plan's " + std::to_string(world) + " ranks";
+    for (int64_t r = a; r <= b; ++r)
+      out.push_back(int32_t(r));
+  }
+  return "";
+}
+
 int moecMain(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
   // --help: moec's flags and the MLIR ones registered below, not libLLVM's.
@@ -251,6 +292,11 @@ int moecMain(int argc, char **argv) {
     return fail("--dense-tp " + e);
   if (std::string e = moec::checkSequenceParallel(sequenceParallel); !e.empty())
     return fail("--sequence-parallel " + e);
+  moec::setLazyWeightThreshold(lazyWeightsAbove);
+  if ((weightsPerRank || !ranksOpt.empty()) && emit != EmitKind::Plan &&
+      !StringRef(outputFile).ends_with(".moeplan"))
+    return fail("--weights-per-rank and --ranks write plans: give -o "
+                "FILE.moeplan");
   if (tokenSplit != "auto" && tokenSplit != "model" && tokenSplit != "moe")
     return fail("--token-split '" + tokenSplit +
                 "': expected auto, model or moe");
@@ -322,6 +368,8 @@ int moecMain(int argc, char **argv) {
     auto out = openOutputFile(outputFile, &err);
     if (!out)
       return fail(err);
+    if (emitWeights && failed(moec::materializeLazyWeights(*module)))
+      return fail(inputFile + ": cannot print the weights");
     module->print(out->os(), flags);
     out->keep();
     return 0;
@@ -391,6 +439,8 @@ int moecMain(int argc, char **argv) {
     llvm::raw_string_ostream os(annotated);
     os << "// moec: annotated IR for --mesh " << mesh
        << " (global shapes, expert placement, all-to-alls)\n";
+    if (emitWeights && failed(moec::materializeLazyWeights(*module)))
+      return fail(inputFile + ": cannot print the weights");
     module->print(os, flags);
   }
   PassManager partPm(&ctx);
@@ -450,7 +500,22 @@ int moecMain(int argc, char **argv) {
       popts.cudaChip = cudaChip;
     if (failed(moec::buildPlan(*module, inputFile, popts, plan, data)))
       return fail(inputFile + ": cannot lower to a plan for --mesh " + mesh);
-    if (!moert::writePlan(outputFile, plan, data, err))
+    moert::WriteOptions wopts;
+    wopts.weightsPerRank = weightsPerRank || !ranksOpt.empty();
+    if (!ranksOpt.empty()) {
+      std::string e = parseRanks(ranksOpt, plan.worldSize(), wopts.ranks);
+      if (!e.empty())
+        return fail("--ranks '" + ranksOpt + "': " + e);
+    }
+    uint64_t nextReport = 0;
+    wopts.progress = [&](uint64_t done, uint64_t total) {
+      if (!progressOpt || done < nextReport)
+        return;
+      nextReport = done + (uint64_t(1) << 30);
+      llvm::errs() << "moec: wrote " << (done >> 20) << " of " << (total >> 20)
+                   << " MiB of weights\n";
+    };
+    if (!moert::writePlan(outputFile, plan, data, err, wopts))
       return fail(err);
     return 0;
   }
@@ -460,6 +525,8 @@ int moecMain(int argc, char **argv) {
   if (emit == EmitKind::ShardedMLIR)
     out->os() << annotated << "\n// -----\n// moec: per-rank program for "
               << "--mesh " << mesh << " (local shapes)\n";
+  if (emitWeights && failed(moec::materializeLazyWeights(*module)))
+    return fail(inputFile + ": cannot print the weights");
   module->print(out->os(), flags);
   out->keep();
   return 0;

@@ -20,6 +20,7 @@
 #include "moert/plan_generated.h"
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -33,7 +34,8 @@ namespace moert {
 /// Version 3: the CPU code's entry `kernel_N(void **args)` takes one array
 /// of pointers (version 2's took one pointer argument per operand, at most
 /// 10 of them).
-constexpr uint32_t kPlanVersion = 3;
+/// Version 4: segments may live in per-rank weight files (Segment::file).
+constexpr uint32_t kPlanVersion = 4;
 
 /// Element types (plan.fbs): f32, f16, bf16, i64, i32, u8.
 using DType = fb::DType;
@@ -59,6 +61,9 @@ struct Segment {
   uint64_t offset = 0; ///< from the start of the data region, 4096-aligned
   uint64_t size = 0;
   std::vector<int32_t> ranks;
+  /// Empty: in the plan file's data region. Else the name of a weight file
+  /// in the plan's directory whose data region holds it (per-rank weights).
+  std::string file;
 };
 
 /// input (filled from a model input, this rank's slice), output (gathered
@@ -204,16 +209,59 @@ struct Plan {
 /// `error` to a message naming the step or value.
 bool verifyPlan(const Plan &plan, std::string &error);
 
-/// The bytes of the data region, held by the writer until `writePlan`.
+/// The bytes of the data region until `writePlan` writes them: per segment,
+/// bytes held here, then pieces that are produced only while the plan is
+/// written (moec streams weights from the model's files that way, so that
+/// they are never all in memory).
 struct PlanData {
-  /// One buffer per segment of `Plan::segments` (same order).
+  /// Writes bytes [offset, offset + size) of a deferred piece to `dst`;
+  /// false with `error` set when they cannot be produced.
+  using Fill = std::function<bool(uint64_t offset, uint64_t size, char *dst,
+                                  std::string &error)>;
+  struct Deferred {
+    uint64_t offset = 0; ///< in the segment
+    uint64_t size = 0;
+    Fill fill;
+  };
+  /// One buffer per segment of `Plan::segments` (same order): the bytes
+  /// before the segment's first deferred piece.
   std::vector<std::vector<char>> segments;
+  /// Per segment (may be shorter than `segments`): pieces after those
+  /// bytes, in increasing offsets.
+  std::vector<std::vector<Deferred>> deferred;
+
+  /// Bytes in segment `seg`.
+  uint64_t segmentSize(size_t seg) const;
+  /// Appends `n` bytes (copied) to segment `seg` at the next 64-byte
+  /// aligned offset and returns that offset.
+  uint64_t append(size_t seg, const char *p, size_t n);
+  /// Appends a piece of `size` bytes made by `fill` when the plan is
+  /// written; returns its 64-byte aligned offset.
+  uint64_t appendDeferred(size_t seg, uint64_t size, Fill fill);
 };
 
-/// Writes `plan` and its data to `path` (segment offsets and sizes are
-/// filled in). Returns false and sets `error` on failure.
+/// How `writePlan` lays out the data region.
+struct WriteOptions {
+  /// Each rank's own segments go to a file of their own next to the plan,
+  /// `STEM.rank-N.weights` for plan `STEM.moeplan` (docs/plan-format.md):
+  /// a rank maps only its file, and no file holds the whole model.
+  bool weightsPerRank = false;
+  /// With weightsPerRank: write only these ranks' weight files (empty:
+  /// all), e.g. to stage one node's shards; the plan file is always
+  /// written.
+  std::vector<int32_t> ranks;
+  /// Called after each deferred piece with the data bytes written so far
+  /// and the total (progress, releasing memory).
+  std::function<void(uint64_t done, uint64_t total)> progress;
+};
+
+/// The weight file of `rank` for the plan at `planPath` (weightsPerRank).
+std::string rankWeightsPath(const std::string &planPath, int32_t rank);
+
+/// Writes `plan` and its data to `path` (segment offsets, sizes and files
+/// are filled in). Returns false and sets `error` on failure.
 bool writePlan(const std::string &path, Plan &plan, const PlanData &data,
-               std::string &error);
+               std::string &error, const WriteOptions &options = {});
 
 /// A plan file opened for one rank: the manifest parsed and verified, and
 /// the segments that rank needs mapped read-only (mmap), not copied.
@@ -239,6 +287,7 @@ public:
 private:
   Plan plan_;
   int fd_ = -1;
+  std::vector<int> weightFds_; ///< per-rank weight files opened
   std::vector<std::pair<void *, size_t>> maps_; ///< per segment (or null)
   std::vector<const char *> segBase_;
   uint64_t mappedBytes_ = 0;
