@@ -73,9 +73,19 @@ void findSharedExperts(moe::ExpertsOp ex, Layer &l) {
         continue;
       Value other = add.getDpsInputs()[0] == outs[i] ? add.getDpsInputs()[1]
                                                      : add.getDpsInputs()[0];
+      // The shared expert's own ops: marked ones and the views, weights
+      // and inits between them, not what computes its input (the slice
+      // would otherwise hold every earlier layer, and the residual add
+      // after this one would count their shared experts too).
       SetVector<Operation *> slice;
       BackwardSliceOptions opts;
       opts.inclusive = true;
+      opts.filter = [](Operation *op) {
+        return op->hasAttr("moe.shared_expert") ||
+               isa<arith::ConstantOp, tensor::EmptyOp, linalg::FillOp,
+                   linalg::TransposeOp, tensor::ReshapeOp, tensor::CastOp,
+                   tensor::CollapseShapeOp, tensor::ExpandShapeOp>(op);
+      };
       (void)getBackwardSlice(other, &slice, opts);
       bool any = false;
       for (Operation *op : slice) {

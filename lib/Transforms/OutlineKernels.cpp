@@ -6,7 +6,10 @@
 // slices and concatenations (attention's rotary halves) first become
 // linalg.generic copies, so that they are kernels too. The
 // kernels are what moec compiles to machine code (CPU) or PTX (CUDA) and
-// embeds in the plan; the calls become `kernel` steps.
+// embeds in the plan; the calls become `kernel` steps. Structurally
+// identical regions (every layer's norms, rotary halves, residual adds)
+// share one kernel, so that the code compiled grows with the number of
+// distinct regions, not with the number of layers.
 //
 //===----------------------------------------------------------------------===//
 
@@ -22,6 +25,7 @@
 #include "mlir/IR/IRMapping.h"
 #include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "mlir/Transforms/RegionUtils.h"
+#include "llvm/ADT/StringMap.h"
 
 namespace moec {
 #define GEN_PASS_DEF_MOEOUTLINEKERNELS
@@ -305,6 +309,7 @@ struct MoEOutlineKernelsPass
     if (failed(applyPatternsGreedily(module, std::move(patterns))))
       return signalPassFailure();
     int64_t next = 0;
+    kernels.clear();
     SmallVector<func::FuncOp> funcs;
     for (auto f : module.getOps<func::FuncOp>())
       if (!f->hasAttr("moe.kernel") && !f.isExternal())
@@ -316,7 +321,7 @@ struct MoEOutlineKernelsPass
             l && !keepsOwnStep(&op, batchMatmulSteps))
           targets.push_back(l);
       for (linalg::LinalgOp op : targets)
-        if (failed(outline(module, func, op, next++)))
+        if (failed(outline(module, func, op, next)))
           return signalPassFailure();
       // Inits recreated inside kernels may now be dead.
       bool erased = true;
@@ -334,8 +339,35 @@ struct MoEOutlineKernelsPass
     }
   }
 
+  /// The kernels made so far, by their text without their name (see
+  /// kernelKey).
+  llvm::StringMap<func::FuncOp> kernels;
+
+  /// `kernel` in generic form, without locations and with its name replaced
+  /// by a placeholder: two kernels with the same text compute the same
+  /// function of their arguments (same ops, types, attributes and
+  /// constants, same argument order).
+  static std::string kernelKey(func::FuncOp kernel) {
+    MLIRContext *ctx = kernel.getContext();
+    StringAttr name = kernel.getSymNameAttr();
+    kernel.setSymNameAttr(StringAttr::get(ctx, "kernel"));
+    std::string key;
+    llvm::raw_string_ostream os(key);
+    // Local scope: printing a nested op would otherwise number the values
+    // of the whole module (quadratic in the number of kernels).
+    kernel->print(os, OpPrintingFlags()
+                          .printGenericOpForm()
+                          .useLocalScope()
+                          .assumeVerified()
+                          .enableDebugInfo(false));
+    kernel.setSymNameAttr(name);
+    return key;
+  }
+
+  /// Outlines `op` into a new kernel `kernel_<next>` (then increments
+  /// `next`), or into the kernel made earlier for an identical region.
   LogicalResult outline(ModuleOp module, func::FuncOp func, linalg::LinalgOp op,
-                        int64_t index) {
+                        int64_t &next) {
     // Arguments: the op's inputs, inits that cannot be recreated and the
     // tensors the body reads, each once.
     llvm::SetVector<Value> args, constants;
@@ -348,7 +380,7 @@ struct MoEOutlineKernelsPass
     SmallVector<Type> argTypes;
     for (Value v : args)
       argTypes.push_back(v.getType());
-    std::string name = "kernel_" + std::to_string(index);
+    std::string name = "kernel_" + std::to_string(next);
     auto kernel =
         func::FuncOp::create(b, op.getLoc(), name,
                              b.getFunctionType(argTypes, op->getResultTypes()));
@@ -375,6 +407,13 @@ struct MoEOutlineKernelsPass
     }
     Operation *clone = b.clone(*op, map);
     func::ReturnOp::create(b, op.getLoc(), clone->getResults());
+    auto [it, added] = kernels.try_emplace(kernelKey(kernel), kernel);
+    if (added) {
+      ++next;
+    } else {
+      kernel.erase();
+      kernel = it->second;
+    }
 
     b.setInsertionPoint(op);
     auto call =

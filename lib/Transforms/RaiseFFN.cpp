@@ -304,17 +304,15 @@ FailureOr<ExpertFFN> matchFFN(Value v, std::string &why) {
 
 namespace {
 
-/// The [K, N] matrix a WeightRef denotes for expert `e`, as raw bytes.
-FailureOr<std::vector<char>> realize(WeightRef w, int64_t e,
+/// The [K, N] matrix a WeightRef denotes for expert `e`, as raw bytes;
+/// `all` holds the bytes of `w.src` (constantBytes).
+FailureOr<std::vector<char>> realize(WeightRef w, int64_t e, ArrayRef<char> all,
                                      SmallVectorImpl<int64_t> &shape) {
-  FailureOr<std::vector<char>> all = constantBytes(w.src);
-  if (failed(all))
-    return failure();
   auto t = cast<RankedTensorType>(w.src.getType());
   unsigned eb = t.getElementTypeBitWidth() / 8;
   int64_t rows = t.getDimSize(t.getRank() - 2),
           cols = t.getDimSize(t.getRank() - 1);
-  const char *base = all->data();
+  const char *base = all.data();
   if (w.stacked) {
     if (e >= t.getDimSize(0))
       return failure();
@@ -398,8 +396,19 @@ FailureOr<Value> stack(OpBuilder &b, Location loc,
   }
   std::vector<char> all;
   SmallVector<int64_t> shape, first;
+  // The experts of a batched layer are slabs of one [E, K, N] constant:
+  // read it once, not once per expert (E times its size per layer).
+  arith::ConstantOp read;
+  std::vector<char> src;
   for (auto &[e, w] : parts) {
-    FailureOr<std::vector<char>> bytes = realize(w, e, shape);
+    if (w.src != read) {
+      FailureOr<std::vector<char>> bytes = constantBytes(w.src);
+      if (failed(bytes))
+        return failure();
+      read = w.src;
+      src = std::move(*bytes);
+    }
+    FailureOr<std::vector<char>> bytes = realize(w, e, src, shape);
     if (failed(bytes) || (!first.empty() && shape != first))
       return failure();
     first = shape;

@@ -124,14 +124,17 @@ func.func @main(%q: tensor<2x3x4xf32>, %kt: tensor<2x4x3xf32>, %v: tensor<2x3x4x
 // that the last layer's kernels recomputed every earlier sum and took every
 // earlier layer's output (a kernel's operands grew with the layers). Each
 // shared sum is a kernel of its own (the last, read once, fuses into its
-// reader), and no kernel takes more than two tensors.
+// reader), and no kernel takes more than two tensors. Every layer's sum and
+// norm are the same kernel, called once per layer.
 // CHECK-LABEL: func.func @main
 // CHECK: %[[H1:.*]] = call @kernel_0(%arg0, %arg1) :
 // CHECK: %[[N1:.*]] = call @kernel_1(%[[H1]]) :
-// CHECK: %[[H2:.*]] = call @kernel_2(%[[H1]], %arg2) :
-// CHECK: %[[N2:.*]] = call @kernel_3(%[[H2]]) :
-// CHECK: %[[N3:.*]] = call @kernel_4(%[[H2]], %arg3) :
+// CHECK: %[[H2:.*]] = call @kernel_0(%[[H1]], %arg2) :
+// CHECK: %[[N2:.*]] = call @kernel_1(%[[H2]]) :
+// CHECK: %[[N3:.*]] = call @kernel_2(%[[H2]], %arg3) :
 // CHECK-NEXT: return %[[N1]], %[[N2]], %[[N3]]
+// CHECK-COUNT-3: func.func @kernel_
+// CHECK-NOT: func.func
 #id2 = affine_map<(d0, d1) -> (d0, d1)>
 func.func @main(%x: tensor<4x8xf32>, %a: tensor<4x8xf32>, %b: tensor<4x8xf32>, %c: tensor<4x8xf32>) -> (tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>) {
   %e = tensor.empty() : tensor<4x8xf32>
@@ -197,4 +200,85 @@ func.func @main(%x: tensor<4x8xf32>) -> (tensor<4x4xf32>, tensor<4x4xf32>) {
     linalg.yield %r : f32
   } -> tensor<4x4xf32>
   return %exp, %neg : tensor<4x4xf32>, tensor<4x4xf32>
+}
+
+// -----
+
+// Identical regions share one kernel; regions that differ in a constant,
+// a shape, an op or in which operands they read do not.
+// CHECK-LABEL: func.func @main
+// exp(x) and exp(y): one kernel, called twice.
+// CHECK: %[[E1:.*]] = call @kernel_0(%arg0) : (tensor<4x8xf32>) -> tensor<4x8xf32>
+// CHECK: %[[E2:.*]] = call @kernel_0(%arg1) : (tensor<4x8xf32>) -> tensor<4x8xf32>
+// x * 2 and y * 3: the constant is part of the kernel.
+// CHECK: %[[T2:.*]] = call @kernel_1(%arg0) :
+// CHECK: %[[T3:.*]] = call @kernel_2(%arg1) :
+// y * 2 again: the first one's kernel.
+// CHECK: %[[T2B:.*]] = call @kernel_1(%arg1) :
+// exp of a 2x8 tensor: another shape.
+// CHECK: %[[E3:.*]] = call @kernel_3(%arg2) : (tensor<2x8xf32>) -> tensor<2x8xf32>
+// x * x (one argument) and x * y (two).
+// CHECK: %[[SQ:.*]] = call @kernel_4(%arg0) :
+// CHECK: %[[XY:.*]] = call @kernel_5(%arg0, %arg1) :
+// CHECK: return %[[E1]], %[[E2]], %[[T2]], %[[T3]], %[[T2B]], %[[E3]], %[[SQ]], %[[XY]]
+// CHECK: func.func @kernel_0(
+// CHECK: math.exp
+// CHECK: func.func @kernel_1(
+// CHECK: arith.constant 2.000000e+00 : f32
+// CHECK: func.func @kernel_2(
+// CHECK: arith.constant 3.000000e+00 : f32
+// CHECK: func.func @kernel_3(%{{.*}}: tensor<2x8xf32>)
+// CHECK: math.exp
+// CHECK: func.func @kernel_4(%{{.*}}: tensor<4x8xf32>)
+// CHECK: arith.mulf
+// CHECK: func.func @kernel_5(%{{.*}}: tensor<4x8xf32>, %{{.*}}: tensor<4x8xf32>)
+// CHECK: arith.mulf
+// CHECK-NOT: func.func
+#id4 = affine_map<(d0, d1) -> (d0, d1)>
+func.func @main(%x: tensor<4x8xf32>, %y: tensor<4x8xf32>, %z: tensor<2x8xf32>) -> (tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<2x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>) {
+  %e = tensor.empty() : tensor<4x8xf32>
+  %c2 = arith.constant 2.0 : f32
+  %c3 = arith.constant 3.0 : f32
+  %ex = linalg.generic {indexing_maps = [#id4, #id4], iterator_types = ["parallel", "parallel"]} ins(%x : tensor<4x8xf32>) outs(%e : tensor<4x8xf32>) {
+  ^bb0(%p: f32, %o: f32):
+    %r = math.exp %p : f32
+    linalg.yield %r : f32
+  } -> tensor<4x8xf32>
+  %ey = linalg.generic {indexing_maps = [#id4, #id4], iterator_types = ["parallel", "parallel"]} ins(%y : tensor<4x8xf32>) outs(%e : tensor<4x8xf32>) {
+  ^bb0(%p: f32, %o: f32):
+    %r = math.exp %p : f32
+    linalg.yield %r : f32
+  } -> tensor<4x8xf32>
+  %x2 = linalg.generic {indexing_maps = [#id4, #id4], iterator_types = ["parallel", "parallel"]} ins(%x : tensor<4x8xf32>) outs(%e : tensor<4x8xf32>) {
+  ^bb0(%p: f32, %o: f32):
+    %r = arith.mulf %p, %c2 : f32
+    linalg.yield %r : f32
+  } -> tensor<4x8xf32>
+  %y3 = linalg.generic {indexing_maps = [#id4, #id4], iterator_types = ["parallel", "parallel"]} ins(%y : tensor<4x8xf32>) outs(%e : tensor<4x8xf32>) {
+  ^bb0(%p: f32, %o: f32):
+    %r = arith.mulf %p, %c3 : f32
+    linalg.yield %r : f32
+  } -> tensor<4x8xf32>
+  %y2 = linalg.generic {indexing_maps = [#id4, #id4], iterator_types = ["parallel", "parallel"]} ins(%y : tensor<4x8xf32>) outs(%e : tensor<4x8xf32>) {
+  ^bb0(%p: f32, %o: f32):
+    %r = arith.mulf %p, %c2 : f32
+    linalg.yield %r : f32
+  } -> tensor<4x8xf32>
+  %ez = tensor.empty() : tensor<2x8xf32>
+  %expz = linalg.generic {indexing_maps = [#id4, #id4], iterator_types = ["parallel", "parallel"]} ins(%z : tensor<2x8xf32>) outs(%ez : tensor<2x8xf32>) {
+  ^bb0(%p: f32, %o: f32):
+    %r = math.exp %p : f32
+    linalg.yield %r : f32
+  } -> tensor<2x8xf32>
+  %sq = linalg.generic {indexing_maps = [#id4, #id4, #id4], iterator_types = ["parallel", "parallel"]} ins(%x, %x : tensor<4x8xf32>, tensor<4x8xf32>) outs(%e : tensor<4x8xf32>) {
+  ^bb0(%p: f32, %q: f32, %o: f32):
+    %r = arith.mulf %p, %q : f32
+    linalg.yield %r : f32
+  } -> tensor<4x8xf32>
+  %xy = linalg.generic {indexing_maps = [#id4, #id4, #id4], iterator_types = ["parallel", "parallel"]} ins(%x, %y : tensor<4x8xf32>, tensor<4x8xf32>) outs(%e : tensor<4x8xf32>) {
+  ^bb0(%p: f32, %q: f32, %o: f32):
+    %r = arith.mulf %p, %q : f32
+    linalg.yield %r : f32
+  } -> tensor<4x8xf32>
+  return %ex, %ey, %x2, %y3, %y2, %expz, %sq, %xy : tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<2x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>
 }

@@ -324,9 +324,17 @@ int moecMain(int argc, char **argv) {
     return success();
   });
 
+  // --mlir-timing: one report for the whole compile (import, the three
+  // pass pipelines, the plan with its kernel code).
+  DefaultTimingManager tm;
+  applyDefaultTimingManagerCLOptions(tm);
+  TimingScope timing = tm.getRootScope();
+
   std::string err;
+  TimingScope importTiming = timing.nest("Import");
   OwningOpRef<ModuleOp> module =
       moec::importOnnxFile(ctx, inputFile, opts, err);
+  importTiming.stop();
   if (!module)
     return fail(err);
 
@@ -337,7 +345,7 @@ int moecMain(int argc, char **argv) {
   PassManager pm(&ctx);
   if (failed(applyPassManagerCLOptions(pm)))
     return fail("bad pass-manager options");
-  applyDefaultTimingPassManagerCLOptions(pm);
+  pm.enableTiming(timing);
   moec::buildImportCleanupPipeline(pm, pipelineOpts);
   if (failed(pm.run(*module)))
     return fail(inputFile + ": the compilation pipeline failed");
@@ -427,6 +435,7 @@ int moecMain(int argc, char **argv) {
   PassManager shardPm(&ctx);
   if (failed(applyPassManagerCLOptions(shardPm)))
     return fail("bad pass-manager options");
+  shardPm.enableTiming(timing);
   setPipelineOptions(pipelineOpts, mesh);
   moec::buildShardPipeline(shardPm, pipelineOpts);
   if (failed(shardPm.run(*module)))
@@ -446,13 +455,16 @@ int moecMain(int argc, char **argv) {
   PassManager partPm(&ctx);
   if (failed(applyPassManagerCLOptions(partPm)))
     return fail("bad pass-manager options");
+  partPm.enableTiming(timing);
   moec::buildLowerPipeline(partPm, pipelineOpts);
   if (failed(partPm.run(*module)))
     return fail(inputFile + ": partitioning for --mesh " + mesh + " failed");
 
   moec::ShardReport rep;
-  if (memLimit > 0 || report != ReportKind::None)
+  if (memLimit > 0 || report != ReportKind::None) {
+    TimingScope t = timing.nest("Report");
     rep = moec::computeShardReport(*module);
+  }
   if (memLimit > 0) {
     for (const moec::RankMemory &m : rep.ranks)
       if (m.weightBytes + m.activationBytes > memLimit)
@@ -498,6 +510,7 @@ int moecMain(int argc, char **argv) {
     moec::PlanOptions popts;
     if (target == "cuda")
       popts.cudaChip = cudaChip;
+    TimingScope planTiming = timing.nest("Plan (kernel code, weights)");
     if (failed(moec::buildPlan(*module, inputFile, popts, plan, data)))
       return fail(inputFile + ": cannot lower to a plan for --mesh " + mesh);
     moert::WriteOptions wopts;
@@ -515,6 +528,8 @@ int moecMain(int argc, char **argv) {
       llvm::errs() << "moec: wrote " << (done >> 20) << " of " << (total >> 20)
                    << " MiB of weights\n";
     };
+    planTiming.stop();
+    TimingScope writeTiming = timing.nest("Write the plan");
     if (!moert::writePlan(outputFile, plan, data, err, wopts))
       return fail(err);
     return 0;

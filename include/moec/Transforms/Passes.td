@@ -249,7 +249,11 @@ def MoEOutlineKernels : Pass<"moe-outline-kernels", "mlir::ModuleOp"> {
   let description = [{
     Every linalg op of the per-rank program except matmuls (and the zero
     fills that initialise them) moves into its own `func.func @kernel_N`
-    marked `moe.kernel`, replaced by a `func.call`. Elementwise producers
+    marked `moe.kernel`, replaced by a `func.call`; structurally identical
+    regions (the same ops, types, attributes and constants reading their
+    arguments in the same order: every layer's norms and residual adds)
+    share one kernel, so that moec compiles each distinct kernel once.
+    Elementwise producers
     are first fused into their linalg.generic consumers (upstream fusion
     patterns, without reshape propagation, which would turn matmuls into
     generics), so that each kernel is a fused region: a producer only into
