@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "GraphImporter.h"
+#include "ShapeHelpers.h"
 
 #include "moec/Dialect/MoE/MoEOps.h"
 
@@ -156,44 +157,105 @@ static LogicalResult importScatterElements(GraphImporter &gi) {
   return success();
 }
 
-/// ScatterND that overwrites a run of consecutive rows (dim 0) given by
-/// constant indices, as torch's exporter writes a slice assignment
-/// (`q[..., :n] = a; q[..., n:] = b` after moving the sliced dim to the
-/// front): the kept rows of data and the updates, concatenated along dim 0.
-/// Sharding and the plan take slices and concatenations (a moe.scatter_nd
-/// only runs in moe-eval). Null when the node is not of that form.
-static Value scatterRowsAsConcat(GraphImporter &gi, moe::Reduction red,
-                                 int64_t q) {
-  RankedTensorType data = gi.inputType(0), idx = gi.inputType(1),
-                   upd = gi.inputType(2);
-  const HostTensor *ic = gi.inputConst(1);
-  if (red != moe::Reduction::none || q != 1 || idx.getRank() != 2 || !ic ||
-      !data.hasStaticShape() || !upd.hasStaticShape() || ic->size() == 0)
-    return {};
-  int64_t rows = data.getDimSize(0), n = ic->size();
-  auto row = [&](int64_t k) {
-    int64_t r = ic->asInt(size_t(k));
-    return r < 0 ? r + rows : r;
-  };
-  int64_t first = row(0);
-  if (first < 0 || first + n > rows)
-    return {};
-  for (int64_t k = 1; k < n; ++k)
-    if (row(k) != first + k)
-      return {};
+/// `data` with the box at `start`/`size` replaced by `box` (a tensor of the
+/// box's shape), within the part of data that is already the box's in the
+/// dims before `d` and whole in the others: along the first dim from `d` on
+/// that the box does not cover whole, slices of data before and after the
+/// box joined with the box's part (built the same way from the next dim) by
+/// tensor.concat.
+static Value insertBox(GraphImporter &gi, Value data, Value box,
+                       ArrayRef<int64_t> start, ArrayRef<int64_t> size,
+                       size_t d) {
+  auto t = cast<RankedTensorType>(data.getType());
+  while (d < start.size() && start[d] == 0 && size[d] == t.getDimSize(d))
+    ++d;
+  if (d == start.size())
+    return box;
   OpBuilder &b = gi.builder();
-  SmallVector<Value> pieces;
-  auto keep = [&](int64_t from, int64_t count) {
-    if (count > 0)
-      pieces.push_back(sliceAxis(gi, gi.input(0), 0, b.getIndexAttr(from),
-                                 b.getIndexAttr(count), 1));
+  int64_t end = start[d] + size[d], rest = t.getDimSize(d) - end;
+  // The part of data with dims before d in the box and dim d in [from,
+  // from + count).
+  auto slice = [&](int64_t from, int64_t count) -> Value {
+    SmallVector<int64_t> offsets(t.getRank(), 0), sizes(t.getShape()),
+        steps(t.getRank(), 1);
+    for (size_t j = 0; j < d; ++j) {
+      offsets[j] = start[j];
+      sizes[j] = size[j];
+    }
+    offsets[d] = from;
+    sizes[d] = count;
+    return tensor::ExtractSliceOp::create(
+        b, gi.loc(), data, getAsIndexOpFoldResult(gi.ctx(), offsets),
+        getAsIndexOpFoldResult(gi.ctx(), sizes),
+        getAsIndexOpFoldResult(gi.ctx(), steps));
   };
-  keep(0, first);
-  pieces.push_back(gi.input(2));
-  keep(first + n, rows - first - n);
-  if (pieces.size() == 1)
-    return pieces[0];
-  return tensor::ConcatOp::create(b, gi.loc(), 0, pieces);
+  SmallVector<Value> pieces;
+  if (start[d] > 0)
+    pieces.push_back(slice(0, start[d]));
+  pieces.push_back(insertBox(gi, data, box, start, size, d + 1));
+  if (rest > 0)
+    pieces.push_back(slice(end, rest));
+  return tensor::ConcatOp::create(b, gi.loc(), d, pieces);
+}
+
+/// ScatterND whose constant indices name, in row-major order, every
+/// position of a box of data's first q dims (consecutive indices in each
+/// dim), as torch's exporters write a slice assignment (`x[..., a:b] = y`:
+/// one index tuple per element of the box, or one per row after moving the
+/// sliced dim to the front): the updates reshaped to the box, put in place
+/// by slices of data and concatenations (insertBox). Sharding and the plan
+/// take those; a moe.scatter_nd only runs in moe-eval. Null when the node
+/// is not of that form.
+static Value scatterBoxAsSlices(GraphImporter &gi, moe::Reduction red,
+                                int64_t q) {
+  RankedTensorType data = gi.inputType(0), upd = gi.inputType(2);
+  const HostTensor *ic = gi.inputConst(1);
+  if (red != moe::Reduction::none || q < 1 || !ic || ic->size() == 0 ||
+      !data.hasStaticShape() || !upd.hasStaticShape())
+    return {};
+  int64_t n = ic->size() / q;
+  auto at = [&](int64_t k, int64_t j) {
+    int64_t i = ic->asInt(size_t(k * q + j)), dim = data.getDimSize(j);
+    return i < 0 ? i + dim : i;
+  };
+  // The box: from the first tuple to the largest index in each dim.
+  SmallVector<int64_t> start(q), size(q, 1);
+  for (int64_t j = 0; j < q; ++j)
+    start[j] = at(0, j);
+  for (int64_t k = 0; k < n; ++k)
+    for (int64_t j = 0; j < q; ++j) {
+      int64_t i = at(k, j);
+      if (i < 0 || i < start[j] || i >= data.getDimSize(j))
+        return {};
+      size[j] = std::max(size[j], i - start[j] + 1);
+    }
+  int64_t count = 1;
+  for (int64_t s : size)
+    count *= s;
+  if (count != n)
+    return {};
+  // Tuple k must be start + (k unravelled over the box's sizes): then the
+  // tuples are the box's positions, each once, in row-major order.
+  SmallVector<int64_t> pos(q, 0);
+  for (int64_t k = 0; k < n; ++k) {
+    for (int64_t j = 0; j < q; ++j)
+      if (at(k, j) != start[j] + pos[j])
+        return {};
+    for (int64_t j = q - 1; j >= 0 && ++pos[j] == size[j]; --j)
+      pos[j] = 0;
+  }
+  SmallVector<int64_t> boxShape(size);
+  llvm::append_range(boxShape, data.getShape().drop_front(q));
+  int64_t gridRank = upd.getRank() - (data.getRank() - q), grid = 1;
+  for (int64_t s : upd.getShape().take_front(gridRank))
+    grid *= s;
+  if (grid != n ||
+      upd.getShape().drop_front(gridRank) != data.getShape().drop_front(q))
+    return {};
+  Value box = gi.input(2);
+  if (upd.getShape() != ArrayRef<int64_t>(boxShape))
+    box = reshapeTo(gi, box, boxShape, {});
+  return insertBox(gi, gi.input(0), box, start, size, 0);
 }
 
 static LogicalResult importScatterND(GraphImporter &gi) {
@@ -218,7 +280,7 @@ static LogicalResult importScatterND(GraphImporter &gi) {
   if (upd.getElementType() != data.getElementType())
     return gi.fail("updates and data have different element types");
   OpBuilder &b = gi.builder();
-  if (Value v = scatterRowsAsConcat(gi, *red, q)) {
+  if (Value v = scatterBoxAsSlices(gi, *red, q)) {
     gi.setOutput(0, v);
     return success();
   }
