@@ -100,11 +100,23 @@ private:
   struct Run {
     int64_t src;
     uint64_t len;
+    bool operator<(const Run &o) const {
+      return src < o.src || (src == o.src && len < o.len);
+    }
   };
   /// Constants of at least this many bytes are read while the plan is
   /// written; smaller ones copied when lowered.
   static constexpr uint64_t kDeferBytes = uint64_t(1) << 20;
   uint64_t appendRuns(int32_t segment, Attribute attr, std::vector<Run> runs);
+  /// Sets constant `id`'s data: rank r's bytes are `runs[r]` of `attr`
+  /// (`bytes` each), stored once per group of ranks with the same runs.
+  LogicalResult appendPerRank(int32_t id, Attribute attr,
+                              std::vector<std::vector<Run>> runs,
+                              uint64_t bytes);
+  /// The segment the ranks `ranks` (sorted) map: a rank's own, the shared
+  /// one (every rank), or one made for the group.
+  int32_t segmentFor(const std::vector<int32_t> &ranks);
+  std::map<std::vector<int32_t>, int32_t> groupSegment;
   void planMemory(func::FuncOp func);
 
   ModuleOp module;
@@ -188,6 +200,46 @@ uint64_t PlanBuilder::appendData(int32_t segment, ArrayRef<char> bytes) {
 /// Small results are copied now; larger ones are read from the constant
 /// (a mapped file, a lazy weight) only while the plan is written, in
 /// windows, so that no weight is ever held whole (moec/Analysis/Weights.h).
+int32_t PlanBuilder::segmentFor(const std::vector<int32_t> &ranks) {
+  if (ranks.size() == 1)
+    return 1 + ranks[0];
+  if (int64_t(ranks.size()) == spec.worldSize())
+    return 0;
+  auto [it, fresh] = groupSegment.try_emplace(ranks, 0);
+  if (fresh) {
+    it->second = int32_t(plan.segments.size());
+    moert::Segment seg;
+    seg.name = "group" + std::to_string(groupSegment.size() - 1);
+    seg.ranks = ranks;
+    plan.segments.push_back(seg);
+    data.segments.resize(plan.segments.size());
+  }
+  return it->second;
+}
+
+LogicalResult PlanBuilder::appendPerRank(int32_t id, Attribute attr,
+                                         std::vector<std::vector<Run>> runs,
+                                         uint64_t bytes) {
+  // Ranks that hold the same bytes (the data-parallel replicas of an
+  // expert-parallel slice) share one copy in a segment they all map.
+  std::map<std::vector<Run>, std::vector<int32_t>> groups;
+  for (size_t r = 0; r < runs.size(); ++r)
+    groups[runs[r]].push_back(int32_t(r));
+  std::vector<moert::DataRef> refs(runs.size());
+  for (auto &[key, ranks] : groups) {
+    moert::DataRef ref;
+    ref.segment = segmentFor(ranks);
+    ref.offset = appendRuns(ref.segment, attr, key);
+    ref.bytes = bytes;
+    if (ref.offset == uint64_t(-1))
+      return failure();
+    for (int32_t r : ranks)
+      refs[size_t(r)] = ref;
+  }
+  plan.values[id].data = std::move(refs);
+  return success();
+}
+
 uint64_t PlanBuilder::appendRuns(int32_t segment, Attribute attr,
                                  std::vector<Run> runs) {
   // Adjacent runs merge.
@@ -316,6 +368,7 @@ LogicalResult PlanBuilder::addLocalWeights(moe::LocalWeightsOp op) {
   SmallVector<int64_t> gs = strides(in.getShape()),
                        ls = strides(out.getShape());
   int64_t localElems = out.getNumElements();
+  std::vector<std::vector<Run>> perRank;
   for (int64_t r = 0; r < world; ++r) {
     SmallVector<int64_t> coords = spec.coords(r);
     int64_t epc = groupIndex(spec, coords, op.getEpAxes());
@@ -346,14 +399,11 @@ LogicalResult PlanBuilder::addLocalWeights(moe::LocalWeightsOp op) {
       }
       runs.push_back({int64_t(g * elt), uint64_t(run * elt)});
     }
-    moert::DataRef ref;
-    ref.segment = 1 + r;
-    ref.offset = appendRuns(1 + r, attr, std::move(runs));
-    ref.bytes = uint64_t(localElems) * elt;
-    if (ref.offset == uint64_t(-1))
-      return op.emitError("plan lowering: the weights' data is not readable");
-    plan.values[id].data.push_back(ref);
+    perRank.push_back(std::move(runs));
   }
+  if (failed(appendPerRank(id, attr, std::move(perRank),
+                           uint64_t(localElems) * elt)))
+    return op.emitError("plan lowering: the weights' data is not readable");
   return success();
 }
 
@@ -377,19 +427,17 @@ LogicalResult PlanBuilder::addTpSlice(moe::TpSliceOp op) {
     inner *= in.getDimSize(d);
   int64_t blockBytes = out.getDimSize(dim) * inner * elt;
   int64_t rowBytes = in.getDimSize(dim) * inner * elt;
+  std::vector<std::vector<Run>> perRank;
   for (int64_t r = 0; r < spec.worldSize(); ++r) {
     int64_t coord = groupIndex(spec, spec.coords(r), op.getGridAxes());
     std::vector<Run> runs;
     for (int64_t o = 0; o < outer; ++o)
       runs.push_back({o * rowBytes + coord * blockBytes, uint64_t(blockBytes)});
-    moert::DataRef ref;
-    ref.segment = 1 + r;
-    ref.offset = appendRuns(1 + r, attr, std::move(runs));
-    ref.bytes = uint64_t(outer * blockBytes);
-    if (ref.offset == uint64_t(-1))
-      return op.emitError("plan lowering: the weights' data is not readable");
-    plan.values[id].data.push_back(ref);
+    perRank.push_back(std::move(runs));
   }
+  if (failed(appendPerRank(id, attr, std::move(perRank),
+                           uint64_t(outer * blockBytes))))
+    return op.emitError("plan lowering: the weights' data is not readable");
   return success();
 }
 

@@ -262,13 +262,20 @@ uint64_t PlanData::appendDeferred(size_t seg, uint64_t size, Fill fill) {
   return off;
 }
 
-std::string moert::rankWeightsPath(const std::string &planPath, int32_t rank) {
+namespace {
+/// STEM.TAG.weights for plan STEM.moeplan.
+std::string weightsPath(const std::string &planPath, const std::string &tag) {
   std::string stem = planPath;
   const std::string ext = ".moeplan";
   if (stem.size() > ext.size() &&
       stem.compare(stem.size() - ext.size(), ext.size(), ext) == 0)
     stem.resize(stem.size() - ext.size());
-  return stem + ".rank-" + std::to_string(rank) + ".weights";
+  return stem + "." + tag + ".weights";
+}
+} // namespace
+
+std::string moert::rankWeightsPath(const std::string &planPath, int32_t rank) {
+  return weightsPath(planPath, "rank-" + std::to_string(rank));
 }
 
 namespace {
@@ -278,7 +285,7 @@ namespace {
 struct WeightsHeader {
   char magic[8];
   uint32_t version;
-  int32_t rank;
+  int32_t rank; ///< -1: a segment a group of ranks shares
   uint64_t checksum;
   uint64_t dataSize;
   uint64_t reserved[4];
@@ -361,13 +368,19 @@ bool moert::writePlan(const std::string &path, Plan &plan, const PlanData &data,
   // Which file each segment goes to: the plan's data region, or (per-rank
   // weights) the weight file of its one rank.
   std::map<std::string, std::vector<size_t>> files; // "" = the plan file
-  std::map<std::string, int32_t> fileRank;
+  std::map<std::string, std::vector<int32_t>> fileRanks;
+  int groups = 0;
   for (size_t i = 0; i < plan.segments.size(); ++i) {
     Segment &s = plan.segments[i];
     s.file.clear();
-    if (options.weightsPerRank && s.ranks.size() == 1) {
-      s.file = baseName(rankWeightsPath(path, s.ranks[0]));
-      fileRank[s.file] = s.ranks[0];
+    if (options.weightsPerRank && !s.ranks.empty()) {
+      // A rank's own segment, or one a group of ranks shares (the
+      // data-parallel replicas of an expert-parallel slice).
+      s.file = baseName(
+          s.ranks.size() == 1
+              ? rankWeightsPath(path, s.ranks[0])
+              : weightsPath(path, "group-" + std::to_string(groups++)));
+      fileRanks[s.file] = s.ranks;
     }
     files[s.file].push_back(i);
   }
@@ -415,11 +428,14 @@ bool moert::writePlan(const std::string &path, Plan &plan, const PlanData &data,
   for (auto &[file, segs] : files) {
     if (file.empty())
       continue;
-    int32_t rank = fileRank[file];
-    if (!options.ranks.empty() &&
-        std::find(options.ranks.begin(), options.ranks.end(), rank) ==
-            options.ranks.end())
-      continue;
+    const std::vector<int32_t> &ranks = fileRanks[file];
+    bool wanted = options.ranks.empty();
+    for (int32_t r : ranks)
+      wanted |= std::find(options.ranks.begin(), options.ranks.end(), r) !=
+                options.ranks.end();
+    if (!wanted || fileSize[file] == 0)
+      continue; // not asked for, or nothing in it (never opened)
+    int32_t rank = ranks.size() == 1 ? ranks[0] : -1;
     std::string wpath = dirName(path) + file;
     std::ofstream f(wpath, std::ios::binary | std::ios::trunc);
     if (!f) {

@@ -243,12 +243,14 @@ struct PlanData {
 /// How `writePlan` lays out the data region.
 struct WriteOptions {
   /// Each rank's own segments go to a file of their own next to the plan,
-  /// `STEM.rank-N.weights` for plan `STEM.moeplan` (docs/plan-format.md):
-  /// a rank maps only its file, and no file holds the whole model.
+  /// `STEM.rank-N.weights` for plan `STEM.moeplan`, and a segment a group
+  /// of ranks shares (data-parallel replicas) to `STEM.group-K.weights`
+  /// (docs/plan-format.md): a rank maps only its files, and no file holds
+  /// the whole model.
   bool weightsPerRank = false;
-  /// With weightsPerRank: write only these ranks' weight files (empty:
-  /// all), e.g. to stage one node's shards; the plan file is always
-  /// written.
+  /// With weightsPerRank: write only the weight files these ranks map
+  /// (empty: all), e.g. to stage one node's shards; the plan file is
+  /// always written.
   std::vector<int32_t> ranks;
   /// Called after each deferred piece with the data bytes written so far
   /// and the total (progress, releasing memory).
