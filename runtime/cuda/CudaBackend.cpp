@@ -23,6 +23,7 @@
 
 #include "CudaBackendImpl.h"
 
+#include <cstdio>
 #include <cstdlib>
 #include <exception>
 #include <mutex>
@@ -169,6 +170,10 @@ void CudaBackend::uploadConstants(ExecContext &ctx) {
     total += (v.byteSize() + 255) / 256 * 256;
   }
   char *base = consts_.ensure(total, stream_);
+  // Large weights take a while to stage from the mapped plan (pageable
+  // memory, read from disk on first touch): progress every 4 GiB.
+  const uint64_t kReport = uint64_t(4) << 30;
+  uint64_t done = 0, nextReport = kReport;
   for (const Value &v : p.values) {
     const void *src =
         v.kind == ValueKind::constant ? ctx.loaded().constantData(v) : nullptr;
@@ -181,6 +186,14 @@ void CudaBackend::uploadConstants(ExecContext &ctx) {
       MOERT_CUDA_CHECK(cudaMemcpyAsync(constPtr_[size_t(v.id)], src,
                                        v.byteSize(), cudaMemcpyHostToDevice,
                                        stream_));
+    done += v.byteSize();
+    if (total >= kReport && done >= nextReport) {
+      std::fprintf(stderr,
+                   "moe-run: rank %d: %.1f of %.1f GiB of weights "
+                   "on the GPU\n",
+                   rank_, double(done) / (1 << 30), double(total) / (1 << 30));
+      nextReport += kReport;
+    }
   }
   MOERT_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
