@@ -1,7 +1,8 @@
 //===- ImportElementwise.cpp - element-wise ONNX ops ----------------------===//
 //
-// Add Sub Mul Div Pow Sqrt Neg Exp Erf Tanh Sigmoid Relu Sin Cos Equal Less
-// Greater LessOrEqual GreaterOrEqual Not And Where Cast Clip: one
+// Add Sub Mul Div Pow Sqrt Neg Exp Erf Tanh Sigmoid Relu Sin Cos Log Abs
+// Softplus Max Min Sum Mean Sign Mod Floor Ceil Round Equal Less Greater
+// LessOrEqual GreaterOrEqual IsNaN IsInf Not And Or Xor Where Cast Clip: one
 // linalg.generic each, numpy broadcasting in the indexing maps. Small constant
 // operands (shape arithmetic) fold on the host instead.
 //
@@ -138,6 +139,198 @@ void addPredicate(
 
 Value fconst(OpBuilder &b, Location l, Type t, double v) {
   return arith::ConstantOp::create(b, l, FloatAttr::get(t, v));
+}
+
+/// Registers a variadic op (Max, Min, Sum, Mean: one or more inputs,
+/// broadcast together) as a chain of the binary `build`; `finish` (Mean)
+/// rewrites the result given the input count.
+void addVariadic(
+    OpTable &t, StringRef name, HostFn host,
+    std::function<Value(OpBuilder &, Location, Value, Value, bool)> build,
+    std::function<Value(OpBuilder &, Location, Value, unsigned)> finish = {}) {
+  t[name] = [=](GraphImporter &gi) -> LogicalResult {
+    unsigned n = gi.numInputs();
+    if (n == 0)
+      return gi.fail("expects at least one input");
+    Type elt = gi.inputType(0).getElementType();
+    for (unsigned i = 1; i < n; ++i)
+      if (gi.inputType(i).getElementType() != elt)
+        return gi.fail("operands have different element types");
+    bool isF = isFloatType(elt);
+    if (finish && !isF)
+      return gi.fail("integer inputs are not supported");
+    if (host && gi.allInputsConst())
+      return foldHost(gi, host, 0);
+    SmallVector<Value> ins;
+    for (unsigned i = 0; i < n; ++i)
+      ins.push_back(gi.input(i));
+    FailureOr<Value> r =
+        gi.elementwise(ins, elt, [&](OpBuilder &b, Location l, ValueRange a) {
+          Value v = a[0];
+          for (unsigned i = 1; i < a.size(); ++i)
+            v = build(b, l, v, a[i], isF);
+          return finish ? finish(b, l, v, a.size()) : v;
+        });
+    if (failed(r))
+      return failure();
+    gi.setOutput(0, *r);
+    return success();
+  };
+}
+
+/// Max, Min, Sum, Mean, Sign, Mod, Floor, Ceil, Round.
+void addMathOps(OpTable &t) {
+  using A = ArrayRef<double>;
+  using B = OpBuilder &;
+  using L = Location;
+  // Max/Min propagate NaN (onnxruntime does).
+  addVariadic(
+      t, "Max",
+      [](A a) {
+        double m = a[0];
+        for (double x : a)
+          m = std::isnan(x) || std::isnan(m) ? NAN : std::max(m, x);
+        return m;
+      },
+      [](B b, L l, Value x, Value y, bool f) -> Value {
+        return f ? Value(arith::MaximumFOp::create(b, l, x, y))
+                 : Value(arith::MaxSIOp::create(b, l, x, y));
+      });
+  addVariadic(
+      t, "Min",
+      [](A a) {
+        double m = a[0];
+        for (double x : a)
+          m = std::isnan(x) || std::isnan(m) ? NAN : std::min(m, x);
+        return m;
+      },
+      [](B b, L l, Value x, Value y, bool f) -> Value {
+        return f ? Value(arith::MinimumFOp::create(b, l, x, y))
+                 : Value(arith::MinSIOp::create(b, l, x, y));
+      });
+  auto add = [](B b, L l, Value x, Value y, bool f) -> Value {
+    return f ? Value(arith::AddFOp::create(b, l, x, y))
+             : Value(arith::AddIOp::create(b, l, x, y));
+  };
+  addVariadic(
+      t, "Sum",
+      [](A a) {
+        double s = 0;
+        for (double x : a)
+          s += x;
+        return s;
+      },
+      add);
+  addVariadic(
+      t, "Mean",
+      [](A a) {
+        double s = 0;
+        for (double x : a)
+          s += x;
+        return s / double(a.size());
+      },
+      add,
+      [](B b, L l, Value v, unsigned n) -> Value {
+        return arith::DivFOp::create(b, l, v, fconst(b, l, v.getType(), n));
+      });
+  // Sign: -1, 0 or 1 (0 for NaN).
+  addArith(
+      t, "Sign", [](A a) { return double((a[0] > 0) - (a[0] < 0)); },
+      [](B b, L l, ValueRange a, bool f) -> Value {
+        Type ty = a[0].getType();
+        Value gt, lt, one, neg, zero;
+        if (f) {
+          zero = fconst(b, l, ty, 0.0);
+          one = fconst(b, l, ty, 1.0);
+          neg = fconst(b, l, ty, -1.0);
+          gt = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, a[0],
+                                     zero);
+          lt = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OLT, a[0],
+                                     zero);
+        } else {
+          zero = arith::ConstantOp::create(b, l, IntegerAttr::get(ty, 0));
+          one = arith::ConstantOp::create(b, l, IntegerAttr::get(ty, 1));
+          neg = arith::ConstantOp::create(b, l, IntegerAttr::get(ty, -1));
+          gt = arith::CmpIOp::create(b, l, arith::CmpIPredicate::sgt, a[0],
+                                     zero);
+          lt = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, a[0],
+                                     zero);
+        }
+        return arith::SelectOp::create(
+            b, l, gt, one, arith::SelectOp::create(b, l, lt, neg, zero));
+      },
+      1);
+  addArith(
+      t, "Floor", [](A a) { return std::floor(a[0]); },
+      [](B b, L l, ValueRange a, bool) -> Value {
+        return math::FloorOp::create(b, l, a[0]);
+      },
+      1, true);
+  addArith(
+      t, "Ceil", [](A a) { return std::ceil(a[0]); },
+      [](B b, L l, ValueRange a, bool) -> Value {
+        return math::CeilOp::create(b, l, a[0]);
+      },
+      1, true);
+  // Round: halves to even, as ONNX says.
+  addArith(
+      t, "Round", [](A a) { return std::nearbyint(a[0]); },
+      [](B b, L l, ValueRange a, bool) -> Value {
+        return math::RoundEvenOp::create(b, l, a[0]);
+      },
+      1, true);
+  // Mod: fmod=0 (integers only) takes the divisor's sign, as Python's %;
+  // fmod=1 the dividend's, as C's fmod. A zero divisor is undefined in
+  // ONNX; the host fold gives 0.
+  t["Mod"] = [](GraphImporter &gi) -> LogicalResult {
+    if (gi.numInputs() != 2)
+      return gi.fail("expects 2 inputs");
+    Type elt = gi.inputType(0).getElementType();
+    if (gi.inputType(1).getElementType() != elt)
+      return gi.fail("operands have different element types");
+    bool isF = isFloatType(elt);
+    bool cmod = gi.intAttr("fmod", 0) != 0;
+    if (isF && !cmod)
+      return gi.fail("fmod=0 on floating-point inputs (ONNX requires fmod=1 "
+                     "for them)");
+    if (gi.allInputsConst())
+      return foldHost(
+          gi,
+          [=](A a) {
+            if (a[1] == 0)
+              return 0.0;
+            double r = std::fmod(a[0], a[1]);
+            if (!cmod && r != 0 && ((r < 0) != (a[1] < 0)))
+              r += a[1];
+            return r;
+          },
+          0);
+    FailureOr<Value> r = gi.elementwise(
+        ValueRange{gi.input(0), gi.input(1)}, elt,
+        [&](OpBuilder &b, Location l, ValueRange a) -> Value {
+          if (isF)
+            return arith::RemFOp::create(b, l, a[0], a[1]);
+          Value rem = arith::RemSIOp::create(b, l, a[0], a[1]);
+          if (cmod)
+            return rem;
+          Value zero =
+              arith::ConstantOp::create(b, l, IntegerAttr::get(elt, 0));
+          Value nz =
+              arith::CmpIOp::create(b, l, arith::CmpIPredicate::ne, rem, zero);
+          Value rneg =
+              arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt, rem, zero);
+          Value dneg = arith::CmpIOp::create(b, l, arith::CmpIPredicate::slt,
+                                             a[1], zero);
+          Value differ = arith::XOrIOp::create(b, l, rneg, dneg);
+          Value fix = arith::AndIOp::create(b, l, nz, differ);
+          return arith::SelectOp::create(
+              b, l, fix, arith::AddIOp::create(b, l, rem, a[1]), rem);
+        });
+    if (failed(r))
+      return failure();
+    gi.setOutput(0, *r);
+    return success();
+  };
 }
 } // namespace
 
@@ -425,6 +618,20 @@ void moec::onnximport::addElementwiseOps(OpTable &t) {
         return arith::AndIOp::create(b, l, a[0], a[1]);
       },
       2);
+
+  addPredicate(
+      t, "Or", [](A a) { return double(a[0] != 0 || a[1] != 0); },
+      [](B b, L l, V a, bool) -> Value {
+        return arith::OrIOp::create(b, l, a[0], a[1]);
+      },
+      2);
+  addPredicate(
+      t, "Xor", [](A a) { return double((a[0] != 0) != (a[1] != 0)); },
+      [](B b, L l, V a, bool) -> Value {
+        return arith::XOrIOp::create(b, l, a[0], a[1]);
+      },
+      2);
+  addMathOps(t);
 
   t["Where"] = [](GraphImporter &gi) -> LogicalResult {
     if (gi.numInputs() != 3)
