@@ -4,6 +4,7 @@
 
 #include "moec/Analysis/Mesh.h"
 #include "moec/Analysis/ShardReport.h"
+#include "moec/Analysis/StaticShapes.h"
 #include "moec/Pipelines/Pipelines.h"
 #include "moec/Transforms/Passes.h"
 
@@ -34,6 +35,14 @@ LogicalResult moec::chooseMesh(ModuleOp module, const MeshChoiceOptions &choice,
             "--gpus-per-node " + std::to_string(perNode);
     return failure();
   }
+  // A data-dependent shape rules out every mesh alike: one error, not one
+  // rejected row per candidate.
+  for (auto func : module.getOps<func::FuncOp>())
+    if (!func.isExternal() && failed(checkStaticShapes(func, "--mesh auto"))) {
+      error = "--mesh auto: no mesh can partition the model (the error "
+              "above)";
+      return failure();
+    }
   struct Candidate {
     std::string mesh, attention;
     bool ok = false;

@@ -69,8 +69,12 @@ bool isEmpty(Value v) {
 }
 
 /// True when `v` can be recreated inside the kernel: an empty tensor, or a
-/// fill of a constant into one.
+/// fill of a constant into one, of a static shape (a dynamic dim's size is
+/// a value of @main, which the kernel does not have: such an init is passed
+/// in like any other).
 bool isRecreatableInit(Value v) {
+  if (!cast<RankedTensorType>(v.getType()).hasStaticShape())
+    return false;
   if (isEmpty(v))
     return true;
   if (auto f = v.getDefiningOp<linalg::FillOp>())

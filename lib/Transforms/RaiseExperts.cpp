@@ -17,6 +17,7 @@
 
 #include "RaiseExpertsInternal.h"
 
+#include "moec/Analysis/StaticShapes.h"
 #include "moec/Transforms/Passes.h"
 
 namespace moec {
@@ -44,6 +45,7 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
         continue; // not a router
       if (succeeded(*r) && succeeded(raiser.raise(**r, why)))
         continue;
+      t->setAttr(kNotRaisedAttr, StringAttr::get(&getContext(), why));
       InFlightDiagnostic d = strict ? t.emitError() : t.emitWarning();
       d << "MoE-like region (top-k over router scores) not raised: " << why;
       if (strict)
@@ -64,6 +66,7 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
       if (succeeded(*r) && succeeded(raiser.raise(**r, why)))
         continue;
       Operation *at = diagOp ? diagOp : g.getOperation();
+      at->setAttr(kNotRaisedAttr, StringAttr::get(&getContext(), why));
       InFlightDiagnostic d = strict ? at->emitError() : at->emitWarning();
       if (StringRef(why).starts_with("expert capacity"))
         d << why;

@@ -13,6 +13,7 @@
 #include "TokenSlice.h"
 
 #include "moec/Analysis/Mesh.h"
+#include "moec/Analysis/StaticShapes.h"
 #include "moec/Analysis/TokenDims.h"
 #include "moec/Dialect/MoE/MoEOps.h"
 #include "moec/Transforms/Passes.h"
@@ -203,6 +204,12 @@ struct MoEShardPass : moec::impl::MoEShardBase<MoEShardPass> {
           << kGridName << " (moe-shard ran twice?)";
       return signalPassFailure();
     }
+    // Up front, before any rewrite: one error for the first op whose
+    // shape depends on the data.
+    for (auto func : module.getOps<func::FuncOp>())
+      if (!func.isExternal() &&
+          failed(checkStaticShapes(func, "mesh " + spec.str())))
+        return signalPassFailure();
     MLIRContext *ctx = &getContext();
     OpBuilder b(ctx);
     b.setInsertionPointToStart(module.getBody());

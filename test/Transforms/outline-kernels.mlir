@@ -282,3 +282,43 @@ func.func @main(%x: tensor<4x8xf32>, %y: tensor<4x8xf32>, %z: tensor<2x8xf32>) -
   } -> tensor<4x8xf32>
   return %ex, %ey, %x2, %y3, %y2, %expz, %sq, %xy : tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>, tensor<2x8xf32>, tensor<4x8xf32>, tensor<4x8xf32>
 }
+
+// -----
+
+// Dynamic dims (the token count of an expert after NonZero, in a loop that
+// was not raised): an init's size is a value of @main that the kernel does
+// not have, so the kernel takes the init as an argument instead of making
+// its own (a tensor.empty without its size is invalid IR).
+#id = affine_map<(d0, d1) -> (d0, d1)>
+#row = affine_map<(d0, d1) -> (d0)>
+// CHECK-LABEL: func.func @main
+func.func @main(%x: tensor<?x4xf32>) -> (tensor<?x4xf32>, tensor<?xf32>) {
+  %c0 = arith.constant 0 : index
+  %zero = arith.constant 0.0 : f32
+  %n = tensor.dim %x, %c0 : tensor<?x4xf32>
+  // CHECK: %[[E:.*]] = tensor.empty(%{{.*}}) : tensor<?x4xf32>
+  // CHECK: %[[EXP:.*]] = call @kernel_0(%arg0, %[[E]]) : (tensor<?x4xf32>, tensor<?x4xf32>) -> tensor<?x4xf32>
+  %e = tensor.empty(%n) : tensor<?x4xf32>
+  %exp = linalg.generic {indexing_maps = [#id, #id], iterator_types = ["parallel", "parallel"]} ins(%x : tensor<?x4xf32>) outs(%e : tensor<?x4xf32>) {
+  ^bb0(%a: f32, %o: f32):
+    %r = math.exp %a : f32
+    linalg.yield %r : f32
+  } -> tensor<?x4xf32>
+  // CHECK: %[[F:.*]] = linalg.fill ins(%{{.*}} : f32) outs(%{{.*}} : tensor<?xf32>)
+  // CHECK: %[[SUM:.*]] = call @kernel_1(%[[EXP]], %[[F]]) : (tensor<?x4xf32>, tensor<?xf32>) -> tensor<?xf32>
+  // CHECK-NEXT: return %[[EXP]], %[[SUM]]
+  %e2 = tensor.empty(%n) : tensor<?xf32>
+  %f2 = linalg.fill ins(%zero : f32) outs(%e2 : tensor<?xf32>) -> tensor<?xf32>
+  %sum = linalg.generic {indexing_maps = [#id, #row], iterator_types = ["parallel", "reduction"]} ins(%exp : tensor<?x4xf32>) outs(%f2 : tensor<?xf32>) {
+  ^bb0(%a: f32, %o: f32):
+    %r = arith.addf %a, %o : f32
+    linalg.yield %r : f32
+  } -> tensor<?xf32>
+  return %exp, %sum : tensor<?x4xf32>, tensor<?xf32>
+}
+// CHECK: func.func @kernel_0(%{{.*}}: tensor<?x4xf32>, %{{.*}}: tensor<?x4xf32>) -> tensor<?x4xf32> attributes {moe.kernel}
+// CHECK-NOT: tensor.empty
+// CHECK: math.exp
+// CHECK: func.func @kernel_1(%{{.*}}: tensor<?x4xf32>, %{{.*}}: tensor<?xf32>) -> tensor<?xf32> attributes {moe.kernel}
+// CHECK-NOT: tensor.empty
+// CHECK: arith.addf

@@ -132,3 +132,39 @@ func.func @reduce_tokens(%t: tensor<8x16xf32>, %i: tensor<8x2xi64>, %w: tensor<8
 // 24 tokens do not split 5 ways.
 // FOLDSEQ: error: attention dp=5 runs attention on whole sequences: the model's tokens must split 5 ways by sequence (a batch divisible by 5); fold attention as tp instead (e.g. --attention-mesh tp=5), which takes any batch
 // FOLDMODE: error: token-split 'moe' and an attention mesh: the attention mesh decides where tokens are split
+
+// -----
+
+// A data-dependent shape (NonZero's token count) outside a raised MoE layer:
+// one error up front at the op that makes it, not one per op later.
+func.func @nonzero_loop(%x: tensor<8x4xf32>, %m: tensor<8x2xi1>) -> tensor<?x4xf32> {
+  %c0 = arith.constant 0 : index
+  // expected-error @+1 {{a data-dependent shape (NonZero: tensor<2x?xi64>) outside a raised MoE layer cannot be partitioned (mesh ep=4,tp=3): plans need static shapes; it is not in an MoE layer that moe-raise-experts recognised}}
+  %nz = moe.nonzero %m : tensor<8x2xi1> -> tensor<2x?xi64>
+  %n = tensor.dim %nz, %c0 : tensor<2x?xi64>
+  %e = tensor.empty(%n) : tensor<?x4xf32>
+  return %e : tensor<?x4xf32>
+}
+
+// -----
+
+// The same in a layer whose router moe-raise-experts left (moe.not_raised):
+// the error names the router and the reason. The mask reads the router's
+// indices from inside its region (as an imported OneHot does).
+#id = affine_map<(d0, d1) -> (d0, d1)>
+func.func @unraised(%p: tensor<8x4xf32>) -> tensor<2x?xi64> {
+  %v, %i = moe.topk %p k 2 axis 1 {moe.not_raised = "found 3 of 4 experts"} : tensor<8x4xf32> -> tensor<8x2xf32>, tensor<8x2xi64>
+  %e = tensor.empty() : tensor<8x2xi1>
+  %mask = linalg.generic {indexing_maps = [#id], iterator_types = ["parallel", "parallel"]} outs(%e : tensor<8x2xi1>) {
+  ^bb0(%o: i1):
+    %r = linalg.index 0 : index
+    %c = linalg.index 1 : index
+    %x = tensor.extract %i[%r, %c] : tensor<8x2xi64>
+    %zero = arith.constant 0 : i64
+    %b = arith.cmpi eq, %x, %zero : i64
+    linalg.yield %b : i1
+  } -> tensor<8x2xi1>
+  // expected-error @+1 {{a data-dependent shape (NonZero: tensor<2x?xi64>) outside a raised MoE layer cannot be partitioned (mesh ep=4,tp=3): plans need static shapes; the MoE layer routed by 'moe.topk' was not raised: found 3 of 4 experts}}
+  %nz = moe.nonzero %mask : tensor<8x2xi1> -> tensor<2x?xi64>
+  return %nz : tensor<2x?xi64>
+}
