@@ -188,11 +188,16 @@ def main():
         if desc:
             own = {}
             for line in desc.stdout.splitlines():
-                parts = line.split()
-                # "  rank3: 425984 bytes, rank 3"
-                if (len(parts) == 5 and parts[0].startswith("rank")
-                        and parts[0].endswith(":") and parts[2] == "bytes,"):
-                    own[int(parts[4])] = own.get(int(parts[4]), 0) + int(parts[1])
+                parts = line.replace(",", " ,").split()
+                # "  rank3: 425984 bytes , rank 3" or, for a segment a group
+                # of ranks shares (data-parallel replicas), "  group0: 98304
+                # bytes , rank 0 2"; each rank maps all of it.
+                if (len(parts) >= 6 and parts[0].endswith(":")
+                        and parts[2] == "bytes" and parts[4] == "rank"):
+                    for r in parts[5:]:
+                        if not r.isdigit():
+                            break
+                        own[int(r)] = own.get(int(r), 0) + int(parts[1])
             for x in predicted["ranks"]:
                 want = (x.get("expert_weight_bytes", 0) +
                         x.get("dense_tp_weight_bytes", 0))
