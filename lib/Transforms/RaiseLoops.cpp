@@ -98,9 +98,61 @@ std::optional<int64_t> scalarIndex(Value v) {
   return std::nullopt;
 }
 
+/// An integer constant: a scalar, or a one-element tensor.
+std::optional<int64_t> constantInt(Value v) {
+  APInt c;
+  if (matchPattern(v, m_ConstantInt(&c)))
+    return c.getSExtValue();
+  DenseIntElementsAttr d;
+  if (matchPattern(skipViews(v), m_Constant(&d)) && d.getNumElements() == 1)
+    return (*d.begin()).getSExtValue();
+  return std::nullopt;
+}
+
+/// Hand-written loops (`tok, pos = torch.where(idx == e)`): NonZero on the
+/// comparison of the router's selected expert ids `indices` with a constant
+/// `e`, either operand order. Returns e.
+std::optional<int64_t> comparedExpertId(Value cond, Value indices) {
+  auto g = skipViews(cond).getDefiningOp<linalg::GenericOp>();
+  if (!g || g.getNumResults() != 1 || !indices)
+    return std::nullopt;
+  SmallVector<Operation *> ops = bodyOps(g);
+  auto cmp =
+      ops.size() == 1 ? dyn_cast<arith::CmpIOp>(ops[0]) : arith::CmpIOp();
+  Block *b = g.getBody();
+  if (!cmp || cmp.getPredicate() != arith::CmpIPredicate::eq ||
+      b->getTerminator()->getOperand(0) != cmp.getResult())
+    return std::nullopt;
+  // The body value `x` as an input of the generic (or a captured constant).
+  auto input = [&](Value x) -> Value {
+    auto arg = dyn_cast<BlockArgument>(x);
+    if (arg && arg.getOwner() == b && arg.getArgNumber() < g.getNumDpsInputs())
+      return g.getDpsInputs()[arg.getArgNumber()];
+    return {};
+  };
+  for (auto [i, c] : {std::pair(cmp.getLhs(), cmp.getRhs()),
+                      std::pair(cmp.getRhs(), cmp.getLhs())}) {
+    Value in = input(i);
+    if (!in || skipViews(in) != indices ||
+        !g.getMatchingIndexingMap(
+              g.getDpsInputOperand(cast<BlockArgument>(i).getArgNumber()))
+             .isIdentity())
+      continue;
+    if (Value cin = input(c))
+      return constantInt(cin);
+    return constantInt(c);
+  }
+  return std::nullopt;
+}
+
 /// The expert id of the chain that selected the tokens of one expert: the
-/// index of the row of the [experts, k, tokens] expert mask fed to NonZero.
-std::optional<int64_t> expertId(moe::NonZeroOp nz, int64_t numExperts) {
+/// index of the row of the [experts, k, tokens] expert mask fed to NonZero,
+/// or the constant the selected ids are compared with.
+std::optional<int64_t> expertId(moe::NonZeroOp nz, Value indices,
+                                int64_t numExperts) {
+  // (Ids are in [0, E): `idx == -1` selects nothing, no wrapping here.)
+  if (std::optional<int64_t> e = comparedExpertId(nz.getInput(), indices))
+    return e;
   for (Operation *op : sliceOf(nz.getInput())) {
     auto g = dyn_cast<linalg::GenericOp>(op);
     if (!g || g.getNumDpsInputs() != 1 ||
@@ -248,7 +300,12 @@ LogicalResult LayerRaiser::raise(Router &r, std::string &why) {
       return failure();
     }
     tokensV = base;
-    std::optional<int64_t> id = expertId(nz, e);
+    Value selected;
+    if (auto t = dyn_cast<moe::TopKOp>(r.select))
+      selected = t.getIndices();
+    else if (r.select->getNumResults() == 2)
+      selected = r.select->getResult(1); // the ArgMax's indices
+    std::optional<int64_t> id = expertId(nz, selected, e);
     if (!id || *id < 0 || *id >= e || experts.count(*id)) {
       why = "cannot tell which expert a loop iteration computes";
       return failure();
