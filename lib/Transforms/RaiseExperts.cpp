@@ -100,8 +100,11 @@ LayerRaiser::emitLayer(Router &r, Value root, Value tokensV,
                  : tokens * logitsT.getDimSize(d);
   bool gated = experts.begin()->second.up.has_value();
   moe::Activation act = experts.begin()->second.act;
+  const ExpertFFN &f0 = experts.begin()->second;
   for (auto &[id, f] : experts)
-    if (f.up.has_value() != gated || f.act != act) {
+    if (f.up.has_value() != gated || f.act != act ||
+        bool(f.bGate) != bool(f0.bGate) || bool(f.bUp) != bool(f0.bUp) ||
+        bool(f.bDown) != bool(f0.bDown)) {
       why = "the experts differ in structure";
       return failure();
     }
@@ -133,6 +136,23 @@ LayerRaiser::emitLayer(Router &r, Value root, Value tokensV,
     why = "the expert weights differ in shape or are not readable";
     return failure();
   }
+  // Biases (nn.Linear with bias): [E, F] for gate and up, [E, H] for down.
+  auto biases = [&](arith::ConstantOp ExpertFFN::*field,
+                    StringRef name) -> FailureOr<Value> {
+    if (!(f0.*field))
+      return Value();
+    SmallVector<arith::ConstantOp> parts;
+    for (auto &[id, f] : experts)
+      parts.push_back(f.*field);
+    return stackBiases(b, loc, parts, prefix + "." + name.str());
+  };
+  FailureOr<Value> bg = biases(&ExpertFFN::bGate, "b_gate");
+  FailureOr<Value> bu = biases(&ExpertFFN::bUp, "b_up");
+  FailureOr<Value> bd = biases(&ExpertFFN::bDown, "b_down");
+  if (failed(bg) || failed(bu) || failed(bd)) {
+    why = "the expert biases differ in shape or are not readable";
+    return failure();
+  }
   auto wT = RankedTensorType::get(
       {tokens, r.k},
       cast<RankedTensorType>(r.weights.getType()).getElementType());
@@ -162,7 +182,7 @@ LayerRaiser::emitLayer(Router &r, Value root, Value tokensV,
   }
   auto ex = moe::ExpertsOp::create(
       b, loc, rootT, x, route.getIndices(), route.getWeights(), *wg,
-      gated ? *wu : Value(), *wd, Value(), Value(), Value(),
+      gated ? *wu : Value(), *wd, *bg, *bu, *bd,
       moe::ActivationAttr::get(b.getContext(), act), b.getI64IntegerAttr(0));
   root.replaceAllUsesWith(ex.getResult());
   markSharedExperts(ex, tokensV);

@@ -127,6 +127,9 @@ struct ExpertFFN {
   WeightRef gate, down;
   std::optional<WeightRef> up;
   moe::Activation act = moe::Activation::identity;
+  /// Constant [N] biases added after the gate, up and down MatMuls
+  /// (nn.Linear with bias); null when absent.
+  arith::ConstantOp bGate, bUp, bDown;
 };
 
 /// `linalg.matmul(x, W)` with a resolvable constant W: returns {x, W}.
@@ -134,6 +137,10 @@ std::optional<std::pair<Value, WeightRef>> matchLinear(Value v);
 
 /// Matches down(act(gate(x)) [* up(x)]) on the FFN output `v`.
 FailureOr<ExpertFFN> matchFFN(Value v, std::string &why);
+
+/// Stacks the experts' [N] biases into one [E, N] blob.
+FailureOr<Value> stackBiases(OpBuilder &b, Location loc,
+                             ArrayRef<arith::ConstantOp> parts, StringRef name);
 
 /// Stacks the experts' [K, N] matrices into one [E, K, N] weight blob.
 FailureOr<Value> stack(OpBuilder &b, Location loc,

@@ -237,8 +237,48 @@ Value matchGeluErf(Value v) {
 } // namespace
 
 /// Matches down(act(gate(x)) [* up(x)]) on the FFN output `v`.
+namespace {
+
+/// `y + b` with `b` a constant [N] (or [1, N]) broadcast over the rows of a
+/// [M, N] `y` (nn.Linear's bias; torch.onnx's Gemm): returns y, and b in
+/// `bias`; `v` itself when there is no such add.
+Value stripBias(Value v, arith::ConstantOp &bias) {
+  auto add = matchBinary<arith::AddFOp>(v);
+  if (!add)
+    return v;
+  auto g = v.getDefiningOp<linalg::GenericOp>();
+  auto yT = dyn_cast<RankedTensorType>(v.getType());
+  if (!yT || yT.getRank() != 2)
+    return v;
+  for (unsigned i = 0; i < 2; ++i) {
+    Value b = g.getDpsInputs()[i];
+    auto c = skipViews(b).getDefiningOp<arith::ConstantOp>();
+    auto cT = c ? cast<RankedTensorType>(c.getType()) : RankedTensorType();
+    if (!cT || cT.getNumElements() != yT.getDimSize(1) ||
+        ShapedType::isDynamic(yT.getDimSize(1)) ||
+        !g.getIndexingMapsArray()[1 - i].isIdentity())
+      continue;
+    // The bias is indexed by the column only.
+    AffineMap m = g.getIndexingMapsArray()[i];
+    auto bT = cast<RankedTensorType>(b.getType());
+    bool byColumn =
+        (bT.getRank() == 1 && m.getNumResults() == 1 &&
+         m.getResult(0) == getAffineDimExpr(1, g.getContext())) ||
+        (bT.getRank() == 2 && bT.getDimSize(0) == 1 && m.getNumResults() == 2 &&
+         m.getResult(1) == getAffineDimExpr(1, g.getContext()));
+    if (!byColumn)
+      continue;
+    bias = c;
+    return i == 0 ? add->second : add->first;
+  }
+  return v;
+}
+
+} // namespace
+
 FailureOr<ExpertFFN> matchFFN(Value v, std::string &why) {
   ExpertFFN f;
+  v = stripBias(skipViews(v), f.bDown);
   auto down = matchLinear(v);
   if (!down) {
     why = "the expert output is not a MatMul by a constant weight";
@@ -278,19 +318,23 @@ FailureOr<ExpertFFN> matchFFN(Value v, std::string &why) {
       Value u = tryActivation(a, act);
       if (!u)
         continue;
-      auto gate = matchLinearPart(u), up = matchLinearPart(b);
+      arith::ConstantOp bGate, bUp;
+      auto gate = matchLinearPart(stripBias(u, bGate)),
+           up = matchLinearPart(stripBias(b, bUp));
       if (gate && up && gate->first == up->first) {
         f.input = gate->first;
         f.gate = gate->second;
         f.up = up->second;
         f.act = act;
+        f.bGate = bGate;
+        f.bUp = bUp;
         return f;
       }
     }
   }
   moe::Activation act;
   if (Value u = tryActivation(h, act)) {
-    if (auto gate = matchLinearPart(u)) {
+    if (auto gate = matchLinearPart(stripBias(u, f.bGate))) {
       f.input = gate->first;
       f.gate = gate->second;
       f.act = act;
@@ -418,6 +462,27 @@ FailureOr<Value> stack(OpBuilder &b, Location loc,
                  .getElementType();
   auto type =
       RankedTensorType::get({int64_t(parts.size()), first[0], first[1]}, elt);
+  return makeBlobConstant(b, loc, type, all, name);
+}
+
+/// Stacks the experts' [N] biases into one [E, N] blob.
+FailureOr<Value> stackBiases(OpBuilder &b, Location loc,
+                             ArrayRef<arith::ConstantOp> parts,
+                             StringRef name) {
+  std::vector<char> all;
+  auto t0 = cast<RankedTensorType>(parts[0]->getResult(0).getType());
+  for (arith::ConstantOp c : parts) {
+    auto t = cast<RankedTensorType>(c.getType());
+    if (t.getNumElements() != t0.getNumElements() ||
+        t.getElementType() != t0.getElementType())
+      return failure();
+    FailureOr<std::vector<char>> bytes = constantBytes(c);
+    if (failed(bytes))
+      return failure();
+    all.insert(all.end(), bytes->begin(), bytes->end());
+  }
+  auto type = RankedTensorType::get(
+      {int64_t(parts.size()), t0.getNumElements()}, t0.getElementType());
   return makeBlobConstant(b, loc, type, all, name);
 }
 

@@ -98,9 +98,61 @@ std::optional<int64_t> scalarIndex(Value v) {
   return std::nullopt;
 }
 
+/// An integer constant: a scalar, or a one-element tensor.
+std::optional<int64_t> constantInt(Value v) {
+  APInt c;
+  if (matchPattern(v, m_ConstantInt(&c)))
+    return c.getSExtValue();
+  DenseIntElementsAttr d;
+  if (matchPattern(skipViews(v), m_Constant(&d)) && d.getNumElements() == 1)
+    return (*d.begin()).getSExtValue();
+  return std::nullopt;
+}
+
+/// Hand-written loops (`tok, pos = torch.where(idx == e)`): NonZero on the
+/// comparison of the router's selected expert ids `indices` with a constant
+/// `e`, either operand order. Returns e.
+std::optional<int64_t> comparedExpertId(Value cond, Value indices) {
+  auto g = skipViews(cond).getDefiningOp<linalg::GenericOp>();
+  if (!g || g.getNumResults() != 1 || !indices)
+    return std::nullopt;
+  SmallVector<Operation *> ops = bodyOps(g);
+  auto cmp =
+      ops.size() == 1 ? dyn_cast<arith::CmpIOp>(ops[0]) : arith::CmpIOp();
+  Block *b = g.getBody();
+  if (!cmp || cmp.getPredicate() != arith::CmpIPredicate::eq ||
+      b->getTerminator()->getOperand(0) != cmp.getResult())
+    return std::nullopt;
+  // The body value `x` as an input of the generic (or a captured constant).
+  auto input = [&](Value x) -> Value {
+    auto arg = dyn_cast<BlockArgument>(x);
+    if (arg && arg.getOwner() == b && arg.getArgNumber() < g.getNumDpsInputs())
+      return g.getDpsInputs()[arg.getArgNumber()];
+    return {};
+  };
+  for (auto [i, c] : {std::pair(cmp.getLhs(), cmp.getRhs()),
+                      std::pair(cmp.getRhs(), cmp.getLhs())}) {
+    Value in = input(i);
+    if (!in || skipViews(in) != indices ||
+        !g.getMatchingIndexingMap(
+              g.getDpsInputOperand(cast<BlockArgument>(i).getArgNumber()))
+             .isIdentity())
+      continue;
+    if (Value cin = input(c))
+      return constantInt(cin);
+    return constantInt(c);
+  }
+  return std::nullopt;
+}
+
 /// The expert id of the chain that selected the tokens of one expert: the
-/// index of the row of the [experts, k, tokens] expert mask fed to NonZero.
-std::optional<int64_t> expertId(moe::NonZeroOp nz, int64_t numExperts) {
+/// index of the row of the [experts, k, tokens] expert mask fed to NonZero,
+/// or the constant the selected ids are compared with.
+std::optional<int64_t> expertId(moe::NonZeroOp nz, Value indices,
+                                int64_t numExperts) {
+  // (Ids are in [0, E): `idx == -1` selects nothing, no wrapping here.)
+  if (std::optional<int64_t> e = comparedExpertId(nz.getInput(), indices))
+    return e;
   for (Operation *op : sliceOf(nz.getInput())) {
     auto g = dyn_cast<linalg::GenericOp>(op);
     if (!g || g.getNumDpsInputs() != 1 ||
@@ -117,6 +169,67 @@ std::optional<int64_t> expertId(moe::NonZeroOp nz, int64_t numExperts) {
     return *e < 0 ? *e + numExperts : *e;
   }
   return std::nullopt;
+}
+
+/// Column `c` of NonZero's coordinate list: `v` (through views, and the
+/// broadcast a ScatterElements' indices go through) is column c of the
+/// transposed [n, rank] list. Returns c.
+std::optional<int64_t> nonZeroColumn(Value v, moe::NonZeroOp nz) {
+  v = skipViews(v);
+  if (auto g = v.getDefiningOp<linalg::GenericOp>();
+      g && g.getNumDpsInputs() == 1 && bodyOps(g).empty() &&
+      g.getBody()->getTerminator()->getOperand(0) ==
+          g.getBody()->getArgument(0))
+    v = skipViews(g.getDpsInputs()[0]);
+  int64_t col = 0;
+  if (auto sl = v.getDefiningOp<tensor::ExtractSliceOp>()) {
+    if (sl.getSourceType().getRank() != 2 || !sl.hasUnitStride() ||
+        sl.getStaticOffsets()[0] != 0 ||
+        ShapedType::isDynamic(sl.getStaticOffsets()[1]) ||
+        sl.getStaticSizes()[1] != 1)
+      return std::nullopt;
+    col = sl.getStaticOffsets()[1];
+    v = skipViews(sl.getSource());
+  }
+  auto tr = v.getDefiningOp<linalg::TransposeOp>();
+  if (!tr || tr.getPermutation() != ArrayRef<int64_t>{1, 0} ||
+      skipViews(tr.getInput()) != nz.getResult())
+    return std::nullopt;
+  return col;
+}
+
+/// For `tok, pos = torch.where(idx == e)`: the expert's rows are gathered
+/// at `tok` (`rows`), scattered back at `tok` (`scatterIdx`), and scaled
+/// by `w[tok, pos]` (`scale`, a gather of the [T, k] weights flattened, at
+/// `tok * k + pos`; at `tok` when the ids are [T], top-1).
+bool readsSelectedPairs(moe::NonZeroOp nz, Value rows, Value scatterIdx,
+                        Value scale, const Router &r) {
+  if (nonZeroColumn(rows, nz) != 0 || nonZeroColumn(scatterIdx, nz) != 0)
+    return false;
+  auto g = skipViews(scale).getDefiningOp<linalg::GenericOp>();
+  if (!g || g.getNumDpsInputs() != 1)
+    return false;
+  Value at = g.getDpsInputs()[0];
+  int64_t rank = cast<RankedTensorType>(nz.getInput().getType()).getRank();
+  if (rank == 1)
+    return nonZeroColumn(at, nz) == 0;
+  auto wT = cast<RankedTensorType>(r.weights.getType());
+  if (rank != 2 || wT.getRank() != 2 || wT.getDimSize(1) != r.k)
+    return false;
+  auto add = matchBinary<arith::AddIOp>(skipViews(at));
+  if (!add)
+    return false;
+  for (auto [p, m] : {std::pair(add->first, add->second),
+                      std::pair(add->second, add->first)}) {
+    auto mul = matchBinary<arith::MulIOp>(skipViews(m));
+    if (!mul || nonZeroColumn(p, nz) != 1)
+      continue;
+    for (auto [t, k] : {std::pair(mul->first, mul->second),
+                        std::pair(mul->second, mul->first)})
+      if (nonZeroColumn(t, nz) == 0 && constantInt(k) == r.k)
+        return true;
+  }
+  return false;
 }
 
 /// Collects the leaves of the add tree that ends at `root`.
@@ -248,7 +361,19 @@ LogicalResult LayerRaiser::raise(Router &r, std::string &why) {
       return failure();
     }
     tokensV = base;
-    std::optional<int64_t> id = expertId(nz, e);
+    Value selected;
+    if (auto t = dyn_cast<moe::TopKOp>(r.select))
+      selected = t.getIndices();
+    else if (r.select->getNumResults() == 2)
+      selected = r.select->getResult(1); // the ArgMax's indices
+    std::optional<int64_t> id = expertId(nz, selected, e);
+    if (comparedExpertId(nz.getInput(), selected) &&
+        !readsSelectedPairs(nz, gather.getDpsInputs()[0], sc->getOperand(1),
+                            scale, r)) {
+      why = "an expert of a `torch.where(idx == e)` loop does not read its "
+            "tokens at `tok` and its weights at `w[tok, pos]`";
+      return failure();
+    }
     if (!id || *id < 0 || *id >= e || experts.count(*id)) {
       why = "cannot tell which expert a loop iteration computes";
       return failure();

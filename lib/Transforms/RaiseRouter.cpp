@@ -100,34 +100,89 @@ Value matchGroupView(Value v, int64_t groups) {
   return e.getSrc();
 }
 
-/// Reads the group-limited selection of DeepSeek's routers: `sel` is
-/// select(!expand(scatter(zeros, topk(group_scores).indices, ones)), fill,
-/// c). Fills `r` and returns c, or an empty value with `why` set.
-Value matchGroupLimited(Value maskV, Value fill, Value c, Router &r,
-                        std::string &why) {
-  why = "group-limited routing not recognised";
-  // mask = !(group_mask_expanded != 0)
-  auto notOp = matchUnaryConst<arith::XOrIOp>(maskV);
-  if (!notOp || !isa<BoolAttr, IntegerAttr>(notOp->second))
-    return {};
-  if (auto ia = dyn_cast<IntegerAttr>(notOp->second);
-      ia && !ia.getValue().isAllOnes())
-    return {};
-  if (auto ba = dyn_cast<BoolAttr>(notOp->second); ba && !ba.getValue())
-    return {};
-  auto cmpG = notOp->first.getDefiningOp<linalg::GenericOp>();
-  if (!cmpG || cmpG.getNumDpsInputs() != 1)
-    return {};
-  SmallVector<Operation *> cops = bodyOps(cmpG);
+/// A test of a float tensor against zero, as exporters write a mask's
+/// truth: `m != 0` (torch's `.bool()`, a Cast to bool), `m == 0`, or the
+/// negation (`xor true`) of either, the zero a scalar constant in the body
+/// or a zero tensor input (either operand order). Returns m and whether the
+/// test is true where m is non-zero.
+std::optional<std::pair<Value, bool>> matchZeroTest(Value v) {
+  auto g = v.getDefiningOp<linalg::GenericOp>();
+  if (!g || g.getNumResults() != 1)
+    return std::nullopt;
+  if (auto notOp = matchUnaryConst<arith::XOrIOp>(v)) {
+    auto ia = dyn_cast<IntegerAttr>(notOp->second);
+    auto ba = dyn_cast<BoolAttr>(notOp->second);
+    if (!(ia && ia.getValue().isAllOnes()) && !(ba && ba.getValue()))
+      return std::nullopt;
+    auto inner = matchZeroTest(notOp->first);
+    if (!inner)
+      return std::nullopt;
+    return std::make_pair(inner->first, !inner->second);
+  }
+  SmallVector<Operation *> ops = bodyOps(g);
   auto cmp =
-      cops.size() == 1 ? dyn_cast<arith::CmpFOp>(cops[0]) : arith::CmpFOp();
-  APFloat zero(0.0f);
-  if (!cmp || cmp.getPredicate() != arith::CmpFPredicate::UNE ||
-      cmp.getLhs() != cmpG.getBody()->getArgument(0) ||
-      !matchPattern(cmp.getRhs(), m_ConstantFloat(&zero)) || !zero.isZero())
+      ops.size() == 1 ? dyn_cast<arith::CmpFOp>(ops[0]) : arith::CmpFOp();
+  Block *b = g.getBody();
+  if (!cmp || b->getTerminator()->getOperand(0) != cmp.getResult())
+    return std::nullopt;
+  bool nonZero;
+  switch (cmp.getPredicate()) {
+  case arith::CmpFPredicate::UNE:
+  case arith::CmpFPredicate::ONE:
+    nonZero = true;
+    break;
+  case arith::CmpFPredicate::OEQ:
+  case arith::CmpFPredicate::UEQ:
+    nonZero = false;
+    break;
+  default:
+    return std::nullopt;
+  }
+  // Which operand is the mask, which the zero.
+  auto isZero = [&](Value x) {
+    APFloat f(0.0f);
+    if (matchPattern(x, m_ConstantFloat(&f)))
+      return f.isZero();
+    if (auto arg = dyn_cast<BlockArgument>(x);
+        arg && arg.getOwner() == b && arg.getArgNumber() < g.getNumDpsInputs())
+      return isZeroConstant(g.getDpsInputs()[arg.getArgNumber()]);
+    return false;
+  };
+  for (auto [m, z] : {std::pair(cmp.getLhs(), cmp.getRhs()),
+                      std::pair(cmp.getRhs(), cmp.getLhs())}) {
+    auto arg = dyn_cast<BlockArgument>(m);
+    if (arg && arg.getOwner() == b &&
+        arg.getArgNumber() < g.getNumDpsInputs() && isZero(z))
+      return std::make_pair(Value(g.getDpsInputs()[arg.getArgNumber()]),
+                            nonZero);
+  }
+  return std::nullopt;
+}
+
+/// Reads the group-limited selection of DeepSeek's routers: `sel` is
+/// select(drop, fill, c) with `drop` true where the expanded group mask
+/// scatter(zeros, topk(group_scores).indices, ones) is zero (`~m.bool()`,
+/// `m == 0`), or select(keep, c, fill) with `keep` its negation
+/// (`condIsDrop` says which). Fills `r` and returns c, or an empty value
+/// with `why` set.
+Value matchGroupLimited(Value cond, bool condIsDrop, Value fill, Value c,
+                        Router &r, std::string &why) {
+  why = "group-limited routing not recognised";
+  std::optional<std::pair<Value, bool>> test = matchZeroTest(cond);
+  if (!test) {
+    why = "group-limited routing not recognised: the group mask is not "
+          "tested against zero (`m != 0`, `m == 0`, `~m.bool()`)";
     return {};
+  }
+  // The condition must be true exactly where the expert is dropped.
+  bool dropWhereNonZero = condIsDrop ? test->second : !test->second;
+  if (dropWhereNonZero) {
+    why = "group-limited routing not recognised: the group mask keeps the "
+          "experts of the groups that were not selected";
+    return {};
+  }
   // [T, G, 1] -> [T, G, E/G] broadcast, collapsed to [T, E].
-  Value bc = skipViews(cmpG.getDpsInputs()[0]);
+  Value bc = skipViews(test->first);
   auto bg = bc.getDefiningOp<linalg::GenericOp>();
   if (!bg || bg.getNumDpsInputs() != 1 || !bodyOps(bg).empty() ||
       bg.getBody()->getTerminator()->getOperand(0) !=
@@ -211,15 +266,21 @@ std::optional<FailureOr<Router>> matchRouter(moe::TopKOp topk,
   r.k = topk.getK();
   Value c = skipViews(topk.getInput());
   if (auto sel = matchSelect(c)) {
-    std::string groupWhy;
-    Value inner = skipViews((*sel)[2]);
+    // masked_fill(drop, fill) is select(drop, fill, c); torch.where(keep,
+    // c, fill) is select(keep, c, fill). The scores are the operand that is
+    // not a splat constant.
+    bool condIsDrop = !isa_and_nonnull<arith::ConstantOp>(
+        skipViews((*sel)[2]).getDefiningOp());
+    Value fill = condIsDrop ? (*sel)[1] : (*sel)[2];
+    Value inner = skipViews(condIsDrop ? (*sel)[2] : (*sel)[1]);
     // Only a select over scores counts as a router.
     Value probe = inner;
     if (auto add = matchBinary<arith::AddFOp>(probe))
       probe = skipViews(add->first);
     if (!probe.getDefiningOp<linalg::SoftmaxOp>() && !matchSigmoid(probe))
       return std::nullopt;
-    c = matchGroupLimited((*sel)[0], (*sel)[1], inner, r, groupWhy);
+    std::string groupWhy;
+    c = matchGroupLimited((*sel)[0], condIsDrop, fill, inner, r, groupWhy);
     if (!c) {
       why = groupWhy;
       return FailureOr<Router>(failure());
@@ -488,18 +549,27 @@ matchSwitchRouter(linalg::GenericOp am, std::string &why, Operation *&diagOp) {
   for (Operation *user : idx.getUsers())
     if ((oneHot = matchOneHot(user, idx)))
       break;
-  if (!oneHot)
+  // Without a one-hot, hand-written loops compare the ids with each expert
+  // (`torch.where(idx == e)`); the loop matcher reads those comparisons.
+  bool compared = false;
+  for (Operation *user : idx.getUsers())
+    if (auto g = dyn_cast<linalg::GenericOp>(user);
+        g && g.getNumResults() == 1 && bodyOps(g).size() == 1)
+      if (auto c = dyn_cast<arith::CmpIOp>(bodyOps(g)[0]))
+        compared |= c.getPredicate() == arith::CmpIPredicate::eq;
+  if (!oneHot && !compared)
     return std::nullopt;
-  auto ohT = cast<RankedTensorType>(oneHot.getResult(0).getType());
-  if (ohT.getShape() != pt.getShape())
+  if (oneHot &&
+      cast<RankedTensorType>(oneHot.getResult(0).getType()).getShape() !=
+          pt.getShape())
     return std::nullopt;
   Router r;
   r.select = am;
   r.k = 1;
   r.logits = sm.getInput();
   r.scores = probs;
-  r.expertMask = oneHot.getResult(0);
-  // The routing weight: max(probs) over the experts, i.e. probs at idx.
+  // The routing weight: max(probs) over the experts, i.e. probs at idx
+  // (torch's `p.max(dim=-1)` exports as this ReduceMax and the ArgMax).
   for (Operation *op : probs.getUsers())
     for (Value res : op->getResults())
       if (matchReduce<arith::MaximumFOp>(res, pt.getRank() - 1) == probs)
@@ -509,6 +579,10 @@ matchSwitchRouter(linalg::GenericOp am, std::string &why, Operation *&diagOp) {
     diagOp = am;
     return FailureOr<Router>(failure());
   }
+  if (!oneHot)
+    return FailureOr<Router>(r);
+  auto ohT = cast<RankedTensorType>(oneHot.getResult(0).getType());
+  r.expertMask = oneHot.getResult(0);
   // Expert capacity: cumsum(one_hot) along the tokens of a sequence,
   // compared with the capacity; the one-hot masked with it.
   for (Operation *user : r.expertMask.getUsers()) {
