@@ -310,9 +310,12 @@ LogicalResult PlanBuilder::addConstant(arith::ConstantOp c) {
   bool onlyLocal = !c->use_empty() && llvm::all_of(c->getUsers(), [](auto *u) {
     return isa<moe::LocalWeightsOp, moe::TpSliceOp>(u);
   });
-  bool onlyShapes = !c->use_empty() && llvm::all_of(c->getUsers(), [](auto *u) {
-    return isa<tensor::ReshapeOp>(u);
-  });
+  // Shapes of reshapes only (a reshaped weight is its source: stored).
+  bool onlyShapes =
+      !c->use_empty() && llvm::all_of(c->getUses(), [](OpOperand &u) {
+        auto r = dyn_cast<tensor::ReshapeOp>(u.getOwner());
+        return r && u.get() == r.getShape();
+      });
   if (onlyLocal || onlyShapes || c->use_empty())
     return success();
   moert::DType dt;

@@ -60,6 +60,7 @@ void addExpandOps(OpTable &table);
 void addReductionOps(OpTable &table);
 void addIndexingOps(OpTable &table);
 void addMicrosoftOps(OpTable &table);
+void addConvOps(OpTable &table);
 
 /// Builds the function body for one ONNX graph, node by node.
 class GraphImporter {

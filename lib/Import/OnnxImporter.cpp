@@ -542,6 +542,7 @@ static OpTable &opTable() {
     addReductionOps(t);
     addIndexingOps(t);
     addMicrosoftOps(t);
+    addConvOps(t);
     return t;
   }();
   return table;
