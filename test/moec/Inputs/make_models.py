@@ -77,11 +77,11 @@ def named(nodes, inputs, outputs, inits=()):
 
 f = TensorProto.FLOAT
 # An op moec does not import, on a named node.
-onnx.save(named([helper.make_node("Conv", ["x", "w"], ["y"], name="layers.0/conv")],
-                [helper.make_tensor_value_info("x", f, [1, 1, 4, 4]),
-                 helper.make_tensor_value_info("w", f, [1, 1, 3, 3])],
+onnx.save(named([helper.make_node("MaxPool", ["x"], ["y"], name="layers.0/pool",
+                                  kernel_shape=[3, 3])],
+                [helper.make_tensor_value_info("x", f, [1, 1, 4, 4])],
                 [helper.make_tensor_value_info("y", f, [1, 1, 2, 2])]),
-          os.path.join(out, "named-conv.onnx"))
+          os.path.join(out, "named-pool.onnx"))
 # x is [N, K]: --input-shape x=4,32 contradicts the [64, 16] weight.
 onnx.save(named([helper.make_node("MatMul", ["x", "w"], ["y"], name="layers.0/mlp/fc1")],
                 [helper.make_tensor_value_info("x", f, ["N", "K"])],
