@@ -155,18 +155,16 @@ struct LowerPrecision
     // importer's blobs are), else a copy.
     const float *src = nullptr;
     std::vector<float> copy;
-    std::vector<char> realized; // a lazy weight's bytes
     if (auto r = dyn_cast<DenseResourceElementsAttr>(c.getValue());
         r && !r.getRawHandle().getBlob() && lazyWeightOf(r)) {
-      FailureOr<std::vector<char>> all = constantBytes(r);
-      if (failed(all) || int64_t(all->size()) != n * 4) {
+      // A lazy weight below the threshold: its values, realized.
+      copy.resize(static_cast<size_t>(n));
+      if (failed(readConstant(r, 0, size_t(n) * 4,
+                              reinterpret_cast<char *>(copy.data())))) {
         user->emitError("moe-lower-precision: ")
             << role << ": the weight's data is not readable";
         return failure();
       }
-      realized = std::move(*all);
-      copy.resize(static_cast<size_t>(n));
-      std::memcpy(copy.data(), realized.data(), size_t(n) * 4);
     } else if (auto r = dyn_cast<DenseResourceElementsAttr>(c.getValue())) {
       AsmResourceBlob *blob = r.getRawHandle().getBlob();
       if (!blob || int64_t(blob->getData().size()) != n * 4) {

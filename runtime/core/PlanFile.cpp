@@ -347,7 +347,6 @@ bool writeSegments(std::ofstream &f, const std::string &path, const Plan &plan,
     done += held.size();
   }
   pad(end);
-  std::vector<char>().swap(window);
   if (!f) {
     error = "cannot write '" + path + "': " + std::strerror(errno);
     return false;
