@@ -101,9 +101,11 @@ def main():
         left = [pid for pid in left if alive(pid)]
     for pid in left:
         os.kill(pid, signal.SIGKILL)
+    # The stop may land in a step or between runs (the barrier before the
+    # next one): either way a rank names where it waited.
     named = [l for l in err.splitlines()
              if l.startswith("moe-run: error: rank ") and "made no progress"
-             in l and " in step " in l]
+             in l and (" in step " in l or " in the barrier before run " in l)]
     ok = p.returncode == 1 and named and not left and \
         took < a.timeout + 20
     print(f"{'ok  ' if ok else 'FAIL'} rank {a.stop} stopped: the job ended "
