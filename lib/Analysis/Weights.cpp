@@ -157,33 +157,40 @@ static void transposeTiles(const T *src, int64_t ld, int64_t r0, int64_t r1,
 /// of source rows, so that each source row is read contiguously.
 static void realizeRows(const LazyWeight::Part &p, unsigned eb, int64_t r0,
                         int64_t r1, char *dst) {
-  int64_t n = p.outCols();
+  int64_t n = p.outCols(), step = p.colStep;
   if (!p.transposed) {
-    for (int64_t i = r0; i < r1; ++i)
-      std::memcpy(dst + (i - r0) * n * eb,
-                  p.src.data() + (i * p.cols + p.colBegin) * eb, n * eb);
+    for (int64_t i = r0; i < r1; ++i) {
+      const char *row = p.src.data() + (i * p.cols + p.colBegin) * eb;
+      if (step == 1) {
+        std::memcpy(dst + (i - r0) * n * eb, row, n * eb);
+        continue;
+      }
+      for (int64_t j = 0; j < n; ++j)
+        std::memcpy(dst + ((i - r0) * n + j) * eb, row + j * step * eb, eb);
+    }
     return;
   }
-  // dst(i, j) = src(colBegin + j, i), in square tiles.
+  // dst(i, j) = src(colBegin + j * step, i), in square tiles: source rows
+  // `step` apart.
   const char *src = p.src.data() + p.colBegin * p.cols * eb;
+  int64_t ld = p.cols * step;
   switch (eb) {
   case 4:
-    transposeTiles(reinterpret_cast<const uint32_t *>(src), p.cols, r0, r1, n,
+    transposeTiles(reinterpret_cast<const uint32_t *>(src), ld, r0, r1, n,
                    reinterpret_cast<uint32_t *>(dst));
     return;
   case 2:
-    transposeTiles(reinterpret_cast<const uint16_t *>(src), p.cols, r0, r1, n,
+    transposeTiles(reinterpret_cast<const uint16_t *>(src), ld, r0, r1, n,
                    reinterpret_cast<uint16_t *>(dst));
     return;
   case 8:
-    transposeTiles(reinterpret_cast<const uint64_t *>(src), p.cols, r0, r1, n,
+    transposeTiles(reinterpret_cast<const uint64_t *>(src), ld, r0, r1, n,
                    reinterpret_cast<uint64_t *>(dst));
     return;
   default:
     for (int64_t j = 0; j < n; ++j)
       for (int64_t i = r0; i < r1; ++i)
-        std::memcpy(dst + ((i - r0) * n + j) * eb, src + (j * p.cols + i) * eb,
-                    eb);
+        std::memcpy(dst + ((i - r0) * n + j) * eb, src + (j * ld + i) * eb, eb);
   }
 }
 

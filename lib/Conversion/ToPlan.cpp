@@ -59,6 +59,8 @@ MOEC_SAME_ENUM(moe::Activation::identity, moert::fb::Activation::identity);
 MOEC_SAME_ENUM(moe::Activation::relu, moert::fb::Activation::relu);
 MOEC_SAME_ENUM(moe::Activation::gelu, moert::fb::Activation::gelu);
 MOEC_SAME_ENUM(moe::Activation::gelu_tanh, moert::fb::Activation::gelu_tanh);
+MOEC_SAME_ENUM(moe::Activation::clamped_swiglu,
+               moert::fb::Activation::clamped_swiglu);
 MOEC_SAME_ENUM(moe::Activation::silu, moert::fb::Activation::silu);
 #undef MOEC_SAME_ENUM
 static_assert(moe::getMaxEnumValForScoreFunc() ==
@@ -595,6 +597,10 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
                            "dispatch");
     moert::fb::ExpertsT a;
     a.activation = moert::fb::Activation(ec.getActivation());
+    a.alpha = float(ec.getAlpha().convertToDouble());
+    a.beta = float(ec.getBeta().convertToDouble());
+    if (std::optional<APFloat> limit = ec.getLimit())
+      a.limit = float(limit->convertToDouble());
     a.dispatch = int64_t(it->second);
     moert::Step &s = addStep(std::move(a), op);
     s.inputs = {recv, g, u, dn, bg, bu, bd};

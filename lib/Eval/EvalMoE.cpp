@@ -12,6 +12,8 @@
 #include "llvm/ADT/TypeSwitch.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <numeric>
 
 using namespace mlir;
@@ -38,6 +40,8 @@ double activate(moe::Activation a, double x) {
            (1 + std::tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)));
   case moe::Activation::silu:
     return x / (1 + std::exp(-x));
+  case moe::Activation::clamped_swiglu: // needs the up value: evalExperts
+    break;
   }
   return x;
 }
@@ -358,6 +362,13 @@ LogicalResult Interpreter::evalExperts(moe::ExpertsOp op) {
   Type elt = op.getType().getElementType();
   FloatRound round = FloatRound::of(elt);
   Tensor out = Tensor::zeros({tokens, h}, elt);
+  bool clamped = op.getActivation() == moe::Activation::clamped_swiglu;
+  if (clamped && !up)
+    return fail(op, "clamped_swiglu needs w_up");
+  double alpha = op.getAlpha().convertToDouble(),
+         beta = op.getBeta().convertToDouble(),
+         limit = op.getLimit() ? op.getLimit()->convertToDouble()
+                               : std::numeric_limits<double>::infinity();
   std::vector<double> a(f), b(f), acc(h), y(h);
   for (int64_t t = 0; t < tokens; ++t) {
     std::fill(acc.begin(), acc.end(), 0.0);
@@ -379,10 +390,20 @@ LogicalResult Interpreter::evalExperts(moe::ExpertsOp op) {
         }
       }
       for (int64_t c = 0; c < f; ++c) {
-        double v = activate(op.getActivation(),
-                            round(a[c] + (bg ? bg->f[ex * f + c] : 0.0)));
-        if (up)
-          v = round(v) * round(b[c] + (bu ? bu->f[ex * f + c] : 0.0));
+        double gv = round(a[c] + (bg ? bg->f[ex * f + c] : 0.0));
+        double uv = up ? round(b[c] + (bu ? bu->f[ex * f + c] : 0.0)) : 0.0;
+        double v;
+        if (clamped) {
+          // g' * sigmoid(alpha g') * (u' + beta), g' = min(g, limit), u'
+          // = clamp(u, -limit, limit).
+          gv = std::min(gv, limit);
+          uv = std::clamp(uv, -limit, limit);
+          v = round(gv / (1 + std::exp(-alpha * gv))) * round(uv + beta);
+        } else {
+          v = activate(op.getActivation(), gv);
+          if (up)
+            v = round(v) * uv;
+        }
         a[c] = round(v);
       }
       std::fill(y.begin(), y.end(), 0.0);

@@ -131,7 +131,8 @@ struct MoEInsertAllToAllPass
           uint64_t(capacity));
       auto compute = moe::ExpertComputeOp::create(
           b, loc, recvT, dispatch.getRecv(), dispatch.getHandle(), gate, up,
-          down, bGate, bUp, bDown, op.getActivationAttr());
+          down, bGate, bUp, bDown, op.getActivationAttr(), op.getAlphaAttr(),
+          op.getBetaAttr(), op.getLimitAttr());
       Value out =
           moe::CombineOp::create(b, loc, op.getResult().getType(), compute,
                                  dispatch.getHandle(), op.getWeights());

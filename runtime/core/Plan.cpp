@@ -9,6 +9,8 @@
 
 #include "moert/Plan.h"
 
+#include <cmath>
+
 #include <sstream>
 
 using namespace moert;
@@ -313,6 +315,21 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
         return fail(what + ": kernel '" + name + "' takes " +
                     std::to_string(k->numArgs) + " pointers, the step passes " +
                     std::to_string(s.inputs.size() + s.outputs.size()));
+    }
+    if (const fb::ExpertsT *ex = s.attrs.Asexperts()) {
+      bool clamped = ex->activation == fb::Activation::clamped_swiglu;
+      if (clamped && (s.inputs.size() < 3 || s.inputs[2] < 0))
+        return fail(what + ": clamped_swiglu needs w_up");
+      // NaN fails these comparisons too.
+      if (!std::isfinite(ex->alpha) || !std::isfinite(ex->beta) ||
+          !(ex->limit > 0.0f) ||
+          (!clamped &&
+           (ex->alpha != 1.0f || ex->beta != 0.0f || !std::isinf(ex->limit))))
+        return fail(
+            what + ": activation parameters alpha=" +
+            std::to_string(ex->alpha) + " beta=" + std::to_string(ex->beta) +
+            " limit=" + std::to_string(ex->limit) + " are invalid for " +
+            fb::EnumNameActivation(ex->activation));
     }
     if (s.kind() == StepKind::experts || s.kind() == StepKind::combine) {
       int64_t d = s.dispatchStep();

@@ -630,6 +630,9 @@ void CpuBackend::experts(ExecContext &ctx, size_t index,
   w.H = H;
   w.F = F;
   w.act = at.activation;
+  w.alpha = at.alpha;
+  w.beta = at.beta;
+  w.limit = at.limit;
   size_t bytes = cpu::groupedFFNScratch(st.recvRows, w);
   scratch_.resize(bytes / sizeof(float) + 16);
   if (!low) {

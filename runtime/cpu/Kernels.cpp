@@ -476,6 +476,22 @@ MOERT_ALWAYS_INLINE inline void fuseRows(float *g, const float *u,
   }
 }
 
+/// GPT-OSS's clamped SwiGLU in place: g[n,F] = g' sigmoid(alpha g') (u' +
+/// beta), g' = min(g + bg, limit), u' = clamp(u + bu, -limit, limit).
+MOERT_ALWAYS_INLINE inline void
+fuseRowsClamped(float *g, const float *u, const float *bg, const float *bu,
+                int64_t n, int64_t F, float alpha, float beta, float limit) {
+  for (int64_t r = 0; r < n; ++r) {
+    float *gr = g + r * F;
+    const float *ur = u + r * F;
+    for (int64_t f = 0; f < F; ++f) {
+      float x = std::min(gr[f] + (bg ? bg[f] : 0.0f), limit);
+      float y = std::clamp(ur[f] + (bu ? bu[f] : 0.0f), -limit, limit);
+      gr[f] = x / (1.0f + fastExp(-alpha * x)) * (y + beta);
+    }
+  }
+}
+
 /// fuseRows for the activations whose loops vectorise (all but gelu, which
 /// calls erf), also compiled for AVX2/FMA where the compiler can dispatch.
 MOERT_SIMD_CLONES void fuseRowsVectorised(Activation a, float *g,
@@ -493,19 +509,24 @@ MOERT_SIMD_CLONES void fuseRowsVectorised(Activation a, float *g,
     return fuseRows<Activation::identity>(g, u, bg, bu, n, F);
   case Activation::gelu:
     return fuseRows<Activation::gelu>(g, u, bg, bu, n, F);
+  case Activation::clamped_swiglu: // fuseActivation calls fuseRowsClamped
+    break;
   }
 }
 
 /// g[n,F] = act(g + bg) [* (u + bu)] in place, blocks of rows in parallel.
-void fuseActivation(Activation a, float *g, const float *u, const float *bg,
-                    const float *bu, int64_t n, int64_t F) {
+void fuseActivation(const cpu::ExpertWeights &w, float *g, const float *u,
+                    const float *bg, const float *bu, int64_t n, int64_t F) {
   const int64_t block = 8;
+  Activation a = w.act;
   MOERT_OMP(parallel for if (n * F > kParallelWork) schedule(static))
   for (int64_t r = 0; r < n; r += block) {
     int64_t m = std::min(block, n - r);
     float *gr = g + r * F;
     const float *ur = u ? u + r * F : nullptr;
-    if (a == Activation::gelu)
+    if (a == Activation::clamped_swiglu)
+      fuseRowsClamped(gr, ur, bg, bu, m, F, w.alpha, w.beta, w.limit);
+    else if (a == Activation::gelu)
       fuseRows<Activation::gelu>(gr, ur, bg, bu, m, F);
     else
       fuseRowsVectorised(a, gr, ur, bg, bu, m, F);
@@ -533,7 +554,7 @@ void cpu::groupedFFN(const float *x, const std::vector<int64_t> &slotOffsets,
     sgemm(xs, w.wGate + s * H * F, g, n, H, F, false, false);
     if (u)
       sgemm(xs, w.wUp + s * H * F, u, n, H, F, false, false);
-    fuseActivation(w.act, g, u, w.bGate ? w.bGate + s * F : nullptr,
+    fuseActivation(w, g, u, w.bGate ? w.bGate + s * F : nullptr,
                    w.bUp ? w.bUp + s * F : nullptr, n, F);
     if (w.bDown)
       fillRows(ys, w.bDown + s * H, n, H);

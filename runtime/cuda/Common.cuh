@@ -67,6 +67,8 @@ __device__ __forceinline__ float activate(Activation act, float x) {
     return x > 0.f ? x : 0.f;
   case Activation::identity:
     return x;
+  case Activation::clamped_swiglu: // needs the up value: actMulKernel
+    break;
   }
   return x;
 }

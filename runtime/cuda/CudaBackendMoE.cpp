@@ -234,6 +234,9 @@ void CudaBackend::experts(ExecContext &ctx, size_t index,
   w.H = H;
   w.F = F;
   w.act = at.activation;
+  w.alpha = at.alpha;
+  w.beta = at.beta;
+  w.limit = at.limit;
   size_t bytes = cuda::groupedFFNScratch(st.recvRows, w);
   char *scratch = ffn_.ensure(bytes, stream_);
   cuda::groupedFFN(

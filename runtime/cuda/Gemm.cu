@@ -228,14 +228,21 @@ __device__ __forceinline__ int slotOf(const int64_t *off, int S, int64_t r) {
 
 template <typename T, int V> struct alignas(sizeof(T) * V) Vec { T v[V]; };
 
-/// g[r,f] = act(g[r,f] + bg[s,f]) * (u[r,f] + bu[s,f]) in fp32, stored in T;
+/// clamped_swiglu's parameters (DeviceExpertWeights), by value.
+struct GluParams {
+  float alpha, beta, limit;
+};
+
+/// g[r,f] = act(g[r,f] + bg[s,f]) * (u[r,f] + bu[s,f]) in fp32, stored in T
+/// (clamped_swiglu: g' sigmoid(alpha g') (u' + beta) of the clamped g', u');
 /// V elements per thread (V divides F). relOff: slot offsets relative to
 /// the first row (only read when there are biases).
 template <typename T, int V>
 __global__ void actMulKernel(T *__restrict__ g, const T *__restrict__ u,
                              const T *__restrict__ bg, const T *__restrict__ bu,
                              const int64_t *__restrict__ relOff, int S,
-                             int64_t R, int64_t F, Activation act) {
+                             int64_t R, int64_t F, Activation act,
+                             GluParams glu) {
   const int64_t chunks = R * F / V;
   for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < chunks;
        c += int64_t(gridDim.x) * blockDim.x) {
@@ -249,12 +256,21 @@ __global__ void actMulKernel(T *__restrict__ g, const T *__restrict__ u,
       float x = toFloat(gv.v[i]);
       if (bg)
         x += toFloat(bg[int64_t(s) * F + f + i]);
-      float y = activate(act, x);
+      float z = 0.0f;
       if (u) {
-        float z = toFloat(uv.v[i]);
+        z = toFloat(uv.v[i]);
         if (bu)
           z += toFloat(bu[int64_t(s) * F + f + i]);
-        y *= z;
+      }
+      float y;
+      if (act == Activation::clamped_swiglu) {
+        x = fminf(x, glu.limit);
+        z = fminf(fmaxf(z, -glu.limit), glu.limit);
+        y = x / (1.0f + __expf(-glu.alpha * x)) * (z + glu.beta);
+      } else {
+        y = activate(act, x);
+        if (u)
+          y *= z;
       }
       gv.v[i] = fromFloat<T>(y);
     }
@@ -429,6 +445,7 @@ void groupedFFN(Blas &blas, const void *x,
   runGroups(blas, w.dtype, gateUp, dev + offGU);
 
   cudaStream_t stream = blas.stream();
+  GluParams glu{w.alpha, w.beta, w.limit};
   dispatchDType(w.dtype, [&](auto tag) {
     using T = decltype(tag);
     constexpr int V = int(16 / sizeof(T));
@@ -438,10 +455,10 @@ void groupedFFN(Blas &blas, const void *x,
     auto *bu = static_cast<const T *>(w.bUp);
     if (F % V == 0)
       actMulKernel<T, V><<<blocksFor(R * F / V, 256), 256, 0, stream>>>(
-          gt, ut, bg, bu, relOff, S, R, F, w.act);
+          gt, ut, bg, bu, relOff, S, R, F, w.act, glu);
     else
       actMulKernel<T, 1><<<blocksFor(R * F, 256), 256, 0, stream>>>(
-          gt, ut, bg, bu, relOff, S, R, F, w.act);
+          gt, ut, bg, bu, relOff, S, R, F, w.act, glu);
   });
   MOERT_CUDA_CHECK_LAUNCH();
 

@@ -63,8 +63,10 @@ double activationRef(Activation a, double x) {
     return x > 0 ? x : 0;
   case Activation::identity:
     return x;
+  case Activation::clamped_swiglu: // needs the up value: clampedRef
+    break;
   }
-  return x;
+  return NAN;
 }
 
 const Activation kActivations[] = {Activation::silu, Activation::gelu,
@@ -83,6 +85,8 @@ const char *activationName(Activation a) {
     return "relu";
   case Activation::identity:
     return "identity";
+  case Activation::clamped_swiglu:
+    return "clamped_swiglu";
   }
   return "?";
 }
@@ -716,6 +720,67 @@ TEST(CpuKernels, GroupedFFN) {
           }
         expectClose(y.data(), ref, 1e-5, "y");
       }
+}
+
+TEST(CpuKernels, GroupedFFNClampedSwiglu) {
+  // GPT-OSS's activation: g' sigmoid(alpha g') (u' + beta), g' = min(g,
+  // limit), u' = clamp(u, -limit, limit). Pre-activations reach ~+-20 so
+  // that both clamps engage; with no limit (inf) nothing is clamped.
+  std::mt19937 rng(11);
+  const int64_t H = 19, F = 23;
+  const std::vector<int64_t> offsets = {0, 9, 9, 30};
+  const int64_t R = offsets.back();
+  std::vector<Expert> experts;
+  for (int s = 0; s < 3; ++s) {
+    experts.push_back(randomExpert(rng, H, F));
+    for (float &v : experts.back().wGate)
+      v *= 8;
+    for (float &v : experts.back().wUp)
+      v *= 8;
+  }
+  Stacked stacked({&experts[0], &experts[1], &experts[2]}, H, F);
+  std::vector<float> x = randomVec(rng, R * H, -2, 2);
+  for (float limit : {7.0f, INFINITY})
+    for (bool withBias : {false, true}) {
+      SCOPED_TRACE(testing::Message()
+                   << "limit=" << limit << " biases=" << withBias);
+      cpu::ExpertWeights w =
+          stacked.view(H, F, Activation::clamped_swiglu, true, withBias);
+      w.alpha = 1.702f;
+      w.beta = 1.0f;
+      w.limit = limit;
+      std::vector<float> scratch(cpu::groupedFFNScratch(R, w) / 4 + 1, NAN);
+      std::vector<float> y(R * H, NAN);
+      cpu::groupedFFN(x.data(), offsets, w, y.data(), scratch.data());
+      std::vector<double> ref;
+      int64_t clamped = 0;
+      for (int64_t s = 0; s < 3; ++s)
+        for (int64_t r = offsets[s]; r < offsets[s + 1]; ++r) {
+          const Expert &e = experts[s];
+          std::vector<double> h(F);
+          for (int64_t f = 0; f < F; ++f) {
+            double g = withBias ? e.bGate[f] : 0, u = withBias ? e.bUp[f] : 0;
+            for (int64_t i = 0; i < H; ++i) {
+              g += double(x[r * H + i]) * e.wGate[i * F + f];
+              u += double(x[r * H + i]) * e.wUp[i * F + f];
+            }
+            clamped += g > limit || std::fabs(u) > limit;
+            g = std::min<double>(g, limit);
+            u = std::clamp<double>(u, -limit, limit);
+            h[f] = g / (1 + std::exp(-1.702 * g)) * (u + 1.0);
+          }
+          for (int64_t i = 0; i < H; ++i) {
+            double acc = withBias ? e.bDown[i] : 0;
+            for (int64_t f = 0; f < F; ++f)
+              acc += h[f] * e.wDown[f * H + i];
+            ref.push_back(acc);
+          }
+        }
+      if (std::isfinite(limit)) {
+        EXPECT_GT(clamped, R * F / 10) << "the clamps must engage";
+      }
+      expectClose(y.data(), ref, 1e-5, "y");
+    }
 }
 
 TEST(CpuKernels, GroupedFFNLargeInputs) {

@@ -230,6 +230,8 @@ double actRef(Activation a, double x) {
     return x > 0 ? x : 0;
   case Activation::identity:
     return x;
+  case Activation::clamped_swiglu: // needs the up value; not tested here
+    break;
   }
   return x;
 }

@@ -336,6 +336,22 @@ TEST_F(Verify, Errors) {
   EXPECT_CONTAINS(
       verifyError([](Plan &p) { p.steps[3].attrs.Asexperts()->dispatch = 0; }),
       "attribute 'dispatch' must name an earlier dispatch step");
+  // clamped_swiglu's parameters: only on that activation, a positive limit.
+  EXPECT_CONTAINS(
+      verifyError([](Plan &p) { p.steps[3].attrs.Asexperts()->limit = 7; }),
+      "activation parameters alpha=1.000000 beta=0.000000 limit=7.000000 are "
+      "invalid for silu");
+  EXPECT_CONTAINS(verifyError([](Plan &p) {
+                    fb::ExpertsT *e = p.steps[3].attrs.Asexperts();
+                    e->activation = fb::Activation::clamped_swiglu;
+                    e->limit = -1;
+                  }),
+                  "are invalid for clamped_swiglu");
+  EXPECT_CONTAINS(verifyError([](Plan &p) {
+                    p.steps[3].attrs.Asexperts()->activation =
+                        fb::Activation(9);
+                  }),
+                  "an attribute has an unknown enum value");
 }
 
 /// The limits of moert/Limits.h: a kernel step's pointers and a GPU

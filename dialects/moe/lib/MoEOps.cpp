@@ -7,6 +7,8 @@
 #include "mlir/IR/OpImplementation.h"
 #include "mlir/IR/SymbolTable.h"
 
+#include <cmath>
+
 using namespace mlir;
 using namespace moec::moe;
 
@@ -103,6 +105,35 @@ static LogicalResult checkExpertBiases(Operation *op, int64_t n, int64_t h,
   return success();
 }
 
+static std::optional<double> toDouble(std::optional<APFloat> f) {
+  if (!f)
+    return std::nullopt;
+  return f->convertToDouble();
+}
+
+/// `alpha`, `beta` and `limit` parameterise `clamped_swiglu` only, which
+/// needs `w_up`; a limit must be positive, every parameter finite.
+static LogicalResult checkActivationParams(Operation *op, Activation act,
+                                           Value wUp, double alpha, double beta,
+                                           std::optional<double> limit) {
+  if (act != Activation::clamped_swiglu) {
+    if (alpha != 1.0 || beta != 0.0 || limit)
+      return op->emitOpError("alpha, beta and limit are parameters of "
+                             "clamped_swiglu, not of ")
+             << stringifyActivation(act);
+    return success();
+  }
+  if (!wUp)
+    return op->emitOpError("clamped_swiglu needs w_up");
+  if (!std::isfinite(alpha) || !std::isfinite(beta))
+    return op->emitOpError("alpha and beta must be finite, got ")
+           << alpha << " and " << beta;
+  // Written so that NaN is rejected too.
+  if (limit && !(*limit > 0.0 && std::isfinite(*limit)))
+    return op->emitOpError("limit must be positive and finite, got ") << *limit;
+  return success();
+}
+
 /// Expert weights and biases must share the rows' element type (the
 /// runtimes' grouped GEMMs take one type; moe-lower-precision narrows both).
 static LogicalResult checkWeightTypes(Operation *op, Type rows,
@@ -151,7 +182,10 @@ LogicalResult ExpertsOp::verify() {
              << gate << ", got " << u;
   }
   if (failed(checkExpertBiases(*this, e, h, f, getWUp(), getBGate(), getBUp(),
-                               getBDown())))
+                               getBDown())) ||
+      failed(checkActivationParams(
+          *this, getActivation(), getWUp(), getAlpha().convertToDouble(),
+          getBeta().convertToDouble(), toDouble(getLimit()))))
     return failure();
   if (res.getRank() != 2 ||
       !compatible(res.getDimSize(0), tokens.getDimSize(0)) ||
@@ -397,7 +431,10 @@ LogicalResult ExpertComputeOp::verify() {
       return emitOpError("w_up must have the shape of w_gate ")
              << gate << ", got " << rt(up);
   if (failed(checkExpertBiases(*this, s, h, f, getWUp(), getBGate(), getBUp(),
-                               getBDown())))
+                               getBDown())) ||
+      failed(checkActivationParams(
+          *this, getActivation(), getWUp(), getAlpha().convertToDouble(),
+          getBeta().convertToDouble(), toDouble(getLimit()))))
     return failure();
   if (res.getRank() != 2 ||
       !compatible(res.getDimSize(0), recv.getDimSize(0)) ||

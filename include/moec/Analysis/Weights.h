@@ -53,11 +53,13 @@ struct LazyWeight {
     llvm::ArrayRef<char> src; ///< the [rows, cols] source matrix, row major
     int64_t rows = 0, cols = 0;
     bool transposed = false; ///< the part is src^T ([cols, rows])
-    int64_t colBegin = 0;    ///< columns [colBegin, colEnd) of the part
-    int64_t colEnd = -1;     ///< -1: all
+    int64_t colBegin = 0;    ///< columns [colBegin, colEnd) of the part,
+    int64_t colEnd = -1;     ///< every colStep-th (-1: all)
+    int64_t colStep = 1;
     int64_t outRows() const { return transposed ? cols : rows; }
     int64_t outCols() const {
-      return (colEnd < 0 ? (transposed ? rows : cols) : colEnd) - colBegin;
+      int64_t end = colEnd < 0 ? (transposed ? rows : cols) : colEnd;
+      return (end - colBegin + colStep - 1) / colStep;
     }
   };
   std::vector<Part> parts;

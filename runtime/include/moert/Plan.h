@@ -35,7 +35,9 @@ namespace moert {
 /// of pointers (version 2's took one pointer argument per operand, at most
 /// 10 of them).
 /// Version 4: segments may live in per-rank weight files (Segment::file).
-constexpr uint32_t kPlanVersion = 4;
+/// Version 5: the clamped_swiglu activation (Experts alpha, beta, limit),
+/// which a version 4 reader would not know.
+constexpr uint32_t kPlanVersion = 5;
 
 /// Element types (plan.fbs): f32, f16, bf16, i64, i32, u8.
 using DType = fb::DType;

@@ -604,3 +604,35 @@ func.func @tp_slice_two_axes(%w: tensor<64x96xf32>) {
   %s = moe.tp_slice %w on @mesh grid_axes = [0, 1] dim = 1 : tensor<64x96xf32> -> tensor<64x48xf32>
   return
 }
+
+// -----
+
+func.func @experts_params_other_activation(%x: tensor<16x64xf32>, %i: tensor<16x2xi64>, %w: tensor<16x2xf32>, %w1: tensor<8x64x128xf32>, %w3: tensor<8x64x128xf32>, %w2: tensor<8x128x64xf32>) {
+  // expected-error @+1 {{alpha, beta and limit are parameters of clamped_swiglu, not of silu}}
+  %y = moe.experts %x, %i, %w gate %w1 up %w3 down %w2 {activation = #moe<activation silu>, limit = 7.0 : f64} : (tensor<16x64xf32>, tensor<16x2xi64>, tensor<16x2xf32>, tensor<8x64x128xf32>, tensor<8x64x128xf32>, tensor<8x128x64xf32>) -> tensor<16x64xf32>
+  return
+}
+
+// -----
+
+func.func @experts_clamped_needs_up(%x: tensor<16x64xf32>, %i: tensor<16x2xi64>, %w: tensor<16x2xf32>, %w1: tensor<8x64x128xf32>, %w2: tensor<8x128x64xf32>) {
+  // expected-error @+1 {{clamped_swiglu needs w_up}}
+  %y = moe.experts %x, %i, %w gate %w1 down %w2 {activation = #moe<activation clamped_swiglu>, alpha = 1.702 : f64, beta = 1.0 : f64, limit = 7.0 : f64} : (tensor<16x64xf32>, tensor<16x2xi64>, tensor<16x2xf32>, tensor<8x64x128xf32>, tensor<8x128x64xf32>) -> tensor<16x64xf32>
+  return
+}
+
+// -----
+
+func.func @experts_clamped_bad_limit(%x: tensor<16x64xf32>, %i: tensor<16x2xi64>, %w: tensor<16x2xf32>, %w1: tensor<8x64x128xf32>, %w3: tensor<8x64x128xf32>, %w2: tensor<8x128x64xf32>) {
+  // expected-error @+1 {{limit must be positive and finite, got -1}}
+  %y = moe.experts %x, %i, %w gate %w1 up %w3 down %w2 {activation = #moe<activation clamped_swiglu>, limit = -1.0 : f64} : (tensor<16x64xf32>, tensor<16x2xi64>, tensor<16x2xf32>, tensor<8x64x128xf32>, tensor<8x64x128xf32>, tensor<8x128x64xf32>) -> tensor<16x64xf32>
+  return
+}
+
+// -----
+
+func.func @compute_params_other_activation(%r: tensor<?x64xf32>, %h: !moe.dispatch, %w1: tensor<2x64x128xf32>, %w2: tensor<2x128x64xf32>) {
+  // expected-error @+1 {{alpha, beta and limit are parameters of clamped_swiglu, not of relu}}
+  %y = moe.expert_compute %r, %h gate %w1 down %w2 {activation = #moe<activation relu>, alpha = 2.0 : f64} : (tensor<?x64xf32>, !moe.dispatch, tensor<2x64x128xf32>, tensor<2x128x64xf32>) -> tensor<?x64xf32>
+  return
+}

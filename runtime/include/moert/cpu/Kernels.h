@@ -20,6 +20,7 @@
 #include "moert/Routing.h"
 #include "moert/enums_generated.h"
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -128,6 +129,9 @@ struct ExpertWeights {
   const float *bGate = nullptr, *bUp = nullptr, *bDown = nullptr;
   int64_t H = 0, F = 0;
   Activation act = Activation::silu;
+  /// clamped_swiglu's parameters (plan.fbs Experts): g' = min(g, limit),
+  /// u' = clamp(u, -limit, limit), g' * sigmoid(alpha g') * (u' + beta).
+  float alpha = 1.0f, beta = 0.0f, limit = INFINITY;
 };
 
 /// Bytes of scratch `groupedFFN` needs for `rows` rows.

@@ -30,6 +30,7 @@
 #include <cuda_runtime_api.h>
 #include <library_types.h>
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -257,6 +258,8 @@ struct DeviceExpertWeights {
   const void *bGate = nullptr, *bUp = nullptr, *bDown = nullptr;
   int64_t H = 0, F = 0;
   Activation act = Activation::silu;
+  /// clamped_swiglu's parameters (as cpu::ExpertWeights).
+  float alpha = 1.0f, beta = 0.0f, limit = INFINITY;
   DType dtype = DType::f32;
 };
 

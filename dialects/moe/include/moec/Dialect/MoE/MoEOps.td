@@ -39,7 +39,8 @@ def MoE_Activation : I32EnumAttr<"Activation", "expert FFN activation", [
     I32EnumAttrCase<"relu", 1>,
     I32EnumAttrCase<"gelu", 2>,
     I32EnumAttrCase<"gelu_tanh", 3>,
-    I32EnumAttrCase<"silu", 4>
+    I32EnumAttrCase<"silu", 4>,
+    I32EnumAttrCase<"clamped_swiglu", 5>
   ]> {
   let genSpecializedAttr = 0;
   let cppNamespace = "::moec::moe";
@@ -131,6 +132,16 @@ def MoE_ExpertsOp : MoE_Op<"experts", [Pure, AttrSizedOperandSegments]> {
     slice of the experts). Activations: `silu` x*sigmoid(x), `gelu` with erf,
     `gelu_tanh` the tanh approximation, `relu`, `identity`.
 
+    `clamped_swiglu` (GPT-OSS, onnxruntime's `swiglu` with `swiglu_limit`)
+    needs `w_up` and replaces `act(g) * u` by
+    ```
+    g' = min(g, limit), u' = clamp(u, -limit, limit)
+    g' * sigmoid(alpha * g') * (u' + beta)
+    ```
+    with `g = x @ w_gate[e] + b_gate[e]` and `u = x @ w_up[e] + b_up[e]`
+    (no `limit`: no clamping). `alpha`, `beta` and `limit` belong to this
+    activation only (GPT-OSS: alpha 1.702, beta 1, limit 7).
+
     ```mlir
     %y = moe.experts %x, %idx, %w gate %w1 up %w3 down %w2
         {activation = #moe.activation<silu>}
@@ -150,7 +161,10 @@ def MoE_ExpertsOp : MoE_Op<"experts", [Pure, AttrSizedOperandSegments]> {
     Optional<MoE_FloatTensor>:$b_up,
     Optional<MoE_FloatTensor>:$b_down,
     MoE_ActivationAttr:$activation,
-    DefaultValuedAttr<I64Attr, "0">:$expert_offset
+    DefaultValuedAttr<I64Attr, "0">:$expert_offset,
+    DefaultValuedAttr<F64Attr, "1.0">:$alpha,
+    DefaultValuedAttr<F64Attr, "0.0">:$beta,
+    OptionalAttr<F64Attr>:$limit
   );
   let results = (outs MoE_FloatTensor:$result);
   let assemblyFormat = [{
@@ -258,7 +272,8 @@ def MoE_ExpertComputeOp : MoE_Op<"expert_compute",
   let summary = "this rank's experts applied to the rows it received";
   let description = [{
     Runs the FFN of each local slot on that slot's rows of `recv` (grouped
-    GEMMs): `y = (act(x Wg + bg) [* (x Wu + bu)]) Wd + bd`. Weights are the
+    GEMMs): `y = (act(x Wg + bg) [* (x Wu + bu)]) Wd + bd` (`clamped_swiglu`
+    with `alpha`, `beta`, `limit` as in `moe.experts`). Weights are the
     rank's local stack `[slots, H, F]` / `[slots, F, H]` (from
     `moe.local_weights`); with tensor parallelism F is this rank's slice and
     `y` a partial sum.
@@ -279,7 +294,10 @@ def MoE_ExpertComputeOp : MoE_Op<"expert_compute",
     Optional<MoE_FloatTensor>:$b_gate,
     Optional<MoE_FloatTensor>:$b_up,
     Optional<MoE_FloatTensor>:$b_down,
-    MoE_ActivationAttr:$activation
+    MoE_ActivationAttr:$activation,
+    DefaultValuedAttr<F64Attr, "1.0">:$alpha,
+    DefaultValuedAttr<F64Attr, "0.0">:$beta,
+    OptionalAttr<F64Attr>:$limit
   );
   let results = (outs MoE_FloatTensor:$result);
   let assemblyFormat = [{
