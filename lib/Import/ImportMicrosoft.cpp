@@ -27,7 +27,8 @@
 // runs, checked), 2 concatenates them ([g | l]), 0 takes l from fc3. Since
 // g * sigmoid(a g) = silu(a g) / a, it is a silu-gated moe.experts with
 // w_gate = a Wg, b_gate = a bg, w_up = Wl / a, b_up = (bl + beta) / a.
-// swiglu_limit (clamping) has no moe.experts form and is rejected.
+// With swiglu_limit (clamping: g' = min(g, limit), l' = clamp(l, -limit,
+// limit)) it is moe.experts' clamped_swiglu with alpha, beta and the limit.
 // "geglu" (CUDA only, fused fc1 required) is gelu_tanh(g) * l.
 // A separate fc3 with another activation gates it: act(x fc1^T) * (x fc3^T).
 //
@@ -38,6 +39,8 @@
 #include "moec/Dialect/MoE/MoEOps.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
+
+#include <cmath>
 
 using namespace mlir;
 using namespace moec;
@@ -129,12 +132,20 @@ static LogicalResult importMoE(GraphImporter &gi) {
     if (geglu && fusion == 0)
       return gi.fail("activation_type 'geglu' needs swiglu_fusion 1 or 2");
   }
+  // swiglu_limit clamps gate and up (GPT-OSS): moe.experts' clamped_swiglu
+  // takes alpha, beta and the limit as they are.
+  std::optional<double> limit;
   if (swiglu) {
-    if (gi.hasAttr("swiglu_limit"))
-      return gi.fail("attribute swiglu_limit (clamped SwiGLU) is not "
-                     "supported");
-    if (alpha == 0.0)
+    if (gi.hasAttr("swiglu_limit")) {
+      limit = gi.floatAttr("swiglu_limit", 0.0);
+      // Written so that NaN is rejected too.
+      if (!(*limit > 0.0 && std::isfinite(*limit)))
+        return gi.fail("attribute swiglu_limit=" + std::to_string(*limit) +
+                       " must be positive and finite");
+      activation = moe::Activation::clamped_swiglu;
+    } else if (alpha == 0.0) {
       return gi.fail("attribute activation_alpha=0 is not supported");
+    }
   } else {
     alpha = 1.0;
     beta = 0.0;
@@ -252,7 +263,9 @@ static LogicalResult importMoE(GraphImporter &gi) {
   int64_t step = fused && fusion == 1 ? 2 : 1;
   // Biases are rewritten on the host when split or rescaled; else they are
   // used as they are (and may then be computed values).
-  bool hostBias = fused || alpha != 1.0 || beta != 0.0;
+  // Without a limit, alpha and beta fold into the weights (see the top).
+  double gScale = limit ? 1.0 : alpha, upAdd = limit ? 0.0 : beta;
+  bool hostBias = fused || gScale != 1.0 || upAdd != 0.0;
   auto hostBiasOf = [&](unsigned i, const char *name,
                         const HostTensor *&out) -> LogicalResult {
     out = nullptr;
@@ -269,9 +282,9 @@ static LogicalResult importMoE(GraphImporter &gi) {
   if (fused || fc3) {
     const HostTensor &up = fused ? w1 : *fc3;
     wGate =
-        gi.weight(pickRowsT(w1, gateStart, step, f, alpha), node + ".w_gate");
-    wUp =
-        gi.weight(pickRowsT(up, upStart, step, f, 1.0 / alpha), node + ".w_up");
+        gi.weight(pickRowsT(w1, gateStart, step, f, gScale), node + ".w_gate");
+    wUp = gi.weight(pickRowsT(up, upStart, step, f, 1.0 / gScale),
+                    node + ".w_up");
     if (hostBias) {
       const HostTensor *b1 = nullptr, *b3 = nullptr;
       if (failed(hostBiasOf(kB1, "fc1_experts_bias", b1)) ||
@@ -279,12 +292,12 @@ static LogicalResult importMoE(GraphImporter &gi) {
         return failure();
       if (b1)
         bGate = gi.weight(
-            pickBias(b1, w1.dtype, e, rows, gateStart, step, f, 0.0, alpha),
+            pickBias(b1, w1.dtype, e, rows, gateStart, step, f, 0.0, gScale),
             node + ".b_gate");
       const HostTensor *bu = fused ? b1 : b3;
-      if (bu || beta != 0.0)
+      if (bu || upAdd != 0.0)
         bUp = gi.weight(pickBias(bu, w1.dtype, e, fused ? rows : f, upStart,
-                                 step, f, beta, 1.0 / alpha),
+                                 step, f, upAdd, 1.0 / gScale),
                         node + ".b_up");
     } else {
       if (gi.hasInput(kB1))
@@ -337,7 +350,10 @@ static LogicalResult importMoE(GraphImporter &gi) {
   auto experts = moe::ExpertsOp::create(
       b, loc, RankedTensorType::get({tokens, h}, elt), x, route.getIndices(),
       weights, wGate, wUp, wDown, bGate, bUp, bDown,
-      moe::ActivationAttr::get(gi.ctx(), activation), b.getI64IntegerAttr(0));
+      moe::ActivationAttr::get(gi.ctx(), activation), b.getI64IntegerAttr(0),
+      b.getF64FloatAttr(limit ? alpha : 1.0),
+      b.getF64FloatAttr(limit ? beta : 0.0),
+      limit ? b.getF64FloatAttr(*limit) : FloatAttr());
   Value y = experts.getResult();
   if (inT.getRank() == 3)
     y = gi.reshape(y, inT.getShape(), inDyn);

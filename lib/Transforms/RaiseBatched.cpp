@@ -58,6 +58,14 @@ LogicalResult LayerRaiser::raiseBatched(Router &r, std::string &why,
                 "router's top-k ids, or do not hold one slab per expert";
           return failure();
         }
+      for (BiasRef *bias : {&f->bGate, &f->bUp, &f->bDown})
+        if (*bias &&
+            (!bias->ids || skipViews(bias->ids) != ids ||
+             cast<RankedTensorType>(bias->src.getType()).getDimSize(0) != e)) {
+          why = "the batched experts' biases are not gathered by the "
+                "router's top-k ids";
+          return failure();
+        }
       // The FFN input: the tokens repeated k times ([T, 1, H] broadcast
       // to [T, k, H]).
       auto rep = skipViews(f->input).getDefiningOp<linalg::GenericOp>();

@@ -102,7 +102,8 @@ LayerRaiser::emitLayer(Router &r, Value root, Value tokensV,
   moe::Activation act = experts.begin()->second.act;
   const ExpertFFN &f0 = experts.begin()->second;
   for (auto &[id, f] : experts)
-    if (f.up.has_value() != gated || f.act != act ||
+    if (f.up.has_value() != gated || f.act != act || f.alpha != f0.alpha ||
+        f.beta != f0.beta || f.limit != f0.limit ||
         bool(f.bGate) != bool(f0.bGate) || bool(f.bUp) != bool(f0.bUp) ||
         bool(f.bDown) != bool(f0.bDown)) {
       why = "the experts differ in structure";
@@ -137,13 +138,13 @@ LayerRaiser::emitLayer(Router &r, Value root, Value tokensV,
     return failure();
   }
   // Biases (nn.Linear with bias): [E, F] for gate and up, [E, H] for down.
-  auto biases = [&](arith::ConstantOp ExpertFFN::*field,
+  auto biases = [&](BiasRef ExpertFFN::*field,
                     StringRef name) -> FailureOr<Value> {
     if (!(f0.*field))
       return Value();
-    SmallVector<arith::ConstantOp> parts;
+    SmallVector<std::pair<int64_t, BiasRef>> parts;
     for (auto &[id, f] : experts)
-      parts.push_back(f.*field);
+      parts.push_back({id, f.*field});
     return stackBiases(b, loc, parts, prefix + "." + name.str());
   };
   FailureOr<Value> bg = biases(&ExpertFFN::bGate, "b_gate");
@@ -183,7 +184,9 @@ LayerRaiser::emitLayer(Router &r, Value root, Value tokensV,
   auto ex = moe::ExpertsOp::create(
       b, loc, rootT, x, route.getIndices(), route.getWeights(), *wg,
       gated ? *wu : Value(), *wd, *bg, *bu, *bd,
-      moe::ActivationAttr::get(b.getContext(), act), b.getI64IntegerAttr(0));
+      moe::ActivationAttr::get(b.getContext(), act), b.getI64IntegerAttr(0),
+      b.getF64FloatAttr(f0.alpha), b.getF64FloatAttr(f0.beta),
+      f0.limit > 0 ? b.getF64FloatAttr(f0.limit) : FloatAttr());
   root.replaceAllUsesWith(ex.getResult());
   markSharedExperts(ex, tokensV);
   return success();

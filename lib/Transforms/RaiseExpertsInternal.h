@@ -115,10 +115,28 @@ struct WeightRef {
   arith::ConstantOp src;
   bool stacked = false;
   bool transposed = false;
-  int64_t colBegin = 0, colEnd = -1; // of the [K, N] matrix; -1: all
+  /// Columns colBegin, colBegin + colStep, ... < colEnd of the [K, N]
+  /// matrix (colEnd -1: all); a step of 2 de-interleaves a fused gate/up
+  /// projection (GPT-OSS's `gate_up[..., ::2]`).
+  int64_t colBegin = 0, colEnd = -1, colStep = 1;
   /// Batched form only: the [n] or [n, 1] expert ids that pick one slab per
   /// row (see matchBatchedLinear).
   Value ids;
+};
+
+/// A bias [N] added after a MatMul: a constant [N] (or [1, N]), or the row
+/// of a stacked [E, N] constant picked by the expert id (transformers 5.x
+/// `gate_up_proj_bias[expert_idx]`), or per token row by the batched
+/// form's ids (`gate_up_proj_bias[expert_ids]`); possibly the columns colBegin,
+/// colBegin + colStep, ... < colEnd of it (colEnd -1: all). Null when
+/// absent.
+struct BiasRef {
+  arith::ConstantOp src;
+  bool stacked = false;
+  int64_t colBegin = 0, colEnd = -1, colStep = 1;
+  /// Batched form only: the ids that pick one row per token row.
+  Value ids;
+  explicit operator bool() const { return bool(src); }
 };
 
 /// One expert's FFN, read back from its output.
@@ -127,9 +145,11 @@ struct ExpertFFN {
   WeightRef gate, down;
   std::optional<WeightRef> up;
   moe::Activation act = moe::Activation::identity;
-  /// Constant [N] biases added after the gate, up and down MatMuls
-  /// (nn.Linear with bias); null when absent.
-  arith::ConstantOp bGate, bUp, bDown;
+  /// clamped_swiglu's parameters (moe.experts); limit < 0: no clamping.
+  double alpha = 1.0, beta = 0.0, limit = -1.0;
+  /// Biases added after the gate, up and down MatMuls (nn.Linear with
+  /// bias).
+  BiasRef bGate, bUp, bDown;
 };
 
 /// `linalg.matmul(x, W)` with a resolvable constant W: returns {x, W}.
@@ -138,9 +158,10 @@ std::optional<std::pair<Value, WeightRef>> matchLinear(Value v);
 /// Matches down(act(gate(x)) [* up(x)]) on the FFN output `v`.
 FailureOr<ExpertFFN> matchFFN(Value v, std::string &why);
 
-/// Stacks the experts' [N] biases into one [E, N] blob.
+/// Stacks the experts' [N] biases (expert id, bias) into one [E, N] blob.
 FailureOr<Value> stackBiases(OpBuilder &b, Location loc,
-                             ArrayRef<arith::ConstantOp> parts, StringRef name);
+                             ArrayRef<std::pair<int64_t, BiasRef>> parts,
+                             StringRef name);
 
 /// Stacks the experts' [K, N] matrices into one [E, K, N] weight blob.
 FailureOr<Value> stack(OpBuilder &b, Location loc,

@@ -57,12 +57,14 @@ std::optional<WeightRef> resolveWeight(Value w) {
 
 /// A per-row gather of slabs of a constant [E, A, B]: out[i, a, b] =
 /// W[ids[i], a, b] (ids [n] or [n, 1], negative ids wrapped), as the
-/// importer writes GatherND(W, ids) or Gather(W, ids, axis 0). Returns {W,
-/// ids}.
+/// importer writes GatherND(W, ids) or Gather(W, ids, axis 0); or of rows
+/// of a constant [E, N] (per-row biases: out[i, c] = b[ids[i], c]).
+/// Returns {W, ids}.
 std::optional<std::pair<arith::ConstantOp, Value>>
 matchRowGather(linalg::GenericOp g) {
   auto outT = cast<RankedTensorType>(g.getResult(0).getType());
-  if (g.getNumResults() != 1 || outT.getRank() != 3 ||
+  int64_t rank = outT.getRank();
+  if (g.getNumResults() != 1 || (rank != 3 && rank != 2) ||
       g.getNumDpsInputs() > 1 || !g.getIndexingMapsArray().back().isIdentity())
     return std::nullopt;
   auto isIndex = [](Value v, int64_t dim) {
@@ -76,15 +78,15 @@ matchRowGather(linalg::GenericOp g) {
     if (ex.getTensor().getDefiningOp<arith::ConstantOp>())
       wx = ex;
   });
-  if (!wx || wx.getIndices().size() != 3 || !isIndex(wx.getIndices()[1], 1) ||
-      !isIndex(wx.getIndices()[2], 2) ||
+  if (!wx || int64_t(wx.getIndices().size()) != rank ||
       g.getBody()->getTerminator()->getOperand(0) != wx.getResult())
     return std::nullopt;
   auto src = wx.getTensor().getDefiningOp<arith::ConstantOp>();
   auto srcT = cast<RankedTensorType>(src.getType());
-  if (srcT.getDimSize(1) != outT.getDimSize(1) ||
-      srcT.getDimSize(2) != outT.getDimSize(2))
-    return std::nullopt;
+  for (int64_t d = 1; d < rank; ++d)
+    if (!isIndex(wx.getIndices()[d], d) ||
+        srcT.getDimSize(d) != outT.getDimSize(d))
+      return std::nullopt;
   // The row's id: idx, or select(idx < 0, idx + E, idx), of an index_cast.
   Value id = wx.getIndices()[0];
   if (auto sel = id.getDefiningOp<arith::SelectOp>())
@@ -127,11 +129,34 @@ std::optional<std::pair<Value, WeightRef>> matchBatchedLinear(Value v) {
   if (!bmm)
     return std::nullopt;
   auto outT = cast<RankedTensorType>(bmm.getResult(0).getType());
+  // W [E, in, out] (transformers' is_transposed experts, GPT-OSS):
+  // bmm(x [n, 1, in], gather(W, ids) [n, in, out]) -> [n, 1, out].
+  if (outT.getDimSize(1) == 1) {
+    auto g = bmm.getDpsInputs()[1].getDefiningOp<linalg::GenericOp>();
+    auto gathered = g ? matchRowGather(g) : std::nullopt;
+    if (!gathered ||
+        cast<RankedTensorType>(g.getResult(0).getType()).getRank() != 3)
+      return std::nullopt;
+    Value x = bmm.getDpsInputs()[0];
+    if (auto e = x.getDefiningOp<tensor::ExpandShapeOp>())
+      x = e.getSrc();
+    else if (auto r = x.getDefiningOp<tensor::ReshapeOp>())
+      x = r.getSource();
+    auto xT = cast<RankedTensorType>(x.getType());
+    if (xT.getRank() != 2 || xT.getDimSize(0) != outT.getDimSize(0))
+      return std::nullopt;
+    WeightRef r;
+    r.src = gathered->first;
+    r.stacked = true;
+    r.ids = gathered->second;
+    return std::make_pair(x, r);
+  }
   auto g = bmm.getDpsInputs()[0].getDefiningOp<linalg::GenericOp>();
   if (outT.getDimSize(2) != 1 || !g)
     return std::nullopt;
   auto gathered = matchRowGather(g);
-  if (!gathered)
+  if (!gathered ||
+      cast<RankedTensorType>(g.getResult(0).getType()).getRank() != 3)
     return std::nullopt;
   // x [n, B] viewed as [n, B, 1].
   Value x = bmm.getDpsInputs()[1];
@@ -167,24 +192,20 @@ std::optional<std::pair<Value, WeightRef>> matchLinear(Value v) {
 
 namespace {
 
-/// One column range [b, e) of a MatMul (a fused projection split with
-/// extract_slice on the last dim): returns {x, W restricted to the range}.
-std::optional<std::pair<Value, WeightRef>> matchLinearPart(Value v) {
-  if (auto sl = skipViews(v).getDefiningOp<tensor::ExtractSliceOp>()) {
-    auto t = cast<RankedTensorType>(sl.getSource().getType());
-    if (t.getRank() != 2 || !sl.hasUnitStride() ||
-        sl.getStaticOffsets()[0] != 0 ||
-        ShapedType::isDynamic(sl.getStaticOffsets()[1]) ||
-        ShapedType::isDynamic(sl.getStaticSizes()[1]))
-      return std::nullopt;
-    auto lin = matchLinear(sl.getSource());
-    if (!lin)
-      return std::nullopt;
-    lin->second.colBegin = sl.getStaticOffsets()[1];
-    lin->second.colEnd = lin->second.colBegin + sl.getStaticSizes()[1];
-    return lin;
-  }
-  return matchLinear(v);
+/// The columns a rank-2 extract_slice keeps of every row: {offset, size,
+/// stride} (static, stride > 0); nullopt for other slices.
+std::optional<std::array<int64_t, 3>> columnSlice(tensor::ExtractSliceOp sl) {
+  auto t = cast<RankedTensorType>(sl.getSource().getType());
+  if (t.getRank() != 2 || sl.getStaticOffsets()[0] != 0 ||
+      sl.getStaticStrides()[0] != 1 ||
+      ShapedType::isDynamic(sl.getStaticOffsets()[1]) ||
+      ShapedType::isDynamic(sl.getStaticSizes()[1]) ||
+      ShapedType::isDynamic(sl.getStaticStrides()[1]) ||
+      sl.getStaticStrides()[1] <= 0)
+    return std::nullopt;
+  return std::array<int64_t, 3>{sl.getStaticOffsets()[1],
+                                sl.getStaticSizes()[1],
+                                sl.getStaticStrides()[1]};
 }
 
 /// GELU with erf as torch.onnx writes it: (u * (erf(u / sqrt(2)) + 1)) *
@@ -236,27 +257,154 @@ Value matchGeluErf(Value v) {
 
 } // namespace
 
+namespace {
+
+/// GPT-OSS's clamped SwiGLU, read back from its product:
+/// `(u' + beta) * (g' * sigmoid(alpha * g'))`, g' = min(g, limit) (Clip
+/// with a max only), u' = clamp(u, -limit, limit) (Clip with both), each
+/// of beta, alpha and the clamps optional (limit -1: none); operands of
+/// both products in either order.
+struct ClampedSwiglu {
+  Value gate, up;
+  double alpha = 1.0, beta = 0.0, limit = -1.0;
+};
+
+/// `min(x, c)` with a scalar constant c: {x, c}; {v, -1} when `v` is no
+/// such clamp.
+std::pair<Value, double> stripClampMax(Value v) {
+  if (auto m = matchScalarBinary<arith::MinimumFOp>(v); m && m->second > 0)
+    return {m->first, m->second};
+  return {v, -1.0};
+}
+
+/// `min(max(x, -c), c)` (one generic, as the importer writes Clip with a
+/// min and a max) with a scalar constant c: {x, c}; {v, -1} otherwise.
+std::pair<Value, double> stripClampSym(Value v) {
+  auto g = v.getDefiningOp<linalg::GenericOp>();
+  if (!g || g.getNumDpsInputs() != 3 || g.getNumResults() != 1)
+    return {v, -1.0};
+  SmallVector<Operation *> ops = bodyOps(g);
+  Block *b = g.getBody();
+  if (ops.size() != 2 || !isa<arith::MaximumFOp>(ops[0]) ||
+      !isa<arith::MinimumFOp>(ops[1]) ||
+      ops[0]->getOperand(0) != b->getArgument(0) ||
+      ops[0]->getOperand(1) != b->getArgument(1) ||
+      ops[1]->getOperand(0) != ops[0]->getResult(0) ||
+      ops[1]->getOperand(1) != b->getArgument(2) ||
+      b->getTerminator()->getOperand(0) != ops[1]->getResult(0))
+    return {v, -1.0};
+  std::optional<double> lo = scalarFloat(g.getDpsInputs()[1]),
+                        hi = scalarFloat(g.getDpsInputs()[2]);
+  if (!lo || !hi || *hi <= 0 || *lo != -*hi)
+    return {v, -1.0};
+  return {g.getDpsInputs()[0], *hi};
+}
+
+std::optional<ClampedSwiglu> matchClampedSwiglu(Value h) {
+  auto mul = matchBinary<arith::MulFOp>(h);
+  if (!mul)
+    return std::nullopt;
+  for (auto [p, q] : {std::pair(mul->first, mul->second),
+                      std::pair(mul->second, mul->first)}) {
+    auto glu = matchBinary<arith::MulFOp>(q);
+    if (!glu)
+      continue;
+    for (auto [gc, s] : {std::pair(glu->first, glu->second),
+                         std::pair(glu->second, glu->first)}) {
+      Value in = matchSigmoid(s);
+      if (!in)
+        continue;
+      ClampedSwiglu c;
+      if (in != gc) {
+        auto scaled = matchScalarBinary<arith::MulFOp>(in);
+        if (!scaled || scaled->first != gc)
+          continue;
+        c.alpha = scaled->second;
+      }
+      Value uc = p;
+      if (auto add = matchScalarBinary<arith::AddFOp>(p)) {
+        uc = add->first;
+        c.beta = add->second;
+      }
+      auto [g, gLimit] = stripClampMax(gc);
+      auto [u, uLimit] = stripClampSym(uc);
+      if (gLimit != uLimit)
+        continue;
+      c.gate = g;
+      c.up = u;
+      c.limit = gLimit;
+      return c;
+    }
+  }
+  return std::nullopt;
+}
+
+} // namespace
+
 /// Matches down(act(gate(x)) [* up(x)]) on the FFN output `v`.
 namespace {
 
-/// `y + b` with `b` a constant [N] (or [1, N]) broadcast over the rows of a
-/// [M, N] `y` (nn.Linear's bias; torch.onnx's Gemm): returns y, and b in
-/// `bias`; `v` itself when there is no such add.
-Value stripBias(Value v, arith::ConstantOp &bias) {
+/// The constant [E, N] whose row a gather picks by a scalar expert id
+/// (`bias[expert_idx]`): a generic of one rank-0 input (the id) yielding
+/// `tensor.extract %c[id, d0]` into [N]; null otherwise.
+arith::ConstantOp stackedBiasSource(Value v) {
+  auto g = v.getDefiningOp<linalg::GenericOp>();
+  auto outT = g ? dyn_cast<RankedTensorType>(g.getResult(0).getType())
+                : RankedTensorType();
+  if (!g || g.getNumResults() != 1 || g.getNumDpsInputs() != 1 || !outT ||
+      outT.getRank() != 1 ||
+      cast<RankedTensorType>(g.getDpsInputs()[0].getType()).getRank() != 0)
+    return {};
+  tensor::ExtractOp ex;
+  g.getBody()->walk([&](tensor::ExtractOp e) { ex = e; });
+  if (!ex || g.getBody()->getTerminator()->getOperand(0) != ex.getResult() ||
+      ex.getIndices().size() != 2)
+    return {};
+  auto c = ex.getTensor().getDefiningOp<arith::ConstantOp>();
+  auto li = ex.getIndices()[1].getDefiningOp<linalg::IndexOp>();
+  if (!c || !li || li.getDim() != 0 ||
+      cast<RankedTensorType>(c.getType()).getDimSize(1) != outT.getDimSize(0))
+    return {};
+  return c;
+}
+
+/// `y + b` with `b` a bias [N] (or [1, N]; a constant or a stacked row,
+/// see BiasRef) broadcast over the rows of a [M, N] `y` (nn.Linear's bias;
+/// torch.onnx's Gemm): returns y, and b in `bias`; `v` itself when there is
+/// no such add.
+Value stripBias(Value v, BiasRef &bias) {
   auto add = matchBinary<arith::AddFOp>(v);
   if (!add)
     return v;
   auto g = v.getDefiningOp<linalg::GenericOp>();
   auto yT = dyn_cast<RankedTensorType>(v.getType());
-  if (!yT || yT.getRank() != 2)
+  if (!yT || yT.getRank() != 2 || ShapedType::isDynamic(yT.getDimSize(1)))
     return v;
   for (unsigned i = 0; i < 2; ++i) {
     Value b = g.getDpsInputs()[i];
-    auto c = skipViews(b).getDefiningOp<arith::ConstantOp>();
-    auto cT = c ? cast<RankedTensorType>(c.getType()) : RankedTensorType();
-    if (!cT || cT.getNumElements() != yT.getDimSize(1) ||
-        ShapedType::isDynamic(yT.getDimSize(1)) ||
-        !g.getIndexingMapsArray()[1 - i].isIdentity())
+    BiasRef ref;
+    if (auto c = skipViews(b).getDefiningOp<arith::ConstantOp>()) {
+      if (cast<RankedTensorType>(c.getType()).getNumElements() ==
+          yT.getDimSize(1))
+        ref.src = c;
+    } else if (arith::ConstantOp c = stackedBiasSource(skipViews(b))) {
+      ref.src = c;
+      ref.stacked = true;
+    } else if (auto rg = skipViews(b).getDefiningOp<linalg::GenericOp>()) {
+      // A bias per row, gathered by the batched form's ids: [n, N].
+      auto gathered = matchRowGather(rg);
+      auto rgT = cast<RankedTensorType>(rg.getResult(0).getType());
+      if (gathered && rgT.getRank() == 2 && rgT.getShape() == yT.getShape() &&
+          g.getIndexingMapsArray()[i].isIdentity() &&
+          g.getIndexingMapsArray()[1 - i].isIdentity()) {
+        ref.src = gathered->first;
+        ref.stacked = true;
+        ref.ids = gathered->second;
+        bias = ref;
+        return i == 0 ? add->second : add->first;
+      }
+    }
+    if (!ref || !g.getIndexingMapsArray()[1 - i].isIdentity())
       continue;
     // The bias is indexed by the column only.
     AffineMap m = g.getIndexingMapsArray()[i];
@@ -268,10 +416,43 @@ Value stripBias(Value v, arith::ConstantOp &bias) {
          m.getResult(1) == getAffineDimExpr(1, g.getContext()));
     if (!byColumn)
       continue;
-    bias = c;
+    bias = ref;
     return i == 0 ? add->second : add->first;
   }
   return v;
+}
+
+/// An affine map of the expert's input: `x W [+ b]`, or columns of it (a
+/// fused projection split with extract_slice on the last dim, before or
+/// after the bias): returns {x, W restricted to the columns}, the bias in
+/// `bias`.
+std::optional<std::pair<Value, WeightRef>> matchAffine(Value v, BiasRef &bias) {
+  v = stripBias(skipViews(v), bias);
+  auto sl = skipViews(v).getDefiningOp<tensor::ExtractSliceOp>();
+  if (!sl)
+    return matchLinear(v);
+  std::optional<std::array<int64_t, 3>> cols = columnSlice(sl);
+  if (!cols)
+    return std::nullopt;
+  auto [begin, size, step] = *cols;
+  Value src = skipViews(sl.getSource());
+  if (!bias) {
+    // A bias added before the slice: the slice picks its columns too.
+    src = stripBias(src, bias);
+    if (bias) {
+      bias.colBegin = begin;
+      bias.colEnd = begin + (size - 1) * step + 1;
+      bias.colStep = step;
+    }
+  }
+  auto lin = matchLinear(src);
+  if (!lin)
+    return std::nullopt;
+  WeightRef &w = lin->second;
+  w.colBegin = begin;
+  w.colEnd = begin + (size - 1) * step + 1;
+  w.colStep = step;
+  return lin;
 }
 
 } // namespace
@@ -318,9 +499,8 @@ FailureOr<ExpertFFN> matchFFN(Value v, std::string &why) {
       Value u = tryActivation(a, act);
       if (!u)
         continue;
-      arith::ConstantOp bGate, bUp;
-      auto gate = matchLinearPart(stripBias(u, bGate)),
-           up = matchLinearPart(stripBias(b, bUp));
+      BiasRef bGate, bUp;
+      auto gate = matchAffine(u, bGate), up = matchAffine(b, bUp);
       if (gate && up && gate->first == up->first) {
         f.input = gate->first;
         f.gate = gate->second;
@@ -332,9 +512,27 @@ FailureOr<ExpertFFN> matchFFN(Value v, std::string &why) {
       }
     }
   }
+  if (std::optional<ClampedSwiglu> c = matchClampedSwiglu(h)) {
+    BiasRef bGate, bUp;
+    auto gate = matchAffine(c->gate, bGate), up = matchAffine(c->up, bUp);
+    if (gate && up && gate->first == up->first) {
+      f.input = gate->first;
+      f.gate = gate->second;
+      f.up = up->second;
+      f.bGate = bGate;
+      f.bUp = bUp;
+      // Without clamps, alpha 1 and beta 0 it is SwiGLU.
+      bool plain = c->limit < 0 && c->alpha == 1.0 && c->beta == 0.0;
+      f.act = plain ? moe::Activation::silu : moe::Activation::clamped_swiglu;
+      f.alpha = c->alpha;
+      f.beta = c->beta;
+      f.limit = c->limit;
+      return f;
+    }
+  }
   moe::Activation act;
   if (Value u = tryActivation(h, act)) {
-    if (auto gate = matchLinearPart(stripBias(u, f.bGate))) {
+    if (auto gate = matchAffine(u, f.bGate)) {
       f.input = gate->first;
       f.gate = gate->second;
       f.act = act;
@@ -342,7 +540,8 @@ FailureOr<ExpertFFN> matchFFN(Value v, std::string &why) {
     }
   }
   why = "the expert FFN is not down(act(gate(x)) [* up(x)]) with constant "
-        "weights and a SiLU, ReLU or GELU (erf) activation";
+        "weights and a SiLU, ReLU or GELU (erf) activation, or GPT-OSS's "
+        "clamped SwiGLU";
   return failure();
 }
 
@@ -363,17 +562,18 @@ FailureOr<std::vector<char>> realize(WeightRef w, int64_t e, ArrayRef<char> all,
     base += e * rows * cols * eb;
   }
   int64_t k = w.transposed ? cols : rows, n = w.transposed ? rows : cols;
-  int64_t cb = w.colBegin, ce = w.colEnd < 0 ? n : w.colEnd;
-  if (ce > n || cb >= ce)
+  int64_t cb = w.colBegin, ce = w.colEnd < 0 ? n : w.colEnd, step = w.colStep;
+  if (ce > n || cb >= ce || step <= 0)
     return failure();
+  int64_t count = (ce - cb + step - 1) / step;
   std::vector<char> out;
-  out.reserve(k * (ce - cb) * eb);
+  out.reserve(k * count * eb);
   for (int64_t i = 0; i < k; ++i)
-    for (int64_t j = cb; j < ce; ++j) {
+    for (int64_t j = cb; j < ce; j += step) {
       int64_t src = w.transposed ? j * cols + i : i * cols + j;
       out.insert(out.end(), base + src * eb, base + (src + 1) * eb);
     }
-  shape.assign({k, ce - cb});
+  shape.assign({k, count});
   return out;
 }
 
@@ -404,7 +604,8 @@ lazyStack(ArrayRef<std::pair<int64_t, WeightRef>> parts,
     int64_t n = w.transposed ? p.rows : p.cols;
     p.colBegin = w.colBegin;
     p.colEnd = w.colEnd < 0 ? n : w.colEnd;
-    if (p.colEnd > n || p.colBegin >= p.colEnd)
+    p.colStep = w.colStep;
+    if (p.colEnd > n || p.colBegin >= p.colEnd || p.colStep <= 0)
       return std::nullopt;
     SmallVector<int64_t> s = {p.outRows(), p.outCols()};
     if (!lw.parts.empty() &&
@@ -465,24 +666,50 @@ FailureOr<Value> stack(OpBuilder &b, Location loc,
   return makeBlobConstant(b, loc, type, all, name);
 }
 
-/// Stacks the experts' [N] biases into one [E, N] blob.
+/// Stacks the experts' [N] biases (expert id, bias) into one [E, N] blob.
 FailureOr<Value> stackBiases(OpBuilder &b, Location loc,
-                             ArrayRef<arith::ConstantOp> parts,
+                             ArrayRef<std::pair<int64_t, BiasRef>> parts,
                              StringRef name) {
   std::vector<char> all;
-  auto t0 = cast<RankedTensorType>(parts[0]->getResult(0).getType());
-  for (arith::ConstantOp c : parts) {
-    auto t = cast<RankedTensorType>(c.getType());
-    if (t.getNumElements() != t0.getNumElements() ||
-        t.getElementType() != t0.getElementType())
+  arith::ConstantOp first = parts[0].second.src;
+  auto t0 = cast<RankedTensorType>(first.getType());
+  Type elt = t0.getElementType();
+  if (elt.getIntOrFloatBitWidth() % 8 != 0)
+    return failure();
+  unsigned eb = elt.getIntOrFloatBitWidth() / 8;
+  int64_t width = -1;
+  arith::ConstantOp read;
+  std::vector<char> src;
+  for (auto [e, bias] : parts) {
+    auto t = cast<RankedTensorType>(bias.src.getType());
+    if (t.getElementType() != elt)
       return failure();
-    FailureOr<std::vector<char>> bytes = constantBytes(c);
-    if (failed(bytes))
+    if (bias.src != read) {
+      FailureOr<std::vector<char>> bytes = constantBytes(bias.src);
+      if (failed(bytes))
+        return failure();
+      read = bias.src;
+      src = std::move(*bytes);
+    }
+    // The bias row: row e of a stacked [E, N], or the whole constant.
+    int64_t n = bias.stacked ? t.getDimSize(1) : t.getNumElements();
+    const char *row = src.data();
+    if (bias.stacked) {
+      if (e >= t.getDimSize(0))
+        return failure();
+      row += e * n * eb;
+    }
+    int64_t cb = bias.colBegin, ce = bias.colEnd < 0 ? n : bias.colEnd;
+    if (ce > n || cb >= ce || bias.colStep <= 0)
       return failure();
-    all.insert(all.end(), bytes->begin(), bytes->end());
+    int64_t count = 0;
+    for (int64_t j = cb; j < ce; j += bias.colStep, ++count)
+      all.insert(all.end(), row + j * eb, row + (j + 1) * eb);
+    if (width >= 0 && count != width)
+      return failure();
+    width = count;
   }
-  auto type = RankedTensorType::get(
-      {int64_t(parts.size()), t0.getNumElements()}, t0.getElementType());
+  auto type = RankedTensorType::get({int64_t(parts.size()), width}, elt);
   return makeBlobConstant(b, loc, type, all, name);
 }
 

@@ -324,8 +324,12 @@ LogicalResult LayerRaiser::raise(Router &r, std::string &why) {
     Value scale = mul->second;
     FailureOr<ExpertFFN> f = matchFFN(mul->first, why);
     if (failed(f)) {
+      // Report the operand that looked like an FFN (its output a MatMul).
+      std::string whySecond;
       scale = mul->first;
-      f = matchFFN(mul->second, why);
+      f = matchFFN(mul->second, whySecond);
+      if (failed(f) && why.find("not a MatMul") != std::string::npos)
+        why = whySecond;
     }
     if (failed(f))
       return failure();
