@@ -61,6 +61,7 @@ void addReductionOps(OpTable &table);
 void addIndexingOps(OpTable &table);
 void addMicrosoftOps(OpTable &table);
 void addConvOps(OpTable &table);
+void addPadOps(OpTable &table);
 
 /// Builds the function body for one ONNX graph, node by node.
 class GraphImporter {

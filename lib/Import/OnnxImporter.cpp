@@ -193,6 +193,7 @@ static std::string nodeText(const onnx::NodeProto &n) {
 
 /// Opsets 18 to 22 changed, for the ops moec imports, only where an
 /// attribute became an input (Reduce* axes, 18), Split's `num_outputs` (18),
+/// Pad's `axes` input (18; its pads are spread over all dims),
 /// Cast's `saturate` (19, float8 only) and a new Gelu (20); the rest are new
 /// element types and new ops. Rewrites
 /// those forms into their opset-17 equivalents and imports the model as
@@ -252,6 +253,18 @@ LogicalResult ModelImporter::adaptNewerOpset() {
         return init.data_type();
     return onnx::TensorProto::FLOAT;
   };
+  // The rank of a value, where the model records it; -1 otherwise.
+  auto rankOf = [&](const std::string &name) -> int64_t {
+    for (const auto *list : {&g->value_info(), &g->input(), &g->output()})
+      for (const auto &vi : *list)
+        if (vi.name() == name && vi.type().has_tensor_type() &&
+            vi.type().tensor_type().has_shape())
+          return vi.type().tensor_type().shape().dim_size();
+    for (const auto &init : g->initializer())
+      if (init.name() == name)
+        return init.dims_size();
+    return -1;
+  };
   static const llvm::StringSet<> reduceAxesInput = {
       "ReduceMax",    "ReduceMin",       "ReduceMean",
       "ReduceProd",   "ReduceL1",        "ReduceL2",
@@ -301,6 +314,42 @@ LogicalResult ModelImporter::adaptNewerOpset() {
         // node.
         dropAttr(n, "num_outputs");
       }
+    } else if (op == "Pad" && n.input_size() >= 4 && !n.input(3).empty()) {
+      // Pad-18's axes: the pads of the other dims are 0. Pad-13 has none.
+      std::vector<int64_t> pads, axes;
+      int64_t rank = rankOf(n.input(0));
+      if (!constInts(n.input(1), pads) || !constInts(n.input(3), axes))
+        return fail("pads and axes must be constant int64 tensors");
+      if (rank < 0)
+        return fail("Pad with axes needs its input's rank (value_info)");
+      if (pads.size() != 2 * axes.size())
+        return fail("pads has " + Twine(pads.size()) + " entries for " +
+                    Twine(axes.size()) + " axes");
+      std::vector<int64_t> full(2 * rank, 0);
+      for (size_t k = 0; k < axes.size(); ++k) {
+        int64_t ax = axes[k] < 0 ? axes[k] + rank : axes[k];
+        if (ax < 0 || ax >= rank)
+          return fail("axis " + Twine(axes[k]) + " is out of range for rank " +
+                      Twine(rank));
+        full[ax] = pads[k];
+        full[ax + rank] = pads[k + axes.size()];
+      }
+      std::string name = freshName(n.output(0));
+      onnx::NodeProto c;
+      c.set_op_type("Constant");
+      c.set_name(name);
+      c.add_output(name);
+      auto *a = c.add_attribute();
+      a->set_name("value");
+      a->set_type(onnx::AttributeProto::TENSOR);
+      onnx::TensorProto *t = a->mutable_t();
+      t->set_data_type(onnx::TensorProto::INT64);
+      t->add_dims(int64_t(full.size()));
+      for (int64_t x : full)
+        t->add_int64_data(x);
+      nodes.push_back(c);
+      n.set_input(1, name);
+      n.mutable_input()->DeleteSubrange(3, n.input_size() - 3);
     } else if (op == "Cast" || op == "CastLike") {
       dropAttr(n, "saturate"); // float8 targets only
     } else if (op == "Gelu") {
@@ -543,6 +592,7 @@ static OpTable &opTable() {
     addIndexingOps(t);
     addMicrosoftOps(t);
     addConvOps(t);
+    addPadOps(t);
     return t;
   }();
   return table;
