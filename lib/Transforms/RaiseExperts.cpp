@@ -20,6 +20,8 @@
 #include "moec/Analysis/StaticShapes.h"
 #include "moec/Transforms/Passes.h"
 
+#include "mlir/Analysis/SliceAnalysis.h"
+
 namespace moec {
 #define GEN_PASS_DEF_MOERAISEEXPERTS
 #include "moec/Transforms/Passes.h.inc"
@@ -30,6 +32,37 @@ using namespace moec;
 using namespace moec::raising;
 
 namespace {
+
+/// Whether the ids a top-k or an ArgMax selects pick experts: they reach,
+/// through any ops but another top-k, a NonZero (the per-expert loops) or
+/// a gather of slabs of a constant [E, A, B] (the batched experts). Such a
+/// selection that no router matcher recognises gets a warning instead of
+/// passing silently.
+bool selectsExperts(Value ids) {
+  SetVector<Operation *> fwd;
+  ForwardSliceOptions opts;
+  getForwardSlice(ids, &fwd, opts);
+  // A selection feeding another top-k (DeepSeek's group top-k) is part of
+  // that router.
+  if (llvm::any_of(fwd, [](Operation *op) { return isa<moe::TopKOp>(op); }))
+    return false;
+  for (Operation *op : fwd) {
+    if (isa<moe::NonZeroOp>(op))
+      return true;
+    auto g = dyn_cast<linalg::GenericOp>(op);
+    if (!g)
+      continue;
+    bool slab = false;
+    g.getBody()->walk([&](tensor::ExtractOp ex) {
+      if (auto c = ex.getTensor().getDefiningOp<arith::ConstantOp>())
+        slab |= cast<RankedTensorType>(c.getType()).getRank() == 3;
+    });
+    if (slab)
+      return true;
+  }
+  return false;
+}
+
 struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
   using Base::Base;
 
@@ -41,6 +74,13 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
     for (moe::TopKOp t : topks) {
       std::string why;
       std::optional<FailureOr<Router>> r = matchRouter(t, why);
+      if (!r && selectsExperts(t.getIndices())) {
+        r = FailureOr<Router>(failure());
+        why = "its ids pick experts, but the router is none of the forms "
+              "docs/raising.md lists (a top-k of the softmax or sigmoid of "
+              "the logits, optionally biased or group-masked, or of the "
+              "logits followed by a softmax over the k values)";
+      }
       if (!r)
         continue; // not a router
       if (succeeded(*r) && succeeded(raiser.raise(**r, why)))
@@ -61,6 +101,12 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
       std::string why;
       Operation *diagOp = nullptr;
       std::optional<FailureOr<Router>> r = matchSwitchRouter(g, why, diagOp);
+      if (!r && selectsExperts(g.getResult(1))) {
+        r = FailureOr<Router>(failure());
+        why = "its ids pick experts, but it is not the argmax of a softmax "
+              "over the router logits with the max probability as weight "
+              "(docs/raising.md)";
+      }
       if (!r)
         continue;
       if (succeeded(*r) && succeeded(raiser.raise(**r, why)))
