@@ -91,9 +91,9 @@ LogicalResult importPad(GraphImporter &gi) {
     // reflect needs 2 or more entries and mirrors at most n - 1 of them.
     if (mode == PadMode::reflect && (begin[d] || end[d]) &&
         (n < 2 || begin[d] > n - 1 || end[d] > n - 1))
-      return gi.fail("reflect pads " + Twine(begin[d]) + ", " +
-                     Twine(end[d]) + " exceed dim " + Twine(d) + " of size " +
-                     Twine(n) + " (at most size - 1 each)");
+      return gi.fail("reflect pads " + Twine(begin[d]) + ", " + Twine(end[d]) +
+                     " exceed dim " + Twine(d) + " of size " + Twine(n) +
+                     " (at most size - 1 each)");
     shape.push_back(out);
   }
   Type elt = in.getElementType();
@@ -166,8 +166,8 @@ LogicalResult importPad(GraphImporter &gi) {
             // ((s mod n) + n) mod n, non-negative.
             Value nn = idx(n);
             Value r = arith::RemSIOp::create(bb, l, s, nn);
-            s = arith::RemSIOp::create(
-                bb, l, arith::AddIOp::create(bb, l, r, nn), nn);
+            s = arith::RemSIOp::create(bb, l,
+                                       arith::AddIOp::create(bb, l, r, nn), nn);
             break;
           }
           }
