@@ -186,9 +186,12 @@ def MoEInsertAllToAll : Pass<"moe-insert-all-to-all", "mlir::ModuleOp"> {
     experts, after the count exchange), `moe.expert_compute` (grouped GEMMs
     over the local experts) and `moe.combine` (ragged all-to-all back and
     the routing-weighted sum in token order), followed by a
-    `shard.all_reduce` over tp when the FFN columns are split. Dropless by
-    default; `capacity-factor=C` gives each expert replica
-    ceil(C * T * k / E) rows per source rank (GShard) and drops the rest.
+    `shard.all_reduce` over tp when the FFN columns are split. A
+    `moe.experts` with `weight_input` gives its routing weights to the
+    dispatch, which sends the rows scaled, and none to the combine, which
+    sums them unweighted. Dropless by default; `capacity-factor=C` gives
+    each expert replica ceil(C * T * k / E) rows per source rank (GShard)
+    and drops the rest.
   }];
   let dependentDialects = ["mlir::shard::ShardDialect"];
   let options = [
