@@ -184,6 +184,7 @@ LayerRaiser::emitLayer(Router &r, Value root, Value tokensV,
       b, loc, rootT, x, route.getIndices(), route.getWeights(), *wg,
       gated ? *wu : Value(), *wd, *bg, *bu, *bd,
       moe::ActivationAttr::get(b.getContext(), act), b.getI64IntegerAttr(0));
+  ex.setWeightInput(r.weightInput);
   root.replaceAllUsesWith(ex.getResult());
   markSharedExperts(ex, tokensV);
   return success();

@@ -22,7 +22,10 @@ def MoERaiseExperts : Pass<"moe-raise-experts", "mlir::func::FuncOp"> {
     ScatterElements/ScatterND accumulation) and replaces each with one
     `moe.route` and one `moe.experts` whose weights are the experts' weights
     stacked into `[E, ...]` tensors. The loop's ops become dead and are
-    removed.
+    removed. Also the batched form of torch.onnx's dynamo exporter and the
+    dense form of Llama 4 (every token through every expert, its input
+    scaled by the router score: `moe.experts` with `weight_input`); see
+    docs/raising.md.
 
     A region that looks like an MoE layer (a top-k over softmax or sigmoid
     router scores) but cannot be raised gets a warning that names the op and
