@@ -31,6 +31,8 @@ struct Layer {
   int64_t experts, hidden, ffn, topK;
   std::string score, activation, groupScore;
   bool gated, renormalize, biases, selectionBias;
+  /// The routing weight scales the expert input (moe.experts weight_input).
+  bool weightInput;
   double scaling;
   int64_t groups, topkGroups;
   int64_t perExpert, expertsTotal, router;
@@ -131,6 +133,7 @@ void moec::writeMoEReport(ModuleOp module, raw_ostream &os, bool json) {
     l.gated = bool(ex.getWUp());
     l.activation = moe::stringifyActivation(ex.getActivation()).str();
     l.biases = ex.getBGate() || ex.getBDown();
+    l.weightInput = ex.getWeightInput();
     l.expertsTotal = numel(ex.getWGate()) + numel(ex.getWUp()) +
                      numel(ex.getWDown()) + numel(ex.getBGate()) +
                      numel(ex.getBUp()) + numel(ex.getBDown());
@@ -191,6 +194,7 @@ void moec::writeMoEReport(ModuleOp module, raw_ostream &os, bool json) {
                              {"gated", l.gated},
                              {"activation", l.activation},
                              {"biases", l.biases},
+                             {"weight_input", l.weightInput},
                              {"params_per_expert", l.perExpert},
                              {"params_experts", l.expertsTotal},
                              {"params_router", l.router},
@@ -217,10 +221,11 @@ void moec::writeMoEReport(ModuleOp module, raw_ostream &os, bool json) {
     if (l.scaling != 1.0)
       os << ", scaled by " << llvm::format("%g", l.scaling);
     os << "\n  expert FFN: " << (l.gated ? "gated " : "") << l.activation
-       << (l.biases ? " with biases" : "") << ", hidden " << l.hidden
-       << ", intermediate " << l.ffn << "\n  parameters: " << l.perExpert
-       << " per expert, " << l.expertsTotal << " in all experts, " << l.router
-       << " in the router\n";
+       << (l.biases ? " with biases" : "")
+       << (l.weightInput ? ", routing weight on its input" : "") << ", hidden "
+       << l.hidden << ", intermediate " << l.ffn
+       << "\n  parameters: " << l.perExpert << " per expert, " << l.expertsTotal
+       << " in all experts, " << l.router << " in the router\n";
     if (l.shared)
       os << "  shared experts: " << l.shared
          << (l.sharedGated ? " (sigmoid-gated)" : "") << ", " << l.sharedParams

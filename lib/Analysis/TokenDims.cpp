@@ -343,7 +343,7 @@ LogicalResult TokenDimsAnalysis::visit(Operation *op) {
     return all({e.getTokens(), e.getIndices(), e.getWeights(), e.getResult()},
                rowDims);
   if (auto d = dyn_cast<moe::DispatchOp>(op))
-    return all({d.getTokens(), d.getIndices()}, rowDims);
+    return all({d.getTokens(), d.getIndices(), d.getWeights()}, rowDims);
   if (auto c = dyn_cast<moe::CombineOp>(op))
     return all({c.getWeights(), c.getResult()}, rowDims);
   if (isa<moe::ExpertComputeOp, moe::LocalWeightsOp, moe::TpSliceOp,

@@ -552,7 +552,8 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
     return success();
   }
   if (auto d = dyn_cast<moe::DispatchOp>(op)) {
-    int32_t t = in(d.getTokens()), i = in(d.getIndices());
+    int32_t t = in(d.getTokens()), i = in(d.getIndices()),
+            w = in(d.getWeights());
     // The receive buffer at its bound.
     auto recvT = cast<RankedTensorType>(d.getRecv().getType());
     int32_t recv = out(d.getRecv());
@@ -580,6 +581,8 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
     }
     moert::Step &s = addStep(std::move(a), op);
     s.inputs = {t, i};
+    if (w >= 0)
+      s.inputs.push_back(w); // weight_input experts: rows sent scaled
     s.outputs = {recv};
     return success();
   }

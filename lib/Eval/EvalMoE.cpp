@@ -369,14 +369,24 @@ LogicalResult Interpreter::evalExperts(moe::ExpertsOp op) {
          beta = op.getBeta().convertToDouble(),
          limit = op.getLimit() ? op.getLimit()->convertToDouble()
                                : std::numeric_limits<double>::infinity();
-  std::vector<double> a(f), b(f), acc(h), y(h);
+  // weight_input: the routing weight scales the expert's input (rounded to
+  // the tokens' type, as the runtime's dispatch sends it), not its output.
+  bool scaleInput = op.getWeightInput();
+  std::vector<double> a(f), b(f), acc(h), y(h), scaled(h);
   for (int64_t t = 0; t < tokens; ++t) {
     std::fill(acc.begin(), acc.end(), 0.0);
-    const double *xt = &x.f[t * h];
     for (int64_t j = 0; j < k; ++j) {
       int64_t ex = ids.i[t * k + j] - offset;
       if (ex < 0 || ex >= e)
         continue; // an expert held elsewhere contributes nothing
+      const double *xt = &x.f[t * h];
+      double wt = w.f[t * k + j];
+      if (scaleInput) {
+        for (int64_t i = 0; i < h; ++i)
+          scaled[i] = round(wt * xt[i]);
+        xt = scaled.data();
+        wt = 1.0;
+      }
       std::fill(a.begin(), a.end(), 0.0);
       std::fill(b.begin(), b.end(), 0.0);
       for (int64_t i = 0; i < h; ++i) {
@@ -412,7 +422,6 @@ LogicalResult Interpreter::evalExperts(moe::ExpertsOp op) {
         for (int64_t o = 0; o < h; ++o)
           y[o] += a[c] * dr[o];
       }
-      double wt = w.f[t * k + j];
       for (int64_t o = 0; o < h; ++o)
         acc[o] += wt * round(y[o] + (bd ? bd->f[ex * h + o] : 0.0));
     }

@@ -3,6 +3,8 @@
 // Rewrites every placed moe.experts into
 //   moe.local_weights (per weight) -> moe.dispatch -> moe.expert_compute ->
 //   moe.combine [-> shard.all_reduce over tp]
+// (the routing weights go to the dispatch of a weight_input moe.experts,
+// else to the combine)
 // See the pass description in Passes.td.
 //
 //===----------------------------------------------------------------------===//
@@ -125,17 +127,21 @@ struct MoEInsertAllToAllPass
       auto recvT =
           RankedTensorType::get({ShapedType::kDynamic, tokensT.getDimSize(1)},
                                 tokensT.getElementType());
+      // The routing weights scale the rows the dispatch sends (weight_input)
+      // or the rows the combine sums, never both.
+      Value inWeights = op.getWeightInput() ? op.getWeights() : Value();
+      Value outWeights = op.getWeightInput() ? Value() : op.getWeights();
       auto dispatch = moe::DispatchOp::create(
           b, loc, recvT, moe::DispatchType::get(&getContext()), op.getTokens(),
-          op.getIndices(), kGridName, epAxes, placement, uint64_t(maxRows),
-          uint64_t(capacity));
+          op.getIndices(), inWeights, kGridName, epAxes, placement,
+          uint64_t(maxRows), uint64_t(capacity));
       auto compute = moe::ExpertComputeOp::create(
           b, loc, recvT, dispatch.getRecv(), dispatch.getHandle(), gate, up,
           down, bGate, bUp, bDown, op.getActivationAttr(), op.getAlphaAttr(),
           op.getBetaAttr(), op.getLimitAttr());
       Value out =
           moe::CombineOp::create(b, loc, op.getResult().getType(), compute,
-                                 dispatch.getHandle(), op.getWeights());
+                                 dispatch.getHandle(), outWeights);
       if (!tpAxes.empty())
         out = shard::AllReduceOp::create(b, loc, out.getType(), kGridName.str(),
                                          tpAxes, out);

@@ -40,8 +40,9 @@ namespace {
 /// holds whole sequences (the local shapes above); every MoE layer's rows
 /// are padded and sliced over `axes` (the MoE ranks that hold the same
 /// tokens: ep, or on a folded grid the attention's tp ranks among the MoE's
-/// dp x ep): dispatch's tokens and indices, combine's routing weights; the
-/// combined rows (after the tp all-reduce, if any) are all-gathered back.
+/// dp x ep): dispatch's tokens and indices, the routing weights (the
+/// combine's, or the dispatch's for weight_input experts); the combined rows
+/// (after the tp all-reduce, if any) are all-gathered back.
 LogicalResult sliceHybridRows(func::FuncOp func, const MeshSpec &spec,
                               ArrayRef<int16_t> axes) {
   int64_t ep = axesSize(spec, axes);
@@ -64,9 +65,12 @@ LogicalResult sliceHybridRows(func::FuncOp func, const MeshSpec &spec,
         sliceRows(b, loc, d.getTokens(), ep, axes, experts));
     d.getIndicesMutable().assign(
         sliceRows(b, loc, d.getIndices(), ep, axes, experts));
+    if (Value w = d.getWeights())
+      d.getWeightsMutable().assign(sliceRows(b, loc, w, ep, axes, experts));
     b.setInsertionPoint(combine);
-    combine.getWeightsMutable().assign(
-        sliceRows(b, loc, combine.getWeights(), ep, axes, experts));
+    if (Value w = combine.getWeights())
+      combine.getWeightsMutable().assign(
+          sliceRows(b, loc, w, ep, axes, experts));
     Value rows = combine.getResult();
     RankedTensorType localT = localRowsType(rows.getType(), ep);
     rows.setType(localT);

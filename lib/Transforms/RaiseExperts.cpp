@@ -233,6 +233,7 @@ LayerRaiser::emitLayer(Router &r, Value root, Value tokensV,
       moe::ActivationAttr::get(b.getContext(), act), b.getI64IntegerAttr(0),
       b.getF64FloatAttr(f0.alpha), b.getF64FloatAttr(f0.beta),
       f0.limit > 0 ? b.getF64FloatAttr(f0.limit) : FloatAttr());
+  ex.setWeightInput(r.weightInput);
   root.replaceAllUsesWith(ex.getResult());
   markSharedExperts(ex, tokensV);
   return success();

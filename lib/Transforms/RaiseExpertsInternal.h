@@ -9,6 +9,7 @@
 //   RaiseRouter.cpp    the router (top-k routers, Switch Transformer's)
 //   RaiseLoops.cpp     the per-expert loop form (TorchScript exporter)
 //   RaiseBatched.cpp   the batched form (dynamo exporter, batched_mm)
+//   RaiseDense.cpp     the dense form (Llama 4: all experts on every token)
 //   RaiseShared.cpp    the shared experts added to a layer
 //
 //===----------------------------------------------------------------------===//
@@ -122,6 +123,9 @@ struct WeightRef {
   /// Batched form only: the [n] or [n, 1] expert ids that pick one slab per
   /// row (see matchBatchedLinear).
   Value ids;
+  /// Dense form only (Llama 4): the stacked constant multiplies a
+  /// batch_matmul over all E experts, expert e's matrix is slab e.
+  bool dense = false;
 };
 
 /// A bias [N] added after a MatMul: a constant [N] (or [1, N]), or the row
@@ -196,6 +200,11 @@ struct Router {
   Value weights;
   bool renormalize = false;
   double scaling = 1.0;
+  /// Llama 4: the top-k logits scattered into a -inf filled [T, E], then
+  /// the sigmoid; `weights` is that dense [T, E] (0 where not selected).
+  bool dense = false;
+  /// The weights scale the experts' input (moe.experts weight_input).
+  bool weightInput = false;
 };
 
 /// Matches the router that ends at the selection top-k `topk`. Returns
@@ -233,6 +242,8 @@ public:
   LogicalResult raise(Router &r, std::string &why);
   /// The batched form (RaiseBatched.cpp).
   LogicalResult raiseBatched(Router &r, std::string &why, bool &found);
+  /// The dense form, every token through every expert (RaiseDense.cpp).
+  LogicalResult raiseDense(Router &r, std::string &why);
   /// The rewrite (RaiseExperts.cpp).
   LogicalResult emitLayer(Router &r, Value root, Value tokensV,
                           const std::map<int64_t, ExpertFFN> &experts,

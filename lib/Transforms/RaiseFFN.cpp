@@ -2,9 +2,10 @@
 //
 // Reads an expert FFN, down(act(gate(x)) [* up(x)]), back from its output:
 // the linear layers and where their weights come from (constants, slabs
-// of stacked weights, per-row gathers of the batched form, column ranges
-// of fused projections), the activation (SiLU, ReLU, GELU with erf); and
-// stacks the experts' weights into the [E, K, N] blobs of moe.experts.
+// of stacked weights, per-row gathers of the batched form, batch_matmuls
+// over all experts of the dense form, column ranges of fused
+// projections), the activation (SiLU, ReLU, GELU with erf); and stacks the
+// experts' weights into the [E, K, N] blobs of moe.experts.
 //
 //===----------------------------------------------------------------------===//
 
@@ -175,12 +176,42 @@ std::optional<std::pair<Value, WeightRef>> matchBatchedLinear(Value v) {
   return std::make_pair(x, r);
 }
 
+/// The dense form of an expert's linear layer (Llama 4: every token through
+/// every expert): y[e] = x[e] W[e] over all experts at once, written as
+/// batch_matmul(x [E, M, K], W [E, K, N]) with W a constant (or a constant
+/// [E, N, K] transposed to it). Expert e's matrix is slab e. Returns {x, W}.
+std::optional<std::pair<Value, WeightRef>> matchDenseLinear(Value v) {
+  auto bmm = skipViews(v).getDefiningOp<linalg::BatchMatmulOp>();
+  if (!bmm || bmm.hasUserDefinedMaps())
+    return std::nullopt;
+  WeightRef r;
+  Value w = skipViews(bmm.getDpsInputs()[1]);
+  if (auto t = w.getDefiningOp<linalg::TransposeOp>()) {
+    if (t.getPermutation() != ArrayRef<int64_t>{0, 2, 1})
+      return std::nullopt;
+    r.transposed = true;
+    w = skipViews(t.getInput());
+  }
+  auto c = w.getDefiningOp<arith::ConstantOp>();
+  Value x = bmm.getDpsInputs()[0];
+  if (!c || cast<RankedTensorType>(c.getType()).getRank() != 3 ||
+      cast<RankedTensorType>(c.getType()).getDimSize(0) !=
+          cast<RankedTensorType>(x.getType()).getDimSize(0))
+    return std::nullopt;
+  r.src = c;
+  r.stacked = true;
+  r.dense = true;
+  return std::make_pair(x, r);
+}
+
 } // namespace
 
 /// `linalg.matmul(x, W)` with a resolvable constant W: returns {x, W}.
 std::optional<std::pair<Value, WeightRef>> matchLinear(Value v) {
   if (auto batched = matchBatchedLinear(v))
     return batched;
+  if (auto dense = matchDenseLinear(v))
+    return dense;
   auto mm = skipViews(v).getDefiningOp<linalg::MatmulOp>();
   if (!mm)
     return std::nullopt;
@@ -192,20 +223,25 @@ std::optional<std::pair<Value, WeightRef>> matchLinear(Value v) {
 
 namespace {
 
-/// The columns a rank-2 extract_slice keeps of every row: {offset, size,
-/// stride} (static, stride > 0); nullopt for other slices.
+/// The columns an extract_slice keeps of the last dim, whole in the others:
+/// {offset, size, stride} (static, stride > 0) of rows [M, N] or of the
+/// dense form's [E, M, N]; nullopt for other slices.
 std::optional<std::array<int64_t, 3>> columnSlice(tensor::ExtractSliceOp sl) {
   auto t = cast<RankedTensorType>(sl.getSource().getType());
-  if (t.getRank() != 2 || sl.getStaticOffsets()[0] != 0 ||
-      sl.getStaticStrides()[0] != 1 ||
-      ShapedType::isDynamic(sl.getStaticOffsets()[1]) ||
-      ShapedType::isDynamic(sl.getStaticSizes()[1]) ||
-      ShapedType::isDynamic(sl.getStaticStrides()[1]) ||
-      sl.getStaticStrides()[1] <= 0)
+  int64_t last = t.getRank() - 1;
+  if ((t.getRank() != 2 && t.getRank() != 3) ||
+      ShapedType::isDynamic(sl.getStaticOffsets()[last]) ||
+      ShapedType::isDynamic(sl.getStaticSizes()[last]) ||
+      ShapedType::isDynamic(sl.getStaticStrides()[last]) ||
+      sl.getStaticStrides()[last] <= 0)
     return std::nullopt;
-  return std::array<int64_t, 3>{sl.getStaticOffsets()[1],
-                                sl.getStaticSizes()[1],
-                                sl.getStaticStrides()[1]};
+  for (int64_t d = 0; d < last; ++d)
+    if (sl.getStaticOffsets()[d] != 0 || sl.getStaticStrides()[d] != 1 ||
+        (t.getRank() == 3 && sl.getStaticSizes()[d] != t.getDimSize(d)))
+      return std::nullopt;
+  return std::array<int64_t, 3>{sl.getStaticOffsets()[last],
+                                sl.getStaticSizes()[last],
+                                sl.getStaticStrides()[last]};
 }
 
 /// GELU with erf as torch.onnx writes it: (u * (erf(u / sqrt(2)) + 1)) *
@@ -446,7 +482,9 @@ std::optional<std::pair<Value, WeightRef>> matchAffine(Value v, BiasRef &bias) {
     }
   }
   auto lin = matchLinear(src);
-  if (!lin)
+  // Rank-3 slices are of the dense form's batch_matmuls only.
+  bool rank3 = cast<RankedTensorType>(sl.getSource().getType()).getRank() == 3;
+  if (!lin || lin->second.dense != rank3)
     return std::nullopt;
   WeightRef &w = lin->second;
   w.colBegin = begin;

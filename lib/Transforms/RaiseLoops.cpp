@@ -245,6 +245,8 @@ void addLeaves(Value v, SmallVectorImpl<Value> &leaves) {
 } // namespace
 
 LogicalResult LayerRaiser::raise(Router &r, std::string &why) {
+  if (r.dense)
+    return raiseDense(r, why);
   auto logitsT = cast<RankedTensorType>(r.logits.getType());
   int64_t e = logitsT.getDimSize(logitsT.getRank() - 1), tokens = 1;
   for (int64_t d = 0; d + 1 < logitsT.getRank(); ++d)

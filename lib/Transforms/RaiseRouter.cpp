@@ -251,6 +251,53 @@ void matchScaling(Router &r) {
   }
 }
 
+/// Llama 4's router: the top-k over the logits `c`, its values scattered
+/// at their ids into a -inf filled [T, E], then a sigmoid: the sigmoid
+/// scores of the selected experts and 0 elsewhere, as one dense [T, E].
+/// Sigmoid is monotonic, so the experts are those of the k largest sigmoid
+/// scores (moe.route, sigmoid, not renormalised). Nullopt when the top-k
+/// values are not scattered.
+std::optional<FailureOr<Router>>
+matchScatteredSigmoid(moe::TopKOp topk, Value c, Router &r, std::string &why) {
+  auto sc = llvm::find_if(topk.getValues().getUsers(), [&](Operation *u) {
+    auto s = dyn_cast<moe::ScatterElementsOp>(u);
+    return s && s.getUpdates() == topk.getValues();
+  });
+  if (sc == topk.getValues().getUsers().end())
+    return std::nullopt;
+  auto scatter = cast<moe::ScatterElementsOp>(*sc);
+  if (scatter.getIndices() != topk.getIndices() || scatter.getAxis() != 1 ||
+      scatter.getReduction() != moe::Reduction::none ||
+      scatter.getType() != topk.getInput().getType() ||
+      !isSplatConstant(scatter.getData(),
+                       -std::numeric_limits<double>::infinity())) {
+    why = "the top-k router logits are scattered, but not at their expert "
+          "ids into a -inf filled [tokens, experts]";
+    return FailureOr<Router>(failure());
+  }
+  // The sigmoid, possibly through views (torch's .float() casts are no-ops).
+  SmallVector<Value> vals{scatter.getResult()};
+  for (size_t i = 0; i < vals.size(); ++i)
+    for (Operation *u : vals[i].getUsers()) {
+      if (isa<tensor::ReshapeOp, tensor::CastOp, tensor::CollapseShapeOp,
+              tensor::ExpandShapeOp>(u)) {
+        vals.push_back(u->getResult(0));
+        continue;
+      }
+      if (u->getNumResults() != 1 || matchSigmoid(u->getResult(0)) != vals[i])
+        continue;
+      r.logits = c;
+      r.scores = u->getResult(0);
+      r.score = moe::ScoreFunc::sigmoid;
+      r.weights = r.scores;
+      r.dense = true;
+      return FailureOr<Router>(r);
+    }
+  why = "the top-k router logits scattered into -inf do not go through a "
+        "sigmoid";
+  return FailureOr<Router>(failure());
+}
+
 } // namespace
 
 /// Matches the router that ends at the selection top-k `topk`. Returns
@@ -286,6 +333,11 @@ std::optional<FailureOr<Router>> matchRouter(moe::TopKOp topk,
       return FailureOr<Router>(failure());
     }
   }
+  if (r.numGroups == 1 && !c.getDefiningOp<linalg::SoftmaxOp>() &&
+      !matchSigmoid(c))
+    if (std::optional<FailureOr<Router>> dense =
+            matchScatteredSigmoid(topk, c, r, why))
+      return dense;
   // Top-k over the logits themselves, then a softmax over the k values
   // (GPT-OSS, Granite-MoE): softmax is monotonic, so these are the experts
   // of the largest softmax scores, and a softmax over k of the logits is

@@ -25,7 +25,7 @@ constexpr StepSig kStepSigs[] = {
     {0, 0, 0},                   // NONE
     {2, 3, 1},                   // matmul
     {1, 2, 2},                   // route
-    {2, 2, 1},                   // dispatch
+    {2, 3, 1},                   // dispatch
     {4, 7, 1},                   // experts
     {2, 2, 1},                   // combine
     {1, 1, 1},                   // unary
@@ -337,6 +337,15 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
           plan.steps[d].kind() != StepKind::dispatch)
         return fail(what + ": attribute 'dispatch' must name an earlier "
                            "dispatch step");
+      // The routing weights scale the rows the dispatch sends (its
+      // optional third operand) or the rows the combine sums, not both.
+      if (s.kind() == StepKind::combine &&
+          dispatchScalesRows(plan.steps[d]) == (s.inputs[1] >= 0))
+        return fail(what + (s.inputs[1] >= 0
+                                ? ": takes routing weights, but its dispatch "
+                                  "scaled the rows it sent already"
+                                : ": has no routing weights, and its dispatch "
+                                  "sent unscaled rows"));
     }
   }
   return true;

@@ -532,8 +532,26 @@ void CpuBackend::dispatch(ExecContext &ctx, size_t index,
                                                 " (f32, bf16 or f16 expected)");
   const int64_t rowBytes = H * int64_t(dtypeSize(dt));
   send_.assign(size_t(st.layout.sendRows * rowBytes), 0);
-  cpu::packRowBytes(ptr(ctx, index, s.inputs[0], dt, "tokens"),
-                    size_t(rowBytes), st.layout, send_.data());
+  if (!dispatchScalesRows(s)) {
+    cpu::packRowBytes(ptr(ctx, index, s.inputs[0], dt, "tokens"),
+                      size_t(rowBytes), st.layout, send_.data());
+  } else if (dt == DType::f32) {
+    cpu::packScaledRows(f32(ctx, index, s.inputs[0], "tokens"), H, st.layout,
+                        f32(ctx, index, s.inputs[2], "weights"),
+                        reinterpret_cast<float *>(send_.data()));
+  } else {
+    // 16-bit rows: scaled in fp32, rounded once.
+    size_t n = size_t(T * H), m = size_t(st.layout.sendRows * H);
+    wa_.resize(n);
+    wc_.resize(m);
+    toF32(h16,
+          reinterpret_cast<const uint16_t *>(
+              ptr(ctx, index, s.inputs[0], dt, "tokens")),
+          wa_.data(), n);
+    cpu::packScaledRows(wa_.data(), H, st.layout,
+                        f32(ctx, index, s.inputs[2], "weights"), wc_.data());
+    fromF32(h16, wc_.data(), reinterpret_cast<uint16_t *>(send_.data()), m);
+  }
 
   // Count exchange, then the rows.
   int64_t S = st.S;
@@ -678,7 +696,8 @@ void CpuBackend::combine(ExecContext &ctx, size_t index,
   send_.assign(size_t(st.layout.sendRows) * rowBytes, 0);
   st.comm->allToAllV(back_.data(), st.recvBytes.data(), st.recvOffs.data(),
                      send_.data(), st.sendBytes.data(), st.sendOffs.data());
-  const float *wts = f32(ctx, index, s.inputs[1], "weights");
+  // Null when the dispatch scaled the rows: summed with weight 1.
+  const float *wts = optF32(ctx, index, s, 1, "weights");
   if (!low) {
     cpu::combineRows(reinterpret_cast<const float *>(send_.data()), H,
                      st.layout, wts, f32(ctx, index, s.outputs[0], "out"));

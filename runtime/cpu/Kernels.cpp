@@ -345,6 +345,23 @@ void cpu::packRowBytes(const void *x, size_t rowBytes,
       std::memcpy(sd + pos[a] * rowBytes, xs + (a / k) * rowBytes, rowBytes);
 }
 
+void cpu::packScaledRows(const float *x, int64_t H,
+                         const DispatchLayout &layout, const float *weights,
+                         float *send) {
+  const int64_t nA = layout.T * layout.k, k = layout.k;
+  const int64_t *pos = layout.sendPos.data();
+  MOERT_OMP(parallel for if (nA * H > kParallelWork) schedule(static))
+  for (int64_t a = 0; a < nA; ++a) {
+    if (pos[a] < 0)
+      continue;
+    const float w = weights[a];
+    const float *from = x + (a / k) * H;
+    float *to = send + pos[a] * H;
+    for (int64_t h = 0; h < H; ++h)
+      to[h] = w * from[h];
+  }
+}
+
 void cpu::expertMajorOrder(const int64_t *recvCounts, int64_t groupSize,
                            int64_t slots, std::vector<int64_t> &perm,
                            std::vector<int64_t> &slotOffsets) {
@@ -402,7 +419,7 @@ void cpu::combineRows(const float *back, int64_t H,
       int64_t row = pos[t * k + j];
       if (row < 0)
         continue;
-      const float w = weights[t * k + j];
+      const float w = weights ? weights[t * k + j] : 1.0f;
       const float *b = back + row * H;
       for (int64_t h = 0; h < H; ++h)
         o[h] += w * b[h];

@@ -154,8 +154,14 @@ void CudaBackend::dispatch(ExecContext &ctx, size_t index,
                                " rows, more than the bound of " +
                                std::to_string(recv.shape[0]));
   char *send = send_.ensure(size_t(sOff), stream_);
-  cuda::packRows(ptr(ctx, index, s.inputs[0], "tokens"), st.rowBytes, sendPos,
-                 T, k, send, stream_);
+  if (dispatchScalesRows(s))
+    cuda::packScaledRows(ptr(ctx, index, s.inputs[0], "tokens"),
+                         gpuType(ctx, index, s.inputs[0], "tokens"), H, sendPos,
+                         T, k, f32(ctx, index, s.inputs[2], "weights"), send,
+                         stream_);
+  else
+    cuda::packRows(ptr(ctx, index, s.inputs[0], "tokens"), st.rowBytes, sendPos,
+                   T, k, send, stream_);
   char *recvSrc = recvSrc_.ensure(size_t(rOff), stream_);
   exchange(axes, comm, send, st.sendBytes, st.sendOffs, recvSrc, st.recvBytes,
            st.recvOffs, st.rowBytes);
@@ -271,7 +277,7 @@ void CudaBackend::combine(ExecContext &ctx, size_t index,
            st.sendBytes, st.sendOffs, st.rowBytes);
   cuda::combineRows(home, dt, H,
                     reinterpret_cast<const int64_t *>(st.sendPos.get()), T, k,
-                    f32(ctx, index, s.inputs[1], "weights"),
+                    optF32(ctx, index, s, 1, "weights"),
                     ptr(ctx, index, s.outputs[0], "out"), stream_);
   MoELayerStats &l = ctx.layer(at.dispatch);
   for (size_t q = 0; q < l.peers.size(); ++q) {

@@ -315,6 +315,44 @@ void packRows(const void *x, size_t rowBytes, const int64_t *sendPos, int64_t T,
   copyRows<RowMap::pack>(x, send, rowBytes, sendPos, T * k, k, stream);
 }
 
+namespace {
+
+template <typename T>
+__global__ void
+packScaledKernel(const T *__restrict__ x, int64_t H,
+                 const int64_t *__restrict__ sendPos, int64_t nA, int64_t k,
+                 const float *__restrict__ weights, T *__restrict__ send) {
+  for (int64_t a = blockIdx.x; a < nA; a += gridDim.x) {
+    int64_t p = sendPos[a];
+    if (p < 0)
+      continue;
+    const float w = weights[a];
+    const T *from = x + (a / k) * H;
+    T *to = send + p * H;
+    for (int64_t h = threadIdx.x; h < H; h += blockDim.x)
+      to[h] = fromFloat<T>(w * toFloat(from[h]));
+  }
+}
+
+} // namespace
+
+void packScaledRows(const void *x, DType dt, int64_t H, const int64_t *sendPos,
+                    int64_t T, int64_t k, const float *weights, void *send,
+                    cudaStream_t stream) {
+  if (T <= 0 || H <= 0)
+    return;
+  MOERT_CUDA_REQUIRE(k >= 1, "packScaledRows: top_k < 1");
+  int threads = int(std::min<int64_t>(256, (H + 31) / 32 * 32));
+  dispatchDType(dt, [&](auto tag) {
+    using T_ = decltype(tag);
+    packScaledKernel<T_>
+        <<<blocksFor(T * k, 1, int64_t(1) << 20), threads, 0, stream>>>(
+            static_cast<const T_ *>(x), H, sendPos, T * k, k, weights,
+            static_cast<T_ *>(send));
+  });
+  MOERT_CUDA_CHECK_LAUNCH();
+}
+
 void gatherRowsByIndex(const void *src, size_t rowBytes, const int64_t *perm,
                        int64_t n, void *dst, cudaStream_t stream) {
   copyRows<RowMap::gather>(src, dst, rowBytes, perm, n, 1, stream);
@@ -426,7 +464,8 @@ __global__ void combineKernel(const T *__restrict__ back, int64_t H,
       for (int64_t j = 0; j < k; ++j) {
         int64_t p = sendPos[t * k + j];
         if (p >= 0)
-          acc += weights[t * k + j] * toFloat(back[p * H + h]);
+          acc +=
+              (weights ? weights[t * k + j] : 1.f) * toFloat(back[p * H + h]);
       }
       out[t * H + h] = fromFloat<T>(acc);
     }

@@ -667,6 +667,12 @@ void moert::checkDispatchStep(ExecContext &ctx, size_t index, int64_t &H,
        "recv " + shapeString(recv.shape) + " is not [rows, " +
            std::to_string(H) + "]");
   need(recv.dtype == tok.dtype, "recv and tokens differ in dtype");
+  if (dispatchScalesRows(s)) {
+    const Value &w = operand(ctx, index, s.inputs[2], "weights");
+    need(w.dtype == DType::f32 && w.numElements() == T * k,
+         "weights " + shapeString(w.shape) + " is not " + std::to_string(T) +
+             "x" + std::to_string(k) + " f32");
+  }
 }
 
 moert::Placement moert::dispatchPlacement(ExecContext &ctx, size_t index,
@@ -714,14 +720,17 @@ void moert::checkCombineStep(ExecContext &ctx, size_t index, int64_t H,
       throw ctx.error(index, what);
   };
   const Value &y = operand(ctx, index, s.inputs[0], "y");
-  const Value &wt = operand(ctx, index, s.inputs[1], "weights");
   const Value &out = operand(ctx, index, s.outputs[0], "out");
   need(y.numElements() >= recvRows * H && lastDim(y) == H,
        "y " + shapeString(y.shape) + " does not hold the " +
            std::to_string(recvRows) + " expert rows");
-  need(wt.numElements() == T * k, "weights " + shapeString(wt.shape) +
-                                      " is not " + std::to_string(T) + "x" +
-                                      std::to_string(k));
+  // No weights: the dispatch scaled the rows (verifyPlan checks which).
+  if (s.inputs[1] >= 0) {
+    const Value &wt = operand(ctx, index, s.inputs[1], "weights");
+    need(wt.numElements() == T * k, "weights " + shapeString(wt.shape) +
+                                        " is not " + std::to_string(T) + "x" +
+                                        std::to_string(k));
+  }
   need(out.numElements() == T * H, "out " + shapeString(out.shape) +
                                        " is not " + std::to_string(T) + "x" +
                                        std::to_string(H));

@@ -547,6 +547,27 @@ TEST(CpuKernels, PackRows) {
   }
 }
 
+TEST(CpuKernels, PackScaledRows) {
+  std::mt19937 rng(5);
+  const int64_t T = 37, k = 3, H = 19;
+  Placement pl = testPlacement();
+  std::vector<int64_t> ids = randomIds(rng, T, k, pl.numExperts);
+  std::vector<float> x = randomVec(rng, T * H);
+  std::vector<float> w = randomVec(rng, T * k, 0, 1);
+  for (int64_t capacity : {-1, 2}) {
+    cpu::DispatchLayout l = layoutRef(ids, T, k, pl, capacity);
+    std::vector<float> send(l.sendRows * H, NAN);
+    cpu::packScaledRows(x.data(), H, l, w.data(), send.data());
+    for (int64_t a = 0; a < T * k; ++a)
+      if (l.sendPos[a] >= 0)
+        for (int64_t h = 0; h < H; ++h)
+          ASSERT_EQ(send[l.sendPos[a] * H + h], w[a] * x[(a / k) * H + h]);
+    EXPECT_EQ(std::count_if(send.begin(), send.end(),
+                            [](float v) { return std::isnan(v); }),
+              0);
+  }
+}
+
 TEST(CpuKernels, ExpertMajorOrder) {
   std::mt19937 rng(5);
   const int64_t groupSize = 3, slots = 4;
@@ -846,6 +867,14 @@ TEST(CpuKernels, CombineRows) {
       EXPECT_GT(allDropped, 0);
     }
     expectClose(out.data(), ref, 1e-5, "out");
+    // No weights (the dispatch scaled the rows): weight 1.
+    cpu::combineRows(back.data(), H, l, nullptr, out.data());
+    std::fill(ref.begin(), ref.end(), 0.0);
+    for (int64_t a = 0; a < T * k; ++a)
+      if (l.sendPos[a] >= 0)
+        for (int64_t h = 0; h < H; ++h)
+          ref[(a / k) * H + h] += back[l.sendPos[a] * H + h];
+    expectClose(out.data(), ref, 1e-5, "unweighted out");
   }
 }
 

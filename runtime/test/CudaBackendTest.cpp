@@ -228,6 +228,19 @@ TEST(CudaBackend, MoEFourRanksCapacity) {
   compareWithCpu(tc, "moe4cap");
 }
 
+// The routing weight on the expert input: scaled rows dispatched, an
+// unweighted combine.
+TEST(CudaBackend, MoEFourRanksWeightInput) {
+  REQUIRE_CUDA_DEVICE();
+  MoESpec s;
+  s.ranks = 4;
+  s.E = 8;
+  s.renormalize = false;
+  s.weightInput = true;
+  TestCase tc = makeMoE(s);
+  compareWithCpu(tc, "moe4win");
+}
+
 TEST(CudaBackend, MoEFourRanksIdsAsInputs) {
   REQUIRE_CUDA_DEVICE();
   MoESpec s;

@@ -661,6 +661,39 @@ TEST(CudaDispatch, PackRows) {
   }
 }
 
+// A dispatch with routing weights (weight_input experts): each row scaled
+// in fp32 and rounded once.
+TEST(CudaDispatch, PackScaledRows) {
+  REQUIRE_CUDA_DEVICE();
+  Stream s;
+  for (int64_t H : {13, 64, 1}) {
+    for (DType t : {DType::f32, DType::bf16, DType::f16}) {
+      const int64_t T = 211, k = 2;
+      std::vector<float> x = randomIn(t, size_t(T * H));
+      std::vector<float> w = randomFloats(static_cast<size_t>(T * k), 0.f, 1.f);
+      std::vector<int64_t> pos(static_cast<size_t>(T * k));
+      std::iota(pos.begin(), pos.end(), 0);
+      std::shuffle(pos.begin(), pos.end(), rng());
+      for (size_t a = 0; a < pos.size(); a += 5)
+        pos[a] = -1;
+      int64_t rows = T * k;
+      DevT dx(t, x), dsend(t, size_t(rows * H));
+      dsend.b.fill(0);
+      Dev<float> dw(w);
+      Dev<int64_t> dpos(pos);
+      packScaledRows(dx.p(), t, H, dpos.p, T, k, dw.p, dsend.p(), s);
+      s.sync();
+      std::vector<double> ref(static_cast<size_t>(rows * H), 0);
+      for (int64_t a = 0; a < T * k; ++a)
+        if (pos[a] >= 0)
+          for (int64_t h = 0; h < H; ++h)
+            ref[pos[a] * H + h] = roundTo(t, w[a] * x[(a / k) * H + h]);
+      expectClose(dsend.download(), ref, 0,
+                  "packScaledRows H=" + std::to_string(H) + " " + dtypeName(t));
+    }
+  }
+}
+
 TEST(CudaDispatch, ExpertMajorOrder) {
   REQUIRE_CUDA_DEVICE();
   Stream s;
@@ -757,6 +790,32 @@ TEST(CudaCombine, WeightedSumAllPrecisions) {
     expectClose(dout.download(), ref, t == DType::f32 ? 1e-6 : tolFor(t),
                 std::string("combine ") + dtypeName(t));
   }
+}
+
+// No weights: the dispatch scaled the rows; they are summed with weight 1.
+TEST(CudaCombine, UnweightedSum) {
+  REQUIRE_CUDA_DEVICE();
+  Stream s;
+  const int64_t T = 31, k = 2, H = 40, rows = T * k;
+  std::vector<float> back = randomFloats(static_cast<size_t>(rows * H));
+  std::vector<int64_t> pos(static_cast<size_t>(T * k));
+  std::iota(pos.begin(), pos.end(), 0);
+  std::shuffle(pos.begin(), pos.end(), rng());
+  pos[3] = -1;
+  Dev<float> db(back), dout(static_cast<size_t>(T * H));
+  Dev<int64_t> dpos(pos);
+  combineRows(db.p, DType::f32, H, dpos.p, T, k, nullptr, dout.p, s);
+  s.sync();
+  std::vector<double> ref(static_cast<size_t>(T * H), 0);
+  for (int64_t tk = 0; tk < T; ++tk)
+    for (int64_t h = 0; h < H; ++h) {
+      float acc = 0;
+      for (int64_t j = 0; j < k; ++j)
+        if (pos[tk * k + j] >= 0)
+          acc += back[pos[tk * k + j] * H + h];
+      ref[tk * H + h] = acc;
+    }
+  expectClose(dout.download(), ref, 1e-6, "combine without weights");
 }
 
 TEST(CudaCombine, SumSlicesInRankOrderAllPrecisions) {

@@ -212,6 +212,27 @@ TEST(Executor, MoEFourRanksReplicasCapacity) {
   runMoE(s, "moe4rc");
 }
 
+// The routing weight on the expert input (Llama 4): dispatch sends scaled
+// rows, combine sums them with weight 1.
+TEST(Executor, MoEWeightInput) {
+  for (int ranks : {1, 2, 4}) {
+    MoESpec s;
+    s.ranks = ranks;
+    s.E = 8;
+    s.renormalize = false;
+    s.weightInput = true;
+    runMoE(s, "weight-input-" + std::to_string(ranks));
+  }
+  MoESpec s;
+  s.ranks = 4;
+  s.E = 4;
+  s.S = 2;
+  s.slots = {0, 1, 2, 3, 1, 0, 3, 2};
+  s.capacity = 3;
+  s.weightInput = true;
+  runMoE(s, "weight-input-replicas-capacity");
+}
+
 TEST(Executor, MoEIdsAsInputs) {
   MoESpec s;
   s.ranks = 2;

@@ -352,6 +352,25 @@ TEST_F(Verify, Errors) {
                         fb::Activation(9);
                   }),
                   "an attribute has an unknown enum value");
+  // The routing weights scale the dispatched rows or the combined ones,
+  // exactly once.
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.steps[4].inputs[1] = -1; }),
+                  "step 4 (combine at '/moe/combine'): has no routing "
+                  "weights, and its dispatch sent unscaled rows");
+  EXPECT_CONTAINS(verifyError([](Plan &p) {
+                    p.steps[2].inputs.push_back(p.steps[4].inputs[1]);
+                  }),
+                  "step 4 (combine at '/moe/combine'): takes routing weights, "
+                  "but its dispatch scaled the rows it sent already");
+  EXPECT_CONTAINS(verifyError([](Plan &p) {
+                    p.steps[2].inputs = {0, 1, 2, 3};
+                  }),
+                  "4 operands, expected 2..3");
+  Plan scaled = tc.plan;
+  scaled.steps[2].inputs.push_back(scaled.steps[4].inputs[1]);
+  scaled.steps[4].inputs[1] = -1;
+  std::string error;
+  EXPECT_TRUE(verifyPlan(scaled, error)) << error;
 }
 
 /// The limits of moert/Limits.h: a kernel step's pointers and a GPU

@@ -56,6 +56,9 @@ struct MoESpec {
   bool idsAsInputs = false;
   /// With idsAsInputs: rank whose first id is made invalid (-1: none).
   int badRank = -1;
+  /// The routing weight scales the expert input (moe.experts weight_input):
+  /// the dispatch sends scaled rows, the combine sums them unweighted.
+  bool weightInput = false;
   unsigned seed = 1;
   /// False: no plain-loop reference (tc.expected stays empty), for large
   /// plans that only time the runtime (bench/transport_bench.py).
@@ -297,12 +300,18 @@ inline TestCase makeMoE(const MoESpec &spec) {
       int64_t rep = a % int64_t(reps[e].size());
       if (spec.capacity >= 0 && ++used[{e, rep}] > spec.capacity)
         continue;
+      float wt = float(wts[src * Tl * k + a]);
+      // weightInput: the dispatched row is the f32 product wt * x.
+      auto in = [&](int64_t h) {
+        return spec.weightInput ? double(wt * x[t * H + h])
+                                : double(x[t * H + h]);
+      };
       std::vector<double> hdn(F);
       for (int64_t f = 0; f < F; ++f) {
         double g = 0, u = 0;
         for (int64_t h = 0; h < H; ++h) {
-          g += double(x[t * H + h]) * wg[(e * H + h) * F + f];
-          u += double(x[t * H + h]) * wu[(e * H + h) * F + f];
+          g += in(h)*wg[(e * H + h) * F + f];
+          u += in(h)*wu[(e * H + h) * F + f];
         }
         hdn[f] = g / (1.0 + std::exp(-g)) * u;
       }
@@ -310,7 +319,7 @@ inline TestCase makeMoE(const MoESpec &spec) {
         double acc = 0;
         for (int64_t f = 0; f < F; ++f)
           acc += hdn[f] * wd[(e * F + f) * H + h];
-        ref[t * H + h] += float(wts[src * Tl * k + a]) * acc;
+        ref[t * H + h] += (spec.weightInput ? 1.0f : wt) * acc;
       }
     }
   }
@@ -367,14 +376,17 @@ inline TestCase makeMoE(const MoESpec &spec) {
   d.slots_per_rank = S;
   d.capacity = spec.capacity;
   d.replicas = repAttr;
-  b.step(d, {vx, vi}, {vrecv}, "/moe/dispatch");
+  if (spec.weightInput)
+    b.step(d, {vx, vi, vw}, {vrecv}, "/moe/dispatch");
+  else
+    b.step(d, {vx, vi}, {vrecv}, "/moe/dispatch");
   fb::ExpertsT ex;
   ex.activation = fb::Activation::silu;
   ex.dispatch = dispatchStep;
   b.step(ex, {vrecv, vg, vu, vd, -1, -1, -1}, {vy}, "/moe/experts");
   fb::CombineT co;
   co.dispatch = dispatchStep;
-  b.step(co, {vy, vw}, {vo}, "/moe/combine");
+  b.step(co, {vy, spec.weightInput ? -1 : vw}, {vo}, "/moe/combine");
 
   auto io = [&](const std::string &name, DType dt, std::vector<int64_t> shape,
                 int32_t v) {

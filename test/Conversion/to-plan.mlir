@@ -31,6 +31,15 @@
 // LAYER:        rank1: 24576 bytes, rank 1
 // LAYER:        4: combine(v10, v4) -> v11 dispatch=2
 
+// Experts with the routing weight on their input (weight_input): the
+// dispatch takes the weights as its third operand, the combine none (-1).
+// RUN: sed 's/activation silu>}/activation silu>, weight_input}/' %S/../Transforms/Inputs/moe-layer.mlir | moe-opt --moe-compile-pipeline="mesh=ep=2" | moe-translate --moe-to-plan -o %t.win.moeplan
+// RUN: moe-run --describe %t.win.moeplan | FileCheck %s --check-prefix=WIN
+// WIN:      1: route(v3, -) -> v4, v5
+// WIN-NEXT: 2: dispatch(v2, v5, v4) -> v9
+// WIN-NEXT: 3: experts(v9, v6, v7, v8, -, -, -) -> v10
+// WIN-NEXT: 4: combine(v10, -) -> v11 dispatch=2
+
 // Sequence-parallel MoE (24 tokens on 5 ranks, padded to 25): shard.all_slice
 // and shard.all_gather lower to all_slice and all_gather steps over ep; the
 // model input stays replicated.

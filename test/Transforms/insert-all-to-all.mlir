@@ -13,6 +13,14 @@
 // CHECK: tensor.expand_shape %[[O]]
 // CHECK-NOT: moe.experts
 
+// Experts that take the routing weight on their input (weight_input, Llama
+// 4): the dispatch sends scaled rows, the combine sums them unweighted.
+// RUN: sed 's/activation silu>}/activation silu>, weight_input}/' %S/Inputs/moe-layer.mlir | moe-opt --moe-shard="mesh=ep=4" --moe-place-experts --moe-insert-all-to-all | FileCheck %s --check-prefix=WIN
+// WIN: %[[W:.*]], %[[I:.*]] = moe.route
+// WIN: %[[R:.*]], %[[H:.*]] = moe.dispatch %{{.*}}, %[[I]] weights %[[W]] on @mesh grid_axes = [0] placement = {{.*}} max_rows = 48 : tensor<24x16xf32>, tensor<24x2xi64>, tensor<24x2xf32> -> tensor<?x16xf32>, !moe.dispatch
+// WIN: %[[Y:.*]] = moe.expert_compute %[[R]], %[[H]]
+// WIN: moe.combine %[[Y]], %[[H]] : tensor<?x16xf32>, !moe.dispatch -> tensor<24x16xf32>
+
 // Sequence-parallel MoE (moe-shard sliced the rows already): the dispatch's
 // bound comes from the sliced rows, 5 of 25 per rank: 5 sources x 5 x
 // min(k=2, 2 slots) = 50.

@@ -48,6 +48,16 @@
 // HYBRID: shard.all_gather %{{.*}} on @mesh grid_axes = [1] gather_axis = 0 : tensor<3x16xf32> -> tensor<15x16xf32>
 // HYBRID: tensor.extract_slice %{{.*}}[0, 0] [12, 16] [1, 1] : tensor<15x16xf32> to tensor<12x16xf32>
 
+// The same with the routing weight on the expert input (weight_input): the
+// dispatch's weights are sliced with its tokens; the combine has none.
+// RUN: sed 's/activation silu>}/activation silu>, weight_input}/' %S/Inputs/moe-layer.mlir | moe-opt --moe-shard="mesh=dp=2,ep=5" --moe-place-experts --moe-insert-all-to-all --moe-partition 2>/dev/null | FileCheck %s --check-prefix=HYBRIDW
+// HYBRIDW: %[[T:.*]] = shard.all_slice %{{.*}} : tensor<15x16xf32> -> tensor<3x16xf32>
+// HYBRIDW: %[[I:.*]] = shard.all_slice %{{.*}} : tensor<15x2xi64> -> tensor<3x2xi64>
+// HYBRIDW: %[[W:.*]] = shard.all_slice %{{.*}} : tensor<15x2xf32> -> tensor<3x2xf32>
+// HYBRIDW: moe.dispatch %[[T]], %[[I]] weights %[[W]] on @mesh {{.*}} max_rows = 30 : tensor<3x16xf32>, tensor<3x2xi64>, tensor<3x2xf32>
+// HYBRIDW: moe.combine %{{.*}}, %{{.*}} : tensor<?x16xf32>, !moe.dispatch -> tensor<3x16xf32>
+// HYBRIDW: shard.all_gather %{{.*}} on @mesh grid_axes = [1] gather_axis = 0 : tensor<3x16xf32> -> tensor<15x16xf32>
+
 // RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-shard="mesh=ep=2" --moe-partition --moe-partition 2>&1 | FileCheck %s --check-prefix=TWICE
 // TWICE: error: the module is partitioned already
 

@@ -431,6 +431,57 @@ TEST_F(EvaluatorTest, ExpertsGatedSiluWithOffset) {
   expectClose(out[0], want, {5, 6}, 1e-5);
 }
 
+// weight_input (Llama 4): out[t] = sum_j FFN_{idx[t,j]}(w[t,j] * x[t]); a
+// SwiGLU FFN is not linear, so this differs from w[t,j] * FFN(x[t]).
+TEST_F(EvaluatorTest, ExpertsWeightInput) {
+  const char *src = R"mlir(
+    func.func @main(%x: tensor<4x6xf32>, %idx: tensor<4x2xi64>, %w: tensor<4x2xf32>,
+                    %g: tensor<3x6x5xf32>, %u: tensor<3x6x5xf32>, %d: tensor<3x5x6xf32>)
+        -> tensor<4x6xf32> {
+      %y = moe.experts %x, %idx, %w gate %g up %u down %d
+          {activation = #moe<activation silu>, weight_input}
+          : (tensor<4x6xf32>, tensor<4x2xi64>, tensor<4x2xf32>, tensor<3x6x5xf32>,
+             tensor<3x6x5xf32>, tensor<3x5x6xf32>) -> tensor<4x6xf32>
+      return %y : tensor<4x6xf32>
+    })mlir";
+  Tensor x = randomF32({4, 6}), w = randomF32({4, 2});
+  Tensor g = randomF32({3, 6, 5}), u = randomF32({3, 6, 5}),
+         d = randomF32({3, 5, 6});
+  Tensor idx = intTensor({4, 2}, {0, 2, 1, 0, 2, 1, 1, 2});
+  auto out = run(src, {x, idx, w, g, u, d});
+  ASSERT_EQ(out.size(), 1u);
+  std::vector<double> want(24, 0.0), plain(24, 0.0);
+  for (int t = 0; t < 4; ++t)
+    for (int j = 0; j < 2; ++j) {
+      int64_t e = idx.i[t * 2 + j];
+      double wt = w.f[t * 2 + j];
+      for (bool scaleInput : {true, false}) {
+        double s = scaleInput ? wt : 1.0;
+        std::vector<double> hid(5);
+        for (int c = 0; c < 5; ++c) {
+          double a = 0, b = 0;
+          for (int i = 0; i < 6; ++i) {
+            a += float(s * x.f[t * 6 + i]) * g.f[(e * 6 + i) * 5 + c];
+            b += float(s * x.f[t * 6 + i]) * u.f[(e * 6 + i) * 5 + c];
+          }
+          hid[c] = a / (1 + std::exp(-a)) * b;
+        }
+        for (int o = 0; o < 6; ++o) {
+          double y = 0;
+          for (int c = 0; c < 5; ++c)
+            y += hid[c] * d.f[(e * 5 + c) * 6 + o];
+          (scaleInput ? want : plain)[t * 6 + o] += scaleInput ? y : wt * y;
+        }
+      }
+    }
+  expectClose(out[0], want, {4, 6}, 1e-5);
+  // The two semantics differ on this data (the check above is not vacuous).
+  double diff = 0;
+  for (int k = 0; k < 24; ++k)
+    diff = std::max(diff, std::abs(want[k] - plain[k]));
+  EXPECT_GT(diff, 1e-2);
+}
+
 TEST_F(EvaluatorTest, IntegerWidthsAndElementwiseTensors) {
   const char *src = R"mlir(
     func.func @main(%a: tensor<4xi8>, %b: tensor<4xi8>) -> (tensor<4xi8>, tensor<4xi32>, tensor<4xi1>, tensor<4xi8>) {

@@ -401,6 +401,13 @@ LogicalResult DispatchOp::verify() {
     return emitOpError("recv must hold rows of the tokens' type and width, "
                        "got ")
            << recv;
+  if (Value wv = getWeights()) {
+    RankedTensorType w = rt(wv);
+    if (w.getRank() != 2 || !compatible(w.getDimSize(0), idx.getDimSize(0)) ||
+        !compatible(w.getDimSize(1), idx.getDimSize(1)))
+      return emitOpError("weights must be shaped like the indices ")
+             << idx << ", got " << w;
+  }
   if (getGridAxes().empty())
     return emitOpError("needs at least one grid axis");
   if (int64_t(getMaxRows()) < 0)
@@ -458,20 +465,33 @@ LogicalResult ExpertComputeOp::verify() {
 }
 
 LogicalResult CombineOp::verify() {
-  RankedTensorType y = rt(getY()), w = rt(getWeights()), res = rt(getResult());
-  if (y.getRank() != 2 || w.getRank() != 2 || res.getRank() != 2)
+  RankedTensorType y = rt(getY()), res = rt(getResult());
+  RankedTensorType w = getWeights() ? rt(getWeights()) : RankedTensorType();
+  if (y.getRank() != 2 || (w && w.getRank() != 2) || res.getRank() != 2)
     return emitOpError("y [R, H], weights [T, k] and result [T, H] must be "
                        "rank 2");
-  if (!compatible(res.getDimSize(0), w.getDimSize(0)) ||
+  if ((w && !compatible(res.getDimSize(0), w.getDimSize(0))) ||
       !compatible(res.getDimSize(1), y.getDimSize(1)))
     return emitOpError("result must be [T, H] = [")
-           << w.getDimSize(0) << ", " << y.getDimSize(1) << "], got " << res;
+           << (w ? w.getDimSize(0) : res.getDimSize(0)) << ", "
+           << y.getDimSize(1) << "], got " << res;
   if (auto d = getHandle().getDefiningOp<DispatchOp>()) {
+    // The routing weight is applied once: by the dispatch (weight_input
+    // experts) or here.
+    if (bool(w) == bool(d.getWeights()))
+      return emitOpError(w ? "takes weights, but its dispatch scaled the rows "
+                             "it sent by the routing weights already"
+                           : "needs the routing weights: its dispatch sent "
+                             "unscaled rows");
     RankedTensorType idx = rt(d.getIndices());
-    if (!compatible(idx.getDimSize(0), w.getDimSize(0)) ||
-        !compatible(idx.getDimSize(1), w.getDimSize(1)))
+    if (w && (!compatible(idx.getDimSize(0), w.getDimSize(0)) ||
+              !compatible(idx.getDimSize(1), w.getDimSize(1))))
       return emitOpError("weights must be shaped like the dispatch's indices ")
              << idx << ", got " << w;
+    if (!compatible(res.getDimSize(0), idx.getDimSize(0)))
+      return emitOpError("result has ")
+             << res.getDimSize(0) << " rows but the dispatch has "
+             << idx.getDimSize(0) << " tokens";
   }
   return success();
 }

@@ -22,7 +22,10 @@ def MoERaiseExperts : Pass<"moe-raise-experts", "mlir::func::FuncOp"> {
     ScatterElements/ScatterND accumulation) and replaces each with one
     `moe.route` and one `moe.experts` whose weights are the experts' weights
     stacked into `[E, ...]` tensors. The loop's ops become dead and are
-    removed.
+    removed. Also the batched form of torch.onnx's dynamo exporter and the
+    dense form of Llama 4 (every token through every expert, its input
+    scaled by the router score: `moe.experts` with `weight_input`); see
+    docs/raising.md.
 
     A region that looks like an MoE layer (a top-k over softmax or sigmoid
     router scores) but cannot be raised gets a warning that names the op and
@@ -186,9 +189,12 @@ def MoEInsertAllToAll : Pass<"moe-insert-all-to-all", "mlir::ModuleOp"> {
     experts, after the count exchange), `moe.expert_compute` (grouped GEMMs
     over the local experts) and `moe.combine` (ragged all-to-all back and
     the routing-weighted sum in token order), followed by a
-    `shard.all_reduce` over tp when the FFN columns are split. Dropless by
-    default; `capacity-factor=C` gives each expert replica
-    ceil(C * T * k / E) rows per source rank (GShard) and drops the rest.
+    `shard.all_reduce` over tp when the FFN columns are split. A
+    `moe.experts` with `weight_input` gives its routing weights to the
+    dispatch, which sends the rows scaled, and none to the combine, which
+    sums them unweighted. Dropless by default; `capacity-factor=C` gives
+    each expert replica ceil(C * T * k / E) rows per source rank (GShard)
+    and drops the rest.
   }];
   let dependentDialects = ["mlir::shard::ShardDialect"];
   let options = [

@@ -163,8 +163,9 @@ void checkBinaryStep(ExecContext &ctx, size_t index, cpu::Binary &fn,
                      std::vector<int64_t> &aShape,
                      std::vector<int64_t> &bShape);
 
-/// `dispatch`: tokens [T, H], ids [T, k] and recv [rows, H] of the tokens'
-/// dtype agree; sets H, k and T.
+/// `dispatch`: tokens [T, H], ids [T, k], recv [rows, H] of the tokens'
+/// dtype and the routing weights, when given, f32 [T, k] agree; sets H, k
+/// and T.
 void checkDispatchStep(ExecContext &ctx, size_t index, int64_t &H, int64_t &k,
                        int64_t &T);
 /// The placement a `dispatch` step's attributes describe (num_experts,
@@ -185,8 +186,8 @@ int64_t checkAllSliceStep(ExecContext &ctx, size_t index, int64_t G);
 int64_t checkReduceScatterStep(ExecContext &ctx, size_t index, int64_t G);
 
 /// `combine` against its dispatch (H wide rows, T tokens, top-k, `recvRows`
-/// expert rows): y holds the rows, weights are T x k, out T x H, y and out
-/// share a dtype.
+/// expert rows): y holds the rows, weights (absent when the dispatch scaled
+/// the rows) are T x k, out T x H, y and out share a dtype.
 void checkCombineStep(ExecContext &ctx, size_t index, int64_t H, int64_t T,
                       int64_t k, int64_t recvRows);
 

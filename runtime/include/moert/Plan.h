@@ -138,6 +138,14 @@ struct Step {
   int64_t dispatchStep() const;
 };
 
+/// True when `dispatch` has routing weights (its optional third operand):
+/// it sends `weights[t, j] * tokens[t]` for choice j of token t (moe.experts
+/// with weight_input), and its combine sums the returned rows unweighted
+/// (the combine's weights operand is -1).
+inline bool dispatchScalesRows(const Step &dispatch) {
+  return dispatch.inputs.size() > 2 && dispatch.inputs[2] >= 0;
+}
+
 /// A kernel the compiler generated (a fused elementwise/reduction region):
 /// `kernel` steps call it by name with one pointer per operand, inputs
 /// first, then outputs. The code is in the plan's data region: a shared

@@ -518,6 +518,47 @@ func.func @combine_weights(%x: tensor<4x16xf32>, %i: tensor<4x2xi64>, %y: tensor
 
 // -----
 
+shard.grid @mesh(shape = 2)
+func.func @dispatch_weights_shape(%x: tensor<4x16xf32>, %i: tensor<4x2xi64>, %w: tensor<4x1xf32>) {
+  // expected-error @+1 {{weights must be shaped like the indices 'tensor<4x2xi64>', got 'tensor<4x1xf32>'}}
+  %r, %h = moe.dispatch %x, %i weights %w on @mesh grid_axes = [0] placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> max_rows = 8 : tensor<4x16xf32>, tensor<4x2xi64>, tensor<4x1xf32> -> tensor<?x16xf32>, !moe.dispatch
+  return
+}
+
+// -----
+
+// The routing weight is applied once: by a dispatch with weights, or by
+// its combine.
+shard.grid @mesh(shape = 2)
+func.func @combine_weights_twice(%x: tensor<4x16xf32>, %i: tensor<4x2xi64>, %y: tensor<?x16xf32>, %w: tensor<4x2xf32>) {
+  %r, %h = moe.dispatch %x, %i weights %w on @mesh grid_axes = [0] placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> max_rows = 8 : tensor<4x16xf32>, tensor<4x2xi64>, tensor<4x2xf32> -> tensor<?x16xf32>, !moe.dispatch
+  // expected-error @+1 {{takes weights, but its dispatch scaled the rows it sent by the routing weights already}}
+  %o = moe.combine %y, %h, %w : tensor<?x16xf32>, !moe.dispatch, tensor<4x2xf32> -> tensor<4x16xf32>
+  return
+}
+
+// -----
+
+shard.grid @mesh(shape = 2)
+func.func @combine_weights_never(%x: tensor<4x16xf32>, %i: tensor<4x2xi64>, %y: tensor<?x16xf32>) {
+  %r, %h = moe.dispatch %x, %i on @mesh grid_axes = [0] placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> max_rows = 8 : tensor<4x16xf32>, tensor<4x2xi64> -> tensor<?x16xf32>, !moe.dispatch
+  // expected-error @+1 {{needs the routing weights: its dispatch sent unscaled rows}}
+  %o = moe.combine %y, %h : tensor<?x16xf32>, !moe.dispatch -> tensor<4x16xf32>
+  return
+}
+
+// -----
+
+shard.grid @mesh(shape = 2)
+func.func @combine_rows(%x: tensor<4x16xf32>, %i: tensor<4x2xi64>, %w: tensor<4x2xf32>, %y: tensor<?x16xf32>) {
+  %r, %h = moe.dispatch %x, %i weights %w on @mesh grid_axes = [0] placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> max_rows = 8 : tensor<4x16xf32>, tensor<4x2xi64>, tensor<4x2xf32> -> tensor<?x16xf32>, !moe.dispatch
+  // expected-error @+1 {{result has 3 rows but the dispatch has 4 tokens}}
+  %o = moe.combine %y, %h : tensor<?x16xf32>, !moe.dispatch -> tensor<3x16xf32>
+  return
+}
+
+// -----
+
 func.func @combine_result(%y: tensor<?x16xf32>, %h: !moe.dispatch, %w: tensor<4x2xf32>) {
   // expected-error @+1 {{result must be [T, H] = [4, 16], got 'tensor<4x8xf32>'}}
   %o = moe.combine %y, %h, %w : tensor<?x16xf32>, !moe.dispatch, tensor<4x2xf32> -> tensor<4x8xf32>

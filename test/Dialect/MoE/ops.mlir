@@ -114,6 +114,29 @@ func.func @expert_parallel(%x: tensor<4x16xf32>, %i: tensor<4x2xi64>, %w: tensor
   return %o : tensor<4x16xf32>
 }
 
+// Llama 4: the routing weight scales the experts' input (weight_input);
+// sharded, the dispatch sends the scaled rows and the combine sums them.
+// CHECK-LABEL: func.func @experts_weight_input
+func.func @experts_weight_input(%x: tensor<16x64xf32>, %i: tensor<16x1xi64>, %w: tensor<16x1xf32>,
+                                %w1: tensor<8x64x64xf32>, %w3: tensor<8x64x64xf32>, %w2: tensor<8x64x64xf32>) -> tensor<16x64xf32> {
+  // CHECK: moe.experts {{.*}} {activation = #moe<activation silu>, weight_input}
+  %y = moe.experts %x, %i, %w gate %w1 up %w3 down %w2 {activation = #moe<activation silu>, weight_input}
+      : (tensor<16x64xf32>, tensor<16x1xi64>, tensor<16x1xf32>, tensor<8x64x64xf32>, tensor<8x64x64xf32>, tensor<8x64x64xf32>) -> tensor<16x64xf32>
+  return %y : tensor<16x64xf32>
+}
+
+// CHECK-LABEL: func.func @dispatch_weights
+func.func @dispatch_weights(%x: tensor<4x16xf32>, %i: tensor<4x2xi64>, %w: tensor<4x2xf32>,
+                            %g: tensor<2x16x16xf32>, %d: tensor<2x16x16xf32>) -> tensor<4x16xf32> {
+  // CHECK: %[[R:.*]], %[[H:.*]] = moe.dispatch %{{.*}}, %{{.*}} weights %{{.*}} on @mesh grid_axes = [0] placement = <{{.*}}> max_rows = 16 : tensor<4x16xf32>, tensor<4x2xi64>, tensor<4x2xf32> -> tensor<?x16xf32>, !moe.dispatch
+  %r, %h = moe.dispatch %x, %i weights %w on @mesh grid_axes = [0] placement = <num_experts = 3, ranks = 2, slots_per_rank = 2, slots = [0, 1, 2, -1], strategy = "contiguous"> max_rows = 16 : tensor<4x16xf32>, tensor<4x2xi64>, tensor<4x2xf32> -> tensor<?x16xf32>, !moe.dispatch
+  %y = moe.expert_compute %r, %h gate %g down %d {activation = #moe<activation relu>}
+      : (tensor<?x16xf32>, !moe.dispatch, tensor<2x16x16xf32>, tensor<2x16x16xf32>) -> tensor<?x16xf32>
+  // CHECK: moe.combine %{{.*}}, %[[H]] : tensor<?x16xf32>, !moe.dispatch -> tensor<4x16xf32>
+  %o = moe.combine %y, %h : tensor<?x16xf32>, !moe.dispatch -> tensor<4x16xf32>
+  return %o : tensor<4x16xf32>
+}
+
 // CHECK-LABEL: func.func @tp_slice
 func.func @tp_slice(%w: tensor<64x96xf32>) -> tensor<64x48xf32> {
   // CHECK: moe.tp_slice %{{.*}} on @mesh grid_axes = [1] dim = 1 : tensor<64x96xf32> -> tensor<64x48xf32>

@@ -96,6 +96,12 @@ inline void packRows(const float *x, int64_t H, const DispatchLayout &layout,
   packRowBytes(x, size_t(H) * sizeof(float), layout, send);
 }
 
+/// The rows of a dispatch with routing weights (moe.experts with
+/// weight_input): send[sendPos[a]] = weights[a] * x[a / k] for every
+/// non-dropped assignment; x [T,H], weights [T*k].
+void packScaledRows(const float *x, int64_t H, const DispatchLayout &layout,
+                    const float *weights, float *send);
+
 /// After the count exchange, rank r has received, from each source rank s
 /// (in order) and for each of its slots (in order), recvCounts[s*slots+slot]
 /// rows. `expertMajorOrder` returns perm with perm[i] = source-major row of
@@ -145,7 +151,8 @@ void groupedFFN(const float *x, const std::vector<int64_t> &slotOffsets,
 
 /// out[t] = sum_j weights[t,j] * back[sendPos[t*k+j]] over non-dropped
 /// assignments (0 when all were dropped); back has the send buffer's row
-/// order (what the combine all-to-all returns). out [T,H].
+/// order (what the combine all-to-all returns). out [T,H]. `weights` null:
+/// weight 1 (the dispatch scaled the rows, packScaledRows).
 void combineRows(const float *back, int64_t H, const DispatchLayout &layout,
                  const float *weights, float *out);
 

@@ -121,6 +121,13 @@ void planDispatch(const int64_t *ids, int64_t T, int64_t k,
 void packRows(const void *x, size_t rowBytes, const int64_t *sendPos, int64_t T,
               int64_t k, void *send, cudaStream_t stream);
 
+/// cpu::packScaledRows: send[sendPos[a]] = weights[a] * x[a / k] for a <
+/// T*k with sendPos[a] >= 0 (a dispatch with routing weights); rows of H
+/// elements of type `dt`, scaled in fp32, weights fp32.
+void packScaledRows(const void *x, DType dt, int64_t H, const int64_t *sendPos,
+                    int64_t T, int64_t k, const float *weights, void *send,
+                    cudaStream_t stream);
+
 /// cpu::expertMajorOrder on the device. recvCounts [groupSize*slots] int64
 /// (device) -> perm [maxRows] (perm[i] = -1 for i >= the received total),
 /// slotOffsets [slots+1] int64 (device). `workspace` holds
@@ -144,7 +151,8 @@ void scatterRowsByIndex(const void *src, size_t rowBytes, const int64_t *perm,
 
 /// cpu::combineRows: out[t] = sum_j weights[t,j] * back[sendPos[t*k+j]]
 /// over non-dropped assignments (0 when all were dropped), j in order,
-/// fp32 accumulation; back and out have type `dt`, weights fp32.
+/// fp32 accumulation; back and out have type `dt`, weights fp32 (null:
+/// weight 1, the dispatch scaled the rows).
 void combineRows(const void *back, DType dt, int64_t H, const int64_t *sendPos,
                  int64_t T, int64_t k, const float *weights, void *out,
                  cudaStream_t stream);

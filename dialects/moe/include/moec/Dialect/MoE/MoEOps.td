@@ -142,6 +142,13 @@ def MoE_ExpertsOp : MoE_Op<"experts", [Pure, AttrSizedOperandSegments]> {
     (no `limit`: no clamping). `alpha`, `beta` and `limit` belong to this
     activation only (GPT-OSS: alpha 1.702, beta 1, limit 7).
 
+    With `weight_input` the routing weight scales the expert's input instead
+    of its output (Llama 4, whose experts run on `x * sigmoid(logit)`):
+
+    ```
+    out[t] = sum_j FFN_{indices[t, j]}(weights[t, j] * tokens[t])
+    ```
+
     ```mlir
     %y = moe.experts %x, %idx, %w gate %w1 up %w3 down %w2
         {activation = #moe.activation<silu>}
@@ -164,7 +171,8 @@ def MoE_ExpertsOp : MoE_Op<"experts", [Pure, AttrSizedOperandSegments]> {
     DefaultValuedAttr<I64Attr, "0">:$expert_offset,
     DefaultValuedAttr<F64Attr, "1.0">:$alpha,
     DefaultValuedAttr<F64Attr, "0.0">:$beta,
-    OptionalAttr<F64Attr>:$limit
+    OptionalAttr<F64Attr>:$limit,
+    UnitAttr:$weight_input
   );
   let results = (outs MoE_FloatTensor:$result);
   let assemblyFormat = [{
@@ -241,7 +249,10 @@ def MoE_DispatchOp : MoE_Op<"dispatch", []> {
     the rows this rank received, grouped by local slot; its row count is
     data-dependent, at most `max_rows`. With `capacity` >= 0 each expert
     replica accepts at most `capacity` rows from each source rank (GShard);
-    the rest are dropped. -1 is dropless.
+    the rest are dropped. -1 is dropless. With `weights` ([T, k], a
+    `moe.experts` with `weight_input`), the row sent for choice `j` of token
+    `t` is `weights[t, j] * tokens[t]`, and the layer's `moe.combine` takes
+    no weights (the routing weight is applied exactly once).
 
     ```mlir
     %recv, %h = moe.dispatch %x, %ids on @mesh grid_axes = [0]
@@ -252,6 +263,7 @@ def MoE_DispatchOp : MoE_Op<"dispatch", []> {
   let arguments = (ins
     MoE_FloatTensor:$tokens,
     MoE_IndexTensor:$indices,
+    Optional<MoE_FloatTensor>:$weights,
     FlatSymbolRefAttr:$grid,
     DenseI16ArrayAttr:$grid_axes,
     MoE_PlacementAttr:$placement,
@@ -260,9 +272,10 @@ def MoE_DispatchOp : MoE_Op<"dispatch", []> {
   );
   let results = (outs MoE_FloatTensor:$recv, MoE_DispatchType:$handle);
   let assemblyFormat = [{
-    $tokens `,` $indices `on` $grid `grid_axes` `=` $grid_axes
-    `placement` `=` $placement `max_rows` `=` $max_rows attr-dict `:`
-    type($tokens) `,` type($indices) `->` type($recv) `,` type($handle)
+    $tokens `,` $indices (`weights` $weights^)? `on` $grid `grid_axes` `=`
+    $grid_axes `placement` `=` $placement `max_rows` `=` $max_rows attr-dict
+    `:` type($tokens) `,` type($indices) (`,` type($weights)^)? `->`
+    type($recv) `,` type($handle)
   }];
   let hasVerifier = 1;
 }
@@ -314,7 +327,9 @@ def MoE_CombineOp : MoE_Op<"combine", []> {
     The inverse of the `moe.dispatch` that produced `handle`: each row of
     `y` goes back to the rank and token it came from, and each token's
     output is the sum of its returned rows weighted by `weights` (rows
-    dropped by capacity contribute nothing).
+    dropped by capacity contribute nothing). `weights` is absent exactly
+    when the dispatch scaled the rows it sent (its `weights` operand): the
+    returned rows are then summed with weight 1.
 
     ```mlir
     %out = moe.combine %y, %h, %w
@@ -322,11 +337,11 @@ def MoE_CombineOp : MoE_Op<"combine", []> {
     ```
   }];
   let arguments = (ins MoE_FloatTensor:$y, MoE_DispatchType:$handle,
-                       MoE_FloatTensor:$weights);
+                       Optional<MoE_FloatTensor>:$weights);
   let results = (outs MoE_FloatTensor:$result);
   let assemblyFormat = [{
-    $y `,` $handle `,` $weights attr-dict `:` type($y) `,` type($handle) `,`
-    type($weights) `->` type($result)
+    $y `,` $handle (`,` $weights^)? attr-dict `:` type($y) `,` type($handle)
+    (`,` type($weights)^)? `->` type($result)
   }];
   let hasVerifier = 1;
 }
