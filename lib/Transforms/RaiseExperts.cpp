@@ -17,10 +17,13 @@
 
 #include "RaiseExpertsInternal.h"
 
+#include "moec/Analysis/ConstantBytes.h"
 #include "moec/Analysis/StaticShapes.h"
 #include "moec/Transforms/Passes.h"
 
 #include "mlir/Analysis/SliceAnalysis.h"
+
+#include <cstring>
 
 namespace moec {
 #define GEN_PASS_DEF_MOERAISEEXPERTS
@@ -175,8 +178,23 @@ LayerRaiser::emitLayer(Router &r, Value root, Value tokensV,
       ups.push_back({id, *f.up});
   }
   std::string prefix = "moe" + std::to_string(layerCounter++);
+  // A per-expert scale of the routing weights (Gemma 4) multiplies expert
+  // e's output, which is linear in its w_down and b_down: fold it there.
+  std::optional<std::vector<float>> scales;
+  if (r.expertScale) {
+    auto sT = cast<RankedTensorType>(r.expertScale.getType());
+    FailureOr<std::vector<char>> bytes = constantBytes(r.expertScale);
+    if (!sT.getElementType().isF32() || failed(bytes)) {
+      why = "the per-expert scale of the routing weights is not a readable "
+            "f32 constant";
+      return failure();
+    }
+    scales.emplace(bytes->size() / 4);
+    std::memcpy(scales->data(), bytes->data(), scales->size() * 4);
+  }
+  const std::vector<float> *sc = scales ? &*scales : nullptr;
   FailureOr<Value> wg = stack(b, loc, gates, prefix + ".w_gate");
-  FailureOr<Value> wd = stack(b, loc, downs, prefix + ".w_down");
+  FailureOr<Value> wd = stack(b, loc, downs, prefix + ".w_down", sc);
   FailureOr<Value> wu =
       gated ? stack(b, loc, ups, prefix + ".w_up") : FailureOr<Value>(Value());
   if (failed(wg) || failed(wd) || failed(wu)) {
@@ -184,18 +202,18 @@ LayerRaiser::emitLayer(Router &r, Value root, Value tokensV,
     return failure();
   }
   // Biases (nn.Linear with bias): [E, F] for gate and up, [E, H] for down.
-  auto biases = [&](BiasRef ExpertFFN::*field,
-                    StringRef name) -> FailureOr<Value> {
+  auto biases = [&](BiasRef ExpertFFN::*field, StringRef name,
+                    const std::vector<float> *scale) -> FailureOr<Value> {
     if (!(f0.*field))
       return Value();
     SmallVector<std::pair<int64_t, BiasRef>> parts;
     for (auto &[id, f] : experts)
       parts.push_back({id, f.*field});
-    return stackBiases(b, loc, parts, prefix + "." + name.str());
+    return stackBiases(b, loc, parts, prefix + "." + name.str(), scale);
   };
-  FailureOr<Value> bg = biases(&ExpertFFN::bGate, "b_gate");
-  FailureOr<Value> bu = biases(&ExpertFFN::bUp, "b_up");
-  FailureOr<Value> bd = biases(&ExpertFFN::bDown, "b_down");
+  FailureOr<Value> bg = biases(&ExpertFFN::bGate, "b_gate", nullptr);
+  FailureOr<Value> bu = biases(&ExpertFFN::bUp, "b_up", nullptr);
+  FailureOr<Value> bd = biases(&ExpertFFN::bDown, "b_down", sc);
   if (failed(bg) || failed(bu) || failed(bd)) {
     why = "the expert biases differ in shape or are not readable";
     return failure();

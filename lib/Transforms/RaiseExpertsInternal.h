@@ -11,6 +11,7 @@
 //   RaiseBatched.cpp   the batched form (dynamo exporter, batched_mm)
 //   RaiseDense.cpp     the dense form (Llama 4: all experts on every token)
 //   RaiseShared.cpp    the shared experts added to a layer
+//   RaiseActivations.cpp  GELU (erf, tanh), the clamped SwiGLU
 //
 //===----------------------------------------------------------------------===//
 
@@ -156,21 +157,40 @@ struct ExpertFFN {
   BiasRef bGate, bUp, bDown;
 };
 
+/// GELU with erf as torch.onnx writes it: (u * (erf(u / sqrt(2)) + 1)) *
+/// 0.5, or (u * 0.5) * (...): returns u (RaiseActivations.cpp).
+Value matchGeluErf(Value v);
+/// GELU with tanh as torch.onnx writes it: 0.5 * (x * (1 + tanh(sqrt(2/pi)
+/// * (x + 0.044715 * x^3)))), or (x * 0.5) * (...): returns x.
+Value matchGeluTanh(Value v);
+
+/// GPT-OSS's clamped SwiGLU `(u' + beta) * (g' * sigmoid(alpha * g'))`,
+/// g' = min(g, limit), u' = clamp(u, -limit, limit) (limit -1: no clamps).
+struct ClampedSwiglu {
+  Value gate, up;
+  double alpha = 1.0, beta = 0.0, limit = -1.0;
+};
+std::optional<ClampedSwiglu> matchClampedSwiglu(Value h);
+
 /// `linalg.matmul(x, W)` with a resolvable constant W: returns {x, W}.
 std::optional<std::pair<Value, WeightRef>> matchLinear(Value v);
 
 /// Matches down(act(gate(x)) [* up(x)]) on the FFN output `v`.
 FailureOr<ExpertFFN> matchFFN(Value v, std::string &why);
 
-/// Stacks the experts' [N] biases (expert id, bias) into one [E, N] blob.
+/// Stacks the experts' [N] biases (expert id, bias) into one [E, N] blob,
+/// expert e's times `scales[e]` when given (f32 only).
 FailureOr<Value> stackBiases(OpBuilder &b, Location loc,
                              ArrayRef<std::pair<int64_t, BiasRef>> parts,
-                             StringRef name);
+                             StringRef name,
+                             const std::vector<float> *scales = nullptr);
 
-/// Stacks the experts' [K, N] matrices into one [E, K, N] weight blob.
+/// Stacks the experts' [K, N] matrices into one [E, K, N] weight blob,
+/// expert e's times `scales[e]` when given (f32 only, never lazy).
 FailureOr<Value> stack(OpBuilder &b, Location loc,
                        ArrayRef<std::pair<int64_t, WeightRef>> parts,
-                       StringRef name);
+                       StringRef name,
+                       const std::vector<float> *scales = nullptr);
 
 //===----------------------------------------------------------------------===//
 // Routers (RaiseRouter.cpp)
@@ -205,6 +225,10 @@ struct Router {
   bool dense = false;
   /// The weights scale the experts' input (moe.experts weight_input).
   bool weightInput = false;
+  /// A constant [E] the weights are multiplied by at the selected ids
+  /// (Gemma 4's per_expert_scale): folded into expert e's w_down and
+  /// b_down, since its output is linear in them.
+  arith::ConstantOp expertScale;
 };
 
 /// Matches the router that ends at the selection top-k `topk`. Returns

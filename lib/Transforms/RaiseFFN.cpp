@@ -17,6 +17,8 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/IR/Matchers.h"
 
+#include <cstring>
+
 using namespace mlir;
 using namespace moec;
 
@@ -244,137 +246,6 @@ std::optional<std::array<int64_t, 3>> columnSlice(tensor::ExtractSliceOp sl) {
                                 sl.getStaticStrides()[last]};
 }
 
-/// GELU with erf as torch.onnx writes it: (u * (erf(u / sqrt(2)) + 1)) *
-/// 0.5, or (u * 0.5) * (erf(u / sqrt(2)) + 1): returns u.
-Value matchGeluErf(Value v) {
-  auto near = [](double a, double b) {
-    return std::abs(a - b) <= 1e-6 * std::abs(b);
-  };
-  // 1 + erf(u / sqrt(2)) with the same u.
-  auto onePlusErf = [&](Value q) -> Value {
-    auto add = matchScalarBinary<arith::AddFOp>(q);
-    if (!add || add->second != 1.0)
-      return {};
-    auto g = add->first.getDefiningOp<linalg::GenericOp>();
-    if (!g || g.getNumDpsInputs() != 1 || bodyOps(g).size() != 1 ||
-        !isa<math::ErfOp>(bodyOps(g)[0]) ||
-        bodyOps(g)[0]->getOperand(0) != g.getBody()->getArgument(0))
-      return {};
-    Value d = g.getDpsInputs()[0];
-    if (auto div = matchBinary<arith::DivFOp>(d)) {
-      std::optional<double> c = scalarFloat(div->second);
-      if (c && near(*c, std::sqrt(2.0)))
-        return div->first;
-    }
-    if (auto mul = matchScalarBinary<arith::MulFOp>(d);
-        mul && near(mul->second, 1.0 / std::sqrt(2.0)))
-      return mul->first;
-    return {};
-  };
-  auto mul = matchBinary<arith::MulFOp>(v);
-  if (!mul)
-    return {};
-  for (auto [a, b] : {std::pair(mul->first, mul->second),
-                      std::pair(mul->second, mul->first)}) {
-    // (u * (1 + erf)) * 0.5
-    if (std::optional<double> half = scalarFloat(b); half && *half == 0.5)
-      if (auto inner = matchBinary<arith::MulFOp>(a))
-        for (auto [u, q] : {std::pair(inner->first, inner->second),
-                            std::pair(inner->second, inner->first)})
-          if (Value x = onePlusErf(q); x && x == u)
-            return u;
-    // (u * 0.5) * (1 + erf)
-    if (auto uh = matchScalarBinary<arith::MulFOp>(a); uh && uh->second == 0.5)
-      if (Value x = onePlusErf(b); x && x == uh->first)
-        return x;
-  }
-  return {};
-}
-
-} // namespace
-
-namespace {
-
-/// GPT-OSS's clamped SwiGLU, read back from its product:
-/// `(u' + beta) * (g' * sigmoid(alpha * g'))`, g' = min(g, limit) (Clip
-/// with a max only), u' = clamp(u, -limit, limit) (Clip with both), each
-/// of beta, alpha and the clamps optional (limit -1: none); operands of
-/// both products in either order.
-struct ClampedSwiglu {
-  Value gate, up;
-  double alpha = 1.0, beta = 0.0, limit = -1.0;
-};
-
-/// `min(x, c)` with a scalar constant c: {x, c}; {v, -1} when `v` is no
-/// such clamp.
-std::pair<Value, double> stripClampMax(Value v) {
-  if (auto m = matchScalarBinary<arith::MinimumFOp>(v); m && m->second > 0)
-    return {m->first, m->second};
-  return {v, -1.0};
-}
-
-/// `min(max(x, -c), c)` (one generic, as the importer writes Clip with a
-/// min and a max) with a scalar constant c: {x, c}; {v, -1} otherwise.
-std::pair<Value, double> stripClampSym(Value v) {
-  auto g = v.getDefiningOp<linalg::GenericOp>();
-  if (!g || g.getNumDpsInputs() != 3 || g.getNumResults() != 1)
-    return {v, -1.0};
-  SmallVector<Operation *> ops = bodyOps(g);
-  Block *b = g.getBody();
-  if (ops.size() != 2 || !isa<arith::MaximumFOp>(ops[0]) ||
-      !isa<arith::MinimumFOp>(ops[1]) ||
-      ops[0]->getOperand(0) != b->getArgument(0) ||
-      ops[0]->getOperand(1) != b->getArgument(1) ||
-      ops[1]->getOperand(0) != ops[0]->getResult(0) ||
-      ops[1]->getOperand(1) != b->getArgument(2) ||
-      b->getTerminator()->getOperand(0) != ops[1]->getResult(0))
-    return {v, -1.0};
-  std::optional<double> lo = scalarFloat(g.getDpsInputs()[1]),
-                        hi = scalarFloat(g.getDpsInputs()[2]);
-  if (!lo || !hi || *hi <= 0 || *lo != -*hi)
-    return {v, -1.0};
-  return {g.getDpsInputs()[0], *hi};
-}
-
-std::optional<ClampedSwiglu> matchClampedSwiglu(Value h) {
-  auto mul = matchBinary<arith::MulFOp>(h);
-  if (!mul)
-    return std::nullopt;
-  for (auto [p, q] : {std::pair(mul->first, mul->second),
-                      std::pair(mul->second, mul->first)}) {
-    auto glu = matchBinary<arith::MulFOp>(q);
-    if (!glu)
-      continue;
-    for (auto [gc, s] : {std::pair(glu->first, glu->second),
-                         std::pair(glu->second, glu->first)}) {
-      Value in = matchSigmoid(s);
-      if (!in)
-        continue;
-      ClampedSwiglu c;
-      if (in != gc) {
-        auto scaled = matchScalarBinary<arith::MulFOp>(in);
-        if (!scaled || scaled->first != gc)
-          continue;
-        c.alpha = scaled->second;
-      }
-      Value uc = p;
-      if (auto add = matchScalarBinary<arith::AddFOp>(p)) {
-        uc = add->first;
-        c.beta = add->second;
-      }
-      auto [g, gLimit] = stripClampMax(gc);
-      auto [u, uLimit] = stripClampSym(uc);
-      if (gLimit != uLimit)
-        continue;
-      c.gate = g;
-      c.up = u;
-      c.limit = gLimit;
-      return c;
-    }
-  }
-  return std::nullopt;
-}
-
 } // namespace
 
 /// Matches down(act(gate(x)) [* up(x)]) on the FFN output `v`.
@@ -520,6 +391,10 @@ FailureOr<ExpertFFN> matchFFN(Value v, std::string &why) {
       act = moe::Activation::gelu;
       return u;
     }
+    if (Value u = matchGeluTanh(a)) {
+      act = moe::Activation::gelu_tanh;
+      return u;
+    }
     if (auto g = a.getDefiningOp<linalg::GenericOp>();
         g && g.getNumDpsInputs() == 1) {
       SmallVector<Operation *> ops = bodyOps(g);
@@ -578,8 +453,8 @@ FailureOr<ExpertFFN> matchFFN(Value v, std::string &why) {
     }
   }
   why = "the expert FFN is not down(act(gate(x)) [* up(x)]) with constant "
-        "weights and a SiLU, ReLU or GELU (erf) activation, or GPT-OSS's "
-        "clamped SwiGLU";
+        "weights and a SiLU, ReLU or GELU (erf or tanh) activation, or "
+        "GPT-OSS's clamped SwiGLU";
   return failure();
 }
 
@@ -660,14 +535,27 @@ lazyStack(ArrayRef<std::pair<int64_t, WeightRef>> parts,
 /// (read when the plan is written, never held whole) when the sources are
 /// blobs and the stack is at least lazyWeightThreshold() bytes, else into
 /// a new blob.
+/// Multiplies the f32 values in `bytes` by `s`.
+static void scaleF32(std::vector<char> &bytes, float s) {
+  for (size_t i = 0; i + 4 <= bytes.size(); i += 4) {
+    float v;
+    std::memcpy(&v, bytes.data() + i, 4);
+    v *= s;
+    std::memcpy(bytes.data() + i, &v, 4);
+  }
+}
+
 FailureOr<Value> stack(OpBuilder &b, Location loc,
                        ArrayRef<std::pair<int64_t, WeightRef>> parts,
-                       StringRef name) {
+                       StringRef name, const std::vector<float> *scales) {
   Type eltType =
       cast<RankedTensorType>(parts[0].second.src->getResult(0).getType())
           .getElementType();
+  if (scales && !eltType.isF32())
+    return failure();
   SmallVector<int64_t> kn;
-  if (std::optional<LazyWeight> lw = lazyStack(parts, kn)) {
+  if (std::optional<LazyWeight> lw =
+          scales ? std::nullopt : lazyStack(parts, kn)) {
     uint64_t bytes = 0;
     for (size_t k = 0; k < lw->parts.size(); ++k)
       bytes += lw->partBytes(k);
@@ -692,8 +580,11 @@ FailureOr<Value> stack(OpBuilder &b, Location loc,
       src = std::move(*bytes);
     }
     FailureOr<std::vector<char>> bytes = realize(w, e, src, shape);
-    if (failed(bytes) || (!first.empty() && shape != first))
+    if (failed(bytes) || (!first.empty() && shape != first) ||
+        (scales && e >= int64_t(scales->size())))
       return failure();
+    if (scales)
+      scaleF32(*bytes, (*scales)[e]);
     first = shape;
     all.insert(all.end(), bytes->begin(), bytes->end());
   }
@@ -707,7 +598,7 @@ FailureOr<Value> stack(OpBuilder &b, Location loc,
 /// Stacks the experts' [N] biases (expert id, bias) into one [E, N] blob.
 FailureOr<Value> stackBiases(OpBuilder &b, Location loc,
                              ArrayRef<std::pair<int64_t, BiasRef>> parts,
-                             StringRef name) {
+                             StringRef name, const std::vector<float> *scales) {
   std::vector<char> all;
   arith::ConstantOp first = parts[0].second.src;
   auto t0 = cast<RankedTensorType>(first.getType());
@@ -740,9 +631,15 @@ FailureOr<Value> stackBiases(OpBuilder &b, Location loc,
     int64_t cb = bias.colBegin, ce = bias.colEnd < 0 ? n : bias.colEnd;
     if (ce > n || cb >= ce || bias.colStep <= 0)
       return failure();
+    if (scales && (!elt.isF32() || e >= int64_t(scales->size())))
+      return failure();
     int64_t count = 0;
-    for (int64_t j = cb; j < ce; j += bias.colStep, ++count)
-      all.insert(all.end(), row + j * eb, row + (j + 1) * eb);
+    for (int64_t j = cb; j < ce; j += bias.colStep, ++count) {
+      std::vector<char> v(row + j * eb, row + (j + 1) * eb);
+      if (scales)
+        scaleF32(v, (*scales)[e]);
+      all.insert(all.end(), v.begin(), v.end());
+    }
     if (width >= 0 && count != width)
       return failure();
     width = count;

@@ -236,8 +236,39 @@ Value matchGroupLimited(Value cond, bool condIsDrop, Value fill, Value c,
   return c;
 }
 
+/// A per-expert scale read at the selected ids (Gemma 4's
+/// `per_expert_scale[top_k_index]`): a generic over the [T, k] ids yielding
+/// `tensor.extract %c[id]` (negative ids wrapped) of a constant [E]; null
+/// otherwise.
+arith::ConstantOp expertScaleSource(Value v, Value ids, int64_t numExperts) {
+  auto g = v.getDefiningOp<linalg::GenericOp>();
+  if (!g || g.getNumDpsInputs() != 1 || g.getNumResults() != 1 ||
+      skipViews(g.getDpsInputs()[0]) != ids ||
+      !g.getIndexingMapsArray()[0].isIdentity())
+    return {};
+  auto y = g.getBody()
+               ->getTerminator()
+               ->getOperand(0)
+               .getDefiningOp<tensor::ExtractOp>();
+  if (!y || y.getIndices().size() != 1)
+    return {};
+  auto c = y.getTensor().getDefiningOp<arith::ConstantOp>();
+  auto cT = c ? cast<RankedTensorType>(c.getType()) : RankedTensorType();
+  if (!cT || cT.getRank() != 1 || cT.getDimSize(0) != numExperts)
+    return {};
+  // The index: index_cast(id), or select(id < 0, id + E, id) of it.
+  Value idx = y.getIndices()[0];
+  if (auto sel = idx.getDefiningOp<arith::SelectOp>())
+    idx = sel.getFalseValue();
+  auto cast = idx.getDefiningOp<arith::IndexCastOp>();
+  if (!cast || cast.getIn() != g.getBody()->getArgument(0))
+    return {};
+  return c;
+}
+
 /// Scaling: the weights times a scalar (routed_scaling_factor) become the
-/// router's weights and `scaling`.
+/// router's weights and `scaling`; then times a per-expert scale at the
+/// selected ids, `expertScale` (folded into the experts' down projections).
 void matchScaling(Router &r) {
   for (Operation *user : r.weights.getUsers()) {
     if (user->getNumResults() != 1)
@@ -246,8 +277,29 @@ void matchScaling(Router &r) {
     if (mul && mul->first == r.weights) {
       r.weights = user->getResult(0);
       r.scaling = mul->second;
-      return;
+      break;
     }
+  }
+  auto topk = dyn_cast_or_null<moe::TopKOp>(r.select);
+  if (!topk || r.dense)
+    return;
+  int64_t e =
+      cast<RankedTensorType>(topk.getInput().getType()).getShape().back();
+  for (Operation *user : r.weights.getUsers()) {
+    if (user->getNumResults() != 1)
+      continue;
+    auto mul = matchBinary<arith::MulFOp>(user->getResult(0));
+    if (!mul)
+      continue;
+    for (auto [w, s] : {std::pair(mul->first, mul->second),
+                        std::pair(mul->second, mul->first)})
+      if (w == r.weights) {
+        if (arith::ConstantOp c = expertScaleSource(s, topk.getIndices(), e)) {
+          r.weights = user->getResult(0);
+          r.expertScale = c;
+          return;
+        }
+      }
   }
 }
 
