@@ -125,6 +125,16 @@ def families():
             num_experts_per_tok=K, moe_routed_scaling_factor=2.5,
             moe_router_logit_softcapping=2.0, head_dim=16),
             "LagunaSparseMoeBlock"),
+        # LFM2-MoE: sigmoid, selection bias (the block's expert_bias),
+        # renormalised by sum + 1e-6 (moe.route's renorm_eps), scaled by
+        # 2.5 (ours: it defaults to 1); short convolutions (layer 0) and
+        # attention (layer 1) in the whole model.
+        "lfm2_moe": ("lfm2_moe", dict(
+            intermediate_size=64, moe_intermediate_size=32, num_experts=E,
+            num_experts_per_tok=K, num_dense_layers=0, use_expert_bias=True,
+            norm_topk_prob=True, routed_scaling_factor=2.5,
+            layer_types=["conv", "full_attention"]),
+            "Lfm2MoeSparseMoeBlock"),
         # sigmoid, selection bias (a buffer of the block), renormalised.
         "minimax_m2": ("minimax_m2", dict(
             intermediate_size=32, num_local_experts=E, num_experts_per_tok=K,
@@ -147,7 +157,8 @@ def families():
 CAUSAL_LMS_COMMITTED = [
     "dots1_causal_lm", "flex_olmo_causal_lm", "glm4_moe_lite_causal_lm",
     "granitemoeshared_causal_lm", "hunyuan_v1_moe_causal_lm",
-    "jamba_causal_lm", "laguna_causal_lm", "minimax_m2_causal_lm"]
+    "jamba_causal_lm", "laguna_causal_lm", "lfm2_moe_causal_lm",
+    "minimax_m2_causal_lm"]
 
 
 def config(name):
@@ -160,7 +171,7 @@ def randomize_biases(module, seed=2):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for n, t in [*module.named_parameters(), *module.named_buffers()]:
-            if n.endswith("e_score_correction_bias"):
+            if n.endswith(("e_score_correction_bias", "expert_bias")):
                 t.copy_(torch.randn(t.shape, generator=gen) * 0.1)
 
 

@@ -542,6 +542,7 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
     a.top_k = r.getTopK();
     a.score_func = moert::fb::ScoreFunc(r.getScoreFunc());
     a.renormalize = r.getRenormalize();
+    a.renorm_eps = r.getRenormEps().convertToDouble();
     a.scaling_factor = r.getScalingFactor().convertToDouble();
     a.num_groups = r.getNumGroups();
     a.topk_groups = r.getTopkGroups();

@@ -320,7 +320,7 @@ LogicalResult Interpreter::evalRoute(moe::RouteOp op) {
       int64_t ex = cand[best[j]];
       double v = s[ex];
       if (op.getRenormalize())
-        v /= sum;
+        v /= sum + op.getRenormEps().convertToDouble();
       w.f[t * k + j] = wround(v * scale);
       ids.i[t * k + j] = ex;
     }

@@ -343,7 +343,8 @@ static LogicalResult importMoE(GraphImporter &gi) {
       moe::ScoreFuncAttr::get(gi.ctx(), moe::ScoreFunc::softmax),
       b.getBoolAttr(gi.intAttr("normalize_routing_weights", 0) == 1),
       b.getF64FloatAttr(1.0), b.getI64IntegerAttr(1), b.getI64IntegerAttr(1),
-      moe::GroupScoreAttr::get(gi.ctx(), moe::GroupScore::max));
+      moe::GroupScoreAttr::get(gi.ctx(), moe::GroupScore::max),
+      b.getF64FloatAttr(0.0));
   Value weights = route.getWeights();
   if (rT.getElementType() != elt)
     weights = gi.castTensor(weights, elt);

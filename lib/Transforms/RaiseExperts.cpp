@@ -236,7 +236,8 @@ LayerRaiser::emitLayer(Router &r, Value root, Value tokensV,
       moe::ScoreFuncAttr::get(b.getContext(), r.score),
       b.getBoolAttr(r.renormalize), b.getF64FloatAttr(r.scaling),
       b.getI64IntegerAttr(r.numGroups), b.getI64IntegerAttr(r.topkGroups),
-      moe::GroupScoreAttr::get(b.getContext(), r.groupScore));
+      moe::GroupScoreAttr::get(b.getContext(), r.groupScore),
+      b.getF64FloatAttr(r.renormEps));
   Value x = tokensV;
   if (tokT != rootT) {
     auto shapeT = RankedTensorType::get({2}, b.getI64Type());

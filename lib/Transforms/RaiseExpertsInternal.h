@@ -219,6 +219,7 @@ struct Router {
   /// scaled.
   Value weights;
   bool renormalize = false;
+  double renormEps = 0.0; // added to the sum when renormalizing
   double scaling = 1.0;
   /// Llama 4: the top-k logits scattered into a -inf filled [T, E], then
   /// the sigmoid; `weights` is that dense [T, E] (0 where not selected).

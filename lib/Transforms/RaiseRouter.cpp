@@ -10,6 +10,8 @@
 
 #include "RaiseExpertsInternal.h"
 
+#include <cmath>
+
 #include "moec/Analysis/ConstantBytes.h"
 
 #include "mlir/IR/Matchers.h"
@@ -480,12 +482,14 @@ std::optional<FailureOr<Router>> matchRouter(moe::TopKOp topk,
     if (!div || div->first != base)
       continue;
     Value den = skipViews(div->second);
-    if (auto eps = matchScalarBinary<arith::AddFOp>(den)) {
-      // DeepSeek-V3 adds 1e-20 to the sum: below float resolution for any
-      // sum of scores that is not itself ~0.
-      if (std::abs(eps->second) > 1e-12)
+    double eps = 0.0;
+    if (auto add = matchScalarBinary<arith::AddFOp>(den)) {
+      // An epsilon added to the sum: DeepSeek-V3's 1e-20, LFM2's 1e-6
+      // (the route's renorm_eps).
+      if (!(add->second >= 0.0 && std::isfinite(add->second)))
         continue;
-      den = skipViews(eps->first);
+      eps = add->second;
+      den = skipViews(add->first);
     } else if (auto floor = matchScalarBinary<arith::MaximumFOp>(den)) {
       // ERNIE 4.5 clamps the sum from below (norm_min, 1e-12): softmax
       // scores of the top-k sum to at least 1/E, so a floor up to 1/E never
@@ -499,6 +503,7 @@ std::optional<FailureOr<Router>> matchRouter(moe::TopKOp topk,
     if (red && red == base) {
       r.weights = user->getResult(0);
       r.renormalize = true;
+      r.renormEps = eps;
       break;
     }
   }

@@ -187,7 +187,7 @@ void cpu::route(const float *logits, const float *bias, int64_t T, int64_t E,
       for (int64_t j = 0; j < k; ++j) {
         double v = s[cand[j]];
         if (p.renormalize)
-          v /= sum;
+          v /= sum + p.renormEps;
         weights[t * k + j] = float(v * scale);
         ids[t * k + j] = cand[j];
       }

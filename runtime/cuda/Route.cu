@@ -31,7 +31,7 @@ struct RouteArgs {
   int64_t T;
   int E, k, G, keepG;
   bool softmax, renorm, top2, hasBias;
-  double scale;
+  double scale, renormEps;
   int warpBytes;
 };
 
@@ -191,7 +191,7 @@ __global__ void routeKernel(const float *__restrict__ logits,
       for (int r = 0; r < a.k; ++r) {
         double v = s[ids[t * a.k + r]];
         if (a.renorm)
-          v /= sum;
+          v /= sum + a.renormEps;
         weights[t * a.k + r] = float(v * a.scale);
       }
     }
@@ -225,6 +225,7 @@ void route(const float *logits, const float *bias, int64_t T, int64_t E,
   a.keepG = int(p.topkGroups);
   a.softmax = p.score == ScoreFunc::softmax;
   a.renorm = p.renormalize;
+  a.renormEps = p.renormEps;
   a.top2 = p.groupScore == GroupScore::top2_sum;
   a.hasBias = bias != nullptr;
   a.scale = p.scalingFactor;

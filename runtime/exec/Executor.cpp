@@ -587,6 +587,7 @@ moert::RouteParams moert::checkRouteStep(ExecContext &ctx, size_t index,
   rp.topK = a.top_k;
   rp.score = a.score_func;
   rp.renormalize = a.renormalize;
+  rp.renormEps = a.renorm_eps;
   rp.scalingFactor = a.scaling_factor;
   rp.numGroups = a.num_groups;
   rp.topkGroups = a.topk_groups;

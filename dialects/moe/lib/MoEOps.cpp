@@ -70,6 +70,11 @@ LogicalResult RouteOp::verify() {
     if (getGroupScore() == GroupScore::top2_sum && perGroup < 2)
       return emitOpError("group_score top2_sum needs >= 2 experts per group");
   }
+  double eps = getRenormEps().convertToDouble();
+  if (!(eps >= 0.0 && std::isfinite(eps)))
+    return emitOpError("renorm_eps must be finite and >= 0, got ") << eps;
+  if (eps != 0.0 && !getRenormalize())
+    return emitOpError("renorm_eps without renormalize");
   // Written so that NaN is rejected too.
   if (!(getScalingFactor().convertToDouble() > 0.0))
     return emitOpError("scaling_factor must be positive, got ")

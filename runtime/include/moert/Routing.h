@@ -29,12 +29,13 @@ using GroupScore = fb::GroupScore;
 /// each group scored by its max (or sum of its top-2) selection score, and
 /// only the best topk_groups groups compete; the top_k experts are chosen
 /// (ties: lower expert id first), their weights are the unbiased scores,
-/// renormalised to sum 1 when `renormalize`, then multiplied by
-/// scaling_factor.
+/// renormalised when `renormalize` (divided by their sum plus renormEps),
+/// then multiplied by scaling_factor.
 struct RouteParams {
   int64_t topK = 1;
   ScoreFunc score = ScoreFunc::softmax;
   bool renormalize = false;
+  double renormEps = 0.0;
   double scalingFactor = 1.0;
   int64_t numGroups = 1;
   int64_t topkGroups = 1;
@@ -47,6 +48,9 @@ struct RouteParams {
 inline std::string routeParamsError(int64_t E, const RouteParams &p) {
   if (E < 1)
     return "no experts";
+  if (!(p.renormEps >= 0.0 && p.renormEps < 1e300))
+    return "renorm_eps " + std::to_string(p.renormEps) +
+           " is not finite and >= 0";
   if (p.topK < 1 || p.topK > E)
     return "top_k " + std::to_string(p.topK) + " with " + std::to_string(E) +
            " experts";

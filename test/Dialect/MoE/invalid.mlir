@@ -677,3 +677,19 @@ func.func @compute_params_other_activation(%r: tensor<?x64xf32>, %h: !moe.dispat
   %y = moe.expert_compute %r, %h gate %w1 down %w2 {activation = #moe<activation relu>, alpha = 2.0 : f64} : (tensor<?x64xf32>, !moe.dispatch, tensor<2x64x128xf32>, tensor<2x128x64xf32>) -> tensor<?x64xf32>
   return
 }
+
+// -----
+
+func.func @route_eps_without_renormalize(%l: tensor<16x8xf32>) {
+  // expected-error @+1 {{renorm_eps without renormalize}}
+  %w, %i = moe.route %l top_k 2 {renorm_eps = 1.0e-6 : f64} : tensor<16x8xf32> -> tensor<16x2xf32>, tensor<16x2xi64>
+  return
+}
+
+// -----
+
+func.func @route_eps_negative(%l: tensor<16x8xf32>) {
+  // expected-error @+1 {{renorm_eps must be finite and >= 0, got -1}}
+  %w, %i = moe.route %l top_k 2 {renormalize = true, renorm_eps = -1.0 : f64} : tensor<16x8xf32> -> tensor<16x2xf32>, tensor<16x2xi64>
+  return
+}

@@ -81,8 +81,9 @@ def MoE_RouteOp : MoE_Op<"route", [Pure]> {
        selection score, DeepSeek-V2; `top2_sum`: the sum of its best two,
        DeepSeek-V3), and only experts in the best `topk_groups` groups compete.
     3. The `top_k` largest selection scores win (ties: lower expert id).
-    4. The weights are `s` at the winners, divided by their sum when
-       `renormalize` is set, then multiplied by `scaling_factor`.
+    4. The weights are `s` at the winners, divided by their sum (plus
+       `renorm_eps`, LFM2's 1e-6; default 0) when `renormalize` is set, then
+       multiplied by `scaling_factor`.
 
     Example (Mixtral: softmax, top-2, renormalised):
 
@@ -100,7 +101,8 @@ def MoE_RouteOp : MoE_Op<"route", [Pure]> {
     DefaultValuedAttr<F64Attr, "1.0">:$scaling_factor,
     DefaultValuedAttr<I64Attr, "1">:$num_groups,
     DefaultValuedAttr<I64Attr, "1">:$topk_groups,
-    DefaultValuedAttr<MoE_GroupScoreAttr, "GroupScore::max">:$group_score
+    DefaultValuedAttr<MoE_GroupScoreAttr, "GroupScore::max">:$group_score,
+    DefaultValuedAttr<F64Attr, "0.0">:$renorm_eps
   );
   let results = (outs MoE_FloatTensor:$weights, MoE_IndexTensor:$indices);
   let assemblyFormat = [{
