@@ -503,7 +503,9 @@ std::optional<FailureOr<Router>> matchRouter(moe::TopKOp topk,
     if (red && red == base) {
       r.weights = user->getResult(0);
       r.renormalize = true;
-      r.renormEps = eps;
+      // DeepSeek-V3's 1e-20 is below float resolution for any sum of
+      // scores that is not itself ~0: not recorded.
+      r.renormEps = eps > 1e-12 ? eps : 0.0;
       break;
     }
   }
