@@ -133,6 +133,48 @@ static LogicalResult importNonZero(GraphImporter &gi) {
   return success();
 }
 
+static Value insertBox(GraphImporter &gi, Value data, Value box,
+                       ArrayRef<int64_t> start, ArrayRef<int64_t> size,
+                       size_t d);
+
+/// A ScatterElements whose constant indices write one box of `data`: along
+/// `axis` the consecutive positions start, start + 1, ... (the same at
+/// every other coordinate), the updates' extent elsewhere from 0 (torch's
+/// select_scatter and slice_scatter, as the dynamo exporter writes them):
+/// the updates put in place by slices and concatenations (insertBox), which
+/// sharding and plans take. Null when the node is not of that form.
+static Value scatterElementsAsBox(GraphImporter &gi, moe::Reduction red,
+                                  int64_t axis) {
+  RankedTensorType data = gi.inputType(0), idx = gi.inputType(1),
+                   upd = gi.inputType(2);
+  const HostTensor *ic = gi.inputConst(1);
+  if (red != moe::Reduction::none || !ic || ic->size() == 0 ||
+      !data.hasStaticShape() || !upd.hasStaticShape() ||
+      idx.getShape() != upd.getShape())
+    return {};
+  int64_t rank = data.getRank(), dimA = data.getDimSize(axis);
+  for (int64_t d = 0; d < rank; ++d)
+    if (upd.getDimSize(d) > data.getDimSize(d))
+      return {};
+  auto wrap = [&](int64_t i) { return i < 0 ? i + dimA : i; };
+  int64_t start = wrap(ic->asInt(0));
+  // Position k of the indices (row-major over upd's shape) must hold
+  // start + its coordinate along axis.
+  int64_t inner = 1;
+  for (int64_t d = axis + 1; d < rank; ++d)
+    inner *= upd.getDimSize(d);
+  for (int64_t k = 0; k < ic->size(); ++k) {
+    int64_t along = (k / inner) % upd.getDimSize(axis);
+    if (wrap(ic->asInt(size_t(k))) != start + along)
+      return {};
+  }
+  if (start < 0 || start + upd.getDimSize(axis) > dimA)
+    return {};
+  SmallVector<int64_t> starts(rank, 0), sizes(upd.getShape());
+  starts[axis] = start;
+  return insertBox(gi, gi.input(0), gi.input(2), starts, sizes, 0);
+}
+
 static LogicalResult importScatterElements(GraphImporter &gi) {
   if (gi.numInputs() != 3)
     return gi.fail("expects 3 inputs (data, indices, updates)");
@@ -149,6 +191,10 @@ static LogicalResult importScatterElements(GraphImporter &gi) {
     return failure();
   if (gi.inputType(2).getElementType() != data.getElementType())
     return gi.fail("updates and data have different element types");
+  if (Value v = scatterElementsAsBox(gi, *red, *axis)) {
+    gi.setOutput(0, v);
+    return success();
+  }
   OpBuilder &b = gi.builder();
   auto op = moe::ScatterElementsOp::create(
       b, gi.loc(), data, gi.input(0), gi.input(1), gi.input(2),
