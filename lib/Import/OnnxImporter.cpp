@@ -274,6 +274,20 @@ LogicalResult ModelImporter::adaptNewerOpset() {
   auto freshName = [&](const std::string &base) {
     return base + "__moec_opset17_" + std::to_string(fresh++);
   };
+  // A new Constant node holding `t`, named after `base`; returns its output.
+  auto constantNode = [&](const std::string &base, onnx::TensorProto t) {
+    std::string name = freshName(base);
+    onnx::NodeProto c;
+    c.set_op_type("Constant");
+    c.set_name(name);
+    c.add_output(name);
+    auto *a = c.add_attribute();
+    a->set_name("value");
+    a->set_type(onnx::AttributeProto::TENSOR);
+    *a->mutable_t() = std::move(t);
+    nodes.push_back(c);
+    return name;
+  };
   for (const onnx::NodeProto &orig : g->node()) {
     onnx::NodeProto n = orig;
     if (!n.domain().empty() && n.domain() != "ai.onnx") {
@@ -334,21 +348,12 @@ LogicalResult ModelImporter::adaptNewerOpset() {
         full[ax] = pads[k];
         full[ax + rank] = pads[k + axes.size()];
       }
-      std::string name = freshName(n.output(0));
-      onnx::NodeProto c;
-      c.set_op_type("Constant");
-      c.set_name(name);
-      c.add_output(name);
-      auto *a = c.add_attribute();
-      a->set_name("value");
-      a->set_type(onnx::AttributeProto::TENSOR);
-      onnx::TensorProto *t = a->mutable_t();
-      t->set_data_type(onnx::TensorProto::INT64);
-      t->add_dims(int64_t(full.size()));
+      onnx::TensorProto t;
+      t.set_data_type(onnx::TensorProto::INT64);
+      t.add_dims(int64_t(full.size()));
       for (int64_t x : full)
-        t->add_int64_data(x);
-      nodes.push_back(c);
-      n.set_input(1, name);
+        t.add_int64_data(x);
+      n.set_input(1, constantNode(n.output(0), std::move(t)));
       n.mutable_input()->DeleteSubrange(3, n.input_size() - 3);
     } else if (op == "Cast" || op == "CastLike") {
       dropAttr(n, "saturate"); // float8 targets only
@@ -365,18 +370,10 @@ LogicalResult ModelImporter::adaptNewerOpset() {
         return fail("expects one input and one output");
       int32_t et = elemType(n.input(0));
       auto scalar = [&](float v) {
-        std::string name = freshName(n.output(0));
-        onnx::NodeProto c;
-        c.set_op_type("Constant");
-        c.set_name(name);
-        c.add_output(name);
-        auto *a = c.add_attribute();
-        a->set_name("value");
-        a->set_type(onnx::AttributeProto::TENSOR);
-        onnx::TensorProto *t = a->mutable_t();
-        t->set_data_type(onnx::TensorProto::FLOAT);
-        t->add_float_data(v);
-        nodes.push_back(c);
+        onnx::TensorProto t;
+        t.set_data_type(onnx::TensorProto::FLOAT);
+        t.add_float_data(v);
+        std::string name = constantNode(n.output(0), std::move(t));
         if (et == onnx::TensorProto::FLOAT)
           return name;
         onnx::NodeProto cast;

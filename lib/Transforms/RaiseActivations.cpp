@@ -17,6 +17,32 @@ using namespace moec;
 
 namespace moec::raising {
 
+namespace {
+
+/// `0.5 * (x * q)` or `(x * 0.5) * q`, products in either order, where
+/// `inner(q)` reads q back to the same x (GELU's `1 + erf(...)` or
+/// `1 + tanh(...)`): returns x.
+Value matchHalfXTimes(Value v, llvm::function_ref<Value(Value)> inner) {
+  auto mul = matchBinary<arith::MulFOp>(v);
+  if (!mul)
+    return {};
+  for (auto [a, b] : {std::pair(mul->first, mul->second),
+                      std::pair(mul->second, mul->first)}) {
+    if (std::optional<double> half = scalarFloat(b); half && *half == 0.5)
+      if (auto xq = matchBinary<arith::MulFOp>(a))
+        for (auto [u, q] : {std::pair(xq->first, xq->second),
+                            std::pair(xq->second, xq->first)})
+          if (Value x = inner(q); x && x == u)
+            return u;
+    if (auto uh = matchScalarBinary<arith::MulFOp>(a); uh && uh->second == 0.5)
+      if (Value x = inner(b); x && x == uh->first)
+        return x;
+  }
+  return {};
+}
+
+} // namespace
+
 /// GELU with erf as torch.onnx writes it: (u * (erf(u / sqrt(2)) + 1)) *
 /// 0.5, or (u * 0.5) * (erf(u / sqrt(2)) + 1): returns u.
 Value matchGeluErf(Value v) {
@@ -44,24 +70,7 @@ Value matchGeluErf(Value v) {
       return mul->first;
     return {};
   };
-  auto mul = matchBinary<arith::MulFOp>(v);
-  if (!mul)
-    return {};
-  for (auto [a, b] : {std::pair(mul->first, mul->second),
-                      std::pair(mul->second, mul->first)}) {
-    // (u * (1 + erf)) * 0.5
-    if (std::optional<double> half = scalarFloat(b); half && *half == 0.5)
-      if (auto inner = matchBinary<arith::MulFOp>(a))
-        for (auto [u, q] : {std::pair(inner->first, inner->second),
-                            std::pair(inner->second, inner->first)})
-          if (Value x = onePlusErf(q); x && x == u)
-            return u;
-    // (u * 0.5) * (1 + erf)
-    if (auto uh = matchScalarBinary<arith::MulFOp>(a); uh && uh->second == 0.5)
-      if (Value x = onePlusErf(b); x && x == uh->first)
-        return x;
-  }
-  return {};
+  return matchHalfXTimes(v, onePlusErf);
 }
 
 namespace {
@@ -194,24 +203,7 @@ Value matchGeluTanh(Value v) {
         return x;
     return {};
   };
-  auto mul = matchBinary<arith::MulFOp>(v);
-  if (!mul)
-    return {};
-  for (auto [a, b] : {std::pair(mul->first, mul->second),
-                      std::pair(mul->second, mul->first)}) {
-    // 0.5 * (x * (1 + tanh))
-    if (std::optional<double> half = scalarFloat(b); half && *half == 0.5)
-      if (auto inner = matchBinary<arith::MulFOp>(a))
-        for (auto [u, q] : {std::pair(inner->first, inner->second),
-                            std::pair(inner->second, inner->first)})
-          if (Value x = onePlusTanh(q); x && x == u)
-            return u;
-    // (x * 0.5) * (1 + tanh)
-    if (auto uh = matchScalarBinary<arith::MulFOp>(a); uh && uh->second == 0.5)
-      if (Value x = onePlusTanh(b); x && x == uh->first)
-        return x;
-  }
-  return {};
+  return matchHalfXTimes(v, onePlusTanh);
 }
 
 } // namespace moec::raising

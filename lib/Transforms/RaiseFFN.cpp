@@ -132,37 +132,21 @@ std::optional<std::pair<Value, WeightRef>> matchBatchedLinear(Value v) {
   if (!bmm)
     return std::nullopt;
   auto outT = cast<RankedTensorType>(bmm.getResult(0).getType());
-  // W [E, in, out] (transformers' is_transposed experts, GPT-OSS):
-  // bmm(x [n, 1, in], gather(W, ids) [n, in, out]) -> [n, 1, out].
-  if (outT.getDimSize(1) == 1) {
-    auto g = bmm.getDpsInputs()[1].getDefiningOp<linalg::GenericOp>();
-    auto gathered = g ? matchRowGather(g) : std::nullopt;
-    if (!gathered ||
-        cast<RankedTensorType>(g.getResult(0).getType()).getRank() != 3)
-      return std::nullopt;
-    Value x = bmm.getDpsInputs()[0];
-    if (auto e = x.getDefiningOp<tensor::ExpandShapeOp>())
-      x = e.getSrc();
-    else if (auto r = x.getDefiningOp<tensor::ReshapeOp>())
-      x = r.getSource();
-    auto xT = cast<RankedTensorType>(x.getType());
-    if (xT.getRank() != 2 || xT.getDimSize(0) != outT.getDimSize(0))
-      return std::nullopt;
-    WeightRef r;
-    r.src = gathered->first;
-    r.stacked = true;
-    r.ids = gathered->second;
-    return std::make_pair(x, r);
-  }
-  auto g = bmm.getDpsInputs()[0].getDefiningOp<linalg::GenericOp>();
-  if (outT.getDimSize(2) != 1 || !g)
+  // Either W [E, out, in] (transformers' default): bmm(gather(W, ids)
+  // [n, out, in], x [n, in, 1]) -> [n, out, 1]; or W [E, in, out]
+  // (is_transposed experts, GPT-OSS): bmm(x [n, 1, in], gather(W, ids)
+  // [n, in, out]) -> [n, 1, out].
+  bool inOut = outT.getDimSize(1) == 1;
+  if (!inOut && outT.getDimSize(2) != 1)
     return std::nullopt;
-  auto gathered = matchRowGather(g);
+  Value gw = bmm.getDpsInputs()[inOut ? 1 : 0];
+  auto g = gw.getDefiningOp<linalg::GenericOp>();
+  auto gathered = g ? matchRowGather(g) : std::nullopt;
   if (!gathered ||
       cast<RankedTensorType>(g.getResult(0).getType()).getRank() != 3)
     return std::nullopt;
-  // x [n, B] viewed as [n, B, 1].
-  Value x = bmm.getDpsInputs()[1];
+  // x [n, in] viewed as [n, 1, in] or [n, in, 1].
+  Value x = bmm.getDpsInputs()[inOut ? 0 : 1];
   if (auto e = x.getDefiningOp<tensor::ExpandShapeOp>())
     x = e.getSrc();
   else if (auto r = x.getDefiningOp<tensor::ReshapeOp>())
@@ -173,7 +157,7 @@ std::optional<std::pair<Value, WeightRef>> matchBatchedLinear(Value v) {
   WeightRef r;
   r.src = gathered->first;
   r.stacked = true;
-  r.transposed = true;
+  r.transposed = !inOut;
   r.ids = gathered->second;
   return std::make_pair(x, r);
 }
