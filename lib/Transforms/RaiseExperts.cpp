@@ -23,6 +23,7 @@
 
 #include "mlir/Analysis/SliceAnalysis.h"
 
+#include <cmath>
 #include <cstring>
 
 namespace moec {
@@ -254,6 +255,22 @@ LayerRaiser::emitLayer(Router &r, Value root, Value tokensV,
       f0.limit > 0 ? b.getF64FloatAttr(f0.limit) : FloatAttr());
   ex.setWeightInput(r.weightInput);
   root.replaceAllUsesWith(ex.getResult());
+  // A positive scalar times the whole routed sum (Laguna's
+  // moe_routed_scaling_factor, applied after the experts) is the same as
+  // times every routing weight: the route's scaling. Not with weight_input,
+  // where the weights scale the experts' input.
+  if (!r.weightInput && ex.getResult().hasOneUse()) {
+    Operation *user = *ex.getResult().getUsers().begin();
+    auto mul = user->getNumResults() == 1
+                   ? matchScalarBinary<arith::MulFOp>(user->getResult(0))
+                   : std::nullopt;
+    if (mul && mul->first == ex.getResult() && mul->second > 0 &&
+        std::isfinite(mul->second) &&
+        user->getResult(0).getType() == ex.getType()) {
+      route.setScalingFactorAttr(b.getF64FloatAttr(r.scaling * mul->second));
+      user->getResult(0).replaceAllUsesWith(ex.getResult());
+    }
+  }
   markSharedExperts(ex, tokensV);
   return success();
 }
