@@ -1,7 +1,7 @@
 //===- ImportPad.cpp - ONNX Pad -------------------------------------------===//
 //
-// Pad (opsets 13 to 22: pads and constant_value as inputs, axes since 18;
-// opset 2's attribute form is normalised by the version converter) with
+// Pad (opsets 13 to 22: pads and constant_value as inputs; the axes of 18
+// are spread over all dims by the opset adaptation) with
 // every mode: constant, edge, reflect, wrap. Pads must be known when the
 // model is imported; negative pads crop. One linalg.generic reads, for
 // each output position o along dim d, the input at s = o - begin[d]:
@@ -47,33 +47,13 @@ LogicalResult importPad(GraphImporter &gi) {
   FailureOr<std::vector<int64_t>> pads = constInts(gi, 1, "pads");
   if (failed(pads))
     return failure();
-  // The axes the pads apply to (all by default), normalised.
-  std::vector<int64_t> axes;
-  if (gi.hasInput(3)) {
-    FailureOr<std::vector<int64_t>> a = constInts(gi, 3, "axes");
-    if (failed(a))
-      return failure();
-    for (int64_t x : *a) {
-      FailureOr<int64_t> n = normAxis(gi, x, rank);
-      if (failed(n))
-        return failure();
-      if (llvm::is_contained(axes, *n))
-        return gi.fail("axis " + Twine(x) + " is given twice");
-      axes.push_back(*n);
-    }
-  } else {
-    for (int64_t d = 0; d < rank; ++d)
-      axes.push_back(d);
-  }
-  if (pads->size() != 2 * axes.size())
+  // Pad-18's axes were spread over all dims by the opset adaptation
+  // (OnnxImporter.cpp): begins, then ends, one per dim.
+  if (int64_t(pads->size()) != 2 * rank)
     return gi.fail("pads has " + Twine(pads->size()) + " entries; " +
-                   Twine(2 * axes.size()) + " expected (begin and end for " +
-                   Twine(axes.size()) + " axes)");
-  std::vector<int64_t> begin(rank, 0), end(rank, 0);
-  for (size_t k = 0; k < axes.size(); ++k) {
-    begin[axes[k]] = (*pads)[k];
-    end[axes[k]] = (*pads)[k + axes.size()];
-  }
+                   Twine(2 * rank) + " expected (begin and end per dim)");
+  std::vector<int64_t> begin(pads->begin(), pads->begin() + rank),
+      end(pads->begin() + rank, pads->end());
   Shape shape;
   for (int64_t d = 0; d < rank; ++d) {
     if (in.isDynamicDim(d)) {

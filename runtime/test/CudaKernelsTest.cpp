@@ -96,6 +96,17 @@ std::mt19937 &rng() {
   return g;
 }
 
+/// A random injective map of n (token, choice) pairs to rows 0..n-1, every
+/// `dropEvery`-th pair dropped (-1); 0: none dropped.
+std::vector<int64_t> randomPositions(size_t n, size_t dropEvery) {
+  std::vector<int64_t> pos(n);
+  std::iota(pos.begin(), pos.end(), 0);
+  std::shuffle(pos.begin(), pos.end(), rng());
+  for (size_t a = 0; dropEvery && a < n; a += dropEvery)
+    pos[a] = -1;
+  return pos;
+}
+
 std::vector<float> randomFloats(size_t n, float lo = -1.f, float hi = 1.f) {
   std::uniform_real_distribution<float> d(lo, hi);
   std::vector<float> v(n);
@@ -638,12 +649,7 @@ TEST(CudaDispatch, PackRows) {
       const int64_t T = 211, k = 3;
       size_t rowBytes = size_t(H) * dtypeSize(t);
       std::vector<float> x = randomIn(t, size_t(T * H));
-      // A random injective map with some drops.
-      std::vector<int64_t> pos(static_cast<size_t>(T * k));
-      std::iota(pos.begin(), pos.end(), 0);
-      std::shuffle(pos.begin(), pos.end(), rng());
-      for (size_t a = 0; a < pos.size(); a += 5)
-        pos[a] = -1;
+      std::vector<int64_t> pos = randomPositions(size_t(T * k), 5);
       int64_t rows = T * k;
       DevT dx(t, x), dsend(t, size_t(rows * H));
       dsend.b.fill(0);
@@ -671,11 +677,7 @@ TEST(CudaDispatch, PackScaledRows) {
       const int64_t T = 211, k = 2;
       std::vector<float> x = randomIn(t, size_t(T * H));
       std::vector<float> w = randomFloats(static_cast<size_t>(T * k), 0.f, 1.f);
-      std::vector<int64_t> pos(static_cast<size_t>(T * k));
-      std::iota(pos.begin(), pos.end(), 0);
-      std::shuffle(pos.begin(), pos.end(), rng());
-      for (size_t a = 0; a < pos.size(); a += 5)
-        pos[a] = -1;
+      std::vector<int64_t> pos = randomPositions(size_t(T * k), 5);
       int64_t rows = T * k;
       DevT dx(t, x), dsend(t, size_t(rows * H));
       dsend.b.fill(0);
@@ -766,11 +768,7 @@ TEST(CudaCombine, WeightedSumAllPrecisions) {
     const int64_t T = 97, k = 3, H = 45, rows = T * k;
     std::vector<float> back = randomIn(t, size_t(rows * H));
     std::vector<float> w = randomFloats(static_cast<size_t>(T * k), 0.f, 1.f);
-    std::vector<int64_t> pos(static_cast<size_t>(T * k));
-    std::iota(pos.begin(), pos.end(), 0);
-    std::shuffle(pos.begin(), pos.end(), rng());
-    for (size_t a = 0; a < pos.size(); a += 4)
-      pos[a] = -1;
+    std::vector<int64_t> pos = randomPositions(size_t(T * k), 4);
     for (int64_t j = 0; j < k; ++j) // token 1: everything dropped
       pos[size_t(k + j)] = -1;
     DevT db(t, back), dout(t, size_t(T * H));
@@ -798,9 +796,7 @@ TEST(CudaCombine, UnweightedSum) {
   Stream s;
   const int64_t T = 31, k = 2, H = 40, rows = T * k;
   std::vector<float> back = randomFloats(static_cast<size_t>(rows * H));
-  std::vector<int64_t> pos(static_cast<size_t>(T * k));
-  std::iota(pos.begin(), pos.end(), 0);
-  std::shuffle(pos.begin(), pos.end(), rng());
+  std::vector<int64_t> pos = randomPositions(size_t(T * k), 0);
   pos[3] = -1;
   Dev<float> db(back), dout(static_cast<size_t>(T * H));
   Dev<int64_t> dpos(pos);
