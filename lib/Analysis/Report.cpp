@@ -139,7 +139,8 @@ void moec::writeMoEReport(ModuleOp module, raw_ostream &os, bool json) {
                      numel(ex.getBUp()) + numel(ex.getBDown());
     l.perExpert = l.expertsTotal / l.experts;
     l.topK = cast<RankedTensorType>(ex.getIndices().getType()).getDimSize(1);
-    l.score = "unknown";
+    // A router kept as the model's own ops (moe-raise-experts): "custom".
+    l.score = "custom";
     l.renormalize = false;
     l.scaling = 1.0;
     l.groups = l.topkGroups = 1;

@@ -185,6 +185,12 @@ LogicalResult TokenDimsAnalysis::visitLinalg(linalg::LinalgOp op) {
       return failure();
     return visitLinalg(op);
   }
+  return applyLoops(op, loops, outer, reduces);
+}
+
+LogicalResult TokenDimsAnalysis::applyLoops(linalg::LinalgOp op,
+                                            ArrayRef<unsigned> loops,
+                                            int64_t outer, bool reduces) {
   if (loops.empty())
     return success();
   for (OpOperand &operand : op->getOpOperands()) {
@@ -217,6 +223,29 @@ LogicalResult TokenDimsAnalysis::visitLinalg(linalg::LinalgOp op) {
       return failure();
   }
   return success();
+}
+
+LogicalResult TokenDimsAnalysis::visitGather(tensor::ExtractOp ex) {
+  auto g = ex->getParentOfType<linalg::GenericOp>();
+  auto it = facts.find(ex.getTensor());
+  if (!g || it == facts.end() ||
+      g->isAncestor(ex.getTensor().getParentRegion()->getParentOp()))
+    return ex.emitError("cannot split 'tensor.extract' along the token "
+                        "dimension");
+  // Each token dim of the source must be read at the index of a parallel
+  // loop: the gather then stays within each rank's block of tokens.
+  TokenDims d = it->second;
+  SmallVector<unsigned> loops;
+  auto iters = g.getIteratorTypesArray();
+  for (int64_t k = d.start; k < d.start + d.count; ++k) {
+    auto idx = ex.getIndices()[k].getDefiningOp<linalg::IndexOp>();
+    if (!idx || iters[idx.getDim()] != utils::IteratorType::parallel)
+      return ex.emitError("cannot split along tokens: a gather reads the "
+                          "token dim ")
+             << k << " at a computed position";
+    loops.push_back(idx.getDim());
+  }
+  return applyLoops(g, loops, d.outer, /*reduces=*/false);
 }
 
 /// Groups of `big` dims whose products are the dims of `small` (both
@@ -351,6 +380,8 @@ LogicalResult TokenDimsAnalysis::visit(Operation *op) {
     return success();
   if (auto l = dyn_cast<linalg::LinalgOp>(op))
     return visitLinalg(l);
+  if (auto ex = dyn_cast<tensor::ExtractOp>(op); ex && !tp && !rows)
+    return visitGather(ex);
   if (isa<tensor::EmptyOp>(op)) {
     if (op->getNumOperands())
       return op->emitError("cannot split along tokens: tensor.empty with "
@@ -376,6 +407,36 @@ LogicalResult TokenDimsAnalysis::visit(Operation *op) {
   if (auto sm = dyn_cast<linalg::SoftmaxOp>(op))
     return sameDims({sm.getInput(), sm.getOutput(), sm.getResult()[0]},
                     int64_t(sm.getDimension()), "the softmax normalises over");
+  // A router kept as the model's own ops (moe-raise-experts): a top-k and
+  // scatters along the experts, per token.
+  if (auto t = dyn_cast<moe::TopKOp>(op)) {
+    int64_t rank = t.getInput().getType().getRank();
+    return sameDims({t.getInput(), t.getValues(), t.getIndices()},
+                    t.getAxis() < 0 ? t.getAxis() + rank : t.getAxis(),
+                    "the top-k selects along");
+  }
+  if (auto s = dyn_cast<moe::ScatterElementsOp>(op)) {
+    ArrayRef<int64_t> data = shapeOf(s.getData()),
+                      idx = shapeOf(s.getIndices());
+    int64_t axis =
+        s.getAxis() < 0 ? s.getAxis() + int64_t(data.size()) : s.getAxis();
+    for (Value v :
+         {s.getData(), s.getIndices(), s.getUpdates(), s.getResult()}) {
+      auto it = facts.find(v);
+      if (it == facts.end())
+        continue;
+      TokenDims d = it->second;
+      for (int64_t k = d.start; k < d.start + d.count; ++k)
+        if (k != axis && (k >= int64_t(idx.size()) || idx[k] != data[k]))
+          return op->emitError("cannot split along tokens: the scatter "
+                               "writes to part of the token dim ")
+                 << k;
+      break;
+    }
+    return sameDims(
+        {s.getData(), s.getIndices(), s.getUpdates(), s.getResult()}, axis,
+        "the scatter writes along");
+  }
   if (auto s = dyn_cast<tensor::ExtractSliceOp>(op)) {
     // A slice that keeps the split dims whole (rotary's halves of the head
     // dim): the same dims on both sides.

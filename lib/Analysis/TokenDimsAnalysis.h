@@ -64,6 +64,13 @@ private:
   LogicalResult set(Value v, TokenDims dims, Operation *at);
   LogicalResult visit(Operation *op);
   LogicalResult visitLinalg(linalg::LinalgOp op);
+  /// Gives the token dims to the operands of `op` indexed by the token
+  /// `loops` (after visitLinalg found them).
+  LogicalResult applyLoops(linalg::LinalgOp op, ArrayRef<unsigned> loops,
+                           int64_t outer, bool reduces);
+  /// A tensor.extract in a generic's body reading a captured value that
+  /// carries tokens (a gather along the experts: GatherElements).
+  LogicalResult visitGather(tensor::ExtractOp ex);
   LogicalResult visitReshape(Operation *op, Value src, Value res);
   /// Rows mode: the collectives at the region's edges and the ops it stops
   /// at. Returns true when it handled `op` (its result in `result`).

@@ -75,6 +75,12 @@ struct LowerPrecision
     // Routers: the matmuls that feed a moe.route's logits.
     llvm::SmallPtrSet<Operation *, 8> routers;
     module.walk([&](moe::RouteOp r) { findRouters(r.getLogits(), routers); });
+    // The scores of routers kept as the model's own ops (moe-raise-experts
+    // marks them).
+    module.walk([&](Operation *op) {
+      if (op->hasAttr("moe.router_scores"))
+        findRouters(op->getResult(0), routers);
+    });
 
     SmallVector<moe::ExpertsOp> experts;
     SmallVector<linalg::MatmulOp> matmuls;

@@ -23,9 +23,9 @@ namespace moec::raising {
 LogicalResult LayerRaiser::raiseBatched(Router &r, std::string &why,
                                         bool &found) {
   auto topk = dyn_cast<moe::TopKOp>(r.select);
-  if (!topk)
+  if (!topk && !r.generic)
     return failure();
-  Value ids = topk.getIndices();
+  Value ids = r.generic ? skipViews(r.ids) : topk.getIndices();
   auto logitsT = cast<RankedTensorType>(r.logits.getType());
   int64_t e = logitsT.getDimSize(logitsT.getRank() - 1);
   SmallVector<linalg::ReduceOp> reds;
@@ -44,13 +44,28 @@ LogicalResult LayerRaiser::raiseBatched(Router &r, std::string &why,
       continue;
     for (auto [y, w] : {std::pair(mul->first, mul->second),
                         std::pair(mul->second, mul->first)}) {
-      if (skipViews(w) != skipViews(r.weights))
+      // A router kept dense: the weights are whatever the rows are scaled
+      // by, one per selected id.
+      bool guess = r.generic && !r.weights;
+      if (guess) {
+        auto wT = cast<RankedTensorType>(w.getType());
+        if (!wT.hasStaticShape() ||
+            wT.getNumElements() != inT.getDimSize(0) * r.k)
+          continue;
+      } else if (skipViews(w) != skipViews(r.weights)) {
         continue;
+      }
       std::string ffnWhy;
       FailureOr<ExpertFFN> f = matchFFN(y, ffnWhy);
       if (failed(f) || !f->gate.ids)
         continue;
+      // Guessed weights: the experts must be another layer's unless they
+      // gather by this router's ids.
+      if (guess && skipViews(f->gate.ids) != ids)
+        continue;
       found = true;
+      if (guess)
+        r.weights = w;
       for (WeightRef *ref : {&f->gate, &f->down, f->up ? &*f->up : &f->gate})
         if (!ref->ids || skipViews(ref->ids) != ids ||
             cast<RankedTensorType>(ref->src.getType()).getDimSize(0) != e) {

@@ -53,7 +53,11 @@ bool selectsExperts(Value ids) {
   for (Operation *op : fwd) {
     if (isa<moe::NonZeroOp>(op))
       return true;
+    // The ids may be read inside the gather's body (a captured value): the
+    // slice then holds the tensor.extract, not the generic.
     auto g = dyn_cast<linalg::GenericOp>(op);
+    if (!g)
+      g = op->getParentOfType<linalg::GenericOp>();
     if (!g)
       continue;
     bool slab = false;
@@ -67,32 +71,72 @@ bool selectsExperts(Value ids) {
   return false;
 }
 
+/// Follows `v` forward through reshapes: every value that views it.
+SmallVector<Value> viewsOf(Value v) {
+  SmallVector<Value> out{v};
+  for (size_t i = 0; i < out.size(); ++i)
+    for (Operation *u : out[i].getUsers())
+      if (isa<tensor::ExpandShapeOp, tensor::CollapseShapeOp,
+              tensor::ReshapeOp>(u) &&
+          u->getOperand(0) == out[i])
+        out.push_back(u->getResult(0));
+  return out;
+}
+
+/// Whether `v` (through views) is the ids of a selection: a moe.topk's
+/// indices or an ArgMax's.
+bool isPick(Value v) {
+  v = skipViews(v);
+  Operation *def = v.getDefiningOp();
+  if (auto t = dyn_cast_or_null<moe::TopKOp>(def))
+    return v == t.getIndices();
+  auto g = dyn_cast_or_null<linalg::GenericOp>(def);
+  return g && isFirstArgMaxLastDim(g) && v == g.getResult(1);
+}
+
 struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
   using Base::Base;
 
   void runOnOperation() override {
     func::FuncOp func = getOperation();
+    triedIds.clear();
     LayerRaiser raiser(func, layerCounter);
     SmallVector<moe::TopKOp> topks;
     func.walk([&](moe::TopKOp t) { topks.push_back(t); });
     for (moe::TopKOp t : topks) {
       std::string why;
       std::optional<FailureOr<Router>> r = matchRouter(t, why);
-      if (!r && selectsExperts(t.getIndices())) {
-        r = FailureOr<Router>(failure());
-        why = "its ids pick experts, but the router is none of the forms "
-              "docs/raising.md lists (a top-k of the softmax or sigmoid of "
-              "the logits, optionally biased or group-masked, or of the "
-              "logits followed by a softmax over the k values)";
-      }
-      if (!r)
+      bool picks = selectsExperts(t.getIndices());
+      if (!r && !picks)
         continue; // not a router
-      if (succeeded(*r) && succeeded(raiser.raise(**r, why)))
+      bool matched = r && succeeded(*r);
+      if (matched && succeeded(raiser.raise(**r, why)))
         continue;
-      t->setAttr(kNotRaisedAttr, StringAttr::get(&getContext(), why));
-      InFlightDiagnostic d = strict ? t.emitError() : t.emitWarning();
-      d << "MoE-like region (top-k over router scores) not raised: " << why;
-      if (strict)
+      if (picks) {
+        // A router that matched but whose experts read other weights (a
+        // renormalisation of its own) is kept dense as well; the why of
+        // the matched router then stays.
+        if (!r)
+          why = "its ids pick experts, but the router is none of the forms "
+                "docs/raising.md lists (a top-k of the softmax or sigmoid of "
+                "the logits, optionally biased or group-masked, or of the "
+                "logits followed by a softmax over the k values)";
+        std::string matchedWhy = why;
+        if (matched)
+          why = "its experts read other weights than the router the "
+                "matchers found";
+        Generic gr = raiseGeneric(raiser, t, t.getIndices(), t.getInput(), why);
+        if (gr == Generic::failed && matched)
+          why = matchedWhy;
+        switch (gr) {
+        case Generic::raised:
+        case Generic::tried:
+          continue;
+        case Generic::failed:
+          break;
+        }
+      }
+      if (failed(notRaised(t, why)))
         return signalPassFailure();
     }
     // Switch Transformer: top-1 by ArgMax of the router probabilities.
@@ -105,35 +149,122 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
       std::string why;
       Operation *diagOp = nullptr;
       std::optional<FailureOr<Router>> r = matchSwitchRouter(g, why, diagOp);
-      if (!r && selectsExperts(g.getResult(1))) {
-        r = FailureOr<Router>(failure());
-        why = "its ids pick experts, but it is not the argmax of a softmax "
-              "over the router logits with the max probability as weight "
-              "(docs/raising.md)";
+      bool picks = selectsExperts(g.getResult(1));
+      if (!r && !picks)
+        continue;
+      bool matched = r && succeeded(*r);
+      if (matched && succeeded(raiser.raise(**r, why)))
+        continue;
+      if (picks && !StringRef(why).starts_with("expert capacity")) {
+        if (!r)
+          why = "its ids pick experts, but it is not the argmax of a softmax "
+                "over the router logits with the max probability as weight "
+                "(docs/raising.md)";
+        std::string matchedWhy = why;
+        if (matched)
+          why = "its experts read other weights than the router the "
+                "matchers found";
+        Generic gr =
+            raiseGeneric(raiser, g, g.getResult(1), g.getDpsInputs()[0], why);
+        if (gr == Generic::failed && matched)
+          why = matchedWhy;
+        switch (gr) {
+        case Generic::raised:
+        case Generic::tried:
+          continue;
+        case Generic::failed:
+          break;
+        }
       }
-      if (!r)
-        continue;
-      if (succeeded(*r) && succeeded(raiser.raise(**r, why)))
-        continue;
       Operation *at = diagOp ? diagOp : g.getOperation();
-      at->setAttr(kNotRaisedAttr, StringAttr::get(&getContext(), why));
-      InFlightDiagnostic d = strict ? at->emitError() : at->emitWarning();
-      if (StringRef(why).starts_with("expert capacity"))
-        d << why;
-      else
-        d << "MoE-like region (top-1 argmax over router probabilities) not "
-             "raised: "
-          << why;
-      if (strict)
+      if (StringRef(why).starts_with("expert capacity")) {
+        at->setAttr(kNotRaisedAttr, StringAttr::get(&getContext(), why));
+        (strict ? at->emitError() : at->emitWarning()) << why;
+        if (strict)
+          return signalPassFailure();
+        continue;
+      }
+      if (failed(notRaised(at, why, /*top1=*/true)))
         return signalPassFailure();
     }
   }
 
+  enum class Generic { raised, tried, failed };
+
+  /// A selection whose ids pick experts but whose router no matcher
+  /// recognises: raises the experts with the router kept as the model's own
+  /// ops (moe.experts then reads its ids and weights). `tried` when another
+  /// pick of the same ids (PhiMoE's second ArgMax) was already tried;
+  /// `failed` with `why` saying why the experts do not raise.
+  Generic raiseGeneric(LayerRaiser &raiser, Operation *sel, Value ids,
+                       Value scores, std::string &why) {
+    // Picks concatenated along the last dim (PhiMoE's sparsemixer: two
+    // ArgMax picks, [T, 1] each): the layer's ids are the concatenation.
+    for (Value v : viewsOf(ids))
+      for (Operation *u : v.getUsers())
+        if (auto c = dyn_cast<tensor::ConcatOp>(u);
+            c && int64_t(c.getDim()) == c.getResultType().getRank() - 1 &&
+            llvm::all_of(c.getInputs(), isPick))
+          ids = c.getResult();
+    std::optional<Router> g = genericRouter(ids, scores);
+    if (!g)
+      return Generic::failed;
+    if (!triedIds.insert(ids).second)
+      return Generic::tried;
+    std::string routerWhy = why, expertsWhy;
+    if (failed(raiser.raise(*g, expertsWhy))) {
+      why = routerWhy + "; with the router kept as the model's own ops, " +
+            "the experts do not raise either: " + expertsWhy;
+      return Generic::failed;
+    }
+    sel->emitRemark() << "MoE layer raised with its router kept as the "
+                         "model's own ops (not one moe.route expresses: "
+                      << routerWhy << ")";
+    return Generic::raised;
+  }
+
+  /// Marks `at` with why its layer was not raised and warns (strict: fails).
+  LogicalResult notRaised(Operation *at, const std::string &why,
+                          bool top1 = false) {
+    at->setAttr(kNotRaisedAttr, StringAttr::get(&getContext(), why));
+    InFlightDiagnostic d = strict ? at->emitError() : at->emitWarning();
+    d << "MoE-like region ("
+      << (top1 ? "top-1 argmax over router probabilities"
+               : "top-k over router scores")
+      << ") not raised: " << why;
+    return failure(strict);
+  }
+
+  DenseSet<Value> triedIds;
   unsigned layerCounter = 0;
 };
 } // namespace
 
 namespace moec::raising {
+
+std::optional<Router> genericRouter(Value ids, Value scores) {
+  auto idsT = cast<RankedTensorType>(ids.getType());
+  auto sT = cast<RankedTensorType>(scores.getType());
+  if (!idsT.getElementType().isInteger(64) || !idsT.hasStaticShape() ||
+      !sT.hasStaticShape() || sT.getRank() < 1)
+    return std::nullopt;
+  // ids: the scores' leading (token) dims, then k (or none: top-1).
+  ArrayRef<int64_t> lead = sT.getShape().drop_back();
+  Router r;
+  if (idsT.getRank() == sT.getRank() && idsT.getShape().drop_back() == lead)
+    r.k = idsT.getShape().back();
+  else if (idsT.getShape() != lead)
+    return std::nullopt;
+  if (r.k < 1 || r.k > sT.getShape().back())
+    return std::nullopt;
+  r.generic = true;
+  r.select = ids.getDefiningOp();
+  if (!r.select)
+    return std::nullopt;
+  r.ids = ids;
+  r.logits = r.scores = scores;
+  return r;
+}
 
 /// Replaces the layer ending at `root` ([tokens, H]) with moe.route +
 /// moe.experts whose weights are stacked from `experts`.
@@ -165,6 +296,17 @@ LayerRaiser::emitLayer(Router &r, Value root, Value tokensV,
       tokT.getNumElements() != rootT.getNumElements()) {
     why = "the accumulator is not [tokens, hidden]";
     return failure();
+  }
+
+  if (r.generic) {
+    auto wT = r.weights ? dyn_cast<RankedTensorType>(r.weights.getType())
+                        : RankedTensorType();
+    if (!wT || !wT.hasStaticShape() || wT.getNumElements() != tokens * r.k ||
+        !isa<FloatType>(wT.getElementType())) {
+      why = "the experts are not scaled by one routing weight per selected "
+            "id";
+      return failure();
+    }
   }
 
   // Rewrite: route + experts replace the whole loop.
@@ -219,26 +361,72 @@ LayerRaiser::emitLayer(Router &r, Value root, Value tokensV,
     why = "the expert biases differ in shape or are not readable";
     return failure();
   }
-  auto wT = RankedTensorType::get(
-      {tokens, r.k},
-      cast<RankedTensorType>(r.weights.getType()).getElementType());
-  auto idxT = RankedTensorType::get({tokens, r.k}, b.getI64Type());
-  Value logits = r.logits;
-  if (logitsT.getRank() != 2) {
-    // [B, S, E] -> [B * S, E]
-    SmallVector<ReassociationIndices> groups(2);
-    for (int64_t d = 0; d + 1 < logitsT.getRank(); ++d)
-      groups[0].push_back(d);
-    groups[1].push_back(logitsT.getRank() - 1);
-    logits = tensor::CollapseShapeOp::create(b, loc, logits, groups);
+  // Rows of [tokens, k]: the route's results, or a generic router's ids
+  // and weights reshaped.
+  auto asRows = [&](Value v) -> Value {
+    auto t = cast<RankedTensorType>(v.getType());
+    auto rowsT = RankedTensorType::get({tokens, r.k}, t.getElementType());
+    // A view [..., k] with the tokens in front (the batched form's weights
+    // are [T * k, 1] views of [T, k]): merging its leading dims keeps the
+    // token dims apart, which a split along tokens needs.
+    for (Value u = v; u;) {
+      auto ut = cast<RankedTensorType>(u.getType());
+      if (ut == rowsT)
+        return u;
+      if (ut.getRank() > 2 && ut.hasStaticShape() &&
+          ut.getShape().back() == r.k && ut.getNumElements() == tokens * r.k) {
+        SmallVector<ReassociationIndices> groups(2);
+        for (int64_t d = 0; d + 1 < ut.getRank(); ++d)
+          groups[0].push_back(d);
+        groups[1].push_back(ut.getRank() - 1);
+        return tensor::CollapseShapeOp::create(b, loc, u, groups);
+      }
+      Operation *def = u.getDefiningOp();
+      u = isa_and_nonnull<tensor::ExpandShapeOp, tensor::CollapseShapeOp,
+                          tensor::ReshapeOp>(def)
+              ? def->getOperand(0)
+              : Value();
+    }
+    if (t == rowsT)
+      return v;
+    auto shapeT = RankedTensorType::get({2}, b.getI64Type());
+    auto shape = arith::ConstantOp::create(
+        b, loc,
+        DenseIntElementsAttr::get(shapeT, ArrayRef<int64_t>{tokens, r.k}));
+    return tensor::ReshapeOp::create(b, loc, rowsT, v, shape);
+  };
+  moe::RouteOp route;
+  Value ids, weights;
+  if (r.generic) {
+    ids = asRows(r.ids);
+    weights = asRows(r.weights);
+    // Keep the router's logits in fp32 under --precision (as moe.route's).
+    if (Operation *def = r.scores.getDefiningOp())
+      def->setAttr("moe.router_scores", b.getUnitAttr());
+  } else {
+    auto wT = RankedTensorType::get(
+        {tokens, r.k},
+        cast<RankedTensorType>(r.weights.getType()).getElementType());
+    auto idxT = RankedTensorType::get({tokens, r.k}, b.getI64Type());
+    Value logits = r.logits;
+    if (logitsT.getRank() != 2) {
+      // [B, S, E] -> [B * S, E]
+      SmallVector<ReassociationIndices> groups(2);
+      for (int64_t d = 0; d + 1 < logitsT.getRank(); ++d)
+        groups[0].push_back(d);
+      groups[1].push_back(logitsT.getRank() - 1);
+      logits = tensor::CollapseShapeOp::create(b, loc, logits, groups);
+    }
+    route = moe::RouteOp::create(
+        b, loc, wT, idxT, logits, r.bias, b.getI64IntegerAttr(r.k),
+        moe::ScoreFuncAttr::get(b.getContext(), r.score),
+        b.getBoolAttr(r.renormalize), b.getF64FloatAttr(r.scaling),
+        b.getI64IntegerAttr(r.numGroups), b.getI64IntegerAttr(r.topkGroups),
+        moe::GroupScoreAttr::get(b.getContext(), r.groupScore),
+        b.getF64FloatAttr(r.renormEps));
+    ids = route.getIndices();
+    weights = route.getWeights();
   }
-  auto route = moe::RouteOp::create(
-      b, loc, wT, idxT, logits, r.bias, b.getI64IntegerAttr(r.k),
-      moe::ScoreFuncAttr::get(b.getContext(), r.score),
-      b.getBoolAttr(r.renormalize), b.getF64FloatAttr(r.scaling),
-      b.getI64IntegerAttr(r.numGroups), b.getI64IntegerAttr(r.topkGroups),
-      moe::GroupScoreAttr::get(b.getContext(), r.groupScore),
-      b.getF64FloatAttr(r.renormEps));
   Value x = tokensV;
   if (tokT != rootT) {
     auto shapeT = RankedTensorType::get({2}, b.getI64Type());
@@ -248,10 +436,10 @@ LayerRaiser::emitLayer(Router &r, Value root, Value tokensV,
     x = tensor::ReshapeOp::create(b, loc, rootT, x, shape);
   }
   auto ex = moe::ExpertsOp::create(
-      b, loc, rootT, x, route.getIndices(), route.getWeights(), *wg,
-      gated ? *wu : Value(), *wd, *bg, *bu, *bd,
-      moe::ActivationAttr::get(b.getContext(), act), b.getI64IntegerAttr(0),
-      b.getF64FloatAttr(f0.alpha), b.getF64FloatAttr(f0.beta),
+      b, loc, rootT, x, ids, weights, *wg, gated ? *wu : Value(), *wd, *bg, *bu,
+      *bd, moe::ActivationAttr::get(b.getContext(), act),
+      b.getI64IntegerAttr(0), b.getF64FloatAttr(f0.alpha),
+      b.getF64FloatAttr(f0.beta),
       f0.limit > 0 ? b.getF64FloatAttr(f0.limit) : FloatAttr());
   ex.setWeightInput(r.weightInput);
   root.replaceAllUsesWith(ex.getResult());
@@ -259,7 +447,7 @@ LayerRaiser::emitLayer(Router &r, Value root, Value tokensV,
   // moe_routed_scaling_factor, applied after the experts) is the same as
   // times every routing weight: the route's scaling. Not with weight_input,
   // where the weights scale the experts' input.
-  if (!r.weightInput && ex.getResult().hasOneUse()) {
+  if (route && !r.weightInput && ex.getResult().hasOneUse()) {
     Operation *user = *ex.getResult().getUsers().begin();
     auto mul = user->getNumResults() == 1
                    ? matchScalarBinary<arith::MulFOp>(user->getResult(0))

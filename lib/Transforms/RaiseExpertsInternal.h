@@ -230,7 +230,22 @@ struct Router {
   /// (Gemma 4's per_expert_scale): folded into expert e's w_down and
   /// b_down, since its output is linear in them.
   arith::ConstantOp expertScale;
+  /// A router none of the matchers recognise (PhiMoE's sparsemixer, a
+  /// hand-written one): its ops stay as they are and feed moe.experts
+  /// directly. `ids` are the selected expert ids [..., k] (`select` is
+  /// their producer: the top-k, the ArgMax or the concatenation of
+  /// several picks); `weights` is unknown until the experts are matched:
+  /// it is whatever [..., k] tensor they are scaled by.
+  bool generic = false;
+  Value ids;
 };
+
+/// The router of an MoE layer whose selection (a top-k or an ArgMax
+/// picking expert ids) none of the matchers recognise, kept as dense ops:
+/// `ids` ([..., k] or [...], int64) along the last dim of `scores`
+/// ([..., E]), possibly concatenated with other picks along the last dim.
+/// Null when the ids are not int64 or not along the scores' last dim.
+std::optional<Router> genericRouter(Value ids, Value scores);
 
 /// Matches the router that ends at the selection top-k `topk`. Returns
 /// nullopt when `topk` is not over router scores at all; otherwise a Router,

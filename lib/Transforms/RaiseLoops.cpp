@@ -21,18 +21,25 @@ namespace moec::raising {
 
 namespace {
 
-/// True when `scale` (through views) gathers elements of `weights`.
-bool isGatherOf(Value scale, Value weights) {
+/// The tensor `scale` (through views) gathers elements of: the source of
+/// the one tensor.extract of a one-input generic; null otherwise.
+Value gatherSource(Value scale) {
   auto g = skipViews(scale).getDefiningOp<linalg::GenericOp>();
   if (!g || g.getNumDpsInputs() != 1)
-    return false;
+    return {};
   Value src;
   unsigned extracts = 0;
   g.getBody()->walk([&](tensor::ExtractOp ex) {
     src = ex.getTensor();
     ++extracts;
   });
-  return extracts == 1 && skipViews(src) == skipViews(weights);
+  return extracts == 1 ? skipViews(src) : Value();
+}
+
+/// True when `scale` (through views) gathers elements of `weights`.
+bool isGatherOf(Value scale, Value weights) {
+  Value src = gatherSource(scale);
+  return src && src == skipViews(weights);
 }
 
 /// The value of a scalar index tensor: a constant, or (transformers 5.x,
@@ -259,7 +266,15 @@ LogicalResult LayerRaiser::raise(Router &r, std::string &why) {
   func.walk([&](Operation *op) {
     if (!isa<moe::ScatterElementsOp, moe::ScatterNDOp>(op))
       return;
-    if (sliceOf(op->getOperand(2)).contains(r.select))
+    // A generic router's weights may not depend on the op that produces
+    // its ids (PhiMoE: the concatenation of two picks), the tokens the
+    // scatter writes to do.
+    // The scatters of later layers depend on it too (through the
+    // tokens), but they come later in the block; expert loops accumulate
+    // into zeros (a router's own scatters, PhiMoE's -inf masks, do not).
+    if (sliceOf(op->getOperand(2)).contains(r.select) ||
+        (r.generic && isZeroConstant(op->getOperand(0)) &&
+         sliceOf(op->getOperand(1)).contains(r.select)))
       scatters.push_back(op);
   });
   if (scatters.empty()) {
@@ -335,6 +350,21 @@ LogicalResult LayerRaiser::raise(Router &r, std::string &why) {
     }
     if (failed(f))
       return failure();
+    if (r.generic && !r.weights) {
+      // The weights of a router kept dense: what the first expert's output
+      // is scaled by, a gather of a [..., k] tensor; every other expert
+      // must read the same one.
+      r.weights = gatherSource(scale);
+      auto wT = r.weights ? dyn_cast<RankedTensorType>(r.weights.getType())
+                          : RankedTensorType();
+      auto idsT = cast<RankedTensorType>(r.ids.getType());
+      if (!wT || wT.getShape() != idsT.getShape()) {
+        why = "an expert output is not scaled by a gather of routing "
+              "weights shaped like the selected ids";
+        r.weights = Value();
+        return failure();
+      }
+    }
     if (!isGatherOf(scale, r.weights)) {
       why = "an expert output is not scaled by its tokens' routing weights";
       return failure();
@@ -367,10 +397,10 @@ LogicalResult LayerRaiser::raise(Router &r, std::string &why) {
       return failure();
     }
     tokensV = base;
-    Value selected;
-    if (auto t = dyn_cast<moe::TopKOp>(r.select))
+    Value selected = r.ids; // a router kept dense: its ids
+    if (auto t = dyn_cast<moe::TopKOp>(r.select); t && !r.generic)
       selected = t.getIndices();
-    else if (r.select->getNumResults() == 2)
+    else if (!r.generic && r.select->getNumResults() == 2)
       selected = r.select->getResult(1); // the ArgMax's indices
     std::optional<int64_t> id = expertId(nz, selected, e);
     if (comparedExpertId(nz.getInput(), selected) &&

@@ -16,6 +16,10 @@ with a per-expert loop `tok, pos = torch.where(idx == e)` + index_add_:
 Switch-style top-1 (`p.max(dim=-1)`: values and indices), GELU experts of
 nn.Linear with biases, the same kind of loop:
   switch
+Routers no moe.route form expresses (raised with the router kept as the
+model's own ops), SwiGLU experts, the same kind of loop:
+  clamp  softmax, top-2, renormalised by `w.sum(-1).clamp(min=0.5)`
+  temp   top-2 of the logits, softmax of the two with temperature 0.7
 """
 import os
 import sys
@@ -84,6 +88,33 @@ class SwitchBlock(nn.Module):
         return out.view(b, t, h)
 
 
+class CustomBlock(nn.Module):
+    def __init__(s, variant):
+        super().__init__()
+        s.v = variant
+        s.gate = nn.Linear(H, E, bias=False)
+        s.w1 = nn.ModuleList(nn.Linear(H, FF, bias=False) for _ in range(E))
+        s.w2 = nn.ModuleList(nn.Linear(FF, H, bias=False) for _ in range(E))
+        s.w3 = nn.ModuleList(nn.Linear(H, FF, bias=False) for _ in range(E))
+
+    def forward(s, x):
+        b, t, h = x.shape
+        x = x.view(-1, h)
+        logits = s.gate(x)
+        if s.v == "clamp":
+            w, idx = logits.softmax(-1).topk(K, dim=-1)
+            w = w / w.sum(-1, keepdim=True).clamp(min=0.5)
+        else:
+            w, idx = logits.topk(K, dim=-1)
+            w = (w / 0.7).softmax(-1)
+        out = torch.zeros_like(x)
+        for e in range(E):
+            tok, pos = torch.where(idx == e)
+            y = s.w2[e](F.silu(s.w1[e](x[tok])) * s.w3[e](x[tok]))
+            out.index_add_(0, tok, y * w[tok, pos, None])
+        return out.view(b, t, h)
+
+
 def main():
     args = sys.argv[1:]
     out_dir = args.pop(0) if args else os.path.dirname(os.path.abspath(__file__))
@@ -91,7 +122,9 @@ def main():
     os.makedirs(out_dir, exist_ok=True)
     for v in variants:
         torch.manual_seed(0)
-        m = (SwitchBlock() if v == "switch" else GroupBlock(v)).eval()
+        m = (SwitchBlock() if v == "switch" else
+             CustomBlock(v) if v in ("clamp", "temp") else GroupBlock(v))
+        m = m.eval()
         x = torch.randn(2, 8, H)
         with torch.no_grad():
             y = m(x)
