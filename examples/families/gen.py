@@ -139,6 +139,13 @@ def families():
         "minimax_m2": ("minimax_m2", dict(
             intermediate_size=32, num_local_experts=E, num_experts_per_tok=K,
             head_dim=16), "MiniMaxM2SparseMoeBlock"),
+        # PhiMoE's sparsemixer: two top-1 picks by ArgMax, each weighted by
+        # a softmax over the logits within a jitter band of its max (the
+        # first pick masked out before the second): no moe.route form, the
+        # router stays as the model's own ops (docs/raising.md).
+        "phimoe": ("phimoe", dict(
+            intermediate_size=32, num_local_experts=E, num_experts_per_tok=K,
+            head_dim=16), "PhimoeSparseMoeBlock"),
         # softmax top-k, renormalised (norm_topk_prob); a sigmoid-gated
         # shared expert; gated DeltaNet + full attention in the whole model.
         "qwen3_next": ("qwen3_next", dict(
@@ -158,7 +165,7 @@ CAUSAL_LMS_COMMITTED = [
     "dots1_causal_lm", "flex_olmo_causal_lm", "glm4_moe_lite_causal_lm",
     "granitemoeshared_causal_lm", "hunyuan_v1_moe_causal_lm",
     "jamba_causal_lm", "laguna_causal_lm", "lfm2_moe_causal_lm",
-    "minimax_m2_causal_lm"]
+    "minimax_m2_causal_lm", "phimoe_causal_lm"]
 
 
 def config(name):

@@ -152,6 +152,42 @@ std::optional<int64_t> comparedExpertId(Value cond, Value indices) {
   return std::nullopt;
 }
 
+/// The ids a loop's expert picks its tokens by, for a router kept dense
+/// (whose own ops may remap the selected ids before the loop: LongCat-
+/// Flash): the ids compared with the expert's number (`torch.where(idx ==
+/// e)`), or the input of the one-hot expert mask (`one_hot(idx)`, ONNX
+/// OneHot: a generic comparing each id with the index of a new last dim).
+Value loopIds(moe::NonZeroOp nz) {
+  auto g = skipViews(nz.getInput()).getDefiningOp<linalg::GenericOp>();
+  if (g && g.getNumDpsInputs() >= 1) {
+    for (Value in : g.getDpsInputs())
+      if (isa<IntegerType>(getElementTypeOrSelf(in.getType())) &&
+          cast<RankedTensorType>(in.getType()).getRank() >= 1 &&
+          comparedExpertId(nz.getInput(), skipViews(in)))
+        return skipViews(in);
+  }
+  for (Operation *op : sliceOf(nz.getInput())) {
+    auto oh = dyn_cast<linalg::GenericOp>(op);
+    if (!oh || oh.getNumDpsInputs() != 1 || oh.getNumResults() != 1)
+      continue;
+    auto inT = cast<RankedTensorType>(oh.getDpsInputs()[0].getType());
+    auto outT = cast<RankedTensorType>(oh.getResult(0).getType());
+    if (!inT.getElementType().isInteger(64) ||
+        outT.getRank() != inT.getRank() + 1)
+      continue;
+    bool index = false, eq = false;
+    oh.getBody()->walk([&](Operation *b) {
+      if (auto i = dyn_cast<linalg::IndexOp>(b))
+        index |= int64_t(i.getDim()) == inT.getRank();
+      if (auto c = dyn_cast<arith::CmpIOp>(b))
+        eq |= c.getPredicate() == arith::CmpIPredicate::eq;
+    });
+    if (index && eq)
+      return skipViews(oh.getDpsInputs()[0]);
+  }
+  return {};
+}
+
 /// The expert id of the chain that selected the tokens of one expert: the
 /// index of the row of the [experts, k, tokens] expert mask fed to NonZero,
 /// or the constant the selected ids are compared with.
@@ -288,6 +324,18 @@ LogicalResult LayerRaiser::raise(Router &r, std::string &why) {
     return failure();
   }
   // The accumulator: the add tree above the scatters, up to its root.
+  // Terms that are not sums of scatters (a shared expert, a residual,
+  // LongCat-Flash's identity term of its zero-computation experts) are
+  // added after the layer, not part of it.
+  auto scatterSum = [&](Value v) {
+    SmallVector<Value> leaves;
+    addLeaves(v, leaves);
+    return llvm::all_of(leaves, [&](Value l) {
+      return isZeroConstant(l) ||
+             (l.getDefiningOp() &&
+              llvm::is_contained(scatters, l.getDefiningOp()));
+    });
+  };
   Value root = scatters.front()->getResult(0);
   for (bool grew = true; grew;) {
     grew = false;
@@ -295,12 +343,10 @@ LogicalResult LayerRaiser::raise(Router &r, std::string &why) {
       if (user->getNumResults() != 1)
         continue;
       auto add = matchBinary<arith::AddFOp>(user->getResult(0));
-      // Terms that do not depend on the routing (a shared expert, a
-      // residual) are added after the layer, not part of it.
       Value other = add && add->first == root ? add->second
                     : add                     ? add->first
                                               : Value();
-      if (add && (isZeroConstant(other) || sliceOf(other).contains(r.select))) {
+      if (add && scatterSum(other)) {
         root = user->getResult(0);
         grew = true;
         break;
@@ -310,7 +356,7 @@ LogicalResult LayerRaiser::raise(Router &r, std::string &why) {
   SmallVector<Value> leaves;
   addLeaves(root, leaves);
   std::map<int64_t, ExpertFFN> experts;
-  Value tokensV;
+  Value tokensV, loopIdsSeen;
   for (Value leaf : leaves) {
     if (isZeroConstant(leaf))
       continue;
@@ -398,10 +444,34 @@ LogicalResult LayerRaiser::raise(Router &r, std::string &why) {
     }
     tokensV = base;
     Value selected = r.ids; // a router kept dense: its ids
+    if (r.generic) {
+      // The ids the loop reads, which the router's own ops may have
+      // computed from the selection: moe.experts takes those.
+      Value used = loopIds(nz);
+      if (!used || cast<RankedTensorType>(used.getType()).getShape() !=
+                       cast<RankedTensorType>(r.ids.getType()).getShape()) {
+        why = "cannot tell which ids an expert of the loop picks its tokens "
+              "by";
+        return failure();
+      }
+      if (!loopIdsSeen)
+        loopIdsSeen = used;
+      if (used != loopIdsSeen) {
+        why = "the experts of the loop pick their tokens by different ids";
+        return failure();
+      }
+      selected = used;
+    }
     if (auto t = dyn_cast<moe::TopKOp>(r.select); t && !r.generic)
       selected = t.getIndices();
     else if (!r.generic && r.select->getNumResults() == 2)
       selected = r.select->getResult(1); // the ArgMax's indices
+    // A router kept dense may pick from more ids than there are experts
+    // (LongCat-Flash's zero-computation experts, remapped by its own ops
+    // before the loop): with stacked weights, the experts are the slabs.
+    // (An id past them stops the run with a message naming it.)
+    if (r.generic && f->gate.stacked)
+      e = cast<RankedTensorType>(f->gate.src.getType()).getDimSize(0);
     std::optional<int64_t> id = expertId(nz, selected, e);
     if (comparedExpertId(nz.getInput(), selected) &&
         !readsSelectedPairs(nz, gather.getDpsInputs()[0], sc->getOperand(1),
@@ -424,6 +494,8 @@ LogicalResult LayerRaiser::raise(Router &r, std::string &why) {
           "re-export with an input that routes tokens to every expert";
     return failure();
   }
+  if (r.generic)
+    r.ids = loopIdsSeen;
   return emitLayer(r, root, tokensV, experts, why);
 }
 

@@ -58,6 +58,13 @@ def main():
         with torch.no_grad():
             np.save(os.path.join(HERE, fam + "-torch.npy"),
                     Block(mlp)(x).numpy())
+            # A second input, not the export's: the raised layer computes
+            # the block for any input.
+            x2 = torch.randn(2, 16, 16,
+                             generator=torch.Generator().manual_seed(1))
+            np.save(os.path.join(HERE, fam + "-input2.npy"), x2.numpy())
+            np.save(os.path.join(HERE, fam + "-torch2.npy"),
+                    Block(mlp)(x2).numpy())
         print(fam, os.path.getsize(os.path.join(HERE, fam + ".onnx")), "bytes")
 
 
