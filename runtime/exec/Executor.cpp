@@ -52,6 +52,10 @@ void Backend::runStep(ExecContext &ctx, size_t index) {
     return reduceScatter(ctx, index, *u.Asreduce_scatter());
   case StepKind::kernel:
     return kernel(ctx, index, *u.Askernel());
+  case StepKind::topk:
+    return topk(ctx, index, *u.Astopk());
+  case StepKind::scatter_elements:
+    return scatterElements(ctx, index, *u.Asscatter_elements());
   case StepKind::NONE:
     break;
   }

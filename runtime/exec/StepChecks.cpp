@@ -350,3 +350,48 @@ int64_t moert::checkAllGatherStep(ExecContext &ctx, size_t index, int64_t G) {
   return checkCopies(ctx, index, G, x, "x", y, "y",
                      s.attrs.Asall_gather()->axis);
 }
+
+moert::TopKDims moert::checkTopKStep(ExecContext &ctx, size_t index) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  if (std::string why = indexStepError(p, s); !why.empty())
+    throw ctx.error(index, why);
+  const Value &x = operand(ctx, index, s.inputs[0], "x");
+  TopKDims d;
+  d.n = lastDim(x);
+  d.rows = d.n ? x.numElements() / d.n : 0;
+  d.k = s.attrs.Astopk()->k;
+  d.largest = s.attrs.Astopk()->largest;
+  return d;
+}
+
+moert::ScatterElementsDims moert::checkScatterElementsStep(ExecContext &ctx,
+                                                           size_t index) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  if (std::string why = indexStepError(p, s); !why.empty())
+    throw ctx.error(index, why);
+  const fb::ScatterElementsT &a = *s.attrs.Asscatter_elements();
+  const Value &data = operand(ctx, index, s.inputs[0], "data");
+  const Value &idx = operand(ctx, index, s.inputs[1], "indices");
+  ScatterElementsDims d;
+  d.shape = cpu::scatterShape(data.shape, idx.shape, a.axis);
+  d.reduction = a.reduction;
+  d.indices64 = idx.dtype == DType::i64;
+  d.dtype = data.dtype;
+  return d;
+}
+
+RunError moert::scatterIndexError(ExecContext &ctx, size_t index,
+                                  int64_t position, int64_t value) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  const Value &data = operand(ctx, index, s.inputs[0], "data");
+  const Value &idx = operand(ctx, index, s.inputs[1], "indices");
+  int64_t axis = s.attrs.Asscatter_elements()->axis;
+  return ctx.error(
+      index, "index " + std::to_string(value) + " at position " +
+                 std::to_string(position) + " of indices " +
+                 shapeString(idx.shape) + " is out of range for axis " +
+                 std::to_string(axis) + " of data " + shapeString(data.shape));
+}
