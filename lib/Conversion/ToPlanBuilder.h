@@ -52,6 +52,8 @@ private:
   LogicalResult addTpSlice(moe::TpSliceOp op);
   /// The step(s) of `op` (ToPlanSteps.cpp); views alias, inits vanish.
   LogicalResult lowerOp(Operation *op);
+  LogicalResult lowerTopK(moe::TopKOp op);
+  LogicalResult lowerScatterElements(moe::ScatterElementsOp op);
   /// Appends a step of the kind of `attrs` (a plan.fbs step table).
   template <typename T> moert::Step &addStep(T attrs, Operation *op) {
     moert::Step s;

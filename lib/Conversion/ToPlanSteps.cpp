@@ -19,8 +19,9 @@ using namespace moec::toplan;
 
 namespace {
 
-// The plan schema's routing and activation enums share the dialect's values
-// (runtime/schema/enums.fbs), so the lowering converts them by value.
+// The plan schema's routing, activation and scatter reduction enums share
+// the dialect's values (runtime/schema/enums.fbs), so the lowering converts
+// them by value.
 #define MOEC_SAME_ENUM(A, B)                                                   \
   static_assert(uint32_t(A) == uint32_t(B), #A " and " #B " differ")
 MOEC_SAME_ENUM(moe::ScoreFunc::softmax, moert::fb::ScoreFunc::softmax);
@@ -34,13 +35,20 @@ MOEC_SAME_ENUM(moe::Activation::gelu_tanh, moert::fb::Activation::gelu_tanh);
 MOEC_SAME_ENUM(moe::Activation::clamped_swiglu,
                moert::fb::Activation::clamped_swiglu);
 MOEC_SAME_ENUM(moe::Activation::silu, moert::fb::Activation::silu);
+MOEC_SAME_ENUM(moe::Reduction::none, moert::fb::ScatterReduction::none);
+MOEC_SAME_ENUM(moe::Reduction::add, moert::fb::ScatterReduction::add);
+MOEC_SAME_ENUM(moe::Reduction::mul, moert::fb::ScatterReduction::mul);
+MOEC_SAME_ENUM(moe::Reduction::max, moert::fb::ScatterReduction::max);
+MOEC_SAME_ENUM(moe::Reduction::min, moert::fb::ScatterReduction::min);
 #undef MOEC_SAME_ENUM
 static_assert(moe::getMaxEnumValForScoreFunc() ==
                       uint32_t(moert::fb::ScoreFunc::MAX) &&
                   moe::getMaxEnumValForGroupScore() ==
                       uint32_t(moert::fb::GroupScore::MAX) &&
                   moe::getMaxEnumValForActivation() ==
-                      uint32_t(moert::fb::Activation::MAX),
+                      uint32_t(moert::fb::Activation::MAX) &&
+                  moe::getMaxEnumValForReduction() ==
+                      uint32_t(moert::fb::ScatterReduction::MAX),
               "the dialect and the plan schema list the same enum values");
 
 } // namespace
@@ -294,10 +302,67 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
     s.outputs = outs;
     return success();
   }
+  if (auto t = dyn_cast<moe::TopKOp>(op))
+    return lowerTopK(t);
+  if (auto sc = dyn_cast<moe::ScatterElementsOp>(op))
+    return lowerScatterElements(sc);
   if (isa<func::ReturnOp>(op))
     return success();
   return op->emitError("plan lowering: '")
          << op->getName() << "' has no lowering to plan steps yet";
+}
+
+LogicalResult PlanBuilder::lowerTopK(moe::TopKOp op) {
+  // The runtime reads x as rows of its last dim, so leading dims (of any
+  // rank, views included) flatten into rows.
+  auto t = cast<RankedTensorType>(op.getInput().getType());
+  if (op.getAxis() != t.getRank() - 1)
+    return op.emitError("plan lowering: topk over axis ")
+           << op.getAxis() << ", only the last axis is supported";
+  if (!t.getElementType().isF32())
+    return op.emitError("plan lowering: topk of ")
+           << t.getElementType() << " values, only f32 is supported";
+  LogicalResult ok = success();
+  int32_t x = optional(op.getInput(), op, ok);
+  std::string name = nodeName(op.getLoc());
+  int32_t values = addValue(op.getValues(), moert::ValueKind::temp, name);
+  int32_t indices = addValue(op.getIndices(), moert::ValueKind::temp, name);
+  if (failed(ok))
+    return failure();
+  // Always sorted: an unsorted topk may return any order.
+  moert::fb::TopKT a;
+  a.k = op.getK();
+  a.largest = op.getLargest();
+  moert::Step &s = addStep(std::move(a), op);
+  s.inputs = {x};
+  s.outputs = {values, indices};
+  return success();
+}
+
+LogicalResult PlanBuilder::lowerScatterElements(moe::ScatterElementsOp op) {
+  Type et = cast<RankedTensorType>(op.getData().getType()).getElementType();
+  bool none = op.getReduction() == moe::Reduction::none;
+  if (!et.isF32() && !(none && (et.isInteger(64) || et.isInteger(32))))
+    return op.emitError("plan lowering: scatter_elements of ")
+           << et << " data with reduction "
+           << moe::stringifyReduction(op.getReduction())
+           << ", only f32 data (or i64 and i32 data without a reduction) is "
+              "supported";
+  LogicalResult ok = success();
+  int32_t data = optional(op.getData(), op, ok);
+  int32_t indices = optional(op.getIndices(), op, ok);
+  int32_t updates = optional(op.getUpdates(), op, ok);
+  int32_t result =
+      addValue(op.getResult(), moert::ValueKind::temp, nodeName(op.getLoc()));
+  if (failed(ok))
+    return failure();
+  moert::fb::ScatterElementsT a;
+  a.axis = op.getAxis();
+  a.reduction = moert::fb::ScatterReduction(op.getReduction());
+  moert::Step &s = addStep(std::move(a), op);
+  s.inputs = {data, indices, updates};
+  s.outputs = {result};
+  return success();
 }
 
 } // namespace moec::toplan
