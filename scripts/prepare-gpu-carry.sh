@@ -31,6 +31,8 @@
 #     compiled-plan benchmark against PyTorch eager;
 #   * test/e2e/make_odd_model.py's model (sizes that are not multiples of a
 #     warp or a block, for the generated kernels' thread mapping) at ep=2;
+#   * a router left as dense ops (test/Conversion/Inputs/index_steps.py:
+#     topk and scatter_elements steps) at ep=1 and ep=2;
 # and their onnxruntime references: onnxruntime on the example's original
 # model.onnx and input.npy, written to build-carry/plans/EXAMPLE.ref.npz.
 # build-carry/plans/manifest.txt lists "PLAN EXAMPLE RANKS TOL" per plan
@@ -78,6 +80,27 @@ if [ -x "$MOEC" ]; then
     "$PLANS/odd_moe/output.npy" "$PLANS/odd_moe.ref.npz"
   plan hf_qwen2_moe-ep2tp2-bf16 hf_qwen2_moe 4 2.5e-2 --mesh ep=2,tp=2 \
     --precision=bf16
+  # A router left as dense ops (topk and scatter_elements steps), its input
+  # and onnxruntime output in build-carry/plans/index_router.
+  mkdir -p "$PLANS/index_router"
+  "$PYTHON" "$ROOT/test/Conversion/Inputs/index_steps.py" router \
+    "$PLANS/index_router/model.onnx"
+  "$PYTHON" - "$PLANS/index_router" "$PLANS/index_router.ref.npz" <<'PY'
+import sys
+import numpy as np
+import onnxruntime as ort
+d, ref = sys.argv[1], sys.argv[2]
+x = np.random.default_rng(3).standard_normal((8, 16)).astype(np.float32)
+np.save(d + "/input.npy", x)
+s = ort.InferenceSession(d + "/model.onnx", providers=["CPUExecutionProvider"])
+names = [o.name for o in s.get_outputs()]
+np.savez(ref, **dict(zip(names, s.run(None, {"x": x}))))
+PY
+  for n in 1 2; do
+    "$MOEC" "$PLANS/index_router/model.onnx" --target=cuda --mesh ep=$n \
+      -o "$PLANS/index_router-ep$n.moeplan"
+    echo "index_router-ep$n index_router $n 1e-4" >>"$PLANS/manifest.txt"
+  done
   DYNAMO="dynamo/mixtral dynamo/deepseek_v3 dynamo/mixtral_causal_lm
     dynamo/qwen3_moe_causal_lm dynamo/deepseek_v3_causal_lm
     dynamo/mixtral_decode_step"

@@ -38,6 +38,8 @@ constexpr StepSig kStepSigs[] = {
     {0, kMaxKernelOperands, -1}, // kernel (moert/Limits.h)
     {1, 1, 1},                   // all_slice
     {1, 1, 1},                   // reduce_scatter
+    {1, 1, 2},                   // topk
+    {3, 3, 1},                   // scatter_elements
 };
 // A kind added to plan.fbs needs its operand counts here.
 static_assert(sizeof(kStepSigs) / sizeof(kStepSigs[0]) ==
@@ -162,7 +164,75 @@ static bool enumsInRange(const Step &s) {
     return a->reduction <= fb::Reduction::MAX;
   if (const fb::ReduceScatterT *a = s.attrs.Asreduce_scatter())
     return a->reduction <= fb::Reduction::MAX;
+  if (const fb::ScatterElementsT *a = s.attrs.Asscatter_elements())
+    return a->reduction <= fb::ScatterReduction::MAX;
   return true;
+}
+
+std::string moert::indexStepError(const Plan &plan, const Step &s) {
+  auto val = [&](int32_t id) -> const Value * {
+    return id >= 0 && id < int32_t(plan.values.size()) ? &plan.values[id]
+                                                       : nullptr;
+  };
+  auto named = [](const char *role, const Value &v) {
+    return std::string(role) + " " + dtypeName(v.dtype) + shapeString(v.shape);
+  };
+  if (const fb::TopKT *a = s.attrs.Astopk()) {
+    const Value *x = val(s.inputs[0]), *vals = val(s.outputs[0]),
+                *idx = val(s.outputs[1]);
+    if (!x || !vals || !idx)
+      return "x, values and indices must all be given";
+    if (x->shape.empty())
+      return named("x", *x) + " has no last dim";
+    if (x->dtype != DType::f32)
+      return named("x", *x) + " is not f32 (the only dtype topk supports)";
+    int64_t n = x->shape.back();
+    if (a->k < 1 || a->k > n)
+      return "k=" + std::to_string(a->k) + " outside [1, " + std::to_string(n) +
+             "] for " + named("x", *x);
+    std::vector<int64_t> want = x->shape;
+    want.back() = a->k;
+    if (vals->dtype != x->dtype || vals->shape != want)
+      return named("values", *vals) + " is not " + dtypeName(x->dtype) +
+             shapeString(want);
+    if (idx->dtype != DType::i64 || idx->shape != want)
+      return named("indices", *idx) + " is not i64" + shapeString(want);
+    return "";
+  }
+  if (const fb::ScatterElementsT *a = s.attrs.Asscatter_elements()) {
+    const Value *data = val(s.inputs[0]), *idx = val(s.inputs[1]),
+                *upd = val(s.inputs[2]), *res = val(s.outputs[0]);
+    if (!data || !idx || !upd || !res)
+      return "data, indices, updates and result must all be given";
+    int64_t rank = int64_t(data->shape.size());
+    if (a->axis < 0 || a->axis >= rank)
+      return "axis " + std::to_string(a->axis) + " outside [0, " +
+             std::to_string(rank) + ") for " + named("data", *data);
+    if (idx->dtype != DType::i64 && idx->dtype != DType::i32)
+      return named("indices", *idx) + " is not i64 or i32";
+    bool f32 = data->dtype == DType::f32;
+    bool intCopy = (data->dtype == DType::i64 || data->dtype == DType::i32) &&
+                   a->reduction == fb::ScatterReduction::none;
+    if (!f32 && !intCopy)
+      return named("data", *data) + " with reduction " +
+             fb::EnumNameScatterReduction(a->reduction) +
+             " (f32 data, or i64/i32 data without a reduction)";
+    if (upd->dtype != data->dtype || res->dtype != data->dtype ||
+        res->shape != data->shape)
+      return named("updates", *upd) + " and " + named("result", *res) +
+             " must have the dtype of " + named("data", *data) +
+             ", the result its shape";
+    if (int64_t(idx->shape.size()) != rank || upd->shape != idx->shape)
+      return named("indices", *idx) + " and " + named("updates", *upd) +
+             " must have one shape, of the rank of " + named("data", *data);
+    for (int64_t d = 0; d < rank; ++d)
+      if (d != a->axis && idx->shape[d] > data->shape[d])
+        return named("indices", *idx) + " exceed " + named("data", *data) +
+               " in dim " + std::to_string(d) + " (off the axis " +
+               std::to_string(a->axis) + ")";
+    return "";
+  }
+  return "";
 }
 
 bool moert::verifyPlan(const Plan &plan, std::string &error) {
@@ -297,6 +367,8 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
           plan.values[v].kind == ValueKind::constant)
         return fail(what + ": result value " + std::to_string(v) +
                     " does not exist or is a constant");
+    if (std::string why = indexStepError(plan, s); !why.empty())
+      return fail(what + ": " + why);
     if (const fb::KernelT *kern = s.attrs.Askernel()) {
       const std::string &name = kern->name;
       if (s.inputs.size() + s.outputs.size() > size_t(kMaxKernelOperands))

@@ -93,6 +93,9 @@ public:
   void reduceScatter(ExecContext &ctx, size_t index,
                      const fb::ReduceScatterT &a) override;
   void kernel(ExecContext &ctx, size_t index, const fb::KernelT &a) override;
+  void topk(ExecContext &ctx, size_t index, const fb::TopKT &a) override;
+  void scatterElements(ExecContext &ctx, size_t index,
+                       const fb::ScatterElementsT &a) override;
 
 private:
   /// The bytes of value `id`: arena or mapped constant; dtype checked.
@@ -302,6 +305,38 @@ void CpuBackend::softmax(ExecContext &ctx, size_t index,
   cpu::softmax(f32(ctx, index, s.inputs[0], "x"),
                f32(ctx, index, s.outputs[0], "y"), n ? x.numElements() / n : 0,
                n);
+}
+
+void CpuBackend::topk(ExecContext &ctx, size_t index, const fb::TopKT &at) {
+  const Step &s = ctx.plan().steps[index];
+  TopKDims d = checkTopKStep(ctx, index);
+  cpu::topk(f32(ctx, index, s.inputs[0], "x"), d.rows, d.n, d.k, d.largest,
+            f32(ctx, index, s.outputs[0], "values"),
+            reinterpret_cast<int64_t *>(
+                ptr(ctx, index, s.outputs[1], DType::i64, "indices")));
+}
+
+void CpuBackend::scatterElements(ExecContext &ctx, size_t index,
+                                 const fb::ScatterElementsT &at) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  ScatterElementsDims d = checkScatterElementsStep(ctx, index);
+  const Value &data = p.values[size_t(s.inputs[0])];
+  const Value &idx = p.values[size_t(s.inputs[1])];
+  char *out = ptr(ctx, index, s.outputs[0], d.dtype, "result");
+  const char *in = ptr(ctx, index, s.inputs[0], d.dtype, "data");
+  if (in != out)
+    std::memmove(out, in, data.byteSize());
+  const char *ip = ptr(ctx, index, s.inputs[1], idx.dtype, "indices");
+  int64_t bad =
+      cpu::scatterElements(d.shape, ip, d.indices64,
+                           ptr(ctx, index, s.inputs[2], d.dtype, "updates"),
+                           dtypeSize(d.dtype), d.reduction, out);
+  if (bad >= 0)
+    throw scatterIndexError(ctx, index, bad,
+                            d.indices64
+                                ? reinterpret_cast<const int64_t *>(ip)[bad]
+                                : reinterpret_cast<const int32_t *>(ip)[bad]);
 }
 
 void CpuBackend::copy(ExecContext &ctx, size_t index, const fb::CopyT &at) {

@@ -99,11 +99,12 @@ CudaBackend::~CudaBackend() {
 #endif
   blas_.reset();
   states_.clear();
-  for (DeviceBuffer *b :
-       {&arena_, &consts_, &send_, &recvSrc_, &back_, &ffn_, &tmp_, &gather_})
+  for (DeviceBuffer *b : {&arena_, &consts_, &send_, &recvSrc_, &back_, &ffn_,
+                          &tmp_, &gather_, &scatterStatus_})
     b->release();
   hostSend_.release();
   hostRecv_.release();
+  scatterStatusHost_.release();
   if (stream_)
     report(cudaStreamDestroy(stream_), "cudaStreamDestroy");
 }

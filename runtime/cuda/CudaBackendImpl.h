@@ -15,6 +15,7 @@
 //                               reduce-scatter
 //   CudaBackendPtx.cpp          the driver API, the plan's PTX modules, the
 //                               kernel step
+//   CudaBackendIndex.cpp        topk and scatter_elements steps
 //
 // Every CUDA, cuBLAS, NCCL and driver call is checked (MOERT_CUDA_CHECK,
 // MOERT_CUBLAS_CHECK, MOERT_NCCL_CHECK, MOERT_CU_CHECK).
@@ -209,6 +210,11 @@ public:
   void reduceScatter(ExecContext &ctx, size_t index,
                      const fb::ReduceScatterT &at) override;
   void kernel(ExecContext &ctx, size_t index, const fb::KernelT &at) override;
+  void topk(ExecContext &ctx, size_t index, const fb::TopKT &at) override;
+  /// Waits for the scatter to read its device error status (an index out of
+  /// range stops the run as on the CPU).
+  void scatterElements(ExecContext &ctx, size_t index,
+                       const fb::ScatterElementsT &at) override;
   void synchronize() override;
   /// "local", "nccl", "device copies" or "host staging (KIND)".
   std::string transport(const std::string &axes,
@@ -294,6 +300,10 @@ private:
   std::vector<std::unique_ptr<DispatchState>> states_;
   DeviceBuffer send_, recvSrc_, back_, ffn_, tmp_, gather_, pack_;
   PinnedBuffer hostSend_, hostRecv_;
+  /// scatter_elements: the device status (bad index count, least bad
+  /// position) and its host copy.
+  DeviceBuffer scatterStatus_;
+  PinnedBuffer scatterStatusHost_;
   std::map<std::string, Transport> transport_;
 #ifdef MOERT_HAVE_NCCL
   std::map<std::string, std::unique_ptr<cuda::NcclComm>> nccl_;

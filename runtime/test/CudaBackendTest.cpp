@@ -20,6 +20,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "IndexPlans.h"
 #include "TestPlans.h"
 
 #include "moert/Comm.h"
@@ -324,6 +325,49 @@ TEST(CudaBackend, BadExpertIdEndsAllRanks) {
     EXPECT_NE(m.find("rank 1"), std::string::npos) << m;
     EXPECT_NE(m.find("/moe/dispatch"), std::string::npos) << m;
     EXPECT_NE(m.find("7"), std::string::npos) << m; // the bad id, E + 3
+  }
+  std::remove(path.c_str());
+}
+
+// A router left as dense ops: topk and scatter_elements steps. Not with
+// reduction none: the plan's axis-0 scatter has duplicate indices, whose
+// writer the device does not fix (ONNX leaves it undefined).
+TEST(CudaBackend, IndexSteps) {
+  REQUIRE_CUDA_DEVICE();
+  for (int ranks : {1, 3})
+    for (fb::ScatterReduction r :
+         {fb::ScatterReduction::add, fb::ScatterReduction::mul,
+          fb::ScatterReduction::max, fb::ScatterReduction::min}) {
+      SCOPED_TRACE(std::to_string(ranks) + " ranks, reduction " +
+                   fb::EnumNameScatterReduction(r));
+      IndexSpec spec;
+      spec.ranks = ranks;
+      spec.reduction = r;
+      spec.seed = unsigned(10 + ranks + int(r));
+      TestCase tc = makeIndexSteps(spec);
+      compareWithCpu(tc, "index");
+    }
+}
+
+// An index out of range stops the run with the CPU backend's message.
+TEST(CudaBackend, ScatterIndexOutOfRange) {
+  REQUIRE_CUDA_DEVICE();
+  IndexSpec spec;
+  spec.ranks = 3;
+  spec.badIndex = true;
+  TestCase tc = makeIndexSteps(spec);
+  std::string path = tempPath("badindex"), error;
+  ASSERT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
+  try {
+    runPlan(path, tc, cudaBackend);
+    FAIL() << "expected a RunError";
+  } catch (const RunError &e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("step 4 (scatter_elements at '/acc/scatter'): index 8 "
+                     "at position 0 of indices [2,6] is out of range for "
+                     "axis 0 of data [8,6]"),
+              std::string::npos)
+        << m;
   }
   std::remove(path.c_str());
 }

@@ -191,6 +191,29 @@ int64_t checkReduceScatterStep(ExecContext &ctx, size_t index, int64_t G);
 void checkCombineStep(ExecContext &ctx, size_t index, int64_t H, int64_t T,
                       int64_t k, int64_t recvRows);
 
+/// `topk`: the rules of indexStepError (moert/Plan.h); x viewed as
+/// [rows, n] (n its last dim, rows the product of the others).
+struct TopKDims {
+  int64_t rows = 0, n = 0, k = 0;
+  bool largest = true;
+};
+TopKDims checkTopKStep(ExecContext &ctx, size_t index);
+
+/// `scatter_elements`: the rules of indexStepError; the geometry
+/// (cpu::scatterShape of data, indices and the axis), the reduction, the
+/// indices' width and data's dtype (updates' and the result's too).
+struct ScatterElementsDims {
+  cpu::ScatterShape shape;
+  cpu::ScatterReduction reduction = cpu::ScatterReduction::none;
+  bool indices64 = true;
+  DType dtype = DType::f32;
+};
+ScatterElementsDims checkScatterElementsStep(ExecContext &ctx, size_t index);
+/// The error that stops a `scatter_elements` step at an index out of range:
+/// `value` at flat position `position` of indices (both backends).
+RunError scatterIndexError(ExecContext &ctx, size_t index, int64_t position,
+                           int64_t value);
+
 /// Runs the steps of one rank. Methods throw RunError (or CommError /
 /// CommAborted from the collectives).
 ///
@@ -247,6 +270,9 @@ public:
   virtual void reduceScatter(ExecContext &ctx, size_t index,
                              const fb::ReduceScatterT &a) = 0;
   virtual void kernel(ExecContext &ctx, size_t index, const fb::KernelT &a) = 0;
+  virtual void topk(ExecContext &ctx, size_t index, const fb::TopKT &a) = 0;
+  virtual void scatterElements(ExecContext &ctx, size_t index,
+                               const fb::ScatterElementsT &a) = 0;
 };
 
 /// The CPU backend: a 64-byte aligned host arena and the CPU kernels.

@@ -37,7 +37,9 @@ namespace moert {
 /// Version 4: segments may live in per-rank weight files (Segment::file).
 /// Version 5: the clamped_swiglu activation (Experts alpha, beta, limit),
 /// which a version 4 reader would not know.
-constexpr uint32_t kPlanVersion = 5;
+/// Version 6: the topk and scatter_elements step kinds (routers left as
+/// dense ops), which a version 5 reader would not know.
+constexpr uint32_t kPlanVersion = 6;
 
 /// Element types (plan.fbs): f32, f16, bf16, i64, i32, u8.
 using DType = fb::DType;
@@ -218,6 +220,13 @@ struct Plan {
 /// known step kinds, arena offsets inside the arena). Returns false and sets
 /// `error` to a message naming the step or value.
 bool verifyPlan(const Plan &plan, std::string &error);
+
+/// The rules of a `topk` or `scatter_elements` step's operands against its
+/// values and attributes (docs/plan-format.md, "Steps"): shapes, dtypes,
+/// `k` in [1, n], `axis` in range. verifyPlan applies them and the backends
+/// again before they run such a step. Returns "" when they hold (and for
+/// every other kind), else the reason. Operand ids must be in range.
+std::string indexStepError(const Plan &plan, const Step &step);
 
 /// The bytes of the data region until `writePlan` writes them: per segment,
 /// bytes held here, then pieces that are produced only while the plan is

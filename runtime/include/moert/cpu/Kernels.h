@@ -170,6 +170,49 @@ void binary(Binary op, const float *a, const std::vector<int64_t> &aShape,
 /// Softmax over the last dim of x [rows, n].
 void softmax(const float *x, float *y, int64_t rows, int64_t n);
 
+//===----------------------------------------------------------------------===//
+// Index steps: topk, scatter_elements (IndexKernels.cpp)
+//===----------------------------------------------------------------------===//
+
+/// The `k` largest (`largest`) or smallest elements of every row of x
+/// [rows, n], 1 <= k <= n: values [rows, k] (the elements' bits) and their
+/// indices [rows, k], sorted (descending for largest, ascending otherwise).
+/// As moe-eval's moe.topk: ties go to the lower index (-0 and +0 tie), NaN
+/// counts as the largest value (first when largest, last otherwise; NaNs
+/// among themselves by index).
+void topk(const float *x, int64_t rows, int64_t n, int64_t k, bool largest,
+          float *values, int64_t *indices);
+
+using ScatterReduction = fb::ScatterReduction;
+
+/// A scatter_elements' geometry: data's and indices' shapes (the same rank,
+/// indices' dims at most data's off the axis) with the dims merged that do
+/// not change the addressing (dims of 1 off the axis, and an off-axis dim
+/// with the off-axis dim inside it when indices span that inner dim whole).
+/// A [T, E] scatter along axis 1 stays [T, E]; [B, S, E] with indices
+/// [B, S, k] along axis 2 becomes [B*S, E] / [B*S, k].
+struct ScatterShape {
+  std::vector<int64_t> data, index; ///< one rank, at least 1
+  int axis = 0;
+  int64_t numIndices() const;
+};
+ScatterShape scatterShape(const std::vector<int64_t> &data,
+                          const std::vector<int64_t> &index, int64_t axis);
+
+/// moe-eval's moe.scatter_elements into `out`, which holds a copy of data:
+/// for every position p of indices, in row-major order, the element of out
+/// at p with p[axis] replaced by indices[p] (plus data's axis size when
+/// negative, once) becomes updates[p] (`none`: moved as `eltBytes` bytes,
+/// any dtype; with duplicates the last one wins) or, for f32 only
+/// (`eltBytes` 4), out op updates[p] (add, mul; max and min as std::max and
+/// std::min: NaN in `out` stays, NaN in updates is ignored). `indices` are
+/// i64 (`indices64`) or i32. Returns -1, or the position p (flat, in
+/// indices) of the first index outside [-size, size): the scatter stops
+/// there, nothing is written out of bounds.
+int64_t scatterElements(const ScatterShape &g, const void *indices,
+                        bool indices64, const void *updates, size_t eltBytes,
+                        ScatterReduction r, void *out);
+
 } // namespace cpu
 } // namespace moert
 

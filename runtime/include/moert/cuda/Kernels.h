@@ -14,7 +14,7 @@
 //     anyway to post the NCCL sends and receives).
 //   * Row movement (pack, gather, scatter) is dtype-agnostic (rows of bytes);
 //     combine and the GEMMs take fp32, bf16 or fp16 with fp32 accumulation.
-//     Routing, elementwise ops and softmax are fp32.
+//     Routing, elementwise ops, softmax and topk are fp32.
 // Every CUDA and cuBLAS call is checked (moert/cuda/Check.h); invalid
 // arguments are reported through the same failure handler.
 //
@@ -177,6 +177,39 @@ void binary(Binary op, const float *a, const std::vector<int64_t> &aShape,
 /// Softmax over the last dim of x [rows, n]; one warp per row.
 void softmax(const float *x, float *y, int64_t rows, int64_t n,
              cudaStream_t stream);
+
+//===----------------------------------------------------------------------===//
+// Index steps: topk, scatter_elements (Index.cu)
+//===----------------------------------------------------------------------===//
+
+/// cpu::topk on the device: x [rows, n] fp32 -> values [rows, k] fp32 and
+/// indices [rows, k] int64, 1 <= k <= n: the CPU's elements in the CPU's
+/// order (the same total order: NaN largest, ties to the lower index). One
+/// block per row makes k passes over it, each picking the best element
+/// after the previous pick.
+void topk(const float *x, int64_t rows, int64_t n, int64_t k, bool largest,
+          float *values, int64_t *indices, cudaStream_t stream);
+
+/// The most dims of a scatter_elements geometry (after cpu::scatterShape
+/// merged what it can).
+constexpr int kMaxScatterRank = 8;
+
+/// cpu::scatterElements on the device into `out`, which holds a copy of
+/// data: one thread per index position. An index outside [-size, size) is
+/// not written; `status` (2 int64 of device memory, reset on the stream
+/// first) receives their count and the least position of one, and the
+/// caller must check status[0] == 0 once it has them on the host (the CPU
+/// kernel's error). Where ONNX leaves the result undefined the device
+/// differs from the CPU: duplicate indices with `none` keep one writer's
+/// element (any of them), and `add` (atomicAdd) and `mul` (a
+/// compare-and-swap loop) combine duplicates in the order the threads come,
+/// so their sums and products may differ from the CPU's in the last bits;
+/// `max` and `min` (compare-and-swap loops) give the CPU's result. `none`
+/// moves elements of `eltBytes` (1, 2, 4 or 8) bytes, the reductions fp32.
+void scatterElements(const cpu::ScatterShape &g, const void *indices,
+                     bool indices64, const void *updates, size_t eltBytes,
+                     cpu::ScatterReduction r, void *out, int64_t *status,
+                     cudaStream_t stream);
 
 //===----------------------------------------------------------------------===//
 // GEMMs (cuBLAS)

@@ -1,0 +1,66 @@
+//===- CudaBackendIndex.cpp - topk and scatter_elements on a CUDA device --===//
+//
+// The index steps: the kernels of runtime/cuda/Index.cu on the rank's
+// stream. A scatter reads its device error status back (one stream
+// synchronisation) so that an index out of range stops the run with the
+// CPU backend's message.
+//
+//===----------------------------------------------------------------------===//
+
+#include "CudaBackendImpl.h"
+
+namespace moert::cudaexec {
+
+void CudaBackend::topk(ExecContext &ctx, size_t index, const fb::TopKT &at) {
+  const Step &s = ctx.plan().steps[index];
+  TopKDims d = checkTopKStep(ctx, index);
+  DType i64 = DType::i64;
+  cuda::topk(f32(ctx, index, s.inputs[0], "x"), d.rows, d.n, d.k, d.largest,
+             f32(ctx, index, s.outputs[0], "values"),
+             reinterpret_cast<int64_t *>(
+                 ptr(ctx, index, s.outputs[1], "indices", &i64)),
+             stream_);
+}
+
+void CudaBackend::scatterElements(ExecContext &ctx, size_t index,
+                                  const fb::ScatterElementsT &at) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  ScatterElementsDims d = checkScatterElementsStep(ctx, index);
+  auto need = [&](bool ok, const std::string &what) {
+    if (!ok)
+      throw ctx.error(index, what);
+  };
+  need(d.shape.data.size() <= size_t(cuda::kMaxScatterRank),
+       "data and indices of more than " +
+           std::to_string(cuda::kMaxScatterRank) +
+           " dims that do not merge are not supported on CUDA");
+  const Value &data = p.values[size_t(s.inputs[0])];
+  DType idxType = d.indices64 ? DType::i64 : DType::i32;
+  char *out = ptr(ctx, index, s.outputs[0], "result", &d.dtype);
+  moveBytes(out, ptr(ctx, index, s.inputs[0], "data", &d.dtype),
+            data.byteSize());
+  const char *ip = ptr(ctx, index, s.inputs[1], "indices", &idxType);
+  int64_t *status =
+      reinterpret_cast<int64_t *>(scatterStatus_.ensure(16, stream_));
+  cuda::scatterElements(d.shape, ip, d.indices64,
+                        ptr(ctx, index, s.inputs[2], "updates", &d.dtype),
+                        dtypeSize(d.dtype), d.reduction, out, status, stream_);
+  int64_t *host =
+      reinterpret_cast<int64_t *>(scatterStatusHost_.ensure(24, stream_));
+  MOERT_CUDA_CHECK(
+      cudaMemcpyAsync(host, status, 16, cudaMemcpyDeviceToHost, stream_));
+  MOERT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (host[0] == 0)
+    return;
+  // The value of the first bad index, for the CPU backend's message.
+  size_t width = d.indices64 ? 8 : 4;
+  int64_t bad = host[1], value = 0;
+  int32_t value32 = 0;
+  MOERT_CUDA_CHECK(cudaMemcpy(
+      d.indices64 ? static_cast<void *>(&value) : static_cast<void *>(&value32),
+      ip + size_t(bad) * width, width, cudaMemcpyDeviceToHost));
+  throw scatterIndexError(ctx, index, bad, d.indices64 ? value : value32);
+}
+
+} // namespace moert::cudaexec
