@@ -147,7 +147,8 @@ LogicalResult moec::compileKernelsForCPU(ModuleOp module,
       std::string(kBufferize) +
       ",func.func(convert-linalg-to-loops),convert-scf-to-cf,"
       "expand-strided-metadata,lower-affine,finalize-memref-to-llvm,"
-      "convert-math-to-libm,convert-math-to-llvm,"
+      // rsqrt as 1 / sqrt: libm has no rsqrtf (LayerNormalization's).
+      "math-expand-ops{ops=rsqrt},convert-math-to-libm,convert-math-to-llvm,"
       // bf16 <-> f32 as integer ops: the host has no bf16 conversion
       // instructions and libgcc < 13 no __truncsfbf2.
       "arith-expand{include-bf16=1},convert-arith-to-llvm,"
