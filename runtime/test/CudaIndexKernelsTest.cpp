@@ -11,6 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "CudaTestSupport.h"
 #include "moert/cuda/Kernels.h"
 
 #include <gtest/gtest.h>
@@ -26,51 +27,9 @@
 #include <vector>
 
 using namespace moert;
+using namespace moert::cudatest;
 
 namespace {
-
-const bool kHandlerInstalled = [] {
-  cuda::setFailureHandler(
-      [](const std::string &msg) { throw std::runtime_error(msg); });
-  return true;
-}();
-
-#define REQUIRE_CUDA_DEVICE()                                                  \
-  do {                                                                         \
-    std::string why_;                                                          \
-    if (!cuda::deviceAvailable(&why_))                                         \
-      GTEST_SKIP() << "no CUDA device: " << why_;                              \
-  } while (0)
-
-struct Stream {
-  cudaStream_t s = nullptr;
-  Stream() { MOERT_CUDA_CHECK(cudaStreamCreate(&s)); }
-  ~Stream() { (void)cudaStreamDestroy(s); }
-  void sync() { MOERT_CUDA_CHECK(cudaStreamSynchronize(s)); }
-  operator cudaStream_t() const { return s; }
-};
-
-/// A device buffer of n elements of T.
-template <typename T> struct Dev {
-  T *p = nullptr;
-  size_t n = 0;
-  explicit Dev(size_t count) : n(count) {
-    MOERT_CUDA_CHECK(cudaMalloc(reinterpret_cast<void **>(&p),
-                                std::max<size_t>(n, 1) * sizeof(T)));
-  }
-  explicit Dev(const std::vector<T> &v) : Dev(v.size()) {
-    MOERT_CUDA_CHECK(
-        cudaMemcpy(p, v.data(), n * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  ~Dev() { (void)cudaFree(p); }
-  Dev(const Dev &) = delete;
-  std::vector<T> download() const {
-    std::vector<T> v(n);
-    MOERT_CUDA_CHECK(
-        cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
-    return v;
-  }
-};
 
 std::mt19937 &rng() {
   static std::mt19937 g(20250113);

@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "CudaTestSupport.h"
 #include "moert/cuda/Kernels.h"
 #ifdef MOERT_HAVE_NCCL
 #include "moert/cuda/Nccl.h"
@@ -30,66 +31,13 @@
 
 using namespace moert;
 using namespace moert::cuda;
+using namespace moert::cudatest;
 
 namespace {
-
-/// Failures inside the kernels become exceptions (GoogleTest reports them
-/// as test failures) instead of aborting the whole test binary.
-const bool kHandlerInstalled = [] {
-  setFailureHandler(
-      [](const std::string &msg) { throw std::runtime_error(msg); });
-  return true;
-}();
-
-#define REQUIRE_CUDA_DEVICE()                                                  \
-  do {                                                                         \
-    int devices_ = 0;                                                          \
-    cudaError_t err_ = cudaGetDeviceCount(&devices_);                          \
-    if (err_ != cudaSuccess || devices_ == 0) {                                \
-      (void)cudaGetLastError();                                                \
-      GTEST_SKIP() << "no CUDA device: "                                       \
-                   << (err_ != cudaSuccess                                     \
-                           ? cudaGetErrorString(err_)                          \
-                           : "cudaGetDeviceCount returned 0 devices");         \
-    }                                                                          \
-  } while (0)
 
 //===----------------------------------------------------------------------===//
 // Helpers
 //===----------------------------------------------------------------------===//
-
-struct Stream {
-  cudaStream_t s = nullptr;
-  Stream() { MOERT_CUDA_CHECK(cudaStreamCreate(&s)); }
-  ~Stream() { (void)cudaStreamDestroy(s); }
-  void sync() { MOERT_CUDA_CHECK(cudaStreamSynchronize(s)); }
-  operator cudaStream_t() const { return s; }
-};
-
-/// A device buffer of n elements of T.
-template <typename T> struct Dev {
-  T *p = nullptr;
-  size_t n = 0;
-  explicit Dev(size_t count) : n(count) {
-    MOERT_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T)));
-  }
-  explicit Dev(const std::vector<T> &v) : Dev(v.size()) { upload(v); }
-  ~Dev() { (void)cudaFree(p); }
-  Dev(const Dev &) = delete;
-  void upload(const std::vector<T> &v) {
-    MOERT_CUDA_CHECK(
-        cudaMemcpy(p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
-  }
-  std::vector<T> download() const {
-    std::vector<T> v(n);
-    MOERT_CUDA_CHECK(
-        cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
-    return v;
-  }
-  void fill(unsigned char byte) {
-    MOERT_CUDA_CHECK(cudaMemset(p, byte, std::max<size_t>(n, 1) * sizeof(T)));
-  }
-};
 
 std::mt19937 &rng() {
   static std::mt19937 g(20240601);

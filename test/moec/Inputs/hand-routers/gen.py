@@ -32,7 +32,9 @@ import torch.nn.functional as F
 H, E, K, G, TG, FF = 32, 8, 2, 4, 2, 16
 
 
-class GroupBlock(nn.Module):
+class SwigluExperts(nn.Module):
+    """A router's gate and E SwiGLU experts (w2(silu(w1 x) * w3 x))."""
+
     def __init__(s, variant):
         super().__init__()
         s.v = variant
@@ -40,6 +42,9 @@ class GroupBlock(nn.Module):
         s.w1 = nn.ModuleList(nn.Linear(H, FF, bias=False) for _ in range(E))
         s.w2 = nn.ModuleList(nn.Linear(FF, H, bias=False) for _ in range(E))
         s.w3 = nn.ModuleList(nn.Linear(H, FF, bias=False) for _ in range(E))
+
+
+class GroupBlock(SwigluExperts):
 
     def forward(s, x):
         b, t, h = x.shape
@@ -88,14 +93,7 @@ class SwitchBlock(nn.Module):
         return out.view(b, t, h)
 
 
-class CustomBlock(nn.Module):
-    def __init__(s, variant):
-        super().__init__()
-        s.v = variant
-        s.gate = nn.Linear(H, E, bias=False)
-        s.w1 = nn.ModuleList(nn.Linear(H, FF, bias=False) for _ in range(E))
-        s.w2 = nn.ModuleList(nn.Linear(FF, H, bias=False) for _ in range(E))
-        s.w3 = nn.ModuleList(nn.Linear(H, FF, bias=False) for _ in range(E))
+class CustomBlock(SwigluExperts):
 
     def forward(s, x):
         b, t, h = x.shape
