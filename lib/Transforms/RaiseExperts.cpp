@@ -71,6 +71,16 @@ bool selectsExperts(Value ids) {
   return false;
 }
 
+/// Whether `ids` reach a moe.experts (a layer raised before).
+bool feedsExperts(Value ids) {
+  SetVector<Operation *> fwd;
+  getForwardSlice(ids, &fwd);
+  return llvm::any_of(fwd, [](Operation *op) {
+    return isa<moe::ExpertsOp>(op) ||
+           (op->getParentOp() && isa<moe::ExpertsOp>(op->getParentOp()));
+  });
+}
+
 /// Follows `v` forward through reshapes: every value that views it.
 SmallVector<Value> viewsOf(Value v) {
   SmallVector<Value> out{v};
@@ -100,10 +110,14 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
   void runOnOperation() override {
     func::FuncOp func = getOperation();
     triedIds.clear();
+    raiseEmbeddingExperts(func, layerCounter);
     LayerRaiser raiser(func, layerCounter);
     SmallVector<moe::TopKOp> topks;
     func.walk([&](moe::TopKOp t) { topks.push_back(t); });
     for (moe::TopKOp t : topks) {
+      // Already the router of raised experts (product-key experts).
+      if (feedsExperts(t.getIndices()))
+        continue;
       std::string why;
       std::optional<FailureOr<Router>> r = matchRouter(t, why);
       bool picks = selectsExperts(t.getIndices());

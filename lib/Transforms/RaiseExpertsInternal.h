@@ -10,6 +10,7 @@
 //   RaiseLoops.cpp     the per-expert loop form (TorchScript exporter)
 //   RaiseBatched.cpp   the batched form (dynamo exporter, batched_mm)
 //   RaiseDense.cpp     the dense form (Llama 4: all experts on every token)
+//   RaiseEmbedding.cpp product-key experts (Doge: rows of embedding tables)
 //   RaiseShared.cpp    the shared experts added to a layer
 //   RaiseActivations.cpp  GELU (erf, tanh), the clamped SwiGLU
 //
@@ -172,6 +173,9 @@ struct ClampedSwiglu {
 };
 std::optional<ClampedSwiglu> matchClampedSwiglu(Value h);
 
+/// An expert activation of `u` (silu `u * sigmoid(u)`, GELU erf or tanh,
+/// relu): returns u and sets `act`; null otherwise.
+Value matchActivation(Value a, moe::Activation &act);
 /// `linalg.matmul(x, W)` with a resolvable constant W: returns {x, W}.
 std::optional<std::pair<Value, WeightRef>> matchLinear(Value v);
 
@@ -294,6 +298,11 @@ private:
   /// The pass's count of raised layers, which names their weight blobs.
   unsigned &layerCounter;
 };
+
+/// Raises Doge's product-key experts (rows of [E, H] embedding tables
+/// picked by the selected ids, FFNs of intermediate size 1) to moe.experts,
+/// the router kept as the model's own ops (RaiseEmbedding.cpp).
+void raiseEmbeddingExperts(func::FuncOp func, unsigned &layerCounter);
 
 /// Marks the ops of the shared experts added to the output of `ex`
 /// (RaiseShared.cpp).

@@ -350,6 +350,35 @@ std::optional<std::pair<Value, WeightRef>> matchAffine(Value v, BiasRef &bias) {
 
 } // namespace
 
+Value matchActivation(Value a, moe::Activation &act) {
+  if (auto mul = matchBinary<arith::MulFOp>(a)) {
+    // silu: u * sigmoid(u)
+    for (auto [u, s] : {std::pair(mul->first, mul->second),
+                        std::pair(mul->second, mul->first)})
+      if (Value sig = matchSigmoid(s); sig && sig == u) {
+        act = moe::Activation::silu;
+        return u;
+      }
+  }
+  if (Value u = matchGeluErf(a)) {
+    act = moe::Activation::gelu;
+    return u;
+  }
+  if (Value u = matchGeluTanh(a)) {
+    act = moe::Activation::gelu_tanh;
+    return u;
+  }
+  if (auto g = a.getDefiningOp<linalg::GenericOp>();
+      g && g.getNumDpsInputs() == 1) {
+    SmallVector<Operation *> ops = bodyOps(g);
+    if (ops.size() == 1 && isa<arith::MaximumFOp>(ops[0])) {
+      act = moe::Activation::relu;
+      return g.getDpsInputs()[0];
+    }
+  }
+  return {};
+}
+
 FailureOr<ExpertFFN> matchFFN(Value v, std::string &why) {
   ExpertFFN f;
   v = stripBias(skipViews(v), f.bDown);
@@ -361,39 +390,11 @@ FailureOr<ExpertFFN> matchFFN(Value v, std::string &why) {
   f.down = down->second;
   Value h = skipViews(down->first);
   // Gated: h = act(x W1) * (x W3), operands in either order.
-  auto tryActivation = [&](Value a, moe::Activation &act) -> Value {
-    if (auto mul = matchBinary<arith::MulFOp>(a)) {
-      // silu: u * sigmoid(u)
-      for (auto [u, s] : {std::pair(mul->first, mul->second),
-                          std::pair(mul->second, mul->first)})
-        if (Value sig = matchSigmoid(s); sig && sig == u) {
-          act = moe::Activation::silu;
-          return u;
-        }
-    }
-    if (Value u = matchGeluErf(a)) {
-      act = moe::Activation::gelu;
-      return u;
-    }
-    if (Value u = matchGeluTanh(a)) {
-      act = moe::Activation::gelu_tanh;
-      return u;
-    }
-    if (auto g = a.getDefiningOp<linalg::GenericOp>();
-        g && g.getNumDpsInputs() == 1) {
-      SmallVector<Operation *> ops = bodyOps(g);
-      if (ops.size() == 1 && isa<arith::MaximumFOp>(ops[0])) {
-        act = moe::Activation::relu;
-        return g.getDpsInputs()[0];
-      }
-    }
-    return {};
-  };
   if (auto mul = matchBinary<arith::MulFOp>(h)) {
     for (auto [a, b] : {std::pair(mul->first, mul->second),
                         std::pair(mul->second, mul->first)}) {
       moe::Activation act;
-      Value u = tryActivation(a, act);
+      Value u = matchActivation(a, act);
       if (!u)
         continue;
       BiasRef bGate, bUp;
@@ -428,7 +429,7 @@ FailureOr<ExpertFFN> matchFFN(Value v, std::string &why) {
     }
   }
   moe::Activation act;
-  if (Value u = tryActivation(h, act)) {
+  if (Value u = matchActivation(h, act)) {
     if (auto gate = matchAffine(u, f.bGate)) {
       f.input = gate->first;
       f.gate = gate->second;
