@@ -75,7 +75,8 @@ void findSharedExperts(moe::ExpertsOp ex, Layer &l) {
         continue;
       Value other = add.getDpsInputs()[0] == outs[i] ? add.getDpsInputs()[1]
                                                      : add.getDpsInputs()[0];
-      // The shared expert's own ops: marked ones and the views, weights
+      // The shared expert's own ops: marked ones and the views (slices:
+      // a fused projection chunked, GraniteMoeShared), weights
       // and inits between them, not what computes its input (the slice
       // would otherwise hold every earlier layer, and the residual add
       // after this one would count their shared experts too).
@@ -86,7 +87,8 @@ void findSharedExperts(moe::ExpertsOp ex, Layer &l) {
         return op->hasAttr("moe.shared_expert") ||
                isa<arith::ConstantOp, tensor::EmptyOp, linalg::FillOp,
                    linalg::TransposeOp, tensor::ReshapeOp, tensor::CastOp,
-                   tensor::CollapseShapeOp, tensor::ExpandShapeOp>(op);
+                   tensor::CollapseShapeOp, tensor::ExpandShapeOp,
+                   tensor::ExtractSliceOp>(op);
       };
       (void)getBackwardSlice(other, &slice, opts);
       bool any = false;

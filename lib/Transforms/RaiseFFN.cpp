@@ -337,10 +337,19 @@ std::optional<std::pair<Value, WeightRef>> matchAffine(Value v, BiasRef &bias) {
     }
   }
   auto lin = matchLinear(src);
-  // Rank-3 slices are of the dense form's batch_matmuls only.
-  bool rank3 = cast<RankedTensorType>(sl.getSource().getType()).getRank() == 3;
-  if (!lin || lin->second.dense != rank3)
+  // Rank-3 slices are of the dense form's batch_matmuls, or of a [B, S, N]
+  // view of a [B * S, N] MatMul (GraniteMoeShared's shared MLP chunks its
+  // fused projection after the reshape): the columns are the same.
+  auto slT = cast<RankedTensorType>(sl.getSource().getType());
+  bool rank3 = slT.getRank() == 3;
+  if (!lin)
     return std::nullopt;
+  if (lin->second.dense != rank3) {
+    auto srcT = cast<RankedTensorType>(src.getType());
+    if (lin->second.dense || srcT.getRank() != 2 ||
+        slT.getDimSize(2) != srcT.getDimSize(1))
+      return std::nullopt;
+  }
   WeightRef &w = lin->second;
   w.colBegin = begin;
   w.colEnd = begin + (size - 1) * step + 1;
