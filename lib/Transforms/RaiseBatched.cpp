@@ -60,12 +60,26 @@ LogicalResult LayerRaiser::raiseBatched(Router &r, std::string &why,
       if (failed(f) || !f->gate.ids)
         continue;
       // Guessed weights: the experts must be another layer's unless they
-      // gather by this router's ids.
-      if (guess && skipViews(f->gate.ids) != ids)
-        continue;
+      // gather by this router's ids, or by ids the router's own ops
+      // computed from them (LongCat-Flash remaps its zero-computation
+      // experts' ids): moe.experts then takes those.
+      if (guess && skipViews(f->gate.ids) != ids) {
+        auto gT = cast<RankedTensorType>(f->gate.ids.getType());
+        if (!gT.hasStaticShape() ||
+            gT.getNumElements() != inT.getDimSize(0) * r.k ||
+            !sliceOf(f->gate.ids).contains(r.select))
+          continue;
+        ids = skipViews(f->gate.ids);
+        r.ids = f->gate.ids;
+      }
       found = true;
       if (guess)
         r.weights = w;
+      // A router kept dense may pick from more ids than there are experts
+      // (LongCat-Flash): the experts are the weights' slabs. (An id past
+      // them stops the run with a message naming it.)
+      if (r.generic)
+        e = cast<RankedTensorType>(f->gate.src.getType()).getDimSize(0);
       for (WeightRef *ref : {&f->gate, &f->down, f->up ? &*f->up : &f->gate})
         if (!ref->ids || skipViews(ref->ids) != ids ||
             cast<RankedTensorType>(ref->src.getType()).getDimSize(0) != e) {
