@@ -18,6 +18,7 @@
 #include "moec/Conversion/ToPlan.h"
 #include "moec/Import/OnnxImporter.h"
 #include "moec/InitAll.h"
+#include "moec/Pipelines/InternalErrors.h"
 #include "moec/Pipelines/MeshChoice.h"
 #include "moec/Pipelines/Pipelines.h"
 
@@ -313,16 +314,16 @@ int moecMain(int argc, char **argv) {
   DialectRegistry registry;
   moec::registerAllDialects(registry);
   MLIRContext ctx(registry);
-  // Diagnostics from passes go to stderr with the ONNX node as location.
-  ScopedDiagnosticHandler diag(&ctx, [](Diagnostic &d) {
-    llvm::errs() << "moec: " << describe(d.getLocation()) << ": "
-                 << (d.getSeverity() == DiagnosticSeverity::Error ? "error"
-                     : d.getSeverity() == DiagnosticSeverity::Warning
-                         ? "warning"
-                         : "note")
-                 << ": " << d << "\n";
-    return success();
-  });
+  // Diagnostics from passes go to stderr with the ONNX node as location;
+  // a pass that leaves IR the verifier rejects is reported as moec's
+  // internal error (InternalErrors.h).
+  moec::PassDiagnostics passDiags(
+      [](Location where, StringRef severity, StringRef message) {
+        llvm::errs() << "moec: " << describe(where) << ": " << severity << ": "
+                     << message << "\n";
+      });
+  ScopedDiagnosticHandler diag(
+      &ctx, [&](Diagnostic &d) { return passDiags.handle(d); });
 
   // --mlir-timing: one report for the whole compile (import, the three
   // pass pipelines, the plan with its kernel code).
@@ -345,6 +346,7 @@ int moecMain(int argc, char **argv) {
   PassManager pm(&ctx);
   if (failed(applyPassManagerCLOptions(pm)))
     return fail("bad pass-manager options");
+  moec::addPassDiagnostics(pm, passDiags);
   pm.enableTiming(timing);
   moec::buildImportCleanupPipeline(pm, pipelineOpts);
   if (failed(pm.run(*module)))
@@ -435,6 +437,7 @@ int moecMain(int argc, char **argv) {
   PassManager shardPm(&ctx);
   if (failed(applyPassManagerCLOptions(shardPm)))
     return fail("bad pass-manager options");
+  moec::addPassDiagnostics(shardPm, passDiags);
   shardPm.enableTiming(timing);
   setPipelineOptions(pipelineOpts, mesh);
   moec::buildShardPipeline(shardPm, pipelineOpts);
@@ -455,6 +458,7 @@ int moecMain(int argc, char **argv) {
   PassManager partPm(&ctx);
   if (failed(applyPassManagerCLOptions(partPm)))
     return fail("bad pass-manager options");
+  moec::addPassDiagnostics(partPm, passDiags);
   partPm.enableTiming(timing);
   moec::buildLowerPipeline(partPm, pipelineOpts);
   if (failed(partPm.run(*module)))
