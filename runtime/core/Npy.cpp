@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -28,6 +29,14 @@ int NpyArray::elementSize(const std::string &dtype) {
   if (dtype == "|i1" || dtype == "|b1" || dtype == "|u1")
     return 1;
   return 0;
+}
+
+/// "[2,3]" for the messages.
+static std::string shapeText(const std::vector<int64_t> &shape) {
+  std::string r = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    r += (i ? "," : "") + std::to_string(shape[i]);
+  return r + "]";
 }
 
 /// Finds the value text following `'key':` in the header dictionary.
@@ -76,7 +85,8 @@ bool moert::parseNpy(const char *data, size_t size, const std::string &name,
       !findValue(header, "fortran_order", fortran) ||
       !findValue(header, "shape", shape))
     return bad("header lacks descr, fortran_order or shape");
-  if (descr.size() < 2 || descr[0] != '\'')
+  if (descr.size() < 2 || descr[0] != '\'' ||
+      descr.find('\'', 1) == std::string::npos)
     return bad("malformed descr");
   out.dtype = descr.substr(1, descr.find('\'', 1) - 1);
   if (fortran.compare(0, 4, "True") == 0)
@@ -94,15 +104,38 @@ bool moert::parseNpy(const char *data, size_t size, const std::string &name,
     size_t s = item.find_first_not_of(' ');
     if (s == std::string::npos)
       continue;
+    size_t used = 0;
+    int64_t dim = -1;
     try {
-      out.shape.push_back(std::stoll(item.substr(s)));
+      dim = std::stoll(item.substr(s), &used);
     } catch (...) {
       return bad("malformed shape");
     }
+    if (item.find_first_not_of(' ', s + used) != std::string::npos)
+      return bad("malformed shape");
+    if (dim < 0)
+      return bad("negative dim " + std::to_string(dim) + " in its shape");
+    out.shape.push_back(dim);
   }
-  size_t bytes = size_t(out.numElements()) * size_t(esize);
+  // The byte size, checked without overflow before anything is allocated:
+  // a header may declare any shape (2^32 x 2^32 floats wrap 64 bits to 0).
   size_t dataStart = offset + headerLen;
-  if (size - dataStart < bytes)
+  size_t avail = size - dataStart, bytes = size_t(esize);
+  bool zero = false;
+  for (int64_t d : out.shape)
+    zero |= d == 0;
+  for (int64_t d : out.shape) {
+    if (zero)
+      break;
+    if (bytes > SIZE_MAX / size_t(d))
+      return bad("its shape " + shapeText(out.shape) +
+                 " needs more than 2^64 bytes (the file holds " +
+                 std::to_string(avail) + ")");
+    bytes *= size_t(d);
+  }
+  if (zero)
+    bytes = 0;
+  if (avail < bytes)
     return bad("holds " + std::to_string(size - dataStart) + " data bytes, " +
                std::to_string(bytes) + " expected for its shape");
   out.data.assign(data + dataStart, data + dataStart + bytes);

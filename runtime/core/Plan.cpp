@@ -9,6 +9,8 @@
 
 #include "moert/Plan.h"
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
 
 #include <sstream>
@@ -169,6 +171,66 @@ static bool enumsInRange(const Step &s) {
   return true;
 }
 
+/// Whether [offset, offset + bytes) lies inside [0, size), without overflow.
+static bool inside(uint64_t offset, uint64_t bytes, uint64_t size) {
+  return offset <= size && bytes <= size - offset;
+}
+
+/// The byte size of a tensor, false past kMaxTensorBytes (checked without
+/// overflow; dims are non-negative).
+static bool tensorBytes(const std::vector<int64_t> &shape, DType dtype,
+                        uint64_t &bytes) {
+  bytes = dtypeSize(dtype);
+  for (int64_t d : shape)
+    if (d == 0)
+      return bytes = 0, true;
+  for (int64_t d : shape) {
+    if (d < 0 || bytes > kMaxTensorBytes / uint64_t(d))
+      return false;
+    bytes *= uint64_t(d);
+  }
+  return true;
+}
+
+/// Integer attributes that the backends use as int32 (counts, axes, step
+/// indices) inside the range where they are used; "" when they are.
+static std::string attrRangeError(const Step &s) {
+  constexpr int64_t kInt32Max = INT32_MAX;
+  auto check = [](const char *name, int64_t v, int64_t lo,
+                  int64_t hi) -> std::string {
+    if (v >= lo && v <= hi)
+      return "";
+    return std::string("attribute '") + name + "' = " + std::to_string(v) +
+           " outside [" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
+  };
+  std::string e;
+  auto all = [&](std::initializer_list<std::string> errs) {
+    for (const std::string &x : errs)
+      if (!x.empty())
+        return x;
+    return std::string();
+  };
+  if (const fb::RouteT *r = s.attrs.Asroute())
+    e = all({check("top_k", r->top_k, 1, kInt32Max),
+             check("num_groups", r->num_groups, 1, kInt32Max),
+             check("topk_groups", r->topk_groups, 1, kInt32Max)});
+  else if (const fb::DispatchT *d = s.attrs.Asdispatch())
+    e = all({check("num_experts", d->num_experts, 1, kInt32Max),
+             check("slots_per_rank", d->slots_per_rank, 1, kInt32Max),
+             check("capacity", d->capacity, -1, kInt32Max)});
+  else if (const fb::AllGatherT *a = s.attrs.Asall_gather())
+    e = check("axis", a->axis, 0, kInt32Max);
+  else if (const fb::AllSliceT *a = s.attrs.Asall_slice())
+    e = check("axis", a->axis, 0, kInt32Max);
+  else if (const fb::ReduceScatterT *a = s.attrs.Asreduce_scatter())
+    e = check("axis", a->axis, 0, kInt32Max);
+  else if (const fb::TopKT *a = s.attrs.Astopk())
+    e = a->k > kInt32Max ? check("k", a->k, 1, kInt32Max) : ""; // k < 1 below
+  else if (const fb::ScatterElementsT *a = s.attrs.Asscatter_elements())
+    e = check("axis", a->axis, 0, kInt32Max);
+  return e;
+}
+
 std::string moert::indexStepError(const Plan &plan, const Step &s) {
   auto val = [&](int32_t id) -> const Value * {
     return id >= 0 && id < int32_t(plan.values.size()) ? &plan.values[id]
@@ -242,16 +304,31 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
   };
   if (plan.mesh.empty())
     return fail("the plan has no mesh axes");
-  for (const MeshAxis &a : plan.mesh)
+  // The mesh bounds every loop over ranks below: its size is checked first,
+  // without overflow.
+  int64_t world = 1;
+  for (const MeshAxis &a : plan.mesh) {
     if (a.size < 1)
       return fail("mesh axis '" + a.name + "' has size " +
                   std::to_string(a.size));
-  int64_t world = plan.worldSize();
-  for (const Segment &s : plan.segments)
+    if (a.size > kMaxRanks / world)
+      return fail("mesh axis '" + a.name + "' has size " +
+                  std::to_string(a.size) + ": the mesh has more than " +
+                  std::to_string(kMaxRanks) + " ranks");
+    world *= a.size;
+  }
+  // Each segment's ranks, sorted and unique, for the constants' checks.
+  std::vector<std::vector<int32_t>> segRanks;
+  for (const Segment &s : plan.segments) {
     for (int32_t r : s.ranks)
       if (r < 0 || r >= world)
         return fail("segment '" + s.name + "' lists rank " + std::to_string(r) +
                     " of a " + std::to_string(world) + "-rank mesh");
+    std::vector<int32_t> sr = s.ranks;
+    std::sort(sr.begin(), sr.end());
+    sr.erase(std::unique(sr.begin(), sr.end()), sr.end());
+    segRanks.push_back(std::move(sr));
+  }
   for (size_t i = 0; i < plan.values.size(); ++i) {
     const Value &v = plan.values[i];
     std::string what = "value " + std::to_string(i) + " ('" + v.name + "')";
@@ -262,6 +339,11 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
     for (int64_t d : v.shape)
       if (d < 0)
         return fail(what + " has a negative dim");
+    uint64_t bytes = 0;
+    if (!tensorBytes(v.shape, v.dtype, bytes))
+      return fail(what + " of shape " + shapeString(v.shape) +
+                  " has more than " + std::to_string(kMaxTensorBytes) +
+                  " bytes");
     if (v.kind == ValueKind::constant) {
       if (v.data.size() != 1 && int64_t(v.data.size()) != world)
         return fail(what + " has " + std::to_string(v.data.size()) +
@@ -276,25 +358,32 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
                       " bytes of data for " + std::to_string(v.byteSize()) +
                       " bytes of tensor");
         const Segment &s = plan.segments[d.segment];
-        if (s.size && d.offset + d.bytes > s.size)
+        if (s.size && !inside(d.offset, d.bytes, s.size))
           return fail(what + " lies outside segment '" + s.name + "'");
       }
       // Rank r reads data[r] (or the one shared entry): its segment must be
-      // one that rank maps.
-      for (int64_t r = 0; r < world; ++r) {
+      // one that rank maps. A shared entry in a segment of n ranks misses a
+      // rank in [0, n] when n < world: the loop is bounded by the manifest.
+      int64_t check = world;
+      if (v.data.size() == 1 && !segRanks[v.data[0].segment].empty())
+        check = std::min<int64_t>(
+            world, int64_t(segRanks[v.data[0].segment].size()) + 1);
+      else if (v.data.size() == 1)
+        check = 0;
+      for (int64_t r = 0; r < check; ++r) {
         const DataRef &d = v.data.size() == 1 ? v.data[0] : v.data[r];
         const Segment &s = plan.segments[d.segment];
-        bool mapped = s.ranks.empty();
-        for (int32_t x : s.ranks)
-          mapped |= x == r;
+        const std::vector<int32_t> &sr = segRanks[d.segment];
+        bool mapped =
+            sr.empty() || std::binary_search(sr.begin(), sr.end(), int32_t(r));
         if (!mapped)
           return fail(what + ": rank " + std::to_string(r) +
                       " reads segment '" + s.name +
                       "', which that rank does not map");
       }
-    } else if (v.offset + v.byteSize() > plan.arenaBytes) {
+    } else if (!inside(v.offset, bytes, plan.arenaBytes)) {
       return fail(what + " at arena offset " + std::to_string(v.offset) +
-                  " + " + std::to_string(v.byteSize()) +
+                  " + " + std::to_string(bytes) +
                   " bytes lies outside the arena of " +
                   std::to_string(plan.arenaBytes) + " bytes");
     }
@@ -303,6 +392,14 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
     std::string what = std::string(out ? "output '" : "input '") + m.name + "'";
     if (m.value < 0 || m.value >= int32_t(plan.values.size()))
       return fail(what + " refers to value " + std::to_string(m.value));
+    uint64_t bytes = 0;
+    for (int64_t d : m.shape)
+      if (d < 0)
+        return fail(what + " has a negative dim");
+    if (!tensorBytes(m.shape, m.dtype, bytes))
+      return fail(what + " of shape " + shapeString(m.shape) +
+                  " has more than " + std::to_string(kMaxTensorBytes) +
+                  " bytes");
     if (m.split.axis >= int(m.shape.size()))
       return fail(what + " is split along axis " +
                   std::to_string(m.split.axis) + " of a rank-" +
@@ -323,11 +420,11 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
     if (!checkIO(m, true))
       return false;
   for (const DataRef *code : {&plan.cpuCode, &plan.ptxCode})
-    if (code->segment >= 0 &&
-        (code->segment >= int32_t(plan.segments.size()) ||
-         !plan.segments[code->segment].ranks.empty() ||
-         (plan.segments[code->segment].size &&
-          code->offset + code->bytes > plan.segments[code->segment].size)))
+    if (code->segment >= 0 && (code->segment >= int32_t(plan.segments.size()) ||
+                               !plan.segments[code->segment].ranks.empty() ||
+                               (plan.segments[code->segment].size &&
+                                !inside(code->offset, code->bytes,
+                                        plan.segments[code->segment].size))))
       return fail("generated code lies outside a segment every rank maps");
   for (const KernelCode &k : plan.kernels) {
     if (k.numArgs < 0 || k.numArgs > kMaxKernelOperands)
@@ -350,6 +447,8 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
     const StepSig *sig = &kStepSigs[size_t(s.kind())];
     if (!enumsInRange(s))
       return fail(what + ": an attribute has an unknown enum value");
+    if (std::string why = attrRangeError(s); !why.empty())
+      return fail(what + ": " + why);
     if (int(s.inputs.size()) < sig->minIn || int(s.inputs.size()) > sig->maxIn)
       return fail(
           what + ": " + std::to_string(s.inputs.size()) +

@@ -11,6 +11,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
@@ -25,6 +27,12 @@ namespace {
 constexpr char kMagic[8] = {'M', 'O', 'E', 'P', 'L', 'A', 'N', '\0'};
 constexpr uint64_t kHeaderSize = 64;
 constexpr uint64_t kPage = 4096;
+
+std::string hex(uint64_t x) {
+  char buf[20];
+  std::snprintf(buf, sizeof(buf), "%llx", (unsigned long long)x);
+  return buf;
+}
 
 uint64_t alignTo(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
@@ -481,8 +489,9 @@ int openWeights(const std::string &wpath, uint64_t checksum, const Segment &s,
     error = "'" + wpath +
             "' belongs to another compile of the plan (checksum differs): "
             "copy the weight files written with this plan";
-  else if (s.offset + s.size > wh.dataSize ||
-           uint64_t(st.st_size) < kPage + wh.dataSize)
+  else if (s.offset > wh.dataSize || s.size > wh.dataSize - s.offset ||
+           uint64_t(st.st_size) < kPage ||
+           wh.dataSize > uint64_t(st.st_size) - kPage)
     error = "'" + wpath + "' is truncated (segment '" + s.name + "' needs " +
             std::to_string(kPage + s.offset + s.size) +
             " bytes, the file has " + std::to_string(uint64_t(st.st_size)) +
@@ -531,13 +540,26 @@ std::unique_ptr<LoadedPlan> LoadedPlan::open(const std::string &path, int rank,
     return fail("plan format version " + std::to_string(h.version) +
                 ", this moe-run reads version " + std::to_string(kPlanVersion) +
                 " (recompile with this moec)");
-  if (h.manifestOffset != kHeaderSize ||
-      h.manifestOffset + h.manifestSize > fileSize)
+  if (h.flags != 0)
+    return fail("corrupt plan (unknown header flags 0x" + hex(h.flags) +
+                "; this moe-run knows none)");
+  if (h.manifestOffset != kHeaderSize)
+    return fail("corrupt plan (the manifest starts at byte " +
+                std::to_string(h.manifestOffset) + ", not after the " +
+                std::to_string(kHeaderSize) + "-byte header)");
+  // Sizes are checked against the file, without overflow, before anything
+  // is allocated.
+  if (h.manifestSize > fileSize - kHeaderSize)
     return fail("truncated plan (the manifest runs past the end of the file)");
-  if (h.dataOffset < h.manifestOffset + h.manifestSize ||
-      h.dataOffset % kPage != 0 || h.dataOffset + h.dataSize > fileSize)
+  if (h.dataOffset < kHeaderSize + h.manifestSize || h.dataOffset % kPage != 0)
+    return fail("corrupt plan (the data region starts at byte " +
+                std::to_string(h.dataOffset) +
+                ", not on a page past the manifest)");
+  if (h.dataOffset > fileSize || h.dataSize > fileSize - h.dataOffset)
     return fail("truncated plan (the weights need " +
-                std::to_string(h.dataOffset + h.dataSize) +
+                (h.dataSize > UINT64_MAX - h.dataOffset
+                     ? std::string("more than 2^64")
+                     : std::to_string(h.dataOffset + h.dataSize)) +
                 " bytes, the file has " + std::to_string(fileSize) + ")");
   std::string manifest(h.manifestSize, '\0');
   if (pread(lp->fd_, manifest.data(), manifest.size(), h.manifestOffset) !=
@@ -561,8 +583,12 @@ std::unique_ptr<LoadedPlan> LoadedPlan::open(const std::string &path, int rank,
   if (!verifyPlan(lp->plan_, jerr))
     return fail("invalid plan: " + jerr);
   for (const Segment &s : lp->plan_.segments)
-    if (s.file.empty() && s.offset + s.size > h.dataSize)
+    if (s.file.empty() &&
+        (s.offset > h.dataSize || s.size > h.dataSize - s.offset))
       return fail("segment '" + s.name + "' lies outside the data region");
+    else if (s.offset % kPage != 0)
+      return fail("segment '" + s.name + "' starts at offset " +
+                  std::to_string(s.offset) + ", not on a page");
     else if (s.file.find('/') != std::string::npos || s.file == "..")
       return fail("segment '" + s.name + "' names weight file '" + s.file +
                   "' outside the plan's directory");

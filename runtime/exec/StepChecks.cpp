@@ -250,6 +250,12 @@ moert::Placement moert::dispatchPlacement(ExecContext &ctx, size_t index,
   need(pl.numExperts > 0 && pl.slotsPerRank > 0,
        "num_experts and slots_per_rank must be positive");
   const std::vector<int64_t> &reps = a.replicas;
+  // Every expert takes at least 3 entries: bound the count by the list
+  // before allocating per expert.
+  need(uint64_t(pl.numExperts) <= reps.size() / 3,
+       "attribute 'replicas' (" + std::to_string(reps.size()) +
+           " entries) is too short for " + std::to_string(pl.numExperts) +
+           " experts");
   size_t pos = 0;
   pl.replicas.resize(size_t(pl.numExperts));
   for (int64_t e = 0; e < pl.numExperts; ++e) {

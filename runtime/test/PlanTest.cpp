@@ -11,10 +11,12 @@
 #include "IndexPlans.h"
 #include "TestPlans.h"
 
+#include "moert/Npy.h"
 #include "moert/Plan.h"
 
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <functional>
@@ -627,6 +629,178 @@ TEST(Mesh, Parse) {
   EXPECT_CONTAINS(bad("ep=99999999999999999999"), "needs a size >= 1");
   EXPECT_CONTAINS(bad("ep=2,ep=4"), "axis 'ep' given twice");
   EXPECT_CONTAINS(bad("ep=2,"), "unknown axis ''");
+}
+
+//===- Hostile headers and manifests (issue 17) --------------------------===//
+// Each is refused with a message before any allocation or loop sized by the
+// bad value.
+
+TEST_F(PlanFile, HeaderFlags) {
+  std::string f = bytes;
+  setField<uint32_t>(f, 12, 1);
+  expectRefused(f, "unknown header flags 0x1");
+}
+
+TEST_F(PlanFile, HugeManifestSize) {
+  std::string f = bytes;
+  setField<uint64_t>(f, 24, UINT64_MAX); // 64 + size wraps to 63
+  expectRefused(f, "manifest runs past the end");
+  setField<uint64_t>(f, 24, UINT64_MAX - 63); // wraps to 0
+  expectRefused(f, "manifest runs past the end");
+}
+
+TEST_F(PlanFile, HugeDataRegion) {
+  std::string f = bytes;
+  setField<uint64_t>(f, 40, UINT64_MAX - 4095);
+  expectRefused(f, "truncated plan (the weights need more than 2^64 bytes");
+  f = bytes;
+  setField<uint64_t>(f, 32, UINT64_MAX - 4095);
+  expectRefused(f, "truncated plan");
+  f = bytes;
+  setField<uint64_t>(f, 16, 0);
+  expectRefused(f, "the manifest starts at byte 0");
+}
+
+TEST_F(PlanFile, NegativeValueOffset) {
+  // A temp's arena offset of -64: offset + size wraps past the arena check.
+  expectRefused(withMutatedPlan([](fb::Plan &p) {
+                  auto *values = p.mutable_values();
+                  for (size_t i = 0; i < values->size(); ++i)
+                    if (fb::Value *v = values->GetMutableObject(i);
+                        v->offset() != 0) {
+                      EXPECT_TRUE(v->mutate_offset(uint64_t(-64)));
+                      return;
+                    }
+                  ADD_FAILURE() << "no value with an arena offset";
+                }),
+                "lies outside the arena");
+}
+
+TEST_F(PlanFile, HugeShape) {
+  // 2^40 x 2^40 elements: the byte size wraps a 64-bit product.
+  expectRefused(withMutatedPlan([](fb::Plan &p) {
+                  auto *shape =
+                      p.mutable_values()->GetMutableObject(0)->mutable_shape();
+                  for (size_t i = 0; i < shape->size(); ++i)
+                    shape->Mutate(i, int64_t(1) << 40);
+                }),
+                "has more than");
+}
+
+TEST_F(PlanFile, HugeMesh) {
+  // 2^40 ranks: refused at once, not by a loop over them (which hung).
+  expectRefused(withMutatedPlan([](fb::Plan &p) {
+                  EXPECT_TRUE(
+                      p.mutable_mesh()->GetMutableObject(0)->mutate_size(
+                          int64_t(1) << 40));
+                }),
+                "invalid plan: mesh axis 'ep' has size 1099511627776: the "
+                "mesh has more than 65536 ranks");
+  std::string error;
+  Plan p = tc.plan;
+  p.mesh.push_back({"dp", int64_t(1) << 40});
+  p.mesh.push_back({"tp", int64_t(1) << 40}); // the product wraps
+  EXPECT_FALSE(verifyPlan(p, error));
+  EXPECT_NE(error.find("more than 65536 ranks"), std::string::npos) << error;
+}
+
+TEST_F(PlanFile, SegmentOutsideData) {
+  expectRefused(withMutatedPlan([](fb::Plan &p) {
+                  EXPECT_TRUE(
+                      p.mutable_segments()->GetMutableObject(1)->mutate_offset(
+                          UINT64_MAX - 4095));
+                }),
+                "segment 'rank0' lies outside the data region");
+}
+
+TEST_F(PlanFile, Int64AttributesOutOfRange) {
+  // Attributes the backends use as int32: a value past INT32_MAX is refused,
+  // not cut.
+  Plan p = tc.plan;
+  p.steps[1].attrs.Asroute()->top_k = (int64_t(1) << 32) + 2;
+  std::string error;
+  EXPECT_FALSE(verifyPlan(p, error));
+  EXPECT_NE(error.find("step 1 (route at '/route'): attribute 'top_k' = "
+                       "4294967298 outside [1, 2147483647]"),
+            std::string::npos)
+      << error;
+  p = tc.plan;
+  p.steps[2].attrs.Asdispatch()->num_experts = int64_t(1) << 40;
+  EXPECT_FALSE(verifyPlan(p, error));
+  EXPECT_NE(error.find("attribute 'num_experts' = 1099511627776"),
+            std::string::npos)
+      << error;
+  p = tc.plan;
+  p.steps[2].attrs.Asdispatch()->capacity = -5;
+  EXPECT_FALSE(verifyPlan(p, error));
+  EXPECT_NE(error.find("attribute 'capacity' = -5 outside [-1,"),
+            std::string::npos)
+      << error;
+}
+
+//===- .npy reading (issue 17) --------------------------------------------===//
+
+std::string npyWithHeader(const std::string &dict, size_t dataBytes) {
+  std::string header = dict;
+  header.append((64 - (10 + header.size() + 1) % 64) % 64, ' ');
+  header += '\n';
+  std::string out("\x93NUMPY\x01\x00", 8);
+  out += char(header.size() & 0xff);
+  out += char(header.size() >> 8);
+  return out + header + std::string(dataBytes, '\0');
+}
+
+std::string npyError(const std::string &file) {
+  NpyArray a;
+  std::string error;
+  EXPECT_FALSE(parseNpy(file.data(), file.size(), "t.npy", a, error));
+  EXPECT_EQ(error.rfind("t.npy: not a valid .npy file: ", 0), 0u) << error;
+  return error;
+}
+
+TEST(Npy, HostileHeaders) {
+  auto dict = [](const std::string &descr, const std::string &shape) {
+    return "{'descr': '" + descr +
+           "', 'fortran_order': False, 'shape': " + shape + ", }";
+  };
+  NpyArray a;
+  std::string error, ok = npyWithHeader(dict("<f4", "(2, 3)"), 24);
+  ASSERT_TRUE(parseNpy(ok.data(), ok.size(), "t.npy", a, error)) << error;
+  EXPECT_EQ(a.shape, (std::vector<int64_t>{2, 3}));
+  // A huge shape: the product wraps to 0 bytes in 64 bits.
+  EXPECT_CONTAINS(
+      npyError(npyWithHeader(dict("<f4", "(4294967296, 4294967296)"), 16)),
+      "its shape [4294967296,4294967296] needs more than 2^64 bytes (the "
+      "file holds 16)");
+  EXPECT_CONTAINS(npyError(npyWithHeader(dict("<f4", "(-1, 4)"), 16)),
+                  "negative dim -1");
+  EXPECT_CONTAINS(npyError(npyWithHeader(dict("<f4", "(2x, 3)"), 24)),
+                  "malformed shape");
+  EXPECT_CONTAINS(
+      npyError(npyWithHeader(dict("<f4", "(99999999999999999999,)"), 24)),
+      "malformed shape");
+  EXPECT_CONTAINS(npyError(npyWithHeader(dict("<f4", "(2, 3)"), 23)),
+                  "holds 23 data bytes, 24 expected");
+  EXPECT_CONTAINS(npyError(npyWithHeader(dict("<c8", "(2,)"), 16)),
+                  "dtype '<c8' is not supported");
+  EXPECT_CONTAINS(
+      npyError(npyWithHeader(
+          "{'fortran_order': False, 'shape': (2,), 'descr': '<f4}", 8)),
+      "malformed descr");
+  EXPECT_CONTAINS(npyError(ok.substr(0, 9)), "missing the \\x93NUMPY magic");
+  EXPECT_CONTAINS(npyError(ok.substr(0, 40)), "truncated header");
+  // A zero dim: no data, whatever the others.
+  std::string empty = npyWithHeader(dict("<f4", "(0, 4294967296)"), 0);
+  EXPECT_TRUE(parseNpy(empty.data(), empty.size(), "t.npy", a, error)) << error;
+}
+
+TEST(Npy, NotAFile) {
+  NpyArray a;
+  std::string error;
+  EXPECT_FALSE(readNpy(::testing::TempDir(), a, error));
+  EXPECT_CONTAINS(error, "not a regular file (a directory");
+  EXPECT_FALSE(readNpy(::testing::TempDir() + "/no-such.npy", a, error));
+  EXPECT_CONTAINS(error, "no-such.npy: cannot open (No such file");
 }
 
 } // namespace

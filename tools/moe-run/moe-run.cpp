@@ -130,7 +130,8 @@ int parseArgs(int argc, char **argv, Options &o) {
       ->allow_extra_args(false) // one value per --input; repeat the flag
       ->take_all();
   app.add_option("-o,--output", o.output,
-                 "write the outputs (.npy; .npz when several)")
+                 "write the outputs: FILE.npy for one, FILE.npz for several "
+                 "(an .npy name with several is an error)")
       ->type_name("FILE");
   app.add_flag("--json", o.json, "print the report as JSON");
   app.add_option_function<std::string>(

@@ -28,6 +28,14 @@ constexpr int kMaxKernelOperands = 256;
 /// toolkit; 8 bytes per pointer or i64, 4 per f32, each at its alignment).
 constexpr int64_t kMaxLaunchParamBytes = 4096;
 
+/// The most ranks a plan's mesh may have (the product of its axis sizes):
+/// ranks are int32 everywhere, and the verifier loops over them.
+constexpr int64_t kMaxRanks = int64_t(1) << 16;
+
+/// The most bytes one tensor of a plan may have (its dims' product times
+/// its element size, checked without overflow).
+constexpr uint64_t kMaxTensorBytes = uint64_t(1) << 56;
+
 } // namespace moert
 
 #endif // MOERT_LIMITS_H
