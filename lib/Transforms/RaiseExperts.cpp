@@ -123,33 +123,12 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
       bool picks = selectsExperts(t.getIndices());
       if (!r && !picks)
         continue; // not a router
-      bool matched = r && succeeded(*r);
-      if (matched && succeeded(raiser.raise(**r, why)))
+      if (raised(raiser, r, picks, t, t.getIndices(), t.getInput(), why,
+                 "its ids pick experts, but the router is none of the forms "
+                 "docs/raising.md lists (a top-k of the softmax or sigmoid "
+                 "of the logits, optionally biased or group-masked, or of "
+                 "the logits followed by a softmax over the k values)"))
         continue;
-      if (picks) {
-        // A router that matched but whose experts read other weights (a
-        // renormalisation of its own) is kept dense as well; the why of
-        // the matched router then stays.
-        if (!r)
-          why = "its ids pick experts, but the router is none of the forms "
-                "docs/raising.md lists (a top-k of the softmax or sigmoid of "
-                "the logits, optionally biased or group-masked, or of the "
-                "logits followed by a softmax over the k values)";
-        std::string matchedWhy = why;
-        if (matched)
-          why = "its experts read other weights than the router the "
-                "matchers found";
-        Generic gr = raiseGeneric(raiser, t, t.getIndices(), t.getInput(), why);
-        if (gr == Generic::failed && matched)
-          why = matchedWhy;
-        switch (gr) {
-        case Generic::raised:
-        case Generic::tried:
-          continue;
-        case Generic::failed:
-          break;
-        }
-      }
       if (failed(notRaised(t, why)))
         return signalPassFailure();
     }
@@ -166,30 +145,15 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
       bool picks = selectsExperts(g.getResult(1));
       if (!r && !picks)
         continue;
-      bool matched = r && succeeded(*r);
-      if (matched && succeeded(raiser.raise(**r, why)))
+      // (A capacity that can drop tokens is not raised either way.)
+      if (raised(raiser, r,
+                 picks && !StringRef(why).starts_with("expert "
+                                                      "capacity"),
+                 g, g.getResult(1), g.getDpsInputs()[0], why,
+                 "its ids pick experts, but it is not the argmax of a softmax "
+                 "over the router logits with the max probability as weight "
+                 "(docs/raising.md)"))
         continue;
-      if (picks && !StringRef(why).starts_with("expert capacity")) {
-        if (!r)
-          why = "its ids pick experts, but it is not the argmax of a softmax "
-                "over the router logits with the max probability as weight "
-                "(docs/raising.md)";
-        std::string matchedWhy = why;
-        if (matched)
-          why = "its experts read other weights than the router the "
-                "matchers found";
-        Generic gr =
-            raiseGeneric(raiser, g, g.getResult(1), g.getDpsInputs()[0], why);
-        if (gr == Generic::failed && matched)
-          why = matchedWhy;
-        switch (gr) {
-        case Generic::raised:
-        case Generic::tried:
-          continue;
-        case Generic::failed:
-          break;
-        }
-      }
       Operation *at = diagOp ? diagOp : g.getOperation();
       if (StringRef(why).starts_with("expert capacity")) {
         at->setAttr(kNotRaisedAttr, StringAttr::get(&getContext(), why));
@@ -204,6 +168,34 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
   }
 
   enum class Generic { raised, tried, failed };
+
+  /// Raises the layer of the selection `sel` (its ids `ids` over `scores`):
+  /// with the matched router `r`, else (when its ids pick experts) with the
+  /// router kept as the model's own ops. False with `why` set when the
+  /// layer stays; `unknownWhy` is the reason when no matcher knew the
+  /// router.
+  bool raised(LayerRaiser &raiser, std::optional<FailureOr<Router>> &r,
+              bool picks, Operation *sel, Value ids, Value scores,
+              std::string &why, StringRef unknownWhy) {
+    bool matched = r && succeeded(*r);
+    if (matched && succeeded(raiser.raise(**r, why)))
+      return true;
+    if (!picks)
+      return false;
+    // A router that matched but whose experts read other weights (a
+    // renormalisation of its own) is kept dense as well; the why of the
+    // matched router then stays if that fails too.
+    if (!r)
+      why = unknownWhy.str();
+    std::string matchedWhy = why;
+    if (matched)
+      why = "its experts read other weights than the router the matchers "
+            "found";
+    Generic gr = raiseGeneric(raiser, sel, ids, scores, why);
+    if (gr == Generic::failed && matched)
+      why = matchedWhy;
+    return gr != Generic::failed;
+  }
 
   /// A selection whose ids pick experts but whose router no matcher
   /// recognises: raises the experts with the router kept as the model's own
