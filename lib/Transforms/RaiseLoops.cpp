@@ -241,13 +241,17 @@ std::optional<int64_t> nonZeroColumn(Value v, moe::NonZeroOp nz) {
   return col;
 }
 
-/// For `tok, pos = torch.where(idx == e)`: the expert's rows are gathered
-/// at `tok` (`rows`), scattered back at `tok` (`scatterIdx`), and scaled
-/// by `w[tok, pos]` (`scale`, a gather of the [T, k] weights flattened, at
-/// `tok * k + pos`; at `tok` when the ids are [T], top-1).
+/// For `tok, pos = torch.where(idx == e)` (`tokCol` 0: NonZero of the
+/// [T, k] comparison) or `pos, tok = torch.where(mask[e])` (`tokCol` 1:
+/// NonZero of the one-hot mask's [k, T] slab): the expert's rows are
+/// gathered at `tok` (`rows`), scattered back at `tok` (`scatterIdx`), and
+/// scaled by `w[tok, pos]` (`scale`, a gather of the [T, k] weights
+/// flattened, at `tok * k + pos`; at `tok` when the ids are [T], top-1).
 bool readsSelectedPairs(moe::NonZeroOp nz, Value rows, Value scatterIdx,
-                        Value scale, const Router &r) {
-  if (nonZeroColumn(rows, nz) != 0 || nonZeroColumn(scatterIdx, nz) != 0)
+                        Value scale, const Router &r, int64_t tokCol = 0) {
+  int64_t posCol = 1 - tokCol;
+  if (nonZeroColumn(rows, nz) != tokCol ||
+      nonZeroColumn(scatterIdx, nz) != tokCol)
     return false;
   auto g = skipViews(scale).getDefiningOp<linalg::GenericOp>();
   if (!g || g.getNumDpsInputs() != 1)
@@ -255,7 +259,7 @@ bool readsSelectedPairs(moe::NonZeroOp nz, Value rows, Value scatterIdx,
   Value at = g.getDpsInputs()[0];
   int64_t rank = cast<RankedTensorType>(nz.getInput().getType()).getRank();
   if (rank == 1)
-    return nonZeroColumn(at, nz) == 0;
+    return tokCol == 0 && nonZeroColumn(at, nz) == 0;
   auto wT = cast<RankedTensorType>(r.weights.getType());
   if (rank != 2 || wT.getRank() != 2 || wT.getDimSize(1) != r.k)
     return false;
@@ -265,11 +269,11 @@ bool readsSelectedPairs(moe::NonZeroOp nz, Value rows, Value scatterIdx,
   for (auto [p, m] : {std::pair(add->first, add->second),
                       std::pair(add->second, add->first)}) {
     auto mul = matchBinary<arith::MulIOp>(skipViews(m));
-    if (!mul || nonZeroColumn(p, nz) != 1)
+    if (!mul || nonZeroColumn(p, nz) != posCol)
       continue;
     for (auto [t, k] : {std::pair(mul->first, mul->second),
                         std::pair(mul->second, mul->first)})
-      if (nonZeroColumn(t, nz) == 0 && constantInt(k) == r.k)
+      if (nonZeroColumn(t, nz) == tokCol && constantInt(k) == r.k)
         return true;
   }
   return false;
@@ -473,11 +477,21 @@ LogicalResult LayerRaiser::raise(Router &r, std::string &why) {
     if (r.generic && f->gate.stacked)
       e = cast<RankedTensorType>(f->gate.src.getType()).getDimSize(0);
     std::optional<int64_t> id = expertId(nz, selected, e);
-    if (comparedExpertId(nz.getInput(), selected) &&
-        !readsSelectedPairs(nz, gather.getDpsInputs()[0], sc->getOperand(1),
-                            scale, r)) {
+    bool compared = comparedExpertId(nz.getInput(), selected).has_value();
+    if (compared && !readsSelectedPairs(nz, gather.getDpsInputs()[0],
+                                        sc->getOperand(1), scale, r)) {
       why = "an expert of a `torch.where(idx == e)` loop does not read its "
             "tokens at `tok` and its weights at `w[tok, pos]`";
+      return failure();
+    }
+    // A router kept dense gives no other guarantee that its weights line
+    // up with the loop's (token, choice) pairs: check the one-hot loop's
+    // reads too (`pos, tok = torch.where(mask[e])`, mask [E, k, T]).
+    if (r.generic && !compared &&
+        !readsSelectedPairs(nz, gather.getDpsInputs()[0], sc->getOperand(1),
+                            scale, r, /*tokCol=*/1)) {
+      why = "an expert of the loop does not read its tokens at `tok` and its "
+            "weights at `w[tok, pos]` of its `pos, tok = where(mask[e])`";
       return failure();
     }
     if (!id || *id < 0 || *id >= e || experts.count(*id)) {
