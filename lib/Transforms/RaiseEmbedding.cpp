@@ -159,7 +159,8 @@ std::optional<EmbeddingLayer> matchEmbeddingLayer(linalg::BatchMatmulOp bm) {
 
 } // namespace
 
-void raiseEmbeddingExperts(func::FuncOp func, unsigned &layerCounter) {
+void raiseEmbeddingExperts(func::FuncOp func, unsigned &layerCounter,
+                           SmallPtrSetImpl<Operation *> &routers) {
   SmallVector<linalg::BatchMatmulOp> bms;
   func.walk([&](linalg::BatchMatmulOp bm) { bms.push_back(bm); });
   for (linalg::BatchMatmulOp bm : bms) {
@@ -186,27 +187,21 @@ void raiseEmbeddingExperts(func::FuncOp func, unsigned &layerCounter) {
                                 *down, prefix + ".w_gate");
     Value wd = makeBlobConstant(b, loc, RankedTensorType::get({e, 1, h}, elt),
                                 *up, prefix + ".w_down");
-    auto rows = [&](Value v, int64_t n, int64_t m) -> Value {
-      auto vt = cast<RankedTensorType>(v.getType());
-      auto to = RankedTensorType::get({n, m}, vt.getElementType());
-      if (vt == to)
-        return v;
-      auto shapeT = RankedTensorType::get({2}, b.getI64Type());
-      auto shape = arith::ConstantOp::create(
-          b, loc, DenseIntElementsAttr::get(shapeT, ArrayRef<int64_t>{n, m}));
-      return tensor::ReshapeOp::create(b, loc, to, v, shape);
-    };
-    Value x = rows(l->tokens, t, h);
+    Value x = reshapeTo(b, loc, l->tokens, {t, h});
     auto ex = moe::ExpertsOp::create(
-        b, loc, x.getType(), x, rows(l->ids, t, k), rows(l->weights, t, k), wg,
-        Value(), wd, Value(), Value(), Value(),
-        moe::ActivationAttr::get(b.getContext(), l->act),
+        b, loc, x.getType(), x, reshapeTo(b, loc, l->ids, {t, k}),
+        reshapeTo(b, loc, l->weights, {t, k}), wg, Value(), wd, Value(),
+        Value(), Value(), moe::ActivationAttr::get(b.getContext(), l->act),
         b.getI64IntegerAttr(0), b.getF64FloatAttr(1.0), b.getF64FloatAttr(0.0),
         FloatAttr());
     auto back = tensor::ExpandShapeOp::create(
         b, loc, rootT, ex.getResult(),
         SmallVector<ReassociationIndices>{{0}, {1, 2}});
     l->root.replaceAllUsesWith(back.getResult());
+    // Its router's top-k ops are this layer's, not layers of their own.
+    for (Operation *op : sliceOf(l->ids))
+      if (isa<moe::TopKOp>(op))
+        routers.insert(op);
     ex->emitRemark() << "MoE layer of product-key experts (rows of " << e
                      << " x " << h
                      << " tables picked by the selected ids: FFNs of "

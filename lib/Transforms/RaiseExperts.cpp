@@ -71,16 +71,6 @@ bool selectsExperts(Value ids) {
   return false;
 }
 
-/// Whether `ids` reach a moe.experts (a layer raised before).
-bool feedsExperts(Value ids) {
-  SetVector<Operation *> fwd;
-  getForwardSlice(ids, &fwd);
-  return llvm::any_of(fwd, [](Operation *op) {
-    return isa<moe::ExpertsOp>(op) ||
-           (op->getParentOp() && isa<moe::ExpertsOp>(op->getParentOp()));
-  });
-}
-
 /// Follows `v` forward through reshapes: every value that views it.
 SmallVector<Value> viewsOf(Value v) {
   SmallVector<Value> out{v};
@@ -110,13 +100,14 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
   void runOnOperation() override {
     func::FuncOp func = getOperation();
     triedIds.clear();
-    raiseEmbeddingExperts(func, layerCounter);
+    // Routers of layers raised already (product-key experts).
+    SmallPtrSet<Operation *, 8> handled;
+    raiseEmbeddingExperts(func, layerCounter, handled);
     LayerRaiser raiser(func, layerCounter);
     SmallVector<moe::TopKOp> topks;
     func.walk([&](moe::TopKOp t) { topks.push_back(t); });
     for (moe::TopKOp t : topks) {
-      // Already the router of raised experts (product-key experts).
-      if (feedsExperts(t.getIndices()))
+      if (handled.contains(t))
         continue;
       std::string why;
       std::optional<FailureOr<Router>> r = matchRouter(t, why);
@@ -129,7 +120,9 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
                  "of the logits, optionally biased or group-masked, or of "
                  "the logits followed by a softmax over the k values)"))
         continue;
-      if (failed(notRaised(t, why)))
+      if (failed(notRaised(
+              t, why,
+              "MoE-like region (top-k over router scores) not raised: ")))
         return signalPassFailure();
     }
     // Switch Transformer: top-1 by ArgMax of the router probabilities.
@@ -155,14 +148,11 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
                  "(docs/raising.md)"))
         continue;
       Operation *at = diagOp ? diagOp : g.getOperation();
-      if (StringRef(why).starts_with("expert capacity")) {
-        at->setAttr(kNotRaisedAttr, StringAttr::get(&getContext(), why));
-        (strict ? at->emitError() : at->emitWarning()) << why;
-        if (strict)
-          return signalPassFailure();
-        continue;
-      }
-      if (failed(notRaised(at, why, /*top1=*/true)))
+      if (failed(notRaised(at, why,
+                           StringRef(why).starts_with("expert capacity")
+                               ? ""
+                               : "MoE-like region (top-1 argmax over router "
+                                 "probabilities) not raised: ")))
         return signalPassFailure();
     }
   }
@@ -229,15 +219,12 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
     return Generic::raised;
   }
 
-  /// Marks `at` with why its layer was not raised and warns (strict: fails).
+  /// Marks `at` with why its layer was not raised and warns (`prefix` +
+  /// why; strict: an error, and fails).
   LogicalResult notRaised(Operation *at, const std::string &why,
-                          bool top1 = false) {
+                          StringRef prefix) {
     at->setAttr(kNotRaisedAttr, StringAttr::get(&getContext(), why));
-    InFlightDiagnostic d = strict ? at->emitError() : at->emitWarning();
-    d << "MoE-like region ("
-      << (top1 ? "top-1 argmax over router probabilities"
-               : "top-k over router scores")
-      << ") not raised: " << why;
+    (strict ? at->emitError() : at->emitWarning()) << prefix << why;
     return failure(strict);
   }
 
@@ -380,26 +367,15 @@ LayerRaiser::emitLayer(Router &r, Value root, Value tokensV,
       if (ut == rowsT)
         return u;
       if (ut.getRank() > 2 && ut.hasStaticShape() &&
-          ut.getShape().back() == r.k && ut.getNumElements() == tokens * r.k) {
-        SmallVector<ReassociationIndices> groups(2);
-        for (int64_t d = 0; d + 1 < ut.getRank(); ++d)
-          groups[0].push_back(d);
-        groups[1].push_back(ut.getRank() - 1);
-        return tensor::CollapseShapeOp::create(b, loc, u, groups);
-      }
+          ut.getShape().back() == r.k && ut.getNumElements() == tokens * r.k)
+        return collapseLeading(b, loc, u);
       Operation *def = u.getDefiningOp();
       u = isa_and_nonnull<tensor::ExpandShapeOp, tensor::CollapseShapeOp,
                           tensor::ReshapeOp>(def)
               ? def->getOperand(0)
               : Value();
     }
-    if (t == rowsT)
-      return v;
-    auto shapeT = RankedTensorType::get({2}, b.getI64Type());
-    auto shape = arith::ConstantOp::create(
-        b, loc,
-        DenseIntElementsAttr::get(shapeT, ArrayRef<int64_t>{tokens, r.k}));
-    return tensor::ReshapeOp::create(b, loc, rowsT, v, shape);
+    return reshapeTo(b, loc, v, rowsT.getShape());
   };
   moe::RouteOp route;
   Value ids, weights;
@@ -414,15 +390,7 @@ LayerRaiser::emitLayer(Router &r, Value root, Value tokensV,
         {tokens, r.k},
         cast<RankedTensorType>(r.weights.getType()).getElementType());
     auto idxT = RankedTensorType::get({tokens, r.k}, b.getI64Type());
-    Value logits = r.logits;
-    if (logitsT.getRank() != 2) {
-      // [B, S, E] -> [B * S, E]
-      SmallVector<ReassociationIndices> groups(2);
-      for (int64_t d = 0; d + 1 < logitsT.getRank(); ++d)
-        groups[0].push_back(d);
-      groups[1].push_back(logitsT.getRank() - 1);
-      logits = tensor::CollapseShapeOp::create(b, loc, logits, groups);
-    }
+    Value logits = collapseLeading(b, loc, r.logits); // [B * S, E]
     route = moe::RouteOp::create(
         b, loc, wT, idxT, logits, r.bias, b.getI64IntegerAttr(r.k),
         moe::ScoreFuncAttr::get(b.getContext(), r.score),
@@ -433,14 +401,7 @@ LayerRaiser::emitLayer(Router &r, Value root, Value tokensV,
     ids = route.getIndices();
     weights = route.getWeights();
   }
-  Value x = tokensV;
-  if (tokT != rootT) {
-    auto shapeT = RankedTensorType::get({2}, b.getI64Type());
-    auto shape = arith::ConstantOp::create(
-        b, loc,
-        DenseIntElementsAttr::get(shapeT, ArrayRef<int64_t>(rootT.getShape())));
-    x = tensor::ReshapeOp::create(b, loc, rootT, x, shape);
-  }
+  Value x = reshapeTo(b, loc, tokensV, rootT.getShape());
   auto ex = moe::ExpertsOp::create(
       b, loc, rootT, x, ids, weights, *wg, gated ? *wu : Value(), *wd, *bg, *bu,
       *bd, moe::ActivationAttr::get(b.getContext(), act),

@@ -100,6 +100,12 @@ template <typename OpTy> Value matchReduce(Value v, int64_t dim) {
   return red.getInputs()[0];
 }
 
+/// `v` reshaped to the static `shape` (tensor.reshape by a constant shape;
+/// `v` itself when it has that shape already).
+Value reshapeTo(OpBuilder &b, Location loc, Value v, ArrayRef<int64_t> shape);
+/// `v` [d0, ..., dn-1, e] with its leading dims merged: [d0 * ... * dn-1, e]
+/// (tensor.collapse_shape; `v` itself when it is 2-D).
+Value collapseLeading(OpBuilder &b, Location loc, Value v);
 /// True when `v` is a constant tensor of zeros.
 bool isZeroConstant(Value v);
 
@@ -302,7 +308,9 @@ private:
 /// Raises Doge's product-key experts (rows of [E, H] embedding tables
 /// picked by the selected ids, FFNs of intermediate size 1) to moe.experts,
 /// the router kept as the model's own ops (RaiseEmbedding.cpp).
-void raiseEmbeddingExperts(func::FuncOp func, unsigned &layerCounter);
+/// The top-k ops whose ids reach the raised layers go to `routers`.
+void raiseEmbeddingExperts(func::FuncOp func, unsigned &layerCounter,
+                           SmallPtrSetImpl<Operation *> &routers);
 
 /// Marks the ops of the shared experts added to the output of `ex`
 /// (RaiseShared.cpp).

@@ -97,4 +97,26 @@ SetVector<Operation *> sliceOf(Value v) {
   return slice;
 }
 
+Value reshapeTo(OpBuilder &b, Location loc, Value v, ArrayRef<int64_t> shape) {
+  auto t = cast<RankedTensorType>(v.getType());
+  auto to = RankedTensorType::get(shape, t.getElementType());
+  if (t == to)
+    return v;
+  auto shapeT = RankedTensorType::get({int64_t(shape.size())}, b.getI64Type());
+  auto c = arith::ConstantOp::create(b, loc,
+                                     DenseIntElementsAttr::get(shapeT, shape));
+  return tensor::ReshapeOp::create(b, loc, to, v, c);
+}
+
+Value collapseLeading(OpBuilder &b, Location loc, Value v) {
+  auto t = cast<RankedTensorType>(v.getType());
+  if (t.getRank() == 2)
+    return v;
+  SmallVector<ReassociationIndices> groups(2);
+  for (int64_t d = 0; d + 1 < t.getRank(); ++d)
+    groups[0].push_back(d);
+  groups[1].push_back(t.getRank() - 1);
+  return tensor::CollapseShapeOp::create(b, loc, v, groups);
+}
+
 } // namespace moec::raising
