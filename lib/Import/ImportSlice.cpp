@@ -130,12 +130,40 @@ Value moec::onnximport::sliceAxis(GraphImporter &gi, Value v, int64_t axis,
 
 namespace {
 
+/// Split by sizes computed at run time (JetMoE's `inputs.split(expert_size)`
+/// of tokens sorted by expert): output o is the slice [off_o, off_o + n_o)
+/// of `axis`, n_o = sizes[o] read with tensor.extract and off_o the running
+/// sum n_0 + ... + n_{o-1} (0 for the first). The shapes are data-
+/// dependent: only a raised MoE layer (moe-raise-experts' grouped form)
+/// makes them static again; elsewhere moe-shard stops at them with an error.
+LogicalResult importSplitBySizesAtRunTime(GraphImporter &gi, int64_t axis) {
+  RankedTensorType sizesT = gi.inputType(1);
+  unsigned outs = gi.numOutputs();
+  if (sizesT.getRank() != 1 || !sizesT.getElementType().isInteger(64) ||
+      sizesT.getDimSize(0) != int64_t(outs))
+    return gi.fail("split computed at run time must be an int64 [" +
+                   Twine(outs) + "] tensor, one size per output");
+  OpBuilder &b = gi.builder();
+  Location loc = gi.loc();
+  Value v = gi.input(0), sizes = gi.input(1);
+  Value off = arith::ConstantIndexOp::create(b, loc, 0);
+  for (unsigned o = 0; o < outs; ++o) {
+    Value at = arith::ConstantIndexOp::create(b, loc, o);
+    Value n = toIndex(gi, tensor::ExtractOp::create(b, loc, sizes, at));
+    gi.setOutput(o, sliceAxis(gi, v, axis, off, n, 1));
+    off = arith::AddIOp::create(b, loc, off, n);
+  }
+  return success();
+}
+
 LogicalResult importSplit(GraphImporter &gi) {
   RankedTensorType in = gi.inputType(0);
   FailureOr<int64_t> axis = normAxis(gi, gi.intAttr("axis", 0), in.getRank());
   if (failed(axis))
     return failure();
   unsigned outs = gi.numOutputs();
+  if (gi.hasInput(1) && !gi.inputConst(1))
+    return importSplitBySizesAtRunTime(gi, *axis);
   FailureOr<std::vector<int64_t>> sizesOr = intsFromInputOrAttr(gi, 1, "split");
   if (failed(sizesOr))
     return failure();

@@ -9,6 +9,8 @@
 //   RaiseRouter.cpp    the router (top-k routers, Switch Transformer's)
 //   RaiseLoops.cpp     the per-expert loop form (TorchScript exporter)
 //   RaiseBatched.cpp   the batched form (dynamo exporter, batched_mm)
+//   RaiseGrouped.cpp   the grouped form (JetMoE: pairs sorted by expert,
+//                      split by the tokens per expert, one GEMM per chunk)
 //   RaiseDense.cpp     the dense form (Llama 4: all experts on every token)
 //   RaiseEmbedding.cpp product-key experts (Doge: rows of embedding tables)
 //   RaiseShared.cpp    the shared experts added to a layer
@@ -292,6 +294,11 @@ public:
   LogicalResult raise(Router &r, std::string &why);
   /// The batched form (RaiseBatched.cpp).
   LogicalResult raiseBatched(Router &r, std::string &why, bool &found);
+  /// The grouped form (RaiseGrouped.cpp): the scatter `sc` adds `outputs`
+  /// (the concatenated per-expert chunks, isGroupedExperts) times `scale`
+  /// into `root`'s accumulator.
+  LogicalResult raiseGrouped(Router &r, Operation *sc, Value root,
+                             Value outputs, Value scale, std::string &why);
   /// The dense form, every token through every expert (RaiseDense.cpp).
   LogicalResult raiseDense(Router &r, std::string &why);
   /// The rewrite (RaiseExperts.cpp).
@@ -304,6 +311,11 @@ private:
   /// The pass's count of raised layers, which names their weight blobs.
   unsigned &layerCounter;
 };
+
+/// Whether `v` is the outputs of grouped experts: the concatenation along
+/// rows of chunks computed from a split by sizes known at run time
+/// (RaiseGrouped.cpp).
+bool isGroupedExperts(Value v);
 
 /// Raises Doge's product-key experts (rows of [E, H] embedding tables
 /// picked by the selected ids, FFNs of intermediate size 1) to moe.experts,

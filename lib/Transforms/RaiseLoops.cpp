@@ -388,6 +388,12 @@ LogicalResult LayerRaiser::raise(Router &r, std::string &why) {
             "weights";
       return failure();
     }
+    // The grouped form: one scatter of all experts' outputs, concatenated.
+    if (leaves.size() == 1)
+      for (auto [y, w] : {std::pair(mul->first, mul->second),
+                          std::pair(mul->second, mul->first)})
+        if (isGroupedExperts(y))
+          return raiseGrouped(r, sc, root, y, w, why);
     Value scale = mul->second;
     FailureOr<ExpertFFN> f = matchFFN(mul->first, why);
     if (failed(f)) {
