@@ -696,8 +696,8 @@ LogicalResult GraphImporter::importNode(const onnx::NodeProto &node,
         const auto &formal =
             schema->inputs()[std::min<size_t>(i, schema->inputs().size() - 1)];
         if (formal.GetOption() != onnx::OpSchema::Optional)
-          return fail("input " + std::to_string(i) + " ('" +
-                      formal.GetName() + "') is required but its name is "
+          return fail("input " + std::to_string(i) + " ('" + formal.GetName() +
+                      "') is required but its name is "
                       "empty");
       }
       continue;
