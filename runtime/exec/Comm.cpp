@@ -84,9 +84,15 @@ struct World {
   std::condition_variable cv;
   bool aborted = false;
   std::string message;
-  /// Groups created by split, by (parent, split number, color).
-  std::map<std::tuple<const Group *, int64_t, int>, std::shared_ptr<Group>>
-      splits;
+  /// A group being created by split, by (parent, split number, color),
+  /// until each of its `waiting` members has taken it: then the entry goes,
+  /// so that no World -> Group -> World cycle outlives the split (it leaked
+  /// every world, LeakSanitizer).
+  struct PendingSplit {
+    std::shared_ptr<Group> group;
+    int waiting = 0;
+  };
+  std::map<std::tuple<const Group *, int64_t, int>, PendingSplit> splits;
 };
 
 /// The ranks of one communicator and their published buffers.
@@ -246,10 +252,19 @@ public:
     {
       World &w = *g_->world;
       std::lock_guard<std::mutex> lock(w.m);
-      auto &slot = w.splits[{g_.get(), splits_, color}];
-      if (!slot)
-        slot = std::make_shared<Group>(g_->world, int(members.size()));
-      sub = slot;
+      auto key = std::make_tuple(g_.get(), splits_, color);
+      auto it = w.splits.find(key);
+      if (it == w.splits.end()) {
+        int n = int(members.size());
+        it = w.splits
+                 .emplace(key,
+                          World::PendingSplit{
+                              std::make_shared<Group>(g_->world, n), n})
+                 .first;
+      }
+      sub = it->second.group;
+      if (--it->second.waiting == 0)
+        w.splits.erase(it);
     }
     ++splits_;
     barrier();
