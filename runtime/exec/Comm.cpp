@@ -42,8 +42,9 @@ public:
       throw CommError("all-to-all-v: rank 0 expects " +
                       std::to_string(recvBytes[0]) + " bytes from itself, " +
                       "it sends " + std::to_string(sendBytes[0]));
-    std::memmove(static_cast<char *>(recv) + recvOffs[0],
-                 static_cast<const char *>(send) + sendOffs[0], sendBytes[0]);
+    if (sendBytes[0] > 0) // an empty buffer may be null
+      std::memmove(static_cast<char *>(recv) + recvOffs[0],
+                   static_cast<const char *>(send) + sendOffs[0], sendBytes[0]);
   }
   void allReduceSum(float *, int64_t) override {}
   void reduceScatterSum(const float *send, float *recv, int64_t n) override {
@@ -144,8 +145,11 @@ public:
                 std::to_string(p) + ", which sends " + std::to_string(n);
         continue;
       }
-      std::memcpy(static_cast<char *>(recv) + recvOffs[p],
-                  static_cast<const char *>(g_->ptr[p]) + g_->b[p][rank_], n);
+      // Nothing to copy: the buffers may be null (an empty vector's data(),
+      // a rank that receives no rows; memcpy's pointers must not be, UBSan).
+      if (n > 0)
+        std::memcpy(static_cast<char *>(recv) + recvOffs[p],
+                    static_cast<const char *>(g_->ptr[p]) + g_->b[p][rank_], n);
     }
     barrier();
     if (!error.empty())
