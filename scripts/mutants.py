@@ -65,6 +65,11 @@ def run(cmd, timeout):
         return None
 
 
+def tool(a, name):
+    """The tool's path: in --build's bin/, or found on PATH (--build PATH)."""
+    return name if a.build == "PATH" else os.path.join(a.build, "bin", name)
+
+
 def flip(data, rng, n=None):
     b = bytearray(data)
     for _ in range(n or rng.randint(1, 8)):
@@ -141,7 +146,7 @@ def onnx_seeds():
 def onnx_campaign(a, work):
     rng = random.Random(a.seed)
     seeds = onnx_seeds()
-    moec = os.path.join(a.build, "bin", "moec")
+    moec = tool(a, "moec")
     jobs = []
     for i in range(a.count):
         src = rng.choice(seeds)
@@ -175,7 +180,6 @@ def onnx_campaign(a, work):
 
 def plan_campaign(a, work):
     rng = random.Random(a.seed)
-    bindir = os.path.join(a.build, "bin")
     bases = []
     for ex, name in (("mixtral_block", "hidden_states"),
                      ("families/phimoe", "hidden_states"),
@@ -185,10 +189,10 @@ def plan_campaign(a, work):
         if not os.path.exists(model) or not os.path.exists(inp):
             continue
         plan = os.path.join(work, ex.replace("/", "_") + ".moeplan")
-        subprocess.run([os.path.join(bindir, "moec"), model, "--mesh", "ep=2",
+        subprocess.run([tool(a, "moec"), model, "--mesh", "ep=2",
                         "-o", plan], check=True, capture_output=True)
         ref = os.path.join(work, ex.replace("/", "_") + ".ref.npz")
-        subprocess.run([os.path.join(bindir, "moe-run"), "-n", "2",
+        subprocess.run([tool(a, "moe-run"), "-n", "2",
                         "--threads", plan, "--input", f"{name}={inp}", "-o",
                         ref], check=True, capture_output=True)
         bases.append((plan, name, inp, ref))
@@ -212,7 +216,7 @@ def plan_campaign(a, work):
             f.write(out)
         outnpy = os.path.join(work, f"p{i}.npz")
         jobs.append((path, os.path.basename(plan), how,
-                     [os.path.join(bindir, "moe-run"), "-n", "2", "--threads",
+                     [tool(a, "moe-run"), "-n", "2", "--threads",
                       path, "--input", f"{name}={inp}", "-o", outnpy],
                      ref, outnpy))
 
@@ -242,7 +246,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--timeout", type=float, default=60)
-    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"),
+                    help="the build directory (its bin/), or PATH")
     ap.add_argument("--keep", default=None)
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="moec-mutants-")

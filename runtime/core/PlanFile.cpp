@@ -501,6 +501,11 @@ int openWeights(const std::string &wpath, uint64_t checksum, const Segment &s,
             fstat(fd, &st) == 0;
   if (!ok || std::memcmp(wh.magic, kWeightsMagic, 8) != 0)
     error = "'" + wpath + "' is not a moe weight file (bad magic)";
+  else if (std::any_of(std::begin(wh.reserved), std::end(wh.reserved),
+                       [](uint64_t w) { return w != 0; }))
+    error = "'" + wpath +
+            "' is corrupt (its header's reserved words are not "
+            "0)";
   else if (wh.checksum != checksum || wh.version != kPlanVersion)
     error = "'" + wpath +
             "' belongs to another compile of the plan (checksum differs): "
@@ -564,6 +569,8 @@ std::unique_ptr<LoadedPlan> LoadedPlan::open(const std::string &path, int rank,
   if (h.flags != 0)
     return fail("corrupt plan (unknown header flags 0x" + hex(h.flags) +
                 "; this moe-run knows none)");
+  if (h.reserved != 0)
+    return fail("corrupt plan (the header's reserved word is not 0)");
   if (h.manifestOffset != kHeaderSize)
     return fail("corrupt plan (the manifest starts at byte " +
                 std::to_string(h.manifestOffset) + ", not after the " +
@@ -588,6 +595,23 @@ std::unique_ptr<LoadedPlan> LoadedPlan::open(const std::string &path, int rank,
     return fail("cannot read the manifest");
   if (fnv1a(manifest.data(), manifest.size()) != h.checksum)
     return fail("corrupt plan (manifest checksum mismatch)");
+  // The padding up to the data region is written as zeros (less than a
+  // page): anything else is a corrupt file.
+  {
+    uint64_t padSize = h.dataOffset - h.manifestOffset - h.manifestSize;
+    if (padSize >= kPage)
+      return fail("corrupt plan (the data region starts " +
+                  std::to_string(padSize) +
+                  " bytes past the manifest, not "
+                  "on the next page)");
+    std::vector<char> pad(padSize);
+    if (!pad.empty() &&
+        (pread(lp->fd_, pad.data(), pad.size(),
+               h.manifestOffset + h.manifestSize) != ssize_t(pad.size()) ||
+         std::any_of(pad.begin(), pad.end(), [](char c) { return c != 0; })))
+      return fail("corrupt plan (the padding after the manifest is not "
+                  "zeros)");
+  }
   // The schema's generated verifier: every offset, vector and string inside
   // the manifest, every union member of the declared kind.
   const auto *bytes = reinterpret_cast<const uint8_t *>(manifest.data());
