@@ -22,7 +22,9 @@
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 
+#include <climits>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 
 #include "onnx/checker.h"
@@ -79,8 +81,11 @@ namespace {
 /// Drives one import: model-level checks, then the graph.
 class ModelImporter {
 public:
-  ModelImporter(MLIRContext &ctx, StringRef path, const ImportOptions &opts)
-      : ctx(ctx), path(path.str()), opts(opts) {}
+  /// `contents`: the model's bytes when held in memory (importOnnxBuffer),
+  /// else none and load() reads `path`.
+  ModelImporter(MLIRContext &ctx, StringRef path, const ImportOptions &opts,
+                std::optional<StringRef> contents = std::nullopt)
+      : ctx(ctx), path(path.str()), opts(opts), contents(contents) {}
 
   OwningOpRef<ModuleOp> run(std::string &error);
 
@@ -112,6 +117,7 @@ private:
   std::unordered_map<std::string, onnx::TensorShapeProto> shapeData;
   std::string path;
   const ImportOptions &opts;
+  std::optional<StringRef> contents;
   onnx::ModelProto model;
   std::string error;
   int64_t sourceOpset = 0; ///< the model's default-domain opset
@@ -129,17 +135,27 @@ static std::string oneLine(std::string s) {
 }
 
 LogicalResult ModelImporter::load() {
-  auto buf = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
-                                         /*RequiresNullTerminator=*/true);
-  if (!buf)
-    return err("cannot open: " + buf.getError().message());
+  std::unique_ptr<llvm::MemoryBuffer> file;
+  StringRef bytes;
+  if (contents) {
+    bytes = *contents;
+  } else {
+    auto buf = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
+                                           /*RequiresNullTerminator=*/false);
+    if (!buf)
+      return err("cannot open: " + buf.getError().message());
+    file = std::move(*buf);
+    bytes = file->getBuffer();
+  }
   StringRef ext = llvm::sys::path::extension(path);
   if (ext == ".onnxtxt" || ext == ".txt") {
     // libonnx's text parser converts numbers with std::stoll/stof, which
-    // throw on a literal out of range (a 23-digit int, 1e99999).
+    // throw on a literal out of range (a 23-digit int, 1e99999). It reads
+    // a C string: text after a NUL byte is not part of the model.
+    std::string text = bytes.str();
     onnx::Status st;
     try {
-      st = onnx::OnnxParser::Parse(model, (*buf)->getBufferStart());
+      st = onnx::OnnxParser::Parse(model, text.c_str());
     } catch (const std::out_of_range &e) {
       return err(std::string("not a valid ONNX text model: a number literal "
                              "is out of range for its type (") +
@@ -150,10 +166,10 @@ LogicalResult ModelImporter::load() {
     if (!st.IsOK())
       return err("not a valid ONNX text model: " + oneLine(st.ErrorMessage()));
   } else {
-    if ((*buf)->getBufferSize() == 0)
+    if (bytes.empty())
       return err("file is empty, not an ONNX model");
-    if (!model.ParseFromArray((*buf)->getBufferStart(),
-                              int((*buf)->getBufferSize())))
+    if (bytes.size() > size_t(INT_MAX) ||
+        !model.ParseFromArray(bytes.data(), int(bytes.size())))
       return err("not a valid ONNX model (protobuf parsing failed: the file "
                  "is truncated or not ONNX)");
   }
@@ -741,5 +757,16 @@ OwningOpRef<ModuleOp> moec::importOnnxFile(MLIRContext &context, StringRef path,
                       linalg::LinalgDialect, math::MathDialect,
                       tensor::TensorDialect, moe::MoEDialect>();
   ModelImporter importer(context, path, options);
+  return importer.run(error);
+}
+
+OwningOpRef<ModuleOp> moec::importOnnxBuffer(MLIRContext &context,
+                                             StringRef bytes, StringRef name,
+                                             const ImportOptions &options,
+                                             std::string &error) {
+  context.loadDialect<arith::ArithDialect, func::FuncDialect,
+                      linalg::LinalgDialect, math::MathDialect,
+                      tensor::TensorDialect, moe::MoEDialect>();
+  ModelImporter importer(context, name, options, bytes);
   return importer.run(error);
 }
