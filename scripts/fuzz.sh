@@ -106,17 +106,17 @@ for i in "${!TARGETS[@]}"; do
   rc=0
   (cd "$FUZZ_WORK" && "$bin" "${opts[@]}" "${dirs[@]}") >"$log" 2>&1 || rc=$?
   found=$(($(ls "$artifacts" | wc -l) - before))
-  execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$log" |
+  execs=$( (grep -o 'stat::number_of_executed_units: [0-9]*' "$log" || true) |
     awk '{s += $2} END {print s + 0}')
   if [ "$execs" = 0 ]; then # fork mode: the last status line's count
-    execs=$(grep -o '^#[0-9]*' "$log" | tail -1 | tr -d '#')
+    execs=$( (grep -o '^#[0-9]*' "$log" || true) | tail -1 | tr -d '#')
   fi
   if [ "$rc" != 0 ] || [ "$found" != 0 ]; then
     status=1
     echo "fuzz.sh: $t: FINDING (exit $rc); new in $artifacts:" >&2
     ls -t "$artifacts" | head -n "$((found > 0 ? found : 1))" >&2
     grep -m3 -E 'ERROR: |runtime error|==[0-9]+==|terminate|Assertion' \
-      "$log" >&2 || tail -20 "$log" >&2
+      "$log" >&2 || tail -20 "$log" >&2 || true
   fi
   rows+=("$(printf '%-12s %8ss %12s %9s' "$t" "$SECONDS_EACH" \
     "${execs:-0}" "$found")")
