@@ -563,31 +563,61 @@ std::string ModelImporter::describeInferenceError(const std::string &what) {
   return "node '" + name + "' (" + opType.str() + "): " + reason.str();
 }
 
+/// True when every error in `msg` (strict inference lists one per line) is
+/// an op without a schema (com.microsoft), not a fault of the model.
+static bool onlyMissingSchemas(const std::string &msg) {
+  SmallVector<StringRef> lines;
+  StringRef(msg).split(lines, '\n', -1, /*KeepEmpty=*/false);
+  bool any = false;
+  for (StringRef l : lines) {
+    if (!l.contains("(op_type:") && !l.contains("No Op registered") &&
+        !l.contains("no schema registered"))
+      continue; // the "Shape inference error(s):" header
+    if (!l.contains("No Op registered") && !l.contains("no schema registered"))
+      return false;
+    any = true;
+  }
+  return any;
+}
+
 LogicalResult ModelImporter::inferShapes() {
-  onnx::ShapeInferenceOptions options(/*check_type=*/true, /*strict=*/1,
-                                      /*data_prop=*/true);
+  // libonnx 1.12's data propagation dereferences null when a value upstream
+  // failed inference (a Reshape to a shape that does not divide its input,
+  // then a Shape of a product of it: found by fuzzing, issue 17). So
+  // inference runs without it first, and with it only on a model that
+  // passed (or failed only at ops without a schema: com.microsoft).
+  std::string strictMsg;
   try {
+    onnx::ShapeInferenceOptions checkOnly(/*check_type=*/true, /*strict=*/1,
+                                          /*data_prop=*/false);
+    onnx::shape_inference::InferShapes(
+        model, onnx::OpSchemaRegistry::Instance(), checkOnly, nullptr);
+    onnx::ShapeInferenceOptions options(/*check_type=*/true, /*strict=*/1,
+                                        /*data_prop=*/true);
     onnx::shape_inference::InferShapes(
         model, onnx::OpSchemaRegistry::Instance(), options, &shapeData);
   } catch (const std::exception &e) {
-    std::string msg = e.what();
-    // Strict inference also stops at ops without a schema (com.microsoft).
-    // Either way, import with lenient inference: the importer's own checks
-    // name the node; the strict error is reported if they find nothing.
-    if (msg.find("No Op registered") == std::string::npos &&
-        msg.find("no schema registered") == std::string::npos)
-      strictInferenceError = describeInferenceError(msg);
-    else
-      strictInferenceError.clear();
-    try {
-      onnx::ShapeInferenceOptions lenient(false, 0, true);
-      shapeData.clear();
-      onnx::shape_inference::InferShapes(
-          model, onnx::OpSchemaRegistry::Instance(), lenient, &shapeData);
-    } catch (const std::exception &e2) {
-      strictInferenceError.clear(); // this error says it all
-      return err(describeInferenceError(e2.what()) + inferenceSuffix());
-    }
+    strictMsg = e.what();
+  }
+  if (strictMsg.empty())
+    return success();
+  // Strict inference also stops at ops without a schema (com.microsoft).
+  // Either way, import with lenient inference: the importer's own checks
+  // name the node; the strict error is reported if they find nothing.
+  bool missingSchemasOnly = onlyMissingSchemas(strictMsg);
+  if (!missingSchemasOnly)
+    strictInferenceError = describeInferenceError(strictMsg);
+  else
+    strictInferenceError.clear();
+  try {
+    onnx::ShapeInferenceOptions lenient(false, 0,
+                                        /*data_prop=*/missingSchemasOnly);
+    shapeData.clear();
+    onnx::shape_inference::InferShapes(
+        model, onnx::OpSchemaRegistry::Instance(), lenient, &shapeData);
+  } catch (const std::exception &e2) {
+    strictInferenceError.clear(); // this error says it all
+    return err(describeInferenceError(e2.what()) + inferenceSuffix());
   }
   return success();
 }
