@@ -7,6 +7,7 @@
 
 #include "moec/Import/OnnxImporter.h"
 #include "GraphImporter.h"
+#include "InferenceGuards.h"
 
 #include "moec/Dialect/MoE/MoEDialect.h"
 
@@ -563,29 +564,14 @@ std::string ModelImporter::describeInferenceError(const std::string &what) {
   return "node '" + name + "' (" + opType.str() + "): " + reason.str();
 }
 
-/// True when every error in `msg` (strict inference lists one per line) is
-/// an op without a schema (com.microsoft), not a fault of the model.
-static bool onlyMissingSchemas(const std::string &msg) {
-  SmallVector<StringRef> lines;
-  StringRef(msg).split(lines, '\n', -1, /*KeepEmpty=*/false);
-  bool any = false;
-  for (StringRef l : lines) {
-    if (!l.contains("(op_type:") && !l.contains("No Op registered") &&
-        !l.contains("no schema registered"))
-      continue; // the "Shape inference error(s):" header
-    if (!l.contains("No Op registered") && !l.contains("no schema registered"))
-      return false;
-    any = true;
-  }
-  return any;
-}
-
 LogicalResult ModelImporter::inferShapes() {
   // libonnx 1.12's data propagation dereferences null when a value upstream
   // failed inference (a Reshape to a shape that does not divide its input,
   // then a Shape of a product of it: found by fuzzing, issue 17). So
   // inference runs without it first, and with it only on a model that
   // passed (or failed only at ops without a schema: com.microsoft).
+  if (std::string hazard = inferenceHazard(model.graph()); !hazard.empty())
+    return err(hazard);
   std::string strictMsg;
   try {
     onnx::ShapeInferenceOptions checkOnly(/*check_type=*/true, /*strict=*/1,
