@@ -203,8 +203,9 @@ LogicalResult ModelImporter::checkOpsets() {
 /// The node's name for messages, as GraphImporter::describeNode says it.
 static std::string nodeText(const onnx::NodeProto &n) {
   std::string name = n.name();
-  if (name.empty() && n.output_size() > 0)
-    name = "<unnamed, output " + n.output(0) + ">";
+  if (name.empty())
+    name = n.output_size() > 0 ? "<unnamed, output " + n.output(0) + ">"
+                               : "<unnamed>";
   return "node '" + name + "' (" + n.op_type() + ")";
 }
 
@@ -348,6 +349,8 @@ LogicalResult ModelImporter::adaptNewerOpset() {
     } else if (op == "Pad" && n.input_size() >= 4 && !n.input(3).empty()) {
       // Pad-18's axes: the pads of the other dims are 0. Pad-13 has none.
       std::vector<int64_t> pads, axes;
+      if (n.output_size() != 1) // the checker, which says so, runs later
+        return fail("expects one output");
       int64_t rank = rankOf(n.input(0));
       if (!constInts(n.input(1), pads) || !constInts(n.input(3), axes))
         return fail("pads and axes must be constant int64 tensors");
