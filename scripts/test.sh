@@ -2,7 +2,9 @@
 # The test command: installs dependencies, builds, runs the lit suite and the
 # GoogleTest unit tests, then the runtime-only build without BLAS (the GPU
 # machine's configuration) and its tests, then the runtime under ASan +
-# UBSan (scripts/sanitize.sh). Prints the pass/fail counts.
+# UBSan (scripts/sanitize.sh; SANITIZE=0 skips it), then the fuzz targets
+# for 60 s each (scripts/fuzz.sh; MOEC_FUZZ_SECONDS=N for another time, 0
+# to skip them locally). Prints the pass/fail counts.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD_DIR=${BUILD_DIR:-$ROOT/build}
@@ -27,5 +29,12 @@ ctest --test-dir "$RT_DIR" --output-on-failure | tail -3 || status=1
 if [ "${SANITIZE:-1}" != 0 ]; then
   echo "== sanitizers (ASan + UBSan runtime, unit tests and lit subset) =="
   BUILD_DIR=$BUILD_DIR "$ROOT/scripts/sanitize.sh" || status=1
+fi
+# The libFuzzer targets (clang, ASan + UBSan, docs/reliability.md): a
+# crash, hang, out-of-memory or sanitizer report fails the run.
+if [ "${MOEC_FUZZ_SECONDS:-60}" != 0 ]; then
+  echo "== fuzz targets (${MOEC_FUZZ_SECONDS:-60} s each) =="
+  BUILD_DIR=$BUILD_DIR FUZZ_BUILD_DIR=$BUILD_DIR/fuzz \
+    "$ROOT/scripts/fuzz.sh" "${MOEC_FUZZ_SECONDS:-60}" || status=1
 fi
 exit $status

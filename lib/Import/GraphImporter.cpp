@@ -25,6 +25,17 @@ using onnx::TensorProto_DataType;
 // HostTensor
 //===----------------------------------------------------------------------===//
 
+int64_t moec::onnximport::saturatingInt(double v) {
+  if (v != v)
+    return 0;
+  // 2^63 is a double; every double below it converts.
+  if (v >= 9223372036854775808.0)
+    return INT64_MAX;
+  if (v <= -9223372036854775808.0)
+    return INT64_MIN;
+  return int64_t(v);
+}
+
 bool HostTensor::isFloat() const {
   switch (dtype) {
   case onnx::TensorProto_DataType_FLOAT:
@@ -59,7 +70,7 @@ HostTensor HostTensor::splat(int32_t dtype, std::vector<int64_t> shape,
   if (t.isFloat())
     t.f.assign(t.size(), value);
   else
-    t.i.assign(t.size(), int64_t(value));
+    t.i.assign(t.size(), saturatingInt(value));
   return t;
 }
 

@@ -28,6 +28,11 @@ namespace moec::onnximport {
 /// A tensor whose value is known while importing: small initializers,
 /// Constant nodes and folded shape arithmetic. Float element types keep their
 /// values in `f`, integer and bool types in `i`.
+/// `v` as an int64, saturating at the type's bounds (NaN is 0): a C++
+/// conversion of a float outside the range is undefined behaviour, and
+/// models may hold any float where an integer is expected.
+int64_t saturatingInt(double v);
+
 struct HostTensor {
   std::vector<int64_t> shape;
   int32_t dtype = onnx::TensorProto_DataType_INT64;
@@ -37,7 +42,9 @@ struct HostTensor {
   bool isFloat() const;
   int64_t size() const;
   double asDouble(size_t k) const { return isFloat() ? f[k] : double(i[k]); }
-  int64_t asInt(size_t k) const { return isFloat() ? int64_t(f[k]) : i[k]; }
+  int64_t asInt(size_t k) const {
+    return isFloat() ? saturatingInt(f[k]) : i[k];
+  }
   /// A 1-D int64 tensor.
   static HostTensor ints(std::vector<int64_t> values);
   /// A tensor of `dtype` and `shape`, every element `value`.

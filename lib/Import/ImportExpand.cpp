@@ -27,8 +27,19 @@ struct ShapeSpec {
 FailureOr<ShapeSpec> shapeInput(GraphImporter &gi, unsigned i) {
   ShapeSpec s;
   if (const HostTensor *c = gi.inputConst(i)) {
-    for (int64_t k = 0; k < c->size(); ++k)
+    if (c->isFloat()) {
+      (void)gi.fail("the shape input must be int64, not " +
+                    onnxTypeName(c->dtype));
+      return failure();
+    }
+    for (int64_t k = 0; k < c->size(); ++k) {
+      if (c->asInt(k) < 0) {
+        (void)gi.fail("the shape input's entry " + std::to_string(k) + " is " +
+                      std::to_string(c->asInt(k)) + ": dims must be >= 0");
+        return failure();
+      }
       s.dims.push_back(c->asInt(k));
+    }
     s.vals.assign(s.dims.size(), Value());
     return s;
   }
@@ -204,17 +215,25 @@ LogicalResult importConstantOfShape(GraphImporter &gi) {
   Type elt = gi.elementType(value.dtype);
   if (!elt)
     return gi.fail("value has unsupported dtype " + onnxTypeName(value.dtype));
-  if (const HostTensor *s = gi.inputConst(0)) {
-    std::vector<int64_t> shape;
-    for (int64_t k = 0; k < s->size(); ++k)
-      shape.push_back(s->asInt(k));
-    gi.setOutputConst(0,
-                      HostTensor::splat(value.dtype, shape, value.asDouble(0)));
-    return success();
-  }
   FailureOr<ShapeSpec> spec = shapeInput(gi, 0);
   if (failed(spec))
     return failure();
+  // A known shape of at most kFoldElements elements folds to a host
+  // constant (shape arithmetic); a larger one is filled at run time, never
+  // allocated here.
+  constexpr int64_t kFoldElements = 1 << 20;
+  if (gi.inputConst(0)) {
+    int64_t n = 1;
+    for (int64_t d : spec->dims)
+      if (n > 0 && (d > kFoldElements || (n *= d) > kFoldElements))
+        n = kFoldElements + 1;
+    if (n <= kFoldElements) {
+      std::vector<int64_t> shape(spec->dims.begin(), spec->dims.end());
+      gi.setOutputConst(
+          0, HostTensor::splat(value.dtype, shape, value.asDouble(0)));
+      return success();
+    }
+  }
   SmallVector<Value> dyn(spec->vals.begin(), spec->vals.end());
   Value init = gi.emptyTensor(spec->dims, elt, dyn);
   Value fill = gi.scalar(elt, value.asDouble(0));

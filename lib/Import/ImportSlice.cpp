@@ -66,6 +66,23 @@ LogicalResult importConcat(GraphImporter &gi) {
   FailureOr<int64_t> axis = normAxis(gi, gi.intAttr("axis", 0), rank);
   if (failed(axis))
     return failure();
+  // The inputs agree in rank, element type and every dim but the axis.
+  RankedTensorType t0 = gi.inputType(0);
+  for (unsigned i = 1; i < n; ++i) {
+    RankedTensorType t = gi.inputType(i);
+    std::string which = "input " + std::to_string(i) + " ";
+    if (t.getRank() != rank)
+      return gi.fail(which + "has rank " + std::to_string(t.getRank()) +
+                     ", input 0 has rank " + std::to_string(rank));
+    if (t.getElementType() != t0.getElementType())
+      return gi.fail(which + "has another element type than input 0");
+    for (int64_t d = 0; d < rank; ++d)
+      if (d != *axis && !isDyn(t.getDimSize(d)) && !isDyn(t0.getDimSize(d)) &&
+          t.getDimSize(d) != t0.getDimSize(d))
+        return gi.fail(which + "has size " + std::to_string(t.getDimSize(d)) +
+                       " in dim " + std::to_string(d) + ", input 0 has " +
+                       std::to_string(t0.getDimSize(d)));
+  }
   if (gi.allInputsConst()) {
     HostTensor out;
     out.dtype = gi.inputConst(0)->dtype;

@@ -7,6 +7,7 @@
 
 #include "moec/Import/OnnxImporter.h"
 #include "GraphImporter.h"
+#include "InferenceGuards.h"
 
 #include "moec/Dialect/MoE/MoEDialect.h"
 
@@ -22,7 +23,9 @@
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 
+#include <climits>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 
 #include "onnx/checker.h"
@@ -79,8 +82,11 @@ namespace {
 /// Drives one import: model-level checks, then the graph.
 class ModelImporter {
 public:
-  ModelImporter(MLIRContext &ctx, StringRef path, const ImportOptions &opts)
-      : ctx(ctx), path(path.str()), opts(opts) {}
+  /// `contents`: the model's bytes when held in memory (importOnnxBuffer),
+  /// else none and load() reads `path`.
+  ModelImporter(MLIRContext &ctx, StringRef path, const ImportOptions &opts,
+                std::optional<StringRef> contents = std::nullopt)
+      : ctx(ctx), path(path.str()), opts(opts), contents(contents) {}
 
   OwningOpRef<ModuleOp> run(std::string &error);
 
@@ -112,6 +118,7 @@ private:
   std::unordered_map<std::string, onnx::TensorShapeProto> shapeData;
   std::string path;
   const ImportOptions &opts;
+  std::optional<StringRef> contents;
   onnx::ModelProto model;
   std::string error;
   int64_t sourceOpset = 0; ///< the model's default-domain opset
@@ -129,17 +136,27 @@ static std::string oneLine(std::string s) {
 }
 
 LogicalResult ModelImporter::load() {
-  auto buf = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
-                                         /*RequiresNullTerminator=*/true);
-  if (!buf)
-    return err("cannot open: " + buf.getError().message());
+  std::unique_ptr<llvm::MemoryBuffer> file;
+  StringRef bytes;
+  if (contents) {
+    bytes = *contents;
+  } else {
+    auto buf = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
+                                           /*RequiresNullTerminator=*/false);
+    if (!buf)
+      return err("cannot open: " + buf.getError().message());
+    file = std::move(*buf);
+    bytes = file->getBuffer();
+  }
   StringRef ext = llvm::sys::path::extension(path);
   if (ext == ".onnxtxt" || ext == ".txt") {
     // libonnx's text parser converts numbers with std::stoll/stof, which
-    // throw on a literal out of range (a 23-digit int, 1e99999).
+    // throw on a literal out of range (a 23-digit int, 1e99999). It reads
+    // a C string: text after a NUL byte is not part of the model.
+    std::string text = bytes.str();
     onnx::Status st;
     try {
-      st = onnx::OnnxParser::Parse(model, (*buf)->getBufferStart());
+      st = onnx::OnnxParser::Parse(model, text.c_str());
     } catch (const std::out_of_range &e) {
       return err(std::string("not a valid ONNX text model: a number literal "
                              "is out of range for its type (") +
@@ -150,10 +167,10 @@ LogicalResult ModelImporter::load() {
     if (!st.IsOK())
       return err("not a valid ONNX text model: " + oneLine(st.ErrorMessage()));
   } else {
-    if ((*buf)->getBufferSize() == 0)
+    if (bytes.empty())
       return err("file is empty, not an ONNX model");
-    if (!model.ParseFromArray((*buf)->getBufferStart(),
-                              int((*buf)->getBufferSize())))
+    if (bytes.size() > size_t(INT_MAX) ||
+        !model.ParseFromArray(bytes.data(), int(bytes.size())))
       return err("not a valid ONNX model (protobuf parsing failed: the file "
                  "is truncated or not ONNX)");
   }
@@ -186,8 +203,9 @@ LogicalResult ModelImporter::checkOpsets() {
 /// The node's name for messages, as GraphImporter::describeNode says it.
 static std::string nodeText(const onnx::NodeProto &n) {
   std::string name = n.name();
-  if (name.empty() && n.output_size() > 0)
-    name = "<unnamed, output " + n.output(0) + ">";
+  if (name.empty())
+    name = n.output_size() > 0 ? "<unnamed, output " + n.output(0) + ">"
+                               : "<unnamed>";
   return "node '" + name + "' (" + n.op_type() + ")";
 }
 
@@ -331,6 +349,8 @@ LogicalResult ModelImporter::adaptNewerOpset() {
     } else if (op == "Pad" && n.input_size() >= 4 && !n.input(3).empty()) {
       // Pad-18's axes: the pads of the other dims are 0. Pad-13 has none.
       std::vector<int64_t> pads, axes;
+      if (n.output_size() != 1) // the checker, which says so, runs later
+        return fail("expects one output");
       int64_t rank = rankOf(n.input(0));
       if (!constInts(n.input(1), pads) || !constInts(n.input(3), axes))
         return fail("pads and axes must be constant int64 tensors");
@@ -548,30 +568,45 @@ std::string ModelImporter::describeInferenceError(const std::string &what) {
 }
 
 LogicalResult ModelImporter::inferShapes() {
-  onnx::ShapeInferenceOptions options(/*check_type=*/true, /*strict=*/1,
-                                      /*data_prop=*/true);
+  // libonnx 1.12's data propagation dereferences null when a value upstream
+  // failed inference (a Reshape to a shape that does not divide its input,
+  // then a Shape of a product of it: found by fuzzing, issue 17). So
+  // inference runs without it first, and with it only on a model that
+  // passed (or failed only at ops without a schema: com.microsoft).
+  if (std::string hazard = inferenceHazard(model.graph()); !hazard.empty())
+    return err(hazard);
+  std::string strictMsg;
   try {
+    onnx::ShapeInferenceOptions checkOnly(/*check_type=*/true, /*strict=*/1,
+                                          /*data_prop=*/false);
+    onnx::shape_inference::InferShapes(
+        model, onnx::OpSchemaRegistry::Instance(), checkOnly, nullptr);
+    onnx::ShapeInferenceOptions options(/*check_type=*/true, /*strict=*/1,
+                                        /*data_prop=*/true);
     onnx::shape_inference::InferShapes(
         model, onnx::OpSchemaRegistry::Instance(), options, &shapeData);
   } catch (const std::exception &e) {
-    std::string msg = e.what();
-    // Strict inference also stops at ops without a schema (com.microsoft).
-    // Either way, import with lenient inference: the importer's own checks
-    // name the node; the strict error is reported if they find nothing.
-    if (msg.find("No Op registered") == std::string::npos &&
-        msg.find("no schema registered") == std::string::npos)
-      strictInferenceError = describeInferenceError(msg);
-    else
-      strictInferenceError.clear();
-    try {
-      onnx::ShapeInferenceOptions lenient(false, 0, true);
-      shapeData.clear();
-      onnx::shape_inference::InferShapes(
-          model, onnx::OpSchemaRegistry::Instance(), lenient, &shapeData);
-    } catch (const std::exception &e2) {
-      strictInferenceError.clear(); // this error says it all
-      return err(describeInferenceError(e2.what()) + inferenceSuffix());
-    }
+    strictMsg = e.what();
+  }
+  if (strictMsg.empty())
+    return success();
+  // Strict inference also stops at ops without a schema (com.microsoft).
+  // Either way, import with lenient inference: the importer's own checks
+  // name the node; the strict error is reported if they find nothing.
+  bool missingSchemasOnly = onlyMissingSchemas(strictMsg);
+  if (!missingSchemasOnly)
+    strictInferenceError = describeInferenceError(strictMsg);
+  else
+    strictInferenceError.clear();
+  try {
+    onnx::ShapeInferenceOptions lenient(false, 0,
+                                        /*data_prop=*/missingSchemasOnly);
+    shapeData.clear();
+    onnx::shape_inference::InferShapes(
+        model, onnx::OpSchemaRegistry::Instance(), lenient, &shapeData);
+  } catch (const std::exception &e2) {
+    strictInferenceError.clear(); // this error says it all
+    return err(describeInferenceError(e2.what()) + inferenceSuffix());
   }
   return success();
 }
@@ -748,5 +783,16 @@ OwningOpRef<ModuleOp> moec::importOnnxFile(MLIRContext &context, StringRef path,
                       linalg::LinalgDialect, math::MathDialect,
                       tensor::TensorDialect, moe::MoEDialect>();
   ModelImporter importer(context, path, options);
+  return importer.run(error);
+}
+
+OwningOpRef<ModuleOp> moec::importOnnxBuffer(MLIRContext &context,
+                                             StringRef bytes, StringRef name,
+                                             const ImportOptions &options,
+                                             std::string &error) {
+  context.loadDialect<arith::ArithDialect, func::FuncDialect,
+                      linalg::LinalgDialect, math::MathDialect,
+                      tensor::TensorDialect, moe::MoEDialect>();
+  ModelImporter importer(context, name, options, bytes);
   return importer.run(error);
 }

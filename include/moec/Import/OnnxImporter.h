@@ -51,6 +51,16 @@ mlir::OwningOpRef<mlir::ModuleOp> importOnnxFile(mlir::MLIRContext &context,
                                                  const ImportOptions &options,
                                                  std::string &error);
 
+/// Imports a model held in memory (`bytes`, read during the call only).
+/// `name` stands for its path: it names the model in errors, its extension
+/// picks the format as for importOnnxFile, and external data is looked for
+/// next to it. The fuzz targets (fuzz/) import through it.
+mlir::OwningOpRef<mlir::ModuleOp> importOnnxBuffer(mlir::MLIRContext &context,
+                                                   llvm::StringRef bytes,
+                                                   llvm::StringRef name,
+                                                   const ImportOptions &options,
+                                                   std::string &error);
+
 /// Registers the dialects the importer creates ops of.
 void registerImportDialects(mlir::DialectRegistry &registry);
 

@@ -1,0 +1,38 @@
+//===- InferenceGuards.h - what ONNX shape inference cannot survive -*- C++
+//-*-===//
+//
+// libonnx 1.12's shape inference trusts the model: some models make it
+// allocate without bound or crash. These checks run before it and name the
+// node instead (issue 17; each was found by the fuzz targets in fuzz/).
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEC_LIB_IMPORT_INFERENCEGUARDS_H
+#define MOEC_LIB_IMPORT_INFERENCEGUARDS_H
+
+#include <string>
+
+namespace onnx {
+class GraphProto;
+} // namespace onnx
+
+namespace moec::onnximport {
+
+/// The most entries a tensor used as a shape (a rank) may have.
+constexpr long long kMaxShapeRank = 1024;
+
+/// "" when `graph` is safe to give to ONNX shape inference, else an error
+/// naming the node: a shape operand (of Expand, Reshape, ConstantOfShape,
+/// Tile) made by a ConstantOfShape or Range of constant inputs with more
+/// than kMaxShapeRank entries (inference would build a shape of that rank:
+/// 5 * 10^13 dims ran out of memory).
+std::string inferenceHazard(const onnx::GraphProto &graph);
+
+/// True when every error in `msg` (strict inference lists one per line) is
+/// an op without a schema (com.microsoft), not a fault of the model: then
+/// the lenient retry may propagate data.
+bool onlyMissingSchemas(const std::string &msg);
+
+} // namespace moec::onnximport
+
+#endif // MOEC_LIB_IMPORT_INFERENCEGUARDS_H
