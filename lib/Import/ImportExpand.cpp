@@ -115,6 +115,18 @@ FailureOr<Value> broadcastTo(GraphImporter &gi, Value v,
   return g.getResult(0);
 }
 
+/// Whether a constant of `shape` is small enough to fold while importing
+/// (at most 2^20 elements); a larger one is computed at run time.
+static bool foldable(ArrayRef<int64_t> shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0 || (d > 0 && n > (int64_t(1) << 20) / d))
+      return false;
+    n *= d;
+  }
+  return true;
+}
+
 LogicalResult importExpand(GraphImporter &gi) {
   if (gi.allInputsConst()) {
     const HostTensor *c = gi.inputConst(0), *s = gi.inputConst(1);
@@ -129,16 +141,18 @@ LogicalResult importExpand(GraphImporter &gi) {
                        Twine(want));
       shape[d] = std::max(in, want);
     }
-    Shape st = strides(c->shape);
-    gi.setOutputConst(
-        0, hostGather(*c, shape, [&](ArrayRef<int64_t> pos) {
-          int64_t k = 0;
-          for (int64_t d = 0; d < int64_t(c->shape.size()); ++d)
-            k += (c->shape[d] == 1 ? 0 : pos[d + rank - c->shape.size()]) *
-                 st[d];
-          return k;
-        }));
-    return success();
+    if (foldable(shape)) {
+      Shape st = strides(c->shape);
+      gi.setOutputConst(
+          0, hostGather(*c, shape, [&](ArrayRef<int64_t> pos) {
+            int64_t k = 0;
+            for (int64_t d = 0; d < int64_t(c->shape.size()); ++d)
+              k += (c->shape[d] == 1 ? 0 : pos[d + rank - c->shape.size()]) *
+                   st[d];
+            return k;
+          }));
+      return success();
+    }
   }
   FailureOr<ShapeSpec> spec = shapeInput(gi, 1);
   if (failed(spec))
@@ -166,7 +180,8 @@ LogicalResult importTile(GraphImporter &gi) {
     shape.push_back(in.isDynamicDim(d) ? ShapedType::kDynamic
                                        : in.getDimSize(d) * (*reps)[d]);
   }
-  if (const HostTensor *c = gi.inputConst(0); c && c->size() <= (1 << 16)) {
+  if (const HostTensor *c = gi.inputConst(0);
+      c && c->size() <= (1 << 16) && foldable(shape)) {
     Shape st = strides(c->shape);
     gi.setOutputConst(0, hostGather(*c, shape, [&](ArrayRef<int64_t> pos) {
                         int64_t k = 0;
