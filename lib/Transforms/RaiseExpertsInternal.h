@@ -111,6 +111,9 @@ Value collapseLeading(OpBuilder &b, Location loc, Value v);
 /// True when `v` is a constant tensor of zeros.
 bool isZeroConstant(Value v);
 
+/// An integer constant: a scalar, or a one-element tensor.
+std::optional<int64_t> constantInt(Value v);
+
 /// The backward slice of `v` (ops it depends on).
 SetVector<Operation *> sliceOf(Value v);
 

@@ -47,17 +47,6 @@ namespace moec::raising {
 
 namespace {
 
-/// An integer constant: a scalar, or a one-element tensor.
-std::optional<int64_t> intConstant(Value v) {
-  APInt c;
-  if (matchPattern(v, m_ConstantInt(&c)))
-    return c.getSExtValue();
-  DenseIntElementsAttr d;
-  if (matchPattern(skipViews(v), m_Constant(&d)) && d.getNumElements() == 1)
-    return (*d.begin()).getSExtValue();
-  return std::nullopt;
-}
-
 /// A one-input generic whose body is a single `OpTy` of its argument: the
 /// input.
 template <typename OpTy> Value matchUnary(Value v) {
@@ -123,7 +112,7 @@ std::pair<Value, int64_t> elementOf(Value t, int64_t pos) {
         break;
       int64_t lin = 0;
       for (auto [i, d] : llvm::zip(ex.getIndices(), srcT.getShape())) {
-        std::optional<int64_t> c = intConstant(i);
+        std::optional<int64_t> c = constantInt(i);
         if (!c)
           return {t, pos};
         lin = lin * d + *c;
@@ -151,7 +140,7 @@ std::optional<std::pair<Value, int64_t>> chunkSize(Value n) {
                  : tensor::ExtractOp();
   if (!ex || ex.getIndices().size() != 1)
     return std::nullopt;
-  std::optional<int64_t> c = intConstant(ex.getIndices()[0]);
+  std::optional<int64_t> c = constantInt(ex.getIndices()[0]);
   if (!c)
     return std::nullopt;
   return std::make_pair(ex.getTensor(), *c);
@@ -159,7 +148,7 @@ std::optional<std::pair<Value, int64_t>> chunkSize(Value n) {
 
 /// The chunk sizes that `off` adds up (0 for none): their positions.
 bool offsetTerms(Value off, Value sizes, SmallVectorImpl<int64_t> &terms) {
-  if (std::optional<int64_t> c = intConstant(off))
+  if (std::optional<int64_t> c = constantInt(off))
     return *c == 0;
   if (auto add = off.getDefiningOp<arith::AddIOp>())
     return offsetTerms(add.getLhs(), sizes, terms) &&
@@ -365,7 +354,7 @@ std::optional<std::pair<Value, Value>> matchRowGather(Value v) {
     auto cmp = sel.getCondition().getDefiningOp<arith::CmpIOp>();
     auto add = sel.getTrueValue().getDefiningOp<arith::AddIOp>();
     if (!cmp || cmp.getPredicate() != arith::CmpIPredicate::slt || !add ||
-        cmp.getLhs() != sel.getFalseValue() || intConstant(cmp.getRhs()) != 0 ||
+        cmp.getLhs() != sel.getFalseValue() || constantInt(cmp.getRhs()) != 0 ||
         (add.getLhs() != sel.getFalseValue() &&
          add.getRhs() != sel.getFalseValue()))
       return std::nullopt;
@@ -378,7 +367,7 @@ std::optional<std::pair<Value, Value>> matchRowGather(Value v) {
       !isIndex(idxEx.getIndices()[0], 0))
     return std::nullopt;
   for (Value i : llvm::drop_begin(idxEx.getIndices()))
-    if (intConstant(i) != 0)
+    if (constantInt(i) != 0)
       return std::nullopt;
   return std::make_pair(ex.getTensor(), idxEx.getTensor());
 }
@@ -390,7 +379,7 @@ std::optional<std::pair<Value, Value>> matchRowGather(Value v) {
 std::optional<std::pair<Value, int64_t>> matchDivByConst(Value v) {
   v = skipViews(v);
   if (auto d = matchBinary<arith::DivSIOp>(v)) {
-    if (std::optional<int64_t> c = intConstant(d->second))
+    if (std::optional<int64_t> c = constantInt(d->second))
       return std::make_pair(d->first, *c);
     return std::nullopt;
   }
@@ -614,7 +603,7 @@ LogicalResult LayerRaiser::raiseGrouped(Router &r, Operation *sc, Value root,
         auto c = ex.getTensor().getDefiningOp<arith::ConstantOp>();
         slab |= c && cast<RankedTensorType>(c.getType()).getRank() == 3;
       });
-      if (slab && intConstant(g.getDpsInputs()[0]) != int64_t(i)) {
+      if (slab && constantInt(g.getDpsInputs()[0]) != int64_t(i)) {
         why = "chunk " + std::to_string(i) +
               " of the grouped experts multiplies another expert's weights";
         return failure();

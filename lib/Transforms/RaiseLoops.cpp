@@ -105,17 +105,6 @@ std::optional<int64_t> scalarIndex(Value v) {
   return std::nullopt;
 }
 
-/// An integer constant: a scalar, or a one-element tensor.
-std::optional<int64_t> constantInt(Value v) {
-  APInt c;
-  if (matchPattern(v, m_ConstantInt(&c)))
-    return c.getSExtValue();
-  DenseIntElementsAttr d;
-  if (matchPattern(skipViews(v), m_Constant(&d)) && d.getNumElements() == 1)
-    return (*d.begin()).getSExtValue();
-  return std::nullopt;
-}
-
 /// Hand-written loops (`tok, pos = torch.where(idx == e)`): NonZero on the
 /// comparison of the router's selected expert ids `indices` with a constant
 /// `e`, either operand order. Returns e.

@@ -11,6 +11,7 @@
 #include "mlir/Analysis/SliceAnalysis.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/IR/DialectResourceBlobManager.h"
+#include "mlir/IR/Matchers.h"
 
 using namespace mlir;
 using namespace moec;
@@ -84,6 +85,17 @@ bool isZeroConstant(Value v) {
          (isa<FloatType>(dense.getElementType())
               ? dense.getSplatValue<APFloat>().isZero()
               : dense.getSplatValue<APInt>().isZero());
+}
+
+/// An integer constant: a scalar, or a one-element tensor.
+std::optional<int64_t> constantInt(Value v) {
+  APInt c;
+  if (matchPattern(v, m_ConstantInt(&c)))
+    return c.getSExtValue();
+  DenseIntElementsAttr d;
+  if (matchPattern(skipViews(v), m_Constant(&d)) && d.getNumElements() == 1)
+    return (*d.begin()).getSExtValue();
+  return std::nullopt;
 }
 
 /// The backward slice of `v` (ops it depends on).
