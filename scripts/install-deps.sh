@@ -6,6 +6,7 @@ set -euo pipefail
 APT_PACKAGES=(
   cmake ninja-build g++ git clang-format
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools
+  clang-22 libclang-rt-22-dev # scripts/sanitize.sh: ASan + UBSan runtime
   libonnx-dev libprotobuf-dev protobuf-compiler
   libgtest-dev
   libflatbuffers-dev flatbuffers-compiler

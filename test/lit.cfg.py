@@ -30,11 +30,24 @@ llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
 llvm_config.use_default_substitutions()
 
 tool_dirs = [config.moec_tools_dir, config.llvm_tools_dir]
-llvm_config.add_tool_substitutions(["moec", "moe-opt", "moe-translate",
-                                    "moe-eval", "moe-run",
-                                    "moert-make-test-plan"], tool_dirs)
+# `lit -D moert_tools_dir=DIR` (scripts/sanitize.sh): the runtime's tools,
+# moe-run and moert-make-test-plan, from DIR (an ASan + UBSan runtime-only
+# build), the compiler's from this build; the sanitizers' options pass
+# through, and tests can tell (feature "sanitized-runtime").
+runtime_tools = ["moe-run", "moert-make-test-plan"]
+moert_tools_dir = lit_config.params.get("moert_tools_dir")
+llvm_config.add_tool_substitutions(
+    ["moec", "moe-opt", "moe-translate", "moe-eval"] +
+    ([] if moert_tools_dir else runtime_tools), tool_dirs)
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 llvm_config.with_environment("PATH", config.moec_tools_dir, append_path=True)
+if moert_tools_dir:
+    llvm_config.add_tool_substitutions(runtime_tools, [moert_tools_dir])
+    llvm_config.with_environment("PATH", moert_tools_dir, append_path=True)
+    llvm_config.with_system_environment(
+        ["ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS",
+         "OMPI_MCA_mca_base_component_disable_dlclose"])
+    config.available_features.add("sanitized-runtime")
 
 # Optional tools: MPI for multi-process runs, ptxas to assemble generated PTX.
 import shutil

@@ -4,7 +4,7 @@ configs, no download) with torch.onnx's TorchScript exporter, and the same
 families as whole 2-layer causal LMs with the dynamo exporter; saves torch's
 reference outputs.
 
-    python3 examples/families/gen.py [NAME ...]   # torch, transformers, onnx, onnxscript
+    python3 examples/families/gen.py [--out DIR] [NAME ...]   # torch, transformers, onnx, onnxscript
 
 NAME is a family (its block: `dots1`) or a family's whole model
 (`dots1_causal_lm`); none: every block and every committed whole model.
@@ -30,8 +30,9 @@ causal LMs (input_ids [2, 8] int64 -> logits [2, 8, 128]; weights as
 initialised by transformers, selection biases N(0, 0.1)). Only those that
 moec compiles and that match onnxruntime on ep=2 are committed
 (CAUSAL_LMS_COMMITTED, into <family>_causal_lm/); the others are written to
-$TMPDIR/families/<family>_causal_lm so that their failures can be reproduced
-(README.md lists them).
+$TMPDIR/families/<family>_causal_lm (or --out DIR) so that their failures
+can be reproduced (README.md lists them), or tested when too large to
+commit (test/moec/families-generated.test: Qwen3-Next, Bailing-hybrid).
 """
 import collections
 import importlib
@@ -84,6 +85,17 @@ def families():
             routed_scaling_factor=2.5, first_k_dense_replace=1,
             head_dim=16), "Dots1MoE"),
         # softmax top-k, not renormalised (FlexOlmo's norm_topk_prob=False).
+        # n_group 2, topk_group 1: the released 8 of 4 groups of 512 experts
+        # would leave fewer candidates than k with 8 experts.
+        "bailing_hybrid": ("bailing_hybrid", dict(
+            intermediate_size=64, moe_intermediate_size=32,
+            num_local_experts=E, num_experts_per_tok=K, n_shared_experts=1,
+            n_group=2, topk_group=1, norm_topk_prob=True,
+            routed_scaling_factor=2.5, first_k_dense_replace=0,
+            num_key_value_heads=4, kv_lora_rank=16, qk_rope_head_dim=8,
+            qk_nope_head_dim=16, v_head_dim=16, head_dim=16,
+            layer_group_size=2, num_mtp_layers=0),
+            lambda cfg, mod: mod.BailingHybridMoE(cfg, layer_idx=0)),
         "flex_olmo": ("flex_olmo", dict(
             intermediate_size=32, num_experts=E, num_experts_per_tok=K,
             norm_topk_prob=False), "FlexOlmoSparseMoeBlock"),
@@ -261,7 +273,7 @@ def export_causal_lm(name):
     with torch.no_grad():
         y = lm(ids)
     out = (os.path.join(HERE, name) if name in CAUSAL_LMS_COMMITTED else
-           os.path.join(tempfile.gettempdir(), "families", name))
+           os.path.join(OUT, name))
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "model.onnx")
     try:
@@ -281,9 +293,16 @@ def export_causal_lm(name):
           "ops", counts)
 
 
+# Where the whole models too large to commit go (--out DIR).
+OUT = os.path.join(tempfile.gettempdir(), "families")
+
+
 def main():
+    global OUT
     print("transformers", transformers.__version__, "torch", torch.__version__)
     wanted = sys.argv[1:]
+    if wanted[:1] == ["--out"]:
+        OUT, wanted = wanted[1], wanted[2:]
     names = list(families())
     for w in wanted:
         if w not in names and w.removesuffix("_causal_lm") not in names:

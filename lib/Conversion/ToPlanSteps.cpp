@@ -319,9 +319,9 @@ LogicalResult PlanBuilder::lowerTopK(moe::TopKOp op) {
   if (op.getAxis() != t.getRank() - 1)
     return op.emitError("plan lowering: topk over axis ")
            << op.getAxis() << ", only the last axis is supported";
-  if (!t.getElementType().isF32())
+  if (!t.getElementType().isF32() && !t.getElementType().isInteger(64))
     return op.emitError("plan lowering: topk of ")
-           << t.getElementType() << " values, only f32 is supported";
+           << t.getElementType() << " values, only f32 and i64 are supported";
   LogicalResult ok = success();
   int32_t x = optional(op.getInput(), op, ok);
   std::string name = nodeName(op.getLoc());

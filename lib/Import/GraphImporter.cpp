@@ -13,6 +13,8 @@
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 
+#include <onnx/defs/schema.h>
+
 #include <cstring>
 
 using namespace mlir;
@@ -181,8 +183,12 @@ RankedTensorType GraphImporter::inferredOutputType(unsigned i) {
   if (!elt)
     return {};
   SmallVector<int64_t> shape;
-  for (const auto &d : tp.tensor_type().shape().dim())
+  for (const auto &d : tp.tensor_type().shape().dim()) {
+    // A negative dim is no shape at all: unknown.
+    if (d.has_dim_value() && d.dim_value() < 0)
+      return {};
     shape.push_back(d.has_dim_value() ? d.dim_value() : ShapedType::kDynamic);
+  }
   return RankedTensorType::get(shape, elt);
 }
 
@@ -690,8 +696,23 @@ LogicalResult GraphImporter::importNode(const onnx::NodeProto &node,
   curLoc = NameLoc::get(b.getStringAttr(nodeName),
                         FileLineColLoc::get(ctx(), file, 0, 0));
   for (unsigned i = 0, n = node.input_size(); i < n; ++i) {
-    if (node.input(i).empty())
+    if (node.input(i).empty()) {
+      // An empty name omits an optional input; a required one cannot be
+      // left out (the op's schema says which are optional).
+      const onnx::OpSchema *schema =
+          node.domain().empty() || node.domain() == "ai.onnx"
+              ? onnx::OpSchemaRegistry::Schema(node.op_type(), defaultOpset)
+              : nullptr;
+      if (schema && !schema->inputs().empty()) {
+        const auto &formal =
+            schema->inputs()[std::min<size_t>(i, schema->inputs().size() - 1)];
+        if (formal.GetOption() != onnx::OpSchema::Optional)
+          return fail("input " + std::to_string(i) + " ('" + formal.GetName() +
+                      "') is required but its name is "
+                      "empty");
+      }
       continue;
+    }
     if (!lookup(node.input(i)))
       return fail("input '" + node.input(i) + "' is not defined before use");
   }

@@ -191,6 +191,10 @@ static LogicalResult importScatterElements(GraphImporter &gi) {
     return failure();
   if (gi.inputType(2).getElementType() != data.getElementType())
     return gi.fail("updates and data have different element types");
+  for (auto [i, u] :
+       llvm::zip(gi.inputType(1).getShape(), gi.inputType(2).getShape()))
+    if (!ShapedType::isDynamic(i) && !ShapedType::isDynamic(u) && i != u)
+      return gi.fail("indices and updates must have the same shape");
   if (Value v = scatterElementsAsBox(gi, *red, *axis)) {
     gi.setOutput(0, v);
     return success();

@@ -347,8 +347,10 @@ LogicalResult importSlice(GraphImporter &gi) {
     if (step > 0) {
       s = std::clamp<int64_t>(s, 0, d);
       e = std::clamp<int64_t>(e, 0, d);
-      offs[*ax] = s;
       sizes[*ax] = e > s ? (e - s + step - 1) / step : 0;
+      // An empty slice starts at 0 (an offset at the dim's end is out of
+      // bounds for tensor.extract_slice).
+      offs[*ax] = sizes[*ax] ? s : 0;
     } else {
       s = std::clamp<int64_t>(s, 0, std::max<int64_t>(d - 1, 0));
       e = std::clamp<int64_t>(e, -1, d - 1);

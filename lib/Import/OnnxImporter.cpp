@@ -688,6 +688,13 @@ OwningOpRef<ModuleOp> ModelImporter::build() {
             "; fix it with --input-shape " + in.name() + "=D0,D1,...");
         return nullptr;
       }
+      if (dim.dim_value() < 0) {
+        (void)err("graph input '" + in.name() + "' has dim " + Twine(d) +
+                  " of " + Twine(dim.dim_value()) +
+                  " (dims are 0 or more); fix it with --input-shape " +
+                  in.name() + "=D0,D1,...");
+        return nullptr;
+      }
       shape.push_back(dim.dim_value());
     }
     argTypes.push_back(RankedTensorType::get(shape, elt));

@@ -4,7 +4,8 @@
 // linalg op other than a matmul, after upstream elementwise fusion) into its
 // own `func.func @kernel_N` marked `moe.kernel`, called from @main. Static
 // slices and concatenations (attention's rotary halves) first become
-// linalg.generic copies, so that they are kernels too. The
+// linalg.generic copies, so that they are kernels too; a ScatterND of rows
+// becomes the ScatterElements it is (a plan step). The
 // kernels are what moec compiles to machine code (CPU) or PTX (CUDA) and
 // embeds in the plan; the calls become `kernel` steps. Structurally
 // identical regions (every layer's norms, rotary halves, residual adds)
@@ -156,6 +157,46 @@ bool fusesInto(OpOperand *operand) {
   return pointers <= moert::kMaxKernelOperands;
 }
 
+/// A ScatterND of rows (indices [M, 1]: updates [M, ...] replace or
+/// reduce into rows of data) as the ScatterElements along dim 0 it is,
+/// the row index broadcast over each row (a generic: a kernel), since
+/// plans have a scatter_elements step (JetMoE's index_add over sorted
+/// pairs, left by moe-raise-experts where no layer raised).
+LogicalResult scatterRowsToElements(moe::ScatterNDOp op) {
+  auto idxT = cast<RankedTensorType>(op.getIndices().getType());
+  auto updT = cast<RankedTensorType>(op.getUpdates().getType());
+  auto dataT = cast<RankedTensorType>(op.getData().getType());
+  if (idxT.getRank() != 2 || idxT.getDimSize(1) != 1 ||
+      !updT.hasStaticShape() || updT.getRank() != dataT.getRank() ||
+      updT.getDimSize(0) != idxT.getDimSize(0) ||
+      updT.getShape().drop_front() != dataT.getShape().drop_front())
+    return failure();
+  OpBuilder b(op);
+  Location loc = op.getLoc();
+  MLIRContext *ctx = b.getContext();
+  int64_t rank = updT.getRank();
+  auto bT = RankedTensorType::get(updT.getShape(), idxT.getElementType());
+  Value init =
+      tensor::EmptyOp::create(b, loc, bT.getShape(), bT.getElementType());
+  AffineMap rowMap = AffineMap::get(
+      rank, 0, {getAffineDimExpr(0, ctx), getAffineConstantExpr(0, ctx)}, ctx);
+  SmallVector<utils::IteratorType> par(rank, utils::IteratorType::parallel);
+  Value idx =
+      linalg::GenericOp::create(
+          b, loc, TypeRange{bT}, ValueRange{op.getIndices()}, ValueRange{init},
+          ArrayRef<AffineMap>{rowMap, b.getMultiDimIdentityMap(rank)}, par,
+          [&](OpBuilder &bb, Location l, ValueRange a) {
+            linalg::YieldOp::create(bb, l, a[0]);
+          })
+          .getResult(0);
+  auto se = moe::ScatterElementsOp::create(
+      b, loc, op.getType(), op.getData(), idx, op.getUpdates(),
+      b.getI64IntegerAttr(0), op.getReductionAttr());
+  op.replaceAllUsesWith(se.getResult());
+  op.erase();
+  return success();
+}
+
 /// A static tensor.extract_slice (constant strides, no dropped dims) as a
 /// linalg.generic over the result reading src at offset + stride * index
 /// (tensor.extract in the body: an input indexing map would make linalg
@@ -294,6 +335,10 @@ struct MoEOutlineKernelsPass
     });
     for (tensor::ConcatOp c : concats)
       splitWideConcat(c);
+    SmallVector<moe::ScatterNDOp> scatters;
+    module.walk([&](moe::ScatterNDOp s) { scatters.push_back(s); });
+    for (moe::ScatterNDOp s : scatters)
+      (void)scatterRowsToElements(s);
     SmallVector<Operation *> copies;
     module.walk([&](Operation *op) {
       if (isa<tensor::ExtractSliceOp, tensor::ConcatOp>(op) &&

@@ -155,6 +155,7 @@ struct RaiseExperts : public moec::impl::MoERaiseExpertsBase<RaiseExperts> {
                                  "probabilities) not raised: ")))
         return signalPassFailure();
     }
+    densifyGroupedGemms(func);
   }
 
   enum class Generic { raised, tried, failed };

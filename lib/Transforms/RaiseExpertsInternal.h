@@ -317,6 +317,13 @@ private:
 /// (RaiseGrouped.cpp).
 bool isGroupedExperts(Value v);
 
+/// Rewrites the grouped GEMMs no layer raised (JetMoE's mixture of
+/// attention heads): a concatenation of `chunk_e(rows) @ W_e` over the
+/// chunks of rows sorted by expert becomes E GEMMs over all rows and a
+/// select of each row's own expert's result, static shapes that plans
+/// run (RaiseGrouped.cpp).
+void densifyGroupedGemms(func::FuncOp func);
+
 /// Raises Doge's product-key experts (rows of [E, H] embedding tables
 /// picked by the selected ids, FFNs of intermediate size 1) to moe.experts,
 /// the router kept as the model's own ops (RaiseEmbedding.cpp).

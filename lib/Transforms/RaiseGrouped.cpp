@@ -448,19 +448,54 @@ bool isOnesConstant(Value v) {
   return true;
 }
 
-/// The tokens per expert: sum over tokens of the one-hot of `ids` ([T, k]
-/// distinct per token): zeros[T, E].scatter(1, ids, 1).long().sum(0).
-bool isExpertCounts(Value counts, Value ids, int64_t e) {
+/// The ids whose tokens per expert `counts` holds: zeros[T, E].scatter(1,
+/// ids, 1).long().sum(0) with ids [T, k] (distinct per token, as a top-k
+/// picks them). Null when `counts` is not that.
+Value countedIds(Value counts, int64_t e) {
   Value in = matchReduce<arith::AddIOp>(counts, 0);
   Value oneHot = in ? matchUnary<arith::FPToSIOp>(in) : Value();
   auto sc = oneHot ? skipViews(oneHot).getDefiningOp<moe::ScatterElementsOp>()
                    : moe::ScatterElementsOp();
   if (!sc || sc.getAxis() != 1 || sc.getReduction() != moe::Reduction::none ||
-      !isZeroConstant(sc.getData()) || skipViews(sc.getIndices()) != ids ||
-      !isOnesConstant(sc.getUpdates()))
-    return false;
+      !isZeroConstant(sc.getData()) || !isOnesConstant(sc.getUpdates()))
+    return {};
   auto t = cast<RankedTensorType>(sc.getData().getType());
-  return t.getRank() == 2 && t.getDimSize(1) == e;
+  Value ids = skipViews(sc.getIndices());
+  auto sel = ids.getDefiningOp<moe::TopKOp>();
+  if (t.getRank() != 2 || t.getDimSize(1) != e || !sel ||
+      sel.getIndices() != ids || sel.getAxis() != 1)
+    return {};
+  return ids;
+}
+
+/// The ids `sizes` counts the tokens per expert of, when sizes[i] is the
+/// count of expert i for every i < e. Null otherwise.
+Value sizesCountIds(Value sizes, int64_t e) {
+  Value counts;
+  for (int64_t i = 0; i < e; ++i) {
+    auto [t, pos] = elementOf(sizes, i);
+    if (pos != i || (counts && t != counts))
+      return {};
+    counts = t;
+  }
+  return counts ? countedIds(counts, e) : Value();
+}
+
+/// The ascending sort of the flattened `ids` (TopK over all of them,
+/// largest = 0): its values are the sorted ids, its indices the pairs.
+moe::TopKOp sortOf(Value ids) {
+  auto idsT = cast<RankedTensorType>(ids.getType());
+  SmallVector<Value> views = {ids};
+  for (size_t i = 0; i < views.size(); ++i)
+    for (Operation *u : views[i].getUsers()) {
+      if (isa<tensor::CollapseShapeOp, tensor::ReshapeOp>(u))
+        views.push_back(u->getResult(0));
+      auto t = dyn_cast<moe::TopKOp>(u);
+      if (t && !t.getLargest() && t.getK() == idsT.getNumElements() &&
+          cast<RankedTensorType>(t.getInput().getType()).getRank() == 1)
+        return t;
+    }
+  return {};
 }
 
 } // namespace
@@ -511,10 +546,9 @@ LogicalResult LayerRaiser::raiseGrouped(Router &r, Operation *sc, Value root,
   std::optional<std::pair<Value, int64_t>> toTok = matchDivByConst(scatterIdx);
   auto sortK =
       toTok ? toTok->first.getDefiningOp<moe::TopKOp>() : moe::TopKOp();
-  if (!toTok || toTok->second != k || !sortK ||
-      toTok->first != sortK.getIndices() || sortK.getLargest() ||
-      sortK.getK() != tokens * k || skipViews(sortK.getInput()) != ids ||
-      cast<RankedTensorType>(sortK.getInput().getType()).getRank() != 1) {
+  if (!toTok || toTok->second != k || !sortK || sortK != sortOf(ids) ||
+      toTok->first != sortK.getIndices() ||
+      skipViews(sortK.getInput()) != ids) {
     why = "the grouped experts' outputs are not added to the tokens of the "
           "pairs sorted by expert (index perm // k, perm = argsort of the "
           "flattened ids)";
@@ -598,15 +632,117 @@ LogicalResult LayerRaiser::raiseGrouped(Router &r, Operation *sc, Value root,
     return failure();
   }
   // The sizes: the number of pairs per expert, in expert order.
-  for (int64_t i = 0; i < e; ++i) {
-    auto [t, pos] = elementOf(sizes, i);
-    if (pos != i || !isExpertCounts(t, ids, e)) {
-      why = "the split sizes of the grouped experts are not the numbers of "
-            "tokens per expert";
-      return failure();
-    }
+  if (sizesCountIds(sizes, e) != ids) {
+    why = "the split sizes of the grouped experts are not the numbers of "
+          "tokens per expert";
+    return failure();
   }
   return emitLayer(r, root, skipViews(rows->first), experts, why);
+}
+
+} // namespace moec::raising
+
+namespace moec::raising {
+
+void densifyGroupedGemms(func::FuncOp func) {
+  // Nothing to do without a concatenation of GEMMs on chunks.
+  bool any = false;
+  func.walk([&](tensor::ConcatOp c) {
+    auto mm = c.getInputs()[0].getDefiningOp<linalg::MatmulOp>();
+    any |= mm && matchChunk(mm.getDpsInputs()[0]).has_value();
+  });
+  if (!any)
+    return;
+  // What the raised layers left behind goes first (the other chunks of a
+  // raised layer's splits).
+  for (bool erased = true; erased;) {
+    erased = false;
+    SmallVector<Operation *> dead;
+    func.walk([&](Operation *op) {
+      if (op != func && isOpTriviallyDead(op))
+        dead.push_back(op);
+    });
+    for (Operation *op : llvm::reverse(dead)) {
+      op->erase();
+      erased = true;
+    }
+  }
+  SmallVector<tensor::ConcatOp> cats;
+  func.walk([&](tensor::ConcatOp c) {
+    if (c.getDim() == 0 && c.getInputs().size() >= 2)
+      cats.push_back(c);
+  });
+  for (tensor::ConcatOp cat : cats) {
+    int64_t e = cat.getInputs().size();
+    Value rows, sizes;
+    SmallVector<Value> weights;
+    for (auto [i, in] : llvm::enumerate(cat.getInputs())) {
+      auto mm = in.getDefiningOp<linalg::MatmulOp>();
+      std::optional<Chunk> c =
+          mm ? matchChunk(mm.getDpsInputs()[0]) : std::nullopt;
+      if (!c || c->index != int64_t(i) || (rows && c->source != rows) ||
+          (sizes && c->sizes != sizes) ||
+          !cast<RankedTensorType>(mm.getDpsInputs()[1].getType())
+               .hasStaticShape())
+        break;
+      rows = c->source;
+      sizes = c->sizes;
+      weights.push_back(mm.getDpsInputs()[1]);
+    }
+    if (int64_t(weights.size()) != e)
+      continue;
+    Value ids = sizesCountIds(sizes, e);
+    moe::TopKOp sort = ids ? sortOf(ids) : moe::TopKOp();
+    auto rowsT = cast<RankedTensorType>(rows.getType());
+    if (!sort || !rowsT.hasStaticShape() || rowsT.getDimSize(0) != sort.getK())
+      continue;
+    // Row r of the sorted rows belongs to expert sorted[r]: out[r] =
+    // rows[r] @ W[sorted[r]], as E whole GEMMs and a select per expert.
+    OpBuilder b(cat);
+    Location loc = cat.getLoc();
+    auto outT = cast<RankedTensorType>(cat.getType());
+    int64_t n = rowsT.getDimSize(0), cols = outT.getDimSize(1);
+    auto accT = RankedTensorType::get({n, cols}, outT.getElementType());
+    Value zero =
+        arith::ConstantOp::create(b, loc, b.getZeroAttr(outT.getElementType()));
+    Value empty =
+        tensor::EmptyOp::create(b, loc, accT.getShape(), accT.getElementType());
+    Value acc = linalg::FillOp::create(b, loc, zero, empty).getResult(0);
+    Value sorted = sort.getValues();
+    MLIRContext *ctx = b.getContext();
+    AffineMap id2 = AffineMap::getMultiDimIdentityMap(2, ctx);
+    AffineMap row = AffineMap::get(2, 0, {getAffineDimExpr(0, ctx)}, ctx);
+    SmallVector<utils::IteratorType> par(2, utils::IteratorType::parallel);
+    for (int64_t i = 0; i < e; ++i) {
+      Value init = linalg::FillOp::create(b, loc, zero, empty).getResult(0);
+      Value y = linalg::MatmulOp::create(b, loc, TypeRange{accT},
+                                         ValueRange{rows, weights[i]},
+                                         ValueRange{init})
+                    .getResult(0);
+      Value c = arith::ConstantIntOp::create(b, loc, b.getI64Type(), i);
+      acc = linalg::GenericOp::create(
+                b, loc, TypeRange{accT}, ValueRange{sorted, y}, ValueRange{acc},
+                ArrayRef<AffineMap>{row, id2, id2}, par,
+                [&](OpBuilder &bb, Location l, ValueRange a) {
+                  Value eq = arith::CmpIOp::create(
+                      bb, l, arith::CmpIPredicate::eq, a[0], c);
+                  linalg::YieldOp::create(
+                      bb, l,
+                      Value(arith::SelectOp::create(bb, l, eq, a[1], a[2])));
+                })
+                .getResult(0);
+    }
+    cat->emitRemark() << "grouped expert GEMMs (rows sorted by expert, "
+                         "split by the tokens per expert) outside a raised "
+                         "MoE layer are computed densely: every expert's "
+                         "GEMM on all "
+                      << n << " rows, each row keeping its own expert's";
+    Value res = acc;
+    if (accT != outT)
+      res = tensor::CastOp::create(b, loc, outT, acc);
+    cat.getResult().replaceAllUsesWith(res);
+    cat.erase();
+  }
 }
 
 } // namespace moec::raising

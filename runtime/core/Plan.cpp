@@ -246,8 +246,8 @@ std::string moert::indexStepError(const Plan &plan, const Step &s) {
       return "x, values and indices must all be given";
     if (x->shape.empty())
       return named("x", *x) + " has no last dim";
-    if (x->dtype != DType::f32)
-      return named("x", *x) + " is not f32 (the only dtype topk supports)";
+    if (x->dtype != DType::f32 && x->dtype != DType::i64)
+      return named("x", *x) + " is not f32 or i64 (the dtypes topk supports)";
     int64_t n = x->shape.back();
     if (a->k < 1 || a->k > n)
       return "k=" + std::to_string(a->k) + " outside [1, " + std::to_string(n) +

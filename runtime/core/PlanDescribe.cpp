@@ -126,15 +126,16 @@ std::string moert::describePlan(const Plan &p) {
   for (const Segment &s : p.segments) {
     os << "  " << s.name << ": " << s.size << " bytes, ";
     if (s.ranks.empty())
-      os << "every rank\n";
+      os << "every rank";
     else {
       os << "rank";
       for (int32_t r : s.ranks)
         os << " " << r;
       if (!s.file.empty())
         os << ", file " << s.file;
-      os << "\n";
     }
+    // Where its bytes are in its file's data region (docs/plan-format.md).
+    os << ", offset " << s.offset << "\n";
   }
   os << "weights mapped per rank:";
   for (int64_t r = 0; r < p.worldSize(); ++r) {

@@ -2,12 +2,15 @@
 //
 // Writes and loads plan files: a 64-byte header, the manifest (a FlatBuffer
 // of runtime/schema/plan.fbs, checked with its generated verifier and an
-// FNV-1a checksum), and the page-aligned data region that each rank maps
-// read-only (docs/plan-format.md).
+// FNV-1a checksum), the page-aligned data region that each rank maps
+// read-only, and the checksum trailer: one moert::weightChecksum per
+// segment in the file, checked when a rank maps it (docs/plan-format.md).
 //
 //===----------------------------------------------------------------------===//
 
 #include "moert/Plan.h"
+
+#include "moert/Checksum.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -344,26 +347,34 @@ std::string dirName(const std::string &path) {
 
 /// Writes the data of the segments `segs` (plan.segments indices, in
 /// increasing offsets) into `f` at their offsets past `base`, padding to
-/// `end`; deferred pieces are produced in windows of at most 64 MiB.
+/// `end`, then the checksum trailer: each segment's weightChecksum, in the
+/// order of `segs`. Deferred pieces are produced in windows of at most
+/// 64 MiB and hashed as they are written.
 bool writeSegments(std::ofstream &f, const std::string &path, const Plan &plan,
                    const PlanData &data, const std::vector<size_t> &segs,
                    uint64_t end, uint64_t &done, uint64_t total,
                    const WriteOptions &options, std::string &error) {
   uint64_t at = 0; // bytes of the data region written so far
   std::vector<char> zeros(kPage, 0), window;
-  auto pad = [&](uint64_t to) {
-    while (at < to) {
-      uint64_t n = std::min<uint64_t>(to - at, zeros.size());
-      f.write(zeros.data(), std::streamsize(n));
-      at += n;
-    }
+  WeightHasher *hash = nullptr; // the segment being written, if any
+  auto put = [&](const char *p, uint64_t n) {
+    f.write(p, std::streamsize(n));
+    if (hash)
+      hash->update(p, n);
+    at += n;
   };
+  auto pad = [&](uint64_t to) {
+    while (at < to)
+      put(zeros.data(), std::min<uint64_t>(to - at, zeros.size()));
+  };
+  std::vector<uint64_t> sums;
   for (size_t i : segs) {
     const Segment &s = plan.segments[i];
     pad(s.offset);
+    WeightHasher h;
+    hash = &h;
     const std::vector<char> &held = data.segments[i];
-    f.write(held.data(), std::streamsize(held.size()));
-    at += held.size();
+    put(held.data(), held.size());
     if (i < data.deferred.size())
       for (const PlanData::Deferred &d : data.deferred[i]) {
         pad(s.offset + d.offset);
@@ -377,16 +388,19 @@ bool writeSegments(std::ofstream &f, const std::string &path, const Plan &plan,
                     "': " + why;
             return false;
           }
-          f.write(window.data(), std::streamsize(n));
-          at += n;
+          put(window.data(), n);
           done += n;
           if (options.progress)
             options.progress(done, total);
         }
       }
     done += held.size();
+    hash = nullptr;
+    sums.push_back(h.digest());
   }
   pad(end);
+  f.write(reinterpret_cast<const char *>(sums.data()),
+          std::streamsize(sums.size() * sizeof(uint64_t)));
   if (!f) {
     error = "cannot write '" + path + "': " + std::strerror(errno);
     return false;
@@ -499,9 +513,11 @@ bool moert::writePlan(const std::string &path, Plan &plan, const PlanData &data,
 
 namespace {
 /// Opens a per-rank weight file for segment `s`: its header must name this
-/// plan (manifest checksum) and its data region hold the segment.
+/// plan (manifest checksum), its data region hold the segment and its
+/// trailer `count` checksums (the segments in the file); `trailer` is set to
+/// where the trailer starts.
 int openWeights(const std::string &wpath, uint64_t checksum, const Segment &s,
-                std::string &error) {
+                uint64_t count, uint64_t &trailer, std::string &error) {
   int fd = ::open(wpath.c_str(), O_RDONLY);
   if (fd < 0) {
     error = "cannot open the weights of segment '" + s.name + "' ('" + wpath +
@@ -517,6 +533,11 @@ int openWeights(const std::string &wpath, uint64_t checksum, const Segment &s,
             fstat(fd, &st) == 0;
   if (!ok || std::memcmp(wh.magic, kWeightsMagic, 8) != 0)
     error = "'" + wpath + "' is not a moe weight file (bad magic)";
+  else if (std::any_of(std::begin(wh.reserved), std::end(wh.reserved),
+                       [](uint64_t w) { return w != 0; }))
+    error = "'" + wpath +
+            "' is corrupt (its header's reserved words are not "
+            "0)";
   else if (wh.checksum != checksum || wh.version != kPlanVersion)
     error = "'" + wpath +
             "' belongs to another compile of the plan (checksum differs): "
@@ -528,6 +549,10 @@ int openWeights(const std::string &wpath, uint64_t checksum, const Segment &s,
             std::to_string(kPage + s.offset + s.size) +
             " bytes, the file has " + std::to_string(uint64_t(st.st_size)) +
             ")";
+  else if (count > (uint64_t(st.st_size) - kPage - wh.dataSize) / 8)
+    error = "'" + wpath + "' is truncated (its checksum trailer of " +
+            std::to_string(count) + " segments is missing)";
+  trailer = kPage + wh.dataSize;
   if (!error.empty()) {
     ::close(fd);
     return -1;
@@ -547,7 +572,8 @@ LoadedPlan::~LoadedPlan() {
 }
 
 std::unique_ptr<LoadedPlan> LoadedPlan::open(const std::string &path, int rank,
-                                             std::string &error) {
+                                             std::string &error,
+                                             bool verifyWeights) {
   auto fail = [&](const std::string &m) -> std::unique_ptr<LoadedPlan> {
     error = path + ": " + m;
     return nullptr;
@@ -575,6 +601,8 @@ std::unique_ptr<LoadedPlan> LoadedPlan::open(const std::string &path, int rank,
   if (h.flags != 0)
     return fail("corrupt plan (unknown header flags 0x" + hex(h.flags) +
                 "; this moe-run knows none)");
+  if (h.reserved != 0)
+    return fail("corrupt plan (the header's reserved word is not 0)");
   if (h.manifestOffset != kHeaderSize)
     return fail("corrupt plan (the manifest starts at byte " +
                 std::to_string(h.manifestOffset) + ", not after the " +
@@ -599,6 +627,23 @@ std::unique_ptr<LoadedPlan> LoadedPlan::open(const std::string &path, int rank,
     return fail("cannot read the manifest");
   if (fnv1a(manifest.data(), manifest.size()) != h.checksum)
     return fail("corrupt plan (manifest checksum mismatch)");
+  // The padding up to the data region is written as zeros (less than a
+  // page): anything else is a corrupt file.
+  {
+    uint64_t padSize = h.dataOffset - h.manifestOffset - h.manifestSize;
+    if (padSize >= kPage)
+      return fail("corrupt plan (the data region starts " +
+                  std::to_string(padSize) +
+                  " bytes past the manifest, not "
+                  "on the next page)");
+    std::vector<char> pad(padSize);
+    if (!pad.empty() &&
+        (pread(lp->fd_, pad.data(), pad.size(),
+               h.manifestOffset + h.manifestSize) != ssize_t(pad.size()) ||
+         std::any_of(pad.begin(), pad.end(), [](char c) { return c != 0; })))
+      return fail("corrupt plan (the padding after the manifest is not "
+                  "zeros)");
+  }
   // The schema's generated verifier: every offset, vector and string inside
   // the manifest, every union member of the declared kind.
   const auto *bytes = reinterpret_cast<const uint8_t *>(manifest.data());
@@ -626,6 +671,16 @@ std::unique_ptr<LoadedPlan> LoadedPlan::open(const std::string &path, int rank,
     else if (s.file.find('/') != std::string::npos || s.file == "..")
       return fail("segment '" + s.name + "' names weight file '" + s.file +
                   "' outside the plan's directory");
+  // Each file's checksum trailer: one entry per segment it holds, in the
+  // manifest's order (slot[i] is segment i's entry).
+  std::map<std::string, uint64_t> inFile;
+  std::vector<uint64_t> slot;
+  for (const Segment &s : lp->plan_.segments)
+    slot.push_back(inFile[s.file]++);
+  uint64_t planTrailer = h.dataOffset + h.dataSize; // inside the file
+  if (inFile[""] > (fileSize - planTrailer) / 8)
+    return fail("truncated plan (its checksum trailer of " +
+                std::to_string(inFile[""]) + " segments is missing)");
   lp->maps_.assign(lp->plan_.segments.size(), {nullptr, 0});
   lp->segBase_.assign(lp->plan_.segments.size(), nullptr);
   if (rank < 0)
@@ -642,11 +697,13 @@ std::unique_ptr<LoadedPlan> LoadedPlan::open(const std::string &path, int rank,
     if (!mine || s.size == 0)
       continue;
     uint64_t off = h.dataOffset + s.offset; // page aligned
+    uint64_t trailer = planTrailer;
     int fd = lp->fd_;
     if (!s.file.empty()) {
       // Per-rank weights: the rank's own file, checked against this plan.
       std::string err;
-      fd = openWeights(dirName(path) + s.file, h.checksum, s, err);
+      fd = openWeights(dirName(path) + s.file, h.checksum, s, inFile[s.file],
+                       trailer, err);
       if (fd < 0)
         return fail(err);
       lp->weightFds_.push_back(fd);
@@ -659,6 +716,20 @@ std::unique_ptr<LoadedPlan> LoadedPlan::open(const std::string &path, int rank,
     lp->maps_[i] = {p, s.size};
     lp->segBase_[i] = static_cast<const char *>(p);
     lp->mappedBytes_ += s.size;
+    if (!verifyWeights)
+      continue;
+    // Every byte this rank maps against the file's trailer.
+    uint64_t want = 0;
+    if (pread(fd, &want, sizeof(want), off_t(trailer + 8 * slot[i])) !=
+        ssize_t(sizeof(want)))
+      return fail("cannot read the checksum of segment '" + s.name +
+                  "': " + std::strerror(errno));
+    if (weightChecksum(p, s.size) != want)
+      return fail("weight segment " + std::to_string(i) + " '" + s.name +
+                  "' (rank " + std::to_string(rank) + " / file " +
+                  (s.file.empty() ? baseName(path) : s.file) +
+                  ") checksum mismatch: the file is corrupt (or pass "
+                  "--no-verify-weights)");
   }
   return lp;
 }

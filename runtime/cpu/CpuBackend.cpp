@@ -310,10 +310,18 @@ void CpuBackend::softmax(ExecContext &ctx, size_t index,
 void CpuBackend::topk(ExecContext &ctx, size_t index, const fb::TopKT &at) {
   const Step &s = ctx.plan().steps[index];
   TopKDims d = checkTopKStep(ctx, index);
+  auto *idx = reinterpret_cast<int64_t *>(
+      ptr(ctx, index, s.outputs[1], DType::i64, "indices"));
+  if (d.i64) {
+    auto i64 = [&](int32_t id, const char *role) {
+      return reinterpret_cast<int64_t *>(ptr(ctx, index, id, DType::i64, role));
+    };
+    cpu::topk(i64(s.inputs[0], "x"), d.rows, d.n, d.k, d.largest,
+              i64(s.outputs[0], "values"), idx);
+    return;
+  }
   cpu::topk(f32(ctx, index, s.inputs[0], "x"), d.rows, d.n, d.k, d.largest,
-            f32(ctx, index, s.outputs[0], "values"),
-            reinterpret_cast<int64_t *>(
-                ptr(ctx, index, s.outputs[1], DType::i64, "indices")));
+            f32(ctx, index, s.outputs[0], "values"), idx);
 }
 
 void CpuBackend::scatterElements(ExecContext &ctx, size_t index,

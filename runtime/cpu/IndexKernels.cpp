@@ -16,16 +16,22 @@
 using namespace moert;
 using cpu::ScatterReduction;
 
-void cpu::topk(const float *x, int64_t rows, int64_t n, int64_t k, bool largest,
-               float *values, int64_t *indices) {
+namespace {
+
+bool isNan(float v) { return std::isnan(v); }
+bool isNan(int64_t) { return false; }
+
+template <typename T>
+void topkRows(const T *x, int64_t rows, int64_t n, int64_t k, bool largest,
+              T *values, int64_t *indices) {
   std::vector<int64_t> order(size_t(std::max<int64_t>(n, 0)));
   for (int64_t r = 0; r < rows; ++r) {
-    const float *xr = x + r * n;
+    const T *xr = x + r * n;
     // A strict total order (the evaluator's stable sort): NaN above every
     // number, equal elements by index.
     auto before = [&](int64_t a, int64_t b) {
-      float va = xr[a], vb = xr[b];
-      bool na = std::isnan(va), nb = std::isnan(vb);
+      T va = xr[a], vb = xr[b];
+      bool na = isNan(va), nb = isNan(vb);
       if (na != nb)
         return largest ? na : nb;
       if (!na && va != vb)
@@ -39,6 +45,18 @@ void cpu::topk(const float *x, int64_t rows, int64_t n, int64_t k, bool largest,
       indices[r * k + j] = order[size_t(j)];
     }
   }
+}
+
+} // namespace
+
+void cpu::topk(const float *x, int64_t rows, int64_t n, int64_t k, bool largest,
+               float *values, int64_t *indices) {
+  topkRows(x, rows, n, k, largest, values, indices);
+}
+
+void cpu::topk(const int64_t *x, int64_t rows, int64_t n, int64_t k,
+               bool largest, int64_t *values, int64_t *indices) {
+  topkRows(x, rows, n, k, largest, values, indices);
 }
 
 int64_t cpu::ScatterShape::numIndices() const {

@@ -15,11 +15,18 @@ void CudaBackend::topk(ExecContext &ctx, size_t index, const fb::TopKT &at) {
   const Step &s = ctx.plan().steps[index];
   TopKDims d = checkTopKStep(ctx, index);
   DType i64 = DType::i64;
+  auto *idx = reinterpret_cast<int64_t *>(
+      ptr(ctx, index, s.outputs[1], "indices", &i64));
+  if (d.i64) {
+    auto ids = [&](int32_t id, const char *role) {
+      return reinterpret_cast<int64_t *>(ptr(ctx, index, id, role, &i64));
+    };
+    cuda::topk(ids(s.inputs[0], "x"), d.rows, d.n, d.k, d.largest,
+               ids(s.outputs[0], "values"), idx, stream_);
+    return;
+  }
   cuda::topk(f32(ctx, index, s.inputs[0], "x"), d.rows, d.n, d.k, d.largest,
-             f32(ctx, index, s.outputs[0], "values"),
-             reinterpret_cast<int64_t *>(
-                 ptr(ctx, index, s.outputs[1], "indices", &i64)),
-             stream_);
+             f32(ctx, index, s.outputs[0], "values"), idx, stream_);
 }
 
 void CudaBackend::scatterElements(ExecContext &ctx, size_t index,

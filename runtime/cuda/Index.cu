@@ -19,10 +19,14 @@ namespace {
 
 constexpr int kTopKThreads = 128;
 
+__device__ __forceinline__ bool isNan(float v) { return isnan(v); }
+__device__ __forceinline__ bool isNan(int64_t) { return false; }
+
 /// cpu::topk's total order: a comes before b.
-__device__ __forceinline__ bool before(float va, int64_t a, float vb, int64_t b,
+template <typename T>
+__device__ __forceinline__ bool before(T va, int64_t a, T vb, int64_t b,
                                        bool largest) {
-  bool na = isnan(va), nb = isnan(vb);
+  bool na = isNan(va), nb = isNan(vb);
   if (na != nb)
     return largest ? na : nb;
   if (!na && va != vb)
@@ -31,7 +35,8 @@ __device__ __forceinline__ bool before(float va, int64_t a, float vb, int64_t b,
 }
 
 /// The earlier of two candidates (index -1: none).
-__device__ __forceinline__ void pick(float &v, int64_t &i, float ov, int64_t oi,
+template <typename T>
+__device__ __forceinline__ void pick(T &v, int64_t &i, T ov, int64_t oi,
                                      bool largest) {
   if (oi >= 0 && (i < 0 || before(ov, oi, v, i, largest))) {
     v = ov;
@@ -39,29 +44,37 @@ __device__ __forceinline__ void pick(float &v, int64_t &i, float ov, int64_t oi,
   }
 }
 
-__global__ void topkKernel(const float *__restrict__ x, int64_t rows, int64_t n,
-                           int64_t k, bool largest, float *__restrict__ values,
+__device__ __forceinline__ float shflDown(float v, int off) {
+  return __shfl_down_sync(0xffffffffu, v, off);
+}
+__device__ __forceinline__ int64_t shflDown(int64_t v, int off) {
+  return int64_t(__shfl_down_sync(0xffffffffu, (long long)v, off));
+}
+
+template <typename T>
+__global__ void topkKernel(const T *__restrict__ x, int64_t rows, int64_t n,
+                           int64_t k, bool largest, T *__restrict__ values,
                            int64_t *__restrict__ indices) {
-  __shared__ float warpV[kTopKThreads / kWarp];
+  __shared__ T warpV[kTopKThreads / kWarp];
   __shared__ int64_t warpI[kTopKThreads / kWarp];
-  __shared__ float bestV;
+  __shared__ T bestV;
   __shared__ int64_t bestI;
   const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
   for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    const float *xr = x + r * n;
-    float prevV = 0.f;
+    const T *xr = x + r * n;
+    T prevV = T(0);
     int64_t prevI = -1;
     for (int64_t j = 0; j < k; ++j) {
       // The best element after the previous pick.
-      float v = 0.f;
+      T v = T(0);
       int64_t i = -1;
       for (int64_t e = threadIdx.x; e < n; e += blockDim.x) {
-        float ve = xr[e];
+        T ve = xr[e];
         if (prevI < 0 || before(prevV, prevI, ve, e, largest))
           pick(v, i, ve, e, largest);
       }
       for (int off = kWarp / 2; off > 0; off /= 2) {
-        float ov = __shfl_down_sync(0xffffffffu, v, off);
+        T ov = shflDown(v, off);
         long long oi = __shfl_down_sync(0xffffffffu, (long long)i, off);
         pick(v, i, ov, int64_t(oi), largest);
       }
@@ -215,14 +228,27 @@ void launchScatter(const ScatterGeom &g, const void *indices,
 
 } // namespace
 
-void topk(const float *x, int64_t rows, int64_t n, int64_t k, bool largest,
-          float *values, int64_t *indices, cudaStream_t stream) {
+namespace {
+template <typename T>
+void topkRows(const T *x, int64_t rows, int64_t n, int64_t k, bool largest,
+              T *values, int64_t *indices, cudaStream_t stream) {
   MOERT_CUDA_REQUIRE(k >= 1 && k <= n, "topk needs 1 <= k <= n");
   if (rows <= 0)
     return;
-  topkKernel<<<blocksFor(rows, 1, 65535), kTopKThreads, 0, stream>>>(
+  topkKernel<T><<<blocksFor(rows, 1, 65535), kTopKThreads, 0, stream>>>(
       x, rows, n, k, largest, values, indices);
   MOERT_CUDA_CHECK_LAUNCH();
+}
+} // namespace
+
+void topk(const float *x, int64_t rows, int64_t n, int64_t k, bool largest,
+          float *values, int64_t *indices, cudaStream_t stream) {
+  topkRows(x, rows, n, k, largest, values, indices, stream);
+}
+
+void topk(const int64_t *x, int64_t rows, int64_t n, int64_t k, bool largest,
+          int64_t *values, int64_t *indices, cudaStream_t stream) {
+  topkRows(x, rows, n, k, largest, values, indices, stream);
 }
 
 void scatterElements(const cpu::ScatterShape &g, const void *indices,

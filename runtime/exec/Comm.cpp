@@ -42,8 +42,9 @@ public:
       throw CommError("all-to-all-v: rank 0 expects " +
                       std::to_string(recvBytes[0]) + " bytes from itself, " +
                       "it sends " + std::to_string(sendBytes[0]));
-    std::memmove(static_cast<char *>(recv) + recvOffs[0],
-                 static_cast<const char *>(send) + sendOffs[0], sendBytes[0]);
+    if (sendBytes[0] > 0) // an empty buffer may be null
+      std::memmove(static_cast<char *>(recv) + recvOffs[0],
+                   static_cast<const char *>(send) + sendOffs[0], sendBytes[0]);
   }
   void allReduceSum(float *, int64_t) override {}
   void reduceScatterSum(const float *send, float *recv, int64_t n) override {
@@ -84,9 +85,15 @@ struct World {
   std::condition_variable cv;
   bool aborted = false;
   std::string message;
-  /// Groups created by split, by (parent, split number, color).
-  std::map<std::tuple<const Group *, int64_t, int>, std::shared_ptr<Group>>
-      splits;
+  /// A group being created by split, by (parent, split number, color),
+  /// until each of its `waiting` members has taken it: then the entry goes,
+  /// so that no World -> Group -> World cycle outlives the split (it leaked
+  /// every world, LeakSanitizer).
+  struct PendingSplit {
+    std::shared_ptr<Group> group;
+    int waiting = 0;
+  };
+  std::map<std::tuple<const Group *, int64_t, int>, PendingSplit> splits;
 };
 
 /// The ranks of one communicator and their published buffers.
@@ -138,8 +145,11 @@ public:
                 std::to_string(p) + ", which sends " + std::to_string(n);
         continue;
       }
-      std::memcpy(static_cast<char *>(recv) + recvOffs[p],
-                  static_cast<const char *>(g_->ptr[p]) + g_->b[p][rank_], n);
+      // Nothing to copy: the buffers may be null (an empty vector's data(),
+      // a rank that receives no rows; memcpy's pointers must not be, UBSan).
+      if (n > 0)
+        std::memcpy(static_cast<char *>(recv) + recvOffs[p],
+                    static_cast<const char *>(g_->ptr[p]) + g_->b[p][rank_], n);
     }
     barrier();
     if (!error.empty())
@@ -246,10 +256,19 @@ public:
     {
       World &w = *g_->world;
       std::lock_guard<std::mutex> lock(w.m);
-      auto &slot = w.splits[{g_.get(), splits_, color}];
-      if (!slot)
-        slot = std::make_shared<Group>(g_->world, int(members.size()));
-      sub = slot;
+      auto key = std::make_tuple(g_.get(), splits_, color);
+      auto it = w.splits.find(key);
+      if (it == w.splits.end()) {
+        int n = int(members.size());
+        it = w.splits
+                 .emplace(key,
+                          World::PendingSplit{
+                              std::make_shared<Group>(g_->world, n), n})
+                 .first;
+      }
+      sub = it->second.group;
+      if (--it->second.waiting == 0)
+        w.splits.erase(it);
     }
     ++splits_;
     barrier();

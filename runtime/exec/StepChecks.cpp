@@ -368,6 +368,7 @@ moert::TopKDims moert::checkTopKStep(ExecContext &ctx, size_t index) {
   d.rows = d.n ? x.numElements() / d.n : 0;
   d.k = s.attrs.Astopk()->k;
   d.largest = s.attrs.Astopk()->largest;
+  d.i64 = x.dtype == DType::i64;
   return d;
 }
 

@@ -127,6 +127,37 @@ TEST(CpuIndexKernels, TopKMatchesReference) {
   }
 }
 
+TEST(CpuIndexKernels, TopKInt64SortsIds) {
+  // JetMoE's sort of the flattened expert ids: ascending, ties by index
+  // (a plain stable sort is the reference), and the largest too; values
+  // past 2^53 stay exact.
+  std::mt19937_64 rng(7);
+  for (auto [rows, n] :
+       std::vector<std::pair<int64_t, int64_t>>{{1, 32}, {3, 17}, {2, 1}})
+    for (bool largest : {false, true})
+      for (int64_t k : {int64_t(1), (n + 1) / 2, n}) {
+        std::vector<int64_t> x(size_t(rows * n));
+        for (int64_t &v : x)
+          v = int64_t(rng() % 8) + (rng() % 4 == 0 ? (int64_t(1) << 60) : 0);
+        std::vector<int64_t> v(size_t(rows * k)), i(size_t(rows * k));
+        cpu::topk(x.data(), rows, n, k, largest, v.data(), i.data());
+        for (int64_t r = 0; r < rows; ++r) {
+          std::vector<int64_t> order(static_cast<size_t>(n));
+          std::iota(order.begin(), order.end(), int64_t(0));
+          std::stable_sort(
+              order.begin(), order.end(), [&](int64_t a, int64_t b) {
+                int64_t va = x[size_t(r * n + a)], vb = x[size_t(r * n + b)];
+                return largest ? va > vb : va < vb;
+              });
+          for (int64_t j = 0; j < k; ++j) {
+            EXPECT_EQ(i[size_t(r * k + j)], order[size_t(j)]);
+            EXPECT_EQ(v[size_t(r * k + j)],
+                      x[size_t(r * n + order[size_t(j)])]);
+          }
+        }
+      }
+}
+
 //===----------------------------------------------------------------------===//
 // scatter_elements
 //===----------------------------------------------------------------------===//

@@ -86,6 +86,30 @@ TEST(CudaIndex, TopKMatchesTheCpuBitForBit) {
         }
 }
 
+TEST(CudaIndex, TopKInt64MatchesTheCpu) {
+  // Sorting expert ids (JetMoE's grouped experts): many ties, values past
+  // 2^53.
+  REQUIRE_CUDA_DEVICE();
+  Stream s;
+  for (auto [rows, n] :
+       std::vector<std::pair<int64_t, int64_t>>{{1, 32}, {3, 300}, {2, 4096}})
+    for (bool largest : {true, false})
+      for (int64_t k : {int64_t(1), n}) {
+        SCOPED_TRACE("rows=" + std::to_string(rows) +
+                     " n=" + std::to_string(n) + " k=" + std::to_string(k));
+        std::vector<int64_t> x(size_t(rows * n));
+        for (int64_t &v : x)
+          v = randomInt(0, 7) + (randomInt(0, 3) == 0 ? int64_t(1) << 60 : 0);
+        std::vector<int64_t> want(size_t(rows * k)), wantIds(want.size());
+        cpu::topk(x.data(), rows, n, k, largest, want.data(), wantIds.data());
+        Dev<int64_t> dx(x), dv(want.size()), di(wantIds.size());
+        cuda::topk(dx.p, rows, n, k, largest, dv.p, di.p, s);
+        s.sync();
+        EXPECT_EQ(dv.download(), want);
+        EXPECT_EQ(di.download(), wantIds);
+      }
+}
+
 /// A random scatter: data rank 1..4, indices <= data off the axis, indices
 /// in [-size, size); with `unique`, no two positions hit one element.
 struct Problem {

@@ -4,8 +4,8 @@
 // topk over a 3-d view, an axis-0 scatter with i32 indices) written, loaded
 // and run on 1 and 3 thread ranks with every reduction, against its plain
 // loops (indices exactly, values to fp32 rounding); an index out of range
-// ends the run with the step, the index and the shapes named. (verifyPlan
-// and --describe on this plan: PlanTest.cpp.)
+// ends the run with the step, the index and the shapes named; verifyPlan's
+// rules for both steps and their --describe.
 //
 //===----------------------------------------------------------------------===//
 
@@ -17,12 +17,16 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <functional>
 #include <unistd.h>
 
 using namespace moert;
 using namespace moert::testplans;
 
 namespace {
+
+#define EXPECT_CONTAINS(s, sub)                                                \
+  EXPECT_NE(std::string(s).find(sub), std::string::npos) << (s)
 
 std::string tempPath(const std::string &tag) {
   return ::testing::TempDir() + "/moert-index-" + tag + "-" +
@@ -114,6 +118,86 @@ TEST(IndexSteps, IndexOutOfRangeStopsTheRun) {
               std::string::npos)
         << m;
   }
+}
+
+/// verifyPlan on the topk / scatter_elements plan changed by `edit`.
+class IndexVerify : public ::testing::Test {
+protected:
+  TestCase tc = makeIndexSteps(IndexSpec());
+  std::string verifyError(const std::function<void(Plan &)> &edit) {
+    Plan p = tc.plan;
+    edit(p);
+    std::string error;
+    EXPECT_FALSE(verifyPlan(p, error));
+    return error;
+  }
+};
+
+TEST_F(IndexVerify, ValidPlan) {
+  std::string error;
+  EXPECT_TRUE(verifyPlan(tc.plan, error)) << error;
+}
+
+TEST_F(IndexVerify, TopKRules) {
+  auto topk = [](Plan &p) { return p.steps[0].attrs.Astopk(); };
+  EXPECT_CONTAINS(verifyError([&](Plan &p) { topk(p)->k = 7; }),
+                  "step 0 (topk at '/router/topk'): k=7 outside [1, 6] for "
+                  "x f32[8,6]");
+  EXPECT_CONTAINS(verifyError([&](Plan &p) { topk(p)->k = 0; }),
+                  "k=0 outside [1, 6]");
+  // k must agree with the results' last dim.
+  EXPECT_CONTAINS(verifyError([&](Plan &p) { topk(p)->k = 3; }),
+                  "values f32[8,2] is not f32[8,3]");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.values[5].dtype = DType::i32; }),
+                  "indices i32[8,2] is not i64[8,2]");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.values[0].dtype = DType::bf16; }),
+                  "x bf16[8,6] is not f32");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.steps[0].outputs.pop_back(); }),
+                  "1 results, expected 2");
+}
+
+TEST_F(IndexVerify, ScatterRules) {
+  auto mask = [](Plan &p) { return p.steps[1].attrs.Asscatter_elements(); };
+  EXPECT_CONTAINS(verifyError([&](Plan &p) { mask(p)->axis = 2; }),
+                  "step 1 (scatter_elements at '/router/mask'): axis 2 "
+                  "outside [0, 2)");
+  // Updates of another shape than the indices.
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.steps[1].inputs[2] = 3; }),
+                  "indices i64[8,2] and updates f32[2,6] must have one shape");
+  // Indices past data off the axis.
+  EXPECT_CONTAINS(verifyError([](Plan &p) {
+                    Value small = p.values[6]; // f32 [8,6]
+                    small.id = int32_t(p.values.size());
+                    small.shape = {1, 6};
+                    p.values.push_back(small);
+                    Step &s = p.steps[4];
+                    s.attrs.Asscatter_elements()->axis = 1;
+                    s.inputs[0] = s.outputs[0] = small.id;
+                  }),
+                  "indices i32[2,6] exceed data f32[1,6] in dim 0 (off the "
+                  "axis 1)");
+  EXPECT_CONTAINS(verifyError([](Plan &p) {
+                    p.values[6].shape = {8, 5};
+                  }),
+                  "must have the dtype of data f32[8,6], the result its shape");
+  EXPECT_CONTAINS(verifyError([&](Plan &p) {
+                    mask(p)->reduction = fb::ScatterReduction(9);
+                  }),
+                  "an attribute has an unknown enum value");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.steps[1].inputs[1] = 3; }),
+                  "indices f32[2,6] is not i64 or i32");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.steps[1].inputs[0] = -1; }),
+                  "data, indices, updates and result must all be given");
+}
+
+TEST_F(IndexVerify, Describe) {
+  std::string d = describePlan(tc.plan);
+  EXPECT_CONTAINS(d, "0: topk(v0) -> v4, v5 k=2 largest=1  @ /router/topk");
+  EXPECT_CONTAINS(d, "1: scatter_elements(v0, v5, v2) -> v6 axis=1 "
+                     "reduction=none  @ /router/mask");
+  EXPECT_CONTAINS(d, "3: topk(v9) -> v10, v11 k=2 largest=0  @ /low/topk");
+  EXPECT_CONTAINS(d, "4: scatter_elements(v0, v1, v3) -> v12 axis=0 "
+                     "reduction=add  @ /acc/scatter");
 }
 
 } // namespace

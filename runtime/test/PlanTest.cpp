@@ -1,17 +1,18 @@
 //===- PlanTest.cpp - .moeplan writer, reader and verifier ----------------===//
 //
 // A hand-built plan (TestPlans.h) written and read back for every rank; each
-// corruption of the file refused with its message naming the file; each
+// corruption of the file refused with its message naming the file (a
+// flipped weight byte by the segment checksums, moert/Checksum.h); each
 // check of verifyPlan; a reduce_scatter step through the file, --describe
-// and the verifier; the rules of topk and scatter_elements steps
-// (IndexPlans.h) and their --describe.
+// and the verifier. (The rules of topk and scatter_elements steps:
+// IndexStepsTest.cpp; mesh ranks and groups: MeshTest.cpp.)
 //
 //===----------------------------------------------------------------------===//
 
 #include "IndexPlans.h"
 #include "TestPlans.h"
 
-#include "moert/Npy.h"
+#include "moert/Checksum.h"
 #include "moert/Plan.h"
 
 #include <gtest/gtest.h>
@@ -53,6 +54,9 @@ uint64_t fnv1a(const std::string &s) {
   }
   return h;
 }
+
+#define EXPECT_CONTAINS(s, sub)                                                \
+  EXPECT_NE(std::string(s).find(sub), std::string::npos) << (s)
 
 template <typename T> T field(const std::string &file, size_t off) {
   T v;
@@ -118,9 +122,17 @@ TEST_F(PlanFile, Layout) {
   EXPECT_EQ(field<uint64_t>(bytes, 16), 64u);
   uint64_t dataOffset = field<uint64_t>(bytes, 32);
   EXPECT_EQ(dataOffset % 4096, 0u);
-  EXPECT_EQ(bytes.size(), dataOffset + field<uint64_t>(bytes, 40));
-  for (const Segment &s : tc.plan.segments)
+  // The data region, then the checksum trailer: one per segment.
+  uint64_t trailer = dataOffset + field<uint64_t>(bytes, 40);
+  ASSERT_EQ(tc.plan.segments.size(), 3u);
+  EXPECT_EQ(bytes.size(), trailer + 8 * 3);
+  for (size_t i = 0; i < 3; ++i) {
+    const Segment &s = tc.plan.segments[i];
     EXPECT_EQ(s.offset % 4096, 0u) << s.name;
+    EXPECT_EQ(field<uint64_t>(bytes, trailer + 8 * i),
+              weightChecksum(bytes.data() + dataOffset + s.offset, s.size))
+        << s.name;
+  }
   std::string manifest = bytes.substr(64, field<uint64_t>(bytes, 24));
   EXPECT_EQ(field<uint64_t>(bytes, 48), fnv1a(manifest));
 }
@@ -217,13 +229,17 @@ TEST_F(PlanFile, TruncatedManifest) {
 }
 
 TEST_F(PlanFile, TruncatedData) {
-  expectRefused(bytes.substr(0, bytes.size() - 1), "truncated plan");
+  expectRefused(bytes.substr(0, bytes.size() - 3 * 8 - 1),
+                "truncated plan (the weights need");
+  expectRefused(bytes.substr(0, bytes.size() - 1),
+                "truncated plan (its checksum trailer of 3 segments is "
+                "missing)");
 }
 
 TEST_F(PlanFile, VersionMismatch) {
   std::string f = bytes;
-  setField<uint32_t>(f, 8, 7);
-  expectRefused(f, "version 7");
+  setField<uint32_t>(f, 8, kPlanVersion - 1); // before the checksums
+  expectRefused(f, "plan format version " + std::to_string(kPlanVersion - 1));
   expectRefused(f, "reads version " + std::to_string(kPlanVersion));
 }
 
@@ -231,6 +247,119 @@ TEST_F(PlanFile, ChecksumMismatch) {
   std::string f = bytes;
   f[80] ^= 1;
   expectRefused(f, "checksum mismatch");
+}
+
+TEST(WeightChecksum, KnownValuesAndPieces) {
+  // XXH64 (seed 0) of "", "a", "abc" and of 1000 bytes (i * 131 + 7), as
+  // the xxHash library computes them.
+  EXPECT_EQ(weightChecksum("", 0), 0xef46db3751d8e999ull);
+  EXPECT_EQ(weightChecksum("a", 1), 0xd24ec4f1a98c6e5bull);
+  EXPECT_EQ(weightChecksum("abc", 3), 0x44bc2cf5ad770999ull);
+  std::string s;
+  for (int i = 0; i < 1000; ++i)
+    s += char((i * 131 + 7) & 0xff);
+  EXPECT_EQ(weightChecksum(s.data(), 33), 0x09f85eeb4e1cbe9full);
+  EXPECT_EQ(weightChecksum(s.data(), 1000), 0x0bf0bdbcc82eb373ull);
+  // In pieces of any size (the writer's windows): the same digest.
+  for (size_t piece : {1, 5, 31, 32, 33, 999}) {
+    WeightHasher h;
+    for (size_t i = 0; i < s.size(); i += piece)
+      h.update(s.data() + i, std::min(piece, s.size() - i));
+    EXPECT_EQ(h.digest(), 0x0bf0bdbcc82eb373ull) << piece;
+  }
+  // Any one flipped bit changes it.
+  for (size_t i = 0; i < s.size(); i += 37) {
+    std::string t = s;
+    t[i] ^= 4;
+    EXPECT_NE(weightChecksum(t.data(), t.size()), 0x0bf0bdbcc82eb373ull) << i;
+  }
+}
+
+TEST_F(PlanFile, FlippedWeightByte) {
+  // One byte of rank 1's segment (2) flipped: rank 1 refuses the plan naming
+  // the segment; rank 0 does not map it; --no-verify-weights loads it.
+  const Segment &seg = tc.plan.segments[2];
+  std::string f = bytes;
+  f[field<uint64_t>(bytes, 32) + seg.offset + seg.size / 2] ^= 1;
+  writeFile(path, f);
+  std::string error;
+  EXPECT_FALSE(LoadedPlan::open(path, 1, error));
+  std::string name = path.substr(path.rfind('/') + 1);
+  EXPECT_CONTAINS(error, path + ": weight segment 2 'rank1' (rank 1 / file " +
+                             name +
+                             ") checksum mismatch: the file is corrupt (or "
+                             "pass --no-verify-weights)");
+  EXPECT_TRUE(LoadedPlan::open(path, 0, error)) << error;
+  EXPECT_TRUE(LoadedPlan::open(path, -1, error)) << error;
+  EXPECT_TRUE(LoadedPlan::open(path, 1, error, /*verifyWeights=*/false));
+  // The shared segment: every rank refuses; a flipped trailer entry too.
+  f = bytes;
+  f[field<uint64_t>(bytes, 32) + tc.plan.segments[0].offset] ^= 0x80;
+  for (int rank : {0, 1}) {
+    writeFile(path, f);
+    EXPECT_FALSE(LoadedPlan::open(path, rank, error));
+    EXPECT_CONTAINS(error, "weight segment 0 'shared' (rank " +
+                               std::to_string(rank) + " / file " + name +
+                               ") checksum mismatch");
+  }
+  f = bytes;
+  f[f.size() - 16] ^= 1; // segment 1's entry
+  expectRefused(f, "weight segment 1 'rank0' (rank 0");
+}
+
+TEST_F(PlanFile, ChecksumOverDeferredPieces) {
+  // Two deferred pieces after segment 1's held bytes, with zero padding
+  // between them: the checksum covers what was written, padding included.
+  PlanData d = tc.data;
+  auto fill = [](uint64_t off, uint64_t n, char *dst, std::string &) {
+    for (uint64_t i = 0; i < n; ++i)
+      dst[i] = char(off + i + 1);
+    return true;
+  };
+  uint64_t held = d.segments[1].size(), a = d.appendDeferred(1, 100, fill);
+  EXPECT_EQ(a % 64, 0u);
+  EXPECT_EQ(d.appendDeferred(1, 64, fill), a + 128);
+  std::string error;
+  ASSERT_TRUE(writePlan(path, tc.plan, d, error)) << error;
+  EXPECT_EQ(tc.plan.segments[1].size, a + 192);
+  EXPECT_TRUE(LoadedPlan::open(path, 0, error)) << error;
+  std::string f = readFile(path);
+  uint64_t seg1 = field<uint64_t>(f, 32) + tc.plan.segments[1].offset;
+  EXPECT_EQ(f[seg1 + a + 99], char(100));
+  f[seg1 + a + 110] ^= 1; // the padding between the pieces
+  expectRefused(f, "weight segment 1 'rank0' (rank 0");
+  EXPECT_GE(a, held);
+}
+
+TEST(PlanWeightFiles, FlippedByteAndTruncatedTrailer) {
+  // Per-rank weight files carry their own trailer; each rank checks the
+  // segments it maps from them.
+  MoESpec s;
+  s.ranks = 2;
+  TestCase tc = makeMoE(s);
+  std::string path = tempPath("perrank"), error;
+  WriteOptions o;
+  o.weightsPerRank = true;
+  ASSERT_TRUE(writePlan(path, tc.plan, tc.data, error, o)) << error;
+  std::string wpath = rankWeightsPath(path, 1), w = readFile(wpath);
+  ASSERT_EQ(w.size(), 4096 + field<uint64_t>(w, 24) + 8);
+  EXPECT_TRUE(LoadedPlan::open(path, 1, error)) << error;
+  std::string bad = w;
+  bad[4096 + 5] ^= 1;
+  writeFile(wpath, bad);
+  EXPECT_FALSE(LoadedPlan::open(path, 1, error));
+  EXPECT_CONTAINS(error, "weight segment 2 'rank1' (rank 1 / file " +
+                             wpath.substr(wpath.rfind('/') + 1) +
+                             ") checksum mismatch");
+  EXPECT_TRUE(LoadedPlan::open(path, 0, error)) << error;
+  EXPECT_TRUE(LoadedPlan::open(path, 1, error, false)) << error;
+  writeFile(wpath, w.substr(0, w.size() - 1));
+  EXPECT_FALSE(LoadedPlan::open(path, 1, error));
+  EXPECT_CONTAINS(error, "is truncated (its checksum trailer of 1 segments is "
+                         "missing)");
+  std::remove(wpath.c_str());
+  std::remove(rankWeightsPath(path, 0).c_str());
+  std::remove(path.c_str());
 }
 
 TEST_F(PlanFile, CorruptManifest) {
@@ -277,9 +406,6 @@ protected:
     return error;
   }
 };
-
-#define EXPECT_CONTAINS(s, sub)                                                \
-  EXPECT_NE(std::string(s).find(sub), std::string::npos) << (s)
 
 TEST_F(Verify, Valid) {
   std::string error;
@@ -473,86 +599,6 @@ TEST(PlanStep, ReduceScatter) {
       << error;
 }
 
-/// verifyPlan on the topk / scatter_elements plan changed by `edit`.
-class IndexVerify : public ::testing::Test {
-protected:
-  TestCase tc = makeIndexSteps(IndexSpec());
-  std::string verifyError(const std::function<void(Plan &)> &edit) {
-    Plan p = tc.plan;
-    edit(p);
-    std::string error;
-    EXPECT_FALSE(verifyPlan(p, error));
-    return error;
-  }
-};
-
-TEST_F(IndexVerify, ValidPlan) {
-  std::string error;
-  EXPECT_TRUE(verifyPlan(tc.plan, error)) << error;
-}
-
-TEST_F(IndexVerify, TopKRules) {
-  auto topk = [](Plan &p) { return p.steps[0].attrs.Astopk(); };
-  EXPECT_CONTAINS(verifyError([&](Plan &p) { topk(p)->k = 7; }),
-                  "step 0 (topk at '/router/topk'): k=7 outside [1, 6] for "
-                  "x f32[8,6]");
-  EXPECT_CONTAINS(verifyError([&](Plan &p) { topk(p)->k = 0; }),
-                  "k=0 outside [1, 6]");
-  // k must agree with the results' last dim.
-  EXPECT_CONTAINS(verifyError([&](Plan &p) { topk(p)->k = 3; }),
-                  "values f32[8,2] is not f32[8,3]");
-  EXPECT_CONTAINS(verifyError([](Plan &p) { p.values[5].dtype = DType::i32; }),
-                  "indices i32[8,2] is not i64[8,2]");
-  EXPECT_CONTAINS(verifyError([](Plan &p) { p.values[0].dtype = DType::bf16; }),
-                  "x bf16[8,6] is not f32");
-  EXPECT_CONTAINS(verifyError([](Plan &p) { p.steps[0].outputs.pop_back(); }),
-                  "1 results, expected 2");
-}
-
-TEST_F(IndexVerify, ScatterRules) {
-  auto mask = [](Plan &p) { return p.steps[1].attrs.Asscatter_elements(); };
-  EXPECT_CONTAINS(verifyError([&](Plan &p) { mask(p)->axis = 2; }),
-                  "step 1 (scatter_elements at '/router/mask'): axis 2 "
-                  "outside [0, 2)");
-  // Updates of another shape than the indices.
-  EXPECT_CONTAINS(verifyError([](Plan &p) { p.steps[1].inputs[2] = 3; }),
-                  "indices i64[8,2] and updates f32[2,6] must have one shape");
-  // Indices past data off the axis.
-  EXPECT_CONTAINS(verifyError([](Plan &p) {
-                    Value small = p.values[6]; // f32 [8,6]
-                    small.id = int32_t(p.values.size());
-                    small.shape = {1, 6};
-                    p.values.push_back(small);
-                    Step &s = p.steps[4];
-                    s.attrs.Asscatter_elements()->axis = 1;
-                    s.inputs[0] = s.outputs[0] = small.id;
-                  }),
-                  "indices i32[2,6] exceed data f32[1,6] in dim 0 (off the "
-                  "axis 1)");
-  EXPECT_CONTAINS(verifyError([](Plan &p) {
-                    p.values[6].shape = {8, 5};
-                  }),
-                  "must have the dtype of data f32[8,6], the result its shape");
-  EXPECT_CONTAINS(verifyError([&](Plan &p) {
-                    mask(p)->reduction = fb::ScatterReduction(9);
-                  }),
-                  "an attribute has an unknown enum value");
-  EXPECT_CONTAINS(verifyError([](Plan &p) { p.steps[1].inputs[1] = 3; }),
-                  "indices f32[2,6] is not i64 or i32");
-  EXPECT_CONTAINS(verifyError([](Plan &p) { p.steps[1].inputs[0] = -1; }),
-                  "data, indices, updates and result must all be given");
-}
-
-TEST_F(IndexVerify, Describe) {
-  std::string d = describePlan(tc.plan);
-  EXPECT_CONTAINS(d, "0: topk(v0) -> v4, v5 k=2 largest=1  @ /router/topk");
-  EXPECT_CONTAINS(d, "1: scatter_elements(v0, v5, v2) -> v6 axis=1 "
-                     "reduction=none  @ /router/mask");
-  EXPECT_CONTAINS(d, "3: topk(v9) -> v10, v11 k=2 largest=0  @ /low/topk");
-  EXPECT_CONTAINS(d, "4: scatter_elements(v0, v1, v3) -> v12 axis=0 "
-                     "reduction=add  @ /acc/scatter");
-}
-
 TEST(PlanWrite, DataCountMismatch) {
   MoESpec s;
   TestCase tc = makeMoE(s);
@@ -569,66 +615,6 @@ TEST(PlanWrite, UnwritablePath) {
   EXPECT_FALSE(
       writePlan("/nonexistent-dir/x.moeplan", tc.plan, tc.data, error));
   EXPECT_CONTAINS(error, "cannot write plan");
-}
-
-TEST(PlanGroups, CoordAndGroup) {
-  Plan p;
-  p.mesh = {{"dp", 2}, {"ep", 4}, {"tp", 2}};
-  EXPECT_EQ(p.worldSize(), 16);
-  // rank = (dp*4 + ep)*2 + tp
-  EXPECT_EQ(p.coord(13, "dp"), 1);
-  EXPECT_EQ(p.coord(13, "ep"), 2);
-  EXPECT_EQ(p.coord(13, "tp"), 1);
-  EXPECT_EQ(p.coord(13, "xx"), 0);
-  EXPECT_EQ(p.group(13, {"ep"}), (std::vector<int32_t>{9, 11, 13, 15}));
-  EXPECT_EQ(p.group(13, {"tp"}), (std::vector<int32_t>{12, 13}));
-  EXPECT_EQ(p.group(13, {"dp", "ep"}),
-            (std::vector<int32_t>{1, 3, 5, 7, 9, 11, 13, 15}));
-  EXPECT_EQ(p.group(13, {}), (std::vector<int32_t>{13}));
-}
-
-// moert/Mesh.h against a plain loop: every rank of a dp x ep x tp mesh
-// round-trips through its coordinates, and a group is the ranks that share
-// the other coordinates, ordered by the group's own coordinates.
-TEST(Mesh, CoordsAndGroupsAgainstLoops) {
-  MeshAxes m = {{"dp", 3}, {"ep", 2}, {"tp", 4}};
-  ASSERT_EQ(meshWorldSize(m), 24);
-  for (int64_t r = 0; r < 24; ++r) {
-    std::vector<int64_t> c = meshCoords(m, r);
-    EXPECT_EQ((c[0] * 2 + c[1]) * 4 + c[2], r);
-    EXPECT_EQ(meshCoord(m, r, "ep"), c[1]);
-    std::vector<int32_t> expect;
-    for (int64_t d = 0; d < 3; ++d)
-      for (int64_t t = 0; t < 4; ++t)
-        expect.push_back(int32_t((d * 2 + c[1]) * 4 + t));
-    EXPECT_EQ(meshGroup(m, r, {"dp", "tp"}), expect) << "rank " << r;
-  }
-  EXPECT_EQ(meshAxisSize(m, "xx"), 1);
-  EXPECT_EQ(meshAxisIndex(m, "tp"), 2);
-  EXPECT_EQ(meshAxisIndex(m, "xx"), -1);
-}
-
-TEST(Mesh, Parse) {
-  MeshAxes m;
-  std::string err;
-  ASSERT_TRUE(parseMesh("tp=2, dp=4", m, err)) << err;
-  EXPECT_EQ(meshString(m), "dp=4,ep=1,tp=2"); // canonical order, ep present
-  ASSERT_TRUE(parseMesh("ep=8", m, err)) << err;
-  EXPECT_EQ(meshString(m), "ep=8");
-  auto bad = [&](const std::string &spec) {
-    MeshAxes out;
-    std::string e;
-    EXPECT_FALSE(parseMesh(spec, out, e)) << spec;
-    return e;
-  };
-  EXPECT_CONTAINS(bad(""), "empty mesh spec");
-  EXPECT_CONTAINS(bad("pp=2"), "unknown axis 'pp'");
-  EXPECT_CONTAINS(bad("ep=0"), "axis 'ep' needs a size >= 1, got '0'");
-  EXPECT_CONTAINS(bad("ep"), "axis 'ep' needs a size >= 1, got ''");
-  EXPECT_CONTAINS(bad("ep=x"), "got 'x'");
-  EXPECT_CONTAINS(bad("ep=99999999999999999999"), "needs a size >= 1");
-  EXPECT_CONTAINS(bad("ep=2,ep=4"), "axis 'ep' given twice");
-  EXPECT_CONTAINS(bad("ep=2,"), "unknown axis ''");
 }
 
 //===- Hostile headers and manifests (issue 17) --------------------------===//
@@ -736,71 +722,6 @@ TEST_F(PlanFile, Int64AttributesOutOfRange) {
   EXPECT_NE(error.find("attribute 'capacity' = -5 outside [-1,"),
             std::string::npos)
       << error;
-}
-
-//===- .npy reading (issue 17) --------------------------------------------===//
-
-std::string npyWithHeader(const std::string &dict, size_t dataBytes) {
-  std::string header = dict;
-  header.append((64 - (10 + header.size() + 1) % 64) % 64, ' ');
-  header += '\n';
-  std::string out("\x93NUMPY\x01\x00", 8);
-  out += char(header.size() & 0xff);
-  out += char(header.size() >> 8);
-  return out + header + std::string(dataBytes, '\0');
-}
-
-std::string npyError(const std::string &file) {
-  NpyArray a;
-  std::string error;
-  EXPECT_FALSE(parseNpy(file.data(), file.size(), "t.npy", a, error));
-  EXPECT_EQ(error.rfind("t.npy: not a valid .npy file: ", 0), 0u) << error;
-  return error;
-}
-
-TEST(Npy, HostileHeaders) {
-  auto dict = [](const std::string &descr, const std::string &shape) {
-    return "{'descr': '" + descr +
-           "', 'fortran_order': False, 'shape': " + shape + ", }";
-  };
-  NpyArray a;
-  std::string error, ok = npyWithHeader(dict("<f4", "(2, 3)"), 24);
-  ASSERT_TRUE(parseNpy(ok.data(), ok.size(), "t.npy", a, error)) << error;
-  EXPECT_EQ(a.shape, (std::vector<int64_t>{2, 3}));
-  // A huge shape: the product wraps to 0 bytes in 64 bits.
-  EXPECT_CONTAINS(
-      npyError(npyWithHeader(dict("<f4", "(4294967296, 4294967296)"), 16)),
-      "its shape [4294967296,4294967296] needs more than 2^64 bytes (the "
-      "file holds 16)");
-  EXPECT_CONTAINS(npyError(npyWithHeader(dict("<f4", "(-1, 4)"), 16)),
-                  "negative dim -1");
-  EXPECT_CONTAINS(npyError(npyWithHeader(dict("<f4", "(2x, 3)"), 24)),
-                  "malformed shape");
-  EXPECT_CONTAINS(
-      npyError(npyWithHeader(dict("<f4", "(99999999999999999999,)"), 24)),
-      "malformed shape");
-  EXPECT_CONTAINS(npyError(npyWithHeader(dict("<f4", "(2, 3)"), 23)),
-                  "holds 23 data bytes, 24 expected");
-  EXPECT_CONTAINS(npyError(npyWithHeader(dict("<c8", "(2,)"), 16)),
-                  "dtype '<c8' is not supported");
-  EXPECT_CONTAINS(
-      npyError(npyWithHeader(
-          "{'fortran_order': False, 'shape': (2,), 'descr': '<f4}", 8)),
-      "malformed descr");
-  EXPECT_CONTAINS(npyError(ok.substr(0, 9)), "missing the \\x93NUMPY magic");
-  EXPECT_CONTAINS(npyError(ok.substr(0, 40)), "truncated header");
-  // A zero dim: no data, whatever the others.
-  std::string empty = npyWithHeader(dict("<f4", "(0, 4294967296)"), 0);
-  EXPECT_TRUE(parseNpy(empty.data(), empty.size(), "t.npy", a, error)) << error;
-}
-
-TEST(Npy, NotAFile) {
-  NpyArray a;
-  std::string error;
-  EXPECT_FALSE(readNpy(::testing::TempDir(), a, error));
-  EXPECT_CONTAINS(error, "not a regular file (a directory");
-  EXPECT_FALSE(readNpy(::testing::TempDir() + "/no-such.npy", a, error));
-  EXPECT_CONTAINS(error, "no-such.npy: cannot open (No such file");
 }
 
 } // namespace

@@ -10,7 +10,7 @@
 // CHECK: error: plan lowering: 'linalg.transpose' has no lowering to plan steps yet
 // CHECK: error: plan lowering expects one function, @main
 // CHECK: error: plan lowering: topk over axis 0, only the last axis is supported
-// CHECK: error: plan lowering: topk of 'f16' values, only f32 is supported
+// CHECK: error: plan lowering: topk of 'f16' values, only f32 and i64 are supported
 // CHECK: error: plan lowering: scatter_elements of 'i64' data with reduction add, only f32 data (or i64 and i32 data without a reduction) is supported
 // RUN: not test -e %t.all.moeplan
 
@@ -71,7 +71,7 @@ module {
   shard.grid @mesh(shape = 1) {moe.axes = ["ep"], moe.partitioned}
   func.func @main(%x: tensor<4x8xf16> {moe.global_shape = array<i64: 4, 8>, onnx.name = "x"})
       -> (tensor<4x2xf16> {onnx.name = "v"}, tensor<4x2xi64> {onnx.name = "i"}) {
-    // expected-error@+1 {{plan lowering: topk of 'f16' values, only f32 is supported}}
+    // expected-error@+1 {{plan lowering: topk of 'f16' values, only f32 and i64 are supported}}
     %v, %i = moe.topk %x k 2 axis 1 : tensor<4x8xf16> -> tensor<4x2xf16>, tensor<4x2xi64>
     return %v, %i : tensor<4x2xf16>, tensor<4x2xi64>
   }

@@ -6,7 +6,7 @@
 
 // RUN: moe-translate --moe-to-plan %s -o %t.moeplan
 // RUN: moe-run --describe %t.moeplan | FileCheck %s
-// CHECK:      moe plan v6 by moec 0.1 from {{.*}}to-plan-index.mlir
+// CHECK:      moe plan v7 by moec 0.1 from {{.*}}to-plan-index.mlir
 // CHECK:      input  x: f32[2x3x8] split over ep (rows of dims 0..0) -> v0
 // CHECK:      v0 input f32[1x3x8]
 // CHECK:      v4 temp f32[1x3x8] @[[M:[0-9]+]]

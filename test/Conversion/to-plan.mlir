@@ -6,7 +6,7 @@
 
 // RUN: moe-translate --moe-to-plan %s -o %t.moeplan
 // RUN: moe-run --describe %t.moeplan | FileCheck %s
-// CHECK:      moe plan v6 by moec 0.1 from {{.*}}to-plan.mlir
+// CHECK:      moe plan v7 by moec 0.1 from {{.*}}to-plan.mlir
 // CHECK-NEXT: mesh: ep=2 (2 ranks)
 // CHECK-NEXT: input  hidden_states: f32[2x12x16] split over ep (rows of dims 0..0) -> v0
 // CHECK-NEXT: output output: f32[2x12x16] split over ep (rows of dims 0..0) <- v12
@@ -26,7 +26,7 @@
 // on ep=2 gives the plan above (without the node names).
 // RUN: moe-opt %S/../Transforms/Inputs/moe-layer.mlir --moe-compile-pipeline="mesh=ep=2" | moe-translate --moe-to-plan -o %t.layer.moeplan
 // RUN: moe-run --describe %t.layer.moeplan | FileCheck %s --check-prefix=LAYER
-// LAYER:      moe plan v6 by moec 0.1 from <stdin>
+// LAYER:      moe plan v7 by moec 0.1 from <stdin>
 // LAYER-NEXT: mesh: ep=2 (2 ranks)
 // LAYER:        rank1: 24576 bytes, rank 1
 // LAYER:        4: combine(v10, v4) -> v11 dispatch=2
@@ -75,7 +75,7 @@
 // RUN: moec %moec_src/examples/mixtral_layer/model.onnx --mesh ep=2 -o %t.moec.moeplan
 // RUN: cmp %t.translated.moeplan %t.moec.moeplan
 // RUN: moe-run --describe %t.translated.moeplan | FileCheck %s --check-prefix=KERNELS
-// KERNELS: moe plan v6 by moec 0.1 from {{.*}}mixtral_layer{{/|\\}}model.onnx
+// KERNELS: moe plan v7 by moec 0.1 from {{.*}}mixtral_layer{{/|\\}}model.onnx
 // KERNELS: kernels (generated): kernel_0/2 kernel_1/2 kernel_2/2 kernel_3/4 kernel_4/3
 // KERNELS: code: cpu {{[1-9][0-9]*}} bytes, ptx 0 bytes
 

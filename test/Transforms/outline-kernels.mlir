@@ -322,3 +322,21 @@ func.func @main(%x: tensor<?x4xf32>) -> (tensor<?x4xf32>, tensor<?xf32>) {
 // CHECK: func.func @kernel_1(%{{.*}}: tensor<?x4xf32>, %{{.*}}: tensor<?xf32>) -> tensor<?xf32> attributes {moe.kernel}
 // CHECK-NOT: tensor.empty
 // CHECK: arith.addf
+
+// -----
+
+// A ScatterND of rows (indices [M, 1]) becomes the ScatterElements along dim
+// 0 it is (a plan step), its row indices broadcast over each row by a
+// kernel; other ScatterNDs stay.
+// CHECK-LABEL: func.func @main
+// CHECK: %[[B:.*]] = call @kernel_0(%arg1) : (tensor<3x1xi64>) -> tensor<3x4xi64>
+// CHECK: %[[S:.*]] = moe.scatter_elements %arg0, %[[B]], %arg2 axis 0 {reduction = #moe<reduction add>} : (tensor<5x4xf32>, tensor<3x4xi64>, tensor<3x4xf32>) -> tensor<5x4xf32>
+// CHECK: moe.scatter_nd %[[S]], %arg3, %arg4
+// CHECK-NOT: moe.scatter_nd
+// CHECK: func.func @kernel_0(%{{.*}}: tensor<3x1xi64>) -> tensor<3x4xi64> attributes {moe.kernel}
+// CHECK: linalg.generic {indexing_maps = [#{{.*}}, #{{.*}}]
+func.func @main(%d: tensor<5x4xf32>, %i: tensor<3x1xi64>, %u: tensor<3x4xf32>, %i2: tensor<2x2xi64>, %u2: tensor<2xf32>) -> tensor<5x4xf32> {
+  %s = moe.scatter_nd %d, %i, %u {reduction = #moe<reduction add>} : (tensor<5x4xf32>, tensor<3x1xi64>, tensor<3x4xf32>) -> tensor<5x4xf32>
+  %t = moe.scatter_nd %s, %i2, %u2 : (tensor<5x4xf32>, tensor<2x2xi64>, tensor<2xf32>) -> tensor<5x4xf32>
+  return %t : tensor<5x4xf32>
+}

@@ -47,6 +47,15 @@ def rank_of(pid):
     return None
 
 
+def maps_file(pid, path):
+    """Whether process `pid` has `path` mapped."""
+    try:
+        with open(f"/proc/{pid}/maps") as f:
+            return any(line.rstrip().endswith(" " + path) for line in f)
+    except OSError:
+        return False
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("moe_run")
@@ -72,6 +81,13 @@ def main():
         p.kill()
         print(f"FAIL: the {a.ranks} ranks did not start: {sorted(ranks)}")
         return 1
+    # Every rank past MPI_Init and its watchdog's start: it has mapped the
+    # plan (a slow start, e.g. under the sanitizers, is not mistaken for
+    # the run loop).
+    plan = os.path.realpath(a.plan)
+    while time.time() < deadline and not all(
+            maps_file(pid, plan) for pid in ranks.values()):
+        time.sleep(0.2)
     time.sleep(1.0)  # inside the run loop
     os.kill(ranks[a.stop], signal.SIGSTOP)
     t0 = time.time()

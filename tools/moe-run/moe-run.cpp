@@ -2,7 +2,7 @@
 //
 // moe-run -n N model.moeplan --input NAME=FILE.npy ... [-o out.npy|out.npz]
 //         [--json] [--record-routing FILE] [--threads] [--describe]
-//         [--device cpu|cuda] [--timeout SECONDS]
+//         [--device cpu|cuda] [--timeout SECONDS] [--no-verify-weights]
 //
 // Ranks: -n 1 runs in this process; --threads runs N ranks as threads
 // (ThreadComm); otherwise, started alone with N > 1, moe-run re-launches
@@ -14,7 +14,8 @@
 // one message and ends every rank with exit status 1. The command line goes
 // through CLI11 (moe-run --help). A rank that makes no progress for
 // --timeout seconds (a stopped or hung rank) ends every rank the same way
-// (Watchdog.h).
+// (Watchdog.h). Each rank checks the weight segments it maps against their
+// checksums (--no-verify-weights skips it).
 //
 //===----------------------------------------------------------------------===//
 
@@ -65,6 +66,7 @@ struct Options {
   std::string device = "cpu"; ///< --device: cpu or cuda
   int iters = 1;              ///< --iters: runs; the last one is reported
   double timeout = 600;       ///< --timeout: seconds without progress
+  bool verifyWeights = true;  ///< off with --no-verify-weights
 };
 
 /// An error to report once (on rank 0, or by the failing rank) and exit 1.
@@ -159,6 +161,10 @@ int parseArgs(int argc, char **argv, Options &o) {
          "end every rank with an error naming the rank and its step when a "
          "rank makes no progress for SECONDS (default 600; 0: never)")
       ->type_name("SECONDS");
+  app.add_flag("--no-verify-weights{false}", o.verifyWeights,
+               "do not check the weight segments each rank maps against "
+               "their checksums (saves reading them once at load, 3-8 GB/s "
+               "per rank; for trusted large plans)");
   app.add_flag("--threads", o.threads,
                "run the ranks as threads of this process");
   app.add_option_function<std::string>(
@@ -210,7 +216,7 @@ std::unique_ptr<LoadedPlan>
 openAndCheck(const Options &o, int rank,
              std::map<std::string, NpyArray> &inputs) {
   std::string error;
-  auto lp = LoadedPlan::open(o.plan, rank, error);
+  auto lp = LoadedPlan::open(o.plan, rank, error, o.verifyWeights);
   if (!lp)
     throw Fatal{error};
   int64_t world = lp->plan().worldSize();

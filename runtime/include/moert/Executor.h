@@ -196,6 +196,7 @@ void checkCombineStep(ExecContext &ctx, size_t index, int64_t H, int64_t T,
 struct TopKDims {
   int64_t rows = 0, n = 0, k = 0;
   bool largest = true;
+  bool i64 = false; // x and values are int64 (else f32)
 };
 TopKDims checkTopKStep(ExecContext &ctx, size_t index);
 

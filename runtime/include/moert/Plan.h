@@ -39,7 +39,10 @@ namespace moert {
 /// which a version 4 reader would not know.
 /// Version 6: the topk and scatter_elements step kinds (routers left as
 /// dense ops), which a version 5 reader would not know.
-constexpr uint32_t kPlanVersion = 6;
+/// Version 7: a checksum trailer after the data region of the plan file and
+/// of each weight file (one moert::weightChecksum per segment the file
+/// holds), checked when a rank maps the segment.
+constexpr uint32_t kPlanVersion = 7;
 
 /// Element types (plan.fbs): f32, f16, bf16, i64, i32, u8.
 using DType = fb::DType;
@@ -301,9 +304,13 @@ public:
 
   /// Opens `path` for `rank` (rank < 0: manifest only, nothing mapped, for
   /// --describe). Errors name the file and the problem: not a plan,
-  /// truncated, version mismatch, manifest checksum or syntax errors.
+  /// truncated, version mismatch, manifest checksum or syntax errors, and
+  /// (with `verifyWeights`) a mapped segment whose bytes do not match their
+  /// checksum in the file's trailer (every byte is read once: see
+  /// docs/plan-format.md for the cost).
   static std::unique_ptr<LoadedPlan> open(const std::string &path, int rank,
-                                          std::string &error);
+                                          std::string &error,
+                                          bool verifyWeights = true);
 
 private:
   Plan plan_;

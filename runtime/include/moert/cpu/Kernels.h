@@ -182,6 +182,9 @@ void softmax(const float *x, float *y, int64_t rows, int64_t n);
 /// among themselves by index).
 void topk(const float *x, int64_t rows, int64_t n, int64_t k, bool largest,
           float *values, int64_t *indices);
+/// The same over int64 elements (sorting ids: JetMoE's grouped experts).
+void topk(const int64_t *x, int64_t rows, int64_t n, int64_t k, bool largest,
+          int64_t *values, int64_t *indices);
 
 using ScatterReduction = fb::ScatterReduction;
 

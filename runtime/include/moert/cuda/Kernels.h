@@ -189,6 +189,9 @@ void softmax(const float *x, float *y, int64_t rows, int64_t n,
 /// after the previous pick.
 void topk(const float *x, int64_t rows, int64_t n, int64_t k, bool largest,
           float *values, int64_t *indices, cudaStream_t stream);
+/// The same over int64 elements (sorting ids: JetMoE's grouped experts).
+void topk(const int64_t *x, int64_t rows, int64_t n, int64_t k, bool largest,
+          int64_t *values, int64_t *indices, cudaStream_t stream);
 
 /// The most dims of a scatter_elements geometry (after cpu::scatterShape
 /// merged what it can).
