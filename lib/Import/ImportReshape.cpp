@@ -82,8 +82,8 @@ LogicalResult reshapeWithSpec(GraphImporter &gi, std::vector<int64_t> spec,
     for (size_t i = 0; i < spec.size(); ++i)
       if (int(i) != inferAt) {
         knownStatic &= !isDyn(spec[i]);
-        if (!isDyn(spec[i]))
-          known *= spec[i];
+        if (!isDyn(spec[i]) && __builtin_mul_overflow(known, spec[i], &known))
+          return gi.fail("the target shape has more than 2^63 elements");
       }
     if (inStatic && knownStatic) {
       if (known == 0 || in.getNumElements() % known)
@@ -96,7 +96,8 @@ LogicalResult reshapeWithSpec(GraphImporter &gi, std::vector<int64_t> spec,
   } else if (inStatic && llvm::none_of(shape, isDyn)) {
     int64_t total = 1;
     for (int64_t s : shape)
-      total *= s;
+      if (__builtin_mul_overflow(total, s, &total))
+        return gi.fail("the target shape has more than 2^63 elements");
     if (total != in.getNumElements())
       return gi.fail("cannot reshape " + Twine(in.getNumElements()) +
                      " elements to " + Twine(total));
