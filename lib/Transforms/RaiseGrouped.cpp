@@ -213,6 +213,21 @@ bool isRowWise(linalg::GenericOp g) {
   return !reads;
 }
 
+/// A slice of columns of all rows of a rank-2 tensor: row offset 0, unit
+/// strides, and as many rows as the source (static, or its tensor.dim).
+bool isColumnSlice(tensor::ExtractSliceOp s) {
+  auto srcT = s.getSourceType();
+  if (srcT.getRank() != 2 || !s.hasUnitStride() ||
+      getConstantIntValue(s.getMixedOffsets()[0]) != 0)
+    return false;
+  if (!srcT.isDynamicDim(0))
+    return s.getType().getDimSize(0) == srcT.getDimSize(0);
+  auto d = dyn_cast<Value>(s.getMixedSizes()[0]);
+  auto dim = d ? d.getDefiningOp<tensor::DimOp>() : tensor::DimOp();
+  return dim && dim.getSource() == s.getSource() &&
+         getConstantIntValue(dim.getIndex()) == 0;
+}
+
 /// The chunk the rows of `v` are, through ops that keep each row where it
 /// is (a MatMul's left operand, row-wise generics, column slices).
 std::optional<Chunk> rowsChunk(Value v) {
@@ -226,17 +241,7 @@ std::optional<Chunk> rowsChunk(Value v) {
                g && isRowWise(g) && g.getNumDpsInputs() >= 1) {
       v = g.getDpsInputs()[0];
     } else if (auto s = dyn_cast_or_null<tensor::ExtractSliceOp>(def);
-               s && s.getSourceType().getRank() == 2 &&
-               getConstantIntValue(s.getMixedOffsets()[0]) == 0 &&
-               s.getType().getDimSize(0) == s.getSourceType().getDimSize(0) &&
-               (!s.getType().isDynamicDim(0) ||
-                s.getMixedSizes()[0] == OpFoldResult(Value()) || [&] {
-                  auto d = dyn_cast<Value>(s.getMixedSizes()[0]);
-                  auto dim =
-                      d ? d.getDefiningOp<tensor::DimOp>() : tensor::DimOp();
-                  return dim && dim.getSource() == s.getSource() &&
-                         getConstantIntValue(dim.getIndex()) == 0;
-                }())) {
+               s && isColumnSlice(s)) {
       v = s.getSource();
     } else {
       return std::nullopt;
@@ -278,18 +283,7 @@ Value chunkOfUncached(OpBuilder &b, Value m, const Chunk &c,
     return part;
   }
   if (auto s = dyn_cast_or_null<tensor::ExtractSliceOp>(def)) {
-    // Columns of all rows.
-    auto srcT = s.getSourceType();
-    if (srcT.getRank() != 2 || !s.hasUnitStride() ||
-        getConstantIntValue(s.getMixedOffsets()[0]) != 0 ||
-        s.getType().isDynamicDim(1))
-      return {};
-    auto d = dyn_cast<Value>(s.getMixedSizes()[0]);
-    auto dim = d ? d.getDefiningOp<tensor::DimOp>() : tensor::DimOp();
-    if (!(dim && dim.getSource() == s.getSource() &&
-          getConstantIntValue(dim.getIndex()) == 0) &&
-        !(srcT.getDimSize(0) == s.getType().getDimSize(0) &&
-          !srcT.isDynamicDim(0)))
+    if (!isColumnSlice(s) || s.getType().isDynamicDim(1))
       return {};
     Value src = chunkOf(b, s.getSource(), c, done);
     if (!src)
