@@ -38,22 +38,20 @@ from common import sh
 E, K = 8, 2
 
 
-class Block:
-    """Wraps a block whose forward may return a tuple (output, logits)."""
+def wrap(mlp):
+    """The block `mlp` as a module returning its output alone (JetMoE's
+    returns (output, router logits))."""
+    import torch
 
-    @staticmethod
-    def make(mlp):
-        import torch
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mlp = mlp
 
-        class B(torch.nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.mlp = mlp
-
-            def forward(self, hidden_states):
-                out = self.mlp(hidden_states)
-                return out[0] if isinstance(out, tuple) else out
-        return B().eval()
+        def forward(self, hidden_states):
+            out = self.mlp(hidden_states)
+            return out[0] if isinstance(out, tuple) else out
+    return Block().eval()
 
 
 def export(form, path, a):
@@ -78,7 +76,7 @@ def export(form, path, a):
     mlp = layer.mlp if form == "jetmoe" else (
         layer.block_sparse_moe if hasattr(layer, "block_sparse_moe")
         else layer.mlp)
-    block = Block.make(mlp)
+    block = wrap(mlp)
     with torch.no_grad():
         for p in block.parameters():
             torch.nn.init.normal_(p, std=0.05)
