@@ -8,6 +8,7 @@
 #include "moec/Import/OnnxImporter.h"
 #include "GraphImporter.h"
 #include "InferenceGuards.h"
+#include "ShapeBounds.h"
 
 #include "moec/Dialect/MoE/MoEDialect.h"
 
@@ -772,6 +773,13 @@ OwningOpRef<ModuleOp> ModelImporter::run(std::string &errorOut) {
           path + ": internal error: imported IR does not verify:\n" + diags;
       return nullptr;
     }
+  }
+  // A run-time dim that must equal a larger static one: the model's error,
+  // named here before canonicalization turns it into invalid IR.
+  std::string unsat = onnximport::unsatisfiableShapes(*module);
+  if (!unsat.empty()) {
+    errorOut = unsat;
+    return nullptr;
   }
   return module;
 }
