@@ -128,3 +128,14 @@ double moerun::testStallSeconds(int rank, size_t step) {
     return 0;
   return r == rank && s == step ? secs : 0;
 }
+
+double moerun::testStallInitSeconds(int rank) {
+  static const char *spec = std::getenv("MOERT_TEST_STALL");
+  if (!spec)
+    return 0;
+  int r = -1;
+  double secs = 0;
+  if (std::sscanf(spec, "%d:init:%lf", &r, &secs) != 2)
+    return 0;
+  return r == rank ? secs : 0;
+}

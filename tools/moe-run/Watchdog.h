@@ -70,6 +70,10 @@ private:
 /// RANK sleep SECONDS before step STEP (a rank that hangs inside a run).
 /// Returns the seconds to sleep at (`rank`, `step`), else 0.
 double testStallSeconds(int rank, size_t step);
+/// MOERT_TEST_STALL=RANK:init:SECONDS makes MPI rank RANK sleep SECONDS
+/// before MPI_Init, without a watchdog of its own (a rank stopped before
+/// the job starts). Returns the seconds to sleep for `rank`, else 0.
+double testStallInitSeconds(int rank);
 
 } // namespace moerun
 

@@ -210,6 +210,20 @@ bool underMpiLauncher() {
   return false;
 }
 
+/// This process's rank as the launcher numbers it (before MPI_Init), 0
+/// when no launcher variable says.
+int launcherRank() {
+  for (const char *v :
+       {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"})
+    if (const char *s = std::getenv(v)) {
+      char *end = nullptr;
+      long r = std::strtol(s, &end, 10);
+      if (end != s && *end == '\0' && r >= 0 && r < (1 << 30))
+        return int(r);
+    }
+  return 0;
+}
+
 /// Opens the manifest and checks the rank count and the inputs; throws
 /// Fatal. `inputs` receives the arrays.
 std::unique_ptr<LoadedPlan>
@@ -510,7 +524,15 @@ int main(int argc, char **argv) {
   if (mpiRank) {
 #ifdef MOERT_HAVE_MPI
     std::unique_ptr<Comm> world;
+    int launched = launcherRank();
+    if (double s = moerun::testStallInitSeconds(launched))
+      std::this_thread::sleep_for(std::chrono::duration<double>(s));
     try {
+      // MPI_Init waits for every rank of the job: one that is stopped or
+      // never starts would hold the others there without the watchdog.
+      Watchdog wd(o.timeout, launched, 1);
+      wd.phase(launched, "MPI_Init (waiting for every rank of the job to "
+                         "start)");
       world = initMpi(&argc, &argv);
     } catch (const std::exception &e) {
       return fail(e.what());
