@@ -347,6 +347,19 @@ std::string dirName(const std::string &path) {
   return slash == std::string::npos ? std::string() : path.substr(0, slash + 1);
 }
 
+/// True when the `n` bytes of `fd` at `at` can be read and are all zeros.
+bool zeros(int fd, uint64_t at, uint64_t n) {
+  std::vector<char> buf(size_t(std::min<uint64_t>(n, 1 << 16)));
+  for (uint64_t done = 0; done < n;) {
+    size_t k = size_t(std::min<uint64_t>(n - done, buf.size()));
+    if (pread(fd, buf.data(), k, off_t(at + done)) != ssize_t(k) ||
+        std::any_of(buf.begin(), buf.begin() + k, [](char c) { return c; }))
+      return false;
+    done += k;
+  }
+  return true;
+}
+
 /// Writes the data of the segments `segs` (plan.segments indices, in
 /// increasing offsets) into `f` at their offsets past `base`, padding to
 /// `end`, then the checksum trailer: each segment's weightChecksum, in the
@@ -732,6 +745,21 @@ std::unique_ptr<LoadedPlan> LoadedPlan::open(const std::string &path, int rank,
                   (s.file.empty() ? baseName(path) : s.file) +
                   ") checksum mismatch: the file is corrupt (or pass "
                   "--no-verify-weights)");
+    // The padding after the segment, up to the next segment of its file
+    // (or the end of the file's data region), is zeros as written: no
+    // checksum covers it.
+    uint64_t gapEnd = trailer - (off - s.offset); // data-region coordinates
+    for (const Segment &o : lp->plan_.segments)
+      if (o.file == s.file && o.offset > s.offset && o.offset < gapEnd)
+        gapEnd = o.offset;
+    if (gapEnd < s.offset + s.size)
+      return fail("segment '" + s.name + "' overlaps the next one");
+    if (!zeros(fd, off + s.size, gapEnd - s.offset - s.size))
+      return fail("weight segment " + std::to_string(i) + " '" + s.name +
+                  "' (rank " + std::to_string(rank) + " / file " +
+                  (s.file.empty() ? baseName(path) : s.file) +
+                  "): the padding after it is not zeros: the file is corrupt "
+                  "(or pass --no-verify-weights)");
   }
   return lp;
 }

@@ -307,6 +307,26 @@ TEST_F(PlanFile, FlippedWeightByte) {
   expectRefused(f, "weight segment 1 'rank0' (rank 0");
 }
 
+TEST_F(PlanFile, FlippedPaddingByte) {
+  // A byte of the zero padding after rank 1's segment (2), which no
+  // checksum covers: rank 1 refuses the plan; rank 0 does not map segment 2;
+  // --no-verify-weights loads it. The last byte of the data region (after
+  // the last segment) is padding too.
+  const Segment &seg = tc.plan.segments[2];
+  uint64_t data = field<uint64_t>(bytes, 32);
+  ASSERT_NE(seg.size % 4096, 0u) << "the test needs padding after segment 2";
+  std::string f = bytes;
+  f[data + seg.offset + seg.size] ^= 1;
+  writeFile(path, f);
+  std::string error;
+  EXPECT_FALSE(LoadedPlan::open(path, 1, error));
+  EXPECT_CONTAINS(error, "weight segment 2 'rank1' (rank 1 / file " +
+                             path.substr(path.rfind('/') + 1) +
+                             "): the padding after it is not zeros");
+  EXPECT_TRUE(LoadedPlan::open(path, 0, error)) << error;
+  EXPECT_TRUE(LoadedPlan::open(path, 1, error, /*verifyWeights=*/false));
+}
+
 TEST_F(PlanFile, ChecksumOverDeferredPieces) {
   // Two deferred pieces after segment 1's held bytes, with zero padding
   // between them: the checksum covers what was written, padding included.
