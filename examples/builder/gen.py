@@ -19,8 +19,9 @@ For each family NAME and precision P (fp32, int4) it writes
   DIR/NAME/P/decode/IN.npy          one more token, attention_mask ones
                                     [1, 6], the prefill's present.* as past
   DIR/NAME/P/decode/OUT.npy         onnxruntime's outputs for those
-DIR defaults to examples/builder/out (ignored by git: the models are larger
-than 2 MB each with their external data).
+DIR defaults to examples/builder/models, where the ONNX models (under 2 MB
+each with their external data) and the .npy files are committed; hf/,
+cache/ and builder.log are not (.gitignore).
 
 The builder is run as a new user would:
   python -m onnxruntime_genai.models.builder -i DIR/NAME/hf -o DIR/NAME/P \
@@ -77,7 +78,16 @@ def qwen3_5_moe():
                 layer_types=["linear_attention", "full_attention"],
                 linear_num_key_heads=2, linear_num_value_heads=4,
                 linear_key_head_dim=16, linear_value_head_dim=16,
-                linear_conv_kernel_dim=4)
+                linear_conv_kernel_dim=4,
+                # interleaved MRoPE on half of each head (8 of 16 dims: 4
+                # frequencies in sections t/h/w = 2/1/1), as the released
+                # [11, 11, 10] on a quarter of 256; without mrope_section
+                # the builder emits a RotaryEmbedding that rejects its own
+                # [3, batch, seq] position_ids.
+                rope_parameters=dict(rope_type="default", rope_theta=1e4,
+                                     partial_rotary_factor=0.5,
+                                     mrope_section=[2, 1, 1],
+                                     mrope_interleaved=True))
     vision = dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2,
                   out_hidden_size=H, patch_size=4, spatial_merge_size=2,
                   temporal_patch_size=2, num_position_embeddings=16)
@@ -92,13 +102,17 @@ def phimoe():
     # != original_max_position_embeddings) and its remote-code architecture
     # name "PhiMoEForCausalLM".
     hd = 16
+    c = dict(COMMON)
+    c.pop("max_position_embeddings")
     cfg = transformers.AutoConfig.for_model(
-        "phimoe", **COMMON, intermediate_size=32, num_local_experts=E,
-        num_experts_per_tok=K, original_max_position_embeddings=64,
-        rope_scaling=dict(type="longrope", rope_type="longrope",
-                          short_factor=[1.0] * (hd // 2),
-                          long_factor=[1.5] * (hd // 2),
-                          short_mscale=1.0, long_mscale=1.2))
+        "phimoe", **c, intermediate_size=32, num_local_experts=E,
+        num_experts_per_tok=K, max_position_embeddings=128,
+        original_max_position_embeddings=64,
+        rope_parameters=dict(rope_type="longrope", rope_theta=1e6,
+                             short_factor=[1.0] * (hd // 2),
+                             long_factor=[1.5] * (hd // 2),
+                             original_max_position_embeddings=64,
+                             short_mscale=1.0, long_mscale=1.2))
     return cfg, transformers.PhimoeForCausalLM
 
 
@@ -317,7 +331,7 @@ def hf_logits(hf_dir, name):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", default=os.path.join(HERE, "out"))
+    ap.add_argument("--out", default=os.path.join(HERE, "models"))
     ap.add_argument("--skip-build", action="store_true",
                     help="reuse DIR/NAME/P/model.onnx, only redo references")
     ap.add_argument("--precisions", default="fp32,int4")
