@@ -568,7 +568,42 @@ std::string ModelImporter::describeInferenceError(const std::string &what) {
   return "node '" + name + "' (" + opType.str() + "): " + reason.str();
 }
 
+/// Drops the value_info entries that contradict the tensor of the Constant
+/// node making the value (onnxruntime-genai's builder declares its shared
+/// 1-D constants as scalars). onnxruntime runs such models; libonnx's
+/// inference refuses to merge the ranks. Returns how many were dropped.
+static int dropContradictedValueInfo(onnx::GraphProto &g) {
+  std::unordered_map<std::string, const onnx::TensorProto *> constants;
+  for (const onnx::NodeProto &n : g.node())
+    if (n.op_type() == "Constant" && n.domain().empty() &&
+        n.output_size() == 1)
+      for (const onnx::AttributeProto &a : n.attribute())
+        if (a.name() == "value" && a.has_t())
+          constants[n.output(0)] = &a.t();
+  int dropped = 0;
+  auto *vis = g.mutable_value_info();
+  for (int i = vis->size() - 1; i >= 0; --i) {
+    const onnx::ValueInfoProto &vi = vis->Get(i);
+    auto it = constants.find(vi.name());
+    if (it == constants.end() || !vi.type().has_tensor_type() ||
+        !vi.type().tensor_type().has_shape())
+      continue;
+    const onnx::TensorShapeProto &shape = vi.type().tensor_type().shape();
+    const onnx::TensorProto &t = *it->second;
+    bool agree = shape.dim_size() == t.dims_size();
+    for (int d = 0; agree && d < shape.dim_size(); ++d)
+      agree = !shape.dim(d).has_dim_value() ||
+              shape.dim(d).dim_value() == t.dims(d);
+    if (!agree) {
+      vis->DeleteSubrange(i, 1);
+      ++dropped;
+    }
+  }
+  return dropped;
+}
+
 LogicalResult ModelImporter::inferShapes() {
+  dropContradictedValueInfo(*model.mutable_graph());
   // libonnx 1.12's data propagation dereferences null when a value upstream
   // failed inference (a Reshape to a shape that does not divide its input,
   // then a Shape of a product of it: found by fuzzing, issue 17). So
