@@ -218,6 +218,29 @@ void GraphImporter::setOutputConst(unsigned i, HostTensor t) {
   values[curNode->output(i)] = std::move(e);
 }
 
+void GraphImporter::defineConst(const std::string &name, HostTensor t) {
+  Entry e;
+  e.type = RankedTensorType::get(t.shape, elementType(t.dtype));
+  e.host = std::move(t);
+  values[name] = std::move(e);
+}
+
+const HostTensor *GraphImporter::knownValue(const std::string &name) {
+  Entry *e = lookup(name);
+  return e && e->host ? &*e->host : nullptr;
+}
+
+LogicalResult GraphImporter::importSubNode(const onnx::NodeProto &sub) {
+  const onnx::NodeProto *node = curNode;
+  const OpTable *table = curTable;
+  Location loc = curLoc;
+  LogicalResult r = importNode(sub, *table);
+  curNode = node;
+  curTable = table;
+  curLoc = loc;
+  return r;
+}
+
 void GraphImporter::defineValue(const std::string &name, Value v) {
   Entry e;
   e.value = v;
@@ -692,6 +715,7 @@ FailureOr<Value> GraphImporter::lookupOutput(const std::string &name) {
 LogicalResult GraphImporter::importNode(const onnx::NodeProto &node,
                                         const OpTable &table) {
   curNode = &node;
+  curTable = &table;
   std::string nodeName = node.name().empty() ? node.op_type() : node.name();
   curLoc = NameLoc::get(b.getStringAttr(nodeName),
                         FileLineColLoc::get(ctx(), file, 0, 0));

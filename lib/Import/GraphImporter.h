@@ -69,6 +69,7 @@ void addIndexingOps(OpTable &table);
 void addMicrosoftOps(OpTable &table);
 void addConvOps(OpTable &table);
 void addPadOps(OpTable &table);
+void addAttentionOps(OpTable &table);
 
 /// Builds the function body for one ONNX graph, node by node.
 class GraphImporter {
@@ -176,6 +177,15 @@ public:
 
   /// Registers a graph input or initializer.
   void defineValue(const std::string &name, mlir::Value v);
+  /// Registers a value known at import time (a constant of an expansion).
+  void defineConst(const std::string &name, HostTensor t);
+  /// The known value of `name`, else null.
+  const HostTensor *knownValue(const std::string &name);
+  /// Imports `sub`, a node an op handler builds to express its op in
+  /// simpler ones (Expansion.h), with the table of the node being imported;
+  /// the node being imported is current again afterwards. An error names
+  /// the sub-node (its name starts with the node's).
+  mlir::LogicalResult importSubNode(const onnx::NodeProto &sub);
   mlir::LogicalResult defineInitializer(const onnx::TensorProto &t);
   mlir::LogicalResult importNode(const onnx::NodeProto &node,
                                  const OpTable &table);
@@ -221,6 +231,7 @@ private:
   llvm::StringMap<std::vector<int64_t>> knownShapeValues;
   llvm::StringMap<const onnx::ValueInfoProto *> valueInfos;
   const onnx::NodeProto *curNode = nullptr;
+  const OpTable *curTable = nullptr;
   mlir::Location curLoc;
   std::string lastError;
   unsigned blobCounter = 0;

@@ -575,8 +575,7 @@ std::string ModelImporter::describeInferenceError(const std::string &what) {
 static int dropContradictedValueInfo(onnx::GraphProto &g) {
   std::unordered_map<std::string, const onnx::TensorProto *> constants;
   for (const onnx::NodeProto &n : g.node())
-    if (n.op_type() == "Constant" && n.domain().empty() &&
-        n.output_size() == 1)
+    if (n.op_type() == "Constant" && n.domain().empty() && n.output_size() == 1)
       for (const onnx::AttributeProto &a : n.attribute())
         if (a.name() == "value" && a.has_t())
           constants[n.output(0)] = &a.t();
@@ -661,6 +660,7 @@ static OpTable &opTable() {
     addMicrosoftOps(t);
     addConvOps(t);
     addPadOps(t);
+    addAttentionOps(t);
     return t;
   }();
   return table;

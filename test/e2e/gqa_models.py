@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""Writes small com.microsoft.GroupQueryAttention models the way
+onnxruntime-genai's builder wires them (seqlens_k and total_sequence_length
+computed from an int64 attention_mask input), with their inputs as .npy
+files, for check_onnx.py / check_plan.py to compare moec with onnxruntime.
+
+    gqa_models.py OUT_DIR [--check [--bin DIR] [--mesh M ...]]
+
+One subdirectory per case: model.onnx and one NAME.npy per input. With
+--check, each case then goes through check_onnx.py (moec's IR in moe-eval
+against onnxruntime) and check_plan.py (a plan per --mesh, run by moe-run
+on thread ranks, against onnxruntime); their lines are printed and the exit
+status is non-zero when any failed. Cases
+cover prefill (empty past) and decode (past of P positions), packed and
+separate Q/K/V, rotary (halves and interleaved, partial), a local window
+with and without the sliding-window cache, softcap, head sinks,
+smooth_softmax, and a custom scale.
+"""
+import argparse
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto as TP
+from onnx import helper as h
+
+N, K, H = 4, 2, 16
+
+
+def case(out, name, b, s, p, packed=False, rotary=0, interleaved=0, window=-1,
+         window_cache=False, past_len=None, softcap=0.0, sink=False, smooth=0,
+         scale=0.0, head=16, seed=0):
+    """A case of batch b, s new tokens, a past of p slots; past_len (with
+    the sliding-window cache: p is its capacity) is the sequence length
+    before this step, p unless given."""
+    global H
+    H = head
+    rng = np.random.default_rng(seed)
+    total = (p if past_len is None else past_len) + s
+    d = os.path.join(out, name)
+    os.makedirs(d, exist_ok=True)
+    CASES.append(d)
+    inputs, feeds, nodes, inits = [], {}, [], []
+
+    def inp(nm, arr, tp=TP.FLOAT):
+        inputs.append(h.make_tensor_value_info(nm, tp, list(arr.shape)))
+        feeds[nm] = arr
+
+    q_dim = (N + 2 * K) * H if packed else N * H
+    inp("query", rng.standard_normal((b, s, q_dim)).astype(np.float32))
+    if not packed:
+        inp("key", rng.standard_normal((b, s, K * H)).astype(np.float32))
+        inp("value", rng.standard_normal((b, s, K * H)).astype(np.float32))
+    inp("past_key", rng.standard_normal((b, K, p, H)).astype(np.float32))
+    inp("past_value", rng.standard_normal((b, K, p, H)).astype(np.float32))
+    inp("attention_mask", np.ones((b, total), np.int64), TP.INT64)
+    # The builder's mask subgraph: seqlens_k = sum(mask) - 1, total = its
+    # length, both int32.
+    nodes += [
+        h.make_node("ReduceSum", ["attention_mask", "one_axis"], ["msum"],
+                    keepdims=0),
+        h.make_node("Sub", ["msum", "one64"], ["sl64"]),
+        h.make_node("Cast", ["sl64"], ["seqlens_k"], to=TP.INT32),
+        h.make_node("Shape", ["attention_mask"], ["mshape"]),
+        h.make_node("Gather", ["mshape", "one64"], ["tot64"], axis=0),
+        h.make_node("Cast", ["tot64"], ["total"], to=TP.INT32),
+    ]
+    inits += [h.make_tensor("one_axis", TP.INT64, [1], [1]),
+              h.make_tensor("one64", TP.INT64, [], [1])]
+    ins = ["query", "" if packed else "key", "" if packed else "value",
+           "past_key", "past_value", "seqlens_k", "total"]
+    if rotary:
+        ang = rng.uniform(-3, 3, (total + 4, rotary // 2)).astype(np.float32)
+        inits += [h.make_tensor("cos_cache", TP.FLOAT, list(ang.shape),
+                                np.cos(ang).ravel()),
+                  h.make_tensor("sin_cache", TP.FLOAT, list(ang.shape),
+                                np.sin(ang).ravel())]
+        ins += ["cos_cache", "sin_cache"]
+    if sink:
+        ins += [""] * (11 - len(ins)) + ["sink"]
+        inits.append(h.make_tensor("sink", TP.FLOAT, [N],
+                                   rng.standard_normal(N).astype(np.float32)))
+    attrs = dict(num_heads=N, kv_num_heads=K, do_rotary=int(bool(rotary)),
+                 rotary_interleaved=interleaved, local_window_size=window,
+                 softcap=softcap, scale=scale)
+    if window_cache:
+        attrs["sliding_window_cache"] = 1
+    if smooth:
+        attrs["smooth_softmax"] = 1
+    nodes.append(h.make_node("GroupQueryAttention", ins,
+                             ["out", "present_key", "present_value"],
+                             domain="com.microsoft", name="attn", **attrs))
+    kv_len = p if window_cache else p + s
+    outs = [h.make_tensor_value_info("out", TP.FLOAT, [b, s, N * H]),
+            h.make_tensor_value_info("present_key", TP.FLOAT, [b, K, kv_len, H]),
+            h.make_tensor_value_info("present_value", TP.FLOAT,
+                                     [b, K, kv_len, H])]
+    g = h.make_graph(nodes, name, inputs, outs, inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17),
+                                       h.make_opsetid("com.microsoft", 1)])
+    m.ir_version = 8
+    onnx.save(m, os.path.join(d, "model.onnx"))
+    for nm, arr in feeds.items():
+        np.save(os.path.join(d, nm + ".npy"), arr)
+
+
+CASES = []
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--check", action="store_true")
+    ap.add_argument("--bin", default="")
+    ap.add_argument("--mesh", action="append", default=[])
+    args = ap.parse_args()
+    out = args.out
+    case(out, "prefill", 1, 5, 0)
+    case(out, "decode", 2, 1, 5, seed=1)
+    case(out, "packed", 1, 5, 3, packed=True, seed=2)
+    case(out, "rotary", 1, 5, 0, rotary=16, seed=3)
+    case(out, "rotary-interleaved-decode", 1, 1, 5, rotary=16, interleaved=1,
+         seed=4)
+    # onnxruntime wants cos_cache's width a multiple of 8 and at most half
+    # the head: a partial rotary needs a head of 32.
+    case(out, "rotary-partial", 1, 4, 2, rotary=16, head=32, seed=5)
+    case(out, "window-prefill", 1, 6, 0, window=3, seed=6)
+    case(out, "window-decode", 1, 1, 6, window=3, seed=7)
+    case(out, "window-cache-first", 1, 5, 4, window=4, window_cache=True,
+         past_len=0, seed=8)
+    case(out, "window-cache-short", 1, 3, 4, window=4, window_cache=True,
+         past_len=0, seed=9)
+    case(out, "window-cache-decode", 1, 1, 4, window=4, window_cache=True,
+         past_len=7, seed=14)
+    case(out, "window-cache-filling", 1, 2, 4, window=4, window_cache=True,
+         past_len=1, seed=15)
+    case(out, "softcap", 1, 5, 2, softcap=2.0, seed=10)
+    case(out, "sink", 1, 5, 0, sink=True, seed=11)
+    case(out, "sink-decode-scale", 1, 1, 5, sink=True, scale=0.3, seed=12)
+    case(out, "smooth", 1, 3, 2, smooth=1, seed=13)
+    if not args.check:
+        return
+    here = os.path.dirname(os.path.abspath(__file__))
+    tool = lambda t: os.path.join(args.bin, t) if args.bin else t
+    bad = 0
+    for d in CASES:
+        ins = []
+        for f in sorted(os.listdir(d)):
+            if f.endswith(".npy"):
+                ins += ["--input", f"{f[:-4]}={os.path.join(d, f)}"]
+        model = os.path.join(d, "model.onnx")
+        cmds = [[sys.executable, os.path.join(here, "check_onnx.py"), model,
+                 "--moec", tool("moec"), "--moe-eval", tool("moe-eval")] + ins]
+        if args.mesh:
+            mesh = [a for m in args.mesh for a in ("--mesh", m)]
+            cmds.append([sys.executable, os.path.join(here, "check_plan.py"),
+                         model, "--launch", "threads", "--moec", tool("moec"),
+                         "--moe-run", tool("moe-run")] + mesh + ins)
+        for cmd in cmds:
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            for line in (r.stdout + r.stderr).splitlines():
+                print(f"{os.path.basename(d)}: {line}")
+            bad |= r.returncode != 0
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
