@@ -70,6 +70,10 @@ void addMicrosoftOps(OpTable &table);
 void addConvOps(OpTable &table);
 void addPadOps(OpTable &table);
 void addAttentionOps(OpTable &table);
+void addContribOps(OpTable &table);
+/// Registers ONNX schemas for onnxruntime's default-domain ops
+/// (ImportContrib.cpp); idempotent.
+void registerContribSchemas();
 
 /// Builds the function body for one ONNX graph, node by node.
 class GraphImporter {
@@ -239,6 +243,11 @@ private:
 
 /// Name of an ONNX data type ("FLOAT", "INT64", ...).
 std::string onnxTypeName(int32_t t);
+
+/// The mean of `v` over `axes` (sorted, unique), the reduced dims kept with
+/// size 1 (ImportReduction.cpp).
+mlir::Value reduceMeanKeepDims(GraphImporter &gi, mlir::Value v,
+                               llvm::ArrayRef<int64_t> axes);
 
 /// Static or dynamic extract_slice of `v` along one axis (ImportSlice.cpp).
 mlir::Value sliceAxis(GraphImporter &gi, mlir::Value v, int64_t axis,

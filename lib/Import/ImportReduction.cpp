@@ -763,6 +763,11 @@ LogicalResult importCumSum(GraphImporter &gi) {
 }
 } // namespace
 
+Value moec::onnximport::reduceMeanKeepDims(GraphImporter &gi, Value v,
+                                           ArrayRef<int64_t> axes) {
+  return reduce(gi, v, axes, ReduceKind::Mean, /*keepDims=*/true);
+}
+
 void moec::onnximport::addReductionOps(OpTable &t) {
   t["MatMul"] = importMatMul;
   t["Gemm"] = importGemm;

@@ -658,6 +658,7 @@ static OpTable &opTable() {
     addReductionOps(t);
     addIndexingOps(t);
     addMicrosoftOps(t);
+    addContribOps(t);
     addConvOps(t);
     addPadOps(t);
     addAttentionOps(t);
@@ -775,6 +776,7 @@ OwningOpRef<ModuleOp> ModelImporter::build() {
 }
 
 OwningOpRef<ModuleOp> ModelImporter::run(std::string &errorOut) {
+  registerContribSchemas();
   OwningOpRef<ModuleOp> module;
   if (succeeded(load()) && succeeded(checkOpsets()) &&
       succeeded(adaptNewerOpset()) && succeeded(applyInputShapes()) &&
