@@ -32,6 +32,7 @@ flags after the mesh, separated by spaces (a folding: "ep=4 --attention-mesh
 dp=2,tp=2").
 """
 import argparse
+import hashlib
 import atexit
 import json
 import os
@@ -119,6 +120,8 @@ def main():
         mesh, *extra = mesh_arg.split()
         tag = f"{os.path.basename(a.model)} --mesh {mesh_arg}"
         stem = "".join(c if c.isalnum() else "_" for c in mesh_arg)
+        if len(stem) > 40:  # long extra flags: a short name per mesh
+            stem = stem[:24] + "_" + hashlib.sha1(stem.encode()).hexdigest()[:12]
         plan = os.path.join(work, f"plan_{stem}.moeplan")
         flags = ["--mesh", mesh] + extra + ["--placement", a.placement,
                  "--precision", a.precision]
