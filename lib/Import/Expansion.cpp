@@ -58,8 +58,7 @@ LogicalResult Expansion::output(unsigned i, const std::string &name) {
   return success();
 }
 
-void Expansion::setInt(onnx::NodeProto &n, const std::string &name,
-                       int64_t v) {
+void Expansion::setInt(onnx::NodeProto &n, const std::string &name, int64_t v) {
   onnx::AttributeProto *a = n.add_attribute();
   a->set_name(name);
   a->set_type(onnx::AttributeProto::INT);

@@ -70,6 +70,7 @@ void addMicrosoftOps(OpTable &table);
 void addConvOps(OpTable &table);
 void addPadOps(OpTable &table);
 void addAttentionOps(OpTable &table);
+void addCausalConvOps(OpTable &table);
 void addContribOps(OpTable &table);
 /// Registers ONNX schemas for onnxruntime's default-domain ops
 /// (ImportContrib.cpp); idempotent.

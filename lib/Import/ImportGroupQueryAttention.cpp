@@ -5,7 +5,8 @@
 // (Expansion.h) with the shapes and the cache length known at compile time.
 //
 // Semantics (onnxruntime 1.32 CPU, checked on random data by
-// test/moec/gqa.test; the probes are test/e2e/gqa_models.py):
+// test/moec/contrib-blocks.test; the probes are
+// test/e2e/contrib_block_models.py):
 //   inputs query [B,S,N*H] (or packed Q|K|V [B,S,(N+2K)*H] when key and
 //   value are omitted), key/value [B,S,K*H], past_key/past_value [B,K,P,H],
 //   seqlens_k [B] (total length - 1 per sequence), total_sequence_length T,
@@ -52,8 +53,8 @@ Attrs axisAttr(int64_t axis) {
 }
 
 /// x[..., lo:hi] along `axis` with constant bounds.
-std::string slice(Expansion &ex, const std::string &x, int64_t axis,
-                  int64_t lo, int64_t hi) {
+std::string slice(Expansion &ex, const std::string &x, int64_t axis, int64_t lo,
+                  int64_t hi) {
   return ex.op("Slice", {x, ex.ints({lo}), ex.ints({hi}), ex.ints({axis})});
 }
 
@@ -76,10 +77,11 @@ std::string rotate(Expansion &ex, const std::string &x, const std::string &c,
     x1 = slice(ex, xr, 3, 0, half);
     x2 = slice(ex, xr, 3, half, r);
   }
-  std::string y1 = ex.op("Sub", {ex.op("Mul", {x1, cc}), ex.op("Mul", {x2, ss})});
-  std::string y2 = ex.op("Add", {ex.op("Mul", {x2, cc}), ex.op("Mul", {x1, ss})});
-  std::string y =
-      ex.op("Concat", {y1, y2}, axisAttr(interleaved ? 4 : 3));
+  std::string y1 =
+      ex.op("Sub", {ex.op("Mul", {x1, cc}), ex.op("Mul", {x2, ss})});
+  std::string y2 =
+      ex.op("Add", {ex.op("Mul", {x2, cc}), ex.op("Mul", {x1, ss})});
+  std::string y = ex.op("Concat", {y1, y2}, axisAttr(interleaved ? 4 : 3));
   if (interleaved)
     y = ex.op("Reshape", {y, ex.ints({b, n, seq, r})});
   if (r == h)
@@ -103,8 +105,10 @@ LogicalResult importGroupQueryAttention(GraphImporter &gi) {
     return gi.fail("attention_bias (input 10) is not supported");
   int64_t nh = gi.intAttr("num_heads", 0), kvh = gi.intAttr("kv_num_heads", 0);
   if (nh <= 0 || kvh <= 0 || nh % kvh != 0)
-    return gi.fail("num_heads=" + Twine(nh) + " must be a positive multiple "
-                   "of kv_num_heads=" + Twine(kvh));
+    return gi.fail("num_heads=" + Twine(nh) +
+                   " must be a positive multiple "
+                   "of kv_num_heads=" +
+                   Twine(kvh));
   RankedTensorType qt = gi.inputType(0);
   if (qt.getRank() != 3 || !qt.hasStaticShape())
     return gi.fail("query must be [batch, sequence, hidden] with static dims "
@@ -163,16 +167,18 @@ LogicalResult importGroupQueryAttention(GraphImporter &gi) {
   if (const HostTensor *sl = gi.inputConst(5))
     for (int64_t i = 0; i < sl->size(); ++i)
       if (sl->asInt(i) != total - 1)
-        return gi.fail("seqlens_k[" + Twine(i) + "] = " +
-                       Twine(sl->asInt(i)) + " but total_sequence_length - 1 "
-                       "= " + Twine(total - 1) +
+        return gi.fail("seqlens_k[" + Twine(i) + "] = " + Twine(sl->asInt(i)) +
+                       " but total_sequence_length - 1 "
+                       "= " +
+                       Twine(total - 1) +
                        ": padded sequences are not supported");
   bool windowCache = gi.intAttr("sliding_window_cache", 0) != 0;
   int64_t valid = windowCache ? std::min(past, cap) : past;
   if (!windowCache && cap != past)
     return gi.fail("past_key holds " + Twine(cap) +
                    " positions but total_sequence_length - sequence length "
-                   "is " + Twine(past) +
+                   "is " +
+                   Twine(past) +
                    " (a shared past/present buffer is not supported)");
   int64_t window = gi.intAttr("local_window_size", -1);
   double softcap = gi.floatAttr("softcap", 0.0);

@@ -662,6 +662,7 @@ static OpTable &opTable() {
     addConvOps(t);
     addPadOps(t);
     addAttentionOps(t);
+    addCausalConvOps(t);
     return t;
   }();
   return table;

@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""Writes small com.microsoft.GroupQueryAttention models the way
-onnxruntime-genai's builder wires them (seqlens_k and total_sequence_length
-computed from an int64 attention_mask input), with their inputs as .npy
-files, for check_onnx.py / check_plan.py to compare moec with onnxruntime.
+"""Writes small models of the stateful contrib blocks onnxruntime-genai's
+builder writes, with their inputs as .npy files, for check_onnx.py /
+check_plan.py to compare moec with onnxruntime:
+com.microsoft.GroupQueryAttention wired as the builder wires it (seqlens_k
+and total_sequence_length computed from an int64 attention_mask input), and
+com.microsoft.CausalConvWithState.
 
-    gqa_models.py OUT_DIR [--check [--bin DIR] [--mesh M ...]]
+    contrib_block_models.py OUT_DIR [--check [--bin DIR] [--mesh M ...]]
+        [--only gqa|conv]
 
 One subdirectory per case: model.onnx and one NAME.npy per input. With
 --check, each case then goes through check_onnx.py (moec's IR in moe-eval
@@ -109,14 +112,7 @@ def case(out, name, b, s, p, packed=False, rotary=0, interleaved=0, window=-1,
 CASES = []
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("out")
-    ap.add_argument("--check", action="store_true")
-    ap.add_argument("--bin", default="")
-    ap.add_argument("--mesh", action="append", default=[])
-    args = ap.parse_args()
-    out = args.out
+def gqa_cases(out):
     case(out, "prefill", 1, 5, 0)
     case(out, "decode", 2, 1, 5, seed=1)
     case(out, "packed", 1, 5, 3, packed=True, seed=2)
@@ -140,6 +136,62 @@ def main():
     case(out, "sink", 1, 5, 0, sink=True, seed=11)
     case(out, "sink-decode-scale", 1, 1, 5, sink=True, scale=0.3, seed=12)
     case(out, "smooth", 1, 3, 2, smooth=1, seed=13)
+
+
+def conv_case(out, name, b, c, s, k, bias, act, state=True, seed=0):
+    """CausalConvWithState: input [b, c, s], depthwise weight [c, 1, k],
+    past state [b, c, k-1] (or omitted)."""
+    rng = np.random.default_rng(seed)
+    d = os.path.join(out, name)
+    os.makedirs(d, exist_ok=True)
+    CASES.append(d)
+    feeds = {"x": rng.standard_normal((b, c, s)).astype(np.float32)}
+    inputs = [h.make_tensor_value_info("x", TP.FLOAT, [b, c, s])]
+    inits = [h.make_tensor("w", TP.FLOAT, [c, 1, k],
+                           rng.standard_normal(c * k).astype(np.float32))]
+    names = ["x", "w", "", ""]
+    if bias:
+        inits.append(h.make_tensor("bias", TP.FLOAT, [c],
+                                   rng.standard_normal(c).astype(np.float32)))
+        names[2] = "bias"
+    if state:
+        feeds["state"] = rng.standard_normal((b, c, k - 1)).astype(np.float32)
+        inputs.append(h.make_tensor_value_info("state", TP.FLOAT,
+                                               [b, c, k - 1]))
+        names[3] = "state"
+    while names[-1] == "":
+        names.pop()
+    node = h.make_node("CausalConvWithState", names, ["y", "present"],
+                       domain="com.microsoft", name="conv", ndim=1,
+                       activation=act)
+    outs = [h.make_tensor_value_info("y", TP.FLOAT, [b, c, s]),
+            h.make_tensor_value_info("present", TP.FLOAT, [b, c, k - 1])]
+    g = h.make_graph([node], name, inputs, outs, inits)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17),
+                                       h.make_opsetid("com.microsoft", 1)])
+    m.ir_version = 8
+    onnx.save(m, os.path.join(d, "model.onnx"))
+    for nm, arr in feeds.items():
+        np.save(os.path.join(d, nm + ".npy"), arr)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out")
+    ap.add_argument("--check", action="store_true")
+    ap.add_argument("--bin", default="")
+    ap.add_argument("--mesh", action="append", default=[])
+    ap.add_argument("--only", choices=["gqa", "conv"])
+    args = ap.parse_args()
+    out = args.out
+    if args.only != "gqa":
+        conv_case(out, "conv", 1, 8, 5, 3, bias=False, act="none", seed=20)
+        conv_case(out, "conv-silu-decode", 2, 8, 1, 4, bias=True, act="silu",
+                  seed=21)
+        conv_case(out, "conv-no-state", 1, 8, 4, 4, bias=True, act="silu",
+                  state=False, seed=22)
+    if args.only != "conv":
+        gqa_cases(out)
     if not args.check:
         return
     here = os.path.dirname(os.path.abspath(__file__))
