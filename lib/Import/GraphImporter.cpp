@@ -301,6 +301,9 @@ Type GraphImporter::elementType(int32_t t) {
     return b.getI32Type();
   case onnx::TensorProto_DataType_INT8:
     return b.getI8Type();
+  case onnx::TensorProto_DataType_UINT8:
+    // Packed quantized weights (MatMulNBits, QMoE); no arith op takes it.
+    return IntegerType::get(b.getContext(), 8, IntegerType::Unsigned);
   case onnx::TensorProto_DataType_BOOL:
     return b.getI1Type();
   default:
@@ -321,6 +324,8 @@ int32_t GraphImporter::onnxType(Type t) {
     return onnx::TensorProto_DataType_INT64;
   if (t.isInteger(32))
     return onnx::TensorProto_DataType_INT32;
+  if (t.isUnsignedInteger(8))
+    return onnx::TensorProto_DataType_UINT8;
   if (t.isInteger(8))
     return onnx::TensorProto_DataType_INT8;
   if (t.isInteger(1))
@@ -588,6 +593,9 @@ FailureOr<HostTensor> GraphImporter::decodeTensor(const onnx::TensorProto &t) {
       break;
     case onnx::TensorProto_DataType_INT8:
       h.i.push_back(load(int8_t(), k));
+      break;
+    case onnx::TensorProto_DataType_UINT8:
+      h.i.push_back(load(uint8_t(), k));
       break;
     case onnx::TensorProto_DataType_BOOL:
       h.i.push_back(load(uint8_t(), k) != 0);

@@ -34,7 +34,7 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "GraphImporter.h"
+#include "ImportMoE.h"
 
 #include "moec/Dialect/MoE/MoEOps.h"
 
@@ -95,15 +95,9 @@ HostTensor pickBias(const HostTensor *b, int32_t dtype, int64_t e, int64_t r,
 }
 } // namespace
 
-static LogicalResult importMoE(GraphImporter &gi) {
-  enum { kInput, kRouter, kFc1, kB1, kFc2, kB2, kFc3, kB3 };
-  if (!gi.hasInput(kInput) || !gi.hasInput(kRouter) || !gi.hasInput(kFc1) ||
-      !gi.hasInput(kFc2))
-    return gi.fail("needs input, router_probs, fc1_experts_weights and "
-                   "fc2_experts_weights");
-  if (gi.numInputs() > kB3 + 1)
-    return gi.fail("has " + Twine(gi.numInputs()) +
-                   " inputs; quantized MoE variants are not supported");
+LogicalResult moec::onnximport::importMoELayer(GraphImporter &gi,
+                                               const MoELayerInputs &in) {
+  const unsigned kInput = 0, kRouter = 1, kB1 = in.b1, kB2 = in.b2, kB3 = in.b3;
   if (gi.intAttr("use_sparse_mixer", 0) != 0)
     return gi.fail("attribute use_sparse_mixer=1 (SparseMixer routing) is "
                    "not supported");
@@ -170,23 +164,7 @@ static LogicalResult importMoE(GraphImporter &gi) {
     return gi.fail("router_probs has " + Twine(rT.getDimSize(0)) +
                    " rows but the input has " + Twine(tokens) + " tokens");
 
-  // Expert weights must be known: they are moved into moec's layout here.
-  auto loadWeight = [&](unsigned i, const char *name) -> const HostTensor * {
-    const HostTensor *w = gi.inputConst(i);
-    if (!w) {
-      (void)gi.fail(Twine(name) + " must be an initializer (constant)");
-      return nullptr;
-    }
-    if (w->shape.size() != 3 || !w->isFloat()) {
-      (void)gi.fail(Twine(name) + " must be a float [experts, ., .] tensor");
-      return nullptr;
-    }
-    return w;
-  };
-  const HostTensor *fc1 = loadWeight(kFc1, "fc1_experts_weights");
-  const HostTensor *fc2 = loadWeight(kFc2, "fc2_experts_weights");
-  if (!fc1 || !fc2)
-    return failure();
+  const HostTensor *fc1 = in.fc1, *fc2 = in.fc2;
   int64_t e = fc1->shape[0];
   if (!rT.isDynamicDim(1) && rT.getDimSize(1) != e)
     return gi.fail("router_probs has " + Twine(rT.getDimSize(1)) +
@@ -223,13 +201,13 @@ static LogicalResult importMoE(GraphImporter &gi) {
     return failure();
   const HostTensor *fc3 = nullptr;
   std::optional<HostTensor> fc3Legacy;
-  if (gi.hasInput(kFc3)) {
+  if (in.fc3) {
     if (fused)
       return gi.fail("fc3_experts_weights given with swiglu_fusion=" +
                      Twine(fusion) + " (gate and up are both in fc1)");
-    fc3 = loadWeight(kFc3, "fc3_experts_weights");
-    if (!fc3 || failed(expect(*fc3, fc1->shape[1], fc1->shape[2],
-                              "fc3_experts_weights")))
+    fc3 = in.fc3;
+    if (failed(
+            expect(*fc3, fc1->shape[1], fc1->shape[2], "fc3_experts_weights")))
       return failure();
     if (legacy) {
       fc3Legacy = transposeLast2(*fc3);
@@ -362,6 +340,42 @@ static LogicalResult importMoE(GraphImporter &gi) {
   return success();
 }
 
+static LogicalResult importMoE(GraphImporter &gi) {
+  enum { kInput, kRouter, kFc1, kB1, kFc2, kB2, kFc3, kB3 };
+  if (!gi.hasInput(kInput) || !gi.hasInput(kRouter) || !gi.hasInput(kFc1) ||
+      !gi.hasInput(kFc2))
+    return gi.fail("needs input, router_probs, fc1_experts_weights and "
+                   "fc2_experts_weights");
+  if (gi.numInputs() > kB3 + 1)
+    return gi.fail("has " + Twine(gi.numInputs()) +
+                   " inputs; quantized MoE variants are not supported");
+  // Expert weights must be known: they are moved into moec's layout here.
+  auto loadWeight = [&](unsigned i, const char *name) -> const HostTensor * {
+    const HostTensor *w = gi.inputConst(i);
+    if (!w) {
+      (void)gi.fail(Twine(name) + " must be an initializer (constant)");
+      return nullptr;
+    }
+    if (w->shape.size() != 3 || !w->isFloat()) {
+      (void)gi.fail(Twine(name) + " must be a float [experts, ., .] tensor");
+      return nullptr;
+    }
+    return w;
+  };
+  MoELayerInputs in;
+  in.fc1 = loadWeight(kFc1, "fc1_experts_weights");
+  in.fc2 = loadWeight(kFc2, "fc2_experts_weights");
+  if (!in.fc1 || !in.fc2)
+    return failure();
+  if (gi.hasInput(kFc3) && !(in.fc3 = loadWeight(kFc3, "fc3_experts_weights")))
+    return failure();
+  in.b1 = kB1;
+  in.b2 = kB2;
+  in.b3 = kB3;
+  return importMoELayer(gi, in);
+}
+
 void moec::onnximport::addMicrosoftOps(OpTable &t) {
   t["com.microsoft::MoE"] = importMoE;
+  addQuantizedOps(t);
 }

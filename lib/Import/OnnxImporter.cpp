@@ -705,7 +705,8 @@ OwningOpRef<ModuleOp> ModelImporter::build() {
       return nullptr;
     }
     Type elt = gi.elementType(tp.tensor_type().elem_type());
-    if (!elt) {
+    // uint8 is the storage of packed quantized weights only.
+    if (!elt || elt.isUnsignedInteger()) {
       (void)err("graph input '" + in.name() + "' has unsupported dtype " +
                 onnxTypeName(tp.tensor_type().elem_type()));
       return nullptr;

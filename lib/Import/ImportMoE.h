@@ -1,0 +1,33 @@
+//===- ImportMoE.h - onnxruntime's fused MoE layers -------------*- C++ -*-===//
+//
+// Internal to lib/Import. com.microsoft.MoE (ImportMicrosoft.cpp) and
+// com.microsoft.QMoE (ImportQuantized.cpp) share one layer importer: routing,
+// activations (swiglu fusion, clamping) and the move into moec's expert
+// layout. They differ only in where the expert weights come from.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEC_LIB_IMPORT_IMPORTMOE_H
+#define MOEC_LIB_IMPORT_IMPORTMOE_H
+
+#include "GraphImporter.h"
+
+namespace moec::onnximport {
+
+/// The expert weights of a MoE node in onnxruntime's layout (float, fc1
+/// [E, R, H], fc2 [E, H, F], fc3 [E, F, H] or null) and the node's input
+/// indices of the biases. Inputs 0 and 1 are the tokens and router_probs.
+struct MoELayerInputs {
+  const HostTensor *fc1 = nullptr, *fc2 = nullptr, *fc3 = nullptr;
+  unsigned b1 = 0, b2 = 0, b3 = 0;
+};
+
+/// Imports the current node as moe.route + moe.experts.
+mlir::LogicalResult importMoELayer(GraphImporter &gi, const MoELayerInputs &in);
+
+/// com.microsoft.MatMulNBits and com.microsoft.QMoE (ImportQuantized.cpp).
+void addQuantizedOps(OpTable &table);
+
+} // namespace moec::onnximport
+
+#endif // MOEC_LIB_IMPORT_IMPORTMOE_H
