@@ -45,6 +45,7 @@ import transformers  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 H, E, K, VOCAB = 64, 8, 2, 256
+FFN = 64  # GPT-OSS's expert width, LFM2's dense width (its experts: half)
 PROMPT = [11, 42, 7, 200, 93]
 NEXT = 5
 COMMON = dict(hidden_size=H, num_hidden_layers=2, num_attention_heads=4,
@@ -55,7 +56,7 @@ COMMON = dict(hidden_size=H, num_hidden_layers=2, num_attention_heads=4,
 
 def gpt_oss():
     cfg = transformers.AutoConfig.for_model(
-        "gpt_oss", **COMMON, intermediate_size=64, num_local_experts=E,
+        "gpt_oss", **COMMON, intermediate_size=FFN, num_local_experts=E,
         num_experts_per_tok=K, sliding_window=4)
     return cfg, transformers.GptOssForCausalLM
 
@@ -64,7 +65,7 @@ def lfm2_moe():
     c = dict(COMMON)
     c.pop("head_dim")
     cfg = transformers.AutoConfig.for_model(
-        "lfm2_moe", **c, intermediate_size=64, moe_intermediate_size=32,
+        "lfm2_moe", **c, intermediate_size=FFN, moe_intermediate_size=FFN // 2,
         num_experts=E, num_experts_per_tok=K, num_dense_layers=0,
         use_expert_bias=True, norm_topk_prob=True, routed_scaling_factor=2.5,
         layer_types=["conv", "full_attention"])
@@ -335,8 +336,21 @@ def main():
     ap.add_argument("--skip-build", action="store_true",
                     help="reuse DIR/NAME/P/model.onnx, only redo references")
     ap.add_argument("--precisions", default="fp32,int4")
+    ap.add_argument("--hidden", type=int, default=0,
+                    help="a larger model for benchmarks (bench/builder_bench.py): "
+                    "this hidden size, heads of 64 (a quarter as KV heads); "
+                    "GPT-OSS and LFM2-MoE")
+    ap.add_argument("--ffn", type=int, default=0,
+                    help="with --hidden: GPT-OSS's expert width, LFM2's dense "
+                    "width (its experts: half)")
     ap.add_argument("names", nargs="*")
     a = ap.parse_args()
+    if a.hidden:
+        global H, FFN
+        H, FFN = a.hidden, a.ffn or 2 * a.hidden
+        heads = max(1, H // 64)
+        COMMON.update(hidden_size=H, num_attention_heads=heads, head_dim=64,
+                      num_key_value_heads=max(1, heads // 4))
     names = a.names or list(FAMILIES)
     summary = {}
     for name in names:
