@@ -4,9 +4,11 @@
 
 #include "onnx/onnx_pb.h"
 #include "llvm/ADT/SmallVector.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/ADT/StringRef.h"
 
 #include <cstdint>
+#include <algorithm>
 #include <cstring>
 #include <optional>
 #include <unordered_map>
@@ -103,6 +105,52 @@ std::string moec::onnximport::inferenceHazard(const onnx::GraphProto &g) {
     }
     if (!onnxOp || n.output_size() < 1)
       continue;
+    // Lower bounds of the entries of 1-D results of known-length inputs: a
+    // Concat holds at least their sum, a Tile by constant repeats that many
+    // times, an elementwise op or a Cast at least the longest (issue 17: a
+    // long shape made through a Concat or Tile of them).
+    auto known = [&](int i) -> int64_t {
+      if (i >= n.input_size())
+        return -1;
+      auto it = lengths.find(n.input(i));
+      return it == lengths.end() ? -1 : it->second.first;
+    };
+    auto saturatingAdd = [](int64_t a, int64_t b) {
+      return a > INT64_MAX - b ? INT64_MAX : a + b;
+    };
+    static const llvm::StringSet<> elementwise = {
+        "Cast", "Identity", "Abs", "Neg", "Add", "Sub",
+        "Mul",  "Div",      "Max", "Min", "Where"};
+    if (op == "Concat") {
+      int64_t sum = 0;
+      bool any = false;
+      for (int i = 0; i < n.input_size(); ++i)
+        if (int64_t k = known(i); k >= 0) {
+          sum = saturatingAdd(sum, k);
+          any = true;
+        }
+      if (any)
+        lengths[n.output(0)] = {sum, &n};
+      continue;
+    }
+    if (op == "Tile") {
+      int64_t k = known(0);
+      const std::vector<int64_t> *r = input(n, 1);
+      if (k >= 0) {
+        int64_t times = r && r->size() == 1 && (*r)[0] > 0 ? (*r)[0] : 1;
+        lengths[n.output(0)] = {
+            k > 0 && times > INT64_MAX / k ? INT64_MAX : k * times, &n};
+      }
+      continue;
+    }
+    if (elementwise.contains(op)) {
+      int64_t most = -1;
+      for (int i = 0; i < n.input_size(); ++i)
+        most = std::max(most, known(i));
+      if (most >= 0)
+        lengths[n.output(0)] = {most, &n};
+      continue;
+    }
     if (op == "ConstantOfShape") {
       const std::vector<int64_t> *s = input(n, 0);
       if (!s)
