@@ -13,6 +13,7 @@ quantizes the activations to int8 on CPU, which moec does not model; with 0
 onnxruntime multiplies in fp32 and a tight tolerance applies).
 """
 import argparse
+import atexit
 import os
 import shutil
 import subprocess
@@ -59,8 +60,9 @@ def main():
     tool = lambda t: os.path.join(a.bin, t) if a.bin else t
     model = os.path.join(a.model_dir, "model.onnx")
     if a.accuracy_level is not None:
-        model = with_accuracy_level(model, a.accuracy_level,
-                                    tempfile.mkdtemp(prefix="acc"))
+        tmp = tempfile.mkdtemp(prefix="acc")
+        atexit.register(shutil.rmtree, tmp, True)
+        model = with_accuracy_level(model, a.accuracy_level, tmp)
     bad = False
     for step in a.step or ["prefill", "decode"]:
         d = os.path.join(a.model_dir, step)
