@@ -171,6 +171,11 @@ static bool enumsInRange(const Step &s) {
   return true;
 }
 
+/// The alignment of arena offsets and of constants in their (page-aligned)
+/// segments (docs/plan-format.md): the kernels read and write every dtype
+/// in place, and a misaligned int64 or float access is undefined behaviour.
+constexpr uint64_t kValueAlign = 64;
+
 /// Whether [offset, offset + bytes) lies inside [0, size), without overflow.
 static bool inside(uint64_t offset, uint64_t bytes, uint64_t size) {
   return offset <= size && bytes <= size - offset;
@@ -360,6 +365,10 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
         const Segment &s = plan.segments[d.segment];
         if (s.size && !inside(d.offset, d.bytes, s.size))
           return fail(what + " lies outside segment '" + s.name + "'");
+        if (d.offset % kValueAlign)
+          return fail(what + " at offset " + std::to_string(d.offset) +
+                      " of segment '" + s.name + "' is not " +
+                      std::to_string(kValueAlign) + "-byte aligned");
       }
       // Rank r reads data[r] (or the one shared entry): its segment must be
       // one that rank maps. A shared entry in a segment of n ranks misses a
@@ -386,12 +395,20 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
                   " + " + std::to_string(bytes) +
                   " bytes lies outside the arena of " +
                   std::to_string(plan.arenaBytes) + " bytes");
+    } else if (v.offset % kValueAlign) {
+      return fail(what + " at arena offset " + std::to_string(v.offset) +
+                  " is not " + std::to_string(kValueAlign) + "-byte aligned");
     }
   }
   auto checkIO = [&](const ModelIO &m, bool out) -> bool {
     std::string what = std::string(out ? "output '" : "input '") + m.name + "'";
     if (m.value < 0 || m.value >= int32_t(plan.values.size()))
       return fail(what + " refers to value " + std::to_string(m.value));
+    // The executor copies inputs into and outputs out of the arena at the
+    // value's offset, which only arena values have (checked above).
+    if (plan.values[m.value].kind == ValueKind::constant)
+      return fail(what + " refers to value " + std::to_string(m.value) +
+                  ", a constant (not in the arena)");
     uint64_t bytes = 0;
     for (int64_t d : m.shape)
       if (d < 0)

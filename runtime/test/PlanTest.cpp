@@ -442,8 +442,21 @@ TEST_F(Verify, Errors) {
                   "segment 'rank0' lists rank 4");
   EXPECT_CONTAINS(verifyError([](Plan &p) { p.arenaBytes = 64; }),
                   "lies outside the arena");
+  // Offsets are 64-byte aligned: a route's int64 ids at an odd arena offset
+  // were a misaligned store (plan fuzz target, run).
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.values[4].offset += 57; }),
+                  "value 4 ('ids') at arena offset 761 is not 64-byte aligned");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.values[6].data[0].offset = 8; }),
+                  "value 6 ('experts.w_gate') at offset 8 of segment 'rank0' "
+                  "is not 64-byte aligned");
   EXPECT_CONTAINS(verifyError([](Plan &p) { p.inputs[0].value = 99; }),
                   "input 'x' refers to value 99");
+  // Inputs are copied into the arena and outputs out of it at the value's
+  // offset: a constant has none (plan fuzz target, run).
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.inputs[0].value = 1; }),
+                  "input 'x' refers to value 1, a constant (not in the arena)");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.outputs[0].value = 6; }),
+                  "output 'out' refers to value 6, a constant");
   EXPECT_CONTAINS(verifyError([](Plan &p) { p.outputs[0].split.axis = 3; }),
                   "output 'out' is split along axis 3");
   EXPECT_CONTAINS(verifyError([](Plan &p) { p.inputs[0].split.over = {"dp"}; }),
