@@ -137,9 +137,11 @@ int64_t elements(const std::vector<int64_t> &shape) {
 }
 
 /// An estimate of the elements a run touches: per step, its operands'
-/// elements, times the largest dim among them for the steps that loop over
-/// a dim per element (matmul, batch_matmul, experts, route, topk). A plan
-/// over the bound would be slow, not wrong.
+/// elements (and a dispatch's slots), times the largest dim among them for
+/// the steps that loop over a dim per element (matmul, batch_matmul,
+/// experts, route, topk). A plan over the bound would be slow, not wrong
+/// (a dispatch of 2^24 slots on each of 2 ranks took 20 s: a slot costs
+/// about as much as 100 elements).
 double runWork(const moert::Plan &plan) {
   double work = 0;
   for (const moert::Step &s : plan.steps) {
@@ -153,6 +155,9 @@ double runWork(const moert::Plan &plan) {
         for (int64_t d : v.shape)
           maxDim = std::max(maxDim, double(d));
       }
+    // A dispatch's counts and offsets are per (rank, slot) of its group.
+    if (const moert::fb::DispatchT *d = s.attrs.Asdispatch())
+      n += 100 * double(plan.worldSize()) * double(d->slots_per_rank);
     switch (s.kind()) {
     case moert::StepKind::matmul:
     case moert::StepKind::batch_matmul:
