@@ -181,20 +181,33 @@ static bool inside(uint64_t offset, uint64_t bytes, uint64_t size) {
   return offset <= size && bytes <= size - offset;
 }
 
-/// The byte size of a tensor, false past kMaxTensorBytes (checked without
-/// overflow; dims are non-negative).
+/// The byte size of a tensor, false when its nonzero dims make more than
+/// kMaxTensorBytes (checked without overflow; dims are non-negative). A
+/// zero dim does not excuse the others: Value::numElements multiplies the
+/// dims in order, and [2^62, 160, 0] overflowed before the 0.
 static bool tensorBytes(const std::vector<int64_t> &shape, DType dtype,
                         uint64_t &bytes) {
   bytes = dtypeSize(dtype);
-  for (int64_t d : shape)
-    if (d == 0)
-      return bytes = 0, true;
+  bool empty = false;
   for (int64_t d : shape) {
+    if (d == 0) {
+      empty = true;
+      continue;
+    }
     if (d < 0 || bytes > kMaxTensorBytes / uint64_t(d))
       return false;
     bytes *= uint64_t(d);
   }
+  if (empty)
+    bytes = 0;
   return true;
+}
+
+/// "has more than N bytes" for a shape tensorBytes refused.
+static std::string tooLarge(const std::vector<int64_t> &shape) {
+  bool empty = std::find(shape.begin(), shape.end(), 0) != shape.end();
+  return " has more than " + std::to_string(kMaxTensorBytes) + " bytes" +
+         (empty ? " in its nonzero dims" : "");
 }
 
 /// Integer attributes that the backends use as int32 (counts, axes, step
@@ -347,8 +360,7 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
     uint64_t bytes = 0;
     if (!tensorBytes(v.shape, v.dtype, bytes))
       return fail(what + " of shape " + shapeString(v.shape) +
-                  " has more than " + std::to_string(kMaxTensorBytes) +
-                  " bytes");
+                  tooLarge(v.shape));
     if (v.kind == ValueKind::constant) {
       if (v.data.size() != 1 && int64_t(v.data.size()) != world)
         return fail(what + " has " + std::to_string(v.data.size()) +
@@ -415,8 +427,7 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
         return fail(what + " has a negative dim");
     if (!tensorBytes(m.shape, m.dtype, bytes))
       return fail(what + " of shape " + shapeString(m.shape) +
-                  " has more than " + std::to_string(kMaxTensorBytes) +
-                  " bytes");
+                  tooLarge(m.shape));
     if (m.split.axis >= int(m.shape.size()))
       return fail(what + " is split along axis " +
                   std::to_string(m.split.axis) + " of a rank-" +

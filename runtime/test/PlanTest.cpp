@@ -420,6 +420,23 @@ TEST_F(Verify, Errors) {
                   "value 1 ('router.weight') has id 9");
   EXPECT_CONTAINS(verifyError([](Plan &p) { p.values[2].shape[0] = -1; }),
                   "negative dim");
+  // A zero dim does not excuse the others: numElements multiplies in order
+  // and overflowed before the 0 (plan fuzz target).
+  EXPECT_CONTAINS(verifyError([](Plan &p) {
+                    p.values[2].shape = {int64_t(1) << 61, 160, 0};
+                  }),
+                  "value 2 ('logits') of shape [2305843009213693952,160,0] has "
+                  "more than 72057594037927936 bytes in its nonzero dims");
+  EXPECT_CONTAINS(verifyError([](Plan &p) {
+                    p.outputs[0].shape = {0, int64_t(1) << 60, 16};
+                  }),
+                  "in its nonzero dims");
+  {
+    Plan empty = tc.plan;
+    empty.values[2].shape = {0, 4};
+    std::string error;
+    EXPECT_TRUE(verifyPlan(empty, error)) << error;
+  }
   EXPECT_CONTAINS(verifyError([](Plan &p) { p.values[1].data[0].segment = 9; }),
                   "segment 9, which does not exist");
   EXPECT_CONTAINS(verifyError([](Plan &p) { p.values[1].data[0].bytes = 4; }),
