@@ -132,7 +132,7 @@ struct Rng {
 int64_t elements(const std::vector<int64_t> &shape) {
   int64_t n = 1;
   for (int64_t d : shape)
-    n *= d; // verifyPlan bounds every value at 2^56 bytes
+    n *= d; // verifyPlan bounds each shape's nonzero dims at 2^56 bytes
   return n;
 }
 
@@ -180,8 +180,12 @@ bool runnable(const moert::Plan &plan) {
       plan.arenaBytes > kMaxRunBytes)
     return false;
   uint64_t inputs = 0, weights = 0;
-  for (const moert::ModelIO &m : plan.inputs)
+  for (const moert::ModelIO &m : plan.inputs) {
+    // Each is at most 2^56 bytes; the sum must not wrap.
     inputs += uint64_t(elements(m.shape)) * moert::dtypeSize(m.dtype);
+    if (inputs > kMaxRunBytes)
+      return false;
+  }
   for (const moert::Segment &s : plan.segments)
     weights += s.size;
   return inputs <= kMaxRunBytes && weights <= kMaxRunBytes &&
