@@ -421,6 +421,8 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
     if (plan.values[m.value].kind == ValueKind::constant)
       return fail(what + " refers to value " + std::to_string(m.value) +
                   ", a constant (not in the arena)");
+    if (m.dtype > DType::MAX)
+      return fail(what + " has an unknown dtype");
     uint64_t bytes = 0;
     for (int64_t d : m.shape)
       if (d < 0)

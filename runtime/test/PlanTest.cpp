@@ -474,6 +474,10 @@ TEST_F(Verify, Errors) {
                   "input 'x' refers to value 1, a constant (not in the arena)");
   EXPECT_CONTAINS(verifyError([](Plan &p) { p.outputs[0].value = 6; }),
                   "output 'out' refers to value 6, a constant");
+  // Checked like a value's: dtypeSize of an unknown dtype is 0, and the
+  // plan fuzz target made an empty array for a 256-element input.
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.inputs[0].dtype = DType(9); }),
+                  "input 'x' has an unknown dtype");
   EXPECT_CONTAINS(verifyError([](Plan &p) { p.outputs[0].split.axis = 3; }),
                   "output 'out' is split along axis 3");
   EXPECT_CONTAINS(verifyError([](Plan &p) { p.inputs[0].split.over = {"dp"}; }),
