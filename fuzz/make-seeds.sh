@@ -7,7 +7,12 @@
 #                (python3 -m onnx's parser)
 #   onnx-text    every test/**/*.onnxtxt
 #   plan         plans that moec (MOEC, default $BUILD_DIR/bin/moec) compiles
-#                from a few small test/Import models (one rank, and ep=2)
+#                from a few small test/Import models (one rank, and ep=2) and
+#                test/Conversion's index-step router (topk, scatter_elements),
+#                and the hand-built plans of moert-make-test-plan (MAKE_PLAN,
+#                default next to moec: moe on 1, 2 and 4 ranks, moe-ids, tp,
+#                reduce-scatter), which have no generated kernels: the plan
+#                target runs those
 # usage: fuzz/make-seeds.sh OUT_DIR [TARGET...]; writes OUT_DIR/TARGET/.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,6 +21,7 @@ shift
 TARGETS=("$@")
 ((${#TARGETS[@]})) || TARGETS=(npy onnx-binary onnx-text plan)
 MOEC=${MOEC:-${BUILD_DIR:-$ROOT/build}/bin/moec}
+MAKE_PLAN=${MAKE_PLAN:-$(dirname "$MOEC")/moert-make-test-plan}
 cd "$ROOT"
 
 # Copies files to DIR under their content hash (libFuzzer's own naming).
@@ -70,6 +76,26 @@ PY
     done
     "$MOEC" test/Import/ms-moe.onnxtxt --mesh ep=2 -o "$tmp/ms-moe-ep2.moeplan" \
       2>/dev/null || echo "make-seeds: moec ms-moe --mesh ep=2 failed" >&2
+    python3 test/Conversion/Inputs/index_steps.py router "$tmp/router.onnx" &&
+      "$MOEC" "$tmp/router.onnx" -o "$tmp/router.moeplan" 2>/dev/null ||
+      echo "make-seeds: moec could not compile the index-step router" >&2
+    rm -f "$tmp/router.onnx"
+    if [ -x "$MAKE_PLAN" ]; then
+      i=0
+      for args in "moe -n 1" "moe -n 2" "moe -n 4 --placement round-robin" \
+        "moe -n 2 --placement replicated --capacity 2" "moe-ids -n 2" \
+        "tp -n 2" "reduce-scatter -n 2"; do
+        i=$((i + 1))
+        mkdir -p "$tmp/t$i"
+        # shellcheck disable=SC2086 # the arguments split on purpose
+        "$MAKE_PLAN" $args -o "$tmp/t$i" >/dev/null &&
+          mv "$tmp/t$i/plan.moeplan" "$tmp/test-plan-$i.moeplan" ||
+          echo "make-seeds: moert-make-test-plan $args failed" >&2
+        rm -rf "$tmp/t$i"
+      done
+    else
+      echo "make-seeds: $MAKE_PLAN not built: no hand-built plan seeds" >&2
+    fi
     shopt -s nullglob
     put "$d" "$tmp"/*.moeplan
     rm -rf "$tmp"

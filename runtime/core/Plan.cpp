@@ -171,25 +171,43 @@ static bool enumsInRange(const Step &s) {
   return true;
 }
 
+/// The alignment of arena offsets and of constants in their (page-aligned)
+/// segments (docs/plan-format.md): the kernels read and write every dtype
+/// in place, and a misaligned int64 or float access is undefined behaviour.
+constexpr uint64_t kValueAlign = 64;
+
 /// Whether [offset, offset + bytes) lies inside [0, size), without overflow.
 static bool inside(uint64_t offset, uint64_t bytes, uint64_t size) {
   return offset <= size && bytes <= size - offset;
 }
 
-/// The byte size of a tensor, false past kMaxTensorBytes (checked without
-/// overflow; dims are non-negative).
+/// The byte size of a tensor, false when its nonzero dims make more than
+/// kMaxTensorBytes (checked without overflow; dims are non-negative). A
+/// zero dim does not excuse the others: Value::numElements multiplies the
+/// dims in order, and [2^62, 160, 0] overflowed before the 0.
 static bool tensorBytes(const std::vector<int64_t> &shape, DType dtype,
                         uint64_t &bytes) {
   bytes = dtypeSize(dtype);
-  for (int64_t d : shape)
-    if (d == 0)
-      return bytes = 0, true;
+  bool empty = false;
   for (int64_t d : shape) {
+    if (d == 0) {
+      empty = true;
+      continue;
+    }
     if (d < 0 || bytes > kMaxTensorBytes / uint64_t(d))
       return false;
     bytes *= uint64_t(d);
   }
+  if (empty)
+    bytes = 0;
   return true;
+}
+
+/// "has more than N bytes" for a shape tensorBytes refused.
+static std::string tooLarge(const std::vector<int64_t> &shape) {
+  bool empty = std::find(shape.begin(), shape.end(), 0) != shape.end();
+  return " has more than " + std::to_string(kMaxTensorBytes) + " bytes" +
+         (empty ? " in its nonzero dims" : "");
 }
 
 /// Integer attributes that the backends use as int32 (counts, axes, step
@@ -342,8 +360,7 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
     uint64_t bytes = 0;
     if (!tensorBytes(v.shape, v.dtype, bytes))
       return fail(what + " of shape " + shapeString(v.shape) +
-                  " has more than " + std::to_string(kMaxTensorBytes) +
-                  " bytes");
+                  tooLarge(v.shape));
     if (v.kind == ValueKind::constant) {
       if (v.data.size() != 1 && int64_t(v.data.size()) != world)
         return fail(what + " has " + std::to_string(v.data.size()) +
@@ -360,6 +377,10 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
         const Segment &s = plan.segments[d.segment];
         if (s.size && !inside(d.offset, d.bytes, s.size))
           return fail(what + " lies outside segment '" + s.name + "'");
+        if (d.offset % kValueAlign)
+          return fail(what + " at offset " + std::to_string(d.offset) +
+                      " of segment '" + s.name + "' is not " +
+                      std::to_string(kValueAlign) + "-byte aligned");
       }
       // Rank r reads data[r] (or the one shared entry): its segment must be
       // one that rank maps. A shared entry in a segment of n ranks misses a
@@ -386,20 +407,29 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
                   " + " + std::to_string(bytes) +
                   " bytes lies outside the arena of " +
                   std::to_string(plan.arenaBytes) + " bytes");
+    } else if (v.offset % kValueAlign) {
+      return fail(what + " at arena offset " + std::to_string(v.offset) +
+                  " is not " + std::to_string(kValueAlign) + "-byte aligned");
     }
   }
   auto checkIO = [&](const ModelIO &m, bool out) -> bool {
     std::string what = std::string(out ? "output '" : "input '") + m.name + "'";
     if (m.value < 0 || m.value >= int32_t(plan.values.size()))
       return fail(what + " refers to value " + std::to_string(m.value));
+    // The executor copies inputs into and outputs out of the arena at the
+    // value's offset, which only arena values have (checked above).
+    if (plan.values[m.value].kind == ValueKind::constant)
+      return fail(what + " refers to value " + std::to_string(m.value) +
+                  ", a constant (not in the arena)");
+    if (m.dtype > DType::MAX)
+      return fail(what + " has an unknown dtype");
     uint64_t bytes = 0;
     for (int64_t d : m.shape)
       if (d < 0)
         return fail(what + " has a negative dim");
     if (!tensorBytes(m.shape, m.dtype, bytes))
       return fail(what + " of shape " + shapeString(m.shape) +
-                  " has more than " + std::to_string(kMaxTensorBytes) +
-                  " bytes");
+                  tooLarge(m.shape));
     if (m.split.axis >= int(m.shape.size()))
       return fail(what + " is split along axis " +
                   std::to_string(m.split.axis) + " of a rank-" +

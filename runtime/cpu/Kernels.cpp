@@ -434,9 +434,12 @@ void cpu::combineRows(const float *back, int64_t H,
 namespace {
 /// exp(x) in float without libm calls, so that the loops using it vectorise
 /// (Cephes expf: |relative error| < 2 ulp). Inputs are clamped to the
-/// normal range; NaN propagates.
-inline float fastExp(float x) {
-  x = std::min(std::max(x, -87.3f), 88.3f);
+/// normal range; NaN propagates. The clamps are written so that NaN becomes
+/// -87.3 (its power of two below is then an int: converting NaN to int32 is
+/// undefined behaviour), and the NaN is put back at the end.
+inline float fastExp(float in) {
+  float x = in > -87.3f ? in : -87.3f; // NaN: -87.3
+  x = x < 88.3f ? x : 88.3f;
   // n = round(x / ln2) by the 1.5 * 2^23 trick (exact for |n| < 2^22).
   const float shifter = 12582912.0f;
   float n = (x * 1.44269504088896341f + shifter) - shifter;
@@ -452,7 +455,7 @@ inline float fastExp(float x) {
   int32_t bits = (int32_t(n) + 127) << 23;
   float pow2;
   std::memcpy(&pow2, &bits, sizeof(pow2));
-  return e * pow2;
+  return in != in ? in : e * pow2;
 }
 
 template <Activation A> inline float activate(float x) {

@@ -831,6 +831,35 @@ TEST(CpuKernels, GroupedFFNLargeInputs) {
   }
 }
 
+TEST(CpuKernels, GroupedFFNNaNRow) {
+  // A NaN token row (a NaN input, found by the plan fuzz target) gives a
+  // NaN output row and leaves the others alone. exp's range reduction
+  // converted NaN to int32 (undefined behaviour, which the UBSan build of
+  // scripts/sanitize.sh reports).
+  std::mt19937 rng(9);
+  const int64_t H = 8, F = 16, R = 3;
+  Expert e = randomExpert(rng, H, F);
+  Stacked stacked({&e}, H, F);
+  std::vector<float> x = randomVec(rng, R * H, -2, 2);
+  x[H + 3] = NAN;
+  for (Activation act : kActivations) {
+    SCOPED_TRACE(activationName(act));
+    cpu::ExpertWeights w = stacked.view(H, F, act, true, true);
+    std::vector<float> scratch(cpu::groupedFFNScratch(R, w) / 4 + 1);
+    std::vector<float> y(R * H, 0.0f);
+    cpu::groupedFFN(x.data(), {0, R}, w, y.data(), scratch.data());
+    for (int64_t r = 0; r < R; ++r) {
+      std::vector<double> ref = ffnRef(&x[r * H], e, H, F, act, true, true);
+      for (int64_t h = 0; h < H; ++h) {
+        if (r == 1)
+          EXPECT_TRUE(std::isnan(y[r * H + h])) << "row 1, column " << h;
+        else
+          EXPECT_NEAR(y[r * H + h], ref[h], 1e-4 * (1 + std::fabs(ref[h])));
+      }
+    }
+  }
+}
+
 TEST(CpuKernels, CombineRows) {
   std::mt19937 rng(9);
   const int64_t T = 37, k = 3, H = 19;

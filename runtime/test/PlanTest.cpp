@@ -440,6 +440,23 @@ TEST_F(Verify, Errors) {
                   "value 1 ('router.weight') has id 9");
   EXPECT_CONTAINS(verifyError([](Plan &p) { p.values[2].shape[0] = -1; }),
                   "negative dim");
+  // A zero dim does not excuse the others: numElements multiplies in order
+  // and overflowed before the 0 (plan fuzz target).
+  EXPECT_CONTAINS(verifyError([](Plan &p) {
+                    p.values[2].shape = {int64_t(1) << 61, 160, 0};
+                  }),
+                  "value 2 ('logits') of shape [2305843009213693952,160,0] has "
+                  "more than 72057594037927936 bytes in its nonzero dims");
+  EXPECT_CONTAINS(verifyError([](Plan &p) {
+                    p.outputs[0].shape = {0, int64_t(1) << 60, 16};
+                  }),
+                  "in its nonzero dims");
+  {
+    Plan empty = tc.plan;
+    empty.values[2].shape = {0, 4};
+    std::string error;
+    EXPECT_TRUE(verifyPlan(empty, error)) << error;
+  }
   EXPECT_CONTAINS(verifyError([](Plan &p) { p.values[1].data[0].segment = 9; }),
                   "segment 9, which does not exist");
   EXPECT_CONTAINS(verifyError([](Plan &p) { p.values[1].data[0].bytes = 4; }),
@@ -462,8 +479,25 @@ TEST_F(Verify, Errors) {
                   "segment 'rank0' lists rank 4");
   EXPECT_CONTAINS(verifyError([](Plan &p) { p.arenaBytes = 64; }),
                   "lies outside the arena");
+  // Offsets are 64-byte aligned: a route's int64 ids at an odd arena offset
+  // were a misaligned store (plan fuzz target, run).
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.values[4].offset += 57; }),
+                  "value 4 ('ids') at arena offset 761 is not 64-byte aligned");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.values[6].data[0].offset = 8; }),
+                  "value 6 ('experts.w_gate') at offset 8 of segment 'rank0' "
+                  "is not 64-byte aligned");
   EXPECT_CONTAINS(verifyError([](Plan &p) { p.inputs[0].value = 99; }),
                   "input 'x' refers to value 99");
+  // Inputs are copied into the arena and outputs out of it at the value's
+  // offset: a constant has none (plan fuzz target, run).
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.inputs[0].value = 1; }),
+                  "input 'x' refers to value 1, a constant (not in the arena)");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.outputs[0].value = 6; }),
+                  "output 'out' refers to value 6, a constant");
+  // Checked like a value's: dtypeSize of an unknown dtype is 0, and the
+  // plan fuzz target made an empty array for a 256-element input.
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.inputs[0].dtype = DType(9); }),
+                  "input 'x' has an unknown dtype");
   EXPECT_CONTAINS(verifyError([](Plan &p) { p.outputs[0].split.axis = 3; }),
                   "output 'out' is split along axis 3");
   EXPECT_CONTAINS(verifyError([](Plan &p) { p.inputs[0].split.over = {"dp"}; }),
