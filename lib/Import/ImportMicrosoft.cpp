@@ -95,9 +95,9 @@ HostTensor pickBias(const HostTensor *b, int32_t dtype, int64_t e, int64_t r,
 }
 } // namespace
 
-LogicalResult moec::onnximport::importMoELayer(GraphImporter &gi,
-                                               const MoELayerInputs &in) {
-  const unsigned kInput = 0, kRouter = 1, kB1 = in.b1, kB2 = in.b2, kB3 = in.b3;
+LogicalResult moec::onnximport::importMoELayer(
+    GraphImporter &gi, function_ref<LogicalResult(MoELayerInputs &)> load) {
+  const unsigned kInput = 0, kRouter = 1;
   if (gi.intAttr("use_sparse_mixer", 0) != 0)
     return gi.fail("attribute use_sparse_mixer=1 (SparseMixer routing) is "
                    "not supported");
@@ -145,6 +145,12 @@ LogicalResult moec::onnximport::importMoELayer(GraphImporter &gi,
     beta = 0.0;
   }
 
+  // The weights after the attributes: an unsupported attribute is the
+  // error, whatever the weights.
+  MoELayerInputs in;
+  if (failed(load(in)))
+    return failure();
+  const unsigned kB1 = in.b1, kB2 = in.b2, kB3 = in.b3;
   RankedTensorType inT = gi.inputType(kInput), rT = gi.inputType(kRouter);
   if (inT.getRank() != 2 && inT.getRank() != 3)
     return gi.fail("input must be [tokens, hidden] or [batch, seq, hidden]");
@@ -362,17 +368,19 @@ static LogicalResult importMoE(GraphImporter &gi) {
     }
     return w;
   };
-  MoELayerInputs in;
-  in.fc1 = loadWeight(kFc1, "fc1_experts_weights");
-  in.fc2 = loadWeight(kFc2, "fc2_experts_weights");
-  if (!in.fc1 || !in.fc2)
-    return failure();
-  if (gi.hasInput(kFc3) && !(in.fc3 = loadWeight(kFc3, "fc3_experts_weights")))
-    return failure();
-  in.b1 = kB1;
-  in.b2 = kB2;
-  in.b3 = kB3;
-  return importMoELayer(gi, in);
+  return importMoELayer(gi, [&](MoELayerInputs &in) -> LogicalResult {
+    in.fc1 = loadWeight(kFc1, "fc1_experts_weights");
+    in.fc2 = loadWeight(kFc2, "fc2_experts_weights");
+    if (!in.fc1 || !in.fc2)
+      return failure();
+    if (gi.hasInput(kFc3) &&
+        !(in.fc3 = loadWeight(kFc3, "fc3_experts_weights")))
+      return failure();
+    in.b1 = kB1;
+    in.b2 = kB2;
+    in.b3 = kB3;
+    return success();
+  });
 }
 
 void moec::onnximport::addMicrosoftOps(OpTable &t) {

@@ -22,8 +22,11 @@ struct MoELayerInputs {
   unsigned b1 = 0, b2 = 0, b3 = 0;
 };
 
-/// Imports the current node as moe.route + moe.experts.
-mlir::LogicalResult importMoELayer(GraphImporter &gi, const MoELayerInputs &in);
+/// Imports the current node as moe.route + moe.experts. `load` fills the
+/// expert weights once the node's attributes passed their checks.
+mlir::LogicalResult
+importMoELayer(GraphImporter &gi,
+               llvm::function_ref<mlir::LogicalResult(MoELayerInputs &)> load);
 
 /// com.microsoft.MatMulNBits and com.microsoft.QMoE (ImportQuantized.cpp).
 void addQuantizedOps(OpTable &table);

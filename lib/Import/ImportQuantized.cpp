@@ -290,24 +290,25 @@ static LogicalResult importQMoE(GraphImporter &gi) {
                               bs ? bs : kdim, kdim, {e, r, kdim});
     return &*deq[idx];
   };
-  MoELayerInputs in;
-  in.fc1 = load(0, kFc1, kS1, kZ1, h);
-  if (!in.fc1)
-    return failure();
-  // fc2 is [E, H, F * bits / 8]: F from fc1's rows (halved when fused).
-  std::string act = gi.strAttr("activation_type", "relu");
-  bool fused = (act == "swiglu" || act == "geglu") &&
-               gi.intAttr("swiglu_fusion", 0) != 0;
-  int64_t f = in.fc1->shape[1] / (fused ? 2 : 1);
-  in.fc2 = load(1, kFc2, kS2, kZ2, f);
-  if (!in.fc2)
-    return failure();
-  if (gi.hasInput(kFc3) && !(in.fc3 = load(2, kFc3, kS3, kZ3, h)))
-    return failure();
-  in.b1 = kB1;
-  in.b2 = kB2;
-  in.b3 = kB3;
-  return importMoELayer(gi, in);
+  return importMoELayer(gi, [&](MoELayerInputs &in) -> LogicalResult {
+    in.fc1 = load(0, kFc1, kS1, kZ1, h);
+    if (!in.fc1)
+      return failure();
+    // fc2 is [E, H, F * bits / 8]: F from fc1's rows (halved when fused).
+    std::string act = gi.strAttr("activation_type", "relu");
+    bool fused = (act == "swiglu" || act == "geglu") &&
+                 gi.intAttr("swiglu_fusion", 0) != 0;
+    int64_t f = in.fc1->shape[1] / (fused ? 2 : 1);
+    in.fc2 = load(1, kFc2, kS2, kZ2, f);
+    if (!in.fc2)
+      return failure();
+    if (gi.hasInput(kFc3) && !(in.fc3 = load(2, kFc3, kS3, kZ3, h)))
+      return failure();
+    in.b1 = kB1;
+    in.b2 = kB2;
+    in.b3 = kB3;
+    return success();
+  });
 }
 
 void moec::onnximport::addQuantizedOps(OpTable &t) {

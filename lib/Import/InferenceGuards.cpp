@@ -4,11 +4,11 @@
 
 #include "onnx/onnx_pb.h"
 #include "llvm/ADT/SmallVector.h"
-#include "llvm/ADT/StringSet.h"
 #include "llvm/ADT/StringRef.h"
+#include "llvm/ADT/StringSet.h"
 
-#include <cstdint>
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <optional>
 #include <unordered_map>
@@ -119,7 +119,7 @@ std::string moec::onnximport::inferenceHazard(const onnx::GraphProto &g) {
       return a > INT64_MAX - b ? INT64_MAX : a + b;
     };
     static const llvm::StringSet<> elementwise = {
-        "Cast", "Identity", "Abs", "Neg", "Add", "Sub",
+        "Cast", "Identity", "Abs", "Neg", "Add",  "Sub",
         "Mul",  "Div",      "Max", "Min", "Where"};
     if (op == "Concat") {
       int64_t sum = 0;
