@@ -6,7 +6,9 @@
 # "Fuzzing").
 #
 # usage: scripts/fuzz.sh [SECONDS] [TARGET...]
-#   TARGET: npy, plan, onnx-binary, onnx-text (default: all four)
+#   TARGET: npy, plan, onnx-binary, onnx-text, or unit: the compiler's unit
+#   tests (test/unit, moec-unit-tests) built in the same instrumented build
+#   and run once, not fuzzed (default: all five)
 # environment:
 #   FUZZ_BUILD_DIR   the instrumented build (default build-fuzz)
 #   FUZZ_WORK        corpora, artifacts and logs (default $FUZZ_BUILD_DIR/fuzz)
@@ -25,7 +27,7 @@ if [ $# -gt 0 ] && [[ $1 =~ ^[0-9]+$ ]]; then
   SECONDS_EACH=$1
   shift
 fi
-ALL=(npy plan onnx-binary onnx-text)
+ALL=(npy plan onnx-binary onnx-text unit)
 TARGETS=("$@")
 ((${#TARGETS[@]})) || TARGETS=("${ALL[@]}")
 FUZZ_BUILD_DIR=${FUZZ_BUILD_DIR:-$ROOT/build-fuzz}
@@ -38,6 +40,7 @@ binary() {
   plan) echo moert-plan-fuzzer ;;
   onnx-binary) echo moec-onnx-binary-fuzzer ;;
   onnx-text) echo moec-onnx-text-fuzzer ;;
+  unit) echo moec-unit-tests ;;
   *) return 1 ;;
   esac
 }
@@ -80,6 +83,7 @@ ninja -C "$FUZZ_BUILD_DIR" -j"${JOBS:-$(nproc)}" "${bins[@]}" >/dev/null
 # Seeds from the examples and tests (once per work directory), plus every
 # regression input.
 for t in "${TARGETS[@]}"; do
+  [ "$t" = unit ] && continue
   [ -d "$FUZZ_WORK/seeds/$t" ] ||
     "$ROOT/fuzz/make-seeds.sh" "$FUZZ_WORK/seeds" "$t"
 done
@@ -89,6 +93,29 @@ rows=()
 for i in "${!TARGETS[@]}"; do
   t=${TARGETS[$i]}
   bin=$FUZZ_BUILD_DIR/bin/${bins[$i]}
+  if [ "$t" = unit ]; then
+    # The compiler's unit tests under ASan + UBSan (LLVM's assertions on).
+    # allow_user_poisoning=0: LLVM's allocators poison their slabs from the
+    # instrumented inline code, then the uninstrumented libMLIR writes there
+    # (a false use-after-poison parsing MLIR text).
+    log=$FUZZ_WORK/logs/unit-$(date +%Y%m%d-%H%M%S).log
+    mkdir -p "$(dirname "$log")"
+    echo "fuzz.sh: unit: moec-unit-tests, log $log"
+    rc=0
+    ASAN_OPTIONS=allow_user_poisoning=0:detect_leaks=1 "$bin" >"$log" 2>&1 ||
+      rc=$?
+    passed=$( (grep -o '^\[  PASSED  \] [0-9]*' "$log" || true) |
+      awk '{print $4}')
+    if [ "$rc" != 0 ]; then
+      status=1
+      echo "fuzz.sh: unit: FAILED (exit $rc)" >&2
+      grep -m5 -E 'ERROR: |runtime error|FAILED|Assertion' "$log" >&2 ||
+        tail -20 "$log" >&2 || true
+    fi
+    rows+=("$(printf '%-12s %9s %12s %9s' unit tests "${passed:-0} passed" \
+      "$([ "$rc" = 0 ] && echo 0 || echo 1)")")
+    continue
+  fi
   corpus=$FUZZ_WORK/corpus/$t
   artifacts=$FUZZ_WORK/artifacts/$t
   log=$FUZZ_WORK/logs/$t-$(date +%Y%m%d-%H%M%S).log

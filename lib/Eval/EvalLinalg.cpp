@@ -153,6 +153,9 @@ LogicalResult Interpreter::evalStructured(linalg::LinalgOp op) {
   for (unsigned n = 0; n < numOperands; ++n) {
     Value v = op->getOperand(n);
     Access &a = acc[n];
+    // Zero for scalar operands too: the loop below steps every operand's
+    // offset (found by the unit tests under ASan with assertions on).
+    a.coef.assign(numLoops, 0);
     if (n < numIns && !isa<RankedTensorType>(v.getType())) {
       plan.init[n] = S(v); // a scalar input, e.g. linalg.fill's value
       continue;
@@ -167,7 +170,6 @@ LogicalResult Interpreter::evalStructured(linalg::LinalgOp op) {
       return fail(op, "operand #" + Twine(n) +
                           " does not match its indexing map's rank");
     a.strides = stridesOf(shape);
-    a.coef.assign(numLoops, 0);
     for (unsigned r = 0; r < m.getNumResults() && a.linear; ++r) {
       SmallVector<int64_t> c(numLoops, 0);
       int64_t cst = 0;
