@@ -57,12 +57,12 @@ LogicalResult importCausalConvWithState(GraphImporter &gi) {
   }
   int32_t dt = GraphImporter::onnxType(xt.getElementType());
   Expansion ex(gi);
-  std::string state = gi.hasInput(3) ? ex.in(3) : ex.splat(dt, {b, c, k - 1}, 0);
-  std::string xx = k > 1 ? ex.op("Concat", {state, ex.in(0)},
-                                 [](onnx::NodeProto &n) {
-                                   Expansion::setInt(n, "axis", 2);
-                                 })
-                         : ex.in(0);
+  std::string state =
+      gi.hasInput(3) ? ex.in(3) : ex.splat(dt, {b, c, k - 1}, 0);
+  std::string xx =
+      k > 1 ? ex.op("Concat", {state, ex.in(0)},
+                    [](onnx::NodeProto &n) { Expansion::setInt(n, "axis", 2); })
+            : ex.in(0);
   std::vector<std::string> convIn = {xx, ex.in(1)};
   if (gi.hasInput(2))
     convIn.push_back(ex.in(2));
@@ -76,10 +76,9 @@ LogicalResult importCausalConvWithState(GraphImporter &gi) {
     return failure();
   if (gi.hasOutput(1)) {
     int64_t len = k - 1 + s;
-    std::string present =
-        k > 1 ? ex.op("Slice", {xx, ex.ints({len - (k - 1)}), ex.ints({len}),
-                                ex.ints({2})})
-              : ex.splat(dt, {b, c, 0}, 0);
+    std::string present = k > 1 ? ex.op("Slice", {xx, ex.ints({len - (k - 1)}),
+                                                  ex.ints({len}), ex.ints({2})})
+                                : ex.splat(dt, {b, c, 0}, 0);
     if (present.empty() || failed(ex.output(1, present)))
       return failure();
   }
