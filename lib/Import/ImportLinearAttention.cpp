@@ -73,10 +73,12 @@ LogicalResult importLinearAttention(GraphImporter &gi) {
                    "' is not supported (linear, gated, delta, gated_delta)");
   if (int64_t w = gi.intAttr("state_window", 0); w != 0)
     return gi.fail("attribute state_window=" + Twine(w) + " is not supported");
-  int64_t hq = gi.intAttr("q_num_heads", 0), hkv = gi.intAttr("kv_num_heads", 0);
+  int64_t hq = gi.intAttr("q_num_heads", 0),
+          hkv = gi.intAttr("kv_num_heads", 0);
   if (hq <= 0 || hkv <= 0 || hkv % hq != 0)
-    return gi.fail("attributes q_num_heads=" + Twine(hq) + ", kv_num_heads=" +
-                   Twine(hkv) + " are not supported (positive, kv_num_heads "
+    return gi.fail("attributes q_num_heads=" + Twine(hq) +
+                   ", kv_num_heads=" + Twine(hkv) +
+                   " are not supported (positive, kv_num_heads "
                    "a multiple of q_num_heads)");
   RankedTensorType qt = gi.inputType(0), kt = gi.inputType(1),
                    vt = gi.inputType(2);
@@ -90,8 +92,8 @@ LogicalResult importLinearAttention(GraphImporter &gi) {
                    "value's of kv_num_heads");
   int64_t dk = qt.getDimSize(2) / hq, dv = vt.getDimSize(2) / hkv;
   if (!isShape(kt, {b, s, hq * dk}) || !isShape(vt, {b, s, hkv * dv}))
-    return gi.fail("key must be " + shapeStr({b, s, hq * dk}) +
-                   " and value " + shapeStr({b, s, hkv * dv}));
+    return gi.fail("key must be " + shapeStr({b, s, hq * dk}) + " and value " +
+                   shapeStr({b, s, hkv * dv}));
   std::vector<int64_t> stateShape = {b, hkv, dk, dv}, gateShape = {b, s, hkv};
   if (gi.hasInput(3) && !isShape(gi.inputType(3), stateShape))
     return gi.fail("past_state must be " + shapeStr(stateShape));
@@ -125,8 +127,8 @@ LogicalResult importLinearAttention(GraphImporter &gi) {
   std::string v = heads(ex.in(2), hkv, dv);
   // Gates [B, S, H] -> [B, H, S, 1].
   auto gate = [&](const std::string &x) {
-    return ex.op("Unsqueeze", {ex.op("Transpose", {x}, permAttr({0, 2, 1})),
-                               ex.ints({3})});
+    return ex.op("Unsqueeze",
+                 {ex.op("Transpose", {x}, permAttr({0, 2, 1})), ex.ints({3})});
   };
   std::string decay = gated ? ex.op("Exp", {gate(ex.in(4))}) : "";
   std::string beta = delta ? gate(ex.in(5)) : "";
@@ -134,9 +136,10 @@ LogicalResult importLinearAttention(GraphImporter &gi) {
   std::string scaleC = ex.splat(dt, {}, scale);
   std::vector<std::string> outs;
   for (int64_t t = 0; t < s; ++t) {
-    std::string kc = slice(ex, kT, 3, t, t + 1);                    // [dk, 1]
-    std::string kr = ex.op("Transpose", {kc}, permAttr({0, 1, 3, 2})); // [1, dk]
-    std::string vr = slice(ex, v, 2, t, t + 1);                     // [1, dv]
+    std::string kc = slice(ex, kT, 3, t, t + 1); // [dk, 1]
+    std::string kr =
+        ex.op("Transpose", {kc}, permAttr({0, 1, 3, 2})); // [1, dk]
+    std::string vr = slice(ex, v, 2, t, t + 1);           // [1, dv]
     if (gated)
       m = ex.op("Mul", {m, slice(ex, decay, 2, t, t + 1)});
     std::string upd = vr;
@@ -199,16 +202,15 @@ LogicalResult importGatedRMSNorm(GraphImporter &gi) {
   std::string x = ex.in(0);
   if (g != d)
     x = ex.op("Reshape", {x, ex.ints(grouped)});
-  std::string n = ex.op(
-      "SimplifiedLayerNormalization", {x, ex.in(1)}, [&](onnx::NodeProto &p) {
-        Expansion::setInt(p, "axis", -1);
-        Expansion::setFloat(p, "epsilon", eps);
-      });
+  std::string n = ex.op("SimplifiedLayerNormalization", {x, ex.in(1)},
+                        [&](onnx::NodeProto &p) {
+                          Expansion::setInt(p, "axis", -1);
+                          Expansion::setFloat(p, "epsilon", eps);
+                        });
   if (g != d)
     n = ex.op("Reshape", {n, ex.ints(std::vector<int64_t>(xt.getShape()))});
   std::string z = ex.in(2);
-  std::string y =
-      ex.op("Mul", {n, ex.op("Mul", {z, ex.op("Sigmoid", {z})})});
+  std::string y = ex.op("Mul", {n, ex.op("Mul", {z, ex.op("Sigmoid", {z})})});
   if (y.empty())
     return failure();
   return ex.output(0, y);
@@ -222,8 +224,7 @@ LogicalResult importGatedAdd(GraphImporter &gi) {
       gt.getShape().back() != 1)
     return gi.fail("gate must have the input's rank and a last dim of 1");
   Expansion ex(gi);
-  std::string y =
-      ex.op("Add", {ex.in(0), ex.op("Mul", {ex.in(2), ex.in(1)})});
+  std::string y = ex.op("Add", {ex.in(0), ex.op("Mul", {ex.in(2), ex.in(1)})});
   if (y.empty())
     return failure();
   return ex.output(0, y);
@@ -245,8 +246,7 @@ LogicalResult importLpNormalization(GraphImporter &gi) {
     norm = ex.op("Sqrt", {norm});
   // A zero norm divides by one: the zero vector stays zero.
   std::string zero = ex.splat(dt, {}, 0), one = ex.splat(dt, {}, 1);
-  norm =
-      ex.op("Where", {ex.op("Equal", {norm, zero}), one, norm});
+  norm = ex.op("Where", {ex.op("Equal", {norm, zero}), one, norm});
   std::string y = ex.op("Div", {x, norm});
   if (y.empty())
     return failure();

@@ -66,8 +66,7 @@ LogicalResult importMRotaryEmbedding(GraphImporter &gi) {
   int64_t half = r / 2;
   if (r % 2 != 0 || r > d)
     return gi.fail("attribute rotary_embedding_dim=" + Twine(r) +
-                   " must be even and at most the head dim (" + Twine(d) +
-                   ")");
+                   " must be even and at most the head dim (" + Twine(d) + ")");
   for (int64_t v : section)
     if (v < 0)
       return gi.fail("attribute mrope_section has an invalid value " +
@@ -80,8 +79,7 @@ LogicalResult importMRotaryEmbedding(GraphImporter &gi) {
       pt.getDimSize(2) != s)
     return gi.fail("position_ids must be [3, " + Twine(b) + ", " + Twine(s) +
                    "]");
-  if (ct.getRank() != 2 || ct.getDimSize(1) != half ||
-      gi.inputType(3) != ct)
+  if (ct.getRank() != 2 || ct.getDimSize(1) != half || gi.inputType(3) != ct)
     return gi.fail("cos_cache and sin_cache must be [positions, " +
                    Twine(half) + "]");
   // The axis of each frequency.
@@ -105,8 +103,9 @@ LogicalResult importMRotaryEmbedding(GraphImporter &gi) {
   // [3, B, S, half] -> [B, S, half], each frequency from its axis.
   auto pick = [&](const std::string &cache) {
     std::string g = ex.op("Gather", {cache, ex.in(1)});
-    return ex.op("ReduceSum", {ex.op("Mul", {g, m}), ex.ints({0})},
-                 [](onnx::NodeProto &p) { Expansion::setInt(p, "keepdims", 0); });
+    return ex.op(
+        "ReduceSum", {ex.op("Mul", {g, m}), ex.ints({0})},
+        [](onnx::NodeProto &p) { Expansion::setInt(p, "keepdims", 0); });
   };
   // rotate() takes [B, n, S, H] with angles [.., .., S, half]: a flat input
   // goes as [B, S, N, D] (its "n" the sequence) with angles [B, S, 1, half].
