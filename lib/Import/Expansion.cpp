@@ -73,3 +73,10 @@ void Expansion::setInts(onnx::NodeProto &n, const std::string &name,
   for (int64_t x : v)
     a->add_ints(x);
 }
+
+void Expansion::setFloat(onnx::NodeProto &n, const std::string &name, float v) {
+  onnx::AttributeProto *a = n.add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::FLOAT);
+  a->set_f(v);
+}

@@ -56,6 +56,7 @@ public:
   static void setInt(onnx::NodeProto &n, const std::string &name, int64_t v);
   static void setInts(onnx::NodeProto &n, const std::string &name,
                       const std::vector<int64_t> &v);
+  static void setFloat(onnx::NodeProto &n, const std::string &name, float v);
 
 private:
   std::string fresh(const std::string &what);
@@ -65,6 +66,14 @@ private:
   std::deque<onnx::NodeProto> nodes;
   int counter = 0;
 };
+
+/// Rotary embedding of the first 2 * half dims of `x` [B, n, S, H] by `c`,
+/// `s` (broadcasting to [.., .., S, half]): pairs (i, i + half), or (2i,
+/// 2i + 1) when `interleaved`; the other dims pass through. Shared by
+/// GroupQueryAttention and MRotaryEmbedding.
+std::string rotate(Expansion &ex, const std::string &x, const std::string &c,
+                   const std::string &s, int64_t b, int64_t n, int64_t seq,
+                   int64_t half, int64_t h, bool interleaved);
 
 } // namespace moec::onnximport
 

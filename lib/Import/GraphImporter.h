@@ -71,6 +71,8 @@ void addConvOps(OpTable &table);
 void addPadOps(OpTable &table);
 void addAttentionOps(OpTable &table);
 void addCausalConvOps(OpTable &table);
+void addLinearAttentionOps(OpTable &table);
+void addMRopeOps(OpTable &table);
 void addContribOps(OpTable &table);
 /// Registers ONNX schemas for onnxruntime's default-domain ops
 /// (ImportContrib.cpp); idempotent.

@@ -58,11 +58,14 @@ std::string slice(Expansion &ex, const std::string &x, int64_t axis, int64_t lo,
   return ex.op("Slice", {x, ex.ints({lo}), ex.ints({hi}), ex.ints({axis})});
 }
 
-/// Rotates the first 2 * half dims of `x` [B, n, S, H] by `c`, `s`
-/// [S, half] (the cache rows of the new positions).
-std::string rotate(Expansion &ex, const std::string &x, const std::string &c,
-                   const std::string &s, int64_t b, int64_t n, int64_t seq,
-                   int64_t half, int64_t h, bool interleaved) {
+} // namespace
+
+// Declared in Expansion.h (MRotaryEmbedding uses it too).
+std::string moec::onnximport::rotate(Expansion &ex, const std::string &x,
+                                     const std::string &c, const std::string &s,
+                                     int64_t b, int64_t n, int64_t seq,
+                                     int64_t half, int64_t h,
+                                     bool interleaved) {
   int64_t r = 2 * half;
   std::string xr = r == h ? x : slice(ex, x, 3, 0, r);
   std::string x1, x2, cc = c, ss = s;
@@ -89,6 +92,7 @@ std::string rotate(Expansion &ex, const std::string &x, const std::string &c,
   return ex.op("Concat", {y, slice(ex, x, 3, r, h)}, axisAttr(3));
 }
 
+namespace {
 LogicalResult importGroupQueryAttention(GraphImporter &gi) {
   if (gi.numInputs() < 7)
     return gi.fail("needs query, key, value, past_key, past_value, "
@@ -235,8 +239,9 @@ LogicalResult importGroupQueryAttention(GraphImporter &gi) {
   if (rotary) {
     std::string c = slice(ex, ex.in(7), 0, past, total);
     std::string s = slice(ex, ex.in(8), 0, past, total);
-    q = rotate(ex, q, c, s, b, nh, seq, half, h, interleaved);
-    k = rotate(ex, k, c, s, b, kvh, seq, half, h, interleaved);
+    q = moec::onnximport::rotate(ex, q, c, s, b, nh, seq, half, h, interleaved);
+    k = moec::onnximport::rotate(ex, k, c, s, b, kvh, seq, half, h,
+                                 interleaved);
   }
   // Keys and values: the valid past slots, then the new ones.
   int64_t len = valid + seq;

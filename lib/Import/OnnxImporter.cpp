@@ -663,6 +663,8 @@ static OpTable &opTable() {
     addPadOps(t);
     addAttentionOps(t);
     addCausalConvOps(t);
+    addLinearAttentionOps(t);
+    addMRopeOps(t);
     return t;
   }();
   return table;

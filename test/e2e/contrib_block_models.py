@@ -3,11 +3,13 @@
 builder writes, with their inputs as .npy files, for check_onnx.py /
 check_plan.py to compare moec with onnxruntime:
 com.microsoft.GroupQueryAttention wired as the builder wires it (seqlens_k
-and total_sequence_length computed from an int64 attention_mask input), and
-com.microsoft.CausalConvWithState.
+and total_sequence_length computed from an int64 attention_mask input),
+com.microsoft.CausalConvWithState, and the ops of Qwen3.5's gated-delta
+layers (LinearAttention, LinearAttentionGate, GatedRMSNorm, GatedAdd,
+LpNormalization) and its MRotaryEmbedding.
 
     contrib_block_models.py OUT_DIR [--check [--bin DIR] [--mesh M ...]]
-        [--only gqa|conv]
+        [--only gqa|conv|gdn]
 
 One subdirectory per case: model.onnx and one NAME.npy per input. With
 --check, each case then goes through check_onnx.py (moec's IR in moe-eval
@@ -175,23 +177,128 @@ def conv_case(out, name, b, c, s, k, bias, act, state=True, seed=0):
         np.save(os.path.join(d, nm + ".npy"), arr)
 
 
+def node_case(out, name, op, feeds, outs, inits=(), names=None, seed=0,
+              domain="com.microsoft", **attrs):
+    """One node `op` on the graph inputs `feeds` (name -> array, saved as
+    .npy) and the initializers `inits` (name -> array); `outs` is a list of
+    (name, shape); `names` the node's inputs ("" for an omitted one)."""
+    d = os.path.join(out, name)
+    os.makedirs(d, exist_ok=True)
+    CASES.append(d)
+    tp = lambda a: TP.INT64 if a.dtype == np.int64 else TP.FLOAT
+    inputs = [h.make_tensor_value_info(k, tp(a), list(a.shape))
+              for k, a in feeds.items()]
+    init = [h.make_tensor(k, tp(a), list(a.shape), a.ravel())
+            for k, a in dict(inits).items()]
+    node = h.make_node(op, names or list(feeds) + list(dict(inits)),
+                       [n for n, _ in outs], domain=domain, name=name, **attrs)
+    g = h.make_graph([node], name, inputs,
+                     [h.make_tensor_value_info(n, TP.FLOAT, s)
+                      for n, s in outs], init)
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17),
+                                       h.make_opsetid("com.microsoft", 1)])
+    m.ir_version = 8
+    onnx.save(m, os.path.join(d, "model.onnx"))
+    for nm, arr in feeds.items():
+        np.save(os.path.join(d, nm + ".npy"), arr)
+
+
+def linear_attention_case(out, name, b, s, hq, hkv, dk, dv, rule, scale,
+                          state=True, seed=0):
+    """LinearAttention: q, k [b, s, hq*dk], v [b, s, hkv*dv], past state
+    [b, hkv, dk, dv], decay (log-space, negative) and beta [b, s, hkv]."""
+    rng = np.random.default_rng(seed)
+    f = lambda *sh: rng.standard_normal(sh).astype(np.float32)
+    feeds = {"q": f(b, s, hq * dk), "k": 0.4 * f(b, s, hq * dk),
+             "v": f(b, s, hkv * dv)}
+    if state:
+        feeds["state"] = f(b, hkv, dk, dv)
+    feeds["decay"] = -np.abs(f(b, s, hkv))
+    feeds["beta"] = rng.uniform(0, 1, (b, s, hkv)).astype(np.float32)
+    names = ["q", "k", "v", "state" if state else "", "decay", "beta"]
+    node_case(out, name, "LinearAttention", feeds,
+              [("y", [b, s, hkv * dv]), ("present", [b, hkv, dk, dv])],
+              names=names, q_num_heads=hq, kv_num_heads=hkv,
+              update_rule=rule, scale=scale)
+
+
+def mrope_case(out, name, b, s, n, d, rot, section, layout, interleaved,
+               bnsd=False, seed=0):
+    """MRotaryEmbedding: input [b, s, n*d] (or [b, n, s, d]), position ids
+    [3, b, s] that differ per axis, caches of 12 positions."""
+    rng = np.random.default_rng(seed)
+    shape = [b, n, s, d] if bnsd else [b, s, n * d]
+    ang = rng.uniform(-3, 3, (12, rot // 2))
+    feeds = {"x": rng.standard_normal(shape).astype(np.float32),
+             "pos": rng.integers(0, 12, (3, b, s)).astype(np.int64)}
+    inits = {"cos": np.cos(ang).astype(np.float32),
+             "sin": np.sin(ang).astype(np.float32)}
+    node_case(out, name, "MRotaryEmbedding", feeds, [("y", shape)], inits,
+              interleaved=interleaved, rotary_embedding_dim=rot,
+              num_heads=n, mrope_section=section, mrope_layout=layout)
+
+
+def gdn_cases(out):
+    """The gated-delta layer's ops (Qwen3.5) and MRoPE."""
+    linear_attention_case(out, "la-prefill", 1, 5, 2, 4, 16, 16,
+                          "gated_delta", 1.0, seed=30)
+    linear_attention_case(out, "la-decode", 2, 1, 2, 4, 8, 6, "gated_delta",
+                          0.5, seed=31)
+    linear_attention_case(out, "la-linear-nostate", 1, 3, 2, 2, 8, 8,
+                          "linear", 0.0, state=False, seed=32)
+    linear_attention_case(out, "la-gated", 1, 3, 1, 2, 8, 4, "gated", 1.0,
+                          seed=33)
+    linear_attention_case(out, "la-delta", 1, 3, 2, 2, 8, 4, "delta", 1.0,
+                          seed=34)
+    rng = np.random.default_rng(35)
+    f = lambda *sh: rng.standard_normal(sh).astype(np.float32)
+    node_case(out, "la-gate", "LinearAttentionGate",
+              {"a": f(2, 3, 4), "b": f(2, 3, 4)},
+              [("decay", [2, 3, 4]), ("beta", [2, 3, 4])],
+              {"dt_bias": f(4), "neg_exp_a": -np.exp(f(4))},
+              names=["a", "dt_bias", "neg_exp_a", "b"])
+    node_case(out, "gated-rmsnorm-heads", "GatedRMSNorm",
+              {"x": f(1, 3, 64), "z": f(1, 3, 64)}, [("y", [1, 3, 64])],
+              {"w": f(16)}, names=["x", "w", "z"], epsilon=1e-6)
+    node_case(out, "gated-rmsnorm", "GatedRMSNorm",
+              {"x": f(2, 2, 32), "z": f(2, 2, 32)}, [("y", [2, 2, 32])],
+              {"w": f(32)}, names=["x", "w", "z"], epsilon=1e-5)
+    node_case(out, "gated-add", "GatedAdd",
+              {"x": f(1, 5, 64), "y": f(1, 5, 64), "g": f(1, 5, 1)},
+              [("out", [1, 5, 64])])
+    x = f(1, 5, 2, 16)
+    x[0, 1, 0] = 0  # a zero vector stays zero
+    node_case(out, "lpnorm", "LpNormalization", {"x": x},
+              [("y", [1, 5, 2, 16])], domain="", axis=-1, p=2)
+    node_case(out, "lpnorm-p1", "LpNormalization", {"x": f(3, 4, 5)},
+              [("y", [3, 4, 5])], domain="", axis=1, p=1)
+    mrope_case(out, "mrope", 1, 5, 4, 16, 8, [2, 1, 1], 1, 0, seed=36)
+    mrope_case(out, "mrope-decode", 2, 1, 2, 16, 8, [2, 1, 1], 1, 0, seed=37)
+    mrope_case(out, "mrope-chunked-interleaved", 1, 4, 2, 32, 16, [4, 2, 2],
+               0, 1, seed=38)
+    mrope_case(out, "mrope-bnsd-full", 1, 3, 2, 16, 16, [4, 2, 2], 1, 0,
+               bnsd=True, seed=39)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("out")
     ap.add_argument("--check", action="store_true")
     ap.add_argument("--bin", default="")
     ap.add_argument("--mesh", action="append", default=[])
-    ap.add_argument("--only", choices=["gqa", "conv"])
+    ap.add_argument("--only", choices=["gqa", "conv", "gdn"])
     args = ap.parse_args()
     out = args.out
-    if args.only != "gqa":
+    if args.only in (None, "conv"):
         conv_case(out, "conv", 1, 8, 5, 3, bias=False, act="none", seed=20)
         conv_case(out, "conv-silu-decode", 2, 8, 1, 4, bias=True, act="silu",
                   seed=21)
         conv_case(out, "conv-no-state", 1, 8, 4, 4, bias=True, act="silu",
                   state=False, seed=22)
-    if args.only != "conv":
+    if args.only in (None, "gqa"):
         gqa_cases(out)
+    if args.only in (None, "gdn"):
+        gdn_cases(out)
     if not args.check:
         return
     here = os.path.dirname(os.path.abspath(__file__))
