@@ -23,13 +23,15 @@ smooth_softmax, and a custom scale.
 """
 import argparse
 import os
-import subprocess
 import sys
 
 import numpy as np
 import onnx
 from onnx import TensorProto as TP
 from onnx import helper as h
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from case_check import check_cases  # noqa: E402
 
 N, K, H = 4, 2, 16
 
@@ -301,28 +303,7 @@ def main():
         gdn_cases(out)
     if not args.check:
         return
-    here = os.path.dirname(os.path.abspath(__file__))
-    tool = lambda t: os.path.join(args.bin, t) if args.bin else t
-    bad = 0
-    for d in CASES:
-        ins = []
-        for f in sorted(os.listdir(d)):
-            if f.endswith(".npy"):
-                ins += ["--input", f"{f[:-4]}={os.path.join(d, f)}"]
-        model = os.path.join(d, "model.onnx")
-        cmds = [[sys.executable, os.path.join(here, "check_onnx.py"), model,
-                 "--moec", tool("moec"), "--moe-eval", tool("moe-eval")] + ins]
-        if args.mesh:
-            mesh = [a for m in args.mesh for a in ("--mesh", m)]
-            cmds.append([sys.executable, os.path.join(here, "check_plan.py"),
-                         model, "--launch", "threads", "--moec", tool("moec"),
-                         "--moe-run", tool("moe-run")] + mesh + ins)
-        for cmd in cmds:
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            for line in (r.stdout + r.stderr).splitlines():
-                print(f"{os.path.basename(d)}: {line}")
-            bad |= r.returncode != 0
-    sys.exit(1 if bad else 0)
+    sys.exit(check_cases(CASES, args.bin, args.mesh))
 
 
 if __name__ == "__main__":

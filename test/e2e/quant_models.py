@@ -24,7 +24,6 @@ take int8 activations at every level and get the same tolerance.
 """
 import argparse
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -33,6 +32,9 @@ import onnxruntime as ort
 from onnx import TensorProto as TP
 from onnx import helper as h
 from onnx import numpy_helper as nh
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from case_check import check_cases  # noqa: E402
 
 ort.set_default_logger_severity(3)
 
@@ -241,30 +243,7 @@ def main():
             report(os.path.basename(d), ort_run(m, feeds), ort_run(ref, feeds))
     if not args.check:
         return
-    here = os.path.dirname(os.path.abspath(__file__))
-    tool = lambda t: os.path.join(args.bin, t) if args.bin else t
-    bad = 0
-    for d, tol in CASES:
-        ins = []
-        for fn in sorted(os.listdir(d)):
-            if fn.endswith(".npy"):
-                ins += ["--input", f"{fn[:-4]}={os.path.join(d, fn)}"]
-        model = os.path.join(d, "model.onnx")
-        cmds = [[sys.executable, os.path.join(here, "check_onnx.py"), model,
-                 "--moec", tool("moec"), "--moe-eval", tool("moe-eval"),
-                 "--tol", str(tol)] + ins]
-        if args.mesh:
-            mesh = [a for m in args.mesh for a in ("--mesh", m)]
-            cmds.append([sys.executable, os.path.join(here, "check_plan.py"),
-                         model, "--launch", "threads", "--moec", tool("moec"),
-                         "--moe-run", tool("moe-run"), "--tol", str(tol)] +
-                        mesh + ins)
-        for cmd in cmds:
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            for line in (r.stdout + r.stderr).splitlines():
-                print(f"{os.path.basename(d)}: {line}")
-            bad |= r.returncode != 0
-    sys.exit(1 if bad else 0)
+    sys.exit(check_cases(CASES, args.bin, args.mesh))
 
 
 if __name__ == "__main__":
