@@ -1,12 +1,32 @@
 """Runs generated single-model cases (a folder with model.onnx and one
 NAME.npy per input) through check_onnx.py (moec's IR in moe-eval against
 onnxruntime) and, given meshes, check_plan.py (plans run by moe-run on
-thread ranks); shared by contrib_block_models.py and quant_models.py."""
+thread ranks), and writes such folders; shared by contrib_block_models.py
+and quant_models.py."""
 import os
 import subprocess
 import sys
 
+import numpy as np
+import onnx
+from onnx import helper as h
+
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def save_case(d, nodes, inputs, feeds, outputs, inits=()):
+    """Writes the case folder `d`: model.onnx (opsets 17 and com.microsoft
+    1) of `nodes` with graph `inputs`, `outputs` and initializers `inits`,
+    and NAME.npy for every array of `feeds`. Returns the model."""
+    os.makedirs(d, exist_ok=True)
+    g = h.make_graph(nodes, os.path.basename(d), inputs, outputs, list(inits))
+    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17),
+                                       h.make_opsetid("com.microsoft", 1)])
+    m.ir_version = 8
+    onnx.save(m, os.path.join(d, "model.onnx"))
+    for nm, arr in feeds.items():
+        np.save(os.path.join(d, nm + ".npy"), arr)
+    return m
 
 
 def check_cases(cases, bindir="", meshes=(), tol=None):

@@ -26,12 +26,11 @@ import os
 import sys
 
 import numpy as np
-import onnx
 from onnx import TensorProto as TP
 from onnx import helper as h
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from case_check import check_cases  # noqa: E402
+from case_check import check_cases, save_case  # noqa: E402
 
 N, K, H = 4, 2, 16
 
@@ -104,13 +103,7 @@ def case(out, name, b, s, p, packed=False, rotary=0, interleaved=0, window=-1,
             h.make_tensor_value_info("present_key", TP.FLOAT, [b, K, kv_len, H]),
             h.make_tensor_value_info("present_value", TP.FLOAT,
                                      [b, K, kv_len, H])]
-    g = h.make_graph(nodes, name, inputs, outs, inits)
-    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17),
-                                       h.make_opsetid("com.microsoft", 1)])
-    m.ir_version = 8
-    onnx.save(m, os.path.join(d, "model.onnx"))
-    for nm, arr in feeds.items():
-        np.save(os.path.join(d, nm + ".npy"), arr)
+    save_case(d, nodes, inputs, feeds, outs, inits)
 
 
 CASES = []
@@ -170,13 +163,7 @@ def conv_case(out, name, b, c, s, k, bias, act, state=True, seed=0):
                        activation=act)
     outs = [h.make_tensor_value_info("y", TP.FLOAT, [b, c, s]),
             h.make_tensor_value_info("present", TP.FLOAT, [b, c, k - 1])]
-    g = h.make_graph([node], name, inputs, outs, inits)
-    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17),
-                                       h.make_opsetid("com.microsoft", 1)])
-    m.ir_version = 8
-    onnx.save(m, os.path.join(d, "model.onnx"))
-    for nm, arr in feeds.items():
-        np.save(os.path.join(d, nm + ".npy"), arr)
+    save_case(d, [node], inputs, feeds, outs, inits)
 
 
 def node_case(out, name, op, feeds, outs, inits=(), names=None, seed=0,
@@ -194,15 +181,8 @@ def node_case(out, name, op, feeds, outs, inits=(), names=None, seed=0,
             for k, a in dict(inits).items()]
     node = h.make_node(op, names or list(feeds) + list(dict(inits)),
                        [n for n, _ in outs], domain=domain, name=name, **attrs)
-    g = h.make_graph([node], name, inputs,
-                     [h.make_tensor_value_info(n, TP.FLOAT, s)
+    save_case(d, [node], inputs, feeds, [h.make_tensor_value_info(n, TP.FLOAT, s)
                       for n, s in outs], init)
-    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17),
-                                       h.make_opsetid("com.microsoft", 1)])
-    m.ir_version = 8
-    onnx.save(m, os.path.join(d, "model.onnx"))
-    for nm, arr in feeds.items():
-        np.save(os.path.join(d, nm + ".npy"), arr)
 
 
 def linear_attention_case(out, name, b, s, hq, hkv, dk, dv, rule, scale,

@@ -34,7 +34,7 @@ from onnx import helper as h
 from onnx import numpy_helper as nh
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from case_check import check_cases  # noqa: E402
+from case_check import check_cases, save_case as save  # noqa: E402
 
 ort.set_default_logger_severity(3)
 
@@ -63,18 +63,6 @@ def quantized(rng, shape, bits, blocks):
     s = (rng.random(shape[:-1] + (blocks,)) * 0.64 / 2.0 ** bits +
          0.005).astype(np.float32)
     return q, s
-
-
-def save(d, nodes, inputs, feeds, outputs, inits):
-    os.makedirs(d, exist_ok=True)
-    g = h.make_graph(nodes, os.path.basename(d), inputs, outputs, inits)
-    m = h.make_model(g, opset_imports=[h.make_opsetid("", 17),
-                                       h.make_opsetid("com.microsoft", 1)])
-    m.ir_version = 8
-    onnx.save(m, os.path.join(d, "model.onnx"))
-    for nm, arr in feeds.items():
-        np.save(os.path.join(d, nm + ".npy"), arr)
-    return m
 
 
 def matmul_nbits(out, name, k, n, bits, bs, zp=None, bias=False, acc=0,
