@@ -181,8 +181,8 @@ def node_case(out, name, op, feeds, outs, inits=(), names=None, seed=0,
             for k, a in dict(inits).items()]
     node = h.make_node(op, names or list(feeds) + list(dict(inits)),
                        [n for n, _ in outs], domain=domain, name=name, **attrs)
-    save_case(d, [node], inputs, feeds, [h.make_tensor_value_info(n, TP.FLOAT, s)
-                      for n, s in outs], init)
+    outputs = [h.make_tensor_value_info(n, TP.FLOAT, s) for n, s in outs]
+    save_case(d, [node], inputs, feeds, outputs, init)
 
 
 def linear_attention_case(out, name, b, s, hq, hkv, dk, dv, rule, scale,
