@@ -688,4 +688,3 @@ TEST(CpuKernels, DispatchExpertsCombineChain) {
           runChain({act, withUp, withBias, capacity}, seed++);
         }
 }
-

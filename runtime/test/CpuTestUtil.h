@@ -21,8 +21,8 @@
 
 namespace moert::test {
 
-inline std::vector<float> randomVec(std::mt19937 &rng, size_t n, float lo = -1.0f,
-                             float hi = 1.0f) {
+inline std::vector<float> randomVec(std::mt19937 &rng, size_t n,
+                                    float lo = -1.0f, float hi = 1.0f) {
   std::uniform_real_distribution<float> dist(lo, hi);
   std::vector<float> v(n);
   for (float &x : v)
@@ -32,7 +32,7 @@ inline std::vector<float> randomVec(std::mt19937 &rng, size_t n, float lo = -1.0
 
 /// Expects |got - ref| <= relTol * max|ref| elementwise.
 inline void expectClose(const float *got, const std::vector<double> &ref,
-                 double relTol, const std::string &what) {
+                        double relTol, const std::string &what) {
   double scale = 0;
   for (double r : ref)
     scale = std::max(scale, std::fabs(r));
@@ -64,9 +64,9 @@ inline double activationRef(Activation a, double x) {
   return NAN;
 }
 
-inline const Activation kActivations[] = {Activation::silu, Activation::gelu,
-                                   Activation::gelu_tanh, Activation::relu,
-                                   Activation::identity};
+inline const Activation kActivations[] = {
+    Activation::silu, Activation::gelu, Activation::gelu_tanh, Activation::relu,
+    Activation::identity};
 
 inline const char *activationName(Activation a) {
   switch (a) {
