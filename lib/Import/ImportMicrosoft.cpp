@@ -325,7 +325,8 @@ LogicalResult moec::onnximport::importMoELayer(
       RankedTensorType::get({routeRows, k}, b.getI64Type()), gi.input(kRouter),
       /*bias=*/Value(), b.getI64IntegerAttr(k),
       moe::ScoreFuncAttr::get(gi.ctx(), moe::ScoreFunc::softmax),
-      b.getBoolAttr(gi.intAttr("normalize_routing_weights", 0) == 1),
+      b.getBoolAttr(in.alwaysNormalize ||
+                    gi.intAttr("normalize_routing_weights", 0) == 1),
       b.getF64FloatAttr(1.0), b.getI64IntegerAttr(1), b.getI64IntegerAttr(1),
       moe::GroupScoreAttr::get(gi.ctx(), moe::GroupScore::max),
       b.getF64FloatAttr(0.0));

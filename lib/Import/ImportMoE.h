@@ -20,6 +20,11 @@ namespace moec::onnximport {
 struct MoELayerInputs {
   const HostTensor *fc1 = nullptr, *fc2 = nullptr, *fc3 = nullptr;
   unsigned b1 = 0, b2 = 0, b3 = 0;
+  /// The top-k weights are renormalized whatever normalize_routing_weights
+  /// says: onnxruntime 1.32's CPU QMoE does so (measured: k=1 and k=2 of 4
+  /// experts, normalize_routing_weights 0 and 1 give the same output, equal
+  /// to com.microsoft.MoE with 1).
+  bool alwaysNormalize = false;
 };
 
 /// Imports the current node as moe.route + moe.experts. `load` fills the
