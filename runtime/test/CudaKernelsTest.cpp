@@ -7,7 +7,9 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "CpuTestUtil.h"
 #include "CudaTestSupport.h"
+
 #include "moert/cuda/Kernels.h"
 #ifdef MOERT_HAVE_NCCL
 #include "moert/cuda/Nccl.h"
@@ -32,6 +34,7 @@
 using namespace moert;
 using namespace moert::cuda;
 using namespace moert::cudatest;
+using moert::test::activationRef;
 
 namespace {
 
@@ -174,25 +177,6 @@ void expectClose(const std::vector<float> &got, const std::vector<double> &ref,
   }
   EXPECT_EQ(bad, 0) << what << ": " << bad << " of " << got.size()
                     << " elements differ";
-}
-
-double actRef(Activation a, double x) {
-  switch (a) {
-  case Activation::silu:
-    return x / (1 + std::exp(-x));
-  case Activation::gelu:
-    return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0)));
-  case Activation::gelu_tanh:
-    return 0.5 * x *
-           (1 + std::tanh(std::sqrt(2 / M_PI) * (x + 0.044715 * x * x * x)));
-  case Activation::relu:
-    return x > 0 ? x : 0;
-  case Activation::identity:
-    return x;
-  case Activation::clamped_swiglu: // needs the up value; not tested here
-    break;
-  }
-  return x;
 }
 
 /// Indices of the k largest values, best first, ties to the lower index.
@@ -820,13 +804,13 @@ TEST(CudaElementwise, Unary) {
         ref[i] = 1 / (1 + std::exp(-v));
         break;
       case Unary::silu:
-        ref[i] = actRef(Activation::silu, v);
+        ref[i] = activationRef(Activation::silu, v);
         break;
       case Unary::gelu:
-        ref[i] = actRef(Activation::gelu, v);
+        ref[i] = activationRef(Activation::gelu, v);
         break;
       case Unary::gelu_tanh:
-        ref[i] = actRef(Activation::gelu_tanh, v);
+        ref[i] = activationRef(Activation::gelu_tanh, v);
         break;
       case Unary::relu:
         ref[i] = v > 0 ? v : 0;
@@ -1160,7 +1144,7 @@ ffnRef(DType t, const std::vector<float> &x, const std::vector<int64_t> &off,
         double gv = roundTo(t, float(g)), uv = roundTo(t, float(u));
         if (bg)
           gv += bg[s * F + f];
-        double v = actRef(act, gv);
+        double v = activationRef(act, gv);
         if (wu)
           v *= uv + (bu ? bu[s * F + f] : 0.0);
         a[f] = roundTo(t, float(v));
@@ -1325,7 +1309,7 @@ TEST(CudaMoE, SingleRankLayerMatchesDirectFormula) {
           g += double(x[tk * H + h]) * wg[(e * H + h) * F + f];
           u += double(x[tk * H + h]) * wu[(e * H + h) * F + f];
         }
-        a[f] = actRef(Activation::silu, g) * u;
+        a[f] = activationRef(Activation::silu, g) * u;
       }
       for (int64_t h = 0; h < H; ++h) {
         double acc = 0;
