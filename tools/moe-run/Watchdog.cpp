@@ -117,25 +117,37 @@ void Watchdog::fire(size_t slot, double waited) {
   std::_Exit(1);
 }
 
+namespace {
+/// MOERT_TEST_STALL parsed once: RANK:STEP:SECONDS or RANK:init:SECONDS.
+struct StallSpec {
+  int rank = -1;
+  bool init = false;
+  unsigned long step = 0;
+  double seconds = 0;
+};
+
+const StallSpec &stallSpec() {
+  static const StallSpec spec = [] {
+    StallSpec s;
+    const char *env = std::getenv("MOERT_TEST_STALL");
+    if (!env)
+      return s;
+    if (std::sscanf(env, "%d:init:%lf", &s.rank, &s.seconds) == 2)
+      s.init = true;
+    else if (std::sscanf(env, "%d:%lu:%lf", &s.rank, &s.step, &s.seconds) != 3)
+      s = StallSpec();
+    return s;
+  }();
+  return spec;
+}
+} // namespace
+
 double moerun::testStallSeconds(int rank, size_t step) {
-  static const char *spec = std::getenv("MOERT_TEST_STALL");
-  if (!spec)
-    return 0;
-  int r = -1;
-  unsigned long s = 0;
-  double secs = 0;
-  if (std::sscanf(spec, "%d:%lu:%lf", &r, &s, &secs) != 3)
-    return 0;
-  return r == rank && s == step ? secs : 0;
+  const StallSpec &s = stallSpec();
+  return !s.init && s.rank == rank && s.step == step ? s.seconds : 0;
 }
 
 double moerun::testStallInitSeconds(int rank) {
-  static const char *spec = std::getenv("MOERT_TEST_STALL");
-  if (!spec)
-    return 0;
-  int r = -1;
-  double secs = 0;
-  if (std::sscanf(spec, "%d:init:%lf", &r, &secs) != 2)
-    return 0;
-  return r == rank ? secs : 0;
+  const StallSpec &s = stallSpec();
+  return s.init && s.rank == rank ? s.seconds : 0;
 }
