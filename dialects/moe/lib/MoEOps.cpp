@@ -564,3 +564,34 @@ LogicalResult TpSliceOp::verify() {
   }
   return success();
 }
+
+LogicalResult DequantizeOp::verify() {
+  int64_t bits = getBits(), bs = getBlockSize(), k = getK();
+  if (bits != 2 && bits != 4 && bits != 8)
+    return emitOpError("bits ") << bits << " must be 2, 4 or 8";
+  if (bs < 16 || (bs & (bs - 1)) != 0)
+    return emitOpError("block_size ")
+           << bs << " must be a power of two, at least 16";
+  if (k <= 0)
+    return emitOpError("k ") << k << " must be positive";
+  RankedTensorType codes = rt(getCodes()), scales = rt(getScales()),
+                   res = rt(getResult());
+  if (!codes.hasStaticShape() || !scales.hasStaticShape() ||
+      !res.hasStaticShape())
+    return emitOpError("needs static shapes");
+  int64_t blocks = (k + bs - 1) / bs, blob = bs * bits / 8;
+  if (codes.getRank() != 3 || codes.getDimSize(1) != blocks ||
+      codes.getDimSize(2) != blob)
+    return emitOpError("codes must be [N, ")
+           << blocks << ", " << blob << "] for k " << k << ", block_size " << bs
+           << " and bits " << bits << ", got " << codes;
+  int64_t n = codes.getDimSize(0);
+  SmallVector<int64_t> sShape = {n, blocks};
+  if (scales.getShape() != ArrayRef<int64_t>(sShape))
+    return emitOpError("scales must be [") << n << ", " << blocks << "]";
+  if (Value z = getZeroPoints(); z && rt(z).getShape() != scales.getShape())
+    return emitOpError("zero_points must be shaped like the scales");
+  if (res.getShape() != ArrayRef<int64_t>({k, n}))
+    return emitOpError("result must be [") << k << ", " << n << "]";
+  return success();
+}

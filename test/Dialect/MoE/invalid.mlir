@@ -693,3 +693,51 @@ func.func @route_eps_negative(%l: tensor<16x8xf32>) {
   %w, %i = moe.route %l top_k 2 {renormalize = true, renorm_eps = -1.0 : f64} : tensor<16x8xf32> -> tensor<16x2xf32>, tensor<16x2xi64>
   return
 }
+
+// -----
+
+func.func @dequantize_bits(%q: tensor<24x2x16xui8>, %s: tensor<24x2xf32>) {
+  // expected-error @+1 {{bits 3 must be 2, 4 or 8}}
+  %w = moe.dequantize %q, %s bits 3 block_size 32 k 64 : tensor<24x2x16xui8>, tensor<24x2xf32> -> tensor<64x24xf32>
+  return
+}
+
+// -----
+
+func.func @dequantize_block(%q: tensor<24x2x12xui8>, %s: tensor<24x2xf32>) {
+  // expected-error @+1 {{block_size 24 must be a power of two, at least 16}}
+  %w = moe.dequantize %q, %s bits 4 block_size 24 k 48 : tensor<24x2x12xui8>, tensor<24x2xf32> -> tensor<48x24xf32>
+  return
+}
+
+// -----
+
+func.func @dequantize_codes(%q: tensor<24x3x16xui8>, %s: tensor<24x2xf32>) {
+  // expected-error @+1 {{codes must be [N, 2, 16] for k 64, block_size 32 and bits 4}}
+  %w = moe.dequantize %q, %s bits 4 block_size 32 k 64 : tensor<24x3x16xui8>, tensor<24x2xf32> -> tensor<64x24xf32>
+  return
+}
+
+// -----
+
+func.func @dequantize_scales(%q: tensor<24x2x16xui8>, %s: tensor<24x3xf32>) {
+  // expected-error @+1 {{scales must be [24, 2]}}
+  %w = moe.dequantize %q, %s bits 4 block_size 32 k 64 : tensor<24x2x16xui8>, tensor<24x3xf32> -> tensor<64x24xf32>
+  return
+}
+
+// -----
+
+func.func @dequantize_zp(%q: tensor<24x2x16xui8>, %s: tensor<24x2xf32>, %z: tensor<24x1xf32>) {
+  // expected-error @+1 {{zero_points must be shaped like the scales}}
+  %w = moe.dequantize %q, %s zero_points %z bits 4 block_size 32 k 64 : tensor<24x2x16xui8>, tensor<24x2xf32>, tensor<24x1xf32> -> tensor<64x24xf32>
+  return
+}
+
+// -----
+
+func.func @dequantize_result(%q: tensor<24x2x16xui8>, %s: tensor<24x2xf32>) {
+  // expected-error @+1 {{result must be [64, 24]}}
+  %w = moe.dequantize %q, %s bits 4 block_size 32 k 64 : tensor<24x2x16xui8>, tensor<24x2xf32> -> tensor<24x64xf32>
+  return
+}

@@ -143,3 +143,12 @@ func.func @tp_slice(%w: tensor<64x96xf32>) -> tensor<64x48xf32> {
   %s = moe.tp_slice %w on @mesh grid_axes = [1] dim = 1 : tensor<64x96xf32> -> tensor<64x48xf32>
   return %s : tensor<64x48xf32>
 }
+
+// CHECK-LABEL: func.func @dequantize
+func.func @dequantize(%q: tensor<24x2x16xui8>, %s: tensor<24x2xf32>, %z: tensor<24x2xf32>) -> (tensor<64x24xf32>, tensor<40x24xf32>) {
+  // CHECK: moe.dequantize %{{.*}}, %{{.*}} bits 4 block_size 32 k 64 : tensor<24x2x16xui8>, tensor<24x2xf32> -> tensor<64x24xf32>
+  %w = moe.dequantize %q, %s bits 4 block_size 32 k 64 : tensor<24x2x16xui8>, tensor<24x2xf32> -> tensor<64x24xf32>
+  // CHECK: moe.dequantize %{{.*}}, %{{.*}} zero_points %{{.*}} bits 4 block_size 32 k 40 : tensor<24x2x16xui8>, tensor<24x2xf32>, tensor<24x2xf32> -> tensor<40x24xf32>
+  %v = moe.dequantize %q, %s zero_points %z bits 4 block_size 32 k 40 : tensor<24x2x16xui8>, tensor<24x2xf32>, tensor<24x2xf32> -> tensor<40x24xf32>
+  return %w, %v : tensor<64x24xf32>, tensor<40x24xf32>
+}

@@ -408,6 +408,41 @@ def MoE_TpSliceOp : MoE_Op<"tp_slice", [Pure]> {
   let hasVerifier = 1;
 }
 
+def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure]> {
+  let summary = "block-wise integer weight codes to a float [K, N] weight";
+  let description = [{
+    A dense weight kept packed (com.microsoft.MatMulNBits, issue 18):
+    `codes` [N, blocks, block_size * bits / 8] holds `bits`-wide unsigned
+    codes packed LSB first into bytes along K; `scales` and the optional
+    `zero_points` are [N, blocks] (zero point 2^(bits - 1) when absent),
+    blocks = ceil(K / block_size). The result is the transposed, ready for
+    `linalg.matmul` weight:
+
+        result[k, n] = (code(n, k) - zp[n, k / block_size])
+                       * scales[n, k / block_size]
+
+    It is not folded into a float constant: plans keep the packed bytes and
+    run it as a `dequantize` step. With a mesh it is replicated, like the
+    dense weight it stands for.
+
+    ```mlir
+    %w = moe.dequantize %codes, %scales bits 4 block_size 32 k 64
+        : tensor<24x2x16xui8>, tensor<24x2xf32> -> tensor<64x24xf32>
+    ```
+  }];
+  let arguments = (ins RankedTensorOf<[UI8]>:$codes,
+                   RankedTensorOf<[F32]>:$scales,
+                   Optional<RankedTensorOf<[F32]>>:$zero_points,
+                   I64Attr:$bits, I64Attr:$block_size, I64Attr:$k);
+  let results = (outs RankedTensorOf<[F32]>:$result);
+  let assemblyFormat = [{
+    $codes `,` $scales (`zero_points` $zero_points^)? `bits` $bits
+    `block_size` $block_size `k` $k attr-dict `:` type($codes) `,`
+    type($scales) (`,` type($zero_points)^)? `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
 //===----------------------------------------------------------------------===//
 // ONNX operators with no upstream equivalent
 //===----------------------------------------------------------------------===//
