@@ -84,6 +84,25 @@ LogicalResult Interpreter::evalMoE(Operation *op) {
       })
       .Case([&](moe::ScatterElementsOp s) { return evalScatterElements(s); })
       .Case([&](moe::ScatterNDOp s) { return evalScatterND(s); })
+      .Case([&](moe::DequantizeOp d) {
+        // The plain formula of the op's description, codes read as bytes.
+        const Tensor &q = T(d.getCodes()), &s = T(d.getScales());
+        const Tensor *z = d.getZeroPoints() ? &T(d.getZeroPoints()) : nullptr;
+        int64_t bits = d.getBits(), bs = d.getBlockSize(), k = d.getK();
+        int64_t n = q.shape[0], blocks = q.shape[1],
+                rowBytes = blocks * q.shape[2];
+        Tensor out = Tensor::zeros({k, n}, d.getType().getElementType());
+        for (int64_t r = 0; r < n; ++r)
+          for (int64_t c = 0; c < k; ++c) {
+            int64_t byte = q.i[r * rowBytes + c * bits / 8] & 0xff;
+            int64_t code = (byte >> (c * bits % 8)) & ((1 << bits) - 1);
+            int64_t b = r * blocks + c / bs;
+            double zp = z ? z->f[b] : double(int64_t(1) << (bits - 1));
+            out.f[c * n + r] = float((double(code) - zp) * s.f[b]);
+          }
+        setTensor(d, std::move(out));
+        return success();
+      })
       .Case([&](moe::RouteOp r) { return evalRoute(r); })
       .Case([&](moe::ExpertsOp e) { return evalExperts(e); })
       .Default([&](Operation *) { return fail(op, "unsupported op"); });

@@ -39,6 +39,8 @@
 #include "Expansion.h"
 #include "ImportMoE.h"
 
+#include "moec/Dialect/MoE/MoEOps.h"
+
 #include <cmath>
 #include <functional>
 
@@ -113,6 +115,30 @@ HostTensor transpose2(const HostTensor &w) {
       t.f[c * n + r] = w.f[r * k + c];
   return t;
 }
+/// MatMulNBits' weight as `moe.dequantize` of the packed codes `q` (f32
+/// scales `s`; the zero points, when given, unpacked into f32 [n, blocks]).
+Value packedWeight(GraphImporter &gi, const HostTensor &q, const HostTensor &s,
+                   const ZeroPointFn *zp, int64_t n, int64_t blocks,
+                   int64_t blob, int64_t bits, int64_t bs, int64_t k) {
+  HostTensor codes = q;
+  codes.shape = {n, blocks, blob};
+  HostTensor scales = s;
+  scales.shape = {n, blocks};
+  Value zv;
+  if (zp) {
+    HostTensor z =
+        HostTensor::splat(onnx::TensorProto_DataType_FLOAT, {n, blocks}, 0.0);
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t c = 0; c < blocks; ++c)
+        z.f[r * blocks + c] = (*zp)(r, c);
+    zv = gi.constant(z);
+  }
+  OpBuilder &b = gi.builder();
+  return moec::moe::DequantizeOp::create(
+      b, gi.loc(), RankedTensorType::get({k, n}, b.getF32Type()),
+      gi.constant(codes), gi.constant(scales), zv, b.getI64IntegerAttr(bits),
+      b.getI64IntegerAttr(bs), b.getI64IntegerAttr(k));
+}
 } // namespace
 
 static LogicalResult importMatMulNBits(GraphImporter &gi) {
@@ -174,11 +200,22 @@ static LogicalResult importMatMulNBits(GraphImporter &gi) {
     };
   else
     zp = packedZeroPoints(z, bits, (blocks * bits + 7) / 8, false, 1);
-  HostTensor w =
-      dequantizeRows(*q, n, blocks * blob, *s, blocks, zp, bits, bs, k, {n, k});
 
   Expansion ex(gi);
-  std::string y = ex.op("MatMul", {ex.in(kA), ex.constant(transpose2(w))});
+  std::string weight;
+  if (s->dtype == onnx::TensorProto_DataType_FLOAT) {
+    // f32 weights stay packed: moe.dequantize on the codes, which plans
+    // keep as bytes and run as a `dequantize` step.
+    weight = gi.node().name() + "/moec.dequantize";
+    gi.defineValue(weight, packedWeight(gi, *q, *s, z ? &zp : nullptr, n,
+                                        blocks, blob, bits, bs, k));
+  } else {
+    // Other float types: dequantized here into a constant.
+    HostTensor w = dequantizeRows(*q, n, blocks * blob, *s, blocks, zp, bits,
+                                  bs, k, {n, k});
+    weight = ex.constant(transpose2(w));
+  }
+  std::string y = ex.op("MatMul", {ex.in(kA), weight});
   if (y.empty())
     return failure();
   if (gi.hasInput(kBias)) {
