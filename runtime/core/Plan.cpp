@@ -42,6 +42,7 @@ constexpr StepSig kStepSigs[] = {
     {1, 1, 1},                   // reduce_scatter
     {1, 1, 2},                   // topk
     {3, 3, 1},                   // scatter_elements
+    {2, 3, 1},                   // dequantize
 };
 // A kind added to plan.fbs needs its operand counts here.
 static_assert(sizeof(kStepSigs) / sizeof(kStepSigs[0]) ==
@@ -312,6 +313,49 @@ std::string moert::indexStepError(const Plan &plan, const Step &s) {
                std::to_string(a->axis) + ")";
     return "";
   }
+  if (const fb::DequantizeT *a = s.attrs.Asdequantize())
+    return dequantizeStepError(plan, s, *a);
+  return "";
+}
+
+std::string moert::dequantizeStepError(const Plan &plan, const Step &s,
+                                       const fb::DequantizeT &a) {
+  auto val = [&](int32_t id) -> const Value * {
+    return id >= 0 && id < int32_t(plan.values.size()) ? &plan.values[id]
+                                                       : nullptr;
+  };
+  auto named = [](const char *role, const Value &v) {
+    return std::string(role) + " " + dtypeName(v.dtype) + shapeString(v.shape);
+  };
+  if (a.bits != 2 && a.bits != 4 && a.bits != 8)
+    return "bits=" + std::to_string(a.bits) + " (2, 4 or 8)";
+  if (a.block_size < 16 || a.block_size > (int64_t(1) << 30) ||
+      (a.block_size & (a.block_size - 1)) != 0)
+    return "block_size=" + std::to_string(a.block_size) +
+           " (a power of two, at least 16)";
+  if (a.k < 1 || a.k > INT32_MAX)
+    return "k=" + std::to_string(a.k) + " outside [1, " +
+           std::to_string(INT32_MAX) + "]";
+  const Value *codes = val(s.inputs[0]), *scales = val(s.inputs[1]),
+              *zp = s.inputs.size() > 2 ? val(s.inputs[2]) : nullptr,
+              *out = val(s.outputs[0]);
+  if (!codes || !scales || !out)
+    return "codes, scales and the result must be given";
+  int64_t blocks = (a.k + a.block_size - 1) / a.block_size;
+  int64_t blob = a.block_size * a.bits / 8;
+  if (codes->dtype != DType::u8 || codes->shape.size() != 3 ||
+      codes->shape[1] != blocks || codes->shape[2] != blob)
+    return named("codes", *codes) + " is not u8[N, " + std::to_string(blocks) +
+           ", " + std::to_string(blob) + "]";
+  int64_t n = codes->shape[0];
+  std::vector<int64_t> sShape = {n, blocks};
+  if (scales->dtype != DType::f32 || scales->shape != sShape)
+    return named("scales", *scales) + " is not f32" + shapeString(sShape);
+  if (zp && (zp->dtype != DType::f32 || zp->shape != sShape))
+    return named("zero_points", *zp) + " is not f32" + shapeString(sShape);
+  std::vector<int64_t> want = {a.k, n};
+  if (out->dtype != DType::f32 || out->shape != want)
+    return named("result", *out) + " is not f32" + shapeString(want);
   return "";
 }
 

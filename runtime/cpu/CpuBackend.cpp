@@ -96,6 +96,8 @@ public:
   void topk(ExecContext &ctx, size_t index, const fb::TopKT &a) override;
   void scatterElements(ExecContext &ctx, size_t index,
                        const fb::ScatterElementsT &a) override;
+  void dequantize(ExecContext &ctx, size_t index,
+                  const fb::DequantizeT &a) override;
 
 private:
   /// The bytes of value `id`: arena or mapped constant; dtype checked.
@@ -322,6 +324,17 @@ void CpuBackend::topk(ExecContext &ctx, size_t index, const fb::TopKT &at) {
   }
   cpu::topk(f32(ctx, index, s.inputs[0], "x"), d.rows, d.n, d.k, d.largest,
             f32(ctx, index, s.outputs[0], "values"), idx);
+}
+
+void CpuBackend::dequantize(ExecContext &ctx, size_t index,
+                            const fb::DequantizeT &) {
+  const Step &s = ctx.plan().steps[index];
+  DequantizeDims d = checkDequantizeStep(ctx, index);
+  cpu::dequantize(reinterpret_cast<const uint8_t *>(
+                      ptr(ctx, index, s.inputs[0], DType::u8, "codes")),
+                  f32(ctx, index, s.inputs[1], "scales"),
+                  optF32(ctx, index, s, 2, "zero_points"), d.n, d.k, d.bits,
+                  d.blockSize, f32(ctx, index, s.outputs[0], "result"));
 }
 
 void CpuBackend::scatterElements(ExecContext &ctx, size_t index,

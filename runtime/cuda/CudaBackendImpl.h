@@ -211,6 +211,8 @@ public:
                      const fb::ReduceScatterT &at) override;
   void kernel(ExecContext &ctx, size_t index, const fb::KernelT &at) override;
   void topk(ExecContext &ctx, size_t index, const fb::TopKT &at) override;
+  void dequantize(ExecContext &ctx, size_t index,
+                  const fb::DequantizeT &a) override;
   /// Waits for the scatter to read its device error status (an index out of
   /// range stops the run as on the CPU).
   void scatterElements(ExecContext &ctx, size_t index,

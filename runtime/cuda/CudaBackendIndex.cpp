@@ -1,4 +1,4 @@
-//===- CudaBackendIndex.cpp - topk and scatter_elements on a CUDA device --===//
+//===- CudaBackendIndex.cpp - index and dequantize steps on a CUDA device -===//
 //
 // The index steps: the kernels of runtime/cuda/Index.cu on the rank's
 // stream. A scatter reads its device error status back (one stream
@@ -68,6 +68,19 @@ void CudaBackend::scatterElements(ExecContext &ctx, size_t index,
       d.indices64 ? static_cast<void *>(&value) : static_cast<void *>(&value32),
       ip + size_t(bad) * width, width, cudaMemcpyDeviceToHost));
   throw scatterIndexError(ctx, index, bad, d.indices64 ? value : value32);
+}
+
+void CudaBackend::dequantize(ExecContext &ctx, size_t index,
+                             const fb::DequantizeT &) {
+  const Step &s = ctx.plan().steps[index];
+  DequantizeDims d = checkDequantizeStep(ctx, index);
+  DType u8 = DType::u8;
+  cuda::dequantize(reinterpret_cast<const uint8_t *>(
+                       ptr(ctx, index, s.inputs[0], "codes", &u8)),
+                   f32(ctx, index, s.inputs[1], "scales"),
+                   optF32(ctx, index, s, 2, "zero_points"), d.n, d.k, d.bits,
+                   d.blockSize, f32(ctx, index, s.outputs[0], "result"),
+                   stream_);
 }
 
 } // namespace moert::cudaexec

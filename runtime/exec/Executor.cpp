@@ -56,6 +56,8 @@ void Backend::runStep(ExecContext &ctx, size_t index) {
     return topk(ctx, index, *u.Astopk());
   case StepKind::scatter_elements:
     return scatterElements(ctx, index, *u.Asscatter_elements());
+  case StepKind::dequantize:
+    return dequantize(ctx, index, *u.Asdequantize());
   case StepKind::NONE:
     break;
   }

@@ -372,6 +372,22 @@ moert::TopKDims moert::checkTopKStep(ExecContext &ctx, size_t index) {
   return d;
 }
 
+moert::DequantizeDims moert::checkDequantizeStep(ExecContext &ctx,
+                                                 size_t index) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  if (std::string why = indexStepError(p, s); !why.empty())
+    throw ctx.error(index, why);
+  const fb::DequantizeT &a = *s.attrs.Asdequantize();
+  DequantizeDims d;
+  d.n = operand(ctx, index, s.inputs[0], "codes").shape[0];
+  d.k = a.k;
+  d.bits = a.bits;
+  d.blockSize = a.block_size;
+  d.zeroPoints = s.inputs.size() > 2 && s.inputs[2] >= 0;
+  return d;
+}
+
 moert::ScatterElementsDims moert::checkScatterElementsStep(ExecContext &ctx,
                                                            size_t index) {
   const Plan &p = ctx.plan();

@@ -200,6 +200,14 @@ struct TopKDims {
 };
 TopKDims checkTopKStep(ExecContext &ctx, size_t index);
 
+/// `dequantize`: the rules of dequantizeStepError (moert/Plan.h); n is the
+/// codes' dim 0, zeroPoints whether they are given.
+struct DequantizeDims {
+  int64_t n = 0, k = 0, bits = 0, blockSize = 0;
+  bool zeroPoints = false;
+};
+DequantizeDims checkDequantizeStep(ExecContext &ctx, size_t index);
+
 /// `scatter_elements`: the rules of indexStepError; the geometry
 /// (cpu::scatterShape of data, indices and the axis), the reduction, the
 /// indices' width and data's dtype (updates' and the result's too).
@@ -274,6 +282,8 @@ public:
   virtual void topk(ExecContext &ctx, size_t index, const fb::TopKT &a) = 0;
   virtual void scatterElements(ExecContext &ctx, size_t index,
                                const fb::ScatterElementsT &a) = 0;
+  virtual void dequantize(ExecContext &ctx, size_t index,
+                          const fb::DequantizeT &a) = 0;
 };
 
 /// The CPU backend: a 64-byte aligned host arena and the CPU kernels.

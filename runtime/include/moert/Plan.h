@@ -231,6 +231,13 @@ bool verifyPlan(const Plan &plan, std::string &error);
 /// every other kind), else the reason. Operand ids must be in range.
 std::string indexStepError(const Plan &plan, const Step &step);
 
+/// The rules of a `dequantize` step (plan.fbs Dequantize): bits 2, 4 or 8,
+/// block_size a power of two >= 16, codes u8 [N, blocks, block_size * bits
+/// / 8], scales and zero points f32 [N, blocks], result f32 [k, N].
+/// indexStepError applies them to dequantize steps.
+std::string dequantizeStepError(const Plan &plan, const Step &step,
+                                const fb::DequantizeT &a);
+
 /// The bytes of the data region until `writePlan` writes them: per segment,
 /// bytes held here, then pieces that are produced only while the plan is
 /// written (moec streams weights from the model's files that way, so that

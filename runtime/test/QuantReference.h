@@ -1,0 +1,63 @@
+//===- QuantReference.h - dequantize test cases and a plain loop *- C++ -*-===//
+//
+// The reference for cpu::dequantize and cuda::dequantize: unpacks every code
+// into an int array first (one element at a time, from its bit offset), then
+// applies out[c, r] = (q[r, c] - zp) * scale in double. Shared by
+// CpuQuantKernelsTest.cpp and CudaQuantKernelsTest.cpp.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOERT_TEST_QUANTREFERENCE_H
+#define MOERT_TEST_QUANTREFERENCE_H
+
+#include <cstdint>
+#include <random>
+#include <vector>
+
+namespace moert::quanttest {
+
+/// One random packed weight: codes [n, blocks, blob], scales and zero
+/// points [n, blocks].
+struct Case {
+  int64_t n, k, bits, blockSize, blocks, blob;
+  std::vector<uint8_t> codes;
+  std::vector<float> scales, zeroPoints;
+};
+
+inline Case randomCase(int64_t n, int64_t k, int64_t bits, int64_t blockSize,
+                       unsigned seed) {
+  Case c{n, k, bits, blockSize, (k + blockSize - 1) / blockSize, 0, {}, {}, {}};
+  c.blob = blockSize * bits / 8;
+  std::mt19937 rng(seed);
+  c.codes.resize(size_t(n * c.blocks * c.blob));
+  for (uint8_t &b : c.codes)
+    b = uint8_t(rng() & 0xff);
+  std::uniform_real_distribution<float> s(-0.5f, 0.5f);
+  for (int64_t i = 0; i < n * c.blocks; ++i) {
+    c.scales.push_back(s(rng));
+    c.zeroPoints.push_back(float(rng() % (1u << bits)));
+  }
+  return c;
+}
+
+/// The plain loop: [k, n], zero points 2^(bits - 1) unless `withZp`.
+inline std::vector<float> reference(const Case &c, bool withZp) {
+  std::vector<int64_t> q(size_t(c.n * c.blocks * c.blockSize));
+  for (size_t i = 0; i < q.size(); ++i) {
+    size_t bit = i * size_t(c.bits);
+    q[i] = (c.codes[bit / 8] >> (bit % 8)) & ((1 << c.bits) - 1);
+  }
+  std::vector<float> out(size_t(c.k * c.n));
+  for (int64_t r = 0; r < c.n; ++r)
+    for (int64_t col = 0; col < c.k; ++col) {
+      int64_t b = r * c.blocks + col / c.blockSize;
+      double zp = withZp ? c.zeroPoints[b] : double(1 << (c.bits - 1));
+      double code = double(q[r * c.blocks * c.blockSize + col]);
+      out[col * c.n + r] = float((code - zp) * double(c.scales[b]));
+    }
+  return out;
+}
+
+} // namespace moert::quanttest
+
+#endif // MOERT_TEST_QUANTREFERENCE_H
