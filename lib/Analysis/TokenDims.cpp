@@ -358,6 +358,11 @@ LogicalResult TokenDimsAnalysis::visit(Operation *op) {
     if (visitRowsEdge(op, edge))
       return edge;
   }
+  // A packed dense weight: computed from constants only, it carries no
+  // tokens; inside a tensor-parallel region it is a weight like a constant
+  // (every rank dequantizes it whole, the region slices it).
+  if (isa<moe::DequantizeOp>(op))
+    return success();
   // Tensor parallelism stops at the MoE ops (the experts have their own
   // split), collectives, the function's results and ops it does not know.
   if (tp && (isa<moe::MoEDialect, shard::ShardDialect>(op->getDialect()) ||

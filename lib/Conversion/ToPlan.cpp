@@ -43,6 +43,8 @@ bool toDType(Type t, moert::DType &out) {
     out = moert::DType::i64;
   else if (t.isInteger(32))
     out = moert::DType::i32;
+  else if (t.isUnsignedInteger(8))
+    out = moert::DType::u8; // packed weight codes (moe.dequantize)
   else if (t.isInteger(1))
     out = moert::DType::u8; // i1: one byte, 0 or 1 (as LLVM stores it)
   else

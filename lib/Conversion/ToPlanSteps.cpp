@@ -306,6 +306,23 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
     return lowerTopK(t);
   if (auto sc = dyn_cast<moe::ScatterElementsOp>(op))
     return lowerScatterElements(sc);
+  if (auto dq = dyn_cast<moe::DequantizeOp>(op)) {
+    // A packed dense weight: its codes and scales are constants of the
+    // plan, the f32 weight a temp in the arena.
+    int32_t codes = in(dq.getCodes()), scales = in(dq.getScales());
+    int32_t zp = dq.getZeroPoints() ? in(dq.getZeroPoints()) : -1;
+    int32_t result = out(dq.getResult());
+    if (failed(ok))
+      return failure();
+    moert::fb::DequantizeT a;
+    a.bits = dq.getBits();
+    a.block_size = dq.getBlockSize();
+    a.k = dq.getK();
+    moert::Step &s = addStep(std::move(a), op);
+    s.inputs = {codes, scales, zp};
+    s.outputs = {result};
+    return success();
+  }
   if (isa<func::ReturnOp>(op))
     return success();
   return op->emitError("plan lowering: '")

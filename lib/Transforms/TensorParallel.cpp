@@ -222,8 +222,11 @@ void RegionRewriter::run(DenseSet<Value> &local) {
   SmallVector<std::pair<Value, TokenDims>> sources, computed;
   for (auto &[v, d] : r.facts) {
     Operation *def = v.getDefiningOp();
-    if (!def || isa<arith::ConstantOp>(def) || !r.ops.contains(def) ||
-        r.rowGathers.contains(def) || r.reduceScatters.contains(def))
+    // A packed weight (moe.dequantize) comes whole like a constant: each
+    // rank dequantizes all of it and takes its block (shard.all_slice).
+    if (!def || isa<arith::ConstantOp, moe::DequantizeOp>(def) ||
+        !r.ops.contains(def) || r.rowGathers.contains(def) ||
+        r.reduceScatters.contains(def))
       sources.push_back({v, d});
     else
       computed.push_back({v, d});
