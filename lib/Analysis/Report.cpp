@@ -118,14 +118,39 @@ void findSharedExperts(moe::ExpertsOp ex, Layer &l) {
 }
 } // namespace
 
+/// The moe.dequantize ops that read `v` (directly or through
+/// moe.local_weights) and the operand index they read it at.
+static void
+packedUses(Value v,
+           SmallVectorImpl<std::pair<moe::DequantizeOp, unsigned>> &out) {
+  for (OpOperand &u : v.getUses()) {
+    if (auto dq = dyn_cast<moe::DequantizeOp>(u.getOwner()))
+      out.push_back({dq, u.getOperandNumber()});
+    else if (auto lw = dyn_cast<moe::LocalWeightsOp>(u.getOwner()))
+      packedUses(lw.getResult(), out);
+  }
+}
+
+int64_t moec::parameterCount(Operation *op) {
+  auto c = dyn_cast<arith::ConstantOp>(op);
+  auto t = c ? dyn_cast<RankedTensorType>(c.getType()) : nullptr;
+  if (!t)
+    return 0;
+  SmallVector<std::pair<moe::DequantizeOp, unsigned>> uses;
+  packedUses(c.getResult(), uses);
+  if (!uses.empty() &&
+      uses.size() ==
+          size_t(std::distance(c->getUses().begin(), c->getUses().end()))) {
+    auto [dq, operand] = uses.front();
+    return operand == 0 ? t.getNumElements() * 8 / dq.getBits() : 0;
+  }
+  return isa<FloatType>(t.getElementType()) ? t.getNumElements() : 0;
+}
+
 void moec::writeMoEReport(ModuleOp module, raw_ostream &os, bool json) {
   std::vector<Layer> layers;
   int64_t total = 0;
-  module.walk([&](arith::ConstantOp c) {
-    if (auto t = dyn_cast<RankedTensorType>(c.getType());
-        t && isa<FloatType>(t.getElementType()))
-      total += t.getNumElements();
-  });
+  module.walk([&](arith::ConstantOp c) { total += parameterCount(c); });
   module.walk([&](moe::ExpertsOp ex) {
     Layer l;
     auto g = cast<RankedTensorType>(ex.getWGate().getType());

@@ -2,6 +2,7 @@
 
 #include "moec/Analysis/ShardReport.h"
 #include "moec/Analysis/Mesh.h"
+#include "moec/Analysis/Report.h"
 #include "moec/Dialect/MoE/MoEOps.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -108,14 +109,18 @@ ShardReport moec::computeShardReport(ModuleOp module) {
     // called from it and hold no parameters or live tensors of their own.
     if (func.isExternal() || func->hasAttr("moe.kernel"))
       continue;
-    // Parameters: float constants. Those read only through
-    // moe.local_weights are expert weights, split over the ranks.
+    // Parameters: float constants and packed weights (parameterCount),
+    // their bytes as stored. Those read only through moe.local_weights are
+    // expert weights, split over the ranks.
     int64_t replicated = 0;
     func.walk([&](arith::ConstantOp c) {
       auto t = dyn_cast<RankedTensorType>(c.getType());
-      if (!t || !isa<FloatType>(t.getElementType()))
+      if (!t)
         return;
-      r.params += t.getNumElements();
+      int64_t params = parameterCount(c);
+      if (!params && !isa<FloatType>(t.getElementType()))
+        return; // shapes, indices
+      r.params += params;
       r.paramBytes += bytesOf(t);
       bool expertOnly =
           !c->use_empty() && llvm::all_of(c->getUsers(), [](Operation *u) {
@@ -140,8 +145,13 @@ ShardReport moec::computeShardReport(ModuleOp module) {
     }
     func.walk([&](moe::LocalWeightsOp lw) {
       int64_t bytes = bytesOf(lw.getType());
+      // The same bytes on every rank (one ep group, not split over tp: a
+      // packed weight's codes that tp slices after dequantizing) are
+      // stored once for all, like a replicated weight.
+      bool everywhere = r.worldSize > 1 && lw.getSplitAxes().empty() &&
+                        axesSize(spec, lw.getEpAxes()) == 1;
       for (RankMemory &m : r.ranks) {
-        m.expertWeightBytes += bytes;
+        (everywhere ? m.replicatedWeightBytes : m.expertWeightBytes) += bytes;
         m.weightBytes += bytes;
       }
     });

@@ -85,21 +85,28 @@ LogicalResult Interpreter::evalMoE(Operation *op) {
       .Case([&](moe::ScatterElementsOp s) { return evalScatterElements(s); })
       .Case([&](moe::ScatterNDOp s) { return evalScatterND(s); })
       .Case([&](moe::DequantizeOp d) {
-        // The plain formula of the op's description, codes read as bytes.
+        // The plain formula of the op's description, codes read as bytes,
+        // once per leading index (stacked experts).
         const Tensor &q = T(d.getCodes()), &s = T(d.getScales());
         const Tensor *z = d.getZeroPoints() ? &T(d.getZeroPoints()) : nullptr;
         int64_t bits = d.getBits(), bs = d.getBlockSize(), k = d.getK();
-        int64_t n = q.shape[0], blocks = q.shape[1],
-                rowBytes = blocks * q.shape[2];
-        Tensor out = Tensor::zeros({k, n}, d.getType().getElementType());
-        for (int64_t r = 0; r < n; ++r)
-          for (int64_t c = 0; c < k; ++c) {
-            int64_t byte = q.i[r * rowBytes + c * bits / 8] & 0xff;
-            int64_t code = (byte >> (c * bits % 8)) & ((1 << bits) - 1);
-            int64_t b = r * blocks + c / bs;
-            double zp = z ? z->f[b] : double(int64_t(1) << (bits - 1));
-            out.f[c * n + r] = float((double(code) - zp) * s.f[b]);
-          }
+        size_t rank = q.shape.size();
+        int64_t n = q.shape[rank - 3], blocks = q.shape[rank - 2],
+                rowBytes = blocks * q.shape[rank - 1], batch = 1;
+        for (size_t i = 0; i + 3 < rank; ++i)
+          batch *= q.shape[i];
+        auto type = cast<RankedTensorType>(d.getType());
+        Tensor out = Tensor::zeros(type.getShape(), type.getElementType());
+        for (int64_t e = 0; e < batch; ++e)
+          for (int64_t r = 0; r < n; ++r)
+            for (int64_t c = 0; c < k; ++c) {
+              int64_t row = e * n + r;
+              int64_t byte = q.i[row * rowBytes + c * bits / 8] & 0xff;
+              int64_t code = (byte >> (c * bits % 8)) & ((1 << bits) - 1);
+              int64_t b = row * blocks + c / bs;
+              double zp = z ? z->f[b] : double(int64_t(1) << (bits - 1));
+              out.f[(e * k + c) * n + r] = float((double(code) - zp) * s.f[b]);
+            }
         setTensor(d, std::move(out));
         return success();
       })

@@ -359,9 +359,17 @@ Value GraphImporter::constant(const HostTensor &t) {
 
 Value GraphImporter::weight(const HostTensor &t, StringRef name) {
   Type elt = elementType(t.dtype);
-  if (t.size() <= inlineLimit || !isa<FloatType>(elt))
+  bool bytesOnly = elt && elt.isUnsignedInteger(8); // packed weight codes
+  if (t.size() <= inlineLimit || (!isa<FloatType>(elt) && !bytesOnly))
     return constant(t);
   auto type = RankedTensorType::get(t.shape, elt);
+  if (bytesOnly) {
+    std::vector<char> data(t.i.begin(), t.i.end());
+    AsmResourceBlob blob = HeapAsmResourceBlob::allocateAndCopyWithAlign(
+        ArrayRef<char>(data.data(), data.size()), alignof(uint64_t));
+    auto attr = DenseResourceElementsAttr::get(type, name, std::move(blob));
+    return arith::ConstantOp::create(b, curLoc, cast<TypedAttr>(attr));
+  }
   auto ft = cast<FloatType>(elt);
   unsigned bytes = ft.getWidth() / 8;
   std::vector<char> data(size_t(t.size()) * bytes);

@@ -141,8 +141,9 @@ public:
   static int32_t onnxType(mlir::Type t);
   /// Materializes a known tensor as arith.constant.
   mlir::Value constant(const HostTensor &t);
-  /// Materializes a known tensor as a constant named `name`: a dense_resource
-  /// blob when it is larger than the inline limit (weights), else inline.
+  /// Materializes a known tensor (float, or ui8 packed weight codes) as a
+  /// constant named `name`: a dense_resource blob when it is larger than the
+  /// inline limit (weights), else inline.
   mlir::Value weight(const HostTensor &t, llvm::StringRef name);
   /// Scalar constants of an element type.
   mlir::Value scalar(mlir::Type elt, double value);

@@ -265,10 +265,15 @@ LogicalResult moec::onnximport::importMoELayer(
   };
   if (fused || fc3) {
     const HostTensor &up = fused ? w1 : *fc3;
-    wGate =
-        gi.weight(pickRowsT(w1, gateStart, step, f, gScale), node + ".w_gate");
-    wUp = gi.weight(pickRowsT(up, upStart, step, f, 1.0 / gScale),
-                    node + ".w_up");
+    if (in.packed) {
+      wGate = in.packed(0, gateStart, step, f, gScale);
+      wUp = in.packed(fused ? 0 : 2, upStart, step, f, 1.0 / gScale);
+    } else {
+      wGate = gi.weight(pickRowsT(w1, gateStart, step, f, gScale),
+                        node + ".w_gate");
+      wUp = gi.weight(pickRowsT(up, upStart, step, f, 1.0 / gScale),
+                      node + ".w_up");
+    }
     if (hostBias) {
       const HostTensor *b1 = nullptr, *b3 = nullptr;
       if (failed(hostBiasOf(kB1, "fc1_experts_bias", b1)) ||
@@ -290,12 +295,15 @@ LogicalResult moec::onnximport::importMoELayer(
         bUp = gi.input(kB3);
     }
   } else {
-    wGate = gi.weight(legacy ? *fc1 : transposeLast2(*fc1), node + ".w_gate");
+    wGate = in.packed ? in.packed(0, 0, 1, rows, 1.0)
+                      : gi.weight(legacy ? *fc1 : transposeLast2(*fc1),
+                                  node + ".w_gate");
     if (gi.hasInput(kB1))
       bGate = gi.input(kB1);
   }
-  Value wDown =
-      gi.weight(legacy ? *fc2 : transposeLast2(*fc2), node + ".w_down");
+  Value wDown = in.packed ? in.packed(1, 0, 1, h, 1.0)
+                          : gi.weight(legacy ? *fc2 : transposeLast2(*fc2),
+                                      node + ".w_down");
   Value bDown = gi.hasInput(kB2) ? gi.input(kB2) : Value();
 
   OpBuilder &b = gi.builder();

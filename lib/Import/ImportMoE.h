@@ -12,6 +12,8 @@
 
 #include "GraphImporter.h"
 
+#include <functional>
+
 namespace moec::onnximport {
 
 /// The expert weights of a MoE node in onnxruntime's layout (float, fc1
@@ -25,6 +27,13 @@ struct MoELayerInputs {
   /// experts, normalize_routing_weights 0 and 1 give the same output, equal
   /// to com.microsoft.MoE with 1).
   bool alwaysNormalize = false;
+  /// Packed experts (QMoE on f32 activations): fc1..fc3 then hold only
+  /// their shapes and dtype, no data, and `packed(fc, start, step, count,
+  /// scale)` gives rows start, start + step, ... (count of them) of fc
+  /// 0, 1 or 2 as a moe.dequantize [E, K, count], scaled by `scale`.
+  std::function<mlir::Value(int fc, int64_t start, int64_t step, int64_t count,
+                            double scale)>
+      packed;
 };
 
 /// Imports the current node as moe.route + moe.experts. `load` fills the

@@ -22,11 +22,18 @@
 //     expert, [E, ceil(R * bits / 8)]), or (MatMulNBits) floats shaped like
 //     s. Without it, z = 2^(bits - 1): 8 for 4 bits, 128 for 8 bits.
 // MatMulNBits: Y = A W^T (+ bias). QMoE: com.microsoft.MoE on the
-// dequantized experts (ImportMoE.h): routing, activations and the swiglu
+// experts (ImportMoE.h): routing, activations and the swiglu
 // forms are the MoE importer's, except that the top-k weights are always
 // renormalized: onnxruntime 1.32's CPU QMoE ignores
 // normalize_routing_weights=0 (test/Import/quantized.onnxtxt, k=1, through
 // test/moec/e2e-onnxruntime.test).
+//
+// Packed: with f32 activations (and, for MatMulNBits, f32 scales) the
+// weights stay packed as moe.dequantize of their codes: fused gate/up rows
+// of QMoE's fc1 are split into two code tensors, alpha folds into the
+// scales, zero points are unpacked to f32. Plans keep the codes and run a
+// `dequantize` step before each GEMM; on ep meshes each rank holds the codes
+// of its own experts. Other types are dequantized here into constants.
 //
 // accuracy_level is not modelled: moec computes in the activations' type.
 // With accuracy_level 4 onnxruntime's CPU kernels quantize the activations
@@ -136,8 +143,10 @@ Value packedWeight(GraphImporter &gi, const HostTensor &q, const HostTensor &s,
   OpBuilder &b = gi.builder();
   return moec::moe::DequantizeOp::create(
       b, gi.loc(), RankedTensorType::get({k, n}, b.getF32Type()),
-      gi.constant(codes), gi.constant(scales), zv, b.getI64IntegerAttr(bits),
-      b.getI64IntegerAttr(bs), b.getI64IntegerAttr(k));
+      gi.weight(codes, gi.node().name() + ".codes"),
+      gi.weight(scales, gi.node().name() + ".scales"), zv,
+      b.getI64IntegerAttr(bits), b.getI64IntegerAttr(bs),
+      b.getI64IntegerAttr(k));
 }
 } // namespace
 
@@ -275,7 +284,17 @@ static LogicalResult importQMoE(GraphImporter &gi) {
     return gi.fail("the hidden size (last dim of input) must be static");
   int64_t h = inT.getShape().back();
 
-  // Dequantizes fc`idx` ([E, R, K * bits / 8]); null after an error.
+  // f32 activations keep the experts packed (moe.dequantize of rows of the
+  // codes, ImportMoE.h); other types dequantize them here.
+  bool keepPacked = inT.getElementType().isF32();
+  struct Packed {
+    const HostTensor *q = nullptr, *s = nullptr;
+    ZeroPointFn zp;
+    bool hasZp = false;
+    int64_t bits = 0, blockSize = 0, blocks = 0, k = 0;
+  } packed[3];
+  // Dequantizes fc`idx` ([E, R, K * bits / 8]), or with keepPacked records
+  // it and returns its shape only; null after an error.
   std::optional<HostTensor> deq[3];
   auto load = [&](int idx, unsigned wi, unsigned si, unsigned zi,
                   int64_t kdim) -> const HostTensor * {
@@ -326,9 +345,55 @@ static LogicalResult importQMoE(GraphImporter &gi) {
       }
     }
     ZeroPointFn zp = packedZeroPoints(z, bits, zBytes, bs == 0, r);
+    if (keepPacked) {
+      packed[idx] = {q,      s,   zp, z != nullptr, bits, bs ? bs : kdim,
+                     blocks, kdim};
+      deq[idx] = HostTensor();
+      deq[idx]->dtype = onnx::TensorProto_DataType_FLOAT;
+      deq[idx]->shape = {e, r, kdim};
+      return &*deq[idx];
+    }
     deq[idx] = dequantizeRows(*q, e * r, q->shape[2], *s, blocks, zp, bits,
                               bs ? bs : kdim, kdim, {e, r, kdim});
     return &*deq[idx];
+  };
+  // Rows start, start + step, ... of packed fc`idx` as moe.dequantize
+  // [E, K, count]: the codes' rows are moved whole, the scales scaled.
+  auto packedRows = [&](int idx, int64_t start, int64_t step, int64_t count,
+                        double scale) -> Value {
+    const Packed &p = packed[idx];
+    int64_t e = p.q->shape[0], r = p.q->shape[1], rowBytes = p.q->shape[2];
+    int64_t blocks = p.blocks, blob = rowBytes / blocks;
+    HostTensor codes;
+    codes.dtype = onnx::TensorProto_DataType_UINT8;
+    codes.shape = {e, count, blocks, blob};
+    codes.i.resize(size_t(e * count * rowBytes));
+    HostTensor scales = HostTensor::splat(onnx::TensorProto_DataType_FLOAT,
+                                          {e, count, blocks}, 0.0);
+    std::optional<HostTensor> zps;
+    if (p.hasZp)
+      zps = HostTensor::splat(onnx::TensorProto_DataType_FLOAT,
+                              {e, count, blocks}, 0.0);
+    for (int64_t x = 0; x < e; ++x)
+      for (int64_t j = 0; j < count; ++j) {
+        int64_t src = x * r + start + j * step, dst = x * count + j;
+        std::copy_n(p.q->i.begin() + src * rowBytes, rowBytes,
+                    codes.i.begin() + dst * rowBytes);
+        for (int64_t c = 0; c < blocks; ++c) {
+          scales.f[dst * blocks + c] = p.s->f[src * blocks + c] * scale;
+          if (zps)
+            zps->f[dst * blocks + c] = p.zp(src, c);
+        }
+      }
+    std::string name = gi.node().name() + "/fc" + std::to_string(idx + 1) +
+                       "." + std::to_string(start);
+    OpBuilder &b = gi.builder();
+    return moec::moe::DequantizeOp::create(
+        b, gi.loc(), RankedTensorType::get({e, p.k, count}, b.getF32Type()),
+        gi.weight(codes, name + ".codes"), gi.weight(scales, name + ".scales"),
+        zps ? gi.weight(*zps, name + ".zero_points") : Value(),
+        b.getI64IntegerAttr(p.bits), b.getI64IntegerAttr(p.blockSize),
+        b.getI64IntegerAttr(p.k));
   };
   return importMoELayer(gi, [&](MoELayerInputs &in) -> LogicalResult {
     in.fc1 = load(0, kFc1, kS1, kZ1, h);
@@ -348,6 +413,8 @@ static LogicalResult importQMoE(GraphImporter &gi) {
     in.b2 = kB2;
     in.b3 = kB3;
     in.alwaysNormalize = true;
+    if (keepPacked)
+      in.packed = packedRows;
     return success();
   });
 }

@@ -17,6 +17,7 @@
 
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/IR/Builders.h"
+#include "llvm/ADT/SetVector.h"
 
 #include <cmath>
 
@@ -89,9 +90,63 @@ struct MoEInsertAllToAllPass
             firstOnly && !tpAxes.empty());
         return res;
       };
-      Value gate = local(op.getWGate(), 2, false);
-      Value up = local(op.getWUp(), 2, false);
-      Value down = local(op.getWDown(), 1, false);
+      // A packed stacked weight (moe.dequantize [E, K, N] of codes
+      // [E, N, blocks, blob]): the rank's slice of the codes, scales and
+      // zero points, dequantized. The tensor-parallel block is cut from the
+      // codes when it is whole rows (N) or whole blocks (K), else from the
+      // dequantized slice (shard.all_slice).
+      auto localWeight = [&](Value w, int64_t splitDim) -> Value {
+        auto dq = w ? w.getDefiningOp<moe::DequantizeOp>() : nullptr;
+        if (!dq)
+          return local(w, splitDim, false);
+        auto codesT = cast<RankedTensorType>(dq.getCodes().getType());
+        int64_t k = dq.getK(), bs = dq.getBlockSize();
+        int64_t blocks = codesT.getDimSize(2);
+        bool kSplit = splitDim == 1;
+        bool onCodes =
+            tpAxes.empty() || !kSplit || (k % bs == 0 && blocks % tp == 0);
+        // Codes [E, N, blocks, blob]: dim 1 is N, dim 2 the blocks of K.
+        int64_t codesDim = kSplit ? 2 : 1;
+        auto cut = [&](Value v) -> Value {
+          if (!v)
+            return Value();
+          auto t = cast<RankedTensorType>(v.getType());
+          SmallVector<int64_t> shape(t.getShape());
+          shape[0] = slots;
+          SmallVector<int16_t> axes;
+          if (onCodes && !tpAxes.empty()) {
+            shape[codesDim] /= tp;
+            axes = tpAxes;
+          }
+          return moe::LocalWeightsOp::create(
+              b, loc, RankedTensorType::get(shape, t.getElementType()), v,
+              kGridName, epAxes, placement, axes, uint64_t(codesDim), false);
+        };
+        Value codes = cut(dq.getCodes()), scales = cut(dq.getScales()),
+              zp = cut(dq.getZeroPoints());
+        auto resT = cast<RankedTensorType>(dq.getType());
+        SmallVector<int64_t> shape(resT.getShape());
+        shape[0] = slots;
+        int64_t localK = k;
+        if (onCodes && !tpAxes.empty()) {
+          shape[splitDim] /= tp;
+          if (kSplit)
+            localK = k / tp;
+        }
+        Value x = moe::DequantizeOp::create(
+            b, loc, RankedTensorType::get(shape, resT.getElementType()), codes,
+            scales, zp, dq.getBitsAttr(), dq.getBlockSizeAttr(),
+            b.getI64IntegerAttr(localK));
+        if (onCodes || tpAxes.empty())
+          return x;
+        shape[splitDim] /= tp;
+        return shard::AllSliceOp::create(
+            b, loc, RankedTensorType::get(shape, resT.getElementType()), x,
+            kGridName, ArrayRef<int16_t>(tpAxes), splitDim);
+      };
+      Value gate = localWeight(op.getWGate(), 2);
+      Value up = localWeight(op.getWUp(), 2);
+      Value down = localWeight(op.getWDown(), 1);
       Value bGate = local(op.getBGate(), 1, false);
       Value bUp = local(op.getBUp(), 1, false);
       Value bDown = local(op.getBDown(), 1, true);
@@ -146,7 +201,15 @@ struct MoEInsertAllToAllPass
         out = shard::AllReduceOp::create(b, loc, out.getType(), kGridName.str(),
                                          tpAxes, out);
       op.getResult().replaceAllUsesWith(out);
+      llvm::SetVector<Operation *> weightOps;
+      for (Value w : {op.getWGate(), op.getWUp(), op.getWDown()})
+        if (Operation *def = w ? w.getDefiningOp() : nullptr)
+          weightOps.insert(def);
       op.erase();
+      // The whole-stack dequantizes the rank slices replaced.
+      for (Operation *def : weightOps)
+        if (isa<moe::DequantizeOp>(def) && def->use_empty())
+          def->erase();
     }
   }
 };

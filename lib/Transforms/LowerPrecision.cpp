@@ -215,6 +215,11 @@ struct LowerPrecision
     auto from = dyn_cast<FloatType>(tokT.getElementType());
     if (!from || !from.isF32())
       return success(); // already lowered, or not an f32 model
+    // Packed experts (QMoE, moe.dequantize) stay packed and compute in f32,
+    // as packed dense weights do (lowerMatmul leaves them).
+    for (Value w : {e.getWGate(), e.getWUp(), e.getWDown()})
+      if (w && w.getDefiningOp<moe::DequantizeOp>())
+        return success();
     // Weights first (errors leave the op untouched).
     SmallVector<std::pair<unsigned, Value>> repl;
     auto weight = [&](Value v, const char *role) -> LogicalResult {

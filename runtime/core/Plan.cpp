@@ -329,10 +329,10 @@ std::string moert::dequantizeStepError(const Plan &plan, const Step &s,
   };
   if (a.bits != 2 && a.bits != 4 && a.bits != 8)
     return "bits=" + std::to_string(a.bits) + " (2, 4 or 8)";
-  if (a.block_size < 16 || a.block_size > (int64_t(1) << 30) ||
-      (a.block_size & (a.block_size - 1)) != 0)
+  if (a.block_size < 1 || a.block_size > (int64_t(1) << 30) ||
+      a.block_size * a.bits % 8 != 0)
     return "block_size=" + std::to_string(a.block_size) +
-           " (a power of two, at least 16)";
+           " (positive, whole bytes, at most 2^30)";
   if (a.k < 1 || a.k > INT32_MAX)
     return "k=" + std::to_string(a.k) + " outside [1, " +
            std::to_string(INT32_MAX) + "]";
@@ -343,17 +343,22 @@ std::string moert::dequantizeStepError(const Plan &plan, const Step &s,
     return "codes, scales and the result must be given";
   int64_t blocks = (a.k + a.block_size - 1) / a.block_size;
   int64_t blob = a.block_size * a.bits / 8;
-  if (codes->dtype != DType::u8 || codes->shape.size() != 3 ||
-      codes->shape[1] != blocks || codes->shape[2] != blob)
-    return named("codes", *codes) + " is not u8[N, " + std::to_string(blocks) +
-           ", " + std::to_string(blob) + "]";
-  int64_t n = codes->shape[0];
-  std::vector<int64_t> sShape = {n, blocks};
+  size_t rank = codes->shape.size();
+  if (codes->dtype != DType::u8 || rank < 3 ||
+      codes->shape[rank - 2] != blocks || codes->shape[rank - 1] != blob)
+    return named("codes", *codes) + " is not u8[..., N, " +
+           std::to_string(blocks) + ", " + std::to_string(blob) + "]";
+  // Leading dims (stacked experts) are kept.
+  int64_t n = codes->shape[rank - 3];
+  std::vector<int64_t> sShape(codes->shape.begin(), codes->shape.end() - 2);
+  sShape.push_back(blocks);
   if (scales->dtype != DType::f32 || scales->shape != sShape)
     return named("scales", *scales) + " is not f32" + shapeString(sShape);
   if (zp && (zp->dtype != DType::f32 || zp->shape != sShape))
     return named("zero_points", *zp) + " is not f32" + shapeString(sShape);
-  std::vector<int64_t> want = {a.k, n};
+  std::vector<int64_t> want(codes->shape.begin(), codes->shape.end() - 3);
+  want.push_back(a.k);
+  want.push_back(n);
   if (out->dtype != DType::f32 || out->shape != want)
     return named("result", *out) + " is not f32" + shapeString(want);
   return "";

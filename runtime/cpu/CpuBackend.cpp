@@ -333,8 +333,8 @@ void CpuBackend::dequantize(ExecContext &ctx, size_t index,
   cpu::dequantize(reinterpret_cast<const uint8_t *>(
                       ptr(ctx, index, s.inputs[0], DType::u8, "codes")),
                   f32(ctx, index, s.inputs[1], "scales"),
-                  optF32(ctx, index, s, 2, "zero_points"), d.n, d.k, d.bits,
-                  d.blockSize, f32(ctx, index, s.outputs[0], "result"));
+                  optF32(ctx, index, s, 2, "zero_points"), d.batch, d.n, d.k,
+                  d.bits, d.blockSize, f32(ctx, index, s.outputs[0], "result"));
 }
 
 void CpuBackend::scatterElements(ExecContext &ctx, size_t index,

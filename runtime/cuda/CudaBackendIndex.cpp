@@ -78,8 +78,8 @@ void CudaBackend::dequantize(ExecContext &ctx, size_t index,
   cuda::dequantize(reinterpret_cast<const uint8_t *>(
                        ptr(ctx, index, s.inputs[0], "codes", &u8)),
                    f32(ctx, index, s.inputs[1], "scales"),
-                   optF32(ctx, index, s, 2, "zero_points"), d.n, d.k, d.bits,
-                   d.blockSize, f32(ctx, index, s.outputs[0], "result"),
+                   optF32(ctx, index, s, 2, "zero_points"), d.batch, d.n, d.k,
+                   d.bits, d.blockSize, f32(ctx, index, s.outputs[0], "result"),
                    stream_);
 }
 

@@ -14,33 +14,35 @@ using namespace detail;
 
 namespace {
 
-/// One thread per element of out [k, n], consecutive threads along n.
+/// One thread per element of out [batch, k, n], consecutive threads along n.
 __global__ void dequantizeKernel(const uint8_t *codes, const float *scales,
-                                 const float *zeroPoints, int64_t n, int64_t k,
-                                 int bits, int64_t blockSize, float *out) {
+                                 const float *zeroPoints, int64_t batch,
+                                 int64_t n, int64_t k, int bits,
+                                 int64_t blockSize, float *out) {
   int64_t blocks = (k + blockSize - 1) / blockSize;
   int64_t rowBytes = blocks * blockSize * bits / 8, perByte = 8 / bits;
   unsigned mask = (1u << bits) - 1;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n * k;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    int64_t c = i / n, r = i % n, b = c / blockSize;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+       i < batch * n * k; i += int64_t(gridDim.x) * blockDim.x) {
+    int64_t e = i / (n * k), c = i / n % k, r = e * n + i % n;
+    int64_t b = r * blocks + c / blockSize;
     unsigned q =
         (codes[r * rowBytes + c / perByte] >> (bits * (c % perByte))) & mask;
-    float z = zeroPoints ? zeroPoints[r * blocks + b]
-                         : float(int64_t(1) << (bits - 1));
-    out[i] = (float(q) - z) * scales[r * blocks + b];
+    float z = zeroPoints ? zeroPoints[b] : float(int64_t(1) << (bits - 1));
+    out[i] = (float(q) - z) * scales[b];
   }
 }
 
 } // namespace
 
 void dequantize(const uint8_t *codes, const float *scales,
-                const float *zeroPoints, int64_t n, int64_t k, int64_t bits,
-                int64_t blockSize, float *out, cudaStream_t stream) {
-  if (n * k == 0)
+                const float *zeroPoints, int64_t batch, int64_t n, int64_t k,
+                int64_t bits, int64_t blockSize, float *out,
+                cudaStream_t stream) {
+  if (batch * n * k == 0)
     return;
-  dequantizeKernel<<<blocksFor(n * k, 256, 65535), 256, 0, stream>>>(
-      codes, scales, zeroPoints, n, k, int(bits), blockSize, out);
+  dequantizeKernel<<<blocksFor(batch * n * k, 256, 65535), 256, 0, stream>>>(
+      codes, scales, zeroPoints, batch, n, k, int(bits), blockSize, out);
   MOERT_CUDA_CHECK_LAUNCH();
 }
 

@@ -380,7 +380,11 @@ moert::DequantizeDims moert::checkDequantizeStep(ExecContext &ctx,
     throw ctx.error(index, why);
   const fb::DequantizeT &a = *s.attrs.Asdequantize();
   DequantizeDims d;
-  d.n = operand(ctx, index, s.inputs[0], "codes").shape[0];
+  const std::vector<int64_t> &codes =
+      operand(ctx, index, s.inputs[0], "codes").shape;
+  d.n = codes[codes.size() - 3];
+  for (size_t i = 0; i + 3 < codes.size(); ++i)
+    d.batch *= codes[i];
   d.k = a.k;
   d.bits = a.bits;
   d.blockSize = a.block_size;

@@ -23,24 +23,27 @@ TEST(CudaQuant, DequantizeMatchesAPlainLoop) {
   for (auto [n, k] : std::vector<std::pair<int64_t, int64_t>>{
            {7, 16}, {7, 37}, {5, 256}, {4100, 4100}})
     for (int64_t bits : {2, 4, 8})
-      for (int64_t bs : {16, 32})
-        for (bool zp : {false, true}) {
-          SCOPED_TRACE("n=" + std::to_string(n) + " k=" + std::to_string(k) +
-                       " bits=" + std::to_string(bits) +
-                       " block_size=" + std::to_string(bs) +
-                       (zp ? " zero points" : ""));
-          Case c = randomCase(n, k, bits, bs, seed++);
-          std::vector<float> want = reference(c, zp);
-          Dev<uint8_t> dq(c.codes);
-          Dev<float> ds(c.scales), dz(c.zeroPoints), dout(want.size());
-          cuda::dequantize(dq.p, ds.p, zp ? dz.p : nullptr, c.n, c.k, bits, bs,
-                           dout.p, s);
-          s.sync();
-          std::vector<float> got = dout.download();
-          int bad = 0;
-          for (size_t i = 0; i < got.size(); ++i)
-            if (got[i] != want[i] && bad++ < 5)
-              ADD_FAILURE() << "[" << i / size_t(c.n) << ", " << i % size_t(c.n)
-                            << "]: " << got[i] << ", expected " << want[i];
-        }
+      for (int64_t bs : {16, 24, 32})
+        for (int64_t batch : {1, 3})
+          for (bool zp : {false, true}) {
+            if (batch > 1 && n > 1000)
+              continue; // the grid-stride case: one weight is enough
+            SCOPED_TRACE("n=" + std::to_string(n) + " k=" + std::to_string(k) +
+                         " bits=" + std::to_string(bits) +
+                         " block_size=" + std::to_string(bs) + " batch=" +
+                         std::to_string(batch) + (zp ? " zero points" : ""));
+            Stack st = randomStack(batch, n, k, bits, bs, seed++, zp);
+            const Case &c = st.all;
+            Dev<uint8_t> dq(c.codes);
+            Dev<float> ds(c.scales), dz(c.zeroPoints), dout(st.want.size());
+            cuda::dequantize(dq.p, ds.p, zp ? dz.p : nullptr, batch, c.n, c.k,
+                             bits, bs, dout.p, s);
+            s.sync();
+            std::vector<float> got = dout.download();
+            int bad = 0;
+            for (size_t i = 0; i < got.size(); ++i)
+              if (got[i] != st.want[i] && bad++ < 5)
+                ADD_FAILURE() << "element " << i << ": " << got[i]
+                              << ", expected " << st.want[i];
+          }
 }

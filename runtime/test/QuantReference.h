@@ -58,6 +58,30 @@ inline std::vector<float> reference(const Case &c, bool withZp) {
   return out;
 }
 
+/// `batch` random weights stacked as the operands of one step (stacked
+/// experts), and the plain loop applied to each: want is [batch, k, n].
+struct Stack {
+  Case all; // n, k, ... of one weight; codes, scales, zero points of all
+  int64_t batch;
+  std::vector<float> want;
+};
+
+inline Stack randomStack(int64_t batch, int64_t n, int64_t k, int64_t bits,
+                         int64_t blockSize, unsigned seed, bool withZp) {
+  Stack st{randomCase(n, k, bits, blockSize, seed), batch, {}};
+  st.want = reference(st.all, withZp);
+  for (int64_t e = 1; e < batch; ++e) {
+    Case c = randomCase(n, k, bits, blockSize, seed + 1000 * unsigned(e));
+    st.all.codes.insert(st.all.codes.end(), c.codes.begin(), c.codes.end());
+    st.all.scales.insert(st.all.scales.end(), c.scales.begin(), c.scales.end());
+    st.all.zeroPoints.insert(st.all.zeroPoints.end(), c.zeroPoints.begin(),
+                             c.zeroPoints.end());
+    std::vector<float> w = reference(c, withZp);
+    st.want.insert(st.want.end(), w.begin(), w.end());
+  }
+  return st;
+}
+
 } // namespace moert::quanttest
 
 #endif // MOERT_TEST_QUANTREFERENCE_H

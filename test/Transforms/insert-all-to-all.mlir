@@ -48,3 +48,35 @@
 // NOPLACE: error: moe.experts has no placement: run moe-place-experts first
 // RUN: not moe-opt %S/Inputs/moe-layer.mlir --moe-insert-all-to-all 2>&1 | FileCheck %s --check-prefix=NOGRID
 // NOGRID: error: moe-insert-all-to-all needs the device grid
+
+// Packed experts (QMoE: moe.dequantize of stacked codes). Each rank gets
+// the codes, scales and zero points of its own experts and dequantizes
+// them; the whole-stack dequantize goes away.
+// RUN: sed -e 's|%%wg = arith.constant dense<0.02> : tensor<8x16x32xf32>|%%qg = arith.constant dense<7> : tensor<8x32x1x8xui8> %%sg = arith.constant dense<0.5> : tensor<8x32x1xf32> %%wg = moe.dequantize %%qg, %%sg bits 4 block_size 16 k 16 : tensor<8x32x1x8xui8>, tensor<8x32x1xf32> -> tensor<8x16x32xf32>|' -e 's|%%wd = arith.constant dense<0.04> : tensor<8x32x16xf32>|%%qd = arith.constant dense<9> : tensor<8x16x2x8xui8> %%sd = arith.constant dense<0.25> : tensor<8x16x2xf32> %%zd = arith.constant dense<3.0> : tensor<8x16x2xf32> %%wd = moe.dequantize %%qd, %%sd zero_points %%zd bits 4 block_size 16 k 32 : tensor<8x16x2x8xui8>, tensor<8x16x2xf32>, tensor<8x16x2xf32> -> tensor<8x32x16xf32>|' %S/Inputs/moe-layer.mlir > %t.packed.mlir
+// RUN: moe-opt %t.packed.mlir --moe-shard="mesh=ep=4" --moe-place-experts --moe-insert-all-to-all | FileCheck %s --check-prefix=PACKED
+// PACKED-DAG: %[[QG:.*]] = moe.local_weights %{{.*}} {{.*}} : tensor<8x32x1x8xui8> -> tensor<2x32x1x8xui8>
+// PACKED-DAG: %[[SG:.*]] = moe.local_weights %{{.*}} {{.*}} : tensor<8x32x1xf32> -> tensor<2x32x1xf32>
+// PACKED-DAG: %[[G:.*]] = moe.dequantize %[[QG]], %[[SG]] bits 4 block_size 16 k 16 : tensor<2x32x1x8xui8>, tensor<2x32x1xf32> -> tensor<2x16x32xf32>
+// PACKED-DAG: %[[QD:.*]] = moe.local_weights %{{.*}} {{.*}} : tensor<8x16x2x8xui8> -> tensor<2x16x2x8xui8>
+// PACKED-DAG: %[[SD:.*]] = moe.local_weights %{{.*}} {{.*}} : tensor<8x16x2xf32> -> tensor<2x16x2xf32>
+// PACKED-DAG: %[[ZD:.*]] = moe.local_weights %{{.*}} {{.*}} : tensor<8x16x2xf32> -> tensor<2x16x2xf32>
+// PACKED-DAG: %[[D:.*]] = moe.dequantize %[[QD]], %[[SD]] zero_points %[[ZD]] bits 4 block_size 16 k 32 : {{.*}} -> tensor<2x32x16xf32>
+// PACKED: moe.expert_compute %{{.*}}, %{{.*}} gate %[[G]] up %{{.*}} down %[[D]]
+// PACKED-NOT: -> tensor<8x16x32xf32>
+// PACKED-NOT: moe.experts
+
+// With tp the block is cut from the codes: whole rows (N) of the gate,
+// whole blocks of K (2 blocks, 1 per tp rank) of the down projection.
+// RUN: moe-opt %t.packed.mlir --moe-shard="mesh=dp=2,ep=2,tp=2" --moe-place-experts --moe-insert-all-to-all | FileCheck %s --check-prefix=PACKEDTP
+// PACKEDTP-DAG: moe.local_weights %{{.*}} {split_axes = array<i16: 2>, split_dim = 1 : i64} : tensor<8x32x1x8xui8> -> tensor<4x16x1x8xui8>
+// PACKEDTP-DAG: moe.dequantize %{{.*}} bits 4 block_size 16 k 16 : tensor<4x16x1x8xui8>, tensor<4x16x1xf32> -> tensor<4x16x16xf32>
+// PACKEDTP-DAG: moe.local_weights %{{.*}} {split_axes = array<i16: 2>, split_dim = 2 : i64} : tensor<8x16x2x8xui8> -> tensor<4x16x1x8xui8>
+// PACKEDTP-DAG: moe.dequantize %{{.*}} bits 4 block_size 16 k 16 : tensor<4x16x1x8xui8>, tensor<4x16x1xf32>, tensor<4x16x1xf32> -> tensor<4x16x16xf32>
+// PACKEDTP-NOT: shard.all_slice
+
+// One block of K (block_size 32) does not split over tp=2: the rank
+// dequantizes its experts' whole down projection and takes its rows.
+// RUN: sed -e 's|%%wd = arith.constant dense<0.04> : tensor<8x32x16xf32>|%%qd = arith.constant dense<9> : tensor<8x16x1x16xui8> %%sd = arith.constant dense<0.25> : tensor<8x16x1xf32> %%wd = moe.dequantize %%qd, %%sd bits 4 block_size 32 k 32 : tensor<8x16x1x16xui8>, tensor<8x16x1xf32> -> tensor<8x32x16xf32>|' %S/Inputs/moe-layer.mlir | moe-opt --moe-shard="mesh=dp=2,ep=2,tp=2" --moe-place-experts --moe-insert-all-to-all | FileCheck %s --check-prefix=PACKEDSLICE
+// PACKEDSLICE: moe.local_weights %{{.*}} {{.*}} : tensor<8x16x1x16xui8> -> tensor<4x16x1x16xui8>
+// PACKEDSLICE: %[[W:.*]] = moe.dequantize %{{.*}} bits 4 block_size 32 k 32 : tensor<4x16x1x16xui8>, tensor<4x16x1xf32> -> tensor<4x32x16xf32>
+// PACKEDSLICE: shard.all_slice %[[W]] on @mesh grid_axes = [2] slice_axis = 1 : tensor<4x32x16xf32> -> tensor<4x16x16xf32>

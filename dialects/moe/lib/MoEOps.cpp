@@ -507,6 +507,8 @@ LogicalResult LocalWeightsOp::verify() {
   if (in.getRank() < 2 || res.getRank() != in.getRank())
     return emitOpError("weights must be stacked [E, ...] and the result of "
                        "the same rank");
+  if (in.getElementType() != res.getElementType())
+    return emitOpError("result must have the weights' element type");
   if (!compatible(in.getDimSize(0), p.getNumExperts()))
     return emitOpError("weights stack ")
            << in.getDimSize(0) << " experts, the placement "
@@ -569,9 +571,9 @@ LogicalResult DequantizeOp::verify() {
   int64_t bits = getBits(), bs = getBlockSize(), k = getK();
   if (bits != 2 && bits != 4 && bits != 8)
     return emitOpError("bits ") << bits << " must be 2, 4 or 8";
-  if (bs < 16 || (bs & (bs - 1)) != 0)
+  if (bs < 1 || bs * bits % 8 != 0)
     return emitOpError("block_size ")
-           << bs << " must be a power of two, at least 16";
+           << bs << " must be positive and fill whole bytes";
   if (k <= 0)
     return emitOpError("k ") << k << " must be positive";
   RankedTensorType codes = rt(getCodes()), scales = rt(getScales()),
@@ -580,18 +582,26 @@ LogicalResult DequantizeOp::verify() {
       !res.hasStaticShape())
     return emitOpError("needs static shapes");
   int64_t blocks = (k + bs - 1) / bs, blob = bs * bits / 8;
-  if (codes.getRank() != 3 || codes.getDimSize(1) != blocks ||
-      codes.getDimSize(2) != blob)
-    return emitOpError("codes must be [N, ")
+  int64_t rank = codes.getRank();
+  if (rank < 3 || codes.getDimSize(rank - 2) != blocks ||
+      codes.getDimSize(rank - 1) != blob)
+    return emitOpError("codes must be [..., N, ")
            << blocks << ", " << blob << "] for k " << k << ", block_size " << bs
            << " and bits " << bits << ", got " << codes;
-  int64_t n = codes.getDimSize(0);
-  SmallVector<int64_t> sShape = {n, blocks};
+  // Leading dims (stacked experts) are kept: [..., N, blocks] scales,
+  // [..., k, N] result.
+  ArrayRef<int64_t> lead = codes.getShape().drop_back(3);
+  int64_t n = codes.getDimSize(rank - 3);
+  SmallVector<int64_t> sShape(lead), rShape(lead);
+  sShape.append({n, blocks});
+  rShape.append({k, n});
   if (scales.getShape() != ArrayRef<int64_t>(sShape))
-    return emitOpError("scales must be [") << n << ", " << blocks << "]";
+    return emitOpError("scales must be [")
+           << llvm::make_range(sShape.begin(), sShape.end()) << "]";
   if (Value z = getZeroPoints(); z && rt(z).getShape() != scales.getShape())
     return emitOpError("zero_points must be shaped like the scales");
-  if (res.getShape() != ArrayRef<int64_t>({k, n}))
-    return emitOpError("result must be [") << k << ", " << n << "]";
+  if (res.getShape() != ArrayRef<int64_t>(rShape))
+    return emitOpError("result must be [")
+           << llvm::make_range(rShape.begin(), rShape.end()) << "]";
   return success();
 }

@@ -18,6 +18,13 @@ namespace moec {
 /// model's parameter totals. `json` selects a JSON object instead of text.
 void writeMoEReport(mlir::ModuleOp module, llvm::raw_ostream &os, bool json);
 
+/// The parameters constant `c` holds, for the reports: the elements of a
+/// float constant; for the codes of a packed weight (ui8 read by
+/// moe.dequantize, directly or through moe.local_weights) the weights they
+/// encode (bytes * 8 / bits); 0 for its scales and zero points, which
+/// belong to those weights, and for other constants.
+int64_t parameterCount(mlir::Operation *constant);
+
 } // namespace moec
 
 #endif // MOEC_ANALYSIS_REPORT_H

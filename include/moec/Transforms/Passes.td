@@ -70,8 +70,11 @@ def MoELowerPrecision : Pass<"moe-lower-precision", "mlir::ModuleOp"> {
     are ordinary elementwise linalg ops: the token analysis follows them and
     `moe-outline-kernels` fuses them into the neighbouring kernels.
 
-    Errors: a `moe.experts` weight that is not a constant; a precision other
-    than bf16, f16 or f32 (f32 leaves the module unchanged).
+    Packed weights (`moe.dequantize`, from MatMulNBits and QMoE) are left
+    as they are: they stay packed in the plan and their GEMMs run in fp32.
+
+    Errors: a `moe.experts` weight that is neither a constant nor packed; a
+    precision other than bf16, f16 or f32 (f32 leaves the module unchanged).
   }];
   let dependentDialects = ["mlir::linalg::LinalgDialect",
                            "mlir::tensor::TensorDialect",
@@ -192,7 +195,12 @@ def MoEInsertAllToAll : Pass<"moe-insert-all-to-all", "mlir::ModuleOp"> {
     `shard.all_reduce` over tp when the FFN columns are split. A
     `moe.experts` with `weight_input` gives its routing weights to the
     dispatch, which sends the rows scaled, and none to the combine, which
-    sums them unweighted. Dropless by default; `capacity-factor=C` gives
+    sums them unweighted. A packed stacked weight (`moe.dequantize` of
+    [E, N, blocks, blob] codes, QMoE) is cut before it is dequantized: the
+    rank's slice of the codes, scales and zero points, then a
+    `moe.dequantize` of that slice; its tp block is cut from the codes
+    when it is whole rows or whole blocks of K, else from the dequantized
+    slice by `shard.all_slice`. Dropless by default; `capacity-factor=C` gives
     each expert replica ceil(C * T * k / E) rows per source rank (GShard)
     and drops the rest.
   }];

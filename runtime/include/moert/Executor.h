@@ -201,9 +201,10 @@ struct TopKDims {
 TopKDims checkTopKStep(ExecContext &ctx, size_t index);
 
 /// `dequantize`: the rules of dequantizeStepError (moert/Plan.h); n is the
-/// codes' dim 0, zeroPoints whether they are given.
+/// codes' dim -3, batch the product of the dims before it (stacked
+/// experts), zeroPoints whether they are given.
 struct DequantizeDims {
-  int64_t n = 0, k = 0, bits = 0, blockSize = 0;
+  int64_t batch = 1, n = 0, k = 0, bits = 0, blockSize = 0;
   bool zeroPoints = false;
 };
 DequantizeDims checkDequantizeStep(ExecContext &ctx, size_t index);

@@ -705,15 +705,15 @@ func.func @dequantize_bits(%q: tensor<24x2x16xui8>, %s: tensor<24x2xf32>) {
 // -----
 
 func.func @dequantize_block(%q: tensor<24x2x12xui8>, %s: tensor<24x2xf32>) {
-  // expected-error @+1 {{block_size 24 must be a power of two, at least 16}}
-  %w = moe.dequantize %q, %s bits 4 block_size 24 k 48 : tensor<24x2x12xui8>, tensor<24x2xf32> -> tensor<48x24xf32>
+  // expected-error @+1 {{block_size 3 must be positive and fill whole bytes}}
+  %w = moe.dequantize %q, %s bits 2 block_size 3 k 6 : tensor<24x2x12xui8>, tensor<24x2xf32> -> tensor<6x24xf32>
   return
 }
 
 // -----
 
 func.func @dequantize_codes(%q: tensor<24x3x16xui8>, %s: tensor<24x2xf32>) {
-  // expected-error @+1 {{codes must be [N, 2, 16] for k 64, block_size 32 and bits 4}}
+  // expected-error @+1 {{codes must be [..., N, 2, 16] for k 64, block_size 32 and bits 4}}
   %w = moe.dequantize %q, %s bits 4 block_size 32 k 64 : tensor<24x3x16xui8>, tensor<24x2xf32> -> tensor<64x24xf32>
   return
 }
@@ -739,5 +739,31 @@ func.func @dequantize_zp(%q: tensor<24x2x16xui8>, %s: tensor<24x2xf32>, %z: tens
 func.func @dequantize_result(%q: tensor<24x2x16xui8>, %s: tensor<24x2xf32>) {
   // expected-error @+1 {{result must be [64, 24]}}
   %w = moe.dequantize %q, %s bits 4 block_size 32 k 64 : tensor<24x2x16xui8>, tensor<24x2xf32> -> tensor<24x64xf32>
+  return
+}
+
+// -----
+
+// Stacked experts keep their leading dim in the scales and the result.
+func.func @dequantize_stacked_scales(%q: tensor<8x24x2x16xui8>, %s: tensor<24x2xf32>) {
+  // expected-error @+1 {{scales must be [8, 24, 2]}}
+  %w = moe.dequantize %q, %s bits 4 block_size 32 k 64 : tensor<8x24x2x16xui8>, tensor<24x2xf32> -> tensor<8x64x24xf32>
+  return
+}
+
+// -----
+
+func.func @dequantize_stacked_result(%q: tensor<8x24x2x16xui8>, %s: tensor<8x24x2xf32>) {
+  // expected-error @+1 {{result must be [8, 64, 24]}}
+  %w = moe.dequantize %q, %s bits 4 block_size 32 k 64 : tensor<8x24x2x16xui8>, tensor<8x24x2xf32> -> tensor<64x24xf32>
+  return
+}
+
+// -----
+
+shard.grid @mesh(shape = 2)
+func.func @local_weights_type(%w: tensor<2x16x8xui8>) {
+  // expected-error @+1 {{result must have the weights' element type}}
+  %l = moe.local_weights %w on @mesh ep_axes = [0] placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> : tensor<2x16x8xui8> -> tensor<1x16x8xf32>
   return
 }

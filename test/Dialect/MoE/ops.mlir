@@ -152,3 +152,11 @@ func.func @dequantize(%q: tensor<24x2x16xui8>, %s: tensor<24x2xf32>, %z: tensor<
   %v = moe.dequantize %q, %s zero_points %z bits 4 block_size 32 k 40 : tensor<24x2x16xui8>, tensor<24x2xf32>, tensor<24x2xf32> -> tensor<40x24xf32>
   return %w, %v : tensor<64x24xf32>, tensor<40x24xf32>
 }
+
+// Stacked experts (QMoE): [E, N, blocks, blob] codes, one block per row.
+// CHECK-LABEL: func.func @dequantize_stacked
+func.func @dequantize_stacked(%q: tensor<8x24x1x20xui8>, %s: tensor<8x24x1xf32>) -> tensor<8x40x24xf32> {
+  // CHECK: moe.dequantize %{{.*}}, %{{.*}} bits 4 block_size 40 k 40 : tensor<8x24x1x20xui8>, tensor<8x24x1xf32> -> tensor<8x40x24xf32>
+  %w = moe.dequantize %q, %s bits 4 block_size 40 k 40 : tensor<8x24x1x20xui8>, tensor<8x24x1xf32> -> tensor<8x40x24xf32>
+  return %w : tensor<8x40x24xf32>
+}

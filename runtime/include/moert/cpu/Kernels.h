@@ -174,13 +174,14 @@ void softmax(const float *x, float *y, int64_t rows, int64_t n);
 // Packed weights: dequantize (QuantKernels.cpp)
 //===----------------------------------------------------------------------===//
 
-/// A `dequantize` step (plan.fbs Dequantize): codes [n, blocks, blockSize *
-/// bits / 8] of `bits`-wide unsigned integers packed LSB first, scales and
-/// zeroPoints (null: 2^(bits - 1) each) [n, blocks] -> out [k, n] with
+/// A `dequantize` step (plan.fbs Dequantize): `batch` weights one after the
+/// other, each codes [n, blocks, blockSize * bits / 8] of `bits`-wide
+/// unsigned integers packed LSB first, scales and zeroPoints (null:
+/// 2^(bits - 1) each) [n, blocks] -> out [k, n] with
 /// out[c, r] = (code(r, c) - zp[r, c / blockSize]) * scales[r, c / blockSize].
 void dequantize(const uint8_t *codes, const float *scales,
-                const float *zeroPoints, int64_t n, int64_t k, int64_t bits,
-                int64_t blockSize, float *out);
+                const float *zeroPoints, int64_t batch, int64_t n, int64_t k,
+                int64_t bits, int64_t blockSize, float *out);
 
 //===----------------------------------------------------------------------===//
 // Index steps: topk, scatter_elements (IndexKernels.cpp)

@@ -184,8 +184,9 @@ void softmax(const float *x, float *y, int64_t rows, int64_t n,
 
 /// cpu::dequantize on the device (one thread per output element).
 void dequantize(const uint8_t *codes, const float *scales,
-                const float *zeroPoints, int64_t n, int64_t k, int64_t bits,
-                int64_t blockSize, float *out, cudaStream_t stream);
+                const float *zeroPoints, int64_t batch, int64_t n, int64_t k,
+                int64_t bits, int64_t blockSize, float *out,
+                cudaStream_t stream);
 
 //===----------------------------------------------------------------------===//
 // Index steps: topk, scatter_elements (Index.cu)

@@ -359,7 +359,9 @@ def MoE_LocalWeightsOp : MoE_Op<"local_weights", [Pure]> {
     the rank keeps its block; with `first_only` (a bias added after a
     tensor-parallel reduction) ranks other than the first along
     `split_axes` hold zeros instead. The plan writer resolves it into
-    per-rank weight segments.
+    per-rank weight segments. Packed expert weights (`ui8` codes, their
+    scales and zero points, all stacked [E, ...]) are cut the same way
+    before their `moe.dequantize`.
 
     ```mlir
     %g = moe.local_weights %w_gate on @mesh ep_axes = [0]
@@ -368,7 +370,7 @@ def MoE_LocalWeightsOp : MoE_Op<"local_weights", [Pure]> {
     ```
   }];
   let arguments = (ins
-    MoE_FloatTensor:$weights,
+    RankedTensorOf<[AnyFloat, UI8]>:$weights,
     FlatSymbolRefAttr:$grid,
     DenseI16ArrayAttr:$ep_axes,
     MoE_PlacementAttr:$placement,
@@ -376,7 +378,7 @@ def MoE_LocalWeightsOp : MoE_Op<"local_weights", [Pure]> {
     DefaultValuedAttr<I64Attr, "0">:$split_dim,
     DefaultValuedAttr<BoolAttr, "false">:$first_only
   );
-  let results = (outs MoE_FloatTensor:$result);
+  let results = (outs RankedTensorOf<[AnyFloat, UI8]>:$result);
   let assemblyFormat = [{
     $weights `on` $grid `ep_axes` `=` $ep_axes `placement` `=` $placement
     attr-dict `:` type($weights) `->` type($result)
@@ -411,19 +413,25 @@ def MoE_TpSliceOp : MoE_Op<"tp_slice", [Pure]> {
 def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure]> {
   let summary = "block-wise integer weight codes to a float [K, N] weight";
   let description = [{
-    A dense weight kept packed (com.microsoft.MatMulNBits, issue 18):
-    `codes` [N, blocks, block_size * bits / 8] holds `bits`-wide unsigned
-    codes packed LSB first into bytes along K; `scales` and the optional
-    `zero_points` are [N, blocks] (zero point 2^(bits - 1) when absent),
-    blocks = ceil(K / block_size). The result is the transposed, ready for
-    `linalg.matmul` weight:
+    A weight kept packed (com.microsoft.MatMulNBits and QMoE, issue 18):
+    `codes` [..., N, blocks, block_size * bits / 8] holds `bits`-wide
+    unsigned codes packed LSB first into bytes along K; `scales` and the
+    optional `zero_points` are [..., N, blocks] (zero point 2^(bits - 1)
+    when absent), blocks = ceil(K / block_size). The result is the
+    transposed, ready for `linalg.matmul` (or `moe.experts`) weight:
 
-        result[k, n] = (code(n, k) - zp[n, k / block_size])
-                       * scales[n, k / block_size]
+        result[..., k, n] = (code(..., n, k) - zp[..., n, k / block_size])
+                            * scales[..., n, k / block_size]
+
+    Leading dims are kept as they are: stacked experts [E, N, blocks, blob]
+    give [E, K, N]. `block_size` is any positive size that fills whole
+    bytes (one block per row: block_size = K).
 
     It is not folded into a float constant: plans keep the packed bytes and
-    run it as a `dequantize` step. With a mesh it is replicated, like the
-    dense weight it stands for.
+    run it as a `dequantize` step. With a mesh a dense weight is replicated
+    (tensor-parallel regions slice the result); stacked expert weights are
+    cut per rank before it (`moe.local_weights` of the codes, scales and
+    zero points).
 
     ```mlir
     %w = moe.dequantize %codes, %scales bits 4 block_size 32 k 64
