@@ -307,8 +307,8 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
   if (auto sc = dyn_cast<moe::ScatterElementsOp>(op))
     return lowerScatterElements(sc);
   if (auto dq = dyn_cast<moe::DequantizeOp>(op)) {
-    // A packed dense weight: its codes and scales are constants of the
-    // plan, the f32 weight a temp in the arena.
+    // A packed weight: its codes and scales are constants of the plan, the
+    // f32 weight a temp in the arena.
     int32_t codes = in(dq.getCodes()), scales = in(dq.getScales());
     int32_t zp = dq.getZeroPoints() ? in(dq.getZeroPoints()) : -1;
     int32_t result = out(dq.getResult());
@@ -318,6 +318,14 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
     a.bits = dq.getBits();
     a.block_size = dq.getBlockSize();
     a.k = dq.getK();
+    if (Value h = dq.getDispatch()) {
+      // A rank's stacked experts: only the slots its dispatch gave rows.
+      auto it = stepOf.find(h);
+      if (it == stepOf.end())
+        return op->emitError("plan lowering: dequantize after a dispatch "
+                             "that is not lowered before it");
+      a.dispatch = int64_t(it->second);
+    }
     moert::Step &s = addStep(std::move(a), op);
     s.inputs = {codes, scales, zp};
     s.outputs = {result};

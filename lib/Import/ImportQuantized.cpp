@@ -144,7 +144,7 @@ Value packedWeight(GraphImporter &gi, const HostTensor &q, const HostTensor &s,
   return moec::moe::DequantizeOp::create(
       b, gi.loc(), RankedTensorType::get({k, n}, b.getF32Type()),
       gi.weight(codes, gi.node().name() + ".codes"),
-      gi.weight(scales, gi.node().name() + ".scales"), zv,
+      gi.weight(scales, gi.node().name() + ".scales"), zv, Value(),
       b.getI64IntegerAttr(bits), b.getI64IntegerAttr(bs),
       b.getI64IntegerAttr(k));
 }
@@ -391,7 +391,7 @@ static LogicalResult importQMoE(GraphImporter &gi) {
     return moec::moe::DequantizeOp::create(
         b, gi.loc(), RankedTensorType::get({e, p.k, count}, b.getF32Type()),
         gi.weight(codes, name + ".codes"), gi.weight(scales, name + ".scales"),
-        zps ? gi.weight(*zps, name + ".zero_points") : Value(),
+        zps ? gi.weight(*zps, name + ".zero_points") : Value(), Value(),
         b.getI64IntegerAttr(p.bits), b.getI64IntegerAttr(p.blockSize),
         b.getI64IntegerAttr(p.k));
   };

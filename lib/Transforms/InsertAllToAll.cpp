@@ -92,18 +92,34 @@ struct MoEInsertAllToAllPass
       };
       // A packed stacked weight (moe.dequantize [E, K, N] of codes
       // [E, N, blocks, blob]): the rank's slice of the codes, scales and
-      // zero points, dequantized. The tensor-parallel block is cut from the
-      // codes when it is whole rows (N) or whole blocks (K), else from the
-      // dequantized slice (shard.all_slice).
-      auto localWeight = [&](Value w, int64_t splitDim) -> Value {
+      // zero points, dequantized after the dispatch (only the slots it
+      // gave rows). The tensor-parallel block is cut from the codes when it
+      // is whole rows (N) or whole blocks (K), else from the dequantized
+      // slice (shard.all_slice).
+      struct Packed {
+        moe::DequantizeOp dq;
+        Value *out; // gate, up or down below
+        Value codes, scales, zp;
+        int64_t splitDim = 0;
+        bool onCodes = true;
+      };
+      SmallVector<Packed, 3> packed;
+      Value gate, up, down;
+      auto localWeight = [&](Value w, int64_t splitDim, Value &out) {
         auto dq = w ? w.getDefiningOp<moe::DequantizeOp>() : nullptr;
-        if (!dq)
-          return local(w, splitDim, false);
+        if (!dq) {
+          out = local(w, splitDim, false);
+          return;
+        }
         auto codesT = cast<RankedTensorType>(dq.getCodes().getType());
         int64_t k = dq.getK(), bs = dq.getBlockSize();
         int64_t blocks = codesT.getDimSize(2);
         bool kSplit = splitDim == 1;
-        bool onCodes =
+        Packed p;
+        p.dq = dq;
+        p.out = &out;
+        p.splitDim = splitDim;
+        p.onCodes =
             tpAxes.empty() || !kSplit || (k % bs == 0 && blocks % tp == 0);
         // Codes [E, N, blocks, blob]: dim 1 is N, dim 2 the blocks of K.
         int64_t codesDim = kSplit ? 2 : 1;
@@ -114,7 +130,7 @@ struct MoEInsertAllToAllPass
           SmallVector<int64_t> shape(t.getShape());
           shape[0] = slots;
           SmallVector<int16_t> axes;
-          if (onCodes && !tpAxes.empty()) {
+          if (p.onCodes && !tpAxes.empty()) {
             shape[codesDim] /= tp;
             axes = tpAxes;
           }
@@ -122,31 +138,35 @@ struct MoEInsertAllToAllPass
               b, loc, RankedTensorType::get(shape, t.getElementType()), v,
               kGridName, epAxes, placement, axes, uint64_t(codesDim), false);
         };
-        Value codes = cut(dq.getCodes()), scales = cut(dq.getScales()),
-              zp = cut(dq.getZeroPoints());
-        auto resT = cast<RankedTensorType>(dq.getType());
+        p.codes = cut(dq.getCodes());
+        p.scales = cut(dq.getScales());
+        p.zp = cut(dq.getZeroPoints());
+        packed.push_back(p); // `out` is made once the dispatch exists
+      };
+      auto expand = [&](Packed &p, Value handle) -> Value {
+        auto resT = cast<RankedTensorType>(p.dq.getType());
         SmallVector<int64_t> shape(resT.getShape());
         shape[0] = slots;
-        int64_t localK = k;
-        if (onCodes && !tpAxes.empty()) {
-          shape[splitDim] /= tp;
-          if (kSplit)
-            localK = k / tp;
+        int64_t localK = p.dq.getK();
+        if (p.onCodes && !tpAxes.empty()) {
+          shape[p.splitDim] /= tp;
+          if (p.splitDim == 1)
+            localK /= tp;
         }
         Value x = moe::DequantizeOp::create(
-            b, loc, RankedTensorType::get(shape, resT.getElementType()), codes,
-            scales, zp, dq.getBitsAttr(), dq.getBlockSizeAttr(),
-            b.getI64IntegerAttr(localK));
-        if (onCodes || tpAxes.empty())
+            b, loc, RankedTensorType::get(shape, resT.getElementType()),
+            p.codes, p.scales, p.zp, handle, p.dq.getBitsAttr(),
+            p.dq.getBlockSizeAttr(), b.getI64IntegerAttr(localK));
+        if (p.onCodes || tpAxes.empty())
           return x;
-        shape[splitDim] /= tp;
+        shape[p.splitDim] /= tp;
         return shard::AllSliceOp::create(
             b, loc, RankedTensorType::get(shape, resT.getElementType()), x,
-            kGridName, ArrayRef<int16_t>(tpAxes), splitDim);
+            kGridName, ArrayRef<int16_t>(tpAxes), p.splitDim);
       };
-      Value gate = localWeight(op.getWGate(), 2);
-      Value up = localWeight(op.getWUp(), 2);
-      Value down = localWeight(op.getWDown(), 1);
+      localWeight(op.getWGate(), 2, gate);
+      localWeight(op.getWUp(), 2, up);
+      localWeight(op.getWDown(), 1, down);
       Value bGate = local(op.getBGate(), 1, false);
       Value bUp = local(op.getBUp(), 1, false);
       Value bDown = local(op.getBDown(), 1, true);
@@ -190,6 +210,8 @@ struct MoEInsertAllToAllPass
           b, loc, recvT, moe::DispatchType::get(&getContext()), op.getTokens(),
           op.getIndices(), inWeights, kGridName, epAxes, placement,
           uint64_t(maxRows), uint64_t(capacity));
+      for (Packed &p : packed)
+        *p.out = expand(p, dispatch.getHandle());
       auto compute = moe::ExpertComputeOp::create(
           b, loc, recvT, dispatch.getRecv(), dispatch.getHandle(), gate, up,
           down, bGate, bUp, bDown, op.getActivationAttr(), op.getAlphaAttr(),

@@ -124,6 +124,8 @@ int64_t Step::dispatchStep() const {
     return e->dispatch;
   if (const fb::CombineT *c = attrs.Ascombine())
     return c->dispatch;
+  if (const fb::DequantizeT *q = attrs.Asdequantize())
+    return q->dispatch;
   return -1;
 }
 
@@ -580,6 +582,20 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
             std::to_string(ex->alpha) + " beta=" + std::to_string(ex->beta) +
             " limit=" + std::to_string(ex->limit) + " are invalid for " +
             fb::EnumNameActivation(ex->activation));
+    }
+    if (s.kind() == StepKind::dequantize && s.dispatchStep() != -1) {
+      // Only the slots the dispatch gave rows: one rank's stacked experts.
+      int64_t d = s.dispatchStep();
+      if (d < 0 || d >= int64_t(i) ||
+          plan.steps[d].kind() != StepKind::dispatch)
+        return fail(what + ": attribute 'dispatch' must name an earlier "
+                           "dispatch step");
+      const Value &codes = plan.values[size_t(s.inputs[0])];
+      int64_t slots = plan.steps[d].attrs.Asdispatch()->slots_per_rank;
+      if (codes.shape.size() != 4 || codes.shape[0] != slots)
+        return fail(what + ": codes " + shapeString(codes.shape) +
+                    " are not the " + std::to_string(slots) +
+                    " slots of its dispatch step " + std::to_string(d));
     }
     if (s.kind() == StepKind::experts || s.kind() == StepKind::combine) {
       int64_t d = s.dispatchStep();

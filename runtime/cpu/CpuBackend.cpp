@@ -327,14 +327,28 @@ void CpuBackend::topk(ExecContext &ctx, size_t index, const fb::TopKT &at) {
 }
 
 void CpuBackend::dequantize(ExecContext &ctx, size_t index,
-                            const fb::DequantizeT &) {
+                            const fb::DequantizeT &a) {
   const Step &s = ctx.plan().steps[index];
   DequantizeDims d = checkDequantizeStep(ctx, index);
-  cpu::dequantize(reinterpret_cast<const uint8_t *>(
-                      ptr(ctx, index, s.inputs[0], DType::u8, "codes")),
-                  f32(ctx, index, s.inputs[1], "scales"),
-                  optF32(ctx, index, s, 2, "zero_points"), d.batch, d.n, d.k,
-                  d.bits, d.blockSize, f32(ctx, index, s.outputs[0], "result"));
+  auto *codes = reinterpret_cast<const uint8_t *>(
+      ptr(ctx, index, s.inputs[0], DType::u8, "codes"));
+  const float *scales = f32(ctx, index, s.inputs[1], "scales");
+  const float *zp = optF32(ctx, index, s, 2, "zero_points");
+  float *out = f32(ctx, index, s.outputs[0], "result");
+  if (a.dispatch < 0) {
+    cpu::dequantize(codes, scales, zp, d.batch, d.n, d.k, d.bits, d.blockSize,
+                    out);
+    return;
+  }
+  // Only the slots the dispatch gave rows (verifyPlan: batch == slots).
+  const std::vector<int64_t> &offs =
+      stateFor(ctx, index, a.dispatch).slotOffsets;
+  for (int64_t e = 0; e < d.batch; ++e)
+    if (offs[size_t(e + 1)] > offs[size_t(e)])
+      cpu::dequantize(codes + e * d.codesPerWeight,
+                      scales + e * d.scalesPerWeight,
+                      zp ? zp + e * d.scalesPerWeight : nullptr, 1, d.n, d.k,
+                      d.bits, d.blockSize, out + e * d.n * d.k);
 }
 
 void CpuBackend::scatterElements(ExecContext &ctx, size_t index,

@@ -71,16 +71,38 @@ void CudaBackend::scatterElements(ExecContext &ctx, size_t index,
 }
 
 void CudaBackend::dequantize(ExecContext &ctx, size_t index,
-                             const fb::DequantizeT &) {
+                             const fb::DequantizeT &a) {
   const Step &s = ctx.plan().steps[index];
   DequantizeDims d = checkDequantizeStep(ctx, index);
   DType u8 = DType::u8;
-  cuda::dequantize(reinterpret_cast<const uint8_t *>(
-                       ptr(ctx, index, s.inputs[0], "codes", &u8)),
-                   f32(ctx, index, s.inputs[1], "scales"),
-                   optF32(ctx, index, s, 2, "zero_points"), d.batch, d.n, d.k,
-                   d.bits, d.blockSize, f32(ctx, index, s.outputs[0], "result"),
-                   stream_);
+  auto *codes = reinterpret_cast<const uint8_t *>(
+      ptr(ctx, index, s.inputs[0], "codes", &u8));
+  const float *scales = f32(ctx, index, s.inputs[1], "scales");
+  const float *zp = optF32(ctx, index, s, 2, "zero_points");
+  float *out = f32(ctx, index, s.outputs[0], "result");
+  if (a.dispatch < 0) {
+    cuda::dequantize(codes, scales, zp, d.batch, d.n, d.k, d.bits, d.blockSize,
+                     out, stream_);
+    return;
+  }
+  // Only the slots the dispatch gave rows (verifyPlan: batch == slots);
+  // consecutive ones in one launch.
+  const std::vector<int64_t> &offs =
+      stateFor(ctx, index, a.dispatch).hostSlotOffsets;
+  for (int64_t e = 0; e < d.batch;) {
+    if (offs[size_t(e + 1)] == offs[size_t(e)]) {
+      ++e;
+      continue;
+    }
+    int64_t end = e + 1;
+    while (end < d.batch && offs[size_t(end + 1)] > offs[size_t(end)])
+      ++end;
+    cuda::dequantize(codes + e * d.codesPerWeight,
+                     scales + e * d.scalesPerWeight,
+                     zp ? zp + e * d.scalesPerWeight : nullptr, end - e, d.n,
+                     d.k, d.bits, d.blockSize, out + e * d.n * d.k, stream_);
+    e = end;
+  }
 }
 
 } // namespace moert::cudaexec

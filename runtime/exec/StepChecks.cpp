@@ -385,6 +385,9 @@ moert::DequantizeDims moert::checkDequantizeStep(ExecContext &ctx,
   d.n = codes[codes.size() - 3];
   for (size_t i = 0; i + 3 < codes.size(); ++i)
     d.batch *= codes[i];
+  int64_t blocks = codes[codes.size() - 2];
+  d.codesPerWeight = d.n * blocks * codes.back();
+  d.scalesPerWeight = d.n * blocks;
   d.k = a.k;
   d.bits = a.bits;
   d.blockSize = a.block_size;

@@ -193,6 +193,20 @@ TEST(CudaBackend, MoEOneRankTopOneRunTwice) {
   compareWithCpu(tc, "moe1k1", /*runs=*/2);
 }
 
+TEST(CudaBackend, MoEPackedGate) {
+  // The dequantize step after the dispatch, slots with rows only (runs of
+  // consecutive slots in one launch), against the CPU backend.
+  REQUIRE_CUDA_DEVICE();
+  MoESpec s;
+  s.ranks = 2;
+  s.E = 8;
+  s.k = 1;
+  s.tokensPerRank = 3;
+  s.packedGate = true;
+  TestCase tc = makeMoE(s);
+  compareWithCpu(tc, "moepacked");
+}
+
 TEST(CudaBackend, MoEFourRanksContiguous) {
   REQUIRE_CUDA_DEVICE();
   MoESpec s;

@@ -110,7 +110,8 @@ void expectConsistentReports(const RunResult &r, const MoESpec &spec) {
       // Dispatch sends rowsSent rows, combine returns the rowsRecv rows.
       EXPECT_EQ(mine.bytesSent, (mine.rowsSent + mine.rowsRecv) * spec.H * 4);
     }
-    EXPECT_EQ(rep.steps.size(), spec.idsAsInputs ? 3u : 5u);
+    EXPECT_EQ(rep.steps.size(),
+              (spec.idsAsInputs ? 3u : 5u) + (spec.packedGate ? 1u : 0u));
     // One group (ep), carried by the thread communicator (the report went
     // through JSON on its way to rank 0).
     ASSERT_EQ(rep.collectives.size(), 1u);
@@ -184,6 +185,21 @@ TEST(Executor, MoEFourRanksReplicas) {
   s.slots = {0, 1, 2, 3, 4, 1, 5, 0};
   s.tokensPerRank = 7;
   runMoE(s, "moe4r");
+}
+
+TEST(Executor, MoEPackedGate) {
+  // w_gate as 4-bit codes, dequantized after the dispatch for the slots
+  // that received rows only: with one token per rank and k=1 of 8 experts
+  // most slots get none, and the experts step must not need them.
+  for (int64_t tokens : {int64_t(1), int64_t(8)}) {
+    MoESpec s;
+    s.ranks = 2;
+    s.E = 8;
+    s.k = 1;
+    s.tokensPerRank = tokens;
+    s.packedGate = true;
+    runMoE(s, "moepacked" + std::to_string(tokens));
+  }
 }
 
 TEST(Executor, MoETwoRanksCapacity) {

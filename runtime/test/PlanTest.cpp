@@ -427,6 +427,27 @@ protected:
   }
 };
 
+TEST(VerifyPacked, DequantizeAfterDispatch) {
+  // A dequantize step that expands only the slots its dispatch gave rows
+  // must name an earlier dispatch step.
+  MoESpec spec;
+  spec.ranks = 2;
+  spec.packedGate = true;
+  TestCase tc = makeMoE(spec);
+  std::string error;
+  ASSERT_TRUE(verifyPlan(tc.plan, error)) << error;
+  size_t dq = 0;
+  while (tc.plan.steps[dq].kind() != StepKind::dequantize)
+    ++dq;
+  for (int64_t bad : {int64_t(dq), int64_t(dq) + 1, int64_t(0)}) {
+    Plan p = tc.plan;
+    p.steps[dq].attrs.Asdequantize()->dispatch = bad;
+    EXPECT_FALSE(verifyPlan(p, error));
+    EXPECT_CONTAINS(error, "attribute 'dispatch' must name an earlier "
+                           "dispatch step");
+  }
+}
+
 TEST_F(Verify, Valid) {
   std::string error;
   EXPECT_TRUE(verifyPlan(tc.plan, error)) << error;

@@ -60,6 +60,11 @@ struct MoESpec {
   /// the dispatch sends scaled rows, the combine sums them unweighted.
   bool weightInput = false;
   unsigned seed = 1;
+  /// w_gate kept packed: 4-bit codes and a scale per row (one block of H)
+  /// per rank, expanded by a dequantize step after the dispatch (only the
+  /// slots it gave rows, plan.fbs Dequantize.dispatch). The reference uses
+  /// the same weights, exact in f32.
+  bool packedGate = false;
   /// False: no plain-loop reference (tc.expected stays empty), for large
   /// plans that only time the runtime (bench/transport_bench.py).
   bool reference = true;
@@ -146,6 +151,16 @@ public:
     return id;
   }
 
+  /// A constant with one block of raw bytes per rank (u8 weight codes).
+  int32_t perRankBytes(const std::string &name, std::vector<int64_t> shape,
+                       const std::vector<std::vector<uint8_t>> &bytes) {
+    int32_t id = value(name, DType::u8, std::move(shape), ValueKind::constant);
+    for (size_t r = 0; r < bytes.size(); ++r)
+      plan_.values[id].data.push_back(
+          appendRaw(1 + int32_t(r), bytes[r].data(), bytes[r].size()));
+    return id;
+  }
+
   /// A step of the kind of `attrs` (a plan.fbs step table, e.g. fb::MatmulT).
   template <typename T>
   Step &step(T attrs, std::vector<int32_t> in, std::vector<int32_t> out,
@@ -179,13 +194,18 @@ private:
               half.data(), f.size());
       src = half.data();
     }
+    return appendRaw(seg, src, f.size() * dtypeSize(dt));
+  }
+
+  DataRef appendRaw(int32_t seg, const void *src, size_t n) {
     std::vector<char> &bytes = data_.segments[seg];
     DataRef d;
     d.segment = seg;
     d.offset = (bytes.size() + 63) / 64 * 64;
-    d.bytes = f.size() * dtypeSize(dt);
+    d.bytes = n;
     bytes.resize(d.offset + d.bytes);
-    std::memcpy(bytes.data() + d.offset, src, d.bytes);
+    if (n)
+      std::memcpy(bytes.data() + d.offset, src, d.bytes);
     return d;
   }
 
@@ -223,6 +243,25 @@ inline TestCase makeMoE(const MoESpec &spec) {
   std::vector<float> wg = randomFloats(rng, E * H * F, 0.3f);
   std::vector<float> wu = randomFloats(rng, E * H * F, 0.3f);
   std::vector<float> wd = randomFloats(rng, E * F * H, 0.3f);
+  // Packed w_gate: code q[e][f][h] (4 bits, two per byte along h) and a
+  // scale per (e, f); wg holds (q - 8) * scale as the kernels compute it.
+  std::vector<uint8_t> gq;
+  std::vector<float> gs;
+  if (spec.packedGate) {
+    std::uniform_int_distribution<int> dq(0, 15);
+    std::uniform_real_distribution<float> ds(0.01f, 0.05f);
+    gq.assign(size_t(E * F * H / 2), 0);
+    gs.resize(size_t(E * F));
+    for (int64_t e = 0; e < E; ++e)
+      for (int64_t f = 0; f < F; ++f) {
+        float sc = gs[e * F + f] = ds(rng);
+        for (int64_t h = 0; h < H; ++h) {
+          int q = dq(rng);
+          gq[((e * F + f) * H + h) / 2] |= uint8_t(q << (4 * (h % 2)));
+          wg[(e * H + h) * F + f] = (float(q) - 8.0f) * sc;
+        }
+      }
+  }
 
   Plan &p = tc.plan;
   p.producer = "moert-test";
@@ -364,7 +403,28 @@ inline TestCase makeMoE(const MoESpec &spec) {
                 ld[r].begin() + s * F * H);
     }
   }
-  int32_t vg = b.perRank("experts.w_gate", {S, H, F}, lg);
+  int32_t vg = -1, vgq = -1, vgs = -1;
+  if (spec.packedGate) {
+    std::vector<std::vector<uint8_t>> rq(G);
+    std::vector<std::vector<float>> rs(G);
+    for (int r = 0; r < G; ++r) {
+      rq[r].assign(size_t(S * F * H / 2), 0);
+      rs[r].assign(size_t(S * F), 0.0f);
+      for (int64_t sl = 0; sl < S; ++sl) {
+        int64_t e = slots[r * S + sl];
+        if (e < 0)
+          continue;
+        std::copy_n(gq.begin() + e * F * H / 2, F * H / 2,
+                    rq[r].begin() + sl * F * H / 2);
+        std::copy_n(gs.begin() + e * F, F, rs[r].begin() + sl * F);
+      }
+    }
+    vgq = b.perRankBytes("experts.w_gate.codes", {S, F, 1, H / 2}, rq);
+    vgs = b.perRank("experts.w_gate.scales", {S, F, 1}, rs);
+    vg = b.value("experts.w_gate", DType::f32, {S, H, F}, ValueKind::temp);
+  } else {
+    vg = b.perRank("experts.w_gate", {S, H, F}, lg);
+  }
   int32_t vu = b.perRank("experts.w_up", {S, H, F}, lu);
   int32_t vd = b.perRank("experts.w_down", {S, F, H}, ld);
   int32_t vy = b.value("y", DType::f32, {rmax, H}, ValueKind::temp);
@@ -380,6 +440,14 @@ inline TestCase makeMoE(const MoESpec &spec) {
     b.step(d, {vx, vi, vw}, {vrecv}, "/moe/dispatch");
   else
     b.step(d, {vx, vi}, {vrecv}, "/moe/dispatch");
+  if (spec.packedGate) {
+    fb::DequantizeT dq;
+    dq.bits = 4;
+    dq.block_size = H;
+    dq.k = H;
+    dq.dispatch = dispatchStep;
+    b.step(dq, {vgq, vgs, -1}, {vg}, "/moe/dequantize");
+  }
   fb::ExpertsT ex;
   ex.activation = fb::Activation::silu;
   ex.dispatch = dispatchStep;

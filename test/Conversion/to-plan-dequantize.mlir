@@ -9,9 +9,9 @@
 // RUN: moe-run --describe %t.moeplan | FileCheck %s
 // CHECK:      v{{[0-9]+}} constant u8[2x1x16] {{.*}}
 // CHECK:      steps:
-// CHECK-NEXT:   0: dequantize(v{{[0-9]+}}, v{{[0-9]+}}, -) -> v[[W:[0-9]+]] bits=4 block_size=32 k=20 {{.*}}@ /nbits/w
+// CHECK-NEXT:   0: dequantize(v{{[0-9]+}}, v{{[0-9]+}}, -) -> v[[W:[0-9]+]] bits=4 block_size=32 dispatch=-1 k=20 {{.*}}@ /nbits/w
 // CHECK-NEXT:   1: matmul(v0, v[[W]], -) -> v{{[0-9]+}}
-// CHECK-NEXT:   2: dequantize(v{{[0-9]+}}, v{{[0-9]+}}, v{{[0-9]+}}) -> v[[W2:[0-9]+]] bits=8 block_size=16 k=20 {{.*}}@ /nbits8/w
+// CHECK-NEXT:   2: dequantize(v{{[0-9]+}}, v{{[0-9]+}}, v{{[0-9]+}}) -> v[[W2:[0-9]+]] bits=8 block_size=16 dispatch=-1 k=20 {{.*}}@ /nbits8/w
 // CHECK-NEXT:   3: matmul(v0, v[[W2]], -) -> v{{[0-9]+}}
 // CHECK-NOT:    4:
 

@@ -51,16 +51,18 @@
 
 // Packed experts (QMoE: moe.dequantize of stacked codes). Each rank gets
 // the codes, scales and zero points of its own experts and dequantizes
-// them; the whole-stack dequantize goes away.
+// them after the dispatch (only the slots it gave rows); the whole-stack
+// dequantize goes away.
 // RUN: sed -e 's|%%wg = arith.constant dense<0.02> : tensor<8x16x32xf32>|%%qg = arith.constant dense<7> : tensor<8x32x1x8xui8> %%sg = arith.constant dense<0.5> : tensor<8x32x1xf32> %%wg = moe.dequantize %%qg, %%sg bits 4 block_size 16 k 16 : tensor<8x32x1x8xui8>, tensor<8x32x1xf32> -> tensor<8x16x32xf32>|' -e 's|%%wd = arith.constant dense<0.04> : tensor<8x32x16xf32>|%%qd = arith.constant dense<9> : tensor<8x16x2x8xui8> %%sd = arith.constant dense<0.25> : tensor<8x16x2xf32> %%zd = arith.constant dense<3.0> : tensor<8x16x2xf32> %%wd = moe.dequantize %%qd, %%sd zero_points %%zd bits 4 block_size 16 k 32 : tensor<8x16x2x8xui8>, tensor<8x16x2xf32>, tensor<8x16x2xf32> -> tensor<8x32x16xf32>|' %S/Inputs/moe-layer.mlir > %t.packed.mlir
 // RUN: moe-opt %t.packed.mlir --moe-shard="mesh=ep=4" --moe-place-experts --moe-insert-all-to-all | FileCheck %s --check-prefix=PACKED
 // PACKED-DAG: %[[QG:.*]] = moe.local_weights %{{.*}} {{.*}} : tensor<8x32x1x8xui8> -> tensor<2x32x1x8xui8>
 // PACKED-DAG: %[[SG:.*]] = moe.local_weights %{{.*}} {{.*}} : tensor<8x32x1xf32> -> tensor<2x32x1xf32>
-// PACKED-DAG: %[[G:.*]] = moe.dequantize %[[QG]], %[[SG]] bits 4 block_size 16 k 16 : tensor<2x32x1x8xui8>, tensor<2x32x1xf32> -> tensor<2x16x32xf32>
+// PACKED-DAG: %{{.*}}, %[[H:.*]] = moe.dispatch
+// PACKED-DAG: %[[G:.*]] = moe.dequantize %[[QG]], %[[SG]] after %[[H]] bits 4 block_size 16 k 16 : tensor<2x32x1x8xui8>, tensor<2x32x1xf32> -> tensor<2x16x32xf32>
 // PACKED-DAG: %[[QD:.*]] = moe.local_weights %{{.*}} {{.*}} : tensor<8x16x2x8xui8> -> tensor<2x16x2x8xui8>
 // PACKED-DAG: %[[SD:.*]] = moe.local_weights %{{.*}} {{.*}} : tensor<8x16x2xf32> -> tensor<2x16x2xf32>
 // PACKED-DAG: %[[ZD:.*]] = moe.local_weights %{{.*}} {{.*}} : tensor<8x16x2xf32> -> tensor<2x16x2xf32>
-// PACKED-DAG: %[[D:.*]] = moe.dequantize %[[QD]], %[[SD]] zero_points %[[ZD]] bits 4 block_size 16 k 32 : {{.*}} -> tensor<2x32x16xf32>
+// PACKED-DAG: %[[D:.*]] = moe.dequantize %[[QD]], %[[SD]] zero_points %[[ZD]] after %[[H]] bits 4 block_size 16 k 32 : {{.*}} -> tensor<2x32x16xf32>
 // PACKED: moe.expert_compute %{{.*}}, %{{.*}} gate %[[G]] up %{{.*}} down %[[D]]
 // PACKED-NOT: -> tensor<8x16x32xf32>
 // PACKED-NOT: moe.experts

@@ -603,5 +603,15 @@ LogicalResult DequantizeOp::verify() {
   if (res.getShape() != ArrayRef<int64_t>(rShape))
     return emitOpError("result must be [")
            << llvm::make_range(rShape.begin(), rShape.end()) << "]";
+  if (Value h = getDispatch()) {
+    if (rank != 4)
+      return emitOpError("with a dispatch, codes must be one rank's stacked "
+                         "experts [slots, N, blocks, blob]");
+    if (auto d = h.getDefiningOp<DispatchOp>();
+        d && d.getPlacement().getSlotsPerRank() != codes.getDimSize(0))
+      return emitOpError("codes stack ")
+             << codes.getDimSize(0) << " experts; the dispatch's ranks hold "
+             << d.getPlacement().getSlotsPerRank();
+  }
   return success();
 }

@@ -205,6 +205,8 @@ TopKDims checkTopKStep(ExecContext &ctx, size_t index);
 /// experts), zeroPoints whether they are given.
 struct DequantizeDims {
   int64_t batch = 1, n = 0, k = 0, bits = 0, blockSize = 0;
+  /// Elements of one weight's codes (bytes) and of its scales.
+  int64_t codesPerWeight = 0, scalesPerWeight = 0;
   bool zeroPoints = false;
 };
 DequantizeDims checkDequantizeStep(ExecContext &ctx, size_t index);

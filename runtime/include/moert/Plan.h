@@ -139,7 +139,8 @@ struct Step {
   /// The mesh axes (comma-separated) of a collective step's group; empty
   /// for steps that communicate with no group.
   std::string axes() const;
-  /// The dispatch step an experts/combine step belongs to; -1 otherwise.
+  /// The dispatch step an experts/combine step belongs to, or whose slots a
+  /// dequantize step expands; -1 otherwise.
   int64_t dispatchStep() const;
 };
 

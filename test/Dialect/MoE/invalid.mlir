@@ -767,3 +767,21 @@ func.func @local_weights_type(%w: tensor<2x16x8xui8>) {
   %l = moe.local_weights %w on @mesh ep_axes = [0] placement = <num_experts = 2, ranks = 2, slots_per_rank = 1, slots = [0, 1], strategy = "contiguous"> : tensor<2x16x8xui8> -> tensor<1x16x8xf32>
   return
 }
+
+// -----
+
+shard.grid @mesh(shape = 2)
+func.func @dequantize_after_slots(%x: tensor<4x16xf32>, %i: tensor<4x2xi64>, %q: tensor<3x16x1x8xui8>, %s: tensor<3x16x1xf32>) {
+  %r, %h = moe.dispatch %x, %i on @mesh grid_axes = [0] placement = <num_experts = 3, ranks = 2, slots_per_rank = 2, slots = [0, 1, 2, -1], strategy = "contiguous"> max_rows = 16 : tensor<4x16xf32>, tensor<4x2xi64> -> tensor<?x16xf32>, !moe.dispatch
+  // expected-error @+1 {{codes stack 3 experts; the dispatch's ranks hold 2}}
+  %w = moe.dequantize %q, %s after %h bits 4 block_size 16 k 16 : tensor<3x16x1x8xui8>, tensor<3x16x1xf32> -> tensor<3x16x16xf32>
+  return
+}
+
+// -----
+
+func.func @dequantize_after_rank(%q: tensor<16x1x8xui8>, %s: tensor<16x1xf32>, %h: !moe.dispatch) {
+  // expected-error @+1 {{with a dispatch, codes must be one rank's stacked experts [slots, N, blocks, blob]}}
+  %w = moe.dequantize %q, %s after %h bits 4 block_size 16 k 16 : tensor<16x1x8xui8>, tensor<16x1xf32> -> tensor<16x16xf32>
+  return
+}

@@ -160,3 +160,12 @@ func.func @dequantize_stacked(%q: tensor<8x24x1x20xui8>, %s: tensor<8x24x1xf32>)
   %w = moe.dequantize %q, %s bits 4 block_size 40 k 40 : tensor<8x24x1x20xui8>, tensor<8x24x1xf32> -> tensor<8x40x24xf32>
   return %w : tensor<8x40x24xf32>
 }
+
+// A rank's 2 expert slots, expanded after their dispatch.
+// CHECK-LABEL: func.func @dequantize_after_dispatch
+func.func @dequantize_after_dispatch(%x: tensor<4x16xf32>, %i: tensor<4x2xi64>, %q: tensor<2x16x1x8xui8>, %s: tensor<2x16x1xf32>) -> tensor<2x16x16xf32> {
+  %r, %h = moe.dispatch %x, %i on @mesh grid_axes = [0] placement = <num_experts = 3, ranks = 2, slots_per_rank = 2, slots = [0, 1, 2, -1], strategy = "contiguous"> max_rows = 16 : tensor<4x16xf32>, tensor<4x2xi64> -> tensor<?x16xf32>, !moe.dispatch
+  // CHECK: moe.dequantize %{{.*}}, %{{.*}} after %{{.*}} bits 4 block_size 16 k 16 : tensor<2x16x1x8xui8>, tensor<2x16x1xf32> -> tensor<2x16x16xf32>
+  %w = moe.dequantize %q, %s after %h bits 4 block_size 16 k 16 : tensor<2x16x1x8xui8>, tensor<2x16x1xf32> -> tensor<2x16x16xf32>
+  return %w : tensor<2x16x16xf32>
+}

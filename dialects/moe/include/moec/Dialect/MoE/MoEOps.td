@@ -410,7 +410,7 @@ def MoE_TpSliceOp : MoE_Op<"tp_slice", [Pure]> {
   let hasVerifier = 1;
 }
 
-def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure]> {
+def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure, AttrSizedOperandSegments]> {
   let summary = "block-wise integer weight codes to a float [K, N] weight";
   let description = [{
     A weight kept packed (com.microsoft.MatMulNBits and QMoE, issue 18):
@@ -427,6 +427,13 @@ def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure]> {
     give [E, K, N]. `block_size` is any positive size that fills whole
     bytes (one block per row: block_size = K).
 
+    With `after %handle` (a rank's stacked experts, [slots, N, blocks,
+    blob], after moe-insert-all-to-all) only the slots that the dispatch
+    gave rows are written; the others are left undefined, and the
+    `moe.expert_compute` of that dispatch, the only reader, never reads
+    them. A decode step that routes one token to k experts then expands k
+    experts, not all the rank holds.
+
     It is not folded into a float constant: plans keep the packed bytes and
     run it as a `dequantize` step. With a mesh a dense weight is replicated
     (tensor-parallel regions slice the result); stacked expert weights are
@@ -441,10 +448,12 @@ def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure]> {
   let arguments = (ins RankedTensorOf<[UI8]>:$codes,
                    RankedTensorOf<[F32]>:$scales,
                    Optional<RankedTensorOf<[F32]>>:$zero_points,
+                   Optional<MoE_DispatchType>:$dispatch,
                    I64Attr:$bits, I64Attr:$block_size, I64Attr:$k);
   let results = (outs RankedTensorOf<[F32]>:$result);
   let assemblyFormat = [{
-    $codes `,` $scales (`zero_points` $zero_points^)? `bits` $bits
+    $codes `,` $scales (`zero_points` $zero_points^)? (`after` $dispatch^)?
+    `bits` $bits
     `block_size` $block_size `k` $k attr-dict `:` type($codes) `,`
     type($scales) (`,` type($zero_points)^)? `->` type($result)
   }];
