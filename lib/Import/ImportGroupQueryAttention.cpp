@@ -29,8 +29,9 @@
 // the shapes with --input-shape); the past holds exactly p positions
 // (sliding_window_cache: at most P); no position_ids or attention_bias;
 // seqlens_k, when known, is T - 1 for every sequence. When it is not known
-// (the builder sums the attention mask) it is taken to be T - 1: a padded
-// batch (a mask with zeros) is not modelled.
+// (the builder sums the attention mask) the plan checks it when it runs: a
+// padded batch (a mask with zeros) stops the run with an error naming the
+// check (it is not modelled).
 //
 //===----------------------------------------------------------------------===//
 
@@ -317,6 +318,25 @@ LogicalResult importGroupQueryAttention(GraphImporter &gi) {
   std::string out = ex.op("MatMul", {probs, vals});
   out = ex.op("Transpose", {out}, axesAttr({0, 2, 1, 3}));
   out = ex.op("Reshape", {out, ex.ints({b, seq, nh * h})});
+  if (gi.hasInput(5) && !gi.inputConst(5) && !out.empty()) {
+    // seqlens_k known only when running: check that it is T - 1 for every
+    // sequence. A ScatterElements into one element at index 2 * (seqlens_k
+    // - (T - 1)) is in range only when it is 0; otherwise the run stops
+    // with an index error at this step, whose name says why. Its result
+    // (a zero) is added to the output so that the check stays in the plan.
+    std::string d = ex.op("Cast", {ex.in(5)}, [](onnx::NodeProto &n) {
+      Expansion::setInt(n, "to", onnx::TensorProto_DataType_INT64);
+    });
+    d = ex.op("Sub", {d, ex.ints({total - 1})});
+    d = ex.op("Mul", {d, ex.ints({2})});
+    std::string name = gi.node().name() +
+                       "/moec.check: seqlens_k must be total_sequence_length "
+                       "- 1 (padded batches are not supported)";
+    std::string zero = ex.op(
+        "ScatterElements", {ex.splat(dt, {1}, 0.0), d, ex.splat(dt, {b}, 0.0)},
+        [&](onnx::NodeProto &n) { n.set_name(name); });
+    out = ex.op("Add", {out, zero});
+  }
   if (out.empty() || presentK.empty() || presentV.empty())
     return failure();
   if (failed(ex.output(0, out)))

@@ -20,7 +20,6 @@
 
 namespace moert::cpuexec {
 
-
 /// What a dispatch step leaves for its experts and combine steps.
 struct DispatchState {
   bool valid = false;
@@ -128,9 +127,8 @@ private:
   /// Whether dequantize step `index` can be left to the experts step.
   bool deferredDequantize(const Plan &p, size_t index);
   /// The experts step on packed weights: slot by slot.
-  void expertsPacked(ExecContext &ctx, size_t index,
-                     const DispatchState &st, const cpu::ExpertWeights &all,
-                     const float *x, float *y);
+  void expertsPacked(ExecContext &ctx, size_t index, const DispatchState &st,
+                     const cpu::ExpertWeights &all, const float *x, float *y);
   /// Slot `slot` of dequantize step `dq`'s result, expanded into `buf`.
   const float *expandSlot(ExecContext &ctx, size_t dq, int64_t slot,
                           std::vector<float> &buf);
