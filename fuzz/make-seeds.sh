@@ -76,6 +76,10 @@ PY
     done
     "$MOEC" test/Import/ms-moe.onnxtxt --mesh ep=2 -o "$tmp/ms-moe-ep2.moeplan" \
       2>/dev/null || echo "make-seeds: moec ms-moe --mesh ep=2 failed" >&2
+    # Packed weights: a dense dequantize step and QMoE's after a dispatch.
+    "$MOEC" test/Import/quantized.onnxtxt --mesh ep=2 \
+      -o "$tmp/quantized-ep2.moeplan" 2>/dev/null ||
+      echo "make-seeds: moec quantized --mesh ep=2 failed" >&2
     python3 test/Conversion/Inputs/index_steps.py router "$tmp/router.onnx" &&
       "$MOEC" "$tmp/router.onnx" -o "$tmp/router.moeplan" 2>/dev/null ||
       echo "make-seeds: moec could not compile the index-step router" >&2
@@ -84,6 +88,7 @@ PY
       i=0
       for args in "moe -n 1" "moe -n 2" "moe -n 4 --placement round-robin" \
         "moe -n 2 --placement replicated --capacity 2" "moe-ids -n 2" \
+        "moe -n 2 --packed-gate" \
         "tp -n 2" "reduce-scatter -n 2"; do
         i=$((i + 1))
         mkdir -p "$tmp/t$i"

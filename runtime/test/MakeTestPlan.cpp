@@ -3,7 +3,7 @@
 // moert-make-test-plan KIND -n N -o DIR [--capacity C]
 //                      [--placement contiguous|round-robin|replicated]
 //                      [--bad-rank R] [--tokens-per-rank T] [--hidden H]
-//                      [--ffn F] [--no-reference]
+//                      [--ffn F] [--no-reference] [--packed-gate]
 //
 // KIND is `moe` (router -> route -> dispatch -> experts -> combine), `moe-ids`
 // (routing ids and weights are inputs; --bad-rank gives that rank an invalid
@@ -14,7 +14,9 @@
 // output, and, for the input error tests, DIR/x_f64.npy (wrong dtype) and
 // DIR/x_badshape.npy (wrong shape). --tokens-per-rank, --hidden and --ffn
 // size the moe plans (defaults 8, 16, 24); --no-reference writes the plan
-// and its inputs only (large plans for bench/transport_bench.py).
+// and its inputs only (large plans for bench/transport_bench.py);
+// --packed-gate keeps the moe plan's w_gate as 4-bit codes expanded by a
+// dequantize step after the dispatch (a plan fuzz seed).
 //
 //===----------------------------------------------------------------------===//
 
@@ -32,7 +34,8 @@ static int usage() {
                        "moe|moe-ids|tp|reduce-scatter -n N -o DIR "
                        "[--capacity C] [--placement contiguous|round-robin|"
                        "replicated] [--bad-rank R] [--tokens-per-rank T] "
-                       "[--hidden H] [--ffn F] [--no-reference]\n");
+                       "[--hidden H] [--ffn F] [--no-reference] "
+                       "[--packed-gate]\n");
   return 1;
 }
 
@@ -42,11 +45,15 @@ int main(int argc, char **argv) {
   std::string kind = argv[1], dir, placement = "contiguous";
   int n = 1, badRank = -1;
   int64_t capacity = -1, tokens = 8, hidden = 16, ffn = 24;
-  bool reference = true;
+  bool reference = true, packedGate = false;
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--no-reference") {
       reference = false;
+      continue;
+    }
+    if (a == "--packed-gate") {
+      packedGate = true;
       continue;
     }
     if (i + 1 >= argc)
@@ -84,6 +91,9 @@ int main(int argc, char **argv) {
     s.H = hidden;
     s.F = ffn;
     s.reference = reference;
+    s.packedGate = packedGate;
+    if (packedGate && hidden % 2)
+      return usage(); // two 4-bit codes per byte along H
     if (placement == "round-robin") {
       s.S = 2;
       for (int r = 0; r < n; ++r)
