@@ -216,6 +216,9 @@ public:
   /// Decodes a tensor into a HostTensor.
   mlir::FailureOr<HostTensor> decodeTensor(const onnx::TensorProto &t);
   void setModelDir(std::string dir) { modelDir = std::move(dir); }
+  /// Whether quantized weights stay packed (ImportOptions).
+  void setKeepPackedWeights(bool keep) { keepPacked = keep; }
+  bool keepPackedWeights() const { return keepPacked; }
 
 private:
   struct Entry {
@@ -234,6 +237,7 @@ private:
   std::string modelDir;
   const onnx::ModelProto &model;
   int64_t inlineLimit;
+  bool keepPacked = true;
   int64_t defaultOpset = 0;
   llvm::StringMap<Entry> values;
   llvm::StringMap<std::vector<int64_t>> knownShapeValues;

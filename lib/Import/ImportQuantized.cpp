@@ -33,7 +33,8 @@
 // of QMoE's fc1 are split into two code tensors, alpha folds into the
 // scales, zero points are unpacked to f32. Plans keep the codes and run a
 // `dequantize` step before each GEMM; on ep meshes each rank holds the codes
-// of its own experts. Other types are dequantized here into constants.
+// of its own experts. Other types, and every weight with
+// `moec --packed-weights=expand`, are dequantized here into constants.
 //
 // accuracy_level is not modelled: moec computes in the activations' type.
 // With accuracy_level 4 onnxruntime's CPU kernels quantize the activations
@@ -212,7 +213,7 @@ static LogicalResult importMatMulNBits(GraphImporter &gi) {
 
   Expansion ex(gi);
   std::string weight;
-  if (s->dtype == onnx::TensorProto_DataType_FLOAT) {
+  if (s->dtype == onnx::TensorProto_DataType_FLOAT && gi.keepPackedWeights()) {
     // f32 weights stay packed: moe.dequantize on the codes, which plans
     // keep as bytes and run as a `dequantize` step.
     weight = gi.node().name() + "/moec.dequantize";
@@ -286,7 +287,7 @@ static LogicalResult importQMoE(GraphImporter &gi) {
 
   // f32 activations keep the experts packed (moe.dequantize of rows of the
   // codes, ImportMoE.h); other types dequantize them here.
-  bool keepPacked = inT.getElementType().isF32();
+  bool keepPacked = inT.getElementType().isF32() && gi.keepPackedWeights();
   struct Packed {
     const HostTensor *q = nullptr, *s = nullptr;
     ZeroPointFn zp;

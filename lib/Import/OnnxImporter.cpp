@@ -681,6 +681,7 @@ OwningOpRef<ModuleOp> ModelImporter::build() {
 
   GraphImporter gi(b, path, model, opts.inlineConstantLimit);
   gi.setModelDir(llvm::sys::path::parent_path(path).str());
+  gi.setKeepPackedWeights(opts.keepPackedWeights);
   // Shape tensors whose every entry data propagation knows are constants,
   // even when computed from tensors with dynamic dims.
   for (const auto &[name, shape] : shapeData) {

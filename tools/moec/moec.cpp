@@ -209,6 +209,13 @@ cl::opt<std::string> ranksOpt(
 cl::opt<bool> progressOpt("progress",
                           cl::desc("Report progress while writing weights"),
                           cl::init(false), cl::cat(moecCat));
+cl::opt<std::string> packedWeights(
+    "packed-weights",
+    cl::desc("Quantized weights (com.microsoft.MatMulNBits, QMoE): keep "
+             "(default: the plan holds the packed codes and expands them "
+             "when it runs) or expand (dequantized when compiling: fp32 "
+             "weights in the plan, faster until GEMMs read the codes)"),
+    cl::value_desc("keep|expand"), cl::init("keep"), cl::cat(moecCat));
 cl::opt<int64_t> inlineLimit(
     "inline-constant-limit",
     cl::desc("Initializers with more elements become dense_resource blobs"),
@@ -305,6 +312,10 @@ int moecMain(int argc, char **argv) {
   moec::ImportOptions opts;
   opts.runChecker = !noCheck;
   opts.inlineConstantLimit = inlineLimit;
+  if (packedWeights != "keep" && packedWeights != "expand")
+    return fail("--packed-weights '" + packedWeights +
+                "': expected keep or expand");
+  opts.keepPackedWeights = packedWeights == "keep";
   for (const std::string &s : inputShapes) {
     std::string err;
     if (!moec::parseInputShape(s, opts.inputShapes, err))

@@ -34,6 +34,10 @@ struct ImportOptions {
   /// Initializers with more elements than this become dense_resource blobs;
   /// smaller ones are printed inline.
   int64_t inlineConstantLimit = 16;
+  /// Quantized weights (com.microsoft.MatMulNBits, QMoE) stay packed
+  /// (moe.dequantize, expanded by the plan's steps); false: dequantized
+  /// here into float constants (`moec --packed-weights=expand`).
+  bool keepPackedWeights = true;
 };
 
 /// Parses `--input-shape` text `name=d0,d1,...` (several separated by ';' or
