@@ -75,19 +75,23 @@ struct MoEInsertAllToAllPass
       Location loc = op.getLoc();
       int64_t slots = placement.getSlotsPerRank();
 
-      // The rank's slice of one stacked weight.
-      auto local = [&](Value w, int64_t splitDim, bool firstOnly) -> Value {
+      // The rank's slice of one stacked weight; without `tpSplit` whole
+      // along splitDim on every tp rank.
+      auto local = [&](Value w, int64_t splitDim, bool firstOnly,
+                       bool tpSplit = true) -> Value {
         if (!w)
           return Value();
+        ArrayRef<int16_t> axes =
+            tpSplit ? ArrayRef<int16_t>(tpAxes) : ArrayRef<int16_t>();
         auto t = cast<RankedTensorType>(w.getType());
         SmallVector<int64_t> shape(t.getShape());
         shape[0] = slots;
-        if (!tpAxes.empty() && !firstOnly)
+        if (!axes.empty() && !firstOnly)
           shape[splitDim] /= tp;
         auto res = moe::LocalWeightsOp::create(
             b, loc, RankedTensorType::get(shape, t.getElementType()), w,
-            kGridName, epAxes, placement, tpAxes, uint64_t(splitDim),
-            firstOnly && !tpAxes.empty());
+            kGridName, epAxes, placement, axes, uint64_t(splitDim),
+            firstOnly && !axes.empty());
         return res;
       };
       // A packed stacked weight (moe.dequantize [E, K, N] of codes
@@ -123,24 +127,9 @@ struct MoEInsertAllToAllPass
             tpAxes.empty() || !kSplit || (k % bs == 0 && blocks % tp == 0);
         // Codes [E, N, blocks, blob]: dim 1 is N, dim 2 the blocks of K.
         int64_t codesDim = kSplit ? 2 : 1;
-        auto cut = [&](Value v) -> Value {
-          if (!v)
-            return Value();
-          auto t = cast<RankedTensorType>(v.getType());
-          SmallVector<int64_t> shape(t.getShape());
-          shape[0] = slots;
-          SmallVector<int16_t> axes;
-          if (p.onCodes && !tpAxes.empty()) {
-            shape[codesDim] /= tp;
-            axes = tpAxes;
-          }
-          return moe::LocalWeightsOp::create(
-              b, loc, RankedTensorType::get(shape, t.getElementType()), v,
-              kGridName, epAxes, placement, axes, uint64_t(codesDim), false);
-        };
-        p.codes = cut(dq.getCodes());
-        p.scales = cut(dq.getScales());
-        p.zp = cut(dq.getZeroPoints());
+        p.codes = local(dq.getCodes(), codesDim, false, p.onCodes);
+        p.scales = local(dq.getScales(), codesDim, false, p.onCodes);
+        p.zp = local(dq.getZeroPoints(), codesDim, false, p.onCodes);
         packed.push_back(p); // `out` is made once the dispatch exists
       };
       auto expand = [&](Packed &p, Value handle) -> Value {

@@ -129,9 +129,15 @@ private:
   /// The experts step on packed weights: slot by slot.
   void expertsPacked(ExecContext &ctx, size_t index, const DispatchState &st,
                      const cpu::ExpertWeights &all, const float *x, float *y);
-  /// Slot `slot` of dequantize step `dq`'s result, expanded into `buf`.
-  const float *expandSlot(ExecContext &ctx, size_t dq, int64_t slot,
-                          std::vector<float> &buf);
+  /// Dequantize step `index`'s operands, checked and resolved once.
+  struct PackedOperands {
+    const uint8_t *codes = nullptr;
+    const float *scales = nullptr, *zeroPoints = nullptr;
+    DequantizeDims d;
+    /// Weight `e` of the stack (its [k, n] block of the result) into `out`.
+    void expand(int64_t e, float *out) const;
+  };
+  PackedOperands packedOperands(ExecContext &ctx, size_t index);
   std::map<int32_t, size_t> packedSrc_; ///< value -> its deferred step
   std::vector<int8_t> deferrable_;      ///< per step: -1 not known yet
   std::vector<float> packedW_[3];

@@ -13,6 +13,8 @@
 
 #include "CpuBackendImpl.h"
 
+#include <optional>
+
 namespace moert::cpuexec {
 
 bool CpuBackend::deferredDequantize(const Plan &p, size_t index) {
@@ -45,23 +47,38 @@ bool CpuBackend::deferredDequantize(const Plan &p, size_t index) {
   return true;
 }
 
+CpuBackend::PackedOperands CpuBackend::packedOperands(ExecContext &ctx,
+                                                      size_t index) {
+  const Step &s = ctx.plan().steps[index];
+  PackedOperands p;
+  p.d = checkDequantizeStep(ctx, index);
+  p.codes = reinterpret_cast<const uint8_t *>(
+      ptr(ctx, index, s.inputs[0], DType::u8, "codes"));
+  p.scales = f32(ctx, index, s.inputs[1], "scales");
+  p.zeroPoints = optF32(ctx, index, s, 2, "zero_points");
+  return p;
+}
+
+void CpuBackend::PackedOperands::expand(int64_t e, float *out) const {
+  cpu::dequantize(codes + e * d.codesPerWeight, scales + e * d.scalesPerWeight,
+                  zeroPoints ? zeroPoints + e * d.scalesPerWeight : nullptr, 1,
+                  d.n, d.k, d.bits, d.blockSize, out);
+}
+
 void CpuBackend::dequantize(ExecContext &ctx, size_t index,
                             const fb::DequantizeT &a) {
   const Step &s = ctx.plan().steps[index];
-  DequantizeDims d = checkDequantizeStep(ctx, index);
+  PackedOperands p = packedOperands(ctx, index);
   if (deferredDequantize(ctx.plan(), index)) {
     stateFor(ctx, index, a.dispatch); // its dispatch has run
     packedSrc_[s.outputs[0]] = index;
     return;
   }
-  auto *codes = reinterpret_cast<const uint8_t *>(
-      ptr(ctx, index, s.inputs[0], DType::u8, "codes"));
-  const float *scales = f32(ctx, index, s.inputs[1], "scales");
-  const float *zp = optF32(ctx, index, s, 2, "zero_points");
   float *out = f32(ctx, index, s.outputs[0], "result");
+  const DequantizeDims &d = p.d;
   if (a.dispatch < 0) {
-    cpu::dequantize(codes, scales, zp, d.batch, d.n, d.k, d.bits, d.blockSize,
-                    out);
+    cpu::dequantize(p.codes, p.scales, p.zeroPoints, d.batch, d.n, d.k, d.bits,
+                    d.blockSize, out);
     return;
   }
   // Only the slots the dispatch gave rows (verifyPlan: batch == slots).
@@ -69,26 +86,7 @@ void CpuBackend::dequantize(ExecContext &ctx, size_t index,
       stateFor(ctx, index, a.dispatch).slotOffsets;
   for (int64_t e = 0; e < d.batch; ++e)
     if (offs[size_t(e + 1)] > offs[size_t(e)])
-      cpu::dequantize(codes + e * d.codesPerWeight,
-                      scales + e * d.scalesPerWeight,
-                      zp ? zp + e * d.scalesPerWeight : nullptr, 1, d.n, d.k,
-                      d.bits, d.blockSize, out + e * d.n * d.k);
-}
-
-const float *CpuBackend::expandSlot(ExecContext &ctx, size_t dq, int64_t slot,
-                                    std::vector<float> &buf) {
-  const Step &s = ctx.plan().steps[dq];
-  DequantizeDims d = checkDequantizeStep(ctx, dq);
-  auto *codes = reinterpret_cast<const uint8_t *>(
-      ptr(ctx, dq, s.inputs[0], DType::u8, "codes"));
-  const float *scales = f32(ctx, dq, s.inputs[1], "scales");
-  const float *zp = optF32(ctx, dq, s, 2, "zero_points");
-  buf.resize(size_t(d.n * d.k));
-  cpu::dequantize(codes + slot * d.codesPerWeight,
-                  scales + slot * d.scalesPerWeight,
-                  zp ? zp + slot * d.scalesPerWeight : nullptr, 1, d.n, d.k,
-                  d.bits, d.blockSize, buf.data());
-  return buf.data();
+      p.expand(e, out + e * d.n * d.k);
 }
 
 void CpuBackend::expertsPacked(ExecContext &ctx, size_t index,
@@ -99,6 +97,12 @@ void CpuBackend::expertsPacked(ExecContext &ctx, size_t index,
   int64_t H = all.H, F = all.F;
   const std::vector<int64_t> &offs = st.slotOffsets;
   const float *bases[3] = {all.wGate, all.wUp, all.wDown};
+  // The deferred weights' operands, resolved once for all slots.
+  std::optional<PackedOperands> packed[3];
+  for (int i = 0; i < 3; ++i)
+    if (auto it = packedSrc_.find(s.inputs[size_t(1 + i)]);
+        bases[i] && it != packedSrc_.end())
+      packed[i] = packedOperands(ctx, it->second);
   std::vector<int64_t> one = {0, 0};
   for (int64_t sl = 0; sl + 1 < int64_t(offs.size()); ++sl) {
     int64_t rows = offs[size_t(sl + 1)] - offs[size_t(sl)];
@@ -111,10 +115,13 @@ void CpuBackend::expertsPacked(ExecContext &ctx, size_t index,
     for (int i = 0; i < 3; ++i) {
       if (!bases[i])
         continue;
-      auto it = packedSrc_.find(s.inputs[size_t(1 + i)]);
-      *ws[i] = it != packedSrc_.end()
-                   ? expandSlot(ctx, it->second, sl, packedW_[i])
-                   : bases[i] + sl * H * F;
+      if (!packed[i]) {
+        *ws[i] = bases[i] + sl * H * F;
+        continue;
+      }
+      packedW_[i].resize(size_t(packed[i]->d.n * packed[i]->d.k));
+      packed[i]->expand(sl, packedW_[i].data());
+      *ws[i] = packedW_[i].data();
     }
     w.bGate = all.bGate ? all.bGate + sl * F : nullptr;
     w.bUp = all.bUp ? all.bUp + sl * F : nullptr;
