@@ -8,6 +8,7 @@
 
 #include "CpuBackendImpl.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -134,13 +135,24 @@ void CpuBackend::matmul(ExecContext &ctx, size_t index, const fb::MatmulT &at) {
   if (s.inputs.size() > 2 && s.inputs[2] >= 0)
     bias = wide(ctx, index, s.inputs[2], "bias", wc_);
   const float *A = wide(ctx, index, s.inputs[0], "A", wa_);
-  const float *B = wide(ctx, index, s.inputs[1], "B", wb_);
+  // B packed (its dequantize step deferred, CpuBackendQuant.cpp) or f32.
+  std::optional<cpu::PackedWeight> pb =
+      packedB(ctx, index, s.inputs[1], d.K, d.N);
+  const float *B = pb ? nullptr : wide(ctx, index, s.inputs[1], "B", wb_);
+  auto gemm = [&](float *C) {
+    if (!pb) {
+      cpu::matmul(A, B, bias, C, d.M, d.K, d.N, d.transB);
+      return;
+    }
+    for (int64_t m = 0; bias && m < d.M; ++m)
+      std::copy_n(bias, d.N, C + m * d.N);
+    cpu::packedMatmul(A, d.M, *pb, C, bias != nullptr);
+  };
   if (c.dtype == DType::f32) {
-    cpu::matmul(A, B, bias, f32(ctx, index, s.outputs[0], "C"), d.M, d.K, d.N,
-                d.transB);
+    gemm(f32(ctx, index, s.outputs[0], "C"));
   } else {
     scratch_.resize(size_t(d.M * d.N));
-    cpu::matmul(A, B, bias, scratch_.data(), d.M, d.K, d.N, d.transB);
+    gemm(scratch_.data());
     fromF32(h, scratch_.data(),
             reinterpret_cast<uint16_t *>(
                 ptr(ctx, index, s.outputs[0], c.dtype, "C")),

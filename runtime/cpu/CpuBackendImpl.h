@@ -15,6 +15,7 @@
 #include "moert/cpu/Kernels.h"
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -119,28 +120,30 @@ private:
   std::vector<float> wa_, wb_, wc_;
   std::vector<float> wt_[7]; // widened non-constant expert weights
 
-  // Packed expert weights (CpuBackendQuant.cpp). A dequantize step after a
-  // dispatch whose result only that dispatch's experts step reads does not
-  // expand into the arena: the experts step expands each slot's weight
-  // into packedW_ just before that slot's GEMMs, so one expert is held in
-  // f32 at a time, in cache while its GEMMs read it.
-  /// Whether dequantize step `index` can be left to the experts step.
+  // Packed weights (CpuBackendQuant.cpp). A dequantize step whose result
+  // only GEMMs read (matmul steps as B, or the experts step of its
+  // dispatch) expands nothing: its readers run cpu::packedMatmul on the
+  // codes.
+  /// Whether dequantize step `index` can be left to its readers.
   bool deferredDequantize(const Plan &p, size_t index);
-  /// The experts step on packed weights: slot by slot.
+  /// The experts step with some weights deferred.
   void expertsPacked(ExecContext &ctx, size_t index, const DispatchState &st,
-                     const cpu::ExpertWeights &all, const float *x, float *y);
-  /// Dequantize step `index`'s operands, checked and resolved once.
+                     cpu::ExpertWeights w, const float *x, float *y);
+  /// B of matmul step `index` as a packed [K, N] weight when its dequantize
+  /// step was deferred.
+  std::optional<cpu::PackedWeight> packedB(ExecContext &ctx, size_t index,
+                                           int32_t b, int64_t K, int64_t N);
+  /// Dequantize step `index`'s operands, checked and resolved.
   struct PackedOperands {
     const uint8_t *codes = nullptr;
     const float *scales = nullptr, *zeroPoints = nullptr;
     DequantizeDims d;
-    /// Weight `e` of the stack (its [k, n] block of the result) into `out`.
-    void expand(int64_t e, float *out) const;
+    /// The operands as the kernels take them (weight 0 of the stack).
+    cpu::PackedWeight weight() const;
   };
   PackedOperands packedOperands(ExecContext &ctx, size_t index);
   std::map<int32_t, size_t> packedSrc_; ///< value -> its deferred step
   std::vector<int8_t> deferrable_;      ///< per step: -1 not known yet
-  std::vector<float> packedW_[3];
 };
 
 } // namespace moert::cpuexec

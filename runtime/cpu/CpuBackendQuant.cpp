@@ -1,19 +1,21 @@
 //===- CpuBackendQuant.cpp - packed weights on the CPU --------------------===//
 //
 // The dequantize step (plan.fbs Dequantize, kernels in QuantKernels.cpp) and
-// the experts step on packed expert weights. A dense weight (MatMulNBits) is
-// expanded into the arena before its matmul. A rank's stacked experts
-// (QMoE), expanded after their dispatch, are deferred when the experts step
-// of that dispatch is the only reader: the experts step then expands one
-// slot at a time into a buffer that stays in cache for that slot's GEMMs,
-// instead of all slots into the arena (4 bytes per weight written to memory
-// and read back).
+// the steps that read its result. A dequantize step whose only readers are
+// GEMMs is deferred: it writes nothing, and its readers run
+// cpu::packedMatmul on the codes instead of a GEMM on the expanded weight
+// (which costs 4 bytes per weight written to memory and read back, on every
+// call). Deferred:
+//   - a dense weight (MatMulNBits) read only as B of `matmul` steps without
+//     trans_b;
+//   - a rank's stacked experts (QMoE), expanded after their dispatch, read
+//     only as weights of that dispatch's experts step.
+// Anything else (a plan output, an all_slice of the weight, a transposed
+// read) expands into the arena as the step says.
 //
 //===----------------------------------------------------------------------===//
 
 #include "CpuBackendImpl.h"
-
-#include <optional>
 
 namespace moert::cpuexec {
 
@@ -25,12 +27,14 @@ bool CpuBackend::deferredDequantize(const Plan &p, size_t index) {
   const Step &s = p.steps[index];
   const fb::DequantizeT *a = s.attrs.Asdequantize();
   int32_t out = s.outputs[0];
-  if (!a || a->dispatch < 0)
+  if (!a)
     return false;
   for (const ModelIO &io : p.outputs)
     if (io.value == out)
       return false;
-  // Every reader: an experts step of the same dispatch, as a weight.
+  // Every reader: an experts step of the same dispatch, as a weight; or,
+  // without a dispatch, a matmul step as an untransposed B.
+  bool anyReader = false;
   for (size_t j = 0; j < p.steps.size(); ++j) {
     if (j == index)
       continue;
@@ -38,13 +42,20 @@ bool CpuBackend::deferredDequantize(const Plan &p, size_t index) {
     for (size_t i = 0; i < r.inputs.size(); ++i) {
       if (r.inputs[i] != out)
         continue;
-      const fb::ExpertsT *e = r.attrs.Asexperts();
-      if (!e || e->dispatch != a->dispatch || i < 1 || i > 3)
-        return false;
+      anyReader = true;
+      if (a->dispatch >= 0) {
+        const fb::ExpertsT *e = r.attrs.Asexperts();
+        if (!e || e->dispatch != a->dispatch || i < 1 || i > 3)
+          return false;
+      } else {
+        const fb::MatmulT *m = r.attrs.Asmatmul();
+        if (!m || m->trans_b || i != 1)
+          return false;
+      }
     }
   }
-  known = 1;
-  return true;
+  known = anyReader ? 1 : 0;
+  return known;
 }
 
 CpuBackend::PackedOperands CpuBackend::packedOperands(ExecContext &ctx,
@@ -59,10 +70,16 @@ CpuBackend::PackedOperands CpuBackend::packedOperands(ExecContext &ctx,
   return p;
 }
 
-void CpuBackend::PackedOperands::expand(int64_t e, float *out) const {
-  cpu::dequantize(codes + e * d.codesPerWeight, scales + e * d.scalesPerWeight,
-                  zeroPoints ? zeroPoints + e * d.scalesPerWeight : nullptr, 1,
-                  d.n, d.k, d.bits, d.blockSize, out);
+cpu::PackedWeight CpuBackend::PackedOperands::weight() const {
+  cpu::PackedWeight w;
+  w.codes = codes;
+  w.scales = scales;
+  w.zeroPoints = zeroPoints;
+  w.n = d.n;
+  w.k = d.k;
+  w.bits = d.bits;
+  w.blockSize = d.blockSize;
+  return w;
 }
 
 void CpuBackend::dequantize(ExecContext &ctx, size_t index,
@@ -70,7 +87,8 @@ void CpuBackend::dequantize(ExecContext &ctx, size_t index,
   const Step &s = ctx.plan().steps[index];
   PackedOperands p = packedOperands(ctx, index);
   if (deferredDequantize(ctx.plan(), index)) {
-    stateFor(ctx, index, a.dispatch); // its dispatch has run
+    if (a.dispatch >= 0)
+      stateFor(ctx, index, a.dispatch); // its dispatch has run
     packedSrc_[s.outputs[0]] = index;
     return;
   }
@@ -86,51 +104,53 @@ void CpuBackend::dequantize(ExecContext &ctx, size_t index,
       stateFor(ctx, index, a.dispatch).slotOffsets;
   for (int64_t e = 0; e < d.batch; ++e)
     if (offs[size_t(e + 1)] > offs[size_t(e)])
-      p.expand(e, out + e * d.n * d.k);
+      cpu::dequantize(
+          p.codes + e * d.codesPerWeight, p.scales + e * d.scalesPerWeight,
+          p.zeroPoints ? p.zeroPoints + e * d.scalesPerWeight : nullptr, 1, d.n,
+          d.k, d.bits, d.blockSize, out + e * d.n * d.k);
+}
+
+std::optional<cpu::PackedWeight> CpuBackend::packedB(ExecContext &ctx,
+                                                     size_t index, int32_t b,
+                                                     int64_t K, int64_t N) {
+  auto it = packedSrc_.find(b);
+  if (it == packedSrc_.end())
+    return std::nullopt;
+  PackedOperands p = packedOperands(ctx, it->second);
+  if (p.d.batch != 1 || p.d.k != K || p.d.n != N)
+    throw ctx.error(index, "B is a packed weight [" + std::to_string(p.d.k) +
+                               ", " + std::to_string(p.d.n) + "] x " +
+                               std::to_string(p.d.batch) + ", not [" +
+                               std::to_string(K) + ", " + std::to_string(N) +
+                               "]");
+  return p.weight();
 }
 
 void CpuBackend::expertsPacked(ExecContext &ctx, size_t index,
-                               const DispatchState &st,
-                               const cpu::ExpertWeights &all, const float *x,
-                               float *y) {
+                               const DispatchState &st, cpu::ExpertWeights w,
+                               const float *x, float *y) {
   const Step &s = ctx.plan().steps[index];
-  int64_t H = all.H, F = all.F;
-  const std::vector<int64_t> &offs = st.slotOffsets;
-  const float *bases[3] = {all.wGate, all.wUp, all.wDown};
-  // The deferred weights' operands, resolved once for all slots.
-  std::optional<PackedOperands> packed[3];
-  for (int i = 0; i < 3; ++i)
-    if (auto it = packedSrc_.find(s.inputs[size_t(1 + i)]);
-        bases[i] && it != packedSrc_.end())
-      packed[i] = packedOperands(ctx, it->second);
-  std::vector<int64_t> one = {0, 0};
-  for (int64_t sl = 0; sl + 1 < int64_t(offs.size()); ++sl) {
-    int64_t rows = offs[size_t(sl + 1)] - offs[size_t(sl)];
-    if (rows == 0)
+  // The deferred weights: packedMatmul on each slot's codes (empty slots
+  // are skipped by groupedFFN); the others as the arena holds them.
+  cpu::PackedWeight packed[3];
+  const cpu::PackedWeight **slots[3] = {&w.pGate, &w.pUp, &w.pDown};
+  const float **f32s[3] = {&w.wGate, &w.wUp, &w.wDown};
+  for (int i = 0; i < 3; ++i) {
+    auto it = packedSrc_.find(s.inputs[size_t(1 + i)]);
+    if (!*f32s[i] || it == packedSrc_.end())
       continue;
-    // This slot's weights: expanded when deferred, else its block of the
-    // stacked value; its biases.
-    cpu::ExpertWeights w = all;
-    const float **ws[3] = {&w.wGate, &w.wUp, &w.wDown};
-    for (int i = 0; i < 3; ++i) {
-      if (!bases[i])
-        continue;
-      if (!packed[i]) {
-        *ws[i] = bases[i] + sl * H * F;
-        continue;
-      }
-      packedW_[i].resize(size_t(packed[i]->d.n * packed[i]->d.k));
-      packed[i]->expand(sl, packedW_[i].data());
-      *ws[i] = packedW_[i].data();
-    }
-    w.bGate = all.bGate ? all.bGate + sl * F : nullptr;
-    w.bUp = all.bUp ? all.bUp + sl * F : nullptr;
-    w.bDown = all.bDown ? all.bDown + sl * H : nullptr;
-    one[1] = rows;
-    scratch_.resize(cpu::groupedFFNScratch(rows, w) / sizeof(float) + 16);
-    cpu::groupedFFN(x + offs[size_t(sl)] * H, one, w, y + offs[size_t(sl)] * H,
-                    scratch_.data());
+    PackedOperands p = packedOperands(ctx, it->second);
+    bool down = i == 2;
+    if (p.d.batch != st.S || p.d.k != (down ? w.F : w.H) ||
+        p.d.n != (down ? w.H : w.F))
+      throw ctx.error(index, "a packed expert weight does not match the "
+                             "experts step's shapes");
+    packed[i] = p.weight();
+    *slots[i] = &packed[i];
+    *f32s[i] = nullptr;
   }
+  scratch_.resize(cpu::groupedFFNScratch(st.recvRows, w) / sizeof(float) + 16);
+  cpu::groupedFFN(x, st.slotOffsets, w, y, scratch_.data());
 }
 
 } // namespace moert::cpuexec

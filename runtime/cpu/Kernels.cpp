@@ -9,6 +9,8 @@
 
 #include "moert/cpu/Kernels.h"
 
+#include "KernelSupport.h"
+
 #ifdef MOERT_HAVE_CBLAS
 #include <cblas.h>
 #endif
@@ -22,33 +24,7 @@ using namespace moert;
 using cpu::Binary;
 using cpu::Unary;
 
-/// OpenMP is optional: without it the pragmas are ignored and the loops run
-/// serially. Loops with fewer than kParallelWork floats of work stay serial:
-/// a fork/join costs more than that, much more when the cores are shared
-/// (a descheduled thread holds up the barrier for a whole time slice).
-#ifdef _OPENMP
-#define MOERT_STR(x) #x
-#define MOERT_OMP(x) _Pragma(MOERT_STR(omp x))
-#else
-#define MOERT_OMP(x)
-#endif
-static constexpr int64_t kParallelWork = int64_t(1) << 18;
-
-/// GCC (12 and later) on x86-64 Linux also compiles the fused activation
-/// loops for x86-64-v3 (AVX2, FMA) and picks that version at load time on
-/// CPUs that have it; elsewhere they are compiled for the target only.
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 &&              \
-    defined(__x86_64__) && defined(__linux__)
-#define MOERT_SIMD_CLONES                                                      \
-  __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define MOERT_SIMD_CLONES
-#endif
-#if defined(__GNUC__)
-#define MOERT_ALWAYS_INLINE __attribute__((always_inline))
-#else
-#define MOERT_ALWAYS_INLINE
-#endif
+using cpu::detail::kParallelWork;
 
 //===----------------------------------------------------------------------===//
 // Names
@@ -199,23 +175,23 @@ void cpu::route(const float *logits, const float *bias, int64_t T, int64_t E,
 // GEMM
 //===----------------------------------------------------------------------===//
 
-/// C[M,N] = A[M,K] * B[K,N] (+ C when accumulate), all row major.
-static void sgemm(const float *A, const float *B, float *C, int64_t M,
-                  int64_t K, int64_t N, bool transB, bool accumulate) {
+void cpu::detail::sgemm(const float *A, int64_t lda, const float *B,
+                        int64_t ldb, bool transB, float *C, int64_t ldc,
+                        int64_t M, int64_t K, int64_t N, bool accumulate) {
 #ifdef MOERT_HAVE_CBLAS
   cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-              int(M), int(N), int(K), 1.0f, A, int(K), B, int(transB ? K : N),
-              accumulate ? 1.0f : 0.0f, C, int(N));
+              int(M), int(N), int(K), 1.0f, A, int(lda), B, int(ldb),
+              accumulate ? 1.0f : 0.0f, C, int(ldc));
 #else
   // No BLAS in this build (runtime/CMakeLists.txt): rows in parallel, the
   // inner loops in the order that walks B and C contiguously.
   MOERT_OMP(parallel for if (M * N * K > kParallelWork) schedule(static))
   for (int64_t m = 0; m < M; ++m) {
-    float *c = C + m * N;
-    const float *a = A + m * K;
+    float *c = C + m * ldc;
+    const float *a = A + m * lda;
     if (transB) {
       for (int64_t n = 0; n < N; ++n) {
-        const float *b = B + n * K;
+        const float *b = B + n * ldb;
         float s = 0.0f;
         for (int64_t k = 0; k < K; ++k)
           s += a[k] * b[k];
@@ -227,12 +203,19 @@ static void sgemm(const float *A, const float *B, float *C, int64_t M,
       std::fill(c, c + N, 0.0f);
     for (int64_t k = 0; k < K; ++k) {
       const float av = a[k];
-      const float *b = B + k * N;
+      const float *b = B + k * ldb;
       for (int64_t n = 0; n < N; ++n)
         c[n] += av * b[n];
     }
   }
 #endif
+}
+
+/// C[M,N] = A[M,K] * B[K,N] (+ C when accumulate), all contiguous.
+static void sgemm(const float *A, const float *B, float *C, int64_t M,
+                  int64_t K, int64_t N, bool transB, bool accumulate) {
+  cpu::detail::sgemm(A, K, B, transB ? K : N, transB, C, N, M, K, N,
+                     accumulate);
 }
 
 /// Every row of C[M,N] = bias, or 0 without bias.
@@ -555,7 +538,7 @@ void fuseActivation(const cpu::ExpertWeights &w, float *g, const float *u,
 } // namespace
 
 size_t cpu::groupedFFNScratch(int64_t rows, const ExpertWeights &w) {
-  return size_t(rows) * size_t(w.F) * (w.wUp ? 2 : 1) * sizeof(float);
+  return size_t(rows) * size_t(w.F) * (w.hasUp() ? 2 : 1) * sizeof(float);
 }
 
 void cpu::groupedFFN(const float *x, const std::vector<int64_t> &slotOffsets,
@@ -570,15 +553,23 @@ void cpu::groupedFFN(const float *x, const std::vector<int64_t> &slotOffsets,
     float *ys = y + begin * H;
     // n <= the total rows, so both fit in groupedFFNScratch(total rows).
     float *g = static_cast<float *>(scratch);
-    float *u = w.wUp ? g + n * F : nullptr;
-    sgemm(xs, w.wGate + s * H * F, g, n, H, F, false, false);
+    float *u = w.hasUp() ? g + n * F : nullptr;
+    // x [n, H] * W [H, F] of slot s, or W [F, H] for the down projection.
+    auto gemm = [&](const float *a, const float *wf, const PackedWeight *wp,
+                    float *c, int64_t K, int64_t N, bool accumulate) {
+      if (wp)
+        packedMatmul(a, n, wp->at(s), c, accumulate);
+      else
+        sgemm(a, wf + s * K * N, c, n, K, N, false, accumulate);
+    };
+    gemm(xs, w.wGate, w.pGate, g, H, F, false);
     if (u)
-      sgemm(xs, w.wUp + s * H * F, u, n, H, F, false, false);
+      gemm(xs, w.wUp, w.pUp, u, H, F, false);
     fuseActivation(w, g, u, w.bGate ? w.bGate + s * F : nullptr,
                    w.bUp ? w.bUp + s * F : nullptr, n, F);
     if (w.bDown)
       fillRows(ys, w.bDown + s * H, n, H);
-    sgemm(g, w.wDown + s * F * H, ys, n, F, H, false, w.bDown != nullptr);
+    gemm(g, w.wDown, w.pDown, ys, F, H, w.bDown != nullptr);
   }
 }
 

@@ -1,18 +1,19 @@
-//===- QuantKernels.cpp - packed integer weights to f32 -------------------===//
+//===- QuantKernels.cpp - packed integer weights --------------------------===//
 //
 // The `dequantize` step (plan.fbs Dequantize): MatMulNBits' weights kept
-// packed in the plan and expanded into the arena before their matmul, and
-// QMoE's stacked expert weights (a batch of them) before expert_compute.
+// packed in the plan and QMoE's stacked expert weights expanded to f32.
+// GEMMs that read the codes themselves: PackedMatmul.cpp.
 //
 //===----------------------------------------------------------------------===//
 
 #include "moert/cpu/Kernels.h"
 
+#include "KernelSupport.h"
+
 #include <algorithm>
 
 namespace moert::cpu {
 
-namespace {
 /// Rows and columns of the tile dequantize expands at a time: 16 rows of
 /// 128 codes (8 KiB of floats, in L1), then written transposed as runs of 16
 /// consecutive floats (a cache line) per output row. Measured on Zen 1 for
@@ -25,9 +26,9 @@ constexpr int64_t kTileRows = 16, kTileCols = 128;
 /// Codes c0 .. c1 - 1 of one packed row as (q - z) * s into dst[0 ..).
 /// Block by block, so the scale and zero point are loop invariants; whole
 /// bytes of 4-bit and 8-bit codes without per-element shifts.
-void unpackRow(const uint8_t *row, const float *s, const float *z, float dflt,
-               int64_t bits, int64_t blockSize, int64_t c0, int64_t c1,
-               float *dst) {
+void detail::unpackRow(const uint8_t *row, const float *s, const float *z,
+                       float dflt, int64_t bits, int64_t blockSize, int64_t c0,
+                       int64_t c1, float *dst) {
   int64_t perByte = 8 / bits;
   unsigned mask = (1u << bits) - 1;
   for (int64_t b = c0 / blockSize; b * blockSize < c1; ++b) {
@@ -52,7 +53,6 @@ void unpackRow(const uint8_t *row, const float *s, const float *z, float dflt,
     }
   }
 }
-} // namespace
 
 void dequantize(const uint8_t *codes, const float *scales,
                 const float *zeroPoints, int64_t batch, int64_t n, int64_t k,
@@ -72,9 +72,9 @@ void dequantize(const uint8_t *codes, const float *scales,
         int64_t c1 = std::min(k, c0 + kTileCols);
         for (int64_t i = 0; i < rows; ++i) {
           int64_t r = r0 + i;
-          unpackRow(q + r * rowBytes, s + r * blocks,
-                    z ? z + r * blocks : nullptr, dflt, bits, blockSize, c0, c1,
-                    tile + i * kTileCols);
+          detail::unpackRow(q + r * rowBytes, s + r * blocks,
+                            z ? z + r * blocks : nullptr, dflt, bits, blockSize,
+                            c0, c1, tile + i * kTileCols);
         }
         for (int64_t c = c0; c < c1; ++c) {
           float *orow = o + c * n + r0;

@@ -127,6 +127,8 @@ inline void scatterRowsByIndex(const float *src, int64_t H, const int64_t *perm,
   scatterRowBytes(src, size_t(H) * sizeof(float), perm, n, dst);
 }
 
+struct PackedWeight;
+
 /// Weights of the local experts, stacked over slots like `moe.experts`:
 /// wGate, wUp [slots,H,F]; wDown [slots,F,H]; biases [slots,F] / [slots,H].
 /// wUp, bGate, bUp, bDown may be null.
@@ -138,6 +140,10 @@ struct ExpertWeights {
   /// clamped_swiglu's parameters (plan.fbs Experts): g' = min(g, limit),
   /// u' = clamp(u, -limit, limit), g' * sigmoid(alpha g') * (u' + beta).
   float alpha = 1.0f, beta = 0.0f, limit = INFINITY;
+  /// Packed weights (a `dequantize` step's operands, stacked over slots)
+  /// read in place of wGate, wUp, wDown when set: see packedMatmul.
+  const PackedWeight *pGate = nullptr, *pUp = nullptr, *pDown = nullptr;
+  bool hasUp() const { return wUp || pUp; }
 };
 
 /// Bytes of scratch `groupedFFN` needs for `rows` rows.
@@ -145,7 +151,8 @@ size_t groupedFFNScratch(int64_t rows, const ExpertWeights &w);
 
 /// For each slot s: rows slotOffsets[s]..slotOffsets[s+1] of x [R,H] go
 /// through expert s: y = (act(x Wg + bg) [* (x Wu + bu)]) Wd + bd. GEMMs via
-/// BLAS. `scratch` holds groupedFFNScratch(R, w) bytes.
+/// BLAS, or packedMatmul on the slot's codes for the packed weights.
+/// `scratch` holds groupedFFNScratch(R, w) bytes.
 void groupedFFN(const float *x, const std::vector<int64_t> &slotOffsets,
                 const ExpertWeights &w, float *y, void *scratch);
 
@@ -173,6 +180,36 @@ void softmax(const float *x, float *y, int64_t rows, int64_t n);
 //===----------------------------------------------------------------------===//
 // Packed weights: dequantize (QuantKernels.cpp)
 //===----------------------------------------------------------------------===//
+
+/// A packed weight W [k, n] as a `dequantize` step holds it: codes
+/// [n, blocks, blockSize * bits / 8] of `bits`-wide unsigned integers packed
+/// LSB first, scales and zeroPoints (null: 2^(bits - 1) each) [n, blocks],
+/// W[c, r] = (code(r, c) - zp[r, c / blockSize]) * scales[r, c / blockSize];
+/// or a stack of such weights one after the other.
+struct PackedWeight {
+  const uint8_t *codes = nullptr;
+  const float *scales = nullptr, *zeroPoints = nullptr;
+  int64_t n = 0, k = 0, bits = 4, blockSize = 32;
+  int64_t blocks() const { return (k + blockSize - 1) / blockSize; }
+  int64_t rowBytes() const { return blocks() * blockSize * bits / 8; }
+  /// Weight `e` of a stack.
+  PackedWeight at(int64_t e) const {
+    PackedWeight w = *this;
+    w.codes += e * n * rowBytes();
+    w.scales += e * n * blocks();
+    if (w.zeroPoints)
+      w.zeroPoints += e * n * blocks();
+    return w;
+  }
+};
+
+/// C[M, n] = A[M, k] * W (+ C when accumulate), reading W's codes in place
+/// (no [k, n] floats written to memory). A few rows of A (decode) take a
+/// GEMV that dequantizes each code in registers, 4 rows of A at a time;
+/// more take tiles of W's rows expanded into a buffer that stays in cache
+/// and a BLAS GEMM per tile. fp32 accumulation either way.
+void packedMatmul(const float *A, int64_t M, const PackedWeight &w, float *C,
+                  bool accumulate);
 
 /// A `dequantize` step (plan.fbs Dequantize): `batch` weights one after the
 /// other, each codes [n, blocks, blockSize * bits / 8] of `bits`-wide
