@@ -212,20 +212,40 @@ static LogicalResult importMatMulNBits(GraphImporter &gi) {
     zp = packedZeroPoints(z, bits, (blocks * bits + 7) / 8, false, 1);
 
   Expansion ex(gi);
-  std::string weight;
-  if (s->dtype == onnx::TensorProto_DataType_FLOAT && gi.keepPackedWeights()) {
-    // f32 weights stay packed: moe.dequantize on the codes, which plans
-    // keep as bytes and run as a `dequantize` step.
+  std::string weight, a = ex.in(kA);
+  // 16-bit A and scales (the builder's fp16 models): the weight stays
+  // packed too, with its scales widened to f32; A is widened and the
+  // product narrowed back, so the GEMM runs in f32 like the f32 models'.
+  int32_t narrow = 0;
+  if (s->dtype == onnx::TensorProto_DataType_FLOAT16 ||
+      s->dtype == onnx::TensorProto_DataType_BFLOAT16)
+    narrow = s->dtype;
+  auto cast = [&](const std::string &x, int32_t to) {
+    return ex.op("Cast", {x}, [to](onnx::NodeProto &node) {
+      Expansion::setInt(node, "to", to);
+    });
+  };
+  if ((s->dtype == onnx::TensorProto_DataType_FLOAT || narrow) &&
+      gi.keepPackedWeights()) {
+    // moe.dequantize on the codes, which plans keep as bytes and run as a
+    // `dequantize` step (or as GEMMs on the codes).
+    HostTensor s32 = *s;
+    s32.dtype = onnx::TensorProto_DataType_FLOAT;
     weight = gi.node().name() + "/moec.dequantize";
-    gi.defineValue(weight, packedWeight(gi, *q, *s, z ? &zp : nullptr, n,
+    gi.defineValue(weight, packedWeight(gi, *q, s32, z ? &zp : nullptr, n,
                                         blocks, blob, bits, bs, k));
+    if (narrow)
+      a = cast(a, onnx::TensorProto_DataType_FLOAT);
   } else {
-    // Other float types: dequantized here into a constant.
+    // Dequantized here into a constant of the scales' type.
     HostTensor w = dequantizeRows(*q, n, blocks * blob, *s, blocks, zp, bits,
                                   bs, k, {n, k});
     weight = ex.constant(transpose2(w));
+    narrow = 0;
   }
-  std::string y = ex.op("MatMul", {ex.in(kA), weight});
+  std::string y = ex.op("MatMul", {a, weight});
+  if (narrow && !y.empty())
+    y = cast(y, narrow);
   if (y.empty())
     return failure();
   if (gi.hasInput(kBias)) {

@@ -43,6 +43,10 @@ ort.set_default_logger_severity(3)
 # margin on these sizes (measured: 0.6-1% on the probes).
 TOL_ACC4 = 3e-2
 
+# fp16 MatMulNBits: Y rounded to fp16 (a relative 2^-11 of each element),
+# and onnxruntime's fp16 arithmetic on top; 1e-2 of max|ref| holds it.
+TOL_FP16 = 1e-2
+
 CASES = []  # (dir, tol)
 
 
@@ -66,11 +70,13 @@ def quantized(rng, shape, bits, blocks):
 
 
 def matmul_nbits(out, name, k, n, bits, bs, zp=None, bias=False, acc=0,
-                 a_shape=(3,), seed=0):
-    """zp: None, 'packed' (uint8) or 'float'. Returns (model, feeds, W)."""
+                 a_shape=(3,), seed=0, dtype=np.float32):
+    """zp: None, 'packed' (uint8) or 'float'. dtype: A's, the scales' (and
+    float zero points', bias') type. Returns (model, feeds, W)."""
     rng = np.random.default_rng(seed)
     kb = (k + bs - 1) // bs
     q, s = quantized(rng, (n, kb * bs), bits, kb)
+    s = s.astype(dtype)
     blob = bs * bits // 8
     inits = [nh.from_array(pack(q, bits).reshape(n, kb, blob), "B"),
              nh.from_array(s, "scales")]
@@ -82,29 +88,33 @@ def matmul_nbits(out, name, k, n, bits, bs, zp=None, bias=False, acc=0,
         z = zq.astype(np.float32)
         ins.append("zp")
     elif zp == "float":
-        z = (rng.random((n, kb)) * (1 << bits)).astype(np.float32)
+        z = (rng.random((n, kb)) * (1 << bits)).astype(dtype)
         inits.append(nh.from_array(z, "zp"))
         ins.append("zp")
     if bias:
         ins += [""] * (5 - len(ins)) + ["bias"]
         inits.append(nh.from_array(
-            rng.standard_normal(n).astype(np.float32), "bias"))
-    w = ((q - np.repeat(z, bs, 1)) * np.repeat(s, bs, 1))[:, :k]
-    a = rng.standard_normal(a_shape + (k,)).astype(np.float32)
+            rng.standard_normal(n).astype(dtype), "bias"))
+    w = ((q - np.repeat(z.astype(np.float32), bs, 1)) *
+         np.repeat(s.astype(np.float32), bs, 1))[:, :k]
+    a = rng.standard_normal(a_shape + (k,)).astype(dtype)
     node = h.make_node("MatMulNBits", ins, ["Y"], domain="com.microsoft",
                        K=k, N=n, bits=bits, block_size=bs,
                        accuracy_level=acc)
     d = os.path.join(out, name)
-    CASES.append((d, TOL_ACC4 if acc == 4 else 1e-4))
+    # fp16: onnxruntime rounds Y (and the products it sums) to fp16.
+    CASES.append((d, TOL_ACC4 if acc == 4 else
+                  TOL_FP16 if dtype == np.float16 else 1e-4))
+    et = TP.FLOAT16 if dtype == np.float16 else TP.FLOAT
     m = save(d, [node],
-             [h.make_tensor_value_info("A", TP.FLOAT, list(a.shape))],
+             [h.make_tensor_value_info("A", et, list(a.shape))],
              {"A": a},
-             [h.make_tensor_value_info("Y", TP.FLOAT, list(a_shape) + [n])],
+             [h.make_tensor_value_info("Y", et, list(a_shape) + [n])],
              inits)
-    ref = a @ w.T.astype(np.float32)
+    ref = a.astype(np.float32) @ w.T.astype(np.float32)
     if bias:
-        ref = ref + nh.to_array(inits[-1])
-    return m, {"A": a}, ref
+        ref = ref + nh.to_array(inits[-1]).astype(np.float32)
+    return m, {"A": a}, ref.astype(dtype)
 
 
 def qmoe(out, name, e=4, hid=32, f=16, t=5, k=2, bits=4, bs=16,
@@ -212,6 +222,11 @@ def main():
         matmul_nbits(o, "nbits8", 64, 24, 8, 64, seed=5),
         matmul_nbits(o, "nbits2", 64, 24, 2, 32, seed=6),
         matmul_nbits(o, "nbits4-acc4", 64, 24, 4, 32, acc=4, seed=7),
+        # 40 rows of A: the CPU's tiled GEMM on the codes, not its GEMV.
+        matmul_nbits(o, "nbits4-rows40", 96, 40, 4, 32, zp="packed",
+                     a_shape=(40,), seed=8),
+        matmul_nbits(o, "nbits4-fp16", 64, 24, 4, 32, zp="float", bias=True,
+                     seed=9, dtype=np.float16),
     ]
     qm = [
         qmoe(o, "qmoe4-block-swiglu", seed=10),
