@@ -11,9 +11,9 @@ weights, 2 layers, 8 experts, top-2; the builder with -p fp32|int4 -e cpu)
 into --work, once. Prefill: --prompt tokens, empty past; decode: one token
 with the prefill's present KV (and conv state) as past. moe-run runs a plan
 compiled for each step's shapes on ep=1 and ep=2 (thread ranks); the int4
-plans hold the packed weights (MatMulNBits and QMoE codes and scales) and
-expand them with `dequantize` steps before each GEMM (experts: only those
-the dispatch gave rows). Times are the best of --iters: onnxruntime's
+plans hold the packed weights (MatMulNBits and QMoE codes and scales),
+whose GEMMs the CPU backend runs on the codes (experts: only those the
+dispatch gave rows). Times are the best of --iters: onnxruntime's
 session.run (its default intra-op threads: all cores), moe-run's slowest
 rank (--json seconds). Each moe-run output is checked against onnxruntime's
 on the same file (1e-4 x max|ref|). The int4 files have accuracy_level 4:

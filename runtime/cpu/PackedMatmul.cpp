@@ -43,6 +43,13 @@ using detail::kParallelWork;
 /// beats sgemm on the expanded weight up to 8 rows (1.1x at 8), the tiles
 /// from 16 on.
 constexpr int64_t kGemvMaxRows = 8;
+/// Multiply-adds below which the GEMV stays on the calling thread: about
+/// 1 ms of it. An OpenMP team forked between BLAS calls shares the cores
+/// with the BLAS's spinning threads; on 2 cores, a decode step of the
+/// builder's LFM2 int4 model (GEMVs of 0.5 M weights) took 0.7-0.8 ms with
+/// the GEMV serial, and 0.8 to 20 ms (time slices lost at the barrier) with
+/// a team from kParallelWork on.
+constexpr int64_t kGemvParallelWork = int64_t(1) << 23;
 /// W's rows per tile of the GEMM: 256 rows of K = 2048 is 2 MiB, which
 /// measured faster than 64 or 128 rows (the BLAS packs A once per tile).
 constexpr int64_t kTileRows = 256;
@@ -275,7 +282,7 @@ MOERT_SIMD_CLONES void gemvRowsGeneric(const float *a, int64_t M, int64_t kp,
 void packedGemv(const float *a, int64_t M, int64_t kp, int64_t kd,
                 const PackedWeight &w, Form form, float *C, bool accumulate) {
   const int64_t n = w.n;
-  MOERT_OMP(parallel if (M * n * kd > kParallelWork)) {
+  MOERT_OMP(parallel if (M * n * kd > kGemvParallelWork)) {
     std::vector<float> buf(fast(form) ? 0 : size_t(kp));
     MOERT_OMP(for schedule(static))
     for (int64_t r0 = 0; r0 < n; r0 += 16) {
@@ -304,7 +311,9 @@ void packedGemm(const float *a, int64_t M, int64_t kp, int64_t kd,
   float *buf = tileBuf.data();
   for (int64_t r0 = 0; r0 < n; r0 += tile) {
     const int64_t rows = std::min(tile, n - r0);
-    MOERT_OMP(parallel for if (rows * kd > kParallelWork) schedule(static))
+    // Serial: an OpenMP team forked between the BLAS calls of this loop
+    // loses time slices to the BLAS's spinning threads (measured 10x
+    // slower on 2 cores); the expansion is a small part of the tile's time.
     for (int64_t i = 0; i < rows; ++i)
       expandRow(w, form, r0 + i, buf + i * kp);
     detail::sgemm(a, kp, buf, kp, /*transB=*/true, C + r0, n, M, kd, rows,
