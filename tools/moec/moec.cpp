@@ -212,9 +212,9 @@ cl::opt<bool> progressOpt("progress",
 cl::opt<std::string> packedWeights(
     "packed-weights",
     cl::desc("Quantized weights (com.microsoft.MatMulNBits, QMoE): keep "
-             "(default: the plan holds the packed codes and expands them "
-             "when it runs) or expand (dequantized when compiling: fp32 "
-             "weights in the plan, faster until GEMMs read the codes)"),
+             "(default: the plan holds the packed codes, which its GEMMs "
+             "read) or expand (dequantized when compiling: fp32 weights in "
+             "the plan, 4-8x the bytes)"),
     cl::value_desc("keep|expand"), cl::init("keep"), cl::cat(moecCat));
 cl::opt<int64_t> inlineLimit(
     "inline-constant-limit",
