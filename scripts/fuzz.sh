@@ -142,8 +142,17 @@ for i in "${!TARGETS[@]}"; do
     status=1
     echo "fuzz.sh: $t: FINDING (exit $rc); new in $artifacts:" >&2
     ls -t "$artifacts" | head -n "$((found > 0 ? found : 1))" >&2
-    grep -m3 -E 'ERROR: |runtime error|==[0-9]+==|terminate|Assertion' \
-      "$log" >&2 || tail -20 "$log" >&2 || true
+    # The whole first report (its stack traces too), so that a CI log
+    # alone says where; and the input, which CI does not keep.
+    awk '/ERROR: |runtime error|terminate called|Assertion/ {p = 1}
+         p && n++ < 60' "$log" >&2
+    [ -s "$log" ] && ! grep -qE 'ERROR: |runtime error|terminate|Assertion' \
+      "$log" && tail -20 "$log" >&2
+    newest=$(ls -t "$artifacts" | head -1)
+    if [ -n "$newest" ]; then
+      echo "fuzz.sh: $t: the input ($newest), base64, first 6 KiB:" >&2
+      head -c 6144 "$artifacts/$newest" | base64 >&2
+    fi
   fi
   rows+=("$(printf '%-12s %8ss %12s %9s' "$t" "$SECONDS_EACH" \
     "${execs:-0}" "$found")")
