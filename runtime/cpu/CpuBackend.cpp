@@ -15,28 +15,40 @@
 #include <dlfcn.h>
 #include <map>
 #include <sstream>
+#include <sys/mman.h>
 #include <unistd.h>
 
 using namespace moert;
 
 namespace moert::cpuexec {
 
+/// The bytes mapped for an arena of `n` bytes (at least one page's worth).
+static size_t mappedBytes(uint64_t n) { return size_t(n ? n : 64); }
+
 CpuBackend::~CpuBackend() {
-  std::free(arena_);
+  if (arena_)
+    munmap(arena_, mappedBytes(arenaSize_));
   if (code_)
     dlclose(code_);
 }
 
 void CpuBackend::prepare(ExecContext &ctx) {
   uint64_t n = (ctx.plan().arenaBytes + 63) / 64 * 64;
-  std::free(arena_);
-  arena_ = static_cast<char *>(std::aligned_alloc(64, n ? n : 64));
-  if (!arena_)
+  if (arena_)
+    munmap(arena_, mappedBytes(arenaSize_));
+  // Anonymous pages: zero, and resident only once written. The room a plan
+  // gives a deferred dequantize step's f32 result (CpuBackendQuant.cpp) is
+  // never written, so it costs address space, not memory.
+  arenaSize_ = n;
+  void *m = mmap(nullptr, mappedBytes(n), PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (m == MAP_FAILED) {
+    arena_ = nullptr;
     throw RunError("rank " + std::to_string(ctx.rank()) +
                    ": cannot allocate the arena of " + std::to_string(n) +
-                   " bytes");
-  std::memset(arena_, 0, n);
-  arenaSize_ = n;
+                   " bytes: " + std::strerror(errno));
+  }
+  arena_ = static_cast<char *>(m);
   states_.assign(ctx.plan().steps.size(), DispatchState());
   packedSrc_.clear();
   deferrable_.assign(ctx.plan().steps.size(), -1);
