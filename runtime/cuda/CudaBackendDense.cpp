@@ -21,6 +21,19 @@ void CudaBackend::matmul(ExecContext &ctx, size_t index,
   const void *bias = nullptr;
   if (s.inputs.size() > 2 && s.inputs[2] >= 0)
     bias = ptr(ctx, index, s.inputs[2], "bias", &c.dtype);
+  // B packed, its dequantize step left to this GEMV (CudaBackendIndex.cpp;
+  // f32 A and C, decode-sized M).
+  if (std::optional<cpu::PackedWeight> pb = packedB(ctx, s.inputs[1])) {
+    if (pb->k != d.K || pb->n != d.N || d.transB)
+      throw ctx.error(index, "B is a packed weight [" + std::to_string(pb->k) +
+                                 ", " + std::to_string(pb->n) + "], not [" +
+                                 std::to_string(d.K) + ", " +
+                                 std::to_string(d.N) + "]");
+    cuda::packedGemv(f32(ctx, index, s.inputs[0], "A"), d.M, *pb,
+                     static_cast<const float *>(bias),
+                     f32(ctx, index, s.outputs[0], "C"), false, stream_);
+    return;
+  }
   cuda::matmul(*blas_, in, ptr(ctx, index, s.inputs[0], "A"),
                ptr(ctx, index, s.inputs[1], "B"), bias, out,
                ptr(ctx, index, s.outputs[0], "C"), d.M, d.K, d.N, d.transB);

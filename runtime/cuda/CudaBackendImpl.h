@@ -42,6 +42,7 @@
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -277,6 +278,18 @@ private:
   /// The state dispatch step `dispatchStep` left for an experts or combine
   /// step.
   DispatchState &stateFor(ExecContext &ctx, size_t index, int64_t dispatchStep);
+
+  // Packed dense weights (CudaBackendIndex.cpp). A dequantize step whose
+  // only readers are f32 matmuls (B, not transposed) with at most
+  // cuda::kPackedGemvRows rows of A (decode) writes nothing: those matmuls
+  // run cuda::packedGemv on its codes.
+  /// Whether dequantize step `index` is left to its matmuls.
+  bool gemvDequantize(const Plan &p, size_t index);
+  /// Matmul step `index`'s B as a packed weight when its dequantize step
+  /// was left to it.
+  std::optional<cpu::PackedWeight> packedB(ExecContext &ctx, int32_t b);
+  std::vector<int8_t> gemvDeferred_;  ///< per step: -1 not known yet
+  std::map<int32_t, size_t> gemvSrc_; ///< value -> its dequantize step
 
   /// Ragged exchange of device rows: sendBytes[p] bytes at
   /// src + sendOffs[p] to peer p, recvBytes[q] bytes from peer q at

@@ -70,10 +70,71 @@ void CudaBackend::scatterElements(ExecContext &ctx, size_t index,
   throw scatterIndexError(ctx, index, bad, d.indices64 ? value : value32);
 }
 
+bool CudaBackend::gemvDequantize(const Plan &p, size_t index) {
+  if (gemvDeferred_.size() != p.steps.size())
+    gemvDeferred_.assign(p.steps.size(), -1);
+  int8_t &known = gemvDeferred_[index];
+  if (known >= 0)
+    return known;
+  known = 0;
+  const Step &s = p.steps[index];
+  const fb::DequantizeT *a = s.attrs.Asdequantize();
+  int32_t out = s.outputs[0];
+  if (!a || a->dispatch >= 0 || p.values[size_t(out)].shape.size() != 2)
+    return false;
+  for (const ModelIO &io : p.outputs)
+    if (io.value == out)
+      return false;
+  int64_t k = p.values[size_t(out)].shape[0];
+  bool anyReader = false;
+  for (size_t j = 0; j < p.steps.size(); ++j) {
+    const Step &r = p.steps[j];
+    for (size_t i = 0; j != index && i < r.inputs.size(); ++i) {
+      if (r.inputs[i] != out)
+        continue;
+      anyReader = true;
+      const fb::MatmulT *m = r.attrs.Asmatmul();
+      if (!m || m->trans_b || i != 1 || r.outputs.empty())
+        return false;
+      const Value &av = p.values[size_t(r.inputs[0])];
+      const Value &cv = p.values[size_t(r.outputs[0])];
+      if (av.dtype != DType::f32 || cv.dtype != DType::f32 || k <= 0 ||
+          av.numElements() / k > cuda::kPackedGemvRows)
+        return false;
+    }
+  }
+  known = anyReader ? 1 : 0;
+  return known;
+}
+
+std::optional<cpu::PackedWeight> CudaBackend::packedB(ExecContext &ctx,
+                                                      int32_t b) {
+  auto it = gemvSrc_.find(b);
+  if (it == gemvSrc_.end())
+    return std::nullopt;
+  const Step &s = ctx.plan().steps[it->second];
+  DequantizeDims d = checkDequantizeStep(ctx, it->second);
+  DType u8 = DType::u8;
+  cpu::PackedWeight w;
+  w.codes = reinterpret_cast<const uint8_t *>(
+      ptr(ctx, it->second, s.inputs[0], "codes", &u8));
+  w.scales = f32(ctx, it->second, s.inputs[1], "scales");
+  w.zeroPoints = optF32(ctx, it->second, s, 2, "zero_points");
+  w.n = d.n;
+  w.k = d.k;
+  w.bits = d.bits;
+  w.blockSize = d.blockSize;
+  return w;
+}
+
 void CudaBackend::dequantize(ExecContext &ctx, size_t index,
                              const fb::DequantizeT &a) {
   const Step &s = ctx.plan().steps[index];
   DequantizeDims d = checkDequantizeStep(ctx, index);
+  if (gemvDequantize(ctx.plan(), index)) {
+    gemvSrc_[s.outputs[0]] = index;
+    return;
+  }
   DType u8 = DType::u8;
   auto *codes = reinterpret_cast<const uint8_t *>(
       ptr(ctx, index, s.inputs[0], "codes", &u8));

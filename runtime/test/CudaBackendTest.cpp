@@ -21,6 +21,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "IndexPlans.h"
+#include "QuantPlans.h"
 #include "TestPlans.h"
 
 #include "moert/Comm.h"
@@ -205,6 +206,21 @@ TEST(CudaBackend, MoEPackedGate) {
   s.packedGate = true;
   TestCase tc = makeMoE(s);
   compareWithCpu(tc, "moepacked");
+}
+
+TEST(CudaBackend, PackedMatmul) {
+  // Packed dense layers against the CPU backend: decode-sized M takes
+  // cuda::packedGemv on the codes (its dequantize step skipped), M = 40 the
+  // dequantize step and cuBLAS; W1 also an output keeps its step.
+  REQUIRE_CUDA_DEVICE();
+  for (int64_t m : {1, 8, 40})
+    for (bool weightOutput : {false, true}) {
+      PackedMatmulSpec s;
+      s.M = m;
+      s.weightOutput = weightOutput;
+      TestCase tc = makePackedMatmul(s);
+      compareWithCpu(tc, "packedmm");
+    }
 }
 
 TEST(CudaBackend, MoEFourRanksContiguous) {

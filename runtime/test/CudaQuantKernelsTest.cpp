@@ -1,4 +1,4 @@
-//===- CudaQuantKernelsTest.cpp - cuda::dequantize against a plain loop ---===//
+//===- CudaQuantKernelsTest.cpp - packed weights against a plain loop -----===//
 //
 // The cases of CpuQuantKernelsTest.cpp on the device, plus one larger than
 // a grid's worth of threads (the grid-stride loop). Skips with "no CUDA
@@ -11,6 +11,9 @@
 #include "moert/cuda/Kernels.h"
 
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
 
 using namespace moert;
 using namespace moert::cudatest;
@@ -46,4 +49,66 @@ TEST(CudaQuant, DequantizeMatchesAPlainLoop) {
                 ADD_FAILURE() << "element " << i << ": " << got[i]
                               << ", expected " << st.want[i];
           }
+}
+
+// packedGemv against the plain loop's weight times A in double: 2, 4 and 8
+// bits, blocks of 16, 24, 32 and one per row, K a multiple of 32 lanes and
+// not, 1 to 11 rows of A (two launches past 8), bias and accumulate.
+TEST(CudaQuant, PackedGemvMatchesAPlainLoop) {
+  REQUIRE_CUDA_DEVICE();
+  Stream s;
+  unsigned seed = 11;
+  for (int64_t bits : {2, 4, 8})
+    for (int64_t bs : {16, 24, 32, 0})
+      for (int64_t k : {int64_t(64), int64_t(75)})
+        for (int64_t m : {1, 3, 8, 11}) {
+          int64_t block = bs ? bs : 8 * ((k + 7) / 8);
+          int64_t n = 37;
+          bool zp = m % 2 == 1, accumulate = m == 3, withBias = m >= 8;
+          SCOPED_TRACE("bits=" + std::to_string(bits) +
+                       " block_size=" + std::to_string(block) +
+                       " k=" + std::to_string(k) + " m=" + std::to_string(m));
+          Case c = randomCase(n, k, bits, block, seed++);
+          std::vector<float> w = reference(c, zp); // [k, n]
+          std::mt19937 rng(seed);
+          std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+          std::vector<float> a(size_t(m * k)), c0(size_t(m * n)), bias(n);
+          for (float &x : a)
+            x = u(rng);
+          for (float &x : c0)
+            x = u(rng);
+          for (float &x : bias)
+            x = u(rng);
+          Dev<uint8_t> dq(c.codes);
+          Dev<float> ds(c.scales), dz(c.zeroPoints), da(a), dc(c0), db(bias);
+          cpu::PackedWeight pw;
+          pw.codes = dq.p;
+          pw.scales = ds.p;
+          pw.zeroPoints = zp ? dz.p : nullptr;
+          pw.n = n;
+          pw.k = k;
+          pw.bits = bits;
+          pw.blockSize = block;
+          cuda::packedGemv(da.p, m, pw, withBias ? db.p : nullptr, dc.p,
+                           accumulate, s);
+          s.sync();
+          std::vector<float> got = dc.download();
+          int bad = 0;
+          for (int64_t i = 0; i < m; ++i)
+            for (int64_t j = 0; j < n; ++j) {
+              double want = (accumulate ? c0[size_t(i * n + j)] : 0.0) +
+                            (withBias ? bias[size_t(j)] : 0.0);
+              double mag = std::fabs(want);
+              for (int64_t x = 0; x < k; ++x) {
+                double t =
+                    double(a[size_t(i * k + x)]) * double(w[size_t(x * n + j)]);
+                want += t;
+                mag += std::fabs(t);
+              }
+              double g = got[size_t(i * n + j)];
+              if (!(std::fabs(g - want) <= 1e-5 * mag + 1e-6) && bad++ < 5)
+                ADD_FAILURE() << "C[" << i << ", " << j << "] = " << g
+                              << ", expected " << want;
+            }
+        }
 }

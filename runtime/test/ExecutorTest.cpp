@@ -15,6 +15,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "QuantPlans.h"
 #include "TestKernels.h"
 #include "TestPlans.h"
 
@@ -200,6 +201,25 @@ TEST(Executor, MoEPackedGate) {
     s.packedGate = true;
     runMoE(s, "moepacked" + std::to_string(tokens));
   }
+}
+
+TEST(Executor, PackedMatmul) {
+  // Two packed dense layers: the CPU backend runs their matmuls on the
+  // codes (the GEMV for 1 and 3 rows, the tiles for 40), or, with W1 also
+  // a plan output, runs W1's dequantize step as written; 2, 4 and 8 bits.
+  for (int64_t m : {1, 3, 40})
+    for (int64_t bits : {2, 4, 8})
+      for (bool weightOutput : {false, true}) {
+        PackedMatmulSpec s;
+        s.M = m;
+        s.bits = bits;
+        s.zeroPoints = bits != 8;
+        s.weightOutput = weightOutput;
+        SCOPED_TRACE("M=" + std::to_string(m) + " bits=" +
+                     std::to_string(bits) + (weightOutput ? " W1 out" : ""));
+        TestCase tc = makePackedMatmul(s);
+        expectMatches(runCase(tc, "packedmm"), tc);
+      }
 }
 
 TEST(Executor, MoETwoRanksCapacity) {

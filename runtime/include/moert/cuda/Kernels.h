@@ -188,6 +188,16 @@ void dequantize(const uint8_t *codes, const float *scales,
                 int64_t bits, int64_t blockSize, float *out,
                 cudaStream_t stream);
 
+/// Rows of A one packedGemv launch takes (more: one launch per 8 rows).
+constexpr int64_t kPackedGemvRows = 8;
+/// C[M, n] = A[M, k] * W (+ bias[n] when non-null, + C when accumulate)
+/// for a packed weight W (cpu::PackedWeight, device pointers), reading the
+/// codes: one warp per column of C, fp32 accumulation. For decode-sized M;
+/// larger GEMMs expand W (dequantize) and use cuBLAS.
+void packedGemv(const float *A, int64_t M, const cpu::PackedWeight &w,
+                const float *bias, float *C, bool accumulate,
+                cudaStream_t stream);
+
 //===----------------------------------------------------------------------===//
 // Index steps: topk, scatter_elements (Index.cu)
 //===----------------------------------------------------------------------===//
