@@ -198,3 +198,25 @@ bool moec::onnximport::onlyMissingSchemas(const std::string &msg) {
   }
   return any;
 }
+
+bool moec::onnximport::dataPropagationSafe(const onnx::GraphProto &g) {
+  llvm::StringSet<> typed;
+  for (const onnx::ValueInfoProto &v : g.input())
+    if (v.has_type())
+      typed.insert(v.name());
+  for (const onnx::ValueInfoProto &v : g.value_info())
+    if (v.has_type())
+      typed.insert(v.name());
+  for (const onnx::ValueInfoProto &v : g.output())
+    if (v.has_type())
+      typed.insert(v.name());
+  for (const onnx::TensorProto &t : g.initializer())
+    typed.insert(t.name());
+  for (const onnx::NodeProto &n : g.node()) {
+    bool onnxOp = n.domain().empty() || n.domain() == "ai.onnx";
+    if (onnxOp && (n.op_type() == "Shape" || n.op_type() == "Size") &&
+        n.input_size() > 0 && !typed.contains(n.input(0)))
+      return false;
+  }
+  return true;
+}

@@ -33,6 +33,14 @@ std::string inferenceHazard(const onnx::GraphProto &graph);
 /// the lenient retry may propagate data.
 bool onlyMissingSchemas(const std::string &msg);
 
+/// True when ONNX data propagation may run on `graph` (after an inference
+/// pass without it filled value_info): every Shape or Size node reads a
+/// value with a known type. libonnx's Shape data propagator dereferences
+/// the input's type unchecked, so a Shape of the output of an op without a
+/// schema or an inference function (a com.microsoft op moec does not know,
+/// an experimental op) crashed the importer (found by fuzz/onnx-text).
+bool dataPropagationSafe(const onnx::GraphProto &graph);
+
 } // namespace moec::onnximport
 
 #endif // MOEC_LIB_IMPORT_INFERENCEGUARDS_H

@@ -616,10 +616,14 @@ LogicalResult ModelImporter::inferShapes() {
                                           /*data_prop=*/false);
     onnx::shape_inference::InferShapes(
         model, onnx::OpSchemaRegistry::Instance(), checkOnly, nullptr);
-    onnx::ShapeInferenceOptions options(/*check_type=*/true, /*strict=*/1,
-                                        /*data_prop=*/true);
-    onnx::shape_inference::InferShapes(
-        model, onnx::OpSchemaRegistry::Instance(), options, &shapeData);
+    // Data propagation only where its Shape propagator cannot crash (a
+    // Shape of an untyped value); otherwise the shapes found so far stand.
+    if (dataPropagationSafe(model.graph())) {
+      onnx::ShapeInferenceOptions options(/*check_type=*/true, /*strict=*/1,
+                                          /*data_prop=*/true);
+      onnx::shape_inference::InferShapes(
+          model, onnx::OpSchemaRegistry::Instance(), options, &shapeData);
+    }
   } catch (const std::exception &e) {
     strictMsg = e.what();
   }
@@ -634,11 +638,16 @@ LogicalResult ModelImporter::inferShapes() {
   else
     strictInferenceError.clear();
   try {
-    onnx::ShapeInferenceOptions lenient(false, 0,
-                                        /*data_prop=*/missingSchemasOnly);
+    onnx::ShapeInferenceOptions lenient(false, 0, /*data_prop=*/false);
     shapeData.clear();
     onnx::shape_inference::InferShapes(
         model, onnx::OpSchemaRegistry::Instance(), lenient, &shapeData);
+    if (missingSchemasOnly && dataPropagationSafe(model.graph())) {
+      onnx::ShapeInferenceOptions withData(false, 0, /*data_prop=*/true);
+      shapeData.clear();
+      onnx::shape_inference::InferShapes(
+          model, onnx::OpSchemaRegistry::Instance(), withData, &shapeData);
+    }
   } catch (const std::exception &e2) {
     strictInferenceError.clear(); // this error says it all
     return err(describeInferenceError(e2.what()) + inferenceSuffix());
