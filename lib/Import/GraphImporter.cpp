@@ -131,6 +131,13 @@ bool GraphImporter::hasInput(unsigned i) const {
   return i < unsigned(curNode->input_size()) && !curNode->input(i).empty();
 }
 
+bool GraphImporter::hasInputs(unsigned n) const {
+  for (unsigned i = 0; i < n; ++i)
+    if (!hasInput(i))
+      return false;
+  return true;
+}
+
 bool GraphImporter::hasOutput(unsigned i) const {
   return i < unsigned(curNode->output_size()) && !curNode->output(i).empty();
 }

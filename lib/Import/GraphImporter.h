@@ -99,6 +99,10 @@ public:
   unsigned numInputs() const;
   /// True when input `i` is given (present and not the empty name).
   bool hasInput(unsigned i) const;
+  /// Whether inputs 0 .. n - 1 are all given (none of them the empty name
+  /// of an omitted optional input). numInputs() counts up to the last
+  /// given input: a required input left empty in the middle passes it.
+  bool hasInputs(unsigned n) const;
   /// The SSA value of input `i`; known constants are materialized.
   mlir::Value input(unsigned i);
   mlir::RankedTensorType inputType(unsigned i);

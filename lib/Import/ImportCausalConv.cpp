@@ -22,7 +22,7 @@ using namespace moec::onnximport;
 
 namespace {
 LogicalResult importCausalConvWithState(GraphImporter &gi) {
-  if (gi.numInputs() < 2)
+  if (!gi.hasInputs(2))
     return gi.fail("needs input and weight");
   int64_t ndim = gi.intAttr("ndim", 1);
   if (ndim != 1)

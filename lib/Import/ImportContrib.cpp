@@ -49,12 +49,15 @@ Value fconst(OpBuilder &b, Location l, Type t, double v) {
 }
 
 /// `a op b` element by element (numpy broadcasting).
+/// fn(a, b) broadcast element by element; null (the node's error reported)
+/// when the shapes do not broadcast.
 Value binary(GraphImporter &gi, Value a, Value b, Type elt,
              function_ref<Value(OpBuilder &, Location, Value, Value)> fn) {
-  return *gi.elementwise(ValueRange{a, b}, elt,
-                         [&](OpBuilder &bb, Location l, ValueRange v) {
-                           return fn(bb, l, v[0], v[1]);
-                         });
+  FailureOr<Value> r = gi.elementwise(
+      ValueRange{a, b}, elt, [&](OpBuilder &bb, Location l, ValueRange v) {
+        return fn(bb, l, v[0], v[1]);
+      });
+  return succeeded(r) ? *r : Value();
 }
 
 Value addF(OpBuilder &b, Location l, Value x, Value y) {
@@ -109,7 +112,7 @@ LogicalResult checkVector(GraphImporter &gi, unsigned i, StringRef name,
 }
 
 LogicalResult importSimplifiedLayerNorm(GraphImporter &gi) {
-  if (gi.numInputs() != 2)
+  if (gi.numInputs() != 2 || !gi.hasInputs(2))
     return gi.fail("expects 2 inputs (X, scale)");
   if (gi.numOutputs() > 2)
     return gi.fail("has " + Twine(gi.numOutputs()) +
@@ -164,7 +167,7 @@ LogicalResult importSimplifiedLayerNorm(GraphImporter &gi) {
 LogicalResult importSkipLayerNorm(GraphImporter &gi, bool simplified) {
   // Inputs: input, skip, gamma, [beta] (not in the simplified op), [bias].
   unsigned kBias = simplified ? 3 : 4, kBeta = 3;
-  if (gi.numInputs() < 3 || gi.numInputs() > kBias + 1)
+  if (!gi.hasInputs(3) || gi.numInputs() > kBias + 1)
     return gi.fail(simplified
                        ? "expects 3 or 4 inputs (input, skip, gamma, [bias])"
                        : "expects 3 to 5 inputs (input, skip, gamma, [beta], "
@@ -201,7 +204,10 @@ LogicalResult importSkipLayerNorm(GraphImporter &gi, bool simplified) {
     return failure();
   double eps = gi.floatAttr("epsilon", 1e-12);
 
+  // input + skip: independent graph inputs, whose shapes may not broadcast.
   Value s = binary(gi, gi.input(0), gi.input(1), elt, addF);
+  if (!s)
+    return failure();
   auto sT = cast<RankedTensorType>(s.getType());
   bool same = sT.getRank() == rank;
   for (int64_t d = 0; same && d < rank; ++d)
@@ -267,7 +273,7 @@ LogicalResult
 importActivation(GraphImporter &gi, int bias,
                  function_ref<Value(OpBuilder &, Location, Value)> fn) {
   unsigned maxIn = bias ? 2 : 1, minIn = bias == 2 ? 2 : 1;
-  if (gi.numInputs() < minIn || gi.numInputs() > maxIn)
+  if (!gi.hasInputs(minIn) || gi.numInputs() > maxIn)
     return gi.fail(bias == 2   ? "expects 2 inputs"
                    : bias == 1 ? "expects 1 or 2 inputs (X, [bias])"
                                : "expects 1 input");

@@ -95,7 +95,8 @@ std::string moec::onnximport::rotate(Expansion &ex, const std::string &x,
 
 namespace {
 LogicalResult importGroupQueryAttention(GraphImporter &gi) {
-  if (gi.numInputs() < 7)
+  if (gi.numInputs() < 7 || !gi.hasInput(0) || !gi.hasInput(5) ||
+      !gi.hasInput(6))
     return gi.fail("needs query, key, value, past_key, past_value, "
                    "seqlens_k and total_sequence_length (key and value may "
                    "be empty: packed QKV)");

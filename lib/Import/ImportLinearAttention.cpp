@@ -63,7 +63,7 @@ std::string shapeStr(const std::vector<int64_t> &s) {
 }
 
 LogicalResult importLinearAttention(GraphImporter &gi) {
-  if (gi.numInputs() < 3)
+  if (!gi.hasInputs(3))
     return gi.fail("needs query, key and value");
   std::string rule = gi.strAttr("update_rule", "gated_delta");
   bool gated = rule == "gated_delta" || rule == "gated";
@@ -164,7 +164,7 @@ LogicalResult importLinearAttention(GraphImporter &gi) {
 }
 
 LogicalResult importLinearAttentionGate(GraphImporter &gi) {
-  if (gi.numInputs() < 4)
+  if (!gi.hasInputs(4))
     return gi.fail("needs a, dt_bias, decay_scale and b");
   Expansion ex(gi);
   std::string sp = ex.op("Softplus", {ex.op("Add", {ex.in(0), ex.in(1)})});
@@ -180,7 +180,7 @@ LogicalResult importLinearAttentionGate(GraphImporter &gi) {
 }
 
 LogicalResult importGatedRMSNorm(GraphImporter &gi) {
-  if (gi.numInputs() < 3)
+  if (!gi.hasInputs(3))
     return gi.fail("needs input, scale and gate");
   RankedTensorType xt = gi.inputType(0), wt = gi.inputType(1);
   if (!xt.hasStaticShape() || xt.getRank() < 1)
@@ -217,7 +217,7 @@ LogicalResult importGatedRMSNorm(GraphImporter &gi) {
 }
 
 LogicalResult importGatedAdd(GraphImporter &gi) {
-  if (gi.numInputs() < 3)
+  if (!gi.hasInputs(3))
     return gi.fail("needs input, scaled input and gate");
   RankedTensorType xt = gi.inputType(0), gt = gi.inputType(2);
   if (gt.getRank() != xt.getRank() || gt.getRank() < 1 ||

@@ -28,7 +28,7 @@ using namespace moec::onnximport;
 
 namespace {
 LogicalResult importMRotaryEmbedding(GraphImporter &gi) {
-  if (gi.numInputs() < 4)
+  if (!gi.hasInputs(4))
     return gi.fail("needs input, position_ids, cos_cache and sin_cache");
   if (int64_t p = gi.intAttr("is_packed_batching", 0); p != 0)
     return gi.fail("attribute is_packed_batching=" + Twine(p) +
