@@ -21,40 +21,8 @@ namespace moert::cpuexec {
 
 bool CpuBackend::deferredDequantize(const Plan &p, size_t index) {
   int8_t &known = deferrable_[index];
-  if (known >= 0)
-    return known;
-  known = 0;
-  const Step &s = p.steps[index];
-  const fb::DequantizeT *a = s.attrs.Asdequantize();
-  int32_t out = s.outputs[0];
-  if (!a)
-    return false;
-  for (const ModelIO &io : p.outputs)
-    if (io.value == out)
-      return false;
-  // Every reader: an experts step of the same dispatch, as a weight; or,
-  // without a dispatch, a matmul step as an untransposed B.
-  bool anyReader = false;
-  for (size_t j = 0; j < p.steps.size(); ++j) {
-    if (j == index)
-      continue;
-    const Step &r = p.steps[j];
-    for (size_t i = 0; i < r.inputs.size(); ++i) {
-      if (r.inputs[i] != out)
-        continue;
-      anyReader = true;
-      if (a->dispatch >= 0) {
-        const fb::ExpertsT *e = r.attrs.Asexperts();
-        if (!e || e->dispatch != a->dispatch || i < 1 || i > 3)
-          return false;
-      } else {
-        const fb::MatmulT *m = r.attrs.Asmatmul();
-        if (!m || m->trans_b || i != 1)
-          return false;
-      }
-    }
-  }
-  known = anyReader ? 1 : 0;
+  if (known < 0)
+    known = dequantizeReaders(p, index).gemmsOnly ? 1 : 0;
   return known;
 }
 

@@ -74,36 +74,17 @@ bool CudaBackend::gemvDequantize(const Plan &p, size_t index) {
   if (gemvDeferred_.size() != p.steps.size())
     gemvDeferred_.assign(p.steps.size(), -1);
   int8_t &known = gemvDeferred_[index];
-  if (known >= 0)
-    return known;
-  known = 0;
-  const Step &s = p.steps[index];
-  const fb::DequantizeT *a = s.attrs.Asdequantize();
-  int32_t out = s.outputs[0];
-  if (!a || a->dispatch >= 0 || p.values[size_t(out)].shape.size() != 2)
-    return false;
-  for (const ModelIO &io : p.outputs)
-    if (io.value == out)
-      return false;
-  int64_t k = p.values[size_t(out)].shape[0];
-  bool anyReader = false;
-  for (size_t j = 0; j < p.steps.size(); ++j) {
-    const Step &r = p.steps[j];
-    for (size_t i = 0; j != index && i < r.inputs.size(); ++i) {
-      if (r.inputs[i] != out)
-        continue;
-      anyReader = true;
-      const fb::MatmulT *m = r.attrs.Asmatmul();
-      if (!m || m->trans_b || i != 1 || r.outputs.empty())
-        return false;
-      const Value &av = p.values[size_t(r.inputs[0])];
-      const Value &cv = p.values[size_t(r.outputs[0])];
-      if (av.dtype != DType::f32 || cv.dtype != DType::f32 || k <= 0 ||
-          av.numElements() / k > cuda::kPackedGemvRows)
-        return false;
-    }
+  if (known < 0) {
+    const Step &s = p.steps[index];
+    const fb::DequantizeT *a = s.attrs.Asdequantize();
+    DequantizeReaders r = dequantizeReaders(p, index);
+    known = a && a->dispatch < 0 &&
+                    p.values[size_t(s.outputs[0])].shape.size() == 2 &&
+                    r.gemmsOnly && r.f32Matmuls &&
+                    r.maxRows <= cuda::kPackedGemvRows
+                ? 1
+                : 0;
   }
-  known = anyReader ? 1 : 0;
   return known;
 }
 

@@ -395,6 +395,45 @@ moert::DequantizeDims moert::checkDequantizeStep(ExecContext &ctx,
   return d;
 }
 
+moert::DequantizeReaders moert::dequantizeReaders(const Plan &p, size_t index) {
+  DequantizeReaders r;
+  const Step &s = p.steps[index];
+  const fb::DequantizeT *a = s.attrs.Asdequantize();
+  if (!a || s.outputs.empty())
+    return r;
+  int32_t out = s.outputs[0];
+  for (const ModelIO &io : p.outputs)
+    if (io.value == out)
+      return r;
+  const Value &w = p.values[size_t(out)];
+  int64_t k = w.shape.size() >= 2 ? w.shape[w.shape.size() - 2] : 0;
+  bool any = false;
+  for (size_t j = 0; j < p.steps.size(); ++j) {
+    const Step &t = p.steps[j];
+    for (size_t i = 0; j != index && i < t.inputs.size(); ++i) {
+      if (t.inputs[i] != out)
+        continue;
+      any = true;
+      if (a->dispatch >= 0) {
+        const fb::ExpertsT *e = t.attrs.Asexperts();
+        if (!e || e->dispatch != a->dispatch || i < 1 || i > 3)
+          return r;
+        continue;
+      }
+      const fb::MatmulT *m = t.attrs.Asmatmul();
+      if (!m || m->trans_b || i != 1 || t.outputs.empty() || t.inputs[0] < 0 ||
+          k <= 0)
+        return r;
+      const Value &av = p.values[size_t(t.inputs[0])];
+      const Value &cv = p.values[size_t(t.outputs[0])];
+      r.maxRows = std::max(r.maxRows, av.numElements() / k);
+      r.f32Matmuls &= av.dtype == DType::f32 && cv.dtype == DType::f32;
+    }
+  }
+  r.gemmsOnly = any;
+  return r;
+}
+
 moert::ScatterElementsDims moert::checkScatterElementsStep(ExecContext &ctx,
                                                            size_t index) {
   const Plan &p = ctx.plan();

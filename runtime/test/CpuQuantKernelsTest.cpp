@@ -91,22 +91,12 @@ TEST(CpuQuant, PackedMatmulMatchesAPlainLoop) {
             pw.bits = bits;
             pw.blockSize = block;
             cpu::packedMatmul(a.data(), m, pw, got.data(), accumulate);
-            int bad = 0;
-            for (int64_t i = 0; i < m; ++i)
-              for (int64_t j = 0; j < n; ++j) {
-                double want = accumulate ? before[size_t(i * n + j)] : 0.0,
-                       mag = std::fabs(want);
-                for (int64_t x = 0; x < k; ++x) {
-                  double t = double(a[size_t(i * k + x)]) *
-                             double(w[size_t(x * n + j)]);
-                  want += t;
-                  mag += std::fabs(t);
-                }
-                double g = got[size_t(i * n + j)];
-                if (!(std::fabs(g - want) <= 1e-5 * mag + 1e-6) && bad++ < 5)
+            packedProductFailures(
+                a, m, k, w, n, got, accumulate ? &before : nullptr, nullptr,
+                [](int64_t i, int64_t j, double g, double want) {
                   ADD_FAILURE() << "C[" << i << ", " << j << "] = " << g
                                 << ", expected " << want;
-              }
+                });
           }
 }
 

@@ -10,6 +10,7 @@
 #ifndef MOERT_TEST_QUANTREFERENCE_H
 #define MOERT_TEST_QUANTREFERENCE_H
 
+#include <cmath>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -65,6 +66,33 @@ struct Stack {
   int64_t batch;
   std::vector<float> want;
 };
+
+/// Failures (at most 5 reported through `report`) of got = before (when
+/// accumulating, else 0) + bias (when non-null) + A[m, k] * w (w the plain
+/// loop's [k, n]), each within 1e-5 of the sum of |terms| + 1e-6.
+template <typename Report>
+int packedProductFailures(const std::vector<float> &a, int64_t m, int64_t k,
+                          const std::vector<float> &w, int64_t n,
+                          const std::vector<float> &got,
+                          const std::vector<float> *before,
+                          const std::vector<float> *bias, Report report) {
+  int bad = 0;
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double want = (before ? (*before)[size_t(i * n + j)] : 0.0) +
+                    (bias ? (*bias)[size_t(j)] : 0.0);
+      double mag = std::fabs(want);
+      for (int64_t x = 0; x < k; ++x) {
+        double t = double(a[size_t(i * k + x)]) * double(w[size_t(x * n + j)]);
+        want += t;
+        mag += std::fabs(t);
+      }
+      double g = got[size_t(i * n + j)];
+      if (!(std::fabs(g - want) <= 1e-5 * mag + 1e-6) && bad++ < 5)
+        report(i, j, g, want);
+    }
+  return bad;
+}
 
 inline Stack randomStack(int64_t batch, int64_t n, int64_t k, int64_t bits,
                          int64_t blockSize, unsigned seed, bool withZp) {

@@ -211,6 +211,21 @@ struct DequantizeDims {
 };
 DequantizeDims checkDequantizeStep(ExecContext &ctx, size_t index);
 
+/// Who reads the result of `dequantize` step `index`, for a backend that
+/// runs the GEMMs on the codes instead of the step (runtime/cpu
+/// CpuBackendQuant.cpp, runtime/cuda CudaBackendIndex.cpp): `gemmsOnly`
+/// when the result is not a plan output and has readers, all of them GEMMs
+/// on it as a weight: `matmul` steps reading it as B without trans_b (a
+/// step without a dispatch), or, for a step after a dispatch, weights (w_gate,
+/// w_up, w_down) of that dispatch's `experts` step. For the matmul readers:
+/// the most rows of A (`maxRows`) and whether every A and C is f32.
+struct DequantizeReaders {
+  bool gemmsOnly = false;
+  int64_t maxRows = 0;
+  bool f32Matmuls = true;
+};
+DequantizeReaders dequantizeReaders(const Plan &plan, size_t index);
+
 /// `scatter_elements`: the rules of indexStepError; the geometry
 /// (cpu::scatterShape of data, indices and the axis), the reduction, the
 /// indices' width and data's dtype (updates' and the result's too).
