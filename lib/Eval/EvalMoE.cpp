@@ -97,6 +97,7 @@ LogicalResult Interpreter::evalMoE(Operation *op) {
           batch *= q.shape[i];
         auto type = cast<RankedTensorType>(d.getType());
         Tensor out = Tensor::zeros(type.getShape(), type.getElementType());
+        FloatRound round = FloatRound::of(type.getElementType());
         for (int64_t e = 0; e < batch; ++e)
           for (int64_t r = 0; r < n; ++r)
             for (int64_t c = 0; c < k; ++c) {
@@ -105,7 +106,7 @@ LogicalResult Interpreter::evalMoE(Operation *op) {
               int64_t code = (byte >> (c * bits % 8)) & ((1 << bits) - 1);
               int64_t b = row * blocks + c / bs;
               double zp = z ? z->f[b] : double(int64_t(1) << (bits - 1));
-              out.f[(e * k + c) * n + r] = float((double(code) - zp) * s.f[b]);
+              out.f[(e * k + c) * n + r] = round((double(code) - zp) * s.f[b]);
             }
         setTensor(d, std::move(out));
         return success();

@@ -328,9 +328,15 @@ LogicalResult moec::onnximport::importMoELayer(
   int64_t routeRows = rT.getDimSize(0);
   if (ShapedType::isDynamic(routeRows))
     routeRows = tokens;
+  // The router runs in f32 whatever the model's type (an fp16 model's
+  // logits are widened), as in --precision plans: the plan's route step
+  // and its routing weights are f32.
+  Value logits = gi.input(kRouter);
+  if (!rT.getElementType().isF32())
+    logits = gi.castTensor(logits, b.getF32Type());
   auto route = moe::RouteOp::create(
-      b, loc, RankedTensorType::get({routeRows, k}, rT.getElementType()),
-      RankedTensorType::get({routeRows, k}, b.getI64Type()), gi.input(kRouter),
+      b, loc, RankedTensorType::get({routeRows, k}, b.getF32Type()),
+      RankedTensorType::get({routeRows, k}, b.getI64Type()), logits,
       /*bias=*/Value(), b.getI64IntegerAttr(k),
       moe::ScoreFuncAttr::get(gi.ctx(), moe::ScoreFunc::softmax),
       b.getBoolAttr(in.alwaysNormalize ||
@@ -339,8 +345,6 @@ LogicalResult moec::onnximport::importMoELayer(
       moe::GroupScoreAttr::get(gi.ctx(), moe::GroupScore::max),
       b.getF64FloatAttr(0.0));
   Value weights = route.getWeights();
-  if (rT.getElementType() != elt)
-    weights = gi.castTensor(weights, elt);
   auto experts = moe::ExpertsOp::create(
       b, loc, RankedTensorType::get({tokens, h}, elt), x, route.getIndices(),
       weights, wGate, wUp, wDown, bGate, bUp, bDown,

@@ -305,9 +305,13 @@ static LogicalResult importQMoE(GraphImporter &gi) {
     return gi.fail("the hidden size (last dim of input) must be static");
   int64_t h = inT.getShape().back();
 
-  // f32 activations keep the experts packed (moe.dequantize of rows of the
-  // codes, ImportMoE.h); other types dequantize them here.
-  bool keepPacked = inT.getElementType().isF32() && gi.keepPackedWeights();
+  // The experts stay packed (moe.dequantize of rows of the codes,
+  // ImportMoE.h), expanding to the activations' type (f32, or f16/bf16:
+  // the builder's fp16 models); --packed-weights=expand dequantizes here.
+  Type actElt = inT.getElementType();
+  bool keepPacked = (actElt.isF32() || actElt.isF16() || actElt.isBF16()) &&
+                    gi.keepPackedWeights();
+  int32_t actType = GraphImporter::onnxType(actElt);
   struct Packed {
     const HostTensor *q = nullptr, *s = nullptr;
     ZeroPointFn zp;
@@ -370,7 +374,7 @@ static LogicalResult importQMoE(GraphImporter &gi) {
       packed[idx] = {q,      s,   zp, z != nullptr, bits, bs ? bs : kdim,
                      blocks, kdim};
       deq[idx] = HostTensor();
-      deq[idx]->dtype = onnx::TensorProto_DataType_FLOAT;
+      deq[idx]->dtype = actType;
       deq[idx]->shape = {e, r, kdim};
       return &*deq[idx];
     }
@@ -410,7 +414,7 @@ static LogicalResult importQMoE(GraphImporter &gi) {
                        "." + std::to_string(start);
     OpBuilder &b = gi.builder();
     return moec::moe::DequantizeOp::create(
-        b, gi.loc(), RankedTensorType::get({e, p.k, count}, b.getF32Type()),
+        b, gi.loc(), RankedTensorType::get({e, p.k, count}, actElt),
         gi.weight(codes, name + ".codes"), gi.weight(scales, name + ".scales"),
         zps ? gi.weight(*zps, name + ".zero_points") : Value(), Value(),
         b.getI64IntegerAttr(p.bits), b.getI64IntegerAttr(p.blockSize),

@@ -361,8 +361,11 @@ std::string moert::dequantizeStepError(const Plan &plan, const Step &s,
   std::vector<int64_t> want(codes->shape.begin(), codes->shape.end() - 3);
   want.push_back(a.k);
   want.push_back(n);
-  if (out->dtype != DType::f32 || out->shape != want)
-    return named("result", *out) + " is not f32" + shapeString(want);
+  bool floatOut = out->dtype == DType::f32 || out->dtype == DType::f16 ||
+                  out->dtype == DType::bf16;
+  if (!floatOut || out->shape != want)
+    return named("result", *out) + " is not f32, f16 or bf16" +
+           shapeString(want);
   return "";
 }
 

@@ -606,12 +606,19 @@ void CpuBackend::experts(ExecContext &ctx, size_t index,
                                     " (f32, bf16 or f16 expected)");
   need(p.values[size_t(s.outputs[0])].dtype == dt,
        "y and recv differ in dtype");
+  // Weights whose dequantize step was deferred are read from their codes
+  // (expertsPacked, CpuBackendQuant.cpp), not from the arena.
+  auto deferred = [&](size_t i) {
+    return i < s.inputs.size() && s.inputs[i] >= 0 &&
+           packedSrc_.count(s.inputs[i]) != 0;
+  };
+  bool anyPacked = deferred(1) || deferred(2) || deferred(3);
   auto weight = [&](size_t i, const char *role) -> const float * {
     if (i >= s.inputs.size() || s.inputs[i] < 0)
       return nullptr;
     need(p.values[size_t(s.inputs[i])].dtype == dt,
          std::string(role) + " and recv differ in dtype");
-    return wide(ctx, index, s.inputs[i], role, wt_[i]);
+    return deferred(i) ? nullptr : wide(ctx, index, s.inputs[i], role, wt_[i]);
   };
   cpu::ExpertWeights w;
   w.wGate = weight(1, "w_gate");
@@ -626,18 +633,18 @@ void CpuBackend::experts(ExecContext &ctx, size_t index,
   w.alpha = at.alpha;
   w.beta = at.beta;
   w.limit = at.limit;
-  for (size_t i = 1; i <= 3; ++i)
-    if (i < s.inputs.size() && packedSrc_.count(s.inputs[i])) {
-      need(!low, "packed expert weights take f32 rows");
-      expertsPacked(ctx, index, st, w, f32(ctx, index, s.inputs[0], "recv"),
-                    f32(ctx, index, s.outputs[0], "y"));
+  auto run = [&](const float *x, float *y) {
+    if (anyPacked) {
+      expertsPacked(ctx, index, st, w, x, y);
       return;
     }
-  size_t bytes = cpu::groupedFFNScratch(st.recvRows, w);
-  scratch_.resize(bytes / sizeof(float) + 16);
+    size_t bytes = cpu::groupedFFNScratch(st.recvRows, w);
+    scratch_.resize(bytes / sizeof(float) + 16);
+    cpu::groupedFFN(x, st.slotOffsets, w, y, scratch_.data());
+  };
   if (!low) {
-    cpu::groupedFFN(f32(ctx, index, s.inputs[0], "recv"), st.slotOffsets, w,
-                    f32(ctx, index, s.outputs[0], "y"), scratch_.data());
+    run(f32(ctx, index, s.inputs[0], "recv"),
+        f32(ctx, index, s.outputs[0], "y"));
     return;
   }
   size_t n = size_t(st.recvRows * H);
@@ -647,7 +654,7 @@ void CpuBackend::experts(ExecContext &ctx, size_t index,
         reinterpret_cast<const uint16_t *>(
             ptr(ctx, index, s.inputs[0], dt, "recv")),
         wa_.data(), n);
-  cpu::groupedFFN(wa_.data(), st.slotOffsets, w, wc_.data(), scratch_.data());
+  run(wa_.data(), wc_.data());
   fromF32(h16, wc_.data(),
           reinterpret_cast<uint16_t *>(ptr(ctx, index, s.outputs[0], dt, "y")),
           n);

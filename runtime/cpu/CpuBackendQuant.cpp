@@ -60,11 +60,37 @@ void CpuBackend::dequantize(ExecContext &ctx, size_t index,
     packedSrc_[s.outputs[0]] = index;
     return;
   }
-  float *out = f32(ctx, index, s.outputs[0], "result");
   const DequantizeDims &d = p.d;
+  // A 16-bit result (an f16/bf16 model's weights) is expanded in f32, one
+  // weight at a time, and narrowed (each weight is exact in f32: the one
+  // rounding is the narrowing).
+  DType odt = ctx.plan().values[size_t(s.outputs[0])].dtype;
+  Half16 h16 = Half16::bf16;
+  bool narrow = half16(odt, h16);
+  char *out = ptr(ctx, index, s.outputs[0], odt, "result");
+  auto expand = [&](int64_t e, int64_t count) {
+    const float *zp =
+        p.zeroPoints ? p.zeroPoints + e * d.scalesPerWeight : nullptr;
+    size_t elems = size_t(d.n * d.k);
+    if (!narrow) {
+      cpu::dequantize(p.codes + e * d.codesPerWeight,
+                      p.scales + e * d.scalesPerWeight, zp, count, d.n, d.k,
+                      d.bits, d.blockSize,
+                      reinterpret_cast<float *>(out) + size_t(e) * elems);
+      return;
+    }
+    scratch_.resize(elems);
+    for (int64_t i = e; i < e + count; ++i) {
+      cpu::dequantize(
+          p.codes + i * d.codesPerWeight, p.scales + i * d.scalesPerWeight,
+          p.zeroPoints ? p.zeroPoints + i * d.scalesPerWeight : nullptr, 1, d.n,
+          d.k, d.bits, d.blockSize, scratch_.data());
+      fromF32(h16, scratch_.data(),
+              reinterpret_cast<uint16_t *>(out) + size_t(i) * elems, elems);
+    }
+  };
   if (a.dispatch < 0) {
-    cpu::dequantize(p.codes, p.scales, p.zeroPoints, d.batch, d.n, d.k, d.bits,
-                    d.blockSize, out);
+    expand(0, d.batch);
     return;
   }
   // Only the slots the dispatch gave rows (verifyPlan: batch == slots).
@@ -72,10 +98,7 @@ void CpuBackend::dequantize(ExecContext &ctx, size_t index,
       stateFor(ctx, index, a.dispatch).slotOffsets;
   for (int64_t e = 0; e < d.batch; ++e)
     if (offs[size_t(e + 1)] > offs[size_t(e)])
-      cpu::dequantize(
-          p.codes + e * d.codesPerWeight, p.scales + e * d.scalesPerWeight,
-          p.zeroPoints ? p.zeroPoints + e * d.scalesPerWeight : nullptr, 1, d.n,
-          d.k, d.bits, d.blockSize, out + e * d.n * d.k);
+      expand(e, 1);
 }
 
 std::optional<cpu::PackedWeight> CpuBackend::packedB(ExecContext &ctx,
@@ -102,10 +125,12 @@ void CpuBackend::expertsPacked(ExecContext &ctx, size_t index,
   // are skipped by groupedFFN); the others as the arena holds them.
   cpu::PackedWeight packed[3];
   const cpu::PackedWeight **slots[3] = {&w.pGate, &w.pUp, &w.pDown};
-  const float **f32s[3] = {&w.wGate, &w.wUp, &w.wDown};
   for (int i = 0; i < 3; ++i) {
-    auto it = packedSrc_.find(s.inputs[size_t(1 + i)]);
-    if (!*f32s[i] || it == packedSrc_.end())
+    size_t in = size_t(1 + i);
+    if (in >= s.inputs.size() || s.inputs[in] < 0)
+      continue;
+    auto it = packedSrc_.find(s.inputs[in]);
+    if (it == packedSrc_.end())
       continue;
     PackedOperands p = packedOperands(ctx, it->second);
     bool down = i == 2;
@@ -115,7 +140,6 @@ void CpuBackend::expertsPacked(ExecContext &ctx, size_t index,
                              "experts step's shapes");
     packed[i] = p.weight();
     *slots[i] = &packed[i];
-    *f32s[i] = nullptr;
   }
   scratch_.resize(cpu::groupedFFNScratch(st.recvRows, w) / sizeof(float) + 16);
   cpu::groupedFFN(x, st.slotOffsets, w, y, scratch_.data());

@@ -121,10 +121,13 @@ void CudaBackend::dequantize(ExecContext &ctx, size_t index,
       ptr(ctx, index, s.inputs[0], "codes", &u8));
   const float *scales = f32(ctx, index, s.inputs[1], "scales");
   const float *zp = optF32(ctx, index, s, 2, "zero_points");
-  float *out = f32(ctx, index, s.outputs[0], "result");
+  // f32, or f16/bf16 weights of a 16-bit model.
+  cuda::DType ot = gpuType(ctx, index, s.outputs[0], "result");
+  char *out = static_cast<char *>(ptr(ctx, index, s.outputs[0], "result"));
+  size_t eltBytes = ot == cuda::DType::f32 ? 4 : 2;
   if (a.dispatch < 0) {
     cuda::dequantize(codes, scales, zp, d.batch, d.n, d.k, d.bits, d.blockSize,
-                     out, stream_);
+                     out, ot, stream_);
     return;
   }
   // Only the slots the dispatch gave rows (verifyPlan: batch == slots);
@@ -139,10 +142,10 @@ void CudaBackend::dequantize(ExecContext &ctx, size_t index,
     int64_t end = e + 1;
     while (end < d.batch && offs[size_t(end + 1)] > offs[size_t(end)])
       ++end;
-    cuda::dequantize(codes + e * d.codesPerWeight,
-                     scales + e * d.scalesPerWeight,
-                     zp ? zp + e * d.scalesPerWeight : nullptr, end - e, d.n,
-                     d.k, d.bits, d.blockSize, out + e * d.n * d.k, stream_);
+    cuda::dequantize(
+        codes + e * d.codesPerWeight, scales + e * d.scalesPerWeight,
+        zp ? zp + e * d.scalesPerWeight : nullptr, end - e, d.n, d.k, d.bits,
+        d.blockSize, out + size_t(e * d.n * d.k) * eltBytes, ot, stream_);
     e = end;
   }
 }

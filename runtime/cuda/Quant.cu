@@ -15,11 +15,13 @@ using namespace detail;
 
 namespace {
 
-/// One thread per element of out [batch, k, n], consecutive threads along n.
+/// One thread per element of out [batch, k, n], consecutive threads along n;
+/// T: the result's type (each weight is exact in f32, rounded once to T).
+template <typename T>
 __global__ void dequantizeKernel(const uint8_t *codes, const float *scales,
                                  const float *zeroPoints, int64_t batch,
                                  int64_t n, int64_t k, int bits,
-                                 int64_t blockSize, float *out) {
+                                 int64_t blockSize, T *out) {
   int64_t blocks = (k + blockSize - 1) / blockSize;
   int64_t rowBytes = blocks * blockSize * bits / 8, perByte = 8 / bits;
   unsigned mask = (1u << bits) - 1;
@@ -30,7 +32,7 @@ __global__ void dequantizeKernel(const uint8_t *codes, const float *scales,
     unsigned q =
         (codes[r * rowBytes + c / perByte] >> (bits * (c % perByte))) & mask;
     float z = zeroPoints ? zeroPoints[b] : float(int64_t(1) << (bits - 1));
-    out[i] = (float(q) - z) * scales[b];
+    out[i] = fromFloat<T>((float(q) - z) * scales[b]);
   }
 }
 
@@ -96,12 +98,17 @@ void packedGemv(const float *A, int64_t M, const cpu::PackedWeight &w,
 
 void dequantize(const uint8_t *codes, const float *scales,
                 const float *zeroPoints, int64_t batch, int64_t n, int64_t k,
-                int64_t bits, int64_t blockSize, float *out,
+                int64_t bits, int64_t blockSize, void *out, DType outType,
                 cudaStream_t stream) {
   if (batch * n * k == 0)
     return;
-  dequantizeKernel<<<blocksFor(batch * n * k, 256, 65535), 256, 0, stream>>>(
-      codes, scales, zeroPoints, batch, n, k, int(bits), blockSize, out);
+  dispatchDType(outType, [&](auto tag) {
+    using T = decltype(tag);
+    dequantizeKernel<T>
+        <<<blocksFor(batch * n * k, 256, 65535), 256, 0, stream>>>(
+            codes, scales, zeroPoints, batch, n, k, int(bits), blockSize,
+            static_cast<T *>(out));
+  });
   MOERT_CUDA_CHECK_LAUNCH();
 }
 

@@ -40,7 +40,7 @@ TEST(CudaQuant, DequantizeMatchesAPlainLoop) {
             Dev<uint8_t> dq(c.codes);
             Dev<float> ds(c.scales), dz(c.zeroPoints), dout(st.want.size());
             cuda::dequantize(dq.p, ds.p, zp ? dz.p : nullptr, batch, c.n, c.k,
-                             bits, bs, dout.p, s);
+                             bits, bs, dout.p, cuda::DType::f32, s);
             s.sync();
             std::vector<float> got = dout.download();
             int bad = 0;

@@ -35,6 +35,7 @@ import argparse
 import hashlib
 import atexit
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -201,12 +202,28 @@ def main():
                         if not r.isdigit():
                             break
                         own[int(r)] = own.get(int(r), 0) + int(parts[1])
+            # The plan pads each constant to 64 bytes in its segment: with
+            # small 16-bit ones the segments exceed the report by that
+            # padding alone, which the per-rank constants' own sizes show.
+            sizes = {"f32": 4, "f16": 2, "bf16": 2, "u8": 1, "i64": 8,
+                     "i32": 4}
+            raw, nconst = 0, 0
+            for line in desc.stdout.splitlines():
+                m = re.match(r"\s*v\d+ constant (\w+)\[([\dx]*)\] per rank",
+                             line)
+                if m and m.group(1) in sizes:
+                    n = 1
+                    for d in filter(None, m.group(2).split("x")):
+                        n *= int(d)
+                    raw += n * sizes[m.group(1)]
+                    nconst += 1
             for x in predicted["ranks"]:
                 want = (x.get("expert_weight_bytes", 0) +
                         x.get("dense_tp_weight_bytes", 0))
                 got = own.get(x["rank"], 0)
                 if want or got:
-                    good = got == want
+                    good = got == want or (raw == want and
+                                           want < got < want + 64 * nconst)
                     if not good or x["rank"] == len(predicted["ranks"]) - 1:
                         print(f"{'ok  ' if good else 'FAIL'} {tag} rank "
                               f"{x['rank']}: holds {got} B of its own weights "

@@ -119,9 +119,11 @@ def matmul_nbits(out, name, k, n, bits, bs, zp=None, bias=False, acc=0,
 
 def qmoe(out, name, e=4, hid=32, f=16, t=5, k=2, bits=4, bs=16,
          act="swiglu", limit=7.0, zp=False, acc=0, bias=True, router=False,
-         seed=0):
+         seed=0, dtype=np.float32):
     """A QMoE node (with router=True, fed by a MatMul router over the
-    input). Returns (model, feeds, fp32 MoE reference model)."""
+    input); dtype: the activations', scales' and biases' type. Returns
+    (model, feeds, fp32 MoE reference model)."""
+    et = TP.FLOAT16 if dtype == np.float16 else TP.FLOAT
     rng = np.random.default_rng(seed)
     rows = 2 * f if act == "swiglu" else f
     fcs, inits, ref_inits, deq = [], [], [], []
@@ -137,14 +139,15 @@ def qmoe(out, name, e=4, hid=32, f=16, t=5, k=2, bits=4, bs=16,
         w = (q - np.repeat(z, kdim // nb, -1)) * np.repeat(s, kdim // nb, -1)
         nm = f"fc{idx + 1}"
         inits += [nh.from_array(pack(q, bits), nm + "_w"),
-                  nh.from_array(s if bs else s[..., 0], nm + "_s")]
+                  nh.from_array((s if bs else s[..., 0]).astype(dtype),
+                                nm + "_s")]
         if zpk is not None:
             inits.append(nh.from_array(zpk, nm + "_z"))
         ref_inits.append(nh.from_array(w.astype(np.float32), nm + "_w"))
         b = (rng.standard_normal((e, r)) * 0.1).astype(np.float32)
-        inits.append(nh.from_array(b, nm + "_b"))
+        inits.append(nh.from_array(b.astype(dtype), nm + "_b"))
         ref_inits.append(nh.from_array(b, nm + "_b"))
-    x = rng.standard_normal((1, t, hid)).astype(np.float32)
+    x = rng.standard_normal((1, t, hid)).astype(dtype)
     feeds = {"x": x}
     nodes, extra = [], []
     if router:
@@ -153,11 +156,11 @@ def qmoe(out, name, e=4, hid=32, f=16, t=5, k=2, bits=4, bs=16,
         extra.append(nh.from_array(np.array([t, e], np.int64), "shape"))
         nodes += [h.make_node("MatMul", ["x", "router_w"], ["logits3"]),
                   h.make_node("Reshape", ["logits3", "shape"], ["logits"])]
-        inputs = [h.make_tensor_value_info("x", TP.FLOAT, [1, t, hid])]
+        inputs = [h.make_tensor_value_info("x", et, [1, t, hid])]
     else:
-        feeds["logits"] = rng.standard_normal((t, e)).astype(np.float32)
-        inputs = [h.make_tensor_value_info("x", TP.FLOAT, [1, t, hid]),
-                  h.make_tensor_value_info("logits", TP.FLOAT, [t, e])]
+        feeds["logits"] = rng.standard_normal((t, e)).astype(dtype)
+        inputs = [h.make_tensor_value_info("x", et, [1, t, hid]),
+                  h.make_tensor_value_info("logits", et, [t, e])]
     common = dict(k=k, activation_type=act, normalize_routing_weights=1)
     if act == "swiglu":
         common.update(swiglu_fusion=1, activation_alpha=1.702,
@@ -172,9 +175,10 @@ def qmoe(out, name, e=4, hid=32, f=16, t=5, k=2, bits=4, bs=16,
     if zp:
         ins += ["", "", "", "fc1_z", "fc2_z"]
     node = h.make_node("QMoE", ins, ["y"], domain="com.microsoft", **qattrs)
-    outs = [h.make_tensor_value_info("y", TP.FLOAT, [1, t, hid])]
+    outs = [h.make_tensor_value_info("y", et, [1, t, hid])]
     d = os.path.join(out, name)
-    CASES.append((d, TOL_ACC4 if acc == 4 or (bits == 8 and bs) else 1e-4))
+    CASES.append((d, TOL_ACC4 if acc == 4 or (bits == 8 and bs) else
+                  TOL_FP16 if dtype == np.float16 else 1e-4))
     m = save(d, nodes + [node], inputs, feeds, outs,
              [i for i in inits if i.name in ins] + extra)
     rnode = h.make_node("MoE", ["x", "logits", "fc1_w", b1, "fc2_w", b2],
@@ -238,11 +242,16 @@ def main():
         qmoe(o, "qmoe8-row-swiglu", bits=8, bs=0, seed=15),
         qmoe(o, "qmoe8-block-relu", bits=8, bs=16, act="relu", seed=16),
         qmoe(o, "qmoe4-block-acc4", acc=4, seed=17),
+        # fp16 activations (the builder's -e cuda models): packed too, the
+        # experts' weights expanded to fp16.
+        qmoe(o, "qmoe4-block-fp16", zp=True, seed=18, dtype=np.float16),
     ]
     if args.probe:
         for (m, feeds, ref), (d, _) in zip(mm, CASES):
             report(os.path.basename(d), ort_run(m, feeds), ref)
         for (m, feeds, ref), (d, _) in zip(qm, CASES[len(mm):]):
+            if feeds["x"].dtype != np.float32:
+                continue  # the fp32 MoE reference takes fp32 inputs
             report(os.path.basename(d), ort_run(m, feeds), ort_run(ref, feeds))
     if not args.check:
         return

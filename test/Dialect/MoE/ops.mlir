@@ -161,6 +161,14 @@ func.func @dequantize_stacked(%q: tensor<8x24x1x20xui8>, %s: tensor<8x24x1xf32>)
   return %w : tensor<8x40x24xf32>
 }
 
+// Stacked experts of an fp16 model expand to f16 (scales stay f32).
+// CHECK-LABEL: func.func @dequantize_f16
+func.func @dequantize_f16(%q: tensor<8x24x1x20xui8>, %s: tensor<8x24x1xf32>) -> tensor<8x40x24xf16> {
+  // CHECK: moe.dequantize %{{.*}}, %{{.*}} bits 4 block_size 40 k 40 : tensor<8x24x1x20xui8>, tensor<8x24x1xf32> -> tensor<8x40x24xf16>
+  %w = moe.dequantize %q, %s bits 4 block_size 40 k 40 : tensor<8x24x1x20xui8>, tensor<8x24x1xf32> -> tensor<8x40x24xf16>
+  return %w : tensor<8x40x24xf16>
+}
+
 // A rank's 2 expert slots, expanded after their dispatch.
 // CHECK-LABEL: func.func @dequantize_after_dispatch
 func.func @dequantize_after_dispatch(%x: tensor<4x16xf32>, %i: tensor<4x2xi64>, %q: tensor<2x16x1x8xui8>, %s: tensor<2x16x1xf32>) -> tensor<2x16x16xf32> {

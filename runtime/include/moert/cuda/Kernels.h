@@ -182,10 +182,11 @@ void softmax(const float *x, float *y, int64_t rows, int64_t n,
 // Packed weights: dequantize (Quant.cu)
 //===----------------------------------------------------------------------===//
 
-/// cpu::dequantize on the device (one thread per output element).
+/// cpu::dequantize on the device (one thread per output element), into
+/// `out` of `outType` (f32, or f16/bf16: each weight rounded once).
 void dequantize(const uint8_t *codes, const float *scales,
                 const float *zeroPoints, int64_t batch, int64_t n, int64_t k,
-                int64_t bits, int64_t blockSize, float *out,
+                int64_t bits, int64_t blockSize, void *out, DType outType,
                 cudaStream_t stream);
 
 /// Rows of A one packedGemv launch takes (more: one launch per 8 rows).

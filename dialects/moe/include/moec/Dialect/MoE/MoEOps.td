@@ -425,7 +425,9 @@ def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure, AttrSizedOperandSegments]> {
 
     Leading dims are kept as they are: stacked experts [E, N, blocks, blob]
     give [E, K, N]. `block_size` is any positive size that fills whole
-    bytes (one block per row: block_size = K).
+    bytes (one block per row: block_size = K). The result is f32, or f16 /
+    bf16 for a model computing in that type (each weight computed exactly,
+    then rounded once to it); scales and zero points are f32 either way.
 
     With `after %handle` (a rank's stacked experts, [slots, N, blocks,
     blob], after moe-insert-all-to-all) only the slots that the dispatch
@@ -450,7 +452,7 @@ def MoE_DequantizeOp : MoE_Op<"dequantize", [Pure, AttrSizedOperandSegments]> {
                    Optional<RankedTensorOf<[F32]>>:$zero_points,
                    Optional<MoE_DispatchType>:$dispatch,
                    I64Attr:$bits, I64Attr:$block_size, I64Attr:$k);
-  let results = (outs RankedTensorOf<[F32]>:$result);
+  let results = (outs RankedTensorOf<[F32, F16, BF16]>:$result);
   let assemblyFormat = [{
     $codes `,` $scales (`zero_points` $zero_points^)? (`after` $dispatch^)?
     `bits` $bits
