@@ -8,6 +8,7 @@
 
 #include "CudaTestSupport.h"
 #include "QuantReference.h"
+#include "moert/Half.h"
 #include "moert/cuda/Kernels.h"
 
 #include <gtest/gtest.h>
@@ -49,6 +50,28 @@ TEST(CudaQuant, DequantizeMatchesAPlainLoop) {
                 ADD_FAILURE() << "element " << i << ": " << got[i]
                               << ", expected " << st.want[i];
           }
+}
+
+TEST(CudaQuant, DequantizeToHalfRoundsOnce) {
+  // An fp16 model's weights: the f32 value rounded once to f16 (as the CPU
+  // backend's fromF32 rounds it).
+  REQUIRE_CUDA_DEVICE();
+  Stream s;
+  Stack st = randomStack(2, 37, 96, 4, 32, 21, true);
+  const Case &c = st.all;
+  Dev<uint8_t> dq(c.codes);
+  Dev<float> ds(c.scales), dz(c.zeroPoints);
+  Dev<uint16_t> dout(st.want.size());
+  cuda::dequantize(dq.p, ds.p, dz.p, 2, c.n, c.k, 4, 32, dout.p,
+                   cuda::DType::f16, s);
+  s.sync();
+  std::vector<uint16_t> got = dout.download(), want(st.want.size());
+  fromF32(Half16::f16, st.want.data(), want.data(), want.size());
+  int bad = 0;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (got[i] != want[i] && bad++ < 5)
+      ADD_FAILURE() << "element " << i << ": " << got[i] << ", expected "
+                    << want[i];
 }
 
 // packedGemv against the plain loop's weight times A in double: 2, 4 and 8
