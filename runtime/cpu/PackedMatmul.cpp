@@ -36,19 +36,18 @@
 namespace moert::cpu {
 
 namespace {
-using detail::kParallelWork;
 
 /// Rows of A at most this many take the GEMV, more the tiled GEMM.
 /// Measured on Zen 1 (moert-packed-bench, K = N = 2048, 4 bits): the GEMV
-/// beats sgemm on the expanded weight up to 8 rows (1.1x at 8), the tiles
-/// from 16 on.
+/// beats sgemm on the expanded fp32 weight up to 8 rows (1.8x at 8); from
+/// 16 rows the tiles are faster than the GEMV (0.7-0.8x of fp32 sgemm).
 constexpr int64_t kGemvMaxRows = 8;
 /// Multiply-adds below which the GEMV stays on the calling thread: about
 /// 1 ms of it. An OpenMP team forked between BLAS calls shares the cores
 /// with the BLAS's spinning threads; on 2 cores, a decode step of the
 /// builder's LFM2 int4 model (GEMVs of 0.5 M weights) took 0.7-0.8 ms with
 /// the GEMV serial, and 0.8 to 20 ms (time slices lost at the barrier) with
-/// a team from kParallelWork on.
+/// a team from detail::kParallelWork on.
 constexpr int64_t kGemvParallelWork = int64_t(1) << 23;
 /// W's rows per tile of the GEMM: 256 rows of K = 2048 is 2 MiB, which
 /// measured faster than 64 or 128 rows (the BLAS packs A once per tile).
