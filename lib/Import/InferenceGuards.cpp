@@ -67,6 +67,26 @@ std::string nodeName(const onnx::NodeProto &n) {
 } // namespace
 
 std::string moec::onnximport::inferenceHazard(const onnx::GraphProto &g) {
+  // A negative dim in a graph input's type (inference takes it as a size:
+  // a GatherND whose indices were declared [2, -11] read out of bounds;
+  // clearNegativeDims has made the other declarations' unknown).
+  for (const onnx::ValueInfoProto &v : g.input()) {
+    if (!v.has_type() || !v.type().has_tensor_type() ||
+        !v.type().tensor_type().has_shape())
+      continue;
+    const onnx::TensorShapeProto &sh = v.type().tensor_type().shape();
+    for (int d = 0; d < sh.dim_size(); ++d)
+      if (sh.dim(d).has_dim_value() && sh.dim(d).dim_value() < 0)
+        return "graph input '" + v.name() + "' has dim " + std::to_string(d) +
+               " of " + std::to_string(sh.dim(d).dim_value()) +
+               " (dims are 0 or more); fix it with --input-shape " + v.name() +
+               "=D0,D1,...";
+  }
+  for (const onnx::TensorProto &t : g.initializer())
+    for (int64_t d : t.dims())
+      if (d < 0)
+        return "initializer '" + t.name() + "' has a negative dimension " +
+               std::to_string(d);
   std::unordered_map<std::string, std::vector<int64_t>> consts;
   for (const onnx::TensorProto &t : g.initializer())
     if (auto v = smallInts(t))
@@ -219,4 +239,21 @@ bool moec::onnximport::dataPropagationSafe(const onnx::GraphProto &g) {
       return false;
   }
   return true;
+}
+
+void moec::onnximport::clearNegativeDims(onnx::GraphProto &g) {
+  auto clear = [](onnx::ValueInfoProto &v) {
+    if (!v.has_type() || !v.type().has_tensor_type() ||
+        !v.type().tensor_type().has_shape())
+      return;
+    onnx::TensorShapeProto *sh =
+        v.mutable_type()->mutable_tensor_type()->mutable_shape();
+    for (int d = 0; d < sh->dim_size(); ++d)
+      if (sh->dim(d).has_dim_value() && sh->dim(d).dim_value() < 0)
+        sh->mutable_dim(d)->clear_dim_value();
+  };
+  for (onnx::ValueInfoProto &v : *g.mutable_output())
+    clear(v);
+  for (onnx::ValueInfoProto &v : *g.mutable_value_info())
+    clear(v);
 }

@@ -22,7 +22,8 @@ namespace moec::onnximport {
 constexpr long long kMaxShapeRank = 1024;
 
 /// "" when `graph` is safe to give to ONNX shape inference, else an error
-/// naming the node: a shape operand (of Expand, Reshape, ConstantOfShape,
+/// naming the value or node: a graph input or an initializer with a
+/// negative dimension; a shape operand (of Expand, Reshape, ConstantOfShape,
 /// Tile) made by a ConstantOfShape or Range of constant inputs with more
 /// than kMaxShapeRank entries (inference would build a shape of that rank:
 /// 5 * 10^13 dims ran out of memory).
@@ -32,6 +33,11 @@ std::string inferenceHazard(const onnx::GraphProto &graph);
 /// an op without a schema (com.microsoft), not a fault of the model: then
 /// the lenient retry may propagate data.
 bool onlyMissingSchemas(const std::string &msg);
+
+/// Makes the negative dims of the graph's output and value_info types
+/// unknown (some exporters write -1 for a dynamic dim; inference would take
+/// it as a size): inference then works them out.
+void clearNegativeDims(onnx::GraphProto &graph);
 
 /// True when ONNX data propagation may run on `graph` (after an inference
 /// pass without it filled value_info): every Shape or Size node reads a

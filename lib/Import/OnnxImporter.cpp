@@ -603,6 +603,7 @@ static int dropContradictedValueInfo(onnx::GraphProto &g) {
 
 LogicalResult ModelImporter::inferShapes() {
   dropContradictedValueInfo(*model.mutable_graph());
+  clearNegativeDims(*model.mutable_graph());
   // libonnx 1.12's data propagation dereferences null when a value upstream
   // failed inference (a Reshape to a shape that does not divide its input,
   // then a Shape of a product of it: found by fuzzing, issue 17). So
