@@ -82,11 +82,6 @@ std::string moec::onnximport::inferenceHazard(const onnx::GraphProto &g) {
                " (dims are 0 or more); fix it with --input-shape " + v.name() +
                "=D0,D1,...";
   }
-  for (const onnx::TensorProto &t : g.initializer())
-    for (int64_t d : t.dims())
-      if (d < 0)
-        return "initializer '" + t.name() + "' has a negative dimension " +
-               std::to_string(d);
   std::unordered_map<std::string, std::vector<int64_t>> consts;
   for (const onnx::TensorProto &t : g.initializer())
     if (auto v = smallInts(t))

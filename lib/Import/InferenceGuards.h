@@ -22,11 +22,11 @@ namespace moec::onnximport {
 constexpr long long kMaxShapeRank = 1024;
 
 /// "" when `graph` is safe to give to ONNX shape inference, else an error
-/// naming the value or node: a graph input or an initializer with a
-/// negative dimension; a shape operand (of Expand, Reshape, ConstantOfShape,
-/// Tile) made by a ConstantOfShape or Range of constant inputs with more
-/// than kMaxShapeRank entries (inference would build a shape of that rank:
-/// 5 * 10^13 dims ran out of memory).
+/// naming the value or node: a graph input declared with a negative
+/// dimension (initializers' are named when decoded); a shape operand (of
+/// Expand, Reshape, ConstantOfShape, Tile) made by a ConstantOfShape or Range
+/// of constant inputs with more than kMaxShapeRank entries (inference would
+/// build a shape of that rank: 5 * 10^13 dims ran out of memory).
 std::string inferenceHazard(const onnx::GraphProto &graph);
 
 /// True when every error in `msg` (strict inference lists one per line) is
