@@ -140,6 +140,8 @@ private:
     DequantizeDims d;
     /// The operands as the kernels take them (weight 0 of the stack).
     cpu::PackedWeight weight() const;
+    /// Weight `e` of the stack expanded to f32 ([k, n]) into `out`.
+    void expand(int64_t e, float *out) const;
   };
   PackedOperands packedOperands(ExecContext &ctx, size_t index);
   std::map<int32_t, size_t> packedSrc_; ///< value -> its deferred step

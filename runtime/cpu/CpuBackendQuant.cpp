@@ -39,15 +39,13 @@ CpuBackend::PackedOperands CpuBackend::packedOperands(ExecContext &ctx,
 }
 
 cpu::PackedWeight CpuBackend::PackedOperands::weight() const {
-  cpu::PackedWeight w;
-  w.codes = codes;
-  w.scales = scales;
-  w.zeroPoints = zeroPoints;
-  w.n = d.n;
-  w.k = d.k;
-  w.bits = d.bits;
-  w.blockSize = d.blockSize;
-  return w;
+  return d.weight(codes, scales, zeroPoints);
+}
+
+void CpuBackend::PackedOperands::expand(int64_t e, float *out) const {
+  cpu::dequantize(codes + e * d.codesPerWeight, scales + e * d.scalesPerWeight,
+                  zeroPoints ? zeroPoints + e * d.scalesPerWeight : nullptr, 1,
+                  d.n, d.k, d.bits, d.blockSize, out);
 }
 
 void CpuBackend::dequantize(ExecContext &ctx, size_t index,
@@ -68,29 +66,21 @@ void CpuBackend::dequantize(ExecContext &ctx, size_t index,
   Half16 h16 = Half16::bf16;
   bool narrow = half16(odt, h16);
   char *out = ptr(ctx, index, s.outputs[0], odt, "result");
-  auto expand = [&](int64_t e, int64_t count) {
-    const float *zp =
-        p.zeroPoints ? p.zeroPoints + e * d.scalesPerWeight : nullptr;
-    size_t elems = size_t(d.n * d.k);
+  // Weight e of the stack; narrowed through scratch_ for 16 bits.
+  size_t elems = size_t(d.n * d.k);
+  auto expand = [&](int64_t e) {
     if (!narrow) {
-      cpu::dequantize(p.codes + e * d.codesPerWeight,
-                      p.scales + e * d.scalesPerWeight, zp, count, d.n, d.k,
-                      d.bits, d.blockSize,
-                      reinterpret_cast<float *>(out) + size_t(e) * elems);
+      p.expand(e, reinterpret_cast<float *>(out) + size_t(e) * elems);
       return;
     }
     scratch_.resize(elems);
-    for (int64_t i = e; i < e + count; ++i) {
-      cpu::dequantize(
-          p.codes + i * d.codesPerWeight, p.scales + i * d.scalesPerWeight,
-          p.zeroPoints ? p.zeroPoints + i * d.scalesPerWeight : nullptr, 1, d.n,
-          d.k, d.bits, d.blockSize, scratch_.data());
-      fromF32(h16, scratch_.data(),
-              reinterpret_cast<uint16_t *>(out) + size_t(i) * elems, elems);
-    }
+    p.expand(e, scratch_.data());
+    fromF32(h16, scratch_.data(),
+            reinterpret_cast<uint16_t *>(out) + size_t(e) * elems, elems);
   };
   if (a.dispatch < 0) {
-    expand(0, d.batch);
+    for (int64_t e = 0; e < d.batch; ++e)
+      expand(e);
     return;
   }
   // Only the slots the dispatch gave rows (verifyPlan: batch == slots).
@@ -98,7 +88,7 @@ void CpuBackend::dequantize(ExecContext &ctx, size_t index,
       stateFor(ctx, index, a.dispatch).slotOffsets;
   for (int64_t e = 0; e < d.batch; ++e)
     if (offs[size_t(e + 1)] > offs[size_t(e)])
-      expand(e, 1);
+      expand(e);
 }
 
 std::optional<cpu::PackedWeight> CpuBackend::packedB(ExecContext &ctx,

@@ -96,16 +96,10 @@ std::optional<cpu::PackedWeight> CudaBackend::packedB(ExecContext &ctx,
   const Step &s = ctx.plan().steps[it->second];
   DequantizeDims d = checkDequantizeStep(ctx, it->second);
   DType u8 = DType::u8;
-  cpu::PackedWeight w;
-  w.codes = reinterpret_cast<const uint8_t *>(
-      ptr(ctx, it->second, s.inputs[0], "codes", &u8));
-  w.scales = f32(ctx, it->second, s.inputs[1], "scales");
-  w.zeroPoints = optF32(ctx, it->second, s, 2, "zero_points");
-  w.n = d.n;
-  w.k = d.k;
-  w.bits = d.bits;
-  w.blockSize = d.blockSize;
-  return w;
+  return d.weight(reinterpret_cast<const uint8_t *>(
+                      ptr(ctx, it->second, s.inputs[0], "codes", &u8)),
+                  f32(ctx, it->second, s.inputs[1], "scales"),
+                  optF32(ctx, it->second, s, 2, "zero_points"));
 }
 
 void CudaBackend::dequantize(ExecContext &ctx, size_t index,

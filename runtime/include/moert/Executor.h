@@ -208,6 +208,20 @@ struct DequantizeDims {
   /// Elements of one weight's codes (bytes) and of its scales.
   int64_t codesPerWeight = 0, scalesPerWeight = 0;
   bool zeroPoints = false;
+  /// Weight 0 of the step's stack as the GEMMs on codes take it, from the
+  /// step's operands (host or device pointers).
+  cpu::PackedWeight weight(const uint8_t *codes, const float *scales,
+                           const float *zp) const {
+    cpu::PackedWeight w;
+    w.codes = codes;
+    w.scales = scales;
+    w.zeroPoints = zp;
+    w.n = n;
+    w.k = k;
+    w.bits = bits;
+    w.blockSize = blockSize;
+    return w;
+  }
 };
 DequantizeDims checkDequantizeStep(ExecContext &ctx, size_t index);
 
