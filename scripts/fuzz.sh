@@ -131,7 +131,10 @@ for i in "${!TARGETS[@]}"; do
   before=$(ls "$artifacts" | wc -l)
   echo "fuzz.sh: $t: ${SECONDS_EACH}s, log $log"
   rc=0
-  (cd "$FUZZ_WORK" && "$bin" "${opts[@]}" "${dirs[@]}") >"$log" 2>&1 || rc=$?
+  # UBSan prints no stack unless asked: a finding's log must say where.
+  (cd "$FUZZ_WORK" &&
+    UBSAN_OPTIONS=print_stacktrace=1:${UBSAN_OPTIONS:-} \
+      "$bin" "${opts[@]}" "${dirs[@]}") >"$log" 2>&1 || rc=$?
   found=$(($(ls "$artifacts" | wc -l) - before))
   execs=$( (grep -o 'stat::number_of_executed_units: [0-9]*' "$log" || true) |
     awk '{s += $2} END {print s + 0}')
@@ -150,8 +153,11 @@ for i in "${!TARGETS[@]}"; do
       "$log" && tail -20 "$log" >&2
     newest=$(ls -t "$artifacts" | head -1)
     if [ -n "$newest" ]; then
-      echo "fuzz.sh: $t: the input ($newest), base64, first 6 KiB:" >&2
-      head -c 6144 "$artifacts/$newest" | base64 >&2
+      # gzip first: plans are mostly zero padding. Decode with
+      # base64 -d | gunzip. Inputs over 1 MiB are cut (the log stays short).
+      echo "fuzz.sh: $t: the input ($newest), gzip then base64" \
+        "(first MiB):" >&2
+      head -c 1048576 "$artifacts/$newest" | gzip -9 | base64 >&2
     fi
   fi
   rows+=("$(printf '%-12s %8ss %12s %9s' "$t" "$SECONDS_EACH" \

@@ -19,30 +19,34 @@ using namespace moert;
 
 namespace {
 /// The number of inputs and outputs each step kind takes, indexed by
-/// StepKind (NONE first); outs -1: one or more.
+/// StepKind (NONE first); outs -1: one or more. Bit i of `optional`: input
+/// i may be -1 (docs/plan-format.md, "Steps"); every other input must be a
+/// value.
 struct StepSig {
   int minIn, maxIn, outs;
+  uint32_t optional = 0;
 };
+constexpr uint32_t kAnyOptional = ~0u;
 constexpr StepSig kStepSigs[] = {
-    {0, 0, 0},                   // NONE
-    {2, 3, 1},                   // matmul
-    {1, 2, 2},                   // route
-    {2, 3, 1},                   // dispatch
-    {4, 7, 1},                   // experts
-    {2, 2, 1},                   // combine
-    {1, 1, 1},                   // unary
-    {2, 2, 1},                   // binary
-    {1, 1, 1},                   // softmax
-    {1, 1, 1},                   // copy
-    {1, 1, 1},                   // all_reduce
-    {1, 1, 1},                   // all_gather
-    {2, 2, 1},                   // batch_matmul
-    {0, kMaxKernelOperands, -1}, // kernel (moert/Limits.h)
-    {1, 1, 1},                   // all_slice
-    {1, 1, 1},                   // reduce_scatter
-    {1, 1, 2},                   // topk
-    {3, 3, 1},                   // scatter_elements
-    {2, 3, 1},                   // dequantize
+    {0, 0, 0},                                        // NONE
+    {2, 3, 1, 1u << 2},                               // matmul: bias
+    {1, 2, 2, 1u << 1},                               // route: bias
+    {2, 3, 1, 1u << 2},                               // dispatch: weights
+    {4, 7, 1, 1u << 2 | 1u << 4 | 1u << 5 | 1u << 6}, // experts: w_up, biases
+    {2, 2, 1, 1u << 1},                               // combine: weights
+    {1, 1, 1},                                        // unary
+    {2, 2, 1},                                        // binary
+    {1, 1, 1},                                        // softmax
+    {1, 1, 1},                                        // copy
+    {1, 1, 1},                                        // all_reduce
+    {1, 1, 1},                                        // all_gather
+    {2, 2, 1},                                        // batch_matmul
+    {0, kMaxKernelOperands, -1, kAnyOptional},        // kernel (moert/Limits.h)
+    {1, 1, 1},                                        // all_slice
+    {1, 1, 1},                                        // reduce_scatter
+    {1, 1, 2},                                        // topk
+    {3, 3, 1},                                        // scatter_elements
+    {2, 3, 1, 1u << 2},                               // dequantize: zero points
 };
 // A kind added to plan.fbs needs its operand counts here.
 static_assert(sizeof(kStepSigs) / sizeof(kStepSigs[0]) ==
@@ -541,10 +545,15 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
     if (sig->outs >= 0 ? int(s.outputs.size()) != sig->outs : s.outputs.empty())
       return fail(what + ": " + std::to_string(s.outputs.size()) +
                   " results, expected " + std::to_string(sig->outs));
-    for (int32_t v : s.inputs)
+    for (size_t i = 0; i < s.inputs.size(); ++i) {
+      int32_t v = s.inputs[i];
       if (v < -1 || v >= int32_t(plan.values.size()))
         return fail(what + ": operand value " + std::to_string(v) +
                     " does not exist");
+      if (v == -1 && i < 32 && !(sig->optional >> i & 1))
+        return fail(what + ": operand " + std::to_string(i) +
+                    " is required, but absent (-1)");
+    }
     for (int32_t v : s.outputs)
       if (v < 0 || v >= int32_t(plan.values.size()) ||
           plan.values[v].kind == ValueKind::constant)

@@ -187,7 +187,7 @@ TEST_F(IndexVerify, ScatterRules) {
   EXPECT_CONTAINS(verifyError([](Plan &p) { p.steps[1].inputs[1] = 3; }),
                   "indices f32[2,6] is not i64 or i32");
   EXPECT_CONTAINS(verifyError([](Plan &p) { p.steps[1].inputs[0] = -1; }),
-                  "data, indices, updates and result must all be given");
+                  "operand 0 is required, but absent (-1)");
 }
 
 TEST_F(IndexVerify, Describe) {

@@ -538,6 +538,13 @@ TEST_F(Verify, Errors) {
                   "operand value 77 does not exist");
   EXPECT_CONTAINS(verifyError([](Plan &p) { p.steps[0].outputs[0] = 1; }),
                   "result value 1 does not exist or is a constant");
+  // Only the operands docs/plan-format.md calls optional may be -1: the
+  // CPU experts step read value -1 as its rows (plan fuzz target, run).
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.steps[3].inputs[0] = -1; }),
+                  "step 3 (experts at '/moe/experts'): operand 0 is required, "
+                  "but absent (-1)");
+  EXPECT_CONTAINS(verifyError([](Plan &p) { p.steps[0].inputs[1] = -1; }),
+                  "operand 1 is required");
   EXPECT_CONTAINS(
       verifyError([](Plan &p) { p.steps[3].attrs.Asexperts()->dispatch = 0; }),
       "attribute 'dispatch' must name an earlier dispatch step");
