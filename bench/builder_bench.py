@@ -17,10 +17,9 @@ dispatch gave rows). Times are the best of --iters: onnxruntime's
 session.run (its default intra-op threads: all cores), moe-run's slowest
 rank (--json seconds). Each moe-run output is checked against onnxruntime's
 on the same file (1e-4 x max|ref|). The int4 files have accuracy_level 4:
-onnxruntime then quantizes the activations to int8, its fast path, which
-is what is timed; its logits then move by up to 23% of max|logits| on
-these random weights, so the int4 check is against onnxruntime on a copy
-with accuracy_level 0 (fp32 activations: the same weights, exact).
+onnxruntime then quantizes MatMulNBits' activations to int8 per block, its
+fast path, and moec models the same arithmetic (docs/importer.md), so the
+int4 files are checked as written too.
 """
 import argparse
 import json
@@ -36,8 +35,6 @@ from common import sh
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GEN = os.path.join(HERE, "..", "examples", "builder", "gen.py")
-sys.path.insert(0, os.path.join(HERE, "..", "examples", "builder"))
-from check import with_accuracy_level  # noqa: E402
 
 NP = {"tensor(float)": np.float32, "tensor(int64)": np.int64,
       "tensor(int32)": np.int32}
@@ -132,15 +129,8 @@ def main():
                          if ".key" in o or ".value" in o
                          else o.replace("present.", "past.", 1)] = r
             dec = step_feeds(sess, np.array([[7]], np.int64), past, caps)
-            check = sess
-            if prec == "int4":
-                exact = os.path.join(d, "acc0")
-                os.makedirs(exact, exist_ok=True)
-                check = ort.InferenceSession(
-                    with_accuracy_level(model, 0, exact),
-                    providers=["CPUExecutionProvider"])
             for step, feeds in (("prefill", pre), ("decode", dec)):
-                ref = check.run(None, feeds)[0]
+                ref = sess.run(None, feeds)[0]
                 ort_s = best(lambda: sess.run(None, feeds), a.iters)
                 sd = os.path.join(d, "bench_" + step)
                 os.makedirs(sd, exist_ok=True)

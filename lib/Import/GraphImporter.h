@@ -14,6 +14,7 @@
 #include "mlir/IR/Location.h"
 #include "mlir/Support/LLVM.h"
 #include "llvm/ADT/StringMap.h"
+#include "llvm/ADT/StringSet.h"
 #include "llvm/ADT/Twine.h"
 
 #include "onnx/onnx_pb.h"
@@ -223,6 +224,17 @@ public:
   /// Whether quantized weights stay packed (ImportOptions).
   void setKeepPackedWeights(bool keep) { keepPacked = keep; }
   bool keepPackedWeights() const { return keepPacked; }
+  /// Initializers also listed as graph inputs: a runtime may override them
+  /// (onnxruntime then does not prepack them); moec takes their values.
+  void addOverridableInitializer(llvm::StringRef name) {
+    overridable.insert(name);
+  }
+  bool isOverridableInitializer(llvm::StringRef name) const {
+    return overridable.contains(name);
+  }
+  /// Whether accuracy_level 4 quantizes activations to int8 (ImportOptions).
+  void setInt8Activations(bool on) { int8Act = on; }
+  bool int8Activations() const { return int8Act; }
 
 private:
   struct Entry {
@@ -242,6 +254,8 @@ private:
   const onnx::ModelProto &model;
   int64_t inlineLimit;
   bool keepPacked = true;
+  bool int8Act = true;
+  llvm::StringSet<> overridable;
   int64_t defaultOpset = 0;
   llvm::StringMap<Entry> values;
   llvm::StringMap<std::vector<int64_t>> knownShapeValues;

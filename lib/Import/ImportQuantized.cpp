@@ -36,11 +36,20 @@
 // of its own experts. Other types, and every weight with
 // `moec --packed-weights=expand`, are dequantized here into constants.
 //
-// accuracy_level is not modelled: moec computes in the activations' type.
-// With accuracy_level 4 onnxruntime's CPU kernels quantize the activations
-// to int8 per block (and QMoE's block-wise 8-bit experts do at every
-// level), so its outputs differ from the exact product by about 1e-2
-// relative; with accuracy_level 0 they agree to float rounding.
+// accuracy_level 4 (the builder's int4 CPU models) is modelled as
+// onnxruntime 1.32's CPU MatMulNBits computes it: A is quantized to int8
+// per row and block of block_size along K, s = max|a| / 127 and
+// q = round(a * (127 / max|a|)) (half to even; q = 0 where max|a| = 0),
+// and Y is the GEMM of q * s with the weight. onnxruntime multiplies the
+// int8 codes and scales after the integer dot: the two agree to float
+// rounding (probed for 2, 4 and 8 bits, blocks 16-256, 1-130 rows, K not
+// a multiple of the block, fp16 A). onnxruntime does this only with uint8
+// (or default) zero points and weights it can prepack: float zero points,
+// weights that are also graph inputs (initializers a run may override),
+// and levels 0-3 multiply A exactly, as moec then does (and everywhere
+// with `moec --int8-activations=off`). QMoE's block-wise 8-bit experts
+// quantize their activations too (at every level); moec's experts do not,
+// so those differ from onnxruntime by about 1e-2 relative.
 //
 //===----------------------------------------------------------------------===//
 
@@ -151,6 +160,46 @@ Value packedWeight(GraphImporter &gi, const HostTensor &q, const HostTensor &s,
 }
 } // namespace
 
+/// `a` [..., k] (f32) as onnxruntime's accuracy_level 4 sees it (see the
+/// file comment): each row's blocks of `bs` along k quantized to int8 and
+/// back, q * s. A last block shorter than `bs` is quantized as if padded
+/// with zeros.
+static std::string int8Blocks(Expansion &ex, const std::string &a, int64_t rank,
+                              int64_t k, int64_t bs) {
+  constexpr int32_t f32 = onnx::TensorProto_DataType_FLOAT;
+  int64_t blocks = (k + bs - 1) / bs;
+  std::string x = a;
+  if (blocks * bs != k) {
+    std::vector<int64_t> pads(2 * rank, 0);
+    pads[2 * rank - 1] = blocks * bs - k;
+    x = ex.op("Pad", {x, ex.ints(pads)});
+  }
+  // [..., blocks, bs]: Reshape's 0 keeps a leading dim.
+  std::vector<int64_t> shape(rank - 1, 0);
+  shape.push_back(blocks);
+  shape.push_back(bs);
+  x = ex.op("Reshape", {x, ex.ints(shape)});
+  std::string amax =
+      ex.op("ReduceMax", {ex.op("Abs", {x}), ex.ints({-1})},
+            [](onnx::NodeProto &n) { Expansion::setInt(n, "keepdims", 1); });
+  // s = amax / 127; q = round(a * (127 / amax)), 0 where amax = 0.
+  std::string c127 = ex.splat(f32, {}, 127);
+  std::string zero = ex.splat(f32, {}, 0), one = ex.splat(f32, {}, 1);
+  std::string scale = ex.op("Div", {amax, c127});
+  std::string isZero = ex.op("Equal", {amax, zero});
+  std::string inv = ex.op(
+      "Where", {isZero, zero,
+                ex.op("Div", {c127, ex.op("Where", {isZero, one, amax})})});
+  std::string q = ex.op("Round", {ex.op("Mul", {x, inv})});
+  x = ex.op("Mul", {q, scale});
+  shape.resize(rank - 1);
+  shape.push_back(blocks * bs);
+  x = ex.op("Reshape", {x, ex.ints(shape)});
+  if (blocks * bs != k)
+    x = ex.op("Slice", {x, ex.ints({0}), ex.ints({k}), ex.ints({rank - 1})});
+  return x;
+}
+
 static LogicalResult importMatMulNBits(GraphImporter &gi) {
   enum { kA, kB, kScales, kZeroPoints, kGIdx, kBias };
   if (!gi.hasInput(kA) || !gi.hasInput(kB) || !gi.hasInput(kScales))
@@ -242,6 +291,24 @@ static LogicalResult importMatMulNBits(GraphImporter &gi) {
                                   bs, k, {n, k});
     weight = ex.constant(transpose2(w));
     narrow = 0;
+  }
+  // accuracy_level 4: int8 activations (onnxruntime's CPU kernels), in
+  // f32 whatever A's type.
+  // onnxruntime prepacks B for this only when B, the scales and the zero
+  // points are initializers a run cannot override (not also graph inputs).
+  bool fixedWeights = true;
+  for (unsigned i : {kB, kScales, kZeroPoints})
+    fixedWeights &=
+        !gi.hasInput(i) || !gi.isOverridableInitializer(gi.node().input(i));
+  if (gi.intAttr("accuracy_level", 0) == 4 && gi.int8Activations() &&
+      (!z || isUint8(z)) && fixedWeights) {
+    int32_t at = GraphImporter::onnxType(aT.getElementType());
+    bool wide = narrow || at == onnx::TensorProto_DataType_FLOAT;
+    std::string x = wide ? a : cast(a, onnx::TensorProto_DataType_FLOAT);
+    x = int8Blocks(ex, x, aT.getRank(), k, bs);
+    a = wide ? x : cast(x, at);
+    if (a.empty())
+      return failure();
   }
   std::string y = ex.op("MatMul", {a, weight});
   if (narrow && !y.empty())

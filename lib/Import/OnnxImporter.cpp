@@ -692,6 +692,7 @@ OwningOpRef<ModuleOp> ModelImporter::build() {
   GraphImporter gi(b, path, model, opts.inlineConstantLimit);
   gi.setModelDir(llvm::sys::path::parent_path(path).str());
   gi.setKeepPackedWeights(opts.keepPackedWeights);
+  gi.setInt8Activations(opts.int8Activations);
   // Shape tensors whose every entry data propagation knows are constants,
   // even when computed from tensors with dynamic dims.
   for (const auto &[name, shape] : shapeData) {
@@ -710,8 +711,10 @@ OwningOpRef<ModuleOp> ModelImporter::build() {
   SmallVector<Type> argTypes;
   SmallVector<std::string> argNames;
   for (const auto &in : g.input()) {
-    if (initNames.contains(in.name()))
+    if (initNames.contains(in.name())) {
+      gi.addOverridableInitializer(in.name());
       continue;
+    }
     const onnx::TypeProto &tp = in.type();
     if (!tp.has_tensor_type()) {
       (void)err("graph input '" + in.name() + "' is not a tensor");

@@ -17,10 +17,11 @@ against com.microsoft.MoE on the dequantized weights. That is where the
 layout facts in lib/Import/ImportQuantized.cpp come from.
 
 The cases use accuracy_level 0 (onnxruntime multiplies in fp32) except
-those marked acc4: with accuracy_level 4 onnxruntime quantizes the
-activations to int8 per block, so they are checked with the tolerance that
-quantization needs (TOL_ACC4, see below); QMoE's block-wise 8-bit experts
-take int8 activations at every level and get the same tolerance.
+those marked acc4. MatMulNBits with accuracy_level 4: onnxruntime quantizes
+A to int8 per block and moec does the same (lib/Import/ImportQuantized.cpp),
+so they meet the exact tolerance. QMoE's block-wise 8-bit experts take
+int8 activations in onnxruntime at every level, which moec's experts do not:
+those get the tolerance that quantization needs (TOL_ACC4, see below).
 """
 import argparse
 import os
@@ -103,8 +104,10 @@ def matmul_nbits(out, name, k, n, bits, bs, zp=None, bias=False, acc=0,
                        accuracy_level=acc)
     d = os.path.join(out, name)
     # fp16: onnxruntime rounds Y (and the products it sums) to fp16.
-    CASES.append((d, TOL_ACC4 if acc == 4 else
-                  TOL_FP16 if dtype == np.float16 else 1e-4))
+    # accuracy_level 4: moec quantizes A as onnxruntime does (int8 per
+    # block), so the exact tolerance holds, unless zero points are floats
+    # (onnxruntime then multiplies A exactly, and so does moec).
+    CASES.append((d, TOL_FP16 if dtype == np.float16 else 1e-4))
     et = TP.FLOAT16 if dtype == np.float16 else TP.FLOAT
     m = save(d, [node],
              [h.make_tensor_value_info("A", et, list(a.shape))],
@@ -226,6 +229,16 @@ def main():
         matmul_nbits(o, "nbits8", 64, 24, 8, 64, seed=5),
         matmul_nbits(o, "nbits2", 64, 24, 2, 32, seed=6),
         matmul_nbits(o, "nbits4-acc4", 64, 24, 4, 32, acc=4, seed=7),
+        # int8 A per block: K not a multiple of the block, 3-d A, 8 bits,
+        # 40 rows (the tiled GEMM), and float zero points (A stays exact).
+        matmul_nbits(o, "nbits4-acc4-kpad-3d", 48, 10, 4, 32, zp="packed",
+                     a_shape=(2, 3), acc=4, seed=19),
+        matmul_nbits(o, "nbits8-acc4-rows40", 128, 40, 8, 64, zp="packed",
+                     a_shape=(40,), acc=4, bias=True, seed=20),
+        matmul_nbits(o, "nbits4-acc4-zp-float", 64, 24, 4, 16, zp="float",
+                     acc=4, seed=21),
+        matmul_nbits(o, "nbits4-acc4-fp16", 64, 24, 4, 32, acc=4, seed=22,
+                     dtype=np.float16),
         # 40 rows of A: the CPU's tiled GEMM on the codes, not its GEMV.
         matmul_nbits(o, "nbits4-rows40", 96, 40, 4, 32, zp="packed",
                      a_shape=(40,), seed=8),

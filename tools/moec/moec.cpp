@@ -216,6 +216,13 @@ cl::opt<std::string> packedWeights(
              "read) or expand (dequantized when compiling: fp32 weights in "
              "the plan, 4-8x the bytes)"),
     cl::value_desc("keep|expand"), cl::init("keep"), cl::cat(moecCat));
+cl::opt<std::string> int8Activations(
+    "int8-activations",
+    cl::desc("MatMulNBits with accuracy_level 4: model (default: A is "
+             "quantized to int8 per block of K, as onnxruntime's CPU kernels "
+             "do: outputs match them, about 1e-2 relative from the exact "
+             "product) or off (the exact product in A's type)"),
+    cl::value_desc("model|off"), cl::init("model"), cl::cat(moecCat));
 cl::opt<int64_t> inlineLimit(
     "inline-constant-limit",
     cl::desc("Initializers with more elements become dense_resource blobs"),
@@ -316,6 +323,10 @@ int moecMain(int argc, char **argv) {
     return fail("--packed-weights '" + packedWeights +
                 "': expected keep or expand");
   opts.keepPackedWeights = packedWeights == "keep";
+  if (int8Activations != "model" && int8Activations != "off")
+    return fail("--int8-activations '" + int8Activations +
+                "': expected model or off");
+  opts.int8Activations = int8Activations == "model";
   for (const std::string &s : inputShapes) {
     std::string err;
     if (!moec::parseInputShape(s, opts.inputShapes, err))

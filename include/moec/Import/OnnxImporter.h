@@ -38,6 +38,10 @@ struct ImportOptions {
   /// (moe.dequantize, expanded by the plan's steps); false: dequantized
   /// here into float constants (`moec --packed-weights=expand`).
   bool keepPackedWeights = true;
+  /// MatMulNBits nodes with accuracy_level 4 and integer (or default) zero
+  /// points quantize A to int8 per block, as onnxruntime's CPU kernels do;
+  /// false: A stays exact (`moec --int8-activations=off`).
+  bool int8Activations = true;
 };
 
 /// Parses `--input-shape` text `name=d0,d1,...` (several separated by ';' or
