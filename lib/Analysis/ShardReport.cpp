@@ -20,7 +20,7 @@ using namespace moec;
 int64_t ShardReport::maxRankBytes() const {
   int64_t m = 0;
   for (const RankMemory &r : ranks)
-    m = std::max(m, r.weightBytes + r.activationBytes);
+    m = std::max(m, r.weightBytes + r.activationBytes + r.dequantizedBytes);
   return m;
 }
 
@@ -218,28 +218,41 @@ ShardReport moec::computeShardReport(ModuleOp module) {
       index[op] = order.size();
       order.push_back(op);
     });
-    std::vector<int64_t> delta(order.size() + 2, 0);
-    auto addLive = [&](Value v, int64_t from) {
+    // The peak with and without the dequantized weights (moe.dequantize
+    // results): their share is reported apart (RankMemory).
+    std::vector<int64_t> delta(order.size() + 2, 0), deltaW = delta;
+    auto addLive = [&](Value v, int64_t from, std::vector<int64_t> &d) {
       int64_t bytes = bytesOf(v.getType(), rowsBound.lookup(v));
       if (!bytes)
         return;
       int64_t last = from;
       for (Operation *u : v.getUsers())
         last = std::max(last, index.lookup(u));
-      delta[from] += bytes;
-      delta[last + 1] -= bytes;
+      d[from] += bytes;
+      d[last + 1] -= bytes;
     };
-    for (BlockArgument a : func.getArguments())
-      addLive(a, 0);
+    for (BlockArgument a : func.getArguments()) {
+      addLive(a, 0, delta);
+      addLive(a, 0, deltaW);
+    }
     for (Operation *op : order)
       if (!isa<arith::ConstantOp, moe::LocalWeightsOp, moe::TpSliceOp>(op))
-        for (Value v : op->getResults())
-          addLive(v, index[op]);
-    int64_t live = 0, peak = 0;
-    for (int64_t d : delta)
-      peak = std::max(peak, live += d);
-    for (RankMemory &m : r.ranks)
+        for (Value v : op->getResults()) {
+          if (!isa<moe::DequantizeOp>(op))
+            addLive(v, index[op], delta);
+          addLive(v, index[op], deltaW);
+        }
+    auto peakOf = [](const std::vector<int64_t> &d) {
+      int64_t live = 0, peak = 0;
+      for (int64_t x : d)
+        peak = std::max(peak, live += x);
+      return peak;
+    };
+    int64_t peak = peakOf(delta), peakW = peakOf(deltaW);
+    for (RankMemory &m : r.ranks) {
       m.activationBytes = peak;
+      m.dequantizedBytes = std::max<int64_t>(peakW - peak, 0);
+    }
 
     // Per MoE layer communication.
     func.walk([&](moe::DispatchOp d) {
@@ -372,7 +385,8 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
           {"expert_weight_bytes", m.expertWeightBytes},
           {"dense_tp_weight_bytes", m.denseTpWeightBytes},
           {"replicated_weight_bytes", m.replicatedWeightBytes},
-          {"activation_bytes", m.activationBytes}});
+          {"activation_bytes", m.activationBytes},
+          {"dequantized_weight_bytes", m.dequantizedBytes}});
     int64_t L = r.layers.size();
     int64_t bsh = r.layers.empty()
                       ? 0
@@ -568,6 +582,11 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
     if (m.denseTpWeightBytes)
       os << ", tensor-parallel dense " << formatBytes(m.denseTpWeightBytes);
     os << ", replicated " << formatBytes(m.replicatedWeightBytes)
-       << "), activations " << formatBytes(m.activationBytes) << "\n";
+       << "), activations " << formatBytes(m.activationBytes);
+    if (m.dequantizedBytes)
+      os << ", dequantized weights " << formatBytes(m.dequantizedBytes)
+         << " (arena room: CUDA GEMMs over 8 rows expand packed weights "
+            "there; CPU GEMMs read the codes)";
+    os << "\n";
   }
 }

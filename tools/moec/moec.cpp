@@ -493,12 +493,16 @@ int moecMain(int argc, char **argv) {
   }
   if (memLimit > 0) {
     for (const moec::RankMemory &m : rep.ranks)
-      if (m.weightBytes + m.activationBytes > memLimit)
+      if (int64_t need = m.weightBytes + m.activationBytes + m.dequantizedBytes;
+          need > memLimit)
         return fail("--mesh " + mesh + ": rank " + std::to_string(m.rank) +
-                    " needs " +
-                    moec::formatBytes(m.weightBytes + m.activationBytes) +
-                    " (weights " + moec::formatBytes(m.weightBytes) +
-                    ", activations " + moec::formatBytes(m.activationBytes) +
+                    " needs " + moec::formatBytes(need) + " (weights " +
+                    moec::formatBytes(m.weightBytes) + ", activations " +
+                    moec::formatBytes(m.activationBytes) +
+                    (m.dequantizedBytes
+                         ? ", dequantized weights " +
+                               moec::formatBytes(m.dequantizedBytes)
+                         : std::string()) +
                     "), more than --device-memory " + deviceMemory +
                     "; use more ep/tp ranks");
   }

@@ -89,6 +89,10 @@ struct RankMemory {
   /// that stay unsplit).
   int64_t replicatedWeightBytes = 0;
   int64_t activationBytes = 0; ///< peak of live tensors (recv at its bound)
+  /// What packed weights' f32 expansions (moe.dequantize results) add to
+  /// that peak: plans reserve it; the CUDA backend expands weights there for
+  /// GEMMs over 8 rows, the CPU backend's GEMMs read the codes instead.
+  int64_t dequantizedBytes = 0;
 };
 
 struct ShardReport {
