@@ -69,7 +69,7 @@ LogicalResult foldHost(GraphImporter &gi, const HostFn &fn,
     if (out.isFloat())
       out.f.push_back(r);
     else
-      out.i.push_back(int64_t(r));
+      out.i.push_back(saturatingInt(r)); // NaN or beyond int64: defined
   }
   gi.setOutputConst(0, std::move(out));
   return success();

@@ -11,6 +11,7 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include <cstdio>
 
 using namespace mlir;
 using namespace moec::onnximport;
@@ -321,6 +322,13 @@ LogicalResult importRuntimeRange(GraphImporter &gi) {
   return success();
 }
 
+/// `v` as printf's %g writes it (1e+12, 0.5).
+static std::string shortDouble(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g", v);
+  return buf;
+}
+
 LogicalResult importRange(GraphImporter &gi) {
   if (!gi.allInputsConst())
     return importRuntimeRange(gi);
@@ -329,7 +337,15 @@ LogicalResult importRange(GraphImporter &gi) {
   double start = s->asDouble(0), limit = l->asDouble(0), delta = d->asDouble(0);
   if (delta == 0)
     return gi.fail("delta is 0");
-  int64_t n = std::max<int64_t>(int64_t(std::ceil((limit - start) / delta)), 0);
+  // Folded into a host constant: bounded (a position range is far below),
+  // and computed without overflow (a huge or NaN count saturates).
+  constexpr int64_t kMaxRange = int64_t(1) << 24;
+  int64_t n =
+      std::max<int64_t>(saturatingInt(std::ceil((limit - start) / delta)), 0);
+  if (n > kMaxRange)
+    return gi.fail("start " + shortDouble(start) + ", limit " +
+                   shortDouble(limit) + " and delta " + shortDouble(delta) +
+                   " make more than 2^24 elements");
   HostTensor out;
   out.dtype = s->dtype;
   out.shape = {n};
