@@ -41,9 +41,11 @@
 // per row and block of block_size along K, s = max|a| / 127 and
 // q = round(a * (127 / max|a|)) (half to even; q = 0 where max|a| = 0),
 // and Y is the GEMM of q * s with the weight. onnxruntime multiplies the
-// int8 codes and scales after the integer dot: the two agree to float
-// rounding (probed for 2, 4 and 8 bits, blocks 16-256, 1-130 rows, K not
-// a multiple of the block, fp16 A). onnxruntime does this only with uint8
+// int8 codes and scales after the integer dot: on the same A the two
+// agree to float rounding (probed for 2, 4 and 8 bits, blocks 16-256,
+// 1-130 rows, K not a multiple of the block, fp16 A; through whole models
+// int8 rounding can amplify float differences upstream, see
+// docs/importer.md). onnxruntime does this only with uint8
 // (or default) zero points and weights it can prepack: float zero points,
 // weights that are also graph inputs (initializers a run may override),
 // and levels 0-3 multiply A exactly, as moec then does (and everywhere
