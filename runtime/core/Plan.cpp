@@ -626,5 +626,7 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
                                   "sent unscaled rows"));
     }
   }
+  if (std::string why = planSymbolsError(plan); !why.empty())
+    return fail(why);
   return true;
 }

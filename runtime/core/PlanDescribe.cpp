@@ -99,10 +99,23 @@ std::string moert::describePlan(const Plan &p) {
     os << " " << a.name << "=" << a.size;
   os << " (" << p.worldSize() << " ranks), arena " << p.arenaBytes
      << " bytes per rank\n";
-  auto shape = [](const std::vector<int64_t> &s) {
+  for (const Symbol &s : p.symbols)
+    os << "symbol " << s.name << " <= " << s.max
+       << " (dims: t this rank's rows, tb the block bound, T the total)\n";
+  // A symbolic dim prints as its expression and its size at the maximum,
+  // e.g. (t<=8) or (2*tb+1<=17).
+  auto shape = [](const std::vector<int64_t> &s,
+                  const std::vector<SymDim> &sym = {}) {
     std::string r = "[";
-    for (size_t i = 0; i < s.size(); ++i)
-      r += (i ? "x" : "") + std::to_string(s[i]);
+    for (size_t i = 0; i < s.size(); ++i) {
+      std::string d = std::to_string(s[i]);
+      for (const SymDim &x : sym)
+        if (x.dim == int32_t(i))
+          d = "(" + (x.a == 1 ? "" : std::to_string(x.a) + "*") +
+              symKindName(x.sym) + (x.b ? "+" + std::to_string(x.b) : "") +
+              "<=" + d + ")";
+      r += (i ? "x" : "") + d;
+    }
     return r + "]";
   };
   // Split inputs/outputs: rows of the dims 0..axis (flattened) in equal
@@ -117,11 +130,13 @@ std::string moert::describePlan(const Plan &p) {
            std::to_string(m.split.axis) + ")";
   };
   for (const ModelIO &m : p.inputs)
-    os << "input  " << m.name << ": " << dtypeName(m.dtype) << shape(m.shape)
-       << split(m, " replicated") << " -> v" << m.value << "\n";
+    os << "input  " << m.name << ": " << dtypeName(m.dtype)
+       << shape(m.shape, m.symDims) << split(m, " replicated") << " -> v"
+       << m.value << "\n";
   for (const ModelIO &m : p.outputs)
-    os << "output " << m.name << ": " << dtypeName(m.dtype) << shape(m.shape)
-       << split(m, " from rank 0") << " <- v" << m.value << "\n";
+    os << "output " << m.name << ": " << dtypeName(m.dtype)
+       << shape(m.shape, m.symDims) << split(m, " from rank 0") << " <- v"
+       << m.value << "\n";
   os << "segments:\n";
   for (const Segment &s : p.segments) {
     os << "  " << s.name << ": " << s.size << " bytes, ";
@@ -156,7 +171,7 @@ std::string moert::describePlan(const Plan &p) {
   os << "values:\n";
   for (const Value &v : p.values) {
     os << "  v" << v.id << " " << fb::EnumNameValueKind(v.kind) << " "
-       << dtypeName(v.dtype) << shape(v.shape);
+       << dtypeName(v.dtype) << shape(v.shape, v.symDims);
     if (v.kind == ValueKind::constant)
       os << (v.data.size() == 1 ? " shared" : " per rank");
     else

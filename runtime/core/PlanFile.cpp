@@ -86,11 +86,31 @@ strings(FlatBufferBuilder &b, const std::vector<std::string> &v) {
   return b.CreateVectorOfStrings(v);
 }
 
+/// The symbolic dims, or no vector at all when there are none (a plan
+/// without a symbol is written byte for byte as version 7 was).
+Offset<flatbuffers::Vector<const fb::SymDim *>>
+symDims(FlatBufferBuilder &b, const std::vector<SymDim> &dims) {
+  if (dims.empty())
+    return 0;
+  std::vector<fb::SymDim> v;
+  for (const SymDim &d : dims)
+    v.push_back(fb::SymDim(d.dim, int8_t(d.sym), d.a, d.b));
+  return b.CreateVectorOfStructs(v);
+}
+std::vector<SymDim> symDims(const flatbuffers::Vector<const fb::SymDim *> *v) {
+  std::vector<SymDim> r;
+  if (v)
+    for (const fb::SymDim *d : *v)
+      r.push_back({d->dim(), SymKind(d->sym()), d->a(), d->b()});
+  return r;
+}
+
 Offset<fb::ModelIO> toFb(const ModelIO &m, FlatBufferBuilder &b) {
   auto name = b.CreateString(m.name);
   auto shape = b.CreateVector(m.shape);
   auto split = fb::CreateSplit(b, m.split.axis, strings(b, m.split.over));
-  return fb::CreateModelIO(b, name, m.dtype, shape, split, m.value);
+  auto sym = symDims(b, m.symDims);
+  return fb::CreateModelIO(b, name, m.dtype, shape, split, m.value, sym);
 }
 
 Offset<fb::Plan> toFb(const Plan &p, FlatBufferBuilder &b) {
@@ -109,7 +129,8 @@ Offset<fb::Plan> toFb(const Plan &p, FlatBufferBuilder &b) {
       data.push_back(toFb(d));
     vals.push_back(fb::CreateValue(b, v.id, b.CreateString(v.name), v.dtype,
                                    b.CreateVector(v.shape), v.kind, v.offset,
-                                   b.CreateVectorOfStructs(data)));
+                                   b.CreateVectorOfStructs(data),
+                                   symDims(b, v.symDims)));
   }
   std::vector<Offset<fb::ModelIO>> ins, outs;
   for (const ModelIO &m : p.inputs)
@@ -132,11 +153,18 @@ Offset<fb::Plan> toFb(const Plan &p, FlatBufferBuilder &b) {
                                            b.CreateVector(launches)));
   }
   fb::DataRef cpu = toFb(p.cpuCode), ptx = toFb(p.ptxCode);
+  Offset<flatbuffers::Vector<Offset<fb::Symbol>>> syms = 0;
+  if (!p.symbols.empty()) {
+    std::vector<Offset<fb::Symbol>> v;
+    for (const Symbol &s : p.symbols)
+      v.push_back(fb::CreateSymbol(b, b.CreateString(s.name), s.max));
+    syms = b.CreateVector(v);
+  }
   return fb::CreatePlan(
       b, p.version, b.CreateString(p.producer), b.CreateString(p.source),
       b.CreateVector(mesh), b.CreateVector(segs), b.CreateVector(vals),
       b.CreateVector(ins), b.CreateVector(outs), b.CreateVector(steps),
-      p.arenaBytes, b.CreateVector(kernels), &cpu, &ptx);
+      p.arenaBytes, b.CreateVector(kernels), &cpu, &ptx, syms);
 }
 
 template <typename T> std::vector<T> vec(const flatbuffers::Vector<T> *v) {
@@ -162,6 +190,7 @@ ModelIO fromFb(const fb::ModelIO &m) {
     });
   }
   r.value = m.value();
+  r.symDims = symDims(m.sym_dims());
   return r;
 }
 
@@ -178,12 +207,13 @@ std::string misalignedVector(const fb::Plan &f) {
   };
   if (f.values())
     for (const fb::Value *v : *f.values())
-      if (bad(v->shape()) || bad(v->data()))
-        return "value " + std::to_string(v->id()) + "'s shape or data";
+      if (bad(v->shape()) || bad(v->data()) || bad(v->sym_dims()))
+        return "value " + std::to_string(v->id()) +
+               "'s shape, data or symbolic dims";
   for (const auto *ios : {f.inputs(), f.outputs()})
     if (ios)
       for (const fb::ModelIO *m : *ios)
-        if (bad(m->shape()))
+        if (bad(m->shape()) || bad(m->sym_dims()))
           return "the shape of model input or output '" + str(m->name()) + "'";
   if (f.kernels())
     for (const fb::KernelCode *k : *f.kernels())
@@ -206,6 +236,9 @@ bool fromFb(const fb::Plan &f, Plan &p, std::string &error) {
   p.producer = str(f.producer());
   p.source = str(f.source());
   p.arenaBytes = f.arena_bytes();
+  each(f.symbols(), [&](const fb::Symbol &s) {
+    p.symbols.push_back({s.name()->str(), s.max()});
+  });
   each(f.mesh(), [&](const fb::MeshAxis &a) {
     p.mesh.push_back({a.name()->str(), a.size()});
   });
@@ -229,6 +262,7 @@ bool fromFb(const fb::Plan &f, Plan &p, std::string &error) {
     if (v.data())
       for (const fb::DataRef *d : *v.data())
         x.data.push_back(fromFb(d));
+    x.symDims = symDims(v.sym_dims());
     p.values.push_back(x);
   });
   each(f.inputs(),
@@ -464,6 +498,8 @@ bool moert::writePlan(const std::string &path, Plan &plan, const PlanData &data,
     }
     fileSize[file] = off;
   }
+  // Version 8 only for a dynamic token count: other plans stay version 7.
+  plan.version = plan.symbols.empty() ? kPlanVersion : kPlanVersionSymbols;
   if (!verifyPlan(plan, error))
     return false;
   flatbuffers::FlatBufferBuilder fbb(1 << 16);
@@ -553,7 +589,8 @@ int openWeights(const std::string &wpath, uint64_t checksum, const Segment &s,
     error = "'" + wpath +
             "' is corrupt (its header's reserved words are not "
             "0)";
-  else if (wh.checksum != checksum || wh.version != kPlanVersion)
+  else if (wh.checksum != checksum ||
+           (wh.version != kPlanVersion && wh.version != kPlanVersionSymbols))
     error = "'" + wpath +
             "' belongs to another compile of the plan (checksum differs): "
             "copy the weight files written with this plan";
@@ -609,10 +646,11 @@ std::unique_ptr<LoadedPlan> LoadedPlan::open(const std::string &path, int rank,
   if (fileSize < kHeaderSize || got != ssize_t(sizeof(h)))
     return fail("truncated plan (the file has " + std::to_string(fileSize) +
                 " bytes, less than the 64-byte header)");
-  if (h.version != kPlanVersion)
+  if (h.version != kPlanVersion && h.version != kPlanVersionSymbols)
     return fail("plan format version " + std::to_string(h.version) +
                 ", this moe-run reads version " + std::to_string(kPlanVersion) +
-                " (recompile with this moec)");
+                " (and " + std::to_string(kPlanVersionSymbols) +
+                " for dynamic token counts; recompile with this moec)");
   if (h.flags != 0)
     return fail("corrupt plan (unknown header flags 0x" + hex(h.flags) +
                 "; this moe-run knows none)");
@@ -674,6 +712,10 @@ std::unique_ptr<LoadedPlan> LoadedPlan::open(const std::string &path, int rank,
   if (lp->plan_.version != h.version)
     return fail("manifest version " + std::to_string(lp->plan_.version) +
                 " differs from the header's " + std::to_string(h.version));
+  if (!lp->plan_.symbols.empty() && h.version < kPlanVersionSymbols)
+    return fail("plan format version " + std::to_string(h.version) +
+                " has no symbols (a dynamic token count needs version " +
+                std::to_string(kPlanVersionSymbols) + ")");
   if (!verifyPlan(lp->plan_, jerr))
     return fail("invalid plan: " + jerr);
   for (const Segment &s : lp->plan_.segments)

@@ -42,7 +42,13 @@ namespace moert {
 /// Version 7: a checksum trailer after the data region of the plan file and
 /// of each weight file (one moert::weightChecksum per segment the file
 /// holds), checked when a rank maps the segment.
+/// Version 8: a dynamic token count (Plan::symbols, Value::symDims,
+/// ModelIO::symDims). Only plans with a symbol are written as version 8: a
+/// plan without one is written as version 7, byte for byte as before, and
+/// this build reads both.
 constexpr uint32_t kPlanVersion = 7;
+/// The version of plans with a symbol (the newest this build reads).
+constexpr uint32_t kPlanVersionSymbols = 8;
 
 /// Element types (plan.fbs): f32, f16, bf16, i64, i32, u8.
 using DType = fb::DType;
@@ -78,6 +84,43 @@ struct Segment {
 /// in the mapped data region); plan.fbs.
 using ValueKind = fb::ValueKind;
 
+/// The token-count symbol of a plan whose token count is dynamic (one per
+/// plan): the plan runs at any count 0..max (docs/plan-format.md, "Dynamic
+/// token counts").
+struct Symbol {
+  std::string name; ///< e.g. "tokens"
+  int64_t max = 0;
+};
+
+/// Which quantity a symbolic dim follows: this rank's rows t, the block
+/// bound tb = ceil(T / W) (the same on every rank) or the global count T.
+enum class SymKind : int8_t { t = 0, tb = 1, T = 2 };
+/// "t", "tb", "T".
+const char *symKindName(SymKind k);
+
+/// A dim that follows the token count: size = min(a * X + b, shape[dim])
+/// with X the quantity `sym`; `shape[dim]` is the size at the maximum.
+struct SymDim {
+  int32_t dim = 0;
+  SymKind sym = SymKind::t;
+  int64_t a = 1, b = 0;
+};
+
+/// The three quantities of one call: global count T, this rank's rows t,
+/// the block bound tb.
+struct SymValues {
+  int64_t T = 0, t = 0, tb = 0;
+  int64_t of(SymKind k) const {
+    return k == SymKind::t ? t : k == SymKind::tb ? tb : T;
+  }
+};
+
+/// `shape` with its symbolic dims evaluated at `x` (dims and a, b already
+/// verified): min(a * X + b, shape[dim]).
+std::vector<int64_t> resolveShape(const std::vector<int64_t> &shape,
+                                  const std::vector<SymDim> &symDims,
+                                  const SymValues &x);
+
 /// A tensor of the per-rank program. Shapes are local (per rank) and static;
 /// for data-dependent sizes (tokens received by dispatch) `shape` is the
 /// upper bound the arena reserves and the step records the actual count.
@@ -94,6 +137,9 @@ struct Value {
   /// For constants: one entry (the same bytes on every rank) or one entry
   /// per rank (rank r reads data[r]).
   std::vector<DataRef> data;
+  /// Dims that follow the token count (plans with a symbol; never on
+  /// constants or kernel operands).
+  std::vector<SymDim> symDims;
 
   int64_t numElements() const;
   uint64_t byteSize() const { return numElements() * dtypeSize(dtype); }
@@ -115,6 +161,8 @@ struct ModelIO {
   std::vector<int64_t> shape; ///< global shape
   Split split;
   int32_t value = -1; ///< the Value holding this rank's part
+  /// Global dims in T (SymKind::T) of a plan with a symbol.
+  std::vector<SymDim> symDims;
 };
 
 /// The kind of a step: plan.fbs's `StepAttrs` union (matmul, route,
@@ -205,6 +253,8 @@ struct Plan {
   std::vector<KernelCode> kernels;
   DataRef cpuCode; ///< segment -1: none
   DataRef ptxCode; ///< segment -1: none
+  /// The token-count symbol (0 or 1 entries; format version 8).
+  std::vector<Symbol> symbols;
 
   int64_t worldSize() const;
   /// The coordinate of `rank` along mesh axis `axis` (by name); 0 when the
@@ -224,6 +274,14 @@ struct Plan {
 /// known step kinds, arena offsets inside the arena). Returns false and sets
 /// `error` to a message naming the step or value.
 bool verifyPlan(const Plan &plan, std::string &error);
+
+/// verifyPlan's rules for a dynamic token count (at most one symbol;
+/// symbolic dims in range, a, b >= 0, the maximum shape within a * max +
+/// b; none on constants or kernel operands; a split model input's or
+/// output's dim among the dims its split cuts). Returns "" when they hold,
+/// else the reason naming the value, input or step. Value ids of steps
+/// must be in range.
+std::string planSymbolsError(const Plan &plan);
 
 /// The rules of a `topk` or `scatter_elements` step's operands against its
 /// values and attributes (docs/plan-format.md, "Steps"): shapes, dtypes,

@@ -1,0 +1,155 @@
+//===- PlanSymbols.cpp - dynamic token counts: rules and resolution -------===//
+//
+// A plan with a symbol (format version 8) runs at any token count 0..max:
+// some dims of its values and model inputs/outputs follow the count
+// (Value::symDims, ModelIO::symDims). This file holds verifyPlan's rules
+// for them and the evaluation of a symbolic shape at one call's counts
+// (docs/plan-format.md, "Dynamic token counts").
+//
+//===----------------------------------------------------------------------===//
+
+#include "moert/Plan.h"
+
+#include <algorithm>
+#include <climits>
+
+using namespace moert;
+
+const char *moert::symKindName(SymKind k) {
+  switch (k) {
+  case SymKind::t:
+    return "t";
+  case SymKind::tb:
+    return "tb";
+  case SymKind::T:
+    return "T";
+  }
+  return "?";
+}
+
+std::vector<int64_t> moert::resolveShape(const std::vector<int64_t> &shape,
+                                         const std::vector<SymDim> &symDims,
+                                         const SymValues &x) {
+  std::vector<int64_t> r = shape;
+  for (const SymDim &d : symDims) {
+    int64_t v = d.a * x.of(d.sym) + d.b; // verified: no overflow up to max
+    r[size_t(d.dim)] = std::min(v, shape[size_t(d.dim)]);
+  }
+  return r;
+}
+
+namespace {
+/// The rules every symbolic dim list obeys (dims in range, each at most
+/// once, a and b non-negative, the maximum shape within a * max + b);
+/// "" when they hold.
+std::string symDimsError(const std::vector<SymDim> &dims,
+                         const std::vector<int64_t> &shape, int64_t max) {
+  std::vector<bool> seen(shape.size(), false);
+  for (const SymDim &d : dims) {
+    std::string at = "symbolic dim " + std::to_string(d.dim);
+    if (d.dim < 0 || size_t(d.dim) >= shape.size())
+      return at + " is out of range for shape " + shapeString(shape);
+    if (seen[size_t(d.dim)])
+      return at + " is listed twice";
+    seen[size_t(d.dim)] = true;
+    if (int8_t(d.sym) < 0 || int8_t(d.sym) > int8_t(SymKind::T))
+      return at + " follows unknown quantity " + std::to_string(int(d.sym)) +
+             " (0: t, 1: tb, 2: T)";
+    if (d.a < 0 || d.b < 0)
+      return at + " has a negative coefficient (a=" + std::to_string(d.a) +
+             ", b=" + std::to_string(d.b) + ")";
+    // a * max + b without overflow.
+    if ((max > 0 && d.a > (INT64_MAX - d.b) / max))
+      return at + " overflows at the maximum (a=" + std::to_string(d.a) +
+             ", b=" + std::to_string(d.b) + ")";
+    int64_t top = d.a * max + d.b;
+    if (shape[size_t(d.dim)] > top)
+      return at + " has size " + std::to_string(shape[size_t(d.dim)]) +
+             ", more than " + std::to_string(d.a) + "*" + symKindName(d.sym) +
+             "+" + std::to_string(d.b) + " at the maximum (" +
+             std::to_string(top) + ")";
+  }
+  return "";
+}
+} // namespace
+
+std::string moert::planSymbolsError(const Plan &plan) {
+  if (plan.symbols.size() > 1)
+    return "the plan has " + std::to_string(plan.symbols.size()) +
+           " symbols, at most 1 is supported";
+  bool hasSym = !plan.symbols.empty();
+  int64_t max = hasSym ? plan.symbols[0].max : 0;
+  if (hasSym) {
+    const Symbol &s = plan.symbols[0];
+    if (s.name.empty())
+      return "the plan's symbol has no name";
+    if (s.max < 0 || s.max > int64_t(kMaxTensorBytes))
+      return "symbol '" + s.name + "' has maximum " + std::to_string(s.max);
+  }
+  for (size_t i = 0; i < plan.values.size(); ++i) {
+    const Value &v = plan.values[i];
+    if (v.symDims.empty())
+      continue;
+    std::string what = "value " + std::to_string(i) + " ('" + v.name + "')";
+    if (!hasSym)
+      return what + " has symbolic dims, but the plan has no symbol";
+    if (v.kind == ValueKind::constant)
+      return what + " is a constant with symbolic dims (constants have "
+                    "static shapes)";
+    if (std::string why = symDimsError(v.symDims, v.shape, max); !why.empty())
+      return what + ": " + why;
+  }
+  auto checkIO = [&](const ModelIO &m, bool out) -> std::string {
+    if (m.symDims.empty())
+      return "";
+    std::string what = std::string(out ? "output '" : "input '") + m.name + "'";
+    if (!hasSym)
+      return what + " has symbolic dims, but the plan has no symbol";
+    if (std::string why = symDimsError(m.symDims, m.shape, max); !why.empty())
+      return what + ": " + why;
+    for (const SymDim &d : m.symDims) {
+      std::string at = what + ": symbolic dim " + std::to_string(d.dim);
+      if (d.sym != SymKind::T)
+        return at + " follows " + symKindName(d.sym) +
+               "; a model input or output's dims follow the global count T";
+      if (m.split.axis < 0)
+        continue; // replicated: every rank holds all T rows
+      // The rows of dims 0..axis are cut in blocks of T: the dim must be
+      // one of them, with only 1s before it, and a whole multiple of T.
+      if (d.dim > m.split.axis)
+        return at + " is not among the leading dims 0.." +
+               std::to_string(m.split.axis) + " that its split cuts";
+      for (int32_t j = 0; j < d.dim; ++j)
+        if (m.shape[size_t(j)] != 1)
+          return at + " follows dim " + std::to_string(j) + " of size " +
+                 std::to_string(m.shape[size_t(j)]) +
+                 " inside the split (only dims of size 1 may come first)";
+      if (d.a < 1 || d.b != 0)
+        return at + " is " + std::to_string(d.a) + "*T+" + std::to_string(d.b) +
+               "; a split dim must be a*T with a >= 1";
+    }
+    return "";
+  };
+  for (const ModelIO &m : plan.inputs)
+    if (std::string why = checkIO(m, false); !why.empty())
+      return why;
+  for (const ModelIO &m : plan.outputs)
+    if (std::string why = checkIO(m, true); !why.empty())
+      return why;
+  for (size_t i = 0; i < plan.steps.size(); ++i) {
+    const Step &s = plan.steps[i];
+    if (s.kind() != StepKind::kernel)
+      continue;
+    for (const std::vector<int32_t> *ops : {&s.inputs, &s.outputs})
+      for (int32_t v : *ops)
+        if (v >= 0 && size_t(v) < plan.values.size() &&
+            !plan.values[size_t(v)].symDims.empty())
+          return "step " + std::to_string(i) + " (kernel" +
+                 (s.loc.empty() ? "" : " at '" + s.loc + "'") +
+                 "): operand value " + std::to_string(v) + " ('" +
+                 plan.values[size_t(v)].name +
+                 "') has symbolic dims; generated kernels take static "
+                 "shapes only";
+  }
+  return "";
+}
