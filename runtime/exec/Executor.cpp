@@ -130,6 +130,19 @@ bool moert::checkInputs(const Plan &plan,
               " (" + npyDType(m.dtype) + "), got " + a.dtype;
       return false;
     }
+    if (!m.symDims.empty() && a.shape.size() == m.shape.size()) {
+      // Symbolic dims: the executor solves the count from them (and checks
+      // it against the maximum); the others as the plan says.
+      bool ok = true;
+      for (size_t d = 0; d < m.shape.size(); ++d) {
+        bool sym = false;
+        for (const SymDim &s : m.symDims)
+          sym |= s.dim == int32_t(d);
+        ok &= sym || a.shape[d] == m.shape[d];
+      }
+      if (ok)
+        continue;
+    }
     if (a.shape != m.shape) {
       error = "input '" + m.name + "': expected shape " + shapeString(m.shape) +
               ", got " + shapeString(a.shape);
@@ -247,7 +260,9 @@ bool RunReport::fromJson(const json &j, RunReport &out, std::string &error) {
 // ExecContext
 //===----------------------------------------------------------------------===//
 
-const Plan &ExecContext::plan() const { return e_.plan_; }
+const Plan &ExecContext::plan() const {
+  return e_.resolved_ ? *e_.resolved_ : e_.plan_;
+}
 const LoadedPlan &ExecContext::loaded() const { return e_.loaded_; }
 int ExecContext::rank() const { return e_.rank_; }
 
@@ -296,6 +311,13 @@ Executor::Executor(const LoadedPlan &plan, Comm &world,
   report_.backend = backend_->name();
   report_.mappedBytes = loaded_.mappedBytes();
   report_.arenaBytes = plan_.arenaBytes;
+  if (!plan_.symbols.empty()) {
+    resolved_ = std::make_unique<Plan>(plan_);
+    for (const ModelIO &m : plan_.inputs)
+      for (const SymDim &d : m.symDims)
+        if (tokenSplit_.axis < 0 && m.split.axis >= d.dim)
+          tokenSplit_ = m.split;
+  }
   // One communicator per distinct axis list, created in the same (sorted)
   // order on every rank: split is collective.
   std::map<std::string, int> axesUsed;
@@ -329,11 +351,17 @@ void Executor::setInputs(const std::map<std::string, NpyArray> &inputs) {
   std::string error;
   if (!checkInputs(plan_, inputs, error))
     throw RunError(error);
+  if (resolved_)
+    resolveSymbols(inputs);
   ExecContext ctx(*this);
   prepare(ctx);
   for (const ModelIO &m : plan_.inputs) {
     const NpyArray &a = inputs.at(m.name);
-    const Value &v = plan_.values[m.value];
+    if (resolved_ && !m.symDims.empty()) {
+      uploadSymbolic(m, a);
+      continue;
+    }
+    const Value &v = ctx.plan().values[m.value];
     uint64_t local = v.byteSize();
     int64_t blocks = 1;
     int64_t b =
@@ -390,8 +418,9 @@ void Executor::run() {
 
 std::vector<std::vector<char>> Executor::localOutputs() {
   std::vector<std::vector<char>> out;
-  for (const ModelIO &m : plan_.outputs) {
-    const Value &v = plan_.values[m.value];
+  const Plan &plan = resolved_ ? *resolved_ : plan_;
+  for (const ModelIO &m : plan.outputs) {
+    const Value &v = plan.values[m.value];
     std::vector<char> bytes(v.byteSize());
     backend_->download(v, bytes.data(), bytes.size());
     out.push_back(std::move(bytes));
@@ -408,6 +437,8 @@ std::vector<std::pair<std::string, NpyArray>> Executor::gatherOutputs() {
   std::vector<std::pair<std::string, NpyArray>> result;
   if (rank_ != 0)
     return result;
+  if (resolved_)
+    return gatherSymbolic(all);
   uint64_t off = 0;
   for (const ModelIO &m : plan_.outputs) {
     const Value &v = plan_.values[m.value];

@@ -325,8 +325,10 @@ std::unique_ptr<Backend> createCpuBackend();
 std::string npyDType(DType t);
 
 /// Checks the named model inputs against the plan: every input present,
-/// no unknown name, dtype and global shape as the plan says. Returns false
-/// and sets `error` naming the input with expected vs got.
+/// no unknown name, dtype and global shape as the plan says (a symbolic
+/// dim of a plan with a dynamic token count: any size up to the plan's;
+/// the executor solves the count). Returns false and sets `error` naming
+/// the input with expected vs got.
 bool checkInputs(const Plan &plan,
                  const std::map<std::string, NpyArray> &inputs,
                  std::string &error);
@@ -340,7 +342,11 @@ public:
   ~Executor();
 
   /// Binds this rank's slice of every input (global arrays, the same on
-  /// every rank) and prepares the backend.
+  /// every rank) and prepares the backend. With a dynamic token count it
+  /// first solves the count T from the inputs' symbolic dims (a RunError
+  /// naming the input when they disagree or T exceeds the maximum) and
+  /// resolves the plan's shapes for it: ctx.plan() is then the resolved
+  /// copy.
   void setInputs(const std::map<std::string, NpyArray> &inputs);
   /// Runs every step.
   void run();
@@ -363,8 +369,26 @@ private:
   friend class ExecContext;
   /// Prepares the backend once, then records its transports.
   void prepare(ExecContext &ctx);
+  /// Dynamic token count (ExecutorSymbols.cpp): solves T from the inputs
+  /// and resolves the shapes of resolved_ when T changes.
+  void resolveSymbols(const std::map<std::string, NpyArray> &inputs);
+  /// The counts of `rank` at the current T (its block of the token split).
+  SymValues symValuesOf(int64_t rank) const;
+  /// Uploads this rank's block of a symbolic model input.
+  void uploadSymbolic(const ModelIO &m, const NpyArray &a);
+  /// gatherOutputs for a plan with a symbol.
+  std::vector<std::pair<std::string, NpyArray>>
+  gatherSymbolic(const std::vector<std::vector<char>> &all);
   const LoadedPlan &loaded_;
   const Plan &plan_;
+  /// The plan with its symbolic shapes at the current count (only for a
+  /// plan with a symbol; null otherwise, and ctx.plan() is plan_).
+  std::unique_ptr<Plan> resolved_;
+  SymValues sym_;
+  bool symResolved_ = false;
+  /// The token split: the blocks of T over the ranks (the split of the
+  /// first input whose symbolic dim it cuts; 1 block when none does).
+  Split tokenSplit_;
   Comm &world_;
   int rank_;
   std::unique_ptr<Backend> backend_;

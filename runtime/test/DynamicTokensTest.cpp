@@ -1,0 +1,388 @@
+//===- DynamicTokensTest.cpp - plans with a dynamic token count -----------===//
+//
+// Format version 8 (docs/plan-format.md, "Dynamic token counts"): the MoE
+// plan of DynamicPlans.h, compiled at 32 tokens, run on 1, 2 and 4 thread
+// ranks at T = 0..32 tokens (uneven and empty blocks) against the plain-loop
+// reference; verifyPlan's rules for symbols and symbolic dims; the file
+// round trip (version 8 only with a symbol, static plans unchanged); the
+// run-time errors for counts the plan cannot take.
+//
+//===----------------------------------------------------------------------===//
+
+#include "DynamicPlans.h"
+
+#include "moert/Comm.h"
+#include "moert/Executor.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <functional>
+#include <iterator>
+#include <unistd.h>
+
+using namespace moert;
+using namespace moert::testplans;
+
+namespace {
+
+constexpr int64_t kMax = 32;
+
+std::string tempPath(const std::string &tag) {
+  return ::testing::TempDir() + "/moert-dyn-" + tag + "-" +
+         std::to_string(getpid()) + ".moeplan";
+}
+
+MoESpec spec(int ranks) {
+  MoESpec s;
+  s.ranks = ranks;
+  s.tokensPerRank = kMax / ranks;
+  return s;
+}
+
+std::string readFile(const std::string &path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+/// Writes the plan and runs it with each of `inputsPerCall` in turn on the
+/// same executors (one per thread rank); rank 0's outputs of every call.
+std::vector<std::vector<std::pair<std::string, NpyArray>>>
+runCalls(TestCase &tc, const std::string &tag,
+         const std::vector<std::map<std::string, NpyArray>> &inputsPerCall) {
+  std::string path = tempPath(tag), error;
+  EXPECT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
+  std::vector<std::vector<std::pair<std::string, NpyArray>>> result(
+      inputsPerCall.size());
+  runThreadRanks(int(tc.plan.worldSize()), [&](Comm &world) {
+    std::string err;
+    auto lp = LoadedPlan::open(path, world.rank(), err);
+    if (!lp)
+      throw RunError(err);
+    Executor ex(*lp, world, createCpuBackend());
+    for (size_t c = 0; c < inputsPerCall.size(); ++c) {
+      ex.setInputs(inputsPerCall[c]);
+      ex.run();
+      auto outs = ex.gatherOutputs();
+      if (world.rank() == 0)
+        result[c] = std::move(outs);
+    }
+  });
+  std::remove(path.c_str());
+  return result;
+}
+
+void expectMatches(const std::vector<std::pair<std::string, NpyArray>> &outs,
+                   const TestCase &tc, int64_t T) {
+  ASSERT_EQ(outs.size(), 1u);
+  const NpyArray &got = outs[0].second, &want = tc.expected.at("out");
+  EXPECT_EQ(outs[0].first, "out");
+  EXPECT_EQ(got.shape, (std::vector<int64_t>{T, want.shape[1]}));
+  ASSERT_EQ(got.data.size(), want.data.size()) << "at T = " << T;
+  const float *g = reinterpret_cast<const float *>(got.data.data());
+  const float *w = reinterpret_cast<const float *>(want.data.data());
+  size_t n = got.data.size() / 4;
+  double scale = 1e-30;
+  for (size_t i = 0; i < n; ++i)
+    scale = std::max(scale, double(std::fabs(w[i])));
+  for (size_t i = 0; i < n; ++i)
+    ASSERT_NEAR(g[i], w[i], tc.tolerance * scale)
+        << "element " << i << " at T = " << T;
+}
+
+/// Runs the dynamic MoE on `ranks` thread ranks at every count of `counts`
+/// (one executor per rank for all of them: the shapes are resolved again
+/// whenever T changes).
+void runCounts(int ranks, const std::vector<int64_t> &counts) {
+  TestCase tc = makeDynamicMoE(spec(ranks));
+  std::vector<std::map<std::string, NpyArray>> inputs;
+  std::vector<TestCase> refs;
+  for (int64_t T : counts) {
+    TestCase at;
+    at.inputs = tc.inputs;
+    at.expected = tc.expected;
+    atTokens(at, T);
+    inputs.push_back(at.inputs);
+    refs.push_back(std::move(at));
+  }
+  auto outs = runCalls(tc, "run" + std::to_string(ranks), inputs);
+  for (size_t c = 0; c < counts.size(); ++c) {
+    SCOPED_TRACE("T = " + std::to_string(counts[c]) + " on " +
+                 std::to_string(ranks) + " ranks");
+    expectMatches(outs[c], refs[c], counts[c]);
+  }
+}
+
+const std::vector<int64_t> kCounts = {0, 1, 5, 8, 31, 32, 5, 1};
+
+TEST(DynamicTokens, MoEOneRank) { runCounts(1, kCounts); }
+TEST(DynamicTokens, MoETwoRanks) { runCounts(2, kCounts); }
+TEST(DynamicTokens, MoEFourRanks) { runCounts(4, kCounts); }
+
+TEST(DynamicTokens, MoEFourRanksIdsAsInputs) {
+  MoESpec s = spec(4);
+  s.idsAsInputs = true;
+  TestCase tc = makeDynamicMoE(s);
+  for (int64_t T : {3, 13}) {
+    TestCase at;
+    at.inputs = tc.inputs;
+    at.expected = tc.expected;
+    atTokens(at, T);
+    auto outs = runCalls(tc, "ids", {at.inputs});
+    expectMatches(outs[0], at, T);
+  }
+}
+
+/// The RunError of the first call with `inputs` (empty when none).
+std::string runError(TestCase &tc, const std::map<std::string, NpyArray> &in) {
+  std::string what;
+  try {
+    runCalls(tc, "err", {in});
+  } catch (const RunError &e) {
+    what = e.what();
+  }
+  return what;
+}
+
+TEST(DynamicTokens, MoreTokensThanTheMaximum) {
+  TestCase tc = makeDynamicMoE(spec(2));
+  std::map<std::string, NpyArray> in = tc.inputs;
+  NpyArray &x = in["x"];
+  x.shape[0] = kMax + 1;
+  x.data.resize(x.data.size() / kMax * (kMax + 1));
+  std::string e = runError(tc, in);
+  EXPECT_NE(e.find("input 'x': dim 0 has size 33: tokens = 33, more than "
+                   "the plan's maximum of 32"),
+            std::string::npos)
+      << e;
+}
+
+TEST(DynamicTokens, InconsistentInputs) {
+  MoESpec s = spec(2);
+  s.idsAsInputs = true;
+  TestCase tc = makeDynamicMoE(s);
+  atTokens(tc, 6);
+  tc.inputs["ids"] = firstRows(tc.inputs["ids"], 5);
+  std::string e = runError(tc, tc.inputs);
+  EXPECT_NE(e.find("input 'ids': dim 0 has size 5, which gives tokens = 5, "
+                   "but input 'x' gives tokens = 6"),
+            std::string::npos)
+      << e;
+}
+
+//===----------------------------------------------------------------------===//
+// Format: verifyPlan, describe, round trip
+//===----------------------------------------------------------------------===//
+
+Value &valueNamed(Plan &p, const std::string &name) {
+  for (Value &v : p.values)
+    if (v.name == name)
+      return v;
+  ADD_FAILURE() << "no value " << name;
+  return p.values[0];
+}
+
+/// verifyPlan's message for the dynamic MoE plan after `edit`.
+std::string verifyError(const std::function<void(Plan &)> &edit) {
+  TestCase tc = makeDynamicMoE(spec(2));
+  std::string error;
+  EXPECT_TRUE(verifyPlan(tc.plan, error)) << error;
+  edit(tc.plan);
+  error.clear();
+  EXPECT_FALSE(verifyPlan(tc.plan, error));
+  return error;
+}
+
+/// verifyPlan refuses the plan after `edit` with a message containing
+/// `text`.
+void expectVerifyError(const std::function<void(Plan &)> &edit,
+                       const std::string &text) {
+  std::string e = verifyError(edit);
+  EXPECT_NE(e.find(text), std::string::npos) << e;
+}
+
+TEST(DynamicTokensVerify, DimOutOfRange) {
+  expectVerifyError([](Plan &p) { valueNamed(p, "x").symDims[0].dim = 2; },
+                    "value 0 ('x'): symbolic dim 2 is out of range for "
+                    "shape [16,16]");
+  expectVerifyError([](Plan &p) { p.inputs[0].symDims[0].dim = -1; },
+                    "input 'x': symbolic dim -1 is out of range");
+}
+
+TEST(DynamicTokensVerify, DimListedTwice) {
+  expectVerifyError(
+      [](Plan &p) {
+        Value &v = valueNamed(p, "x");
+        v.symDims.push_back(v.symDims[0]);
+      },
+      "symbolic dim 0 is listed twice");
+}
+
+TEST(DynamicTokensVerify, NegativeCoefficients) {
+  expectVerifyError([](Plan &p) { valueNamed(p, "logits").symDims[0].a = -1; },
+                    "('logits'): symbolic dim 0 has a negative coefficient "
+                    "(a=-1, b=0)");
+  expectVerifyError([](Plan &p) { valueNamed(p, "out").symDims[0].b = -2; },
+                    "negative coefficient (a=1, b=-2)");
+}
+
+TEST(DynamicTokensVerify, UnknownQuantity) {
+  expectVerifyError(
+      [](Plan &p) { valueNamed(p, "x").symDims[0].sym = SymKind(7); },
+      "follows unknown quantity 7");
+}
+
+TEST(DynamicTokensVerify, ShapeAboveTheMaximum) {
+  expectVerifyError([](Plan &p) { p.symbols[0].max = 8; },
+                    "value 0 ('x'): symbolic dim 0 has size 16, more than "
+                    "1*t+0 at the maximum (8)");
+  expectVerifyError([](Plan &p) { p.symbols[0].max = -1; },
+                    "symbol 'tokens' has maximum -1");
+}
+
+TEST(DynamicTokensVerify, CoefficientOverflow) {
+  expectVerifyError(
+      [](Plan &p) { valueNamed(p, "y").symDims[0].a = INT64_MAX / 4; },
+      "overflows at the maximum");
+}
+
+TEST(DynamicTokensVerify, AtMostOneSymbol) {
+  expectVerifyError(
+      [](Plan &p) {
+        p.symbols.push_back({"batch", 4});
+      },
+      "the plan has 2 symbols, at most 1 is supported");
+  expectVerifyError([](Plan &p) { p.symbols[0].name.clear(); },
+                    "the plan's symbol has no name");
+}
+
+TEST(DynamicTokensVerify, SymbolicDimsNeedASymbol) {
+  expectVerifyError([](Plan &p) { p.symbols.clear(); },
+                    "value 0 ('x') has symbolic dims, but the plan has no "
+                    "symbol");
+}
+
+TEST(DynamicTokensVerify, NoSymbolicConstants) {
+  expectVerifyError(
+      [](Plan &p) {
+        valueNamed(p, "router.weight").symDims = {{0, SymKind::t, 1, 0}};
+      },
+      "('router.weight') is a constant with symbolic dims");
+}
+
+TEST(DynamicTokensVerify, NoSymbolicKernelOperands) {
+  expectVerifyError(
+      [](Plan &p) {
+        KernelCode k;
+        k.name = "kernel_0";
+        k.numArgs = 2;
+        p.kernels.push_back(k);
+        Step s;
+        fb::KernelT kt;
+        kt.name = "kernel_0";
+        s.attrs.Set(kt);
+        s.inputs = {valueNamed(p, "x").id};
+        s.outputs = {valueNamed(p, "out").id};
+        s.loc = "/fused";
+        p.steps.push_back(std::move(s));
+      },
+      "(kernel at '/fused'): operand value 0 ('x') has symbolic dims; "
+      "generated kernels take static shapes only");
+}
+
+TEST(DynamicTokensVerify, ModelIODims) {
+  expectVerifyError(
+      [](Plan &p) { p.outputs[0].symDims[0].sym = SymKind::t; },
+      "output 'out': symbolic dim 0 follows t; a model input or output's "
+      "dims follow the global count T");
+  expectVerifyError([](Plan &p) { p.inputs[0].symDims[0].dim = 1; },
+                    "input 'x': symbolic dim 1 is not among the leading "
+                    "dims 0..0 that its split cuts");
+  expectVerifyError([](Plan &p) { p.inputs[0].symDims[0].b = 1; },
+                    "input 'x': symbolic dim 0 is 1*T+1; a split dim must "
+                    "be a*T with a >= 1");
+  expectVerifyError(
+      [](Plan &p) {
+        ModelIO &m = p.inputs[0];
+        m.shape = {2, 16, 16};
+        m.split.axis = 1;
+        m.symDims[0].dim = 1;
+      },
+      "input 'x': symbolic dim 1 follows dim 0 of size 2 inside the split");
+}
+
+TEST(DynamicTokensFormat, DescribeShowsSymbolicDims) {
+  TestCase tc = makeDynamicMoE(spec(4));
+  tc.plan.version = kPlanVersionSymbols;
+  std::string d = describePlan(tc.plan);
+  EXPECT_NE(d.find("moe plan v8"), std::string::npos) << d;
+  EXPECT_NE(d.find("symbol tokens <= 32"), std::string::npos) << d;
+  EXPECT_NE(d.find("input  x: f32[(T<=32)x16]"), std::string::npos) << d;
+  EXPECT_NE(d.find("f32[(t<=8)x16]"), std::string::npos) << d;
+  // recv: 4 ranks * min(k=2, S=1) rows per token of a block.
+  EXPECT_NE(d.find("f32[(4*tb<=32)x16]"), std::string::npos) << d;
+}
+
+TEST(DynamicTokensFormat, RoundTripVersion8) {
+  TestCase tc = makeDynamicMoE(spec(2));
+  std::string path = tempPath("rt"), error;
+  ASSERT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
+  std::string bytes = readFile(path);
+  uint32_t version = 0;
+  std::memcpy(&version, bytes.data() + 8, 4);
+  EXPECT_EQ(version, kPlanVersionSymbols);
+  auto lp = LoadedPlan::open(path, 0, error);
+  ASSERT_TRUE(lp) << error;
+  const Plan &p = lp->plan();
+  EXPECT_EQ(p.version, kPlanVersionSymbols);
+  ASSERT_EQ(p.symbols.size(), 1u);
+  EXPECT_EQ(p.symbols[0].name, "tokens");
+  EXPECT_EQ(p.symbols[0].max, kMax);
+  ASSERT_EQ(p.values.size(), tc.plan.values.size());
+  for (size_t i = 0; i < p.values.size(); ++i) {
+    const std::vector<SymDim> &a = p.values[i].symDims,
+                              &b = tc.plan.values[i].symDims;
+    ASSERT_EQ(a.size(), b.size()) << p.values[i].name;
+    for (size_t j = 0; j < a.size(); ++j) {
+      EXPECT_EQ(a[j].dim, b[j].dim);
+      EXPECT_EQ(a[j].sym, b[j].sym);
+      EXPECT_EQ(a[j].a, b[j].a);
+      EXPECT_EQ(a[j].b, b[j].b);
+    }
+  }
+  ASSERT_EQ(p.inputs.size(), 1u);
+  ASSERT_EQ(p.inputs[0].symDims.size(), 1u);
+  EXPECT_EQ(p.inputs[0].symDims[0].sym, SymKind::T);
+  ASSERT_EQ(p.outputs[0].symDims.size(), 1u);
+  std::remove(path.c_str());
+}
+
+TEST(DynamicTokensFormat, StaticPlanStaysVersion7) {
+  // The same plan without its symbol: version 7, and a manifest with none
+  // of version 8's fields (absent fields take no bytes in a FlatBuffer, so
+  // the file is the one version 7 wrote).
+  TestCase tc = makeMoE(spec(2));
+  std::string path = tempPath("v7"), error;
+  ASSERT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
+  std::string bytes = readFile(path);
+  uint32_t version = 0;
+  std::memcpy(&version, bytes.data() + 8, 4);
+  EXPECT_EQ(version, 7u);
+  const fb::Plan *f = fb::GetPlan(bytes.data() + 64);
+  EXPECT_EQ(f->version(), 7u);
+  EXPECT_EQ(f->symbols(), nullptr);
+  for (const fb::Value *v : *f->values())
+    EXPECT_EQ(v->sym_dims(), nullptr);
+  for (const fb::ModelIO *m : *f->inputs())
+    EXPECT_EQ(m->sym_dims(), nullptr);
+  // Written twice: the same bytes (nothing depends on the new code paths).
+  TestCase again = makeMoE(spec(2));
+  std::string path2 = tempPath("v7b");
+  ASSERT_TRUE(writePlan(path2, again.plan, again.data, error)) << error;
+  EXPECT_EQ(readFile(path2), bytes);
+  std::remove(path.c_str());
+  std::remove(path2.c_str());
+}
+
+} // namespace
