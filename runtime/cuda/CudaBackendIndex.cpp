@@ -106,7 +106,9 @@ void CudaBackend::dequantize(ExecContext &ctx, size_t index,
                              const fb::DequantizeT &a) {
   const Step &s = ctx.plan().steps[index];
   DequantizeDims d = checkDequantizeStep(ctx, index);
-  if (gemvDequantize(ctx.plan(), index)) {
+  // On the loaded plan: its shapes are those at the maximum token count,
+  // so the decision holds for every count (a resolved plan has fewer rows).
+  if (gemvDequantize(ctx.loaded().plan(), index)) {
     gemvSrc_[s.outputs[0]] = index;
     return;
   }
