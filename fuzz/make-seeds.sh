@@ -88,7 +88,7 @@ PY
       i=0
       for args in "moe -n 1" "moe -n 2" "moe -n 4 --placement round-robin" \
         "moe -n 2 --placement replicated --capacity 2" "moe-ids -n 2" \
-        "moe -n 2 --packed-gate" \
+        "moe -n 2 --packed-gate" "moe -n 4 --max-tokens 32 --at-tokens 5" \
         "tp -n 2" "reduce-scatter -n 2"; do
         i=$((i + 1))
         mkdir -p "$tmp/t$i"

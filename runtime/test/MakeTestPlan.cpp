@@ -4,6 +4,7 @@
 //                      [--placement contiguous|round-robin|replicated]
 //                      [--bad-rank R] [--tokens-per-rank T] [--hidden H]
 //                      [--ffn F] [--no-reference] [--packed-gate]
+//                      [--max-tokens M [--at-tokens T]]
 //
 // KIND is `moe` (router -> route -> dispatch -> experts -> combine), `moe-ids`
 // (routing ids and weights are inputs; --bad-rank gives that rank an invalid
@@ -16,11 +17,15 @@
 // size the moe plans (defaults 8, 16, 24); --no-reference writes the plan
 // and its inputs only (large plans for bench/transport_bench.py);
 // --packed-gate keeps the moe plan's w_gate as 4-bit codes expanded by a
-// dequantize step after the dispatch (a plan fuzz seed).
+// dequantize step after the dispatch (a plan fuzz seed). --max-tokens M
+// (moe, moe-ids; M a multiple of N) writes the plan with a dynamic token
+// count (format version 8, runtime/test/DynamicPlans.h) compiled at M
+// tokens, and its inputs and reference at T tokens (--at-tokens, default
+// M).
 //
 //===----------------------------------------------------------------------===//
 
-#include "TestPlans.h"
+#include "DynamicPlans.h"
 
 #include <cstdio>
 #include <cstdlib>
@@ -35,7 +40,7 @@ static int usage() {
                        "[--capacity C] [--placement contiguous|round-robin|"
                        "replicated] [--bad-rank R] [--tokens-per-rank T] "
                        "[--hidden H] [--ffn F] [--no-reference] "
-                       "[--packed-gate]\n");
+                       "[--packed-gate] [--max-tokens M [--at-tokens T]]\n");
   return 1;
 }
 
@@ -44,7 +49,8 @@ int main(int argc, char **argv) {
     return usage();
   std::string kind = argv[1], dir, placement = "contiguous";
   int n = 1, badRank = -1;
-  int64_t capacity = -1, tokens = 8, hidden = 16, ffn = 24;
+  int64_t capacity = -1, tokens = 8, hidden = 16, ffn = 24, maxTokens = -1,
+          atTokens = -1;
   bool reference = true, packedGate = false;
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
@@ -74,11 +80,30 @@ int main(int argc, char **argv) {
       hidden = std::atoll(argv[++i]);
     else if (a == "--ffn")
       ffn = std::atoll(argv[++i]);
+    else if (a == "--max-tokens")
+      maxTokens = std::atoll(argv[++i]);
+    else if (a == "--at-tokens")
+      atTokens = std::atoll(argv[++i]);
     else
       return usage();
   }
   if (dir.empty() || n < 1 || tokens < 1 || hidden < 1 || ffn < 1)
     return usage();
+  bool dynamic = maxTokens >= 0;
+  if (dynamic) {
+    // Dropless MoE only: the reference at T tokens is the first T rows of
+    // the one at the maximum.
+    if (maxTokens < n || maxTokens % n || capacity >= 0 ||
+        (kind != "moe" && kind != "moe-ids"))
+      return usage();
+    tokens = maxTokens / n;
+    if (atTokens < 0)
+      atTokens = maxTokens;
+    if (atTokens > maxTokens)
+      return usage();
+  } else if (atTokens >= 0) {
+    return usage();
+  }
   TestCase tc;
   if (kind == "moe" || kind == "moe-ids") {
     MoESpec s;
@@ -112,7 +137,12 @@ int main(int argc, char **argv) {
     } else if (placement != "contiguous") {
       return usage();
     }
-    tc = makeMoE(s);
+    if (dynamic) {
+      tc = makeDynamicMoE(s);
+      testplans::atTokens(tc, atTokens);
+    } else {
+      tc = makeMoE(s);
+    }
   } else if (kind == "tp") {
     tc = makeTP(n);
   } else if (kind == "reduce-scatter") {
