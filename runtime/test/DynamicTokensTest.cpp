@@ -47,14 +47,18 @@ std::string readFile(const std::string &path) {
 }
 
 /// Writes the plan and runs it with each of `inputsPerCall` in turn on the
-/// same executors (one per thread rank); rank 0's outputs of every call.
+/// same executors (one per thread rank); rank 0's outputs of every call
+/// (and every rank's report of each call in `reports`).
 std::vector<std::vector<std::pair<std::string, NpyArray>>>
 runCalls(TestCase &tc, const std::string &tag,
-         const std::vector<std::map<std::string, NpyArray>> &inputsPerCall) {
+         const std::vector<std::map<std::string, NpyArray>> &inputsPerCall,
+         std::vector<std::vector<RunReport>> *reports = nullptr) {
   std::string path = tempPath(tag), error;
   EXPECT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
   std::vector<std::vector<std::pair<std::string, NpyArray>>> result(
       inputsPerCall.size());
+  if (reports)
+    reports->assign(inputsPerCall.size(), {});
   runThreadRanks(int(tc.plan.worldSize()), [&](Comm &world) {
     std::string err;
     auto lp = LoadedPlan::open(path, world.rank(), err);
@@ -65,8 +69,12 @@ runCalls(TestCase &tc, const std::string &tag,
       ex.setInputs(inputsPerCall[c]);
       ex.run();
       auto outs = ex.gatherOutputs();
-      if (world.rank() == 0)
+      auto reps = ex.gatherReports();
+      if (world.rank() == 0) {
         result[c] = std::move(outs);
+        if (reports)
+          (*reports)[c] = std::move(reps);
+      }
     }
   });
   std::remove(path.c_str());
@@ -106,11 +114,25 @@ void runCounts(int ranks, const std::vector<int64_t> &counts) {
     inputs.push_back(at.inputs);
     refs.push_back(std::move(at));
   }
-  auto outs = runCalls(tc, "run" + std::to_string(ranks), inputs);
+  std::vector<std::vector<RunReport>> reports;
+  auto outs = runCalls(tc, "run" + std::to_string(ranks), inputs, &reports);
+  MoESpec s = spec(ranks);
   for (size_t c = 0; c < counts.size(); ++c) {
     SCOPED_TRACE("T = " + std::to_string(counts[c]) + " on " +
                  std::to_string(ranks) + " ranks");
     expectMatches(outs[c], refs[c], counts[c]);
+    // The steps ran at the actual count: T * k assignments routed and
+    // computed (at the maximum's shapes they would be 32 * k).
+    int64_t routed = 0, computed = 0;
+    ASSERT_EQ(int(reports[c].size()), ranks);
+    for (const RunReport &r : reports[c]) {
+      ASSERT_EQ(r.layers.size(), 1u);
+      for (int64_t n : r.layers[0].tokensPerExpert)
+        routed += n;
+      computed += r.layers[0].rowsReceived;
+    }
+    EXPECT_EQ(routed, counts[c] * s.k);
+    EXPECT_EQ(computed, counts[c] * s.k);
   }
 }
 
@@ -132,6 +154,84 @@ TEST(DynamicTokens, MoEFourRanksIdsAsInputs) {
     auto outs = runCalls(tc, "ids", {at.inputs});
     expectMatches(outs[0], at, T);
   }
+}
+
+/// Dense steps at every count on 2 ranks: x [t,8] -> matmul (+ bias) -> h
+/// -> silu -> softmax -> add h -> add a broadcast constant -> copy -> out,
+/// against plain loops in double.
+TEST(DynamicTokens, DenseStepsAtEveryCount) {
+  const int G = 2;
+  const int64_t K = 8, N = 6, Tl = kMax / G;
+  std::mt19937 rng(7);
+  std::vector<float> x = randomFloats(rng, kMax * K, 1.0f);
+  std::vector<float> w = randomFloats(rng, K * N, 0.5f);
+  std::vector<float> bias = randomFloats(rng, N, 0.5f);
+  std::vector<float> c = randomFloats(rng, N, 0.5f);
+  TestCase tc;
+  Plan &p = tc.plan;
+  p.producer = "moert-test";
+  p.mesh = {{"ep", G}};
+  p.symbols = {{"tokens", kMax}};
+  Builder b(p, tc.data);
+  b.segments(G);
+  auto temp = [&](const std::string &name, int64_t cols, ValueKind kind) {
+    int32_t id = b.value(name, DType::f32, {Tl, cols}, kind);
+    p.values[size_t(id)].symDims = {{0, SymKind::t, 1, 0}};
+    return id;
+  };
+  int32_t vx = temp("x", K, ValueKind::input);
+  int32_t vw = b.shared("w", {K, N}, w), vb = b.shared("bias", {N}, bias);
+  int32_t vc = b.shared("c", {N}, c);
+  int32_t vh = temp("h", N, ValueKind::temp);
+  int32_t vu = temp("u", N, ValueKind::temp);
+  int32_t vs = temp("s", N, ValueKind::temp);
+  int32_t va = temp("a", N, ValueKind::temp);
+  int32_t vd = temp("d", N, ValueKind::temp);
+  int32_t vo = temp("out", N, ValueKind::output);
+  b.step(fb::MatmulT(), {vx, vw, vb}, {vh}, "/mm");
+  fb::UnaryT silu;
+  silu.fn = fb::UnaryFn::silu;
+  b.step(silu, {vh}, {vu}, "/silu");
+  b.step(fb::SoftmaxT(), {vu}, {vs}, "/softmax");
+  fb::BinaryT add;
+  add.fn = fb::BinaryFn::add;
+  b.step(add, {vs, vh}, {va}, "/add");
+  b.step(add, {va, vc}, {vd}, "/add_c");
+  b.step(fb::CopyT(), {vd}, {vo}, "/copy");
+  p.inputs.push_back(splitIO("x", DType::f32, {kMax, K}, vx, "ep"));
+  p.outputs.push_back(splitIO("out", DType::f32, {kMax, N}, vo, "ep"));
+  p.inputs[0].symDims = p.outputs[0].symDims = {{0, SymKind::T, 1, 0}};
+  std::vector<double> ref(kMax * N);
+  for (int64_t t = 0; t < kMax; ++t) {
+    std::vector<double> h(N), u(N);
+    double mx = -1e300, sum = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      h[n] = bias[n];
+      for (int64_t k = 0; k < K; ++k)
+        h[n] += double(x[t * K + k]) * w[k * N + n];
+      u[n] = h[n] / (1 + std::exp(-h[n]));
+      mx = std::max(mx, u[n]);
+    }
+    for (double &v : u)
+      sum += (v = std::exp(v - mx));
+    for (int64_t n = 0; n < N; ++n)
+      ref[t * N + n] = u[n] / sum + h[n] + c[n];
+  }
+  tc.inputs["x"] = f32Array({kMax, K}, std::vector<double>(x.begin(), x.end()));
+  tc.expected["out"] = f32Array({kMax, N}, ref);
+  std::vector<std::map<std::string, NpyArray>> inputs;
+  std::vector<TestCase> refs;
+  for (int64_t T : kCounts) {
+    TestCase at;
+    at.inputs = tc.inputs;
+    at.expected = tc.expected;
+    atTokens(at, T);
+    inputs.push_back(at.inputs);
+    refs.push_back(std::move(at));
+  }
+  auto outs = runCalls(tc, "dense", inputs);
+  for (size_t i = 0; i < kCounts.size(); ++i)
+    expectMatches(outs[i], refs[i], kCounts[i]);
 }
 
 /// The RunError of the first call with `inputs` (empty when none).
