@@ -9,7 +9,8 @@
 // and the reports must name the transport used) and are compared with the CPU
 // backend (outputs and MoE reports) and with the plain-loop references. A plan
 // with hand-written PTX checks `kernel` steps (driver API, several modules and
-// launches, all parameter kinds).
+// launches, all parameter kinds). A plan with a dynamic token count runs
+// at several counts, 0 included.
 //
 // Every test that needs a GPU skips with "no CUDA device: ..." without one;
 // DeviceErrorsAreClear runs everywhere.
@@ -20,6 +21,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "DynamicPlans.h"
 #include "IndexPlans.h"
 #include "QuantPlans.h"
 #include "TestPlans.h"
@@ -183,6 +185,25 @@ TEST(CudaBackend, MoEOneRank) {
   MoESpec s;
   TestCase tc = makeMoE(s);
   compareWithCpu(tc, "moe1");
+}
+
+TEST(CudaBackend, DynamicTokenCounts) {
+  // The MoE plan with a dynamic token count (format version 8) compiled at
+  // 32 tokens, run at 0, 1, 5 and 32 on 1 and 4 ranks (uneven and empty
+  // blocks; dispatch and experts with no rows).
+  REQUIRE_CUDA_DEVICE();
+  for (int ranks : {1, 4})
+    for (int64_t T : {0, 1, 5, 32}) {
+      SCOPED_TRACE("T = " + std::to_string(T) + " on " + std::to_string(ranks) +
+                   " ranks");
+      MoESpec s;
+      s.ranks = ranks;
+      s.tokensPerRank = 32 / ranks;
+      TestCase tc = makeDynamicMoE(s);
+      atTokens(tc, T);
+      compareWithCpu(tc,
+                     "dyn" + std::to_string(ranks) + "-" + std::to_string(T));
+    }
 }
 
 TEST(CudaBackend, MoEOneRankTopOneRunTwice) {
