@@ -192,14 +192,16 @@ bool runnable(const moert::Plan &plan) {
          runWork(plan) <= kMaxRunWork;
 }
 
-/// One model input of `m`'s dtype and global shape, filled from `rng`.
+/// One model input of `m`'s dtype and global shape (`shape`: m.shape, or
+/// its symbolic dims at one token count), filled from `rng`.
 /// Integers are in [0, 4) (in range for most ids), in [-2, 6) or anything
 /// at all; floats in [-4, 4), with a NaN or an infinity now and then.
-moert::NpyArray makeInput(const moert::ModelIO &m, Rng &rng) {
+moert::NpyArray makeInput(const moert::ModelIO &m,
+                          const std::vector<int64_t> &shape, Rng &rng) {
   moert::NpyArray a;
   a.dtype = moert::npyDType(m.dtype);
-  a.shape = m.shape;
-  int64_t n = elements(m.shape);
+  a.shape = shape;
+  int64_t n = elements(shape);
   size_t esize = moert::dtypeSize(m.dtype);
   a.data.resize(size_t(n) * esize);
   int mode = int(rng.next() % 4);
@@ -259,9 +261,16 @@ void runPlan(std::unique_ptr<moert::LoadedPlan> lp0, uint64_t seed) {
       return;
   }
   Rng rng{seed};
+  // A dynamic token count (format version 8): inputs at a count in
+  // 0..max (each symbolic dim at most its size at the maximum).
+  moert::SymValues at;
+  if (!plan.symbols.empty())
+    at.T = at.t = at.tb =
+        int64_t(rng.next() % (uint64_t(plan.symbols[0].max) + 1));
   std::map<std::string, moert::NpyArray> inputs;
   for (const moert::ModelIO &m : lps[0]->plan().inputs)
-    inputs[m.name] = makeInput(m, rng);
+    inputs[m.name] =
+        makeInput(m, moert::resolveShape(m.shape, m.symDims, at), rng);
   try {
     moert::runThreadRanks(n, [&](moert::Comm &world) {
       moert::Executor ex(*lps[size_t(world.rank())], world,

@@ -326,9 +326,9 @@ std::string npyDType(DType t);
 
 /// Checks the named model inputs against the plan: every input present,
 /// no unknown name, dtype and global shape as the plan says (a symbolic
-/// dim of a plan with a dynamic token count: any size up to the plan's;
-/// the executor solves the count). Returns false and sets `error` naming
-/// the input with expected vs got.
+/// dim of a plan with a dynamic token count: any size; Executor::setInputs
+/// solves the count and checks it against the maximum). Returns false and
+/// sets `error` naming the input with expected vs got.
 bool checkInputs(const Plan &plan,
                  const std::map<std::string, NpyArray> &inputs,
                  std::string &error);
