@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 
 using namespace moert;
 
@@ -138,6 +139,18 @@ std::string moert::planSymbolsError(const Plan &plan) {
       return why;
   for (size_t i = 0; i < plan.steps.size(); ++i) {
     const Step &s = plan.steps[i];
+    if (const fb::DispatchT *d = s.attrs.Asdispatch()) {
+      std::string what = "step " + std::to_string(i) + " (dispatch" +
+                         (s.loc.empty() ? "" : " at '" + s.loc + "'") + ")";
+      double c = d->capacity_factor;
+      if (!(c >= 0) || std::isinf(c))
+        return what + ": capacity_factor " + std::to_string(c) +
+               " is not a finite number >= 0";
+      if (c > 0 && !hasSym)
+        return what + ": capacity_factor " + std::to_string(c) +
+               " needs a dynamic token count (the plan has no symbol; a "
+               "static plan gives `capacity`)";
+    }
     if (s.kind() != StepKind::kernel)
       continue;
     for (const std::vector<int32_t> *ops : {&s.inputs, &s.outputs})

@@ -497,7 +497,8 @@ void CpuBackend::dispatch(ExecContext &ctx, size_t index,
   const int64_t *idp = reinterpret_cast<const int64_t *>(
       ptr(ctx, index, s.inputs[1], DType::i64, "ids"));
   std::string err;
-  if (!cpu::planDispatch(idp, T, k, pl, at.capacity, st.layout, err))
+  if (!cpu::planDispatch(idp, T, k, pl, dispatchCapacity(ctx, at, k), st.layout,
+                         err))
     throw ctx.error(index, err);
   // Rows move as bytes: f32, or 16-bit rows of a --precision plan.
   DType dt = tok.dtype;

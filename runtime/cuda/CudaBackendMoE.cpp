@@ -81,8 +81,8 @@ void CudaBackend::dispatch(ExecContext &ctx, size_t index,
   int64_t *stats = reinterpret_cast<int64_t *>(st.stats.ensure(3 * 8, stream_));
   size_t wsBytes = cuda::planDispatchWorkspace(T, k, *st.placement);
   void *ws = st.planWs.ensure(wsBytes, stream_);
-  cuda::planDispatch(idp, T, k, *st.placement, at.capacity, sendPos, sendCounts,
-                     stats, ws, st.planWs.size(), stream_);
+  cuda::planDispatch(idp, T, k, *st.placement, dispatchCapacity(ctx, at, k),
+                     sendPos, sendCounts, stats, ws, st.planWs.size(), stream_);
   int64_t *meta = reinterpret_cast<int64_t *>(
       st.meta.ensure(size_t(3 + 2 * GS + nA) * 8, stream_));
   int64_t *hStats = meta, *hSend = meta + 3, *hRecv = meta + 3 + GS,

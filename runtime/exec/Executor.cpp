@@ -276,6 +276,8 @@ Comm &ExecContext::group(const std::string &axes) {
 
 Comm &ExecContext::world() { return e_.world_; }
 
+const SymValues &ExecContext::symbols() const { return e_.sym_; }
+
 MoELayerStats &ExecContext::layer(int64_t dispatchStep) {
   auto it = e_.layerIndex_.find(dispatchStep);
   if (it != e_.layerIndex_.end())

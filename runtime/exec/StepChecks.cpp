@@ -8,6 +8,10 @@
 
 #include "moert/Executor.h"
 
+#include <algorithm>
+#include <climits>
+#include <cmath>
+
 using namespace moert;
 
 int64_t moert::checkExpertsStep(ExecContext &ctx, size_t index, int64_t H,
@@ -205,6 +209,17 @@ void moert::checkBinaryStep(ExecContext &ctx, size_t index, cpu::Binary &fn,
              (bShape[d] == 1 || bShape[d] == c.shape[d]),
          "shapes " + shapeString(a.shape) + " and " + shapeString(b.shape) +
              " do not broadcast to " + shapeString(c.shape));
+}
+
+int64_t moert::dispatchCapacity(ExecContext &ctx, const fb::DispatchT &at,
+                                int64_t k) {
+  if (!(at.capacity_factor > 0))
+    return at.capacity;
+  // verifyPlan: the factor is finite, num_experts >= 1, tb <= the maximum.
+  double c = std::ceil(at.capacity_factor * double(ctx.symbols().tb) *
+                       double(k) / double(at.num_experts));
+  int64_t cap = c >= double(INT32_MAX) ? INT32_MAX : int64_t(c);
+  return at.capacity >= 0 ? std::min(cap, at.capacity) : cap;
 }
 
 void moert::checkDispatchStep(ExecContext &ctx, size_t index, int64_t &H,

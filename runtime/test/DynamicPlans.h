@@ -30,11 +30,18 @@ inline TestCase makeDynamicMoE(MoESpec spec) {
   Plan &p = tc.plan;
   const int64_t Tl = spec.tokensPerRank, T = Tl * spec.ranks;
   p.symbols = {{"tokens", T}};
+  // A rank receives at most min(k, S) rows per token of each block; with
+  // a capacity the maximum's shape is lower and clamps it.
+  int64_t S = 1;
+  for (const Step &s : p.steps)
+    if (const fb::DispatchT *d = s.attrs.Asdispatch())
+      S = d->slots_per_rank;
+  int64_t perToken = spec.ranks * std::min(spec.k, S);
   for (Value &v : p.values) {
     if (v.kind == ValueKind::constant)
       continue;
     if (v.name == "recv" || v.name == "y")
-      v.symDims = {{0, SymKind::tb, v.shape[0] / Tl, 0}};
+      v.symDims = {{0, SymKind::tb, perToken, 0}};
     else if (v.name != "experts.w_gate")
       v.symDims = {{0, SymKind::t, 1, 0}};
   }
@@ -42,6 +49,17 @@ inline TestCase makeDynamicMoE(MoESpec spec) {
     for (ModelIO &m : *ios)
       m.symDims = {{0, SymKind::T, 1, 0}};
   return tc;
+}
+
+/// The blocks of T tokens over `ranks` ranks: {first token, rows} per rank,
+/// tb = ceil(T / ranks) rows each, the last ones short or empty.
+inline std::vector<std::pair<int64_t, int64_t>> tokenBlocks(int64_t T,
+                                                            int ranks) {
+  int64_t tb = (T + ranks - 1) / ranks;
+  std::vector<std::pair<int64_t, int64_t>> b;
+  for (int r = 0; r < ranks; ++r)
+    b.push_back({std::min(T, r * tb), std::clamp<int64_t>(T - r * tb, 0, tb)});
+  return b;
 }
 
 /// The first `n` rows (dim 0) of a global array.

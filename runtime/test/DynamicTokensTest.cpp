@@ -156,6 +156,47 @@ TEST(DynamicTokens, MoEFourRanksIdsAsInputs) {
   }
 }
 
+/// GShard capacity per call (Dispatch.capacity_factor): ceil(C * tb * k /
+/// E) at each count, against makeMoE's reference with that capacity over
+/// the same uneven source blocks (same weights and tokens: the same seed).
+void runCapacityFactor(int ranks, double C) {
+  MoESpec s = spec(ranks);
+  auto capAt = [&](int64_t tb) {
+    return int64_t(std::ceil(C * double(tb) * double(s.k) / double(s.E)));
+  };
+  s.capacity = capAt(s.tokensPerRank);
+  TestCase tc = makeDynamicMoE(s);
+  for (Step &st : tc.plan.steps)
+    if (fb::DispatchT *d = st.attrs.Asdispatch())
+      d->capacity_factor = C;
+  std::vector<std::map<std::string, NpyArray>> inputs;
+  std::vector<TestCase> refs;
+  for (int64_t T : kCounts) {
+    MoESpec r = s;
+    r.capacity = capAt((T + ranks - 1) / ranks);
+    r.refBlocks = tokenBlocks(T, ranks);
+    TestCase at = makeMoE(r);
+    at.inputs = tc.inputs;
+    atTokens(at, T);
+    inputs.push_back(at.inputs);
+    refs.push_back(std::move(at));
+  }
+  std::vector<std::vector<RunReport>> reports;
+  auto outs = runCalls(tc, "cf" + std::to_string(ranks), inputs, &reports);
+  int64_t dropped = 0;
+  for (size_t c = 0; c < kCounts.size(); ++c) {
+    SCOPED_TRACE("T = " + std::to_string(kCounts[c]) + " on " +
+                 std::to_string(ranks) + " ranks");
+    expectMatches(outs[c], refs[c], kCounts[c]);
+    for (const RunReport &r : reports[c])
+      dropped += r.layers.at(0).dropped;
+  }
+  EXPECT_GT(dropped, 0); // the capacity did drop assignments
+}
+
+TEST(DynamicTokens, CapacityFactorTwoRanks) { runCapacityFactor(2, 0.5); }
+TEST(DynamicTokens, CapacityFactorFourRanks) { runCapacityFactor(4, 1.0); }
+
 /// Dense steps at every count on 2 ranks: x [t,8] -> matmul (+ bias) -> h
 /// -> silu -> softmax -> add h -> add a broadcast constant -> copy -> out,
 /// against plain loops in double.
@@ -410,6 +451,32 @@ TEST(DynamicTokensVerify, ModelIODims) {
         m.symDims[0].dim = 1;
       },
       "input 'x': symbolic dim 1 follows dim 0 of size 2 inside the split");
+}
+
+TEST(DynamicTokensVerify, CapacityFactor) {
+  auto set = [](double c) {
+    return [c](Plan &p) {
+      for (Step &s : p.steps)
+        if (fb::DispatchT *d = s.attrs.Asdispatch())
+          d->capacity_factor = c;
+    };
+  };
+  expectVerifyError(set(-1.0), "(dispatch at '/moe/dispatch'): "
+                               "capacity_factor -1.000000 is not a finite "
+                               "number >= 0");
+  expectVerifyError(set(NAN), "is not a finite number >= 0");
+  expectVerifyError(
+      [&](Plan &p) {
+        set(1.0)(p);
+        p.symbols.clear();
+        for (Value &v : p.values)
+          v.symDims.clear();
+        for (ModelIO &m : p.inputs)
+          m.symDims.clear();
+        for (ModelIO &m : p.outputs)
+          m.symDims.clear();
+      },
+      "capacity_factor 1.000000 needs a dynamic token count");
 }
 
 TEST(DynamicTokensFormat, DescribeShowsSymbolicDims) {

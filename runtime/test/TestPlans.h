@@ -28,6 +28,8 @@
 #include <map>
 #include <random>
 #include <string>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 namespace moert {
@@ -68,6 +70,10 @@ struct MoESpec {
   /// False: no plain-loop reference (tc.expected stays empty), for large
   /// plans that only time the runtime (bench/transport_bench.py).
   bool reference = true;
+  /// The reference's source blocks, {first token, rows} per rank (a
+  /// dynamic token count's uneven blocks, DynamicPlans.h); empty: rank r
+  /// sends tokens r*tokensPerRank onwards, tokensPerRank of them.
+  std::vector<std::pair<int64_t, int64_t>> refBlocks;
 };
 
 inline NpyArray f32Array(std::vector<int64_t> shape,
@@ -332,14 +338,17 @@ inline TestCase makeMoE(const MoESpec &spec) {
   std::vector<double> ref(T * H, 0.0);
   for (int src = 0; src < G && spec.reference; ++src) {
     std::map<std::pair<int64_t, int64_t>, int64_t> used;
-    for (int64_t a = 0; a < Tl * k; ++a) {
-      int64_t t = src * Tl + a / k, e = ids[src * Tl * k + a];
+    int64_t first = src * Tl, rows = Tl;
+    if (!spec.refBlocks.empty())
+      std::tie(first, rows) = spec.refBlocks[size_t(src)];
+    for (int64_t a = 0; a < rows * k; ++a) {
+      int64_t t = first + a / k, e = ids[first * k + a];
       if (e < 0 || e >= E)
         continue;
       int64_t rep = a % int64_t(reps[e].size());
       if (spec.capacity >= 0 && ++used[{e, rep}] > spec.capacity)
         continue;
-      float wt = float(wts[src * Tl * k + a]);
+      float wt = float(wts[first * k + a]);
       // weightInput: the dispatched row is the f32 product wt * x.
       auto in = [&](int64_t h) {
         return spec.weightInput ? double(wt * x[t * H + h])

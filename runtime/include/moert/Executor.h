@@ -111,6 +111,9 @@ public:
   Comm &group(const std::string &axes);
   /// The communicator of all ranks.
   Comm &world();
+  /// The token counts of this call (a plan with a dynamic token count;
+  /// all 0 for a static plan).
+  const SymValues &symbols() const;
   /// Stats of the MoE layer whose dispatch is step `dispatchStep`.
   MoELayerStats &layer(int64_t dispatchStep);
   /// A RunError naming this rank and step `index` with `what`.
@@ -168,6 +171,12 @@ void checkBinaryStep(ExecContext &ctx, size_t index, cpu::Binary &fn,
 /// and T.
 void checkDispatchStep(ExecContext &ctx, size_t index, int64_t &H, int64_t &k,
                        int64_t &T);
+
+/// The capacity a `dispatch` step applies in this call (-1: dropless): its
+/// `capacity`, or with `capacity_factor` > 0 (a plan with a dynamic token
+/// count) ceil(capacity_factor * tb * k / num_experts), at most `capacity`
+/// when that is >= 0. Shared by the backends.
+int64_t dispatchCapacity(ExecContext &ctx, const fb::DispatchT &at, int64_t k);
 /// The placement a `dispatch` step's attributes describe (num_experts,
 /// slots_per_rank, replicas) for its group of G ranks, checked.
 Placement dispatchPlacement(ExecContext &ctx, size_t index, int64_t G);
