@@ -374,7 +374,8 @@ void Executor::setInputs(const std::map<std::string, NpyArray> &inputs) {
                      " bytes do not split " + "into " + std::to_string(blocks) +
                      " blocks of the " + std::to_string(local) +
                      " bytes of the local value " + shapeString(v.shape));
-    backend_->upload(v, a.data.data() + b * local, local);
+    if (local) // an empty array's data() may be null
+      backend_->upload(v, a.data.data() + b * local, local);
   }
 }
 
@@ -424,7 +425,8 @@ std::vector<std::vector<char>> Executor::localOutputs() {
   for (const ModelIO &m : plan.outputs) {
     const Value &v = plan.values[m.value];
     std::vector<char> bytes(v.byteSize());
-    backend_->download(v, bytes.data(), bytes.size());
+    if (!bytes.empty()) // no pointer to pass for 0 rows
+      backend_->download(v, bytes.data(), bytes.size());
     out.push_back(std::move(bytes));
   }
   return out;

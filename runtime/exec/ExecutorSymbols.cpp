@@ -134,7 +134,8 @@ void Executor::uploadSymbolic(const ModelIO &m, const NpyArray &a) {
                    plan_.symbols[0].name + " = " + std::to_string(sym_.T) +
                    " is " + std::to_string(bytes) + " bytes, its value " +
                    shapeString(v.shape) + " holds " + std::to_string(local));
-  backend_->upload(v, a.data.data() + offset, local);
+  if (local) // this rank's block is empty (data() may be null)
+    backend_->upload(v, a.data.data() + offset, local);
 }
 
 std::vector<std::pair<std::string, NpyArray>>
