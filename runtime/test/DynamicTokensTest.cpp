@@ -552,4 +552,69 @@ TEST(DynamicTokensFormat, StaticPlanStaysVersion7) {
   std::remove(path2.c_str());
 }
 
+/// The dynamic MoE plan written, its manifest changed by `edit` (header
+/// version `version`, manifest checksum recomputed), and the loader's
+/// error.
+std::string loadEdited(uint32_t version,
+                       const std::function<void(fb::Plan &)> &edit) {
+  TestCase tc = makeDynamicMoE(spec(2));
+  std::string path = tempPath("edit"), error;
+  EXPECT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
+  std::string bytes = readFile(path);
+  uint64_t size = 0;
+  std::memcpy(&size, bytes.data() + 24, 8);
+  std::string m = bytes.substr(64, size);
+  edit(*fb::GetMutablePlan(reinterpret_cast<uint8_t *>(m.data())));
+  bytes.replace(64, size, m);
+  uint64_t h = 1469598103934665603ull; // FNV-1a 64, the header's checksum
+  for (unsigned char c : m) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  std::memcpy(bytes.data() + 48, &h, 8);
+  std::memcpy(bytes.data() + 8, &version, 4);
+  {
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    f.write(bytes.data(), std::streamsize(bytes.size()));
+  }
+  error.clear();
+  EXPECT_EQ(LoadedPlan::open(path, 0, error), nullptr);
+  std::remove(path.c_str());
+  return error;
+}
+
+TEST(DynamicTokensFormat, Version7WithSymbolsIsRefused) {
+  std::string e = loadEdited(7, [](fb::Plan &p) { p.mutate_version(7); });
+  EXPECT_NE(e.find("plan format version 7 has no symbols (a dynamic token "
+                   "count needs version 8)"),
+            std::string::npos)
+      << e;
+}
+
+TEST(DynamicTokensFormat, FileDimOutOfRangeIsRefused) {
+  // What the fuzzer would find: an index read from the file is checked
+  // before any use.
+  std::string e = loadEdited(8, [](fb::Plan &p) {
+    p.mutable_values()
+        ->GetMutableObject(0)
+        ->mutable_sym_dims()
+        ->GetMutableObject(0)
+        ->mutate_dim(9);
+  });
+  EXPECT_NE(e.find("invalid plan: value 0 ('x'): symbolic dim 9 is out of "
+                   "range for shape [16,16]"),
+            std::string::npos)
+      << e;
+  e = loadEdited(8, [](fb::Plan &p) {
+    p.mutable_inputs()
+        ->GetMutableObject(0)
+        ->mutable_sym_dims()
+        ->GetMutableObject(0)
+        ->mutate_dim(-3);
+  });
+  EXPECT_NE(e.find("input 'x': symbolic dim -3 is out of range"),
+            std::string::npos)
+      << e;
+}
+
 } // namespace
