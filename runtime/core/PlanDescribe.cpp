@@ -86,6 +86,11 @@ std::map<std::string, std::string> attributes(const Step &s) {
   AttrPrinter p;
   flatbuffers::IterateFlatBuffer(b.GetBufferPointer(), union_->type_refs[ref](),
                                  &p);
+  // Version 8's per-call capacity, at its default (off): left out, so a
+  // static plan reads as before.
+  if (auto it = p.fields.find("capacity_factor");
+      it != p.fields.end() && it->second == "0")
+    p.fields.erase(it);
   return p.fields;
 }
 } // namespace
