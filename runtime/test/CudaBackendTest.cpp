@@ -21,6 +21,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "DensePlans.h"
 #include "DynamicPlans.h"
 #include "IndexPlans.h"
 #include "QuantPlans.h"

@@ -15,6 +15,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "DensePlans.h"
 #include "QuantPlans.h"
 #include "TestKernels.h"
 #include "TestPlans.h"

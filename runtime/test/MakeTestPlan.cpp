@@ -25,6 +25,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "DensePlans.h"
 #include "DynamicPlans.h"
 
 #include <cstdio>

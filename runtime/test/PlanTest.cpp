@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "DensePlans.h"
 #include "IndexPlans.h"
 #include "TestPlans.h"
 
