@@ -118,6 +118,25 @@ std::string moec::onnximport::inferenceHazard(const onnx::GraphProto &g) {
                "): a rank over " + std::to_string(kMaxShapeRank) +
                " is not supported";
     }
+    // ONNX's conv/pool inference divides by strides and dilations (an FPE
+    // on a 0: fuzz target onnx-binary) and sizes by kernel_shape and group.
+    static const llvm::StringSet<> convPool = {
+        "Conv",        "ConvTranspose", "ConvInteger", "QLinearConv", "MaxPool",
+        "AveragePool", "LpPool",        "MaxUnpool",   "DeformConv"};
+    if (onnxOp && convPool.contains(op))
+      for (const onnx::AttributeProto &a : n.attribute()) {
+        bool list = a.name() == "strides" || a.name() == "dilations" ||
+                    a.name() == "kernel_shape";
+        if (list)
+          for (int64_t v : a.ints())
+            if (v <= 0)
+              return nodeName(n) + ": attribute " + a.name() +
+                     " has an entry " + std::to_string(v) +
+                     " (entries must be positive)";
+        if (a.name() == "group" && a.i() <= 0)
+          return nodeName(n) + ": attribute group is " + std::to_string(a.i()) +
+                 " (must be positive)";
+      }
     if (!onnxOp || n.output_size() < 1)
       continue;
     // Lower bounds of the entries of 1-D results of known-length inputs: a
