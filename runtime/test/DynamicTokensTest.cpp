@@ -99,21 +99,30 @@ void expectMatches(const std::vector<std::pair<std::string, NpyArray>> &outs,
         << "element " << i << " at T = " << T;
 }
 
-/// Runs the dynamic MoE on `ranks` thread ranks at every count of `counts`
-/// (one executor per rank for all of them: the shapes are resolved again
-/// whenever T changes).
-void runCounts(int ranks, const std::vector<int64_t> &counts) {
-  TestCase tc = makeDynamicMoE(spec(ranks));
+/// `tc`'s inputs and expected outputs cut to each count of `counts`.
+struct AtCounts {
   std::vector<std::map<std::string, NpyArray>> inputs;
   std::vector<TestCase> refs;
+};
+AtCounts atCounts(const TestCase &tc, const std::vector<int64_t> &counts) {
+  AtCounts r;
   for (int64_t T : counts) {
     TestCase at;
     at.inputs = tc.inputs;
     at.expected = tc.expected;
     atTokens(at, T);
-    inputs.push_back(at.inputs);
-    refs.push_back(std::move(at));
+    r.inputs.push_back(at.inputs);
+    r.refs.push_back(std::move(at));
   }
+  return r;
+}
+
+/// Runs the dynamic MoE on `ranks` thread ranks at every count of `counts`
+/// (one executor per rank for all of them: the shapes are resolved again
+/// whenever T changes).
+void runCounts(int ranks, const std::vector<int64_t> &counts) {
+  TestCase tc = makeDynamicMoE(spec(ranks));
+  auto [inputs, refs] = atCounts(tc, counts);
   std::vector<std::vector<RunReport>> reports;
   auto outs = runCalls(tc, "run" + std::to_string(ranks), inputs, &reports);
   MoESpec s = spec(ranks);
@@ -260,16 +269,7 @@ TEST(DynamicTokens, DenseStepsAtEveryCount) {
   }
   tc.inputs["x"] = f32Array({kMax, K}, std::vector<double>(x.begin(), x.end()));
   tc.expected["out"] = f32Array({kMax, N}, ref);
-  std::vector<std::map<std::string, NpyArray>> inputs;
-  std::vector<TestCase> refs;
-  for (int64_t T : kCounts) {
-    TestCase at;
-    at.inputs = tc.inputs;
-    at.expected = tc.expected;
-    atTokens(at, T);
-    inputs.push_back(at.inputs);
-    refs.push_back(std::move(at));
-  }
+  auto [inputs, refs] = atCounts(tc, kCounts);
   auto outs = runCalls(tc, "dense", inputs);
   for (size_t i = 0; i < kCounts.size(); ++i)
     expectMatches(outs[i], refs[i], kCounts[i]);
