@@ -31,6 +31,17 @@ inline std::vector<float> randomVec(std::mt19937 &rng, size_t n,
 }
 
 /// Expects |got - ref| <= relTol * max|ref| elementwise.
+/// got[i] within `tol` x max|want| of want[i] for each of the `n` floats;
+/// `what` names the array in a failure.
+inline void expectNearScaled(const float *got, const float *want, size_t n,
+                             double tol, const std::string &what) {
+  double scale = 1e-30;
+  for (size_t i = 0; i < n; ++i)
+    scale = std::max(scale, double(std::fabs(want[i])));
+  for (size_t i = 0; i < n; ++i)
+    ASSERT_NEAR(got[i], want[i], tol * scale) << what << " element " << i;
+}
+
 inline void expectClose(const float *got, const std::vector<double> &ref,
                         double relTol, const std::string &what) {
   double scale = 0;

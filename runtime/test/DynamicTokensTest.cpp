@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "CpuTestUtil.h"
 #include "DynamicPlans.h"
 
 #include "moert/Comm.h"
@@ -88,15 +89,10 @@ void expectMatches(const std::vector<std::pair<std::string, NpyArray>> &outs,
   EXPECT_EQ(outs[0].first, "out");
   EXPECT_EQ(got.shape, (std::vector<int64_t>{T, want.shape[1]}));
   ASSERT_EQ(got.data.size(), want.data.size()) << "at T = " << T;
-  const float *g = reinterpret_cast<const float *>(got.data.data());
-  const float *w = reinterpret_cast<const float *>(want.data.data());
-  size_t n = got.data.size() / 4;
-  double scale = 1e-30;
-  for (size_t i = 0; i < n; ++i)
-    scale = std::max(scale, double(std::fabs(w[i])));
-  for (size_t i = 0; i < n; ++i)
-    ASSERT_NEAR(g[i], w[i], tc.tolerance * scale)
-        << "element " << i << " at T = " << T;
+  test::expectNearScaled(reinterpret_cast<const float *>(got.data.data()),
+                         reinterpret_cast<const float *>(want.data.data()),
+                         got.data.size() / 4, tc.tolerance,
+                         "out at T = " + std::to_string(T));
 }
 
 /// `tc`'s inputs and expected outputs cut to each count of `counts`.

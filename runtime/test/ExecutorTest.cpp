@@ -15,6 +15,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "CpuTestUtil.h"
 #include "DensePlans.h"
 #include "QuantPlans.h"
 #include "TestKernels.h"
@@ -77,14 +78,9 @@ void expectMatches(const RunResult &r, const TestCase &tc) {
     const NpyArray &want = tc.expected.at(name);
     EXPECT_EQ(got.shape, want.shape) << name;
     ASSERT_EQ(got.data.size(), want.data.size()) << name;
-    const float *g = reinterpret_cast<const float *>(got.data.data());
-    const float *w = reinterpret_cast<const float *>(want.data.data());
-    size_t n = got.data.size() / 4;
-    double scale = 1e-30;
-    for (size_t i = 0; i < n; ++i)
-      scale = std::max(scale, double(std::fabs(w[i])));
-    for (size_t i = 0; i < n; ++i)
-      ASSERT_NEAR(g[i], w[i], tc.tolerance * scale) << name << " element " << i;
+    test::expectNearScaled(reinterpret_cast<const float *>(got.data.data()),
+                           reinterpret_cast<const float *>(want.data.data()),
+                           got.data.size() / 4, tc.tolerance, name);
   }
 }
 

@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "CpuTestUtil.h"
 #include "IndexPlans.h"
 
 #include "moert/Comm.h"
@@ -74,14 +75,9 @@ void expectOutputs(const std::vector<std::pair<std::string, NpyArray>> &got,
       EXPECT_EQ(g.data, w.data) << name;
       continue;
     }
-    const float *gp = reinterpret_cast<const float *>(g.data.data());
-    const float *wp = reinterpret_cast<const float *>(w.data.data());
-    size_t n = g.data.size() / 4;
-    double scale = 1e-30;
-    for (size_t i = 0; i < n; ++i)
-      scale = std::max(scale, double(std::fabs(wp[i])));
-    for (size_t i = 0; i < n; ++i)
-      ASSERT_NEAR(gp[i], wp[i], 1e-6 * scale) << name << " element " << i;
+    test::expectNearScaled(reinterpret_cast<const float *>(g.data.data()),
+                           reinterpret_cast<const float *>(w.data.data()),
+                           g.data.size() / 4, 1e-6, name);
   }
 }
 
