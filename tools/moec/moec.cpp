@@ -10,16 +10,14 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "moec/Analysis/Mesh.h"
-#include "moec/Analysis/Report.h"
 #include "moec/Analysis/ShardReport.h"
 #include "moec/Analysis/Weights.h"
 #include "moec/Conversion/KernelCodegen.h"
 #include "moec/Conversion/ToPlan.h"
+#include "moec/Driver/Compile.h"
 #include "moec/Import/OnnxImporter.h"
 #include "moec/InitAll.h"
 #include "moec/Pipelines/InternalErrors.h"
-#include "moec/Pipelines/MeshChoice.h"
 #include "moec/Pipelines/Pipelines.h"
 
 #include "mlir/IR/AsmState.h"
@@ -41,6 +39,9 @@ namespace {
 enum class EmitKind { MLIR, ShardedMLIR, Plan, PTX };
 
 cl::OptionCategory moecCat("moec options");
+/// The defaults of the compile options (moec/Driver/Compile.h), the one
+/// place they are set.
+const moec::CompileOptions kDefaults;
 
 cl::opt<std::string> inputFile(cl::Positional, cl::Required,
                                cl::desc("<model.onnx | model.onnxtxt>"),
@@ -73,10 +74,10 @@ cl::opt<std::string>
     target("target",
            cl::desc("Where the plan's generated kernels run: cpu (default), or "
                     "cuda (PTX as well as CPU code)"),
-           cl::init("cpu"), cl::cat(moecCat));
+           cl::init(kDefaults.target), cl::cat(moecCat));
 cl::opt<std::string> cudaChip("cuda-chip",
                               cl::desc("GPU architecture for --target=cuda"),
-                              cl::init("sm_90"), cl::cat(moecCat));
+                              cl::init(kDefaults.cudaChip), cl::cat(moecCat));
 cl::OptionCategory shardCat("moec sharding options");
 cl::opt<std::string> meshSpec(
     "mesh",
@@ -93,12 +94,12 @@ cl::opt<std::string> attentionMesh(
              "tp=8; SGLang's DP attention is --attention-mesh dp=8"),
     cl::value_desc("dp=A,tp=B"), cl::cat(shardCat));
 cl::opt<int64_t> gpus("gpus", cl::desc("With --mesh auto: number of GPUs"),
-                      cl::init(0), cl::cat(shardCat));
+                      cl::init(kDefaults.gpus), cl::cat(shardCat));
 cl::opt<int64_t> gpusPerNode(
     "gpus-per-node",
     cl::desc("With --mesh auto: GPUs per node (EP and TP stay inside a "
              "node; default: all GPUs in one node)"),
-    cl::init(0), cl::cat(shardCat));
+    cl::init(kDefaults.gpusPerNode), cl::cat(shardCat));
 cl::opt<std::string> tokenSplit(
     "token-split",
     cl::desc("Where tokens are split over dp x ep: auto (default: model when "
@@ -107,11 +108,12 @@ cl::opt<std::string> tokenSplit(
              "attention), moe (sequence-parallel MoE layers: attention and "
              "dense layers replicated, each rank dispatches its slice of the "
              "tokens; any batch)"),
-    cl::value_desc("auto|model|moe"), cl::init("auto"), cl::cat(shardCat));
+    cl::value_desc("auto|model|moe"), cl::init(kDefaults.tokenSplit),
+    cl::cat(shardCat));
 cl::opt<std::string> placement(
     "placement",
     cl::desc("Expert placement: contiguous (default), round-robin, balanced"),
-    cl::init("contiguous"), cl::cat(shardCat));
+    cl::init(kDefaults.placement), cl::cat(shardCat));
 cl::opt<std::string> placementLoad(
     "placement-load",
     cl::desc("JSON of per-expert token counts (moe-run --record-routing) "
@@ -120,12 +122,12 @@ cl::opt<std::string> placementLoad(
 cl::opt<int64_t> redundantExperts(
     "redundant-experts",
     cl::desc("Replicate the N hottest experts (EPLB-style packing)"),
-    cl::init(0), cl::cat(shardCat));
+    cl::init(kDefaults.redundantExperts), cl::cat(shardCat));
 cl::opt<double> capacityFactor(
     "capacity-factor",
     cl::desc("GShard capacity factor: each expert replica takes at most "
              "ceil(C*T*k/E) rows per source rank (default 0: dropless)"),
-    cl::init(0.0), cl::cat(shardCat));
+    cl::init(kDefaults.capacityFactor), cl::cat(shardCat));
 cl::opt<std::string> deviceMemory(
     "device-memory",
     cl::desc("Memory of one device (e.g. 80GiB): fail when a rank's weights "
@@ -135,19 +137,19 @@ cl::opt<bool>
     strict("strict",
            cl::desc("Fail when a region that looks like an MoE layer cannot be "
                     "raised (default: warn and keep it as dense ops)"),
-           cl::init(false), cl::cat(moecCat));
+           cl::init(kDefaults.strict), cl::cat(moecCat));
 cl::opt<std::string> precision(
     "precision",
     cl::desc("Type of the GEMM weights and the rows they multiply: fp32 "
              "(default), bf16 or fp16 (fp32 accumulation; routers, norms "
              "and residuals stay fp32; moe-lower-precision)"),
-    cl::init("fp32"), cl::cat(moecCat));
+    cl::init(kDefaults.precision), cl::cat(moecCat));
 cl::opt<std::string> batchMatmul(
     "batch-matmul",
     cl::desc("How f32 batched matmuls (attention) run: blas (default; plan "
              "steps: BLAS on CPU ranks, cuBLAS on GPUs) or kernel "
              "(generated loop kernels, for comparisons)"),
-    cl::init("blas"), cl::cat(moecCat));
+    cl::init(kDefaults.batchMatmul), cl::cat(moecCat));
 cl::opt<std::string> denseTp(
     "dense-tp",
     cl::desc("Attention, dense MLPs and the LM head over the tp axis: "
@@ -155,7 +157,7 @@ cl::opt<std::string> denseTp(
              "output and down projections by rows, an all-reduce; the LM "
              "head by vocab, the logits all-gathered) or replicated (every "
              "tp rank runs them whole; only the experts split)"),
-    cl::init("megatron"), cl::cat(moecCat));
+    cl::init(kDefaults.denseTp), cl::cat(moecCat));
 cl::opt<std::string> sequenceParallel(
     "sequence-parallel",
     cl::desc("Megatron sequence parallelism where the MoE layers' rows are "
@@ -165,11 +167,11 @@ cl::opt<std::string> sequenceParallel(
              "rows, the all-reduces become reduce-scatters, where that "
              "moves fewer bytes) or off (all-reduce, then slice the MoE "
              "rows)"),
-    cl::init("auto"), cl::cat(moecCat));
+    cl::init(kDefaults.sequenceParallel), cl::cat(moecCat));
 cl::opt<bool> noRaise("no-raise",
                       cl::desc("Do not run moe-raise-experts (keep the "
                                "exported expert loops as imported)"),
-                      cl::init(false), cl::cat(moecCat));
+                      cl::init(kDefaults.noRaise), cl::cat(moecCat));
 enum class ReportKind { None, Text, Json };
 cl::opt<ReportKind> report(
     "report",
@@ -184,7 +186,7 @@ cl::opt<ReportKind> report(
 cl::opt<bool> noCheck("no-onnx-check",
                       cl::desc("Skip the ONNX checker (shape inference "
                                "still runs)"),
-                      cl::init(false), cl::cat(moecCat));
+                      cl::init(kDefaults.noOnnxCheck), cl::cat(moecCat));
 cl::opt<bool> emitWeights(
     "emit-weights",
     cl::desc("Print weight blobs in full, so that the output parses back "
@@ -195,7 +197,7 @@ cl::opt<uint64_t> lazyWeightsAbove(
     cl::desc("Weights of at least this many bytes that a pass restacks, "
              "transposes or narrows are computed only while the plan is "
              "written, never held whole (default 16 MiB)"),
-    cl::init(uint64_t(16) << 20), cl::cat(moecCat));
+    cl::init(kDefaults.lazyWeightsAbove), cl::cat(moecCat));
 cl::opt<bool> weightsPerRank(
     "weights-per-rank",
     cl::desc("Write each rank's weights to a file of its own next to the "
@@ -215,53 +217,54 @@ cl::opt<std::string> packedWeights(
              "(default: the plan holds the packed codes, which its GEMMs "
              "read) or expand (dequantized when compiling: fp32 weights in "
              "the plan, 4-8x the bytes)"),
-    cl::value_desc("keep|expand"), cl::init("keep"), cl::cat(moecCat));
+    cl::value_desc("keep|expand"), cl::init(kDefaults.packedWeights),
+    cl::cat(moecCat));
 cl::opt<std::string> int8Activations(
     "int8-activations",
     cl::desc("MatMulNBits with accuracy_level 4: model (default: A is "
              "quantized to int8 per block of K, as onnxruntime's CPU kernels "
              "do: outputs match them, about 1e-2 relative from the exact "
              "product) or off (the exact product in A's type)"),
-    cl::value_desc("model|off"), cl::init("model"), cl::cat(moecCat));
+    cl::value_desc("model|off"), cl::init(kDefaults.int8Activations),
+    cl::cat(moecCat));
 cl::opt<int64_t> inlineLimit(
     "inline-constant-limit",
     cl::desc("Initializers with more elements become dense_resource blobs"),
-    cl::init(16), cl::cat(moecCat));
-
-/// "FILE: node 'NAME'" for the importer's node locations, else the location.
-std::string describe(Location loc) {
-  if (auto name = dyn_cast<NameLoc>(loc))
-    if (auto file = dyn_cast<FileLineColLoc>(name.getChildLoc()))
-      return file.getFilename().str() + ": node '" + name.getName().str() + "'";
-  if (auto file = dyn_cast<FileLineColLoc>(loc))
-    return file.getFilename().str();
-  std::string s;
-  llvm::raw_string_ostream os(s);
-  os << loc;
-  return s;
-}
+    cl::init(kDefaults.inlineConstantLimit), cl::cat(moecCat));
 
 int fail(const llvm::Twine &msg) {
   llvm::errs() << "moec: error: " << msg << "\n";
   return 1;
 }
 
-/// The pipeline options of moec's flags (Pipelines.h names them alike).
-void setPipelineOptions(moec::MoecPipelineOptions &opts,
-                        const std::string &mesh) {
-  opts.mesh = mesh;
-  opts.tokenSplit = tokenSplit;
-  opts.attentionMesh = attentionMesh;
-  opts.noRaise = noRaise;
-  opts.strict = strict;
-  opts.precision = precision;
-  opts.placement = placement;
-  opts.placementLoad = placementLoad;
-  opts.redundantExperts = redundantExperts;
-  opts.capacityFactor = capacityFactor;
-  opts.batchMatmul = batchMatmul;
-  opts.denseTp = denseTp;
-  opts.sequenceParallel = sequenceParallel;
+/// The compile options of moec's flags (moec/Driver/Compile.h).
+moec::CompileOptions compileOptions() {
+  moec::CompileOptions o;
+  o.inputShapes = inputShapes;
+  o.mesh = meshSpec;
+  o.attentionMesh = attentionMesh;
+  o.tokenSplit = tokenSplit;
+  o.placement = placement;
+  o.placementLoad = placementLoad;
+  o.redundantExperts = redundantExperts;
+  o.capacityFactor = capacityFactor;
+  o.gpus = gpus;
+  o.gpusPerNode = gpusPerNode;
+  o.deviceMemory = deviceMemory;
+  o.strict = strict;
+  o.noRaise = noRaise;
+  o.precision = precision;
+  o.batchMatmul = batchMatmul;
+  o.denseTp = denseTp;
+  o.sequenceParallel = sequenceParallel;
+  o.target = target;
+  o.cudaChip = cudaChip;
+  o.noOnnxCheck = noCheck;
+  o.packedWeights = packedWeights;
+  o.int8Activations = int8Activations;
+  o.inlineConstantLimit = inlineLimit;
+  o.lazyWeightsAbove = lazyWeightsAbove;
+  return o;
 }
 } // namespace
 
@@ -299,87 +302,10 @@ int moecMain(int argc, char **argv) {
                               "moec: compile ONNX Mixture-of-Experts models to "
                               "expert-parallel plans\n");
 
-  if (std::string e = moec::checkPrecision(precision); !e.empty())
-    return fail("--precision " + e);
-  if (std::string e = moec::checkBatchMatmul(batchMatmul); !e.empty())
-    return fail("--batch-matmul " + e);
-  if (std::string e = moec::checkDenseTp(denseTp); !e.empty())
-    return fail("--dense-tp " + e);
-  if (std::string e = moec::checkSequenceParallel(sequenceParallel); !e.empty())
-    return fail("--sequence-parallel " + e);
-  moec::setLazyWeightThreshold(lazyWeightsAbove);
   if ((weightsPerRank || !ranksOpt.empty()) && emit != EmitKind::Plan &&
       !StringRef(outputFile).ends_with(".moeplan"))
     return fail("--weights-per-rank and --ranks write plans: give -o "
                 "FILE.moeplan");
-  if (tokenSplit != "auto" && tokenSplit != "model" && tokenSplit != "moe")
-    return fail("--token-split '" + tokenSplit +
-                "': expected auto, model or moe");
-
-  moec::ImportOptions opts;
-  opts.runChecker = !noCheck;
-  opts.inlineConstantLimit = inlineLimit;
-  if (packedWeights != "keep" && packedWeights != "expand")
-    return fail("--packed-weights '" + packedWeights +
-                "': expected keep or expand");
-  opts.keepPackedWeights = packedWeights == "keep";
-  if (int8Activations != "model" && int8Activations != "off")
-    return fail("--int8-activations '" + int8Activations +
-                "': expected model or off");
-  opts.int8Activations = int8Activations == "model";
-  for (const std::string &s : inputShapes) {
-    std::string err;
-    if (!moec::parseInputShape(s, opts.inputShapes, err))
-      return fail(err);
-  }
-
-  DialectRegistry registry;
-  moec::registerAllDialects(registry);
-  MLIRContext ctx(registry);
-  // Diagnostics from passes go to stderr with the ONNX node as location;
-  // a pass that leaves IR the verifier rejects is reported as moec's
-  // internal error (InternalErrors.h).
-  moec::PassDiagnostics passDiags(
-      [](Location where, StringRef severity, StringRef message) {
-        llvm::errs() << "moec: " << describe(where) << ": " << severity << ": "
-                     << message << "\n";
-      });
-  ScopedDiagnosticHandler diag(
-      &ctx, [&](Diagnostic &d) { return passDiags.handle(d); });
-
-  // --mlir-timing: one report for the whole compile (import, the three
-  // pass pipelines, the plan with its kernel code).
-  DefaultTimingManager tm;
-  applyDefaultTimingManagerCLOptions(tm);
-  TimingScope timing = tm.getRootScope();
-
-  std::string err;
-  TimingScope importTiming = timing.nest("Import");
-  OwningOpRef<ModuleOp> module =
-      moec::importOnnxFile(ctx, inputFile, opts, err);
-  importTiming.stop();
-  if (!module)
-    return fail(err);
-
-  // The stages of moe-compile-pipeline (Pipelines.h) one by one: the module
-  // is printed, reported on or checked between them.
-  moec::MoecPipelineOptions pipelineOpts;
-  setPipelineOptions(pipelineOpts, /*mesh=*/"");
-  PassManager pm(&ctx);
-  if (failed(applyPassManagerCLOptions(pm)))
-    return fail("bad pass-manager options");
-  moec::addPassDiagnostics(pm, passDiags);
-  pm.enableTiming(timing);
-  moec::buildImportCleanupPipeline(pm, pipelineOpts);
-  if (failed(pm.run(*module)))
-    return fail(inputFile + ": the compilation pipeline failed");
-
-  OpPrintingFlags flags;
-  if (!emitWeights)
-    flags.elideLargeResourceString(1024);
-  if (!attentionMesh.empty() && meshSpec.empty())
-    return fail("--attention-mesh folds attention onto the ranks of --mesh: "
-                "give --mesh too (e.g. --mesh ep=8 --attention-mesh tp=8)");
   if (emit == EmitKind::ShardedMLIR && meshSpec.empty())
     return fail("--emit=sharded-mlir needs --mesh");
   bool wantPlan =
@@ -391,121 +317,94 @@ int moecMain(int argc, char **argv) {
     return fail("--emit=ptx writes FILE.N.ptx files: give -o FILE");
   if ((wantPlan || emit == EmitKind::PTX) && meshSpec.empty())
     meshSpec = "ep=1";
+  moec::CompileOptions copts = compileOptions();
+  if (std::string e = moec::checkCompileOptions(copts); !e.empty())
+    return fail(e);
+
+  DialectRegistry registry;
+  moec::registerAllDialects(registry);
+  MLIRContext ctx(registry);
+  // Diagnostics from passes go to stderr with the ONNX node as location;
+  // a pass that leaves IR the verifier rejects is reported as moec's
+  // internal error (InternalErrors.h).
+  moec::PassDiagnostics passDiags(
+      [](Location where, StringRef severity, StringRef message) {
+        llvm::errs() << "moec: " << moec::describeLocation(where) << ": "
+                     << severity << ": " << message << "\n";
+      });
+  ScopedDiagnosticHandler diag(
+      &ctx, [&](Diagnostic &d) { return passDiags.handle(d); });
+
+  // --mlir-timing: one report for the whole compile (import, the three
+  // pass pipelines, the plan with its kernel code).
+  DefaultTimingManager tm;
+  applyDefaultTimingManagerCLOptions(tm);
+  TimingScope timing = tm.getRootScope();
+  moec::Compilation c(ctx, copts, [&](PassManager &pm) -> LogicalResult {
+    if (failed(applyPassManagerCLOptions(pm)))
+      return failure();
+    moec::addPassDiagnostics(pm, passDiags);
+    pm.enableTiming(timing);
+    return success();
+  });
+
+  std::string err;
+  TimingScope importTiming = timing.nest("Import");
+  if (failed(c.importFile(inputFile)))
+    return fail(c.error());
+  importTiming.stop();
+  if (failed(c.cleanup()))
+    return fail(c.error());
+  ModuleOp module = c.module();
+
+  OpPrintingFlags flags;
+  if (!emitWeights)
+    flags.elideLargeResourceString(1024);
   if (meshSpec.empty()) {
     if (report != ReportKind::None) {
-      moec::writeMoEReport(*module, llvm::outs(), report == ReportKind::Json);
+      llvm::outs() << c.moeReport(report == ReportKind::Json);
       if (outputFile == "-")
         return 0;
     }
     auto out = openOutputFile(outputFile, &err);
     if (!out)
       return fail(err);
-    if (emitWeights && failed(moec::materializeLazyWeights(*module)))
+    if (emitWeights && failed(moec::materializeLazyWeights(module)))
       return fail(inputFile + ": cannot print the weights");
     module->print(out->os(), flags);
     out->keep();
     return 0;
   }
 
-  int64_t memLimit = 0;
-  if (!deviceMemory.empty() && !moec::parseByteSize(deviceMemory, memLimit))
-    return fail("--device-memory '" + deviceMemory +
-                "': expected a size such as 80GiB, 512MiB or 1000000");
-  std::string mesh = meshSpec;
-  if (mesh == "auto") {
-    if (!attentionMesh.empty())
-      return fail("--attention-mesh with --mesh auto: give the MoE mesh "
-                  "(e.g. --mesh ep=8) to fold the attention onto it");
-    moec::MeshChoiceOptions choice;
-    choice.gpus = gpus;
-    choice.gpusPerNode = gpusPerNode;
-    choice.memoryLimit = memLimit;
-    choice.memoryLimitText = deviceMemory;
-    std::string attention;
-    if (failed(moec::chooseMesh(*module, choice, pipelineOpts, llvm::errs(),
-                                mesh, attention, err)))
-      return fail(err);
-    attentionMesh = attention;
-  } else {
-    moec::MeshSpec spec;
-    if (!moec::parseMeshSpec(mesh, spec, err))
-      return fail("--mesh: " + err);
-    if (!attentionMesh.empty()) {
-      moec::AttentionMesh attn;
-      moec::MeshSpec grid;
-      moec::MeshRoles roles;
-      if (!moec::parseAttentionMesh(attentionMesh, attn, err))
-        return fail("--attention-mesh: " + err);
-      if (!moec::foldMesh(spec, attn, grid, roles, err))
-        return fail(err);
-      if (tokenSplit != "auto")
-        return fail("--token-split " + tokenSplit +
-                    " and --attention-mesh: the attention mesh decides "
-                    "where tokens are split (give one of them)");
-    }
-    if (gpus > 0 && spec.worldSize() != gpus)
-      return fail("--mesh " + mesh + " has " +
-                  std::to_string(spec.worldSize()) + " ranks but --gpus is " +
-                  std::to_string(gpus));
-  }
-
+  if (failed(c.resolveMesh(llvm::errs())))
+    return fail(c.error());
+  const std::string &mesh = c.options().mesh;
   std::string moeReport;
-  if (report == ReportKind::Text) {
-    llvm::raw_string_ostream os(moeReport);
-    moec::writeMoEReport(*module, os, false);
-  }
+  if (report == ReportKind::Text)
+    moeReport = c.moeReport(/*json=*/false);
   // Shard: grid and token split, placement, all-to-alls (annotated IR),
   // then the per-rank program.
-  PassManager shardPm(&ctx);
-  if (failed(applyPassManagerCLOptions(shardPm)))
-    return fail("bad pass-manager options");
-  moec::addPassDiagnostics(shardPm, passDiags);
-  shardPm.enableTiming(timing);
-  setPipelineOptions(pipelineOpts, mesh);
-  moec::buildShardPipeline(shardPm, pipelineOpts);
-  if (failed(shardPm.run(*module)))
-    return fail(inputFile + ": sharding for --mesh " + mesh +
-                (attentionMesh.empty() ? std::string()
-                                       : " --attention-mesh " + attentionMesh) +
-                " failed");
+  if (failed(c.shard()))
+    return fail(c.error());
   std::string annotated;
   if (emit == EmitKind::ShardedMLIR) {
     llvm::raw_string_ostream os(annotated);
     os << "// moec: annotated IR for --mesh " << mesh
        << " (global shapes, expert placement, all-to-alls)\n";
-    if (emitWeights && failed(moec::materializeLazyWeights(*module)))
+    if (emitWeights && failed(moec::materializeLazyWeights(module)))
       return fail(inputFile + ": cannot print the weights");
     module->print(os, flags);
   }
-  PassManager partPm(&ctx);
-  if (failed(applyPassManagerCLOptions(partPm)))
-    return fail("bad pass-manager options");
-  moec::addPassDiagnostics(partPm, passDiags);
-  partPm.enableTiming(timing);
-  moec::buildLowerPipeline(partPm, pipelineOpts);
-  if (failed(partPm.run(*module)))
-    return fail(inputFile + ": partitioning for --mesh " + mesh + " failed");
+  if (failed(c.lower()))
+    return fail(c.error());
 
   moec::ShardReport rep;
-  if (memLimit > 0 || report != ReportKind::None) {
+  if (!deviceMemory.empty() || report != ReportKind::None) {
     TimingScope t = timing.nest("Report");
-    rep = moec::computeShardReport(*module);
+    rep = c.report();
   }
-  if (memLimit > 0) {
-    for (const moec::RankMemory &m : rep.ranks)
-      if (int64_t need = m.weightBytes + m.activationBytes + m.dequantizedBytes;
-          need > memLimit)
-        return fail("--mesh " + mesh + ": rank " + std::to_string(m.rank) +
-                    " needs " + moec::formatBytes(need) + " (weights " +
-                    moec::formatBytes(m.weightBytes) + ", activations " +
-                    moec::formatBytes(m.activationBytes) +
-                    (m.dequantizedBytes
-                         ? ", dequantized weights " +
-                               moec::formatBytes(m.dequantizedBytes)
-                         : std::string()) +
-                    "), more than --device-memory " + deviceMemory +
-                    "; use more ep/tp ranks");
-  }
+  if (failed(c.checkDeviceMemory(rep)))
+    return fail(c.error());
   if (report != ReportKind::None) {
     if (report == ReportKind::Json) {
       moec::printShardReport(rep, llvm::outs(), true);
@@ -519,7 +418,7 @@ int moecMain(int argc, char **argv) {
   if (emit == EmitKind::PTX) {
     std::vector<std::string> ptx;
     std::vector<moec::KernelInfo> kernels;
-    if (failed(moec::compileKernelsToPTX(*module, cudaChip, ptx, kernels, err)))
+    if (failed(moec::compileKernelsToPTX(module, cudaChip, ptx, kernels, err)))
       return fail(inputFile + ": PTX generation failed: " + err);
     for (size_t i = 0; i < ptx.size(); ++i) {
       std::string path = outputFile + "." + std::to_string(i) + ".ptx";
@@ -537,12 +436,9 @@ int moecMain(int argc, char **argv) {
   if (wantPlan) {
     moert::Plan plan;
     moert::PlanData data;
-    moec::PlanOptions popts;
-    if (target == "cuda")
-      popts.cudaChip = cudaChip;
     TimingScope planTiming = timing.nest("Plan (kernel code, weights)");
-    if (failed(moec::buildPlan(*module, inputFile, popts, plan, data)))
-      return fail(inputFile + ": cannot lower to a plan for --mesh " + mesh);
+    if (failed(c.buildPlan(plan, data)))
+      return fail(c.error());
     moert::WriteOptions wopts;
     wopts.weightsPerRank = weightsPerRank || !ranksOpt.empty();
     if (!ranksOpt.empty()) {
@@ -570,7 +466,7 @@ int moecMain(int argc, char **argv) {
   if (emit == EmitKind::ShardedMLIR)
     out->os() << annotated << "\n// -----\n// moec: per-rank program for "
               << "--mesh " << mesh << " (local shapes)\n";
-  if (emitWeights && failed(moec::materializeLazyWeights(*module)))
+  if (emitWeights && failed(moec::materializeLazyWeights(module)))
     return fail(inputFile + ": cannot print the weights");
   module->print(out->os(), flags);
   out->keep();

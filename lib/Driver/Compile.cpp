@@ -1,0 +1,357 @@
+//===- Compile.cpp - moec's compile, reusable in-process ------------------===//
+
+#include "moec/Driver/Compile.h"
+
+#include "moec/Analysis/Mesh.h"
+#include "moec/Analysis/Report.h"
+#include "moec/Analysis/Weights.h"
+#include "moec/Conversion/ToPlan.h"
+#include "moec/Pipelines/MeshChoice.h"
+#include "moec/Pipelines/Pipelines.h"
+
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
+
+using namespace mlir;
+
+namespace moec {
+
+namespace {
+/// One row per flag: how setCompileOption parses and stores it.
+struct OptionField {
+  const char *flag;
+  enum Kind { String, List, Int, UInt, Double, Bool } kind;
+  void *(*field)(CompileOptions &);
+};
+
+#define MOEC_FIELD(member) [](CompileOptions &o) -> void * { return &o.member; }
+const OptionField kFields[] = {
+    {"input-shape", OptionField::List, MOEC_FIELD(inputShapes)},
+    {"mesh", OptionField::String, MOEC_FIELD(mesh)},
+    {"attention-mesh", OptionField::String, MOEC_FIELD(attentionMesh)},
+    {"token-split", OptionField::String, MOEC_FIELD(tokenSplit)},
+    {"placement", OptionField::String, MOEC_FIELD(placement)},
+    {"placement-load", OptionField::String, MOEC_FIELD(placementLoad)},
+    {"redundant-experts", OptionField::Int, MOEC_FIELD(redundantExperts)},
+    {"capacity-factor", OptionField::Double, MOEC_FIELD(capacityFactor)},
+    {"gpus", OptionField::Int, MOEC_FIELD(gpus)},
+    {"gpus-per-node", OptionField::Int, MOEC_FIELD(gpusPerNode)},
+    {"device-memory", OptionField::String, MOEC_FIELD(deviceMemory)},
+    {"strict", OptionField::Bool, MOEC_FIELD(strict)},
+    {"no-raise", OptionField::Bool, MOEC_FIELD(noRaise)},
+    {"precision", OptionField::String, MOEC_FIELD(precision)},
+    {"batch-matmul", OptionField::String, MOEC_FIELD(batchMatmul)},
+    {"dense-tp", OptionField::String, MOEC_FIELD(denseTp)},
+    {"sequence-parallel", OptionField::String, MOEC_FIELD(sequenceParallel)},
+    {"target", OptionField::String, MOEC_FIELD(target)},
+    {"cuda-chip", OptionField::String, MOEC_FIELD(cudaChip)},
+    {"no-onnx-check", OptionField::Bool, MOEC_FIELD(noOnnxCheck)},
+    {"packed-weights", OptionField::String, MOEC_FIELD(packedWeights)},
+    {"int8-activations", OptionField::String, MOEC_FIELD(int8Activations)},
+    {"inline-constant-limit", OptionField::Int,
+     MOEC_FIELD(inlineConstantLimit)},
+    {"lazy-weights-above", OptionField::UInt, MOEC_FIELD(lazyWeightsAbove)},
+};
+#undef MOEC_FIELD
+
+/// "'VALUE': expected A, B or C" unless `value` is one of `allowed`.
+std::string expectOneOf(StringRef value, ArrayRef<StringRef> allowed) {
+  for (StringRef a : allowed)
+    if (value == a)
+      return "";
+  std::string msg = "'" + value.str() + "': expected ";
+  for (size_t i = 0; i < allowed.size(); ++i)
+    msg += (i == 0                    ? ""
+            : i + 1 == allowed.size() ? " or "
+                                      : ", ") +
+           allowed[i].str();
+  return msg;
+}
+} // namespace
+
+std::string describeLocation(Location loc) {
+  if (auto name = dyn_cast<NameLoc>(loc))
+    if (auto file = dyn_cast<FileLineColLoc>(name.getChildLoc()))
+      return file.getFilename().str() + ": node '" + name.getName().str() + "'";
+  if (auto file = dyn_cast<FileLineColLoc>(loc))
+    return file.getFilename().str();
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << loc;
+  return s;
+}
+
+std::string setCompileOption(CompileOptions &options, StringRef flag,
+                             StringRef value) {
+  for (const OptionField &f : kFields) {
+    if (flag != f.flag)
+      continue;
+    void *p = f.field(options);
+    std::string bad = "--" + flag.str() + " '" + value.str() + "': expected ";
+    switch (f.kind) {
+    case OptionField::String:
+      *static_cast<std::string *>(p) = value.str();
+      return "";
+    case OptionField::List:
+      static_cast<std::vector<std::string> *>(p)->push_back(value.str());
+      return "";
+    case OptionField::Int:
+      if (value.getAsInteger(10, *static_cast<int64_t *>(p)))
+        return bad + "an integer";
+      return "";
+    case OptionField::UInt:
+      if (value.getAsInteger(10, *static_cast<uint64_t *>(p)))
+        return bad + "a non-negative integer";
+      return "";
+    case OptionField::Double:
+      if (value.getAsDouble(*static_cast<double *>(p)))
+        return bad + "a number";
+      return "";
+    case OptionField::Bool:
+      if (value == "true" || value == "1")
+        *static_cast<bool *>(p) = true;
+      else if (value == "false" || value == "0")
+        *static_cast<bool *>(p) = false;
+      else
+        return bad + "true or false";
+      return "";
+    }
+  }
+  std::string known;
+  for (const OptionField &f : kFields)
+    known += (known.empty() ? "" : ", ") + std::string(f.flag);
+  return "unknown option '" + flag.str() +
+         "' (moec's compile options: " + known + ")";
+}
+
+std::vector<std::string> compileOptionNames() {
+  std::vector<std::string> names;
+  for (const OptionField &f : kFields)
+    names.push_back(f.flag);
+  return names;
+}
+
+std::string checkCompileOptions(const CompileOptions &o) {
+  if (std::string e = checkPrecision(o.precision); !e.empty())
+    return "--precision " + e;
+  if (std::string e = checkBatchMatmul(o.batchMatmul); !e.empty())
+    return "--batch-matmul " + e;
+  if (std::string e = checkDenseTp(o.denseTp); !e.empty())
+    return "--dense-tp " + e;
+  if (std::string e = checkSequenceParallel(o.sequenceParallel); !e.empty())
+    return "--sequence-parallel " + e;
+  if (std::string e = expectOneOf(o.tokenSplit, {"auto", "model", "moe"});
+      !e.empty())
+    return "--token-split " + e;
+  if (std::string e = expectOneOf(o.packedWeights, {"keep", "expand"});
+      !e.empty())
+    return "--packed-weights " + e;
+  if (std::string e = expectOneOf(o.int8Activations, {"model", "off"});
+      !e.empty())
+    return "--int8-activations " + e;
+  if (std::string e = expectOneOf(o.target, {"cpu", "cuda"}); !e.empty())
+    return "--target " + e;
+  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
+  for (const std::string &s : o.inputShapes) {
+    std::string err;
+    if (!parseInputShape(s, shapes, err))
+      return err;
+  }
+  int64_t bytes = 0;
+  if (!o.deviceMemory.empty() && !parseByteSize(o.deviceMemory, bytes))
+    return "--device-memory '" + o.deviceMemory +
+           "': expected a size such as 80GiB, 512MiB or 1000000";
+  if (!o.attentionMesh.empty() && o.mesh.empty())
+    return "--attention-mesh folds attention onto the ranks of --mesh: "
+           "give --mesh too (e.g. --mesh ep=8 --attention-mesh tp=8)";
+  if (!o.mesh.empty() && o.mesh != "auto") {
+    MeshSpec spec;
+    std::string err;
+    if (!parseMeshSpec(o.mesh, spec, err))
+      return "--mesh: " + err;
+  }
+  return "";
+}
+
+ImportOptions importOptionsOf(const CompileOptions &o) {
+  ImportOptions opts;
+  opts.runChecker = !o.noOnnxCheck;
+  opts.inlineConstantLimit = o.inlineConstantLimit;
+  opts.keepPackedWeights = o.packedWeights == "keep";
+  opts.int8Activations = o.int8Activations == "model";
+  for (const std::string &s : o.inputShapes) {
+    std::string err;
+    (void)parseInputShape(s, opts.inputShapes, err);
+  }
+  return opts;
+}
+
+void setPipelineOptions(MoecPipelineOptions &p, const CompileOptions &o,
+                        const std::string &mesh) {
+  p.mesh = mesh;
+  p.tokenSplit = o.tokenSplit;
+  p.attentionMesh = o.attentionMesh;
+  p.noRaise = o.noRaise;
+  p.strict = o.strict;
+  p.precision = o.precision;
+  p.placement = o.placement;
+  p.placementLoad = o.placementLoad;
+  p.redundantExperts = o.redundantExperts;
+  p.capacityFactor = o.capacityFactor;
+  p.batchMatmul = o.batchMatmul;
+  p.denseTp = o.denseTp;
+  p.sequenceParallel = o.sequenceParallel;
+}
+
+Compilation::Compilation(MLIRContext &context, const CompileOptions &options,
+                         PassManagerHook hook)
+    : context_(context), options_(options), hook_(std::move(hook)) {
+  setLazyWeightThreshold(options_.lazyWeightsAbove);
+  if (!options_.deviceMemory.empty())
+    (void)parseByteSize(options_.deviceMemory, memoryLimit_);
+}
+
+Compilation::~Compilation() = default;
+
+LogicalResult Compilation::fail(const std::string &message) {
+  error_ = message;
+  return failure();
+}
+
+LogicalResult Compilation::importFile(StringRef path) {
+  source_ = path.str();
+  std::string err;
+  module_ = importOnnxFile(context_, path, importOptionsOf(options_), err);
+  return module_ ? success() : fail(err);
+}
+
+LogicalResult Compilation::importBuffer(StringRef bytes, StringRef name) {
+  source_ = name.str();
+  std::string err;
+  module_ =
+      importOnnxBuffer(context_, bytes, name, importOptionsOf(options_), err);
+  return module_ ? success() : fail(err);
+}
+
+LogicalResult
+Compilation::runPipeline(const std::function<void(PassManager &)> &build,
+                         const std::string &failure) {
+  PassManager pm(&context_);
+  if (hook_ && mlir::failed(hook_(pm)))
+    return fail("bad pass-manager options");
+  build(pm);
+  if (mlir::failed(pm.run(*module_)))
+    return fail(failure);
+  return success();
+}
+
+LogicalResult Compilation::cleanup() {
+  MoecPipelineOptions p;
+  setPipelineOptions(p, options_, /*mesh=*/"");
+  return runPipeline(
+      [&](PassManager &pm) { buildImportCleanupPipeline(pm, p); },
+      source_ + ": the compilation pipeline failed");
+}
+
+std::string Compilation::moeReport(bool json) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  writeMoEReport(*module_, os, json);
+  return s;
+}
+
+LogicalResult Compilation::resolveMesh(llvm::raw_ostream &log) {
+  std::string err;
+  CompileOptions &o = options_;
+  if (o.mesh == "auto") {
+    if (!o.attentionMesh.empty())
+      return fail("--attention-mesh with --mesh auto: give the MoE mesh "
+                  "(e.g. --mesh ep=8) to fold the attention onto it");
+    MeshChoiceOptions choice;
+    choice.gpus = o.gpus;
+    choice.gpusPerNode = o.gpusPerNode;
+    choice.memoryLimit = memoryLimit_;
+    choice.memoryLimitText = o.deviceMemory;
+    MoecPipelineOptions p;
+    setPipelineOptions(p, o, /*mesh=*/"");
+    std::string mesh, attention;
+    if (mlir::failed(
+            chooseMesh(*module_, choice, p, log, mesh, attention, err)))
+      return fail(err);
+    o.mesh = mesh;
+    o.attentionMesh = attention;
+    return success();
+  }
+  MeshSpec spec;
+  if (!parseMeshSpec(o.mesh, spec, err))
+    return fail("--mesh: " + err);
+  if (!o.attentionMesh.empty()) {
+    AttentionMesh attn;
+    MeshSpec grid;
+    MeshRoles roles;
+    if (!parseAttentionMesh(o.attentionMesh, attn, err))
+      return fail("--attention-mesh: " + err);
+    if (!foldMesh(spec, attn, grid, roles, err))
+      return fail(err);
+    if (o.tokenSplit != "auto")
+      return fail("--token-split " + o.tokenSplit +
+                  " and --attention-mesh: the attention mesh decides "
+                  "where tokens are split (give one of them)");
+  }
+  if (o.gpus > 0 && spec.worldSize() != o.gpus)
+    return fail("--mesh " + o.mesh + " has " +
+                std::to_string(spec.worldSize()) + " ranks but --gpus is " +
+                std::to_string(o.gpus));
+  return success();
+}
+
+LogicalResult Compilation::shard() {
+  MoecPipelineOptions p;
+  setPipelineOptions(p, options_, options_.mesh);
+  return runPipeline([&](PassManager &pm) { buildShardPipeline(pm, p); },
+                     source_ + ": sharding for --mesh " + options_.mesh +
+                         (options_.attentionMesh.empty()
+                              ? std::string()
+                              : " --attention-mesh " + options_.attentionMesh) +
+                         " failed");
+}
+
+LogicalResult Compilation::lower() {
+  MoecPipelineOptions p;
+  setPipelineOptions(p, options_, options_.mesh);
+  return runPipeline([&](PassManager &pm) { buildLowerPipeline(pm, p); },
+                     source_ + ": partitioning for --mesh " + options_.mesh +
+                         " failed");
+}
+
+ShardReport Compilation::report() { return computeShardReport(*module_); }
+
+LogicalResult Compilation::checkDeviceMemory(const ShardReport &rep) {
+  if (memoryLimit_ <= 0)
+    return success();
+  for (const RankMemory &m : rep.ranks)
+    if (int64_t need = m.weightBytes + m.activationBytes + m.dequantizedBytes;
+        need > memoryLimit_)
+      return fail("--mesh " + options_.mesh + ": rank " +
+                  std::to_string(m.rank) + " needs " + formatBytes(need) +
+                  " (weights " + formatBytes(m.weightBytes) + ", activations " +
+                  formatBytes(m.activationBytes) +
+                  (m.dequantizedBytes ? ", dequantized weights " +
+                                            formatBytes(m.dequantizedBytes)
+                                      : std::string()) +
+                  "), more than --device-memory " + options_.deviceMemory +
+                  "; use more ep/tp ranks");
+  return success();
+}
+
+LogicalResult Compilation::buildPlan(moert::Plan &plan, moert::PlanData &data) {
+  PlanOptions popts;
+  if (options_.target == "cuda")
+    popts.cudaChip = options_.cudaChip;
+  if (mlir::failed(moec::buildPlan(*module_, source_, popts, plan, data)))
+    return fail(source_ + ": cannot lower to a plan for --mesh " +
+                options_.mesh);
+  return success();
+}
+
+} // namespace moec
