@@ -13,9 +13,11 @@ APT_PACKAGES=(
   nlohmann-json3-dev libcli11-dev
   openmpi-bin libopenmpi-dev
   libopenblas-dev
+  python3-dev # the Python package's extension (python/, docs/python.md)
 )
-# onnx, onnxruntime and numpy are used by tests and tooling only.
-PIP_PACKAGES=(numpy onnx onnxruntime)
+# onnx, onnxruntime and numpy are used by tests and tooling only; nanobind
+# builds the Python package's extension (python/).
+PIP_PACKAGES=(numpy onnx onnxruntime nanobind)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -31,7 +33,7 @@ if ((${#missing[@]})); then
 fi
 
 PY=${PYTHON:-python3}
-if ! "$PY" -c "import numpy, onnx, onnxruntime" 2>/dev/null; then
+if ! "$PY" -c "import numpy, onnx, onnxruntime, nanobind" 2>/dev/null; then
   echo "install-deps: pip install ${PIP_PACKAGES[*]}"
   "$PY" -m pip install -q "${PIP_PACKAGES[@]}"
 fi

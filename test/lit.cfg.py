@@ -65,3 +65,13 @@ if subprocess.run([config.python_executable, "-c",
                    "import torch, transformers, onnxscript"],
                   capture_output=True).returncode == 0:
     config.available_features.add("torch")
+
+# The Python package built into the build tree (python/, -DMOEC_PYTHON=ON
+# with nanobind): `%pymoec SCRIPT` runs python3 with it importable.
+import glob
+moec_python_dir = getattr(config, "moec_python_dir", "")
+if moec_python_dir and glob.glob(os.path.join(moec_python_dir, "moec", "_moec*.so")):
+    config.available_features.add("python-moec")
+    config.substitutions.append(
+        ("%pymoec", "env PYTHONPATH=%s %s" % (moec_python_dir,
+                                              config.python_executable)))
