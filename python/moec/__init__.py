@@ -84,7 +84,7 @@ def compile(  # noqa: A001 (the issue's name for it)
     precision: Optional[str] = None,
     target: Optional[str] = None,
     **options: Any,
-) -> "Plan":
+) -> Plan:
     """Compiles an ONNX MoE model to a plan for ``mesh``.
 
     The same compile as ``moec MODEL --mesh MESH -o PLAN.moeplan``, in this
@@ -178,7 +178,7 @@ def compile_option_names() -> List[str]:
     return list(_moec.compile_option_names())
 
 
-def load(path: PathLike, verify_weights: bool = True) -> "Plan":
+def load(path: PathLike, verify_weights: bool = True) -> Plan:
     """Opens a ``.moeplan`` file (written by ``moec -o`` or
     :meth:`Plan.save`).
 
@@ -208,7 +208,7 @@ class Plan:
 
     @classmethod
     def _open(cls, path: str, verify_weights: bool,
-              tmp: Optional[tempfile.TemporaryDirectory]) -> "Plan":
+              tmp: Optional[tempfile.TemporaryDirectory]) -> Plan:
         self = object.__new__(cls)
         self._file = _moec.PlanFile(path, verify_weights)
         self._report = None
@@ -286,7 +286,9 @@ class Plan:
             inputs: every model input by name: numpy arrays, or tensors with
                 ``__dlpack__`` on the CPU (torch, JAX, CuPy host arrays...),
                 of the plan's dtype and global shape (:attr:`inputs`).
-                Their bytes are read once, without conversion.
+                They are taken without conversion (DLPack or the buffer
+                protocol) and their bytes copied once into the runtime's
+                input arrays.
             ranks: the number of ranks; must equal :attr:`world_size`
                 (default).
             threads: ``True`` runs the ranks as threads of this process

@@ -74,6 +74,17 @@ proto = onnx.load(model)
 compare("dp=2,ep=2", moec.compile(proto, mesh="dp=2,ep=2").run(
     {"hidden_states": x}))
 
+# A warning (3 ranks hold 3, 3, 2 experts) is a UserWarning naming the node;
+# the plan still matches onnxruntime.
+import warnings  # noqa: E402
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    uneven = moec.compile(model, mesh="ep=3")
+for w in caught:
+    print(f"{w.category.__name__}: {w.message}")
+compare("ep=3", uneven.run({"hidden_states": x}))
+
 
 def expect(exc, fn, *words):
     try:
@@ -99,6 +110,10 @@ bad = onnx.helper.make_model(onnx.helper.make_graph(
     opset_imports=[onnx.helper.make_opsetid("", 17)])
 expect(moec.CompileError, lambda: moec.compile(bad, mesh="ep=1"),
        "the_bad_node", "Det")
+# A pass's error names the node too; the stage follows it.
+expect(moec.CompileError, lambda: moec.compile(model, mesh="ep=16"),
+       "node '/TopK': error: ep=16 exceeds the 8 experts",
+       "sharding for --mesh ep=16 failed")
 expect(moec.CompileError, lambda: moec.compile(model, mesh="ep=four"),
        "--mesh")
 expect(moec.CompileError, lambda: moec.compile(model, precision="fp8"),
