@@ -236,7 +236,8 @@ LogicalResult Compilation::importBuffer(StringRef bytes, StringRef name) {
 LogicalResult
 Compilation::runPipeline(const std::function<void(PassManager &)> &build,
                          const std::string &failure) {
-  PassManager pm(&context_);
+  passManagers_.push_back(std::make_unique<PassManager>(&context_));
+  PassManager &pm = *passManagers_.back();
   if (hook_ && mlir::failed(hook_(pm)))
     return fail("bad pass-manager options");
   build(pm);

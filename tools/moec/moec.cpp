@@ -315,11 +315,13 @@ int moecMain(int argc, char **argv) {
     return fail("a plan is binary: give -o FILE.moeplan");
   if (emit == EmitKind::PTX && outputFile == "-")
     return fail("--emit=ptx writes FILE.N.ptx files: give -o FILE");
-  if ((wantPlan || emit == EmitKind::PTX) && meshSpec.empty())
-    meshSpec = "ep=1";
   moec::CompileOptions copts = compileOptions();
   if (std::string e = moec::checkCompileOptions(copts); !e.empty())
     return fail(e);
+  // A plan is always for a mesh (after the checks: --attention-mesh still
+  // needs an explicit --mesh).
+  if ((wantPlan || emit == EmitKind::PTX) && meshSpec.empty())
+    meshSpec = copts.mesh = "ep=1";
 
   DialectRegistry registry;
   moec::registerAllDialects(registry);

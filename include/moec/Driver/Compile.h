@@ -22,6 +22,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -154,6 +155,9 @@ private:
   CompileOptions options_;
   PassManagerHook hook_;
   mlir::OwningOpRef<mlir::ModuleOp> module_;
+  /// Every stage's pass manager, alive until the end: pass timing
+  /// (--mlir-timing) tells passes apart by address.
+  std::vector<std::unique_ptr<mlir::PassManager>> passManagers_;
   std::string source_, error_;
   int64_t memoryLimit_ = 0;
 };
