@@ -427,6 +427,17 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
         {"seed", llvm::json::Object{{"ep_bytes_per_moe_layer", 2 * bsh},
                                     {"tp_bytes", 2 * bsh * L},
                                     {"dp_bytes_per_step", 2 * r.paramBytes}}}};
+    if (r.maxTokens > 0) {
+      // Dropless dispatch and combine bytes are linear in the count.
+      llvm::json::Array perToken;
+      for (const LayerComm &l : r.layers)
+        perToken.push_back(l.tokensGlobal ? double(l.a2aBytesTotal) /
+                                                double(l.tokensGlobal)
+                                          : 0.0);
+      o["symbol"] =
+          llvm::json::Object{{"name", "tokens"}, {"max", r.maxTokens}};
+      o["all_to_all_bytes_per_token"] = std::move(perToken);
+    }
     os << llvm::formatv("{0:2}", llvm::json::Value(std::move(o))) << "\n";
     return;
   }
@@ -445,6 +456,11 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
        << "Folding: " << r.folding
        << " (attention and the dense layers on one folding of the ranks, "
           "the MoE layers on the other)\n";
+  if (r.maxTokens > 0)
+    os << "Token count: dynamic, the plan runs at 0.." << r.maxTokens
+       << " tokens; the figures below are at the maximum (dispatch, combine "
+          "and all-reduce bytes scale with the count, memory is planned for "
+          "the maximum)\n";
   if (r.tokenSplitMode == "hybrid" && !r.folding.empty())
     os << "Token split: whole sequences over the attention's dp; the ranks "
           "of an attention tp group hold the same tokens, and each MoE "

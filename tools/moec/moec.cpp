@@ -21,6 +21,7 @@
 #include "moec/Pipelines/InternalErrors.h"
 #include "moec/Pipelines/MeshChoice.h"
 #include "moec/Pipelines/Pipelines.h"
+#include "moec/Pipelines/TokenSymbol.h"
 
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -51,8 +52,16 @@ cl::opt<std::string> outputFile("o", cl::desc("Output file ('-' = stdout)"),
 cl::list<std::string> inputShapes(
     "input-shape",
     cl::desc("Fix the shape of a graph input: NAME=D0,D1,... (repeatable; "
-             "replaces symbolic dims, must agree with static ones)"),
+             "replaces symbolic dims, must agree with static ones). A dim "
+             "may follow the dynamic token count: ?, ?+B, A*? or A*?+B "
+             "(with --max-tokens)"),
     cl::value_desc("name=d0,d1,..."), cl::cat(moecCat));
+cl::opt<int64_t> maxTokens(
+    "max-tokens",
+    cl::desc("The largest token count a plan whose --input-shape has ? dims "
+             "runs at: the plan serves every count from 0 to N (a multiple "
+             "of the ranks the tokens are split over)"),
+    cl::value_desc("N"), cl::init(0), cl::cat(moecCat));
 cl::opt<EmitKind> emit(
     "emit", cl::desc("What to write"), cl::init(EmitKind::MLIR),
     cl::values(clEnumValN(EmitKind::MLIR, "mlir",
@@ -327,11 +336,23 @@ int moecMain(int argc, char **argv) {
     return fail("--int8-activations '" + int8Activations +
                 "': expected model or off");
   opts.int8Activations = int8Activations == "model";
+  std::vector<moec::SymbolicInputDim> symbolic;
   for (const std::string &s : inputShapes) {
     std::string err;
-    if (!moec::parseInputShape(s, opts.inputShapes, err))
+    if (!moec::parseInputShape(s, opts.inputShapes, err, &symbolic))
       return fail(err);
   }
+  if (maxTokens < 0)
+    return fail("--max-tokens " + std::to_string(maxTokens) +
+                ": expected a positive count");
+  if (!symbolic.empty() && maxTokens == 0)
+    return fail("--input-shape " + symbolic[0].input + ": dim " +
+                std::to_string(symbolic[0].dim) +
+                " follows the token count (?): give --max-tokens N");
+  if (symbolic.empty() && maxTokens > 0)
+    return fail("--max-tokens needs an --input-shape dim that follows the "
+                "token count (e.g. --input-shape x=1,?,64)");
+  moec::substituteTokens(opts.inputShapes, symbolic, maxTokens);
 
   DialectRegistry registry;
   moec::registerAllDialects(registry);
@@ -413,6 +434,9 @@ int moecMain(int argc, char **argv) {
                 "': expected a size such as 80GiB, 512MiB or 1000000");
   std::string mesh = meshSpec;
   if (mesh == "auto") {
+    if (!symbolic.empty())
+      return fail("--mesh auto with a dynamic token count (--max-tokens): "
+                  "give the mesh");
     if (!attentionMesh.empty())
       return fail("--attention-mesh with --mesh auto: give the MoE mesh "
                   "(e.g. --mesh ep=8) to fold the attention onto it");
@@ -468,6 +492,21 @@ int moecMain(int argc, char **argv) {
                 (attentionMesh.empty() ? std::string()
                                        : " --attention-mesh " + attentionMesh) +
                 " failed");
+  if (!symbolic.empty()) {
+    // Inc 1 of docs/design/dynamic-tokens.md: only the whole-model token
+    // split (the modes that slice rows inside the model pad them).
+    shard::GridOp grid = moec::getMeshGrid(*module);
+    if (grid && (moec::isTokenSliced(grid) || moec::isTokenHybrid(grid) ||
+                 !moec::moeSliceAxes(grid).empty()))
+      return fail(inputFile + ": dynamic token count (--max-tokens " +
+                  std::to_string(maxTokens) + "): on --mesh " + mesh +
+                  " the MoE layers slice the rows inside the model "
+                  "(sequence-parallel, hybrid or folded), which pads them to "
+                  "a fixed count; plans with a dynamic token count need the "
+                  "whole model split over tokens (--token-split model, and a "
+                  "--max-tokens that the ranks the tokens are split over "
+                  "divide)");
+  }
   std::string annotated;
   if (emit == EmitKind::ShardedMLIR) {
     llvm::raw_string_ostream os(annotated);
@@ -490,6 +529,8 @@ int moecMain(int argc, char **argv) {
   if (memLimit > 0 || report != ReportKind::None) {
     TimingScope t = timing.nest("Report");
     rep = moec::computeShardReport(*module);
+    if (!symbolic.empty())
+      rep.maxTokens = maxTokens;
   }
   if (memLimit > 0) {
     for (const moec::RankMemory &m : rep.ranks)
@@ -540,9 +581,19 @@ int moecMain(int argc, char **argv) {
     moec::PlanOptions popts;
     if (target == "cuda")
       popts.cudaChip = cudaChip;
+    std::vector<int32_t> roots;
+    popts.valueRoots = &roots;
     TimingScope planTiming = timing.nest("Plan (kernel code, weights)");
     if (failed(moec::buildPlan(*module, inputFile, popts, plan, data)))
       return fail(inputFile + ": cannot lower to a plan for --mesh " + mesh);
+    if (!symbolic.empty()) {
+      TimingScope t = timing.nest("Dynamic token count");
+      if (!moec::addTokenSymbol(registry, inputFile, opts, symbolic, maxTokens,
+                                pipelineOpts, plan, data, roots, err))
+        return fail(inputFile + ": dynamic token count (--max-tokens " +
+                    std::to_string(maxTokens) + ", --mesh " + mesh +
+                    "): " + err);
+    }
     moert::WriteOptions wopts;
     wopts.weightsPerRank = weightsPerRank || !ranksOpt.empty();
     if (!ranksOpt.empty()) {
