@@ -10,7 +10,10 @@
 
 #include <algorithm>
 #include <cstring>
-#include <set>
+#include <map>
+#include <optional>
+
+#include "llvm/ADT/StringExtras.h"
 
 using namespace moec;
 using moert::SymDim;
@@ -250,7 +253,7 @@ bool moec::inferPlanSymbols(moert::Plan &plan, moert::PlanData &data,
                             const std::string &name, int64_t max,
                             std::vector<PlanSample> &samples,
                             const std::vector<int32_t> &roots,
-                            std::string &error) {
+                            double capacityFactor, std::string &error) {
   if (samples.size() != 2 || roots.size() != plan.values.size()) {
     error = "internal error: the dynamic token count needs two samples and "
             "the values' roots";
@@ -318,20 +321,24 @@ bool moec::inferPlanSymbols(moert::Plan &plan, moert::PlanData &data,
 
   // The rows a dispatch receives, and what is computed from them until the
   // combine, follow the block bound tb; the other values this rank's t.
-  std::set<int32_t> tbRoots;
+  // tbRoots: root value -> the step index of its dispatch.
+  std::map<int32_t, size_t> tbRoots;
   auto rootOf = [&](int32_t v) {
     return v >= 0 && size_t(v) < roots.size() ? roots[size_t(v)] : -1;
   };
-  for (const moert::Step &s : plan.steps) {
-    bool tb = s.kind() == moert::StepKind::dispatch;
-    if (s.kind() != moert::StepKind::dispatch &&
-        s.kind() != moert::StepKind::combine)
+  for (size_t i = 0; i < plan.steps.size(); ++i) {
+    const moert::Step &s = plan.steps[i];
+    std::optional<size_t> from;
+    if (s.kind() == moert::StepKind::dispatch)
+      from = i;
+    else if (s.kind() != moert::StepKind::combine)
       for (int32_t v : s.inputs)
-        tb = tb || tbRoots.count(rootOf(v));
-    if (tb)
+        if (auto it = tbRoots.find(rootOf(v)); it != tbRoots.end())
+          from = it->second;
+    if (from)
       for (int32_t v : s.outputs)
         if (rootOf(v) >= 0)
-          tbRoots.insert(rootOf(v));
+          tbRoots.emplace(rootOf(v), *from);
   }
   for (size_t i = 0; i < plan.values.size(); ++i) {
     moert::Value &v = plan.values[i];
@@ -339,7 +346,39 @@ bool moec::inferPlanSymbols(moert::Plan &plan, moert::PlanData &data,
       continue; // equal in all three plans (structureDiff)
     const std::vector<int64_t> *shapes[3] = {
         &v.shape, &plans[1]->values[i].shape, &plans[2]->values[i].shape};
-    SymKind kind = tbRoots.count(rootOf(int32_t(i))) ? SymKind::tb : SymKind::t;
+    auto tb = tbRoots.find(rootOf(int32_t(i)));
+    SymKind kind = tb != tbRoots.end() ? SymKind::tb : SymKind::t;
+    const moert::fb::DispatchT *cap =
+        tb != tbRoots.end() ? plan.steps[tb->second].attrs.Asdispatch()
+                            : nullptr;
+    if (cap && cap->capacity >= 0) {
+      // Rows a dispatch with a capacity receives: ceil(C tb k / E) per
+      // source and slot is not affine in tb. Dim 0 holds the dropless
+      // bound G min(k, S) tb, clamped by the maximum's shape (the runtime
+      // takes the min); the other dims must not change.
+      const moert::Step &d = plan.steps[tb->second];
+      int64_t G = 1;
+      for (llvm::StringRef axis : llvm::split(cap->axes, ','))
+        G *= moert::meshAxisSize(plan.mesh, axis.str());
+      int64_t k = plan.values[size_t(d.inputs[1])].shape[1];
+      std::vector<int64_t> rest[3];
+      for (int j = 0; j < 3; ++j) {
+        rest[j] = *shapes[j];
+        rest[j][0] = 0;
+      }
+      const std::vector<int64_t> *restShapes[3] = {&rest[0], &rest[1],
+                                                   &rest[2]};
+      std::string why = fitShape(restShapes, X, kind, v.symDims);
+      if (!why.empty() || !v.symDims.empty()) {
+        error = valueName(plan, int32_t(i)) +
+                ": rows received under a capacity change in other dims than "
+                "the rows" +
+                (why.empty() ? std::string() : " (" + why + ")");
+        return false;
+      }
+      v.symDims = {{0, SymKind::tb, G * std::min(k, cap->slots_per_rank), 0}};
+      continue;
+    }
     if (std::string why = fitShape(shapes, X, kind, v.symDims); !why.empty()) {
       error = valueName(plan, int32_t(i)) + ": " + why + " (X: " +
               (W > 1 ? "the token count / " + std::to_string(W) + " ranks"
@@ -370,10 +409,13 @@ bool moec::inferPlanSymbols(moert::Plan &plan, moert::PlanData &data,
     else if (s.kind() == moert::StepKind::kernel)
       axis = -1;
     if (const auto *d = s.attrs.Asdispatch(); d && d->capacity >= 0) {
-      error = stepName(plan, i) +
-              ": a capacity (--capacity-factor) with a dynamic token count "
-              "is not supported by moec yet";
-      return false;
+      if (!(capacityFactor > 0)) {
+        error = stepName(plan, i) +
+                ": a capacity without its factor (--capacity-factor)";
+        return false;
+      }
+      // Each call's capacity, ceil(C tb k / E), at most the maximum's.
+      plan.steps[i].attrs.Asdispatch()->capacity_factor = capacityFactor;
     }
     if (axis == -2)
       continue;

@@ -103,5 +103,6 @@ bool moec::addTokenSymbol(DialectRegistry &registry, const std::string &file,
       !compileAt(registry, file, importOptions, symbolic, n2, pipelineOptions,
                  samples[1], error))
     return false;
-  return inferPlanSymbols(plan, data, "tokens", max, samples, roots, error);
+  return inferPlanSymbols(plan, data, "tokens", max, samples, roots,
+                          pipelineOptions.capacityFactor, error);
 }

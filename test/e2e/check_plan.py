@@ -43,6 +43,7 @@ import argparse
 import hashlib
 import atexit
 import json
+import math
 import re
 import os
 import shutil
@@ -305,6 +306,13 @@ def main():
                 # Each source rank keeps at most `capacity` assignments per
                 # expert: the drops follow from the recorded routing.
                 cap = layer["capacity"]
+                if a.max_tokens:
+                    # A dynamic plan's capacity at this call: ceil(C tb k
+                    # / E) with tb the block bound, at most the maximum's.
+                    lay_blocks = layer["tokens"] // max(layer["tokens_per_rank"], 1)
+                    tb = -(-tokens // lay_blocks)
+                    cap = min(math.ceil(a.capacity_factor * tb * layer["top_k"]
+                                        / layer["experts"]), cap)
                 got_drop = sum(rr["layers"][li]["dropped"]
                                for rr in run_report["reports"])
                 want_drop = sum(max(0, n - cap)

@@ -81,7 +81,8 @@ std::string infer(PlanSample &max, PlanSample a, PlanSample b) {
   samples.push_back(std::move(b));
   std::vector<int32_t> roots = {0, -1, 2};
   std::string error;
-  if (inferPlanSymbols(max.plan, max.data, "tokens", 16, samples, roots, error))
+  if (inferPlanSymbols(max.plan, max.data, "tokens", 16, samples, roots,
+                       /*capacityFactor=*/0, error))
     return "";
   return error.empty() ? "(failed without a message)" : error;
 }

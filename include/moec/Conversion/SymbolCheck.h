@@ -40,11 +40,13 @@ struct PlanSample {
 /// value, input, output or step (and its ONNX node) when the plans differ other
 /// than in sizes, a size is not affine in the count, or the plan needs what
 /// dynamic plans do not support yet (generated kernels or collectives along
-/// a token dim, a dispatch capacity).
+/// a token dim). Dispatches with a capacity get `capacityFactor`
+/// (--capacity-factor): the runtime computes each call's capacity.
 bool inferPlanSymbols(moert::Plan &plan, moert::PlanData &data,
                       const std::string &name, int64_t max,
                       std::vector<PlanSample> &samples,
-                      const std::vector<int32_t> &roots, std::string &error);
+                      const std::vector<int32_t> &roots, double capacityFactor,
+                      std::string &error);
 
 } // namespace moec
 
