@@ -39,7 +39,16 @@ bool compileAt(DialectRegistry &registry, const std::string &file,
                int64_t tokens, const moec::MoecPipelineOptions &pipelineOptions,
                moec::PlanSample &out, std::string &error) {
   moec::substituteTokens(opts.inputShapes, symbolic, tokens);
-  MLIRContext ctx(registry);
+  // The plan's deferred weights read the module's constants when compared:
+  // the context and module live as long as the sample.
+  struct Owner {
+    std::unique_ptr<MLIRContext> ctx;
+    OwningOpRef<ModuleOp> module; // destroyed before ctx
+  };
+  auto owner = std::make_shared<Owner>();
+  owner->ctx = std::make_unique<MLIRContext>(registry);
+  out.owner = owner;
+  MLIRContext &ctx = *owner->ctx;
   std::string first;
   ScopedDiagnosticHandler diag(&ctx, [&](Diagnostic &d) {
     if (d.getSeverity() == DiagnosticSeverity::Error && first.empty())
@@ -47,7 +56,8 @@ bool compileAt(DialectRegistry &registry, const std::string &file,
     return success();
   });
   std::string at = "at " + std::to_string(tokens) + " tokens: ";
-  OwningOpRef<ModuleOp> module = moec::importOnnxFile(ctx, file, opts, error);
+  OwningOpRef<ModuleOp> &module = owner->module;
+  module = moec::importOnnxFile(ctx, file, opts, error);
   if (!module) {
     error = at + error;
     return false;

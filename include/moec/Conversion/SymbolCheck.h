@@ -20,6 +20,7 @@
 #include "moert/Plan.h"
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,9 @@ struct PlanSample {
   int64_t tokens = 0;
   moert::Plan plan;
   moert::PlanData data;
+  /// What `data`'s deferred pieces read (the compile's MLIR context and
+  /// module): kept alive as long as the sample.
+  std::shared_ptr<void> owner;
 };
 
 /// Gives `plan`, compiled at `max` tokens, the symbol `name` and the

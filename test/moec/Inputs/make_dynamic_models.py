@@ -6,6 +6,8 @@
 ms-moe.onnx: x float[T,16] -> MatMul (router) -> com.microsoft.MoE (top-2,
 SwiGLU experts with biases, as onnxruntime-genai's builder writes them),
 outputs y [T,16] and the router logits [T,4]. onnxruntime runs it at any T.
+ms-moe-big.onnx: the same with hidden 128, intermediate 1024 (weights of
+4 MiB, which plans read only while they are written).
 
 tainted.onnx: the same layer on x float[1,S,16] whose router weights are
 divided by the sequence length (Shape -> Gather -> Cast -> Div): data
@@ -25,15 +27,29 @@ from onnx import TensorProto, helper, numpy_helper
 H, F, E = 16, 8, 4
 
 
-def weights(rng):
+def weights(rng, h=H, f=F, e=E):
+    """The router [h, e] and SwiGLU experts (hidden h, intermediate f)."""
+    def w(shape, scale):
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
     return [
-        numpy_helper.from_array(rng.standard_normal((H, E)).astype(np.float32) * 0.5, "wr"),
+        numpy_helper.from_array(w((h, e), 2.0 / np.sqrt(h)), "wr"),
         # fc1 [E, 2F, H]: gate and up rows interleaved (swiglu_fusion = 1).
-        numpy_helper.from_array(rng.standard_normal((E, 2 * F, H)).astype(np.float32) * 0.3, "fc1"),
-        numpy_helper.from_array(rng.standard_normal((E, 2 * F)).astype(np.float32) * 0.1, "b1"),
-        numpy_helper.from_array(rng.standard_normal((E, H, F)).astype(np.float32) * 0.3, "fc2"),
-        numpy_helper.from_array(rng.standard_normal((E, H)).astype(np.float32) * 0.1, "b2"),
+        numpy_helper.from_array(w((e, 2 * f, h), 1.2 / np.sqrt(h)), "fc1"),
+        numpy_helper.from_array(w((e, 2 * f), 0.1), "b1"),
+        numpy_helper.from_array(w((e, h, f), 1.2 / np.sqrt(f)), "fc2"),
+        numpy_helper.from_array(w((e, h), 0.1), "b2"),
     ]
+
+
+def ms_moe(path, rng, h=H, f=F, e=E):
+    """x float[T, h] -> router -> com.microsoft.MoE; outputs y, logits."""
+    g = helper.make_graph(
+        moe_nodes("x"), "ms_moe_dynamic",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", h])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", h]),
+         helper.make_tensor_value_info("router_logits", TensorProto.FLOAT, ["T", e])],
+        weights(rng, h, f, e))
+    save(g, path)
 
 
 def moe_nodes(x, wr="wr"):
@@ -57,15 +73,11 @@ def save(graph, path):
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
-    rng = np.random.default_rng(7)
-    w = weights(rng)
-    g = helper.make_graph(
-        moe_nodes("x"), "ms_moe_dynamic",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["T", H])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", H]),
-         helper.make_tensor_value_info("router_logits", TensorProto.FLOAT, ["T", E])],
-        w)
-    save(g, os.path.join(out, "ms-moe.onnx"))
+    ms_moe(os.path.join(out, "ms-moe.onnx"), np.random.default_rng(7))
+    # Expert weights over 1 MiB each: the plans read them while written.
+    ms_moe(os.path.join(out, "ms-moe-big.onnx"), np.random.default_rng(8),
+           h=128, f=1024, e=4)
+    w = weights(np.random.default_rng(7))
 
     nodes = [
         helper.make_node("Shape", ["x3"], ["shape"], name="shape"),
