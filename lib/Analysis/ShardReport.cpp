@@ -504,6 +504,11 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
        << formatBytes(double(l.a2aBytesTotal)) << " (" << l.a2aBytesTotal
        << " B), between ranks " << formatBytes(l.a2aBytesLeaving) << " ("
        << int64_t(std::llround(l.a2aBytesLeaving)) << " B)\n";
+    if (r.maxTokens > 0 && l.tokensGlobal > 0 && l.capacity < 0)
+      os << "  with T tokens (dynamic count, T <= " << r.maxTokens
+         << "): dispatch + combine 2 x T x " << l.topK << " x " << l.hidden
+         << " x " << l.elementBytes
+         << " B = " << l.a2aBytesTotal / l.tokensGlobal << " B x T\n";
     int64_t seed = 2 * l.tokensGlobal * l.hidden * l.elementBytes;
     os << "  seed formula 2*B*S*H = 2 x " << l.tokensGlobal << " x " << l.hidden
        << " x " << l.elementBytes << " B = " << formatBytes(seed) << " ("
