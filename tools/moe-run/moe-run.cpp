@@ -389,7 +389,8 @@ void printReports(const Options &o, const Plan &plan,
 }
 
 /// The expert load file (moert/RoutingLoad.h), summed over ranks: what
-/// `moec --placement=balanced` reads.
+/// `moec --placement=balanced` reads; with the rank-to-rank token flow
+/// `moec --emit=html --routing` draws.
 void writeRouting(const Options &o, const std::vector<RunReport> &reports) {
   if (o.routing.empty())
     return;
@@ -403,8 +404,17 @@ void writeRouting(const Options &o, const std::vector<RunReport> &reports) {
                            e < r.layers[i].tokensPerExpert.size();
              ++e)
           sum[e] += r.layers[i].tokensPerExpert[e];
-      load.layers.push_back(
-          {l0.step, l0.loc, std::vector<double>(sum.begin(), sum.end())});
+      // The token flow: rows each rank dispatched to each peer.
+      std::vector<std::vector<int64_t>> flow(
+          reports.size(), std::vector<int64_t>(reports.size(), 0));
+      for (const RunReport &r : reports)
+        if (i < r.layers.size() && size_t(r.rank) < flow.size())
+          for (const PeerTraffic &p : r.layers[i].peers)
+            if (size_t(p.peer) < flow.size())
+              flow[r.rank][p.peer] += p.rowsSent;
+      load.layers.push_back({l0.step, l0.loc,
+                             std::vector<double>(sum.begin(), sum.end()),
+                             std::move(flow)});
     }
   std::string error;
   if (!writeRoutingLoad(o.routing, load, error))
