@@ -1,7 +1,7 @@
 //===- moec.cpp - the moec compiler driver --------------------------------===//
 //
 // moec MODEL.onnx [--input-shape NAME=D0,D1,...] [--mesh dp=D,ep=E,tp=T]
-//      [--emit=mlir|sharded-mlir] [--report[=json]] [-o FILE]
+//      [--emit=mlir|sharded-mlir|plan|ptx|html] [--report[=json]] [-o FILE]
 //
 // Imports an ONNX MoE model, raises its MoE layers, and (with --mesh) shards
 // it into a per-rank expert-parallel program. The passes are the stages of
@@ -11,6 +11,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "moec/Analysis/Mesh.h"
+#include "moec/Analysis/PlanHtml.h"
 #include "moec/Analysis/Report.h"
 #include "moec/Analysis/ShardReport.h"
 #include "moec/Analysis/Weights.h"
@@ -22,6 +23,7 @@
 #include "moec/Pipelines/MeshChoice.h"
 #include "moec/Pipelines/Pipelines.h"
 #include "moec/Pipelines/TokenSymbol.h"
+#include "moert/RoutingLoad.h"
 
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -39,7 +41,7 @@ using namespace mlir;
 namespace cl = llvm::cl;
 
 namespace {
-enum class EmitKind { MLIR, ShardedMLIR, Plan, PTX };
+enum class EmitKind { MLIR, ShardedMLIR, Plan, PTX, Html };
 
 cl::OptionCategory moecCat("moec options");
 
@@ -76,7 +78,13 @@ cl::opt<EmitKind> emit(
                           "in .moeplan; --mesh defaults to ep=1)"),
                clEnumValN(EmitKind::PTX, "ptx",
                           "the generated kernels as PTX for --cuda-chip, "
-                          "one FILE.N.ptx per GPU module (-o FILE)")),
+                          "one FILE.N.ptx per GPU module (-o FILE)"),
+               clEnumValN(EmitKind::Html, "html",
+                          "the plan as one self-contained HTML page: ranks "
+                          "by node with their experts, dispatch/combine "
+                          "bytes beside the seed's formulas, memory per "
+                          "rank, and with --routing the measured load and "
+                          "token flow (--mesh defaults to ep=1)")),
     cl::cat(moecCat));
 cl::opt<std::string>
     target("target",
@@ -106,7 +114,8 @@ cl::opt<int64_t> gpus("gpus", cl::desc("With --mesh auto: number of GPUs"),
 cl::opt<int64_t> gpusPerNode(
     "gpus-per-node",
     cl::desc("With --mesh auto: GPUs per node (EP and TP stay inside a "
-             "node; default: all GPUs in one node)"),
+             "node; default: all GPUs in one node); with --emit=html: the "
+             "ranks drawn per node"),
     cl::init(0), cl::cat(shardCat));
 cl::opt<std::string> tokenSplit(
     "token-split",
@@ -138,8 +147,15 @@ cl::opt<double> capacityFactor(
 cl::opt<std::string> deviceMemory(
     "device-memory",
     cl::desc("Memory of one device (e.g. 80GiB): fail when a rank's weights "
-             "and activations do not fit"),
+             "and activations do not fit (--emit=html draws it instead)"),
     cl::cat(shardCat));
+cl::opt<std::string> routingFile(
+    "routing",
+    cl::desc("With --emit=html: the routing moe-run --record-routing "
+             "recorded for this model and mesh; the page adds the tokens "
+             "per expert (hot experts marked) and the rank-to-rank token "
+             "flow per MoE layer"),
+    cl::value_desc("file"), cl::cat(shardCat));
 cl::opt<bool>
     strict("strict",
            cl::desc("Fail when a region that looks like an MoE layer cannot be "
@@ -410,8 +426,20 @@ int moecMain(int argc, char **argv) {
     return fail("a plan is binary: give -o FILE.moeplan");
   if (emit == EmitKind::PTX && outputFile == "-")
     return fail("--emit=ptx writes FILE.N.ptx files: give -o FILE");
-  if ((wantPlan || emit == EmitKind::PTX) && meshSpec.empty())
+  if ((wantPlan || emit == EmitKind::PTX || emit == EmitKind::Html) &&
+      meshSpec.empty())
     meshSpec = "ep=1";
+  if (!routingFile.empty() && emit != EmitKind::Html)
+    return fail("--routing draws the measured routing on the plan page: "
+                "give --emit=html");
+  if (gpusPerNode < 0)
+    return fail("--gpus-per-node " + std::to_string(gpusPerNode) +
+                ": expected a number of GPUs >= 1");
+  // Read before sharding: a bad file fails fast.
+  moert::RoutingLoad routing;
+  if (!routingFile.empty() &&
+      !moert::readRoutingLoad(routingFile, routing, err))
+    return fail("--routing: " + err);
   if (meshSpec.empty()) {
     if (report != ReportKind::None) {
       moec::writeMoEReport(*module, llvm::outs(), report == ReportKind::Json);
@@ -526,7 +554,7 @@ int moecMain(int argc, char **argv) {
     return fail(inputFile + ": partitioning for --mesh " + mesh + " failed");
 
   moec::ShardReport rep;
-  if (memLimit > 0 || report != ReportKind::None) {
+  if (memLimit > 0 || report != ReportKind::None || emit == EmitKind::Html) {
     TimingScope t = timing.nest("Report");
     rep = moec::computeShardReport(*module);
     if (!symbolic.empty())
@@ -535,7 +563,7 @@ int moecMain(int argc, char **argv) {
   if (memLimit > 0) {
     for (const moec::RankMemory &m : rep.ranks)
       if (int64_t need = m.weightBytes + m.activationBytes + m.dequantizedBytes;
-          need > memLimit)
+          need > memLimit && emit != EmitKind::Html)
         return fail("--mesh " + mesh + ": rank " + std::to_string(m.rank) +
                     " needs " + moec::formatBytes(need) + " (weights " +
                     moec::formatBytes(m.weightBytes) + ", activations " +
@@ -556,6 +584,36 @@ int moecMain(int argc, char **argv) {
     }
     if (outputFile == "-")
       return 0;
+  }
+  if (emit == EmitKind::Html) {
+    if (!routingFile.empty() &&
+        !moec::checkRoutingFitsReport(rep, routing, routingFile, err))
+      return fail(err);
+    moec::PlanHtmlOptions hopts;
+    hopts.model = inputFile;
+    for (int i = 1; i < argc; ++i)
+      hopts.flags += (i > 1 ? " " : "") + std::string(argv[i]);
+    hopts.gpusPerNode = gpusPerNode;
+    hopts.deviceMemory = memLimit;
+    hopts.deviceMemoryText = deviceMemory;
+    hopts.routing = routingFile.empty() ? nullptr : &routing;
+    hopts.routingFile = routingFile;
+    // The page draws ranks over --device-memory (the seed's out-of-memory
+    // picture) instead of failing.
+    for (const moec::RankMemory &m : rep.ranks)
+      if (memLimit > 0 &&
+          m.weightBytes + m.activationBytes + m.dequantizedBytes > memLimit) {
+        llvm::errs() << "moec: warning: --mesh " << mesh << ": rank " << m.rank
+                     << " needs more than --device-memory " << deviceMemory
+                     << "; the page marks it\n";
+        break;
+      }
+    auto out = openOutputFile(outputFile, &err);
+    if (!out)
+      return fail(err);
+    moec::writePlanHtml(rep, hopts, out->os());
+    out->keep();
+    return 0;
   }
   if (emit == EmitKind::PTX) {
     std::vector<std::string> ptx;
