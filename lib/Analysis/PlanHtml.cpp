@@ -320,7 +320,11 @@ void PageWriter::writeRank(const RankMemory &m,
     std::vector<int64_t> reps = replicaCounts(l);
     std::string range = std::to_string(first) + "-" + std::to_string(last);
     os << "<div class=\"experts\" " << layerRange(first, last)
-       << "><span class=\"lbl\">" << layerName(first, last) << "</span>";
+       << "><span class=\"lbl\">" << layerName(first, last)
+       << (r.tp > 1 ? " &middot; 1/" + std::to_string(r.tp) +
+                          " of each expert's FFN columns (tp)"
+                    : std::string())
+       << "</span>";
     const std::vector<int64_t> empty;
     const std::vector<int64_t> &held =
         m.epIndex < int64_t(l.held.size()) ? l.held[m.epIndex] : empty;
