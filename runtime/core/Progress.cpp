@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <unistd.h>
 
 using namespace moert;
@@ -29,9 +30,13 @@ std::string bytesText(double b) {
   return buf;
 }
 
-std::string durationText(double s) {
+/// "12 s", "3 min 05 s", "2 h 46 min"; under 10 s with a decimal when
+/// `precise` (how long it took, rather than a time left).
+std::string durationText(double s, bool precise) {
   char buf[32];
-  if (s < 60)
+  if (precise && s < 10)
+    std::snprintf(buf, sizeof(buf), "%.1f s", s);
+  else if (s < 60)
     std::snprintf(buf, sizeof(buf), "%.0f s", std::ceil(s));
   else if (s < 3600)
     std::snprintf(buf, sizeof(buf), "%d min %02d s", int(s) / 60, int(s) % 60);
@@ -55,7 +60,14 @@ ProgressMeter::Mode ProgressMeter::modeFor(bool quiet, bool forceLines,
 ProgressMeter::ProgressMeter(std::string label, uint64_t total, Mode mode,
                              std::FILE *out, std::function<double()> clock)
     : label_(std::move(label)), total_(total), mode_(mode), out_(out),
-      clock_(clock ? std::move(clock) : steadySeconds), start_(clock_()) {}
+      clock_(clock ? std::move(clock) : steadySeconds), start_(clock_()) {
+  if (const char *env = std::getenv("MOERT_PROGRESS_DELAY")) {
+    char *end = nullptr;
+    double d = std::strtod(env, &end);
+    if (end != env && !*end && d >= 0)
+      delay_ = d;
+  }
+}
 
 ProgressMeter::~ProgressMeter() { finish(); }
 
@@ -73,9 +85,9 @@ std::string ProgressMeter::format(const std::string &label, uint64_t done,
     double rate = double(done) / seconds;
     s += ", " + bytesText(rate) + "/s";
     if (final)
-      s += ", " + durationText(seconds);
+      s += ", " + durationText(seconds, true);
     else if (total > done)
-      s += ", " + durationText(double(total - done) / rate) + " left";
+      s += ", " + durationText(double(total - done) / rate, false) + " left";
   }
   return s;
 }
@@ -101,7 +113,7 @@ void ProgressMeter::update(uint64_t done) {
   if (mode_ == Mode::Off || finished_)
     return;
   double now = clock_();
-  if (now - start_ < kDelay)
+  if (now - start_ < delay_)
     return;
   double every = mode_ == Mode::Terminal ? 0.25 : 10.0;
   if (!shown_ || now - lastPrint_ >= every)
@@ -112,8 +124,9 @@ void ProgressMeter::finish() {
   if (finished_)
     return;
   finished_ = true;
-  // Work that ended within the delay stays silent; otherwise the last line
-  // says how long it took.
-  if (mode_ != Mode::Off && (shown_ || clock_() - start_ >= kDelay))
+  // Work that ended within the delay (or did nothing) stays silent;
+  // otherwise the last line says how long it took.
+  if (mode_ != Mode::Off &&
+      (shown_ || (done_ > 0 && clock_() - start_ >= delay_)))
     print(true);
 }

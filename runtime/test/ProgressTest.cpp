@@ -40,7 +40,9 @@ TEST(Progress, Format) {
             "moec: writing weights  1.00 GiB of 4.00 GiB (25%), 512.00 MiB/s, "
             "6 s left");
   EXPECT_EQ(ProgressMeter::format("x", 4 * kGiB, 4 * kGiB, 8.0, true),
-            "x  4.00 GiB of 4.00 GiB (100%), 512.00 MiB/s, 8 s");
+            "x  4.00 GiB of 4.00 GiB (100%), 512.00 MiB/s, 8.0 s");
+  EXPECT_EQ(ProgressMeter::format("x", 4 * kGiB, 4 * kGiB, 0.004, true),
+            "x  4.00 GiB of 4.00 GiB (100%), 1000.00 GiB/s, 0.0 s");
   // Minutes and hours; nothing done yet: no rate.
   EXPECT_EQ(ProgressMeter::format("x", kGiB, 100 * kGiB, 10.0, false),
             "x  1.00 GiB of 100.00 GiB (1%), 102.40 MiB/s, 16 min 30 s left");
@@ -83,8 +85,8 @@ TEST(Progress, SilentUnderASecondThenRedrawnInPlace) {
   // The last line says how long it took, blanks what the longer first one
   // left, and ends the line.
   size_t last = text.rfind('\r');
-  EXPECT_EQ(text.substr(last, 52),
-            "\rload  4.00 GiB of 4.00 GiB (100%), 2.00 GiB/s, 2 s ")
+  EXPECT_EQ(text.substr(last, 54),
+            "\rload  4.00 GiB of 4.00 GiB (100%), 2.00 GiB/s, 2.0 s ")
       << text;
   EXPECT_EQ(text.back(), '\n');
   EXPECT_EQ(text.size() - last - 2, size_t(54)) << text; // the first's width
@@ -101,6 +103,10 @@ TEST(Progress, ShortWorkStaysSilent) {
   m.finish();
   m.finish();
   EXPECT_FALSE(m.shown());
+  // Nothing done (a check that was skipped) is silent however long it took.
+  ProgressMeter idle("idle", 100, ProgressMeter::Mode::Terminal, f,
+                     [&] { return now += 5; });
+  idle.finish();
   EXPECT_EQ(contents(f), "");
   std::fclose(f);
 }

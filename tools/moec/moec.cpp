@@ -23,6 +23,7 @@
 #include "moec/Pipelines/MeshChoice.h"
 #include "moec/Pipelines/Pipelines.h"
 #include "moec/Pipelines/TokenSymbol.h"
+#include "moert/Progress.h"
 #include "moert/RoutingLoad.h"
 
 #include "mlir/IR/AsmState.h"
@@ -231,9 +232,15 @@ cl::opt<std::string> ranksOpt(
     cl::desc("With --weights-per-rank: write only these ranks' weight files "
              "(e.g. 0-7 or 0,2,4), to stage one node's shards"),
     cl::init(""), cl::cat(moecCat));
-cl::opt<bool> progressOpt("progress",
-                          cl::desc("Report progress while writing weights"),
-                          cl::init(false), cl::cat(moecCat));
+cl::opt<bool> progressOpt(
+    "progress",
+    cl::desc("Progress lines while writing weights even when stderr is not "
+             "a terminal (logs); on a terminal the meter shows by itself "
+             "once writing takes a second"),
+    cl::init(false), cl::cat(moecCat));
+cl::opt<bool> quiet("quiet",
+                    cl::desc("No progress meter while writing weights"),
+                    cl::init(false), cl::cat(moecCat));
 cl::opt<std::string> packedWeights(
     "packed-weights",
     cl::desc("Quantized weights (com.microsoft.MatMulNBits, QMoE): keep "
@@ -659,18 +666,22 @@ int moecMain(int argc, char **argv) {
       if (!e.empty())
         return fail("--ranks '" + ranksOpt + "': " + e);
     }
-    uint64_t nextReport = 0;
+    // Writing computes the restacked and narrowed weights (lazy weights)
+    // and reads the model's: bytes, rate and time left once it takes a
+    // second.
+    llvm::errs().flush();
+    moert::ProgressMeter meter(
+        "moec: writing weights", 0,
+        moert::ProgressMeter::modeFor(quiet, progressOpt));
     wopts.progress = [&](uint64_t done, uint64_t total) {
-      if (!progressOpt || done < nextReport)
-        return;
-      nextReport = done + (uint64_t(1) << 30);
-      llvm::errs() << "moec: wrote " << (done >> 20) << " of " << (total >> 20)
-                   << " MiB of weights\n";
+      meter.setTotal(total);
+      meter.update(done);
     };
     planTiming.stop();
     TimingScope writeTiming = timing.nest("Write the plan");
     if (!moert::writePlan(outputFile, plan, data, err, wopts))
       return fail(err);
+    meter.finish();
     return 0;
   }
   auto out = openOutputFile(outputFile, &err);

@@ -7,10 +7,11 @@
 //   moe-run: checking weights  1.25 of 5.00 GiB (25%), 410.3 MiB/s, 9 s left
 //
 // It appears only once the work has taken a second (short work stays
-// silent), redraws in place at most 4 times a second on a terminal, and is
-// quiet when stderr is not a terminal or the tool runs with --quiet, unless
-// `lines` mode asks for plain lines (one every 10 s and one at the end),
-// which moec --progress uses for logs.
+// silent; the environment variable MOERT_PROGRESS_DELAY=SECONDS changes the
+// second, e.g. to 0 in tests), redraws in place at most 4 times a second on a
+// terminal, and is quiet when stderr is not a terminal or the tool runs with
+// --quiet, unless `lines` mode asks for plain lines (one every 10 s and one at
+// the end), which moec --progress uses for logs.
 //
 //===----------------------------------------------------------------------===//
 
@@ -47,6 +48,8 @@ public:
 
   /// `done` of the total bytes are done (non-decreasing).
   void update(uint64_t done);
+  /// The total, when it is known only once the work has started.
+  void setTotal(uint64_t total) { total_ = total; }
   /// Ends the meter: a last line when anything was shown. Idempotent.
   void finish();
   /// Whether a line has been printed.
@@ -56,7 +59,8 @@ public:
   static std::string format(const std::string &label, uint64_t done,
                             uint64_t total, double seconds, bool final);
 
-  /// Seconds of work before the meter appears.
+  /// Seconds of work before the meter appears (MOERT_PROGRESS_DELAY
+  /// overrides it).
   static constexpr double kDelay = 1.0;
 
 private:
@@ -67,7 +71,7 @@ private:
   Mode mode_;
   std::FILE *out_;
   std::function<double()> clock_;
-  double start_, lastPrint_ = -1e30;
+  double start_, lastPrint_ = -1e30, delay_ = kDelay;
   bool shown_ = false, finished_ = false;
   size_t lastWidth_ = 0;
 };
