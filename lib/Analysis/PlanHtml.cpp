@@ -420,10 +420,11 @@ void PageWriter::writeTraffic() {
 }
 
 void PageWriter::writeSeedFormulas() {
-  if (r.layers.empty())
-    return;
-  const LayerComm &l0 = r.layers[0];
-  int64_t bsh = l0.tokensGlobal * l0.hidden * l0.elementBytes;
+  // Without MoE layers B*S*H is 0, as in the report's "seed" object.
+  const LayerComm none;
+  const LayerComm &l0 = r.layers.empty() ? none : r.layers[0];
+  int64_t bsh =
+      r.layers.empty() ? 0 : l0.tokensGlobal * l0.hidden * l0.elementBytes;
   int64_t L = r.layers.size();
   double a2a = 0, leaving = 0;
   for (const LayerComm &l : r.layers) {

@@ -139,7 +139,10 @@ def main():
 
 
 def check(a, url, profile):
-    report = json.load(open(a.report))
+    try:
+        report = json.load(open(a.report))
+    except (OSError, ValueError) as e:
+        sys.exit("FAIL cannot read the report %s: %s" % (a.report, e))
     if a.chromium:
         text = run_chromium(chromium_cmd(a.chromium, profile) +
                             ["--dump-dom", url], "dump-dom")
