@@ -163,6 +163,30 @@ for ex in sys.argv[3:]:
     os.makedirs(os.path.dirname(os.path.join(out, ex)), exist_ok=True)
     np.savez(os.path.join(out, ex + ".ref.npz"), **refs)
 PY
+  # A plan with a dynamic token count (moec --max-tokens 32, issue 19) on
+  # 4 ranks and with a capacity factor, run by gpu-check.sh at 1, 5 and 32
+  # tokens: inputs xT.npy and onnxruntime's outputs refT.npz in
+  # build-carry/plans/dynamic.
+  DYN=$PLANS/dynamic
+  mkdir -p "$DYN"
+  for cf in 0 1.0; do
+    "$MOEC" "$ROOT/examples/mixtral_block/dynamic.onnx" --target=cuda \
+      --mesh ep=4 --input-shape hidden_states=1,?,64 --max-tokens 32 \
+      --capacity-factor $cf -o "$DYN/mixtral_block-ep4-cf$cf.moeplan"
+  done
+  "$PYTHON" - "$ROOT/examples/mixtral_block/dynamic.onnx" "$DYN" <<'PY'
+import os, sys
+import numpy as np
+import onnxruntime as ort
+model, out = sys.argv[1], sys.argv[2]
+sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+names = [o.name for o in sess.get_outputs()]
+for t in (1, 5, 32):
+    x = np.random.default_rng(t).standard_normal((1, t, 64)).astype(np.float32)
+    np.save(os.path.join(out, f"x{t}.npy"), x)
+    np.savez(os.path.join(out, f"ref{t}.npz"),
+             **dict(zip(names, sess.run(None, {"hidden_states": x}))))
+PY
   # The compiled-plan benchmark: a Mixtral-shaped layer (torch export of
   # bench/make_models.py, H=384, F=1344 = 3.5 H as Mixtral, E=8, k=2, 4096
   # tokens) compiled with --precision=bf16 (25 MB), its input, and torch's

@@ -57,6 +57,15 @@ for tool in ["mpirun", "ptxas"]:
         config.available_features.add(tool)
         config.substitutions.append(("%" + tool, path))
 
+# Optional: headless Chromium (Debian's chromium) renders the plan page
+# (moec --emit=html) in the browser test; without it that test is skipped.
+for name in ["chromium", "chromium-browser", "google-chrome"]:
+    path = shutil.which(name)
+    if path:
+        config.available_features.add("chromium")
+        config.substitutions.append(("%chromium", path))
+        break
+
 # Optional Python packages: torch, transformers and onnxscript (the dynamo
 # exporter) for tests that export a model at test time (the scale models of
 # bench/scale; scripts/install-deps.sh does not install them).

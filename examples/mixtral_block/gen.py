@@ -8,6 +8,11 @@ per-expert loop (one_hot mask, torch.where, index_add_) that torch.onnx turns
 into NonZero / Gather / ScatterElements. Sizes are tiny so the file stays small.
 
     python3 examples/mixtral_block/gen.py        # rewrites the files here
+    python3 examples/mixtral_block/gen.py dynamic  # only dynamic.onnx
+
+dynamic.onnx is the same block (same weights) exported with a symbolic
+batch and sequence (`dynamic_axes`), for plans with a dynamic token count
+(`moec --input-shape hidden_states=1,?,64 --max-tokens 32`).
 """
 import collections
 import os
@@ -87,5 +92,33 @@ def main():
             sys.exit(f"onnxruntime disagrees with torch on {name}")
 
 
+def dynamic():
+    """dynamic.onnx: the block exported with symbolic batch and sequence,
+    checked against torch at several sequence lengths."""
+    torch.manual_seed(0)
+    model = MixtralBlock().eval()
+    path = os.path.join(HERE, "dynamic.onnx")
+    x = torch.randn(1, S, H)
+    torch.onnx.export(model, (x,), path, dynamo=False, opset_version=17,
+                      input_names=["hidden_states"],
+                      output_names=["output", "router_logits"],
+                      dynamic_axes={"hidden_states": {0: "batch", 1: "seq"},
+                                    "output": {0: "batch", 1: "seq"},
+                                    "router_logits": {0: "tokens"}})
+    import onnxruntime as ort
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    for s in (1, 5, 32):
+        x = torch.randn(1, s, H)
+        with torch.no_grad():
+            out, logits = model(x)
+        got = sess.run(None, {"hidden_states": x.numpy()})
+        for name, ref, g in [("output", out, got[0]), ("router_logits", logits, got[1])]:
+            err = float(np.abs(ref.numpy() - g).max())
+            print(f"seq {s}: onnxruntime vs torch {name}: max abs err {err:.3e}")
+            if err > 1e-4 * float(np.abs(ref.numpy()).max()):
+                sys.exit(f"onnxruntime disagrees with torch on {name}")
+    print("size", os.path.getsize(path), "bytes")
+
+
 if __name__ == "__main__":
-    main()
+    dynamic() if sys.argv[1:] == ["dynamic"] else main()

@@ -427,6 +427,17 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
         {"seed", llvm::json::Object{{"ep_bytes_per_moe_layer", 2 * bsh},
                                     {"tp_bytes", 2 * bsh * L},
                                     {"dp_bytes_per_step", 2 * r.paramBytes}}}};
+    if (r.maxTokens > 0) {
+      // Dropless dispatch and combine bytes are linear in the count.
+      llvm::json::Array perToken;
+      for (const LayerComm &l : r.layers)
+        perToken.push_back(l.tokensGlobal ? double(l.a2aBytesTotal) /
+                                                double(l.tokensGlobal)
+                                          : 0.0);
+      o["symbol"] =
+          llvm::json::Object{{"name", "tokens"}, {"max", r.maxTokens}};
+      o["all_to_all_bytes_per_token"] = std::move(perToken);
+    }
     os << llvm::formatv("{0:2}", llvm::json::Value(std::move(o))) << "\n";
     return;
   }
@@ -445,6 +456,11 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
        << "Folding: " << r.folding
        << " (attention and the dense layers on one folding of the ranks, "
           "the MoE layers on the other)\n";
+  if (r.maxTokens > 0)
+    os << "Token count: dynamic, the plan runs at 0.." << r.maxTokens
+       << " tokens; the figures below are at the maximum (dispatch, combine "
+          "and all-reduce bytes scale with the count, memory is planned for "
+          "the maximum)\n";
   if (r.tokenSplitMode == "hybrid" && !r.folding.empty())
     os << "Token split: whole sequences over the attention's dp; the ranks "
           "of an attention tp group hold the same tokens, and each MoE "
@@ -488,6 +504,11 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
        << formatBytes(double(l.a2aBytesTotal)) << " (" << l.a2aBytesTotal
        << " B), between ranks " << formatBytes(l.a2aBytesLeaving) << " ("
        << int64_t(std::llround(l.a2aBytesLeaving)) << " B)\n";
+    if (r.maxTokens > 0 && l.tokensGlobal > 0 && l.capacity < 0)
+      os << "  with T tokens (dynamic count, T <= " << r.maxTokens
+         << "): dispatch + combine 2 x T x " << l.topK << " x " << l.hidden
+         << " x " << l.elementBytes
+         << " B = " << l.a2aBytesTotal / l.tokensGlobal << " B x T\n";
     int64_t seed = 2 * l.tokensGlobal * l.hidden * l.elementBytes;
     os << "  seed formula 2*B*S*H = 2 x " << l.tokensGlobal << " x " << l.hidden
        << " x " << l.elementBytes << " B = " << formatBytes(seed) << " ("

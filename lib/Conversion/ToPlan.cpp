@@ -495,6 +495,11 @@ LogicalResult PlanBuilder::run(StringRef source, const PlanOptions &options) {
     plan.outputs.push_back(m);
   }
   planMemory(func);
+  if (options.valueRoots) {
+    options.valueRoots->assign(plan.values.size(), -1);
+    for (auto &[id, r] : root)
+      (*options.valueRoots)[size_t(id)] = r;
+  }
   // Generated kernels: code shared by every rank.
   std::string err;
   std::vector<KernelInfo> infos;
@@ -545,7 +550,7 @@ LogicalResult PlanBuilder::run(StringRef source, const PlanOptions &options) {
     }
   }
   plan.kernels = std::move(infos);
-  if (!moert::verifyPlan(plan, err))
+  if (options.verify && !moert::verifyPlan(plan, err))
     return module.emitError("plan lowering produced an invalid plan: ") << err;
   return success();
 }

@@ -8,6 +8,7 @@
 #include "moec/Conversion/ToPlan.h"
 #include "moec/Pipelines/MeshChoice.h"
 #include "moec/Pipelines/Pipelines.h"
+#include "moec/Pipelines/TokenSymbol.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Pass/PassManager.h"
@@ -27,6 +28,7 @@ struct OptionField {
 #define MOEC_FIELD(member) [](CompileOptions &o) -> void * { return &o.member; }
 const OptionField kFields[] = {
     {"input-shape", OptionField::List, MOEC_FIELD(inputShapes)},
+    {"max-tokens", OptionField::Int, MOEC_FIELD(maxTokens)},
     {"mesh", OptionField::String, MOEC_FIELD(mesh)},
     {"attention-mesh", OptionField::String, MOEC_FIELD(attentionMesh)},
     {"token-split", OptionField::String, MOEC_FIELD(tokenSplit)},
@@ -152,11 +154,25 @@ std::string checkCompileOptions(const CompileOptions &o) {
   if (std::string e = expectOneOf(o.target, {"cpu", "cuda"}); !e.empty())
     return "--target " + e;
   std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
+  std::vector<SymbolicInputDim> symbolic;
   for (const std::string &s : o.inputShapes) {
     std::string err;
-    if (!parseInputShape(s, shapes, err))
+    if (!parseInputShape(s, shapes, err, &symbolic))
       return err;
   }
+  if (o.maxTokens < 0)
+    return "--max-tokens " + std::to_string(o.maxTokens) +
+           ": expected a positive count";
+  if (!symbolic.empty() && o.maxTokens == 0)
+    return "--input-shape " + symbolic[0].input + ": dim " +
+           std::to_string(symbolic[0].dim) +
+           " follows the token count (?): give --max-tokens N";
+  if (symbolic.empty() && o.maxTokens > 0)
+    return "--max-tokens needs an --input-shape dim that follows the token "
+           "count (e.g. --input-shape x=1,?,64)";
+  if (!symbolic.empty() && o.mesh == "auto")
+    return "--mesh auto with a dynamic token count (--max-tokens): give the "
+           "mesh";
   int64_t bytes = 0;
   if (!o.deviceMemory.empty() && !parseByteSize(o.deviceMemory, bytes))
     return "--device-memory '" + o.deviceMemory +
@@ -179,11 +195,23 @@ ImportOptions importOptionsOf(const CompileOptions &o) {
   opts.inlineConstantLimit = o.inlineConstantLimit;
   opts.keepPackedWeights = o.packedWeights == "keep";
   opts.int8Activations = o.int8Activations == "model";
+  std::vector<SymbolicInputDim> symbolic;
   for (const std::string &s : o.inputShapes) {
     std::string err;
-    (void)parseInputShape(s, opts.inputShapes, err);
+    (void)parseInputShape(s, opts.inputShapes, err, &symbolic);
   }
+  substituteTokens(opts.inputShapes, symbolic, o.maxTokens);
   return opts;
+}
+
+std::vector<SymbolicInputDim> symbolicDimsOf(const CompileOptions &o) {
+  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
+  std::vector<SymbolicInputDim> symbolic;
+  for (const std::string &s : o.inputShapes) {
+    std::string err;
+    (void)parseInputShape(s, shapes, err, &symbolic);
+  }
+  return symbolic;
 }
 
 void setPipelineOptions(MoecPipelineOptions &p, const CompileOptions &o,
@@ -230,6 +258,9 @@ LogicalResult Compilation::importBuffer(StringRef bytes, StringRef name) {
   std::string err;
   module_ =
       importOnnxBuffer(context_, bytes, name, importOptionsOf(options_), err);
+  fromBuffer_ = true;
+  if (options_.maxTokens > 0)
+    buffer_ = bytes.str();
   return module_ ? success() : fail(err);
 }
 
@@ -309,12 +340,31 @@ LogicalResult Compilation::resolveMesh(llvm::raw_ostream &log) {
 LogicalResult Compilation::shard() {
   MoecPipelineOptions p;
   setPipelineOptions(p, options_, options_.mesh);
-  return runPipeline([&](PassManager &pm) { buildShardPipeline(pm, p); },
-                     source_ + ": sharding for --mesh " + options_.mesh +
-                         (options_.attentionMesh.empty()
-                              ? std::string()
-                              : " --attention-mesh " + options_.attentionMesh) +
-                         " failed");
+  if (mlir::failed(runPipeline(
+          [&](PassManager &pm) { buildShardPipeline(pm, p); },
+          source_ + ": sharding for --mesh " + options_.mesh +
+              (options_.attentionMesh.empty()
+                   ? std::string()
+                   : " --attention-mesh " + options_.attentionMesh) +
+              " failed")))
+    return failure();
+  if (options_.maxTokens > 0) {
+    // Inc 1 of docs/design/dynamic-tokens.md: only the whole-model token
+    // split (the modes that slice rows inside the model pad them).
+    shard::GridOp grid = getMeshGrid(*module_);
+    if (grid && (isTokenSliced(grid) || isTokenHybrid(grid) ||
+                 !moeSliceAxes(grid).empty()))
+      return fail(source_ + ": dynamic token count (--max-tokens " +
+                  std::to_string(options_.maxTokens) + "): on --mesh " +
+                  options_.mesh +
+                  " the MoE layers slice the rows inside the model "
+                  "(sequence-parallel, hybrid or folded), which pads them to "
+                  "a fixed count; plans with a dynamic token count need the "
+                  "whole model split over tokens (--token-split model, and a "
+                  "--max-tokens that the ranks the tokens are split over "
+                  "divide)");
+  }
+  return success();
 }
 
 LogicalResult Compilation::lower() {
@@ -325,7 +375,11 @@ LogicalResult Compilation::lower() {
                          " failed");
 }
 
-ShardReport Compilation::report() { return computeShardReport(*module_); }
+ShardReport Compilation::report() {
+  ShardReport r = computeShardReport(*module_);
+  r.maxTokens = options_.maxTokens;
+  return r;
+}
 
 LogicalResult Compilation::checkDeviceMemory(const ShardReport &rep) {
   if (memoryLimit_ <= 0)
@@ -349,9 +403,28 @@ LogicalResult Compilation::buildPlan(moert::Plan &plan, moert::PlanData &data) {
   PlanOptions popts;
   if (options_.target == "cuda")
     popts.cudaChip = options_.cudaChip;
+  std::vector<int32_t> roots;
+  popts.valueRoots = &roots;
   if (mlir::failed(moec::buildPlan(*module_, source_, popts, plan, data)))
     return fail(source_ + ": cannot lower to a plan for --mesh " +
                 options_.mesh);
+  if (options_.maxTokens <= 0)
+    return success();
+  // The same model at two other counts, imported as this one was.
+  TokenSymbolImport importAt = [&](MLIRContext &ctx, const ImportOptions &io,
+                                   std::string &err) {
+    return fromBuffer_ ? importOnnxBuffer(ctx, buffer_, source_, io, err)
+                       : importOnnxFile(ctx, source_, io, err);
+  };
+  MoecPipelineOptions p;
+  setPipelineOptions(p, options_, options_.mesh);
+  std::string err;
+  if (!addTokenSymbol(context_.getDialectRegistry(), importAt,
+                      importOptionsOf(options_), symbolicDimsOf(options_),
+                      options_.maxTokens, p, plan, data, roots, err))
+    return fail(source_ + ": dynamic token count (--max-tokens " +
+                std::to_string(options_.maxTokens) + ", --mesh " +
+                options_.mesh + "): " + err);
   return success();
 }
 

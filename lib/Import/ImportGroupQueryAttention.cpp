@@ -187,6 +187,12 @@ LogicalResult importGroupQueryAttention(GraphImporter &gi) {
                    Twine(past) +
                    " (a shared past/present buffer is not supported)");
   int64_t window = gi.intAttr("local_window_size", -1);
+  // onnxruntime refuses a sliding-window cache smaller than the window
+  // ("KV cache capacity (0) must be at least local_window_size (4)").
+  if (windowCache && window > 0 && cap < window)
+    return gi.fail("sliding_window_cache: past_key holds " + Twine(cap) +
+                   " positions, fewer than local_window_size " + Twine(window) +
+                   " (the cache's capacity; onnxruntime refuses it too)");
   double softcap = gi.floatAttr("softcap", 0.0);
   double scale = gi.floatAttr("scale", 0.0);
   if (scale == 0.0)

@@ -48,10 +48,28 @@ void moec::registerImportDialects(DialectRegistry &registry) {
                   math::MathDialect, tensor::TensorDialect, moe::MoEDialect>();
 }
 
+/// Parses a symbolic dim `?`, `?+B`, `A*?` or `A*?+B`; false when `p` is
+/// not of that form.
+static bool parseSymbolicDim(StringRef p, int64_t &a, int64_t &b) {
+  a = 1;
+  b = 0;
+  if (!p.contains('?'))
+    return false;
+  auto [lhs, rhs] = p.split('+');
+  lhs = lhs.trim();
+  if (p.contains('+') && (rhs.trim().getAsInteger(10, b) || b < 0))
+    return false;
+  if (lhs == "?")
+    return true;
+  if (!lhs.consume_back("?") || !lhs.consume_back("*"))
+    return false;
+  return !lhs.trim().getAsInteger(10, a) && a >= 1;
+}
+
 bool moec::parseInputShape(
     StringRef text,
     std::vector<std::pair<std::string, std::vector<int64_t>>> &out,
-    std::string &error) {
+    std::string &error, std::vector<SymbolicInputDim> *symbolic) {
   SmallVector<StringRef> items;
   text.split(items, ';', -1, /*KeepEmpty=*/false);
   for (StringRef item : items) {
@@ -66,10 +84,18 @@ bool moec::parseInputShape(
     SmallVector<StringRef> parts;
     dims.split(parts, ',');
     for (StringRef p : parts) {
-      int64_t d;
+      int64_t d, a, b;
+      if (symbolic && parseSymbolicDim(p.trim(), a, b)) {
+        symbolic->push_back({name.str(), int(shape.size()), a, b});
+        shape.push_back(-1);
+        continue;
+      }
       if (p.trim().getAsInteger(10, d) || d < 0) {
         error = "--input-shape '" + item.str() + "': '" + p.str() +
-                "' is not a non-negative integer";
+                "' is not " +
+                (symbolic ? "a non-negative integer or a token-count dim (?, "
+                            "?+B, A*?, A*?+B)"
+                          : "a non-negative integer");
         return false;
       }
       shape.push_back(d);
@@ -77,6 +103,15 @@ bool moec::parseInputShape(
     out.emplace_back(name.str(), std::move(shape));
   }
   return true;
+}
+
+void moec::substituteTokens(
+    std::vector<std::pair<std::string, std::vector<int64_t>>> &shapes,
+    const std::vector<SymbolicInputDim> &symbolic, int64_t tokens) {
+  for (const SymbolicInputDim &s : symbolic)
+    for (auto &[name, shape] : shapes)
+      if (name == s.input && size_t(s.dim) < shape.size())
+        shape[size_t(s.dim)] = s.a * tokens + s.b;
 }
 
 namespace {

@@ -80,7 +80,7 @@ def _flag_value(flag: str, value: Any) -> str:
 def compile(  # noqa: A001 (the issue's name for it)
     model: Model,
     mesh: str = "ep=4",
-    input_shapes: Optional[Mapping[str, Tuple[int, ...]]] = None,
+    input_shapes: Optional[Mapping[str, Tuple[Union[int, str], ...]]] = None,
     precision: Optional[str] = None,
     target: Optional[str] = None,
     **options: Any,
@@ -101,7 +101,9 @@ def compile(  # noqa: A001 (the issue's name for it)
             ``gpus=N`` (moec's search).
         input_shapes: fixed shapes of graph inputs with symbolic dims,
             e.g. ``{"hidden_states": (4, 128, 1024)}`` (moec
-            ``--input-shape``).
+            ``--input-shape``). A dim ``"?"`` follows the token count:
+            with ``max_tokens=N`` the plan runs at every count up to N
+            (``{"hidden_states": (1, "?", 1024)}, max_tokens=256``).
         precision: ``"fp32"`` (default), ``"bf16"`` or ``"fp16"`` GEMM
             weights (docs/precision.md).
         target: ``"cpu"`` (default) or ``"cuda"`` (PTX for ``cuda_chip``
@@ -126,7 +128,10 @@ def compile(  # noqa: A001 (the issue's name for it)
     """
     flags: List[Tuple[str, str]] = [("mesh", mesh)]
     for name, shape in (input_shapes or {}).items():
-        dims = ",".join(str(int(d)) for d in shape)
+        # "?" (or "?+B", "A*?"): a dim that follows the token count, with
+        # max_tokens=N (docs/sharding.md, "Dynamic token counts").
+        dims = ",".join(d if isinstance(d, str) else str(int(d))
+                        for d in shape)
         flags.append(("input-shape", f"{name}={dims}"))
     if precision is not None:
         flags.append(("precision", precision))

@@ -204,6 +204,8 @@ bool writeSegments(std::ofstream &f, const std::string &path, const Plan &plan,
         }
       }
     done += held.size();
+    if (options.progress)
+      options.progress(done, total);
     hash = nullptr;
     sums.push_back(h.digest());
   }
@@ -383,9 +385,10 @@ LoadedPlan::~LoadedPlan() {
     close(fd_);
 }
 
-std::unique_ptr<LoadedPlan> LoadedPlan::open(const std::string &path, int rank,
-                                             std::string &error,
-                                             bool verifyWeights) {
+std::unique_ptr<LoadedPlan>
+LoadedPlan::open(const std::string &path, int rank, std::string &error,
+                 bool verifyWeights,
+                 const std::function<void(uint64_t, uint64_t)> &progress) {
   auto fail = [&](const std::string &m) -> std::unique_ptr<LoadedPlan> {
     error = path + ": " + m;
     return nullptr;
@@ -507,12 +510,18 @@ std::unique_ptr<LoadedPlan> LoadedPlan::open(const std::string &path, int rank,
   if (rank >= lp->plan_.worldSize())
     return fail("rank " + std::to_string(rank) + " is outside the plan's " +
                 std::to_string(lp->plan_.worldSize()) + " ranks");
-  for (size_t i = 0; i < lp->plan_.segments.size(); ++i) {
-    const Segment &s = lp->plan_.segments[i];
+  auto isMine = [&](const Segment &s) {
     bool mine = s.ranks.empty();
     for (int32_t r : s.ranks)
       mine |= r == rank;
-    if (!mine || s.size == 0)
+    return mine && s.size != 0;
+  };
+  uint64_t toCheck = 0, checked = 0;
+  for (const Segment &s : lp->plan_.segments)
+    toCheck += isMine(s) ? s.size : 0;
+  for (size_t i = 0; i < lp->plan_.segments.size(); ++i) {
+    const Segment &s = lp->plan_.segments[i];
+    if (!isMine(s))
       continue;
     uint64_t off = h.dataOffset + s.offset; // page aligned
     uint64_t trailer = planTrailer;
@@ -542,7 +551,17 @@ std::unique_ptr<LoadedPlan> LoadedPlan::open(const std::string &path, int rank,
         ssize_t(sizeof(want)))
       return fail("cannot read the checksum of segment '" + s.name +
                   "': " + std::strerror(errno));
-    if (weightChecksum(p, s.size) != want)
+    // In pieces, for the progress of large segments.
+    WeightHasher hasher;
+    constexpr uint64_t kPiece = uint64_t(256) << 20;
+    for (uint64_t o = 0; o < s.size; o += kPiece) {
+      uint64_t n = std::min(kPiece, s.size - o);
+      hasher.update(static_cast<const char *>(p) + o, size_t(n));
+      checked += n;
+      if (progress)
+        progress(checked, toCheck);
+    }
+    if (hasher.digest() != want)
       return fail("weight segment " + std::to_string(i) + " '" + s.name +
                   "' (rank " + std::to_string(rank) + " / file " +
                   (s.file.empty() ? baseName(path) : s.file) +

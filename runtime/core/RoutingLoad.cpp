@@ -30,6 +30,8 @@ std::string RoutingLoad::toJson() const {
     if (l.loc)
       o["loc"] = *l.loc;
     o["tokens_per_expert"] = std::move(counts);
+    if (!l.rowsSent.empty())
+      o["rows_sent"] = l.rowsSent;
     layersJson.push_back(std::move(o));
   }
   json j = {{"layers", std::move(layersJson)}};
@@ -85,6 +87,25 @@ bool RoutingLoad::parse(const std::string &text, const std::string &name,
         return false;
       }
       l.loc = s->get<std::string>();
+    }
+    if (auto m = lj.find("rows_sent"); m != lj.end()) {
+      bool ok = m->is_array() && !m->empty();
+      for (size_t r = 0; ok && r < m->size(); ++r) {
+        const json &row = (*m)[r];
+        ok = row.is_array() && row.size() == m->size();
+        std::vector<int64_t> counts;
+        for (size_t c = 0; ok && c < row.size(); ++c) {
+          ok = row[c].is_number_integer() && row[c].get<int64_t>() >= 0;
+          if (ok)
+            counts.push_back(row[c].get<int64_t>());
+        }
+        l.rowsSent.push_back(std::move(counts));
+      }
+      if (!ok) {
+        error = layer + ": \"rows_sent\" is not a square matrix of "
+                        "integers >= 0";
+        return false;
+      }
     }
     load.layers.push_back(std::move(l));
   }

@@ -99,6 +99,24 @@ TEST(RoutingLoad, CountsOnlyAndFractions) {
   EXPECT_TRUE(load.layers.empty());
 }
 
+TEST(RoutingLoad, TokenFlowRoundTrip) {
+  // moe-run writes the dispatch's rank-to-rank rows; older files lack them.
+  RoutingLoad load;
+  load.layers.push_back({2, "/moe/dispatch", {3, 1}, {{3, 1}, {0, 4}}});
+  load.layers.push_back({5, std::nullopt, {1, 1}});
+  std::string error;
+  RoutingLoad back;
+  ASSERT_TRUE(RoutingLoad::parse(load.toJson(), "f.json", back, error))
+      << error;
+  EXPECT_EQ(back.layers[0].rowsSent,
+            (std::vector<std::vector<int64_t>>{{3, 1}, {0, 4}}));
+  EXPECT_TRUE(back.layers[1].rowsSent.empty());
+  // Only the layer that has a flow writes one.
+  std::string text = load.toJson();
+  EXPECT_NE(text.find("\"rows_sent\""), std::string::npos) << text;
+  EXPECT_EQ(text.find("\"rows_sent\""), text.rfind("\"rows_sent\"")) << text;
+}
+
 TEST(RoutingLoad, MalformedFilesNameFileAndProblem) {
   EXPECT_CONTAINS(parseError("{\"layers\": ["),
                   "expert load file 'f.json' is not valid JSON: ");
@@ -125,6 +143,12 @@ TEST(RoutingLoad, MalformedFilesNameFileAndProblem) {
   EXPECT_CONTAINS(
       parseError(R"({"layers": [{"loc": 3, "tokens_per_expert": [1]}]})"),
       "layer 0: \"loc\" is not a string");
+  for (const char *flow : {"[[1, 2]]", "[[1], [2]]", "[[1, -1], [0, 0]]",
+                           "[[1, 0.5], [0, 0]]", "[]", "3"})
+    EXPECT_CONTAINS(parseError(std::string(R"({"layers": [{"rows_sent": )") +
+                               flow + R"(, "tokens_per_expert": [1]}]})"),
+                    "layer 0: \"rows_sent\" is not a square matrix of "
+                    "integers >= 0");
 }
 
 TEST(RoutingLoad, UnreadableAndUnwritableFiles) {

@@ -8,6 +8,7 @@ moe-run on CPU ranks, and compare with onnxruntime on the original file.
         [--capacity-factor C] [--launch mpi|threads] [--input NAME=FILE.npy]
         [--moec BIN] [--moe-run BIN] [--seed S] [--tol 1e-4] [--work DIR]
         [--precision fp32|bf16|fp16 [--min-err 1e-5] [--fp32-output NAME]]
+        [--input-shape NAME=D0,?,D2 --max-tokens N --tokens 1,5,N]
 
 Inputs are the given .npy files or seeded standard-normal data. For every
 mesh: `moec MODEL --mesh M ... -o plan.moeplan`, `moe-run -n WORLD plan
@@ -30,11 +31,19 @@ weights and rows in 16 bits: pass a --tol for that type (rounding error) and
 output; exits non-zero on any mismatch. A --mesh value may carry more moec
 flags after the mesh, separated by spaces (a folding: "ep=4 --attention-mesh
 dp=2,tp=2").
+
+With --input-shape dims that follow the token count (?, ?+B, A*?, A*?+B) and
+--max-tokens N, each mesh's plan is compiled once and run at every count of
+--tokens, each against onnxruntime at that count's shapes; the dispatch and
+combine bytes the report predicts at the maximum scale with the count
+(dropless: 2 x tokens x k x H x element size), and the all-reduce and
+all-gather bytes too when the ranks' blocks are equal.
 """
 import argparse
 import hashlib
 import atexit
 import json
+import math
 import re
 import os
 import shutil
@@ -86,55 +95,86 @@ def main():
     ap.add_argument("--min-err", dest="min_err", type=float, default=0.0)
     ap.add_argument("--fp32-output", dest="fp32_outputs", action="append",
                     default=[])
+    ap.add_argument("--input-shape", dest="input_shapes", action="append",
+                    default=[])
+    ap.add_argument("--max-tokens", dest="max_tokens", type=int, default=0)
+    ap.add_argument("--tokens", default="")
     a = ap.parse_args()
 
     model = onnx.load(a.model)
     inits = {i.name for i in model.graph.initializer}
     given = dict(kv.split("=", 1) for kv in a.input)
-    rng = np.random.default_rng(a.seed)
-    feeds = {}
-    for i in model.graph.input:
-        if i.name in inits:
-            continue
-        if i.name in given:
-            feeds[i.name] = np.load(given[i.name])
-            continue
-        t = i.type.tensor_type
-        shape = [d.dim_value for d in t.shape.dim]
-        feeds[i.name] = rng.standard_normal(shape).astype(NP_TYPES[t.elem_type])
+    shapes = dict(kv.split("=", 1) for kv in a.input_shapes)
+    counts = [int(t) for t in a.tokens.split(",") if t] or [a.max_tokens]
     sess = ort.InferenceSession(a.model, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
-    refs = dict(zip(names, sess.run(None, feeds)))
-
     work = a.work or tempfile.mkdtemp(prefix="moe-e2e-")
     if not a.work:  # a directory of our own: removed on exit
         atexit.register(shutil.rmtree, work, True)
     os.makedirs(work, exist_ok=True)
-    inputs = []
-    for name, arr in feeds.items():
-        p = os.path.join(work, f"in_{name}.npy")
-        np.save(p, arr)
-        inputs += ["--input", f"{name}={p}"]
 
+    def dim(text, tokens):
+        """A --input-shape dim at `tokens`: D, ?, ?+B, A*? or A*?+B."""
+        if "?" not in text:
+            return int(text)
+        lhs, _, b = text.partition("+")
+        coef = lhs.strip()[:-1].rstrip("*")
+        return (int(coef) if coef else 1) * tokens + (int(b) if b else 0)
+
+    def feeds_at(tokens):
+        """Inputs (given or seeded), onnxruntime's outputs on them and the
+        moe-run --input flags at a token count."""
+        rng = np.random.default_rng(a.seed + tokens)
+        feeds = {}
+        for i in model.graph.input:
+            if i.name in inits:
+                continue
+            if i.name in given:
+                feeds[i.name] = np.load(given[i.name])
+                continue
+            t = i.type.tensor_type
+            shape = ([dim(d, tokens) for d in shapes[i.name].split(",")]
+                     if i.name in shapes else [d.dim_value for d in t.shape.dim])
+            feeds[i.name] = rng.standard_normal(shape).astype(
+                NP_TYPES[t.elem_type])
+        refs = dict(zip(names, sess.run(None, feeds)))
+        inputs = []
+        for name, arr in feeds.items():
+            p = os.path.join(work, f"in_{name}_{tokens}.npy")
+            np.save(p, arr)
+            inputs += ["--input", f"{name}={p}"]
+        return refs, inputs
+
+    at = {t: feeds_at(t) for t in counts}
+    shape_flags = [f for kv in a.input_shapes for f in ("--input-shape", kv)]
+    if a.max_tokens:
+        shape_flags += ["--max-tokens", str(a.max_tokens)]
     ok = True
-    for mesh_arg in a.mesh:
+    for mesh_arg, tokens in [(m, t) for m in a.mesh for t in counts]:
+        refs, inputs = at[tokens]
+        # The report's figures are at the maximum: dropless bytes scale with
+        # the count.
+        per_token = tokens / a.max_tokens if a.max_tokens else 1.0
         mesh, *extra = mesh_arg.split()
-        tag = f"{os.path.basename(a.model)} --mesh {mesh_arg}"
+        tag = f"{os.path.basename(a.model)} --mesh {mesh_arg}" + (
+            f" at {tokens} tokens" if a.max_tokens else "")
         stem = "".join(c if c.isalnum() else "_" for c in mesh_arg)
         if len(stem) > 40:  # long extra flags: a short name per mesh
             stem = stem[:24] + "_" + hashlib.sha1(stem.encode()).hexdigest()[:12]
         plan = os.path.join(work, f"plan_{stem}.moeplan")
         flags = ["--mesh", mesh] + extra + ["--placement", a.placement,
-                 "--precision", a.precision]
+                 "--precision", a.precision] + shape_flags
         if a.placement_load:
             flags += ["--placement-load", a.placement_load]
         if a.redundant_experts:
             flags += ["--redundant-experts", str(a.redundant_experts)]
         if a.capacity_factor:
             flags += ["--capacity-factor", str(a.capacity_factor)]
-        # One compilation: the plan to -o, the report (JSON) to stdout.
-        rep = run([a.moec, a.model] + flags + ["--report=json", "-o", plan],
-                  f"{tag}: moec")
+        # One compilation per mesh (a dynamic plan serves every count): the
+        # plan to -o, the report (JSON) to stdout.
+        if tokens == counts[0]:
+            rep = run([a.moec, a.model] + flags + ["--report=json", "-o", plan],
+                      f"{tag}: moec")
         if not rep:
             ok = False
             continue
@@ -162,8 +202,9 @@ def main():
                 print(f"FAIL {tag}: {name} shape {y.shape}, expected {ref.shape}")
                 ok = False
                 continue
-            err = float(np.abs(ref - y).max())
-            scale = float(np.abs(ref).max())
+            # An empty output (0 rows) matches when its shape does.
+            err = float(np.abs(ref - y).max()) if ref.size else 0.0
+            scale = float(np.abs(ref).max()) if ref.size else 0.0
             if name in a.fp32_outputs:
                 good = err <= 1e-4 * max(scale, 1e-30)
             else:
@@ -255,15 +296,23 @@ def main():
                     if owner[e] != ep:
                         expect_leaving += 2 * n * row_bytes
             if not a.capacity_factor:
-                good = total == layer["all_to_all_bytes_total"]
+                want_total = round(layer["all_to_all_bytes_total"] * per_token)
+                good = total == want_total
                 print(f"{'ok  ' if good else 'FAIL'} {tag} layer {li}: "
                       f"dispatch+combine moved {total} B, report predicts "
-                      f"{layer['all_to_all_bytes_total']} B")
+                      f"{want_total} B")
                 ok &= good
             if a.capacity_factor and not replicated:
                 # Each source rank keeps at most `capacity` assignments per
                 # expert: the drops follow from the recorded routing.
                 cap = layer["capacity"]
+                if a.max_tokens:
+                    # A dynamic plan's capacity at this call: ceil(C tb k
+                    # / E) with tb the block bound, at most the maximum's.
+                    lay_blocks = layer["tokens"] // max(layer["tokens_per_rank"], 1)
+                    tb = -(-tokens // lay_blocks)
+                    cap = min(math.ceil(a.capacity_factor * tb * layer["top_k"]
+                                        / layer["experts"]), cap)
                 got_drop = sum(rr["layers"][li]["dropped"]
                                for rr in run_report["reports"])
                 want_drop = sum(max(0, n - cap)
@@ -295,6 +344,12 @@ def main():
         # Sequence parallelism: the reduce-scatters that replace all-reduces
         # (bytes_in: the whole partial sums, as for an all-reduce).
         want_rs = dense.get("reduce_scatter_bytes_per_rank", 0)
+        lay0 = (predicted["layers"] or [{}])[0]
+        blocks = lay0.get("tokens", 1) // max(lay0.get("tokens_per_rank", 1), 1)
+        if a.max_tokens and tokens % blocks:
+            continue  # uneven blocks: per-rank bytes differ between ranks
+        want, want_ar, want_rs = (round(x * per_token)
+                                  for x in (want, want_ar, want_rs))
         for rr in run_report["reports"]:
             for op, exp, what in (("all_gather", want, "all-gathers"),
                                   ("all_reduce", want_ar, "all-reduces"),

@@ -3,6 +3,7 @@
 // moe-run -n N model.moeplan --input NAME=FILE.npy ... [-o out.npy|out.npz]
 //         [--json] [--record-routing FILE] [--threads] [--describe]
 //         [--device cpu|cuda] [--timeout SECONDS] [--no-verify-weights]
+//         [--quiet]
 //
 // Ranks: -n 1 runs in this process; --threads runs N ranks as threads
 // (ThreadComm); otherwise, started alone with N > 1, moe-run re-launches
@@ -15,7 +16,9 @@
 // through CLI11 (moe-run --help). A rank that makes no progress for
 // --timeout seconds (a stopped or hung rank) ends every rank the same way
 // (Watchdog.h). Each rank checks the weight segments it maps against their
-// checksums (--no-verify-weights skips it).
+// checksums (--no-verify-weights skips it). Checking and paging in the
+// weights show a progress meter on rank 0 when they take over a second and
+// stderr is a terminal (moert/Progress.h; --quiet: never).
 //
 //===----------------------------------------------------------------------===//
 
@@ -25,6 +28,7 @@
 #include "moert/Executor.h"
 #include "moert/Npy.h"
 #include "moert/Plan.h"
+#include "moert/Progress.h"
 #include "moert/RoutingLoad.h"
 #ifdef MOERT_HAVE_MPI
 #include "moert/MpiComm.h"
@@ -67,6 +71,7 @@ struct Options {
   int iters = 1;              ///< --iters: runs; the last one is reported
   double timeout = 600;       ///< --timeout: seconds without progress
   bool verifyWeights = true;  ///< off with --no-verify-weights
+  bool quiet = false;         ///< --quiet: no progress meter
 };
 
 /// An error to report once (on rank 0, or by the failing rank) and exit 1.
@@ -165,6 +170,9 @@ int parseArgs(int argc, char **argv, Options &o) {
                "do not check the weight segments each rank maps against "
                "their checksums (saves reading them once at load, 3-8 GB/s "
                "per rank; for trusted large plans)");
+  app.add_flag("--quiet", o.quiet,
+               "no progress meter (rank 0 shows one on a terminal while "
+               "checking and loading weights takes over a second)");
   app.add_flag("--threads", o.threads,
                "run the ranks as threads of this process");
   app.add_option_function<std::string>(
@@ -230,7 +238,15 @@ std::unique_ptr<LoadedPlan>
 openAndCheck(const Options &o, int rank,
              std::map<std::string, NpyArray> &inputs) {
   std::string error;
-  auto lp = LoadedPlan::open(o.plan, rank, error, o.verifyWeights);
+  ProgressMeter meter("moe-run: checking weights", 0,
+                      rank == 0 ? ProgressMeter::modeFor(o.quiet, false)
+                                : ProgressMeter::Mode::Off);
+  auto lp = LoadedPlan::open(o.plan, rank, error, o.verifyWeights,
+                             [&](uint64_t done, uint64_t total) {
+                               meter.setTotal(total);
+                               meter.update(done);
+                             });
+  meter.finish();
   if (!lp)
     throw Fatal{error};
   int64_t world = lp->plan().worldSize();
@@ -269,13 +285,17 @@ openAndCheck(const Options &o, int rank,
   return lp;
 }
 
-/// Reads every mapped weight page once, showing progress on rank 0 for more
-/// than 256 MiB (so the run's step times do not include page faults).
-void prefault(const LoadedPlan &lp, int rank) {
-  uint64_t total = lp.mappedBytes();
-  bool show = rank == 0 && total > (256ull << 20) && isatty(2);
-  bool showPlain = rank == 0 && total > (256ull << 20) && !show;
-  uint64_t done = 0, nextReport = 0;
+/// Reads every mapped weight page once, with a progress meter on rank 0
+/// (so the run's step times do not include page faults).
+void prefault(const LoadedPlan &lp, int rank, bool quiet) {
+  uint64_t total = 0;
+  for (const Value &v : lp.plan().values)
+    if (v.kind == ValueKind::constant && lp.constantData(v))
+      total += v.byteSize();
+  ProgressMeter meter("moe-run: loading weights", total,
+                      rank == 0 ? ProgressMeter::modeFor(quiet, false)
+                                : ProgressMeter::Mode::Off);
+  uint64_t done = 0;
   volatile unsigned char sink = 0;
   for (const Value &v : lp.plan().values) {
     if (v.kind != ValueKind::constant)
@@ -285,20 +305,15 @@ void prefault(const LoadedPlan &lp, int rank) {
     if (!p)
       continue;
     uint64_t n = v.byteSize();
-    for (uint64_t off = 0; off < n; off += 4096)
+    for (uint64_t off = 0; off < n; off += 4096) {
       sink = sink + p[off];
-    done += n;
-    if ((show || showPlain) && done >= nextReport) {
-      int pct = int(100.0 * double(done) / double(total));
-      std::fprintf(stderr,
-                   show ? "\rloading weights: %3d%% (%llu MiB)"
-                        : "loading weights: %3d%% (%llu MiB)\n",
-                   std::min(pct, 100), (unsigned long long)(done >> 20));
-      nextReport = done + total / 20;
+      if (off % (uint64_t(64) << 20) == 0)
+        meter.update(done + off);
     }
+    done += n;
+    meter.update(done);
   }
-  if (show)
-    std::fprintf(stderr, "\n");
+  meter.finish();
   (void)sink;
 }
 
@@ -389,7 +404,8 @@ void printReports(const Options &o, const Plan &plan,
 }
 
 /// The expert load file (moert/RoutingLoad.h), summed over ranks: what
-/// `moec --placement=balanced` reads.
+/// `moec --placement=balanced` reads; with the rank-to-rank token flow
+/// `moec --emit=html --routing` draws.
 void writeRouting(const Options &o, const std::vector<RunReport> &reports) {
   if (o.routing.empty())
     return;
@@ -403,8 +419,17 @@ void writeRouting(const Options &o, const std::vector<RunReport> &reports) {
                            e < r.layers[i].tokensPerExpert.size();
              ++e)
           sum[e] += r.layers[i].tokensPerExpert[e];
-      load.layers.push_back(
-          {l0.step, l0.loc, std::vector<double>(sum.begin(), sum.end())});
+      // The token flow: rows each rank dispatched to each peer.
+      std::vector<std::vector<int64_t>> flow(
+          reports.size(), std::vector<int64_t>(reports.size(), 0));
+      for (const RunReport &r : reports)
+        if (i < r.layers.size() && size_t(r.rank) < flow.size())
+          for (const PeerTraffic &p : r.layers[i].peers)
+            if (size_t(p.peer) < flow.size())
+              flow[r.rank][p.peer] += p.rowsSent;
+      load.layers.push_back({l0.step, l0.loc,
+                             std::vector<double>(sum.begin(), sum.end()),
+                             std::move(flow)});
     }
   std::string error;
   if (!writeRoutingLoad(o.routing, load, error))
@@ -464,7 +489,7 @@ void runRank(const Options &o, Comm &world, bool agree, Watchdog &wd) {
         throw Fatal{p == world.rank() ? message : ""};
   }
   wd.phase(rank, "mapping the weights");
-  prefault(*lp, world.rank());
+  prefault(*lp, world.rank(), o.quiet);
   wd.phase(rank, "creating the communicators of the mesh's groups");
   Executor ex(*lp, world, createBackend(o));
   const Plan &plan = lp->plan();

@@ -1,7 +1,7 @@
 //===- moec.cpp - the moec compiler driver --------------------------------===//
 //
 // moec MODEL.onnx [--input-shape NAME=D0,D1,...] [--mesh dp=D,ep=E,tp=T]
-//      [--emit=mlir|sharded-mlir] [--report[=json]] [-o FILE]
+//      [--emit=mlir|sharded-mlir|plan|ptx|html] [--report[=json]] [-o FILE]
 //
 // Imports an ONNX MoE model, raises its MoE layers, and (with --mesh) shards
 // it into a per-rank expert-parallel program. The passes are the stages of
@@ -10,6 +10,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "moec/Analysis/PlanHtml.h"
 #include "moec/Analysis/ShardReport.h"
 #include "moec/Analysis/Weights.h"
 #include "moec/Conversion/KernelCodegen.h"
@@ -19,6 +20,8 @@
 #include "moec/InitAll.h"
 #include "moec/Pipelines/InternalErrors.h"
 #include "moec/Pipelines/Pipelines.h"
+#include "moert/Progress.h"
+#include "moert/RoutingLoad.h"
 
 #include "mlir/IR/AsmState.h"
 #include "mlir/IR/BuiltinOps.h"
@@ -36,7 +39,7 @@ using namespace mlir;
 namespace cl = llvm::cl;
 
 namespace {
-enum class EmitKind { MLIR, ShardedMLIR, Plan, PTX };
+enum class EmitKind { MLIR, ShardedMLIR, Plan, PTX, Html };
 
 cl::OptionCategory moecCat("moec options");
 /// The defaults of the compile options (moec/Driver/Compile.h), the one
@@ -52,8 +55,16 @@ cl::opt<std::string> outputFile("o", cl::desc("Output file ('-' = stdout)"),
 cl::list<std::string> inputShapes(
     "input-shape",
     cl::desc("Fix the shape of a graph input: NAME=D0,D1,... (repeatable; "
-             "replaces symbolic dims, must agree with static ones)"),
+             "replaces symbolic dims, must agree with static ones). A dim "
+             "may follow the dynamic token count: ?, ?+B, A*? or A*?+B "
+             "(with --max-tokens)"),
     cl::value_desc("name=d0,d1,..."), cl::cat(moecCat));
+cl::opt<int64_t> maxTokens(
+    "max-tokens",
+    cl::desc("The largest token count a plan whose --input-shape has ? dims "
+             "runs at: the plan serves every count from 0 to N (a multiple "
+             "of the ranks the tokens are split over)"),
+    cl::value_desc("N"), cl::init(kDefaults.maxTokens), cl::cat(moecCat));
 cl::opt<EmitKind> emit(
     "emit", cl::desc("What to write"), cl::init(EmitKind::MLIR),
     cl::values(clEnumValN(EmitKind::MLIR, "mlir",
@@ -68,7 +79,13 @@ cl::opt<EmitKind> emit(
                           "in .moeplan; --mesh defaults to ep=1)"),
                clEnumValN(EmitKind::PTX, "ptx",
                           "the generated kernels as PTX for --cuda-chip, "
-                          "one FILE.N.ptx per GPU module (-o FILE)")),
+                          "one FILE.N.ptx per GPU module (-o FILE)"),
+               clEnumValN(EmitKind::Html, "html",
+                          "the plan as one self-contained HTML page: ranks "
+                          "by node with their experts, dispatch/combine "
+                          "bytes beside the seed's formulas, memory per "
+                          "rank, and with --routing the measured load and "
+                          "token flow (--mesh defaults to ep=1)")),
     cl::cat(moecCat));
 cl::opt<std::string>
     target("target",
@@ -98,7 +115,8 @@ cl::opt<int64_t> gpus("gpus", cl::desc("With --mesh auto: number of GPUs"),
 cl::opt<int64_t> gpusPerNode(
     "gpus-per-node",
     cl::desc("With --mesh auto: GPUs per node (EP and TP stay inside a "
-             "node; default: all GPUs in one node)"),
+             "node; default: all GPUs in one node); with --emit=html: the "
+             "ranks drawn per node"),
     cl::init(kDefaults.gpusPerNode), cl::cat(shardCat));
 cl::opt<std::string> tokenSplit(
     "token-split",
@@ -131,8 +149,15 @@ cl::opt<double> capacityFactor(
 cl::opt<std::string> deviceMemory(
     "device-memory",
     cl::desc("Memory of one device (e.g. 80GiB): fail when a rank's weights "
-             "and activations do not fit"),
+             "and activations do not fit (--emit=html draws it instead)"),
     cl::cat(shardCat));
+cl::opt<std::string> routingFile(
+    "routing",
+    cl::desc("With --emit=html: the routing moe-run --record-routing "
+             "recorded for this model and mesh; the page adds the tokens "
+             "per expert (hot experts marked) and the rank-to-rank token "
+             "flow per MoE layer"),
+    cl::value_desc("file"), cl::cat(shardCat));
 cl::opt<bool>
     strict("strict",
            cl::desc("Fail when a region that looks like an MoE layer cannot be "
@@ -208,9 +233,15 @@ cl::opt<std::string> ranksOpt(
     cl::desc("With --weights-per-rank: write only these ranks' weight files "
              "(e.g. 0-7 or 0,2,4), to stage one node's shards"),
     cl::init(""), cl::cat(moecCat));
-cl::opt<bool> progressOpt("progress",
-                          cl::desc("Report progress while writing weights"),
-                          cl::init(false), cl::cat(moecCat));
+cl::opt<bool> progressOpt(
+    "progress",
+    cl::desc("Progress lines while writing weights even when stderr is not "
+             "a terminal (logs); on a terminal the meter shows by itself "
+             "once writing takes a second"),
+    cl::init(false), cl::cat(moecCat));
+cl::opt<bool> quiet("quiet",
+                    cl::desc("No progress meter while writing weights"),
+                    cl::init(false), cl::cat(moecCat));
 cl::opt<std::string> packedWeights(
     "packed-weights",
     cl::desc("Quantized weights (com.microsoft.MatMulNBits, QMoE): keep "
@@ -241,6 +272,7 @@ int fail(const llvm::Twine &msg) {
 moec::CompileOptions compileOptions() {
   moec::CompileOptions o;
   o.inputShapes = inputShapes;
+  o.maxTokens = maxTokens;
   o.mesh = meshSpec;
   o.attentionMesh = attentionMesh;
   o.tokenSplit = tokenSplit;
@@ -320,8 +352,23 @@ int moecMain(int argc, char **argv) {
     return fail(e);
   // A plan is always for a mesh (after the checks: --attention-mesh still
   // needs an explicit --mesh).
-  if ((wantPlan || emit == EmitKind::PTX) && meshSpec.empty())
+  if ((wantPlan || emit == EmitKind::PTX || emit == EmitKind::Html) &&
+      meshSpec.empty())
     meshSpec = copts.mesh = "ep=1";
+  if (!routingFile.empty() && emit != EmitKind::Html)
+    return fail("--routing draws the measured routing on the plan page: "
+                "give --emit=html");
+  if (gpusPerNode < 0)
+    return fail("--gpus-per-node " + std::to_string(gpusPerNode) +
+                ": expected a number of GPUs >= 1");
+  // Read before anything is compiled: a bad file fails fast.
+  moert::RoutingLoad routing;
+  {
+    std::string err;
+    if (!routingFile.empty() &&
+        !moert::readRoutingLoad(routingFile, routing, err))
+      return fail("--routing: " + err);
+  }
 
   DialectRegistry registry;
   moec::registerAllDialects(registry);
@@ -401,12 +448,25 @@ int moecMain(int argc, char **argv) {
     return fail(c.error());
 
   moec::ShardReport rep;
-  if (!deviceMemory.empty() || report != ReportKind::None) {
+  if (!deviceMemory.empty() || report != ReportKind::None ||
+      emit == EmitKind::Html) {
     TimingScope t = timing.nest("Report");
     rep = c.report();
   }
-  if (failed(c.checkDeviceMemory(rep)))
-    return fail(c.error());
+  // The page draws ranks over --device-memory (the seed's out-of-memory
+  // picture) instead of failing.
+  if (failed(c.checkDeviceMemory(rep))) {
+    if (emit != EmitKind::Html)
+      return fail(c.error());
+    for (const moec::RankMemory &m : rep.ranks)
+      if (m.weightBytes + m.activationBytes + m.dequantizedBytes >
+          c.memoryLimit()) {
+        llvm::errs() << "moec: warning: --mesh " << mesh << ": rank " << m.rank
+                     << " needs more than --device-memory " << deviceMemory
+                     << "; the page marks it\n";
+        break;
+      }
+  }
   if (report != ReportKind::None) {
     if (report == ReportKind::Json) {
       moec::printShardReport(rep, llvm::outs(), true);
@@ -416,6 +476,26 @@ int moecMain(int argc, char **argv) {
     }
     if (outputFile == "-")
       return 0;
+  }
+  if (emit == EmitKind::Html) {
+    if (!routingFile.empty() &&
+        !moec::checkRoutingFitsReport(rep, routing, routingFile, err))
+      return fail(err);
+    moec::PlanHtmlOptions hopts;
+    hopts.model = inputFile;
+    for (int i = 1; i < argc; ++i)
+      hopts.flags += (i > 1 ? " " : "") + std::string(argv[i]);
+    hopts.gpusPerNode = gpusPerNode;
+    hopts.deviceMemory = c.memoryLimit();
+    hopts.deviceMemoryText = deviceMemory;
+    hopts.routing = routingFile.empty() ? nullptr : &routing;
+    hopts.routingFile = routingFile;
+    auto out = openOutputFile(outputFile, &err);
+    if (!out)
+      return fail(err);
+    moec::writePlanHtml(rep, hopts, out->os());
+    out->keep();
+    return 0;
   }
   if (emit == EmitKind::PTX) {
     std::vector<std::string> ptx;
@@ -448,18 +528,22 @@ int moecMain(int argc, char **argv) {
       if (!e.empty())
         return fail("--ranks '" + ranksOpt + "': " + e);
     }
-    uint64_t nextReport = 0;
+    // Writing computes the restacked and narrowed weights (lazy weights)
+    // and reads the model's: bytes, rate and time left once it takes a
+    // second.
+    llvm::errs().flush();
+    moert::ProgressMeter meter(
+        "moec: writing weights", 0,
+        moert::ProgressMeter::modeFor(quiet, progressOpt));
     wopts.progress = [&](uint64_t done, uint64_t total) {
-      if (!progressOpt || done < nextReport)
-        return;
-      nextReport = done + (uint64_t(1) << 30);
-      llvm::errs() << "moec: wrote " << (done >> 20) << " of " << (total >> 20)
-                   << " MiB of weights\n";
+      meter.setTotal(total);
+      meter.update(done);
     };
     planTiming.stop();
     TimingScope writeTiming = timing.nest("Write the plan");
     if (!moert::writePlan(outputFile, plan, data, err, wopts))
       return fail(err);
+    meter.finish();
     return 0;
   }
   auto out = openOutputFile(outputFile, &err);

@@ -110,6 +110,9 @@ struct ShardReport {
   std::vector<LayerComm> layers;
   DenseTpComm denseTp;
   std::vector<RankMemory> ranks;
+  /// A plan with a dynamic token count (moec --max-tokens): its maximum,
+  /// at which every figure is given; 0 for static shapes.
+  int64_t maxTokens = 0;
 
   int64_t maxRankBytes() const;
   /// Modelled bytes one rank moves per forward pass (EP leaving share +

@@ -20,6 +20,13 @@ struct PlanOptions {
   bool cpuCode = true;
   /// Also compile them to PTX for this chip ("sm_90"); empty: no PTX.
   std::string cudaChip;
+  /// When set: per plan value, the value whose arena bytes it shares (itself
+  /// unless it is a view of another; -1 for constants). Used to infer the
+  /// symbolic dims of a plan with a dynamic token count (SymbolCheck.h).
+  std::vector<int32_t> *valueRoots = nullptr;
+  /// Check the plan with moert::verifyPlan. Off only for plans made to be
+  /// compared (SymbolCheck.h's samples, without kernel code).
+  bool verify = true;
 };
 
 /// Builds the plan of `module` (emits an error naming the op and fails when

@@ -44,6 +44,7 @@ struct MoecPipelineOptions;
 /// the flag's default. `moec --help` and docs/python.md describe them.
 struct CompileOptions {
   std::vector<std::string> inputShapes;  ///< --input-shape NAME=D0,D1,...
+  int64_t maxTokens = 0;                 ///< --max-tokens (0: static)
   std::string mesh;                      ///< --mesh (empty: none)
   std::string attentionMesh;             ///< --attention-mesh
   std::string tokenSplit = "auto";       ///< --token-split
@@ -85,8 +86,12 @@ std::vector<std::string> compileOptionNames();
 /// Returns "" or the message, naming the flag.
 std::string checkCompileOptions(const CompileOptions &options);
 
-/// The importer's options of `options` (checked by checkCompileOptions).
+/// The importer's options of `options` (checked by checkCompileOptions),
+/// with the dims that follow the token count at --max-tokens.
 ImportOptions importOptionsOf(const CompileOptions &options);
+/// The --input-shape dims that follow the token count (`?`, `?+B`, `A*?`,
+/// `A*?+B`; empty: a static plan).
+std::vector<SymbolicInputDim> symbolicDimsOf(const CompileOptions &options);
 
 /// The pipeline options of `options` (Pipelines.h names them alike), with
 /// `mesh` as the mesh.
@@ -132,8 +137,12 @@ public:
   /// Fails when a rank of `report` needs more than --device-memory.
   mlir::LogicalResult checkDeviceMemory(const ShardReport &report);
   /// The plan of the per-rank program, with CPU code (and PTX for
-  /// --target=cuda).
+  /// --target=cuda). With --max-tokens, a plan with a dynamic token count:
+  /// the model is compiled twice more at other counts
+  /// (moec/Pipelines/TokenSymbol.h).
   mlir::LogicalResult buildPlan(moert::Plan &plan, moert::PlanData &data);
+  /// --device-memory in bytes (0: none).
+  int64_t memoryLimit() const { return memoryLimit_; }
 
   mlir::ModuleOp module() { return module_.get(); }
   const std::string &error() const { return error_; }
@@ -159,6 +168,10 @@ private:
   /// (--mlir-timing) tells passes apart by address.
   std::vector<std::unique_ptr<mlir::PassManager>> passManagers_;
   std::string source_, error_;
+  /// The model's bytes when imported from a buffer and the plan has a
+  /// dynamic token count (imported again at other counts).
+  std::string buffer_;
+  bool fromBuffer_ = false;
   int64_t memoryLimit_ = 0;
 };
 

@@ -44,12 +44,28 @@ struct ImportOptions {
   bool int8Activations = true;
 };
 
+/// A dim of `--input-shape` that follows the dynamic token count N:
+/// `?` (a=1, b=0), `?+B`, `A*?` or `A*?+B` (docs/design/dynamic-tokens.md).
+struct SymbolicInputDim {
+  std::string input;
+  int dim = 0;
+  int64_t a = 1, b = 0;
+};
+
 /// Parses `--input-shape` text `name=d0,d1,...` (several separated by ';' or
 /// given as separate strings). Returns false and sets `error` on bad text.
+/// With `symbolic`, a dim may be `?`, `?+B`, `A*?` or `A*?+B`: it is
+/// appended there and left -1 in `out` (substituteTokens fills it in);
+/// without, such a dim is an error.
 bool parseInputShape(
     llvm::StringRef text,
     std::vector<std::pair<std::string, std::vector<int64_t>>> &out,
-    std::string &error);
+    std::string &error, std::vector<SymbolicInputDim> *symbolic = nullptr);
+
+/// Sets every dim of `shapes` that `symbolic` lists to a*tokens+b.
+void substituteTokens(
+    std::vector<std::pair<std::string, std::vector<int64_t>>> &shapes,
+    const std::vector<SymbolicInputDim> &symbolic, int64_t tokens);
 
 /// Imports the model at `path` (`.onnx` binary, `.onnxtxt` text). On failure
 /// returns null and sets `error` to a message that names the file, the node,

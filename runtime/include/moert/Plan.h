@@ -340,8 +340,8 @@ struct WriteOptions {
   /// (empty: all), e.g. to stage one node's shards; the plan file is
   /// always written.
   std::vector<int32_t> ranks;
-  /// Called after each deferred piece with the data bytes written so far
-  /// and the total (progress, releasing memory).
+  /// Called after each deferred piece and each segment with the data bytes
+  /// written so far and the total (progress, releasing memory).
   std::function<void(uint64_t done, uint64_t total)> progress;
 };
 
@@ -373,10 +373,14 @@ public:
   /// truncated, version mismatch, manifest checksum or syntax errors, and
   /// (with `verifyWeights`) a mapped segment whose bytes do not match their
   /// checksum in the file's trailer (every byte is read once: see
-  /// docs/plan-format.md for the cost).
-  static std::unique_ptr<LoadedPlan> open(const std::string &path, int rank,
-                                          std::string &error,
-                                          bool verifyWeights = true);
+  /// docs/plan-format.md for the cost). `progress`, when given, is called
+  /// as the checksums are computed with the bytes checked so far and the
+  /// rank's total.
+  static std::unique_ptr<LoadedPlan>
+  open(const std::string &path, int rank, std::string &error,
+       bool verifyWeights = true,
+       const std::function<void(uint64_t done, uint64_t total)> &progress =
+           nullptr);
 
 private:
   Plan plan_;

@@ -7,11 +7,16 @@
 // of the file, for both sides. It is JSON:
 //
 //   {"layers": [{"step": 2, "loc": "/moe/dispatch",
-//                "tokens_per_expert": [120, 31, 0, 77]}, ...]}
+//                "tokens_per_expert": [120, 31, 0, 77],
+//                "rows_sent": [[30, 24, ...], ...]}, ...]}
 //
 // one entry per MoE layer in plan order. "step" (the plan's dispatch step)
 // and "loc" are optional: a hand-written file may give only the counts.
-// Counts are numbers >= 0 (integers when moe-run writes them).
+// Counts are numbers >= 0 (integers when moe-run writes them). "rows_sent"
+// (optional; moe-run writes it) is the dispatch's token flow: row s, column
+// d, the rows world rank s sent to world rank d (d == s: rows that stayed),
+// a square matrix over the plan's ranks; `moec --emit=html --routing` draws
+// it, the placements ignore it.
 //
 //===----------------------------------------------------------------------===//
 
@@ -30,6 +35,9 @@ struct RoutingLayer {
   std::optional<int64_t> step;    ///< the dispatch step's index in the plan
   std::optional<std::string> loc; ///< the dispatch step's location
   std::vector<double> tokensPerExpert; ///< by global expert id
+  /// [source world rank][destination world rank]: dispatch rows; empty
+  /// when the file has none.
+  std::vector<std::vector<int64_t>> rowsSent = {};
 };
 
 struct RoutingLoad {

@@ -1,0 +1,57 @@
+//===- SymbolCheck.h - a plan's dynamic token count -------------*- C++ -*-===//
+//
+// A plan with a dynamic token count (plan format version 8, docs/design/
+// dynamic-tokens.md) is compiled at its maximum N like a static plan. moec
+// then compiles the same model at two other counts and compares the three
+// plans (the differential compile): their structure (values, steps, step
+// attributes, inputs and outputs) must be the same and their constants
+// byte-identical, so that nothing the plan computes was folded from the
+// count; each size that differs must be an affine a*X+b of the count, which
+// the two first plans give and the third checks. X is the global count T for
+// the model's inputs and outputs, this rank's rows t for the values of the
+// per-rank program, and the block bound tb for the rows a dispatch receives
+// and what is computed from them until the combine.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEC_CONVERSION_SYMBOLCHECK_H
+#define MOEC_CONVERSION_SYMBOLCHECK_H
+
+#include "moert/Plan.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace moec {
+
+/// The same model compiled at another token count (no kernel code needed).
+struct PlanSample {
+  int64_t tokens = 0;
+  moert::Plan plan;
+  moert::PlanData data;
+  /// What `data`'s deferred pieces read (the compile's MLIR context and
+  /// module): kept alive as long as the sample.
+  std::shared_ptr<void> owner;
+};
+
+/// Gives `plan`, compiled at `max` tokens, the symbol `name` and the
+/// symbolic dims of its values, inputs and outputs, fitted from `samples`
+/// (exactly two: the same model at two other counts, each a multiple of
+/// the ranks the tokens are split over). `roots[i]` is the value whose bytes
+/// value i shares (PlanOptions::valueRoots). Fails with `error` naming the
+/// value, input, output or step (and its ONNX node) when the plans differ other
+/// than in sizes, a size is not affine in the count, or the plan needs what
+/// dynamic plans do not support yet (generated kernels or collectives along
+/// a token dim). Dispatches with a capacity get `capacityFactor`
+/// (--capacity-factor): the runtime computes each call's capacity.
+bool inferPlanSymbols(moert::Plan &plan, moert::PlanData &data,
+                      const std::string &name, int64_t max,
+                      std::vector<PlanSample> &samples,
+                      const std::vector<int32_t> &roots, double capacityFactor,
+                      std::string &error);
+
+} // namespace moec
+
+#endif // MOEC_CONVERSION_SYMBOLCHECK_H

@@ -1,0 +1,118 @@
+//===- TokenSymbol.cpp - compiling a plan with a dynamic token count ------===//
+//
+// The differential compile of TokenSymbol.h.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moec/Pipelines/TokenSymbol.h"
+
+#include "moec/Conversion/SymbolCheck.h"
+#include "moec/Conversion/ToPlan.h"
+
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
+
+using namespace mlir;
+
+std::pair<int64_t, int64_t> moec::sampleCounts(int64_t max, int64_t ranks) {
+  if (max - 2 * ranks >= 1)
+    return {max - ranks, max - 2 * ranks};
+  return {max + ranks, max + 2 * ranks};
+}
+
+namespace {
+/// "FILE: node 'NAME'" for the importer's node locations, else the location.
+std::string describe(Location loc) {
+  if (auto name = dyn_cast<NameLoc>(loc))
+    return "node '" + name.getName().str() + "'";
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << loc;
+  return s;
+}
+
+/// The plan of the model (imported by `importAt`) at `tokens` tokens;
+/// false with `error`.
+bool compileAt(const DialectRegistry &registry,
+               const moec::TokenSymbolImport &importAt,
+               moec::ImportOptions opts,
+               const std::vector<moec::SymbolicInputDim> &symbolic,
+               int64_t tokens, const moec::MoecPipelineOptions &pipelineOptions,
+               moec::PlanSample &out, std::string &error) {
+  moec::substituteTokens(opts.inputShapes, symbolic, tokens);
+  // The plan's deferred weights read the module's constants when compared:
+  // the context and module live as long as the sample.
+  struct Owner {
+    std::unique_ptr<MLIRContext> ctx;
+    OwningOpRef<ModuleOp> module; // destroyed before ctx
+  };
+  auto owner = std::make_shared<Owner>();
+  owner->ctx = std::make_unique<MLIRContext>(registry);
+  out.owner = owner;
+  MLIRContext &ctx = *owner->ctx;
+  std::string first;
+  ScopedDiagnosticHandler diag(&ctx, [&](Diagnostic &d) {
+    if (d.getSeverity() == DiagnosticSeverity::Error && first.empty())
+      first = describe(d.getLocation()) + ": " + d.str();
+    return success();
+  });
+  std::string at = "at " + std::to_string(tokens) + " tokens: ";
+  OwningOpRef<ModuleOp> &module = owner->module;
+  module = importAt(ctx, opts, error);
+  if (!module) {
+    error = at + error;
+    return false;
+  }
+  PassManager pm(&ctx);
+  moec::buildMoecPipeline(pm, pipelineOptions);
+  if (failed(pm.run(*module))) {
+    error = at + (first.empty() ? "the compilation pipeline failed" : first);
+    return false;
+  }
+  moec::PlanOptions popts;
+  popts.cpuCode = false;
+  popts.verify = false; // no kernel code: compared with the verified plan
+  out.tokens = tokens;
+  if (failed(moec::buildPlan(*module, "", popts, out.plan, out.data))) {
+    error = at + (first.empty() ? "plan lowering failed" : first);
+    return false;
+  }
+  return true;
+}
+} // namespace
+
+bool moec::addTokenSymbol(
+    const DialectRegistry &registry, const TokenSymbolImport &importAt,
+    ImportOptions importOptions, const std::vector<SymbolicInputDim> &symbolic,
+    int64_t max, const MoecPipelineOptions &pipelineOptions, moert::Plan &plan,
+    moert::PlanData &data, const std::vector<int32_t> &roots,
+    std::string &error) {
+  // The ranks the tokens are split over: the blocks of the split of the
+  // first symbolic input whose symbolic dim it cuts (as the runtime finds
+  // them).
+  int64_t ranks = 1;
+  bool found = false;
+  for (const SymbolicInputDim &s : symbolic)
+    for (const moert::ModelIO &m : plan.inputs)
+      if (!found && m.name == s.input && m.split.axis >= s.dim) {
+        found = true;
+        for (const std::string &axis : m.split.over)
+          ranks *= moert::meshAxisSize(plan.mesh, axis);
+      }
+  if (max % ranks != 0) {
+    error = "--max-tokens " + std::to_string(max) +
+            " is not a multiple of the " + std::to_string(ranks) +
+            " ranks the tokens are split over";
+    return false;
+  }
+  std::vector<PlanSample> samples(2);
+  auto [n1, n2] = sampleCounts(max, ranks);
+  if (!compileAt(registry, importAt, importOptions, symbolic, n1,
+                 pipelineOptions, samples[0], error) ||
+      !compileAt(registry, importAt, importOptions, symbolic, n2,
+                 pipelineOptions, samples[1], error))
+    return false;
+  return inferPlanSymbols(plan, data, "tokens", max, samples, roots,
+                          pipelineOptions.capacityFactor, error);
+}
