@@ -163,7 +163,7 @@ def compile(  # noqa: A001 (the issue's name for it)
     tmp = tempfile.TemporaryDirectory(prefix="moec-")
     plan_path = os.path.join(tmp.name, "model.moeplan")
     try:
-        report, warns, mesh_used, attention, _log = _moec.compile(
+        report, warns, mesh_used, attention, _log, page = _moec.compile(
             path, data, name, flags, plan_path)
     except BaseException:
         tmp.cleanup()
@@ -172,6 +172,7 @@ def compile(  # noqa: A001 (the issue's name for it)
         warnings.warn(w, stacklevel=2)
     plan = Plan._open(plan_path, verify_weights=True, tmp=tmp)
     plan._report = json.loads(report)
+    plan._page = page
     plan._mesh_text = mesh_used + (f" (attention {attention})"
                                    if attention else "")
     return plan
@@ -217,6 +218,7 @@ class Plan:
         self = object.__new__(cls)
         self._file = _moec.PlanFile(path, verify_weights)
         self._report = None
+        self._page = None
         self._mesh_text = ",".join(f"{a}={n}" for a, n in self._file.mesh)
         self.last_run_report = None
         self._tmp = tmp
@@ -270,6 +272,37 @@ class Plan:
                             "report (moec.compile(...).report(), or moec "
                             "--report=json)")
         return self._report
+
+    def to_html(self, path: Optional[PathLike] = None,
+                routing: Optional[PathLike] = None) -> str:
+        """The plan as one self-contained HTML page, as ``moec --emit=html``
+        draws it: the ranks by node with the experts each holds, per MoE
+        layer the dispatch and combine bytes beside the seed's formulas,
+        per rank the memory; with ``routing`` (a ``moe-run
+        --record-routing`` file of this model and mesh) the measured
+        tokens per expert and the rank-to-rank token flow.
+
+        Args:
+            path: also write the page there.
+            routing: the recorded routing to draw.
+
+        Returns:
+            The page's HTML.
+
+        Raises:
+            PlanError: a loaded plan (the page is drawn from the compile
+                report), or a routing file that does not fit the plan.
+        """
+        if self._page is None:
+            raise PlanError(f"{self.path}: a loaded plan has no compile "
+                            "report to draw (moec.compile(...).to_html(), "
+                            "or moec --emit=html)")
+        html = self._page.render(None if routing is None
+                                 else os.fspath(routing))
+        if path is not None:
+            with open(os.fspath(path), "w", encoding="utf-8") as f:
+                f.write(html)
+        return str(html)
 
     def save(self, path: PathLike) -> str:
         """Writes the plan to ``path`` (``.moeplan``), which ``moe-run`` and

@@ -10,11 +10,13 @@
 
 #include "Bindings.h"
 
+#include "moec/Analysis/PlanHtml.h"
 #include "moec/Driver/Compile.h"
 #include "moec/InitAll.h"
 #include "moec/Pipelines/InternalErrors.h"
 
 #include "moert/Plan.h"
+#include "moert/RoutingLoad.h"
 
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/DialectRegistry.h"
@@ -36,11 +38,39 @@ using namespace mlir;
 namespace moecpy {
 namespace {
 
+/// The plan page of one compile (moec --emit=html): the report and the
+/// page's options, rendered on demand with or without a routing file.
+struct PlanPage {
+  moec::ShardReport report;
+  moec::PlanHtmlOptions options;
+
+  /// The page; with `routing`, a moe-run --record-routing file of this
+  /// model and mesh (checked as moec --routing does). Throws PlanError.
+  std::string render(const std::optional<std::string> &routing) const {
+    moec::PlanHtmlOptions o = options;
+    moert::RoutingLoad load;
+    std::string err;
+    if (routing) {
+      if (!moert::readRoutingLoad(*routing, load, err))
+        throw PlanError("routing: " + err);
+      if (!moec::checkRoutingFitsReport(report, load, *routing, err))
+        throw PlanError(err);
+      o.routing = &load;
+      o.routingFile = *routing;
+    }
+    std::string html;
+    llvm::raw_string_ostream os(html);
+    moec::writePlanHtml(report, o, os);
+    return html;
+  }
+};
+
 struct CompileOutput {
   std::string reportJson;
   std::string mesh, attentionMesh;
   std::vector<std::string> warnings;
   std::string meshLog; ///< --mesh auto's ranked candidates
+  PlanPage page;
 };
 
 /// One compile; throws CompileError (or nb::type_error for an unknown
@@ -103,6 +133,14 @@ compileModel(const std::optional<std::string> &path,
     fail(c.error());
   llvm::raw_string_ostream json(out.reportJson);
   moec::printShardReport(rep, json, /*json=*/true);
+  out.page.report = rep;
+  out.page.options.model = path ? *path : name;
+  for (const auto &[flag, value] : options)
+    out.page.options.flags += (out.page.options.flags.empty() ? "" : " ") +
+                              ("--" + flag + " " + value);
+  out.page.options.gpusPerNode = opts.gpusPerNode;
+  out.page.options.deviceMemory = c.memoryLimit();
+  out.page.options.deviceMemoryText = opts.deviceMemory;
   moert::Plan plan;
   moert::PlanData planData;
   if (failed(c.buildPlan(plan, planData)))
@@ -141,14 +179,19 @@ void bindCompiler(nb::module_ &m) {
                              " (please report it with the model)");
         }
         return std::make_tuple(o.reportJson, o.warnings, o.mesh,
-                               o.attentionMesh, o.meshLog);
+                               o.attentionMesh, o.meshLog, o.page);
       },
       nb::arg("path").none(), nb::arg("data").none(), nb::arg("name"),
       nb::arg("options"), nb::arg("plan_path"),
       "Compiles the model at `path` (or the serialized ONNX `data`, named "
       "`name`) with moec's (flag, value) options and writes the plan to "
       "`plan_path`. Returns (report_json, warnings, mesh, attention_mesh, "
-      "mesh_log).");
+      "mesh_log, page).");
+  nb::class_<PlanPage>(m, "PlanPage",
+                       "The plan page of a compile (moec --emit=html).")
+      .def("render", &PlanPage::render, nb::arg("routing").none(),
+           "The page as one self-contained HTML document; `routing`: a "
+           "moe-run --record-routing file of this model and mesh.");
   m.def("compile_option_names", &moec::compileOptionNames,
         "The moec flags compile() accepts as options.");
 }
