@@ -53,52 +53,40 @@ std::unique_ptr<Comm> &mpiWorld() {
 using InArray = nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu>;
 using OutArray = nb::ndarray<nb::numpy>;
 
+/// The .npy descriptors moert reads and writes, and their DLPack dtypes:
+/// one table for both directions.
+struct DtypePair {
+  const char *descr;
+  nb::dlpack::dtype_code code;
+  uint8_t bits;
+};
+constexpr DtypePair kDtypes[] = {
+    {"<f4", nb::dlpack::dtype_code::Float, 32},
+    {"<f8", nb::dlpack::dtype_code::Float, 64},
+    {"<f2", nb::dlpack::dtype_code::Float, 16},
+    {"<i8", nb::dlpack::dtype_code::Int, 64},
+    {"<i4", nb::dlpack::dtype_code::Int, 32},
+    {"|i1", nb::dlpack::dtype_code::Int, 8},
+    {"|u1", nb::dlpack::dtype_code::UInt, 8},
+    {"|b1", nb::dlpack::dtype_code::Bool, 8},
+};
+
 /// The .npy descriptor of a DLPack dtype, "" when moert has none.
 std::string npyDescr(nb::dlpack::dtype t) {
-  using C = nb::dlpack::dtype_code;
-  auto code = C(t.code);
   if (t.lanes != 1)
     return "";
-  if (code == C::Float)
-    return t.bits == 32   ? "<f4"
-           : t.bits == 64 ? "<f8"
-           : t.bits == 16 ? "<f2"
-                          : "";
-  if (code == C::Int)
-    return t.bits == 64   ? "<i8"
-           : t.bits == 32 ? "<i4"
-           : t.bits == 8  ? "|i1"
-                          : "";
-  if (code == C::UInt)
-    return t.bits == 8 ? "|u1" : "";
-  if (code == C::Bool)
-    return t.bits == 8 ? "|b1" : "";
+  for (const DtypePair &d : kDtypes)
+    if (t.code == uint8_t(d.code) && t.bits == d.bits)
+      return d.descr;
   return "";
 }
 
 /// The DLPack dtype of a .npy descriptor moert writes.
-nb::dlpack::dtype dlpackOf(const std::string &d) {
-  using C = nb::dlpack::dtype_code;
-  auto make = [](C c, int bits) {
-    return nb::dlpack::dtype{uint8_t(c), uint8_t(bits), 1};
-  };
-  if (d == "<f4")
-    return make(C::Float, 32);
-  if (d == "<f8")
-    return make(C::Float, 64);
-  if (d == "<f2")
-    return make(C::Float, 16);
-  if (d == "<i8")
-    return make(C::Int, 64);
-  if (d == "<i4")
-    return make(C::Int, 32);
-  if (d == "|i1")
-    return make(C::Int, 8);
-  if (d == "|u1")
-    return make(C::UInt, 8);
-  if (d == "|b1")
-    return make(C::Bool, 8);
-  throw RunError("output of dtype '" + d + "': not representable in numpy");
+nb::dlpack::dtype dlpackOf(const std::string &descr) {
+  for (const DtypePair &d : kDtypes)
+    if (descr == d.descr)
+      return nb::dlpack::dtype{uint8_t(d.code), d.bits, 1};
+  throw RunError("output of dtype '" + descr + "': not representable in numpy");
 }
 
 /// A numpy array that owns `a`'s bytes (moved, not copied).
