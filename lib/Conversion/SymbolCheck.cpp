@@ -182,16 +182,6 @@ std::string fitShape(const std::vector<int64_t> *shapes[3], const int64_t x[3],
   return "";
 }
 
-/// The split's blocks (the product of its mesh axes' sizes).
-int64_t splitBlocks(const moert::Plan &p, const moert::Split &split) {
-  int64_t n = 1;
-  for (const std::string &axis : split.over)
-    for (const moert::MeshAxis &m : p.mesh)
-      if (m.name == axis)
-        n *= m.size;
-  return n;
-}
-
 /// The first symbolic dim of `m` its split cuts, or null.
 const SymDim *cutDim(const moert::ModelIO &m) {
   for (const SymDim &d : m.symDims)
@@ -213,7 +203,7 @@ std::string ioRules(const moert::Plan &p, const moert::ModelIO &m,
                         : "dims 0.." + std::to_string(m.split.axis)) +
       ")";
   // A split into one block (a mesh axis of size 1) cuts nothing.
-  bool cuts = m.split.axis >= 0 && splitBlocks(p, m.split) > 1;
+  bool cuts = m.split.axis >= 0 && splitBlockCount(p, m.split) > 1;
   for (const SymDim &d : m.symDims) {
     std::string at = what + ": dim " + std::to_string(d.dim) + " (" +
                      std::to_string(d.a) + "*T+" + std::to_string(d.b) + ")";
@@ -222,7 +212,7 @@ std::string ioRules(const moert::Plan &p, const moert::ModelIO &m,
         return at +
                " follows the token count but is not cut with the "
                "tokens, which are split over " +
-               std::to_string(splitBlocks(p, tokenSplit)) +
+               std::to_string(splitBlockCount(p, tokenSplit)) +
                " ranks: not supported yet";
       continue;
     }
@@ -248,6 +238,13 @@ std::string ioRules(const moert::Plan &p, const moert::ModelIO &m,
 }
 
 } // namespace
+
+int64_t moec::splitBlockCount(const moert::Plan &p, const moert::Split &split) {
+  int64_t n = 1;
+  for (const std::string &axis : split.over)
+    n *= moert::meshAxisSize(p.mesh, axis);
+  return n;
+}
 
 bool moec::inferPlanSymbols(moert::Plan &plan, moert::PlanData &data,
                             const std::string &name, int64_t max,
@@ -291,12 +288,12 @@ bool moec::inferPlanSymbols(moert::Plan &plan, moert::PlanData &data,
   for (std::vector<moert::ModelIO> *ios : {&plan.inputs, &plan.outputs})
     for (moert::ModelIO &m : *ios)
       if (!m.symDims.empty() && m.split.axis >= 0 &&
-          splitBlocks(plan, m.split) == 1)
+          splitBlockCount(plan, m.split) == 1)
         m.split = moert::Split();
   // The token split: the first input whose symbolic dim it cuts.
   moert::Split tokenSplit;
   for (const moert::ModelIO &m : plan.inputs)
-    if (cutDim(m) && tokenSplit.axis < 0 && splitBlocks(plan, m.split) > 1)
+    if (cutDim(m) && tokenSplit.axis < 0 && splitBlockCount(plan, m.split) > 1)
       tokenSplit = m.split;
   for (std::vector<moert::ModelIO> moert::Plan::*ios :
        {&moert::Plan::inputs, &moert::Plan::outputs})
@@ -307,7 +304,7 @@ bool moec::inferPlanSymbols(moert::Plan &plan, moert::PlanData &data,
         error = why;
         return false;
       }
-  int64_t W = tokenSplit.axis < 0 ? 1 : splitBlocks(plan, tokenSplit);
+  int64_t W = tokenSplit.axis < 0 ? 1 : splitBlockCount(plan, tokenSplit);
   int64_t X[3];
   for (int i = 0; i < 3; ++i) {
     if (T[i] % W != 0) {

@@ -69,19 +69,20 @@ std::string expectOneOf(StringRef value, ArrayRef<StringRef> allowed) {
            allowed[i].str();
   return msg;
 }
-} // namespace
-
-std::string describeLocation(Location loc) {
-  if (auto name = dyn_cast<NameLoc>(loc))
-    if (auto file = dyn_cast<FileLineColLoc>(name.getChildLoc()))
-      return file.getFilename().str() + ": node '" + name.getName().str() + "'";
-  if (auto file = dyn_cast<FileLineColLoc>(loc))
-    return file.getFilename().str();
-  std::string s;
-  llvm::raw_string_ostream os(s);
-  os << loc;
-  return s;
+/// Every --input-shape of `o`: fixed shapes into `shapes`, the dims that
+/// follow the token count into `symbolic`; "" or the first error.
+std::string parseInputShapes(
+    const CompileOptions &o,
+    std::vector<std::pair<std::string, std::vector<int64_t>>> &shapes,
+    std::vector<SymbolicInputDim> &symbolic) {
+  for (const std::string &s : o.inputShapes) {
+    std::string err;
+    if (!parseInputShape(s, shapes, err, &symbolic))
+      return err;
+  }
+  return "";
 }
+} // namespace
 
 std::string setCompileOption(CompileOptions &options, StringRef flag,
                              StringRef value) {
@@ -155,11 +156,8 @@ std::string checkCompileOptions(const CompileOptions &o) {
     return "--target " + e;
   std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
   std::vector<SymbolicInputDim> symbolic;
-  for (const std::string &s : o.inputShapes) {
-    std::string err;
-    if (!parseInputShape(s, shapes, err, &symbolic))
-      return err;
-  }
+  if (std::string err = parseInputShapes(o, shapes, symbolic); !err.empty())
+    return err;
   if (o.maxTokens < 0)
     return "--max-tokens " + std::to_string(o.maxTokens) +
            ": expected a positive count";
@@ -196,10 +194,7 @@ ImportOptions importOptionsOf(const CompileOptions &o) {
   opts.keepPackedWeights = o.packedWeights == "keep";
   opts.int8Activations = o.int8Activations == "model";
   std::vector<SymbolicInputDim> symbolic;
-  for (const std::string &s : o.inputShapes) {
-    std::string err;
-    (void)parseInputShape(s, opts.inputShapes, err, &symbolic);
-  }
+  (void)parseInputShapes(o, opts.inputShapes, symbolic);
   substituteTokens(opts.inputShapes, symbolic, o.maxTokens);
   return opts;
 }
@@ -207,10 +202,7 @@ ImportOptions importOptionsOf(const CompileOptions &o) {
 std::vector<SymbolicInputDim> symbolicDimsOf(const CompileOptions &o) {
   std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
   std::vector<SymbolicInputDim> symbolic;
-  for (const std::string &s : o.inputShapes) {
-    std::string err;
-    (void)parseInputShape(s, shapes, err, &symbolic);
-  }
+  (void)parseInputShapes(o, shapes, symbolic);
   return symbolic;
 }
 

@@ -113,3 +113,15 @@ void moec::addPassDiagnostics(PassManager &pm, PassDiagnostics &diags) {
   };
   pm.addInstrumentation(std::make_unique<Forward>(diags));
 }
+
+std::string moec::describeLocation(Location loc) {
+  if (auto name = dyn_cast<NameLoc>(loc))
+    if (auto file = dyn_cast<FileLineColLoc>(name.getChildLoc()))
+      return file.getFilename().str() + ": node '" + name.getName().str() + "'";
+  if (auto file = dyn_cast<FileLineColLoc>(loc))
+    return file.getFilename().str();
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  os << loc;
+  return s;
+}

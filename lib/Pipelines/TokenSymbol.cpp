@@ -8,6 +8,7 @@
 
 #include "moec/Conversion/SymbolCheck.h"
 #include "moec/Conversion/ToPlan.h"
+#include "moec/Pipelines/InternalErrors.h"
 
 #include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
@@ -22,16 +23,6 @@ std::pair<int64_t, int64_t> moec::sampleCounts(int64_t max, int64_t ranks) {
 }
 
 namespace {
-/// "FILE: node 'NAME'" for the importer's node locations, else the location.
-std::string describe(Location loc) {
-  if (auto name = dyn_cast<NameLoc>(loc))
-    return "node '" + name.getName().str() + "'";
-  std::string s;
-  llvm::raw_string_ostream os(s);
-  os << loc;
-  return s;
-}
-
 /// The plan of the model (imported by `importAt`) at `tokens` tokens;
 /// false with `error`.
 bool compileAt(const DialectRegistry &registry,
@@ -54,7 +45,7 @@ bool compileAt(const DialectRegistry &registry,
   std::string first;
   ScopedDiagnosticHandler diag(&ctx, [&](Diagnostic &d) {
     if (d.getSeverity() == DiagnosticSeverity::Error && first.empty())
-      first = describe(d.getLocation()) + ": " + d.str();
+      first = moec::describeLocation(d.getLocation()) + ": " + d.str();
     return success();
   });
   std::string at = "at " + std::to_string(tokens) + " tokens: ";
@@ -97,8 +88,7 @@ bool moec::addTokenSymbol(
     for (const moert::ModelIO &m : plan.inputs)
       if (!found && m.name == s.input && m.split.axis >= s.dim) {
         found = true;
-        for (const std::string &axis : m.split.over)
-          ranks *= moert::meshAxisSize(plan.mesh, axis);
+        ranks = splitBlockCount(plan, m.split);
       }
   if (max % ranks != 0) {
     error = "--max-tokens " + std::to_string(max) +

@@ -36,6 +36,10 @@ struct PlanSample {
   std::shared_ptr<void> owner;
 };
 
+/// The blocks a model input or output is cut into by `split`: the product
+/// of the sizes of its mesh axes (1 for a replicated one).
+int64_t splitBlockCount(const moert::Plan &plan, const moert::Split &split);
+
 /// Gives `plan`, compiled at `max` tokens, the symbol `name` and the
 /// symbolic dims of its values, inputs and outputs, fitted from `samples`
 /// (exactly two: the same model at two other counts, each a multiple of

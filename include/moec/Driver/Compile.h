@@ -15,6 +15,7 @@
 
 #include "moec/Analysis/ShardReport.h"
 #include "moec/Import/OnnxImporter.h"
+#include "moec/Pipelines/InternalErrors.h" // describeLocation
 
 #include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/OwningOpRef.h"
@@ -97,10 +98,6 @@ std::vector<SymbolicInputDim> symbolicDimsOf(const CompileOptions &options);
 /// `mesh` as the mesh.
 void setPipelineOptions(MoecPipelineOptions &pipeline,
                         const CompileOptions &options, const std::string &mesh);
-
-/// "FILE: node 'NAME'" for the importer's node locations (what moec's
-/// diagnostics name), else the location as MLIR prints it.
-std::string describeLocation(mlir::Location loc);
 
 /// Called on every pass manager a Compilation creates, before its passes
 /// are added: moec applies the MLIR pass-manager flags and its timing;

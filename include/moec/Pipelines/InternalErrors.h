@@ -59,6 +59,10 @@ private:
 /// Adds `diags` to `pm` (which keeps verifying after every pass).
 void addPassDiagnostics(mlir::PassManager &pm, PassDiagnostics &diags);
 
+/// "FILE: node 'NAME'" for the importer's node locations (what moec's
+/// diagnostics name), else the location as MLIR prints it.
+std::string describeLocation(mlir::Location loc);
+
 } // namespace moec
 
 #endif // MOEC_PIPELINES_INTERNALERRORS_H
