@@ -81,7 +81,11 @@ def models():
     }
 
 
-def export(name, cfg, cls):
+def export(name, cfg, cls, out_name=None, batch=B, dynamic=False):
+    """`cls`(cfg) with random weights as hidden_states -> output into
+    examples/dynamo/`out_name` (default `name`); `dynamic`: one sequence
+    whose length stays symbolic in the ONNX file (torch.export's Dim), for
+    plans with a dynamic token count."""
     cfg._experts_implementation = "batched_mm"
     torch.manual_seed(0)
     block = cls(cfg).eval()
@@ -92,11 +96,14 @@ def export(name, cfg, cls):
         # DeepSeek-V3's selection bias is a buffer (zeros): make it matter.
         with torch.no_grad():
             block.gate.e_score_correction_bias.copy_(torch.randn(E) * 0.1)
-    x = torch.randn(B, S, H, generator=torch.Generator().manual_seed(1))
-    save(name, block, [("hidden_states", x)], ["output"])
+    x = torch.randn(batch, S, H, generator=torch.Generator().manual_seed(1))
+    shapes = ({1: torch.export.Dim("sequence", min=1, max=1024)},) \
+        if dynamic else None
+    save(out_name or name, block, [("hidden_states", x)], ["output"],
+         dynamic_shapes=shapes)
 
 
-def save(name, module, inputs, output_names, out=None):
+def save(name, module, inputs, output_names, out=None, dynamic_shapes=None):
     """Runs `module` on `inputs` ([(name, tensor)]) and exports it with the
     dynamo exporter into `out` (default examples/dynamo/NAME): model.onnx
     (+ .data); input.npy for one input, else NAME.npy per input; torch's
@@ -111,7 +118,8 @@ def save(name, module, inputs, output_names, out=None):
     path = os.path.join(out, "model.onnx")
     torch.onnx.export(module, xs, path, dynamo=True,
                       input_names=[n for n, _ in inputs],
-                      output_names=output_names)
+                      output_names=output_names,
+                      dynamic_shapes=dynamic_shapes)
     if len(inputs) == 1:
         np.save(os.path.join(out, "input.npy"), xs[0].numpy())
     else:
@@ -130,7 +138,7 @@ def save(name, module, inputs, output_names, out=None):
 
 def export_causal_lm(name="mixtral_causal_lm", out=None, hidden=H, ffn=128,
                      layers=2, heads=4, kv_heads=2, vocab=256, batch=4,
-                     seq=S):
+                     seq=S, dynamic=False):
     """A whole (tiny) Mixtral: attention and MoE layers; batch 4, so that
     meshes that split tokens 2 or 4 ways keep whole sequences per rank.
     bench/causal_lm_bench.py exports a larger one into `out`."""
@@ -139,7 +147,7 @@ def export_causal_lm(name="mixtral_causal_lm", out=None, hidden=H, ffn=128,
         num_experts_per_tok=K, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=kv_heads,
         vocab_size=vocab, max_position_embeddings=max(64, seq))
-    export_lm(name, cfg, batch, seq, out)
+    export_lm(name, cfg, batch, seq, out, dynamic)
 
 
 def causal_lms():
@@ -204,8 +212,10 @@ def causal_lm(cfg):
     return model
 
 
-def export_lm(name, cfg, batch=4, seq=S, out=None):
-    """Exports `cfg`'s causal LM (random weights) as input_ids -> logits."""
+def export_lm(name, cfg, batch=4, seq=S, out=None, dynamic=False):
+    """Exports `cfg`'s causal LM (random weights) as input_ids -> logits;
+    `dynamic`: the batch size and sequence length stay symbolic in the ONNX
+    file (moec --input-shape input_ids=4,? --max-tokens N)."""
     model = causal_lm(cfg)
 
     class Logits(torch.nn.Module):
@@ -218,7 +228,11 @@ def export_lm(name, cfg, batch=4, seq=S, out=None):
 
     ids = torch.randint(0, cfg.vocab_size, (batch, seq),
                         generator=torch.Generator().manual_seed(1))
-    save(name, Logits(model).eval(), [("input_ids", ids)], ["logits"], out)
+    shapes = ({0: torch.export.Dim("batch", min=1, max=64),
+               1: torch.export.Dim("sequence", min=1, max=1024)},) \
+        if dynamic else None
+    save(name, Logits(model).eval(), [("input_ids", ids)], ["logits"], out,
+         dynamic_shapes=shapes)
 
 
 def export_decode_step(name="mixtral_decode_step", past=8, batch=4,
@@ -300,6 +314,14 @@ def main():
         export_decode_step()
     if not wanted or "small_batches" in wanted:
         export_small_batches()
+    if not wanted or "qwen2_moe_dynamic" in wanted:
+        # One sequence of any length: test/moec/dynamic-kernels.test.
+        cfg, cls = models()["qwen2_moe"]
+        export("qwen2_moe", cfg, cls, "qwen2_moe_dynamic", batch=1,
+               dynamic=True)
+    if not wanted or "mixtral_causal_lm_dynamic" in wanted:
+        # Any batch and length: test/moec/dynamic-causal-lm.test.
+        export_causal_lm("mixtral_causal_lm_dynamic", dynamic=True)
 
 
 if __name__ == "__main__":

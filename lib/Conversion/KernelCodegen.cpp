@@ -14,6 +14,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "moec/Conversion/KernelCodegen.h"
+#include "moec/Conversion/KernelSymbols.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -50,21 +51,38 @@ using namespace mlir;
 using namespace moec;
 
 /// A module holding copies of the kernels of `module` (public, no other
-/// symbols).
+/// symbols): each kernel, or with `variants` each variant.
 static OwningOpRef<ModuleOp> kernelModule(ModuleOp module,
-                                          std::vector<KernelInfo> &infos) {
+                                          std::vector<KernelInfo> &infos,
+                                          ArrayRef<KernelVariant> variants,
+                                          std::string &error) {
   OpBuilder b(module.getContext());
   OwningOpRef<ModuleOp> k = ModuleOp::create(b.getUnknownLoc());
   b.setInsertionPointToEnd(k->getBody());
-  for (auto f : module.getOps<func::FuncOp>()) {
-    if (!f->hasAttr("moe.kernel"))
-      continue;
+  auto add = [&](func::FuncOp f, StringRef name, bool symbolic) {
     auto c = cast<func::FuncOp>(b.clone(*f));
     c.setPublic();
+    c.setName(name);
     KernelInfo info;
-    info.name = f.getName().str();
+    info.name = name.str();
     info.numArgs = int(f.getNumArguments() + f.getNumResults());
+    info.symbolic = symbolic;
     infos.push_back(info);
+  };
+  if (variants.empty()) {
+    for (auto f : module.getOps<func::FuncOp>())
+      if (f->hasAttr("moe.kernel"))
+        add(f, f.getName(), false);
+    return k;
+  }
+  for (const KernelVariant &v : variants) {
+    auto f = module.lookupSymbol<func::FuncOp>(v.source);
+    if (!f || !f->hasAttr("moe.kernel")) {
+      error = "the plan calls kernel '" + v.source +
+              "', which the module does not define";
+      return nullptr;
+    }
+    add(f, v.name, v.symbolic());
   }
   return k;
 }
@@ -111,8 +129,9 @@ static LogicalResult addPointerArrayEntries(llvm::Module &m,
       error = "kernel " + info.name + " vanished in the LLVM lowering";
       return failure();
     }
-    if (f->arg_size() != size_t(info.numArgs) ||
-        !f->getReturnType()->isVoidTy() ||
+    // A symbolic kernel's last pointer: the call's token counts.
+    int numPtrs = info.numArgs + (info.symbolic ? 1 : 0);
+    if (f->arg_size() != size_t(numPtrs) || !f->getReturnType()->isVoidTy() ||
         llvm::any_of(f->args(),
                      [&](llvm::Argument &a) { return a.getType() != ptr; })) {
       error = "kernel " + info.name + " does not take one pointer per operand";
@@ -127,7 +146,7 @@ static LogicalResult addPointerArrayEntries(llvm::Module &m,
     args->setName("args");
     llvm::IRBuilder<> b(llvm::BasicBlock::Create(ctx, "entry", entry));
     SmallVector<llvm::Value *> ptrs;
-    for (int i = 0; i < info.numArgs; ++i)
+    for (int i = 0; i < numPtrs; ++i)
       ptrs.push_back(b.CreateLoad(
           ptr, b.CreateConstInBoundsGEP1_64(ptr, args, uint64_t(i))));
     b.CreateCall(f, ptrs);
@@ -137,15 +156,24 @@ static LogicalResult addPointerArrayEntries(llvm::Module &m,
 }
 
 LogicalResult moec::compileKernelsForCPU(ModuleOp module,
+                                         ArrayRef<KernelVariant> variants,
                                          std::vector<char> &sharedObject,
                                          std::vector<KernelInfo> &kernels,
                                          std::string &error) {
-  OwningOpRef<ModuleOp> k = kernelModule(module, kernels);
+  OwningOpRef<ModuleOp> k = kernelModule(module, kernels, variants, error);
+  if (!k)
+    return failure();
   if (kernels.empty())
     return success();
+  if (failed(runPipeline(*k, kBufferize, error)))
+    return failure();
+  // Kernels with symbolic operands view them at the call's sizes.
+  for (const KernelVariant &v : variants)
+    if (v.symbolic() &&
+        failed(dynamizeKernel(k->lookupSymbol<func::FuncOp>(v.name), v, error)))
+      return failure();
   std::string pipeline =
-      std::string(kBufferize) +
-      ",func.func(convert-linalg-to-loops),convert-scf-to-cf,"
+      "func.func(convert-linalg-to-loops),convert-scf-to-cf,"
       "expand-strided-metadata,lower-affine,finalize-memref-to-llvm,"
       // rsqrt as 1 / sqrt: libm has no rsqrtf (LayerNormalization's).
       "math-expand-ops{ops=rsqrt},convert-math-to-libm,convert-math-to-llvm,"
@@ -323,7 +351,7 @@ LogicalResult moec::compileKernelsToPTX(ModuleOp module, StringRef chip,
                                         std::vector<std::string> &ptx,
                                         std::vector<KernelInfo> &kernels,
                                         std::string &error) {
-  OwningOpRef<ModuleOp> k = kernelModule(module, kernels);
+  OwningOpRef<ModuleOp> k = kernelModule(module, kernels, {}, error);
   if (kernels.empty())
     return success();
   // libdevice (math functions such as __nv_powf) comes from the CUDA

@@ -10,6 +10,7 @@
 #include "moec/Analysis/ConstantBytes.h"
 #include "moec/Analysis/Weights.h"
 #include "moec/Conversion/KernelCodegen.h"
+#include "moec/Conversion/KernelSymbols.h"
 
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
@@ -500,16 +501,33 @@ LogicalResult PlanBuilder::run(StringRef source, const PlanOptions &options) {
     for (auto &[id, r] : root)
       (*options.valueRoots)[size_t(id)] = r;
   }
-  // Generated kernels: code shared by every rank.
+  if (failed(addKernelCode(module, options, {}, plan, data)))
+    return failure();
+  std::string err;
+  if (options.verify && !moert::verifyPlan(plan, err))
+    return module.emitError("plan lowering produced an invalid plan: ") << err;
+  return success();
+}
+
+} // namespace moec::toplan
+
+LogicalResult moec::addKernelCode(ModuleOp module, const PlanOptions &options,
+                                  ArrayRef<KernelVariant> variants,
+                                  moert::Plan &plan, moert::PlanData &data) {
+  // The program that calls the kernels, for errors.
+  Operation *func = module;
+  for (auto f : module.getOps<func::FuncOp>())
+    if (!f->hasAttr("moe.kernel"))
+      func = f;
   std::string err;
   std::vector<KernelInfo> infos;
   if (options.cpuCode) {
     std::vector<char> so;
-    if (failed(compileKernelsForCPU(module, so, infos, err)))
+    if (failed(compileKernelsForCPU(module, variants, so, infos, err)))
       return module.emitError("kernel code generation (CPU): ") << err;
     if (!so.empty()) {
       plan.cpuCode.segment = 0;
-      plan.cpuCode.offset = appendData(0, so);
+      plan.cpuCode.offset = data.append(0, so.data(), so.size());
       plan.cpuCode.bytes = so.size();
     }
   }
@@ -526,7 +544,7 @@ LogicalResult PlanBuilder::run(StringRef source, const PlanOptions &options) {
         if (l.paramBytes() <= moert::kMaxLaunchParamBytes)
           continue;
         Operation *at = func;
-        func.walk([&](func::CallOp c) {
+        func->walk([&](func::CallOp c) {
           if (c.getCallee() == k.name && at == func)
             at = c;
         });
@@ -545,17 +563,13 @@ LogicalResult PlanBuilder::run(StringRef source, const PlanOptions &options) {
     }
     if (!blob.empty()) {
       plan.ptxCode.segment = 0;
-      plan.ptxCode.offset = appendData(0, blob);
+      plan.ptxCode.offset = data.append(0, blob.data(), blob.size());
       plan.ptxCode.bytes = blob.size();
     }
   }
   plan.kernels = std::move(infos);
-  if (options.verify && !moert::verifyPlan(plan, err))
-    return module.emitError("plan lowering produced an invalid plan: ") << err;
   return success();
 }
-
-} // namespace moec::toplan
 
 LogicalResult moec::buildPlan(ModuleOp module, StringRef source,
                               const PlanOptions &options, moert::Plan &plan,

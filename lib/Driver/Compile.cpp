@@ -5,6 +5,7 @@
 #include "moec/Analysis/Mesh.h"
 #include "moec/Analysis/Report.h"
 #include "moec/Analysis/Weights.h"
+#include "moec/Conversion/KernelSymbols.h"
 #include "moec/Conversion/ToPlan.h"
 #include "moec/Pipelines/MeshChoice.h"
 #include "moec/Pipelines/Pipelines.h"
@@ -397,10 +398,18 @@ LogicalResult Compilation::buildPlan(moert::Plan &plan, moert::PlanData &data) {
     popts.cudaChip = options_.cudaChip;
   std::vector<int32_t> roots;
   popts.valueRoots = &roots;
+  PlanOptions codeOptions = popts;
+  bool dynamic = options_.maxTokens > 0;
+  if (dynamic) {
+    // The kernels are compiled once the symbolic dims are known.
+    popts.cpuCode = false;
+    popts.cudaChip.clear();
+    popts.verify = false;
+  }
   if (mlir::failed(moec::buildPlan(*module_, source_, popts, plan, data)))
     return fail(source_ + ": cannot lower to a plan for --mesh " +
                 options_.mesh);
-  if (options_.maxTokens <= 0)
+  if (!dynamic)
     return success();
   // The same model at two other counts, imported as this one was.
   TokenSymbolImport importAt = [&](MLIRContext &ctx, const ImportOptions &io,
@@ -411,12 +420,26 @@ LogicalResult Compilation::buildPlan(moert::Plan &plan, moert::PlanData &data) {
   MoecPipelineOptions p;
   setPipelineOptions(p, options_, options_.mesh);
   std::string err;
+  std::string what = source_ + ": dynamic token count (--max-tokens " +
+                     std::to_string(options_.maxTokens) + ", --mesh " +
+                     options_.mesh + "): ";
   if (!addTokenSymbol(context_.getDialectRegistry(), importAt,
                       importOptionsOf(options_), symbolicDimsOf(options_),
-                      options_.maxTokens, p, plan, data, roots, err))
-    return fail(source_ + ": dynamic token count (--max-tokens " +
-                std::to_string(options_.maxTokens) + ", --mesh " +
-                options_.mesh + "): " + err);
+                      options_.maxTokens, p, *module_, plan, data, roots, err))
+    return fail(what + err);
+  std::vector<KernelVariant> variants = kernelVariants(plan);
+  if (!codeOptions.cudaChip.empty())
+    for (const KernelVariant &v : variants)
+      if (v.symbolic())
+        return fail(what + "kernel '" + v.source +
+                    "' has operands that follow the token count; generated "
+                    "kernels take a dynamic token count on CPU only so far "
+                    "(--target cpu)");
+  if (mlir::failed(addKernelCode(*module_, codeOptions, variants, plan, data)))
+    return fail(source_ + ": cannot lower to a plan for --mesh " +
+                options_.mesh);
+  if (!moert::verifyPlan(plan, err))
+    return fail(what + "internal error: the plan is invalid: " + err);
   return success();
 }
 

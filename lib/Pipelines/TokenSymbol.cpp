@@ -6,6 +6,7 @@
 
 #include "moec/Pipelines/TokenSymbol.h"
 
+#include "moec/Conversion/KernelSymbols.h"
 #include "moec/Conversion/SymbolCheck.h"
 #include "moec/Conversion/ToPlan.h"
 #include "moec/Pipelines/InternalErrors.h"
@@ -30,7 +31,7 @@ bool compileAt(const DialectRegistry &registry,
                moec::ImportOptions opts,
                const std::vector<moec::SymbolicInputDim> &symbolic,
                int64_t tokens, const moec::MoecPipelineOptions &pipelineOptions,
-               moec::PlanSample &out, std::string &error) {
+               moec::PlanSample &out, ModuleOp &compiled, std::string &error) {
   moec::substituteTokens(opts.inputShapes, symbolic, tokens);
   // The plan's deferred weights read the module's constants when compared:
   // the context and module live as long as the sample.
@@ -69,6 +70,7 @@ bool compileAt(const DialectRegistry &registry,
     error = at + (first.empty() ? "plan lowering failed" : first);
     return false;
   }
+  compiled = *module;
   return true;
 }
 } // namespace
@@ -76,8 +78,8 @@ bool compileAt(const DialectRegistry &registry,
 bool moec::addTokenSymbol(
     const DialectRegistry &registry, const TokenSymbolImport &importAt,
     ImportOptions importOptions, const std::vector<SymbolicInputDim> &symbolic,
-    int64_t max, const MoecPipelineOptions &pipelineOptions, moert::Plan &plan,
-    moert::PlanData &data, const std::vector<int32_t> &roots,
+    int64_t max, const MoecPipelineOptions &pipelineOptions, ModuleOp maxModule,
+    moert::Plan &plan, moert::PlanData &data, const std::vector<int32_t> &roots,
     std::string &error) {
   // The ranks the tokens are split over: the blocks of the split of the
   // first symbolic input whose symbolic dim it cuts (as the runtime finds
@@ -97,12 +99,18 @@ bool moec::addTokenSymbol(
     return false;
   }
   std::vector<PlanSample> samples(2);
+  ModuleOp modules[2];
   auto [n1, n2] = sampleCounts(max, ranks);
   if (!compileAt(registry, importAt, importOptions, symbolic, n1,
-                 pipelineOptions, samples[0], error) ||
+                 pipelineOptions, samples[0], modules[0], error) ||
       !compileAt(registry, importAt, importOptions, symbolic, n2,
-                 pipelineOptions, samples[1], error))
+                 pipelineOptions, samples[1], modules[1], error))
     return false;
+  // The kernels' code is not in the plans: their constants are compared
+  // after the plans' structure.
+  const moert::Plan *plans[2] = {&samples[0].plan, &samples[1].plan};
   return inferPlanSymbols(plan, data, "tokens", max, samples, roots,
-                          pipelineOptions.capacityFactor, error);
+                          pipelineOptions.capacityFactor, error) &&
+         checkKernelConstants(maxModule, plan, max, modules, plans, {n1, n2},
+                              error);
 }

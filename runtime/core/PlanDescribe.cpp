@@ -188,7 +188,7 @@ std::string moert::describePlan(const Plan &p) {
   if (!p.kernels.empty()) {
     os << "kernels (generated):";
     for (const KernelCode &k : p.kernels)
-      os << " " << k.name << "/" << k.numArgs;
+      os << " " << k.name << "/" << k.numArgs << (k.symbolic ? "(t)" : "");
     os << "\n  code: cpu " << (p.cpuCode.segment < 0 ? 0 : p.cpuCode.bytes)
        << " bytes, ptx " << (p.ptxCode.segment < 0 ? 0 : p.ptxCode.bytes)
        << " bytes\n";

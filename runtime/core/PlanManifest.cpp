@@ -99,7 +99,8 @@ Offset<fb::Plan> toFb(const Plan &p, FlatBufferBuilder &b) {
           b, l.module, b.CreateString(l.function), b.CreateVector(l.grid, 3),
           b.CreateVector(l.block, 3), b.CreateVector(l.args)));
     kernels.push_back(fb::CreateKernelCode(b, b.CreateString(k.name), k.numArgs,
-                                           b.CreateVector(launches)));
+                                           b.CreateVector(launches),
+                                           k.symbolic));
   }
   fb::DataRef cpu = toFb(p.cpuCode), ptx = toFb(p.ptxCode);
   Offset<flatbuffers::Vector<Offset<fb::Symbol>>> syms = 0;
@@ -232,6 +233,7 @@ bool fromFb(const fb::Plan &f, Plan &p, std::string &error) {
     KernelCode c;
     c.name = k.name()->str();
     c.numArgs = k.num_args();
+    c.symbolic = k.symbolic();
     each(k.launches(), [&](const fb::GpuLaunch &l) {
       GpuLaunchCode g;
       g.module = l.module_();

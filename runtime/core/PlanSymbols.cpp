@@ -94,12 +94,47 @@ std::string moert::planSymbolsError(const Plan &plan) {
     std::string what = "value " + std::to_string(i) + " ('" + v.name + "')";
     if (!hasSym)
       return what + " has symbolic dims, but the plan has no symbol";
-    if (v.kind == ValueKind::constant)
-      return what + " is a constant with symbolic dims (constants have "
-                    "static shapes)";
+    if (v.kind == ValueKind::constant) {
+      // A constant cut at the count: a box of the maximum's. Steps read it
+      // packed, its first bytes, which is the box when it has one symbolic
+      // dim with only 1s before it; other boxes only kernels compiled for
+      // the count read (at the maximum's strides).
+      // Its first bytes when only 1s come before its first symbolic dim
+      // and it has one.
+      bool prefix = v.symDims.size() == 1;
+      for (int32_t d = 0; d < v.symDims[0].dim && size_t(d) < v.shape.size();
+           ++d)
+        prefix = prefix && v.shape[size_t(d)] == 1;
+      for (size_t j = 0; !prefix && j < plan.steps.size(); ++j) {
+        const Step &s = plan.steps[j];
+        if (std::find(s.inputs.begin(), s.inputs.end(), int32_t(i)) ==
+            s.inputs.end())
+          continue;
+        const fb::KernelT *k = s.attrs.Askernel();
+        bool symbolicKernel = false;
+        for (const KernelCode &c : plan.kernels)
+          symbolicKernel =
+              symbolicKernel || (k && c.name == k->name && c.symbolic);
+        if (!symbolicKernel)
+          return what + " is a constant cut at the count other than as its "
+                 "first bytes (symbolic dim " +
+                 std::to_string(v.symDims[0].dim) + " of " +
+                 std::to_string(v.symDims.size()) +
+                 ", after dims of size > 1 or with others), read by step " +
+                 std::to_string(j) +
+                 ", which is not a kernel compiled for the count (steps read "
+                 "a constant's first bytes)";
+      }
+    }
     if (std::string why = symDimsError(v.symDims, v.shape, max); !why.empty())
       return what + ": " + why;
   }
+  // The input whose split cuts the count (the executor's token split).
+  const ModelIO *cutting = nullptr;
+  for (const ModelIO &m : plan.inputs)
+    for (const SymDim &d : m.symDims)
+      if (!cutting && m.split.axis >= d.dim)
+        cutting = &m;
   auto checkIO = [&](const ModelIO &m, bool out) -> std::string {
     if (m.symDims.empty())
       return "";
@@ -115,11 +150,19 @@ std::string moert::planSymbolsError(const Plan &plan) {
                "; a model input or output's dims follow the global count T";
       if (m.split.axis < 0)
         continue; // replicated: every rank holds all T rows
+      // A split of whole dims before it (a batch of whole sequences):
+      // equal blocks, every rank holds all T of its sequences; right while
+      // no input's split cuts the count.
+      if (d.dim > m.split.axis) {
+        if (cutting)
+          return at + " is not among the leading dims 0.." +
+                 std::to_string(m.split.axis) +
+                 " that its split cuts, but input '" + cutting->name +
+                 "' is split along the count";
+        continue;
+      }
       // The rows of dims 0..axis are cut in blocks of T: the dim must be
       // one of them, with only 1s before it, and a whole multiple of T.
-      if (d.dim > m.split.axis)
-        return at + " is not among the leading dims 0.." +
-               std::to_string(m.split.axis) + " that its split cuts";
       for (int32_t j = 0; j < d.dim; ++j)
         if (m.shape[size_t(j)] != 1)
           return at + " follows dim " + std::to_string(j) + " of size " +
@@ -151,7 +194,16 @@ std::string moert::planSymbolsError(const Plan &plan) {
                " needs a dynamic token count (the plan has no symbol; a "
                "static plan gives `capacity`)";
     }
-    if (s.kind() != StepKind::kernel)
+    const fb::KernelT *kern = s.attrs.Askernel();
+    if (!kern)
+      continue;
+    // A kernel with symbolic operands must be compiled for them (it reads
+    // the counts from args[numArgs]).
+    bool symbolic = false;
+    for (const KernelCode &k : plan.kernels)
+      if (k.name == kern->name)
+        symbolic = k.symbolic;
+    if (symbolic)
       continue;
     for (const std::vector<int32_t> *ops : {&s.inputs, &s.outputs})
       for (int32_t v : *ops)
@@ -161,8 +213,20 @@ std::string moert::planSymbolsError(const Plan &plan) {
                  (s.loc.empty() ? "" : " at '" + s.loc + "'") +
                  "): operand value " + std::to_string(v) + " ('" +
                  plan.values[size_t(v)].name +
-                 "') has symbolic dims; generated kernels take static "
-                 "shapes only";
+                 "') has symbolic dims, but "
+                 "kernel '" +
+                 kern->name + "' was compiled for static shapes";
+  }
+  for (const KernelCode &k : plan.kernels) {
+    if (!k.symbolic)
+      continue;
+    if (!hasSym)
+      return "kernel '" + k.name +
+             "' takes token counts, but the plan has no symbol";
+    if (!k.launches.empty())
+      return "kernel '" + k.name +
+             "' takes token counts and has GPU launches; symbolic kernels "
+             "are CPU code only";
   }
   return "";
 }

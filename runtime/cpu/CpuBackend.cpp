@@ -468,6 +468,13 @@ void CpuBackend::kernel(ExecContext &ctx, size_t index, const fb::KernelT &at) {
     a.push_back(ptr(ctx, index, id, ctx.plan().values[id].dtype, "operand"));
   for (int32_t id : s.outputs)
     a.push_back(ptr(ctx, index, id, ctx.plan().values[id].dtype, "result"));
+  // Symbolic kernels (KernelCode::symbolic) read the counts after the
+  // operands; the others never look past them.
+  const SymValues &x = ctx.symbols();
+  kernelCounts_[int(SymKind::t)] = x.t;
+  kernelCounts_[int(SymKind::tb)] = x.tb;
+  kernelCounts_[int(SymKind::T)] = x.T;
+  a.push_back(kernelCounts_);
   it->second(a.data());
 }
 

@@ -102,6 +102,8 @@ private:
   void *code_ = nullptr;
   std::map<std::string, KernelFn> kernels_;
   std::vector<void *> kernelArgs_; ///< a kernel step's pointers
+  /// A symbolic kernel's last pointer: this call's {t, tb, T}.
+  int64_t kernelCounts_[3] = {0, 0, 0};
   std::vector<DispatchState> states_;
   std::vector<char> send_, recvSrc_, back_;
   std::vector<float> scratch_;

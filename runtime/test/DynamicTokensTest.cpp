@@ -400,32 +400,70 @@ TEST(DynamicTokensVerify, SymbolicDimsNeedASymbol) {
                     "symbol");
 }
 
-TEST(DynamicTokensVerify, NoSymbolicConstants) {
+TEST(DynamicTokensVerify, ConstantsCutAtTheCount) {
+  // Read by steps only as their first bytes: one symbolic dim, only 1s
+  // before it (other boxes: kernels compiled for the count).
   expectVerifyError(
       [](Plan &p) {
-        valueNamed(p, "router.weight").symDims = {{0, SymKind::t, 1, 0}};
+        valueNamed(p, "router.weight").symDims = {{1, SymKind::t, 1, 0}};
       },
-      "('router.weight') is a constant with symbolic dims");
+      "('router.weight') is a constant cut at the count other than as its "
+      "first bytes (symbolic dim 1 of 1, after dims of size > 1 or with "
+      "others), read by step 0, which is not a kernel compiled for the "
+      "count");
+  expectVerifyError(
+      [](Plan &p) {
+        valueNamed(p, "router.weight").symDims = {{0, SymKind::t, 1, 0},
+                                                  {1, SymKind::t, 1, 0}};
+      },
+      "('router.weight') is a constant cut at the count other than as its "
+      "first bytes (symbolic dim 0 of 2");
+  TestCase tc = makeDynamicMoE(spec(2));
+  valueNamed(tc.plan, "router.weight").symDims = {{0, SymKind::t, 1, 0}};
+  std::string error;
+  EXPECT_TRUE(verifyPlan(tc.plan, error)) << error;
 }
 
-TEST(DynamicTokensVerify, NoSymbolicKernelOperands) {
+/// Adds a kernel step on x -> out calling kernel_0 (`symbolic`: compiled
+/// for the token count).
+void addKernelStep(Plan &p, bool symbolic) {
+  KernelCode k;
+  k.name = "kernel_0";
+  k.numArgs = 2;
+  k.symbolic = symbolic;
+  p.kernels.push_back(k);
+  Step s;
+  fb::KernelT kt;
+  kt.name = "kernel_0";
+  s.attrs.Set(kt);
+  s.inputs = {valueNamed(p, "x").id};
+  s.outputs = {valueNamed(p, "out").id};
+  s.loc = "/fused";
+  p.steps.push_back(std::move(s));
+}
+
+TEST(DynamicTokensVerify, SymbolicOperandsNeedASymbolicKernel) {
+  expectVerifyError([](Plan &p) { addKernelStep(p, false); },
+                    "(kernel at '/fused'): operand value 0 ('x') has "
+                    "symbolic dims, but kernel 'kernel_0' was compiled for "
+                    "static shapes");
+  // Compiled for them (KernelCode::symbolic): valid.
+  TestCase tc = makeDynamicMoE(spec(2));
+  addKernelStep(tc.plan, true);
+  std::string error;
+  EXPECT_TRUE(verifyPlan(tc.plan, error)) << error;
+}
+
+TEST(DynamicTokensVerify, SymbolicKernelsAreCpuCode) {
   expectVerifyError(
       [](Plan &p) {
-        KernelCode k;
-        k.name = "kernel_0";
-        k.numArgs = 2;
-        p.kernels.push_back(k);
-        Step s;
-        fb::KernelT kt;
-        kt.name = "kernel_0";
-        s.attrs.Set(kt);
-        s.inputs = {valueNamed(p, "x").id};
-        s.outputs = {valueNamed(p, "out").id};
-        s.loc = "/fused";
-        p.steps.push_back(std::move(s));
+        addKernelStep(p, true);
+        GpuLaunchCode l;
+        l.function = "kernel_0_k";
+        p.kernels[0].launches.push_back(l);
       },
-      "(kernel at '/fused'): operand value 0 ('x') has symbolic dims; "
-      "generated kernels take static shapes only");
+      "kernel 'kernel_0' takes token counts and has GPU launches; symbolic "
+      "kernels are CPU code only");
 }
 
 TEST(DynamicTokensVerify, ModelIODims) {
@@ -433,9 +471,10 @@ TEST(DynamicTokensVerify, ModelIODims) {
       [](Plan &p) { p.outputs[0].symDims[0].sym = SymKind::t; },
       "output 'out': symbolic dim 0 follows t; a model input or output's "
       "dims follow the global count T");
-  expectVerifyError([](Plan &p) { p.inputs[0].symDims[0].dim = 1; },
-                    "input 'x': symbolic dim 1 is not among the leading "
-                    "dims 0..0 that its split cuts");
+  expectVerifyError([](Plan &p) { p.outputs[0].symDims[0].dim = 1; },
+                    "output 'out': symbolic dim 1 is not among the leading "
+                    "dims 0..0 that its split cuts, but input 'x' is split "
+                    "along the count");
   expectVerifyError([](Plan &p) { p.inputs[0].symDims[0].b = 1; },
                     "input 'x': symbolic dim 0 is 1*T+1; a split dim must "
                     "be a*T with a >= 1");

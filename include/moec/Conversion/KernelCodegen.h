@@ -18,13 +18,18 @@
 
 namespace moec {
 
+struct KernelVariant;
+
 /// The kernel records are the plan's (moert::KernelCode, GpuLaunchCode).
 using KernelInfo = moert::KernelCode;
 
 /// Host machine code: `void kernel_N(void **args)` in a shared object (the
 /// bytes of the .so), `args` the kernel's pointers, inputs then outputs
-/// (plan version 3). No kernels: success, empty output.
+/// (plan version 3). No kernels: success, empty output. With `variants`
+/// (a plan with a dynamic token count, KernelSymbols.h): one function per
+/// variant, the symbolic ones taking the counts as args[numArgs].
 mlir::LogicalResult compileKernelsForCPU(mlir::ModuleOp module,
+                                         llvm::ArrayRef<KernelVariant> variants,
                                          std::vector<char> &sharedObject,
                                          std::vector<KernelInfo> &kernels,
                                          std::string &error);

@@ -47,9 +47,11 @@ int64_t splitBlockCount(const moert::Plan &plan, const moert::Split &split);
 /// value i shares (PlanOptions::valueRoots). Fails with `error` naming the
 /// value, input, output or step (and its ONNX node) when the plans differ other
 /// than in sizes, a size is not affine in the count, or the plan needs what
-/// dynamic plans do not support yet (generated kernels or collectives along
-/// a token dim). Dispatches with a capacity get `capacityFactor`
-/// (--capacity-factor): the runtime computes each call's capacity.
+/// dynamic plans do not support yet (collectives along a token dim).
+/// Dispatches with a capacity get `capacityFactor` (--capacity-factor): the
+/// runtime computes each call's capacity. The plan is not verified here: its
+/// kernels are compiled afterwards, for the symbolic dims found here
+/// (KernelSymbols.h).
 bool inferPlanSymbols(moert::Plan &plan, moert::PlanData &data,
                       const std::string &name, int64_t max,
                       std::vector<PlanSample> &samples,

@@ -15,6 +15,8 @@
 
 namespace moec {
 
+struct KernelVariant;
+
 struct PlanOptions {
   /// Compile the generated kernels for the host CPU.
   bool cpuCode = true;
@@ -28,6 +30,15 @@ struct PlanOptions {
   /// compared (SymbolCheck.h's samples, without kernel code).
   bool verify = true;
 };
+
+/// Compiles `module`'s generated kernels as `options` say (host code, PTX)
+/// into `plan` and `data`: every kernel, or with `variants` (a plan with a
+/// dynamic token count, KernelSymbols.h) each variant. buildPlan calls it
+/// without variants.
+mlir::LogicalResult addKernelCode(mlir::ModuleOp module,
+                                  const PlanOptions &options,
+                                  llvm::ArrayRef<KernelVariant> variants,
+                                  moert::Plan &plan, moert::PlanData &data);
 
 /// Builds the plan of `module` (emits an error naming the op and fails when
 /// an op has no plan lowering). `source` is recorded as the plan's source.

@@ -44,14 +44,19 @@ using TokenSymbolImport = std::function<mlir::OwningOpRef<mlir::ModuleOp>(
 /// `tokens <= max`: compiles the model again at the two sampleCounts
 /// (`importAt`, moec's pipeline, the plan without kernel code; each in a
 /// context of its own, with the dialects of `registry`) and infers the
-/// symbolic dims (inferPlanSymbols). False with `error` naming the problem.
+/// symbolic dims (inferPlanSymbols); the generated kernels of `maxModule`
+/// (the model at `max`) must hold the same constants at every count
+/// (checkKernelConstants). False with `error` naming the problem. The plan
+/// is left without kernel code and unverified: the caller compiles its
+/// kernels for the symbolic dims (KernelSymbols.h).
 bool addTokenSymbol(const mlir::DialectRegistry &registry,
                     const TokenSymbolImport &importAt,
                     ImportOptions importOptions,
                     const std::vector<SymbolicInputDim> &symbolic, int64_t max,
                     const MoecPipelineOptions &pipelineOptions,
-                    moert::Plan &plan, moert::PlanData &data,
-                    const std::vector<int32_t> &roots, std::string &error);
+                    mlir::ModuleOp maxModule, moert::Plan &plan,
+                    moert::PlanData &data, const std::vector<int32_t> &roots,
+                    std::string &error);
 
 } // namespace moec
 

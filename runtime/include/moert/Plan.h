@@ -235,6 +235,10 @@ struct GpuLaunchCode {
 struct KernelCode {
   std::string name;
   int numArgs = 0; ///< one pointer per input, then one per output
+  /// Takes one more pointer, args[numArgs], to the call's token counts
+  /// int64 {t, tb, T} (SymKind order), and runs at its operands' actual
+  /// sizes (a plan with a symbol; CPU code only).
+  bool symbolic = false;
   std::vector<GpuLaunchCode> launches; ///< with PTX: how to launch it
 };
 

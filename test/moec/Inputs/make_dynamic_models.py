@@ -15,7 +15,22 @@ computed from a shape, which a plan compiled at one count holds as a
 constant (the importer folds it).
 
 kernel.onnx: x float[T,16] -> Tanh -> the layer: the Tanh becomes a generated
-kernel, which takes static shapes only (for now).
+kernel whose operands follow the token count.
+
+heads.onnx: x float[1,S,16] -> two heads of 8 (Reshape, Transpose to
+[1,2,S,8]) -> unmasked self-attention of x with itself (scores [1,2,S,S],
+Softmax) -> Transpose back -> Tanh -> the layer: kernels whose operands have
+the token count in inner dims ([1,2,S,8], [1,2,S,S]), which a plan holds
+packed at the actual count.
+
+twice.onnx: Tanh on x float[T,16] and on a second input w float[16,16],
+then x @ w -> the layer: at the maximum of 16 both Tanhs are one generated
+kernel (same types), called once with a token dim and once without: two
+compiled copies.
+
+scaled.onnx: x float[T,16] divided by T (Shape -> Gather -> Cast -> Div) ->
+the layer: the importer folds T into a scalar inside a generated kernel,
+which would be wrong at any other count: refused.
 """
 import os
 import sys
@@ -103,6 +118,54 @@ def main():
          helper.make_tensor_value_info("router_logits", TensorProto.FLOAT, ["T", E])],
         w)
     save(g, os.path.join(out, "kernel.onnx"))
+
+    i64 = lambda name, v: numpy_helper.from_array(np.array(v, np.int64), name)
+    nodes = [
+        helper.make_node("Reshape", ["x3", "heads_shape"], ["h"], name="split_heads"),
+        helper.make_node("Transpose", ["h"], ["q"], name="heads_first", perm=[0, 2, 1, 3]),
+        helper.make_node("Transpose", ["q"], ["kt"], name="keys_t", perm=[0, 1, 3, 2]),
+        helper.make_node("MatMul", ["q", "kt"], ["s"], name="scores"),
+        helper.make_node("Softmax", ["s"], ["p"], name="probs", axis=-1),
+        helper.make_node("MatMul", ["p", "q"], ["o"], name="attend"),
+        helper.make_node("Transpose", ["o"], ["ot"], name="heads_last", perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", ["ot", "rows"], ["r"], name="merge_heads"),
+        helper.make_node("Tanh", ["r"], ["x"], name="squash"),
+    ] + moe_nodes("x")
+    g = helper.make_graph(
+        nodes, "heads",
+        [helper.make_tensor_value_info("x3", TensorProto.FLOAT, [1, "S", H])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["S", H]),
+         helper.make_tensor_value_info("router_logits", TensorProto.FLOAT, ["S", E])],
+        w + [i64("heads_shape", [1, -1, 2, H // 2]), i64("rows", [-1, H])])
+    save(g, os.path.join(out, "heads.onnx"))
+
+    nodes = [
+        helper.make_node("Tanh", ["x0"], ["xt"], name="squash_x"),
+        helper.make_node("Tanh", ["w"], ["wt"], name="squash_w"),
+        helper.make_node("MatMul", ["xt", "wt"], ["x"], name="mix"),
+    ] + moe_nodes("x")
+    g = helper.make_graph(
+        nodes, "twice",
+        [helper.make_tensor_value_info("x0", TensorProto.FLOAT, ["T", H]),
+         helper.make_tensor_value_info("w", TensorProto.FLOAT, [H, H])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", H]),
+         helper.make_tensor_value_info("router_logits", TensorProto.FLOAT, ["T", E])],
+        w)
+    save(g, os.path.join(out, "twice.onnx"))
+
+    nodes = [
+        helper.make_node("Shape", ["x0"], ["shape"], name="shape"),
+        helper.make_node("Gather", ["shape", "zero"], ["count"], name="count", axis=0),
+        helper.make_node("Cast", ["count"], ["countf"], name="countf", to=TensorProto.FLOAT),
+        helper.make_node("Div", ["x0", "countf"], ["x"], name="per_token"),
+    ] + moe_nodes("x")
+    g = helper.make_graph(
+        nodes, "scaled",
+        [helper.make_tensor_value_info("x0", TensorProto.FLOAT, ["T", H])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["T", H]),
+         helper.make_tensor_value_info("router_logits", TensorProto.FLOAT, ["T", E])],
+        w + [i64("zero", 0)])
+    save(g, os.path.join(out, "scaled.onnx"))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,71 @@
+//===- KernelSymbols.h - generated kernels at a dynamic token count -*- C++
+//-*-===//
+//
+// Generated kernels of a plan with a dynamic token count (increment 2 of
+// docs/design/dynamic-tokens.md). A kernel keeps the static bare-pointer
+// ABI of the maximum's shapes; a kernel whose operands have symbolic dims
+// takes one more pointer, to the call's counts int64 {t, tb, T}, and views
+// each such operand at its actual sizes with packed strides
+// (memref.reinterpret_cast) before its linalg ops, which then run to the
+// actual extents. Plan values are packed at their actual shapes, so inner
+// symbolic dims ([B, h, S, d]) read right too.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef MOEC_CONVERSION_KERNELSYMBOLS_H
+#define MOEC_CONVERSION_KERNELSYMBOLS_H
+
+#include "moert/Plan.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinOps.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace moec {
+
+/// One compiled copy of kernel function `source`, named `name`, for
+/// operands (inputs then outputs) with the symbolic dims `operands`.
+/// `boxed[i]`: operand i is a constant cut at the count, viewed at the
+/// maximum's strides (a box of it) rather than packed.
+struct KernelVariant {
+  std::string name;
+  std::string source;
+  std::vector<std::vector<moert::SymDim>> operands;
+  std::vector<bool> boxed;
+  bool symbolic() const;
+};
+
+/// The kernel copies `plan`'s kernel steps need: one per kernel and
+/// signature of symbolic dims. A step whose signature differs from an
+/// earlier call of the same kernel is renamed to a copy ("kernel_3_t1").
+std::vector<KernelVariant> kernelVariants(moert::Plan &plan);
+
+/// The same model's module and plan at the maximum (`max`, `plan`) and at
+/// other counts (`others[i]`, `otherPlans[i]` at `counts[i]` tokens, plans
+/// of the same structure): the kernel each kernel step calls must have the
+/// same ops and hold the same constants (scalars, splats, index constants)
+/// at every count, or it computed something from the count. False with
+/// `error` naming the step, its ONNX node and both constants.
+bool checkKernelConstants(mlir::ModuleOp max, const moert::Plan &plan,
+                          int64_t maxTokens,
+                          llvm::ArrayRef<mlir::ModuleOp> others,
+                          llvm::ArrayRef<const moert::Plan *> otherPlans,
+                          llvm::ArrayRef<int64_t> counts, std::string &error);
+
+/// Rewrites bufferized kernel `f` (memref operands, inputs then outputs) for
+/// `variant`: appends the counts operand (memref<3xi64>) and replaces each
+/// symbolic operand by its view at the actual sizes, min(a*X+b, max),
+/// packed (boxed constants: at the maximum's strides). Negative indices
+/// into such operands wrap around their actual sizes. Fails with `error` when
+/// an operand is used other than by linalg ops, loads and stores, or a linalg
+/// loop runs over a symbolic dim of one operand and a fixed dim of another.
+mlir::LogicalResult dynamizeKernel(mlir::func::FuncOp f,
+                                   const KernelVariant &variant,
+                                   std::string &error);
+
+} // namespace moec
+
+#endif // MOEC_CONVERSION_KERNELSYMBOLS_H

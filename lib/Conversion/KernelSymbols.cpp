@@ -1,0 +1,420 @@
+//===- KernelSymbols.cpp - generated kernels at a dynamic token count -----===//
+//
+// See KernelSymbols.h.
+//
+//===----------------------------------------------------------------------===//
+
+#include "moec/Conversion/KernelSymbols.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Arith/Utils/Utils.h"
+#include "mlir/Dialect/Linalg/IR/Linalg.h"
+#include "mlir/Dialect/MemRef/IR/MemRef.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/Matchers.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <map>
+#include <set>
+#include <tuple>
+
+using namespace mlir;
+using namespace moec;
+
+bool KernelVariant::symbolic() const {
+  for (const std::vector<moert::SymDim> &o : operands)
+    if (!o.empty())
+      return true;
+  return false;
+}
+
+namespace {
+/// The symbolic dims of a kernel step's operands, inputs then outputs, and
+/// which are constants.
+std::vector<std::vector<moert::SymDim>> signatureOf(const moert::Plan &plan,
+                                                    const moert::Step &s,
+                                                    std::vector<bool> &boxed) {
+  std::vector<std::vector<moert::SymDim>> sig;
+  boxed.clear();
+  for (const std::vector<int32_t> *ops : {&s.inputs, &s.outputs})
+    for (int32_t v : *ops) {
+      const moert::Value *x = v >= 0 ? &plan.values[size_t(v)] : nullptr;
+      sig.push_back(x ? x->symDims : std::vector<moert::SymDim>{});
+      boxed.push_back(x && x->kind == moert::ValueKind::constant &&
+                      !x->symDims.empty());
+    }
+  return sig;
+}
+
+bool sameSignature(const KernelVariant &v,
+                   const std::vector<std::vector<moert::SymDim>> &b,
+                   const std::vector<bool> &boxed) {
+  const std::vector<std::vector<moert::SymDim>> &a = v.operands;
+  if (a.size() != b.size() || v.boxed != boxed)
+    return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (a[i].size() != b[i].size())
+      return false;
+    for (size_t j = 0; j < a[i].size(); ++j)
+      if (a[i][j].dim != b[i][j].dim || a[i][j].sym != b[i][j].sym ||
+          a[i][j].a != b[i][j].a || a[i][j].b != b[i][j].b)
+        return false;
+  }
+  return true;
+}
+
+std::string show(Attribute a) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  if (auto d = dyn_cast<DenseElementsAttr>(a); d && d.isSplat())
+    d.getSplatValue<Attribute>().print(os);
+  else
+    a.print(os);
+  return s.size() > 80 ? s.substr(0, 77) + "..." : s;
+}
+
+std::string printed(Attribute a) {
+  std::string s;
+  llvm::raw_string_ostream os(s);
+  a.print(os);
+  return s;
+}
+
+/// Whether attributes `a` and `b` of the same op at two counts (in two
+/// MLIR contexts: compared as text) agree in everything but types: splats
+/// compare by value, other dense data by shape and bytes.
+bool sameConstant(Attribute a, Attribute b) {
+  if (isa<TypeAttr>(a) && isa<TypeAttr>(b))
+    return true;
+  auto da = dyn_cast<DenseElementsAttr>(a);
+  auto db = dyn_cast<DenseElementsAttr>(b);
+  if (da && db) {
+    if (da.isSplat() && db.isSplat())
+      return printed(da.getSplatValue<Attribute>()) ==
+             printed(db.getSplatValue<Attribute>());
+    return !da.isSplat() && !db.isSplat() &&
+           da.getType().getShape() == db.getType().getShape() &&
+           da.getRawData() == db.getRawData();
+  }
+  return printed(a) == printed(b);
+}
+
+/// The source and position a negative index wraps around in: `add` is
+/// `x + c` feeding `select(x < 0, x + c, x)`, and every use of that select
+/// is index `pos` of a tensor.extract or memref.load from one `source`
+/// (Gather and GatherND's negative indices: c is the dim's size).
+std::optional<std::pair<Value, unsigned>> wrapTarget(arith::AddIOp add) {
+  std::optional<std::pair<Value, unsigned>> target;
+  if (add->use_empty())
+    return std::nullopt;
+  for (Operation *u : add->getUsers()) {
+    auto sel = dyn_cast<arith::SelectOp>(u);
+    if (!sel || sel.getTrueValue() != add.getResult())
+      return std::nullopt;
+    Value x = sel.getFalseValue();
+    auto cmp = sel.getCondition().getDefiningOp<arith::CmpIOp>();
+    if (!cmp || cmp.getPredicate() != arith::CmpIPredicate::slt ||
+        cmp.getLhs() != x || !matchPattern(cmp.getRhs(), m_Zero()) ||
+        (add.getLhs() != x && add.getRhs() != x))
+      return std::nullopt;
+    for (OpOperand &use : sel->getUses()) {
+      Value source;
+      ValueRange indices;
+      if (auto e = dyn_cast<tensor::ExtractOp>(use.getOwner())) {
+        source = e.getTensor();
+        indices = e.getIndices();
+      } else if (auto l = dyn_cast<memref::LoadOp>(use.getOwner())) {
+        source = l.getMemRef();
+        indices = l.getIndices();
+      } else {
+        return std::nullopt;
+      }
+      unsigned at = use.getOperandNumber() - 1; // after the source
+      if (at >= indices.size() ||
+          (target && (target->first != source || target->second != at)))
+        return std::nullopt;
+      target = std::make_pair(source, at);
+    }
+  }
+  return target;
+}
+
+/// Whether `op` is an index constant used only as the size a negative
+/// index wraps around in (wrapTarget), equal to that dim's size: it follows
+/// the shape at every count, and dynamizeKernel reads the size instead.
+bool isWrapSize(Operation *op) {
+  auto c = dyn_cast<arith::ConstantIndexOp>(op);
+  if (!c || c->use_empty())
+    return false;
+  for (Operation *u : c->getUsers()) {
+    auto add = dyn_cast<arith::AddIOp>(u);
+    std::optional<std::pair<Value, unsigned>> t;
+    if (add)
+      t = wrapTarget(add);
+    auto shaped = t ? dyn_cast<ShapedType>(t->first.getType()) : ShapedType();
+    if (!shaped || shaped.isDynamicDim(t->second) ||
+        shaped.getDimSize(t->second) != c.value())
+      return false;
+  }
+  return true;
+}
+
+std::vector<Operation *> opsOf(func::FuncOp f) {
+  std::vector<Operation *> ops;
+  f.walk<WalkOrder::PreOrder>([&](Operation *op) {
+    if (op != f.getOperation())
+      ops.push_back(op);
+  });
+  return ops;
+}
+} // namespace
+
+std::vector<KernelVariant> moec::kernelVariants(moert::Plan &plan) {
+  std::vector<KernelVariant> variants;
+  std::map<std::string, std::vector<size_t>> byKernel; // -> variants
+  for (moert::Step &s : plan.steps) {
+    moert::fb::KernelT *k = s.attrs.Askernel();
+    if (!k)
+      continue;
+    std::vector<bool> boxed;
+    std::vector<std::vector<moert::SymDim>> sig = signatureOf(plan, s, boxed);
+    std::vector<size_t> &known = byKernel[k->name];
+    const KernelVariant *match = nullptr;
+    for (size_t i : known)
+      if (sameSignature(variants[i], sig, boxed))
+        match = &variants[i];
+    if (match) {
+      k->name = match->name;
+      continue;
+    }
+    KernelVariant v;
+    v.source = k->name;
+    v.name =
+        known.empty() ? k->name : k->name + "_t" + std::to_string(known.size());
+    v.operands = std::move(sig);
+    v.boxed = std::move(boxed);
+    k->name = v.name;
+    known.push_back(variants.size());
+    variants.push_back(std::move(v));
+  }
+  return variants;
+}
+
+bool moec::checkKernelConstants(ModuleOp max, const moert::Plan &plan,
+                                int64_t maxTokens, ArrayRef<ModuleOp> others,
+                                ArrayRef<const moert::Plan *> otherPlans,
+                                ArrayRef<int64_t> counts, std::string &error) {
+  std::set<std::tuple<size_t, std::string, std::string>> done;
+  for (size_t i = 0; i < plan.steps.size(); ++i) {
+    const moert::fb::KernelT *k = plan.steps[i].attrs.Askernel();
+    if (!k)
+      continue;
+    std::string where =
+        "step " + std::to_string(i) + " (kernel '" + k->name + "'" +
+        (plan.steps[i].loc.empty() ? "" : " at '" + plan.steps[i].loc + "'") +
+        ")";
+    auto f = max.lookupSymbol<func::FuncOp>(k->name);
+    for (size_t o = 0; o < others.size(); ++o) {
+      const moert::fb::KernelT *ko = otherPlans[o]->steps[i].attrs.Askernel();
+      if (!ko || !done.insert({o, k->name, ko->name}).second)
+        continue;
+      ModuleOp other = others[o];
+      auto g = other.lookupSymbol<func::FuncOp>(ko->name);
+      std::string at = "at " + std::to_string(maxTokens) + " and " +
+                       std::to_string(counts[o]) + " tokens";
+      std::vector<Operation *> ops, theirs;
+      if (f && g) {
+        ops = opsOf(f);
+        theirs = opsOf(g);
+      }
+      if (!f || !g || theirs.size() != ops.size()) {
+        error = where + " compiles differently " + at +
+                " (shape-dependent structure: not supported with a dynamic "
+                "token count yet)";
+        return false;
+      }
+      for (size_t j = 0; j < ops.size(); ++j) {
+        Operation *a = ops[j], *b = theirs[j];
+        if (a->getName().getStringRef() != b->getName().getStringRef() ||
+            a->getAttrs().size() != b->getAttrs().size()) {
+          error = where + " compiles differently " + at + " at its " +
+                  a->getName().getStringRef().str() + " (" +
+                  b->getName().getStringRef().str() +
+                  " there; shape-dependent structure: not supported with a "
+                  "dynamic token count yet)";
+          return false;
+        }
+        if (isWrapSize(a) && isWrapSize(b))
+          continue;
+        for (size_t n = 0; n < a->getAttrs().size(); ++n) {
+          NamedAttribute na = a->getAttrs()[n], nb = b->getAttrs()[n];
+          if (na.getName().strref() == nb.getName().strref() &&
+              sameConstant(na.getValue(), nb.getValue()))
+            continue;
+          error = where + ": " + a->getName().getStringRef().str() + " holds " +
+                  na.getName().str() + " " + show(na.getValue()) + " at " +
+                  std::to_string(maxTokens) + " tokens, but " +
+                  show(nb.getValue()) + " at " + std::to_string(counts[o]) +
+                  " tokens (a constant computed from the token count, e.g. "
+                  "a scale by the sequence length or an index from it: not "
+                  "supported with a dynamic token count yet)";
+          return false;
+        }
+      }
+    }
+  }
+  return true;
+}
+
+LogicalResult moec::dynamizeKernel(func::FuncOp f, const KernelVariant &variant,
+                                   std::string &error) {
+  std::string who = "kernel '" + variant.name + "'";
+  if (f.getNumArguments() != variant.operands.size() ||
+      f.getNumResults() != 0) {
+    error = who + ": " + std::to_string(f.getNumArguments()) +
+            " buffer operands after bufferization, the plan passes " +
+            std::to_string(variant.operands.size());
+    return failure();
+  }
+  MLIRContext *ctx = f.getContext();
+  Location loc = f.getLoc();
+  Block &entry = f.getBody().front();
+  auto countsType = MemRefType::get({3}, IntegerType::get(ctx, 64));
+  if (failed(f.insertArgument(f.getNumArguments(), countsType, {}, loc))) {
+    error = who + ": cannot add the token-count operand";
+    return failure();
+  }
+  Value counts = entry.getArguments().back();
+  OpBuilder b = OpBuilder::atBlockBegin(&entry);
+  std::map<int, Value> xs; // SymKind -> index
+  auto countOf = [&](moert::SymKind k) {
+    auto it = xs.find(int(k));
+    if (it != xs.end())
+      return it->second;
+    Value i = arith::ConstantIndexOp::create(b, loc, int64_t(k));
+    Value x = memref::LoadOp::create(b, loc, counts, ValueRange{i});
+    Value idx = arith::IndexCastOp::create(b, loc, b.getIndexType(), x);
+    xs[int(k)] = idx;
+    return idx;
+  };
+  auto cst = [&](int64_t v) -> Value {
+    return arith::ConstantIndexOp::create(b, loc, v);
+  };
+
+  for (size_t i = 0; i < variant.operands.size(); ++i) {
+    const std::vector<moert::SymDim> &syms = variant.operands[i];
+    if (syms.empty())
+      continue;
+    BlockArgument arg = f.getArgument(unsigned(i));
+    auto type = dyn_cast<MemRefType>(arg.getType());
+    if (!type || !type.getLayout().isIdentity() || !type.hasStaticShape()) {
+      error = who + ": operand " + std::to_string(i) +
+              " is not a static packed buffer after bufferization";
+      return failure();
+    }
+    int64_t rank = type.getRank();
+    SmallVector<OpFoldResult> sizes;
+    SmallVector<int64_t> shape(type.getShape());
+    for (int64_t d = 0; d < rank; ++d)
+      sizes.push_back(b.getIndexAttr(shape[size_t(d)]));
+    for (const moert::SymDim &s : syms) {
+      if (s.dim < 0 || s.dim >= rank) {
+        error = who + ": operand " + std::to_string(i) + " has no dim " +
+                std::to_string(s.dim);
+        return failure();
+      }
+      Value x = countOf(s.sym);
+      Value v = s.a == 1 ? x : arith::MulIOp::create(b, loc, x, cst(s.a));
+      if (s.b)
+        v = arith::AddIOp::create(b, loc, v, cst(s.b));
+      v = arith::MinSIOp::create(b, loc, v, cst(shape[size_t(s.dim)]));
+      sizes[size_t(s.dim)] = v;
+      shape[size_t(s.dim)] = ShapedType::kDynamic;
+    }
+    // Packed strides of the actual sizes; a boxed constant keeps the
+    // maximum's.
+    bool boxed = i < variant.boxed.size() && variant.boxed[i];
+    SmallVector<OpFoldResult> strides(rank, OpFoldResult());
+    SmallVector<int64_t> staticStrides(rank, 0);
+    OpFoldResult run = b.getIndexAttr(1);
+    for (int64_t d = rank - 1; d >= 0; --d) {
+      strides[size_t(d)] = run;
+      std::optional<int64_t> r = getConstantIntValue(run);
+      staticStrides[size_t(d)] = r ? *r : ShapedType::kDynamic;
+      std::optional<int64_t> sz =
+          boxed ? std::optional<int64_t>(type.getDimSize(d))
+                : getConstantIntValue(sizes[size_t(d)]);
+      if (r && sz)
+        run = b.getIndexAttr(*r * *sz);
+      else
+        run = arith::MulIOp::create(
+                  b, loc, getValueOrCreateConstantIndexOp(b, loc, run),
+                  getValueOrCreateConstantIndexOp(b, loc, sizes[size_t(d)]))
+                  .getResult();
+    }
+    auto viewType = MemRefType::get(
+        shape, type.getElementType(),
+        StridedLayoutAttr::get(ctx, 0, staticStrides), type.getMemorySpace());
+    auto view = memref::ReinterpretCastOp::create(
+        b, loc, viewType, arg, b.getIndexAttr(0), sizes, strides);
+    arg.replaceAllUsesExcept(view.getResult(), view);
+    for (Operation *user : view->getUsers())
+      if (!isa<linalg::LinalgOp, memref::LoadOp, memref::StoreOp>(user)) {
+        error = who + ": operand " + std::to_string(i) +
+                " follows the token count and is used by " +
+                user->getName().getStringRef().str() +
+                ", which kernels with a dynamic token count do not take yet";
+        return failure();
+      }
+  }
+
+  // Negative indices wrap around the actual size of a symbolic dim.
+  SmallVector<std::pair<arith::AddIOp, std::pair<Value, unsigned>>> wraps;
+  f.walk([&](arith::AddIOp add) {
+    if (auto t = wrapTarget(add);
+        t && cast<ShapedType>(t->first.getType()).isDynamicDim(t->second))
+      wraps.push_back({add, *t});
+  });
+  for (auto &[add, t] : wraps) {
+    OpBuilder at(add);
+    Value size =
+        memref::DimOp::create(at, add.getLoc(), t.first, int64_t(t.second));
+    Value x = add.getLhs().getDefiningOp<arith::ConstantIndexOp>()
+                  ? add.getRhs()
+                  : add.getLhs();
+    add->setOperands({x, size});
+  }
+
+  // Each linalg loop runs over dims that are all symbolic or all fixed:
+  // the loop bound comes from one of them.
+  WalkResult r = f.walk([&](linalg::LinalgOp op) {
+    SmallVector<AffineMap> maps = op.getIndexingMapsArray();
+    SmallVector<int> kind(op.getNumLoops(), 0); // 1 fixed, 2 symbolic
+    for (OpOperand &o : op->getOpOperands()) {
+      auto t = dyn_cast<ShapedType>(o.get().getType());
+      if (!t || (!op.isDpsInput(&o) && !op.isDpsInit(&o)))
+        continue;
+      AffineMap m = op.getMatchingIndexingMap(&o);
+      for (unsigned d = 0; d < m.getNumResults(); ++d) {
+        auto e = dyn_cast<AffineDimExpr>(m.getResult(d));
+        if (!e)
+          continue;
+        int k = t.isDynamicDim(d) ? 2 : 1;
+        int &seen = kind[e.getPosition()];
+        if (seen && seen != k) {
+          error = who + ": a loop of its " +
+                  op->getName().getStringRef().str() +
+                  " runs over a dim that follows the token count in one "
+                  "operand and a fixed dim in another";
+          return WalkResult::interrupt();
+        }
+        seen = k;
+      }
+    }
+    return WalkResult::advance();
+  });
+  return failure(r.wasInterrupted());
+}
