@@ -116,7 +116,8 @@ std::string moert::planSymbolsError(const Plan &plan) {
           symbolicKernel =
               symbolicKernel || (k && c.name == k->name && c.symbolic);
         if (!symbolicKernel)
-          return what + " is a constant cut at the count other than as its "
+          return what +
+                 " is a constant cut at the count other than as its "
                  "first bytes (symbolic dim " +
                  std::to_string(v.symDims[0].dim) + " of " +
                  std::to_string(v.symDims.size()) +
