@@ -233,6 +233,15 @@ def export_lm(name, cfg, batch=4, seq=S, out=None, dynamic=False):
         if dynamic else None
     save(name, Logits(model).eval(), [("input_ids", ids)], ["logits"], out,
          dynamic_shapes=shapes)
+    if dynamic:
+        # torch's greedy generation (with its KV cache) from the same
+        # prompt, for `moe-run generate`: 16 new tokens, no end token.
+        model.generation_config.eos_token_id = None
+        model.generation_config.pad_token_id = 0
+        with torch.no_grad():
+            g = model.generate(ids, max_new_tokens=16, do_sample=False)
+        np.save(os.path.join(out or os.path.join(HERE, name),
+                             "generate.npy"), g.numpy())
 
 
 def export_decode_step(name="mixtral_decode_step", past=8, batch=4,

@@ -26,6 +26,7 @@
 
 #include "moert/Comm.h"
 #include "moert/Executor.h"
+#include "moert/Generate.h"
 #include "moert/Npy.h"
 #include "moert/Plan.h"
 #include "moert/Progress.h"
@@ -41,6 +42,7 @@
 #include <nlohmann/json.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -72,6 +74,10 @@ struct Options {
   double timeout = 600;       ///< --timeout: seconds without progress
   bool verifyWeights = true;  ///< off with --no-verify-weights
   bool quiet = false;         ///< --quiet: no progress meter
+  /// `moe-run generate`: the prompt ids (--ids) and moert::GenerateOptions.
+  bool generate = false;
+  std::string ids;
+  GenerateOptions gen;
 };
 
 /// An error to report once (on rank 0, or by the failing rank) and exit 1.
@@ -96,8 +102,17 @@ int parseCount(const std::string &v, long max, const std::string &what) {
 /// Parses the command line into `o`. Returns -1 to go on, else the exit
 /// status (0 after --help; 1 after an error, printed).
 int parseArgs(int argc, char **argv, Options &o) {
+  // `moe-run generate ...`: the generation loop (moert/Generate.h).
+  std::vector<char *> args(argv, argv + argc);
+  if (argc > 1 && std::strcmp(argv[1], "generate") == 0) {
+    o.generate = true;
+    args.erase(args.begin() + 1);
+  }
+  argc = int(args.size());
+  argv = args.data();
   CLI::App app("Runs a moe plan (.moeplan, from moec) on N ranks and prints "
-               "a report per rank.",
+               "a report per rank; `moe-run generate` generates text with a "
+               "causal LM plan.",
                "moe-run");
   app.footer(
       "Ranks: -n 1 runs in this process; --threads runs N ranks as threads;\n"
@@ -106,6 +121,8 @@ int parseArgs(int argc, char **argv, Options &o) {
       "and exits 1 (on every rank).\n"
       "Examples:\n"
       "  moe-run -n 4 model.moeplan --input x=in.npy -o out.npy --json\n"
+      "  moe-run generate -n 4 lm.moeplan --ids prompt.npy "
+      "--max-new-tokens 16 -o ids.npy\n"
       "  moe-run -n 4 model.moeplan --input x=in.npy --threads \\\n"
       "          --record-routing load.json\n"
       "  moe-run --describe model.moeplan");
@@ -186,6 +203,70 @@ int parseArgs(int argc, char **argv, Options &o) {
          "where the steps run (default cpu)")
       ->type_name("cpu|cuda");
   app.add_flag("--describe", o.describe, "print the plan and exit");
+  auto genOnly = [&](const char *flag) {
+    if (!o.generate)
+      throw CLI::ValidationError(std::string(flag) +
+                                 " is an option of `moe-run generate`");
+  };
+  app.add_option_function<std::string>(
+         "--ids",
+         [&](const std::string &v) {
+           genOnly("--ids");
+           o.ids = v;
+         },
+         "generate: the prompt, int64 token ids [batch, tokens] (.npy)")
+      ->type_name("FILE");
+  app.add_option_function<std::string>(
+         "--max-new-tokens",
+         [&](const std::string &v) {
+           genOnly("--max-new-tokens");
+           o.gen.maxNewTokens =
+               parseCount(v, 1 << 30, "--max-new-tokens expects a count >= 1");
+         },
+         "generate: tokens to add to each sequence (default 16)")
+      ->type_name("K");
+  app.add_option_function<std::string>(
+         "--temperature",
+         [&](const std::string &v) {
+           genOnly("--temperature");
+           char *end = nullptr;
+           double t = std::strtod(v.c_str(), &end);
+           if (v.empty() || *end || !(t >= 0) || std::isinf(t))
+             throw CLI::ValidationError(
+                 "--temperature expects a number >= 0, got '" + v + "'");
+           o.gen.temperature = t;
+         },
+         "generate: sample from softmax(logits / T) (default 0: greedy)")
+      ->type_name("T");
+  app.add_option_function<std::string>(
+         "--seed",
+         [&](const std::string &v) {
+           genOnly("--seed");
+           char *end = nullptr;
+           unsigned long long s = std::strtoull(v.c_str(), &end, 10);
+           if (v.empty() || *end || v[0] == '-')
+             throw CLI::ValidationError(
+                 "--seed expects a non-negative integer, got '" + v + "'");
+           o.gen.seed = s;
+         },
+         "generate: the sampling generator's seed (default 0)")
+      ->type_name("S");
+  app.add_option_function<std::string>(
+         "--ids-input",
+         [&](const std::string &v) {
+           genOnly("--ids-input");
+           o.gen.idsInput = v;
+         },
+         "generate: the plan input fed the ids (default input_ids)")
+      ->type_name("NAME");
+  app.add_option_function<std::string>(
+         "--logits-output",
+         [&](const std::string &v) {
+           genOnly("--logits-output");
+           o.gen.logitsOutput = v;
+         },
+         "generate: the plan output read for the next token (default logits)")
+      ->type_name("NAME");
   app.add_option("plan", o.plan, "the plan to run")->type_name("PLAN.moeplan");
   // Unknown options and a second plan are reported below, in moe-run's
   // words.
@@ -207,6 +288,14 @@ int parseArgs(int argc, char **argv, Options &o) {
   if (!extra.empty())
     return fail("more than one plan given ('" + o.plan + "' and '" + extra[0] +
                 "')");
+  if (o.generate) {
+    if (o.ids.empty())
+      return fail("generate: give the prompt with --ids FILE.npy (int64 "
+                  "token ids [batch, tokens])");
+    if (!o.inputs.empty() || o.describe || o.iters != 1 || !o.routing.empty())
+      return fail("generate takes the prompt with --ids, not --input, "
+                  "--describe, --iters or --record-routing");
+  }
   return -1;
 }
 
@@ -257,6 +346,16 @@ openAndCheck(const Options &o, int rank,
     throw Fatal{o.plan + ": the plan is for " + std::to_string(world) +
                 " ranks (mesh " + mesh + "), moe-run was started with -n " +
                 std::to_string(o.n)};
+  }
+  if (o.generate) {
+    NpyArray prompt;
+    if (!readNpy(o.ids, prompt, error))
+      throw Fatal{"--ids: " + error};
+    if (std::string why = generateError(lp->plan(), prompt, o.gen);
+        !why.empty())
+      throw Fatal{o.plan + ": generate: " + why};
+    inputs[o.gen.idsInput] = std::move(prompt);
+    return lp;
   }
   for (auto &[name, file] : o.inputs) {
     if (inputs.count(name))
@@ -466,6 +565,39 @@ bool checkDevice(const Options &o, std::string &error) {
 /// (MPI), the ranks first agree whether the checks failed anywhere: then
 /// every rank throws Fatal, with the message only on the lowest failing
 /// rank, so that all leave together without a collective left waiting.
+/// The summary of `moe-run generate`: tokens per second of the prefill
+/// (the first run, which gives the first new token) and of the decode
+/// steps, each of which recomputes the whole sequence (no KV cache yet).
+void printGenerate(const Options &o, const GenerateResult &g) {
+  double prefillTok = double(g.batch * g.prompt);
+  double decodeTok = double(g.batch * (g.newTokens - 1));
+  if (o.json) {
+    nlohmann::json j = {
+        {"batch", g.batch},
+        {"prompt_tokens", g.prompt},
+        {"new_tokens", g.newTokens},
+        {"prefill_seconds", g.prefillSeconds},
+        {"decode_seconds", g.decodeSeconds},
+        {"prefill_tokens_per_second",
+         g.prefillSeconds > 0 ? prefillTok / g.prefillSeconds : 0.0},
+        {"decode_tokens_per_second",
+         g.decodeSeconds > 0 ? decodeTok / g.decodeSeconds : 0.0}};
+    std::printf("%s\n", j.dump(2).c_str());
+    return;
+  }
+  std::printf("generate: %lld sequences, %lld prompt tokens, %lld new tokens "
+              "each (%s)\n",
+              (long long)g.batch, (long long)g.prompt, (long long)g.newTokens,
+              o.gen.temperature > 0 ? "sampled" : "greedy");
+  std::printf("  prefill: %.3f ms, %.1f tokens/s\n", g.prefillSeconds * 1e3,
+              g.prefillSeconds > 0 ? prefillTok / g.prefillSeconds : 0.0);
+  if (g.newTokens > 1)
+    std::printf("  decode:  %.3f ms per step, %.1f tokens/s (each step "
+                "recomputes the whole sequence: no KV cache yet)\n",
+                g.decodeSeconds * 1e3 / double(g.newTokens - 1),
+                g.decodeSeconds > 0 ? decodeTok / g.decodeSeconds : 0.0);
+}
+
 void runRank(const Options &o, Comm &world, bool agree, Watchdog &wd) {
   int rank = world.rank();
   std::map<std::string, NpyArray> inputs;
@@ -498,6 +630,21 @@ void runRank(const Options &o, Comm &world, bool agree, Watchdog &wd) {
     if (double s = testStallSeconds(rank, i))
       std::this_thread::sleep_for(std::chrono::duration<double>(s));
   });
+  if (o.generate) {
+    wd.phase(rank, "generating");
+    GenerateResult g =
+        generate(ex, world, plan, inputs.at(o.gen.idsInput), o.gen);
+    if (rank == 0) {
+      wd.phase(rank, "writing the ids");
+      std::string error;
+      if (!o.output.empty() && !writeNpy(o.output, g.ids, error))
+        throw RunError(error);
+      printGenerate(o, g);
+      std::fflush(stdout);
+    }
+    wd.idle(rank);
+    return;
+  }
   // Every run starts from the inputs (the memory plan may reuse their
   // bytes); the report is the last run's, with caches warm and the weights
   // faulted in.
