@@ -367,6 +367,49 @@ class Plan:
         self.last_run_report = [json.loads(r) for r in reports]
         return dict(outputs)
 
+    def generate(
+        self,
+        ids: Any,
+        max_new_tokens: int = 16,
+        ranks: Optional[int] = None,
+        threads: bool = True,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> np.ndarray:
+        """Generates ``max_new_tokens`` tokens after the prompt ``ids``, as
+        ``moe-run generate`` does.
+
+        The plan must have a dynamic token count (``moec.compile(...,
+        input_shapes={"input_ids": (B, "?")}, max_tokens=N)``), an int64
+        ``input_ids`` [B, T] input and f32 ``logits`` [B, T, V]. Each step
+        runs the plan on the whole sequence so far (no KV cache yet).
+
+        Args:
+            ids: int64 token ids [B, prompt] (numpy or a CPU tensor).
+            max_new_tokens: tokens added to each sequence; prompt +
+                max_new_tokens - 1 must not exceed the plan's maximum.
+            ranks, threads: as in :meth:`run`.
+            temperature: 0 for greedy (the first maximum, as torch.argmax),
+                else sampling from softmax(logits / temperature).
+            seed: the sampling generator's seed (rank 0's).
+
+        Returns:
+            int64 ids [B, prompt + max_new_tokens] (under MPI on rank 0;
+            ``None`` on the others). :attr:`last_generate_seconds` holds
+            (prefill, decode) seconds.
+
+        Raises:
+            ValueError: a plan that cannot generate, a prompt that does not
+                fit it (batch, dtype, ids outside the vocabulary, length).
+            RunError: a step fails.
+        """
+        array = _as_cpu_array("ids", ids)
+        out, prefill, decode = self._file.generate(
+            array, int(max_new_tokens), ranks, threads, float(temperature),
+            int(seed))
+        self.last_generate_seconds = (prefill, decode)
+        return out
+
     def __repr__(self) -> str:
         ins = ", ".join(f"{s.name}: {s.dtype}{list(s.shape)}"
                         for s in self.inputs)

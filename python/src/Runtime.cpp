@@ -19,6 +19,7 @@
 
 #include "moert/Comm.h"
 #include "moert/Executor.h"
+#include "moert/Generate.h"
 #include "moert/Plan.h"
 #ifdef MOERT_HAVE_MPI
 #include "moert/MpiComm.h"
@@ -33,6 +34,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -132,8 +134,18 @@ public:
   }
 
   nb::tuple run(nb::dict inputs, std::optional<int> ranks, bool threads);
+  nb::tuple generate(InArray ids, int64_t maxNewTokens,
+                     std::optional<int> ranks, bool threads, double temperature,
+                     uint64_t seed);
 
 private:
+  /// The ranks a call runs (`ranks`, the MPI world or the plan's), checked
+  /// against the plan; `mpi` the MPI world when the ranks are processes.
+  int rankCount(std::optional<int> ranks, bool threads, Comm *&mpi);
+  /// Runs `body` on every rank of this process (the GIL released, one call
+  /// of a plan at a time): the MPI rank, the one rank, or n thread ranks.
+  /// Errors become PlanError or RunError; a failing MPI rank ends the job.
+  void onRanks(Comm *mpi, int n, const std::function<void(Comm &)> &body);
   /// Rank `rank`'s plan, opened (and its weights checked) on first use.
   LoadedPlan &rankPlan(int rank) {
     std::unique_ptr<LoadedPlan> &lp = ranks_.at(size_t(rank));
@@ -167,10 +179,9 @@ private:
   std::mutex runMutex_;
 };
 
-nb::tuple PlanFile::run(nb::dict inputs, std::optional<int> ranks,
-                        bool threads) {
+int PlanFile::rankCount(std::optional<int> ranks, bool threads, Comm *&mpi) {
   int64_t world = plan().worldSize();
-  Comm *mpi = threads ? nullptr : mpiWorld().get();
+  mpi = threads ? nullptr : mpiWorld().get();
   int n = ranks ? *ranks : mpi ? mpi->size() : int(world);
   if (n != world)
     throw nb::value_error((path_ + ": the plan is for " +
@@ -189,7 +200,74 @@ nb::tuple PlanFile::run(nb::dict inputs, std::optional<int> ranks,
          "mpirun -n " +
          std::to_string(n) + " (or srun) and call moert.init() first")
             .c_str());
+  return n;
+}
 
+void PlanFile::onRanks(Comm *mpi, int n,
+                       const std::function<void(Comm &)> &body) {
+  nb::gil_scoped_release release;
+  // One run of a plan at a time (Python threads may share a Plan).
+  std::lock_guard<std::mutex> lock(runMutex_);
+  try {
+    if (mpi) {
+      // Every rank opens its plan; all fail together when one cannot
+      // (no rank is left waiting in a collective).
+      std::string message;
+      try {
+        rankPlan(mpi->rank());
+      } catch (const PlanError &e) {
+        message = e.what();
+      }
+      int32_t failedHere = !message.empty();
+      std::vector<int32_t> all(mpi->size());
+      mpi->allGather(&failedHere, sizeof(failedHere), all.data());
+      for (int p = 0; p < mpi->size(); ++p)
+        if (all[p])
+          throw PlanError(p == mpi->rank() ? message
+                                           : "rank " + std::to_string(p) +
+                                                 " could not open the plan");
+      try {
+        body(*mpi);
+      } catch (const std::exception &e) {
+        // Other ranks wait in collectives: end the job, as moe-run does.
+        mpi->abort(std::string("moec: error: ") + e.what());
+      }
+    } else if (n == 1) {
+      auto self = createSelfComm();
+      body(*self);
+    } else {
+      runThreadRanks(n, body);
+    }
+  } catch (const PlanError &) {
+    throw;
+  } catch (const nb::builtin_exception &) {
+    throw;
+  } catch (const std::bad_alloc &) {
+    throw RunError("out of memory");
+  } catch (const std::exception &e) {
+    throw RunError(e.what());
+  }
+}
+
+/// `a`'s dtype, shape and bytes as an NpyArray (`what` names it in errors).
+NpyArray toNpy(const InArray &a, const std::string &what) {
+  NpyArray arr;
+  arr.dtype = npyDescr(a.dtype());
+  if (arr.dtype.empty())
+    throw nb::type_error((what + ": dtype not supported by moert (f32, f64, "
+                                 "f16, i64, i32, i8, u8, bool)")
+                             .c_str());
+  for (size_t d = 0; d < a.ndim(); ++d)
+    arr.shape.push_back(int64_t(a.shape(d)));
+  const char *p = static_cast<const char *>(a.data());
+  arr.data.assign(p, p + a.nbytes());
+  return arr;
+}
+
+nb::tuple PlanFile::run(nb::dict inputs, std::optional<int> ranks,
+                        bool threads) {
+  Comm *mpi = nullptr;
+  int n = rankCount(ranks, threads, mpi);
   std::map<std::string, NpyArray> in;
   for (auto [key, value] : inputs) {
     std::string name = nb::cast<std::string>(key);
@@ -200,17 +278,7 @@ nb::tuple PlanFile::run(nb::dict inputs, std::optional<int> ranks,
                             "or a DLPack tensor on the CPU), got " +
                             nb::type_name(value.type()).c_str())
                                .c_str());
-    NpyArray &arr = in[name];
-    arr.dtype = npyDescr(a.dtype());
-    if (arr.dtype.empty())
-      throw nb::type_error(("input '" + name +
-                            "': dtype not supported by moert (f32, f64, "
-                            "f16, i64, i32, i8, u8, bool)")
-                               .c_str());
-    for (size_t d = 0; d < a.ndim(); ++d)
-      arr.shape.push_back(int64_t(a.shape(d)));
-    const char *p = static_cast<const char *>(a.data());
-    arr.data.assign(p, p + a.nbytes());
+    in[name] = toNpy(a, "input '" + name + "'");
   }
   std::string err;
   if (!checkInputs(plan(), in, err))
@@ -218,50 +286,7 @@ nb::tuple PlanFile::run(nb::dict inputs, std::optional<int> ranks,
 
   std::vector<std::pair<std::string, NpyArray>> outs;
   std::vector<RunReport> reports;
-  {
-    nb::gil_scoped_release release;
-    // One run of a plan at a time (Python threads may share a Plan).
-    std::lock_guard<std::mutex> lock(runMutex_);
-    try {
-      if (mpi) {
-        // Every rank opens its plan; all fail together when one cannot
-        // (no rank is left waiting in a collective).
-        std::string message;
-        try {
-          rankPlan(mpi->rank());
-        } catch (const PlanError &e) {
-          message = e.what();
-        }
-        int32_t failedHere = !message.empty();
-        std::vector<int32_t> all(mpi->size());
-        mpi->allGather(&failedHere, sizeof(failedHere), all.data());
-        for (int p = 0; p < mpi->size(); ++p)
-          if (all[p])
-            throw PlanError(p == mpi->rank() ? message
-                                             : "rank " + std::to_string(p) +
-                                                   " could not open the plan");
-        try {
-          runRank(*mpi, in, outs, reports);
-        } catch (const std::exception &e) {
-          // Other ranks wait in collectives: end the job, as moe-run does.
-          mpi->abort(std::string("moec: error: ") + e.what());
-        }
-      } else if (n == 1) {
-        auto self = createSelfComm();
-        runRank(*self, in, outs, reports);
-      } else {
-        runThreadRanks(n, [&](Comm &c) { runRank(c, in, outs, reports); });
-      }
-    } catch (const PlanError &) {
-      throw;
-    } catch (const nb::builtin_exception &) {
-      throw;
-    } catch (const std::bad_alloc &) {
-      throw RunError("out of memory");
-    } catch (const std::exception &e) {
-      throw RunError(e.what());
-    }
-  }
+  onRanks(mpi, n, [&](Comm &c) { runRank(c, in, outs, reports); });
   nb::dict result;
   for (auto &[name, arr] : outs)
     result[name.c_str()] = toNumpy(std::move(arr));
@@ -269,6 +294,32 @@ nb::tuple PlanFile::run(nb::dict inputs, std::optional<int> ranks,
   for (const RunReport &r : reports)
     reportJson.push_back(r.toJson().dump());
   return nb::make_tuple(result, reportJson);
+}
+
+nb::tuple PlanFile::generate(InArray ids, int64_t maxNewTokens,
+                             std::optional<int> ranks, bool threads,
+                             double temperature, uint64_t seed) {
+  Comm *mpi = nullptr;
+  int n = rankCount(ranks, threads, mpi);
+  NpyArray prompt = toNpy(ids, "ids");
+  GenerateOptions o;
+  o.maxNewTokens = maxNewTokens;
+  o.temperature = temperature;
+  o.seed = seed;
+  if (std::string why = generateError(plan(), prompt, o); !why.empty())
+    throw nb::value_error((path_ + ": generate: " + why).c_str());
+  GenerateResult result;
+  onRanks(mpi, n, [&](Comm &c) {
+    Executor ex(rankPlan(c.rank()), c, createCpuBackend());
+    GenerateResult g = moert::generate(ex, c, plan(), prompt, o);
+    if (c.rank() == 0)
+      result = std::move(g);
+  });
+  if (result.ids.data.empty()) // an MPI rank other than 0
+    return nb::make_tuple(nb::none(), result.prefillSeconds,
+                          result.decodeSeconds);
+  return nb::make_tuple(toNumpy(std::move(result.ids)), result.prefillSeconds,
+                        result.decodeSeconds);
 }
 
 } // namespace
@@ -295,7 +346,13 @@ void bindRuntime(nb::module_ &m) {
       .def("describe", [](const PlanFile &p) { return describePlan(p.plan()); })
       .def("run", &PlanFile::run, nb::arg("inputs"),
            nb::arg("ranks").none() = nb::none(), nb::arg("threads") = true,
-           "Runs the plan; returns (outputs, per-rank report JSON texts).");
+           "Runs the plan; returns (outputs, per-rank report JSON texts).")
+      .def("generate", &PlanFile::generate, nb::arg("ids"),
+           nb::arg("max_new_tokens"), nb::arg("ranks").none() = nb::none(),
+           nb::arg("threads") = true, nb::arg("temperature") = 0.0,
+           nb::arg("seed") = 0,
+           "Generates (moert/Generate.h); returns (ids or None off rank 0, "
+           "prefill seconds, decode seconds).");
 
   m.def(
       "init_mpi",
