@@ -245,13 +245,16 @@ def export_lm(name, cfg, batch=4, seq=S, out=None, dynamic=False):
 
 
 def export_decode_step(name="mixtral_decode_step", past=8, batch=4,
-                       out=None):
+                       out=None, dynamic=False):
     """One decoding step of a 2-layer Mixtral with a KV cache: input_ids
     [4, 1] and each layer's cached keys and values [4, 2, past, 16] in, the
     logits [4, 1, 256] and the grown cache [4, 2, past + 1, 16] out
     (position `past`). The cache is a plain tensor per layer and kind
     (past_k_L, past_v_L -> present_k_L, present_v_L); NAME.npy per input,
-    output.npz torch's outputs."""
+    output.npz torch's outputs. `dynamic`: the cache length stays symbolic
+    in the file and the positions are an input (position_ids [4, 1]), so
+    that no constant follows the cache length (moec --input-shape
+    past_k_0=4,2,?,16 ... --max-tokens N)."""
     cfg = transformers.MixtralConfig(
         hidden_size=H, intermediate_size=32, num_local_experts=E,
         num_experts_per_tok=K, num_hidden_layers=2, num_attention_heads=4,
@@ -264,11 +267,16 @@ def export_decode_step(name="mixtral_decode_step", past=8, batch=4,
             super().__init__()
             self.m = m
 
-        def forward(self, input_ids, *kv):
+        def forward(self, input_ids, *rest):
+            if dynamic:
+                pos, kv = rest[0], rest[1:]
+            else:
+                pos = torch.full((input_ids.shape[0], 1), past,
+                                 dtype=torch.long)
+                kv = rest
             cache = transformers.DynamicCache(config=cfg)
             for layer in range(layers):
                 cache.update(kv[2 * layer], kv[2 * layer + 1], layer)
-            pos = torch.full((input_ids.shape[0], 1), past, dtype=torch.long)
             out = self.m(input_ids=input_ids, past_key_values=cache,
                          use_cache=True, position_ids=pos)
             res = [out.logits]
@@ -284,8 +292,15 @@ def export_decode_step(name="mixtral_decode_step", past=8, batch=4,
                              for t in "kv"]
     onames = ["logits"] + [f"present_{t}_{layer}" for layer in range(layers)
                            for t in "kv"]
-    save(name, Step(model).eval(), list(zip(names, (ids, *kv))), onames,
-         out)
+    inputs = list(zip(names, (ids, *kv)))
+    shapes = None
+    if dynamic:
+        pos = torch.full((batch, 1), past, dtype=torch.long)
+        inputs.insert(1, ("position_ids", pos))
+        cache = torch.export.Dim("past", min=1, max=1024)
+        shapes = (None, (None, *({2: cache} for _ in kv)))
+    save(name, Step(model).eval(), inputs, onames, out,
+         dynamic_shapes=shapes)
 
 
 def export_small_batches():
@@ -331,6 +346,9 @@ def main():
     if not wanted or "mixtral_causal_lm_dynamic" in wanted:
         # Any batch and length: test/moec/dynamic-causal-lm.test.
         export_causal_lm("mixtral_causal_lm_dynamic", dynamic=True)
+    if not wanted or "mixtral_decode_step_dynamic" in wanted:
+        # Any cache length: test/moec/dynamic-decode-step.test.
+        export_decode_step("mixtral_decode_step_dynamic", dynamic=True)
 
 
 if __name__ == "__main__":

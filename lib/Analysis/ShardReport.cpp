@@ -362,6 +362,7 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
           {"element_bytes", l.elementBytes},
           {"tokens", l.tokensGlobal},
           {"tokens_per_rank", l.tokensPerRank},
+          {"rows_follow_count", r.maxTokens > 0 && l.rowsFollowCount},
           {"placement", l.strategy},
           {"experts_per_ep_rank", std::move(held)},
           {"capacity", l.capacity},
@@ -431,9 +432,10 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
       // Dropless dispatch and combine bytes are linear in the count.
       llvm::json::Array perToken;
       for (const LayerComm &l : r.layers)
-        perToken.push_back(l.tokensGlobal ? double(l.a2aBytesTotal) /
-                                                double(l.tokensGlobal)
-                                          : 0.0);
+        perToken.push_back(l.tokensGlobal && l.rowsFollowCount
+                               ? double(l.a2aBytesTotal) /
+                                     double(l.tokensGlobal)
+                               : 0.0);
       o["symbol"] =
           llvm::json::Object{{"name", "tokens"}, {"max", r.maxTokens}};
       o["all_to_all_bytes_per_token"] = std::move(perToken);
@@ -456,11 +458,19 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
        << "Folding: " << r.folding
        << " (attention and the dense layers on one folding of the ranks, "
           "the MoE layers on the other)\n";
-  if (r.maxTokens > 0)
+  if (r.maxTokens > 0) {
+    bool rowsFollow =
+        r.layers.empty() || llvm::any_of(r.layers, [](const LayerComm &l) {
+          return l.rowsFollowCount;
+        });
     os << "Token count: dynamic, the plan runs at 0.." << r.maxTokens
-       << " tokens; the figures below are at the maximum (dispatch, combine "
-          "and all-reduce bytes scale with the count, memory is planned for "
-          "the maximum)\n";
+       << " tokens; the figures below are at the maximum ("
+       << (rowsFollow ? "dispatch, combine and all-reduce bytes scale with "
+                        "the count"
+                      : "the MoE layers' rows do not follow the count, e.g. "
+                        "a decode step's cache length")
+       << ", memory is planned for the maximum)\n";
+  }
   if (r.tokenSplitMode == "hybrid" && !r.folding.empty())
     os << "Token split: whole sequences over the attention's dp; the ranks "
           "of an attention tp group hold the same tokens, and each MoE "
@@ -504,7 +514,10 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
        << formatBytes(double(l.a2aBytesTotal)) << " (" << l.a2aBytesTotal
        << " B), between ranks " << formatBytes(l.a2aBytesLeaving) << " ("
        << int64_t(std::llround(l.a2aBytesLeaving)) << " B)\n";
-    if (r.maxTokens > 0 && l.tokensGlobal > 0 && l.capacity < 0)
+    if (r.maxTokens > 0 && !l.rowsFollowCount)
+      os << "  the layer's rows do not follow the count (T <= " << r.maxTokens
+         << "): the same bytes at every count\n";
+    else if (r.maxTokens > 0 && l.tokensGlobal > 0 && l.capacity < 0)
       os << "  with T tokens (dynamic count, T <= " << r.maxTokens
          << "): dispatch + combine 2 x T x " << l.topK << " x " << l.hidden
          << " x " << l.elementBytes

@@ -87,12 +87,13 @@ static OwningOpRef<ModuleOp> kernelModule(ModuleOp module,
   return k;
 }
 
-static const char *kBufferize =
+static const char *kBufferizeOnly =
     "one-shot-bufferize{bufferize-function-boundaries=1 "
     "function-boundary-type-conversion=identity-layout-map},"
     "buffer-results-to-out-params{hoist-static-allocs=1 "
-    "modify-public-functions=1},"
-    "canonicalize";
+    "modify-public-functions=1}";
+static const std::string kBufferize =
+    std::string(kBufferizeOnly) + ",canonicalize";
 
 static LogicalResult runPipeline(ModuleOp m, const std::string &pipeline,
                                  std::string &error) {
@@ -165,15 +166,16 @@ LogicalResult moec::compileKernelsForCPU(ModuleOp module,
     return failure();
   if (kernels.empty())
     return success();
-  if (failed(runPipeline(*k, kBufferize, error)))
+  // Kernels with symbolic operands view them at the call's sizes, before
+  // canonicalize would fold their sizes (memref.dim) to the maximum's.
+  if (failed(runPipeline(*k, kBufferizeOnly, error)))
     return failure();
-  // Kernels with symbolic operands view them at the call's sizes.
   for (const KernelVariant &v : variants)
     if (v.symbolic() &&
         failed(dynamizeKernel(k->lookupSymbol<func::FuncOp>(v.name), v, error)))
       return failure();
   std::string pipeline =
-      "func.func(convert-linalg-to-loops),convert-scf-to-cf,"
+      "canonicalize,func.func(convert-linalg-to-loops),convert-scf-to-cf,"
       "expand-strided-metadata,lower-affine,finalize-memref-to-llvm,"
       // rsqrt as 1 / sqrt: libm has no rsqrtf (LayerNormalization's).
       "math-expand-ops{ops=rsqrt},convert-math-to-libm,convert-math-to-llvm,"

@@ -102,66 +102,6 @@ bool sameConstant(Attribute a, Attribute b) {
   return printed(a) == printed(b);
 }
 
-/// The source and position a negative index wraps around in: `add` is
-/// `x + c` feeding `select(x < 0, x + c, x)`, and every use of that select
-/// is index `pos` of a tensor.extract or memref.load from one `source`
-/// (Gather and GatherND's negative indices: c is the dim's size).
-std::optional<std::pair<Value, unsigned>> wrapTarget(arith::AddIOp add) {
-  std::optional<std::pair<Value, unsigned>> target;
-  if (add->use_empty())
-    return std::nullopt;
-  for (Operation *u : add->getUsers()) {
-    auto sel = dyn_cast<arith::SelectOp>(u);
-    if (!sel || sel.getTrueValue() != add.getResult())
-      return std::nullopt;
-    Value x = sel.getFalseValue();
-    auto cmp = sel.getCondition().getDefiningOp<arith::CmpIOp>();
-    if (!cmp || cmp.getPredicate() != arith::CmpIPredicate::slt ||
-        cmp.getLhs() != x || !matchPattern(cmp.getRhs(), m_Zero()) ||
-        (add.getLhs() != x && add.getRhs() != x))
-      return std::nullopt;
-    for (OpOperand &use : sel->getUses()) {
-      Value source;
-      ValueRange indices;
-      if (auto e = dyn_cast<tensor::ExtractOp>(use.getOwner())) {
-        source = e.getTensor();
-        indices = e.getIndices();
-      } else if (auto l = dyn_cast<memref::LoadOp>(use.getOwner())) {
-        source = l.getMemRef();
-        indices = l.getIndices();
-      } else {
-        return std::nullopt;
-      }
-      unsigned at = use.getOperandNumber() - 1; // after the source
-      if (at >= indices.size() ||
-          (target && (target->first != source || target->second != at)))
-        return std::nullopt;
-      target = std::make_pair(source, at);
-    }
-  }
-  return target;
-}
-
-/// Whether `op` is an index constant used only as the size a negative
-/// index wraps around in (wrapTarget), equal to that dim's size: it follows
-/// the shape at every count, and dynamizeKernel reads the size instead.
-bool isWrapSize(Operation *op) {
-  auto c = dyn_cast<arith::ConstantIndexOp>(op);
-  if (!c || c->use_empty())
-    return false;
-  for (Operation *u : c->getUsers()) {
-    auto add = dyn_cast<arith::AddIOp>(u);
-    std::optional<std::pair<Value, unsigned>> t;
-    if (add)
-      t = wrapTarget(add);
-    auto shaped = t ? dyn_cast<ShapedType>(t->first.getType()) : ShapedType();
-    if (!shaped || shaped.isDynamicDim(t->second) ||
-        shaped.getDimSize(t->second) != c.value())
-      return false;
-  }
-  return true;
-}
-
 std::vector<Operation *> opsOf(func::FuncOp f) {
   std::vector<Operation *> ops;
   f.walk<WalkOrder::PreOrder>([&](Operation *op) {
@@ -203,11 +143,59 @@ std::vector<KernelVariant> moec::kernelVariants(moert::Plan &plan) {
   return variants;
 }
 
+namespace {
+/// An integer constant of a kernel that is the size of dim `dim` of
+/// argument `arg` plus `offset` at every count (a concat's offset, a clamp
+/// at `size - 1`, a negative index's wrap, a position).
+struct SizeConstant {
+  Operation *op;
+  unsigned arg;
+  int64_t dim, offset;
+};
+
+/// The (arg, dim, offset) with c[i] = size of `dim` of `arg` in funcs[i] +
+/// offset for every i, over a dim whose size differs between the funcs.
+std::optional<SizeConstant> sizeConstant(ArrayRef<func::FuncOp> funcs,
+                                         ArrayRef<Operation *> ops) {
+  SmallVector<int64_t> c;
+  for (Operation *op : ops) {
+    auto k = dyn_cast<arith::ConstantOp>(op);
+    auto v = k ? dyn_cast<IntegerAttr>(k.getValue()) : IntegerAttr();
+    if (!v || (!v.getType().isIndex() && !v.getType().isInteger(64) &&
+               !v.getType().isInteger(32)))
+      return std::nullopt;
+    c.push_back(v.getValue().getSExtValue());
+  }
+  func::FuncOp f = funcs[0];
+  for (unsigned arg = 0; arg < f.getNumArguments(); ++arg) {
+    SmallVector<RankedTensorType> types;
+    for (func::FuncOp g : funcs)
+      if (auto t = dyn_cast<RankedTensorType>(g.getArgument(arg).getType());
+          t && t.hasStaticShape())
+        types.push_back(t);
+    if (types.size() != funcs.size())
+      continue;
+    for (int64_t d = 0; d < types[0].getRank(); ++d) {
+      bool varies = false, fits = true;
+      int64_t offset = c[0] - types[0].getDimSize(d);
+      for (size_t i = 1; i < types.size(); ++i) {
+        varies |= types[i].getDimSize(d) != types[0].getDimSize(d);
+        fits &= c[i] - types[i].getDimSize(d) == offset;
+      }
+      if (varies && fits)
+        return SizeConstant{ops[0], arg, d, offset};
+    }
+  }
+  return std::nullopt;
+}
+} // namespace
+
 bool moec::checkKernelConstants(ModuleOp max, const moert::Plan &plan,
                                 int64_t maxTokens, ArrayRef<ModuleOp> others,
                                 ArrayRef<const moert::Plan *> otherPlans,
                                 ArrayRef<int64_t> counts, std::string &error) {
-  std::set<std::tuple<size_t, std::string, std::string>> done;
+  std::set<std::vector<std::string>> done;
+  std::vector<SizeConstant> sizes;
   for (size_t i = 0; i < plan.steps.size(); ++i) {
     const moert::fb::KernelT *k = plan.steps[i].attrs.Askernel();
     if (!k)
@@ -216,55 +204,93 @@ bool moec::checkKernelConstants(ModuleOp max, const moert::Plan &plan,
         "step " + std::to_string(i) + " (kernel '" + k->name + "'" +
         (plan.steps[i].loc.empty() ? "" : " at '" + plan.steps[i].loc + "'") +
         ")";
-    auto f = max.lookupSymbol<func::FuncOp>(k->name);
+    // The kernel at the maximum, then at each other count.
+    std::vector<std::string> names = {k->name};
+    SmallVector<func::FuncOp> funcs = {max.lookupSymbol<func::FuncOp>(k->name)};
     for (size_t o = 0; o < others.size(); ++o) {
       const moert::fb::KernelT *ko = otherPlans[o]->steps[i].attrs.Askernel();
-      if (!ko || !done.insert({o, k->name, ko->name}).second)
-        continue;
+      names.push_back(ko ? ko->name : "");
       ModuleOp other = others[o];
-      auto g = other.lookupSymbol<func::FuncOp>(ko->name);
+      funcs.push_back(ko ? other.lookupSymbol<func::FuncOp>(ko->name)
+                         : func::FuncOp());
+    }
+    if (!done.insert(names).second)
+      continue;
+    std::vector<std::vector<Operation *>> ops;
+    for (func::FuncOp f : funcs)
+      ops.push_back(f ? opsOf(f) : std::vector<Operation *>{});
+    for (size_t o = 1; o < funcs.size(); ++o) {
       std::string at = "at " + std::to_string(maxTokens) + " and " +
-                       std::to_string(counts[o]) + " tokens";
-      std::vector<Operation *> ops, theirs;
-      if (f && g) {
-        ops = opsOf(f);
-        theirs = opsOf(g);
-      }
-      if (!f || !g || theirs.size() != ops.size()) {
+                       std::to_string(counts[o - 1]) + " tokens";
+      if (!funcs[0] || !funcs[o] || ops[o].size() != ops[0].size() ||
+          funcs[o].getNumArguments() != funcs[0].getNumArguments()) {
         error = where + " compiles differently " + at +
                 " (shape-dependent structure: not supported with a dynamic "
                 "token count yet)";
         return false;
       }
-      for (size_t j = 0; j < ops.size(); ++j) {
-        Operation *a = ops[j], *b = theirs[j];
+    }
+    for (size_t j = 0; j < ops[0].size(); ++j) {
+      SmallVector<Operation *> at;
+      for (auto &list : ops)
+        at.push_back(list[j]);
+      Operation *a = at[0];
+      std::optional<SizeConstant> size;
+      for (size_t o = 1; o < at.size(); ++o) {
+        Operation *b = at[o];
+        std::string when = std::to_string(maxTokens) + " and " +
+                           std::to_string(counts[o - 1]) + " tokens";
         if (a->getName().getStringRef() != b->getName().getStringRef() ||
             a->getAttrs().size() != b->getAttrs().size()) {
-          error = where + " compiles differently " + at + " at its " +
+          error = where + " compiles differently at " + when + " at its " +
                   a->getName().getStringRef().str() + " (" +
                   b->getName().getStringRef().str() +
                   " there; shape-dependent structure: not supported with a "
                   "dynamic token count yet)";
           return false;
         }
-        if (isWrapSize(a) && isWrapSize(b))
-          continue;
         for (size_t n = 0; n < a->getAttrs().size(); ++n) {
           NamedAttribute na = a->getAttrs()[n], nb = b->getAttrs()[n];
           if (na.getName().strref() == nb.getName().strref() &&
               sameConstant(na.getValue(), nb.getValue()))
             continue;
+          // An index that follows an operand's size: read at run time.
+          if (!size)
+            size = sizeConstant(funcs, at);
+          if (size)
+            continue;
           error = where + ": " + a->getName().getStringRef().str() + " holds " +
                   na.getName().str() + " " + show(na.getValue()) + " at " +
                   std::to_string(maxTokens) + " tokens, but " +
-                  show(nb.getValue()) + " at " + std::to_string(counts[o]) +
+                  show(nb.getValue()) + " at " + std::to_string(counts[o - 1]) +
                   " tokens (a constant computed from the token count, e.g. "
-                  "a scale by the sequence length or an index from it: not "
-                  "supported with a dynamic token count yet)";
+                  "a scale by the sequence length: not supported with a "
+                  "dynamic token count yet)";
           return false;
         }
       }
+      if (size)
+        sizes.push_back(*size);
     }
+  }
+  // Each such constant becomes the operand's size (plus its offset), which
+  // dynamizeKernel's views make the actual one.
+  std::set<Operation *> rewritten;
+  for (const SizeConstant &s : sizes) {
+    if (!rewritten.insert(s.op).second)
+      continue;
+    auto f = s.op->getParentOfType<func::FuncOp>();
+    OpBuilder b = OpBuilder::atBlockBegin(&f.getBody().front());
+    Location loc = s.op->getLoc();
+    Value v = tensor::DimOp::create(b, loc, f.getArgument(s.arg), s.dim);
+    if (s.offset)
+      v = arith::AddIOp::create(
+          b, loc, v, arith::ConstantIndexOp::create(b, loc, s.offset));
+    Type t = s.op->getResult(0).getType();
+    if (!t.isIndex()) // an i64 or i32 position
+      v = arith::IndexCastOp::create(b, loc, t, v);
+    s.op->getResult(0).replaceAllUsesWith(v);
+    s.op->erase();
   }
   return true;
 }
@@ -362,30 +388,14 @@ LogicalResult moec::dynamizeKernel(func::FuncOp f, const KernelVariant &variant,
         b, loc, viewType, arg, b.getIndexAttr(0), sizes, strides);
     arg.replaceAllUsesExcept(view.getResult(), view);
     for (Operation *user : view->getUsers())
-      if (!isa<linalg::LinalgOp, memref::LoadOp, memref::StoreOp>(user)) {
+      if (!isa<linalg::LinalgOp, memref::LoadOp, memref::StoreOp,
+               memref::DimOp>(user)) {
         error = who + ": operand " + std::to_string(i) +
                 " follows the token count and is used by " +
                 user->getName().getStringRef().str() +
                 ", which kernels with a dynamic token count do not take yet";
         return failure();
       }
-  }
-
-  // Negative indices wrap around the actual size of a symbolic dim.
-  SmallVector<std::pair<arith::AddIOp, std::pair<Value, unsigned>>> wraps;
-  f.walk([&](arith::AddIOp add) {
-    if (auto t = wrapTarget(add);
-        t && cast<ShapedType>(t->first.getType()).isDynamicDim(t->second))
-      wraps.push_back({add, *t});
-  });
-  for (auto &[add, t] : wraps) {
-    OpBuilder at(add);
-    Value size =
-        memref::DimOp::create(at, add.getLoc(), t.first, int64_t(t.second));
-    Value x = add.getLhs().getDefiningOp<arith::ConstantIndexOp>()
-                  ? add.getRhs()
-                  : add.getLhs();
-    add->setOperands({x, size});
   }
 
   // Each linalg loop runs over dims that are all symbolic or all fixed:

@@ -371,6 +371,9 @@ LogicalResult Compilation::lower() {
 ShardReport Compilation::report() {
   ShardReport r = computeShardReport(*module_);
   r.maxTokens = options_.maxTokens;
+  if (rowsFollowCount_.size() == r.layers.size())
+    for (size_t i = 0; i < r.layers.size(); ++i)
+      r.layers[i].rowsFollowCount = rowsFollowCount_[i];
   return r;
 }
 
@@ -427,6 +430,11 @@ LogicalResult Compilation::buildPlan(moert::Plan &plan, moert::PlanData &data) {
                       importOptionsOf(options_), symbolicDimsOf(options_),
                       options_.maxTokens, p, *module_, plan, data, roots, err))
     return fail(what + err);
+  rowsFollowCount_.clear();
+  for (const moert::Step &s : plan.steps)
+    if (s.kind() == moert::StepKind::dispatch)
+      rowsFollowCount_.push_back(
+          !plan.values[size_t(s.inputs[0])].symDims.empty());
   std::vector<KernelVariant> variants = kernelVariants(plan);
   if (!codeOptions.cudaChip.empty())
     for (const KernelVariant &v : variants)

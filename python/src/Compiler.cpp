@@ -128,6 +128,12 @@ compileModel(const std::optional<std::string> &path,
       failed(c.cleanup()) || failed(c.resolveMesh(log)) || failed(c.shard()) ||
       failed(c.lower()))
     fail(c.error());
+  // The plan before the report: with a dynamic token count it tells which
+  // layers' rows follow the count.
+  moert::Plan plan;
+  moert::PlanData planData;
+  if (failed(c.buildPlan(plan, planData)))
+    fail(c.error());
   moec::ShardReport rep = c.report();
   if (failed(c.checkDeviceMemory(rep)))
     fail(c.error());
@@ -141,10 +147,6 @@ compileModel(const std::optional<std::string> &path,
   out.page.options.gpusPerNode = opts.gpusPerNode;
   out.page.options.deviceMemory = c.memoryLimit();
   out.page.options.deviceMemoryText = opts.deviceMemory;
-  moert::Plan plan;
-  moert::PlanData planData;
-  if (failed(c.buildPlan(plan, planData)))
-    fail(c.error());
   std::string err;
   if (!moert::writePlan(planPath, plan, planData, err))
     fail(err);

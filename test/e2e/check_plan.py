@@ -296,7 +296,9 @@ def main():
                     if owner[e] != ep:
                         expect_leaving += 2 * n * row_bytes
             if not a.capacity_factor:
-                want_total = round(layer["all_to_all_bytes_total"] * per_token)
+                scale = per_token if layer.get("rows_follow_count",
+                                               True) else 1.0
+                want_total = round(layer["all_to_all_bytes_total"] * scale)
                 good = total == want_total
                 print(f"{'ok  ' if good else 'FAIL'} {tag} layer {li}: "
                       f"dispatch+combine moved {total} B, report predicts "
@@ -348,7 +350,11 @@ def main():
         blocks = lay0.get("tokens", 1) // max(lay0.get("tokens_per_rank", 1), 1)
         if a.max_tokens and tokens % blocks:
             continue  # uneven blocks: per-rank bytes differ between ranks
-        want, want_ar, want_rs = (round(x * per_token)
+        # A decode step's rows do not follow its count (the cache length).
+        dense_scale = per_token if any(
+            l.get("rows_follow_count", True)
+            for l in predicted["layers"]) or not predicted["layers"] else 1.0
+        want, want_ar, want_rs = (round(x * dense_scale)
                                   for x in (want, want_ar, want_rs))
         for rr in run_report["reports"]:
             for op, exp, what in (("all_gather", want, "all-gathers"),

@@ -448,8 +448,18 @@ int moecMain(int argc, char **argv) {
     return fail(c.error());
 
   moec::ShardReport rep;
-  if (!deviceMemory.empty() || report != ReportKind::None ||
-      emit == EmitKind::Html) {
+  // A dynamic token count: the plan first, which tells the report whose
+  // rows follow the count.
+  std::optional<std::pair<moert::Plan, moert::PlanData>> built;
+  bool wantReport = !deviceMemory.empty() || report != ReportKind::None ||
+                    emit == EmitKind::Html;
+  if (wantReport && c.options().maxTokens > 0) {
+    TimingScope planTiming = timing.nest("Plan (kernel code, weights)");
+    built.emplace();
+    if (failed(c.buildPlan(built->first, built->second)))
+      return fail(c.error());
+  }
+  if (wantReport) {
     TimingScope t = timing.nest("Report");
     rep = c.report();
   }
@@ -516,11 +526,14 @@ int moecMain(int argc, char **argv) {
     return 0;
   }
   if (wantPlan) {
-    moert::Plan plan;
-    moert::PlanData data;
     TimingScope planTiming = timing.nest("Plan (kernel code, weights)");
-    if (failed(c.buildPlan(plan, data)))
-      return fail(c.error());
+    if (!built) {
+      built.emplace();
+      if (failed(c.buildPlan(built->first, built->second)))
+        return fail(c.error());
+    }
+    moert::Plan &plan = built->first;
+    moert::PlanData &data = built->second;
     moert::WriteOptions wopts;
     wopts.weightsPerRank = weightsPerRank || !ranksOpt.empty();
     if (!ranksOpt.empty()) {

@@ -22,6 +22,10 @@ struct LayerComm {
   int64_t experts = 0, topK = 0, hidden = 0, ffn = 0, elementBytes = 4;
   int64_t tokensGlobal = 0;  ///< B*S
   int64_t tokensPerRank = 0; ///< tokens a rank routes
+  /// With a dynamic token count: whether the layer's rows follow the count
+  /// (false in a decode step whose count is the cache length: its bytes
+  /// are the same at every count). Known once the plan is built.
+  bool rowsFollowCount = true;
   std::string strategy;
   std::vector<std::vector<int64_t>> held; ///< per EP rank: experts held
   int64_t capacity = -1; ///< rows per (replica, source), -1 dropless

@@ -46,9 +46,13 @@ std::vector<KernelVariant> kernelVariants(moert::Plan &plan);
 /// The same model's module and plan at the maximum (`max`, `plan`) and at
 /// other counts (`others[i]`, `otherPlans[i]` at `counts[i]` tokens, plans
 /// of the same structure): the kernel each kernel step calls must have the
-/// same ops and hold the same constants (scalars, splats, index constants)
-/// at every count, or it computed something from the count. False with
-/// `error` naming the step, its ONNX node and both constants.
+/// same ops and hold the same constants (scalars, splats) at every count,
+/// or it computed something from the count. An index constant that is an
+/// operand's size plus a fixed offset at every count (a concat's offset,
+/// a clamp at size - 1, a negative index's wrap) is rewritten in `max` to
+/// read that size (tensor.dim), which the kernel's views make the actual
+/// one. False with `error` naming the step, its ONNX node and both
+/// constants.
 bool checkKernelConstants(mlir::ModuleOp max, const moert::Plan &plan,
                           int64_t maxTokens,
                           llvm::ArrayRef<mlir::ModuleOp> others,

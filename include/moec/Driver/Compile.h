@@ -129,7 +129,9 @@ public:
   mlir::LogicalResult shard();
   /// Partition and kernel outlining: the per-rank program.
   mlir::LogicalResult lower();
-  /// The report of the per-rank program (after lower()).
+  /// The report of the per-rank program (after lower()). With --max-tokens
+  /// call buildPlan first: the plan tells which MoE layers' rows follow the
+  /// count (LayerComm::rowsFollowCount).
   ShardReport report();
   /// Fails when a rank of `report` needs more than --device-memory.
   mlir::LogicalResult checkDeviceMemory(const ShardReport &report);
@@ -170,6 +172,9 @@ private:
   std::string buffer_;
   bool fromBuffer_ = false;
   int64_t memoryLimit_ = 0;
+  /// Per MoE layer (dispatch step order), whether its rows follow the
+  /// dynamic token count; set by buildPlan.
+  std::vector<bool> rowsFollowCount_;
 };
 
 } // namespace moec
