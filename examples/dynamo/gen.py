@@ -235,11 +235,14 @@ def export_lm(name, cfg, batch=4, seq=S, out=None, dynamic=False):
          dynamic_shapes=shapes)
     if dynamic:
         # torch's greedy generation (with its KV cache) from the same
-        # prompt, for `moe-run generate`: 16 new tokens, no end token.
+        # prompt, for `moe-run generate`: 16 new tokens, no end token, every
+        # prompt token attended (an explicit mask: with pad_token_id set,
+        # generate would mask prompt tokens equal to it).
         model.generation_config.eos_token_id = None
         model.generation_config.pad_token_id = 0
         with torch.no_grad():
-            g = model.generate(ids, max_new_tokens=16, do_sample=False)
+            g = model.generate(ids, attention_mask=torch.ones_like(ids),
+                               max_new_tokens=16, do_sample=False)
         np.save(os.path.join(out or os.path.join(HERE, name),
                              "generate.npy"), g.numpy())
 
@@ -255,10 +258,7 @@ def export_decode_step(name="mixtral_decode_step", past=8, batch=4,
     in the file and the positions are an input (position_ids [4, 1]), so
     that no constant follows the cache length (moec --input-shape
     past_k_0=4,2,?,16 ... --max-tokens N)."""
-    cfg = transformers.MixtralConfig(
-        hidden_size=H, intermediate_size=32, num_local_experts=E,
-        num_experts_per_tok=K, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=256, max_position_embeddings=64)
+    cfg = decode_step_config()
     model = causal_lm(cfg)
     layers, kvh, hd = cfg.num_hidden_layers, 2, H // 4
 
@@ -301,6 +301,52 @@ def export_decode_step(name="mixtral_decode_step", past=8, batch=4,
         shapes = (None, (None, *({2: cache} for _ in kv)))
     save(name, Step(model).eval(), inputs, onames, out,
          dynamic_shapes=shapes)
+
+
+def decode_step_config():
+    """The config of mixtral_decode_step(_dynamic) and mixtral_prefill."""
+    return transformers.MixtralConfig(
+        hidden_size=H, intermediate_size=32, num_local_experts=E,
+        num_experts_per_tok=K, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, vocab_size=256, max_position_embeddings=64)
+
+
+def export_prefill(name="mixtral_prefill_dynamic", batch=4, seq=8, new=16):
+    """The prefill of mixtral_decode_step_dynamic's model (same config and
+    weights): input_ids [4, S] (S symbolic) in, the logits and each layer's
+    keys and values [4, 2, S, 16] (present_k_L, present_v_L) out, for
+    `moe-run generate --decode-plan`. generate.npy: torch's greedy ids for
+    input_ids.npy and `new` tokens (its own KV cache, no end token)."""
+    cfg = decode_step_config()
+    model = causal_lm(cfg)
+
+    class Prefill(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids):
+            out = self.m(input_ids=input_ids, use_cache=True)
+            res = [out.logits]
+            for layer in out.past_key_values.layers:
+                res += [layer.keys, layer.values]
+            return tuple(res)
+
+    ids = torch.randint(0, cfg.vocab_size, (batch, seq),
+                        generator=torch.Generator().manual_seed(3))
+    onames = ["logits"] + [f"present_{t}_{layer}"
+                           for layer in range(cfg.num_hidden_layers)
+                           for t in "kv"]
+    shapes = ({1: torch.export.Dim("sequence", min=1, max=1024)},)
+    out = os.path.join(HERE, name)
+    save(name, Prefill(model).eval(), [("input_ids", ids)], onames, out,
+         dynamic_shapes=shapes)
+    model.generation_config.eos_token_id = None
+    model.generation_config.pad_token_id = 0
+    with torch.no_grad():
+        g = model.generate(ids, attention_mask=torch.ones_like(ids),
+                           max_new_tokens=new, do_sample=False)
+    np.save(os.path.join(out, "generate.npy"), g.numpy())
 
 
 def export_small_batches():
@@ -349,6 +395,9 @@ def main():
     if not wanted or "mixtral_decode_step_dynamic" in wanted:
         # Any cache length: test/moec/dynamic-decode-step.test.
         export_decode_step("mixtral_decode_step_dynamic", dynamic=True)
+    if not wanted or "mixtral_prefill_dynamic" in wanted:
+        # With the decode step: test/moec/generate-kv.test.
+        export_prefill()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <random>
 
 using namespace moert;
@@ -176,6 +177,231 @@ GenerateResult moert::generate(Executor &ex, Comm &world, const Plan &plan,
   }
   if (world.rank() == 0) {
     int64_t n = r.prompt + r.newTokens;
+    r.ids.dtype = "<i8";
+    r.ids.shape = {B, n};
+    r.ids.data.resize(size_t(B * n * 8));
+    for (int64_t b = 0; b < B; ++b)
+      std::memcpy(r.ids.data.data() + b * n * 8, rows[size_t(b)].data(),
+                  size_t(n) * 8);
+  }
+  return r;
+}
+
+std::string moert::presentNameOf(const std::string &past) {
+  if (past.rfind("past_key_values", 0) == 0)
+    return "present" + past.substr(std::strlen("past_key_values"));
+  if (past.rfind("past", 0) == 0)
+    return "present" + past.substr(4);
+  return "";
+}
+
+namespace {
+/// The decode plan's cache inputs: every input but the ids and positions.
+std::vector<const ModelIO *> cacheInputs(const Plan &decode,
+                                         const GenerateOptions &o) {
+  std::vector<const ModelIO *> r;
+  for (const ModelIO &m : decode.inputs)
+    if (m.name != o.idsInput && m.name != o.positionInput)
+      r.push_back(&m);
+  return r;
+}
+
+/// Sends rank 0's `a` to every rank (two all-gathers: its size, then its
+/// bytes, padded to the largest).
+void broadcast(Comm &world, NpyArray &a) {
+  std::vector<char> bytes;
+  if (world.rank() == 0) {
+    auto put = [&](const void *p, size_t n) {
+      const char *c = static_cast<const char *>(p);
+      bytes.insert(bytes.end(), c, c + n);
+    };
+    int64_t meta[2] = {int64_t(a.dtype.size()), int64_t(a.shape.size())};
+    put(meta, sizeof(meta));
+    put(a.dtype.data(), a.dtype.size());
+    put(a.shape.data(), a.shape.size() * 8);
+    put(a.data.data(), a.data.size());
+  }
+  int64_t n = int64_t(bytes.size());
+  std::vector<int64_t> sizes(size_t(world.size()));
+  world.allGather(&n, 8, sizes.data());
+  int64_t size = sizes[0];
+  bytes.resize(size_t(size));
+  std::vector<char> all(size_t(size) * size_t(world.size()));
+  world.allGather(bytes.data(), size, all.data());
+  if (world.rank() == 0)
+    return;
+  const char *p = all.data();
+  int64_t meta[2];
+  std::memcpy(meta, p, sizeof(meta));
+  p += sizeof(meta);
+  a.dtype.assign(p, size_t(meta[0]));
+  p += meta[0];
+  a.shape.resize(size_t(meta[1]));
+  std::memcpy(a.shape.data(), p, size_t(meta[1]) * 8);
+  p += meta[1] * 8;
+  a.data.assign(p, static_cast<const char *>(all.data()) + size);
+}
+
+/// Rank 0: each sequence's next token from the logits at position `at`
+/// of output `name` ([B, L, V]); then every rank has them.
+std::vector<int64_t>
+nextTokens(Comm &world,
+           const std::vector<std::pair<std::string, NpyArray>> &outs,
+           const GenerateOptions &o, int64_t B, int64_t L, int64_t at,
+           std::mt19937_64 &rng) {
+  std::vector<int64_t> next(static_cast<size_t>(B)),
+      all(static_cast<size_t>(B * world.size()));
+  if (world.rank() == 0) {
+    const NpyArray *logits = nullptr;
+    for (auto &[name, a] : outs)
+      if (name == o.logitsOutput)
+        logits = &a;
+    if (!logits || logits->dtype != "<f4" || logits->shape.size() != 3 ||
+        logits->shape[0] != B || logits->shape[1] != L)
+      throw RunError("generate: output '" + o.logitsOutput + "' is not f32 [" +
+                     std::to_string(B) + ", " + std::to_string(L) + ", V]");
+    int64_t V = logits->shape[2];
+    const float *f = reinterpret_cast<const float *>(logits->data.data());
+    for (int64_t b = 0; b < B; ++b)
+      next[size_t(b)] = pick(f + (b * L + at) * V, V, o.temperature, rng);
+  }
+  world.allGather(next.data(), B * 8, all.data());
+  all.resize(size_t(B));
+  return all;
+}
+} // namespace
+
+std::string moert::generateWithCacheError(const Plan &prefill,
+                                          const Plan &decode,
+                                          const NpyArray &prompt,
+                                          const GenerateOptions &o) {
+  GenerateOptions one = o;
+  one.maxNewTokens = 1; // the prefill gives the first token
+  if (std::string why = generateError(prefill, prompt, one); !why.empty())
+    return "the prefill plan: " + why;
+  if (decode.symbols.empty())
+    return "the decode plan has a fixed cache length; compile it with a "
+           "dynamic one (moec --input-shape past...=B,H,?,D --max-tokens N)";
+  int64_t B = prompt.shape[0];
+  const ModelIO *ids = findIO(decode.inputs, o.idsInput);
+  if (!ids || ids->dtype != DType::i64 ||
+      ids->shape != std::vector<int64_t>{B, 1})
+    return "the decode plan needs an int64 input '" + o.idsInput + "' [" +
+           std::to_string(B) + ", 1]";
+  if (const ModelIO *pos = findIO(decode.inputs, o.positionInput);
+      pos &&
+      (pos->dtype != DType::i64 || pos->shape != std::vector<int64_t>{B, 1}))
+    return "the decode plan's input '" + o.positionInput + "' is not int64 [" +
+           std::to_string(B) + ", 1]";
+  const ModelIO *logits = findIO(decode.outputs, o.logitsOutput);
+  if (!logits || logits->dtype != DType::f32 || logits->shape.size() != 3 ||
+      logits->shape[0] != B || logits->shape[1] != 1)
+    return "the decode plan needs f32 logits '" + o.logitsOutput + "' [" +
+           std::to_string(B) + ", 1, V]";
+  std::vector<const ModelIO *> cache = cacheInputs(decode, o);
+  if (cache.empty())
+    return "the decode plan takes no cache (inputs besides '" + o.idsInput +
+           "' and '" + o.positionInput + "')";
+  for (const ModelIO *m : cache) {
+    std::string present = presentNameOf(m->name);
+    if (present.empty() || !findIO(decode.outputs, present) ||
+        !findIO(prefill.outputs, present))
+      return "the decode plan's input '" + m->name + "' has no output '" +
+             (present.empty() ? "present..." : present) +
+             "' in both plans (past* inputs pair with present* outputs)";
+    if (m->symDims.empty())
+      return "the decode plan's cache input '" + m->name +
+             "' does not follow its count";
+  }
+  int64_t runs = prompt.shape[1] + o.maxNewTokens - 2;
+  if (o.maxNewTokens > 1 && runs > decode.symbols[0].max)
+    return "a prompt of " + std::to_string(prompt.shape[1]) + " tokens and " +
+           std::to_string(o.maxNewTokens) +
+           " new tokens need a cache of up to " + std::to_string(runs) +
+           " positions, more than the decode plan's maximum of " +
+           std::to_string(decode.symbols[0].max);
+  return "";
+}
+
+GenerateResult moert::generateWithCache(Executor &prefill, Executor &decode,
+                                        Comm &world, const Plan &prefillPlan,
+                                        const Plan &decodePlan,
+                                        const NpyArray &prompt,
+                                        const GenerateOptions &o) {
+  if (std::string why =
+          generateWithCacheError(prefillPlan, decodePlan, prompt, o);
+      !why.empty())
+    throw RunError(why);
+  GenerateResult r;
+  r.batch = prompt.shape[0];
+  r.prompt = prompt.shape[1];
+  r.newTokens = o.maxNewTokens;
+  int64_t B = r.batch, P = r.prompt;
+  std::mt19937_64 rng(o.seed);
+  std::vector<std::vector<int64_t>> rows(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    rows[size_t(b)].resize(size_t(P));
+    std::memcpy(rows[size_t(b)].data(), prompt.data.data() + b * P * 8,
+                size_t(P) * 8);
+  }
+  std::vector<const ModelIO *> cache = cacheInputs(decodePlan, o);
+  bool positions = findIO(decodePlan.inputs, o.positionInput) != nullptr;
+  // The cache every rank feeds the next decode step, by input name.
+  std::map<std::string, NpyArray> state;
+  auto keepCache = [&](std::vector<std::pair<std::string, NpyArray>> &outs) {
+    for (const ModelIO *m : cache) {
+      NpyArray &a = state[m->name];
+      if (world.rank() == 0)
+        for (auto &[name, arr] : outs)
+          if (name == presentNameOf(m->name))
+            a = std::move(arr);
+      broadcast(world, a);
+    }
+  };
+  auto t0 = std::chrono::steady_clock::now();
+  prefill.setInputs({{o.idsInput, prompt}});
+  prefill.run();
+  auto outs = prefill.gatherOutputs();
+  std::vector<int64_t> next = nextTokens(world, outs, o, B, P, P - 1, rng);
+  for (int64_t b = 0; b < B; ++b)
+    rows[size_t(b)].push_back(next[size_t(b)]);
+  if (o.maxNewTokens > 1)
+    keepCache(outs);
+  auto t1 = std::chrono::steady_clock::now();
+  r.prefillSeconds = std::chrono::duration<double>(t1 - t0).count();
+  for (int64_t step = 1; step < o.maxNewTokens; ++step) {
+    int64_t L = P + step - 1; // cached positions; the new token's position
+    std::map<std::string, NpyArray> in;
+    NpyArray &ids = in[o.idsInput];
+    ids.dtype = "<i8";
+    ids.shape = {B, 1};
+    ids.data.resize(size_t(B) * 8);
+    std::memcpy(ids.data.data(), next.data(), size_t(B) * 8);
+    if (positions) {
+      NpyArray &pos = in[o.positionInput];
+      pos.dtype = "<i8";
+      pos.shape = {B, 1};
+      std::vector<int64_t> at(size_t(B), L);
+      pos.data.resize(size_t(B) * 8);
+      std::memcpy(pos.data.data(), at.data(), size_t(B) * 8);
+    }
+    for (auto &[name, a] : state)
+      in[name] = std::move(a);
+    decode.setInputs(in);
+    decode.run();
+    outs = decode.gatherOutputs();
+    next = nextTokens(world, outs, o, B, 1, 0, rng);
+    for (int64_t b = 0; b < B; ++b)
+      rows[size_t(b)].push_back(next[size_t(b)]);
+    state.clear();
+    if (step + 1 < o.maxNewTokens)
+      keepCache(outs);
+  }
+  r.decodeSeconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t1)
+          .count();
+  if (world.rank() == 0) {
+    int64_t n = P + r.newTokens;
     r.ids.dtype = "<i8";
     r.ids.shape = {B, n};
     r.ids.data.resize(size_t(B * n * 8));

@@ -183,6 +183,16 @@ int moerun::parseArgs(int argc, char **argv, Options &o) {
          "generate: the sampling generator's seed (default 0)")
       ->type_name("S");
   app.add_option_function<std::string>(
+         "--decode-plan",
+         [&](const std::string &v) {
+           genOnly("--decode-plan");
+           o.decodePlan = v;
+         },
+         "generate: a decode-step plan whose KV-cache length is its dynamic "
+         "count (inputs past*, outputs present*, positions); PLAN is then "
+         "the prefill, which returns the first cache")
+      ->type_name("FILE");
+  app.add_option_function<std::string>(
          "--ids-input",
          [&](const std::string &v) {
            genOnly("--ids-input");

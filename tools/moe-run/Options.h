@@ -30,6 +30,7 @@ struct Options {
   /// `moe-run generate`: the prompt ids (--ids) and moert::GenerateOptions.
   bool generate = false;
   std::string ids;
+  std::string decodePlan; ///< --decode-plan: generation with a KV cache
   moert::GenerateOptions gen;
 };
 

@@ -91,10 +91,12 @@ int launcherRank() {
 }
 
 /// Opens the manifest and checks the rank count and the inputs; throws
-/// Fatal. `inputs` receives the arrays.
+/// Fatal. `inputs` receives the arrays; `decode`, for generate with
+/// --decode-plan, that plan.
 std::unique_ptr<LoadedPlan>
 openAndCheck(const Options &o, int rank,
-             std::map<std::string, NpyArray> &inputs) {
+             std::map<std::string, NpyArray> &inputs,
+             std::unique_ptr<LoadedPlan> *decode = nullptr) {
   std::string error;
   ProgressMeter meter("moe-run: checking weights", 0,
                       rank == 0 ? ProgressMeter::modeFor(o.quiet, false)
@@ -120,8 +122,23 @@ openAndCheck(const Options &o, int rank,
     NpyArray prompt;
     if (!readNpy(o.ids, prompt, error))
       throw Fatal{"--ids: " + error};
-    if (std::string why = generateError(lp->plan(), prompt, o.gen);
-        !why.empty())
+    std::string why;
+    if (o.decodePlan.empty()) {
+      why = generateError(lp->plan(), prompt, o.gen);
+    } else {
+      std::unique_ptr<LoadedPlan> dp =
+          LoadedPlan::open(o.decodePlan, rank, error, o.verifyWeights);
+      if (!dp)
+        throw Fatal{"--decode-plan: " + error};
+      if (dp->plan().worldSize() != world)
+        throw Fatal{o.decodePlan + ": the decode plan is for " +
+                    std::to_string(dp->plan().worldSize()) +
+                    " ranks, the prefill plan for " + std::to_string(world)};
+      why = generateWithCacheError(lp->plan(), dp->plan(), prompt, o.gen);
+      if (decode)
+        *decode = std::move(dp);
+    }
+    if (!why.empty())
       throw Fatal{o.plan + ": generate: " + why};
     inputs[o.gen.idsInput] = std::move(prompt);
     return lp;
@@ -330,13 +347,10 @@ bool checkDevice(const Options &o, std::string &error) {
   return false;
 }
 
-/// One rank's whole run over `world`. Throws on any error. With `agree`
-/// (MPI), the ranks first agree whether the checks failed anywhere: then
-/// every rank throws Fatal, with the message only on the lowest failing
-/// rank, so that all leave together without a collective left waiting.
 /// The summary of `moe-run generate`: tokens per second of the prefill
 /// (the first run, which gives the first new token) and of the decode
-/// steps, each of which recomputes the whole sequence (no KV cache yet).
+/// steps: the decode plan's, one token against the KV cache each, or runs
+/// of the whole sequence without a decode plan.
 void printGenerate(const Options &o, const GenerateResult &g) {
   double prefillTok = double(g.batch * g.prompt);
   double decodeTok = double(g.batch * (g.newTokens - 1));
@@ -361,23 +375,30 @@ void printGenerate(const Options &o, const GenerateResult &g) {
   std::printf("  prefill: %.3f ms, %.1f tokens/s\n", g.prefillSeconds * 1e3,
               g.prefillSeconds > 0 ? prefillTok / g.prefillSeconds : 0.0);
   if (g.newTokens > 1)
-    std::printf("  decode:  %.3f ms per step, %.1f tokens/s (each step "
-                "recomputes the whole sequence: no KV cache yet)\n",
+    std::printf("  decode:  %.3f ms per step, %.1f tokens/s (%s)\n",
                 g.decodeSeconds * 1e3 / double(g.newTokens - 1),
-                g.decodeSeconds > 0 ? decodeTok / g.decodeSeconds : 0.0);
+                g.decodeSeconds > 0 ? decodeTok / g.decodeSeconds : 0.0,
+                o.decodePlan.empty()
+                    ? "each step recomputes the whole sequence: no KV cache"
+                    : "the decode plan, one token per step against the KV "
+                      "cache, which goes through the host between steps");
 }
 
+/// One rank's whole run over `world`. Throws on any error. With `agree`
+/// (MPI), the ranks first agree whether the checks failed anywhere: then
+/// every rank throws Fatal, with the message only on the lowest failing
+/// rank, so that all leave together without a collective left waiting.
 void runRank(const Options &o, Comm &world, bool agree, Watchdog &wd) {
   int rank = world.rank();
   std::map<std::string, NpyArray> inputs;
-  std::unique_ptr<LoadedPlan> lp;
+  std::unique_ptr<LoadedPlan> lp, decodePlan;
   wd.phase(rank, "loading the plan");
   if (!agree) {
-    lp = openAndCheck(o, world.rank(), inputs);
+    lp = openAndCheck(o, world.rank(), inputs, &decodePlan);
   } else {
     std::string message;
     try {
-      lp = openAndCheck(o, world.rank(), inputs);
+      lp = openAndCheck(o, world.rank(), inputs, &decodePlan);
     } catch (const Fatal &f) {
       message = f.message;
     }
@@ -400,9 +421,19 @@ void runRank(const Options &o, Comm &world, bool agree, Watchdog &wd) {
       std::this_thread::sleep_for(std::chrono::duration<double>(s));
   });
   if (o.generate) {
-    wd.phase(rank, "generating");
-    GenerateResult g =
-        generate(ex, world, plan, inputs.at(o.gen.idsInput), o.gen);
+    GenerateResult g;
+    if (decodePlan) {
+      prefault(*decodePlan, world.rank(), o.quiet);
+      Executor dx(*decodePlan, world, createBackend(o));
+      dx.setStepObserver(
+          [&](size_t i) { wd.step(rank, decodePlan->plan(), i); });
+      wd.phase(rank, "generating (prefill and decode plans)");
+      g = generateWithCache(ex, dx, world, plan, decodePlan->plan(),
+                            inputs.at(o.gen.idsInput), o.gen);
+    } else {
+      wd.phase(rank, "generating");
+      g = generate(ex, world, plan, inputs.at(o.gen.idsInput), o.gen);
+    }
     if (rank == 0) {
       wd.phase(rank, "writing the ids");
       std::string error;

@@ -31,6 +31,9 @@ struct GenerateOptions {
   /// on rank 0 (reproducible with itself, not with torch's generator).
   double temperature = 0;
   uint64_t seed = 0;
+  /// With a decode plan (generateWithCache): its positions input, fed each
+  /// new token's position; absent from the plan: not fed.
+  std::string positionInput = "position_ids";
 };
 
 struct GenerateResult {
@@ -53,6 +56,32 @@ std::string generateError(const Plan &plan, const NpyArray &prompt,
 /// others; rank 0's result holds the ids.
 GenerateResult generate(Executor &executor, Comm &world, const Plan &plan,
                         const NpyArray &prompt, const GenerateOptions &options);
+
+/// The KV cache's name at the decode plan's outputs for its input `past`:
+/// past_key_values.N.key -> present.N.key (onnxruntime-genai), past_k_0 ->
+/// present_k_0.
+std::string presentNameOf(const std::string &past);
+
+/// Why `prefill` and `decode` cannot generate together from `prompt` (""
+/// when they can): `prefill` as generateError asks, with an output per
+/// cache input of `decode`; `decode` with a dynamic count (the cache
+/// length), the ids input [B, 1], optionally the positions input [B, 1],
+/// cache inputs `past*` whose outputs `present*` both plans have, and
+/// logits [B, 1, V]. The prompt must fit the prefill's maximum and
+/// prompt + new tokens - 2 the decode's.
+std::string generateWithCacheError(const Plan &prefill, const Plan &decode,
+                                   const NpyArray &prompt,
+                                   const GenerateOptions &options);
+
+/// Collective: generation with a KV cache. The prefill plan runs the
+/// prompt once; each later token runs the decode plan on that token with
+/// the cache the previous step returned (gathered on rank 0 and sent to
+/// every rank: the cache travels through the host between steps). Rank 0's
+/// result holds the ids.
+GenerateResult generateWithCache(Executor &prefill, Executor &decode,
+                                 Comm &world, const Plan &prefillPlan,
+                                 const Plan &decodePlan, const NpyArray &prompt,
+                                 const GenerateOptions &options);
 
 } // namespace moert
 
