@@ -14,7 +14,10 @@ sequence. Prefill: the first forward pass (it gives the first new token),
 prompt tokens per second. Decode: the other new tokens per second. The plan
 has no KV cache yet (issue 19, increment 3): moe-run and the onnxruntime
 loop run the whole sequence at every step, which is the same algorithm;
-torch decodes one token per step against its cache. Plans: ep=1 (one rank)
+torch decodes one token per step against its cache, and so does
+`moe-run generate --decode-plan` (a prefill plan that returns the cache and
+a decode-step plan whose count is the cache length, exported from the same
+weights; the cache goes through the host between steps). Plans: ep=1 (one rank)
 and tp=2 (two MPI ranks; with --batch 2 or more also ep=2, one sequence
 per rank); OpenBLAS and torch threads = cores / ranks, onnxruntime with its
 default threads; torch with its default ("eager") experts, which loop over
@@ -100,9 +103,17 @@ def main():
         num_hidden_layers=a.layers, num_attention_heads=a.heads,
         num_key_value_heads=a.kv_heads, vocab_size=a.vocab,
         max_position_embeddings=1024)
+    kv_dir = os.path.join(work, f"kv_b{a.batch}")
     if not os.path.exists(model_path):
         print(f"exporting the model into {work} ...", file=sys.stderr)
         gen.export_lm(tag, cfg, 2, 8, work, dynamic=True)
+    if not os.path.exists(os.path.join(kv_dir, "decode", "model.onnx")):
+        # The same weights as a prefill that returns the KV cache and a
+        # decode step whose count is the cache length.
+        gen.export_prefill(tag + "_prefill", a.batch, 8, 1, cfg,
+                           os.path.join(kv_dir, "prefill"))
+        gen.export_decode_step(tag + "_decode", 8, a.batch,
+                               os.path.join(kv_dir, "decode"), True, cfg)
     model = gen.causal_lm(cfg)  # the same seeded weights
     # torch's own experts (a loop over the experts the tokens hit), not the
     # batched form the export needs.
@@ -158,6 +169,40 @@ def main():
             pre = min(pre, j["prefill_seconds"])
             dec = min(dec, j["decode_seconds"])
         add(f"moe-run generate {mesh}", ranks, np.load(out), pre, dec)
+
+    # With the KV cache: the prefill plan, then one decode step per token.
+    hd = a.hidden // a.heads
+    cache = ";".join(f"past_{t}_{layer}={a.batch},{a.kv_heads},?,{hd}"
+                     for layer in range(a.layers) for t in "kv")
+    for mesh, ranks in layouts:
+        tag_m = f"{mesh.replace('=', '')}_b{a.batch}"
+        up = lambda n: n + (-n) % ranks
+        prefill = os.path.join(kv_dir, f"prefill_{tag_m}.moeplan")
+        decode = os.path.join(kv_dir, f"decode_{tag_m}.moeplan")
+        sh([os.path.join(bindir, "moec"),
+            os.path.join(kv_dir, "prefill", "model.onnx"), "--mesh", mesh,
+            "--input-shape", f"input_ids={a.batch},?",
+            "--max-tokens", str(up(a.prompt)), "-o", prefill])
+        sh([os.path.join(bindir, "moec"),
+            os.path.join(kv_dir, "decode", "model.onnx"), "--mesh", mesh,
+            "--input-shape", f"input_ids={a.batch},1;"
+            f"position_ids={a.batch},1;{cache}",
+            "--max-tokens", str(up(a.prompt + a.new - 2)), "-o", decode])
+        env = dict(os.environ,
+                   OPENBLAS_NUM_THREADS=str(max(1, cores // ranks)))
+        out = os.path.join(work, "ids_kv.npy")
+        pre, dec = float("inf"), float("inf")
+        for _ in range(a.iters):
+            j = json.loads(sh([os.path.join(bindir, "moe-run"), "generate",
+                               "-n", str(ranks), prefill, "--decode-plan",
+                               decode, "--ids",
+                               os.path.join(work, "prompt.npy"),
+                               "--max-new-tokens", str(a.new), "-o", out,
+                               "--json", "--quiet"], env=env))
+            pre = min(pre, j["prefill_seconds"])
+            dec = min(dec, j["decode_seconds"])
+        add(f"moe-run generate {mesh} --decode-plan", ranks, np.load(out),
+            pre, dec)
 
     base = next(r for r in rows if r[0] == "moe-run generate ep=1")
     print(f"MixtralForCausalLM H={a.hidden} F={a.ffn} L={a.layers} "

@@ -248,7 +248,7 @@ def export_lm(name, cfg, batch=4, seq=S, out=None, dynamic=False):
 
 
 def export_decode_step(name="mixtral_decode_step", past=8, batch=4,
-                       out=None, dynamic=False):
+                       out=None, dynamic=False, cfg=None):
     """One decoding step of a 2-layer Mixtral with a KV cache: input_ids
     [4, 1] and each layer's cached keys and values [4, 2, past, 16] in, the
     logits [4, 1, 256] and the grown cache [4, 2, past + 1, 16] out
@@ -258,9 +258,11 @@ def export_decode_step(name="mixtral_decode_step", past=8, batch=4,
     in the file and the positions are an input (position_ids [4, 1]), so
     that no constant follows the cache length (moec --input-shape
     past_k_0=4,2,?,16 ... --max-tokens N)."""
-    cfg = decode_step_config()
+    cfg = cfg or decode_step_config()
     model = causal_lm(cfg)
-    layers, kvh, hd = cfg.num_hidden_layers, 2, H // 4
+    layers = cfg.num_hidden_layers
+    kvh = cfg.num_key_value_heads
+    hd = cfg.hidden_size // cfg.num_attention_heads
 
     class Step(torch.nn.Module):
         def __init__(self, m):
@@ -311,13 +313,14 @@ def decode_step_config():
         num_key_value_heads=2, vocab_size=256, max_position_embeddings=64)
 
 
-def export_prefill(name="mixtral_prefill_dynamic", batch=4, seq=8, new=16):
+def export_prefill(name="mixtral_prefill_dynamic", batch=4, seq=8, new=16,
+                   cfg=None, out=None):
     """The prefill of mixtral_decode_step_dynamic's model (same config and
     weights): input_ids [4, S] (S symbolic) in, the logits and each layer's
     keys and values [4, 2, S, 16] (present_k_L, present_v_L) out, for
     `moe-run generate --decode-plan`. generate.npy: torch's greedy ids for
     input_ids.npy and `new` tokens (its own KV cache, no end token)."""
-    cfg = decode_step_config()
+    cfg = cfg or decode_step_config()
     model = causal_lm(cfg)
 
     class Prefill(torch.nn.Module):
@@ -338,7 +341,7 @@ def export_prefill(name="mixtral_prefill_dynamic", batch=4, seq=8, new=16):
                            for layer in range(cfg.num_hidden_layers)
                            for t in "kv"]
     shapes = ({1: torch.export.Dim("sequence", min=1, max=1024)},)
-    out = os.path.join(HERE, name)
+    out = out or os.path.join(HERE, name)
     save(name, Prefill(model).eval(), [("input_ids", ids)], onames, out,
          dynamic_shapes=shapes)
     model.generation_config.eos_token_id = None
