@@ -401,7 +401,6 @@ LogicalResult moec::dynamizeKernel(func::FuncOp f, const KernelVariant &variant,
   // Each linalg loop runs over dims that are all symbolic or all fixed:
   // the loop bound comes from one of them.
   WalkResult r = f.walk([&](linalg::LinalgOp op) {
-    SmallVector<AffineMap> maps = op.getIndexingMapsArray();
     SmallVector<int> kind(op.getNumLoops(), 0); // 1 fixed, 2 symbolic
     for (OpOperand &o : op->getOpOperands()) {
       auto t = dyn_cast<ShapedType>(o.get().getType());
