@@ -375,6 +375,7 @@ class Plan:
         threads: bool = True,
         temperature: float = 0.0,
         seed: int = 0,
+        decode_plan: Optional["Plan"] = None,
     ) -> np.ndarray:
         """Generates ``max_new_tokens`` tokens after the prompt ``ids``, as
         ``moe-run generate`` does.
@@ -382,7 +383,10 @@ class Plan:
         The plan must have a dynamic token count (``moec.compile(...,
         input_shapes={"input_ids": (B, "?")}, max_tokens=N)``), an int64
         ``input_ids`` [B, T] input and f32 ``logits`` [B, T, V]. Each step
-        runs the plan on the whole sequence so far (no KV cache yet).
+        runs the plan on the whole sequence so far, or with
+        ``decode_plan`` this plan is the prefill (it also returns the
+        ``present*`` KV cache) and each later token is one step of
+        ``decode_plan`` (``moe-run generate --decode-plan``).
 
         Args:
             ids: int64 token ids [B, prompt] (numpy or a CPU tensor).
@@ -392,6 +396,10 @@ class Plan:
             temperature: 0 for greedy (the first maximum, as torch.argmax),
                 else sampling from softmax(logits / temperature).
             seed: the sampling generator's seed (rank 0's).
+            decode_plan: a decode-step :class:`Plan` whose dynamic count is
+                the cache length (inputs ``input_ids`` [B, 1],
+                ``position_ids``, ``past*``; outputs ``logits``,
+                ``present*``), for the same number of ranks.
 
         Returns:
             int64 ids [B, prompt + max_new_tokens] (under MPI on rank 0;
@@ -406,7 +414,7 @@ class Plan:
         array = _as_cpu_array("ids", ids)
         out, prefill, decode = self._file.generate(
             array, int(max_new_tokens), ranks, threads, float(temperature),
-            int(seed))
+            int(seed), None if decode_plan is None else decode_plan._file)
         self.last_generate_seconds = (prefill, decode)
         return out
 

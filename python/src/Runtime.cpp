@@ -136,16 +136,7 @@ public:
   nb::tuple run(nb::dict inputs, std::optional<int> ranks, bool threads);
   nb::tuple generate(InArray ids, int64_t maxNewTokens,
                      std::optional<int> ranks, bool threads, double temperature,
-                     uint64_t seed);
-
-private:
-  /// The ranks a call runs (`ranks`, the MPI world or the plan's), checked
-  /// against the plan; `mpi` the MPI world when the ranks are processes.
-  int rankCount(std::optional<int> ranks, bool threads, Comm *&mpi);
-  /// Runs `body` on every rank of this process (the GIL released, one call
-  /// of a plan at a time): the MPI rank, the one rank, or n thread ranks.
-  /// Errors become PlanError or RunError; a failing MPI rank ends the job.
-  void onRanks(Comm *mpi, int n, const std::function<void(Comm &)> &body);
+                     uint64_t seed, PlanFile *decode);
   /// Rank `rank`'s plan, opened (and its weights checked) on first use.
   LoadedPlan &rankPlan(int rank) {
     std::unique_ptr<LoadedPlan> &lp = ranks_.at(size_t(rank));
@@ -157,6 +148,15 @@ private:
     }
     return *lp;
   }
+
+private:
+  /// The ranks a call runs (`ranks`, the MPI world or the plan's), checked
+  /// against the plan; `mpi` the MPI world when the ranks are processes.
+  int rankCount(std::optional<int> ranks, bool threads, Comm *&mpi);
+  /// Runs `body` on every rank of this process (the GIL released, one call
+  /// of a plan at a time): the MPI rank, the one rank, or n thread ranks.
+  /// Errors become PlanError or RunError; a failing MPI rank ends the job.
+  void onRanks(Comm *mpi, int n, const std::function<void(Comm &)> &body);
   /// One rank's run; rank 0 (of `world`) fills `outs` and `reports`.
   void runRank(Comm &world, const std::map<std::string, NpyArray> &in,
                std::vector<std::pair<std::string, NpyArray>> &outs,
@@ -298,7 +298,8 @@ nb::tuple PlanFile::run(nb::dict inputs, std::optional<int> ranks,
 
 nb::tuple PlanFile::generate(InArray ids, int64_t maxNewTokens,
                              std::optional<int> ranks, bool threads,
-                             double temperature, uint64_t seed) {
+                             double temperature, uint64_t seed,
+                             PlanFile *decode) {
   Comm *mpi = nullptr;
   int n = rankCount(ranks, threads, mpi);
   NpyArray prompt = toNpy(ids, "ids");
@@ -306,12 +307,27 @@ nb::tuple PlanFile::generate(InArray ids, int64_t maxNewTokens,
   o.maxNewTokens = maxNewTokens;
   o.temperature = temperature;
   o.seed = seed;
-  if (std::string why = generateError(plan(), prompt, o); !why.empty())
+  if (decode && decode->plan().worldSize() != plan().worldSize())
+    throw nb::value_error((decode->path() + ": the decode plan is for " +
+                           std::to_string(decode->plan().worldSize()) +
+                           " ranks, this plan for " +
+                           std::to_string(plan().worldSize()))
+                              .c_str());
+  std::string why =
+      decode ? generateWithCacheError(plan(), decode->plan(), prompt, o)
+             : generateError(plan(), prompt, o);
+  if (!why.empty())
     throw nb::value_error((path_ + ": generate: " + why).c_str());
   GenerateResult result;
   onRanks(mpi, n, [&](Comm &c) {
     Executor ex(rankPlan(c.rank()), c, createCpuBackend());
-    GenerateResult g = moert::generate(ex, c, plan(), prompt, o);
+    GenerateResult g;
+    if (decode) {
+      Executor dx(decode->rankPlan(c.rank()), c, createCpuBackend());
+      g = generateWithCache(ex, dx, c, plan(), decode->plan(), prompt, o);
+    } else {
+      g = moert::generate(ex, c, plan(), prompt, o);
+    }
     if (c.rank() == 0)
       result = std::move(g);
   });
@@ -350,7 +366,7 @@ void bindRuntime(nb::module_ &m) {
       .def("generate", &PlanFile::generate, nb::arg("ids"),
            nb::arg("max_new_tokens"), nb::arg("ranks").none() = nb::none(),
            nb::arg("threads") = true, nb::arg("temperature") = 0.0,
-           nb::arg("seed") = 0,
+           nb::arg("seed") = 0, nb::arg("decode").none() = nb::none(),
            "Generates (moert/Generate.h); returns (ids or None off rank 0, "
            "prefill seconds, decode seconds).");
 

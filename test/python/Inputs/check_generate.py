@@ -47,3 +47,23 @@ static = moec.compile(os.path.join(src, "examples", "dynamo",
                                    "mixtral_causal_lm", "model.onnx"),
                       mesh="ep=4")
 error(lambda: static.generate(prompt, 4, ranks=4))
+
+# With a KV cache: a prefill plan and a decode-step plan of one model.
+kv = os.path.join(src, "examples", "dynamo")
+kvref = np.load(os.path.join(kv, "mixtral_prefill_dynamic", "generate.npy"))
+prefill = moec.compile(os.path.join(kv, "mixtral_prefill_dynamic",
+                                    "model.onnx"), mesh="ep=4",
+                       input_shapes={"input_ids": (4, "?")}, max_tokens=8)
+cache = {f"past_{t}_{layer}": (4, 2, "?", 16) for layer in (0, 1)
+         for t in "kv"}
+decode = moec.compile(os.path.join(kv, "mixtral_decode_step_dynamic",
+                                   "model.onnx"), mesh="ep=4",
+                      input_shapes={"input_ids": (4, 1),
+                                    "position_ids": (4, 1), **cache},
+                      max_tokens=24)
+ids = prefill.generate(kvref[:, :8], max_new_tokens=16, ranks=4,
+                       decode_plan=decode)
+print("kv ep=4", ids.shape,
+      "same as torch" if (ids == kvref).all() else "DIFFERENT")
+error(lambda: prefill.generate(kvref[:, :8], 19, ranks=4,
+                               decode_plan=decode))
