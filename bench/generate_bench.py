@@ -148,6 +148,23 @@ def main():
         pre, dec = min(pre, p), min(dec, d)
     add("onnxruntime (same loop)", 1, got, pre, dec)
 
+    def run_generate(ranks, plans):
+        """`moe-run generate` on `plans` (best of --iters): the ids and the
+        prefill and decode seconds."""
+        env = dict(os.environ,
+                   OPENBLAS_NUM_THREADS=str(max(1, cores // ranks)))
+        out = os.path.join(work, "ids.npy")
+        pre, dec = float("inf"), float("inf")
+        for _ in range(a.iters):
+            j = json.loads(sh([os.path.join(bindir, "moe-run"), "generate",
+                               "-n", str(ranks), *plans, "--ids",
+                               os.path.join(work, "prompt.npy"),
+                               "--max-new-tokens", str(a.new), "-o", out,
+                               "--json", "--quiet"], env=env))
+            pre = min(pre, j["prefill_seconds"])
+            dec = min(dec, j["decode_seconds"])
+        return np.load(out), pre, dec
+
     layouts = [("ep=1", 1), ("tp=2", 2)] + \
         ([("ep=2", 2)] if a.batch % 2 == 0 else [])
     for mesh, ranks in layouts:
@@ -156,19 +173,7 @@ def main():
         sh([os.path.join(bindir, "moec"), model_path, "--mesh", mesh,
             "--input-shape", f"input_ids={a.batch},?",
             "--max-tokens", str(maxt + (-maxt) % ranks), "-o", plan])
-        env = dict(os.environ,
-                   OPENBLAS_NUM_THREADS=str(max(1, cores // ranks)))
-        out = os.path.join(work, "ids.npy")
-        pre, dec = float("inf"), float("inf")
-        for _ in range(a.iters):
-            j = json.loads(sh([os.path.join(bindir, "moe-run"), "generate",
-                               "-n", str(ranks), plan, "--ids",
-                               os.path.join(work, "prompt.npy"),
-                               "--max-new-tokens", str(a.new), "-o", out,
-                               "--json", "--quiet"], env=env))
-            pre = min(pre, j["prefill_seconds"])
-            dec = min(dec, j["decode_seconds"])
-        add(f"moe-run generate {mesh}", ranks, np.load(out), pre, dec)
+        add(f"moe-run generate {mesh}", ranks, *run_generate(ranks, [plan]))
 
     # With the KV cache: the prefill plan, then one decode step per token.
     hd = a.hidden // a.heads
@@ -188,21 +193,8 @@ def main():
             "--input-shape", f"input_ids={a.batch},1;"
             f"position_ids={a.batch},1;{cache}",
             "--max-tokens", str(up(a.prompt + a.new - 2)), "-o", decode])
-        env = dict(os.environ,
-                   OPENBLAS_NUM_THREADS=str(max(1, cores // ranks)))
-        out = os.path.join(work, "ids_kv.npy")
-        pre, dec = float("inf"), float("inf")
-        for _ in range(a.iters):
-            j = json.loads(sh([os.path.join(bindir, "moe-run"), "generate",
-                               "-n", str(ranks), prefill, "--decode-plan",
-                               decode, "--ids",
-                               os.path.join(work, "prompt.npy"),
-                               "--max-new-tokens", str(a.new), "-o", out,
-                               "--json", "--quiet"], env=env))
-            pre = min(pre, j["prefill_seconds"])
-            dec = min(dec, j["decode_seconds"])
-        add(f"moe-run generate {mesh} --decode-plan", ranks, np.load(out),
-            pre, dec)
+        add(f"moe-run generate {mesh} --decode-plan", ranks,
+            *run_generate(ranks, [prefill, "--decode-plan", decode]))
 
     base = next(r for r in rows if r[0] == "moe-run generate ep=1")
     print(f"MixtralForCausalLM H={a.hidden} F={a.ffn} L={a.layers} "

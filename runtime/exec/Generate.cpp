@@ -55,147 +55,6 @@ int64_t pick(const float *logits, int64_t V, double temperature,
   }
   return best;
 }
-} // namespace
-
-std::string moert::generateError(const Plan &plan, const NpyArray &prompt,
-                                 const GenerateOptions &o) {
-  if (plan.symbols.empty())
-    return "the plan has a fixed token count; generate needs a plan compiled "
-           "with a dynamic one (moec --input-shape " +
-           o.idsInput + "=B,? --max-tokens N)";
-  int64_t max = plan.symbols[0].max;
-  const ModelIO *ids = findIO(plan.inputs, o.idsInput);
-  if (!ids)
-    return "the plan has no input '" + o.idsInput + "' (--ids-input)";
-  for (const ModelIO &m : plan.inputs)
-    if (m.name != o.idsInput)
-      return "the plan also takes input '" + m.name +
-             "'; generate feeds only the token ids ('" + o.idsInput + "')";
-  if (ids->dtype != DType::i64 || ids->shape.size() != 2 || !countDim(*ids, 1))
-    return "input '" + o.idsInput + "' is " + dtypeName(ids->dtype) +
-           shapeString(ids->shape) +
-           "; generate needs int64 [batch, tokens] with the token count as "
-           "dim 1";
-  const ModelIO *logits = findIO(plan.outputs, o.logitsOutput);
-  if (!logits)
-    return "the plan has no output '" + o.logitsOutput + "' (--logits-output)";
-  if (logits->dtype != DType::f32 || logits->shape.size() != 3 ||
-      !countDim(*logits, 1) || logits->shape[0] != ids->shape[0])
-    return "output '" + o.logitsOutput + "' is " + dtypeName(logits->dtype) +
-           shapeString(logits->shape) +
-           "; generate needs f32 [batch, tokens, vocabulary] logits";
-  if (prompt.dtype != "<i8" || prompt.shape.size() != 2)
-    return "the prompt ids must be an int64 array [batch, tokens], not " +
-           prompt.dtype + shapeString(prompt.shape);
-  if (prompt.shape[0] != ids->shape[0])
-    return "the prompt has " + std::to_string(prompt.shape[0]) +
-           " sequences, the plan takes " + std::to_string(ids->shape[0]);
-  if (prompt.shape[1] < 1)
-    return "the prompt is empty";
-  if (o.maxNewTokens < 1)
-    return "--max-new-tokens must be at least 1";
-  // The last new token needs no run: runs at P .. P + K - 1 tokens.
-  if (prompt.shape[1] + o.maxNewTokens - 1 > max)
-    return "a prompt of " + std::to_string(prompt.shape[1]) + " tokens and " +
-           std::to_string(o.maxNewTokens) + " new tokens need runs at up to " +
-           std::to_string(prompt.shape[1] + o.maxNewTokens - 1) +
-           " tokens, more than the plan's maximum of " + std::to_string(max);
-  if (!(o.temperature >= 0) || std::isinf(o.temperature))
-    return "--temperature must be a finite number >= 0";
-  int64_t V = logits->shape[2];
-  if (prompt.data.size() != size_t(prompt.numElements()) * 8)
-    return "the prompt's data does not match its shape";
-  for (int64_t i = 0; i < prompt.numElements(); ++i) {
-    int64_t id;
-    std::memcpy(&id, prompt.data.data() + i * 8, 8);
-    if (id < 0 || id >= V)
-      return "prompt id " + std::to_string(id) + " at [" +
-             std::to_string(i / prompt.shape[1]) + ", " +
-             std::to_string(i % prompt.shape[1]) +
-             "] is outside the vocabulary of " + std::to_string(V) +
-             " (the logits' last dim)";
-  }
-  return "";
-}
-
-GenerateResult moert::generate(Executor &ex, Comm &world, const Plan &plan,
-                               const NpyArray &prompt,
-                               const GenerateOptions &o) {
-  if (std::string why = generateError(plan, prompt, o); !why.empty())
-    throw RunError(why);
-  GenerateResult r;
-  r.batch = prompt.shape[0];
-  r.prompt = prompt.shape[1];
-  r.newTokens = o.maxNewTokens;
-  int64_t B = r.batch;
-  std::vector<std::vector<int64_t>> rows(static_cast<size_t>(B));
-  for (int64_t b = 0; b < B; ++b) {
-    rows[size_t(b)].resize(size_t(r.prompt));
-    std::memcpy(rows[size_t(b)].data(), prompt.data.data() + b * r.prompt * 8,
-                size_t(r.prompt) * 8);
-  }
-  std::mt19937_64 rng(o.seed);
-  std::vector<int64_t> next(static_cast<size_t>(B)),
-      all(static_cast<size_t>(B * world.size()));
-  for (int64_t step = 0; step < o.maxNewTokens; ++step) {
-    auto t0 = std::chrono::steady_clock::now();
-    int64_t L = r.prompt + step;
-    NpyArray in;
-    in.dtype = "<i8";
-    in.shape = {B, L};
-    in.data.resize(size_t(B * L * 8));
-    for (int64_t b = 0; b < B; ++b)
-      std::memcpy(in.data.data() + b * L * 8, rows[size_t(b)].data(),
-                  size_t(L) * 8);
-    ex.setInputs({{o.idsInput, std::move(in)}});
-    ex.run();
-    auto outs = ex.gatherOutputs();
-    if (world.rank() == 0) {
-      const NpyArray *logits = nullptr;
-      for (auto &[name, a] : outs)
-        if (name == o.logitsOutput)
-          logits = &a;
-      if (!logits || logits->dtype != "<f4" || logits->shape.size() != 3 ||
-          logits->shape[0] != B || logits->shape[1] != L)
-        throw RunError("generate: output '" + o.logitsOutput +
-                       "' is not f32 [" + std::to_string(B) + ", " +
-                       std::to_string(L) + ", V] after a run at " +
-                       std::to_string(L) + " tokens");
-      int64_t V = logits->shape[2];
-      const float *f = reinterpret_cast<const float *>(logits->data.data());
-      for (int64_t b = 0; b < B; ++b)
-        next[size_t(b)] = pick(f + (b * L + L - 1) * V, V, o.temperature, rng);
-    }
-    // Every rank takes rank 0's tokens.
-    world.allGather(next.data(), B * 8, all.data());
-    for (int64_t b = 0; b < B; ++b)
-      rows[size_t(b)].push_back(all[size_t(b)]);
-    double s =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
-            .count();
-    (step == 0 ? r.prefillSeconds : r.decodeSeconds) += s;
-  }
-  if (world.rank() == 0) {
-    int64_t n = r.prompt + r.newTokens;
-    r.ids.dtype = "<i8";
-    r.ids.shape = {B, n};
-    r.ids.data.resize(size_t(B * n * 8));
-    for (int64_t b = 0; b < B; ++b)
-      std::memcpy(r.ids.data.data() + b * n * 8, rows[size_t(b)].data(),
-                  size_t(n) * 8);
-  }
-  return r;
-}
-
-std::string moert::presentNameOf(const std::string &past) {
-  if (past.rfind("past_key_values", 0) == 0)
-    return "present" + past.substr(std::strlen("past_key_values"));
-  if (past.rfind("past", 0) == 0)
-    return "present" + past.substr(4);
-  return "";
-}
-
-namespace {
 /// The decode plan's cache inputs: every input but the ids and positions.
 std::vector<const ModelIO *> cacheInputs(const Plan &decode,
                                          const GenerateOptions &o) {
@@ -269,7 +128,136 @@ nextTokens(Comm &world,
   all.resize(size_t(B));
   return all;
 }
+
+/// The prompt's rows (sequences), which generation extends.
+std::vector<std::vector<int64_t>> rowsOf(const NpyArray &prompt) {
+  int64_t B = prompt.shape[0], P = prompt.shape[1];
+  std::vector<std::vector<int64_t>> rows(static_cast<size_t>(B));
+  for (int64_t b = 0; b < B; ++b) {
+    rows[size_t(b)].resize(size_t(P));
+    std::memcpy(rows[size_t(b)].data(), prompt.data.data() + b * P * 8,
+                size_t(P) * 8);
+  }
+  return rows;
+}
+
+/// Appends each sequence's next token.
+void append(std::vector<std::vector<int64_t>> &rows,
+            const std::vector<int64_t> &next) {
+  for (size_t b = 0; b < rows.size(); ++b)
+    rows[b].push_back(next[b]);
+}
+
+/// The ids [B, n] of equally long `rows`.
+NpyArray idsOf(const std::vector<std::vector<int64_t>> &rows) {
+  NpyArray ids;
+  int64_t B = int64_t(rows.size()), n = B ? int64_t(rows[0].size()) : 0;
+  ids.dtype = "<i8";
+  ids.shape = {B, n};
+  ids.data.resize(size_t(B * n * 8));
+  for (int64_t b = 0; b < B; ++b)
+    std::memcpy(ids.data.data() + b * n * 8, rows[size_t(b)].data(),
+                size_t(n) * 8);
+  return ids;
+}
 } // namespace
+
+std::string moert::generateError(const Plan &plan, const NpyArray &prompt,
+                                 const GenerateOptions &o) {
+  if (plan.symbols.empty())
+    return "the plan has a fixed token count; generate needs a plan compiled "
+           "with a dynamic one (moec --input-shape " +
+           o.idsInput + "=B,? --max-tokens N)";
+  int64_t max = plan.symbols[0].max;
+  const ModelIO *ids = findIO(plan.inputs, o.idsInput);
+  if (!ids)
+    return "the plan has no input '" + o.idsInput + "' (--ids-input)";
+  for (const ModelIO &m : plan.inputs)
+    if (m.name != o.idsInput)
+      return "the plan also takes input '" + m.name +
+             "'; generate feeds only the token ids ('" + o.idsInput + "')";
+  if (ids->dtype != DType::i64 || ids->shape.size() != 2 || !countDim(*ids, 1))
+    return "input '" + o.idsInput + "' is " + dtypeName(ids->dtype) +
+           shapeString(ids->shape) +
+           "; generate needs int64 [batch, tokens] with the token count as "
+           "dim 1";
+  const ModelIO *logits = findIO(plan.outputs, o.logitsOutput);
+  if (!logits)
+    return "the plan has no output '" + o.logitsOutput + "' (--logits-output)";
+  if (logits->dtype != DType::f32 || logits->shape.size() != 3 ||
+      !countDim(*logits, 1) || logits->shape[0] != ids->shape[0])
+    return "output '" + o.logitsOutput + "' is " + dtypeName(logits->dtype) +
+           shapeString(logits->shape) +
+           "; generate needs f32 [batch, tokens, vocabulary] logits";
+  if (prompt.dtype != "<i8" || prompt.shape.size() != 2)
+    return "the prompt ids must be an int64 array [batch, tokens], not " +
+           prompt.dtype + shapeString(prompt.shape);
+  if (prompt.shape[0] != ids->shape[0])
+    return "the prompt has " + std::to_string(prompt.shape[0]) +
+           " sequences, the plan takes " + std::to_string(ids->shape[0]);
+  if (prompt.shape[1] < 1)
+    return "the prompt is empty";
+  if (o.maxNewTokens < 1)
+    return "--max-new-tokens must be at least 1";
+  // The last new token needs no run: runs at P .. P + K - 1 tokens.
+  if (prompt.shape[1] + o.maxNewTokens - 1 > max)
+    return "a prompt of " + std::to_string(prompt.shape[1]) + " tokens and " +
+           std::to_string(o.maxNewTokens) + " new tokens need runs at up to " +
+           std::to_string(prompt.shape[1] + o.maxNewTokens - 1) +
+           " tokens, more than the plan's maximum of " + std::to_string(max);
+  if (!(o.temperature >= 0) || std::isinf(o.temperature))
+    return "--temperature must be a finite number >= 0";
+  int64_t V = logits->shape[2];
+  if (prompt.data.size() != size_t(prompt.numElements()) * 8)
+    return "the prompt's data does not match its shape";
+  for (int64_t i = 0; i < prompt.numElements(); ++i) {
+    int64_t id;
+    std::memcpy(&id, prompt.data.data() + i * 8, 8);
+    if (id < 0 || id >= V)
+      return "prompt id " + std::to_string(id) + " at [" +
+             std::to_string(i / prompt.shape[1]) + ", " +
+             std::to_string(i % prompt.shape[1]) +
+             "] is outside the vocabulary of " + std::to_string(V) +
+             " (the logits' last dim)";
+  }
+  return "";
+}
+
+GenerateResult moert::generate(Executor &ex, Comm &world, const Plan &plan,
+                               const NpyArray &prompt,
+                               const GenerateOptions &o) {
+  if (std::string why = generateError(plan, prompt, o); !why.empty())
+    throw RunError(why);
+  GenerateResult r;
+  r.batch = prompt.shape[0];
+  r.prompt = prompt.shape[1];
+  r.newTokens = o.maxNewTokens;
+  std::vector<std::vector<int64_t>> rows = rowsOf(prompt);
+  std::mt19937_64 rng(o.seed);
+  for (int64_t step = 0; step < o.maxNewTokens; ++step) {
+    auto t0 = std::chrono::steady_clock::now();
+    int64_t L = r.prompt + step;
+    ex.setInputs({{o.idsInput, idsOf(rows)}});
+    ex.run();
+    auto outs = ex.gatherOutputs();
+    append(rows, nextTokens(world, outs, o, r.batch, L, L - 1, rng));
+    double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
+            .count();
+    (step == 0 ? r.prefillSeconds : r.decodeSeconds) += s;
+  }
+  if (world.rank() == 0)
+    r.ids = idsOf(rows);
+  return r;
+}
+
+std::string moert::presentNameOf(const std::string &past) {
+  if (past.rfind("past_key_values", 0) == 0)
+    return "present" + past.substr(std::strlen("past_key_values"));
+  if (past.rfind("past", 0) == 0)
+    return "present" + past.substr(4);
+  return "";
+}
 
 std::string moert::generateWithCacheError(const Plan &prefill,
                                           const Plan &decode,
@@ -338,12 +326,7 @@ GenerateResult moert::generateWithCache(Executor &prefill, Executor &decode,
   r.newTokens = o.maxNewTokens;
   int64_t B = r.batch, P = r.prompt;
   std::mt19937_64 rng(o.seed);
-  std::vector<std::vector<int64_t>> rows(static_cast<size_t>(B));
-  for (int64_t b = 0; b < B; ++b) {
-    rows[size_t(b)].resize(size_t(P));
-    std::memcpy(rows[size_t(b)].data(), prompt.data.data() + b * P * 8,
-                size_t(P) * 8);
-  }
+  std::vector<std::vector<int64_t>> rows = rowsOf(prompt);
   std::vector<const ModelIO *> cache = cacheInputs(decodePlan, o);
   bool positions = findIO(decodePlan.inputs, o.positionInput) != nullptr;
   // The cache every rank feeds the next decode step, by input name.
@@ -363,8 +346,7 @@ GenerateResult moert::generateWithCache(Executor &prefill, Executor &decode,
   prefill.run();
   auto outs = prefill.gatherOutputs();
   std::vector<int64_t> next = nextTokens(world, outs, o, B, P, P - 1, rng);
-  for (int64_t b = 0; b < B; ++b)
-    rows[size_t(b)].push_back(next[size_t(b)]);
+  append(rows, next);
   if (o.maxNewTokens > 1)
     keepCache(outs);
   auto t1 = std::chrono::steady_clock::now();
@@ -391,8 +373,7 @@ GenerateResult moert::generateWithCache(Executor &prefill, Executor &decode,
     decode.run();
     outs = decode.gatherOutputs();
     next = nextTokens(world, outs, o, B, 1, 0, rng);
-    for (int64_t b = 0; b < B; ++b)
-      rows[size_t(b)].push_back(next[size_t(b)]);
+    append(rows, next);
     state.clear();
     if (step + 1 < o.maxNewTokens)
       keepCache(outs);
@@ -400,14 +381,7 @@ GenerateResult moert::generateWithCache(Executor &prefill, Executor &decode,
   r.decodeSeconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t1)
           .count();
-  if (world.rank() == 0) {
-    int64_t n = P + r.newTokens;
-    r.ids.dtype = "<i8";
-    r.ids.shape = {B, n};
-    r.ids.data.resize(size_t(B * n * 8));
-    for (int64_t b = 0; b < B; ++b)
-      std::memcpy(r.ids.data.data() + b * n * 8, rows[size_t(b)].data(),
-                  size_t(n) * 8);
-  }
+  if (world.rank() == 0)
+    r.ids = idsOf(rows);
   return r;
 }
