@@ -49,23 +49,14 @@ import time
 
 import numpy as np
 
-from common import sh
+from common import add_lm_args, sh
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--build", default="build")
-    ap.add_argument("--work", default=None)
-    ap.add_argument("--iters", type=int, default=3)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--ffn", type=int, default=512)
-    ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--heads", type=int, default=8)
-    ap.add_argument("--kv-heads", type=int, default=2)
-    ap.add_argument("--vocab", type=int, default=1024)
-    ap.add_argument("--batch", type=int, default=2)
+    add_lm_args(ap, iters=3, batch=2)
     ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--model", default=None,
                     help="a directory with model.onnx and input.npy")

@@ -9,3 +9,18 @@ def sh(cmd, env=None):
     if r.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr}")
     return r.stdout
+
+
+def add_lm_args(ap, iters, batch):
+    """The options of the benchmarks on a random MixtralForCausalLM: the
+    build and work directories, --iters and the model's sizes."""
+    ap.add_argument("--build", default="build")
+    ap.add_argument("--work", default=None)
+    ap.add_argument("--iters", type=int, default=iters)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--ffn", type=int, default=512)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--heads", type=int, default=8)
+    ap.add_argument("--kv-heads", type=int, default=2)
+    ap.add_argument("--vocab", type=int, default=1024)
+    ap.add_argument("--batch", type=int, default=batch)

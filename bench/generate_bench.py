@@ -36,7 +36,7 @@ import time
 
 import numpy as np
 
-from common import sh
+from common import add_lm_args, sh
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -77,16 +77,7 @@ def ort_generate(sess, ids, new):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--build", default="build")
-    ap.add_argument("--work", default=None)
-    ap.add_argument("--iters", type=int, default=2)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--ffn", type=int, default=512)
-    ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--heads", type=int, default=8)
-    ap.add_argument("--kv-heads", type=int, default=2)
-    ap.add_argument("--vocab", type=int, default=1024)
-    ap.add_argument("--batch", type=int, default=1)
+    add_lm_args(ap, iters=2, batch=1)
     ap.add_argument("--prompt", type=int, default=64)
     ap.add_argument("--new", type=int, default=32)
     a = ap.parse_args()
