@@ -144,6 +144,13 @@ std::vector<KernelVariant> moec::kernelVariants(moert::Plan &plan) {
 }
 
 namespace {
+/// Kernels fold equal sizes into one constant and drop dims of size 1, so
+/// a per-rank count equal to another size of the model (heads, the
+/// sequence length) or to 1 at one of the three counts changes their ops.
+const char *kCollisionHint =
+    "; if the rows per rank equal another size of the model or 1 at one of "
+    "the counts compared, another --max-tokens avoids that";
+
 /// An integer constant of a kernel that is the size of dim `dim` of
 /// argument `arg` plus `offset` at every count (a concat's offset, a clamp
 /// at `size - 1`, a negative index's wrap, a position).
@@ -226,7 +233,8 @@ bool moec::checkKernelConstants(ModuleOp max, const moert::Plan &plan,
           funcs[o].getNumArguments() != funcs[0].getNumArguments()) {
         error = where + " compiles differently " + at +
                 " (shape-dependent structure: not supported with a dynamic "
-                "token count yet)";
+                "token count yet" +
+                kCollisionHint + ")";
         return false;
       }
     }
@@ -246,7 +254,8 @@ bool moec::checkKernelConstants(ModuleOp max, const moert::Plan &plan,
                   a->getName().getStringRef().str() + " (" +
                   b->getName().getStringRef().str() +
                   " there; shape-dependent structure: not supported with a "
-                  "dynamic token count yet)";
+                  "dynamic token count yet" +
+                  kCollisionHint + ")";
           return false;
         }
         for (size_t n = 0; n < a->getAttrs().size(); ++n) {

@@ -443,17 +443,10 @@ bool moec::inferPlanSymbols(moert::Plan &plan, moert::PlanData &data,
               ")";
       return false;
     }
-    // A constant cut at the count (structureDiff's boxDiff) holds
-    // positions 0..S-1: right while every rank runs whole sequences.
-    if (v.kind == moert::ValueKind::constant && !v.symDims.empty() && W > 1) {
-      error = valueName(plan, int32_t(i)) +
-              " is a constant cut at the token count (positions 0..S-1), "
-              "but the mesh splits the count over " +
-              std::to_string(W) +
-              " ranks, whose rows would need other positions: not supported "
-              "yet (split a batch of whole sequences instead)";
-      return false;
-    }
+    // A constant cut at the count (structureDiff's boxDiff) is the same
+    // box on every rank: a constant the tokens are split along is uniform
+    // along them (TokenDims' isUniformAlong), so every rank's block of it
+    // is the first block, which the samples checked.
   }
 
   // What dynamic plans do not support yet.
