@@ -49,38 +49,19 @@ std::vector<std::vector<moert::SymDim>> signatureOf(const moert::Plan &plan,
   return sig;
 }
 
-bool sameSignature(const KernelVariant &v,
-                   const std::vector<std::vector<moert::SymDim>> &b,
-                   const std::vector<bool> &boxed) {
-  const std::vector<std::vector<moert::SymDim>> &a = v.operands;
-  if (a.size() != b.size() || v.boxed != boxed)
-    return false;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (a[i].size() != b[i].size())
-      return false;
-    for (size_t j = 0; j < a[i].size(); ++j)
-      if (a[i][j].dim != b[i][j].dim || a[i][j].sym != b[i][j].sym ||
-          a[i][j].a != b[i][j].a || a[i][j].b != b[i][j].b)
-        return false;
-  }
-  return true;
-}
-
-std::string show(Attribute a) {
-  std::string s;
-  llvm::raw_string_ostream os(s);
-  if (auto d = dyn_cast<DenseElementsAttr>(a); d && d.isSplat())
-    d.getSplatValue<Attribute>().print(os);
-  else
-    a.print(os);
-  return s.size() > 80 ? s.substr(0, 77) + "..." : s;
-}
-
 std::string printed(Attribute a) {
   std::string s;
   llvm::raw_string_ostream os(s);
   a.print(os);
   return s;
+}
+
+/// `a` for an error: a splat as its value, at most 80 characters.
+std::string show(Attribute a) {
+  if (auto d = dyn_cast<DenseElementsAttr>(a); d && d.isSplat())
+    a = d.getSplatValue<Attribute>();
+  std::string s = printed(a);
+  return s.size() > 80 ? s.substr(0, 77) + "..." : s;
 }
 
 /// Whether attributes `a` and `b` of the same op at two counts (in two
@@ -124,7 +105,7 @@ std::vector<KernelVariant> moec::kernelVariants(moert::Plan &plan) {
     std::vector<size_t> &known = byKernel[k->name];
     const KernelVariant *match = nullptr;
     for (size_t i : known)
-      if (sameSignature(variants[i], sig, boxed))
+      if (variants[i].operands == sig && variants[i].boxed == boxed)
         match = &variants[i];
     if (match) {
       k->name = match->name;

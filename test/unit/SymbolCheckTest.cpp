@@ -88,13 +88,7 @@ std::string infer(PlanSample &max, PlanSample a, PlanSample b) {
 }
 
 bool sameDims(const std::vector<SymDim> &a, const std::vector<SymDim> &b) {
-  if (a.size() != b.size())
-    return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (a[i].dim != b[i].dim || a[i].sym != b[i].sym || a[i].a != b[i].a ||
-        a[i].b != b[i].b)
-      return false;
-  return true;
+  return a == b;
 }
 
 TEST(SymbolCheck, FitsRowsAndGlobalCounts) {

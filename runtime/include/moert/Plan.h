@@ -104,6 +104,10 @@ struct SymDim {
   int32_t dim = 0;
   SymKind sym = SymKind::t;
   int64_t a = 1, b = 0;
+  bool operator==(const SymDim &o) const {
+    return dim == o.dim && sym == o.sym && a == o.a && b == o.b;
+  }
+  bool operator!=(const SymDim &o) const { return !(*this == o); }
 };
 
 /// The three quantities of one call: global count T, this rank's rows t,
