@@ -128,14 +128,17 @@ compileModel(const std::optional<std::string> &path,
       failed(c.cleanup()) || failed(c.resolveMesh(log)) || failed(c.shard()) ||
       failed(c.lower()))
     fail(c.error());
-  // The plan before the report: with a dynamic token count it tells which
-  // layers' rows follow the count.
+  // With a dynamic token count the plan comes before the report, which it
+  // tells whose rows follow the count; else after the memory check.
   moert::Plan plan;
   moert::PlanData planData;
-  if (failed(c.buildPlan(plan, planData)))
+  bool dynamic = c.options().maxTokens > 0;
+  if (dynamic && failed(c.buildPlan(plan, planData)))
     fail(c.error());
   moec::ShardReport rep = c.report();
   if (failed(c.checkDeviceMemory(rep)))
+    fail(c.error());
+  if (!dynamic && failed(c.buildPlan(plan, planData)))
     fail(c.error());
   llvm::raw_string_ostream json(out.reportJson);
   moec::printShardReport(rep, json, /*json=*/true);
