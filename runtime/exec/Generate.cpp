@@ -65,20 +65,23 @@ std::vector<const ModelIO *> cacheInputs(const Plan &decode,
   return r;
 }
 
-/// Sends rank 0's `a` to every rank (two all-gathers: its size, then its
-/// bytes, padded to the largest).
-void broadcast(Comm &world, NpyArray &a) {
+/// Sends rank 0's arrays `arrays` to every rank, in one buffer (two
+/// all-gathers: its size, then its bytes).
+void broadcast(Comm &world, const std::vector<NpyArray *> &arrays) {
   std::vector<char> bytes;
   if (world.rank() == 0) {
     auto put = [&](const void *p, size_t n) {
       const char *c = static_cast<const char *>(p);
       bytes.insert(bytes.end(), c, c + n);
     };
-    int64_t meta[2] = {int64_t(a.dtype.size()), int64_t(a.shape.size())};
-    put(meta, sizeof(meta));
-    put(a.dtype.data(), a.dtype.size());
-    put(a.shape.data(), a.shape.size() * 8);
-    put(a.data.data(), a.data.size());
+    for (const NpyArray *a : arrays) {
+      int64_t meta[3] = {int64_t(a->dtype.size()), int64_t(a->shape.size()),
+                         int64_t(a->data.size())};
+      put(meta, sizeof(meta));
+      put(a->dtype.data(), a->dtype.size());
+      put(a->shape.data(), a->shape.size() * 8);
+      put(a->data.data(), a->data.size());
+    }
   }
   int64_t n = int64_t(bytes.size());
   std::vector<int64_t> sizes(size_t(world.size()));
@@ -90,15 +93,18 @@ void broadcast(Comm &world, NpyArray &a) {
   if (world.rank() == 0)
     return;
   const char *p = all.data();
-  int64_t meta[2];
-  std::memcpy(meta, p, sizeof(meta));
-  p += sizeof(meta);
-  a.dtype.assign(p, size_t(meta[0]));
-  p += meta[0];
-  a.shape.resize(size_t(meta[1]));
-  std::memcpy(a.shape.data(), p, size_t(meta[1]) * 8);
-  p += meta[1] * 8;
-  a.data.assign(p, static_cast<const char *>(all.data()) + size);
+  for (NpyArray *a : arrays) {
+    int64_t meta[3];
+    std::memcpy(meta, p, sizeof(meta));
+    p += sizeof(meta);
+    a->dtype.assign(p, size_t(meta[0]));
+    p += meta[0];
+    a->shape.resize(size_t(meta[1]));
+    std::memcpy(a->shape.data(), p, size_t(meta[1]) * 8);
+    p += meta[1] * 8;
+    a->data.assign(p, p + meta[2]);
+    p += meta[2];
+  }
 }
 
 /// Rank 0: each sequence's next token from the logits at position `at`
@@ -332,14 +338,16 @@ GenerateResult moert::generateWithCache(Executor &prefill, Executor &decode,
   // The cache every rank feeds the next decode step, by input name.
   std::map<std::string, NpyArray> state;
   auto keepCache = [&](std::vector<std::pair<std::string, NpyArray>> &outs) {
+    std::vector<NpyArray *> arrays;
     for (const ModelIO *m : cache) {
       NpyArray &a = state[m->name];
       if (world.rank() == 0)
         for (auto &[name, arr] : outs)
           if (name == presentNameOf(m->name))
             a = std::move(arr);
-      broadcast(world, a);
+      arrays.push_back(&a);
     }
+    broadcast(world, arrays);
   };
   auto t0 = std::chrono::steady_clock::now();
   prefill.setInputs({{o.idsInput, prompt}});
