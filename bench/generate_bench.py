@@ -17,7 +17,9 @@ loop run the whole sequence at every step, which is the same algorithm;
 torch decodes one token per step against its cache, and so does
 `moe-run generate --decode-plan` (a prefill plan that returns the cache and
 a decode-step plan whose count is the cache length, exported from the same
-weights; the cache goes through the host between steps). Plans: ep=1 (one rank)
+weights; each rank keeps its block of the cache between steps, and with
+--cache-through-rank0 the cache is gathered on rank 0 and sent to every rank
+each step, as before the runtime held it). Plans: ep=1 (one rank)
 and tp=2 (two MPI ranks; with --batch 2 or more also ep=2, one sequence
 per rank); OpenBLAS and torch threads = cores / ranks, onnxruntime with its
 default threads; torch with its default ("eager") experts, which loop over
@@ -186,6 +188,9 @@ def main():
             "--max-tokens", str(up(a.prompt + a.new - 2)), "-o", decode])
         add(f"moe-run generate {mesh} --decode-plan", ranks,
             *run_generate(ranks, [prefill, "--decode-plan", decode]))
+        add(f"moe-run generate {mesh} --decode-plan --cache-through-rank0",
+            ranks, *run_generate(ranks, [prefill, "--decode-plan", decode,
+                                         "--cache-through-rank0"]))
 
     base = next(r for r in rows if r[0] == "moe-run generate ep=1")
     print(f"MixtralForCausalLM H={a.hidden} F={a.ffn} L={a.layers} "

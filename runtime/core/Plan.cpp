@@ -81,6 +81,14 @@ size_t moert::dtypeSize(DType t) {
   return 0;
 }
 
+const ModelIO *moert::findIO(const std::vector<ModelIO> &ios,
+                             const std::string &name) {
+  for (const ModelIO &m : ios)
+    if (m.name == name)
+      return &m;
+  return nullptr;
+}
+
 const char *moert::stepKindName(StepKind k) {
   return k <= StepKind::MAX ? fb::EnumNameStepAttrs(k) : "?";
 }

@@ -63,6 +63,18 @@ void CpuBackend::download(const Value &v, void *dst, size_t bytes) {
   std::memcpy(dst, arena_ + v.offset, bytes);
 }
 
+void *CpuBackend::allocateHeld(size_t bytes) {
+  held_.push_back(std::make_unique<char[]>(bytes + 64));
+  uintptr_t p = reinterpret_cast<uintptr_t>(held_.back().get());
+  return reinterpret_cast<void *>((p + 63) / 64 * 64);
+}
+void CpuBackend::saveHeld(const Value &v, void *p, size_t bytes) {
+  std::memcpy(p, arena_ + v.offset, bytes);
+}
+void CpuBackend::loadHeld(const Value &v, const void *p, size_t bytes) {
+  std::memcpy(arena_ + v.offset, p, bytes);
+}
+
 char *CpuBackend::ptr(ExecContext &ctx, size_t index, int32_t id, DType want,
                       const char *role) {
   const Plan &p = ctx.plan();

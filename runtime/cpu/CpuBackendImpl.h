@@ -15,6 +15,7 @@
 #include "moert/cpu/Kernels.h"
 
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -48,6 +49,10 @@ public:
   void prepare(ExecContext &ctx) override;
   void upload(const Value &v, const void *src, size_t bytes) override;
   void download(const Value &v, void *dst, size_t bytes) override;
+  /// Host memory: the CPU backend's device is the host.
+  void *allocateHeld(size_t bytes) override;
+  void saveHeld(const Value &v, void *p, size_t bytes) override;
+  void loadHeld(const Value &v, const void *p, size_t bytes) override;
 
   void matmul(ExecContext &ctx, size_t index, const fb::MatmulT &a) override;
   void batchMatmul(ExecContext &ctx, size_t index,
@@ -99,6 +104,8 @@ private:
 
   char *arena_ = nullptr;
   uint64_t arenaSize_ = 0;
+  /// allocateHeld's memory (64-byte aligned blocks).
+  std::vector<std::unique_ptr<char[]>> held_;
   void *code_ = nullptr;
   std::map<std::string, KernelFn> kernels_;
   std::vector<void *> kernelArgs_; ///< a kernel step's pointers

@@ -102,6 +102,7 @@ CudaBackend::~CudaBackend() {
   for (DeviceBuffer *b : {&arena_, &consts_, &send_, &recvSrc_, &back_, &ffn_,
                           &tmp_, &gather_, &scatterStatus_})
     b->release();
+  held_.clear();
   hostSend_.release();
   hostRecv_.release();
   scatterStatusHost_.release();
@@ -226,6 +227,48 @@ void CudaBackend::download(const Value &v, void *dst, size_t bytes) {
     MOERT_CUDA_CHECK(cudaMemcpyAsync(dst, arena_.get() + v.offset, bytes,
                                      cudaMemcpyDeviceToHost, stream_));
     MOERT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  } catch (const CudaFailure &e) {
+    throw RunError("rank " + std::to_string(rank_) + ": " + e.what());
+  }
+}
+
+void *CudaBackend::allocateHeld(size_t bytes) {
+  try {
+    MOERT_CUDA_CHECK(cudaSetDevice(device_));
+    held_.push_back(std::make_unique<DeviceBuffer>());
+    return held_.back()->ensure(bytes, stream_);
+  } catch (const CudaFailure &e) {
+    throw RunError("rank " + std::to_string(rank_) + ": " + e.what());
+  }
+}
+
+/// A device-to-device copy of `bytes` on `stream`, waited for.
+static void copyOnDevice(void *dst, const void *src, size_t bytes,
+                         cudaStream_t stream) {
+  MOERT_CUDA_CHECK(
+      cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream));
+  MOERT_CUDA_CHECK(cudaStreamSynchronize(stream));
+}
+
+void CudaBackend::saveHeld(const Value &v, void *p, size_t bytes) {
+  if (v.offset + bytes > arenaSize_)
+    throw RunError("rank " + std::to_string(rank_) + ": value '" + v.name +
+                   "' lies outside the arena");
+  try {
+    MOERT_CUDA_CHECK(cudaSetDevice(device_));
+    copyOnDevice(p, arena_.get() + v.offset, bytes, stream_);
+  } catch (const CudaFailure &e) {
+    throw RunError("rank " + std::to_string(rank_) + ": " + e.what());
+  }
+}
+
+void CudaBackend::loadHeld(const Value &v, const void *p, size_t bytes) {
+  if (v.offset + bytes > arenaSize_)
+    throw RunError("rank " + std::to_string(rank_) + ": value '" + v.name +
+                   "' lies outside the arena");
+  try {
+    MOERT_CUDA_CHECK(cudaSetDevice(device_));
+    copyOnDevice(arena_.get() + v.offset, p, bytes, stream_);
   } catch (const CudaFailure &e) {
     throw RunError("rank " + std::to_string(rank_) + ": " + e.what());
   }

@@ -187,6 +187,10 @@ public:
   void prepare(ExecContext &ctx) override;
   void upload(const Value &v, const void *src, size_t bytes) override;
   void download(const Value &v, void *dst, size_t bytes) override;
+  /// Device memory (cudaMalloc) and device-to-device copies on the stream.
+  void *allocateHeld(size_t bytes) override;
+  void saveHeld(const Value &v, void *p, size_t bytes) override;
+  void loadHeld(const Value &v, const void *p, size_t bytes) override;
   /// Selects this rank's device, runs the step's kind, and turns CUDA
   /// failures into RunErrors naming the step.
   void runStep(ExecContext &ctx, size_t index) override;
@@ -308,6 +312,8 @@ private:
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<cuda::Blas> blas_;
   DeviceBuffer arena_, consts_;
+  /// allocateHeld's memory.
+  std::vector<std::unique_ptr<DeviceBuffer>> held_;
   uint64_t arenaSize_ = 0;
   std::vector<char *> constPtr_; ///< per value id; null: not a constant here
   std::vector<CUmodule> modules_;

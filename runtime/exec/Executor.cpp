@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <sstream>
@@ -349,7 +350,24 @@ void Executor::prepare(ExecContext &ctx) {
         {axes, int32_t(comm->size()), backend_->transport(axes, *comm)});
 }
 
-void Executor::setInputs(const std::map<std::string, NpyArray> &inputs) {
+void Executor::setInputs(const std::map<std::string, NpyArray> &given) {
+  // Held inputs not given (holdOutputs) stand in the checks as arrays of
+  // their dtype and shape without data; a given one replaces the held.
+  std::map<std::string, NpyArray> merged;
+  bool fromHeld = false;
+  for (auto &[name, h] : held_) {
+    if (!h.valid || given.count(name))
+      continue;
+    if (!fromHeld)
+      merged = given; // the others are small: ids, positions
+    fromHeld = true;
+    NpyArray &a = merged[name];
+    a.dtype = npyDType(findIO(plan_.inputs, name)->dtype);
+    a.shape = h.shape;
+  }
+  for (auto &[name, h] : held_)
+    h.valid &= !given.count(name);
+  const std::map<std::string, NpyArray> &inputs = fromHeld ? merged : given;
   std::string error;
   if (!checkInputs(plan_, inputs, error))
     throw RunError(error);
@@ -358,6 +376,17 @@ void Executor::setInputs(const std::map<std::string, NpyArray> &inputs) {
   ExecContext ctx(*this);
   prepare(ctx);
   for (const ModelIO &m : plan_.inputs) {
+    if (auto it = held_.find(m.name); it != held_.end() && it->second.valid) {
+      const Value &v = ctx.plan().values[m.value];
+      if (v.byteSize() != it->second.bytes)
+        throw RunError("rank " + std::to_string(rank_) + ": input '" + m.name +
+                       "': the held block of " +
+                       std::to_string(it->second.bytes) +
+                       " bytes is not the local value " + shapeString(v.shape));
+      if (it->second.bytes)
+        backend_->loadHeld(v, it->second.memory, it->second.bytes);
+      continue;
+    }
     const NpyArray &a = inputs.at(m.name);
     if (resolved_ && !m.symDims.empty()) {
       uploadSymbolic(m, a);
@@ -419,10 +448,19 @@ void Executor::run() {
   report_.seconds = std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-std::vector<std::vector<char>> Executor::localOutputs() {
+/// Whether output `name` is one of `only` (all are when it is null).
+static bool selected(const std::vector<std::string> *only,
+                     const std::string &name) {
+  return !only || std::find(only->begin(), only->end(), name) != only->end();
+}
+
+std::vector<std::vector<char>>
+Executor::localSelected(const std::vector<std::string> *only) {
   std::vector<std::vector<char>> out;
   const Plan &plan = resolved_ ? *resolved_ : plan_;
   for (const ModelIO &m : plan.outputs) {
+    if (!selected(only, m.name))
+      continue;
     const Value &v = plan.values[m.value];
     std::vector<char> bytes(v.byteSize());
     if (!bytes.empty()) // no pointer to pass for 0 rows
@@ -432,9 +470,26 @@ std::vector<std::vector<char>> Executor::localOutputs() {
   return out;
 }
 
+std::vector<std::vector<char>> Executor::localOutputs() {
+  return localSelected(nullptr);
+}
+
 std::vector<std::pair<std::string, NpyArray>> Executor::gatherOutputs() {
+  return gatherSelected(nullptr);
+}
+
+std::vector<std::pair<std::string, NpyArray>>
+Executor::gatherOutputs(const std::vector<std::string> &only) {
+  for (const std::string &name : only)
+    if (!findIO(plan_.outputs, name))
+      throw RunError("the plan has no output '" + name + "'");
+  return gatherSelected(&only);
+}
+
+std::vector<std::pair<std::string, NpyArray>>
+Executor::gatherSelected(const std::vector<std::string> *only) {
   std::vector<char> mine;
-  for (std::vector<char> &part : localOutputs())
+  for (std::vector<char> &part : localSelected(only))
     mine.insert(mine.end(), part.begin(), part.end());
   std::vector<std::vector<char>> all;
   world_.gatherToRoot(mine.data(), int64_t(mine.size()), all);
@@ -442,9 +497,11 @@ std::vector<std::pair<std::string, NpyArray>> Executor::gatherOutputs() {
   if (rank_ != 0)
     return result;
   if (resolved_)
-    return gatherSymbolic(all);
+    return gatherSymbolic(all, only);
   uint64_t off = 0;
   for (const ModelIO &m : plan_.outputs) {
+    if (!selected(only, m.name))
+      continue;
     const Value &v = plan_.values[m.value];
     uint64_t local = v.byteSize();
     NpyArray a;

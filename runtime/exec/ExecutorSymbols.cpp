@@ -139,11 +139,14 @@ void Executor::uploadSymbolic(const ModelIO &m, const NpyArray &a) {
 }
 
 std::vector<std::pair<std::string, NpyArray>>
-Executor::gatherSymbolic(const std::vector<std::vector<char>> &all) {
+Executor::gatherSymbolic(const std::vector<std::vector<char>> &all,
+                         const std::vector<std::string> *only) {
   std::vector<std::pair<std::string, NpyArray>> result;
   std::vector<uint64_t> off(all.size(), 0);
   for (size_t o = 0; o < plan_.outputs.size(); ++o) {
     const ModelIO &m = plan_.outputs[o];
+    if (only && std::find(only->begin(), only->end(), m.name) == only->end())
+      continue; // not gathered (Executor::gatherOutputs(only))
     const Value &v = plan_.values[m.value];
     NpyArray a;
     a.dtype = npyDType(m.dtype);

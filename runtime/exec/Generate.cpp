@@ -15,14 +15,6 @@
 using namespace moert;
 
 namespace {
-const ModelIO *findIO(const std::vector<ModelIO> &ios,
-                      const std::string &name) {
-  for (const ModelIO &m : ios)
-    if (m.name == name)
-      return &m;
-  return nullptr;
-}
-
 /// Whether `m`'s dim `dim` is the count itself (1*T+0).
 bool countDim(const ModelIO &m, int32_t dim) {
   for (const SymDim &d : m.symDims)
@@ -335,7 +327,25 @@ GenerateResult moert::generateWithCache(Executor &prefill, Executor &decode,
   std::vector<std::vector<int64_t>> rows = rowsOf(prompt);
   std::vector<const ModelIO *> cache = cacheInputs(decodePlan, o);
   bool positions = findIO(decodePlan.inputs, o.positionInput) != nullptr;
-  // The cache every rank feeds the next decode step, by input name.
+  // The cache pairs: {present*, past*}. Held on the ranks when both plans
+  // give every rank the same block of each (moert::holdError); else
+  // gathered on rank 0 and sent to every rank between steps.
+  std::vector<std::pair<std::string, std::string>> pairs;
+  if (!o.holdCache)
+    r.cacheThroughHost = "asked for";
+  for (const ModelIO *m : cache) {
+    pairs.push_back({presentNameOf(m->name), m->name});
+    for (const Plan *from : {&prefillPlan, &decodePlan})
+      if (std::string why =
+              holdError(*from, pairs.back().first, decodePlan, m->name);
+          !why.empty() && r.cacheThroughHost.empty())
+        r.cacheThroughHost =
+            (from == &prefillPlan ? "the prefill's " : "the decode plan's ") +
+            why;
+  }
+  bool held = r.cacheThroughHost.empty();
+  const std::vector<std::string> logits = {o.logitsOutput};
+  // The host path: the cache every rank feeds the next decode step.
   std::map<std::string, NpyArray> state;
   auto keepCache = [&](std::vector<std::pair<std::string, NpyArray>> &outs) {
     std::vector<NpyArray *> arrays;
@@ -352,11 +362,15 @@ GenerateResult moert::generateWithCache(Executor &prefill, Executor &decode,
   auto t0 = std::chrono::steady_clock::now();
   prefill.setInputs({{o.idsInput, prompt}});
   prefill.run();
-  auto outs = prefill.gatherOutputs();
+  auto outs = held ? prefill.gatherOutputs(logits) : prefill.gatherOutputs();
   std::vector<int64_t> next = nextTokens(world, outs, o, B, P, P - 1, rng);
   append(rows, next);
-  if (o.maxNewTokens > 1)
-    keepCache(outs);
+  if (o.maxNewTokens > 1) {
+    if (held)
+      decode.holdOutputs(prefill, pairs);
+    else
+      keepCache(outs);
+  }
   auto t1 = std::chrono::steady_clock::now();
   r.prefillSeconds = std::chrono::duration<double>(t1 - t0).count();
   for (int64_t step = 1; step < o.maxNewTokens; ++step) {
@@ -379,12 +393,16 @@ GenerateResult moert::generateWithCache(Executor &prefill, Executor &decode,
       in[name] = std::move(a);
     decode.setInputs(in);
     decode.run();
-    outs = decode.gatherOutputs();
+    outs = held ? decode.gatherOutputs(logits) : decode.gatherOutputs();
     next = nextTokens(world, outs, o, B, 1, 0, rng);
     append(rows, next);
     state.clear();
-    if (step + 1 < o.maxNewTokens)
-      keepCache(outs);
+    if (step + 1 < o.maxNewTokens) {
+      if (held)
+        decode.holdOutputs(decode, pairs);
+      else
+        keepCache(outs);
+    }
   }
   r.decodeSeconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t1)

@@ -192,6 +192,15 @@ int moerun::parseArgs(int argc, char **argv, Options &o) {
          "count (inputs past*, outputs present*, positions); PLAN is then "
          "the prefill, which returns the first cache")
       ->type_name("FILE");
+  app.add_flag_callback(
+      "--cache-through-rank0",
+      [&] {
+        genOnly("--cache-through-rank0");
+        o.gen.holdCache = false;
+      },
+      "generate --decode-plan: gather the KV cache on rank 0 and send it to "
+      "every rank between steps instead of keeping it on the ranks (for "
+      "comparison)");
   app.add_option_function<std::string>(
          "--ids-input",
          [&](const std::string &v) {

@@ -365,6 +365,9 @@ void printGenerate(const Options &o, const GenerateResult &g) {
          g.prefillSeconds > 0 ? prefillTok / g.prefillSeconds : 0.0},
         {"decode_tokens_per_second",
          g.decodeSeconds > 0 ? decodeTok / g.decodeSeconds : 0.0}};
+    if (!o.decodePlan.empty())
+      j["kv_cache"] =
+          g.cacheThroughHost.empty() ? "on the ranks" : "through rank 0";
     std::printf("%s\n", j.dump(2).c_str());
     return;
   }
@@ -374,14 +377,20 @@ void printGenerate(const Options &o, const GenerateResult &g) {
               o.gen.temperature > 0 ? "sampled" : "greedy");
   std::printf("  prefill: %.3f ms, %.1f tokens/s\n", g.prefillSeconds * 1e3,
               g.prefillSeconds > 0 ? prefillTok / g.prefillSeconds : 0.0);
+  std::string how =
+      o.decodePlan.empty()
+          ? "each step recomputes the whole sequence: no KV cache"
+      : g.cacheThroughHost.empty()
+          ? "the decode plan, one token per step against the KV cache, "
+            "which stays on the ranks between steps"
+          : "the decode plan, one token per step against the KV cache, "
+            "which goes through rank 0 between steps: " +
+                g.cacheThroughHost;
   if (g.newTokens > 1)
     std::printf("  decode:  %.3f ms per step, %.1f tokens/s (%s)\n",
                 g.decodeSeconds * 1e3 / double(g.newTokens - 1),
                 g.decodeSeconds > 0 ? decodeTok / g.decodeSeconds : 0.0,
-                o.decodePlan.empty()
-                    ? "each step recomputes the whole sequence: no KV cache"
-                    : "the decode plan, one token per step against the KV "
-                      "cache, which goes through the host between steps");
+                how.c_str());
 }
 
 /// One rank's whole run over `world`. Throws on any error. With `agree`

@@ -289,6 +289,14 @@ public:
   virtual void runStep(ExecContext &ctx, size_t index);
   /// Waits for queued work (per step timing calls it); CPU: nothing.
   virtual void synchronize() {}
+  /// Device memory outside the arena, of at least `bytes`, that lives as
+  /// long as the backend: Executor::holdOutputs keeps a KV cache in it
+  /// between runs.
+  virtual void *allocateHeld(size_t bytes) = 0;
+  /// Device-to-device copies between value v of this backend's arena and
+  /// held memory `p` (allocateHeld of any backend on this rank's device).
+  virtual void saveHeld(const Value &v, void *p, size_t bytes) = 0;
+  virtual void loadHeld(const Value &v, const void *p, size_t bytes) = 0;
   /// After prepare: how the collectives over `group` (the communicator of
   /// mesh axes `axes`) move data. Default: "local" for one rank, else the
   /// communicator's kind ("threads", "mpi").
@@ -342,6 +350,14 @@ bool checkInputs(const Plan &plan,
                  const std::map<std::string, NpyArray> &inputs,
                  std::string &error);
 
+/// Why output `output` of plan `from` cannot become input `input` of plan
+/// `to` on every rank without leaving the device ("" when it can;
+/// Executor::holdOutputs): both exist with the same dtype and rank, the
+/// plans have the same number of ranks, and every rank holds the same
+/// block of both (equal splits of a dim that no symbolic dim follows).
+std::string holdError(const Plan &from, const std::string &output,
+                      const Plan &to, const std::string &input);
+
 class Executor {
 public:
   /// Creates the communicators of the mesh-axis groups the steps use
@@ -351,7 +367,8 @@ public:
   ~Executor();
 
   /// Binds this rank's slice of every input (global arrays, the same on
-  /// every rank) and prepares the backend. With a dynamic token count it
+  /// every rank; inputs held with holdOutputs may be left out) and
+  /// prepares the backend. With a dynamic token count it
   /// first solves the count T from the inputs' symbolic dims (a RunError
   /// naming the input when they disagree or T exceeds the maximum) and
   /// resolves the plan's shapes for it: ctx.plan() is then the resolved
@@ -367,6 +384,23 @@ public:
   /// Collective: rank 0 gets the global outputs in plan order (other ranks
   /// an empty list).
   std::vector<std::pair<std::string, NpyArray>> gatherOutputs();
+  /// The same for the outputs named in `only` (the others stay on the
+  /// ranks: a KV cache held with holdOutputs).
+  std::vector<std::pair<std::string, NpyArray>>
+  gatherOutputs(const std::vector<std::string> &only);
+  /// Keeps this rank's blocks of outputs of `from`'s last run (`from` may
+  /// be this executor) in device memory of this executor's backend, as the
+  /// inputs they pair with in `outputToInput` ({output of from's plan,
+  /// input of this plan}): the next setInputs loads them device to device
+  /// and need not be given them. No communication; the bytes never go
+  /// through the host on a device backend. The held memory is allocated
+  /// once per input, for the input's maximum. Throws RunError with
+  /// holdError's reason, or when a block exceeds that maximum.
+  void holdOutputs(
+      Executor &from,
+      const std::vector<std::pair<std::string, std::string>> &outputToInput);
+  /// Forgets the held inputs (their memory stays allocated for reuse).
+  void dropHeld();
   /// This rank's output parts (no communication), in plan order.
   std::vector<std::vector<char>> localOutputs();
 
@@ -387,7 +421,23 @@ private:
   void uploadSymbolic(const ModelIO &m, const NpyArray &a);
   /// gatherOutputs for a plan with a symbol.
   std::vector<std::pair<std::string, NpyArray>>
-  gatherSymbolic(const std::vector<std::vector<char>> &all);
+  gatherSymbolic(const std::vector<std::vector<char>> &all,
+                 const std::vector<std::string> *only);
+  /// holdOutputs: this rank's block of an input kept in device memory.
+  struct Held {
+    void *memory = nullptr; ///< Backend::allocateHeld
+    size_t capacity = 0;
+    size_t bytes = 0;           ///< this rank's block
+    std::vector<int64_t> shape; ///< the global shape it stands for
+    bool valid = false;
+  };
+  std::map<std::string, Held> held_; ///< by input name
+  /// gatherOutputs of the outputs in `only` (all when null).
+  std::vector<std::pair<std::string, NpyArray>>
+  gatherSelected(const std::vector<std::string> *only);
+  /// This rank's parts of the outputs in `only` (all when null).
+  std::vector<std::vector<char>>
+  localSelected(const std::vector<std::string> *only);
   const LoadedPlan &loaded_;
   const Plan &plan_;
   /// The plan with its symbolic shapes at the current count (only for a

@@ -34,6 +34,9 @@ struct GenerateOptions {
   /// With a decode plan (generateWithCache): its positions input, fed each
   /// new token's position; absent from the plan: not fed.
   std::string positionInput = "position_ids";
+  /// generateWithCache: keep the cache on the ranks when the plans allow
+  /// (false: through rank 0 every step, for comparison).
+  bool holdCache = true;
 };
 
 struct GenerateResult {
@@ -41,6 +44,9 @@ struct GenerateResult {
   int64_t batch = 0, prompt = 0, newTokens = 0;
   double prefillSeconds = 0; ///< the first run (gives the first new token)
   double decodeSeconds = 0;  ///< the other runs
+  /// generateWithCache: why the KV cache went through rank 0 between steps
+  /// (the holdError of a cache pair); empty: it stayed on the ranks.
+  std::string cacheThroughHost;
 };
 
 /// Why `plan` cannot generate from `prompt` with `options` ("" when it
@@ -75,9 +81,11 @@ std::string generateWithCacheError(const Plan &prefill, const Plan &decode,
 
 /// Collective: generation with a KV cache. The prefill plan runs the
 /// prompt once; each later token runs the decode plan on that token with
-/// the cache the previous step returned (gathered on rank 0 and sent to
-/// every rank: the cache travels through the host between steps). Rank 0's
-/// result holds the ids.
+/// the cache the previous step returned. Each rank keeps its block of the
+/// cache on its device between steps (Executor::holdOutputs; only the
+/// logits go to rank 0) when both plans split every cache array alike;
+/// otherwise the cache is gathered on rank 0 and sent to every rank, and
+/// the result says why. Rank 0's result holds the ids.
 GenerateResult generateWithCache(Executor &prefill, Executor &decode,
                                  Comm &world, const Plan &prefillPlan,
                                  const Plan &decodePlan, const NpyArray &prompt,

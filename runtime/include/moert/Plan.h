@@ -169,6 +169,9 @@ struct ModelIO {
   std::vector<SymDim> symDims;
 };
 
+/// The input or output named `name` of `ios`, or null.
+const ModelIO *findIO(const std::vector<ModelIO> &ios, const std::string &name);
+
 /// The kind of a step: plan.fbs's `StepAttrs` union (matmul, route,
 /// dispatch, ...); its member tables are the kinds' typed attributes
 /// (fb::MatmulT, fb::RouteT, ...).

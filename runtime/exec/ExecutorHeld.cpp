@@ -1,0 +1,101 @@
+//===- ExecutorHeld.cpp - outputs kept on the device as later inputs ------===//
+//
+// A decode loop feeds each step's KV cache (outputs present*) to the next
+// step (inputs past*). Executor::holdOutputs keeps every rank's block of
+// those outputs in device memory of the consuming executor's backend, and
+// the next setInputs loads them from there: the cache never goes to rank
+// 0, through the host or over the network between steps. A block stays a
+// block only when both plans split the array the same way on every rank
+// (holdError); the held memory is allocated once per input, for the
+// input's maximum (the plan's shape, which a dynamic count bounds).
+//
+//===----------------------------------------------------------------------===//
+
+#include "moert/Executor.h"
+
+using namespace moert;
+
+namespace {
+/// Whether `m`'s split cuts one of its symbolic dims (then a rank's block
+/// depends on how the count falls over the ranks).
+bool splitCutsCount(const ModelIO &m) {
+  for (const SymDim &d : m.symDims)
+    if (m.split.axis >= d.dim)
+      return true;
+  return false;
+}
+} // namespace
+
+std::string moert::holdError(const Plan &from, const std::string &output,
+                             const Plan &to, const std::string &input) {
+  const ModelIO *o = findIO(from.outputs, output);
+  if (!o)
+    return "the plan has no output '" + output + "'";
+  const ModelIO *i = findIO(to.inputs, input);
+  if (!i)
+    return "the plan has no input '" + input + "'";
+  std::string pair = "output '" + output + "' as input '" + input + "': ";
+  if (o->dtype != i->dtype)
+    return pair + "dtype " + dtypeName(o->dtype) + " is not " +
+           dtypeName(i->dtype);
+  if (o->shape.size() != i->shape.size())
+    return pair + "rank " + std::to_string(o->shape.size()) + " is not " +
+           std::to_string(i->shape.size());
+  if (from.worldSize() != to.worldSize())
+    return pair + "the plans are for " + std::to_string(from.worldSize()) +
+           " and " + std::to_string(to.worldSize()) + " ranks";
+  if (splitCutsCount(*o) || splitCutsCount(*i))
+    return pair + "a split cuts the dynamic dim (each rank's block follows "
+                  "the count)";
+  if (o->split.axis != i->split.axis)
+    return pair + "split along dim " + std::to_string(o->split.axis) +
+           " and dim " + std::to_string(i->split.axis) + " (-1: not split)";
+  for (int64_t r = 0; r < from.worldSize(); ++r) {
+    int64_t nf = 1, nt = 1;
+    int64_t bf = o->split.axis < 0 ? 0 : splitBlock(from, o->split, r, nf);
+    int64_t bt = i->split.axis < 0 ? 0 : splitBlock(to, i->split, r, nt);
+    if (bf != bt || nf != nt)
+      return pair + "rank " + std::to_string(r) + " holds block " +
+             std::to_string(bf) + " of " + std::to_string(nf) +
+             " of the one and block " + std::to_string(bt) + " of " +
+             std::to_string(nt) + " of the other";
+  }
+  return "";
+}
+
+void Executor::holdOutputs(
+    Executor &from,
+    const std::vector<std::pair<std::string, std::string>> &outputToInput) {
+  ExecContext ctx(*this);
+  prepare(ctx); // the backend allocates on its device
+  const Plan &fp = from.resolved_ ? *from.resolved_ : from.plan_;
+  for (const auto &[out, in] : outputToInput) {
+    if (std::string why = holdError(from.plan_, out, plan_, in); !why.empty())
+      throw RunError("rank " + std::to_string(rank_) + ": " + why);
+    const ModelIO &o = *findIO(fp.outputs, out);
+    const ModelIO &i = *findIO(plan_.inputs, in);
+    const Value &v = fp.values[size_t(o.value)];
+    size_t bytes = v.byteSize();
+    Held &h = held_[in];
+    if (!h.memory) {
+      h.capacity = plan_.values[size_t(i.value)].byteSize();
+      h.memory = backend_->allocateHeld(h.capacity);
+    }
+    if (bytes > h.capacity)
+      throw RunError("rank " + std::to_string(rank_) + ": output '" + out +
+                     "' " + shapeString(o.shape) + ": this rank's block of " +
+                     std::to_string(bytes) + " bytes exceeds the " +
+                     std::to_string(h.capacity) + " bytes of input '" + in +
+                     "' at the plan's maximum " + shapeString(i.shape));
+    if (bytes)
+      from.backend_->saveHeld(v, h.memory, bytes);
+    h.bytes = bytes;
+    h.shape = o.shape;
+    h.valid = true;
+  }
+}
+
+void Executor::dropHeld() {
+  for (auto &[name, h] : held_)
+    h.valid = false;
+}
