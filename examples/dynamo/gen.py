@@ -261,8 +261,6 @@ def export_decode_step(name="mixtral_decode_step", past=8, batch=4,
     cfg = cfg or decode_step_config()
     model = causal_lm(cfg)
     layers = cfg.num_hidden_layers
-    kvh = cfg.num_key_value_heads
-    hd = cfg.hidden_size // cfg.num_attention_heads
 
     class Step(torch.nn.Module):
         def __init__(self, m):
@@ -288,8 +286,13 @@ def export_decode_step(name="mixtral_decode_step", past=8, batch=4,
 
     gen = torch.Generator().manual_seed(1)
     ids = torch.randint(0, cfg.vocab_size, (batch, 1), generator=gen)
-    kv = [torch.randn(batch, kvh, past, hd, generator=gen)
-          for _ in range(2 * layers)]
+    # The cache's shapes as the model makes them (head sizes differ per
+    # family: Qwen3's head_dim, DeepSeek-V3's keys wider than its values).
+    with torch.no_grad():
+        probe = model(input_ids=torch.zeros((batch, past), dtype=torch.long),
+                      use_cache=True).past_key_values.layers
+    kv = [torch.randn(*t.shape, generator=gen)
+          for layer in probe for t in (layer.keys, layer.values)]
     names = ["input_ids"] + [f"past_{t}_{layer}" for layer in range(layers)
                              for t in "kv"]
     onames = ["logits"] + [f"present_{t}_{layer}" for layer in range(layers)
