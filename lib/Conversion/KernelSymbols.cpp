@@ -5,6 +5,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "moec/Conversion/KernelSymbols.h"
+#include "moec/Conversion/SymbolCheck.h"
+#include "moec/Dialect/MoE/MoEOps.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Arith/Utils/Utils.h"
@@ -25,6 +27,8 @@ using namespace mlir;
 using namespace moec;
 
 bool KernelVariant::symbolic() const {
+  if (readsCount)
+    return true;
   for (const std::vector<moert::SymDim> &o : operands)
     if (!o.empty())
       return true;
@@ -93,7 +97,8 @@ std::vector<Operation *> opsOf(func::FuncOp f) {
 }
 } // namespace
 
-std::vector<KernelVariant> moec::kernelVariants(moert::Plan &plan) {
+std::vector<KernelVariant> moec::kernelVariants(moert::Plan &plan,
+                                                ModuleOp module) {
   std::vector<KernelVariant> variants;
   std::map<std::string, std::vector<size_t>> byKernel; // -> variants
   for (moert::Step &s : plan.steps) {
@@ -117,6 +122,11 @@ std::vector<KernelVariant> moec::kernelVariants(moert::Plan &plan) {
         known.empty() ? k->name : k->name + "_t" + std::to_string(known.size());
     v.operands = std::move(sig);
     v.boxed = std::move(boxed);
+    if (auto f = module ? module.lookupSymbol<func::FuncOp>(v.source)
+                        : func::FuncOp())
+      v.readsCount = f.walk([](moe::TokenCountOp) {
+                        return WalkResult::interrupt();
+                      }).wasInterrupted();
     k->name = v.name;
     known.push_back(variants.size());
     variants.push_back(std::move(v));
@@ -141,10 +151,8 @@ struct SizeConstant {
   int64_t dim, offset;
 };
 
-/// The (arg, dim, offset) with c[i] = size of `dim` of `arg` in funcs[i] +
-/// offset for every i, over a dim whose size differs between the funcs.
-std::optional<SizeConstant> sizeConstant(ArrayRef<func::FuncOp> funcs,
-                                         ArrayRef<Operation *> ops) {
+/// The integer values of `ops` (one constant per count), or none.
+std::optional<SmallVector<int64_t>> integerValues(ArrayRef<Operation *> ops) {
   SmallVector<int64_t> c;
   for (Operation *op : ops) {
     auto k = dyn_cast<arith::ConstantOp>(op);
@@ -154,6 +162,17 @@ std::optional<SizeConstant> sizeConstant(ArrayRef<func::FuncOp> funcs,
       return std::nullopt;
     c.push_back(v.getValue().getSExtValue());
   }
+  return c;
+}
+
+/// The (arg, dim, offset) with c[i] = size of `dim` of `arg` in funcs[i] +
+/// offset for every i, over a dim whose size differs between the funcs.
+std::optional<SizeConstant> sizeConstant(ArrayRef<func::FuncOp> funcs,
+                                         ArrayRef<Operation *> ops) {
+  std::optional<SmallVector<int64_t>> values = integerValues(ops);
+  if (!values)
+    return std::nullopt;
+  SmallVector<int64_t> &c = *values;
   func::FuncOp f = funcs[0];
   for (unsigned arg = 0; arg < f.getNumArguments(); ++arg) {
     SmallVector<RankedTensorType> types;
@@ -176,14 +195,69 @@ std::optional<SizeConstant> sizeConstant(ArrayRef<func::FuncOp> funcs,
   }
   return std::nullopt;
 }
+/// An integer constant of a kernel that is a * X + b at every count, X the
+/// count of kind `kind` (a position computed from the sequence length that
+/// no operand's size gives).
+struct CountConstant {
+  Operation *op;
+  moert::SymKind kind;
+  int64_t a, b;
+};
+
+/// The constant of `ops` as a * X + b (a >= 1) over the counts `T` (the
+/// global counts the plans were compiled at): X = T when the token split
+/// has W = 1 block, else X = t = T / W (this rank's rows: kernels compute
+/// from their operands, which hold a rank's block).
+std::optional<CountConstant> countConstant(ArrayRef<Operation *> ops,
+                                           ArrayRef<int64_t> T, int64_t W) {
+  std::optional<SmallVector<int64_t>> c = integerValues(ops);
+  if (!c || T.size() != c->size() || T.size() < 3)
+    return std::nullopt;
+  SmallVector<int64_t> X;
+  for (int64_t n : T)
+    X.push_back(n / W);
+  int64_t dx = X[0] - X[1], dc = (*c)[0] - (*c)[1];
+  if (dx == 0 || dc % dx != 0 || dc / dx < 1)
+    return std::nullopt;
+  int64_t a = dc / dx, b = (*c)[0] - a * X[0];
+  for (size_t i = 0; i < X.size(); ++i)
+    if (a * X[i] + b != (*c)[i])
+      return std::nullopt;
+  return CountConstant{ops[0], W == 1 ? moert::SymKind::T : moert::SymKind::t,
+                       a, b};
+}
+
+/// The blocks of the plan's token split (the first input whose split cuts
+/// one of its symbolic dims), as inferPlanSymbols finds them.
+int64_t tokenBlocks(const moert::Plan &plan) {
+  for (const moert::ModelIO &m : plan.inputs)
+    for (const moert::SymDim &d : m.symDims)
+      if (m.split.axis >= d.dim && splitBlockCount(plan, m.split) > 1)
+        return splitBlockCount(plan, m.split);
+  return 1;
+}
+
+/// The least X (of a symbolic dim or count) with a * X + b >= 0, as a
+/// global count: X itself for T, X blocks of W for a rank's count.
+int64_t leastCount(int64_t a, int64_t b, moert::SymKind kind, int64_t W) {
+  if (b >= 0 || a < 1)
+    return 0;
+  return (-b + a - 1) / a * (kind == moert::SymKind::T ? 1 : W);
+}
 } // namespace
 
 bool moec::checkKernelConstants(ModuleOp max, const moert::Plan &plan,
                                 int64_t maxTokens, ArrayRef<ModuleOp> others,
                                 ArrayRef<const moert::Plan *> otherPlans,
-                                ArrayRef<int64_t> counts, std::string &error) {
+                                ArrayRef<int64_t> counts, int64_t &minCount,
+                                std::string &error) {
   std::set<std::vector<std::string>> done;
   std::vector<SizeConstant> sizes;
+  std::vector<CountConstant> countConstants;
+  SmallVector<int64_t> allCounts = {maxTokens};
+  allCounts.append(counts.begin(), counts.end());
+  int64_t W = tokenBlocks(plan);
+  minCount = 0;
   for (size_t i = 0; i < plan.steps.size(); ++i) {
     const moert::fb::KernelT *k = plan.steps[i].attrs.Askernel();
     if (!k)
@@ -225,6 +299,7 @@ bool moec::checkKernelConstants(ModuleOp max, const moert::Plan &plan,
         at.push_back(list[j]);
       Operation *a = at[0];
       std::optional<SizeConstant> size;
+      std::optional<CountConstant> count;
       for (size_t o = 1; o < at.size(); ++o) {
         Operation *b = at[o];
         std::string when = std::to_string(maxTokens) + " and " +
@@ -249,6 +324,11 @@ bool moec::checkKernelConstants(ModuleOp max, const moert::Plan &plan,
             size = sizeConstant(funcs, at);
           if (size)
             continue;
+          // A value computed from the count itself: read at run time.
+          if (!count)
+            count = countConstant(at, allCounts, W);
+          if (count)
+            continue;
           error = where + ": " + a->getName().getStringRef().str() + " holds " +
                   na.getName().str() + " " + show(na.getValue()) + " at " +
                   std::to_string(maxTokens) + " tokens, but " +
@@ -259,8 +339,26 @@ bool moec::checkKernelConstants(ModuleOp max, const moert::Plan &plan,
           return false;
         }
       }
-      if (size)
+      // The least count at which the constant is not negative (an index
+      // below 0 reads outside its operand): count - 4 is a sliding
+      // window's start, valid from 4 tokens on.
+      if (size) {
         sizes.push_back(*size);
+        const moert::Step &st = plan.steps[i];
+        size_t nIn = st.inputs.size(), arg = size->arg;
+        int32_t id = arg < nIn                       ? st.inputs[arg]
+                     : arg - nIn < st.outputs.size() ? st.outputs[arg - nIn]
+                                                     : -1;
+        if (id >= 0)
+          for (const moert::SymDim &d : plan.values[size_t(id)].symDims)
+            if (d.dim == size->dim)
+              minCount = std::max(
+                  minCount, leastCount(d.a, d.b + size->offset, d.sym, W));
+      } else if (count) {
+        countConstants.push_back(*count);
+        minCount =
+            std::max(minCount, leastCount(count->a, count->b, count->kind, W));
+      }
     }
   }
   // Each such constant becomes the operand's size (plus its offset), which
@@ -281,6 +379,28 @@ bool moec::checkKernelConstants(ModuleOp max, const moert::Plan &plan,
       v = arith::IndexCastOp::create(b, loc, t, v);
     s.op->getResult(0).replaceAllUsesWith(v);
     s.op->erase();
+  }
+  // The others read the count (moe.token_count, from the counts operand
+  // dynamizeKernel adds).
+  for (const CountConstant &c : countConstants) {
+    if (!rewritten.insert(c.op).second)
+      continue;
+    auto f = c.op->getParentOfType<func::FuncOp>();
+    OpBuilder b = OpBuilder::atBlockBegin(&f.getBody().front());
+    Location loc = c.op->getLoc();
+    Value v = moe::TokenCountOp::create(b, loc, b.getIndexType(),
+                                        b.getI64IntegerAttr(int64_t(c.kind)));
+    if (c.a != 1)
+      v = arith::MulIOp::create(b, loc, v,
+                                arith::ConstantIndexOp::create(b, loc, c.a));
+    if (c.b)
+      v = arith::AddIOp::create(b, loc, v,
+                                arith::ConstantIndexOp::create(b, loc, c.b));
+    Type t = c.op->getResult(0).getType();
+    if (!t.isIndex())
+      v = arith::IndexCastOp::create(b, loc, t, v);
+    c.op->getResult(0).replaceAllUsesWith(v);
+    c.op->erase();
   }
   return true;
 }
@@ -386,6 +506,14 @@ LogicalResult moec::dynamizeKernel(func::FuncOp f, const KernelVariant &variant,
                 ", which kernels with a dynamic token count do not take yet";
         return failure();
       }
+  }
+
+  // Counts the kernel computes with (checkKernelConstants).
+  SmallVector<moe::TokenCountOp> reads;
+  f.walk([&](moe::TokenCountOp op) { reads.push_back(op); });
+  for (moe::TokenCountOp op : reads) {
+    op.getResult().replaceAllUsesWith(countOf(moert::SymKind(op.getKind())));
+    op.erase();
   }
 
   // Each linalg loop runs over dims that are all symbolic or all fixed:

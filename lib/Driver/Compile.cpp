@@ -344,9 +344,13 @@ LogicalResult Compilation::shard() {
   if (options_.maxTokens > 0) {
     // Inc 1 of docs/design/dynamic-tokens.md: only the whole-model token
     // split (the modes that slice rows inside the model pad them).
+    // Slicing over one rank (ep=1) keeps every row: nothing to pad.
     shard::GridOp grid = getMeshGrid(*module_);
-    if (grid && (isTokenSliced(grid) || isTokenHybrid(grid) ||
-                 !moeSliceAxes(grid).empty()))
+    int64_t sliceRanks = 1;
+    if (grid)
+      for (int16_t a : moeSliceAxes(grid))
+        sliceRanks *= grid.getShape()[size_t(a)];
+    if (sliceRanks > 1)
       return fail(source_ + ": dynamic token count (--max-tokens " +
                   std::to_string(options_.maxTokens) + "): on --mesh " +
                   options_.mesh +
@@ -435,14 +439,16 @@ LogicalResult Compilation::buildPlan(moert::Plan &plan, moert::PlanData &data) {
     if (s.kind() == moert::StepKind::dispatch)
       rowsFollowCount_.push_back(
           !plan.values[size_t(s.inputs[0])].symDims.empty());
-  std::vector<KernelVariant> variants = kernelVariants(plan);
+  std::vector<KernelVariant> variants = kernelVariants(plan, *module_);
   if (!codeOptions.cudaChip.empty())
     for (const KernelVariant &v : variants)
       if (v.symbolic())
         return fail(what + "kernel '" + v.source +
-                    "' has operands that follow the token count; generated "
-                    "kernels take a dynamic token count on CPU only so far "
-                    "(--target cpu)");
+                    (v.readsCount ? "' computes with the token count"
+                                  : "' has operands that follow the token "
+                                    "count") +
+                    "; generated kernels take a dynamic token count on CPU "
+                    "only so far (--target cpu)");
   if (mlir::failed(addKernelCode(*module_, codeOptions, variants, plan, data)))
     return fail(source_ + ": cannot lower to a plan for --mesh " +
                 options_.mesh);

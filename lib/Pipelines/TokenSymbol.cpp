@@ -109,8 +109,22 @@ bool moec::addTokenSymbol(
   // The kernels' code is not in the plans: their constants are compared
   // after the plans' structure.
   const moert::Plan *plans[2] = {&samples[0].plan, &samples[1].plan};
-  return inferPlanSymbols(plan, data, "tokens", max, samples, roots,
-                          pipelineOptions.capacityFactor, error) &&
-         checkKernelConstants(maxModule, plan, max, modules, plans, {n1, n2},
-                              error);
+  int64_t minCount = 0;
+  if (!inferPlanSymbols(plan, data, "tokens", max, samples, roots,
+                        pipelineOptions.capacityFactor, error) ||
+      !checkKernelConstants(maxModule, plan, max, modules, plans, {n1, n2},
+                            minCount, error))
+    return false;
+  if (minCount > std::min(n1, n2)) {
+    // The counts compared do not show what the model does below minCount.
+    error = "the model computes an index as the token count - " +
+            std::to_string(minCount) +
+            " (e.g. a sliding window's start), "
+            "and the counts compared (" +
+            std::to_string(std::min(n1, n2)) +
+            " and up) do not reach it; a larger --max-tokens does";
+    return false;
+  }
+  plan.symbols[0].min = minCount;
+  return true;
 }

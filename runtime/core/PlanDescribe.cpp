@@ -105,7 +105,8 @@ std::string moert::describePlan(const Plan &p) {
   os << " (" << p.worldSize() << " ranks), arena " << p.arenaBytes
      << " bytes per rank\n";
   for (const Symbol &s : p.symbols)
-    os << "symbol " << s.name << " <= " << s.max
+    os << "symbol " << (s.min > 0 ? std::to_string(s.min) + " <= " : "")
+       << s.name << " <= " << s.max
        << " (dims: t this rank's rows, tb the block bound, T the total)\n";
   // A symbolic dim prints as its expression and its size at the maximum,
   // e.g. (t<=8) or (2*tb+1<=17).

@@ -107,7 +107,7 @@ Offset<fb::Plan> toFb(const Plan &p, FlatBufferBuilder &b) {
   if (!p.symbols.empty()) {
     std::vector<Offset<fb::Symbol>> v;
     for (const Symbol &s : p.symbols)
-      v.push_back(fb::CreateSymbol(b, b.CreateString(s.name), s.max));
+      v.push_back(fb::CreateSymbol(b, b.CreateString(s.name), s.max, s.min));
     syms = b.CreateVector(v);
   }
   return fb::CreatePlan(
@@ -187,7 +187,7 @@ bool fromFb(const fb::Plan &f, Plan &p, std::string &error) {
   p.source = str(f.source());
   p.arenaBytes = f.arena_bytes();
   each(f.symbols(), [&](const fb::Symbol &s) {
-    p.symbols.push_back({s.name()->str(), s.max()});
+    p.symbols.push_back({s.name()->str(), s.max(), s.min()});
   });
   each(f.mesh(), [&](const fb::MeshAxis &a) {
     p.mesh.push_back({a.name()->str(), a.size()});

@@ -86,6 +86,9 @@ std::string moert::planSymbolsError(const Plan &plan) {
       return "the plan's symbol has no name";
     if (s.max < 0 || s.max > int64_t(kMaxTensorBytes))
       return "symbol '" + s.name + "' has maximum " + std::to_string(s.max);
+    if (s.min < 0 || s.min > s.max)
+      return "symbol '" + s.name + "' has minimum " + std::to_string(s.min) +
+             " outside 0.." + std::to_string(s.max);
   }
   for (size_t i = 0; i < plan.values.size(); ++i) {
     const Value &v = plan.values[i];

@@ -86,6 +86,14 @@ void Executor::resolveSymbols(const std::map<std::string, NpyArray> &inputs) {
   }
   if (T < 0)
     T = sym.max; // no input carries the count: the plan's maximum
+  if (T < sym.min)
+    throw RunError(from + " gives " + sym.name + " = " + std::to_string(T) +
+                   ", less than the plan's minimum of " +
+                   std::to_string(sym.min) +
+                   " (the model computes an index as " + sym.name + " - " +
+                   std::to_string(sym.min) +
+                   ", e.g. a sliding window's start, that smaller counts "
+                   "would make negative)");
   if (symResolved_ && T == sym_.T)
     return;
   sym_.T = T;

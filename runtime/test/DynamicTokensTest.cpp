@@ -295,6 +295,21 @@ TEST(DynamicTokens, MoreTokensThanTheMaximum) {
       << e;
 }
 
+/// A plan whose minimum is 5 (moec: an index computed as count - 5)
+/// refuses 4 tokens, and runs 5.
+TEST(DynamicTokens, FewerTokensThanTheMinimum) {
+  TestCase tc = makeDynamicMoE(spec(2));
+  tc.plan.symbols[0].min = 5;
+  AtCounts at = atCounts(tc, {4, 5});
+  std::string e = runError(tc, at.inputs[0]);
+  EXPECT_NE(e.find("input 'x' gives tokens = 4, less than the plan's "
+                   "minimum of 5"),
+            std::string::npos)
+      << e;
+  auto outs = runCalls(tc, "min", {at.inputs[1]});
+  expectMatches(outs[0], at.refs[1], 5);
+}
+
 TEST(DynamicTokens, InconsistentInputs) {
   MoESpec s = spec(2);
   s.idsAsInputs = true;
@@ -376,6 +391,8 @@ TEST(DynamicTokensVerify, ShapeAboveTheMaximum) {
                     "1*t+0 at the maximum (8)");
   expectVerifyError([](Plan &p) { p.symbols[0].max = -1; },
                     "symbol 'tokens' has maximum -1");
+  expectVerifyError([](Plan &p) { p.symbols[0].min = 33; },
+                    "symbol 'tokens' has minimum 33 outside 0..32");
 }
 
 TEST(DynamicTokensVerify, CoefficientOverflow) {
@@ -528,6 +545,7 @@ TEST(DynamicTokensFormat, DescribeShowsSymbolicDims) {
 
 TEST(DynamicTokensFormat, RoundTripVersion8) {
   TestCase tc = makeDynamicMoE(spec(2));
+  tc.plan.symbols[0].min = 3;
   std::string path = tempPath("rt"), error;
   ASSERT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
   std::string bytes = readFile(path);
@@ -541,6 +559,7 @@ TEST(DynamicTokensFormat, RoundTripVersion8) {
   ASSERT_EQ(p.symbols.size(), 1u);
   EXPECT_EQ(p.symbols[0].name, "tokens");
   EXPECT_EQ(p.symbols[0].max, kMax);
+  EXPECT_EQ(p.symbols[0].min, 3);
   ASSERT_EQ(p.values.size(), tc.plan.values.size());
   for (size_t i = 0; i < p.values.size(); ++i) {
     const std::vector<SymDim> &a = p.values[i].symDims,

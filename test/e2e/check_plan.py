@@ -6,11 +6,13 @@ moe-run on CPU ranks, and compare with onnxruntime on the original file.
         [--mesh "ep=4 --attention-mesh tp=4" ...]
         [--placement contiguous|round-robin|balanced] [--redundant-experts N]
         [--capacity-factor C] [--launch mpi|threads] [--input NAME=FILE.npy]
-        [--moec BIN] [--moe-run BIN] [--seed S] [--tol 1e-4] [--work DIR]
+        [--ones NAME] [--moec BIN] [--moe-run BIN] [--seed S] [--tol 1e-4]
+        [--work DIR]
         [--precision fp32|bf16|fp16 [--min-err 1e-5] [--fp32-output NAME]]
         [--input-shape NAME=D0,?,D2 --max-tokens N --tokens 1,5,N]
 
-Inputs are the given .npy files or seeded standard-normal data. For every
+Inputs are the given .npy files, ones (--ones NAME: an attention mask) or
+seeded standard-normal data. For every
 mesh: `moec MODEL --mesh M ... -o plan.moeplan`, `moe-run -n WORLD plan
 --input ... -o out.npz --json`, then every output must satisfy
 max|moe-run - onnxruntime| <= tol * max|onnxruntime| (with a capacity factor
@@ -86,6 +88,8 @@ def main():
     ap.add_argument("--capacity-factor", type=float, default=0.0)
     ap.add_argument("--launch", choices=["mpi", "threads"], default="mpi")
     ap.add_argument("--input", action="append", default=[])
+    # Inputs filled with ones at each count's shape (an attention mask).
+    ap.add_argument("--ones", action="append", default=[])
     ap.add_argument("--moec", default="moec")
     ap.add_argument("--moe-run", dest="moe_run", default="moe-run")
     ap.add_argument("--seed", type=int, default=0)
@@ -135,6 +139,9 @@ def main():
             t = i.type.tensor_type
             shape = ([dim(d, tokens) for d in shapes[i.name].split(",")]
                      if i.name in shapes else [d.dim_value for d in t.shape.dim])
+            if i.name in a.ones:
+                feeds[i.name] = np.ones(shape, NP_TYPES[t.elem_type])
+                continue
             feeds[i.name] = rng.standard_normal(shape).astype(
                 NP_TYPES[t.elem_type])
         refs = dict(zip(names, sess.run(None, feeds)))

@@ -251,6 +251,13 @@ LogicalResult NonZeroOp::verify() {
   return success();
 }
 
+LogicalResult TokenCountOp::verify() {
+  if (getKind() < 0 || getKind() > 2)
+    return emitOpError("kind must be 0 (t), 1 (tb) or 2 (T), got ")
+           << getKind();
+  return success();
+}
+
 //===----------------------------------------------------------------------===//
 // Scatter ops
 //===----------------------------------------------------------------------===//

@@ -35,13 +35,19 @@ struct KernelVariant {
   std::string source;
   std::vector<std::vector<moert::SymDim>> operands;
   std::vector<bool> boxed;
+  /// The kernel computes with the count itself (moe.token_count).
+  bool readsCount = false;
+  /// It takes the counts operand: symbolic operands or readsCount.
   bool symbolic() const;
 };
 
 /// The kernel copies `plan`'s kernel steps need: one per kernel and
 /// signature of symbolic dims. A step whose signature differs from an
 /// earlier call of the same kernel is renamed to a copy ("kernel_3_t1").
-std::vector<KernelVariant> kernelVariants(moert::Plan &plan);
+/// With `module`, a kernel function there that holds moe.token_count reads
+/// the count (KernelVariant::readsCount).
+std::vector<KernelVariant> kernelVariants(moert::Plan &plan,
+                                          mlir::ModuleOp module = {});
 
 /// The same model's module and plan at the maximum (`max`, `plan`) and at
 /// other counts (`others[i]`, `otherPlans[i]` at `counts[i]` tokens, plans
@@ -51,16 +57,23 @@ std::vector<KernelVariant> kernelVariants(moert::Plan &plan);
 /// operand's size plus a fixed offset at every count (a concat's offset,
 /// a clamp at size - 1, a negative index's wrap) is rewritten in `max` to
 /// read that size (tensor.dim), which the kernel's views make the actual
-/// one. False with `error` naming the step, its ONNX node and both
-/// constants.
+/// one; another integer constant that is a * X + b at every count (X the
+/// global count T, or this rank's t when the token split has several
+/// blocks) to compute that from moe.token_count. `minCount`: the least
+/// count at which none of these is negative (count - 4, a sliding window's
+/// start, is an index from 4 tokens on; three counts at or above it cannot
+/// tell what the model does below). False with `error` naming the step, its
+/// ONNX node and both constants.
 bool checkKernelConstants(mlir::ModuleOp max, const moert::Plan &plan,
                           int64_t maxTokens,
                           llvm::ArrayRef<mlir::ModuleOp> others,
                           llvm::ArrayRef<const moert::Plan *> otherPlans,
-                          llvm::ArrayRef<int64_t> counts, std::string &error);
+                          llvm::ArrayRef<int64_t> counts, int64_t &minCount,
+                          std::string &error);
 
 /// Rewrites bufferized kernel `f` (memref operands, inputs then outputs) for
-/// `variant`: appends the counts operand (memref<3xi64>) and replaces each
+/// `variant`: appends the counts operand (memref<3xi64>), replaces each
+/// moe.token_count by a load from it and each
 /// symbolic operand by its view at the actual sizes, min(a*X+b, max),
 /// packed (boxed constants: at the maximum's strides). Negative indices
 /// into such operands wrap around their actual sizes. Fails with `error` when

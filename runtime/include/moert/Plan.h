@@ -90,6 +90,9 @@ using ValueKind = fb::ValueKind;
 struct Symbol {
   std::string name; ///< e.g. "tokens"
   int64_t max = 0;
+  /// The least count the plan takes (plan.fbs Symbol.min): an index the
+  /// model computes as count - c is valid from c on.
+  int64_t min = 0;
 };
 
 /// Which quantity a symbolic dim follows: this rank's rows t, the block

@@ -785,3 +785,11 @@ func.func @dequantize_after_rank(%q: tensor<16x1x8xui8>, %s: tensor<16x1xf32>, %
   %w = moe.dequantize %q, %s after %h bits 4 block_size 16 k 16 : tensor<16x1x8xui8>, tensor<16x1xf32> -> tensor<16x16xf32>
   return
 }
+
+// -----
+
+func.func @token_count_kind() -> index {
+  // expected-error @+1 {{kind must be 0 (t), 1 (tb) or 2 (T), got 3}}
+  %t = moe.token_count 3
+  return %t : index
+}

@@ -177,3 +177,11 @@ func.func @dequantize_after_dispatch(%x: tensor<4x16xf32>, %i: tensor<4x2xi64>, 
   %w = moe.dequantize %q, %s after %h bits 4 block_size 16 k 16 : tensor<2x16x1x8xui8>, tensor<2x16x1xf32> -> tensor<2x16x16xf32>
   return %w : tensor<2x16x16xf32>
 }
+
+// The count inside a generated kernel of a plan with a dynamic token count.
+// CHECK-LABEL: func.func @token_count
+func.func @token_count() -> index {
+  // CHECK: moe.token_count 2
+  %T = moe.token_count 2
+  return %T : index
+}

@@ -554,4 +554,31 @@ def MoE_ScatterNDOp : MoE_Op<"scatter_nd", [Pure]> {
   let hasVerifier = 1;
 }
 
+//===----------------------------------------------------------------------===//
+// Plans with a dynamic token count
+//===----------------------------------------------------------------------===//
+
+def MoE_TokenCountOp : MoE_Op<"token_count", [Pure]> {
+  let summary = "the token count of the current call, inside a generated kernel";
+  let description = [{
+    A generated kernel of a plan with a dynamic token count that computes
+    something from the count itself, rather than from its operands' sizes
+    (e.g. the position `T + 3` that onnxruntime-genai's GroupQueryAttention
+    derives from the sequence length): `kind` selects the count as the
+    plan's symbolic dims name it, 0 `t` (this rank's rows), 1 `tb` (the
+    block bound of the token split) or 2 `T` (the global count). The kernel
+    lowering reads it from the counts operand such kernels take
+    (docs/plan-format.md, "Dynamic token counts"); moec inserts it where a
+    kernel constant is `a * X + b` at every count it compiled.
+
+    ```mlir
+    %T = moe.token_count 2
+    ```
+  }];
+  let arguments = (ins I64Attr:$kind);
+  let results = (outs Index:$count);
+  let assemblyFormat = "$kind attr-dict";
+  let hasVerifier = 1;
+}
+
 #endif // MOEC_DIALECT_MOE_MOEOPS_TD
