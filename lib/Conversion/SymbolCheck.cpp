@@ -308,6 +308,62 @@ int64_t moec::splitBlockCount(const moert::Plan &p, const moert::Split &split) {
   return n;
 }
 
+std::string moec::probeDiff(const moert::Plan &plan, moert::PlanData &data,
+                            PlanSample &probe, int64_t W) {
+  // The path: the same steps, of the same ONNX nodes.
+  const moert::Plan &p = probe.plan;
+  if (plan.steps.size() != p.steps.size())
+    return std::to_string(p.steps.size()) + " steps instead of " +
+           std::to_string(plan.steps.size());
+  for (size_t i = 0; i < plan.steps.size(); ++i)
+    if (plan.steps[i].kind() != p.steps[i].kind() ||
+        plan.steps[i].loc != p.steps[i].loc)
+      return stepName(plan, i) + " is " + stepName(p, i) + " there";
+  // The same path with constants pooled differently (a size that equals
+  // another of the model's at this count, a dim of 1 dropped): the kernels
+  // the plan runs were checked at the compared counts, and the values do
+  // not line up to compare one by one.
+  if (!structureDiff(plan, data, p, probe.data).empty())
+    return "";
+  moert::SymValues x;
+  x.T = probe.tokens;
+  x.t = x.tb = probe.tokens / std::max<int64_t>(W, 1);
+  auto predicted = [&](const std::vector<int64_t> &shape,
+                       const std::vector<SymDim> &dims,
+                       const std::vector<int64_t> &got) -> std::string {
+    std::vector<SymDim> compared;
+    for (const SymDim &d : dims)
+      if (d.sym != moert::SymKind::tb)
+        compared.push_back(d);
+    std::vector<int64_t> want = moert::resolveShape(shape, compared, x);
+    for (size_t d = 0; d < want.size() && d < got.size(); ++d) {
+      bool tb = false;
+      for (const SymDim &s : dims)
+        tb |= s.dim == int32_t(d) && s.sym == moert::SymKind::tb;
+      if (!tb && want[d] != got[d])
+        return "has shape " + moert::shapeString(got) + ", not " +
+               moert::shapeString(want);
+    }
+    return "";
+  };
+  for (size_t i = 0; i < plan.values.size(); ++i)
+    if (std::string why =
+            predicted(plan.values[i].shape, plan.values[i].symDims,
+                      probe.plan.values[i].shape);
+        !why.empty())
+      return valueName(plan, int32_t(i)) + " " + why;
+  for (auto [xs, ys] : {std::pair{&plan.inputs, &probe.plan.inputs},
+                        std::pair{&plan.outputs, &probe.plan.outputs}})
+    for (size_t i = 0; i < xs->size(); ++i)
+      if (std::string why =
+              predicted((*xs)[i].shape, (*xs)[i].symDims, (*ys)[i].shape);
+          !why.empty())
+        return "model " +
+               std::string(xs == &plan.inputs ? "input " : "output ") +
+               quoted((*xs)[i].name) + " " + why;
+  return "";
+}
+
 bool moec::inferPlanSymbols(moert::Plan &plan, moert::PlanData &data,
                             const std::string &name, int64_t max,
                             std::vector<PlanSample> &samples,
@@ -461,12 +517,20 @@ bool moec::inferPlanSymbols(moert::Plan &plan, moert::PlanData &data,
       return false;
     };
     int64_t axis = -2;
+    std::string axes;
     if (const auto *g = s.attrs.Asall_gather())
-      axis = g->axis;
+      axis = g->axis, axes = g->axes;
     else if (const auto *sl = s.attrs.Asall_slice())
-      axis = sl->axis;
+      axis = sl->axis, axes = sl->axes;
     else if (const auto *rs = s.attrs.Asreduce_scatter())
-      axis = rs->axis;
+      axis = rs->axis, axes = rs->axes;
+    // A group of one rank (ep=1's row slice) moves nothing: a copy.
+    int64_t groupRanks = 1;
+    for (llvm::StringRef a : llvm::split(axes, ','))
+      if (!a.empty())
+        groupRanks *= moert::meshAxisSize(plan.mesh, a.str());
+    if (groupRanks == 1)
+      axis = -2;
     if (const auto *d = s.attrs.Asdispatch(); d && d->capacity >= 0) {
       if (!(capacityFactor > 0)) {
         error = stepName(plan, i) +

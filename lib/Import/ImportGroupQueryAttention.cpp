@@ -14,7 +14,10 @@
 //   The past length is p = T - S (0 on the first prompt, S == T). New
 //   positions are p .. p+S-1; with do_rotary the new q and k rotate by
 //   them (the first r dims; halves, or even/odd pairs when
-//   rotary_interleaved).
+//   rotary_interleaved). One new token with seqlens_k known only when
+//   running (a decode step) takes its position from seqlens_k (the cos
+//   and sin rows gathered when running), so that a plan with a dynamic
+//   cache length needs no constant folded from it.
 //   Keys: the valid past then the new ones; query s sees the keys at
 //   positions <= p + s and, with local_window_size W > 0, > p + s - W.
 //   Head n uses KV head n / (N / K). scores = scale * q k^T (scale 0:
@@ -245,8 +248,25 @@ LogicalResult importGroupQueryAttention(GraphImporter &gi) {
   k = heads(k, kvh);
   v = heads(v, kvh);
   if (rotary) {
-    std::string c = slice(ex, ex.in(7), 0, past, total);
-    std::string s = slice(ex, ex.in(8), 0, past, total);
+    std::string c, s;
+    if (seq == 1 && !gi.inputConst(5)) {
+      // One new token (a decode step) at position seqlens_k[b]: the rows
+      // are gathered when running, so that the position is data, not a
+      // constant folded from the cache's length (a plan with a dynamic
+      // cache length serves every position).
+      std::string pos = ex.op("Cast", {ex.in(5)}, [](onnx::NodeProto &n) {
+        Expansion::setInt(n, "to", onnx::TensorProto_DataType_INT64);
+      });
+      auto rows = [&](const std::string &cache) {
+        std::string g = ex.op("Gather", {cache, pos}, axisAttr(0));
+        return ex.op("Reshape", {g, ex.ints({b, 1, 1, half})});
+      };
+      c = rows(ex.in(7));
+      s = rows(ex.in(8));
+    } else {
+      c = slice(ex, ex.in(7), 0, past, total);
+      s = slice(ex, ex.in(8), 0, past, total);
+    }
     q = moec::onnximport::rotate(ex, q, c, s, b, nh, seq, half, h, interleaved);
     k = moec::onnximport::rotate(ex, k, c, s, b, kvh, seq, half, h,
                                  interleaved);

@@ -115,15 +115,45 @@ bool moec::addTokenSymbol(
       !checkKernelConstants(maxModule, plan, max, modules, plans, {n1, n2},
                             minCount, error))
     return false;
-  if (minCount > std::min(n1, n2)) {
+  int64_t low = std::min(n1, n2);
+  if (minCount > low) {
     // The counts compared do not show what the model does below minCount.
     error = "the model computes an index as the token count - " +
             std::to_string(minCount) +
             " (e.g. a sliding window's start), "
             "and the counts compared (" +
-            std::to_string(std::min(n1, n2)) +
+            std::to_string(low) +
             " and up) do not reach it; a larger --max-tokens does";
     return false;
+  }
+  // Three counts near the maximum cannot show a path the model takes only
+  // below some count (a sliding window's cache not yet full). A compile at
+  // the least count must be what the symbolic dims predict there; where it
+  // is not, the plan's minimum is the least count (a multiple of the token
+  // ranks, found by bisection) whose compile is.
+  auto agrees = [&](int64_t n) {
+    PlanSample probe;
+    ModuleOp m;
+    std::string ignored;
+    return compileAt(registry, importAt, importOptions, symbolic, n,
+                     pipelineOptions, probe, m, ignored) &&
+           probeDiff(plan, data, probe, ranks).empty();
+  };
+  // From 2 rows per rank: with 1, kernels and masks fold into a path of
+  // their own (a causal mask over one token is all zeros) that computes
+  // the same, so the least count compared is 2 (a model whose path
+  // changes between 1 and 2 rows per rank is not caught).
+  int64_t lo = std::max<int64_t>(
+      (std::max<int64_t>(minCount, 1) + ranks - 1) / ranks * ranks, 2 * ranks);
+  if (lo < low && !agrees(lo)) {
+    int64_t hi = low; // agrees: a compared count
+    while (hi - lo > ranks) {
+      int64_t mid = (lo + hi) / 2 / ranks * ranks;
+      if (mid <= lo)
+        mid = lo + ranks;
+      (agrees(mid) ? hi : lo) = mid;
+    }
+    minCount = hi;
   }
   plan.symbols[0].min = minCount;
   return true;

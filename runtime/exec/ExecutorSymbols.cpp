@@ -90,10 +90,9 @@ void Executor::resolveSymbols(const std::map<std::string, NpyArray> &inputs) {
     throw RunError(from + " gives " + sym.name + " = " + std::to_string(T) +
                    ", less than the plan's minimum of " +
                    std::to_string(sym.min) +
-                   " (the model computes an index as " + sym.name + " - " +
-                   std::to_string(sym.min) +
-                   ", e.g. a sliding window's start, that smaller counts "
-                   "would make negative)");
+                   " (the model takes another path below it, e.g. while a "
+                   "sliding window is not full, or computes an index as " +
+                   sym.name + " - " + std::to_string(sym.min) + ")");
   if (symResolved_ && T == sym_.T)
     return;
   sym_.T = T;

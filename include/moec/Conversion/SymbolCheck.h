@@ -58,6 +58,16 @@ bool inferPlanSymbols(moert::Plan &plan, moert::PlanData &data,
                       const std::vector<int32_t> &roots, double capacityFactor,
                       std::string &error);
 
+/// "" when `probe`, the model compiled at `probe.tokens` (a multiple of the
+/// token split's W blocks), is what `plan`'s symbolic dims predict there:
+/// the same structure and constants (boxes of the maximum's), and every
+/// value's, input's and output's shape resolved at that count (dims of the
+/// block bound tb, which a dispatch's capacity shapes, are not compared).
+/// Else what differs: the model takes another path at that count (a
+/// sliding window not yet full), which three counts above it cannot show.
+std::string probeDiff(const moert::Plan &plan, moert::PlanData &data,
+                      PlanSample &probe, int64_t W);
+
 } // namespace moec
 
 #endif // MOEC_CONVERSION_SYMBOLCHECK_H
