@@ -47,9 +47,17 @@ std::string moert::holdError(const Plan &from, const std::string &output,
   if (splitCutsCount(*o) || splitCutsCount(*i))
     return pair + "a split cuts the dynamic dim (each rank's block follows "
                   "the count)";
-  if (o->split.axis != i->split.axis)
-    return pair + "split along dim " + std::to_string(o->split.axis) +
-           " and dim " + std::to_string(i->split.axis) + " (-1: not split)";
+  // A split into one block (mesh axes of size 1) is the whole array.
+  auto axisOf = [](const Plan &p, const Split &s) {
+    int64_t n = 1;
+    if (s.axis >= 0)
+      splitBlock(p, s, 0, n);
+    return n > 1 ? s.axis : -1;
+  };
+  if (axisOf(from, o->split) != axisOf(to, i->split))
+    return pair + "split along dim " + std::to_string(axisOf(from, o->split)) +
+           " and dim " + std::to_string(axisOf(to, i->split)) +
+           " (-1: not split)";
   for (int64_t r = 0; r < from.worldSize(); ++r) {
     int64_t nf = 1, nt = 1;
     int64_t bf = o->split.axis < 0 ? 0 : splitBlock(from, o->split, r, nf);

@@ -47,14 +47,66 @@ int64_t pick(const float *logits, int64_t V, double temperature,
   }
   return best;
 }
-/// The decode plan's cache inputs: every input but the ids and positions.
+/// The decode plan's cache inputs: every input but the ids, positions and
+/// attention mask.
 std::vector<const ModelIO *> cacheInputs(const Plan &decode,
                                          const GenerateOptions &o) {
   std::vector<const ModelIO *> r;
   for (const ModelIO &m : decode.inputs)
-    if (m.name != o.idsInput && m.name != o.positionInput)
+    if (m.name != o.idsInput && m.name != o.positionInput &&
+        m.name != o.maskInput)
       r.push_back(&m);
   return r;
+}
+
+/// Why `plan`'s input `m` (not the ids) cannot be fed by generate ("" when
+/// it can): the attention mask, int64 [B, length]; or, with `emptyCaches`,
+/// a cache or state input (past*) of fixed shape, which starts as zeros.
+std::string extraInputError(const ModelIO &m, const GenerateOptions &o,
+                            bool emptyCaches) {
+  if (m.name == o.maskInput) {
+    if (m.dtype != DType::i64 || m.shape.size() != 2 || m.symDims.empty())
+      return "input '" + m.name + "' is " + dtypeName(m.dtype) +
+             shapeString(m.shape) +
+             "; an attention mask is int64 [batch, length] with the length "
+             "following the count";
+    return "";
+  }
+  if (emptyCaches && m.symDims.empty() && !presentNameOf(m.name).empty())
+    return "";
+  return "the plan also takes input '" + m.name +
+         "'; generate feeds the token ids ('" + o.idsInput +
+         "'), the attention mask ('" + o.maskInput +
+         "': ones) and caches of fixed shape that start empty (past*: zeros)";
+}
+
+/// Ones [B, length] for the mask input and zeros for the fixed-shape cache
+/// inputs of `plan` (extraInputError passed), added to `in`.
+void feedExtra(const Plan &plan, const GenerateOptions &o, int64_t B,
+               int64_t length, bool caches,
+               std::map<std::string, NpyArray> &in) {
+  for (const ModelIO &m : plan.inputs) {
+    if (m.name == o.idsInput || m.name == o.positionInput)
+      continue;
+    NpyArray a;
+    if (m.name == o.maskInput) {
+      a.dtype = "<i8";
+      a.shape = {B, length};
+      std::vector<int64_t> ones(size_t(B * length), 1);
+      a.data.resize(ones.size() * 8);
+      std::memcpy(a.data.data(), ones.data(), a.data.size());
+    } else if (caches) {
+      a.dtype = npyDType(m.dtype);
+      a.shape = m.shape;
+      size_t n = dtypeSize(m.dtype);
+      for (int64_t d : m.shape)
+        n *= size_t(d);
+      a.data.assign(n, 0);
+    } else {
+      continue;
+    }
+    in[m.name] = std::move(a);
+  }
 }
 
 /// Sends rank 0's arrays `arrays` to every rank, in one buffer (two
@@ -172,8 +224,8 @@ std::string moert::generateError(const Plan &plan, const NpyArray &prompt,
     return "the plan has no input '" + o.idsInput + "' (--ids-input)";
   for (const ModelIO &m : plan.inputs)
     if (m.name != o.idsInput)
-      return "the plan also takes input '" + m.name +
-             "'; generate feeds only the token ids ('" + o.idsInput + "')";
+      if (std::string why = extraInputError(m, o, true); !why.empty())
+        return why;
   if (ids->dtype != DType::i64 || ids->shape.size() != 2 || !countDim(*ids, 1))
     return "input '" + o.idsInput + "' is " + dtypeName(ids->dtype) +
            shapeString(ids->shape) +
@@ -195,6 +247,11 @@ std::string moert::generateError(const Plan &plan, const NpyArray &prompt,
            " sequences, the plan takes " + std::to_string(ids->shape[0]);
   if (prompt.shape[1] < 1)
     return "the prompt is empty";
+  if (prompt.shape[1] < plan.symbols[0].min)
+    return "a prompt of " + std::to_string(prompt.shape[1]) +
+           " tokens is shorter than the plan's minimum of " +
+           std::to_string(plan.symbols[0].min) +
+           " (moe-run --describe: the model takes another path below it)";
   if (o.maxNewTokens < 1)
     return "--max-new-tokens must be at least 1";
   // The last new token needs no run: runs at P .. P + K - 1 tokens.
@@ -235,7 +292,9 @@ GenerateResult moert::generate(Executor &ex, Comm &world, const Plan &plan,
   for (int64_t step = 0; step < o.maxNewTokens; ++step) {
     auto t0 = std::chrono::steady_clock::now();
     int64_t L = r.prompt + step;
-    ex.setInputs({{o.idsInput, idsOf(rows)}});
+    std::map<std::string, NpyArray> in = {{o.idsInput, idsOf(rows)}};
+    feedExtra(plan, o, r.batch, L, true, in);
+    ex.setInputs(in);
     ex.run();
     auto outs = ex.gatherOutputs();
     append(rows, nextTokens(world, outs, o, r.batch, L, L - 1, rng));
@@ -284,6 +343,20 @@ std::string moert::generateWithCacheError(const Plan &prefill,
       logits->shape[0] != B || logits->shape[1] != 1)
     return "the decode plan needs f32 logits '" + o.logitsOutput + "' [" +
            std::to_string(B) + ", 1, V]";
+  if (const ModelIO *mask = findIO(decode.inputs, o.maskInput))
+    if (std::string why = extraInputError(*mask, o, false); !why.empty())
+      return "the decode plan: " + why;
+  if (o.maxNewTokens > 1 && prompt.shape[1] < decode.symbols[0].min)
+    return "the first decode step's cache of " +
+           std::to_string(prompt.shape[1]) +
+           " positions is shorter than the decode plan's minimum of " +
+           std::to_string(decode.symbols[0].min);
+  bool counted = false;
+  for (const ModelIO &m : decode.inputs)
+    counted |= !m.symDims.empty();
+  if (!counted)
+    return "no input of the decode plan follows its count (the cache "
+           "length)";
   std::vector<const ModelIO *> cache = cacheInputs(decode, o);
   if (cache.empty())
     return "the decode plan takes no cache (inputs besides '" + o.idsInput +
@@ -295,9 +368,6 @@ std::string moert::generateWithCacheError(const Plan &prefill,
       return "the decode plan's input '" + m->name + "' has no output '" +
              (present.empty() ? "present..." : present) +
              "' in both plans (past* inputs pair with present* outputs)";
-    if (m->symDims.empty())
-      return "the decode plan's cache input '" + m->name +
-             "' does not follow its count";
   }
   int64_t runs = prompt.shape[1] + o.maxNewTokens - 2;
   if (o.maxNewTokens > 1 && runs > decode.symbols[0].max)
@@ -360,7 +430,9 @@ GenerateResult moert::generateWithCache(Executor &prefill, Executor &decode,
     broadcast(world, arrays);
   };
   auto t0 = std::chrono::steady_clock::now();
-  prefill.setInputs({{o.idsInput, prompt}});
+  std::map<std::string, NpyArray> first = {{o.idsInput, prompt}};
+  feedExtra(prefillPlan, o, B, P, true, first);
+  prefill.setInputs(first);
   prefill.run();
   auto outs = held ? prefill.gatherOutputs(logits) : prefill.gatherOutputs();
   std::vector<int64_t> next = nextTokens(world, outs, o, B, P, P - 1, rng);
@@ -389,6 +461,7 @@ GenerateResult moert::generateWithCache(Executor &prefill, Executor &decode,
       pos.data.resize(size_t(B) * 8);
       std::memcpy(pos.data.data(), at.data(), size_t(B) * 8);
     }
+    feedExtra(decodePlan, o, B, L + 1, false, in);
     for (auto &[name, a] : state)
       in[name] = std::move(a);
     decode.setInputs(in);

@@ -34,6 +34,11 @@ struct GenerateOptions {
   /// With a decode plan (generateWithCache): its positions input, fed each
   /// new token's position; absent from the plan: not fed.
   std::string positionInput = "position_ids";
+  /// The attention mask input, when a plan has one (onnxruntime-genai's
+  /// builder models): fed ones [B, length so far]. Such plans' other inputs
+  /// may be caches and states of fixed shape (past*: an empty cache [B, H,
+  /// 0, D], a sliding window's ring, a conv state), which start as zeros.
+  std::string maskInput = "attention_mask";
   /// generateWithCache: keep the cache on the ranks when the plans allow
   /// (false: through rank 0 every step, for comparison).
   bool holdCache = true;
@@ -51,7 +56,8 @@ struct GenerateResult {
 
 /// Why `plan` cannot generate from `prompt` with `options` ("" when it
 /// can): the plan needs a token-count symbol, an int64 ids input [B, T]
-/// (T its symbolic dim, nothing else to feed) and an f32 logits output
+/// (T its symbolic dim; other inputs only the attention mask and caches of
+/// fixed shape, GenerateOptions::maskInput) and an f32 logits output
 /// [B, T, V]; prompt + new tokens - 1 must fit the plan's maximum.
 std::string generateError(const Plan &plan, const NpyArray &prompt,
                           const GenerateOptions &options);
