@@ -370,33 +370,22 @@ TEST(CudaBackend, HeldOutputsStayOnTheDevice) {
   std::vector<float> x = randomValues(rng, 2 * 5 * kWidth);
   TestCase step = lengthPlan("past", "present", kStepMax, true, c);
   TestCase prefill = lengthPlan("x", "present", kPrefillMax, false, c);
-  std::string sp = tempPath("held-step"), pp = tempPath("held-prefill");
-  std::string error;
-  ASSERT_TRUE(writePlan(sp, step.plan, step.data, error)) << error;
-  ASSERT_TRUE(writePlan(pp, prefill.plan, prefill.data, error)) << error;
   std::vector<std::pair<std::string, NpyArray>> outs;
-  runThreadRanks(2, [&](Comm &world) {
-    std::string err;
-    auto ls = LoadedPlan::open(sp, world.rank(), err);
-    auto lp = LoadedPlan::open(pp, world.rank(), err);
-    if (!ls || !lp)
-      throw RunError(err);
-    Executor s(*ls, world, createCudaBackend());
-    Executor p(*lp, world, createCudaBackend());
-    p.setInputs({{"x", floats({2, 5, kWidth}, x)}});
-    p.run();
-    s.holdOutputs(p, {{"present", "past"}});
-    s.setInputs({});
-    s.run();
-    s.holdOutputs(s, {{"present", "past"}});
-    s.setInputs({});
-    s.run();
-    auto o = s.gatherOutputs({"present"});
-    if (world.rank() == 0)
-      outs = std::move(o);
-  });
-  std::remove(sp.c_str());
-  std::remove(pp.c_str());
+  onTwoRanks(
+      step, prefill, [] { return createCudaBackend(); },
+      [&](Comm &world, Executor &s, Executor &p) {
+        p.setInputs({{"x", floats({2, 5, kWidth}, x)}});
+        p.run();
+        s.holdOutputs(p, {{"present", "past"}});
+        s.setInputs({});
+        s.run();
+        s.holdOutputs(s, {{"present", "past"}});
+        s.setInputs({});
+        s.run();
+        auto o = s.gatherOutputs({"present"});
+        if (world.rank() == 0)
+          outs = std::move(o);
+      });
   ASSERT_EQ(outs.size(), 1u);
   EXPECT_EQ(outs[0].second.shape, (std::vector<int64_t>{2, 5, kWidth}));
   EXPECT_EQ(valuesOf(outs[0].second), plusC(x, c, 2));

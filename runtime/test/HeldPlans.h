@@ -12,7 +12,16 @@
 
 #include "TestPlans.h"
 
+#include "moert/Comm.h"
+#include "moert/Executor.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <functional>
+#include <memory>
 #include <random>
+#include <unistd.h>
 
 namespace moert {
 namespace testplans {
@@ -66,14 +75,10 @@ inline std::vector<float> randomValues(std::mt19937 &rng, size_t n) {
   return v;
 }
 
+/// A global f32 input of `v` (exact: floats through doubles).
 inline NpyArray floats(std::vector<int64_t> shape,
                        const std::vector<float> &v) {
-  NpyArray a;
-  a.dtype = "<f4";
-  a.shape = std::move(shape);
-  a.data.resize(v.size() * 4);
-  std::memcpy(a.data.data(), v.data(), a.data.size());
-  return a;
+  return f32Array(std::move(shape), std::vector<double>(v.begin(), v.end()));
 }
 
 inline std::vector<float> valuesOf(const NpyArray &a) {
@@ -90,6 +95,32 @@ inline std::vector<float> plusC(std::vector<float> x,
     for (size_t j = 0; j < x.size(); ++j)
       x[j] += c[j % c.size()];
   return x;
+}
+
+/// Writes the two plans, runs `body` on 2 thread ranks with an executor of
+/// each on backends from `backend`, and removes the files.
+inline void
+onTwoRanks(TestCase &step, TestCase &prefill,
+           const std::function<std::unique_ptr<Backend>()> &backend,
+           const std::function<void(Comm &, Executor &, Executor &)> &body) {
+  std::string base = ::testing::TempDir() + "/moert-held-" +
+                     std::to_string(getpid()),
+              sp = base + "-step.moeplan", pp = base + "-prefill.moeplan";
+  std::string error;
+  ASSERT_TRUE(writePlan(sp, step.plan, step.data, error)) << error;
+  ASSERT_TRUE(writePlan(pp, prefill.plan, prefill.data, error)) << error;
+  runThreadRanks(2, [&](Comm &world) {
+    std::string err;
+    auto ls = LoadedPlan::open(sp, world.rank(), err);
+    auto lp = LoadedPlan::open(pp, world.rank(), err);
+    if (!ls || !lp)
+      throw RunError(err);
+    Executor s(*ls, world, backend());
+    Executor p(*lp, world, backend());
+    body(world, s, p);
+  });
+  std::remove(sp.c_str());
+  std::remove(pp.c_str());
 }
 
 } // namespace testplans

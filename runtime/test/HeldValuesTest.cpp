@@ -26,31 +26,11 @@ using namespace moert::testplans;
 
 namespace {
 
-std::string writeTemp(TestCase &tc, const std::string &tag) {
-  std::string path = ::testing::TempDir() + "/moert-held-" + tag + "-" +
-                     std::to_string(getpid()) + ".moeplan";
-  std::string error;
-  EXPECT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
-  return path;
-}
-
-/// Runs `body` on 2 thread ranks with executors of the two plans.
+/// onTwoRanks on the CPU backend.
 void onTwoRanks(
     TestCase &step, TestCase &prefill,
     const std::function<void(Comm &, Executor &, Executor &)> &body) {
-  std::string sp = writeTemp(step, "step"), pp = writeTemp(prefill, "prefill");
-  runThreadRanks(2, [&](Comm &world) {
-    std::string err;
-    auto ls = LoadedPlan::open(sp, world.rank(), err);
-    auto lp = LoadedPlan::open(pp, world.rank(), err);
-    if (!ls || !lp)
-      throw RunError(err);
-    Executor s(*ls, world, createCpuBackend());
-    Executor p(*lp, world, createCpuBackend());
-    body(world, s, p);
-  });
-  std::remove(sp.c_str());
-  std::remove(pp.c_str());
+  testplans::onTwoRanks(step, prefill, createCpuBackend, body);
 }
 
 const std::pair<std::string, std::string> kPair = {"present", "past"};
