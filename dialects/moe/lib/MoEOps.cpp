@@ -252,9 +252,9 @@ LogicalResult NonZeroOp::verify() {
 }
 
 LogicalResult TokenCountOp::verify() {
-  if (getKind() < 0 || getKind() > 2)
-    return emitOpError("kind must be 0 (t), 1 (tb) or 2 (T), got ")
-           << getKind();
+  int64_t kind = int64_t(getKind());
+  if (kind < 0 || kind > 2)
+    return emitOpError("kind must be 0 (t), 1 (tb) or 2 (T), got ") << kind;
   return success();
 }
 
