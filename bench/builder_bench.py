@@ -35,11 +35,10 @@ import time
 
 import numpy as np
 
-from common import sh
+from common import builder_models, sh
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-GEN = os.path.join(HERE, "..", "examples", "builder", "gen.py")
 
 NP = {"tensor(float)": np.float32, "tensor(int64)": np.int64,
       "tensor(int32)": np.int32}
@@ -106,14 +105,9 @@ def main():
     a = ap.parse_args()
     import onnxruntime as ort
     ort.set_default_logger_severity(3)
-    work = a.work or os.path.join(a.build, "bench", f"builder_h{a.hidden}_f{a.ffn}")
-    bindir = os.path.join(a.build, "bin")
     names = a.models.split(",")
-    if not all(os.path.exists(os.path.join(work, n, p, "model.onnx"))
-               for n in names for p in ("fp32", "int4")):
-        print(f"building the models into {work} ...", file=sys.stderr)
-        sh([sys.executable, GEN, "--out", work, "--hidden", str(a.hidden),
-            "--ffn", str(a.ffn)] + names)
+    work = builder_models(a.build, a.work, a.hidden, a.ffn, names)
+    bindir = os.path.join(a.build, "bin")
     rng = np.random.default_rng(0)
     prompt = rng.integers(3, 250, (1, a.prompt)).astype(np.int64)
     rows, good = [], True

@@ -1,4 +1,5 @@
 """Helpers shared by the benchmark scripts in bench/."""
+import os
 import subprocess
 import sys
 
@@ -9,6 +10,21 @@ def sh(cmd, env=None):
     if r.returncode != 0:
         sys.exit(f"failed: {' '.join(cmd)}\n{r.stderr}")
     return r.stdout
+
+
+def builder_models(build, work, hidden, ffn, names):
+    """The directory of examples/builder/gen.py --hidden H --ffn F's models
+    `names` (fp32 and int4 builder outputs, genai_config.json included),
+    made once: `work`, or build/bench/builder_hH_fF."""
+    gen = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                       "examples", "builder", "gen.py")
+    work = work or os.path.join(build, "bench", f"builder_h{hidden}_f{ffn}")
+    if not all(os.path.exists(os.path.join(work, n, p, "genai_config.json"))
+               for n in names for p in ("fp32", "int4")):
+        print(f"building the models into {work} ...", file=sys.stderr)
+        sh([sys.executable, gen, "--out", work, "--hidden", str(hidden),
+            "--ffn", str(ffn)] + names)
+    return work
 
 
 def add_lm_args(ap, iters, batch):

@@ -29,10 +29,9 @@ import time
 
 import numpy as np
 
-from common import sh
+from common import builder_models, sh
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-GEN = os.path.join(HERE, "..", "examples", "builder", "gen.py")
 
 
 def shapes(model_dir, prompt, total):
@@ -110,15 +109,9 @@ def main():
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--models", default="gpt_oss,lfm2_moe")
     a = ap.parse_args()
-    work = a.work or os.path.join(a.build, "bench",
-                                  f"builder_h{a.hidden}_f{a.ffn}")
-    bindir = os.path.join(a.build, "bin")
     names = a.models.split(",")
-    if not all(os.path.exists(os.path.join(work, n, p, "genai_config.json"))
-               for n in names for p in ("fp32", "int4")):
-        print(f"building the models into {work} ...", file=sys.stderr)
-        sh([sys.executable, GEN, "--out", work, "--hidden", str(a.hidden),
-            "--ffn", str(a.ffn)] + names)
+    work = builder_models(a.build, a.work, a.hidden, a.ffn, names)
+    bindir = os.path.join(a.build, "bin")
     rng = np.random.default_rng(0)
     prompt = rng.integers(3, 250, (1, a.prompt)).astype(np.int64)
     cores = os.cpu_count() or 1
