@@ -227,6 +227,16 @@ std::optional<CountConstant> countConstant(ArrayRef<Operation *> ops,
                        a, b};
 }
 
+/// Replaces integer constant `op` by index `v` (cast to an i64 or i32
+/// position where `op` is one).
+void replaceConstant(OpBuilder &b, Operation *op, Value v) {
+  Type t = op->getResult(0).getType();
+  if (!t.isIndex())
+    v = arith::IndexCastOp::create(b, op->getLoc(), t, v);
+  op->getResult(0).replaceAllUsesWith(v);
+  op->erase();
+}
+
 /// The blocks of the plan's token split (the first input whose split cuts
 /// one of its symbolic dims), as inferPlanSymbols finds them.
 int64_t tokenBlocks(const moert::Plan &plan) {
@@ -374,11 +384,7 @@ bool moec::checkKernelConstants(ModuleOp max, const moert::Plan &plan,
     if (s.offset)
       v = arith::AddIOp::create(
           b, loc, v, arith::ConstantIndexOp::create(b, loc, s.offset));
-    Type t = s.op->getResult(0).getType();
-    if (!t.isIndex()) // an i64 or i32 position
-      v = arith::IndexCastOp::create(b, loc, t, v);
-    s.op->getResult(0).replaceAllUsesWith(v);
-    s.op->erase();
+    replaceConstant(b, s.op, v);
   }
   // The others read the count (moe.token_count, from the counts operand
   // dynamizeKernel adds).
@@ -396,11 +402,7 @@ bool moec::checkKernelConstants(ModuleOp max, const moert::Plan &plan,
     if (c.b)
       v = arith::AddIOp::create(b, loc, v,
                                 arith::ConstantIndexOp::create(b, loc, c.b));
-    Type t = c.op->getResult(0).getType();
-    if (!t.isIndex())
-      v = arith::IndexCastOp::create(b, loc, t, v);
-    c.op->getResult(0).replaceAllUsesWith(v);
-    c.op->erase();
+    replaceConstant(b, c.op, v);
   }
   return true;
 }
