@@ -296,7 +296,8 @@ GenerateResult moert::generate(Executor &ex, Comm &world, const Plan &plan,
     feedExtra(plan, o, r.batch, L, true, in);
     ex.setInputs(in);
     ex.run();
-    auto outs = ex.gatherOutputs();
+    // Only the logits: a builder model's present* stay on the ranks.
+    auto outs = ex.gatherOutputs({o.logitsOutput});
     append(rows, nextTokens(world, outs, o, r.batch, L, L - 1, rng));
     double s =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0)
