@@ -341,7 +341,7 @@ LogicalResult PlanBuilder::lowerTopK(moe::TopKOp op) {
   // The runtime reads x as rows of its last dim, so leading dims (of any
   // rank, views included) flatten into rows.
   auto t = cast<RankedTensorType>(op.getInput().getType());
-  if (op.getAxis() != t.getRank() - 1)
+  if (int64_t(op.getAxis()) != t.getRank() - 1)
     return op.emitError("plan lowering: topk over axis ")
            << op.getAxis() << ", only the last axis is supported";
   if (!t.getElementType().isF32() && !t.getElementType().isInteger(64))
