@@ -11,8 +11,9 @@ moe-run on CPU ranks, and compare with onnxruntime on the original file.
         [--precision fp32|bf16|fp16 [--min-err 1e-5] [--fp32-output NAME]]
         [--input-shape NAME=D0,?,D2 --max-tokens N --tokens 1,5,N]
 
-Inputs are the given .npy files, ones (--ones NAME: an attention mask) or
-seeded standard-normal data. For every
+Inputs are the given .npy files, ones (--ones NAME: an attention mask),
+seeded token ids below the table's rows (an integer input that gathers
+rows of an initializer) or seeded standard-normal data. For every
 mesh: `moec MODEL --mesh M ... -o plan.moeplan`, `moe-run -n WORLD plan
 --input ... -o out.npz --json`, then every output must satisfy
 max|moe-run - onnxruntime| <= tol * max|onnxruntime| (with a capacity factor
@@ -107,6 +108,16 @@ def main():
 
     model = onnx.load(a.model)
     inits = {i.name for i in model.graph.initializer}
+    # Token ids: an integer input that indexes an embedding table (a Gather
+    # of an initializer along dim 0) is drawn from the table's rows, so that
+    # the tokens differ (truncated normal data is mostly 0).
+    rows = {i.name: i.dims[0] for i in model.graph.initializer if i.dims}
+    vocab = {}
+    for n in model.graph.node:
+        axis = next((at.i for at in n.attribute if at.name == "axis"), 0)
+        if (n.op_type == "Gather" and len(n.input) == 2 and axis == 0
+                and n.input[0] in rows):
+            vocab.setdefault(n.input[1], rows[n.input[0]])
     given = dict(kv.split("=", 1) for kv in a.input)
     shapes = dict(kv.split("=", 1) for kv in a.input_shapes)
     counts = [int(t) for t in a.tokens.split(",") if t] or [a.max_tokens]
@@ -141,6 +152,10 @@ def main():
                      if i.name in shapes else [d.dim_value for d in t.shape.dim])
             if i.name in a.ones:
                 feeds[i.name] = np.ones(shape, NP_TYPES[t.elem_type])
+                continue
+            if i.name in vocab:
+                feeds[i.name] = rng.integers(0, vocab[i.name], shape).astype(
+                    NP_TYPES[t.elem_type])
                 continue
             feeds[i.name] = rng.standard_normal(shape).astype(
                 NP_TYPES[t.elem_type])
