@@ -198,6 +198,10 @@ std::string moert::planSymbolsError(const Plan &plan) {
                " needs a dynamic token count (the plan has no symbol; a "
                "static plan gives `capacity`)";
     }
+    if (std::string why; rowBlockStep(plan, s, why) && !why.empty())
+      return "step " + std::to_string(i) + " (" + stepKindName(s.kind()) +
+             (s.loc.empty() ? "" : " at '" + s.loc + "'") +
+             "): cuts or joins the token count's rows, but " + why;
     const fb::KernelT *kern = s.attrs.Askernel();
     if (!kern)
       continue;
@@ -233,4 +237,101 @@ std::string moert::planSymbolsError(const Plan &plan) {
              "are CPU code only";
   }
   return "";
+}
+
+namespace {
+/// An all_slice, reduce_scatter or all_gather over more than one rank with
+/// a symbolic dim along its axis that does not split evenly (whole
+/// sequences per rank: the whole's dim G times the block's, of the same
+/// kind, G copies at every count); its axis, mesh axes and operands.
+struct RowCollective {
+  int32_t axis = -1;
+  std::string axes;
+  const Value *whole = nullptr, *block = nullptr;
+  const SymDim *w = nullptr, *b = nullptr; ///< their dims along the axis
+};
+bool unevenRows(const Plan &plan, const Step &step, RowCollective &r) {
+  bool gather = false;
+  if (const fb::AllSliceT *sl = step.attrs.Asall_slice())
+    r.axis = sl->axis, r.axes = sl->axes;
+  else if (const fb::ReduceScatterT *rs = step.attrs.Asreduce_scatter())
+    r.axis = rs->axis, r.axes = rs->axes;
+  else if (const fb::AllGatherT *g = step.attrs.Asall_gather())
+    r.axis = g->axis, r.axes = g->axes, gather = true;
+  else
+    return false;
+  if (plan.symbols.empty() || step.inputs.size() != 1 ||
+      step.outputs.size() != 1)
+    return false;
+  for (int32_t v : {step.inputs[0], step.outputs[0]})
+    if (v < 0 || size_t(v) >= plan.values.size())
+      return false;
+  int64_t ranks = 1;
+  for (const std::string &a : splitAxes(r.axes))
+    ranks *= meshAxisSize(plan.mesh, a);
+  const Value &x = plan.values[size_t(step.inputs[0])];
+  const Value &y = plan.values[size_t(step.outputs[0])];
+  r.whole = gather ? &y : &x;
+  r.block = gather ? &x : &y;
+  auto at = [&](const Value &v) -> const SymDim * {
+    for (const SymDim &d : v.symDims)
+      if (d.dim == r.axis)
+        return &d;
+    return nullptr;
+  };
+  r.w = at(*r.whole);
+  r.b = at(*r.block);
+  if (ranks <= 1 || (!r.w && !r.b))
+    return false;
+  return !(r.w && r.b && r.w->sym == r.b->sym && r.w->a == ranks * r.b->a &&
+           r.w->b == ranks * r.b->b);
+}
+} // namespace
+
+Split moert::tokenSplitOf(const Plan &plan) {
+  if (plan.symbols.empty())
+    return {};
+  for (const ModelIO &m : plan.inputs)
+    for (const SymDim &d : m.symDims)
+      if (m.split.axis >= d.dim)
+        return m.split;
+  for (const Step &s : plan.steps) {
+    // The row slices: all_slice, or reduce_scatter (attention folded onto
+    // other ranks than the MoE layers' rows).
+    RowCollective r;
+    if (s.attrs.Asall_gather() || !unevenRows(plan, s, r))
+      continue;
+    Split split;
+    split.axis = 0;
+    split.over = splitAxes(r.axes);
+    return split;
+  }
+  return {};
+}
+
+bool moert::rowBlockStep(const Plan &plan, const Step &step, std::string &why) {
+  why.clear();
+  RowCollective r;
+  if (!unevenRows(plan, step, r))
+    return false;
+  const Value &whole = *r.whole, &block = *r.block;
+  const SymDim *w = r.w, *b = r.b;
+  int32_t axis = r.axis;
+  std::string dim = "dim " + std::to_string(axis);
+  if (!w || !b || w->sym != SymKind::T || b->sym != SymKind::t ||
+      w->a != b->a || w->b != 0 || b->b != 0)
+    why = dim + " of the whole must be a*T and of each block a*t";
+  else if (tokenSplitOf(plan).over != splitAxes(r.axes))
+    why = "its mesh axes (" + r.axes + ") are not the token split's";
+  else if (whole.shape.size() != block.shape.size() || axis < 0 ||
+           size_t(axis) >= whole.shape.size())
+    why = "the operands' ranks differ";
+  else
+    for (size_t d = 0; d < whole.shape.size() && why.empty(); ++d)
+      if (int32_t(d) < axis && whole.shape[d] != 1)
+        why = dim + " has dim " + std::to_string(d) + " of size " +
+              std::to_string(whole.shape[d]) + " before it";
+      else if (int32_t(d) != axis && whole.shape[d] != block.shape[d])
+        why = "the operands differ in dim " + std::to_string(d);
+  return true;
 }

@@ -355,6 +355,22 @@ void CpuBackend::allGather(ExecContext &ctx, size_t index,
   const Value &x = val(s.inputs[0]), &y = val(s.outputs[0]);
   Comm &comm = ctx.group(at.axes);
   int64_t G = comm.size();
+  if (RowBlocks r; checkRowBlocks(ctx, index, G, comm.rank(), r)) {
+    // Uneven blocks of the token count's rows: every rank sends tb rows
+    // (its t, then padding); block g lands at row g * tb, so the first T
+    // rows gathered are the whole.
+    uint64_t block = uint64_t(r.tb) * r.rowBytes;
+    rowSend_.assign(block, 0);
+    if (r.t)
+      std::memcpy(rowSend_.data(), ptr(ctx, index, s.inputs[0], x.dtype, "x"),
+                  uint64_t(r.t) * r.rowBytes);
+    gather_.resize(uint64_t(G) * block);
+    comm.allGather(rowSend_.data(), int64_t(block), gather_.data());
+    if (r.T)
+      std::memcpy(ptr(ctx, index, s.outputs[0], y.dtype, "y"), gather_.data(),
+                  uint64_t(r.T) * r.rowBytes);
+    return;
+  }
   int64_t outer = checkAllGatherStep(ctx, index, G);
   int64_t inner = outer ? int64_t(x.byteSize()) / outer : 0;
   gather_.resize(G * x.byteSize());
@@ -375,6 +391,15 @@ void CpuBackend::allSlice(ExecContext &ctx, size_t index,
   const Value &y = p.values[size_t(s.outputs[0])];
   Comm &comm = ctx.group(at.axes);
   int64_t G = comm.size(), g = comm.rank();
+  if (RowBlocks r; checkRowBlocks(ctx, index, G, g, r)) {
+    // Rank g's block of the token count's rows: t rows from row g * tb.
+    if (r.t)
+      std::memmove(ptr(ctx, index, s.outputs[0], y.dtype, "y"),
+                   ptr(ctx, index, s.inputs[0], x.dtype, "x") +
+                       uint64_t(g * r.tb) * r.rowBytes,
+                   uint64_t(r.t) * r.rowBytes);
+    return;
+  }
   int64_t outer = checkAllSliceStep(ctx, index, G);
   size_t inner = outer ? y.byteSize() / size_t(outer) : 0;
   const char *xp = ptr(ctx, index, s.inputs[0], x.dtype, "x");
@@ -392,12 +417,36 @@ void CpuBackend::reduceScatter(ExecContext &ctx, size_t index,
   const Value &x = p.values[size_t(s.inputs[0])];
   Comm &comm = ctx.group(at.axes);
   int64_t G = comm.size();
-  int64_t outer = checkReduceScatterStep(ctx, index, G);
+  RowBlocks r;
+  bool rows = checkRowBlocks(ctx, index, G, comm.rank(), r);
+  int64_t outer = rows ? 1 : checkReduceScatterStep(ctx, index, G);
   Half16 h = Half16::bf16;
   bool low = half16(x.dtype, h);
   if (!low && x.dtype != DType::f32)
     throw ctx.error(index, std::string("x has dtype ") + dtypeName(x.dtype) +
                                " (f32, bf16 or f16 expected)");
+  if (rows) {
+    // Uneven blocks of the token count's rows: the whole padded with zeros
+    // to G blocks of tb rows, summed in fp32; this rank keeps t rows of
+    // its block.
+    size_t rowElems = r.rowBytes / dtypeSize(x.dtype);
+    size_t block = size_t(r.tb) * rowElems, whole = size_t(r.T) * rowElems;
+    wa_.assign(size_t(G) * block, 0.0f);
+    const char *xp = ptr(ctx, index, s.inputs[0], x.dtype, "x");
+    if (low)
+      toF32(h, reinterpret_cast<const uint16_t *>(xp), wa_.data(), whole);
+    else if (whole)
+      std::memcpy(wa_.data(), xp, whole * sizeof(float));
+    wb_.resize(block);
+    comm.reduceScatterSum(wa_.data(), wb_.data(), int64_t(block));
+    size_t mine = size_t(r.t) * rowElems;
+    char *yp = ptr(ctx, index, s.outputs[0], x.dtype, "y");
+    if (low)
+      fromF32(h, wb_.data(), reinterpret_cast<uint16_t *>(yp), mine);
+    else if (mine)
+      std::memcpy(yp, wb_.data(), mine * sizeof(float));
+    return;
+  }
   size_t n = size_t(p.values[size_t(s.outputs[0])].numElements());
   size_t inner = outer ? n / size_t(outer) : 0;
   const char *xp = ptr(ctx, index, s.inputs[0], x.dtype, "x");

@@ -115,6 +115,7 @@ private:
   std::vector<char> send_, recvSrc_, back_;
   std::vector<float> scratch_;
   std::vector<char> gather_;
+  std::vector<char> rowSend_; ///< an uneven all_gather's padded block
 
   // 16-bit plans (moec --precision=bf16|fp16): the CPU computes in fp32 on
   // widened copies and narrows what it stores (see docs/runtime.md).

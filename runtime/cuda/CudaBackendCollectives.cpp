@@ -341,6 +341,19 @@ void CudaBackend::allGather(ExecContext &ctx, size_t index,
   const std::string &axes = at.axes;
   Comm &comm = ctx.group(axes);
   int64_t G = comm.size();
+  if (RowBlocks r; checkRowBlocks(ctx, index, G, comm.rank(), r)) {
+    // Uneven blocks of the token count's rows: every rank sends tb rows
+    // from x's arena slot, which is planned at the maximum's block and so
+    // holds them (rows past t are padding); block g lands at row g * tb,
+    // so the first T rows gathered are the whole.
+    size_t block = size_t(r.tb) * r.rowBytes;
+    if (block == 0)
+      return;
+    char *g =
+        gatherBlocks(axes, comm, ptr(ctx, index, s.inputs[0], "x"), block);
+    moveBytes(ptr(ctx, index, s.outputs[0], "y"), g, size_t(r.T) * r.rowBytes);
+    return;
+  }
   int64_t outer = checkAllGatherStep(ctx, index, G);
   size_t xBytes = x.byteSize();
   size_t inner = outer ? xBytes / size_t(outer) : 0;
@@ -367,6 +380,15 @@ void CudaBackend::allSlice(ExecContext &ctx, size_t index,
   const Value &y = p.values[size_t(s.outputs[0])];
   Comm &comm = ctx.group(at.axes);
   int64_t G = comm.size(), g = comm.rank();
+  if (RowBlocks r; checkRowBlocks(ctx, index, G, g, r)) {
+    // Rank g's block of the token count's rows: t rows from row g * tb.
+    if (r.t)
+      moveBytes(ptr(ctx, index, s.outputs[0], "y"),
+                ptr(ctx, index, s.inputs[0], "x") +
+                    size_t(g * r.tb) * r.rowBytes,
+                size_t(r.t) * r.rowBytes);
+    return;
+  }
   int64_t outer = checkAllSliceStep(ctx, index, G);
   size_t yBytes = y.byteSize();
   size_t inner = outer ? yBytes / size_t(outer) : 0;
@@ -389,6 +411,10 @@ void CudaBackend::reduceScatter(ExecContext &ctx, size_t index,
   const std::string &axes = at.axes;
   Comm &comm = ctx.group(axes);
   int64_t G = comm.size(), g = comm.rank();
+  if (RowBlocks r; checkRowBlocks(ctx, index, G, g, r))
+    throw ctx.error(index, "a reduce_scatter into uneven blocks of the token "
+                           "count's rows (a dynamic plan with folded MoE "
+                           "layers) runs on the CPU backend only so far");
   int64_t outer = checkReduceScatterStep(ctx, index, G);
   // f32, or 16-bit partial sums (summed in fp32, rounded once).
   cuda::DType gt = gpuType(ctx, index, s.inputs[0], "x");

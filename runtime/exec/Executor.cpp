@@ -316,10 +316,7 @@ Executor::Executor(const LoadedPlan &plan, Comm &world,
   report_.arenaBytes = plan_.arenaBytes;
   if (!plan_.symbols.empty()) {
     resolved_ = std::make_unique<Plan>(plan_);
-    for (const ModelIO &m : plan_.inputs)
-      for (const SymDim &d : m.symDims)
-        if (tokenSplit_.axis < 0 && m.split.axis >= d.dim)
-          tokenSplit_ = m.split;
+    tokenSplit_ = tokenSplitOf(plan_);
   }
   // One communicator per distinct axis list, created in the same (sorted)
   // order on every rank: split is collective.

@@ -372,6 +372,44 @@ int64_t moert::checkAllGatherStep(ExecContext &ctx, size_t index, int64_t G) {
                      s.attrs.Asall_gather()->axis);
 }
 
+bool moert::checkRowBlocks(ExecContext &ctx, size_t index, int64_t G, int64_t g,
+                           RowBlocks &rows) {
+  const Plan &p = ctx.plan();
+  const Step &s = p.steps[index];
+  std::string why;
+  if (!rowBlockStep(p, s, why))
+    return false;
+  if (!why.empty()) // verifyPlan refuses such plans
+    throw ctx.error(index, "cuts or joins the token count's rows, but " + why);
+  bool slice = !s.attrs.Asall_gather();
+  int32_t axis = s.attrs.Asall_slice()        ? s.attrs.Asall_slice()->axis
+                 : s.attrs.Asreduce_scatter() ? s.attrs.Asreduce_scatter()->axis
+                                              : s.attrs.Asall_gather()->axis;
+  const Value &x = operand(ctx, index, s.inputs[0], "x");
+  const Value &y = operand(ctx, index, s.outputs[0], "y");
+  const Value &whole = slice ? x : y, &block = slice ? y : x;
+  int64_t a = 1;
+  for (const SymDim &d : whole.symDims)
+    if (d.dim == axis)
+      a = d.a;
+  rows.T = ctx.symbols().T;
+  rows.tb = G ? (rows.T + G - 1) / G : 0;
+  rows.t = std::clamp<int64_t>(rows.T - g * rows.tb, 0, rows.tb);
+  rows.rowBytes = dtypeSize(whole.dtype) * uint64_t(a);
+  for (size_t d = 0; d < whole.shape.size(); ++d)
+    if (int32_t(d) != axis)
+      rows.rowBytes *= uint64_t(whole.shape[d]);
+  if (whole.shape[size_t(axis)] != a * rows.T ||
+      block.shape[size_t(axis)] != a * rows.t || whole.dtype != block.dtype)
+    throw ctx.error(
+        index, std::string(slice ? "x " : "y ") + shapeString(whole.shape) +
+                   " and " + (slice ? "y " : "x ") + shapeString(block.shape) +
+                   " are not the token count's rows (T = " +
+                   std::to_string(rows.T) + ") and block " + std::to_string(g) +
+                   " of them (" + std::to_string(rows.t) + " rows)");
+  return true;
+}
+
 moert::TopKDims moert::checkTopKStep(ExecContext &ctx, size_t index) {
   const Plan &p = ctx.plan();
   const Step &s = p.steps[index];

@@ -220,8 +220,9 @@ Value &named(Plan &p, const std::string &name) {
 } // namespace
 
 TEST(RowBlocksVerify, BlockMustFollowThisRanksRows) {
-  std::string e = verifyError(
-      [](Plan &p) { named(p, "xs").symDims = {{0, SymKind::tb, 1, 0}}; });
+  std::string e = verifyError([](Plan &p) {
+    named(p, "xs").symDims = {{0, SymKind::tb, 1, 0}};
+  });
   EXPECT_NE(e.find("step 0 (all_slice at '/slice'): cuts or joins the token "
                    "count's rows, but dim 0 of the whole must be a*T and of "
                    "each block a*t"),
@@ -234,8 +235,7 @@ TEST(RowBlocksVerify, WholeMustFollowT) {
     named(p, "out").symDims = {{0, SymKind::T, 1, 1}};
     named(p, "out").shape[0] = kMax + 1;
   });
-  EXPECT_NE(e.find("step 2 (all_gather at '/gather')"), std::string::npos)
-      << e;
+  EXPECT_NE(e.find("step 2 (all_gather at '/gather')"), std::string::npos) << e;
 }
 
 TEST(RowBlocksVerify, OtherMeshAxesThanTheTokenSplit) {

@@ -189,6 +189,21 @@ int64_t checkAllGatherStep(ExecContext &ctx, size_t index, int64_t G);
 /// along `axis`; returns the product of y's dims before the axis.
 int64_t checkAllSliceStep(ExecContext &ctx, size_t index, int64_t G);
 
+/// The rows of an all_slice, reduce_scatter or all_gather that cuts or
+/// joins the token count's rows (moert::rowBlockStep) at this call's
+/// counts.
+struct RowBlocks {
+  uint64_t rowBytes = 0; ///< bytes per row along the axis
+  int64_t T = 0;         ///< rows of the whole
+  int64_t tb = 0;        ///< the block bound: block g starts at row g * tb
+  int64_t t = 0;         ///< rows of rank g's block
+};
+/// True with `rows` set when step `index` is such a step for rank `g` of
+/// its group of `G` ranks; its operands' actual shapes checked (else a
+/// RunError naming the step). False for every other step.
+bool checkRowBlocks(ExecContext &ctx, size_t index, int64_t G, int64_t g,
+                    RowBlocks &rows);
+
 /// `reduce_scatter` over a group of G ranks: the reduction is a sum, x is
 /// G copies of y (same dtype) along `axis`; returns the product of y's dims
 /// before the axis.

@@ -297,6 +297,30 @@ bool verifyPlan(const Plan &plan, std::string &error);
 /// must be in range.
 std::string planSymbolsError(const Plan &plan);
 
+/// The split of a dynamic plan's token count over the ranks, which gives
+/// each rank its rows t and the block bound tb (blocks of tb = ceil(T / W)
+/// rows, the last short or empty): the split of the first model input
+/// whose split cuts a symbolic dim; else, for a model no input splits
+/// along the count (sequence-parallel or folded MoE layers), the mesh axes
+/// of the first all_slice or reduce_scatter over more than one rank with a
+/// symbolic dim along its axis. None (axis -1) when neither.
+Split tokenSplitOf(const Plan &plan);
+
+/// An all_slice, reduce_scatter or all_gather step of a dynamic plan that
+/// cuts the count's rows into the token split's blocks or joins them
+/// (sequence-parallel or folded MoE layers): returns true when an operand
+/// has a symbolic dim along the step's axis, its group spans G > 1 ranks,
+/// and the split is not even (an even split, e.g. whole sequences per
+/// rank, has the whole's dim G times the block's, of the same kind, at
+/// every count: G copies, as in a static plan). Such a step must be over
+/// the axes of tokenSplitOf, along an axis with only dims of size 1 before
+/// it, with the whole side's dim a*T and the block side's a*t; `why` says
+/// which rule fails (empty when they hold). Rank `g` of the group holds
+/// rows [g tb, g tb + t) of the whole: an all_gather of uneven blocks is
+/// one of padded blocks of tb rows, of which the first T are the result;
+/// a reduce_scatter sums the whole padded with zeros to G tb rows.
+bool rowBlockStep(const Plan &plan, const Step &step, std::string &why);
+
 /// The rules of a `topk` or `scatter_elements` step's operands against its
 /// values and attributes (docs/plan-format.md, "Steps"): shapes, dtypes,
 /// `k` in [1, n], `axis` in range. verifyPlan applies them and the backends
