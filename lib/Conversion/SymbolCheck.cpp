@@ -12,6 +12,7 @@
 #include <cstring>
 #include <map>
 #include <optional>
+#include <set>
 
 #include "llvm/ADT/StringExtras.h"
 
@@ -422,7 +423,63 @@ bool moec::inferPlanSymbols(moert::Plan &plan, moert::PlanData &data,
         error = why;
         return false;
       }
-  int64_t W = tokenSplit.axis < 0 ? 1 : splitBlockCount(plan, tokenSplit);
+  auto groupRanks = [&](llvm::StringRef axes) {
+    int64_t n = 1;
+    for (llvm::StringRef a : llvm::split(axes, ','))
+      if (!a.empty())
+        n *= moert::meshAxisSize(plan.mesh, a.str());
+    return n;
+  };
+  // Sequence-parallel MoE layers of a model that no input splits along the
+  // count: the all_slice steps that cut the count's rows (their input's
+  // size along the axis differs between the counts) give each rank its
+  // block t of the count (moert::tokenSplitOf); what is computed from their
+  // outputs up to the all_gather follows t, the rest (replicated) T.
+  moert::Split rowSplit;
+  std::vector<bool> rowSliceStep(plan.steps.size(), false);
+  if (tokenSplit.axis < 0)
+    for (size_t i = 0; i < plan.steps.size(); ++i) {
+      // all_slice, or reduce_scatter (attention folded onto other ranks).
+      int32_t axis = -1;
+      std::string axes;
+      if (const auto *sl = plan.steps[i].attrs.Asall_slice())
+        axis = sl->axis, axes = sl->axes;
+      else if (const auto *rs = plan.steps[i].attrs.Asreduce_scatter())
+        axis = rs->axis, axes = rs->axes;
+      if (axis < 0 || groupRanks(axes) == 1)
+        continue;
+      int32_t x = plan.steps[i].inputs[0];
+      int64_t n[3];
+      for (int k = 0; k < 3; ++k)
+        n[k] = plans[k]->values[size_t(x)].shape[size_t(axis)];
+      if (n[0] == n[1] && n[1] == n[2])
+        continue;
+      // An even split (whole sequences per rank): the block follows T too.
+      int32_t y = plan.steps[i].outputs[0];
+      int64_t m[3];
+      for (int k = 0; k < 3; ++k)
+        m[k] = plans[k]->values[size_t(y)].shape[size_t(axis)];
+      bool sym = false;
+      int64_t a = 0, b = 0;
+      if (fitDim(m, T, sym, a, b).empty())
+        continue;
+      std::vector<std::string> over;
+      for (llvm::StringRef a : llvm::split(axes, ','))
+        over.push_back(a.str());
+      if (rowSplit.axis >= 0 && rowSplit.over != over) {
+        error = stepName(plan, i) +
+                ": slices the token count's rows over other mesh axes (" +
+                axes + ") than an earlier step (" +
+                llvm::join(rowSplit.over, ",") + ")";
+        return false;
+      }
+      rowSplit.axis = 0;
+      rowSplit.over = over;
+      rowSliceStep[i] = true;
+    }
+  int64_t W = tokenSplit.axis >= 0 ? splitBlockCount(plan, tokenSplit)
+              : rowSplit.axis >= 0 ? splitBlockCount(plan, rowSplit)
+                                   : 1;
   int64_t X[3];
   for (int i = 0; i < 3; ++i) {
     if (T[i] % W != 0) {
@@ -455,10 +512,34 @@ bool moec::inferPlanSymbols(moert::Plan &plan, moert::PlanData &data,
         if (rootOf(v) >= 0)
           tbRoots.emplace(rootOf(v), *from);
   }
+  // The roots of the values inside the row slices (rowSplit).
+  std::set<int32_t> slicedRoots;
+  if (rowSplit.axis >= 0)
+    for (size_t i = 0; i < plan.steps.size(); ++i) {
+      const moert::Step &s = plan.steps[i];
+      bool sliced = rowSliceStep[i];
+      if (!sliced && !s.attrs.Asall_gather())
+        for (int32_t v : s.inputs)
+          sliced = sliced || slicedRoots.count(rootOf(v));
+      if (sliced)
+        for (int32_t v : s.outputs)
+          if (rootOf(v) >= 0)
+            slicedRoots.insert(rootOf(v));
+    }
   for (size_t i = 0; i < plan.values.size(); ++i) {
     moert::Value &v = plan.values[i];
     const std::vector<int64_t> *shapes[3] = {
         &v.shape, &plans[1]->values[i].shape, &plans[2]->values[i].shape};
+    if (rowSplit.axis >= 0 && !slicedRoots.count(rootOf(int32_t(i)))) {
+      // Replicated, outside the row slices: every rank holds all T rows.
+      if (std::string why = fitShape(shapes, T, SymKind::T, v.symDims);
+          !why.empty()) {
+        error =
+            valueName(plan, int32_t(i)) + ": " + why + " (X: the token count)";
+        return false;
+      }
+      continue;
+    }
     auto tb = tbRoots.find(rootOf(int32_t(i)));
     SymKind kind = tb != tbRoots.end() ? SymKind::tb : SymKind::t;
     const moert::fb::DispatchT *cap =
@@ -505,32 +586,22 @@ bool moec::inferPlanSymbols(moert::Plan &plan, moert::PlanData &data,
     // is the first block, which the samples checked.
   }
 
-  // What dynamic plans do not support yet.
+  // Collectives along the count, and each call's capacity.
+  plan.symbols = {{name, max}};
   for (size_t i = 0; i < plan.steps.size(); ++i) {
     const moert::Step &s = plan.steps[i];
-    auto symbolicAt = [&](int32_t v, int64_t axis) {
-      if (v < 0)
-        return false;
-      for (const SymDim &d : plan.values[size_t(v)].symDims)
-        if (axis < 0 || d.dim == axis)
-          return true;
+    // Sequence-parallel or folded MoE layers' row slices and gathers:
+    // uneven blocks of the count (moert::rowBlockStep); other splits along
+    // the count must be even.
+    if (std::string why; moert::rowBlockStep(plan, s, why)) {
+      if (why.empty())
+        continue;
+      error = stepName(plan, i) +
+              ": cuts or joins the token count's rows, "
+              "but " +
+              why;
       return false;
-    };
-    int64_t axis = -2;
-    std::string axes;
-    if (const auto *g = s.attrs.Asall_gather())
-      axis = g->axis, axes = g->axes;
-    else if (const auto *sl = s.attrs.Asall_slice())
-      axis = sl->axis, axes = sl->axes;
-    else if (const auto *rs = s.attrs.Asreduce_scatter())
-      axis = rs->axis, axes = rs->axes;
-    // A group of one rank (ep=1's row slice) moves nothing: a copy.
-    int64_t groupRanks = 1;
-    for (llvm::StringRef a : llvm::split(axes, ','))
-      if (!a.empty())
-        groupRanks *= moert::meshAxisSize(plan.mesh, a.str());
-    if (groupRanks == 1)
-      axis = -2;
+    }
     if (const auto *d = s.attrs.Asdispatch(); d && d->capacity >= 0) {
       if (!(capacityFactor > 0)) {
         error = stepName(plan, i) +
@@ -540,19 +611,6 @@ bool moec::inferPlanSymbols(moert::Plan &plan, moert::PlanData &data,
       // Each call's capacity, ceil(C tb k / E), at most the maximum's.
       plan.steps[i].attrs.Asdispatch()->capacity_factor = capacityFactor;
     }
-    if (axis == -2)
-      continue;
-    for (const std::vector<int32_t> *ops : {&s.inputs, &s.outputs})
-      for (int32_t v : *ops)
-        if (symbolicAt(v, axis)) {
-          error = stepName(plan, i) + ": its operand " + valueName(plan, v) +
-                  " follows the token count along the collective's axis " +
-                  std::to_string(axis) +
-                  " (a sequence-parallel or moe token split; dynamic plans "
-                  "need the whole-model split)";
-          return false;
-        }
   }
-  plan.symbols = {{name, max}};
   return true;
 }

@@ -341,26 +341,12 @@ LogicalResult Compilation::shard() {
                    : " --attention-mesh " + options_.attentionMesh) +
               " failed")))
     return failure();
-  if (options_.maxTokens > 0) {
-    // Inc 1 of docs/design/dynamic-tokens.md: only the whole-model token
-    // split (the modes that slice rows inside the model pad them).
-    // Slicing over one rank (ep=1) keeps every row: nothing to pad.
-    shard::GridOp grid = getMeshGrid(*module_);
-    int64_t sliceRanks = 1;
-    if (grid)
-      for (int16_t a : moeSliceAxes(grid))
-        sliceRanks *= grid.getShape()[size_t(a)];
-    if (sliceRanks > 1)
-      return fail(source_ + ": dynamic token count (--max-tokens " +
-                  std::to_string(options_.maxTokens) + "): on --mesh " +
-                  options_.mesh +
-                  " the MoE layers slice the rows inside the model "
-                  "(sequence-parallel, hybrid or folded), which pads them to "
-                  "a fixed count; plans with a dynamic token count need the "
-                  "whole model split over tokens (--token-split model, and a "
-                  "--max-tokens that the ranks the tokens are split over "
-                  "divide)");
-  }
+  // Sequence-parallel, hybrid or folded MoE layers slice the rows inside
+  // the model over these ranks.
+  rowSliceRanks_ = 1;
+  if (shard::GridOp grid = getMeshGrid(*module_))
+    for (int16_t a : moeSliceAxes(grid))
+      rowSliceRanks_ *= grid.getShape()[size_t(a)];
   return success();
 }
 
@@ -432,7 +418,8 @@ LogicalResult Compilation::buildPlan(moert::Plan &plan, moert::PlanData &data) {
                      options_.mesh + "): ";
   if (!addTokenSymbol(context_.getDialectRegistry(), importAt,
                       importOptionsOf(options_), symbolicDimsOf(options_),
-                      options_.maxTokens, p, *module_, plan, data, roots, err))
+                      options_.maxTokens, p, *module_, plan, data, roots,
+                      rowSliceRanks_, err))
     return fail(what + err);
   rowsFollowCount_.clear();
   for (const moert::Step &s : plan.steps)

@@ -80,7 +80,7 @@ bool moec::addTokenSymbol(
     ImportOptions importOptions, const std::vector<SymbolicInputDim> &symbolic,
     int64_t max, const MoecPipelineOptions &pipelineOptions, ModuleOp maxModule,
     moert::Plan &plan, moert::PlanData &data, const std::vector<int32_t> &roots,
-    std::string &error) {
+    int64_t rowSliceRanks, std::string &error) {
   // The ranks the tokens are split over: the blocks of the split of the
   // first symbolic input whose symbolic dim it cuts (as the runtime finds
   // them).
@@ -98,6 +98,22 @@ bool moec::addTokenSymbol(
             " ranks the tokens are split over";
     return false;
   }
+  // MoE layers that slice rows inside the model (sequence-parallel or
+  // folded): compared at multiples of their ranks, where no padding rows
+  // change the plan, when the maximum is one. Whether the rows follow the
+  // count (a prompt) or not (a decode step's one token per sequence, whose
+  // count is the cache length) only the comparison tells.
+  std::string rowHint;
+  if (ranks == 1 && rowSliceRanks > 1) {
+    if (max % rowSliceRanks == 0)
+      ranks = rowSliceRanks;
+    else
+      rowHint = " (the MoE layers slice the rows over " +
+                std::to_string(rowSliceRanks) +
+                " ranks inside the model; if they follow the count, a "
+                "--max-tokens that " +
+                std::to_string(rowSliceRanks) + " divides avoids padding)";
+  }
   std::vector<PlanSample> samples(2);
   ModuleOp modules[2];
   auto [n1, n2] = sampleCounts(max, ranks);
@@ -111,8 +127,14 @@ bool moec::addTokenSymbol(
   const moert::Plan *plans[2] = {&samples[0].plan, &samples[1].plan};
   int64_t minCount = 0;
   if (!inferPlanSymbols(plan, data, "tokens", max, samples, roots,
-                        pipelineOptions.capacityFactor, error) ||
-      !checkKernelConstants(maxModule, plan, max, modules, plans, {n1, n2},
+                        pipelineOptions.capacityFactor, error)) {
+    error += rowHint;
+    return false;
+  }
+  // The token split the plan has (the rows a rank holds follow its block):
+  // the probe below counts in its blocks.
+  ranks = splitBlockCount(plan, moert::tokenSplitOf(plan));
+  if (!checkKernelConstants(maxModule, plan, max, modules, plans, {n1, n2},
                             minCount, error))
     return false;
   int64_t low = std::min(n1, n2);

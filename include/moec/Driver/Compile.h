@@ -175,6 +175,8 @@ private:
   /// Per MoE layer (dispatch step order), whether its rows follow the
   /// dynamic token count; set by buildPlan.
   std::vector<bool> rowsFollowCount_;
+  /// The ranks the MoE layers slice rows over inside the model (shard()).
+  int64_t rowSliceRanks_ = 1;
 };
 
 } // namespace moec

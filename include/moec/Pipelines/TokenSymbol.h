@@ -48,7 +48,12 @@ using TokenSymbolImport = std::function<mlir::OwningOpRef<mlir::ModuleOp>(
 /// (the model at `max`) must hold the same constants at every count
 /// (checkKernelConstants). False with `error` naming the problem. The plan
 /// is left without kernel code and unverified: the caller compiles its
-/// kernels for the symbolic dims (KernelSymbols.h).
+/// kernels for the symbolic dims (KernelSymbols.h). `rowSliceRanks`: the
+/// ranks the MoE layers slice the rows over inside the model (sequence-
+/// parallel MoE layers of a replicated model; 1 when none): with no input
+/// split along the count, the counts compared are multiples of it, so that
+/// the model compiles the same at each (no padding), and the rows follow
+/// each rank's block t of the count (moert::tokenSplitOf).
 bool addTokenSymbol(const mlir::DialectRegistry &registry,
                     const TokenSymbolImport &importAt,
                     ImportOptions importOptions,
@@ -56,7 +61,7 @@ bool addTokenSymbol(const mlir::DialectRegistry &registry,
                     const MoecPipelineOptions &pipelineOptions,
                     mlir::ModuleOp maxModule, moert::Plan &plan,
                     moert::PlanData &data, const std::vector<int32_t> &roots,
-                    std::string &error);
+                    int64_t rowSliceRanks, std::string &error);
 
 } // namespace moec
 
