@@ -2,7 +2,8 @@
 """Plans with a dynamic token count against static plans (issue 19): one
 plan compiled with `--input-shape x=?,H --max-tokens MAX` run at several
 counts, beside a static plan compiled for each count and onnxruntime on the
-same file, on 1 and 2 CPU ranks, in one run.
+same file, on 1 and 2 CPU ranks (on 2 also with --token-split moe: the
+rows cut inside the plan, uneven blocks at odd counts), in one run.
 
     python3 bench/dynamic_tokens_bench.py [--build build] [--work DIR]
         [--hidden 512 --ffn 1408 --experts 8] [--tokens 1,16,128,512]
@@ -83,13 +84,23 @@ def main():
 
     compile_s = {}
     rows, ok = [], True
-    for n in (1, 2):
-        dyn = os.path.join(work, f"dyn_max{top}_ep{n}.moeplan")
-        compile_s[("dynamic", n)] = compile_plan(
+    # The MoE layer split over tokens (the input's rows in blocks), and on
+    # 2 ranks with --token-split moe: the input replicated, the rows cut
+    # inside the plan (sequence-parallel: a static plan pads them to a
+    # multiple of the ranks, a dynamic plan cuts uneven blocks per call,
+    # so odd counts run too).
+    modes = [(1, "model"), (2, "model"), (2, "moe")]
+    for n, split in modes:
+        key = (n, split)
+        extra = ["--token-split", "moe"] if split == "moe" else []
+        dyn = os.path.join(work, f"dyn_max{top}_ep{n}_{split}.moeplan")
+        compile_s[("dynamic", key)] = compile_plan(
             dyn, ["--mesh", f"ep={n}", "--input-shape", f"x=?,{H}",
-                  "--max-tokens", str(top)])
-        for T in counts:
-            if T % n:
+                  "--max-tokens", str(top)] + extra)
+        mode_counts = counts if split == "model" else sorted(
+            set(counts) | {T - 1 for T in counts if T > 2})
+        for T in mode_counts:
+            if split == "model" and T % n:
                 continue  # a static plan needs T divisible by the ranks
             x = np.random.default_rng(T).standard_normal((T, H)).astype(
                 np.float32)
@@ -101,10 +112,10 @@ def main():
                 t0 = time.perf_counter()
                 sess.run(None, {"x": x})
                 best_ort = min(best_ort, time.perf_counter() - t0)
-            static = os.path.join(work, f"static_t{T}_ep{n}.moeplan")
+            static = os.path.join(work, f"static_t{T}_ep{n}_{split}.moeplan")
             s = compile_plan(static, ["--mesh", f"ep={n}", "--input-shape",
-                                      f"x={T},{H}"])
-            compile_s.setdefault(("static", n), []).append(s)
+                                      f"x={T},{H}"] + extra)
+            compile_s.setdefault(("static", key), []).append(s)
             out = os.path.join(work, "out.npz")
             t_static, y_static = run_plan(static, n, x_path, out)
             t_dyn, y_dyn = run_plan(dyn, n, x_path, out)
@@ -113,21 +124,23 @@ def main():
                       float(np.abs(y_dyn["y"] - ref).max()))
             good = err <= 1e-4 * scale
             ok &= good
-            rows.append((T, n, t_static, t_dyn, best_ort, err, good))
+            rows.append((T, n, split, t_static, t_dyn, best_ort, err, good))
 
     print(f"\ncom.microsoft.MoE layer H={H} F={F} E={E} top-2, fp32, {cores} "
           f"cores; one dynamic plan per mesh (--max-tokens {top}) against a "
           f"static plan per count; best of {a.iters}\n")
-    print("| tokens | ranks | static plan ms | dynamic plan ms | dynamic / "
-          "static | onnxruntime ms | static vs ort | max abs err |")
-    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for T, n, ts, td, to, err, good in rows:
-        print(f"| {T} | {n} | {ts * 1e3:.2f} | {td * 1e3:.2f} | {td / ts:.2f} "
-              f"| {to * 1e3:.2f} | {to / ts:.2f}x | {err:.1e}"
+    print("| tokens | ranks | token split | static plan ms | dynamic plan "
+          "ms | dynamic / static | onnxruntime ms | static vs ort | max abs "
+          "err |")
+    print("| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for T, n, split, ts, td, to, err, good in rows:
+        print(f"| {T} | {n} | {split} | {ts * 1e3:.2f} | {td * 1e3:.2f} | "
+              f"{td / ts:.2f} | {to * 1e3:.2f} | {to / ts:.2f}x | {err:.1e}"
               f"{'' if good else ' FAIL'} |")
     print("\nmoec compile time (wall, s): " + ", ".join(
-        f"ep={n}: dynamic {compile_s[('dynamic', n)]:.2f}, static "
-        f"{np.mean(compile_s[('static', n)]):.2f} (mean)" for n in (1, 2)))
+        f"ep={n} {split}: dynamic {compile_s[('dynamic', (n, split))]:.2f}, "
+        f"static {np.mean(compile_s[('static', (n, split))]):.2f} (mean)"
+        for n, split in modes))
     print("dynamic / static: the dynamic plan's time over the static plan's "
           "at the same count (1.00: no cost); static vs ort: onnxruntime's "
           "time over the static plan's (>1: faster).")
