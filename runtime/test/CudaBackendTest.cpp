@@ -26,6 +26,7 @@
 #include "HeldPlans.h"
 #include "IndexPlans.h"
 #include "QuantPlans.h"
+#include "RowPlans.h"
 #include "TestPlans.h"
 
 #include "moert/Comm.h"
@@ -626,3 +627,38 @@ TEST(CudaBackend, DeviceErrorsAreClear) {
 }
 
 } // namespace
+
+/// Uneven row blocks of a dynamic count (RowPlans.h, as RowBlocksTest.cpp on
+/// the CPU): all_slice and all_gather of T = 0..8 rows over 4 thread ranks
+/// on the device; a reduce_scatter into uneven blocks is refused by name.
+TEST(CudaBackend, RowBlocksAtEveryCount) {
+  REQUIRE_CUDA_DEVICE();
+  using namespace rows;
+  TestCase tc = makeRowPlan(false, /*reduceScatter=*/false);
+  std::mt19937 rng(12);
+  std::vector<float> x = randomValues(rng, size_t(kMax * K));
+  const std::vector<int64_t> counts = {0, 1, 3, 5, 7, 8, 2};
+  auto outs = runAtCounts(tc, "cuda", counts, x,
+                          [] { return createCudaBackend(); });
+  for (size_t c = 0; c < counts.size(); ++c) {
+    int64_t T = counts[c];
+    SCOPED_TRACE("T = " + std::to_string(T));
+    ASSERT_TRUE(outs[c].count("out"));
+    const NpyArray &got = outs[c].at("out");
+    EXPECT_EQ(got.shape, (std::vector<int64_t>{T, K}));
+    std::vector<double> want = rowReference(x, T).at("out");
+    std::vector<float> have = valuesOf(got);
+    ASSERT_EQ(have.size(), want.size());
+    for (size_t i = 0; i < want.size(); ++i)
+      EXPECT_NEAR(have[i], want[i], 1e-5 * (1 + std::abs(want[i]))) << i;
+  }
+  TestCase withRs = makeRowPlan(false, /*reduceScatter=*/true);
+  try {
+    runAtCounts(withRs, "cuda-rs", {5}, x, [] { return createCudaBackend(); });
+    ADD_FAILURE() << "an uneven reduce_scatter ran on the CUDA backend";
+  } catch (const std::exception &e) {
+    EXPECT_NE(std::string(e.what()).find("runs on the CPU backend only"),
+              std::string::npos)
+        << e.what();
+  }
+}
