@@ -114,29 +114,50 @@ bool moec::addTokenSymbol(
                 "--max-tokens that " +
                 std::to_string(rowSliceRanks) + " divides avoids padding)";
   }
-  std::vector<PlanSample> samples(2);
+  // Compiles at n1 and n2 and infers the symbolic dims of a copy of the
+  // plan; false with `why`.
+  std::vector<PlanSample> samples;
   ModuleOp modules[2];
+  int64_t minCount = 0, splitRanks = ranks;
+  moert::Plan inferred;
+  auto compare = [&](int64_t n1, int64_t n2, std::string &why) {
+    samples.assign(2, PlanSample());
+    if (!compileAt(registry, importAt, importOptions, symbolic, n1,
+                   pipelineOptions, samples[0], modules[0], why) ||
+        !compileAt(registry, importAt, importOptions, symbolic, n2,
+                   pipelineOptions, samples[1], modules[1], why))
+      return false;
+    inferred = plan;
+    // The kernels' code is not in the plans: their constants are compared
+    // after the plans' structure.
+    const moert::Plan *plans[2] = {&samples[0].plan, &samples[1].plan};
+    minCount = 0;
+    if (!inferPlanSymbols(inferred, data, "tokens", max, samples, roots,
+                          pipelineOptions.capacityFactor, why)) {
+      why += rowHint;
+      return false;
+    }
+    // The token split the plan has (the rows a rank holds follow its
+    // block): the probe below counts in its blocks.
+    splitRanks = splitBlockCount(inferred, moert::tokenSplitOf(inferred));
+    return checkKernelConstants(maxModule, inferred, max, modules, plans,
+                                {n1, n2}, minCount, why);
+  };
   auto [n1, n2] = sampleCounts(max, ranks);
-  if (!compileAt(registry, importAt, importOptions, symbolic, n1,
-                 pipelineOptions, samples[0], modules[0], error) ||
-      !compileAt(registry, importAt, importOptions, symbolic, n2,
-                 pipelineOptions, samples[1], modules[1], error))
-    return false;
-  // The kernels' code is not in the plans: their constants are compared
-  // after the plans' structure.
-  const moert::Plan *plans[2] = {&samples[0].plan, &samples[1].plan};
-  int64_t minCount = 0;
-  if (!inferPlanSymbols(plan, data, "tokens", max, samples, roots,
-                        pipelineOptions.capacityFactor, error)) {
-    error += rowHint;
-    return false;
+  if (!compare(n1, n2, error)) {
+    // Counts below the maximum may reach a path the model takes only for
+    // short sequences (a sliding window not yet full): counts above it,
+    // if the model compiles there, show the maximum's path; the probe
+    // below then finds where the other path starts.
+    std::string above;
+    if (n1 > max || !compare(max + ranks, max + 2 * ranks, above))
+      return false;
+    n1 = max + ranks;
+    n2 = max + 2 * ranks;
+    error.clear();
   }
-  // The token split the plan has (the rows a rank holds follow its block):
-  // the probe below counts in its blocks.
-  ranks = splitBlockCount(plan, moert::tokenSplitOf(plan));
-  if (!checkKernelConstants(maxModule, plan, max, modules, plans, {n1, n2},
-                            minCount, error))
-    return false;
+  plan = std::move(inferred);
+  ranks = splitRanks;
   int64_t low = std::min(n1, n2);
   if (minCount > low) {
     // The counts compared do not show what the model does below minCount.
@@ -168,7 +189,7 @@ bool moec::addTokenSymbol(
   int64_t lo = std::max<int64_t>(
       (std::max<int64_t>(minCount, 1) + ranks - 1) / ranks * ranks, 2 * ranks);
   if (lo < low && !agrees(lo)) {
-    int64_t hi = low; // agrees: a compared count
+    int64_t hi = std::min(low, max); // agrees: a compared count, or the plan
     while (hi - lo > ranks) {
       int64_t mid = (lo + hi) / 2 / ranks * ranks;
       if (mid <= lo)

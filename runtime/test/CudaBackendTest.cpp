@@ -638,8 +638,8 @@ TEST(CudaBackend, RowBlocksAtEveryCount) {
   std::mt19937 rng(12);
   std::vector<float> x = randomValues(rng, size_t(kMax * K));
   const std::vector<int64_t> counts = {0, 1, 3, 5, 7, 8, 2};
-  auto outs = runAtCounts(tc, "cuda", counts, x,
-                          [] { return createCudaBackend(); });
+  auto outs =
+      runAtCounts(tc, "cuda", counts, x, [] { return createCudaBackend(); });
   for (size_t c = 0; c < counts.size(); ++c) {
     int64_t T = counts[c];
     SCOPED_TRACE("T = " + std::to_string(T));

@@ -32,8 +32,7 @@ constexpr int64_t kMax = 8, K = 6;
 /// all_gather -> out [T,K]; x -> reduce_scatter (every rank's x summed:
 /// G x) -> r [t,K] -> all_gather -> sum [T,K] (with `reduceScatter`). The
 /// mesh: ep=4, or with `twoAxes` ep=2,tp=2 (the row steps over "ep,tp").
-inline TestCase makeRowPlan(bool twoAxes = false,
-                            bool reduceScatter = true) {
+inline TestCase makeRowPlan(bool twoAxes = false, bool reduceScatter = true) {
   TestCase tc;
   Plan &p = tc.plan;
   p.producer = "moert-test";

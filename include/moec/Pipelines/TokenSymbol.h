@@ -43,7 +43,9 @@ using TokenSymbolImport = std::function<mlir::OwningOpRef<mlir::ModuleOp>(
 /// from PlanOptions::valueRoots) a plan with the dynamic token count
 /// `tokens <= max`: compiles the model again at the two sampleCounts
 /// (`importAt`, moec's pipeline, the plan without kernel code; each in a
-/// context of its own, with the dialects of `registry`) and infers the
+/// context of its own, with the dialects of `registry`; where the model
+/// compiles differently there, at max + ranks and max + 2 ranks) and infers
+/// the
 /// symbolic dims (inferPlanSymbols); the generated kernels of `maxModule`
 /// (the model at `max`) must hold the same constants at every count
 /// (checkKernelConstants). False with `error` naming the problem. The plan
