@@ -59,37 +59,76 @@ std::vector<const ModelIO *> cacheInputs(const Plan &decode,
   return r;
 }
 
+/// Whether `m` is a position input generate can feed: int64 [B, n] or
+/// [3, B, n].
+bool positionShape(const ModelIO &m) {
+  return m.dtype == DType::i64 &&
+         (m.shape.size() == 2 || (m.shape.size() == 3 && m.shape[0] == 3));
+}
+
 /// Why `plan`'s input `m` (not the ids) cannot be fed by generate ("" when
 /// it can): the attention mask, int64 [B, length]; or, with `emptyCaches`,
 /// a cache or state input (past*) of fixed shape, which starts as zeros.
 std::string extraInputError(const ModelIO &m, const GenerateOptions &o,
-                            bool emptyCaches) {
+                            bool emptyCaches, bool fixedPlan = false) {
   if (m.name == o.maskInput) {
-    if (m.dtype != DType::i64 || m.shape.size() != 2 || m.symDims.empty())
+    // (A plan of a fixed count has a fixed mask: the prompt's length.)
+    if (m.dtype != DType::i64 || m.shape.size() != 2 ||
+        (m.symDims.empty() && !fixedPlan))
       return "input '" + m.name + "' is " + dtypeName(m.dtype) +
              shapeString(m.shape) +
              "; an attention mask is int64 [batch, length] with the length "
              "following the count";
     return "";
   }
+  if (m.name == o.positionInput) {
+    if (!positionShape(m))
+      return "input '" + m.name + "' is " + dtypeName(m.dtype) +
+             shapeString(m.shape) +
+             "; positions are int64 [batch, tokens] or [3, batch, tokens] "
+             "(multimodal rotary sections, all three the text position)";
+    return "";
+  }
   if (emptyCaches && m.symDims.empty() && !presentNameOf(m.name).empty())
     return "";
   return "the plan also takes input '" + m.name +
          "'; generate feeds the token ids ('" + o.idsInput +
+         "'), the positions ('" + o.positionInput +
          "'), the attention mask ('" + o.maskInput +
          "': ones) and caches of fixed shape that start empty (past*: zeros)";
 }
 
-/// Ones [B, length] for the mask input and zeros for the fixed-shape cache
-/// inputs of `plan` (extraInputError passed), added to `in`.
+/// Positions `first` .. `first + n - 1` of every sequence, in the shape of
+/// position input `m` ([B, n], or [3, B, n]: text positions in each of the
+/// three multimodal rotary sections, as onnxruntime-genai feeds them).
+NpyArray positionsOf(const ModelIO &m, int64_t B, int64_t first, int64_t n) {
+  int64_t sections = m.shape.size() == 3 ? 3 : 1;
+  NpyArray a;
+  a.dtype = "<i8";
+  a.shape = sections == 3 ? std::vector<int64_t>{3, B, n}
+                          : std::vector<int64_t>{B, n};
+  std::vector<int64_t> v;
+  for (int64_t r = 0; r < sections * B; ++r)
+    for (int64_t i = 0; i < n; ++i)
+      v.push_back(first + i);
+  a.data.resize(v.size() * 8);
+  std::memcpy(a.data.data(), v.data(), a.data.size());
+  return a;
+}
+
+/// Ones [B, length] for the mask input and, with `caches` (a run from the
+/// first token), positions 0 .. length - 1 and zeros for the fixed-shape
+/// cache inputs of `plan` (extraInputError passed), added to `in`.
 void feedExtra(const Plan &plan, const GenerateOptions &o, int64_t B,
                int64_t length, bool caches,
                std::map<std::string, NpyArray> &in) {
   for (const ModelIO &m : plan.inputs) {
-    if (m.name == o.idsInput || m.name == o.positionInput)
+    if (m.name == o.idsInput || (m.name == o.positionInput && !caches))
       continue;
     NpyArray a;
-    if (m.name == o.maskInput) {
+    if (m.name == o.positionInput) {
+      a = positionsOf(m, B, 0, length); // a run from the first token
+    } else if (m.name == o.maskInput) {
       a.dtype = "<i8";
       a.shape = {B, length};
       std::vector<int64_t> ones(size_t(B * length), 1);
@@ -214,19 +253,37 @@ NpyArray idsOf(const std::vector<std::vector<int64_t>> &rows) {
 
 std::string moert::generateError(const Plan &plan, const NpyArray &prompt,
                                  const GenerateOptions &o) {
-  if (plan.symbols.empty())
+  // A plan of a fixed count runs one prompt of exactly its length: the
+  // prefill of generateWithCache (a model whose prefill cannot take a
+  // dynamic count, e.g. a linear-attention recurrence unrolled over it).
+  bool fixed = plan.symbols.empty();
+  if (fixed && o.maxNewTokens != 1)
     return "the plan has a fixed token count; generate needs a plan compiled "
            "with a dynamic one (moec --input-shape " +
-           o.idsInput + "=B,? --max-tokens N)";
-  int64_t max = plan.symbols[0].max;
+           o.idsInput +
+           "=B,? --max-tokens N), or a decode plan beside a prefill plan of "
+           "the prompt's length (--decode-plan)";
   const ModelIO *ids = findIO(plan.inputs, o.idsInput);
   if (!ids)
     return "the plan has no input '" + o.idsInput + "' (--ids-input)";
+  if (fixed && ids->shape.size() == 2 && prompt.shape.size() == 2 &&
+      ids->shape[1] != prompt.shape[1])
+    return "the plan has a fixed token count: it takes prompts of exactly " +
+           std::to_string(ids->shape[1]) + " tokens, not " +
+           std::to_string(prompt.shape[1]) +
+           " (or compile it with a dynamic one: moec --input-shape " +
+           o.idsInput + "=B,? --max-tokens N)";
+  int64_t max = fixed ? ids->shape.back() : plan.symbols[0].max;
+  int64_t min = fixed ? 0 : plan.symbols[0].min;
+  auto countAt1 = [&](const ModelIO &m) {
+    return fixed ? m.shape.size() >= 2 && m.shape[1] == ids->shape.back()
+                 : countDim(m, 1);
+  };
   for (const ModelIO &m : plan.inputs)
     if (m.name != o.idsInput)
-      if (std::string why = extraInputError(m, o, true); !why.empty())
+      if (std::string why = extraInputError(m, o, true, fixed); !why.empty())
         return why;
-  if (ids->dtype != DType::i64 || ids->shape.size() != 2 || !countDim(*ids, 1))
+  if (ids->dtype != DType::i64 || ids->shape.size() != 2 || !countAt1(*ids))
     return "input '" + o.idsInput + "' is " + dtypeName(ids->dtype) +
            shapeString(ids->shape) +
            "; generate needs int64 [batch, tokens] with the token count as "
@@ -235,7 +292,7 @@ std::string moert::generateError(const Plan &plan, const NpyArray &prompt,
   if (!logits)
     return "the plan has no output '" + o.logitsOutput + "' (--logits-output)";
   if (logits->dtype != DType::f32 || logits->shape.size() != 3 ||
-      !countDim(*logits, 1) || logits->shape[0] != ids->shape[0])
+      !countAt1(*logits) || logits->shape[0] != ids->shape[0])
     return "output '" + o.logitsOutput + "' is " + dtypeName(logits->dtype) +
            shapeString(logits->shape) +
            "; generate needs f32 [batch, tokens, vocabulary] logits";
@@ -247,10 +304,10 @@ std::string moert::generateError(const Plan &plan, const NpyArray &prompt,
            " sequences, the plan takes " + std::to_string(ids->shape[0]);
   if (prompt.shape[1] < 1)
     return "the prompt is empty";
-  if (prompt.shape[1] < plan.symbols[0].min)
+  if (prompt.shape[1] < min)
     return "a prompt of " + std::to_string(prompt.shape[1]) +
            " tokens is shorter than the plan's minimum of " +
-           std::to_string(plan.symbols[0].min) +
+           std::to_string(min) +
            " (moe-run --describe: the model takes another path below it)";
   if (o.maxNewTokens < 1)
     return "--max-new-tokens must be at least 1";
@@ -335,10 +392,10 @@ std::string moert::generateWithCacheError(const Plan &prefill,
     return "the decode plan needs an int64 input '" + o.idsInput + "' [" +
            std::to_string(B) + ", 1]";
   if (const ModelIO *pos = findIO(decode.inputs, o.positionInput);
-      pos &&
-      (pos->dtype != DType::i64 || pos->shape != std::vector<int64_t>{B, 1}))
+      pos && (!positionShape(*pos) || pos->shape[pos->shape.size() - 2] != B ||
+              pos->shape.back() != 1))
     return "the decode plan's input '" + o.positionInput + "' is not int64 [" +
-           std::to_string(B) + ", 1]";
+           std::to_string(B) + ", 1] or [3, " + std::to_string(B) + ", 1]";
   const ModelIO *logits = findIO(decode.outputs, o.logitsOutput);
   if (!logits || logits->dtype != DType::f32 || logits->shape.size() != 3 ||
       logits->shape[0] != B || logits->shape[1] != 1)
@@ -454,14 +511,9 @@ GenerateResult moert::generateWithCache(Executor &prefill, Executor &decode,
     ids.shape = {B, 1};
     ids.data.resize(size_t(B) * 8);
     std::memcpy(ids.data.data(), next.data(), size_t(B) * 8);
-    if (positions) {
-      NpyArray &pos = in[o.positionInput];
-      pos.dtype = "<i8";
-      pos.shape = {B, 1};
-      std::vector<int64_t> at(size_t(B), L);
-      pos.data.resize(size_t(B) * 8);
-      std::memcpy(pos.data.data(), at.data(), size_t(B) * 8);
-    }
+    if (positions)
+      in[o.positionInput] =
+          positionsOf(*findIO(decodePlan.inputs, o.positionInput), B, L, 1);
     feedExtra(decodePlan, o, B, L + 1, false, in);
     for (auto &[name, a] : state)
       in[name] = std::move(a);

@@ -31,8 +31,10 @@ struct GenerateOptions {
   /// on rank 0 (reproducible with itself, not with torch's generator).
   double temperature = 0;
   uint64_t seed = 0;
-  /// With a decode plan (generateWithCache): its positions input, fed each
-  /// new token's position; absent from the plan: not fed.
+  /// The positions input, when a plan has one: int64 [B, n], or [3, B, n]
+  /// (multimodal rotary sections, each the text position, as
+  /// onnxruntime-genai feeds Qwen3.5's). A run from the first token gets
+  /// 0 .. n - 1, a decode step the new token's position.
   std::string positionInput = "position_ids";
   /// The attention mask input, when a plan has one (onnxruntime-genai's
   /// builder models): fed ones [B, length so far]. Such plans' other inputs
@@ -56,9 +58,11 @@ struct GenerateResult {
 
 /// Why `plan` cannot generate from `prompt` with `options` ("" when it
 /// can): the plan needs a token-count symbol, an int64 ids input [B, T]
-/// (T its symbolic dim; other inputs only the attention mask and caches of
-/// fixed shape, GenerateOptions::maskInput) and an f32 logits output
-/// [B, T, V]; prompt + new tokens - 1 must fit the plan's maximum.
+/// (T its symbolic dim; other inputs only the positions, the attention
+/// mask and caches of fixed shape, GenerateOptions::maskInput) and an f32
+/// logits output [B, T, V]; prompt + new tokens - 1 must fit the plan's
+/// maximum. With one new token (generateWithCache's prefill) a plan of a
+/// fixed count also serves, for prompts of exactly its length.
 std::string generateError(const Plan &plan, const NpyArray &prompt,
                           const GenerateOptions &options);
 
