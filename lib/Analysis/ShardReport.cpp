@@ -530,11 +530,20 @@ void moec::printShardReport(const ShardReport &r, llvm::raw_ostream &os,
       os << "  tp all-reduce per rank: " << formatBytes(l.allReduceBytesPerRank)
          << " payload, ring traffic 2(tp-1)/tp x payload = "
          << formatBytes(l.allReduceRingBytesPerRank) << "\n";
-    if (l.tokenGatherBytesPerRank)
+    if (l.tokenGatherBytesPerRank) {
       os << "  token all-gather per rank (sequence-parallel MoE): ("
          << l.gatherGroup << "-1) x " << l.tokensPerRank << " x " << l.hidden
          << " x " << l.elementBytes
          << " B = " << formatBytes(l.tokenGatherBytesPerRank) << "\n";
+      // A row block of a dynamic count: a x ceil(T / G) rows per rank
+      // (moert::rowBlockStep), a = the rows per token (the batch).
+      if (r.maxTokens > 0 && l.rowsFollowCount && l.gatherGroup > 1 &&
+          l.tokensGlobal % r.maxTokens == 0)
+        os << "  with T tokens: (" << l.gatherGroup << "-1) x "
+           << l.tokensGlobal / r.maxTokens << " x ceil(T/" << l.gatherGroup
+           << ") x " << l.hidden << " x " << l.elementBytes
+           << " B (uneven blocks: every rank sends the largest)\n";
+    }
   }
   const DenseTpComm &tpc = r.denseTp;
   if (tpc.allReduces || tpc.allGathers || tpc.reduceScatters ||
