@@ -343,6 +343,17 @@ else
           "$(printf '%q ' "$BIN/moe-run" --device "$E2E_DEVICE" -n 4 --threads "$DYN/mixtral_block-ep4-cf$cf.moeplan" --input "hidden_states=$DYN/x$t.npy" -o "$out") >'$E2E_DIR/$name.log' 2>&1 || { tail -20 '$E2E_DIR/$name.log'; exit 1; }; $check"
       done
     done
+    # Uneven row blocks (--token-split moe): 5 tokens are blocks of 2, 2,
+    # 1, 0 rows, 31 of 8, 8, 8, 7.
+    if [ -f "$DYN/mixtral_block-ep4-rows.moeplan" ]; then
+      for t in 1 5 31; do
+        name=dynamic-rows-t$t
+        out=$E2E_DIR/$name.npz
+        rm -f "$out"
+        step "e2e $name: row blocks at $t tokens, moe-run --device $E2E_DEVICE -n 4 --threads" 90 bash -c \
+          "$(printf '%q ' "$BIN/moe-run" --device "$E2E_DEVICE" -n 4 --threads "$DYN/mixtral_block-ep4-rows.moeplan" --input "hidden_states=$DYN/x$t.npy" -o "$out") >'$E2E_DIR/$name.log' 2>&1 || { tail -20 '$E2E_DIR/$name.log'; exit 1; }; $(printf '%q ' "$PYTHON" "$CHECKER" "$out" "$DYN/ref$t.npz" 1e-4)"
+      done
+    fi
   else
     log "gpu-check: no dynamic plans in $DYN (an older carry): skipped"
   fi

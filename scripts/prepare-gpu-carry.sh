@@ -174,6 +174,12 @@ PY
       --mesh ep=4 --input-shape hidden_states=1,?,64 --max-tokens 32 \
       --capacity-factor $cf -o "$DYN/mixtral_block-ep4-cf$cf.moeplan"
   done
+  # The same block with the input replicated and the rows cut inside the
+  # plan (--token-split moe): uneven row blocks per call (all_slice and an
+  # all_gather of padded blocks, moert::rowBlockStep), run at 1, 5 and 31.
+  "$MOEC" "$ROOT/examples/mixtral_block/dynamic.onnx" --target=cuda \
+    --mesh ep=4 --input-shape hidden_states=1,?,64 --max-tokens 32 \
+    --token-split moe -o "$DYN/mixtral_block-ep4-rows.moeplan"
   "$PYTHON" - "$ROOT/examples/mixtral_block/dynamic.onnx" "$DYN" <<'PY'
 import os, sys
 import numpy as np
@@ -181,7 +187,7 @@ import onnxruntime as ort
 model, out = sys.argv[1], sys.argv[2]
 sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
 names = [o.name for o in sess.get_outputs()]
-for t in (1, 5, 32):
+for t in (1, 5, 31, 32):
     x = np.random.default_rng(t).standard_normal((1, t, 64)).astype(np.float32)
     np.save(os.path.join(out, f"x{t}.npy"), x)
     np.savez(os.path.join(out, f"ref{t}.npz"),
