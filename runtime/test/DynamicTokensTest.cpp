@@ -11,6 +11,7 @@
 
 #include "CpuTestUtil.h"
 #include "DynamicPlans.h"
+#include "PlanTestUtil.h"
 
 #include "moert/Comm.h"
 #include "moert/Executor.h"
@@ -327,23 +328,11 @@ TEST(DynamicTokens, InconsistentInputs) {
 // Format: verifyPlan, describe, round trip
 //===----------------------------------------------------------------------===//
 
-Value &valueNamed(Plan &p, const std::string &name) {
-  for (Value &v : p.values)
-    if (v.name == name)
-      return v;
-  ADD_FAILURE() << "no value " << name;
-  return p.values[0];
-}
+using test::valueNamed;
 
 /// verifyPlan's message for the dynamic MoE plan after `edit`.
 std::string verifyError(const std::function<void(Plan &)> &edit) {
-  TestCase tc = makeDynamicMoE(spec(2));
-  std::string error;
-  EXPECT_TRUE(verifyPlan(tc.plan, error)) << error;
-  edit(tc.plan);
-  error.clear();
-  EXPECT_FALSE(verifyPlan(tc.plan, error));
-  return error;
+  return test::verifyErrorAfter(makeDynamicMoE(spec(2)).plan, edit);
 }
 
 /// verifyPlan refuses the plan after `edit` with a message containing

@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "CpuTestUtil.h"
+#include "PlanTestUtil.h"
 #include "RowPlans.h"
 
 #include "moert/Comm.h"
@@ -105,20 +106,10 @@ namespace {
 /// verifyPlan's message for the row plan after `edit`.
 std::string verifyError(const std::function<void(Plan &)> &edit,
                         bool twoAxes = false) {
-  TestCase tc = makeRowPlan(twoAxes);
-  std::string error;
-  EXPECT_TRUE(verifyPlan(tc.plan, error)) << error;
-  edit(tc.plan);
-  error.clear();
-  EXPECT_FALSE(verifyPlan(tc.plan, error));
-  return error;
+  return test::verifyErrorAfter(makeRowPlan(twoAxes).plan, edit);
 }
 Value &named(Plan &p, const std::string &name) {
-  for (Value &v : p.values)
-    if (v.name == name)
-      return v;
-  ADD_FAILURE() << "no value " << name;
-  return p.values[0];
+  return test::valueNamed(p, name);
 }
 } // namespace
 
