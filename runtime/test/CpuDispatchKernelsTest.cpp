@@ -187,10 +187,12 @@ TEST(CpuKernels, PackScaledRows) {
     cpu::DispatchLayout l = layoutRef(ids, T, k, pl, capacity);
     std::vector<float> send(l.sendRows * H, NAN);
     cpu::packScaledRows(x.data(), H, l, w.data(), send.data());
-    for (int64_t a = 0; a < T * k; ++a)
-      if (l.sendPos[a] >= 0)
+    for (int64_t a = 0; a < T * k; ++a) {
+      if (l.sendPos[a] >= 0) {
         for (int64_t h = 0; h < H; ++h)
           ASSERT_EQ(send[l.sendPos[a] * H + h], w[a] * x[(a / k) * H + h]);
+      }
+    }
     EXPECT_EQ(std::count_if(send.begin(), send.end(),
                             [](float v) { return std::isnan(v); }),
               0);
