@@ -518,7 +518,14 @@ bool moec::inferPlanSymbols(moert::Plan &plan, moert::PlanData &data,
     for (size_t i = 0; i < plan.steps.size(); ++i) {
       const moert::Step &s = plan.steps[i];
       bool sliced = rowSliceStep[i];
-      if (!sliced && !s.attrs.Asall_gather())
+      // The all_gather over the row split's axes joins the rows (a tp
+      // all_gather inside the region keeps them sliced).
+      std::vector<std::string> gathered;
+      if (const auto *g = s.attrs.Asall_gather())
+        for (llvm::StringRef a : llvm::split(g->axes, ','))
+          gathered.push_back(a.str());
+      bool joins = !gathered.empty() && gathered == rowSplit.over;
+      if (!sliced && !joins)
         for (int32_t v : s.inputs)
           sliced = sliced || slicedRoots.count(rootOf(v));
       if (sliced)
