@@ -360,6 +360,8 @@ void CpuBackend::allGather(ExecContext &ctx, size_t index,
     // (its t, then padding); block g lands at row g * tb, so the first T
     // rows gathered are the whole.
     uint64_t block = uint64_t(r.tb) * r.rowBytes;
+    if (block == 0)
+      return; // T = 0 on every rank (tb is the same on all)
     rowSend_.assign(block, 0);
     if (r.t)
       std::memcpy(rowSend_.data(), ptr(ctx, index, s.inputs[0], x.dtype, "x"),
@@ -431,6 +433,8 @@ void CpuBackend::reduceScatter(ExecContext &ctx, size_t index,
     // its block.
     size_t rowElems = r.rowBytes / dtypeSize(x.dtype);
     size_t block = size_t(r.tb) * rowElems, whole = size_t(r.T) * rowElems;
+    if (block == 0)
+      return; // T = 0 on every rank (tb is the same on all)
     wa_.assign(size_t(G) * block, 0.0f);
     const char *xp = ptr(ctx, index, s.inputs[0], x.dtype, "x");
     if (low)
