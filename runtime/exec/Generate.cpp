@@ -59,6 +59,18 @@ std::vector<const ModelIO *> cacheInputs(const Plan &decode,
   return r;
 }
 
+/// An int64 array of `shape` holding `values` (as many as the shape has).
+NpyArray int64Array(std::vector<int64_t> shape,
+                    const std::vector<int64_t> &values) {
+  NpyArray a;
+  a.dtype = "<i8";
+  a.shape = std::move(shape);
+  a.data.resize(values.size() * 8);
+  if (!values.empty())
+    std::memcpy(a.data.data(), values.data(), a.data.size());
+  return a;
+}
+
 /// Whether `m` is a position input generate can feed: int64 [B, n] or
 /// [3, B, n].
 bool positionShape(const ModelIO &m) {
@@ -103,17 +115,13 @@ std::string extraInputError(const ModelIO &m, const GenerateOptions &o,
 /// three multimodal rotary sections, as onnxruntime-genai feeds them).
 NpyArray positionsOf(const ModelIO &m, int64_t B, int64_t first, int64_t n) {
   int64_t sections = m.shape.size() == 3 ? 3 : 1;
-  NpyArray a;
-  a.dtype = "<i8";
-  a.shape = sections == 3 ? std::vector<int64_t>{3, B, n}
-                          : std::vector<int64_t>{B, n};
   std::vector<int64_t> v;
   for (int64_t r = 0; r < sections * B; ++r)
     for (int64_t i = 0; i < n; ++i)
       v.push_back(first + i);
-  a.data.resize(v.size() * 8);
-  std::memcpy(a.data.data(), v.data(), a.data.size());
-  return a;
+  return int64Array(sections == 3 ? std::vector<int64_t>{3, B, n}
+                                  : std::vector<int64_t>{B, n},
+                    v);
 }
 
 /// Ones [B, length] for the mask input and, with `caches` (a run from the
@@ -129,11 +137,7 @@ void feedExtra(const Plan &plan, const GenerateOptions &o, int64_t B,
     if (m.name == o.positionInput) {
       a = positionsOf(m, B, 0, length); // a run from the first token
     } else if (m.name == o.maskInput) {
-      a.dtype = "<i8";
-      a.shape = {B, length};
-      std::vector<int64_t> ones(size_t(B * length), 1);
-      a.data.resize(ones.size() * 8);
-      std::memcpy(a.data.data(), ones.data(), a.data.size());
+      a = int64Array({B, length}, std::vector<int64_t>(size_t(B * length), 1));
     } else if (caches) {
       a.dtype = npyDType(m.dtype);
       a.shape = m.shape;
@@ -239,15 +243,11 @@ void append(std::vector<std::vector<int64_t>> &rows,
 
 /// The ids [B, n] of equally long `rows`.
 NpyArray idsOf(const std::vector<std::vector<int64_t>> &rows) {
-  NpyArray ids;
   int64_t B = int64_t(rows.size()), n = B ? int64_t(rows[0].size()) : 0;
-  ids.dtype = "<i8";
-  ids.shape = {B, n};
-  ids.data.resize(size_t(B * n * 8));
-  for (int64_t b = 0; b < B; ++b)
-    std::memcpy(ids.data.data() + b * n * 8, rows[size_t(b)].data(),
-                size_t(n) * 8);
-  return ids;
+  std::vector<int64_t> v;
+  for (const std::vector<int64_t> &row : rows)
+    v.insert(v.end(), row.begin(), row.end());
+  return int64Array({B, n}, v);
 }
 } // namespace
 
@@ -506,11 +506,7 @@ GenerateResult moert::generateWithCache(Executor &prefill, Executor &decode,
   for (int64_t step = 1; step < o.maxNewTokens; ++step) {
     int64_t L = P + step - 1; // cached positions; the new token's position
     std::map<std::string, NpyArray> in;
-    NpyArray &ids = in[o.idsInput];
-    ids.dtype = "<i8";
-    ids.shape = {B, 1};
-    ids.data.resize(size_t(B) * 8);
-    std::memcpy(ids.data.data(), next.data(), size_t(B) * 8);
+    in[o.idsInput] = int64Array({B, 1}, next);
     if (positions)
       in[o.positionInput] =
           positionsOf(*findIO(decodePlan.inputs, o.positionInput), B, L, 1);
