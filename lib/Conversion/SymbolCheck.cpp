@@ -600,7 +600,7 @@ bool moec::inferPlanSymbols(moert::Plan &plan, moert::PlanData &data,
     // Sequence-parallel or folded MoE layers' row slices and gathers:
     // uneven blocks of the count (moert::rowBlockStep); other splits along
     // the count must be even.
-    if (std::string why; moert::rowBlockStep(plan, s, why)) {
+    if (std::string why; moert::rowBlockStep(plan, s, &why)) {
       if (why.empty())
         continue;
       error = stepName(plan, i) +

@@ -198,7 +198,7 @@ std::string moert::planSymbolsError(const Plan &plan) {
                " needs a dynamic token count (the plan has no symbol; a "
                "static plan gives `capacity`)";
     }
-    if (std::string why; rowBlockStep(plan, s, why) && !why.empty())
+    if (std::string why; rowBlockStep(plan, s, &why) && !why.empty())
       return "step " + std::to_string(i) + " (" + stepKindName(s.kind()) +
              (s.loc.empty() ? "" : " at '" + s.loc + "'") +
              "): cuts or joins the token count's rows, but " + why;
@@ -309,11 +309,15 @@ Split moert::tokenSplitOf(const Plan &plan) {
   return {};
 }
 
-bool moert::rowBlockStep(const Plan &plan, const Step &step, std::string &why) {
-  why.clear();
+bool moert::rowBlockStep(const Plan &plan, const Step &step,
+                         std::string *rules) {
   RowCollective r;
   if (!unevenRows(plan, step, r))
     return false;
+  if (!rules)
+    return true;
+  std::string &why = *rules;
+  why.clear();
   const Value &whole = *r.whole, &block = *r.block;
   const SymDim *w = r.w, *b = r.b;
   int32_t axis = r.axis;

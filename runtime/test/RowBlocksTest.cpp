@@ -70,7 +70,7 @@ TEST(RowBlocks, StepsAreRecognised) {
   TestCase tc = makeRowPlan();
   std::string why;
   for (const Step &s : tc.plan.steps)
-    EXPECT_EQ(rowBlockStep(tc.plan, s, why), s.kind() != StepKind::unary)
+    EXPECT_EQ(rowBlockStep(tc.plan, s, &why), s.kind() != StepKind::unary)
         << s.loc;
   EXPECT_TRUE(why.empty()) << why;
   // A static plan has no token split and no row steps.
@@ -79,7 +79,7 @@ TEST(RowBlocks, StepsAreRecognised) {
     v.symDims.clear();
   EXPECT_TRUE(tokenSplitOf(tc.plan).over.empty());
   for (const Step &s : tc.plan.steps)
-    EXPECT_FALSE(rowBlockStep(tc.plan, s, why)) << s.loc;
+    EXPECT_FALSE(rowBlockStep(tc.plan, s, &why)) << s.loc;
 }
 
 TEST(RowBlocks, EvenSplitIsNotARowStep) {
@@ -98,7 +98,7 @@ TEST(RowBlocks, EvenSplitIsNotARowStep) {
   }
   std::string why;
   for (const Step &s : p.steps)
-    EXPECT_FALSE(rowBlockStep(p, s, why)) << s.loc;
+    EXPECT_FALSE(rowBlockStep(p, s, &why)) << s.loc;
   EXPECT_TRUE(tokenSplitOf(p).over.empty());
 }
 

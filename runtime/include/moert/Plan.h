@@ -314,12 +314,15 @@ Split tokenSplitOf(const Plan &plan);
 /// rank, has the whole's dim G times the block's, of the same kind, at
 /// every count: G copies, as in a static plan). Such a step must be over
 /// the axes of tokenSplitOf, along an axis with only dims of size 1 before
-/// it, with the whole side's dim a*T and the block side's a*t; `why` says
-/// which rule fails (empty when they hold). Rank `g` of the group holds
+/// it, with the whole side's dim a*T and the block side's a*t; with
+/// `rules`, which rule fails (empty when they hold; verifyPlan checks them,
+/// so the backends, which run verified plans, pass none and skip the
+/// scan). Rank `g` of the group holds
 /// rows [g tb, g tb + t) of the whole: an all_gather of uneven blocks is
 /// one of padded blocks of tb rows, of which the first T are the result;
 /// a reduce_scatter sums the whole padded with zeros to G tb rows.
-bool rowBlockStep(const Plan &plan, const Step &step, std::string &why);
+bool rowBlockStep(const Plan &plan, const Step &step,
+                  std::string *rules = nullptr);
 
 /// The rules of a `topk` or `scatter_elements` step's operands against its
 /// values and attributes (docs/plan-format.md, "Steps"): shapes, dtypes,
