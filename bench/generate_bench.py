@@ -11,15 +11,16 @@ and transformers' own generation with its KV cache, in one run, as ratios.
 
 Greedy, `--new` tokens after a random prompt of `--prompt` tokens per
 sequence. Prefill: the first forward pass (it gives the first new token),
-prompt tokens per second. Decode: the other new tokens per second. The plan
-has no KV cache yet (issue 19, increment 3): moe-run and the onnxruntime
-loop run the whole sequence at every step, which is the same algorithm;
-torch decodes one token per step against its cache, and so does
-`moe-run generate --decode-plan` (a prefill plan that returns the cache and
-a decode-step plan whose count is the cache length, exported from the same
-weights; each rank keeps its block of the cache between steps, and with
---cache-through-rank0 the cache is gathered on rank 0 and sent to every rank
-each step, as before the runtime held it). Plans: ep=1 (one rank)
+prompt tokens per second. Decode: the other new tokens per second. The
+one-plan rows (no KV cache) and the onnxruntime loop run the whole sequence
+at every step, which is the same algorithm; torch decodes one token per step
+against its cache, and so does `moe-run generate --decode-plan` (a prefill
+plan that returns the cache and a decode-step plan whose count is the cache
+length, exported from the same weights). Each rank keeps its block of the
+cache between steps, bound in place so that no step copies it; with
+--copy-cache every step copies it from the held memory into the arena and
+back, and with --cache-through-rank0 the cache is gathered on rank 0 and
+sent to every rank each step. Plans: ep=1 (one rank)
 and tp=2 (two MPI ranks; with --batch 2 or more also ep=2, one sequence
 per rank); OpenBLAS and torch threads = cores / ranks, onnxruntime with its
 default threads; torch with its default ("eager") experts, which loop over
@@ -188,6 +189,9 @@ def main():
             "--max-tokens", str(up(a.prompt + a.new - 2)), "-o", decode])
         add(f"moe-run generate {mesh} --decode-plan", ranks,
             *run_generate(ranks, [prefill, "--decode-plan", decode]))
+        add(f"moe-run generate {mesh} --decode-plan --copy-cache", ranks,
+            *run_generate(ranks, [prefill, "--decode-plan", decode,
+                                  "--copy-cache"]))
         add(f"moe-run generate {mesh} --decode-plan --cache-through-rank0",
             ranks, *run_generate(ranks, [prefill, "--decode-plan", decode,
                                          "--cache-through-rank0"]))

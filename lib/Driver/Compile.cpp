@@ -421,6 +421,11 @@ LogicalResult Compilation::buildPlan(moert::Plan &plan, moert::PlanData &data) {
                       options_.maxTokens, p, *module_, plan, data, roots,
                       rowSliceRanks_, err))
     return fail(what + err);
+  // Views record their root: a runtime that keeps a KV cache outside the
+  // arena binds the root and so every view of it (moert::Value::root).
+  for (size_t i = 0; i < plan.values.size() && i < roots.size(); ++i)
+    plan.values[i].root =
+        roots[i] >= 0 && roots[i] != int32_t(i) ? roots[i] : -1;
   rowsFollowCount_.clear();
   for (const moert::Step &s : plan.steps)
     if (s.kind() == moert::StepKind::dispatch)

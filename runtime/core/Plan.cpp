@@ -478,6 +478,29 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
                   " is not " + std::to_string(kValueAlign) + "-byte aligned");
     }
   }
+  // Views: a reshape of a root, at its offset and of its size, in plans
+  // with a symbol (a backend binds a root with every view of it).
+  for (const Value &v : plan.values) {
+    if (v.root < 0)
+      continue;
+    std::string what = "value " + std::to_string(v.id) + " ('" + v.name +
+                       "') views value " + std::to_string(v.root);
+    if (plan.symbols.empty())
+      return fail(what + " in a plan without a symbol (roots are recorded "
+                         "only in version 8)");
+    if (v.root >= int32_t(plan.values.size()) || v.root == v.id)
+      return fail(what + ", which is not another value of the plan");
+    const Value &r = plan.values[size_t(v.root)];
+    if (r.root >= 0)
+      return fail(what + ", which is itself a view");
+    if (v.kind == ValueKind::constant || r.kind == ValueKind::constant)
+      return fail(what + ": constants have no views");
+    if (v.offset != r.offset || v.byteSize() != r.byteSize())
+      return fail(what + " at offset " + std::to_string(v.offset) + ", " +
+                  std::to_string(v.byteSize()) + " bytes; the root has " +
+                  std::to_string(r.offset) + ", " +
+                  std::to_string(r.byteSize()));
+  }
   auto checkIO = [&](const ModelIO &m, bool out) -> bool {
     std::string what = std::string(out ? "output '" : "input '") + m.name + "'";
     if (m.value < 0 || m.value >= int32_t(plan.values.size()))

@@ -182,6 +182,8 @@ std::string moert::describePlan(const Plan &p) {
       os << (v.data.size() == 1 ? " shared" : " per rank");
     else
       os << " @" << v.offset;
+    if (v.root >= 0)
+      os << " view of v" << v.root;
     if (!v.name.empty())
       os << "  (" << v.name << ")";
     os << "\n";

@@ -56,11 +56,19 @@ void CpuBackend::prepare(ExecContext &ctx) {
   loadKernels(ctx);
 }
 
+char *CpuBackend::at(const Value &v, uint64_t bytes) const {
+  char *p = locate(v, arena_, arenaSize_, bytes);
+  if (!p)
+    throw RunError("value '" + v.name + "': " + std::to_string(bytes) +
+                   " bytes lie outside its memory");
+  return p;
+}
+
 void CpuBackend::upload(const Value &v, const void *src, size_t bytes) {
-  std::memcpy(arena_ + v.offset, src, bytes);
+  std::memcpy(at(v, bytes), src, bytes);
 }
 void CpuBackend::download(const Value &v, void *dst, size_t bytes) {
-  std::memcpy(dst, arena_ + v.offset, bytes);
+  std::memcpy(dst, at(v, bytes), bytes);
 }
 
 void *CpuBackend::allocateHeld(size_t bytes) {
@@ -69,10 +77,10 @@ void *CpuBackend::allocateHeld(size_t bytes) {
   return reinterpret_cast<void *>((p + 63) / 64 * 64);
 }
 void CpuBackend::saveHeld(const Value &v, void *p, size_t bytes) {
-  std::memcpy(p, arena_ + v.offset, bytes);
+  std::memcpy(p, at(v, bytes), bytes);
 }
 void CpuBackend::loadHeld(const Value &v, const void *p, size_t bytes) {
-  std::memcpy(arena_ + v.offset, p, bytes);
+  std::memcpy(at(v, bytes), p, bytes);
 }
 
 char *CpuBackend::ptr(ExecContext &ctx, size_t index, int32_t id, DType want,
@@ -93,9 +101,10 @@ char *CpuBackend::ptr(ExecContext &ctx, size_t index, int32_t id, DType want,
                                  "') is not mapped on this rank");
     return const_cast<char *>(static_cast<const char *>(d));
   }
-  if (v.offset + v.byteSize() > arenaSize_)
-    throw ctx.error(index, std::string(role) + " lies outside the arena");
-  return arena_ + v.offset;
+  char *at = locate(v, arena_, arenaSize_, v.byteSize());
+  if (!at)
+    throw ctx.error(index, std::string(role) + " lies outside its memory");
+  return at;
 }
 
 bool CpuBackend::half16(DType t, Half16 &h) {

@@ -82,7 +82,11 @@ public:
                   const fb::DequantizeT &a) override;
 
 private:
-  /// The bytes of value `id`: arena or mapped constant; dtype checked.
+  /// Where `bytes` bytes of arena value v start (Backend::locate: the arena
+  /// or memory bound to its root), or a RunError naming it.
+  char *at(const Value &v, uint64_t bytes) const;
+  /// The bytes of value `id`: arena, bound memory or mapped constant;
+  /// dtype checked.
   char *ptr(ExecContext &ctx, size_t index, int32_t id, DType want,
             const char *role);
   float *f32(ExecContext &ctx, size_t index, int32_t id, const char *role) {

@@ -205,13 +205,11 @@ void CudaBackend::uploadConstants(ExecContext &ctx) {
 //===----------------------------------------------------------------------===//
 
 void CudaBackend::upload(const Value &v, const void *src, size_t bytes) {
-  if (v.offset + bytes > arenaSize_)
-    throw RunError("rank " + std::to_string(rank_) + ": value '" + v.name +
-                   "' lies outside the arena");
+  char *a = at(v, bytes);
   try {
     MOERT_CUDA_CHECK(cudaSetDevice(device_));
-    MOERT_CUDA_CHECK(cudaMemcpyAsync(arena_.get() + v.offset, src, bytes,
-                                     cudaMemcpyHostToDevice, stream_));
+    MOERT_CUDA_CHECK(
+        cudaMemcpyAsync(a, src, bytes, cudaMemcpyHostToDevice, stream_));
     MOERT_CUDA_CHECK(cudaStreamSynchronize(stream_));
   } catch (const CudaFailure &e) {
     throw RunError("rank " + std::to_string(rank_) + ": " + e.what());
@@ -219,13 +217,11 @@ void CudaBackend::upload(const Value &v, const void *src, size_t bytes) {
 }
 
 void CudaBackend::download(const Value &v, void *dst, size_t bytes) {
-  if (v.offset + bytes > arenaSize_)
-    throw RunError("rank " + std::to_string(rank_) + ": value '" + v.name +
-                   "' lies outside the arena");
+  char *a = at(v, bytes);
   try {
     MOERT_CUDA_CHECK(cudaSetDevice(device_));
-    MOERT_CUDA_CHECK(cudaMemcpyAsync(dst, arena_.get() + v.offset, bytes,
-                                     cudaMemcpyDeviceToHost, stream_));
+    MOERT_CUDA_CHECK(
+        cudaMemcpyAsync(dst, a, bytes, cudaMemcpyDeviceToHost, stream_));
     MOERT_CUDA_CHECK(cudaStreamSynchronize(stream_));
   } catch (const CudaFailure &e) {
     throw RunError("rank " + std::to_string(rank_) + ": " + e.what());
@@ -251,24 +247,20 @@ static void copyOnDevice(void *dst, const void *src, size_t bytes,
 }
 
 void CudaBackend::saveHeld(const Value &v, void *p, size_t bytes) {
-  if (v.offset + bytes > arenaSize_)
-    throw RunError("rank " + std::to_string(rank_) + ": value '" + v.name +
-                   "' lies outside the arena");
+  char *a = at(v, bytes);
   try {
     MOERT_CUDA_CHECK(cudaSetDevice(device_));
-    copyOnDevice(p, arena_.get() + v.offset, bytes, stream_);
+    copyOnDevice(p, a, bytes, stream_);
   } catch (const CudaFailure &e) {
     throw RunError("rank " + std::to_string(rank_) + ": " + e.what());
   }
 }
 
 void CudaBackend::loadHeld(const Value &v, const void *p, size_t bytes) {
-  if (v.offset + bytes > arenaSize_)
-    throw RunError("rank " + std::to_string(rank_) + ": value '" + v.name +
-                   "' lies outside the arena");
+  char *a = at(v, bytes);
   try {
     MOERT_CUDA_CHECK(cudaSetDevice(device_));
-    copyOnDevice(arena_.get() + v.offset, p, bytes, stream_);
+    copyOnDevice(a, p, bytes, stream_);
   } catch (const CudaFailure &e) {
     throw RunError("rank " + std::to_string(rank_) + ": " + e.what());
   }
@@ -304,9 +296,19 @@ char *CudaBackend::ptr(ExecContext &ctx, size_t index, int32_t id,
                                  "') is not mapped on this rank");
     return d;
   }
-  if (v.offset + v.byteSize() > arenaSize_)
-    throw ctx.error(index, std::string(role) + " lies outside the arena");
-  return arena_.get() + v.offset;
+  char *a = locate(v, arena_.get(), arenaSize_, v.byteSize());
+  if (!a)
+    throw ctx.error(index, std::string(role) + " lies outside its memory");
+  return a;
+}
+
+char *CudaBackend::at(const Value &v, uint64_t bytes) const {
+  char *a = locate(v, arena_.get(), arenaSize_, bytes);
+  if (!a)
+    throw RunError("rank " + std::to_string(rank_) + ": value '" + v.name +
+                   "': " + std::to_string(bytes) +
+                   " bytes lie outside its memory");
+  return a;
 }
 
 cuda::DType CudaBackend::gpuType(ExecContext &ctx, size_t index, int32_t id,

@@ -262,8 +262,11 @@ private:
                     const std::vector<int64_t> &recvBytes,
                     const std::vector<int64_t> &recvOffs);
 
-  /// The device bytes of value `id` (arena or uploaded constant); with
-  /// `want`, its dtype is checked.
+  /// Where `bytes` bytes of arena value v start (Backend::locate: the arena
+  /// or held memory bound to its root), or a RunError naming it.
+  char *at(const Value &v, uint64_t bytes) const;
+  /// The device bytes of value `id` (arena, bound held memory or uploaded
+  /// constant); with `want`, its dtype is checked.
   char *ptr(ExecContext &ctx, size_t index, int32_t id, const char *role,
             const DType *want = nullptr);
   float *f32(ExecContext &ctx, size_t index, int32_t id, const char *role) {

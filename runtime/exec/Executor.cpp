@@ -65,6 +65,32 @@ void Backend::runStep(ExecContext &ctx, size_t index) {
   throw ctx.error(index, "unknown step kind");
 }
 
+void Backend::bindValue(int32_t root, void *p, size_t bytes) {
+  if (root < 0)
+    return;
+  if (size_t(root) >= bound_.size()) {
+    if (!p)
+      return;
+    bound_.resize(size_t(root) + 1);
+  }
+  bound_[size_t(root)] = {static_cast<char *>(p), p ? bytes : 0};
+}
+
+bool Backend::boundTo(int32_t root, const void *p) const {
+  return root >= 0 && size_t(root) < bound_.size() &&
+         bound_[size_t(root)].p == p && p;
+}
+
+char *Backend::locate(const Value &v, char *arena, uint64_t arenaBytes,
+                      uint64_t bytes) const {
+  int32_t r = v.rootId();
+  if (size_t(r) < bound_.size() && bound_[size_t(r)].p)
+    return bytes <= bound_[size_t(r)].bytes ? bound_[size_t(r)].p : nullptr;
+  return v.offset <= arenaBytes && bytes <= arenaBytes - v.offset
+             ? arena + v.offset
+             : nullptr;
+}
+
 std::string Backend::transport(const std::string &, const Comm &group) const {
   return group.size() == 1 ? "local" : group.kind();
 }
@@ -373,16 +399,10 @@ void Executor::setInputs(const std::map<std::string, NpyArray> &given) {
   ExecContext ctx(*this);
   prepare(ctx);
   for (const ModelIO &m : plan_.inputs) {
-    if (auto it = held_.find(m.name); it != held_.end() && it->second.valid) {
-      const Value &v = ctx.plan().values[m.value];
-      if (v.byteSize() != it->second.bytes)
-        throw RunError("rank " + std::to_string(rank_) + ": input '" + m.name +
-                       "': the held block of " +
-                       std::to_string(it->second.bytes) +
-                       " bytes is not the local value " + shapeString(v.shape));
-      if (it->second.bytes)
-        backend_->loadHeld(v, it->second.memory, it->second.bytes);
-      continue;
+    if (auto it = held_.find(m.name); it != held_.end()) {
+      loadHeld(m, ctx.plan().values[m.value], it->second);
+      if (it->second.valid)
+        continue;
     }
     const NpyArray &a = inputs.at(m.name);
     if (resolved_ && !m.symDims.empty()) {

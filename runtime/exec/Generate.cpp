@@ -472,6 +472,7 @@ GenerateResult moert::generateWithCache(Executor &prefill, Executor &decode,
             why;
   }
   bool held = r.cacheThroughHost.empty();
+  decode.setBindHeld(o.bindCache);
   const std::vector<std::string> logits = {o.logitsOutput};
   // The host path: the cache every rank feeds the next decode step.
   std::map<std::string, NpyArray> state;
@@ -501,6 +502,7 @@ GenerateResult moert::generateWithCache(Executor &prefill, Executor &decode,
     else
       keepCache(outs);
   }
+  uint64_t copiedBefore = decode.heldCopyBytes();
   auto t1 = std::chrono::steady_clock::now();
   r.prefillSeconds = std::chrono::duration<double>(t1 - t0).count();
   for (int64_t step = 1; step < o.maxNewTokens; ++step) {
@@ -529,6 +531,7 @@ GenerateResult moert::generateWithCache(Executor &prefill, Executor &decode,
   r.decodeSeconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t1)
           .count();
+  r.cacheCopyBytes = decode.heldCopyBytes() - copiedBefore;
   if (world.rank() == 0)
     r.ids = idsOf(rows);
   return r;

@@ -392,6 +392,20 @@ TEST(CudaBackend, HeldOutputsStayOnTheDevice) {
   EXPECT_EQ(valuesOf(outs[0].second), plusC(x, c, 2));
 }
 
+/// HeldValues.BoundInPlace on the device: the steps read and write held
+/// device memory through the views' roots.
+TEST(CudaBackend, HeldCacheBoundInPlace) {
+  REQUIRE_CUDA_DEVICE();
+  std::mt19937 rng(7);
+  std::vector<float> c = randomValues(rng, kWidth);
+  std::vector<float> x = randomValues(rng, 2 * 3 * kWidth);
+  for (bool bind : {true, false}) {
+    HeldLoop r = heldLoop([] { return createCudaBackend(); }, c, x, true, bind);
+    EXPECT_EQ(valuesOf(r.present), plusC(x, c, 4));
+    EXPECT_EQ(r.steps, bind ? 0u : 7 * 48u);
+  }
+}
+
 TEST(CudaBackend, BadExpertIdEndsAllRanks) {
   REQUIRE_CUDA_DEVICE();
   MoESpec s;

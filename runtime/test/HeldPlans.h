@@ -67,6 +67,49 @@ inline TestCase lengthPlan(const std::string &in, const std::string &out,
   return tc;
 }
 
+/// lengthPlan's step (out = in + c) through views, as moec lowers a decode
+/// step: the add reads a reshape of the input ([1, L, 4] as [L, 4]) and the
+/// output is a reshape of the add's result, each at the offset of the
+/// value it views. With `roots` the views record them (Value::root, as
+/// moec's plans with a symbol do) and the executor binds the cache in
+/// place; without (a plan from an older moec) it must copy.
+inline TestCase viewPlan(const std::string &in, const std::string &out,
+                         int64_t max, const std::vector<float> &c, bool roots) {
+  TestCase tc;
+  Plan &p = tc.plan;
+  p.producer = "moert-test";
+  p.mesh = {{"ep", 2}};
+  p.symbols = {{"len", max}};
+  Builder b(p, tc.data);
+  b.segments(2);
+  std::vector<SymDim> dims = {{1, SymKind::T, 1, 0}},
+                      rows = {{0, SymKind::T, 1, 0}};
+  auto value = [&](const std::string &name, std::vector<int64_t> shape,
+                   ValueKind kind, const std::vector<SymDim> &sym, int32_t of) {
+    int32_t id = b.value(name, DType::f32, std::move(shape), kind);
+    Value &v = p.values[size_t(id)];
+    v.symDims = sym;
+    if (of >= 0) {
+      v.offset = p.values[size_t(of)].offset;
+      v.root = roots ? of : -1;
+    }
+    return id;
+  };
+  int32_t vin = value(in, {1, max, kWidth}, ValueKind::input, dims, -1);
+  int32_t vrows =
+      value(in + "_rows", {max, kWidth}, ValueKind::temp, rows, vin);
+  int32_t vsum = value("sum", {max, kWidth}, ValueKind::temp, rows, -1);
+  int32_t vout = value(out, {1, max, kWidth}, ValueKind::output, dims, vsum);
+  int32_t vc = b.shared("c", {kWidth}, c);
+  fb::BinaryT add;
+  add.fn = fb::BinaryFn::add;
+  b.step(add, {vrows, vc}, {vsum}, "/add");
+  p.inputs.push_back(splitIO(in, DType::f32, {2, max, kWidth}, vin, "ep"));
+  p.outputs.push_back(splitIO(out, DType::f32, {2, max, kWidth}, vout, "ep"));
+  p.inputs[0].symDims = p.outputs[0].symDims = dims;
+  return tc;
+}
+
 inline std::vector<float> randomValues(std::mt19937 &rng, size_t n) {
   std::uniform_real_distribution<float> d(-1, 1);
   std::vector<float> v(n);
@@ -121,6 +164,45 @@ onTwoRanks(TestCase &step, TestCase &prefill,
   });
   std::remove(sp.c_str());
   std::remove(pp.c_str());
+}
+
+/// A decode loop on 2 thread ranks: lengthPlan's prefill (a copy of x, [2,
+/// 3, 4]) handed over to viewPlan's step (with `roots`, and binding as
+/// `bind` says), then 4 steps each fed the last one's output: the last
+/// output (x + 4c) and rank 0's bytes copied for the cache at the hand-over
+/// and in the steps after it.
+struct HeldLoop {
+  NpyArray present;
+  uint64_t handover = 0, steps = 0;
+};
+inline HeldLoop
+heldLoop(const std::function<std::unique_ptr<Backend>()> &backend,
+         const std::vector<float> &c, const std::vector<float> &x, bool roots,
+         bool bind) {
+  TestCase step = viewPlan("past", "present", kStepMax, c, roots);
+  TestCase prefill = lengthPlan("x", "present", kPrefillMax, false, c);
+  HeldLoop r;
+  onTwoRanks(step, prefill, backend,
+             [&](Comm &world, Executor &s, Executor &p) {
+               s.setBindHeld(bind);
+               p.setInputs({{"x", floats({2, 3, kWidth}, x)}});
+               p.run();
+               s.holdOutputs(p, {{"present", "past"}});
+               uint64_t handover = s.heldCopyBytes();
+               for (int call = 0; call < 4; ++call) {
+                 if (call)
+                   s.holdOutputs(s, {{"present", "past"}});
+                 s.setInputs({});
+                 s.run();
+               }
+               auto o = s.gatherOutputs({"present"});
+               if (world.rank() == 0) {
+                 r.present = std::move(o.at(0).second);
+                 r.handover = handover;
+                 r.steps = s.heldCopyBytes() - handover;
+               }
+             });
+  return r;
 }
 
 } // namespace testplans

@@ -11,6 +11,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "HeldPlans.h"
+#include "PlanTestUtil.h"
 
 #include "moert/Comm.h"
 #include "moert/Executor.h"
@@ -172,6 +173,64 @@ TEST(HeldValues, HoldErrors) {
                    "of the other");
   f4.outputs[0].split.over = {"ep"};
   EXPECT_EQ(holdError(f4, "present", t4, "past"), "");
+}
+
+/// The cache bound in place (Executor::setBindHeld): only the hand-over
+/// from the prefill copies (rank 0's block [1, 3, 4]: 48 bytes); the steps
+/// read and write held memory through the views' roots and swap. Copying
+/// instead (binding off, or a plan whose views do not record their roots)
+/// costs 48 bytes into the arena at each of the 4 steps and 48 out of it
+/// at each of the 3 holds after them; every way gives x + 4c.
+TEST(HeldValues, BoundInPlace) {
+  std::mt19937 rng(7);
+  std::vector<float> c = randomValues(rng, kWidth);
+  std::vector<float> x = randomValues(rng, 2 * 3 * kWidth);
+  for (auto [roots, bind] : {std::pair{true, true}, std::pair{true, false},
+                             std::pair{false, true}}) {
+    SCOPED_TRACE(std::string(roots ? "roots" : "no roots") +
+                 (bind ? ", bound" : ", copied"));
+    HeldLoop r = heldLoop(createCpuBackend, c, x, roots, bind);
+    EXPECT_EQ(r.present.shape, (std::vector<int64_t>{2, 3, kWidth}));
+    EXPECT_EQ(valuesOf(r.present), plusC(x, c, 4));
+    EXPECT_EQ(r.handover, 48u);
+    EXPECT_EQ(r.steps, roots && bind ? 0u : 7 * 48u);
+  }
+}
+
+/// Value::root survives the file, and verifyPlan's rules for it: a view is
+/// another arena value's reshape (same offset and size), of a root, in a
+/// plan with a symbol.
+TEST(HeldValues, ViewRoots) {
+  std::vector<float> c(kWidth, 1.0f);
+  TestCase tc = viewPlan("past", "present", kStepMax, c, true);
+  std::string path = ::testing::TempDir() + "/moert-roots-" +
+                     std::to_string(getpid()) + ".moeplan",
+              error;
+  ASSERT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
+  auto lp = LoadedPlan::open(path, 0, error);
+  std::remove(path.c_str());
+  ASSERT_TRUE(lp) << error;
+  std::vector<int32_t> roots;
+  for (const Value &v : lp->plan().values)
+    roots.push_back(v.root);
+  EXPECT_EQ(roots, (std::vector<int32_t>{-1, 0, -1, 2, -1}));
+  const Plan &p = tc.plan;
+  using test::verifyErrorAfter;
+  const std::string view = "value 3 ('present') views value ";
+  EXPECT_EQ(verifyErrorAfter(p, [](Plan &q) { q.symbols.clear(); }),
+            "value 1 ('past_rows') views value 0 in a plan without a symbol "
+            "(roots are recorded only in version 8)");
+  EXPECT_EQ(verifyErrorAfter(p, [](Plan &q) { q.values[3].root = 3; }),
+            view + "3, which is not another value of the plan");
+  EXPECT_EQ(verifyErrorAfter(p, [](Plan &q) { q.values[3].root = 9; }),
+            view + "9, which is not another value of the plan");
+  EXPECT_EQ(verifyErrorAfter(p, [](Plan &q) { q.values[3].root = 1; }),
+            view + "1, which is itself a view");
+  EXPECT_EQ(verifyErrorAfter(p, [](Plan &q) { q.values[3].root = 4; }),
+            view + "4: constants have no views");
+  EXPECT_EQ(verifyErrorAfter(p, [](Plan &q) { q.values[3].root = 0; }),
+            view + "0 at offset " + std::to_string(p.values[3].offset) +
+                ", 128 bytes; the root has 0, 128");
 }
 
 TEST(HeldValues, GatherUnknownOutput) {

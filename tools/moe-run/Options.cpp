@@ -201,6 +201,15 @@ int moerun::parseArgs(int argc, char **argv, Options &o) {
       "generate --decode-plan: gather the KV cache on rank 0 and send it to "
       "every rank between steps instead of keeping it on the ranks (for "
       "comparison)");
+  app.add_flag_callback(
+      "--copy-cache",
+      [&] {
+        genOnly("--copy-cache");
+        o.gen.bindCache = false;
+      },
+      "generate --decode-plan: copy the KV cache out of and into each "
+      "step's arena on the ranks instead of binding it in place (for "
+      "comparison)");
   app.add_option_function<std::string>(
          "--ids-input",
          [&](const std::string &v) {

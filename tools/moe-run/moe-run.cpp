@@ -365,9 +365,12 @@ void printGenerate(const Options &o, const GenerateResult &g) {
          g.prefillSeconds > 0 ? prefillTok / g.prefillSeconds : 0.0},
         {"decode_tokens_per_second",
          g.decodeSeconds > 0 ? decodeTok / g.decodeSeconds : 0.0}};
-    if (!o.decodePlan.empty())
+    if (!o.decodePlan.empty()) {
       j["kv_cache"] =
           g.cacheThroughHost.empty() ? "on the ranks" : "through rank 0";
+      if (g.cacheThroughHost.empty())
+        j["kv_cache_copied_bytes"] = g.cacheCopyBytes;
+    }
     std::printf("%s\n", j.dump(2).c_str());
     return;
   }
@@ -382,7 +385,11 @@ void printGenerate(const Options &o, const GenerateResult &g) {
           ? "each step recomputes the whole sequence: no KV cache"
       : g.cacheThroughHost.empty()
           ? "the decode plan, one token per step against the KV cache, "
-            "which stays on the ranks between steps"
+            "which stays on the ranks between steps, " +
+                (g.cacheCopyBytes
+                     ? "copied there: " + std::to_string(g.cacheCopyBytes) +
+                           " bytes on rank 0"
+                     : std::string("bound in place"))
           : "the decode plan, one token per step against the KV cache, "
             "which goes through rank 0 between steps: " +
                 g.cacheThroughHost;

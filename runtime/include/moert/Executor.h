@@ -312,6 +312,14 @@ public:
   /// held memory `p` (allocateHeld of any backend on this rank's device).
   virtual void saveHeld(const Value &v, void *p, size_t bytes) = 0;
   virtual void loadHeld(const Value &v, const void *p, size_t bytes) = 0;
+  /// Binds arena value `root` (a root, Value::root < 0) and every view of
+  /// it to `bytes` of held memory `p` (allocateHeld) instead of its arena
+  /// bytes, until bound again; a null `p` binds it back to the arena. The
+  /// executor binds a KV cache's past input and present output this way,
+  /// so that a decode step reads and writes the cache where it is held.
+  void bindValue(int32_t root, void *p, size_t bytes);
+  /// Whether `root` is bound to `p`.
+  bool boundTo(int32_t root, const void *p) const;
   /// After prepare: how the collectives over `group` (the communicator of
   /// mesh axes `axes`) move data. Default: "local" for one rank, else the
   /// communicator's kind ("threads", "mpi").
@@ -348,6 +356,20 @@ public:
                                const fb::ScatterElementsT &a) = 0;
   virtual void dequantize(ExecContext &ctx, size_t index,
                           const fb::DequantizeT &a) = 0;
+
+protected:
+  /// Where `bytes` bytes of arena value `v` start: in the memory bound to
+  /// its root (bindValue), else at its offset in `arena` of `arenaBytes`;
+  /// null when they lie outside that memory.
+  char *locate(const Value &v, char *arena, uint64_t arenaBytes,
+               uint64_t bytes) const;
+
+private:
+  struct Bound {
+    char *p = nullptr;
+    uint64_t bytes = 0;
+  };
+  std::vector<Bound> bound_; ///< by root id; empty while nothing is bound
 };
 
 /// The CPU backend: a 64-byte aligned host arena and the CPU kernels.
@@ -416,6 +438,16 @@ public:
       const std::vector<std::pair<std::string, std::string>> &outputToInput);
   /// Forgets the held inputs (their memory stays allocated for reuse).
   void dropHeld();
+  /// Whether held inputs and their outputs are bound in place (default,
+  /// plans with a symbol): a decode step reads its past from held memory
+  /// and writes its present straight into a second held buffer, and
+  /// holdOutputs from this executor swaps the two, so that the cache is
+  /// not copied between steps. false: every step copies the cache out of
+  /// and into the arena (for comparison).
+  void setBindHeld(bool bind) { bindHeld_ = bind; }
+  /// Bytes this rank copied on the device for held inputs so far (into
+  /// held memory at holdOutputs, and out of it at setInputs).
+  uint64_t heldCopyBytes() const { return heldCopyBytes_; }
   /// This rank's output parts (no communication), in plan order.
   std::vector<std::vector<char>> localOutputs();
 
@@ -440,13 +472,29 @@ private:
                  const std::vector<std::string> *only);
   /// holdOutputs: this rank's block of an input kept in device memory.
   struct Held {
-    void *memory = nullptr; ///< Backend::allocateHeld
-    size_t capacity = 0;
+    void *memory = nullptr;     ///< Backend::allocateHeld
+    size_t capacity = 0;        ///< of memory and spare
     size_t bytes = 0;           ///< this rank's block
     std::vector<int64_t> shape; ///< the global shape it stands for
     bool valid = false;
+    /// Bound in place: the output of this plan that holdOutputs from this
+    /// executor pairs with the input; each run writes it into `spare`.
+    std::string output;
+    void *spare = nullptr;
   };
   std::map<std::string, Held> held_; ///< by input name
+  /// setInputs: binds a held input (and the output paired with it) to
+  /// its held memory, or copies the memory into the arena.
+  void loadHeld(const ModelIO &m, const Value &v, Held &h);
+  /// Whether the plan records every view's root (Value::root), which
+  /// binding needs: every arena value that no step writes is an input or a
+  /// view with its root recorded.
+  bool recordsRoots();
+  /// Whether output `o` of this plan may be bound in place for `in`.
+  bool bindableOutput(const ModelIO &o, const std::string &in);
+  bool bindHeld_ = true;
+  uint64_t heldCopyBytes_ = 0;
+  int8_t recordsRoots_ = -1; ///< recordsRoots, once known
   /// gatherOutputs of the outputs in `only` (all when null).
   std::vector<std::pair<std::string, NpyArray>>
   gatherSelected(const std::vector<std::string> *only);

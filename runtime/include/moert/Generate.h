@@ -44,6 +44,11 @@ struct GenerateOptions {
   /// generateWithCache: keep the cache on the ranks when the plans allow
   /// (false: through rank 0 every step, for comparison).
   bool holdCache = true;
+  /// With the cache kept on the ranks: bind it in place when the decode
+  /// plan records its views (Executor::setBindHeld), so that no step copies
+  /// it; false: copy it out of and into the arena at every step (for
+  /// comparison).
+  bool bindCache = true;
 };
 
 struct GenerateResult {
@@ -54,6 +59,10 @@ struct GenerateResult {
   /// generateWithCache: why the KV cache went through rank 0 between steps
   /// (the holdError of a cache pair); empty: it stayed on the ranks.
   std::string cacheThroughHost;
+  /// With the cache on the ranks: the bytes of it that rank 0 copied on
+  /// its device during the decode steps (after the prefill handed it over;
+  /// Executor::heldCopyBytes). 0 when it is bound in place.
+  uint64_t cacheCopyBytes = 0;
 };
 
 /// Why `plan` cannot generate from `prompt` with `options` ("" when it

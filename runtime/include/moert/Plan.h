@@ -147,8 +147,15 @@ struct Value {
   /// Dims that follow the token count (plans with a symbol; never on
   /// constants or kernel operands).
   std::vector<SymDim> symDims;
+  /// Plans with a symbol: the value whose bytes this one views (a reshape
+  /// of it: same offset and size), or -1 for a value with its own bytes
+  /// (a root). Backend::bindValue binds a root and every view of it to
+  /// memory outside the arena. Plans without a symbol record no roots.
+  int32_t root = -1;
 
   int64_t numElements() const;
+  /// The value whose bytes this one uses (itself when it is a root).
+  int32_t rootId() const { return root < 0 ? id : root; }
   uint64_t byteSize() const { return numElements() * dtypeSize(dtype); }
 };
 
