@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <map>
 #include <memory>
+#include <set>
 
 using namespace mlir;
 using namespace moec;
@@ -364,21 +365,32 @@ LogicalResult PlanBuilder::addTpSlice(moe::TpSliceOp op) {
 }
 
 /// First-fit offsets for the arena values by live range (aliases share
-/// their root's bytes).
-void PlanBuilder::planMemory(func::FuncOp func) {
+/// their root's bytes). With `cacheOutsideArena`, the roots of the cache
+/// pairs get none (offset 0, Value::outside).
+void PlanBuilder::planMemory(func::FuncOp func, bool cacheOutsideArena) {
   struct Buf {
     int32_t id;
     uint64_t size;
     int64_t from, to;
     uint64_t offset = 0;
   };
+  std::set<int32_t> outside;
+  if (cacheOutsideArena)
+    for (auto [i, o] : moert::cachePairs(plan)) {
+      int32_t ri = root[plan.inputs[i].value], ro = root[plan.outputs[o].value];
+      if (ri != ro && !outside.count(ri) && !outside.count(ro)) {
+        outside.insert(ri);
+        outside.insert(ro);
+      }
+    }
   std::map<int32_t, uint64_t> rootSize;
   for (auto &[id, r] : root)
     rootSize[r] = std::max<uint64_t>(rootSize[r], plan.values[id].byteSize());
   std::vector<Buf> bufs;
   for (auto &[r, size] : rootSize)
-    bufs.push_back({r, alignUp(std::max<uint64_t>(size, 1)), live[r].first,
-                    live[r].second});
+    if (!outside.count(r))
+      bufs.push_back({r, alignUp(std::max<uint64_t>(size, 1)), live[r].first,
+                      live[r].second});
   std::sort(bufs.begin(), bufs.end(), [](const Buf &a, const Buf &b) {
     return a.size > b.size || (a.size == b.size && a.id < b.id);
   });
@@ -406,7 +418,9 @@ void PlanBuilder::planMemory(func::FuncOp func) {
   for (Buf &b : bufs)
     offsetOf[b.id] = b.offset;
   for (auto &[id, r] : root)
-    plan.values[id].offset = offsetOf[r];
+    plan.values[id].offset = outside.count(r) ? 0 : offsetOf[r];
+  for (int32_t r : outside)
+    plan.values[size_t(r)].outside = true;
   plan.arenaBytes = arena;
 }
 
@@ -495,7 +509,7 @@ LogicalResult PlanBuilder::run(StringRef source, const PlanOptions &options) {
     m.value = id;
     plan.outputs.push_back(m);
   }
-  planMemory(func);
+  planMemory(func, options.cacheOutsideArena);
   if (options.valueRoots) {
     options.valueRoots->assign(plan.values.size(), -1);
     for (auto &[id, r] : root)

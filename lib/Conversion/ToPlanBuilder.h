@@ -85,7 +85,7 @@ private:
   /// one (every rank), or one made for the group.
   int32_t segmentFor(const std::vector<int32_t> &ranks);
   std::map<std::vector<int32_t>, int32_t> groupSegment;
-  void planMemory(func::FuncOp func);
+  void planMemory(func::FuncOp func, bool cacheOutsideArena);
 
   ModuleOp module;
   moert::Plan &plan;

@@ -394,6 +394,9 @@ LogicalResult Compilation::buildPlan(moert::Plan &plan, moert::PlanData &data) {
   PlanOptions codeOptions = popts;
   bool dynamic = options_.maxTokens > 0;
   if (dynamic) {
+    // The KV cache of a decode plan lives outside the arena, where the
+    // executor swaps it between steps (roots are recorded below).
+    popts.cacheOutsideArena = true;
     // The kernels are compiled once the symbolic dims are known.
     popts.cpuCode = false;
     popts.cudaChip.clear();

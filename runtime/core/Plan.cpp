@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstring>
 
 #include <sstream>
 
@@ -87,6 +88,26 @@ const ModelIO *moert::findIO(const std::vector<ModelIO> &ios,
     if (m.name == name)
       return &m;
   return nullptr;
+}
+
+std::string moert::presentNameOf(const std::string &past) {
+  if (past.rfind("past_key_values", 0) == 0)
+    return "present" + past.substr(std::strlen("past_key_values"));
+  if (past.rfind("past", 0) == 0)
+    return "present" + past.substr(4);
+  return "";
+}
+
+std::vector<std::pair<size_t, size_t>> moert::cachePairs(const Plan &plan) {
+  std::vector<std::pair<size_t, size_t>> r;
+  for (size_t i = 0; i < plan.inputs.size(); ++i) {
+    std::string present = presentNameOf(plan.inputs[i].name);
+    for (size_t o = 0; !present.empty() && o < plan.outputs.size(); ++o)
+      if (plan.outputs[o].name == present &&
+          plan.outputs[o].dtype == plan.inputs[i].dtype)
+        r.push_back({i, o});
+  }
+  return r;
 }
 
 const char *moert::stepKindName(StepKind k) {
@@ -468,6 +489,12 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
                       " reads segment '" + s.name +
                       "', which that rank does not map");
       }
+    } else if (v.outside ||
+               (v.root >= 0 && v.root < int32_t(plan.values.size()) &&
+                plan.values[size_t(v.root)].outside)) {
+      if (v.offset != 0)
+        return fail(what + " lies outside the arena at offset " +
+                    std::to_string(v.offset) + " (0 expected)");
     } else if (!inside(v.offset, bytes, plan.arenaBytes)) {
       return fail(what + " at arena offset " + std::to_string(v.offset) +
                   " + " + std::to_string(bytes) +
@@ -479,7 +506,20 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
     }
   }
   // Views: a reshape of a root, at its offset and of its size, in plans
-  // with a symbol (a backend binds a root with every view of it).
+  // with a symbol (a backend binds a root with every view of it). Roots
+  // outside the arena: arena values of such a plan.
+  for (const Value &v : plan.values) {
+    if (!v.outside)
+      continue;
+    std::string what = "value " + std::to_string(v.id) + " ('" + v.name +
+                       "') outside the arena";
+    if (plan.symbols.empty())
+      return fail(what + " in a plan without a symbol");
+    if (v.kind == ValueKind::constant || v.root >= 0)
+      return fail(what + " is " +
+                  (v.root >= 0 ? "a view" : std::string("a constant")) +
+                  " (only roots of arena values are)");
+  }
   for (const Value &v : plan.values) {
     if (v.root < 0)
       continue;

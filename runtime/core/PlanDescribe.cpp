@@ -180,6 +180,8 @@ std::string moert::describePlan(const Plan &p) {
        << dtypeName(v.dtype) << shape(v.shape, v.symDims);
     if (v.kind == ValueKind::constant)
       os << (v.data.size() == 1 ? " shared" : " per rank");
+    else if (v.outside)
+      os << " outside the arena";
     else
       os << " @" << v.offset;
     if (v.root >= 0)

@@ -76,11 +76,6 @@ void Backend::bindValue(int32_t root, void *p, size_t bytes) {
   bound_[size_t(root)] = {static_cast<char *>(p), p ? bytes : 0};
 }
 
-bool Backend::boundTo(int32_t root, const void *p) const {
-  return root >= 0 && size_t(root) < bound_.size() &&
-         bound_[size_t(root)].p == p && p;
-}
-
 char *Backend::locate(const Value &v, char *arena, uint64_t arenaBytes,
                       uint64_t bytes) const {
   int32_t r = v.rootId();
@@ -366,6 +361,7 @@ void Executor::prepare(ExecContext &ctx) {
   if (prepared_)
     return;
   backend_->prepare(ctx);
+  bindOutside();
   prepared_ = true;
   report_.collectives.clear();
   for (auto &[axes, comm] : groups_)

@@ -6,18 +6,19 @@
 // the next setInputs takes them from there: the cache never goes to rank
 // 0, through the host or over the network between steps. A block stays a
 // block only when both plans split the array the same way on every rank
-// (holdError); the held memory is allocated once per input, for the
-// larger of the input's maximum (the plan's shape, which a dynamic count
-// bounds) and the maximum of this plan's output of the same name as the
-// one held.
+// (holdError). For an input in the arena the held memory is allocated
+// once, at the input's maximum (the plan's shape, which a dynamic count
+// bounds); the next setInputs copies it into the arena.
 //
-// Plans with a symbol record each view's root (Value::root), and there the
-// cache is bound in place rather than copied: setInputs binds the past
-// input to its held memory (Backend::bindValue, with every view of it),
-// and, from the first holdOutputs on, binds this plan's output of the
-// held output's name to a second held buffer, which the run writes;
-// holdOutputs from this executor then swaps the two buffers. Only the
-// hand-over from another executor (prefill to decode) copies.
+// Plans with a symbol keep their KV cache outside the arena: moec gives
+// the roots of each past*/present* pair (moert::cachePairs) no arena bytes
+// (Value::outside), and the executor allocates them once, both at the
+// larger of the two maxima, and binds them (Backend::bindValue; views
+// follow their root, Value::root). holdOutputs from this executor then
+// swaps the pair's two buffers: the step read its past from one and wrote
+// its present into the other, and nothing is copied. Only the hand-over
+// from another executor (prefill to decode) copies, into the past's
+// buffer. Inputs of plans without such roots are copied as above.
 //
 //===----------------------------------------------------------------------===//
 
@@ -81,60 +82,38 @@ std::string moert::holdError(const Plan &from, const std::string &output,
   return "";
 }
 
-bool Executor::recordsRoots() {
-  if (recordsRoots_ < 0) {
-    std::vector<char> written(plan_.values.size(), 0);
-    for (const Step &s : plan_.steps)
-      for (int32_t o : s.outputs)
-        if (o >= 0 && size_t(o) < written.size())
-          written[size_t(o)] = 1;
-    bool all = !plan_.symbols.empty();
-    for (const Value &v : plan_.values)
-      if (v.kind != ValueKind::constant && v.kind != ValueKind::input &&
-          v.root < 0 && !written[size_t(v.id)])
-        all = false; // a view without its root (a plan from an older moec)
-    recordsRoots_ = all;
+void Executor::bindOutside() {
+  if (!outside_.empty())
+    return;
+  std::map<int32_t, size_t> bytes;
+  for (const Value &v : plan_.values)
+    if (v.outside)
+      bytes[v.id] = v.byteSize();
+  if (bytes.empty())
+    return;
+  for (auto [i, o] : cachePairs(plan_)) {
+    int32_t ri = plan_.values[size_t(plan_.inputs[i].value)].rootId();
+    int32_t ro = plan_.values[size_t(plan_.outputs[o].value)].rootId();
+    if (bytes.count(ri) && bytes.count(ro))
+      bytes[ri] = bytes[ro] = std::max(bytes[ri], bytes[ro]);
   }
-  return recordsRoots_ == 1;
-}
-
-bool Executor::bindableOutput(const ModelIO &o, const std::string &in) {
-  if (!bindHeld_ || !recordsRoots())
-    return false;
-  const Value &ov = plan_.values[size_t(o.value)];
-  int32_t r = ov.rootId();
-  if (ov.byteSize() > held_.at(in).capacity)
-    return false;
-  for (const ModelIO &i : plan_.inputs)
-    if (plan_.values[size_t(i.value)].rootId() == r)
-      return false; // the output views an input
-  for (const auto &[name, h] : held_)
-    if (name != in && !h.output.empty() &&
-        plan_.values[size_t(findIO(plan_.outputs, h.output)->value)].rootId() ==
-            r)
-      return false; // bound for another input
-  return true;
+  for (auto [root, n] : bytes) {
+    Outside &b = outside_[root];
+    b.capacity = n;
+    b.p = backend_->allocateHeld(std::max<size_t>(n, 1));
+    backend_->bindValue(root, b.p, n);
+  }
 }
 
 void Executor::loadHeld(const ModelIO &m, const Value &v, Held &h) {
-  // The output paired in place is written into spare, held input or not.
-  if (!h.output.empty())
-    backend_->bindValue(
-        plan_.values[size_t(findIO(plan_.outputs, h.output)->value)].rootId(),
-        bindHeld_ ? h.spare : nullptr, h.capacity);
-  if (!h.valid) {
-    backend_->bindValue(v.rootId(), nullptr, 0); // given: into the arena
-    return;
-  }
+  if (!h.valid)
+    return; // given: uploaded where the value lives
   if (v.byteSize() != h.bytes)
     throw RunError("rank " + std::to_string(rank_) + ": input '" + m.name +
                    "': the held block of " + std::to_string(h.bytes) +
                    " bytes is not the local value " + shapeString(v.shape));
-  if (bindHeld_ && recordsRoots()) {
-    backend_->bindValue(v.rootId(), h.memory, h.capacity);
-    return;
-  }
-  backend_->bindValue(v.rootId(), nullptr, 0);
+  if (outside_.count(v.rootId()))
+    return; // holdOutputs left it in the input's own memory
   if (h.bytes) {
     backend_->loadHeld(v, h.memory, h.bytes);
     heldCopyBytes_ += h.bytes;
@@ -156,41 +135,32 @@ void Executor::holdOutputs(
     const Value &v = fp.values[size_t(o.value)];
     size_t bytes = v.byteSize();
     Held &h = held_[in];
-    if (!h.memory) {
+    int32_t ri = plan_.values[size_t(i.value)].rootId();
+    auto mine = outside_.find(ri);
+    if (mine == outside_.end() && !h.memory) {
       h.capacity = plan_.values[size_t(i.value)].byteSize();
-      // The output of this plan that a decode loop pairs with the input.
-      if (const ModelIO *same = findIO(plan_.outputs, out);
-          same && holdError(plan_, out, plan_, in).empty())
-        h.capacity = std::max<size_t>(
-            h.capacity, plan_.values[size_t(same->value)].byteSize());
       h.memory = backend_->allocateHeld(h.capacity);
     }
-    if (bytes > h.capacity)
+    size_t capacity =
+        mine != outside_.end() ? mine->second.capacity : h.capacity;
+    if (bytes > capacity)
       throw RunError("rank " + std::to_string(rank_) + ": output '" + out +
                      "' " + shapeString(o.shape) + ": this rank's block of " +
                      std::to_string(bytes) + " bytes exceeds the " +
-                     std::to_string(h.capacity) + " bytes of input '" + in +
+                     std::to_string(capacity) + " bytes of input '" + in +
                      "' at the plan's maximum " + shapeString(i.shape));
-    if (self && h.output == out && bindHeld_ &&
-        backend_->boundTo(v.rootId(), h.spare)) {
-      // The run wrote the output where the input is to be read next.
-      std::swap(h.memory, h.spare);
-      backend_->bindValue(v.rootId(), h.spare, h.capacity);
-      backend_->bindValue(plan_.values[size_t(i.value)].rootId(), h.memory,
-                          h.capacity);
-    } else {
-      if (bytes)
-        from.backend_->saveHeld(v, h.memory, bytes);
+    auto theirs = self ? outside_.find(v.rootId()) : outside_.end();
+    if (mine != outside_.end() && theirs != outside_.end() && bindHeld_ &&
+        theirs->second.capacity == mine->second.capacity) {
+      // The step wrote its present where the next one reads its past.
+      std::swap(mine->second.p, theirs->second.p);
+      backend_->bindValue(ri, mine->second.p, mine->second.capacity);
+      backend_->bindValue(v.rootId(), theirs->second.p,
+                          theirs->second.capacity);
+    } else if (bytes) {
+      from.backend_->saveHeld(
+          v, mine != outside_.end() ? mine->second.p : h.memory, bytes);
       heldCopyBytes_ += bytes;
-      // From now on the run writes this plan's output of that name (which
-      // a decode loop pairs with the input) where the next step reads it.
-      const ModelIO *mine = self ? &o : findIO(plan_.outputs, out);
-      if (h.output.empty() && mine &&
-          holdError(plan_, out, plan_, in).empty() &&
-          bindableOutput(*mine, in)) {
-        h.output = out;
-        h.spare = backend_->allocateHeld(h.capacity);
-      }
     }
     h.bytes = bytes;
     h.shape = o.shape;

@@ -366,14 +366,6 @@ GenerateResult moert::generate(Executor &ex, Comm &world, const Plan &plan,
   return r;
 }
 
-std::string moert::presentNameOf(const std::string &past) {
-  if (past.rfind("past_key_values", 0) == 0)
-    return "present" + past.substr(std::strlen("past_key_values"));
-  if (past.rfind("past", 0) == 0)
-    return "present" + past.substr(4);
-  return "";
-}
-
 std::string moert::generateWithCacheError(const Plan &prefill,
                                           const Plan &decode,
                                           const NpyArray &prompt,

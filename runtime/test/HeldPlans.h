@@ -70,11 +70,14 @@ inline TestCase lengthPlan(const std::string &in, const std::string &out,
 /// lengthPlan's step (out = in + c) through views, as moec lowers a decode
 /// step: the add reads a reshape of the input ([1, L, 4] as [L, 4]) and the
 /// output is a reshape of the add's result, each at the offset of the
-/// value it views. With `roots` the views record them (Value::root, as
-/// moec's plans with a symbol do) and the executor binds the cache in
-/// place; without (a plan from an older moec) it must copy.
+/// value it views. With `roots` the views record them (Value::root), and
+/// with `outside` the roots of the cache pair (past, and present's root)
+/// also lie outside the arena (Value::outside), as in moec's plans with a
+/// symbol; the executor then swaps them between steps. Without (a plan
+/// from an older moec) it copies the cache.
 inline TestCase viewPlan(const std::string &in, const std::string &out,
-                         int64_t max, const std::vector<float> &c, bool roots) {
+                         int64_t max, const std::vector<float> &c, bool roots,
+                         bool outside) {
   TestCase tc;
   Plan &p = tc.plan;
   p.producer = "moert-test";
@@ -100,6 +103,11 @@ inline TestCase viewPlan(const std::string &in, const std::string &out,
       value(in + "_rows", {max, kWidth}, ValueKind::temp, rows, vin);
   int32_t vsum = value("sum", {max, kWidth}, ValueKind::temp, rows, -1);
   int32_t vout = value(out, {1, max, kWidth}, ValueKind::output, dims, vsum);
+  if (outside)
+    for (int32_t id : {vin, vrows, vsum, vout}) {
+      p.values[size_t(id)].offset = 0;
+      p.values[size_t(id)].outside = id == vin || id == vsum;
+    }
   int32_t vc = b.shared("c", {kWidth}, c);
   fb::BinaryT add;
   add.fn = fb::BinaryFn::add;
@@ -167,8 +175,9 @@ onTwoRanks(TestCase &step, TestCase &prefill,
 }
 
 /// A decode loop on 2 thread ranks: lengthPlan's prefill (a copy of x, [2,
-/// 3, 4]) handed over to viewPlan's step (with `roots`, and binding as
-/// `bind` says), then 4 steps each fed the last one's output: the last
+/// 3, 4]) handed over to viewPlan's step (`outside`: roots recorded and
+/// the cache outside the arena; else neither), with holdOutputs swapping
+/// as `bind` says, then 4 steps each fed the last one's output: the last
 /// output (x + 4c) and rank 0's bytes copied for the cache at the hand-over
 /// and in the steps after it.
 struct HeldLoop {
@@ -177,9 +186,9 @@ struct HeldLoop {
 };
 inline HeldLoop
 heldLoop(const std::function<std::unique_ptr<Backend>()> &backend,
-         const std::vector<float> &c, const std::vector<float> &x, bool roots,
+         const std::vector<float> &c, const std::vector<float> &x, bool outside,
          bool bind) {
-  TestCase step = viewPlan("past", "present", kStepMax, c, roots);
+  TestCase step = viewPlan("past", "present", kStepMax, c, outside, outside);
   TestCase prefill = lengthPlan("x", "present", kPrefillMax, false, c);
   HeldLoop r;
   onTwoRanks(step, prefill, backend,

@@ -20,6 +20,7 @@
 
 #include <cstdio>
 #include <random>
+#include <tuple>
 #include <unistd.h>
 
 using namespace moert;
@@ -175,34 +176,37 @@ TEST(HeldValues, HoldErrors) {
   EXPECT_EQ(holdError(f4, "present", t4, "past"), "");
 }
 
-/// The cache bound in place (Executor::setBindHeld): only the hand-over
-/// from the prefill copies (rank 0's block [1, 3, 4]: 48 bytes); the steps
-/// read and write held memory through the views' roots and swap. Copying
-/// instead (binding off, or a plan whose views do not record their roots)
-/// costs 48 bytes into the arena at each of the 4 steps and 48 out of it
-/// at each of the 3 holds after them; every way gives x + 4c.
-TEST(HeldValues, BoundInPlace) {
+/// The cache outside the arena, swapped in place (Executor::setBindHeld):
+/// only the hand-over from the prefill copies (rank 0's block [1, 3, 4]:
+/// 48 bytes); the steps read and write the two buffers through the views'
+/// roots. With binding off each of the 3 holds after the steps copies the
+/// present onto the past (3 x 48 bytes); a plan whose cache lies in the
+/// arena (an older moec: no roots) copies 48 bytes into the arena at each
+/// of the 4 steps too. Every way gives x + 4c.
+TEST(HeldValues, CacheOutsideTheArena) {
   std::mt19937 rng(7);
   std::vector<float> c = randomValues(rng, kWidth);
   std::vector<float> x = randomValues(rng, 2 * 3 * kWidth);
-  for (auto [roots, bind] : {std::pair{true, true}, std::pair{true, false},
-                             std::pair{false, true}}) {
-    SCOPED_TRACE(std::string(roots ? "roots" : "no roots") +
-                 (bind ? ", bound" : ", copied"));
-    HeldLoop r = heldLoop(createCpuBackend, c, x, roots, bind);
+  for (auto [outside, bind, copied] :
+       {std::tuple{true, true, 0u}, std::tuple{true, false, 3 * 48u},
+        std::tuple{false, true, 7 * 48u}}) {
+    SCOPED_TRACE(std::string(outside ? "outside" : "in the arena") +
+                 (bind ? ", swapped" : ", copied"));
+    HeldLoop r = heldLoop(createCpuBackend, c, x, outside, bind);
     EXPECT_EQ(r.present.shape, (std::vector<int64_t>{2, 3, kWidth}));
     EXPECT_EQ(valuesOf(r.present), plusC(x, c, 4));
     EXPECT_EQ(r.handover, 48u);
-    EXPECT_EQ(r.steps, roots && bind ? 0u : 7 * 48u);
+    EXPECT_EQ(r.steps, copied);
   }
 }
 
-/// Value::root survives the file, and verifyPlan's rules for it: a view is
-/// another arena value's reshape (same offset and size), of a root, in a
-/// plan with a symbol.
+/// Value::root and Value::outside survive the file, and verifyPlan's rules
+/// for them: a view is another arena value's reshape (same offset and
+/// size), of a root, in a plan with a symbol; only such roots lie outside
+/// the arena, at offset 0.
 TEST(HeldValues, ViewRoots) {
   std::vector<float> c(kWidth, 1.0f);
-  TestCase tc = viewPlan("past", "present", kStepMax, c, true);
+  TestCase tc = viewPlan("past", "present", kStepMax, c, true, true);
   std::string path = ::testing::TempDir() + "/moert-roots-" +
                      std::to_string(getpid()) + ".moeplan",
               error;
@@ -211,11 +215,28 @@ TEST(HeldValues, ViewRoots) {
   std::remove(path.c_str());
   ASSERT_TRUE(lp) << error;
   std::vector<int32_t> roots;
-  for (const Value &v : lp->plan().values)
+  std::vector<bool> outside;
+  for (const Value &v : lp->plan().values) {
     roots.push_back(v.root);
+    outside.push_back(v.outside);
+  }
   EXPECT_EQ(roots, (std::vector<int32_t>{-1, 0, -1, 2, -1}));
-  const Plan &p = tc.plan;
+  EXPECT_EQ(outside, (std::vector<bool>{true, false, true, false, false}));
   using test::verifyErrorAfter;
+  const Plan &q = tc.plan;
+  EXPECT_EQ(verifyErrorAfter(q, [](Plan &p) { p.values[1].outside = true; }),
+            "value 1 ('past_rows') outside the arena is a view (only roots "
+            "of arena values are)");
+  EXPECT_EQ(verifyErrorAfter(q, [](Plan &p) { p.values[4].outside = true; }),
+            "value 4 ('c') outside the arena is a constant (only roots of "
+            "arena values are)");
+  EXPECT_EQ(verifyErrorAfter(q, [](Plan &p) { p.values[2].offset = 64; }),
+            "value 2 ('sum') lies outside the arena at offset 64 (0 "
+            "expected)");
+  EXPECT_EQ(verifyErrorAfter(q, [](Plan &p) { p.symbols.clear(); }),
+            "value 0 ('past') outside the arena in a plan without a symbol");
+
+  const Plan &p = viewPlan("past", "present", kStepMax, c, true, false).plan;
   const std::string view = "value 3 ('present') views value ";
   EXPECT_EQ(verifyErrorAfter(p, [](Plan &q) { q.symbols.clear(); }),
             "value 1 ('past_rows') views value 0 in a plan without a symbol "

@@ -207,8 +207,8 @@ int moerun::parseArgs(int argc, char **argv, Options &o) {
         genOnly("--copy-cache");
         o.gen.bindCache = false;
       },
-      "generate --decode-plan: copy the KV cache out of and into each "
-      "step's arena on the ranks instead of binding it in place (for "
+      "generate --decode-plan: copy each step's KV cache onto the next "
+      "step's input on the ranks instead of swapping the two buffers (for "
       "comparison)");
   app.add_option_function<std::string>(
          "--ids-input",

@@ -26,6 +26,11 @@ struct PlanOptions {
   /// unless it is a view of another; -1 for constants). Used to infer the
   /// symbolic dims of a plan with a dynamic token count (SymbolCheck.h).
   std::vector<int32_t> *valueRoots = nullptr;
+  /// Keep the roots of the KV cache's pairs (moert::cachePairs: each past*
+  /// input and its present* output) outside the arena (moert::Value::
+  /// outside): the executor allocates them and swaps them between decode
+  /// steps. Plans with a dynamic token count only (roots are recorded).
+  bool cacheOutsideArena = false;
   /// Check the plan with moert::verifyPlan. Off only for plans made to be
   /// compared (SymbolCheck.h's samples, without kernel code).
   bool verify = true;

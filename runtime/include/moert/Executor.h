@@ -315,11 +315,9 @@ public:
   /// Binds arena value `root` (a root, Value::root < 0) and every view of
   /// it to `bytes` of held memory `p` (allocateHeld) instead of its arena
   /// bytes, until bound again; a null `p` binds it back to the arena. The
-  /// executor binds a KV cache's past input and present output this way,
-  /// so that a decode step reads and writes the cache where it is held.
+  /// executor binds the roots outside the arena (Value::outside) this way:
+  /// a decode step reads and writes its KV cache where it is held.
   void bindValue(int32_t root, void *p, size_t bytes);
-  /// Whether `root` is bound to `p`.
-  bool boundTo(int32_t root, const void *p) const;
   /// After prepare: how the collectives over `group` (the communicator of
   /// mesh axes `axes`) move data. Default: "local" for one rank, else the
   /// communicator's kind ("threads", "mpi").
@@ -438,12 +436,10 @@ public:
       const std::vector<std::pair<std::string, std::string>> &outputToInput);
   /// Forgets the held inputs (their memory stays allocated for reuse).
   void dropHeld();
-  /// Whether held inputs and their outputs are bound in place (default,
-  /// plans with a symbol): a decode step reads its past from held memory
-  /// and writes its present straight into a second held buffer, and
-  /// holdOutputs from this executor swaps the two, so that the cache is
-  /// not copied between steps. false: every step copies the cache out of
-  /// and into the arena (for comparison).
+  /// Whether holdOutputs from this executor swaps a cache pair kept
+  /// outside the arena (Value::outside; default): the step read its past
+  /// from one buffer and wrote its present into the other, so nothing is
+  /// copied. false: the present is copied onto the past (for comparison).
   void setBindHeld(bool bind) { bindHeld_ = bind; }
   /// Bytes this rank copied on the device for held inputs so far (into
   /// held memory at holdOutputs, and out of it at setInputs).
@@ -472,29 +468,26 @@ private:
                  const std::vector<std::string> *only);
   /// holdOutputs: this rank's block of an input kept in device memory.
   struct Held {
-    void *memory = nullptr;     ///< Backend::allocateHeld
-    size_t capacity = 0;        ///< of memory and spare
+    void *memory = nullptr; ///< Backend::allocateHeld (an arena input)
+    size_t capacity = 0;
     size_t bytes = 0;           ///< this rank's block
     std::vector<int64_t> shape; ///< the global shape it stands for
     bool valid = false;
-    /// Bound in place: the output of this plan that holdOutputs from this
-    /// executor pairs with the input; each run writes it into `spare`.
-    std::string output;
-    void *spare = nullptr;
   };
   std::map<std::string, Held> held_; ///< by input name
-  /// setInputs: binds a held input (and the output paired with it) to
-  /// its held memory, or copies the memory into the arena.
+  /// The memory of a root outside the arena (Value::outside), bound to it;
+  /// both roots of a cache pair (moert::cachePairs) get the larger size.
+  struct Outside {
+    void *p = nullptr;
+    size_t capacity = 0;
+  };
+  std::map<int32_t, Outside> outside_; ///< by root id
+  /// prepare: allocates outside_ and binds it.
+  void bindOutside();
+  /// setInputs: a held input in the arena gets its held block copied in.
   void loadHeld(const ModelIO &m, const Value &v, Held &h);
-  /// Whether the plan records every view's root (Value::root), which
-  /// binding needs: every arena value that no step writes is an input or a
-  /// view with its root recorded.
-  bool recordsRoots();
-  /// Whether output `o` of this plan may be bound in place for `in`.
-  bool bindableOutput(const ModelIO &o, const std::string &in);
   bool bindHeld_ = true;
   uint64_t heldCopyBytes_ = 0;
-  int8_t recordsRoots_ = -1; ///< recordsRoots, once known
   /// gatherOutputs of the outputs in `only` (all when null).
   std::vector<std::pair<std::string, NpyArray>>
   gatherSelected(const std::vector<std::string> *only);

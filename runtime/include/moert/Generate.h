@@ -44,10 +44,10 @@ struct GenerateOptions {
   /// generateWithCache: keep the cache on the ranks when the plans allow
   /// (false: through rank 0 every step, for comparison).
   bool holdCache = true;
-  /// With the cache kept on the ranks: bind it in place when the decode
-  /// plan records its views (Executor::setBindHeld), so that no step copies
-  /// it; false: copy it out of and into the arena at every step (for
-  /// comparison).
+  /// With the cache kept on the ranks: swap the decode plan's past and
+  /// present buffers between steps when the plan keeps them outside the
+  /// arena (Executor::setBindHeld), so that no step copies the cache;
+  /// false: copy each present onto the next past (for comparison).
   bool bindCache = true;
 };
 
@@ -81,11 +81,6 @@ std::string generateError(const Plan &plan, const NpyArray &prompt,
 /// others; rank 0's result holds the ids.
 GenerateResult generate(Executor &executor, Comm &world, const Plan &plan,
                         const NpyArray &prompt, const GenerateOptions &options);
-
-/// The KV cache's name at the decode plan's outputs for its input `past`:
-/// past_key_values.N.key -> present.N.key (onnxruntime-genai), past_k_0 ->
-/// present_k_0.
-std::string presentNameOf(const std::string &past);
 
 /// Why `prefill` and `decode` cannot generate together from `prompt` (""
 /// when they can): `prefill` as generateError asks, with an output per

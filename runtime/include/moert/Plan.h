@@ -152,6 +152,11 @@ struct Value {
   /// (a root). Backend::bindValue binds a root and every view of it to
   /// memory outside the arena. Plans without a symbol record no roots.
   int32_t root = -1;
+  /// Plans with a symbol: this root (and every view of it) has no arena
+  /// bytes (offset 0); the executor allocates it at its maximum and binds
+  /// it (Backend::bindValue). moec puts a decode plan's KV cache there (the
+  /// roots of cachePairs), which the executor then swaps between steps.
+  bool outside = false;
 
   int64_t numElements() const;
   /// The value whose bytes this one uses (itself when it is a root).
@@ -181,6 +186,12 @@ struct ModelIO {
 
 /// The input or output named `name` of `ios`, or null.
 const ModelIO *findIO(const std::vector<ModelIO> &ios, const std::string &name);
+
+/// The KV cache's name at a decode plan's outputs for its input `past`:
+/// past_key_values.N.key -> present.N.key (onnxruntime-genai), past_k_0 ->
+/// present_k_0; "" for other names. moec keeps such pairs outside the arena
+/// (Value::outside) and moe-run generate feeds each present to its past.
+std::string presentNameOf(const std::string &past);
 
 /// The kind of a step: plan.fbs's `StepAttrs` union (matmul, route,
 /// dispatch, ...); its member tables are the kinds' typed attributes
@@ -289,6 +300,10 @@ struct Plan {
   std::vector<int32_t> group(int64_t rank,
                              const std::vector<std::string> &axes) const;
 };
+
+/// The cache pairs of `plan`: {input index, output index} of every input
+/// whose presentNameOf names an output of the same dtype.
+std::vector<std::pair<size_t, size_t>> cachePairs(const Plan &plan);
 
 /// Checks the manifest's internal consistency (value ids in range, shapes
 /// non-negative, constants inside their segments, steps' operand counts,
