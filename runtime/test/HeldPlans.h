@@ -28,6 +28,13 @@ namespace testplans {
 
 inline constexpr int64_t kStepMax = 8, kPrefillMax = 16, kWidth = 4;
 
+/// The mesh (ep=2) and length symbol (maximum `max`) of the plans below.
+inline void lengthMesh(Plan &p, int64_t max) {
+  p.producer = "moert-test";
+  p.mesh = {{"ep", 2}};
+  p.symbols = {{"len", max}};
+}
+
 /// A plan on ep=2 with a length symbol (maximum `max`): input `in` [2, L,
 /// 4] split over ep along dim 0, outputs `out` = in + c (when `addC`; else
 /// a copy of `in`) and `copy` = in, both split alike.
@@ -36,9 +43,7 @@ inline TestCase lengthPlan(const std::string &in, const std::string &out,
                            const std::vector<float> &c) {
   TestCase tc;
   Plan &p = tc.plan;
-  p.producer = "moert-test";
-  p.mesh = {{"ep", 2}};
-  p.symbols = {{"len", max}};
+  lengthMesh(p, max);
   Builder b(p, tc.data);
   b.segments(2);
   std::vector<SymDim> dims = {{1, SymKind::T, 1, 0}};
@@ -80,9 +85,7 @@ inline TestCase viewPlan(const std::string &in, const std::string &out,
                          bool outside) {
   TestCase tc;
   Plan &p = tc.plan;
-  p.producer = "moert-test";
-  p.mesh = {{"ep", 2}};
-  p.symbols = {{"len", max}};
+  lengthMesh(p, max);
   Builder b(p, tc.data);
   b.segments(2);
   std::vector<SymDim> dims = {{1, SymKind::T, 1, 0}},
