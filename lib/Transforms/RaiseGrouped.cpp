@@ -474,7 +474,7 @@ moe::TopKOp sortOf(Value ids) {
       if (isa<tensor::CollapseShapeOp, tensor::ReshapeOp>(u))
         views.push_back(u->getResult(0));
       auto t = dyn_cast<moe::TopKOp>(u);
-      if (t && !t.getLargest() && t.getK() == idsT.getNumElements() &&
+      if (t && !t.getLargest() && int64_t(t.getK()) == idsT.getNumElements() &&
           cast<RankedTensorType>(t.getInput().getType()).getRank() == 1)
         return t;
     }
@@ -499,7 +499,7 @@ LogicalResult LayerRaiser::raiseGrouped(Router &r, Operation *sc, Value root,
     why = "grouped experts need [tokens, k] ids picked by a top-k";
     return failure();
   }
-  int64_t tokens = idsT.getDimSize(0), k = idsT.getDimSize(1);
+  int64_t k = idsT.getDimSize(1);
   auto logitsT = cast<RankedTensorType>(r.logits.getType());
   int64_t e = logitsT.getDimSize(logitsT.getRank() - 1);
   auto cat = skipViews(outputs).getDefiningOp<tensor::ConcatOp>();
@@ -677,7 +677,8 @@ void densifyGroupedGemms(func::FuncOp func) {
     Value ids = sizesCountIds(sizes, e);
     moe::TopKOp sort = ids ? sortOf(ids) : moe::TopKOp();
     auto rowsT = cast<RankedTensorType>(rows.getType());
-    if (!sort || !rowsT.hasStaticShape() || rowsT.getDimSize(0) != sort.getK())
+    if (!sort || !rowsT.hasStaticShape() ||
+        rowsT.getDimSize(0) != int64_t(sort.getK()))
       continue;
     // Row r of the sorted rows belongs to expert sorted[r]: out[r] =
     // rows[r] @ W[sorted[r]], as E whole GEMMs and a select per expert.
