@@ -17,10 +17,10 @@ at every step, which is the same algorithm; torch decodes one token per step
 against its cache, and so does `moe-run generate --decode-plan` (a prefill
 plan that returns the cache and a decode-step plan whose count is the cache
 length, exported from the same weights). Each rank keeps its block of the
-cache between steps, bound in place so that no step copies it; with
---copy-cache every step copies it from the held memory into the arena and
-back, and with --cache-through-rank0 the cache is gathered on rank 0 and
-sent to every rank each step. Plans: ep=1 (one rank)
+cache between steps, outside the arena in two buffers that swap, so that
+no step copies it; with --copy-cache every step's present is copied onto
+the next step's past, and with --cache-through-rank0 the cache is gathered
+on rank 0 and sent to every rank each step. Plans: ep=1 (one rank)
 and tp=2 (two MPI ranks; with --batch 2 or more also ep=2, one sequence
 per rank); OpenBLAS and torch threads = cores / ranks, onnxruntime with its
 default threads; torch with its default ("eager") experts, which loop over

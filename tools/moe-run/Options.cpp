@@ -254,6 +254,11 @@ int moerun::parseArgs(int argc, char **argv, Options &o) {
     if (!o.inputs.empty() || o.describe || o.iters != 1 || !o.routing.empty())
       return fail("generate takes the prompt with --ids, not --input, "
                   "--describe, --iters or --record-routing");
+    if (o.decodePlan.empty() && (!o.gen.holdCache || !o.gen.bindCache))
+      return fail(std::string(!o.gen.holdCache ? "--cache-through-rank0"
+                                               : "--copy-cache") +
+                  " needs --decode-plan (without one, generate keeps no KV "
+                  "cache)");
   }
   return -1;
 }
