@@ -79,7 +79,8 @@ Offset<fb::Plan> toFb(const Plan &p, FlatBufferBuilder &b) {
     vals.push_back(fb::CreateValue(b, v.id, b.CreateString(v.name), v.dtype,
                                    b.CreateVector(v.shape), v.kind, v.offset,
                                    b.CreateVectorOfStructs(data),
-                                   symDims(b, v.symDims), v.root, v.outside));
+                                   symDims(b, v.symDims), v.root, v.outside,
+                                   v.boxed));
   }
   std::vector<Offset<fb::ModelIO>> ins, outs;
   for (const ModelIO &m : p.inputs)
@@ -215,6 +216,7 @@ bool fromFb(const fb::Plan &f, Plan &p, std::string &error) {
     x.symDims = symDims(v.sym_dims());
     x.root = v.root();
     x.outside = v.outside();
+    x.boxed = v.boxed();
     p.values.push_back(x);
   });
   each(f.inputs(),

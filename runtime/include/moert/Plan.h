@@ -157,6 +157,13 @@ struct Value {
   /// it (Backend::bindValue). moec puts a decode plan's KV cache there (the
   /// roots of cachePairs), which the executor then swaps between steps.
   bool outside = false;
+  /// Plans with a symbol: the elements lie at the row-major strides of
+  /// `shape` (the box, the plan's maximum) whatever the call's sizes, not
+  /// packed. moec boxes both outside roots of a cache pair whose present
+  /// is its past with rows appended (and every view of them): the two share
+  /// one buffer, so the cache grows in place. Only kernel steps, which
+  /// moec compiles for the box's strides, read or write a boxed value.
+  bool boxed = false;
 
   int64_t numElements() const;
   /// The value whose bytes this one uses (itself when it is a root).
