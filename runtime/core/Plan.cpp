@@ -699,5 +699,7 @@ bool moert::verifyPlan(const Plan &plan, std::string &error) {
   }
   if (std::string why = planSymbolsError(plan); !why.empty())
     return fail(why);
+  if (std::string why = planBoxedError(plan); !why.empty())
+    return fail(why);
   return true;
 }

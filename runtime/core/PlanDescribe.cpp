@@ -10,6 +10,7 @@
 
 #include "flatbuffers/minireflect.h"
 
+#include <algorithm>
 #include <map>
 #include <sstream>
 
@@ -109,9 +110,11 @@ std::string moert::describePlan(const Plan &p) {
        << s.name << " <= " << s.max
        << " (dims: t this rank's rows, tb the block bound, T the total)\n";
   // A symbolic dim prints as its expression and its size at the maximum,
-  // e.g. (t<=8) or (2*tb+1<=17).
-  auto shape = [](const std::vector<int64_t> &s,
-                  const std::vector<SymDim> &sym = {}) {
+  // e.g. (t<=8) or (2*tb+1<=17); a boxed value's box may reach past that
+  // size (`boxed`: the size printed is the expression's, the box apart).
+  const int64_t max = p.symbols.empty() ? 0 : p.symbols[0].max;
+  auto shape = [max](const std::vector<int64_t> &s,
+                     const std::vector<SymDim> &sym = {}, bool boxed = false) {
     std::string r = "[";
     for (size_t i = 0; i < s.size(); ++i) {
       std::string d = std::to_string(s[i]);
@@ -119,7 +122,9 @@ std::string moert::describePlan(const Plan &p) {
         if (x.dim == int32_t(i))
           d = "(" + (x.a == 1 ? "" : std::to_string(x.a) + "*") +
               symKindName(x.sym) + (x.b ? "+" + std::to_string(x.b) : "") +
-              "<=" + d + ")";
+              "<=" +
+              (boxed ? std::to_string(std::min(x.a * max + x.b, s[i])) : d) +
+              ")";
       r += (i ? "x" : "") + d;
     }
     return r + "]";
@@ -177,15 +182,19 @@ std::string moert::describePlan(const Plan &p) {
   os << "values:\n";
   for (const Value &v : p.values) {
     os << "  v" << v.id << " " << fb::EnumNameValueKind(v.kind) << " "
-       << dtypeName(v.dtype) << shape(v.shape, v.symDims);
+       << dtypeName(v.dtype) << shape(v.shape, v.symDims, v.boxed);
+    // Kept in place (Value::boxed): at the strides of its box, the
+    // plan's shape, whatever the call's sizes.
+    std::string box = shape(v.shape);
+    box = " in place (box " + box.substr(1, box.size() - 2) + ")";
     if (v.kind == ValueKind::constant)
       os << (v.data.size() == 1 ? " shared" : " per rank");
     else if (v.outside)
-      os << " outside the arena";
+      os << " outside the arena" << (v.boxed ? "," + box : "");
     else
       os << " @" << v.offset;
     if (v.root >= 0)
-      os << " view of v" << v.root;
+      os << " view of v" << v.root << (v.boxed ? "," + box : "");
     if (!v.name.empty())
       os << "  (" << v.name << ")";
     os << "\n";

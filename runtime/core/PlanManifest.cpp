@@ -76,11 +76,10 @@ Offset<fb::Plan> toFb(const Plan &p, FlatBufferBuilder &b) {
     std::vector<fb::DataRef> data;
     for (const DataRef &d : v.data)
       data.push_back(toFb(d));
-    vals.push_back(fb::CreateValue(b, v.id, b.CreateString(v.name), v.dtype,
-                                   b.CreateVector(v.shape), v.kind, v.offset,
-                                   b.CreateVectorOfStructs(data),
-                                   symDims(b, v.symDims), v.root, v.outside,
-                                   v.boxed));
+    vals.push_back(fb::CreateValue(
+        b, v.id, b.CreateString(v.name), v.dtype, b.CreateVector(v.shape),
+        v.kind, v.offset, b.CreateVectorOfStructs(data), symDims(b, v.symDims),
+        v.root, v.outside, v.boxed));
   }
   std::vector<Offset<fb::ModelIO>> ins, outs;
   for (const ModelIO &m : p.inputs)

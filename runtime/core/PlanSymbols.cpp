@@ -41,10 +41,11 @@ std::vector<int64_t> moert::resolveShape(const std::vector<int64_t> &shape,
 
 namespace {
 /// The rules every symbolic dim list obeys (dims in range, each at most
-/// once, a and b non-negative, the maximum shape within a * max + b);
-/// "" when they hold.
+/// once, a and b non-negative, the maximum shape within a * max + b unless
+/// `boxed`: a box, which may reach past it); "" when they hold.
 std::string symDimsError(const std::vector<SymDim> &dims,
-                         const std::vector<int64_t> &shape, int64_t max) {
+                         const std::vector<int64_t> &shape, int64_t max,
+                         bool boxed = false) {
   std::vector<bool> seen(shape.size(), false);
   for (const SymDim &d : dims) {
     std::string at = "symbolic dim " + std::to_string(d.dim);
@@ -64,7 +65,7 @@ std::string symDimsError(const std::vector<SymDim> &dims,
       return at + " overflows at the maximum (a=" + std::to_string(d.a) +
              ", b=" + std::to_string(d.b) + ")";
     int64_t top = d.a * max + d.b;
-    if (shape[size_t(d.dim)] > top)
+    if (!boxed && shape[size_t(d.dim)] > top)
       return at + " has size " + std::to_string(shape[size_t(d.dim)]) +
              ", more than " + std::to_string(d.a) + "*" + symKindName(d.sym) +
              "+" + std::to_string(d.b) + " at the maximum (" +
@@ -130,7 +131,8 @@ std::string moert::planSymbolsError(const Plan &plan) {
                  "a constant's first bytes)";
       }
     }
-    if (std::string why = symDimsError(v.symDims, v.shape, max); !why.empty())
+    if (std::string why = symDimsError(v.symDims, v.shape, max, v.boxed);
+        !why.empty())
       return what + ": " + why;
   }
   // The input whose split cuts the count (the executor's token split).

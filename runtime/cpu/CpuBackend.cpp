@@ -56,33 +56,6 @@ void CpuBackend::prepare(ExecContext &ctx) {
   loadKernels(ctx);
 }
 
-char *CpuBackend::at(const Value &v, uint64_t bytes) const {
-  char *p = locate(v, arena_, arenaSize_, bytes);
-  if (!p)
-    throw RunError("value '" + v.name + "': " + std::to_string(bytes) +
-                   " bytes lie outside its memory");
-  return p;
-}
-
-void CpuBackend::upload(const Value &v, const void *src, size_t bytes) {
-  std::memcpy(at(v, bytes), src, bytes);
-}
-void CpuBackend::download(const Value &v, void *dst, size_t bytes) {
-  std::memcpy(dst, at(v, bytes), bytes);
-}
-
-void *CpuBackend::allocateHeld(size_t bytes) {
-  held_.push_back(std::make_unique<char[]>(bytes + 64));
-  uintptr_t p = reinterpret_cast<uintptr_t>(held_.back().get());
-  return reinterpret_cast<void *>((p + 63) / 64 * 64);
-}
-void CpuBackend::saveHeld(const Value &v, void *p, size_t bytes) {
-  std::memcpy(p, at(v, bytes), bytes);
-}
-void CpuBackend::loadHeld(const Value &v, const void *p, size_t bytes) {
-  std::memcpy(at(v, bytes), p, bytes);
-}
-
 char *CpuBackend::ptr(ExecContext &ctx, size_t index, int32_t id, DType want,
                       const char *role) {
   const Plan &p = ctx.plan();
@@ -201,9 +174,18 @@ void CpuBackend::batchMatmul(ExecContext &ctx, size_t index,
   const float *A = f32(ctx, index, s.inputs[0], "A");
   const float *B = f32(ctx, index, s.inputs[1], "B");
   float *C = f32(ctx, index, s.outputs[0], "C");
+  // A boxed operand (a KV cache kept in place, [h, rows, d] with its rows
+  // boxed: Value::boxRowsOfBatches) lies at its box's batch stride.
+  auto batchStride = [&](int32_t id, int64_t packed) {
+    const Value &v = p.values[size_t(id)];
+    const std::vector<int64_t> &box = v.boxShape();
+    return v.boxed && box.size() == 3 ? box[1] * box[2] : packed;
+  };
+  int64_t sa = batchStride(s.inputs[0], d.M * d.K);
+  int64_t sb = batchStride(s.inputs[1], d.K * d.N);
   for (int64_t b = 0; b < d.batch; ++b)
-    cpu::matmul(A + b * d.M * d.K, B + b * d.K * d.N, nullptr,
-                C + b * d.M * d.N, d.M, d.K, d.N, false);
+    cpu::matmul(A + b * sa, B + b * sb, nullptr, C + b * d.M * d.N, d.M, d.K,
+                d.N, false);
 }
 
 void CpuBackend::route(ExecContext &ctx, size_t index, const fb::RouteT &at) {

@@ -53,6 +53,14 @@ public:
   void *allocateHeld(size_t bytes) override;
   void saveHeld(const Value &v, void *p, size_t bytes) override;
   void loadHeld(const Value &v, const void *p, size_t bytes) override;
+  /// upload and loadHeld: `bytes` packed bytes from host memory into `v`,
+  /// at its box's strides when it is kept in place (Value::stridedInBox).
+  void copyIn(const Value &v, const void *src, size_t bytes);
+  /// download and saveHeld: the other way.
+  void copyOut(const Value &v, void *dst, size_t bytes) const;
+  /// The box's bytes of boxed `v` given `bytes` packed bytes (its resolved
+  /// size, each dim within the box's; else a RunError naming it).
+  static uint64_t boxedBytes(const Value &v, size_t bytes);
 
   void matmul(ExecContext &ctx, size_t index, const fb::MatmulT &a) override;
   void batchMatmul(ExecContext &ctx, size_t index,

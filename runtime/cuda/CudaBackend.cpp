@@ -117,6 +117,13 @@ CudaBackend::~CudaBackend() {
 void CudaBackend::prepare(ExecContext &ctx) {
   rank_ = ctx.rank();
   std::string who = "rank " + std::to_string(rank_) + ": ";
+  // Before the device: a plan this backend cannot run is refused anywhere.
+  for (const Value &v : ctx.plan().values)
+    if (v.boxed)
+      throw RunError(who + "value " + std::to_string(v.id) + " ('" + v.name +
+                     "') is a KV cache kept in place (boxed), which the "
+                     "CUDA backend does not take yet; dynamic plans with "
+                     "generated kernels are CPU-only");
   installFailureHandler();
   std::string why;
   if (!cuda::deviceAvailable(&why))

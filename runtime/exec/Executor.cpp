@@ -338,6 +338,10 @@ Executor::Executor(const LoadedPlan &plan, Comm &world,
   if (!plan_.symbols.empty()) {
     resolved_ = std::make_unique<Plan>(plan_);
     tokenSplit_ = tokenSplitOf(plan_);
+    // A boxed value keeps its box where resolveSymbols rewrites its shape.
+    for (Value &v : resolved_->values)
+      if (v.boxed)
+        v.box = v.shape;
   }
   // One communicator per distinct axis list, created in the same (sorted)
   // order on every rank: split is collective.

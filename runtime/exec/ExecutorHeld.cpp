@@ -20,6 +20,13 @@
 // from another executor (prefill to decode) copies, into the past's
 // buffer. Inputs of plans without such roots are copied as above.
 //
+// A pair kept in place (Value::boxed) is one buffer of the box (the pair's
+// shape at the maximum), at whose strides the step's kernel writes only
+// present's new rows: holdOutputs from this executor copies and swaps
+// nothing, swapping on or off. The hand-over of another plan's packed
+// present goes through held scratch memory into the box at its strides
+// (Backend::loadHeld of the past resolved at the held count).
+//
 //===----------------------------------------------------------------------===//
 
 #include "moert/Executor.h"
@@ -91,17 +98,30 @@ void Executor::bindOutside() {
       bytes[v.id] = v.byteSize();
   if (bytes.empty())
     return;
+  // A boxed pair's present root shares its past root's buffer (verifyPlan:
+  // both boxed, one box).
+  std::map<int32_t, int32_t> shares;
   for (auto [i, o] : cachePairs(plan_)) {
     int32_t ri = plan_.values[size_t(plan_.inputs[i].value)].rootId();
     int32_t ro = plan_.values[size_t(plan_.outputs[o].value)].rootId();
-    if (bytes.count(ri) && bytes.count(ro))
+    if (!bytes.count(ri) || !bytes.count(ro) || ri == ro)
+      continue;
+    if (plan_.values[size_t(ri)].boxed)
+      shares[ro] = ri;
+    else
       bytes[ri] = bytes[ro] = std::max(bytes[ri], bytes[ro]);
   }
   for (auto [root, n] : bytes) {
+    if (shares.count(root))
+      continue;
     Outside &b = outside_[root];
     b.capacity = n;
     b.p = backend_->allocateHeld(std::max<size_t>(n, 1));
     backend_->bindValue(root, b.p, n);
+  }
+  for (auto [root, of] : shares) {
+    outside_[root] = outside_.at(of);
+    backend_->bindValue(root, outside_[root].p, outside_[root].capacity);
   }
 }
 
@@ -120,6 +140,49 @@ void Executor::loadHeld(const ModelIO &m, const Value &v, Held &h) {
   }
 }
 
+Value Executor::inputValueAt(const ModelIO &in,
+                             const std::vector<int64_t> &global) const {
+  Value v = plan_.values[size_t(in.value)];
+  if (v.boxed)
+    v.box = v.shape;
+  if (plan_.symbols.empty())
+    return v;
+  int64_t T = plan_.symbols[0].max;
+  for (const SymDim &d : in.symDims) {
+    int64_t n = global[size_t(d.dim)]; // holdError: the ranks agree
+    if (d.a > 0 && n >= d.b && (n - d.b) % d.a == 0)
+      T = (n - d.b) / d.a;
+  }
+  v.shape = resolveShape(v.shape, v.symDims, symValuesAt(T, rank_));
+  return v;
+}
+
+void Executor::holdBoxed(Executor &from, const Value &v, const ModelIO &o,
+                         const ModelIO &in, Held &h) {
+  int32_t ri = plan_.values[size_t(in.value)].rootId();
+  if (&from == this && outside_.count(v.rootId()) &&
+      outside_.at(v.rootId()).p == outside_.at(ri).p)
+    return; // the step wrote its present where the next step reads
+  // Packed into scratch memory, then into the box at its strides.
+  Value at = inputValueAt(in, o.shape);
+  size_t bytes = v.byteSize();
+  if (at.byteSize() != bytes)
+    throw RunError("rank " + std::to_string(rank_) + ": output '" + o.name +
+                   "' " + shapeString(o.shape) + ": this rank's block of " +
+                   std::to_string(bytes) + " bytes is not input '" + in.name +
+                   "''s local value " + shapeString(at.shape) +
+                   " kept in place (box " + shapeString(at.box) + ")");
+  if (!bytes)
+    return;
+  if (!h.memory) {
+    h.capacity = at.boxBytes();
+    h.memory = backend_->allocateHeld(h.capacity);
+  }
+  from.backend_->saveHeld(v, h.memory, bytes);
+  backend_->loadHeld(at, h.memory, bytes);
+  heldCopyBytes_ += bytes;
+}
+
 void Executor::holdOutputs(
     Executor &from,
     const std::vector<std::pair<std::string, std::string>> &outputToInput) {
@@ -133,12 +196,13 @@ void Executor::holdOutputs(
     const ModelIO &o = *findIO(fp.outputs, out);
     const ModelIO &i = *findIO(plan_.inputs, in);
     const Value &v = fp.values[size_t(o.value)];
+    const Value &iv = plan_.values[size_t(i.value)];
     size_t bytes = v.byteSize();
     Held &h = held_[in];
-    int32_t ri = plan_.values[size_t(i.value)].rootId();
+    int32_t ri = iv.rootId();
     auto mine = outside_.find(ri);
     if (mine == outside_.end() && !h.memory) {
-      h.capacity = plan_.values[size_t(i.value)].byteSize();
+      h.capacity = iv.byteSize();
       h.memory = backend_->allocateHeld(h.capacity);
     }
     size_t capacity =
@@ -149,9 +213,14 @@ void Executor::holdOutputs(
                      std::to_string(bytes) + " bytes exceeds the " +
                      std::to_string(capacity) + " bytes of input '" + in +
                      "' at the plan's maximum " + shapeString(i.shape));
-    auto theirs = self ? outside_.find(v.rootId()) : outside_.end();
-    if (mine != outside_.end() && theirs != outside_.end() && bindHeld_ &&
-        theirs->second.capacity == mine->second.capacity) {
+    // A boxed present shares its buffer with its past: never swapped.
+    auto theirs = self && !plan_.values[size_t(v.rootId())].boxed
+                      ? outside_.find(v.rootId())
+                      : outside_.end();
+    if (iv.boxed) {
+      holdBoxed(from, v, o, i, h);
+    } else if (mine != outside_.end() && theirs != outside_.end() &&
+               bindHeld_ && theirs->second.capacity == mine->second.capacity) {
       // The step wrote its present where the next one reads its past.
       std::swap(mine->second.p, theirs->second.p);
       backend_->bindValue(ri, mine->second.p, mine->second.capacity);

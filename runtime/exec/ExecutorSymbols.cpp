@@ -37,8 +37,12 @@ const SymDim *splitSymDim(const ModelIO &m) {
 } // namespace
 
 SymValues Executor::symValuesOf(int64_t rank) const {
+  return symValuesAt(sym_.T, rank);
+}
+
+SymValues Executor::symValuesAt(int64_t T, int64_t rank) const {
   SymValues x;
-  x.T = sym_.T;
+  x.T = T;
   int64_t blocks = 1, b = 0;
   if (tokenSplit_.axis >= 0)
     b = splitBlock(plan_, tokenSplit_, rank, blocks);

@@ -406,6 +406,30 @@ TEST(CudaBackend, HeldCacheOutsideTheArena) {
   }
 }
 
+/// A cache kept in place (Value::boxed) needs generated kernels compiled
+/// for the box's strides, which are CPU code only: refused at prepare,
+/// before the device is looked at (so without a GPU too).
+TEST(CudaBackend, BoxedCacheRefused) {
+  TestCase step = boxedStep({}), prefill = packedPrefill();
+  std::string what;
+  onTwoRanks(
+      step, prefill, [] { return createCudaBackend(); },
+      [&](Comm &world, Executor &s, Executor &) {
+        try {
+          s.setInputs({{"past_k_0", floats({2, kBoxHeads, 1, kBoxWidth},
+                                           std::vector<float>(16))},
+                       {"new", floats({2, kBoxHeads, 1, kBoxWidth},
+                                      std::vector<float>(16))}});
+        } catch (const RunError &e) {
+          if (world.rank() == 0)
+            what = e.what();
+        }
+      });
+  EXPECT_EQ(what, "rank 0: value 0 ('past_k_0') is a KV cache kept in place "
+                  "(boxed), which the CUDA backend does not take yet; dynamic "
+                  "plans with generated kernels are CPU-only");
+}
+
 TEST(CudaBackend, BadExpertIdEndsAllRanks) {
   REQUIRE_CUDA_DEVICE();
   MoESpec s;

@@ -3,13 +3,16 @@
 // Test plans for Executor::holdOutputs (HeldValuesTest.cpp on the CPU
 // backend, CudaBackendTest.cpp on the CUDA one): a plan with a length
 // symbol whose output has its input's shape and split, so that a call's
-// output can be the next call's input, and float references.
+// output can be the next call's input, and float references; and a decode
+// step whose cache pair is kept in place (Value::boxed) with its prefill
+// (BoxedCacheTest.cpp).
 //
 //===----------------------------------------------------------------------===//
 
 #ifndef MOERT_TEST_HELDPLANS_H
 #define MOERT_TEST_HELDPLANS_H
 
+#include "TestKernels.h"
 #include "TestPlans.h"
 
 #include "moert/Comm.h"
@@ -215,6 +218,99 @@ heldLoop(const std::function<std::unique_ptr<Backend>()> &backend,
                }
              });
   return r;
+}
+
+// A cache pair kept in place (Value::boxed; BoxedCacheTest.cpp): past and
+// present of a decode step share one buffer per rank at the strides of
+// the box [1, kBoxHeads, kBoxLen, kBoxWidth] (TestKernels.h).
+
+inline constexpr int64_t kBoxPrefill = 16;
+
+/// The decode step on ep=2 (symbol len <= kBoxMax, the past's length;
+/// with H = kBoxHeads, W = kBoxWidth): values past_k_0 [1, H, kBoxLen, W]
+/// (a root outside the arena, boxed), its view past_rows [H, kBoxLen, W],
+/// new [1, H, 1, W], present_k_0 [1, H, kBoxLen, W] (the other boxed root)
+/// and sum [1, H, 1, W]; one kernel_append step (past_rows, new) ->
+/// (present_k_0, sum). `code`: the plan's CPU code (TestKernels.cpp's
+/// shared object; empty: none). Model inputs past_k_0 [2, H, P, W] and new
+/// [2, H, 1, W], outputs present_k_0 [2, H, P + 1, W] and sum [2, H, 1,
+/// W], all split over ep along dim 0.
+inline TestCase boxedStep(const std::vector<char> &code) {
+  const int64_t H = kBoxHeads, W = kBoxWidth;
+  TestCase tc;
+  Plan &p = tc.plan;
+  lengthMesh(p, kBoxMax);
+  Builder b(p, tc.data);
+  b.segments(2);
+  auto value = [&](const std::string &name, std::vector<int64_t> shape,
+                   ValueKind kind, std::vector<SymDim> sym, int32_t root,
+                   bool outside) {
+    int32_t id = b.value(name, DType::f32, std::move(shape), kind);
+    Value &v = p.values[size_t(id)];
+    v.symDims = std::move(sym);
+    v.root = root;
+    v.outside = outside;
+    v.boxed = outside || root >= 0;
+    if (v.boxed)
+      v.offset = 0;
+    return id;
+  };
+  int32_t past = value("past_k_0", {1, H, kBoxLen, W}, ValueKind::input,
+                       {{2, SymKind::T, 1, 0}}, -1, true);
+  int32_t rows = value("past_rows", {H, kBoxLen, W}, ValueKind::temp,
+                       {{1, SymKind::T, 1, 0}}, past, false);
+  int32_t add = value("new", {1, H, 1, W}, ValueKind::input, {}, -1, false);
+  int32_t present = value("present_k_0", {1, H, kBoxLen, W}, ValueKind::output,
+                          {{2, SymKind::T, 1, 1}}, -1, true);
+  int32_t sum = value("sum", {1, H, 1, W}, ValueKind::output, {}, -1, false);
+  fb::KernelT kt;
+  kt.name = "kernel_append";
+  b.step(kt, {rows, add}, {present, sum}, "/append");
+  KernelCode k;
+  k.name = "kernel_append";
+  k.numArgs = 4;
+  k.symbolic = true;
+  p.kernels.push_back(k);
+  if (!code.empty()) {
+    std::vector<char> &seg = tc.data.segments[0];
+    p.cpuCode.segment = 0;
+    p.cpuCode.offset = (seg.size() + 63) / 64 * 64;
+    p.cpuCode.bytes = code.size();
+    seg.resize(p.cpuCode.offset + code.size());
+    std::copy(code.begin(), code.end(), seg.begin() + p.cpuCode.offset);
+  }
+  p.inputs.push_back(
+      splitIO("past_k_0", DType::f32, {2, H, kBoxMax, W}, past, "ep"));
+  p.inputs.back().symDims = {{2, SymKind::T, 1, 0}};
+  p.inputs.push_back(splitIO("new", DType::f32, {2, H, 1, W}, add, "ep"));
+  p.outputs.push_back(splitIO("present_k_0", DType::f32, {2, H, kBoxMax + 1, W},
+                              present, "ep"));
+  p.outputs.back().symDims = {{2, SymKind::T, 1, 1}};
+  p.outputs.push_back(splitIO("sum", DType::f32, {2, H, 1, W}, sum, "ep"));
+  return tc;
+}
+
+/// The prefill: x [2, H, L, W] (L <= kBoxPrefill) copied
+/// to present_k_0, packed in its arena.
+inline TestCase packedPrefill() {
+  const int64_t H = kBoxHeads, W = kBoxWidth;
+  TestCase tc;
+  Plan &p = tc.plan;
+  lengthMesh(p, kBoxPrefill);
+  Builder b(p, tc.data);
+  b.segments(2);
+  std::vector<SymDim> dims = {{2, SymKind::T, 1, 0}};
+  int32_t x =
+      b.value("x", DType::f32, {1, H, kBoxPrefill, W}, ValueKind::input);
+  int32_t y = b.value("present_k_0", DType::f32, {1, H, kBoxPrefill, W},
+                      ValueKind::output);
+  p.values[size_t(x)].symDims = p.values[size_t(y)].symDims = dims;
+  b.step(fb::CopyT(), {x}, {y}, "/present");
+  p.inputs.push_back(splitIO("x", DType::f32, {2, H, kBoxPrefill, W}, x, "ep"));
+  p.outputs.push_back(
+      splitIO("present_k_0", DType::f32, {2, H, kBoxPrefill, W}, y, "ep"));
+  p.inputs[0].symDims = p.outputs[0].symDims = dims;
+  return tc;
 }
 
 } // namespace testplans

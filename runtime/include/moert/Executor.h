@@ -295,6 +295,9 @@ public:
   /// Called once before the run: allocate the arena, resolve constants.
   virtual void prepare(ExecContext &ctx) = 0;
   /// Copies this rank's bytes of an input/temp value from host memory.
+  /// The host side is packed; a value kept in place
+  /// (Value::stridedInBox) takes them at its box's strides
+  /// (forEachBoxRun), as download, saveHeld and loadHeld do.
   virtual void upload(const Value &v, const void *src, size_t bytes) = 0;
   /// Copies a value's bytes to host memory.
   virtual void download(const Value &v, void *dst, size_t bytes) = 0;
@@ -309,7 +312,8 @@ public:
   /// between runs.
   virtual void *allocateHeld(size_t bytes) = 0;
   /// Device-to-device copies between value v of this backend's arena and
-  /// held memory `p` (allocateHeld of any backend on this rank's device).
+  /// held memory `p` (allocateHeld of any backend on this rank's device),
+  /// packed in `p`.
   virtual void saveHeld(const Value &v, void *p, size_t bytes) = 0;
   virtual void loadHeld(const Value &v, const void *p, size_t bytes) = 0;
   /// Binds arena value `root` (a root, Value::root < 0) and every view of
@@ -429,8 +433,11 @@ public:
   /// input of this plan}): the next setInputs loads them device to device
   /// and need not be given them. No communication; the bytes never go
   /// through the host on a device backend. The held memory is allocated
-  /// once per input, for the input's maximum. Throws RunError with
-  /// holdError's reason, or when a block exceeds that maximum.
+  /// once per input, for the input's maximum. A cache pair kept in place
+  /// (Value::boxed) is one buffer: from this executor nothing is copied;
+  /// from another (a prefill's packed present) the block is copied into
+  /// the box at its strides. Throws RunError with holdError's reason, or
+  /// when a block exceeds that maximum.
   void holdOutputs(
       Executor &from,
       const std::vector<std::pair<std::string, std::string>> &outputToInput);
@@ -440,6 +447,8 @@ public:
   /// outside the arena (Value::outside; default): the step read its past
   /// from one buffer and wrote its present into the other, so nothing is
   /// copied. false: the present is copied onto the past (for comparison).
+  /// A pair kept in place (Value::boxed) is one buffer: neither way
+  /// copies or swaps anything.
   void setBindHeld(bool bind) { bindHeld_ = bind; }
   /// Bytes this rank copied on the device for held inputs so far (into
   /// held memory at holdOutputs, and out of it at setInputs).
@@ -460,6 +469,8 @@ private:
   void resolveSymbols(const std::map<std::string, NpyArray> &inputs);
   /// The counts of `rank` at the current T (its block of the token split).
   SymValues symValuesOf(int64_t rank) const;
+  /// The same at count `T`.
+  SymValues symValuesAt(int64_t T, int64_t rank) const;
   /// Uploads this rank's block of a symbolic model input.
   void uploadSymbolic(const ModelIO &m, const NpyArray &a);
   /// gatherOutputs for a plan with a symbol.
@@ -476,7 +487,8 @@ private:
   };
   std::map<std::string, Held> held_; ///< by input name
   /// The memory of a root outside the arena (Value::outside), bound to it;
-  /// both roots of a cache pair (moert::cachePairs) get the larger size.
+  /// both roots of a cache pair (moert::cachePairs) get the larger size,
+  /// or, kept in place (Value::boxed), share one buffer of the box.
   struct Outside {
     void *p = nullptr;
     size_t capacity = 0;
@@ -486,6 +498,16 @@ private:
   void bindOutside();
   /// setInputs: a held input in the arena gets its held block copied in.
   void loadHeld(const ModelIO &m, const Value &v, Held &h);
+  /// The local value of model input `in` of this plan resolved at the
+  /// count its global shape `global` gives (a boxed one with its box).
+  Value inputValueAt(const ModelIO &in,
+                     const std::vector<int64_t> &global) const;
+  /// holdOutputs into boxed input `in` from output `o` (value `v` of
+  /// `from`'s resolved plan): nothing when it is this plan's present of
+  /// the same buffer, else a copy at the box's strides through `h`'s
+  /// memory (counted once, as a hand-over).
+  void holdBoxed(Executor &from, const Value &v, const ModelIO &o,
+                 const ModelIO &in, Held &h);
   bool bindHeld_ = true;
   uint64_t heldCopyBytes_ = 0;
   /// gatherOutputs of the outputs in `only` (all when null).

@@ -164,12 +164,57 @@ struct Value {
   /// one buffer, so the cache grows in place. Only kernel steps, which
   /// moec compiles for the box's strides, read or write a boxed value.
   bool boxed = false;
+  /// Not in the file: the executor's copy of the plan resolved at a call's
+  /// count (Executor.h) sets it on a boxed value to the plan's `shape` (the
+  /// box), where `shape` becomes the call's sizes. Empty elsewhere: then
+  /// the box is `shape` (boxShape()).
+  std::vector<int64_t> box;
 
   int64_t numElements() const;
   /// The value whose bytes this one uses (itself when it is a root).
   int32_t rootId() const { return root < 0 ? id : root; }
   uint64_t byteSize() const { return numElements() * dtypeSize(dtype); }
+  /// The shape whose row-major strides its elements lie at: `box` when
+  /// set, else `shape`.
+  const std::vector<int64_t> &boxShape() const {
+    return box.empty() ? shape : box;
+  }
+  /// The bytes its elements span: the box's bytes for a boxed value.
+  uint64_t boxBytes() const;
+  /// Whether its elements are not packed at `shape` (a boxed value at a
+  /// count below the box's).
+  bool stridedInBox() const { return boxed && !box.empty() && box != shape; }
+  /// Whether its one dynamic dim is the rows of a 3-d batch of matrices
+  /// ([h, P, D]): a batch_matmul step reads it boxed, at the box's batch
+  /// stride (planBoxedError, CpuBackend::batchMatmul).
+  bool boxRowsOfBatches() const {
+    return shape.size() == 3 && symDims.size() == 1 && symDims[0].dim == 1;
+  }
+  /// Whether it lies in its box as it would lie packed at any count (one
+  /// dynamic dim, every dim before it 1: [1, 1, P, D]; the box only adds
+  /// rows past the call's). Then steps other than kernels may read it
+  /// boxed (planBoxedError); moec keeps only such readers.
+  bool boxLiesPacked() const {
+    if (symDims.size() != 1)
+      return false;
+    for (int32_t d = 0; d < symDims[0].dim && size_t(d) < shape.size(); ++d)
+      if (shape[size_t(d)] != 1)
+        return false;
+    return true;
+  }
 };
+
+/// The runs of contiguous bytes of a tensor of `shape` whose elements lie
+/// at the row-major strides of `box` (same rank, each dim at most the
+/// box's): calls `run(packed, boxed, bytes)` for each, in order, with its
+/// offset in the packed tensor and in the box. Dims after the last one
+/// that differs from the box's join one run; one run when none differs,
+/// none when the tensor is empty. Every copy between packed bytes and a
+/// boxed value (Value::boxed) goes through it.
+void forEachBoxRun(const std::vector<int64_t> &shape,
+                   const std::vector<int64_t> &box, uint64_t elemBytes,
+                   const std::function<void(uint64_t packed, uint64_t boxed,
+                                            uint64_t bytes)> &run);
 
 /// How a model input is split over ranks, or an output gathered. `axis` < 0:
 /// replicated (every rank gets the whole tensor; outputs are taken from rank
@@ -320,11 +365,21 @@ bool verifyPlan(const Plan &plan, std::string &error);
 
 /// verifyPlan's rules for a dynamic token count (at most one symbol;
 /// symbolic dims in range, a, b >= 0, the maximum shape within a * max +
-/// b; none on constants or kernel operands; a split model input's or
+/// b except a boxed value's, whose box may reach past it; none on
+/// constants or kernel operands; a split model input's or
 /// output's dim among the dims its split cuts). Returns "" when they hold,
 /// else the reason naming the value, input or step. Value ids of steps
 /// must be in range.
 std::string planSymbolsError(const Plan &plan);
+
+/// verifyPlan's rules for values kept in place (Value::boxed): only in
+/// plans with a symbol; a boxed root lies outside the arena and is one of
+/// the two roots of a cache pair (cachePairs), whose other root is boxed
+/// too, of the same shape (the box) and dtype; a view is boxed iff its
+/// root is; only kernel steps read or write a boxed value. Returns "" when
+/// they hold, else the reason naming the value or step. Value ids of
+/// steps, model inputs and outputs and views must be in range.
+std::string planBoxedError(const Plan &plan);
 
 /// The split of a dynamic plan's token count over the ranks, which gives
 /// each rank its rows t and the block bound tb (blocks of tb = ceil(T / W)
