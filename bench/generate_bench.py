@@ -17,10 +17,13 @@ at every step, which is the same algorithm; torch decodes one token per step
 against its cache, and so does `moe-run generate --decode-plan` (a prefill
 plan that returns the cache and a decode-step plan whose count is the cache
 length, exported from the same weights). Each rank keeps its block of the
-cache between steps, outside the arena in two buffers that swap, so that
-no step copies it; with --copy-cache every step's present is copied onto
-the next step's past, and with --cache-through-rank0 the cache is gathered
-on rank 0 and sent to every rank each step. Plans: ep=1 (one rank)
+cache between steps outside the arena. By default (moec --kv-cache
+in-place) past and present are one buffer and each step writes only its
+new row; the plan compiled with --kv-cache swap keeps two buffers that
+swap, each step rewriting the whole cache; with --copy-cache (on that
+plan) every step's present is also copied onto the next step's past, and
+with --cache-through-rank0 the cache is gathered on rank 0 and sent to
+every rank each step. Plans: ep=1 (one rank)
 and tp=2 (two MPI ranks; with --batch 2 or more also ep=2, one sequence
 per rank); OpenBLAS and torch threads = cores / ranks, onnxruntime with its
 default threads; torch with its default ("eager") experts, which loop over
@@ -182,16 +185,21 @@ def main():
             os.path.join(kv_dir, "prefill", "model.onnx"), "--mesh", mesh,
             "--input-shape", f"input_ids={a.batch},?",
             "--max-tokens", str(up(a.prompt)), "-o", prefill])
-        sh([os.path.join(bindir, "moec"),
-            os.path.join(kv_dir, "decode", "model.onnx"), "--mesh", mesh,
-            "--input-shape", f"input_ids={a.batch},1;"
-            f"position_ids={a.batch},1;{cache}",
-            "--max-tokens", str(up(a.prompt + a.new - 2)), "-o", decode])
-        add(f"moe-run generate {mesh} --decode-plan", ranks,
+        swap = os.path.join(kv_dir, f"decode_{tag_m}_swap.moeplan")
+        for plan, layout in ((decode, "in-place"), (swap, "swap")):
+            sh([os.path.join(bindir, "moec"),
+                os.path.join(kv_dir, "decode", "model.onnx"), "--mesh", mesh,
+                "--input-shape", f"input_ids={a.batch},1;"
+                f"position_ids={a.batch},1;{cache}",
+                "--max-tokens", str(up(a.prompt + a.new - 2)),
+                "--kv-cache", layout, "-o", plan])
+        add(f"moe-run generate {mesh} --decode-plan (cache in place)", ranks,
             *run_generate(ranks, [prefill, "--decode-plan", decode]))
-        add(f"moe-run generate {mesh} --decode-plan --copy-cache", ranks,
-            *run_generate(ranks, [prefill, "--decode-plan", decode,
-                                  "--copy-cache"]))
+        add(f"moe-run generate {mesh} --decode-plan (moec --kv-cache swap)",
+            ranks, *run_generate(ranks, [prefill, "--decode-plan", swap]))
+        add(f"moe-run generate {mesh} --decode-plan (swap) --copy-cache",
+            ranks, *run_generate(ranks, [prefill, "--decode-plan", swap,
+                                         "--copy-cache"]))
         add(f"moe-run generate {mesh} --decode-plan --cache-through-rank0",
             ranks, *run_generate(ranks, [prefill, "--decode-plan", decode,
                                          "--cache-through-rank0"]))

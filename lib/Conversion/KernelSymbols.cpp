@@ -5,6 +5,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "moec/Conversion/KernelSymbols.h"
+#include "moec/Conversion/CacheInPlace.h"
 #include "moec/Conversion/SymbolCheck.h"
 #include "moec/Dialect/MoE/MoEOps.h"
 
@@ -36,19 +37,23 @@ bool KernelVariant::symbolic() const {
 }
 
 namespace {
-/// The symbolic dims of a kernel step's operands, inputs then outputs, and
-/// which are constants.
-std::vector<std::vector<moert::SymDim>> signatureOf(const moert::Plan &plan,
-                                                    const moert::Step &s,
-                                                    std::vector<bool> &boxed) {
+/// The symbolic dims of a kernel step's operands, inputs then outputs,
+/// which are boxed (constants cut at the count, a KV cache kept in place)
+/// and their boxes.
+std::vector<std::vector<moert::SymDim>>
+signatureOf(const moert::Plan &plan, const moert::Step &s,
+            std::vector<bool> &boxed, std::vector<std::vector<int64_t>> &box) {
   std::vector<std::vector<moert::SymDim>> sig;
   boxed.clear();
+  box.clear();
   for (const std::vector<int32_t> *ops : {&s.inputs, &s.outputs})
     for (int32_t v : *ops) {
       const moert::Value *x = v >= 0 ? &plan.values[size_t(v)] : nullptr;
       sig.push_back(x ? x->symDims : std::vector<moert::SymDim>{});
-      boxed.push_back(x && x->kind == moert::ValueKind::constant &&
-                      !x->symDims.empty());
+      bool b = x && !x->symDims.empty() &&
+               (x->kind == moert::ValueKind::constant || x->boxed);
+      boxed.push_back(b);
+      box.push_back(b ? x->shape : std::vector<int64_t>{});
     }
   return sig;
 }
@@ -106,11 +111,17 @@ std::vector<KernelVariant> moec::kernelVariants(moert::Plan &plan,
     if (!k)
       continue;
     std::vector<bool> boxed;
-    std::vector<std::vector<moert::SymDim>> sig = signatureOf(plan, s, boxed);
+    std::vector<std::vector<int64_t>> box;
+    std::vector<std::vector<moert::SymDim>> sig =
+        signatureOf(plan, s, boxed, box);
+    int past = -1, rows = -1;
+    appendsToCache(plan, s, past, rows);
     std::vector<size_t> &known = byKernel[k->name];
     const KernelVariant *match = nullptr;
     for (size_t i : known)
-      if (variants[i].operands == sig && variants[i].boxed == boxed)
+      if (variants[i].operands == sig && variants[i].boxed == boxed &&
+          variants[i].box == box && variants[i].appendPast == past &&
+          variants[i].appendRows == rows)
         match = &variants[i];
     if (match) {
       k->name = match->name;
@@ -122,6 +133,9 @@ std::vector<KernelVariant> moec::kernelVariants(moert::Plan &plan,
         known.empty() ? k->name : k->name + "_t" + std::to_string(known.size());
     v.operands = std::move(sig);
     v.boxed = std::move(boxed);
+    v.box = std::move(box);
+    v.appendPast = past;
+    v.appendRows = rows;
     if (auto f = module ? module.lookupSymbol<func::FuncOp>(v.source)
                         : func::FuncOp())
       v.readsCount = f.walk([](moe::TokenCountOp) {
@@ -407,6 +421,48 @@ bool moec::checkKernelConstants(ModuleOp max, const moert::Plan &plan,
   return true;
 }
 
+namespace {
+/// An append variant's body (KernelVariant::appendPast): its output is its
+/// past operand's buffer (one boxed buffer, past's rows already in place),
+/// so of the concatenation `original` only the new rows remain to write,
+/// at position size(past) along the cache's dim.
+LogicalResult appendInPlace(func::FuncOp f, const KernelVariant &variant,
+                            ArrayRef<Operation *> original,
+                            const std::map<size_t, Value> &views,
+                            std::string &error) {
+  size_t past = size_t(variant.appendPast), rows = size_t(variant.appendRows);
+  size_t out = variant.operands.size() - 1;
+  auto pv = views.find(past), ov = views.find(out);
+  if (variant.operands.size() != 3 || pv == views.end() || ov == views.end() ||
+      !variant.operands[rows].empty() || variant.operands[past].size() != 1) {
+    error = "kernel '" + variant.name +
+            "': an in-place cache append needs a dynamic past and present "
+            "and static rows";
+    return failure();
+  }
+  for (Operation *op : llvm::reverse(original)) {
+    op->dropAllUses();
+    op->erase();
+  }
+  Block &entry = f.getBody().front();
+  OpBuilder b(entry.getTerminator());
+  Location loc = f.getLoc();
+  Value src = f.getArgument(unsigned(rows));
+  auto rowsType = cast<MemRefType>(src.getType());
+  int64_t rank = rowsType.getRank(), dim = variant.operands[past][0].dim;
+  SmallVector<OpFoldResult> offsets(rank, b.getIndexAttr(0)), sizes,
+      strides(rank, b.getIndexAttr(1));
+  for (int64_t d = 0; d < rank; ++d)
+    sizes.push_back(b.getIndexAttr(rowsType.getDimSize(d)));
+  offsets[size_t(dim)] =
+      memref::DimOp::create(b, loc, pv->second, dim).getResult();
+  Value at =
+      memref::SubViewOp::create(b, loc, ov->second, offsets, sizes, strides);
+  linalg::CopyOp::create(b, loc, src, at);
+  return success();
+}
+} // namespace
+
 LogicalResult moec::dynamizeKernel(func::FuncOp f, const KernelVariant &variant,
                                    std::string &error) {
   std::string who = "kernel '" + variant.name + "'";
@@ -426,6 +482,11 @@ LogicalResult moec::dynamizeKernel(func::FuncOp f, const KernelVariant &variant,
     return failure();
   }
   Value counts = entry.getArguments().back();
+  // The kernel's own ops (an append variant replaces them).
+  std::vector<Operation *> original;
+  for (Operation &op : entry.without_terminator())
+    original.push_back(&op);
+  std::map<size_t, Value> views; // operand -> its view
   OpBuilder b = OpBuilder::atBlockBegin(&entry);
   std::map<int, Value> xs; // SymKind -> index
   auto countOf = [&](moert::SymKind k) {
@@ -472,9 +533,12 @@ LogicalResult moec::dynamizeKernel(func::FuncOp f, const KernelVariant &variant,
       sizes[size_t(s.dim)] = v;
       shape[size_t(s.dim)] = ShapedType::kDynamic;
     }
-    // Packed strides of the actual sizes; a boxed constant keeps the
-    // maximum's.
+    // Packed strides of the actual sizes; a boxed operand keeps its box's.
     bool boxed = i < variant.boxed.size() && variant.boxed[i];
+    const std::vector<int64_t> *box =
+        boxed && i < variant.box.size() && variant.box[i].size() == size_t(rank)
+            ? &variant.box[i]
+            : nullptr;
     SmallVector<OpFoldResult> strides(rank, OpFoldResult());
     SmallVector<int64_t> staticStrides(rank, 0);
     OpFoldResult run = b.getIndexAttr(1);
@@ -483,7 +547,8 @@ LogicalResult moec::dynamizeKernel(func::FuncOp f, const KernelVariant &variant,
       std::optional<int64_t> r = getConstantIntValue(run);
       staticStrides[size_t(d)] = r ? *r : ShapedType::kDynamic;
       std::optional<int64_t> sz =
-          boxed ? std::optional<int64_t>(type.getDimSize(d))
+          boxed ? std::optional<int64_t>(box ? (*box)[size_t(d)]
+                                             : type.getDimSize(d))
                 : getConstantIntValue(sizes[size_t(d)]);
       if (r && sz)
         run = b.getIndexAttr(*r * *sz);
@@ -499,6 +564,7 @@ LogicalResult moec::dynamizeKernel(func::FuncOp f, const KernelVariant &variant,
     auto view = memref::ReinterpretCastOp::create(
         b, loc, viewType, arg, b.getIndexAttr(0), sizes, strides);
     arg.replaceAllUsesExcept(view.getResult(), view);
+    views[i] = view.getResult();
     for (Operation *user : view->getUsers())
       if (!isa<linalg::LinalgOp, memref::LoadOp, memref::StoreOp,
                memref::DimOp>(user)) {
@@ -509,6 +575,10 @@ LogicalResult moec::dynamizeKernel(func::FuncOp f, const KernelVariant &variant,
         return failure();
       }
   }
+
+  if (variant.appendPast >= 0 &&
+      failed(appendInPlace(f, variant, original, views, error)))
+    return failure();
 
   // Counts the kernel computes with (checkKernelConstants).
   SmallVector<moe::TokenCountOp> reads;

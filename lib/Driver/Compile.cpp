@@ -5,6 +5,7 @@
 #include "moec/Analysis/Mesh.h"
 #include "moec/Analysis/Report.h"
 #include "moec/Analysis/Weights.h"
+#include "moec/Conversion/CacheInPlace.h"
 #include "moec/Conversion/KernelSymbols.h"
 #include "moec/Conversion/ToPlan.h"
 #include "moec/Pipelines/MeshChoice.h"
@@ -51,6 +52,7 @@ const OptionField kFields[] = {
     {"no-onnx-check", OptionField::Bool, MOEC_FIELD(noOnnxCheck)},
     {"packed-weights", OptionField::String, MOEC_FIELD(packedWeights)},
     {"int8-activations", OptionField::String, MOEC_FIELD(int8Activations)},
+    {"kv-cache", OptionField::String, MOEC_FIELD(kvCache)},
     {"inline-constant-limit", OptionField::Int,
      MOEC_FIELD(inlineConstantLimit)},
     {"lazy-weights-above", OptionField::UInt, MOEC_FIELD(lazyWeightsAbove)},
@@ -153,6 +155,8 @@ std::string checkCompileOptions(const CompileOptions &o) {
   if (std::string e = expectOneOf(o.int8Activations, {"model", "off"});
       !e.empty())
     return "--int8-activations " + e;
+  if (std::string e = expectOneOf(o.kvCache, {"in-place", "swap"}); !e.empty())
+    return "--kv-cache " + e;
   if (std::string e = expectOneOf(o.target, {"cpu", "cuda"}); !e.empty())
     return "--target " + e;
   std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
@@ -429,6 +433,10 @@ LogicalResult Compilation::buildPlan(moert::Plan &plan, moert::PlanData &data) {
   for (size_t i = 0; i < plan.values.size() && i < roots.size(); ++i)
     plan.values[i].root =
         roots[i] >= 0 && roots[i] != int32_t(i) ? roots[i] : -1;
+  // A cache whose present is its past with rows appended grows in place:
+  // one buffer, and the concatenation writes only the new rows.
+  if (options_.kvCache == "in-place")
+    boxCachePairs(plan, *module_);
   rowsFollowCount_.clear();
   for (const moert::Step &s : plan.steps)
     if (s.kind() == moert::StepKind::dispatch)

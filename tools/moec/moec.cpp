@@ -258,6 +258,16 @@ cl::opt<std::string> int8Activations(
              "product) or off (the exact product in A's type)"),
     cl::value_desc("model|off"), cl::init(kDefaults.int8Activations),
     cl::cat(moecCat));
+cl::opt<std::string> kvCache(
+    "kv-cache",
+    cl::desc("A decode plan's KV cache (past*/present* pairs, with "
+             "--max-tokens): in-place (default: past and present share one "
+             "buffer at the maximum length and each step writes only its new "
+             "rows, where the step is a concatenation read only by generated "
+             "kernels) or swap (two buffers, the whole cache rewritten each "
+             "step)"),
+    cl::value_desc("in-place|swap"), cl::init(kDefaults.kvCache),
+    cl::cat(moecCat));
 cl::opt<int64_t> inlineLimit(
     "inline-constant-limit",
     cl::desc("Initializers with more elements become dense_resource blobs"),
@@ -294,6 +304,7 @@ moec::CompileOptions compileOptions() {
   o.noOnnxCheck = noCheck;
   o.packedWeights = packedWeights;
   o.int8Activations = int8Activations;
+  o.kvCache = kvCache;
   o.inlineConstantLimit = inlineLimit;
   o.lazyWeightsAbove = lazyWeightsAbove;
   return o;

@@ -28,13 +28,19 @@ namespace moec {
 
 /// One compiled copy of kernel function `source`, named `name`, for
 /// operands (inputs then outputs) with the symbolic dims `operands`.
-/// `boxed[i]`: operand i is a constant cut at the count, viewed at the
-/// maximum's strides (a box of it) rather than packed.
+/// `boxed[i]`: operand i is viewed at the strides of `box[i]` (a box of it)
+/// rather than packed: a constant cut at the count (its maximum), or a KV
+/// cache kept in place (moert::Value::boxed: the plan value's shape).
 struct KernelVariant {
   std::string name;
   std::string source;
   std::vector<std::vector<moert::SymDim>> operands;
   std::vector<bool> boxed;
+  std::vector<std::vector<int64_t>> box;
+  /// A concatenation that appends operand `appendRows` to boxed operand
+  /// `appendPast` in place (moec::appendsToCache): the kernel writes only
+  /// the new rows of its output, whose other rows are past's own. -1: no.
+  int appendPast = -1, appendRows = -1;
   /// The kernel computes with the count itself (moe.token_count).
   bool readsCount = false;
   /// It takes the counts operand: symbolic operands or readsCount.
@@ -75,7 +81,8 @@ bool checkKernelConstants(mlir::ModuleOp max, const moert::Plan &plan,
 /// `variant`: appends the counts operand (memref<3xi64>), replaces each
 /// moe.token_count by a load from it and each
 /// symbolic operand by its view at the actual sizes, min(a*X+b, max),
-/// packed (boxed constants: at the maximum's strides). Negative indices
+/// packed (boxed operands: at their box's strides); an append variant
+/// writes only its rows, after past's. Negative indices
 /// into such operands wrap around their actual sizes. Fails with `error` when
 /// an operand is used other than by linalg ops, loads and stores, or a linalg
 /// loop runs over a symbolic dim of one operand and a fixed dim of another.

@@ -67,6 +67,7 @@ struct CompileOptions {
   bool noOnnxCheck = false;              ///< --no-onnx-check
   std::string packedWeights = "keep";    ///< --packed-weights
   std::string int8Activations = "model"; ///< --int8-activations
+  std::string kvCache = "in-place";      ///< --kv-cache
   int64_t inlineConstantLimit = 16;      ///< --inline-constant-limit
   uint64_t lazyWeightsAbove = uint64_t(16) << 20; ///< --lazy-weights-above
 };
