@@ -98,7 +98,8 @@ bool isAppend(func::FuncOp f, int past, int rows, int64_t dim) {
       !readsAlong(sel.getFalseValue(), r, dim, atRows))
     return false;
   Value i = unclamped(atPast);
-  if (auto sub = i.getDefiningOp<arith::SubIOp>(); sub && isConstant(sub.getRhs(), 0))
+  if (auto sub = i.getDefiningOp<arith::SubIOp>();
+      sub && isConstant(sub.getRhs(), 0))
     i = sub.getLhs();
   if (!isIndex(i, dim))
     return false;
@@ -138,9 +139,8 @@ bool readsAsPacked(const moert::Plan &plan, const moert::Step &s,
 /// Why the pair of roots `pr` (past) and `qr` (present) cannot be boxed,
 /// or "" (then `writer` is the kernel step that appends, `dims` the
 /// length dim of every value of the pair).
-std::string whyNot(const moert::Plan &plan, mlir::ModuleOp module,
-                   int32_t pr, int32_t qr, int &writer,
-                   std::map<int32_t, int64_t> &dims) {
+std::string whyNot(const moert::Plan &plan, mlir::ModuleOp module, int32_t pr,
+                   int32_t qr, int &writer, std::map<int32_t, int64_t> &dims) {
   const moert::Value &p = plan.values[size_t(pr)];
   const moert::Value &q = plan.values[size_t(qr)];
   if (!p.outside || !q.outside || pr == qr)
@@ -195,8 +195,9 @@ std::string whyNot(const moert::Plan &plan, mlir::ModuleOp module,
       continue;
     if (writer >= 0 || s.outputs.size() != 1 || s.outputs[0] != qr ||
         s.inputs.size() != 2)
-      return "step " + std::to_string(i) + " writes it otherwise than by "
-                                           "appending rows";
+      return "step " + std::to_string(i) +
+             " writes it otherwise than by "
+             "appending rows";
     writer = int(i);
   }
   if (writer < 0)

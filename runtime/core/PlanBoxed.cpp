@@ -144,10 +144,9 @@ std::string boxedStepError(const Plan &plan, size_t index) {
     for (int32_t id : *ops) {
       if (id < 0 || size_t(id) >= plan.values.size() ||
           !plan.values[size_t(id)].boxed ||
-          (ops == &s.inputs &&
-           (plan.values[size_t(id)].boxLiesPacked() ||
-            (s.kind() == StepKind::batch_matmul &&
-             plan.values[size_t(id)].boxRowsOfBatches()))))
+          (ops == &s.inputs && (plan.values[size_t(id)].boxLiesPacked() ||
+                                (s.kind() == StepKind::batch_matmul &&
+                                 plan.values[size_t(id)].boxRowsOfBatches()))))
         continue;
       return "step " + std::to_string(index) + " (" + s.op() +
              (s.loc.empty() ? "" : " at '" + s.loc + "'") +

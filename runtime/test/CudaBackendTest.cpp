@@ -555,12 +555,7 @@ TestCase makeKernelPlan(int ranks) {
   blob.push_back('\0');
   blob += scaleAddPtx("scale_add_b");
   blob.push_back('\0');
-  std::vector<char> &seg = tc.data.segments[0];
-  p.ptxCode.segment = 0;
-  p.ptxCode.offset = (seg.size() + 63) / 64 * 64;
-  p.ptxCode.bytes = blob.size();
-  seg.resize(p.ptxCode.offset + blob.size());
-  std::copy(blob.begin(), blob.end(), seg.begin() + p.ptxCode.offset);
+  embedCode(tc, p.ptxCode, blob.data(), blob.size());
   auto bits = [](float f) {
     uint32_t u;
     std::memcpy(&u, &f, 4);

@@ -447,12 +447,7 @@ TestCase makeWideKernel(int ranks) {
   std::vector<char> code((std::istreambuf_iterator<char>(so)),
                          std::istreambuf_iterator<char>());
   EXPECT_FALSE(code.empty()) << MOERT_TEST_KERNELS;
-  std::vector<char> &seg = tc.data.segments[0];
-  p.cpuCode.segment = 0;
-  p.cpuCode.offset = (seg.size() + 63) / 64 * 64;
-  p.cpuCode.bytes = code.size();
-  seg.resize(p.cpuCode.offset + code.size());
-  std::copy(code.begin(), code.end(), seg.begin() + p.cpuCode.offset);
+  embedCode(tc, p.cpuCode, code.data(), code.size());
 
   std::mt19937 rng(5);
   std::vector<double> y(size_t(R * ranks * C), 0.0);

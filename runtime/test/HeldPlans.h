@@ -271,14 +271,8 @@ inline TestCase boxedStep(const std::vector<char> &code) {
   k.numArgs = 4;
   k.symbolic = true;
   p.kernels.push_back(k);
-  if (!code.empty()) {
-    std::vector<char> &seg = tc.data.segments[0];
-    p.cpuCode.segment = 0;
-    p.cpuCode.offset = (seg.size() + 63) / 64 * 64;
-    p.cpuCode.bytes = code.size();
-    seg.resize(p.cpuCode.offset + code.size());
-    std::copy(code.begin(), code.end(), seg.begin() + p.cpuCode.offset);
-  }
+  if (!code.empty())
+    embedCode(tc, p.cpuCode, code.data(), code.size());
   p.inputs.push_back(
       splitIO("past_k_0", DType::f32, {2, H, kBoxMax, W}, past, "ep"));
   p.inputs.back().symDims = {{2, SymKind::T, 1, 0}};

@@ -43,6 +43,19 @@ struct TestCase {
   double tolerance = 1e-4;
 };
 
+/// Appends `n` bytes of generated code (a CPU shared object, PTX) to
+/// `tc`'s segment 0 at a 64-byte boundary and points `ref` (the plan's
+/// cpuCode or ptxCode) at them.
+template <class Ref>
+void embedCode(TestCase &tc, Ref &ref, const char *bytes, size_t n) {
+  std::vector<char> &seg = tc.data.segments[0];
+  ref.segment = 0;
+  ref.offset = (seg.size() + 63) / 64 * 64;
+  ref.bytes = n;
+  seg.resize(ref.offset + n);
+  std::copy(bytes, bytes + n, seg.begin() + ref.offset);
+}
+
 struct MoESpec {
   int ranks = 1;
   int64_t tokensPerRank = 8, H = 16, F = 24, E = 4, k = 2;

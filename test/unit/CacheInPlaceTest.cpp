@@ -186,8 +186,7 @@ TEST_F(CacheInPlaceTest, ViewsKeepTheLengthApart) {
   moert::Plan p = decodePlan(true, /*merge=*/true);
   std::vector<std::string> why = box(p, catKernel());
   ASSERT_EQ(why.size(), 1u);
-  EXPECT_NE(why[0].find("view v3 merges the cache's length"),
-            std::string::npos)
+  EXPECT_NE(why[0].find("view v3 merges the cache's length"), std::string::npos)
       << why[0];
 }
 
