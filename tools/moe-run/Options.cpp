@@ -209,7 +209,8 @@ int moerun::parseArgs(int argc, char **argv, Options &o) {
       },
       "generate --decode-plan: copy each step's KV cache onto the next "
       "step's input on the ranks instead of swapping the two buffers (for "
-      "comparison)");
+      "comparison; a plan from moec --kv-cache swap: a cache kept in place "
+      "is one buffer, and nothing is copied)");
   app.add_option_function<std::string>(
          "--ids-input",
          [&](const std::string &v) {
