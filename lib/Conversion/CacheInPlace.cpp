@@ -157,7 +157,9 @@ std::string whyNot(const moert::Plan &plan, mlir::ModuleOp module, int32_t pr,
       return "past and present differ in dim " + std::to_string(d);
   // The values of the pair, with their length dim in the root's terms.
   int64_t rootAt;
-  std::vector<int64_t> rootSq = squeezed(q.shape, dim, rootAt);
+  const std::map<int32_t, std::vector<int64_t>> rootSq = {
+      {pr, squeezed(p.shape, dim, rootAt)},
+      {qr, squeezed(q.shape, dim, rootAt)}};
   for (const moert::Value &v : plan.values) {
     int32_t r = v.rootId();
     if (r != pr && r != qr)
@@ -170,9 +172,7 @@ std::string whyNot(const moert::Plan &plan, mlir::ModuleOp module, int32_t pr,
       return "view v" + std::to_string(v.id) + " has no single dynamic dim";
     int64_t at;
     std::vector<int64_t> sq = squeezed(v.shape, v.symDims[0].dim, at);
-    std::vector<int64_t> rs =
-        squeezed(plan.values[size_t(r)].shape, dim, rootAt);
-    if (sq != rs || at != rootAt)
+    if (sq != rootSq.at(r) || at != rootAt)
       return "view v" + std::to_string(v.id) +
              " merges the cache's length with another dim";
     dims[v.id] = v.symDims[0].dim;
