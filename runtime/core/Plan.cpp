@@ -402,6 +402,13 @@ std::string moert::dequantizeStepError(const Plan &plan, const Step &s,
   return "";
 }
 
+uint32_t moert::minPlanVersion(const Plan &plan) {
+  for (const Step &s : plan.steps)
+    if (const auto *m = s.attrs.Asbatch_matmul(); m && m->trans_b)
+      return kPlanVersionBatchTransB;
+  return plan.symbols.empty() ? kPlanVersion : kPlanVersionSymbols;
+}
+
 bool moert::verifyPlan(const Plan &plan, std::string &error) {
   auto fail = [&](const std::string &m) {
     error = m;

@@ -119,14 +119,18 @@ std::string boxedRootError(const Plan &plan, const Value &v) {
   return "";
 }
 
-/// The rule of views: boxed with their root.
+/// The rule of views: boxed with their root, over the same box.
 std::string boxedViewError(const Plan &plan, const Value &v) {
   if (v.root < 0 || size_t(v.root) >= plan.values.size())
     return "";
   const Value &r = plan.values[size_t(v.root)];
-  if (v.boxed == r.boxed)
-    return "";
   std::string what = valueName(v) + " views " + valueName(r);
+  if (v.boxed == r.boxed) {
+    if (v.boxed && v.boxBytes() != r.boxBytes())
+      return what + " boxed, but its box " + shapeString(v.boxShape()) +
+             " holds other than the root's " + shapeString(r.boxShape());
+    return "";
+  }
   return v.boxed ? what + ", which is not boxed, but is boxed itself (a "
                           "view is boxed with its root)"
                  : what + ", which is boxed, but is not boxed itself (a "

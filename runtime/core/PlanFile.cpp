@@ -260,8 +260,9 @@ bool moert::writePlan(const std::string &path, Plan &plan, const PlanData &data,
     }
     fileSize[file] = off;
   }
-  // Version 8 only for a dynamic token count: other plans stay version 7.
-  plan.version = plan.symbols.empty() ? kPlanVersion : kPlanVersionSymbols;
+  // Version 8 only for a dynamic token count, 9 only for a transposed
+  // batch_matmul: other plans stay version 7, byte for byte.
+  plan.version = minPlanVersion(plan);
   if (!verifyPlan(plan, error))
     return false;
   flatbuffers::FlatBufferBuilder fbb(1 << 16);
@@ -352,7 +353,7 @@ int openWeights(const std::string &wpath, uint64_t checksum, const Segment &s,
             "' is corrupt (its header's reserved words are not "
             "0)";
   else if (wh.checksum != checksum ||
-           (wh.version != kPlanVersion && wh.version != kPlanVersionSymbols))
+           (wh.version < kPlanVersion || wh.version > kPlanVersionBatchTransB))
     error = "'" + wpath +
             "' belongs to another compile of the plan (checksum differs): "
             "copy the weight files written with this plan";
@@ -409,11 +410,13 @@ LoadedPlan::open(const std::string &path, int rank, std::string &error,
   if (fileSize < kHeaderSize || got != ssize_t(sizeof(h)))
     return fail("truncated plan (the file has " + std::to_string(fileSize) +
                 " bytes, less than the 64-byte header)");
-  if (h.version != kPlanVersion && h.version != kPlanVersionSymbols)
+  if (h.version < kPlanVersion || h.version > kPlanVersionBatchTransB)
     return fail("plan format version " + std::to_string(h.version) +
                 ", this moe-run reads version " + std::to_string(kPlanVersion) +
-                " (and " + std::to_string(kPlanVersionSymbols) +
-                " for dynamic token counts; recompile with this moec)");
+                " (" + std::to_string(kPlanVersionSymbols) +
+                " for dynamic token counts, " +
+                std::to_string(kPlanVersionBatchTransB) +
+                " for transposed batch_matmuls; recompile with this moec)");
   if (h.flags != 0)
     return fail("corrupt plan (unknown header flags 0x" + hex(h.flags) +
                 "; this moe-run knows none)");
@@ -480,6 +483,10 @@ LoadedPlan::open(const std::string &path, int rank, std::string &error,
     return fail("plan format version " + std::to_string(h.version) +
                 " has no symbols (a dynamic token count needs version " +
                 std::to_string(kPlanVersionSymbols) + ")");
+  if (uint32_t need = minPlanVersion(lp->plan_); h.version < need)
+    return fail("plan format version " + std::to_string(h.version) +
+                " has no transposed batch_matmul (trans_b needs version " +
+                std::to_string(need) + ")");
   if (!verifyPlan(lp->plan_, jerr))
     return fail("invalid plan: " + jerr);
   for (const Segment &s : lp->plan_.segments)

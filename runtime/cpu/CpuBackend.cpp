@@ -175,7 +175,8 @@ void CpuBackend::batchMatmul(ExecContext &ctx, size_t index,
   const float *B = f32(ctx, index, s.inputs[1], "B");
   float *C = f32(ctx, index, s.outputs[0], "C");
   // A boxed operand (a KV cache kept in place, [h, rows, d] with its rows
-  // boxed: Value::boxRowsOfBatches) lies at its box's batch stride.
+  // boxed: Value::boxRowsOfBatches; trans_b reads keys so) lies at its
+  // box's batch stride.
   auto batchStride = [&](int32_t id, int64_t packed) {
     const Value &v = p.values[size_t(id)];
     const std::vector<int64_t> &box = v.boxShape();
@@ -185,7 +186,7 @@ void CpuBackend::batchMatmul(ExecContext &ctx, size_t index,
   int64_t sb = batchStride(s.inputs[1], d.K * d.N);
   for (int64_t b = 0; b < d.batch; ++b)
     cpu::matmul(A + b * sa, B + b * sb, nullptr, C + b * d.M * d.N, d.M, d.K,
-                d.N, false);
+                d.N, d.transB);
 }
 
 void CpuBackend::route(ExecContext &ctx, size_t index, const fb::RouteT &at) {

@@ -46,7 +46,8 @@ void CudaBackend::batchMatmul(ExecContext &ctx, size_t index,
   BatchMatmulDims d = checkBatchMatmulStep(ctx, index);
   cuda::batchMatmul(*blas_, f32(ctx, index, s.inputs[0], "A"),
                     f32(ctx, index, s.inputs[1], "B"),
-                    f32(ctx, index, s.outputs[0], "C"), d.batch, d.M, d.K, d.N);
+                    f32(ctx, index, s.outputs[0], "C"), d.batch, d.M, d.K, d.N,
+                    d.transB);
 }
 
 void CudaBackend::unary(ExecContext &ctx, size_t index, const fb::UnaryT &at) {

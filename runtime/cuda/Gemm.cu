@@ -330,7 +330,7 @@ void matmul(Blas &blas, DType in, const void *A, const void *B,
 }
 
 void batchMatmul(Blas &blas, const float *A, const float *B, float *C,
-                 int64_t batch, int64_t M, int64_t K, int64_t N) {
+                 int64_t batch, int64_t M, int64_t K, int64_t N, bool transB) {
   if (batch == 0 || M == 0 || N == 0)
     return;
   if (K == 0) {
@@ -338,13 +338,15 @@ void batchMatmul(Blas &blas, const float *A, const float *B, float *C,
         cudaMemsetAsync(C, 0, size_t(batch * M * N) * 4, blas.stream()));
     return;
   }
-  // Row-major C = A B is column-major C^T = B^T A^T.
+  // Row-major C = A B is column-major C^T = B^T A^T. With transB, B is
+  // row-major [N, K], i.e. column-major [K, N] (ld K), taken transposed.
   float alpha = 1.f, beta = 0.f;
   int m = toInt(N, "N"), n = toInt(M, "M"), k = toInt(K, "K");
   MOERT_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
-      blas.handle(), CUBLAS_OP_N, CUBLAS_OP_N, m, n, k, &alpha, B, CUDA_R_32F,
-      m, K * N, A, CUDA_R_32F, k, M * K, &beta, C, CUDA_R_32F, m, M * N,
-      toInt(batch, "batch"), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+      blas.handle(), transB ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, m, n, k,
+      &alpha, B, CUDA_R_32F, transB ? k : m, K * N, A, CUDA_R_32F, k, M * K,
+      &beta, C, CUDA_R_32F, m, M * N, toInt(batch, "batch"), CUBLAS_COMPUTE_32F,
+      CUBLAS_GEMM_DEFAULT));
 }
 
 void groupedGemm(Blas &blas, DType dt, const std::vector<GemmProblem> &probs) {

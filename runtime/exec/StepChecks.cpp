@@ -122,13 +122,14 @@ moert::BatchMatmulDims moert::checkBatchMatmulStep(ExecContext &ctx,
                                      "; batch_matmul takes f32");
   }
   BatchMatmulDims d;
+  d.transB = s.attrs.Asbatch_matmul()->trans_b;
   d.batch = a.shape[0];
   d.M = a.shape[1];
   d.K = a.shape[2];
-  d.N = b.shape[2];
-  need(b.shape[0] == d.batch && b.shape[1] == d.K, "A " + shapeString(a.shape) +
-                                                       " does not match B " +
-                                                       shapeString(b.shape));
+  d.N = b.shape[d.transB ? 1 : 2];
+  need(b.shape[0] == d.batch && b.shape[d.transB ? 2 : 1] == d.K,
+       "A " + shapeString(a.shape) + " does not match B " +
+           shapeString(b.shape) + (d.transB ? " (transposed)" : ""));
   need(c.shape == std::vector<int64_t>{d.batch, d.M, d.N},
        "C " + shapeString(c.shape) + " is not " + std::to_string(d.batch) +
            "x" + std::to_string(d.M) + "x" + std::to_string(d.N));

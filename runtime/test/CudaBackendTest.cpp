@@ -497,14 +497,17 @@ TEST(CudaBackend, ScatterIndexOutOfRange) {
 
 TEST(CudaBackend, AttentionBatchMatmul) {
   REQUIRE_CUDA_DEVICE();
-  for (int ranks : {1, 4}) {
-    TestCase tc = makeAttention(ranks);
-    std::string path = tempPath("attn" + std::to_string(ranks)), error;
-    ASSERT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
-    RunResult r = runPlan(path, tc, cudaBackend);
-    std::remove(path.c_str());
-    expectNear(r.outputs, tc.expected, "attention x" + std::to_string(ranks));
-  }
+  for (int ranks : {1, 4})
+    for (bool transB : {false, true}) {
+      TestCase tc = makeAttention(ranks, 3, 7, 5, 11, transB);
+      std::string path = tempPath("attn" + std::to_string(ranks)), error;
+      ASSERT_TRUE(writePlan(path, tc.plan, tc.data, error)) << error;
+      RunResult r = runPlan(path, tc, cudaBackend);
+      std::remove(path.c_str());
+      expectNear(r.outputs, tc.expected,
+                 "attention x" + std::to_string(ranks) +
+                     (transB ? " (keys transposed)" : ""));
+    }
 }
 
 //===----------------------------------------------------------------------===//

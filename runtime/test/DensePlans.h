@@ -291,9 +291,12 @@ inline TestCase makeReduceScatter(const ReduceScatterSpec &spec) {
 /// Attention over `ranks` ranks, each holding `B` of the sequences (the
 /// batch split along axis 0): out = softmax(q kt) v with q [B,S,D], kt
 /// [B,D,S] (keys transposed), v [B,S,D]; two batch_matmul steps around a
-/// softmax, the scores [B,S,S] as the `scores` output too.
+/// softmax, the scores [B,S,S] as the `scores` output too. `transB`: the
+/// input is the keys as they lie, `k` [B,S,D], and the first step reads
+/// them transposed (trans_b).
 inline TestCase makeAttention(int ranks, int64_t B = 3, int64_t S = 7,
-                              int64_t D = 5, unsigned seed = 11) {
+                              int64_t D = 5, unsigned seed = 11,
+                              bool transB = false) {
   TestCase tc;
   const int64_t Bg = B * ranks;
   std::mt19937 rng(seed);
@@ -307,12 +310,18 @@ inline TestCase makeAttention(int ranks, int64_t B = 3, int64_t S = 7,
   Builder b(p, tc.data);
   b.segments(ranks);
   int32_t vq = b.value("q", DType::f32, {B, S, D}, ValueKind::input);
-  int32_t vk = b.value("kt", DType::f32, {B, D, S}, ValueKind::input);
+  const char *kName = transB ? "k" : "kt";
+  std::vector<int64_t> kInner =
+      transB ? std::vector<int64_t>{S, D} : std::vector<int64_t>{D, S};
+  int32_t vk =
+      b.value(kName, DType::f32, {B, kInner[0], kInner[1]}, ValueKind::input);
   int32_t vv = b.value("v", DType::f32, {B, S, D}, ValueKind::input);
   int32_t vs = b.value("scores", DType::f32, {B, S, S}, ValueKind::output);
   int32_t vp = b.value("probs", DType::f32, {B, S, S}, ValueKind::temp);
   int32_t vo = b.value("out", DType::f32, {B, S, D}, ValueKind::output);
-  b.step(fb::BatchMatmulT(), {vq, vk}, {vs}, "/attn/qk");
+  fb::BatchMatmulT qk;
+  qk.trans_b = transB;
+  b.step(std::move(qk), {vq, vk}, {vs}, "/attn/qk");
   b.step(fb::SoftmaxT(), {vs}, {vp}, "/attn/softmax");
   b.step(fb::BatchMatmulT(), {vp, vv}, {vo}, "/attn/pv");
 
@@ -324,7 +333,8 @@ inline TestCase makeAttention(int ranks, int64_t B = 3, int64_t S = 7,
       for (int64_t j = 0; j < S; ++j) {
         double acc = 0;
         for (int64_t d = 0; d < D; ++d)
-          acc += double(q[(n * S + i) * D + d]) * kt[(n * D + d) * S + j];
+          acc += double(q[(n * S + i) * D + d]) *
+                 (transB ? kt[(n * S + j) * D + d] : kt[(n * D + d) * S + j]);
         row[j] = acc;
       }
       double mx = *std::max_element(row, row + S), sum = 0;
@@ -343,14 +353,14 @@ inline TestCase makeAttention(int ranks, int64_t B = 3, int64_t S = 7,
         .push_back(splitIO(name, DType::f32, shape, value, "dp"));
   };
   addIO("q", vq, {S, D}, true);
-  addIO("kt", vk, {D, S}, true);
+  addIO(kName, vk, kInner, true);
   addIO("v", vv, {S, D}, true);
   addIO("scores", vs, {S, S}, false);
   addIO("out", vo, {S, D}, false);
   tc.inputs["q"] =
       f32Array({Bg, S, D}, std::vector<double>(q.begin(), q.end()));
-  tc.inputs["kt"] =
-      f32Array({Bg, D, S}, std::vector<double>(kt.begin(), kt.end()));
+  tc.inputs[kName] = f32Array({Bg, kInner[0], kInner[1]},
+                              std::vector<double>(kt.begin(), kt.end()));
   tc.inputs["v"] =
       f32Array({Bg, S, D}, std::vector<double>(v.begin(), v.end()));
   tc.expected["scores"] = f32Array({Bg, S, S}, sc);

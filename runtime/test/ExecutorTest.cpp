@@ -400,6 +400,33 @@ TEST(Executor, AttentionBatchMatmul) {
   }
 }
 
+TEST(Executor, AttentionBatchMatmulTransB) {
+  // q k^T with the keys as they lie ([B, S, D], trans_b): against the same
+  // plain loop; a plan with it is format version 9.
+  for (int n : {1, 2}) {
+    TestCase tc = makeAttention(n, 3, 7, 5, 11, /*transB=*/true);
+    EXPECT_EQ(minPlanVersion(tc.plan), kPlanVersionBatchTransB);
+    RunResult r = runCase(tc, "attnT" + std::to_string(n));
+    expectMatches(r, tc);
+  }
+  TestCase plain = makeAttention(1);
+  EXPECT_EQ(minPlanVersion(plain.plan), kPlanVersion);
+  // B's rows and columns the other way round: named as transposed.
+  TestCase tc = makeAttention(1, 3, 7, 5, 11, true);
+  std::vector<int64_t> shape = {3, 5, 7};
+  tc.plan.values[size_t(tc.plan.steps[0].inputs[1])].shape = shape;
+  tc.plan.inputs[1].shape = shape;
+  tc.inputs["k"].shape = shape;
+  try {
+    runCase(tc, "attnTbad");
+    FAIL() << "expected a RunError";
+  } catch (const RunError &e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("does not match B [3,5,7]"), std::string::npos) << m;
+    EXPECT_NE(m.find("(transposed)"), std::string::npos) << m;
+  }
+}
+
 TEST(Executor, BatchMatmulShapeErrors) {
   // B's batch or contraction size differs from A's: the step names both.
   for (auto shape : {std::vector<int64_t>{2, 5, 7}, {3, 4, 7}}) {

@@ -146,9 +146,11 @@ struct MatmulDims {
 MatmulDims checkMatmulStep(ExecContext &ctx, size_t index);
 
 /// `batch_matmul`: C[b] = A[b] * B[b] for b < batch, with A [batch,M,K],
-/// B [batch,K,N] and C [batch,M,N], all f32 and 3-d.
+/// B [batch,K,N] (trans_b: B [batch,N,K] and C[b] = A[b] * B[b]^T) and C
+/// [batch,M,N], all f32 and 3-d.
 struct BatchMatmulDims {
   int64_t batch = 0, M = 0, K = 0, N = 0;
+  bool transB = false;
 };
 BatchMatmulDims checkBatchMatmulStep(ExecContext &ctx, size_t index);
 

@@ -46,9 +46,15 @@ namespace moert {
 /// ModelIO::symDims). Only plans with a symbol are written as version 8: a
 /// plan without one is written as version 7, byte for byte as before, and
 /// this build reads both.
+/// Version 9: batch_matmul's trans_b (plan.fbs BatchMatmul), which a
+/// version 8 reader would ignore. Only plans with such a step are written
+/// as version 9 (minPlanVersion).
 constexpr uint32_t kPlanVersion = 7;
-/// The version of plans with a symbol (the newest this build reads).
+/// The version of plans with a symbol.
 constexpr uint32_t kPlanVersionSymbols = 8;
+/// The version of plans with a transposed batch_matmul (the newest this
+/// build reads).
+constexpr uint32_t kPlanVersionBatchTransB = 9;
 
 /// Element types (plan.fbs): f32, f16, bf16, i64, i32, u8.
 using DType = fb::DType;
@@ -362,6 +368,11 @@ std::vector<std::pair<size_t, size_t>> cachePairs(const Plan &plan);
 /// known step kinds, arena offsets inside the arena). Returns false and sets
 /// `error` to a message naming the step or value.
 bool verifyPlan(const Plan &plan, std::string &error);
+
+/// The oldest format version that holds everything `plan` uses: 9 with a
+/// transposed batch_matmul, else 8 with a symbol, else 7. The writer
+/// writes it; the reader refuses a file whose version is older.
+uint32_t minPlanVersion(const Plan &plan);
 
 /// verifyPlan's rules for a dynamic token count (at most one symbol;
 /// symbolic dims in range, a, b >= 0, the maximum shape within a * max +

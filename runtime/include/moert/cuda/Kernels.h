@@ -291,11 +291,13 @@ void matmul(Blas &blas, DType in, const void *A, const void *B,
             const void *bias, DType out, void *C, int64_t M, int64_t K,
             int64_t N, bool transB);
 
-/// C[b] = A[b] * B[b] for b < batch: A [batch,M,K], B [batch,K,N], C
-/// [batch,M,N], fp32, row-major and contiguous; one
-/// cublasGemmStridedBatchedEx call (CUBLAS_COMPUTE_32F, no TF32).
+/// C[b] = A[b] * B[b] for b < batch: A [batch,M,K], B [batch,K,N] (transB:
+/// [batch,N,K], C[b] = A[b] * B[b]^T), C [batch,M,N], fp32, row-major and
+/// contiguous; one cublasGemmStridedBatchedEx call (CUBLAS_COMPUTE_32F, no
+/// TF32).
 void batchMatmul(Blas &blas, const float *A, const float *B, float *C,
-                 int64_t batch, int64_t M, int64_t K, int64_t N);
+                 int64_t batch, int64_t M, int64_t K, int64_t N,
+                 bool transB = false);
 
 /// One row-major problem of a grouped GEMM: C[m,n] = A[m,k] * B, B [k,n]
 /// (or [n,k] when transB), contiguous rows.
