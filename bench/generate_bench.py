@@ -20,7 +20,11 @@ length, exported from the same weights). Each rank keeps its block of the
 cache between steps outside the arena. By default (moec --kv-cache
 in-place) past and present are one buffer and each step writes only its
 new row; the plan compiled with --kv-cache swap keeps two buffers that
-swap, each step rewriting the whole cache; with --copy-cache (on that
+swap, each step rewriting the whole cache; the plans compiled with
+--kv-repeat copy run attention as exported (the KV heads repeated for
+their query heads and the keys transposed, copies of the whole cache,
+before the two batch matmuls) where the default reads the cache as it
+lies; with --copy-cache (on that
 plan) every step's present is also copied onto the next step's past, and
 with --cache-through-rank0 the cache is gathered on rank 0 and sent to
 every rank each step. Plans: ep=1 (one rank)
@@ -185,16 +189,30 @@ def main():
             os.path.join(kv_dir, "prefill", "model.onnx"), "--mesh", mesh,
             "--input-shape", f"input_ids={a.batch},?",
             "--max-tokens", str(up(a.prompt)), "-o", prefill])
+        # moec --kv-repeat copy: attention as exported, repeating (GQA)
+        # and transposing the cache before its two batch matmuls.
+        prefill_copy = os.path.join(kv_dir, f"prefill_{tag_m}_copy.moeplan")
+        sh([os.path.join(bindir, "moec"),
+            os.path.join(kv_dir, "prefill", "model.onnx"), "--mesh", mesh,
+            "--input-shape", f"input_ids={a.batch},?",
+            "--max-tokens", str(up(a.prompt)), "--kv-repeat", "copy",
+            "-o", prefill_copy])
         swap = os.path.join(kv_dir, f"decode_{tag_m}_swap.moeplan")
-        for plan, layout in ((decode, "in-place"), (swap, "swap")):
+        copy = os.path.join(kv_dir, f"decode_{tag_m}_copy.moeplan")
+        for plan, layout, repeat in ((decode, "in-place", "fold"),
+                                     (swap, "swap", "fold"),
+                                     (copy, "in-place", "copy")):
             sh([os.path.join(bindir, "moec"),
                 os.path.join(kv_dir, "decode", "model.onnx"), "--mesh", mesh,
                 "--input-shape", f"input_ids={a.batch},1;"
                 f"position_ids={a.batch},1;{cache}",
                 "--max-tokens", str(up(a.prompt + a.new - 2)),
-                "--kv-cache", layout, "-o", plan])
+                "--kv-cache", layout, "--kv-repeat", repeat, "-o", plan])
         add(f"moe-run generate {mesh} --decode-plan (cache in place)", ranks,
             *run_generate(ranks, [prefill, "--decode-plan", decode]))
+        add(f"moe-run generate {mesh} --decode-plan (moec --kv-repeat copy)",
+            ranks, *run_generate(ranks, [prefill_copy, "--decode-plan",
+                                         copy]))
         add(f"moe-run generate {mesh} --decode-plan (moec --kv-cache swap)",
             ranks, *run_generate(ranks, [prefill, "--decode-plan", swap]))
         add(f"moe-run generate {mesh} --decode-plan (swap) --copy-cache",

@@ -12,6 +12,7 @@
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Matchers.h"
 
+#include <algorithm>
 #include <set>
 
 using namespace mlir;
@@ -122,6 +123,25 @@ std::vector<int64_t> squeezed(const std::vector<int64_t> &shape, int64_t dim,
   return s;
 }
 
+/// Whether a view whose squeezed shape is `view` (its length at `at`)
+/// lies in its box as the root (`root`, length at `rootAt`) does in its
+/// own: the same dims after the length, any dims of the same product
+/// before it (attention's [B*kv, P, D] of a [B, kv, P, D] cache), so that
+/// the box's strides of both address the same element.
+bool sameBoxRows(const std::vector<int64_t> &view, int64_t at,
+                 const std::vector<int64_t> &root, int64_t rootAt) {
+  if (at < 0 || rootAt < 0 || view[size_t(at)] != root[size_t(rootAt)] ||
+      !std::equal(view.begin() + at, view.end(), root.begin() + rootAt,
+                  root.end()))
+    return false;
+  int64_t a = 1, b = 1;
+  for (int64_t d = 0; d < at; ++d)
+    a *= view[size_t(d)];
+  for (int64_t d = 0; d < rootAt; ++d)
+    b *= root[size_t(d)];
+  return a == b;
+}
+
 /// Whether step `s` (not a kernel: it reads its operands packed at the
 /// call's sizes) reads every value of the pair (`dims`) as it lies in the
 /// box: moert::Value::boxLiesPacked ([1, 1, P, D], one head), or a
@@ -172,7 +192,7 @@ std::string whyNot(const moert::Plan &plan, mlir::ModuleOp module, int32_t pr,
       return "view v" + std::to_string(v.id) + " has no single dynamic dim";
     int64_t at;
     std::vector<int64_t> sq = squeezed(v.shape, v.symDims[0].dim, at);
-    if (sq != rootSq.at(r) || at != rootAt)
+    if (!sameBoxRows(sq, at, rootSq.at(r), rootAt))
       return "view v" + std::to_string(v.id) +
              " merges the cache's length with another dim";
     dims[v.id] = v.symDims[0].dim;

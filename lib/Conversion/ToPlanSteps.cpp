@@ -12,6 +12,7 @@
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Shard/IR/ShardOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "moec/Transforms/Passes.h"
 
 using namespace mlir;
 using namespace moec;
@@ -103,10 +104,14 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
                         ? cast<linalg::BatchMatmulOp>(op).hasUserDefinedMaps()
                         : cast<linalg::MatmulOp>(op).hasUserDefinedMaps();
     StringRef name = batched ? "linalg.batch_matmul" : "linalg.matmul";
+    // moe-fold-kv-repeat's product with B transposed: [b, n, k].
+    bool transB = isBatchMatmulTransB(op);
+    userMaps = userMaps && !transB;
     if (m.getNumDpsInputs() != 2 || userMaps)
-      return op->emitError(batched
-                               ? "plan lowering: only plain linalg.batch_matmul"
-                               : "plan lowering: only plain 2-d linalg.matmul");
+      return op->emitError(
+          batched ? "plan lowering: only plain linalg.batch_matmul "
+                    "(or with B transposed)"
+                  : "plan lowering: only plain 2-d linalg.matmul");
     if (!m.getDpsInits()[0].getDefiningOp<linalg::FillOp>())
       return op->emitError("plan lowering: ")
              << name << " must start from a zero fill";
@@ -118,7 +123,9 @@ LogicalResult PlanBuilder::lowerOp(Operation *op) {
     int32_t c = out(op->getResult(0));
     if (failed(ok))
       return failure();
-    moert::Step &s = batched ? addStep(moert::fb::BatchMatmulT(), op)
+    moert::fb::BatchMatmulT bmAttrs;
+    bmAttrs.trans_b = transB;
+    moert::Step &s = batched ? addStep(std::move(bmAttrs), op)
                              : addStep(moert::fb::MatmulT(), op);
     s.inputs = {a, b};
     s.outputs = {c};

@@ -45,6 +45,7 @@ const OptionField kFields[] = {
     {"no-raise", OptionField::Bool, MOEC_FIELD(noRaise)},
     {"precision", OptionField::String, MOEC_FIELD(precision)},
     {"batch-matmul", OptionField::String, MOEC_FIELD(batchMatmul)},
+    {"kv-repeat", OptionField::String, MOEC_FIELD(kvRepeat)},
     {"dense-tp", OptionField::String, MOEC_FIELD(denseTp)},
     {"sequence-parallel", OptionField::String, MOEC_FIELD(sequenceParallel)},
     {"target", OptionField::String, MOEC_FIELD(target)},
@@ -142,6 +143,8 @@ std::string checkCompileOptions(const CompileOptions &o) {
     return "--precision " + e;
   if (std::string e = checkBatchMatmul(o.batchMatmul); !e.empty())
     return "--batch-matmul " + e;
+  if (std::string e = checkKvRepeat(o.kvRepeat); !e.empty())
+    return "--kv-repeat " + e;
   if (std::string e = checkDenseTp(o.denseTp); !e.empty())
     return "--dense-tp " + e;
   if (std::string e = checkSequenceParallel(o.sequenceParallel); !e.empty())
@@ -224,6 +227,7 @@ void setPipelineOptions(MoecPipelineOptions &p, const CompileOptions &o,
   p.redundantExperts = o.redundantExperts;
   p.capacityFactor = o.capacityFactor;
   p.batchMatmul = o.batchMatmul;
+  p.kvRepeat = o.kvRepeat;
   p.denseTp = o.denseTp;
   p.sequenceParallel = o.sequenceParallel;
 }

@@ -32,6 +32,12 @@ std::string moec::checkBatchMatmul(StringRef batchMatmul) {
   return "'" + batchMatmul.str() + "': expected blas or kernel";
 }
 
+std::string moec::checkKvRepeat(StringRef kvRepeat) {
+  if (kvRepeat == "fold" || kvRepeat == "copy")
+    return "";
+  return "'" + kvRepeat.str() + "': expected fold or copy";
+}
+
 std::string moec::checkDenseTp(StringRef denseTp) {
   if (denseTp == "megatron" || denseTp == "replicated")
     return "";
@@ -51,6 +57,9 @@ std::string moec::verifyPipelineOptions(const MoecPipelineOptions &options) {
   err = checkBatchMatmul(options.batchMatmul);
   if (!err.empty())
     return "batch-matmul " + err;
+  err = checkKvRepeat(options.kvRepeat);
+  if (!err.empty())
+    return "kv-repeat " + err;
   err = checkDenseTp(options.denseTp);
   if (!err.empty())
     return "dense-tp " + err;
@@ -133,6 +142,12 @@ void moec::buildLowerPipeline(OpPassManager &pm,
   pm.addPass(createMoEPartition(partitionOpts));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
+  // Attention's batch matmuls read the KV heads as they lie (plan steps
+  // only: generated kernels take the products as exported).
+  if (options.kvRepeat == "fold" && options.batchMatmul == "blas") {
+    pm.addNestedPass<func::FuncOp>(createMoEFoldKVRepeat());
+    pm.addPass(createCanonicalizerPass());
+  }
   // Dense regions become generated kernels (fused elementwise chains).
   MoEOutlineKernelsOptions outlineOpts;
   outlineOpts.batchMatmulSteps = options.batchMatmul == "blas";

@@ -46,7 +46,8 @@ bool keepsOwnStep(Operation *op, bool batchMatmuls) {
   if (isa<linalg::MatmulOp>(op))
     return true;
   if (auto bm = dyn_cast<linalg::BatchMatmulOp>(op))
-    return batchMatmuls && !bm.hasUserDefinedMaps() &&
+    return batchMatmuls &&
+           (!bm.hasUserDefinedMaps() || isBatchMatmulTransB(bm)) &&
            llvm::all_of(bm->getOperandTypes(), [](Type t) {
              return cast<ShapedType>(t).getElementType().isF32();
            });

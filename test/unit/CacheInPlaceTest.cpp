@@ -25,8 +25,9 @@ namespace {
 /// OutlineKernels' concatenation of %arg1 (past) and %arg0 (the row) along
 /// dim 2, with checkKernelConstants' tensor.dim for past's size; `pastAt`
 /// is the index into past along dim 2 (`%clamped` in the right form).
-std::string catKernel(const std::string &pastAt = "%clamped") {
-  return R"(
+/// `batch` sequences: the tensors are [batch, 2, ...], indexed by d0.
+std::string catKernel(const std::string &pastAt = "%clamped", int batch = 1) {
+  std::string k = R"(
 func.func @cat(%arg0: tensor<1x2x1x4xf32>, %arg1: tensor<1x2x8x4xf32>) -> tensor<1x2x9x4xf32> {
   %c0 = arith.constant 0 : index
   %c1 = arith.constant 1 : index
@@ -49,7 +50,7 @@ func.func @cat(%arg0: tensor<1x2x1x4xf32>, %arg1: tensor<1x2x8x4xf32>) -> tensor
     %clamped = arith.minsi %q0, %last : index
     %shifted = arith.addi %i2, %c1 : index
     %old = tensor.extract %arg1[%c0, %i1, )" +
-         pastAt + R"(, %i3] : tensor<1x2x8x4xf32>
+                  pastAt + R"(, %i3] : tensor<1x2x8x4xf32>
     %before = arith.cmpi slt, %i2, %p : index
     %v = arith.select %before, %old, %row : f32
     linalg.yield %v : f32
@@ -57,6 +58,17 @@ func.func @cat(%arg0: tensor<1x2x1x4xf32>, %arg1: tensor<1x2x8x4xf32>) -> tensor
   return %r : tensor<1x2x9x4xf32>
 }
 )";
+  if (batch == 1)
+    return k;
+  // [batch, 2, ...] read at index d0 of the result.
+  std::string b = std::to_string(batch) + "x2x";
+  for (size_t at; (at = k.find("<1x2x")) != std::string::npos;)
+    k.replace(at + 1, 4, b);
+  k.replace(k.find("%i1 = linalg.index 1"), 0,
+            "%i0 = linalg.index 0 : index\n    ");
+  for (size_t at; (at = k.find("[%c0, %i1")) != std::string::npos;)
+    k.replace(at, 9, "[%i0, %i1");
+  return k;
 }
 
 class CacheInPlaceTest : public ::testing::Test {
@@ -95,23 +107,29 @@ protected:
   }
 
   /// The decode step; `useStep` false: the view's reader is a softmax step,
-  /// `merge`: the view is [1, 18, 4] (length merged with the heads).
-  moert::Plan decodePlan(bool useStep = true, bool merge = false) {
+  /// `merge`: the view is [1, 18, 4] (length merged with the heads);
+  /// `batch` > 1: [batch, 2, ...] tensors and the view [batch * 2, P + 1, 4]
+  /// (attention's batch of heads, moe-fold-kv-repeat's).
+  moert::Plan decodePlan(bool useStep = true, bool merge = false,
+                         int64_t batch = 1) {
     moert::Plan p;
     p.mesh = {{"ep", 1}};
-    int32_t past = value(p, "past_k_0", {1, 2, 8, 4}, moert::ValueKind::input);
-    int32_t row = value(p, "row", {1, 2, 1, 4}, moert::ValueKind::temp);
+    int32_t past =
+        value(p, "past_k_0", {batch, 2, 8, 4}, moert::ValueKind::input);
+    int32_t row = value(p, "row", {batch, 2, 1, 4}, moert::ValueKind::temp);
     int32_t present =
-        value(p, "present", {1, 2, 9, 4}, moert::ValueKind::output);
+        value(p, "present", {batch, 2, 9, 4}, moert::ValueKind::output);
     int32_t view = value(p, "view",
-                         merge ? std::vector<int64_t>{1, 18, 4}
-                               : std::vector<int64_t>{1, 2, 1, 9, 4},
+                         merge       ? std::vector<int64_t>{1, 18, 4}
+                         : batch > 1 ? std::vector<int64_t>{batch * 2, 9, 4}
+                                     : std::vector<int64_t>{1, 2, 1, 9, 4},
                          moert::ValueKind::temp);
     int32_t y = value(p, "y", {1, 2, 1, 9, 4}, moert::ValueKind::output);
     p.values[size_t(past)].symDims = {{2, moert::SymKind::T, 1, 0}};
     p.values[size_t(present)].symDims = {{2, moert::SymKind::T, 1, 1}};
-    p.values[size_t(view)].symDims = {
-        {merge ? 1 : 3, moert::SymKind::T, merge ? 2 : 1, merge ? 2 : 1}};
+    p.values[size_t(view)].symDims = {{merge || batch > 1 ? 1 : 3,
+                                       moert::SymKind::T, merge ? 2 : 1,
+                                       merge ? 2 : 1}};
     p.values[size_t(view)].root = present;
     p.values[size_t(past)].outside = p.values[size_t(present)].outside = true;
     kernel(p, "cat", {row, past}, present);
@@ -185,6 +203,27 @@ TEST_F(CacheInPlaceTest, OnlyKernelsMayTouchThePair) {
 TEST_F(CacheInPlaceTest, ViewsKeepTheLengthApart) {
   moert::Plan p = decodePlan(true, /*merge=*/true);
   std::vector<std::string> why = box(p, catKernel());
+  ASSERT_EQ(why.size(), 1u);
+  EXPECT_NE(why[0].find("view v3 merges the cache's length"), std::string::npos)
+      << why[0];
+}
+
+TEST_F(CacheInPlaceTest, ViewsMayMergeTheDimsBeforeTheLength) {
+  // [2, 2, P, 4] seen as [4, P, 4] (a batch of heads): the same element at
+  // the box's strides of either, so the pair goes in place, the view with
+  // the box [4, 9, 4].
+  moert::Plan p = decodePlan(true, false, /*batch=*/2);
+  std::vector<std::string> why = box(p, catKernel("%clamped", 2));
+  EXPECT_TRUE(why.empty()) << why[0];
+  EXPECT_TRUE(p.values[3].boxed);
+  EXPECT_EQ(p.values[3].shape, (std::vector<int64_t>{4, 9, 4}));
+  EXPECT_EQ(p.values[3].boxBytes(), p.values[2].boxBytes());
+  EXPECT_TRUE(p.values[3].boxRowsOfBatches());
+  // Merged with the length, it is not.
+  moert::Plan q = decodePlan(true, false, 2);
+  q.values[3].shape = {2, 18, 4};
+  q.values[3].symDims = {{1, moert::SymKind::T, 2, 2}};
+  why = box(q, catKernel("%clamped", 2));
   ASSERT_EQ(why.size(), 1u);
   EXPECT_NE(why[0].find("view v3 merges the cache's length"), std::string::npos)
       << why[0];

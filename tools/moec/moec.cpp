@@ -175,6 +175,14 @@ cl::opt<std::string> batchMatmul(
              "steps: BLAS on CPU ranks, cuBLAS on GPUs) or kernel "
              "(generated loop kernels, for comparisons)"),
     cl::init(kDefaults.batchMatmul), cl::cat(moecCat));
+cl::opt<std::string> kvRepeat(
+    "kv-repeat",
+    cl::desc("Grouped-query attention's repeated KV heads: fold (default; "
+             "attention's batch matmuls read each KV head for its group of "
+             "query heads, keys transposed in the product: "
+             "moe-fold-kv-repeat) or copy (the export's repeat and "
+             "transpose copies, for comparisons)"),
+    cl::init(kDefaults.kvRepeat), cl::cat(moecCat));
 cl::opt<std::string> denseTp(
     "dense-tp",
     cl::desc("Attention, dense MLPs and the LM head over the tp axis: "
@@ -297,6 +305,7 @@ moec::CompileOptions compileOptions() {
   o.noRaise = noRaise;
   o.precision = precision;
   o.batchMatmul = batchMatmul;
+  o.kvRepeat = kvRepeat;
   o.denseTp = denseTp;
   o.sequenceParallel = sequenceParallel;
   o.target = target;

@@ -60,6 +60,7 @@ struct CompileOptions {
   bool noRaise = false;                  ///< --no-raise
   std::string precision = "fp32";        ///< --precision
   std::string batchMatmul = "blas";      ///< --batch-matmul
+  std::string kvRepeat = "fold";         ///< --kv-repeat
   std::string denseTp = "megatron";      ///< --dense-tp
   std::string sequenceParallel = "auto"; ///< --sequence-parallel
   std::string target = "cpu";            ///< --target

@@ -89,6 +89,12 @@ struct MoecPipelineOptions
       llvm::cl::desc("f32 batched matmuls: blas (plan steps) or kernel "
                      "(generated kernels)"),
       llvm::cl::init("blas")};
+  Option<std::string> kvRepeat{
+      *this, "kv-repeat",
+      llvm::cl::desc("Grouped-query attention's repeated KV heads: fold "
+                     "(the batch matmuls read each KV head for its query "
+                     "heads, moe-fold-kv-repeat) or copy (as exported)"),
+      llvm::cl::init("fold")};
 };
 
 /// "'VALUE': expected ..." when `precision` is not a type
@@ -97,6 +103,8 @@ struct MoecPipelineOptions
 std::string checkPrecision(llvm::StringRef precision);
 /// The same for `batch-matmul` (blas or kernel).
 std::string checkBatchMatmul(llvm::StringRef batchMatmul);
+/// The same for `kv-repeat` (fold or copy).
+std::string checkKvRepeat(llvm::StringRef kvRepeat);
 /// The same for `dense-tp` (megatron or replicated).
 std::string checkDenseTp(llvm::StringRef denseTp);
 /// The same for `sequence-parallel` (auto or off).
@@ -116,7 +124,8 @@ void buildImportCleanupPipeline(mlir::OpPassManager &pm,
 void buildShardPipeline(mlir::OpPassManager &pm,
                         const MoecPipelineOptions &options);
 /// moe-partition (the per-rank program), canonicalize and CSE,
-/// moe-outline-kernels (generated kernels), canonicalize.
+/// moe-fold-kv-repeat (kv-repeat=fold with blas batch matmuls) and
+/// canonicalize, moe-outline-kernels (generated kernels), canonicalize.
 void buildLowerPipeline(mlir::OpPassManager &pm,
                         const MoecPipelineOptions &options);
 /// The three stages above, the last two only when `mesh` is set: what moec

@@ -18,6 +18,11 @@ namespace moec {
 #define GEN_PASS_REGISTRATION
 #include "moec/Transforms/Passes.h.inc"
 
+/// Whether `op` (a linalg.batch_matmul) reads B transposed, [batch, n, k]:
+/// moe-fold-kv-repeat's product for attention's keys, which stays a plan
+/// step (`batch_matmul` with trans_b). The one definition of those maps.
+bool isBatchMatmulTransB(mlir::Operation *op);
+
 } // namespace moec
 
 #endif // MOEC_TRANSFORMS_PASSES_H

@@ -258,6 +258,29 @@ def MoEPartition : Pass<"moe-partition", "mlir::ModuleOp"> {
 // Lowering
 //===----------------------------------------------------------------------===//
 
+def MoEFoldKVRepeat : Pass<"moe-fold-kv-repeat", "mlir::func::FuncOp"> {
+  let summary = "Attention's products read each KV head for its query heads";
+  let description = [{
+    Grouped-query attention as exporters write it (Hugging Face's
+    `repeat_kv`, then `k.transpose(-1, -2)`) copies every key and value
+    head once per query head of its group (a broadcast linalg.generic) and
+    the keys once more transposed, before the two f32 batch matmuls read
+    them: at decode, three copies of the whole KV cache per layer and step.
+    This pass rewrites such a `linalg.batch_matmul` to read the source
+    directly: the query rows of one KV head's group are one batch of the
+    product (a reshape of [B*h, S, D] to [B*kv, g*S, D]), the keys are
+    read transposed (the batch matmul's indexing maps: a `batch_matmul`
+    plan step with `trans_b`), and the result is reshaped back. The copies
+    are left without readers and vanish. Applied when the operand is,
+    through reshapes that keep the row-major order, a transpose of its
+    last two dims and/or a broadcast that repeats one dim before the last
+    two (its size g) of a tensor whose last two dims are the operand's
+    rows and columns; otherwise the product is left as it is.
+  }];
+  let dependentDialects = ["mlir::linalg::LinalgDialect",
+                           "mlir::tensor::TensorDialect"];
+}
+
 def MoEOutlineKernels : Pass<"moe-outline-kernels", "mlir::ModuleOp"> {
   let summary = "Outline dense elementwise/reduction regions into kernels";
   let description = [{
