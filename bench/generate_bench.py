@@ -20,14 +20,13 @@ length, exported from the same weights). Each rank keeps its block of the
 cache between steps outside the arena. By default (moec --kv-cache
 in-place) past and present are one buffer and each step writes only its
 new row; the plan compiled with --kv-cache swap keeps two buffers that
-swap, each step rewriting the whole cache; the plans compiled with
---kv-repeat copy run attention as exported (the KV heads repeated for
-their query heads and the keys transposed, copies of the whole cache,
-before the two batch matmuls) where the default reads the cache as it
-lies; with --copy-cache (on that
+swap, each step rewriting the whole cache; with --copy-cache (on that
 plan) every step's present is also copied onto the next step's past, and
 with --cache-through-rank0 the cache is gathered on rank 0 and sent to
-every rank each step. Plans: ep=1 (one rank)
+every rank each step. The plans compiled with --kv-repeat copy run
+attention as exported (the KV heads repeated for their query heads and the
+keys transposed, copies of the whole cache, before the two batch matmuls)
+where the default reads the cache as it lies. Plans: ep=1 (one rank)
 and tp=2 (two MPI ranks; with --batch 2 or more also ep=2, one sequence
 per rank); OpenBLAS and torch threads = cores / ranks, onnxruntime with its
 default threads; torch with its default ("eager") experts, which loop over
