@@ -1,4 +1,5 @@
-//===- FoldKVRepeat.cpp - attention reads each KV head once ----------------===//
+//===- FoldKVRepeat.cpp - attention reads each KV head once
+//----------------===//
 //
 // moe-fold-kv-repeat (Passes.td): a linalg.batch_matmul whose B operand is
 // grouped-query attention's repeated (and, for the keys, transposed) copy
@@ -95,7 +96,8 @@ Value repeatedDim(Value v, int64_t &dim) {
   Block &body = g.getRegion().front();
   auto yield = dyn_cast<linalg::YieldOp>(body.getTerminator());
   if (!yield || yield.getNumOperands() != 1 ||
-      yield.getOperand(0) != body.getArgument(0) || body.getOperations().size() != 1)
+      yield.getOperand(0) != body.getArgument(0) ||
+      body.getOperations().size() != 1)
     return {};
   if (g.getNumParallelLoops() != g.getNumLoops())
     return {};
@@ -115,8 +117,7 @@ Value repeatedDim(Value v, int64_t &dim) {
       continue;
     }
     auto d = dyn_cast<AffineDimExpr>(e);
-    if (!d || int64_t(d.getPosition()) <= last ||
-        in[i] != out[d.getPosition()])
+    if (!d || int64_t(d.getPosition()) <= last || in[i] != out[d.getPosition()])
       return {};
     last = d.getPosition();
     read[d.getPosition()] = true;
@@ -146,12 +147,10 @@ Value asBatch(OpBuilder &b, Location loc, Value v) {
   if (r == 3)
     return v;
   if (r < 3) {
-    auto t = RankedTensorType::get({1, s[0], s[1]},
-                                   cast<RankedTensorType>(v.getType())
-                                       .getElementType());
-    return tensor::ExpandShapeOp::create(b, loc, t, v,
-                                         ArrayRef<ReassociationIndices>{
-                                             {0, 1}, {2}});
+    auto t = RankedTensorType::get(
+        {1, s[0], s[1]}, cast<RankedTensorType>(v.getType()).getElementType());
+    return tensor::ExpandShapeOp::create(
+        b, loc, t, v, ArrayRef<ReassociationIndices>{{0, 1}, {2}});
   }
   ReassociationIndices lead;
   for (int64_t d = 0; d < r - 2; ++d)
@@ -248,15 +247,15 @@ bool fold(linalg::BatchMatmulOp bm) {
     return false;
   Value ab = regroup(b, loc, a, g, /*split=*/true); // [P, g*M, K]
   int64_t M = sa[1], N = sb[2];
-  Type elt = cast<RankedTensorType>(bm->getResult(0).getType()).getElementType();
+  Type elt =
+      cast<RankedTensorType>(bm->getResult(0).getType()).getElementType();
   auto ct = RankedTensorType::get({P, g * M, N}, elt);
   Value init = tensor::EmptyOp::create(b, loc, ct.getShape(), elt);
   init = linalg::FillOp::create(b, loc, fill.getInputs()[0], init).result();
   Operation *prod;
   if (trans) {
-    auto op = linalg::BatchMatmulOp::create(b, loc, TypeRange{ct},
-                                            ValueRange{ab, xb},
-                                            ValueRange{init});
+    auto op = linalg::BatchMatmulOp::create(
+        b, loc, TypeRange{ct}, ValueRange{ab, xb}, ValueRange{init});
     op.setIndexingMapsAttr(b.getAffineMapArrayAttr(transBMaps(b.getContext())));
     prod = op;
   } else {
