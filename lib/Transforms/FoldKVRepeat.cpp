@@ -22,6 +22,8 @@
 
 #include "moec/Transforms/Passes.h"
 
+#include "RaiseExpertsInternal.h"
+
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/PatternMatch.h"
@@ -36,20 +38,8 @@ using namespace moec;
 
 namespace {
 
-/// Back through reshapes that keep the row-major order.
-Value throughViews(Value v) {
-  while (Operation *def = v.getDefiningOp()) {
-    if (auto r = dyn_cast<tensor::ReshapeOp>(def))
-      v = r.getSource();
-    else if (auto c = dyn_cast<tensor::CollapseShapeOp>(def))
-      v = c.getSrc();
-    else if (auto e = dyn_cast<tensor::ExpandShapeOp>(def))
-      v = e.getSrc();
-    else
-      break;
-  }
-  return v;
-}
+/// Back through reshapes that keep the row-major order (and casts).
+Value throughViews(Value v) { return raising::skipViews(v); }
 
 ArrayRef<int64_t> shapeOf(Value v) {
   return cast<RankedTensorType>(v.getType()).getShape();
