@@ -179,6 +179,15 @@ void cpu::detail::sgemm(const float *A, int64_t lda, const float *B,
                         int64_t ldb, bool transB, float *C, int64_t ldc,
                         int64_t M, int64_t K, int64_t N, bool accumulate) {
 #ifdef MOERT_HAVE_CBLAS
+  if (M == 1 && K > 0 && N > 0) {
+    // One row (a decode step's dense layers and experts): a GEMV streams B
+    // once, where sgemm first copies all of B into its packed panels
+    // (OpenBLAS 0.3.21: the copy took more time than the products).
+    cblas_sgemv(CblasRowMajor, transB ? CblasNoTrans : CblasTrans,
+                transB ? int(N) : int(K), transB ? int(K) : int(N), 1.0f, B,
+                int(ldb), A, 1, accumulate ? 1.0f : 0.0f, C, 1);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
               int(M), int(N), int(K), 1.0f, A, int(lda), B, int(ldb),
               accumulate ? 1.0f : 0.0f, C, int(ldc));

@@ -301,27 +301,29 @@ TEST(CpuKernels, RouteMatchesReference) {
 
 TEST(CpuKernels, Matmul) {
   std::mt19937 rng(2);
-  const int64_t M = 37, K = 19, N = 23;
-  for (bool transB : {false, true})
-    for (bool withBias : {false, true}) {
-      SCOPED_TRACE(testing::Message()
-                   << "transB=" << transB << " bias=" << withBias);
-      std::vector<float> A = randomVec(rng, M * K), B = randomVec(rng, K * N),
-                         bias = randomVec(rng, N);
-      std::vector<double> ref(M * N);
-      for (int64_t m = 0; m < M; ++m)
-        for (int64_t n = 0; n < N; ++n) {
-          double acc = withBias ? bias[n] : 0;
-          for (int64_t kk = 0; kk < K; ++kk)
-            acc += double(A[m * K + kk]) *
-                   (transB ? B[n * K + kk] : B[kk * N + n]);
-          ref[m * N + n] = acc;
-        }
-      std::vector<float> C(M * N, NAN);
-      cpu::matmul(A.data(), B.data(), withBias ? bias.data() : nullptr,
-                  C.data(), M, K, N, transB);
-      expectClose(C.data(), ref, 1e-5, "C");
-    }
+  const int64_t K = 19, N = 23;
+  // M = 1 takes a GEMV (a decode step's rows), more rows sgemm.
+  for (int64_t M : {37, 1})
+    for (bool transB : {false, true})
+      for (bool withBias : {false, true}) {
+        SCOPED_TRACE(testing::Message() << "M=" << M << " transB=" << transB
+                                        << " bias=" << withBias);
+        std::vector<float> A = randomVec(rng, M * K), B = randomVec(rng, K * N),
+                           bias = randomVec(rng, N);
+        std::vector<double> ref(M * N);
+        for (int64_t m = 0; m < M; ++m)
+          for (int64_t n = 0; n < N; ++n) {
+            double acc = withBias ? bias[n] : 0;
+            for (int64_t kk = 0; kk < K; ++kk)
+              acc += double(A[m * K + kk]) *
+                     (transB ? B[n * K + kk] : B[kk * N + n]);
+            ref[m * N + n] = acc;
+          }
+        std::vector<float> C(M * N, NAN);
+        cpu::matmul(A.data(), B.data(), withBias ? bias.data() : nullptr,
+                    C.data(), M, K, N, transB);
+        expectClose(C.data(), ref, 1e-5, "C");
+      }
   // K = 0: C is the bias (or 0).
   std::vector<float> bias = randomVec(rng, 5), C(3 * 5, NAN);
   cpu::matmul(nullptr, nullptr, bias.data(), C.data(), 3, 0, 5, false);
