@@ -479,13 +479,12 @@ LoadedPlan::open(const std::string &path, int rank, std::string &error,
   if (lp->plan_.version != h.version)
     return fail("manifest version " + std::to_string(lp->plan_.version) +
                 " differs from the header's " + std::to_string(h.version));
-  if (!lp->plan_.symbols.empty() && h.version < kPlanVersionSymbols)
-    return fail("plan format version " + std::to_string(h.version) +
-                " has no symbols (a dynamic token count needs version " +
-                std::to_string(kPlanVersionSymbols) + ")");
   if (uint32_t need = minPlanVersion(lp->plan_); h.version < need)
     return fail("plan format version " + std::to_string(h.version) +
-                " has no transposed batch_matmul (trans_b needs version " +
+                (need == kPlanVersionSymbols
+                     ? " has no symbols (a dynamic token count needs version "
+                     : " has no transposed batch_matmul (trans_b needs "
+                       "version ") +
                 std::to_string(need) + ")");
   if (!verifyPlan(lp->plan_, jerr))
     return fail("invalid plan: " + jerr);
